@@ -1,0 +1,98 @@
+# hpo-operator. `make demo` runs the main job, `make test` the tests; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export HPO_CACHE ?= $(HOME)/.cache/hpo-operator
+KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
+KIND_CLUSTER ?= hpo
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools cluster cluster-down cluster-status crds crds-check test test-unit \
+        demo operator install-crds kind-up kind-down kind-test clean
+
+help:
+	@echo "make demo          local cluster + operator + example experiment, trials shown"
+	@echo "make test          unit and integration tests (starts the local cluster if needed)"
+	@echo "make cluster       start the local control plane, print its kubeconfig"
+	@echo "make cluster-down  stop it"
+	@echo "make operator      run the operator against \$$KUBECONFIG (or the local cluster)"
+	@echo "make crds          regenerate crds/ from the pydantic models"
+	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+tools:
+	hack/build-tools.sh
+
+cluster: tools
+	@hack/cluster.sh up
+
+cluster-down:
+	@hack/cluster.sh down
+
+cluster-status:
+	@hack/cluster.sh status
+
+crds: venv
+	$(PY) -m hpo_operator.crdgen
+
+crds-check: venv
+	$(PY) -m hpo_operator.crdgen --check
+
+# Integration tests start (and stop) the local control plane themselves unless HPO_KUBECONFIG
+# names a cluster to use; pytest's "no tests ran" (exit 5) is a failure here.
+test: venv tools
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
+
+test-unit: venv
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+install-crds: cluster
+	$(HPO_CACHE)/bin/kubectl --kubeconfig $(KUBECONFIG_LOCAL) apply -f crds/
+
+operator: venv
+	KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} $(PY) -m hpo_operator
+
+demo: venv cluster
+	hack/demo.sh $(KUBECONFIG_LOCAL)
+
+# --- kind, for machines with Docker -------------------------------------------------------
+kind-up:
+	kind create cluster --name $(KIND_CLUSTER) --kubeconfig $(CURDIR)/.kind-kubeconfig
+
+kind-test: venv
+	HPO_KUBECONFIG=$(CURDIR)/.kind-kubeconfig $(PY) -m pytest $(PYTEST_ARGS)
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)
+
+clean: cluster-down
+	rm -rf .cluster $(VENV) .kind-kubeconfig
+
+# The Helm chart ships copies of crds/ (Helm installs a chart's crds/ first); run after `make crds`.
+# tests/unit/test_helm_chart.py checks that the copies are identical.
+.PHONY: chart-crds
+chart-crds:
+	cp crds/*.yaml deploy/helm/hpo-operator/crds/
+
+# A real node (kubelet + containerd, hack/real-node.sh) beside the KWOK nodes: trial pods really
+# run there. `make demo` then uses examples/real-sklearn.yaml; `make cluster-down` stops it too.
+.PHONY: cluster-real real-node-down
+cluster-real: tools
+	@KUBELET=real hack/cluster.sh up
+
+real-node-down:
+	@hack/real-node.sh down
+
+# Benchmarks of the search algorithms (bench/README.md): printed tables, not part of `make test`.
+.PHONY: bench
+bench: venv
+	$(PY) bench/tuning_quality.py
+	$(PY) bench/suggestion_latency.py

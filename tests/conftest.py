@@ -1,0 +1,111 @@
+"""Fixtures: a real Kubernetes API server for the integration tests.
+
+By default the local control plane (hack/cluster.sh) is started once per session and stopped at
+the end if this session started it. With HPO_KUBECONFIG set, that cluster is used instead (for
+example a kind cluster); tests that need KWOK's simulated pod fates are skipped there when it has
+no KWOK nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from tests import kube
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items):
+    # Tests in tests/integration need the API server; mark them so `-m "not integration"` works.
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> str:
+    given = os.environ.get("HPO_KUBECONFIG")
+    if given:
+        yield given
+        return
+    script = REPO / "hack" / "cluster.sh"
+    was_up = subprocess.run([script, "status"], capture_output=True).returncode == 0
+    out = subprocess.run([script, "up"], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.fail(f"the local control plane did not start:\n{out.stderr}")
+    path = out.stdout.strip().splitlines()[-1]
+    yield path
+    if not was_up and not os.environ.get("HPO_KEEP_CLUSTER"):
+        subprocess.run([script, "down"], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def api(kubeconfig) -> client.ApiClient:
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig):
+    """Runs the project's kubectl (or one on PATH) against the test cluster."""
+    cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/kubectl"
+    binary = str(cached) if cached.exists() else shutil.which("kubectl")
+    return kube.Kubectl(binary, kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl, api):
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s",
+                "crd/experiments.hpo.dev", "crd/trials.hpo.dev")
+    # Discovery of a new CRD can lag behind Established; wait until the kinds are served.
+    kube.wait_until(lambda: kubectl.run("get", "experiments,trials", "-A", check=False).returncode == 0,
+                    timeout=30, what="the hpo.dev kinds to be served")
+
+
+@pytest.fixture(scope="session")
+def kwok_nodes(api):
+    nodes = client.CoreV1Api(api).list_node(label_selector="type=kwok").items
+    if not nodes:
+        pytest.skip("the cluster has no KWOK nodes (type=kwok), so pod fates cannot be simulated")
+    return [n.metadata.name for n in nodes]
+
+
+@pytest.fixture
+def namespace(api):
+    core = client.CoreV1Api(api)
+    name = f"hpo-test-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={"app.kubernetes.io/part-of": "hpo-operator-tests"})))
+    # Pods are refused until the namespace's default ServiceAccount exists.
+    kube.wait_until(lambda: _has_default_sa(core, name), timeout=60, what="the default ServiceAccount")
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def _has_default_sa(core: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        core.read_namespaced_service_account("default", namespace)
+        return True
+    except client.ApiException:
+        return False
+
+
+@pytest.fixture
+def operator(kubeconfig, crds, namespace, tmp_path):
+    """Starts the operator as a subprocess watching the test's namespace; yields a handle that can
+    kill and restart it."""
+    proc = kube.OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    if proc.failed_output():
+        sys.stderr.write(proc.failed_output())

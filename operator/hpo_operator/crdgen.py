@@ -1,0 +1,202 @@
+"""Generate the CustomResourceDefinitions in crds/ from the pydantic models.
+
+pydantic emits JSON Schema 2020-12; Kubernetes wants a structural OpenAPI v3.0 schema. The
+translation inlines $refs, drops nullability wrappers and titles, spells exclusive bounds the 3.0
+way and keeps the x-kubernetes-* extensions the models carry.
+
+    python -m hpo_operator.crdgen            # write crds/*.yaml
+    python -m hpo_operator.crdgen --check    # fail if the committed files are out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import models
+
+_DROP = {"title", "$defs"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**_resolve(target, defs), **{k: v for k, v in node.items()}}
+    if "anyOf" in node:
+        # Optional[X] is anyOf [X, null]: the field is optional by not being required.
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"union types are not structural: {options}")
+        node = {**_resolve(options[0], defs), **node}
+    if "allOf" in node and len(node["allOf"]) == 1:
+        node = {**_resolve(node.pop("allOf")[0], defs), **node}
+    if node.pop("x-hpo-pod-template", False):
+        node = {"description": node.get("description", ""), **models.POD_TEMPLATE_SCHEMA}
+        node["description"] = models.POD_TEMPLATE_SCHEMA["description"]
+        return node
+    if node.get("default", "") is None:
+        del node["default"]
+    if "exclusiveMinimum" in node and not isinstance(node["exclusiveMinimum"], bool):
+        node["minimum"], node["exclusiveMinimum"] = node["exclusiveMinimum"], True
+    if "exclusiveMaximum" in node and not isinstance(node["exclusiveMaximum"], bool):
+        node["maximum"], node["exclusiveMaximum"] = node["exclusiveMaximum"], True
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if node.get("type") == "integer":
+        node.setdefault("format", "int64")
+    if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    for key in _DROP:
+        node.pop(key, None)
+    out = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {k: _resolve(v, defs) for k, v in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _resolve(value, defs)
+        else:
+            out[key] = value
+    return out
+
+
+def openapi_schema(model: type[models.Model]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _resolve(raw, raw.get("$defs", {}))
+
+
+def _column(name: str, path: str, type_: str = "string", priority: int = 0,
+            description: str = "") -> dict[str, Any]:
+    col = {"name": name, "type": type_, "jsonPath": path}
+    if priority:
+        col["priority"] = priority
+    if description:
+        col["description"] = description
+    return col
+
+
+def _crd(kind: str, plural: str, short: list[str], body: type[models.Model], description: str,
+         columns: list[dict[str, Any]], validations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    schema = openapi_schema(body)
+    schema["description"] = description
+    schema["properties"] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        **schema["properties"],
+    }
+    if validations:
+        # Root-level CEL rules: the only place a rule can read metadata.name.
+        schema["x-kubernetes-validations"] = validations
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{models.GROUP}",
+            "labels": {"app.kubernetes.io/name": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator"},
+        },
+        "spec": {
+            "group": models.GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
+                      "singular": kind.lower(), "shortNames": short, "categories": ["hpo"]},
+            "versions": [{
+                "name": models.VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": columns,
+                "schema": {"openAPIV3Schema": schema},
+            }],
+        },
+    }
+
+
+def _name_length_rule(what: str, limit: int, why: str) -> dict[str, Any]:
+    return models.cel(f"size(self.metadata.name) <= {limit}",
+                      f"the name of {what} must be at most {limit} characters long, because {why}")
+
+
+def experiment_crd() -> dict[str, Any]:
+    return _crd(
+        "Experiment", "experiments", ["exp", "exps"], models.ExperimentBody,
+        "A hyperparameter search: a search space, an objective, an algorithm, budgets and the pod "
+        "each trial runs. Failed trials are re-run while their configuration has not succeeded.",
+        [
+            _column("Status", ".status.phase"),
+            _column("Objective", ".spec.objective.metricName", priority=1),
+            _column("Best", ".status.currentOptimalTrial.objectiveValue", "number",
+                    description="Best objective value so far"),
+            _column("Best-Trial", ".status.currentOptimalTrial.trialName", priority=1),
+            _column("Succeeded", ".status.trialsSucceeded", "integer"),
+            _column("Running", ".status.trialsRunning", "integer"),
+            _column("Failed", ".status.trialsFailed", "integer"),
+            _column("Configs", ".status.configurations", "integer", priority=1,
+                    description="Configurations launched (of maxTrialCount)"),
+            _column("Max", ".spec.maxTrialCount", "integer", priority=1),
+            _column("Algorithm", ".spec.algorithm.name", priority=1),
+            _column("Age", ".metadata.creationTimestamp", "date"),
+        ],
+        validations=[_name_length_rule(
+            "an Experiment", models.EXPERIMENT_NAME_MAX_LENGTH,
+            "the names of its trials and pods add suffixes to it and must fit in 63 characters")])
+
+
+def trial_crd() -> dict[str, Any]:
+    return _crd(
+        "Trial", "trials", ["trial", "tr"], models.TrialBody,
+        "One run of one configuration of an Experiment, as one pod.",
+        [
+            _column("Experiment", ".spec.experimentName"),
+            _column("Status", ".status.phase"),
+            _column("Objective", ".status.objectiveValue", "number"),
+            _column("Attempt", ".spec.attempt", "integer"),
+            _column("Parameters", ".status.parameterSummary"),
+            _column("Reason", ".status.reason", priority=1),
+            _column("Retried-By", ".status.retriedBy", priority=1),
+            _column("Age", ".metadata.creationTimestamp", "date"),
+        ],
+        validations=[_name_length_rule(
+            "a Trial", models.TRIAL_NAME_MAX_LENGTH,
+            "the names of its retries add a suffix to it and must fit in 63 characters")])
+
+
+CRDS = {"experiments.yaml": experiment_crd, "trials.yaml": trial_crd}
+HEADER = "# Generated by `python -m hpo_operator.crdgen` from hpo_operator/models.py. Do not edit.\n"
+
+
+def render(name: str) -> str:
+    return HEADER + yaml.safe_dump(CRDS[name](), sort_keys=False, width=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "crds")
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args(argv)
+    stale = []
+    for name in CRDS:
+        path = args.out / name
+        text = render(name)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            args.out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print("out of date (run python -m hpo_operator.crdgen):", *stale, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,467 @@
+"""The Experiment and Trial API, as pydantic models.
+
+These models are the one source of truth for the API: the CRDs in crds/ are generated from them
+(hpo_operator.crdgen), and the operator parses what it reads from the cluster with them. Rules the
+API server can check (bounds, enums, CEL) live here as schema annotations, so a bad manifest is
+refused by `kubectl apply` rather than discovered by the operator.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "hpo.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A placeholder in the trial template: ${params.NAME}, ${trial.name}, ${trial.attempt},
+# ${experiment.name}.
+PLACEHOLDER_PATTERN = r"\$\{(params|trial|experiment)\.([A-Za-z0-9_]+)\}"
+# Object name limits (checked by root-level CEL rules in the CRDs). Trial and pod names are the
+# experiment's name plus suffixes (-0042, -a2), and names are also label values (at most 63).
+EXPERIMENT_NAME_MAX_LENGTH = 40
+TRIAL_NAME_MAX_LENGTH = 56
+
+
+def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"rule": rule, "message": message, **extra}
+
+
+def schema_extra(**kw: Any) -> dict[str, Any]:
+    """Kubernetes schema extensions, spelled with their x-kubernetes- prefix."""
+    return {f"x-kubernetes-{k.replace('_', '-')}": v for k, v in kw.items()}
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
+                              use_enum_values=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ObjectiveType(str, Enum):
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+class Objective(Model):
+    """What the experiment optimises: one metric, minimised or maximised."""
+
+    model_config = ConfigDict(json_schema_extra=schema_extra(validations=[
+        cel("!has(self.additionalMetricNames) || !(self.metricName in self.additionalMetricNames)",
+            "additionalMetricNames must not repeat metricName"),
+    ]))
+
+    type: ObjectiveType = Field(description="Whether the objective metric is minimised or maximised.")
+    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63,
+                             description="Name of the objective metric the trials report.")
+    goal: float | None = Field(None, description=(
+        "Stop the experiment (reason GoalReached) once a trial's objective reaches this value: "
+        "at or below it when minimising, at or above it when maximising."))
+    additional_metric_names: list[Annotated[str, Field(max_length=63)]] | None = Field(
+        None, max_length=16,
+        description="Other metrics to record for every trial (shown in the trial's status).",
+        json_schema_extra=schema_extra(list_type="set"))
+
+
+class AlgorithmName(str, Enum):
+    random = "random"
+    grid = "grid"
+    tpe = "tpe"
+    cmaes = "cmaes"
+    qmc = "qmc"
+
+
+# The settings each algorithm takes (parsed and passed to Optuna by hpo_operator.suggest).
+ALGORITHM_SETTING_NAMES: dict[str, list[str]] = {
+    "random": [],
+    "grid": [],
+    "tpe": ["nStartupTrials", "nEICandidates", "multivariate", "group", "constantLiar",
+            "considerEndpoints", "priorWeight"],
+    "cmaes": ["sigma0", "nStartupTrials", "popsize", "useSeparableCma", "withMargin", "lrAdapt"],
+    "qmc": ["qmcType", "scramble"],
+}
+
+
+def _settings_rule() -> str:
+    clauses = [f"(self.name == '{name}' && self.settings.all(s, s.name in {names!r}))"
+               for name, names in ALGORITHM_SETTING_NAMES.items() if names]
+    return "!has(self.settings) || size(self.settings) == 0 || " + " || ".join(clauses)
+
+
+class AlgorithmSetting(Model):
+    name: str = Field(max_length=63, description="Setting name, passed to the search algorithm.")
+    value: str = Field(max_length=1024, description="Setting value, as a string.")
+
+
+class Algorithm(Model):
+    """The search algorithm that suggests configurations (Optuna, computed inside the operator)."""
+
+    model_config = ConfigDict(json_schema_extra=schema_extra(validations=[
+        cel(_settings_rule(), "unknown setting for this algorithm; settings: " + "; ".join(
+            f"{name}: {', '.join(names)}" for name, names in ALGORITHM_SETTING_NAMES.items() if names)),
+    ]))
+
+    name: AlgorithmName = Field(AlgorithmName.random, description=(
+        "random: independent samples. grid: every combination of the parameters' values (double "
+        "parameters need a step), in seeded order; the experiment ends when the grid is done. "
+        "tpe: Tree-structured Parzen Estimator (settings: multivariate, constantLiar, "
+        "nStartupTrials, ...). cmaes: CMA-ES (sigma0, popsize, ...; categoricals sampled at "
+        "random). qmc: quasi-Monte Carlo (qmcType sobol or halton, scramble)."))
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description=(
+        "Seed for the algorithm: the same seed gives the same sequence of configurations."))
+    settings: list[AlgorithmSetting] | None = Field(
+        None, max_length=32, description="Algorithm-specific settings.",
+        json_schema_extra=schema_extra(list_type="map", list_map_keys=["name"]))
+
+
+class ParameterType(str, Enum):
+    int = "int"
+    double = "double"
+    categorical = "categorical"
+    discrete = "discrete"
+
+
+NUMBER_RE = r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
+
+
+class Parameter(Model):
+    """One hyperparameter and the values it may take."""
+
+    model_config = ConfigDict(json_schema_extra=schema_extra(validations=[
+        cel("self.type in ['int', 'double'] ? (has(self.min) && has(self.max)) : true",
+            "int and double parameters need min and max"),
+        cel("!has(self.min) || !has(self.max) || self.min < self.max", "min must be less than max"),
+        cel("self.type in ['categorical', 'discrete'] ? (has(self.values) && size(self.values) > 0) : true",
+            "categorical and discrete parameters need a non-empty list of values"),
+        cel("self.type in ['categorical', 'discrete'] ? !(has(self.min) || has(self.max) || has(self.step) || self.log) : !has(self.values)",
+            "int and double parameters take min, max, step and log; categorical and discrete take values"),
+        cel(f"self.type != 'discrete' || !has(self.values) || self.values.all(v, v.matches('{NUMBER_RE}'))",
+            "the values of a discrete parameter must be numbers"),
+        cel("!self.log || (has(self.min) && self.min > 0.0)", "a log-scale parameter needs min > 0"),
+        cel("!(self.log && has(self.step))", "a log-scale parameter cannot have a step"),
+        cel("self.type != 'int' || ((!has(self.min) || self.min == double(int(self.min))) && "
+            "(!has(self.max) || self.max == double(int(self.max))) && "
+            "(!has(self.step) || self.step == double(int(self.step))))",
+            "an int parameter needs whole-number min, max and step"),
+    ]))
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63, description=(
+        "Parameter name, used in the trial template as ${params.NAME}."))
+    type: ParameterType = Field(description="int, double, categorical or discrete (numbers from a list).")
+    min: float | None = Field(None, description="Lower bound (int, double), inclusive.")
+    max: float | None = Field(None, description="Upper bound (int, double), inclusive.")
+    step: float | None = Field(None, gt=0, description=(
+        "Spacing of the values between min and max (int, double); needed by grid search for doubles."))
+    log: bool = Field(False, description="Sample on a log scale (int, double; needs min > 0).")
+    values: list[Annotated[str, Field(max_length=128)]] | None = Field(
+        None, max_length=100, description="The values a categorical or discrete parameter takes.",
+        json_schema_extra=schema_extra(list_type="set"))
+
+
+class FailureClass(str, Enum):
+    infrastructure = "Infrastructure"
+    oom_killed = "OOMKilled"
+    error = "Error"
+    metrics_unavailable = "MetricsUnavailable"
+
+
+class RetryPolicy(Model):
+    """How failed trials are recovered.
+
+    A failed trial is recreated with the same parameters while no trial of that configuration has
+    succeeded, its failure class is listed in retryOn, and the configuration has retries left.
+    Trials that time out (maxTrialDurationSeconds) or whose pod cannot start are never retried,
+    since they would fail the same way.
+    """
+
+    max_retries: int = Field(2, ge=0, le=20, description=(
+        "Retries per configuration: a configuration runs at most maxRetries + 1 times."))
+    retry_on: list[FailureClass] = Field(
+        default_factory=lambda: [FailureClass.infrastructure, FailureClass.oom_killed],
+        max_length=4, description=(
+            "Failure classes that are retried: Infrastructure (Evicted, Preempted, node lost, pod "
+            "deleted), OOMKilled, Error (the program's own non-zero exit), MetricsUnavailable "
+            "(succeeded without reporting the objective metric)."),
+        json_schema_extra=schema_extra(list_type="set"))
+    backoff_seconds: int = Field(5, ge=0, le=3600, description=(
+        "Wait before the first retry; doubled for each further attempt."))
+    max_backoff_seconds: int = Field(300, ge=0, le=86400, description="Upper bound of the backoff.")
+
+
+class MetricsSource(str, Enum):
+    auto = "Auto"
+    termination_message = "TerminationMessage"
+    stdout = "StdoutLog"
+
+
+class EarlyStoppingAlgorithm(str, Enum):
+    median = "median"
+    asha = "asha"
+
+
+class EarlyStopping(Model):
+    """Stop trials whose intermediate objective values (metrics with a step, read from the running
+    pod's log) are unpromising. Stopped trials end as EarlyStopped and are not retried."""
+
+    algorithm: EarlyStoppingAlgorithm = Field(description=(
+        "median: stop a trial whose best value so far is worse than the median of the other "
+        "trials' values at the same step. asha: asynchronous successive halving."))
+    min_trials_required: int = Field(3, ge=0, le=1000, description=(
+        "median: trials that must have finished before any is stopped."))
+    warmup_steps: int = Field(0, ge=0, description="median: steps a trial always runs before it may be stopped.")
+    min_resource: int | None = Field(None, ge=1, description="asha: the first rung's step (default: automatic).")
+    reduction_factor: int = Field(3, ge=2, le=100, description="asha: the fraction of trials that go on at each rung.")
+
+
+class MetricsCollector(Model):
+    """Where trial metrics are read from."""
+
+    source: MetricsSource = Field(MetricsSource.auto, description=(
+        "TerminationMessage: a JSON object of metrics written to the container's termination "
+        "message (/dev/termination-log). StdoutLog: lines `name=value` (several per line, "
+        "separated by spaces or commas, optionally with step=N) or JSON objects on stdout. "
+        "Auto: the termination message, then the log."))
+    interval_seconds: int = Field(10, ge=1, le=3600, description=(
+        "With earlyStopping: how often the log of a running trial is read for intermediate values."))
+
+
+class PodRetention(str, Enum):
+    keep = "Keep"
+    delete = "Delete"
+
+
+# The embedded pod template keeps unknown fields (it is a whole PodTemplateSpec). Its containers
+# are declared so that a template without containers is refused at apply time. Whether every
+# ${params.NAME} names a declared parameter is checked by the operator (condition InvalidSpec):
+# a CEL rule for it exceeds the API server's cost budget by far.
+_STR_LIST = {"type": "array", "maxItems": 256, "items": {"type": "string", "maxLength": 4096}}
+_CONTAINER = {
+    "type": "object",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "maxLength": 63},
+        "command": _STR_LIST,
+        "args": _STR_LIST,
+        "env": {
+            "type": "array", "maxItems": 256,
+            "items": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {"name": {"type": "string", "maxLength": 256},
+                               "value": {"type": "string", "maxLength": 4096}},
+            },
+        },
+    },
+}
+POD_TEMPLATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": ("A pod template (metadata and spec, as in a Deployment). Placeholders "
+                    "${params.NAME}, ${trial.name}, ${trial.attempt} and ${experiment.name} are "
+                    "replaced in every string of it; restartPolicy is always Never."),
+    "x-kubernetes-embedded-resource": False,
+    "x-kubernetes-preserve-unknown-fields": True,
+    "required": ["spec"],
+    "properties": {
+        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "spec": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "required": ["containers"],
+            "properties": {
+                "containers": {"type": "array", "minItems": 1, "maxItems": 16, "items": _CONTAINER},
+            },
+        },
+    },
+}
+
+
+class TrialTemplate(Model):
+    """The pod each trial runs."""
+
+    primary_container_name: str | None = Field(None, max_length=63, description=(
+        "The container whose exit decides the trial and whose metrics are read "
+        "(default: the first container)."))
+    pod_retention: PodRetention = Field(PodRetention.keep, description=(
+        "Keep: finished trial pods stay until the experiment is deleted (logs stay readable). "
+        "Delete: a trial's pod is deleted once its result is recorded."))
+    template: dict[str, Any] = Field(json_schema_extra={"x-hpo-pod-template": True})
+
+
+class ExperimentSpec(Model):
+    model_config = ConfigDict(json_schema_extra=schema_extra(validations=[
+        cel("self.parallelTrialCount <= self.maxTrialCount",
+            "parallelTrialCount must not exceed maxTrialCount"),
+        cel("self.algorithm.name != 'grid' || self.parameters.all(p, p.type != 'double' || has(p.step))",
+            "grid search needs a step for every double parameter"),
+        cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
+        cel("self.objective == oldSelf.objective", "objective is immutable"),
+        cel("self.algorithm == oldSelf.algorithm", "algorithm is immutable"),
+    ]))
+
+    objective: Objective
+    # Defaulted server-side too ({} then name: random), so the CEL rules above can read
+    # self.algorithm when a manifest leaves it out.
+    algorithm: Algorithm = Field(default_factory=Algorithm, json_schema_extra={"default": {}})
+    parameters: list[Parameter] = Field(
+        min_length=1, max_length=64, description="The search space.",
+        json_schema_extra=schema_extra(list_type="map", list_map_keys=["name"]))
+    parallel_trial_count: int = Field(1, ge=1, le=1000, description=(
+        "How many trials (pods) run at once, retries and user-requested runs included."))
+    max_trial_count: int = Field(ge=1, le=100000, description=(
+        "How many configurations the experiment tries. Retries of a configuration do not count; "
+        "runs of a configuration requested by a user do."))
+    max_failed_trial_count: int | None = Field(None, ge=0, le=100000, description=(
+        "The experiment fails (reason TooManyFailures) once more configurations than this have "
+        "finally failed, i.e. failed with no retry left. Unset: no limit."))
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    max_trial_duration_seconds: int | None = Field(None, ge=1, description=(
+        "A trial running longer than this is stopped as Killed (reason Timeout), not retried."))
+    startup_timeout_seconds: int = Field(300, ge=1, le=86400, description=(
+        "A trial whose pod has not started after this long (unschedulable, image pull errors) "
+        "fails with that reason and is not retried. Errors that cannot heal (bad image name, bad "
+        "config) fail it at once."))
+    warm_start_from: str | None = Field(None, max_length=253, description=(
+        "An experiment in the same namespace whose finished trials the search algorithm learns "
+        "from before suggesting (for a copy of an experiment). Trials outside this search space "
+        "are skipped."))
+    suspend: bool = Field(False, description=(
+        "true: launch nothing and stop running trials; false again resumes, re-running the "
+        "stopped configurations without spending their retries."))
+    metrics_collector: MetricsCollector = Field(default_factory=MetricsCollector)
+    early_stopping: EarlyStopping | None = None
+    trial_template: TrialTemplate
+
+
+class Condition(Model):
+    type: str = Field(max_length=316)
+    status: str = Field(json_schema_extra={"enum": ["True", "False", "Unknown"]})
+    reason: str = Field(max_length=1024)
+    message: str = Field("", max_length=32768)
+    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(None, ge=0)
+
+
+_CONDITIONS = dict(json_schema_extra=schema_extra(list_type="map", list_map_keys=["type"]))
+
+
+class ParameterAssignment(Model):
+    name: str = Field(max_length=63)
+    value: str = Field(max_length=1024)
+
+
+class Metric(Model):
+    name: str = Field(max_length=63)
+    value: float
+    step: int | None = Field(None, ge=0)
+    timestamp: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class OptimalTrial(Model):
+    trial_name: str
+    objective_value: float
+    parameters: list[ParameterAssignment] = Field(default_factory=list)
+    metrics: list[Metric] = Field(default_factory=list)
+
+
+class PhaseChange(Model):
+    phase: str
+    reason: str | None = None
+    time: str = Field(json_schema_extra={"format": "date-time"})
+
+
+STATUS_HISTORY_LIMIT = 50
+
+
+class ExperimentStatus(Model):
+    phase: str | None = Field(None, description="Created, Running, Suspended, Succeeded or Failed.")
+    status_history: list[PhaseChange] | None = Field(None, max_length=STATUS_HISTORY_LIMIT, description=(
+        "The phases the experiment went through, with their reasons and times (the latest "
+        f"{STATUS_HISTORY_LIMIT})."))
+    conditions: list[Condition] | None = Field(None, **_CONDITIONS)
+    observed_generation: int | None = None
+    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    suggestion_count: int | None = Field(None, description="Configurations suggested so far.")
+    configurations: int | None = Field(None, description=(
+        "Configurations launched so far (counts against maxTrialCount)."))
+    failed_configurations: int | None = Field(None, description=(
+        "Configurations that failed with no retry left (counts against maxFailedTrialCount)."))
+    trials: int | None = Field(None, description="Trials, retries included.")
+    trials_pending: int | None = None
+    trials_running: int | None = None
+    trials_succeeded: int | None = None
+    trials_failed: int | None = None
+    trials_killed: int | None = None
+    trials_early_stopped: int | None = None
+    trials_retried: int | None = Field(None, description="Trials that were retries of a failed trial.")
+    current_optimal_trial: OptimalTrial | None = None
+
+
+class ExperimentBody(Model):
+    spec: ExperimentSpec
+    status: ExperimentStatus | None = None
+
+
+class TrialPhase(str, Enum):
+    pending = "Pending"
+    running = "Running"
+    succeeded = "Succeeded"
+    failed = "Failed"
+    killed = "Killed"
+    early_stopped = "EarlyStopped"
+    refused = "Refused"
+
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Killed", "EarlyStopped", "Refused"})
+METRIC_HISTORY_LIMIT = 200
+
+
+class TrialSpec(Model):
+    model_config = ConfigDict(json_schema_extra=schema_extra(validations=[
+        cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
+        cel("self.experimentName == oldSelf.experimentName", "experimentName is immutable"),
+    ]))
+
+    experiment_name: str = Field(max_length=253, description=(
+        "The experiment this trial belongs to. Create a Trial naming an experiment and parameters "
+        "to run that configuration (refused if it already succeeded)."))
+    parameters: list[ParameterAssignment] = Field(
+        max_length=64, description="The configuration this trial runs.",
+        json_schema_extra=schema_extra(list_type="map", list_map_keys=["name"]))
+    attempt: int = Field(1, ge=1, description="1 for the first run of a configuration, then 2, 3, …")
+    retry_of: str | None = Field(None, max_length=253, description=(
+        "The trial this one re-runs (an automatic retry or a requested restart)."))
+    suggestion_index: int | None = Field(None, ge=0, description=(
+        "Which suggestion of the experiment's algorithm this configuration is (unset for runs "
+        "requested by a user)."))
+
+
+class TrialStatus(Model):
+    phase: TrialPhase | None = None
+    reason: str | None = None
+    message: str | None = Field(None, max_length=32768)
+    failure_class: str | None = None
+    conditions: list[Condition] | None = Field(None, **_CONDITIONS)
+    pod_name: str | None = None
+    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    exit_code: int | None = None
+    objective_value: float | None = None
+    metrics: list[Metric] | None = Field(None, max_length=64, description="The latest value of each metric.")
+    metric_history: list[Metric] | None = Field(None, max_length=METRIC_HISTORY_LIMIT, description=(
+        "Values reported with a step (oldest dropped first), for early stopping and curves."))
+    parameter_summary: str | None = Field(None, description="name=value pairs, for kubectl get.")
+    retried_by: str | None = Field(None, description="The trial that re-runs this one, if any.")
+    observed_generation: int | None = None
+
+
+class TrialBody(Model):
+    spec: TrialSpec
+    status: TrialStatus | None = None

@@ -1,0 +1,127 @@
+"""What a trial's pod says about the trial: phase, reason, exit code, failure class.
+
+Failure classes decide recovery (see models.RetryPolicy):
+- Infrastructure: the pod was stopped from outside (evicted, preempted, node lost, shut down);
+- OOMKilled: the container exceeded its memory limit;
+- Error: the program exited non-zero on its own;
+- Startup: the container never started (image or config problems, unschedulable) - not retried;
+- Timeout: the trial ran past maxTrialDurationSeconds - not retried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+INFRASTRUCTURE_POD_REASONS = frozenset({
+    "Evicted", "Preempting", "Preempted", "NodeLost", "NodeShutdown", "Shutdown", "Terminated",
+    "UnexpectedAdmissionError", "NodeAffinity", "OutOfcpu", "OutOfmemory",
+})
+# Waiting reasons that will not heal by waiting: fail at once.
+FATAL_WAITING_REASONS = frozenset({
+    "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError",
+    "RunContainerError",
+})
+# Waiting reasons that may heal (a registry comes back): fail after startupTimeoutSeconds.
+SLOW_WAITING_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "ContainerCreating", "PodInitializing"})
+
+
+@dataclass
+class PodObservation:
+    phase: str  # Pending, Running, Succeeded, Failed
+    reason: str
+    message: str = ""
+    failure_class: str | None = None
+    exit_code: int | None = None
+    termination_message: str | None = None
+    start_time: str | None = None
+    finish_time: str | None = None
+    stuck_since: str | None = None  # when a not-yet-started pod's trouble began (for timeouts)
+    fatal: bool = False  # a Pending pod that can never start
+
+
+def parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _primary(statuses: list[dict], name: str | None) -> dict | None:
+    if not statuses:
+        return None
+    if name:
+        for status in statuses:
+            if status.get("name") == name:
+                return status
+    return statuses[0]
+
+
+def observe(pod: dict, primary_container: str | None = None) -> PodObservation:
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    container = _primary(status.get("containerStatuses") or [], primary_container)
+    state = (container or {}).get("state") or {}
+    terminated = state.get("terminated")
+    waiting = state.get("waiting")
+    created = pod.get("metadata", {}).get("creationTimestamp")
+
+    if phase == "Failed" and status.get("reason"):
+        reason = status["reason"]
+        cls = "Infrastructure" if reason in INFRASTRUCTURE_POD_REASONS else "Error"
+        if reason == "DeadlineExceeded":
+            cls = "Timeout"
+        return PodObservation("Failed", reason, status.get("message", ""), cls,
+                              exit_code=(terminated or {}).get("exitCode"),
+                              start_time=status.get("startTime"),
+                              finish_time=(terminated or {}).get("finishedAt"))
+
+    if terminated and phase in ("Succeeded", "Failed", "Running"):
+        # The primary container's exit decides the trial, whatever sidecars do (a sidecar that
+        # never exits keeps the pod Running; one that fails makes it Failed).
+        code = terminated.get("exitCode")
+        phase = "Succeeded" if code == 0 else "Failed"
+        reason = terminated.get("reason") or ("Completed" if code == 0 else "Error")
+        if code == 0:
+            cls = None
+        elif reason == "OOMKilled":
+            cls = "OOMKilled"
+        elif _disrupted(status):
+            cls = "Infrastructure"
+        else:
+            cls = "Error"
+        message = terminated.get("message") or ""
+        return PodObservation(phase, reason, _exit_message(code, reason) if cls else "", cls,
+                              exit_code=code, termination_message=message or None,
+                              start_time=terminated.get("startedAt") or status.get("startTime"),
+                              finish_time=terminated.get("finishedAt"))
+
+    if phase == "Failed":
+        cls = "Infrastructure" if _disrupted(status) else "Error"
+        return PodObservation("Failed", "PodFailed", status.get("message", "the pod failed"), cls)
+
+    if phase == "Running":
+        return PodObservation("Running", "Running", start_time=status.get("startTime"))
+
+    if waiting and waiting.get("reason") in FATAL_WAITING_REASONS | SLOW_WAITING_REASONS:
+        reason = waiting["reason"]
+        return PodObservation("Pending", reason, waiting.get("message", ""), "Startup",
+                              stuck_since=created, fatal=reason in FATAL_WAITING_REASONS)
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return PodObservation("Pending", cond.get("reason") or "Unschedulable",
+                                  cond.get("message", ""), "Startup", stuck_since=created)
+    return PodObservation("Pending", "PodPending", stuck_since=created)
+
+
+def _disrupted(status: dict) -> bool:
+    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+def _exit_message(code: int | None, reason: str) -> str:
+    if reason == "OOMKilled":
+        return f"the container exceeded its memory limit (exit code {code})"
+    return f"the container exited with code {code} ({reason})"

@@ -1,0 +1,383 @@
+"""Suggestions from Optuna, computed in the operator: no suggestion pod, no database.
+
+One in-memory Optuna study per experiment, kept between reconciles. Suggestion number i of an
+experiment is Optuna trial number i. Retries of a configuration are not new Optuna trials: the
+sampler hears of a configuration once, when it finally succeeds, fails or is stopped early.
+
+After an operator restart the study is rebuilt from the Trials by replaying what happened in the
+order it happened: each suggestion is asked again at the time its Trial was created, and each
+result is told at the time it was decided. With parallelTrialCount 1 that order is exact, so a
+seeded sampler continues with the very configurations it would have suggested without the restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import optuna
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution)
+from optuna.trial import TrialState
+
+from .models import ExperimentSpec, Parameter
+from .space import format_value
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
+
+MAX_GRID_POINTS_PER_PARAMETER = 100_000
+# Optuna's GridSampler holds every combination in memory (about 75 bytes each).
+MAX_GRID_POINTS = 1_000_000
+
+
+class SearchSpaceError(ValueError):
+    """The search space or algorithm settings cannot be used (reported as a condition)."""
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+    return parse
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise ValueError(f"{text} is less than {low}")
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{text} is not a positive finite number")
+    return value
+
+
+# Settings each algorithm takes: the name users write (Optuna's keyword in camelCase) -> (Optuna's
+# keyword, parser). Anything else is refused at apply time (CEL, generated from this table) or, for
+# values that do not parse, reported as the condition InvalidSpec.
+ALGORITHM_SETTINGS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
+    "random": {},
+    "grid": {},
+    "tpe": {
+        "nStartupTrials": ("n_startup_trials", _int_at_least(0)),
+        "nEICandidates": ("n_ei_candidates", _int_at_least(1)),
+        "multivariate": ("multivariate", _bool),
+        "group": ("group", _bool),
+        "constantLiar": ("constant_liar", _bool),
+        "considerEndpoints": ("consider_endpoints", _bool),
+        "priorWeight": ("prior_weight", _positive_float),
+    },
+    "cmaes": {
+        "sigma0": ("sigma0", _positive_float),
+        "nStartupTrials": ("n_startup_trials", _int_at_least(0)),
+        "popsize": ("popsize", _int_at_least(2)),
+        "useSeparableCma": ("use_separable_cma", _bool),
+        "withMargin": ("with_margin", _bool),
+        "lrAdapt": ("lr_adapt", _bool),
+    },
+    "qmc": {
+        "qmcType": ("qmc_type", _choice("sobol", "halton")),
+        "scramble": ("scramble", _bool),
+    },
+}
+SAMPLERS = {
+    "random": optuna.samplers.RandomSampler,
+    "tpe": optuna.samplers.TPESampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+
+
+def distribution(param: Parameter) -> BaseDistribution:
+    if param.type == "int":
+        return IntDistribution(int(param.min), int(param.max), log=param.log,  # type: ignore[arg-type]
+                               step=int(param.step or 1))
+    if param.type == "double":
+        return FloatDistribution(param.min, param.max, log=param.log, step=param.step)  # type: ignore[arg-type]
+    return CategoricalDistribution(list(param.values or []))
+
+
+def grid_values(param: Parameter) -> list[Any]:
+    if param.type in ("categorical", "discrete"):
+        return list(param.values or [])
+    step = param.step or 1
+    count = int(math.floor((param.max - param.min) / step + 1e-9)) + 1  # type: ignore[operator]
+    if count > MAX_GRID_POINTS_PER_PARAMETER:
+        raise SearchSpaceError(f"grid search: parameter {param.name} has {count} points; give it a larger step")
+    values = [param.min + i * step for i in range(count)]  # type: ignore[operator]
+    return [int(v) for v in values] if param.type == "int" else [round(v, 12) for v in values]
+
+
+def sampler_options(spec: ExperimentSpec) -> dict[str, Any]:
+    """The sampler's keyword arguments from algorithm.settings, parsed and checked."""
+    name = spec.algorithm.name
+    known = ALGORITHM_SETTINGS[name]
+    options: dict[str, Any] = {}
+    for setting in spec.algorithm.settings or []:
+        if setting.name not in known:
+            allowed = ", ".join(known) or "no settings"
+            raise SearchSpaceError(f"algorithm {name} has no setting {setting.name} (it takes {allowed})")
+        keyword, parse = known[setting.name]
+        try:
+            options[keyword] = parse(setting.value)
+        except ValueError as e:
+            raise SearchSpaceError(f"algorithm {name}, setting {setting.name}: {e}") from None
+    return options
+
+
+def make_sampler(spec: ExperimentSpec) -> optuna.samplers.BaseSampler:
+    options = sampler_options(spec)
+    seed = spec.algorithm.seed
+    if spec.algorithm.name == "grid":
+        space = {p.name: grid_values(p) for p in spec.parameters}
+        size = math.prod(len(v) for v in space.values())
+        if size > MAX_GRID_POINTS:
+            raise SearchSpaceError(f"grid search: {size} combinations is more than {MAX_GRID_POINTS}; "
+                                   "give the parameters larger steps or fewer values")
+        return optuna.samplers.GridSampler(space, seed=seed)
+    sampler = SAMPLERS[spec.algorithm.name]
+    name = spec.algorithm.name
+    if spec.algorithm.name in ("cmaes", "qmc"):
+        # Their fallback for what they cannot sample (categoricals) must be seeded too, or a
+        # seeded experiment would not be reproducible.
+        options.setdefault("independent_sampler", optuna.samplers.RandomSampler(seed=seed))
+        options.setdefault("warn_independent_sampling", False)
+    if spec.algorithm.name == "qmc":
+        options.setdefault("warn_asynchronous_seeding", False)
+    try:
+        return sampler(seed=seed, **options)
+    except ValueError as e:  # combinations Optuna refuses, e.g. group without multivariate
+        raise SearchSpaceError(f"algorithm {name}: {e}") from None
+
+
+def _typed(param: Parameter, text: str) -> Any:
+    if param.type == "int":
+        number = float(text)
+        if number != int(number):
+            raise ValueError(f"{text} is not a whole number")
+        return int(number)
+    if param.type == "double":
+        return float(text)
+    return text
+
+
+def make_pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
+    stopping = spec.early_stopping
+    if stopping is None:
+        return optuna.pruners.NopPruner()
+    if stopping.algorithm == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=stopping.min_trials_required,
+                                           n_warmup_steps=stopping.warmup_steps)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=stopping.min_resource or "auto",
+                                                  reduction_factor=stopping.reduction_factor)
+
+
+def grid_size(spec: ExperimentSpec) -> int | None:
+    if spec.algorithm.name != "grid":
+        return None
+    return math.prod(len(grid_values(p)) for p in spec.parameters)
+
+
+def check(spec: ExperimentSpec) -> None:
+    """Raises SearchSpaceError for what the CRD schema could not refuse."""
+    make_sampler(spec)
+    make_pruner(spec)
+
+
+@dataclass
+class Outcome:
+    """What became of a suggested configuration, as far as the sampler should know."""
+
+    value: float | None = None  # the objective, if it succeeded
+    failed: bool = False  # finally failed (retries spent)
+    pruned: bool = False  # stopped early
+    at: str | None = None  # when it was decided (RFC 3339), for replaying the history in order
+
+
+@dataclass
+class Recorded:
+    """A suggestion that became a Trial: its values and when its Trial was created."""
+
+    values: Mapping[str, str]
+    created: str | None = None
+
+
+class Suggester:
+    def __init__(self, spec: ExperimentSpec):
+        self.spec = spec
+        self.params = spec.parameters
+        self.distributions = {p.name: distribution(p) for p in spec.parameters}
+        direction = "minimize" if spec.objective.type == "minimize" else "maximize"
+        self.study = optuna.create_study(direction=direction, sampler=make_sampler(spec),
+                                         pruner=make_pruner(spec))
+        self.grid_size = grid_size(spec)
+        self._asked: dict[int, optuna.Trial] = {}
+        self._told: set[int] = set()
+        self._recorded: dict[int, Recorded] = {}
+        self._recorded_count = 0
+        self._pending: dict[int, Outcome] = {}
+        self._ready = True
+
+    @property
+    def count(self) -> int:
+        self._materialize()
+        return len(self._asked)
+
+    def exhausted(self) -> bool:
+        return self.grid_size is not None and self.count >= self.grid_size
+
+    def _ask(self) -> dict[str, str]:
+        # Suggestion i is the i-th ask (warm-start trials come before it in Optuna's numbering).
+        index = len(self._asked)
+        self._asked[index] = self.study.ask(self.distributions)
+        return self.values(index)
+
+    def _adopt(self, index: int, values: Mapping[str, str]) -> None:
+        if self.spec.algorithm.name == "grid":
+            return  # a grid point is identified by its number, not by its values
+        try:
+            fixed = {p.name: _typed(p, values[p.name]) for p in self.params}
+        except (KeyError, ValueError):
+            return
+        self.study.tell(self._asked[index], state=TrialState.FAIL, skip_if_finished=True)
+        self.study.enqueue_trial(fixed)
+        self._asked[index] = self.study.ask(self.distributions)
+
+    def warm_start(self, finished: list[tuple[Mapping[str, str], float]]) -> int:
+        """Teaches the sampler finished configurations of another experiment (values, objective);
+        returns how many fit this search space. Grid search has nothing to learn."""
+        if self.spec.algorithm.name == "grid":
+            return 0
+        taught = 0
+        for values, objective in finished:
+            try:
+                params = {p.name: _typed(p, values[p.name]) for p in self.params}
+                self.study.add_trial(optuna.trial.create_trial(
+                    params=params, distributions=self.distributions, value=objective))
+            except (KeyError, ValueError):
+                continue  # not a configuration of this search space
+            taught += 1
+        return taught
+
+    def values(self, index: int) -> dict[str, str]:
+        trial = self._asked[index]
+        return {p.name: format_value(p, trial.params[p.name]) for p in self.params}
+
+    def replay(self, recorded: Mapping[int, Recorded | Mapping[str, str]], count: int = 0) -> None:
+        """Prepares the rebuild after a restart. `recorded` maps the suggestion indexes that became
+        Trials to their values (and creation times); `count` is how many suggestions were made
+        in all. The results told before the first suggestion are replayed with them, in order."""
+        self._recorded = {i: r if isinstance(r, Recorded) else Recorded(r) for i, r in recorded.items()}
+        self._recorded_count = max([count] + [i + 1 for i in recorded])
+        self._ready = not self._recorded_count
+
+    def _materialize(self) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        # A suggestion that made no Trial repeated a configuration the experiment had; it was
+        # asked in the round of the next suggestion that made one, and told at once what was
+        # known of that configuration.
+        times: dict[int, str] = {}
+        following = "~"  # sorts after any timestamp
+        for index in reversed(range(self._recorded_count)):
+            rec = self._recorded.get(index)
+            following = (rec.created if rec and rec.created else None) or following
+            times[index] = following
+        events = [(times[i], 1, i) for i in range(self._recorded_count)]
+        events += [(outcome.at or "~", 0, i) for i, outcome in self._pending.items()]
+        by_values = {tuple(sorted(r.values.items())): i for i, r in self._recorded.items()}
+        waiting: dict[int, Outcome] = {}
+        told_at: dict[int, str] = {}
+        for time, kind, index in sorted(events):
+            if kind == 0:
+                told_at[index] = time
+                if index in self._asked:
+                    self._tell(index, self._pending[index])
+                else:
+                    waiting[index] = self._pending[index]
+                continue
+            rec = self._recorded.get(index)
+            values = self._ask()
+            if rec is not None and values != dict(rec.values):
+                # An unseeded sampler, or parallel asks interleaved in ways a replay cannot know.
+                # The recorded values ran: the replayed ask is dropped (it still advanced the
+                # sampler as the original did) and Optuna is handed the values that ran, so that
+                # their results are told to them.
+                log.info("suggestion %d replays as %s but ran as %s", index, values, dict(rec.values))
+                self._adopt(index, rec.values)
+            if index in waiting:
+                self._tell(index, waiting.pop(index))
+            if rec is None:
+                same = by_values.get(tuple(sorted(values.items())))
+                if same is not None and same in told_at and same in self._pending:
+                    self._tell(index, self._pending[same])
+        self._pending.clear()
+
+    def suggest(self, index: int) -> dict[str, str] | None:
+        """Values for suggestion `index` (asking as many as needed), None once a grid is used up."""
+        self._materialize()
+        if index < len(self._asked):
+            return self.values(index)
+        values = None
+        while len(self._asked) <= index:
+            if self.exhausted():
+                return None
+            values = self._ask()
+        return values
+
+    def tell(self, index: int, outcome: Outcome) -> None:
+        if not self._ready:
+            self._pending.setdefault(index, outcome)
+            return
+        self._tell(index, outcome)
+
+    def _tell(self, index: int, outcome: Outcome) -> None:
+        if index in self._told or index not in self._asked:
+            return
+        if outcome.value is None and not outcome.failed and not outcome.pruned:
+            return
+        self._told.add(index)
+        try:
+            if outcome.pruned:
+                self.study.tell(self._asked[index], state=TrialState.PRUNED, skip_if_finished=True)
+            elif outcome.value is not None:
+                self.study.tell(self._asked[index], outcome.value, skip_if_finished=True)
+            else:
+                self.study.tell(self._asked[index], state=TrialState.FAIL, skip_if_finished=True)
+        except RuntimeError as e:
+            # GridSampler calls study.stop() once the grid is done, which only works inside
+            # study.optimize(); the result is recorded before that, and stopping is ours to decide.
+            if "Study.stop" not in str(e):
+                raise
+
+    def should_stop(self, index: int, values: Mapping[int, float]) -> bool:
+        """Reports a running trial's intermediate objective values (step -> value) and asks the
+        pruner whether to stop it."""
+        self._materialize()
+        trial = self._asked.get(index)
+        if trial is None or index in self._told or not values:
+            return False
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        for step, value in sorted(values.items()):
+            if step not in frozen.intermediate_values:
+                trial.report(value, step)
+        return trial.should_prune()

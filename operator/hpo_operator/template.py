@@ -1,0 +1,53 @@
+"""Build a trial's pod from the experiment's trial template (a pure function)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from .models import PLACEHOLDER_PATTERN, ExperimentSpec
+
+_PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
+
+
+def substitute(node: Any, values: dict[str, str]) -> Any:
+    """Replaces ${...} placeholders in every string of a JSON-like tree (keys included)."""
+    if isinstance(node, str):
+        return _PLACEHOLDER.sub(lambda m: values.get(f"{m.group(1)}.{m.group(2)}", m.group(0)), node)
+    if isinstance(node, list):
+        return [substitute(item, values) for item in node]
+    if isinstance(node, dict):
+        return {substitute(k, values): substitute(v, values) for k, v in node.items()}
+    return node
+
+
+def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
+    meta = trial["metadata"]
+    tspec = trial["spec"]
+    values = {f"params.{p['name']}": p["value"] for p in tspec.get("parameters") or []}
+    values.update({"trial.name": meta["name"], "trial.attempt": str(tspec.get("attempt") or 1),
+                   "experiment.name": experiment})
+    template = substitute(copy.deepcopy(spec.trial_template.template), values)
+    pod_meta = template.get("metadata") or {}
+    labels = {**(pod_meta.get("labels") or {}), **(meta.get("labels") or {}),
+              "app.kubernetes.io/name": "hpo-trial", "app.kubernetes.io/instance": experiment,
+              "app.kubernetes.io/component": "trial"}
+    pod_spec = template["spec"]
+    # A trial is one run: the operator, not the kubelet, decides whether to run it again.
+    pod_spec["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": pod_meta.get("annotations") or {},
+            "ownerReferences": [{
+                "apiVersion": trial.get("apiVersion", "hpo.dev/v1alpha1"), "kind": "Trial",
+                "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": pod_spec,
+    }

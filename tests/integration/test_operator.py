@@ -1,0 +1,409 @@
+"""The operator against the real API server, with KWOK choosing each trial pod's fate."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kubernetes import client, watch
+
+from hpo_operator.models import ExperimentSpec
+from hpo_operator.suggest import Suggester
+from tests.kube import wait_until
+
+GROUP, VERSION = "hpo.dev", "v1alpha1"
+
+
+def experiment(name: str, parameters: list[dict], *, annotations: dict, max_trials: int,
+               parallel: int = 1, algorithm: dict | None = None, **spec: object) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": name},
+        "spec": {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "algorithm": algorithm or {"name": "random", "seed": 1},
+            "parameters": parameters,
+            "parallelTrialCount": parallel,
+            "maxTrialCount": max_trials,
+            "trialTemplate": {"template": {
+                "metadata": {"annotations": {"sim.hpo.dev/duration": "500ms", **annotations}},
+                "spec": {"containers": [{"name": "train", "image": "trainer:1",
+                                         "args": ["--x=${params.x}"] if any(p["name"] == "x" for p in parameters) else []}]},
+            }},
+            **spec,
+        },
+    }
+
+
+class Cluster:
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.ns = namespace
+
+    def create(self, body: dict, plural: str = "experiments") -> dict:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
+
+    def get(self, name: str, plural: str = "experiments") -> dict:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)
+
+    def patch(self, name: str, body: dict, plural: str = "experiments") -> dict:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name, body)
+
+    def trials(self) -> dict[str, dict]:
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, "trials")["items"]
+        return {t["metadata"]["name"]: t for t in items}
+
+    def pods(self) -> dict[str, client.V1Pod]:
+        return {p.metadata.name: p for p in self.core.list_namespaced_pod(self.ns).items}
+
+    def events(self, reason: str) -> list[client.CoreV1Event]:
+        return [e for e in self.core.list_namespaced_event(self.ns).items if e.reason == reason]
+
+    def wait_finished(self, name: str, timeout: float = 120) -> dict:
+        return wait_until(lambda: (e := self.get(name)).get("status", {}).get("phase") in ("Succeeded", "Failed") and e,
+                          timeout=timeout, what=f"experiment {name} to finish")
+
+    def wait_trial(self, name: str, phases: tuple[str, ...], timeout: float = 60) -> dict:
+        def done():
+            try:
+                t = self.get(name, "trials")
+            except client.ApiException:
+                return None
+            return t.get("status", {}).get("phase") in phases and t
+        return wait_until(done, timeout=timeout, what=f"trial {name} to reach {phases}")
+
+
+def condition(obj: dict, type_: str) -> dict:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+def by_config(trials: dict[str, dict], param: str) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for t in trials.values():
+        values = {p["name"]: p["value"] for p in t["spec"].get("parameters") or []}
+        assert param in values, f"trial without {param}: {t}"
+        value = values[param]
+        groups.setdefault(value, []).append(t)
+    for group in groups.values():
+        group.sort(key=lambda t: t["spec"]["attempt"])
+    return groups
+
+
+class PodConcurrency:
+    """Watches pods and records the most that were unfinished at once."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.active: set[str] = set()
+        self.most = 0
+        self.watch = watch.Watch()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        try:
+            for event in self.watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=300):
+                pod = event["object"]
+                done = event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed") \
+                    or pod.metadata.deletion_timestamp is not None
+                (self.active.discard if done else self.active.add)(pod.metadata.name)
+                self.most = max(self.most, len(self.active))
+        except Exception:  # the stream ends abruptly when stop() closes it
+            pass
+
+    def stop(self) -> int:
+        self.watch.stop()
+        return self.most
+
+
+def test_experiment_completes_within_its_parallelism(api, namespace, operator, kwok_nodes, kubectl):
+    cluster = Cluster(api, namespace)
+    watcher = PodConcurrency(api, namespace)
+    cluster.create(experiment(
+        "eight", [{"name": "x", "type": "double", "min": 0, "max": 10}],
+        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'}, max_trials=8, parallel=3))
+    exp = cluster.wait_finished("eight")
+    most = watcher.stop()
+
+    assert exp["status"]["phase"] == "Succeeded"
+    assert condition(exp, "Succeeded")["reason"] == "MaxTrialsReached"
+    assert 2 <= most <= 3, f"{most} trial pods ran at once"
+    trials = cluster.trials()
+    assert len(trials) == 8
+    assert all(t["status"]["phase"] == "Succeeded" for t in trials.values())
+    best = min(trials.values(), key=lambda t: t["status"]["objectiveValue"])
+    optimal = exp["status"]["currentOptimalTrial"]
+    assert optimal["trialName"] == best["metadata"]["name"]
+    assert optimal["objectiveValue"] == best["status"]["objectiveValue"] == float(best["spec"]["parameters"][0]["value"])
+    st = exp["status"]
+    assert (st["trials"], st["trialsSucceeded"], st["trialsFailed"], st["configurations"]) == (8, 8, 0, 8)
+    # Each trial owns exactly one pod, named after it; the pod got the trial's parameters.
+    pods = cluster.pods()
+    assert set(pods) == set(trials)
+    for name, pod in pods.items():
+        assert pod.metadata.owner_references[0].uid == trials[name]["metadata"]["uid"]
+        assert pod.spec.containers[0].args == [f"--x={trials[name]['spec']['parameters'][0]['value']}"]
+
+    table = kubectl.run("get", "experiments", "-n", namespace).stdout
+    assert "eight" in table and "Succeeded" in table and str(optimal["objectiveValue"])[:6] in table
+    trial_table = kubectl.run("get", "trials", "-n", namespace).stdout.splitlines()
+    assert trial_table[0].split()[:5] == ["NAME", "EXPERIMENT", "STATUS", "OBJECTIVE", "ATTEMPT"]
+    assert len(trial_table) == 9 and all("x=" in line for line in trial_table[1:])
+
+
+def test_failed_configurations_are_retried_within_their_budget(api, namespace, operator, kwok_nodes):
+    cluster = Cluster(api, namespace)
+    # Grid over fails = 0..3: the configuration with fails=N is OOMKilled on its first N attempts.
+    cluster.create(experiment(
+        "retries", [{"name": "fails", "type": "int", "min": 0, "max": 3, "step": 1}],
+        annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/exit-code": "137",
+                     "sim.hpo.dev/reason": "OOMKilled", "sim.hpo.dev/message": '{"loss": ${params.fails}}'},
+        algorithm={"name": "grid", "seed": 3}, max_trials=4, parallel=4, maxFailedTrialCount=1,
+        retryPolicy={"maxRetries": 2, "backoffSeconds": 0}))
+    exp = cluster.wait_finished("retries")
+    groups = by_config(cluster.trials(), "fails")
+
+    phases = {fails: [t["status"]["phase"] for t in trials] for fails, trials in groups.items()}
+    assert phases == {
+        "0": ["Succeeded"],                      # succeeded: never retried
+        "1": ["Failed", "Succeeded"],            # OOMKilled once, recovered
+        "2": ["Failed", "Failed", "Succeeded"],  # recovered on its last retry
+        "3": ["Failed", "Failed", "Failed"],     # budget spent: 1 run + maxRetries 2
+    }
+    for trials in groups.values():
+        lineage = trials[0]["metadata"]["name"]
+        for attempt, t in enumerate(trials, start=1):
+            assert t["spec"]["attempt"] == attempt
+            if attempt > 1:
+                assert t["metadata"]["name"] == f"{lineage}-a{attempt}"
+                assert t["spec"]["retryOf"] == trials[attempt - 2]["metadata"]["name"]
+                assert trials[attempt - 2]["status"]["retriedBy"] == t["metadata"]["name"]
+        for t in trials:
+            if t["status"]["phase"] == "Failed":
+                assert (t["status"]["reason"], t["status"]["failureClass"], t["status"]["exitCode"]) == \
+                    ("OOMKilled", "OOMKilled", 137)
+    st = exp["status"]
+    # Budgets count configurations: 4 launched, 1 finally failed (not more than maxFailedTrialCount=1).
+    assert st["phase"] == "Succeeded", st
+    assert (st["configurations"], st["failedConfigurations"]) == (4, 1)
+    assert (st["trials"], st["trialsSucceeded"], st["trialsFailed"], st["trialsRetried"]) == (9, 3, 6, 5)
+    assert st["currentOptimalTrial"]["objectiveValue"] == 0
+    assert len(cluster.events("TrialRetried")) == 5
+
+
+def test_too_many_failed_configurations_fail_the_experiment(api, namespace, operator, kwok_nodes):
+    cluster = Cluster(api, namespace)
+    cluster.create(experiment(
+        "failing", [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        annotations={"sim.hpo.dev/exit-code": "1"}, max_trials=6, parallel=1, maxFailedTrialCount=1,
+        retryPolicy={"maxRetries": 3, "backoffSeconds": 0}))
+    exp = cluster.wait_finished("failing")
+    assert exp["status"]["phase"] == "Failed"
+    assert condition(exp, "Failed")["reason"] == "TooManyFailures"
+    trials = cluster.trials()
+    # A program error (class Error) is not in the default retryOn: no retries, and the experiment
+    # stops at the second failed configuration.
+    assert len(trials) == 2
+    assert all(t["status"]["failureClass"] == "Error" and "retriedBy" not in t["status"] for t in trials.values())
+    assert exp["status"]["failedConfigurations"] == 2
+
+
+def test_restart_requests_and_user_configurations(api, namespace, operator, kwok_nodes, kubectl):
+    cluster = Cluster(api, namespace)
+    cluster.create(experiment(
+        "restarts", [{"name": "fails", "type": "int", "min": 0, "max": 9, "step": 9}],
+        annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/message": '{"loss": 1}'},
+        algorithm={"name": "grid", "seed": 0}, max_trials=2, parallel=2,
+        retryPolicy={"maxRetries": 0, "retryOn": ["Error"]}))
+    exp = cluster.wait_finished("restarts")
+    assert exp["status"]["phase"] == "Succeeded"
+    groups = by_config(cluster.trials(), "fails")
+    failed, succeeded = groups["9"][0]["metadata"]["name"], groups["0"][0]["metadata"]["name"]
+
+    # Restarting a trial whose configuration succeeded is refused, with the reason.
+    kubectl.run("annotate", "trial", succeeded, "-n", namespace, "hpo.dev/restart=yes")
+    t = wait_until(lambda: "hpo.dev/restart" not in (x := cluster.get(succeeded, "trials"))["metadata"].get(
+        "annotations", {}) and x, what="the restart request to be answered")
+    refused = condition(t, "RestartAccepted")
+    assert (refused["status"], refused["reason"]) == ("False", "ConfigurationAlreadySucceeded")
+    assert cluster.events("RestartRefused")
+
+    # Restarting the failed one runs its configuration again, as attempt 2.
+    kubectl.run("annotate", "trial", failed, "-n", namespace, "hpo.dev/restart=yes")
+    again = cluster.wait_trial(f"{failed}-a2", ("Failed",))
+    assert again["spec"]["retryOf"] == failed and again["spec"]["attempt"] == 2
+    assert again["metadata"]["labels"]["hpo.dev/launch-reason"] == "Restart"
+    assert condition(cluster.get(failed, "trials"), "RestartAccepted")["status"] == "True"
+
+    # A user asks to run a configuration: refused when it already succeeded ...
+    user_trial = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial", "metadata": {"name": "mine-0"},
+                  "spec": {"experimentName": "restarts", "parameters": [{"name": "fails", "value": "0"}]}}
+    cluster.create(user_trial, "trials")
+    t = cluster.wait_trial("mine-0", ("Refused",))
+    assert t["status"]["reason"] == "ConfigurationAlreadySucceeded"
+    assert succeeded in t["status"]["message"]
+    # ... refused when it is outside the search space ...
+    user_trial["metadata"]["name"], user_trial["spec"]["parameters"][0]["value"] = "mine-1", "12"
+    cluster.create(user_trial, "trials")
+    assert cluster.wait_trial("mine-1", ("Refused",))["status"]["reason"] == "InvalidParameters"
+    # ... refused between the grid's steps ...
+    user_trial["metadata"]["name"], user_trial["spec"]["parameters"][0]["value"] = "mine-2", "4"
+    cluster.create(user_trial, "trials")
+    assert cluster.wait_trial("mine-2", ("Refused",))["status"]["reason"] == "InvalidParameters"
+    # ... and adopted and run when no trial of it succeeded (written differently, but the same).
+    user_trial["metadata"]["name"], user_trial["spec"]["parameters"][0]["value"] = "mine-3", "9.0"
+    cluster.create(user_trial, "trials")
+    t = cluster.wait_trial("mine-3", ("Failed", "Succeeded"))
+    assert t["metadata"]["ownerReferences"][0]["uid"] == exp["metadata"]["uid"]
+    assert t["metadata"]["labels"]["hpo.dev/launch-reason"] == "User"
+    assert t["metadata"]["labels"]["hpo.dev/config"] == groups["9"][0]["metadata"]["labels"]["hpo.dev/config"]
+    assert "mine-3" in cluster.pods()
+    assert cluster.get("restarts")["status"]["configurations"] == 2
+
+
+def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, operator, kwok_nodes):
+    cluster = Cluster(api, namespace)
+    body = experiment("sigkill", [{"name": "x", "type": "double", "min": -5, "max": 5},
+                                  {"name": "c", "type": "categorical", "values": ["a", "b", "c"]}],
+                      annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "1500ms"},
+                      max_trials=10, parallel=3, algorithm={"name": "random", "seed": 11})
+    cluster.create(body)
+    wait_until(lambda: len(cluster.trials()) >= 4, timeout=60, what="a few trials")
+    operator.kill()
+    time.sleep(3)  # pods finish while no operator is watching
+    operator.start()
+    exp = cluster.wait_finished("sigkill")
+
+    assert exp["status"]["phase"] == "Succeeded"
+    trials = cluster.trials()
+    assert sorted(trials) == [f"sigkill-{i:04d}" for i in range(10)]
+    assert set(cluster.pods()) == set(trials)
+    # The restarted operator rebuilt the seeded sampler: the same configurations, in the same
+    # order, as one that never stopped.
+    reference = Suggester(ExperimentSpec.model_validate(body["spec"]))
+    for i in range(10):
+        values = {p["name"]: p["value"] for p in trials[f"sigkill-{i:04d}"]["spec"]["parameters"]}
+        assert values == reference.suggest(i)
+    assert len(cluster.events("ExperimentSucceeded")) == 1
+
+
+def test_deleting_an_experiment_deletes_its_trials_and_pods(api, namespace, operator, kwok_nodes):
+    cluster = Cluster(api, namespace)
+    cluster.create(experiment("doomed", [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                              annotations={"sim.hpo.dev/hang": "true"}, max_trials=3, parallel=2))
+    wait_until(lambda: len(cluster.pods()) == 2, what="two running trial pods")
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "doomed",
+                                                   propagation_policy="Background")
+    wait_until(lambda: not cluster.trials() and not cluster.pods(), timeout=90,
+               what="the garbage collector to delete trials and pods")
+
+
+def test_suspend_stops_trials_and_resume_reruns_them(api, namespace, operator, kwok_nodes):
+    cluster = Cluster(api, namespace)
+    cluster.create(experiment("pausable", [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                              annotations={"sim.hpo.dev/hang": "true"}, max_trials=2, parallel=2,
+                              retryPolicy={"maxRetries": 0}))
+    wait_until(lambda: len([p for p in cluster.pods().values() if p.status.phase == "Running"]) == 2,
+               what="two running trial pods")
+    cluster.patch("pausable", {"spec": {"suspend": True}})
+    exp = wait_until(lambda: (e := cluster.get("pausable"))["status"].get("phase") == "Suspended" and e,
+                     what="the experiment to be suspended")
+    assert condition(exp, "Suspended")["status"] == "True"
+    wait_until(lambda: not cluster.pods(), what="the running pods to be deleted")
+    trials = cluster.trials()
+    assert [(t["status"]["phase"], t["status"]["reason"]) for t in trials.values()] == [("Killed", "Suspended")] * 2
+
+    cluster.patch("pausable", {"spec": {"suspend": False}})
+    resumed = {f"{name}-a2" for name in trials}
+    wait_until(lambda: resumed <= set(cluster.pods()), what="the stopped configurations to run again")
+    again = cluster.trials()
+    assert all(again[n]["metadata"]["labels"]["hpo.dev/launch-reason"] == "Resume" for n in resumed)
+    assert cluster.get("pausable")["status"]["phase"] == "Running"
+
+
+def test_stuck_trials_end_with_a_reason(api, namespace, operator, kwok_nodes):
+    cluster = Cluster(api, namespace)
+    # A trial that runs too long is killed; one whose image cannot be used fails at once; neither
+    # is retried, since it would end the same way.
+    cluster.create(experiment("slow", [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                              annotations={"sim.hpo.dev/hang": "true"}, max_trials=1,
+                              maxTrialDurationSeconds=2))
+    cluster.create(experiment("badimage", [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                              annotations={"sim.hpo.dev/waiting-reason": "InvalidImageName"}, max_trials=1,
+                              retryPolicy={"retryOn": ["Infrastructure", "OOMKilled", "Error"]}))
+    slow, bad = cluster.wait_finished("slow"), cluster.wait_finished("badimage")
+    trials = cluster.trials()
+    assert (trials["slow-0000"]["status"]["phase"], trials["slow-0000"]["status"]["reason"]) == ("Killed", "Timeout")
+    assert (trials["badimage-0000"]["status"]["phase"], trials["badimage-0000"]["status"]["reason"],
+            trials["badimage-0000"]["status"]["failureClass"]) == ("Failed", "InvalidImageName", "Startup")
+    assert len(trials) == 2
+    assert slow["status"]["failedConfigurations"] == bad["status"]["failedConfigurations"] == 1
+
+
+def test_spec_errors_cel_cannot_see_become_a_condition(api, namespace, operator, kwok_nodes):
+    cluster = Cluster(api, namespace)
+    cluster.create(experiment("typo", [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                              annotations={"sim.hpo.dev/message": '{"loss": ${params.y}}'}, max_trials=1))
+    exp = wait_until(lambda: (e := cluster.get("typo")).get("status", {}).get("conditions") and e,
+                     what="a condition")
+    failed = condition(exp, "Failed")
+    assert failed["reason"] == "InvalidSpec" and "${params.y}" in failed["message"]
+    assert cluster.events("InvalidSpec")
+    assert not cluster.trials()
+    assert "Traceback" not in operator.log()
+
+
+def test_prometheus_metrics_count_trials_by_reason_and_outcome(api, kubeconfig, crds, namespace, kwok_nodes, tmp_path):
+    import socket
+    import urllib.request
+
+    from tests.kube import OperatorProcess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    operator = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log", env={"HPO_METRICS_PORT": str(port)})
+    operator.start()
+    try:
+        cluster = Cluster(api, namespace)
+        # Two configurations; each is OOMKilled on its first attempt and succeeds on the retry.
+        cluster.create(experiment("metered", [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                                  annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}',
+                                               "sim.hpo.dev/fail-attempts": "1", "sim.hpo.dev/exit-code": "137",
+                                               "sim.hpo.dev/reason": "OOMKilled"},
+                                  max_trials=2, parallel=2, retryPolicy={"backoffSeconds": 0}))
+        cluster.wait_finished("metered")
+
+        def scrape() -> dict[str, float]:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines() if line.startswith("hpo_")}
+        samples = wait_until(lambda: (m := scrape()).get('hpo_experiments{phase="Succeeded"}') == 1 and m,
+                             what="the experiment gauge")
+        assert samples['hpo_trials_created_total{reason="Suggestion"}'] == 2
+        assert samples['hpo_trials_created_total{reason="Retry"}'] == 2
+        assert samples['hpo_trials_finished_total{failure_class="OOMKilled",phase="Failed"}'] == 2
+        assert samples['hpo_trials_finished_total{failure_class="",phase="Succeeded"}'] == 2
+        assert samples['hpo_reconcile_total{result="success"}'] > 0
+        assert samples.get('hpo_reconcile_total{result="error"}', 0) == 0
+    finally:
+        operator.stop()
+
+
+def test_a_pod_the_api_server_refuses_fails_its_trial_and_the_rest_go_on(api, namespace, operator, kwok_nodes):
+    cluster = Cluster(api, namespace)
+    body = experiment("refused", [{"name": "tag", "type": "categorical", "values": ["ok", "not a label!"]}],
+                      annotations={"sim.hpo.dev/message": '{"loss": 1}'}, max_trials=2, parallel=1,
+                      algorithm={"name": "grid", "seed": 0})
+    body["spec"]["trialTemplate"]["template"]["metadata"]["labels"] = {"tag": "${params.tag}"}
+    cluster.create(body)
+    exp = cluster.wait_finished("refused")
+    trials = {t["spec"]["parameters"][0]["value"]: t for t in cluster.trials().values()}
+    bad = trials["not a label!"]["status"]
+    assert (bad["phase"], bad["reason"], bad["failureClass"]) == ("Failed", "InvalidPod", "Startup")
+    assert "label" in bad["message"]
+    assert trials["ok"]["status"]["phase"] == "Succeeded"
+    assert exp["status"]["phase"] == "Succeeded" and exp["status"]["failedConfigurations"] == 1
+    assert cluster.events("PodCreateFailed")

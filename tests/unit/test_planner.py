@@ -1,0 +1,1299 @@
+"""The experiment's decisions (hpo_operator.planner.plan), on hand-made Trials and pods.
+
+Each test builds what the cluster would hold (Trial bodies, pods keyed by trial name) and checks
+the plan. The `Cluster` helper at the end carries plans out round after round, the way the
+handlers do, for rules that only show over several rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hpo_operator import planner
+from hpo_operator.conditions import get_condition, now_iso
+from hpo_operator.models import ExperimentSpec
+from hpo_operator.planner import (A_NOT_BEFORE, A_RESTART, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH,
+                                  L_LINEAGE, L_TRIAL, ExperimentView, TrialView, backoff_seconds, goal_reached,
+                                  is_better, needs_log, validate_spec)
+from hpo_operator.space import config_hash
+
+EXP = "exp"
+NS = "team-a"
+EXP_UID = "0b6c1d2e-exp-uid"
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+EARLIER = "2024-05-01T11:00:00Z"
+
+
+def iso(t: datetime) -> str:
+    return now_iso(t)
+
+
+def ago(seconds: float) -> str:
+    return iso(NOW - timedelta(seconds=seconds))
+
+
+# --- the experiment ----------------------------------------------------------------------------
+
+
+def make_spec(**overrides) -> ExperimentSpec:
+    """An experiment over one int parameter x in [0, 10000]; overrides use the API's camelCase."""
+    body = {
+        "objective": {"type": "minimize", "metricName": "loss"},
+        "algorithm": {"name": "random", "seed": 1},
+        "parameters": [{"name": "x", "type": "int", "min": 0, "max": 10000}],
+        "parallelTrialCount": 2,
+        "maxTrialCount": 10,
+        "trialTemplate": {
+            "primaryContainerName": "train",
+            "template": {"spec": {"containers": [
+                {"name": "train", "image": "trainer:1", "args": ["--x=${params.x}", "--name=${trial.name}"]}]}},
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = {**body[key], **value}
+        else:
+            body[key] = value
+    return ExperimentSpec.model_validate(body)
+
+
+def counting(index: int) -> dict[str, str]:
+    """The suggestion function: suggestion i is x=i."""
+    return {"x": str(index)}
+
+
+def exhausted_after(n: int):
+    return lambda index: {"x": str(index)} if index < n else None
+
+
+def run(spec: ExperimentSpec, trials=(), pods=None, logs=None, now=NOW, suggest=counting, status=None):
+    exp = ExperimentView(EXP, NS, EXP_UID, 3, spec, copy.deepcopy(status or {}))
+    return planner.plan(exp, list(trials), pods or {}, logs or {}, now, suggest)
+
+
+def owner_refs() -> list[dict]:
+    return [{"apiVersion": "hpo.dev/v1alpha1", "kind": "Experiment", "name": EXP, "uid": EXP_UID,
+             "controller": True, "blockOwnerDeletion": True}]
+
+
+# --- trials ------------------------------------------------------------------------------------
+
+
+def trial(name: str, values: dict[str, str], *, phase: str | None = None, status: dict | None = None,
+          attempt: int = 1, launch: str = "Suggestion", lineage: str | None = None, index: int | None = None,
+          retry_of: str | None = None, annotations: dict | None = None, owned: bool = True,
+          created: str = EARLIER) -> TrialView:
+    """A Trial as the cluster would hold it (made by the operator unless owned=False)."""
+    metadata = {"name": name, "namespace": NS, "uid": f"uid-{name}", "creationTimestamp": created,
+                "annotations": dict(annotations or {})}
+    if owned:
+        metadata["labels"] = {
+            "app.kubernetes.io/managed-by": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator",
+            L_EXPERIMENT: EXP, L_CONFIG: config_hash(values), L_ATTEMPT: str(attempt),
+            L_LINEAGE: lineage or name, L_LAUNCH: launch, L_TRIAL: name}
+        metadata["ownerReferences"] = owner_refs()
+    spec = {"experimentName": EXP, "attempt": attempt,
+            "parameters": [{"name": k, "value": v} for k, v in values.items()]}
+    if retry_of:
+        spec["retryOf"] = retry_of
+    if index is not None:
+        spec["suggestionIndex"] = index
+    st = dict(status or {})
+    if phase:
+        st["phase"] = phase
+    if owned:
+        st.setdefault("parameterSummary", ", ".join(f"{k}={v}" for k, v in values.items()))
+    body = {"apiVersion": "hpo.dev/v1alpha1", "kind": "Trial", "metadata": metadata, "spec": spec, "status": st}
+    return TrialView(name, metadata["uid"], body)
+
+
+def suggested(i: int, phase: str | None = "Running", attempt: int = 1, created: str = EARLIER, **kw) -> TrialView:
+    """Suggestion i (x=i), or its attempt-th run; status fields go in as keyword arguments."""
+    name = f"{EXP}-{i:04d}" if attempt == 1 else f"{EXP}-{i:04d}-a{attempt}"
+    status = {k: v for k, v in kw.items() if k not in ("launch", "retry_of", "annotations")}
+    if phase in ("Running", "Pending"):
+        status.setdefault("podName", name)
+    launch = kw.get("launch", "Suggestion" if attempt == 1 else "Retry")
+    retry_of = kw.get("retry_of", None if attempt == 1 else
+                      (f"{EXP}-{i:04d}" if attempt == 2 else f"{EXP}-{i:04d}-a{attempt - 1}"))
+    return trial(name, {"x": str(i)}, phase=phase, status=status, attempt=attempt, launch=launch,
+                 lineage=f"{EXP}-{i:04d}", index=i, retry_of=retry_of, annotations=kw.get("annotations"),
+                 created=created)
+
+
+def failed(i: int, failure_class: str = "OOMKilled", attempt: int = 1, completed: str = ago(60), **kw) -> TrialView:
+    reason = {"Infrastructure": "Evicted", "Error": "Error"}.get(failure_class, failure_class)
+    return suggested(i, "Failed", attempt, reason=reason, failureClass=failure_class, completionTime=completed,
+                     podName=f"{EXP}-{i:04d}" if attempt == 1 else f"{EXP}-{i:04d}-a{attempt}", **kw)
+
+
+def succeeded(i: int, loss: float, attempt: int = 1, **kw) -> TrialView:
+    return suggested(i, "Succeeded", attempt, reason="Completed", objectiveValue=loss,
+                     metrics=[{"name": "loss", "value": loss}], completionTime=ago(60), **kw)
+
+
+def user_trial(name: str, values: dict[str, str], **kw) -> TrialView:
+    """A Trial a user created with kubectl: no labels, no owner, no status."""
+    t = trial(name, values, owned=False, **kw)
+    t.body["status"] = {}
+    return t
+
+
+# --- pods ------------------------------------------------------------------------------------
+
+
+def pod(name: str, phase: str, container_state: dict | None = None, *, created: str = EARLIER,
+        started: str | None = EARLIER, reason: str | None = None, conditions: list | None = None) -> dict:
+    status: dict = {"phase": phase, "conditions": conditions or []}
+    if started:
+        status["startTime"] = started
+    if reason:
+        status["reason"] = reason
+        status["message"] = f"pod {reason.lower()}"
+    if container_state is not None:
+        status["containerStatuses"] = [{"name": "train", "image": "trainer:1", "restartCount": 0,
+                                        "ready": phase == "Running", "state": container_state}]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "uid": f"pod-{name}", "creationTimestamp": created,
+                         "labels": {L_EXPERIMENT: EXP, L_TRIAL: name}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "train", "image": "trainer:1"}]},
+            "status": status}
+
+
+def pod_pending(name: str, created: str = EARLIER) -> dict:
+    return pod(name, "Pending", created=created, started=None,
+               conditions=[{"type": "PodScheduled", "status": "True"}])
+
+
+def pod_running(name: str, started: str = EARLIER) -> dict:
+    return pod(name, "Running", {"running": {"startedAt": started}}, started=started)
+
+
+def pod_succeeded(name: str, message: str | None = None) -> dict:
+    term = {"exitCode": 0, "reason": "Completed", "startedAt": EARLIER, "finishedAt": ago(5)}
+    if message is not None:
+        term["message"] = message
+    return pod(name, "Succeeded", {"terminated": term})
+
+
+def pod_failed(name: str, exit_code: int = 1, reason: str = "Error") -> dict:
+    return pod(name, "Failed", {"terminated": {"exitCode": exit_code, "reason": reason,
+                                               "startedAt": EARLIER, "finishedAt": ago(5)}})
+
+
+def pod_evicted(name: str) -> dict:
+    return pod(name, "Failed", {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": ago(5)}},
+               reason="Evicted")
+
+
+def pod_waiting(name: str, reason: str, created: str = EARLIER) -> dict:
+    return pod(name, "Pending", {"waiting": {"reason": reason, "message": f"{reason}: trainer:1"}},
+               created=created, started=created)
+
+
+# --- reading a plan ----------------------------------------------------------------------------
+
+
+def created(plan, name: str) -> dict:
+    bodies = [b for b in plan.create_trials if b["metadata"]["name"] == name]
+    assert len(bodies) == 1, f"{name} not created once: {[b['metadata']['name'] for b in plan.create_trials]}"
+    return bodies[0]
+
+
+def created_names(plan) -> list[str]:
+    return [b["metadata"]["name"] for b in plan.create_trials]
+
+
+def cond(conditions, type_: str) -> dict:
+    found = get_condition(conditions, type_)
+    assert found is not None, f"no {type_} condition in {conditions}"
+    return found
+
+
+def experiment_outcome(plan) -> tuple:
+    st = plan.experiment_status
+    current = get_condition(st.get("conditions"), st["phase"]) if st.get("phase") else None
+    return st.get("phase"), (current or {}).get("reason")
+
+
+def told(plan) -> dict[int, tuple]:
+    """What the plan tells the sampler: suggestion index -> (objective value, finally failed)."""
+    return {index: (outcome.value, outcome.failed) for index, outcome in plan.tells}
+
+
+def event_reasons(plan, target: str | None = "any") -> list[str]:
+    return [e.reason for e in plan.events if target == "any" or e.target == target]
+
+
+# =============================================================================================
+# launching
+# =============================================================================================
+
+
+def test_first_round_creates_parallel_trial_count_trials_and_starts_their_pods():
+    plan = run(make_spec(parallelTrialCount=3, maxTrialCount=10))
+    assert created_names(plan) == ["exp-0000", "exp-0001", "exp-0002"]
+    assert plan.start_pods == ["exp-0000", "exp-0001", "exp-0002"]
+    assert plan.delete_pods == []
+    st = plan.experiment_status
+    assert experiment_outcome(plan) == ("Running", "Running")
+    assert (st["suggestionCount"], st["configurations"], st["failedConfigurations"]) == (3, 3, 0)
+    assert (st["trials"], st["trialsPending"], st["trialsRunning"]) == (3, 3, 0)
+    assert st["startTime"] == iso(NOW)
+    assert st["observedGeneration"] == 3
+    assert cond(st["conditions"], "Running")["status"] == "True"
+    assert cond(st["conditions"], "Succeeded")["status"] == "False"
+
+
+def test_a_new_trial_body():
+    body = created(run(make_spec(parallelTrialCount=1)), "exp-0000")
+    assert body["apiVersion"] == "hpo.dev/v1alpha1" and body["kind"] == "Trial"
+    meta = body["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("exp-0000", NS)
+    assert meta["ownerReferences"] == owner_refs()
+    assert meta["labels"][L_EXPERIMENT] == EXP
+    assert meta["labels"][L_CONFIG] == config_hash({"x": "0"})
+    assert meta["labels"][L_ATTEMPT] == "1"
+    assert meta["labels"][L_LINEAGE] == "exp-0000"
+    assert meta["labels"][L_LAUNCH] == "Suggestion"
+    assert meta["labels"][L_TRIAL] == "exp-0000"
+    assert A_NOT_BEFORE not in meta["annotations"]
+    assert body["spec"] == {"experimentName": EXP, "attempt": 1, "suggestionIndex": 0,
+                            "parameters": [{"name": "x", "value": "0"}]}
+    assert body["status"]["phase"] == "Pending"
+    assert body["status"]["reason"] == "PodCreated"
+    assert body["status"]["parameterSummary"] == "x=0"
+
+
+def test_first_round_stops_at_max_trial_count():
+    plan = run(make_spec(parallelTrialCount=5, maxTrialCount=2))
+    assert created_names(plan) == ["exp-0000", "exp-0001"]
+    assert plan.experiment_status["configurations"] == 2
+
+
+def test_no_new_trials_while_all_slots_are_busy():
+    trials = [suggested(0, "Running"), suggested(1, "Running")]
+    pods = {"exp-0000": pod_running("exp-0000"), "exp-0001": pod_running("exp-0001")}
+    plan = run(make_spec(parallelTrialCount=2), trials, pods)
+    assert plan.create_trials == [] and plan.start_pods == []
+    assert plan.trial_status == {}  # nothing changed about the running trials
+    assert plan.experiment_status["suggestionCount"] == 2
+
+
+def test_a_finished_trial_frees_one_slot():
+    trials = [suggested(0, "Running"), suggested(1, "Running")]
+    pods = {"exp-0000": pod_succeeded("exp-0000", '{"loss": 1.5}'), "exp-0001": pod_running("exp-0001")}
+    plan = run(make_spec(parallelTrialCount=2), trials, pods)
+    assert created_names(plan) == ["exp-0002"]
+    assert plan.start_pods == ["exp-0002"]
+
+
+def test_suggestion_count_continues_from_the_trials_and_the_status():
+    trials = [succeeded(0, 1.0), succeeded(4, 2.0)]
+    assert created_names(run(make_spec(parallelTrialCount=1), trials)) == ["exp-0005"]
+    plan = run(make_spec(parallelTrialCount=1), trials, status={"suggestionCount": 9})
+    assert created_names(plan) == ["exp-0009"]
+
+
+def test_a_suggestion_of_an_existing_configuration_is_skipped_and_told():
+    trials = [succeeded(0, 0.7), suggested(1, "Running")]
+    pods = {"exp-0001": pod_running("exp-0001")}
+    answers = {2: {"x": "0"}, 3: {"x": "1"}, 4: {"x": "44"}}
+    plan = run(make_spec(parallelTrialCount=2), trials, pods, suggest=lambda i: answers[i])
+    assert created_names(plan) == ["exp-0004"]
+    assert created(plan, "exp-0004")["spec"]["parameters"] == [{"name": "x", "value": "44"}]
+    assert told(plan)[2] == (0.7, False)  # the sampler hears the known result of the duplicate
+    assert 3 not in told(plan)  # still running: nothing to tell
+    assert plan.experiment_status["suggestionCount"] == 5
+
+
+def test_queued_trials_start_before_new_suggestions():
+    queued = suggested(3, "Pending", attempt=2, reason="Queued")
+    plan = run(make_spec(parallelTrialCount=1), [failed(3, "OOMKilled", retriedBy="exp-0003-a2"), queued])
+    assert plan.start_pods == ["exp-0003-a2"]
+    assert plan.create_trials == []
+
+
+# =============================================================================================
+# results
+# =============================================================================================
+
+
+def test_succeeded_pod_with_termination_message_succeeds_the_trial():
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=5), [suggested(0, "Running")],
+               {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5, "other": 3}')})
+    st = plan.trial_status["exp-0000"]
+    assert st["phase"] == "Succeeded"
+    assert st["reason"] == "Completed"
+    assert st["objectiveValue"] == 0.5
+    assert st["exitCode"] == 0
+    assert st["completionTime"] == iso(NOW)
+    assert [(m["name"], m["value"]) for m in st["metrics"]] == [("loss", 0.5)]
+    assert cond(st["conditions"], "Succeeded")["status"] == "True"
+    assert "TrialSucceeded" in event_reasons(plan, "exp-0000")
+    best = plan.experiment_status["currentOptimalTrial"]
+    assert best["trialName"] == "exp-0000" and best["objectiveValue"] == 0.5
+    assert best["parameters"] == [{"name": "x", "value": "0"}]
+    assert plan.experiment_status["trialsSucceeded"] == 1
+    assert told(plan)[0] == (0.5, False)
+    assert created_names(plan) == ["exp-0001"]  # its slot is reused at once
+
+
+def test_additional_metrics_are_recorded():
+    spec = make_spec(objective={"additionalMetricNames": ["accuracy"]})
+    plan = run(spec, [suggested(0, "Running")],
+               {"exp-0000": pod_succeeded("exp-0000", '{"step": 9, "loss": 0.5, "accuracy": 0.9}')})
+    metrics = {m["name"]: (m["value"], m.get("step")) for m in plan.trial_status["exp-0000"]["metrics"]}
+    assert metrics == {"loss": (0.5, 9), "accuracy": (0.9, 9)}
+
+
+def test_succeeded_without_the_objective_fails_with_metrics_unavailable():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=5)
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000", '{"accuracy": 0.9}')})
+    st = plan.trial_status["exp-0000"]
+    assert st["phase"] == "Failed"
+    assert st["reason"] == "MetricsUnavailable"
+    assert st["failureClass"] == "MetricsUnavailable"
+    assert "loss" in st["message"]
+    assert cond(st["conditions"], "Succeeded")["status"] == "False"
+    # MetricsUnavailable is not retried by default: the configuration has failed.
+    assert all(b["metadata"]["labels"][L_LAUNCH] != "Retry" for b in plan.create_trials)
+    assert plan.experiment_status["failedConfigurations"] == 1
+
+
+def test_metrics_unavailable_is_retried_when_listed_in_retry_on():
+    spec = make_spec(retryPolicy={"retryOn": ["MetricsUnavailable"]})
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000")})
+    assert created(plan, "exp-0000-a2")["metadata"]["labels"][L_LAUNCH] == "Retry"
+
+
+def test_auto_reads_the_log_when_the_termination_message_lacks_the_objective():
+    logs = {"exp-0000": "epoch 1 loss=0.9\nepoch 2 loss=0.25 step=2\n"}
+    plan = run(make_spec(), [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000")}, logs)
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["objectiveValue"]) == ("Succeeded", 0.25)
+
+
+def test_stdout_log_source_ignores_the_termination_message():
+    spec = make_spec(metricsCollector={"source": "StdoutLog"})
+    pods = {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.1}')}
+    plan = run(spec, [suggested(0, "Running")], pods, {"exp-0000": "loss=0.7"})
+    assert plan.trial_status["exp-0000"]["objectiveValue"] == 0.7
+    plan = run(spec, [suggested(0, "Running")], pods, {})
+    assert plan.trial_status["exp-0000"]["reason"] == "MetricsUnavailable"
+
+
+def test_termination_message_source_ignores_the_log():
+    spec = make_spec(metricsCollector={"source": "TerminationMessage"})
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000")}, {"exp-0000": "loss=0.7"})
+    assert plan.trial_status["exp-0000"]["reason"] == "MetricsUnavailable"
+
+
+def test_needs_log():
+    t = suggested(0, "Running")
+    with_objective = pod_succeeded("exp-0000", '{"loss": 1}')
+    without = pod_succeeded("exp-0000", '{"acc": 1}')
+    # "final": read the log once, because the pod succeeded and the planner will want its metrics.
+    assert needs_log(make_spec(), t, without) == "final"
+    assert needs_log(make_spec(), t, with_objective) is None
+    assert needs_log(make_spec(), t, None) is None
+    assert needs_log(make_spec(), t, pod_running("exp-0000")) is None
+    assert needs_log(make_spec(), t, pod_failed("exp-0000")) is None
+    assert needs_log(make_spec(), succeeded(0, 1.0), without) is None  # already recorded
+    assert needs_log(make_spec(metricsCollector={"source": "StdoutLog"}), t, with_objective) == "final"
+    assert needs_log(make_spec(metricsCollector={"source": "TerminationMessage"}), t, without) is None
+
+
+def test_running_pod_marks_the_trial_running():
+    plan = run(make_spec(), [suggested(0, "Pending", reason="PodCreated")], {"exp-0000": pod_running("exp-0000")})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["startTime"]) == ("Running", EARLIER)
+    assert cond(st["conditions"], "Succeeded")["status"] == "Unknown"
+
+
+def test_best_trial_when_maximising():
+    spec = make_spec(objective={"type": "maximize", "metricName": "loss"})
+    plan = run(spec, [succeeded(0, 0.3), succeeded(1, 0.9), succeeded(2, 0.5)])
+    assert plan.experiment_status["currentOptimalTrial"]["trialName"] == "exp-0001"
+    plan = run(make_spec(), [succeeded(0, 0.3), succeeded(1, 0.9), succeeded(2, 0.5)])
+    assert plan.experiment_status["currentOptimalTrial"]["trialName"] == "exp-0000"
+
+
+def test_is_better_and_goal_reached():
+    minimise = make_spec(objective={"goal": 0.1})
+    maximise = make_spec(objective={"type": "maximize", "goal": 0.9})
+    assert is_better(minimise, 0.1, 0.2) and not is_better(minimise, 0.2, 0.1)
+    assert is_better(maximise, 0.2, 0.1) and not is_better(maximise, 0.1, 0.2)
+    assert goal_reached(minimise, 0.1) and goal_reached(minimise, 0.05) and not goal_reached(minimise, 0.11)
+    assert goal_reached(maximise, 0.9) and not goal_reached(maximise, 0.89)
+    assert not goal_reached(make_spec(), -1e9)
+
+
+# =============================================================================================
+# failures and retries
+# =============================================================================================
+
+
+def test_oom_killed_trial_is_retried_after_the_backoff():
+    plan = run(make_spec(parallelTrialCount=1), [suggested(0, "Running")],
+               {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"], st["exitCode"]) == ("Failed", "OOMKilled", "OOMKilled", 137)
+    assert st["retriedBy"] == "exp-0000-a2"
+    retry = created(plan, "exp-0000-a2")
+    assert retry["spec"]["retryOf"] == "exp-0000"
+    assert retry["spec"]["attempt"] == 2
+    assert retry["spec"]["suggestionIndex"] == 0
+    assert retry["spec"]["parameters"] == [{"name": "x", "value": "0"}]
+    labels = retry["metadata"]["labels"]
+    assert labels[L_LAUNCH] == "Retry"
+    assert labels[L_ATTEMPT] == "2"
+    assert labels[L_LINEAGE] == "exp-0000"
+    assert labels[L_CONFIG] == config_hash({"x": "0"})
+    assert retry["metadata"]["ownerReferences"] == owner_refs()
+    # Default backoff: 5 s after the failure was recorded.
+    assert retry["metadata"]["annotations"][A_NOT_BEFORE] == iso(NOW + timedelta(seconds=5))
+    assert (retry["status"]["phase"], retry["status"]["reason"]) == ("Pending", "Backoff")
+    # It waits for its backoff without a pod, so the free slot goes to the next suggestion.
+    assert plan.start_pods == ["exp-0001"]
+    assert plan.requeue_after == pytest.approx(5)
+    assert "TrialRetried" in event_reasons(plan, None)
+    # Retries do not count as configurations.
+    assert plan.experiment_status["configurations"] == 2
+    assert plan.experiment_status["failedConfigurations"] == 0
+
+
+def test_a_retry_starts_once_its_backoff_has_passed():
+    retry = suggested(0, "Pending", attempt=2, reason="Backoff",
+                      annotations={A_NOT_BEFORE: iso(NOW + timedelta(seconds=3))})
+    trials = [failed(0, retriedBy="exp-0000-a2", completed=ago(2)), retry]
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials)
+    assert plan.start_pods == []
+    assert plan.requeue_after == pytest.approx(3)
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials, now=NOW + timedelta(seconds=3))
+    assert plan.start_pods == ["exp-0000-a2"]
+    assert plan.trial_status["exp-0000-a2"]["reason"] == "PodCreated"
+
+
+@pytest.mark.parametrize("make_pod, cls", [
+    (lambda n: pod_evicted(n), "Infrastructure"),
+    (lambda n: pod_failed(n, 137, "OOMKilled"), "OOMKilled"),
+])
+def test_default_retry_on_classes_are_retried(make_pod, cls):
+    plan = run(make_spec(), [suggested(0, "Running")], {"exp-0000": make_pod("exp-0000")})
+    assert plan.trial_status["exp-0000"]["failureClass"] == cls
+    assert "exp-0000-a2" in created_names(plan)
+
+
+def test_error_is_not_retried_by_default_and_counts_as_a_failed_configuration():
+    plan = run(make_spec(parallelTrialCount=1), [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 3)})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["failureClass"], st["exitCode"]) == ("Failed", "Error", 3)
+    assert "retriedBy" not in st
+    assert created_names(plan) == ["exp-0001"]  # the next suggestion, no retry
+    assert plan.experiment_status["failedConfigurations"] == 1
+    assert plan.experiment_status["trialsFailed"] == 1
+    assert told(plan)[0] == (None, True)
+
+
+def test_error_is_retried_when_listed_in_retry_on():
+    spec = make_spec(retryPolicy={"retryOn": ["Error"]})
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 3)})
+    assert created(plan, "exp-0000-a2")["metadata"]["labels"][L_LAUNCH] == "Retry"
+    assert plan.experiment_status["failedConfigurations"] == 0
+
+
+def test_retries_stop_at_max_retries():
+    spec = make_spec(retryPolicy={"maxRetries": 1})
+    trials = [failed(0, retriedBy="exp-0000-a2"), failed(0, attempt=2)]
+    plan = run(spec, trials)
+    assert not any(n.startswith("exp-0000-a") for n in created_names(plan))
+    assert plan.experiment_status["failedConfigurations"] == 1
+    assert plan.experiment_status["trialsRetried"] == 1
+
+
+def test_second_retry_waits_twice_as_long():
+    spec = make_spec(retryPolicy={"maxRetries": 2, "backoffSeconds": 5})
+    trials = [failed(0, retriedBy="exp-0000-a2", completed=ago(100)), failed(0, attempt=2, completed=ago(1))]
+    retry = created(run(spec, trials), "exp-0000-a3")
+    assert retry["spec"]["retryOf"] == "exp-0000-a2"
+    assert retry["spec"]["attempt"] == 3
+    assert retry["metadata"]["labels"][L_LINEAGE] == "exp-0000"
+    assert retry["metadata"]["annotations"][A_NOT_BEFORE] == iso(NOW + timedelta(seconds=10 - 1))
+
+
+def test_max_retries_zero_never_retries():
+    plan = run(make_spec(retryPolicy={"maxRetries": 0}), [suggested(0, "Running")],
+               {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
+    assert "exp-0000-a2" not in created_names(plan)
+    assert plan.experiment_status["failedConfigurations"] == 1
+
+
+def test_backoff_is_doubled_and_capped():
+    spec = make_spec(retryPolicy={"backoffSeconds": 4, "maxBackoffSeconds": 20})
+    assert [backoff_seconds(spec, n) for n in range(5)] == [4, 8, 16, 20, 20]
+
+
+def test_retry_without_backoff_starts_at_once():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=1, retryPolicy={"backoffSeconds": 0})
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
+    assert plan.start_pods == ["exp-0000-a2"]
+    assert created(plan, "exp-0000-a2")["status"]["reason"] == "PodCreated"
+
+
+def test_a_configuration_that_succeeded_is_never_retried():
+    # Two runs of one configuration (e.g. after a restart): one succeeded, one was OOMKilled later.
+    trials = [succeeded(0, 0.4), failed(0, "OOMKilled", attempt=2, launch="Restart")]
+    plan = run(make_spec(maxTrialCount=1), trials)
+    assert plan.create_trials == []
+    assert plan.experiment_status["failedConfigurations"] == 0
+    assert experiment_outcome(plan) == ("Succeeded", "MaxTrialsReached")
+
+
+def test_failed_trial_whose_retry_is_not_in_view_yet_is_left_alone():
+    plan = run(make_spec(maxTrialCount=1), [failed(0, retriedBy="exp-0000-a2")])
+    assert plan.create_trials == []
+
+
+# =============================================================================================
+# the experiment's end
+# =============================================================================================
+
+
+def test_too_many_failures_fails_the_experiment():
+    spec = make_spec(parallelTrialCount=2, maxFailedTrialCount=1)
+    trials = [failed(0, "Error"), suggested(1, "Running"), suggested(2, "Running")]
+    pods = {"exp-0001": pod_failed("exp-0001", 2), "exp-0002": pod_running("exp-0002")}
+    plan = run(spec, trials, pods)
+    st = plan.experiment_status
+    assert experiment_outcome(plan) == ("Failed", "TooManyFailures")
+    assert st["failedConfigurations"] == 2
+    assert cond(st["conditions"], "Failed")["status"] == "True"
+    assert "maxFailedTrialCount (1)" in cond(st["conditions"], "Failed")["message"]
+    assert cond(st["conditions"], "Running")["status"] == "False"
+    assert cond(st["conditions"], "Succeeded")["status"] == "False"
+    assert st["completionTime"] == iso(NOW)
+    assert plan.create_trials == []
+    # What still runs is stopped.
+    assert plan.delete_pods == ["exp-0002"]
+    assert (plan.trial_status["exp-0002"]["phase"], plan.trial_status["exp-0002"]["reason"]) == \
+        ("Killed", "ExperimentFinished")
+    assert "ExperimentFailed" in event_reasons(plan, None)
+
+
+def test_failures_up_to_the_limit_are_tolerated():
+    spec = make_spec(parallelTrialCount=2, maxFailedTrialCount=1)
+    plan = run(spec, [failed(0, "Error"), suggested(1, "Running")], {"exp-0001": pod_running("exp-0001")})
+    assert experiment_outcome(plan) == ("Running", "Running")
+    assert plan.experiment_status["failedConfigurations"] == 1
+
+
+def test_max_failed_trial_count_zero_fails_at_the_first_final_failure():
+    plan = run(make_spec(maxFailedTrialCount=0), [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 1)})
+    assert experiment_outcome(plan) == ("Failed", "TooManyFailures")
+
+
+def test_a_failure_being_retried_does_not_count():
+    spec = make_spec(maxFailedTrialCount=0)
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
+    assert experiment_outcome(plan) == ("Running", "Running")
+    assert plan.experiment_status["failedConfigurations"] == 0
+
+
+def test_goal_reached_succeeds_and_stops_active_trials():
+    spec = make_spec(parallelTrialCount=3, objective={"goal": 0.1})
+    queued = suggested(5, "Pending", attempt=2, reason="Backoff",
+                       annotations={A_NOT_BEFORE: iso(NOW + timedelta(seconds=30))})
+    trials = [suggested(0, "Running"), suggested(1, "Running"), failed(5, retriedBy="exp-0005-a2"), queued]
+    pods = {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.05}'), "exp-0001": pod_running("exp-0001")}
+    plan = run(spec, trials, pods)
+    assert experiment_outcome(plan) == ("Succeeded", "GoalReached")
+    st = plan.experiment_status
+    assert "exp-0000" in cond(st["conditions"], "Succeeded")["message"]
+    assert st["currentOptimalTrial"]["trialName"] == "exp-0000"
+    assert st["completionTime"] == iso(NOW)
+    assert plan.delete_pods == ["exp-0001"]  # the queued retry has no pod to delete
+    for name in ("exp-0001", "exp-0005-a2"):
+        assert (plan.trial_status[name]["phase"], plan.trial_status[name]["reason"]) == ("Killed", "ExperimentFinished")
+    assert plan.create_trials == [] and plan.start_pods == []
+    assert "ExperimentSucceeded" in event_reasons(plan, None)
+
+
+def test_goal_not_reached_keeps_going():
+    spec = make_spec(objective={"goal": 0.1})
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.2}')})
+    assert experiment_outcome(plan) == ("Running", "Running")
+
+
+def test_all_configurations_done_succeeds_with_max_trials_reached():
+    spec = make_spec(parallelTrialCount=2, maxTrialCount=3)
+    trials = [succeeded(0, 0.3), failed(1, "Error"), suggested(2, "Running")]
+    plan = run(spec, trials, {"exp-0002": pod_succeeded("exp-0002", '{"loss": 0.2}')})
+    assert experiment_outcome(plan) == ("Succeeded", "MaxTrialsReached")
+    st = plan.experiment_status
+    assert (st["configurations"], st["failedConfigurations"], st["trialsSucceeded"], st["trialsFailed"]) == (3, 1, 2, 1)
+    assert st["currentOptimalTrial"]["trialName"] == "exp-0002"
+    assert plan.create_trials == []
+
+
+def test_the_last_configuration_still_running_keeps_the_experiment_running():
+    spec = make_spec(parallelTrialCount=2, maxTrialCount=2)
+    plan = run(spec, [succeeded(0, 0.3), suggested(1, "Running")], {"exp-0001": pod_running("exp-0001")})
+    assert experiment_outcome(plan) == ("Running", "Running")
+    assert plan.create_trials == []
+
+
+def test_a_retry_waiting_for_its_backoff_keeps_the_experiment_running():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=1)
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
+    assert experiment_outcome(plan) == ("Running", "Running")
+    assert created_names(plan) == ["exp-0000-a2"]
+
+
+def test_suggest_returning_none_exhausts_the_search_space():
+    spec = make_spec(parallelTrialCount=2, maxTrialCount=10)
+    plan = run(spec, [succeeded(0, 0.5), succeeded(1, 0.4)], suggest=exhausted_after(2))
+    assert experiment_outcome(plan) == ("Succeeded", "SearchSpaceExhausted")
+    assert "2 configurations" in cond(plan.experiment_status["conditions"], "Succeeded")["message"]
+    assert plan.create_trials == []
+
+
+def test_exhaustion_waits_for_the_trials_still_running():
+    spec = make_spec(parallelTrialCount=3, maxTrialCount=10)
+    plan = run(spec, [succeeded(0, 0.5), suggested(1, "Running")], {"exp-0001": pod_running("exp-0001")},
+               suggest=exhausted_after(2))
+    assert experiment_outcome(plan) == ("Running", "Running")
+
+
+def test_an_empty_search_space_finishes_at_once():
+    plan = run(make_spec(), suggest=lambda i: None)
+    assert experiment_outcome(plan) == ("Succeeded", "SearchSpaceExhausted")
+
+
+def test_a_sampler_that_only_repeats_itself_is_exhausted():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=2)
+    plan = run(spec, [succeeded(0, 0.5)], suggest=lambda i: {"x": "0"}, status={"suggestionCount": 19})
+    assert experiment_outcome(plan) == ("Succeeded", "SearchSpaceExhausted")
+
+
+def test_a_finished_experiment_does_nothing_more():
+    status = {"phase": "Succeeded", "suggestionCount": 2,
+              "conditions": [{"type": "Succeeded", "status": "True", "reason": "MaxTrialsReached",
+                              "message": "", "lastTransitionTime": EARLIER}]}
+    trials = [succeeded(0, 0.5), failed(1, "OOMKilled")]
+    plan = run(make_spec(maxTrialCount=5), trials, status=status)
+    assert plan.create_trials == [] and plan.start_pods == []
+    assert plan.experiment_status["phase"] == "Succeeded"
+    assert plan.experiment_status["conditions"] == status["conditions"]
+    assert plan.events == []
+
+
+# =============================================================================================
+# suspend and resume
+# =============================================================================================
+
+
+def test_suspend_stops_running_trials_and_launches_nothing():
+    spec = make_spec(parallelTrialCount=3, suspend=True)
+    trials = [suggested(0, "Running"), suggested(1, "Pending", reason="PodCreated"), failed(2, "OOMKilled")]
+    pods = {"exp-0000": pod_running("exp-0000"), "exp-0001": pod_pending("exp-0001")}
+    plan = run(spec, trials, pods, status={"phase": "Running"})
+    assert experiment_outcome(plan) == ("Suspended", "Suspended")
+    assert sorted(plan.delete_pods) == ["exp-0000", "exp-0001"]
+    for name in ("exp-0000", "exp-0001"):
+        st = plan.trial_status[name]
+        assert (st["phase"], st["reason"]) == ("Killed", "Suspended")
+    assert plan.create_trials == [] and plan.start_pods == []  # not even the OOMKilled trial's retry
+    assert plan.experiment_status["failedConfigurations"] == 0
+    assert "Suspended" in event_reasons(plan, None)
+    assert cond(plan.experiment_status["conditions"], "Suspended")["status"] == "True"
+
+
+def test_resume_reruns_suspended_trials_without_spending_retries():
+    spec = make_spec(parallelTrialCount=3, retryPolicy={"maxRetries": 1})
+    trials = [
+        suggested(0, "Killed", reason="Suspended"),
+        failed(1, "OOMKilled", retriedBy="exp-0001-a2"),
+        suggested(1, "Killed", attempt=2, reason="Suspended"),  # its one retry was stopped by suspend
+        failed(2, "OOMKilled"),  # waited for the resume to be retried
+    ]
+    plan = run(spec, trials, status={"phase": "Suspended"})
+    assert experiment_outcome(plan) == ("Running", "Running")
+    assert "Resumed" in event_reasons(plan, None)
+    resumed = created(plan, "exp-0000-a2")
+    assert resumed["metadata"]["labels"][L_LAUNCH] == "Resume"
+    assert resumed["spec"]["retryOf"] == "exp-0000"
+    assert A_NOT_BEFORE not in resumed["metadata"]["annotations"]
+    resumed = created(plan, "exp-0001-a3")
+    assert resumed["metadata"]["labels"][L_LAUNCH] == "Resume"
+    assert resumed["spec"]["attempt"] == 3
+    assert created(plan, "exp-0002-a2")["metadata"]["labels"][L_LAUNCH] == "Retry"
+    # The retry's backoff (5 s after a failure 60 s ago) has passed: all three start.
+    assert sorted(plan.start_pods) == ["exp-0000-a2", "exp-0001-a3", "exp-0002-a2"]
+    assert plan.experiment_status["configurations"] == 3
+
+
+def test_a_resumed_run_that_fails_still_has_its_retries():
+    spec = make_spec(retryPolicy={"maxRetries": 1})
+    trials = [suggested(0, "Killed", reason="Suspended", retriedBy="exp-0000-a2"),
+              suggested(0, "Running", attempt=2, launch="Resume")]
+    plan = run(spec, trials, {"exp-0000-a2": pod_failed("exp-0000-a2", 137, "OOMKilled")})
+    retry = created(plan, "exp-0000-a3")
+    assert retry["metadata"]["labels"][L_LAUNCH] == "Retry"
+    assert retry["spec"]["retryOf"] == "exp-0000-a2"
+
+
+def test_while_suspended_stopped_trials_stay_stopped():
+    spec = make_spec(suspend=True)
+    plan = run(spec, [suggested(0, "Killed", reason="Suspended")], status={"phase": "Suspended"})
+    assert plan.create_trials == [] and plan.delete_pods == []
+    assert experiment_outcome(plan) == ("Suspended", "Suspended")
+    assert "Suspended" not in event_reasons(plan, None)  # only announced once
+
+
+# =============================================================================================
+# restarts requested by a user
+# =============================================================================================
+
+
+def test_restart_annotation_reruns_a_failed_trial():
+    t = failed(0, "Error", annotations={A_RESTART: "please"})
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [t])
+    assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
+    new = created(plan, "exp-0000-a2")
+    assert new["metadata"]["labels"][L_LAUNCH] == "Restart"
+    assert new["spec"]["retryOf"] == "exp-0000"
+    assert new["spec"]["attempt"] == 2
+    assert plan.start_pods == ["exp-0000-a2"]
+    st = plan.trial_status["exp-0000"]
+    assert st["retriedBy"] == "exp-0000-a2"
+    accepted = cond(st["conditions"], "RestartAccepted")
+    assert (accepted["status"], accepted["reason"]) == ("True", "Restarted")
+    assert "RestartAccepted" in event_reasons(plan, "exp-0000")
+    # A restart is not a new configuration, and the configuration no longer counts as failed.
+    assert plan.experiment_status["configurations"] == 1
+    assert plan.experiment_status["failedConfigurations"] == 0
+    assert experiment_outcome(plan) == ("Running", "Running")
+
+
+def test_restart_of_a_configuration_that_succeeded_is_refused():
+    trials = [failed(0, "OOMKilled", retriedBy="exp-0000-a2", annotations={A_RESTART: ""}),
+              succeeded(0, 0.3, attempt=2)]
+    plan = run(make_spec(maxTrialCount=1), trials)
+    assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
+    assert plan.create_trials == []
+    refused = cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")
+    assert (refused["status"], refused["reason"]) == ("False", "ConfigurationAlreadySucceeded")
+    assert "exp-0000-a2" in refused["message"]
+    assert "RestartRefused" in event_reasons(plan, "exp-0000")
+
+
+def test_restart_of_a_succeeded_trial_is_refused():
+    plan = run(make_spec(maxTrialCount=1), [succeeded(0, 0.3, annotations={A_RESTART: "1"})])
+    assert plan.create_trials == []
+    assert cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")["reason"] == \
+        "ConfigurationAlreadySucceeded"
+
+
+def test_restart_of_a_running_trial_is_refused():
+    t = suggested(0, "Running", annotations={A_RESTART: "1"})
+    plan = run(make_spec(parallelTrialCount=1), [t], {"exp-0000": pod_running("exp-0000")})
+    assert plan.create_trials == []
+    assert cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "TrialActive"
+    assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
+
+
+def test_restart_while_the_configuration_runs_again_is_refused():
+    trials = [failed(0, "OOMKilled", retriedBy="exp-0000-a2", annotations={A_RESTART: "1"}),
+              suggested(0, "Running", attempt=2)]
+    plan = run(make_spec(parallelTrialCount=1), trials, {"exp-0000-a2": pod_running("exp-0000-a2")})
+    assert cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "ConfigurationActive"
+    assert plan.create_trials == []
+
+
+FAILED_STATUS = {"phase": "Failed", "suggestionCount": 2, "conditions": [
+    {"type": "Failed", "status": "True", "reason": "TooManyFailures", "message": "", "lastTransitionTime": EARLIER}]}
+
+
+def test_restart_in_a_finished_experiment_runs_but_suggests_and_retries_nothing():
+    trials = [failed(0, "Error", annotations={A_RESTART: "1"}), failed(1, "OOMKilled")]
+    plan = run(make_spec(parallelTrialCount=3), trials, status=FAILED_STATUS)
+    assert cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "Restarted"
+    assert created_names(plan) == ["exp-0000-a2"]  # no retry of exp-0001, no new suggestion
+    assert plan.start_pods == ["exp-0000-a2"]
+    st = plan.experiment_status
+    assert (st["phase"], st["suggestionCount"]) == ("Failed", 2)
+    assert st["conditions"] == FAILED_STATUS["conditions"]
+
+
+def test_restart_waits_for_a_free_slot():
+    trials = [failed(0, "Error", annotations={A_RESTART: "1"}), suggested(1, "Running")]
+    plan = run(make_spec(parallelTrialCount=1), trials, {"exp-0001": pod_running("exp-0001")})
+    assert created_names(plan) == ["exp-0000-a2"]
+    assert plan.start_pods == []
+    assert created(plan, "exp-0000-a2")["status"]["reason"] == "Queued"
+
+
+# =============================================================================================
+# Trials created by users
+# =============================================================================================
+
+
+def test_user_trial_with_valid_parameters_is_adopted_and_started():
+    mine = user_trial("my-run", {"x": "0042.0"})
+    plan = run(make_spec(parallelTrialCount=2, maxTrialCount=10), [mine])
+    meta = plan.trial_metadata["my-run"]
+    assert meta["ownerReferences"] == owner_refs()
+    labels = meta["labels"]
+    assert labels[L_CONFIG] == config_hash({"x": "42"})  # the canonical configuration
+    assert labels[L_LAUNCH] == "User"
+    assert labels[L_LINEAGE] == "my-run"
+    assert labels[L_TRIAL] == "my-run"
+    assert labels[L_EXPERIMENT] == EXP
+    assert labels[L_ATTEMPT] == "1"
+    st = plan.trial_status["my-run"]
+    assert st["phase"] == "Pending" and st["parameterSummary"] == "x=42"
+    assert "ConfigurationAccepted" in event_reasons(plan, None)
+    # It runs now and takes one slot; it counts as a configuration.
+    assert plan.start_pods[0] == "my-run"
+    assert created_names(plan) == ["exp-0000"]
+    assert plan.experiment_status["configurations"] == 2
+
+
+def test_user_trial_of_a_configuration_that_succeeded_is_refused():
+    mine = user_trial("my-run", {"x": "7.0"})
+    plan = run(make_spec(maxTrialCount=1), [succeeded(7, 0.1), mine])
+    st = plan.trial_status["my-run"]
+    assert (st["phase"], st["reason"]) == ("Refused", "ConfigurationAlreadySucceeded")
+    assert "exp-0007" in st["message"]
+    assert cond(st["conditions"], "Succeeded")["status"] == "False"
+    # Not adopted: only labelled with its experiment, so selectors find it.
+    assert plan.trial_metadata["my-run"] == {"labels": {"hpo.dev/experiment": "exp"}}
+    assert "my-run" not in plan.start_pods
+    assert "ConfigurationRefused" in event_reasons(plan, None)
+    assert plan.experiment_status["configurations"] == 1
+
+
+def test_user_trial_of_a_running_configuration_is_refused():
+    plan = run(make_spec(), [suggested(3, "Running"), user_trial("my-run", {"x": "3"})],
+               {"exp-0003": pod_running("exp-0003")})
+    assert plan.trial_status["my-run"]["reason"] == "ConfigurationActive"
+
+
+@pytest.mark.parametrize("values", [{"x": "10001"}, {"x": "-1"}, {"x": "1.5"}, {"x": "big"}, {},
+                                    {"x": "1", "y": "2"}])
+def test_user_trial_with_invalid_parameters_is_refused(values):
+    plan = run(make_spec(), [user_trial("my-run", values)])
+    st = plan.trial_status["my-run"]
+    assert (st["phase"], st["reason"]) == ("Refused", "InvalidParameters")
+    assert "ownerReferences" not in plan.trial_metadata["my-run"] and "my-run" not in plan.start_pods
+
+
+def test_user_trial_in_a_finished_experiment_still_runs():
+    status = {"phase": "Succeeded", "conditions": [{"type": "Succeeded", "status": "True",
+                                                    "reason": "GoalReached", "message": "",
+                                                    "lastTransitionTime": EARLIER}]}
+    plan = run(make_spec(), [succeeded(0, 0.01), user_trial("my-run", {"x": "5"})], status=status)
+    assert plan.trial_metadata["my-run"]["ownerReferences"] == owner_refs()
+    assert plan.start_pods == ["my-run"]
+    assert plan.create_trials == []
+    assert plan.experiment_status["phase"] == "Succeeded"
+    assert plan.experiment_status["configurations"] == 2
+
+
+def test_user_trial_in_a_finished_and_suspended_experiment_waits():
+    status = {"phase": "Succeeded", "conditions": [{"type": "Succeeded", "status": "True",
+                                                    "reason": "MaxTrialsReached", "message": "",
+                                                    "lastTransitionTime": EARLIER}]}
+    plan = run(make_spec(suspend=True), [user_trial("my-run", {"x": "5"})], status=status)
+    assert plan.trial_status["my-run"]["phase"] == "Pending"
+    assert plan.start_pods == []
+
+
+def test_refused_user_trial_is_left_alone_afterwards():
+    first = run(make_spec(parallelTrialCount=1), [user_trial("my-run", {"x": "-5"})])
+    mine = user_trial("my-run", {"x": "-5"})
+    mine.body["status"] = first.trial_status["my-run"]
+    plan = run(make_spec(parallelTrialCount=1), [mine])
+    assert "my-run" not in plan.trial_status
+    assert plan.experiment_status["configurations"] == 1  # just exp-0000
+
+
+def test_user_trial_waits_for_a_free_slot():
+    trials = [suggested(0, "Running"), user_trial("my-run", {"x": "50"}, created="2024-05-01T11:30:00Z")]
+    plan = run(make_spec(parallelTrialCount=1), trials, {"exp-0000": pod_running("exp-0000")})
+    assert plan.trial_status["my-run"]["phase"] == "Pending"
+    assert plan.start_pods == []
+    assert "my-run" in plan.trial_metadata
+
+
+# =============================================================================================
+# timeouts and pods that do not start
+# =============================================================================================
+
+
+def test_trial_running_past_its_max_duration_is_killed_with_timeout():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=2, maxTrialDurationSeconds=600)
+    trials = [suggested(0, "Running")]
+    plan = run(spec, trials, {"exp-0000": pod_running("exp-0000", started=ago(601))})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"]) == ("Killed", "Timeout", "Timeout")
+    assert "600" in st["message"]
+    assert plan.delete_pods == ["exp-0000"]
+    assert "exp-0000-a2" not in created_names(plan)  # timeouts are not retried
+    assert created_names(plan) == []  # its pod holds the slot until it is gone
+    assert plan.experiment_status["trialsKilled"] == 1
+
+
+def test_trial_within_its_max_duration_runs_on_and_is_woken_at_the_deadline():
+    spec = make_spec(parallelTrialCount=1, maxTrialDurationSeconds=600)
+    plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_running("exp-0000", started=ago(590))})
+    assert plan.delete_pods == [] and plan.trial_status == {}
+    assert plan.requeue_after == pytest.approx(10)
+
+
+def test_invalid_image_name_fails_at_once_and_is_not_retried():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=1)
+    plan = run(spec, [suggested(0, "Pending", reason="PodCreated")],
+               {"exp-0000": pod_waiting("exp-0000", "InvalidImageName", created=ago(2))})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "InvalidImageName", "Startup")
+    assert plan.delete_pods == ["exp-0000"]
+    assert plan.create_trials == []
+    assert plan.experiment_status["failedConfigurations"] == 1
+    assert experiment_outcome(plan) == ("Succeeded", "MaxTrialsReached")
+
+
+def test_startup_failure_is_not_retried_even_when_every_class_is():
+    spec = make_spec(retryPolicy={"retryOn": ["Infrastructure", "OOMKilled", "Error", "MetricsUnavailable"]})
+    plan = run(spec, [suggested(0, "Pending")], {"exp-0000": pod_waiting("exp-0000", "CreateContainerConfigError")})
+    assert plan.trial_status["exp-0000"]["failureClass"] == "Startup"
+    assert "exp-0000-a2" not in created_names(plan)
+
+
+def test_image_pull_back_off_waits_for_the_startup_timeout():
+    spec = make_spec(parallelTrialCount=1, startupTimeoutSeconds=120)
+    trials = [suggested(0, "Pending", reason="PodCreated")]
+    plan = run(spec, trials, {"exp-0000": pod_waiting("exp-0000", "ImagePullBackOff", created=ago(100))})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["reason"]) == ("Pending", "ImagePullBackOff")
+    assert plan.delete_pods == [] and plan.create_trials == []
+    assert plan.requeue_after == pytest.approx(20)
+
+
+def test_image_pull_back_off_past_the_startup_timeout_fails():
+    spec = make_spec(parallelTrialCount=1, startupTimeoutSeconds=120)
+    trials = [suggested(0, "Pending", reason="ImagePullBackOff")]
+    plan = run(spec, trials, {"exp-0000": pod_waiting("exp-0000", "ImagePullBackOff", created=ago(121))})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "ImagePullBackOff", "Startup")
+    assert "120" in st["message"]
+    assert plan.delete_pods == ["exp-0000"]
+    assert "exp-0000-a2" not in created_names(plan)
+    assert created_names(plan) == []  # its pod holds the slot until it is gone
+
+
+def test_unschedulable_past_the_startup_timeout_fails():
+    unschedulable = pod("exp-0000", "Pending", created=ago(400), started=None,
+                        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                     "message": "0/2 nodes are available"}])
+    plan = run(make_spec(), [suggested(0, "Pending")], {"exp-0000": unschedulable})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "Unschedulable", "Startup")
+
+
+def test_running_trial_whose_pod_disappeared_fails_and_is_retried():
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [suggested(0, "Running")], {})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "PodDeleted", "Infrastructure")
+    assert created(plan, "exp-0000-a2")["metadata"]["labels"][L_LAUNCH] == "Retry"
+
+
+def test_pending_trial_without_its_pod_gets_the_pod_again():
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [suggested(0, "Pending", reason="PodCreated")], {})
+    assert plan.start_pods == ["exp-0000"]
+    assert plan.create_trials == []
+
+
+def test_pod_retention_delete_removes_finished_pods_of_recorded_trials():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=1, trialTemplate={
+        "podRetention": "Delete", "template": {"spec": {"containers": [{"name": "train", "image": "i"}]}}})
+    plan = run(spec, [succeeded(0, 0.5)], {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5}')})
+    assert plan.delete_pods == ["exp-0000"]
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [succeeded(0, 0.5)],
+               {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5}')})
+    assert plan.delete_pods == []
+
+
+# =============================================================================================
+# the spec
+# =============================================================================================
+
+
+def test_validate_spec_reports_unknown_placeholders_and_primary_container():
+    spec = make_spec(trialTemplate={
+        "primaryContainerName": "trainer",
+        "template": {"metadata": {"annotations": {"${experiment.uid}": "v"}},
+                     "spec": {"containers": [
+                         {"name": "train", "image": "i", "args": ["--a=${params.nope}", "${params.x}",
+                                                                   "${trial.uid}", "${trial.attempt}"]},
+                         {"name": "sidecar", "image": "j"}]}}})
+    errors = validate_spec(spec)
+    assert len(errors) == 4
+    joined = "\n".join(errors)
+    assert "${params.nope}" in joined
+    assert "${trial.uid}" in joined
+    assert "${experiment.uid}" in joined
+    assert "primaryContainerName trainer" in joined and "train, sidecar" in joined
+    assert "${params.x}" not in joined and "${trial.attempt}" not in joined
+
+
+def test_validate_spec_accepts_a_good_template():
+    assert validate_spec(make_spec()) == []
+
+
+def test_invalid_spec_fails_the_experiment_and_launches_nothing():
+    spec = make_spec(trialTemplate={"template": {"spec": {"containers": [
+        {"name": "train", "image": "i", "args": ["${params.nope}"]}]}}})
+    plan = run(spec)
+    assert plan.create_trials == [] and plan.start_pods == []
+    assert experiment_outcome(plan) == ("Failed", "InvalidSpec")
+    assert "params.nope" in cond(plan.experiment_status["conditions"], "Failed")["message"]
+    assert "InvalidSpec" in event_reasons(plan, None)
+
+
+# =============================================================================================
+# several rounds: the cluster carries the plans out
+# =============================================================================================
+
+
+class Cluster:
+    """Holds Trials and pods, applies plans the way the handlers do, and lets tests decide pods' fates."""
+
+    def __init__(self, spec: ExperimentSpec, suggest=counting):
+        self.spec, self.suggest = spec, suggest
+        self.now = NOW
+        self.status: dict = {}
+        self.trials: dict[str, dict] = {}
+        self.pods: dict[str, dict] = {}
+        self.logs: dict[str, str] = {}
+        self.plans: list = []
+
+    def round(self):
+        views = [TrialView(name, body["metadata"]["uid"], copy.deepcopy(body)) for name, body in self.trials.items()]
+        exp = ExperimentView(EXP, NS, EXP_UID, 1, self.spec, copy.deepcopy(self.status))
+        p = planner.plan(exp, views, copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest)
+        self.apply(p)
+        self.plans.append(p)
+        return p
+
+    def apply(self, p) -> None:
+        for name, patch in p.trial_metadata.items():
+            meta = self.trials[name]["metadata"]
+            for key in ("labels", "annotations"):
+                if key in patch:
+                    merged = {**(meta.get(key) or {}), **patch[key]}
+                    meta[key] = {k: v for k, v in merged.items() if v is not None}
+            if "ownerReferences" in patch:
+                meta["ownerReferences"] = patch["ownerReferences"]
+        for body in p.create_trials:
+            body = copy.deepcopy(body)
+            name = body["metadata"]["name"]
+            assert name not in self.trials, f"{name} created twice"
+            body["metadata"].update(uid=f"uid-{name}", creationTimestamp=iso(self.now))
+            self.trials[name] = body
+        for name, status in p.trial_status.items():
+            self.trials[name]["status"] = copy.deepcopy(status)
+        for name in p.start_pods:
+            assert name in self.trials
+            if name not in self.pods:
+                self.pods[name] = pod_pending(name, created=iso(self.now))
+        for name in p.delete_pods:
+            self.pods.pop(name, None)
+        self.status = copy.deepcopy(p.experiment_status)
+
+    def tick(self, seconds: float = 10) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def add_user_trial(self, name: str, values: dict[str, str]) -> None:
+        body = user_trial(name, values, created=iso(self.now)).body
+        self.trials[name] = body
+
+    def annotate(self, name: str, key: str, value: str) -> None:
+        self.trials[name]["metadata"].setdefault("annotations", {})[key] = value
+
+    def unfinished_pods(self) -> list[str]:
+        return [n for n, p in self.pods.items() if p["status"]["phase"] not in ("Succeeded", "Failed")]
+
+    def phase(self, name: str) -> str | None:
+        return (self.trials[name].get("status") or {}).get("phase")
+
+
+def test_cluster_never_runs_more_pods_than_parallel_trial_count():
+    """Many rounds with every kind of fate; the bound holds after every round, and the experiment ends."""
+    spec = make_spec(parallelTrialCount=3, maxTrialCount=12, retryPolicy={"maxRetries": 1, "backoffSeconds": 5})
+    cluster = Cluster(spec)
+    fates = {0: "oom", 1: "error", 2: "ok", 3: "evicted"}
+    user_added = restart_asked = False
+    for _ in range(200):
+        cluster.round()
+        assert len(cluster.unfinished_pods()) <= 3, cluster.unfinished_pods()
+        if cluster.status.get("phase") in ("Succeeded", "Failed"):
+            break
+        cluster.tick()
+        for name, p in list(cluster.pods.items()):
+            phase = p["status"]["phase"]
+            if phase == "Pending":
+                cluster.pods[name] = pod_running(name, started=iso(cluster.now))
+            elif phase == "Running":
+                x = int(dict((q["name"], q["value"]) for q in cluster.trials[name]["spec"]["parameters"])["x"])
+                fate = fates[x % 4]
+                if fate == "oom" and cluster.trials[name]["spec"]["attempt"] > 1:
+                    fate = "ok"  # recovered by its retry
+                cluster.pods[name] = {
+                    "ok": lambda: pod_succeeded(name, json.dumps({"loss": x / 100})),
+                    "oom": lambda: pod_failed(name, 137, "OOMKilled"),
+                    "error": lambda: pod_failed(name, 1),
+                    "evicted": lambda: pod_evicted(name),
+                }[fate]()
+        if not user_added and len(cluster.trials) >= 4:
+            cluster.add_user_trial("my-run", {"x": "502"})  # 502 % 4 == 2: it succeeds
+            user_added = True
+        if not restart_asked and cluster.phase("exp-0001") == "Failed":
+            cluster.annotate("exp-0001", A_RESTART, "1")
+            restart_asked = True
+    else:
+        pytest.fail("the experiment did not finish")
+
+    assert user_added and restart_asked
+    st = cluster.status
+    assert (st["phase"], cond(st["conditions"], "Succeeded")["reason"]) == ("Succeeded", "MaxTrialsReached")
+    assert st["configurations"] == 12
+    assert all(cluster.phase(n) in ("Succeeded", "Failed", "Killed") for n in cluster.trials)
+    assert cluster.phase("my-run") == "Succeeded"
+    assert cluster.trials["exp-0001-a2"]["metadata"]["labels"][L_LAUNCH] == "Restart"
+    assert A_RESTART not in cluster.trials["exp-0001"]["metadata"]["annotations"]
+    # x % 4 == 0: OOMKilled once, then recovered by a retry.
+    assert cluster.phase("exp-0000") == "Failed" and cluster.phase("exp-0000-a2") == "Succeeded"
+    assert cluster.trials["exp-0000-a2"]["metadata"]["labels"][L_LAUNCH] == "Retry"
+    # Evicted (x % 4 == 3) every time: retried once, then the configuration failed.
+    assert cluster.phase("exp-0003-a2") == "Failed" and "exp-0003-a3" not in cluster.trials
+    assert st["currentOptimalTrial"]["objectiveValue"] == 0.0
+    # Every configuration is one suggestion index (or the user's run) and its trials share its config label.
+    by_config: dict[str, set] = {}
+    for body in cluster.trials.values():
+        by_config.setdefault(body["metadata"]["labels"][L_CONFIG], set()).add(
+            tuple((q["name"], q["value"]) for q in body["spec"]["parameters"]))
+    assert len(by_config) == 12 and all(len(v) == 1 for v in by_config.values())
+
+
+def test_cluster_suspend_and_resume():
+    spec = make_spec(parallelTrialCount=2, maxTrialCount=2)
+    cluster = Cluster(spec)
+    cluster.round()
+    cluster.tick()
+    for name in list(cluster.pods):
+        cluster.pods[name] = pod_running(name, started=iso(cluster.now))
+    cluster.round()
+    assert cluster.phase("exp-0000") == "Running"
+
+    cluster.spec = make_spec(parallelTrialCount=2, maxTrialCount=2, suspend=True)
+    cluster.round()
+    assert cluster.status["phase"] == "Suspended"
+    assert cluster.pods == {}
+    assert [cluster.phase(n) for n in ("exp-0000", "exp-0001")] == ["Killed", "Killed"]
+    cluster.tick()
+    p = cluster.round()
+    assert p.create_trials == [] and p.start_pods == []
+
+    cluster.spec = make_spec(parallelTrialCount=2, maxTrialCount=2, suspend=False)
+    cluster.round()
+    assert cluster.status["phase"] == "Running"
+    assert sorted(cluster.pods) == ["exp-0000-a2", "exp-0001-a2"]
+    assert {cluster.trials[n]["metadata"]["labels"][L_LAUNCH] for n in cluster.pods} == {"Resume"}
+    assert cluster.status["configurations"] == 2
+    for name in list(cluster.pods):
+        cluster.pods[name] = pod_succeeded(name, '{"loss": 0.5}')
+    cluster.round()
+    assert (cluster.status["phase"], cluster.status["trialsSucceeded"], cluster.status["trialsKilled"]) == \
+        ("Succeeded", 2, 2)
+
+
+# =============================================================================================
+# regressions: bugs found by these tests and fixed
+# =============================================================================================
+
+
+def test_retry_of_a_user_trial_keeps_its_configuration():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=1)
+    cluster = Cluster(spec)
+    cluster.add_user_trial("my-run", {"x": "07"})
+    cluster.round()
+    assert cluster.phase("my-run") == "Pending" and "my-run" in cluster.pods
+    cluster.pods["my-run"] = pod_failed("my-run", 137, "OOMKilled")
+    cluster.round()
+    retry = cluster.trials["my-run-a2"]
+    assert retry["metadata"]["labels"][L_CONFIG] == cluster.trials["my-run"]["metadata"]["labels"][L_CONFIG]
+    assert cluster.status["configurations"] == 1
+    # Once the retry succeeds, the configuration has succeeded, however its values are written.
+    cluster.tick()
+    cluster.round()  # the retry's backoff has passed: it starts
+    cluster.pods["my-run-a2"] = pod_succeeded("my-run-a2", '{"loss": 0.2}')
+    cluster.round()
+    assert cluster.phase("my-run-a2") == "Succeeded"
+    cluster.add_user_trial("again", {"x": "7"})
+    cluster.round()
+    assert cluster.trials["again"]["status"]["reason"] == "ConfigurationAlreadySucceeded"
+
+
+def test_suspended_configurations_are_not_told_as_failed():
+    spec = make_spec(suspend=True)
+    trials = [suggested(0, "Killed", reason="Suspended"), failed(1, "Error")]
+    plan = run(spec, trials, status={"phase": "Suspended"})
+    assert plan.experiment_status["failedConfigurations"] == 1
+    assert told(plan)[1] == (None, True)
+    assert 0 not in told(plan)
+
+
+def test_failed_configurations_is_stable_after_the_experiment_finishes():
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=1, maxTrialDurationSeconds=60)
+    cluster = Cluster(spec)
+    cluster.round()
+    cluster.pods["exp-0000"] = pod_running("exp-0000", started=iso(cluster.now))
+    cluster.tick(61)
+    cluster.round()
+    assert cluster.phase("exp-0000") == "Killed"
+    assert cluster.status["phase"] == "Succeeded"
+    counted = cluster.status["failedConfigurations"]
+    cluster.tick()
+    cluster.round()
+    assert cluster.status["failedConfigurations"] == counted
+
+
+def test_user_trial_of_a_failed_configuration_is_retried_while_retries_are_left():
+    # exp-0003 was OOMKilled, its retry exited with an Error (not retried): one of two retries spent.
+    # A user then ran the configuration again, and that run was OOMKilled: it has a retry left.
+    mine = trial("my-run", {"x": "3"}, phase="Running", status={"podName": "my-run"}, launch="User",
+                 created="2024-05-01T11:30:00Z")
+    trials = [failed(3, "OOMKilled", retriedBy="exp-0003-a2"), failed(3, "Error", attempt=2), mine]
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials,
+               {"my-run": pod_failed("my-run", 137, "OOMKilled")})
+    assert plan.trial_status["my-run"]["failureClass"] == "OOMKilled"
+    retries = [b for b in plan.create_trials if b["spec"].get("retryOf") == "my-run"]
+    assert len(retries) == 1
+    assert retries[0]["metadata"]["labels"][L_LAUNCH] == "Retry"
+    assert plan.experiment_status["failedConfigurations"] == 0
+
+
+def test_a_terminating_pod_of_a_killed_trial_still_holds_its_slot():
+    terminating = pod_running("exp-0000", started=ago(700))
+    terminating["metadata"]["deletionTimestamp"] = ago(1)
+    terminating["metadata"]["deletionGracePeriodSeconds"] = 30
+    trials = [suggested(0, "Killed", reason="Timeout", failureClass="Timeout", completionTime=ago(1))]
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=5, maxTrialDurationSeconds=600), trials,
+               {"exp-0000": terminating})
+    assert plan.start_pods == []

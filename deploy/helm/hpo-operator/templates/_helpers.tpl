@@ -1,0 +1,105 @@
+{{/* Names, labels and the operator's RBAC rules, shared by the templates. */}}
+
+{{- define "hpo-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The prefix of every object's name: <release>-<chart>, or <release> if it contains the chart's name. */}}
+{{- define "hpo-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "hpo-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hpo-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hpo-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The app.kubernetes.io labels every object gets. */}}
+{{- define "hpo-operator.labels" -}}
+{{ include "hpo-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: hpo-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "hpo-operator.chart" . }}
+{{- end }}
+
+{{- define "hpo-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hpo-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "hpo-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* With watch.scope namespace: the watched namespaces, one a line (default: the release's). */}}
+{{- define "hpo-operator.watchNamespaces" -}}
+{{- $namespaces := .Values.watch.namespaces | default (list .Release.Namespace) }}
+{{- range $namespaces }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the operator does, and nothing more: tests/integration/test_helm.py runs the operator as this
+chart's ServiceAccount and fails on any refused request.
+- experiments: kopf lists and watches them (event handler); the operator only writes their status
+  (a merge patch of the status subresource, never a replace, so no update).
+- trials: listed and watched (kopf index), created, read back when a create collides, and patched
+  (labels, ownerReferences when adopting a user's Trial); status patched. Never deleted: the garbage
+  collector removes them with their Experiment.
+- pods: listed and watched (kopf index), created, deleted (podRetention Delete, timeouts, suspend);
+  pods/log read for stdout metrics.
+- events: created by kopf.event (kopf never updates or patches an Event).
+- <kind>/finalizers update: Trials and pods carry ownerReferences with blockOwnerDeletion, which an
+  API server enforcing OwnerReferencesPermissionEnforcement only accepts from a user who may update
+  the owner's finalizers (without it, creating a Trial or a pod is refused with 403).
+get is granted wherever list is: it reveals nothing list does not.
+*/}}
+{{- define "hpo-operator.namespacedRules" -}}
+- apiGroups: [hpo.dev]
+  resources: [experiments]
+  verbs: [get, list, watch]
+- apiGroups: [hpo.dev]
+  resources: [experiments/status]
+  verbs: [get, patch]
+- apiGroups: [hpo.dev]
+  resources: [trials]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [hpo.dev]
+  resources: [trials/status]
+  verbs: [get, patch]
+- apiGroups: [hpo.dev]
+  resources: [experiments/finalizers, trials/finalizers]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}

@@ -1,0 +1,423 @@
+"""The Helm chart (deploy/helm/hpo-operator): lint, rendering in both RBAC modes, the values schema,
+an install on the real cluster, and the RBAC proof: the operator runs an experiment to completion
+authenticated as the chart's ServiceAccount, with nothing refused and nothing more granted."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests import kube
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "hpo-operator"
+GROUP, VERSION = "hpo.dev", "v1alpha1"
+
+# What the operator does, verb by verb (see templates/_helpers.tpl for why each is needed).
+NAMESPACED_RULES = {
+    ("hpo.dev", "experiments"): {"get", "list", "watch"},
+    ("hpo.dev", "experiments/status"): {"get", "patch"},
+    ("hpo.dev", "trials"): {"get", "list", "watch", "create", "patch"},
+    ("hpo.dev", "trials/status"): {"get", "patch"},
+    ("hpo.dev", "experiments/finalizers"): {"update"},
+    ("hpo.dev", "trials/finalizers"): {"update"},
+    ("", "pods"): {"get", "list", "watch", "create", "delete"},
+    ("", "pods/log"): {"get"},
+    ("", "events"): {"create"},
+}
+# Cluster-wide mode only: kopf's resource observer watches CRDs.
+CLUSTER_RULES = {**NAMESPACED_RULES, ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+
+HARDENED_CONTAINER = {
+    "runAsNonRoot": True,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+LABEL_KEYS = {f"app.kubernetes.io/{k}" for k in ("name", "instance", "version", "component", "part-of", "managed-by")}
+
+
+class Helm:
+    def __init__(self, binary: str, home: Path):
+        self.binary = binary
+        # Helm's own config and caches go to a scratch directory, not the user's.
+        self.env = {**os.environ, "HELM_CONFIG_HOME": str(home / "config"),
+                    "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def template(self, *args: str, release: str = "hpo", namespace: str = "hpo-system") -> list[dict]:
+        out = self.run("template", release, str(CHART), "--namespace", namespace, *args).stdout
+        return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory) -> Helm:
+    cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/helm"
+    binary = str(cached) if cached.exists() else shutil.which("helm")
+    if not binary:
+        pytest.skip(f"helm is missing: neither {cached} (built by hack/build-tools.sh) nor helm on PATH")
+    return Helm(binary, tmp_path_factory.mktemp("helm-home"))
+
+
+def only(docs: list[dict], kind: str) -> dict:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind} objects rendered"
+    return found[0]
+
+
+def kinds(docs: list[dict]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
+    """Rules as {(apiGroup, resource): verbs}; no wildcards, no resourceNames, no duplicates."""
+    result: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                assert "*" not in (group, resource) and "*" not in rule["verbs"], rule
+                assert (group, resource) not in result, f"{group}/{resource} appears twice"
+                result[(group, resource)] = set(rule["verbs"])
+    return result
+
+
+def container(deployment: dict) -> dict:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(deployment: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container(deployment).get("env", [])}
+
+
+def check_deployment(dep: dict) -> None:
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    c = container(dep)
+    assert "--standalone" in c["args"]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8080, "metrics": 9090}
+    for key, value in HARDENED_CONTAINER.items():
+        assert c["securityContext"][key] == value, f"securityContext.{key}"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert isinstance(pod["securityContext"]["runAsUser"], int) and pod["securityContext"]["runAsUser"] > 0
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
+    # The root filesystem is read-only: /tmp is a volume.
+    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
+    assert env_of(dep)["HPO_METRICS_PORT"] == "9090"
+    assert pod["serviceAccountName"] == "hpo-hpo-operator"
+    assert LABEL_KEYS <= set(spec["template"]["metadata"]["labels"])
+
+
+def check_labels(docs: list[dict], release: str = "hpo") -> None:
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert LABEL_KEYS <= set(labels), f"{doc['kind']} lacks {LABEL_KEYS - set(labels)}"
+        assert labels["app.kubernetes.io/instance"] == release
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+
+
+# --- lint and render --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [[], ["--set", "watch.scope=namespace"],
+                                    ["--set", "metrics.serviceMonitor.enabled=true"]])
+def test_lint_passes(helm, values):
+    out = helm.run("lint", "--strict", str(CHART), *values).stdout
+    assert "0 chart(s) failed" in out
+
+
+def test_cluster_scope_renders_a_cluster_role_and_watches_all_namespaces(helm):
+    docs = helm.template()
+    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    check_labels(docs)
+    dep = only(docs, "Deployment")
+    check_deployment(dep)
+    args = container(dep)["args"]
+    assert "--all-namespaces" in args and not any(a.startswith("--namespace") for a in args)
+    assert "HPO_CLUSTER_SCANNING" not in env_of(dep)
+    assert rules_of(only(docs, "ClusterRole")) == CLUSTER_RULES
+    binding = only(docs, "ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "hpo-hpo-operator"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hpo-hpo-operator",
+                                    "namespace": "hpo-system"}]
+    service = only(docs, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("watched", [[], ["team-a", "team-b"]])
+def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, watched):
+    values = ["--set", "watch.scope=namespace"]
+    if watched:
+        values += ["--set", "watch.namespaces={" + ",".join(watched) + "}"]
+    docs = helm.template(*values)
+    expected = watched or ["hpo-system"]
+    assert kinds(docs) == sorted(["Deployment", "Service", "ServiceAccount"] + ["Role", "RoleBinding"] * len(expected))
+    check_labels(docs)
+    dep = only(docs, "Deployment")
+    check_deployment(dep)
+    args = container(dep)["args"]
+    assert "--all-namespaces" not in args
+    assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={ns}" for ns in expected]
+    assert env_of(dep)["HPO_CLUSTER_SCANNING"] == "false"
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(expected)
+    for role in roles:
+        assert rules_of(role) == NAMESPACED_RULES
+    for binding in (d for d in docs if d["kind"] == "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hpo-hpo-operator",
+                                        "namespace": "hpo-system"}]
+
+
+def test_values_switch_objects_on_and_off(helm):
+    docs = helm.template("--set", "rbac.create=false")
+    assert kinds(docs) == ["Deployment", "Service", "ServiceAccount"]
+
+    docs = helm.template("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=mine")
+    assert "ServiceAccount" not in kinds(docs)
+    assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+    assert only(docs, "ClusterRoleBinding")["subjects"][0]["name"] == "mine"
+
+    docs = helm.template("--set", "metrics.enabled=false")
+    assert "Service" not in kinds(docs)
+    dep = only(docs, "Deployment")
+    assert "HPO_METRICS_PORT" not in env_of(dep)
+    assert [p["name"] for p in container(dep)["ports"]] == ["health"]
+
+    docs = helm.template("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.port=9100")
+    monitor = only(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert env_of(only(docs, "Deployment"))["HPO_METRICS_PORT"] == "9100"
+
+
+def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
+    for values in ([], ["--set", "watch.scope=namespace"]):
+        for role in (d for d in helm.template(*values) if d["kind"] in ("Role", "ClusterRole")):
+            resources = {resource for _, resource in rules_of(role)}
+            assert not resources & {"secrets", "configmaps", "nodes", "namespaces"}
+
+
+@pytest.mark.parametrize("value, error", [
+    ("replicaCount=two", "/replicaCount"),
+    ("replicaCount=2", "/replicaCount"),
+    ("rbac.create=yes", "/rbac/create"),
+    ("serviceAccount.create=no", "/serviceAccount/create"),
+    ("watch.scope=everywhere", "/watch/scope"),
+    ("watch.namespaces={team-a}", "/watch/namespaces"),  # namespaces only go with scope namespace
+    ("metrics.port=0", "/metrics/port"),
+    ("logFormat=xml", "/logFormat"),
+    ("rbca.create=true", "rbca"),
+])
+def test_values_schema_rejects_bad_values(helm, value, error):
+    proc = helm.run("template", "hpo", str(CHART), "--set", value, check=False)
+    assert proc.returncode != 0, f"--set {value} was accepted"
+    assert "schema" in proc.stderr and error in proc.stderr, proc.stderr
+
+
+def test_lint_and_install_refuse_bad_values(helm, kubeconfig):
+    lint = helm.run("lint", str(CHART), "--set", "replicaCount=two", check=False)
+    assert lint.returncode != 0 and "/replicaCount" in lint.stdout + lint.stderr
+    release = f"hpo-bad-{uuid.uuid4().hex[:6]}"
+    install = helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", "default",
+                       "--set", "rbac.create=yes", check=False)
+    if install.returncode == 0:  # not expected: leave nothing behind
+        helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", "default", check=False)
+    assert install.returncode != 0 and "/rbac/create" in install.stderr, install.stderr
+
+
+# --- on the cluster ---------------------------------------------------------------------------
+
+def get_json(kubectl: kube.Kubectl, *args: str) -> dict:
+    return json.loads(kubectl.run("get", *args, "-o", "json").stdout)
+
+
+def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, kubeconfig, namespace):
+    release = f"hpo-it-{uuid.uuid4().hex[:8]}"
+    name = f"{release}-hpo-operator"
+    try:
+        out = helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace).stdout
+        assert f"kubectl -n {namespace} get experiments,trials" in out  # NOTES.txt
+        for crd in ("experiments.hpo.dev", "trials.hpo.dev"):
+            conditions = get_json(kubectl, "crd", crd)["status"]["conditions"]
+            assert {"type": "Established", "status": "True"}.items() <= \
+                next(c for c in conditions if c["type"] == "Established").items()
+        dep = get_json(kubectl, "deployment", name, "-n", namespace)
+        assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+        for key, value in HARDENED_CONTAINER.items():
+            assert container(dep)["securityContext"][key] == value
+        assert dep["spec"]["template"]["spec"]["serviceAccountName"] == name
+        get_json(kubectl, "serviceaccount", name, "-n", namespace)
+        get_json(kubectl, "service", f"{name}-metrics", "-n", namespace)
+        assert rules_of(get_json(kubectl, "clusterrole", name)) == CLUSTER_RULES
+        binding = get_json(kubectl, "clusterrolebinding", name)
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+        assert binding["roleRef"]["name"] == name
+
+        helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--wait")
+        left = kubectl.run("get", "clusterrole,clusterrolebinding", "-l", f"app.kubernetes.io/instance={release}",
+                           "-o", "name").stdout
+        assert not left.strip(), left
+        # Helm never deletes the CRDs of a chart's crds/ directory.
+        get_json(kubectl, "crd", "experiments.hpo.dev")
+    finally:
+        helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--ignore-not-found",
+                 check=False)
+        kubectl.run("delete", "clusterrole,clusterrolebinding", "-l", f"app.kubernetes.io/instance={release}",
+                    "--ignore-not-found", check=False)
+
+
+def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
+    """A kubeconfig with the admin kubeconfig's server and CA, authenticated by the token only."""
+    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    context_name = admin.get("current-context") or admin["contexts"][0]["name"]
+    context = next(c for c in admin["contexts"] if c["name"] == context_name)["context"]
+    cluster = dict(next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"])
+    ca = cluster.get("certificate-authority")
+    if ca and not Path(ca).is_absolute():  # relative to the kubeconfig it came from
+        cluster["certificate-authority"] = str(Path(admin_kubeconfig).resolve().parent / ca)
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
+        "current-context": "operator",
+    }))
+    path.chmod(0o600)
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+# A refused request, as kopf or the kubernetes client log it ("status=403", "'code': 403",
+# "Code: 403", "Forbidden"), but not the milliseconds of a timestamp (",403").
+REFUSED = re.compile(r"(?<![\w,.:-])403(?!\w)|forbidden|not enough permissions", re.IGNORECASE)
+
+
+def test_operator_runs_an_experiment_as_the_charts_service_account(
+        helm, kubectl, kubeconfig, api, namespace, crds, kwok_nodes, tmp_path):
+    release = f"hpo-rbac-{uuid.uuid4().hex[:6]}"
+    sa = f"{release}-hpo-operator"
+    # The chart in namespace mode; replicaCount 0: the operator runs below, as a local process.
+    helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace,
+             "--set", "watch.scope=namespace", "--set", "replicaCount=0")
+    operator = None
+    try:
+        token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+        as_operator = kube.Kubectl(kubectl.binary, token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
+
+        def can_i(*args: str) -> str:
+            return as_operator.run("auth", "can-i", *args, check=False).stdout.strip()
+
+        assert can_i("create", "pods", "-n", namespace) == "yes"
+        assert can_i("patch", "experiments.hpo.dev", "--subresource=status", "-n", namespace) == "yes"
+        assert can_i("patch", "experiments.hpo.dev", "-n", namespace) == "no"  # only its status
+        assert can_i("get", "secrets", "-n", namespace) == "no"
+        assert can_i("delete", "experiments.hpo.dev", "-n", namespace) == "no"
+        assert can_i("update", "experiments.hpo.dev", "-n", namespace) == "no"
+        assert can_i("delete", "trials.hpo.dev", "-n", namespace) == "no"
+        assert can_i("update", "pods", "-n", namespace) == "no"
+        assert can_i("list", "pods", "-n", "default") == "no"  # only the watched namespace
+        assert can_i("list", "nodes") == "no"  # nothing cluster-scoped in namespace mode
+        assert can_i("list", "namespaces") == "no"
+        assert can_i("list", "customresourcedefinitions.apiextensions.k8s.io") == "no"
+
+        # The operator with the installed Deployment's arguments and environment, on free ports.
+        dep = get_json(kubectl, "deployment", sa, "-n", namespace)
+        health, metrics = free_port(), free_port()
+        args = [f"--liveness=http://127.0.0.1:{health}/healthz" if a.startswith("--liveness=") else a
+                for a in container(dep)["args"]]
+        assert f"--namespace={namespace}" in args and "--standalone" in args
+        env = {**env_of(dep), "HPO_METRICS_PORT": str(metrics)}
+        operator = kube.OperatorProcess(as_operator.kubeconfig, namespace, tmp_path / "operator.log",
+                                        args=args, env=env)
+        operator.start()
+
+        custom = client.CustomObjectsApi(api)
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": "least-privilege"},
+            "spec": {
+                "objective": {"type": "minimize", "metricName": "loss"},
+                "algorithm": {"name": "random", "seed": 3},
+                "parameters": [{"name": "x", "type": "double", "min": 0, "max": 10}],
+                "parallelTrialCount": 2, "maxTrialCount": 4,
+                "trialTemplate": {"template": {
+                    "metadata": {"annotations": {"sim.hpo.dev/duration": "300ms",
+                                                 "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
+                    "spec": {"containers": [{"name": "train", "image": "trainer:1", "args": ["--x=${params.x}"]}]},
+                }},
+            },
+        })
+
+        def finished():
+            exp = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "least-privilege")
+            return exp.get("status", {}).get("phase") in ("Succeeded", "Failed") and exp
+        exp = kube.wait_until(finished, timeout=45, what="the experiment to finish")
+        assert exp["status"]["phase"] == "Succeeded", exp["status"]
+        trials = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "trials")["items"]
+        assert len(trials) == 4
+        assert all(t["status"]["phase"] == "Succeeded" for t in trials)
+        events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+        assert any(e.reason == "TrialCreated" for e in events)  # kopf posted Events as the operator
+
+        # kopf's health endpoint (the chart's liveness probe) and the metrics port from the chart's env.
+        status, body = http_get(f"http://127.0.0.1:{health}/healthz")
+        assert status == 200, body
+        status, body = http_get(f"http://127.0.0.1:{metrics}/metrics")
+        assert status == 200 and "hpo_trials_created_total" in body
+
+        # Deleted with the operator still running: had kopf put a finalizer on it, taking it off
+        # would be one more request that must not be refused.
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "least-privilege")
+
+        def gone():
+            try:
+                custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "least-privilege")
+            except client.ApiException as e:
+                return e.status == 404
+            return False
+        kube.wait_until(gone, timeout=30, what="the experiment to be deleted")
+    finally:
+        if operator is not None:
+            operator.stop()
+        helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--ignore-not-found",
+                 check=False)
+    log = operator.log()
+    refused = [line for line in log.splitlines() if REFUSED.search(line) and '"GET /healthz' not in line]
+    assert not refused, "the operator was refused:\n" + "\n".join(refused)
+    assert "Traceback" not in log, log

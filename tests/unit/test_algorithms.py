@@ -1,0 +1,764 @@
+"""The search algorithms end to end (hpo_operator.suggest, driven directly and through the planner).
+
+For every algorithm: its settings reach the Optuna sampler and bad ones are refused readably; a
+seed makes the sequence reproducible; a Suggester rebuilt by replay() after a restart continues
+with the very suggestions the uninterrupted one makes; and the operator's suggestions at
+parallelism 1 are exactly what Optuna used directly (create_study + optimize) produces. Also
+warm_start() and should_stop().
+
+Several tests pin bugs found while writing these (now fixed).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from datetime import datetime, timedelta, timezone
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hpo_operator import planner
+from hpo_operator.conditions import now_iso
+from hpo_operator.models import ALGORITHM_SETTING_NAMES, ExperimentSpec
+from hpo_operator.planner import ExperimentView, TrialView
+from hpo_operator.space import format_value, normalize_assignment
+from hpo_operator.suggest import (ALGORITHM_SETTINGS, Outcome, Recorded, SearchSpaceError, Suggester, check,
+                                  distribution, make_sampler)
+
+# Optuna 5 deprecates some sampler arguments (sigma0, priorWeight, ...) and calls QMCSampler and
+# group=True experimental; the warnings say nothing about what is tested here.
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
+              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+
+# A space with every kind of parameter: log double, stepped double, int, stepped int, categorical,
+# discrete.
+MIXED = [
+    {"name": "lr", "type": "double", "min": 0.0001, "max": 0.1, "log": True},
+    {"name": "dropout", "type": "double", "min": 0.0, "max": 0.5, "step": 0.05},
+    {"name": "layers", "type": "int", "min": 1, "max": 6},
+    {"name": "units", "type": "int", "min": 16, "max": 256, "step": 16},
+    {"name": "opt", "type": "categorical", "values": ["adam", "sgd", "rmsprop"]},
+    {"name": "batch", "type": "discrete", "values": ["16", "32", "64"]},
+]
+GRID = [
+    {"name": "layers", "type": "int", "min": 1, "max": 3},
+    {"name": "dropout", "type": "double", "min": 0.0, "max": 0.5, "step": 0.25},
+    {"name": "opt", "type": "categorical", "values": ["adam", "sgd"]},
+]
+GRID_POINTS = 3 * 3 * 2
+# Two continuous parameters (Branin's domain), for the planner-driven runs.
+PLANE = [
+    {"name": "x", "type": "double", "min": -5.0, "max": 10.0},
+    {"name": "y", "type": "double", "min": 0.0, "max": 15.0},
+]
+# Twelve configurations: samplers repeat themselves here, which the planner skips.
+SMALL = [
+    {"name": "n", "type": "int", "min": 1, "max": 4},
+    {"name": "c", "type": "categorical", "values": ["a", "b", "c"]},
+]
+
+T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
+
+
+def make_spec(algorithm="random", seed=42, settings=None, params=None, objective="minimize",
+              parallel=1, max_trials=100, early_stopping=None) -> ExperimentSpec:
+    algo: dict = {"name": algorithm}
+    if seed is not None:
+        algo["seed"] = seed
+    if settings:
+        algo["settings"] = [{"name": k, "value": v} for k, v in settings.items()]
+    body = {
+        "objective": {"type": objective, "metricName": "loss"},
+        "algorithm": algo,
+        "parameters": params or (GRID if algorithm == "grid" else MIXED),
+        "parallelTrialCount": parallel,
+        "maxTrialCount": max_trials,
+        "trialTemplate": {"primaryContainerName": "train",
+                          "template": {"spec": {"containers": [{"name": "train", "image": "trainer:1"}]}}},
+    }
+    if early_stopping:
+        body["earlyStopping"] = early_stopping
+    return ExperimentSpec.model_validate(body)
+
+
+def loss(values) -> float:
+    """A deterministic objective over any of the spaces above; reads text or typed values."""
+    v = {k: (x if isinstance(x, str) and not _is_number(x) else float(x)) for k, x in values.items()}
+    total = 0.0
+    if "lr" in v:
+        total += (math.log10(v["lr"]) + 2.5) ** 2
+    if "dropout" in v:
+        total += (v["dropout"] - 0.2) ** 2
+    if "layers" in v:
+        total += (v["layers"] - 3) ** 2 / 10
+    if "units" in v:
+        total += (v["units"] - 128) ** 2 / 1e4
+    if "opt" in v:
+        total += {"adam": 0.0, "sgd": 0.3, "rmsprop": 0.1}[v["opt"]]
+    if "batch" in v:
+        total += abs(v["batch"] - 32) / 100
+    if "x" in v:
+        total += (v["x"] - 1.0) ** 2 + (v["y"] - 3.0) ** 2
+    if "n" in v:
+        total += (v["n"] - 3) ** 2 + (0.0 if v["c"] == "b" else 0.5)
+    return total
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def at(seconds: float) -> str:
+    return now_iso(T0 + timedelta(seconds=seconds))
+
+
+# Every algorithm, with the settings variants the brief names. (id, algorithm, settings)
+CASES = [
+    ("random", "random", {}),
+    ("grid", "grid", {}),
+    ("tpe", "tpe", {"nStartupTrials": "5"}),
+    ("tpe-multivariate", "tpe", {"nStartupTrials": "5", "multivariate": "true"}),
+    ("tpe-constant-liar", "tpe", {"nStartupTrials": "5", "constantLiar": "true"}),
+    ("tpe-independent", "tpe", {"nStartupTrials": "5", "multivariate": "false", "constantLiar": "false"}),
+    ("cmaes", "cmaes", {}),
+    ("cmaes-sigma0", "cmaes", {"sigma0": "0.3", "popsize": "4"}),
+    ("qmc", "qmc", {}),
+    ("qmc-halton", "qmc", {"qmcType": "halton"}),
+    ("qmc-sobol-scrambled", "qmc", {"qmcType": "sobol", "scramble": "true"}),
+]
+CASE_IDS = [c[0] for c in CASES]
+
+
+def drive(sug: Suggester, n: int, start: int = 0, fail_every: int = 0) -> list[dict[str, str]]:
+    """Asks and tells one suggestion at a time (parallelism 1); suggestion i is asked at 10*i s
+    and its result decided 5 s later. Every fail_every-th one fails instead."""
+    seen = []
+    for i in range(start, start + n):
+        values = sug.suggest(i)
+        if values is None:
+            break
+        seen.append(values)
+        failed = fail_every and i % fail_every == fail_every - 1
+        decided = at(10 * i + 5)
+        sug.tell(i, Outcome(failed=True, at=decided) if failed else Outcome(value=loss(values), at=decided))
+    return seen
+
+
+# =============================================================================================
+# (1) settings reach the sampler; bad ones are refused readably
+# =============================================================================================
+
+
+def test_the_settings_table_of_the_api_and_of_the_sampler_agree():
+    # The CRD's CEL rule is generated from models.ALGORITHM_SETTING_NAMES, the parsing from
+    # suggest.ALGORITHM_SETTINGS: a name in one only is either refused at apply time or unparsed.
+    assert {k: list(v) for k, v in ALGORITHM_SETTINGS.items()} == ALGORITHM_SETTING_NAMES
+
+
+@pytest.mark.parametrize("algorithm, cls", [
+    ("random", optuna.samplers.RandomSampler), ("grid", optuna.samplers.GridSampler),
+    ("tpe", optuna.samplers.TPESampler), ("cmaes", optuna.samplers.CmaEsSampler),
+    ("qmc", optuna.samplers.QMCSampler),
+])
+def test_each_algorithm_gets_its_sampler(algorithm, cls):
+    sampler = make_sampler(make_spec(algorithm))
+    assert type(sampler) is cls
+    assert type(Suggester(make_spec(algorithm)).study.sampler) is cls
+
+
+@pytest.mark.parametrize("algorithm, settings, attributes", [
+    ("tpe", {}, {"_n_startup_trials": 10, "_multivariate": None, "_constant_liar": True, "_group": False}),
+    ("tpe", {"multivariate": "true"}, {"_multivariate": True}),
+    ("tpe", {"multivariate": "false"}, {"_multivariate": False}),
+    ("tpe", {"constantLiar": "true"}, {"_constant_liar": True}),
+    ("tpe", {"constantLiar": "False"}, {"_constant_liar": False}),
+    ("tpe", {"multivariate": "yes", "constantLiar": "1", "group": "true"},
+     {"_multivariate": True, "_constant_liar": True, "_group": True}),
+    ("tpe", {"nStartupTrials": "7", "nEICandidates": "12"}, {"_n_startup_trials": 7, "_n_ei_candidates": 12}),
+    ("tpe", {"priorWeight": "2.5", "considerEndpoints": "true"},
+     {"_parzen_estimator_parameters.prior_weight": 2.5, "_parzen_estimator_parameters.consider_endpoints": True}),
+    ("cmaes", {}, {"_sigma0": None, "_n_startup_trials": 1, "_popsize": None}),
+    ("cmaes", {"sigma0": "0.3"}, {"_sigma0": 0.3}),
+    ("cmaes", {"sigma0": "2"}, {"_sigma0": 2.0}),
+    ("cmaes", {"popsize": "6", "nStartupTrials": "3"}, {"_popsize": 6, "_n_startup_trials": 3}),
+    ("cmaes", {"useSeparableCma": "true"}, {"_use_separable_cma": True}),
+    ("cmaes", {"withMargin": "true"}, {"_with_margin": True}),
+    ("cmaes", {"lrAdapt": "true"}, {"_lr_adapt": True}),
+    ("qmc", {}, {"_qmc_type": "sobol", "_scramble": False, "_seed": 42}),
+    ("qmc", {"qmcType": "halton"}, {"_qmc_type": "halton"}),
+    ("qmc", {"qmcType": "sobol"}, {"_qmc_type": "sobol"}),
+    ("qmc", {"scramble": "true"}, {"_scramble": True}),
+    ("qmc", {"qmcType": "halton", "scramble": "no"}, {"_qmc_type": "halton", "_scramble": False}),
+])
+def test_settings_reach_the_sampler(algorithm, settings, attributes):
+    sampler = Suggester(make_spec(algorithm, settings=settings)).study.sampler
+    for path, expected in attributes.items():
+        value = sampler
+        for part in path.split("."):
+            value = getattr(value, part)
+        assert value == expected and type(value) is type(expected), (path, value)
+
+
+@pytest.mark.parametrize("algorithm", ["cmaes", "qmc"])
+def test_the_fallback_sampler_for_categoricals_is_seeded_too(algorithm):
+    first = make_sampler(make_spec(algorithm, seed=5))._independent_sampler
+    second = make_sampler(make_spec(algorithm, seed=5))._independent_sampler
+    assert isinstance(first, optuna.samplers.RandomSampler)
+    assert first._rng.rng.random() == second._rng.rng.random()
+
+
+def test_grid_sampler_gets_every_value_of_every_parameter():
+    sampler = make_sampler(make_spec("grid"))
+    assert sampler._search_space == {"dropout": [0.0, 0.25, 0.5], "layers": [1, 2, 3], "opt": ["adam", "sgd"]}
+    assert len(sampler._all_grids) == GRID_POINTS
+
+
+@pytest.mark.parametrize("algorithm, name, value, why", [
+    ("tpe", "multivariate", "maybe", "is not true or false"),
+    ("tpe", "constantLiar", "2", "is not true or false"),
+    ("tpe", "group", "", "is not true or false"),
+    ("tpe", "nStartupTrials", "-1", "is less than"),
+    ("tpe", "nStartupTrials", "1.5", "invalid literal"),
+    ("tpe", "nEICandidates", "many", "invalid literal"),
+    ("tpe", "priorWeight", "0", "is not a positive finite number"),
+    ("tpe", "priorWeight", "nan", "is not a positive finite number"),
+    ("cmaes", "sigma0", "-1", "is not a positive finite number"),
+    ("cmaes", "sigma0", "0", "is not a positive finite number"),
+    ("cmaes", "sigma0", "wide", "could not convert"),
+    ("cmaes", "popsize", "-4", "is less than"),
+    ("cmaes", "useSeparableCma", "sure", "is not true or false"),
+    ("qmc", "qmcType", "foo", "is not one of sobol, halton"),
+    ("qmc", "qmcType", "Sobol", "is not one of sobol, halton"),
+    ("qmc", "scramble", "maybe", "is not true or false"),
+])
+def test_a_bad_setting_value_is_refused_with_a_readable_message(algorithm, name, value, why):
+    s = make_spec(algorithm, settings={name: value})
+    with pytest.raises(SearchSpaceError) as e:
+        check(s)
+    message = str(e.value)
+    assert message.startswith(f"algorithm {algorithm}, setting {name}: ")
+    assert why in message
+    if value:
+        assert value in message
+    with pytest.raises(SearchSpaceError):
+        Suggester(s)
+
+
+@pytest.mark.parametrize("algorithm, name", [
+    ("tpe", "sigma0"), ("tpe", "multiVariate"), ("cmaes", "qmcType"), ("cmaes", "multivariate"),
+    ("qmc", "seed"), ("qmc", "nStartupTrials"), ("random", "scramble"), ("grid", "sigma0"),
+])
+def test_an_unknown_setting_is_refused_naming_the_ones_it_takes(algorithm, name):
+    with pytest.raises(SearchSpaceError) as e:
+        check(make_spec(algorithm, settings={name: "1"}))
+    message = str(e.value)
+    assert f"algorithm {algorithm} has no setting {name}" in message
+    takes = ", ".join(ALGORITHM_SETTING_NAMES[algorithm]) or "no settings"
+    assert f"(it takes {takes})" in message
+
+
+@pytest.mark.parametrize("algorithm, settings", [
+    ("tpe", {"group": "true", "multivariate": "false"}),
+    ("cmaes", {"useSeparableCma": "true", "withMargin": "true"}),
+    ("cmaes", {"withMargin": "true", "lrAdapt": "true"}),
+    ("cmaes", {"useSeparableCma": "true", "lrAdapt": "true"}),
+])
+def test_a_combination_optuna_refuses_is_a_search_space_error(algorithm, settings):
+    with pytest.raises(SearchSpaceError, match=f"algorithm {algorithm}"):
+        check(make_spec(algorithm, settings=settings))
+
+
+@pytest.mark.parametrize("algorithm, settings", [
+    ("tpe", {"nEICandidates": "0", "nStartupTrials": "1"}),
+    ("tpe", {"priorWeight": "inf", "nStartupTrials": "1"}),
+    ("cmaes", {"popsize": "0"}),
+    ("cmaes", {"popsize": "1"}),
+    ("cmaes", {"sigma0": "inf"}),
+])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's, on the way to the crash
+def test_a_value_the_sampler_cannot_use_is_refused_up_front(algorithm, settings):
+    s = make_spec(algorithm, settings=settings, params=PLANE)
+    try:
+        check(s)
+    except SearchSpaceError:
+        return
+    drive(Suggester(s), 12)  # accepted: then it must work
+
+
+def test_restart_strategy_takes_effect_or_is_refused():
+    s = make_spec("cmaes", settings={"restartStrategy": "ipop"})
+    try:
+        sampler = make_sampler(s)
+    except SearchSpaceError:
+        return
+    assert getattr(sampler, "_restart_strategy", None) == "ipop"
+
+
+# =============================================================================================
+# (2) reproducibility
+# =============================================================================================
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_the_same_seed_gives_the_same_sequence(case):
+    _, algorithm, settings = case
+    n = GRID_POINTS if algorithm == "grid" else 20
+    first = drive(Suggester(make_spec(algorithm, seed=7, settings=settings)), n, fail_every=6)
+    second = drive(Suggester(make_spec(algorithm, seed=7, settings=settings)), n, fail_every=6)
+    assert len(first) == n
+    assert first == second
+    assert len({tuple(v.items()) for v in first}) > n // 2
+    space = make_spec(algorithm).parameters
+    assert all(normalize_assignment(space, v) == v for v in first)  # canonical values in the space
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[1] != "qmc" or c[2].get("scramble")],
+                         ids=[c[0] for c in CASES if c[1] != "qmc" or c[2].get("scramble")])
+def test_another_seed_gives_another_sequence(case):
+    # (Unscrambled Sobol and Halton sequences do not depend on the seed.)
+    _, algorithm, settings = case
+    n = GRID_POINTS if algorithm == "grid" else 12
+    assert drive(Suggester(make_spec(algorithm, seed=7, settings=settings)), n) != \
+        drive(Suggester(make_spec(algorithm, seed=8, settings=settings)), n)
+
+
+# =============================================================================================
+# (3) restart-safe rebuild
+# =============================================================================================
+
+
+@pytest.mark.parametrize("k", [3, 12])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_a_rebuilt_suggester_continues_with_the_same_suggestions(case, k):
+    _, algorithm, settings = case
+    s = make_spec(algorithm, seed=11, settings=settings)
+    uninterrupted = Suggester(s)
+    before = drive(uninterrupted, k, fail_every=5)
+    outcomes = {i: uninterrupted.study.trials[i] for i in range(k)}
+    after = drive(uninterrupted, 6, start=k)
+
+    rebuilt = Suggester(s)
+    rebuilt.replay({i: Recorded(values, created=at(10 * i)) for i, values in enumerate(before)}, count=k)
+    for i, trial in outcomes.items():  # what the planner tells after a restart: every known result
+        if trial.state == TrialState.FAIL:
+            rebuilt.tell(i, Outcome(failed=True, at=at(10 * i + 5)))
+        else:
+            rebuilt.tell(i, Outcome(value=trial.value, at=at(10 * i + 5)))
+    assert rebuilt.count == k
+    assert [rebuilt.suggest(i) for i in range(k)] == before
+    assert drive(rebuilt, 6, start=k) == after
+    history = [(t.state, t.value) for t in uninterrupted.study.trials]
+    assert [(t.state, t.value) for t in rebuilt.study.trials] == history
+
+
+def test_a_rebuilt_grid_ends_where_the_uninterrupted_one_ends():
+    s = make_spec("grid", seed=3)
+    uninterrupted = Suggester(s)
+    before = drive(uninterrupted, 7)
+    rest = drive(uninterrupted, 20, start=7)
+    rebuilt = Suggester(s)
+    rebuilt.replay({i: Recorded(v, at(10 * i)) for i, v in enumerate(before)}, count=7)
+    for i, v in enumerate(before):
+        rebuilt.tell(i, Outcome(value=loss(v), at=at(10 * i + 5)))
+    assert drive(rebuilt, 20, start=7) == rest
+    assert len(before + rest) == GRID_POINTS and rebuilt.suggest(GRID_POINTS) is None
+
+
+# =============================================================================================
+# (4) the operator's suggestions are Optuna's
+# =============================================================================================
+
+
+def direct_sampler(algorithm: str, seed: int, settings: dict[str, str]) -> optuna.samplers.BaseSampler:
+    """The sampler a user of Optuna would write by hand for these settings (not make_sampler)."""
+    if algorithm == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if algorithm == "grid":
+        return optuna.samplers.GridSampler({"layers": [1, 2, 3], "dropout": [0.0, 0.25, 0.5],
+                                            "opt": ["adam", "sgd"]}, seed=seed)
+    if algorithm == "tpe":
+        kw: dict = {"n_startup_trials": int(settings.get("nStartupTrials", 10))}
+        if "multivariate" in settings:
+            kw["multivariate"] = settings["multivariate"] == "true"
+        if "constantLiar" in settings:
+            kw["constant_liar"] = settings["constantLiar"] == "true"
+        return optuna.samplers.TPESampler(seed=seed, **kw)
+    if algorithm == "cmaes":
+        kw = {}
+        if "sigma0" in settings:
+            kw["sigma0"] = float(settings["sigma0"])
+        if "popsize" in settings:
+            kw["popsize"] = int(settings["popsize"])
+        return optuna.samplers.CmaEsSampler(seed=seed, **kw)
+    return optuna.samplers.QMCSampler(seed=seed, qmc_type=settings.get("qmcType", "sobol"),
+                                      scramble=settings.get("scramble") == "true")
+
+
+def suggest_all(trial: optuna.Trial, spec: ExperimentSpec) -> dict:
+    """An objective's suggest_* calls, in parameter order, with suggest.distribution()'s ranges."""
+    params = {}
+    for p in spec.parameters:
+        d = distribution(p)
+        if isinstance(d, FloatDistribution):
+            params[p.name] = trial.suggest_float(p.name, d.low, d.high, step=d.step, log=d.log)
+        elif isinstance(d, IntDistribution):
+            params[p.name] = trial.suggest_int(p.name, d.low, d.high, step=d.step, log=d.log)
+        else:
+            assert isinstance(d, CategoricalDistribution)
+            params[p.name] = trial.suggest_categorical(p.name, list(d.choices))
+    return params
+
+
+def optuna_directly(spec: ExperimentSpec, settings: dict[str, str], n: int) -> list[dict]:
+    direction = "minimize" if spec.objective.type == "minimize" else "maximize"
+    study = optuna.create_study(direction=direction,
+                                sampler=direct_sampler(spec.algorithm.name, spec.algorithm.seed, settings))
+    study.optimize(lambda trial: loss(suggest_all(trial, spec)), n_trials=n)
+    return [t.params for t in study.trials]
+
+
+DIRECT = [(case, "minimize") for case in CASES] + [
+    (case, "maximize") for case in CASES if case[0] in ("random", "grid", "tpe", "cmaes", "qmc")]
+
+
+@pytest.mark.parametrize("case, objective", DIRECT, ids=[f"{c[0]}-{o}" for c, o in DIRECT])
+def test_suggestions_at_parallelism_1_are_optuna_used_directly(case, objective):
+    _, algorithm, settings = case
+    n = GRID_POINTS if algorithm == "grid" else 20
+    s = make_spec(algorithm, seed=13, settings=settings, objective=objective)
+    sug = Suggester(s)
+    texts = drive(sug, n)
+    direct = optuna_directly(s, settings, n)
+    assert len(direct) == n
+    assert [t.params for t in sug.study.trials] == direct  # typed values, exactly
+    assert texts == [{p.name: format_value(p, params[p.name]) for p in s.parameters} for params in direct]
+
+
+# --- through the planner -------------------------------------------------------------------------
+
+
+class MiniCluster:
+    """The cluster in memory: plans are carried out as the handlers do (tells after the plan);
+    a pod created in one round has succeeded by the next, reporting {"loss": f(values)}."""
+
+    def __init__(self, spec: ExperimentSpec, f=loss):
+        self.spec, self.f = spec, f
+        self.suggester = Suggester(spec)
+        self.now = T0
+        self.trials: dict[str, dict] = {}
+        self.pods: dict[str, dict] = {}
+        self.status: dict = {}
+        self.launched: list[dict[str, str]] = []
+
+    def restart(self) -> None:
+        """What the handler does with a new process: a new Suggester, replayed from the Trials."""
+        self.suggester = Suggester(self.spec)
+        recorded = {int(b["spec"]["suggestionIndex"]): Recorded(self.values(b), b["metadata"]["creationTimestamp"])
+                    for b in self.trials.values() if b["spec"].get("suggestionIndex") is not None
+                    and b["spec"]["attempt"] == 1}
+        self.suggester.replay(recorded, int(self.status.get("suggestionCount") or 0))
+
+    @staticmethod
+    def values(body: dict) -> dict[str, str]:
+        return {q["name"]: q["value"] for q in body["spec"]["parameters"]}
+
+    def round(self) -> bool:
+        views = [TrialView(n, b["metadata"]["uid"], copy.deepcopy(b)) for n, b in self.trials.items()]
+        exp = ExperimentView("exp", "ns", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
+        p = planner.plan(exp, views, copy.deepcopy(self.pods), {}, self.now, self.suggester.suggest,
+                         self.suggester.should_stop, self.suggester.tell)
+        for body in p.create_trials:
+            body = copy.deepcopy(body)
+            body["metadata"].update(uid=f"uid-{body['metadata']['name']}", creationTimestamp=now_iso(self.now))
+            self.trials[body["metadata"]["name"]] = body
+            self.launched.append(self.values(body))
+        for name, status in p.trial_status.items():
+            self.trials[name]["status"] = copy.deepcopy(status)
+        for name in p.start_pods:
+            self.pods.setdefault(name, self.pod(name, "Pending"))
+        for name in p.delete_pods:
+            self.pods.pop(name, None)
+        self.status = copy.deepcopy(p.experiment_status)
+        for index, outcome in p.tells:
+            self.suggester.tell(index, outcome)
+        self.now += timedelta(seconds=10)
+        for name, pod in list(self.pods.items()):
+            if pod["status"]["phase"] == "Pending":
+                result = json.dumps({"loss": self.f(self.values(self.trials[name]))})
+                self.pods[name] = self.pod(name, "Succeeded", result)
+        return self.status.get("phase") not in ("Succeeded", "Failed")
+
+    def pod(self, name: str, phase: str, message: str | None = None) -> dict:
+        status: dict = {"phase": phase, "startTime": now_iso(self.now), "conditions": []}
+        if phase == "Succeeded":
+            status["containerStatuses"] = [{"name": "train", "restartCount": 0, "ready": False, "state": {
+                "terminated": {"exitCode": 0, "reason": "Completed", "message": message,
+                               "startedAt": now_iso(self.now), "finishedAt": now_iso(self.now)}}}]
+        return {"metadata": {"name": name, "namespace": "ns", "uid": f"pod-{name}",
+                             "creationTimestamp": now_iso(self.now)},
+                "spec": {"containers": [{"name": "train", "image": "trainer:1"}]}, "status": status}
+
+    def run(self, rounds: int = 1000) -> "MiniCluster":
+        for _ in range(rounds):
+            if not self.round():
+                break
+        return self
+
+
+def planner_case(algorithm, settings=None, n=12):
+    return make_spec(algorithm, seed=5, settings=settings, params=PLANE, max_trials=n)
+
+
+@pytest.mark.parametrize("algorithm, settings", [("random", None), ("qmc", None), ("qmc", {"scramble": "true"})])
+def test_through_the_planner_samplers_that_ignore_results_are_optuna_used_directly(algorithm, settings):
+    s = planner_case(algorithm, settings)
+    cluster = MiniCluster(s).run()
+    assert cluster.status["phase"] == "Succeeded" and len(cluster.launched) == 12
+    direct = optuna_directly(s, settings or {}, 12)
+    assert cluster.launched == [{p.name: format_value(p, d[p.name]) for p in s.parameters} for d in direct]
+
+
+def test_through_the_planner_grid_is_optuna_used_directly():
+    s = make_spec("grid", seed=5, max_trials=GRID_POINTS)
+    cluster = MiniCluster(s).run()
+    direct = optuna_directly(s, {}, GRID_POINTS)
+    assert cluster.launched == [{p.name: format_value(p, d[p.name]) for p in s.parameters} for d in direct]
+
+
+@pytest.mark.parametrize("algorithm, settings", [("tpe", {"nStartupTrials": "3"}), ("cmaes", None)])
+def test_through_the_planner_learning_samplers_are_optuna_used_directly(algorithm, settings):
+    s = planner_case(algorithm, settings)
+    cluster = MiniCluster(s).run()
+    direct = optuna_directly(s, settings or {}, 12)
+    assert cluster.launched == [{p.name: format_value(p, d[p.name]) for p in s.parameters} for d in direct]
+
+
+@pytest.mark.parametrize("algorithm, settings", [("tpe", {"nStartupTrials": "3"}), ("cmaes", None)])
+def test_through_the_planner_a_restart_continues_with_the_same_trials(algorithm, settings):
+    s = planner_case(algorithm, settings)
+    uninterrupted = MiniCluster(s).run()
+    restarted = MiniCluster(s)
+    restarted.run(rounds=6)
+    restarted.restart()
+    restarted.run()
+    assert restarted.launched == uninterrupted.launched
+
+
+@pytest.mark.parametrize("algorithm", ["random", "qmc"])
+def test_through_the_planner_a_restart_continues_for_samplers_that_ignore_results(algorithm):
+    s = planner_case(algorithm)
+    uninterrupted = MiniCluster(s).run()
+    restarted = MiniCluster(s)
+    restarted.run(rounds=6)
+    restarted.restart()
+    assert restarted.run().launched == uninterrupted.launched
+
+
+# --- suggestions that repeat a configuration -------------------------------------------------------
+
+
+class RepeatingRun:
+    """Parallelism 1 as the planner runs it once results are told before a round's asks: each round
+    tells the previous trial's result, then asks until a new configuration comes (at most
+    MAX_ASKS_PER_ROUND); a repeat is not run, it is told the known result at once (planner.launch).
+    Only new configurations become Trials."""
+
+    def __init__(self, sug: Suggester):
+        self.sug, self.index, self.rounds, self.repeats = sug, 0, 0, 0
+        self.known: dict[tuple, Outcome] = {}
+        self.recorded: dict[int, Recorded] = {}
+        self.outcomes: dict[int, Outcome] = {}
+        self.launched: list[dict] = []
+        self.running: tuple[int, dict] | None = None
+
+    def round(self) -> None:
+        now = at(10 * self.rounds)
+        self.rounds += 1
+        if self.running:
+            index, values = self.running
+            self.outcomes[index] = self.known[tuple(values.items())] = Outcome(value=loss(values), at=now)
+            self.sug.tell(index, self.outcomes[index])
+        self.running = None
+        for _ in range(planner.MAX_ASKS_PER_ROUND):
+            index, values = self.index, self.sug.suggest(self.index)
+            self.index += 1
+            if tuple(values.items()) in self.known:
+                self.repeats += 1
+                self.sug.tell(index, self.known[tuple(values.items())])
+                continue
+            self.recorded[index] = Recorded(values, created=now)
+            self.launched.append(values)
+            self.running = (index, values)
+            return
+
+    def restarted(self) -> "RepeatingRun":
+        """The same run in a new process: replayed from its Trials, told their results."""
+        other = RepeatingRun(Suggester(self.sug.spec))
+        other.sug.replay(self.recorded, count=self.index)
+        for index, outcome in self.outcomes.items():
+            other.sug.tell(index, outcome)
+        other.index, other.rounds, other.running = self.index, self.rounds, self.running
+        other.known, other.recorded = dict(self.known), dict(self.recorded)
+        other.outcomes, other.launched = dict(self.outcomes), list(self.launched)
+        return other
+
+
+REPEATING = [("tpe", 2, {"nStartupTrials": "3"}), ("cmaes", 1, {})]
+
+
+def repeating_run(algorithm, seed, settings) -> RepeatingRun:
+    run = RepeatingRun(Suggester(make_spec(algorithm, seed=seed, settings=settings, params=SMALL)))
+    for _ in range(6):
+        run.round()
+    return run
+
+
+@pytest.mark.parametrize("algorithm, seed, settings", REPEATING)
+def test_the_repeating_scenario_repeats_before_the_restart(algorithm, seed, settings):
+    assert repeating_run(algorithm, seed, settings).repeats >= 1
+
+
+@pytest.mark.parametrize("algorithm, seed, settings", REPEATING)
+def test_a_restart_after_repeated_suggestions_continues_with_the_same_trials(algorithm, seed, settings):
+    uninterrupted = repeating_run(algorithm, seed, settings)
+    restarted = uninterrupted.restarted()
+    for _ in range(5):
+        uninterrupted.round()
+        restarted.round()
+    assert restarted.launched == uninterrupted.launched
+
+
+# =============================================================================================
+# (5) warm start
+# =============================================================================================
+
+
+def test_warm_start_teaches_finished_configurations_as_complete_trials():
+    s = make_spec("tpe", seed=3, settings={"nStartupTrials": "2"})
+    finished = [
+        ({"lr": "0.003", "dropout": "0.2", "layers": "3", "units": "128", "opt": "adam", "batch": "32"}, 0.05),
+        ({"lr": "0.05", "dropout": "0.45", "layers": "6", "units": "16", "opt": "sgd", "batch": "64"}, 3.0),
+        ({"lr": "0.0001", "dropout": "0.0", "layers": "1", "units": "256", "opt": "rmsprop", "batch": "16"}, 4.5),
+    ]
+    sug = Suggester(s)
+    assert sug.warm_start(finished) == 3
+    trials = sug.study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert [t.value for t in trials] == [0.05, 3.0, 4.5]
+    assert trials[0].params == {"lr": 0.003, "dropout": 0.2, "layers": 3, "units": 128, "opt": "adam", "batch": "32"}
+    # Suggestion indexes are not shifted: suggestion 0 is the first ask, Optuna's trial 3.
+    assert sug.count == 0
+    first = sug.suggest(0)
+    assert sug.count == 1 and sug._asked[0].number == 3 and sug.values(0) == first
+    # The sampler learned from them exactly as Optuna does from add_trial().
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=2))
+    kinds = {p.name: p.type for p in s.parameters}
+    for values, value in finished:
+        params = {k: float(v) if kinds[k] == "double" else int(v) if kinds[k] == "int" else v
+                  for k, v in values.items()}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={p.name: distribution(p) for p in s.parameters}, value=value))
+    study.optimize(lambda trial: loss(suggest_all(trial, s)), n_trials=1)
+    assert sug._asked[0].params == study.trials[3].params
+
+
+def test_warm_start_then_replay_keeps_suggestion_indexes():
+    # The handler warm-starts a new Suggester, then replays the experiment's own Trials.
+    s = make_spec("tpe", seed=4, settings={"nStartupTrials": "2"})
+    finished = [({"lr": "0.003", "dropout": "0.2", "layers": "3", "units": "128", "opt": "adam", "batch": "32"}, 0.1),
+                ({"lr": "0.05", "dropout": "0.45", "layers": "6", "units": "16", "opt": "sgd", "batch": "64"}, 3.0)]
+    uninterrupted = Suggester(s)
+    uninterrupted.warm_start(finished)
+    before = drive(uninterrupted, 5)
+    after = drive(uninterrupted, 3, start=5)
+    rebuilt = Suggester(s)
+    rebuilt.warm_start(finished)
+    rebuilt.replay({i: Recorded(v, at(10 * i)) for i, v in enumerate(before)}, count=5)
+    for i, v in enumerate(before):
+        rebuilt.tell(i, Outcome(value=loss(v), at=at(10 * i + 5)))
+    assert [rebuilt.suggest(i) for i in range(5)] == before
+    assert drive(rebuilt, 3, start=5) == after
+
+
+def test_warm_start_skips_configurations_outside_the_space():
+    sug = Suggester(make_spec("random"))
+    good = {"lr": "0.01", "dropout": "0.1", "layers": "2", "units": "32", "opt": "sgd", "batch": "16"}
+    outside = [
+        {**good, "lr": "0.5"},  # above max
+        {**good, "dropout": "0.12"},  # off the step
+        {**good, "units": "40"},  # off the step
+        {**good, "layers": "9"},
+        {**good, "opt": "adagrad"},
+        {**good, "batch": "128"},
+        {**good, "lr": "fast"},
+        {**good, "lr": "nan"},
+        {k: v for k, v in good.items() if k != "opt"},  # missing a parameter
+    ]
+    assert sug.warm_start([(v, 1.0) for v in outside] + [(good, 0.5)]) == 1
+    assert [t.params["units"] for t in sug.study.trials] == [32]
+    assert sug.suggest(0) is not None and sug.count == 1
+
+
+def test_warm_start_teaches_grid_nothing():
+    sug = Suggester(make_spec("grid"))
+    assert sug.warm_start([({"layers": "1", "dropout": "0.0", "opt": "adam"}, 1.0)]) == 0
+    assert sug.study.trials == []
+
+
+def test_warm_start_skips_a_fractional_value_of_an_int_parameter():
+    sug = Suggester(make_spec("random"))
+    values = {"lr": "0.01", "dropout": "0.1", "layers": "2.5", "units": "32", "opt": "sgd", "batch": "16"}
+    assert sug.warm_start([(values, 1.0)]) == 0
+
+
+# =============================================================================================
+# (6) early stopping
+# =============================================================================================
+
+
+def median_spec(objective="minimize"):
+    return make_spec("random", params=PLANE, objective=objective,
+                     early_stopping={"algorithm": "median", "minTrialsRequired": 2})
+
+
+@pytest.mark.parametrize("objective, sign", [("minimize", 1), ("maximize", -1)])
+def test_the_median_rule_stops_a_clearly_worse_trial_and_not_a_good_one(objective, sign):
+    sug = Suggester(median_spec(objective))
+    assert isinstance(sug.study.pruner, optuna.pruners.MedianPruner)
+    curves = {0: [1.0, 0.8, 0.6], 1: [1.2, 0.9, 0.7]}
+    for i, curve in curves.items():
+        sug.suggest(i)
+        # Not stopped while fewer than minTrialsRequired trials have finished.
+        assert not sug.should_stop(i, {step: sign * v for step, v in enumerate(curve, 1)})
+        sug.tell(i, Outcome(value=sign * curve[-1]))
+    sug.suggest(2)
+    sug.suggest(3)
+    assert not sug.should_stop(3, {1: sign * 0.9, 2: sign * 0.5})  # a good one goes on
+    assert sug.should_stop(2, {1: sign * 5.0})  # clearly worse than both at step 1
+    assert not sug.should_stop(3, {1: sign * 0.9, 2: sign * 0.5, 3: sign * 0.4})
+
+
+def test_the_median_rule_waits_for_min_trials_required():
+    sug = Suggester(median_spec())
+    sug.suggest(0)
+    sug.should_stop(0, {1: 1.0, 2: 0.8})
+    sug.tell(0, Outcome(value=0.8))
+    sug.suggest(1)
+    assert not sug.should_stop(1, {1: 50.0, 2: 50.0})  # one finished trial, two required
+
+
+def test_should_stop_ignores_unknown_and_finished_suggestions():
+    sug = Suggester(median_spec())
+    assert not sug.should_stop(0, {1: 1.0})  # never asked
+    sug.suggest(0)
+    assert not sug.should_stop(0, {})
+    sug.tell(0, Outcome(value=1.0))
+    assert not sug.should_stop(0, {1: 99.0})  # already decided

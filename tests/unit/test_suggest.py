@@ -1,0 +1,287 @@
+"""Suggestions from Optuna inside the operator (hpo_operator.suggest)."""
+
+import itertools
+
+import pytest
+from optuna.trial import TrialState
+
+from hpo_operator.models import ExperimentSpec, Parameter
+from hpo_operator.space import normalize_assignment
+from hpo_operator.suggest import (MAX_GRID_POINTS_PER_PARAMETER, Outcome, Recorded, SearchSpaceError, Suggester,
+                                  grid_size, grid_values, make_sampler)
+
+RANDOM_PARAMS = [
+    {"name": "lr", "type": "double", "min": 0.0001, "max": 0.1, "log": True},
+    {"name": "layers", "type": "int", "min": 1, "max": 6},
+    {"name": "opt", "type": "categorical", "values": ["adam", "sgd", "rmsprop"]},
+    {"name": "batch", "type": "discrete", "values": ["16", "32", "64"]},
+]
+GRID_PARAMS = [
+    {"name": "layers", "type": "int", "min": 1, "max": 3},
+    {"name": "dropout", "type": "double", "min": 0.0, "max": 0.5, "step": 0.25},
+    {"name": "opt", "type": "categorical", "values": ["adam", "sgd"]},
+]
+
+
+def spec(algorithm="random", seed=42, params=None, settings=None, objective="minimize"):
+    algo = {"name": algorithm}
+    if seed is not None:
+        algo["seed"] = seed
+    if settings is not None:
+        algo["settings"] = settings
+    return ExperimentSpec.model_validate({
+        "objective": {"type": objective, "metricName": "loss"},
+        "algorithm": algo,
+        "parameters": params or (GRID_PARAMS if algorithm == "grid" else RANDOM_PARAMS),
+        "maxTrialCount": 100,
+        "trialTemplate": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+    })
+
+
+def param(**kw):
+    return Parameter.model_validate({"name": "p", **kw})
+
+
+def sequence(suggester, n, start=0):
+    return [suggester.suggest(i) for i in range(start, start + n)]
+
+
+# --- random ------------------------------------------------------------------------------------
+
+
+def test_seeded_random_gives_the_same_sequence_twice():
+    first = sequence(Suggester(spec(seed=7)), 12)
+    second = sequence(Suggester(spec(seed=7)), 12)
+    assert first == second
+    assert len({tuple(s.items()) for s in first}) > 1  # not one value repeated
+
+
+def test_different_seeds_give_different_sequences():
+    assert sequence(Suggester(spec(seed=1)), 8) != sequence(Suggester(spec(seed=2)), 8)
+
+
+def test_random_suggestions_are_canonical_values_inside_the_space():
+    s = spec(seed=3)
+    for values in sequence(Suggester(s), 30):
+        assert list(values) == ["lr", "layers", "opt", "batch"]
+        assert all(isinstance(v, str) for v in values.values())
+        assert normalize_assignment(s.parameters, values) == values
+
+
+def test_random_is_never_exhausted():
+    sug = Suggester(spec())
+    sequence(sug, 20)
+    assert sug.exhausted() is False
+    assert sug.suggest(20) is not None
+
+
+def test_suggest_of_an_earlier_index_repeats_it_without_asking():
+    sug = Suggester(spec())
+    values = sequence(sug, 3)
+    assert sug.suggest(1) == values[1]
+    assert sug.count == 3
+
+
+def test_suggest_far_ahead_asks_the_ones_in_between():
+    reference = sequence(Suggester(spec()), 6)
+    sug = Suggester(spec())
+    assert sug.suggest(5) == reference[5]
+    assert sug.count == 6
+    assert sequence(sug, 6) == reference
+
+
+@pytest.mark.parametrize("recorded_indexes", [[], [0, 2, 4], [0, 1, 2, 3, 4]])
+def test_replay_after_a_restart_continues_exactly_where_it_left_off(recorded_indexes):
+    uninterrupted = Suggester(spec(seed=11))
+    before = sequence(uninterrupted, 5)
+    # Results the sampler had heard of before the restart.
+    uninterrupted.tell(0, Outcome(value=0.3))
+    uninterrupted.tell(2, Outcome(failed=True))
+    after = sequence(uninterrupted, 4, start=5)
+
+    restarted = Suggester(spec(seed=11))
+    restarted.replay({i: before[i] for i in recorded_indexes}, count=5)
+    assert restarted.count == 5
+    assert sequence(restarted, 5) == before
+    assert sequence(restarted, 4, start=5) == after
+
+
+def test_replay_of_a_sampler_that_learns_replays_the_results_in_order():
+    # TPE uses the results: the replay must tell each result where it was told before the restart.
+    s = spec("tpe", seed=4, settings=[{"name": "nStartupTrials", "value": "3"}],
+             params=[{"name": "x", "type": "double", "min": 0, "max": 1},
+                     {"name": "n", "type": "int", "min": 1, "max": 9}])
+    uninterrupted = Suggester(s)
+    recorded, results = {}, {}
+    for i in range(8):
+        values = uninterrupted.suggest(i)
+        recorded[i] = Recorded(values, created=f"2024-05-01T10:{i:02d}:00Z")
+        results[i] = Outcome(value=(float(values["x"]) - 0.3) ** 2 + int(values["n"]) / 100,
+                             at=f"2024-05-01T10:{i:02d}:30Z")
+        uninterrupted.tell(i, results[i])
+    after = sequence(uninterrupted, 3, start=8)
+
+    restarted = Suggester(s)
+    restarted.replay(recorded, count=8)
+    for i, outcome in results.items():  # the planner tells the known results after the restart
+        restarted.tell(i, outcome)
+    assert sequence(restarted, 8) == [dict(recorded[i].values) for i in range(8)]
+    assert sequence(restarted, 3, start=8) == after
+
+
+def test_replay_count_comes_from_the_recorded_indexes_when_larger():
+    reference = sequence(Suggester(spec()), 5)
+    sug = Suggester(spec())
+    sug.replay({3: reference[3]}, count=1)
+    assert sug.count == 4
+    assert sug.suggest(4) == reference[4]
+
+
+def test_replay_keeps_going_when_a_recorded_value_differs():
+    reference = sequence(Suggester(spec()), 3)
+    sug = Suggester(spec())
+    sug.replay({0: {"lr": "0.05", "layers": "1", "opt": "sgd", "batch": "16"}}, count=2)
+    assert sug.suggest(2) == reference[2]
+
+
+# --- grid ----------------------------------------------------------------------------------------
+
+
+def test_grid_covers_every_combination_exactly_once_then_is_exhausted():
+    sug = Suggester(spec("grid"))
+    assert sug.grid_size == 3 * 3 * 2
+    seen = []
+    for i in range(18):
+        assert not sug.exhausted()
+        seen.append(tuple(sug.suggest(i).items()))
+    expected = {(("layers", str(a)), ("dropout", str(b)), ("opt", c))
+                for a, b, c in itertools.product([1, 2, 3], [0.0, 0.25, 0.5], ["adam", "sgd"])}
+    assert len(seen) == 18
+    assert set(seen) == expected
+    assert sug.exhausted() is True
+    assert sug.suggest(18) is None
+    assert sug.suggest(30) is None
+    assert sug.count == 18
+
+
+def test_grid_results_can_all_be_told():
+    # Optuna's GridSampler asks the study to stop once every point has a result.
+    sug = Suggester(spec("grid"))
+    for i in range(18):
+        sug.suggest(i)
+    for i in range(18):
+        sug.tell(i, Outcome(value=float(i)) if i % 3 else Outcome(failed=True))
+    assert [t.state for t in sug.study.get_trials(deepcopy=False)].count(TrialState.COMPLETE) == 12
+    assert sug.suggest(18) is None
+
+
+def test_grid_order_is_seeded():
+    assert sequence(Suggester(spec("grid", seed=5)), 18) == sequence(Suggester(spec("grid", seed=5)), 18)
+    assert sequence(Suggester(spec("grid", seed=5)), 18) != sequence(Suggester(spec("grid", seed=6)), 18)
+
+
+def test_grid_replay_continues_with_the_same_suggestions():
+    uninterrupted = Suggester(spec("grid", seed=9))
+    before = sequence(uninterrupted, 7)
+    uninterrupted.tell(1, Outcome(value=1.0))
+    after = sequence(uninterrupted, 11, start=7)
+    restarted = Suggester(spec("grid", seed=9))
+    restarted.replay({i: v for i, v in enumerate(before)}, count=7)
+    assert sequence(restarted, 11, start=7) == after
+    assert restarted.suggest(18) is None
+
+
+def test_grid_of_categorical_and_discrete_only():
+    s = spec("grid", params=[{"name": "opt", "type": "categorical", "values": ["a", "b"]},
+                             {"name": "bs", "type": "discrete", "values": ["8", "16", "32"]}])
+    assert grid_size(s) == 6
+    sug = Suggester(s)
+    got = {tuple(sug.suggest(i).values()) for i in range(6)}
+    assert got == set(itertools.product(["a", "b"], ["8", "16", "32"]))
+    assert sug.suggest(6) is None
+
+
+def test_grid_size_is_none_for_random():
+    assert grid_size(spec()) is None
+    assert Suggester(spec()).grid_size is None
+
+
+@pytest.mark.parametrize("kw, expected", [
+    (dict(type="int", min=1, max=10, step=3), [1, 4, 7, 10]),
+    (dict(type="int", min=1, max=11, step=3), [1, 4, 7, 10]),
+    (dict(type="int", min=-2, max=2), [-2, -1, 0, 1, 2]),
+    (dict(type="double", min=0, max=1, step=0.25), [0.0, 0.25, 0.5, 0.75, 1.0]),
+    (dict(type="double", min=0, max=0.3, step=0.1), [0.0, 0.1, 0.2, 0.3]),
+    (dict(type="double", min=0, max=1, step=0.3), [0.0, 0.3, 0.6, 0.9]),
+    (dict(type="double", min=0.1, max=0.7, step=0.2), [0.1, 0.3, 0.5, 0.7]),
+    (dict(type="categorical", values=["x", "y"]), ["x", "y"]),
+    (dict(type="discrete", values=["1", "2.5"]), ["1", "2.5"]),
+])
+def test_grid_values(kw, expected):
+    values = grid_values(param(**kw))
+    assert values == expected
+    if kw["type"] == "int":
+        assert all(isinstance(v, int) for v in values)
+
+
+def test_grid_with_too_many_points_is_refused():
+    with pytest.raises(SearchSpaceError, match="larger step"):
+        grid_values(param(type="double", min=0, max=1, step=1 / (MAX_GRID_POINTS_PER_PARAMETER * 2)))
+    assert len(grid_values(param(type="int", min=1, max=MAX_GRID_POINTS_PER_PARAMETER))) == \
+        MAX_GRID_POINTS_PER_PARAMETER
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["random", "grid"])
+def test_settings_are_refused(algorithm):
+    s = spec(algorithm, settings=[{"name": "nStartupTrials", "value": "5"}])
+    with pytest.raises(SearchSpaceError, match=f"{algorithm}.*nStartupTrials"):
+        make_sampler(s)
+    with pytest.raises(SearchSpaceError):
+        Suggester(s)
+
+
+def test_empty_settings_are_fine():
+    assert Suggester(spec(settings=[])).suggest(0) is not None
+
+
+# --- tell ----------------------------------------------------------------------------------------
+
+
+def states(sug):
+    return [(t.number, t.state, t.value) for t in sug.study.get_trials(deepcopy=False)]
+
+
+def test_tell_is_idempotent():
+    sug = Suggester(spec())
+    sequence(sug, 3)
+    sug.tell(0, Outcome(value=0.5))
+    sug.tell(0, Outcome(value=0.5))
+    sug.tell(0, Outcome(value=0.1))  # a later, different result is ignored too
+    sug.tell(1, Outcome(failed=True))
+    sug.tell(1, Outcome(failed=True))
+    assert states(sug) == [(0, TrialState.COMPLETE, 0.5), (1, TrialState.FAIL, None), (2, TrialState.RUNNING, None)]
+
+
+def test_tell_without_a_result_waits_for_one():
+    sug = Suggester(spec())
+    sequence(sug, 1)
+    sug.tell(0, Outcome())
+    assert states(sug) == [(0, TrialState.RUNNING, None)]
+    sug.tell(0, Outcome(value=2.0))
+    assert states(sug) == [(0, TrialState.COMPLETE, 2.0)]
+
+
+def test_tell_of_an_unknown_index_is_ignored():
+    sug = Suggester(spec())
+    sug.tell(5, Outcome(value=1.0))
+    assert states(sug) == []
+    sequence(sug, 1)
+    assert states(sug) == [(0, TrialState.RUNNING, None)]
+
+
+def test_study_direction_follows_the_objective():
+    assert Suggester(spec(objective="minimize")).study.direction.name == "MINIMIZE"
+    assert Suggester(spec(objective="maximize")).study.direction.name == "MAXIMIZE"

@@ -1,0 +1,306 @@
+"""What the client returns: dataclasses built from Experiment and Trial objects (pure functions).
+
+`to_dict()` gives each in the camelCase shape `-o json|yaml` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .query import format_time, parse_kube_time
+
+# The operator's labels and annotations (hpo_operator.planner defines them; repeated here so the
+# CLI does not import the planner and Optuna with it: a unit test checks they agree).
+L_EXPERIMENT = "hpo.dev/experiment"
+L_CONFIG = "hpo.dev/config"
+L_ATTEMPT = "hpo.dev/attempt"
+L_LAUNCH = "hpo.dev/launch-reason"
+A_RESTART = "hpo.dev/restart"
+# The client's own.
+A_CREATOR = "hpo.dev/creator"
+A_ORIGINAL = "hpo.dev/original"
+L_BOOKMARKED = "hpo.dev/bookmarked"
+# Labels every trial carries that say nothing about it in particular.
+BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
+
+__all__ = ["A_CREATOR", "A_ORIGINAL", "A_RESTART", "L_ATTEMPT", "L_BOOKMARKED", "L_CONFIG", "L_EXPERIMENT",
+           "L_LAUNCH", "ExperimentSummary", "ExperimentDetail", "TrialSummary", "MetricPoint",
+           "RestartResult", "experiment_summary", "experiment_detail", "trial_summary", "metric_points"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def _dict(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return _iso(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return {_camel(k): _dict(getattr(obj, k)) for k in obj.__dataclass_fields__}
+    if isinstance(obj, dict):
+        return {k: _dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_dict(v) for v in obj]
+    return obj
+
+
+class _Dictable:
+    def to_dict(self) -> dict:
+        return _dict(self)
+
+
+@dataclass
+class ExperimentSummary(_Dictable):
+    """One row of ListHpoExperiments."""
+
+    name: str
+    namespace: str
+    phase: str
+    reason: str | None
+    creator: str | None
+    created: datetime | None
+    labels: dict[str, str]
+    bookmarked: bool
+    original: str | None
+    suspend: bool
+    warm_start_from: str | None
+    max_trial_count: int | None
+    parallel_trial_count: int | None
+    configurations: int
+    trials: int
+    trial_status: dict[str, int]   # PAI's TrialStatus: trials per phase
+    objective: str | None           # "minimize loss"
+    best_trial: str | None
+    best_value: float | None
+    started: datetime | None
+    completed: datetime | None
+
+
+@dataclass
+class MetricPoint(_Dictable):
+    trial: str
+    name: str
+    value: float
+    step: int | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass
+class TrialSummary(_Dictable):
+    """One run of PAI's ListRuns."""
+
+    name: str
+    namespace: str
+    experiment: str
+    phase: str
+    reason: str | None
+    message: str | None
+    attempt: int
+    retry_of: str | None
+    retried_by: str | None
+    launch_reason: str | None
+    config: str | None
+    parameters: dict[str, str]
+    objective_value: float | None
+    metrics: dict[str, float]
+    labels: dict[str, str]
+    created: datetime | None
+    started: datetime | None
+    completed: datetime | None
+    pod_name: str | None
+    adopted: bool
+    restart_condition: dict | None = None
+    metric_history: list[MetricPoint] | None = None
+
+
+@dataclass
+class PhaseChange(_Dictable):
+    phase: str
+    reason: str | None
+    time: datetime | None
+
+
+@dataclass
+class ConditionView(_Dictable):
+    type: str
+    status: str
+    reason: str | None
+    message: str | None
+    last_transition_time: datetime | None
+
+
+@dataclass
+class ExperimentDetail(_Dictable):
+    """describe: the summary, the spec in short, conditions, status history, best trial, trials."""
+
+    summary: ExperimentSummary
+    spec: dict[str, Any]
+    conditions: list[ConditionView]
+    status_history: list[PhaseChange]
+    best: dict[str, Any] | None
+    trials: list[TrialSummary] = field(default_factory=list)
+
+
+@dataclass
+class RestartResult(_Dictable):
+    """RestartHpoTrials' answer for one trial (or one requested configuration)."""
+
+    trial: str
+    outcome: str          # Accepted, Refused, Pending (no answer yet), NotFound
+    reason: str
+    message: str
+    decided_by: str       # client (refused before asking) or operator
+    new_trial: str | None = None
+
+
+def _meta(obj: dict) -> dict:
+    return obj.get("metadata") or {}
+
+
+def experiment_phase(obj: dict) -> str:
+    return ((obj.get("status") or {}).get("phase")) or "Created"
+
+
+def experiment_summary(obj: dict) -> ExperimentSummary:
+    meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
+    labels = dict(meta.get("labels") or {})
+    annotations = meta.get("annotations") or {}
+    history = status.get("statusHistory") or []
+    reason = history[-1].get("reason") if history else None
+    if reason is None:
+        for cond in status.get("conditions") or []:
+            if cond.get("status") == "True" and cond.get("type") == status.get("phase"):
+                reason = cond.get("reason")
+    counts = {
+        "Pending": status.get("trialsPending") or 0, "Running": status.get("trialsRunning") or 0,
+        "Succeeded": status.get("trialsSucceeded") or 0, "Failed": status.get("trialsFailed") or 0,
+        "Killed": status.get("trialsKilled") or 0, "EarlyStopped": status.get("trialsEarlyStopped") or 0,
+        "Retried": status.get("trialsRetried") or 0,
+    }
+    objective = spec.get("objective") or {}
+    best = status.get("currentOptimalTrial") or {}
+    return ExperimentSummary(
+        name=meta.get("name", ""), namespace=meta.get("namespace", ""), phase=experiment_phase(obj),
+        reason=reason, creator=annotations.get(A_CREATOR), created=parse_kube_time(meta.get("creationTimestamp")),
+        labels=labels, bookmarked=labels.get(L_BOOKMARKED) == "true", original=annotations.get(A_ORIGINAL),
+        suspend=bool(spec.get("suspend")), warm_start_from=spec.get("warmStartFrom"),
+        max_trial_count=spec.get("maxTrialCount"), parallel_trial_count=spec.get("parallelTrialCount"),
+        configurations=status.get("configurations") or 0, trials=status.get("trials") or 0,
+        trial_status=counts,
+        objective=f"{objective.get('type', '')} {objective.get('metricName', '')}".strip() or None,
+        best_trial=best.get("trialName"), best_value=best.get("objectiveValue"),
+        started=parse_kube_time(status.get("startTime")), completed=parse_kube_time(status.get("completionTime")))
+
+
+def _values(items: list[dict] | None) -> dict[str, Any]:
+    return {p.get("name"): p.get("value") for p in items or []}
+
+
+def metric_points(trial: dict) -> list[MetricPoint]:
+    """A trial's metric history (values with a step) and its final values, oldest first."""
+    name = _meta(trial).get("name", "")
+    status = trial.get("status") or {}
+    points = [MetricPoint(name, m["name"], m["value"], m.get("step"), parse_kube_time(m.get("timestamp")))
+              for m in status.get("metricHistory") or [] if "name" in m and "value" in m]
+    seen = {(p.name, p.step, p.value) for p in points}
+    for m in status.get("metrics") or []:
+        if "name" in m and "value" in m and (m["name"], m.get("step"), m["value"]) not in seen:
+            points.append(MetricPoint(name, m["name"], m["value"], m.get("step"),
+                                      parse_kube_time(m.get("timestamp"))))
+    return points
+
+
+def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
+    meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
+    labels = dict(meta.get("labels") or {})
+    owners = meta.get("ownerReferences") or []
+    restart = next((c for c in status.get("conditions") or [] if c.get("type") == "RestartAccepted"), None)
+    return TrialSummary(
+        name=meta.get("name", ""), namespace=meta.get("namespace", ""),
+        experiment=spec.get("experimentName", ""), phase=status.get("phase") or "Pending",
+        reason=status.get("reason"), message=status.get("message") or None,
+        attempt=int(spec.get("attempt") or 1), retry_of=spec.get("retryOf"), retried_by=status.get("retriedBy"),
+        launch_reason=labels.get(L_LAUNCH), config=labels.get(L_CONFIG),
+        parameters={k: str(v) for k, v in _values(spec.get("parameters")).items()},
+        objective_value=status.get("objectiveValue"), metrics=_values(status.get("metrics")),
+        labels={k: v for k, v in labels.items() if k not in BORING_LABELS},
+        created=parse_kube_time(meta.get("creationTimestamp")),
+        started=parse_kube_time(status.get("startTime")), completed=parse_kube_time(status.get("completionTime")),
+        pod_name=status.get("podName"),
+        adopted=any(o.get("kind") == "Experiment" and o.get("controller") for o in owners),
+        restart_condition=dict(restart) if restart else None,
+        metric_history=metric_points(obj) if history else None)
+
+
+def spec_summary(spec: dict) -> dict[str, Any]:
+    """The spec in the words describe prints."""
+    objective = spec.get("objective") or {}
+    algorithm = spec.get("algorithm") or {}
+    retry = spec.get("retryPolicy") or {}
+    params = []
+    for p in spec.get("parameters") or []:
+        if p.get("type") in ("int", "double"):
+            extra = [f"step {p['step']:g}"] if p.get("step") else []
+            extra += ["log"] if p.get("log") else []
+            text = f"{p.get('type')} [{p.get('min'):g}, {p.get('max'):g}]" + (f" ({', '.join(extra)})" if extra else "")
+        else:
+            text = f"{p.get('type')} {{{', '.join(p.get('values') or [])}}}"
+        params.append({"name": p.get("name"), "range": text})
+    goal = objective.get("goal")
+    result = {
+        "objective": f"{objective.get('type')} {objective.get('metricName')}" + (f" (goal {goal:g})" if goal is not None else ""),
+        "additionalMetrics": list(objective.get("additionalMetricNames") or []),
+        "algorithm": algorithm.get("name") or "random",
+        "seed": algorithm.get("seed"),
+        "parameters": params,
+        "maxTrialCount": spec.get("maxTrialCount"),
+        "parallelTrialCount": spec.get("parallelTrialCount", 1),
+        "maxFailedTrialCount": spec.get("maxFailedTrialCount"),
+        "retryPolicy": {"maxRetries": retry.get("maxRetries", 2),
+                        "retryOn": retry.get("retryOn", ["Infrastructure", "OOMKilled"])},
+        "maxTrialDurationSeconds": spec.get("maxTrialDurationSeconds"),
+        "suspend": bool(spec.get("suspend")),
+        "warmStartFrom": spec.get("warmStartFrom"),
+        "earlyStopping": (spec.get("earlyStopping") or {}).get("algorithm"),
+    }
+    return {k: v for k, v in result.items() if v not in (None, [])}
+
+
+def experiment_detail(obj: dict, trials: list[dict]) -> ExperimentDetail:
+    status = obj.get("status") or {}
+    conditions = [ConditionView(c.get("type", ""), c.get("status", ""), c.get("reason"), c.get("message") or None,
+                                parse_kube_time(c.get("lastTransitionTime")))
+                  for c in status.get("conditions") or []]
+    history = [PhaseChange(h.get("phase", ""), h.get("reason"), parse_kube_time(h.get("time")))
+               for h in status.get("statusHistory") or []]
+    best = status.get("currentOptimalTrial")
+    if best:
+        best = {"trialName": best.get("trialName"), "objectiveValue": best.get("objectiveValue"),
+                "parameters": {k: str(v) for k, v in _values(best.get("parameters")).items()},
+                "metrics": _values(best.get("metrics"))}
+    return ExperimentDetail(summary=experiment_summary(obj), spec=spec_summary(obj.get("spec") or {}),
+                            conditions=conditions, status_history=history, best=best or None,
+                            trials=[trial_summary(t) for t in trials])
+
+
+def format_params(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def format_number(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def format_when(value: datetime | None) -> str:
+    return format_time(value)

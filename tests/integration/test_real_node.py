@@ -1,0 +1,228 @@
+"""The operator with trial pods that really run: on the local cluster's real node (hack/real-node.sh,
+a kubelet with containerd), in the locally built image hpo.local/trial:1 (python3, numpy,
+scikit-learn). Skipped, with the reason, when no Ready node labelled hpo.dev/node=real exists.
+
+Start one with `make cluster-real` (or `hack/real-node.sh up` next to a running control
+plane); `.ci/run` tries to.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, watch
+
+from tests.kube import wait_until
+from tests.integration.test_operator import GROUP, VERSION, Cluster
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "real-sklearn.yaml"
+
+pytestmark = pytest.mark.realnode
+
+
+@pytest.fixture(scope="session")
+def real_node(api, kubeconfig) -> str:
+    nodes = client.CoreV1Api(api).list_node(label_selector="hpo.dev/node=real").items
+    ready = [n.metadata.name for n in nodes
+             if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+    if not ready:
+        reason_file = Path(kubeconfig).parent / "real-node-unavailable"
+        why = reason_file.read_text().strip() if reason_file.exists() else (
+            "none was started: run `make cluster-real` or `hack/real-node.sh up`")
+        pytest.skip(f"no Ready node labelled hpo.dev/node=real: {why}")
+    return ready[0]
+
+
+@pytest.fixture(scope="session")
+def containerd(kubeconfig, real_node):
+    """`ctr` against the real node's containerd (namespace k8s.io), or None when the node is not
+    this checkout's (HPO_KUBECONFIG elsewhere) or ctr is missing."""
+    sock = Path(kubeconfig).parent / "real-node" / "containerd.sock"
+    binary = shutil.which("ctr")
+    if not binary or not sock.exists():
+        return None
+
+    def ctr(*args: str) -> str:
+        return subprocess.run([binary, "--address", str(sock), "--namespace", "k8s.io", *args],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+    return ctr
+
+
+def real_experiment(name: str, *, parameters: list[dict], command: list[str] | None = None,
+                    args: list[str] | None = None, memory: str = "256Mi", **spec: object) -> dict:
+    """The example's experiment (its pod template: real node, local image, stdout metrics),
+    renamed, with the given search space, and optionally another program."""
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"] = {"name": name}
+    body["spec"].update({"parameters": parameters, "parallelTrialCount": 1, "maxTrialCount": 1, **spec})
+    container = body["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"requests": {"cpu": "250m", "memory": memory},
+                              "limits": {"cpu": "1", "memory": memory}}
+    if command is not None:
+        container["command"] = command
+        container["args"] = args or []
+    return body
+
+
+class PodRecorder:
+    """Keeps the last state seen of every pod of a namespace, deleted ones included."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.pods: dict[str, client.V1Pod] = {}
+        self.watch = watch.Watch()
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self) -> None:
+        try:
+            for event in self.watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=600):
+                self.pods[event["object"].metadata.name] = event["object"]
+        except Exception:  # the stream ends abruptly when stop() closes it
+            pass
+
+    def last(self, name: str) -> client.V1Pod:
+        """The pod's last state once its container has terminated."""
+        return wait_until(lambda: (p := self.pods.get(name)) and p.status.container_statuses
+                          and p.status.container_statuses[0].state.terminated and p,
+                          timeout=30, what=f"pod {name} to terminate")
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+
+@pytest.fixture
+def recorder(api, namespace):
+    rec = PodRecorder(api, namespace)
+    yield rec
+    rec.stop()
+
+
+def metric(trial: dict, name: str) -> float:
+    return next(m["value"] for m in trial["status"]["metrics"] if m["name"] == name)
+
+
+def terminated(pod: client.V1Pod) -> client.V1ContainerStateTerminated:
+    return pod.status.container_statuses[0].state.terminated
+
+
+def test_metrics_are_read_from_a_real_pods_log(api, namespace, operator, real_node, recorder):
+    cluster = Cluster(api, namespace)
+    cluster.create(real_experiment("digits", parameters=[
+        {"name": "features", "type": "discrete", "values": ["1000"]},
+        {"name": "gamma", "type": "double", "min": 0.02, "max": 0.05},
+        {"name": "alpha", "type": "double", "min": 0.0001, "max": 0.0002},
+    ]))
+    experiment = cluster.wait_finished("digits", timeout=240)
+    assert experiment["status"]["phase"] == "Succeeded"
+
+    trial = cluster.get("digits-0000", "trials")
+    assert trial["status"]["phase"] == "Succeeded"
+    pod = recorder.last("digits-0000")
+    assert pod.spec.node_name == real_node
+    assert pod.status.container_statuses[0].container_id.startswith("containerd://")
+    assert terminated(pod).exit_code == 0
+
+    # The metrics can only come from the program's stdout (StdoutLog), read through the API server
+    # from the kubelet: one value per epoch, and a real model's accuracy.
+    assert 0.8 < metric(trial, "accuracy") <= 1
+    assert metric(trial, "loss") > 0
+    steps = sorted(m["step"] for m in trial["status"]["metricHistory"] if m["name"] == "accuracy")
+    assert steps == list(range(1, 9))
+    assert experiment["status"]["currentOptimalTrial"]["trialName"] == "digits-0000"
+
+
+def test_a_really_oom_killed_trial_is_retried(api, namespace, operator, real_node, recorder):
+    # Attempt 1 touches 300 MiB under a 96Mi limit and the kernel kills it; the retry (attempt 2)
+    # touches 8 MiB and succeeds: recovery, with nothing simulated.
+    program = ("import sys\n"
+               "attempt = int(sys.argv[1])\n"
+               "size = (300 if attempt == 1 else 8) * 2**20\n"
+               "block = b'x' * size\n"
+               "print(f'attempt {attempt} held {len(block) >> 20} MiB')\n"
+               "print('accuracy=0.5 loss=1.0')\n")
+    cluster = Cluster(api, namespace)
+    cluster.create(real_experiment(
+        "oom", parameters=[{"name": "x", "type": "discrete", "values": ["1"]}],
+        command=["python3", "-c", program], args=["${trial.attempt}"], memory="96Mi",
+        retryPolicy={"maxRetries": 2, "retryOn": ["OOMKilled"], "backoffSeconds": 1}))
+    experiment = cluster.wait_finished("oom", timeout=240)
+
+    first = cluster.get("oom-0000", "trials")
+    assert first["status"]["phase"] == "Failed"
+    assert first["status"]["failureClass"] == "OOMKilled"
+    assert first["status"]["retriedBy"] == "oom-0000-a2"
+    pod = recorder.last("oom-0000")
+    assert pod.spec.node_name == real_node
+    assert terminated(pod).reason == "OOMKilled"
+    assert terminated(pod).exit_code == 137
+
+    retry = cluster.get("oom-0000-a2", "trials")
+    assert retry["spec"]["attempt"] == 2
+    assert retry["status"]["phase"] == "Succeeded"
+    assert metric(retry, "accuracy") == 0.5
+    assert terminated(recorder.last("oom-0000-a2")).exit_code == 0
+    assert experiment["status"]["phase"] == "Succeeded"
+    assert experiment["status"]["trialsRetried"] >= 1
+
+
+def test_deleting_an_experiment_removes_its_real_containers(api, namespace, operator, real_node,
+                                                            containerd, kubectl):
+    cluster = Cluster(api, namespace)
+    cluster.create(real_experiment(
+        "doomed", parameters=[{"name": "x", "type": "int", "min": 1, "max": 100}],
+        command=["python3", "-c", "import time; print('training', flush=True); time.sleep(600)"],
+        parallelTrialCount=2, maxTrialCount=3, memory="64Mi"))
+
+    def running() -> list[client.V1Pod]:
+        return [p for p in cluster.pods().values()
+                if p.status.phase == "Running" and p.status.container_statuses
+                and p.status.container_statuses[0].state.running]
+    pods = wait_until(lambda: len(running()) == 2 and running(), timeout=120, what="two running trial pods")
+    assert {p.spec.node_name for p in pods} == {real_node}
+    ids = {p.status.container_statuses[0].container_id.removeprefix("containerd://") for p in pods}
+    # kubectl logs: the API server reads them from the kubelet (at the node's InternalIP).
+    for pod in pods:
+        wait_until(lambda: "training" in kubectl.run("logs", "-n", namespace, pod.metadata.name).stdout,
+                   timeout=30, what=f"the log of {pod.metadata.name}")
+
+    def containers_of_namespace() -> set[str]:
+        out = containerd("containers", "ls", "-q", f'labels."io.kubernetes.pod.namespace"=={namespace}')
+        return set(out.split())
+    if containerd:
+        tasks = set(containerd("tasks", "ls", "-q").split())
+        assert ids <= tasks, "the trial containers should be running in containerd"
+        assert ids <= containers_of_namespace()
+
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "doomed")
+    wait_until(lambda: not cluster.trials() and not cluster.pods(), timeout=120,
+               what="the trials and pods to be deleted")
+    if containerd:
+        # The kubelet stops the containers at once and removes them (and their sandboxes) at its
+        # next garbage collection, within about a minute.
+        wait_until(lambda: not ids & set(containerd("tasks", "ls", "-q").split()), timeout=60,
+                   what="the trial containers to stop")
+        wait_until(lambda: not containers_of_namespace(), timeout=150, interval=2,
+                   what="containerd to hold no container of the namespace")
+
+
+def test_finished_trial_pods_are_kept(api, namespace, operator, real_node, kubectl, recorder):
+    cluster = Cluster(api, namespace)
+    cluster.create(real_experiment(
+        "kept", parameters=[{"name": "x", "type": "int", "min": 1, "max": 1000}],
+        command=["python3", "-c", "import time; time.sleep(1); print('accuracy=0.5 loss=1.0')"],
+        parallelTrialCount=2, maxTrialCount=4, memory="64Mi"))
+    assert cluster.wait_finished("kept", timeout=180)["status"]["phase"] == "Succeeded"
+    time.sleep(5)  # a few reconciles of the finished experiment
+    names = sorted(cluster.trials())
+    assert len(names) == 4
+    deleted = [n for n in names if n not in recorder.pods or recorder.pods[n].metadata.deletion_timestamp]
+    assert not deleted, f"podRetention Keep, yet these trial pods were deleted: {deleted}"
+    assert "accuracy=0.5" in kubectl.run("logs", "-n", namespace, names[0]).stdout

@@ -31,7 +31,7 @@ from . import metrics as metricslib
 from .conditions import get_condition, now_iso, set_condition
 from .models import (API_VERSION, METRIC_HISTORY_LIMIT, PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT,
                      TERMINAL_PHASES, ExperimentSpec)
-from .podstate import observe, parse_time
+from .podstate import observe, parse_time, stranded
 from .space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .suggest import Outcome
 
@@ -272,7 +272,9 @@ class _Planner:
         return bool(containers) and all((c.get("state") or {}).get("terminated") for c in containers)
 
     def observe_pod(self, t: TrialView, pod: dict) -> None:
-        obs = observe(pod, self.spec.trial_template.primary_container_name)
+        obs = observe(pod, self.spec.trial_template.primary_container_name, self.now)
+        if obs.recheck_in is not None:
+            self.plan.requeue(obs.recheck_in)
         common = dict(podName=t.name, exitCode=obs.exit_code)
         if obs.start_time:
             common["startTime"] = obs.start_time
@@ -549,9 +551,11 @@ class _Planner:
 
     def launch(self, suggestion_count: int, configurations: int, suggestions: bool = True) -> tuple[int, int, bool]:
         """Starts pods for queued trials, then for new suggestions, within parallelTrialCount."""
-        # Every unfinished pod counts, also one still shutting down after its trial was stopped.
+        # Every unfinished pod counts, also one still shutting down after its trial was stopped,
+        # but not one stranded on a lost node: it would hold its slot forever.
         busy = {name for name, pod in self.pods.items()
-                if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")}
+                if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                and not stranded(pod, self.now)}
         busy |= {t.name for t in self.active() if self.has_pod.get(t.name)}
         slots = self.spec.parallel_trial_count - len(busy)
         for t in self.active():

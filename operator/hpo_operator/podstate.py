@@ -1,7 +1,9 @@
 """What a trial's pod says about the trial: phase, reason, exit code, failure class.
 
 Failure classes decide recovery (see models.RetryPolicy):
-- Infrastructure: the pod was stopped from outside (evicted, preempted, node lost, shut down);
+- Infrastructure: the pod was stopped from outside (evicted, preempted, node lost, shut down),
+  including a pod left terminating past its grace period: no kubelet is there to finish it, so
+  it would otherwise hold its trial slot forever;
 - OOMKilled: the container exceeded its memory limit;
 - Error: the program exited non-zero on its own;
 - Startup: the container never started (image or config problems, unschedulable) - not retried;
@@ -25,6 +27,9 @@ FATAL_WAITING_REASONS = frozenset({
 })
 # Waiting reasons that may heal (a registry comes back): fail after startupTimeoutSeconds.
 SLOW_WAITING_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "ContainerCreating", "PodInitializing"})
+# How long past its deletion deadline a pod may still look alive before its node counts as lost;
+# a live kubelet reports the containers' end within seconds of the deadline.
+STRANDED_AFTER_SECONDS = 15.0
 
 
 @dataclass
@@ -39,6 +44,7 @@ class PodObservation:
     finish_time: str | None = None
     stuck_since: str | None = None  # when a not-yet-started pod's trouble began (for timeouts)
     fatal: bool = False  # a Pending pod that can never start
+    recheck_in: float | None = None  # seconds until this observation may change without a pod event
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -59,7 +65,7 @@ def _primary(statuses: list[dict], name: str | None) -> dict | None:
     return statuses[0]
 
 
-def observe(pod: dict, primary_container: str | None = None) -> PodObservation:
+def observe(pod: dict, primary_container: str | None = None, now: datetime | None = None) -> PodObservation:
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     container = _primary(status.get("containerStatuses") or [], primary_container)
@@ -102,9 +108,42 @@ def observe(pod: dict, primary_container: str | None = None) -> PodObservation:
         cls = "Infrastructure" if _disrupted(status) else "Error"
         return PodObservation("Failed", "PodFailed", status.get("message", "the pod failed"), cls)
 
+    late = seconds_past_deletion(pod, now)
+    recheck = None
+    if late is not None:
+        if late >= STRANDED_AFTER_SECONDS:
+            why = _disruption(status)
+            node = pod.get("spec", {}).get("nodeName") or "its node"
+            message = (f"the pod was deleted{f' ({why})' if why else ''} but {node} never finished it "
+                       f"({int(late)}s past its grace period): the node is lost")
+            return PodObservation("Failed", "NodeLost", message, "Infrastructure", start_time=status.get("startTime"))
+        recheck = STRANDED_AFTER_SECONDS - late
+
+    obs = _not_finished(phase, status, waiting, created)
+    obs.recheck_in = recheck
+    return obs
+
+
+def seconds_past_deletion(pod: dict, now: datetime | None) -> float | None:
+    """How long ago a pod on a node should have finished terminating (negative: not yet due);
+    None when it is not being deleted, has no node, or there is no clock to judge by."""
+    deadline = parse_time(pod.get("metadata", {}).get("deletionTimestamp"))
+    placed = (pod.get("status") or {}).get("startTime") or pod.get("spec", {}).get("nodeName")
+    if deadline is None or now is None or not placed:
+        return None
+    return (now - deadline).total_seconds()
+
+
+def stranded(pod: dict, now: datetime) -> bool:
+    """A pod whose deletion no kubelet will ever finish: it no longer takes a trial slot."""
+    late = seconds_past_deletion(pod, now)
+    phase = (pod.get("status") or {}).get("phase")
+    return late is not None and late >= STRANDED_AFTER_SECONDS and phase not in ("Succeeded", "Failed")
+
+
+def _not_finished(phase: str, status: dict, waiting: dict | None, created: str | None) -> PodObservation:
     if phase == "Running":
         return PodObservation("Running", "Running", start_time=status.get("startTime"))
-
     if waiting and waiting.get("reason") in FATAL_WAITING_REASONS | SLOW_WAITING_REASONS:
         reason = waiting["reason"]
         return PodObservation("Pending", reason, waiting.get("message", ""), "Startup",
@@ -117,8 +156,15 @@ def observe(pod: dict, primary_container: str | None = None) -> PodObservation:
 
 
 def _disrupted(status: dict) -> bool:
-    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
-               for c in status.get("conditions") or [])
+    return _disruption(status) is not None
+
+
+def _disruption(status: dict) -> str | None:
+    """The reason of a DisruptionTarget condition (e.g. DeletionByTaintManager), if there is one."""
+    for c in status.get("conditions") or []:
+        if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
+            return c.get("reason") or "DisruptionTarget"
+    return None
 
 
 def _exit_message(code: int | None, reason: str) -> str:

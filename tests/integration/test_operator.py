@@ -407,3 +407,56 @@ def test_a_pod_the_api_server_refuses_fails_its_trial_and_the_rest_go_on(api, na
     assert trials["ok"]["status"]["phase"] == "Succeeded"
     assert exp["status"]["phase"] == "Succeeded" and exp["status"]["failedConfigurations"] == 1
     assert cluster.events("PodCreateFailed")
+
+
+def node(name: str, labels: dict[str, str], kwok: bool) -> client.V1Node:
+    annotations = {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"} if kwok else {}
+    return client.V1Node(metadata=client.V1ObjectMeta(
+        name=name, annotations=annotations, labels={"kubernetes.io/hostname": name, **labels}))
+
+
+def test_a_trial_on_a_lost_node_is_retried_elsewhere(api, namespace, operator, kwok_nodes):
+    """A node with no kubelet behind it (as after a crash): the taint manager deletes the trial's pod
+    but nobody finishes the deletion, so the pod stays Terminating. The trial must not hold its
+    slot forever: it fails as NodeLost and its retry runs on a healthy node."""
+    cluster = Cluster(api, namespace)
+    pool = {"hpo-test/pool": namespace}
+    lost, healthy = f"{namespace}-lost", f"{namespace}-healthy"
+    cluster.core.create_node(node(lost, pool, kwok=False))
+    try:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        resources = {"cpu": "8", "memory": "16Gi", "pods": "110"}
+        cluster.core.patch_node_status(lost, {"status": {"capacity": resources, "allocatable": resources,
+                                                         "conditions": [{"type": "Ready", "status": "True",
+                                                                         "reason": "KubeletReady", "message": "",
+                                                                         "lastHeartbeatTime": now,
+                                                                         "lastTransitionTime": now}]}})
+        body = experiment("lost", [{"name": "x", "type": "int", "min": 0, "max": 9}],
+                          annotations={"sim.hpo.dev/message": '{"loss": 1}'}, max_trials=1)
+        pod_spec = body["spec"]["trialTemplate"]["template"]["spec"]
+        pod_spec.update(nodeSelector=pool, terminationGracePeriodSeconds=1)
+        cluster.create(body)
+        first = wait_until(lambda: (p := cluster.pods().get("lost-0000")) and p.spec.node_name and p,
+                           timeout=60, what="the first trial's pod to be scheduled")
+        assert first.spec.node_name == lost
+        cluster.core.patch_node(lost, {"spec": {"taints": [{"key": "hpo-test/gone", "value": "true",
+                                                            "effect": "NoExecute"}]}})
+        cluster.core.create_node(node(healthy, pool, kwok=True))
+
+        failed = cluster.wait_trial("lost-0000", ("Failed",), timeout=90)["status"]
+        assert (failed["reason"], failed["failureClass"]) == ("NodeLost", "Infrastructure")
+        assert lost in failed["message"] and "DeletionByTaintManager" in failed["message"]
+        assert cluster.pods()["lost-0000"].metadata.deletion_timestamp is not None  # still stranded
+        exp = cluster.wait_finished("lost", timeout=120)
+        assert exp["status"]["phase"] == "Succeeded"
+        retry = cluster.get("lost-0000-a2", "trials")
+        assert retry["status"]["phase"] == "Succeeded"
+        assert cluster.core.read_namespaced_pod("lost-0000-a2", namespace).spec.node_name == healthy
+    finally:
+        for p in cluster.core.list_namespaced_pod(namespace, field_selector=f"spec.nodeName={lost}").items:
+            cluster.core.delete_namespaced_pod(p.metadata.name, namespace, grace_period_seconds=0)
+        for name in (lost, healthy):
+            try:
+                cluster.core.delete_node(name)
+            except client.ApiException:
+                pass

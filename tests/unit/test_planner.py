@@ -467,6 +467,41 @@ def test_oom_killed_trial_is_retried_after_the_backoff():
     assert plan.experiment_status["failedConfigurations"] == 0
 
 
+def test_a_trial_whose_node_is_lost_is_retried_and_frees_its_slot():
+    stranded = pod_running("exp-0000")
+    stranded["metadata"]["deletionTimestamp"] = ago(60)
+    stranded["spec"]["nodeName"] = "node-a"
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=3), [suggested(0, "Running")], {"exp-0000": stranded})
+    st = plan.trial_status["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "NodeLost", "Infrastructure")
+    assert st["retriedBy"] == "exp-0000-a2"
+    assert "exp-0000" not in plan.delete_pods  # already being deleted
+
+
+def test_a_stranded_pod_does_not_hold_a_slot_but_one_shutting_down_does():
+    def plan_with(deleted_ago: float):
+        old_pod = pod_running("exp-0000")
+        old_pod["metadata"]["deletionTimestamp"] = ago(deleted_ago)
+        old_pod["spec"]["nodeName"] = "node-a"
+        trials = [failed(0, "Infrastructure", retriedBy="exp-0000-a2"),
+                  suggested(0, "Pending", attempt=2, reason="Backoff")]
+        return run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials, {"exp-0000": old_pod})
+
+    assert plan_with(60).start_pods == ["exp-0000-a2"]
+    assert plan_with(-20).start_pods == []
+
+
+def test_a_trial_whose_pod_is_still_within_its_grace_period_is_rechecked_then():
+    terminating = pod_running("exp-0000")
+    terminating["metadata"]["deletionTimestamp"] = ago(-10)
+    terminating["spec"]["nodeName"] = "node-a"
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=3), [suggested(0, "Running")],
+               {"exp-0000": terminating})
+    assert plan.trial_status.get("exp-0000", {}).get("phase", "Running") == "Running"
+    assert plan.create_trials == [] and plan.start_pods == []
+    assert plan.requeue_after == pytest.approx(25)
+
+
 def test_a_retry_starts_once_its_backoff_has_passed():
     retry = suggested(0, "Pending", attempt=2, reason="Backoff",
                       annotations={A_NOT_BEFORE: iso(NOW + timedelta(seconds=3))})

@@ -285,3 +285,56 @@ def test_parse_time():
     assert parse_time(datetime(2024, 5, 1)) == datetime(2024, 5, 1, tzinfo=timezone.utc)
     aware = datetime(2024, 5, 1, tzinfo=timezone.utc)
     assert parse_time(aware) is aware
+
+
+# --- pods whose node is gone ------------------------------------------------------------------
+
+
+def deleting(p, deadline, node="node-a", disruption=None):
+    p["metadata"]["deletionTimestamp"] = deadline
+    p["spec"]["nodeName"] = node
+    if disruption:
+        p["status"]["conditions"].append(condition("DisruptionTarget", "True", disruption))
+    return p
+
+
+NOW = parse_time("2024-05-01T10:05:00Z")
+
+
+def test_a_pod_left_terminating_past_its_grace_period_has_lost_its_node():
+    p = deleting(pod("Running", [running()]), "2024-05-01T10:04:40Z", disruption="DeletionByTaintManager")
+    obs = observe(p, now=NOW)
+    assert (obs.phase, obs.reason, obs.failure_class) == ("Failed", "NodeLost", "Infrastructure")
+    assert "DeletionByTaintManager" in obs.message and "node-a" in obs.message
+    assert obs.start_time == STARTED
+
+
+def test_a_pod_within_its_grace_period_is_still_running_and_rechecked_later():
+    p = deleting(pod("Running", [running()]), "2024-05-01T10:04:55Z")
+    obs = observe(p, now=NOW)
+    assert obs.phase == "Running"
+    assert obs.recheck_in == pytest.approx(10)
+
+
+def test_a_stranded_pod_that_never_started_has_lost_its_node_too():
+    p = deleting(pod("Pending", [waiting("ContainerCreating")], start=None), "2024-05-01T10:00:30Z")
+    obs = observe(p, now=NOW)
+    assert (obs.phase, obs.reason, obs.failure_class) == ("Failed", "NodeLost", "Infrastructure")
+
+
+def test_a_terminated_container_wins_over_a_late_deletion():
+    # The kubelet finished the pod: its real outcome is recorded, not a lost node.
+    p = deleting(pod("Failed", [terminated(exit_code=137, reason="OOMKilled")]), "2024-05-01T10:00:30Z")
+    assert observe(p, now=NOW).reason == "OOMKilled"
+
+
+def test_without_a_clock_deletion_is_not_judged():
+    p = deleting(pod("Running", [running()]), "2024-05-01T10:00:30Z")
+    obs = observe(p)
+    assert obs.phase == "Running" and obs.recheck_in is None
+
+
+def test_an_unscheduled_pod_being_deleted_is_not_a_lost_node():
+    p = pod("Pending", [], start=None)
+    p["metadata"]["deletionTimestamp"] = "2024-05-01T10:00:30Z"
+    assert observe(p, now=NOW).phase == "Pending"

@@ -230,6 +230,7 @@ class Suggester:
                                          pruner=make_pruner(spec))
         self.grid_size = grid_size(spec)
         self._asked: dict[int, optuna.Trial] = {}
+        self._keys: dict[int, tuple] = {}  # each asked index's configuration
         self._told: set[int] = set()
         self._recorded: dict[int, Recorded] = {}
         self._recorded_count = 0
@@ -248,7 +249,9 @@ class Suggester:
         # Suggestion i is the i-th ask (warm-start trials come before it in Optuna's numbering).
         index = len(self._asked)
         self._asked[index] = self.study.ask(self.distributions)
-        return self.values(index)
+        values = self.values(index)
+        self._keys[index] = tuple(sorted(values.items()))
+        return values
 
     def _adopt(self, index: int, values: Mapping[str, str]) -> None:
         if self.spec.algorithm.name == "grid":
@@ -260,6 +263,7 @@ class Suggester:
         self.study.tell(self._asked[index], state=TrialState.FAIL, skip_if_finished=True)
         self.study.enqueue_trial(fixed)
         self._asked[index] = self.study.ask(self.distributions)
+        self._keys[index] = tuple(sorted(self.values(index).items()))
 
     def warm_start(self, finished: list[tuple[Mapping[str, str], float]]) -> int:
         """Teaches the sampler finished configurations of another experiment (values, objective);
@@ -368,6 +372,12 @@ class Suggester:
             # study.optimize(); the result is recorded before that, and stopping is ours to decide.
             if "Study.stop" not in str(e):
                 raise
+        # Suggestions that repeated this configuration while it ran made no Trial of their own:
+        # they learn its result now, or they would stay RUNNING in the study for good (and
+        # constant-liar TPE would keep counting them as pending).
+        key = self._keys.get(index)
+        for other in [i for i, k in self._keys.items() if k == key and i not in self._told]:
+            self._tell(other, outcome)
 
     def should_stop(self, index: int, values: Mapping[int, float]) -> bool:
         """Reports a running trial's intermediate objective values (step -> value) and asks the

@@ -285,3 +285,49 @@ def test_tell_of_an_unknown_index_is_ignored():
 def test_study_direction_follows_the_objective():
     assert Suggester(spec(objective="minimize")).study.direction.name == "MINIMIZE"
     assert Suggester(spec(objective="maximize")).study.direction.name == "MAXIMIZE"
+
+
+# --- suggestions that repeat a running configuration ---------------------------------------------
+
+TINY = [{"name": "opt", "type": "categorical", "values": ["adam", "sgd"]}]
+
+
+def first_repeat(sug):
+    """Asks until a suggestion repeats an earlier one; returns (original index, repeat index)."""
+    seen: dict[tuple, int] = {}
+    for i in range(20):
+        key = tuple(sug.suggest(i).items())
+        if key in seen:
+            return seen[key], i
+        seen[key] = i
+    raise AssertionError("no repeat in 20 suggestions of a two-value space")
+
+
+def test_a_repeat_of_a_running_configuration_learns_its_result_when_it_finishes():
+    sug = Suggester(spec(params=TINY, seed=5))
+    original, repeat = first_repeat(sug)
+    assert sug._asked[repeat].number != sug._asked[original].number
+    sug.tell(original, Outcome(value=0.25))
+    frozen = {t.number: t for t in sug.study.trials}
+    for index in (original, repeat):
+        trial = frozen[sug._asked[index].number]
+        assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.25)
+    others = [i for i in range(sug.count) if i not in (original, repeat) and sug.values(i) != sug.values(original)]
+    assert all(frozen[sug._asked[i].number].state == TrialState.RUNNING for i in others)
+
+
+def test_a_rebuilt_suggester_tells_the_repeat_too():
+    live = Suggester(spec(params=TINY, seed=5))
+    original, repeat = first_repeat(live)
+    live.suggest(repeat + 1)  # a later suggestion made a Trial before the original finished
+    count = live.count
+    rebuilt = Suggester(spec(params=TINY, seed=5))
+    # Only suggestions that made a Trial are recorded; the repeat made none.
+    recorded = {i: Recorded(live.values(i), created=f"2024-05-01T10:00:{i:02d}Z")
+                for i in range(count) if i != repeat}
+    rebuilt.replay(recorded, count=count)
+    rebuilt.tell(original, Outcome(value=0.5, at="2024-05-01T10:01:00Z"))
+    assert rebuilt.suggest(repeat) == live.values(repeat)
+    frozen = {t.number: t for t in rebuilt.study.trials}
+    assert frozen[rebuilt._asked[repeat].number].state == TrialState.COMPLETE
+    assert frozen[rebuilt._asked[repeat].number].value == 0.5

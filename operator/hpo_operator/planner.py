@@ -43,6 +43,10 @@ L_LAUNCH = "hpo.dev/launch-reason"  # Suggestion, Retry, Restart, Resume, User
 L_TRIAL = "hpo.dev/trial"
 A_RESTART = "hpo.dev/restart"
 A_NOT_BEFORE = "hpo.dev/not-before"
+# On a re-run made for a restart request: the request's value, so that a request seen again (the
+# round that accepted it stopped before it could remove the annotation) is not run twice.
+A_RESTART_REQUEST = "hpo.dev/restart-request"
+REQUEST_KEY_LENGTH = 1024
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator"}
 
 FINISHED_PHASES = ("Succeeded", "Failed")
@@ -429,10 +433,12 @@ class _Planner:
 
     def new_trial(self, name: str, values: dict[str, str], attempt: int, launch: str, lineage: str,
                   retry_of: str | None = None, index: int | None = None, not_before: datetime | None = None,
-                  config: str | None = None) -> TrialView:
+                  config: str | None = None, annotations: dict[str, str] | None = None) -> TrialView:
         labels = {**MANAGED_BY, L_EXPERIMENT: self.exp.name, L_CONFIG: config or config_hash(values),
                   L_ATTEMPT: str(attempt), L_LINEAGE: lineage, L_LAUNCH: launch, L_TRIAL: name}
-        annotations = {A_NOT_BEFORE: now_iso(not_before)} if not_before else {}
+        annotations = dict(annotations or {})
+        if not_before:
+            annotations[A_NOT_BEFORE] = now_iso(not_before)
         spec: dict[str, Any] = {"experimentName": self.exp.name, "attempt": attempt,
                                 "parameters": [{"name": k, "value": v} for k, v in values.items()]}
         if retry_of:
@@ -453,11 +459,13 @@ class _Planner:
                                  message=f"retry after {now_iso(not_before)}" if reason == "Backoff" else "")
         return t
 
-    def rerun(self, t: TrialView, launch: str, not_before: datetime | None = None) -> TrialView:
+    def rerun(self, t: TrialView, launch: str, not_before: datetime | None = None,
+              annotations: dict[str, str] | None = None) -> TrialView:
         lineage = t.labels.get(L_LINEAGE) or t.name
         attempt = max(x.attempt for x in self.groups()[self.config_of(t)]) + 1
         new = self.new_trial(f"{lineage}-a{attempt}", t.values, attempt, launch, lineage, retry_of=t.name,
-                             index=t.suggestion_index, not_before=not_before, config=self.config_of(t))
+                             index=t.suggestion_index, not_before=not_before, config=self.config_of(t),
+                             annotations=annotations)
         self.status[t.name]["retriedBy"] = new.name
         return new
 
@@ -467,15 +475,26 @@ class _Planner:
                 continue
             # The condition's message quotes the request's value, so a client can tell which
             # request it answers.
-            request = t.annotations[A_RESTART][:64]
+            key = t.annotations[A_RESTART][:REQUEST_KEY_LENGTH]
+            request = key[:64]
             self.plan.trial_metadata.setdefault(t.name, {}).setdefault("annotations", {})[A_RESTART] = None
             same = self.groups().get(self.config_of(t), [])
-            rerun = next((x for x in same if x.spec.get("retryOf") == t.name
-                          and x.labels.get(L_LAUNCH) == "Restart"), None)
-            if rerun is not None and A_NOT_BEFORE not in rerun.annotations and rerun not in self.new_trials \
-                    and self.phase(rerun) not in TERMINAL_PHASES:
-                # Accepted by a round that stopped before it could remove the annotation.
+            reruns = [x for x in same if x.spec.get("retryOf") == t.name and x.labels.get(L_LAUNCH) == "Restart"]
+            answered = next((x for x in reruns if x.annotations.get(A_RESTART_REQUEST) == key), None)
+            if answered is not None:
+                # Accepted by a round that stopped before it could remove the annotation (the
+                # re-run may even have finished since): this request is answered.
+                st = self.status[t.name]
+                st["retriedBy"] = st.get("retriedBy") or answered.name
+                st["conditions"] = set_condition(st.get("conditions"), "RestartAccepted", True, "Restarted",
+                                                 f"restarted as trial {answered.name} (request {request!r}; "
+                                                 "each request value runs once: use a new value to restart "
+                                                 "again)", self.now)
                 continue
+            legacy = next((x for x in reruns if A_RESTART_REQUEST not in x.annotations), None)
+            if legacy is not None and A_NOT_BEFORE not in legacy.annotations and legacy not in self.new_trials \
+                    and self.phase(legacy) not in TERMINAL_PHASES:
+                continue  # the same, for a re-run made before re-runs recorded their request
             refusal = None
             if self.succeeded(same):
                 winner = next(x.name for x in same if self.phase(x) == "Succeeded")
@@ -492,7 +511,7 @@ class _Planner:
                                                  f"restart refused: {message} (request {request!r})", self.now)
                 self.plan.events.append(Event(t.name, "Warning", "RestartRefused", f"restart refused: {message}"))
                 continue
-            new = self.rerun(t, "Restart")
+            new = self.rerun(t, "Restart", annotations={A_RESTART_REQUEST: key})
             st = self.status[t.name]
             st["conditions"] = set_condition(st.get("conditions"), "RestartAccepted", True, "Restarted",
                                              f"restarted as trial {new.name} (request {request!r})", self.now)

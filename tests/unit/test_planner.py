@@ -16,7 +16,7 @@ import pytest
 from hpo_operator import planner
 from hpo_operator.conditions import get_condition, now_iso
 from hpo_operator.models import ExperimentSpec
-from hpo_operator.planner import (A_NOT_BEFORE, A_RESTART, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH,
+from hpo_operator.planner import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH,
                                   L_LINEAGE, L_TRIAL, ExperimentView, TrialView, backoff_seconds, goal_reached,
                                   is_better, needs_log, validate_spec)
 from hpo_operator.space import config_hash
@@ -813,6 +813,38 @@ def test_restart_annotation_reruns_a_failed_trial():
     assert plan.experiment_status["configurations"] == 1
     assert plan.experiment_status["failedConfigurations"] == 0
     assert experiment_outcome(plan) == ("Running", "Running")
+
+
+def test_a_restart_rerun_records_its_request():
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [failed(0, "Error", annotations={A_RESTART: "r-1"})])
+    assert created(plan, "exp-0000-a2")["metadata"]["annotations"] == {A_RESTART_REQUEST: "r-1"}
+
+
+def restarted_then_crashed(rerun_phase: str, request_seen_again: str) -> list:
+    """exp-0000 was restarted as exp-0000-a2 for request "r-1", but the operator stopped before it
+    removed the annotation; the annotation now holds `request_seen_again`."""
+    return [failed(0, "Error", annotations={A_RESTART: request_seen_again}),
+            suggested(0, rerun_phase, attempt=2, launch="Restart", annotations={A_RESTART_REQUEST: "r-1"},
+                      **({"reason": "Error", "failureClass": "Error", "completionTime": ago(30)}
+                         if rerun_phase == "Failed" else {}))]
+
+
+@pytest.mark.parametrize("rerun_phase", ["Running", "Failed"])
+def test_a_restart_request_seen_again_after_a_crash_is_not_run_twice(rerun_phase):
+    pods = {"exp-0000-a2": pod_running("exp-0000-a2")} if rerun_phase == "Running" else {}
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), restarted_then_crashed(rerun_phase, "r-1"), pods)
+    assert plan.create_trials == []
+    assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
+    accepted = cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")
+    assert (accepted["status"], accepted["reason"]) == ("True", "Restarted")
+    assert "exp-0000-a2" in accepted["message"] and "'r-1'" in accepted["message"]
+    assert "RestartAccepted" not in event_reasons(plan, "exp-0000")
+
+
+def test_a_new_restart_request_after_a_failed_rerun_runs_again():
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), restarted_then_crashed("Failed", "r-2"))
+    assert created_names(plan) == ["exp-0000-a3"]
+    assert created(plan, "exp-0000-a3")["metadata"]["annotations"] == {A_RESTART_REQUEST: "r-2"}
 
 
 def test_restart_of_a_configuration_that_succeeded_is_refused():

@@ -491,10 +491,6 @@ class _Planner:
                                                  "each request value runs once: use a new value to restart "
                                                  "again)", self.now)
                 continue
-            legacy = next((x for x in reruns if A_RESTART_REQUEST not in x.annotations), None)
-            if legacy is not None and A_NOT_BEFORE not in legacy.annotations and legacy not in self.new_trials \
-                    and self.phase(legacy) not in TERMINAL_PHASES:
-                continue  # the same, for a re-run made before re-runs recorded their request
             refusal = None
             if self.succeeded(same):
                 winner = next(x.name for x in same if self.phase(x) == "Succeeded")

@@ -1,10 +1,9 @@
 """Tuning quality through the operator's suggestion path, against Optuna used directly.
 
 Runs Branin (2-D) and Hartmann-6 (6-D) with random, tpe and cmaes over several seeds. The
-operator's side drives hpo_operator.planner.plan() round by round against a small in-memory
-cluster: the Trials a plan creates get a pod that has succeeded by the next round, with the
-termination message {"loss": f(x)}; a Suggester provides `suggest`, `should_stop` and `tell`, as
-handlers.reconcile passes them. The direct side is optuna.create_study() + optimize() with
+operator's side is hpo_operator.simulate.InMemoryExperiment: planner.plan() round by round, as
+handlers.reconcile runs it, against Trials and pods in memory that succeed one round after they
+start, reporting {"loss": f(x)}. The direct side is optuna.create_study() + optimize() with
 the same sampler class, seed and (default) settings, and an objective that calls suggest_float in
 parameter order over the ranges of suggest.distribution().
 
@@ -20,15 +19,12 @@ This is a benchmark: it prints numbers and asserts nothing.
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import math
 import statistics
 import sys
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -37,10 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 import optuna  # noqa: E402
 from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E402
 
-from hpo_operator import planner  # noqa: E402
-from hpo_operator.conditions import now_iso  # noqa: E402
 from hpo_operator.models import ExperimentSpec  # noqa: E402
-from hpo_operator.suggest import Suggester, distribution  # noqa: E402
+from hpo_operator.simulate import InMemoryExperiment  # noqa: E402
+from hpo_operator.suggest import distribution  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -119,75 +114,11 @@ def experiment_spec(problem: Problem, algorithm: str, seed: int, trials: int, pa
 # --- the operator's side: plan() against an in-memory cluster --------------------------------------
 
 
-class Cluster:
-    """Trials and pods in memory; plans are carried out as the handlers carry them out."""
-
-    def __init__(self, spec: ExperimentSpec, problem: Problem):
-        self.spec, self.problem = spec, problem
-        self.suggester = Suggester(spec)
-        self.now = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
-        self.trials: dict[str, dict] = {}
-        self.pods: dict[str, dict] = {}
-        self.status: dict = {}
-        self.launched: list[dict[str, str]] = []  # configurations, in the order their Trials were made
-        self.losses: dict[str, float] = {}
-
-    @staticmethod
-    def values(body: dict) -> dict[str, str]:
-        return {p["name"]: p["value"] for p in body["spec"]["parameters"]}
-
-    def plan(self) -> planner.Plan:
-        views = [planner.TrialView(n, b["metadata"]["uid"], copy.deepcopy(b)) for n, b in self.trials.items()]
-        exp = planner.ExperimentView("bench", "default", "uid-bench", 1, self.spec, copy.deepcopy(self.status))
-        return planner.plan(exp, views, copy.deepcopy(self.pods), {}, self.now, self.suggester.suggest,
-                            self.suggester.should_stop, self.suggester.tell)
-
-    def round(self) -> bool:
-        p = self.plan()
-        for body in p.create_trials:
-            body = copy.deepcopy(body)
-            name = body["metadata"]["name"]
-            body["metadata"].update(uid=f"uid-{name}", creationTimestamp=now_iso(self.now))
-            self.trials[name] = body
-            self.launched.append(self.values(body))
-        for name, status in p.trial_status.items():
-            self.trials[name]["status"] = copy.deepcopy(status)
-        for name in p.start_pods:
-            self.pods.setdefault(name, self.pod(name, "Pending"))
-        for name in p.delete_pods:
-            self.pods.pop(name, None)
-        self.status = copy.deepcopy(p.experiment_status)
-        if self.status.get("phase") in ("Succeeded", "Failed"):
-            return False
-        self.now += timedelta(seconds=10)
-        for name, pod in list(self.pods.items()):
-            if pod["status"]["phase"] == "Pending":  # every pod succeeds by the next round
-                loss = self.problem.loss(self.values(self.trials[name]))
-                self.pods[name] = self.pod(name, "Succeeded", json.dumps({"loss": loss}))
-        return True
-
-    def pod(self, name: str, phase: str, message: str | None = None) -> dict:
-        status: dict = {"phase": phase, "startTime": now_iso(self.now), "conditions": []}
-        if phase == "Succeeded":
-            status["containerStatuses"] = [{"name": "train", "restartCount": 0, "ready": False, "state": {
-                "terminated": {"exitCode": 0, "reason": "Completed", "message": message,
-                               "startedAt": now_iso(self.now), "finishedAt": now_iso(self.now)}}}]
-        return {"metadata": {"name": name, "namespace": "default", "uid": f"pod-{name}",
-                             "creationTimestamp": now_iso(self.now)},
-                "spec": {"containers": [{"name": "train", "image": "bench"}]}, "status": status}
-
-    def run(self) -> "Cluster":
-        for _ in range(100_000):
-            if not self.round():
-                return self
-        raise RuntimeError("the experiment did not finish")
-
-
 def operator_run(problem: Problem, algorithm: str, seed: int, trials: int,
                  parallel: int = 1) -> list[tuple[list[float], float]]:
-    cluster = Cluster(experiment_spec(problem, algorithm, seed, trials, parallel), problem).run()
+    run = InMemoryExperiment(experiment_spec(problem, algorithm, seed, trials, parallel), problem.loss).run()
     result = []
-    for values in cluster.launched:
+    for values in run.launched:
         result.append(([float(values[n]) for n in problem.names], problem.loss(values)))
     return result
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from . import planner, telemetry
 from .conditions import now_iso, set_condition
 from .models import GROUP, TERMINAL_PHASES, VERSION, ExperimentSpec
-from .suggest import Recorded, SearchSpaceError, Suggester
+from .suggest import SearchSpaceError, Suggester
 from .template import build_pod
 
 RECONCILE_INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
@@ -207,14 +207,7 @@ def _suggester(memo: kopf.Memo, uid: str, spec: ExperimentSpec, trials: list[pla
     """The experiment's in-memory study; after a restart, replayed from its Trials."""
     suggester = memo.suggesters.get(uid)
     if suggester is None:
-        suggester = Suggester(spec)
-        suggester.warm_start([
-            ({p["name"]: p["value"] for p in t["spec"].get("parameters") or []}, t["status"]["objectiveValue"])
-            for t in warm if (t.get("status") or {}).get("phase") == "Succeeded"
-            and t["status"].get("objectiveValue") is not None])
-        recorded = {int(t.spec["suggestionIndex"]): Recorded(t.values, t.meta.get("creationTimestamp"))
-                    for t in trials if t.spec.get("suggestionIndex") is not None and t.attempt == 1}
-        suggester.replay(recorded, int(status.get("suggestionCount") or 0))
+        suggester = planner.restore_suggester(spec, trials, status, warm)
         memo.suggesters[uid] = suggester
     return suggester
 

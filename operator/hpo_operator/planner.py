@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from . import metrics as metricslib
 from .conditions import get_condition, now_iso, set_condition
@@ -33,7 +33,7 @@ from .models import (API_VERSION, METRIC_HISTORY_LIMIT, PLACEHOLDER_PATTERN, STA
                      TERMINAL_PHASES, ExperimentSpec)
 from .podstate import observe, parse_time, stranded
 from .space import InvalidConfiguration, config_hash, normalize_assignment, summary
-from .suggest import Outcome
+from .suggest import Outcome, Recorded, Suggester
 
 L_EXPERIMENT = "hpo.dev/experiment"
 L_CONFIG = "hpo.dev/config"
@@ -763,6 +763,21 @@ class _Planner:
         for t in self.new_trials:
             t.body["status"] = self.status[t.name]
         return self.plan
+
+
+def restore_suggester(spec: ExperimentSpec, trials: list[TrialView], status: Mapping[str, Any],
+                      warm: Sequence[dict] = ()) -> Suggester:
+    """A new process's study for an experiment: warm-started from the succeeded trials of
+    `warm` (another experiment's Trial bodies), then replayed from the experiment's own Trials."""
+    suggester = Suggester(spec)
+    suggester.warm_start([
+        ({p["name"]: p["value"] for p in t["spec"].get("parameters") or []}, t["status"]["objectiveValue"])
+        for t in warm if (t.get("status") or {}).get("phase") == "Succeeded"
+        and t["status"].get("objectiveValue") is not None])
+    recorded = {int(t.spec["suggestionIndex"]): Recorded(t.values, t.meta.get("creationTimestamp"))
+                for t in trials if t.spec.get("suggestionIndex") is not None and t.attempt == 1}
+    suggester.replay(recorded, int(status.get("suggestionCount") or 0))
+    return suggester
 
 
 def plan(exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict], logs: dict[str, str],

@@ -11,8 +11,6 @@ Several tests pin bugs found while writing these (now fixed).
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 from datetime import datetime, timedelta, timezone
 
@@ -24,7 +22,7 @@ from optuna.trial import TrialState
 from hpo_operator import planner
 from hpo_operator.conditions import now_iso
 from hpo_operator.models import ALGORITHM_SETTING_NAMES, ExperimentSpec
-from hpo_operator.planner import ExperimentView, TrialView
+from hpo_operator.simulate import InMemoryExperiment
 from hpo_operator.space import format_value, normalize_assignment
 from hpo_operator.suggest import (ALGORITHM_SETTINGS, Outcome, Recorded, SearchSpaceError, Suggester, check,
                                   distribution, make_sampler)
@@ -445,72 +443,8 @@ def test_suggestions_at_parallelism_1_are_optuna_used_directly(case, objective):
 # --- through the planner -------------------------------------------------------------------------
 
 
-class MiniCluster:
-    """The cluster in memory: plans are carried out as the handlers do (tells after the plan);
-    a pod created in one round has succeeded by the next, reporting {"loss": f(values)}."""
-
-    def __init__(self, spec: ExperimentSpec, f=loss):
-        self.spec, self.f = spec, f
-        self.suggester = Suggester(spec)
-        self.now = T0
-        self.trials: dict[str, dict] = {}
-        self.pods: dict[str, dict] = {}
-        self.status: dict = {}
-        self.launched: list[dict[str, str]] = []
-
-    def restart(self) -> None:
-        """What the handler does with a new process: a new Suggester, replayed from the Trials."""
-        self.suggester = Suggester(self.spec)
-        recorded = {int(b["spec"]["suggestionIndex"]): Recorded(self.values(b), b["metadata"]["creationTimestamp"])
-                    for b in self.trials.values() if b["spec"].get("suggestionIndex") is not None
-                    and b["spec"]["attempt"] == 1}
-        self.suggester.replay(recorded, int(self.status.get("suggestionCount") or 0))
-
-    @staticmethod
-    def values(body: dict) -> dict[str, str]:
-        return {q["name"]: q["value"] for q in body["spec"]["parameters"]}
-
-    def round(self) -> bool:
-        views = [TrialView(n, b["metadata"]["uid"], copy.deepcopy(b)) for n, b in self.trials.items()]
-        exp = ExperimentView("exp", "ns", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
-        p = planner.plan(exp, views, copy.deepcopy(self.pods), {}, self.now, self.suggester.suggest,
-                         self.suggester.should_stop, self.suggester.tell)
-        for body in p.create_trials:
-            body = copy.deepcopy(body)
-            body["metadata"].update(uid=f"uid-{body['metadata']['name']}", creationTimestamp=now_iso(self.now))
-            self.trials[body["metadata"]["name"]] = body
-            self.launched.append(self.values(body))
-        for name, status in p.trial_status.items():
-            self.trials[name]["status"] = copy.deepcopy(status)
-        for name in p.start_pods:
-            self.pods.setdefault(name, self.pod(name, "Pending"))
-        for name in p.delete_pods:
-            self.pods.pop(name, None)
-        self.status = copy.deepcopy(p.experiment_status)
-        for index, outcome in p.tells:
-            self.suggester.tell(index, outcome)
-        self.now += timedelta(seconds=10)
-        for name, pod in list(self.pods.items()):
-            if pod["status"]["phase"] == "Pending":
-                result = json.dumps({"loss": self.f(self.values(self.trials[name]))})
-                self.pods[name] = self.pod(name, "Succeeded", result)
-        return self.status.get("phase") not in ("Succeeded", "Failed")
-
-    def pod(self, name: str, phase: str, message: str | None = None) -> dict:
-        status: dict = {"phase": phase, "startTime": now_iso(self.now), "conditions": []}
-        if phase == "Succeeded":
-            status["containerStatuses"] = [{"name": "train", "restartCount": 0, "ready": False, "state": {
-                "terminated": {"exitCode": 0, "reason": "Completed", "message": message,
-                               "startedAt": now_iso(self.now), "finishedAt": now_iso(self.now)}}}]
-        return {"metadata": {"name": name, "namespace": "ns", "uid": f"pod-{name}",
-                             "creationTimestamp": now_iso(self.now)},
-                "spec": {"containers": [{"name": "train", "image": "trainer:1"}]}, "status": status}
-
-    def run(self, rounds: int = 1000) -> "MiniCluster":
-        for _ in range(rounds):
-            if not self.round():
-                break
-        return self
+def simulated(spec: ExperimentSpec) -> InMemoryExperiment:
+    return InMemoryExperiment(spec, loss)
 
 
 def planner_case(algorithm, settings=None, n=12):
@@ -520,7 +454,7 @@ def planner_case(algorithm, settings=None, n=12):
 @pytest.mark.parametrize("algorithm, settings", [("random", None), ("qmc", None), ("qmc", {"scramble": "true"})])
 def test_through_the_planner_samplers_that_ignore_results_are_optuna_used_directly(algorithm, settings):
     s = planner_case(algorithm, settings)
-    cluster = MiniCluster(s).run()
+    cluster = simulated(s).run()
     assert cluster.status["phase"] == "Succeeded" and len(cluster.launched) == 12
     direct = optuna_directly(s, settings or {}, 12)
     assert cluster.launched == [{p.name: format_value(p, d[p.name]) for p in s.parameters} for d in direct]
@@ -528,7 +462,7 @@ def test_through_the_planner_samplers_that_ignore_results_are_optuna_used_direct
 
 def test_through_the_planner_grid_is_optuna_used_directly():
     s = make_spec("grid", seed=5, max_trials=GRID_POINTS)
-    cluster = MiniCluster(s).run()
+    cluster = simulated(s).run()
     direct = optuna_directly(s, {}, GRID_POINTS)
     assert cluster.launched == [{p.name: format_value(p, d[p.name]) for p in s.parameters} for d in direct]
 
@@ -536,7 +470,7 @@ def test_through_the_planner_grid_is_optuna_used_directly():
 @pytest.mark.parametrize("algorithm, settings", [("tpe", {"nStartupTrials": "3"}), ("cmaes", None)])
 def test_through_the_planner_learning_samplers_are_optuna_used_directly(algorithm, settings):
     s = planner_case(algorithm, settings)
-    cluster = MiniCluster(s).run()
+    cluster = simulated(s).run()
     direct = optuna_directly(s, settings or {}, 12)
     assert cluster.launched == [{p.name: format_value(p, d[p.name]) for p in s.parameters} for d in direct]
 
@@ -544,8 +478,8 @@ def test_through_the_planner_learning_samplers_are_optuna_used_directly(algorith
 @pytest.mark.parametrize("algorithm, settings", [("tpe", {"nStartupTrials": "3"}), ("cmaes", None)])
 def test_through_the_planner_a_restart_continues_with_the_same_trials(algorithm, settings):
     s = planner_case(algorithm, settings)
-    uninterrupted = MiniCluster(s).run()
-    restarted = MiniCluster(s)
+    uninterrupted = simulated(s).run()
+    restarted = simulated(s)
     restarted.run(rounds=6)
     restarted.restart()
     restarted.run()
@@ -555,8 +489,8 @@ def test_through_the_planner_a_restart_continues_with_the_same_trials(algorithm,
 @pytest.mark.parametrize("algorithm", ["random", "qmc"])
 def test_through_the_planner_a_restart_continues_for_samplers_that_ignore_results(algorithm):
     s = planner_case(algorithm)
-    uninterrupted = MiniCluster(s).run()
-    restarted = MiniCluster(s)
+    uninterrupted = simulated(s).run()
+    restarted = simulated(s)
     restarted.run(rounds=6)
     restarted.restart()
     assert restarted.run().launched == uninterrupted.launched

@@ -5,11 +5,7 @@
 #   hack/build-tools.sh kubelet    the same, plus a real kubelet (cgo; used by hack/real-node.sh)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/versions.env"
-
-cache=${HPO_CACHE:-$HOME/.cache/hpo-operator}
-bin="$cache/bin"
+source "$(dirname "$0")/lib/paths.sh"
 export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gocache" GOFLAGS=-mod=mod
 export GOTOOLCHAIN=local CGO_ENABLED=0
 mkdir -p "$bin"
@@ -33,14 +29,14 @@ k8s_ldflags() {
 for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   if ! built "$cmd" "$K8S_VERSION"; then
     echo ">> building $cmd $K8S_VERSION" >&2
-    (cd "$here/tools/kubernetes" && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+    (cd "$repo/hack/tools/kubernetes" && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
     stamp "$cmd" "$K8S_VERSION"
   fi
 done
 
 if ! built etcd "$ETCD_VERSION"; then
   echo ">> building etcd $ETCD_VERSION" >&2
-  (cd "$here/tools/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
+  (cd "$repo/hack/tools/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
   stamp etcd "$ETCD_VERSION"
 fi
 
@@ -63,13 +59,13 @@ fi
 for target in "$@"; do
   case "$target" in
     kubelet)
-      if ! grep -q "k8s.io/kubernetes $K8S_VERSION" "$here/tools/kubelet/go.mod"; then
+      if ! grep -q "k8s.io/kubernetes $K8S_VERSION" "$repo/hack/tools/kubelet/go.mod"; then
         echo "hack/tools/kubelet/go.mod does not pin k8s.io/kubernetes $K8S_VERSION (hack/versions.env)" >&2
         exit 1
       fi
       if ! built kubelet "$K8S_VERSION"; then
         echo ">> building kubelet $K8S_VERSION (cgo)" >&2
-        (cd "$here/tools/kubelet" && CGO_ENABLED=1 GOFLAGS=-mod=readonly \
+        (cd "$repo/hack/tools/kubelet" && CGO_ENABLED=1 GOFLAGS=-mod=readonly \
           go build -trimpath -ldflags "$(k8s_ldflags)" -o "$bin/kubelet" k8s.io/kubernetes/cmd/kubelet)
         stamp kubelet "$K8S_VERSION"
       fi ;;

@@ -12,13 +12,8 @@
 # HPO_APISERVER_PORT+1, the real kubelet on +2 and +3.
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-source "$repo/hack/versions.env"
+source "$(dirname "$0")/lib/paths.sh"
 source "$repo/hack/lib/pki.sh"
-state=${HPO_CLUSTER_DIR:-$repo/.cluster}
-cache=${HPO_CACHE:-$HOME/.cache/hpo-operator}
-bin=$cache/bin
-api_port=${HPO_APISERVER_PORT:-16443}
 etcd_port=${HPO_ETCD_PORT:-12379}
 kwok_port=$((api_port + 1))
 nodes=${HPO_KWOK_NODES:-2}

@@ -5,10 +5,9 @@
 # (examples/real-sklearn.yaml); otherwise KWOK simulates them (examples/simulated.yaml).
 # HPO_DEMO_EXAMPLE chooses another example.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/lib/paths.sh"
 kubeconfig=${1:-$repo/.cluster/kubeconfig}
 ns=hpo-demo
-bin=${HPO_CACHE:-$HOME/.cache/hpo-operator}/bin
 k() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
 real_node_ready() {

@@ -24,14 +24,9 @@
 # (tests/integration/test_real_node.py skips with that text), and exits non-zero.
 set -Eeuo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-source "$repo/hack/versions.env"
+source "$(dirname "$0")/lib/paths.sh"
 source "$repo/hack/lib/pki.sh"
-state=${HPO_CLUSTER_DIR:-$repo/.cluster}
-cache=${HPO_CACHE:-$HOME/.cache/hpo-operator}
-bin=$cache/bin
 images=$cache/images
-api_port=${HPO_APISERVER_PORT:-16443}
 kubelet_port=$((api_port + 2))
 healthz_port=$((api_port + 3))
 node=${HPO_REAL_NODE_NAME:-hpo-real-node}

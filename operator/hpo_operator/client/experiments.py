@@ -36,13 +36,8 @@ def list_objects(s: Session, plural: str, namespace: str | None, selector: str |
     items: list[dict] = []
     token = None
     while True:
-        kwargs: dict[str, Any] = {"limit": LIST_CHUNK}
-        if selector:
-            kwargs["label_selector"] = selector
-        if token:
-            kwargs["_continue"] = token
         try:
-            resp = s.list(plural, namespace, **kwargs)
+            resp = s.list(plural, namespace, **_list_args(LIST_CHUNK, selector, token))
         except ApiException as e:
             raise _not_served(e, plural) from None
         items.extend(resp.get("items") or [])
@@ -51,12 +46,27 @@ def list_objects(s: Session, plural: str, namespace: str | None, selector: str |
             return items
 
 
-def get_experiment_object(s: Session, name: str, namespace: str | None = None) -> dict:
+def _list_args(limit: int, selector: str | None, token: str | None) -> dict[str, Any]:
+    """The keyword arguments of one list call: a chunk of `limit`, after `token`."""
+    kwargs: dict[str, Any] = {"limit": limit}
+    if selector:
+        kwargs["label_selector"] = selector
+    if token:
+        kwargs["_continue"] = token
+    return kwargs
+
+
+def get_object(s: Session, plural: str, name: str, namespace: str | None = None) -> dict:
+    """One experiment or trial; a missing one or a refusal becomes a readable HpoError."""
     ns = s.ns(namespace)
     try:
-        return s.get("experiments", ns, name)
+        return s.get(plural, ns, name)
     except ApiException as e:
-        raise translate(e, kind="experiment", name=name, namespace=ns) from None
+        raise translate(e, kind=plural.removesuffix("s"), name=name, namespace=ns) from None
+
+
+def get_experiment_object(s: Session, name: str, namespace: str | None = None) -> dict:
+    return get_object(s, "experiments", name, namespace)
 
 
 def whoami(s: Session) -> str | None:
@@ -112,13 +122,8 @@ def list_experiments_chunk(s: Session, namespace: str | None, *, limit: int, con
     """
     if limit < 1:
         raise InvalidInput(f"invalid --limit {limit}: it must be at least 1")
-    kwargs: dict[str, Any] = {"limit": limit}
-    if selector:
-        kwargs["label_selector"] = selector
-    if continue_token:
-        kwargs["_continue"] = continue_token
     try:
-        resp = s.list("experiments", namespace, **kwargs)
+        resp = s.list("experiments", namespace, **_list_args(limit, selector, continue_token))
     except ApiException as e:
         if e.status == 410:
             raise HpoError("the continue token has expired: list again from the start") from None

@@ -13,7 +13,7 @@ from ..models import API_VERSION, TERMINAL_PHASES, Parameter
 from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
-from .experiments import get_experiment_object, list_objects
+from .experiments import get_experiment_object, get_object, list_objects
 from .query import Page, paginate, parse_order_by, sort_items, token_page
 from .views import (A_CREATOR, A_RESTART, L_CONFIG, L_EXPERIMENT, MetricPoint, RestartResult, TrialSummary,
                     metric_points, trial_summary)
@@ -44,11 +44,7 @@ def trial_objects(s: Session, experiment: str, namespace: str, selector: str | N
 
 
 def get_trial_object(s: Session, name: str, namespace: str | None = None) -> dict:
-    ns = s.ns(namespace)
-    try:
-        return s.get("trials", ns, name)
-    except ApiException as e:
-        raise translate(e, kind="trial", name=name, namespace=ns) from None
+    return get_object(s, "trials", name, namespace)
 
 
 _GETTERS: dict[str, Callable[[TrialSummary], Any]] = {"created": lambda t: t.created, "name": lambda t: t.name}

@@ -286,6 +286,9 @@ def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, opera
     for i in range(10):
         values = {p["name"]: p["value"] for p in trials[f"sigkill-{i:04d}"]["spec"]["parameters"]}
         assert values == reference.suggest(i)
+    # The Event is posted just after the status that finishes the experiment.
+    wait_until(lambda: cluster.events("ExperimentSucceeded"), timeout=10, what="the ExperimentSucceeded Event")
+    time.sleep(1)
     assert len(cluster.events("ExperimentSucceeded")) == 1
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -31,6 +32,14 @@ log = logging.getLogger(__name__)
 MAX_GRID_POINTS_PER_PARAMETER = 100_000
 # Optuna's GridSampler holds every combination in memory (about 75 bytes each).
 MAX_GRID_POINTS = 1_000_000
+
+
+# After a restart, up to this many suggestions are replayed (exactly the same sequence goes on);
+# beyond it the study is rebuilt from the recorded results (see Suggester._rebuild_from_results).
+REPLAY_LIMIT = int(os.environ.get("HPO_REPLAY_LIMIT", "1000"))
+# The samplers whose ask grows with the trials (TPE fits its model to all of them, CMA-ES walks
+# every generation); random, qmc and grid asks cost the same at any size.
+REBUILT_ALGORITHMS = ("tpe", "cmaes")
 
 
 class SearchSpaceError(ValueError):
@@ -143,9 +152,10 @@ def sampler_options(spec: ExperimentSpec) -> dict[str, Any]:
     return options
 
 
-def make_sampler(spec: ExperimentSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: ExperimentSpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The experiment's sampler, seeded with algorithm.seed (or `seed`, when given)."""
     options = sampler_options(spec)
-    seed = spec.algorithm.seed
+    seed = spec.algorithm.seed if seed is None else seed
     if spec.algorithm.name == "grid":
         space = {p.name: grid_values(p) for p in spec.parameters}
         size = math.prod(len(v) for v in space.values())
@@ -236,6 +246,9 @@ class Suggester:
         self._recorded_count = 0
         self._pending: dict[int, Outcome] = {}
         self._ready = True
+        self._rebuild = False
+        # Configurations of suggestions rebuilt from their results: no optuna.Trial is kept for them.
+        self._values: dict[int, dict[str, str]] = {}
 
     @property
     def count(self) -> int:
@@ -283,6 +296,8 @@ class Suggester:
 
     def values(self, index: int) -> dict[str, str]:
         trial = self._asked[index]
+        if trial is None:
+            return self._values[index]
         return {p.name: format_value(p, trial.params[p.name]) for p in self.params}
 
     def replay(self, recorded: Mapping[int, Recorded | Mapping[str, str]], count: int = 0) -> None:
@@ -292,11 +307,16 @@ class Suggester:
         self._recorded = {i: r if isinstance(r, Recorded) else Recorded(r) for i, r in recorded.items()}
         self._recorded_count = max([count] + [i + 1 for i in recorded])
         self._ready = not self._recorded_count
+        # Samplers that learn from every result are rebuilt from the results past REPLAY_LIMIT;
+        # the others' asks cost the same at any size, so they are always replayed exactly.
+        self._rebuild = self._recorded_count > REPLAY_LIMIT and self.spec.algorithm.name in REBUILT_ALGORITHMS
 
     def _materialize(self) -> None:
         if self._ready:
             return
         self._ready = True
+        if self._rebuild:
+            return self._rebuild_from_results()
         # A suggestion that made no Trial repeated a configuration the experiment had; it was
         # asked in the round of the next suggestion that made one, and told at once what was
         # known of that configuration.
@@ -334,6 +354,46 @@ class Suggester:
                 same = by_values.get(tuple(sorted(values.items())))
                 if same is not None and same in told_at and same in self._pending:
                     self._tell(index, self._pending[same])
+        self._pending.clear()
+
+    def _rebuild_from_results(self) -> None:
+        """After a restart with many suggestions: Optuna is handed each recorded configuration
+        with its result (add_trial), instead of the sampler being asked again for every one
+        (a TPE ask grows with the trials, so replaying 10,000 would take many minutes). Unfinished
+        ones are asked again with their values fixed, so their results can be told. The sampler
+        then goes on from a seed made of algorithm.seed and the number of suggestions: still
+        reproducible, but not the sequence an uninterrupted run would have suggested."""
+        seed = self.spec.algorithm.seed
+        self.study.sampler = make_sampler(
+            self.spec, seed=None if seed is None else (seed * 1_000_003 + self._recorded_count) % 2**32)
+        for index in range(self._recorded_count):
+            rec = self._recorded.get(index)
+            outcome = self._pending.get(index)
+            self._asked[index] = None
+            if rec is None:
+                self._told.add(index)  # repeated a configuration; its result went to that one
+                continue
+            values = dict(rec.values)
+            try:
+                params = {p.name: _typed(p, values[p.name]) for p in self.params}
+            except (KeyError, ValueError):
+                self._told.add(index)
+                continue
+            self._values[index] = values
+            self._keys[index] = tuple(sorted(values.items()))
+            if outcome is None or (outcome.value is None and not outcome.failed and not outcome.pruned):
+                self.study.enqueue_trial(params)
+                self._asked[index] = self.study.ask(self.distributions)
+                continue
+            if outcome.pruned:
+                state, value = TrialState.PRUNED, None
+            elif outcome.value is not None:
+                state, value = TrialState.COMPLETE, outcome.value
+            else:
+                state, value = TrialState.FAIL, None
+            self.study.add_trial(optuna.trial.create_trial(params=params, distributions=self.distributions,
+                                                           value=value, state=state))
+            self._told.add(index)
         self._pending.clear()
 
     def suggest(self, index: int) -> dict[str, str] | None:

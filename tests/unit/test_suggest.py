@@ -331,3 +331,67 @@ def test_a_rebuilt_suggester_tells_the_repeat_too():
     frozen = {t.number: t for t in rebuilt.study.trials}
     assert frozen[rebuilt._asked[repeat].number].state == TrialState.COMPLETE
     assert frozen[rebuilt._asked[repeat].number].value == 0.5
+
+
+# --- rebuilding a large study from its results (past REPLAY_LIMIT) ----------------------------
+
+
+def _ran(algorithm, n, seed=5):
+    s = spec(algorithm, seed=seed, params=[{"name": "x", "type": "double", "min": 0, "max": 1},
+                                           {"name": "n", "type": "int", "min": 1, "max": 9}])
+    first = Suggester(s)
+    recorded, results = {}, {}
+    for i in range(n):
+        values = first.suggest(i)
+        recorded[i] = Recorded(values)
+        if i < n - 2:  # the last two are still running at the restart
+            results[i] = Outcome(value=float(values["x"]) + int(values["n"]) / 100)
+            first.tell(i, results[i])
+    return s, recorded, results
+
+
+def _rebuilt(s, recorded, results, monkeypatch):
+    import hpo_operator.suggest as suggest_module
+    monkeypatch.setattr(suggest_module, "REPLAY_LIMIT", 5)
+    restarted = Suggester(s)
+    restarted.replay(recorded, count=len(recorded))
+    for i, outcome in results.items():
+        restarted.tell(i, outcome)
+    return restarted
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "cmaes"])
+def test_past_the_replay_limit_the_study_is_rebuilt_from_the_results(algorithm, monkeypatch):
+    s, recorded, results = _ran(algorithm, 12)
+    restarted = _rebuilt(s, recorded, results, monkeypatch)
+    assert restarted.count == 12
+    states = [t.state for t in restarted.study.get_trials(deepcopy=False)]
+    assert states.count(TrialState.COMPLETE) == 10 and states.count(TrialState.RUNNING) == 2
+    assert [restarted.suggest(i) for i in range(12)] == [dict(recorded[i].values) for i in range(12)]
+    # New suggestions are new configurations: the sampler does not start its sequence over.
+    new = sequence(restarted, 5, start=12)
+    assert not {tuple(v.items()) for v in new} & {tuple(r.values.items()) for r in recorded.values()}
+    # ... and reproducible: the same restart suggests the same.
+    assert sequence(_rebuilt(s, recorded, results, monkeypatch), 5, start=12) == new
+
+
+def test_a_rebuilt_trial_still_running_hears_its_result(monkeypatch):
+    s, recorded, results = _ran("tpe", 12)
+    restarted = _rebuilt(s, recorded, results, monkeypatch)
+    restarted.suggest(12)
+    restarted.tell(11, Outcome(value=0.5))
+    trial = restarted.study.get_trials(deepcopy=False)[11]
+    assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.5)
+    assert trial.params["x"] == float(recorded[11].values["x"])
+
+
+@pytest.mark.parametrize("algorithm", ["grid", "random", "qmc"])
+def test_samplers_whose_asks_do_not_grow_are_always_replayed_exactly(algorithm, monkeypatch):
+    import hpo_operator.suggest as suggest_module
+    monkeypatch.setattr(suggest_module, "REPLAY_LIMIT", 2)
+    uninterrupted = Suggester(spec(algorithm, seed=9))
+    before = sequence(uninterrupted, 7)
+    after = sequence(uninterrupted, 3, start=7)
+    restarted = Suggester(spec(algorithm, seed=9))
+    restarted.replay({i: v for i, v in enumerate(before)}, count=7)
+    assert sequence(restarted, 10) == before + after

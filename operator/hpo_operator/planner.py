@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
@@ -56,29 +57,45 @@ MAX_ASKS_PER_ROUND = 50
 DUPLICATE_SUGGESTION_FACTOR = 10
 
 
-@dataclass
 class TrialView:
-    name: str
-    uid: str
-    body: dict
+    """A Trial's body with what the planner reads of it, each worked out once: an experiment holds
+    thousands of Trials, and the same view serves every round until the Trial changes."""
+
+    def __init__(self, name: str, uid: str, body: dict):
+        self.name = name
+        self.uid = uid
+        self._body = body
+
+    def __repr__(self) -> str:
+        return f"TrialView({self.name!r}, {self.uid!r})"
 
     @property
+    def body(self) -> dict:
+        return self._body
+
+    @body.setter
+    def body(self, body: dict) -> None:
+        self._body = body
+        for cached in [k for k in self.__dict__ if not k.startswith("_") and k not in ("name", "uid")]:
+            del self.__dict__[cached]
+
+    @cached_property
     def meta(self) -> dict:
         return self.body.get("metadata") or {}
 
-    @property
+    @cached_property
     def spec(self) -> dict:
         return self.body.get("spec") or {}
 
-    @property
+    @cached_property
     def status(self) -> dict:
         return self.body.get("status") or {}
 
-    @property
+    @cached_property
     def labels(self) -> dict:
         return self.meta.get("labels") or {}
 
-    @property
+    @cached_property
     def annotations(self) -> dict:
         return self.meta.get("annotations") or {}
 
@@ -86,22 +103,26 @@ class TrialView:
     def phase(self) -> str:
         return self.status.get("phase") or "Pending"
 
-    @property
+    @cached_property
     def attempt(self) -> int:
         return int(self.spec.get("attempt") or 1)
 
-    @property
+    @cached_property
     def values(self) -> dict[str, str]:
         return {p["name"]: p["value"] for p in self.spec.get("parameters") or []}
 
+    @cached_property
+    def controllers(self) -> tuple[str, ...]:
+        return tuple(r.get("uid") for r in self.meta.get("ownerReferences") or [] if r.get("controller"))
+
     def owned_by(self, uid: str) -> bool:
-        return any(r.get("uid") == uid and r.get("controller") for r in self.meta.get("ownerReferences") or [])
+        return uid in self.controllers
 
     def owned_by_another(self, uid: str) -> bool:
         """Controlled by something else, e.g. an experiment of the same name that was deleted."""
-        return any(r.get("controller") and r.get("uid") != uid for r in self.meta.get("ownerReferences") or [])
+        return any(c != uid for c in self.controllers)
 
-    @property
+    @cached_property
     def suggestion_index(self) -> int | None:
         """The suggestion this trial runs; never taken from a trial a user wrote."""
         index = self.spec.get("suggestionIndex")
@@ -212,6 +233,7 @@ class _Planner:
         self.wanted = [self.spec.objective.metric_name, *(self.spec.objective.additional_metric_names or [])]
         self.new_trials: list[TrialView] = []
         self.failed_keys: set[str] = set()
+        self._groups: dict[str, list[TrialView]] | None = None
 
     # --- trial status ------------------------------------------------------------------------
 
@@ -382,11 +404,14 @@ class _Planner:
         return t.labels.get(L_CONFIG) or config_hash(t.values)
 
     def groups(self) -> dict[str, list[TrialView]]:
-        result: dict[str, list[TrialView]] = {}
-        for t in self.trials + self.new_trials:
-            if self.phase(t) != "Refused" and t.owned_by(self.exp.uid):
-                result.setdefault(self.config_of(t), []).append(t)
-        return result
+        """The experiment's trials by configuration. Made once a round and kept up to date as
+        trials are made (new_trial) or adopted (admit_user_trial): callers must not change it."""
+        if self._groups is None:
+            self._groups = {}
+            for t in self.trials + self.new_trials:
+                if self.phase(t) != "Refused" and t.owned_by(self.exp.uid):
+                    self._groups.setdefault(self.config_of(t), []).append(t)
+        return self._groups
 
     @staticmethod
     def latest(trials: list[TrialView]) -> TrialView:
@@ -413,9 +438,10 @@ class _Planner:
         labels = {**MANAGED_BY, L_EXPERIMENT: self.exp.name, L_CONFIG: key, L_ATTEMPT: str(t.attempt),
                   L_LINEAGE: t.name, L_LAUNCH: "User", L_TRIAL: t.name}
         self.plan.trial_metadata[t.name] = {"labels": labels, "ownerReferences": [self.owner_ref()]}
-        # Seen as adopted for the rest of this round.
-        t.body.setdefault("metadata", {}).update(labels={**t.labels, **labels},
-                                                 ownerReferences=[self.owner_ref()])
+        # Seen as adopted for the rest of this round (a new body: the given one is the watch's).
+        t.body = {**t.body, "metadata": {**t.meta, "labels": {**t.labels, **labels},
+                                         "ownerReferences": [self.owner_ref()]}}
+        self._groups = None
         self.set_status(t, phase="Pending", reason="Queued", message="waiting for a free trial slot",
                         parameterSummary=summary(values))
         self.plan.events.append(Event(None, "Normal", "ConfigurationAccepted",
@@ -454,6 +480,8 @@ class _Planner:
         self.status[name] = {}
         self.has_pod[name] = False
         self.new_trials.append(t)
+        if self._groups is not None:
+            self._groups.setdefault(labels[L_CONFIG], []).append(t)
         reason = "Backoff" if not_before and not_before > self.now else "Queued"
         self.status[name].update(phase="Pending", reason=reason, parameterSummary=summary(values),
                                  message=f"retry after {now_iso(not_before)}" if reason == "Backoff" else "")
@@ -612,7 +640,6 @@ class _Planner:
                 continue
             name = f"{self.exp.name}-{index:04d}"
             t = self.new_trial(name, values, 1, "Suggestion", name, index=index)
-            known[config_hash(values)] = [t]
             self.start(t)
             configurations += 1
             slots -= 1

@@ -1,0 +1,233 @@
+"""Carries a planner.Plan out: Plan -> API calls, independent ones at once.
+
+Order matters only where one write needs another, so each object gets its own chain and the chains
+run together (the Api bounds what is in flight):
+- a new Trial is created, then its pod (the pod's ownerReference needs the Trial's uid) and its
+  first status at once;
+- a Trial's status is written before its metadata, so that a restart request is answered before
+  its annotation goes;
+- the Experiment's status goes last, once the Trials it counts exist: an operator stopped in
+  between then re-plans from the Trials, never from counts ahead of them.
+
+One failed write does not stop the others: a pod the API server refuses (a quota, a policy, an
+invalid manifest) must not keep the experiment's status from being written or other pods from being
+stopped. The first failure is raised at the end, so the round counts as failed and is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from . import planner, telemetry
+from .conditions import now_iso, set_condition
+from .kubeapi import Api, ApiException, api_reason
+from .models import TERMINAL_PHASES, ExperimentSpec
+from .template import build_pod
+
+log = logging.getLogger(__name__)
+
+# Posts a Kubernetes Event: (object, type, reason, message).
+PostEvent = Callable[[dict, str, str, str], None]
+# Normal Events that come with every trial: posted on the Experiment, one per reason and round.
+AGGREGATED = ("TrialCreated", "TrialSucceeded", "TrialEarlyStopped")
+
+
+class PendingWrites:
+    """What this operator wrote for one experiment that the watch has not shown yet.
+
+    The watched state lags behind our own writes by a watch event. Without this, the round after a
+    write would decide again on the old state: harmless for the objects (their names are
+    deterministic, so a second create collides) but it would repeat Events and writes.
+    """
+
+    def __init__(self) -> None:
+        self.experiment_status: dict | None = None
+        self.trial_status: dict[str, dict] = {}
+        self.trials: dict[str, dict] = {}
+
+    def trial_bodies(self, watched: dict[str, dict]) -> list[dict]:
+        """The watched Trials, with our newer writes laid over them (shallow copies: nothing that
+        the watch holds is changed)."""
+        for name in [n for n in self.trials if n in watched]:
+            del self.trials[name]
+        result = []
+        for name, body in ({**self.trials, **watched} if self.trials else watched).items():
+            mine = self.trial_status.get(name)
+            if mine is not None:
+                if (body.get("status") or {}) == mine:
+                    del self.trial_status[name]
+                else:
+                    body = {**body, "status": mine}
+            result.append(body)
+        return result
+
+    def status(self, observed: dict) -> dict:
+        if self.experiment_status is None or observed == self.experiment_status:
+            self.experiment_status = None
+            return observed
+        return self.experiment_status
+
+
+def status_patch(old: dict, new: dict) -> dict:
+    """A merge patch from old to new (keys that disappeared are set to null)."""
+    patch = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+def pruned(status: dict) -> dict:
+    """A status as the API server stores it: merge patches drop null fields."""
+    return {k: v for k, v in status.items() if v is not None}
+
+
+class Executor:
+    def __init__(self, api: Api, experiment: dict, spec: ExperimentSpec, trials: list[planner.TrialView],
+                 written: PendingWrites, post_event: PostEvent):
+        self.api = api
+        self.written = written
+        self.experiment = experiment
+        self.spec = spec
+        self.trials = {t.name: t.body for t in trials}
+        self.namespace = experiment["metadata"]["namespace"]
+        self.uid = experiment["metadata"]["uid"]
+        self.post_event = post_event
+        self.failures: list[ApiException] = []
+        self.events: list[tuple[dict, str, str, str]] = []
+
+    async def attempt(self, what: str, call: Callable[[], Awaitable[Any]], ok: tuple[int, ...] = ()) -> Any:
+        """The call's result; None for a status in `ok`; the exception (recorded) for any other."""
+        try:
+            return await call()
+        except ApiException as e:
+            if e.status in ok:
+                return None
+            self.failures.append(e)
+            log.warning("%s failed: %s %s", what, e.status, e.reason)
+            return e
+
+    async def run(self, plan: planner.Plan) -> None:
+        starts = set(plan.start_pods)
+        chains = [self.create_trial(body, start=body["metadata"]["name"] in starts) for body in plan.create_trials]
+        new = {body["metadata"]["name"] for body in plan.create_trials}
+        chains += [self.update_trial(name, plan.trial_status.get(name), plan.trial_metadata.get(name))
+                   for name in {*plan.trial_status, *plan.trial_metadata}]
+        chains += [self.start_pod(name) for name in plan.start_pods if name not in new]
+        chains += [self.attempt(f"deleting pod {name}", lambda n=name: self.api.delete_pod(self.namespace, n),
+                                ok=(404,)) for name in plan.delete_pods]
+        await asyncio.gather(*chains)
+        old = self.experiment.get("status") or {}
+        patch = status_patch(old, plan.experiment_status)
+        if patch:
+            await self.api.patch_status("experiments", self.namespace, self.experiment["metadata"]["name"], patch)
+            self.written.experiment_status = pruned(plan.experiment_status)
+        for event in plan.events:
+            target = self.experiment if event.target is None else self.trials.get(event.target)
+            if target is not None and target.get("metadata", {}).get("uid"):
+                self.event(target, event.type, event.reason, event.message)
+        self.post_events()
+        if self.failures:
+            raise self.failures[0]  # counted as a failed round, retried with backoff
+
+    def event(self, target: dict, type_: str, reason: str, message: str) -> None:
+        self.events.append((target, type_, reason, message))
+
+    def post_events(self) -> None:
+        """Posts the round's Events. Each Event is a write, as costly as the trial's own: the
+        routine ones (AGGREGATED) go on the Experiment, one per reason and round, naming the trials."""
+        routine: dict[str, list[str]] = {}
+        for target, type_, reason, message in self.events:
+            if type_ == "Normal" and reason in AGGREGATED:
+                name = target["metadata"]["name"]
+                entry = message if target is self.experiment else f"trial {name}: {message}"
+                routine.setdefault(reason, []).append(entry)
+            else:
+                self.post_event(target, type_, reason, message)
+        for reason, entries in routine.items():
+            text = entries[0] if len(entries) == 1 else f"{len(entries)} trials: " + "; ".join(
+                e.removeprefix("trial ") for e in entries)
+            self.post_event(self.experiment, "Normal", reason, text)
+
+    async def update_trial(self, name: str, status: dict | None, metadata: dict | None) -> None:
+        if status is not None:
+            old = (self.trials.get(name) or {}).get("status") or {}
+            if status.get("phase") in TERMINAL_PHASES and old.get("phase") not in TERMINAL_PHASES:
+                telemetry.TRIALS_FINISHED.labels(status["phase"], status.get("failureClass") or "").inc()
+            patch = status_patch(old, status)
+            if patch:
+                result = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
+                    "trials", self.namespace, name, patch), ok=(404,))
+                if not isinstance(result, ApiException):
+                    self.written.trial_status[name] = pruned(status)
+        if metadata is not None:
+            await self.attempt(f"metadata of trial {name}", lambda: self.api.patch(
+                "trials", self.namespace, name, {"metadata": metadata}), ok=(404,))
+
+    async def start_pod(self, name: str, after: Awaitable[Any] | None = None) -> None:
+        trial = self.trials.get(name)
+        if trial is None or not trial["metadata"].get("uid"):
+            return  # not ours, or not visible yet; the next round starts it
+        pod = build_pod(self.spec, self.experiment["metadata"]["name"], trial)
+        result = await self.attempt(f"creating pod {name}", lambda: self.api.create_pod(self.namespace, pod),
+                                    ok=(409,))
+        if not isinstance(result, ApiException):
+            return
+        reason = api_reason(result)
+        if result.status in (400, 422):
+            # The manifest itself is wrong (e.g. a label made invalid by a placeholder): running
+            # it again would fail the same way. Reported on the trial, so not a failed round.
+            self.failures.remove(result)
+            if after is not None:
+                await after
+                trial = self.trials.get(name) or trial
+            now = datetime.now(timezone.utc)
+            message = f"the API server refused the trial's pod: {reason}"
+            current = self.written.trial_status.get(name) or trial.get("status") or {}
+            status = {"phase": "Failed", "reason": "InvalidPod", "failureClass": "Startup", "message": message,
+                      "completionTime": now_iso(now),
+                      "conditions": set_condition(current.get("conditions"), "Succeeded", False, "InvalidPod",
+                                                  message, now)}
+            written = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
+                "trials", self.namespace, name, status), ok=(404,))
+            if not isinstance(written, ApiException):
+                self.written.trial_status[name] = pruned({**current, **status})
+        self.post_event(trial, "Warning", "PodCreateFailed", reason)
+
+    async def create_trial(self, body: dict, start: bool) -> None:
+        name = body["metadata"]["name"]
+        status = body.pop("status", None)
+        created = await self.attempt(f"creating trial {name}", lambda: self.api.create(
+            "trials", self.namespace, body), ok=(409,))
+        if isinstance(created, ApiException):
+            return
+        if created is None:
+            # Made in an earlier round that was cut short: use it if it is ours.
+            created = await self.attempt(f"reading trial {name}", lambda: self.api.get("trials", self.namespace, name))
+            if isinstance(created, ApiException):
+                return
+            if not planner.TrialView(name, "", created).owned_by(self.uid):
+                self.post_event(self.experiment, "Warning", "NameConflict",
+                                f"trial {name} exists but does not belong to this experiment")
+                return
+        else:
+            telemetry.TRIALS_CREATED.labels(body["metadata"]["labels"].get(planner.L_LAUNCH, "")).inc()
+            self.event(self.experiment, "Normal", "TrialCreated",
+                       f"trial {name}: {(status or {}).get('parameterSummary', '')}")
+        self.trials[name] = created
+        self.written.trials[name] = created
+        # The pod and the first status go out together; a refused pod's failure status waits for
+        # the first status, or the two could land in either order.
+        first = asyncio.ensure_future(self.first_status(name, created, status)
+                                      if status and not created.get("status") else asyncio.sleep(0))
+        if start:
+            await self.start_pod(name, after=first)
+        await first
+
+    async def first_status(self, name: str, created: dict, status: dict) -> None:
+        result = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
+            "trials", self.namespace, name, status), ok=(404,))
+        if not isinstance(result, ApiException):
+            self.trials[name] = self.written.trials[name] = {**created, "status": status}
+            self.written.trial_status[name] = pruned(status)

@@ -1,0 +1,101 @@
+"""The operator's writes to the API server: async, concurrent, and bounded.
+
+A kept async client (kubernetes_asyncio) instead of the threaded one: hundreds of writes per second
+need no thread each, and a round's independent writes go out together. One semaphore bounds the
+writes in flight across all experiments, since an API server answered by hundreds of concurrent
+writers starts timing out instead of going faster. Responses are read as plain JSON: the operator
+works on dicts, and building model objects for every pod would cost more than the write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from .models import GROUP, VERSION
+
+__all__ = ["Api", "ApiException", "connect", "api_reason"]
+
+# Writes in flight at once, across every experiment (HPO_API_CONCURRENCY).
+DEFAULT_CONCURRENCY = 32
+
+
+class Api:
+    def __init__(self, api_client: client.ApiClient, concurrency: int = DEFAULT_CONCURRENCY):
+        self.client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.limit = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+
+    async def _raw(self, fn: Any, *args: Any, **kwargs: Any) -> bytes:
+        async with self.limit:
+            response = await fn(*args, _preload_content=False, **kwargs)
+            try:
+                data = await response.read()
+            finally:
+                response.release()
+        # Unpreloaded responses are not checked by the client: an error status is ours to raise.
+        if not 200 <= response.status <= 299:
+            e = ApiException(status=response.status, reason=response.reason)
+            e.body = data
+            e.headers = response.headers
+            raise e
+        return data
+
+    async def _json(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        data = await self._raw(fn, *args, **kwargs)
+        return json.loads(data) if data else None
+
+    async def create(self, plural: str, namespace: str, body: dict) -> dict:
+        return await self._json(self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body)
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict:
+        return await self._json(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name)
+
+    async def patch(self, plural: str, namespace: str, name: str, body: dict) -> dict:
+        return await self._json(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural, name,
+                                body, _content_type="application/merge-patch+json")
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict) -> dict:
+        return await self._json(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
+                                plural, name, {"status": status}, _content_type="application/merge-patch+json")
+
+    async def create_pod(self, namespace: str, body: dict) -> dict:
+        return await self._json(self.core.create_namespaced_pod, namespace, body)
+
+    async def delete_pod(self, namespace: str, name: str) -> dict:
+        return await self._json(self.core.delete_namespaced_pod, name, namespace, propagation_policy="Background")
+
+    async def pod_log(self, namespace: str, name: str, **kwargs: Any) -> str:
+        data = await self._raw(self.core.read_namespaced_pod_log, name, namespace, **kwargs)
+        return data.decode("utf-8", errors="replace")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def connect() -> Api:
+    """In the cluster, the pod's ServiceAccount; outside, the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        # The client reads KUBECONFIG once, when it is imported: read it now.
+        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    concurrency = int(os.environ.get("HPO_API_CONCURRENCY", DEFAULT_CONCURRENCY))
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = concurrency
+    return Api(client.ApiClient(configuration), concurrency)
+
+
+def api_reason(e: ApiException) -> str:
+    """The API server's own message for a refused request."""
+    try:
+        return json.loads(e.body).get("message") or str(e.reason)
+    except (TypeError, ValueError, AttributeError):
+        return f"{e.status} {e.reason}"

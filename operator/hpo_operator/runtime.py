@@ -1,0 +1,268 @@
+"""What the operator holds in memory: the watched Trials and pods, and one loop per Experiment.
+
+Watch events (handlers.py) update kopf indexes of Trials and pods and wake the experiment's loop;
+the loop reads them (no listing, no copies: the planner changes nothing it is given), asks
+planner.plan() what to do, and has the executor carry it out. All state lives in the cluster: what
+is kept between rounds is only the Optuna study (rebuilt from the Trials after a restart), the log
+cache, and our writes that the watch has not shown yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
+
+from pydantic import ValidationError
+
+from . import planner, telemetry
+from .conditions import set_condition
+from .executor import Executor, PendingWrites, PostEvent
+from .kubeapi import Api, ApiException
+from .models import ExperimentSpec
+from .suggest import SearchSpaceError, Suggester
+
+RECONCILE_INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
+IDLE_INTERVAL = 300.0
+# After failed rounds the loop waits RECONCILE_INTERVAL * 2^(failures - 1), up to this; a watch
+# event still wakes it at once.
+MAX_ERROR_DELAY = 60.0
+# Metrics count from the end of a log ("the last value counts"): read its tail.
+LOG_TAIL_LINES = 5000
+LOG_LIMIT_BYTES = 4 << 20
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]  # (namespace, experiment name)
+
+
+def slim_pod(body: dict) -> dict:
+    """The part of a pod the planner reads. A pod's managedFields and spec are most of its size,
+    and an experiment may keep thousands of finished pods."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
+                                          "deletionTimestamp") if k in meta},
+        "spec": {"nodeName": spec.get("nodeName"),
+                 "containers": [{"name": c.get("name")} for c in spec.get("containers") or []]},
+        "status": body.get("status") or {},
+    }
+
+
+def slim_trial(body: dict) -> dict:
+    meta = body.get("metadata") or {}
+    if "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def error_delay(failures: int) -> float:
+    return min(RECONCILE_INTERVAL * 2 ** max(failures - 1, 0), MAX_ERROR_DELAY)
+
+
+@dataclass
+class ExperimentLoop:
+    """One experiment's reconcile loop and what it keeps between rounds."""
+    runtime: "Runtime"
+    key: Key
+    uid: str
+    body: dict
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    suggester: Suggester | None = None
+    logs: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    written: PendingWrites = field(default_factory=PendingWrites)
+    views: dict[str, planner.TrialView] = field(default_factory=dict)
+    failures: int = 0
+    task: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.wake.clear()
+                try:
+                    with telemetry.RECONCILE_SECONDS.time():
+                        delay = await self.reconcile()
+                    telemetry.RECONCILE_TOTAL.labels("success").inc()
+                    self.failures = 0
+                except ApiException as e:
+                    # Deletion of the experiment cancels this task; anything else is retried.
+                    telemetry.RECONCILE_TOTAL.labels("error").inc()
+                    self.failures += 1
+                    delay = error_delay(self.failures)
+                    log.warning("%s/%s: reconcile failed (%s %s), retrying in %.0fs", *self.key, e.status,
+                                e.reason, delay)
+                except Exception:
+                    telemetry.RECONCILE_TOTAL.labels("error").inc()
+                    self.failures += 1
+                    delay = error_delay(self.failures)
+                    log.exception("%s/%s: reconcile failed, retrying in %.0fs", *self.key, delay)
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            telemetry.experiment_phase(self.uid, None)
+
+    async def reconcile(self) -> float:
+        namespace, name = self.key
+        rt = self.runtime
+        now = datetime.now(timezone.utc)
+        raw = {**self.body}
+        status = raw["status"] = self.written.status(raw.get("status") or {})
+        generation = raw["metadata"].get("generation") or 0
+        try:
+            spec = ExperimentSpec.model_validate(raw.get("spec") or {})
+        except ValidationError as e:
+            await self.report_invalid(raw, status, str(e), now)
+            return RECONCILE_INTERVAL
+        trials = self.trial_views(self.written.trial_bodies(rt.trials_of(self.key)))
+        pods = rt.pods_of(self.key)  # a dict of its own: the planner reads it in a thread
+        if self.suggester is None:
+            origin = spec.warm_start_from
+            warm = list(rt.trials_of((namespace, origin)).values()) if origin else []
+            try:
+                # In a thread, like the plan: rebuilding a large study after a restart takes seconds.
+                self.suggester = await asyncio.to_thread(planner.restore_suggester, spec, trials, status, warm)
+            except SearchSpaceError as e:
+                await self.report_invalid(raw, status, str(e), now)
+                return RECONCILE_INTERVAL
+        suggester = self.suggester
+        logs = await self.read_logs(spec, trials, pods)
+        view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
+        # Off the event loop, which serves the watches and every other experiment meanwhile; only
+        # this experiment's loop uses its suggester.
+        plan = await asyncio.to_thread(planner.plan, view, trials, pods, logs, now, suggester.suggest,
+                                       suggester.should_stop, suggester.tell)
+        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event).run(plan)
+        st = plan.experiment_status
+        telemetry.experiment_phase(self.uid, st.get("phase"))
+        if st.get("phase") in planner.FINISHED_PHASES and not (st.get("trialsRunning") or st.get("trialsPending")):
+            return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
+        return plan.requeue_after or RECONCILE_INTERVAL
+
+    def trial_views(self, bodies: list[dict]) -> list[planner.TrialView]:
+        """A view per Trial, the last round's where its body has not changed since (a view works
+        out what the planner reads of a Trial once)."""
+        views = {}
+        for body in bodies:
+            name = body["metadata"]["name"]
+            view = self.views.get(name)
+            if view is None or view.body is not body:
+                view = planner.TrialView(name, body["metadata"].get("uid", ""), body)
+            views[name] = view
+        self.views = views
+        return list(views.values())
+
+    async def report_invalid(self, raw: dict, status: dict, message: str, now: datetime) -> None:
+        conditions = set_condition(status.get("conditions"), "Failed", True, "InvalidSpec", message, now,
+                                   raw["metadata"].get("generation"))
+        if status.get("phase") != "Failed" or status.get("conditions") != conditions:
+            self.runtime.post_event(raw, "Warning", "InvalidSpec", message)
+            await self.runtime.api.patch_status("experiments", self.key[0], self.key[1],
+                                                {"phase": "Failed", "conditions": conditions})
+
+    async def read_logs(self, spec: ExperimentSpec, trials: list[planner.TrialView],
+                        pods: dict[str, dict]) -> dict[str, str]:
+        """Logs the planner wants: a finished pod's once, a running pod's every intervalSeconds."""
+        result: dict[str, str] = {}
+        now = time.monotonic()
+        used = set()
+        reads = []
+        for t in trials:
+            pod = pods.get(t.name)
+            need = planner.needs_log(spec, t, pod)
+            if need is None:
+                continue
+            key = (pod["metadata"]["uid"], need)
+            used.add(key)
+            cached = self.logs.get(key)
+            stale = need == "running" and (cached is None or now - cached[0] >= spec.metrics_collector.interval_seconds)
+            if cached is None or stale:
+                container = spec.trial_template.primary_container_name or pod["spec"]["containers"][0]["name"]
+                reads.append(self.read_log(key, t.name, pod["metadata"]["namespace"], container, need, now))
+            else:
+                result[t.name] = cached[1]
+        for name, text in await asyncio.gather(*reads):
+            result[name] = text
+        for key in [k for k in self.logs if k not in used]:
+            del self.logs[key]  # finished with: the planner recorded what it needed
+        return result
+
+    async def read_log(self, key: tuple[str, str], pod: str, namespace: str, container: str, need: str,
+                       now: float) -> tuple[str, str]:
+        cached = self.logs.get(key)
+        try:
+            text = await self.runtime.api.pod_log(namespace, pod, container=container, tail_lines=LOG_TAIL_LINES,
+                                                  limit_bytes=LOG_LIMIT_BYTES, timestamps=need == "running")
+        except ApiException:
+            text = cached[1] if cached else ""  # no log to read yet, or none at all
+        self.logs[key] = (now, text)
+        return pod, text
+
+
+class Runtime:
+    """Every experiment's loop, and where they read the watched Trials and pods.
+
+    The Trials and pods are kopf indexes (handlers.py): kopf fills every index from its initial
+    listing before any other handler runs, so no loop ever plans on a partial view (after a
+    restart, a running trial whose pod was not listed yet would look like one whose pod vanished).
+    """
+
+    def __init__(self, api: Api, post_event: PostEvent):
+        self.api = api
+        self.post_event = post_event
+        self.trials: Mapping[Key, Iterable[dict]] = {}
+        self.pods: Mapping[Key, Iterable[dict]] = {}
+        self.loops: dict[Key, ExperimentLoop] = {}
+
+    def use_indexes(self, trials: Mapping[Key, Iterable[dict]], pods: Mapping[Key, Iterable[dict]]) -> None:
+        self.trials, self.pods = trials, pods
+
+    def trials_of(self, key: Key) -> dict[str, dict]:
+        return {t["metadata"]["name"]: t for t in self.trials.get(key, ())}
+
+    def pods_of(self, key: Key) -> dict[str, dict]:
+        return {p["metadata"]["name"]: p for p in self.pods.get(key, ())}
+
+    def wake(self, key: Key) -> None:
+        loop = self.loops.get(key)
+        if loop is not None:
+            loop.wake.set()
+
+    def on_experiment(self, deleted: bool, namespace: str, name: str, uid: str, body: dict) -> None:
+        key = (namespace, name)
+        loop = self.loops.get(key)
+        if deleted or (body.get("metadata") or {}).get("deletionTimestamp"):
+            # Nothing to do on deletion: ownerReferences let the garbage collector remove the
+            # trials and pods.
+            if loop is not None:
+                self.stop(key)
+            return
+        if loop is not None and loop.uid != uid:
+            self.stop(key)  # an experiment deleted and created again under the same name
+            loop = None
+        if loop is None or loop.task is None or loop.task.done():
+            loop = self.loops[key] = ExperimentLoop(self, key, uid, slim_trial(body))
+            loop.task = asyncio.get_running_loop().create_task(loop.run(), name=f"experiment {namespace}/{name}")
+        loop.body = slim_trial(body)
+        loop.wake.set()
+
+    def stop(self, key: Key) -> None:
+        loop = self.loops.pop(key, None)
+        if loop is not None and loop.task is not None:
+            loop.task.cancel()
+
+    async def stop_all(self) -> None:
+        tasks = [loop.task for loop in self.loops.values() if loop.task is not None]
+        self.loops.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.api.close()
+
+    def size(self) -> int:
+        return len(self.loops)

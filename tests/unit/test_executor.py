@@ -1,0 +1,188 @@
+"""The executor against an in-memory API: order where one write needs another, concurrency
+everywhere else, failures that do not stop the round, and aggregated Events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from hpo_operator import planner
+from hpo_operator.executor import Executor, PendingWrites
+from hpo_operator.kubeapi import ApiException
+from hpo_operator.models import ExperimentSpec
+
+SPEC = ExperimentSpec.model_validate({
+    "objective": {"type": "minimize", "metricName": "loss"},
+    "algorithm": {"name": "random", "seed": 1},
+    "parameters": [{"name": "x", "type": "double", "min": 0, "max": 1}],
+    "parallelTrialCount": 20, "maxTrialCount": 20,
+    "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}}},
+})
+EXPERIMENT = {"apiVersion": "hpo.dev/v1alpha1", "kind": "Experiment",
+              "metadata": {"name": "exp", "namespace": "ns", "uid": "uid-exp", "generation": 1},
+              "spec": {}, "status": {}}
+
+
+def refused(status: int, message: str = "no") -> ApiException:
+    e = ApiException(status=status, reason="Refused")
+    e.body = json.dumps({"message": message})
+    return e
+
+
+class FakeApi:
+    """Objects in dicts; every call waits a little, so that calls made together overlap."""
+
+    def __init__(self, fail: dict[tuple[str, str], ApiException] | None = None):
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.calls: list[tuple[str, str]] = []  # (verb, name), in the order they completed
+        self.in_flight = 0
+        self.peak = 0
+        self.fail = fail or {}
+
+    async def _call(self, verb: str, name: str) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        self.calls.append((verb, name))
+        if (verb, name) in self.fail:
+            raise self.fail[(verb, name)]
+
+    async def create(self, plural: str, namespace: str, body: dict) -> dict:
+        name = body["metadata"]["name"]
+        await self._call(f"create {plural}", name)
+        if (plural, name) in self.objects:
+            raise refused(409)
+        created = {**body, "metadata": {**body["metadata"], "uid": f"uid-{name}"}}
+        self.objects[(plural, name)] = created
+        return created
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict:
+        await self._call(f"get {plural}", name)
+        return self.objects[(plural, name)]
+
+    async def patch(self, plural: str, namespace: str, name: str, body: dict) -> dict:
+        await self._call(f"patch {plural}", name)
+        return {}
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict) -> dict:
+        await self._call(f"status {plural}", name)
+        return {}
+
+    async def create_pod(self, namespace: str, body: dict) -> dict:
+        name = body["metadata"]["name"]
+        await self._call("create pods", name)
+        self.objects[("pods", name)] = body
+        return body
+
+    async def delete_pod(self, namespace: str, name: str) -> dict:
+        await self._call("delete pods", name)
+        return {}
+
+
+def new_trial(name: str) -> dict:
+    return {"apiVersion": "hpo.dev/v1alpha1", "kind": "Trial",
+            "metadata": {"name": name, "namespace": "ns", "labels": {planner.L_LAUNCH: "Suggestion"},
+                         "ownerReferences": [{"uid": "uid-exp", "controller": True}]},
+            "spec": {"experimentName": "exp", "attempt": 1, "parameters": [{"name": "x", "value": "0.5"}]},
+            "status": {"phase": "Pending", "reason": "PodCreated", "parameterSummary": "x=0.5"}}
+
+
+def existing(name: str, **status) -> planner.TrialView:
+    body = {"apiVersion": "hpo.dev/v1alpha1", "kind": "Trial",
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "labels": {}},
+            "spec": {"experimentName": "exp", "parameters": [{"name": "x", "value": "0.1"}]},
+            "status": {"phase": "Running", **status}}
+    return planner.TrialView(name, f"uid-{name}", body)
+
+
+def run(api: FakeApi, plan: planner.Plan, trials: list[planner.TrialView] = ()) -> list[tuple]:
+    events: list[tuple] = []
+    executor = Executor(api, dict(EXPERIMENT), SPEC, list(trials), PendingWrites(),
+                        lambda obj, *rest: events.append((obj["metadata"]["name"], *rest)))
+    asyncio.run(executor.run(plan))
+    return events
+
+
+def test_a_new_trial_gets_its_pod_after_it_exists_and_the_experiment_status_comes_last():
+    names = [f"exp-{i:04d}" for i in range(10)]
+    plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
+                        experiment_status={"phase": "Running"})
+    api = FakeApi()
+    run(api, plan)
+    order = [c for c in api.calls]
+    for n in names:
+        assert order.index(("create trials", n)) < order.index(("create pods", n))
+        assert ("status trials", n) in order
+        # The pod's ownerReference names the Trial's uid, which only the create returned.
+        assert api.objects[("pods", n)]["metadata"]["ownerReferences"][0]["uid"] == f"uid-{n}"
+    assert order[-1] == ("status experiments", "exp")
+    # The ten trials' chains ran together, not one after another, and each trial's first status
+    # went out with its pod.
+    assert api.peak == 20
+
+
+def test_status_before_metadata_for_one_trial_and_independent_writes_at_once():
+    trials = [existing(f"t{i}") for i in range(6)]
+    plan = planner.Plan(trial_status={t.name: {"phase": "Succeeded"} for t in trials},
+                        trial_metadata={"t0": {"annotations": {planner.A_RESTART: None}}},
+                        delete_pods=["t1", "t2"], experiment_status={"phase": "Running"})
+    api = FakeApi()
+    run(api, plan, trials)
+    assert api.calls.index(("status trials", "t0")) < api.calls.index(("patch trials", "t0"))
+    assert api.peak == 8  # six status patches and two deletions together
+    assert api.calls[-1] == ("status experiments", "exp")
+
+
+def test_one_refused_write_does_not_stop_the_others_and_fails_the_round_at_the_end():
+    trials = [existing("t0"), existing("t1")]
+    plan = planner.Plan(trial_status={"t0": {"phase": "Succeeded"}, "t1": {"phase": "Succeeded"}},
+                        delete_pods=["t0"], experiment_status={"phase": "Running"})
+    api = FakeApi(fail={("status trials", "t0"): refused(500)})
+    with pytest.raises(ApiException) as e:
+        run(api, plan, trials)
+    assert e.value.status == 500
+    assert {("status trials", "t1"), ("delete pods", "t0"), ("status experiments", "exp")} <= set(api.calls)
+
+
+def test_a_pod_the_api_server_finds_invalid_fails_its_trial_instead_of_the_round():
+    plan = planner.Plan(create_trials=[new_trial("exp-0000")], start_pods=["exp-0000"],
+                        experiment_status={"phase": "Running"})
+    api = FakeApi(fail={("create pods", "exp-0000"): refused(422, "metadata.labels: Invalid value")})
+    events = run(api, plan)  # no exception: the trial carries the failure
+    assert [c for c in api.calls if c == ("status trials", "exp-0000")] == [("status trials", "exp-0000")] * 2
+    assert ("exp-0000", "Warning", "PodCreateFailed", "metadata.labels: Invalid value") in events
+
+
+def test_routine_events_are_one_per_reason_and_round_on_the_experiment():
+    names = [f"exp-{i:04d}" for i in range(3)]
+    trials = [existing("t0"), existing("t1")]
+    plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
+                        experiment_status={"phase": "Running"},
+                        events=[planner.Event("t0", "Normal", "TrialSucceeded", "objective loss=0.1"),
+                                planner.Event("t1", "Warning", "TrialFailed", "exit code 1")])
+    events = run(FakeApi(), plan, trials)
+    created = [e for e in events if e[2] == "TrialCreated"]
+    assert len(created) == 1 and created[0][:2] == ("exp", "Normal")
+    assert created[0][3].startswith("3 trials: ") and all(n in created[0][3] for n in names)
+    assert ("exp", "Normal", "TrialSucceeded", "trial t0: objective loss=0.1") in events
+    assert ("t1", "Warning", "TrialFailed", "exit code 1") in events  # warnings stay on their trial
+
+
+def test_pending_writes_lay_our_statuses_over_the_watch_without_changing_it():
+    written = PendingWrites()
+    watched = {"t0": {"metadata": {"name": "t0", "uid": "u"}, "status": {"phase": "Running"}}}
+    written.trial_status["t0"] = {"phase": "Succeeded"}
+    written.trials["t1"] = {"metadata": {"name": "t1", "uid": "u1"}}
+    bodies = {b["metadata"]["name"]: b for b in written.trial_bodies(watched)}
+    assert bodies["t0"]["status"] == {"phase": "Succeeded"}
+    assert watched["t0"]["status"] == {"phase": "Running"}  # the watch's body is untouched
+    assert "t1" in bodies
+    # Once the watch shows what we wrote, the overlay is dropped.
+    watched = {"t0": {"metadata": {"name": "t0"}, "status": {"phase": "Succeeded"}},
+               "t1": {"metadata": {"name": "t1"}}}
+    written.trial_bodies(watched)
+    assert not written.trial_status and not written.trials

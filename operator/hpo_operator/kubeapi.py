@@ -76,6 +76,45 @@ class Api:
         data = await self._raw(self.core.read_namespaced_pod_log, name, namespace, **kwargs)
         return data.decode("utf-8", errors="replace")
 
+    # Reads for the informers: not bounded by the write limit (a watch holds its connection for
+    # minutes), and nothing built but dicts.
+
+    def _lister(self, kind: str) -> tuple[Any, tuple]:
+        if kind == "pods":
+            return self.core.list_namespaced_pod, ()
+        return self.custom.list_namespaced_custom_object, (GROUP, VERSION)
+
+    async def list_raw(self, kind: str, namespace: str, label_selector: str | None = None) -> dict:
+        fn, args = self._lister(kind)
+        extra = {"label_selector": label_selector} if label_selector else {}
+        response = await fn(*args, namespace, *([kind] if args else []), _preload_content=False, **extra)
+        try:
+            data = await response.read()
+        finally:
+            response.release()
+        if not 200 <= response.status <= 299:
+            e = ApiException(status=response.status, reason=response.reason)
+            e.body = data
+            raise e
+        return json.loads(data)
+
+    async def watch_raw(self, kind: str, namespace: str, resource_version: str, timeout_seconds: int,
+                        label_selector: str | None = None) -> Any:
+        """The open watch response; its .content yields one JSON event per line. Release it."""
+        fn, args = self._lister(kind)
+        extra = {"label_selector": label_selector} if label_selector else {}
+        response = await fn(*args, namespace, *([kind] if args else []), watch=True,
+                            resource_version=resource_version, allow_watch_bookmarks=True,
+                            timeout_seconds=timeout_seconds, _request_timeout=timeout_seconds + 30,
+                            _preload_content=False, **extra)
+        if not 200 <= response.status <= 299:
+            data = await response.read()
+            response.release()
+            e = ApiException(status=response.status, reason=response.reason)
+            e.body = data
+            raise e
+        return response
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -89,8 +128,14 @@ async def connect() -> Api:
         await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     concurrency = int(os.environ.get("HPO_API_CONCURRENCY", DEFAULT_CONCURRENCY))
     configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = concurrency
-    return Api(client.ApiClient(configuration), concurrency)
+    # No limit on connections: each watch holds one, and writes are bounded by the semaphore.
+    configuration.connection_pool_maxsize = 0
+    api_client = client.ApiClient(configuration)
+    # The client's HTTP session trusts the environment, so aiohttp looks for a .netrc file on every
+    # request (a profile showed it at 5% of the operator's time). Proxies still come from the
+    # kubeconfig's proxy-url, which the client passes itself.
+    api_client.rest_client.pool_manager._trust_env = False
+    return Api(api_client, concurrency)
 
 
 def api_reason(e: ApiException) -> str:

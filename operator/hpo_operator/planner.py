@@ -51,7 +51,7 @@ REQUEST_KEY_LENGTH = 1024
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator"}
 
 FINISHED_PHASES = ("Succeeded", "Failed")
-MAX_ASKS_PER_ROUND = 50
+MAX_ASKS_PER_ROUND = 1000
 # A sampler that keeps proposing configurations the experiment already has is treated as having
 # exhausted the space after this many suggestions per configuration budget.
 DUPLICATE_SUGGESTION_FACTOR = 10

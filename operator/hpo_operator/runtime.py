@@ -1,7 +1,8 @@
 """What the operator holds in memory: the watched Trials and pods, and one loop per Experiment.
 
-Watch events (handlers.py) update kopf indexes of Trials and pods and wake the experiment's loop;
-the loop reads them (no listing, no copies: the planner changes nothing it is given), asks
+Informers (informer.py) keep each namespace's Trials and trial pods and wake the experiment whose
+object changed; its loop reads them (no listing, no deep copies: the planner changes nothing it is
+given), asks
 planner.plan() what to do, and has the executor carry it out. All state lives in the cluster: what
 is kept between rounds is only the Optuna study (rebuilt from the Trials after a restart), the log
 cache, and our writes that the watch has not shown yet.
@@ -15,15 +16,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from typing import Callable
 
 from pydantic import ValidationError
 
 from . import planner, telemetry
 from .conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
+from .informer import Informer
 from .kubeapi import Api, ApiException
 from .models import ExperimentSpec
+from .planner import L_EXPERIMENT
 from .suggest import SearchSpaceError, Suggester
 
 RECONCILE_INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
@@ -31,6 +34,8 @@ IDLE_INTERVAL = 300.0
 # After failed rounds the loop waits RECONCILE_INTERVAL * 2^(failures - 1), up to this; a watch
 # event still wakes it at once.
 MAX_ERROR_DELAY = 60.0
+# Rounds of one experiment start at least this far apart (or twice the last plan's time).
+MIN_ROUND_GAP = float(os.environ.get("HPO_MIN_ROUND_GAP", "0.05"))
 # Metrics count from the end of a log ("the last value counts"): read its tail.
 LOG_TAIL_LINES = 5000
 LOG_LIMIT_BYTES = 4 << 20
@@ -77,12 +82,15 @@ class ExperimentLoop:
     written: PendingWrites = field(default_factory=PendingWrites)
     views: dict[str, planner.TrialView] = field(default_factory=dict)
     failures: int = 0
+    plan_seconds: float = 0.0
     task: asyncio.Task | None = None
 
     async def run(self) -> None:
+        await self.runtime.namespace(self.key[0]).synced()
         try:
             while True:
                 self.wake.clear()
+                started = time.monotonic()
                 try:
                     with telemetry.RECONCILE_SECONDS.time():
                         delay = await self.reconcile()
@@ -104,6 +112,12 @@ class ExperimentLoop:
                     await asyncio.wait_for(self.wake.wait(), timeout=delay)
                 except asyncio.TimeoutError:
                     pass
+                # Under a stream of events, let a few gather rather than plan for each: a round
+                # costs in proportion to the experiment's trials, however few of them changed.
+                # The planner then takes at most a third of the time.
+                rest = max(MIN_ROUND_GAP, 2 * self.plan_seconds) - (time.monotonic() - started)
+                if rest > 0:
+                    await asyncio.sleep(rest)
         finally:
             telemetry.experiment_phase(self.uid, None)
 
@@ -135,8 +149,10 @@ class ExperimentLoop:
         view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
         # Off the event loop, which serves the watches and every other experiment meanwhile; only
         # this experiment's loop uses its suggester.
+        planning = time.monotonic()
         plan = await asyncio.to_thread(planner.plan, view, trials, pods, logs, now, suggester.suggest,
                                        suggester.should_stop, suggester.tell)
+        self.plan_seconds = time.monotonic() - planning
         await Executor(rt.api, raw, spec, trials, self.written, rt.post_event).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.get("phase"))
@@ -204,29 +220,44 @@ class ExperimentLoop:
         return pod, text
 
 
-class Runtime:
-    """Every experiment's loop, and where they read the watched Trials and pods.
+class Namespace:
+    """The informers of one namespace: its Trials (all, so that a user's Trial is seen) and its
+    trial pods (selected by label on the API server: no other pod reaches the operator)."""
 
-    The Trials and pods are kopf indexes (handlers.py): kopf fills every index from its initial
-    listing before any other handler runs, so no loop ever plans on a partial view (after a
-    restart, a running trial whose pod was not listed yet would look like one whose pod vanished).
-    """
+    def __init__(self, api: Api, namespace: str, wake: Callable[[Key], None]):
+        self.trials = Informer(api, namespace, "trials", lambda t: (t.get("spec") or {}).get("experimentName"),
+                               slim_trial, lambda exp: wake((namespace, exp)))
+        self.pods = Informer(api, namespace, "pods", lambda p: (p["metadata"].get("labels") or {}).get(L_EXPERIMENT),
+                             slim_pod, lambda exp: wake((namespace, exp)), label_selector=L_EXPERIMENT)
+        self.tasks = [asyncio.get_running_loop().create_task(i.run(), name=f"{i.kind} in {namespace}")
+                      for i in (self.trials, self.pods)]
+
+    async def synced(self) -> None:
+        await self.trials.synced.wait()
+        await self.pods.synced.wait()
+
+
+class Runtime:
+    """Every experiment's loop, and the informers they read the Trials and pods from: one pair per
+    namespace that has an experiment."""
 
     def __init__(self, api: Api, post_event: PostEvent):
         self.api = api
         self.post_event = post_event
-        self.trials: Mapping[Key, Iterable[dict]] = {}
-        self.pods: Mapping[Key, Iterable[dict]] = {}
+        self.namespaces: dict[str, Namespace] = {}
         self.loops: dict[Key, ExperimentLoop] = {}
 
-    def use_indexes(self, trials: Mapping[Key, Iterable[dict]], pods: Mapping[Key, Iterable[dict]]) -> None:
-        self.trials, self.pods = trials, pods
+    def namespace(self, name: str) -> Namespace:
+        ns = self.namespaces.get(name)
+        if ns is None:
+            ns = self.namespaces[name] = Namespace(self.api, name, self.wake)
+        return ns
 
     def trials_of(self, key: Key) -> dict[str, dict]:
-        return {t["metadata"]["name"]: t for t in self.trials.get(key, ())}
+        return dict(self.namespace(key[0]).trials.objects.get(key[1]) or {})
 
     def pods_of(self, key: Key) -> dict[str, dict]:
-        return {p["metadata"]["name"]: p for p in self.pods.get(key, ())}
+        return dict(self.namespace(key[0]).pods.objects.get(key[1]) or {})
 
     def wake(self, key: Key) -> None:
         loop = self.loops.get(key)
@@ -246,6 +277,7 @@ class Runtime:
             self.stop(key)  # an experiment deleted and created again under the same name
             loop = None
         if loop is None or loop.task is None or loop.task.done():
+            self.namespace(namespace)
             loop = self.loops[key] = ExperimentLoop(self, key, uid, slim_trial(body))
             loop.task = asyncio.get_running_loop().create_task(loop.run(), name=f"experiment {namespace}/{name}")
         loop.body = slim_trial(body)
@@ -255,10 +287,16 @@ class Runtime:
         loop = self.loops.pop(key, None)
         if loop is not None and loop.task is not None:
             loop.task.cancel()
+        if not any(k[0] == key[0] for k in self.loops):
+            # No experiment left in the namespace: nothing there to watch for.
+            for task in self.namespaces.pop(key[0]).tasks if key[0] in self.namespaces else ():
+                task.cancel()
 
     async def stop_all(self) -> None:
         tasks = [loop.task for loop in self.loops.values() if loop.task is not None]
+        tasks += [t for ns in self.namespaces.values() for t in ns.tasks]
         self.loops.clear()
+        self.namespaces.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,467 @@
+"""The control loop at scale: the operator against the raw API floor, side by side, in one run.
+
+For each case (E experiments x N trials x P parallel) it runs, on the same cluster and one after the
+other:
+- the **floor**: a minimal async client doing exactly the operator's API writes for each trial
+  (create the Trial, patch its status, create its pod, and once the pod has finished patch the
+  Trial's status and the Experiment's status), P trials of each experiment at a time, with at most
+  --floor-writers writes in flight (the concurrency at which this cluster is fastest: more
+  concurrent writers make the API server time out);
+- the **operator** (`python -m hpo_operator --all-namespaces`, a fresh process per case) on an
+  Experiment with the same budgets.
+
+Trial pods run on the KWOK nodes and finish at once (`sim.hpo.dev/duration: 0s`), so the loop, not
+the training, is what is measured. Every time is a receipt time of this script's own watch on pods
+and experiments. Prints a table; asserts nothing (bench/README.md explains each column).
+
+    .venv/bin/python bench/scale.py                  # every case (about 45 minutes on 2 cores)
+    .venv/bin/python bench/scale.py --cases 200x20,unrelated
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "operator"))
+
+from hpo_operator.kubeapi import Api  # noqa: E402
+from hpo_operator.models import ExperimentSpec  # noqa: E402
+from hpo_operator.template import build_pod  # noqa: E402
+
+GROUP, VERSION = "hpo.dev", "v1alpha1"
+# name: (experiments, trials per experiment, parallel trials per experiment)
+CASES = {
+    "200x20": (1, 200, 20),
+    "1000x200": (1, 1000, 200),
+    "2000x1000": (1, 2000, 1000),
+    "10000x200": (1, 10000, 200),
+    "100x(20x10)": (100, 20, 10),
+}
+UNRELATED_PODS = 2000
+
+
+def experiment_body(name: str, trials: int, parallel: int) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": name},
+        "spec": {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "algorithm": {"name": "random", "seed": 1},
+            "parameters": [{"name": "x", "type": "double", "min": 0.0, "max": 1.0}],
+            "parallelTrialCount": parallel,
+            "maxTrialCount": trials,
+            "metricsCollector": {"source": "TerminationMessage"},
+            "trialTemplate": {"template": {
+                "metadata": {"annotations": {"sim.hpo.dev/duration": "0s",
+                                             "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
+                "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
+            }},
+        },
+    }
+
+
+# --- a raw watch: receipt times of what the cluster says ------------------------------------
+
+async def watch_lines(list_fn, *args, on_event, stop: asyncio.Event, **kwargs) -> None:
+    """Calls on_event(type, object) for each watch event until `stop` is set (re-watching on
+    expiry). Raw JSON lines: no model objects, so this script stays light next to the cluster."""
+    rv = None
+    while not stop.is_set():
+        listing = await list_fn(*args, _preload_content=False, **kwargs)
+        data = json.loads(await listing.read())
+        for obj in data["items"]:
+            on_event("ADDED", obj)
+        rv = data["metadata"]["resourceVersion"]
+        resp = await list_fn(*args, watch=True, resource_version=rv, allow_watch_bookmarks=True,
+                             timeout_seconds=600, _preload_content=False, _request_timeout=660)
+        try:
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    break
+                if event["type"] != "BOOKMARK":
+                    on_event(event["type"], event["object"])
+                if stop.is_set():
+                    break
+        finally:
+            resp.release()
+
+
+@dataclass
+class Clock:
+    """When each pod was first seen, and first seen finished; per experiment."""
+    created: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)
+    experiment_of: dict[str, str] = field(default_factory=dict)
+    waiters: dict[str, asyncio.Future] = field(default_factory=dict)
+
+    def on_pod(self, type_: str, pod: dict) -> None:
+        now = time.monotonic()
+        name = pod["metadata"]["name"]
+        self.created.setdefault(name, now)
+        self.experiment_of[name] = (pod["metadata"].get("labels") or {}).get("hpo.dev/experiment", "")
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and name not in self.finished:
+            self.finished[name] = now
+            waiter = self.waiters.pop(name, None)
+            if waiter and not waiter.done():
+                waiter.set_result(pod)
+
+    def wait_finished(self, name: str) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        if name in self.finished:
+            future.set_result(None)
+        else:
+            self.waiters[name] = future
+        return future
+
+    def replacement_latencies(self, parallel: int) -> dict[str, list[float]]:
+        """Per experiment: pod k+P is the replacement of the k-th pod to finish."""
+        result = {}
+        for exp in set(self.experiment_of.values()):
+            names = [n for n, e in self.experiment_of.items() if e == exp]
+            created = sorted(self.created[n] for n in names)
+            finished = sorted(self.finished[n] for n in names if n in self.finished)
+            result[exp] = [c - f for c, f in zip(created[parallel:], finished)]
+        return result
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+# --- the cluster ------------------------------------------------------------------------------
+
+class Cluster:
+    def __init__(self, api: client.ApiClient):
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    async def raw(self, fn, *args, **kwargs) -> dict:
+        resp = await fn(*args, _preload_content=False, **kwargs)
+        try:
+            data = await resp.read()
+        finally:
+            resp.release()
+        if not 200 <= resp.status <= 299:
+            raise client.ApiException(status=resp.status, reason=f"{resp.reason}: {data[:300]!r}")
+        return json.loads(data)
+
+    async def namespace(self, prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        await self.core.create_namespace({"metadata": {"name": name, "labels": {"hpo.dev/bench": "scale"}}})
+        for _ in range(300):  # pods are refused until the default ServiceAccount exists
+            try:
+                await self.core.read_namespaced_service_account("default", name)
+                return name
+            except client.ApiException:
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"namespace {name} got no default ServiceAccount")
+
+    async def delete_namespace(self, name: str, wait: float = 600) -> float:
+        start = time.monotonic()
+        await self.core.delete_namespace(name, propagation_policy="Background")
+        while time.monotonic() - start < wait:
+            try:
+                await self.core.read_namespace(name)
+            except client.ApiException as e:
+                if e.status == 404:
+                    break
+            await asyncio.sleep(1)
+        return time.monotonic() - start
+
+
+# --- one run: the floor or the operator -----------------------------------------------------
+
+@dataclass
+class Result:
+    who: str
+    case: str
+    trials: int
+    parallel: int
+    wall: float
+    latencies: dict[str, list[float]]
+    first_pods: float
+    cpu: float | None = None
+    rss_mb: float | None = None
+    exp_kb: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.trials / self.wall
+
+
+async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, parallel: int,
+                    writers: int) -> Result:
+    ns = await cluster.namespace("bench-floor")
+    clock, stop = Clock(), asyncio.Event()
+    watcher = asyncio.create_task(watch_lines(cluster.core.list_namespaced_pod, ns, on_event=clock.on_pod, stop=stop))
+    # The operator's own API layer, its bound set to the floor's best concurrency.
+    api = Api(cluster.api, concurrency=writers)
+    start = time.monotonic()
+
+    async def one_experiment(e: int) -> None:
+        name = f"exp{e}"
+        body = experiment_body(name, trials, parallel)
+        spec = ExperimentSpec.model_validate(body["spec"])
+        exp = await api.create("experiments", ns, body)
+        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "name": name,
+                 "uid": exp["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+        queue = iter(range(trials))
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for i in queue:
+                trial = f"{name}-{i:04d}"
+                x = str((i * 0.618) % 1)
+                created = await api.create("trials", ns, {
+                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial",
+                    "metadata": {"name": trial, "labels": {"hpo.dev/experiment": name, "hpo.dev/trial": trial},
+                                 "ownerReferences": [owner]},
+                    "spec": {"experimentName": name, "attempt": 1, "suggestionIndex": i,
+                             "parameters": [{"name": "x", "value": x}]}})
+                await api.patch_status("trials", ns, trial,
+                                       {"phase": "Pending", "reason": "PodCreated", "parameterSummary": f"x={x}"})
+                finished = clock.wait_finished(trial)
+                await api.create_pod(ns, build_pod(spec, name, created))
+                await finished
+                await api.patch_status("trials", ns, trial,
+                                       {"phase": "Succeeded", "reason": "Completed", "objectiveValue": float(x)})
+                done += 1
+                await api.patch_status("experiments", ns, name, {"trialsSucceeded": done})
+
+        await asyncio.gather(*(worker() for _ in range(parallel)))
+
+    await asyncio.gather(*(one_experiment(e) for e in range(experiments)))
+    wall = time.monotonic() - start
+    stop.set()
+    watcher.cancel()
+    first = sorted(clock.created.values())
+    result = Result("floor", case, trials * experiments, parallel, wall, clock.replacement_latencies(parallel),
+                    first[min(len(first), parallel) - 1] - start)
+    await cluster.delete_namespace(ns)
+    return result
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Operator:
+    """The operator as users run it, watching all namespaces, in a fresh process."""
+
+    def __init__(self, kubeconfig: str, log: Path):
+        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "hpo_operator", "--all-namespaces", "--standalone"],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def rss(self, key: str = "VmHWM") -> float:
+        return proc_rss_mb(self.proc.pid, key)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+async def run_operator(cluster: Cluster, kubeconfig: str, case: str, experiments: int, trials: int,
+                       parallel: int, logdir: Path, timeout: float) -> Result:
+    ns = await cluster.namespace("bench-op")
+    operator = Operator(kubeconfig, logdir / f"operator-{case}.log")
+    await asyncio.sleep(5)  # started, lists done, idle
+    clock, stop = Clock(), asyncio.Event()
+    finished: dict[str, float] = {}
+    all_done = asyncio.Event()
+
+    def on_experiment(type_: str, obj: dict) -> None:
+        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            finished.setdefault(obj["metadata"]["name"], time.monotonic())
+            if len(finished) == experiments:
+                all_done.set()
+
+    watchers = [
+        asyncio.create_task(watch_lines(cluster.core.list_namespaced_pod, ns, on_event=clock.on_pod, stop=stop)),
+        asyncio.create_task(watch_lines(cluster.custom.list_namespaced_custom_object, GROUP, VERSION, ns,
+                                        "experiments", on_event=on_experiment, stop=stop)),
+    ]
+    cpu0 = operator.cpu()
+    start = time.monotonic()
+    sem = asyncio.Semaphore(20)
+
+    async def create(e: int) -> None:
+        async with sem:
+            await cluster.raw(cluster.custom.create_namespaced_custom_object, GROUP, VERSION, ns, "experiments",
+                              experiment_body(f"exp{e}", trials, parallel))
+
+    await asyncio.gather(*(create(e) for e in range(experiments)))
+    try:
+        await asyncio.wait_for(all_done.wait(), timeout)
+    except asyncio.TimeoutError:
+        print(f"  {case}: only {len(finished)} of {experiments} experiments finished in {timeout:.0f}s",
+              file=sys.stderr)
+    wall = (max(finished.values()) if finished else time.monotonic()) - start
+    cpu = operator.cpu() - cpu0
+    rss = operator.rss()
+    exp = await cluster.raw(cluster.custom.get_namespaced_custom_object, GROUP, VERSION, ns, "experiments", "exp0")
+    stop.set()
+    for w in watchers:
+        w.cancel()
+    operator.stop()
+    phases = {exp["status"].get("phase")}
+    if exp["status"].get("trialsSucceeded") != trials:
+        print(f"  {case}: exp0 ended {phases} with {exp['status'].get('trialsSucceeded')} of {trials} "
+              "trials succeeded", file=sys.stderr)
+    first = sorted(clock.created.values())
+    result = Result("operator", case, trials * experiments, parallel, wall, clock.replacement_latencies(parallel),
+                    first[min(len(first), parallel) - 1] - start if first else float("nan"),
+                    cpu=cpu, rss_mb=rss, exp_kb=len(json.dumps(exp)) / 1024)
+    await cluster.delete_namespace(ns)
+    return result
+
+
+async def run_unrelated(cluster: Cluster, kubeconfig: str, logdir: Path) -> dict:
+    """The operator idle while UNRELATED_PODS pods it does not own come and go elsewhere."""
+    ns = await cluster.namespace("bench-unrelated")
+    operator = Operator(kubeconfig, logdir / "operator-unrelated.log")
+    await asyncio.sleep(8)
+    idle_rss = operator.rss("VmRSS")
+    cpu0 = operator.cpu()
+    start = time.monotonic()
+    sem = asyncio.Semaphore(32)
+
+    async def pod(i: int, delete: bool) -> None:
+        async with sem:
+            if delete:
+                await cluster.raw(cluster.core.delete_namespaced_pod, f"other-{i}", ns)
+            else:
+                await cluster.raw(cluster.core.create_namespaced_pod, ns, {
+                    "metadata": {"name": f"other-{i}", "labels": {"app": "unrelated"},
+                                 "annotations": {"sim.hpo.dev/duration": "10s"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}})
+
+    await asyncio.gather(*(pod(i, False) for i in range(UNRELATED_PODS)))
+    await asyncio.sleep(15)  # running, then finished
+    await asyncio.gather(*(pod(i, True) for i in range(UNRELATED_PODS)))
+    while len((await cluster.raw(cluster.core.list_namespaced_pod, ns, limit=1))["items"]) and \
+            time.monotonic() - start < 300:
+        await asyncio.sleep(1)
+    window = time.monotonic() - start
+    result = {"window": window, "cpu": operator.cpu() - cpu0, "idle_rss": idle_rss, "peak_rss": operator.rss()}
+    operator.stop()
+    await cluster.delete_namespace(ns)
+    return result
+
+
+# --- the table --------------------------------------------------------------------------------
+
+def row(r: Result, floor: Result | None) -> list[str]:
+    lat = [x for values in r.latencies.values() for x in values]
+    per_exp_p99 = [pct(v, 0.99) for v in r.latencies.values() if v]
+    f = lambda v, fmt: "—" if v is None else format(v, fmt)  # noqa: E731
+    return [r.case, r.who, f"{r.wall:.1f}", f"{r.rate:.1f}",
+            f(r.wall / floor.wall if floor and r is not floor else None, ".2f"),
+            f"{pct(lat, 0.5):.2f}", f"{pct(lat, 0.99):.2f}", f"{max(per_exp_p99, default=float('nan')):.2f}",
+            f"{r.first_pods:.2f}", f(r.cpu * 1000 / r.trials if r.cpu is not None else None, ".1f"),
+            f(r.rss_mb, ".0f"), f(r.exp_kb, ".1f")]
+
+
+HEADER = ["case (E×N×P)", "who", "wall s", "trials/s", "÷ floor", "repl p50 s", "repl p99 s",
+          "worst exp p99 s", "first P pods s", "op CPU ms/trial", "peak RSS MB", "Experiment KB"]
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(x) for x in col) for col in zip(HEADER, *rows)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(HEADER, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    sys.stdout.flush()
+
+
+def kubeconfig_path() -> str:
+    given = os.environ.get("HPO_KUBECONFIG")
+    if given:
+        return given
+    out = subprocess.run([REPO / "hack" / "cluster.sh", "up"], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join([*CASES, "unrelated"]),
+                        help=f"comma-separated, from {', '.join(CASES)}, unrelated")
+    parser.add_argument("--floor-writers", type=int, default=24, help="writes in flight for the floor")
+    parser.add_argument("--no-floor", action="store_true", help="the operator alone")
+    parser.add_argument("--no-operator", action="store_true", help="the floor alone")
+    parser.add_argument("--timeout", type=float, default=1800, help="per operator run, seconds")
+    parser.add_argument("--logs", default=str(REPO / ".cluster" / "bench"), help="operator logs go here")
+    args = parser.parse_args()
+    kubeconfig = kubeconfig_path()
+    subprocess.run([os.environ.get("KUBECTL", str(Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator"))
+                                                   / "bin/kubectl")), "--kubeconfig", kubeconfig, "apply",
+                    "--server-side", "--force-conflicts", "-f", str(REPO / "crds")], check=True, capture_output=True)
+    logdir = Path(args.logs)
+    logdir.mkdir(parents=True, exist_ok=True)
+    await config.load_kube_config(config_file=kubeconfig)
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = 256
+    rows: list[list[str]] = []
+    async with client.ApiClient(cfg) as api:
+        cluster = Cluster(api)
+        for case in args.cases.split(","):
+            if case == "unrelated":
+                u = await run_unrelated(cluster, kubeconfig, logdir)
+                per30 = u["cpu"] * 30 / u["window"]
+                print(f"\n{UNRELATED_PODS} unrelated pods created, run and deleted in {u['window']:.0f}s while the "
+                      f"operator idled: CPU {u['cpu']:.2f}s ({per30:.2f}s per 30s), RSS idle {u['idle_rss']:.0f} MB, "
+                      f"peak {u['peak_rss']:.0f} MB ({(u['peak_rss'] / u['idle_rss'] - 1) * 100:+.0f}%)\n")
+                continue
+            experiments, trials, parallel = CASES[case]
+            floor = None
+            if not args.no_floor:
+                floor = await run_floor(cluster, case, experiments, trials, parallel, args.floor_writers)
+                rows.append(row(floor, None))
+            if not args.no_operator:
+                op = await run_operator(cluster, kubeconfig, case, experiments, trials, parallel, logdir,
+                                        args.timeout)
+                rows.append(row(op, floor))
+            print_table(rows)
+            print()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -217,6 +217,19 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str |
     return None if found else "final"
 
 
+class _Statuses(dict):
+    """Trial statuses as this round leaves them. A trial's is copied from its view when first
+    looked up, so that a round copies the statuses it may change, not those of every trial."""
+
+    def __init__(self, views: dict[str, TrialView]):
+        super().__init__()
+        self.views = views
+
+    def __missing__(self, name: str) -> dict:
+        status = self[name] = dict(self.views[name].status)
+        return status
+
+
 class _Planner:
     def __init__(self, exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict],
                  logs: dict[str, str], now: datetime, suggest: Callable[[int], dict[str, str] | None],
@@ -226,7 +239,11 @@ class _Planner:
         self.trials = sorted(trials, key=lambda t: (t.meta.get("creationTimestamp") or "", t.name))
         self.pods, self.logs, self.suggest = pods, logs, suggest
         self.plan = Plan()
-        self.status: dict[str, dict] = {t.name: dict(t.status) for t in self.trials}
+        self.views = {t.name: t for t in self.trials}
+        self.status = _Statuses(self.views)
+        # Only these can be active this round (a trial never leaves a final phase), with the trials
+        # made this round.
+        self.unfinished = [t for t in self.trials if t.phase not in TERMINAL_PHASES]
         self.has_pod: dict[str, bool] = {t.name: t.name in pods for t in self.trials}
         self.finished = (exp.status.get("phase") in FINISHED_PHASES
                          and (get_condition(exp.status.get("conditions"), "Failed") or {}).get("reason") != "InvalidSpec")
@@ -237,8 +254,13 @@ class _Planner:
 
     # --- trial status ------------------------------------------------------------------------
 
+    def current(self, t: TrialView) -> dict:
+        """The trial's status as this round has it so far, for reading (self.status[name] to change it)."""
+        st = self.status.get(t.name)
+        return t.status if st is None else st
+
     def phase(self, t: TrialView) -> str:
-        return self.status[t.name].get("phase") or "Pending"
+        return self.current(t).get("phase") or "Pending"
 
     def set_status(self, t: TrialView, **changes: Any) -> None:
         st = self.status[t.name]
@@ -266,9 +288,8 @@ class _Planner:
 
     def observe_trials(self) -> None:
         for t in self.trials:
-            st = self.status[t.name]
-            if not st.get("parameterSummary") and t.values:
-                st["parameterSummary"] = summary(t.values)
+            if not self.current(t).get("parameterSummary") and t.values:
+                self.status[t.name]["parameterSummary"] = summary(t.values)
             if self.phase(t) in TERMINAL_PHASES:
                 pod = self.pods.get(t.name)
                 if pod is not None and not pod["metadata"].get("deletionTimestamp") and (
@@ -549,9 +570,9 @@ class _Planner:
             if self.succeeded(trials) or any(self.phase(x) not in TERMINAL_PHASES for x in trials):
                 continue
             latest = self.latest(trials)
-            if self.status[latest.name].get("retriedBy") or self.phase(latest) == "EarlyStopped":
+            st = self.current(latest)
+            if st.get("retriedBy") or self.phase(latest) == "EarlyStopped":
                 continue  # its re-run exists but is not in view yet, or it was stopped on purpose
-            st = self.status[latest.name]
             if self.phase(latest) == "Killed" and st.get("reason") in ("Suspended", "ExperimentFinished") \
                     and (self.finished or self.spec.suspend):
                 continue  # stopped by the experiment, not failed
@@ -582,14 +603,14 @@ class _Planner:
     def best(self) -> TrialView | None:
         best = None
         for t in self.trials:
-            value = self.status[t.name].get("objectiveValue")
+            value = self.current(t).get("objectiveValue")
             if self.phase(t) == "Succeeded" and value is not None:
-                if best is None or is_better(self.spec, value, self.status[best.name]["objectiveValue"]):
+                if best is None or is_better(self.spec, value, self.current(best)["objectiveValue"]):
                     best = t
         return best
 
     def active(self) -> list[TrialView]:
-        return [t for t in self.trials + self.new_trials
+        return [t for t in self.unfinished + self.new_trials
                 if self.phase(t) not in TERMINAL_PHASES and t.owned_by(self.exp.uid)]
 
     def launch(self, suggestion_count: int, configurations: int, suggestions: bool = True) -> tuple[int, int, bool]:
@@ -659,14 +680,14 @@ class _Planner:
     def outcome(self, trials: list[TrialView], finally_failed: bool = False) -> Outcome | None:
         """What the sampler is told of a configuration once it is decided."""
         for t in trials:
-            st = self.status[t.name]
+            st = self.current(t)
             if self.phase(t) == "Succeeded" and st.get("objectiveValue") is not None:
                 return Outcome(value=st["objectiveValue"], at=st.get("completionTime"))
         latest = self.latest(trials)
         if self.phase(latest) == "EarlyStopped":
-            return Outcome(pruned=True, at=self.status[latest.name].get("completionTime"))
+            return Outcome(pruned=True, at=self.current(latest).get("completionTime"))
         if finally_failed:
-            return Outcome(failed=True, at=self.status[latest.name].get("completionTime"))
+            return Outcome(failed=True, at=self.current(latest).get("completionTime"))
         return None
 
     def tell_results(self, finally_failed_keys: set[str]) -> None:
@@ -724,7 +745,7 @@ class _Planner:
         status.update(suggestionCount=suggestion_count, configurations=configurations,
                       failedConfigurations=finally_failed)
         if best is not None:
-            bst = self.status[best.name]
+            bst = self.current(best)
             status["currentOptimalTrial"] = {
                 "trialName": best.name, "objectiveValue": bst["objectiveValue"],
                 "parameters": best.spec.get("parameters") or [],
@@ -735,9 +756,9 @@ class _Planner:
                 configurations: int) -> tuple[str, str, str, int, int]:
         """The next phase of a running experiment, launching what it may on the way."""
         max_failed = self.spec.max_failed_trial_count
-        if best is not None and goal_reached(self.spec, self.status[best.name]["objectiveValue"]):
+        if best is not None and goal_reached(self.spec, self.current(best)["objectiveValue"]):
             return ("Succeeded", "GoalReached", f"trial {best.name} reached the goal: "
-                    f"{self.spec.objective.metric_name}={self.status[best.name]['objectiveValue']}",
+                    f"{self.spec.objective.metric_name}={self.current(best)['objectiveValue']}",
                     suggestion_count, configurations)
         if max_failed is not None and finally_failed > max_failed:
             return ("Failed", "TooManyFailures", f"{finally_failed} configurations failed, more than "
@@ -784,9 +805,10 @@ class _Planner:
                       trialsEarlyStopped=counts["EarlyStopped"], trialsRetried=retried,
                       observedGeneration=self.exp.generation)
         self.plan.experiment_status = status
-        for t in self.trials:
-            if self.status[t.name] != t.status:
-                self.plan.trial_status[t.name] = self.status[t.name]
+        for name, st in self.status.items():
+            view = self.views.get(name)
+            if view is not None and st != view.status:
+                self.plan.trial_status[name] = st
         for t in self.new_trials:
             t.body["status"] = self.status[t.name]
         return self.plan

@@ -18,6 +18,7 @@ help:
 	@echo "make cluster-down  stop it"
 	@echo "make operator      run the operator against \$$KUBECONFIG (or the local cluster)"
 	@echo "make crds          regenerate crds/ from the pydantic models"
+	@echo "make bench-scale   the operator against the raw API floor at scale (bench/README.md)"
 	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
 
 $(VENV)/.installed: pyproject.toml
@@ -92,7 +93,12 @@ real-node-down:
 	@hack/real-node.sh down
 
 # Benchmarks of the search algorithms (bench/README.md): printed tables, not part of `make test`.
-.PHONY: bench
+.PHONY: bench bench-scale
 bench: venv
 	$(PY) bench/tuning_quality.py
 	$(PY) bench/suggestion_latency.py
+
+# The control loop at scale against the raw API floor, on the local cluster (about 45 minutes;
+# BENCH_ARGS="--cases 200x20,unrelated" for a few cases).
+bench-scale: venv tools
+	$(PY) bench/scale.py $(BENCH_ARGS)

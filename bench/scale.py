@@ -37,7 +37,7 @@ from kubernetes_asyncio import client, config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from hpo_operator.kubeapi import Api  # noqa: E402
+from hpo_operator.kubeapi import Api, read_body  # noqa: E402
 from hpo_operator.models import ExperimentSpec  # noqa: E402
 from hpo_operator.template import build_pod  # noqa: E402
 
@@ -155,14 +155,7 @@ class Cluster:
         self.custom = client.CustomObjectsApi(api)
 
     async def raw(self, fn, *args, **kwargs) -> dict:
-        resp = await fn(*args, _preload_content=False, **kwargs)
-        try:
-            data = await resp.read()
-        finally:
-            resp.release()
-        if not 200 <= resp.status <= 299:
-            raise client.ApiException(status=resp.status, reason=f"{resp.reason}: {data[:300]!r}")
-        return json.loads(data)
+        return json.loads(await read_body(await fn(*args, _preload_content=False, **kwargs)))
 
     async def namespace(self, prefix: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"

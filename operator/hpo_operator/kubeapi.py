@@ -33,20 +33,11 @@ class Api:
         self.limit = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
 
-    async def _raw(self, fn: Any, *args: Any, **kwargs: Any) -> bytes:
+    async def _raw(self, fn: Any, *args: Any, limited: bool = True, **kwargs: Any) -> bytes:
+        if not limited:
+            return await read_body(await fn(*args, _preload_content=False, **kwargs))
         async with self.limit:
-            response = await fn(*args, _preload_content=False, **kwargs)
-            try:
-                data = await response.read()
-            finally:
-                response.release()
-        # Unpreloaded responses are not checked by the client: an error status is ours to raise.
-        if not 200 <= response.status <= 299:
-            e = ApiException(status=response.status, reason=response.reason)
-            e.body = data
-            e.headers = response.headers
-            raise e
-        return data
+            return await read_body(await fn(*args, _preload_content=False, **kwargs))
 
     async def _json(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         data = await self._raw(fn, *args, **kwargs)
@@ -87,16 +78,7 @@ class Api:
     async def list_raw(self, kind: str, namespace: str, label_selector: str | None = None) -> dict:
         fn, args = self._lister(kind)
         extra = {"label_selector": label_selector} if label_selector else {}
-        response = await fn(*args, namespace, *([kind] if args else []), _preload_content=False, **extra)
-        try:
-            data = await response.read()
-        finally:
-            response.release()
-        if not 200 <= response.status <= 299:
-            e = ApiException(status=response.status, reason=response.reason)
-            e.body = data
-            raise e
-        return json.loads(data)
+        return json.loads(await self._raw(fn, *args, namespace, *([kind] if args else []), limited=False, **extra))
 
     async def watch_raw(self, kind: str, namespace: str, resource_version: str, timeout_seconds: int,
                         label_selector: str | None = None) -> Any:
@@ -108,15 +90,26 @@ class Api:
                             timeout_seconds=timeout_seconds, _request_timeout=timeout_seconds + 30,
                             _preload_content=False, **extra)
         if not 200 <= response.status <= 299:
-            data = await response.read()
-            response.release()
-            e = ApiException(status=response.status, reason=response.reason)
-            e.body = data
-            raise e
+            await read_body(response)  # raises
         return response
 
     async def close(self) -> None:
         await self.client.close()
+
+
+async def read_body(response: Any) -> bytes:
+    """The response's body, released. Unpreloaded responses are not checked by the client: an
+    error status is raised here, with the API server's message as the exception's body."""
+    try:
+        data = await response.read()
+    finally:
+        response.release()
+    if not 200 <= response.status <= 299:
+        e = ApiException(status=response.status, reason=response.reason)
+        e.body = data
+        e.headers = response.headers
+        raise e
+    return data
 
 
 async def connect() -> Api:

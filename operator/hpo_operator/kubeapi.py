@@ -31,7 +31,6 @@ class Api:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.limit = asyncio.Semaphore(concurrency)
-        self.concurrency = concurrency
 
     async def _raw(self, fn: Any, *args: Any, limited: bool = True, **kwargs: Any) -> bytes:
         if not limited:

@@ -323,7 +323,9 @@ def test_suspend_stops_trials_and_resume_reruns_them(api, namespace, operator, k
     wait_until(lambda: resumed <= set(cluster.pods()), what="the stopped configurations to run again")
     again = cluster.trials()
     assert all(again[n]["metadata"]["labels"]["hpo.dev/launch-reason"] == "Resume" for n in resumed)
-    assert cluster.get("pausable")["status"]["phase"] == "Running"
+    # The round writes the experiment's status after its pods (executor.py), so it may land just after.
+    wait_until(lambda: cluster.get("pausable")["status"]["phase"] == "Running", timeout=10,
+               what="the experiment to be Running again")
 
 
 def test_stuck_trials_end_with_a_reason(api, namespace, operator, kwok_nodes):

@@ -19,6 +19,8 @@ help:
 	@echo "make operator      run the operator against \$$KUBECONFIG (or the local cluster)"
 	@echo "make crds          regenerate crds/ from the pydantic models"
 	@echo "make bench-scale   the operator against the raw API floor at scale (bench/README.md)"
+	@echo "make image         the operator's image, built without Docker (hack/image.sh)"
+	@echo "make deploy        helm install it onto the real node of make cluster-real"
 	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
 
 $(VENV)/.installed: pyproject.toml
@@ -91,6 +93,18 @@ cluster-real: tools
 
 real-node-down:
 	@hack/real-node.sh down
+
+# The operator's image without Docker (hack/image.sh; `docker build .` gives the same image), and
+# the operator installed by Helm onto the real node of `make cluster-real` (hack/deploy.sh).
+.PHONY: image deploy undeploy
+image: venv
+	@hack/image.sh build
+
+deploy: venv tools
+	@hack/deploy.sh
+
+undeploy:
+	$(HPO_CACHE)/bin/helm uninstall --kubeconfig $(KUBECONFIG_LOCAL) -n hpo-system hpo-operator
 
 # Benchmarks of the search algorithms (bench/README.md): printed tables, not part of `make test`.
 .PHONY: bench bench-scale

@@ -71,7 +71,7 @@ gen_pki() {
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hpo-local-ca" \
     -keyout ca.key -out ca.crt 2>/dev/null
   cat >apiserver.ext <<EOF
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,IP:$real_pod_gateway,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth
 EOF
   echo "extendedKeyUsage=clientAuth" >client.ext

@@ -7,6 +7,7 @@
 #   hack/real-node.sh down     stop it, remove its containers, mounts, network devices and Node object
 #   hack/real-node.sh status   say whether the node is Ready
 #   hack/real-node.sh images   build (or reuse) the image tarballs and print their paths
+#   hack/real-node.sh import TARBALL...   import images (docker-archive tarballs) into its containerd
 #
 # The node: name hpo-real-node, label hpo.dev/node=real, taint hpo.dev/real-node=true:NoSchedule, IP
 # 10.200.0.1 on its own interface hpo0 (a kubelet refuses a loopback node IP), pods in 10.200.1.0/24
@@ -26,6 +27,7 @@ set -Eeuo pipefail
 
 source "$(dirname "$0")/lib/paths.sh"
 source "$repo/hack/lib/pki.sh"
+source "$repo/hack/lib/oci.sh"
 images=$cache/images
 kubelet_port=$((api_port + 2))
 healthz_port=$((api_port + 3))
@@ -33,7 +35,9 @@ node=${HPO_REAL_NODE_NAME:-hpo-real-node}
 iface=${HPO_REAL_NODE_IFACE:-hpo0}
 node_addr=${HPO_REAL_NODE_ADDR:-10.200.0.1/24}
 node_ip=${node_addr%/*}
-pod_cidr=${HPO_REAL_POD_CIDR:-10.200.1.0/24}
+pod_cidr=$real_pod_cidr
+# Pods reach the API server here (hack/real-node/apiserver-relay.py; no kube-proxy in this cluster).
+pod_gateway=$real_pod_gateway
 cni_bridge=${HPO_REAL_CNI_BRIDGE:-hpo-cni0}
 # The kubelet's cgroups live under their own root (kubepods below it), made here and removed by down.
 cgroup_root=/$node
@@ -149,21 +153,6 @@ build_kubelet() {
 image_key() {
   { cat "$repo/hack/real-node/pause.go"; echo "$suite $trial_packages"; declare -f build_images pack_image; } |
     sha256sum | cut -c1-12
-}
-
-# Packs the directory $2 as image $1 (name:tag) into the docker-archive tarball $3, with the
-# config options that follow.
-pack_image() {
-  local ref=$1 rootfs=$2 out=$3; shift 3
-  local work
-  work=$(mktemp -d "$images/pack.XXXXXX")
-  umoci init --layout "$work/oci"
-  umoci new --image "$work/oci:img"
-  umoci insert --image "$work/oci:img" "$rootfs" / >/dev/null
-  umoci config --image "$work/oci:img" "$@"
-  skopeo copy --quiet "oci:$work/oci:img" "docker-archive:$out.tmp:$ref"
-  mv "$out.tmp" "$out"
-  rm -rf "$work"
 }
 
 # Sets pause_tar and trial_tar.
@@ -442,6 +431,10 @@ restore_tunables() {
   rm -f "$rn/sysctl.saved"
 }
 
+start_relay() {
+  start apiserver-relay python3 "$repo/hack/real-node/apiserver-relay.py" "$pod_gateway" "$api_port" "$api_port"
+}
+
 node_ready() {
   [ "$(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
@@ -451,6 +444,7 @@ up() {
   preflight
   control_plane_up
   if alive kubelet && alive containerd && node_ready; then
+    alive apiserver-relay || start_relay
     log "real node $node is already up"
     return
   fi
@@ -473,6 +467,7 @@ up() {
   import_images "$pause_tar" "$trial_tar"
   log "images imported in $((SECONDS - t1))s"
 
+  start_relay
   make_cgroup_root
   save_tunables
   start kubelet "$bin/kubelet" --config "$rn/kubelet.yaml" --kubeconfig "$rn/kubelet.kubeconfig" \
@@ -524,6 +519,7 @@ stop_pid() {
 down() {
   [ -d "$rn" ] || { [ "${1:-}" = quiet ] || log "no real node here ($rn)"; return 0; }
   drain
+  stop_pid apiserver-relay
   stop_pid kubelet
   kill_leftovers
   stop_pid containerd
@@ -578,5 +574,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   images) trap 'on_error $LINENO "$BASH_COMMAND"' ERR; preflight; build_images; echo "$pause_tar"; echo "$trial_tar" ;;
-  *) echo "usage: $0 up|down|status|images" >&2; exit 2 ;;
+  import) shift; alive containerd || { log "the real node is not up"; exit 1; }; import_images "$@" ;;
+  *) echo "usage: $0 up|down|status|images|import TARBALL..." >&2; exit 2 ;;
 esac

@@ -61,8 +61,19 @@ def kubectl(kubeconfig):
     return kube.Kubectl(binary, kubeconfig)
 
 
+def no_operator_installed(api: client.ApiClient) -> None:
+    """An operator installed in the cluster (`make deploy`) would act on the tests' experiments
+    next to the operator each test starts: refuse to run rather than fail confusingly."""
+    running = [f"{d.metadata.namespace}/{d.metadata.name}" for d in client.AppsV1Api(api).list_deployment_for_all_namespaces(
+        label_selector="app.kubernetes.io/name=hpo-operator").items if d.spec.replicas]
+    if running:
+        pytest.fail(f"an hpo-operator is installed in the cluster ({', '.join(running)}); it would act on the "
+                    "tests' experiments too. Remove it first: make undeploy (or helm uninstall)")
+
+
 @pytest.fixture(scope="session")
 def crds(kubectl, api):
+    no_operator_installed(api)
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s",
                 "crd/experiments.hpo.dev", "crd/trials.hpo.dev")

@@ -7,3 +7,7 @@ state=${HPO_CLUSTER_DIR:-$repo/.cluster}
 cache=${HPO_CACHE:-$HOME/.cache/hpo-operator}
 bin=$cache/bin
 api_port=${HPO_APISERVER_PORT:-16443}
+# The real node's pod network (hack/real-node.sh) and its gateway, the bridge's own address: the API
+# server's certificate names it, since pods reach the API server there.
+real_pod_cidr=${HPO_REAL_POD_CIDR:-10.200.1.0/24}
+real_pod_gateway=$(python3 -c 'import ipaddress, sys; print(next(ipaddress.ip_network(sys.argv[1], strict=False).hosts()))' "$real_pod_cidr")

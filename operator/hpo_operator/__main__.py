@@ -3,21 +3,61 @@
 Arguments are kopf's `run` options, e.g. `--namespace NS` (repeatable) or `--all-namespaces`,
 `--standalone`, `--liveness http://0.0.0.0:8080/healthz`; with no namespace option it watches all
 namespaces.
+
+With HPO_LEADER_ELECTION_LEASE=<namespace>/<name> (the Helm chart sets it), replicas elect a leader
+over that Lease (leader.py): a standby waits, answering only its liveness probe and metrics, and
+kopf starts once it leads.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from urllib.parse import urlsplit
+
+
+def liveness_port(args: list[str]) -> int | None:
+    """The port of kopf's --liveness URL among the arguments, if any."""
+    for i, arg in enumerate(args):
+        url = None
+        if arg.startswith("--liveness="):
+            url = arg.split("=", 1)[1]
+        elif arg == "--liveness" and i + 1 < len(args):
+            url = args[i + 1]
+        if url:
+            return urlsplit(url).port
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     from kopf.cli import main as kopf_main
 
+    from . import leader, telemetry
+
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a in ("-A", "--all-namespaces") or a.startswith(("-n", "--namespace")) for a in args):
         args.append("--all-namespaces")
+    election = None
+    lease = leader.lease_from_env()
+    if lease is not None:
+        # kopf sets up logging when it starts; until then, the election's own lines are shown here.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(name)-20.20s [%(levelname)-8.8s] %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+        telemetry.start_server()  # a standby's metrics say it is one (hpo_leader 0)
+        election = leader.Election(*lease, leader.identity_from_env(), leader.timing_from_env(),
+                                   on_lost=leader.exit_on_lost)
+        election.wait(liveness_port(args))
+        logging.getLogger().removeHandler(handler)
+        telemetry.LEADER.set(1)
     sys.argv = ["kopf", "run", "--module", "hpo_operator.handlers", *args]
-    kopf_main()
+    try:
+        kopf_main()
+    finally:
+        if election is not None:
+            telemetry.LEADER.set(0)
+            election.release()
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         settings.scanning.disabled = True
     memo.runtime = Runtime(await connect(), post_event)
     port = telemetry.start_server()
+    telemetry.LEADER.set(1)  # kopf runs only in the leader (or the only replica); see __main__.py
     if port:
         logging.getLogger(__name__).info("serving Prometheus metrics on port %d", port)
 

@@ -17,18 +17,26 @@ TRIALS_FINISHED = Counter("hpo_trials_finished_total", "Trials that reached a fi
                           "and failure class", ["phase", "failure_class"])
 RECONCILE_SECONDS = Histogram("hpo_reconcile_duration_seconds", "Time to reconcile one experiment",
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LEADER = Gauge("hpo_leader", "1 while this replica leads (or runs without leader election), "
+               "0 while it stands by")
 RECONCILE_TOTAL = Counter("hpo_reconcile_total", "Experiment reconciles, by result", ["result"])
 
 PHASES = ("Created", "Running", "Suspended", "Succeeded", "Failed")
 _phases: dict[str, str] = {}
 
 
+_serving: int | None = None
+
+
 def start_server() -> int | None:
+    """Serves the metrics on $HPO_METRICS_PORT, once per process (a replica that waited for
+    leadership already serves them when kopf starts)."""
+    global _serving
     port = int(os.environ.get("HPO_METRICS_PORT") or 0)
-    if port:
+    if port and _serving is None:
         start_http_server(port)
-        return port
-    return None
+        _serving = port
+    return _serving
 
 
 def experiment_phase(uid: str, phase: str | None) -> None:

@@ -46,6 +46,11 @@ HARDENED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# The leader-election Role: its one Lease, in the release namespace, and nothing else.
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["hpo-hpo-operator"],
+     "verbs": ["get", "update"]},
+]
 LABEL_KEYS = {f"app.kubernetes.io/{k}" for k in ("name", "instance", "version", "component", "part-of", "managed-by")}
 
 
@@ -99,6 +104,14 @@ def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
     return result
 
 
+def is_lease_role(doc: dict) -> bool:
+    return doc["metadata"]["name"].endswith("-leader-election")
+
+
+def watch_roles(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not is_lease_role(d)]
+
+
 def container(deployment: dict) -> dict:
     (c,) = deployment["spec"]["template"]["spec"]["containers"]
     return c
@@ -111,7 +124,11 @@ def env_of(deployment: dict) -> dict[str, str]:
 def check_deployment(dep: dict) -> None:
     spec = dep["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Leader election is on: new pods may start before old ones stop (they stand by).
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert env_of(dep)["HPO_LEADER_ELECTION_LEASE"] == "hpo-system/hpo-hpo-operator"
+    pod_name = next(e for e in container(dep)["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     pod = spec["template"]["spec"]
     c = container(dep)
     assert "--standalone" in c["args"]
@@ -152,7 +169,8 @@ def test_lint_passes(helm, values):
 
 def test_cluster_scope_renders_a_cluster_role_and_watches_all_namespaces(helm):
     docs = helm.template()
-    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Lease", "Role", "RoleBinding",
+                           "Service", "ServiceAccount"]
     check_labels(docs)
     dep = only(docs, "Deployment")
     check_deployment(dep)
@@ -177,7 +195,8 @@ def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, w
         values += ["--set", "watch.namespaces={" + ",".join(watched) + "}"]
     docs = helm.template(*values)
     expected = watched or ["hpo-system"]
-    assert kinds(docs) == sorted(["Deployment", "Service", "ServiceAccount"] + ["Role", "RoleBinding"] * len(expected))
+    assert kinds(docs) == sorted(["Deployment", "Lease", "Service", "ServiceAccount"]
+                                 + ["Role", "RoleBinding"] * (len(expected) + 1))
     check_labels(docs)
     dep = only(docs, "Deployment")
     check_deployment(dep)
@@ -185,7 +204,7 @@ def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, w
     assert "--all-namespaces" not in args
     assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={ns}" for ns in expected]
     assert env_of(dep)["HPO_CLUSTER_SCANNING"] == "false"
-    roles = [d for d in docs if d["kind"] == "Role"]
+    roles = watch_roles(docs)
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(expected)
     for role in roles:
         assert rules_of(role) == NAMESPACED_RULES
@@ -195,9 +214,42 @@ def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, w
                                         "namespace": "hpo-system"}]
 
 
+def test_leader_election_role_and_its_switch(helm):
+    docs = helm.template()
+    (role,) = [d for d in docs if d["kind"] == "Role" and is_lease_role(d)]
+    assert role["metadata"]["namespace"] == "hpo-system"
+    assert role["rules"] == LEASE_RULES
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding" and is_lease_role(d)]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    lease = only(docs, "Lease")  # Helm's, so that uninstall removes it; the operator never creates one
+    assert (lease["metadata"]["namespace"], lease["metadata"]["name"]) == ("hpo-system", "hpo-hpo-operator")
+
+    docs = helm.template("--set", "leaderElection.enabled=false")
+    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    dep = only(docs, "Deployment")
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert "HPO_LEADER_ELECTION_LEASE" not in env_of(dep)
+
+    dep = only(helm.template("--set", "replicaCount=2", "--set", "apiServer.host=10.9.8.7",
+                             "--set", "apiServer.port=6443"), "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    assert env_of(dep)["KUBERNETES_SERVICE_HOST"] == "10.9.8.7" and env_of(dep)["KUBERNETES_SERVICE_PORT"] == "6443"
+    assert "KUBERNETES_SERVICE_HOST" not in env_of(only(helm.template(), "Deployment"))
+
+
+@pytest.mark.parametrize("values, error", [
+    (["replicaCount=2", "leaderElection.enabled=false"], "replicaCount > 1 needs leaderElection.enabled"),
+    (["leaderElection.renewDeadlineSeconds=20"], "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"),
+    (["apiServer.host=10.0.0.9"], "apiServer.port is needed"),
+])
+def test_chart_refuses_inconsistent_values(helm, values, error):
+    proc = helm.run("template", "hpo", str(CHART), *[a for v in values for a in ("--set", v)], check=False)
+    assert proc.returncode != 0 and error in proc.stderr, proc.stderr
+
+
 def test_values_switch_objects_on_and_off(helm):
     docs = helm.template("--set", "rbac.create=false")
-    assert kinds(docs) == ["Deployment", "Service", "ServiceAccount"]
+    assert kinds(docs) == ["Deployment", "Lease", "Service", "ServiceAccount"]
 
     docs = helm.template("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=mine")
     assert "ServiceAccount" not in kinds(docs)
@@ -219,14 +271,15 @@ def test_values_switch_objects_on_and_off(helm):
 
 def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
     for values in ([], ["--set", "watch.scope=namespace"]):
-        for role in (d for d in helm.template(*values) if d["kind"] in ("Role", "ClusterRole")):
+        for role in watch_roles(helm.template(*values)):
             resources = {resource for _, resource in rules_of(role)}
             assert not resources & {"secrets", "configmaps", "nodes", "namespaces"}
 
 
 @pytest.mark.parametrize("value, error", [
     ("replicaCount=two", "/replicaCount"),
-    ("replicaCount=2", "/replicaCount"),
+    ("replicaCount=-1", "/replicaCount"),
+    ("leaderElection.leaseDurationSeconds=soon", "/leaderElection/leaseDurationSeconds"),
     ("rbac.create=yes", "/rbac/create"),
     ("serviceAccount.create=no", "/serviceAccount/create"),
     ("watch.scope=everywhere", "/watch/scope"),
@@ -269,7 +322,7 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
             assert {"type": "Established", "status": "True"}.items() <= \
                 next(c for c in conditions if c["type"] == "Established").items()
         dep = get_json(kubectl, "deployment", name, "-n", namespace)
-        assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+        assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
         for key, value in HARDENED_CONTAINER.items():
             assert container(dep)["securityContext"][key] == value
         assert dep["spec"]["template"]["spec"]["serviceAccountName"] == name
@@ -281,7 +334,8 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         assert binding["roleRef"]["name"] == name
 
         helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--wait")
-        left = kubectl.run("get", "clusterrole,clusterrolebinding", "-l", f"app.kubernetes.io/instance={release}",
+        left = kubectl.run("get", "clusterrole,clusterrolebinding,role,rolebinding", "-A",
+                           "-l", f"app.kubernetes.io/instance={release}",
                            "-o", "name").stdout
         assert not left.strip(), left
         # Helm never deletes the CRDs of a chart's crds/ directory.
@@ -363,7 +417,11 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
         args = [f"--liveness=http://127.0.0.1:{health}/healthz" if a.startswith("--liveness=") else a
                 for a in container(dep)["args"]]
         assert f"--namespace={namespace}" in args and "--standalone" in args
-        env = {**env_of(dep), "HPO_METRICS_PORT": str(metrics)}
+        # POD_NAME comes from the downward API in a pod; the election (through the chart's Lease and
+        # its Role) runs here too.
+        env = {**{k: v for k, v in env_of(dep).items() if v is not None}, "HPO_METRICS_PORT": str(metrics),
+               "POD_NAME": "operator-on-the-host"}
+        assert env["HPO_LEADER_ELECTION_LEASE"] == f"{namespace}/{sa}"
         operator = kube.OperatorProcess(as_operator.kubeconfig, namespace, tmp_path / "operator.log",
                                         args=args, env=env)
         operator.start()

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The operator's OCI image, built without Docker: a Debian root filesystem (debootstrap, minbase
+# plus Debian's python3), the pinned wheels of deploy/image/requirements.txt and the operator's own
+# wheel in /usr/local/lib/python3.11/dist-packages, packed with umoci and skopeo. The Dockerfile
+# builds the same image with Docker; tests/unit/test_image.py keeps the two recipes equal.
+#
+#   hack/image.sh build    build (or reuse) the image; prints its reference and its tarball
+#   hack/image.sh ref      print the reference only (what `make deploy` gives Helm)
+#   hack/image.sh lock     re-resolve deploy/image/requirements.txt from pyproject.toml
+#
+# The tarball is named by a hash of everything the image is made of (the recipe below, the lock,
+# pyproject.toml and the operator's sources), so a change to any of them rebuilds it, and nothing
+# else does. Its tag carries the same hash: a rebuilt image has a new reference and `make deploy`
+# rolls the operator onto it. Tarballs live in $HPO_CACHE/images, beside the real node's.
+set -Eeuo pipefail
+
+source "$(dirname "$0")/lib/paths.sh"
+source "$repo/hack/lib/oci.sh"
+images=$cache/images
+mirror=${HPO_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# Keep these equal to the Dockerfile's (tests/unit/test_image.py checks).
+suite=bookworm
+debian_packages=python3
+site=usr/local/lib/python3.11/dist-packages
+user=65532:65532
+lock=$repo/deploy/image/requirements.txt
+repository=hpo-operator
+
+log() { echo ">> $*" >&2; }
+
+app_version() {
+  sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$repo/deploy/helm/hpo-operator/Chart.yaml"
+}
+
+image_key() {
+  {
+    echo "$suite $debian_packages $site $user"
+    declare -f build pack_image strip_rootfs
+    cat "$lock" "$repo/pyproject.toml"
+    (cd "$repo" && find operator -type f -name '*.py' -o -type f -name py.typed | LC_ALL=C sort |
+      xargs sha256sum)
+  } | sha256sum | cut -c1-12
+}
+
+ref() { echo "$repository:$(app_version)-${1:-$(image_key)}"; }
+
+# What the operator does not need at run time: package manager state, documentation, locales, the
+# stdlib's tests, GUI and packaging tools, and the wheels' own test suites and type stubs.
+strip_rootfs() {
+  local root=$1
+  (cd "$root" && rm -rf var/cache/apt/* var/lib/apt/lists/* var/log/* usr/share/doc usr/share/man \
+    usr/share/info usr/share/locale usr/share/lintian usr/share/zoneinfo debootstrap \
+    usr/lib/python3.11/test usr/lib/python3.11/idlelib usr/lib/python3.11/tkinter \
+    usr/lib/python3.11/lib2to3 usr/lib/python3.11/ensurepip usr/lib/python3.11/pydoc_data)
+  find "$root/$site" -depth -type d \( -name tests -o -name test -o -name __pycache__ \) \
+    -exec rm -rf {} +
+  find "$root/$site" -name '*.pyi' -delete
+}
+
+build() {
+  local out=$1 work
+  work=$(mktemp -d "$images/operator.XXXXXX")
+  log "building the operator's image (debootstrap $suite minbase + $debian_packages, pinned wheels; a few minutes)"
+  if ! debootstrap --variant=minbase --include="$debian_packages" "$suite" "$work/rootfs" "$mirror" \
+    >"$work/debootstrap.log" 2>&1; then
+    log "debootstrap $suite from $mirror failed: $(tail -n 3 "$work/debootstrap.log")"
+    return 1
+  fi
+  # The wheels are resolved by the lock alone (--no-deps): the image holds exactly its pins.
+  "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheel" "$repo" >/dev/null 2>&1
+  "$python" -m pip install --quiet --no-compile --no-deps --only-binary=:all: \
+    --target "$work/rootfs/$site" -r "$lock" "$work"/wheel/*.whl
+  rm -rf "$work/rootfs/$site/bin"
+  strip_rootfs "$work/rootfs"
+  # The root filesystem is read-only at run time: bytecode is compiled now, by the image's own
+  # Python, and trusted without a timestamp check.
+  chroot "$work/rootfs" /usr/bin/python3 -m compileall -q --invalidation-mode unchecked-hash "/$site"
+  echo "hpo:x:65532:65532:hpo-operator:/tmp:/usr/sbin/nologin" >>"$work/rootfs/etc/passwd"
+  echo "hpo:x:65532:" >>"$work/rootfs/etc/group"
+  pack_image "$2" "$work/rootfs" "$out" \
+    --config.entrypoint python3 --config.entrypoint -m --config.entrypoint hpo_operator \
+    --config.user "$user" --config.workingdir /tmp \
+    --config.env PATH=/usr/local/bin:/usr/bin:/bin --config.env HOME=/tmp \
+    --config.env PYTHONUNBUFFERED=1 --config.env PYTHONDONTWRITEBYTECODE=1 \
+    --config.exposedports 8080/tcp --config.exposedports 9090/tcp \
+    --config.label org.opencontainers.image.title=hpo-operator \
+    --config.label "org.opencontainers.image.version=$(app_version)"
+  rm -rf "$work"
+}
+
+cmd_build() {
+  [ "$(id -u)" = 0 ] || { log "debootstrap needs root"; exit 1; }
+  local missing=() tool
+  for tool in debootstrap umoci skopeo; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+  mkdir -p "$images"
+  local work
+  for work in "$images"/operator.* "$images"/pack.*; do  # an interrupted build
+    [ -d "$work" ] && rm -rf "$work"
+  done
+  local key tar
+  key=$(image_key)
+  tar=$images/operator-$key.tar
+  [ -s "$tar" ] || build "$tar" "$(ref "$key")"
+  # Older builds of the operator are no longer used.
+  find "$images" -maxdepth 1 -name 'operator-*.tar' ! -name "operator-$key.tar" -delete
+  echo "$(ref "$key") $tar"
+}
+
+# Resolves the operator's dependencies (pyproject.toml's, less those only the kubectl plugin uses:
+# [tool.hpo-operator] cli-only-dependencies) for this Python, as exact pins.
+cmd_lock() {
+  local reqs report
+  reqs=$("$python" - "$repo/pyproject.toml" <<'PY'
+import re, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))
+cli_only = set(project["tool"]["hpo-operator"]["cli-only-dependencies"])
+for req in project["project"]["dependencies"]:
+    if re.split(r"[<>=!~ \[;]", req, maxsplit=1)[0] not in cli_only:
+        print(req)
+PY
+)
+  report=$(mktemp)
+  # shellcheck disable=SC2086
+  "$python" -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: \
+    --report "$report" $reqs
+  {
+    echo "# The operator image's Python packages, pinned (hack/image.sh lock writes this file from"
+    echo "# pyproject.toml; the Dockerfile and hack/image.sh install exactly these, with --no-deps)."
+    "$python" -c '
+import json, sys
+items = json.load(open(sys.argv[1]))["install"]
+for name, version in sorted((i["metadata"]["name"].lower(), i["metadata"]["version"]) for i in items):
+    print(f"{name}=={version}")' "$report"
+  } >"$lock"
+  rm -f "$report"
+  log "wrote $lock"
+}
+
+python=${PYTHON:-$repo/.venv/bin/python}
+[ -x "$python" ] || python=python3
+case "${1:-}" in
+  build) cmd_build ;;
+  ref) ref ;;
+  lock) cmd_lock ;;
+  *) echo "usage: $0 build|ref|lock" >&2; exit 2 ;;
+esac

@@ -1,0 +1,86 @@
+"""The operator's image has two recipes, the Dockerfile (for Docker users) and hack/image.sh (built
+here without Docker). They must make the same image: the same Debian suite and Python package, the
+same pinned wheels, the same place, user and entry point. And the pins must satisfy pyproject.toml."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+SCRIPT = (REPO / "hack" / "image.sh").read_text()
+LOCK = REPO / "deploy" / "image" / "requirements.txt"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def script_var(name: str) -> str:
+    match = re.search(rf"^{name}=(\S+)$", SCRIPT, re.M)
+    assert match, f"hack/image.sh sets no {name}"
+    return match.group(1)
+
+
+def final_stage() -> str:
+    return DOCKERFILE.split("\nFROM ")[-1]
+
+
+def pins() -> dict[str, str]:
+    result = {}
+    for line in LOCK.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line}"
+            result[canonicalize_name(name)] = version
+    return result
+
+
+def test_both_recipes_use_the_same_debian_suite_and_python_package():
+    suites = set(re.findall(r"^FROM debian:(\w+)-slim", DOCKERFILE, re.M))
+    assert suites == {script_var("suite")}
+    installed = re.search(r"apt-get install -y --no-install-recommends ([^\\&\n]+)", final_stage()).group(1).split()
+    assert installed == script_var("debian_packages").split(",")
+
+
+def test_both_recipes_install_the_lock_into_the_same_place_as_the_same_user():
+    assert "deploy/image/requirements.txt" in DOCKERFILE and script_var("lock").endswith("deploy/image/requirements.txt")
+    site = script_var("site")
+    assert f"COPY --from=wheels /site /{site}" in final_stage()
+    assert f"--invalidation-mode unchecked-hash /{site}" in final_stage()
+    assert re.search(r"^USER (\S+)$", final_stage(), re.M).group(1) == script_var("user") == "65532:65532"
+    for recipe in (DOCKERFILE, SCRIPT):
+        assert recipe.count("--no-deps") >= 2, "the lock alone decides the packages"
+    entry = re.search(r'^ENTRYPOINT (\[.*\])$', final_stage(), re.M).group(1)
+    assert ast.literal_eval(entry) == ["python3", "-m", "hpo_operator"]
+    assert "--config.entrypoint python3 --config.entrypoint -m --config.entrypoint hpo_operator" in SCRIPT
+
+
+def test_the_lock_satisfies_the_operators_dependencies_and_leaves_the_plugins_out():
+    locked = pins()
+    cli_only = {canonicalize_name(n) for n in PYPROJECT["tool"]["hpo-operator"]["cli-only-dependencies"]}
+    for spec in PYPROJECT["project"]["dependencies"]:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        if name in cli_only:
+            assert name not in locked, f"{name} is the kubectl plugin's only, yet in the image"
+        else:
+            assert name in locked, f"{name} is not pinned in {LOCK.name}"
+            assert req.specifier.contains(locked[name], prereleases=True), f"{name}=={locked[name]} vs {spec}"
+
+
+def test_the_operators_modules_never_import_the_plugins_dependencies():
+    """What the image leaves out must not be imported by anything but the kubectl plugin."""
+    cli_only = set(PYPROJECT["tool"]["hpo-operator"]["cli-only-dependencies"])
+    package = REPO / "operator" / "hpo_operator"
+    plugin = {package / "cli.py", *(package / "client").rglob("*.py")}
+    offenders = []
+    for path in sorted(set(package.rglob("*.py")) - plugin):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in cli_only]
+    assert not offenders

@@ -1,0 +1,59 @@
+"""Leader election's rules (leader.py), as pure functions; the election against a real API server
+is in tests/integration/test_leader.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpo_operator.__main__ import liveness_port
+from hpo_operator.leader import Action, LeaseRecord, Timing, decide, lease_spec
+
+
+def record(holder: str = "a", duration: float = 15, rv: str = "1", transitions: int = 0) -> LeaseRecord:
+    return LeaseRecord(holder=holder, duration=duration, renew_time="2026-01-01T00:00:00.000000Z",
+                       transitions=transitions, resource_version=rv)
+
+
+def test_a_missing_lease_is_never_created_by_the_operator():
+    assert decide(None, "me", observed_at=0, now=100) is Action.MISSING
+
+
+def test_the_holder_renews_and_others_wait_until_the_record_is_stale():
+    assert decide(record("me"), "me", observed_at=0, now=1000) is Action.RENEW
+    assert decide(record("other"), "me", observed_at=100, now=100) is Action.WAIT
+    assert decide(record("other"), "me", observed_at=100, now=114.9) is Action.WAIT
+    assert decide(record("other"), "me", observed_at=100, now=115) is Action.ACQUIRE
+
+
+def test_a_released_lease_is_taken_at_once():
+    assert decide(record(""), "me", observed_at=100, now=100) is Action.ACQUIRE
+
+
+def test_staleness_is_timed_by_our_clock_since_the_record_last_changed_not_by_its_renew_time():
+    # renewTime says 2026-01-01 (far in the past by any clock); only observed_at counts.
+    assert decide(record("other", duration=15), "me", observed_at=50, now=60) is Action.WAIT
+
+
+def test_lease_spec_counts_transitions_and_keeps_acquire_time_while_renewing():
+    timing = Timing()
+    taken = lease_spec("me", timing, record("other", transitions=3))
+    assert taken["holderIdentity"] == "me" and taken["leaseTransitions"] == 4 and "acquireTime" in taken
+    assert taken["leaseDurationSeconds"] == 15
+    renewed = lease_spec("me", timing, record("me", transitions=4))
+    assert "acquireTime" not in renewed and "leaseTransitions" not in renewed
+    assert renewed["renewTime"].endswith("Z")
+
+
+@pytest.mark.parametrize("args", [(15, 10, 10), (15, 15, 2), (10, 15, 2), (15, 10, 0)])
+def test_timing_must_be_ordered(args):
+    with pytest.raises(ValueError, match="retry period < renew deadline < lease duration"):
+        Timing(*args)
+
+
+@pytest.mark.parametrize("args, port", [
+    (["--liveness=http://0.0.0.0:8080/healthz"], 8080),
+    (["--standalone", "--liveness", "http://0.0.0.0:18080/healthz"], 18080),
+    (["--standalone"], None),
+])
+def test_the_standby_answers_the_liveness_probe_on_kopfs_port(args, port):
+    assert liveness_port(args) == port

@@ -12,6 +12,7 @@ kopf starts once it leads.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from urllib.parse import urlsplit
 
@@ -29,7 +30,15 @@ def liveness_port(args: list[str]) -> int | None:
     return None
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
+    # As a container's PID 1, a process ignores SIGTERM unless it handles it: a standby (or a leader
+    # before kopf takes the signal over) would otherwise run on until the kubelet's SIGKILL, and a
+    # deleted pod could even become the leader meanwhile. kopf installs its own handler when it starts.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     from kopf.cli import main as kopf_main
 
     from . import leader, telemetry
@@ -48,11 +57,12 @@ def main(argv: list[str] | None = None) -> None:
         telemetry.start_server()  # a standby's metrics say it is one (hpo_leader 0)
         election = leader.Election(*lease, leader.identity_from_env(), leader.timing_from_env(),
                                    on_lost=leader.exit_on_lost)
-        election.wait(liveness_port(args))
-        logging.getLogger().removeHandler(handler)
-        telemetry.LEADER.set(1)
-    sys.argv = ["kopf", "run", "--module", "hpo_operator.handlers", *args]
     try:
+        if election is not None:
+            election.wait(liveness_port(args))
+            logging.getLogger().removeHandler(handler)
+            telemetry.LEADER.set(1)
+        sys.argv = ["kopf", "run", "--module", "hpo_operator.handlers", *args]
         kopf_main()
     finally:
         if election is not None:

@@ -252,7 +252,8 @@ class Election:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._elector: Elector | None = None
-        self._keeping: asyncio.Future | None = None
+        self._waiting: Any = None
+        self._keeping: Any = None
 
     async def _elector_here(self) -> Elector:
         api = await connect()
@@ -264,7 +265,8 @@ class Election:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="leader-election", daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._wait(health_port), self._loop).result()
+        self._waiting = asyncio.run_coroutine_threadsafe(self._wait(health_port), self._loop)
+        self._waiting.result()  # a signal's SystemExit interrupts this; release() then stops the wait
         self._keeping = asyncio.run_coroutine_threadsafe(self._keep(), self._loop)
 
     async def _wait(self, health_port: int | None) -> None:
@@ -285,10 +287,14 @@ class Election:
             self.on_lost(str(e))
 
     def release(self) -> None:
-        if self._loop is None or self._elector is None:
+        if self._loop is None:
             return
-        if self._keeping is not None:
-            self._keeping.cancel()
+        for future in (self._waiting, self._keeping):
+            if future is not None:
+                future.cancel()
+        if self._elector is None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            return
 
         async def release() -> None:
             try:

@@ -19,6 +19,12 @@ if ! "$repo/hack/real-node.sh" status >/dev/null 2>&1; then
   "$repo/hack/real-node.sh" status >&2 || true
   exit 1
 fi
+# Pods reach the API server at the pod bridge's gateway, which its certificate must name (clusters
+# started before that was added do not).
+if ! openssl x509 -in "$state/pki/apiserver.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$real_pod_gateway"; then
+  log "the API server's certificate does not name $real_pod_gateway, where pods reach it; restart the cluster: make cluster-down cluster-real"
+  exit 1
+fi
 read -r ref tar < <("$repo/hack/image.sh" build | tail -n 1)
 log "importing $ref into the real node"
 "$repo/hack/real-node.sh" import "$tar"

@@ -23,9 +23,9 @@ from typing import Any, Awaitable, Callable
 
 from . import planner, telemetry
 from .conditions import now_iso, set_condition
-from .kubeapi import Api, ApiException, api_reason
+from .kubeapi import PODS, Api, ApiException, Resource, api_reason
 from .models import TERMINAL_PHASES, ExperimentSpec
-from .template import build_pod
+from .workload import build_workload
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def pruned(status: dict) -> dict:
 
 class Executor:
     def __init__(self, api: Api, experiment: dict, spec: ExperimentSpec, trials: list[planner.TrialView],
-                 written: PendingWrites, post_event: PostEvent):
+                 written: PendingWrites, post_event: PostEvent, resource: Resource = PODS):
         self.api = api
+        self.resource = resource  # what trials run as: pods, Jobs, or another kind
         self.written = written
         self.experiment = experiment
         self.spec = spec
@@ -115,7 +116,8 @@ class Executor:
         chains += [self.update_trial(name, plan.trial_status.get(name), plan.trial_metadata.get(name))
                    for name in {*plan.trial_status, *plan.trial_metadata}]
         chains += [self.start_pod(name) for name in plan.start_pods if name not in new]
-        chains += [self.attempt(f"deleting pod {name}", lambda n=name: self.api.delete_pod(self.namespace, n),
+        chains += [self.attempt(f"deleting {self.resource[2]} {name}",
+                                lambda n=name: self.api.delete_object(self.resource, self.namespace, n),
                                 ok=(404,)) for name in plan.delete_pods]
         await asyncio.gather(*chains)
         old = self.experiment.get("status") or {}
@@ -169,9 +171,9 @@ class Executor:
         trial = self.trials.get(name)
         if trial is None or not trial["metadata"].get("uid"):
             return  # not ours, or not visible yet; the next round starts it
-        pod = build_pod(self.spec, self.experiment["metadata"]["name"], trial)
-        result = await self.attempt(f"creating pod {name}", lambda: self.api.create_pod(self.namespace, pod),
-                                    ok=(409,))
+        kind, body = build_workload(self.spec, self.experiment["metadata"]["name"], trial)
+        result = await self.attempt(f"creating {kind.kind} {name}",
+                                    lambda: self.api.create_object(self.resource, self.namespace, body), ok=(409,))
         if not isinstance(result, ApiException):
             return
         reason = api_reason(result)
@@ -183,7 +185,7 @@ class Executor:
                 await after
                 trial = self.trials.get(name) or trial
             now = datetime.now(timezone.utc)
-            message = f"the API server refused the trial's pod: {reason}"
+            message = f"the API server refused the trial's {kind.kind}: {reason}"
             current = self.written.trial_status.get(name) or trial.get("status") or {}
             status = {"phase": "Failed", "reason": "InvalidPod", "failureClass": "Startup", "message": message,
                       "completionTime": now_iso(now),

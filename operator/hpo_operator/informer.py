@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Callable
 
-from .kubeapi import Api, ApiException
+from .kubeapi import Api, ApiException, Resource
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,13 @@ Slim = Callable[[dict], dict]
 
 
 class Informer:
-    """One kind ("trials" or "pods") in one namespace: objects[experiment][name] = body."""
+    """One resource (Trials, pods, a trial kind's objects) in one namespace:
+    objects[experiment][name] = body."""
 
-    def __init__(self, api: Api, namespace: str, kind: str, key_of: KeyOf, slim: Slim,
+    def __init__(self, api: Api, namespace: str, resource: Resource, key_of: KeyOf, slim: Slim,
                  changed: Callable[[str | None], None], label_selector: str | None = None):
-        self.api, self.namespace, self.kind = api, namespace, kind
+        self.api, self.namespace, self.resource = api, namespace, resource
+        self.kind = resource[2]
         self.key_of, self.slim, self.changed = key_of, slim, changed
         self.label_selector = label_selector
         self.objects: dict[str | None, dict[str, dict]] = {}
@@ -71,7 +73,7 @@ class Informer:
         failures = 0
         while True:
             try:
-                listing = await self.api.list_raw(self.kind, self.namespace, label_selector=self.label_selector)
+                listing = await self.api.list_raw(self.resource, self.namespace, label_selector=self.label_selector)
                 self._relist(listing["items"])
                 self.synced.set()
                 version = listing["metadata"]["resourceVersion"]
@@ -90,7 +92,7 @@ class Informer:
     async def _watch(self, version: str) -> str | None:
         """Follows the watch from `version`; returns where to go on from, or None to list again
         (the version is too old)."""
-        response = await self.api.watch_raw(self.kind, self.namespace, version, WATCH_TIMEOUT_SECONDS,
+        response = await self.api.watch_raw(self.resource, self.namespace, version, WATCH_TIMEOUT_SECONDS,
                                             label_selector=self.label_selector)
         try:
             async for line in response.content:

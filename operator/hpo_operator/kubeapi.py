@@ -19,7 +19,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from .models import GROUP, VERSION
 
-__all__ = ["Api", "ApiException", "connect", "api_reason"]
+__all__ = ["Api", "ApiException", "connect", "api_reason", "Resource", "PODS", "TRIALS"]
+
+Resource = tuple[str, str, str]  # (group, version, plural); "" is the core group
+PODS: Resource = ("", "v1", "pods")
+TRIALS: Resource = (GROUP, VERSION, "trials")
 
 # Writes in flight at once, across every experiment (HPO_API_CONCURRENCY).
 DEFAULT_CONCURRENCY = 32
@@ -31,6 +35,7 @@ class Api:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.limit = asyncio.Semaphore(concurrency)
+        self._plurals: dict[tuple[str, str], str] = {}
 
     async def _raw(self, fn: Any, *args: Any, limited: bool = True, **kwargs: Any) -> bytes:
         if not limited:
@@ -66,25 +71,59 @@ class Api:
         data = await self._raw(self.core.read_namespaced_pod_log, name, namespace, **kwargs)
         return data.decode("utf-8", errors="replace")
 
+    # Any namespaced kind a trial runs as (workload.Kind): pods, Jobs, or a resource found by
+    # discovery. CustomObjectsApi serves any group's /apis path, built-in ones included.
+
+    async def create_object(self, resource: Resource, namespace: str, body: dict) -> dict:
+        if resource == PODS:
+            return await self.create_pod(namespace, body)
+        group, version, plural = resource
+        return await self._json(self.custom.create_namespaced_custom_object, group, version, namespace, plural, body)
+
+    async def delete_object(self, resource: Resource, namespace: str, name: str) -> dict:
+        if resource == PODS:
+            return await self.delete_pod(namespace, name)
+        group, version, plural = resource
+        # Background: the garbage collector removes a Job's (or resource's) pods after it.
+        return await self._json(self.custom.delete_namespaced_custom_object, group, version, namespace, plural,
+                                name, propagation_policy="Background")
+
+    async def plural_of(self, api_version: str, kind: str) -> str:
+        """The resource name of a kind, by discovery (cached: it does not change while we run)."""
+        key = (api_version, kind)
+        if key not in self._plurals:
+            path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+            response = await self.client.call_api(path, "GET", auth_settings=["BearerToken"],
+                                                  _preload_content=False, _return_http_data_only=True)
+            listing = json.loads(await read_body(response))
+            for r in listing.get("resources") or []:
+                if r.get("kind") == kind and "/" not in r.get("name", ""):
+                    self._plurals[key] = r["name"]
+                    break
+            else:
+                raise LookupError(f"the API server serves no kind {kind} in {api_version}")
+        return self._plurals[key]
+
     # Reads for the informers: not bounded by the write limit (a watch holds its connection for
     # minutes), and nothing built but dicts.
 
-    def _lister(self, kind: str) -> tuple[Any, tuple]:
-        if kind == "pods":
+    def _lister(self, resource: Resource) -> tuple[Any, tuple]:
+        if resource == PODS:
             return self.core.list_namespaced_pod, ()
-        return self.custom.list_namespaced_custom_object, (GROUP, VERSION)
+        return self.custom.list_namespaced_custom_object, resource[:2]
 
-    async def list_raw(self, kind: str, namespace: str, label_selector: str | None = None) -> dict:
-        fn, args = self._lister(kind)
+    async def list_raw(self, resource: Resource, namespace: str, label_selector: str | None = None) -> dict:
+        fn, args = self._lister(resource)
         extra = {"label_selector": label_selector} if label_selector else {}
-        return json.loads(await self._raw(fn, *args, namespace, *([kind] if args else []), limited=False, **extra))
+        return json.loads(await self._raw(fn, *args, namespace, *([resource[2]] if args else []), limited=False,
+                                          **extra))
 
-    async def watch_raw(self, kind: str, namespace: str, resource_version: str, timeout_seconds: int,
+    async def watch_raw(self, resource: Resource, namespace: str, resource_version: str, timeout_seconds: int,
                         label_selector: str | None = None) -> Any:
         """The open watch response; its .content yields one JSON event per line. Release it."""
-        fn, args = self._lister(kind)
+        fn, args = self._lister(resource)
         extra = {"label_selector": label_selector} if label_selector else {}
-        response = await fn(*args, namespace, *([kind] if args else []), watch=True,
+        response = await fn(*args, namespace, *([resource[2]] if args else []), watch=True,
                             resource_version=resource_version, allow_watch_bookmarks=True,
                             timeout_seconds=timeout_seconds, _request_timeout=timeout_seconds + 30,
                             _preload_content=False, **extra)

@@ -282,16 +282,94 @@ POD_TEMPLATE_SCHEMA: dict[str, Any] = {
 }
 
 
+JOB_TEMPLATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": ("A batch/v1 Job template (metadata and spec, as in a CronJob's jobTemplate). "
+                    "Placeholders work in every string; the Job is named after the trial and its pods "
+                    "get the trial's labels. backoffLimit defaults to 0: the operator retries by failure "
+                    "class; a Job that retries its pods itself is still one trial. restartPolicy "
+                    "defaults to Never."),
+    "x-kubernetes-preserve-unknown-fields": True,
+    "required": ["spec"],
+    "properties": {
+        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "spec": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "required": ["template"],
+            "properties": {"template": {**POD_TEMPLATE_SCHEMA, "description": (
+                "The Job's pod template; placeholders work here too, restartPolicy defaults to Never.")}},
+        },
+    },
+}
+
+
+class ConditionRule(Model):
+    """A condition of the resource's status that decides the trial."""
+
+    type: str = Field(min_length=1, max_length=316, description="The condition's type, e.g. Complete.")
+    status: str = Field("True", description="The status it must have.",
+                        json_schema_extra={"enum": ["True", "False", "Unknown"]})
+
+
+class TrialResource(Model):
+    """Any resource as a trial (a JobSet, a PyTorchJob, ...), with the conditions that say how it
+    ended. The operator's ServiceAccount must be allowed to create, watch and delete it (the Helm
+    chart's trialKinds)."""
+
+    api_version: str = Field(max_length=253, pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$",
+                             description="e.g. jobset.x-k8s.io/v1alpha2.")
+    kind: str = Field(max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")
+    manifest: dict[str, Any] = Field(description=(
+        "The object without apiVersion and kind (spec, and metadata labels or annotations). "
+        "Placeholders work in every string; it is named after the trial; every pod template in it "
+        "(an object whose spec has containers) gets the trial's labels."))
+    success_condition: ConditionRule = Field(description="The trial succeeded once this holds.")
+    failure_condition: ConditionRule = Field(description=(
+        "The trial failed once this holds; its failure class comes from its pods (OOMKilled, "
+        "evicted: Infrastructure), else Error."))
+
+
+class PrimaryPod(Model):
+    labels: dict[str, str] = Field(min_length=1, description=(
+        "The primary pod has these labels (e.g. a replica type and index)."))
+
+
 class TrialTemplate(Model):
-    """The pod each trial runs."""
+    """What each trial runs: exactly one of template (a pod), job (a batch/v1 Job) or resource."""
+    model_config = ConfigDict(json_schema_extra=schema_extra(validations=[
+        cel("[has(self.template), has(self.job), has(self.resource)].filter(x, x).size() == 1",
+            "give exactly one of template (a pod), job (a batch/v1 Job) or resource"),
+        cel("!has(self.primaryPod) || !has(self.template)",
+            "primaryPod chooses among a Job's or resource's pods; a pod trial has one"),
+    ]))
 
     primary_container_name: str | None = Field(None, max_length=63, description=(
         "The container whose exit decides the trial and whose metrics are read "
         "(default: the first container)."))
     pod_retention: PodRetention = Field(PodRetention.keep, description=(
-        "Keep: finished trial pods stay until the experiment is deleted (logs stay readable). "
-        "Delete: a trial's pod is deleted once its result is recorded."))
-    template: dict[str, Any] = Field(json_schema_extra={"x-hpo-pod-template": True})
+        "Keep: finished trial pods (Jobs, resources) stay until the experiment is deleted (logs "
+        "stay readable). Delete: deleted once the trial's result is recorded."))
+    template: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-pod-template": True})
+    job: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-job-template": True})
+    resource: TrialResource | None = None
+    def source(self) -> Any:
+        """What placeholders are replaced in: the pod template, the Job, or the manifest."""
+        return self.template if self.template is not None else self.job if self.job is not None else \
+            self.resource.manifest if self.resource is not None else None
+
+    def containers(self) -> list[dict] | None:
+        """The trial pod's containers (of a pod or Job template); None for a resource, whose pods
+        may be of several templates."""
+        if self.template is not None:
+            return (self.template.get("spec") or {}).get("containers") or []
+        if self.job is not None:
+            return (((self.job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+        return None
+
+    primary_pod: PrimaryPod | None = Field(None, description=(
+        "Which of a Job's or resource's pods speaks for the trial (its log and exit: metrics, "
+        "early stopping). Default: completion index 0 of an Indexed Job, else the newest pod."))
 
 
 class ExperimentSpec(Model):

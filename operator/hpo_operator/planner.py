@@ -170,16 +170,16 @@ def validate_spec(spec: ExperimentSpec) -> list[str]:
     """What the CRD's schema cannot check; each error is a sentence for a condition message."""
     errors = []
     names = {p.name for p in spec.parameters}
-    for kind, key in re.findall(PLACEHOLDER_PATTERN, repr(spec.trial_template.template)):
+    for kind, key in re.findall(PLACEHOLDER_PATTERN, repr(spec.trial_template.source())):
         if kind == "params" and key not in names:
             errors.append(f"the trial template uses ${{params.{key}}}, which is not a declared parameter")
         if kind == "trial" and key not in ("name", "attempt"):
             errors.append(f"unknown placeholder ${{trial.{key}}} (use trial.name or trial.attempt)")
         if kind == "experiment" and key != "name":
             errors.append(f"unknown placeholder ${{experiment.{key}}} (use experiment.name)")
-    containers = [c.get("name") for c in (spec.trial_template.template.get("spec") or {}).get("containers") or []]
+    containers = [c.get("name") for c in spec.trial_template.containers() or []]
     primary = spec.trial_template.primary_container_name
-    if primary and primary not in containers:
+    if primary and spec.trial_template.containers() is not None and primary not in containers:
         errors.append(f"primaryContainerName {primary} is not a container of the template "
                       f"({', '.join(map(str, containers))})")
     return sorted(set(errors))

@@ -25,10 +25,11 @@ from . import planner, telemetry
 from .conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
 from .informer import Informer
-from .kubeapi import Api, ApiException
+from .kubeapi import PODS, TRIALS, Api, ApiException, Resource
 from .models import ExperimentSpec
-from .planner import L_EXPERIMENT
+from .planner import L_EXPERIMENT, L_TRIAL
 from .suggest import SearchSpaceError, Suggester
+from .workload import Kind, kind_of, trial_pod_view
 
 RECONCILE_INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
 IDLE_INTERVAL = 300.0
@@ -85,6 +86,18 @@ def slim_pod(body: dict) -> dict:
     })
 
 
+def slim_workload(body: dict) -> dict:
+    """The part of a Job (or another trial resource) the operator reads: its conditions."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return compact({
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
+                                          "deletionTimestamp") if k in meta},
+        "status": {"conditions": [{k: c[k] for k in ("type", "status", "reason", "message") if k in c}
+                                  for c in status.get("conditions") or []]},
+    })
+
+
 def slim_trial(body: dict) -> dict:
     meta = body.get("metadata") or {}
     return compact({**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
@@ -112,6 +125,9 @@ class ExperimentLoop:
 
     async def run(self) -> None:
         await self.runtime.namespace(self.key[0]).synced()
+        kind = self.kind()
+        if kind is not None and not kind.is_pod:
+            await self.runtime.workloads(self.key[0], kind)
         try:
             while True:
                 self.wake.clear()
@@ -159,7 +175,11 @@ class ExperimentLoop:
             await self.report_invalid(raw, status, str(e), now)
             return RECONCILE_INTERVAL
         trials = self.trial_views(self.written.trial_bodies(rt.trials_of(self.key)))
-        pods = rt.pods_of(self.key)  # a dict of its own: the planner reads it in a thread
+        kind = kind_of(spec)
+        resource = None if kind.is_pod else await rt.workloads(namespace, kind)
+        # A dict of its own (the planner reads it in a thread): per trial, its pod, or the pod-shaped
+        # view of its Job or resource.
+        pods = rt.pods_of(self.key) if resource is None else rt.trial_views_of(self.key, spec, kind, resource)
         if self.suggester is None:
             origin = spec.warm_start_from
             warm = list(rt.trials_of((namespace, origin)).values()) if origin else []
@@ -183,12 +203,18 @@ class ExperimentLoop:
             # threads the event loop has, for which a hundred experiments would queue.
             plan = planner.plan(*args)
         self.plan_seconds = time.monotonic() - planning
-        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event).run(plan)
+        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.get("phase"))
         if st.get("phase") in planner.FINISHED_PHASES and not (st.get("trialsRunning") or st.get("trialsPending")):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
+
+    def kind(self) -> Kind | None:
+        try:
+            return kind_of(ExperimentSpec.model_validate(self.body.get("spec") or {}))
+        except (ValidationError, ValueError):
+            return None  # reported by the round
 
     def trial_views(self, bodies: list[dict]) -> list[planner.TrialView]:
         """A view per Trial, the last round's where its body has not changed since (a view works
@@ -228,8 +254,10 @@ class ExperimentLoop:
             cached = self.logs.get(key)
             stale = need == "running" and (cached is None or now - cached[0] >= spec.metrics_collector.interval_seconds)
             if cached is None or stale:
-                container = spec.trial_template.primary_container_name or pod["spec"]["containers"][0]["name"]
-                reads.append(self.read_log(key, t.name, pod["metadata"]["namespace"], container, need, now))
+                containers = pod["spec"].get("containers") or [{}]
+                container = spec.trial_template.primary_container_name or containers[0].get("name")
+                reads.append(self.read_log(key, t.name, pod["metadata"]["name"], pod["metadata"]["namespace"],
+                                           container, need, now))
             else:
                 result[t.name] = cached[1]
         for name, text in await asyncio.gather(*reads):
@@ -238,8 +266,8 @@ class ExperimentLoop:
             del self.logs[key]  # finished with: the planner recorded what it needed
         return result
 
-    async def read_log(self, key: tuple[str, str], pod: str, namespace: str, container: str, need: str,
-                       now: float) -> tuple[str, str]:
+    async def read_log(self, key: tuple[str, str], trial: str, pod: str, namespace: str, container: str | None,
+                       need: str, now: float) -> tuple[str, str]:
         cached = self.logs.get(key)
         try:
             text = await self.runtime.api.pod_log(namespace, pod, container=container, tail_lines=LOG_TAIL_LINES,
@@ -247,7 +275,7 @@ class ExperimentLoop:
         except ApiException:
             text = cached[1] if cached else ""  # no log to read yet, or none at all
         self.logs[key] = (now, text)
-        return pod, text
+        return trial, text
 
 
 class Namespace:
@@ -255,16 +283,35 @@ class Namespace:
     trial pods (selected by label on the API server: no other pod reaches the operator)."""
 
     def __init__(self, api: Api, namespace: str, wake: Callable[[Key], None]):
-        self.trials = Informer(api, namespace, "trials", lambda t: (t.get("spec") or {}).get("experimentName"),
-                               slim_trial, lambda exp: wake((namespace, exp)))
-        self.pods = Informer(api, namespace, "pods", lambda p: (p["metadata"].get("labels") or {}).get(L_EXPERIMENT),
-                             slim_pod, lambda exp: wake((namespace, exp)), label_selector=L_EXPERIMENT)
-        self.tasks = [asyncio.get_running_loop().create_task(i.run(), name=f"{i.kind} in {namespace}")
-                      for i in (self.trials, self.pods)]
+        self.api, self.name, self.wake = api, namespace, wake
+        self.trials = Informer(api, namespace, TRIALS, lambda t: (t.get("spec") or {}).get("experimentName"),
+                               slim_trial, self.changed)
+        self.pods = Informer(api, namespace, PODS, by_experiment, slim_pod, self.changed, label_selector=L_EXPERIMENT)
+        # Jobs or other resources that trials run as, watched once an experiment uses that kind.
+        self.workloads: dict[Resource, Informer] = {}
+        self.tasks = [self.start(i) for i in (self.trials, self.pods)]
+
+    def changed(self, experiment: str | None) -> None:
+        self.wake((self.name, experiment))
+
+    def start(self, informer: Informer) -> asyncio.Task:
+        return asyncio.get_running_loop().create_task(informer.run(), name=f"{informer.kind} in {self.name}")
+
+    def workload(self, resource: Resource) -> Informer:
+        informer = self.workloads.get(resource)
+        if informer is None:
+            informer = self.workloads[resource] = Informer(self.api, self.name, resource, by_experiment,
+                                                           slim_workload, self.changed, label_selector=L_EXPERIMENT)
+            self.tasks.append(self.start(informer))
+        return informer
 
     async def synced(self) -> None:
         await self.trials.synced.wait()
         await self.pods.synced.wait()
+
+
+def by_experiment(obj: dict) -> str | None:
+    return (obj["metadata"].get("labels") or {}).get(L_EXPERIMENT)
 
 
 class Runtime:
@@ -288,6 +335,31 @@ class Runtime:
 
     def pods_of(self, key: Key) -> dict[str, dict]:
         return dict(self.namespace(key[0]).pods.objects.get(key[1]) or {})
+
+    async def workloads(self, namespace: str, kind: Kind) -> Resource:
+        """The resource of a trial kind, watched in the namespace from now on (and listed once)."""
+        plural = kind.plural or await self.api.plural_of(kind.api_version, kind.kind)
+        resource = (kind.group, kind.version, plural)
+        await self.namespace(namespace).workload(resource).synced.wait()
+        return resource
+
+    def trial_views_of(self, key: Key, spec: ExperimentSpec, kind: Kind, resource: Resource) -> dict[str, dict]:
+        """Per trial, the pod-shaped view of its Job or resource and their pods (workload.py)."""
+        ns = self.namespace(key[0])
+        workloads = ns.workload(resource).objects.get(key[1]) or {}
+        pods_by_trial: dict[str, list[dict]] = {}
+        for pod in (ns.pods.objects.get(key[1]) or {}).values():
+            trial = (pod["metadata"].get("labels") or {}).get(L_TRIAL)
+            if trial:
+                pods_by_trial.setdefault(trial, []).append(pod)
+        tt = spec.trial_template
+        primary = tt.primary_pod.labels if tt.primary_pod else None
+        views = {}
+        for name, body in workloads.items():
+            view = trial_pod_view(kind, name, body, pods_by_trial.get(name, []), tt.resource, primary)
+            if view is not None:
+                views[name] = view
+        return views
 
     def wake(self, key: Key) -> None:
         loop = self.loops.get(key)

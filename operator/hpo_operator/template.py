@@ -22,12 +22,19 @@ def substitute(node: Any, values: dict[str, str]) -> Any:
     return node
 
 
-def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
+def trial_values(experiment: str, trial: dict) -> dict[str, str]:
+    """What the placeholders stand for, for one trial."""
     meta = trial["metadata"]
     tspec = trial["spec"]
     values = {f"params.{p['name']}": p["value"] for p in tspec.get("parameters") or []}
     values.update({"trial.name": meta["name"], "trial.attempt": str(tspec.get("attempt") or 1),
                    "experiment.name": experiment})
+    return values
+
+
+def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
+    meta = trial["metadata"]
+    values = trial_values(experiment, trial)
     template = substitute(copy.deepcopy(spec.trial_template.template), values)
     pod_meta = template.get("metadata") or {}
     labels = {**(pod_meta.get("labels") or {}), **(meta.get("labels") or {}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from hpo_operator import kubeapi
+from hpo_operator.kubeapi import PODS, TRIALS
 from hpo_operator.informer import Informer
 from hpo_operator.planner import L_EXPERIMENT
 from hpo_operator.runtime import slim_pod, slim_trial
@@ -37,9 +38,9 @@ def test_informers_list_then_follow_and_select_trial_pods_on_the_server(kubeconf
         woken: list = []
         # Made before the informers start: found by the first listing.
         await api.create("trials", namespace, trial("early", "exp-a"))
-        trials = Informer(api, namespace, "trials", lambda t: t["spec"].get("experimentName"), slim_trial,
+        trials = Informer(api, namespace, TRIALS, lambda t: t["spec"].get("experimentName"), slim_trial,
                           woken.append)
-        pods = Informer(api, namespace, "pods", lambda p: p["metadata"]["labels"][L_EXPERIMENT], slim_pod,
+        pods = Informer(api, namespace, PODS, lambda p: p["metadata"]["labels"][L_EXPERIMENT], slim_pod,
                         woken.append, label_selector=L_EXPERIMENT)
         tasks = [asyncio.create_task(i.run()) for i in (trials, pods)]
         try:

@@ -102,4 +102,10 @@ get is granted wherever list is: it reveals nothing list does not.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- range .Values.trialKinds }}
+# Trials run as {{ .resource }}.{{ .apiGroup }} (trialKinds).
+- apiGroups: [{{ .apiGroup | quote }}]
+  resources: [{{ .resource }}]
+  verbs: [get, list, watch, create, delete]
+{{- end }}
 {{- end }}

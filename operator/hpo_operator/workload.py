@@ -1,0 +1,231 @@
+"""What a trial runs — a pod, a batch/v1 Job, or any resource with success and failure conditions —
+and how the planner sees it: always as one pod-shaped observation per trial (pure functions).
+
+The planner decides from pods (podstate.observe): phase, the primary container's exit, the pod's
+reason, its start. A Job or another resource is turned into that shape here, from its conditions
+and from its primary pod, so that retries, budgets, timeouts, early stopping and suspension work
+the same for every kind:
+- success: the resource's success condition (a Job's Complete); metrics from the primary pod;
+- failure: the failure condition (a Job's Failed). Its class comes from the pods, as for a pod
+  trial: an OOMKilled container is OOMKilled, an evicted or disrupted pod Infrastructure; a Job's
+  DeadlineExceeded is Timeout; anything else Error;
+- otherwise the primary pod's state (Pending with its waiting reason, Running), or Pending.
+The primary pod is the one whose labels match trialTemplate.primaryPod.labels; by default, for an
+Indexed Job, completion index 0; else the newest pod (a Job's last attempt).
+
+Every kind is named after its Trial (a SIGKILLed operator finds what it created), owned by it (the
+garbage collector removes it with the Trial), and its pods carry the trial's labels: the builder
+adds them to every pod template embedded in the manifest, so the operator's pod informer, which
+selects pods by label on the API server, sees them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from .models import ExperimentSpec, TrialResource
+from .planner import L_EXPERIMENT, L_TRIAL
+from .template import build_pod, substitute, trial_values
+
+# Set by the job controller on an Indexed Job's pods.
+L_JOB_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """The API resource a trial runs as."""
+    group: str
+    version: str
+    kind: str
+    plural: str | None  # None: found by discovery (any resource)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def is_pod(self) -> bool:
+        return self.group == "" and self.kind == "Pod"
+
+
+POD = Kind("", "v1", "Pod", "pods")
+JOB = Kind("batch", "v1", "Job", "jobs")
+
+
+def kind_of(spec: ExperimentSpec) -> Kind:
+    tt = spec.trial_template
+    if tt.job is not None:
+        return JOB
+    if tt.resource is not None:
+        group, _, version = tt.resource.api_version.rpartition("/")
+        return Kind(group, version, tt.resource.kind, None)
+    return POD
+
+
+# --- building -----------------------------------------------------------------------------------
+
+def _owner(trial: dict) -> list[dict]:
+    meta = trial["metadata"]
+    return [{"apiVersion": trial.get("apiVersion", "hpo.dev/v1alpha1"), "kind": "Trial", "name": meta["name"],
+             "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]
+
+
+def _labels(trial: dict, experiment: str) -> dict[str, str]:
+    meta = trial["metadata"]
+    return {**(meta.get("labels") or {}), L_EXPERIMENT: experiment, L_TRIAL: meta["name"],
+            "app.kubernetes.io/name": "hpo-trial", "app.kubernetes.io/instance": experiment,
+            "app.kubernetes.io/component": "trial"}
+
+
+def label_pod_templates(node: Any, labels: dict[str, str]) -> int:
+    """Adds labels to every pod template (an object whose spec has containers) inside node; returns
+    how many it found."""
+    found = 0
+    if isinstance(node, dict):
+        spec = node.get("spec")
+        if isinstance(spec, dict) and isinstance(spec.get("containers"), list):
+            meta = node.setdefault("metadata", {})
+            meta["labels"] = {**(meta.get("labels") or {}), **labels}
+            found += 1
+        for value in node.values():
+            found += label_pod_templates(value, labels)
+    elif isinstance(node, list):
+        for item in node:
+            found += label_pod_templates(item, labels)
+    return found
+
+
+def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[Kind, dict]:
+    """The object a trial runs, ready to create."""
+    tt = spec.trial_template
+    kind = kind_of(spec)
+    if kind.is_pod:
+        return kind, build_pod(spec, experiment, trial)
+    values = trial_values(experiment, trial)
+    labels = _labels(trial, experiment)
+    meta = trial["metadata"]
+    if tt.job is not None:
+        job = substitute(copy.deepcopy(tt.job), values)
+        job_meta = job.get("metadata") or {}
+        job_spec = job["spec"]
+        # The trial's retries are the operator's (by failure class, within the budget): a Job
+        # retries a failed pod itself only when its manifest asks for it.
+        job_spec.setdefault("backoffLimit", 0)
+        pod_template = job_spec["template"]
+        pod_template.setdefault("spec", {}).setdefault("restartPolicy", "Never")
+        label_pod_templates(job_spec, labels)
+        body = {"apiVersion": "batch/v1", "kind": "Job", "spec": job_spec}
+    else:
+        resource: TrialResource = tt.resource  # type: ignore[assignment]
+        manifest = substitute(copy.deepcopy(resource.manifest), values)
+        job_meta = manifest.pop("metadata", None) or {}
+        label_pod_templates(manifest, labels)
+        body = {**manifest, "apiVersion": resource.api_version, "kind": resource.kind}
+    body["metadata"] = {"name": meta["name"], "namespace": meta["namespace"],
+                        "labels": {**(job_meta.get("labels") or {}), **labels},
+                        "annotations": job_meta.get("annotations") or {}, "ownerReferences": _owner(trial)}
+    return kind, body
+
+
+# --- observing ----------------------------------------------------------------------------------
+
+def _condition(obj: dict, type_: str, status: str = "True") -> dict | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_ and c.get("status") == status:
+            return c
+    return None
+
+
+def primary_pod(pods: list[dict], labels: dict[str, str] | None) -> dict | None:
+    """The pod whose log and exit speak for the trial (see the module's docstring)."""
+    if not pods:
+        return None
+    candidates = pods
+    if labels:
+        candidates = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
+                                             for k, v in labels.items())]
+    else:
+        indexed = [p for p in pods if (p["metadata"].get("labels") or {}).get(L_JOB_INDEX) == "0"]
+        candidates = indexed or pods
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+
+
+def _terminated(pod: dict | None) -> dict | None:
+    for c in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if (c.get("state") or {}).get("terminated"):
+            return c
+    return None
+
+
+def _failed_pod(pods: list[dict]) -> dict | None:
+    """The pod that explains a failure: the newest failed one."""
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if not failed:
+        return None
+    return max(failed, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+
+
+def _shape(name: str, workload: dict, pod: dict | None, phase: str, status: dict) -> dict:
+    """A pod-shaped dict for podstate.observe: the primary pod's identity (its log is read by its
+    name) with the status given."""
+    base = pod or {"metadata": {"name": name, "namespace": workload["metadata"].get("namespace"),
+                                "uid": workload["metadata"].get("uid", ""),
+                                "creationTimestamp": workload["metadata"].get("creationTimestamp")},
+                   "spec": {"containers": []}}
+    meta = dict(base["metadata"])
+    if workload["metadata"].get("deletionTimestamp"):
+        meta["deletionTimestamp"] = workload["metadata"]["deletionTimestamp"]
+    elif "deletionTimestamp" in meta:
+        del meta["deletionTimestamp"]  # a Job replaces a pod it lost; the trial goes on
+    return {"metadata": meta, "spec": base.get("spec") or {}, "status": {"phase": phase, **status}}
+
+
+def _failure_status(workload_reason: str, message: str, pods: list[dict], pod: dict | None) -> dict:
+    """A Failed pod status that makes podstate classify the failure as the pods say."""
+    if workload_reason == "DeadlineExceeded":
+        return {"reason": "DeadlineExceeded", "message": message}
+    culprit = _failed_pod(pods) or pod
+    cstatus = (culprit or {}).get("status") or {}
+    if cstatus.get("reason"):  # Evicted, Preempting, ...: the pod was stopped from outside
+        return {"reason": cstatus["reason"], "message": cstatus.get("message") or message}
+    container = _terminated(culprit)
+    if container is not None:
+        result = {"containerStatuses": [container]}
+        if cstatus.get("conditions"):
+            result["conditions"] = cstatus["conditions"]  # a DisruptionTarget marks Infrastructure
+        return result
+    return {"reason": workload_reason or "Failed", "message": message}
+
+
+def trial_pod_view(kind: Kind, name: str, workload: dict | None, pods: list[dict],
+                   resource: TrialResource | None = None, primary_labels: dict[str, str] | None = None) -> dict | None:
+    """The pod-shaped observation of a trial that runs as a Job or another resource, or None while
+    that does not exist."""
+    if workload is None:
+        return None
+    pod = primary_pod(pods, primary_labels)
+    if kind == JOB:
+        success, failure = _condition(workload, "Complete"), _condition(workload, "Failed")
+    else:
+        assert resource is not None
+        success = _condition(workload, resource.success_condition.type, resource.success_condition.status)
+        failure = _condition(workload, resource.failure_condition.type, resource.failure_condition.status)
+    if success is not None:
+        container = _terminated(pod) or {"name": "main", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+        return _shape(name, workload, pod, "Succeeded", {"containerStatuses": [container]})
+    if failure is not None:
+        status = _failure_status(failure.get("reason") or "", failure.get("message") or "", pods, pod)
+        return _shape(name, workload, pod, "Failed", status)
+    if pod is not None:
+        status = dict(pod.get("status") or {})
+        phase = status.pop("phase", None) or "Pending"
+        if phase in ("Succeeded", "Failed"):
+            # The pod ended but the resource has not decided yet (a Job may start another pod):
+            # the trial is still running.
+            phase, status = "Running", {"startTime": status.get("startTime")}
+        return _shape(name, workload, pod, phase, status)
+    return _shape(name, workload, None, "Pending", {})

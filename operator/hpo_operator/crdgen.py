@@ -55,6 +55,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         node["enum"] = [node.pop("const")]
     if node.get("type") == "integer":
         node.setdefault("format", "int64")
+    if isinstance(node.get("description"), str):  # a docstring's line breaks mean nothing in kubectl explain
+        node["description"] = " ".join(node["description"].split())
     if node.get("additionalProperties") is True:  # dict[str, Any]: another API's object
         del node["additionalProperties"]
     if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:

@@ -16,7 +16,7 @@ def test_example_applies_cleanly(path, crds, namespace, kubectl):
 def test_the_simulated_examples_run_to_the_documented_end(api, namespace, operator, kwok_nodes, kubectl):
     from tests.integration.test_operator import Cluster, condition
     cluster = Cluster(api, namespace)
-    for name in ("grid", "retries"):
+    for name in ("grid", "retries", "job-trials"):
         kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLES[0].parent / f"{name}.yaml"))
     grid, retries = cluster.wait_finished("grid"), cluster.wait_finished("retries")
     assert condition(grid, "Succeeded")["reason"] == "SearchSpaceExhausted"
@@ -24,3 +24,12 @@ def test_the_simulated_examples_run_to_the_documented_end(api, namespace, operat
     assert retries["status"]["phase"] == "Succeeded"
     assert (retries["status"]["configurations"], retries["status"]["failedConfigurations"],
             retries["status"]["trialsRetried"]) == (4, 1, 5)
+    jobs = cluster.wait_finished("job-trials")
+    assert jobs["status"]["phase"] == "Succeeded", jobs["status"]
+    trials = {n: t for n, t in cluster.trials().items() if n.startswith("job-trials-")}
+    retried = [t for t in trials.values() if t["status"]["phase"] == "Failed"]
+    # Every configuration with layers=1 was OOMKilled once and recovered; each trial ran 2 pods.
+    assert retried and all(t["status"]["failureClass"] == "OOMKilled" and t["status"].get("retriedBy") for t in retried)
+    assert jobs["status"]["trialsSucceeded"] == 6 and len(trials) == 6 + len(retried)
+    pods = [p for p in cluster.pods().values() if p.metadata.labels.get("hpo.dev/experiment") == "job-trials"]
+    assert len(pods) == 2 * len(trials)

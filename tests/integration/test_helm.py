@@ -247,6 +247,19 @@ def test_chart_refuses_inconsistent_values(helm, values, error):
     assert proc.returncode != 0 and error in proc.stderr, proc.stderr
 
 
+def test_trial_kinds_grow_the_rbac_by_exactly_those_kinds(helm):
+    for scope in ("cluster", "namespace"):
+        docs = helm.template("--set", f"watch.scope={scope}", "--set", "trialKinds[0].apiGroup=batch",
+                             "--set", "trialKinds[0].resource=jobs", "--set", "trialKinds[1].apiGroup=jobset.x-k8s.io",
+                             "--set", "trialKinds[1].resource=jobsets")
+        base = CLUSTER_RULES if scope == "cluster" else NAMESPACED_RULES
+        for role in watch_roles(docs):
+            assert rules_of(role) == {**base, ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+                                      ("jobset.x-k8s.io", "jobsets"): {"get", "list", "watch", "create", "delete"}}
+    proc = helm.run("template", "hpo", str(CHART), "--set", "trialKinds[0].apiGroup=batch", check=False)
+    assert proc.returncode != 0 and "resource" in proc.stderr
+
+
 def test_values_switch_objects_on_and_off(helm):
     docs = helm.template("--set", "rbac.create=false")
     assert kinds(docs) == ["Deployment", "Lease", "Service", "ServiceAccount"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -35,6 +36,22 @@ def experiment(name: str, parameters: list[dict], *, annotations: dict, max_tria
     }
 
 
+def as_job(body: dict, **job_spec: object) -> dict:
+    """The experiment with its pod template moved into a batch/v1 Job template."""
+    body = copy.deepcopy(body)
+    tt = body["spec"]["trialTemplate"]
+    tt["job"] = {"metadata": {"labels": {"team": "ml"}}, "spec": {"template": tt.pop("template"), **job_spec}}
+    return body
+
+
+def as_kind(body: dict, kind: str) -> dict:
+    return as_job(body) if kind == "job" else body
+
+
+# The recovery tests run for pod trials and for Job trials: the same exact counts.
+KINDS = pytest.mark.parametrize("kind", ["pod", "job"])
+
+
 class Cluster:
     def __init__(self, api: client.ApiClient, namespace: str):
         self.custom = client.CustomObjectsApi(api)
@@ -56,6 +73,12 @@ class Cluster:
 
     def pods(self) -> dict[str, client.V1Pod]:
         return {p.metadata.name: p for p in self.core.list_namespaced_pod(self.ns).items}
+
+    def workloads(self, kind: str) -> set[str]:
+        """What the trials run as, by name: their pods, or their Jobs."""
+        if kind == "job":
+            return {j.metadata.name for j in client.BatchV1Api(self.core.api_client).list_namespaced_job(self.ns).items}
+        return set(self.pods())
 
     def events(self, reason: str) -> list[client.CoreV1Event]:
         return [e for e in self.core.list_namespaced_event(self.ns).items if e.reason == reason]
@@ -153,15 +176,16 @@ def test_experiment_completes_within_its_parallelism(api, namespace, operator, k
     assert len(trial_table) == 9 and all("x=" in line for line in trial_table[1:])
 
 
-def test_failed_configurations_are_retried_within_their_budget(api, namespace, operator, kwok_nodes):
+@KINDS
+def test_failed_configurations_are_retried_within_their_budget(api, namespace, operator, kwok_nodes, kind):
     cluster = Cluster(api, namespace)
     # Grid over fails = 0..3: the configuration with fails=N is OOMKilled on its first N attempts.
-    cluster.create(experiment(
+    cluster.create(as_kind(experiment(
         "retries", [{"name": "fails", "type": "int", "min": 0, "max": 3, "step": 1}],
         annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/exit-code": "137",
                      "sim.hpo.dev/reason": "OOMKilled", "sim.hpo.dev/message": '{"loss": ${params.fails}}'},
         algorithm={"name": "grid", "seed": 3}, max_trials=4, parallel=4, maxFailedTrialCount=1,
-        retryPolicy={"maxRetries": 2, "backoffSeconds": 0}))
+        retryPolicy={"maxRetries": 2, "backoffSeconds": 0}), kind))
     exp = cluster.wait_finished("retries")
     groups = by_config(cluster.trials(), "fails")
 
@@ -191,6 +215,7 @@ def test_failed_configurations_are_retried_within_their_budget(api, namespace, o
     assert (st["trials"], st["trialsSucceeded"], st["trialsFailed"], st["trialsRetried"]) == (9, 3, 6, 5)
     assert st["currentOptimalTrial"]["objectiveValue"] == 0
     assert len(cluster.events("TrialRetried")) == 5
+    assert cluster.workloads(kind) == set(cluster.trials())
 
 
 def test_too_many_failed_configurations_fail_the_experiment(api, namespace, operator, kwok_nodes):
@@ -263,13 +288,14 @@ def test_restart_requests_and_user_configurations(api, namespace, operator, kwok
     assert cluster.get("restarts")["status"]["configurations"] == 2
 
 
-def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, operator, kwok_nodes):
+@KINDS
+def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, operator, kwok_nodes, kind):
     cluster = Cluster(api, namespace)
     body = experiment("sigkill", [{"name": "x", "type": "double", "min": -5, "max": 5},
                                   {"name": "c", "type": "categorical", "values": ["a", "b", "c"]}],
                       annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "1500ms"},
                       max_trials=10, parallel=3, algorithm={"name": "random", "seed": 11})
-    cluster.create(body)
+    cluster.create(as_kind(body, kind))
     wait_until(lambda: len(cluster.trials()) >= 4, timeout=60, what="a few trials")
     operator.kill()
     time.sleep(3)  # pods finish while no operator is watching
@@ -279,7 +305,9 @@ def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, opera
     assert exp["status"]["phase"] == "Succeeded"
     trials = cluster.trials()
     assert sorted(trials) == [f"sigkill-{i:04d}" for i in range(10)]
-    assert set(cluster.pods()) == set(trials)
+    assert cluster.workloads(kind) == set(trials)
+    if kind == "job":
+        assert len(cluster.pods()) == len(trials)  # one pod per Job: none started twice
     # The restarted operator rebuilt the seeded sampler: the same configurations, in the same
     # order, as one that never stopped.
     reference = Suggester(ExperimentSpec.model_validate(body["spec"]))
@@ -303,24 +331,25 @@ def test_deleting_an_experiment_deletes_its_trials_and_pods(api, namespace, oper
                what="the garbage collector to delete trials and pods")
 
 
-def test_suspend_stops_trials_and_resume_reruns_them(api, namespace, operator, kwok_nodes):
+@KINDS
+def test_suspend_stops_trials_and_resume_reruns_them(api, namespace, operator, kwok_nodes, kind):
     cluster = Cluster(api, namespace)
-    cluster.create(experiment("pausable", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-                              annotations={"sim.hpo.dev/hang": "true"}, max_trials=2, parallel=2,
-                              retryPolicy={"maxRetries": 0}))
+    cluster.create(as_kind(experiment("pausable", [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                                      annotations={"sim.hpo.dev/hang": "true"}, max_trials=2, parallel=2,
+                                      retryPolicy={"maxRetries": 0}), kind))
     wait_until(lambda: len([p for p in cluster.pods().values() if p.status.phase == "Running"]) == 2,
                what="two running trial pods")
     cluster.patch("pausable", {"spec": {"suspend": True}})
     exp = wait_until(lambda: (e := cluster.get("pausable"))["status"].get("phase") == "Suspended" and e,
                      what="the experiment to be suspended")
     assert condition(exp, "Suspended")["status"] == "True"
-    wait_until(lambda: not cluster.pods(), what="the running pods to be deleted")
+    wait_until(lambda: not cluster.pods() and not cluster.workloads(kind), what="the running pods to be deleted")
     trials = cluster.trials()
     assert [(t["status"]["phase"], t["status"]["reason"]) for t in trials.values()] == [("Killed", "Suspended")] * 2
 
     cluster.patch("pausable", {"spec": {"suspend": False}})
     resumed = {f"{name}-a2" for name in trials}
-    wait_until(lambda: resumed <= set(cluster.pods()), what="the stopped configurations to run again")
+    wait_until(lambda: resumed <= cluster.workloads(kind), what="the stopped configurations to run again")
     again = cluster.trials()
     assert all(again[n]["metadata"]["labels"]["hpo.dev/launch-reason"] == "Resume" for n in resumed)
     # The round writes the experiment's status after its pods (executor.py), so it may land just after.

@@ -173,6 +173,28 @@ def test_a_really_oom_killed_trial_is_retried(api, namespace, operator, real_nod
     assert experiment["status"]["trialsRetried"] >= 1
 
 
+def test_a_real_indexed_job_trial_takes_its_metrics_from_index_0(api, namespace, operator, real_node):
+    # Two real pods per trial; each prints a loss made of its own completion index, so the trial's
+    # objective says which pod's log was read.
+    from tests.integration.test_operator import as_job
+    program = ("import os\n"
+               "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
+               "print(f'accuracy={0.9 - index / 10} loss={index + 0.5}')\n")
+    cluster = Cluster(api, namespace)
+    cluster.create(as_job(real_experiment("indexed", parameters=[{"name": "x", "type": "discrete", "values": ["1"]}],
+                                          command=["python3", "-c", program]),
+                          completionMode="Indexed", completions=2, parallelism=2))
+    experiment = cluster.wait_finished("indexed", timeout=240)
+    assert experiment["status"]["phase"] == "Succeeded", experiment["status"]
+    trial = cluster.get("indexed-0000", "trials")
+    assert metric(trial, "loss") == 0.5 and metric(trial, "accuracy") == 0.9  # index 1 says 1.5 and 0.8
+    pods = cluster.pods()
+    assert len(pods) == 2 and all(p.spec.node_name == real_node for p in pods.values())
+    assert sorted(p.status.container_statuses[0].state.terminated.exit_code for p in pods.values()) == [0, 0]
+    job = client.BatchV1Api(api).read_namespaced_job("indexed-0000", namespace)
+    assert job.status.succeeded == 2
+
+
 def test_deleting_an_experiment_removes_its_real_containers(api, namespace, operator, real_node,
                                                             containerd, kubectl):
     cluster = Cluster(api, namespace)

@@ -5,26 +5,17 @@ exact trial counts as for pod trials."""
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 
 import pytest
 from kubernetes import client
 
-from tests.integration.test_operator import Cluster, by_config, experiment
+from tests.integration.test_operator import Cluster, as_job, by_config, experiment
 from tests.kube import wait_until
 
 X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
 LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
-
-
-def as_job(body: dict, **job_spec: object) -> dict:
-    """The experiment with its pod template moved into a Job template."""
-    body = copy.deepcopy(body)
-    tt = body["spec"]["trialTemplate"]
-    tt["job"] = {"metadata": {"labels": {"team": "ml"}}, "spec": {"template": tt.pop("template"), **job_spec}}
-    return body
 
 
 def jobs(api, namespace: str) -> dict[str, client.V1Job]:
@@ -236,3 +227,12 @@ def test_the_schema_refuses_a_template_of_two_kinds_or_none(kubectl, namespace, 
     assert out.returncode != 0
     for field in ("apiVersion", "kind", "failureCondition.type"):
         assert field in out.stderr, out.stderr
+
+
+def test_kubectl_explain_describes_the_three_kinds(kubectl, crds):
+    out = kubectl.run("explain", "experiment.spec.trialTemplate").stdout
+    assert "exactly one of template (a pod), job (a batch/v1 Job) or resource" in " ".join(out.split())
+    for field in ("template", "job", "resource", "primaryPod"):
+        assert f"  {field}\t<Object>" in out, out
+    out = kubectl.run("explain", "experiment.spec.trialTemplate.resource").stdout
+    assert "successCondition" in out and "failureCondition" in out and "trialKinds" in out

@@ -320,11 +320,15 @@ class Suggester:
         # A suggestion that made no Trial repeated a configuration the experiment had; it was
         # asked in the round of the next suggestion that made one, and told at once what was
         # known of that configuration.
+        # Suggestion i was asked before any later one's Trial was created: its time is the earliest
+        # creation among it and the ones after it. (Trials of one round are created concurrently,
+        # so their creation times need not follow their numbers; the asks must.)
         times: dict[int, str] = {}
         following = "~"  # sorts after any timestamp
         for index in reversed(range(self._recorded_count)):
             rec = self._recorded.get(index)
-            following = (rec.created if rec and rec.created else None) or following
+            if rec and rec.created:
+                following = min(rec.created, following)
             times[index] = following
         events = [(times[i], 1, i) for i in range(self._recorded_count)]
         events += [(outcome.at or "~", 0, i) for i, outcome in self._pending.items()]

@@ -72,14 +72,16 @@ class FakeApi:
         await self._call(f"status {plural}", name)
         return {}
 
-    async def create_pod(self, namespace: str, body: dict) -> dict:
-        name = body["metadata"]["name"]
-        await self._call("create pods", name)
-        self.objects[("pods", name)] = body
+    async def create_object(self, resource: tuple[str, str, str], namespace: str, body: dict) -> dict:
+        plural, name = resource[2], body["metadata"]["name"]
+        await self._call(f"create {plural}", name)
+        if (plural, name) in self.objects and plural != "pods":
+            raise refused(409)
+        self.objects[(plural, name)] = body
         return body
 
-    async def delete_pod(self, namespace: str, name: str) -> dict:
-        await self._call("delete pods", name)
+    async def delete_object(self, resource: tuple[str, str, str], namespace: str, name: str) -> dict:
+        await self._call(f"delete {resource[2]}", name)
         return {}
 
 

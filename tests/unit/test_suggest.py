@@ -129,6 +129,29 @@ def test_replay_of_a_sampler_that_learns_replays_the_results_in_order():
     assert sequence(restarted, 3, start=8) == after
 
 
+def test_replay_when_trials_of_one_round_were_created_out_of_order():
+    # A round's Trials are created concurrently: trial 5 may carry an earlier creation time than
+    # trial 4. The replay still asks in suggestion order (once crashed with a KeyError), and a value
+    # that ran differently is handed to Optuna as it ran.
+    s = spec("tpe", seed=4, settings=[{"name": "nStartupTrials", "value": "2"}],
+             params=[{"name": "x", "type": "double", "min": 0, "max": 1}])
+    uninterrupted = Suggester(s)
+    recorded, results = {}, {}
+    for i in range(8):
+        values = uninterrupted.suggest(i)
+        second = {4: 31, 5: 30}.get(i, i * 5)  # 5 "created" a second before 4
+        recorded[i] = Recorded(values, created=f"2024-05-01T10:00:{second:02d}Z")
+        results[i] = Outcome(value=float(values["x"]), at=f"2024-05-01T10:01:{i:02d}Z")
+        uninterrupted.tell(i, results[i])
+    recorded[6] = Recorded({"x": "0.5"}, created=recorded[6].created)  # ran with other values
+    restarted = Suggester(s)
+    restarted.replay(recorded, count=8)
+    for i, outcome in results.items():
+        restarted.tell(i, outcome)
+    assert restarted.count == 8
+    assert [restarted.suggest(i) for i in range(8)] == [dict(recorded[i].values) for i in range(8)]
+
+
 def test_replay_count_comes_from_the_recorded_indexes_when_larger():
     reference = sequence(Suggester(spec()), 5)
     sug = Suggester(spec())

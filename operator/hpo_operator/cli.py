@@ -283,12 +283,15 @@ def _kv(rows: list[tuple[str, Any]]) -> Table:
 
 
 def _trial_rows(trials: list[hpo.TrialSummary], verbose: bool = False) -> tuple[list[str], list[list]]:
-    columns = ["NAME", "STATUS", "REASON", "OBJECTIVE", "ATTEMPT", "LAUNCH", "PARAMETERS", "METRICS", "CREATED (UTC)"]
+    columns = ["NAME", "STATUS", "REASON", "OBJECTIVE", "ATTEMPT", "RESUMED", "LAUNCH", "PARAMETERS", "METRICS",
+               "CREATED (UTC)"]
     if verbose:
         columns += ["RETRY-OF", "RETRIED-BY", "LABELS"]
     rows = []
     for t in trials:
-        row = [t.name, t.phase, t.reason or "", format_number(t.objective_value), t.attempt, t.launch_reason or "",
+        resumed = f"step {t.resumed_from['step']}" if t.resumed_from else ""
+        row = [t.name, t.phase, t.reason or "", format_number(t.objective_value), t.attempt, resumed,
+               t.launch_reason or "",
                format_params(t.parameters), format_params({k: format_number(v) for k, v in t.metrics.items()}),
                format_when(t.created)]
         if verbose:

@@ -173,6 +173,8 @@ def trial_crd() -> dict[str, Any]:
             _column("Status", ".status.phase"),
             _column("Objective", ".status.objectiveValue", "number"),
             _column("Attempt", ".spec.attempt", "integer"),
+            _column("Resumed", ".status.resumedFrom.step", "integer",
+                    description="The step a resumed attempt continued from (checkpoint)"),
             _column("Parameters", ".status.parameterSummary"),
             _column("Reason", ".status.reason", priority=1),
             _column("Retried-By", ".status.retriedBy", priority=1),

@@ -23,7 +23,8 @@ from typing import Any, Awaitable, Callable
 
 from . import planner, telemetry
 from .conditions import now_iso, set_condition
-from .kubeapi import PODS, Api, ApiException, Resource, api_reason
+from . import checkpoint
+from .kubeapi import CLAIMS, PODS, Api, ApiException, Resource, api_reason
 from .models import TERMINAL_PHASES, ExperimentSpec
 from .workload import build_workload
 
@@ -119,6 +120,9 @@ class Executor:
         chains += [self.attempt(f"deleting {self.resource[2]} {name}",
                                 lambda n=name: self.api.delete_object(self.resource, self.namespace, n),
                                 ok=(404,)) for name in plan.delete_pods]
+        chains += [self.attempt(f"deleting checkpoint claim {name}",
+                                lambda n=name: self.api.delete_object(CLAIMS, self.namespace, n), ok=(404,))
+                   for name in plan.delete_volumes]
         await asyncio.gather(*chains)
         old = self.experiment.get("status") or {}
         patch = status_patch(old, plan.experiment_status)
@@ -171,6 +175,16 @@ class Executor:
         trial = self.trials.get(name)
         if trial is None or not trial["metadata"].get("uid"):
             return  # not ours, or not visible yet; the next round starts it
+        ckpt = self.spec.trial_template.checkpoint
+        if ckpt is not None:
+            # The configuration's claim first: its name is fixed, so a claim made before a crash,
+            # or by an earlier attempt, is found again (409) rather than made twice.
+            config = (trial["metadata"].get("labels") or {}).get("hpo.dev/config", "")
+            claim = checkpoint.build_claim(ckpt, self.experiment, config)
+            made = await self.attempt(f"creating checkpoint claim {claim['metadata']['name']}",
+                                      lambda: self.api.create_object(CLAIMS, self.namespace, claim), ok=(409,))
+            if isinstance(made, ApiException):
+                return  # tried again next round; the pod would only wait for it
         kind, body = build_workload(self.spec, self.experiment["metadata"]["name"], trial)
         result = await self.attempt(f"creating {kind.kind} {name}",
                                     lambda: self.api.create_object(self.resource, self.namespace, body), ok=(409,))

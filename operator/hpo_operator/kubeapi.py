@@ -19,10 +19,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from .models import GROUP, VERSION
 
-__all__ = ["Api", "ApiException", "connect", "api_reason", "Resource", "PODS", "TRIALS"]
+__all__ = ["Api", "ApiException", "connect", "api_reason", "Resource", "PODS", "CLAIMS", "TRIALS"]
 
 Resource = tuple[str, str, str]  # (group, version, plural); "" is the core group
 PODS: Resource = ("", "v1", "pods")
+CLAIMS: Resource = ("", "v1", "persistentvolumeclaims")
 TRIALS: Resource = (GROUP, VERSION, "trials")
 
 # Writes in flight at once, across every experiment (HPO_API_CONCURRENCY).
@@ -77,12 +78,16 @@ class Api:
     async def create_object(self, resource: Resource, namespace: str, body: dict) -> dict:
         if resource == PODS:
             return await self.create_pod(namespace, body)
+        if resource == CLAIMS:
+            return await self._json(self.core.create_namespaced_persistent_volume_claim, namespace, body)
         group, version, plural = resource
         return await self._json(self.custom.create_namespaced_custom_object, group, version, namespace, plural, body)
 
     async def delete_object(self, resource: Resource, namespace: str, name: str) -> dict:
         if resource == PODS:
             return await self.delete_pod(namespace, name)
+        if resource == CLAIMS:
+            return await self._json(self.core.delete_namespaced_persistent_volume_claim, name, namespace)
         group, version, plural = resource
         # Background: the garbage collector removes a Job's (or resource's) pods after it.
         return await self._json(self.custom.delete_namespaced_custom_object, group, version, namespace, plural,
@@ -110,6 +115,8 @@ class Api:
     def _lister(self, resource: Resource) -> tuple[Any, tuple]:
         if resource == PODS:
             return self.core.list_namespaced_pod, ()
+        if resource == CLAIMS:
+            return self.core.list_namespaced_persistent_volume_claim, ()
         return self.custom.list_namespaced_custom_object, resource[:2]
 
     async def list_raw(self, resource: Resource, namespace: str, label_selector: str | None = None) -> dict:

@@ -330,6 +330,35 @@ class TrialResource(Model):
         "evicted: Infrastructure), else Error."))
 
 
+class CheckpointRetention(str, Enum):
+    delete_on_success = "DeleteOnSuccess"
+    delete = "Delete"
+    keep = "Keep"
+
+
+class VolumeClaimTemplate(Model):
+    storage_class_name: str | None = Field(None, max_length=253, description=(
+        "The StorageClass of the claims (default: the cluster's default class)."))
+    size: str = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
+                      description="The storage each configuration gets, a quantity such as 1Gi.")
+    access_mode: str = Field("ReadWriteOnce", description="How the volume is mounted.",
+                             json_schema_extra={"enum": ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]})
+
+
+class Checkpoint(Model):
+    """A volume per configuration that every attempt of it mounts: a retry resumes from what the
+    failed attempt saved."""
+
+    volume_claim_template: VolumeClaimTemplate
+    mount_path: str = Field(max_length=4096, pattern=r"^/", description=(
+        "Where the primary container sees the volume (absolute); also $HPO_CHECKPOINT_DIR and "
+        "${trial.checkpointDir}. HPO_RESUME=1 is set from a configuration's second attempt on."))
+    retention: CheckpointRetention = Field(CheckpointRetention.delete_on_success, description=(
+        "When a configuration's claim is removed: DeleteOnSuccess once it succeeded (failed ones "
+        "stay for inspection), Delete once it is done either way, Keep with the experiment. "
+        "Deleting the experiment removes them all."))
+
+
 class PrimaryPod(Model):
     labels: dict[str, str] = Field(min_length=1, description=(
         "The primary pod has these labels (e.g. a replica type and index)."))
@@ -342,6 +371,8 @@ class TrialTemplate(Model):
             "give exactly one of template (a pod), job (a batch/v1 Job) or resource"),
         cel("!has(self.primaryPod) || !has(self.template)",
             "primaryPod chooses among a Job's or resource's pods; a pod trial has one"),
+        cel("!has(self.checkpoint) || !has(self.resource)",
+            "checkpoint is for pod and Job trials (a resource's pods are its controller's)"),
     ]))
 
     primary_container_name: str | None = Field(None, max_length=63, description=(
@@ -353,6 +384,7 @@ class TrialTemplate(Model):
     template: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-pod-template": True})
     job: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-job-template": True})
     resource: TrialResource | None = None
+    checkpoint: Checkpoint | None = None
     def source(self) -> Any:
         """What placeholders are replaced in: the pod template, the Job, or the manifest."""
         return self.template if self.template is not None else self.job if self.job is not None else \
@@ -521,6 +553,14 @@ class TrialSpec(Model):
         "requested by a user)."))
 
 
+class ResumedFrom(Model):
+    """Where a resumed attempt continued: the program reported the metric resumed_step."""
+
+    trial: str | None = Field(None, description="The attempt whose checkpoint it found.")
+    attempt: int = Field(ge=1)
+    step: int = Field(description="The step it resumed from.")
+
+
 class TrialStatus(Model):
     phase: TrialPhase | None = None
     reason: str | None = None
@@ -537,6 +577,7 @@ class TrialStatus(Model):
         "Values reported with a step (oldest dropped first), for early stopping and curves."))
     parameter_summary: str | None = Field(None, description="name=value pairs, for kubectl get.")
     retried_by: str | None = Field(None, description="The trial that re-runs this one, if any.")
+    resumed_from: ResumedFrom | None = None
     observed_generation: int | None = None
 
 

@@ -28,6 +28,7 @@ from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
+from . import checkpoint
 from . import metrics as metricslib
 from .conditions import get_condition, now_iso, set_condition
 from .models import (API_VERSION, METRIC_HISTORY_LIMIT, PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT,
@@ -146,6 +147,7 @@ class Plan:
     create_trials: list[dict] = field(default_factory=list)
     start_pods: list[str] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
+    delete_volumes: list[str] = field(default_factory=list)  # checkpoint claims retention removes
     experiment_status: dict = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     tells: list[tuple[int, Outcome]] = field(default_factory=list)
@@ -173,8 +175,9 @@ def validate_spec(spec: ExperimentSpec) -> list[str]:
     for kind, key in re.findall(PLACEHOLDER_PATTERN, repr(spec.trial_template.source())):
         if kind == "params" and key not in names:
             errors.append(f"the trial template uses ${{params.{key}}}, which is not a declared parameter")
-        if kind == "trial" and key not in ("name", "attempt"):
-            errors.append(f"unknown placeholder ${{trial.{key}}} (use trial.name or trial.attempt)")
+        known = ("name", "attempt", "checkpointDir") if spec.trial_template.checkpoint else ("name", "attempt")
+        if kind == "trial" and key not in known:
+            errors.append(f"unknown placeholder ${{trial.{key}}} (use {' or '.join('trial.' + k for k in known)})")
         if kind == "experiment" and key != "name":
             errors.append(f"unknown placeholder ${{experiment.{key}}} (use experiment.name)")
     containers = [c.get("name") for c in spec.trial_template.containers() or []]
@@ -209,6 +212,9 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str |
     obs = observe(pod, spec.trial_template.primary_container_name)
     if obs.phase == "Running" and spec.early_stopping is not None:
         return "running"
+    if obs.phase == "Failed" and spec.trial_template.checkpoint is not None \
+            and spec.metrics_collector.source != "TerminationMessage":
+        return "final"  # what the failed attempt reported, for the attempt that resumes it
     if obs.phase != "Succeeded" or spec.metrics_collector.source == "TerminationMessage":
         return None
     if spec.metrics_collector.source == "StdoutLog":
@@ -233,8 +239,10 @@ class _Statuses(dict):
 class _Planner:
     def __init__(self, exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict],
                  logs: dict[str, str], now: datetime, suggest: Callable[[int], dict[str, str] | None],
-                 should_stop: Callable[[int, dict[int, float]], bool], tell: Callable[[int, Outcome], None]):
+                 should_stop: Callable[[int, dict[int, float]], bool], tell: Callable[[int, Outcome], None],
+                 volumes: set[str] | None = None):
         self.exp, self.spec, self.now = exp, exp.spec, now
+        self.volumes = volumes
         self.should_stop, self.tell = should_stop, tell
         self.trials = sorted(trials, key=lambda t: (t.meta.get("creationTimestamp") or "", t.name))
         self.pods, self.logs, self.suggest = pods, logs, suggest
@@ -248,6 +256,9 @@ class _Planner:
         self.finished = (exp.status.get("phase") in FINISHED_PHASES
                          and (get_condition(exp.status.get("conditions"), "Failed") or {}).get("reason") != "InvalidSpec")
         self.wanted = [self.spec.objective.metric_name, *(self.spec.objective.additional_metric_names or [])]
+        self.checkpoint = self.spec.trial_template.checkpoint
+        if self.checkpoint is not None:
+            self.wanted.append(checkpoint.RESUMED_STEP)
         self.new_trials: list[TrialView] = []
         self.failed_keys: set[str] = set()
         self._groups: dict[str, list[TrialView]] | None = None
@@ -322,22 +333,29 @@ class _Planner:
         obs = observe(pod, self.spec.trial_template.primary_container_name, self.now)
         if obs.recheck_in is not None:
             self.plan.requeue(obs.recheck_in)
-        common = dict(podName=t.name, exitCode=obs.exit_code)
+        # A Job's or resource's primary pod has a name of its own.
+        common = dict(podName=pod["metadata"].get("name") or t.name, exitCode=obs.exit_code)
         if obs.start_time:
             common["startTime"] = obs.start_time
+        if obs.phase == "Failed" and self.checkpoint is not None:
+            # What the failed attempt reported, so that the attempt resuming it continues it.
+            samples = self.final_samples(t, obs)
+            history = self.continued(t, self.history(samples, obs.finish_time))
+            if history:
+                common["metricHistory"] = history
+            found = metricslib.latest(samples)
+            if found:
+                common["metrics"] = [self.metric(s, obs.finish_time) for s in found.values()]
+            common.update(self.resumed_from(t, found))
         if obs.phase == "Succeeded":
-            samples = metricslib.parse_termination_message(obs.termination_message, self.wanted)
-            if self.spec.metrics_collector.source == "StdoutLog" or (
-                    self.spec.metrics_collector.source == "Auto"
-                    and self.spec.objective.metric_name not in {s.name for s in samples}):
-                samples = (samples if self.spec.metrics_collector.source == "Auto" else []) + \
-                    metricslib.parse_log(self.logs.get(t.name, ""), self.wanted)
+            samples = self.final_samples(t, obs)
             found = metricslib.latest(samples)
             metrics = [self.metric(s, obs.finish_time) for s in found.values()]
             objective = found.get(self.spec.objective.metric_name)
-            history = self.history(samples, obs.finish_time)
+            history = self.continued(t, self.history(samples, obs.finish_time))
             if history:
                 common["metricHistory"] = history
+            common.update(self.resumed_from(t, found))
             if objective is None:
                 self.set_status(t, phase="Failed", reason="MetricsUnavailable", failureClass="MetricsUnavailable",
                                 message=f"the trial succeeded but reported no {self.spec.objective.metric_name} "
@@ -379,6 +397,47 @@ class _Planner:
             self.plan.requeue(left)
         self.status[t.name].update(phase="Pending", reason=obs.reason, message=obs.message, podName=t.name)
 
+    def final_samples(self, t: TrialView, obs: Any) -> list[metricslib.Sample]:
+        """A finished attempt's metrics: its termination message and, by metricsCollector.source,
+        its log."""
+        samples = metricslib.parse_termination_message(obs.termination_message, self.wanted)
+        if self.spec.metrics_collector.source == "StdoutLog" or (
+                self.spec.metrics_collector.source == "Auto"
+                and self.spec.objective.metric_name not in {s.name for s in samples}):
+            samples = (samples if self.spec.metrics_collector.source == "Auto" else []) + \
+                metricslib.parse_log(self.logs.get(t.name, ""), self.wanted)
+        return samples
+
+    def continued(self, t: TrialView, history: list[dict]) -> list[dict]:
+        """With a checkpoint, an attempt's history continues the one it re-runs (which continues
+        the ones before it): the configuration's history."""
+        if self.checkpoint is None:
+            return history
+        previous = self.views.get(t.spec.get("retryOf") or "")
+        earlier = (self.current(previous).get("metricHistory") or []) if previous is not None else []
+        return checkpoint.merged_history(earlier, history)[-METRIC_HISTORY_LIMIT:] if earlier else history
+
+    def resumed_from(self, t: TrialView, found: dict[str, metricslib.Sample]) -> dict:
+        """status.resumedFrom, when the program says it resumed (metric resumed_step)."""
+        step = found.get(checkpoint.RESUMED_STEP) if self.checkpoint is not None else None
+        if step is None:
+            return {}
+        resumed = {"attempt": max(t.attempt - 1, 1), "step": int(step.value)}
+        if t.spec.get("retryOf"):
+            resumed["trial"] = t.spec["retryOf"]
+        return {"resumedFrom": resumed}
+
+    def retention(self) -> None:
+        """Checkpoint claims that checkpoint.retention removes now."""
+        if self.checkpoint is None or self.volumes is None:
+            return
+        configs = {}
+        for key, trials in self.groups().items():
+            settled = all(self.phase(x) in TERMINAL_PHASES for x in trials)
+            configs[key] = (settled, self.succeeded(trials), key in self.failed_keys)
+        self.plan.delete_volumes = checkpoint.volumes_to_delete(self.checkpoint.retention, configs, self.volumes,
+                                                                 self.exp.name)
+
     @staticmethod
     def metric(sample: metricslib.Sample, default_time: str | None) -> dict:
         metric = {"name": sample.name, "value": sample.value}
@@ -399,9 +458,13 @@ class _Planner:
             return
         st = self.status[t.name]
         st["metrics"] = [self.metric(s, None) for s in metricslib.latest(samples).values()]
-        st["metricHistory"] = self.history(samples, None) or None
+        history = self.continued(t, self.history(samples, None))
+        st["metricHistory"] = history or None
         objective = self.spec.objective.metric_name
         steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}
+        if self.checkpoint is not None:
+            # Early stopping judges the configuration: its earlier attempts' steps too.
+            steps = {**{m["step"]: m["value"] for m in history if m["name"] == objective}, **steps}
         index = t.suggestion_index
         if index is None or not steps or not self.should_stop(index, steps):
             return
@@ -744,6 +807,7 @@ class _Planner:
 
         status.update(suggestionCount=suggestion_count, configurations=configurations,
                       failedConfigurations=finally_failed)
+        self.retention()
         if best is not None:
             bst = self.current(best)
             status["currentOptimalTrial"] = {
@@ -832,10 +896,11 @@ def restore_suggester(spec: ExperimentSpec, trials: list[TrialView], status: Map
 def plan(exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict], logs: dict[str, str],
          now: datetime, suggest: Callable[[int], dict[str, str] | None],
          should_stop: Callable[[int, dict[int, float]], bool] | None = None,
-         tell: Callable[[int, Outcome], None] | None = None) -> Plan:
+         tell: Callable[[int, Outcome], None] | None = None, volumes: set[str] | None = None) -> Plan:
     """`suggest(i)` gives suggestion i's values (None when the space is used up);
     `should_stop(i, {step: value})` says whether suggestion i's running trial should stop early;
     `tell(i, outcome)` hears each decided result before any later suggestion is asked (the same
-    results are also listed in plan.tells)."""
+    results are also listed in plan.tells); `volumes`, the checkpoint claims that exist (None: not
+    known, so none is removed)."""
     return _Planner(exp, trials, pods, logs, now, suggest, should_stop or (lambda i, v: False),
-                    tell or (lambda i, o: None)).run(validate_spec(exp.spec))
+                    tell or (lambda i, o: None), volumes).run(validate_spec(exp.spec))

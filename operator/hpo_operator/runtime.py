@@ -25,7 +25,7 @@ from . import planner, telemetry
 from .conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
 from .informer import Informer
-from .kubeapi import PODS, TRIALS, Api, ApiException, Resource
+from .kubeapi import CLAIMS, PODS, TRIALS, Api, ApiException, Resource
 from .models import ExperimentSpec
 from .planner import L_EXPERIMENT, L_TRIAL
 from .suggest import SearchSpaceError, Suggester
@@ -128,6 +128,8 @@ class ExperimentLoop:
         kind = self.kind()
         if kind is not None and not kind.is_pod:
             await self.runtime.workloads(self.key[0], kind)
+        if self.checkpointed():
+            await self.runtime.namespace(self.key[0]).workload(CLAIMS).synced.wait()
         try:
             while True:
                 self.wake.clear()
@@ -192,8 +194,14 @@ class ExperimentLoop:
         suggester = self.suggester
         logs = await self.read_logs(spec, trials, pods)
         view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
+        volumes = None
+        if spec.trial_template.checkpoint is not None:
+            claims = rt.namespace(namespace).workload(CLAIMS)
+            if claims.synced.is_set():
+                volumes = {n for n, c in (claims.objects.get(name) or {}).items()
+                           if not c["metadata"].get("deletionTimestamp")}
         planning = time.monotonic()
-        args = (view, trials, pods, logs, now, suggester.suggest, suggester.should_stop, suggester.tell)
+        args = (view, trials, pods, logs, now, suggester.suggest, suggester.should_stop, suggester.tell, volumes)
         if len(trials) > THREAD_PLAN_TRIALS:
             # Off the event loop, which serves the informers and every other experiment
             # meanwhile; only this experiment's loop uses its suggester.
@@ -209,6 +217,10 @@ class ExperimentLoop:
         if st.get("phase") in planner.FINISHED_PHASES and not (st.get("trialsRunning") or st.get("trialsPending")):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
+
+    def checkpointed(self) -> bool:
+        tt = (self.body.get("spec") or {}).get("trialTemplate") or {}
+        return bool(tt.get("checkpoint"))
 
     def kind(self) -> Kind | None:
         try:

@@ -6,6 +6,7 @@ import copy
 import re
 from typing import Any
 
+from . import checkpoint
 from .models import PLACEHOLDER_PATTERN, ExperimentSpec
 
 _PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
@@ -22,19 +23,31 @@ def substitute(node: Any, values: dict[str, str]) -> Any:
     return node
 
 
-def trial_values(experiment: str, trial: dict) -> dict[str, str]:
+def trial_values(experiment: str, trial: dict, spec: ExperimentSpec | None = None) -> dict[str, str]:
     """What the placeholders stand for, for one trial."""
     meta = trial["metadata"]
     tspec = trial["spec"]
     values = {f"params.{p['name']}": p["value"] for p in tspec.get("parameters") or []}
     values.update({"trial.name": meta["name"], "trial.attempt": str(tspec.get("attempt") or 1),
                    "experiment.name": experiment})
+    if spec is not None and spec.trial_template.checkpoint is not None:
+        values["trial.checkpointDir"] = spec.trial_template.checkpoint.mount_path
     return values
+
+
+def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict, pod_spec: dict) -> None:
+    """The configuration's checkpoint volume in the trial's pod spec, if the experiment has one."""
+    ckpt = spec.trial_template.checkpoint
+    if ckpt is None:
+        return
+    config = (trial["metadata"].get("labels") or {}).get("hpo.dev/config", "")
+    checkpoint.mount(pod_spec, ckpt, checkpoint.claim_name(experiment, config),
+                     spec.trial_template.primary_container_name, resume=int(trial["spec"].get("attempt") or 1) > 1)
 
 
 def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
     meta = trial["metadata"]
-    values = trial_values(experiment, trial)
+    values = trial_values(experiment, trial, spec)
     template = substitute(copy.deepcopy(spec.trial_template.template), values)
     pod_meta = template.get("metadata") or {}
     labels = {**(pod_meta.get("labels") or {}), **(meta.get("labels") or {}),
@@ -43,6 +56,7 @@ def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
     pod_spec = template["spec"]
     # A trial is one run: the operator, not the kubelet, decides whether to run it again.
     pod_spec["restartPolicy"] = "Never"
+    mount_checkpoint(spec, experiment, trial, pod_spec)
     return {
         "apiVersion": "v1",
         "kind": "Pod",

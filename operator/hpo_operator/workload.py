@@ -27,7 +27,7 @@ from typing import Any
 
 from .models import ExperimentSpec, TrialResource
 from .planner import L_EXPERIMENT, L_TRIAL
-from .template import build_pod, substitute, trial_values
+from .template import build_pod, mount_checkpoint, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
 L_JOB_INDEX = "batch.kubernetes.io/job-completion-index"
@@ -103,7 +103,7 @@ def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[
     kind = kind_of(spec)
     if kind.is_pod:
         return kind, build_pod(spec, experiment, trial)
-    values = trial_values(experiment, trial)
+    values = trial_values(experiment, trial, spec)
     labels = _labels(trial, experiment)
     meta = trial["metadata"]
     if tt.job is not None:
@@ -115,6 +115,9 @@ def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[
         job_spec.setdefault("backoffLimit", 0)
         pod_template = job_spec["template"]
         pod_template.setdefault("spec", {}).setdefault("restartPolicy", "Never")
+        # Every pod of the Job mounts the configuration's volume (an Indexed Job's index 0 is
+        # usually the one that writes); ReadWriteOnce keeps them on one node.
+        mount_checkpoint(spec, experiment, trial, pod_template["spec"])
         label_pod_templates(job_spec, labels)
         body = {"apiVersion": "batch/v1", "kind": "Job", "spec": job_spec}
     else:

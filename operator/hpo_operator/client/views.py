@@ -118,6 +118,7 @@ class TrialSummary(_Dictable):
     adopted: bool
     restart_condition: dict | None = None
     metric_history: list[MetricPoint] | None = None
+    resumed_from: dict | None = None  # {trial, attempt, step}: a checkpoint it continued from
 
 
 @dataclass
@@ -236,7 +237,8 @@ def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
         pod_name=status.get("podName"),
         adopted=any(o.get("kind") == "Experiment" and o.get("controller") for o in owners),
         restart_condition=dict(restart) if restart else None,
-        metric_history=metric_points(obj) if history else None)
+        metric_history=metric_points(obj) if history else None,
+        resumed_from=dict(status["resumedFrom"]) if status.get("resumedFrom") else None)
 
 
 def spec_summary(spec: dict) -> dict[str, Any]:

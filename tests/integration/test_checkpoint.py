@@ -11,6 +11,8 @@ kube-controller-manager binds them)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -186,7 +188,7 @@ def history_steps(trial: dict, name: str) -> list[int]:
 
 @pytest.mark.realnode
 def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(api, namespace, operator, real_node,
-                                                                             volumes, kubectl):
+                                                                             volumes, kubectl, kubeconfig):
     volumes(2, "hpo-checkpoint-local")
     cluster = Cluster(api, namespace)
     kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLE))
@@ -207,6 +209,12 @@ def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(api
     header = table[0].split()
     row = next(line.split() for line in table if line.startswith(retry["metadata"]["name"] + " "))
     assert header[5] == "RESUMED" and row[5] == "2"
+    script = Path(sys.executable).with_name("kubectl-hpo")
+    described = subprocess.run([str(script), "describe", "real-checkpoint", "--kubeconfig", kubeconfig, "-n", namespace],
+                                capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})
+    assert described.returncode == 0, described.stderr
+    line = next(x for x in described.stdout.splitlines() if retry["metadata"]["name"] in x and "Succeeded" in x)
+    assert "step 2" in line and "RESUMED" in described.stdout, described.stdout
     # DeleteOnSuccess: both configurations succeeded.
     wait_until(lambda: not claims(api, namespace), timeout=60, what="the claims to be deleted")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .api import API_VERSION, L_CONFIG, L_EXPERIMENT
 from .models import Checkpoint
 
 VOLUME = "hpo-checkpoint"
@@ -46,10 +47,10 @@ def build_claim(checkpoint: Checkpoint, experiment: dict, config: str) -> dict:
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {
             "name": claim_name(meta["name"], config), "namespace": meta["namespace"],
-            "labels": {"hpo.dev/experiment": meta["name"], "hpo.dev/config": config,
+            "labels": {L_EXPERIMENT: meta["name"], L_CONFIG: config,
                        "app.kubernetes.io/name": "hpo-trial", "app.kubernetes.io/instance": meta["name"],
                        "app.kubernetes.io/component": "checkpoint"},
-            "ownerReferences": [{"apiVersion": experiment.get("apiVersion", "hpo.dev/v1alpha1"), "kind": "Experiment",
+            "ownerReferences": [{"apiVersion": experiment.get("apiVersion", API_VERSION), "kind": "Experiment",
                                  "name": meta["name"], "uid": meta["uid"], "controller": True,
                                  "blockOwnerDeletion": True}],
         },

@@ -232,7 +232,7 @@ def list_experiments(
         raise hpo.InvalidInput("use --creator or --mine, not both")
     flt_kwargs: dict[str, Any] = dict(name=name, creator=creator, phases=hpo.parse_phases(status),
                                       created=hpo.TimeRange.parse(since, until))
-    extra = ["hpo.dev/bookmarked=true"] if bookmarked else []
+    extra = [f"{hpo.L_BOOKMARKED}=true"] if bookmarked else []
     label_selector = hpo.build_selector(selector, tag or [], extra)
     key = hpo.sort_field(sort_by or "created")
     desc = hpo.sort_direction(order, default="desc" if key == "created" else "asc")

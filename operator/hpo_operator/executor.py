@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable
 from . import planner, telemetry
 from .conditions import now_iso, set_condition
 from . import checkpoint
+from .api import L_CONFIG
 from .kubeapi import CLAIMS, PODS, Api, ApiException, Resource, api_reason
 from .models import TERMINAL_PHASES, ExperimentSpec
 from .workload import build_workload
@@ -179,7 +180,7 @@ class Executor:
         if ckpt is not None:
             # The configuration's claim first: its name is fixed, so a claim made before a crash,
             # or by an earlier attempt, is found again (409) rather than made twice.
-            config = (trial["metadata"].get("labels") or {}).get("hpo.dev/config", "")
+            config = (trial["metadata"].get("labels") or {}).get(L_CONFIG, "")
             claim = checkpoint.build_claim(ckpt, self.experiment, config)
             made = await self.attempt(f"creating checkpoint claim {claim['metadata']['name']}",
                                       lambda: self.api.create_object(CLAIMS, self.namespace, claim), ok=(409,))

@@ -14,9 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "hpo.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from .api import API_VERSION, GROUP, TERMINAL_PHASES, VERSION, FailureClass, TrialPhase  # noqa: F401 (the API's words)
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A placeholder in the trial template: ${params.NAME}, ${trial.name}, ${trial.attempt},
@@ -163,13 +161,6 @@ class Parameter(Model):
     values: list[Annotated[str, Field(max_length=128)]] | None = Field(
         None, max_length=100, description="The values a categorical or discrete parameter takes.",
         json_schema_extra=schema_extra(list_type="set"))
-
-
-class FailureClass(str, Enum):
-    infrastructure = "Infrastructure"
-    oom_killed = "OOMKilled"
-    error = "Error"
-    metrics_unavailable = "MetricsUnavailable"
 
 
 class RetryPolicy(Model):
@@ -519,17 +510,6 @@ class ExperimentBody(Model):
     status: ExperimentStatus | None = None
 
 
-class TrialPhase(str, Enum):
-    pending = "Pending"
-    running = "Running"
-    succeeded = "Succeeded"
-    failed = "Failed"
-    killed = "Killed"
-    early_stopped = "EarlyStopped"
-    refused = "Refused"
-
-
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Killed", "EarlyStopped", "Refused"})
 METRIC_HISTORY_LIMIT = 200
 
 

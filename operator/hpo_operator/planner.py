@@ -31,27 +31,14 @@ from typing import Any, Callable, Mapping, Sequence
 from . import checkpoint
 from . import metrics as metricslib
 from .conditions import get_condition, now_iso, set_condition
-from .models import (API_VERSION, METRIC_HISTORY_LIMIT, PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT,
-                     TERMINAL_PHASES, ExperimentSpec)
+from .api import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, API_VERSION, FINISHED_PHASES, L_ATTEMPT,
+                  L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
+from .models import METRIC_HISTORY_LIMIT, PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec
 from .podstate import observe, parse_time, stranded
 from .space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .suggest import Outcome, Recorded, Suggester
 
-L_EXPERIMENT = "hpo.dev/experiment"
-L_CONFIG = "hpo.dev/config"
-L_ATTEMPT = "hpo.dev/attempt"
-L_LINEAGE = "hpo.dev/lineage"
-L_LAUNCH = "hpo.dev/launch-reason"  # Suggestion, Retry, Restart, Resume, User
-L_TRIAL = "hpo.dev/trial"
-A_RESTART = "hpo.dev/restart"
-A_NOT_BEFORE = "hpo.dev/not-before"
-# On a re-run made for a restart request: the request's value, so that a request seen again (the
-# round that accepted it stopped before it could remove the annotation) is not run twice.
-A_RESTART_REQUEST = "hpo.dev/restart-request"
 REQUEST_KEY_LENGTH = 1024
-MANAGED_BY = {"app.kubernetes.io/managed-by": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator"}
-
-FINISHED_PHASES = ("Succeeded", "Failed")
 MAX_ASKS_PER_ROUND = 1000
 # A sampler that keeps proposing configurations the experiment already has is treated as having
 # exhausted the space after this many suggestions per configuration budget.

@@ -10,6 +10,8 @@ import os
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from .api import EXPERIMENT_PHASES
+
 EXPERIMENTS = Gauge("hpo_experiments", "Experiments known to this operator, by phase", ["phase"])
 TRIALS_CREATED = Counter("hpo_trials_created_total", "Trials created, by launch reason "
                          "(Suggestion, Retry, Restart, Resume)", ["reason"])
@@ -21,7 +23,7 @@ LEADER = Gauge("hpo_leader", "1 while this replica leads (or runs without leader
                "0 while it stands by")
 RECONCILE_TOTAL = Counter("hpo_reconcile_total", "Experiment reconciles, by result", ["result"])
 
-PHASES = ("Created", "Running", "Suspended", "Succeeded", "Failed")
+PHASES = EXPERIMENT_PHASES
 _phases: dict[str, str] = {}
 
 

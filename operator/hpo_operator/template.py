@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from . import checkpoint
+from .api import API_VERSION, L_CONFIG
 from .models import PLACEHOLDER_PATTERN, ExperimentSpec
 
 _PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
@@ -40,7 +41,7 @@ def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict, pod_spe
     ckpt = spec.trial_template.checkpoint
     if ckpt is None:
         return
-    config = (trial["metadata"].get("labels") or {}).get("hpo.dev/config", "")
+    config = (trial["metadata"].get("labels") or {}).get(L_CONFIG, "")
     checkpoint.mount(pod_spec, ckpt, checkpoint.claim_name(experiment, config),
                      spec.trial_template.primary_container_name, resume=int(trial["spec"].get("attempt") or 1) > 1)
 
@@ -66,7 +67,7 @@ def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
             "labels": labels,
             "annotations": pod_meta.get("annotations") or {},
             "ownerReferences": [{
-                "apiVersion": trial.get("apiVersion", "hpo.dev/v1alpha1"), "kind": "Trial",
+                "apiVersion": trial.get("apiVersion", API_VERSION), "kind": "Trial",
                 "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
             }],
         },

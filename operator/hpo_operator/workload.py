@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import ExperimentSpec, TrialResource
-from .planner import L_EXPERIMENT, L_TRIAL
+from .api import API_VERSION, L_EXPERIMENT, L_TRIAL
 from .template import build_pod, mount_checkpoint, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
@@ -68,7 +68,7 @@ def kind_of(spec: ExperimentSpec) -> Kind:
 
 def _owner(trial: dict) -> list[dict]:
     meta = trial["metadata"]
-    return [{"apiVersion": trial.get("apiVersion", "hpo.dev/v1alpha1"), "kind": "Trial", "name": meta["name"],
+    return [{"apiVersion": trial.get("apiVersion", API_VERSION), "kind": "Trial", "name": meta["name"],
              "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]
 
 

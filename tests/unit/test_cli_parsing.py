@@ -5,12 +5,13 @@ before any cluster is contacted."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
 from typer.testing import CliRunner
 
-from hpo_operator import planner
 from hpo_operator.cli import app
 from hpo_operator.client import views
 from hpo_operator.client.errors import InvalidInput
@@ -195,9 +196,13 @@ def test_trial_names():
 
 # --- views ------------------------------------------------------------------------------------------------
 
-def test_label_names_agree_with_the_operator():
-    assert (views.L_EXPERIMENT, views.L_CONFIG, views.L_ATTEMPT, views.L_LAUNCH, views.A_RESTART) == \
-        (planner.L_EXPERIMENT, planner.L_CONFIG, planner.L_ATTEMPT, planner.L_LAUNCH, planner.A_RESTART)
+def test_the_plugin_reads_the_api_vocabulary_without_optuna_or_kopf():
+    """One spelling of every label: the plugin imports it from hpo_operator.api, which must stay
+    free of the operator's heavy imports (the plugin starts for every kubectl call)."""
+    code = ("import sys, hpo_operator.api, hpo_operator.client.views\n"
+            "heavy = [m for m in ('optuna', 'kopf', 'hpo_operator.planner') if m in sys.modules]\n"
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def experiment_object(**status) -> dict:

@@ -11,14 +11,15 @@ import yaml
 from kubernetes import client
 from kubernetes.client import ApiException
 
-from ..models import API_VERSION, GROUP, VERSION
+from ..api import API_VERSION, GROUP, VERSION
+from ..api import FINISHED_PHASES as FINISHED
 from .connection import Session
 from .errors import HpoError, InvalidInput, Timeout, translate
 from .query import ExperimentFilter, Page, paginate, sort_items
 from .views import (A_CREATOR, A_ORIGINAL, L_BOOKMARKED, ExperimentDetail, ExperimentSummary,
                     experiment_detail, experiment_summary)
 
-FINISHED = ("Succeeded", "Failed")
+
 LIST_CHUNK = 500
 # generateName adds 5 characters; an Experiment's name has at most 40.
 GENERATED_PREFIX_MAX = 34

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+from ..api import EXPERIMENT_PHASES, TRIAL_PHASES  # noqa: F401 (the filters' choices)
 from .errors import InvalidInput
 
 T = TypeVar("T")
 
-EXPERIMENT_PHASES = ("Created", "Running", "Suspended", "Succeeded", "Failed")
-TRIAL_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Killed", "EarlyStopped", "Refused")
+
 TIME_FORMATS_HELP = "yyyy-mm-dd or 'yyyy-mm-dd hh:mm:ss' (UTC)"
 
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")

@@ -11,17 +11,7 @@ from typing import Any
 
 from .query import format_time, parse_kube_time
 
-# The operator's labels and annotations (hpo_operator.planner defines them; repeated here so the
-# CLI does not import the planner and Optuna with it: a unit test checks they agree).
-L_EXPERIMENT = "hpo.dev/experiment"
-L_CONFIG = "hpo.dev/config"
-L_ATTEMPT = "hpo.dev/attempt"
-L_LAUNCH = "hpo.dev/launch-reason"
-A_RESTART = "hpo.dev/restart"
-# The client's own.
-A_CREATOR = "hpo.dev/creator"
-A_ORIGINAL = "hpo.dev/original"
-L_BOOKMARKED = "hpo.dev/bookmarked"
+from ..api import A_CREATOR, A_ORIGINAL, A_RESTART, L_ATTEMPT, L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH
 # Labels every trial carries that say nothing about it in particular.
 BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
 

@@ -1,0 +1,69 @@
+"""The API's vocabulary, each word spelled once: group and version, labels and annotations, phases,
+launch reasons and failure classes. It imports nothing of the project, Optuna or kopf, so the
+kubectl plugin, the models, the planner and the dashboard all read it cheaply."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+GROUP = "hpo.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Labels the operator puts on Trials and their pods (and Jobs, resources, checkpoint claims).
+L_EXPERIMENT = f"{GROUP}/experiment"
+L_TRIAL = f"{GROUP}/trial"
+L_CONFIG = f"{GROUP}/config"  # a hash of the configuration: its trials share it
+L_ATTEMPT = f"{GROUP}/attempt"
+L_LINEAGE = f"{GROUP}/lineage"
+L_LAUNCH = f"{GROUP}/launch-reason"  # a LaunchReason
+L_BOOKMARKED = f"{GROUP}/bookmarked"  # the kubectl plugin's bookmarks
+MANAGED_BY = {"app.kubernetes.io/managed-by": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator"}
+
+# Annotations.
+A_RESTART = f"{GROUP}/restart"  # a user asks for a trial to run again
+# On a re-run made for a restart request: the request's value, so that a request seen again (the
+# round that accepted it stopped before it could remove the annotation) is not run twice.
+A_RESTART_REQUEST = f"{GROUP}/restart-request"
+A_NOT_BEFORE = f"{GROUP}/not-before"  # a retry waits for its backoff until then
+A_CREATOR = f"{GROUP}/creator"  # who created an experiment with the plugin
+A_ORIGINAL = f"{GROUP}/original"  # the experiment a copy was made from
+
+
+class ExperimentPhase(str, Enum):
+    created = "Created"
+    running = "Running"
+    suspended = "Suspended"
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+class TrialPhase(str, Enum):
+    pending = "Pending"
+    running = "Running"
+    succeeded = "Succeeded"
+    failed = "Failed"
+    killed = "Killed"
+    early_stopped = "EarlyStopped"
+    refused = "Refused"
+
+
+class LaunchReason(str, Enum):
+    suggestion = "Suggestion"
+    retry = "Retry"
+    restart = "Restart"
+    resume = "Resume"
+    user = "User"
+
+
+class FailureClass(str, Enum):
+    infrastructure = "Infrastructure"
+    oom_killed = "OOMKilled"
+    error = "Error"
+    metrics_unavailable = "MetricsUnavailable"
+
+
+EXPERIMENT_PHASES = tuple(p.value for p in ExperimentPhase)
+TRIAL_PHASES = tuple(p.value for p in TrialPhase)
+FINISHED_PHASES = (ExperimentPhase.succeeded.value, ExperimentPhase.failed.value)  # of an experiment
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Killed", "EarlyStopped", "Refused"})  # of a trial

@@ -1,0 +1,181 @@
+"""The experiment: validation, the best trial, the phase and its conditions, the status, and
+checkpoint retention; `run()` takes one round through every step in order."""
+
+from __future__ import annotations
+
+import re
+
+from .. import checkpoint
+from ..api import FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES
+from ..conditions import get_condition, now_iso, set_condition
+from ..models import PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec
+from .state import Event, Plan, RoundState, TrialView
+
+
+def validate_spec(spec: ExperimentSpec) -> list[str]:
+    """What the CRD's schema cannot check; each error is a sentence for a condition message."""
+    errors = []
+    names = {p.name for p in spec.parameters}
+    for kind, key in re.findall(PLACEHOLDER_PATTERN, repr(spec.trial_template.source())):
+        if kind == "params" and key not in names:
+            errors.append(f"the trial template uses ${{params.{key}}}, which is not a declared parameter")
+        known = ("name", "attempt", "checkpointDir") if spec.trial_template.checkpoint else ("name", "attempt")
+        if kind == "trial" and key not in known:
+            errors.append(f"unknown placeholder ${{trial.{key}}} (use {' or '.join('trial.' + k for k in known)})")
+        if kind == "experiment" and key != "name":
+            errors.append(f"unknown placeholder ${{experiment.{key}}} (use experiment.name)")
+    containers = [c.get("name") for c in spec.trial_template.containers() or []]
+    primary = spec.trial_template.primary_container_name
+    if primary and spec.trial_template.containers() is not None and primary not in containers:
+        errors.append(f"primaryContainerName {primary} is not a container of the template "
+                      f"({', '.join(map(str, containers))})")
+    return sorted(set(errors))
+
+
+def is_better(spec: ExperimentSpec, a: float, b: float) -> bool:
+    return a < b if spec.objective.type == "minimize" else a > b
+
+
+def goal_reached(spec: ExperimentSpec, value: float) -> bool:
+    goal = spec.objective.goal
+    if goal is None:
+        return False
+    return value <= goal if spec.objective.type == "minimize" else value >= goal
+
+
+class ExperimentSteps(RoundState):
+    def best(self) -> TrialView | None:
+        best = None
+        for t in self.trials:
+            value = self.current(t).get("objectiveValue")
+            if self.phase(t) == "Succeeded" and value is not None:
+                if best is None or is_better(self.spec, value, self.current(best)["objectiveValue"]):
+                    best = t
+        return best
+
+    def retention(self) -> None:
+        """Checkpoint claims that checkpoint.retention removes now."""
+        if self.checkpoint is None or self.volumes is None:
+            return
+        configs = {}
+        for key, trials in self.groups().items():
+            settled = all(self.phase(x) in TERMINAL_PHASES for x in trials)
+            configs[key] = (settled, self.succeeded(trials), key in self.failed_keys)
+        self.plan.delete_volumes = checkpoint.volumes_to_delete(self.checkpoint.retention, configs, self.volumes,
+                                                                 self.exp.name)
+
+    def run(self, invalid: list[str]) -> Plan:
+        status = dict(self.exp.status)
+        conditions = status.get("conditions")
+        if not status.get("startTime"):
+            status["startTime"] = now_iso(self.now)
+        self.observe_trials()
+        if invalid:
+            message = "; ".join(invalid)
+            if (get_condition(conditions, "Failed") or {}).get("message") != message:
+                self.plan.events.append(Event(None, "Warning", "InvalidSpec", message))
+            self.record_phase(status, "Failed", "InvalidSpec", message)
+            return self.finish_status(status)
+
+        self.handle_restart_requests()
+        failed_keys = self.failed_keys = self.recover_failures()
+        finally_failed = len(failed_keys)
+        self.tell_results(failed_keys)
+
+        best = self.best()
+        suggestion_count = max([int(status.get("suggestionCount") or 0)] + [
+            t.suggestion_index + 1 for t in self.trials if t.suggestion_index is not None and t.owned_by(self.exp.uid)])
+        configurations = len(self.groups())
+
+        if self.finished:
+            # A finished experiment suggests nothing and retries nothing, but still runs the
+            # restarts and configurations users ask for.
+            if not self.spec.suspend:
+                self.launch(suggestion_count, configurations, suggestions=False)
+            configurations = len(self.groups())
+        else:
+            phase, reason, message, suggestion_count, configurations = self.advance(
+                best, finally_failed, suggestion_count, configurations)
+            if phase in FINISHED_PHASES:
+                for t in self.active():
+                    self.kill(t, "ExperimentFinished", f"the experiment finished ({reason})")
+                status["completionTime"] = now_iso(self.now)
+                self.plan.events.append(Event(None, "Normal" if phase == "Succeeded" else "Warning",
+                                              f"Experiment{phase}", f"{reason}: {message}"))
+            elif status.get("phase") == "Suspended" and phase == "Running":
+                self.plan.events.append(Event(None, "Normal", "Resumed", "spec.suspend is false"))
+            elif phase == "Suspended" and status.get("phase") != "Suspended":
+                self.plan.events.append(Event(None, "Normal", "Suspended", "running trials were stopped"))
+            self.record_phase(status, phase, reason, message)
+
+        status.update(suggestionCount=suggestion_count, configurations=configurations,
+                      failedConfigurations=finally_failed)
+        self.retention()
+        if best is not None:
+            bst = self.current(best)
+            status["currentOptimalTrial"] = {
+                "trialName": best.name, "objectiveValue": bst["objectiveValue"],
+                "parameters": best.spec.get("parameters") or [],
+                "metrics": [{"name": m["name"], "value": m["value"]} for m in bst.get("metrics") or []]}
+        return self.finish_status(status)
+
+    def advance(self, best: TrialView | None, finally_failed: int, suggestion_count: int,
+                configurations: int) -> tuple[str, str, str, int, int]:
+        """The next phase of a running experiment, launching what it may on the way."""
+        max_failed = self.spec.max_failed_trial_count
+        if best is not None and goal_reached(self.spec, self.current(best)["objectiveValue"]):
+            return ("Succeeded", "GoalReached", f"trial {best.name} reached the goal: "
+                    f"{self.spec.objective.metric_name}={self.current(best)['objectiveValue']}",
+                    suggestion_count, configurations)
+        if max_failed is not None and finally_failed > max_failed:
+            return ("Failed", "TooManyFailures", f"{finally_failed} configurations failed, more than "
+                    f"maxFailedTrialCount ({max_failed})", suggestion_count, configurations)
+        if self.spec.suspend:
+            for t in self.active():
+                if self.has_pod.get(t.name):
+                    self.kill(t, "Suspended", "the experiment was suspended; it re-runs on resume")
+            return "Suspended", "Suspended", "spec.suspend is true", suggestion_count, configurations
+        suggestion_count, configurations, exhausted = self.launch(suggestion_count, configurations)
+        if not self.active():
+            if exhausted and configurations < self.spec.max_trial_count:
+                return ("Succeeded", "SearchSpaceExhausted", f"the search space is exhausted after "
+                        f"{configurations} configurations", suggestion_count, configurations)
+            if configurations >= self.spec.max_trial_count:
+                return ("Succeeded", "MaxTrialsReached", f"{configurations} configurations tried "
+                        "(maxTrialCount)", suggestion_count, configurations)
+        return ("Running", "Running", f"{configurations} of {self.spec.max_trial_count} configurations "
+                "launched", suggestion_count, configurations)
+
+    def record_phase(self, status: dict, phase: str, reason: str, message: str) -> None:
+        """Sets the phase, its history and the conditions (one per phase, exactly one True)."""
+        if status.get("phase") != phase:
+            history = list(status.get("statusHistory") or [])
+            history.append({"phase": phase, "reason": reason, "time": now_iso(self.now)})
+            status["statusHistory"] = history[-STATUS_HISTORY_LIMIT:]
+        status["phase"] = phase
+        for type_ in ("Running", "Suspended", "Succeeded", "Failed"):
+            status["conditions"] = set_condition(status.get("conditions"), type_, phase == type_, reason,
+                                                 message if phase == type_ else "", self.now,
+                                                 self.exp.generation)
+
+    def finish_status(self, status: dict) -> Plan:
+        counts = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0, "EarlyStopped": 0}
+        retried = 0
+        for t in self.trials + self.new_trials:
+            phase = self.phase(t)
+            if phase in counts and t.owned_by(self.exp.uid):
+                counts[phase] += 1
+                retried += t.labels.get(L_LAUNCH) == "Retry"
+        status.update(trials=sum(counts.values()), trialsPending=counts["Pending"],
+                      trialsRunning=counts["Running"], trialsSucceeded=counts["Succeeded"],
+                      trialsFailed=counts["Failed"], trialsKilled=counts["Killed"],
+                      trialsEarlyStopped=counts["EarlyStopped"], trialsRetried=retried,
+                      observedGeneration=self.exp.generation)
+        self.plan.experiment_status = status
+        for name, st in self.status.items():
+            view = self.views.get(name)
+            if view is not None and st != view.status:
+                self.plan.trial_status[name] = st
+        for t in self.new_trials:
+            t.body["status"] = self.status[t.name]
+        return self.plan

@@ -1,0 +1,92 @@
+"""Launch: pods for queued trials and new suggestions within parallelTrialCount, and the results
+the search algorithm is told."""
+
+from __future__ import annotations
+
+from ..api import A_NOT_BEFORE
+from ..podstate import parse_time, stranded
+from ..space import config_hash
+from ..suggest import Outcome
+from .state import DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, RoundState, TrialView
+
+
+class Launch(RoundState):
+    def launch(self, suggestion_count: int, configurations: int, suggestions: bool = True) -> tuple[int, int, bool]:
+        """Starts pods for queued trials, then for new suggestions, within parallelTrialCount."""
+        # Every unfinished pod counts, also one still shutting down after its trial was stopped,
+        # but not one stranded on a lost node: it would hold its slot forever.
+        busy = {name for name, pod in self.pods.items()
+                if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                and not stranded(pod, self.now)}
+        busy |= {t.name for t in self.active() if self.has_pod.get(t.name)}
+        slots = self.spec.parallel_trial_count - len(busy)
+        for t in self.active():
+            if slots <= 0:
+                break
+            if self.has_pod.get(t.name):
+                continue
+            try:
+                not_before = parse_time(t.annotations.get(A_NOT_BEFORE))
+            except ValueError:
+                not_before = None  # edited by hand into something else: do not wait
+            if not_before and not_before > self.now:
+                self.plan.requeue((not_before - self.now).total_seconds())
+                continue
+            self.start(t)
+            slots -= 1
+        exhausted = False
+        known = self.groups()
+        asks = 0
+        limit = self.spec.max_trial_count * DUPLICATE_SUGGESTION_FACTOR
+        while suggestions and slots > 0 and configurations < self.spec.max_trial_count and asks < MAX_ASKS_PER_ROUND:
+            if suggestion_count >= limit:
+                exhausted = True
+                break
+            values = self.suggest(suggestion_count)
+            if values is None:
+                exhausted = True
+                break
+            index = suggestion_count
+            suggestion_count += 1
+            asks += 1
+            existing = known.get(config_hash(values))
+            if existing:
+                # A configuration the experiment already has: the sampler hears its result, and
+                # nothing runs twice.
+                outcome = self.outcome(existing, self.config_of(existing[0]) in self.failed_keys)
+                if outcome:
+                    self.told(index, outcome)
+                continue
+            name = f"{self.exp.name}-{index:04d}"
+            t = self.new_trial(name, values, 1, "Suggestion", name, index=index)
+            self.start(t)
+            configurations += 1
+            slots -= 1
+        return suggestion_count, configurations, exhausted
+
+    def told(self, index: int, outcome: Outcome) -> None:
+        # Told at once, not after the round: a suggestion asked later in this round must see it,
+        # as it would in Optuna's own loop.
+        self.tell(index, outcome)
+        self.plan.tells.append((index, outcome))
+
+    def outcome(self, trials: list[TrialView], finally_failed: bool = False) -> Outcome | None:
+        """What the sampler is told of a configuration once it is decided."""
+        for t in trials:
+            st = self.current(t)
+            if self.phase(t) == "Succeeded" and st.get("objectiveValue") is not None:
+                return Outcome(value=st["objectiveValue"], at=st.get("completionTime"))
+        latest = self.latest(trials)
+        if self.phase(latest) == "EarlyStopped":
+            return Outcome(pruned=True, at=self.current(latest).get("completionTime"))
+        if finally_failed:
+            return Outcome(failed=True, at=self.current(latest).get("completionTime"))
+        return None
+
+    def tell_results(self, finally_failed_keys: set[str]) -> None:
+        for key, trials in self.groups().items():
+            indexes = {t.suggestion_index for t in trials} - {None}
+            outcome = self.outcome(trials, key in finally_failed_keys) if indexes else None
+            if outcome:
+                for i in indexes:
+                    self.told(i, outcome)

@@ -1,0 +1,282 @@
+"""One round's state: the views of the experiment and its trials, the Plan being built, and the
+helpers every step uses (statuses, configurations, new trials and re-runs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Callable
+
+from .. import checkpoint
+from ..api import (A_NOT_BEFORE, API_VERSION, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE,
+                   L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
+from ..conditions import get_condition, now_iso, set_condition
+from ..models import ExperimentSpec
+from ..space import config_hash, summary
+from ..suggest import Outcome
+
+REQUEST_KEY_LENGTH = 1024
+MAX_ASKS_PER_ROUND = 1000
+# A sampler that keeps proposing configurations the experiment already has is treated as having
+# exhausted the space after this many suggestions per configuration budget.
+DUPLICATE_SUGGESTION_FACTOR = 10
+
+
+class TrialView:
+    """A Trial's body with what the planner reads of it, each worked out once: an experiment holds
+    thousands of Trials, and the same view serves every round until the Trial changes."""
+
+    def __init__(self, name: str, uid: str, body: dict):
+        self.name = name
+        self.uid = uid
+        self._body = body
+
+    def __repr__(self) -> str:
+        return f"TrialView({self.name!r}, {self.uid!r})"
+
+    @property
+    def body(self) -> dict:
+        return self._body
+
+    @body.setter
+    def body(self, body: dict) -> None:
+        self._body = body
+        for cached in [k for k in self.__dict__ if not k.startswith("_") and k not in ("name", "uid")]:
+            del self.__dict__[cached]
+
+    @cached_property
+    def meta(self) -> dict:
+        return self.body.get("metadata") or {}
+
+    @cached_property
+    def spec(self) -> dict:
+        return self.body.get("spec") or {}
+
+    @cached_property
+    def status(self) -> dict:
+        return self.body.get("status") or {}
+
+    @cached_property
+    def labels(self) -> dict:
+        return self.meta.get("labels") or {}
+
+    @cached_property
+    def annotations(self) -> dict:
+        return self.meta.get("annotations") or {}
+
+    @property
+    def phase(self) -> str:
+        return self.status.get("phase") or "Pending"
+
+    @cached_property
+    def attempt(self) -> int:
+        return int(self.spec.get("attempt") or 1)
+
+    @cached_property
+    def values(self) -> dict[str, str]:
+        return {p["name"]: p["value"] for p in self.spec.get("parameters") or []}
+
+    @cached_property
+    def controllers(self) -> tuple[str, ...]:
+        return tuple(r.get("uid") for r in self.meta.get("ownerReferences") or [] if r.get("controller"))
+
+    def owned_by(self, uid: str) -> bool:
+        return uid in self.controllers
+
+    def owned_by_another(self, uid: str) -> bool:
+        """Controlled by something else, e.g. an experiment of the same name that was deleted."""
+        return any(c != uid for c in self.controllers)
+
+    @cached_property
+    def suggestion_index(self) -> int | None:
+        """The suggestion this trial runs; never taken from a trial a user wrote."""
+        index = self.spec.get("suggestionIndex")
+        if index is None or self.labels.get(L_LAUNCH) in (None, "User"):
+            return None
+        return int(index)
+
+
+@dataclass
+class Event:
+    target: str | None  # a trial name, or None for the experiment
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    trial_status: dict[str, dict] = field(default_factory=dict)
+    trial_metadata: dict[str, dict] = field(default_factory=dict)
+    create_trials: list[dict] = field(default_factory=list)
+    start_pods: list[str] = field(default_factory=list)
+    delete_pods: list[str] = field(default_factory=list)
+    delete_volumes: list[str] = field(default_factory=list)  # checkpoint claims retention removes
+    experiment_status: dict = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    tells: list[tuple[int, Outcome]] = field(default_factory=list)
+    requeue_after: float | None = None
+
+    def requeue(self, seconds: float) -> None:
+        seconds = max(seconds, 0.5)
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+
+@dataclass
+class ExperimentView:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: ExperimentSpec
+    status: dict
+
+
+class _Statuses(dict):
+    """Trial statuses as this round leaves them. A trial's is copied from its view when first
+    looked up, so that a round copies the statuses it may change, not those of every trial."""
+
+    def __init__(self, views: dict[str, TrialView]):
+        super().__init__()
+        self.views = views
+
+    def __missing__(self, name: str) -> dict:
+        status = self[name] = dict(self.views[name].status)
+        return status
+
+
+class RoundState:
+    """What every step reads and writes during one round."""
+
+    def __init__(self, exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict],
+                 logs: dict[str, str], now: datetime, suggest: Callable[[int], dict[str, str] | None],
+                 should_stop: Callable[[int, dict[int, float]], bool], tell: Callable[[int, Outcome], None],
+                 volumes: set[str] | None = None):
+        self.exp, self.spec, self.now = exp, exp.spec, now
+        self.volumes = volumes
+        self.should_stop, self.tell = should_stop, tell
+        self.trials = sorted(trials, key=lambda t: (t.meta.get("creationTimestamp") or "", t.name))
+        self.pods, self.logs, self.suggest = pods, logs, suggest
+        self.plan = Plan()
+        self.views = {t.name: t for t in self.trials}
+        self.status = _Statuses(self.views)
+        # Only these can be active this round (a trial never leaves a final phase), with the trials
+        # made this round.
+        self.unfinished = [t for t in self.trials if t.phase not in TERMINAL_PHASES]
+        self.has_pod: dict[str, bool] = {t.name: t.name in pods for t in self.trials}
+        self.finished = (exp.status.get("phase") in FINISHED_PHASES
+                         and (get_condition(exp.status.get("conditions"), "Failed") or {}).get("reason") != "InvalidSpec")
+        self.wanted = [self.spec.objective.metric_name, *(self.spec.objective.additional_metric_names or [])]
+        self.checkpoint = self.spec.trial_template.checkpoint
+        if self.checkpoint is not None:
+            self.wanted.append(checkpoint.RESUMED_STEP)
+        self.new_trials: list[TrialView] = []
+        self.failed_keys: set[str] = set()
+        self._groups: dict[str, list[TrialView]] | None = None
+
+    def current(self, t: TrialView) -> dict:
+        """The trial's status as this round has it so far, for reading (self.status[name] to change it)."""
+        st = self.status.get(t.name)
+        return t.status if st is None else st
+
+    def phase(self, t: TrialView) -> str:
+        return self.current(t).get("phase") or "Pending"
+
+    def set_status(self, t: TrialView, **changes: Any) -> None:
+        st = self.status[t.name]
+        before = st.get("phase")
+        st.update({k: v for k, v in changes.items()})
+        phase = st.get("phase") or "Pending"
+        done = phase in TERMINAL_PHASES
+        if done and not st.get("completionTime"):
+            st["completionTime"] = now_iso(self.now)
+        succeeded = "True" if phase == "Succeeded" else ("False" if done else "Unknown")
+        st["conditions"] = set_condition(st.get("conditions"), "Succeeded", succeeded,
+                                         st.get("reason") or phase, st.get("message") or "", self.now)
+        if before != phase and done:
+            kind = "Normal" if phase in ("Succeeded", "EarlyStopped") else "Warning"
+            text = st.get("message") or st.get("reason") or phase
+            if phase == "Succeeded":
+                text = f"objective {self.spec.objective.metric_name}={st.get('objectiveValue')}"
+            self.plan.events.append(Event(t.name, kind, f"Trial{phase}", text))
+
+    def kill(self, t: TrialView, reason: str, message: str) -> None:
+        if self.has_pod[t.name]:
+            self.plan.delete_pods.append(t.name)
+            self.has_pod[t.name] = False
+        self.set_status(t, phase="Killed", reason=reason, message=message, failureClass=None)
+
+    def config_of(self, t: TrialView) -> str:
+        return t.labels.get(L_CONFIG) or config_hash(t.values)
+
+    def groups(self) -> dict[str, list[TrialView]]:
+        """The experiment's trials by configuration. Made once a round and kept up to date as
+        trials are made (new_trial) or adopted (admit_user_trial): callers must not change it."""
+        if self._groups is None:
+            self._groups = {}
+            for t in self.trials + self.new_trials:
+                if self.phase(t) != "Refused" and t.owned_by(self.exp.uid):
+                    self._groups.setdefault(self.config_of(t), []).append(t)
+        return self._groups
+
+    @staticmethod
+    def latest(trials: list[TrialView]) -> TrialView:
+        """The configuration's most recent run (trials made this round have no timestamp yet)."""
+        return max(trials, key=lambda x: (x.meta.get("creationTimestamp") or "~", x.attempt))
+
+    def succeeded(self, trials: list[TrialView]) -> bool:
+        return any(self.phase(t) == "Succeeded" for t in trials)
+
+    def owner_ref(self) -> dict:
+        return {"apiVersion": API_VERSION, "kind": "Experiment", "name": self.exp.name, "uid": self.exp.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+    def new_trial(self, name: str, values: dict[str, str], attempt: int, launch: str, lineage: str,
+                  retry_of: str | None = None, index: int | None = None, not_before: datetime | None = None,
+                  config: str | None = None, annotations: dict[str, str] | None = None) -> TrialView:
+        labels = {**MANAGED_BY, L_EXPERIMENT: self.exp.name, L_CONFIG: config or config_hash(values),
+                  L_ATTEMPT: str(attempt), L_LINEAGE: lineage, L_LAUNCH: launch, L_TRIAL: name}
+        annotations = dict(annotations or {})
+        if not_before:
+            annotations[A_NOT_BEFORE] = now_iso(not_before)
+        spec: dict[str, Any] = {"experimentName": self.exp.name, "attempt": attempt,
+                                "parameters": [{"name": k, "value": v} for k, v in values.items()]}
+        if retry_of:
+            spec["retryOf"] = retry_of
+        if index is not None:
+            spec["suggestionIndex"] = index
+        body = {"apiVersion": API_VERSION, "kind": "Trial",
+                "metadata": {"name": name, "namespace": self.exp.namespace, "labels": labels,
+                             "annotations": annotations, "ownerReferences": [self.owner_ref()]},
+                "spec": spec}
+        t = TrialView(name, "", body)
+        self.plan.create_trials.append(body)
+        self.status[name] = {}
+        self.has_pod[name] = False
+        self.new_trials.append(t)
+        if self._groups is not None:
+            self._groups.setdefault(labels[L_CONFIG], []).append(t)
+        reason = "Backoff" if not_before and not_before > self.now else "Queued"
+        self.status[name].update(phase="Pending", reason=reason, parameterSummary=summary(values),
+                                 message=f"retry after {now_iso(not_before)}" if reason == "Backoff" else "")
+        return t
+
+    def rerun(self, t: TrialView, launch: str, not_before: datetime | None = None,
+              annotations: dict[str, str] | None = None) -> TrialView:
+        lineage = t.labels.get(L_LINEAGE) or t.name
+        attempt = max(x.attempt for x in self.groups()[self.config_of(t)]) + 1
+        new = self.new_trial(f"{lineage}-a{attempt}", t.values, attempt, launch, lineage, retry_of=t.name,
+                             index=t.suggestion_index, not_before=not_before, config=self.config_of(t),
+                             annotations=annotations)
+        self.status[t.name]["retriedBy"] = new.name
+        return new
+
+    def active(self) -> list[TrialView]:
+        return [t for t in self.unfinished + self.new_trials
+                if self.phase(t) not in TERMINAL_PHASES and t.owned_by(self.exp.uid)]
+
+    def start(self, t: TrialView) -> None:
+        self.plan.start_pods.append(t.name)
+        self.has_pod[t.name] = True
+        self.status[t.name].update(phase="Pending", reason="PodCreated", message="", podName=t.name)

@@ -251,48 +251,35 @@ _CONTAINER = {
         },
     },
 }
-POD_TEMPLATE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": ("A pod template (metadata and spec, as in a Deployment). Placeholders "
-                    "${params.NAME}, ${trial.name}, ${trial.attempt} and ${experiment.name} are "
-                    "replaced in every string of it; restartPolicy is always Never."),
-    "x-kubernetes-embedded-resource": False,
-    "x-kubernetes-preserve-unknown-fields": True,
-    "required": ["spec"],
-    "properties": {
-        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        "spec": {
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": True,
-            "required": ["containers"],
-            "properties": {
-                "containers": {"type": "array", "minItems": 1, "maxItems": 16, "items": _CONTAINER},
-            },
+def _object_template(description: str, spec_field: str, spec_schema: dict[str, Any]) -> dict[str, Any]:
+    """Another API's object template (metadata and spec) that keeps its unknown fields, with the
+    one spec field that must be there declared, so that a template without it is refused."""
+    return {
+        "type": "object",
+        "description": description,
+        "x-kubernetes-preserve-unknown-fields": True,
+        "required": ["spec"],
+        "properties": {
+            "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "required": [spec_field],
+                     "properties": {spec_field: spec_schema}},
         },
-    },
-}
+    }
 
 
-JOB_TEMPLATE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": ("A batch/v1 Job template (metadata and spec, as in a CronJob's jobTemplate). "
-                    "Placeholders work in every string; the Job is named after the trial and its pods "
-                    "get the trial's labels. backoffLimit defaults to 0: the operator retries by failure "
-                    "class; a Job that retries its pods itself is still one trial. restartPolicy "
-                    "defaults to Never."),
-    "x-kubernetes-preserve-unknown-fields": True,
-    "required": ["spec"],
-    "properties": {
-        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        "spec": {
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": True,
-            "required": ["template"],
-            "properties": {"template": {**POD_TEMPLATE_SCHEMA, "description": (
-                "The Job's pod template; placeholders work here too, restartPolicy defaults to Never.")}},
-        },
-    },
-}
+POD_TEMPLATE_SCHEMA: dict[str, Any] = {**_object_template(
+    "A pod template (metadata and spec, as in a Deployment). Placeholders ${params.NAME}, ${trial.name}, "
+    "${trial.attempt} and ${experiment.name} are replaced in every string of it; restartPolicy is always Never.",
+    "containers", {"type": "array", "minItems": 1, "maxItems": 16, "items": _CONTAINER}),
+    "x-kubernetes-embedded-resource": False}
+
+JOB_TEMPLATE_SCHEMA: dict[str, Any] = _object_template(
+    "A batch/v1 Job template (metadata and spec, as in a CronJob's jobTemplate). Placeholders work in every "
+    "string; the Job is named after the trial and its pods get the trial's labels. backoffLimit defaults to 0: "
+    "the operator retries by failure class; a Job that retries its pods itself is still one trial. "
+    "restartPolicy defaults to Never.",
+    "template", {**POD_TEMPLATE_SCHEMA, "description": (
+        "The Job's pod template; placeholders work here too, restartPolicy defaults to Never.")})
 
 
 class ConditionRule(Model):

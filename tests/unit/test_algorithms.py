@@ -12,6 +12,7 @@ Several tests pin bugs found while writing these (now fixed).
 from __future__ import annotations
 
 import math
+import warnings
 from datetime import datetime, timedelta, timezone
 
 import optuna
@@ -696,3 +697,16 @@ def test_should_stop_ignores_unknown_and_finished_suggestions():
     assert not sug.should_stop(0, {})
     sug.tell(0, Outcome(value=1.0))
     assert not sug.should_stop(0, {1: 99.0})  # already decided
+
+
+def test_each_step_reaches_optuna_once_however_often_the_curve_is_handed_over():
+    # The planner hands over a running trial's whole curve every round; Optuna warns of (and
+    # ignores) a step reported twice.
+    sug = Suggester(median_spec())
+    sug.suggest(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for last in (1, 2, 3):
+            sug.should_stop(0, {step: 1.0 / step for step in range(1, last + 1)})
+    assert sug.study.trials[0].intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
+

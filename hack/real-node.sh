@@ -25,7 +25,10 @@
 # (tests/integration/test_real_node.py skips with that text), and exits non-zero.
 set -Eeuo pipefail
 
+# shellcheck source=lib/paths.sh
 source "$(dirname "$0")/lib/paths.sh"
+source "$repo/hack/lib/common.sh"
+source "$repo/hack/lib/procs.sh"
 source "$repo/hack/lib/pki.sh"
 source "$repo/hack/lib/oci.sh"
 images=$cache/images
@@ -56,10 +59,7 @@ unavailable=$state/real-node-unavailable
 tunables=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
-log() { echo ">> $*" >&2; }
-kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 ctr() { command ctr --address "$sock" --namespace k8s.io "$@"; }
-alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
 
 # Says why the node cannot run here, for people and for the tests that then skip.
 fail() {
@@ -78,34 +78,6 @@ on_error() {
     why+=$'\n'"last errors in $logs/kubelet.log:"$'\n'"$(last_errors kubelet)"
   fi
   fail "$why"
-}
-
-wait_for() {
-  local seconds=$1 what=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    if [ -f "$run/$what.pid" ] && ! alive "$what"; then
-      fail "$what exited; last errors in $logs/$what.log:"$'\n'"$(last_errors "$what")"
-    fi
-    if ((SECONDS > deadline)); then
-      fail "timed out after ${seconds}s waiting for $what; last errors in $logs/$what.log:"$'\n'"$(last_errors "$what")"
-    fi
-    sleep 0.5
-  done
-}
-
-# A component's last error lines (klog E/F lines, containerd's level=error/fatal), else its last lines.
-last_errors() {
-  local file=$logs/$1.log lines
-  lines=$(grep -E '^[EF][0-9]{4} |level=(error|fatal)' "$file" 2>/dev/null | tail -n 5 || true)
-  [ -n "$lines" ] || lines=$(tail -n 5 "$file" 2>/dev/null || true)
-  printf '%s\n' "$lines" | cut -c1-400
-}
-
-start() {
-  local name=$1; shift
-  setsid "$@" >"$logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$run/$name.pid"
 }
 
 # --- what the machine needs ----------------------------------------------------------------------
@@ -504,16 +476,6 @@ print(next((n.get("path", "") for n in spec.get("linux", {}).get("namespaces", [
     ctr tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
     [[ $netns == /var/run/netns/cni-* || $netns == /run/netns/cni-* ]] && ip netns delete "${netns##*/}" 2>/dev/null || true
   done
-}
-
-stop_pid() {
-  local name=$1 pid
-  [ -f "$run/$name.pid" ] || return 0
-  pid=$(cat "$run/$name.pid")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$run/$name.pid"
 }
 
 down() {

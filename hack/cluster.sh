@@ -91,6 +91,11 @@ up() {
   fi
   down quiet
   check_ports "$etcd_port" "$((etcd_port + 1))" "$api_port" "$kwok_port"
+  # The components run in sessions of their own, which a Ctrl-C does not reach: an `up` that does
+  # not finish (interrupted, or a component that does not start) stops what it started.
+  trap 'abandon_up $?' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM HUP
   "$repo/hack/build-tools.sh" >/dev/null
   rm -rf "$state"
   mkdir -p "$logs" "$run" "$state/etcd"
@@ -145,6 +150,7 @@ up() {
   wait_for 60 kube-controller-manager kubectl -n default get serviceaccount default
   wait_for 60 kwok kubectl wait --for=condition=Ready node --all --timeout=1s
   log "local control plane up: Kubernetes $K8S_VERSION, $nodes KWOK nodes"
+  trap - EXIT INT TERM HUP
   real_node_up
   echo "$kubeconfig"
 }
@@ -155,6 +161,16 @@ up() {
 real_node_up() {
   [ "${KUBELET:-}" = real ] || return 0
   "$repo/hack/real-node.sh" up >&2 || log "the control plane is up without a real node (see above)"
+}
+
+# The EXIT trap of an unfinished `up`; its state folder stays, logs included.
+abandon_up() {
+  local rc=$1
+  trap - EXIT INT TERM HUP
+  ((rc)) || return 0
+  log "up did not finish (exit $rc): stopping what it started"
+  stop_pid "${components[@]}"
+  exit "$rc"
 }
 
 down() {

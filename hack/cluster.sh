@@ -12,7 +12,10 @@
 # HPO_APISERVER_PORT+1, the real kubelet on +2 and +3.
 set -euo pipefail
 
+# shellcheck source=lib/paths.sh
 source "$(dirname "$0")/lib/paths.sh"
+source "$repo/hack/lib/common.sh"
+source "$repo/hack/lib/procs.sh"
 source "$repo/hack/lib/pki.sh"
 etcd_port=${HPO_ETCD_PORT:-12379}
 kwok_port=$((api_port + 1))
@@ -22,27 +25,11 @@ pki="$state/pki"
 logs="$state/logs"
 run="$state/run"
 components=(kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
+stop_grace=5  # seconds each component has to exit on SIGTERM
 
-log() { echo ">> $*" >&2; }
-kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
-
-alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
+fail() { log "$*"; exit 1; }
 
 healthy() { [ -f "$kubeconfig" ] && alive kube-apiserver && kubectl get --raw /readyz >/dev/null 2>&1; }
-
-# Waits up to $1 seconds for the command after it to succeed; shows the component log on failure.
-wait_for() {
-  local seconds=$1 what=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS > deadline)); then
-      log "timed out waiting for $what; last lines of its log:"
-      tail -n 30 "$logs/$what.log" >&2 2>/dev/null || true
-      exit 1
-    fi
-    sleep 0.5
-  done
-}
 
 # A port taken by another process (or by a client's ephemeral port) would otherwise show up only as
 # a component timing out; say which one it is before anything starts.
@@ -57,12 +44,6 @@ s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null || busy+=("$port")
     log "port(s) ${busy[*]} on 127.0.0.1 already in use; choose others with HPO_APISERVER_PORT / HPO_ETCD_PORT"
     exit 1
   fi
-}
-
-start() {
-  local name=$1; shift
-  setsid "$@" >"$logs/$name.log" 2>&1 < /dev/null &
-  echo $! >"$run/$name.pid"
 }
 
 gen_pki() {
@@ -110,6 +91,11 @@ up() {
   fi
   down quiet
   check_ports "$etcd_port" "$((etcd_port + 1))" "$api_port" "$kwok_port"
+  # The components run in sessions of their own, which a Ctrl-C does not reach: an `up` that does
+  # not finish (interrupted, or a component that does not start) stops what it started.
+  trap 'abandon_up $?' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM HUP
   "$repo/hack/build-tools.sh" >/dev/null
   rm -rf "$state"
   mkdir -p "$logs" "$run" "$state/etcd"
@@ -164,6 +150,7 @@ up() {
   wait_for 60 kube-controller-manager kubectl -n default get serviceaccount default
   wait_for 60 kwok kubectl wait --for=condition=Ready node --all --timeout=1s
   log "local control plane up: Kubernetes $K8S_VERSION, $nodes KWOK nodes"
+  trap - EXIT INT TERM HUP
   real_node_up
   echo "$kubeconfig"
 }
@@ -176,21 +163,19 @@ real_node_up() {
   "$repo/hack/real-node.sh" up >&2 || log "the control plane is up without a real node (see above)"
 }
 
+# The EXIT trap of an unfinished `up`; its state folder stays, logs included.
+abandon_up() {
+  local rc=$1
+  trap - EXIT INT TERM HUP
+  ((rc)) || return 0
+  log "up did not finish (exit $rc): stopping what it started"
+  stop_pid "${components[@]}"
+  exit "$rc"
+}
+
 down() {
-  local name pid
   if [ -d "$state/real-node" ]; then "$repo/hack/real-node.sh" down >&2 || true; fi
-  for name in "${components[@]}"; do
-    [ -f "$run/$name.pid" ] || continue
-    pid=$(cat "$run/$name.pid")
-    kill "$pid" 2>/dev/null || true
-  done
-  for name in "${components[@]}"; do
-    [ -f "$run/$name.pid" ] || continue
-    pid=$(cat "$run/$name.pid")
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$run/$name.pid"
-  done
+  stop_pid "${components[@]}"
   [ "${1:-}" = quiet ] || log "local control plane stopped"
 }
 

@@ -8,11 +8,12 @@
 # hack/cluster.sh's. `helm uninstall -n hpo-system hpo-operator` removes it again (the CRDs stay).
 set -Eeuo pipefail
 
+# shellcheck source=lib/paths.sh
 source "$(dirname "$0")/lib/paths.sh"
+source "$repo/hack/lib/common.sh"
 namespace=${HPO_DEPLOY_NAMESPACE:-hpo-system}
 release=${HPO_DEPLOY_RELEASE:-hpo-operator}
 kubeconfig=$state/kubeconfig
-log() { echo ">> $*" >&2; }
 
 if ! "$repo/hack/real-node.sh" status >/dev/null 2>&1; then
   log "the operator runs on the local cluster's real node, which is not up: make cluster-real"
@@ -34,14 +35,14 @@ log "helm upgrade --install $release (namespace $namespace)"
   -f "$repo/deploy/local/real-node-values.yaml" \
   --set "image.repository=${ref%:*}" --set "image.tag=${ref##*:}" \
   --set "apiServer.host=$real_pod_gateway" --set "apiServer.port=$api_port" "$@" >/dev/null
-deployment=$("$bin/kubectl" --kubeconfig "$kubeconfig" -n "$namespace" get deployment \
+deployment=$(kubectl -n "$namespace" get deployment \
   -l "app.kubernetes.io/instance=$release" -o jsonpath='{.items[0].metadata.name}')
-if ! "$bin/kubectl" --kubeconfig "$kubeconfig" -n "$namespace" rollout status "deployment/$deployment" \
+if ! kubectl -n "$namespace" rollout status "deployment/$deployment" \
   --timeout "${HPO_DEPLOY_TIMEOUT:-180s}" >&2; then
-  "$bin/kubectl" --kubeconfig "$kubeconfig" -n "$namespace" get pods -o wide >&2 || true
-  "$bin/kubectl" --kubeconfig "$kubeconfig" -n "$namespace" logs "deployment/$deployment" --tail 20 >&2 || true
+  kubectl -n "$namespace" get pods -o wide >&2 || true
+  kubectl -n "$namespace" logs "deployment/$deployment" --tail 20 >&2 || true
   exit 1
 fi
-"$bin/kubectl" --kubeconfig "$kubeconfig" -n "$namespace" wait --for=condition=Available \
+kubectl -n "$namespace" wait --for=condition=Available \
   "deployment/$deployment" --timeout 60s >&2
 log "$deployment is Available in namespace $namespace ($ref)"

@@ -14,7 +14,9 @@
 # rolls the operator onto it. Tarballs live in $HPO_CACHE/images, beside the real node's.
 set -Eeuo pipefail
 
+# shellcheck source=lib/paths.sh
 source "$(dirname "$0")/lib/paths.sh"
+source "$repo/hack/lib/common.sh"
 source "$repo/hack/lib/oci.sh"
 images=$cache/images
 mirror=${HPO_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -25,8 +27,6 @@ site=usr/local/lib/python3.11/dist-packages
 user=65532:65532
 lock=$repo/deploy/image/requirements.txt
 repository=hpo-operator
-
-log() { echo ">> $*" >&2; }
 
 app_version() {
   sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$repo/deploy/helm/hpo-operator/Chart.yaml"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +27,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Kubectl:
@@ -62,6 +70,10 @@ class OperatorProcess:
         self.log_path = log_path
         self.args = list(args) if args is not None else ["--namespace", namespace, "--standalone"]
         self.env = dict(env or {})
+        # Its Prometheus metrics, on a port of its own unless `env` names one: they tell how many
+        # rounds it has run (wait_for_rounds).
+        self.env.setdefault("HPO_METRICS_PORT", str(free_port()))
+        self.metrics_port = int(self.env["HPO_METRICS_PORT"])
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -90,6 +102,39 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def metrics(self) -> dict[str, float]:
+        """Its hpo_* samples, by name and labels; empty while it serves none (not started yet)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line.startswith("hpo_")}
+
+    def rounds(self) -> int | None:
+        """Experiment rounds it has finished without error (hpo_reconcile_total), or None."""
+        samples = self.metrics()
+        return int(samples.get('hpo_reconcile_total{result="success"}', 0)) if samples else None
+
+    def wait_for_rounds(self, wake: Callable[[], object], rounds: int = 1, timeout: float = 60) -> None:
+        """Waits until it has run `rounds` whole rounds that began after this call: for a test to
+        see that something does not happen (an experiment's loop acts only in its rounds).
+
+        The round that finishes first may have begun before the call, so the count must grow by
+        rounds + 1. A finished experiment's loop sleeps until woken, so `wake` (for example an
+        annotation on the Experiment) is called at every poll."""
+        before = wait_until(lambda: (n := self.rounds()) is not None and [n], timeout=timeout,
+                            what="the operator's metrics")[0]
+
+        def done() -> bool:
+            n = self.rounds()
+            if n is not None and n > before + rounds:
+                return True
+            wake()
+            return False
+        wait_until(done, timeout=timeout, what=f"{rounds} round(s) of the operator")
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

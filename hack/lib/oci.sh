@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Packing a root filesystem as an OCI image without Docker (umoci, skopeo); sourced by
 # hack/real-node.sh (the pause and trial images) and hack/image.sh (the operator's image).
 # Needs $images, the folder the tarballs and their work folders live in.

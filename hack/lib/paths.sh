@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Where the hack/ scripts find things, with the environment that moves them (see hack/cluster.sh):
 # $repo, the pinned versions, $state (HPO_CLUSTER_DIR), $cache and $bin (HPO_CACHE) and $api_port
 # (HPO_APISERVER_PORT). Sourced before anything else.

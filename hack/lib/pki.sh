@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Certificates and kubeconfigs for the local cluster, shared by hack/cluster.sh and
 # hack/real-node.sh. Both set $pki (the CA's folder), $bin (kubectl) and $api_port first.
 

@@ -249,6 +249,9 @@ class Suggester:
         self._rebuild = False
         # Configurations of suggestions rebuilt from their results: no optuna.Trial is kept for them.
         self._values: dict[int, dict[str, str]] = {}
+        # The steps reported to each running Optuna trial, by its number: the planner hands over a
+        # trial's whole curve every round, and Optuna warns of every step reported twice.
+        self._reported: dict[int, set[int]] = {}
 
     @property
     def count(self) -> int:
@@ -424,6 +427,8 @@ class Suggester:
         if outcome.value is None and not outcome.failed and not outcome.pruned:
             return
         self._told.add(index)
+        if self._asked[index] is not None:
+            self._reported.pop(self._asked[index].number, None)  # should_stop asks no more of it
         try:
             if outcome.pruned:
                 self.study.tell(self._asked[index], state=TrialState.PRUNED, skip_if_finished=True)
@@ -450,8 +455,9 @@ class Suggester:
         trial = self._asked.get(index)
         if trial is None or index in self._told or not values:
             return False
-        frozen = self.study._storage.get_trial(trial._trial_id)
+        reported = self._reported.setdefault(trial.number, set())
         for step, value in sorted(values.items()):
-            if step not in frozen.intermediate_values:
+            if step not in reported:
                 trial.report(value, step)
+                reported.add(step)
         return trial.should_prune()

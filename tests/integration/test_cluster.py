@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -181,3 +182,28 @@ def test_cluster_down_leaves_no_process_behind(tmp_path):
     assert not alive, f"still running: {alive}"
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "cluster")], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+@pytest.mark.skipif(bool(os.environ.get("HPO_KUBECONFIG")), reason="starts a second local control plane")
+def test_an_interrupted_up_leaves_no_process_behind(tmp_path):
+    api_port, etcd_port = free_port_pairs(2)
+    state = tmp_path / "cluster"
+    env = {**os.environ, "HPO_CLUSTER_DIR": str(state), "HPO_APISERVER_PORT": str(api_port),
+           "HPO_ETCD_PORT": str(etcd_port), "HPO_KWOK_NODES": "1"}
+    env.pop("KUBELET", None)
+    script = str(REPO / "hack/cluster.sh")
+    up = subprocess.Popen([script, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Interrupted once etcd and the API server run (in sessions of their own, which a Ctrl-C
+        # at the terminal does not reach).
+        wait_until(lambda: (state / "run/kube-apiserver.pid").exists() or up.poll() is not None, timeout=120,
+                   what="the API server to start")
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=60)
+        assert up.returncode == 130, err
+        assert "stopping what it started" in err
+        leftover = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
+        assert leftover.stdout.strip() == ""
+    finally:
+        up.kill()
+        subprocess.run([script, "down"], env=env, capture_output=True, timeout=120)

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import urllib.request
 import uuid
@@ -380,12 +379,6 @@ def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
     return str(path)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_get(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status, response.read().decode()
@@ -426,7 +419,7 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
 
         # The operator with the installed Deployment's arguments and environment, on free ports.
         dep = get_json(kubectl, "deployment", sa, "-n", namespace)
-        health, metrics = free_port(), free_port()
+        health, metrics = kube.free_port(), kube.free_port()
         args = [f"--liveness=http://127.0.0.1:{health}/healthz" if a.startswith("--liveness=") else a
                 for a in container(dep)["args"]]
         assert f"--namespace={namespace}" in args and "--standalone" in args

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -235,16 +234,19 @@ def test_deleting_an_experiment_removes_its_real_containers(api, namespace, oper
                    what="containerd to hold no container of the namespace")
 
 
-def test_finished_trial_pods_are_kept(api, namespace, operator, real_node, kubectl, recorder):
+def test_finished_trial_pods_are_kept(api, namespace, operator, real_node, kubectl):
     cluster = Cluster(api, namespace)
     cluster.create(real_experiment(
         "kept", parameters=[{"name": "x", "type": "int", "min": 1, "max": 1000}],
         command=["python3", "-c", "import time; time.sleep(1); print('accuracy=0.5 loss=1.0')"],
         parallelTrialCount=2, maxTrialCount=4, memory="64Mi"))
     assert cluster.wait_finished("kept", timeout=180)["status"]["phase"] == "Succeeded"
-    time.sleep(5)  # a few reconciles of the finished experiment
+    # A round of the finished experiment, which sees every trial recorded: one that deletes their
+    # pods would have by then.
+    operator.wait_for_rounds(lambda: cluster.poke("kept"))
     names = sorted(cluster.trials())
     assert len(names) == 4
-    deleted = [n for n in names if n not in recorder.pods or recorder.pods[n].metadata.deletion_timestamp]
+    pods = cluster.pods()
+    deleted = [n for n in names if n not in pods or pods[n].metadata.deletion_timestamp]
     assert not deleted, f"podRetention Keep, yet these trial pods were deleted: {deleted}"
     assert "accuracy=0.5" in kubectl.run("logs", "-n", namespace, names[0]).stdout

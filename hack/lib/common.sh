@@ -1,0 +1,7 @@
+# shellcheck shell=bash
+# What the hack/ scripts all use: log, and kubectl against the local cluster (the caller sets
+# $kubeconfig; $bin comes from paths.sh).
+
+log() { echo ">> $*" >&2; }
+
+kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }

@@ -53,7 +53,7 @@ build_images() {
     rm -rf "$work"
   fi
   # Tarballs of older recipes are no longer used.
-  find "$images" -maxdepth 1 -name '*.tar' ! -name "*-$key.tar" -delete
+  find "$images" -maxdepth 1 \( -name 'pause-*.tar' -o -name 'trial-*.tar' \) ! -name "*-$key.tar" -delete
 }
 
 # Into the node's containerd, namespace k8s.io, where its CRI plugin (and so the kubelet) sees them.

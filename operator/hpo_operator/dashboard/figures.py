@@ -188,11 +188,13 @@ def parallel(ts: TrialStudy) -> go.Figure:
         column = [t.params[p.name] for t in complete]
         dist = ts.distributions[p.name]
         if isinstance(dist, CategoricalDistribution):
-            choices = list(dist.choices)
-            index = {c: i for i, c in enumerate(choices)}
+            index = {c: i for i, c in enumerate(dist.choices)}
+            # Parcoords writes tick labels as plain text (no markup read, no entity decoded): the
+            # values as they are, not escaped.
+            labels = list(p.values or []) if p.type == "categorical" else [str(c) for c in dist.choices]
             dims.append({"label": p.name, "values": [index[v] for v in column],
-                         "tickvals": list(range(len(choices))), "ticktext": [str(c) for c in choices],
-                         "range": [0, max(len(choices) - 1, 1)]})
+                         "tickvals": list(range(len(labels))), "ticktext": labels,
+                         "range": [0, max(len(labels) - 1, 1)]})
         elif p.log:
             ticks = _decades(p.min, p.max)  # type: ignore[arg-type]
             dims.append({"label": f"{p.name} (log)", "values": [math.log10(v) for v in column],

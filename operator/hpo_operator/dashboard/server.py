@@ -149,6 +149,8 @@ class _Entry:
     study: figures.TrialStudy | None = None
     study_built: float = 0.0
     study_seconds: float = 0.0
+    study_spec: dict = field(default_factory=dict)
+    study_trials: list[dict] = field(default_factory=list)
     figures: dict[tuple, tuple[int, bytes]] = field(default_factory=dict)
 
 
@@ -207,30 +209,35 @@ class Views:
         return entry.recovery_json
 
     async def figure_json(self, key: Key, kind: str, metric: str | None, chosen: tuple[str, ...]) -> bytes:
-        obj = self.store.experiments[key]
         entry = self._entry(key)
         async with entry.plot_lock:
-            version = self.store.version(key)
-            trials = self.store.trials_of(key)
-            spec = obj.get("spec") or {}
             if kind == "curves":  # a few trials: no study to share, built for each version
+                version, trials = self.store.version(key), self.store.trials_of(key)
+                spec = self.store.experiments[key].get("spec") or {}
                 cached = entry.figures.get((kind, metric, chosen))
                 if cached is None or cached[0] != version:
                     fig = await anyio.to_thread.run_sync(
                         lambda: figures.to_json(figures.curves(spec, trials, metric, chosen)))
                     entry.figures[(kind, metric, chosen)] = (version, fig.encode())
                 return entry.figures[(kind, metric, chosen)][1]
-            stale = entry.study is not None and entry.study_version != version
-            too_soon = time.monotonic() - entry.study_built < max(STUDY_MIN_AGE, 2 * entry.study_seconds)
-            if entry.study is None or (stale and not too_soon):
+            if entry.study is None or entry.study_version != self.store.version(key):
+                # While the experiment keeps changing, rebuild at most every STUDY_MIN_AGE seconds
+                # (or twice the last build's time): the answer waits, and is never older than the
+                # experiment was when it was asked for.
+                wait = entry.study_built + max(STUDY_MIN_AGE, 2 * entry.study_seconds) - time.monotonic()
+                if entry.study is not None and wait > 0:
+                    await asyncio.sleep(wait)
+                version, trials = self.store.version(key), self.store.trials_of(key)
+                spec = self.store.experiments[key].get("spec") or {}
                 started = time.monotonic()
                 entry.study = await anyio.to_thread.run_sync(figures.build_study, spec, trials)
                 entry.study_built = time.monotonic()
                 entry.study_seconds = entry.study_built - started
                 entry.study_version = version
+                entry.study_spec, entry.study_trials = spec, trials
             cached = entry.figures.get((kind,))
             if cached is None or cached[0] != entry.study_version:
-                study = entry.study
+                study, spec, trials = entry.study, entry.study_spec, entry.study_trials
                 fig = await anyio.to_thread.run_sync(
                     lambda: figures.to_json(figures.figure(kind, spec, trials, study=study)))
                 entry.figures[(kind,)] = (entry.study_version, fig.encode())

@@ -33,7 +33,8 @@
     q("title").textContent = s.name;
     replace(q("phase"), badge(s.phase), s.reason && s.reason !== s.phase ? el("span", {class: "muted"}, " ", s.reason) : null,
             s.suspend ? el("span", {class: "badge phase-suspended"}, "suspend: true") : null);
-    const counts = Object.entries(s.trialStatus).filter(([, n]) => n).map(([p, n]) => `${n} ${p.toLowerCase()}`).join(", ");
+    const words = (phase) => phase.replace(/([a-z])([A-Z])/g, "$1-$2").toLowerCase();  // EarlyStopped: early-stopped
+    const counts = Object.entries(s.trialStatus).filter(([, n]) => n).map(([p, n]) => `${n} ${words(p)}`).join(", ");
     replace(q("facts"),
       fact("Namespace", s.namespace),
       fact("Creator", s.creator || el("span", {class: "muted"}, "<none>")),
@@ -313,19 +314,21 @@
     }
   }
 
-  const plots = {
-    all: coalesce(async () => {
-      await Promise.all(["history", "parallel", "importance", "slice"].map((k) => draw(k, `${api}/figures/${k}`)));
-    }, 3000),
-    curves: coalesce(async () => {
-      const metric = q("curve-metric").value;
-      const chosen = [...state.selected];
-      q("curve-which").textContent = chosen.length ? `of the ${chosen.length} selected trials` : "of the latest trials with a history (select trials in the table to compare others)";
-      const params = new URLSearchParams({metric});
-      if (chosen.length) params.set("trials", chosen.join(","));
-      await draw("curves", `${api}/figures/curves?${params}`);
-    }, 1000),
-  };
+  // Each plot refreshes on its own: a slow one (parallel coordinates draw with WebGL) does not
+  // hold back the others.
+  const plots = {};
+  for (const kind of ["history", "parallel", "importance", "slice"]) {
+    plots[kind] = coalesce(() => draw(kind, `${api}/figures/${kind}`), 2000);
+  }
+  plots.curves = coalesce(async () => {
+    const metric = q("curve-metric").value;
+    const chosen = [...state.selected];
+    q("curve-which").textContent = chosen.length ? `of the ${chosen.length} selected trials` : "of the latest trials with a history (select trials in the table to compare others)";
+    const params = new URLSearchParams({metric});
+    if (chosen.length) params.set("trials", chosen.join(","));
+    await draw("curves", `${api}/figures/curves?${params}`);
+  }, 1000);
+  plots.all = () => { for (const kind of ["history", "slice", "importance", "curves", "parallel"]) plots[kind](); };
 
   // --- loading and live updates ----------------------------------------------------------------------
 
@@ -358,7 +361,6 @@
     replace(q("curve-metric"), view.metricNames.map((m) => el("option", {value: m}, m)));
     q("curve-metric").addEventListener("change", () => plots.curves());
     plots.all();
-    plots.curves();
     q("trial-search").addEventListener("input", (e) => { state.search = e.target.value; state.page = 0; state.focus = null; renderTable(); });
     window.addEventListener("hashchange", fromHash);
     if (location.hash) fromHash();
@@ -370,7 +372,6 @@
       if (!concerns(message, key)) return;
       loadTable();
       plots.all();
-      plots.curves();
     });
   }
   start();

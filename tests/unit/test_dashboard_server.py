@@ -177,6 +177,9 @@ def test_unknown_host_names_are_refused(site):
     assert response.status == 421 and b"unknown host" in data
     for host in ("localhost", f"localhost:{site.port}", "[::1]:80"):
         assert site.request("GET", "/api/config", headers={"Host": host})[0].status == 200, host
+    # The kubelet's probes name the pod's IP: /healthz answers any Host, and says nothing else.
+    response, data = site.request("GET", "/healthz", headers={"Host": "10.1.2.3:8080"})
+    assert (response.status, data) == (200, b"ok")
 
 
 def test_allowed_hosts():

@@ -85,19 +85,26 @@ def fates(index: int, running_from: int) -> list[tuple[str, str | None, str | No
 
 def make(name: str, configurations: int, *, seed: int = 1, running: int = 2,
          optimizers: list[str] | None = None, annotations: dict[str, str] | None = None,
-         history_steps: int = 5) -> tuple[dict, list[dict]]:
-    """An Experiment (with its status) and its Trials (with theirs), not yet in any cluster."""
+         history_steps: int = 5, total_trials: int | None = None) -> tuple[dict, list[dict]]:
+    """An Experiment (with its status) and its Trials (with theirs), not yet in any cluster. With
+    `total_trials`, exactly that many Trials: configurations stop there (the last one's retries
+    may be cut short)."""
     rng = random.Random(seed)
     choices = optimizers or OPTIMIZERS
     trials: list[dict] = []
     at = START
     running_from = configurations - running
     for index in range(configurations):
+        if total_trials is not None and len(trials) >= total_trials:
+            configurations = index
+            break
         params = {"lr": repr(round(10 ** rng.uniform(-4, -1), 8)), "layers": str(rng.randint(1, 4)),
                   "optimizer": choices[index % len(choices)]}
         loss = _loss({**params, "optimizer": params["optimizer"] if params["optimizer"] in OPTIMIZERS else "adam"})
         base = f"{name}-{index:04d}"
         attempts = fates(index, running_from)
+        if total_trials is not None:
+            attempts = attempts[:total_trials - len(trials)]
         for attempt, (phase, reason, failure_class, exit_code) in enumerate(attempts, start=1):
             trial_name = base if attempt == 1 else f"{base}-a{attempt}"
             created, started = at, at + timedelta(seconds=1)

@@ -324,8 +324,8 @@ def test_user_strings_render_as_text(api, namespace, dashboard, pages, screensho
     assert {repr(v) for v in XSS} <= set(slice_ticks)  # optuna labels categories with repr()
     # Nothing was parsed as markup: no image element, no script but the page's own, nothing ran.
     assert page.js("() => document.querySelectorAll('img').length") == 0
-    assert page.js("() => [...document.scripts].map(s => new URL(s.src).pathname)") == [
-        "/static/plotly.min.js", "/static/common.js", "/static/experiment.js"]
+    assert sorted(page.js("() => [...document.scripts].map(s => new URL(s.src).pathname)")) == [
+        "/static/common.js", "/static/experiment.js", "/static/plotly.min.js"]
     assert page.js("() => window.__xss") is None
     page.page.screenshot(path=str(screenshots / "user-strings.png"), full_page=True)
     assert not page.dialogs and not page.errors

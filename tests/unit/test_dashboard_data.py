@@ -232,6 +232,19 @@ def test_parallel_coordinates_have_the_objective_and_one_axis_per_parameter(made
     assert trace["dimensions"][3]["ticktext"] == objs.OPTIMIZERS
 
 
+def test_parallel_coordinates_of_many_trials_show_the_best_and_a_spread_of_the_rest(made, monkeypatch):
+    exp, trials = made
+    ts = figures.build_study(exp["spec"], trials)
+    complete = ts.trials(TrialState.COMPLETE)
+    monkeypatch.setattr(figures, "PARALLEL_LINES", 6)
+    fig = json.loads(figures.to_json(figures.parallel(ts)))
+    shown = fig["data"][0]["dimensions"][0]["values"]
+    values = sorted(t.value for t in complete)
+    assert len(shown) == 6 and sorted(shown)[:3] == values[:3]  # the 3 best (minimising)
+    assert max(shown) >= values[len(values) * 2 // 3]  # and some of the worst third
+    assert f"6 of {len(complete)} succeeded trials" in fig["layout"]["title"]["text"]
+
+
 def test_user_strings_reach_plotly_escaped():
     exp, trials = objs.make("xss", 12, optimizers=XSS + ["plain"], running=0)
     ts = figures.build_study(exp["spec"], trials)

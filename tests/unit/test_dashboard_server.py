@@ -101,7 +101,7 @@ def test_the_api_serves_the_list_the_experiment_its_trials_and_recovery(site):
     assert status == 200 and rec["configurations"] == 12
     for kind in ("history", "parallel", "importance", "slice", "curves"):
         status, fig = site.get_json(f"/api/experiments/{NS}/exp/figures/{kind}?metric=loss")
-        assert status == 200 and fig["data"], kind
+        assert status == 200 and fig["data"] and fig["version"] == view["version"], kind
 
 
 def test_bad_requests_say_why(site):

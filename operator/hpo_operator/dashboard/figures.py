@@ -34,6 +34,8 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 # Past this many points a scatter trace is drawn with WebGL.
 GL_POINTS = 2000
+# The parallel-coordinates plot draws at most this many trials (see parallel()).
+PARALLEL_LINES = 2000
 # The metric curves drawn when the page names no trials: the latest trials with a history.
 DEFAULT_CURVES = 10
 MAX_CURVES = 50
@@ -175,13 +177,31 @@ def _decades(low: float, high: float) -> list[float]:
     return [float(e) for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)]
 
 
+def _lines(complete: list[optuna.trial.FrozenTrial], maximize: bool) -> list[optuna.trial.FrozenTrial]:
+    """At most PARALLEL_LINES trials: the best half of them, and the others spread evenly over the
+    rest by rank (so every range of the objective still shows), in trial order."""
+    if len(complete) <= PARALLEL_LINES:
+        return complete
+    ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
+    best, rest = ranked[:PARALLEL_LINES // 2], ranked[PARALLEL_LINES // 2:]
+    wanted = PARALLEL_LINES - len(best)
+    sample = [rest[i * len(rest) // wanted] for i in range(wanted)]
+    return sorted(best + sample, key=lambda t: t.number)
+
+
 def parallel(ts: TrialStudy) -> go.Figure:
     """Parallel coordinates over the objective and every parameter, coloured by the objective
-    (plotly's Parcoords: one WebGL line per succeeded trial, axes that can be brushed)."""
-    complete = ts.trials(TrialState.COMPLETE)
+    (plotly's Parcoords: one WebGL line per succeeded trial, axes that can be brushed). Past
+    PARALLEL_LINES trials, a sample: more lines only blacken the plot, and each costs drawing time
+    (seconds for 10,000 where WebGL runs without a GPU)."""
+    every = ts.trials(TrialState.COMPLETE)
     title = {"text": "Parallel Coordinate Plot"}
-    if not complete:
+    if not every:
         return _empty(title["text"], "no succeeded trial yet")
+    complete = _lines(every, ts.study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    if len(complete) < len(every):
+        title["text"] += (f"<br><sup>{len(complete):,} of {len(every):,} succeeded trials: the {PARALLEL_LINES // 2:,} "
+                          "best, and the others evenly spread over the rest</sup>")
     values = [t.value for t in complete]
     dims: list[dict[str, Any]] = [{"label": ts.metric, "values": values}]
     for p in ts.parameters:

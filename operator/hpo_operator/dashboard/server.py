@@ -137,9 +137,11 @@ class Guard:
 
 @dataclass
 class _Entry:
-    # Two locks: a table asked for while the plots are computed is not kept waiting for them.
+    # Three locks: the table is not kept waiting for the plots, nor the metric curves (a few
+    # trials) for the study of all of them.
     rows_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     plot_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    curves_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rows_version: int = -1
     rows: list[dict] = field(default_factory=list)
     rows_json: bytes = b"[]"
@@ -155,6 +157,11 @@ class _Entry:
     figures: dict[tuple, tuple[int, bytes]] = field(default_factory=dict)
 
 
+def _versioned(figure_json: str, version: int) -> bytes:
+    """The figure with the experiment version it shows (the page skips redrawing the same one)."""
+    return (f'{{"version":{version},' + figure_json.lstrip()[1:]).encode()
+
+
 def _compact(row: dict) -> dict:
     return {k: v for k, v in row.items() if v is not None and v != {}}
 
@@ -168,6 +175,8 @@ class Views:
         self.entries: dict[Key, _Entry] = {}
 
     def _entry(self, key: Key) -> _Entry:
+        if key not in self.entries and len(self.entries) >= 64:
+            self.forget()
         return self.entries.setdefault(key, _Entry())
 
     @staticmethod
@@ -211,16 +220,17 @@ class Views:
 
     async def figure_json(self, key: Key, kind: str, metric: str | None, chosen: tuple[str, ...]) -> bytes:
         entry = self._entry(key)
-        async with entry.plot_lock:
-            if kind == "curves":  # a few trials: no study to share, built for each version
+        if kind == "curves":  # a few trials: no study to share, built for each version
+            async with entry.curves_lock:
                 version, trials = self.store.version(key), self.store.trials_of(key)
                 spec = self.store.experiments[key].get("spec") or {}
                 cached = entry.figures.get((kind, metric, chosen))
                 if cached is None or cached[0] != version:
                     fig = await anyio.to_thread.run_sync(
                         lambda: figures.to_json(figures.curves(spec, trials, metric, chosen)))
-                    entry.figures[(kind, metric, chosen)] = (version, fig.encode())
+                    entry.figures[(kind, metric, chosen)] = (version, _versioned(fig, version))
                 return entry.figures[(kind, metric, chosen)][1]
+        async with entry.plot_lock:
             if entry.study is None or entry.study_version != self.store.version(key):
                 # While the experiment keeps changing, rebuild at most every STUDY_MIN_AGE seconds
                 # (or twice the last build's time): the answer waits, and is never older than the
@@ -241,11 +251,20 @@ class Views:
                 study, spec, trials = entry.study, entry.study_spec, entry.study_trials
                 fig = await anyio.to_thread.run_sync(
                     lambda: figures.to_json(figures.figure(kind, spec, trials, study=study)))
-                entry.figures[(kind,)] = (entry.study_version, fig.encode())
+                entry.figures[(kind,)] = (entry.study_version, _versioned(fig, entry.study_version))
             return entry.figures[(kind,)][1]
 
-    def forget(self, keep: set[Key]) -> None:
-        for key in [k for k in self.entries if k not in keep]:
+    async def warm(self, key: Key) -> None:
+        """Starts on what the experiment page asks for first, while the browser loads the page:
+        its rows and recovery view. (Not the plots' study: building it now would slow these.)"""
+        try:
+            await self.recovery_json(key)
+        except Exception:  # noqa: BLE001  the page's own requests will say what is wrong
+            log.debug("warming %s failed", key, exc_info=True)
+
+    def forget(self) -> None:
+        """Drops what was computed for experiments that no longer exist."""
+        for key in [k for k in self.entries if k not in self.store.experiments]:
             del self.entries[key]
 
 
@@ -282,7 +301,14 @@ def create_app(store: Store, options: Options, actions: Any = None) -> Starlette
     async def page_list(request: Request) -> Response:
         return FileResponse(STATIC / "list.html")
 
+    warming: set[asyncio.Task] = set()
+
     async def page_experiment(request: Request) -> Response:
+        key = (request.path_params["namespace"], request.path_params["name"])
+        if key in store.experiments:
+            task = asyncio.create_task(views.warm(key))
+            warming.add(task)
+            task.add_done_callback(warming.discard)
         return FileResponse(STATIC / "experiment.html")
 
     async def plotly_js(request: Request) -> Response:
@@ -294,6 +320,7 @@ def create_app(store: Store, options: Options, actions: Any = None) -> Starlette
     async def api_config(request: Request) -> Response:
         await synced()
         return JSONResponse({"allowWrite": options.allow_write, "namespaces": options.namespaces,
+                             "synced": store.synced.is_set(),
                              "context": options.context, "errors": store.errors(), "revision": store.revision})
 
     async def api_experiments(request: Request) -> Response:

@@ -293,16 +293,26 @@
 
   const LAYOUT = {autosize: true, height: 380, margin: {l: 60, r: 30, t: 60, b: 50}, font: {size: 11}};
 
+  let loadPlotly;
   const plotlyLoaded = new Promise((resolve, reject) => {
-    if (window.Plotly) { mark("plotly"); return resolve(); }
-    q("plotly-js").addEventListener("load", () => { mark("plotly"); resolve(); });
-    q("plotly-js").addEventListener("error", () => reject(new Error("plotly.js did not load")));
+    loadPlotly = () => {
+      const script = el("script", {src: "/static/plotly.min.js"});
+      script.addEventListener("load", () => { mark("plotly"); resolve(); });
+      script.addEventListener("error", () => reject(new Error("plotly.js did not load")));
+      document.head.appendChild(script);
+    };
   });
 
-  async function draw(kind, url) {
+  // Draws figure `source`: a URL to fetch, or a figure already asked for (a promise).
+  const drawn = {};  // kind -> the figure's version last drawn
+
+  async function draw(kind, source) {
     const div = q(`plot-${kind}`);
     try {
-      const [figure] = await Promise.all([getJSON(url), plotlyLoaded]);
+      const [figure] = await Promise.all([typeof source === "string" ? getJSON(source) : source, plotlyLoaded]);
+      const stamp = `${figure.version}:${kind === "curves" ? curvesUrl() : ""}`;
+      if (drawn[kind] === stamp) return;  // the same figure: drawing it again would only cost time
+      drawn[kind] = stamp;
       const layout = {...figure.layout, ...LAYOUT, margin: {...LAYOUT.margin, ...(figure.layout.margin || {})}};
       if (kind === "parallel") layout.margin.t = 90;
       if (kind === "slice") layout.width = undefined;
@@ -320,20 +330,39 @@
   for (const kind of ["history", "parallel", "importance", "slice"]) {
     plots[kind] = coalesce(() => draw(kind, `${api}/figures/${kind}`), 2000);
   }
-  plots.curves = coalesce(async () => {
+  function curvesUrl() {
     const metric = q("curve-metric").value;
     const chosen = [...state.selected];
     q("curve-which").textContent = chosen.length ? `of the ${chosen.length} selected trials` : "of the latest trials with a history (select trials in the table to compare others)";
     const params = new URLSearchParams({metric});
     if (chosen.length) params.set("trials", chosen.join(","));
-    await draw("curves", `${api}/figures/curves?${params}`);
-  }, 1000);
-  plots.all = () => { for (const kind of ["history", "slice", "importance", "curves", "parallel"]) plots[kind](); };
+    return `${api}/figures/curves?${params}`;
+  }
+  plots.curves = coalesce(() => draw("curves", curvesUrl()), 1000);
+
+  // The first time, every figure is asked for at once, and drawn one after the other in ORDER
+  // (each draw holds the page's thread: the cheap ones should not wait behind the slow one).
+  async function firstDraw() {
+    const urls = {curves: curvesUrl()};
+    const figs = Object.fromEntries(ORDER.map((k) => [k, getJSON(urls[k] || `${api}/figures/${k}`).then((f) => { mark(`${k}:data`); return f; })]));
+    loadPlotly();
+    for (const kind of ORDER) await draw(kind, figs[kind]);
+  }
+  // Drawn in this order, the parallel coordinates (WebGL, the slowest) last.
+  const ORDER = ["history", "slice", "importance", "curves", "parallel"];
+  plots.all = () => { for (const kind of ORDER) plots[kind](); };
 
   // --- loading and live updates ----------------------------------------------------------------------
 
-  async function reload() {
-    const [v, t] = await Promise.all([getJSON(api), getJSON(`${api}/trials`)]);
+  // `configured`: the first time, /api/config asked for at the same time as the rest.
+  async function reload(configured) {
+    if (!configured && view) {  // a live refresh: nothing to do if the experiment did not change
+      const v = await getJSON(api);
+      if (v.version === view.version) return;
+    }
+    const recovery = getJSON(`${api}/recovery`);  // asked for now, drawn after the table
+    const [c, v, t] = await Promise.all([configured || config, getJSON(api), getJSON(`${api}/trials`)]);
+    config = c;
     view = v;
     rows = t;
     byName = new Map(rows.map((r) => [r.name, r]));
@@ -344,31 +373,28 @@
     renderDetail();
     mark("table");
     document.body.dataset.ready = "table";
-    renderRecovery(await getJSON(`${api}/recovery`));
+    renderRecovery(await recovery);
     mark("recovery");
   }
-  const loadTable = coalesce(reload, 1000);
+  const loadTable = coalesce(() => reload(), 1000);
 
   async function start() {
-    config = await getJSON("/api/config");
-    showErrors(config.errors);
     try {
-      await reload();
+      await reload(getJSON("/api/config"));
+      showErrors(config.errors);
     } catch (e) {
       showErrors([e.message]);
       return;
     }
     replace(q("curve-metric"), view.metricNames.map((m) => el("option", {value: m}, m)));
     q("curve-metric").addEventListener("change", () => plots.curves());
-    plots.all();
+    firstDraw();
     q("trial-search").addEventListener("input", (e) => { state.search = e.target.value; state.page = 0; state.focus = null; renderTable(); });
     window.addEventListener("hashchange", fromHash);
     if (location.hash) fromHash();
     live((message) => {
-      // The stream's first message says "everything": only news if something changed since the
-      // page read /api/config (before the data it shows).
-      if (message.experiments === null && message.revision === config.revision) return;
-      config.revision = -1;
+      // The stream's first message (and the first after a reconnection) says "everything": the
+      // table and the plots ask, and redraw only what changed.
       if (!concerns(message, key)) return;
       loadTable();
       plots.all();

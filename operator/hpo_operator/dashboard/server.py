@@ -255,12 +255,25 @@ class Views:
             return entry.figures[(kind,)][1]
 
     async def warm(self, key: Key) -> None:
-        """Starts on what the experiment page asks for first, while the browser loads the page:
-        its rows and recovery view. (Not the plots' study: building it now would slow these.)"""
+        """Starts on what the experiment page asks for, while the browser loads the page: its
+        rows and recovery view first, then the study its plots share (the page asks for the plots
+        once its table is drawn and plotly.js runs)."""
         try:
             await self.recovery_json(key)
+            await self.figure_json(key, "history", None, ())
         except Exception:  # noqa: BLE001  the page's own requests will say what is wrong
             log.debug("warming %s failed", key, exc_info=True)
+
+    async def warm_all(self) -> None:
+        """Once the first listing is in: the rows and recovery view of every experiment, the
+        largest first, so that even an experiment's first view finds its table ready."""
+        await self.store.synced.wait()
+        for key in sorted(self.store.experiments, key=lambda k: -len(self.store.trials.get(k, {}))):
+            if key in self.store.experiments:
+                try:
+                    await self.recovery_json(key)
+                except Exception:  # noqa: BLE001  its page's own requests will say what is wrong
+                    log.debug("preparing %s failed", key, exc_info=True)
 
     def forget(self) -> None:
         """Drops what was computed for experiments that no longer exist."""
@@ -450,6 +463,10 @@ def create_app(store: Store, options: Options, actions: Any = None) -> Starlette
     return app
 
 
+async def _prepare(app: Starlette) -> None:
+    await app.state.views.warm_all()
+
+
 # --- running it -----------------------------------------------------------------------------------------------
 
 def bind(address: str, port: int) -> socket.socket:
@@ -479,6 +496,7 @@ async def serve(options: Options, connection: Connection, sock: socket.socket, *
     app = create_app(store, options, actions)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                            timeout_graceful_shutdown=1, proxy_headers=False))
+    preparing = asyncio.create_task(_prepare(app))
     try:
         if ready is not None:
             result = ready(url_of(sock))
@@ -486,6 +504,7 @@ async def serve(options: Options, connection: Connection, sock: socket.socket, *
                 await result
         await server.serve(sockets=[sock])
     finally:
+        preparing.cancel()
         await store.stop()
         await connection.close()
 

@@ -203,7 +203,8 @@ def test_the_experiment_page_shows_every_trial_its_plots_and_its_recovery(api, n
     chain = page.js("() => [...document.querySelector('#recovery tr[data-config]').querySelectorAll('a.attempt')].map(a => a.textContent)")
     assert chain == ["1: Failed Infrastructure", "2: Failed Infrastructure", "3: Succeeded"]
     page.page.screenshot(path=str(screenshots / "experiment-page.png"), full_page=True)
-    page.page.screenshot(path=str(screenshots / "dashboard.png"))
+    page.page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True,
+                         clip={"x": 0, "y": 0, "width": 1500, "height": 1450})
     if os.environ.get("HPO_UPDATE_DOCS_SCREENSHOT"):
         shutil.copy(screenshots / "dashboard.png", REPO / "docs" / "dashboard.png")
 

@@ -19,6 +19,7 @@ help:
 	@echo "make operator      run the operator against \$$KUBECONFIG (or the local cluster)"
 	@echo "make crds          regenerate crds/ from the pydantic models"
 	@echo "make bench-scale   the operator against the raw API floor at scale (bench/README.md)"
+	@echo "make bench-dashboard  the dashboard's page of a 10,000-trial experiment, in a browser"
 	@echo "make image         the operator's image, built without Docker (hack/image.sh)"
 	@echo "make deploy        helm install it onto the real node of make cluster-real"
 	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
@@ -107,7 +108,7 @@ undeploy:
 	$(HPO_CACHE)/bin/helm uninstall --kubeconfig $(KUBECONFIG_LOCAL) -n hpo-system hpo-operator
 
 # Benchmarks of the search algorithms (bench/README.md): printed tables, not part of `make test`.
-.PHONY: bench bench-scale
+.PHONY: bench bench-scale bench-dashboard
 bench: venv
 	$(PY) bench/tuning_quality.py
 	$(PY) bench/suggestion_latency.py
@@ -116,3 +117,8 @@ bench: venv
 # BENCH_ARGS="--cases 200x20,unrelated" for a few cases).
 bench-scale: venv tools
 	$(PY) bench/scale.py $(BENCH_ARGS)
+
+# The dashboard's page of a 10,000-trial experiment, measured in headless Chromium (a few minutes
+# to create the trials; BENCH_ARGS="--namespace dash-10k --keep" keeps them for the next run).
+bench-dashboard: venv
+	$(PY) bench/dashboard_scale.py $(BENCH_ARGS)

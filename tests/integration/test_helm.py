@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -160,7 +162,9 @@ def check_labels(docs: list[dict], release: str = "hpo") -> None:
 # --- lint and render --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("values", [[], ["--set", "watch.scope=namespace"],
-                                    ["--set", "metrics.serviceMonitor.enabled=true"]])
+                                    ["--set", "metrics.serviceMonitor.enabled=true"],
+                                    ["--set", "dashboard.enabled=true"],
+                                    ["--set", "dashboard.enabled=true", "--set", "watch.scope=namespace"]])
 def test_lint_passes(helm, values):
     out = helm.run("lint", "--strict", str(CHART), *values).stdout
     assert "0 chart(s) failed" in out
@@ -281,6 +285,58 @@ def test_values_switch_objects_on_and_off(helm):
     assert env_of(only(docs, "Deployment"))["HPO_METRICS_PORT"] == "9100"
 
 
+# --- the dashboard -----------------------------------------------------------------------------
+
+DASHBOARD_RULES = {("hpo.dev", "experiments"): {"get", "list", "watch"}, ("hpo.dev", "trials"): {"get", "list", "watch"}}
+
+
+def dashboard_objects(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "dashboard"]
+
+
+@pytest.mark.parametrize("scope, watched", [("cluster", []), ("namespace", []), ("namespace", ["team-a", "team-b"])])
+def test_the_dashboard_is_off_by_default_and_read_only_when_on(helm, scope, watched):
+    values = ["--set", f"watch.scope={scope}"] + (["--set", "watch.namespaces={" + ",".join(watched) + "}"] if watched else [])
+    assert not dashboard_objects(helm.template(*values))
+    docs = helm.template(*values, "--set", "dashboard.enabled=true", "--set", "dashboard.allowedHosts={hpo.example.org}")
+    check_labels(docs)
+    mine = dashboard_objects(docs)
+    expected = watched or ["hpo-system"]
+    assert kinds(mine) == sorted(["Deployment", "Service", "ServiceAccount"] +
+                                 (["ClusterRole", "ClusterRoleBinding"] if scope == "cluster" else ["Role", "RoleBinding"] * len(expected)))
+    name = "hpo-hpo-operator-dashboard"
+    dep = only(mine, "Deployment")
+    c = container(dep)
+    assert c["image"] == container(only([d for d in docs if d not in mine], "Deployment"))["image"]  # the same image
+    assert c["command"] == ["python3", "-m", "hpo_operator.dashboard"]
+    namespaces = ["--all-namespaces"] if scope == "cluster" else [f"--namespace={ns}" for ns in expected]
+    assert c["args"] == ["--address=0.0.0.0", "--port=8080", *namespaces,
+                         *(f"--allowed-host={name}{suffix}" for suffix in ("", ".hpo-system", ".hpo-system.svc",
+                                                                             ".hpo-system.svc.cluster.local")),
+                         "--allowed-host=hpo.example.org"]
+    assert "--allow-write" not in " ".join(c["args"])
+    for key, value in HARDENED_CONTAINER.items():
+        assert c["securityContext"][key] == value
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name and only(mine, "ServiceAccount")["metadata"]["name"] == name
+    # Its pods are not the operator's: neither the operator's Deployment nor its metrics Service selects them.
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    operator = only([d for d in docs if d not in mine], "Deployment")
+    for selector in (operator["spec"]["selector"]["matchLabels"],
+                     only([d for d in docs if d not in mine], "Service")["spec"]["selector"]):
+        assert not selector.items() <= labels.items()
+    service = only(mine, "Service")
+    assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    roles = [d for d in mine if d["kind"] in ("Role", "ClusterRole")]
+    assert all(rules_of(r) == DASHBOARD_RULES for r in roles)
+    if scope == "namespace":
+        assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(expected)
+    for binding in (d for d in mine if d["kind"].endswith("Binding")):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "hpo-system"}]
+
+
 def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
     for values in ([], ["--set", "watch.scope=namespace"]):
         for role in watch_roles(helm.template(*values)):
@@ -299,6 +355,11 @@ def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
     ("metrics.port=0", "/metrics/port"),
     ("logFormat=xml", "/logFormat"),
     ("rbca.create=true", "rbca"),
+    ("dashboard.enabled=yes", "/dashboard/enabled"),
+    ("dashboard.port=0", "/dashboard/port"),
+    ("dashboard.service.type=Ingress", "/dashboard/service/type"),
+    ("dashboard.allowedHosts={a b}", "/dashboard/allowedHosts/0"),
+    ("dashboard.writable=true", "writable"),
 ])
 def test_values_schema_rejects_bad_values(helm, value, error):
     proc = helm.run("template", "hpo", str(CHART), "--set", value, check=False)
@@ -485,3 +546,77 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
     refused = [line for line in log.splitlines() if REFUSED.search(line) and '"GET /healthz' not in line]
     assert not refused, "the operator was refused:\n" + "\n".join(refused)
     assert "Traceback" not in log, log
+
+
+def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_nothing(
+        helm, kubectl, kubeconfig, api, namespace, crds, tmp_path):
+    """The dashboard with the chart's read-only RBAC: everything it shows is readable, nothing is
+    refused, and nothing can be changed (the pod's command and arguments, run here as a process)."""
+    from tests import dashboard_objects
+
+    release = f"hpo-dash-{uuid.uuid4().hex[:6]}"
+    sa = f"{release}-hpo-operator-dashboard"
+    helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace,
+             "--set", "watch.scope=namespace", "--set", "replicaCount=0", "--set", "dashboard.enabled=true",
+             "--set", "dashboard.replicaCount=0")
+    proc = None
+    try:
+        token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+        as_dashboard = kube.Kubectl(kubectl.binary, token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
+
+        def can_i(*args: str) -> str:
+            return as_dashboard.run("auth", "can-i", *args, check=False).stdout.strip()
+
+        for verb in ("get", "list", "watch"):
+            assert can_i(verb, "experiments.hpo.dev", "-n", namespace) == "yes"
+            assert can_i(verb, "trials.hpo.dev", "-n", namespace) == "yes"
+        for args in (("patch", "experiments.hpo.dev"), ("create", "trials.hpo.dev"), ("patch", "trials.hpo.dev"),
+                     ("delete", "experiments.hpo.dev"), ("list", "pods"), ("get", "pods/log"), ("get", "secrets")):
+            assert can_i(*args, "-n", namespace) == "no", args
+        assert can_i("list", "experiments.hpo.dev", "-n", "default") == "no"
+
+        exp, trials = dashboard_objects.make("charted", 5)
+        dashboard_objects.create(api, namespace, exp, trials)
+        dep = get_json(kubectl, "deployment", sa, "-n", namespace)
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        port = free_port()
+        args = [f"--port={port}" if a.startswith("--port=") else "--address=127.0.0.1" if a.startswith("--address=") else a
+                for a in c["args"]]
+        assert c["command"] == ["python3", "-m", "hpo_operator.dashboard"]
+        proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.dashboard", *args],
+                                env={**os.environ, "KUBECONFIG": as_dashboard.kubeconfig},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        base = f"http://127.0.0.1:{port}"
+        kube.wait_until(lambda: _status(f"{base}/healthz") == 200, timeout=60, what="the dashboard to serve")
+        status, body = http_get(f"{base}/api/experiments")
+        listing = json.loads(body)
+        assert [e["name"] for e in listing["experiments"]] == ["charted"] and listing["errors"] == []
+        status, body = http_get(f"{base}/api/experiments/{namespace}/charted/trials")
+        assert [r["name"] for r in json.loads(body)] == [t["metadata"]["name"] for t in trials]
+        # The Service's name is an allowed Host; another name is not.
+        request = urllib.request.Request(f"{base}/api/config", headers={"Host": f"{sa}.{namespace}.svc"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read())["allowWrite"] is False
+        assert _status(f"{base}/api/config", host="elsewhere.example") == 421
+        assert _status(f"{base}/api/experiments/{namespace}/charted/stop", method="POST") == 403
+    finally:
+        if proc is not None:
+            proc.terminate()
+            output = proc.communicate(timeout=15)[0]
+        helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--ignore-not-found",
+                 check=False)
+    refused = [line for line in output.splitlines() if REFUSED.search(line)]
+    assert not refused, "the dashboard was refused:\n" + output
+    assert "Traceback" not in output, output
+
+
+def _status(url: str, host: str | None = None, method: str = "GET") -> int:
+    request = urllib.request.Request(url, method=method, headers={"Host": host} if host else {},
+                                     data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0

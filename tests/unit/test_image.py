@@ -84,3 +84,28 @@ def test_the_operators_modules_never_import_the_plugins_dependencies():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in cli_only]
     assert not offenders
+
+
+def test_the_dashboard_runs_without_the_plugins_dependencies():
+    """The chart runs the dashboard from this image (python3 -m hpo_operator.dashboard): it must
+    import and build its app with the plugin's packages missing, as they are in the image. (The
+    test above reads import statements; this one follows the imports, as Python does.)"""
+    import subprocess
+    import sys
+
+    cli_only = PYPROJECT["tool"]["hpo-operator"]["cli-only-dependencies"]
+    script = f"""
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {cli_only!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the image)")
+sys.meta_path.insert(0, Missing())
+from hpo_operator.dashboard import __main__, server
+from hpo_operator.dashboard.cluster import Store
+app = server.create_app(Store(connection=None, namespaces=None), server.Options(allowed_hosts=["*"]))
+assert app.routes
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

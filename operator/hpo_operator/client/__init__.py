@@ -7,32 +7,59 @@ HpoError subclasses with a message meant for a person; nothing here prints.
     s = hpo.connect(kubeconfig="~/.kube/config")
     page = hpo.list_experiments(s, "default", filter=hpo.ExperimentFilter(phases=frozenset({"Running"})))
     results = hpo.restart_trials(s, "mnist", trials=["mnist-0003"])
+
+The names below are imported when first used: the pure modules (views, query, errors) then load
+without the kubernetes client, which the operator's image leaves out but its dashboard
+(hpo_operator.dashboard) needs them in.
 """
 
-from .connection import Session, connect
-from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
-from .experiments import (clone_experiment, create_experiments, delete_experiment, describe_experiment,
-                          follow_experiment, get_experiment, get_experiment_object, list_experiments,
-                          list_experiments_chunk, load_manifests, set_bookmark, set_suspend, whoami)
-from .query import (EXPERIMENT_PHASES, TRIAL_PHASES, ExperimentFilter, Page, TimeRange, build_selector,
-                    paginate, parse_names, parse_order_by, parse_params_json, parse_phases, parse_time,
-                    sort_direction, sort_field, token_page)
-from .trials import (configuration_refusal, get_trial_object, list_trials, restart_refusal, restart_trials,
-                     trial_logs, trial_metrics)
-from .views import (A_CREATOR, A_ORIGINAL, L_BOOKMARKED, ExperimentDetail, ExperimentSummary, MetricPoint,
-                    RestartResult, TrialSummary)
+from __future__ import annotations
 
-__all__ = [
-    "Session", "connect",
-    "Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout",
-    "clone_experiment", "create_experiments", "delete_experiment", "describe_experiment", "follow_experiment",
-    "get_experiment", "get_experiment_object", "list_experiments", "list_experiments_chunk", "load_manifests",
-    "set_bookmark", "set_suspend", "whoami",
-    "EXPERIMENT_PHASES", "TRIAL_PHASES", "ExperimentFilter", "Page", "TimeRange", "build_selector", "paginate",
-    "parse_names", "parse_order_by", "parse_params_json", "parse_phases", "parse_time", "sort_direction",
-    "sort_field", "token_page",
-    "configuration_refusal", "get_trial_object", "list_trials", "restart_refusal", "restart_trials",
-    "trial_logs", "trial_metrics",
-    "A_CREATOR", "A_ORIGINAL", "L_BOOKMARKED", "ExperimentDetail", "ExperimentSummary", "MetricPoint",
-    "RestartResult", "TrialSummary",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "connection": ["Session", "connect"],
+    "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
+    "experiments": ["clone_experiment", "create_experiments", "delete_experiment", "describe_experiment",
+                    "follow_experiment", "get_experiment", "get_experiment_object", "list_experiments",
+                    "list_experiments_chunk", "load_manifests", "set_bookmark", "set_suspend", "whoami"],
+    "query": ["EXPERIMENT_PHASES", "TRIAL_PHASES", "ExperimentFilter", "Page", "TimeRange", "build_selector",
+              "paginate", "parse_names", "parse_order_by", "parse_params_json", "parse_phases", "parse_time",
+              "sort_direction", "sort_field", "token_page"],
+    "trials": ["configuration_refusal", "get_trial_object", "list_trials", "restart_refusal", "restart_trials",
+               "trial_logs", "trial_metrics"],
+    "views": ["A_CREATOR", "A_ORIGINAL", "L_BOOKMARKED", "ExperimentDetail", "ExperimentSummary", "MetricPoint",
+              "RestartResult", "TrialSummary"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [name for names in _EXPORTS.values() for name in names]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from .connection import Session, connect
+    from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
+    from .experiments import (clone_experiment, create_experiments, delete_experiment, describe_experiment,
+                              follow_experiment, get_experiment, get_experiment_object, list_experiments,
+                              list_experiments_chunk, load_manifests, set_bookmark, set_suspend, whoami)
+    from .query import (EXPERIMENT_PHASES, TRIAL_PHASES, ExperimentFilter, Page, TimeRange, build_selector,
+                        paginate, parse_names, parse_order_by, parse_params_json, parse_phases, parse_time,
+                        sort_direction, sort_field, token_page)
+    from .trials import (configuration_refusal, get_trial_object, list_trials, restart_refusal, restart_trials,
+                         trial_logs, trial_metrics)
+    from .views import (A_CREATOR, A_ORIGINAL, L_BOOKMARKED, ExperimentDetail, ExperimentSummary, MetricPoint,
+                        RestartResult, TrialSummary)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from kubernetes.client import ApiException
+if TYPE_CHECKING:  # only annotations: these pure modules load without the kubernetes client
+    from kubernetes.client import ApiException
 
 
 class HpoError(Exception):

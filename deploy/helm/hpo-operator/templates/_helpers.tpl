@@ -109,3 +109,31 @@ get is granted wherever list is: it reveals nothing list does not.
   verbs: [get, list, watch, create, delete]
 {{- end }}
 {{- end }}
+
+{{/* The dashboard's names and labels: its own app.kubernetes.io/name, so that the operator's
+selectors (its Deployment's, its metrics Service's) never match the dashboard's pods. */}}
+{{- define "hpo-operator.dashboardFullname" -}}
+{{- printf "%s-dashboard" (include "hpo-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hpo-operator.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-dashboard" (include "hpo-operator.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "hpo-operator.dashboardLabels" -}}
+{{ include "hpo-operator.dashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: dashboard
+app.kubernetes.io/part-of: hpo-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "hpo-operator.chart" . }}
+{{- end }}
+
+{{/* What the dashboard reads, and nothing more: it lists and watches Experiments and Trials
+(tests/integration/test_helm.py runs it as this ServiceAccount and checks nothing is refused). */}}
+{{- define "hpo-operator.dashboardRules" -}}
+- apiGroups: [hpo.dev]
+  resources: [experiments, trials]
+  verbs: [get, list, watch]
+{{- end }}

@@ -1,0 +1,343 @@
+"""The dashboard's copy of the cluster: Experiments and Trials listed, then watched, into memory.
+
+The dashboard reads with the viewer's own credentials: their kubeconfig and context (kubectl's
+rules, as `kubectl hpo` reads them), or inside a pod its ServiceAccount. It uses the async client
+the operator uses (kubernetes_asyncio, in the operator's image) rather than the plugin's threaded
+one (left out of the image), so that the chart can run the same server.
+
+A page is built from memory, never from a request to the API server: a 10,000-trial experiment
+is listed once (in chunks), then each change arrives on the watch. Every change to an experiment
+or one of its trials bumps that experiment's version (the server's caches are keyed by it) and is
+announced to the pages listening (server-sent events), at most every NOTIFY_DELAY seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ..kubeapi import api_reason, read_body
+from ..models import GROUP, VERSION
+from .data import experiment_of
+
+log = logging.getLogger(__name__)
+
+LIST_CHUNK = 500
+WATCH_TIMEOUT_SECONDS = 300
+RETRY_DELAYS = (1, 2, 5, 10, 30)
+NOTIFY_DELAY = 0.2
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# Annotations that can be large and that no page shows.
+DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+Key = tuple[str, str]  # (namespace, experiment)
+
+
+class ConnectError(Exception):
+    """No usable kubeconfig or in-cluster configuration; the message says why."""
+
+
+@dataclass
+class Connection:
+    api: client.ApiClient
+    namespace: str          # the context's namespace (or the pod's), the default scope
+    context: str | None
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    async def whoami(self) -> str | None:
+        """The user the API server authenticates (SelfSubjectReview), as `kubectl hpo list --mine`."""
+        body = client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+        try:
+            review = await client.AuthenticationV1Api(self.api).create_self_subject_review(body)
+        except (ApiException, OSError):
+            return None
+        user = review.status.user_info if review.status else None
+        return user.username if user else None
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+def _kubeconfig_path(kubeconfig: str | None) -> str | None:
+    """The option, else $KUBECONFIG, else ~/.kube/config if present (kubectl's order)."""
+    if kubeconfig:
+        path = Path(kubeconfig).expanduser()
+        if not path.exists():
+            raise ConnectError(f"kubeconfig {kubeconfig} does not exist")
+        return str(path)
+    if os.environ.get("KUBECONFIG"):
+        return os.environ["KUBECONFIG"]
+    default = Path("~/.kube/config").expanduser()
+    return str(default) if default.exists() else None
+
+
+async def connect(kubeconfig: str | None = None, context: str | None = None) -> Connection:
+    """A connection as `kubectl hpo` makes one: the kubeconfig and context, or in-cluster."""
+    configuration = client.Configuration()
+    path = _kubeconfig_path(kubeconfig)
+    if path is None and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as e:
+            raise ConnectError(f"in-cluster configuration: {e}") from None
+        namespace = SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.exists() else ""
+        return Connection(client.ApiClient(configuration), namespace or "default", None)
+    if path is None:
+        raise ConnectError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config")
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=path)
+        chosen = active
+        if context:
+            chosen = next((c for c in contexts if c.get("name") == context), None)
+            if chosen is None:
+                names = ", ".join(c.get("name", "") for c in contexts) or "none"
+                raise ConnectError(f"context {context} not found in the kubeconfig (contexts: {names})")
+        await config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+    except config.ConfigException as e:
+        raise ConnectError(f"kubeconfig {path}: {e}") from None
+    namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+    return Connection(client.ApiClient(configuration), namespace, (chosen or {}).get("name"))
+
+
+def _slim(obj: dict) -> dict:
+    meta = obj.get("metadata") or {}
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations:
+        for name in DROPPED_ANNOTATIONS:
+            annotations.pop(name, None)
+    return obj
+
+
+@dataclass
+class _Feed:
+    """One list-then-watch: a kind in one namespace (None: every namespace)."""
+
+    kind: str
+    namespace: str | None
+    synced: bool = False
+    error: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.kind} in " + (f"namespace {self.namespace}" if self.namespace else "all namespaces")
+
+
+@dataclass
+class Store:
+    """Experiments and Trials of the watched namespaces (`namespaces` None: all of them)."""
+
+    connection: Connection
+    namespaces: list[str] | None
+    experiments: dict[Key, dict] = field(default_factory=dict)
+    trials: dict[Key, dict[str, dict]] = field(default_factory=dict)
+    versions: dict[Key, int] = field(default_factory=dict)
+    revision: int = 0
+
+    def __post_init__(self) -> None:
+        scopes: list[str | None] = list(self.namespaces) if self.namespaces is not None else [None]
+        self.feeds = [_Feed(kind, ns) for ns in scopes for kind in ("experiments", "trials")]
+        self._owner: dict[tuple[str, str], Key] = {}  # (namespace, trial) -> its experiment
+        self._dirty: set[Key] = set()
+        self._wake = asyncio.Event()
+        self._listeners: set[asyncio.Queue] = set()
+        self._tasks: list[asyncio.Task] = []
+        self.synced = asyncio.Event()
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def version(self, key: Key) -> int:
+        return self.versions.get(key, 0)
+
+    def trials_of(self, key: Key) -> list[dict]:
+        """A snapshot (the objects are replaced on change, never modified, so a list is enough)."""
+        return list(self.trials.get(key, {}).values())
+
+    def errors(self) -> list[str]:
+        return [f"cannot read {f.where}: {f.error}" for f in self.feeds if f.error]
+
+    def watches(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+    # --- changes ------------------------------------------------------------------------------------------
+
+    def _changed(self, key: Key) -> None:
+        self.versions[key] = self.versions.get(key, 0) + 1
+        self._dirty.add(key)
+        self._wake.set()
+
+    def _put(self, kind: str, obj: dict) -> None:
+        meta = obj.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        if kind == "experiments":
+            self.experiments[(ns, name)] = _slim(obj)
+            self._changed((ns, name))
+            return
+        key = (ns, experiment_of(obj) or "")
+        old = self._owner.get((ns, name))
+        if old is not None and old != key:
+            self._drop(kind, ns, name)
+        self.trials.setdefault(key, {})[name] = _slim(obj)
+        self._owner[(ns, name)] = key
+        self._changed(key)
+
+    def _drop(self, kind: str, ns: str, name: str) -> None:
+        if kind == "experiments":
+            if self.experiments.pop((ns, name), None) is not None:
+                self._changed((ns, name))
+            return
+        key = self._owner.pop((ns, name), None)
+        if key is None:
+            return
+        trials = self.trials.get(key, {})
+        trials.pop(name, None)
+        if not trials:
+            self.trials.pop(key, None)
+        self._changed(key)
+
+    def _relist(self, feed: _Feed, items: list[dict]) -> None:
+        """A fresh listing replaces what the feed had: objects gone meanwhile are dropped."""
+        in_scope = (lambda ns: True) if feed.namespace is None else (lambda ns: ns == feed.namespace)
+        seen = {((o.get("metadata") or {}).get("namespace", ""), (o.get("metadata") or {}).get("name", ""))
+                for o in items}
+        if feed.kind == "experiments":
+            gone = [k for k in self.experiments if in_scope(k[0]) and k not in seen]
+        else:
+            gone = [k for k in self._owner if in_scope(k[0]) and k not in seen]
+        for ns, name in gone:
+            self._drop(feed.kind, ns, name)
+        for obj in items:
+            self._put(feed.kind, obj)
+
+    # --- listeners (the pages' event streams) -----------------------------------------------------
+
+    def listen(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=16)
+        self._listeners.add(queue)
+        return queue
+
+    def unlisten(self, queue: asyncio.Queue) -> None:
+        self._listeners.discard(queue)
+
+    async def _notify(self) -> None:
+        errors: list[str] = []
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(NOTIFY_DELAY)  # a burst of changes is one message
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            if not dirty and self.errors() == errors:
+                continue
+            errors = self.errors()
+            self.revision += 1
+            message = {"revision": self.revision, "experiments": sorted([list(k) for k in dirty]), "errors": errors}
+            for queue in list(self._listeners):
+                if queue.full():  # a page that fell behind is told that everything changed
+                    while not queue.empty():
+                        queue.get_nowait()
+                    queue.put_nowait({**message, "experiments": None})
+                else:
+                    queue.put_nowait(message)
+
+    # --- list and watch ------------------------------------------------------------------------------------
+
+    async def start(self, watch: bool = True) -> None:
+        """Lists and watches (unless `watch` is false: a store filled by hand, in tests), and
+        announces changes to the listeners."""
+        self._tasks = [asyncio.create_task(self._run(feed)) for feed in self.feeds] if watch else []
+        self._tasks.append(asyncio.create_task(self._notify()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _call(self, feed: _Feed, **kwargs: Any) -> Any:
+        custom = self.connection.custom
+        if feed.namespace is None:
+            return custom.list_cluster_custom_object(GROUP, VERSION, feed.kind, _preload_content=False, **kwargs)
+        return custom.list_namespaced_custom_object(GROUP, VERSION, feed.namespace, feed.kind,
+                                                    _preload_content=False, **kwargs)
+
+    async def _list(self, feed: _Feed) -> str:
+        items: list[dict] = []
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": LIST_CHUNK}
+            if token:
+                kwargs["_continue"] = token
+            page = json.loads(await read_body(await self._call(feed, **kwargs)))
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                self._relist(feed, items)
+                return page["metadata"]["resourceVersion"]
+
+    async def _watch(self, feed: _Feed, version: str) -> str | None:
+        """Follows the watch from `version`; returns where to go on from, or None to list again."""
+        response = await self._call(feed, watch=True, resource_version=version, allow_watch_bookmarks=True,
+                                    timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                                    _request_timeout=WATCH_TIMEOUT_SECONDS + 30)
+        if not 200 <= response.status <= 299:
+            await read_body(response)  # raises with the API server's message
+        try:
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        return None  # Gone: list again
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                meta = obj.get("metadata") or {}
+                if kind == "DELETED":
+                    self._drop(feed.kind, meta.get("namespace", ""), meta.get("name", ""))
+                elif kind in ("ADDED", "MODIFIED"):
+                    self._put(feed.kind, obj)
+        finally:
+            response.release()
+        return version
+
+    async def _run(self, feed: _Feed) -> None:
+        failures = 0
+        while True:
+            try:
+                version: str | None = await self._list(feed)
+                feed.synced, feed.error, failures = True, None, 0
+                self._wake.set()
+                if all(f.synced for f in self.feeds):
+                    self.synced.set()
+                while version:
+                    version = await self._watch(feed, version)
+            except asyncio.CancelledError:
+                raise
+            except (ApiException, OSError, ValueError, asyncio.TimeoutError) as e:
+                feed.error = _describe(e)
+                self._wake.set()  # the pages show why
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                log.warning("%s: %s; trying again in %ss", feed.where, feed.error, delay)
+                await asyncio.sleep(delay)
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, ApiException):
+        if e.status == 403:
+            return f"permission denied: {api_reason(e)}"
+        if e.status == 404:
+            return f"the API server does not serve {GROUP}/{VERSION}: are the hpo-operator CRDs installed?"
+        return f"{e.status} {api_reason(e)}"
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,275 @@
+"""The dashboard's plots: Optuna's own (optuna.visualization) over a study rebuilt from the Trials.
+
+Every Trial that ran becomes one Optuna trial, numbered in creation order: a Succeeded trial with
+its objective is COMPLETE, an EarlyStopped one PRUNED, a Failed or Killed one FAIL, an unfinished one
+RUNNING (Refused trials never ran and are left out). Retries are trials of their own, so a
+configuration recovered on its third attempt shows as two failures and one result, as it happened.
+
+The figures are plotly figures sent to the page as JSON, where plotly.js draws them. Two things
+are adjusted for large experiments: traces of more than GL_POINTS points are drawn with WebGL
+(scattergl, the same trace drawn on a canvas), and the parallel-coordinates plot is plotly's
+Parcoords trace rather than optuna's, which draws one SVG line per trial (10,000 traces take the
+browser minutes; Parcoords draws them at once).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import optuna
+import optuna.visualization as vis
+import plotly.graph_objects as go
+import plotly.io
+from optuna.distributions import CategoricalDistribution
+from optuna.importance import PedAnovaImportanceEvaluator
+from optuna.trial import TrialState, create_trial
+
+from ..models import ExperimentSpec, Parameter
+from ..suggest import distribution
+from .data import creation_order
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+# Past this many points a scatter trace is drawn with WebGL.
+GL_POINTS = 2000
+# The parallel-coordinates plot draws at most this many trials (see parallel()).
+PARALLEL_LINES = 2000
+# The metric curves drawn when the page names no trials: the latest trials with a history.
+DEFAULT_CURVES = 10
+MAX_CURVES = 50
+
+KINDS = ("history", "parallel", "importance", "slice", "curves")
+
+
+def plain(text: str) -> str:
+    """Text for plotly: plotly.js reads a few HTML-like tags in labels and hover texts (<br>, <b>,
+    <a href>); escaped, a user's value shows as the characters it is, and entities are decoded
+    back by plotly when drawing."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _distribution(p: Parameter) -> optuna.distributions.BaseDistribution:
+    if p.type == "categorical":
+        return CategoricalDistribution([plain(v) for v in p.values or []])
+    return distribution(p)
+
+
+def _value(p: Parameter, text: str) -> Any:
+    if p.type == "int":
+        return int(float(text))
+    if p.type == "double":
+        return float(text)
+    return plain(text) if p.type == "categorical" else text
+
+
+class _Snapshot(optuna.study.Study):
+    """A study that hands out its own trials instead of deep copies. Optuna copies every trial
+    each time a plot reads the study (defensively: a running study's trials change); this one is
+    built for drawing and never changes, and the copies were 90% of a 10,000-trial plot's time."""
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
+        return super().get_trials(deepcopy=False, states=states)
+
+
+@dataclass
+class TrialStudy:
+    """A study rebuilt from an experiment's Trials; trial number i is the Trial names[i]."""
+
+    study: optuna.Study
+    names: list[str]
+    metric: str
+    parameters: list[Parameter]
+    distributions: dict[str, optuna.distributions.BaseDistribution]
+
+    def trials(self, *states: TrialState) -> list[optuna.trial.FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states or None)
+
+
+def parse_spec(spec: dict) -> ExperimentSpec:
+    return ExperimentSpec.model_validate(spec)
+
+
+def _state(status: dict) -> tuple[TrialState, float | None]:
+    phase = status.get("phase") or "Pending"
+    value = status.get("objectiveValue")
+    if phase == "Succeeded" and value is not None and math.isfinite(value):
+        return TrialState.COMPLETE, float(value)
+    if phase == "EarlyStopped":
+        return TrialState.PRUNED, None
+    if phase in ("Pending", "Running"):
+        return TrialState.RUNNING, None
+    return TrialState.FAIL, None
+
+
+def _history(status: dict, metric: str) -> dict[int, float]:
+    return {int(m["step"]): float(m["value"]) for m in status.get("metricHistory") or []
+            if m.get("name") == metric and m.get("step") is not None and m.get("value") is not None}
+
+
+def build_study(spec: dict, trials: Iterable[dict], *, metric: str | None = None,
+                state: TrialState | None = None, with_history: bool = False) -> TrialStudy:
+    """The study of `trials` (dicts) under the experiment's `spec`; `metric` names the value the
+    intermediate values come from (default: the objective's), `state` forces every trial's state
+    (the metric curves show each trial's history whatever became of it)."""
+    parsed = parse_spec(spec)
+    parameters = list(parsed.parameters)
+    distributions = {p.name: _distribution(p) for p in parameters}
+    metric = metric or parsed.objective.metric_name
+    direction = "minimize" if parsed.objective.type == "minimize" else "maximize"
+    frozen, names = [], []
+    for t in creation_order(trials):
+        status = t.get("status") or {}
+        if status.get("phase") == "Refused":
+            continue
+        given = {a.get("name"): a.get("value") for a in (t.get("spec") or {}).get("parameters") or []}
+        try:
+            params = {p.name: _value(p, str(given[p.name])) for p in parameters}
+            trial_state, value = _state(status)
+            if state is not None:
+                trial_state, value = state, (value if state == TrialState.COMPLETE else None)
+            frozen.append(create_trial(
+                state=trial_state, value=value, params=params, distributions=distributions,
+                user_attrs={"trial": t["metadata"]["name"]},
+                intermediate_values=_history(status, metric) if with_history else None))
+        except (KeyError, ValueError, TypeError):
+            continue  # not a point of this search space (a user's Trial the operator refused)
+        names.append(t["metadata"]["name"])
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction=direction)
+    study.add_trials(frozen)
+    return TrialStudy(_Snapshot(study_name=study.study_name, storage=storage), names, metric, parameters,
+                      distributions)
+
+
+# --- the figures ----------------------------------------------------------------------------------------
+
+def _empty(title: str, why: str) -> go.Figure:
+    return go.Figure(layout={"title": {"text": title}, "annotations": [
+        {"text": why, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}],
+        "xaxis": {"visible": False}, "yaxis": {"visible": False}})
+
+
+def history(ts: TrialStudy) -> go.Figure:
+    """The objective of each succeeded trial, by trial number, with the best so far."""
+    return vis.plot_optimization_history(ts.study, target_name=ts.metric)
+
+
+def importance(ts: TrialStudy) -> go.Figure:
+    """PED-ANOVA importances: Optuna's fANOVA and mean-decrease-impurity evaluators need
+    scikit-learn, which the operator's image does not carry; PED-ANOVA needs NumPy alone."""
+    complete = ts.trials(TrialState.COMPLETE)
+    varying = [p.name for p in ts.parameters
+               if len({t.params[p.name] for t in complete}) > 1]
+    if len(complete) < 2 or not varying:
+        return _empty("Hyperparameter Importances", "needs two succeeded trials with different values")
+    return vis.plot_param_importances(ts.study, evaluator=PedAnovaImportanceEvaluator(), params=varying,
+                                      target_name=ts.metric)
+
+
+def slices(ts: TrialStudy) -> go.Figure:
+    """The objective against each parameter, one panel per parameter."""
+    return vis.plot_slice(ts.study, target_name=ts.metric)
+
+
+def _decades(low: float, high: float) -> list[float]:
+    return [float(e) for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)]
+
+
+def _lines(complete: list[optuna.trial.FrozenTrial], maximize: bool) -> list[optuna.trial.FrozenTrial]:
+    """At most PARALLEL_LINES trials: the best half of them, and the others spread evenly over the
+    rest by rank (so every range of the objective still shows), in trial order."""
+    if len(complete) <= PARALLEL_LINES:
+        return complete
+    ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
+    best, rest = ranked[:PARALLEL_LINES // 2], ranked[PARALLEL_LINES // 2:]
+    wanted = PARALLEL_LINES - len(best)
+    sample = [rest[i * len(rest) // wanted] for i in range(wanted)]
+    return sorted(best + sample, key=lambda t: t.number)
+
+
+def parallel(ts: TrialStudy) -> go.Figure:
+    """Parallel coordinates over the objective and every parameter, coloured by the objective
+    (plotly's Parcoords: one WebGL line per succeeded trial, axes that can be brushed). Past
+    PARALLEL_LINES trials, a sample: more lines only blacken the plot, and each costs drawing time
+    (seconds for 10,000 where WebGL runs without a GPU)."""
+    every = ts.trials(TrialState.COMPLETE)
+    title = {"text": "Parallel Coordinate Plot"}
+    if not every:
+        return _empty(title["text"], "no succeeded trial yet")
+    complete = _lines(every, ts.study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    if len(complete) < len(every):
+        title["text"] += (f"<br><sup>{len(complete):,} of {len(every):,} succeeded trials: the {PARALLEL_LINES // 2:,} "
+                          "best, and the others evenly spread over the rest</sup>")
+    values = [t.value for t in complete]
+    dims: list[dict[str, Any]] = [{"label": ts.metric, "values": values}]
+    for p in ts.parameters:
+        column = [t.params[p.name] for t in complete]
+        dist = ts.distributions[p.name]
+        if isinstance(dist, CategoricalDistribution):
+            index = {c: i for i, c in enumerate(dist.choices)}
+            # Parcoords writes tick labels as plain text (no markup read, no entity decoded): the
+            # values as they are, not escaped.
+            labels = list(p.values or []) if p.type == "categorical" else [str(c) for c in dist.choices]
+            dims.append({"label": p.name, "values": [index[v] for v in column],
+                         "tickvals": list(range(len(labels))), "ticktext": labels,
+                         "range": [0, max(len(labels) - 1, 1)]})
+        elif p.log:
+            ticks = _decades(p.min, p.max)  # type: ignore[arg-type]
+            dims.append({"label": f"{p.name} (log)", "values": [math.log10(v) for v in column],
+                         "tickvals": ticks, "ticktext": [f"{10 ** e:g}" for e in ticks],
+                         "range": [math.log10(p.min), math.log10(p.max)]})  # type: ignore[arg-type]
+        else:
+            dims.append({"label": p.name, "values": column, "range": [p.min, p.max]})
+    reverse = ts.study.direction == optuna.study.StudyDirection.MINIMIZE  # the best trials darkest
+    line = {"color": values, "colorscale": "Blues", "reversescale": reverse, "showscale": True,
+            "colorbar": {"title": {"text": ts.metric}}}
+    return go.Figure(go.Parcoords(dimensions=dims, line=line, labelangle=0),
+                     layout={"title": title, "margin": {"l": 80, "r": 80}})
+
+
+def curve_trials(trials: Sequence[dict], metric: str, chosen: Sequence[str] = ()) -> list[dict]:
+    """The trials whose metric curves are drawn: the chosen ones, else the latest with a history
+    of `metric`."""
+    if chosen:
+        wanted = set(chosen[:MAX_CURVES])
+        return [t for t in trials if t["metadata"]["name"] in wanted]
+    with_history = [t for t in creation_order(trials) if _history(t.get("status") or {}, metric)]
+    return with_history[-DEFAULT_CURVES:]
+
+
+def curves(spec: dict, trials: Sequence[dict], metric: str | None = None, chosen: Sequence[str] = ()) -> go.Figure:
+    """Per-trial curves of one metric over its steps (metricHistory), several trials overlaid:
+    Optuna's intermediate-values plot of a study whose intermediate values are that metric's."""
+    metric = metric or parse_spec(spec).objective.metric_name
+    picked = curve_trials(trials, metric, chosen)
+    ts = build_study(spec, picked, metric=metric, state=TrialState.RUNNING, with_history=True)
+    figure = vis.plot_intermediate_values(ts.study)
+    for trace in figure.data:  # optuna names them Trial<number>
+        number = trace.name.removeprefix("Trial")
+        if number.isdigit() and int(number) < len(ts.names):
+            trace.name = ts.names[int(number)]
+    figure.update_layout(title={"text": f"{metric} by step"}, yaxis={"title": {"text": metric}}, showlegend=True)
+    if not figure.data:
+        figure.add_annotation(text=f"no trial has reported {metric} with a step yet", showarrow=False,
+                              xref="paper", yref="paper", x=0.5, y=0.5)
+    return figure
+
+
+def to_json(figure: go.Figure) -> str:
+    """The figure as plotly.js takes it, large scatter traces switched to WebGL."""
+    data = figure.to_plotly_json()
+    for trace in data.get("data") or []:
+        if trace.get("type") == "scatter" and len(trace.get("x") if trace.get("x") is not None else ()) > GL_POINTS:
+            trace["type"] = "scattergl"
+    return plotly.io.json.to_json_plotly(data)
+
+
+def figure(kind: str, spec: dict, trials: Sequence[dict], *, study: TrialStudy | None = None,
+           metric: str | None = None, chosen: Sequence[str] = ()) -> go.Figure:
+    """One of KINDS; `study` is the experiment's (built once, shared by the kinds that use it)."""
+    if kind == "curves":
+        return curves(spec, trials, metric, chosen)
+    ts = study or build_study(spec, trials)
+    return {"history": history, "parallel": parallel, "importance": importance, "slice": slices}[kind](ts)

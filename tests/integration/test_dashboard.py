@@ -1,0 +1,416 @@
+"""`kubectl hpo dashboard` in a real browser (Debian's headless Chromium, driven by Playwright)
+against the test cluster: what the pages show equals what is in the cluster, a change made with
+kubectl shows without a reload, user strings render as text, the server listens on loopback only,
+and writes are refused without --allow-write.
+
+Experiments and Trials are created with their statuses directly (tests/dashboard_objects.py) where
+only rendering is checked, and run by the operator on KWOK nodes for the live end-to-end test.
+Screenshots are saved under pytest's temporary folder (the path is printed), or $HPO_SCREENSHOTS;
+with HPO_UPDATE_DOCS_SCREENSHOT=1 the experiment page's also goes to docs/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests import dashboard_objects as objs
+from tests.kube import wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[2]
+PLOTS = ("history", "parallel", "importance", "slice", "curves")
+LIVE_SECONDS = 5  # a change made in the cluster must show within this long
+XSS = ['<script>window.__xss=1</script>', '"><img src=x onerror="window.__xss=1">']
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium package (.ci/run does)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        # Playwright's own browser download cannot work here: the system Chromium, as root.
+        try:
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        except Exception as e:  # playwright's Error: the browser is there but does not start
+            pytest.skip(f"{CHROMIUM} does not start: {str(e).splitlines()[0]}")
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("HPO_SCREENSHOTS") or tmp_path_factory.mktemp("dashboard-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\ndashboard screenshots: {folder}")
+    return folder
+
+
+class Page:
+    """A browser page that records what would mean a broken or unsafe page: script errors,
+    console errors and dialogs (alert() from injected markup)."""
+
+    def __init__(self, browser):
+        self.context = browser.new_context(viewport={"width": 1500, "height": 1000})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        self.page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+
+    def open_experiment(self, base: str, namespace: str, name: str) -> None:
+        self.page.goto(f"{base}/experiments/{namespace}/{name}")
+        self.page.wait_for_function(f"() => {list(PLOTS)}.every(k => k in (window.hpoTimings || {{}}))", timeout=60_000)
+
+    def js(self, expression: str, arg=None):
+        return self.page.evaluate(expression, arg)
+
+    def rows(self, table: str = "#trials") -> list[str]:
+        return self.js(f"() => [...document.querySelectorAll('{table} tbody tr')].map(r => r.dataset.name)")
+
+    def history_points(self) -> int:
+        """Markers drawn in the history plot's first trace (the objective of each trial)."""
+        return self.js("() => document.querySelector('#plot-history .scatterlayer .trace').querySelectorAll('path.point').length")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def pages(browser):
+    opened: list[Page] = []
+
+    def new() -> Page:
+        opened.append(Page(browser))
+        return opened[-1]
+
+    yield new
+    for p in opened:
+        p.close()
+
+
+class Dashboard:
+    """`kubectl hpo dashboard` as a user runs it (the console script's module), on a free port."""
+
+    def __init__(self, kubeconfig: str, namespace: str, *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo_operator.cli", "dashboard", "--port", "0", "--no-browser",
+             "-n", namespace, "--kubeconfig", kubeconfig, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("the dashboard did not start:\n" + "".join(self.output)) from None
+            if "http://" in line:
+                self.url = line[line.index("http://"):].split()[0].rstrip("/")
+                self.port = int(self.url.rsplit(":", 1)[1])
+                break
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def dashboard(kubeconfig, namespace, crds):
+    started: list[Dashboard] = []
+
+    def start(*args: str) -> Dashboard:
+        started.append(Dashboard(kubeconfig, namespace, *args))
+        return started[-1]
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def cluster_trials(kubectl, namespace: str, experiment: str) -> list[dict]:
+    items = json.loads(kubectl.run("get", "trials", "-n", namespace, "-o", "json").stdout)["items"]
+    mine = [t for t in items if t["spec"]["experimentName"] == experiment]
+    return sorted(mine, key=lambda t: (t["metadata"]["creationTimestamp"], t["metadata"]["name"]))
+
+
+def within(seconds: float, predicate, what: str) -> float:
+    """Waits for `predicate`, failing after `seconds`; returns how long it took."""
+    started = time.monotonic()
+    wait_until(predicate, timeout=seconds, interval=0.1, what=what)
+    return time.monotonic() - started
+
+
+# --- the experiment page -------------------------------------------------------------------------------
+
+def test_the_experiment_page_shows_every_trial_its_plots_and_its_recovery(api, namespace, dashboard, pages,
+                                                                        kubectl, screenshots):
+    exp, trials = objs.make("mnist", 24, running=2)
+    objs.create(api, namespace, exp, trials)
+    d = dashboard()
+    page = pages()
+    page.open_experiment(d.url, namespace, "mnist")
+    in_cluster = cluster_trials(kubectl, namespace, "mnist")
+
+    # The table: one row per trial, in creation order; the count says so.
+    assert page.rows() == [t["metadata"]["name"] for t in in_cluster]
+    assert page.page.text_content("#trial-count") == str(len(in_cluster))
+    # The history plot: one point per succeeded trial (those with an objective value).
+    succeeded = [t for t in in_cluster if t["status"]["phase"] == "Succeeded"]
+    assert page.history_points() == len(succeeded)
+    assert page.js("() => document.getElementById('plot-history').data[0].x.length") == len(succeeded)
+    # Parallel coordinates: the objective's axis, then one per parameter.
+    titles = page.js("() => [...document.querySelectorAll('#plot-parallel .axis-title')].map(e => e.textContent)")
+    assert titles == ["loss", "lr (log)", "layers", "optimizer"]
+    assert page.js("() => document.querySelectorAll('#plot-importance .bars path').length") == 3
+    assert page.js("() => document.querySelectorAll('#plot-slice .scatterlayer .trace').length") >= 3
+    curves = page.js("() => document.getElementById('plot-curves').data.map(t => t.name)")
+    with_history = [t["metadata"]["name"] for t in in_cluster if t["status"].get("metricHistory")]
+    assert curves == with_history[-10:]
+
+    # The recovery view: each configuration that failed or needed more than one attempt.
+    configs = Counter(t["metadata"]["labels"]["hpo.dev/config"] for t in in_cluster)
+    troubled = {t["metadata"]["labels"]["hpo.dev/config"] for t in in_cluster
+                if t["status"]["phase"] in ("Failed", "Killed") or configs[t["metadata"]["labels"]["hpo.dev/config"]] > 1}
+    assert page.js("() => [...document.querySelectorAll('#recovery tr[data-config]')].map(r => r.dataset.config).sort()") == sorted(troubled)
+    chain = page.js("() => [...document.querySelector('#recovery tr[data-config]').querySelectorAll('a.attempt')].map(a => a.textContent)")
+    assert chain == ["1: Failed Infrastructure", "2: Failed Infrastructure", "3: Succeeded"]
+    page.page.screenshot(path=str(screenshots / "experiment-page.png"), full_page=True)
+    page.page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True,
+                         clip={"x": 0, "y": 0, "width": 1500, "height": 1450})
+    if os.environ.get("HPO_UPDATE_DOCS_SCREENSHOT"):
+        shutil.copy(screenshots / "dashboard.png", REPO / "docs" / "dashboard.png")
+
+    # Along a retry chain: "retried by" leads to the next attempt, whose detail lists the chain.
+    page.page.click("#trials tr[data-name='mnist-0005'] td:nth-last-child(3) a")
+    page.page.wait_for_selector("#trials tr.focus[data-name='mnist-0005-a2']")
+    detail = page.page.text_content("#trial-detail .chain")
+    assert "mnist-0005 Failed Infrastructure → mnist-0005-a2 Failed Infrastructure → mnist-0005-a3 Succeeded" in detail
+    assert page.page.url.endswith("#trial=mnist-0005-a2")
+
+    # Sorting by objective puts the best trial first; filtering by status keeps that status only.
+    page.page.click("#trials th[data-col='objective']")
+    best = min(succeeded, key=lambda t: t["status"]["objectiveValue"])["metadata"]["name"]
+    assert page.rows()[0] == best
+    page.page.check("#phase-filter input[value='Failed']")
+    failed = [t["metadata"]["name"] for t in in_cluster if t["status"]["phase"] == "Failed"]
+    assert sorted(page.rows()) == sorted(failed)
+    assert set(page.js("() => [...document.querySelectorAll('#trials tbody tr')].map(r => r.dataset.phase)")) == {"Failed"}
+    page.page.screenshot(path=str(screenshots / "failed-trials.png"), full_page=True)
+    assert not page.errors and not page.dialogs
+
+
+# --- live ----------------------------------------------------------------------------------------------------
+
+def test_a_change_made_with_kubectl_shows_without_a_reload(api, namespace, dashboard, pages, kubectl, screenshots):
+    exp, trials = objs.make("live", 6, running=2)
+    objs.create(api, namespace, exp, trials)
+    d = dashboard()
+    page = pages()
+    page.open_experiment(d.url, namespace, "live")
+    page.js("() => { window.__loaded = true; }")  # gone if the page reloads
+    running = next(t["metadata"]["name"] for t in trials if t["status"]["phase"] == "Running")
+    points = page.history_points()
+
+    kubectl.run("patch", "trial", running, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"phase": "Failed", "reason": "Evicted", "failureClass": "Infrastructure",
+                    "completionTime": objs.iso(objs.START)}}))
+    took = within(LIVE_SECONDS, lambda: page.js(f"() => document.querySelector(\"#trials tr[data-name='{running}']\").dataset.phase") == "Failed",
+                  f"trial {running} to show Failed")
+    assert page.page.text_content(f"#trials tr[data-name='{running}'] td:nth-child(5)") == "Infrastructure"
+
+    # A new Trial created with kubectl, succeeded: a new row, and a new point in the history plot.
+    new = next(t for t in reversed(objs.make("live", 7, running=0)[1]) if t["status"]["phase"] == "Succeeded")
+    new["metadata"]["name"] = "live-9999"
+    new["metadata"]["labels"]["hpo.dev/config"] = "brand-new"
+    kubectl.apply({k: v for k, v in new.items() if k != "status"} |
+                  {"metadata": {k: v for k, v in new["metadata"].items() if k != "creationTimestamp"}}, namespace)
+    kubectl.run("patch", "trial", "live-9999", "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                json.dumps({"status": new["status"]}))
+    within(LIVE_SECONDS, lambda: "live-9999" in page.rows(), "the new trial's row")
+    within(LIVE_SECONDS, lambda: page.history_points() == points + 1, "its point in the history plot")
+    assert page.js("() => window.__loaded") is True
+    assert page.page.text_content("#live") == "live"
+    page.page.screenshot(path=str(screenshots / "live-change.png"), full_page=True)
+    print(f"a status change showed after {took:.2f}s")
+    assert not page.errors and not page.dialogs
+
+
+def test_the_experiment_list_filters_and_follows_the_cluster(api, namespace, dashboard, pages, kubectl):
+    alpha = objs.make("alpha", 4, running=1)
+    objs.create(api, namespace, *alpha)
+    objs.create(api, namespace, *objs.make("beta", 4, running=0))
+    d = dashboard()
+    page = pages()
+    page.page.goto(d.url + "/")
+    page.page.wait_for_function("() => 'list' in (window.hpoTimings || {})")
+    page.js("() => { window.__loaded = true; }")
+    assert sorted(page.rows("#experiments")) == ["alpha", "beta"]
+    row = page.js("() => [...document.querySelectorAll(\"#experiments tr[data-name='alpha'] td\")].map(c => c.textContent)")
+    assert row[:5] == ["alpha", "Running", "alice", "4/4", str(len(alpha[1]))]
+
+    page.page.check("#filters input[name=status][value=Succeeded]")
+    within(LIVE_SECONDS, lambda: page.rows("#experiments") == ["beta"], "the status filter")
+    assert "status=Succeeded" in page.page.url
+    page.page.uncheck("#filters input[name=status][value=Succeeded]")
+    page.page.fill("#filters input[name=name]", "alp")
+    within(LIVE_SECONDS, lambda: page.rows("#experiments") == ["alpha"], "the name filter")
+    page.page.fill("#filters input[name=since]", "yesterday")
+    within(LIVE_SECONDS, lambda: "invalid time 'yesterday'" in (page.page.text_content("#filter-error") or ""),
+           "the filter's error")
+    page.page.fill("#filters input[name=since]", "")
+    page.page.fill("#filters input[name=name]", "")
+    assert page.errors == ["console: Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    page.errors.clear()
+
+    # An experiment applied with kubectl appears without a reload.
+    manifest = (REPO / "examples" / "simulated.yaml").read_text()
+    kubectl.apply(manifest, namespace)
+    within(LIVE_SECONDS, lambda: "simulated" in page.rows("#experiments"), "the new experiment")
+    assert page.js("() => window.__loaded") is True
+    assert not page.errors and not page.dialogs
+
+
+# --- security ----------------------------------------------------------------------------------------------
+
+def test_user_strings_render_as_text(api, namespace, dashboard, pages, screenshots):
+    exp, trials = objs.make("hostile", 8, running=1, optimizers=XSS + ["plain"],
+                            annotations={"hpo.dev/creator": XSS[1], "note": XSS[0]})
+    trials[1]["status"]["message"] = XSS[0] + XSS[1]
+    objs.create(api, namespace, exp, trials)
+    d = dashboard()
+    page = pages()
+    page.page.goto(d.url + "/")
+    page.page.wait_for_function("() => 'list' in (window.hpoTimings || {})")
+    assert page.page.text_content("#experiments tr[data-name='hostile'] td:nth-child(3)") == XSS[1]
+    page.open_experiment(d.url, namespace, "hostile")
+    page.page.goto(f"{d.url}/experiments/{namespace}/hostile#trial={trials[1]['metadata']['name']}")
+    page.page.wait_for_selector("#trial-detail pre.message")
+
+    cells = page.js("() => [...document.querySelectorAll('#trials tbody tr')].map(r => r.querySelectorAll('td.param')[2].textContent)")
+    assert cells == [t["spec"]["parameters"][2]["value"] for t in trials]
+    assert set(cells) == {*XSS, "plain"}
+    assert page.page.text_content("#trial-detail pre.message") == XSS[0] + XSS[1]
+    assert page.page.text_content("#facts dd:nth-of-type(2)") == XSS[1]
+    ticks = page.js("() => [...document.querySelectorAll('#plot-parallel .tick text')].map(e => e.textContent)")
+    assert set(XSS) <= set(ticks)
+    slice_ticks = page.js("() => [...document.querySelectorAll('#plot-slice .xaxislayer-above text')].map(e => e.textContent)")
+    assert {repr(v) for v in XSS} <= set(slice_ticks)  # optuna labels categories with repr()
+    # Nothing was parsed as markup: no image element, no script but the page's own, nothing ran.
+    assert page.js("() => document.querySelectorAll('img').length") == 0
+    assert sorted(page.js("() => [...document.scripts].map(s => new URL(s.src).pathname)")) == [
+        "/static/common.js", "/static/experiment.js", "/static/plotly.min.js"]
+    assert page.js("() => window.__xss") is None
+    page.page.screenshot(path=str(screenshots / "user-strings.png"), full_page=True)
+    assert not page.dialogs and not page.errors
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on `port` (/proc/net/tcp and tcp6)."""
+    found = set()
+    for name in ("tcp", "tcp6"):
+        path = Path("/proc/net") / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if int(hex_port, 16) == port and state == "0A":  # LISTEN
+                found.add(address)
+    return found
+
+
+def test_it_listens_on_loopback_and_refuses_writes_without_allow_write(api, namespace, dashboard, pages, kubectl):
+    objs.create(api, namespace, *objs.make("guarded", 4, running=1))
+    d = dashboard()
+    assert d.url.startswith("http://127.0.0.1:")
+    assert _listening_addresses(d.port) == {"0100007F"}  # 127.0.0.1, and nothing else
+    page = pages()
+    page.open_experiment(d.url, namespace, "guarded")
+    assert page.page.text_content("#actions") == "read-only"
+    assert page.js("() => document.querySelectorAll('#actions button, #trial-actions button').length") == 0
+    answer = page.js("""async (url) => {
+        const r = await fetch(url, {method: 'POST', headers: {'content-type': 'application/json', 'x-hpo-dashboard': '1'}, body: '{}'});
+        return [r.status, (await r.json()).error];
+    }""", f"/api/experiments/{namespace}/guarded/stop")
+    assert answer == [403, "this dashboard is read-only: start it with `kubectl hpo dashboard --allow-write` "
+                           "to stop, resume and restart from the page"]
+    assert kubectl.get("experiment", "guarded", namespace)["spec"].get("suspend") is False
+
+
+def test_with_allow_write_the_page_stops_resumes_and_restarts_with_the_users_rbac(api, namespace, dashboard, pages, kubectl):
+    exp, trials = objs.make("writable", 4, running=1)
+    objs.create(api, namespace, exp, trials)
+    d = dashboard("--allow-write")
+    page = pages()
+    page.open_experiment(d.url, namespace, "writable")
+    page.page.click("#action-suspend")
+    wait_until(lambda: kubectl.get("experiment", "writable", namespace)["spec"].get("suspend") is True, timeout=10,
+               what="spec.suspend=true")
+    within(LIVE_SECONDS, lambda: page.page.text_content("#action-suspend") == "Resume", "the Resume button")
+    page.page.click("#action-suspend")
+    wait_until(lambda: kubectl.get("experiment", "writable", namespace)["spec"].get("suspend") is False, timeout=10,
+               what="spec.suspend=false")
+    # Restarting a trial whose configuration already succeeded is refused, as kubectl hpo refuses it.
+    done = next(t["metadata"]["name"] for t in trials if t["status"]["phase"] == "Succeeded")
+    page.page.check(f"#trials tr[data-name='{done}'] input[type=checkbox]")
+    page.page.click("#action-restart")
+    within(10, lambda: "ConfigurationAlreadySucceeded" in (page.page.text_content("#action-result") or ""),
+           "the restart's answer")
+    assert page.page.text_content("#action-result").startswith(f"{done}: Refused (ConfigurationAlreadySucceeded)")
+    assert not page.errors
+
+
+# --- end to end, with the operator ----------------------------------------------------------------------
+
+def test_an_experiment_run_by_the_operator_is_followed_live(api, namespace, operator, kwok_nodes, dashboard, pages,
+                                                            kubectl, screenshots):
+    d = dashboard()
+    page = pages()
+    manifest = (REPO / "examples" / "simulated.yaml").read_text().replace("sim.hpo.dev/duration: 3s",
+                                                                           "sim.hpo.dev/duration: 1s")
+    kubectl.apply(manifest, namespace)
+    wait_until(lambda: kubectl.run("get", "experiment", "simulated", "-n", namespace, check=False).returncode == 0,
+               timeout=30, what="the experiment")
+    page.open_experiment(d.url, namespace, "simulated")
+    page.js("() => { window.__loaded = true; }")
+    wait_until(lambda: (kubectl.get("experiment", "simulated", namespace).get("status") or {}).get("phase") == "Succeeded",
+               timeout=120, what="the experiment to succeed")
+    final = cluster_trials(kubectl, namespace, "simulated")
+    names = [t["metadata"]["name"] for t in final]
+    succeeded = sum(t["status"]["phase"] == "Succeeded" for t in final)
+    within(LIVE_SECONDS, lambda: page.rows() == names, "the table to list every trial")
+    within(LIVE_SECONDS, lambda: page.page.text_content("#phase .badge") == "Succeeded", "the Succeeded badge")
+    within(2 * LIVE_SECONDS, lambda: page.history_points() == succeeded, "the history plot's points")
+    assert page.js("() => window.__loaded") is True
+    # The example's configuration with layers=1 is OOMKilled once, then recovered by its retry.
+    assert page.js("() => document.querySelectorAll('#recovery tr[data-config]').length") >= 1
+    page.page.screenshot(path=str(screenshots / "operator-run.png"), full_page=True)
+    assert not page.errors and not page.dialogs

@@ -1,0 +1,287 @@
+"""The dashboard's pure parts: table rows, list filters, label selectors, the recovery view, and
+the Optuna study and figures built from Trial objects."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+
+import pytest
+from optuna.trial import TrialState
+
+from hpo_operator.client import views
+from hpo_operator.client.errors import InvalidInput
+from hpo_operator.dashboard import data, figures
+from tests import dashboard_objects as objs
+
+XSS = ['<script>window.__xss=1</script>', '"><img src=x onerror="window.__xss=1">']
+
+
+@pytest.fixture(scope="module")
+def made():
+    return objs.make("exp", 30, running=2)
+
+
+# --- rows -----------------------------------------------------------------------------------------
+
+def test_trial_rows_agree_with_the_plugins_trial_summaries(made):
+    _, trials = made
+    for t in trials:
+        row, summary = data.trial_row(t), views.trial_summary(t)
+        assert (row["name"], row["phase"], row["reason"], row["attempt"], row["launchReason"], row["config"],
+                row["retryOf"], row["retriedBy"], row["params"], row["metrics"], row["objective"]) == \
+            (summary.name, summary.phase, summary.reason, summary.attempt, summary.launch_reason, summary.config,
+             summary.retry_of, summary.retried_by, summary.parameters, summary.metrics, summary.objective_value)
+        assert row["failureClass"] == t["status"].get("failureClass")
+
+
+def test_trial_rows_follow_creation_order_and_cut_long_messages(made):
+    _, trials = made
+    shuffled = list(reversed(trials))
+    assert [r["name"] for r in data.trial_rows(shuffled)] == [t["metadata"]["name"] for t in trials]
+    long = copy.deepcopy(trials[0])
+    long["status"]["message"] = "x" * (data.MESSAGE_LIMIT + 10)
+    assert len(data.trial_row(long)["message"]) == data.MESSAGE_LIMIT + 1
+
+
+def test_a_users_trial_belongs_to_the_experiment_it_names_before_it_has_labels():
+    assert data.experiment_of({"metadata": {"name": "x"}, "spec": {"experimentName": "e"}}) == "e"
+    assert data.experiment_of({"metadata": {"labels": {"hpo.dev/experiment": "f"}}, "spec": {}}) == "f"
+
+
+def test_the_experiment_view_is_what_describe_shows(made):
+    exp, _ = made
+    exp = copy.deepcopy(exp)
+    exp["metadata"]["namespace"] = "ns"
+    view = data.experiment_view(exp)
+    assert view["summary"]["name"] == "exp" and view["summary"]["creator"] == "alice"
+    assert view["spec"]["parameters"][0] == {"name": "lr", "range": "double [0.0001, 0.1] (log)"}
+    assert view["parameterNames"] == ["lr", "layers", "optimizer"]
+    assert view["metricNames"] == ["loss", "accuracy"]
+    assert view["best"]["trialName"] == exp["status"]["currentOptimalTrial"]["trialName"]
+    assert "trials" not in view
+
+
+# --- label selectors ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("selector, labels, matches", [
+    ("team=vision", {"team": "vision"}, True),
+    ("team==vision", {"team": "nlp"}, False),
+    ("team!=vision", {}, True),  # as the API server: a missing label is "not equal"
+    ("team!=vision", {"team": "vision"}, False),
+    ("team", {"team": ""}, True),
+    ("!team", {"team": "x"}, False),
+    ("!team", {}, True),
+    ("stage in (dev, prod),team", {"stage": "prod", "team": "a"}, True),
+    ("stage in (dev,prod)", {"stage": "test"}, False),
+    ("stage notin (dev)", {"stage": "prod"}, True),
+    ("stage notin (dev)", {}, True),
+    ("a=1,b=2", {"a": "1"}, False),
+    ("", {"a": "1"}, True),
+])
+def test_label_selectors_match_as_the_api_server_matches(selector, labels, matches):
+    assert data.selector_matches(data.parse_selector(selector), labels) is matches
+
+
+@pytest.mark.parametrize("selector", ["a=b=c", "!a=b", "a in b", "=x"])
+def test_malformed_label_selectors_are_refused(selector):
+    with pytest.raises(InvalidInput, match="invalid label selector"):
+        data.parse_selector(selector)
+
+
+# --- the experiment list --------------------------------------------------------------------------------
+
+def _experiment(name: str, phase: str, created: str, creator: str | None = None, labels: dict | None = None) -> dict:
+    meta: dict = {"name": name, "namespace": "ns", "creationTimestamp": created, "labels": labels or {}}
+    if creator:
+        meta["annotations"] = {"hpo.dev/creator": creator}
+    return {"metadata": meta, "spec": {"maxTrialCount": 5}, "status": {"phase": phase}}
+
+
+EXPERIMENTS = [
+    _experiment("mnist-a", "Running", "2026-01-02T10:00:00Z", "alice", {"team": "vision"}),
+    _experiment("mnist-b", "Succeeded", "2026-01-03T10:00:00Z", "bob", {"team": "vision", "hpo.dev/bookmarked": "true"}),
+    _experiment("bert", "Failed", "2026-01-01T10:00:00Z", None, {"team": "nlp"}),
+]
+
+
+def _names(params: dict, tags: tuple = (), me: str | None = None) -> list[str]:
+    query = data.parse_list_query(params.get, tags)
+    return [r["name"] for r in data.experiment_rows(EXPERIMENTS, query, me)]
+
+
+def test_the_list_takes_the_plugins_filters_and_order():
+    assert _names({}) == ["mnist-b", "mnist-a", "bert"]  # newest first
+    assert _names({"sort": "name"}) == ["bert", "mnist-a", "mnist-b"]
+    assert _names({"sort": "created", "order": "asc"}) == ["bert", "mnist-a", "mnist-b"]
+    assert _names({"name": "MNIST"}) == ["mnist-b", "mnist-a"]
+    assert _names({"creator": "alice"}) == ["mnist-a"]
+    assert _names({"status": "running,failed"}) == ["mnist-a", "bert"]
+    assert _names({"since": "2026-01-02", "until": "2026-01-02"}) == ["mnist-a"]
+    assert _names({"selector": "team=vision"}) == ["mnist-b", "mnist-a"]
+    assert _names({}, tags=("team:nlp",)) == ["bert"]
+    assert _names({"bookmarked": "true"}) == ["mnist-b"]
+    assert _names({"mine": "true"}, me="bob") == ["mnist-b"]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"status": "done"}, "unknown status"),
+    ({"since": "yesterday"}, "invalid time"),
+    ({"sort": "size"}, "cannot sort by"),
+    ({"order": "up"}, "invalid order"),
+    ({"creator": "a", "mine": "true"}, "creator or mine"),
+    ({"selector": "a in b"}, "invalid label selector"),
+])
+def test_bad_list_filters_say_what_is_wrong(params, message):
+    with pytest.raises(InvalidInput, match=message):
+        data.parse_list_query(params.get)
+
+
+def test_mine_needs_to_know_who_you_are():
+    with pytest.raises(InvalidInput, match="did not say who you are"):
+        _names({"mine": "true"}, me=None)
+
+
+# --- recovery ---------------------------------------------------------------------------------------------
+
+def test_recovery_lists_each_troubled_configuration_with_its_attempts_in_order(made):
+    _, trials = made
+    rec = data.recovery(data.trial_rows(trials))
+    fates = {i: objs.fates(i, 30 - 2) for i in range(30)}
+    troubled = {i for i, f in fates.items() if len(f) > 1 or f[0][0] in ("Failed", "Killed")}
+    assert rec["configurations"] == 30
+    assert len(rec["rows"]) == len(troubled) and rec["clean"] == 30 - len(troubled)
+    evicted = next(r for r in rec["rows"] if r["attempts"][0]["name"] == "exp-0005")
+    assert [(a["name"], a["phase"], a["failureClass"]) for a in evicted["attempts"]] == [
+        ("exp-0005", "Failed", "Infrastructure"), ("exp-0005-a2", "Failed", "Infrastructure"),
+        ("exp-0005-a3", "Succeeded", None)]
+    assert evicted["outcome"] == "Succeeded" and evicted["failedAttempts"] == 2
+    assert evicted["failedSeconds"] == sum(a["seconds"] for a in evicted["attempts"][:2]) > 0
+    # The most failed attempts first.
+    assert [r["failedAttempts"] for r in rec["rows"]] == sorted((r["failedAttempts"] for r in rec["rows"]), reverse=True)
+
+
+def test_recovery_counts_what_each_failure_class_cost(made):
+    _, trials = made
+    rec = data.recovery(data.trial_rows(trials))
+    by_class = {c["failureClass"]: c for c in rec["byFailureClass"]}
+    failed = [t for t in trials if t["status"]["phase"] in ("Failed", "Killed")]
+    expected = Counter(t["status"].get("failureClass") or t["status"]["reason"] for t in failed)
+    assert {k: c["attempts"] for k, c in by_class.items()} == dict(expected)
+    # Infrastructure and OOMKilled failures were retried until they succeeded; Error is not retried.
+    assert by_class["Infrastructure"]["recovered"] == by_class["Infrastructure"]["configurations"] > 0
+    assert by_class["OOMKilled"]["recovered"] == by_class["OOMKilled"]["configurations"] > 0
+    assert by_class["Error"]["recovered"] == 0
+    assert all(r["config"] for r in rec["rows"])
+
+
+def test_recovery_leaves_out_trials_that_never_ran(made):
+    _, trials = made
+    refused = {"metadata": {"name": "exp-u-abcde"}, "spec": {"experimentName": "exp", "parameters": []},
+               "status": {"phase": "Refused", "reason": "InvalidParameters"}}
+    assert data.recovery(data.trial_rows([*trials, refused]))["configurations"] == 30
+
+
+# --- the study and the figures -----------------------------------------------------------------------
+
+def test_the_study_has_one_trial_per_trial_that_ran_in_creation_order(made):
+    exp, trials = made
+    user = {"metadata": {"name": "exp-u-zzzzz", "creationTimestamp": "2026-11-20T09:00:00Z"},
+            "spec": {"experimentName": "exp", "parameters": [{"name": "lr", "value": "5"}]},
+            "status": {"phase": "Refused", "reason": "InvalidParameters"}}
+    ts = figures.build_study(exp["spec"], [*reversed(trials), user])
+    phases = Counter(t["status"]["phase"] for t in trials)
+    states = Counter(t.state for t in ts.study.get_trials())
+    assert states[TrialState.COMPLETE] == phases["Succeeded"]
+    assert states[TrialState.FAIL] == phases["Failed"] + phases["Killed"]
+    assert states[TrialState.PRUNED] == phases["EarlyStopped"]
+    assert states[TrialState.RUNNING] == phases["Running"] + phases["Pending"]
+    assert ts.names == [t["metadata"]["name"] for t in trials]
+    for number, trial in enumerate(ts.study.get_trials()):
+        assert trial.user_attrs["trial"] == ts.names[number]
+
+
+def _points(fig_json: str, name: str) -> list:
+    trace = next(t for t in json.loads(fig_json)["data"] if t.get("name") == name)
+    return trace["x"]
+
+
+def test_the_history_has_one_point_per_succeeded_trial_and_the_best_so_far(made):
+    exp, trials = made
+    ts = figures.build_study(exp["spec"], trials)
+    fig = json.loads(figures.to_json(figures.history(ts)))
+    points = next(t for t in fig["data"] if t.get("mode") == "markers" and t.get("x"))
+    succeeded = [n for n, t in enumerate(sorted(trials, key=lambda t: t["metadata"]["creationTimestamp"]))
+                 if t["status"]["phase"] == "Succeeded"]
+    assert points["x"] == succeeded
+    best = next(t for t in fig["data"] if t.get("name") == "Best Value")
+    values = [v for v in best["y"] if v is not None]
+    assert values == sorted(values, reverse=True)  # minimising: never worse than before
+    assert values[-1] == exp["status"]["currentOptimalTrial"]["objectiveValue"]
+
+
+def test_parallel_coordinates_have_the_objective_and_one_axis_per_parameter(made):
+    exp, trials = made
+    fig = json.loads(figures.to_json(figures.parallel(figures.build_study(exp["spec"], trials))))
+    (trace,) = fig["data"]
+    assert trace["type"] == "parcoords"
+    assert [d["label"] for d in trace["dimensions"]] == ["loss", "lr (log)", "layers", "optimizer"]
+    succeeded = sum(t["status"]["phase"] == "Succeeded" for t in trials)
+    assert all(len(d["values"]) == succeeded for d in trace["dimensions"])
+    assert trace["dimensions"][3]["ticktext"] == objs.OPTIMIZERS
+
+
+def test_parallel_coordinates_of_many_trials_show_the_best_and_a_spread_of_the_rest(made, monkeypatch):
+    exp, trials = made
+    ts = figures.build_study(exp["spec"], trials)
+    complete = ts.trials(TrialState.COMPLETE)
+    monkeypatch.setattr(figures, "PARALLEL_LINES", 6)
+    fig = json.loads(figures.to_json(figures.parallel(ts)))
+    shown = fig["data"][0]["dimensions"][0]["values"]
+    values = sorted(t.value for t in complete)
+    assert len(shown) == 6 and sorted(shown)[:3] == values[:3]  # the 3 best (minimising)
+    assert max(shown) >= values[len(values) * 2 // 3]  # and some of the worst third
+    assert f"6 of {len(complete)} succeeded trials" in fig["layout"]["title"]["text"]
+
+
+def test_user_strings_reach_plotly_escaped():
+    exp, trials = objs.make("xss", 12, optimizers=XSS + ["plain"], running=0)
+    ts = figures.build_study(exp["spec"], trials)
+    parallel = json.loads(figures.to_json(figures.parallel(ts)))["data"][0]
+    # Parcoords writes its labels as plain text; the other plots read markup and get it escaped.
+    assert parallel["dimensions"][3]["ticktext"] == XSS + ["plain"]
+    for kind in ("slice", "history", "importance"):
+        text = figures.to_json(figures.figure(kind, exp["spec"], trials, study=ts))
+        assert "<script>" not in text and "<img" not in text
+    assert "&lt;img" in figures.to_json(figures.slices(ts))  # the categorical axis' values
+    assert figures.plain('<a href="x">&</a>') == '&lt;a href="x"&gt;&amp;&lt;/a&gt;'
+
+
+def test_importance_needs_two_results_and_a_parameter_that_varies(made):
+    exp, trials = made
+    fig = figures.importance(figures.build_study(exp["spec"], trials))
+    assert fig.data[0].type == "bar" and set(fig.data[0].y) == {"lr", "layers", "optimizer"}
+    one = [t for t in trials if t["status"]["phase"] == "Succeeded"][:1]
+    empty = figures.importance(figures.build_study(exp["spec"], one))
+    assert not empty.data and "two succeeded trials" in empty.layout.annotations[0].text
+
+
+def test_metric_curves_show_the_chosen_trials_or_the_latest_with_a_history(made):
+    exp, trials = made
+    fig = figures.curves(exp["spec"], trials, "accuracy", chosen=["exp-0001", "exp-0002"])
+    assert [t.name for t in fig.data] == ["exp-0001", "exp-0002"]
+    assert list(fig.data[0].x) == list(range(5)) and fig.layout.yaxis.title.text == "accuracy"
+    latest = figures.curves(exp["spec"], trials)
+    with_history = [t["metadata"]["name"] for t in trials if t["status"].get("metricHistory")]
+    assert [t.name for t in latest.data] == with_history[-figures.DEFAULT_CURVES:]
+    none = figures.curves(exp["spec"], trials, "nothing")
+    assert not none.data and "no trial has reported nothing" in none.layout.annotations[0].text
+
+
+def test_large_scatter_traces_are_drawn_with_webgl(monkeypatch):
+    exp, trials = objs.make("big", 40, running=0)
+    ts = figures.build_study(exp["spec"], trials)
+    assert {t["type"] for t in json.loads(figures.to_json(figures.slices(ts)))["data"]} == {"scatter"}
+    monkeypatch.setattr(figures, "GL_POINTS", 10)
+    assert {t["type"] for t in json.loads(figures.to_json(figures.slices(ts)))["data"]} == {"scattergl"}

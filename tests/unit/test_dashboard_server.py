@@ -1,0 +1,224 @@
+"""The dashboard's HTTP layer without a cluster: a real server on a loopback socket over a store
+filled by hand. What the pages get, what is refused (writes without --allow-write, unknown Host
+names, cross-site writes), the security headers, and the event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import http.client
+import json
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from hpo_operator.dashboard import server
+from hpo_operator.dashboard.cluster import Store
+from tests import dashboard_objects as objs
+
+NS = "team-a"
+
+
+class LocalServer:
+    """server.create_app on 127.0.0.1 in a thread with its own event loop."""
+
+    def __init__(self, options: server.Options, objects: list[tuple[str, dict]], actions=None):
+        self.options, self.objects, self.actions = options, objects, actions
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.store = Store(connection=None, namespaces=self.options.namespaces)  # type: ignore[arg-type]
+        for kind, obj in self.objects:
+            self.store._put(kind, obj)
+        self.store.synced.set()
+        await self.store.start(watch=False)
+        sock = server.bind("127.0.0.1", 0)
+        self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(server.create_app(self.store, self.options, self.actions),
+                                                    log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
+        self.server.install_signal_handlers = lambda: None  # not the main thread
+        self.ready.set()
+        await self.server.serve(sockets=[sock])
+        await self.store.stop()
+
+    def __enter__(self) -> "LocalServer":
+        self.thread.start()
+        assert self.ready.wait(10)
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers={"Host": f"127.0.0.1:{self.port}", **(headers or {})})
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return response, data
+
+    def get_json(self, path: str) -> tuple[int, object]:
+        response, data = self.request("GET", path)
+        return response.status, json.loads(data)
+
+    def put(self, kind: str, obj: dict) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.store._put, kind, obj)
+
+
+def _objects(name: str = "exp", configurations: int = 12) -> tuple[dict, list[dict], list[tuple[str, dict]]]:
+    exp, trials = objs.make(name, configurations)
+    for i, obj in enumerate([exp, *trials]):
+        obj["metadata"]["namespace"] = NS
+        obj["metadata"]["resourceVersion"] = str(i + 1)
+    return exp, trials, [("experiments", exp), *(("trials", t) for t in trials)]
+
+
+@pytest.fixture
+def site():
+    exp, trials, objects = _objects()
+    with LocalServer(server.Options(namespaces=[NS]), objects) as s:
+        s.exp, s.trials = exp, trials
+        yield s
+
+
+def test_the_api_serves_the_list_the_experiment_its_trials_and_recovery(site):
+    status, body = site.get_json("/api/experiments")
+    assert status == 200 and [e["name"] for e in body["experiments"]] == ["exp"]
+    status, view = site.get_json(f"/api/experiments/{NS}/exp")
+    assert status == 200 and view["summary"]["trials"] == len(site.trials)
+    status, rows = site.get_json(f"/api/experiments/{NS}/exp/trials")
+    assert status == 200 and [r["name"] for r in rows] == [t["metadata"]["name"] for t in site.trials]
+    status, rec = site.get_json(f"/api/experiments/{NS}/exp/recovery")
+    assert status == 200 and rec["configurations"] == 12
+    for kind in ("history", "parallel", "importance", "slice", "curves"):
+        status, fig = site.get_json(f"/api/experiments/{NS}/exp/figures/{kind}?metric=loss")
+        assert status == 200 and fig["data"] and fig["version"] == view["version"], kind
+
+
+def test_bad_requests_say_why(site):
+    assert site.get_json("/api/experiments?status=done") == (400, {"error": "unknown status 'done': use one of "
+                                                                "Created, Running, Suspended, Succeeded, Failed"})
+    assert site.get_json(f"/api/experiments/{NS}/nope") == (404, {"error": f"experiment nope not found in namespace {NS}"})
+    assert site.get_json("/api/experiments/other/exp") == (404, {"error": "this dashboard does not watch namespace other"})
+    status, body = site.get_json(f"/api/experiments/{NS}/exp/figures/pie")
+    assert status == 404 and "no figure pie" in body["error"]
+
+
+def test_trial_rows_are_rebuilt_when_a_trial_changes(site):
+    trial = copy.deepcopy(site.trials[0])
+    trial["metadata"]["resourceVersion"] = "999"
+    trial["status"] = {"phase": "Failed", "reason": "Evicted", "failureClass": "Infrastructure"}
+    site.put("trials", trial)
+    time.sleep(0.3)
+    _, rows = site.get_json(f"/api/experiments/{NS}/exp/trials")
+    assert (rows[0]["phase"], rows[0]["failureClass"]) == ("Failed", "Infrastructure")
+    assert rows[1:] == site.get_json(f"/api/experiments/{NS}/exp/trials")[1][1:]
+
+
+def test_writes_are_refused_without_allow_write(site):
+    response, data = site.request("POST", f"/api/experiments/{NS}/exp/stop", {}, {
+        "content-type": "application/json", server.WRITE_HEADER: "1"})
+    assert response.status == 403
+    assert "read-only: start it with `kubectl hpo dashboard --allow-write`" in json.loads(data)["error"]
+
+
+class Recording:
+    """Stands in for the plugin's client (covered by the browser test against a cluster): records
+    which action the server asked for."""
+
+    def __init__(self):
+        self.calls = []
+
+    def set_suspend(self, namespace, experiment, suspend):
+        self.calls.append(("suspend", namespace, experiment, suspend))
+        return {"message": "ok"}
+
+    def restart_trials(self, namespace, experiment, trials):
+        self.calls.append(("restart", namespace, experiment, trials))
+        return {"results": []}
+
+    @staticmethod
+    def error_types():
+        return (LookupError,)
+
+
+def test_writes_need_the_custom_header_json_and_the_same_origin():
+    _, _, objects = _objects()
+    actions = Recording()
+    with LocalServer(server.Options(namespaces=[NS], allow_write=True), objects, actions) as s:
+        path = f"/api/experiments/{NS}/exp/stop"
+        ok = {"content-type": "application/json", server.WRITE_HEADER: "1"}
+        # What a cross-site form can send: no custom header, a form body.
+        response, data = s.request("POST", path, {}, {"content-type": "application/x-www-form-urlencoded"})
+        assert response.status == 403 and "needs the header" in json.loads(data)["error"]
+        response, data = s.request("POST", path, {}, {**ok, "origin": "http://evil.example"})
+        assert response.status == 403 and "another origin" in json.loads(data)["error"]
+        assert actions.calls == []
+        response, _ = s.request("POST", path, {}, {**ok, "origin": f"http://127.0.0.1:{s.port}"})
+        assert response.status == 200
+        response, _ = s.request("POST", f"/api/experiments/{NS}/exp/restart-trials", {"trials": ["exp-0001", 3]}, ok)
+        assert response.status == 200
+        assert actions.calls == [("suspend", NS, "exp", True), ("restart", NS, "exp", ["exp-0001"])]
+        response, _ = s.request("GET", path)
+        assert response.status == 405
+
+
+def test_unknown_host_names_are_refused(site):
+    response, data = site.request("GET", "/api/config", headers={"Host": "attacker.example:8080"})
+    assert response.status == 421 and b"unknown host" in data
+    for host in ("localhost", f"localhost:{site.port}", "[::1]:80"):
+        assert site.request("GET", "/api/config", headers={"Host": host})[0].status == 200, host
+    # The kubelet's probes name the pod's IP: /healthz answers any Host, and says nothing else.
+    response, data = site.request("GET", "/healthz", headers={"Host": "10.1.2.3:8080"})
+    assert (response.status, data) == (200, b"ok")
+
+
+def test_allowed_hosts():
+    assert server.Options().hosts() == {"localhost", "127.0.0.1", "::1"}
+    assert server.Options(address="10.1.2.3").hosts() == {"localhost", "127.0.0.1", "::1", "10.1.2.3"}
+    assert server.Options(address="0.0.0.0").hosts() is None
+    assert server.Options(allowed_hosts=["Dash.example"]).hosts() == {"localhost", "127.0.0.1", "::1", "dash.example"}
+    assert server.Options(address="0.0.0.0", allowed_hosts=["dash"]).hosts() == {"localhost", "127.0.0.1", "::1", "dash"}
+    assert server.Options(allowed_hosts=["*"]).hosts() is None
+    assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and not server.is_loopback("0.0.0.0")
+
+
+def test_every_answer_carries_the_security_headers(site):
+    for path in ("/", f"/experiments/{NS}/exp", "/api/config", "/static/experiment.js", "/nope"):
+        response, _ = site.request("GET", path)
+        csp = response.getheader("content-security-policy")
+        assert "script-src 'self' 'unsafe-eval';" in csp and "frame-ancestors 'none'" in csp, path
+        assert response.getheader("x-content-type-options") == "nosniff"
+    response, data = site.request("GET", "/static/plotly.min.js")
+    assert response.status == 200 and response.getheader("content-type").startswith("text/javascript")
+    assert b"plotly.js" in data[:2000] and len(data) > 1_000_000
+
+
+def test_the_event_stream_says_which_experiments_changed(site):
+    conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
+    conn.request("GET", "/api/events", headers={"Host": "127.0.0.1"})
+    response = conn.getresponse()
+    assert response.getheader("content-type").startswith("text/event-stream")
+
+    def message() -> dict:
+        while True:
+            line = response.fp.readline().decode()
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+
+    hello = message()
+    assert hello["experiments"] is None
+    exp = copy.deepcopy(site.exp)
+    exp["status"]["phase"] = "Succeeded"
+    site.put("experiments", exp)
+    assert message()["experiments"] == [[NS, "exp"]]
+    conn.close()

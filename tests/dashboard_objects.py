@@ -36,7 +36,7 @@ def spec(optimizers: list[str] | None = None, max_trials: int = 100) -> dict:
             {"name": "layers", "type": "int", "min": 1, "max": 4},
             {"name": "optimizer", "type": "categorical", "values": optimizers or OPTIMIZERS},
         ],
-        "parallelTrialCount": 4,
+        "parallelTrialCount": min(4, max_trials),
         "maxTrialCount": max_trials,
         "maxFailedTrialCount": max(3, max_trials // 10),
         "retryPolicy": {"maxRetries": 2, "backoffSeconds": 1},

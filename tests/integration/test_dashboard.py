@@ -108,10 +108,11 @@ def pages(browser):
 class Dashboard:
     """`kubectl hpo dashboard` as a user runs it (the console script's module), on a free port."""
 
-    def __init__(self, kubeconfig: str, namespace: str, *args: str):
+    def __init__(self, kubeconfig: str, namespace: str | None, *args: str):
+        scope = ["-n", namespace] if namespace else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hpo_operator.cli", "dashboard", "--port", "0", "--no-browser",
-             "-n", namespace, "--kubeconfig", kubeconfig, *args],
+             *scope, "--kubeconfig", kubeconfig, *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -133,13 +134,15 @@ class Dashboard:
             self.output.append(line)
             self.lines.put(line)
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
 
 
 @pytest.fixture
@@ -147,7 +150,7 @@ def dashboard(kubeconfig, namespace, crds):
     started: list[Dashboard] = []
 
     def start(*args: str) -> Dashboard:
-        started.append(Dashboard(kubeconfig, namespace, *args))
+        started.append(Dashboard(kubeconfig, None if "-A" in args else namespace, *args))
         return started[-1]
 
     yield start
@@ -289,6 +292,11 @@ def test_the_experiment_list_filters_and_follows_the_cluster(api, namespace, das
     page.page.fill("#filters input[name=name]", "")
     assert page.errors == ["console: Failed to load resource: the server responded with a status of 400 (Bad Request)"]
     page.errors.clear()
+    # "mine": the user the API server authenticates (the tests' admin) created neither (alice did).
+    page.page.check("#filters input[name=mine]")
+    within(LIVE_SECONDS, lambda: page.rows("#experiments") == [] and page.page.is_hidden("#filter-error"), "mine")
+    page.page.uncheck("#filters input[name=mine]")
+    within(LIVE_SECONDS, lambda: len(page.rows("#experiments")) == 2, "the whole list again")
 
     # An experiment applied with kubectl appears without a reload.
     manifest = (REPO / "examples" / "simulated.yaml").read_text()
@@ -296,6 +304,21 @@ def test_the_experiment_list_filters_and_follows_the_cluster(api, namespace, das
     within(LIVE_SECONDS, lambda: "simulated" in page.rows("#experiments"), "the new experiment")
     assert page.js("() => window.__loaded") is True
     assert not page.errors and not page.dialogs
+
+
+def test_all_namespaces(api, namespace, dashboard, pages):
+    objs.create(api, namespace, *objs.make("everywhere", 3, running=0))
+    d = dashboard("-A")
+    page = pages()
+    page.page.goto(d.url + "/")
+    page.page.wait_for_function("() => 'list' in (window.hpoTimings || {})")
+    assert page.page.text_content("#scope").endswith("all namespaces · read-only")
+    cells = page.js(f"() => [...document.querySelectorAll(\"#experiments tr[data-namespace='{namespace}'] td\")].map(c => c.textContent)")
+    assert cells[:3] == [namespace, "everywhere", "Succeeded MaxTrialsReached"]
+    page.page.click(f"#experiments tr[data-namespace='{namespace}'] a")
+    page.page.wait_for_function("() => 'table' in (window.hpoTimings || {})")
+    assert page.page.url.endswith(f"/experiments/{namespace}/everywhere")
+    assert len(page.rows()) == len(objs.make("everywhere", 3, running=0)[1])
 
 
 # --- security ----------------------------------------------------------------------------------------------
@@ -363,6 +386,12 @@ def test_it_listens_on_loopback_and_refuses_writes_without_allow_write(api, name
     assert answer == [403, "this dashboard is read-only: start it with `kubectl hpo dashboard --allow-write` "
                            "to stop, resume and restart from the page"]
     assert kubectl.get("experiment", "guarded", namespace)["spec"].get("suspend") is False
+    # SIGTERM with the page's event stream open: it stops at once, cleanly.
+    started = time.monotonic()
+    assert d.stop() == 0 and time.monotonic() - started < 5
+    time.sleep(0.2)
+    output = "".join(d.output)
+    assert output.rstrip().endswith("dashboard stopped") and "Traceback" not in output, output
 
 
 def test_with_allow_write_the_page_stops_resumes_and_restarts_with_the_users_rbac(api, namespace, dashboard, pages, kubectl):

@@ -230,6 +230,13 @@ class Store:
     def unlisten(self, queue: asyncio.Queue) -> None:
         self._listeners.discard(queue)
 
+    def close_listeners(self) -> None:
+        """Ends every event stream (None is their last message): the server is stopping."""
+        for queue in self._listeners:
+            while queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+
     async def _notify(self) -> None:
         errors: list[str] = []
         while True:

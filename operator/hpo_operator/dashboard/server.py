@@ -26,6 +26,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -396,6 +397,8 @@ def create_app(store: Store, options: Options, actions: Any = None) -> Starlette
                     except asyncio.TimeoutError:
                         yield ": keepalive\n\n"
                         continue
+                    if message is None:  # the server is stopping (the page reconnects later)
+                        return
                     yield f"data: {json.dumps(message)}\n\n"
             finally:
                 store.unlisten(queue)
@@ -469,6 +472,25 @@ async def _prepare(app: Starlette) -> None:
 
 # --- running it -----------------------------------------------------------------------------------------------
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by SIGINT or SIGTERM without raising the signal again once it has
+    stopped (uvicorn does, which would cut the store's and the API client's cleanup short), and
+    ending the pages' event streams first (else the graceful stop waits for them, then cancels
+    them with a traceback)."""
+
+    def __init__(self, config: uvicorn.Config, store: Store):
+        super().__init__(config)
+        self.store = store
+        self.loop = asyncio.get_running_loop()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.loop.call_soon_threadsafe(self.store.close_listeners)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop now
+        else:
+            self.should_exit = True
+
+
 def bind(address: str, port: int) -> socket.socket:
     """The listening socket, bound before the server starts: port 0 picks a free port, and the
     URL printed is the one that works."""
@@ -494,8 +516,8 @@ async def serve(options: Options, connection: Connection, sock: socket.socket, *
     store = Store(connection, options.namespaces)
     await store.start()
     app = create_app(store, options, actions)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                           timeout_graceful_shutdown=1, proxy_headers=False))
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                    timeout_graceful_shutdown=2, proxy_headers=False), store)
     preparing = asyncio.create_task(_prepare(app))
     try:
         if ready is not None:

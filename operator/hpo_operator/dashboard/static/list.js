@@ -30,8 +30,8 @@
     form.elements.tag.value = params.getAll("tag").join(", ");
   }
 
-  const COUNTS = [["Succeeded", "succeeded"], ["Running", "running"], ["Pending", "pending"], ["Failed", "failed"],
-                  ["Killed", "killed"], ["EarlyStopped", "early-stopped"]];
+  const COUNTS = [["Succeeded", "Succeeded"], ["Running", "Running"], ["Pending", "Pending"], ["Failed", "Failed"],
+                  ["Killed", "Killed"], ["EarlyStopped", "Early-stopped"]];
 
   function render(rows) {
     const all = config.namespaces === null;

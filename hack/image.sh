@@ -9,9 +9,10 @@
 #   hack/image.sh lock     re-resolve deploy/image/requirements.txt from pyproject.toml
 #
 # The tarball is named by a hash of everything the image is made of (the recipe below, the lock,
-# pyproject.toml and the operator's sources), so a change to any of them rebuilds it, and nothing
-# else does. Its tag carries the same hash: a rebuilt image has a new reference and `make deploy`
-# rolls the operator onto it. Tarballs live in $HPO_CACHE/images, beside the real node's.
+# pyproject.toml, the operator's sources and the dashboard's pages), so a change to any of them
+# rebuilds it, and nothing else does. Its tag carries the same hash: a rebuilt image has a new
+# reference and `make deploy` rolls the operator onto it. Tarballs live in $HPO_CACHE/images,
+# beside the real node's.
 set -Eeuo pipefail
 
 # shellcheck source=lib/paths.sh
@@ -37,8 +38,8 @@ image_key() {
     echo "$suite $debian_packages $site $user"
     declare -f build pack_image strip_rootfs
     cat "$lock" "$repo/pyproject.toml"
-    (cd "$repo" && find operator -type f -name '*.py' -o -type f -name py.typed | LC_ALL=C sort |
-      xargs sha256sum)
+    (cd "$repo" && find operator -type f \( -name '*.py' -o -name py.typed -o -path '*/dashboard/static/*' \) |
+      LC_ALL=C sort | xargs sha256sum)
   } | sha256sum | cut -c1-12
 }
 

@@ -23,7 +23,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from tests import dashboard_objects as objs
 from tests.kube import wait_until

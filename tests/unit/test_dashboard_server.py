@@ -222,3 +222,18 @@ def test_the_event_stream_says_which_experiments_changed(site):
     site.put("experiments", exp)
     assert message()["experiments"] == [[NS, "exp"]]
     conn.close()
+
+
+def test_the_command_refuses_bad_options_before_it_serves(tmp_path):
+    from typer.testing import CliRunner
+
+    from hpo_operator.cli import app
+
+    runner = CliRunner()
+    both = runner.invoke(app, ["dashboard", "-n", "a", "-A", "--no-browser"])
+    assert both.exit_code == 1 and "use -n/--namespace or -A/--all-namespaces, not both" in both.output
+    missing = runner.invoke(app, ["dashboard", "--no-browser", "--kubeconfig", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and f"kubeconfig {tmp_path / 'nope'} does not exist" in missing.output
+    exposed = runner.invoke(app, ["dashboard", "--no-browser", "--address", "0.0.0.0", "--kubeconfig",
+                                  str(tmp_path / "nope")])
+    assert "warning: listening on 0.0.0.0: anyone who can reach it reads the cluster with your credentials" in exposed.output

@@ -224,7 +224,7 @@ class Views:
         if kind == "curves":  # a few trials: no study to share, built for each version
             async with entry.curves_lock:
                 version, trials = self.store.version(key), self.store.trials_of(key)
-                spec = self.store.experiments[key].get("spec") or {}
+                spec = (self.store.experiments.get(key) or {}).get("spec") or {}  # deleted meanwhile: 422
                 cached = entry.figures.get((kind, metric, chosen))
                 if cached is None or cached[0] != version:
                     fig = await anyio.to_thread.run_sync(
@@ -240,7 +240,7 @@ class Views:
                 if entry.study is not None and wait > 0:
                     await asyncio.sleep(wait)
                 version, trials = self.store.version(key), self.store.trials_of(key)
-                spec = self.store.experiments[key].get("spec") or {}
+                spec = (self.store.experiments.get(key) or {}).get("spec") or {}  # deleted meanwhile: 422
                 started = time.monotonic()
                 entry.study = await anyio.to_thread.run_sync(figures.build_study, spec, trials)
                 entry.study_built = time.monotonic()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from .kubeapi import Api, ApiException, Resource
 
@@ -94,21 +94,28 @@ class Informer:
         (the version is too old)."""
         response = await self.api.watch_raw(self.resource, self.namespace, version, WATCH_TIMEOUT_SECONDS,
                                             label_selector=self.label_selector)
-        try:
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        return None  # Gone: list again
-                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind == "DELETED":
-                    self._drop(obj["metadata"]["name"])
-                elif kind in ("ADDED", "MODIFIED"):
-                    self._put(obj)
-        finally:
-            response.release()
-        return version
+        return await follow(response, version, self._put, lambda obj: self._drop(obj["metadata"]["name"]))
+
+
+async def follow(response: Any, version: str, put: Callable[[dict], None], drop: Callable[[dict], None]) -> str | None:
+    """Reads an open watch response, one JSON event a line, into put (added or changed) and drop
+    (deleted), and releases it. Returns the resourceVersion to watch on from, or None when that is
+    too old (410 Gone: list again)."""
+    try:
+        async for line in response.content:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    return None
+                raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+            version = (obj.get("metadata") or {}).get("resourceVersion") or version
+            if kind == "DELETED":
+                drop(obj)
+            elif kind in ("ADDED", "MODIFIED"):
+                put(obj)
+    finally:
+        response.release()
+    return version

@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 from kubernetes import client, config
 from kubernetes.config import ConfigException
 
+from ..kubeconfig import SA_NAMESPACE_FILE, context_namespace, kubeconfig_path, pick_context
 from ..models import GROUP, VERSION
 from .errors import HpoError
 
-SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass
@@ -56,22 +55,12 @@ class Session:
         return self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **kwargs)
 
 
-def _kubeconfig_files(kubeconfig: str | None) -> str | None:
-    """The kubeconfig to load: the option, else $KUBECONFIG, else ~/.kube/config if present."""
-    if kubeconfig:
-        if not Path(kubeconfig).expanduser().exists():
-            raise HpoError(f"kubeconfig {kubeconfig} does not exist")
-        return str(Path(kubeconfig).expanduser())
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return env
-    default = Path("~/.kube/config").expanduser()
-    return str(default) if default.exists() else None
-
-
 def connect(kubeconfig: str | None = None, context: str | None = None) -> Session:
     """A Session from a kubeconfig (kubectl's rules) or, inside a pod, its service account."""
-    path = _kubeconfig_files(kubeconfig)
+    try:
+        path = kubeconfig_path(kubeconfig)
+    except LookupError as e:
+        raise HpoError(str(e)) from None
     if path is None and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             config.load_incluster_config()
@@ -83,17 +72,15 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Sessio
         raise HpoError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config")
     try:
         contexts, active = config.list_kube_config_contexts(config_file=path)
-        chosen = active
-        if context:
-            chosen = next((c for c in contexts if c.get("name") == context), None)
-            if chosen is None:
-                names = ", ".join(c.get("name", "") for c in contexts) or "none"
-                raise HpoError(f"context {context} not found in the kubeconfig (contexts: {names})")
+        try:
+            chosen = pick_context(contexts, active, context)
+        except LookupError as e:
+            raise HpoError(str(e)) from None
         configuration = client.Configuration()
         config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
     except ConfigException as e:
         raise HpoError(f"kubeconfig {path}: {e}") from None
     # Fail fast when the server is down, instead of urllib3's three retries.
     configuration.retries = 1
-    namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+    namespace = context_namespace(chosen)
     return Session(client.ApiClient(configuration), namespace, (chosen or {}).get("name"))

@@ -18,13 +18,14 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..informer import follow
 from ..kubeapi import api_reason, read_body
+from ..kubeconfig import SA_NAMESPACE_FILE, context_namespace, kubeconfig_path, pick_context
 from ..models import GROUP, VERSION
 from .data import experiment_of
 
@@ -34,7 +35,6 @@ LIST_CHUNK = 500
 WATCH_TIMEOUT_SECONDS = 300
 RETRY_DELAYS = (1, 2, 5, 10, 30)
 NOTIFY_DELAY = 0.2
-SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Annotations that can be large and that no page shows.
 DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
@@ -69,23 +69,13 @@ class Connection:
         await self.api.close()
 
 
-def _kubeconfig_path(kubeconfig: str | None) -> str | None:
-    """The option, else $KUBECONFIG, else ~/.kube/config if present (kubectl's order)."""
-    if kubeconfig:
-        path = Path(kubeconfig).expanduser()
-        if not path.exists():
-            raise ConnectError(f"kubeconfig {kubeconfig} does not exist")
-        return str(path)
-    if os.environ.get("KUBECONFIG"):
-        return os.environ["KUBECONFIG"]
-    default = Path("~/.kube/config").expanduser()
-    return str(default) if default.exists() else None
-
-
 async def connect(kubeconfig: str | None = None, context: str | None = None) -> Connection:
     """A connection as `kubectl hpo` makes one: the kubeconfig and context, or in-cluster."""
     configuration = client.Configuration()
-    path = _kubeconfig_path(kubeconfig)
+    try:
+        path = kubeconfig_path(kubeconfig)
+    except LookupError as e:
+        raise ConnectError(str(e)) from None
     if path is None and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             config.load_incluster_config(client_configuration=configuration)
@@ -97,17 +87,14 @@ async def connect(kubeconfig: str | None = None, context: str | None = None) -> 
         raise ConnectError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config")
     try:
         contexts, active = config.list_kube_config_contexts(config_file=path)
-        chosen = active
-        if context:
-            chosen = next((c for c in contexts if c.get("name") == context), None)
-            if chosen is None:
-                names = ", ".join(c.get("name", "") for c in contexts) or "none"
-                raise ConnectError(f"context {context} not found in the kubeconfig (contexts: {names})")
+        try:
+            chosen = pick_context(contexts, active, context)
+        except LookupError as e:
+            raise ConnectError(str(e)) from None
         await config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
     except config.ConfigException as e:
         raise ConnectError(f"kubeconfig {path}: {e}") from None
-    namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
-    return Connection(client.ApiClient(configuration), namespace, (chosen or {}).get("name"))
+    return Connection(client.ApiClient(configuration), context_namespace(chosen), (chosen or {}).get("name"))
 
 
 def _slim(obj: dict) -> dict:
@@ -298,25 +285,11 @@ class Store:
                                     _request_timeout=WATCH_TIMEOUT_SECONDS + 30)
         if not 200 <= response.status <= 299:
             await read_body(response)  # raises with the API server's message
-        try:
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        return None  # Gone: list again
-                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                meta = obj.get("metadata") or {}
-                if kind == "DELETED":
-                    self._drop(feed.kind, meta.get("namespace", ""), meta.get("name", ""))
-                elif kind in ("ADDED", "MODIFIED"):
-                    self._put(feed.kind, obj)
-        finally:
-            response.release()
-        return version
+
+        def drop(obj: dict) -> None:
+            meta = obj.get("metadata") or {}
+            self._drop(feed.kind, meta.get("namespace", ""), meta.get("name", ""))
+        return await follow(response, version, lambda obj: self._put(feed.kind, obj), drop)
 
     async def _run(self, feed: _Feed) -> None:
         failures = 0

@@ -579,7 +579,7 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
         dashboard_objects.create(api, namespace, exp, trials)
         dep = get_json(kubectl, "deployment", sa, "-n", namespace)
         (c,) = dep["spec"]["template"]["spec"]["containers"]
-        port = free_port()
+        port = kube.free_port()
         args = [f"--port={port}" if a.startswith("--port=") else "--address=127.0.0.1" if a.startswith("--address=") else a
                 for a in c["args"]]
         assert c["command"] == ["python3", "-m", "hpo_operator.dashboard"]

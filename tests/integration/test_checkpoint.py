@@ -41,7 +41,8 @@ class Volumes:
             path = self.root / str(i)
             path.mkdir()
             path.chmod(0o777)  # the trial image runs as nobody
-            name = f"{storage_class}-{i}"
+            # Unique names: a PV of an earlier test may still be on its way out.
+            name = f"{storage_class}-{uuid.uuid4().hex[:6]}-{i}"
             self.core.create_persistent_volume({
                 "apiVersion": "v1", "kind": "PersistentVolume",
                 "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "hpo-operator-tests"}},

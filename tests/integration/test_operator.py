@@ -257,7 +257,8 @@ def test_restart_requests_and_user_configurations(api, namespace, operator, kwok
         "annotations", {}) and x, what="the restart request to be answered")
     refused = condition(t, "RestartAccepted")
     assert (refused["status"], refused["reason"]) == ("False", "ConfigurationAlreadySucceeded")
-    assert cluster.events("RestartRefused")
+    # Events go out through kopf's poster, after the status: give it a moment.
+    wait_until(lambda: cluster.events("RestartRefused"), timeout=15, what="the RestartRefused Event")
 
     # Restarting the failed one runs its configuration again, as attempt 2.
     kubectl.run("annotate", "trial", failed, "-n", namespace, "hpo.dev/restart=yes")

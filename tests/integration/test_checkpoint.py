@@ -240,7 +240,7 @@ def test_an_evicted_trial_resumes_and_deleting_the_experiment_removes_its_claims
             log = core.read_namespaced_pod_log("evicted-0000", namespace)
         except client.ApiException:
             return False
-        return "step=3 " in log  # so epoch 2's checkpoint is saved (each epoch prints, then saves)
+        return "step=3 " in (log or "")  # so epoch 2's checkpoint is saved (each epoch prints, then saves)
     wait_until(trained_two_epochs, timeout=120, what="two epochs of the first attempt saved")
     # Preempted: the Eviction API marks the pod DisruptionTarget, so the failure is Infrastructure.
     core.create_namespaced_pod_eviction("evicted-0000", namespace, client.V1Eviction(

@@ -467,6 +467,17 @@ def test_oom_killed_trial_is_retried_after_the_backoff():
     assert plan.experiment_status["failedConfigurations"] == 0
 
 
+def test_a_retry_named_in_retried_by_but_never_created_is_created():
+    # The operator wrote the failed trial's status (retriedBy) and was killed before the retry's
+    # create landed: the next one, which lists every Trial first, makes it under the same name.
+    failed = suggested(0, "Failed", reason="OOMKilled", failureClass="OOMKilled", retriedBy="exp-0000-a2",
+                       completionTime=iso(NOW - timedelta(seconds=60)))
+    plan = run(make_spec(maxTrialCount=1), [failed], {})
+    retry = created(plan, "exp-0000-a2")
+    assert (retry["spec"]["retryOf"], retry["spec"]["attempt"]) == ("exp-0000", 2)
+    assert plan.experiment_status["phase"] == "Running"
+
+
 def test_a_trial_whose_node_is_lost_is_retried_and_frees_its_slot():
     stranded = pod_running("exp-0000")
     stranded["metadata"]["deletionTimestamp"] = ago(60)

@@ -104,8 +104,12 @@ class Admission(RoundState):
                 continue
             latest = self.latest(trials)
             st = self.current(latest)
-            if st.get("retriedBy") or self.phase(latest) == "EarlyStopped":
-                continue  # its re-run exists but is not in view yet, or it was stopped on purpose
+            if self.phase(latest) == "EarlyStopped":
+                continue  # stopped on purpose
+            # A re-run named in retriedBy but not among the Trials was never created: the operator
+            # stopped (or the create failed) after the failed trial's status was written. Our own
+            # creations are in view at once (the executor's pending writes, an informer listing
+            # after a restart), so it is made now, under the same deterministic name.
             if self.phase(latest) == "Killed" and st.get("reason") in ("Suspended", "ExperimentFinished") \
                     and (self.finished or self.spec.suspend):
                 continue  # stopped by the experiment, not failed

@@ -600,8 +600,9 @@ def test_a_configuration_that_succeeded_is_never_retried():
     assert experiment_outcome(plan) == ("Succeeded", "MaxTrialsReached")
 
 
-def test_failed_trial_whose_retry_is_not_in_view_yet_is_left_alone():
-    plan = run(make_spec(maxTrialCount=1), [failed(0, retriedBy="exp-0000-a2")])
+def test_failed_trial_whose_retry_is_in_view_is_not_retried_again():
+    plan = run(make_spec(maxTrialCount=1), [failed(0, retriedBy="exp-0000-a2"), suggested(0, "Running", attempt=2)],
+               {"exp-0000-a2": pod_running("exp-0000-a2")})
     assert plan.create_trials == []
 
 

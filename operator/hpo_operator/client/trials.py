@@ -9,7 +9,8 @@ from typing import Any, Callable, Sequence
 
 from kubernetes.client import ApiException
 
-from ..models import API_VERSION, TERMINAL_PHASES, Parameter
+from ..models import API_VERSION, Parameter
+from ..planner import admission
 from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
@@ -131,9 +132,15 @@ def _condition(t: dict, type_: str) -> dict | None:
     return next((dict(c) for c in (t.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
 
 
+def _runs(trial_key: str | None, siblings: Sequence[dict]) -> list[tuple[str, str]]:
+    """The configuration's runs as the operator counts them: adopted, not refused."""
+    return [(_name(t), _phase(t)) for t in siblings if adopted(t) and _phase(t) != "Refused"
+            and ((t.get("metadata") or {}).get("labels") or {}).get(L_CONFIG) == trial_key]
+
+
 def restart_refusal(trial: dict, siblings: Sequence[dict]) -> tuple[str, str] | None:
     """Why the operator would refuse to restart `trial` (its experiment's trials are `siblings`),
-    or None. Mirrors the operator's rules: a configuration that succeeded is never run again."""
+    or None: the operator's own rule, plus the trials it has not taken on."""
     name = _name(trial)
     if not adopted(trial):
         if _phase(trial) == "Refused":
@@ -141,17 +148,8 @@ def restart_refusal(trial: dict, siblings: Sequence[dict]) -> tuple[str, str] | 
             return "TrialRefused", f"trial {name} was refused ({reason}) and never ran"
         return "NotAdopted", f"trial {name} has not been accepted by its experiment yet"
     key = ((trial.get("metadata") or {}).get("labels") or {}).get(L_CONFIG)
-    same = [t for t in siblings if adopted(t) and _phase(t) != "Refused"
-            and ((t.get("metadata") or {}).get("labels") or {}).get(L_CONFIG) == key] if key else [trial]
-    winner = next((_name(t) for t in same if _phase(t) == "Succeeded"), None)
-    if winner:
-        return "ConfigurationAlreadySucceeded", f"its configuration already succeeded in trial {winner}"
-    if _phase(trial) not in TERMINAL_PHASES:
-        return "TrialActive", "the trial has not finished"
-    active = next((_name(t) for t in same if _phase(t) not in TERMINAL_PHASES), None)
-    if active:
-        return "ConfigurationActive", f"its configuration is already running in trial {active}"
-    return None
+    same = _runs(key, siblings) if key else [(name, _phase(trial))]
+    return admission.restart_refusal(_phase(trial), same)
 
 
 def configuration_refusal(values: dict[str, str], parameters: list[dict],
@@ -161,15 +159,7 @@ def configuration_refusal(values: dict[str, str], parameters: list[dict],
         normal = normalize_assignment([Parameter.model_validate(p) for p in parameters], values)
     except InvalidConfiguration as e:
         return ("InvalidParameters", str(e)), values
-    key = config_hash(normal)
-    same = [t for t in siblings if adopted(t) and _phase(t) != "Refused"
-            and ((t.get("metadata") or {}).get("labels") or {}).get(L_CONFIG) == key]
-    winner = next((_name(t) for t in same if _phase(t) == "Succeeded"), None)
-    if winner:
-        return ("ConfigurationAlreadySucceeded", f"this configuration already succeeded in trial {winner}"), normal
-    if any(_phase(t) not in TERMINAL_PHASES for t in same):
-        return ("ConfigurationActive", "this configuration is already running or queued"), normal
-    return None, normal
+    return admission.configuration_refusal(_runs(config_hash(normal), siblings)), normal
 
 
 def _answer(name: str, cond: dict) -> RestartResult:

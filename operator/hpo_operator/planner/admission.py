@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Sequence
 
 from ..api import (A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL,
                    MANAGED_BY, TERMINAL_PHASES)
@@ -11,6 +12,32 @@ from ..models import ExperimentSpec
 from ..podstate import parse_time
 from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .state import REQUEST_KEY_LENGTH, Event, RoundState, TrialView
+
+
+# The rules below decide from a configuration's runs, as (name, phase) pairs, so that the kubectl
+# plugin answers a request it can already see is refused, with the operator's own words.
+
+def configuration_refusal(same: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """Why a new run of a configuration (a Trial a user created) is refused, or None."""
+    winner = next((name for name, phase in same if phase == "Succeeded"), None)
+    if winner:
+        return "ConfigurationAlreadySucceeded", f"this configuration already succeeded in trial {winner}"
+    if any(phase not in TERMINAL_PHASES for _, phase in same):
+        return "ConfigurationActive", "this configuration is already running or queued"
+    return None
+
+
+def restart_refusal(phase: str, same: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """Why restarting a trial in `phase` is refused, or None."""
+    winner = next((name for name, p in same if p == "Succeeded"), None)
+    if winner:
+        return "ConfigurationAlreadySucceeded", f"its configuration already succeeded in trial {winner}"
+    if phase not in TERMINAL_PHASES:
+        return "TrialActive", "the trial has not finished"
+    active = next((name for name, p in same if p not in TERMINAL_PHASES), None)
+    if active:
+        return "ConfigurationActive", f"its configuration is already running in trial {active}"
+    return None
 
 
 def backoff_seconds(spec: ExperimentSpec, retries_so_far: int) -> int:
@@ -26,13 +53,9 @@ class Admission(RoundState):
         except InvalidConfiguration as e:
             return self.refuse(t, "InvalidParameters", str(e))
         key = config_hash(values)
-        same = self.groups().get(key, [])
-        if self.succeeded(same):
-            winner = next(x.name for x in same if self.phase(x) == "Succeeded")
-            return self.refuse(t, "ConfigurationAlreadySucceeded",
-                               f"this configuration already succeeded in trial {winner}")
-        if any(self.phase(x) not in TERMINAL_PHASES for x in same):
-            return self.refuse(t, "ConfigurationActive", "this configuration is already running or queued")
+        refusal = configuration_refusal(self.runs(self.groups().get(key, [])))
+        if refusal:
+            return self.refuse(t, *refusal)
         labels = {**MANAGED_BY, L_EXPERIMENT: self.exp.name, L_CONFIG: key, L_ATTEMPT: str(t.attempt),
                   L_LINEAGE: t.name, L_LAUNCH: "User", L_TRIAL: t.name}
         self.plan.trial_metadata[t.name] = {"labels": labels, "ownerReferences": [self.owner_ref()]}
@@ -44,6 +67,9 @@ class Admission(RoundState):
                         parameterSummary=summary(values))
         self.plan.events.append(Event(None, "Normal", "ConfigurationAccepted",
                                       f"trial {t.name} will run {summary(values)}"))
+
+    def runs(self, trials: list[TrialView]) -> list[tuple[str, str]]:
+        return [(x.name, self.phase(x)) for x in trials]
 
     def refuse(self, t: TrialView, reason: str, message: str) -> None:
         self.set_status(t, phase="Refused", reason=reason, message=message)
@@ -73,15 +99,7 @@ class Admission(RoundState):
                                                  "each request value runs once: use a new value to restart "
                                                  "again)", self.now)
                 continue
-            refusal = None
-            if self.succeeded(same):
-                winner = next(x.name for x in same if self.phase(x) == "Succeeded")
-                refusal = ("ConfigurationAlreadySucceeded", f"its configuration already succeeded in trial {winner}")
-            elif self.phase(t) not in TERMINAL_PHASES:
-                refusal = ("TrialActive", "the trial has not finished")
-            elif any(self.phase(x) not in TERMINAL_PHASES for x in same):
-                active = next(x.name for x in same if self.phase(x) not in TERMINAL_PHASES)
-                refusal = ("ConfigurationActive", f"its configuration is already running in trial {active}")
+            refusal = restart_refusal(self.phase(t), self.runs(same))
             if refusal:
                 reason, message = refusal
                 st = self.status[t.name]

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 import optuna  # noqa: E402
 
-from hpo_operator.conditions import now_iso  # noqa: E402
+from hpo_operator import times  # noqa: E402
 from hpo_operator.models import ExperimentSpec  # noqa: E402
 from hpo_operator.suggest import REPLAY_LIMIT, Outcome, Recorded, Suggester  # noqa: E402
 
@@ -70,7 +70,7 @@ def loss(values: dict[str, str]) -> float:
 
 
 def at(seconds: float) -> str:
-    return now_iso(T0 + timedelta(seconds=seconds))
+    return times.iso(T0 + timedelta(seconds=seconds))
 
 
 class History:

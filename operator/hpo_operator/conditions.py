@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
+
+from . import times
 
 
 MAX_MESSAGE = 32768  # metav1.Condition's limit
-
-
-def now_iso(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(conditions: list[dict] | None, type_: str, status: bool | str, reason: str,
@@ -21,13 +19,13 @@ def set_condition(conditions: list[dict] | None, type_: str, status: bool | str,
     for cond in result:
         if cond.get("type") == type_:
             if cond.get("status") != status_text:
-                cond["lastTransitionTime"] = now_iso(now)
+                cond["lastTransitionTime"] = times.iso(now)
             cond.update(status=status_text, reason=reason, message=message)
             if generation is not None:
                 cond["observedGeneration"] = generation
             return result
     new = {"type": type_, "status": status_text, "reason": reason, "message": message,
-           "lastTransitionTime": now_iso(now)}
+           "lastTransitionTime": times.iso(now)}
     if generation is not None:
         new["observedGeneration"] = generation
     result.append(new)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from . import planner, telemetry
-from .conditions import now_iso, set_condition
+from . import times
+from .conditions import set_condition
 from . import checkpoint
 from .api import L_CONFIG
 from .kubeapi import CLAIMS, PODS, Api, ApiException, Resource, api_reason
@@ -199,11 +199,11 @@ class Executor:
             if after is not None:
                 await after
                 trial = self.trials.get(name) or trial
-            now = datetime.now(timezone.utc)
+            now = times.now()
             message = f"the API server refused the trial's {kind.kind}: {reason}"
             current = self.written.trial_status.get(name) or trial.get("status") or {}
             status = {"phase": "Failed", "reason": "InvalidPod", "failureClass": "Startup", "message": message,
-                      "completionTime": now_iso(now),
+                      "completionTime": times.iso(now),
                       "conditions": set_condition(current.get("conditions"), "Succeeded", False, "InvalidPod",
                                                   message, now)}
             written = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(

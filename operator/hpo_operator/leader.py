@@ -25,10 +25,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Callable
 
+from . import times
 from .kubeapi import Api, ApiException, connect, read_body
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,8 @@ def decide(record: LeaseRecord | None, identity: str, observed_at: float, now: f
     return Action.WAIT
 
 
-def micro_time(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def lease_spec(identity: str, timing: Timing, previous: LeaseRecord | None) -> dict:
-    now = micro_time()
+    now = times.micro()
     spec = {"holderIdentity": identity, "leaseDurationSeconds": int(round(timing.lease_duration)),
             "renewTime": now}
     if previous is None or previous.holder != identity:
@@ -207,7 +203,7 @@ class Elector:
         if record is None or record.holder != self.identity:
             return
         await self.leases.replace(body, {"holderIdentity": None, "leaseDurationSeconds": 1,
-                                         "renewTime": micro_time()})
+                                         "renewTime": times.micro()})
         self.leading = False
         log.info("leader election: %s released Lease %s/%s", self.identity, self.leases.namespace,
                  self.leases.name)

@@ -13,8 +13,9 @@ Failure classes decide recovery (see models.RetryPolicy):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
+
+from . import times
 
 INFRASTRUCTURE_POD_REASONS = frozenset({
     "Evicted", "Preempting", "Preempted", "NodeLost", "NodeShutdown", "Shutdown", "Terminated",
@@ -45,14 +46,6 @@ class PodObservation:
     stuck_since: str | None = None  # when a not-yet-started pod's trouble began (for timeouts)
     fatal: bool = False  # a Pending pod that can never start
     recheck_in: float | None = None  # seconds until this observation may change without a pod event
-
-
-def parse_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def _primary(statuses: list[dict], name: str | None) -> dict | None:
@@ -127,7 +120,7 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
 def seconds_past_deletion(pod: dict, now: datetime | None) -> float | None:
     """How long ago a pod on a node should have finished terminating (negative: not yet due);
     None when it is not being deleted, has no node, or there is no clock to judge by."""
-    deadline = parse_time(pod.get("metadata", {}).get("deletionTimestamp"))
+    deadline = times.parse(pod.get("metadata", {}).get("deletionTimestamp"))
     placed = (pod.get("status") or {}).get("startTime") or pod.get("spec", {}).get("nodeName")
     if deadline is None or now is None or not placed:
         return None

@@ -16,12 +16,12 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from . import planner, telemetry
+from . import planner, telemetry, times
 from .conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
 from .informer import Informer
@@ -167,7 +167,7 @@ class ExperimentLoop:
     async def reconcile(self) -> float:
         namespace, name = self.key
         rt = self.runtime
-        now = datetime.now(timezone.utc)
+        now = times.now()
         raw = {**self.body}
         status = raw["status"] = self.written.status(raw.get("status") or {})
         generation = raw["metadata"].get("generation") or 0

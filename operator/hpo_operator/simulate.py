@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from . import planner
-from .conditions import now_iso
+from . import times
 from .models import ExperimentSpec
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
@@ -52,7 +52,7 @@ class InMemoryExperiment:
         for body in p.create_trials:
             body = copy.deepcopy(body)
             name = body["metadata"]["name"]
-            body["metadata"].update(uid=f"uid-{name}", creationTimestamp=now_iso(self.now))
+            body["metadata"].update(uid=f"uid-{name}", creationTimestamp=times.iso(self.now))
             self.trials[name] = body
             self.launched.append(parameters(body))
         for name, status in p.trial_status.items():
@@ -70,14 +70,14 @@ class InMemoryExperiment:
 
     def pod(self, name: str, result: str | None) -> dict:
         """A Pending pod, or (with a result) one whose container has exited 0 with that message."""
-        status: dict = {"phase": "Pending" if result is None else "Succeeded", "startTime": now_iso(self.now),
+        status: dict = {"phase": "Pending" if result is None else "Succeeded", "startTime": times.iso(self.now),
                         "conditions": []}
         if result is not None:
             status["containerStatuses"] = [{"name": "train", "restartCount": 0, "ready": False, "state": {
                 "terminated": {"exitCode": 0, "reason": "Completed", "message": result,
-                               "startedAt": now_iso(self.now), "finishedAt": now_iso(self.now)}}}]
+                               "startedAt": times.iso(self.now), "finishedAt": times.iso(self.now)}}}]
         return {"metadata": {"name": name, "namespace": "default", "uid": f"pod-{name}",
-                             "creationTimestamp": now_iso(self.now)},
+                             "creationTimestamp": times.iso(self.now)},
                 "spec": {"containers": [{"name": "train", "image": "trainer:1"}]}, "status": status}
 
     def run(self, rounds: int | None = None) -> "InMemoryExperiment":

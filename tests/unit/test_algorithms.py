@@ -21,7 +21,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo_operator import planner
-from hpo_operator.conditions import now_iso
+from hpo_operator import times
 from hpo_operator.models import ALGORITHM_SETTING_NAMES, ExperimentSpec
 from hpo_operator.simulate import InMemoryExperiment
 from hpo_operator.space import format_value, normalize_assignment
@@ -116,7 +116,7 @@ def _is_number(text: str) -> bool:
 
 
 def at(seconds: float) -> str:
-    return now_iso(T0 + timedelta(seconds=seconds))
+    return times.iso(T0 + timedelta(seconds=seconds))
 
 
 # Every algorithm, with the settings variants the brief names. (id, algorithm, settings)

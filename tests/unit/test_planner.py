@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from hpo_operator import planner
-from hpo_operator.conditions import get_condition, now_iso
+from hpo_operator import times
+from hpo_operator.conditions import get_condition
 from hpo_operator.models import ExperimentSpec
 from hpo_operator.planner import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH,
                                   L_LINEAGE, L_TRIAL, ExperimentView, TrialView, backoff_seconds, goal_reached,
@@ -29,7 +30,7 @@ EARLIER = "2024-05-01T11:00:00Z"
 
 
 def iso(t: datetime) -> str:
-    return now_iso(t)
+    return times.iso(t)
 
 
 def ago(seconds: float) -> str:

@@ -4,7 +4,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from hpo_operator.podstate import observe, parse_time
+from hpo_operator import times
+from hpo_operator.podstate import observe
 
 CREATED = "2024-05-01T10:00:00Z"
 STARTED = "2024-05-01T10:00:05Z"
@@ -276,17 +277,6 @@ def test_primary_container_exit_decides_even_when_a_sidecar_fails():
     assert obs.termination_message == '{"loss": 0.1}'
 
 
-# --- parse_time ----------------------------------------------------------------------------------
-
-
-def test_parse_time():
-    assert parse_time(None) is None
-    assert parse_time("2024-05-01T10:00:00Z") == datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
-    assert parse_time(datetime(2024, 5, 1)) == datetime(2024, 5, 1, tzinfo=timezone.utc)
-    aware = datetime(2024, 5, 1, tzinfo=timezone.utc)
-    assert parse_time(aware) is aware
-
-
 # --- pods whose node is gone ------------------------------------------------------------------
 
 
@@ -298,7 +288,7 @@ def deleting(p, deadline, node="node-a", disruption=None):
     return p
 
 
-NOW = parse_time("2024-05-01T10:05:00Z")
+NOW = times.parse("2024-05-01T10:05:00Z")
 
 
 def test_a_pod_left_terminating_past_its_grace_period_has_lost_its_node():

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+from .. import times
 from ..api import EXPERIMENT_PHASES, TRIAL_PHASES  # noqa: F401 (the filters' choices)
 from .errors import InvalidInput
 
@@ -46,20 +47,6 @@ def parse_time(text: str, *, end_of_day: bool = False) -> datetime:
     raise InvalidInput(f"invalid time {raw!r}: use {TIME_FORMATS_HELP}")
 
 
-def parse_kube_time(value: str | None) -> datetime | None:
-    """A timestamp as the API server writes it (RFC 3339), or None."""
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
-    except ValueError:
-        return None
-
-
-def format_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
 @dataclass(frozen=True)
 class TimeRange:
     start: datetime | None = None
@@ -67,8 +54,8 @@ class TimeRange:
 
     def __post_init__(self) -> None:
         if self.start and self.end and self.start > self.end:
-            raise InvalidInput(f"the time range is empty: {format_time(self.start)} is after "
-                               f"{format_time(self.end)}")
+            raise InvalidInput(f"the time range is empty: {times.display(self.start)} is after "
+                               f"{times.display(self.end)}")
 
     @classmethod
     def parse(cls, start: str | None, end: str | None) -> "TimeRange":

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from kubernetes.client import ApiException
 
+from .. import times
 from ..models import API_VERSION, Parameter
 from ..planner import admission
 from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
@@ -219,7 +219,7 @@ def _restart_by_name(s: Session, ns: str, experiment: str, names: list[str], sib
         if refusal:
             results[name] = RestartResult(name, "Refused", refusal[0], refusal[1], "client")
             continue
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = times.iso()
         try:
             s.patch("trials", ns, name, {"metadata": {"annotations": {A_RESTART: stamp}}})
         except ApiException as e:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .query import format_time, parse_kube_time
+from .. import times
 
 from ..api import A_CREATOR, A_ORIGINAL, A_RESTART, L_ATTEMPT, L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH
 # Labels every trial carries that say nothing about it in particular.
@@ -20,10 +20,6 @@ __all__ = ["A_CREATOR", "A_ORIGINAL", "A_RESTART", "L_ATTEMPT", "L_BOOKMARKED", 
            "RestartResult", "experiment_summary", "experiment_detail", "trial_summary", "metric_points"]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(w.title() for w in rest)
@@ -31,7 +27,7 @@ def _camel(name: str) -> str:
 
 def _dict(obj: Any) -> Any:
     if isinstance(obj, datetime):
-        return _iso(obj)
+        return times.iso(obj) if obj else None
     if hasattr(obj, "__dataclass_fields__"):
         return {_camel(k): _dict(getattr(obj, k)) for k in obj.__dataclass_fields__}
     if isinstance(obj, dict):
@@ -179,7 +175,7 @@ def experiment_summary(obj: dict) -> ExperimentSummary:
     best = status.get("currentOptimalTrial") or {}
     return ExperimentSummary(
         name=meta.get("name", ""), namespace=meta.get("namespace", ""), phase=experiment_phase(obj),
-        reason=reason, creator=annotations.get(A_CREATOR), created=parse_kube_time(meta.get("creationTimestamp")),
+        reason=reason, creator=annotations.get(A_CREATOR), created=times.parse_or_none(meta.get("creationTimestamp")),
         labels=labels, bookmarked=labels.get(L_BOOKMARKED) == "true", original=annotations.get(A_ORIGINAL),
         suspend=bool(spec.get("suspend")), warm_start_from=spec.get("warmStartFrom"),
         max_trial_count=spec.get("maxTrialCount"), parallel_trial_count=spec.get("parallelTrialCount"),
@@ -187,7 +183,7 @@ def experiment_summary(obj: dict) -> ExperimentSummary:
         trial_status=counts,
         objective=f"{objective.get('type', '')} {objective.get('metricName', '')}".strip() or None,
         best_trial=best.get("trialName"), best_value=best.get("objectiveValue"),
-        started=parse_kube_time(status.get("startTime")), completed=parse_kube_time(status.get("completionTime")))
+        started=times.parse_or_none(status.get("startTime")), completed=times.parse_or_none(status.get("completionTime")))
 
 
 def _values(items: list[dict] | None) -> dict[str, Any]:
@@ -198,13 +194,13 @@ def metric_points(trial: dict) -> list[MetricPoint]:
     """A trial's metric history (values with a step) and its final values, oldest first."""
     name = _meta(trial).get("name", "")
     status = trial.get("status") or {}
-    points = [MetricPoint(name, m["name"], m["value"], m.get("step"), parse_kube_time(m.get("timestamp")))
+    points = [MetricPoint(name, m["name"], m["value"], m.get("step"), times.parse_or_none(m.get("timestamp")))
               for m in status.get("metricHistory") or [] if "name" in m and "value" in m]
     seen = {(p.name, p.step, p.value) for p in points}
     for m in status.get("metrics") or []:
         if "name" in m and "value" in m and (m["name"], m.get("step"), m["value"]) not in seen:
             points.append(MetricPoint(name, m["name"], m["value"], m.get("step"),
-                                      parse_kube_time(m.get("timestamp"))))
+                                      times.parse_or_none(m.get("timestamp"))))
     return points
 
 
@@ -222,8 +218,8 @@ def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
         parameters={k: str(v) for k, v in _values(spec.get("parameters")).items()},
         objective_value=status.get("objectiveValue"), metrics=_values(status.get("metrics")),
         labels={k: v for k, v in labels.items() if k not in BORING_LABELS},
-        created=parse_kube_time(meta.get("creationTimestamp")),
-        started=parse_kube_time(status.get("startTime")), completed=parse_kube_time(status.get("completionTime")),
+        created=times.parse_or_none(meta.get("creationTimestamp")),
+        started=times.parse_or_none(status.get("startTime")), completed=times.parse_or_none(status.get("completionTime")),
         pod_name=status.get("podName"),
         adopted=any(o.get("kind") == "Experiment" and o.get("controller") for o in owners),
         restart_condition=dict(restart) if restart else None,
@@ -268,9 +264,9 @@ def spec_summary(spec: dict) -> dict[str, Any]:
 def experiment_detail(obj: dict, trials: list[dict]) -> ExperimentDetail:
     status = obj.get("status") or {}
     conditions = [ConditionView(c.get("type", ""), c.get("status", ""), c.get("reason"), c.get("message") or None,
-                                parse_kube_time(c.get("lastTransitionTime")))
+                                times.parse_or_none(c.get("lastTransitionTime")))
                   for c in status.get("conditions") or []]
-    history = [PhaseChange(h.get("phase", ""), h.get("reason"), parse_kube_time(h.get("time")))
+    history = [PhaseChange(h.get("phase", ""), h.get("reason"), times.parse_or_none(h.get("time")))
                for h in status.get("statusHistory") or []]
     best = status.get("currentOptimalTrial")
     if best:
@@ -295,4 +291,4 @@ def format_number(value: Any) -> str:
 
 
 def format_when(value: datetime | None) -> str:
-    return format_time(value)
+    return times.display(value)

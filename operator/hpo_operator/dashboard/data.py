@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .. import times
 from ..client.errors import InvalidInput
-from ..client.query import (TRIAL_PHASES, ExperimentFilter, TimeRange, build_selector, parse_kube_time,
-                            parse_phases, sort_direction, sort_field, sort_items)
+from ..client.query import (TRIAL_PHASES, ExperimentFilter, TimeRange, build_selector, parse_phases, sort_direction, sort_field, sort_items)
 from ..client.views import L_CONFIG, L_EXPERIMENT, L_LAUNCH, experiment_detail, experiment_summary
 
 # A trial's message can be a whole termination log; the table shows its start.
@@ -215,7 +215,7 @@ def trial_rows(trials: Iterable[dict]) -> list[dict]:
 # --- recovery ----------------------------------------------------------------------------------------------
 
 def _seconds(start: str | None, end: str | None) -> float | None:
-    a, b = parse_kube_time(start), parse_kube_time(end)
+    a, b = times.parse_or_none(start), times.parse_or_none(end)
     return (b - a).total_seconds() if a and b else None
 
 

@@ -7,9 +7,9 @@ from typing import Sequence
 
 from ..api import (A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL,
                    MANAGED_BY, TERMINAL_PHASES)
+from .. import times
 from ..conditions import set_condition
 from ..models import ExperimentSpec
-from ..podstate import parse_time
 from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .state import REQUEST_KEY_LENGTH, Event, RoundState, TrialView
 
@@ -141,7 +141,7 @@ class Admission(RoundState):
             retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == "Retry")
             if (self.phase(latest) == "Failed" and st.get("failureClass") in policy.retry_on
                     and retries < policy.max_retries and not self.spec.suspend):
-                ended = parse_time(st.get("completionTime")) or self.now
+                ended = times.parse(st.get("completionTime")) or self.now
                 new = self.rerun(latest, "Retry", ended + timedelta(seconds=backoff_seconds(self.spec, retries)))
                 self.plan.events.append(Event(None, "Normal", "TrialRetried",
                                               f"trial {latest.name} failed ({st.get('reason')}); retrying as "

@@ -7,7 +7,8 @@ import re
 
 from .. import checkpoint
 from ..api import FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES
-from ..conditions import get_condition, now_iso, set_condition
+from .. import times
+from ..conditions import get_condition, set_condition
 from ..models import PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec
 from .state import Event, Plan, RoundState, TrialView
 
@@ -68,7 +69,7 @@ class ExperimentSteps(RoundState):
         status = dict(self.exp.status)
         conditions = status.get("conditions")
         if not status.get("startTime"):
-            status["startTime"] = now_iso(self.now)
+            status["startTime"] = times.iso(self.now)
         self.observe_trials()
         if invalid:
             message = "; ".join(invalid)
@@ -99,7 +100,7 @@ class ExperimentSteps(RoundState):
             if phase in FINISHED_PHASES:
                 for t in self.active():
                     self.kill(t, "ExperimentFinished", f"the experiment finished ({reason})")
-                status["completionTime"] = now_iso(self.now)
+                status["completionTime"] = times.iso(self.now)
                 self.plan.events.append(Event(None, "Normal" if phase == "Succeeded" else "Warning",
                                               f"Experiment{phase}", f"{reason}: {message}"))
             elif status.get("phase") == "Suspended" and phase == "Running":
@@ -150,7 +151,7 @@ class ExperimentSteps(RoundState):
         """Sets the phase, its history and the conditions (one per phase, exactly one True)."""
         if status.get("phase") != phase:
             history = list(status.get("statusHistory") or [])
-            history.append({"phase": phase, "reason": reason, "time": now_iso(self.now)})
+            history.append({"phase": phase, "reason": reason, "time": times.iso(self.now)})
             status["statusHistory"] = history[-STATUS_HISTORY_LIMIT:]
         status["phase"] = phase
         for type_ in ("Running", "Suspended", "Succeeded", "Failed"):

@@ -4,7 +4,8 @@ the search algorithm is told."""
 from __future__ import annotations
 
 from ..api import A_NOT_BEFORE
-from ..podstate import parse_time, stranded
+from .. import times
+from ..podstate import stranded
 from ..space import config_hash
 from ..suggest import Outcome
 from .state import DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, RoundState, TrialView
@@ -26,7 +27,7 @@ class Launch(RoundState):
             if self.has_pod.get(t.name):
                 continue
             try:
-                not_before = parse_time(t.annotations.get(A_NOT_BEFORE))
+                not_before = times.parse(t.annotations.get(A_NOT_BEFORE))
             except ValueError:
                 not_before = None  # edited by hand into something else: do not wait
             if not_before and not_before > self.now:

@@ -9,7 +9,8 @@ from .. import checkpoint
 from .. import metrics as metricslib
 from ..api import TERMINAL_PHASES
 from ..models import METRIC_HISTORY_LIMIT, ExperimentSpec
-from ..podstate import observe, parse_time
+from .. import times
+from ..podstate import observe
 from ..space import summary
 from .state import RoundState, TrialView
 
@@ -108,7 +109,7 @@ class Lifecycle(RoundState):
             return
         if obs.phase == "Running":
             limit = self.spec.max_trial_duration_seconds
-            started = parse_time(obs.start_time)
+            started = times.parse(obs.start_time)
             if limit and started:
                 over = (self.now - started).total_seconds() - limit
                 if over >= 0:
@@ -125,7 +126,7 @@ class Lifecycle(RoundState):
         if obs.fatal:
             self._fail_startup(t, obs.reason, obs.message)
             return
-        since = parse_time(obs.stuck_since)
+        since = times.parse(obs.stuck_since)
         if obs.failure_class == "Startup" and since:
             left = self.spec.startup_timeout_seconds - (self.now - since).total_seconds()
             if left <= 0:

@@ -11,7 +11,8 @@ from typing import Any, Callable
 from .. import checkpoint
 from ..api import (A_NOT_BEFORE, API_VERSION, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE,
                    L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
-from ..conditions import get_condition, now_iso, set_condition
+from .. import times
+from ..conditions import get_condition, set_condition
 from ..models import ExperimentSpec
 from ..space import config_hash, summary
 from ..suggest import Outcome
@@ -190,7 +191,7 @@ class RoundState:
         phase = st.get("phase") or "Pending"
         done = phase in TERMINAL_PHASES
         if done and not st.get("completionTime"):
-            st["completionTime"] = now_iso(self.now)
+            st["completionTime"] = times.iso(self.now)
         succeeded = "True" if phase == "Succeeded" else ("False" if done else "Unknown")
         st["conditions"] = set_condition(st.get("conditions"), "Succeeded", succeeded,
                                          st.get("reason") or phase, st.get("message") or "", self.now)
@@ -239,7 +240,7 @@ class RoundState:
                   L_ATTEMPT: str(attempt), L_LINEAGE: lineage, L_LAUNCH: launch, L_TRIAL: name}
         annotations = dict(annotations or {})
         if not_before:
-            annotations[A_NOT_BEFORE] = now_iso(not_before)
+            annotations[A_NOT_BEFORE] = times.iso(not_before)
         spec: dict[str, Any] = {"experimentName": self.exp.name, "attempt": attempt,
                                 "parameters": [{"name": k, "value": v} for k, v in values.items()]}
         if retry_of:
@@ -259,7 +260,7 @@ class RoundState:
             self._groups.setdefault(labels[L_CONFIG], []).append(t)
         reason = "Backoff" if not_before and not_before > self.now else "Queued"
         self.status[name].update(phase="Pending", reason=reason, parameterSummary=summary(values),
-                                 message=f"retry after {now_iso(not_before)}" if reason == "Backoff" else "")
+                                 message=f"retry after {times.iso(not_before)}" if reason == "Backoff" else "")
         return t
 
     def rerun(self, t: TrialView, launch: str, not_before: datetime | None = None,

@@ -1,13 +1,5 @@
-"""Carries a planner.Plan out: Plan -> API calls, independent ones at once.
-
-Order matters only where one write needs another, so each object gets its own chain and the chains
-run together (the Api bounds what is in flight):
-- a new Trial is created, then its pod (the pod's ownerReference needs the Trial's uid) and its
-  first status at once;
-- a Trial's status is written before its metadata, so that a restart request is answered before
-  its annotation goes;
-- the Experiment's status goes last, once the Trials it counts exist: an operator stopped in
-  between then re-plans from the Trials, never from counts ahead of them.
+"""Carries a planner.Plan out on the API server: the planner's apply_plan() gives the order of the
+writes (planner/apply.py), this class makes each write an API call.
 
 One failed write does not stop the others: a pod the API server refuses (a quota, a policy, an
 invalid manifest) must not keep the experiment's status from being written or other pods from being
@@ -21,6 +13,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from . import planner, telemetry
+from .planner.apply import apply_plan
 from . import times
 from .conditions import set_condition
 from . import checkpoint
@@ -112,38 +105,35 @@ class Executor:
             return e
 
     async def run(self, plan: planner.Plan) -> None:
-        starts = set(plan.start_pods)
-        chains = [self.create_trial(body, start=body["metadata"]["name"] in starts) for body in plan.create_trials]
-        new = {body["metadata"]["name"] for body in plan.create_trials}
-        chains += [self.update_trial(name, plan.trial_status.get(name), plan.trial_metadata.get(name))
-                   for name in {*plan.trial_status, *plan.trial_metadata}]
-        chains += [self.start_pod(name) for name in plan.start_pods if name not in new]
-        chains += [self.attempt(f"deleting {self.resource[2]} {name}",
-                                lambda n=name: self.api.delete_object(self.resource, self.namespace, n),
-                                ok=(404,)) for name in plan.delete_pods]
-        chains += [self.attempt(f"deleting checkpoint claim {name}",
-                                lambda n=name: self.api.delete_object(CLAIMS, self.namespace, n), ok=(404,))
-                   for name in plan.delete_volumes]
-        await asyncio.gather(*chains)
-        old = self.experiment.get("status") or {}
-        patch = status_patch(old, plan.experiment_status)
-        if patch:
-            await self.api.patch_status("experiments", self.namespace, self.experiment["metadata"]["name"], patch)
-            self.written.experiment_status = pruned(plan.experiment_status)
-        for event in plan.events:
-            target = self.experiment if event.target is None else self.trials.get(event.target)
-            if target is not None and target.get("metadata", {}).get("uid"):
-                self.event(target, event.type, event.reason, event.message)
-        self.post_events()
+        await apply_plan(plan, self)
         if self.failures:
             raise self.failures[0]  # counted as a failed round, retried with backoff
+
+    async def delete_workload(self, name: str) -> None:
+        await self.attempt(f"deleting {self.resource[2]} {name}",
+                           lambda: self.api.delete_object(self.resource, self.namespace, name), ok=(404,))
+
+    async def delete_claim(self, name: str) -> None:
+        await self.attempt(f"deleting checkpoint claim {name}",
+                           lambda: self.api.delete_object(CLAIMS, self.namespace, name), ok=(404,))
+
+    async def write_experiment_status(self, status: dict) -> None:
+        # Not attempt(): without its status written the round did not happen, and is retried.
+        patch = status_patch(self.experiment.get("status") or {}, status)
+        if patch:
+            await self.api.patch_status("experiments", self.namespace, self.experiment["metadata"]["name"], patch)
+            self.written.experiment_status = pruned(status)
 
     def event(self, target: dict, type_: str, reason: str, message: str) -> None:
         self.events.append((target, type_, reason, message))
 
-    def post_events(self) -> None:
+    def post_events(self, events: list[planner.Event]) -> None:
         """Posts the round's Events. Each Event is a write, as costly as the trial's own: the
         routine ones (AGGREGATED) go on the Experiment, one per reason and round, naming the trials."""
+        for event in events:
+            target = self.experiment if event.target is None else self.trials.get(event.target)
+            if target is not None and target.get("metadata", {}).get("uid"):
+                self.event(target, event.type, event.reason, event.message)
         routine: dict[str, list[str]] = {}
         for target, type_, reason, message in self.events:
             if type_ == "Normal" and reason in AGGREGATED:
@@ -172,7 +162,7 @@ class Executor:
             await self.attempt(f"metadata of trial {name}", lambda: self.api.patch(
                 "trials", self.namespace, name, {"metadata": metadata}), ok=(404,))
 
-    async def start_pod(self, name: str, after: Awaitable[Any] | None = None) -> None:
+    async def start(self, name: str, after: Awaitable[Any] | None = None) -> None:
         trial = self.trials.get(name)
         if trial is None or not trial["metadata"].get("uid"):
             return  # not ours, or not visible yet; the next round starts it
@@ -239,7 +229,7 @@ class Executor:
         first = asyncio.ensure_future(self.first_status(name, created, status)
                                       if status and not created.get("status") else asyncio.sleep(0))
         if start:
-            await self.start_pod(name, after=first)
+            await self.start(name, after=first)
         await first
 
     async def first_status(self, name: str, created: dict, status: dict) -> None:

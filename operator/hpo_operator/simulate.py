@@ -6,40 +6,111 @@ objective as loss(values). Benchmarks and tests drive whole searches through it.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import copy
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Any, Callable, Coroutine
 
-from . import planner
-from . import times
+from . import planner, times
 from .models import ExperimentSpec
+from .planner.apply import apply_plan
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
 ROUND = timedelta(seconds=10)
 MAX_ROUNDS = 100_000
+
+_runner: asyncio.Runner | None = None
+
+
+def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Runs a memory target's apply_plan on one event loop kept for the process: a new loop per
+    round would cost more than the round itself."""
+    global _runner
+    if _runner is None:
+        _runner = asyncio.Runner()
+        atexit.register(_runner.close)
+    _runner.run(coroutine)
 
 
 def parameters(body: dict) -> dict[str, str]:
     return {p["name"]: p["value"] for p in body["spec"]["parameters"]}
 
 
-class InMemoryExperiment:
-    def __init__(self, spec: ExperimentSpec, loss: Callable[[dict[str, str]], float]):
-        self.spec, self.loss = spec, loss
+class MemoryCluster:
+    """Trials, pods and the Experiment's status as dicts, on which planner.apply_plan carries plans
+    out as the executor does on the API server. `new_pod(name)` makes the pod a started trial gets."""
+
+    def __init__(self, new_pod: Callable[[str], dict]):
+        self.new_pod = new_pod
         self.now = START
         self.trials: dict[str, dict] = {}
         self.pods: dict[str, dict] = {}
         self.status: dict = {}
-        self.launched: list[dict[str, str]] = []  # configurations, in the order their Trials were made
+        self.events: list[planner.Event] = []
+        self.created: list[str] = []  # trial names, in the order they were made
+
+    def apply(self, plan: planner.Plan) -> None:
+        _run(apply_plan(plan, self))
+
+    async def create_trial(self, body: dict, start: bool) -> None:
+        name = body["metadata"]["name"]
+        if name in self.trials:
+            raise ValueError(f"trial {name} created twice")  # the API server's 409
+        body = copy.deepcopy(body)
+        body["metadata"].update(uid=f"uid-{name}", creationTimestamp=times.iso(self.now))
+        self.trials[name] = body
+        self.created.append(name)
+        if start:
+            await self.start(name)
+
+    async def update_trial(self, name: str, status: dict | None, metadata: dict | None) -> None:
+        if status is not None:
+            self.trials[name]["status"] = copy.deepcopy(status)
+        meta = self.trials[name]["metadata"]
+        for key, patch in (metadata or {}).items():
+            if key == "ownerReferences":
+                meta[key] = patch
+            else:  # a merge patch: null removes the key
+                merged = {**(meta.get(key) or {}), **patch}
+                meta[key] = {k: v for k, v in merged.items() if v is not None}
+
+    async def start(self, name: str) -> None:
+        if name not in self.trials:
+            raise ValueError(f"pod {name} started for a trial that does not exist")
+        self.pods.setdefault(name, self.new_pod(name))
+
+    async def delete_workload(self, name: str) -> None:
+        self.pods.pop(name, None)
+
+    async def delete_claim(self, name: str) -> None:
+        pass  # no volumes here
+
+    async def write_experiment_status(self, status: dict) -> None:
+        self.status = copy.deepcopy(status)
+
+    def post_events(self, events: list[planner.Event]) -> None:
+        self.events.extend(events)
+
+    def views(self) -> list[planner.TrialView]:
+        return [planner.TrialView(n, b["metadata"]["uid"], copy.deepcopy(b)) for n, b in self.trials.items()]
+
+
+class InMemoryExperiment(MemoryCluster):
+    def __init__(self, spec: ExperimentSpec, loss: Callable[[dict[str, str]], float]):
+        super().__init__(lambda name: self.pod(name, None))
+        self.spec, self.loss = spec, loss
         self.suggester = planner.restore_suggester(spec, [], {})
+
+    @property
+    def launched(self) -> list[dict[str, str]]:
+        """The configurations, in the order their Trials were made."""
+        return [parameters(self.trials[name]) for name in self.created]
 
     @property
     def finished(self) -> bool:
         return self.status.get("phase") in planner.FINISHED_PHASES
-
-    def views(self) -> list[planner.TrialView]:
-        return [planner.TrialView(n, b["metadata"]["uid"], copy.deepcopy(b)) for n, b in self.trials.items()]
 
     def restart(self) -> None:
         """What a new operator process does: a new Suggester, rebuilt from the Trials."""
@@ -49,19 +120,7 @@ class InMemoryExperiment:
         exp = planner.ExperimentView("exp", "default", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
         p = planner.plan(exp, self.views(), copy.deepcopy(self.pods), {}, self.now, self.suggester.suggest,
                          self.suggester.should_stop, self.suggester.tell)
-        for body in p.create_trials:
-            body = copy.deepcopy(body)
-            name = body["metadata"]["name"]
-            body["metadata"].update(uid=f"uid-{name}", creationTimestamp=times.iso(self.now))
-            self.trials[name] = body
-            self.launched.append(parameters(body))
-        for name, status in p.trial_status.items():
-            self.trials[name]["status"] = copy.deepcopy(status)
-        for name in p.start_pods:
-            self.pods.setdefault(name, self.pod(name, None))
-        for name in p.delete_pods:
-            self.pods.pop(name, None)
-        self.status = copy.deepcopy(p.experiment_status)
+        self.apply(p)
         self.now += ROUND
         for name, pod in list(self.pods.items()):
             if pod["status"]["phase"] == "Pending":

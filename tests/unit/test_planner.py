@@ -20,6 +20,7 @@ from hpo_operator.models import ExperimentSpec
 from hpo_operator.planner import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH,
                                   L_LINEAGE, L_TRIAL, ExperimentView, TrialView, backoff_seconds, goal_reached,
                                   is_better, needs_log, validate_spec)
+from hpo_operator.simulate import MemoryCluster
 from hpo_operator.space import config_hash
 
 EXP = "exp"
@@ -1151,50 +1152,23 @@ def test_invalid_spec_fails_the_experiment_and_launches_nothing():
 # =============================================================================================
 
 
-class Cluster:
-    """Holds Trials and pods, applies plans the way the handlers do, and lets tests decide pods' fates."""
+class Cluster(MemoryCluster):
+    """Trials and pods on which plans are carried out as the operator does (planner.apply_plan);
+    tests decide the pods' fates."""
 
     def __init__(self, spec: ExperimentSpec, suggest=counting):
+        super().__init__(lambda name: pod_pending(name, created=iso(self.now)))
         self.spec, self.suggest = spec, suggest
         self.now = NOW
-        self.status: dict = {}
-        self.trials: dict[str, dict] = {}
-        self.pods: dict[str, dict] = {}
         self.logs: dict[str, str] = {}
         self.plans: list = []
 
     def round(self):
-        views = [TrialView(name, body["metadata"]["uid"], copy.deepcopy(body)) for name, body in self.trials.items()]
         exp = ExperimentView(EXP, NS, EXP_UID, 1, self.spec, copy.deepcopy(self.status))
-        p = planner.plan(exp, views, copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest)
+        p = planner.plan(exp, self.views(), copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest)
         self.apply(p)
         self.plans.append(p)
         return p
-
-    def apply(self, p) -> None:
-        for name, patch in p.trial_metadata.items():
-            meta = self.trials[name]["metadata"]
-            for key in ("labels", "annotations"):
-                if key in patch:
-                    merged = {**(meta.get(key) or {}), **patch[key]}
-                    meta[key] = {k: v for k, v in merged.items() if v is not None}
-            if "ownerReferences" in patch:
-                meta["ownerReferences"] = patch["ownerReferences"]
-        for body in p.create_trials:
-            body = copy.deepcopy(body)
-            name = body["metadata"]["name"]
-            assert name not in self.trials, f"{name} created twice"
-            body["metadata"].update(uid=f"uid-{name}", creationTimestamp=iso(self.now))
-            self.trials[name] = body
-        for name, status in p.trial_status.items():
-            self.trials[name]["status"] = copy.deepcopy(status)
-        for name in p.start_pods:
-            assert name in self.trials
-            if name not in self.pods:
-                self.pods[name] = pod_pending(name, created=iso(self.now))
-        for name in p.delete_pods:
-            self.pods.pop(name, None)
-        self.status = copy.deepcopy(p.experiment_status)
 
     def tick(self, seconds: float = 10) -> None:
         self.now += timedelta(seconds=seconds)

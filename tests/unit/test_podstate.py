@@ -1,6 +1,5 @@
 """What a trial's pod says about the trial (hpo_operator.podstate.observe)."""
 
-from datetime import datetime, timezone
 
 import pytest
 

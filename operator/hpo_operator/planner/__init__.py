@@ -22,6 +22,8 @@ Rules (README.md, "Budgets and recovery", documents them for users):
 The rules live in one module per concept, each a step over one round's state (state.py):
 lifecycle.py (what pods say), admission.py (user trials, restarts, retries), launch.py (new pods and
 suggestions) and experiment.py (phase, counts, best trial, status), whose `run()` takes them in order.
+apply.py's `apply_plan()` carries a Plan out, in the one order every caller uses (the executor on the
+API server, simulate.MemoryCluster on dicts).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..api import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, FINISHED_PHASES, 
 from ..models import ExperimentSpec
 from ..suggest import Outcome, Recorded, Suggester
 from .admission import Admission, backoff_seconds
+from .apply import apply_plan
 from .experiment import ExperimentSteps, goal_reached, is_better, validate_spec
 from .launch import Launch
 from .lifecycle import Lifecycle, needs_log
@@ -45,7 +48,7 @@ __all__ = [
     "A_NOT_BEFORE", "A_RESTART", "A_RESTART_REQUEST", "FINISHED_PHASES", "L_ATTEMPT", "L_CONFIG", "L_EXPERIMENT",
     "L_LAUNCH", "L_LINEAGE", "L_TRIAL", "MANAGED_BY", "TERMINAL_PHASES", "DUPLICATE_SUGGESTION_FACTOR",
     "MAX_ASKS_PER_ROUND", "REQUEST_KEY_LENGTH", "Event", "ExperimentView", "Plan", "RoundState", "TrialView",
-    "backoff_seconds", "goal_reached", "is_better", "needs_log", "validate_spec", "plan", "restore_suggester",
+    "apply_plan", "backoff_seconds", "goal_reached", "is_better", "needs_log", "validate_spec", "plan", "restore_suggester",
 ]
 
 

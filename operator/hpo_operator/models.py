@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .algorithms import settings_rule, settings_rule_message
 from .api import API_VERSION, GROUP, TERMINAL_PHASES, VERSION, FailureClass, TrialPhase  # noqa: F401 (the API's words)
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -76,23 +77,6 @@ class AlgorithmName(str, Enum):
     qmc = "qmc"
 
 
-# The settings each algorithm takes (parsed and passed to Optuna by hpo_operator.suggest).
-ALGORITHM_SETTING_NAMES: dict[str, list[str]] = {
-    "random": [],
-    "grid": [],
-    "tpe": ["nStartupTrials", "nEICandidates", "multivariate", "group", "constantLiar",
-            "considerEndpoints", "priorWeight"],
-    "cmaes": ["sigma0", "nStartupTrials", "popsize", "useSeparableCma", "withMargin", "lrAdapt"],
-    "qmc": ["qmcType", "scramble"],
-}
-
-
-def _settings_rule() -> str:
-    clauses = [f"(self.name == '{name}' && self.settings.all(s, s.name in {names!r}))"
-               for name, names in ALGORITHM_SETTING_NAMES.items() if names]
-    return "!has(self.settings) || size(self.settings) == 0 || " + " || ".join(clauses)
-
-
 class AlgorithmSetting(Model):
     name: str = Field(max_length=63, description="Setting name, passed to the search algorithm.")
     value: str = Field(max_length=1024, description="Setting value, as a string.")
@@ -102,8 +86,8 @@ class Algorithm(Model):
     """The search algorithm that suggests configurations (Optuna, computed inside the operator)."""
 
     model_config = ConfigDict(json_schema_extra=schema_extra(validations=[
-        cel(_settings_rule(), "unknown setting for this algorithm; settings: " + "; ".join(
-            f"{name}: {', '.join(names)}" for name, names in ALGORITHM_SETTING_NAMES.items() if names)),
+        # Generated from the settings models (hpo_operator.algorithms), which also parse the values.
+        cel(settings_rule(), settings_rule_message()),
     ]))
 
     name: AlgorithmName = Field(AlgorithmName.random, description=(

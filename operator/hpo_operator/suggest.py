@@ -16,13 +16,14 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import optuna
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
                                   IntDistribution)
 from optuna.trial import TrialState
 
+from .algorithms import SettingsError, parse_settings
 from .models import ExperimentSpec, Parameter
 from .space import format_value
 
@@ -46,67 +47,6 @@ class SearchSpaceError(ValueError):
     """The search space or algorithm settings cannot be used (reported as a condition)."""
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{text!r} is not true or false")
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in allowed:
-            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
-        return text
-    return parse
-
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise ValueError(f"{text} is less than {low}")
-        return value
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{text} is not a positive finite number")
-    return value
-
-
-# Settings each algorithm takes: the name users write (Optuna's keyword in camelCase) -> (Optuna's
-# keyword, parser). Anything else is refused at apply time (CEL, generated from this table) or, for
-# values that do not parse, reported as the condition InvalidSpec.
-ALGORITHM_SETTINGS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
-    "random": {},
-    "grid": {},
-    "tpe": {
-        "nStartupTrials": ("n_startup_trials", _int_at_least(0)),
-        "nEICandidates": ("n_ei_candidates", _int_at_least(1)),
-        "multivariate": ("multivariate", _bool),
-        "group": ("group", _bool),
-        "constantLiar": ("constant_liar", _bool),
-        "considerEndpoints": ("consider_endpoints", _bool),
-        "priorWeight": ("prior_weight", _positive_float),
-    },
-    "cmaes": {
-        "sigma0": ("sigma0", _positive_float),
-        "nStartupTrials": ("n_startup_trials", _int_at_least(0)),
-        "popsize": ("popsize", _int_at_least(2)),
-        "useSeparableCma": ("use_separable_cma", _bool),
-        "withMargin": ("with_margin", _bool),
-        "lrAdapt": ("lr_adapt", _bool),
-    },
-    "qmc": {
-        "qmcType": ("qmc_type", _choice("sobol", "halton")),
-        "scramble": ("scramble", _bool),
-    },
-}
 SAMPLERS = {
     "random": optuna.samplers.RandomSampler,
     "tpe": optuna.samplers.TPESampler,
@@ -136,20 +76,13 @@ def grid_values(param: Parameter) -> list[Any]:
 
 
 def sampler_options(spec: ExperimentSpec) -> dict[str, Any]:
-    """The sampler's keyword arguments from algorithm.settings, parsed and checked."""
-    name = spec.algorithm.name
-    known = ALGORITHM_SETTINGS[name]
-    options: dict[str, Any] = {}
-    for setting in spec.algorithm.settings or []:
-        if setting.name not in known:
-            allowed = ", ".join(known) or "no settings"
-            raise SearchSpaceError(f"algorithm {name} has no setting {setting.name} (it takes {allowed})")
-        keyword, parse = known[setting.name]
-        try:
-            options[keyword] = parse(setting.value)
-        except ValueError as e:
-            raise SearchSpaceError(f"algorithm {name}, setting {setting.name}: {e}") from None
-    return options
+    """The sampler's keyword arguments from algorithm.settings, parsed and checked by the
+    algorithm's settings model (hpo_operator.algorithms)."""
+    settings = {s.name: s.value for s in spec.algorithm.settings or []}
+    try:
+        return parse_settings(spec.algorithm.name, settings)
+    except SettingsError as e:
+        raise SearchSpaceError(str(e)) from None
 
 
 def make_sampler(spec: ExperimentSpec, seed: int | None = None) -> optuna.samplers.BaseSampler:

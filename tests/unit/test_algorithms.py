@@ -11,22 +11,27 @@ Several tests pin bugs found while writing these (now fixed).
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 import warnings
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from hpo_operator import planner
 from hpo_operator import times
-from hpo_operator.models import ALGORITHM_SETTING_NAMES, ExperimentSpec
+from hpo_operator.algorithms import SETTINGS, Flag, parse_settings, setting_names
+from hpo_operator.models import AlgorithmName, ExperimentSpec
 from hpo_operator.simulate import InMemoryExperiment
 from hpo_operator.space import format_value, normalize_assignment
-from hpo_operator.suggest import (ALGORITHM_SETTINGS, Outcome, Recorded, SearchSpaceError, Suggester, check,
-                                  distribution, make_sampler)
+from hpo_operator.suggest import (SAMPLERS, Outcome, Recorded, SearchSpaceError, Suggester, check, distribution,
+                                  make_sampler)
 
 # Optuna 5 deprecates some sampler arguments (sigma0, priorWeight, ...) and calls QMCSampler and
 # group=True experimental; the warnings say nothing about what is tested here.
@@ -61,6 +66,7 @@ SMALL = [
 ]
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_spec(algorithm="random", seed=42, settings=None, params=None, objective="minimize",
@@ -156,12 +162,6 @@ def drive(sug: Suggester, n: int, start: int = 0, fail_every: int = 0) -> list[d
 # =============================================================================================
 
 
-def test_the_settings_table_of_the_api_and_of_the_sampler_agree():
-    # The CRD's CEL rule is generated from models.ALGORITHM_SETTING_NAMES, the parsing from
-    # suggest.ALGORITHM_SETTINGS: a name in one only is either refused at apply time or unparsed.
-    assert {k: list(v) for k, v in ALGORITHM_SETTINGS.items()} == ALGORITHM_SETTING_NAMES
-
-
 @pytest.mark.parametrize("algorithm, cls", [
     ("random", optuna.samplers.RandomSampler), ("grid", optuna.samplers.GridSampler),
     ("tpe", optuna.samplers.TPESampler), ("cmaes", optuna.samplers.CmaEsSampler),
@@ -220,33 +220,46 @@ def test_grid_sampler_gets_every_value_of_every_parameter():
     assert len(sampler._all_grids) == GRID_POINTS
 
 
+NOT_A_FLAG = "input should be true or false (or yes/no, 1/0)"
+
+
 @pytest.mark.parametrize("algorithm, name, value, why", [
-    ("tpe", "multivariate", "maybe", "is not true or false"),
-    ("tpe", "constantLiar", "2", "is not true or false"),
-    ("tpe", "group", "", "is not true or false"),
-    ("tpe", "nStartupTrials", "-1", "is less than"),
-    ("tpe", "nStartupTrials", "1.5", "invalid literal"),
-    ("tpe", "nEICandidates", "many", "invalid literal"),
-    ("tpe", "priorWeight", "0", "is not a positive finite number"),
-    ("tpe", "priorWeight", "nan", "is not a positive finite number"),
-    ("cmaes", "sigma0", "-1", "is not a positive finite number"),
-    ("cmaes", "sigma0", "0", "is not a positive finite number"),
-    ("cmaes", "sigma0", "wide", "could not convert"),
-    ("cmaes", "popsize", "-4", "is less than"),
-    ("cmaes", "useSeparableCma", "sure", "is not true or false"),
-    ("qmc", "qmcType", "foo", "is not one of sobol, halton"),
-    ("qmc", "qmcType", "Sobol", "is not one of sobol, halton"),
-    ("qmc", "scramble", "maybe", "is not true or false"),
+    ("tpe", "multivariate", "maybe", NOT_A_FLAG),
+    ("tpe", "constantLiar", "2", NOT_A_FLAG),
+    ("tpe", "group", "", NOT_A_FLAG),
+    # Words pydantic's own bool parsing takes: settings never did.
+    ("tpe", "multivariate", "on", NOT_A_FLAG),
+    ("tpe", "constantLiar", "off", NOT_A_FLAG),
+    ("tpe", "group", "t", NOT_A_FLAG),
+    ("tpe", "considerEndpoints", "y", NOT_A_FLAG),
+    ("tpe", "nStartupTrials", "-1", "input should be greater than or equal to 0"),
+    ("tpe", "nStartupTrials", "1.5", "input should be a whole number"),
+    # pydantic alone reads "5.0" as the int 5: settings never took it.
+    ("tpe", "nStartupTrials", "5.0", "input should be a whole number"),
+    ("tpe", "nEICandidates", "many", "input should be a whole number"),
+    ("tpe", "nEICandidates", "0", "input should be greater than or equal to 1"),
+    ("tpe", "priorWeight", "0", "input should be greater than 0"),
+    ("tpe", "priorWeight", "nan", "input should be greater than 0"),
+    ("tpe", "priorWeight", "inf", "input should be a finite number"),
+    ("cmaes", "sigma0", "-1", "input should be greater than 0"),
+    ("cmaes", "sigma0", "0", "input should be greater than 0"),
+    ("cmaes", "sigma0", "-inf", "input should be greater than 0"),
+    ("cmaes", "sigma0", "wide", "input should be a number"),
+    ("cmaes", "popsize", "-4", "input should be greater than or equal to 2"),
+    ("cmaes", "popsize", "1", "input should be greater than or equal to 2"),
+    ("cmaes", "nStartupTrials", "-1", "input should be greater than or equal to 0"),
+    ("cmaes", "useSeparableCma", "sure", NOT_A_FLAG),
+    ("qmc", "qmcType", "foo", "input should be 'sobol' or 'halton'"),
+    ("qmc", "qmcType", "Sobol", "input should be 'sobol' or 'halton'"),
+    ("qmc", "qmcType", " sobol", "input should be 'sobol' or 'halton'"),
+    ("qmc", "scramble", "maybe", NOT_A_FLAG),
 ])
 def test_a_bad_setting_value_is_refused_with_a_readable_message(algorithm, name, value, why):
     s = make_spec(algorithm, settings={name: value})
     with pytest.raises(SearchSpaceError) as e:
         check(s)
-    message = str(e.value)
-    assert message.startswith(f"algorithm {algorithm}, setting {name}: ")
-    assert why in message
-    if value:
-        assert value in message
+    # One line, naming the setting as the user wrote it, why, and the value.
+    assert str(e.value) == f"algorithm {algorithm}, setting {name}: {why}, not {value!r}"
     with pytest.raises(SearchSpaceError):
         Suggester(s)
 
@@ -254,14 +267,132 @@ def test_a_bad_setting_value_is_refused_with_a_readable_message(algorithm, name,
 @pytest.mark.parametrize("algorithm, name", [
     ("tpe", "sigma0"), ("tpe", "multiVariate"), ("cmaes", "qmcType"), ("cmaes", "multivariate"),
     ("qmc", "seed"), ("qmc", "nStartupTrials"), ("random", "scramble"), ("grid", "sigma0"),
+    # Optuna's keywords are the models' Python names; users write the aliases.
+    ("tpe", "n_startup_trials"), ("tpe", "nEiCandidates"), ("cmaes", "use_separable_cma"), ("qmc", "qmc_type"),
 ])
 def test_an_unknown_setting_is_refused_naming_the_ones_it_takes(algorithm, name):
     with pytest.raises(SearchSpaceError) as e:
         check(make_spec(algorithm, settings={name: "1"}))
     message = str(e.value)
     assert f"algorithm {algorithm} has no setting {name}" in message
-    takes = ", ".join(ALGORITHM_SETTING_NAMES[algorithm]) or "no settings"
+    takes = ", ".join(setting_names(algorithm)) or "no settings"
     assert f"(it takes {takes})" in message
+
+
+def test_of_several_bad_settings_the_first_written_is_reported():
+    for settings, name in [({"priorWeight": "0", "nStartupTrials": "-1"}, "priorWeight"),
+                           ({"nStartupTrials": "-1", "priorWeight": "0"}, "nStartupTrials")]:
+        with pytest.raises(SearchSpaceError, match=f"^algorithm tpe, setting {name}: "):
+            check(make_spec("tpe", settings=settings))
+    with pytest.raises(SearchSpaceError, match="^algorithm tpe has no setting popsize "):
+        check(make_spec("tpe", settings={"popsize": "4", "priorWeight": "0"}))
+
+
+@pytest.mark.parametrize("text, value", [
+    ("true", True), ("True", True), (" TRUE ", True), ("yes", True), ("Yes", True), ("1", True),
+    ("false", False), ("FALSE", False), (" no", False), ("No", False), ("0", False), ("0 ", False),
+])
+def test_a_flag_takes_true_1_yes_and_false_0_no_in_any_case(text, value):
+    flags = [(algorithm, keyword, field.alias) for algorithm, model in SETTINGS.items()
+             for keyword, field in model.model_fields.items() if field.annotation == Flag | None]
+    assert len(flags) == 8  # tpe's 4, cmaes' 3, qmc's scramble
+    for algorithm, keyword, alias in flags:
+        assert parse_settings(algorithm, {alias: text}) == {keyword: value}
+
+
+@pytest.mark.parametrize("algorithm, settings, options", [
+    ("random", {}, {}),
+    ("grid", {}, {}),
+    ("tpe", {"nStartupTrials": "0"}, {"n_startup_trials": 0}),
+    ("tpe", {"nStartupTrials": " +7 "}, {"n_startup_trials": 7}),
+    ("tpe", {"nStartupTrials": "1_000"}, {"n_startup_trials": 1000}),  # as Python reads numbers
+    ("tpe", {"nEICandidates": "1"}, {"n_ei_candidates": 1}),
+    ("tpe", {"priorWeight": "1e-3"}, {"prior_weight": 0.001}),
+    ("tpe", {"priorWeight": ".5", "multivariate": "true"}, {"prior_weight": 0.5, "multivariate": True}),
+    ("cmaes", {"sigma0": "2"}, {"sigma0": 2.0}),
+    ("cmaes", {"popsize": "2", "nStartupTrials": "3"}, {"popsize": 2, "n_startup_trials": 3}),
+    ("qmc", {"qmcType": "sobol"}, {"qmc_type": "sobol"}),
+    ("qmc", {"qmcType": "halton", "scramble": "no"}, {"qmc_type": "halton", "scramble": False}),
+])
+def test_good_values_parse_to_optunas_keywords(algorithm, settings, options):
+    parsed = parse_settings(algorithm, settings)
+    assert parsed == options
+    assert {k: type(v) for k, v in parsed.items()} == {k: type(v) for k, v in options.items()}
+
+
+# Every setting of each algorithm, in values that go together (group needs multivariate; CMA-ES
+# takes only one of useSeparableCma, withMargin and lrAdapt), and the keyword arguments they give.
+EVERY_SETTING = {
+    "tpe": ({"nStartupTrials": "3", "nEICandidates": "8", "multivariate": "yes", "group": "TRUE",
+             "constantLiar": " 1 ", "considerEndpoints": "true", "priorWeight": "1.5"},
+            {"n_startup_trials": 3, "n_ei_candidates": 8, "multivariate": True, "group": True,
+             "constant_liar": True, "consider_endpoints": True, "prior_weight": 1.5}),
+    "cmaes": ({"sigma0": "0.5", "nStartupTrials": "2", "popsize": "4", "useSeparableCma": "no",
+               "withMargin": "0", "lrAdapt": "true"},
+              {"sigma0": 0.5, "n_startup_trials": 2, "popsize": 4, "use_separable_cma": False,
+               "with_margin": False, "lr_adapt": True}),
+    "qmc": ({"qmcType": "halton", "scramble": "Yes"}, {"qmc_type": "halton", "scramble": True}),
+}
+
+
+@pytest.mark.parametrize("algorithm", sorted(EVERY_SETTING))
+def test_every_setting_at_once_reaches_optunas_sampler(algorithm):
+    settings, options = EVERY_SETTING[algorithm]
+    assert sorted(settings) == sorted(setting_names(algorithm))
+    assert parse_settings(algorithm, settings) == options
+    # Optuna's sampler takes every keyword (a misspelt field would be a TypeError here), and works.
+    optuna_sampler = SAMPLERS[algorithm](seed=1, **options)
+    sug = Suggester(make_spec(algorithm, settings=settings, params=PLANE))
+    assert type(sug.study.sampler) is type(optuna_sampler)
+    assert len(drive(sug, 8)) == 8
+
+
+def test_every_algorithm_has_a_settings_model_and_random_and_grid_take_none():
+    assert set(SETTINGS) == {a.value for a in AlgorithmName}
+    assert setting_names("random") == setting_names("grid") == []
+    for algorithm in ("tpe", "cmaes", "qmc"):
+        assert setting_names(algorithm)
+
+
+def _settings_validation() -> dict:
+    """The CEL rule of spec.algorithm in the committed CRD (kept equal to the models by test_crds)."""
+    crd = yaml.safe_load((REPO / "crds" / "experiments.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    [validation] = [v for v in spec["properties"]["algorithm"]["x-kubernetes-validations"]
+                    if "self.settings" in v["rule"]]
+    return validation
+
+
+def _names_in_rule(rule: str) -> dict[str, list[str]]:
+    """The setting names the rule lets each algorithm take."""
+    clauses = re.findall(r"\(self\.name == '(\w+)' && self\.settings\.all\(s, s\.name in \[([^\]]*)\]\)\)", rule)
+    return {algorithm: re.findall(r"'(\w+)'", names) for algorithm, names in clauses}
+
+
+def test_the_crd_rule_takes_exactly_each_models_aliases():
+    validation = _settings_validation()
+    rule = validation["rule"]
+    # The aliases as pydantic itself writes each model out (not through setting_names).
+    aliases = {algorithm: list(model.model_json_schema(by_alias=True).get("properties", {}))
+               for algorithm, model in SETTINGS.items()}
+    in_rule = _names_in_rule(rule)
+    assert in_rule == {algorithm: names for algorithm, names in aliases.items() if names}
+    # No other way through: nothing but no settings, or one algorithm's clause.
+    assert rule == "!has(self.settings) || size(self.settings) == 0 || " + " || ".join(
+        f"(self.name == '{a}' && self.settings.all(s, s.name in {names!r}))" for a, names in in_rule.items())
+    for algorithm, names in in_rule.items():
+        assert f"{algorithm}: {', '.join(names)}" in validation["message"]
+    assert validation["message"].startswith("unknown setting for this algorithm; settings: ")
+    assert "nEICandidates" in in_rule["tpe"] and "nEiCandidates" not in in_rule["tpe"]
+    assert "n_startup_trials" not in in_rule["tpe"] and "nStartupTrials" in in_rule["cmaes"]
+    assert in_rule["qmc"] == ["qmcType", "scramble"]
+    assert "random" not in in_rule and "grid" not in in_rule
+
+
+@pytest.mark.parametrize("algorithm", sorted(SAMPLERS))
+def test_each_settings_field_is_a_keyword_of_optunas_sampler(algorithm):
+    keywords = set(inspect.signature(SAMPLERS[algorithm]).parameters) - {"seed"}
+    assert set(SETTINGS[algorithm].model_fields) <= keywords
 
 
 @pytest.mark.parametrize("algorithm, settings", [

@@ -1,0 +1,138 @@
+"""The settings each search algorithm takes, one pydantic model per algorithm.
+
+A field's Python name is the Optuna sampler's keyword argument, its alias the name users write in
+spec.algorithm.settings, and its constraints the values the sampler can use. Both checks come from
+these models, so they cannot drift apart: the CEL rule of the CRD that refuses unknown setting
+names at `kubectl apply` (models.Algorithm), and the parsing of the values into the sampler's
+keyword arguments (suggest.make_sampler), whose errors become the condition InvalidSpec.
+
+Neither Optuna nor kopf is imported here: the API models and the CRD generator use this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+
+def _words_to_bool(text: Any) -> Any:
+    # pydantic's own bool parsing also takes on/off, t/f, y/n; settings have always taken exactly
+    # these words, and an experiment that applied before must mean the same now.
+    if isinstance(text, str):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+    raise PydanticCustomError("bool_word", "input should be true or false (or yes/no, 1/0)")
+
+
+def _python_number(kind: type) -> BeforeValidator:
+    # The text is read as Python reads a number (pydantic alone would take "5.0" as the int 5 and
+    # refuse some digits int() takes), so exactly the values taken before are taken; the field's
+    # constraints then check the number.
+    def read(text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            raise PydanticCustomError(f"{kind.__name__}_text", "input should be a whole number" if kind is int
+                                      else "input should be a number") from None
+    return BeforeValidator(read)
+
+
+Flag = Annotated[bool, BeforeValidator(_words_to_bool)]
+WholeNumber = Annotated[int, _python_number(int)]
+# Optuna takes inf and nan where a positive number is due, then fails at its first model-based ask.
+PositiveNumber = Annotated[float, _python_number(float), Field(gt=0, allow_inf_nan=False)]
+
+
+class AlgorithmSettings(BaseModel):
+    """The settings of one algorithm. Every field is optional: what is not set stays Optuna's
+    default. Only the aliases are accepted (a user writes nStartupTrials, not n_startup_trials)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
+
+
+class NoSettings(AlgorithmSettings):
+    """random and grid: nothing to tune."""
+
+
+class TpeSettings(AlgorithmSettings):
+    n_startup_trials: WholeNumber | None = Field(None, ge=0)
+    # Optuna's EI is spelled in capitals; to_camel would write nEiCandidates.
+    n_ei_candidates: WholeNumber | None = Field(None, ge=1, alias="nEICandidates")
+    multivariate: Flag | None = None
+    group: Flag | None = None
+    constant_liar: Flag | None = None
+    consider_endpoints: Flag | None = None
+    prior_weight: PositiveNumber | None = None
+
+
+class CmaEsSettings(AlgorithmSettings):
+    sigma0: PositiveNumber | None = None
+    n_startup_trials: WholeNumber | None = Field(None, ge=0)
+    # A population of fewer than two cannot be ranked; Optuna fails at its first ask.
+    popsize: WholeNumber | None = Field(None, ge=2)
+    use_separable_cma: Flag | None = None
+    with_margin: Flag | None = None
+    lr_adapt: Flag | None = None
+
+
+class QmcSettings(AlgorithmSettings):
+    qmc_type: Literal["sobol", "halton"] | None = None
+    scramble: Flag | None = None
+
+
+# Keyed by models.AlgorithmName's values (a test keeps the two the same).
+SETTINGS: dict[str, type[AlgorithmSettings]] = {
+    "random": NoSettings,
+    "grid": NoSettings,
+    "tpe": TpeSettings,
+    "cmaes": CmaEsSettings,
+    "qmc": QmcSettings,
+}
+
+
+class SettingsError(ValueError):
+    """A setting the algorithm does not take, or a value it cannot use; one line, for a condition."""
+
+
+def setting_names(algorithm: str) -> list[str]:
+    """The names users write for the algorithm's settings, in the model's order."""
+    return [field.alias or name for name, field in SETTINGS[algorithm].model_fields.items()]
+
+
+def settings_rule() -> str:
+    """The CEL rule (on spec.algorithm) that refuses a setting the algorithm does not take."""
+    clauses = [f"(self.name == '{algorithm}' && self.settings.all(s, s.name in {names!r}))"
+               for algorithm in SETTINGS if (names := setting_names(algorithm))]
+    return "!has(self.settings) || size(self.settings) == 0 || " + " || ".join(clauses)
+
+
+def settings_rule_message() -> str:
+    return "unknown setting for this algorithm; settings: " + "; ".join(
+        f"{algorithm}: {', '.join(names)}" for algorithm in SETTINGS if (names := setting_names(algorithm)))
+
+
+def parse_settings(algorithm: str, settings: Mapping[str, str]) -> dict[str, Any]:
+    """The sampler's keyword arguments from the settings as written (name -> text). Raises
+    SettingsError for the first bad setting in the order given, as the settings were once parsed
+    one by one."""
+    try:
+        parsed = SETTINGS[algorithm].model_validate(dict(settings))
+    except ValidationError as e:
+        order = list(settings)
+        first = min(e.errors(), key=lambda error: order.index(error["loc"][0]))
+        name = first["loc"][0]
+        if first["type"] == "extra_forbidden":  # also a field's Python name: users write the alias
+            raise SettingsError(f"algorithm {algorithm} has no setting {name} "
+                                f"(it takes {', '.join(setting_names(algorithm)) or 'no settings'})") from None
+        why = first["msg"][:1].lower() + first["msg"][1:]
+        raise SettingsError(f"algorithm {algorithm}, setting {name}: {why}, not {settings[name]!r}") from None
+    return parsed.model_dump(exclude_unset=True)

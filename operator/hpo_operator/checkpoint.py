@@ -19,7 +19,7 @@ import hashlib
 from typing import Any
 
 from .api import API_VERSION, L_CONFIG, L_EXPERIMENT
-from .models import Checkpoint
+from .models import Checkpoint, Metric
 
 VOLUME = "hpo-checkpoint"
 ENV_DIR = "HPO_CHECKPOINT_DIR"
@@ -76,15 +76,14 @@ def mount(pod_spec: dict, checkpoint: Checkpoint, claim: str, primary: str | Non
     target["env"] = env
 
 
-def merged_history(earlier: list[dict], own: list[dict]) -> list[dict]:
+def merged_history(earlier: list[Metric], own: list[Metric]) -> list[Metric]:
     """The configuration's metric history: the earlier attempts' entries up to where this attempt's
     own begin (per metric), then its own."""
     first_own: dict[str, int] = {}
     for m in own:
-        if m.get("step") is not None:
-            first_own[m["name"]] = min(first_own.get(m["name"], m["step"]), m["step"])
-    kept = [m for m in earlier if m.get("step") is not None
-            and (m["name"] not in first_own or m["step"] < first_own[m["name"]])]
+        if m.step is not None:
+            first_own[m.name] = min(first_own.get(m.name, m.step), m.step)
+    kept = [m for m in earlier if m.step is not None and (m.name not in first_own or m.step < first_own[m.name])]
     return kept + own
 
 

@@ -1,39 +1,35 @@
-"""Status conditions in the shape of metav1.Condition."""
+"""Status conditions (metav1.Condition) on the models' Condition."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from . import times
-
+from .models import Condition
 
 MAX_MESSAGE = 32768  # metav1.Condition's limit
 
 
-def set_condition(conditions: list[dict] | None, type_: str, status: bool | str, reason: str,
-                  message: str, now: datetime, generation: int | None = None) -> list[dict]:
-    """Returns the list with `type_` set; lastTransitionTime moves only when the status changes."""
+def set_condition(conditions: list[Condition] | None, type_: str, status: bool | str, reason: str,
+                  message: str, now: datetime, generation: int | None = None) -> list[Condition]:
+    """A new list with `type_` set; lastTransitionTime moves only when the status changes. The
+    given list and its conditions are left as they are (they may be a view's)."""
     status_text = status if isinstance(status, str) else ("True" if status else "False")
     message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…"
-    result = [dict(c) for c in conditions or []]
-    for cond in result:
-        if cond.get("type") == type_:
-            if cond.get("status") != status_text:
-                cond["lastTransitionTime"] = times.iso(now)
-            cond.update(status=status_text, reason=reason, message=message)
+    result = list(conditions or [])
+    for i, cond in enumerate(result):
+        if cond.type == type_:
+            changed = cond.model_copy(update=dict(status=status_text, reason=reason, message=message))
+            if cond.status != status_text:
+                changed.last_transition_time = times.iso(now)
             if generation is not None:
-                cond["observedGeneration"] = generation
+                changed.observed_generation = generation
+            result[i] = changed
             return result
-    new = {"type": type_, "status": status_text, "reason": reason, "message": message,
-           "lastTransitionTime": times.iso(now)}
-    if generation is not None:
-        new["observedGeneration"] = generation
-    result.append(new)
+    result.append(Condition(type=type_, status=status_text, reason=reason, message=message,
+                            last_transition_time=times.iso(now), observed_generation=generation))
     return result
 
 
-def get_condition(conditions: list[dict] | None, type_: str) -> dict | None:
-    for cond in conditions or []:
-        if cond.get("type") == type_:
-            return cond
-    return None
+def get_condition(conditions: list[Condition] | None, type_: str) -> Condition | None:
+    return next((cond for cond in conditions or [] if cond.type == type_), None)

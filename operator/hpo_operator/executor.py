@@ -19,7 +19,7 @@ from .conditions import set_condition
 from . import checkpoint
 from .api import L_CONFIG
 from .kubeapi import CLAIMS, PODS, Api, ApiException, Resource, api_reason
-from .models import TERMINAL_PHASES, ExperimentSpec
+from .models import TERMINAL_PHASES, ExperimentSpec, TrialStatus
 from .workload import build_workload
 
 log = logging.getLogger(__name__)
@@ -191,15 +191,17 @@ class Executor:
                 trial = self.trials.get(name) or trial
             now = times.now()
             message = f"the API server refused the trial's {kind.kind}: {reason}"
-            current = self.written.trial_status.get(name) or trial.get("status") or {}
-            status = {"phase": "Failed", "reason": "InvalidPod", "failureClass": "Startup", "message": message,
-                      "completionTime": times.iso(now),
-                      "conditions": set_condition(current.get("conditions"), "Succeeded", False, "InvalidPod",
-                                                  message, now)}
+            current = TrialStatus.model_validate(self.written.trial_status.get(name) or trial.get("status") or {})
+            failed = current.model_copy(update=dict(
+                phase="Failed", reason="InvalidPod", failure_class="Startup", message=message,
+                completion_time=times.iso(now),
+                conditions=set_condition(current.conditions, "Succeeded", False, "InvalidPod", message, now)))
+            patch = {k: v for k, v in failed.dump().items()
+                     if k in ("phase", "reason", "failureClass", "message", "completionTime", "conditions")}
             written = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
-                "trials", self.namespace, name, status), ok=(404,))
+                "trials", self.namespace, name, patch), ok=(404,))
             if not isinstance(written, ApiException):
-                self.written.trial_status[name] = pruned({**current, **status})
+                self.written.trial_status[name] = failed.dump()
         self.post_event(trial, "Warning", "PodCreateFailed", reason)
 
     async def create_trial(self, body: dict, start: bool) -> None:

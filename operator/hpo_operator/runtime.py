@@ -26,7 +26,7 @@ from .conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
 from .informer import Informer
 from .kubeapi import CLAIMS, PODS, TRIALS, Api, ApiException, Resource
-from .models import ExperimentSpec
+from .models import ExperimentSpec, ExperimentStatus
 from .planner import L_EXPERIMENT, L_TRIAL
 from .suggest import SearchSpaceError, Suggester
 from .workload import Kind, kind_of, trial_pod_view
@@ -242,12 +242,13 @@ class ExperimentLoop:
         return list(views.values())
 
     async def report_invalid(self, raw: dict, status: dict, message: str, now: datetime) -> None:
-        conditions = set_condition(status.get("conditions"), "Failed", True, "InvalidSpec", message, now,
-                                   raw["metadata"].get("generation"))
-        if status.get("phase") != "Failed" or status.get("conditions") != conditions:
+        old = ExperimentStatus.model_validate(status)
+        new = old.model_copy(update=dict(phase="Failed", conditions=set_condition(
+            old.conditions, "Failed", True, "InvalidSpec", message, now, raw["metadata"].get("generation"))))
+        if new != old:
             self.runtime.post_event(raw, "Warning", "InvalidSpec", message)
             await self.runtime.api.patch_status("experiments", self.key[0], self.key[1],
-                                                {"phase": "Failed", "conditions": conditions})
+                                                {"phase": "Failed", "conditions": new.dump()["conditions"]})
 
     async def read_logs(self, spec: ExperimentSpec, trials: list[planner.TrialView],
                         pods: dict[str, dict]) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpo_operator.checkpoint import build_claim, claim_name, merged_history, mount, volumes_to_delete
-from hpo_operator.models import Checkpoint
+from hpo_operator.models import Checkpoint, Metric
 
 CKPT = Checkpoint.model_validate({"volumeClaimTemplate": {"size": "1Gi", "storageClassName": "local"},
                                   "mountPath": "/ckpt"})
@@ -41,8 +41,8 @@ def test_the_primary_container_gets_the_volume_and_the_environment(resume):
     assert len(spec["volumes"]) == 2 and len(train["volumeMounts"]) == 1
 
 
-def h(name: str, *steps: int) -> list[dict]:
-    return [{"name": name, "value": float(s), "step": s} for s in steps]
+def h(name: str, *steps: int) -> list[Metric]:
+    return [Metric(name=name, value=float(s), step=s) for s in steps]
 
 
 def test_a_resumed_attempts_history_continues_the_earlier_one():
@@ -51,8 +51,8 @@ def test_a_resumed_attempts_history_continues_the_earlier_one():
     earlier = h("loss", 1, 2, 3) + h("acc", 1, 2, 3)
     own = h("loss", 3, 4, 5, 6) + h("acc", 3, 4, 5, 6)
     merged = merged_history(earlier, own)
-    assert sorted(m["step"] for m in merged if m["name"] == "loss") == [1, 2, 3, 4, 5, 6]
-    assert [m for m in merged if m["name"] == "loss" and m["step"] == 3] == h("loss", 3)
+    assert sorted(m.step for m in merged if m.name == "loss") == [1, 2, 3, 4, 5, 6]
+    assert [m for m in merged if m.name == "loss" and m.step == 3] == h("loss", 3)
     assert merged_history(h("loss", 1, 2), []) == h("loss", 1, 2)
     assert merged_history([], own) == own
 

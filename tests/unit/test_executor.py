@@ -40,6 +40,7 @@ class FakeApi:
         self.in_flight = 0
         self.peak = 0
         self.fail = fail or {}
+        self.statuses: dict[tuple[str, str], list[dict]] = {}  # each status patch, as sent
 
     async def _call(self, verb: str, name: str) -> None:
         self.in_flight += 1
@@ -69,6 +70,8 @@ class FakeApi:
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict) -> dict:
         await self._call(f"status {plural}", name)
+        # As the client sends it: JSON, so a model left in a status fails here as it would there.
+        self.statuses.setdefault((plural, name), []).append(json.loads(json.dumps(status)))
         return {}
 
     async def create_object(self, resource: tuple[str, str, str], namespace: str, body: dict) -> dict:
@@ -155,6 +158,11 @@ def test_a_pod_the_api_server_finds_invalid_fails_its_trial_instead_of_the_round
     api = FakeApi(fail={("create pods", "exp-0000"): refused(422, "metadata.labels: Invalid value")})
     events = run(api, plan)  # no exception: the trial carries the failure
     assert [c for c in api.calls if c == ("status trials", "exp-0000")] == [("status trials", "exp-0000")] * 2
+    first, failed = api.statuses[("trials", "exp-0000")]
+    assert first["phase"] == "Pending"
+    assert (failed["phase"], failed["reason"], failed["failureClass"]) == ("Failed", "InvalidPod", "Startup")
+    assert [(c["type"], c["status"], c["reason"]) for c in failed["conditions"]] == [
+        ("Succeeded", "False", "InvalidPod")]
     assert ("exp-0000", "Warning", "PodCreateFailed", "metadata.labels: Invalid value") in events
 
 

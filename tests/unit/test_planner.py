@@ -15,7 +15,6 @@ import pytest
 
 from hpo_operator import planner
 from hpo_operator import times
-from hpo_operator.conditions import get_condition
 from hpo_operator.models import ExperimentSpec
 from hpo_operator.planner import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH,
                                   L_LINEAGE, L_TRIAL, ExperimentView, TrialView, backoff_seconds, goal_reached,
@@ -141,7 +140,7 @@ def succeeded(i: int, loss: float, attempt: int = 1, **kw) -> TrialView:
 def user_trial(name: str, values: dict[str, str], **kw) -> TrialView:
     """A Trial a user created with kubectl: no labels, no owner, no status."""
     t = trial(name, values, owned=False, **kw)
-    t.body["status"] = {}
+    t.body = {**t.body, "status": {}}
     return t
 
 
@@ -208,6 +207,10 @@ def created(plan, name: str) -> dict:
 
 def created_names(plan) -> list[str]:
     return [b["metadata"]["name"] for b in plan.create_trials]
+
+
+def get_condition(conditions: list[dict] | None, type_: str) -> dict | None:
+    return next((c for c in conditions or [] if c["type"] == type_), None)
 
 
 def cond(conditions, type_: str) -> dict:
@@ -998,7 +1001,7 @@ def test_user_trial_in_a_finished_and_suspended_experiment_waits():
 def test_refused_user_trial_is_left_alone_afterwards():
     first = run(make_spec(parallelTrialCount=1), [user_trial("my-run", {"x": "-5"})])
     mine = user_trial("my-run", {"x": "-5"})
-    mine.body["status"] = first.trial_status["my-run"]
+    mine.body = {**mine.body, "status": first.trial_status["my-run"]}
     plan = run(make_spec(parallelTrialCount=1), [mine])
     assert "my-run" not in plan.trial_status
     assert plan.experiment_status["configurations"] == 1  # just exp-0000

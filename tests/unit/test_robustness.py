@@ -29,8 +29,7 @@ def test_trials_of_another_experiment_with_the_same_name_are_left_alone():
 
 
 def test_a_hand_edited_not_before_annotation_does_not_stop_the_round():
-    queued = suggested(1, "Pending")
-    queued.body["metadata"]["annotations"] = {"hpo.dev/not-before": "tomorrow"}
+    queued = suggested(1, "Pending", annotations={"hpo.dev/not-before": "tomorrow"})
     plan = run(make_spec(parallelTrialCount=1), [queued])
     assert plan.start_pods == ["exp-0001"]
 
@@ -50,7 +49,7 @@ def test_steps_beyond_what_json_holds_exactly_are_dropped():
 
 def test_condition_messages_are_cut_to_the_api_limit():
     conditions = set_condition([], "RestartAccepted", False, "X", "m" * 40000, NOW)
-    assert len(conditions[0]["message"]) == MAX_MESSAGE
+    assert len(conditions[0].message) == MAX_MESSAGE
 
 
 def test_an_unseeded_rebuild_tells_results_to_the_values_that_ran():

@@ -64,7 +64,7 @@ class Admission(RoundState):
                                          "ownerReferences": [self.owner_ref()]}}
         self._groups = None
         self.set_status(t, phase="Pending", reason="Queued", message="waiting for a free trial slot",
-                        parameterSummary=summary(values))
+                        parameter_summary=summary(values))
         self.plan.events.append(Event(None, "Normal", "ConfigurationAccepted",
                                       f"trial {t.name} will run {summary(values)}"))
 
@@ -93,24 +93,24 @@ class Admission(RoundState):
                 # Accepted by a round that stopped before it could remove the annotation (the
                 # re-run may even have finished since): this request is answered.
                 st = self.status[t.name]
-                st["retriedBy"] = st.get("retriedBy") or answered.name
-                st["conditions"] = set_condition(st.get("conditions"), "RestartAccepted", True, "Restarted",
-                                                 f"restarted as trial {answered.name} (request {request!r}; "
-                                                 "each request value runs once: use a new value to restart "
-                                                 "again)", self.now)
+                st.retried_by = st.retried_by or answered.name
+                st.conditions = set_condition(st.conditions, "RestartAccepted", True, "Restarted",
+                                              f"restarted as trial {answered.name} (request {request!r}; "
+                                              "each request value runs once: use a new value to restart "
+                                              "again)", self.now)
                 continue
             refusal = restart_refusal(self.phase(t), self.runs(same))
             if refusal:
                 reason, message = refusal
                 st = self.status[t.name]
-                st["conditions"] = set_condition(st.get("conditions"), "RestartAccepted", False, reason,
-                                                 f"restart refused: {message} (request {request!r})", self.now)
+                st.conditions = set_condition(st.conditions, "RestartAccepted", False, reason,
+                                              f"restart refused: {message} (request {request!r})", self.now)
                 self.plan.events.append(Event(t.name, "Warning", "RestartRefused", f"restart refused: {message}"))
                 continue
             new = self.rerun(t, "Restart", annotations={A_RESTART_REQUEST: key})
             st = self.status[t.name]
-            st["conditions"] = set_condition(st.get("conditions"), "RestartAccepted", True, "Restarted",
-                                             f"restarted as trial {new.name} (request {request!r})", self.now)
+            st.conditions = set_condition(st.conditions, "RestartAccepted", True, "Restarted",
+                                          f"restarted as trial {new.name} (request {request!r})", self.now)
             self.plan.events.append(Event(t.name, "Normal", "RestartAccepted", f"restarted as trial {new.name}"))
 
     def recover_failures(self) -> set[str]:
@@ -128,26 +128,26 @@ class Admission(RoundState):
             # stopped (or the create failed) after the failed trial's status was written. Our own
             # creations are in view at once (the executor's pending writes, an informer listing
             # after a restart), so it is made now, under the same deterministic name.
-            if self.phase(latest) == "Killed" and st.get("reason") in ("Suspended", "ExperimentFinished") \
+            if self.phase(latest) == "Killed" and st.reason in ("Suspended", "ExperimentFinished") \
                     and (self.finished or self.spec.suspend):
                 continue  # stopped by the experiment, not failed
             if self.finished:
                 finally_failed.add(key)
                 continue
-            if self.phase(latest) == "Killed" and st.get("reason") == "Suspended":
+            if self.phase(latest) == "Killed" and st.reason == "Suspended":
                 if not self.spec.suspend:
                     self.rerun(latest, "Resume")
                 continue
             retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == "Retry")
-            if (self.phase(latest) == "Failed" and st.get("failureClass") in policy.retry_on
+            if (self.phase(latest) == "Failed" and st.failure_class in policy.retry_on
                     and retries < policy.max_retries and not self.spec.suspend):
-                ended = times.parse(st.get("completionTime")) or self.now
+                ended = times.parse(st.completion_time) or self.now
                 new = self.rerun(latest, "Retry", ended + timedelta(seconds=backoff_seconds(self.spec, retries)))
                 self.plan.events.append(Event(None, "Normal", "TrialRetried",
-                                              f"trial {latest.name} failed ({st.get('reason')}); retrying as "
+                                              f"trial {latest.name} failed ({st.reason}); retrying as "
                                               f"{new.name} (retry {retries + 1} of {policy.max_retries})"))
                 continue
-            if self.spec.suspend and self.phase(latest) == "Failed" and st.get("failureClass") in policy.retry_on \
+            if self.spec.suspend and self.phase(latest) == "Failed" and st.failure_class in policy.retry_on \
                     and retries < policy.max_retries:
                 continue  # decided after resuming
             finally_failed.add(key)

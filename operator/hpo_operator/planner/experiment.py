@@ -4,12 +4,14 @@ checkpoint retention; `run()` takes one round through every step in order."""
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from .. import checkpoint
 from ..api import FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES
 from .. import times
 from ..conditions import get_condition, set_condition
-from ..models import PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec
+from ..models import (PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec, ExperimentStatus, Metric,
+                      OptimalTrial, ParameterAssignment, PhaseChange)
 from .state import Event, Plan, RoundState, TrialView
 
 
@@ -44,13 +46,20 @@ def goal_reached(spec: ExperimentSpec, value: float) -> bool:
     return value <= goal if spec.objective.type == "minimize" else value >= goal
 
 
+class Decision(NamedTuple):
+    """The experiment's phase after a round, with the reason and message of its condition."""
+    phase: str
+    reason: str
+    message: str
+
+
 class ExperimentSteps(RoundState):
     def best(self) -> TrialView | None:
         best = None
         for t in self.trials:
-            value = self.current(t).get("objectiveValue")
+            value = self.current(t).objective_value
             if self.phase(t) == "Succeeded" and value is not None:
-                if best is None or is_better(self.spec, value, self.current(best)["objectiveValue"]):
+                if best is None or is_better(self.spec, value, self.current(best).objective_value):
                     best = t
         return best
 
@@ -66,100 +75,96 @@ class ExperimentSteps(RoundState):
                                                                  self.exp.name)
 
     def run(self, invalid: list[str]) -> Plan:
-        status = dict(self.exp.status)
-        conditions = status.get("conditions")
-        if not status.get("startTime"):
-            status["startTime"] = times.iso(self.now)
+        status = self.exp_status.model_copy(deep=True)
+        if not status.start_time:
+            status.start_time = times.iso(self.now)
         self.observe_trials()
         if invalid:
             message = "; ".join(invalid)
-            if (get_condition(conditions, "Failed") or {}).get("message") != message:
+            failed = get_condition(status.conditions, "Failed")
+            if failed is None or failed.message != message:
                 self.plan.events.append(Event(None, "Warning", "InvalidSpec", message))
-            self.record_phase(status, "Failed", "InvalidSpec", message)
+            self.record_phase(status, Decision("Failed", "InvalidSpec", message))
             return self.finish_status(status)
 
         self.handle_restart_requests()
         failed_keys = self.failed_keys = self.recover_failures()
-        finally_failed = len(failed_keys)
         self.tell_results(failed_keys)
 
         best = self.best()
-        suggestion_count = max([int(status.get("suggestionCount") or 0)] + [
+        self.suggestion_count = max([status.suggestion_count or 0] + [
             t.suggestion_index + 1 for t in self.trials if t.suggestion_index is not None and t.owned_by(self.exp.uid)])
-        configurations = len(self.groups())
+        self.configurations = len(self.groups())
 
         if self.finished:
             # A finished experiment suggests nothing and retries nothing, but still runs the
             # restarts and configurations users ask for.
             if not self.spec.suspend:
-                self.launch(suggestion_count, configurations, suggestions=False)
-            configurations = len(self.groups())
+                self.launch(suggestions=False)
+            self.configurations = len(self.groups())
         else:
-            phase, reason, message, suggestion_count, configurations = self.advance(
-                best, finally_failed, suggestion_count, configurations)
-            if phase in FINISHED_PHASES:
+            decision = self.advance(best, len(failed_keys))
+            if decision.phase in FINISHED_PHASES:
                 for t in self.active():
-                    self.kill(t, "ExperimentFinished", f"the experiment finished ({reason})")
-                status["completionTime"] = times.iso(self.now)
-                self.plan.events.append(Event(None, "Normal" if phase == "Succeeded" else "Warning",
-                                              f"Experiment{phase}", f"{reason}: {message}"))
-            elif status.get("phase") == "Suspended" and phase == "Running":
+                    self.kill(t, "ExperimentFinished", f"the experiment finished ({decision.reason})")
+                status.completion_time = times.iso(self.now)
+                self.plan.events.append(Event(None, "Normal" if decision.phase == "Succeeded" else "Warning",
+                                              f"Experiment{decision.phase}", f"{decision.reason}: {decision.message}"))
+            elif status.phase == "Suspended" and decision.phase == "Running":
                 self.plan.events.append(Event(None, "Normal", "Resumed", "spec.suspend is false"))
-            elif phase == "Suspended" and status.get("phase") != "Suspended":
+            elif decision.phase == "Suspended" and status.phase != "Suspended":
                 self.plan.events.append(Event(None, "Normal", "Suspended", "running trials were stopped"))
-            self.record_phase(status, phase, reason, message)
+            self.record_phase(status, decision)
 
-        status.update(suggestionCount=suggestion_count, configurations=configurations,
-                      failedConfigurations=finally_failed)
+        status.suggestion_count = self.suggestion_count
+        status.configurations = self.configurations
+        status.failed_configurations = len(failed_keys)
         self.retention()
         if best is not None:
             bst = self.current(best)
-            status["currentOptimalTrial"] = {
-                "trialName": best.name, "objectiveValue": bst["objectiveValue"],
-                "parameters": best.spec.get("parameters") or [],
-                "metrics": [{"name": m["name"], "value": m["value"]} for m in bst.get("metrics") or []]}
+            status.current_optimal_trial = OptimalTrial(
+                trial_name=best.name, objective_value=bst.objective_value,
+                parameters=[ParameterAssignment(name=k, value=v) for k, v in best.values.items()],
+                metrics=[Metric(name=m.name, value=m.value) for m in bst.metrics or []])
         return self.finish_status(status)
 
-    def advance(self, best: TrialView | None, finally_failed: int, suggestion_count: int,
-                configurations: int) -> tuple[str, str, str, int, int]:
+    def advance(self, best: TrialView | None, finally_failed: int) -> Decision:
         """The next phase of a running experiment, launching what it may on the way."""
         max_failed = self.spec.max_failed_trial_count
-        if best is not None and goal_reached(self.spec, self.current(best)["objectiveValue"]):
-            return ("Succeeded", "GoalReached", f"trial {best.name} reached the goal: "
-                    f"{self.spec.objective.metric_name}={self.current(best)['objectiveValue']}",
-                    suggestion_count, configurations)
+        if best is not None and goal_reached(self.spec, self.current(best).objective_value):
+            return Decision("Succeeded", "GoalReached", f"trial {best.name} reached the goal: "
+                            f"{self.spec.objective.metric_name}={self.current(best).objective_value}")
         if max_failed is not None and finally_failed > max_failed:
-            return ("Failed", "TooManyFailures", f"{finally_failed} configurations failed, more than "
-                    f"maxFailedTrialCount ({max_failed})", suggestion_count, configurations)
+            return Decision("Failed", "TooManyFailures", f"{finally_failed} configurations failed, more than "
+                            f"maxFailedTrialCount ({max_failed})")
         if self.spec.suspend:
             for t in self.active():
                 if self.has_pod.get(t.name):
                     self.kill(t, "Suspended", "the experiment was suspended; it re-runs on resume")
-            return "Suspended", "Suspended", "spec.suspend is true", suggestion_count, configurations
-        suggestion_count, configurations, exhausted = self.launch(suggestion_count, configurations)
+            return Decision("Suspended", "Suspended", "spec.suspend is true")
+        exhausted = self.launch()
         if not self.active():
-            if exhausted and configurations < self.spec.max_trial_count:
-                return ("Succeeded", "SearchSpaceExhausted", f"the search space is exhausted after "
-                        f"{configurations} configurations", suggestion_count, configurations)
-            if configurations >= self.spec.max_trial_count:
-                return ("Succeeded", "MaxTrialsReached", f"{configurations} configurations tried "
-                        "(maxTrialCount)", suggestion_count, configurations)
-        return ("Running", "Running", f"{configurations} of {self.spec.max_trial_count} configurations "
-                "launched", suggestion_count, configurations)
+            if exhausted and self.configurations < self.spec.max_trial_count:
+                return Decision("Succeeded", "SearchSpaceExhausted", f"the search space is exhausted after "
+                                f"{self.configurations} configurations")
+            if self.configurations >= self.spec.max_trial_count:
+                return Decision("Succeeded", "MaxTrialsReached", f"{self.configurations} configurations tried "
+                                "(maxTrialCount)")
+        return Decision("Running", "Running", f"{self.configurations} of {self.spec.max_trial_count} "
+                        "configurations launched")
 
-    def record_phase(self, status: dict, phase: str, reason: str, message: str) -> None:
+    def record_phase(self, status: ExperimentStatus, decision: Decision) -> None:
         """Sets the phase, its history and the conditions (one per phase, exactly one True)."""
-        if status.get("phase") != phase:
-            history = list(status.get("statusHistory") or [])
-            history.append({"phase": phase, "reason": reason, "time": times.iso(self.now)})
-            status["statusHistory"] = history[-STATUS_HISTORY_LIMIT:]
-        status["phase"] = phase
+        phase, reason, message = decision
+        if status.phase != phase:
+            history = [*(status.status_history or []), PhaseChange(phase=phase, reason=reason, time=times.iso(self.now))]
+            status.status_history = history[-STATUS_HISTORY_LIMIT:]
+        status.phase = phase
         for type_ in ("Running", "Suspended", "Succeeded", "Failed"):
-            status["conditions"] = set_condition(status.get("conditions"), type_, phase == type_, reason,
-                                                 message if phase == type_ else "", self.now,
-                                                 self.exp.generation)
+            status.conditions = set_condition(status.conditions, type_, phase == type_, reason,
+                                              message if phase == type_ else "", self.now, self.exp.generation)
 
-    def finish_status(self, status: dict) -> Plan:
+    def finish_status(self, status: ExperimentStatus) -> Plan:
         counts = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0, "EarlyStopped": 0}
         retried = 0
         for t in self.trials + self.new_trials:
@@ -167,16 +172,19 @@ class ExperimentSteps(RoundState):
             if phase in counts and t.owned_by(self.exp.uid):
                 counts[phase] += 1
                 retried += t.labels.get(L_LAUNCH) == "Retry"
-        status.update(trials=sum(counts.values()), trialsPending=counts["Pending"],
-                      trialsRunning=counts["Running"], trialsSucceeded=counts["Succeeded"],
-                      trialsFailed=counts["Failed"], trialsKilled=counts["Killed"],
-                      trialsEarlyStopped=counts["EarlyStopped"], trialsRetried=retried,
-                      observedGeneration=self.exp.generation)
-        self.plan.experiment_status = status
+        status.trials = sum(counts.values())
+        status.trials_pending, status.trials_running = counts["Pending"], counts["Running"]
+        status.trials_succeeded, status.trials_failed = counts["Succeeded"], counts["Failed"]
+        status.trials_killed, status.trials_early_stopped = counts["Killed"], counts["EarlyStopped"]
+        status.trials_retried = retried
+        status.observed_generation = self.exp.generation
+        self.plan.experiment_status = status.dump()
+        # Typed in, dumped out: only what changed is dumped, the statuses of a round's few changed
+        # trials rather than of all the experiment's.
         for name, st in self.status.items():
             view = self.views.get(name)
-            if view is not None and st != view.status:
-                self.plan.trial_status[name] = st
+            if view is not None and st != view.typed_status:
+                self.plan.trial_status[name] = st.dump()
         for t in self.new_trials:
-            t.body["status"] = self.status[t.name]
+            t.body["status"] = self.status[t.name].dump()
         return self.plan

@@ -12,8 +12,11 @@ from .state import DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, RoundState, 
 
 
 class Launch(RoundState):
-    def launch(self, suggestion_count: int, configurations: int, suggestions: bool = True) -> tuple[int, int, bool]:
-        """Starts pods for queued trials, then for new suggestions, within parallelTrialCount."""
+    def launch(self, suggestions: bool = True) -> bool:
+        """Starts pods for queued trials, then for new suggestions, within parallelTrialCount
+        (counting them in self.suggestion_count and self.configurations); True when the search
+        space is used up."""
+        suggestion_count, configurations = self.suggestion_count, self.configurations
         # Every unfinished pod counts, also one still shutting down after its trial was stopped,
         # but not one stranded on a lost node: it would hold its slot forever.
         busy = {name for name, pod in self.pods.items()
@@ -63,7 +66,8 @@ class Launch(RoundState):
             self.start(t)
             configurations += 1
             slots -= 1
-        return suggestion_count, configurations, exhausted
+        self.suggestion_count, self.configurations = suggestion_count, configurations
+        return exhausted
 
     def told(self, index: int, outcome: Outcome) -> None:
         # Told at once, not after the round: a suggestion asked later in this round must see it,
@@ -75,13 +79,13 @@ class Launch(RoundState):
         """What the sampler is told of a configuration once it is decided."""
         for t in trials:
             st = self.current(t)
-            if self.phase(t) == "Succeeded" and st.get("objectiveValue") is not None:
-                return Outcome(value=st["objectiveValue"], at=st.get("completionTime"))
+            if self.phase(t) == "Succeeded" and st.objective_value is not None:
+                return Outcome(value=st.objective_value, at=st.completion_time)
         latest = self.latest(trials)
         if self.phase(latest) == "EarlyStopped":
-            return Outcome(pruned=True, at=self.current(latest).get("completionTime"))
+            return Outcome(pruned=True, at=self.current(latest).completion_time)
         if finally_failed:
-            return Outcome(failed=True, at=self.current(latest).get("completionTime"))
+            return Outcome(failed=True, at=self.current(latest).completion_time)
         return None
 
     def tell_results(self, finally_failed_keys: set[str]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from .. import checkpoint
 from .. import metrics as metricslib
 from ..api import TERMINAL_PHASES
-from ..models import METRIC_HISTORY_LIMIT, ExperimentSpec
+from ..models import METRIC_HISTORY_LIMIT, ExperimentSpec, Metric, ResumedFrom
 from .. import times
 from ..podstate import observe
 from ..space import summary
@@ -37,8 +37,8 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str |
 class Lifecycle(RoundState):
     def observe_trials(self) -> None:
         for t in self.trials:
-            if not self.current(t).get("parameterSummary") and t.values:
-                self.status[t.name]["parameterSummary"] = summary(t.values)
+            if not self.current(t).parameter_summary and t.values:
+                self.update(t, parameter_summary=summary(t.values))
             if self.phase(t) in TERMINAL_PHASES:
                 pod = self.pods.get(t.name)
                 if pod is not None and not pod["metadata"].get("deletionTimestamp") and (
@@ -54,7 +54,7 @@ class Lifecycle(RoundState):
             pod = self.pods.get(t.name)
             if pod is None:
                 if self.phase(t) == "Running":
-                    self.set_status(t, phase="Failed", reason="PodDeleted", failureClass="Infrastructure",
+                    self.set_status(t, phase="Failed", reason="PodDeleted", failure_class="Infrastructure",
                                     message="the trial's pod disappeared while it was running")
                 continue
             self.observe_pod(t, pod)
@@ -72,15 +72,15 @@ class Lifecycle(RoundState):
         if obs.recheck_in is not None:
             self.plan.requeue(obs.recheck_in)
         # A Job's or resource's primary pod has a name of its own.
-        common = dict(podName=pod["metadata"].get("name") or t.name, exitCode=obs.exit_code)
+        common: dict[str, Any] = dict(pod_name=pod["metadata"].get("name") or t.name, exit_code=obs.exit_code)
         if obs.start_time:
-            common["startTime"] = obs.start_time
+            common["start_time"] = obs.start_time
         if obs.phase == "Failed" and self.checkpoint is not None:
             # What the failed attempt reported, so that the attempt resuming it continues it.
             samples = self.final_samples(t, obs)
             history = self.continued(t, self.history(samples, obs.finish_time))
             if history:
-                common["metricHistory"] = history
+                common["metric_history"] = history
             found = metricslib.latest(samples)
             if found:
                 common["metrics"] = [self.metric(s, obs.finish_time) for s in found.values()]
@@ -92,20 +92,20 @@ class Lifecycle(RoundState):
             objective = found.get(self.spec.objective.metric_name)
             history = self.continued(t, self.history(samples, obs.finish_time))
             if history:
-                common["metricHistory"] = history
+                common["metric_history"] = history
             common.update(self.resumed_from(t, found))
             if objective is None:
-                self.set_status(t, phase="Failed", reason="MetricsUnavailable", failureClass="MetricsUnavailable",
+                self.set_status(t, phase="Failed", reason="MetricsUnavailable", failure_class="MetricsUnavailable",
                                 message=f"the trial succeeded but reported no {self.spec.objective.metric_name} "
                                         f"metric ({self.spec.metrics_collector.source})",
                                 metrics=metrics or None, **common)
             else:
-                self.set_status(t, phase="Succeeded", reason="Completed", message="", failureClass=None,
-                                objectiveValue=objective.value, metrics=metrics, **common)
+                self.set_status(t, phase="Succeeded", reason="Completed", message="", failure_class=None,
+                                objective_value=objective.value, metrics=metrics, **common)
             return
         if obs.phase == "Failed":
             self.set_status(t, phase="Failed", reason=obs.reason, message=obs.message,
-                            failureClass=obs.failure_class, **common)
+                            failure_class=obs.failure_class, **common)
             return
         if obs.phase == "Running":
             limit = self.spec.max_trial_duration_seconds
@@ -114,7 +114,7 @@ class Lifecycle(RoundState):
                 over = (self.now - started).total_seconds() - limit
                 if over >= 0:
                     self.kill(t, "Timeout", f"the trial ran longer than maxTrialDurationSeconds ({limit}s)")
-                    self.status[t.name].update(failureClass="Timeout")
+                    self.update(t, failure_class="Timeout")
                     return
                 self.plan.requeue(-over)
             if self.phase(t) != "Running":
@@ -133,7 +133,7 @@ class Lifecycle(RoundState):
                 self._fail_startup(t, obs.reason, f"not started after {self.spec.startup_timeout_seconds}s: {obs.message}")
                 return
             self.plan.requeue(left)
-        self.status[t.name].update(phase="Pending", reason=obs.reason, message=obs.message, podName=t.name)
+        self.update(t, phase="Pending", reason=obs.reason, message=obs.message, pod_name=t.name)
 
     def final_samples(self, t: TrialView, obs: Any) -> list[metricslib.Sample]:
         """A finished attempt's metrics: its termination message and, by metricsCollector.source,
@@ -146,35 +146,29 @@ class Lifecycle(RoundState):
                 metricslib.parse_log(self.logs.get(t.name, ""), self.wanted)
         return samples
 
-    def continued(self, t: TrialView, history: list[dict]) -> list[dict]:
+    def continued(self, t: TrialView, history: list[Metric]) -> list[Metric]:
         """With a checkpoint, an attempt's history continues the one it re-runs (which continues
         the ones before it): the configuration's history."""
         if self.checkpoint is None:
             return history
         previous = self.views.get(t.spec.get("retryOf") or "")
-        earlier = (self.current(previous).get("metricHistory") or []) if previous is not None else []
+        earlier = (self.current(previous).metric_history or []) if previous is not None else []
         return checkpoint.merged_history(earlier, history)[-METRIC_HISTORY_LIMIT:] if earlier else history
 
-    def resumed_from(self, t: TrialView, found: dict[str, metricslib.Sample]) -> dict:
+    def resumed_from(self, t: TrialView, found: dict[str, metricslib.Sample]) -> dict[str, ResumedFrom]:
         """status.resumedFrom, when the program says it resumed (metric resumed_step)."""
         step = found.get(checkpoint.RESUMED_STEP) if self.checkpoint is not None else None
         if step is None:
             return {}
-        resumed = {"attempt": max(t.attempt - 1, 1), "step": int(step.value)}
-        if t.spec.get("retryOf"):
-            resumed["trial"] = t.spec["retryOf"]
-        return {"resumedFrom": resumed}
+        return {"resumed_from": ResumedFrom(attempt=max(t.attempt - 1, 1), step=int(step.value),
+                                            trial=t.spec.get("retryOf") or None)}
 
     @staticmethod
-    def metric(sample: metricslib.Sample, default_time: str | None) -> dict:
-        metric = {"name": sample.name, "value": sample.value}
-        if sample.step is not None:
-            metric["step"] = sample.step
-        if sample.timestamp or default_time:
-            metric["timestamp"] = sample.timestamp or default_time
-        return metric
+    def metric(sample: metricslib.Sample, default_time: str | None) -> Metric:
+        return Metric(name=sample.name, value=sample.value, step=sample.step,
+                      timestamp=sample.timestamp or default_time or None)
 
-    def history(self, samples: list[metricslib.Sample], default_time: str | None) -> list[dict]:
+    def history(self, samples: list[metricslib.Sample], default_time: str | None) -> list[Metric]:
         stepped = [self.metric(s, default_time) for s in samples if s.step is not None]
         return stepped[-METRIC_HISTORY_LIMIT:]
 
@@ -183,15 +177,14 @@ class Lifecycle(RoundState):
         samples = metricslib.parse_log(self.logs[t.name], self.wanted, timestamps=True)
         if not samples:
             return
-        st = self.status[t.name]
-        st["metrics"] = [self.metric(s, None) for s in metricslib.latest(samples).values()]
         history = self.continued(t, self.history(samples, None))
-        st["metricHistory"] = history or None
+        self.update(t, metrics=[self.metric(s, None) for s in metricslib.latest(samples).values()],
+                    metric_history=history or None)
         objective = self.spec.objective.metric_name
         steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}
         if self.checkpoint is not None:
             # Early stopping judges the configuration: its earlier attempts' steps too.
-            steps = {**{m["step"]: m["value"] for m in history if m["name"] == objective}, **steps}
+            steps = {**{m.step: m.value for m in history if m.name == objective}, **steps}
         index = t.suggestion_index
         if index is None or not steps or not self.should_stop(index, steps):
             return
@@ -199,12 +192,12 @@ class Lifecycle(RoundState):
         if self.has_pod[t.name]:
             self.plan.delete_pods.append(t.name)
             self.has_pod[t.name] = False
-        self.set_status(t, phase="EarlyStopped", reason="EarlyStopped", objectiveValue=last,
+        self.set_status(t, phase="EarlyStopped", reason="EarlyStopped", objective_value=last,
                         message=f"stopped at step {max(steps)} by the {self.spec.early_stopping.algorithm} "
                                 f"rule ({objective}={last})")
 
     def _fail_startup(self, t: TrialView, reason: str, message: str) -> None:
         self.plan.delete_pods.append(t.name)
         self.has_pod[t.name] = False
-        self.set_status(t, phase="Failed", reason=reason, message=message or reason, failureClass="Startup",
-                        podName=t.name)
+        self.set_status(t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup",
+                        pod_name=t.name)

@@ -13,7 +13,7 @@ from ..api import (A_NOT_BEFORE, API_VERSION, FINISHED_PHASES, L_ATTEMPT, L_CONF
                    L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
 from .. import times
 from ..conditions import get_condition, set_condition
-from ..models import ExperimentSpec
+from ..models import ExperimentSpec, ExperimentStatus, TrialStatus
 from ..space import config_hash, summary
 from ..suggest import Outcome
 
@@ -31,7 +31,7 @@ class TrialView:
     def __init__(self, name: str, uid: str, body: dict):
         self.name = name
         self.uid = uid
-        self._body = body
+        self.body = body
 
     def __repr__(self) -> str:
         return f"TrialView({self.name!r}, {self.uid!r})"
@@ -43,28 +43,18 @@ class TrialView:
     @body.setter
     def body(self, body: dict) -> None:
         self._body = body
-        for cached in [k for k in self.__dict__ if not k.startswith("_") and k not in ("name", "uid")]:
+        self.meta: dict = body.get("metadata") or {}
+        self.spec: dict = body.get("spec") or {}
+        self.status: dict = body.get("status") or {}
+        self.labels: dict = self.meta.get("labels") or {}
+        self.annotations: dict = self.meta.get("annotations") or {}
+        for cached in [k for k in self.__dict__ if k in CACHED]:
             del self.__dict__[cached]
 
     @cached_property
-    def meta(self) -> dict:
-        return self.body.get("metadata") or {}
-
-    @cached_property
-    def spec(self) -> dict:
-        return self.body.get("spec") or {}
-
-    @cached_property
-    def status(self) -> dict:
-        return self.body.get("status") or {}
-
-    @cached_property
-    def labels(self) -> dict:
-        return self.meta.get("labels") or {}
-
-    @cached_property
-    def annotations(self) -> dict:
-        return self.meta.get("annotations") or {}
+    def typed_status(self) -> TrialStatus:
+        """The status as the model reads it; the planner copies it before changing it."""
+        return TrialStatus.model_validate(self.status)
 
     @property
     def phase(self) -> str:
@@ -96,6 +86,10 @@ class TrialView:
         if index is None or self.labels.get(L_LAUNCH) in (None, "User"):
             return None
         return int(index)
+
+
+# What a TrialView works out lazily, forgotten when its body is replaced.
+CACHED = frozenset(name for name, value in vars(TrialView).items() if isinstance(value, cached_property))
 
 
 @dataclass
@@ -134,7 +128,7 @@ class ExperimentView:
     status: dict
 
 
-class _Statuses(dict):
+class _Statuses(dict[str, TrialStatus]):
     """Trial statuses as this round leaves them. A trial's is copied from its view when first
     looked up, so that a round copies the statuses it may change, not those of every trial."""
 
@@ -142,8 +136,8 @@ class _Statuses(dict):
         super().__init__()
         self.views = views
 
-    def __missing__(self, name: str) -> dict:
-        status = self[name] = dict(self.views[name].status)
+    def __missing__(self, name: str) -> TrialStatus:
+        status = self[name] = self.views[name].typed_status.model_copy(deep=True)
         return status
 
 
@@ -166,47 +160,60 @@ class RoundState:
         # made this round.
         self.unfinished = [t for t in self.trials if t.phase not in TERMINAL_PHASES]
         self.has_pod: dict[str, bool] = {t.name: t.name in pods for t in self.trials}
-        self.finished = (exp.status.get("phase") in FINISHED_PHASES
-                         and (get_condition(exp.status.get("conditions"), "Failed") or {}).get("reason") != "InvalidSpec")
+        self.exp_status = ExperimentStatus.model_validate(exp.status)
+        failed = get_condition(self.exp_status.conditions, "Failed")
+        self.finished = (self.exp_status.phase in FINISHED_PHASES
+                         and (failed is None or failed.reason != "InvalidSpec"))
         self.wanted = [self.spec.objective.metric_name, *(self.spec.objective.additional_metric_names or [])]
         self.checkpoint = self.spec.trial_template.checkpoint
         if self.checkpoint is not None:
             self.wanted.append(checkpoint.RESUMED_STEP)
         self.new_trials: list[TrialView] = []
+        # Suggestions asked and configurations launched so far (counted on by launch()).
+        self.suggestion_count = 0
+        self.configurations = 0
         self.failed_keys: set[str] = set()
         self._groups: dict[str, list[TrialView]] | None = None
 
-    def current(self, t: TrialView) -> dict:
+    def current(self, t: TrialView) -> TrialStatus:
         """The trial's status as this round has it so far, for reading (self.status[name] to change it)."""
         st = self.status.get(t.name)
-        return t.status if st is None else st
+        return t.typed_status if st is None else st
 
     def phase(self, t: TrialView) -> str:
-        return self.current(t).get("phase") or "Pending"
+        return self.current(t).phase or "Pending"
+
+    def update(self, t: TrialView, **changes: Any) -> TrialStatus:
+        """Changes status fields (by their model names), and nothing else."""
+        st = self.status[t.name]
+        for key, value in changes.items():
+            setattr(st, key, value)
+        return st
 
     def set_status(self, t: TrialView, **changes: Any) -> None:
-        st = self.status[t.name]
-        before = st.get("phase")
-        st.update({k: v for k, v in changes.items()})
-        phase = st.get("phase") or "Pending"
+        """Changes status fields and keeps what follows from them: the completion time, the
+        Succeeded condition, and an Event when the trial finishes."""
+        before = self.status[t.name].phase
+        st = self.update(t, **changes)
+        phase = st.phase or "Pending"
         done = phase in TERMINAL_PHASES
-        if done and not st.get("completionTime"):
-            st["completionTime"] = times.iso(self.now)
+        if done and not st.completion_time:
+            st.completion_time = times.iso(self.now)
         succeeded = "True" if phase == "Succeeded" else ("False" if done else "Unknown")
-        st["conditions"] = set_condition(st.get("conditions"), "Succeeded", succeeded,
-                                         st.get("reason") or phase, st.get("message") or "", self.now)
+        st.conditions = set_condition(st.conditions, "Succeeded", succeeded, st.reason or phase, st.message or "",
+                                      self.now)
         if before != phase and done:
             kind = "Normal" if phase in ("Succeeded", "EarlyStopped") else "Warning"
-            text = st.get("message") or st.get("reason") or phase
+            text = st.message or st.reason or phase
             if phase == "Succeeded":
-                text = f"objective {self.spec.objective.metric_name}={st.get('objectiveValue')}"
+                text = f"objective {self.spec.objective.metric_name}={st.objective_value}"
             self.plan.events.append(Event(t.name, kind, f"Trial{phase}", text))
 
     def kill(self, t: TrialView, reason: str, message: str) -> None:
         if self.has_pod[t.name]:
             self.plan.delete_pods.append(t.name)
             self.has_pod[t.name] = False
-        self.set_status(t, phase="Killed", reason=reason, message=message, failureClass=None)
+        self.set_status(t, phase="Killed", reason=reason, message=message, failure_class=None)
 
     def config_of(self, t: TrialView) -> str:
         return t.labels.get(L_CONFIG) or config_hash(t.values)
@@ -253,14 +260,13 @@ class RoundState:
                 "spec": spec}
         t = TrialView(name, "", body)
         self.plan.create_trials.append(body)
-        self.status[name] = {}
+        reason = "Backoff" if not_before and not_before > self.now else "Queued"
+        self.status[name] = TrialStatus(phase="Pending", reason=reason, parameter_summary=summary(values),
+                                        message=f"retry after {times.iso(not_before)}" if reason == "Backoff" else "")
         self.has_pod[name] = False
         self.new_trials.append(t)
         if self._groups is not None:
             self._groups.setdefault(labels[L_CONFIG], []).append(t)
-        reason = "Backoff" if not_before and not_before > self.now else "Queued"
-        self.status[name].update(phase="Pending", reason=reason, parameterSummary=summary(values),
-                                 message=f"retry after {times.iso(not_before)}" if reason == "Backoff" else "")
         return t
 
     def rerun(self, t: TrialView, launch: str, not_before: datetime | None = None,
@@ -270,7 +276,7 @@ class RoundState:
         new = self.new_trial(f"{lineage}-a{attempt}", t.values, attempt, launch, lineage, retry_of=t.name,
                              index=t.suggestion_index, not_before=not_before, config=self.config_of(t),
                              annotations=annotations)
-        self.status[t.name]["retriedBy"] = new.name
+        self.update(t, retried_by=new.name)
         return new
 
     def active(self) -> list[TrialView]:
@@ -280,4 +286,4 @@ class RoundState:
     def start(self, t: TrialView) -> None:
         self.plan.start_pods.append(t.name)
         self.has_pod[t.name] = True
-        self.status[t.name].update(phase="Pending", reason="PodCreated", message="", podName=t.name)
+        self.update(t, phase="Pending", reason="PodCreated", message="", pod_name=t.name)

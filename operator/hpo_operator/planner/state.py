@@ -48,6 +48,7 @@ class TrialView:
         self.status: dict = body.get("status") or {}
         self.labels: dict = self.meta.get("labels") or {}
         self.annotations: dict = self.meta.get("annotations") or {}
+        self.phase: str = self.status.get("phase") or "Pending"
         for cached in [k for k in self.__dict__ if k in CACHED]:
             del self.__dict__[cached]
 
@@ -56,9 +57,6 @@ class TrialView:
         """The status as the model reads it; the planner copies it before changing it."""
         return TrialStatus.model_validate(self.status)
 
-    @property
-    def phase(self) -> str:
-        return self.status.get("phase") or "Pending"
 
     @cached_property
     def attempt(self) -> int:
@@ -181,7 +179,9 @@ class RoundState:
         return t.typed_status if st is None else st
 
     def phase(self, t: TrialView) -> str:
-        return self.current(t).phase or "Pending"
+        # The hottest read of a round (several per trial): from the view unless changed this round.
+        st = self.status.get(t.name)
+        return t.phase if st is None else (st.phase or "Pending")
 
     def update(self, t: TrialView, **changes: Any) -> TrialStatus:
         """Changes status fields (by their model names), and nothing else."""

@@ -106,3 +106,24 @@ def latest(samples: Iterable[Sample]) -> dict[str, Sample]:
     for sample in samples:
         result[sample.name] = sample
     return result
+
+
+# --- where a trial's result is read: metricsCollector.source ------------------------------------
+
+def log_needed(source: str, termination_message: str | None, objective: str) -> bool:
+    """Whether a succeeded trial's log must be read for its result: always with StdoutLog, never
+    with TerminationMessage, and with Auto when the termination message lacks the objective."""
+    if source == "TerminationMessage":
+        return False
+    return source == "StdoutLog" or not parse_termination_message(termination_message, [objective])
+
+
+def final_samples(source: str, objective: str, termination_message: str | None, log: str,
+                  wanted: Iterable[str]) -> list[Sample]:
+    """A finished attempt's metrics by source: the termination message, the log, or (Auto) the
+    message and then the log when the message lacks the objective."""
+    wanted = list(wanted)
+    samples = [] if source == "StdoutLog" else parse_termination_message(termination_message, wanted)
+    if source == "StdoutLog" or (source == "Auto" and objective not in {s.name for s in samples}):
+        samples += parse_log(log, wanted)
+    return samples

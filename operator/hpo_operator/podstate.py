@@ -127,6 +127,16 @@ def seconds_past_deletion(pod: dict, now: datetime | None) -> float | None:
     return (now - deadline).total_seconds()
 
 
+def finished(pod: dict) -> bool:
+    """Whether the pod's containers are all done (what runs on is not the trial's)."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    # A kubelet reports the containers terminated a moment before it sets the pod's phase.
+    containers = status.get("containerStatuses") or []
+    return bool(containers) and all((c.get("state") or {}).get("terminated") for c in containers)
+
+
 def stranded(pod: dict, now: datetime) -> bool:
     """A pod whose deletion no kubelet will ever finish: it no longer takes a trial slot."""
     late = seconds_past_deletion(pod, now)

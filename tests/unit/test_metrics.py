@@ -2,7 +2,8 @@
 
 import pytest
 
-from hpo_operator.metrics import Sample, latest, parse_line, parse_log, parse_termination_message
+from hpo_operator.metrics import (Sample, final_samples, latest, log_needed, parse_line, parse_log,
+                                  parse_termination_message)
 
 WANTED = ["loss", "accuracy"]
 
@@ -223,3 +224,28 @@ def test_huge_json_integer_is_dropped_not_raised():
     assert parse_termination_message('{"loss": %s, "accuracy": 0.5}' % huge, WANTED) == [
         Sample("accuracy", 0.5)]
     assert parse_log('{"step": %s, "loss": 0.5}' % huge, ["loss"]) == [Sample("loss", 0.5)]
+
+
+# --- metricsCollector.source ---------------------------------------------------------------------
+
+FINAL_MESSAGE = '{"loss": 0.2, "acc": 0.9}'
+FINAL_LOG = "step=1 loss=0.5\nstep=2 loss=0.3 acc=0.8\n"
+
+
+def test_which_finished_trials_need_their_log():
+    assert not log_needed("TerminationMessage", None, "loss")
+    assert log_needed("StdoutLog", FINAL_MESSAGE, "loss")
+    assert not log_needed("Auto", FINAL_MESSAGE, "loss")
+    assert log_needed("Auto", '{"acc": 0.9}', "loss") and log_needed("Auto", None, "loss")
+
+
+def test_final_samples_follow_the_source():
+    def result(source, message=FINAL_MESSAGE):
+        return {n: (s.value, s.step) for n, s in latest(final_samples(source, "loss", message, FINAL_LOG,
+                                                                      ["loss", "acc"])).items()}
+    assert result("TerminationMessage") == {"loss": (0.2, None), "acc": (0.9, None)}
+    assert result("StdoutLog") == {"loss": (0.3, 2), "acc": (0.8, 2)}
+    assert result("Auto") == {"loss": (0.2, None), "acc": (0.9, None)}
+    # Auto without the objective in the message: the message's metrics, then the log's.
+    assert result("Auto", '{"acc": 0.95}') == {"loss": (0.3, 2), "acc": (0.8, 2)}
+    assert result("TerminationMessage", None) == {}

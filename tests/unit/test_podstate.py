@@ -4,7 +4,7 @@
 import pytest
 
 from hpo_operator import times
-from hpo_operator.podstate import observe
+from hpo_operator.podstate import finished, observe
 
 CREATED = "2024-05-01T10:00:00Z"
 STARTED = "2024-05-01T10:00:05Z"
@@ -327,3 +327,14 @@ def test_an_unscheduled_pod_being_deleted_is_not_a_lost_node():
     p = pod("Pending", [], start=None)
     p["metadata"]["deletionTimestamp"] = "2024-05-01T10:00:30Z"
     assert observe(p, now=NOW).phase == "Pending"
+
+
+def test_a_pod_is_finished_once_its_phase_or_all_its_containers_say_so():
+    def pod(phase, *states):
+        return {"status": {"phase": phase, "containerStatuses": [{"name": f"c{i}", "state": s}
+                                                                 for i, s in enumerate(states)]}}
+    done, running = {"terminated": {"exitCode": 0}}, {"running": {}}
+    assert finished(pod("Succeeded")) and finished(pod("Failed", running))
+    assert finished(pod("Running", done, done))  # the kubelet has not set the phase yet
+    assert not finished(pod("Running", done, running))  # a sidecar still runs
+    assert not finished(pod("Pending")) and not finished({})

@@ -10,7 +10,7 @@ from .. import metrics as metricslib
 from ..api import TERMINAL_PHASES
 from ..models import METRIC_HISTORY_LIMIT, ExperimentSpec, Metric, ResumedFrom
 from .. import times
-from ..podstate import observe
+from ..podstate import finished, observe
 from ..space import summary
 from .state import RoundState, TrialView
 
@@ -26,12 +26,10 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str |
     if obs.phase == "Failed" and spec.trial_template.checkpoint is not None \
             and spec.metrics_collector.source != "TerminationMessage":
         return "final"  # what the failed attempt reported, for the attempt that resumes it
-    if obs.phase != "Succeeded" or spec.metrics_collector.source == "TerminationMessage":
-        return None
-    if spec.metrics_collector.source == "StdoutLog":
+    if obs.phase == "Succeeded" and metricslib.log_needed(spec.metrics_collector.source, obs.termination_message,
+                                                         spec.objective.metric_name):
         return "final"
-    found = metricslib.parse_termination_message(obs.termination_message, [spec.objective.metric_name])
-    return None if found else "final"
+    return None
 
 
 class Lifecycle(RoundState):
@@ -42,7 +40,7 @@ class Lifecycle(RoundState):
             if self.phase(t) in TERMINAL_PHASES:
                 pod = self.pods.get(t.name)
                 if pod is not None and not pod["metadata"].get("deletionTimestamp") and (
-                        not self._pod_done(t) or self.spec.trial_template.pod_retention == "Delete"):
+                        not finished(pod) or self.spec.trial_template.pod_retention == "Delete"):
                     # Its result is recorded: what still runs (a sidecar) is stopped.
                     self.plan.delete_pods.append(t.name)
                 continue
@@ -58,14 +56,6 @@ class Lifecycle(RoundState):
                                     message="the trial's pod disappeared while it was running")
                 continue
             self.observe_pod(t, pod)
-
-    def _pod_done(self, t: TrialView) -> bool:
-        status = (self.pods.get(t.name) or {}).get("status") or {}
-        if status.get("phase") in ("Succeeded", "Failed"):
-            return True
-        # A kubelet reports the containers terminated a moment before it sets the pod's phase.
-        containers = status.get("containerStatuses") or []
-        return bool(containers) and all((c.get("state") or {}).get("terminated") for c in containers)
 
     def observe_pod(self, t: TrialView, pod: dict) -> None:
         obs = observe(pod, self.spec.trial_template.primary_container_name, self.now)
@@ -136,15 +126,9 @@ class Lifecycle(RoundState):
         self.update(t, phase="Pending", reason=obs.reason, message=obs.message, pod_name=t.name)
 
     def final_samples(self, t: TrialView, obs: Any) -> list[metricslib.Sample]:
-        """A finished attempt's metrics: its termination message and, by metricsCollector.source,
-        its log."""
-        samples = metricslib.parse_termination_message(obs.termination_message, self.wanted)
-        if self.spec.metrics_collector.source == "StdoutLog" or (
-                self.spec.metrics_collector.source == "Auto"
-                and self.spec.objective.metric_name not in {s.name for s in samples}):
-            samples = (samples if self.spec.metrics_collector.source == "Auto" else []) + \
-                metricslib.parse_log(self.logs.get(t.name, ""), self.wanted)
-        return samples
+        """A finished attempt's metrics, from where metricsCollector.source says."""
+        return metricslib.final_samples(self.spec.metrics_collector.source, self.spec.objective.metric_name,
+                                        obs.termination_message, self.logs.get(t.name, ""), self.wanted)
 
     def continued(self, t: TrialView, history: list[Metric]) -> list[Metric]:
         """With a checkpoint, an attempt's history continues the one it re-runs (which continues

@@ -380,30 +380,39 @@ def create(
         _echo(f"experiment.hpo.dev/{e.name} created" + (f" in namespace {e.namespace}" if namespace is None else ""))
 
 
-@command("stop")
-def stop(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Stop an experiment (spec.suspend=true): running trials are stopped, nothing new is launched."""
-    e = hpo.set_suspend(_session(kubeconfig, context), experiment, True, namespace)
-    if output != Output.table:
-        return _emit(e.to_dict(), output)
-    _echo(f"experiment {e.name} stopped (spec.suspend=true): its running trials are stopped and re-run on resume")
+def _experiment_command(name: str, doc: str, act: Callable[[hpo.Session, str, str | None], Any], said: str,
+                        with_output: bool = False) -> None:
+    """Registers a command that makes one change to an experiment and says so: `said`, with {name}
+    the experiment's. With `with_output`, -o json|yaml prints the experiment as changed instead."""
+    if with_output:
+        def run(
+            experiment: ExperimentArg,
+            namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+            output: OutputOpt = Output.table,
+        ) -> None:
+            e = act(_session(kubeconfig, context), experiment, namespace)
+            if output != Output.table:
+                return _emit(e.to_dict(), output)
+            _echo(said.format(name=e.name))
+    else:
+        def run(  # type: ignore[misc]  # the same command without -o
+            experiment: ExperimentArg,
+            namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+        ) -> None:
+            act(_session(kubeconfig, context), experiment, namespace)
+            _echo(said.format(name=experiment))
+    run.__doc__ = doc
+    command(name)(run)
 
 
-@command("resume")
-def resume(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Resume a stopped experiment (spec.suspend=false): stopped configurations run again."""
-    e = hpo.set_suspend(_session(kubeconfig, context), experiment, False, namespace)
-    if output != Output.table:
-        return _emit(e.to_dict(), output)
-    _echo(f"experiment {e.name} resumed (spec.suspend=false)")
+_experiment_command(
+    "stop", "Stop an experiment (spec.suspend=true): running trials are stopped, nothing new is launched.",
+    lambda s, experiment, namespace: hpo.set_suspend(s, experiment, True, namespace),
+    "experiment {name} stopped (spec.suspend=true): its running trials are stopped and re-run on resume", with_output=True)
+_experiment_command(
+    "resume", "Resume a stopped experiment (spec.suspend=false): stopped configurations run again.",
+    lambda s, experiment, namespace: hpo.set_suspend(s, experiment, False, namespace),
+    "experiment {name} resumed (spec.suspend=false)", with_output=True)
 
 
 def _clone(experiment: str, new_name: str | None, warm_start: bool, namespace: str | None,
@@ -442,35 +451,17 @@ def copy_experiment(
     _clone(experiment, new_name, warm_start, namespace, kubeconfig, context, output, "copy")
 
 
-@command("delete")
-def delete(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-) -> None:
-    """Delete an experiment with its trials and their pods."""
-    s = _session(kubeconfig, context)
-    hpo.delete_experiment(s, experiment, namespace)
-    _echo(f'experiment.hpo.dev "{experiment}" deleted')
-
-
-@command("bookmark")
-def bookmark(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-) -> None:
-    """Bookmark an experiment (label hpo.dev/bookmarked=true; list --bookmarked shows these)."""
-    hpo.set_bookmark(_session(kubeconfig, context), experiment, True, namespace)
-    _echo(f"experiment {experiment} bookmarked")
-
-
-@command("unbookmark")
-def unbookmark(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-) -> None:
-    """Remove an experiment's bookmark."""
-    hpo.set_bookmark(_session(kubeconfig, context), experiment, False, namespace)
-    _echo(f"experiment {experiment} unbookmarked")
+_experiment_command(
+    "delete", "Delete an experiment with its trials and their pods.",
+    hpo.delete_experiment, 'experiment.hpo.dev "{name}" deleted')
+_experiment_command(
+    "bookmark", "Bookmark an experiment (label hpo.dev/bookmarked=true; list --bookmarked shows these).",
+    lambda s, experiment, namespace: hpo.set_bookmark(s, experiment, True, namespace),
+    "experiment {name} bookmarked")
+_experiment_command(
+    "unbookmark", "Remove an experiment's bookmark.",
+    lambda s, experiment, namespace: hpo.set_bookmark(s, experiment, False, namespace),
+    "experiment {name} unbookmarked")
 
 
 @command("watch")

@@ -210,7 +210,7 @@ def test_both_pages_are_the_one_shell_with_their_own_title_crumbs_content_and_sc
         assert response.status == 200 and response.getheader("content-type") == "text/html; charset=utf-8"
         pages[name] = page = data.decode()
         assert page.startswith("<!doctype html>") and page.endswith("</body>\n</html>\n")
-        assert '<script src="/static/common.js" defer></script>\n<script src="/static/%s.js" defer></script>' % name in page
+        assert f'<script src="/static/common.js" defer></script>\n<script src="/static/{name}.js" defer></script>' in page
         assert '<main>\n  <div id="errors" class="errors" hidden></div>\n' in page
         assert "<!-- title -->" not in page and "$" not in page  # every part filled, no marker left
     assert "<title>Experiments · hpo dashboard</title>" in pages["list"] and 'id="filters"' in pages["list"]

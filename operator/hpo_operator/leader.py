@@ -91,13 +91,15 @@ def micro_time(now: datetime | None = None) -> str:
     return (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def lease_spec(identity: str, timing: Timing, previous: LeaseRecord | None) -> dict:
+def lease_spec(identity: str, timing: Timing, previous: LeaseRecord) -> dict:
+    """The spec to write over the Lease read as `previous` (the chart's Lease: it always exists
+    when there is one to write)."""
     now = micro_time()
     spec = {"holderIdentity": identity, "leaseDurationSeconds": int(round(timing.lease_duration)),
             "renewTime": now}
-    if previous is None or previous.holder != identity:
+    if previous.holder != identity:
         spec["acquireTime"] = now
-        spec["leaseTransitions"] = previous.transitions + 1 if previous else 0
+        spec["leaseTransitions"] = previous.transitions + 1
     return spec
 
 
@@ -153,6 +155,7 @@ class Elector:
             return False
         if action is Action.WAIT:
             return False
+        assert record is not None and body is not None  # decide() said MISSING otherwise
         try:
             await self.leases.replace(body, lease_spec(self.identity, self.timing, record))
         except ApiException as e:

@@ -187,7 +187,7 @@ def test_one_replica_leads_and_the_other_stands_by(installed):
 
 # --- what it runs -----------------------------------------------------------------------------
 
-def test_the_example_and_a_real_trial_succeed_and_the_metrics_match(installed, api):
+def test_the_example_and_a_real_trial_succeed_and_the_metrics_match(installed, api, real_node):  # noqa: F811
     cluster = Cluster(api, installed.watched)
     example = yaml.safe_load((REPO / "examples" / "simulated.yaml").read_text())
     cluster.create(example)
@@ -202,8 +202,8 @@ def test_the_example_and_a_real_trial_succeed_and_the_metrics_match(installed, a
     trials = cluster.trials()
     real_trial = trials["real-0000"]
     assert real_trial["status"]["phase"] == "Succeeded"
-    assert cluster.pods()["real-0000"].spec.node_name == "hpo-real-node" or \
-        cluster.pods()["real-0000"].spec.node_selector == {"hpo.dev/node": "real"}
+    # Where it ran, not where it was asked to run (the nodeSelector the template gives it holds by construction).
+    assert cluster.pods()["real-0000"].spec.node_name == real_node
     failed = [t for t in trials.values() if t["status"]["phase"] == "Failed"]
     succeeded = [t for t in trials.values() if t["status"]["phase"] == "Succeeded"]
 

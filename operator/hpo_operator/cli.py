@@ -71,6 +71,20 @@ OutputOpt = Annotated[Output, typer.Option("-o", "--output", case_sensitive=Fals
                                            help="Output format: table, json or yaml.")]
 ExperimentArg = Annotated[str, typer.Argument(metavar="EXPERIMENT", show_default=False, help="The experiment's name.")]
 
+# Filters and paging that both list and trials take: each flag spelled once, with its metavar; each
+# command says in its own help what it selects.
+SHARED_FLAGS: dict[str, tuple[str, ...]] = {
+    "selector": ("-l", "--selector", "SELECTOR"),
+    "status": ("--status", "PHASES"),
+    "page": ("--page", "N"),
+    "page_size": ("--page-size", "N"),
+}
+
+
+def shared_option(flag: str, help: str) -> Any:
+    *names, metavar = SHARED_FLAGS[flag]
+    return typer.Option(*names, metavar=metavar, help=help)
+
 
 # --- printing --------------------------------------------------------------------------------------
 
@@ -205,16 +219,16 @@ def list_experiments(
     name: Annotated[Optional[str], typer.Option("--name", metavar="KEYWORD", help="Only experiments whose name contains this keyword (any case).")] = None,
     creator: Annotated[Optional[str], typer.Option("--creator", metavar="USER", help="Only experiments created by this user (annotation hpo.dev/creator).")] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only experiments created by you.")] = False,
-    status: Annotated[Optional[str], typer.Option("--status", metavar="PHASES", help="Only these phases, comma-separated: Created, Running, Suspended, Succeeded, Failed.")] = None,
+    status: Annotated[Optional[str], shared_option("status", "Only these phases, comma-separated: Created, Running, Suspended, Succeeded, Failed.")] = None,
     since: Annotated[Optional[str], typer.Option("--since", "--created-after", "--min-create-time", metavar="TIME", help="Created at or after this time: yyyy-mm-dd or 'yyyy-mm-dd hh:mm:ss' (UTC).")] = None,
     until: Annotated[Optional[str], typer.Option("--until", "--created-before", "--max-create-time", metavar="TIME", help="Created at or before this time (a bare date includes that whole day), UTC.")] = None,
-    selector: Annotated[Optional[str], typer.Option("-l", "--selector", metavar="SELECTOR", help="Label selector, as kubectl's (e.g. team=vision,stage!=dev).")] = None,
+    selector: Annotated[Optional[str], shared_option("selector", "Label selector, as kubectl's (e.g. team=vision,stage!=dev).")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", metavar="KEY=VALUE", help="A tag (label) key=value or key:value; repeat for several (all must match).")] = None,
     bookmarked: Annotated[bool, typer.Option("--bookmarked", help="Only bookmarked experiments.")] = False,
     sort_by: Annotated[Optional[str], typer.Option("--sort-by", metavar="FIELD", help="created (default) or name.")] = None,
     order: Annotated[Optional[str], typer.Option("--order", metavar="ORDER", help="asc or desc (default desc for created, asc for name).")] = None,
-    page: Annotated[Optional[int], typer.Option("--page", metavar="N", help="Page number, from 1 (with --page-size, default 10).")] = None,
-    page_size: Annotated[Optional[int], typer.Option("--page-size", metavar="N", help="Experiments per page.")] = None,
+    page: Annotated[Optional[int], shared_option("page", "Page number, from 1 (with --page-size, default 10).")] = None,
+    page_size: Annotated[Optional[int], shared_option("page_size", "Experiments per page.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="The API server's paging: at most this many per request (filters other than labels apply to each page).")] = None,
     continue_token: Annotated[Optional[str], typer.Option("--continue", metavar="TOKEN", help="The token a previous --limit page printed.")] = None,
     all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces", help="List experiments in every namespace.")] = False,
@@ -380,30 +394,39 @@ def create(
         _echo(f"experiment.hpo.dev/{e.name} created" + (f" in namespace {e.namespace}" if namespace is None else ""))
 
 
-@command("stop")
-def stop(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Stop an experiment (spec.suspend=true): running trials are stopped, nothing new is launched."""
-    e = hpo.set_suspend(_session(kubeconfig, context), experiment, True, namespace)
-    if output != Output.table:
-        return _emit(e.to_dict(), output)
-    _echo(f"experiment {e.name} stopped (spec.suspend=true): its running trials are stopped and re-run on resume")
+def _experiment_command(name: str, doc: str, act: Callable[[hpo.Session, str, str | None], Any], said: str,
+                        with_output: bool = False) -> None:
+    """Registers a command that makes one change to an experiment and says so: `said`, with {name}
+    the experiment's. With `with_output`, -o json|yaml prints the experiment as changed instead."""
+    if with_output:
+        def run(
+            experiment: ExperimentArg,
+            namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+            output: OutputOpt = Output.table,
+        ) -> None:
+            e = act(_session(kubeconfig, context), experiment, namespace)
+            if output != Output.table:
+                return _emit(e.to_dict(), output)
+            _echo(said.format(name=e.name))
+    else:
+        def run(  # type: ignore[misc]  # the same command without -o
+            experiment: ExperimentArg,
+            namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+        ) -> None:
+            act(_session(kubeconfig, context), experiment, namespace)
+            _echo(said.format(name=experiment))
+    run.__doc__ = doc
+    command(name)(run)
 
 
-@command("resume")
-def resume(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Resume a stopped experiment (spec.suspend=false): stopped configurations run again."""
-    e = hpo.set_suspend(_session(kubeconfig, context), experiment, False, namespace)
-    if output != Output.table:
-        return _emit(e.to_dict(), output)
-    _echo(f"experiment {e.name} resumed (spec.suspend=false)")
+_experiment_command(
+    "stop", "Stop an experiment (spec.suspend=true): running trials are stopped, nothing new is launched.",
+    lambda s, experiment, namespace: hpo.set_suspend(s, experiment, True, namespace),
+    "experiment {name} stopped (spec.suspend=true): its running trials are stopped and re-run on resume", with_output=True)
+_experiment_command(
+    "resume", "Resume a stopped experiment (spec.suspend=false): stopped configurations run again.",
+    lambda s, experiment, namespace: hpo.set_suspend(s, experiment, False, namespace),
+    "experiment {name} resumed (spec.suspend=false)", with_output=True)
 
 
 def _clone(experiment: str, new_name: str | None, warm_start: bool, namespace: str | None,
@@ -442,35 +465,17 @@ def copy_experiment(
     _clone(experiment, new_name, warm_start, namespace, kubeconfig, context, output, "copy")
 
 
-@command("delete")
-def delete(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-) -> None:
-    """Delete an experiment with its trials and their pods."""
-    s = _session(kubeconfig, context)
-    hpo.delete_experiment(s, experiment, namespace)
-    _echo(f'experiment.hpo.dev "{experiment}" deleted')
-
-
-@command("bookmark")
-def bookmark(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-) -> None:
-    """Bookmark an experiment (label hpo.dev/bookmarked=true; list --bookmarked shows these)."""
-    hpo.set_bookmark(_session(kubeconfig, context), experiment, True, namespace)
-    _echo(f"experiment {experiment} bookmarked")
-
-
-@command("unbookmark")
-def unbookmark(
-    experiment: ExperimentArg,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
-) -> None:
-    """Remove an experiment's bookmark."""
-    hpo.set_bookmark(_session(kubeconfig, context), experiment, False, namespace)
-    _echo(f"experiment {experiment} unbookmarked")
+_experiment_command(
+    "delete", "Delete an experiment with its trials and their pods.",
+    hpo.delete_experiment, 'experiment.hpo.dev "{name}" deleted')
+_experiment_command(
+    "bookmark", "Bookmark an experiment (label hpo.dev/bookmarked=true; list --bookmarked shows these).",
+    lambda s, experiment, namespace: hpo.set_bookmark(s, experiment, True, namespace),
+    "experiment {name} bookmarked")
+_experiment_command(
+    "unbookmark", "Remove an experiment's bookmark.",
+    lambda s, experiment, namespace: hpo.set_bookmark(s, experiment, False, namespace),
+    "experiment {name} unbookmarked")
 
 
 @command("watch")
@@ -516,13 +521,13 @@ def watch(
 @command("trials", "runs")
 def trials(
     experiment: ExperimentArg,
-    selector: Annotated[Optional[str], typer.Option("-l", "--selector", metavar="SELECTOR", help="Label selector (e.g. hpo.dev/launch-reason=Retry).")] = None,
-    status: Annotated[Optional[str], typer.Option("--status", metavar="PHASES", help="Only these phases, comma-separated.")] = None,
+    selector: Annotated[Optional[str], shared_option("selector", "Label selector (e.g. hpo.dev/launch-reason=Retry).")] = None,
+    status: Annotated[Optional[str], shared_option("status", "Only these phases, comma-separated.")] = None,
     order_by: Annotated[Optional[str], typer.Option("--order-by", metavar="ORDER", help="'created asc' (default), 'name desc', 'GmtCreateTime DESC,Name ASC', ...")] = None,
     page_token: Annotated[Optional[str], typer.Option("--page-token", metavar="TOKEN", help="Where the page starts: the token a previous page printed (0 first).")] = None,
     max_results: Annotated[Optional[int], typer.Option("--max-results", metavar="N", help="Trials per page with tokens (default 10).")] = None,
-    page: Annotated[Optional[int], typer.Option("--page", metavar="N", help="Page number, from 1.")] = None,
-    page_size: Annotated[Optional[int], typer.Option("--page-size", metavar="N", help="Trials per numbered page (default 10).")] = None,
+    page: Annotated[Optional[int], shared_option("page", "Page number, from 1.")] = None,
+    page_size: Annotated[Optional[int], shared_option("page_size", "Trials per numbered page (default 10).")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also labels, retries and each trial's per-step metric history.")] = False,
     namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
     output: OutputOpt = Output.table,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -25,6 +26,22 @@ Resource = tuple[str, str, str]  # (group, version, plural); "" is the core grou
 PODS: Resource = ("", "v1", "pods")
 CLAIMS: Resource = ("", "v1", "persistentvolumeclaims")
 TRIALS: Resource = (GROUP, VERSION, "trials")
+
+# The core kinds the operator writes (the core group has no /apis path for CustomObjectsApi): the
+# name CoreV1Api's calls give each (create_namespaced_<name>, ...), and the options of a delete
+# (a pod in the background, like any trial's workload; a claim with the server's default).
+CORE_KINDS: dict[Resource, tuple[str, dict]] = {
+    PODS: ("pod", {"propagation_policy": "Background"}),
+    CLAIMS: ("persistent_volume_claim", {}),
+}
+
+
+class _Calls(NamedTuple):
+    """A resource's calls, each taking the namespace first, then its own arguments and options."""
+    create: Callable[..., Awaitable[Any]]  # (namespace, body)
+    delete: Callable[..., Awaitable[Any]]  # (namespace, name)
+    list: Callable[..., Awaitable[Any]]    # (namespace), or watch=True
+
 
 # Writes in flight at once, across every experiment (HPO_API_CONCURRENCY).
 DEFAULT_CONCURRENCY = 32
@@ -63,10 +80,10 @@ class Api:
                                 plural, name, {"status": status}, _content_type="application/merge-patch+json")
 
     async def create_pod(self, namespace: str, body: dict) -> dict:
-        return await self._json(self.core.create_namespaced_pod, namespace, body)
+        return await self.create_object(PODS, namespace, body)
 
     async def delete_pod(self, namespace: str, name: str) -> dict:
-        return await self._json(self.core.delete_namespaced_pod, name, namespace, propagation_policy="Background")
+        return await self.delete_object(PODS, namespace, name)
 
     async def pod_log(self, namespace: str, name: str, **kwargs: Any) -> str:
         data = await self._raw(self.core.read_namespaced_pod_log, name, namespace, **kwargs)
@@ -75,23 +92,27 @@ class Api:
     # Any namespaced kind a trial runs as (workload.Kind): pods, Jobs, or a resource found by
     # discovery. CustomObjectsApi serves any group's /apis path, built-in ones included.
 
-    async def create_object(self, resource: Resource, namespace: str, body: dict) -> dict:
-        if resource == PODS:
-            return await self.create_pod(namespace, body)
-        if resource == CLAIMS:
-            return await self._json(self.core.create_namespaced_persistent_volume_claim, namespace, body)
+    def _calls(self, resource: Resource) -> _Calls:
+        if resource in CORE_KINDS:
+            kind, deleting = CORE_KINDS[resource]
+            core = self.core
+            return _Calls(lambda ns, body, **kw: getattr(core, f"create_namespaced_{kind}")(ns, body, **kw),
+                          lambda ns, name, **kw: getattr(core, f"delete_namespaced_{kind}")(name, ns, **deleting, **kw),
+                          lambda ns, **kw: getattr(core, f"list_namespaced_{kind}")(ns, **kw))
         group, version, plural = resource
-        return await self._json(self.custom.create_namespaced_custom_object, group, version, namespace, plural, body)
+        custom = self.custom
+        # Background: the garbage collector removes a Job's (or resource's) pods after it.
+        return _Calls(
+            lambda ns, body, **kw: custom.create_namespaced_custom_object(group, version, ns, plural, body, **kw),
+            lambda ns, name, **kw: custom.delete_namespaced_custom_object(group, version, ns, plural, name,
+                                                                          propagation_policy="Background", **kw),
+            lambda ns, **kw: custom.list_namespaced_custom_object(group, version, ns, plural, **kw))
+
+    async def create_object(self, resource: Resource, namespace: str, body: dict) -> dict:
+        return await self._json(self._calls(resource).create, namespace, body)
 
     async def delete_object(self, resource: Resource, namespace: str, name: str) -> dict:
-        if resource == PODS:
-            return await self.delete_pod(namespace, name)
-        if resource == CLAIMS:
-            return await self._json(self.core.delete_namespaced_persistent_volume_claim, name, namespace)
-        group, version, plural = resource
-        # Background: the garbage collector removes a Job's (or resource's) pods after it.
-        return await self._json(self.custom.delete_namespaced_custom_object, group, version, namespace, plural,
-                                name, propagation_policy="Background")
+        return await self._json(self._calls(resource).delete, namespace, name)
 
     async def plural_of(self, api_version: str, kind: str) -> str:
         """The resource name of a kind, by discovery (cached: it does not change while we run)."""
@@ -112,28 +133,18 @@ class Api:
     # Reads for the informers: not bounded by the write limit (a watch holds its connection for
     # minutes), and nothing built but dicts.
 
-    def _lister(self, resource: Resource) -> tuple[Any, tuple]:
-        if resource == PODS:
-            return self.core.list_namespaced_pod, ()
-        if resource == CLAIMS:
-            return self.core.list_namespaced_persistent_volume_claim, ()
-        return self.custom.list_namespaced_custom_object, resource[:2]
-
     async def list_raw(self, resource: Resource, namespace: str, label_selector: str | None = None) -> dict:
-        fn, args = self._lister(resource)
         extra = {"label_selector": label_selector} if label_selector else {}
-        return json.loads(await self._raw(fn, *args, namespace, *([resource[2]] if args else []), limited=False,
-                                          **extra))
+        return json.loads(await self._raw(self._calls(resource).list, namespace, limited=False, **extra))
 
     async def watch_raw(self, resource: Resource, namespace: str, resource_version: str, timeout_seconds: int,
                         label_selector: str | None = None) -> Any:
         """The open watch response; its .content yields one JSON event per line. Release it."""
-        fn, args = self._lister(resource)
         extra = {"label_selector": label_selector} if label_selector else {}
-        response = await fn(*args, namespace, *([resource[2]] if args else []), watch=True,
-                            resource_version=resource_version, allow_watch_bookmarks=True,
-                            timeout_seconds=timeout_seconds, _request_timeout=timeout_seconds + 30,
-                            _preload_content=False, **extra)
+        response = await self._calls(resource).list(namespace, watch=True, resource_version=resource_version,
+                                                    allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
+                                                    _request_timeout=timeout_seconds + 30, _preload_content=False,
+                                                    **extra)
         if not 200 <= response.status <= 299:
             await read_body(response)  # raises
         return response

@@ -87,13 +87,15 @@ def decide(record: LeaseRecord | None, identity: str, observed_at: float, now: f
     return Action.WAIT
 
 
-def lease_spec(identity: str, timing: Timing, previous: LeaseRecord | None) -> dict:
+def lease_spec(identity: str, timing: Timing, previous: LeaseRecord) -> dict:
+    """The spec to write over the Lease read as `previous` (the chart's Lease: it always exists
+    when there is one to write)."""
     now = times.micro()
     spec = {"holderIdentity": identity, "leaseDurationSeconds": int(round(timing.lease_duration)),
             "renewTime": now}
-    if previous is None or previous.holder != identity:
+    if previous.holder != identity:
         spec["acquireTime"] = now
-        spec["leaseTransitions"] = previous.transitions + 1 if previous else 0
+        spec["leaseTransitions"] = previous.transitions + 1
     return spec
 
 
@@ -149,6 +151,7 @@ class Elector:
             return False
         if action is Action.WAIT:
             return False
+        assert record is not None and body is not None  # decide() said MISSING otherwise
         try:
             await self.leases.replace(body, lease_spec(self.identity, self.timing, record))
         except ApiException as e:

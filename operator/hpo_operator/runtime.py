@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -108,6 +109,45 @@ def error_delay(failures: int) -> float:
 
 
 @dataclass
+class WorkloadViews:
+    """The pod-shaped views of an experiment's Job or resource trials, each kept while its
+    workload and pods are the same objects as when it was made: the informers store a new dict for
+    every change they see, so an unchanged trial costs a lookup instead of a new view each round
+    (as a pod trial's pod is the informer's own dict)."""
+
+    template: tuple = ()  # what every view was made with: (kind, the trial resource, primary labels)
+    kept: dict[str, tuple[dict, tuple[dict, ...], dict | None]] = field(default_factory=dict)
+
+    def views(self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict],
+              pods: Iterable[dict]) -> dict[str, dict]:
+        tt = spec.trial_template
+        primary = tt.primary_pod.labels if tt.primary_pod else None
+        template = (kind, tt.resource, primary)
+        if template != self.template:  # the experiment's template was edited: make every view again
+            self.template, self.kept = template, {}
+        pods_by_trial: dict[str, list[dict]] = {}
+        for pod in pods:
+            trial = (pod["metadata"].get("labels") or {}).get(L_TRIAL)
+            if trial:
+                pods_by_trial.setdefault(trial, []).append(pod)
+        kept, views = {}, {}
+        for name, body in workloads.items():
+            its_pods = tuple(pods_by_trial.get(name, ()))
+            entry = self.kept.get(name)
+            if entry is None or entry[0] is not body or not _same(entry[1], its_pods):
+                entry = (body, its_pods, trial_pod_view(kind, name, body, list(its_pods), tt.resource, primary))
+            kept[name] = entry
+            if entry[2] is not None:
+                views[name] = entry[2]
+        self.kept = kept  # a trial whose workload is gone is dropped with it
+        return views
+
+
+def _same(a: tuple[dict, ...], b: tuple[dict, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+@dataclass
 class ExperimentLoop:
     """One experiment's reconcile loop and what it keeps between rounds."""
     runtime: "Runtime"
@@ -119,6 +159,7 @@ class ExperimentLoop:
     logs: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
     written: PendingWrites = field(default_factory=PendingWrites)
     views: dict[str, planner.TrialView] = field(default_factory=dict)
+    workload_views: WorkloadViews = field(default_factory=WorkloadViews)
     failures: int = 0
     plan_seconds: float = 0.0
     task: asyncio.Task | None = None
@@ -181,7 +222,8 @@ class ExperimentLoop:
         resource = None if kind.is_pod else await rt.workloads(namespace, kind)
         # A dict of its own (the planner reads it in a thread): per trial, its pod, or the pod-shaped
         # view of its Job or resource.
-        pods = rt.pods_of(self.key) if resource is None else rt.trial_views_of(self.key, spec, kind, resource)
+        pods = (rt.pods_of(self.key) if resource is None
+                else rt.trial_views_of(self.key, spec, kind, resource, self.workload_views))
         if self.suggester is None:
             origin = spec.warm_start_from
             warm = list(rt.trials_of((namespace, origin)).values()) if origin else []
@@ -356,23 +398,12 @@ class Runtime:
         await self.namespace(namespace).workload(resource).synced.wait()
         return resource
 
-    def trial_views_of(self, key: Key, spec: ExperimentSpec, kind: Kind, resource: Resource) -> dict[str, dict]:
+    def trial_views_of(self, key: Key, spec: ExperimentSpec, kind: Kind, resource: Resource,
+                       cache: WorkloadViews) -> dict[str, dict]:
         """Per trial, the pod-shaped view of its Job or resource and their pods (workload.py)."""
         ns = self.namespace(key[0])
-        workloads = ns.workload(resource).objects.get(key[1]) or {}
-        pods_by_trial: dict[str, list[dict]] = {}
-        for pod in (ns.pods.objects.get(key[1]) or {}).values():
-            trial = (pod["metadata"].get("labels") or {}).get(L_TRIAL)
-            if trial:
-                pods_by_trial.setdefault(trial, []).append(pod)
-        tt = spec.trial_template
-        primary = tt.primary_pod.labels if tt.primary_pod else None
-        views = {}
-        for name, body in workloads.items():
-            view = trial_pod_view(kind, name, body, pods_by_trial.get(name, []), tt.resource, primary)
-            if view is not None:
-                views[name] = view
-        return views
+        return cache.views(kind, spec, ns.workload(resource).objects.get(key[1]) or {},
+                           (ns.pods.objects.get(key[1]) or {}).values())
 
     def wake(self, key: Key) -> None:
         loop = self.loops.get(key)

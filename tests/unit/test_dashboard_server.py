@@ -203,6 +203,23 @@ def test_every_answer_carries_the_security_headers(site):
     assert b"plotly.js" in data[:2000] and len(data) > 1_000_000
 
 
+def test_both_pages_are_the_one_shell_with_their_own_title_crumbs_content_and_script(site):
+    pages = {}
+    for path, name in (("/", "list"), (f"/experiments/{NS}/exp", "experiment")):
+        response, data = site.request("GET", path)
+        assert response.status == 200 and response.getheader("content-type") == "text/html; charset=utf-8"
+        pages[name] = page = data.decode()
+        assert page.startswith("<!doctype html>") and page.endswith("</body>\n</html>\n")
+        assert f'<script src="/static/common.js" defer></script>\n<script src="/static/{name}.js" defer></script>' in page
+        assert '<main>\n  <div id="errors" class="errors" hidden></div>\n' in page
+        assert "<!-- title -->" not in page and "$" not in page  # every part filled, no marker left
+    assert "<title>Experiments · hpo dashboard</title>" in pages["list"] and 'id="filters"' in pages["list"]
+    assert '<span id="scope" class="scope"></span>\n  <span id="live"' in pages["list"]
+    assert "<title>Experiment · hpo dashboard</title>" in pages["experiment"] and 'id="trials"' in pages["experiment"]
+    assert '<link rel="preload" href="/static/plotly.min.js" as="script">' in pages["experiment"]
+    assert "plotly" not in pages["list"] and 'id="filters"' not in pages["experiment"]
+
+
 def test_the_event_stream_says_which_experiments_changed(site):
     conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
     conn.request("GET", "/api/events", headers={"Host": "127.0.0.1"})

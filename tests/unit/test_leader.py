@@ -42,6 +42,9 @@ def test_lease_spec_counts_transitions_and_keeps_acquire_time_while_renewing():
     renewed = lease_spec("me", timing, record("me", transitions=4))
     assert "acquireTime" not in renewed and "leaseTransitions" not in renewed
     assert renewed["renewTime"].endswith("Z")
+    # The chart's Lease before anyone held it, or one released: taking it is a transition too.
+    first = lease_spec("me", timing, record("", transitions=0))
+    assert first["holderIdentity"] == "me" and first["leaseTransitions"] == 1 and "acquireTime" in first
 
 
 @pytest.mark.parametrize("args", [(15, 10, 10), (15, 15, 2), (10, 15, 2), (15, 10, 0)])

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 
 from kubernetes import client, config
-from kubernetes.config import ConfigException
 
-from ..kubeconfig import SA_NAMESPACE_FILE, context_namespace, kubeconfig_path, pick_context
+from ..kubeconfig import configure
 from ..models import GROUP, VERSION
 from .errors import HpoError
 
@@ -57,30 +55,12 @@ class Session:
 
 def connect(kubeconfig: str | None = None, context: str | None = None) -> Session:
     """A Session from a kubeconfig (kubectl's rules) or, inside a pod, its service account."""
+    configuration = client.Configuration()
     try:
-        path = kubeconfig_path(kubeconfig)
+        target, _ = configure(config, configuration, kubeconfig, context)
     except LookupError as e:
         raise HpoError(str(e)) from None
-    if path is None and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        try:
-            config.load_incluster_config()
-        except ConfigException as e:
-            raise HpoError(f"in-cluster configuration: {e}") from None
-        ns = SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.exists() else "default"
-        return Session(client.ApiClient(), ns or "default")
-    if path is None:
-        raise HpoError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config")
-    try:
-        contexts, active = config.list_kube_config_contexts(config_file=path)
-        try:
-            chosen = pick_context(contexts, active, context)
-        except LookupError as e:
-            raise HpoError(str(e)) from None
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
-    except ConfigException as e:
-        raise HpoError(f"kubeconfig {path}: {e}") from None
-    # Fail fast when the server is down, instead of urllib3's three retries.
-    configuration.retries = 1
-    namespace = context_namespace(chosen)
-    return Session(client.ApiClient(configuration), namespace, (chosen or {}).get("name"))
+    if target.path is not None:
+        # Fail fast when the server is down, instead of urllib3's three retries.
+        configuration.retries = 1
+    return Session(client.ApiClient(configuration), target.namespace, target.context)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..informer import follow
 from ..kubeapi import api_reason, read_body
-from ..kubeconfig import SA_NAMESPACE_FILE, context_namespace, kubeconfig_path, pick_context
+from ..kubeconfig import configure, load_failure
 from ..models import GROUP, VERSION
 from .data import experiment_of
 
@@ -73,28 +72,14 @@ async def connect(kubeconfig: str | None = None, context: str | None = None) -> 
     """A connection as `kubectl hpo` makes one: the kubeconfig and context, or in-cluster."""
     configuration = client.Configuration()
     try:
-        path = kubeconfig_path(kubeconfig)
+        target, loading = configure(config, configuration, kubeconfig, context)
+        if loading is not None:
+            await loading
     except LookupError as e:
         raise ConnectError(str(e)) from None
-    if path is None and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException as e:
-            raise ConnectError(f"in-cluster configuration: {e}") from None
-        namespace = SA_NAMESPACE_FILE.read_text().strip() if SA_NAMESPACE_FILE.exists() else ""
-        return Connection(client.ApiClient(configuration), namespace or "default", None)
-    if path is None:
-        raise ConnectError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config")
-    try:
-        contexts, active = config.list_kube_config_contexts(config_file=path)
-        try:
-            chosen = pick_context(contexts, active, context)
-        except LookupError as e:
-            raise ConnectError(str(e)) from None
-        await config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
     except config.ConfigException as e:
-        raise ConnectError(f"kubeconfig {path}: {e}") from None
-    return Connection(client.ApiClient(configuration), context_namespace(chosen), (chosen or {}).get("name"))
+        raise ConnectError(load_failure(target.path, e)) from None
+    return Connection(client.ApiClient(configuration), target.namespace, target.context)
 
 
 def _slim(obj: dict) -> dict:

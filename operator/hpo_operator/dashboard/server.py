@@ -1,7 +1,7 @@
 """The dashboard's web server: two pages, a JSON API over the in-memory copy, and an event stream.
 
-    GET  /                                         the experiment list (static/list.html)
-    GET  /experiments/NS/NAME                      an experiment (static/experiment.html)
+    GET  /                                         the experiment list (static/list.html in page.html)
+    GET  /experiments/NS/NAME                      an experiment (static/experiment.html in page.html)
     GET  /api/config                               scope, context, read-only or not
     GET  /api/experiments?name=&status=&...        list rows, with `kubectl hpo list`'s filters
     GET  /api/experiments/NS/NAME                  summary, spec, conditions, history, best trial
@@ -26,8 +26,10 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
 import signal
 import socket
+import string
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -39,7 +41,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -284,6 +286,20 @@ class Views:
 
 # --- the app ----------------------------------------------------------------------------------------------
 
+PAGE_PART = re.compile(r"^<!-- (title|head|header|main) -->\n", re.MULTILINE)
+
+
+def render_page(name: str) -> str:
+    """A page: the shell every page shares (static/page.html: the head, the top bar, the error
+    box) filled with the parts of static/<name>.html (each after a line `<!-- part -->`: title,
+    head for anything the page loads early, header for its crumbs, main) and its script <name>.js."""
+    found = PAGE_PART.split((STATIC / f"{name}.html").read_text(encoding="utf-8"))
+    parts = dict(zip(found[1::2], found[2::2]))  # found[0]: what the file says about itself
+    shell = string.Template((STATIC / "page.html").read_text(encoding="utf-8"))
+    return shell.substitute(title=parts["title"].strip(), head=parts.get("head", ""), header=parts["header"],
+                            main=parts["main"], script=f"{name}.js")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"cache-control": "no-store"})
 
@@ -312,8 +328,10 @@ def create_app(store: Store, options: Options, actions: Any = None) -> Starlette
             return _error(404, f"experiment {key[1]} not found in namespace {key[0]}")
         return key
 
+    pages = {name: render_page(name) for name in ("list", "experiment")}
+
     async def page_list(request: Request) -> Response:
-        return FileResponse(STATIC / "list.html")
+        return HTMLResponse(pages["list"])
 
     warming: set[asyncio.Task] = set()
 
@@ -323,7 +341,7 @@ def create_app(store: Store, options: Options, actions: Any = None) -> Starlette
             task = asyncio.create_task(views.warm(key))
             warming.add(task)
             task.add_done_callback(warming.discard)
-        return FileResponse(STATIC / "experiment.html")
+        return HTMLResponse(pages["experiment"])
 
     async def plotly_js(request: Request) -> Response:
         # plotly.js from the plotly package itself: no CDN, the same version the figures are for.

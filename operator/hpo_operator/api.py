@@ -67,3 +67,4 @@ EXPERIMENT_PHASES = tuple(p.value for p in ExperimentPhase)
 TRIAL_PHASES = tuple(p.value for p in TrialPhase)
 FINISHED_PHASES = (ExperimentPhase.succeeded.value, ExperimentPhase.failed.value)  # of an experiment
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Killed", "EarlyStopped", "Refused"})  # of a trial
+UNFINISHED_PHASES = tuple(p for p in TRIAL_PHASES if p not in TERMINAL_PHASES)  # of a trial

@@ -17,6 +17,9 @@ from datetime import datetime
 
 from . import times
 
+# Pod phases (Kubernetes' words) after which no container of the pod runs again.
+FINISHED_POD_PHASES = ("Succeeded", "Failed")
+
 INFRASTRUCTURE_POD_REASONS = frozenset({
     "Evicted", "Preempting", "Preempted", "NodeLost", "NodeShutdown", "Shutdown", "Terminated",
     "UnexpectedAdmissionError", "NodeAffinity", "OutOfcpu", "OutOfmemory",
@@ -130,7 +133,7 @@ def seconds_past_deletion(pod: dict, now: datetime | None) -> float | None:
 def finished(pod: dict) -> bool:
     """Whether the pod's containers are all done (what runs on is not the trial's)."""
     status = pod.get("status") or {}
-    if status.get("phase") in ("Succeeded", "Failed"):
+    if status.get("phase") in FINISHED_POD_PHASES:
         return True
     # A kubelet reports the containers terminated a moment before it sets the pod's phase.
     containers = status.get("containerStatuses") or []
@@ -141,7 +144,7 @@ def stranded(pod: dict, now: datetime) -> bool:
     """A pod whose deletion no kubelet will ever finish: it no longer takes a trial slot."""
     late = seconds_past_deletion(pod, now)
     phase = (pod.get("status") or {}).get("phase")
-    return late is not None and late >= STRANDED_AFTER_SECONDS and phase not in ("Succeeded", "Failed")
+    return late is not None and late >= STRANDED_AFTER_SECONDS and phase not in FINISHED_POD_PHASES
 
 
 def _not_finished(phase: str, status: dict, waiting: dict | None, created: str | None) -> PodObservation:

@@ -27,6 +27,7 @@ from typing import Any
 
 from .models import ExperimentSpec, TrialResource
 from .api import API_VERSION, L_EXPERIMENT, L_TRIAL
+from .podstate import FINISHED_POD_PHASES
 from .template import build_pod, mount_checkpoint, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
@@ -226,7 +227,7 @@ def trial_pod_view(kind: Kind, name: str, workload: dict | None, pods: list[dict
     if pod is not None:
         status = dict(pod.get("status") or {})
         phase = status.pop("phase", None) or "Pending"
-        if phase in ("Succeeded", "Failed"):
+        if phase in FINISHED_POD_PHASES:
             # The pod ended but the resource has not decided yet (a Job may start another pod):
             # the trial is still running.
             phase, status = "Running", {"startTime": status.get("startTime")}

@@ -14,13 +14,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import times
 from ..client.errors import InvalidInput
-from ..client.query import (TRIAL_PHASES, ExperimentFilter, TimeRange, build_selector, parse_phases, sort_direction, sort_field, sort_items)
+from ..api import UNFINISHED_PHASES
+from ..client.query import (TRIAL_PHASES, ExperimentFilter, TimeRange, build_selector, parse_phases, sort_direction,
+                            sort_field, sort_items)
 from ..client.views import L_CONFIG, L_EXPERIMENT, L_LAUNCH, experiment_detail, experiment_summary
 
 # A trial's message can be a whole termination log; the table shows its start.
 MESSAGE_LIMIT = 2000
 # Trials still taking a slot, as the operator counts them.
-UNFINISHED = ("Pending", "Running")
 
 __all__ = ["ListQuery", "parse_list_query", "experiment_rows", "parse_selector", "selector_matches",
            "experiment_view", "trial_row", "trial_rows", "creation_order", "recovery", "experiment_of", "TRIAL_PHASES"]
@@ -223,7 +224,7 @@ def _outcome(attempts: list[dict]) -> str:
     phases = [a["phase"] for a in attempts]
     if "Succeeded" in phases:
         return "Succeeded"
-    unfinished = [p for p in phases if p in UNFINISHED]
+    unfinished = [p for p in phases if p in UNFINISHED_PHASES]
     if unfinished:
         return unfinished[-1]
     return phases[-1]

@@ -26,6 +26,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState, create_trial
 
+from ..api import UNFINISHED_PHASES
 from ..models import ExperimentSpec, Parameter
 from ..suggest import distribution
 from .data import creation_order
@@ -98,7 +99,7 @@ def _state(status: dict) -> tuple[TrialState, float | None]:
         return TrialState.COMPLETE, float(value)
     if phase == "EarlyStopped":
         return TrialState.PRUNED, None
-    if phase in ("Pending", "Running"):
+    if phase in UNFINISHED_PHASES:
         return TrialState.RUNNING, None
     return TrialState.FAIL, None
 

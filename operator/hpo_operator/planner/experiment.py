@@ -7,7 +7,7 @@ import re
 from typing import NamedTuple
 
 from .. import checkpoint
-from ..api import FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES
+from ..api import EXPERIMENT_PHASES, FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES, ExperimentPhase
 from .. import times
 from ..conditions import get_condition, set_condition
 from ..models import (PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec, ExperimentStatus, Metric,
@@ -160,7 +160,8 @@ class ExperimentSteps(RoundState):
             history = [*(status.status_history or []), PhaseChange(phase=phase, reason=reason, time=times.iso(self.now))]
             status.status_history = history[-STATUS_HISTORY_LIMIT:]
         status.phase = phase
-        for type_ in ("Running", "Suspended", "Succeeded", "Failed"):
+        # One condition per phase the experiment can be in after a round.
+        for type_ in (p for p in EXPERIMENT_PHASES if p != ExperimentPhase.created):
             status.conditions = set_condition(status.conditions, type_, phase == type_, reason,
                                               message if phase == type_ else "", self.now, self.exp.generation)
 

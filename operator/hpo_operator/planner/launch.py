@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..api import A_NOT_BEFORE
 from .. import times
-from ..podstate import stranded
+from ..podstate import FINISHED_POD_PHASES, stranded
 from ..space import config_hash
 from ..suggest import Outcome
 from .state import DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, RoundState, TrialView
@@ -20,7 +20,7 @@ class Launch(RoundState):
         # Every unfinished pod counts, also one still shutting down after its trial was stopped,
         # but not one stranded on a lost node: it would hold its slot forever.
         busy = {name for name, pod in self.pods.items()
-                if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                if (pod.get("status") or {}).get("phase") not in FINISHED_POD_PHASES
                 and not stranded(pod, self.now)}
         busy |= {t.name for t in self.active() if self.has_pod.get(t.name)}
         slots = self.spec.parallel_trial_count - len(busy)

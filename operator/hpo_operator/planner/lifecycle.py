@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import checkpoint
-from .. import metrics as metricslib
+from .. import metrics
 from ..api import TERMINAL_PHASES
 from ..models import METRIC_HISTORY_LIMIT, ExperimentSpec, Metric, ResumedFrom
 from .. import times
@@ -26,7 +26,7 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str |
     if obs.phase == "Failed" and spec.trial_template.checkpoint is not None \
             and spec.metrics_collector.source != "TerminationMessage":
         return "final"  # what the failed attempt reported, for the attempt that resumes it
-    if obs.phase == "Succeeded" and metricslib.log_needed(spec.metrics_collector.source, obs.termination_message,
+    if obs.phase == "Succeeded" and metrics.log_needed(spec.metrics_collector.source, obs.termination_message,
                                                          spec.objective.metric_name):
         return "final"
     return None
@@ -71,14 +71,14 @@ class Lifecycle(RoundState):
             history = self.continued(t, self.history(samples, obs.finish_time))
             if history:
                 common["metric_history"] = history
-            found = metricslib.latest(samples)
+            found = metrics.latest(samples)
             if found:
                 common["metrics"] = [self.metric(s, obs.finish_time) for s in found.values()]
             common.update(self.resumed_from(t, found))
         if obs.phase == "Succeeded":
             samples = self.final_samples(t, obs)
-            found = metricslib.latest(samples)
-            metrics = [self.metric(s, obs.finish_time) for s in found.values()]
+            found = metrics.latest(samples)
+            reported = [self.metric(s, obs.finish_time) for s in found.values()]
             objective = found.get(self.spec.objective.metric_name)
             history = self.continued(t, self.history(samples, obs.finish_time))
             if history:
@@ -88,10 +88,10 @@ class Lifecycle(RoundState):
                 self.set_status(t, phase="Failed", reason="MetricsUnavailable", failure_class="MetricsUnavailable",
                                 message=f"the trial succeeded but reported no {self.spec.objective.metric_name} "
                                         f"metric ({self.spec.metrics_collector.source})",
-                                metrics=metrics or None, **common)
+                                metrics=reported or None, **common)
             else:
                 self.set_status(t, phase="Succeeded", reason="Completed", message="", failure_class=None,
-                                objective_value=objective.value, metrics=metrics, **common)
+                                objective_value=objective.value, metrics=reported, **common)
             return
         if obs.phase == "Failed":
             self.set_status(t, phase="Failed", reason=obs.reason, message=obs.message,
@@ -125,9 +125,9 @@ class Lifecycle(RoundState):
             self.plan.requeue(left)
         self.update(t, phase="Pending", reason=obs.reason, message=obs.message, pod_name=t.name)
 
-    def final_samples(self, t: TrialView, obs: Any) -> list[metricslib.Sample]:
+    def final_samples(self, t: TrialView, obs: Any) -> list[metrics.Sample]:
         """A finished attempt's metrics, from where metricsCollector.source says."""
-        return metricslib.final_samples(self.spec.metrics_collector.source, self.spec.objective.metric_name,
+        return metrics.final_samples(self.spec.metrics_collector.source, self.spec.objective.metric_name,
                                         obs.termination_message, self.logs.get(t.name, ""), self.wanted)
 
     def continued(self, t: TrialView, history: list[Metric]) -> list[Metric]:
@@ -139,7 +139,7 @@ class Lifecycle(RoundState):
         earlier = (self.current(previous).metric_history or []) if previous is not None else []
         return checkpoint.merged_history(earlier, history)[-METRIC_HISTORY_LIMIT:] if earlier else history
 
-    def resumed_from(self, t: TrialView, found: dict[str, metricslib.Sample]) -> dict[str, ResumedFrom]:
+    def resumed_from(self, t: TrialView, found: dict[str, metrics.Sample]) -> dict[str, ResumedFrom]:
         """status.resumedFrom, when the program says it resumed (metric resumed_step)."""
         step = found.get(checkpoint.RESUMED_STEP) if self.checkpoint is not None else None
         if step is None:
@@ -148,21 +148,21 @@ class Lifecycle(RoundState):
                                             trial=t.spec.get("retryOf") or None)}
 
     @staticmethod
-    def metric(sample: metricslib.Sample, default_time: str | None) -> Metric:
+    def metric(sample: metrics.Sample, default_time: str | None) -> Metric:
         return Metric(name=sample.name, value=sample.value, step=sample.step,
                       timestamp=sample.timestamp or default_time or None)
 
-    def history(self, samples: list[metricslib.Sample], default_time: str | None) -> list[Metric]:
+    def history(self, samples: list[metrics.Sample], default_time: str | None) -> list[Metric]:
         stepped = [self.metric(s, default_time) for s in samples if s.step is not None]
         return stepped[-METRIC_HISTORY_LIMIT:]
 
     def check_progress(self, t: TrialView) -> None:
         """Intermediate values of a running trial: recorded, and shown to the early-stopping rule."""
-        samples = metricslib.parse_log(self.logs[t.name], self.wanted, timestamps=True)
+        samples = metrics.parse_log(self.logs[t.name], self.wanted, timestamps=True)
         if not samples:
             return
         history = self.continued(t, self.history(samples, None))
-        self.update(t, metrics=[self.metric(s, None) for s in metricslib.latest(samples).values()],
+        self.update(t, metrics=[self.metric(s, None) for s in metrics.latest(samples).values()],
                     metric_history=history or None)
         objective = self.spec.objective.metric_name
         steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}

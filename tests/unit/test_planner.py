@@ -1354,3 +1354,18 @@ def test_a_terminating_pod_of_a_killed_trial_still_holds_its_slot():
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=5, maxTrialDurationSeconds=600), trials,
                {"exp-0000": terminating})
     assert plan.start_pods == []
+
+
+def test_a_round_leaves_the_statuses_it_read_as_they_were():
+    """The planner copies a trial's status shallowly before changing it, so no step may change a
+    status's lists or conditions in place: the views are the watch's objects, and next round's."""
+    trials = [suggested(0, "Running", conditions=[{"type": "Succeeded", "status": "Unknown", "reason": "Running",
+                                                   "message": "", "lastTransitionTime": EARLIER}]),
+              failed(1, "OOMKilled"), failed(2, "Error", annotations={A_RESTART: "again"}),
+              succeeded(3, 0.5), suggested(4, "Pending", reason="PodCreated")]
+    pods = {"exp-0000": pod_succeeded("exp-0000", json.dumps({"loss": 0.25})), "exp-0004": pod_running("exp-0004")}
+    before = [(copy.deepcopy(t.body), t.typed_status.model_dump()) for t in trials]
+    plan = run(make_spec(parallelTrialCount=3, maxTrialCount=5), trials, pods)
+    assert {"exp-0000", "exp-0002"} <= set(plan.trial_status)  # the round did change them
+    assert plan.trial_status["exp-0000"]["conditions"][0]["status"] == "True"
+    assert [(t.body, t.typed_status.model_dump()) for t in trials] == before

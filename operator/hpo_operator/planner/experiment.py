@@ -75,7 +75,7 @@ class ExperimentSteps(RoundState):
                                                                  self.exp.name)
 
     def run(self, invalid: list[str]) -> Plan:
-        status = self.exp_status.model_copy(deep=True)
+        status = self.exp_status.model_copy()  # shallow: see _Statuses
         if not status.start_time:
             status.start_time = times.iso(self.now)
         self.observe_trials()

@@ -135,7 +135,10 @@ class _Statuses(dict[str, TrialStatus]):
         self.views = views
 
     def __missing__(self, name: str) -> TrialStatus:
-        status = self[name] = self.views[name].typed_status.model_copy(deep=True)
+        # A shallow copy is enough, and a deep one was a quarter of a round's time: the steps
+        # replace a status's lists and conditions (set_condition makes new ones), never change
+        # them in place.
+        status = self[name] = self.views[name].typed_status.model_copy()
         return status
 
 

@@ -855,3 +855,12 @@ def test_each_step_reaches_optuna_once_however_often_the_curve_is_handed_over():
             sug.should_stop(0, {step: 1.0 / step for step in range(1, last + 1)})
     assert sug.study.trials[0].intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
 
+
+
+def test_the_readme_lists_each_algorithms_settings_as_the_models_do():
+    """README's settings table is written by hand; the models are the source of truth."""
+    readme = (REPO / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", readme, re.MULTILINE))
+    for algorithm in SETTINGS:
+        listed = re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", rows.get(algorithm, "")))
+        assert listed == setting_names(algorithm), algorithm

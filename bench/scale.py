@@ -11,11 +11,14 @@ other:
   Experiment with the same budgets.
 
 Trial pods run on the KWOK nodes and finish at once (`sim.hpo.dev/duration: 0s`), so the loop, not
-the training, is what is measured. Every time is a receipt time of this script's own watch on pods
+the training, is what is measured. With `--kind job` every trial is a batch/v1 Job of that pod, run
+by the cluster's job controller, and a trial has finished when its Job is Complete: both sides
+create the Job the operator builds (workload.build_workload) instead of the pod. Every time is a receipt time of this script's own watch on pods
 and experiments. Prints a table; asserts nothing (bench/README.md explains each column).
 
     .venv/bin/python bench/scale.py                  # every case (about 45 minutes on 2 cores)
     .venv/bin/python bench/scale.py --cases 200x20,unrelated
+    .venv/bin/python bench/scale.py --cases 1000x200 --kind job
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ sys.path.insert(0, str(REPO / "operator"))
 
 from hpo_operator.kubeapi import Api, read_body  # noqa: E402
 from hpo_operator.models import ExperimentSpec  # noqa: E402
-from hpo_operator.template import build_pod  # noqa: E402
+from hpo_operator.workload import build_workload  # noqa: E402
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 # name: (experiments, trials per experiment, parallel trials per experiment)
@@ -52,7 +55,14 @@ CASES = {
 UNRELATED_PODS = 2000
 
 
-def experiment_body(name: str, trials: int, parallel: int) -> dict:
+def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") -> dict:
+    pod = {
+        "metadata": {"annotations": {"sim.hpo.dev/duration": "0s",
+                                     "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
+        "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
+    }
+    # A Job trial: the same pod as the Job's template, run by the cluster's job controller.
+    template = {"template": pod} if kind == "pod" else {"job": {"spec": {"template": pod}}}
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": name},
         "spec": {
@@ -62,11 +72,7 @@ def experiment_body(name: str, trials: int, parallel: int) -> dict:
             "parallelTrialCount": parallel,
             "maxTrialCount": trials,
             "metricsCollector": {"source": "TerminationMessage"},
-            "trialTemplate": {"template": {
-                "metadata": {"annotations": {"sim.hpo.dev/duration": "0s",
-                                             "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
-                "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
-            }},
+            "trialTemplate": template,
         },
     }
 
@@ -107,17 +113,30 @@ class Clock:
     finished: dict[str, float] = field(default_factory=dict)
     experiment_of: dict[str, str] = field(default_factory=dict)
     waiters: dict[str, asyncio.Future] = field(default_factory=dict)
+    job_waiters: dict[str, asyncio.Future] = field(default_factory=dict)
 
     def on_pod(self, type_: str, pod: dict) -> None:
         now = time.monotonic()
-        name = pod["metadata"]["name"]
+        labels = pod["metadata"].get("labels") or {}
+        name = labels.get("hpo.dev/trial") or pod["metadata"]["name"]  # a Job's pod: its trial's name
         self.created.setdefault(name, now)
-        self.experiment_of[name] = (pod["metadata"].get("labels") or {}).get("hpo.dev/experiment", "")
+        self.experiment_of[name] = labels.get("hpo.dev/experiment", "")
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and name not in self.finished:
             self.finished[name] = now
             waiter = self.waiters.pop(name, None)
             if waiter and not waiter.done():
                 waiter.set_result(pod)
+
+    def on_job(self, type_: str, job: dict) -> None:
+        """A Job trial is finished when the job controller says so (the operator waits for that too)."""
+        done = {c.get("type") for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+        waiter = self.job_waiters.get(job["metadata"]["name"])
+        if done & {"Complete", "Failed"} and waiter and not waiter.done():
+            waiter.set_result(job)
+
+    def wait_job(self, name: str) -> asyncio.Future:
+        future = self.job_waiters[name] = asyncio.get_running_loop().create_future()
+        return future
 
     def wait_finished(self, name: str) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -201,17 +220,21 @@ class Result:
 
 
 async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, parallel: int,
-                    writers: int) -> Result:
+                    writers: int, kind: str = "pod") -> Result:
     ns = await cluster.namespace("bench-floor")
     clock, stop = Clock(), asyncio.Event()
-    watcher = asyncio.create_task(watch_lines(cluster.core.list_namespaced_pod, ns, on_event=clock.on_pod, stop=stop))
+    watchers = [asyncio.create_task(watch_lines(cluster.core.list_namespaced_pod, ns, on_event=clock.on_pod,
+                                                stop=stop))]
+    if kind == "job":
+        watchers.append(asyncio.create_task(watch_lines(client.BatchV1Api(cluster.api).list_namespaced_job, ns,
+                                                        on_event=clock.on_job, stop=stop)))
     # The operator's own API layer, its bound set to the floor's best concurrency.
     api = Api(cluster.api, concurrency=writers)
     start = time.monotonic()
 
     async def one_experiment(e: int) -> None:
         name = f"exp{e}"
-        body = experiment_body(name, trials, parallel)
+        body = experiment_body(name, trials, parallel, kind)
         spec = ExperimentSpec.model_validate(body["spec"])
         exp = await api.create("experiments", ns, body)
         owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "name": name,
@@ -232,8 +255,9 @@ async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, 
                              "parameters": [{"name": "x", "value": x}]}})
                 await api.patch_status("trials", ns, trial,
                                        {"phase": "Pending", "reason": "PodCreated", "parameterSummary": f"x={x}"})
-                finished = clock.wait_finished(trial)
-                await api.create_pod(ns, build_pod(spec, name, created))
+                finished = clock.wait_finished(trial) if kind == "pod" else clock.wait_job(trial)
+                workload, manifest = build_workload(spec, name, created)
+                await api.create_object((workload.group, workload.version, workload.plural), ns, manifest)
                 await finished
                 await api.patch_status("trials", ns, trial,
                                        {"phase": "Succeeded", "reason": "Completed", "objectiveValue": float(x)})
@@ -245,7 +269,8 @@ async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, 
     await asyncio.gather(*(one_experiment(e) for e in range(experiments)))
     wall = time.monotonic() - start
     stop.set()
-    watcher.cancel()
+    for w in watchers:
+        w.cancel()
     first = sorted(clock.created.values())
     result = Result("floor", case, trials * experiments, parallel, wall, clock.replacement_latencies(parallel),
                     first[min(len(first), parallel) - 1] - start)
@@ -291,7 +316,7 @@ class Operator:
 
 
 async def run_operator(cluster: Cluster, kubeconfig: str, case: str, experiments: int, trials: int,
-                       parallel: int, logdir: Path, timeout: float) -> Result:
+                       parallel: int, logdir: Path, timeout: float, kind: str = "pod") -> Result:
     ns = await cluster.namespace("bench-op")
     operator = Operator(kubeconfig, logdir / f"operator-{case}.log")
     await asyncio.sleep(5)  # started, lists done, idle
@@ -317,7 +342,7 @@ async def run_operator(cluster: Cluster, kubeconfig: str, case: str, experiments
     async def create(e: int) -> None:
         async with sem:
             await cluster.raw(cluster.custom.create_namespaced_custom_object, GROUP, VERSION, ns, "experiments",
-                              experiment_body(f"exp{e}", trials, parallel))
+                              experiment_body(f"exp{e}", trials, parallel, kind))
 
     await asyncio.gather(*(create(e) for e in range(experiments)))
     try:
@@ -419,6 +444,8 @@ async def main() -> None:
     parser.add_argument("--floor-writers", type=int, default=24, help="writes in flight for the floor")
     parser.add_argument("--no-floor", action="store_true", help="the operator alone")
     parser.add_argument("--no-operator", action="store_true", help="the floor alone")
+    parser.add_argument("--kind", choices=("pod", "job"), default="pod",
+                        help="what trials run as: pods, or batch/v1 Jobs run by the job controller")
     parser.add_argument("--timeout", type=float, default=1800, help="per operator run, seconds")
     parser.add_argument("--logs", default=str(REPO / ".cluster" / "bench"), help="operator logs go here")
     args = parser.parse_args()
@@ -443,13 +470,14 @@ async def main() -> None:
                       f"peak {u['peak_rss']:.0f} MB ({(u['peak_rss'] / u['idle_rss'] - 1) * 100:+.0f}%)\n")
                 continue
             experiments, trials, parallel = CASES[case]
+            label = case if args.kind == "pod" else f"{case} Jobs"
             floor = None
             if not args.no_floor:
-                floor = await run_floor(cluster, case, experiments, trials, parallel, args.floor_writers)
+                floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
                 rows.append(row(floor, None))
             if not args.no_operator:
-                op = await run_operator(cluster, kubeconfig, case, experiments, trials, parallel, logdir,
-                                        args.timeout)
+                op = await run_operator(cluster, kubeconfig, label, experiments, trials, parallel, logdir,
+                                        args.timeout, args.kind)
                 rows.append(row(op, floor))
             print_table(rows)
             print()

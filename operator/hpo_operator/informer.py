@@ -48,8 +48,14 @@ class Informer:
         old = self._where.get(name, key)
         if old != key:
             self._drop(name)
-        self.objects.setdefault(key, {})[name] = self.slim(obj)
+        slim = self.slim(obj)
+        objects = self.objects.setdefault(key, {})
         self._where[name] = key
+        if objects.get(name) == slim:
+            # Nothing the operator reads changed (a Job's counters, a pod's IP): no round for it,
+            # and the stored object, on which views are cached, stays the same.
+            return
+        objects[name] = slim
         self.changed(key)
 
     def _drop(self, name: str) -> None:

@@ -1,0 +1,40 @@
+"""An informer stores what the operator reads of each object, and wakes an experiment only when
+that changed."""
+
+from hpo_operator.informer import Informer
+from hpo_operator.kubeapi import PODS
+from hpo_operator.runtime import by_experiment, slim_pod, slim_workload
+
+
+def job(name: str, active: int, conditions: list[dict] | None = None) -> dict:
+    return {"metadata": {"name": name, "namespace": "ns", "labels": {"hpo.dev/experiment": "exp"},
+                         "resourceVersion": str(active)},
+            "status": {"active": active, "conditions": conditions or []}}
+
+
+def informer(slim) -> tuple[Informer, list]:
+    woken: list = []
+    return Informer(None, "ns", PODS, by_experiment, slim, woken.append), woken
+
+
+def test_an_event_that_changes_nothing_the_operator_reads_wakes_no_round():
+    inf, woken = informer(slim_workload)
+    inf._put(job("exp-0000", active=1))
+    stored = inf.objects["exp"]["exp-0000"]
+    inf._put(job("exp-0000", active=2))  # the Job's counters: not read
+    assert woken == ["exp"]
+    assert inf.objects["exp"]["exp-0000"] is stored  # views cached on it stay valid
+    inf._put(job("exp-0000", active=0, conditions=[{"type": "Complete", "status": "True"}]))
+    assert woken == ["exp", "exp"]
+    assert inf.objects["exp"]["exp-0000"]["status"]["conditions"][0]["type"] == "Complete"
+
+
+def test_a_pod_whose_phase_changes_wakes_its_experiment():
+    inf, woken = informer(slim_pod)
+    pod = {"metadata": {"name": "exp-0000", "labels": {"hpo.dev/experiment": "exp"}},
+           "spec": {"containers": [{"name": "train"}]}, "status": {"phase": "Pending", "podIP": "10.0.0.1"}}
+    inf._put(pod)
+    inf._put({**pod, "status": {"phase": "Pending", "podIP": "10.0.0.2"}})
+    inf._put({**pod, "status": {"phase": "Running"}})
+    inf._drop("exp-0000")
+    assert woken == ["exp", "exp", "exp"] and "exp" not in inf.objects

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from tests import kube
+from tests import faults, kube
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +79,33 @@ def crds(kubectl, api):
     # Discovery of a new CRD can lag behind Established; wait until the kinds are served.
     kube.wait_until(lambda: kubectl.run("get", "experiments,trials", "-A", check=False).returncode == 0,
                     timeout=30, what="the hpo.dev kinds to be served")
+
+
+@pytest.fixture(scope="session")
+def local_cluster(kubeconfig) -> faults.LocalCluster:
+    """The local control plane's processes, for tests that kill or pause them (tests/faults.py);
+    such tests are skipped on any other cluster (HPO_KUBECONFIG), with the reason."""
+    try:
+        return faults.local_cluster(kubeconfig)
+    except faults.NotLocalCluster as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def apiserver(local_cluster, tmp_path):
+    """A started second kube-apiserver on the local etcd (faults.ApiServer), stopped at teardown."""
+    server = faults.ApiServer(local_cluster, tmp_path / "apiserver.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def relay(kubeconfig):
+    """A TCP relay to the test cluster's API server (faults.Relay), on any cluster; closed at
+    teardown. `relay.write_kubeconfig(kubeconfig, path)` gives clients a way through it."""
+    with faults.Relay.for_kubeconfig(kubeconfig) as r:
+        yield r
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,18 @@ stream as plain JSON lines into dicts and wake the experiment whose object chang
 
 Like kopf's indexes, an informer is "synced" once its first listing is in: an experiment's loop
 waits for that, so it never plans on a partial view (after a restart, a running trial whose pod
-was not listed yet would look like one whose pod vanished).
+was not listed yet would look like one whose pod vanished). It is unsynced again from the moment
+its watch fails until its next listing: what it holds may then be stale, and a round planned on a
+stale view could act on a pod that finished long ago.
+
+A watch ends in one of two ways, as client-go's reflector has it:
+- the API server closes it after the timeout it was asked for: it goes on from the last
+  resourceVersion seen, with no listing;
+- anything else (the connection refused, reset or cut while the API server restarts, a TLS
+  failure, a 5xx or 429, 410 Gone after etcd compacted the history, a stream silent for longer
+  than the server's timeout, a line that is not JSON, or a bug of ours): the informer lists again
+  after a backoff, and every experiment whose objects changed or disappeared meanwhile wakes.
+Nothing but cancellation ends the loop (`run_list_watch`): the dashboard's watches use it too.
 """
 
 from __future__ import annotations
@@ -15,17 +26,130 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .kubeapi import Api, ApiException, Resource
+from .kubeapi import Api, ApiException, Resource, failure_reason
 
 log = logging.getLogger(__name__)
 
-WATCH_TIMEOUT_SECONDS = 300  # the API server ends a watch after this; it is started again
-RETRY_DELAYS = (1, 2, 5, 10, 30)
+# The API server ends each watch after this; it is resumed from its last resourceVersion. Short
+# enough that the client's silence timeout (this plus a margin) finds a half-open stream soon.
+WATCH_TIMEOUT_SECONDS = int(os.environ.get("HPO_WATCH_TIMEOUT_SECONDS", "60"))
+# After a failed listing or watch: the first retry after BACKOFF_BASE seconds, each next one
+# doubling, at most BACKOFF_MAX, each with up to a fifth of jitter (replicas and namespaces that
+# failed together do not all come back at the same instant).
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
 
 KeyOf = Callable[[dict], "str | None"]
 Slim = Callable[[dict], dict]
+
+# Restarts of every watch in this process, by (resource, reason), for the operator's metrics: kept
+# here, not per informer, so that a counter never goes down when a namespace's informers go.
+RESTARTS: Counter[tuple[str, str]] = Counter()
+
+
+def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after the failures-th failure in a row (1, 2, ...)."""
+    delay = min(BACKOFF_BASE * 2 ** max(failures - 1, 0), BACKOFF_MAX)
+    return delay * (1 + 0.2 * rand())
+
+
+class Gone(Exception):
+    """410 Gone: the resourceVersion to go on from is older than the history the API server keeps."""
+
+    status = 410
+
+
+@dataclass
+class WatchHealth:
+    """How one list-then-watch is doing, for the loops that read it, metrics, probes and logs."""
+
+    resource: str  # what it watches ("pods", "trials", "experiments"): a metrics label
+    where: str     # for log lines: "pods in namespace ns"
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    last_event: float | None = None   # monotonic: the newest listing, event or bookmark
+    down_since: float | None = None   # monotonic: the first failure since the last listing
+    error: str | None = None          # the last failure, while down
+    exception: BaseException | None = None  # the same, for a caller that words it its own way
+    failures: int = 0                 # failures in a row
+
+    def listed(self) -> None:
+        self.last_event = time.monotonic()
+        self.down_since, self.error, self.exception, self.failures = None, None, None, 0
+        self.synced.set()
+
+    def failed(self, reason: str, e: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        self.error, self.exception = f"{reason}: {describe(e)}", e
+        self.failures += 1
+        self.synced.clear()
+        RESTARTS[(self.resource, reason)] += 1
+
+    def down_for(self, now: float | None = None) -> float:
+        return 0.0 if self.down_since is None else (now or time.monotonic()) - self.down_since
+
+
+def describe(e: BaseException) -> str:
+    if isinstance(e, ApiException):
+        return f"{e.status} {e.reason}"
+    try:
+        text = str(e)
+    except Exception:  # an exception that cannot say itself must not end the loop that caught it
+        text = ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+async def run_list_watch(health: WatchHealth, list_: Callable[[], Awaitable[tuple[list[dict], str]]],
+                         open_watch: Callable[[str], Awaitable[Any]], relist: Callable[[list[dict]], None],
+                         put: Callable[[dict], None], drop: Callable[[dict], None],
+                         on_change: Callable[[], None] | None = None) -> None:
+    """Lists, then watches from the listing's resourceVersion, for as long as it is not cancelled.
+
+    list_() gives the items and the resourceVersion; open_watch(version) the open watch response;
+    relist, put and drop keep the caller's copy. on_change is called when the health changes
+    (down or synced again), for a caller that shows it."""
+    while True:
+        try:
+            items, version = await list_()
+            relist(items)
+            recovered = health.down_since is not None
+            health.listed()
+            if recovered:
+                log.info("%s: listed again, watching from resourceVersion %s", health.where, version)
+            if on_change is not None:
+                on_change()
+            while True:
+                started = time.monotonic()
+                response = await open_watch(version)
+                going_on = await follow(response, version, put, drop, seen=health)
+                if going_on is None:
+                    raise Gone()
+                if time.monotonic() - started < 1:
+                    # Ended by the server long before its timeout (an API server shutting down
+                    # closes its watches): no loop of watches that end at once.
+                    await asyncio.sleep(1)
+                version = going_on
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # every failure, ours included, ends in a listing: never a dead watch
+            reason = "Gone" if isinstance(e, Gone) else failure_reason(e)
+            health.failed(reason, e)
+            if on_change is not None:
+                on_change()
+            delay = backoff_delay(health.failures)
+            if reason == "Unexpected":
+                log.exception("%s: the watch failed unexpectedly; listing again in %.1fs", health.where, delay)
+            else:
+                log.warning("%s: the watch ended (%s); listing again in %.1fs", health.where, health.error, delay)
+            await asyncio.sleep(delay)
 
 
 class Informer:
@@ -40,7 +164,11 @@ class Informer:
         self.label_selector = label_selector
         self.objects: dict[str | None, dict[str, dict]] = {}
         self._where: dict[str, str | None] = {}  # name -> experiment, to move or drop an object
-        self.synced = asyncio.Event()
+        self.health = WatchHealth(self.kind, f"{self.kind} in namespace {namespace}")
+
+    @property
+    def synced(self) -> asyncio.Event:
+        return self.health.synced
 
     def _put(self, obj: dict) -> None:
         name = obj["metadata"]["name"]
@@ -68,6 +196,8 @@ class Informer:
         self.changed(key)
 
     def _relist(self, items: list[dict]) -> None:
+        """A listing replaces what was held: changed objects wake their experiment (_put), and so do
+        objects deleted while the watch was down."""
         seen = set()
         for obj in items:
             seen.add(obj["metadata"]["name"])
@@ -75,44 +205,32 @@ class Informer:
         for name in [n for n in self._where if n not in seen]:
             self._drop(name)
 
+    async def _list(self) -> tuple[list[dict], str]:
+        listing = await self.api.list_raw(self.resource, self.namespace, label_selector=self.label_selector)
+        return listing["items"], listing["metadata"]["resourceVersion"]
+
+    def _open_watch(self, version: str) -> Awaitable[Any]:
+        return self.api.watch_raw(self.resource, self.namespace, version, WATCH_TIMEOUT_SECONDS,
+                                  label_selector=self.label_selector)
+
     async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                listing = await self.api.list_raw(self.resource, self.namespace, label_selector=self.label_selector)
-                self._relist(listing["items"])
-                self.synced.set()
-                version = listing["metadata"]["resourceVersion"]
-                failures = 0
-                while version:
-                    version = await self._watch(version)
-            except asyncio.CancelledError:
-                raise
-            except (ApiException, OSError, ValueError, asyncio.TimeoutError) as e:
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
-                failures += 1
-                log.warning("watching %s in %s failed (%s), listing again in %ss", self.kind, self.namespace,
-                            getattr(e, "status", None) or type(e).__name__, delay)
-                await asyncio.sleep(delay)
-
-    async def _watch(self, version: str) -> str | None:
-        """Follows the watch from `version`; returns where to go on from, or None to list again
-        (the version is too old)."""
-        response = await self.api.watch_raw(self.resource, self.namespace, version, WATCH_TIMEOUT_SECONDS,
-                                            label_selector=self.label_selector)
-        return await follow(response, version, self._put, lambda obj: self._drop(obj["metadata"]["name"]))
+        await run_list_watch(self.health, self._list, self._open_watch, self._relist, self._put,
+                             lambda obj: self._drop(obj["metadata"]["name"]))
 
 
-async def follow(response: Any, version: str, put: Callable[[dict], None], drop: Callable[[dict], None]) -> str | None:
+async def follow(response: Any, version: str, put: Callable[[dict], None], drop: Callable[[dict], None],
+                 seen: WatchHealth | None = None) -> str | None:
     """Reads an open watch response, one JSON event a line, into put (added or changed) and drop
-    (deleted), and releases it. Returns the resourceVersion to watch on from, or None when that is
-    too old (410 Gone: list again)."""
+    (deleted), and releases it. Returns the resourceVersion to watch on from once the server ends
+    the watch, or None when that is too old (410 Gone: list again). A failed or cut stream raises."""
     try:
         async for line in response.content:
             if not line.strip():
                 continue
             event = json.loads(line)
             kind, obj = event.get("type"), event.get("object") or {}
+            if seen is not None:
+                seen.last_event = time.monotonic()
             if kind == "ERROR":
                 if obj.get("code") == 410:
                     return None

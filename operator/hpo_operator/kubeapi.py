@@ -15,12 +15,14 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .models import GROUP, VERSION
 
-__all__ = ["Api", "ApiException", "connect", "api_reason", "Resource", "PODS", "CLAIMS", "TRIALS"]
+__all__ = ["Api", "ApiException", "connect", "api_reason", "failure_reason", "TRANSPORT_ERRORS", "Resource", "PODS",
+           "CLAIMS", "TRIALS"]
 
 Resource = tuple[str, str, str]  # (group, version, plural); "" is the core group
 PODS: Resource = ("", "v1", "pods")
@@ -46,6 +48,44 @@ class _Calls(NamedTuple):
 # Writes in flight at once, across every experiment (HPO_API_CONCURRENCY).
 DEFAULT_CONCURRENCY = 32
 
+# The client's default is no timeout at all: a request on a connection that went half-open (a
+# control-plane node gone, a load balancer that dropped it) or to a frozen API server would wait
+# forever, and with it the experiment's round. A connection must come up within CONNECT_SECONDS, and
+# a response that stops arriving for READ_SECONDS is given up (a large listing still takes as long
+# as it keeps arriving).
+CONNECT_SECONDS = 10.0
+READ_SECONDS = float(os.environ.get("HPO_API_READ_TIMEOUT", "30"))
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(sock_connect=CONNECT_SECONDS, sock_read=READ_SECONDS)
+
+# How a request can fail below HTTP: refused, reset or cut connections, TLS failures, timeouts.
+# (aiohttp's payload and disconnection errors are not OSErrors.)
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def failure_reason(e: BaseException) -> str:
+    """A bounded name for why a request or a watch failed (a metrics label, a log word)."""
+    if isinstance(e, ApiException):
+        status = e.status or 0
+        if status == 410:
+            return "Gone"
+        if status == 429:
+            return "TooManyRequests"
+        if status >= 500:
+            return "ServerError"
+        return "Refused"  # 401, 403, 404...: the request itself, or our rights
+    if isinstance(e, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return "Timeout"
+    if isinstance(e, aiohttp.ClientSSLError):
+        return "TLS"
+    if isinstance(e, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
+        return "Unreachable"
+    if isinstance(e, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
+                      ConnectionError)):
+        return "Disconnected"
+    if isinstance(e, ValueError):
+        return "BadResponse"  # not JSON: a proxy's error page, a cut line
+    return "Unexpected"
+
 
 class Api:
     def __init__(self, api_client: client.ApiClient, concurrency: int = DEFAULT_CONCURRENCY):
@@ -56,6 +96,7 @@ class Api:
         self._plurals: dict[tuple[str, str], str] = {}
 
     async def _raw(self, fn: Any, *args: Any, limited: bool = True, **kwargs: Any) -> bytes:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         if not limited:
             return await read_body(await fn(*args, _preload_content=False, **kwargs))
         async with self.limit:
@@ -120,7 +161,8 @@ class Api:
         if key not in self._plurals:
             path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
             response = await self.client.call_api(path, "GET", auth_settings=["BearerToken"],
-                                                  _preload_content=False, _return_http_data_only=True)
+                                                  _preload_content=False, _return_http_data_only=True,
+                                                  _request_timeout=REQUEST_TIMEOUT)
             listing = json.loads(await read_body(response))
             for r in listing.get("resources") or []:
                 if r.get("kind") == kind and "/" not in r.get("name", ""):
@@ -143,14 +185,22 @@ class Api:
         extra = {"label_selector": label_selector} if label_selector else {}
         response = await self._calls(resource).list(namespace, watch=True, resource_version=resource_version,
                                                     allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
-                                                    _request_timeout=timeout_seconds + 30, _preload_content=False,
-                                                    **extra)
+                                                    _request_timeout=watch_timeout(timeout_seconds),
+                                                    _preload_content=False, **extra)
         if not 200 <= response.status <= 299:
             await read_body(response)  # raises
         return response
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def watch_timeout(timeout_seconds: float) -> aiohttp.ClientTimeout:
+    """The client's side of a watch the server ends after timeout_seconds: no total limit, but a
+    stream silent for longer than the server's timeout, plus a margin, is dead (half-open) and
+    given up. (A watch is quiet between events; the API server also sends a bookmark about every
+    minute.)"""
+    return aiohttp.ClientTimeout(sock_connect=CONNECT_SECONDS, sock_read=timeout_seconds + max(5.0, timeout_seconds / 2))
 
 
 async def read_body(response: Any) -> bytes:

@@ -22,8 +22,8 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..informer import follow
-from ..kubeapi import api_reason, read_body
+from ..informer import WATCH_TIMEOUT_SECONDS, WatchHealth, run_list_watch
+from ..kubeapi import REQUEST_TIMEOUT, api_reason, read_body, watch_timeout
 from ..kubeconfig import configure, load_failure
 from ..models import GROUP, VERSION
 from .data import experiment_of
@@ -31,8 +31,6 @@ from .data import experiment_of
 log = logging.getLogger(__name__)
 
 LIST_CHUNK = 500
-WATCH_TIMEOUT_SECONDS = 300
-RETRY_DELAYS = (1, 2, 5, 10, 30)
 NOTIFY_DELAY = 0.2
 # Annotations that can be large and that no page shows.
 DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
@@ -100,6 +98,10 @@ class _Feed:
     namespace: str | None
     synced: bool = False
     error: str | None = None
+    health: WatchHealth = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.health = WatchHealth(self.kind, self.where)
 
     @property
     def where(self) -> str:
@@ -249,56 +251,48 @@ class Store:
         return custom.list_namespaced_custom_object(GROUP, VERSION, feed.namespace, feed.kind,
                                                     _preload_content=False, **kwargs)
 
-    async def _list(self, feed: _Feed) -> str:
+    async def _list(self, feed: _Feed) -> tuple[list[dict], str]:
         items: list[dict] = []
         token = None
         while True:
-            kwargs: dict[str, Any] = {"limit": LIST_CHUNK}
+            kwargs: dict[str, Any] = {"limit": LIST_CHUNK, "_request_timeout": REQUEST_TIMEOUT}
             if token:
                 kwargs["_continue"] = token
             page = json.loads(await read_body(await self._call(feed, **kwargs)))
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                self._relist(feed, items)
-                return page["metadata"]["resourceVersion"]
+                return items, page["metadata"]["resourceVersion"]
 
-    async def _watch(self, feed: _Feed, version: str) -> str | None:
-        """Follows the watch from `version`; returns where to go on from, or None to list again."""
+    async def _open_watch(self, feed: _Feed, version: str) -> Any:
         response = await self._call(feed, watch=True, resource_version=version, allow_watch_bookmarks=True,
                                     timeout_seconds=WATCH_TIMEOUT_SECONDS,
-                                    _request_timeout=WATCH_TIMEOUT_SECONDS + 30)
+                                    _request_timeout=watch_timeout(WATCH_TIMEOUT_SECONDS))
         if not 200 <= response.status <= 299:
             await read_body(response)  # raises with the API server's message
+        return response
 
+    async def _run(self, feed: _Feed) -> None:
+        """The feed's list-then-watch (informer.run_list_watch: every way a watch can end leads to a
+        listing again, with backoff); its errors are shown on the pages while it is down."""
         def drop(obj: dict) -> None:
             meta = obj.get("metadata") or {}
             self._drop(feed.kind, meta.get("namespace", ""), meta.get("name", ""))
-        return await follow(response, version, lambda obj: self._put(feed.kind, obj), drop)
 
-    async def _run(self, feed: _Feed) -> None:
-        failures = 0
-        while True:
-            try:
-                version: str | None = await self._list(feed)
-                feed.synced, feed.error, failures = True, None, 0
-                self._wake.set()
-                if all(f.synced for f in self.feeds):
-                    self.synced.set()
-                while version:
-                    version = await self._watch(feed, version)
-            except asyncio.CancelledError:
-                raise
-            except (ApiException, OSError, ValueError, asyncio.TimeoutError) as e:
-                feed.error = _describe(e)
-                self._wake.set()  # the pages show why
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
-                failures += 1
-                log.warning("%s: %s; trying again in %ss", feed.where, feed.error, delay)
-                await asyncio.sleep(delay)
+        def health_changed() -> None:
+            h = feed.health
+            feed.synced = h.synced.is_set() or feed.synced  # synced once: the pages have data
+            feed.error = None if h.exception is None else _describe(h.exception)
+            if h.synced.is_set() and all(f.synced for f in self.feeds):
+                self.synced.set()
+            self._wake.set()  # the pages show why, or that it is back
+
+        await run_list_watch(feed.health, lambda: self._list(feed), lambda v: self._open_watch(feed, v),
+                             lambda items: self._relist(feed, items), lambda obj: self._put(feed.kind, obj),
+                             drop, on_change=health_changed)
 
 
-def _describe(e: Exception) -> str:
+def _describe(e: BaseException) -> str:
     if isinstance(e, ApiException):
         if e.status == 403:
             return f"permission denied: {api_reason(e)}"

@@ -1,0 +1,194 @@
+"""Every way a watch can end leads an informer to list again, with backoff, and to wake the
+experiments whose objects changed meanwhile: the informer's own loop over a scripted API (the
+same loop against a real API server that is killed, frozen or cut off is in
+tests/integration/test_control_plane_faults.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hpo_operator import informer as informer_module
+from hpo_operator.informer import RESTARTS, Informer, backoff_delay
+from hpo_operator.kubeapi import PODS, ApiException
+from hpo_operator.runtime import by_experiment, slim_pod
+
+
+def pod(name: str, phase: str, experiment: str = "exp", rv: int = 1) -> dict:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": str(rv),
+                         "labels": {"hpo.dev/experiment": experiment}},
+            "spec": {"containers": [{"name": "train"}]}, "status": {"phase": phase}}
+
+
+class Stream:
+    """A watch response: its lines, then how it ends (None: the server's timeout, cleanly)."""
+
+    def __init__(self, events: list[dict], end: BaseException | None = None, hang: bool = False):
+        self.lines = [json.dumps(e).encode() + b"\n" for e in events]
+        self.end, self.hang = end, hang
+        self.released = False
+
+    @property
+    def content(self) -> Any:
+        async def lines():
+            for line in self.lines:
+                yield line
+            if self.hang:
+                await asyncio.Event().wait()
+            if self.end is not None:
+                raise self.end
+        return lines()
+
+    def release(self) -> None:
+        self.released = True
+
+
+class ScriptedApi:
+    """list_raw and watch_raw as the operator's client has them, answering from a script: each
+    listing and each watch takes the next answer (an exception is raised)."""
+
+    def __init__(self, listings: list[Any], watches: list[Any]):
+        self.listings, self.watches = listings, watches
+        self.calls: list[str] = []
+        self.done = asyncio.Event()
+
+    async def list_raw(self, resource, namespace, label_selector=None) -> dict:
+        self.calls.append("list")
+        answer = self.listings.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def watch_raw(self, resource, namespace, version, timeout, label_selector=None) -> Any:
+        self.calls.append(f"watch@{version}")
+        if not self.watches:
+            self.done.set()
+            await asyncio.Event().wait()  # the script is over: a quiet watch
+        answer = self.watches.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def listing(rv: str, *items: dict) -> dict:
+    return {"metadata": {"resourceVersion": rv}, "items": list(items)}
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch):
+    """The backoff's lengths are tested apart; here they would only slow the test."""
+    monkeypatch.setattr(informer_module, "backoff_delay", lambda failures: 0.0)
+
+
+async def run(api: ScriptedApi) -> tuple[Informer, list]:
+    woken: list = []
+    inf = Informer(api, "ns", PODS, by_experiment, slim_pod, woken.append)
+    task = asyncio.create_task(inf.run())
+    try:
+        await asyncio.wait_for(api.done.wait(), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return inf, woken
+
+
+CUTS = {
+    # the API server killed mid-stream: the chunked body ends early
+    "Disconnected": aiohttp.ClientPayloadError("Response payload is not completed"),
+    "Disconnected ": aiohttp.ServerDisconnectedError(),
+    "Timeout": asyncio.TimeoutError(),  # a half-open stream: the client's read timeout
+    "ServerError": ApiException(status=503, reason="Service Unavailable"),
+    "TooManyRequests": ApiException(status=429, reason="Too Many Requests"),
+    "BadResponse": ValueError("Expecting value"),  # a line cut in half
+}
+
+
+@pytest.mark.parametrize("reason", list(CUTS))
+def test_a_watch_cut_mid_stream_lists_again_and_wakes_what_changed(reason):
+    before = RESTARTS[("pods", reason.strip())]
+    api = ScriptedApi(
+        listings=[listing("10", pod("exp-0000", "Running"), pod("gone-0000", "Running", "gone")),
+                  # while the watch was down: exp-0000 finished, gone-0000 was deleted
+                  listing("20", pod("exp-0000", "Succeeded", rv=15))],
+        watches=[Stream([{"type": "MODIFIED", "object": pod("exp-0001", "Running", rv=11)}], end=CUTS[reason])])
+    inf, woken = asyncio.run(run(api))
+
+    assert api.calls == ["list", "watch@10", "list", "watch@20"]
+    assert inf.objects["exp"]["exp-0000"]["status"]["phase"] == "Succeeded"
+    assert "exp-0001" not in inf.objects["exp"]  # not in the second listing: dropped
+    assert "gone" not in inf.objects
+    # The first listing woke both; the second the experiment that changed and the one that lost its pod.
+    assert woken[:2] == ["exp", "gone"] and {"exp", "gone"} <= set(woken[3:])
+    assert inf.synced.is_set() and inf.health.down_since is None
+    assert RESTARTS[("pods", reason.strip())] == before + 1
+
+
+def test_410_gone_in_the_stream_lists_again():
+    before = RESTARTS[("pods", "Gone")]
+    api = ScriptedApi(listings=[listing("10"), listing("30", pod("exp-0000", "Running"))],
+                      watches=[Stream([{"type": "ERROR", "object": {"code": 410, "message": "too old"}}])])
+    inf, _ = asyncio.run(run(api))
+    assert api.calls == ["list", "watch@10", "list", "watch@30"]
+    assert "exp-0000" in inf.objects["exp"]
+    assert RESTARTS[("pods", "Gone")] == before + 1
+
+
+def test_the_server_ending_a_watch_goes_on_from_its_last_version_without_listing(monkeypatch):
+    monkeypatch.setattr(informer_module.asyncio, "sleep", _instant)
+    api = ScriptedApi(listings=[listing("10")],
+                      watches=[Stream([{"type": "ADDED", "object": pod("exp-0000", "Pending", rv=12)},
+                                       {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "14"}}}])])
+    inf, _ = asyncio.run(run(api))
+    assert api.calls == ["list", "watch@10", "watch@14"]
+    assert "exp-0000" in inf.objects["exp"]
+
+
+async def _instant(_: float) -> None:
+    return None
+
+
+def test_failed_listings_are_retried_and_unsync_the_informer_until_one_succeeds():
+    api = ScriptedApi(listings=[listing("10"), ConnectionRefusedError(111, "Connection refused"),
+                                ApiException(status=500), listing("12")],
+                      watches=[aiohttp.ServerDisconnectedError()])
+    seen_unsynced = []
+    woken: list = []
+
+    async def scenario():
+        inf = Informer(api, "ns", PODS, by_experiment, slim_pod, woken.append)
+        task = asyncio.create_task(inf.run())
+
+        async def watch_the_health():
+            while not api.done.is_set():
+                await asyncio.sleep(0)
+                if inf.health.down_since is not None:
+                    seen_unsynced.append(not inf.synced.is_set())
+        try:
+            await asyncio.wait_for(watch_the_health(), 5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return inf
+    inf = asyncio.run(scenario())
+    assert api.calls == ["list", "watch@10", "list", "list", "list", "watch@12"]
+    assert seen_unsynced and all(seen_unsynced)
+    assert inf.synced.is_set() and inf.health.failures == 0
+
+
+def test_a_bug_while_applying_an_event_is_logged_and_the_informer_lists_again(caplog):
+    api = ScriptedApi(listings=[listing("10"), listing("20", pod("exp-0000", "Running"))],
+                      # an object without metadata.name: the informer's own code raises
+                      watches=[Stream([{"type": "ADDED", "object": {"metadata": {"labels": {}}}}])])
+    inf, _ = asyncio.run(run(api))
+    assert api.calls == ["list", "watch@10", "list", "watch@20"]
+    assert "exp-0000" in inf.objects["exp"]
+    assert any("failed unexpectedly" in r.message for r in caplog.records)
+
+
+def test_backoff_doubles_from_half_a_second_to_thirty_with_a_little_jitter():
+    assert [backoff_delay(n, rand=lambda: 0) for n in (1, 2, 3, 4, 7, 20)] == [0.5, 1, 2, 4, 30, 30]
+    assert backoff_delay(3, rand=lambda: 1) == pytest.approx(2.4)

@@ -50,7 +50,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf logs each handled watch event at INFO ("Handler ... succeeded"): thousands a minute at
     # scale, and nothing a user needs. Failures are still logged.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    settings.watching.server_timeout = 300
+    # The Experiments' watch: ended by the server every minute and resumed; a stream silent for
+    # longer than kopf's inactivity timeout (70 s, past the minute's bookmark) is reconnected.
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    settings.watching.connect_timeout = 10
+    # kopf's own requests (patches, Events): a frozen API server or a half-open connection must
+    # not hold them for kopf's default of five minutes.
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
     # The chart's namespace mode grants nothing cluster-scoped: kopf must not list namespaces or
     # CRDs (it would retry each 403 for about a minute before falling back to the named namespaces).
     if os.environ.get("HPO_CLUSTER_SCANNING", "").lower() == "false":
@@ -67,6 +75,17 @@ async def stop_loops(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.stop_all()
+
+
+@kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)
+def probe_watches(memo: kopf.Memo, **_: Any) -> str:
+    """Fails kopf's liveness endpoint (--liveness) while an informer has been down for
+    HPO_WATCH_DOWN_LIVENESS_SECONDS: the kubelet then restarts the operator."""
+    runtime: Runtime | None = memo.get("runtime")
+    problem = runtime.unhealthy() if runtime else None
+    if problem:
+        raise kopf.PermanentError(problem)
+    return "ok"
 
 
 @kopf.on.probe(id="experiments")

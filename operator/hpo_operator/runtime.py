@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from . import planner, telemetry, times
 from .conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
-from .informer import Informer
-from .kubeapi import CLAIMS, PODS, TRIALS, Api, ApiException, Resource
+from .informer import Informer, WatchHealth
+from .kubeapi import CLAIMS, PODS, TRIALS, TRANSPORT_ERRORS, Api, ApiException, Resource, failure_reason
 from .models import ExperimentSpec, ExperimentStatus
 from .planner import L_EXPERIMENT, L_TRIAL
 from .suggest import SearchSpaceError, Suggester
@@ -41,6 +41,11 @@ MAX_ERROR_DELAY = 60.0
 THREAD_PLAN_TRIALS = 500
 # Rounds of one experiment start at least this far apart (or twice the last plan's time).
 MIN_ROUND_GAP = float(os.environ.get("HPO_MIN_ROUND_GAP", "0.05"))
+# A watch down this long is logged as a Warning (and its return as well).
+UNREACHABLE_WARN_SECONDS = float(os.environ.get("HPO_UNREACHABLE_WARN_SECONDS", "30"))
+# A watch down this long makes the liveness probe fail, so that the kubelet restarts the operator:
+# whatever keeps it down (a client state gone bad, a task that ended) goes with the process.
+WATCH_DOWN_LIVENESS_SECONDS = float(os.environ.get("HPO_WATCH_DOWN_LIVENESS_SECONDS", "300"))
 # Metrics count from the end of a log ("the last value counts"): read its tail.
 LOG_TAIL_LINES = 5000
 LOG_LIMIT_BYTES = 4 << 20
@@ -164,18 +169,24 @@ class ExperimentLoop:
     plan_seconds: float = 0.0
     task: asyncio.Task | None = None
 
-    async def run(self) -> None:
-        await self.runtime.namespace(self.key[0]).synced()
+    async def ready(self) -> None:
+        """Waits until every informer a round reads has listed since its last failure: a round never
+        plans on a view that went stale while a watch was down (it could not write meanwhile either)."""
+        ns = self.runtime.namespace(self.key[0])
+        await ns.synced()
         kind = self.kind()
         if kind is not None and not kind.is_pod:
             await self.runtime.workloads(self.key[0], kind)
         if self.checkpointed():
-            await self.runtime.namespace(self.key[0]).workload(CLAIMS).synced.wait()
+            await ns.workload(CLAIMS).synced.wait()
+
+    async def run(self) -> None:
         try:
             while True:
                 self.wake.clear()
                 started = time.monotonic()
                 try:
+                    await self.ready()
                     with telemetry.RECONCILE_SECONDS.time():
                         delay = await self.reconcile()
                     telemetry.RECONCILE_TOTAL.labels("success").inc()
@@ -187,6 +198,14 @@ class ExperimentLoop:
                     delay = error_delay(self.failures)
                     log.warning("%s/%s: reconcile failed (%s %s), retrying in %.0fs", *self.key, e.status,
                                 e.reason, delay)
+                except TRANSPORT_ERRORS as e:
+                    # The API server restarting, or a connection cut: said once per round, without a
+                    # traceback; the informers' re-listing wakes the loop when it is back.
+                    telemetry.RECONCILE_TOTAL.labels("error").inc()
+                    self.failures += 1
+                    delay = error_delay(self.failures)
+                    log.warning("%s/%s: reconcile failed (%s: %s), retrying in %.0fs", *self.key, failure_reason(e),
+                                type(e).__name__, delay)
                 except Exception:
                     telemetry.RECONCILE_TOTAL.labels("error").inc()
                     self.failures += 1
@@ -350,7 +369,24 @@ class Namespace:
         self.wake((self.name, experiment))
 
     def start(self, informer: Informer) -> asyncio.Task:
-        return asyncio.get_running_loop().create_task(informer.run(), name=f"{informer.kind} in {self.name}")
+        task = asyncio.get_running_loop().create_task(informer.run(), name=f"{informer.kind} in {self.name}")
+        task.add_done_callback(lambda t: self.ended(informer, t))
+        return task
+
+    def ended(self, informer: Informer, task: asyncio.Task) -> None:
+        """An informer's loop ends only when cancelled (its experiments are gone); anything else
+        leaves it down for good, which the liveness probe then reports."""
+        if task.cancelled():
+            return
+        informer.health.synced.clear()
+        if informer.health.down_since is None:
+            informer.health.down_since = time.monotonic()
+        informer.health.error = f"its task ended: {task.exception()!r}"
+        log.error("%s: the informer stopped (%r); the liveness probe fails from now on", informer.health.where,
+                  task.exception())
+
+    def informers(self) -> list[Informer]:
+        return [self.trials, self.pods, *self.workloads.values()]
 
     def workload(self, resource: Resource) -> Informer:
         informer = self.workloads.get(resource)
@@ -378,6 +414,42 @@ class Runtime:
         self.post_event = post_event
         self.namespaces: dict[str, Namespace] = {}
         self.loops: dict[Key, ExperimentLoop] = {}
+        self.monitor = asyncio.get_running_loop().create_task(self.watch_health(), name="watch health")
+        telemetry.watch_source(self.watches)
+
+    def watches(self) -> list[tuple[str, WatchHealth]]:
+        """Every informer's health, with its namespace."""
+        return [(ns.name, i.health) for ns in self.namespaces.values() for i in ns.informers()]
+
+    def unhealthy(self, now: float | None = None) -> str | None:
+        """Why the liveness probe should fail, if it should: an informer down for too long."""
+        now = now or time.monotonic()
+        down = [(h.down_for(now), h) for _, h in self.watches() if h.down_since is not None]
+        worst = max(down, key=lambda d: d[0], default=None)
+        if worst is not None and worst[0] >= WATCH_DOWN_LIVENESS_SECONDS:
+            return f"{worst[1].where} has been down for {worst[0]:.0f} s: {worst[1].error}"
+        return None
+
+    async def watch_health(self) -> None:
+        """Says when the watches have been down for UNREACHABLE_WARN_SECONDS (the API server restarting,
+        unreachable, or refusing us), and when they are all back: a user who sees experiments stand
+        still finds why in the log, not only in kopf's retries."""
+        outage: float | None = None  # monotonic start of the outage that was reported
+        while True:
+            await asyncio.sleep(1)
+            now = time.monotonic()
+            down = [h for _, h in self.watches() if h.down_since is not None]
+            if down and outage is None:
+                longest = max(down, key=lambda h: h.down_for(now))
+                if longest.down_for(now) >= UNREACHABLE_WARN_SECONDS:
+                    outage = longest.down_since
+                    log.warning("cannot watch the API server for %.0f s (%d of %d watches down; %s: %s); "
+                                "experiments wait, and go on once it answers", longest.down_for(now), len(down),
+                                len(self.watches()), longest.where, longest.error)
+            elif not down and outage is not None:
+                log.warning("the API server answers again after %.0f s: every watch listed again, experiments go on",
+                            now - outage)
+                outage = None
 
     def namespace(self, name: str) -> Namespace:
         ns = self.namespaces.get(name)
@@ -443,6 +515,7 @@ class Runtime:
         tasks += [t for ns in self.namespaces.values() for t in ns.tasks]
         self.loops.clear()
         self.namespaces.clear()
+        tasks.append(self.monitor)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

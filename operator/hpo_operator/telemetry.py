@@ -7,9 +7,14 @@ experiment names, which grow without bound.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from . import informer
 from .api import EXPERIMENT_PHASES
 
 EXPERIMENTS = Gauge("hpo_experiments", "Experiments known to this operator, by phase", ["phase"])
@@ -22,6 +27,45 @@ RECONCILE_SECONDS = Histogram("hpo_reconcile_duration_seconds", "Time to reconci
 LEADER = Gauge("hpo_leader", "1 while this replica leads (or runs without leader election), "
                "0 while it stands by")
 RECONCILE_TOTAL = Counter("hpo_reconcile_total", "Experiment reconciles, by result", ["result"])
+
+
+class WatchCollector(Collector):
+    """The watches' health, read when scraped: restarts by resource and reason (every watch of the
+    process, counted in informer.RESTARTS), and per informer the age of its newest event (an event,
+    a bookmark or a listing: a watch that is up hears a bookmark about every minute) and how long
+    it has been down."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[tuple[str, informer.WatchHealth]]] = lambda: ()
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        restarts = CounterMetricFamily("hpo_watch_restarts", "Watches that ended otherwise than by the "
+                                       "server's timeout and were listed again, by resource and reason",
+                                       labels=["resource", "reason"])
+        for (resource, reason), n in sorted(informer.RESTARTS.items()):
+            restarts.add_metric([resource, reason], n)
+        yield restarts
+        now = time.monotonic()
+        age = GaugeMetricFamily("hpo_watch_last_event_age_seconds", "Seconds since the informer's newest "
+                                "event, bookmark or listing", labels=["resource", "namespace"])
+        down = GaugeMetricFamily("hpo_watch_down_seconds", "Seconds the informer's watch has been down "
+                                 "(0 while it is up)", labels=["resource", "namespace"])
+        for namespace, health in self.source():
+            if health.last_event is not None:
+                age.add_metric([health.resource, namespace], now - health.last_event)
+            down.add_metric([health.resource, namespace], health.down_for(now))
+        yield age
+        yield down
+
+
+WATCHES = WatchCollector()
+REGISTRY.register(WATCHES)
+
+
+def watch_source(source: Callable[[], Iterable[tuple[str, informer.WatchHealth]]]) -> None:
+    """Where the watch metrics come from: the runtime's informers, (namespace, health) each."""
+    WATCHES.source = source
+
 
 PHASES = EXPERIMENT_PHASES
 _phases: dict[str, str] = {}

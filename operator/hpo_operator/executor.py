@@ -18,7 +18,7 @@ from . import times
 from .conditions import set_condition
 from . import checkpoint
 from .api import L_CONFIG
-from .kubeapi import CLAIMS, PODS, Api, ApiException, Resource, api_reason
+from .kubeapi import CLAIMS, PODS, TRANSPORT_ERRORS, Api, ApiException, Resource, api_reason, failure_reason
 from .models import TERMINAL_PHASES, ExperimentSpec, TrialStatus
 from .workload import build_workload
 
@@ -90,11 +90,15 @@ class Executor:
         self.namespace = experiment["metadata"]["namespace"]
         self.uid = experiment["metadata"]["uid"]
         self.post_event = post_event
-        self.failures: list[ApiException] = []
+        self.failures: list[Exception] = []
+        self.unmade: list[str] = []  # Trials of the plan whose create failed
         self.events: list[tuple[dict, str, str, str]] = []
 
     async def attempt(self, what: str, call: Callable[[], Awaitable[Any]], ok: tuple[int, ...] = ()) -> Any:
-        """The call's result; None for a status in `ok`; the exception (recorded) for any other."""
+        """The call's result; None for a status in `ok`; the exception (recorded) for any other,
+        the API server's refusals and lost connections alike: every chain of the round runs to its
+        end, and the round then fails as a whole (a write that raised out of the round would leave
+        the others running past it, into the next round)."""
         try:
             return await call()
         except ApiException as e:
@@ -102,6 +106,10 @@ class Executor:
                 return None
             self.failures.append(e)
             log.warning("%s failed: %s %s", what, e.status, e.reason)
+            return e
+        except TRANSPORT_ERRORS as e:
+            self.failures.append(e)
+            log.warning("%s failed: %s (%s)", what, failure_reason(e), type(e).__name__)
             return e
 
     async def run(self, plan: planner.Plan) -> None:
@@ -119,6 +127,12 @@ class Executor:
 
     async def write_experiment_status(self, status: dict) -> None:
         # Not attempt(): without its status written the round did not happen, and is retried.
+        if self.unmade:
+            # The status counts Trials that were not made (their suggestions among them): written,
+            # it would be ahead of the Trials, and the next round would skip those suggestions for
+            # good. The round fails instead (self.failures has why), and the next one plans them
+            # again from the Trials that exist.
+            return
         patch = status_patch(self.experiment.get("status") or {}, status)
         if patch:
             await self.api.patch_status("experiments", self.namespace, self.experiment["metadata"]["name"], patch)
@@ -156,7 +170,7 @@ class Executor:
             if patch:
                 result = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
                     "trials", self.namespace, name, patch), ok=(404,))
-                if not isinstance(result, ApiException):
+                if not isinstance(result, Exception):
                     self.written.trial_status[name] = pruned(status)
         if metadata is not None:
             await self.attempt(f"metadata of trial {name}", lambda: self.api.patch(
@@ -174,13 +188,13 @@ class Executor:
             claim = checkpoint.build_claim(ckpt, self.experiment, config)
             made = await self.attempt(f"creating checkpoint claim {claim['metadata']['name']}",
                                       lambda: self.api.create_object(CLAIMS, self.namespace, claim), ok=(409,))
-            if isinstance(made, ApiException):
+            if isinstance(made, Exception):
                 return  # tried again next round; the pod would only wait for it
         kind, body = build_workload(self.spec, self.experiment["metadata"]["name"], trial)
         result = await self.attempt(f"creating {kind.kind} {name}",
                                     lambda: self.api.create_object(self.resource, self.namespace, body), ok=(409,))
         if not isinstance(result, ApiException):
-            return
+            return  # made, made before (409), or not reached: the next round looks again
         reason = api_reason(result)
         if result.status in (400, 422):
             # The manifest itself is wrong (e.g. a label made invalid by a placeholder): running
@@ -200,7 +214,7 @@ class Executor:
                      if k in ("phase", "reason", "failureClass", "message", "completionTime", "conditions")}
             written = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
                 "trials", self.namespace, name, patch), ok=(404,))
-            if not isinstance(written, ApiException):
+            if not isinstance(written, Exception):
                 self.written.trial_status[name] = failed.dump()
         self.post_event(trial, "Warning", "PodCreateFailed", reason)
 
@@ -209,12 +223,13 @@ class Executor:
         status = body.pop("status", None)
         created = await self.attempt(f"creating trial {name}", lambda: self.api.create(
             "trials", self.namespace, body), ok=(409,))
-        if isinstance(created, ApiException):
+        if isinstance(created, Exception):
+            self.unmade.append(name)
             return
         if created is None:
             # Made in an earlier round that was cut short: use it if it is ours.
             created = await self.attempt(f"reading trial {name}", lambda: self.api.get("trials", self.namespace, name))
-            if isinstance(created, ApiException):
+            if isinstance(created, Exception):
                 return
             if not planner.TrialView(name, "", created).owned_by(self.uid):
                 self.post_event(self.experiment, "Warning", "NameConflict",
@@ -237,6 +252,6 @@ class Executor:
     async def first_status(self, name: str, created: dict, status: dict) -> None:
         result = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
             "trials", self.namespace, name, status), ok=(404,))
-        if not isinstance(result, ApiException):
+        if not isinstance(result, Exception):
             self.trials[name] = self.written.trials[name] = {**created, "status": status}
             self.written.trial_status[name] = pruned(status)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 
 from hpo_operator import planner
@@ -34,7 +35,7 @@ def refused(status: int, message: str = "no") -> ApiException:
 class FakeApi:
     """Objects in dicts; every call waits a little, so that calls made together overlap."""
 
-    def __init__(self, fail: dict[tuple[str, str], ApiException] | None = None):
+    def __init__(self, fail: dict[tuple[str, str], Exception] | None = None):
         self.objects: dict[tuple[str, str], dict] = {}
         self.calls: list[tuple[str, str]] = []  # (verb, name), in the order they completed
         self.in_flight = 0
@@ -150,6 +151,31 @@ def test_one_refused_write_does_not_stop_the_others_and_fails_the_round_at_the_e
         run(api, plan, trials)
     assert e.value.status == 500
     assert {("status trials", "t1"), ("delete pods", "t0"), ("status experiments", "exp")} <= set(api.calls)
+
+
+@pytest.mark.parametrize("failure", [refused(500), asyncio.TimeoutError(), aiohttp.ServerDisconnectedError()],
+                         ids=["refused", "timed-out", "cut"])
+def test_a_trial_not_made_keeps_the_experiment_status_from_counting_it(failure):
+    """A status written over a Trial that was not made would be ahead of the Trials: its
+    suggestion would be skipped for good (a configuration lost after an API-server outage)."""
+    names = ["exp-0000", "exp-0001"]
+    plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
+                        experiment_status={"phase": "Running", "suggestionCount": 2, "configurations": 2})
+    api = FakeApi(fail={("create trials", "exp-0001"): failure})
+    with pytest.raises(type(failure)):
+        run(api, plan)
+    assert ("create pods", "exp-0000") in api.calls  # the other chain ran to its end
+    assert ("status experiments", "exp") not in api.calls
+
+
+def test_a_lost_connection_fails_the_round_after_every_other_write_ran():
+    trials = [existing("t0"), existing("t1")]
+    plan = planner.Plan(trial_status={"t0": {"phase": "Succeeded"}, "t1": {"phase": "Succeeded"}},
+                        delete_pods=["t1"], experiment_status={"phase": "Running"})
+    api = FakeApi(fail={("status trials", "t0"): aiohttp.ClientPayloadError("cut")})
+    with pytest.raises(aiohttp.ClientPayloadError):
+        run(api, plan, trials)
+    assert {("status trials", "t1"), ("delete pods", "t1"), ("status experiments", "exp")} <= set(api.calls)
 
 
 def test_a_pod_the_api_server_finds_invalid_fails_its_trial_instead_of_the_round():

@@ -29,7 +29,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from . import times
-from .kubeapi import Api, ApiException, connect, read_body
+from .kubeapi import REQUEST_TIMEOUT, Api, ApiException, connect, read_body
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class LeaseClient:
 
     async def get(self) -> tuple[LeaseRecord | None, dict | None]:
         try:
-            response = await self.leases.read_namespaced_lease(self.name, self.namespace, _preload_content=False)
+            response = await self.leases.read_namespaced_lease(self.name, self.namespace, _preload_content=False,
+                                                               _request_timeout=REQUEST_TIMEOUT)
             body = json.loads(await read_body(response))
         except ApiException as e:
             if e.status == 404:
@@ -123,11 +124,16 @@ class LeaseClient:
         """Writes spec over the Lease read as body; 409 if anyone wrote it since."""
         new = dict(body, spec=dict(body.get("spec") or {}, **spec))
         await read_body(await self.leases.replace_namespaced_lease(self.name, self.namespace, new,
-                                                                   _preload_content=False))
+                                                                   _preload_content=False,
+                                                                   _request_timeout=REQUEST_TIMEOUT))
 
 
 class LostLeadership(Exception):
     pass
+
+
+def describe(e: BaseException) -> str:
+    return str(e) or type(e).__name__
 
 
 class Elector:
@@ -137,13 +143,17 @@ class Elector:
         self._seen: tuple | None = None
         self._seen_at = 0.0
         self.leading = False
+        self.holder = ""          # who holds the Lease, as of our last read
+        self.renewed_at = 0.0     # when our last successful write (acquire or renew) was sent
 
     async def try_once(self) -> bool:
-        """One read and, if the rules allow, one write. True while this replica holds the Lease."""
+        """One read and, if the rules allow, one write. True while this replica holds the Lease;
+        self.holder is then who holds it as far as this replica knows."""
         record, body = await self.leases.get()
         now = self.clock()
         if record is not None and record.key() != self._seen:
             self._seen, self._seen_at = record.key(), now
+        self.holder = record.holder if record is not None else ""
         action = decide(record, self.identity, self._seen_at, now)
         if action is Action.MISSING:
             log.warning("leader election: Lease %s/%s does not exist; the Helm chart creates it "
@@ -161,44 +171,50 @@ class Elector:
         if action is not Action.RENEW:
             log.info("leader election: %s now holds Lease %s/%s", self.identity, self.leases.namespace,
                      self.leases.name)
+        self.holder = self.identity
         return True
 
     async def acquire(self) -> None:
         while True:
+            started = self.clock()
             try:
-                if await self.try_once():
-                    self.leading = True
+                # Bounded: a frozen API server or a half-open connection must not hold the wait.
+                if await asyncio.wait_for(self.try_once(), self.timing.renew_deadline):
+                    self.leading, self.renewed_at = True, started
                     return
-            except (ApiException, OSError, asyncio.TimeoutError) as e:
-                log.warning("leader election: cannot read or write the Lease: %s", e)
+            except Exception as e:  # any failure is one more try: a standby never stops waiting
+                log.warning("leader election: cannot read or write the Lease: %s", describe(e))
             await asyncio.sleep(self.timing.retry_period)
 
     async def keep(self) -> None:
-        """Renews until leadership is lost (then raises LostLeadership)."""
-        last_renewal = self.clock()
+        """Renews until leadership is lost, then raises LostLeadership.
+
+        Lost means: another replica holds the Lease, or no renewal has succeeded for the renew
+        deadline, counted from when the last successful renewal was sent. Another replica can take
+        the Lease only once it has seen the record unchanged for the lease duration, and it saw
+        that record after our write; since the renew deadline is shorter than the lease duration,
+        this replica gives up first, whatever the API server does meanwhile (down, frozen, a
+        connection cut). Each try is bounded by the time left to the deadline, so no hung request
+        can carry a leader past it."""
         while True:
-            await asyncio.sleep(self.timing.retry_period)
+            deadline = self.renewed_at + self.timing.renew_deadline
+            await asyncio.sleep(max(0.0, min(self.timing.retry_period, deadline - self.clock())))
+            started = self.clock()
+            if started >= deadline:
+                break
             try:
-                renewed = await asyncio.wait_for(self.try_once(), self.timing.renew_deadline)
-            except (ApiException, OSError, asyncio.TimeoutError) as e:
-                log.warning("leader election: renewing the Lease failed: %s", e)
+                renewed = await asyncio.wait_for(self.try_once(), deadline - started)
+            except Exception as e:  # the API server away, restarting, refusing: tried again until the deadline
+                log.warning("leader election: renewing the Lease failed: %s", describe(e))
                 renewed = False
             if renewed:
-                last_renewal = self.clock()
+                self.renewed_at = started
                 continue
-            record, _ = await self._read_quietly()
-            if record is not None and record.holder and record.holder != self.identity:
+            if self.holder and self.holder != self.identity:
                 self.leading = False
-                raise LostLeadership(f"Lease taken by {record.holder}")
-            if self.clock() - last_renewal >= self.timing.renew_deadline:
-                self.leading = False
-                raise LostLeadership(f"Lease not renewed for {self.timing.renew_deadline:g} s")
-
-    async def _read_quietly(self) -> tuple[LeaseRecord | None, dict | None]:
-        try:
-            return await self.leases.get()
-        except (ApiException, OSError, asyncio.TimeoutError):
-            return None, None
+                raise LostLeadership(f"Lease taken by {self.holder}")
+        self.leading = False
+        raise LostLeadership(f"Lease not renewed for {self.timing.renew_deadline:g} s")
 
     async def release(self) -> None:
         """Gives the Lease up, if this replica still holds it: no holder, so a standby acquires at once."""
@@ -284,6 +300,10 @@ class Election:
             await self._elector.keep()
         except LostLeadership as e:
             self.on_lost(str(e))
+        except asyncio.CancelledError:
+            raise  # release(): kopf has stopped
+        except BaseException as e:  # a leader that no longer renews must not go on acting
+            self.on_lost(f"the renewal stopped: {e!r}")
 
     def release(self) -> None:
         if self._loop is None:

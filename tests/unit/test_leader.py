@@ -3,10 +3,14 @@ is in tests/integration/test_leader.py."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import aiohttp
 import pytest
 
 from hpo_operator.__main__ import liveness_port
-from hpo_operator.leader import Action, LeaseRecord, Timing, decide, lease_spec
+from hpo_operator.leader import Action, Elector, LeaseRecord, LostLeadership, Timing, decide, lease_spec
 
 
 def record(holder: str = "a", duration: float = 15, rv: str = "1", transitions: int = 0) -> LeaseRecord:
@@ -60,3 +64,68 @@ def test_timing_must_be_ordered(args):
 ])
 def test_the_standby_answers_the_liveness_probe_on_kopfs_port(args, port):
     assert liveness_port(args) == port
+
+
+# --- renewing under an outage: the Elector's loop against Lease clients that fail as a dead,
+# frozen or cut-off API server does -------------------------------------------------------------
+
+class OutageLeases:
+    """A Lease client whose calls fail with `failure` (or hang, if None) once `down` is set."""
+
+    namespace, name = "ns", "lease"
+
+    def __init__(self, failure: BaseException | None):
+        self.failure = failure
+        self.down = False
+        self.body = {"metadata": {"resourceVersion": "1"}, "spec": {"holderIdentity": "me"}}
+
+    async def get(self):
+        if self.down:
+            if self.failure is None:
+                await asyncio.Event().wait()  # frozen: never answers
+            raise self.failure
+        return LeaseRecord.from_body(self.body), self.body
+
+    async def replace(self, body, spec):
+        await self.get()
+        self.body = {"metadata": {"resourceVersion": str(int(body["metadata"]["resourceVersion"]) + 1)},
+                     "spec": {**body["spec"], **spec}}
+
+
+SHORT = Timing(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
+
+
+@pytest.mark.parametrize("failure", [None, aiohttp.ServerDisconnectedError(), aiohttp.ClientPayloadError("cut"),
+                                     ConnectionRefusedError(111, "refused"), RuntimeError("a bug of ours")],
+                         ids=["frozen", "disconnected", "cut", "refused", "unexpected"])
+def test_a_leader_that_cannot_renew_gives_up_within_the_renew_deadline(failure):
+    """Before another replica can take the Lease (the lease duration after our last write), the
+    leader has stopped: whatever the API server does, no hung or failed request carries it past."""
+    async def scenario():
+        leases = OutageLeases(failure)
+        elector = Elector(leases, "me", SHORT)
+        await elector.acquire()
+        renewed = elector.renewed_at
+        leases.down = True
+        with pytest.raises(LostLeadership, match="not renewed"):
+            await asyncio.wait_for(elector.keep(), SHORT.lease_duration * 2)
+        gave_up = time.monotonic()
+        assert not elector.leading
+        assert gave_up - renewed < SHORT.lease_duration, gave_up - renewed
+    asyncio.run(scenario())
+
+
+def test_a_leader_renews_through_short_failures():
+    async def scenario():
+        leases = OutageLeases(aiohttp.ServerDisconnectedError())
+        elector = Elector(leases, "me", SHORT)
+        await elector.acquire()
+        keeping = asyncio.create_task(elector.keep())
+        for _ in range(3):  # down for less than the renew deadline, three times
+            leases.down = True
+            await asyncio.sleep(SHORT.renew_deadline / 2)
+            leases.down = False
+            await asyncio.sleep(SHORT.retry_period * 2)
+        assert not keeping.done() and elector.leading
+        keeping.cancel()
+    asyncio.run(scenario())

@@ -436,6 +436,7 @@ class _Connection:
         self.upstream: socket.socket | None = None
         self.task: asyncio.Task | None = None
         self.abort = False  # close with RST rather than FIN
+        self.silenced = False  # blackhole(): forwards nothing more, closes nothing
 
 
 class Relay:
@@ -515,6 +516,17 @@ class Relay:
         """Forwards again, first what was held while frozen."""
         self._call(self._set_flowing(True))
 
+    def blackhole(self) -> None:
+        """The connections open now go half-open for good: nothing more is forwarded on them in
+        either direction and nothing is closed, so their clients see neither data nor an error (a
+        middlebox that lost its state silently, a peer gone without a FIN). New connections are
+        forwarded as usual: only a client that gives up on a silent connection gets through."""
+        self._call(self._silence())
+
+    async def _silence(self) -> None:
+        for conn in self._connections:
+            conn.silenced = True
+
     def close(self) -> None:
         """Stops accepting, resets the open connections and ends the thread. Safe to call twice."""
         if self._closed:
@@ -567,8 +579,8 @@ class Relay:
             for s in (conn.client, upstream):
                 # Without it small writes (HTTP/2 frames, TLS records) wait for delayed ACKs.
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            pumps = [loop.create_task(self._pump(conn.client, upstream)),
-                     loop.create_task(self._pump(upstream, conn.client))]
+            pumps = [loop.create_task(self._pump(conn, conn.client, upstream)),
+                     loop.create_task(self._pump(conn, upstream, conn.client))]
             try:
                 await asyncio.gather(*pumps)
             except OSError:
@@ -589,13 +601,15 @@ class Relay:
                 s.close()
             self._connections.discard(conn)
 
-    async def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    async def _pump(self, conn: _Connection, src: socket.socket, dst: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._flowing.wait()
             data = await loop.sock_recv(src, 65536)
             # Frozen while waiting for these bytes: hold them until thawed.
             await self._flowing.wait()
+            if conn.silenced:
+                await asyncio.Event().wait()  # held for good: until drop() or close()
             if not data:
                 # Pass the half-close on: the other direction may still have bytes to carry.
                 try:

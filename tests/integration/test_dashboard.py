@@ -444,3 +444,43 @@ def test_an_experiment_run_by_the_operator_is_followed_live(api, namespace, oper
     assert page.js("() => document.querySelectorAll('#recovery tr[data-config]').length") >= 1
     page.page.screenshot(path=str(screenshots / "operator-run.png"), full_page=True)
     assert not page.errors and not page.dialogs
+
+
+def test_the_page_shows_an_api_server_restart_and_then_updates_again(api, namespace, crds, apiserver, pages, kubectl,
+                                                                     tmp_path, screenshots):
+    """The dashboard reads through a second API server (tests/faults.py) that is killed: the page
+    says the watch is down, and once the server is back it follows the cluster again, without a
+    reload, changes made meanwhile included."""
+    exp, trials = objs.make("restart", 6, running=2)
+    objs.create(api, namespace, exp, trials)
+    d = Dashboard(str(apiserver.write_kubeconfig(tmp_path / "kubeconfig")), namespace)
+    try:
+        page = pages()
+        page.open_experiment(d.url, namespace, "restart")
+        page.js("() => { window.__loaded = true; }")  # gone if the page reloads
+        running = [t["metadata"]["name"] for t in trials if t["status"]["phase"] in ("Running", "Pending")]
+
+        def phase(name: str) -> str:
+            return page.js(f"() => document.querySelector(\"#trials tr[data-name='{name}']\").dataset.phase")
+
+        def fail(name: str) -> None:
+            kubectl.run("patch", "trial", name, "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                        json.dumps({"status": {"phase": "Failed", "reason": "Evicted", "failureClass": "Infrastructure",
+                                               "completionTime": objs.iso(objs.START)}}))
+
+        apiserver.kill()
+        within(LIVE_SECONDS, lambda: page.page.is_visible("#errors"), "the page to say the watch is down")
+        assert "trials" in page.page.text_content("#errors")
+        page.page.screenshot(path=str(screenshots / "api-server-down.png"), full_page=True)
+        fail(running[0])  # through the main API server, while the dashboard's is down
+        time.sleep(3)
+        apiserver.restart()
+        within(LIVE_SECONDS, lambda: phase(running[0]) == "Failed", "a change made while it was down")
+        within(LIVE_SECONDS, lambda: not page.page.is_visible("#errors"), "the error to go")
+        fail(running[1])
+        within(LIVE_SECONDS, lambda: phase(running[1]) == "Failed", "a change made after the restart")
+        assert page.js("() => window.__loaded") is True
+        page.page.screenshot(path=str(screenshots / "api-server-back.png"), full_page=True)
+        assert not page.dialogs
+    finally:
+        d.stop()

@@ -23,7 +23,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..informer import WATCH_TIMEOUT_SECONDS, WatchHealth, run_list_watch
-from ..kubeapi import REQUEST_TIMEOUT, api_reason, read_body, watch_timeout
+from ..kubeapi import REQUEST_TIMEOUT, api_reason, failure_reason, read_body, watch_timeout
 from ..kubeconfig import configure, load_failure
 from ..models import GROUP, VERSION
 from .data import experiment_of
@@ -299,4 +299,11 @@ def _describe(e: BaseException) -> str:
         if e.status == 404:
             return f"the API server does not serve {GROUP}/{VERSION}: are the hpo-operator CRDs installed?"
         return f"{e.status} {api_reason(e)}"
+    words = {"Disconnected": "the connection to the API server was cut",
+             "Unreachable": "the API server cannot be reached",
+             "Timeout": "the API server did not answer in time",
+             "TLS": "the TLS handshake with the API server failed",
+             "BadResponse": "the API server's answer could not be read"}.get(failure_reason(e))
+    if words:
+        return f"{words} ({type(e).__name__}); trying again"
     return f"{type(e).__name__}: {e}"

@@ -1,0 +1,298 @@
+"""The control plane breaks under a running experiment; the operator rides it out, in-process.
+
+Each test runs the same experiment, with failures and retries in it, while one fault hits the
+operator's connection to the API server (tests/faults.py), then checks the exact outcome:
+- every count (configurations, trials, retries, failed configurations) as without the fault;
+- every configuration suggested once (no duplicate suggestion);
+- every pod owned by an existing Trial of its name (no orphan pod), every Trial with its pod;
+- the same operator process at the end, that saw the fault (its metrics count the watch restarts).
+
+The operator talks to a second kube-apiserver of the local control plane (faults.ApiServer), on the
+same etcd, which the test kills, restarts or freezes; the test itself reads through the main one,
+as do KWOK and the controllers, so trial pods go on finishing while the operator is cut off (as
+on a managed cluster whose API server restarts while the kubelets run on). Tests that need only a
+TCP relay run on any cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests import faults
+from tests.integration.test_operator import Cluster, experiment
+from tests.kube import OperatorProcess, free_port, wait_until
+
+FAILS = 4      # a configuration with fails=N fails (OOMKilled) on its first N attempts
+SEEDS = 8      # of each kind
+MAX_RETRIES = 2
+CONFIGS = FAILS * SEEDS
+# Per configuration: fails=0 runs once, 1 twice, 2 three times, 3 three times and fails for good.
+RUNS = {f: min(f, MAX_RETRIES) + 1 for f in range(FAILS)}
+TRIALS = SEEDS * sum(RUNS.values())
+SUCCEEDED = SEEDS * sum(1 for f in range(FAILS) if f <= MAX_RETRIES)
+FAILED_CONFIGS = CONFIGS - SUCCEEDED
+
+
+def faulty_experiment(name: str, duration: str = "1500ms") -> dict:
+    return experiment(
+        name, [{"name": "fails", "type": "int", "min": 0, "max": FAILS - 1, "step": 1},
+               {"name": "seed", "type": "int", "min": 0, "max": SEEDS - 1, "step": 1}],
+        annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/exit-code": "137",
+                     "sim.hpo.dev/reason": "OOMKilled", "sim.hpo.dev/duration": duration,
+                     "sim.hpo.dev/message": '{"loss": ${params.seed}}'},
+        algorithm={"name": "grid", "seed": 5}, max_trials=CONFIGS, parallel=5,
+        maxFailedTrialCount=FAILED_CONFIGS, retryPolicy={"maxRetries": MAX_RETRIES, "backoffSeconds": 0})
+
+
+def config_of(trial: dict) -> tuple[int, int]:
+    values = {p["name"]: p["value"] for p in trial["spec"]["parameters"]}
+    return int(values["fails"]), int(values["seed"])
+
+
+def check_exact_outcome(cluster: Cluster, name: str, timeout: float = 200) -> dict:
+    exp = cluster.wait_finished(name, timeout=timeout)
+    st = exp["status"]
+    assert st["phase"] == "Succeeded", st
+    assert (st["configurations"], st["failedConfigurations"]) == (CONFIGS, FAILED_CONFIGS), st
+    assert (st["trials"], st["trialsSucceeded"], st["trialsFailed"], st["trialsRetried"]) == \
+        (TRIALS, SUCCEEDED, TRIALS - SUCCEEDED, TRIALS - CONFIGS), st
+
+    trials = cluster.trials()
+    assert len(trials) == TRIALS
+    runs: dict[tuple[int, int], list[str]] = {}
+    for t in trials.values():
+        runs.setdefault(config_of(t), []).append(t["status"]["phase"])
+    assert {c: len(p) for c, p in runs.items()} == {(f, s): RUNS[f] for f in range(FAILS) for s in range(SEEDS)}
+    for (fails, _), phases in runs.items():
+        assert phases.count("Succeeded") == (1 if fails <= MAX_RETRIES else 0), (fails, phases)
+    # No duplicate suggestion: each configuration was suggested once, under one configuration label.
+    suggested = [t for t in trials.values() if t["metadata"]["labels"]["hpo.dev/launch-reason"] == "Suggestion"]
+    assert len(suggested) == CONFIGS
+    assert len({config_of(t) for t in suggested}) == CONFIGS
+    assert len({t["metadata"]["labels"]["hpo.dev/config"] for t in suggested}) == CONFIGS
+    # No orphan pod, and no trial without its pod.
+    pods = cluster.pods()
+    assert set(pods) == set(trials)
+    for name, pod in pods.items():
+        owners = [(o.kind, o.name, o.uid) for o in pod.metadata.owner_references or []]
+        assert owners == [("Trial", name, trials[name]["metadata"]["uid"])], owners
+    return exp
+
+
+def operator_on(kubeconfig: Path, namespace: str, tmp_path: Path, **env: str) -> OperatorProcess:
+    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log",
+                           env={"HPO_UNREACHABLE_WARN_SECONDS": "3", **env})
+    proc.start()
+    return proc
+
+
+def same_process(op: OperatorProcess) -> None:
+    assert op.starts == 1 and op.proc is not None and op.proc.poll() is None, "the operator did not survive"
+
+
+def restarts(op: OperatorProcess, reason: str | None = None) -> float:
+    """Watch restarts the operator counted (hpo_watch_restarts_total), for one reason or all."""
+    return sum(v for k, v in op.metrics().items()
+               if k.startswith("hpo_watch_restarts_total") and (reason is None or f'reason="{reason}"' in k))
+
+
+def trials_so_far(cluster: Cluster) -> int:
+    return len(cluster.trials())
+
+
+@pytest.fixture
+def stopped():
+    """Operators stopped at teardown; the end of each log is printed (pytest shows it on failure)."""
+    started: list[OperatorProcess] = []
+    yield started
+    for op in started:
+        op.stop()
+        print(f"--- {op.log_path}\n{op.log()[-6000:]}")
+
+
+def test_api_server_killed_twice_mid_experiment(api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped):
+    """The scenario of the outage report: kube-apiserver SIGKILLed for 10 s, twice, 8 s apart."""
+    cluster = Cluster(api, namespace)
+    op = operator_on(apiserver.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path)
+    stopped.append(op)
+    cluster.create(faulty_experiment("killed"))
+    wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
+    for outage in (1, 2):
+        apiserver.kill()
+        time.sleep(10)
+        apiserver.restart()
+        if outage == 1:
+            time.sleep(8)
+    check_exact_outcome(cluster, "killed")
+    same_process(op)
+    assert restarts(op) >= 2
+    log = op.log()
+    assert re.search(r"cannot watch the API server for \d+ s", log), "no warning while it was away"
+    assert "the API server answers again after" in log
+
+
+def test_etcd_restarted_mid_experiment(api, namespace, crds, kwok_nodes, local_cluster, apiserver, tmp_path, stopped):
+    cluster = Cluster(api, namespace)
+    op = operator_on(apiserver.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path)
+    stopped.append(op)
+    etcd = faults.Etcd(local_cluster)
+    cluster.create(faulty_experiment("etcd"))
+    wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
+    etcd.kill()
+    time.sleep(5)
+    etcd.restart()
+    check_exact_outcome(cluster, "etcd")
+    same_process(op)
+
+
+def test_410_gone_after_etcd_compaction_lists_again(api, namespace, crds, kwok_nodes, local_cluster, tmp_path, stopped):
+    """etcd compacts the history an informer would go on from: its next watch gets 410 Gone. (The
+    second API server runs without a watch cache, so that watches are served from etcd's history;
+    the operator's watches end every 2 s, and each resumes from its last resourceVersion.)"""
+    server = faults.ApiServer(local_cluster, tmp_path / "apiserver.log", ["--watch-cache=false"])
+    server.start()
+    try:
+        cluster = Cluster(api, namespace)
+        op = operator_on(server.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path,
+                         HPO_WATCH_TIMEOUT_SECONDS="2")
+        stopped.append(op)
+        etcd = faults.Etcd(local_cluster)
+        cluster.create(faulty_experiment("gone"))
+        wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
+
+        def compacted_under_a_watch() -> bool:
+            # A write anywhere moves etcd's revision past what the informers saw last; compacting
+            # there leaves their next watch behind the history.
+            client.CoreV1Api(api).create_namespaced_config_map(namespace, client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(generate_name="bump-")))
+            etcd.compact()
+            time.sleep(1)
+            return restarts(op, "Gone") >= 1
+        wait_until(compacted_under_a_watch, timeout=60, interval=0, what="a watch to get 410 Gone")
+        check_exact_outcome(cluster, "gone")
+        same_process(op)
+    finally:
+        server.stop()
+
+
+def test_connections_cut_mid_stream_then_half_open(api, namespace, crds, kwok_nodes, kubeconfig, relay, tmp_path, stopped):
+    """A TCP relay between the operator and the API server resets every connection, three times;
+    then leaves the open ones half-open for good (no data, no error), so that only a client that
+    gives up on a silent stream gets through. Runs on any cluster."""
+    cluster = Cluster(api, namespace)
+    op = operator_on(relay.write_kubeconfig(kubeconfig, tmp_path / "kubeconfig"), namespace, tmp_path,
+                     HPO_WATCH_TIMEOUT_SECONDS="5", HPO_API_READ_TIMEOUT="5")
+    stopped.append(op)
+    cluster.create(faulty_experiment("relayed", duration="2s"))
+    wait_until(lambda: trials_so_far(cluster) >= 6, timeout=90, what="the experiment to be under way")
+    for _ in range(3):
+        relay.drop()
+        time.sleep(3)
+    wait_until(lambda: restarts(op, "Disconnected") >= 2, timeout=30, what="the operator to see the cuts")
+    cut = restarts(op)
+    relay.blackhole()
+    wait_until(lambda: restarts(op, "Timeout") >= 1, timeout=60, what="a silent watch to be given up")
+    check_exact_outcome(cluster, "relayed")
+    same_process(op)
+    assert restarts(op) > cut
+
+
+def test_api_server_frozen_for_30_seconds(api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped):
+    """SIGSTOP: connections stay open and nothing answers (a control-plane node stalled, not gone)."""
+    cluster = Cluster(api, namespace)
+    op = operator_on(apiserver.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path)
+    stopped.append(op)
+    cluster.create(faulty_experiment("frozen"))
+    wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
+    apiserver.pause()
+    time.sleep(30)
+    apiserver.resume()
+    check_exact_outcome(cluster, "frozen")
+    same_process(op)
+
+
+def test_leader_stops_before_the_lease_runs_out_when_the_api_server_is_away(api, namespace, crds, kwok_nodes,
+                                                                            apiserver, tmp_path, stopped):
+    """Two replicas with leader election; the API server is away for longer than the lease. The
+    leader cannot renew: it exits within the renew deadline, so before the standby can take over;
+    once the API server is back the standby takes the Lease at once (it has seen the record
+    unchanged for longer than the lease), and the old leader, restarted later as the kubelet would
+    after its back-off, stands by. (Restarted before that, it would take its own Lease back, as
+    client-go's election does for the same identity: also one leader.)"""
+    lease = client.CoordinationV1Api(api)
+    lease.create_namespaced_lease(namespace, client.V1Lease(metadata=client.V1ObjectMeta(name="hpo-operator"),
+                                                            spec=client.V1LeaseSpec()))
+
+    def holder() -> str | None:
+        return lease.read_namespaced_lease("hpo-operator", namespace).spec.holder_identity
+
+    kc = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    timing = {"HPO_LEASE_DURATION_SECONDS": "6", "HPO_LEASE_RENEW_DEADLINE_SECONDS": "4",
+              "HPO_LEASE_RETRY_PERIOD_SECONDS": "1"}
+    replicas = {}
+    for name in ("a", "b"):
+        replicas[name] = OperatorProcess(str(kc), namespace, tmp_path / f"{name}.log", env={
+            "HPO_LEADER_ELECTION_LEASE": f"{namespace}/hpo-operator", "POD_NAME": name, **timing})
+        stopped.append(replicas[name])
+        replicas[name].start()
+        if name == "a":
+            wait_until(lambda: holder() == "a", timeout=60, what="replica a to lead")
+    a, b = replicas["a"], replicas["b"]
+    cluster = Cluster(api, namespace)
+    cluster.create(faulty_experiment("leader"))
+    wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
+
+    apiserver.kill()
+    away = time.monotonic()
+    code = wait_until(lambda: a.proc.poll(), timeout=15, interval=0.1, what="the leader to give up")
+    gave_up = time.monotonic() - away
+    assert code == 1 and "leader election lost" in a.log()
+    assert gave_up < 6, f"the leader acted for {gave_up:.1f} s without a Lease"
+    assert b.proc.poll() is None  # the standby waits
+    time.sleep(max(0.0, 10 - (time.monotonic() - away)))  # away for longer than the lease
+    apiserver.restart()
+    wait_until(lambda: holder() == "b", timeout=30, what="the standby to take over")
+    a.start()  # the kubelet restarts the container: a standby now
+    check_exact_outcome(cluster, "leader")
+    assert holder() == "b" and b.proc.poll() is None and a.proc.poll() is None
+    assert "now holds Lease" not in a.log().split("--- start 2")[1]
+
+
+def test_a_watch_down_too_long_fails_the_liveness_probe_and_metrics_show_it(api, namespace, crds, apiserver,
+                                                                              tmp_path, stopped):
+    """kopf's liveness endpoint fails while an informer has been down for
+    HPO_WATCH_DOWN_LIVENESS_SECONDS (the kubelet would restart the pod), and answers again once
+    the watches are back; the metrics give each informer's down time and newest event's age."""
+    port = free_port()
+    op = OperatorProcess(str(apiserver.write_kubeconfig(tmp_path / "kubeconfig")), namespace, tmp_path / "op.log",
+                         args=["--namespace", namespace, "--standalone", "--liveness", f"http://127.0.0.1:{port}/healthz"],
+                         env={"HPO_WATCH_DOWN_LIVENESS_SECONDS": "4"})
+    stopped.append(op)
+    op.start()
+    Cluster(api, namespace).create(faulty_experiment("probe"))  # informers start with the experiment
+
+    def probe() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return 0
+    wait_until(lambda: probe() == 200 and 'hpo_watch_last_event_age_seconds{namespace="%s",resource="pods"}' % namespace
+               in op.metrics(), timeout=60, what="the probe to pass and the pods informer to report")
+    apiserver.kill()
+    wait_until(lambda: probe() == 500, timeout=30, what="the probe to fail")
+    down = op.metrics()[f'hpo_watch_down_seconds{{namespace="{namespace}",resource="pods"}}']
+    assert down >= 4
+    apiserver.restart()
+    wait_until(lambda: probe() == 200, timeout=60, what="the probe to pass again")
+    assert op.metrics()[f'hpo_watch_down_seconds{{namespace="{namespace}",resource="pods"}}'] == 0
+    same_process(op)

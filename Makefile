@@ -20,6 +20,7 @@ help:
 	@echo "make crds          regenerate crds/ from the pydantic models"
 	@echo "make bench-scale   the operator against the raw API floor at scale (bench/README.md)"
 	@echo "make bench-dashboard  the dashboard's page of a 10,000-trial experiment, in a browser"
+	@echo "make soak          the fault soak: a large experiment while the control plane breaks (README)"
 	@echo "make image         the operator's image, built without Docker (hack/image.sh)"
 	@echo "make deploy        helm install it onto the real node of make cluster-real"
 	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
@@ -117,6 +118,13 @@ bench: venv
 # BENCH_ARGS="--cases 200x20,unrelated" for a few cases).
 bench-scale: venv tools
 	$(PY) bench/scale.py $(BENCH_ARGS)
+
+# The fault soak (bench/soak.py): 2,000 configurations x 200 parallel while the API server, the
+# operator and its leader are broken at random; exact checks afterwards (README, "When the control
+# plane restarts"). Not in `make test`. BENCH_ARGS="--seeds 50 --parallel 20" for a short one.
+.PHONY: soak
+soak: venv tools
+	$(PY) bench/soak.py $(BENCH_ARGS)
 
 # The dashboard's page of a 10,000-trial experiment, measured in headless Chromium (a few minutes
 # to create the trials; BENCH_ARGS="--namespace dash-10k --keep" keeps them for the next run).

@@ -168,7 +168,7 @@ class Elector:
             if e.status in (409, 422):  # another replica wrote first
                 return False
             raise
-        if action is not Action.RENEW:
+        if action is not Action.RENEW or not self.leading:  # (the same name again: a restarted leader)
             log.info("leader election: %s now holds Lease %s/%s", self.identity, self.leases.namespace,
                      self.leases.name)
         self.holder = self.identity

@@ -26,63 +26,22 @@ import pytest
 from kubernetes import client
 
 from tests import faults
-from tests.integration.test_operator import Cluster, experiment
+from tests.integration.test_operator import Cluster
+from tests.outcome import FaultyGrid
 from tests.kube import OperatorProcess, free_port, wait_until
 
-FAILS = 4      # a configuration with fails=N fails (OOMKilled) on its first N attempts
-SEEDS = 8      # of each kind
-MAX_RETRIES = 2
-CONFIGS = FAILS * SEEDS
-# Per configuration: fails=0 runs once, 1 twice, 2 three times, 3 three times and fails for good.
-RUNS = {f: min(f, MAX_RETRIES) + 1 for f in range(FAILS)}
-TRIALS = SEEDS * sum(RUNS.values())
-SUCCEEDED = SEEDS * sum(1 for f in range(FAILS) if f <= MAX_RETRIES)
-FAILED_CONFIGS = CONFIGS - SUCCEEDED
+GRID = FaultyGrid()
 
 
 def faulty_experiment(name: str, duration: str = "1500ms") -> dict:
-    return experiment(
-        name, [{"name": "fails", "type": "int", "min": 0, "max": FAILS - 1, "step": 1},
-               {"name": "seed", "type": "int", "min": 0, "max": SEEDS - 1, "step": 1}],
-        annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/exit-code": "137",
-                     "sim.hpo.dev/reason": "OOMKilled", "sim.hpo.dev/duration": duration,
-                     "sim.hpo.dev/message": '{"loss": ${params.seed}}'},
-        algorithm={"name": "grid", "seed": 5}, max_trials=CONFIGS, parallel=5,
-        maxFailedTrialCount=FAILED_CONFIGS, retryPolicy={"maxRetries": MAX_RETRIES, "backoffSeconds": 0})
-
-
-def config_of(trial: dict) -> tuple[int, int]:
-    values = {p["name"]: p["value"] for p in trial["spec"]["parameters"]}
-    return int(values["fails"]), int(values["seed"])
+    return FaultyGrid(duration=duration).experiment(name)
 
 
 def check_exact_outcome(cluster: Cluster, name: str, timeout: float = 200) -> dict:
     exp = cluster.wait_finished(name, timeout=timeout)
-    st = exp["status"]
-    assert st["phase"] == "Succeeded", st
-    assert (st["configurations"], st["failedConfigurations"]) == (CONFIGS, FAILED_CONFIGS), st
-    assert (st["trials"], st["trialsSucceeded"], st["trialsFailed"], st["trialsRetried"]) == \
-        (TRIALS, SUCCEEDED, TRIALS - SUCCEEDED, TRIALS - CONFIGS), st
-
-    trials = cluster.trials()
-    assert len(trials) == TRIALS
-    runs: dict[tuple[int, int], list[str]] = {}
-    for t in trials.values():
-        runs.setdefault(config_of(t), []).append(t["status"]["phase"])
-    assert {c: len(p) for c, p in runs.items()} == {(f, s): RUNS[f] for f in range(FAILS) for s in range(SEEDS)}
-    for (fails, _), phases in runs.items():
-        assert phases.count("Succeeded") == (1 if fails <= MAX_RETRIES else 0), (fails, phases)
-    # No duplicate suggestion: each configuration was suggested once, under one configuration label.
-    suggested = [t for t in trials.values() if t["metadata"]["labels"]["hpo.dev/launch-reason"] == "Suggestion"]
-    assert len(suggested) == CONFIGS
-    assert len({config_of(t) for t in suggested}) == CONFIGS
-    assert len({t["metadata"]["labels"]["hpo.dev/config"] for t in suggested}) == CONFIGS
-    # No orphan pod, and no trial without its pod.
-    pods = cluster.pods()
-    assert set(pods) == set(trials)
-    for name, pod in pods.items():
-        owners = [(o.kind, o.name, o.uid) for o in pod.metadata.owner_references or []]
-        assert owners == [("Trial", name, trials[name]["metadata"]["uid"])], owners
+    pods = {n: client.ApiClient().sanitize_for_serialization(p) for n, p in cluster.pods().items()}
+    wrong = [c for c in GRID.checks(exp, cluster.trials(), pods) if not c.ok]
+    assert not wrong, "\n".join(f"{c.what}: expected {c.expected}, saw {c.seen}" for c in wrong)
     return exp
 
 

@@ -66,6 +66,17 @@ def trials_so_far(cluster: Cluster) -> int:
     return len(cluster.trials())
 
 
+def under_way(api, namespace: str, kubeconfig: Path, tmp_path: Path, stopped: list, name: str,
+              duration: str = "1500ms", **env: str) -> tuple[Cluster, OperatorProcess]:
+    """An operator on `kubeconfig`, and the experiment `name` it has started a few trials of."""
+    cluster = Cluster(api, namespace)
+    op = operator_on(kubeconfig, namespace, tmp_path, **env)
+    stopped.append(op)
+    cluster.create(faulty_experiment(name, duration))
+    wait_until(lambda: trials_so_far(cluster) >= 6, timeout=90, what="the experiment to be under way")
+    return cluster, op
+
+
 @pytest.fixture
 def stopped():
     """Operators stopped at teardown; the end of each log is printed (pytest shows it on failure)."""
@@ -78,11 +89,7 @@ def stopped():
 
 def test_api_server_killed_twice_mid_experiment(api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped):
     """The scenario of the outage report: kube-apiserver SIGKILLed for 10 s, twice, 8 s apart."""
-    cluster = Cluster(api, namespace)
-    op = operator_on(apiserver.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path)
-    stopped.append(op)
-    cluster.create(faulty_experiment("killed"))
-    wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
+    cluster, op = under_way(api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "killed")
     for outage in (1, 2):
         apiserver.kill()
         time.sleep(10)
@@ -98,12 +105,8 @@ def test_api_server_killed_twice_mid_experiment(api, namespace, crds, kwok_nodes
 
 
 def test_etcd_restarted_mid_experiment(api, namespace, crds, kwok_nodes, local_cluster, apiserver, tmp_path, stopped):
-    cluster = Cluster(api, namespace)
-    op = operator_on(apiserver.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path)
-    stopped.append(op)
     etcd = faults.Etcd(local_cluster)
-    cluster.create(faulty_experiment("etcd"))
-    wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
+    cluster, op = under_way(api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "etcd")
     etcd.kill()
     time.sleep(5)
     etcd.restart()
@@ -118,13 +121,9 @@ def test_410_gone_after_etcd_compaction_lists_again(api, namespace, crds, kwok_n
     server = faults.ApiServer(local_cluster, tmp_path / "apiserver.log", ["--watch-cache=false"])
     server.start()
     try:
-        cluster = Cluster(api, namespace)
-        op = operator_on(server.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path,
-                         HPO_WATCH_TIMEOUT_SECONDS="2")
-        stopped.append(op)
+        cluster, op = under_way(api, namespace, server.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped,
+                                "gone", HPO_WATCH_TIMEOUT_SECONDS="2")
         etcd = faults.Etcd(local_cluster)
-        cluster.create(faulty_experiment("gone"))
-        wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
 
         def compacted_under_a_watch() -> bool:
             # A write anywhere moves etcd's revision past what the informers saw last; compacting
@@ -145,12 +144,8 @@ def test_connections_cut_mid_stream_then_half_open(api, namespace, crds, kwok_no
     """A TCP relay between the operator and the API server resets every connection, three times;
     then leaves the open ones half-open for good (no data, no error), so that only a client that
     gives up on a silent stream gets through. Runs on any cluster."""
-    cluster = Cluster(api, namespace)
-    op = operator_on(relay.write_kubeconfig(kubeconfig, tmp_path / "kubeconfig"), namespace, tmp_path,
-                     HPO_WATCH_TIMEOUT_SECONDS="5", HPO_API_READ_TIMEOUT="5")
-    stopped.append(op)
-    cluster.create(faulty_experiment("relayed", duration="2s"))
-    wait_until(lambda: trials_so_far(cluster) >= 6, timeout=90, what="the experiment to be under way")
+    cluster, op = under_way(api, namespace, relay.write_kubeconfig(kubeconfig, tmp_path / "kubeconfig"), tmp_path,
+                            stopped, "relayed", duration="2s", HPO_WATCH_TIMEOUT_SECONDS="5", HPO_API_READ_TIMEOUT="5")
     for _ in range(3):
         relay.drop()
         time.sleep(3)
@@ -165,11 +160,7 @@ def test_connections_cut_mid_stream_then_half_open(api, namespace, crds, kwok_no
 
 def test_api_server_frozen_for_30_seconds(api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped):
     """SIGSTOP: connections stay open and nothing answers (a control-plane node stalled, not gone)."""
-    cluster = Cluster(api, namespace)
-    op = operator_on(apiserver.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path)
-    stopped.append(op)
-    cluster.create(faulty_experiment("frozen"))
-    wait_until(lambda: trials_so_far(cluster) >= 8, timeout=90, what="the experiment to be under way")
+    cluster, op = under_way(api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "frozen")
     apiserver.pause()
     time.sleep(30)
     apiserver.resume()

@@ -299,9 +299,26 @@ def test_a_finished_trial_frees_one_slot():
 
 def test_suggestion_count_continues_from_the_trials_and_the_status():
     trials = [succeeded(0, 1.0), succeeded(4, 2.0)]
-    assert created_names(run(make_spec(parallelTrialCount=1), trials)) == ["exp-0005"]
-    plan = run(make_spec(parallelTrialCount=1), trials, status={"suggestionCount": 9})
+    # Suggestions 1-3 and 5-8 repeated configurations the experiment has: nothing to launch for them.
+    repeats = lambda i: {"x": "0" if i % 2 else "4"} if i not in (5, 9) else {"x": str(i)}  # noqa: E731
+    assert created_names(run(make_spec(parallelTrialCount=1), trials, suggest=repeats)) == ["exp-0005"]
+    plan = run(make_spec(parallelTrialCount=1), trials, status={"suggestionCount": 9},
+               suggest=lambda i: {"x": str(i)} if i == 9 else {"x": "0"})
     assert created_names(plan) == ["exp-0009"]
+
+
+def test_suggestions_lost_in_a_round_cut_short_are_launched_first():
+    """Suggestions 1 and 2 were asked, and 3's Trial made, when the round was cut short (the
+    operator killed, the API server gone between two creates): 1 and 2 run under their own
+    numbers before anything new is asked; a grid would otherwise run out with them unused."""
+    trials = [succeeded(0, 1.0), suggested(3, "Running")]
+    pods = {"exp-0003": pod_running("exp-0003")}
+    plan = run(make_spec(parallelTrialCount=3), trials, pods, status={"suggestionCount": 4})
+    assert created_names(plan) == ["exp-0001", "exp-0002"]
+    assert created(plan, "exp-0001")["spec"]["parameters"] == [{"name": "x", "value": "1"}]
+    assert created(plan, "exp-0002")["spec"]["suggestionIndex"] == 2
+    assert plan.experiment_status["suggestionCount"] == 4
+    assert plan.experiment_status["configurations"] == 4
 
 
 def test_a_suggestion_of_an_existing_configuration_is_skipped_and_told():

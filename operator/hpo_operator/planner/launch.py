@@ -40,6 +40,8 @@ class Launch(RoundState):
             slots -= 1
         exhausted = False
         known = self.groups()
+        if suggestions:
+            slots, configurations = self.relaunch_lost(known, slots, configurations)
         asks = 0
         limit = self.spec.max_trial_count * DUPLICATE_SUGGESTION_FACTOR
         while suggestions and slots > 0 and configurations < self.spec.max_trial_count and asks < MAX_ASKS_PER_ROUND:
@@ -68,6 +70,33 @@ class Launch(RoundState):
             slots -= 1
         self.suggestion_count, self.configurations = suggestion_count, configurations
         return exhausted
+
+    def relaunch_lost(self, known: dict[str, list[TrialView]], slots: int, configurations: int) -> tuple[int, int]:
+        """Launches the suggestions that were asked but never became Trials, while a later one
+        did: a round cut short (the operator killed mid-round, the API server gone between two
+        creates). Below suggestion_count, they would never be asked again, and a grid would run
+        out with its points unused. A suggestion without a Trial that repeated a configuration the
+        experiment has is not lost: it is skipped. Returns the slots and configurations left."""
+        made = {t.suggestion_index for t in self.trials
+                if t.suggestion_index is not None and t.owned_by(self.exp.uid)}
+        for index in range(self.suggestion_count):
+            if slots <= 0 or configurations >= self.spec.max_trial_count:
+                break
+            if index in made:
+                continue
+            try:
+                values = self.suggest(index)
+            except LookupError:
+                continue  # rebuilt from results after a restart: its values are not kept; a new one replaces it
+            if values is None or config_hash(values) in known:
+                continue
+            name = f"{self.exp.name}-{index:04d}"
+            t = self.new_trial(name, values, 1, "Suggestion", name, index=index)
+            self.start(t)
+            known[config_hash(values)] = [t]
+            configurations += 1
+            slots -= 1
+        return slots, configurations
 
     def told(self, index: int, outcome: Outcome) -> None:
         # Told at once, not after the round: a suggestion asked later in this round must see it,

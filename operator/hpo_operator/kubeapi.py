@@ -79,8 +79,8 @@ def failure_reason(e: BaseException) -> str:
         return "TLS"
     if isinstance(e, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
         return "Unreachable"
-    if isinstance(e, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
-                      ConnectionError)):
+    if isinstance(e, (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)):
+        # (ClientConnectionError: "Connection closed" on a pooled connection the server dropped)
         return "Disconnected"
     if isinstance(e, ValueError):
         return "BadResponse"  # not JSON: a proxy's error page, a cut line

@@ -14,7 +14,7 @@ import pytest
 
 from hpo_operator import informer as informer_module
 from hpo_operator.informer import RESTARTS, Informer, backoff_delay
-from hpo_operator.kubeapi import PODS, ApiException
+from hpo_operator.kubeapi import PODS, ApiException, failure_reason
 from hpo_operator.runtime import by_experiment, slim_pod
 
 
@@ -192,3 +192,22 @@ def test_a_bug_while_applying_an_event_is_logged_and_the_informer_lists_again(ca
 def test_backoff_doubles_from_half_a_second_to_thirty_with_a_little_jitter():
     assert [backoff_delay(n, rand=lambda: 0) for n in (1, 2, 3, 4, 7, 20)] == [0.5, 1, 2, 4, 30, 30]
     assert backoff_delay(3, rand=lambda: 1) == pytest.approx(2.4)
+
+
+@pytest.mark.parametrize("error, reason", [
+    (aiohttp.ClientConnectionError("Connection closed"), "Disconnected"),
+    (aiohttp.ServerDisconnectedError(), "Disconnected"),
+    (aiohttp.ClientPayloadError("cut"), "Disconnected"),
+    (ConnectionResetError(104, "reset"), "Disconnected"),
+    (ConnectionRefusedError(111, "refused"), "Unreachable"),
+    (asyncio.TimeoutError(), "Timeout"),
+    (aiohttp.SocketTimeoutError(), "Timeout"),
+    (ApiException(status=410), "Gone"),
+    (ApiException(status=503), "ServerError"),
+    (ApiException(status=429), "TooManyRequests"),
+    (ApiException(status=403), "Refused"),
+    (ValueError("not JSON"), "BadResponse"),
+    (KeyError("name"), "Unexpected"),
+])
+def test_each_way_a_request_fails_has_a_bounded_reason(error, reason):
+    assert failure_reason(error) == reason

@@ -8,9 +8,8 @@ from typing import Any, Callable, Sequence
 
 from kubernetes.client import ApiException
 
-from .. import times
+from .. import admission_rules, times
 from ..models import API_VERSION, Parameter
-from ..planner import admission
 from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
@@ -149,7 +148,7 @@ def restart_refusal(trial: dict, siblings: Sequence[dict]) -> tuple[str, str] | 
         return "NotAdopted", f"trial {name} has not been accepted by its experiment yet"
     key = ((trial.get("metadata") or {}).get("labels") or {}).get(L_CONFIG)
     same = _runs(key, siblings) if key else [(name, _phase(trial))]
-    return admission.restart_refusal(_phase(trial), same)
+    return admission_rules.restart_refusal(_phase(trial), same)
 
 
 def configuration_refusal(values: dict[str, str], parameters: list[dict],
@@ -159,7 +158,7 @@ def configuration_refusal(values: dict[str, str], parameters: list[dict],
         normal = normalize_assignment([Parameter.model_validate(p) for p in parameters], values)
     except InvalidConfiguration as e:
         return ("InvalidParameters", str(e)), values
-    return admission.configuration_refusal(_runs(config_hash(normal), siblings)), normal
+    return admission_rules.configuration_refusal(_runs(config_hash(normal), siblings)), normal
 
 
 def _answer(name: str, cond: dict) -> RestartResult:

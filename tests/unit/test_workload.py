@@ -3,12 +3,20 @@ the planner judges them by, checked through podstate.observe (what the planner c
 
 from __future__ import annotations
 
+import itertools
+import re
+from pathlib import Path
+from typing import Callable
+
 import pytest
+import yaml
 
 from hpo_operator.models import ExperimentSpec
 from hpo_operator.podstate import observe
 from hpo_operator.runtime import WorkloadViews
 from hpo_operator.workload import JOB, POD, Kind, build_workload, kind_of, label_pod_templates, primary_pod, trial_pod_view
+
+REPO = Path(__file__).resolve().parents[2]
 
 CONTAINERS = [{"name": "train", "image": "trainer:1", "args": ["--lr=${params.lr}", "--run=${trial.name}"]}]
 JOB_TEMPLATE = {"metadata": {"labels": {"team": "ml"}},
@@ -69,9 +77,40 @@ def test_a_resource_trial_labels_every_embedded_pod_template():
     assert label_pod_templates({"a": [{"b": {"spec": {"containers": []}}}]}, {"x": "y"}) == 1
 
 
-def test_the_schema_takes_exactly_one_kind():
+def test_the_kind_is_the_one_the_template_gives():
     assert kind_of(spec(template={"spec": {"containers": CONTAINERS}})) == POD
     assert kind_of(spec(job=JOB_TEMPLATE)) == JOB
+
+
+def _kinds_rule() -> Callable[[dict], bool]:
+    """The committed CRD's rule that a trialTemplate gives exactly one kind, as a predicate on a
+    trialTemplate. The API server evaluates that CEL rule (tests/integration/test_trial_kinds.py
+    applies such Experiments to a real one); here it is read in the one shape it has,
+    `[has(self.a), has(self.b), ...].filter(x, x).size() == n`, and a rule of any other shape fails
+    this test rather than being half understood."""
+    crd = yaml.safe_load((REPO / "crds" / "experiments.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    trial_template = schema["properties"]["spec"]["properties"]["trialTemplate"]
+    rules = [v["rule"] for v in trial_template["x-kubernetes-validations"] if "exactly one of" in v["message"]]
+    assert len(rules) == 1, trial_template["x-kubernetes-validations"]
+    rule = " ".join(rules[0].split())
+    shape = re.fullmatch(r"\[(?P<terms>[^\]]*)\]\.filter\((?P<x>\w+), (?P=x)\)\.size\(\) == (?P<n>\d+)", rule)
+    assert shape, f"a rule of another shape: {rule}"
+    fields = [re.fullmatch(r"has\(self\.(\w+)\)", term) for term in shape["terms"].split(", ")]
+    assert all(fields), f"a rule of another shape: {rule}"
+    present = [f[1] for f in fields if f]
+    return lambda body: sum(field in body for field in present) == int(shape["n"])
+
+
+def test_the_schema_takes_exactly_one_kind():
+    allowed = _kinds_rule()
+    kinds = {"template": {"spec": {"containers": CONTAINERS}}, "job": JOB_TEMPLATE,
+             "resource": JOBSET}
+    other = {"primaryContainerName": "train", "podRetention": "Keep"}  # not kinds: never counted
+    for n in range(len(kinds) + 1):
+        for chosen in itertools.combinations(kinds, n):
+            body = {**other, **{k: kinds[k] for k in chosen}}
+            assert allowed(body) == (n == 1), f"{sorted(chosen)} {'refused' if n == 1 else 'taken'}"
 
 
 def pod(name: str, phase: str, *, created: str = "2026-01-01T00:00:00Z", index: str | None = None,

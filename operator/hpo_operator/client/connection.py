@@ -7,8 +7,8 @@ from functools import cached_property
 
 from kubernetes import client, config
 
+from ..api import GROUP, VERSION
 from ..kubeconfig import configure
-from ..models import GROUP, VERSION
 from .errors import HpoError
 
 

@@ -8,10 +8,8 @@ from typing import Any, Callable, Sequence
 
 from kubernetes.client import ApiException
 
-from .. import times
-from ..models import API_VERSION, Parameter
-from ..planner import admission
-from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
+from .. import admission_rules, times
+from ..api import API_VERSION
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
 from .experiments import get_experiment_object, get_object, list_objects
@@ -149,17 +147,22 @@ def restart_refusal(trial: dict, siblings: Sequence[dict]) -> tuple[str, str] | 
         return "NotAdopted", f"trial {name} has not been accepted by its experiment yet"
     key = ((trial.get("metadata") or {}).get("labels") or {}).get(L_CONFIG)
     same = _runs(key, siblings) if key else [(name, _phase(trial))]
-    return admission.restart_refusal(_phase(trial), same)
+    return admission_rules.restart_refusal(_phase(trial), same)
 
 
 def configuration_refusal(values: dict[str, str], parameters: list[dict],
                           siblings: Sequence[dict]) -> tuple[tuple[str, str] | None, dict[str, str]]:
     """Whether the operator would refuse to run this configuration, and its canonical values."""
+    # Imported here: the search space builds the API's pydantic models, which only a configuration
+    # given by its values needs (restart-trials --params); the plugin's other commands start without.
+    from ..models import Parameter
+    from ..space import InvalidConfiguration, config_hash, normalize_assignment
+
     try:
         normal = normalize_assignment([Parameter.model_validate(p) for p in parameters], values)
     except InvalidConfiguration as e:
         return ("InvalidParameters", str(e)), values
-    return admission.configuration_refusal(_runs(config_hash(normal), siblings)), normal
+    return admission_rules.configuration_refusal(_runs(config_hash(normal), siblings)), normal
 
 
 def _answer(name: str, cond: dict) -> RestartResult:
@@ -252,6 +255,8 @@ def _restart_by_name(s: Session, ns: str, experiment: str, names: list[str], sib
 
 def _run_configuration(s: Session, ns: str, exp: dict, values: dict[str, str], siblings: list[dict],
                        wait: float, poll: float, creator: str | None) -> dict[str, RestartResult]:
+    from ..space import summary  # loaded by configuration_refusal already (see there)
+
     experiment = exp["metadata"]["name"]
     refusal, normal = configuration_refusal(values, (exp.get("spec") or {}).get("parameters") or [], siblings)
     if refusal:

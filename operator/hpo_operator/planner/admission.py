@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Sequence
 
+from ..admission_rules import configuration_refusal, restart_refusal
 from ..api import (A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL,
                    MANAGED_BY, TERMINAL_PHASES)
 from .. import times
@@ -12,32 +12,6 @@ from ..conditions import set_condition
 from ..models import ExperimentSpec
 from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .state import REQUEST_KEY_LENGTH, Event, RoundState, TrialView
-
-
-# The rules below decide from a configuration's runs, as (name, phase) pairs, so that the kubectl
-# plugin answers a request it can already see is refused, with the operator's own words.
-
-def configuration_refusal(same: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
-    """Why a new run of a configuration (a Trial a user created) is refused, or None."""
-    winner = next((name for name, phase in same if phase == "Succeeded"), None)
-    if winner:
-        return "ConfigurationAlreadySucceeded", f"this configuration already succeeded in trial {winner}"
-    if any(phase not in TERMINAL_PHASES for _, phase in same):
-        return "ConfigurationActive", "this configuration is already running or queued"
-    return None
-
-
-def restart_refusal(phase: str, same: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
-    """Why restarting a trial in `phase` is refused, or None."""
-    winner = next((name for name, p in same if p == "Succeeded"), None)
-    if winner:
-        return "ConfigurationAlreadySucceeded", f"its configuration already succeeded in trial {winner}"
-    if phase not in TERMINAL_PHASES:
-        return "TrialActive", "the trial has not finished"
-    active = next((name for name, p in same if p not in TERMINAL_PHASES), None)
-    if active:
-        return "ConfigurationActive", f"its configuration is already running in trial {active}"
-    return None
 
 
 def backoff_seconds(spec: ExperimentSpec, retries_so_far: int) -> int:

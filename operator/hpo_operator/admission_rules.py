@@ -1,0 +1,36 @@
+"""The operator's refusals of a run, decided from a configuration's runs as (name, phase) pairs.
+
+The planner applies them (planner/admission.py), and the kubectl plugin applies the same rules so
+that it answers, in the operator's own words, a request it can already see is refused. They live
+here, outside the planner, because importing the planner loads Optuna: the plugin starts for every
+kubectl call and must not pay for that. Keep this module's imports to the API's vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .api import TERMINAL_PHASES
+
+
+def configuration_refusal(same: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """Why a new run of a configuration (a Trial a user created) is refused, or None."""
+    winner = next((name for name, phase in same if phase == "Succeeded"), None)
+    if winner:
+        return "ConfigurationAlreadySucceeded", f"this configuration already succeeded in trial {winner}"
+    if any(phase not in TERMINAL_PHASES for _, phase in same):
+        return "ConfigurationActive", "this configuration is already running or queued"
+    return None
+
+
+def restart_refusal(phase: str, same: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """Why restarting a trial in `phase` is refused, or None."""
+    winner = next((name for name, p in same if p == "Succeeded"), None)
+    if winner:
+        return "ConfigurationAlreadySucceeded", f"its configuration already succeeded in trial {winner}"
+    if phase not in TERMINAL_PHASES:
+        return "TrialActive", "the trial has not finished"
+    active = next((name for name, p in same if p not in TERMINAL_PHASES), None)
+    if active:
+        return "ConfigurationActive", f"its configuration is already running in trial {active}"
+    return None

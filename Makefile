@@ -24,10 +24,15 @@ help:
 	@echo "make deploy        helm install it onto the real node of make cluster-real"
 	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
 
-$(VENV)/.installed: pyproject.toml
+# The development environment comes from the lock alone (requirements-dev.txt, hashed pins of
+# pyproject.toml's dependencies and test extra, the installer and the build backend; `make lock`
+# writes it): a fresh venv gets what was last tested, not whatever is newest. The project itself is
+# then installed editable without resolving anything (--no-deps) and built by the locked setuptools
+# (--no-build-isolation), so nothing outside the lock is fetched.
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed

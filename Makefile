@@ -7,13 +7,15 @@ export HPO_CACHE ?= $(HOME)/.cache/hpo-operator
 KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 KIND_CLUSTER ?= hpo
 PYTEST_ARGS ?=
+LOCK_ARGS ?=
 
-.PHONY: help venv tools cluster cluster-down cluster-status crds crds-check test test-unit \
+.PHONY: help venv lock lock-check tools cluster cluster-down cluster-status crds crds-check test test-unit \
         demo operator install-crds kind-up kind-down kind-test clean
 
 help:
 	@echo "make demo          local cluster + operator + example experiment, trials shown"
 	@echo "make test          unit and integration tests (starts the local cluster if needed)"
+	@echo "make lock          refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)"
 	@echo "make cluster       start the local control plane, print its kubeconfig"
 	@echo "make cluster-down  stop it"
 	@echo "make operator      run the operator against \$$KUBECONFIG (or the local cluster)"
@@ -36,6 +38,20 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Refreshes the locks: requirements-dev.txt from pyproject.toml and requirements-dev.in, keeping
+# every pin that still satisfies them (LOCK_ARGS=--upgrade moves all to their newest versions,
+# LOCK_ARGS="-P optuna" one package), then the image's lock within those pins, then checks both.
+# pip-compile resolves with pip itself: the lock is what pip installs, under pip's own settings.
+lock: venv
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
+	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test \
+	  $(LOCK_ARGS) --output-file requirements-dev.txt pyproject.toml requirements-dev.in
+	PYTHON=$(PY) hack/image.sh lock
+	$(PY) hack/check-locks.py
+
+lock-check: venv
+	$(PY) hack/check-locks.py
 
 tools:
 	hack/build-tools.sh

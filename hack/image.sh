@@ -128,7 +128,7 @@ for req in project["project"]["dependencies"]:
 PY
 )
   report=$(mktemp)
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2086 # $reqs split on purpose: one requirement a word, none has a space
   "$python" -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: \
     --report "$report" -c "$repo/requirements-dev.txt" $reqs
   {

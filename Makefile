@@ -9,12 +9,13 @@ KIND_CLUSTER ?= hpo
 PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: help venv lock lock-check tools cluster cluster-down cluster-status crds crds-check test test-unit \
+.PHONY: help venv lock lock-check lint lint-shell lint-chart tools cluster cluster-down cluster-status crds crds-check test test-unit \
         demo operator install-crds kind-up kind-down kind-test clean
 
 help:
 	@echo "make demo          local cluster + operator + example experiment, trials shown"
 	@echo "make test          unit and integration tests (starts the local cluster if needed)"
+	@echo "make lint          shellcheck, helm lint and the locks' check (no cluster needed)"
 	@echo "make lock          refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)"
 	@echo "make cluster       start the local control plane, print its kubeconfig"
 	@echo "make cluster-down  stop it"
@@ -52,6 +53,22 @@ lock: venv
 
 lock-check: venv
 	$(PY) hack/check-locks.py
+
+# Static checks, no cluster needed (.ci/run runs them before the tests): shellcheck on every shell
+# script (.shellcheckrc has it follow their sources), helm lint on the chart with its default values
+# and with the local real node's (--strict: a warning fails too), and the locks against pyproject.toml.
+SHELL_SCRIPTS := $(wildcard hack/*.sh hack/lib/*.sh hack/real-node/*.sh) .ci/run
+CHART := deploy/helm/hpo-operator
+
+lint: lint-shell lint-chart lock-check
+
+lint-shell:
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
+
+lint-chart: tools
+	$(HPO_CACHE)/bin/helm lint --strict $(CHART)
+	$(HPO_CACHE)/bin/helm lint --strict $(CHART) -f deploy/local/real-node-values.yaml
 
 tools:
 	hack/build-tools.sh

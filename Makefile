@@ -15,7 +15,7 @@ LOCK_ARGS ?=
 help:
 	@echo "make demo          local cluster + operator + example experiment, trials shown"
 	@echo "make test          unit and integration tests (starts the local cluster if needed)"
-	@echo "make lint          shellcheck, helm lint and the locks' check (no cluster needed)"
+	@echo "make lint          shellcheck, helm lint, the locks' check (no cluster; builds helm as make tools)"
 	@echo "make lock          refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)"
 	@echo "make cluster       start the local control plane, print its kubeconfig"
 	@echo "make cluster-down  stop it"
@@ -43,7 +43,8 @@ venv: $(VENV)/.installed
 # Refreshes the locks: requirements-dev.txt from pyproject.toml and requirements-dev.in, keeping
 # every pin that still satisfies them (LOCK_ARGS=--upgrade moves all to their newest versions,
 # LOCK_ARGS="-P optuna" one package), then the image's lock within those pins, then checks both.
-# pip-compile resolves with pip itself: the lock is what pip installs, under pip's own settings.
+# pip-compile resolves with pip itself (the lock's own pip), so the lock is what pip installs, under
+# pip's settings (index, certificates); a machine's find-links or index URL stay out of the file.
 lock: venv
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
 	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test \
@@ -54,9 +55,10 @@ lock: venv
 lock-check: venv
 	$(PY) hack/check-locks.py
 
-# Static checks, no cluster needed (.ci/run runs them before the tests): shellcheck on every shell
-# script (.shellcheckrc has it follow their sources), helm lint on the chart with its default values
-# and with the local real node's (--strict: a warning fails too), and the locks against pyproject.toml.
+# Static checks, no cluster needed (helm comes from make tools; .ci/run runs them before the tests):
+# shellcheck on every shell script (.shellcheckrc has it follow their sources), helm lint on the
+# chart with its default values and with the local real node's (--strict: a warning fails too), and
+# the locks against pyproject.toml.
 SHELL_SCRIPTS := $(wildcard hack/*.sh hack/lib/*.sh hack/real-node/*.sh) .ci/run
 CHART := deploy/helm/hpo-operator
 

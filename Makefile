@@ -7,13 +7,16 @@ export HPO_CACHE ?= $(HOME)/.cache/hpo-operator
 KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 KIND_CLUSTER ?= hpo
 PYTEST_ARGS ?=
+LOCK_ARGS ?=
 
-.PHONY: help venv tools cluster cluster-down cluster-status crds crds-check test test-unit \
+.PHONY: help venv lock lock-check lint lint-shell lint-chart tools cluster cluster-down cluster-status crds crds-check test test-unit \
         demo operator install-crds kind-up kind-down kind-test clean
 
 help:
 	@echo "make demo          local cluster + operator + example experiment, trials shown"
 	@echo "make test          unit and integration tests (starts the local cluster if needed)"
+	@echo "make lint          shellcheck, helm lint, the locks' check (no cluster; builds helm as make tools)"
+	@echo "make lock          refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)"
 	@echo "make cluster       start the local control plane, print its kubeconfig"
 	@echo "make cluster-down  stop it"
 	@echo "make operator      run the operator against \$$KUBECONFIG (or the local cluster)"
@@ -25,13 +28,50 @@ help:
 	@echo "make deploy        helm install it onto the real node of make cluster-real"
 	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
 
-$(VENV)/.installed: pyproject.toml
+# The development environment comes from the lock alone (requirements-dev.txt, hashed pins of
+# pyproject.toml's dependencies and test extra, the installer and the build backend; `make lock`
+# writes it): a fresh venv gets what was last tested, not whatever is newest. The project itself is
+# then installed editable without resolving anything (--no-deps) and built by the locked setuptools
+# (--no-build-isolation), so nothing outside the lock is fetched.
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Refreshes the locks: requirements-dev.txt from pyproject.toml and requirements-dev.in, keeping
+# every pin that still satisfies them (LOCK_ARGS=--upgrade moves all to their newest versions,
+# LOCK_ARGS="-P optuna" one package), then the image's lock within those pins, then checks both.
+# pip-compile resolves with pip itself (the lock's own pip), so the lock is what pip installs, under
+# pip's settings (index, certificates); a machine's find-links or index URL stay out of the file.
+lock: venv
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
+	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test \
+	  $(LOCK_ARGS) --output-file requirements-dev.txt pyproject.toml requirements-dev.in
+	PYTHON=$(PY) hack/image.sh lock
+	$(PY) hack/check-locks.py
+
+lock-check: venv
+	$(PY) hack/check-locks.py
+
+# Static checks, no cluster needed (helm comes from make tools; .ci/run runs them before the tests):
+# shellcheck on every shell script (.shellcheckrc has it follow their sources), helm lint on the
+# chart with its default values and with the local real node's (--strict: a warning fails too), and
+# the locks against pyproject.toml.
+SHELL_SCRIPTS := $(wildcard hack/*.sh hack/lib/*.sh hack/real-node/*.sh) .ci/run
+CHART := deploy/helm/hpo-operator
+
+lint: lint-shell lint-chart lock-check
+
+lint-shell:
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
+
+lint-chart: tools
+	$(HPO_CACHE)/bin/helm lint --strict $(CHART)
+	$(HPO_CACHE)/bin/helm lint --strict $(CHART) -f deploy/local/real-node-values.yaml
 
 tools:
 	hack/build-tools.sh

@@ -42,7 +42,7 @@ trap 'kill $operator 2>/dev/null || true' EXIT
 echo ">> operator running (pid $operator, log $log)"
 
 name=$(k -n "$ns" apply -f "$example" -o jsonpath='{.metadata.name}')
-echo ">> applied experiment $name from ${example#$repo/}"
+echo ">> applied experiment $name from ${example#"$repo"/}"
 phase=""
 for _ in $(seq 300); do
   sleep 2

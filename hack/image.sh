@@ -6,7 +6,8 @@
 #
 #   hack/image.sh build    build (or reuse) the image; prints its reference and its tarball
 #   hack/image.sh ref      print the reference only (what `make deploy` gives Helm)
-#   hack/image.sh lock     re-resolve deploy/image/requirements.txt from pyproject.toml
+#   hack/image.sh lock     re-resolve deploy/image/requirements.txt from pyproject.toml, within
+#                          the development lock's pins (`make lock` runs it after pip-compile)
 #
 # The tarball is named by a hash of everything the image is made of (the recipe below, the lock,
 # pyproject.toml, the operator's sources and the dashboard's pages), so a change to any of them
@@ -112,7 +113,9 @@ cmd_build() {
 }
 
 # Resolves the operator's dependencies (pyproject.toml's, less those only the kubectl plugin uses:
-# [tool.hpo-operator] cli-only-dependencies) for this Python, as exact pins.
+# [tool.hpo-operator] cli-only-dependencies) for this Python, as exact pins. The development lock
+# constrains the resolution, so the image runs the very versions that the tests ran
+# (hack/check-locks.py checks that the two agree).
 cmd_lock() {
   local reqs report
   reqs=$("$python" - "$repo/pyproject.toml" <<'PY'
@@ -125,12 +128,13 @@ for req in project["project"]["dependencies"]:
 PY
 )
   report=$(mktemp)
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2086 # $reqs split on purpose: one requirement a word, none has a space
   "$python" -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: \
-    --report "$report" $reqs
+    --report "$report" -c "$repo/requirements-dev.txt" $reqs
   {
     echo "# The operator image's Python packages, pinned (hack/image.sh lock writes this file from"
-    echo "# pyproject.toml; the Dockerfile and hack/image.sh install exactly these, with --no-deps)."
+    echo "# pyproject.toml, within the pins of requirements-dev.txt; the Dockerfile and hack/image.sh"
+    echo "# install exactly these, with --no-deps)."
     "$python" -c '
 import json, sys
 items = json.load(open(sys.argv[1]))["install"]

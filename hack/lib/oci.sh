@@ -2,6 +2,7 @@
 # Packing a root filesystem as an OCI image without Docker (umoci, skopeo); sourced by
 # hack/real-node.sh (the pause and trial images) and hack/image.sh (the operator's image).
 # Needs $images, the folder the tarballs and their work folders live in.
+# shellcheck disable=SC2154 # $images is the sourcing script's, as said above
 
 # Packs the directory $2 as image $1 (name:tag) into the docker-archive tarball $3, with the
 # config options that follow.

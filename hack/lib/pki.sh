@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Certificates and kubeconfigs for the local cluster, shared by hack/cluster.sh and
 # hack/real-node.sh. Both set $pki (the CA's folder), $bin (kubectl) and $api_port first.
+# shellcheck disable=SC2154 # $pki, $bin and $api_port are the sourcing script's, as said above
 
 # issue_cert DIR NAME SUBJECT EXTFILE: DIR/NAME.key and DIR/NAME.crt, signed by the local CA.
 issue_cert() {

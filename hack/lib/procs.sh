@@ -2,6 +2,7 @@
 # The components hack/cluster.sh and hack/real-node.sh run in the background: each in a session of
 # its own (so a Ctrl-C at the terminal does not reach it), its pid in $run/NAME.pid, its output in
 # $logs/NAME.log. The caller sets $run and $logs and defines fail (says why, exits non-zero).
+# shellcheck disable=SC2154 # $run and $logs are the sourcing script's, as said above
 
 alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
 

@@ -2,6 +2,7 @@
 # What the real node needs of the machine and changes on it, sourced by hack/real-node.sh: packages,
 # capabilities, its cgroup root, the host paths its components make, the kernel settings a kubelet
 # changes, mounts; and how `down` gives each back.
+# shellcheck disable=SC2154 # the node's settings ($rn, $cgroup_root): set by hack/real-node.sh
 
 preflight() {
   [ "$(uname -s)" = Linux ] || fail "a real kubelet needs Linux (this is $(uname -s))"

@@ -2,6 +2,7 @@
 # The real node's images, sourced by hack/real-node.sh: hpo.local/pause:1 (the pod sandbox, from
 # pause.go beside this file) and hpo.local/trial:1 (Debian with Python, NumPy and scikit-learn),
 # built without Docker as docker-archive tarballs in $images, and imported into the node's containerd.
+# shellcheck disable=SC2154 # $images, $suite, $trial_packages, $mirror: set by hack/real-node.sh
 
 # Both tarballs are named by a hash of what they are built from (the pause program and the recipe:
 # the functions below), so a changed recipe rebuilds them and an unchanged one is reused (the cache

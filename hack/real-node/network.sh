@@ -3,6 +3,7 @@
 # the pods' bridge ($cni_bridge, made by the CNI bridge plugin) and the relay by which pods reach the
 # API server. What is made is recorded in $rn, so that `down` removes what `up` made whatever the
 # environment says then.
+# shellcheck disable=SC2154 # $iface, $rn, $pod_cidr and the rest: set by hack/real-node.sh
 
 # One real node per interface and address on a machine: the owner's state dir is recorded in /run.
 owner_file=/run/hpo-operator/real-node-$iface.owner

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # The real node's lifecycle, sourced by hack/real-node.sh: its kubelet and containerd, their
 # certificates and configuration, and up, down and status.
+# shellcheck disable=SC2154 # the node's settings: set by hack/real-node.sh (tarballs: images.sh)
 
 control_plane_up() {
   # shellcheck disable=SC2015 # any of the three failing is "not up"

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Checks that the locks agree with pyproject.toml and with each other (`make lint`; also run by
+tests/unit/test_locks.py, on this repo and on broken copies of it).
+
+- requirements-dev.txt (pip-compile's output, `make lock`): every line an exact pin with hashes;
+  every dependency of pyproject.toml (its test extra, its build-system.requires) and every line of
+  requirements-dev.in pinned, at a version its specifier allows; the lock's direct dependencies are
+  exactly those (a dependency dropped from pyproject.toml must leave the lock too), and every pin is
+  needed by one of them.
+- deploy/image/requirements.txt (hack/image.sh lock): the operator's part of the development lock,
+  at the same versions: the dependencies of pyproject.toml less the kubectl plugin's own
+  ([tool.hpo-operator] cli-only-dependencies), with everything they need and nothing else.
+
+`make venv` installs the first, the image the second: so the image runs the versions the tests ran.
+Usage: hack/check-locks.py [REPO]   (exit status 1 and one line per problem when they disagree)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+DEV_LOCK = "requirements-dev.txt"
+DEV_INPUT = "requirements-dev.in"
+IMAGE_LOCK = "deploy/image/requirements.txt"
+# How pip-compile's annotations name the two sources of direct dependencies.
+PYPROJECT_SOURCE = re.compile(r"^\S+ \(pyproject\.toml\)$")
+INPUT_SOURCE = f"-r {DEV_INPUT}"
+
+
+@dataclass
+class Pin:
+    version: str
+    line: int
+    hashes: int = 0
+    via: list[str] = field(default_factory=list)
+
+
+def read_dev_lock(path: Path, problems: list[str]) -> dict[str, Pin]:
+    """pip-compile's format: `name==version \\`, its `--hash=` lines, then `# via` annotations."""
+    pins: dict[str, Pin] = {}
+    current: Pin | None = None
+    in_via = False
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not raw[0].isspace() and not line.startswith("#"):
+            match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+?)\s*\\?", line)
+            if not match:
+                problems.append(f"{path.name}:{number}: not an exact pin: {line}")
+                current = None
+                continue
+            current = pins[canonicalize_name(match[1])] = Pin(match[2], number)
+            in_via = False
+        elif current is None:
+            continue
+        elif line.startswith("--hash="):
+            current.hashes += 1
+        elif line.startswith("# via"):
+            rest = line.removeprefix("# via").strip()
+            current.via += [rest] if rest else []
+            in_via = not rest
+        elif in_via and line.startswith("#   "):
+            current.via.append(line.removeprefix("#").strip())
+        else:
+            in_via = False
+    for name, pin in pins.items():
+        if not pin.hashes:
+            problems.append(f"{path.name}:{pin.line}: {name} has no --hash (make venv installs with --require-hashes)")
+    return pins
+
+
+def read_plain_lock(path: Path, label: str, problems: list[str]) -> dict[str, str]:
+    """The image's lock: one `name==version` a line, comments aside."""
+    pins = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        if not sep or not version or " " in version:
+            problems.append(f"{label}:{number}: not an exact pin: {line}")
+            continue
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def read_input(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def requirements(specs: list[str], where: str, problems: list[str]) -> list[Requirement]:
+    """The requirements that apply to this Python and platform (as pip-compile resolved them)."""
+    result = []
+    for spec in specs:
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement as error:
+            problems.append(f"{where}: {spec!r} is not a requirement: {error}")
+            continue
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            result.append(req)
+    return result
+
+
+def check_pinned(reqs: list[Requirement], pins: dict, lock: str, where: str, problems: list[str]) -> None:
+    for req in reqs:
+        name = canonicalize_name(req.name)
+        pin = pins.get(name)
+        version = pin.version if isinstance(pin, Pin) else pin
+        if version is None:
+            problems.append(f"{where} needs {req}, which {lock} does not pin (make lock)")
+        elif not req.specifier.contains(version, prereleases=True):
+            problems.append(f"{where} needs {req}, but {lock} pins {name}=={version} (make lock)")
+
+
+def closure(roots: set[str], pins: dict[str, Pin]) -> set[str]:
+    """Everything the roots need, as the development lock's `# via` annotations record it."""
+    needs: dict[str, set[str]] = {}
+    for name, pin in pins.items():
+        for parent in pin.via:
+            needs.setdefault(canonicalize_name(parent), set()).add(name)
+    seen, todo = set(), [r for r in roots if r in pins]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += needs.get(name, ())
+    return seen
+
+
+def check(repo: Path) -> list[str]:
+    problems: list[str] = []
+    project = tomllib.loads((repo / "pyproject.toml").read_text())
+    dev = read_dev_lock(repo / DEV_LOCK, problems)
+    image = read_plain_lock(repo / IMAGE_LOCK, IMAGE_LOCK, problems)
+
+    runtime = requirements(project["project"]["dependencies"], "pyproject.toml", problems)
+    test_extra = requirements(project["project"]["optional-dependencies"]["test"], "pyproject.toml [test]", problems)
+    build = requirements(project["build-system"]["requires"], "pyproject.toml build-system", problems)
+    dev_input = requirements(read_input(repo / DEV_INPUT), DEV_INPUT, problems)
+    for reqs, where in ((runtime, "pyproject.toml"), (test_extra, "pyproject.toml [test]"),
+                        (build, "pyproject.toml build-system"), (dev_input, DEV_INPUT)):
+        check_pinned(reqs, dev, DEV_LOCK, where, problems)
+
+    # The lock's direct dependencies are those of its sources, no more: pip-compile annotates each
+    # with its source, so a dependency dropped from pyproject.toml but left in the lock shows here.
+    sources = {
+        "pyproject.toml": ({canonicalize_name(r.name) for r in runtime + test_extra},
+                           lambda via: bool(PYPROJECT_SOURCE.match(via))),
+        DEV_INPUT: ({canonicalize_name(r.name) for r in dev_input}, lambda via: via == INPUT_SOURCE),
+    }
+    for source, (declared, is_source) in sources.items():
+        annotated = {name for name, pin in dev.items() if any(map(is_source, pin.via))}
+        for name in sorted(annotated - declared):
+            problems.append(f"{DEV_LOCK} pins {name} for {source}, which no longer asks for it (make lock)")
+    roots = {canonicalize_name(r.name) for r in runtime + test_extra + build + dev_input}
+    for name in sorted(set(dev) - closure(roots, dev)):
+        problems.append(f"{DEV_LOCK} pins {name}, which nothing needs (make lock)")
+
+    # The image's lock: the operator's dependencies and what they need, at the development pins.
+    cli_only = {canonicalize_name(n) for n in project["tool"]["hpo-operator"]["cli-only-dependencies"]}
+    operator = [r for r in runtime if canonicalize_name(r.name) not in cli_only]
+    check_pinned(operator, image, IMAGE_LOCK, "pyproject.toml", problems)
+    for name in sorted(cli_only & set(image)):
+        problems.append(f"{IMAGE_LOCK} pins {name}, which only the kubectl plugin uses")
+    for name, version in sorted(image.items()):
+        if name in dev and dev[name].version != version:
+            problems.append(f"{IMAGE_LOCK} pins {name}=={version}, {DEV_LOCK} {name}=={dev[name].version} (make lock)")
+    wanted = closure({canonicalize_name(r.name) for r in operator}, dev)
+    for name in sorted(set(image) - wanted):
+        problems.append(f"{IMAGE_LOCK} pins {name}, which the operator does not need by {DEV_LOCK} (make lock)")
+    for name in sorted(wanted - set(image)):
+        problems.append(f"{IMAGE_LOCK} lacks {name}, which the operator needs by {DEV_LOCK} (make lock)")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    repo = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[1]
+    problems = check(repo)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"the locks disagree with pyproject.toml or with each other: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("locks: requirements-dev.txt and deploy/image/requirements.txt agree with pyproject.toml")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

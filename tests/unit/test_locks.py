@@ -1,0 +1,93 @@
+"""The locks (requirements-dev.txt for `make venv`, deploy/image/requirements.txt for the image)
+agree with pyproject.toml and with each other: hack/check-locks.py, which `make lint` runs too.
+The broken copies show that the check fails where it should."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FILES = ["pyproject.toml", "requirements-dev.txt", "requirements-dev.in", "deploy/image/requirements.txt"]
+
+_spec = importlib.util.spec_from_file_location("check_locks", REPO / "hack" / "check-locks.py")
+check_locks = sys.modules["check_locks"] = importlib.util.module_from_spec(_spec)  # (its dataclass)
+_spec.loader.exec_module(check_locks)
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    for name in FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def pinned(path: Path, name: str) -> str:
+    return re.search(rf"^{re.escape(name)}==(\S+?)(?: \\)?$", path.read_text(), re.M | re.I).group(1)
+
+
+def test_the_repos_locks_agree():
+    assert check_locks.check(REPO) == []
+
+
+def test_the_image_runs_the_versions_the_tests_ran():
+    dev, image = REPO / "requirements-dev.txt", REPO / "deploy/image/requirements.txt"
+    for name in ("optuna", "kopf", "pydantic", "numpy", "scipy", "uvicorn"):
+        assert pinned(image, name) == pinned(dev, name)
+
+
+def test_a_dependency_raised_past_the_lock_fails(copy: Path):
+    edit(copy / "pyproject.toml", '"optuna>=4.0"', '"optuna>=99"')
+    problems = check_locks.check(copy)
+    assert any("needs optuna>=99, but requirements-dev.txt pins optuna==" in p for p in problems)
+    assert any("needs optuna>=99, but deploy/image/requirements.txt pins optuna==" in p for p in problems)
+
+
+def test_a_new_dependency_missing_from_the_lock_fails(copy: Path):
+    edit(copy / "pyproject.toml", '"pytest>=8",', '"pytest>=8", "hypothesis>=6",')
+    assert check_locks.check(copy) == [
+        "pyproject.toml [test] needs hypothesis>=6, which requirements-dev.txt does not pin (make lock)"]
+
+
+def test_a_dependency_dropped_from_pyproject_but_left_in_the_lock_fails(copy: Path):
+    edit(copy / "pyproject.toml", '"cmaes>=0.10",', "")
+    problems = check_locks.check(copy)
+    assert "requirements-dev.txt pins cmaes for pyproject.toml, which no longer asks for it (make lock)" in problems
+    assert "deploy/image/requirements.txt pins cmaes, which the operator does not need by requirements-dev.txt (make lock)" in problems
+
+
+def test_an_image_pin_other_than_the_development_pin_fails(copy: Path):
+    image = copy / "deploy/image/requirements.txt"
+    version = pinned(image, "h11")  # (uvicorn's: no specifier of pyproject.toml's applies)
+    edit(image, f"h11=={version}", "h11==0.0.1")
+    assert check_locks.check(copy) == [
+        f"deploy/image/requirements.txt pins h11==0.0.1, requirements-dev.txt h11=={version} (make lock)"]
+
+
+def test_an_image_lock_missing_what_the_operator_needs_fails(copy: Path):
+    image = copy / "deploy/image/requirements.txt"
+    edit(image, f"multidict=={pinned(image, 'multidict')}\n", "")
+    assert check_locks.check(copy) == [
+        "deploy/image/requirements.txt lacks multidict, which the operator needs by requirements-dev.txt (make lock)"]
+
+
+def test_a_pin_without_hashes_fails(copy: Path):
+    dev = copy / "requirements-dev.txt"
+    text = dev.read_text()
+    start = text.index(f"kopf=={pinned(dev, 'kopf')} \\\n")
+    end = text.index("    # via", start)
+    dev.write_text(text[:start] + f"kopf=={pinned(dev, 'kopf')}\n" + text[end:])
+    problems = check_locks.check(copy)
+    assert len(problems) == 1 and "kopf has no --hash" in problems[0]

@@ -174,10 +174,12 @@ class ExperimentLoop:
         plans on a view that went stale while a watch was down (it could not write meanwhile either)."""
         ns = self.runtime.namespace(self.key[0])
         await ns.synced()
-        kind = self.kind()
-        if kind is not None and not kind.is_pod:
-            await self.runtime.workloads(self.key[0], kind)
-        if self.checkpointed():
+        tt = (self.body.get("spec") or {}).get("trialTemplate") or {}
+        if "job" in tt or "resource" in tt:  # (a pod trial's experiment skips validating its spec here)
+            kind = self.kind()
+            if kind is not None and not kind.is_pod:
+                await self.runtime.workloads(self.key[0], kind)
+        if tt.get("checkpoint"):
             await ns.workload(CLAIMS).synced.wait()
 
     async def run(self) -> None:
@@ -278,10 +280,6 @@ class ExperimentLoop:
         if st.get("phase") in planner.FINISHED_PHASES and not (st.get("trialsRunning") or st.get("trialsPending")):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
-
-    def checkpointed(self) -> bool:
-        tt = (self.body.get("spec") or {}).get("trialTemplate") or {}
-        return bool(tt.get("checkpoint"))
 
     def kind(self) -> Kind | None:
         try:

@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,6 +285,20 @@ def _admin_tls(kubeconfig: str | os.PathLike) -> ssl.SSLContext:
 
 # --- A second kube-apiserver ------------------------------------------------------------------
 
+def _wait_up(proc: subprocess.Popen, up: Callable[[], bool], timeout: float, what: str, log_path: Path,
+             on_timeout: Callable[[], None] | None = None) -> None:
+    """Waits until `up()`; a process that exits first, or a timeout, raises with its log's end."""
+    deadline = time.monotonic() + timeout
+    while not up():
+        if proc.poll() is not None:
+            raise StartError(f"{what} exited with {proc.returncode}; last lines of {log_path}:\n{_tail(log_path)}")
+        if time.monotonic() > deadline:
+            if on_timeout is not None:
+                on_timeout()
+            raise StartError(f"{what} was not ready after {timeout}s; last lines of {log_path}:\n{_tail(log_path)}")
+        time.sleep(0.2)
+
+
 class StartError(RuntimeError):
     """A process did not become ready; the message holds the last lines of its log."""
 
@@ -352,16 +366,8 @@ class ApiServer:
                                           stdout=log, stderr=subprocess.STDOUT)
         self._paused = False
         timeout = self.ready_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self._proc.poll() is not None:
-                raise StartError(f"the second kube-apiserver (port {self.port}) exited with {self._proc.returncode}; "
-                                 f"last lines of {self.log_path}:\n{_tail(self.log_path)}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise StartError(f"the second kube-apiserver (port {self.port}) was not ready after {timeout}s; "
-                                 f"last lines of {self.log_path}:\n{_tail(self.log_path)}")
-            time.sleep(0.25)
+        _wait_up(self._proc, self.ready, timeout, f"the second kube-apiserver (port {self.port})", self.log_path,
+                 on_timeout=self.stop)
 
     def ready(self, timeout: float = 2) -> bool:
         """Whether /readyz answers ok within `timeout` seconds (False while paused or dead)."""
@@ -703,15 +709,7 @@ class Etcd:
         tmp = pid_file.with_suffix(".tmp")
         tmp.write_text(f"{self._proc.pid}\n")
         tmp.replace(pid_file)
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if self._proc.poll() is not None:
-                raise StartError(f"etcd exited with {self._proc.returncode} after a restart; last lines of "
-                                 f"{log_path}:\n{_tail(log_path)}")
-            if time.monotonic() > deadline:
-                raise StartError(f"etcd was not healthy {timeout}s after a restart; last lines of "
-                                 f"{log_path}:\n{_tail(log_path)}")
-            time.sleep(0.1)
+        _wait_up(self._proc, self.healthy, timeout, "etcd (restarted)", Path(log_path))
 
     def healthy(self) -> bool:
         try:

@@ -34,7 +34,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .kubeapi import Api, ApiException, Resource, failure_reason
+from .kubeapi import Api, ApiException, Resource, describe, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +93,15 @@ class WatchHealth:
         self.synced.clear()
         RESTARTS[(self.resource, reason)] += 1
 
+    def stopped(self, e: BaseException | None) -> None:
+        """Its loop ended (a bug, not an outage): down for good, which the liveness probe reports."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        self.error, self.exception = f"its task ended: {e!r}", e
+        self.synced.clear()
+
     def down_for(self, now: float | None = None) -> float:
         return 0.0 if self.down_since is None else (now or time.monotonic()) - self.down_since
-
-
-def describe(e: BaseException) -> str:
-    if isinstance(e, ApiException):
-        return f"{e.status} {e.reason}"
-    try:
-        text = str(e)
-    except Exception:  # an exception that cannot say itself must not end the loop that caught it
-        text = ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 async def run_list_watch(health: WatchHealth, list_: Callable[[], Awaitable[tuple[list[dict], str]]],

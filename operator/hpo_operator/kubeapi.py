@@ -21,7 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from .models import GROUP, VERSION
 
-__all__ = ["Api", "ApiException", "connect", "api_reason", "failure_reason", "TRANSPORT_ERRORS", "Resource", "PODS",
+__all__ = ["Api", "ApiException", "connect", "api_reason", "describe", "failure_reason", "TRANSPORT_ERRORS", "Resource", "PODS",
            "CLAIMS", "TRIALS"]
 
 Resource = tuple[str, str, str]  # (group, version, plural); "" is the core group
@@ -60,6 +60,17 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(sock_connect=CONNECT_SECONDS, sock_read=
 # How a request can fail below HTTP: refused, reset or cut connections, TLS failures, timeouts.
 # (aiohttp's payload and disconnection errors are not OSErrors.)
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def describe(e: BaseException) -> str:
+    """An exception in one line, for logs (aiohttp's connection errors can fail to say themselves)."""
+    if isinstance(e, ApiException):
+        return f"{e.status} {e.reason}"
+    try:
+        text = str(e)
+    except Exception:  # an exception that cannot say itself must not end the loop that caught it
+        text = ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def failure_reason(e: BaseException) -> str:

@@ -29,7 +29,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from . import times
-from .kubeapi import REQUEST_TIMEOUT, Api, ApiException, connect, read_body
+from .kubeapi import REQUEST_TIMEOUT, Api, ApiException, connect, describe, read_body
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,6 @@ class LeaseClient:
 
 class LostLeadership(Exception):
     pass
-
-
-def describe(e: BaseException) -> str:
-    return str(e) or type(e).__name__
 
 
 class Elector:

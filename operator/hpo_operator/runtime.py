@@ -376,10 +376,7 @@ class Namespace:
         leaves it down for good, which the liveness probe then reports."""
         if task.cancelled():
             return
-        informer.health.synced.clear()
-        if informer.health.down_since is None:
-            informer.health.down_since = time.monotonic()
-        informer.health.error = f"its task ended: {task.exception()!r}"
+        informer.health.stopped(task.exception())
         log.error("%s: the informer stopped (%r); the liveness probe fails from now on", informer.health.where,
                   task.exception())
 
@@ -419,13 +416,17 @@ class Runtime:
         """Every informer's health, with its namespace."""
         return [(ns.name, i.health) for ns in self.namespaces.values() for i in ns.informers()]
 
+    def longest_down(self, now: float) -> tuple[WatchHealth | None, int]:
+        """The watch down the longest (None: all are up), and how many are down."""
+        down = [h for _, h in self.watches() if h.down_since is not None]
+        return max(down, key=lambda h: h.down_for(now), default=None), len(down)
+
     def unhealthy(self, now: float | None = None) -> str | None:
         """Why the liveness probe should fail, if it should: an informer down for too long."""
         now = now or time.monotonic()
-        down = [(h.down_for(now), h) for _, h in self.watches() if h.down_since is not None]
-        worst = max(down, key=lambda d: d[0], default=None)
-        if worst is not None and worst[0] >= WATCH_DOWN_LIVENESS_SECONDS:
-            return f"{worst[1].where} has been down for {worst[0]:.0f} s: {worst[1].error}"
+        worst, _ = self.longest_down(now)
+        if worst is not None and worst.down_for(now) >= WATCH_DOWN_LIVENESS_SECONDS:
+            return f"{worst.where} has been down for {worst.down_for(now):.0f} s: {worst.error}"
         return None
 
     async def watch_health(self) -> None:
@@ -436,15 +437,14 @@ class Runtime:
         while True:
             await asyncio.sleep(1)
             now = time.monotonic()
-            down = [h for _, h in self.watches() if h.down_since is not None]
-            if down and outage is None:
-                longest = max(down, key=lambda h: h.down_for(now))
+            longest, down = self.longest_down(now)
+            if longest is not None and outage is None:
                 if longest.down_for(now) >= UNREACHABLE_WARN_SECONDS:
                     outage = longest.down_since
                     log.warning("cannot watch the API server for %.0f s (%d of %d watches down; %s: %s); "
-                                "experiments wait, and go on once it answers", longest.down_for(now), len(down),
+                                "experiments wait, and go on once it answers", longest.down_for(now), down,
                                 len(self.watches()), longest.where, longest.error)
-            elif not down and outage is not None:
+            elif longest is None and outage is not None:
                 log.warning("the API server answers again after %.0f s: every watch listed again, experiments go on",
                             now - outage)
                 outage = None

@@ -86,10 +86,10 @@ cluster-status:
 	@hack/cluster.sh status
 
 crds: venv
-	$(PY) -m hpo_operator.crdgen
+	$(PY) -m hpo_operator.api.crd
 
 crds-check: venv
-	$(PY) -m hpo_operator.crdgen --check
+	$(PY) -m hpo_operator.api.crd --check
 
 # Integration tests start (and stop) the local control plane themselves unless HPO_KUBECONFIG
 # names a cluster to use; pytest's "no tests ran" (exit 5) is a failure here.

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
-from hpo_operator.kubeapi import ApiException, connect  # noqa: E402
+from hpo_operator.kube.client import ApiException, connect  # noqa: E402
 from tests import dashboard_objects as objs  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -107,7 +107,7 @@ def get(url: str) -> dict:
 
 
 def start_dashboard(kubeconfig: str, namespace: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.cli", "dashboard", "--port", "0", "--no-browser",
+    proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.cli.main", "dashboard", "--port", "0", "--no-browser",
                              "-n", namespace, "--kubeconfig", kubeconfig],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     assert proc.stdout is not None

@@ -39,9 +39,9 @@ from kubernetes_asyncio import client, config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from hpo_operator.kubeapi import Api, read_body  # noqa: E402
-from hpo_operator.models import ExperimentSpec  # noqa: E402
-from hpo_operator.workload import build_workload  # noqa: E402
+from hpo_operator.kube.client import KubeClient, read_body  # noqa: E402
+from hpo_operator.api.models import ExperimentSpec  # noqa: E402
+from hpo_operator.workloads.kinds import build_workload  # noqa: E402
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 # name: (experiments, trials per experiment, parallel trials per experiment)
@@ -229,7 +229,7 @@ async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, 
         watchers.append(asyncio.create_task(watch_lines(client.BatchV1Api(cluster.api).list_namespaced_job, ns,
                                                         on_event=clock.on_job, stop=stop)))
     # The operator's own API layer, its bound set to the floor's best concurrency.
-    api = Api(cluster.api, concurrency=writers)
+    api = KubeClient(cluster.api, concurrency=writers)
     start = time.monotonic()
 
     async def one_experiment(e: int) -> None:

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 import optuna  # noqa: E402
 
-from hpo_operator import times  # noqa: E402
-from hpo_operator.models import ExperimentSpec  # noqa: E402
-from hpo_operator.suggest import REPLAY_LIMIT, Outcome, Recorded, Suggester  # noqa: E402
+from hpo_operator.core import times
+from hpo_operator.api.models import ExperimentSpec  # noqa: E402
+from hpo_operator.search.suggest import REPLAY_LIMIT, Outcome, Recorded, Suggester  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

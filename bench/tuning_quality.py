@@ -1,7 +1,7 @@
 """Tuning quality through the operator's suggestion path, against Optuna used directly.
 
 Runs Branin (2-D) and Hartmann-6 (6-D) with random, tpe and cmaes over several seeds. The
-operator's side is hpo_operator.simulate.InMemoryExperiment: planner.plan() round by round, as
+operator's side is hpo_operator.planner.simulate.InMemoryExperiment: planner.plan() round by round, as
 handlers.reconcile runs it, against Trials and pods in memory that succeed one round after they
 start, reporting {"loss": f(x)}. The direct side is optuna.create_study() + optimize() with
 the same sampler class, seed and (default) settings, and an objective that calls suggest_float in
@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 import optuna  # noqa: E402
 from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E402
 
-from hpo_operator.models import ExperimentSpec  # noqa: E402
-from hpo_operator.simulate import InMemoryExperiment  # noqa: E402
-from hpo_operator.suggest import distribution  # noqa: E402
+from hpo_operator.api.models import ExperimentSpec  # noqa: E402
+from hpo_operator.planner.simulate import InMemoryExperiment  # noqa: E402
+from hpo_operator.search.suggest import distribution  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     from kopf.cli import main as kopf_main
 
-    from . import leader, telemetry
+    from hpo_operator.controller import leader, telemetry
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a in ("-A", "--all-namespaces") or a.startswith(("-n", "--namespace")) for a in args):
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             election.wait(liveness_port(args))
             logging.getLogger().removeHandler(handler)
             telemetry.LEADER.set(1)
-        sys.argv = ["kopf", "run", "--module", "hpo_operator.handlers", *args]
+        sys.argv = ["kopf", "run", "--module", "hpo_operator.controller.handlers", *args]
         kopf_main()
     finally:
         if election is not None:

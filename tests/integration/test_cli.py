@@ -15,8 +15,8 @@ import yaml
 from kubernetes import client
 from typer.testing import CliRunner
 
-from hpo_operator import cli
-from hpo_operator.cli import app
+from hpo_operator.cli import main as cli
+from hpo_operator.cli.main import app
 from tests.integration.test_early_stopping import serve_log, write_log
 from tests.integration.test_operator import Cluster, experiment
 from tests.kube import wait_until

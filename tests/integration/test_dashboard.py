@@ -112,7 +112,7 @@ class Dashboard:
     def __init__(self, kubeconfig: str, namespace: str | None, *args: str):
         scope = ["-n", namespace] if namespace else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator.cli", "dashboard", "--port", "0", "--no-browser",
+            [sys.executable, "-m", "hpo_operator.cli.main", "dashboard", "--port", "0", "--no-browser",
              *scope, "--kubeconfig", kubeconfig, *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
         self.lines: queue.Queue[str] = queue.Queue()

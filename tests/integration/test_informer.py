@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from hpo_operator import kubeapi
-from hpo_operator.kubeapi import PODS, TRIALS
-from hpo_operator.informer import Informer
+from hpo_operator.kube import client as kubeapi
+from hpo_operator.kube.client import PODS, TRIALS
+from hpo_operator.kube.informer import Informer
 from hpo_operator.planner import L_EXPERIMENT
-from hpo_operator.runtime import slim_pod, slim_trial
+from hpo_operator.controller.runtime import slim_pod, slim_trial
 from tests.integration.test_operator import GROUP, VERSION
 
 

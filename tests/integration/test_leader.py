@@ -10,8 +10,8 @@ import time
 import pytest
 from kubernetes import client
 
-from hpo_operator.kubeapi import connect
-from hpo_operator.leader import Elector, LeaseClient, LostLeadership, Timing
+from hpo_operator.kube.client import connect
+from hpo_operator.controller.leader import Elector, LeaseClient, LostLeadership, Timing
 
 TIMING = Timing(lease_duration=3, renew_deadline=2, retry_period=0.3)
 

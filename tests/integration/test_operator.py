@@ -9,8 +9,8 @@ import time
 import pytest
 from kubernetes import client, watch
 
-from hpo_operator.models import ExperimentSpec
-from hpo_operator.suggest import Suggester
+from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.search.suggest import Suggester
 from tests.kube import wait_until
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 
-from hpo_operator import kubeapi
+from hpo_operator.kube import client as kubeapi
 from tests.integration.test_operator import GROUP, VERSION, Cluster
 from tests.kube import wait_until
 

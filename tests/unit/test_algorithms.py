@@ -1,4 +1,4 @@
-"""The search algorithms end to end (hpo_operator.suggest, driven directly and through the planner).
+"""The search algorithms end to end (hpo_operator.search.suggest, driven directly and through the planner).
 
 For every algorithm: its settings reach the Optuna sampler and bad ones are refused readably; a
 seed makes the sequence reproducible; a Suggester rebuilt by replay() after a restart continues
@@ -25,12 +25,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo_operator import planner
-from hpo_operator import times
-from hpo_operator.algorithms import SETTINGS, Flag, parse_settings, setting_names
-from hpo_operator.models import AlgorithmName, ExperimentSpec
-from hpo_operator.simulate import InMemoryExperiment
-from hpo_operator.space import format_value, normalize_assignment
-from hpo_operator.suggest import (SAMPLERS, Outcome, Recorded, SearchSpaceError, Suggester, check, distribution,
+from hpo_operator.core import times
+from hpo_operator.api.algorithms import SETTINGS, Flag, parse_settings, setting_names
+from hpo_operator.api.models import AlgorithmName, ExperimentSpec
+from hpo_operator.planner.simulate import InMemoryExperiment
+from hpo_operator.core.space import format_value, normalize_assignment
+from hpo_operator.search.suggest import (SAMPLERS, Outcome, Recorded, SearchSpaceError, Suggester, check, distribution,
                                   make_sampler)
 
 # Optuna 5 deprecates some sampler arguments (sigma0, priorWeight, ...) and calls QMCSampler and

@@ -1,11 +1,11 @@
-"""Checkpoint volumes per configuration (hpo_operator.checkpoint)."""
+"""Checkpoint volumes per configuration (hpo_operator.workloads.checkpoint)."""
 
 from __future__ import annotations
 
 import pytest
 
-from hpo_operator.checkpoint import build_claim, claim_name, merged_history, mount, volumes_to_delete
-from hpo_operator.models import Checkpoint, Metric
+from hpo_operator.workloads.checkpoint import build_claim, claim_name, merged_history, mount, volumes_to_delete
+from hpo_operator.api.models import Checkpoint, Metric
 
 CKPT = Checkpoint.model_validate({"volumeClaimTemplate": {"size": "1Gi", "storageClassName": "local"},
                                   "mountPath": "/ckpt"})

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hpo_operator.cli import app
+from hpo_operator.cli.main import app
 from hpo_operator.client import views
 from hpo_operator.client.errors import InvalidInput
 from hpo_operator.client.query import (ExperimentFilter, TimeRange, build_selector, paginate, parse_names,
@@ -201,18 +201,21 @@ def test_trial_names():
 # What the plugin must not load: it starts for every kubectl call, and Optuna alone (which the
 # planner imports) costs about a second. `kubectl hpo dashboard` draws Optuna's plots with plotly,
 # and imports them only when it runs.
-PLUGIN_MUST_NOT_LOAD = ("optuna", "hpo_operator.planner", "kopf", "sklearn", "plotly", "pandas")
+PLUGIN_MUST_NOT_LOAD = ("optuna", "hpo_operator.planner", "hpo_operator.search", "hpo_operator.controller", "kopf", "sklearn", "plotly", "pandas")
 
-# Imports the plugin's module, then every module of its client package and every name the package
-# exports (its commands import these as they run), and prints what of PLUGIN_MUST_NOT_LOAD is loaded.
+# Imports every module of the plugin's and its client's packages and every name the client exports
+# (the commands import these as they run), and prints what of PLUGIN_MUST_NOT_LOAD is loaded.
+# `python -m hpo_operator.cli` (its __main__) would run the plugin, so it is left out.
 _PLUGIN_IMPORTS = """
 import importlib, pkgutil, sys
-import hpo_operator.cli, hpo_operator.client as client
-for module in pkgutil.iter_modules(client.__path__):
-    importlib.import_module(f"hpo_operator.client.{module.name}")
+import hpo_operator.cli.main, hpo_operator.cli as cli, hpo_operator.client as client
+for package in (cli, client):
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name != "__main__":
+            importlib.import_module(f"{package.__name__}.{module.name}")
 for name in client.__all__:
     getattr(client, name)
-print(hpo_operator.cli.__file__)
+print(hpo_operator.cli.main.__file__)
 print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in sys.argv[1:])))
 """
 
@@ -228,7 +231,7 @@ def test_the_plugin_and_its_client_load_no_optuna_nor_the_planner():
                          text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     where, loaded = out.stdout.splitlines()
-    assert Path(where).resolve().parents[1] == source
+    assert Path(where).resolve().parents[2] == source
     assert loaded == "[]", f"the plugin loads {loaded}"
 
 
@@ -322,7 +325,7 @@ def test_restart_refusals_mirror_the_operator():
 
 
 def test_configuration_refusals_use_the_configuration_hash():
-    from hpo_operator.space import config_hash
+    from hpo_operator.core.space import config_hash
 
     params = [{"name": "x", "type": "double", "min": 0, "max": 1}, {"name": "c", "type": "categorical", "values": ["a", "b"]}]
     done = trial("e-0", "Succeeded", config_hash({"x": "0.5", "c": "a"}))

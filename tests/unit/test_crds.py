@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from hpo_operator import crdgen
+from hpo_operator.api import crd as crdgen
 
 REPO = Path(__file__).resolve().parents[2]
 

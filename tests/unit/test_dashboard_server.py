@@ -244,7 +244,7 @@ def test_the_event_stream_says_which_experiments_changed(site):
 def test_the_command_refuses_bad_options_before_it_serves(tmp_path):
     from typer.testing import CliRunner
 
-    from hpo_operator.cli import app
+    from hpo_operator.cli.main import app
 
     runner = CliRunner()
     both = runner.invoke(app, ["dashboard", "-n", "a", "-A", "--no-browser"])

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 
 from hpo_operator import planner
-from hpo_operator.executor import Executor, PendingWrites
-from hpo_operator.kubeapi import ApiException
-from hpo_operator.models import ExperimentSpec
+from hpo_operator.controller.executor import Executor, PendingWrites
+from hpo_operator.kube.client import ApiException
+from hpo_operator.api.models import ExperimentSpec
 
 SPEC = ExperimentSpec.model_validate({
     "objective": {"type": "minimize", "metricName": "loss"},

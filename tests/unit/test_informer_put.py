@@ -1,9 +1,9 @@
 """An informer stores what the operator reads of each object, and wakes an experiment only when
 that changed."""
 
-from hpo_operator.informer import Informer
-from hpo_operator.kubeapi import PODS
-from hpo_operator.runtime import by_experiment, slim_pod, slim_workload
+from hpo_operator.kube.informer import Informer
+from hpo_operator.kube.client import PODS
+from hpo_operator.controller.runtime import by_experiment, slim_pod, slim_workload
 
 
 def job(name: str, active: int, conditions: list[dict] | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""Choosing the configuration as kubectl does (hpo_operator.kubeconfig), once for both clients: the
+"""Choosing the configuration as kubectl does (hpo_operator.kube.config), once for both clients: the
 plugin's connect() (sync client) and the dashboard's (async client) must agree on every answer."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import yaml
 from hpo_operator.client import connection
 from hpo_operator.client.errors import HpoError
 from hpo_operator.dashboard import cluster
-from hpo_operator.kubeconfig import SA_NAMESPACE_FILE
+from hpo_operator.kube.config import SA_NAMESPACE_FILE
 
 
 def _cluster(name: str) -> dict:

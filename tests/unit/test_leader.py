@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from hpo_operator.__main__ import liveness_port
-from hpo_operator.leader import Action, Elector, LeaseRecord, LostLeadership, Timing, decide, lease_spec
+from hpo_operator.controller.leader import Action, Elector, LeaseRecord, LostLeadership, Timing, decide, lease_spec
 
 
 def record(holder: str = "a", duration: float = 15, rv: str = "1", transitions: int = 0) -> LeaseRecord:
@@ -68,7 +68,7 @@ def test_the_standby_answers_the_liveness_probe_on_kopfs_port(args):
     import json
     import socket
 
-    from hpo_operator.leader import _serve_health
+    from hpo_operator.controller.leader import _serve_health
 
     with socket.socket() as free:  # a port nothing listens on, rather than a fixed one
         free.bind(("127.0.0.1", 0))

@@ -1,8 +1,8 @@
-"""Reading trial metrics: the termination message and stdout lines (hpo_operator.metrics)."""
+"""Reading trial metrics: the termination message and stdout lines (hpo_operator.core.metrics)."""
 
 import pytest
 
-from hpo_operator.metrics import (Sample, final_samples, latest, log_needed, parse_line, parse_log,
+from hpo_operator.core.metrics import (Sample, final_samples, latest, log_needed, parse_line, parse_log,
                                   parse_termination_message)
 
 WANTED = ["loss", "accuracy"]

@@ -1,10 +1,10 @@
-"""What a trial's pod says about the trial (hpo_operator.podstate.observe)."""
+"""What a trial's pod says about the trial (hpo_operator.core.podstate.observe)."""
 
 
 import pytest
 
-from hpo_operator import times
-from hpo_operator.podstate import finished, observe
+from hpo_operator.core import times
+from hpo_operator.core.podstate import finished, observe
 
 CREATED = "2024-05-01T10:00:00Z"
 STARTED = "2024-05-01T10:00:05Z"

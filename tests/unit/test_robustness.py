@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_operator import metrics
-from hpo_operator.conditions import MAX_MESSAGE, set_condition
-from hpo_operator.models import ExperimentSpec
-from hpo_operator.suggest import Outcome, Recorded, SearchSpaceError, Suggester
+from hpo_operator.core import metrics
+from hpo_operator.core.conditions import MAX_MESSAGE, set_condition
+from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.search.suggest import Outcome, Recorded, SearchSpaceError, Suggester
 from tests.unit.test_planner import (NOW, created_names, make_spec, pod_running, run, suggested,
                                      user_trial)
 

@@ -1,9 +1,9 @@
-"""The search space: canonical values, configuration identity (hpo_operator.space)."""
+"""The search space: canonical values, configuration identity (hpo_operator.core.space)."""
 
 import pytest
 
-from hpo_operator.models import Parameter, ParameterAssignment
-from hpo_operator.space import (InvalidConfiguration, assignments, config_hash, format_value, normalize,
+from hpo_operator.api.models import Parameter, ParameterAssignment
+from hpo_operator.core.space import (InvalidConfiguration, assignments, config_hash, format_value, normalize,
                                 normalize_assignment, summary)
 
 

@@ -1,13 +1,13 @@
-"""Suggestions from Optuna inside the operator (hpo_operator.suggest)."""
+"""Suggestions from Optuna inside the operator (hpo_operator.search.suggest)."""
 
 import itertools
 
 import pytest
 from optuna.trial import TrialState
 
-from hpo_operator.models import ExperimentSpec, Parameter
-from hpo_operator.space import normalize_assignment
-from hpo_operator.suggest import (MAX_GRID_POINTS_PER_PARAMETER, Outcome, Recorded, SearchSpaceError, Suggester,
+from hpo_operator.api.models import ExperimentSpec, Parameter
+from hpo_operator.core.space import normalize_assignment
+from hpo_operator.search.suggest import (MAX_GRID_POINTS_PER_PARAMETER, Outcome, Recorded, SearchSpaceError, Suggester,
                                   grid_size, grid_values, make_sampler)
 
 RANDOM_PARAMS = [
@@ -374,7 +374,7 @@ def _ran(algorithm, n, seed=5):
 
 
 def _rebuilt(s, recorded, results, monkeypatch):
-    import hpo_operator.suggest as suggest_module
+    import hpo_operator.search.suggest as suggest_module
     monkeypatch.setattr(suggest_module, "REPLAY_LIMIT", 5)
     restarted = Suggester(s)
     restarted.replay(recorded, count=len(recorded))
@@ -410,7 +410,7 @@ def test_a_rebuilt_trial_still_running_hears_its_result(monkeypatch):
 
 @pytest.mark.parametrize("algorithm", ["grid", "random", "qmc"])
 def test_samplers_whose_asks_do_not_grow_are_always_replayed_exactly(algorithm, monkeypatch):
-    import hpo_operator.suggest as suggest_module
+    import hpo_operator.search.suggest as suggest_module
     monkeypatch.setattr(suggest_module, "REPLAY_LIMIT", 2)
     uninterrupted = Suggester(spec(algorithm, seed=9))
     before = sequence(uninterrupted, 7)

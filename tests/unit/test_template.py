@@ -1,9 +1,9 @@
-"""Building a trial's pod from the experiment's template (hpo_operator.template)."""
+"""Building a trial's pod from the experiment's template (hpo_operator.workloads.pod)."""
 
 import copy
 
-from hpo_operator.models import ExperimentSpec
-from hpo_operator.template import build_pod, substitute
+from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.workloads.pod import build_pod, substitute
 
 
 def template():

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hpo_operator import times
+from hpo_operator.core import times
 
 T = datetime(2024, 5, 1, 10, 0, 7, 123456, tzinfo=timezone.utc)
 

@@ -1,4 +1,4 @@
-"""Trials as Jobs or any resource (hpo_operator.workload): the objects built, and the pod-shaped view
+"""Trials as Jobs or any resource (hpo_operator.workloads.kinds): the objects built, and the pod-shaped view
 the planner judges them by, checked through podstate.observe (what the planner calls)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Callable
 import pytest
 import yaml
 
-from hpo_operator.models import ExperimentSpec
-from hpo_operator.podstate import observe
-from hpo_operator.runtime import WorkloadViews
-from hpo_operator.workload import JOB, POD, Kind, build_workload, kind_of, label_pod_templates, primary_pod, trial_pod_view
+from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.core.podstate import observe
+from hpo_operator.controller.runtime import WorkloadViews
+from hpo_operator.workloads.kinds import JOB, POD, Kind, build_workload, kind_of, label_pod_templates, primary_pod, trial_pod_view
 
 REPO = Path(__file__).resolve().parents[2]
 

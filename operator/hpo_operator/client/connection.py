@@ -7,8 +7,8 @@ from functools import cached_property
 
 from kubernetes import client, config
 
-from ..api import GROUP, VERSION
-from ..kubeconfig import configure
+from hpo_operator.api.vocabulary import GROUP, VERSION
+from hpo_operator.kube.config import configure
 from .errors import HpoError
 
 

@@ -11,8 +11,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client import ApiException
 
-from ..api import API_VERSION, GROUP, VERSION
-from ..api import FINISHED_PHASES as FINISHED
+from hpo_operator.api.vocabulary import API_VERSION, GROUP, VERSION
+from hpo_operator.api.vocabulary import FINISHED_PHASES as FINISHED
 from .connection import Session
 from .errors import HpoError, InvalidInput, Timeout, translate
 from .query import ExperimentFilter, Page, paginate, sort_items

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from .. import times
-from ..api import EXPERIMENT_PHASES, TRIAL_PHASES  # noqa: F401 (the filters' choices)
+from hpo_operator.core import times
+from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, TRIAL_PHASES  # noqa: F401 (the filters' choices)
 from .errors import InvalidInput
 
 T = TypeVar("T")

@@ -8,8 +8,9 @@ from typing import Any, Callable, Sequence
 
 from kubernetes.client import ApiException
 
-from .. import admission_rules, times
-from ..api import API_VERSION
+from hpo_operator.api import admission as admission_rules
+from hpo_operator.core import times
+from hpo_operator.api.vocabulary import API_VERSION
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
 from .experiments import get_experiment_object, get_object, list_objects
@@ -155,8 +156,8 @@ def configuration_refusal(values: dict[str, str], parameters: list[dict],
     """Whether the operator would refuse to run this configuration, and its canonical values."""
     # Imported here: the search space builds the API's pydantic models, which only a configuration
     # given by its values needs (restart-trials --params); the plugin's other commands start without.
-    from ..models import Parameter
-    from ..space import InvalidConfiguration, config_hash, normalize_assignment
+    from hpo_operator.api.models import Parameter
+    from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment
 
     try:
         normal = normalize_assignment([Parameter.model_validate(p) for p in parameters], values)
@@ -255,7 +256,7 @@ def _restart_by_name(s: Session, ns: str, experiment: str, names: list[str], sib
 
 def _run_configuration(s: Session, ns: str, exp: dict, values: dict[str, str], siblings: list[dict],
                        wait: float, poll: float, creator: str | None) -> dict[str, RestartResult]:
-    from ..space import summary  # loaded by configuration_refusal already (see there)
+    from hpo_operator.core.space import summary  # loaded by configuration_refusal already (see there)
 
     experiment = exp["metadata"]["name"]
     refusal, normal = configuration_refusal(values, (exp.get("spec") or {}).get("parameters") or [], siblings)

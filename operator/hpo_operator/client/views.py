@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .. import times
+from hpo_operator.core import times
 
-from ..api import A_CREATOR, A_ORIGINAL, A_RESTART, L_ATTEMPT, L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH
+from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, A_RESTART, L_ATTEMPT, L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH
 # Labels every trial carries that say nothing about it in particular.
 BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
 

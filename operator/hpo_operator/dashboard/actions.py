@@ -22,7 +22,7 @@ class Actions:
         self._lock = threading.Lock()
 
     def _hpo(self) -> tuple[Any, Any]:
-        from .. import client as hpo  # the plugin's client: see the module's docstring
+        from hpo_operator import client as hpo
 
         with self._lock:
             if self._session is None:
@@ -46,6 +46,6 @@ class Actions:
     @staticmethod
     def error_types() -> tuple[type[Exception], ...]:
         """What an action raises for the user to read (refusals, missing objects, RBAC)."""
-        from ..client.errors import HpoError
+        from hpo_operator.client.errors import HpoError
 
         return (HpoError,)

@@ -22,10 +22,10 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..informer import WATCH_TIMEOUT_SECONDS, WatchHealth, run_list_watch
-from ..kubeapi import REQUEST_TIMEOUT, api_reason, failure_reason, read_body, watch_timeout
-from ..kubeconfig import configure, load_failure
-from ..models import GROUP, VERSION
+from hpo_operator.kube.informer import WATCH_TIMEOUT_SECONDS, WatchHealth, run_list_watch
+from hpo_operator.kube.client import REQUEST_TIMEOUT, api_reason, failure_reason, read_body, watch_timeout
+from hpo_operator.kube.config import configure, load_failure
+from hpo_operator.api.models import GROUP, VERSION
 from .data import experiment_of
 
 log = logging.getLogger(__name__)

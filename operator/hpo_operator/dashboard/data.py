@@ -12,12 +12,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .. import times
-from ..client.errors import InvalidInput
-from ..api import UNFINISHED_PHASES
-from ..client.query import (TRIAL_PHASES, ExperimentFilter, TimeRange, build_selector, parse_phases, sort_direction,
+from hpo_operator.core import times
+from hpo_operator.client.errors import InvalidInput
+from hpo_operator.api.vocabulary import UNFINISHED_PHASES
+from hpo_operator.client.query import (TRIAL_PHASES, ExperimentFilter, TimeRange, build_selector, parse_phases, sort_direction,
                             sort_field, sort_items)
-from ..client.views import L_CONFIG, L_EXPERIMENT, L_LAUNCH, experiment_detail, experiment_summary
+from hpo_operator.client.views import L_CONFIG, L_EXPERIMENT, L_LAUNCH, experiment_detail, experiment_summary
 
 # A trial's message can be a whole termination log; the table shows its start.
 MESSAGE_LIMIT = 2000

@@ -26,9 +26,9 @@ from optuna.distributions import CategoricalDistribution
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState, create_trial
 
-from ..api import UNFINISHED_PHASES
-from ..models import ExperimentSpec, Parameter
-from ..suggest import distribution
+from hpo_operator.api.vocabulary import UNFINISHED_PHASES
+from hpo_operator.api.models import ExperimentSpec, Parameter
+from hpo_operator.search.suggest import distribution
 from .data import creation_order
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

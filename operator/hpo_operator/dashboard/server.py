@@ -45,7 +45,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..client.errors import InvalidInput
+from hpo_operator.client.errors import InvalidInput
 from . import data, figures
 from .cluster import Connection, Key, Store, connect
 

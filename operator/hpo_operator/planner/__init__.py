@@ -31,10 +31,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from ..api import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT,
+from hpo_operator.api.vocabulary import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT,
                    L_LAUNCH, L_LINEAGE, L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
-from ..models import ExperimentSpec
-from ..suggest import Outcome, Recorded, Suggester
+from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 from .admission import Admission, backoff_seconds
 from .apply import apply_plan
 from .experiment import ExperimentSteps, goal_reached, is_better, validate_spec

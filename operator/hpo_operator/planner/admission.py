@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ..admission_rules import configuration_refusal, restart_refusal
-from ..api import (A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL,
+from hpo_operator.api.admission import configuration_refusal, restart_refusal
+from hpo_operator.api.vocabulary import (A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL,
                    MANAGED_BY, TERMINAL_PHASES)
-from .. import times
-from ..conditions import set_condition
-from ..models import ExperimentSpec
-from ..space import InvalidConfiguration, config_hash, normalize_assignment, summary
+from hpo_operator.core import times
+from hpo_operator.core.conditions import set_condition
+from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .state import REQUEST_KEY_LENGTH, Event, RoundState, TrialView
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from .. import checkpoint
-from ..api import EXPERIMENT_PHASES, FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES, ExperimentPhase
-from .. import times
-from ..conditions import get_condition, set_condition
-from ..models import (PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec, ExperimentStatus, Metric,
+from hpo_operator.workloads import checkpoint
+from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES, ExperimentPhase
+from hpo_operator.core import times
+from hpo_operator.core.conditions import get_condition, set_condition
+from hpo_operator.api.models import (PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec, ExperimentStatus, Metric,
                       OptimalTrial, ParameterAssignment, PhaseChange)
 from .state import Event, Plan, RoundState, TrialView
 

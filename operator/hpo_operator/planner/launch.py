@@ -3,11 +3,11 @@ the search algorithm is told."""
 
 from __future__ import annotations
 
-from ..api import A_NOT_BEFORE
-from .. import times
-from ..podstate import FINISHED_POD_PHASES, stranded
-from ..space import config_hash
-from ..suggest import Outcome
+from hpo_operator.api.vocabulary import A_NOT_BEFORE
+from hpo_operator.core import times
+from hpo_operator.core.podstate import FINISHED_POD_PHASES, stranded
+from hpo_operator.core.space import config_hash
+from hpo_operator.search.suggest import Outcome
 from .state import DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, RoundState, TrialView
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import checkpoint
-from .. import metrics
-from ..api import TERMINAL_PHASES
-from ..models import METRIC_HISTORY_LIMIT, ExperimentSpec, Metric, ResumedFrom
-from .. import times
-from ..podstate import finished, observe
-from ..space import summary
+from hpo_operator.workloads import checkpoint
+from hpo_operator.core import metrics
+from hpo_operator.api.vocabulary import TERMINAL_PHASES
+from hpo_operator.api.models import METRIC_HISTORY_LIMIT, ExperimentSpec, Metric, ResumedFrom
+from hpo_operator.core import times
+from hpo_operator.core.podstate import finished, observe
+from hpo_operator.core.space import summary
 from .state import RoundState, TrialView
 
 

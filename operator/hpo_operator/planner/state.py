@@ -8,14 +8,14 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Callable
 
-from .. import checkpoint
-from ..api import (A_NOT_BEFORE, API_VERSION, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE,
+from hpo_operator.workloads import checkpoint
+from hpo_operator.api.vocabulary import (A_NOT_BEFORE, API_VERSION, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE,
                    L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
-from .. import times
-from ..conditions import get_condition, set_condition
-from ..models import ExperimentSpec, ExperimentStatus, TrialStatus
-from ..space import config_hash, summary
-from ..suggest import Outcome
+from hpo_operator.core import times
+from hpo_operator.core.conditions import get_condition, set_condition
+from hpo_operator.api.models import ExperimentSpec, ExperimentStatus, TrialStatus
+from hpo_operator.core.space import config_hash, summary
+from hpo_operator.search.suggest import Outcome
 
 REQUEST_KEY_LENGTH = 1024
 MAX_ASKS_PER_ROUND = 1000

@@ -19,9 +19,9 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .models import GROUP, VERSION
+from hpo_operator.api.models import GROUP, VERSION
 
-__all__ = ["Api", "ApiException", "connect", "api_reason", "describe", "failure_reason", "TRANSPORT_ERRORS", "Resource", "PODS",
+__all__ = ["KubeClient", "ApiException", "connect", "api_reason", "describe", "failure_reason", "TRANSPORT_ERRORS", "Resource", "PODS",
            "CLAIMS", "TRIALS"]
 
 Resource = tuple[str, str, str]  # (group, version, plural); "" is the core group
@@ -98,7 +98,7 @@ def failure_reason(e: BaseException) -> str:
     return "Unexpected"
 
 
-class Api:
+class KubeClient:
     def __init__(self, api_client: client.ApiClient, concurrency: int = DEFAULT_CONCURRENCY):
         self.client = api_client
         self.core = client.CoreV1Api(api_client)
@@ -229,7 +229,7 @@ async def read_body(response: Any) -> bytes:
     return data
 
 
-async def connect() -> Api:
+async def connect() -> KubeClient:
     """In the cluster, the pod's ServiceAccount; outside, the kubeconfig (KUBECONFIG)."""
     try:
         config.load_incluster_config()
@@ -245,7 +245,7 @@ async def connect() -> Api:
     # request (a profile showed it at 5% of the operator's time). Proxies still come from the
     # kubeconfig's proxy-url, which the client passes itself.
     api_client.rest_client.pool_manager._trust_env = False
-    return Api(api_client, concurrency)
+    return KubeClient(api_client, concurrency)
 
 
 def api_reason(e: ApiException) -> str:

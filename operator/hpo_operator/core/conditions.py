@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from . import times
-from .models import Condition
+from hpo_operator.core import times
+from hpo_operator.api.models import Condition
 
 MAX_MESSAGE = 32768  # metav1.Condition's limit
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .api import TERMINAL_PHASES
+from .vocabulary import TERMINAL_PHASES
 
 
 def configuration_refusal(same: Sequence[tuple[str, str]]) -> tuple[str, str] | None:

@@ -25,10 +25,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from .models import ExperimentSpec, TrialResource
-from .api import API_VERSION, L_EXPERIMENT, L_TRIAL
-from .podstate import FINISHED_POD_PHASES
-from .template import build_pod, mount_checkpoint, substitute, trial_values
+from hpo_operator.api.models import ExperimentSpec, TrialResource
+from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT, L_TRIAL
+from hpo_operator.core.podstate import FINISHED_POD_PHASES
+from .pod import build_pod, mount_checkpoint, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
 L_JOB_INDEX = "batch.kubernetes.io/job-completion-index"

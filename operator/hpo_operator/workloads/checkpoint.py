@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .api import API_VERSION, L_CONFIG, L_EXPERIMENT
-from .models import Checkpoint, Metric
+from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_EXPERIMENT
+from hpo_operator.api.models import Checkpoint, Metric
 
 VOLUME = "hpo-checkpoint"
 ENV_DIR = "HPO_CHECKPOINT_DIR"

@@ -34,7 +34,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .kubeapi import Api, ApiException, Resource, describe, failure_reason
+from .client import KubeClient, ApiException, Resource, describe, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Informer:
     """One resource (Trials, pods, a trial kind's objects) in one namespace:
     objects[experiment][name] = body."""
 
-    def __init__(self, api: Api, namespace: str, resource: Resource, key_of: KeyOf, slim: Slim,
+    def __init__(self, api: KubeClient, namespace: str, resource: Resource, key_of: KeyOf, slim: Slim,
                  changed: Callable[[str | None], None], label_selector: str | None = None):
         self.api, self.namespace, self.resource = api, namespace, resource
         self.kind = resource[2]

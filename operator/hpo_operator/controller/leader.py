@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
-from . import times
-from .kubeapi import REQUEST_TIMEOUT, Api, ApiException, connect, describe, read_body
+from hpo_operator.core import times
+from hpo_operator.kube.client import REQUEST_TIMEOUT, KubeClient, ApiException, connect, describe, read_body
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def lease_spec(identity: str, timing: Timing, previous: LeaseRecord) -> dict:
 class LeaseClient:
     """The two calls the election makes, as JSON."""
 
-    def __init__(self, api: Api, namespace: str, name: str):
+    def __init__(self, api: KubeClient, namespace: str, name: str):
         from kubernetes_asyncio import client
 
         self.api = api

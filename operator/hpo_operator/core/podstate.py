@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import times
+from hpo_operator.core import times
 
 # Pod phases (Kubernetes' words) after which no container of the pod runs again.
 FINISHED_POD_PHASES = ("Succeeded", "Failed")

@@ -17,9 +17,9 @@ from typing import Any
 
 import kopf
 
-from . import telemetry
-from .kubeapi import connect
-from .models import GROUP, VERSION
+from hpo_operator.controller import telemetry
+from hpo_operator.kube.client import connect
+from hpo_operator.api.models import GROUP, VERSION
 from .runtime import Runtime
 
 MAX_EVENT_MESSAGE = 1024

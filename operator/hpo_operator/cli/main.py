@@ -32,9 +32,9 @@ try:  # typer vendors click from 0.2x on; its usage errors derive from TyperExce
 except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
-from . import client as hpo
-from .client.errors import translate
-from .client.views import format_number, format_params, format_when
+from hpo_operator import client as hpo
+from hpo_operator.client.errors import translate
+from hpo_operator.client.views import format_number, format_params, format_when
 
 PROG = "kubectl hpo"
 
@@ -659,9 +659,9 @@ def dashboard(
     import threading
     import webbrowser
 
-    from .dashboard import server
-    from .dashboard.actions import Actions
-    from .dashboard.cluster import ConnectError
+    from hpo_operator.dashboard import server
+    from hpo_operator.dashboard.actions import Actions
+    from hpo_operator.dashboard.cluster import ConnectError
 
     if all_namespaces and namespace:
         raise hpo.InvalidInput("use -n/--namespace or -A/--all-namespaces, not both")

@@ -1,7 +1,7 @@
 """The Experiment and Trial API, as pydantic models.
 
 These models are the one source of truth for the API: the CRDs in crds/ are generated from them
-(hpo_operator.crdgen), and the operator parses what it reads from the cluster with them. Rules the
+(hpo_operator.api.crd), and the operator parses what it reads from the cluster with them. Rules the
 API server can check (bounds, enums, CEL) live here as schema annotations, so a bad manifest is
 refused by `kubectl apply` rather than discovered by the operator.
 """
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from .algorithms import settings_rule, settings_rule_message
-from .api import API_VERSION, GROUP, TERMINAL_PHASES, VERSION, FailureClass, TrialPhase  # noqa: F401 (the API's words)
+from .vocabulary import API_VERSION, GROUP, TERMINAL_PHASES, VERSION, FailureClass, TrialPhase  # noqa: F401 (the API's words)
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A placeholder in the trial template: ${params.NAME}, ${trial.name}, ${trial.attempt},
@@ -86,7 +86,7 @@ class Algorithm(Model):
     """The search algorithm that suggests configurations (Optuna, computed inside the operator)."""
 
     model_config = ConfigDict(json_schema_extra=schema_extra(validations=[
-        # Generated from the settings models (hpo_operator.algorithms), which also parse the values.
+        # Generated from the settings models (hpo_operator.api.algorithms), which also parse the values.
         cel(settings_rule(), settings_rule_message()),
     ]))
 

@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import informer
-from .api import EXPERIMENT_PHASES
+from hpo_operator.kube import informer
+from hpo_operator.api.vocabulary import EXPERIMENT_PHASES
 
 EXPERIMENTS = Gauge("hpo_experiments", "Experiments known to this operator, by phase", ["phase"])
 TRIALS_CREATED = Counter("hpo_trials_created_total", "Trials created, by launch reason "

@@ -23,9 +23,9 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution)
 from optuna.trial import TrialState
 
-from .algorithms import SettingsError, parse_settings
-from .models import ExperimentSpec, Parameter
-from .space import format_value
+from hpo_operator.api.algorithms import SettingsError, parse_settings
+from hpo_operator.api.models import ExperimentSpec, Parameter
+from hpo_operator.core.space import format_value
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def grid_values(param: Parameter) -> list[Any]:
 
 def sampler_options(spec: ExperimentSpec) -> dict[str, Any]:
     """The sampler's keyword arguments from algorithm.settings, parsed and checked by the
-    algorithm's settings model (hpo_operator.algorithms)."""
+    algorithm's settings model (hpo_operator.api.algorithms)."""
     settings = {s.name: s.value for s in spec.algorithm.settings or []}
     try:
         return parse_settings(spec.algorithm.name, settings)

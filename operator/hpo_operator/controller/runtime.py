@@ -22,15 +22,17 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from . import planner, telemetry, times
-from .conditions import set_condition
+from hpo_operator import planner
+from hpo_operator.controller import telemetry
+from hpo_operator.core import times
+from hpo_operator.core.conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
-from .informer import Informer, WatchHealth
-from .kubeapi import CLAIMS, PODS, TRIALS, TRANSPORT_ERRORS, Api, ApiException, Resource, failure_reason
-from .models import ExperimentSpec, ExperimentStatus
-from .planner import L_EXPERIMENT, L_TRIAL
-from .suggest import SearchSpaceError, Suggester
-from .workload import Kind, kind_of, trial_pod_view
+from hpo_operator.kube.informer import Informer, WatchHealth
+from hpo_operator.kube.client import CLAIMS, PODS, TRIALS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, failure_reason
+from hpo_operator.api.models import ExperimentSpec, ExperimentStatus
+from hpo_operator.planner import L_EXPERIMENT, L_TRIAL
+from hpo_operator.search.suggest import SearchSpaceError, Suggester
+from hpo_operator.workloads.kinds import Kind, kind_of, trial_pod_view
 
 RECONCILE_INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
 IDLE_INTERVAL = 300.0
@@ -354,7 +356,7 @@ class Namespace:
     """The informers of one namespace: its Trials (all, so that a user's Trial is seen) and its
     trial pods (selected by label on the API server: no other pod reaches the operator)."""
 
-    def __init__(self, api: Api, namespace: str, wake: Callable[[Key], None]):
+    def __init__(self, api: KubeClient, namespace: str, wake: Callable[[Key], None]):
         self.api, self.name, self.wake = api, namespace, wake
         self.trials = Informer(api, namespace, TRIALS, lambda t: (t.get("spec") or {}).get("experimentName"),
                                slim_trial, self.changed)
@@ -404,7 +406,7 @@ class Runtime:
     """Every experiment's loop, and the informers they read the Trials and pods from: one pair per
     namespace that has an experiment."""
 
-    def __init__(self, api: Api, post_event: PostEvent):
+    def __init__(self, api: KubeClient, post_event: PostEvent):
         self.api = api
         self.post_event = post_event
         self.namespaces: dict[str, Namespace] = {}

@@ -12,15 +12,16 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
-from . import planner, telemetry
-from .planner.apply import apply_plan
-from . import times
-from .conditions import set_condition
-from . import checkpoint
-from .api import L_CONFIG
-from .kubeapi import CLAIMS, PODS, TRANSPORT_ERRORS, Api, ApiException, Resource, api_reason, failure_reason
-from .models import TERMINAL_PHASES, ExperimentSpec, TrialStatus
-from .workload import build_workload
+from hpo_operator import planner
+from hpo_operator.controller import telemetry
+from hpo_operator.planner.apply import apply_plan
+from hpo_operator.core import times
+from hpo_operator.core.conditions import set_condition
+from hpo_operator.workloads import checkpoint
+from hpo_operator.api.vocabulary import L_CONFIG
+from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, api_reason, failure_reason
+from hpo_operator.api.models import TERMINAL_PHASES, ExperimentSpec, TrialStatus
+from hpo_operator.workloads.kinds import build_workload
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def pruned(status: dict) -> dict:
 
 
 class Executor:
-    def __init__(self, api: Api, experiment: dict, spec: ExperimentSpec, trials: list[planner.TrialView],
+    def __init__(self, api: KubeClient, experiment: dict, spec: ExperimentSpec, trials: list[planner.TrialView],
                  written: PendingWrites, post_event: PostEvent, resource: Resource = PODS):
         self.api = api
         self.resource = resource  # what trials run as: pods, Jobs, or another kind

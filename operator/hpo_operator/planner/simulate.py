@@ -13,9 +13,10 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Coroutine
 
-from . import planner, times
-from .models import ExperimentSpec
-from .planner.apply import apply_plan
+from hpo_operator import planner
+from hpo_operator.core import times
+from hpo_operator.api.models import ExperimentSpec
+from .apply import apply_plan
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
 ROUND = timedelta(seconds=10)

@@ -1,0 +1,2 @@
+"""The search: Optuna samplers and pruners behind one Suggester. The only floor that imports
+Optuna; it imports api/ and core/."""

@@ -19,9 +19,21 @@ Rules (README.md, "Budgets and recovery", documents them for users):
   so an operator that restarts after creating something, but before recording it, collides with
   what it made instead of duplicating it.
 
-The rules live in one module per concept, each a step over one round's state (state.py):
-lifecycle.py (what pods say), admission.py (user trials, restarts, retries), launch.py (new pods and
-suggestions) and experiment.py (phase, counts, best trial, status), whose `run()` takes them in order.
+The rules live in one module per concept, each a set of plain functions over one round's state
+(state.RoundState), each importing only the modules before it: state.py (the round's data and its
+shared helpers) → admission.py (user trials, restarts, retries) → lifecycle.py (what pods say) →
+launch.py (new pods and suggestions, results told) → experiment.py (phase, counts, best trial,
+status). `plan()` below calls their steps, in this order:
+  1. experiment.opening_status: the Experiment's status to write, started from the one read;
+  2. lifecycle.observe_trials: pods become Trial statuses; users' Trials are adopted or refused;
+     (an invalid spec stops here: experiment.reject_spec, then finish_status;)
+  3. admission.handle_restart_requests: restarts users ask for;
+  4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;
+  5. launch.tell_results: decided results, told to the search algorithm;
+  6. experiment.best_trial and launch.count_launched: the best trial, what was launched so far;
+  7. experiment.decide: the phase, launching pods and suggestions on the way (launch.launch);
+  8. experiment.record_results and experiment.retention: counts, best trial, checkpoint claims;
+  9. experiment.finish_status: trial counts, and the Plan with the statuses the round changed.
 apply.py's `apply_plan()` carries a Plan out, in the one order every caller uses (the executor on the
 API server, simulate.MemoryCluster on dicts).
 """
@@ -35,14 +47,14 @@ from hpo_operator.api.vocabulary import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQU
                    L_LAUNCH, L_LINEAGE, L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
 from hpo_operator.api.models import ExperimentSpec
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
-from .admission import Admission, backoff_seconds
+from .admission import backoff_seconds, handle_restart_requests, recover_failures
 from .apply import apply_plan
-from .experiment import ExperimentSteps, goal_reached, is_better, validate_spec
-from .launch import Launch
-from .lifecycle import Lifecycle, needs_log
+from .experiment import (best_trial, decide, finish_status, goal_reached, is_better, opening_status, record_results,
+                         reject_spec, retention, validate_spec)
+from .launch import count_launched, tell_results
+from .lifecycle import needs_log, observe_trials
 from .state import (DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, REQUEST_KEY_LENGTH, Event, ExperimentView, Plan,
                     RoundState, TrialView)
-
 
 __all__ = [
     "A_NOT_BEFORE", "A_RESTART", "A_RESTART_REQUEST", "FINISHED_PHASES", "L_ATTEMPT", "L_CONFIG", "L_EXPERIMENT",
@@ -50,10 +62,6 @@ __all__ = [
     "MAX_ASKS_PER_ROUND", "REQUEST_KEY_LENGTH", "Event", "ExperimentView", "Plan", "RoundState", "TrialView",
     "apply_plan", "backoff_seconds", "goal_reached", "is_better", "needs_log", "validate_spec", "plan", "restore_suggester",
 ]
-
-
-class _Planner(ExperimentSteps, Launch, Admission, Lifecycle):
-    """One round of one experiment: the steps of every module over one RoundState."""
 
 
 def restore_suggester(spec: ExperimentSpec, trials: list[TrialView], status: Mapping[str, Any],
@@ -80,6 +88,20 @@ def plan(exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict], lo
     `tell(i, outcome)` hears each decided result before any later suggestion is asked (the same
     results are also listed in plan.tells); `volumes`, the checkpoint claims that exist (None: not
     known, so none is removed)."""
-    return _Planner(exp, trials, pods, logs, now, suggest, should_stop or (lambda i, v: False),
-                    tell or (lambda i, o: None), volumes).run(validate_spec(exp.spec))
-
+    invalid = validate_spec(exp.spec)
+    state = RoundState(exp, trials, pods, logs, now, suggest, should_stop or (lambda i, v: False),
+                       tell or (lambda i, o: None), volumes)
+    status = opening_status(state)
+    observe_trials(state)
+    if invalid:
+        reject_spec(state, status, invalid)
+        return finish_status(state, status)
+    handle_restart_requests(state)
+    state.failed_keys = recover_failures(state)
+    tell_results(state, state.failed_keys)
+    best = best_trial(state)
+    count_launched(state, status.suggestion_count or 0)
+    decide(state, status, best)
+    record_results(state, status, best)
+    retention(state)
+    return finish_status(state, status)

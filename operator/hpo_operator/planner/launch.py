@@ -1,5 +1,9 @@
 """Launch: pods for queued trials and new suggestions within parallelTrialCount, and the results
-the search algorithm is told."""
+the search algorithm is told.
+
+Steps over one RoundState (state.py), which is all they import of the planner. plan() calls
+tell_results() once the round's failures are known, then count_launched(); experiment.decide()
+calls launch() while the experiment may still launch."""
 
 from __future__ import annotations
 
@@ -11,116 +15,130 @@ from hpo_operator.search.suggest import Outcome
 from .state import DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, RoundState, TrialView
 
 
-class Launch(RoundState):
-    def launch(self, suggestions: bool = True) -> bool:
-        """Starts pods for queued trials, then for new suggestions, within parallelTrialCount
-        (counting them in self.suggestion_count and self.configurations); True when the search
-        space is used up."""
-        suggestion_count, configurations = self.suggestion_count, self.configurations
-        # Every unfinished pod counts, also one still shutting down after its trial was stopped,
-        # but not one stranded on a lost node: it would hold its slot forever.
-        busy = {name for name, pod in self.pods.items()
-                if (pod.get("status") or {}).get("phase") not in FINISHED_POD_PHASES
-                and not stranded(pod, self.now)}
-        busy |= {t.name for t in self.active() if self.has_pod.get(t.name)}
-        slots = self.spec.parallel_trial_count - len(busy)
-        for t in self.active():
-            if slots <= 0:
-                break
-            if self.has_pod.get(t.name):
-                continue
-            try:
-                not_before = times.parse(t.annotations.get(A_NOT_BEFORE))
-            except ValueError:
-                not_before = None  # edited by hand into something else: do not wait
-            if not_before and not_before > self.now:
-                self.plan.requeue((not_before - self.now).total_seconds())
-                continue
-            self.start(t)
-            slots -= 1
-        exhausted = False
-        known = self.groups()
-        if suggestions:
-            slots, configurations = self.relaunch_lost(known, slots, configurations)
-        asks = 0
-        limit = self.spec.max_trial_count * DUPLICATE_SUGGESTION_FACTOR
-        while suggestions and slots > 0 and configurations < self.spec.max_trial_count and asks < MAX_ASKS_PER_ROUND:
-            if suggestion_count >= limit:
-                exhausted = True
-                break
-            values = self.suggest(suggestion_count)
-            if values is None:
-                exhausted = True
-                break
-            index = suggestion_count
-            suggestion_count += 1
-            asks += 1
-            existing = known.get(config_hash(values))
-            if existing:
-                # A configuration the experiment already has: the sampler hears its result, and
-                # nothing runs twice.
-                outcome = self.outcome(existing, self.config_of(existing[0]) in self.failed_keys)
-                if outcome:
-                    self.told(index, outcome)
-                continue
-            name = f"{self.exp.name}-{index:04d}"
-            t = self.new_trial(name, values, 1, "Suggestion", name, index=index)
-            self.start(t)
-            configurations += 1
-            slots -= 1
-        self.suggestion_count, self.configurations = suggestion_count, configurations
-        return exhausted
+def count_launched(state: RoundState, suggestion_count: int) -> None:
+    """Sets the suggestions asked (at least the recorded `suggestion_count`) and the configurations
+    launched before this round launches anything: launch() counts on from them."""
+    state.suggestion_count = max([suggestion_count] + [
+        t.suggestion_index + 1 for t in state.trials
+        if t.suggestion_index is not None and t.owned_by(state.exp.uid)])
+    state.configurations = len(state.groups())
 
-    def relaunch_lost(self, known: dict[str, list[TrialView]], slots: int, configurations: int) -> tuple[int, int]:
-        """Launches the suggestions that were asked but never became Trials, while a later one
-        did: a round cut short (the operator killed mid-round, the API server gone between two
-        creates). Below suggestion_count, they would never be asked again, and a grid would run
-        out with its points unused. A suggestion without a Trial that repeated a configuration the
-        experiment has is not lost: it is skipped. Returns the slots and configurations left."""
-        made = {t.suggestion_index for t in self.trials
-                if t.suggestion_index is not None and t.owned_by(self.exp.uid)}
-        for index in range(self.suggestion_count):
-            if slots <= 0 or configurations >= self.spec.max_trial_count:
-                break
-            if index in made:
-                continue
-            try:
-                values = self.suggest(index)
-            except LookupError:
-                continue  # rebuilt from results after a restart: its values are not kept; a new one replaces it
-            if values is None or config_hash(values) in known:
-                continue
-            name = f"{self.exp.name}-{index:04d}"
-            t = self.new_trial(name, values, 1, "Suggestion", name, index=index)
-            self.start(t)
-            known[config_hash(values)] = [t]
-            configurations += 1
-            slots -= 1
-        return slots, configurations
 
-    def told(self, index: int, outcome: Outcome) -> None:
-        # Told at once, not after the round: a suggestion asked later in this round must see it,
-        # as it would in Optuna's own loop.
-        self.tell(index, outcome)
-        self.plan.tells.append((index, outcome))
+def launch(state: RoundState, suggestions: bool = True) -> bool:
+    """Starts pods for queued trials, then for new suggestions, within parallelTrialCount
+    (counting them in state.suggestion_count and state.configurations); True when the search
+    space is used up."""
+    spec = state.spec
+    suggestion_count, configurations = state.suggestion_count, state.configurations
+    # Every unfinished pod counts, also one still shutting down after its trial was stopped,
+    # but not one stranded on a lost node: it would hold its slot forever.
+    busy = {name for name, pod in state.pods.items()
+            if (pod.get("status") or {}).get("phase") not in FINISHED_POD_PHASES
+            and not stranded(pod, state.now)}
+    busy |= {t.name for t in state.active() if state.has_pod.get(t.name)}
+    slots = spec.parallel_trial_count - len(busy)
+    for t in state.active():
+        if slots <= 0:
+            break
+        if state.has_pod.get(t.name):
+            continue
+        try:
+            not_before = times.parse(t.annotations.get(A_NOT_BEFORE))
+        except ValueError:
+            not_before = None  # edited by hand into something else: do not wait
+        if not_before and not_before > state.now:
+            state.plan.requeue((not_before - state.now).total_seconds())
+            continue
+        state.start(t)
+        slots -= 1
+    exhausted = False
+    known = state.groups()
+    if suggestions:
+        slots, configurations = relaunch_lost(state, known, slots, configurations)
+    asks = 0
+    limit = spec.max_trial_count * DUPLICATE_SUGGESTION_FACTOR
+    while suggestions and slots > 0 and configurations < spec.max_trial_count and asks < MAX_ASKS_PER_ROUND:
+        if suggestion_count >= limit:
+            exhausted = True
+            break
+        values = state.suggest(suggestion_count)
+        if values is None:
+            exhausted = True
+            break
+        index = suggestion_count
+        suggestion_count += 1
+        asks += 1
+        existing = known.get(config_hash(values))
+        if existing:
+            # A configuration the experiment already has: the sampler hears its result, and
+            # nothing runs twice.
+            result = outcome(state, existing, state.config_of(existing[0]) in state.failed_keys)
+            if result:
+                told(state, index, result)
+            continue
+        name = f"{state.exp.name}-{index:04d}"
+        t = state.new_trial(name, values, 1, "Suggestion", name, index=index)
+        state.start(t)
+        configurations += 1
+        slots -= 1
+    state.suggestion_count, state.configurations = suggestion_count, configurations
+    return exhausted
 
-    def outcome(self, trials: list[TrialView], finally_failed: bool = False) -> Outcome | None:
-        """What the sampler is told of a configuration once it is decided."""
-        for t in trials:
-            st = self.current(t)
-            if self.phase(t) == "Succeeded" and st.objective_value is not None:
-                return Outcome(value=st.objective_value, at=st.completion_time)
-        latest = self.latest(trials)
-        if self.phase(latest) == "EarlyStopped":
-            return Outcome(pruned=True, at=self.current(latest).completion_time)
-        if finally_failed:
-            return Outcome(failed=True, at=self.current(latest).completion_time)
-        return None
 
-    def tell_results(self, finally_failed_keys: set[str]) -> None:
-        for key, trials in self.groups().items():
-            indexes = {t.suggestion_index for t in trials} - {None}
-            outcome = self.outcome(trials, key in finally_failed_keys) if indexes else None
-            if outcome:
-                for i in indexes:
-                    self.told(i, outcome)
+def relaunch_lost(state: RoundState, known: dict[str, list[TrialView]], slots: int,
+                  configurations: int) -> tuple[int, int]:
+    """Launches the suggestions that were asked but never became Trials, while a later one
+    did: a round cut short (the operator killed mid-round, the API server gone between two
+    creates). Below suggestion_count, they would never be asked again, and a grid would run
+    out with its points unused. A suggestion without a Trial that repeated a configuration the
+    experiment has is not lost: it is skipped. Returns the slots and configurations left."""
+    made = {t.suggestion_index for t in state.trials
+            if t.suggestion_index is not None and t.owned_by(state.exp.uid)}
+    for index in range(state.suggestion_count):
+        if slots <= 0 or configurations >= state.spec.max_trial_count:
+            break
+        if index in made:
+            continue
+        try:
+            values = state.suggest(index)
+        except LookupError:
+            continue  # rebuilt from results after a restart: its values are not kept; a new one replaces it
+        if values is None or config_hash(values) in known:
+            continue
+        name = f"{state.exp.name}-{index:04d}"
+        t = state.new_trial(name, values, 1, "Suggestion", name, index=index)
+        state.start(t)
+        known[config_hash(values)] = [t]
+        configurations += 1
+        slots -= 1
+    return slots, configurations
+
+
+def told(state: RoundState, index: int, result: Outcome) -> None:
+    # Told at once, not after the round: a suggestion asked later in this round must see it,
+    # as it would in Optuna's own loop.
+    state.tell(index, result)
+    state.plan.tells.append((index, result))
+
+
+def outcome(state: RoundState, trials: list[TrialView], finally_failed: bool = False) -> Outcome | None:
+    """What the sampler is told of a configuration once it is decided."""
+    for t in trials:
+        st = state.current(t)
+        if state.phase(t) == "Succeeded" and st.objective_value is not None:
+            return Outcome(value=st.objective_value, at=st.completion_time)
+    latest = state.latest(trials)
+    if state.phase(latest) == "EarlyStopped":
+        return Outcome(pruned=True, at=state.current(latest).completion_time)
+    if finally_failed:
+        return Outcome(failed=True, at=state.current(latest).completion_time)
+    return None
+
+
+def tell_results(state: RoundState, finally_failed_keys: set[str]) -> None:
+    for key, trials in state.groups().items():
+        indexes = {t.suggestion_index for t in trials} - {None}
+        result = outcome(state, trials, key in finally_failed_keys) if indexes else None
+        if result:
+            for i in indexes:
+                told(state, i, result)

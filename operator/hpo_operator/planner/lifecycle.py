@@ -1,5 +1,9 @@
 """Lifecycle: what each trial's pod (or Job, or resource) says becomes the trial's status: results and
-metrics, failures and their class, timeouts, startup trouble, early stopping."""
+metrics, failures and their class, timeouts, startup trouble, early stopping.
+
+plan()'s first step, observe_trials(), over one RoundState (state.py). A Trial a user made is
+handed to admission.admit_user_trial() as it is met, in the trials' order, so that its admission
+sees the phases observed so far."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from hpo_operator.api.models import METRIC_HISTORY_LIMIT, ExperimentSpec, Metric
 from hpo_operator.core import times
 from hpo_operator.core.podstate import finished, observe
 from hpo_operator.core.space import summary
+from .admission import admit_user_trial
 from .state import RoundState, TrialView
 
 
@@ -32,156 +37,164 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str |
     return None
 
 
-class Lifecycle(RoundState):
-    def observe_trials(self) -> None:
-        for t in self.trials:
-            if not self.current(t).parameter_summary and t.values:
-                self.update(t, parameter_summary=summary(t.values))
-            if self.phase(t) in TERMINAL_PHASES:
-                pod = self.pods.get(t.name)
-                if pod is not None and not pod["metadata"].get("deletionTimestamp") and (
-                        not finished(pod) or self.spec.trial_template.pod_retention == "Delete"):
-                    # Its result is recorded: what still runs (a sidecar) is stopped.
-                    self.plan.delete_pods.append(t.name)
-                continue
-            if t.owned_by_another(self.exp.uid):
-                continue  # not ours: left to its owner, or to the garbage collector
-            if not t.owned_by(self.exp.uid):
-                self.admit_user_trial(t)
-                continue
-            pod = self.pods.get(t.name)
-            if pod is None:
-                if self.phase(t) == "Running":
-                    self.set_status(t, phase="Failed", reason="PodDeleted", failure_class="Infrastructure",
-                                    message="the trial's pod disappeared while it was running")
-                continue
-            self.observe_pod(t, pod)
+def observe_trials(state: RoundState) -> None:
+    for t in state.trials:
+        if not state.current(t).parameter_summary and t.values:
+            state.update(t, parameter_summary=summary(t.values))
+        if state.phase(t) in TERMINAL_PHASES:
+            pod = state.pods.get(t.name)
+            if pod is not None and not pod["metadata"].get("deletionTimestamp") and (
+                    not finished(pod) or state.spec.trial_template.pod_retention == "Delete"):
+                # Its result is recorded: what still runs (a sidecar) is stopped.
+                state.plan.delete_pods.append(t.name)
+            continue
+        if t.owned_by_another(state.exp.uid):
+            continue  # not ours: left to its owner, or to the garbage collector
+        if not t.owned_by(state.exp.uid):
+            admit_user_trial(state, t)
+            continue
+        pod = state.pods.get(t.name)
+        if pod is None:
+            if state.phase(t) == "Running":
+                state.set_status(t, phase="Failed", reason="PodDeleted", failure_class="Infrastructure",
+                                 message="the trial's pod disappeared while it was running")
+            continue
+        observe_pod(state, t, pod)
 
-    def observe_pod(self, t: TrialView, pod: dict) -> None:
-        obs = observe(pod, self.spec.trial_template.primary_container_name, self.now)
-        if obs.recheck_in is not None:
-            self.plan.requeue(obs.recheck_in)
-        # A Job's or resource's primary pod has a name of its own.
-        common: dict[str, Any] = dict(pod_name=pod["metadata"].get("name") or t.name, exit_code=obs.exit_code)
-        if obs.start_time:
-            common["start_time"] = obs.start_time
-        if obs.phase == "Failed" and self.checkpoint is not None:
-            # What the failed attempt reported, so that the attempt resuming it continues it.
-            samples = self.final_samples(t, obs)
-            history = self.continued(t, self.history(samples, obs.finish_time))
-            if history:
-                common["metric_history"] = history
-            found = metrics.latest(samples)
-            if found:
-                common["metrics"] = [self.metric(s, obs.finish_time) for s in found.values()]
-            common.update(self.resumed_from(t, found))
-        if obs.phase == "Succeeded":
-            samples = self.final_samples(t, obs)
-            found = metrics.latest(samples)
-            reported = [self.metric(s, obs.finish_time) for s in found.values()]
-            objective = found.get(self.spec.objective.metric_name)
-            history = self.continued(t, self.history(samples, obs.finish_time))
-            if history:
-                common["metric_history"] = history
-            common.update(self.resumed_from(t, found))
-            if objective is None:
-                self.set_status(t, phase="Failed", reason="MetricsUnavailable", failure_class="MetricsUnavailable",
-                                message=f"the trial succeeded but reported no {self.spec.objective.metric_name} "
-                                        f"metric ({self.spec.metrics_collector.source})",
-                                metrics=reported or None, **common)
-            else:
-                self.set_status(t, phase="Succeeded", reason="Completed", message="", failure_class=None,
-                                objective_value=objective.value, metrics=reported, **common)
-            return
-        if obs.phase == "Failed":
-            self.set_status(t, phase="Failed", reason=obs.reason, message=obs.message,
-                            failure_class=obs.failure_class, **common)
-            return
-        if obs.phase == "Running":
-            limit = self.spec.max_trial_duration_seconds
-            started = times.parse(obs.start_time)
-            if limit and started:
-                over = (self.now - started).total_seconds() - limit
-                if over >= 0:
-                    self.kill(t, "Timeout", f"the trial ran longer than maxTrialDurationSeconds ({limit}s)")
-                    self.update(t, failure_class="Timeout")
-                    return
-                self.plan.requeue(-over)
-            if self.phase(t) != "Running":
-                self.set_status(t, phase="Running", reason="Running", message="", **common)
-            if self.logs.get(t.name) and self.spec.early_stopping:
-                self.check_progress(t)
-            return
-        # Pending: the pod has not started.
-        if obs.fatal:
-            self._fail_startup(t, obs.reason, obs.message)
-            return
-        since = times.parse(obs.stuck_since)
-        if obs.failure_class == "Startup" and since:
-            left = self.spec.startup_timeout_seconds - (self.now - since).total_seconds()
-            if left <= 0:
-                self._fail_startup(t, obs.reason, f"not started after {self.spec.startup_timeout_seconds}s: {obs.message}")
+
+def observe_pod(state: RoundState, t: TrialView, pod: dict) -> None:
+    spec = state.spec
+    obs = observe(pod, spec.trial_template.primary_container_name, state.now)
+    if obs.recheck_in is not None:
+        state.plan.requeue(obs.recheck_in)
+    # A Job's or resource's primary pod has a name of its own.
+    common: dict[str, Any] = dict(pod_name=pod["metadata"].get("name") or t.name, exit_code=obs.exit_code)
+    if obs.start_time:
+        common["start_time"] = obs.start_time
+    if obs.phase == "Failed" and state.checkpoint is not None:
+        # What the failed attempt reported, so that the attempt resuming it continues it.
+        samples = final_samples(state, t, obs)
+        history = continued(state, t, metric_history(samples, obs.finish_time))
+        if history:
+            common["metric_history"] = history
+        found = metrics.latest(samples)
+        if found:
+            common["metrics"] = [metric(s, obs.finish_time) for s in found.values()]
+        common.update(resumed_from(state, t, found))
+    if obs.phase == "Succeeded":
+        samples = final_samples(state, t, obs)
+        found = metrics.latest(samples)
+        reported = [metric(s, obs.finish_time) for s in found.values()]
+        objective = found.get(spec.objective.metric_name)
+        history = continued(state, t, metric_history(samples, obs.finish_time))
+        if history:
+            common["metric_history"] = history
+        common.update(resumed_from(state, t, found))
+        if objective is None:
+            state.set_status(t, phase="Failed", reason="MetricsUnavailable", failure_class="MetricsUnavailable",
+                             message=f"the trial succeeded but reported no {spec.objective.metric_name} "
+                                     f"metric ({spec.metrics_collector.source})",
+                             metrics=reported or None, **common)
+        else:
+            state.set_status(t, phase="Succeeded", reason="Completed", message="", failure_class=None,
+                             objective_value=objective.value, metrics=reported, **common)
+        return
+    if obs.phase == "Failed":
+        state.set_status(t, phase="Failed", reason=obs.reason, message=obs.message,
+                         failure_class=obs.failure_class, **common)
+        return
+    if obs.phase == "Running":
+        limit = spec.max_trial_duration_seconds
+        started = times.parse(obs.start_time)
+        if limit and started:
+            over = (state.now - started).total_seconds() - limit
+            if over >= 0:
+                state.kill(t, "Timeout", f"the trial ran longer than maxTrialDurationSeconds ({limit}s)")
+                state.update(t, failure_class="Timeout")
                 return
-            self.plan.requeue(left)
-        self.update(t, phase="Pending", reason=obs.reason, message=obs.message, pod_name=t.name)
-
-    def final_samples(self, t: TrialView, obs: Any) -> list[metrics.Sample]:
-        """A finished attempt's metrics, from where metricsCollector.source says."""
-        return metrics.final_samples(self.spec.metrics_collector.source, self.spec.objective.metric_name,
-                                        obs.termination_message, self.logs.get(t.name, ""), self.wanted)
-
-    def continued(self, t: TrialView, history: list[Metric]) -> list[Metric]:
-        """With a checkpoint, an attempt's history continues the one it re-runs (which continues
-        the ones before it): the configuration's history."""
-        if self.checkpoint is None:
-            return history
-        previous = self.views.get(t.spec.get("retryOf") or "")
-        earlier = (self.current(previous).metric_history or []) if previous is not None else []
-        return checkpoint.merged_history(earlier, history)[-METRIC_HISTORY_LIMIT:] if earlier else history
-
-    def resumed_from(self, t: TrialView, found: dict[str, metrics.Sample]) -> dict[str, ResumedFrom]:
-        """status.resumedFrom, when the program says it resumed (metric resumed_step)."""
-        step = found.get(checkpoint.RESUMED_STEP) if self.checkpoint is not None else None
-        if step is None:
-            return {}
-        return {"resumed_from": ResumedFrom(attempt=max(t.attempt - 1, 1), step=int(step.value),
-                                            trial=t.spec.get("retryOf") or None)}
-
-    @staticmethod
-    def metric(sample: metrics.Sample, default_time: str | None) -> Metric:
-        return Metric(name=sample.name, value=sample.value, step=sample.step,
-                      timestamp=sample.timestamp or default_time or None)
-
-    def history(self, samples: list[metrics.Sample], default_time: str | None) -> list[Metric]:
-        stepped = [self.metric(s, default_time) for s in samples if s.step is not None]
-        return stepped[-METRIC_HISTORY_LIMIT:]
-
-    def check_progress(self, t: TrialView) -> None:
-        """Intermediate values of a running trial: recorded, and shown to the early-stopping rule."""
-        samples = metrics.parse_log(self.logs[t.name], self.wanted, timestamps=True)
-        if not samples:
+            state.plan.requeue(-over)
+        if state.phase(t) != "Running":
+            state.set_status(t, phase="Running", reason="Running", message="", **common)
+        if state.logs.get(t.name) and spec.early_stopping:
+            check_progress(state, t)
+        return
+    # Pending: the pod has not started.
+    if obs.fatal:
+        fail_startup(state, t, obs.reason, obs.message)
+        return
+    since = times.parse(obs.stuck_since)
+    if obs.failure_class == "Startup" and since:
+        left = spec.startup_timeout_seconds - (state.now - since).total_seconds()
+        if left <= 0:
+            fail_startup(state, t, obs.reason, f"not started after {spec.startup_timeout_seconds}s: {obs.message}")
             return
-        history = self.continued(t, self.history(samples, None))
-        self.update(t, metrics=[self.metric(s, None) for s in metrics.latest(samples).values()],
-                    metric_history=history or None)
-        objective = self.spec.objective.metric_name
-        steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}
-        if self.checkpoint is not None:
-            # Early stopping judges the configuration: its earlier attempts' steps too.
-            steps = {**{m.step: m.value for m in history if m.name == objective}, **steps}
-        index = t.suggestion_index
-        if index is None or not steps or not self.should_stop(index, steps):
-            return
-        last = steps[max(steps)]
-        if self.has_pod[t.name]:
-            self.plan.delete_pods.append(t.name)
-            self.has_pod[t.name] = False
-        self.set_status(t, phase="EarlyStopped", reason="EarlyStopped", objective_value=last,
-                        message=f"stopped at step {max(steps)} by the {self.spec.early_stopping.algorithm} "
-                                f"rule ({objective}={last})")
+        state.plan.requeue(left)
+    state.update(t, phase="Pending", reason=obs.reason, message=obs.message, pod_name=t.name)
 
-    def _fail_startup(self, t: TrialView, reason: str, message: str) -> None:
-        self.plan.delete_pods.append(t.name)
-        self.has_pod[t.name] = False
-        self.set_status(t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup",
-                        pod_name=t.name)
+
+def final_samples(state: RoundState, t: TrialView, obs: Any) -> list[metrics.Sample]:
+    """A finished attempt's metrics, from where metricsCollector.source says."""
+    return metrics.final_samples(state.spec.metrics_collector.source, state.spec.objective.metric_name,
+                                 obs.termination_message, state.logs.get(t.name, ""), state.wanted)
+
+
+def continued(state: RoundState, t: TrialView, history: list[Metric]) -> list[Metric]:
+    """With a checkpoint, an attempt's history continues the one it re-runs (which continues
+    the ones before it): the configuration's history."""
+    if state.checkpoint is None:
+        return history
+    previous = state.views.get(t.spec.get("retryOf") or "")
+    earlier = (state.current(previous).metric_history or []) if previous is not None else []
+    return checkpoint.merged_history(earlier, history)[-METRIC_HISTORY_LIMIT:] if earlier else history
+
+
+def resumed_from(state: RoundState, t: TrialView, found: dict[str, metrics.Sample]) -> dict[str, ResumedFrom]:
+    """status.resumedFrom, when the program says it resumed (metric resumed_step)."""
+    step = found.get(checkpoint.RESUMED_STEP) if state.checkpoint is not None else None
+    if step is None:
+        return {}
+    return {"resumed_from": ResumedFrom(attempt=max(t.attempt - 1, 1), step=int(step.value),
+                                        trial=t.spec.get("retryOf") or None)}
+
+
+def metric(sample: metrics.Sample, default_time: str | None) -> Metric:
+    return Metric(name=sample.name, value=sample.value, step=sample.step,
+                  timestamp=sample.timestamp or default_time or None)
+
+
+def metric_history(samples: list[metrics.Sample], default_time: str | None) -> list[Metric]:
+    stepped = [metric(s, default_time) for s in samples if s.step is not None]
+    return stepped[-METRIC_HISTORY_LIMIT:]
+
+
+def check_progress(state: RoundState, t: TrialView) -> None:
+    """Intermediate values of a running trial: recorded, and shown to the early-stopping rule."""
+    spec = state.spec
+    samples = metrics.parse_log(state.logs[t.name], state.wanted, timestamps=True)
+    if not samples:
+        return
+    history = continued(state, t, metric_history(samples, None))
+    state.update(t, metrics=[metric(s, None) for s in metrics.latest(samples).values()],
+                 metric_history=history or None)
+    objective = spec.objective.metric_name
+    steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}
+    if state.checkpoint is not None:
+        # Early stopping judges the configuration: its earlier attempts' steps too.
+        steps = {**{m.step: m.value for m in history if m.name == objective}, **steps}
+    index = t.suggestion_index
+    if index is None or not steps or not state.should_stop(index, steps):
+        return
+    last = steps[max(steps)]
+    if state.has_pod[t.name]:
+        state.plan.delete_pods.append(t.name)
+        state.has_pod[t.name] = False
+    state.set_status(t, phase="EarlyStopped", reason="EarlyStopped", objective_value=last,
+                     message=f"stopped at step {max(steps)} by the {spec.early_stopping.algorithm} "
+                             f"rule ({objective}={last})")
+
+
+def fail_startup(state: RoundState, t: TrialView, reason: str, message: str) -> None:
+    state.plan.delete_pods.append(t.name)
+    state.has_pod[t.name] = False
+    state.set_status(t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup",
+                     pod_name=t.name)

@@ -1,5 +1,8 @@
 """One round's state: the views of the experiment and its trials, the Plan being built, and the
-helpers every step uses (statuses, configurations, new trials and re-runs)."""
+helpers every step uses (statuses, configurations, new trials and re-runs).
+
+The bottom of the planner: the step modules (admission, lifecycle, launch, experiment) are plain
+functions that take a RoundState first, and this module imports none of them."""
 
 from __future__ import annotations
 
@@ -143,7 +146,7 @@ class _Statuses(dict[str, TrialStatus]):
 
 
 class RoundState:
-    """What every step reads and writes during one round."""
+    """What every step reads and writes during one round; plan() makes one per round."""
 
     def __init__(self, exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict],
                  logs: dict[str, str], now: datetime, suggest: Callable[[int], dict[str, str] | None],
@@ -170,7 +173,8 @@ class RoundState:
         if self.checkpoint is not None:
             self.wanted.append(checkpoint.RESUMED_STEP)
         self.new_trials: list[TrialView] = []
-        # Suggestions asked and configurations launched so far (counted on by launch()).
+        # Suggestions asked and configurations launched so far (launch.count_launched() sets them,
+        # launch.launch() counts on); the configurations that finally failed (plan() sets them).
         self.suggestion_count = 0
         self.configurations = 0
         self.failed_keys: set[str] = set()
@@ -223,13 +227,18 @@ class RoundState:
 
     def groups(self) -> dict[str, list[TrialView]]:
         """The experiment's trials by configuration. Made once a round and kept up to date as
-        trials are made (new_trial) or adopted (admit_user_trial): callers must not change it."""
+        trials are made (new_trial) or adopted (regroup): callers must not change it."""
         if self._groups is None:
             self._groups = {}
             for t in self.trials + self.new_trials:
                 if self.phase(t) != "Refused" and t.owned_by(self.exp.uid):
                     self._groups.setdefault(self.config_of(t), []).append(t)
         return self._groups
+
+    def regroup(self) -> None:
+        """A trial's configuration or owner changed (a user's trial adopted): groups() works the
+        configurations out again when next asked."""
+        self._groups = None
 
     @staticmethod
     def latest(trials: list[TrialView]) -> TrialView:

@@ -12,7 +12,7 @@ import pytest
 from hpo_operator import planner
 from hpo_operator.controller.executor import Executor, PendingWrites
 from hpo_operator.kube.client import ApiException
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.models import ExperimentSpec, ExperimentStatus, TrialStatus
 
 SPEC = ExperimentSpec.model_validate({
     "objective": {"type": "minimize", "metricName": "loss"},
@@ -115,7 +115,7 @@ def run(api: FakeApi, plan: planner.Plan, trials: list[planner.TrialView] = ()) 
 def test_a_new_trial_gets_its_pod_after_it_exists_and_the_experiment_status_comes_last():
     names = [f"exp-{i:04d}" for i in range(10)]
     plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
-                        experiment_status={"phase": "Running"})
+                        experiment_status=ExperimentStatus(phase="Running"))
     api = FakeApi()
     run(api, plan)
     order = [c for c in api.calls]
@@ -132,9 +132,9 @@ def test_a_new_trial_gets_its_pod_after_it_exists_and_the_experiment_status_come
 
 def test_status_before_metadata_for_one_trial_and_independent_writes_at_once():
     trials = [existing(f"t{i}") for i in range(6)]
-    plan = planner.Plan(trial_status={t.name: {"phase": "Succeeded"} for t in trials},
+    plan = planner.Plan(trial_status={t.name: TrialStatus(phase="Succeeded") for t in trials},
                         trial_metadata={"t0": {"annotations": {planner.A_RESTART: None}}},
-                        delete_pods=["t1", "t2"], experiment_status={"phase": "Running"})
+                        delete_pods=["t1", "t2"], experiment_status=ExperimentStatus(phase="Running"))
     api = FakeApi()
     run(api, plan, trials)
     assert api.calls.index(("status trials", "t0")) < api.calls.index(("patch trials", "t0"))
@@ -144,8 +144,8 @@ def test_status_before_metadata_for_one_trial_and_independent_writes_at_once():
 
 def test_one_refused_write_does_not_stop_the_others_and_fails_the_round_at_the_end():
     trials = [existing("t0"), existing("t1")]
-    plan = planner.Plan(trial_status={"t0": {"phase": "Succeeded"}, "t1": {"phase": "Succeeded"}},
-                        delete_pods=["t0"], experiment_status={"phase": "Running"})
+    plan = planner.Plan(trial_status={"t0": TrialStatus(phase="Succeeded"), "t1": TrialStatus(phase="Succeeded")},
+                        delete_pods=["t0"], experiment_status=ExperimentStatus(phase="Running"))
     api = FakeApi(fail={("status trials", "t0"): refused(500)})
     with pytest.raises(ApiException) as e:
         run(api, plan, trials)
@@ -160,7 +160,8 @@ def test_a_trial_not_made_keeps_the_experiment_status_from_counting_it(failure):
     suggestion would be skipped for good (a configuration lost after an API-server outage)."""
     names = ["exp-0000", "exp-0001"]
     plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
-                        experiment_status={"phase": "Running", "suggestionCount": 2, "configurations": 2})
+                        experiment_status=ExperimentStatus(phase="Running", suggestion_count=2,
+                                                          configurations=2))
     api = FakeApi(fail={("create trials", "exp-0001"): failure})
     with pytest.raises(type(failure)):
         run(api, plan)
@@ -170,8 +171,8 @@ def test_a_trial_not_made_keeps_the_experiment_status_from_counting_it(failure):
 
 def test_a_lost_connection_fails_the_round_after_every_other_write_ran():
     trials = [existing("t0"), existing("t1")]
-    plan = planner.Plan(trial_status={"t0": {"phase": "Succeeded"}, "t1": {"phase": "Succeeded"}},
-                        delete_pods=["t1"], experiment_status={"phase": "Running"})
+    plan = planner.Plan(trial_status={"t0": TrialStatus(phase="Succeeded"), "t1": TrialStatus(phase="Succeeded")},
+                        delete_pods=["t1"], experiment_status=ExperimentStatus(phase="Running"))
     api = FakeApi(fail={("status trials", "t0"): aiohttp.ClientPayloadError("cut")})
     with pytest.raises(aiohttp.ClientPayloadError):
         run(api, plan, trials)
@@ -180,7 +181,7 @@ def test_a_lost_connection_fails_the_round_after_every_other_write_ran():
 
 def test_a_pod_the_api_server_finds_invalid_fails_its_trial_instead_of_the_round():
     plan = planner.Plan(create_trials=[new_trial("exp-0000")], start_pods=["exp-0000"],
-                        experiment_status={"phase": "Running"})
+                        experiment_status=ExperimentStatus(phase="Running"))
     api = FakeApi(fail={("create pods", "exp-0000"): refused(422, "metadata.labels: Invalid value")})
     events = run(api, plan)  # no exception: the trial carries the failure
     assert [c for c in api.calls if c == ("status trials", "exp-0000")] == [("status trials", "exp-0000")] * 2
@@ -196,7 +197,7 @@ def test_routine_events_are_one_per_reason_and_round_on_the_experiment():
     names = [f"exp-{i:04d}" for i in range(3)]
     trials = [existing("t0"), existing("t1")]
     plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
-                        experiment_status={"phase": "Running"},
+                        experiment_status=ExperimentStatus(phase="Running"),
                         events=[planner.Event("t0", "Normal", "TrialSucceeded", "objective loss=0.1"),
                                 planner.Event("t1", "Warning", "TrialFailed", "exit code 1")])
     events = run(FakeApi(), plan, trials)

@@ -209,6 +209,16 @@ def created_names(plan) -> list[str]:
     return [b["metadata"]["name"] for b in plan.create_trials]
 
 
+def exp_status(plan) -> dict:
+    """The Experiment's status as apply_plan writes it (the plan's model, dumped)."""
+    return plan.experiment_status.dump()
+
+
+def trial_statuses(plan) -> dict[str, dict]:
+    """The Trial statuses the round changed, as apply_plan writes them."""
+    return {name: st.dump() for name, st in plan.trial_status.items()}
+
+
 def get_condition(conditions: list[dict] | None, type_: str) -> dict | None:
     return next((c for c in conditions or [] if c["type"] == type_), None)
 
@@ -220,7 +230,7 @@ def cond(conditions, type_: str) -> dict:
 
 
 def experiment_outcome(plan) -> tuple:
-    st = plan.experiment_status
+    st = exp_status(plan)
     current = get_condition(st.get("conditions"), st["phase"]) if st.get("phase") else None
     return st.get("phase"), (current or {}).get("reason")
 
@@ -244,7 +254,7 @@ def test_first_round_creates_parallel_trial_count_trials_and_starts_their_pods()
     assert created_names(plan) == ["exp-0000", "exp-0001", "exp-0002"]
     assert plan.start_pods == ["exp-0000", "exp-0001", "exp-0002"]
     assert plan.delete_pods == []
-    st = plan.experiment_status
+    st = exp_status(plan)
     assert experiment_outcome(plan) == ("Running", "Running")
     assert (st["suggestionCount"], st["configurations"], st["failedConfigurations"]) == (3, 3, 0)
     assert (st["trials"], st["trialsPending"], st["trialsRunning"]) == (3, 3, 0)
@@ -277,7 +287,7 @@ def test_a_new_trial_body():
 def test_first_round_stops_at_max_trial_count():
     plan = run(make_spec(parallelTrialCount=5, maxTrialCount=2))
     assert created_names(plan) == ["exp-0000", "exp-0001"]
-    assert plan.experiment_status["configurations"] == 2
+    assert exp_status(plan)["configurations"] == 2
 
 
 def test_no_new_trials_while_all_slots_are_busy():
@@ -286,7 +296,7 @@ def test_no_new_trials_while_all_slots_are_busy():
     plan = run(make_spec(parallelTrialCount=2), trials, pods)
     assert plan.create_trials == [] and plan.start_pods == []
     assert plan.trial_status == {}  # nothing changed about the running trials
-    assert plan.experiment_status["suggestionCount"] == 2
+    assert exp_status(plan)["suggestionCount"] == 2
 
 
 def test_a_finished_trial_frees_one_slot():
@@ -317,8 +327,8 @@ def test_suggestions_lost_in_a_round_cut_short_are_launched_first():
     assert created_names(plan) == ["exp-0001", "exp-0002"]
     assert created(plan, "exp-0001")["spec"]["parameters"] == [{"name": "x", "value": "1"}]
     assert created(plan, "exp-0002")["spec"]["suggestionIndex"] == 2
-    assert plan.experiment_status["suggestionCount"] == 4
-    assert plan.experiment_status["configurations"] == 4
+    assert exp_status(plan)["suggestionCount"] == 4
+    assert exp_status(plan)["configurations"] == 4
 
 
 def test_a_suggestion_of_an_existing_configuration_is_skipped_and_told():
@@ -330,7 +340,7 @@ def test_a_suggestion_of_an_existing_configuration_is_skipped_and_told():
     assert created(plan, "exp-0004")["spec"]["parameters"] == [{"name": "x", "value": "44"}]
     assert told(plan)[2] == (0.7, False)  # the sampler hears the known result of the duplicate
     assert 3 not in told(plan)  # still running: nothing to tell
-    assert plan.experiment_status["suggestionCount"] == 5
+    assert exp_status(plan)["suggestionCount"] == 5
 
 
 def test_queued_trials_start_before_new_suggestions():
@@ -348,7 +358,7 @@ def test_queued_trials_start_before_new_suggestions():
 def test_succeeded_pod_with_termination_message_succeeds_the_trial():
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=5), [suggested(0, "Running")],
                {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5, "other": 3}')})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert st["phase"] == "Succeeded"
     assert st["reason"] == "Completed"
     assert st["objectiveValue"] == 0.5
@@ -357,10 +367,10 @@ def test_succeeded_pod_with_termination_message_succeeds_the_trial():
     assert [(m["name"], m["value"]) for m in st["metrics"]] == [("loss", 0.5)]
     assert cond(st["conditions"], "Succeeded")["status"] == "True"
     assert "TrialSucceeded" in event_reasons(plan, "exp-0000")
-    best = plan.experiment_status["currentOptimalTrial"]
+    best = exp_status(plan)["currentOptimalTrial"]
     assert best["trialName"] == "exp-0000" and best["objectiveValue"] == 0.5
     assert best["parameters"] == [{"name": "x", "value": "0"}]
-    assert plan.experiment_status["trialsSucceeded"] == 1
+    assert exp_status(plan)["trialsSucceeded"] == 1
     assert told(plan)[0] == (0.5, False)
     assert created_names(plan) == ["exp-0001"]  # its slot is reused at once
 
@@ -369,14 +379,14 @@ def test_additional_metrics_are_recorded():
     spec = make_spec(objective={"additionalMetricNames": ["accuracy"]})
     plan = run(spec, [suggested(0, "Running")],
                {"exp-0000": pod_succeeded("exp-0000", '{"step": 9, "loss": 0.5, "accuracy": 0.9}')})
-    metrics = {m["name"]: (m["value"], m.get("step")) for m in plan.trial_status["exp-0000"]["metrics"]}
+    metrics = {m["name"]: (m["value"], m.get("step")) for m in trial_statuses(plan)["exp-0000"]["metrics"]}
     assert metrics == {"loss": (0.5, 9), "accuracy": (0.9, 9)}
 
 
 def test_succeeded_without_the_objective_fails_with_metrics_unavailable():
     spec = make_spec(parallelTrialCount=1, maxTrialCount=5)
     plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000", '{"accuracy": 0.9}')})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert st["phase"] == "Failed"
     assert st["reason"] == "MetricsUnavailable"
     assert st["failureClass"] == "MetricsUnavailable"
@@ -384,7 +394,7 @@ def test_succeeded_without_the_objective_fails_with_metrics_unavailable():
     assert cond(st["conditions"], "Succeeded")["status"] == "False"
     # MetricsUnavailable is not retried by default: the configuration has failed.
     assert all(b["metadata"]["labels"][L_LAUNCH] != "Retry" for b in plan.create_trials)
-    assert plan.experiment_status["failedConfigurations"] == 1
+    assert exp_status(plan)["failedConfigurations"] == 1
 
 
 def test_metrics_unavailable_is_retried_when_listed_in_retry_on():
@@ -396,7 +406,7 @@ def test_metrics_unavailable_is_retried_when_listed_in_retry_on():
 def test_auto_reads_the_log_when_the_termination_message_lacks_the_objective():
     logs = {"exp-0000": "epoch 1 loss=0.9\nepoch 2 loss=0.25 step=2\n"}
     plan = run(make_spec(), [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000")}, logs)
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["objectiveValue"]) == ("Succeeded", 0.25)
 
 
@@ -404,15 +414,15 @@ def test_stdout_log_source_ignores_the_termination_message():
     spec = make_spec(metricsCollector={"source": "StdoutLog"})
     pods = {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.1}')}
     plan = run(spec, [suggested(0, "Running")], pods, {"exp-0000": "loss=0.7"})
-    assert plan.trial_status["exp-0000"]["objectiveValue"] == 0.7
+    assert trial_statuses(plan)["exp-0000"]["objectiveValue"] == 0.7
     plan = run(spec, [suggested(0, "Running")], pods, {})
-    assert plan.trial_status["exp-0000"]["reason"] == "MetricsUnavailable"
+    assert trial_statuses(plan)["exp-0000"]["reason"] == "MetricsUnavailable"
 
 
 def test_termination_message_source_ignores_the_log():
     spec = make_spec(metricsCollector={"source": "TerminationMessage"})
     plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000")}, {"exp-0000": "loss=0.7"})
-    assert plan.trial_status["exp-0000"]["reason"] == "MetricsUnavailable"
+    assert trial_statuses(plan)["exp-0000"]["reason"] == "MetricsUnavailable"
 
 
 def test_needs_log():
@@ -432,7 +442,7 @@ def test_needs_log():
 
 def test_running_pod_marks_the_trial_running():
     plan = run(make_spec(), [suggested(0, "Pending", reason="PodCreated")], {"exp-0000": pod_running("exp-0000")})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["startTime"]) == ("Running", EARLIER)
     assert cond(st["conditions"], "Succeeded")["status"] == "Unknown"
 
@@ -440,9 +450,9 @@ def test_running_pod_marks_the_trial_running():
 def test_best_trial_when_maximising():
     spec = make_spec(objective={"type": "maximize", "metricName": "loss"})
     plan = run(spec, [succeeded(0, 0.3), succeeded(1, 0.9), succeeded(2, 0.5)])
-    assert plan.experiment_status["currentOptimalTrial"]["trialName"] == "exp-0001"
+    assert exp_status(plan)["currentOptimalTrial"]["trialName"] == "exp-0001"
     plan = run(make_spec(), [succeeded(0, 0.3), succeeded(1, 0.9), succeeded(2, 0.5)])
-    assert plan.experiment_status["currentOptimalTrial"]["trialName"] == "exp-0000"
+    assert exp_status(plan)["currentOptimalTrial"]["trialName"] == "exp-0000"
 
 
 def test_is_better_and_goal_reached():
@@ -463,7 +473,7 @@ def test_is_better_and_goal_reached():
 def test_oom_killed_trial_is_retried_after_the_backoff():
     plan = run(make_spec(parallelTrialCount=1), [suggested(0, "Running")],
                {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"], st["exitCode"]) == ("Failed", "OOMKilled", "OOMKilled", 137)
     assert st["retriedBy"] == "exp-0000-a2"
     retry = created(plan, "exp-0000-a2")
@@ -485,8 +495,8 @@ def test_oom_killed_trial_is_retried_after_the_backoff():
     assert plan.requeue_after == pytest.approx(5)
     assert "TrialRetried" in event_reasons(plan, None)
     # Retries do not count as configurations.
-    assert plan.experiment_status["configurations"] == 2
-    assert plan.experiment_status["failedConfigurations"] == 0
+    assert exp_status(plan)["configurations"] == 2
+    assert exp_status(plan)["failedConfigurations"] == 0
 
 
 def test_a_retry_named_in_retried_by_but_never_created_is_created():
@@ -497,7 +507,7 @@ def test_a_retry_named_in_retried_by_but_never_created_is_created():
     plan = run(make_spec(maxTrialCount=1), [failed], {})
     retry = created(plan, "exp-0000-a2")
     assert (retry["spec"]["retryOf"], retry["spec"]["attempt"]) == ("exp-0000", 2)
-    assert plan.experiment_status["phase"] == "Running"
+    assert exp_status(plan)["phase"] == "Running"
 
 
 def test_a_trial_whose_node_is_lost_is_retried_and_frees_its_slot():
@@ -505,7 +515,7 @@ def test_a_trial_whose_node_is_lost_is_retried_and_frees_its_slot():
     stranded["metadata"]["deletionTimestamp"] = ago(60)
     stranded["spec"]["nodeName"] = "node-a"
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=3), [suggested(0, "Running")], {"exp-0000": stranded})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "NodeLost", "Infrastructure")
     assert st["retriedBy"] == "exp-0000-a2"
     assert "exp-0000" not in plan.delete_pods  # already being deleted
@@ -530,7 +540,7 @@ def test_a_trial_whose_pod_is_still_within_its_grace_period_is_rechecked_then():
     terminating["spec"]["nodeName"] = "node-a"
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=3), [suggested(0, "Running")],
                {"exp-0000": terminating})
-    assert plan.trial_status.get("exp-0000", {}).get("phase", "Running") == "Running"
+    assert trial_statuses(plan).get("exp-0000", {}).get("phase", "Running") == "Running"
     assert plan.create_trials == [] and plan.start_pods == []
     assert plan.requeue_after == pytest.approx(25)
 
@@ -544,7 +554,7 @@ def test_a_retry_starts_once_its_backoff_has_passed():
     assert plan.requeue_after == pytest.approx(3)
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials, now=NOW + timedelta(seconds=3))
     assert plan.start_pods == ["exp-0000-a2"]
-    assert plan.trial_status["exp-0000-a2"]["reason"] == "PodCreated"
+    assert trial_statuses(plan)["exp-0000-a2"]["reason"] == "PodCreated"
 
 
 @pytest.mark.parametrize("make_pod, cls", [
@@ -553,18 +563,18 @@ def test_a_retry_starts_once_its_backoff_has_passed():
 ])
 def test_default_retry_on_classes_are_retried(make_pod, cls):
     plan = run(make_spec(), [suggested(0, "Running")], {"exp-0000": make_pod("exp-0000")})
-    assert plan.trial_status["exp-0000"]["failureClass"] == cls
+    assert trial_statuses(plan)["exp-0000"]["failureClass"] == cls
     assert "exp-0000-a2" in created_names(plan)
 
 
 def test_error_is_not_retried_by_default_and_counts_as_a_failed_configuration():
     plan = run(make_spec(parallelTrialCount=1), [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 3)})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["failureClass"], st["exitCode"]) == ("Failed", "Error", 3)
     assert "retriedBy" not in st
     assert created_names(plan) == ["exp-0001"]  # the next suggestion, no retry
-    assert plan.experiment_status["failedConfigurations"] == 1
-    assert plan.experiment_status["trialsFailed"] == 1
+    assert exp_status(plan)["failedConfigurations"] == 1
+    assert exp_status(plan)["trialsFailed"] == 1
     assert told(plan)[0] == (None, True)
 
 
@@ -572,7 +582,7 @@ def test_error_is_retried_when_listed_in_retry_on():
     spec = make_spec(retryPolicy={"retryOn": ["Error"]})
     plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 3)})
     assert created(plan, "exp-0000-a2")["metadata"]["labels"][L_LAUNCH] == "Retry"
-    assert plan.experiment_status["failedConfigurations"] == 0
+    assert exp_status(plan)["failedConfigurations"] == 0
 
 
 def test_retries_stop_at_max_retries():
@@ -580,8 +590,8 @@ def test_retries_stop_at_max_retries():
     trials = [failed(0, retriedBy="exp-0000-a2"), failed(0, attempt=2)]
     plan = run(spec, trials)
     assert not any(n.startswith("exp-0000-a") for n in created_names(plan))
-    assert plan.experiment_status["failedConfigurations"] == 1
-    assert plan.experiment_status["trialsRetried"] == 1
+    assert exp_status(plan)["failedConfigurations"] == 1
+    assert exp_status(plan)["trialsRetried"] == 1
 
 
 def test_second_retry_waits_twice_as_long():
@@ -598,7 +608,7 @@ def test_max_retries_zero_never_retries():
     plan = run(make_spec(retryPolicy={"maxRetries": 0}), [suggested(0, "Running")],
                {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
     assert "exp-0000-a2" not in created_names(plan)
-    assert plan.experiment_status["failedConfigurations"] == 1
+    assert exp_status(plan)["failedConfigurations"] == 1
 
 
 def test_backoff_is_doubled_and_capped():
@@ -618,7 +628,7 @@ def test_a_configuration_that_succeeded_is_never_retried():
     trials = [succeeded(0, 0.4), failed(0, "OOMKilled", attempt=2, launch="Restart")]
     plan = run(make_spec(maxTrialCount=1), trials)
     assert plan.create_trials == []
-    assert plan.experiment_status["failedConfigurations"] == 0
+    assert exp_status(plan)["failedConfigurations"] == 0
     assert experiment_outcome(plan) == ("Succeeded", "MaxTrialsReached")
 
 
@@ -638,7 +648,7 @@ def test_too_many_failures_fails_the_experiment():
     trials = [failed(0, "Error"), suggested(1, "Running"), suggested(2, "Running")]
     pods = {"exp-0001": pod_failed("exp-0001", 2), "exp-0002": pod_running("exp-0002")}
     plan = run(spec, trials, pods)
-    st = plan.experiment_status
+    st = exp_status(plan)
     assert experiment_outcome(plan) == ("Failed", "TooManyFailures")
     assert st["failedConfigurations"] == 2
     assert cond(st["conditions"], "Failed")["status"] == "True"
@@ -649,7 +659,7 @@ def test_too_many_failures_fails_the_experiment():
     assert plan.create_trials == []
     # What still runs is stopped.
     assert plan.delete_pods == ["exp-0002"]
-    assert (plan.trial_status["exp-0002"]["phase"], plan.trial_status["exp-0002"]["reason"]) == \
+    assert (trial_statuses(plan)["exp-0002"]["phase"], trial_statuses(plan)["exp-0002"]["reason"]) == \
         ("Killed", "ExperimentFinished")
     assert "ExperimentFailed" in event_reasons(plan, None)
 
@@ -658,7 +668,7 @@ def test_failures_up_to_the_limit_are_tolerated():
     spec = make_spec(parallelTrialCount=2, maxFailedTrialCount=1)
     plan = run(spec, [failed(0, "Error"), suggested(1, "Running")], {"exp-0001": pod_running("exp-0001")})
     assert experiment_outcome(plan) == ("Running", "Running")
-    assert plan.experiment_status["failedConfigurations"] == 1
+    assert exp_status(plan)["failedConfigurations"] == 1
 
 
 def test_max_failed_trial_count_zero_fails_at_the_first_final_failure():
@@ -670,7 +680,7 @@ def test_a_failure_being_retried_does_not_count():
     spec = make_spec(maxFailedTrialCount=0)
     plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
     assert experiment_outcome(plan) == ("Running", "Running")
-    assert plan.experiment_status["failedConfigurations"] == 0
+    assert exp_status(plan)["failedConfigurations"] == 0
 
 
 def test_goal_reached_succeeds_and_stops_active_trials():
@@ -681,13 +691,13 @@ def test_goal_reached_succeeds_and_stops_active_trials():
     pods = {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.05}'), "exp-0001": pod_running("exp-0001")}
     plan = run(spec, trials, pods)
     assert experiment_outcome(plan) == ("Succeeded", "GoalReached")
-    st = plan.experiment_status
+    st = exp_status(plan)
     assert "exp-0000" in cond(st["conditions"], "Succeeded")["message"]
     assert st["currentOptimalTrial"]["trialName"] == "exp-0000"
     assert st["completionTime"] == iso(NOW)
     assert plan.delete_pods == ["exp-0001"]  # the queued retry has no pod to delete
     for name in ("exp-0001", "exp-0005-a2"):
-        assert (plan.trial_status[name]["phase"], plan.trial_status[name]["reason"]) == ("Killed", "ExperimentFinished")
+        assert (trial_statuses(plan)[name]["phase"], trial_statuses(plan)[name]["reason"]) == ("Killed", "ExperimentFinished")
     assert plan.create_trials == [] and plan.start_pods == []
     assert "ExperimentSucceeded" in event_reasons(plan, None)
 
@@ -703,7 +713,7 @@ def test_all_configurations_done_succeeds_with_max_trials_reached():
     trials = [succeeded(0, 0.3), failed(1, "Error"), suggested(2, "Running")]
     plan = run(spec, trials, {"exp-0002": pod_succeeded("exp-0002", '{"loss": 0.2}')})
     assert experiment_outcome(plan) == ("Succeeded", "MaxTrialsReached")
-    st = plan.experiment_status
+    st = exp_status(plan)
     assert (st["configurations"], st["failedConfigurations"], st["trialsSucceeded"], st["trialsFailed"]) == (3, 1, 2, 1)
     assert st["currentOptimalTrial"]["trialName"] == "exp-0002"
     assert plan.create_trials == []
@@ -727,7 +737,7 @@ def test_suggest_returning_none_exhausts_the_search_space():
     spec = make_spec(parallelTrialCount=2, maxTrialCount=10)
     plan = run(spec, [succeeded(0, 0.5), succeeded(1, 0.4)], suggest=exhausted_after(2))
     assert experiment_outcome(plan) == ("Succeeded", "SearchSpaceExhausted")
-    assert "2 configurations" in cond(plan.experiment_status["conditions"], "Succeeded")["message"]
+    assert "2 configurations" in cond(exp_status(plan)["conditions"], "Succeeded")["message"]
     assert plan.create_trials == []
 
 
@@ -756,8 +766,8 @@ def test_a_finished_experiment_does_nothing_more():
     trials = [succeeded(0, 0.5), failed(1, "OOMKilled")]
     plan = run(make_spec(maxTrialCount=5), trials, status=status)
     assert plan.create_trials == [] and plan.start_pods == []
-    assert plan.experiment_status["phase"] == "Succeeded"
-    assert plan.experiment_status["conditions"] == status["conditions"]
+    assert exp_status(plan)["phase"] == "Succeeded"
+    assert exp_status(plan)["conditions"] == status["conditions"]
     assert plan.events == []
 
 
@@ -774,12 +784,12 @@ def test_suspend_stops_running_trials_and_launches_nothing():
     assert experiment_outcome(plan) == ("Suspended", "Suspended")
     assert sorted(plan.delete_pods) == ["exp-0000", "exp-0001"]
     for name in ("exp-0000", "exp-0001"):
-        st = plan.trial_status[name]
+        st = trial_statuses(plan)[name]
         assert (st["phase"], st["reason"]) == ("Killed", "Suspended")
     assert plan.create_trials == [] and plan.start_pods == []  # not even the OOMKilled trial's retry
-    assert plan.experiment_status["failedConfigurations"] == 0
+    assert exp_status(plan)["failedConfigurations"] == 0
     assert "Suspended" in event_reasons(plan, None)
-    assert cond(plan.experiment_status["conditions"], "Suspended")["status"] == "True"
+    assert cond(exp_status(plan)["conditions"], "Suspended")["status"] == "True"
 
 
 def test_resume_reruns_suspended_trials_without_spending_retries():
@@ -803,7 +813,7 @@ def test_resume_reruns_suspended_trials_without_spending_retries():
     assert created(plan, "exp-0002-a2")["metadata"]["labels"][L_LAUNCH] == "Retry"
     # The retry's backoff (5 s after a failure 60 s ago) has passed: all three start.
     assert sorted(plan.start_pods) == ["exp-0000-a2", "exp-0001-a3", "exp-0002-a2"]
-    assert plan.experiment_status["configurations"] == 3
+    assert exp_status(plan)["configurations"] == 3
 
 
 def test_a_resumed_run_that_fails_still_has_its_retries():
@@ -838,14 +848,14 @@ def test_restart_annotation_reruns_a_failed_trial():
     assert new["spec"]["retryOf"] == "exp-0000"
     assert new["spec"]["attempt"] == 2
     assert plan.start_pods == ["exp-0000-a2"]
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert st["retriedBy"] == "exp-0000-a2"
     accepted = cond(st["conditions"], "RestartAccepted")
     assert (accepted["status"], accepted["reason"]) == ("True", "Restarted")
     assert "RestartAccepted" in event_reasons(plan, "exp-0000")
     # A restart is not a new configuration, and the configuration no longer counts as failed.
-    assert plan.experiment_status["configurations"] == 1
-    assert plan.experiment_status["failedConfigurations"] == 0
+    assert exp_status(plan)["configurations"] == 1
+    assert exp_status(plan)["failedConfigurations"] == 0
     assert experiment_outcome(plan) == ("Running", "Running")
 
 
@@ -869,7 +879,7 @@ def test_a_restart_request_seen_again_after_a_crash_is_not_run_twice(rerun_phase
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), restarted_then_crashed(rerun_phase, "r-1"), pods)
     assert plan.create_trials == []
     assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
-    accepted = cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")
+    accepted = cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")
     assert (accepted["status"], accepted["reason"]) == ("True", "Restarted")
     assert "exp-0000-a2" in accepted["message"] and "'r-1'" in accepted["message"]
     assert "RestartAccepted" not in event_reasons(plan, "exp-0000")
@@ -887,7 +897,7 @@ def test_restart_of_a_configuration_that_succeeded_is_refused():
     plan = run(make_spec(maxTrialCount=1), trials)
     assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
     assert plan.create_trials == []
-    refused = cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")
+    refused = cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")
     assert (refused["status"], refused["reason"]) == ("False", "ConfigurationAlreadySucceeded")
     assert "exp-0000-a2" in refused["message"]
     assert "RestartRefused" in event_reasons(plan, "exp-0000")
@@ -896,7 +906,7 @@ def test_restart_of_a_configuration_that_succeeded_is_refused():
 def test_restart_of_a_succeeded_trial_is_refused():
     plan = run(make_spec(maxTrialCount=1), [succeeded(0, 0.3, annotations={A_RESTART: "1"})])
     assert plan.create_trials == []
-    assert cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")["reason"] == \
+    assert cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"] == \
         "ConfigurationAlreadySucceeded"
 
 
@@ -904,7 +914,7 @@ def test_restart_of_a_running_trial_is_refused():
     t = suggested(0, "Running", annotations={A_RESTART: "1"})
     plan = run(make_spec(parallelTrialCount=1), [t], {"exp-0000": pod_running("exp-0000")})
     assert plan.create_trials == []
-    assert cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "TrialActive"
+    assert cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "TrialActive"
     assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
 
 
@@ -912,7 +922,7 @@ def test_restart_while_the_configuration_runs_again_is_refused():
     trials = [failed(0, "OOMKilled", retriedBy="exp-0000-a2", annotations={A_RESTART: "1"}),
               suggested(0, "Running", attempt=2)]
     plan = run(make_spec(parallelTrialCount=1), trials, {"exp-0000-a2": pod_running("exp-0000-a2")})
-    assert cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "ConfigurationActive"
+    assert cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "ConfigurationActive"
     assert plan.create_trials == []
 
 
@@ -923,10 +933,10 @@ FAILED_STATUS = {"phase": "Failed", "suggestionCount": 2, "conditions": [
 def test_restart_in_a_finished_experiment_runs_but_suggests_and_retries_nothing():
     trials = [failed(0, "Error", annotations={A_RESTART: "1"}), failed(1, "OOMKilled")]
     plan = run(make_spec(parallelTrialCount=3), trials, status=FAILED_STATUS)
-    assert cond(plan.trial_status["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "Restarted"
+    assert cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "Restarted"
     assert created_names(plan) == ["exp-0000-a2"]  # no retry of exp-0001, no new suggestion
     assert plan.start_pods == ["exp-0000-a2"]
-    st = plan.experiment_status
+    st = exp_status(plan)
     assert (st["phase"], st["suggestionCount"]) == ("Failed", 2)
     assert st["conditions"] == FAILED_STATUS["conditions"]
 
@@ -956,19 +966,19 @@ def test_user_trial_with_valid_parameters_is_adopted_and_started():
     assert labels[L_TRIAL] == "my-run"
     assert labels[L_EXPERIMENT] == EXP
     assert labels[L_ATTEMPT] == "1"
-    st = plan.trial_status["my-run"]
+    st = trial_statuses(plan)["my-run"]
     assert st["phase"] == "Pending" and st["parameterSummary"] == "x=42"
     assert "ConfigurationAccepted" in event_reasons(plan, None)
     # It runs now and takes one slot; it counts as a configuration.
     assert plan.start_pods[0] == "my-run"
     assert created_names(plan) == ["exp-0000"]
-    assert plan.experiment_status["configurations"] == 2
+    assert exp_status(plan)["configurations"] == 2
 
 
 def test_user_trial_of_a_configuration_that_succeeded_is_refused():
     mine = user_trial("my-run", {"x": "7.0"})
     plan = run(make_spec(maxTrialCount=1), [succeeded(7, 0.1), mine])
-    st = plan.trial_status["my-run"]
+    st = trial_statuses(plan)["my-run"]
     assert (st["phase"], st["reason"]) == ("Refused", "ConfigurationAlreadySucceeded")
     assert "exp-0007" in st["message"]
     assert cond(st["conditions"], "Succeeded")["status"] == "False"
@@ -976,20 +986,20 @@ def test_user_trial_of_a_configuration_that_succeeded_is_refused():
     assert plan.trial_metadata["my-run"] == {"labels": {"hpo.dev/experiment": "exp"}}
     assert "my-run" not in plan.start_pods
     assert "ConfigurationRefused" in event_reasons(plan, None)
-    assert plan.experiment_status["configurations"] == 1
+    assert exp_status(plan)["configurations"] == 1
 
 
 def test_user_trial_of_a_running_configuration_is_refused():
     plan = run(make_spec(), [suggested(3, "Running"), user_trial("my-run", {"x": "3"})],
                {"exp-0003": pod_running("exp-0003")})
-    assert plan.trial_status["my-run"]["reason"] == "ConfigurationActive"
+    assert trial_statuses(plan)["my-run"]["reason"] == "ConfigurationActive"
 
 
 @pytest.mark.parametrize("values", [{"x": "10001"}, {"x": "-1"}, {"x": "1.5"}, {"x": "big"}, {},
                                     {"x": "1", "y": "2"}])
 def test_user_trial_with_invalid_parameters_is_refused(values):
     plan = run(make_spec(), [user_trial("my-run", values)])
-    st = plan.trial_status["my-run"]
+    st = trial_statuses(plan)["my-run"]
     assert (st["phase"], st["reason"]) == ("Refused", "InvalidParameters")
     assert "ownerReferences" not in plan.trial_metadata["my-run"] and "my-run" not in plan.start_pods
 
@@ -1002,8 +1012,8 @@ def test_user_trial_in_a_finished_experiment_still_runs():
     assert plan.trial_metadata["my-run"]["ownerReferences"] == owner_refs()
     assert plan.start_pods == ["my-run"]
     assert plan.create_trials == []
-    assert plan.experiment_status["phase"] == "Succeeded"
-    assert plan.experiment_status["configurations"] == 2
+    assert exp_status(plan)["phase"] == "Succeeded"
+    assert exp_status(plan)["configurations"] == 2
 
 
 def test_user_trial_in_a_finished_and_suspended_experiment_waits():
@@ -1011,23 +1021,23 @@ def test_user_trial_in_a_finished_and_suspended_experiment_waits():
                                                     "reason": "MaxTrialsReached", "message": "",
                                                     "lastTransitionTime": EARLIER}]}
     plan = run(make_spec(suspend=True), [user_trial("my-run", {"x": "5"})], status=status)
-    assert plan.trial_status["my-run"]["phase"] == "Pending"
+    assert trial_statuses(plan)["my-run"]["phase"] == "Pending"
     assert plan.start_pods == []
 
 
 def test_refused_user_trial_is_left_alone_afterwards():
     first = run(make_spec(parallelTrialCount=1), [user_trial("my-run", {"x": "-5"})])
     mine = user_trial("my-run", {"x": "-5"})
-    mine.body = {**mine.body, "status": first.trial_status["my-run"]}
+    mine.body = {**mine.body, "status": trial_statuses(first)["my-run"]}
     plan = run(make_spec(parallelTrialCount=1), [mine])
     assert "my-run" not in plan.trial_status
-    assert plan.experiment_status["configurations"] == 1  # just exp-0000
+    assert exp_status(plan)["configurations"] == 1  # just exp-0000
 
 
 def test_user_trial_waits_for_a_free_slot():
     trials = [suggested(0, "Running"), user_trial("my-run", {"x": "50"}, created="2024-05-01T11:30:00Z")]
     plan = run(make_spec(parallelTrialCount=1), trials, {"exp-0000": pod_running("exp-0000")})
-    assert plan.trial_status["my-run"]["phase"] == "Pending"
+    assert trial_statuses(plan)["my-run"]["phase"] == "Pending"
     assert plan.start_pods == []
     assert "my-run" in plan.trial_metadata
 
@@ -1041,13 +1051,13 @@ def test_trial_running_past_its_max_duration_is_killed_with_timeout():
     spec = make_spec(parallelTrialCount=1, maxTrialCount=2, maxTrialDurationSeconds=600)
     trials = [suggested(0, "Running")]
     plan = run(spec, trials, {"exp-0000": pod_running("exp-0000", started=ago(601))})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Killed", "Timeout", "Timeout")
     assert "600" in st["message"]
     assert plan.delete_pods == ["exp-0000"]
     assert "exp-0000-a2" not in created_names(plan)  # timeouts are not retried
     assert created_names(plan) == []  # its pod holds the slot until it is gone
-    assert plan.experiment_status["trialsKilled"] == 1
+    assert exp_status(plan)["trialsKilled"] == 1
 
 
 def test_trial_within_its_max_duration_runs_on_and_is_woken_at_the_deadline():
@@ -1061,18 +1071,18 @@ def test_invalid_image_name_fails_at_once_and_is_not_retried():
     spec = make_spec(parallelTrialCount=1, maxTrialCount=1)
     plan = run(spec, [suggested(0, "Pending", reason="PodCreated")],
                {"exp-0000": pod_waiting("exp-0000", "InvalidImageName", created=ago(2))})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "InvalidImageName", "Startup")
     assert plan.delete_pods == ["exp-0000"]
     assert plan.create_trials == []
-    assert plan.experiment_status["failedConfigurations"] == 1
+    assert exp_status(plan)["failedConfigurations"] == 1
     assert experiment_outcome(plan) == ("Succeeded", "MaxTrialsReached")
 
 
 def test_startup_failure_is_not_retried_even_when_every_class_is():
     spec = make_spec(retryPolicy={"retryOn": ["Infrastructure", "OOMKilled", "Error", "MetricsUnavailable"]})
     plan = run(spec, [suggested(0, "Pending")], {"exp-0000": pod_waiting("exp-0000", "CreateContainerConfigError")})
-    assert plan.trial_status["exp-0000"]["failureClass"] == "Startup"
+    assert trial_statuses(plan)["exp-0000"]["failureClass"] == "Startup"
     assert "exp-0000-a2" not in created_names(plan)
 
 
@@ -1080,7 +1090,7 @@ def test_image_pull_back_off_waits_for_the_startup_timeout():
     spec = make_spec(parallelTrialCount=1, startupTimeoutSeconds=120)
     trials = [suggested(0, "Pending", reason="PodCreated")]
     plan = run(spec, trials, {"exp-0000": pod_waiting("exp-0000", "ImagePullBackOff", created=ago(100))})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"]) == ("Pending", "ImagePullBackOff")
     assert plan.delete_pods == [] and plan.create_trials == []
     assert plan.requeue_after == pytest.approx(20)
@@ -1090,7 +1100,7 @@ def test_image_pull_back_off_past_the_startup_timeout_fails():
     spec = make_spec(parallelTrialCount=1, startupTimeoutSeconds=120)
     trials = [suggested(0, "Pending", reason="ImagePullBackOff")]
     plan = run(spec, trials, {"exp-0000": pod_waiting("exp-0000", "ImagePullBackOff", created=ago(121))})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "ImagePullBackOff", "Startup")
     assert "120" in st["message"]
     assert plan.delete_pods == ["exp-0000"]
@@ -1103,13 +1113,13 @@ def test_unschedulable_past_the_startup_timeout_fails():
                         conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                      "message": "0/2 nodes are available"}])
     plan = run(make_spec(), [suggested(0, "Pending")], {"exp-0000": unschedulable})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "Unschedulable", "Startup")
 
 
 def test_running_trial_whose_pod_disappeared_fails_and_is_retried():
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [suggested(0, "Running")], {})
-    st = plan.trial_status["exp-0000"]
+    st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "PodDeleted", "Infrastructure")
     assert created(plan, "exp-0000-a2")["metadata"]["labels"][L_LAUNCH] == "Retry"
 
@@ -1163,7 +1173,7 @@ def test_invalid_spec_fails_the_experiment_and_launches_nothing():
     plan = run(spec)
     assert plan.create_trials == [] and plan.start_pods == []
     assert experiment_outcome(plan) == ("Failed", "InvalidSpec")
-    assert "params.nope" in cond(plan.experiment_status["conditions"], "Failed")["message"]
+    assert "params.nope" in cond(exp_status(plan)["conditions"], "Failed")["message"]
     assert "InvalidSpec" in event_reasons(plan, None)
 
 
@@ -1328,7 +1338,7 @@ def test_suspended_configurations_are_not_told_as_failed():
     spec = make_spec(suspend=True)
     trials = [suggested(0, "Killed", reason="Suspended"), failed(1, "Error")]
     plan = run(spec, trials, status={"phase": "Suspended"})
-    assert plan.experiment_status["failedConfigurations"] == 1
+    assert exp_status(plan)["failedConfigurations"] == 1
     assert told(plan)[1] == (None, True)
     assert 0 not in told(plan)
 
@@ -1356,11 +1366,11 @@ def test_user_trial_of_a_failed_configuration_is_retried_while_retries_are_left(
     trials = [failed(3, "OOMKilled", retriedBy="exp-0003-a2"), failed(3, "Error", attempt=2), mine]
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials,
                {"my-run": pod_failed("my-run", 137, "OOMKilled")})
-    assert plan.trial_status["my-run"]["failureClass"] == "OOMKilled"
+    assert trial_statuses(plan)["my-run"]["failureClass"] == "OOMKilled"
     retries = [b for b in plan.create_trials if b["spec"].get("retryOf") == "my-run"]
     assert len(retries) == 1
     assert retries[0]["metadata"]["labels"][L_LAUNCH] == "Retry"
-    assert plan.experiment_status["failedConfigurations"] == 0
+    assert exp_status(plan)["failedConfigurations"] == 0
 
 
 def test_a_terminating_pod_of_a_killed_trial_still_holds_its_slot():
@@ -1384,5 +1394,5 @@ def test_a_round_leaves_the_statuses_it_read_as_they_were():
     before = [(copy.deepcopy(t.body), t.typed_status.model_dump()) for t in trials]
     plan = run(make_spec(parallelTrialCount=3, maxTrialCount=5), trials, pods)
     assert {"exp-0000", "exp-0002"} <= set(plan.trial_status)  # the round did change them
-    assert plan.trial_status["exp-0000"]["conditions"][0]["status"] == "True"
+    assert trial_statuses(plan)["exp-0000"]["conditions"][0]["status"] == "True"
     assert [(t.body, t.typed_status.model_dump()) for t in trials] == before

@@ -8,7 +8,7 @@ from hpo_operator.core import metrics
 from hpo_operator.core.conditions import MAX_MESSAGE, set_condition
 from hpo_operator.api.models import ExperimentSpec
 from hpo_operator.search.suggest import Outcome, Recorded, SearchSpaceError, Suggester
-from tests.unit.test_planner import (NOW, created_names, make_spec, pod_running, run, suggested,
+from tests.unit.test_planner import (NOW, created_names, exp_status, make_spec, pod_running, run, suggested,
                                      user_trial)
 
 
@@ -25,7 +25,7 @@ def test_trials_of_another_experiment_with_the_same_name_are_left_alone():
     foreign.body["metadata"]["ownerReferences"][0]["uid"] = "uid-of-a-deleted-experiment"
     plan = run(make_spec(parallelTrialCount=1), [foreign], {"exp-0000": pod_running("exp-0000")})
     assert "exp-0000" not in plan.trial_status and "exp-0000" not in plan.trial_metadata
-    assert plan.experiment_status["trials"] == 0
+    assert exp_status(plan)["trials"] == 0
 
 
 def test_a_hand_edited_not_before_annotation_does_not_stop_the_round():
@@ -38,7 +38,7 @@ def test_a_suggestion_index_written_by_a_user_is_ignored():
     mine = user_trial("mine", {"x": "3"})
     mine.body["spec"]["suggestionIndex"] = 1_000_000
     plan = run(make_spec(parallelTrialCount=2, maxTrialCount=5), [mine])
-    assert plan.experiment_status["suggestionCount"] < 10
+    assert exp_status(plan)["suggestionCount"] < 10
     assert created_names(plan) == ["exp-0000"]
 
 

@@ -1,5 +1,6 @@
 """Carries a planner.Plan out on the API server: the planner's apply_plan() gives the order of the
-writes (planner/apply.py), this class makes each write an API call.
+writes (planner/apply.py) and dumps the Plan's status models into the JSON written, this class makes
+each write an API call.
 
 One failed write does not stop the others: a pod the API server refuses (a quota, a policy, an
 invalid manifest) must not keep the experiment's status from being written or other pods from being

@@ -278,8 +278,8 @@ class ExperimentLoop:
         self.plan_seconds = time.monotonic() - planning
         await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS).run(plan)
         st = plan.experiment_status
-        telemetry.experiment_phase(self.uid, st.get("phase"))
-        if st.get("phase") in planner.FINISHED_PHASES and not (st.get("trialsRunning") or st.get("trialsPending")):
+        telemetry.experiment_phase(self.uid, st.phase)
+        if st.phase in planner.FINISHED_PHASES and not (st.trials_running or st.trials_pending):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
 

@@ -11,6 +11,9 @@ run is the order the operator writes in:
   between then re-plans from the Trials, never from counts ahead of them;
 - then the round's Events.
 Everything else is independent, so each object's writes form a chain and the chains run together.
+
+The Plan's statuses are models; a Target gets them as the JSON the API server stores, dumped here
+(Model.dump: by alias, without None fields), once per status the round changed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from hpo_operator.api.models import TrialStatus
 from .state import Event, Plan
 
 
@@ -45,10 +49,14 @@ async def apply_plan(plan: Plan, target: Target) -> None:
     starts = set(plan.start_pods)
     await asyncio.gather(
         *[target.create_trial(body, start=body["metadata"]["name"] in starts) for body in plan.create_trials],
-        *[target.update_trial(name, plan.trial_status.get(name), plan.trial_metadata.get(name))
+        *[target.update_trial(name, _dumped(plan.trial_status.get(name)), plan.trial_metadata.get(name))
           for name in {*plan.trial_status, *plan.trial_metadata}],
         *[target.start(name) for name in plan.start_pods if name not in new],
         *[target.delete_workload(name) for name in plan.delete_pods],
         *[target.delete_claim(name) for name in plan.delete_volumes])
-    await target.write_experiment_status(plan.experiment_status)
+    await target.write_experiment_status(plan.experiment_status.dump())
     target.post_events(plan.events)
+
+
+def _dumped(status: TrialStatus | None) -> dict | None:
+    return None if status is None else status.dump()

@@ -188,13 +188,14 @@ def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:
     status.trials_killed, status.trials_early_stopped = counts["Killed"], counts["EarlyStopped"]
     status.trials_retried = retried
     status.observed_generation = state.exp.generation
-    state.plan.experiment_status = status.dump()
-    # Typed in, dumped out: only what changed is dumped, the statuses of a round's few changed
-    # trials rather than of all the experiment's.
+    state.plan.experiment_status = status
+    # Only what changed goes in the Plan, so that apply_plan dumps the statuses of a round's few
+    # changed trials rather than of all the experiment's.
     for name, st in state.status.items():
         view = state.views.get(name)
         if view is not None and st != view.typed_status:
-            state.plan.trial_status[name] = st.dump()
+            state.plan.trial_status[name] = st
+    # A new Trial's body is created whole, its first status in it.
     for t in state.new_trials:
         t.body["status"] = state.status[t.name].dump()
     return state.plan

@@ -41,7 +41,8 @@ def parameters(body: dict) -> dict[str, str]:
 
 class MemoryCluster:
     """Trials, pods and the Experiment's status as dicts, on which planner.apply_plan carries plans
-    out as the executor does on the API server. `new_pod(name)` makes the pod a started trial gets."""
+    out as the executor does on the API server (statuses arrive dumped, as the API server gets them).
+    `new_pod(name)` makes the pod a started trial gets."""
 
     def __init__(self, new_pod: Callable[[str], dict]):
         self.new_pod = new_pod

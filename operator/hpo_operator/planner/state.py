@@ -103,13 +103,15 @@ class Event:
 
 @dataclass
 class Plan:
-    trial_status: dict[str, dict] = field(default_factory=dict)
+    """What one round changes. The statuses are models, dumped (Model.dump) only when apply_plan
+    writes them; trial_status holds only the trials whose status this round changed."""
+    trial_status: dict[str, TrialStatus] = field(default_factory=dict)
     trial_metadata: dict[str, dict] = field(default_factory=dict)
     create_trials: list[dict] = field(default_factory=list)
     start_pods: list[str] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
     delete_volumes: list[str] = field(default_factory=list)  # checkpoint claims retention removes
-    experiment_status: dict = field(default_factory=dict)
+    experiment_status: ExperimentStatus = field(default_factory=ExperimentStatus)
     events: list[Event] = field(default_factory=list)
     tells: list[tuple[int, Outcome]] = field(default_factory=list)
     requeue_after: float | None = None

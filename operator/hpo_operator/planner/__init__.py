@@ -87,7 +87,10 @@ def plan(exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict], lo
     `should_stop(i, {step: value})` says whether suggestion i's running trial should stop early;
     `tell(i, outcome)` hears each decided result before any later suggestion is asked (the same
     results are also listed in plan.tells); `volumes`, the checkpoint claims that exist (None: not
-    known, so none is removed)."""
+    known, so none is removed).
+
+    The steps run in the order the module's docstring gives; each reads the statuses the steps
+    before it set (state.status), so the order is part of the rules."""
     invalid = validate_spec(exp.spec)
     state = RoundState(exp, trials, pods, logs, now, suggest, should_stop or (lambda i, v: False),
                        tell or (lambda i, o: None), volumes)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
 from pydantic import ValidationError
 
@@ -27,6 +26,7 @@ from hpo_operator.controller import telemetry
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
+from .slim import slim_custom_object, slim_pod, slim_workload
 from hpo_operator.kube.informer import Informer, WatchHealth
 from hpo_operator.kube.client import CLAIMS, PODS, TRIALS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, failure_reason
 from hpo_operator.api.models import ExperimentSpec, ExperimentStatus
@@ -54,61 +54,6 @@ LOG_LIMIT_BYTES = 4 << 20
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, experiment name)
-
-
-def compact(node: Any) -> Any:
-    """A JSON tree with its keys and short strings interned. Parsed JSON has its own copy of every
-    key ("metadata", "hpo.dev/experiment", ...) in every object: at 10,000 Trials and their pods,
-    that is a third of what they take."""
-    if isinstance(node, dict):
-        return {sys.intern(k): compact(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [compact(v) for v in node]
-    if isinstance(node, str) and len(node) <= SHORT_STRING:
-        return sys.intern(node)
-    return node
-
-
-SHORT_STRING = 24
-
-
-def slim_pod(body: dict) -> dict:
-    """The part of a pod the planner reads (podstate.observe, the planner's slot count). A pod's
-    managedFields and spec are most of its size, and an experiment may keep thousands of them."""
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    slim_status = {k: status[k] for k in ("phase", "reason", "message", "startTime") if k in status}
-    if status.get("conditions"):
-        slim_status["conditions"] = [{k: c[k] for k in ("type", "status", "reason", "message") if k in c}
-                                     for c in status["conditions"]]
-    if status.get("containerStatuses"):
-        slim_status["containerStatuses"] = [{"name": c.get("name"), "state": c.get("state") or {}}
-                                            for c in status["containerStatuses"]]
-    return compact({
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
-                                          "deletionTimestamp") if k in meta},
-        "spec": {"nodeName": spec.get("nodeName"),
-                 "containers": [{"name": c.get("name")} for c in spec.get("containers") or []]},
-        "status": slim_status,
-    })
-
-
-def slim_workload(body: dict) -> dict:
-    """The part of a Job (or another trial resource) the operator reads: its conditions."""
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    return compact({
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
-                                          "deletionTimestamp") if k in meta},
-        "status": {"conditions": [{k: c[k] for k in ("type", "status", "reason", "message") if k in c}
-                                  for c in status.get("conditions") or []]},
-    })
-
-
-def slim_trial(body: dict) -> dict:
-    meta = body.get("metadata") or {}
-    return compact({**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
 
 
 def error_delay(failures: int) -> float:
@@ -359,7 +304,7 @@ class Namespace:
     def __init__(self, api: KubeClient, namespace: str, wake: Callable[[Key], None]):
         self.api, self.name, self.wake = api, namespace, wake
         self.trials = Informer(api, namespace, TRIALS, lambda t: (t.get("spec") or {}).get("experimentName"),
-                               slim_trial, self.changed)
+                               slim_custom_object, self.changed)
         self.pods = Informer(api, namespace, PODS, by_experiment, slim_pod, self.changed, label_selector=L_EXPERIMENT)
         # Jobs or other resources that trials run as, watched once an experiment uses that kind.
         self.workloads: dict[Resource, Informer] = {}
@@ -496,9 +441,9 @@ class Runtime:
             loop = None
         if loop is None or loop.task is None or loop.task.done():
             self.namespace(namespace)
-            loop = self.loops[key] = ExperimentLoop(self, key, uid, slim_trial(body))
+            loop = self.loops[key] = ExperimentLoop(self, key, uid, slim_custom_object(body))
             loop.task = asyncio.get_running_loop().create_task(loop.run(), name=f"experiment {namespace}/{name}")
-        loop.body = slim_trial(body)
+        loop.body = slim_custom_object(body)
         loop.wake.set()
 
     def stop(self, key: Key) -> None:

@@ -26,6 +26,7 @@ from hpo_operator.controller import telemetry
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
+from .logs import PodLogs
 from .slim import slim_custom_object, slim_pod, slim_workload
 from hpo_operator.kube.informer import Informer, WatchHealth
 from hpo_operator.kube.client import CLAIMS, PODS, TRIALS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, failure_reason
@@ -48,9 +49,6 @@ UNREACHABLE_WARN_SECONDS = float(os.environ.get("HPO_UNREACHABLE_WARN_SECONDS", 
 # A watch down this long makes the liveness probe fail, so that the kubelet restarts the operator:
 # whatever keeps it down (a client state gone bad, a task that ended) goes with the process.
 WATCH_DOWN_LIVENESS_SECONDS = float(os.environ.get("HPO_WATCH_DOWN_LIVENESS_SECONDS", "300"))
-# Metrics count from the end of a log ("the last value counts"): read its tail.
-LOG_TAIL_LINES = 5000
-LOG_LIMIT_BYTES = 4 << 20
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, experiment name)
@@ -108,13 +106,16 @@ class ExperimentLoop:
     body: dict
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     suggester: Suggester | None = None
-    logs: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    logs: PodLogs = field(init=False)
     written: PendingWrites = field(default_factory=PendingWrites)
     views: dict[str, planner.TrialView] = field(default_factory=dict)
     workload_views: WorkloadViews = field(default_factory=WorkloadViews)
     failures: int = 0
     plan_seconds: float = 0.0
     task: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self.logs = PodLogs(self.runtime.api)
 
     async def ready(self) -> None:
         """Waits until every informer a round reads has listed since its last failure: a round never
@@ -202,7 +203,7 @@ class ExperimentLoop:
                 await self.report_invalid(raw, status, str(e), now)
                 return RECONCILE_INTERVAL
         suggester = self.suggester
-        logs = await self.read_logs(spec, trials, pods)
+        logs = await self.logs.wanted(spec, trials, pods)
         view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
         volumes = None
         if spec.trial_template.checkpoint is not None:
@@ -255,46 +256,6 @@ class ExperimentLoop:
             self.runtime.post_event(raw, "Warning", "InvalidSpec", message)
             await self.runtime.api.patch_status("experiments", self.key[0], self.key[1],
                                                 {"phase": "Failed", "conditions": new.dump()["conditions"]})
-
-    async def read_logs(self, spec: ExperimentSpec, trials: list[planner.TrialView],
-                        pods: dict[str, dict]) -> dict[str, str]:
-        """Logs the planner wants: a finished pod's once, a running pod's every intervalSeconds."""
-        result: dict[str, str] = {}
-        now = time.monotonic()
-        used = set()
-        reads = []
-        for t in trials:
-            pod = pods.get(t.name)
-            need = planner.needs_log(spec, t, pod)
-            if need is None:
-                continue
-            key = (pod["metadata"]["uid"], need)
-            used.add(key)
-            cached = self.logs.get(key)
-            stale = need == "running" and (cached is None or now - cached[0] >= spec.metrics_collector.interval_seconds)
-            if cached is None or stale:
-                containers = pod["spec"].get("containers") or [{}]
-                container = spec.trial_template.primary_container_name or containers[0].get("name")
-                reads.append(self.read_log(key, t.name, pod["metadata"]["name"], pod["metadata"]["namespace"],
-                                           container, need, now))
-            else:
-                result[t.name] = cached[1]
-        for name, text in await asyncio.gather(*reads):
-            result[name] = text
-        for key in [k for k in self.logs if k not in used]:
-            del self.logs[key]  # finished with: the planner recorded what it needed
-        return result
-
-    async def read_log(self, key: tuple[str, str], trial: str, pod: str, namespace: str, container: str | None,
-                       need: str, now: float) -> tuple[str, str]:
-        cached = self.logs.get(key)
-        try:
-            text = await self.runtime.api.pod_log(namespace, pod, container=container, tail_lines=LOG_TAIL_LINES,
-                                                  limit_bytes=LOG_LIMIT_BYTES, timestamps=need == "running")
-        except ApiException:
-            text = cached[1] if cached else ""  # no log to read yet, or none at all
-        self.logs[key] = (now, text)
-        return trial, text
 
 
 class Namespace:

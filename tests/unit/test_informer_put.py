@@ -3,7 +3,7 @@ that changed."""
 
 from hpo_operator.kube.informer import Informer
 from hpo_operator.kube.client import PODS
-from hpo_operator.controller.runtime import by_experiment
+from hpo_operator.controller.namespace import by_experiment
 from hpo_operator.controller.slim import slim_pod, slim_workload
 
 

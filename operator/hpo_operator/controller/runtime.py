@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from pydantic import ValidationError
 
@@ -27,11 +26,12 @@ from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
 from .logs import PodLogs
-from .slim import slim_custom_object, slim_pod, slim_workload
-from hpo_operator.kube.informer import Informer, WatchHealth
-from hpo_operator.kube.client import CLAIMS, PODS, TRIALS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, failure_reason
+from .namespace import Key, Namespace
+from .slim import slim_custom_object
+from hpo_operator.kube.informer import WatchHealth
+from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, failure_reason
 from hpo_operator.api.models import ExperimentSpec, ExperimentStatus
-from hpo_operator.planner import L_EXPERIMENT, L_TRIAL
+from hpo_operator.planner import L_TRIAL
 from hpo_operator.search.suggest import SearchSpaceError, Suggester
 from hpo_operator.workloads.kinds import Kind, kind_of, trial_pod_view
 
@@ -51,7 +51,6 @@ UNREACHABLE_WARN_SECONDS = float(os.environ.get("HPO_UNREACHABLE_WARN_SECONDS", 
 WATCH_DOWN_LIVENESS_SECONDS = float(os.environ.get("HPO_WATCH_DOWN_LIVENESS_SECONDS", "300"))
 
 log = logging.getLogger(__name__)
-Key = tuple[str, str]  # (namespace, experiment name)
 
 
 def error_delay(failures: int) -> float:
@@ -126,7 +125,7 @@ class ExperimentLoop:
         if "job" in tt or "resource" in tt:  # (a pod trial's experiment skips validating its spec here)
             kind = self.kind()
             if kind is not None and not kind.is_pod:
-                await self.runtime.workloads(self.key[0], kind)
+                await ns.watch_kind(kind)
         if tt.get("checkpoint"):
             await ns.workload(CLAIMS).synced.wait()
 
@@ -186,16 +185,17 @@ class ExperimentLoop:
         except ValidationError as e:
             await self.report_invalid(raw, status, str(e), now)
             return RECONCILE_INTERVAL
-        trials = self.trial_views(self.written.trial_bodies(rt.trials_of(self.key)))
+        ns = rt.namespace(namespace)
+        trials = self.trial_views(self.written.trial_bodies(ns.trials_of(name)))
         kind = kind_of(spec)
-        resource = None if kind.is_pod else await rt.workloads(namespace, kind)
+        resource = None if kind.is_pod else await ns.watch_kind(kind)
         # A dict of its own (the planner reads it in a thread): per trial, its pod, or the pod-shaped
         # view of its Job or resource.
-        pods = (rt.pods_of(self.key) if resource is None
+        pods = (ns.pods_of(name) if resource is None
                 else rt.trial_views_of(self.key, spec, kind, resource, self.workload_views))
         if self.suggester is None:
             origin = spec.warm_start_from
-            warm = list(rt.trials_of((namespace, origin)).values()) if origin else []
+            warm = list(ns.trials_of(origin).values()) if origin else []
             try:
                 # In a thread, like the plan: rebuilding a large study after a restart takes seconds.
                 self.suggester = await asyncio.to_thread(planner.restore_suggester, spec, trials, status, warm)
@@ -207,7 +207,7 @@ class ExperimentLoop:
         view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
         volumes = None
         if spec.trial_template.checkpoint is not None:
-            claims = rt.namespace(namespace).workload(CLAIMS)
+            claims = ns.workload(CLAIMS)
             if claims.synced.is_set():
                 volumes = {n for n, c in (claims.objects.get(name) or {}).items()
                            if not c["metadata"].get("deletionTimestamp")}
@@ -256,56 +256,6 @@ class ExperimentLoop:
             self.runtime.post_event(raw, "Warning", "InvalidSpec", message)
             await self.runtime.api.patch_status("experiments", self.key[0], self.key[1],
                                                 {"phase": "Failed", "conditions": new.dump()["conditions"]})
-
-
-class Namespace:
-    """The informers of one namespace: its Trials (all, so that a user's Trial is seen) and its
-    trial pods (selected by label on the API server: no other pod reaches the operator)."""
-
-    def __init__(self, api: KubeClient, namespace: str, wake: Callable[[Key], None]):
-        self.api, self.name, self.wake = api, namespace, wake
-        self.trials = Informer(api, namespace, TRIALS, lambda t: (t.get("spec") or {}).get("experimentName"),
-                               slim_custom_object, self.changed)
-        self.pods = Informer(api, namespace, PODS, by_experiment, slim_pod, self.changed, label_selector=L_EXPERIMENT)
-        # Jobs or other resources that trials run as, watched once an experiment uses that kind.
-        self.workloads: dict[Resource, Informer] = {}
-        self.tasks = [self.start(i) for i in (self.trials, self.pods)]
-
-    def changed(self, experiment: str | None) -> None:
-        self.wake((self.name, experiment))
-
-    def start(self, informer: Informer) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(informer.run(), name=f"{informer.kind} in {self.name}")
-        task.add_done_callback(lambda t: self.ended(informer, t))
-        return task
-
-    def ended(self, informer: Informer, task: asyncio.Task) -> None:
-        """An informer's loop ends only when cancelled (its experiments are gone); anything else
-        leaves it down for good, which the liveness probe then reports."""
-        if task.cancelled():
-            return
-        informer.health.stopped(task.exception())
-        log.error("%s: the informer stopped (%r); the liveness probe fails from now on", informer.health.where,
-                  task.exception())
-
-    def informers(self) -> list[Informer]:
-        return [self.trials, self.pods, *self.workloads.values()]
-
-    def workload(self, resource: Resource) -> Informer:
-        informer = self.workloads.get(resource)
-        if informer is None:
-            informer = self.workloads[resource] = Informer(self.api, self.name, resource, by_experiment,
-                                                           slim_workload, self.changed, label_selector=L_EXPERIMENT)
-            self.tasks.append(self.start(informer))
-        return informer
-
-    async def synced(self) -> None:
-        await self.trials.synced.wait()
-        await self.pods.synced.wait()
-
-
-def by_experiment(obj: dict) -> str | None:
-    return (obj["metadata"].get("labels") or {}).get(L_EXPERIMENT)
 
 
 class Runtime:
@@ -362,19 +312,6 @@ class Runtime:
         if ns is None:
             ns = self.namespaces[name] = Namespace(self.api, name, self.wake)
         return ns
-
-    def trials_of(self, key: Key) -> dict[str, dict]:
-        return dict(self.namespace(key[0]).trials.objects.get(key[1]) or {})
-
-    def pods_of(self, key: Key) -> dict[str, dict]:
-        return dict(self.namespace(key[0]).pods.objects.get(key[1]) or {})
-
-    async def workloads(self, namespace: str, kind: Kind) -> Resource:
-        """The resource of a trial kind, watched in the namespace from now on (and listed once)."""
-        plural = kind.plural or await self.api.plural_of(kind.api_version, kind.kind)
-        resource = (kind.group, kind.version, plural)
-        await self.namespace(namespace).workload(resource).synced.wait()
-        return resource
 
     def trial_views_of(self, key: Key, spec: ExperimentSpec, kind: Kind, resource: Resource,
                        cache: WorkloadViews) -> dict[str, dict]:

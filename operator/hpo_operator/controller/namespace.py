@@ -1,21 +1,25 @@
-"""One namespace's informers, and what an experiment's round reads from them.
+"""One namespace's informers, and the per-trial pods an experiment's round reads from them.
 
-Each namespace with an experiment has an informer for its Trials (all of them, so that a user's
-Trial is seen) and one for its trial pods (selected by label on the API server: no other pod reaches
-the operator); Jobs, other trial resources and checkpoint claims get one once an experiment uses
-them. The informers index their objects by experiment and wake that experiment's loop on a change.
+Namespace starts the informers of a namespace with experiments and answers a round's lookups
+(its Trials, its pods, the resource of a trial kind). A round plans on pods: for a trial that runs as
+a Job or another resource, WorkloadObservations makes a pod-shaped observation of that resource and
+its pods, and keeps it while the informers hold the same objects; it lives here because it relies
+on what the informers promise, a new dict for every change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Callable
 
-from hpo_operator.api.vocabulary import L_EXPERIMENT
+from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.vocabulary import L_EXPERIMENT, L_TRIAL
 from hpo_operator.kube.client import PODS, TRIALS, KubeClient, Resource
 from hpo_operator.kube.informer import Informer
-from hpo_operator.workloads.kinds import Kind
+from hpo_operator.workloads.kinds import Kind, trial_pod_view
 from .slim import slim_custom_object, slim_pod, slim_workload
 
 log = logging.getLogger(__name__)
@@ -84,3 +88,49 @@ class Namespace:
 
     def pods_of(self, experiment: str) -> dict[str, dict]:
         return dict(self.pods.objects.get(experiment) or {})
+
+    def workload_observations(self, experiment: str, spec: ExperimentSpec, kind: Kind, resource: Resource,
+                              kept: WorkloadObservations) -> dict[str, dict]:
+        """Per trial, the pod-shaped observation of its Job or resource and their pods
+        (workloads/kinds.py), made anew only where they changed since `kept` last saw them."""
+        return kept.observe(kind, spec, self.workload(resource).objects.get(experiment) or {},
+                            (self.pods.objects.get(experiment) or {}).values())
+
+
+@dataclass
+class WorkloadObservations:
+    """The pod-shaped observations of an experiment's Job or resource trials, each kept while its
+    workload and pods are the same objects as when it was made: the informers store a new dict for
+    every change they see, so an unchanged trial costs a lookup instead of a new observation each
+    round (as a pod trial's pod is the informer's own dict)."""
+
+    template: tuple = ()  # what every observation was made with: (kind, the trial resource, primary labels)
+    kept: dict[str, tuple[dict, tuple[dict, ...], dict | None]] = field(default_factory=dict)
+
+    def observe(self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict],
+                pods: Iterable[dict]) -> dict[str, dict]:
+        tt = spec.trial_template
+        primary = tt.primary_pod.labels if tt.primary_pod else None
+        template = (kind, tt.resource, primary)
+        if template != self.template:  # the experiment's template was edited: observe every trial again
+            self.template, self.kept = template, {}
+        pods_by_trial: dict[str, list[dict]] = {}
+        for pod in pods:
+            trial = (pod["metadata"].get("labels") or {}).get(L_TRIAL)
+            if trial:
+                pods_by_trial.setdefault(trial, []).append(pod)
+        kept, observed = {}, {}
+        for name, body in workloads.items():
+            its_pods = tuple(pods_by_trial.get(name, ()))
+            entry = self.kept.get(name)
+            if entry is None or entry[0] is not body or not _same(entry[1], its_pods):
+                entry = (body, its_pods, trial_pod_view(kind, name, body, list(its_pods), tt.resource, primary))
+            kept[name] = entry
+            if entry[2] is not None:
+                observed[name] = entry[2]
+        self.kept = kept  # a trial whose workload is gone is dropped with it
+        return observed
+
+
+def _same(a: tuple[dict, ...], b: tuple[dict, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))

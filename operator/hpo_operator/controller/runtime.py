@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,14 +25,13 @@ from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
 from .logs import PodLogs
-from .namespace import Key, Namespace
+from .namespace import Key, Namespace, WorkloadObservations
 from .slim import slim_custom_object
 from hpo_operator.kube.informer import WatchHealth
-from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, failure_reason
+from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, KubeClient, ApiException, failure_reason
 from hpo_operator.api.models import ExperimentSpec, ExperimentStatus
-from hpo_operator.planner import L_TRIAL
 from hpo_operator.search.suggest import SearchSpaceError, Suggester
-from hpo_operator.workloads.kinds import Kind, kind_of, trial_pod_view
+from hpo_operator.workloads.kinds import Kind, kind_of
 
 RECONCILE_INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
 IDLE_INTERVAL = 300.0
@@ -58,45 +56,6 @@ def error_delay(failures: int) -> float:
 
 
 @dataclass
-class WorkloadViews:
-    """The pod-shaped views of an experiment's Job or resource trials, each kept while its
-    workload and pods are the same objects as when it was made: the informers store a new dict for
-    every change they see, so an unchanged trial costs a lookup instead of a new view each round
-    (as a pod trial's pod is the informer's own dict)."""
-
-    template: tuple = ()  # what every view was made with: (kind, the trial resource, primary labels)
-    kept: dict[str, tuple[dict, tuple[dict, ...], dict | None]] = field(default_factory=dict)
-
-    def views(self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict],
-              pods: Iterable[dict]) -> dict[str, dict]:
-        tt = spec.trial_template
-        primary = tt.primary_pod.labels if tt.primary_pod else None
-        template = (kind, tt.resource, primary)
-        if template != self.template:  # the experiment's template was edited: make every view again
-            self.template, self.kept = template, {}
-        pods_by_trial: dict[str, list[dict]] = {}
-        for pod in pods:
-            trial = (pod["metadata"].get("labels") or {}).get(L_TRIAL)
-            if trial:
-                pods_by_trial.setdefault(trial, []).append(pod)
-        kept, views = {}, {}
-        for name, body in workloads.items():
-            its_pods = tuple(pods_by_trial.get(name, ()))
-            entry = self.kept.get(name)
-            if entry is None or entry[0] is not body or not _same(entry[1], its_pods):
-                entry = (body, its_pods, trial_pod_view(kind, name, body, list(its_pods), tt.resource, primary))
-            kept[name] = entry
-            if entry[2] is not None:
-                views[name] = entry[2]
-        self.kept = kept  # a trial whose workload is gone is dropped with it
-        return views
-
-
-def _same(a: tuple[dict, ...], b: tuple[dict, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
-
-
-@dataclass
 class ExperimentLoop:
     """One experiment's reconcile loop and what it keeps between rounds."""
     runtime: "Runtime"
@@ -108,7 +67,7 @@ class ExperimentLoop:
     logs: PodLogs = field(init=False)
     written: PendingWrites = field(default_factory=PendingWrites)
     views: dict[str, planner.TrialView] = field(default_factory=dict)
-    workload_views: WorkloadViews = field(default_factory=WorkloadViews)
+    workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
     failures: int = 0
     plan_seconds: float = 0.0
     task: asyncio.Task | None = None
@@ -190,9 +149,9 @@ class ExperimentLoop:
         kind = kind_of(spec)
         resource = None if kind.is_pod else await ns.watch_kind(kind)
         # A dict of its own (the planner reads it in a thread): per trial, its pod, or the pod-shaped
-        # view of its Job or resource.
+        # observation of its Job or resource.
         pods = (ns.pods_of(name) if resource is None
-                else rt.trial_views_of(self.key, spec, kind, resource, self.workload_views))
+                else ns.workload_observations(name, spec, kind, resource, self.workload_observations))
         if self.suggester is None:
             origin = spec.warm_start_from
             warm = list(ns.trials_of(origin).values()) if origin else []
@@ -312,13 +271,6 @@ class Runtime:
         if ns is None:
             ns = self.namespaces[name] = Namespace(self.api, name, self.wake)
         return ns
-
-    def trial_views_of(self, key: Key, spec: ExperimentSpec, kind: Kind, resource: Resource,
-                       cache: WorkloadViews) -> dict[str, dict]:
-        """Per trial, the pod-shaped view of its Job or resource and their pods (workload.py)."""
-        ns = self.namespace(key[0])
-        return cache.views(kind, spec, ns.workload(resource).objects.get(key[1]) or {},
-                           (ns.pods.objects.get(key[1]) or {}).values())
 
     def wake(self, key: Key) -> None:
         loop = self.loops.get(key)

@@ -8,7 +8,7 @@ from hpo_operator.kube import client as kubeapi
 from hpo_operator.kube.client import PODS, TRIALS
 from hpo_operator.kube.informer import Informer
 from hpo_operator.planner import L_EXPERIMENT
-from hpo_operator.controller.runtime import slim_pod, slim_trial
+from hpo_operator.controller.slim import slim_custom_object, slim_pod
 from tests.integration.test_operator import GROUP, VERSION
 
 
@@ -38,7 +38,7 @@ def test_informers_list_then_follow_and_select_trial_pods_on_the_server(kubeconf
         woken: list = []
         # Made before the informers start: found by the first listing.
         await api.create("trials", namespace, trial("early", "exp-a"))
-        trials = Informer(api, namespace, TRIALS, lambda t: t["spec"].get("experimentName"), slim_trial,
+        trials = Informer(api, namespace, TRIALS, lambda t: t["spec"].get("experimentName"), slim_custom_object,
                           woken.append)
         pods = Informer(api, namespace, PODS, lambda p: p["metadata"]["labels"][L_EXPERIMENT], slim_pod,
                         woken.append, label_selector=L_EXPERIMENT)

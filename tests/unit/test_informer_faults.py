@@ -15,7 +15,8 @@ import pytest
 from hpo_operator.kube import informer as informer_module
 from hpo_operator.kube.informer import RESTARTS, Informer, backoff_delay
 from hpo_operator.kube.client import PODS, ApiException, failure_reason
-from hpo_operator.controller.runtime import by_experiment, slim_pod
+from hpo_operator.controller.namespace import by_experiment
+from hpo_operator.controller.slim import slim_pod
 
 
 def pod(name: str, phase: str, experiment: str = "exp", rv: int = 1) -> dict:

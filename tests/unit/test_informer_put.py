@@ -3,7 +3,8 @@ that changed."""
 
 from hpo_operator.kube.informer import Informer
 from hpo_operator.kube.client import PODS
-from hpo_operator.controller.runtime import by_experiment, slim_pod, slim_workload
+from hpo_operator.controller.namespace import by_experiment
+from hpo_operator.controller.slim import slim_pod, slim_workload
 
 
 def job(name: str, active: int, conditions: list[dict] | None = None) -> dict:

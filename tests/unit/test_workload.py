@@ -13,7 +13,7 @@ import yaml
 
 from hpo_operator.api.models import ExperimentSpec
 from hpo_operator.core.podstate import observe
-from hpo_operator.controller.runtime import WorkloadViews
+from hpo_operator.controller.namespace import WorkloadObservations
 from hpo_operator.workloads.kinds import JOB, POD, Kind, build_workload, kind_of, label_pod_templates, primary_pod, trial_pod_view
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,34 +178,34 @@ def test_an_unfinished_job_is_its_primary_pod_or_pending():
     assert seen(None, [pod("p1", "Running")]) == (None, None)
 
 
-def test_a_view_is_made_again_only_for_a_trial_whose_job_or_pods_changed():
+def test_an_observation_is_made_again_only_for_a_trial_whose_job_or_pods_changed():
     s = spec(job=JOB_TEMPLATE)
     jobs = {"exp-0003": job(), "exp-0004": {**job(), "metadata": {**job()["metadata"], "name": "exp-0004"}}}
     running = pod("p3", "Running")
     waiting = pod("p4", "Pending", labels={"hpo.dev/trial": "exp-0004"})
-    cache = WorkloadViews()
-    first = cache.views(JOB, s, jobs, [running, waiting])
+    cache = WorkloadObservations()
+    first = cache.observe(JOB, s, jobs, [running, waiting])
     assert observe(first["exp-0003"]).phase == "Running" and observe(first["exp-0004"]).phase == "Pending"
 
     # The informers store a new dict for each change: exp-0004's pod started, exp-0003 is as it was.
     started = pod("p4", "Running", labels={"hpo.dev/trial": "exp-0004"})
-    second = cache.views(JOB, s, dict(jobs), [running, started])
+    second = cache.observe(JOB, s, dict(jobs), [running, started])
     assert second["exp-0003"] is first["exp-0003"]
     assert observe(second["exp-0004"]).phase == "Running"
 
     # exp-0003's Job completed.
     jobs["exp-0003"] = job(("Complete", ""))
-    third = cache.views(JOB, s, jobs, [running, started])
+    third = cache.observe(JOB, s, jobs, [running, started])
     assert observe(third["exp-0003"]).phase == "Succeeded" and third["exp-0004"] is second["exp-0004"]
 
-    # Another primary pod in the template: every view is made again.
+    # Another primary pod in the template: every trial is observed again.
     edited = spec(job=JOB_TEMPLATE, primaryPod={"labels": {"role": "leader"}})
-    fourth = cache.views(JOB, edited, jobs, [running, started])
+    fourth = cache.observe(JOB, edited, jobs, [running, started])
     assert fourth["exp-0003"] is not third["exp-0003"] and fourth["exp-0004"] is not third["exp-0004"]
 
     # A trial whose Job is gone is forgotten.
     del jobs["exp-0004"]
-    assert list(cache.views(JOB, edited, jobs, [running])) == ["exp-0003"] and list(cache.kept) == ["exp-0003"]
+    assert list(cache.observe(JOB, edited, jobs, [running])) == ["exp-0003"] and list(cache.kept) == ["exp-0003"]
 
 
 def test_the_primary_pod_is_index_0_of_an_indexed_job_or_the_newest_or_the_labelled_one():

@@ -1,9 +1,9 @@
 """kopf glue: the operator's settings, and Experiment events into the Runtime (runtime.py).
 
 Nothing here decides anything. kopf follows the Experiments (namespaces, peering, probes, Events);
-the Trials and trial pods, a dozen events per trial, are followed by the Runtime's informers
-(informer.py), which select pods by label on the API server: the operator never receives, let
-alone keeps, a pod that is not a trial's.
+the Trials and trial pods, a dozen events per trial, are followed by the Runtime's informers, one
+set per namespace (namespace.py), which select pods by label on the API server: the operator never
+receives, let alone keeps, a pod that is not a trial's. Each experiment's rounds run in loop.py.
 
 A task per experiment rather than a kopf daemon: kopf guards daemons with a finalizer, which would
 leave experiments (and their namespaces) stuck in deletion whenever the operator is not running.

@@ -1,0 +1,223 @@
+"""One experiment's loop: it waits for its informers, runs a round, and waits for the next.
+
+A round reads the experiment's Trials and pods from its namespace's informers (namespace.py; no
+listing, no deep copies: the planner changes nothing it is given), the logs the planner wants
+(logs.py), asks planner.plan() what to do, and has the executor carry it out. A failed round is
+retried after a growing delay; a watch event wakes the loop at once. What a loop keeps between
+rounds is only the Optuna study (rebuilt from the Trials after a restart), the parsed Trials, the
+logs, and our writes that the watch has not shown yet: all other state lives in the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from hpo_operator import planner
+from hpo_operator.api.models import ExperimentSpec, ExperimentStatus
+from hpo_operator.core import times
+from hpo_operator.core.conditions import set_condition
+from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
+from hpo_operator.search.suggest import SearchSpaceError, Suggester
+from hpo_operator.workloads.kinds import Kind, kind_of
+from . import telemetry
+from .executor import Executor, PendingWrites
+from .logs import PodLogs
+from .namespace import Key, WorkloadObservations
+
+if TYPE_CHECKING:  # the registry that starts the loops; only named here, for the annotation
+    from .runtime import Runtime
+
+RECONCILE_INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
+IDLE_INTERVAL = 300.0
+# After failed rounds the loop waits RECONCILE_INTERVAL * 2^(failures - 1), up to this; a watch
+# event still wakes it at once.
+MAX_ERROR_DELAY = 60.0
+# Experiments with more Trials than this are planned in a thread.
+THREAD_PLAN_TRIALS = 500
+# Rounds of one experiment start at least this far apart (or twice the last plan's time).
+MIN_ROUND_GAP = float(os.environ.get("HPO_MIN_ROUND_GAP", "0.05"))
+
+log = logging.getLogger(__name__)
+
+
+def error_delay(failures: int) -> float:
+    return min(RECONCILE_INTERVAL * 2 ** max(failures - 1, 0), MAX_ERROR_DELAY)
+
+
+@dataclass
+class ExperimentLoop:
+    """One experiment's reconcile loop and what it keeps between rounds."""
+    runtime: Runtime
+    key: Key
+    uid: str
+    body: dict
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    suggester: Suggester | None = None
+    logs: PodLogs = field(init=False)
+    written: PendingWrites = field(default_factory=PendingWrites)
+    parsed_trials: dict[str, planner.TrialView] = field(default_factory=dict)
+    workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
+    failures: int = 0
+    plan_seconds: float = 0.0
+    task: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self.logs = PodLogs(self.runtime.api)
+
+    async def ready(self) -> None:
+        """Waits until every informer a round reads has listed since its last failure: a round never
+        plans on objects that went stale while a watch was down (it could not write meanwhile either)."""
+        ns = self.runtime.namespace(self.key[0])
+        await ns.synced()
+        tt = (self.body.get("spec") or {}).get("trialTemplate") or {}
+        if "job" in tt or "resource" in tt:  # (a pod trial's experiment skips validating its spec here)
+            kind = self.kind()
+            if kind is not None and not kind.is_pod:
+                await ns.watch_kind(kind)
+        if tt.get("checkpoint"):
+            await ns.workload(CLAIMS).synced.wait()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.wake.clear()
+                started = time.monotonic()
+                try:
+                    await self.ready()
+                    with telemetry.RECONCILE_SECONDS.time():
+                        delay = await self.reconcile()
+                    telemetry.RECONCILE_TOTAL.labels("success").inc()
+                    self.failures = 0
+                except ApiException as e:
+                    # Deletion of the experiment cancels this task; anything else is retried.
+                    telemetry.RECONCILE_TOTAL.labels("error").inc()
+                    self.failures += 1
+                    delay = error_delay(self.failures)
+                    log.warning("%s/%s: reconcile failed (%s %s), retrying in %.0fs", *self.key, e.status,
+                                e.reason, delay)
+                except TRANSPORT_ERRORS as e:
+                    # The API server restarting, or a connection cut: said once per round, without a
+                    # traceback; the informers' re-listing wakes the loop when it is back.
+                    telemetry.RECONCILE_TOTAL.labels("error").inc()
+                    self.failures += 1
+                    delay = error_delay(self.failures)
+                    log.warning("%s/%s: reconcile failed (%s: %s), retrying in %.0fs", *self.key, failure_reason(e),
+                                type(e).__name__, delay)
+                except Exception:
+                    telemetry.RECONCILE_TOTAL.labels("error").inc()
+                    self.failures += 1
+                    delay = error_delay(self.failures)
+                    log.exception("%s/%s: reconcile failed, retrying in %.0fs", *self.key, delay)
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                # Under a stream of events, let a few gather rather than plan for each: a round
+                # costs in proportion to the experiment's trials, however few of them changed.
+                # The planner then takes at most a third of the time.
+                rest = max(MIN_ROUND_GAP, 2 * self.plan_seconds) - (time.monotonic() - started)
+                if rest > 0:
+                    await asyncio.sleep(rest)
+        finally:
+            telemetry.experiment_phase(self.uid, None)
+
+    async def reconcile(self) -> float:
+        namespace, name = self.key
+        rt = self.runtime
+        now = times.now()
+        raw = {**self.body}
+        status = raw["status"] = self.written.status(raw.get("status") or {})
+        generation = raw["metadata"].get("generation") or 0
+        try:
+            spec = ExperimentSpec.model_validate(raw.get("spec") or {})
+        except ValidationError as e:
+            await self.report_invalid_spec(raw, status, str(e), now)
+            return RECONCILE_INTERVAL
+        ns = rt.namespace(namespace)
+        trials = self.parse_trials(self.written.trial_bodies(ns.trials_of(name)))
+        kind = kind_of(spec)
+        resource = None if kind.is_pod else await ns.watch_kind(kind)
+        # A dict of its own (the planner reads it in a thread): per trial, its pod, or the pod-shaped
+        # observation of its Job or resource.
+        pods = (ns.pods_of(name) if resource is None
+                else ns.workload_observations(name, spec, kind, resource, self.workload_observations))
+        if self.suggester is None:
+            origin = spec.warm_start_from
+            warm = list(ns.trials_of(origin).values()) if origin else []
+            try:
+                # In a thread, like the plan: rebuilding a large study after a restart takes seconds.
+                self.suggester = await asyncio.to_thread(planner.restore_suggester, spec, trials, status, warm)
+            except SearchSpaceError as e:
+                await self.report_invalid_spec(raw, status, str(e), now)
+                return RECONCILE_INTERVAL
+        suggester = self.suggester
+        logs = await self.logs.wanted(spec, trials, pods)
+        view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
+        volumes = None
+        if spec.trial_template.checkpoint is not None:
+            claims = ns.workload(CLAIMS)
+            if claims.synced.is_set():
+                volumes = {n for n, c in (claims.objects.get(name) or {}).items()
+                           if not c["metadata"].get("deletionTimestamp")}
+        planning = time.monotonic()
+        args = (view, trials, pods, logs, now, suggester.suggest, suggester.should_stop, suggester.tell, volumes)
+        if len(trials) > THREAD_PLAN_TRIALS:
+            # Off the event loop, which serves the informers and every other experiment
+            # meanwhile; only this experiment's loop uses its suggester.
+            plan = await asyncio.to_thread(planner.plan, *args)
+        else:
+            # A small plan takes a millisecond or two: less than handing it to one of the few
+            # threads the event loop has, for which a hundred experiments would queue.
+            plan = planner.plan(*args)
+        self.plan_seconds = time.monotonic() - planning
+        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS).run(plan)
+        st = plan.experiment_status
+        telemetry.experiment_phase(self.uid, st.phase)
+        if st.phase in planner.FINISHED_PHASES and not (st.trials_running or st.trials_pending):
+            return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
+        return plan.requeue_after or RECONCILE_INTERVAL
+
+    def kind(self) -> Kind | None:
+        try:
+            return kind_of(ExperimentSpec.model_validate(self.body.get("spec") or {}))
+        except (ValidationError, ValueError):
+            return None  # reported by the round
+
+    def parse_trials(self, bodies: list[dict]) -> list[planner.TrialView]:
+        """A planner.TrialView per Trial (what the planner reads of it, worked out once), the last
+        round's where the Trial's body has not changed since."""
+        parsed = {}
+        for body in bodies:
+            name = body["metadata"]["name"]
+            trial = self.parsed_trials.get(name)
+            if trial is None or trial.body is not body:
+                trial = planner.TrialView(name, body["metadata"].get("uid", ""), body)
+            parsed[name] = trial
+        self.parsed_trials = parsed
+        return list(parsed.values())
+
+    async def report_invalid_spec(self, raw: dict, status: dict, message: str, now: datetime) -> None:
+        new = failed_for_invalid_spec(status, message, now, raw["metadata"].get("generation"))
+        if new is not None:
+            self.runtime.post_event(raw, "Warning", "InvalidSpec", message)
+            await self.runtime.api.patch_status("experiments", self.key[0], self.key[1],
+                                                {"phase": "Failed", "conditions": new.dump()["conditions"]})
+
+
+def failed_for_invalid_spec(status: dict, message: str, now: datetime, generation: int | None) -> ExperimentStatus | None:
+    """The experiment's status once its spec is found invalid (Failed, with the condition
+    InvalidSpec), or None if the status says so already. The planner decides the same for a spec
+    it can be given (planner/experiment.py); this serves the specs that cannot reach it: one that
+    does not parse, and one whose search space the suggester refuses."""
+    old = ExperimentStatus.model_validate(status)
+    new = old.model_copy(update=dict(phase="Failed", conditions=set_condition(
+        old.conditions, "Failed", True, "InvalidSpec", message, now, generation)))
+    return None if new == old else new

@@ -1,0 +1,136 @@
+"""One namespace's informers, and the per-trial pods an experiment's round reads from them.
+
+Namespace starts the informers of a namespace with experiments and answers a round's lookups
+(its Trials, its pods, the resource of a trial kind). A round plans on pods: for a trial that runs as
+a Job or another resource, WorkloadObservations makes a pod-shaped observation of that resource and
+its pods, and keeps it while the informers hold the same objects; it lives here because it relies
+on what the informers promise, a new dict for every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Callable
+
+from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.vocabulary import L_EXPERIMENT, L_TRIAL
+from hpo_operator.kube.client import PODS, TRIALS, KubeClient, Resource
+from hpo_operator.kube.informer import Informer
+from hpo_operator.workloads.kinds import Kind, trial_pod_view
+from .slim import slim_custom_object, slim_pod, slim_workload
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]  # (namespace, experiment name)
+
+
+def by_experiment(obj: dict) -> str | None:
+    """The experiment an object is indexed under: the one its label names."""
+    return (obj["metadata"].get("labels") or {}).get(L_EXPERIMENT)
+
+
+class Namespace:
+    """The informers of one namespace: its Trials (all, so that a user's Trial is seen) and its
+    trial pods (selected by label on the API server: no other pod reaches the operator)."""
+
+    def __init__(self, api: KubeClient, namespace: str, wake: Callable[[Key], None]):
+        self.api, self.name, self.wake = api, namespace, wake
+        self.trials = Informer(api, namespace, TRIALS, lambda t: (t.get("spec") or {}).get("experimentName"),
+                               slim_custom_object, self.changed)
+        self.pods = Informer(api, namespace, PODS, by_experiment, slim_pod, self.changed, label_selector=L_EXPERIMENT)
+        # Jobs or other resources that trials run as, watched once an experiment uses that kind.
+        self.workloads: dict[Resource, Informer] = {}
+        self.tasks = [self.start(i) for i in (self.trials, self.pods)]
+
+    def changed(self, experiment: str | None) -> None:
+        self.wake((self.name, experiment))
+
+    def start(self, informer: Informer) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(informer.run(), name=f"{informer.kind} in {self.name}")
+        task.add_done_callback(lambda t: self.ended(informer, t))
+        return task
+
+    def ended(self, informer: Informer, task: asyncio.Task) -> None:
+        """An informer's loop ends only when cancelled (its experiments are gone); anything else
+        leaves it down for good, which the liveness probe then reports."""
+        if task.cancelled():
+            return
+        informer.health.stopped(task.exception())
+        log.error("%s: the informer stopped (%r); the liveness probe fails from now on", informer.health.where,
+                  task.exception())
+
+    def informers(self) -> list[Informer]:
+        return [self.trials, self.pods, *self.workloads.values()]
+
+    def workload(self, resource: Resource) -> Informer:
+        informer = self.workloads.get(resource)
+        if informer is None:
+            informer = self.workloads[resource] = Informer(self.api, self.name, resource, by_experiment,
+                                                           slim_workload, self.changed, label_selector=L_EXPERIMENT)
+            self.tasks.append(self.start(informer))
+        return informer
+
+    async def synced(self) -> None:
+        await self.trials.synced.wait()
+        await self.pods.synced.wait()
+
+    async def watch_kind(self, kind: Kind) -> Resource:
+        """The resource of a trial kind, watched in the namespace from now on (and listed once)."""
+        plural = kind.plural or await self.api.plural_of(kind.api_version, kind.kind)
+        resource = (kind.group, kind.version, plural)
+        await self.workload(resource).synced.wait()
+        return resource
+
+    def trials_of(self, experiment: str) -> dict[str, dict]:
+        return dict(self.trials.objects.get(experiment) or {})
+
+    def pods_of(self, experiment: str) -> dict[str, dict]:
+        return dict(self.pods.objects.get(experiment) or {})
+
+    def workload_observations(self, experiment: str, spec: ExperimentSpec, kind: Kind, resource: Resource,
+                              kept: WorkloadObservations) -> dict[str, dict]:
+        """Per trial, the pod-shaped observation of its Job or resource and their pods
+        (workloads/kinds.py), made anew only where they changed since `kept` last saw them."""
+        return kept.observe(kind, spec, self.workload(resource).objects.get(experiment) or {},
+                            (self.pods.objects.get(experiment) or {}).values())
+
+
+@dataclass
+class WorkloadObservations:
+    """The pod-shaped observations of an experiment's Job or resource trials, each kept while its
+    workload and pods are the same objects as when it was made: the informers store a new dict for
+    every change they see, so an unchanged trial costs a lookup instead of a new observation each
+    round (as a pod trial's pod is the informer's own dict)."""
+
+    template: tuple = ()  # what every observation was made with: (kind, the trial resource, primary labels)
+    kept: dict[str, tuple[dict, tuple[dict, ...], dict | None]] = field(default_factory=dict)
+
+    def observe(self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict],
+                pods: Iterable[dict]) -> dict[str, dict]:
+        tt = spec.trial_template
+        primary = tt.primary_pod.labels if tt.primary_pod else None
+        template = (kind, tt.resource, primary)
+        if template != self.template:  # the experiment's template was edited: observe every trial again
+            self.template, self.kept = template, {}
+        pods_by_trial: dict[str, list[dict]] = {}
+        for pod in pods:
+            trial = (pod["metadata"].get("labels") or {}).get(L_TRIAL)
+            if trial:
+                pods_by_trial.setdefault(trial, []).append(pod)
+        kept, observed = {}, {}
+        for name, body in workloads.items():
+            its_pods = tuple(pods_by_trial.get(name, ()))
+            entry = self.kept.get(name)
+            if entry is None or entry[0] is not body or not _same(entry[1], its_pods):
+                entry = (body, its_pods, trial_pod_view(kind, name, body, list(its_pods), tt.resource, primary))
+            kept[name] = entry
+            if entry[2] is not None:
+                observed[name] = entry[2]
+        self.kept = kept  # a trial whose workload is gone is dropped with it
+        return observed
+
+
+def _same(a: tuple[dict, ...], b: tuple[dict, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))

@@ -9,7 +9,7 @@ import time
 import pytest
 from kubernetes import client, watch
 
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Suggester
 from tests.kube import wait_until
 

@@ -12,7 +12,7 @@ import pytest
 from hpo_operator import planner
 from hpo_operator.controller.executor import Executor, PendingWrites
 from hpo_operator.kube.client import ApiException
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 
 SPEC = ExperimentSpec.model_validate({
     "objective": {"type": "minimize", "metricName": "loss"},

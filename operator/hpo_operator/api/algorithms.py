@@ -3,7 +3,7 @@
 A field's Python name is the Optuna sampler's keyword argument, its alias the name users write in
 spec.algorithm.settings, and its constraints the values the sampler can use. Both checks come from
 these models, so they cannot drift apart: the CEL rule of the CRD that refuses unknown setting
-names at `kubectl apply` (models.Algorithm), and the parsing of the values into the sampler's
+names at `kubectl apply` (spec.Algorithm), and the parsing of the values into the sampler's
 keyword arguments (suggest.make_sampler), whose errors become the condition InvalidSpec.
 
 Neither Optuna nor kopf is imported here: the API models and the CRD generator use this module.
@@ -89,7 +89,7 @@ class QmcSettings(AlgorithmSettings):
     scramble: Flag | None = None
 
 
-# Keyed by models.AlgorithmName's values (a test keeps the two the same).
+# Keyed by spec.AlgorithmName's values (a test keeps the two the same).
 SETTINGS: dict[str, type[AlgorithmSettings]] = {
     "random": NoSettings,
     "grid": NoSettings,

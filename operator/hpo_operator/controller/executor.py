@@ -18,9 +18,10 @@ from hpo_operator.planner.apply import apply_plan
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.workloads import checkpoint
-from hpo_operator.api.vocabulary import L_CONFIG
+from hpo_operator.api.vocabulary import L_CONFIG, TERMINAL_PHASES
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, api_reason, failure_reason
-from hpo_operator.api.models import TERMINAL_PHASES, ExperimentSpec, TrialStatus
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import TrialStatus
 from hpo_operator.workloads.kinds import build_workload
 
 log = logging.getLogger(__name__)

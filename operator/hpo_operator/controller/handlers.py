@@ -19,7 +19,7 @@ import kopf
 
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import connect
-from hpo_operator.api.models import GROUP, VERSION
+from hpo_operator.api.vocabulary import GROUP, VERSION
 from .runtime import Runtime
 
 MAX_EVENT_MESSAGE = 1024

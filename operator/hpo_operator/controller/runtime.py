@@ -29,7 +29,8 @@ from hpo_operator.core.conditions import set_condition
 from .executor import Executor, PendingWrites, PostEvent
 from hpo_operator.kube.informer import Informer, WatchHealth
 from hpo_operator.kube.client import CLAIMS, PODS, TRIALS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, failure_reason
-from hpo_operator.api.models import ExperimentSpec, ExperimentStatus
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import ExperimentStatus
 from hpo_operator.planner import L_EXPERIMENT, L_TRIAL
 from hpo_operator.search.suggest import SearchSpaceError, Suggester
 from hpo_operator.workloads.kinds import Kind, kind_of, trial_pod_view

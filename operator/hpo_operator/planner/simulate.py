@@ -15,7 +15,7 @@ from typing import Any, Callable, Coroutine
 
 from hpo_operator import planner
 from hpo_operator.core import times
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 from .apply import apply_plan
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)

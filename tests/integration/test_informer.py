@@ -7,9 +7,8 @@ import asyncio
 from hpo_operator.kube import client as kubeapi
 from hpo_operator.kube.client import PODS, TRIALS
 from hpo_operator.kube.informer import Informer
-from hpo_operator.planner import L_EXPERIMENT
+from hpo_operator.api.vocabulary import GROUP, L_EXPERIMENT, VERSION
 from hpo_operator.controller.runtime import slim_pod, slim_trial
-from tests.integration.test_operator import GROUP, VERSION
 
 
 def pod(name: str, labels: dict) -> dict:

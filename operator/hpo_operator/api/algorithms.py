@@ -18,6 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from .vocabulary import AlgorithmName
+
 
 def _words_to_bool(text: Any) -> Any:
     # pydantic's own bool parsing also takes on/off, t/f, y/n; settings have always taken exactly
@@ -89,13 +91,14 @@ class QmcSettings(AlgorithmSettings):
     scramble: Flag | None = None
 
 
-# Keyed by spec.AlgorithmName's values (a test keeps the two the same).
+# Keyed by AlgorithmName's words, in its order (the CEL rule and its message list them so; a test
+# keeps every algorithm here).
 SETTINGS: dict[str, type[AlgorithmSettings]] = {
-    "random": NoSettings,
-    "grid": NoSettings,
-    "tpe": TpeSettings,
-    "cmaes": CmaEsSettings,
-    "qmc": QmcSettings,
+    AlgorithmName.random.value: NoSettings,
+    AlgorithmName.grid.value: NoSettings,
+    AlgorithmName.tpe.value: TpeSettings,
+    AlgorithmName.cmaes.value: CmaEsSettings,
+    AlgorithmName.qmc.value: QmcSettings,
 }
 
 

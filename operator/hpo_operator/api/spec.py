@@ -9,7 +9,6 @@ operator.
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
@@ -17,7 +16,8 @@ from pydantic import ConfigDict, Field
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
 from .external import TrialResource, VolumeClaimTemplate
-from .vocabulary import FailureClass
+from .vocabulary import (AlgorithmName, CheckpointRetention, EarlyStoppingAlgorithm, FailureClass, MetricsSource,
+                         ObjectiveType, ParameterType, PodRetention)
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A placeholder in the trial template: ${params.NAME}, ${trial.name}, ${trial.attempt},
@@ -27,11 +27,6 @@ PLACEHOLDER_PATTERN = r"\$\{(params|trial|experiment)\.([A-Za-z0-9_]+)\}"
 # experiment's name plus suffixes (-0042, -a2), and names are also label values (at most 63).
 EXPERIMENT_NAME_MAX_LENGTH = 40
 TRIAL_NAME_MAX_LENGTH = 56
-
-
-class ObjectiveType(str, Enum):
-    minimize = "minimize"
-    maximize = "maximize"
 
 
 class Objective(Model):
@@ -52,14 +47,6 @@ class Objective(Model):
         None, max_length=16,
         description="Other metrics to record for every trial (shown in the trial's status).",
         json_schema_extra=schema_extra(list_type="set"))
-
-
-class AlgorithmName(str, Enum):
-    random = "random"
-    grid = "grid"
-    tpe = "tpe"
-    cmaes = "cmaes"
-    qmc = "qmc"
 
 
 class AlgorithmSetting(Model):
@@ -86,13 +73,6 @@ class Algorithm(Model):
     settings: list[AlgorithmSetting] | None = Field(
         None, max_length=32, description="Algorithm-specific settings.",
         json_schema_extra=schema_extra(list_type="map", list_map_keys=["name"]))
-
-
-class ParameterType(str, Enum):
-    int = "int"
-    double = "double"
-    categorical = "categorical"
-    discrete = "discrete"
 
 
 NUMBER_RE = r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
@@ -155,17 +135,6 @@ class RetryPolicy(Model):
     max_backoff_seconds: int = Field(300, ge=0, le=86400, description="Upper bound of the backoff.")
 
 
-class MetricsSource(str, Enum):
-    auto = "Auto"
-    termination_message = "TerminationMessage"
-    stdout = "StdoutLog"
-
-
-class EarlyStoppingAlgorithm(str, Enum):
-    median = "median"
-    asha = "asha"
-
-
 class EarlyStopping(Model):
     """Stop trials whose intermediate objective values (metrics with a step, read from the running
     pod's log) are unpromising. Stopped trials end as EarlyStopped and are not retried."""
@@ -190,17 +159,6 @@ class MetricsCollector(Model):
         "Auto: the termination message, then the log."))
     interval_seconds: int = Field(10, ge=1, le=3600, description=(
         "With earlyStopping: how often the log of a running trial is read for intermediate values."))
-
-
-class PodRetention(str, Enum):
-    keep = "Keep"
-    delete = "Delete"
-
-
-class CheckpointRetention(str, Enum):
-    delete_on_success = "DeleteOnSuccess"
-    delete = "Delete"
-    keep = "Keep"
 
 
 class Checkpoint(Model):

@@ -1,6 +1,13 @@
 """The API's vocabulary, each word spelled once: group and version, labels and annotations, phases,
-launch reasons and failure classes. It imports nothing of the project, Optuna or kopf, so the
-kubectl plugin, the models, the planner and the dashboard all read it cheaply."""
+launch reasons, failure classes and the spec's other closed sets. It imports nothing of the
+project, Optuna or kopf, so the kubectl plugin, the models, the planner and the dashboard all read
+it cheaply.
+
+The enums are str-valued, so a member equals its word and dumps as it. Models keep the words
+(use_enum_values), not the members, because str() and f-strings of a member spell its class and
+name (FailureClass.error), not its word. The enums have no docstrings: pydantic would write them
+into the CRDs as the fields' descriptions.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +35,9 @@ A_RESTART_REQUEST = f"{GROUP}/restart-request"
 A_NOT_BEFORE = f"{GROUP}/not-before"  # a retry waits for its backoff until then
 A_CREATOR = f"{GROUP}/creator"  # who created an experiment with the plugin
 A_ORIGINAL = f"{GROUP}/original"  # the experiment a copy was made from
+
+# The finalizer on Experiments (kopf's, while it handles them).
+FINALIZER = f"{GROUP}/finalizer"
 
 
 class ExperimentPhase(str, Enum):
@@ -66,5 +76,49 @@ class FailureClass(str, Enum):
 EXPERIMENT_PHASES = tuple(p.value for p in ExperimentPhase)
 TRIAL_PHASES = tuple(p.value for p in TrialPhase)
 FINISHED_PHASES = (ExperimentPhase.succeeded.value, ExperimentPhase.failed.value)  # of an experiment
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Killed", "EarlyStopped", "Refused"})  # of a trial
+TERMINAL_PHASES = frozenset(p.value for p in (TrialPhase.succeeded, TrialPhase.failed, TrialPhase.killed,
+                                              TrialPhase.early_stopped, TrialPhase.refused))  # of a trial
 UNFINISHED_PHASES = tuple(p for p in TRIAL_PHASES if p not in TERMINAL_PHASES)  # of a trial
+
+
+# The spec's closed sets: their values are what users write.
+class ObjectiveType(str, Enum):
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+class AlgorithmName(str, Enum):
+    random = "random"
+    grid = "grid"
+    tpe = "tpe"
+    cmaes = "cmaes"
+    qmc = "qmc"
+
+
+class ParameterType(str, Enum):
+    int = "int"
+    double = "double"
+    categorical = "categorical"
+    discrete = "discrete"
+
+
+class MetricsSource(str, Enum):
+    auto = "Auto"
+    termination_message = "TerminationMessage"
+    stdout = "StdoutLog"
+
+
+class EarlyStoppingAlgorithm(str, Enum):
+    median = "median"
+    asha = "asha"
+
+
+class PodRetention(str, Enum):
+    keep = "Keep"
+    delete = "Delete"
+
+
+class CheckpointRetention(str, Enum):
+    delete_on_success = "DeleteOnSuccess"
+    delete = "Delete"
+    keep = "Keep"

@@ -10,13 +10,12 @@ from kubernetes.client import ApiException
 
 from hpo_operator.api import admission as admission_rules
 from hpo_operator.core import times
-from hpo_operator.api.vocabulary import API_VERSION
+from hpo_operator.api.vocabulary import A_CREATOR, A_RESTART, API_VERSION, L_CONFIG, L_EXPERIMENT
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
 from .experiments import get_experiment_object, get_object, list_objects
 from .query import Page, paginate, parse_order_by, sort_items, token_page
-from .views import (A_CREATOR, A_RESTART, L_CONFIG, L_EXPERIMENT, MetricPoint, RestartResult, TrialSummary,
-                    metric_points, trial_summary)
+from .views import MetricPoint, RestartResult, TrialSummary, metric_points, trial_summary
 
 # A user-requested configuration's Trial: <experiment>-u-xxxxx (at most 40 + 3 + 5 characters).
 USER_TRIAL_INFIX = "-u-"

@@ -31,7 +31,7 @@ from hpo_operator.kube.informer import Informer, WatchHealth
 from hpo_operator.kube.client import CLAIMS, PODS, TRIALS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, failure_reason
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus
-from hpo_operator.planner import L_EXPERIMENT, L_TRIAL
+from hpo_operator.api.vocabulary import FINISHED_PHASES, L_EXPERIMENT, L_TRIAL
 from hpo_operator.search.suggest import SearchSpaceError, Suggester
 from hpo_operator.workloads.kinds import Kind, kind_of, trial_pod_view
 
@@ -280,7 +280,7 @@ class ExperimentLoop:
         await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.get("phase"))
-        if st.get("phase") in planner.FINISHED_PHASES and not (st.get("trialsRunning") or st.get("trialsPending")):
+        if st.get("phase") in FINISHED_PHASES and not (st.get("trialsRunning") or st.get("trialsPending")):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
 

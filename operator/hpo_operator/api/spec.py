@@ -16,8 +16,8 @@ from pydantic import ConfigDict, Field
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
 from .external import TrialResource, VolumeClaimTemplate
-from .vocabulary import (AlgorithmName, CheckpointRetention, EarlyStoppingAlgorithm, FailureClass, MetricsSource,
-                         ObjectiveType, ParameterType, PodRetention)
+from .vocabulary import (AlgorithmName, CheckpointRetention, EarlyStoppingAlgorithm, MetricsSource, ObjectiveType,
+                         ParameterType, PodRetention, RetryableFailureClass)
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A placeholder in the trial template: ${params.NAME}, ${trial.name}, ${trial.attempt},
@@ -123,8 +123,8 @@ class RetryPolicy(Model):
 
     max_retries: int = Field(2, ge=0, le=20, description=(
         "Retries per configuration: a configuration runs at most maxRetries + 1 times."))
-    retry_on: list[FailureClass] = Field(
-        default_factory=lambda: [FailureClass.infrastructure, FailureClass.oom_killed],
+    retry_on: list[RetryableFailureClass] = Field(
+        default_factory=lambda: [RetryableFailureClass.infrastructure, RetryableFailureClass.oom_killed],
         max_length=4, description=(
             "Failure classes that are retried: Infrastructure (Evicted, Preempted, node lost, pod "
             "deleted), OOMKilled, Error (the program's own non-zero exit), MetricsUnavailable "

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from .base import Model, schema_extra
 from .spec import ExperimentSpec, ParameterAssignment, TrialSpec
-from .vocabulary import TrialPhase
+from .vocabulary import ExperimentPhase, FailureClass, TrialPhase
 
 
 class Condition(Model):
@@ -40,7 +40,7 @@ class OptimalTrial(Model):
 
 
 class PhaseChange(Model):
-    phase: str
+    phase: ExperimentPhase
     reason: str | None = None
     time: str = Field(json_schema_extra={"format": "date-time"})
 
@@ -49,7 +49,7 @@ STATUS_HISTORY_LIMIT = 50
 
 
 class ExperimentStatus(Model):
-    phase: str | None = Field(None, description="Created, Running, Suspended, Succeeded or Failed.")
+    phase: ExperimentPhase | None = Field(None, description="Created, Running, Suspended, Succeeded or Failed.")
     status_history: list[PhaseChange] | None = Field(None, max_length=STATUS_HISTORY_LIMIT, description=(
         "The phases the experiment went through, with their reasons and times (the latest "
         f"{STATUS_HISTORY_LIMIT})."))
@@ -88,7 +88,7 @@ class TrialStatus(Model):
     phase: TrialPhase | None = None
     reason: str | None = None
     message: str | None = Field(None, max_length=32768)
-    failure_class: str | None = None
+    failure_class: FailureClass | None = None
     conditions: list[Condition] | None = Field(None, **_CONDITIONS)
     pod_name: str | None = None
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})

@@ -67,10 +67,21 @@ class LaunchReason(str, Enum):
 
 
 class FailureClass(str, Enum):
-    infrastructure = "Infrastructure"
+    infrastructure = "Infrastructure"  # evicted, preempted, node lost, pod deleted
     oom_killed = "OOMKilled"
-    error = "Error"
-    metrics_unavailable = "MetricsUnavailable"
+    error = "Error"  # the program's own non-zero exit
+    metrics_unavailable = "MetricsUnavailable"  # succeeded without reporting the objective
+    startup = "Startup"  # the pod never started: image, config, unschedulable
+    timeout = "Timeout"  # ran past maxTrialDurationSeconds, or a Job's activeDeadlineSeconds
+
+
+# The classes retryPolicy.retryOn may name. Startup and Timeout are never retried: a re-run would
+# end the same way.
+class RetryableFailureClass(str, Enum):
+    infrastructure = FailureClass.infrastructure.value
+    oom_killed = FailureClass.oom_killed.value
+    error = FailureClass.error.value
+    metrics_unavailable = FailureClass.metrics_unavailable.value
 
 
 EXPERIMENT_PHASES = tuple(p.value for p in ExperimentPhase)

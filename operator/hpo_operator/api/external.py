@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from .base import Model
+from .vocabulary import AccessMode, ConditionStatus
 
 
 # The embedded pod template keeps unknown fields (it is a whole PodTemplateSpec). Its containers
@@ -75,8 +76,7 @@ class ConditionRule(Model):
     """A condition of the resource's status that decides the trial."""
 
     type: str = Field(min_length=1, max_length=316, description="The condition's type, e.g. Complete.")
-    status: str = Field("True", description="The status it must have.",
-                        json_schema_extra={"enum": ["True", "False", "Unknown"]})
+    status: ConditionStatus = Field(ConditionStatus.true.value, description="The status it must have.")
 
 
 class TrialResource(Model):
@@ -104,6 +104,5 @@ class VolumeClaimTemplate(Model):
         "The StorageClass of the claims (default: the cluster's default class)."))
     size: str = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
                       description="The storage each configuration gets, a quantity such as 1Gi.")
-    access_mode: str = Field("ReadWriteOnce", description="How the volume is mounted.",
-                             json_schema_extra={"enum": ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]})
+    access_mode: AccessMode = Field(AccessMode.read_write_once.value, description="How the volume is mounted.")
 

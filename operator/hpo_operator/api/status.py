@@ -10,12 +10,12 @@ from pydantic import Field
 
 from .base import Model, schema_extra
 from .spec import ExperimentSpec, ParameterAssignment, TrialSpec
-from .vocabulary import ExperimentPhase, FailureClass, TrialPhase
+from .vocabulary import ConditionStatus, ExperimentPhase, FailureClass, TrialPhase
 
 
 class Condition(Model):
     type: str = Field(max_length=316)
-    status: str = Field(json_schema_extra={"enum": ["True", "False", "Unknown"]})
+    status: ConditionStatus
     reason: str = Field(max_length=1024)
     message: str = Field("", max_length=32768)
     last_transition_time: str = Field(json_schema_extra={"format": "date-time"})

@@ -3,10 +3,12 @@ launch reasons, failure classes and the spec's other closed sets. It imports not
 project, Optuna or kopf, so the kubectl plugin, the models, the planner and the dashboard all read
 it cheaply.
 
-The enums are str-valued, so a member equals its word and dumps as it. Models keep the words
-(use_enum_values), not the members, because str() and f-strings of a member spell its class and
-name (FailureClass.error), not its word. The enums have no docstrings: pydantic would write them
-into the CRDs as the fields' descriptions.
+The enums are str-valued, so a member equals its word and dumps as it. Models parse into the
+words (use_enum_values), not the members, because str() and f-strings of a member spell its class
+and name (FailureClass.error), not its word. (A default is not parsed: one given as a member stays
+a member, though the API server fills in the CRDs' defaults as words before the operator reads an
+object.) The enums have no docstrings: pydantic would write them into the CRDs as the fields'
+descriptions.
 """
 
 from __future__ import annotations
@@ -133,3 +135,16 @@ class CheckpointRetention(str, Enum):
     delete_on_success = "DeleteOnSuccess"
     delete = "Delete"
     keep = "Keep"
+
+
+# Kubernetes' own closed sets, where our schema embeds them.
+class ConditionStatus(str, Enum):  # metav1.Condition's status
+    true = "True"
+    false = "False"
+    unknown = "Unknown"
+
+
+class AccessMode(str, Enum):  # a PersistentVolumeClaim's access modes, as a checkpoint's claim takes them
+    read_write_once = "ReadWriteOnce"
+    read_write_once_pod = "ReadWriteOncePod"
+    read_write_many = "ReadWriteMany"

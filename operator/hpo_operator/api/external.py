@@ -76,7 +76,8 @@ class ConditionRule(Model):
     """A condition of the resource's status that decides the trial."""
 
     type: str = Field(min_length=1, max_length=316, description="The condition's type, e.g. Complete.")
-    status: ConditionStatus = Field(ConditionStatus.true.value, description="The status it must have.")
+    # validate_default: the default is parsed too, so the model holds the word "True" as before.
+    status: ConditionStatus = Field(ConditionStatus.true, validate_default=True, description="The status it must have.")
 
 
 class TrialResource(Model):
@@ -104,5 +105,7 @@ class VolumeClaimTemplate(Model):
         "The StorageClass of the claims (default: the cluster's default class)."))
     size: str = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
                       description="The storage each configuration gets, a quantity such as 1Gi.")
-    access_mode: AccessMode = Field(AccessMode.read_write_once.value, description="How the volume is mounted.")
+    # validate_default: the default is parsed too, so the claim gets the word, as before.
+    access_mode: AccessMode = Field(AccessMode.read_write_once, validate_default=True,
+                                    description="How the volume is mounted.")
 

@@ -5,10 +5,10 @@ it cheaply.
 
 The enums are str-valued, so a member equals its word and dumps as it. Models parse into the
 words (use_enum_values), not the members, because str() and f-strings of a member spell its class
-and name (FailureClass.error), not its word. (A default is not parsed: one given as a member stays
-a member, though the API server fills in the CRDs' defaults as words before the operator reads an
-object.) The enums have no docstrings: pydantic would write them into the CRDs as the fields'
-descriptions.
+and name (FailureClass.error), not its word. (A default is not parsed unless the field says
+validate_default: one given as a member otherwise stays a member, though the API server fills in
+the CRDs' defaults as words before the operator reads an object.) The enums have no docstrings:
+pydantic would write them into the CRDs as the fields' descriptions.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
 from hpo_operator.kube.client import KubeClient, read_body  # noqa: E402
-from hpo_operator.api.models import ExperimentSpec  # noqa: E402
+from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
 from hpo_operator.workloads.kinds import build_workload  # noqa: E402
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"

@@ -36,7 +36,8 @@ from kubernetes import client, config  # noqa: E402
 
 from tests import faults  # noqa: E402
 from tests.kube import OperatorProcess  # noqa: E402
-from tests.outcome import GROUP, VERSION, FaultyGrid  # noqa: E402
+from hpo_operator.api.vocabulary import GROUP, VERSION  # noqa: E402
+from tests.outcome import FaultyGrid  # noqa: E402
 
 LEASE = "hpo-operator"
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 import optuna  # noqa: E402
 
 from hpo_operator.core import times
-from hpo_operator.api.models import ExperimentSpec  # noqa: E402
+from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
 from hpo_operator.search.suggest import REPLAY_LIMIT, Outcome, Recorded, Suggester  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 import optuna  # noqa: E402
 from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E402
 
-from hpo_operator.api.models import ExperimentSpec  # noqa: E402
+from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
 from hpo_operator.planner.simulate import InMemoryExperiment  # noqa: E402
 from hpo_operator.search.suggest import distribution  # noqa: E402
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-GROUP, VERSION = "hpo.dev", "v1alpha1"
+from hpo_operator.api.vocabulary import GROUP, VERSION
 
 
 @dataclass(frozen=True)

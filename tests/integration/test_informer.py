@@ -7,9 +7,8 @@ import asyncio
 from hpo_operator.kube import client as kubeapi
 from hpo_operator.kube.client import PODS, TRIALS
 from hpo_operator.kube.informer import Informer
-from hpo_operator.planner import L_EXPERIMENT
+from hpo_operator.api.vocabulary import GROUP, L_EXPERIMENT, VERSION
 from hpo_operator.controller.slim import slim_custom_object, slim_pod
-from tests.integration.test_operator import GROUP, VERSION
 
 
 def pod(name: str, labels: dict) -> dict:

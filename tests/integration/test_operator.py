@@ -9,11 +9,10 @@ import time
 import pytest
 from kubernetes import client, watch
 
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import GROUP, VERSION
 from hpo_operator.search.suggest import Suggester
 from tests.kube import wait_until
-
-GROUP, VERSION = "hpo.dev", "v1alpha1"
 
 
 def experiment(name: str, parameters: list[dict], *, annotations: dict, max_trials: int,

@@ -18,7 +18,8 @@ import yaml
 from kubernetes import client, watch
 
 from tests.kube import wait_until
-from tests.integration.test_operator import GROUP, VERSION, Cluster
+from hpo_operator.api.vocabulary import GROUP, VERSION
+from tests.integration.test_operator import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "real-sklearn.yaml"

@@ -7,7 +7,8 @@ import asyncio
 import collections
 
 from hpo_operator.kube import client as kubeapi
-from tests.integration.test_operator import GROUP, VERSION, Cluster
+from hpo_operator.api.vocabulary import GROUP, VERSION
+from tests.integration.test_operator import Cluster
 from tests.kube import wait_until
 
 CONFIGURATIONS = 300

@@ -3,7 +3,7 @@
 Every invalid manifest below is the valid base manifest with one thing wrong. Each case checks
 that kubectl fails, that the object was not created, and that the error names the field and says
 what is wrong in words (the CRD's schema bounds, enums and CEL rules, generated from
-hpo_operator.api.models). No operator runs here: this is the API server alone.
+the models in hpo_operator.api). No operator runs here: this is the API server alone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pytest
 
-from hpo_operator.api.models import EXPERIMENT_NAME_MAX_LENGTH, TRIAL_NAME_MAX_LENGTH
+from hpo_operator.api.spec import EXPERIMENT_NAME_MAX_LENGTH, TRIAL_NAME_MAX_LENGTH
 
 API_VERSION = "hpo.dev/v1alpha1"
 

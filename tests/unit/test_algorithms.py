@@ -27,7 +27,8 @@ from optuna.trial import TrialState
 from hpo_operator import planner
 from hpo_operator.core import times
 from hpo_operator.api.algorithms import SETTINGS, Flag, parse_settings, setting_names
-from hpo_operator.api.models import AlgorithmName, ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import AlgorithmName
 from hpo_operator.planner.simulate import InMemoryExperiment
 from hpo_operator.core.space import format_value, normalize_assignment
 from hpo_operator.search.suggest import (SAMPLERS, Outcome, Recorded, SearchSpaceError, Suggester, check, distribution,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hpo_operator.workloads.checkpoint import build_claim, claim_name, merged_history, mount, volumes_to_delete
-from hpo_operator.api.models import Checkpoint, Metric
+from hpo_operator.api.spec import Checkpoint
+from hpo_operator.api.status import Metric
 
 CKPT = Checkpoint.model_validate({"volumeClaimTemplate": {"size": "1Gi", "storageClassName": "local"},
                                   "mountPath": "/ckpt"})

@@ -1,10 +1,12 @@
 """The committed CRDs are generated from the models (one source of truth)."""
 
+import ast
 from pathlib import Path
 
 import yaml
 
 from hpo_operator.api import crd as crdgen
+from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, TRIAL_PHASES, FailureClass
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,3 +48,56 @@ def test_only_what_trials_run_keeps_unknown_fields():
     for kind in kinds:
         assert any(kind in p for p in keeping), f"{kind} must keep the object's fields"
     assert all(any(kind in p for kind in kinds) for p in keeping), keeping
+
+
+OPERATOR_SOURCES = sorted(p for p in (REPO / "operator" / "hpo_operator").rglob("*.py") if p.parent.name != "api")
+
+
+def _strings(node):
+    """The string constants an expression can evaluate to (a literal, or either side of an `if`)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.IfExp):
+        return _strings(node.body) | _strings(node.orelse)
+    return set()
+
+
+def _written(keyword: str, positional: dict[str, int], variables: tuple[str, ...] = ()) -> set[str]:
+    """Literal strings the operator's code writes into a field: as a keyword argument, as the
+    positional argument of the named calls, or assigned to the named local variables."""
+    found = set()
+    for path in OPERATOR_SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                for kw in node.keywords:
+                    if kw.arg == keyword:
+                        found |= _strings(kw.value)
+                name = getattr(node.func, "id", getattr(node.func, "attr", None))
+                if name in positional and len(node.args) > positional[name]:
+                    found |= _strings(node.args[positional[name]])
+            elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) in variables for t in node.targets):
+                found |= _strings(node.value)
+    return found
+
+
+def test_the_crds_take_every_failure_class_the_operator_writes():
+    """status.failureClass is an enum in the Trial CRD: a class the code writes but the enum lacks
+    would make the API server refuse the status write."""
+    classes = _written("failure_class", {"PodObservation": 3}, ("cls",))
+    assert {"Infrastructure", "Startup"} <= classes, "the scan no longer finds the classes the code writes"
+    assert classes <= {c.value for c in FailureClass}
+    schema = crdgen.trial_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert schema["properties"]["status"]["properties"]["failureClass"]["enum"] == [c.value for c in FailureClass]
+
+
+def test_the_crds_take_every_phase_the_operator_writes():
+    """status.phase (and statusHistory's) are enums in both CRDs; trial phases are written as
+    phase=..., experiment phases as Decision(phase, ...)."""
+    trial = _written("phase", {})
+    experiment = _written("", {"Decision": 0})
+    assert "Killed" in trial and "Suspended" in experiment, "the scan no longer finds the phases the code writes"
+    assert trial <= set(TRIAL_PHASES) | set(EXPERIMENT_PHASES)
+    assert experiment <= set(EXPERIMENT_PHASES)
+    status = crdgen.experiment_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["properties"]["phase"]["enum"] == list(EXPERIMENT_PHASES)
+    assert status["properties"]["statusHistory"]["items"]["properties"]["phase"]["enum"] == list(EXPERIMENT_PHASES)

@@ -12,7 +12,9 @@ import pytest
 from hpo_operator import planner
 from hpo_operator.controller.executor import Executor, PendingWrites
 from hpo_operator.kube.client import ApiException
-from hpo_operator.api.models import ExperimentSpec, ExperimentStatus, TrialStatus
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import ExperimentStatus, TrialStatus
+from hpo_operator.api.vocabulary import A_RESTART, L_LAUNCH
 
 SPEC = ExperimentSpec.model_validate({
     "objective": {"type": "minimize", "metricName": "loss"},
@@ -90,7 +92,7 @@ class FakeApi:
 
 def new_trial(name: str) -> dict:
     return {"apiVersion": "hpo.dev/v1alpha1", "kind": "Trial",
-            "metadata": {"name": name, "namespace": "ns", "labels": {planner.L_LAUNCH: "Suggestion"},
+            "metadata": {"name": name, "namespace": "ns", "labels": {L_LAUNCH: "Suggestion"},
                          "ownerReferences": [{"uid": "uid-exp", "controller": True}]},
             "spec": {"experimentName": "exp", "attempt": 1, "parameters": [{"name": "x", "value": "0.5"}]},
             "status": {"phase": "Pending", "reason": "PodCreated", "parameterSummary": "x=0.5"}}
@@ -133,7 +135,7 @@ def test_a_new_trial_gets_its_pod_after_it_exists_and_the_experiment_status_come
 def test_status_before_metadata_for_one_trial_and_independent_writes_at_once():
     trials = [existing(f"t{i}") for i in range(6)]
     plan = planner.Plan(trial_status={t.name: TrialStatus(phase="Succeeded") for t in trials},
-                        trial_metadata={"t0": {"annotations": {planner.A_RESTART: None}}},
+                        trial_metadata={"t0": {"annotations": {A_RESTART: None}}},
                         delete_pods=["t1", "t2"], experiment_status=ExperimentStatus(phase="Running"))
     api = FakeApi()
     run(api, plan, trials)

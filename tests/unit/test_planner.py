@@ -15,10 +15,10 @@ import pytest
 
 from hpo_operator import planner
 from hpo_operator.core import times
-from hpo_operator.api.models import ExperimentSpec
-from hpo_operator.planner import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH,
-                                  L_LINEAGE, L_TRIAL, ExperimentView, TrialView, backoff_seconds, goal_reached,
-                                  is_better, needs_log, validate_spec)
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT,
+                                         L_LAUNCH, L_LINEAGE, L_TRIAL)
+from hpo_operator.planner import ExperimentView, TrialView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
 from hpo_operator.planner.simulate import MemoryCluster
 from hpo_operator.core.space import config_hash
 

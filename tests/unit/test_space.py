@@ -2,7 +2,7 @@
 
 import pytest
 
-from hpo_operator.api.models import Parameter, ParameterAssignment
+from hpo_operator.api.spec import Parameter, ParameterAssignment
 from hpo_operator.core.space import (InvalidConfiguration, assignments, config_hash, format_value, normalize,
                                 normalize_assignment, summary)
 

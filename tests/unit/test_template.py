@@ -2,7 +2,7 @@
 
 import copy
 
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.workloads.pod import build_pod, substitute
 
 

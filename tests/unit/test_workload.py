@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core.podstate import observe
 from hpo_operator.controller.namespace import WorkloadObservations
 from hpo_operator.workloads.kinds import JOB, POD, Kind, build_workload, kind_of, label_pod_templates, primary_pod, trial_pod_view

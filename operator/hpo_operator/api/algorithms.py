@@ -3,7 +3,7 @@
 A field's Python name is the Optuna sampler's keyword argument, its alias the name users write in
 spec.algorithm.settings, and its constraints the values the sampler can use. Both checks come from
 these models, so they cannot drift apart: the CEL rule of the CRD that refuses unknown setting
-names at `kubectl apply` (models.Algorithm), and the parsing of the values into the sampler's
+names at `kubectl apply` (spec.Algorithm), and the parsing of the values into the sampler's
 keyword arguments (suggest.make_sampler), whose errors become the condition InvalidSpec.
 
 Neither Optuna nor kopf is imported here: the API models and the CRD generator use this module.
@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from .vocabulary import AlgorithmName
 
 
 def _words_to_bool(text: Any) -> Any:
@@ -89,13 +91,14 @@ class QmcSettings(AlgorithmSettings):
     scramble: Flag | None = None
 
 
-# Keyed by models.AlgorithmName's values (a test keeps the two the same).
+# Keyed by AlgorithmName's words, in its order (the CEL rule and its message list them so; a test
+# keeps every algorithm here).
 SETTINGS: dict[str, type[AlgorithmSettings]] = {
-    "random": NoSettings,
-    "grid": NoSettings,
-    "tpe": TpeSettings,
-    "cmaes": CmaEsSettings,
-    "qmc": QmcSettings,
+    AlgorithmName.random.value: NoSettings,
+    AlgorithmName.grid.value: NoSettings,
+    AlgorithmName.tpe.value: TpeSettings,
+    AlgorithmName.cmaes.value: CmaEsSettings,
+    AlgorithmName.qmc.value: QmcSettings,
 }
 
 

@@ -1,6 +1,15 @@
 """The API's vocabulary, each word spelled once: group and version, labels and annotations, phases,
-launch reasons and failure classes. It imports nothing of the project, Optuna or kopf, so the
-kubectl plugin, the models, the planner and the dashboard all read it cheaply."""
+launch reasons, failure classes and the spec's other closed sets. It imports nothing of the
+project, Optuna or kopf, so the kubectl plugin, the models, the planner and the dashboard all read
+it cheaply.
+
+The enums are str-valued, so a member equals its word and dumps as it. Models parse into the
+words (use_enum_values), not the members, because str() and f-strings of a member spell its class
+and name (FailureClass.error), not its word. (A default is not parsed unless the field says
+validate_default: one given as a member otherwise stays a member, though the API server fills in
+the CRDs' defaults as words before the operator reads an object.) The enums have no docstrings:
+pydantic would write them into the CRDs as the fields' descriptions.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +37,9 @@ A_RESTART_REQUEST = f"{GROUP}/restart-request"
 A_NOT_BEFORE = f"{GROUP}/not-before"  # a retry waits for its backoff until then
 A_CREATOR = f"{GROUP}/creator"  # who created an experiment with the plugin
 A_ORIGINAL = f"{GROUP}/original"  # the experiment a copy was made from
+
+# The finalizer on Experiments (kopf's, while it handles them).
+FINALIZER = f"{GROUP}/finalizer"
 
 
 class ExperimentPhase(str, Enum):
@@ -57,14 +69,82 @@ class LaunchReason(str, Enum):
 
 
 class FailureClass(str, Enum):
-    infrastructure = "Infrastructure"
+    infrastructure = "Infrastructure"  # evicted, preempted, node lost, pod deleted
     oom_killed = "OOMKilled"
-    error = "Error"
-    metrics_unavailable = "MetricsUnavailable"
+    error = "Error"  # the program's own non-zero exit
+    metrics_unavailable = "MetricsUnavailable"  # succeeded without reporting the objective
+    startup = "Startup"  # the pod never started: image, config, unschedulable
+    timeout = "Timeout"  # ran past maxTrialDurationSeconds, or a Job's activeDeadlineSeconds
+
+
+# The classes retryPolicy.retryOn may name. Startup and Timeout are never retried: a re-run would
+# end the same way.
+class RetryableFailureClass(str, Enum):
+    infrastructure = FailureClass.infrastructure.value
+    oom_killed = FailureClass.oom_killed.value
+    error = FailureClass.error.value
+    metrics_unavailable = FailureClass.metrics_unavailable.value
 
 
 EXPERIMENT_PHASES = tuple(p.value for p in ExperimentPhase)
 TRIAL_PHASES = tuple(p.value for p in TrialPhase)
 FINISHED_PHASES = (ExperimentPhase.succeeded.value, ExperimentPhase.failed.value)  # of an experiment
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Killed", "EarlyStopped", "Refused"})  # of a trial
+TERMINAL_PHASES = frozenset(p.value for p in (TrialPhase.succeeded, TrialPhase.failed, TrialPhase.killed,
+                                              TrialPhase.early_stopped, TrialPhase.refused))  # of a trial
 UNFINISHED_PHASES = tuple(p for p in TRIAL_PHASES if p not in TERMINAL_PHASES)  # of a trial
+
+
+# The spec's closed sets: their values are what users write.
+class ObjectiveType(str, Enum):
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+class AlgorithmName(str, Enum):
+    random = "random"
+    grid = "grid"
+    tpe = "tpe"
+    cmaes = "cmaes"
+    qmc = "qmc"
+
+
+class ParameterType(str, Enum):
+    int = "int"
+    double = "double"
+    categorical = "categorical"
+    discrete = "discrete"
+
+
+class MetricsSource(str, Enum):
+    auto = "Auto"
+    termination_message = "TerminationMessage"
+    stdout = "StdoutLog"
+
+
+class EarlyStoppingAlgorithm(str, Enum):
+    median = "median"
+    asha = "asha"
+
+
+class PodRetention(str, Enum):
+    keep = "Keep"
+    delete = "Delete"
+
+
+class CheckpointRetention(str, Enum):
+    delete_on_success = "DeleteOnSuccess"
+    delete = "Delete"
+    keep = "Keep"
+
+
+# Kubernetes' own closed sets, where our schema embeds them.
+class ConditionStatus(str, Enum):  # metav1.Condition's status
+    true = "True"
+    false = "False"
+    unknown = "Unknown"
+
+
+class AccessMode(str, Enum):  # a PersistentVolumeClaim's access modes, as a checkpoint's claim takes them
+    read_write_once = "ReadWriteOnce"
+    read_write_once_pod = "ReadWriteOncePod"
+    read_write_many = "ReadWriteMany"

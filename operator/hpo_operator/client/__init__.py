@@ -18,23 +18,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The API's words the client's users filter and label by, from their one home (which imports
+# nothing else, so they need no lazy loading).
+from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, EXPERIMENT_PHASES, L_BOOKMARKED, TRIAL_PHASES
+
+_WORDS = ["A_CREATOR", "A_ORIGINAL", "EXPERIMENT_PHASES", "L_BOOKMARKED", "TRIAL_PHASES"]
 _EXPORTS = {
     "connection": ["Session", "connect"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
     "experiments": ["clone_experiment", "create_experiments", "delete_experiment", "describe_experiment",
                     "follow_experiment", "get_experiment", "get_experiment_object", "list_experiments",
                     "list_experiments_chunk", "load_manifests", "set_bookmark", "set_suspend", "whoami"],
-    "query": ["EXPERIMENT_PHASES", "TRIAL_PHASES", "ExperimentFilter", "Page", "TimeRange", "build_selector",
-              "paginate", "parse_names", "parse_order_by", "parse_params_json", "parse_phases", "parse_time",
-              "sort_direction", "sort_field", "token_page"],
+    "query": ["ExperimentFilter", "Page", "TimeRange", "build_selector", "paginate", "parse_names",
+              "parse_order_by", "parse_params_json", "parse_phases", "parse_time", "sort_direction", "sort_field",
+              "token_page"],
     "trials": ["configuration_refusal", "get_trial_object", "list_trials", "restart_refusal", "restart_trials",
                "trial_logs", "trial_metrics"],
-    "views": ["A_CREATOR", "A_ORIGINAL", "L_BOOKMARKED", "ExperimentDetail", "ExperimentSummary", "MetricPoint",
-              "RestartResult", "TrialSummary"],
+    "views": ["ExperimentDetail", "ExperimentSummary", "MetricPoint", "RestartResult", "TrialSummary"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [name for names in _EXPORTS.values() for name in names]
+__all__ = [*_WORDS, *(name for names in _EXPORTS.values() for name in names)]
 
 
 def __getattr__(name: str) -> Any:
@@ -56,10 +60,8 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .experiments import (clone_experiment, create_experiments, delete_experiment, describe_experiment,
                               follow_experiment, get_experiment, get_experiment_object, list_experiments,
                               list_experiments_chunk, load_manifests, set_bookmark, set_suspend, whoami)
-    from .query import (EXPERIMENT_PHASES, TRIAL_PHASES, ExperimentFilter, Page, TimeRange, build_selector,
-                        paginate, parse_names, parse_order_by, parse_params_json, parse_phases, parse_time,
-                        sort_direction, sort_field, token_page)
+    from .query import (ExperimentFilter, Page, TimeRange, build_selector, paginate, parse_names, parse_order_by,
+                        parse_params_json, parse_phases, parse_time, sort_direction, sort_field, token_page)
     from .trials import (configuration_refusal, get_trial_object, list_trials, restart_refusal, restart_trials,
                          trial_logs, trial_metrics)
-    from .views import (A_CREATOR, A_ORIGINAL, L_BOOKMARKED, ExperimentDetail, ExperimentSummary, MetricPoint,
-                        RestartResult, TrialSummary)
+    from .views import ExperimentDetail, ExperimentSummary, MetricPoint, RestartResult, TrialSummary

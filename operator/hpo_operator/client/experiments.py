@@ -11,13 +11,12 @@ import yaml
 from kubernetes import client
 from kubernetes.client import ApiException
 
-from hpo_operator.api.vocabulary import API_VERSION, GROUP, VERSION
+from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, API_VERSION, GROUP, L_BOOKMARKED, VERSION
 from hpo_operator.api.vocabulary import FINISHED_PHASES as FINISHED
 from .connection import Session
 from .errors import HpoError, InvalidInput, Timeout, translate
 from .query import ExperimentFilter, Page, paginate, sort_items
-from .views import (A_CREATOR, A_ORIGINAL, L_BOOKMARKED, ExperimentDetail, ExperimentSummary,
-                    experiment_detail, experiment_summary)
+from .views import ExperimentDetail, ExperimentSummary, experiment_detail, experiment_summary
 
 
 LIST_CHUNK = 500

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from hpo_operator.core import times
-from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, TRIAL_PHASES  # noqa: F401 (the filters' choices)
+from hpo_operator.api.vocabulary import EXPERIMENT_PHASES
 from .errors import InvalidInput
 
 T = TypeVar("T")

@@ -10,13 +10,12 @@ from kubernetes.client import ApiException
 
 from hpo_operator.api import admission as admission_rules
 from hpo_operator.core import times
-from hpo_operator.api.vocabulary import API_VERSION
+from hpo_operator.api.vocabulary import A_CREATOR, A_RESTART, API_VERSION, L_CONFIG, L_EXPERIMENT
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
 from .experiments import get_experiment_object, get_object, list_objects
 from .query import Page, paginate, parse_order_by, sort_items, token_page
-from .views import (A_CREATOR, A_RESTART, L_CONFIG, L_EXPERIMENT, MetricPoint, RestartResult, TrialSummary,
-                    metric_points, trial_summary)
+from .views import MetricPoint, RestartResult, TrialSummary, metric_points, trial_summary
 
 # A user-requested configuration's Trial: <experiment>-u-xxxxx (at most 40 + 3 + 5 characters).
 USER_TRIAL_INFIX = "-u-"
@@ -156,7 +155,7 @@ def configuration_refusal(values: dict[str, str], parameters: list[dict],
     """Whether the operator would refuse to run this configuration, and its canonical values."""
     # Imported here: the search space builds the API's pydantic models, which only a configuration
     # given by its values needs (restart-trials --params); the plugin's other commands start without.
-    from hpo_operator.api.models import Parameter
+    from hpo_operator.api.spec import Parameter
     from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment
 
     try:

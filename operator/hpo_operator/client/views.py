@@ -11,12 +11,12 @@ from typing import Any
 
 from hpo_operator.core import times
 
-from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, A_RESTART, L_ATTEMPT, L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH
+from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, L_BOOKMARKED, L_CONFIG, L_LAUNCH
+
 # Labels every trial carries that say nothing about it in particular.
 BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
 
-__all__ = ["A_CREATOR", "A_ORIGINAL", "A_RESTART", "L_ATTEMPT", "L_BOOKMARKED", "L_CONFIG", "L_EXPERIMENT",
-           "L_LAUNCH", "ExperimentSummary", "ExperimentDetail", "TrialSummary", "MetricPoint",
+__all__ = ["ExperimentSummary", "ExperimentDetail", "TrialSummary", "MetricPoint",
            "RestartResult", "experiment_summary", "experiment_detail", "trial_summary", "metric_points"]
 
 

@@ -19,9 +19,10 @@ from hpo_operator.planner.apply import apply_plan
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.workloads import checkpoint
-from hpo_operator.api.vocabulary import L_CONFIG
+from hpo_operator.api.vocabulary import L_CONFIG, L_LAUNCH, TERMINAL_PHASES
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, api_reason, failure_reason
-from hpo_operator.api.models import TERMINAL_PHASES, ExperimentSpec, TrialStatus
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import TrialStatus
 from hpo_operator.workloads.kinds import build_workload
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class Executor:
                                 f"trial {name} exists but does not belong to this experiment")
                 return
         else:
-            telemetry.TRIALS_CREATED.labels(body["metadata"]["labels"].get(planner.L_LAUNCH, "")).inc()
+            telemetry.TRIALS_CREATED.labels(body["metadata"]["labels"].get(L_LAUNCH, "")).inc()
             self.event(self.experiment, "Normal", "TrialCreated",
                        f"trial {name}: {(status or {}).get('parameterSummary', '')}")
         self.trials[name] = created

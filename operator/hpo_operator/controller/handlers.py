@@ -19,7 +19,7 @@ import kopf
 
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import connect
-from hpo_operator.api.models import GROUP, VERSION
+from hpo_operator.api.vocabulary import FINALIZER, GROUP, VERSION
 from .runtime import Runtime
 
 MAX_EVENT_MESSAGE = 1024
@@ -45,7 +45,7 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = NoDiffBase(prefix=GROUP, key="last-handled-configuration")
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.WARNING
     # kopf logs each handled watch event at INFO ("Handler ... succeeded"): thousands a minute at
     # scale, and nothing a user needs. Failures are still logged.

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from hpo_operator import planner
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.kube.client import ApiException, KubeClient
 
 # Metrics count from the end of a log ("the last value counts"): read its tail.

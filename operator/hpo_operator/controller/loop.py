@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from hpo_operator import planner
-from hpo_operator.api.models import ExperimentSpec, ExperimentStatus
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import ExperimentStatus
+from hpo_operator.api.vocabulary import FINISHED_PHASES
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
@@ -181,7 +183,7 @@ class ExperimentLoop:
         await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.phase)
-        if st.phase in planner.FINISHED_PHASES and not (st.trials_running or st.trials_pending):
+        if st.phase in FINISHED_PHASES and not (st.trials_running or st.trials_pending):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import L_EXPERIMENT, L_TRIAL
 from hpo_operator.kube.client import PODS, TRIALS, KubeClient, Resource
 from hpo_operator.kube.informer import Informer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from hpo_operator.core import times
-from hpo_operator.api.models import Condition
+from hpo_operator.api.status import Condition
 
 MAX_MESSAGE = 32768  # metav1.Condition's limit
 

@@ -1,6 +1,6 @@
 """What a trial's pod says about the trial: phase, reason, exit code, failure class.
 
-Failure classes decide recovery (see models.RetryPolicy):
+Failure classes decide recovery (see api.spec.RetryPolicy):
 - Infrastructure: the pod was stopped from outside (evicted, preempted, node lost, shut down),
   including a pod left terminating past its grace period: no kubelet is there to finish it, so
   it would otherwise hold its trial slot forever;

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Mapping
 
-from hpo_operator.api.models import Parameter, ParameterAssignment
+from hpo_operator.api.spec import Parameter, ParameterAssignment
 
 
 class InvalidConfiguration(ValueError):

@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from hpo_operator.core import times
 from hpo_operator.client.errors import InvalidInput
-from hpo_operator.api.vocabulary import UNFINISHED_PHASES
-from hpo_operator.client.query import (TRIAL_PHASES, ExperimentFilter, TimeRange, build_selector, parse_phases, sort_direction,
+from hpo_operator.api.vocabulary import L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH, TRIAL_PHASES, UNFINISHED_PHASES
+from hpo_operator.client.query import (ExperimentFilter, TimeRange, build_selector, parse_phases, sort_direction,
                             sort_field, sort_items)
-from hpo_operator.client.views import L_CONFIG, L_EXPERIMENT, L_LAUNCH, experiment_detail, experiment_summary
+from hpo_operator.client.views import experiment_detail, experiment_summary
 
 # A trial's message can be a whole termination log; the table shows its start.
 MESSAGE_LIMIT = 2000
@@ -115,7 +115,7 @@ def parse_list_query(get: Callable[[str], str | None], tags: Sequence[str] = ())
         raise InvalidInput("use creator or mine, not both")
     flt = ExperimentFilter(name=get("name") or None, creator=creator, phases=parse_phases(get("status")),
                            created=TimeRange.parse(get("since") or None, get("until") or None))
-    extra = ["hpo.dev/bookmarked=true"] if _flag(get("bookmarked")) else []
+    extra = [f"{L_BOOKMARKED}=true"] if _flag(get("bookmarked")) else []
     selector = parse_selector(build_selector(get("selector"), [t for t in tags if t.strip()], extra))
     key = sort_field(get("sort") or "created")
     desc = sort_direction(get("order") or None, default="desc" if key == "created" else "asc")

@@ -27,7 +27,7 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState, create_trial
 
 from hpo_operator.api.vocabulary import UNFINISHED_PHASES
-from hpo_operator.api.models import ExperimentSpec, Parameter
+from hpo_operator.api.spec import ExperimentSpec, Parameter
 from hpo_operator.search.suggest import distribution
 from .data import creation_order
 

@@ -19,7 +19,7 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from hpo_operator.api.models import GROUP, VERSION
+from hpo_operator.api.vocabulary import GROUP, VERSION
 
 __all__ = ["KubeClient", "ApiException", "connect", "api_reason", "describe", "failure_reason", "TRANSPORT_ERRORS", "Resource", "PODS",
            "CLAIMS", "TRIALS"]

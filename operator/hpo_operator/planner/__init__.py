@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from hpo_operator.api.vocabulary import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT,
                    L_LAUNCH, L_LINEAGE, L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 from .admission import backoff_seconds, handle_restart_requests, recover_failures
 from .apply import apply_plan

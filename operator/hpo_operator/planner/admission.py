@@ -13,7 +13,7 @@ from hpo_operator.api.vocabulary import (A_RESTART, A_RESTART_REQUEST, L_ATTEMPT
                    MANAGED_BY, TERMINAL_PHASES)
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment, summary
 from .state import REQUEST_KEY_LENGTH, Event, RoundState, TrialView
 

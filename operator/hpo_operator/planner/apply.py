@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from hpo_operator.api.models import TrialStatus
+from hpo_operator.api.status import TrialStatus
 from .state import Event, Plan
 
 

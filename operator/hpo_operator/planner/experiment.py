@@ -14,8 +14,8 @@ from hpo_operator.workloads import checkpoint
 from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES, ExperimentPhase
 from hpo_operator.core import times
 from hpo_operator.core.conditions import get_condition, set_condition
-from hpo_operator.api.models import (PLACEHOLDER_PATTERN, STATUS_HISTORY_LIMIT, ExperimentSpec, ExperimentStatus, Metric,
-                      OptimalTrial, ParameterAssignment, PhaseChange)
+from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec, ParameterAssignment
+from hpo_operator.api.status import STATUS_HISTORY_LIMIT, ExperimentStatus, Metric, OptimalTrial, PhaseChange
 from .launch import launch
 from .state import Event, Plan, RoundState, TrialView
 

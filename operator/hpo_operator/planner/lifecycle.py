@@ -12,7 +12,8 @@ from typing import Any
 from hpo_operator.workloads import checkpoint
 from hpo_operator.core import metrics
 from hpo_operator.api.vocabulary import TERMINAL_PHASES
-from hpo_operator.api.models import METRIC_HISTORY_LIMIT, ExperimentSpec, Metric, ResumedFrom
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
 from hpo_operator.core import times
 from hpo_operator.core.podstate import finished, observe
 from hpo_operator.core.space import summary

@@ -15,7 +15,8 @@ from typing import Any, Callable, Coroutine
 
 from hpo_operator import planner
 from hpo_operator.core import times
-from hpo_operator.api.models import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import FINISHED_PHASES
 from .apply import apply_plan
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
@@ -112,7 +113,7 @@ class InMemoryExperiment(MemoryCluster):
 
     @property
     def finished(self) -> bool:
-        return self.status.get("phase") in planner.FINISHED_PHASES
+        return self.status.get("phase") in FINISHED_PHASES
 
     def restart(self) -> None:
         """What a new operator process does: a new Suggester, rebuilt from the Trials."""

@@ -16,7 +16,8 @@ from hpo_operator.api.vocabulary import (A_NOT_BEFORE, API_VERSION, FINISHED_PHA
                    L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
 from hpo_operator.core import times
 from hpo_operator.core.conditions import get_condition, set_condition
-from hpo_operator.api.models import ExperimentSpec, ExperimentStatus, TrialStatus
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.core.space import config_hash, summary
 from hpo_operator.search.suggest import Outcome
 

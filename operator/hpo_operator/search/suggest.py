@@ -24,7 +24,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import TrialState
 
 from hpo_operator.api.algorithms import SettingsError, parse_settings
-from hpo_operator.api.models import ExperimentSpec, Parameter
+from hpo_operator.api.spec import ExperimentSpec, Parameter
 from hpo_operator.core.space import format_value
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -19,7 +19,8 @@ import hashlib
 from typing import Any
 
 from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_EXPERIMENT
-from hpo_operator.api.models import Checkpoint, Metric
+from hpo_operator.api.spec import Checkpoint
+from hpo_operator.api.status import Metric
 
 VOLUME = "hpo-checkpoint"
 ENV_DIR = "HPO_CHECKPOINT_DIR"

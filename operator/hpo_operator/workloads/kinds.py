@@ -25,7 +25,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_operator.api.models import ExperimentSpec, TrialResource
+from hpo_operator.api.external import TrialResource
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT, L_TRIAL
 from hpo_operator.core.podstate import FINISHED_POD_PHASES
 from .pod import build_pod, mount_checkpoint, substitute, trial_values

@@ -1,21 +1,23 @@
-"""The Experiment and Trial API, as pydantic models.
+"""The spec of an Experiment and of a Trial: what users write, as pydantic models.
 
-These models are the one source of truth for the API: the CRDs in crds/ are generated from them
-(hpo_operator.api.crd), and the operator parses what it reads from the cluster with them. Rules the
-API server can check (bounds, enums, CEL) live here as schema annotations, so a bad manifest is
-refused by `kubectl apply` rather than discovered by the operator.
+These models (with status.py and external.py) are the one source of truth for the API: the CRDs
+in crds/ are generated from them (hpo_operator.api.crd), and the operator parses what it reads
+from the cluster with them. Rules the API server can check (bounds, enums, CEL) live here as
+schema annotations, so a bad manifest is refused by `kubectl apply` rather than discovered by the
+operator.
 """
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
 
 from .algorithms import settings_rule, settings_rule_message
-from .vocabulary import API_VERSION, GROUP, TERMINAL_PHASES, VERSION, FailureClass, TrialPhase  # noqa: F401 (the API's words)
+from .base import Model, cel, schema_extra
+from .external import TrialResource, VolumeClaimTemplate
+from .vocabulary import (AlgorithmName, CheckpointRetention, EarlyStoppingAlgorithm, MetricsSource, ObjectiveType,
+                         ParameterType, PodRetention, RetryableFailureClass)
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A placeholder in the trial template: ${params.NAME}, ${trial.name}, ${trial.attempt},
@@ -25,28 +27,6 @@ PLACEHOLDER_PATTERN = r"\$\{(params|trial|experiment)\.([A-Za-z0-9_]+)\}"
 # experiment's name plus suffixes (-0042, -a2), and names are also label values (at most 63).
 EXPERIMENT_NAME_MAX_LENGTH = 40
 TRIAL_NAME_MAX_LENGTH = 56
-
-
-def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"rule": rule, "message": message, **extra}
-
-
-def schema_extra(**kw: Any) -> dict[str, Any]:
-    """Kubernetes schema extensions, spelled with their x-kubernetes- prefix."""
-    return {f"x-kubernetes-{k.replace('_', '-')}": v for k, v in kw.items()}
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore",
-                              use_enum_values=True)
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-class ObjectiveType(str, Enum):
-    minimize = "minimize"
-    maximize = "maximize"
 
 
 class Objective(Model):
@@ -67,14 +47,6 @@ class Objective(Model):
         None, max_length=16,
         description="Other metrics to record for every trial (shown in the trial's status).",
         json_schema_extra=schema_extra(list_type="set"))
-
-
-class AlgorithmName(str, Enum):
-    random = "random"
-    grid = "grid"
-    tpe = "tpe"
-    cmaes = "cmaes"
-    qmc = "qmc"
 
 
 class AlgorithmSetting(Model):
@@ -101,13 +73,6 @@ class Algorithm(Model):
     settings: list[AlgorithmSetting] | None = Field(
         None, max_length=32, description="Algorithm-specific settings.",
         json_schema_extra=schema_extra(list_type="map", list_map_keys=["name"]))
-
-
-class ParameterType(str, Enum):
-    int = "int"
-    double = "double"
-    categorical = "categorical"
-    discrete = "discrete"
 
 
 NUMBER_RE = r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
@@ -158,8 +123,8 @@ class RetryPolicy(Model):
 
     max_retries: int = Field(2, ge=0, le=20, description=(
         "Retries per configuration: a configuration runs at most maxRetries + 1 times."))
-    retry_on: list[FailureClass] = Field(
-        default_factory=lambda: [FailureClass.infrastructure, FailureClass.oom_killed],
+    retry_on: list[RetryableFailureClass] = Field(
+        default_factory=lambda: [RetryableFailureClass.infrastructure, RetryableFailureClass.oom_killed],
         max_length=4, description=(
             "Failure classes that are retried: Infrastructure (Evicted, Preempted, node lost, pod "
             "deleted), OOMKilled, Error (the program's own non-zero exit), MetricsUnavailable "
@@ -168,17 +133,6 @@ class RetryPolicy(Model):
     backoff_seconds: int = Field(5, ge=0, le=3600, description=(
         "Wait before the first retry; doubled for each further attempt."))
     max_backoff_seconds: int = Field(300, ge=0, le=86400, description="Upper bound of the backoff.")
-
-
-class MetricsSource(str, Enum):
-    auto = "Auto"
-    termination_message = "TerminationMessage"
-    stdout = "StdoutLog"
-
-
-class EarlyStoppingAlgorithm(str, Enum):
-    median = "median"
-    asha = "asha"
 
 
 class EarlyStopping(Model):
@@ -205,106 +159,6 @@ class MetricsCollector(Model):
         "Auto: the termination message, then the log."))
     interval_seconds: int = Field(10, ge=1, le=3600, description=(
         "With earlyStopping: how often the log of a running trial is read for intermediate values."))
-
-
-class PodRetention(str, Enum):
-    keep = "Keep"
-    delete = "Delete"
-
-
-# The embedded pod template keeps unknown fields (it is a whole PodTemplateSpec). Its containers
-# are declared so that a template without containers is refused at apply time. Whether every
-# ${params.NAME} names a declared parameter is checked by the operator (condition InvalidSpec):
-# a CEL rule for it exceeds the API server's cost budget by far.
-_STR_LIST = {"type": "array", "maxItems": 256, "items": {"type": "string", "maxLength": 4096}}
-_CONTAINER = {
-    "type": "object",
-    "x-kubernetes-preserve-unknown-fields": True,
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "maxLength": 63},
-        "command": _STR_LIST,
-        "args": _STR_LIST,
-        "env": {
-            "type": "array", "maxItems": 256,
-            "items": {
-                "type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                "properties": {"name": {"type": "string", "maxLength": 256},
-                               "value": {"type": "string", "maxLength": 4096}},
-            },
-        },
-    },
-}
-def _object_template(description: str, spec_field: str, spec_schema: dict[str, Any]) -> dict[str, Any]:
-    """Another API's object template (metadata and spec) that keeps its unknown fields, with the
-    one spec field that must be there declared, so that a template without it is refused."""
-    return {
-        "type": "object",
-        "description": description,
-        "x-kubernetes-preserve-unknown-fields": True,
-        "required": ["spec"],
-        "properties": {
-            "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "required": [spec_field],
-                     "properties": {spec_field: spec_schema}},
-        },
-    }
-
-
-POD_TEMPLATE_SCHEMA: dict[str, Any] = {**_object_template(
-    "A pod template (metadata and spec, as in a Deployment). Placeholders ${params.NAME}, ${trial.name}, "
-    "${trial.attempt} and ${experiment.name} are replaced in every string of it; restartPolicy is always Never.",
-    "containers", {"type": "array", "minItems": 1, "maxItems": 16, "items": _CONTAINER}),
-    "x-kubernetes-embedded-resource": False}
-
-JOB_TEMPLATE_SCHEMA: dict[str, Any] = _object_template(
-    "A batch/v1 Job template (metadata and spec, as in a CronJob's jobTemplate). Placeholders work in every "
-    "string; the Job is named after the trial and its pods get the trial's labels. backoffLimit defaults to 0: "
-    "the operator retries by failure class; a Job that retries its pods itself is still one trial. "
-    "restartPolicy defaults to Never.",
-    "template", {**POD_TEMPLATE_SCHEMA, "description": (
-        "The Job's pod template; placeholders work here too, restartPolicy defaults to Never.")})
-
-
-class ConditionRule(Model):
-    """A condition of the resource's status that decides the trial."""
-
-    type: str = Field(min_length=1, max_length=316, description="The condition's type, e.g. Complete.")
-    status: str = Field("True", description="The status it must have.",
-                        json_schema_extra={"enum": ["True", "False", "Unknown"]})
-
-
-class TrialResource(Model):
-    """Any resource as a trial (a JobSet, a PyTorchJob, ...), with the conditions that say how it
-    ended. The operator's ServiceAccount must be allowed to create, watch and delete it (the Helm
-    chart's trialKinds)."""
-
-    api_version: str = Field(max_length=253, pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$",
-                             description="e.g. jobset.x-k8s.io/v1alpha2.")
-    kind: str = Field(max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")
-    manifest: dict[str, Any] = Field(description=(
-        "The object without apiVersion and kind (spec, and metadata labels or annotations). "
-        "Placeholders work in every string; it is named after the trial; every pod template in it "
-        "(an object whose spec has containers) gets the trial's labels."))
-    success_condition: ConditionRule = Field(description="The trial succeeded once this holds.")
-    failure_condition: ConditionRule = Field(description=(
-        "The trial failed once this holds; its failure class comes from its pods (OOMKilled, "
-        "evicted: Infrastructure), else Error."))
-
-
-class CheckpointRetention(str, Enum):
-    delete_on_success = "DeleteOnSuccess"
-    delete = "Delete"
-    keep = "Keep"
-
-
-class VolumeClaimTemplate(Model):
-    storage_class_name: str | None = Field(None, max_length=253, description=(
-        "The StorageClass of the claims (default: the cluster's default class)."))
-    size: str = Field(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
-                      description="The storage each configuration gets, a quantity such as 1Gi.")
-    access_mode: str = Field("ReadWriteOnce", description="How the volume is mounted.",
-                             json_schema_extra={"enum": ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]})
 
 
 class Checkpoint(Model):
@@ -411,77 +265,9 @@ class ExperimentSpec(Model):
     trial_template: TrialTemplate
 
 
-class Condition(Model):
-    type: str = Field(max_length=316)
-    status: str = Field(json_schema_extra={"enum": ["True", "False", "Unknown"]})
-    reason: str = Field(max_length=1024)
-    message: str = Field("", max_length=32768)
-    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
-    observed_generation: int | None = Field(None, ge=0)
-
-
-_CONDITIONS = dict(json_schema_extra=schema_extra(list_type="map", list_map_keys=["type"]))
-
-
 class ParameterAssignment(Model):
     name: str = Field(max_length=63)
     value: str = Field(max_length=1024)
-
-
-class Metric(Model):
-    name: str = Field(max_length=63)
-    value: float
-    step: int | None = Field(None, ge=0)
-    timestamp: str | None = Field(None, json_schema_extra={"format": "date-time"})
-
-
-class OptimalTrial(Model):
-    trial_name: str
-    objective_value: float
-    parameters: list[ParameterAssignment] = Field(default_factory=list)
-    metrics: list[Metric] = Field(default_factory=list)
-
-
-class PhaseChange(Model):
-    phase: str
-    reason: str | None = None
-    time: str = Field(json_schema_extra={"format": "date-time"})
-
-
-STATUS_HISTORY_LIMIT = 50
-
-
-class ExperimentStatus(Model):
-    phase: str | None = Field(None, description="Created, Running, Suspended, Succeeded or Failed.")
-    status_history: list[PhaseChange] | None = Field(None, max_length=STATUS_HISTORY_LIMIT, description=(
-        "The phases the experiment went through, with their reasons and times (the latest "
-        f"{STATUS_HISTORY_LIMIT})."))
-    conditions: list[Condition] | None = Field(None, **_CONDITIONS)
-    observed_generation: int | None = None
-    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    suggestion_count: int | None = Field(None, description="Configurations suggested so far.")
-    configurations: int | None = Field(None, description=(
-        "Configurations launched so far (counts against maxTrialCount)."))
-    failed_configurations: int | None = Field(None, description=(
-        "Configurations that failed with no retry left (counts against maxFailedTrialCount)."))
-    trials: int | None = Field(None, description="Trials, retries included.")
-    trials_pending: int | None = None
-    trials_running: int | None = None
-    trials_succeeded: int | None = None
-    trials_failed: int | None = None
-    trials_killed: int | None = None
-    trials_early_stopped: int | None = None
-    trials_retried: int | None = Field(None, description="Trials that were retries of a failed trial.")
-    current_optimal_trial: OptimalTrial | None = None
-
-
-class ExperimentBody(Model):
-    spec: ExperimentSpec
-    status: ExperimentStatus | None = None
-
-
-METRIC_HISTORY_LIMIT = 200
 
 
 class TrialSpec(Model):
@@ -502,36 +288,3 @@ class TrialSpec(Model):
     suggestion_index: int | None = Field(None, ge=0, description=(
         "Which suggestion of the experiment's algorithm this configuration is (unset for runs "
         "requested by a user)."))
-
-
-class ResumedFrom(Model):
-    """Where a resumed attempt continued: the program reported the metric resumed_step."""
-
-    trial: str | None = Field(None, description="The attempt whose checkpoint it found.")
-    attempt: int = Field(ge=1)
-    step: int = Field(description="The step it resumed from.")
-
-
-class TrialStatus(Model):
-    phase: TrialPhase | None = None
-    reason: str | None = None
-    message: str | None = Field(None, max_length=32768)
-    failure_class: str | None = None
-    conditions: list[Condition] | None = Field(None, **_CONDITIONS)
-    pod_name: str | None = None
-    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    exit_code: int | None = None
-    objective_value: float | None = None
-    metrics: list[Metric] | None = Field(None, max_length=64, description="The latest value of each metric.")
-    metric_history: list[Metric] | None = Field(None, max_length=METRIC_HISTORY_LIMIT, description=(
-        "Values reported with a step (oldest dropped first), for early stopping and curves."))
-    parameter_summary: str | None = Field(None, description="name=value pairs, for kubectl get.")
-    retried_by: str | None = Field(None, description="The trial that re-runs this one, if any.")
-    resumed_from: ResumedFrom | None = None
-    observed_generation: int | None = None
-
-
-class TrialBody(Model):
-    spec: TrialSpec
-    status: TrialStatus | None = None

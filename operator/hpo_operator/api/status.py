@@ -1,0 +1,115 @@
+"""The status of an Experiment and of a Trial: what the operator writes, as pydantic models.
+
+The operator reads them back from the cluster every round, so they are parsed with the same rules
+as they are written; the CRDs' status schemas are generated from them (hpo_operator.api.crd).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Model, schema_extra
+from .spec import ExperimentSpec, ParameterAssignment, TrialSpec
+from .vocabulary import ConditionStatus, ExperimentPhase, FailureClass, TrialPhase
+
+
+class Condition(Model):
+    type: str = Field(max_length=316)
+    status: ConditionStatus
+    reason: str = Field(max_length=1024)
+    message: str = Field("", max_length=32768)
+    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(None, ge=0)
+
+
+_CONDITIONS = dict(json_schema_extra=schema_extra(list_type="map", list_map_keys=["type"]))
+
+
+class Metric(Model):
+    name: str = Field(max_length=63)
+    value: float
+    step: int | None = Field(None, ge=0)
+    timestamp: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class OptimalTrial(Model):
+    trial_name: str
+    objective_value: float
+    parameters: list[ParameterAssignment] = Field(default_factory=list)
+    metrics: list[Metric] = Field(default_factory=list)
+
+
+class PhaseChange(Model):
+    phase: ExperimentPhase
+    reason: str | None = None
+    time: str = Field(json_schema_extra={"format": "date-time"})
+
+
+STATUS_HISTORY_LIMIT = 50
+
+
+class ExperimentStatus(Model):
+    phase: ExperimentPhase | None = Field(None, description="Created, Running, Suspended, Succeeded or Failed.")
+    status_history: list[PhaseChange] | None = Field(None, max_length=STATUS_HISTORY_LIMIT, description=(
+        "The phases the experiment went through, with their reasons and times (the latest "
+        f"{STATUS_HISTORY_LIMIT})."))
+    conditions: list[Condition] | None = Field(None, **_CONDITIONS)
+    observed_generation: int | None = None
+    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    suggestion_count: int | None = Field(None, description="Configurations suggested so far.")
+    configurations: int | None = Field(None, description=(
+        "Configurations launched so far (counts against maxTrialCount)."))
+    failed_configurations: int | None = Field(None, description=(
+        "Configurations that failed with no retry left (counts against maxFailedTrialCount)."))
+    trials: int | None = Field(None, description="Trials, retries included.")
+    trials_pending: int | None = None
+    trials_running: int | None = None
+    trials_succeeded: int | None = None
+    trials_failed: int | None = None
+    trials_killed: int | None = None
+    trials_early_stopped: int | None = None
+    trials_retried: int | None = Field(None, description="Trials that were retries of a failed trial.")
+    current_optimal_trial: OptimalTrial | None = None
+
+
+METRIC_HISTORY_LIMIT = 200
+
+
+class ResumedFrom(Model):
+    """Where a resumed attempt continued: the program reported the metric resumed_step."""
+
+    trial: str | None = Field(None, description="The attempt whose checkpoint it found.")
+    attempt: int = Field(ge=1)
+    step: int = Field(description="The step it resumed from.")
+
+
+class TrialStatus(Model):
+    phase: TrialPhase | None = None
+    reason: str | None = None
+    message: str | None = Field(None, max_length=32768)
+    failure_class: FailureClass | None = None
+    conditions: list[Condition] | None = Field(None, **_CONDITIONS)
+    pod_name: str | None = None
+    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    exit_code: int | None = None
+    objective_value: float | None = None
+    metrics: list[Metric] | None = Field(None, max_length=64, description="The latest value of each metric.")
+    metric_history: list[Metric] | None = Field(None, max_length=METRIC_HISTORY_LIMIT, description=(
+        "Values reported with a step (oldest dropped first), for early stopping and curves."))
+    parameter_summary: str | None = Field(None, description="name=value pairs, for kubectl get.")
+    retried_by: str | None = Field(None, description="The trial that re-runs this one, if any.")
+    resumed_from: ResumedFrom | None = None
+    observed_generation: int | None = None
+
+
+# The objects' bodies, whose schemas are the CRDs' (hpo_operator.api.crd).
+class ExperimentBody(Model):
+    spec: ExperimentSpec
+    status: ExperimentStatus | None = None
+
+
+class TrialBody(Model):
+    spec: TrialSpec
+    status: TrialStatus | None = None

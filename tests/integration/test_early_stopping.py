@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kubernetes import client
 
-from tests.integration.test_operator import Cluster, condition, experiment
-from tests.kube import wait_until
+from tests.experiments import condition, experiment
+from tests.kube import Cluster, wait_until
 
 
 def write_log(path: Path, lines: list[str]) -> None:

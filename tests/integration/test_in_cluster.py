@@ -22,9 +22,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.integration.test_operator import Cluster
 from tests.integration.test_real_node import containerd, real_experiment, real_node  # noqa: F401 (fixtures)
-from tests.kube import wait_until
+from tests.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.realnode

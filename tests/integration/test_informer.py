@@ -9,7 +9,7 @@ from hpo_operator.kube.client import PODS, TRIALS
 from hpo_operator.kube.informer import Informer
 from hpo_operator.planner import L_EXPERIMENT
 from hpo_operator.controller.runtime import slim_pod, slim_trial
-from tests.integration.test_operator import GROUP, VERSION
+from tests.experiments import GROUP, VERSION
 
 
 def pod(name: str, labels: dict) -> dict:

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from kubernetes import client, watch
 
-from tests.kube import wait_until
-from tests.integration.test_operator import GROUP, VERSION, Cluster
+from tests.experiments import GROUP, VERSION, as_job
+from tests.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "real-sklearn.yaml"
@@ -175,7 +175,6 @@ def test_a_really_oom_killed_trial_is_retried(api, namespace, operator, real_nod
 def test_a_real_indexed_job_trial_takes_its_metrics_from_index_0(api, namespace, operator, real_node):
     # Two real pods per trial; each prints a loss made of its own completion index, so the trial's
     # objective says which pod's log was read.
-    from tests.integration.test_operator import as_job
     program = ("import os\n"
                "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
                "print(f'accuracy={0.9 - index / 10} loss={index + 0.5}')\n")

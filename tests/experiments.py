@@ -6,8 +6,13 @@ to them in the operator shows up as failing tests instead of passing unnoticed."
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+
+import yaml
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
+# The example whose pod template runs on the real node (hack/real-node.sh), in the local image.
+REAL_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "real-sklearn.yaml"
 
 
 def experiment(name: str, parameters: list[dict], *, annotations: dict, max_trials: int,
@@ -35,6 +40,22 @@ def as_job(body: dict, **job_spec: object) -> dict:
     body = copy.deepcopy(body)
     tt = body["spec"]["trialTemplate"]
     tt["job"] = {"metadata": {"labels": {"team": "ml"}}, "spec": {"template": tt.pop("template"), **job_spec}}
+    return body
+
+
+def real_experiment(name: str, *, parameters: list[dict], command: list[str] | None = None,
+                    args: list[str] | None = None, memory: str = "256Mi", **spec: object) -> dict:
+    """The example's experiment (its pod template: real node, local image, stdout metrics),
+    renamed, with the given search space, and optionally another program."""
+    body = yaml.safe_load(REAL_EXAMPLE.read_text())
+    body["metadata"] = {"name": name}
+    body["spec"].update({"parameters": parameters, "parallelTrialCount": 1, "maxTrialCount": 1, **spec})
+    container = body["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"requests": {"cpu": "250m", "memory": memory},
+                              "limits": {"cpu": "1", "memory": memory}}
+    if command is not None:
+        container["command"] = command
+        container["args"] = args or []
     return body
 
 

@@ -22,7 +22,6 @@ import yaml
 from kubernetes import client
 
 from tests.experiments import by_config, experiment
-from tests.integration.test_real_node import real_node  # noqa: F401 (fixture)
 from tests.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

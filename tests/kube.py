@@ -1,5 +1,6 @@
-"""Helpers the tests share: kubectl, polling, the operator as a subprocess, and a test namespace's
-Experiments, Trials and pods through the API (Cluster, PodConcurrency)."""
+"""Helpers the tests share: kubectl, polling, the operator as a subprocess, a test namespace's
+Experiments, Trials and pods through the API (Cluster, PodConcurrency), and pod logs that KWOK
+serves (write_log, serve_log)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -224,3 +226,16 @@ class PodConcurrency:
     def stop(self) -> int:
         self.watch.stop()
         return self.most
+
+
+def write_log(path: Path, lines: list[str]) -> None:
+    """Writes lines in the container runtime's log format, which KWOK serves."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    path.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
+
+
+def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "kwok.x-k8s.io", "v1alpha1", namespace, "logs",
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs", "metadata": {"name": pod},
+         "spec": {"logs": [{"containers": ["train"], "logsFile": str(path), "follow": True}]}})

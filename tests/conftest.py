@@ -108,6 +108,35 @@ def relay(kubeconfig):
         yield r
 
 
+# The real node (hack/real-node.sh): several test files run trials on it, so its fixtures live here.
+@pytest.fixture(scope="session")
+def real_node(api, kubeconfig) -> str:
+    nodes = client.CoreV1Api(api).list_node(label_selector="hpo.dev/node=real").items
+    ready = [n.metadata.name for n in nodes
+             if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+    if not ready:
+        reason_file = Path(kubeconfig).parent / "real-node-unavailable"
+        why = reason_file.read_text().strip() if reason_file.exists() else (
+            "none was started: run `make cluster-real` or `hack/real-node.sh up`")
+        pytest.skip(f"no Ready node labelled hpo.dev/node=real: {why}")
+    return ready[0]
+
+
+@pytest.fixture(scope="session")
+def containerd(kubeconfig, real_node):
+    """`ctr` against the real node's containerd (namespace k8s.io), or None when the node is not
+    this checkout's (HPO_KUBECONFIG elsewhere) or ctr is missing."""
+    sock = Path(kubeconfig).parent / "real-node" / "containerd.sock"
+    binary = shutil.which("ctr")
+    if not binary or not sock.exists():
+        return None
+
+    def ctr(*args: str) -> str:
+        return subprocess.run([binary, "--address", str(sock), "--namespace", "k8s.io", *args],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+    return ctr
+
+
 @pytest.fixture(scope="session")
 def kwok_nodes(api):
     nodes = client.CoreV1Api(api).list_node(label_selector="type=kwok").items

@@ -1,4 +1,6 @@
-"""Helpers the tests share: kubectl, polling, and the operator as a subprocess."""
+"""Helpers the tests share: kubectl, polling, the operator as a subprocess, a test namespace's
+Experiments, Trials and pods through the API (Cluster, PodConcurrency), and pod logs that KWOK
+serves (write_log, serve_log)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from kubernetes import client, watch
+
+from tests.experiments import GROUP, VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,3 +149,93 @@ class OperatorProcess:
     def failed_output(self) -> str:
         text = self.log()
         return text if "Traceback" in text else ""
+
+
+class Cluster:
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.ns = namespace
+
+    def create(self, body: dict, plural: str = "experiments") -> dict:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
+
+    def get(self, name: str, plural: str = "experiments") -> dict:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)
+
+    def patch(self, name: str, body: dict, plural: str = "experiments") -> dict:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name, body)
+
+    def poke(self, name: str) -> None:
+        """Wakes the experiment's loop in the operator: any change to the Experiment does."""
+        self.patch(name, {"metadata": {"annotations": {"test.hpo.dev/poke": str(time.monotonic_ns())}}})
+
+    def trials(self) -> dict[str, dict]:
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, "trials")["items"]
+        return {t["metadata"]["name"]: t for t in items}
+
+    def pods(self) -> dict[str, client.V1Pod]:
+        return {p.metadata.name: p for p in self.core.list_namespaced_pod(self.ns).items}
+
+    def workloads(self, kind: str) -> set[str]:
+        """What the trials run as, by name: their pods, or their Jobs."""
+        if kind == "job":
+            return {j.metadata.name for j in client.BatchV1Api(self.core.api_client).list_namespaced_job(self.ns).items}
+        return set(self.pods())
+
+    def events(self, reason: str) -> list[client.CoreV1Event]:
+        return [e for e in self.core.list_namespaced_event(self.ns).items if e.reason == reason]
+
+    def wait_finished(self, name: str, timeout: float = 120) -> dict:
+        return wait_until(lambda: (e := self.get(name)).get("status", {}).get("phase") in ("Succeeded", "Failed") and e,
+                          timeout=timeout, what=f"experiment {name} to finish")
+
+    def wait_trial(self, name: str, phases: tuple[str, ...], timeout: float = 60) -> dict:
+        def done():
+            try:
+                t = self.get(name, "trials")
+            except client.ApiException:
+                return None
+            return t.get("status", {}).get("phase") in phases and t
+        return wait_until(done, timeout=timeout, what=f"trial {name} to reach {phases}")
+
+
+class PodConcurrency:
+    """Watches pods and records the most that were unfinished at once."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.active: set[str] = set()
+        self.most = 0
+        self.watch = watch.Watch()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        try:
+            for event in self.watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=300):
+                pod = event["object"]
+                done = event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed") \
+                    or pod.metadata.deletion_timestamp is not None
+                (self.active.discard if done else self.active.add)(pod.metadata.name)
+                self.most = max(self.most, len(self.active))
+        except Exception:  # the stream ends abruptly when stop() closes it
+            pass
+
+    def stop(self) -> int:
+        self.watch.stop()
+        return self.most
+
+
+def write_log(path: Path, lines: list[str]) -> None:
+    """Writes lines in the container runtime's log format, which KWOK serves."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    path.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
+
+
+def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "kwok.x-k8s.io", "v1alpha1", namespace, "logs",
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs", "metadata": {"name": pod},
+         "spec": {"logs": [{"containers": ["train"], "logsFile": str(path), "follow": True}]}})

@@ -21,9 +21,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.integration.test_operator import Cluster, by_config, experiment
-from tests.integration.test_real_node import real_node  # noqa: F401 (fixture)
-from tests.kube import wait_until
+from tests.experiments import by_config, experiment
+from tests.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "real-checkpoint.yaml"

@@ -17,9 +17,8 @@ from typer.testing import CliRunner
 
 from hpo_operator.cli import main as cli
 from hpo_operator.cli.main import app
-from tests.integration.test_early_stopping import serve_log, write_log
-from tests.integration.test_operator import Cluster, experiment
-from tests.kube import wait_until
+from tests.experiments import experiment
+from tests.kube import Cluster, serve_log, wait_until, write_log
 
 runner = CliRunner()
 X = [{"name": "x", "type": "double", "min": 0, "max": 1}]

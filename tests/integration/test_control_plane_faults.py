@@ -26,9 +26,8 @@ import pytest
 from kubernetes import client
 
 from tests import faults
-from tests.integration.test_operator import Cluster
 from tests.outcome import FaultyGrid
-from tests.kube import OperatorProcess, free_port, wait_until
+from tests.kube import Cluster, OperatorProcess, free_port, wait_until
 
 GRID = FaultyGrid()
 

@@ -6,26 +6,8 @@ would, so the operator reads these logs with the same call it uses on a real clu
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from pathlib import Path
-
-from kubernetes import client
-
-from tests.integration.test_operator import Cluster, condition, experiment
-from tests.kube import wait_until
-
-
-def write_log(path: Path, lines: list[str]) -> None:
-    """Writes lines in the container runtime's log format, which KWOK serves."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
-    path.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
-
-
-def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path) -> None:
-    client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "kwok.x-k8s.io", "v1alpha1", namespace, "logs",
-        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs", "metadata": {"name": pod},
-         "spec": {"logs": [{"containers": ["train"], "logsFile": str(path), "follow": True}]}})
+from tests.experiments import condition, experiment
+from tests.kube import Cluster, serve_log, wait_until, write_log
 
 
 def test_metrics_come_from_stdout_lines(api, namespace, operator, kwok_nodes, tmp_path):

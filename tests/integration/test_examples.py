@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.experiments import condition
+from tests.kube import Cluster
+
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
 
@@ -14,7 +17,6 @@ def test_example_applies_cleanly(path, crds, namespace, kubectl):
 
 
 def test_the_simulated_examples_run_to_the_documented_end(api, namespace, operator, kwok_nodes, kubectl):
-    from tests.integration.test_operator import Cluster, condition
     cluster = Cluster(api, namespace)
     for name in ("grid", "retries", "job-trials"):
         kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLES[0].parent / f"{name}.yaml"))

@@ -22,9 +22,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.integration.test_operator import Cluster
-from tests.integration.test_real_node import containerd, real_experiment, real_node  # noqa: F401 (fixtures)
-from tests.kube import wait_until
+from tests.experiments import real_experiment
+from tests.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.realnode
@@ -100,7 +99,7 @@ def total(metrics: dict[str, float], name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def installed(api, kubectl, kubeconfig, crds, real_node):  # noqa: F811 (fixture)
+def installed(api, kubectl, kubeconfig, crds, real_node):
     ours = (Path(os.environ.get("HPO_CLUSTER_DIR", REPO / ".cluster")) / "kubeconfig").resolve()
     if Path(kubeconfig).resolve() != ours:
         pytest.skip(f"hack/deploy.sh imports the image into this checkout's real node; the tests run against "
@@ -153,7 +152,7 @@ def check_exact(cluster: Cluster, name: str, expected_trials: int) -> dict[str, 
 
 # --- as installed -----------------------------------------------------------------------------
 
-def test_pods_run_as_the_charts_service_account_non_root_on_a_read_only_root(installed, kubectl, real_node):  # noqa: F811
+def test_pods_run_as_the_charts_service_account_non_root_on_a_read_only_root(installed, kubectl, real_node):
     pods = wait_until(lambda: len(installed.running()) == 2 and installed.running(), timeout=120,
                       what="two operator pods Running")
     for pod in pods:
@@ -187,7 +186,7 @@ def test_one_replica_leads_and_the_other_stands_by(installed):
 
 # --- what it runs -----------------------------------------------------------------------------
 
-def test_the_example_and_a_real_trial_succeed_and_the_metrics_match(installed, api, real_node):  # noqa: F811
+def test_the_example_and_a_real_trial_succeed_and_the_metrics_match(installed, api, real_node):
     cluster = Cluster(api, installed.watched)
     example = yaml.safe_load((REPO / "examples" / "simulated.yaml").read_text())
     cluster.create(example)
@@ -218,7 +217,7 @@ def test_the_example_and_a_real_trial_succeed_and_the_metrics_match(installed, a
     assert "hpo_leader " in via_service
 
 
-def test_a_stuck_operator_is_restarted_by_its_liveness_probe(installed, containerd):  # noqa: F811
+def test_a_stuck_operator_is_restarted_by_its_liveness_probe(installed, containerd):
     if containerd is None:
         pytest.skip("this checkout's real node's containerd socket is not here")
     leader = installed.acting_leader()

@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-import threading
 import time
 
 import pytest
-from kubernetes import client, watch
+from kubernetes import client
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import GROUP, VERSION
 from hpo_operator.search.suggest import Suggester
-from tests.kube import wait_until
-
-
-def experiment(name: str, parameters: list[dict], *, annotations: dict, max_trials: int,
-               parallel: int = 1, algorithm: dict | None = None, **spec: object) -> dict:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": name},
-        "spec": {
-            "objective": {"type": "minimize", "metricName": "loss"},
-            "algorithm": algorithm or {"name": "random", "seed": 1},
-            "parameters": parameters,
-            "parallelTrialCount": parallel,
-            "maxTrialCount": max_trials,
-            "trialTemplate": {"template": {
-                "metadata": {"annotations": {"sim.hpo.dev/duration": "500ms", **annotations}},
-                "spec": {"containers": [{"name": "train", "image": "trainer:1",
-                                         "args": ["--x=${params.x}"] if any(p["name"] == "x" for p in parameters) else []}]},
-            }},
-            **spec,
-        },
-    }
-
-
-def as_job(body: dict, **job_spec: object) -> dict:
-    """The experiment with its pod template moved into a batch/v1 Job template."""
-    body = copy.deepcopy(body)
-    tt = body["spec"]["trialTemplate"]
-    tt["job"] = {"metadata": {"labels": {"team": "ml"}}, "spec": {"template": tt.pop("template"), **job_spec}}
-    return body
+from tests.experiments import GROUP, VERSION, as_job, by_config, condition, experiment
+from tests.kube import Cluster, PodConcurrency, wait_until
 
 
 def as_kind(body: dict, kind: str) -> dict:
@@ -49,99 +20,6 @@ def as_kind(body: dict, kind: str) -> dict:
 
 # The recovery tests run for pod trials and for Job trials: the same exact counts.
 KINDS = pytest.mark.parametrize("kind", ["pod", "job"])
-
-
-class Cluster:
-    def __init__(self, api: client.ApiClient, namespace: str):
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-        self.ns = namespace
-
-    def create(self, body: dict, plural: str = "experiments") -> dict:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
-
-    def get(self, name: str, plural: str = "experiments") -> dict:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)
-
-    def patch(self, name: str, body: dict, plural: str = "experiments") -> dict:
-        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name, body)
-
-    def poke(self, name: str) -> None:
-        """Wakes the experiment's loop in the operator: any change to the Experiment does."""
-        self.patch(name, {"metadata": {"annotations": {"test.hpo.dev/poke": str(time.monotonic_ns())}}})
-
-    def trials(self) -> dict[str, dict]:
-        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, "trials")["items"]
-        return {t["metadata"]["name"]: t for t in items}
-
-    def pods(self) -> dict[str, client.V1Pod]:
-        return {p.metadata.name: p for p in self.core.list_namespaced_pod(self.ns).items}
-
-    def workloads(self, kind: str) -> set[str]:
-        """What the trials run as, by name: their pods, or their Jobs."""
-        if kind == "job":
-            return {j.metadata.name for j in client.BatchV1Api(self.core.api_client).list_namespaced_job(self.ns).items}
-        return set(self.pods())
-
-    def events(self, reason: str) -> list[client.CoreV1Event]:
-        return [e for e in self.core.list_namespaced_event(self.ns).items if e.reason == reason]
-
-    def wait_finished(self, name: str, timeout: float = 120) -> dict:
-        return wait_until(lambda: (e := self.get(name)).get("status", {}).get("phase") in ("Succeeded", "Failed") and e,
-                          timeout=timeout, what=f"experiment {name} to finish")
-
-    def wait_trial(self, name: str, phases: tuple[str, ...], timeout: float = 60) -> dict:
-        def done():
-            try:
-                t = self.get(name, "trials")
-            except client.ApiException:
-                return None
-            return t.get("status", {}).get("phase") in phases and t
-        return wait_until(done, timeout=timeout, what=f"trial {name} to reach {phases}")
-
-
-def condition(obj: dict, type_: str) -> dict:
-    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
-
-
-def by_config(trials: dict[str, dict], param: str) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
-    for t in trials.values():
-        values = {p["name"]: p["value"] for p in t["spec"].get("parameters") or []}
-        assert param in values, f"trial without {param}: {t}"
-        value = values[param]
-        groups.setdefault(value, []).append(t)
-    for group in groups.values():
-        group.sort(key=lambda t: t["spec"]["attempt"])
-    return groups
-
-
-class PodConcurrency:
-    """Watches pods and records the most that were unfinished at once."""
-
-    def __init__(self, api: client.ApiClient, namespace: str):
-        self.core = client.CoreV1Api(api)
-        self.namespace = namespace
-        self.active: set[str] = set()
-        self.most = 0
-        self.watch = watch.Watch()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        try:
-            for event in self.watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=300):
-                pod = event["object"]
-                done = event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed") \
-                    or pod.metadata.deletion_timestamp is not None
-                (self.active.discard if done else self.active.add)(pod.metadata.name)
-                self.most = max(self.most, len(self.active))
-        except Exception:  # the stream ends abruptly when stop() closes it
-            pass
-
-    def stop(self) -> int:
-        self.watch.stop()
-        return self.most
 
 
 def test_experiment_completes_within_its_parallelism(api, namespace, operator, kwok_nodes, kubectl):

@@ -8,67 +8,15 @@ plane); `.ci/run` tries to.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
-from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client, watch
 
-from tests.kube import wait_until
-from hpo_operator.api.vocabulary import GROUP, VERSION
-from tests.integration.test_operator import Cluster
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "real-sklearn.yaml"
+from tests.experiments import GROUP, VERSION, as_job, real_experiment
+from tests.kube import Cluster, wait_until
 
 pytestmark = pytest.mark.realnode
-
-
-@pytest.fixture(scope="session")
-def real_node(api, kubeconfig) -> str:
-    nodes = client.CoreV1Api(api).list_node(label_selector="hpo.dev/node=real").items
-    ready = [n.metadata.name for n in nodes
-             if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
-    if not ready:
-        reason_file = Path(kubeconfig).parent / "real-node-unavailable"
-        why = reason_file.read_text().strip() if reason_file.exists() else (
-            "none was started: run `make cluster-real` or `hack/real-node.sh up`")
-        pytest.skip(f"no Ready node labelled hpo.dev/node=real: {why}")
-    return ready[0]
-
-
-@pytest.fixture(scope="session")
-def containerd(kubeconfig, real_node):
-    """`ctr` against the real node's containerd (namespace k8s.io), or None when the node is not
-    this checkout's (HPO_KUBECONFIG elsewhere) or ctr is missing."""
-    sock = Path(kubeconfig).parent / "real-node" / "containerd.sock"
-    binary = shutil.which("ctr")
-    if not binary or not sock.exists():
-        return None
-
-    def ctr(*args: str) -> str:
-        return subprocess.run([binary, "--address", str(sock), "--namespace", "k8s.io", *args],
-                              capture_output=True, text=True, check=True, timeout=60).stdout
-    return ctr
-
-
-def real_experiment(name: str, *, parameters: list[dict], command: list[str] | None = None,
-                    args: list[str] | None = None, memory: str = "256Mi", **spec: object) -> dict:
-    """The example's experiment (its pod template: real node, local image, stdout metrics),
-    renamed, with the given search space, and optionally another program."""
-    body = yaml.safe_load(EXAMPLE.read_text())
-    body["metadata"] = {"name": name}
-    body["spec"].update({"parameters": parameters, "parallelTrialCount": 1, "maxTrialCount": 1, **spec})
-    container = body["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]
-    container["resources"] = {"requests": {"cpu": "250m", "memory": memory},
-                              "limits": {"cpu": "1", "memory": memory}}
-    if command is not None:
-        container["command"] = command
-        container["args"] = args or []
-    return body
 
 
 class PodRecorder:
@@ -176,7 +124,6 @@ def test_a_really_oom_killed_trial_is_retried(api, namespace, operator, real_nod
 def test_a_real_indexed_job_trial_takes_its_metrics_from_index_0(api, namespace, operator, real_node):
     # Two real pods per trial; each prints a loss made of its own completion index, so the trial's
     # objective says which pod's log was read.
-    from tests.integration.test_operator import as_job
     program = ("import os\n"
                "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
                "print(f'accuracy={0.9 - index / 10} loss={index + 0.5}')\n")

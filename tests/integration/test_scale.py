@@ -7,9 +7,8 @@ import asyncio
 import collections
 
 from hpo_operator.kube import client as kubeapi
-from hpo_operator.api.vocabulary import GROUP, VERSION
-from tests.integration.test_operator import Cluster
-from tests.kube import wait_until
+from tests.experiments import GROUP, VERSION
+from tests.kube import Cluster, wait_until
 
 CONFIGURATIONS = 300
 PARALLEL = 50

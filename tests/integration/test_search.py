@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.integration.test_operator import Cluster, PodConcurrency, condition, experiment
-from tests.kube import wait_until
+from tests.experiments import condition, experiment
+from tests.kube import Cluster, PodConcurrency, wait_until
 
 
 def test_tpe_with_parallel_trials_uses_every_slot_and_learns(api, namespace, operator, kwok_nodes):

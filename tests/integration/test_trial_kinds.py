@@ -11,8 +11,8 @@ import time
 import pytest
 from kubernetes import client
 
-from tests.integration.test_operator import Cluster, as_job, by_config, experiment
-from tests.kube import wait_until
+from tests.experiments import as_job, by_config, experiment
+from tests.kube import Cluster, wait_until
 
 X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
 LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}

@@ -8,8 +8,7 @@ from hpo_operator.core import metrics
 from hpo_operator.core.conditions import MAX_MESSAGE, set_condition
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Outcome, Recorded, SearchSpaceError, Suggester
-from tests.unit.test_planner import (NOW, created_names, exp_status, make_spec, pod_running, run, suggested,
-                                     user_trial)
+from tests.rounds import NOW, created_names, exp_status, make_spec, pod_running, run, suggested, user_trial
 
 
 def test_a_grid_too_large_to_hold_is_refused():

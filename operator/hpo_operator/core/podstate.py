@@ -20,15 +20,31 @@ from hpo_operator.core import times
 # Pod phases (Kubernetes' words) after which no container of the pod runs again.
 FINISHED_POD_PHASES = ("Succeeded", "Failed")
 
-INFRASTRUCTURE_POD_REASONS = frozenset({
-    "Evicted", "Preempting", "Preempted", "NodeLost", "NodeShutdown", "Shutdown", "Terminated",
-    "UnexpectedAdmissionError", "NodeAffinity", "OutOfcpu", "OutOfmemory",
-})
+INFRASTRUCTURE_POD_REASONS = frozenset(
+    {
+        "Evicted",
+        "Preempting",
+        "Preempted",
+        "NodeLost",
+        "NodeShutdown",
+        "Shutdown",
+        "Terminated",
+        "UnexpectedAdmissionError",
+        "NodeAffinity",
+        "OutOfcpu",
+        "OutOfmemory",
+    }
+)
 # Waiting reasons that will not heal by waiting: fail at once.
-FATAL_WAITING_REASONS = frozenset({
-    "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError",
-    "RunContainerError",
-})
+FATAL_WAITING_REASONS = frozenset(
+    {
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
 # Waiting reasons that may heal (a registry comes back): fail after startupTimeoutSeconds.
 SLOW_WAITING_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "ContainerCreating", "PodInitializing"})
 # How long past its deletion deadline a pod may still look alive before its node counts as lost;
@@ -75,10 +91,15 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
         cls = "Infrastructure" if reason in INFRASTRUCTURE_POD_REASONS else "Error"
         if reason == "DeadlineExceeded":
             cls = "Timeout"
-        return PodObservation("Failed", reason, status.get("message", ""), cls,
-                              exit_code=(terminated or {}).get("exitCode"),
-                              start_time=status.get("startTime"),
-                              finish_time=(terminated or {}).get("finishedAt"))
+        return PodObservation(
+            "Failed",
+            reason,
+            status.get("message", ""),
+            cls,
+            exit_code=(terminated or {}).get("exitCode"),
+            start_time=status.get("startTime"),
+            finish_time=(terminated or {}).get("finishedAt"),
+        )
 
     if terminated and phase in ("Succeeded", "Failed", "Running"):
         # The primary container's exit decides the trial, whatever sidecars do (a sidecar that
@@ -95,10 +116,16 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
         else:
             cls = "Error"
         message = terminated.get("message") or ""
-        return PodObservation(phase, reason, _exit_message(code, reason) if cls else "", cls,
-                              exit_code=code, termination_message=message or None,
-                              start_time=terminated.get("startedAt") or status.get("startTime"),
-                              finish_time=terminated.get("finishedAt"))
+        return PodObservation(
+            phase,
+            reason,
+            _exit_message(code, reason) if cls else "",
+            cls,
+            exit_code=code,
+            termination_message=message or None,
+            start_time=terminated.get("startedAt") or status.get("startTime"),
+            finish_time=terminated.get("finishedAt"),
+        )
 
     if phase == "Failed":
         cls = "Infrastructure" if _disrupted(status) else "Error"
@@ -110,8 +137,10 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
         if late >= STRANDED_AFTER_SECONDS:
             why = _disruption(status)
             node = pod.get("spec", {}).get("nodeName") or "its node"
-            message = (f"the pod was deleted{f' ({why})' if why else ''} but {node} never finished it "
-                       f"({int(late)}s past its grace period): the node is lost")
+            message = (
+                f"the pod was deleted{f' ({why})' if why else ''} but {node} never finished it "
+                f"({int(late)}s past its grace period): the node is lost"
+            )
             return PodObservation("Failed", "NodeLost", message, "Infrastructure", start_time=status.get("startTime"))
         recheck = STRANDED_AFTER_SECONDS - late
 
@@ -152,12 +181,23 @@ def _not_finished(phase: str, status: dict, waiting: dict | None, created: str |
         return PodObservation("Running", "Running", start_time=status.get("startTime"))
     if waiting and waiting.get("reason") in FATAL_WAITING_REASONS | SLOW_WAITING_REASONS:
         reason = waiting["reason"]
-        return PodObservation("Pending", reason, waiting.get("message", ""), "Startup",
-                              stuck_since=created, fatal=reason in FATAL_WAITING_REASONS)
+        return PodObservation(
+            "Pending",
+            reason,
+            waiting.get("message", ""),
+            "Startup",
+            stuck_since=created,
+            fatal=reason in FATAL_WAITING_REASONS,
+        )
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            return PodObservation("Pending", cond.get("reason") or "Unschedulable",
-                                  cond.get("message", ""), "Startup", stuck_since=created)
+            return PodObservation(
+                "Pending",
+                cond.get("reason") or "Unschedulable",
+                cond.get("message", ""),
+                "Startup",
+                stuck_since=created,
+            )
     return PodObservation("Pending", "PodPending", stuck_since=created)
 
 

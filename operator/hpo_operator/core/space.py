@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from hpo_operator.api.models import Parameter, ParameterAssignment
 
@@ -44,8 +44,9 @@ def normalize(param: Parameter, text: str) -> str:
         if param.step:
             steps = (number - param.min) / param.step  # type: ignore[operator]
             if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
-                raise InvalidConfiguration(f"{param.name}: {text} is not min {param.min:g} plus a multiple "
-                                           f"of step {param.step:g}")
+                raise InvalidConfiguration(
+                    f"{param.name}: {text} is not min {param.min:g} plus a multiple of step {param.step:g}"
+                )
         return format_value(param, number)
     if param.type == "discrete":
         try:

@@ -28,6 +28,7 @@ from typing import Any
 from hpo_operator.api.models import ExperimentSpec, TrialResource
 from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT, L_TRIAL
 from hpo_operator.core.podstate import FINISHED_POD_PHASES
+
 from .pod import build_pod, mount_checkpoint, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
@@ -37,6 +38,7 @@ L_JOB_INDEX = "batch.kubernetes.io/job-completion-index"
 @dataclass(frozen=True)
 class Kind:
     """The API resource a trial runs as."""
+
     group: str
     version: str
     kind: str
@@ -67,17 +69,31 @@ def kind_of(spec: ExperimentSpec) -> Kind:
 
 # --- building -----------------------------------------------------------------------------------
 
+
 def _owner(trial: dict) -> list[dict]:
     meta = trial["metadata"]
-    return [{"apiVersion": trial.get("apiVersion", API_VERSION), "kind": "Trial", "name": meta["name"],
-             "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]
+    return [
+        {
+            "apiVersion": trial.get("apiVersion", API_VERSION),
+            "kind": "Trial",
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
 def _labels(trial: dict, experiment: str) -> dict[str, str]:
     meta = trial["metadata"]
-    return {**(meta.get("labels") or {}), L_EXPERIMENT: experiment, L_TRIAL: meta["name"],
-            "app.kubernetes.io/name": "hpo-trial", "app.kubernetes.io/instance": experiment,
-            "app.kubernetes.io/component": "trial"}
+    return {
+        **(meta.get("labels") or {}),
+        L_EXPERIMENT: experiment,
+        L_TRIAL: meta["name"],
+        "app.kubernetes.io/name": "hpo-trial",
+        "app.kubernetes.io/instance": experiment,
+        "app.kubernetes.io/component": "trial",
+    }
 
 
 def label_pod_templates(node: Any, labels: dict[str, str]) -> int:
@@ -127,13 +143,18 @@ def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[
         job_meta = manifest.pop("metadata", None) or {}
         label_pod_templates(manifest, labels)
         body = {**manifest, "apiVersion": resource.api_version, "kind": resource.kind}
-    body["metadata"] = {"name": meta["name"], "namespace": meta["namespace"],
-                        "labels": {**(job_meta.get("labels") or {}), **labels},
-                        "annotations": job_meta.get("annotations") or {}, "ownerReferences": _owner(trial)}
+    body["metadata"] = {
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "labels": {**(job_meta.get("labels") or {}), **labels},
+        "annotations": job_meta.get("annotations") or {},
+        "ownerReferences": _owner(trial),
+    }
     return kind, body
 
 
 # --- observing ----------------------------------------------------------------------------------
+
 
 def _condition(obj: dict, type_: str, status: str = "True") -> dict | None:
     for c in (obj.get("status") or {}).get("conditions") or []:
@@ -148,8 +169,9 @@ def primary_pod(pods: list[dict], labels: dict[str, str] | None) -> dict | None:
         return None
     candidates = pods
     if labels:
-        candidates = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
-                                             for k, v in labels.items())]
+        candidates = [
+            p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
     else:
         indexed = [p for p in pods if (p["metadata"].get("labels") or {}).get(L_JOB_INDEX) == "0"]
         candidates = indexed or pods
@@ -176,10 +198,15 @@ def _failed_pod(pods: list[dict]) -> dict | None:
 def _shape(name: str, workload: dict, pod: dict | None, phase: str, status: dict) -> dict:
     """A pod-shaped dict for podstate.observe: the primary pod's identity (its log is read by its
     name) with the status given."""
-    base = pod or {"metadata": {"name": name, "namespace": workload["metadata"].get("namespace"),
-                                "uid": workload["metadata"].get("uid", ""),
-                                "creationTimestamp": workload["metadata"].get("creationTimestamp")},
-                   "spec": {"containers": []}}
+    base = pod or {
+        "metadata": {
+            "name": name,
+            "namespace": workload["metadata"].get("namespace"),
+            "uid": workload["metadata"].get("uid", ""),
+            "creationTimestamp": workload["metadata"].get("creationTimestamp"),
+        },
+        "spec": {"containers": []},
+    }
     meta = dict(base["metadata"])
     if workload["metadata"].get("deletionTimestamp"):
         meta["deletionTimestamp"] = workload["metadata"]["deletionTimestamp"]
@@ -205,8 +232,14 @@ def _failure_status(workload_reason: str, message: str, pods: list[dict], pod: d
     return {"reason": workload_reason or "Failed", "message": message}
 
 
-def trial_pod_view(kind: Kind, name: str, workload: dict | None, pods: list[dict],
-                   resource: TrialResource | None = None, primary_labels: dict[str, str] | None = None) -> dict | None:
+def trial_pod_view(
+    kind: Kind,
+    name: str,
+    workload: dict | None,
+    pods: list[dict],
+    resource: TrialResource | None = None,
+    primary_labels: dict[str, str] | None = None,
+) -> dict | None:
     """The pod-shaped observation of a trial that runs as a Job or another resource, or None while
     that does not exist."""
     if workload is None:
@@ -219,7 +252,10 @@ def trial_pod_view(kind: Kind, name: str, workload: dict | None, pods: list[dict
         success = _condition(workload, resource.success_condition.type, resource.success_condition.status)
         failure = _condition(workload, resource.failure_condition.type, resource.failure_condition.status)
     if success is not None:
-        container = _terminated(pod) or {"name": "main", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+        container = _terminated(pod) or {
+            "name": "main",
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        }
         return _shape(name, workload, pod, "Succeeded", {"containerStatuses": [container]})
     if failure is not None:
         status = _failure_status(failure.get("reason") or "", failure.get("message") or "", pods, pod)

@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 _PAIR = re.compile(
     r"(?:^|[\s,;])([A-Za-z_][A-Za-z0-9_./-]*)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)(?=$|[\s,;])"
@@ -51,7 +52,7 @@ def _step(value: object) -> int | None:
     return int(number)
 
 
-def _from_object(obj: dict, wanted: set[str]) -> list[Sample]:
+def _from_object(obj: dict[str, Any], wanted: set[str]) -> list[Sample]:
     step = _step(obj.get("step"))
     samples = []
     for name, raw in obj.items():

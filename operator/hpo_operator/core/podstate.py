@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from hpo_operator.core import times
 
@@ -67,7 +68,7 @@ class PodObservation:
     recheck_in: float | None = None  # seconds until this observation may change without a pod event
 
 
-def _primary(statuses: list[dict], name: str | None) -> dict | None:
+def _primary(statuses: list[dict[str, Any]], name: str | None) -> dict[str, Any] | None:
     if not statuses:
         return None
     if name:
@@ -77,7 +78,7 @@ def _primary(statuses: list[dict], name: str | None) -> dict | None:
     return statuses[0]
 
 
-def observe(pod: dict, primary_container: str | None = None, now: datetime | None = None) -> PodObservation:
+def observe(pod: dict[str, Any], primary_container: str | None = None, now: datetime | None = None) -> PodObservation:
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     container = _primary(status.get("containerStatuses") or [], primary_container)
@@ -88,7 +89,7 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
 
     if phase == "Failed" and status.get("reason"):
         reason = status["reason"]
-        cls = "Infrastructure" if reason in INFRASTRUCTURE_POD_REASONS else "Error"
+        cls: str | None = "Infrastructure" if reason in INFRASTRUCTURE_POD_REASONS else "Error"
         if reason == "DeadlineExceeded":
             cls = "Timeout"
         return PodObservation(
@@ -149,7 +150,7 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
     return obs
 
 
-def seconds_past_deletion(pod: dict, now: datetime | None) -> float | None:
+def seconds_past_deletion(pod: dict[str, Any], now: datetime | None) -> float | None:
     """How long ago a pod on a node should have finished terminating (negative: not yet due);
     None when it is not being deleted, has no node, or there is no clock to judge by."""
     deadline = times.parse(pod.get("metadata", {}).get("deletionTimestamp"))
@@ -159,7 +160,7 @@ def seconds_past_deletion(pod: dict, now: datetime | None) -> float | None:
     return (now - deadline).total_seconds()
 
 
-def finished(pod: dict) -> bool:
+def finished(pod: dict[str, Any]) -> bool:
     """Whether the pod's containers are all done (what runs on is not the trial's)."""
     status = pod.get("status") or {}
     if status.get("phase") in FINISHED_POD_PHASES:
@@ -169,14 +170,16 @@ def finished(pod: dict) -> bool:
     return bool(containers) and all((c.get("state") or {}).get("terminated") for c in containers)
 
 
-def stranded(pod: dict, now: datetime) -> bool:
+def stranded(pod: dict[str, Any], now: datetime) -> bool:
     """A pod whose deletion no kubelet will ever finish: it no longer takes a trial slot."""
     late = seconds_past_deletion(pod, now)
     phase = (pod.get("status") or {}).get("phase")
     return late is not None and late >= STRANDED_AFTER_SECONDS and phase not in FINISHED_POD_PHASES
 
 
-def _not_finished(phase: str, status: dict, waiting: dict | None, created: str | None) -> PodObservation:
+def _not_finished(
+    phase: str, status: dict[str, Any], waiting: dict[str, Any] | None, created: str | None
+) -> PodObservation:
     if phase == "Running":
         return PodObservation("Running", "Running", start_time=status.get("startTime"))
     if waiting and waiting.get("reason") in FATAL_WAITING_REASONS | SLOW_WAITING_REASONS:
@@ -201,11 +204,11 @@ def _not_finished(phase: str, status: dict, waiting: dict | None, created: str |
     return PodObservation("Pending", "PodPending", stuck_since=created)
 
 
-def _disrupted(status: dict) -> bool:
+def _disrupted(status: dict[str, Any]) -> bool:
     return _disruption(status) is not None
 
 
-def _disruption(status: dict) -> str | None:
+def _disruption(status: dict[str, Any]) -> str | None:
     """The reason of a DisruptionTarget condition (e.g. DeletionByTaintManager), if there is one."""
     for c in status.get("conditions") or []:
         if c.get("type") == "DisruptionTarget" and c.get("status") == "True":

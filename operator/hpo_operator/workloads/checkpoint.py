@@ -36,7 +36,7 @@ def claim_name(experiment: str, config: str) -> str:
     return name
 
 
-def build_claim(checkpoint: Checkpoint, experiment: dict, config: str) -> dict:
+def build_claim(checkpoint: Checkpoint, experiment: dict[str, Any], config: str) -> dict[str, Any]:
     meta = experiment["metadata"]
     template = checkpoint.volume_claim_template
     spec: dict[str, Any] = {
@@ -73,7 +73,7 @@ def build_claim(checkpoint: Checkpoint, experiment: dict, config: str) -> dict:
     }
 
 
-def mount(pod_spec: dict, checkpoint: Checkpoint, claim: str, primary: str | None, resume: bool) -> None:
+def mount(pod_spec: dict[str, Any], checkpoint: Checkpoint, claim: str, primary: str | None, resume: bool) -> None:
     """Mounts the claim into the pod spec's primary container (in place), with the environment
     that tells the program where to write and whether it resumes."""
     volumes = [v for v in pod_spec.get("volumes") or [] if v.get("name") != VOLUME]

@@ -70,7 +70,7 @@ def kind_of(spec: ExperimentSpec) -> Kind:
 # --- building -----------------------------------------------------------------------------------
 
 
-def _owner(trial: dict) -> list[dict]:
+def _owner(trial: dict[str, Any]) -> list[dict[str, Any]]:
     meta = trial["metadata"]
     return [
         {
@@ -84,7 +84,7 @@ def _owner(trial: dict) -> list[dict]:
     ]
 
 
-def _labels(trial: dict, experiment: str) -> dict[str, str]:
+def _labels(trial: dict[str, Any], experiment: str) -> dict[str, str]:
     meta = trial["metadata"]
     return {
         **(meta.get("labels") or {}),
@@ -114,7 +114,7 @@ def label_pod_templates(node: Any, labels: dict[str, str]) -> int:
     return found
 
 
-def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[Kind, dict]:
+def build_workload(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> tuple[Kind, dict[str, Any]]:
     """The object a trial runs, ready to create."""
     tt = spec.trial_template
     kind = kind_of(spec)
@@ -138,7 +138,8 @@ def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[
         label_pod_templates(job_spec, labels)
         body = {"apiVersion": "batch/v1", "kind": "Job", "spec": job_spec}
     else:
-        resource: TrialResource = tt.resource  # type: ignore[assignment]
+        resource = tt.resource
+        assert resource is not None  # kind_of: neither a pod nor a Job
         manifest = substitute(copy.deepcopy(resource.manifest), values)
         job_meta = manifest.pop("metadata", None) or {}
         label_pod_templates(manifest, labels)
@@ -156,14 +157,15 @@ def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[
 # --- observing ----------------------------------------------------------------------------------
 
 
-def _condition(obj: dict, type_: str, status: str = "True") -> dict | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
+def _condition(obj: dict[str, Any], type_: str, status: str = "True") -> dict[str, Any] | None:
+    conditions: list[dict[str, Any]] = (obj.get("status") or {}).get("conditions") or []
+    for c in conditions:
         if c.get("type") == type_ and c.get("status") == status:
             return c
     return None
 
 
-def primary_pod(pods: list[dict], labels: dict[str, str] | None) -> dict | None:
+def primary_pod(pods: list[dict[str, Any]], labels: dict[str, str] | None) -> dict[str, Any] | None:
     """The pod whose log and exit speak for the trial (see the module's docstring)."""
     if not pods:
         return None
@@ -180,14 +182,15 @@ def primary_pod(pods: list[dict], labels: dict[str, str] | None) -> dict | None:
     return max(candidates, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
 
 
-def _terminated(pod: dict | None) -> dict | None:
-    for c in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+def _terminated(pod: dict[str, Any] | None) -> dict[str, Any] | None:
+    statuses: list[dict[str, Any]] = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    for c in statuses:
         if (c.get("state") or {}).get("terminated"):
             return c
     return None
 
 
-def _failed_pod(pods: list[dict]) -> dict | None:
+def _failed_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The pod that explains a failure: the newest failed one."""
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
     if not failed:
@@ -195,7 +198,9 @@ def _failed_pod(pods: list[dict]) -> dict | None:
     return max(failed, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
 
 
-def _shape(name: str, workload: dict, pod: dict | None, phase: str, status: dict) -> dict:
+def _shape(
+    name: str, workload: dict[str, Any], pod: dict[str, Any] | None, phase: str, status: dict[str, Any]
+) -> dict[str, Any]:
     """A pod-shaped dict for podstate.observe: the primary pod's identity (its log is read by its
     name) with the status given."""
     base = pod or {
@@ -215,7 +220,9 @@ def _shape(name: str, workload: dict, pod: dict | None, phase: str, status: dict
     return {"metadata": meta, "spec": base.get("spec") or {}, "status": {"phase": phase, **status}}
 
 
-def _failure_status(workload_reason: str, message: str, pods: list[dict], pod: dict | None) -> dict:
+def _failure_status(
+    workload_reason: str, message: str, pods: list[dict[str, Any]], pod: dict[str, Any] | None
+) -> dict[str, Any]:
     """A Failed pod status that makes podstate classify the failure as the pods say."""
     if workload_reason == "DeadlineExceeded":
         return {"reason": "DeadlineExceeded", "message": message}
@@ -235,11 +242,11 @@ def _failure_status(workload_reason: str, message: str, pods: list[dict], pod: d
 def trial_pod_view(
     kind: Kind,
     name: str,
-    workload: dict | None,
-    pods: list[dict],
+    workload: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
     resource: TrialResource | None = None,
     primary_labels: dict[str, str] | None = None,
-) -> dict | None:
+) -> dict[str, Any] | None:
     """The pod-shaped observation of a trial that runs as a Job or another resource, or None while
     that does not exist."""
     if workload is None:

@@ -24,7 +24,7 @@ def substitute(node: Any, values: dict[str, str]) -> Any:
     return node
 
 
-def trial_values(experiment: str, trial: dict, spec: ExperimentSpec | None = None) -> dict[str, str]:
+def trial_values(experiment: str, trial: dict[str, Any], spec: ExperimentSpec | None = None) -> dict[str, str]:
     """What the placeholders stand for, for one trial."""
     meta = trial["metadata"]
     tspec = trial["spec"]
@@ -37,7 +37,7 @@ def trial_values(experiment: str, trial: dict, spec: ExperimentSpec | None = Non
     return values
 
 
-def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict, pod_spec: dict) -> None:
+def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict[str, Any], pod_spec: dict[str, Any]) -> None:
     """The configuration's checkpoint volume in the trial's pod spec, if the experiment has one."""
     ckpt = spec.trial_template.checkpoint
     if ckpt is None:
@@ -52,7 +52,7 @@ def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict, pod_spe
     )
 
 
-def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
+def build_pod(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> dict[str, Any]:
     meta = trial["metadata"]
     values = trial_values(experiment, trial, spec)
     template = substitute(copy.deepcopy(spec.trial_template.template), values)

@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any
 
-_PAIR = re.compile(r"(?:^|[\s,;])([A-Za-z_][A-Za-z0-9_./-]*)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)(?=$|[\s,;])")
+_PAIR = re.compile(
+    r"(?:^|[\s,;])([A-Za-z_][A-Za-z0-9_./-]*)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)(?=$|[\s,;])"
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def _step(value: object) -> int | None:
     return int(number)
 
 
-def _from_object(obj: dict, wanted: set[str]) -> list[Sample]:
+def _from_object(obj: dict[str, Any], wanted: set[str]) -> list[Sample]:
     step = _step(obj.get("step"))
     samples = []
     for name, raw in obj.items():
@@ -82,8 +85,7 @@ def parse_line(line: str, wanted: set[str]) -> list[Sample]:
         return []
     values = dict(pairs)
     step = _step(values.get("step"))
-    return [Sample(name, value, step) for name, raw in pairs
-            if name in wanted and (value := _number(raw)) is not None]
+    return [Sample(name, value, step) for name, raw in pairs if name in wanted and (value := _number(raw)) is not None]
 
 
 def parse_log(text: str, wanted: Iterable[str], timestamps: bool = False) -> list[Sample]:
@@ -110,6 +112,7 @@ def latest(samples: Iterable[Sample]) -> dict[str, Sample]:
 
 # --- where a trial's result is read: metricsCollector.source ------------------------------------
 
+
 def log_needed(source: str, termination_message: str | None, objective: str) -> bool:
     """Whether a succeeded trial's log must be read for its result: always with StdoutLog, never
     with TerminationMessage, and with Auto when the termination message lacks the objective."""
@@ -118,8 +121,9 @@ def log_needed(source: str, termination_message: str | None, objective: str) -> 
     return source == "StdoutLog" or not parse_termination_message(termination_message, [objective])
 
 
-def final_samples(source: str, objective: str, termination_message: str | None, log: str,
-                  wanted: Iterable[str]) -> list[Sample]:
+def final_samples(
+    source: str, objective: str, termination_message: str | None, log: str, wanted: Iterable[str]
+) -> list[Sample]:
     """A finished attempt's metrics by source: the termination message, the log, or (Auto) the
     message and then the log when the message lacks the objective."""
     wanted = list(wanted)

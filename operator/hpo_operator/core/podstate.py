@@ -14,21 +14,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from hpo_operator.core import times
 
 # Pod phases (Kubernetes' words) after which no container of the pod runs again.
 FINISHED_POD_PHASES = ("Succeeded", "Failed")
 
-INFRASTRUCTURE_POD_REASONS = frozenset({
-    "Evicted", "Preempting", "Preempted", "NodeLost", "NodeShutdown", "Shutdown", "Terminated",
-    "UnexpectedAdmissionError", "NodeAffinity", "OutOfcpu", "OutOfmemory",
-})
+INFRASTRUCTURE_POD_REASONS = frozenset(
+    {
+        "Evicted",
+        "Preempting",
+        "Preempted",
+        "NodeLost",
+        "NodeShutdown",
+        "Shutdown",
+        "Terminated",
+        "UnexpectedAdmissionError",
+        "NodeAffinity",
+        "OutOfcpu",
+        "OutOfmemory",
+    }
+)
 # Waiting reasons that will not heal by waiting: fail at once.
-FATAL_WAITING_REASONS = frozenset({
-    "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError",
-    "RunContainerError",
-})
+FATAL_WAITING_REASONS = frozenset(
+    {
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
 # Waiting reasons that may heal (a registry comes back): fail after startupTimeoutSeconds.
 SLOW_WAITING_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "ContainerCreating", "PodInitializing"})
 # How long past its deletion deadline a pod may still look alive before its node counts as lost;
@@ -51,7 +68,7 @@ class PodObservation:
     recheck_in: float | None = None  # seconds until this observation may change without a pod event
 
 
-def _primary(statuses: list[dict], name: str | None) -> dict | None:
+def _primary(statuses: list[dict[str, Any]], name: str | None) -> dict[str, Any] | None:
     if not statuses:
         return None
     if name:
@@ -61,7 +78,7 @@ def _primary(statuses: list[dict], name: str | None) -> dict | None:
     return statuses[0]
 
 
-def observe(pod: dict, primary_container: str | None = None, now: datetime | None = None) -> PodObservation:
+def observe(pod: dict[str, Any], primary_container: str | None = None, now: datetime | None = None) -> PodObservation:
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     container = _primary(status.get("containerStatuses") or [], primary_container)
@@ -72,13 +89,18 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
 
     if phase == "Failed" and status.get("reason"):
         reason = status["reason"]
-        cls = "Infrastructure" if reason in INFRASTRUCTURE_POD_REASONS else "Error"
+        cls: str | None = "Infrastructure" if reason in INFRASTRUCTURE_POD_REASONS else "Error"
         if reason == "DeadlineExceeded":
             cls = "Timeout"
-        return PodObservation("Failed", reason, status.get("message", ""), cls,
-                              exit_code=(terminated or {}).get("exitCode"),
-                              start_time=status.get("startTime"),
-                              finish_time=(terminated or {}).get("finishedAt"))
+        return PodObservation(
+            "Failed",
+            reason,
+            status.get("message", ""),
+            cls,
+            exit_code=(terminated or {}).get("exitCode"),
+            start_time=status.get("startTime"),
+            finish_time=(terminated or {}).get("finishedAt"),
+        )
 
     if terminated and phase in ("Succeeded", "Failed", "Running"):
         # The primary container's exit decides the trial, whatever sidecars do (a sidecar that
@@ -95,10 +117,16 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
         else:
             cls = "Error"
         message = terminated.get("message") or ""
-        return PodObservation(phase, reason, _exit_message(code, reason) if cls else "", cls,
-                              exit_code=code, termination_message=message or None,
-                              start_time=terminated.get("startedAt") or status.get("startTime"),
-                              finish_time=terminated.get("finishedAt"))
+        return PodObservation(
+            phase,
+            reason,
+            _exit_message(code, reason) if cls else "",
+            cls,
+            exit_code=code,
+            termination_message=message or None,
+            start_time=terminated.get("startedAt") or status.get("startTime"),
+            finish_time=terminated.get("finishedAt"),
+        )
 
     if phase == "Failed":
         cls = "Infrastructure" if _disrupted(status) else "Error"
@@ -110,8 +138,10 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
         if late >= STRANDED_AFTER_SECONDS:
             why = _disruption(status)
             node = pod.get("spec", {}).get("nodeName") or "its node"
-            message = (f"the pod was deleted{f' ({why})' if why else ''} but {node} never finished it "
-                       f"({int(late)}s past its grace period): the node is lost")
+            message = (
+                f"the pod was deleted{f' ({why})' if why else ''} but {node} never finished it "
+                f"({int(late)}s past its grace period): the node is lost"
+            )
             return PodObservation("Failed", "NodeLost", message, "Infrastructure", start_time=status.get("startTime"))
         recheck = STRANDED_AFTER_SECONDS - late
 
@@ -120,7 +150,7 @@ def observe(pod: dict, primary_container: str | None = None, now: datetime | Non
     return obs
 
 
-def seconds_past_deletion(pod: dict, now: datetime | None) -> float | None:
+def seconds_past_deletion(pod: dict[str, Any], now: datetime | None) -> float | None:
     """How long ago a pod on a node should have finished terminating (negative: not yet due);
     None when it is not being deleted, has no node, or there is no clock to judge by."""
     deadline = times.parse(pod.get("metadata", {}).get("deletionTimestamp"))
@@ -130,7 +160,7 @@ def seconds_past_deletion(pod: dict, now: datetime | None) -> float | None:
     return (now - deadline).total_seconds()
 
 
-def finished(pod: dict) -> bool:
+def finished(pod: dict[str, Any]) -> bool:
     """Whether the pod's containers are all done (what runs on is not the trial's)."""
     status = pod.get("status") or {}
     if status.get("phase") in FINISHED_POD_PHASES:
@@ -140,32 +170,45 @@ def finished(pod: dict) -> bool:
     return bool(containers) and all((c.get("state") or {}).get("terminated") for c in containers)
 
 
-def stranded(pod: dict, now: datetime) -> bool:
+def stranded(pod: dict[str, Any], now: datetime) -> bool:
     """A pod whose deletion no kubelet will ever finish: it no longer takes a trial slot."""
     late = seconds_past_deletion(pod, now)
     phase = (pod.get("status") or {}).get("phase")
     return late is not None and late >= STRANDED_AFTER_SECONDS and phase not in FINISHED_POD_PHASES
 
 
-def _not_finished(phase: str, status: dict, waiting: dict | None, created: str | None) -> PodObservation:
+def _not_finished(
+    phase: str, status: dict[str, Any], waiting: dict[str, Any] | None, created: str | None
+) -> PodObservation:
     if phase == "Running":
         return PodObservation("Running", "Running", start_time=status.get("startTime"))
     if waiting and waiting.get("reason") in FATAL_WAITING_REASONS | SLOW_WAITING_REASONS:
         reason = waiting["reason"]
-        return PodObservation("Pending", reason, waiting.get("message", ""), "Startup",
-                              stuck_since=created, fatal=reason in FATAL_WAITING_REASONS)
+        return PodObservation(
+            "Pending",
+            reason,
+            waiting.get("message", ""),
+            "Startup",
+            stuck_since=created,
+            fatal=reason in FATAL_WAITING_REASONS,
+        )
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            return PodObservation("Pending", cond.get("reason") or "Unschedulable",
-                                  cond.get("message", ""), "Startup", stuck_since=created)
+            return PodObservation(
+                "Pending",
+                cond.get("reason") or "Unschedulable",
+                cond.get("message", ""),
+                "Startup",
+                stuck_since=created,
+            )
     return PodObservation("Pending", "PodPending", stuck_since=created)
 
 
-def _disrupted(status: dict) -> bool:
+def _disrupted(status: dict[str, Any]) -> bool:
     return _disruption(status) is not None
 
 
-def _disruption(status: dict) -> str | None:
+def _disruption(status: dict[str, Any]) -> str | None:
     """The reason of a DisruptionTarget condition (e.g. DeletionByTaintManager), if there is one."""
     for c in status.get("conditions") or []:
         if c.get("type") == "DisruptionTarget" and c.get("status") == "True":

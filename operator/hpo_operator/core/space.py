@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from hpo_operator.api.spec import Parameter, ParameterAssignment
 
@@ -20,11 +20,12 @@ class InvalidConfiguration(ValueError):
     """A parameter assignment that does not fit the experiment's search space."""
 
 
-def format_value(param: Parameter, value: object) -> str:
+def format_value(param: Parameter, value: str | float) -> str:
+    """The canonical text of a value: a number for int and double, the value itself otherwise."""
     if param.type == "int":
-        return str(int(value))  # type: ignore[arg-type]
+        return str(int(value))
     if param.type == "double":
-        return repr(float(value) + 0.0)  # type: ignore[arg-type]  # + 0.0 turns -0.0 into 0.0
+        return repr(float(value) + 0.0)  # + 0.0 turns -0.0 into 0.0
     return str(value)
 
 
@@ -39,13 +40,16 @@ def normalize(param: Parameter, text: str) -> str:
             raise InvalidConfiguration(f"{param.name}: {text!r} is not a finite number")
         if param.type == "int" and number != int(number):
             raise InvalidConfiguration(f"{param.name}: {text!r} is not a whole number")
-        if not (param.min <= number <= param.max):  # type: ignore[operator]
-            raise InvalidConfiguration(f"{param.name}: {text} is outside [{param.min:g}, {param.max:g}]")
+        low, high = param.min, param.max
+        assert low is not None and high is not None  # the spec's rules give int and double both bounds
+        if not (low <= number <= high):
+            raise InvalidConfiguration(f"{param.name}: {text} is outside [{low:g}, {high:g}]")
         if param.step:
-            steps = (number - param.min) / param.step  # type: ignore[operator]
+            steps = (number - low) / param.step
             if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
-                raise InvalidConfiguration(f"{param.name}: {text} is not min {param.min:g} plus a multiple "
-                                           f"of step {param.step:g}")
+                raise InvalidConfiguration(
+                    f"{param.name}: {text} is not min {low:g} plus a multiple of step {param.step:g}"
+                )
         return format_value(param, number)
     if param.type == "discrete":
         try:

@@ -3,12 +3,12 @@ timestamps through these, so that a status written by the planner parses in the 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(t: datetime | None = None) -> str:
@@ -27,7 +27,7 @@ def parse(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
@@ -37,7 +37,7 @@ def parse_or_none(value: str | None) -> datetime | None:
         parsed = parse(value or None)
     except ValueError:
         return None
-    return parsed.astimezone(timezone.utc) if parsed else None
+    return parsed.astimezone(UTC) if parsed else None
 
 
 def display(t: datetime | None) -> str:

@@ -33,33 +33,48 @@ def claim_name(experiment: str, config: str) -> str:
     name = f"{experiment}-ckpt-{config}"
     if len(name) > NAME_LIMIT:  # a long experiment name: keep it unique and valid
         digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-        name = f"{experiment[:NAME_LIMIT - len(config) - 18]}-{digest}-ckpt-{config}"
+        name = f"{experiment[: NAME_LIMIT - len(config) - 18]}-{digest}-ckpt-{config}"
     return name
 
 
-def build_claim(checkpoint: Checkpoint, experiment: dict, config: str) -> dict:
+def build_claim(checkpoint: Checkpoint, experiment: dict[str, Any], config: str) -> dict[str, Any]:
     meta = experiment["metadata"]
     template = checkpoint.volume_claim_template
-    spec: dict[str, Any] = {"accessModes": [template.access_mode],
-                            "resources": {"requests": {"storage": template.size}}}
+    spec: dict[str, Any] = {
+        "accessModes": [template.access_mode],
+        "resources": {"requests": {"storage": template.size}},
+    }
     if template.storage_class_name is not None:
         spec["storageClassName"] = template.storage_class_name
     return {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
         "metadata": {
-            "name": claim_name(meta["name"], config), "namespace": meta["namespace"],
-            "labels": {L_EXPERIMENT: meta["name"], L_CONFIG: config,
-                       "app.kubernetes.io/name": "hpo-trial", "app.kubernetes.io/instance": meta["name"],
-                       "app.kubernetes.io/component": "checkpoint"},
-            "ownerReferences": [{"apiVersion": experiment.get("apiVersion", API_VERSION), "kind": "Experiment",
-                                 "name": meta["name"], "uid": meta["uid"], "controller": True,
-                                 "blockOwnerDeletion": True}],
+            "name": claim_name(meta["name"], config),
+            "namespace": meta["namespace"],
+            "labels": {
+                L_EXPERIMENT: meta["name"],
+                L_CONFIG: config,
+                "app.kubernetes.io/name": "hpo-trial",
+                "app.kubernetes.io/instance": meta["name"],
+                "app.kubernetes.io/component": "checkpoint",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": experiment.get("apiVersion", API_VERSION),
+                    "kind": "Experiment",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": spec,
     }
 
 
-def mount(pod_spec: dict, checkpoint: Checkpoint, claim: str, primary: str | None, resume: bool) -> None:
+def mount(pod_spec: dict[str, Any], checkpoint: Checkpoint, claim: str, primary: str | None, resume: bool) -> None:
     """Mounts the claim into the pod spec's primary container (in place), with the environment
     that tells the program where to write and whether it resumes."""
     volumes = [v for v in pod_spec.get("volumes") or [] if v.get("name") != VOLUME]
@@ -88,8 +103,9 @@ def merged_history(earlier: list[Metric], own: list[Metric]) -> list[Metric]:
     return kept + own
 
 
-def volumes_to_delete(retention: str, configs: dict[str, tuple[bool, bool, bool]], existing: set[str],
-                      experiment: str) -> list[str]:
+def volumes_to_delete(
+    retention: str, configs: dict[str, tuple[bool, bool, bool]], existing: set[str], experiment: str
+) -> list[str]:
     """The claims retention removes now. configs: per configuration hash, (settled: no attempt of
     it runs or waits, succeeded, finally failed: no retry of it will come)."""
     if retention == "Keep":

@@ -29,6 +29,7 @@ from hpo_operator.api.external import TrialResource
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT, L_TRIAL
 from hpo_operator.core.podstate import FINISHED_POD_PHASES
+
 from .pod import build_pod, mount_checkpoint, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
@@ -38,6 +39,7 @@ L_JOB_INDEX = "batch.kubernetes.io/job-completion-index"
 @dataclass(frozen=True)
 class Kind:
     """The API resource a trial runs as."""
+
     group: str
     version: str
     kind: str
@@ -68,17 +70,31 @@ def kind_of(spec: ExperimentSpec) -> Kind:
 
 # --- building -----------------------------------------------------------------------------------
 
-def _owner(trial: dict) -> list[dict]:
+
+def _owner(trial: dict[str, Any]) -> list[dict[str, Any]]:
     meta = trial["metadata"]
-    return [{"apiVersion": trial.get("apiVersion", API_VERSION), "kind": "Trial", "name": meta["name"],
-             "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]
+    return [
+        {
+            "apiVersion": trial.get("apiVersion", API_VERSION),
+            "kind": "Trial",
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
-def _labels(trial: dict, experiment: str) -> dict[str, str]:
+def _labels(trial: dict[str, Any], experiment: str) -> dict[str, str]:
     meta = trial["metadata"]
-    return {**(meta.get("labels") or {}), L_EXPERIMENT: experiment, L_TRIAL: meta["name"],
-            "app.kubernetes.io/name": "hpo-trial", "app.kubernetes.io/instance": experiment,
-            "app.kubernetes.io/component": "trial"}
+    return {
+        **(meta.get("labels") or {}),
+        L_EXPERIMENT: experiment,
+        L_TRIAL: meta["name"],
+        "app.kubernetes.io/name": "hpo-trial",
+        "app.kubernetes.io/instance": experiment,
+        "app.kubernetes.io/component": "trial",
+    }
 
 
 def label_pod_templates(node: Any, labels: dict[str, str]) -> int:
@@ -99,7 +115,7 @@ def label_pod_templates(node: Any, labels: dict[str, str]) -> int:
     return found
 
 
-def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[Kind, dict]:
+def build_workload(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> tuple[Kind, dict[str, Any]]:
     """The object a trial runs, ready to create."""
     tt = spec.trial_template
     kind = kind_of(spec)
@@ -123,34 +139,42 @@ def build_workload(spec: ExperimentSpec, experiment: str, trial: dict) -> tuple[
         label_pod_templates(job_spec, labels)
         body = {"apiVersion": "batch/v1", "kind": "Job", "spec": job_spec}
     else:
-        resource: TrialResource = tt.resource  # type: ignore[assignment]
+        resource = tt.resource
+        assert resource is not None  # kind_of: neither a pod nor a Job
         manifest = substitute(copy.deepcopy(resource.manifest), values)
         job_meta = manifest.pop("metadata", None) or {}
         label_pod_templates(manifest, labels)
         body = {**manifest, "apiVersion": resource.api_version, "kind": resource.kind}
-    body["metadata"] = {"name": meta["name"], "namespace": meta["namespace"],
-                        "labels": {**(job_meta.get("labels") or {}), **labels},
-                        "annotations": job_meta.get("annotations") or {}, "ownerReferences": _owner(trial)}
+    body["metadata"] = {
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "labels": {**(job_meta.get("labels") or {}), **labels},
+        "annotations": job_meta.get("annotations") or {},
+        "ownerReferences": _owner(trial),
+    }
     return kind, body
 
 
 # --- observing ----------------------------------------------------------------------------------
 
-def _condition(obj: dict, type_: str, status: str = "True") -> dict | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
+
+def _condition(obj: dict[str, Any], type_: str, status: str = "True") -> dict[str, Any] | None:
+    conditions: list[dict[str, Any]] = (obj.get("status") or {}).get("conditions") or []
+    for c in conditions:
         if c.get("type") == type_ and c.get("status") == status:
             return c
     return None
 
 
-def primary_pod(pods: list[dict], labels: dict[str, str] | None) -> dict | None:
+def primary_pod(pods: list[dict[str, Any]], labels: dict[str, str] | None) -> dict[str, Any] | None:
     """The pod whose log and exit speak for the trial (see the module's docstring)."""
     if not pods:
         return None
     candidates = pods
     if labels:
-        candidates = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
-                                             for k, v in labels.items())]
+        candidates = [
+            p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
     else:
         indexed = [p for p in pods if (p["metadata"].get("labels") or {}).get(L_JOB_INDEX) == "0"]
         candidates = indexed or pods
@@ -159,14 +183,15 @@ def primary_pod(pods: list[dict], labels: dict[str, str] | None) -> dict | None:
     return max(candidates, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
 
 
-def _terminated(pod: dict | None) -> dict | None:
-    for c in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+def _terminated(pod: dict[str, Any] | None) -> dict[str, Any] | None:
+    statuses: list[dict[str, Any]] = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    for c in statuses:
         if (c.get("state") or {}).get("terminated"):
             return c
     return None
 
 
-def _failed_pod(pods: list[dict]) -> dict | None:
+def _failed_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The pod that explains a failure: the newest failed one."""
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
     if not failed:
@@ -174,13 +199,20 @@ def _failed_pod(pods: list[dict]) -> dict | None:
     return max(failed, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
 
 
-def _shape(name: str, workload: dict, pod: dict | None, phase: str, status: dict) -> dict:
+def _shape(
+    name: str, workload: dict[str, Any], pod: dict[str, Any] | None, phase: str, status: dict[str, Any]
+) -> dict[str, Any]:
     """A pod-shaped dict for podstate.observe: the primary pod's identity (its log is read by its
     name) with the status given."""
-    base = pod or {"metadata": {"name": name, "namespace": workload["metadata"].get("namespace"),
-                                "uid": workload["metadata"].get("uid", ""),
-                                "creationTimestamp": workload["metadata"].get("creationTimestamp")},
-                   "spec": {"containers": []}}
+    base = pod or {
+        "metadata": {
+            "name": name,
+            "namespace": workload["metadata"].get("namespace"),
+            "uid": workload["metadata"].get("uid", ""),
+            "creationTimestamp": workload["metadata"].get("creationTimestamp"),
+        },
+        "spec": {"containers": []},
+    }
     meta = dict(base["metadata"])
     if workload["metadata"].get("deletionTimestamp"):
         meta["deletionTimestamp"] = workload["metadata"]["deletionTimestamp"]
@@ -189,7 +221,9 @@ def _shape(name: str, workload: dict, pod: dict | None, phase: str, status: dict
     return {"metadata": meta, "spec": base.get("spec") or {}, "status": {"phase": phase, **status}}
 
 
-def _failure_status(workload_reason: str, message: str, pods: list[dict], pod: dict | None) -> dict:
+def _failure_status(
+    workload_reason: str, message: str, pods: list[dict[str, Any]], pod: dict[str, Any] | None
+) -> dict[str, Any]:
     """A Failed pod status that makes podstate classify the failure as the pods say."""
     if workload_reason == "DeadlineExceeded":
         return {"reason": "DeadlineExceeded", "message": message}
@@ -206,8 +240,14 @@ def _failure_status(workload_reason: str, message: str, pods: list[dict], pod: d
     return {"reason": workload_reason or "Failed", "message": message}
 
 
-def trial_pod_view(kind: Kind, name: str, workload: dict | None, pods: list[dict],
-                   resource: TrialResource | None = None, primary_labels: dict[str, str] | None = None) -> dict | None:
+def trial_pod_view(
+    kind: Kind,
+    name: str,
+    workload: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    resource: TrialResource | None = None,
+    primary_labels: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
     """The pod-shaped observation of a trial that runs as a Job or another resource, or None while
     that does not exist."""
     if workload is None:
@@ -220,7 +260,10 @@ def trial_pod_view(kind: Kind, name: str, workload: dict | None, pods: list[dict
         success = _condition(workload, resource.success_condition.type, resource.success_condition.status)
         failure = _condition(workload, resource.failure_condition.type, resource.failure_condition.status)
     if success is not None:
-        container = _terminated(pod) or {"name": "main", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+        container = _terminated(pod) or {
+            "name": "main",
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        }
         return _shape(name, workload, pod, "Succeeded", {"containerStatuses": [container]})
     if failure is not None:
         status = _failure_status(failure.get("reason") or "", failure.get("message") or "", pods, pod)

@@ -24,36 +24,46 @@ def substitute(node: Any, values: dict[str, str]) -> Any:
     return node
 
 
-def trial_values(experiment: str, trial: dict, spec: ExperimentSpec | None = None) -> dict[str, str]:
+def trial_values(experiment: str, trial: dict[str, Any], spec: ExperimentSpec | None = None) -> dict[str, str]:
     """What the placeholders stand for, for one trial."""
     meta = trial["metadata"]
     tspec = trial["spec"]
     values = {f"params.{p['name']}": p["value"] for p in tspec.get("parameters") or []}
-    values.update({"trial.name": meta["name"], "trial.attempt": str(tspec.get("attempt") or 1),
-                   "experiment.name": experiment})
+    values.update(
+        {"trial.name": meta["name"], "trial.attempt": str(tspec.get("attempt") or 1), "experiment.name": experiment}
+    )
     if spec is not None and spec.trial_template.checkpoint is not None:
         values["trial.checkpointDir"] = spec.trial_template.checkpoint.mount_path
     return values
 
 
-def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict, pod_spec: dict) -> None:
+def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict[str, Any], pod_spec: dict[str, Any]) -> None:
     """The configuration's checkpoint volume in the trial's pod spec, if the experiment has one."""
     ckpt = spec.trial_template.checkpoint
     if ckpt is None:
         return
     config = (trial["metadata"].get("labels") or {}).get(L_CONFIG, "")
-    checkpoint.mount(pod_spec, ckpt, checkpoint.claim_name(experiment, config),
-                     spec.trial_template.primary_container_name, resume=int(trial["spec"].get("attempt") or 1) > 1)
+    checkpoint.mount(
+        pod_spec,
+        ckpt,
+        checkpoint.claim_name(experiment, config),
+        spec.trial_template.primary_container_name,
+        resume=int(trial["spec"].get("attempt") or 1) > 1,
+    )
 
 
-def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
+def build_pod(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> dict[str, Any]:
     meta = trial["metadata"]
     values = trial_values(experiment, trial, spec)
     template = substitute(copy.deepcopy(spec.trial_template.template), values)
     pod_meta = template.get("metadata") or {}
-    labels = {**(pod_meta.get("labels") or {}), **(meta.get("labels") or {}),
-              "app.kubernetes.io/name": "hpo-trial", "app.kubernetes.io/instance": experiment,
-              "app.kubernetes.io/component": "trial"}
+    labels = {
+        **(pod_meta.get("labels") or {}),
+        **(meta.get("labels") or {}),
+        "app.kubernetes.io/name": "hpo-trial",
+        "app.kubernetes.io/instance": experiment,
+        "app.kubernetes.io/component": "trial",
+    }
     pod_spec = template["spec"]
     # A trial is one run: the operator, not the kubelet, decides whether to run it again.
     pod_spec["restartPolicy"] = "Never"
@@ -66,10 +76,16 @@ def build_pod(spec: ExperimentSpec, experiment: str, trial: dict) -> dict:
             "namespace": meta["namespace"],
             "labels": labels,
             "annotations": pod_meta.get("annotations") or {},
-            "ownerReferences": [{
-                "apiVersion": trial.get("apiVersion", API_VERSION), "kind": "Trial",
-                "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": trial.get("apiVersion", API_VERSION),
+                    "kind": "Trial",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": pod_spec,
     }

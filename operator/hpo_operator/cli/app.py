@@ -11,10 +11,10 @@ the command tree from string annotations costs about ten times as long.
 
 import functools
 import os
+import sys
 from typing import Annotated, Any, Callable, Optional
 
 import typer
-from kubernetes.client import ApiException
 from typer.core import TyperGroup
 
 try:  # typer vendors click from 0.2x on; its usage errors derive from TyperException
@@ -81,16 +81,27 @@ def handle_errors(fn: Callable) -> Callable:
             raise
         except hpo.HpoError as e:
             fail(str(e))
-        except ApiException as e:
-            fail(str(translate(e)))
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except Exception as e:  # never a traceback, unless asked for
+            if _is_api_error(e):
+                fail(str(translate(e)))
             if os.environ.get("HPO_DEBUG"):
                 raise
             fail(_unexpected(e))
 
     return wrapper
+
+
+def _is_api_error(e: Exception) -> bool:
+    """Whether `e` is the API server's ApiException. The kubernetes client takes longer to import
+    than all the rest of the plugin, and --help or a bad option must not wait for it: it is only
+    asked once loaded, which it is whenever it raised."""
+    if "kubernetes" not in sys.modules:
+        return False
+    from kubernetes.client import ApiException
+
+    return isinstance(e, ApiException)
 
 
 def _unexpected(e: Exception) -> str:

@@ -2,6 +2,8 @@
 `unbookmark`: the commands that change experiments (Polyaxon's experiment actions).
 
 No `from __future__ import annotations` here: typer reads the commands' annotations (see app.py).
+Annotations naming the client's classes are strings, and each command imports what it formats
+with as it runs, so that loading the plugin loads neither the client's modules nor rich (main.py).
 """
 
 import sys
@@ -42,7 +44,7 @@ def create(
         echo(f"experiment.hpo.dev/{e.name} created" + (f" in namespace {e.namespace}" if namespace is None else ""))
 
 
-def _one_change(doc: str, act: Callable[[hpo.Session, str, str | None], Any], said: str,
+def _one_change(doc: str, act: "Callable[[hpo.Session, str, str | None], Any]", said: str,
                 with_output: bool = False) -> Callable[..., None]:
     """A command that makes one change to an experiment and says so: `said`, with {name} the
     experiment's. With `with_output`, -o json|yaml prints the experiment as changed instead."""
@@ -111,9 +113,11 @@ def copy_experiment(
     _clone(experiment, new_name, warm_start, namespace, kubeconfig, context, output, "copy")
 
 
+# Each `act` looks its client function up as it runs (hpo's names load their modules when first used).
 delete = _one_change(
     "Delete an experiment with its trials and their pods.",
-    hpo.delete_experiment, 'experiment.hpo.dev "{name}" deleted')
+    lambda s, experiment, namespace: hpo.delete_experiment(s, experiment, namespace),
+    'experiment.hpo.dev "{name}" deleted')
 bookmark = _one_change(
     "Bookmark an experiment (label hpo.dev/bookmarked=true; list --bookmarked shows these).",
     lambda s, experiment, namespace: hpo.set_bookmark(s, experiment, True, namespace),

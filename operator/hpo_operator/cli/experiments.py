@@ -1,23 +1,25 @@
 """`kubectl hpo list`, `describe` and `watch`: reading experiments.
 
 No `from __future__ import annotations` here: typer reads the commands' annotations (see app.py).
+Annotations naming the client's classes are strings, and each command imports what it formats
+with as it runs, so that loading the plugin loads neither the client's modules nor rich (main.py).
 """
 
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hpo_operator import client as hpo
 from hpo_operator.cli.app import (PROG, ContextOpt, ExperimentArg, KubeconfigOpt, NamespaceOpt, OutputOpt,
                                   shared_option)
 from hpo_operator.cli.output import Output, console, echo, emit, kv, note, show, table, text
 from hpo_operator.cli.trials import trial_rows
-from hpo_operator.client.views import format_number, format_params, format_when
 
 # --- list ------------------------------------------------------------------------------------------
 
-def _experiment_rows(items: list[hpo.ExperimentSummary], all_namespaces: bool) -> tuple[list[str], list[list]]:
+def _experiment_rows(items: "list[hpo.ExperimentSummary]", all_namespaces: bool) -> tuple[list[str], list[list]]:
+    from hpo_operator.client.views import format_number, format_when
+
     columns = (["NAMESPACE"] if all_namespaces else []) + [
         "NAME", "STATUS", "CREATOR", "CONFIGS", "TRIALS", "SUCCEEDED", "RUNNING", "PENDING", "FAILED",
         "KILLED", "EARLY-STOPPED", "BEST", "BOOKMARKED", "CREATED (UTC)"]
@@ -110,6 +112,8 @@ def describe(
     output: OutputOpt = Output.table,
 ) -> None:
     """Show an experiment: spec summary, progress, conditions, status history, best trial and trials."""
+    from hpo_operator.client.views import format_number, format_params, format_when
+
     s = hpo.connect(kubeconfig, context)
     d = hpo.describe_experiment(s, experiment, namespace)
     if output != Output.table:
@@ -164,6 +168,10 @@ def watch(
     output: OutputOpt = Output.table,
 ) -> None:
     """Follow an experiment with a progress bar until it Succeeds or Fails (exit 1 when it Fails)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hpo_operator.client.views import format_number
+
     s = hpo.connect(kubeconfig, context)
     hpo.get_experiment(s, experiment, namespace)  # an unknown experiment fails before the bar shows
     last: hpo.ExperimentSummary | None = None

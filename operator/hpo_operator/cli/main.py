@@ -7,6 +7,11 @@ This module puts the plugin together: every command under its names, in the orde
 them. app.py holds the typer application and what every command shares, output.py the printing,
 and the commands live by what they act on: experiments.py (reading experiments), changes.py
 (changing them), trials.py (an experiment's trials) and dashboard.py.
+
+`kubectl hpo` starts for every kubectl call, so importing it loads typer, cli/ and the client's errors: the
+kubernetes client (longer to import than all the rest), rich, yaml, the client's modules and the
+dashboard are loaded by the commands that use them, as they run. tests/unit/test_cli_parsing.py
+holds the plugin to it.
 """
 
 from hpo_operator.cli import changes, dashboard, experiments, trials

@@ -1,21 +1,24 @@
 """What `kubectl hpo` prints: tables and key-value grids (rich), JSON and YAML documents, notes on
 stderr, and the one-line error. Tables, documents and plain lines go to stdout; hints, page
-footers and errors to stderr, so that stdout stays something a script can parse."""
+footers and errors to stderr, so that stdout stays something a script can parse.
+
+rich and yaml are imported by the functions that use them, when a command prints: --help, a bad
+option and the commands that print a line or two never load them.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from hpo_operator.client.views import format_number
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 
 class Output(str, Enum):
@@ -25,6 +28,8 @@ class Output(str, Enum):
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     tty = bool(getattr(stream, "isatty", lambda: False)())
     # Not a terminal (a pipe, a file, a test): wide enough that tables do not wrap.
@@ -44,6 +49,8 @@ def emit(data: Any, output: Output) -> None:
     if output == Output.json:
         echo(json.dumps(data, indent=2, default=str))
     else:
+        import yaml
+
         echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip("\n"))
 
 
@@ -53,6 +60,10 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def cell(value: Any) -> Text:
+    from rich.text import Text
+
+    from hpo_operator.client.views import format_number
+
     if value is None:
         return Text("")
     if isinstance(value, float):
@@ -62,10 +73,14 @@ def cell(value: Any) -> Text:
 
 def text(value: str = "") -> Text:
     """A line of plain text (no markup) for show(); text() is an empty line between two blocks."""
+    from rich.text import Text
+
     return Text(value)
 
 
 def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> Table:
+    from rich.table import Table
+
     grid = Table(box=None, show_header=True, header_style="bold", pad_edge=False, show_edge=False,
                  padding=(0, 3, 0, 0), title=title, title_justify="left", title_style="bold")
     for column in columns:
@@ -77,6 +92,9 @@ def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -
 
 def kv(rows: list[tuple[str, Any]]) -> Table:
     """`Key: value` lines, leaving out the keys that have no value."""
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")

@@ -1,6 +1,8 @@
 """`kubectl hpo trials`, `metrics`, `logs` and `restart-trials`: an experiment's trials.
 
 No `from __future__ import annotations` here: typer reads the commands' annotations (see app.py).
+Annotations naming the client's classes are strings, and each command imports what it formats
+with as it runs, so that loading the plugin loads neither the client's modules nor rich (main.py).
 """
 
 import sys
@@ -12,10 +14,11 @@ from hpo_operator import client as hpo
 from hpo_operator.cli.app import (PROG, ContextOpt, ExperimentArg, KubeconfigOpt, NamespaceOpt, OutputOpt,
                                   shared_option)
 from hpo_operator.cli.output import Output, echo, emit, note, show, table, text
-from hpo_operator.client.views import format_number, format_params, format_when
 
 
-def trial_rows(trials: list[hpo.TrialSummary], verbose: bool = False) -> tuple[list[str], list[list]]:
+def trial_rows(trials: "list[hpo.TrialSummary]", verbose: bool = False) -> tuple[list[str], list[list]]:
+    from hpo_operator.client.views import format_number, format_params, format_when
+
     columns = ["NAME", "STATUS", "REASON", "OBJECTIVE", "ATTEMPT", "RESUMED", "LAUNCH", "PARAMETERS", "METRICS",
                "CREATED (UTC)"]
     if verbose:
@@ -47,6 +50,8 @@ def trials(
     output: OutputOpt = Output.table,
 ) -> None:
     """List an experiment's trials (ListRuns): parameters, final metrics, labels; paged by token."""
+    from hpo_operator.client.views import format_when
+
     phases = hpo.parse_phases(status, hpo.TRIAL_PHASES)
     hpo.parse_order_by(order_by)  # bad input fails before the cluster is contacted
     s = hpo.connect(kubeconfig, context)
@@ -86,6 +91,8 @@ def metrics(
     output: OutputOpt = Output.table,
 ) -> None:
     """Show metric history (step, value, timestamp) of a trial, or of an experiment's trials."""
+    from hpo_operator.client.views import format_when
+
     if bool(trial) == bool(experiment):
         raise hpo.InvalidInput("name a TRIAL, or an experiment with --experiment (not both)")
     s = hpo.connect(kubeconfig, context)

@@ -8,10 +8,10 @@ them. app.py holds the typer application and what every command shares, output.p
 and the commands live by what they act on: experiments.py (reading experiments), changes.py
 (changing them), trials.py (an experiment's trials) and dashboard.py.
 
-`kubectl hpo` starts for every kubectl call, so importing it loads typer, cli/ and the client's errors: the
-kubernetes client (longer to import than all the rest), rich, yaml, the client's modules and the
-dashboard are loaded by the commands that use them, as they run. tests/unit/test_cli_parsing.py
-holds the plugin to it.
+`kubectl hpo` starts for every kubectl call, so importing it loads typer, cli/ and the client's
+errors only: the kubernetes client (longer to import than all the rest), rich, yaml, the client's
+other modules and the dashboard are loaded by the commands that use them, as they run.
+tests/unit/test_cli_parsing.py holds the plugin to it.
 """
 
 from hpo_operator.cli import changes, dashboard, experiments, trials

@@ -30,15 +30,15 @@ def dashboard(
     import threading
     import webbrowser
 
-    from hpo_operator.dashboard import server
+    from hpo_operator.dashboard import guards, server
     from hpo_operator.dashboard.actions import Actions
     from hpo_operator.dashboard.cluster import ConnectError
 
     if all_namespaces and namespace:
         raise hpo.InvalidInput("use -n/--namespace or -A/--all-namespaces, not both")
-    options = server.Options(address=address, port=port, allow_write=allow_write, context=context,
+    options = guards.Options(address=address, port=port, allow_write=allow_write, context=context,
                              allowed_hosts=list(allowed_host) if allowed_host else None)
-    if not server.is_loopback(address):
+    if not guards.is_loopback(address):
         note(f"warning: listening on {address}: anyone who can reach it reads the cluster with your "
              "credentials" + (", and can stop experiments and restart trials (--allow-write)" if allow_write else ""))
 

@@ -25,7 +25,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from hpo_operator.kube.informer import WATCH_TIMEOUT_SECONDS, WatchHealth, run_list_watch
 from hpo_operator.kube.client import REQUEST_TIMEOUT, api_reason, failure_reason, read_body, watch_timeout
 from hpo_operator.kube.config import configure, load_failure
-from hpo_operator.api.models import GROUP, VERSION
+from hpo_operator.api.vocabulary import GROUP, VERSION
 from .data import experiment_of
 
 log = logging.getLogger(__name__)

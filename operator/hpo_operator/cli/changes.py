@@ -17,7 +17,6 @@ from hpo_operator.cli.app import ContextOpt, ExperimentArg, KubeconfigOpt, Names
 from hpo_operator.cli.output import Output, echo, emit, note
 
 
-
 def create(
     filename: Annotated[str, typer.Option("-f", "--filename", metavar="FILE", help="A YAML or JSON file of Experiments ('-' reads stdin).")],
     namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,

@@ -12,6 +12,7 @@ from hpo_operator import client as hpo
 from hpo_operator.cli.app import ContextOpt, KubeconfigOpt, NamespaceOpt
 from hpo_operator.cli.output import echo, fail, note
 
+
 def dashboard(
     port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to serve on (0: any free port).")] = 8080,
     address: Annotated[str, typer.Option("--address", metavar="ADDRESS", help="Address to listen on. The default, loopback, lets only this machine in: anyone who reaches the dashboard reads the cluster with your credentials.")] = "127.0.0.1",

@@ -15,7 +15,6 @@ from hpo_operator.cli.app import (PROG, ContextOpt, ExperimentArg, KubeconfigOpt
 from hpo_operator.cli.output import Output, console, echo, emit, kv, note, show, table, text
 from hpo_operator.cli.trials import trial_rows
 
-# --- list ------------------------------------------------------------------------------------------
 
 def _experiment_rows(items: "list[hpo.ExperimentSummary]", all_namespaces: bool) -> tuple[list[str], list[list]]:
     from hpo_operator.client.views import format_number, format_when
@@ -101,9 +100,6 @@ def list_experiments(
             note(f"More experiments: {PROG} list {' '.join(more)}")
     elif result.page_size:
         note(f"Page {result.page} of {result.pages} ({result.total} experiments, {result.page_size} per page)")
-
-
-
 
 
 def describe(

@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 from typer.testing import CliRunner
 
-from hpo_operator.cli import main as cli
+from hpo_operator import client as hpo_client
 from hpo_operator.cli.main import app
 from tests.experiments import experiment
 from tests.kube import Cluster, serve_log, wait_until, write_log
@@ -50,14 +50,14 @@ def hpo(kubeconfig, namespace, monkeypatch) -> Hpo:
     # Users run each command in its own process; here the commands of a test share one connection
     # per kubeconfig, which saves a TLS handshake per command.
     sessions: dict = {}
-    connect = cli._session
+    connect = hpo_client.connect
 
     def shared(kubeconfig: str | None, context: str | None):
         if (kubeconfig, context) not in sessions:
             sessions[kubeconfig, context] = connect(kubeconfig, context)
         return sessions[kubeconfig, context]
 
-    monkeypatch.setattr(cli, "_session", shared)
+    monkeypatch.setattr(hpo_client, "connect", shared)
     return Hpo(kubeconfig, namespace)
 
 

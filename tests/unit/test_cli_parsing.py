@@ -220,19 +220,54 @@ print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h
 """
 
 
-def test_the_plugin_and_its_client_load_no_optuna_nor_the_planner():
-    """In a fresh interpreter (this one has loaded everything already), the hpo_operator under
-    test: the one this test imported, whatever the environment would find first."""
+def _in_fresh_python(code: str, *args: str) -> list[str]:
+    """Runs `code` in a fresh interpreter (this one has loaded everything already), on the
+    hpo_operator under test: the one this test imported, whatever the environment would find
+    first. Returns its stdout's lines."""
     import hpo_operator
 
     source = Path(hpo_operator.__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-c", _PLUGIN_IMPORTS, *PLUGIN_MUST_NOT_LOAD], capture_output=True,
-                         text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    where, loaded = out.stdout.splitlines()
+    where, *rest = out.stdout.splitlines()
     assert Path(where).resolve().parents[2] == source
+    return rest
+
+
+def test_the_plugin_and_its_client_load_no_optuna_nor_the_planner():
+    [loaded] = _in_fresh_python(_PLUGIN_IMPORTS, *PLUGIN_MUST_NOT_LOAD)
     assert loaded == "[]", f"the plugin loads {loaded}"
+
+
+# What the plugin's start and its --help leave for the commands that need them: the kubernetes
+# client takes longer to import than all the rest of the plugin, and rich and yaml print tables
+# and documents only. Neither does the start load the client's modules that import these.
+START_MUST_NOT_LOAD = ("kubernetes", "urllib3", "rich", "yaml", "hpo_operator.client.connection",
+                       "hpo_operator.client.experiments", "hpo_operator.client.trials", "hpo_operator.dashboard")
+
+_PLUGIN_HELP = """
+import contextlib, io, sys
+import hpo_operator.cli.main
+print(hpo_operator.cli.main.__file__)
+heavy = sys.argv[1:]
+loaded = lambda: sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy))
+print(loaded())
+sys.argv[1:] = ["--help"]
+with contextlib.redirect_stdout(io.StringIO()) as shown:
+    try:
+        hpo_operator.cli.main.main()
+    except SystemExit as e:
+        assert e.code == 0, e.code
+assert "Usage: kubectl hpo" in shown.getvalue(), shown.getvalue()
+print(loaded())
+"""
+
+
+def test_the_plugin_starts_and_shows_help_without_the_kubernetes_client_rich_or_yaml():
+    at_import, after_help = _in_fresh_python(_PLUGIN_HELP, *START_MUST_NOT_LOAD)
+    assert at_import == "[]", f"importing the plugin loads {at_import}"
+    assert after_help == "[]", f"kubectl hpo --help loads {after_help}"
 
 
 # --- views ------------------------------------------------------------------------------------------------
@@ -384,6 +419,22 @@ def test_bad_input_is_one_line_and_exit_1(args, message):
     assert result.exit_code == 1, result.output
     assert message in result.stderr
     assert result.stdout == ""
+
+
+def test_an_untranslated_api_error_is_one_line_and_exit_1(monkeypatch):
+    """The API server's errors that reach the command wrapper untranslated (the client words the
+    ones it expects) end in one line too, although the wrapper imports no kubernetes client."""
+    from kubernetes.client import ApiException
+
+    from hpo_operator import client
+
+    def refuse(kubeconfig, context):
+        raise ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(client, "connect", refuse)
+    result = invoke("list", *NO_CLUSTER)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == "error: permission denied: 403 Forbidden\n"
 
 
 def test_usage_errors_exit_2_with_usage():

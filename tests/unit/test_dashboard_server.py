@@ -14,7 +14,7 @@ import time
 import pytest
 import uvicorn
 
-from hpo_operator.dashboard import server
+from hpo_operator.dashboard import guards, server
 from hpo_operator.dashboard.cluster import Store
 from tests import dashboard_objects as objs
 
@@ -24,7 +24,7 @@ NS = "team-a"
 class LocalServer:
     """server.create_app on 127.0.0.1 in a thread with its own event loop."""
 
-    def __init__(self, options: server.Options, objects: list[tuple[str, dict]], actions=None):
+    def __init__(self, options: guards.Options, objects: list[tuple[str, dict]], actions=None):
         self.options, self.objects, self.actions = options, objects, actions
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ready = threading.Event()
@@ -85,7 +85,7 @@ def _objects(name: str = "exp", configurations: int = 12) -> tuple[dict, list[di
 @pytest.fixture
 def site():
     exp, trials, objects = _objects()
-    with LocalServer(server.Options(namespaces=[NS]), objects) as s:
+    with LocalServer(guards.Options(namespaces=[NS]), objects) as s:
         s.exp, s.trials = exp, trials
         yield s
 
@@ -126,7 +126,7 @@ def test_trial_rows_are_rebuilt_when_a_trial_changes(site):
 
 def test_writes_are_refused_without_allow_write(site):
     response, data = site.request("POST", f"/api/experiments/{NS}/exp/stop", {}, {
-        "content-type": "application/json", server.WRITE_HEADER: "1"})
+        "content-type": "application/json", guards.WRITE_HEADER: "1"})
     assert response.status == 403
     assert "read-only: start it with `kubectl hpo dashboard --allow-write`" in json.loads(data)["error"]
 
@@ -154,9 +154,9 @@ class Recording:
 def test_writes_need_the_custom_header_json_and_the_same_origin():
     _, _, objects = _objects()
     actions = Recording()
-    with LocalServer(server.Options(namespaces=[NS], allow_write=True), objects, actions) as s:
+    with LocalServer(guards.Options(namespaces=[NS], allow_write=True), objects, actions) as s:
         path = f"/api/experiments/{NS}/exp/stop"
-        ok = {"content-type": "application/json", server.WRITE_HEADER: "1"}
+        ok = {"content-type": "application/json", guards.WRITE_HEADER: "1"}
         # What a cross-site form can send: no custom header, a form body.
         response, data = s.request("POST", path, {}, {"content-type": "application/x-www-form-urlencoded"})
         assert response.status == 403 and "needs the header" in json.loads(data)["error"]
@@ -183,13 +183,13 @@ def test_unknown_host_names_are_refused(site):
 
 
 def test_allowed_hosts():
-    assert server.Options().hosts() == {"localhost", "127.0.0.1", "::1"}
-    assert server.Options(address="10.1.2.3").hosts() == {"localhost", "127.0.0.1", "::1", "10.1.2.3"}
-    assert server.Options(address="0.0.0.0").hosts() is None
-    assert server.Options(allowed_hosts=["Dash.example"]).hosts() == {"localhost", "127.0.0.1", "::1", "dash.example"}
-    assert server.Options(address="0.0.0.0", allowed_hosts=["dash"]).hosts() == {"localhost", "127.0.0.1", "::1", "dash"}
-    assert server.Options(allowed_hosts=["*"]).hosts() is None
-    assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and not server.is_loopback("0.0.0.0")
+    assert guards.Options().hosts() == {"localhost", "127.0.0.1", "::1"}
+    assert guards.Options(address="10.1.2.3").hosts() == {"localhost", "127.0.0.1", "::1", "10.1.2.3"}
+    assert guards.Options(address="0.0.0.0").hosts() is None
+    assert guards.Options(allowed_hosts=["Dash.example"]).hosts() == {"localhost", "127.0.0.1", "::1", "dash.example"}
+    assert guards.Options(address="0.0.0.0", allowed_hosts=["dash"]).hosts() == {"localhost", "127.0.0.1", "::1", "dash"}
+    assert guards.Options(allowed_hosts=["*"]).hosts() is None
+    assert guards.is_loopback("127.0.0.1") and guards.is_loopback("::1") and not guards.is_loopback("0.0.0.0")
 
 
 def test_every_answer_carries_the_security_headers(site):

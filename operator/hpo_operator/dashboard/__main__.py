@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import logging
 
-from . import server
+from . import guards, server
 from .cluster import ConnectError
 
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.all_namespaces == bool(args.namespace):
         parser.error("give --all-namespaces or at least one --namespace")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = server.Options(address=args.address, port=args.port,
+    options = guards.Options(address=args.address, port=args.port,
                              namespaces=None if args.all_namespaces else args.namespace,
                              allowed_hosts=args.allowed_host or ["*"])
     try:

@@ -67,7 +67,7 @@ CHART := deploy/helm/hpo-operator
 #   LINT_PATHS := .
 #   MYPY_PACKAGES := api core planner workloads
 # (pyproject.toml's strict floors) once the rest of the tree is formatted and fixed.
-LINT_PATHS := operator/hpo_operator/core operator/hpo_operator/workloads
+LINT_PATHS := .
 MYPY_PACKAGES := core workloads
 
 lint: lint-shell lint-chart lock-check lint-python

@@ -95,7 +95,7 @@ async def create(namespace: str, total: int, writers: int) -> float:
         # Created in order, in small batches, so that creation times follow the trials' order.
         batch = writers
         for i in range(0, len(trials), batch):
-            await asyncio.gather(*(one(t) for t in trials[i:i + batch]))
+            await asyncio.gather(*(one(t) for t in trials[i : i + batch]))
     finally:
         await api.close()
     return time.monotonic() - started
@@ -107,13 +107,29 @@ def get(url: str) -> dict:
 
 
 def start_dashboard(kubeconfig: str, namespace: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.cli.main", "dashboard", "--port", "0", "--no-browser",
-                             "-n", namespace, "--kubeconfig", kubeconfig],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hpo_operator.cli.main",
+            "dashboard",
+            "--port",
+            "0",
+            "--no-browser",
+            "-n",
+            namespace,
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if "http://" in line:
-            return proc, line[line.index("http://"):].split()[0].rstrip("/")
+            return proc, line[line.index("http://") :].split()[0].rstrip("/")
     raise SystemExit("the dashboard did not start")
 
 
@@ -148,7 +164,9 @@ def main() -> None:
     parser.add_argument("--namespace", help="use (and fill if needed) this namespace; default: a new one")
     parser.add_argument("--keep", action="store_true", help="keep the namespace")
     parser.add_argument("--writers", type=int, default=24, help="writes in flight while creating the trials")
-    parser.add_argument("--kubeconfig", default=os.environ.get("HPO_KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig"))
+    parser.add_argument(
+        "--kubeconfig", default=os.environ.get("HPO_KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig")
+    )
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
@@ -194,15 +212,26 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=20)
         if not args.keep:
-            subprocess.run([str(Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/kubectl"),
-                            "--kubeconfig", args.kubeconfig, "delete", "namespace", namespace, "--wait=false"],
-                           capture_output=True)
+            subprocess.run(
+                [
+                    str(Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/kubectl"),
+                    "--kubeconfig",
+                    args.kubeconfig,
+                    "delete",
+                    "namespace",
+                    namespace,
+                    "--wait=false",
+                ],
+                capture_output=True,
+            )
 
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n{args.trials} trials; server listed them in {synced:.1f}s after it started; "
-          f"trials JSON {size / 1e6:.1f} MB; server RSS {memory:.0f} MB; "
-          f"every trial in the table: {rows[0][1]['count']}, {rows[0][1]['rows']} rows drawn per page; "
-          f"load average at the end {load} on {os.cpu_count()} CPUs\n")
+    print(
+        f"\n{args.trials} trials; server listed them in {synced:.1f}s after it started; "
+        f"trials JSON {size / 1e6:.1f} MB; server RSS {memory:.0f} MB; "
+        f"every trial in the table: {rows[0][1]['count']}, {rows[0][1]['rows']} rows drawn per page; "
+        f"load average at the end {load} on {os.cpu_count()} CPUs\n"
+    )
     header = ["case", *MARKS, "sort"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

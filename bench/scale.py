@@ -13,7 +13,8 @@ other:
 Trial pods run on the KWOK nodes and finish at once (`sim.hpo.dev/duration: 0s`), so the loop, not
 the training, is what is measured. With `--kind job` every trial is a batch/v1 Job of that pod, run
 by the cluster's job controller, and a trial has finished when its Job is Complete: both sides
-create the Job the operator builds (workload.build_workload) instead of the pod. Every time is a receipt time of this script's own watch on pods
+create the Job the operator builds (workload.build_workload) instead of the pod. Every time is a receipt time of this
+script's own watch on pods
 and experiments. Prints a table; asserts nothing (bench/README.md explains each column).
 
     .venv/bin/python bench/scale.py                  # every case (about 45 minutes on 2 cores)
@@ -39,8 +40,8 @@ from kubernetes_asyncio import client, config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from hpo_operator.kube.client import KubeClient, read_body  # noqa: E402
 from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
+from hpo_operator.kube.client import KubeClient, read_body  # noqa: E402
 from hpo_operator.workloads.kinds import build_workload  # noqa: E402
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
@@ -57,14 +58,15 @@ UNRELATED_PODS = 2000
 
 def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") -> dict:
     pod = {
-        "metadata": {"annotations": {"sim.hpo.dev/duration": "0s",
-                                     "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
+        "metadata": {"annotations": {"sim.hpo.dev/duration": "0s", "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
         "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
     }
     # A Job trial: the same pod as the Job's template, run by the cluster's job controller.
     template = {"template": pod} if kind == "pod" else {"job": {"spec": {"template": pod}}}
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": name},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Experiment",
+        "metadata": {"name": name},
         "spec": {
             "objective": {"type": "minimize", "metricName": "loss"},
             "algorithm": {"name": "random", "seed": 1},
@@ -79,6 +81,7 @@ def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") ->
 
 # --- a raw watch: receipt times of what the cluster says ------------------------------------
 
+
 async def watch_lines(list_fn, *args, on_event, stop: asyncio.Event, **kwargs) -> None:
     """Calls on_event(type, object) for each watch event until `stop` is set (re-watching on
     expiry). Raw JSON lines: no model objects, so this script stays light next to the cluster."""
@@ -89,8 +92,15 @@ async def watch_lines(list_fn, *args, on_event, stop: asyncio.Event, **kwargs) -
         for obj in data["items"]:
             on_event("ADDED", obj)
         rv = data["metadata"]["resourceVersion"]
-        resp = await list_fn(*args, watch=True, resource_version=rv, allow_watch_bookmarks=True,
-                             timeout_seconds=600, _preload_content=False, _request_timeout=660)
+        resp = await list_fn(
+            *args,
+            watch=True,
+            resource_version=rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=600,
+            _preload_content=False,
+            _request_timeout=660,
+        )
         try:
             async for line in resp.content:
                 if not line.strip():
@@ -109,6 +119,7 @@ async def watch_lines(list_fn, *args, on_event, stop: asyncio.Event, **kwargs) -
 @dataclass
 class Clock:
     """When each pod was first seen, and first seen finished; per experiment."""
+
     created: dict[str, float] = field(default_factory=dict)
     finished: dict[str, float] = field(default_factory=dict)
     experiment_of: dict[str, str] = field(default_factory=dict)
@@ -153,7 +164,7 @@ class Clock:
             names = [n for n, e in self.experiment_of.items() if e == exp]
             created = sorted(self.created[n] for n in names)
             finished = sorted(self.finished[n] for n in names if n in self.finished)
-            result[exp] = [c - f for c, f in zip(created[parallel:], finished)]
+            result[exp] = [c - f for c, f in zip(created[parallel:], finished, strict=False)]
         return result
 
 
@@ -165,6 +176,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 # --- the cluster ------------------------------------------------------------------------------
+
 
 class Cluster:
     def __init__(self, api: client.ApiClient):
@@ -201,6 +213,7 @@ class Cluster:
 
 # --- one run: the floor or the operator -----------------------------------------------------
 
+
 @dataclass
 class Result:
     who: str
@@ -219,15 +232,20 @@ class Result:
         return self.trials / self.wall
 
 
-async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, parallel: int,
-                    writers: int, kind: str = "pod") -> Result:
+async def run_floor(
+    cluster: Cluster, case: str, experiments: int, trials: int, parallel: int, writers: int, kind: str = "pod"
+) -> Result:
     ns = await cluster.namespace("bench-floor")
     clock, stop = Clock(), asyncio.Event()
-    watchers = [asyncio.create_task(watch_lines(cluster.core.list_namespaced_pod, ns, on_event=clock.on_pod,
-                                                stop=stop))]
+    watchers = [
+        asyncio.create_task(watch_lines(cluster.core.list_namespaced_pod, ns, on_event=clock.on_pod, stop=stop))
+    ]
     if kind == "job":
-        watchers.append(asyncio.create_task(watch_lines(client.BatchV1Api(cluster.api).list_namespaced_job, ns,
-                                                        on_event=clock.on_job, stop=stop)))
+        watchers.append(
+            asyncio.create_task(
+                watch_lines(client.BatchV1Api(cluster.api).list_namespaced_job, ns, on_event=clock.on_job, stop=stop)
+            )
+        )
     # The operator's own API layer, its bound set to the floor's best concurrency.
     api = KubeClient(cluster.api, concurrency=writers)
     start = time.monotonic()
@@ -237,8 +255,14 @@ async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, 
         body = experiment_body(name, trials, parallel, kind)
         spec = ExperimentSpec.model_validate(body["spec"])
         exp = await api.create("experiments", ns, body)
-        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "name": name,
-                 "uid": exp["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+        owner = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Experiment",
+            "name": name,
+            "uid": exp["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         queue = iter(range(trials))
         done = 0
 
@@ -247,20 +271,35 @@ async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, 
             for i in queue:
                 trial = f"{name}-{i:04d}"
                 x = str((i * 0.618) % 1)
-                created = await api.create("trials", ns, {
-                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial",
-                    "metadata": {"name": trial, "labels": {"hpo.dev/experiment": name, "hpo.dev/trial": trial},
-                                 "ownerReferences": [owner]},
-                    "spec": {"experimentName": name, "attempt": 1, "suggestionIndex": i,
-                             "parameters": [{"name": "x", "value": x}]}})
-                await api.patch_status("trials", ns, trial,
-                                       {"phase": "Pending", "reason": "PodCreated", "parameterSummary": f"x={x}"})
+                created = await api.create(
+                    "trials",
+                    ns,
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "Trial",
+                        "metadata": {
+                            "name": trial,
+                            "labels": {"hpo.dev/experiment": name, "hpo.dev/trial": trial},
+                            "ownerReferences": [owner],
+                        },
+                        "spec": {
+                            "experimentName": name,
+                            "attempt": 1,
+                            "suggestionIndex": i,
+                            "parameters": [{"name": "x", "value": x}],
+                        },
+                    },
+                )
+                await api.patch_status(
+                    "trials", ns, trial, {"phase": "Pending", "reason": "PodCreated", "parameterSummary": f"x={x}"}
+                )
                 finished = clock.wait_finished(trial) if kind == "pod" else clock.wait_job(trial)
                 workload, manifest = build_workload(spec, name, created)
                 await api.create_object((workload.group, workload.version, workload.plural), ns, manifest)
                 await finished
-                await api.patch_status("trials", ns, trial,
-                                       {"phase": "Succeeded", "reason": "Completed", "objectiveValue": float(x)})
+                await api.patch_status(
+                    "trials", ns, trial, {"phase": "Succeeded", "reason": "Completed", "objectiveValue": float(x)}
+                )
                 done += 1
                 await api.patch_status("experiments", ns, name, {"trialsSucceeded": done})
 
@@ -272,8 +311,15 @@ async def run_floor(cluster: Cluster, case: str, experiments: int, trials: int, 
     for w in watchers:
         w.cancel()
     first = sorted(clock.created.values())
-    result = Result("floor", case, trials * experiments, parallel, wall, clock.replacement_latencies(parallel),
-                    first[min(len(first), parallel) - 1] - start)
+    result = Result(
+        "floor",
+        case,
+        trials * experiments,
+        parallel,
+        wall,
+        clock.replacement_latencies(parallel),
+        first[min(len(first), parallel) - 1] - start,
+    )
     await cluster.delete_namespace(ns)
     return result
 
@@ -296,8 +342,13 @@ class Operator:
     def __init__(self, kubeconfig: str, log: Path):
         env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}
         self.log = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "hpo_operator", "--all-namespaces", "--standalone"],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo_operator", "--all-namespaces", "--standalone"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
 
     def cpu(self) -> float:
         return proc_cpu(self.proc.pid)
@@ -315,8 +366,17 @@ class Operator:
         self.log.close()
 
 
-async def run_operator(cluster: Cluster, kubeconfig: str, case: str, experiments: int, trials: int,
-                       parallel: int, logdir: Path, timeout: float, kind: str = "pod") -> Result:
+async def run_operator(
+    cluster: Cluster,
+    kubeconfig: str,
+    case: str,
+    experiments: int,
+    trials: int,
+    parallel: int,
+    logdir: Path,
+    timeout: float,
+    kind: str = "pod",
+) -> Result:
     ns = await cluster.namespace("bench-op")
     operator = Operator(kubeconfig, logdir / f"operator-{case}.log")
     await asyncio.sleep(5)  # started, lists done, idle
@@ -332,8 +392,17 @@ async def run_operator(cluster: Cluster, kubeconfig: str, case: str, experiments
 
     watchers = [
         asyncio.create_task(watch_lines(cluster.core.list_namespaced_pod, ns, on_event=clock.on_pod, stop=stop)),
-        asyncio.create_task(watch_lines(cluster.custom.list_namespaced_custom_object, GROUP, VERSION, ns,
-                                        "experiments", on_event=on_experiment, stop=stop)),
+        asyncio.create_task(
+            watch_lines(
+                cluster.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                ns,
+                "experiments",
+                on_event=on_experiment,
+                stop=stop,
+            )
+        ),
     ]
     cpu0 = operator.cpu()
     start = time.monotonic()
@@ -341,15 +410,22 @@ async def run_operator(cluster: Cluster, kubeconfig: str, case: str, experiments
 
     async def create(e: int) -> None:
         async with sem:
-            await cluster.raw(cluster.custom.create_namespaced_custom_object, GROUP, VERSION, ns, "experiments",
-                              experiment_body(f"exp{e}", trials, parallel, kind))
+            await cluster.raw(
+                cluster.custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                ns,
+                "experiments",
+                experiment_body(f"exp{e}", trials, parallel, kind),
+            )
 
     await asyncio.gather(*(create(e) for e in range(experiments)))
     try:
         await asyncio.wait_for(all_done.wait(), timeout)
-    except asyncio.TimeoutError:
-        print(f"  {case}: only {len(finished)} of {experiments} experiments finished in {timeout:.0f}s",
-              file=sys.stderr)
+    except TimeoutError:
+        print(
+            f"  {case}: only {len(finished)} of {experiments} experiments finished in {timeout:.0f}s", file=sys.stderr
+        )
     wall = (max(finished.values()) if finished else time.monotonic()) - start
     cpu = operator.cpu() - cpu0
     rss = operator.rss()
@@ -360,12 +436,23 @@ async def run_operator(cluster: Cluster, kubeconfig: str, case: str, experiments
     operator.stop()
     phases = {exp["status"].get("phase")}
     if exp["status"].get("trialsSucceeded") != trials:
-        print(f"  {case}: exp0 ended {phases} with {exp['status'].get('trialsSucceeded')} of {trials} "
-              "trials succeeded", file=sys.stderr)
+        print(
+            f"  {case}: exp0 ended {phases} with {exp['status'].get('trialsSucceeded')} of {trials} trials succeeded",
+            file=sys.stderr,
+        )
     first = sorted(clock.created.values())
-    result = Result("operator", case, trials * experiments, parallel, wall, clock.replacement_latencies(parallel),
-                    first[min(len(first), parallel) - 1] - start if first else float("nan"),
-                    cpu=cpu, rss_mb=rss, exp_kb=len(json.dumps(exp)) / 1024)
+    result = Result(
+        "operator",
+        case,
+        trials * experiments,
+        parallel,
+        wall,
+        clock.replacement_latencies(parallel),
+        first[min(len(first), parallel) - 1] - start if first else float("nan"),
+        cpu=cpu,
+        rss_mb=rss,
+        exp_kb=len(json.dumps(exp)) / 1024,
+    )
     await cluster.delete_namespace(ns)
     return result
 
@@ -385,16 +472,26 @@ async def run_unrelated(cluster: Cluster, kubeconfig: str, logdir: Path) -> dict
             if delete:
                 await cluster.raw(cluster.core.delete_namespaced_pod, f"other-{i}", ns)
             else:
-                await cluster.raw(cluster.core.create_namespaced_pod, ns, {
-                    "metadata": {"name": f"other-{i}", "labels": {"app": "unrelated"},
-                                 "annotations": {"sim.hpo.dev/duration": "10s"}},
-                    "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}})
+                await cluster.raw(
+                    cluster.core.create_namespaced_pod,
+                    ns,
+                    {
+                        "metadata": {
+                            "name": f"other-{i}",
+                            "labels": {"app": "unrelated"},
+                            "annotations": {"sim.hpo.dev/duration": "10s"},
+                        },
+                        "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"},
+                    },
+                )
 
     await asyncio.gather(*(pod(i, False) for i in range(UNRELATED_PODS)))
     await asyncio.sleep(15)  # running, then finished
     await asyncio.gather(*(pod(i, True) for i in range(UNRELATED_PODS)))
-    while len((await cluster.raw(cluster.core.list_namespaced_pod, ns, limit=1))["items"]) and \
-            time.monotonic() - start < 300:
+    while (
+        len((await cluster.raw(cluster.core.list_namespaced_pod, ns, limit=1))["items"])
+        and time.monotonic() - start < 300
+    ):
         await asyncio.sleep(1)
     window = time.monotonic() - start
     result = {"window": window, "cpu": operator.cpu() - cpu0, "idle_rss": idle_rss, "peak_rss": operator.rss()}
@@ -405,27 +502,49 @@ async def run_unrelated(cluster: Cluster, kubeconfig: str, logdir: Path) -> dict
 
 # --- the table --------------------------------------------------------------------------------
 
+
 def row(r: Result, floor: Result | None) -> list[str]:
     lat = [x for values in r.latencies.values() for x in values]
     per_exp_p99 = [pct(v, 0.99) for v in r.latencies.values() if v]
     f = lambda v, fmt: "—" if v is None else format(v, fmt)  # noqa: E731
-    return [r.case, r.who, f"{r.wall:.1f}", f"{r.rate:.1f}",
-            f(r.wall / floor.wall if floor and r is not floor else None, ".2f"),
-            f"{pct(lat, 0.5):.2f}", f"{pct(lat, 0.99):.2f}", f"{max(per_exp_p99, default=float('nan')):.2f}",
-            f"{r.first_pods:.2f}", f(r.cpu * 1000 / r.trials if r.cpu is not None else None, ".1f"),
-            f(r.rss_mb, ".0f"), f(r.exp_kb, ".1f")]
+    return [
+        r.case,
+        r.who,
+        f"{r.wall:.1f}",
+        f"{r.rate:.1f}",
+        f(r.wall / floor.wall if floor and r is not floor else None, ".2f"),
+        f"{pct(lat, 0.5):.2f}",
+        f"{pct(lat, 0.99):.2f}",
+        f"{max(per_exp_p99, default=float('nan')):.2f}",
+        f"{r.first_pods:.2f}",
+        f(r.cpu * 1000 / r.trials if r.cpu is not None else None, ".1f"),
+        f(r.rss_mb, ".0f"),
+        f(r.exp_kb, ".1f"),
+    ]
 
 
-HEADER = ["case (E×N×P)", "who", "wall s", "trials/s", "÷ floor", "repl p50 s", "repl p99 s",
-          "worst exp p99 s", "first P pods s", "op CPU ms/trial", "peak RSS MB", "Experiment KB"]
+HEADER = [
+    "case (E×N×P)",
+    "who",
+    "wall s",
+    "trials/s",
+    "÷ floor",
+    "repl p50 s",
+    "repl p99 s",
+    "worst exp p99 s",
+    "first P pods s",
+    "op CPU ms/trial",
+    "peak RSS MB",
+    "Experiment KB",
+]
 
 
 def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(x) for x in col) for col in zip(HEADER, *rows)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(HEADER, widths)) + " |")
+    widths = [max(len(x) for x in col) for col in zip(HEADER, *rows, strict=True)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
     sys.stdout.flush()
 
 
@@ -439,20 +558,38 @@ def kubeconfig_path() -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default=",".join([*CASES, "unrelated"]),
-                        help=f"comma-separated, from {', '.join(CASES)}, unrelated")
+    parser.add_argument(
+        "--cases", default=",".join([*CASES, "unrelated"]), help=f"comma-separated, from {', '.join(CASES)}, unrelated"
+    )
     parser.add_argument("--floor-writers", type=int, default=24, help="writes in flight for the floor")
     parser.add_argument("--no-floor", action="store_true", help="the operator alone")
     parser.add_argument("--no-operator", action="store_true", help="the floor alone")
-    parser.add_argument("--kind", choices=("pod", "job"), default="pod",
-                        help="what trials run as: pods, or batch/v1 Jobs run by the job controller")
+    parser.add_argument(
+        "--kind",
+        choices=("pod", "job"),
+        default="pod",
+        help="what trials run as: pods, or batch/v1 Jobs run by the job controller",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="per operator run, seconds")
     parser.add_argument("--logs", default=str(REPO / ".cluster" / "bench"), help="operator logs go here")
     args = parser.parse_args()
     kubeconfig = kubeconfig_path()
-    subprocess.run([os.environ.get("KUBECTL", str(Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator"))
-                                                   / "bin/kubectl")), "--kubeconfig", kubeconfig, "apply",
-                    "--server-side", "--force-conflicts", "-f", str(REPO / "crds")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            os.environ.get(
+                "KUBECTL", str(Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/kubectl")
+            ),
+            "--kubeconfig",
+            kubeconfig,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(REPO / "crds"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     logdir = Path(args.logs)
     logdir.mkdir(parents=True, exist_ok=True)
     await config.load_kube_config(config_file=kubeconfig)
@@ -465,9 +602,11 @@ async def main() -> None:
             if case == "unrelated":
                 u = await run_unrelated(cluster, kubeconfig, logdir)
                 per30 = u["cpu"] * 30 / u["window"]
-                print(f"\n{UNRELATED_PODS} unrelated pods created, run and deleted in {u['window']:.0f}s while the "
-                      f"operator idled: CPU {u['cpu']:.2f}s ({per30:.2f}s per 30s), RSS idle {u['idle_rss']:.0f} MB, "
-                      f"peak {u['peak_rss']:.0f} MB ({(u['peak_rss'] / u['idle_rss'] - 1) * 100:+.0f}%)\n")
+                print(
+                    f"\n{UNRELATED_PODS} unrelated pods created, run and deleted in {u['window']:.0f}s while the "
+                    f"operator idled: CPU {u['cpu']:.2f}s ({per30:.2f}s per 30s), RSS idle {u['idle_rss']:.0f} MB, "
+                    f"peak {u['peak_rss']:.0f} MB ({(u['peak_rss'] / u['idle_rss'] - 1) * 100:+.0f}%)\n"
+                )
                 continue
             experiments, trials, parallel = CASES[case]
             label = case if args.kind == "pod" else f"{case} Jobs"
@@ -476,8 +615,9 @@ async def main() -> None:
                 floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
                 rows.append(row(floor, None))
             if not args.no_operator:
-                op = await run_operator(cluster, kubeconfig, label, experiments, trials, parallel, logdir,
-                                        args.timeout, args.kind)
+                op = await run_operator(
+                    cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind
+                )
                 rows.append(row(op, floor))
             print_table(rows)
             print()

@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO / "operator"))
 
 from kubernetes import client, config  # noqa: E402
 
+from hpo_operator.api.vocabulary import GROUP, VERSION  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.kube import OperatorProcess  # noqa: E402
-from hpo_operator.api.vocabulary import GROUP, VERSION  # noqa: E402
 from tests.outcome import FaultyGrid  # noqa: E402
 
 LEASE = "hpo-operator"
@@ -44,7 +44,7 @@ LEASE = "hpo-operator"
 
 @dataclass
 class Fault:
-    at: float          # seconds since the experiment was created
+    at: float  # seconds since the experiment was created
     kind: str
     detail: str
     trials_before: int
@@ -64,15 +64,25 @@ class Soak:
 
     def setup(self) -> None:
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace)))
-        self.leases.create_namespaced_lease(self.namespace, client.V1Lease(
-            metadata=client.V1ObjectMeta(name=LEASE), spec=client.V1LeaseSpec()))
+        self.leases.create_namespaced_lease(
+            self.namespace, client.V1Lease(metadata=client.V1ObjectMeta(name=LEASE), spec=client.V1LeaseSpec())
+        )
         self.server.start()
         kc = self.server.write_kubeconfig(self.logs / "kubeconfig")
         for name in ("a", "b"):
-            self.replicas[name] = OperatorProcess(str(kc), self.namespace, self.logs / f"operator-{name}.log", env={
-                "HPO_LEADER_ELECTION_LEASE": f"{self.namespace}/{LEASE}", "POD_NAME": name,
-                "HPO_LEASE_DURATION_SECONDS": "6", "HPO_LEASE_RENEW_DEADLINE_SECONDS": "4",
-                "HPO_LEASE_RETRY_PERIOD_SECONDS": "1", "HPO_RECONCILE_INTERVAL": "5"})
+            self.replicas[name] = OperatorProcess(
+                str(kc),
+                self.namespace,
+                self.logs / f"operator-{name}.log",
+                env={
+                    "HPO_LEADER_ELECTION_LEASE": f"{self.namespace}/{LEASE}",
+                    "POD_NAME": name,
+                    "HPO_LEASE_DURATION_SECONDS": "6",
+                    "HPO_LEASE_RENEW_DEADLINE_SECONDS": "4",
+                    "HPO_LEASE_RETRY_PERIOD_SECONDS": "1",
+                    "HPO_RECONCILE_INTERVAL": "5",
+                },
+            )
             self.replicas[name].start()
         # The pods of 200 trials at a time wait for the default ServiceAccount like any pod.
         deadline = time.monotonic() + 60
@@ -131,8 +141,9 @@ class Soak:
         print(f"{at:7.1f} s  {kind:20s} {detail:28s} trials so far {before}", flush=True)
 
     def run(self, every: tuple[float, float], timeout: float) -> dict:
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "experiments",
-                                                    self.grid.experiment("soak"))
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "experiments", self.grid.experiment("soak")
+        )
         self.started = time.monotonic()
         next_fault = self.started + self.rng.uniform(*every)
         while time.monotonic() - self.started < timeout:
@@ -149,10 +160,14 @@ class Soak:
     def outcome(self, exp: dict) -> list:
         # Finished trials may still be written a moment after the experiment's status: settle.
         time.sleep(3)
-        trials = {t["metadata"]["name"]: t for t in self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "trials")["items"]}
-        pods = {p.metadata.name: client.ApiClient().sanitize_for_serialization(p)
-                for p in self.core.list_namespaced_pod(self.namespace).items}
+        trials = {
+            t["metadata"]["name"]: t
+            for t in self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "trials")["items"]
+        }
+        pods = {
+            p.metadata.name: client.ApiClient().sanitize_for_serialization(p)
+            for p in self.core.list_namespaced_pod(self.namespace).items
+        }
         return self.grid.checks(self.experiment(), trials, pods)
 
     def teardown(self, keep: bool) -> None:
@@ -182,14 +197,32 @@ def main() -> None:
     grid = FaultyGrid(seeds=args.seeds, parallel=args.parallel, duration="1s")
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    kubeconfig = subprocess.run([REPO / "hack" / "cluster.sh", "up"], capture_output=True, text=True,
-                                check=True).stdout.strip().splitlines()[-1]
-    subprocess.run([str(Path.home() / ".cache/hpo-operator/bin/kubectl"), "--kubeconfig", kubeconfig, "apply",
-                    "--server-side", "--force-conflicts", "-f", str(REPO / "crds")], check=True, capture_output=True)
+    kubeconfig = (
+        subprocess.run([REPO / "hack" / "cluster.sh", "up"], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    subprocess.run(
+        [
+            str(Path.home() / ".cache/hpo-operator/bin/kubectl"),
+            "--kubeconfig",
+            kubeconfig,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(REPO / "crds"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     soak = Soak(kubeconfig, grid, logs, random.Random(args.seed))
     every = tuple(float(x) for x in args.every.split(","))
-    print(f"soak: {grid.configs} configurations ({grid.trials} trials) x {grid.parallel} parallel in "
-          f"{soak.namespace}; logs in {logs}", flush=True)
+    print(
+        f"soak: {grid.configs} configurations ({grid.trials} trials) x {grid.parallel} parallel in "
+        f"{soak.namespace}; logs in {logs}",
+        flush=True,
+    )
     try:
         soak.setup()
         exp = soak.run(every, args.timeout)  # type: ignore[arg-type]
@@ -203,11 +236,25 @@ def main() -> None:
     print(f"\nFaults injected ({len(soak.faults)} in {took:.0f} s, schedule seed {args.seed}):\n")
     print(table([[k, str(n)] for k, n in sorted(counts.items())], ["fault", "count"]))
     print("\nChecked afterwards:\n")
-    print(table([[c.what, str(c.expected), str(c.seen) if len(str(c.seen)) < 80 else str(c.seen)[:77] + "...",
-                  "ok" if c.ok else "FAILED"] for c in checks], ["check", "expected", "seen", ""]))
+    print(
+        table(
+            [
+                [
+                    c.what,
+                    str(c.expected),
+                    str(c.seen) if len(str(c.seen)) < 80 else str(c.seen)[:77] + "...",
+                    "ok" if c.ok else "FAILED",
+                ]
+                for c in checks
+            ],
+            ["check", "expected", "seen", ""],
+        )
+    )
     starts = {name: op.starts for name, op in soak.replicas.items()}
-    print(f"\nOperator starts: {starts}; experiment {exp['status'].get('phase')} after {took:.0f} s "
-          f"({grid.trials / took:.1f} trials/s)")
+    print(
+        f"\nOperator starts: {starts}; experiment {exp['status'].get('phase')} after {took:.0f} s "
+        f"({grid.trials / took:.1f} trials/s)"
+    )
     if not all(c.ok for c in checks):
         sys.exit(1)
 

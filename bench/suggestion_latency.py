@@ -28,15 +28,15 @@ import random
 import sys
 import time
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 import optuna  # noqa: E402
 
-from hpo_operator.core import times
 from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
+from hpo_operator.core import times
 from hpo_operator.search.suggest import REPLAY_LIMIT, Outcome, Recorded, Suggester  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -49,24 +49,30 @@ PARAMETERS = [
     {"name": "layers", "type": "int", "min": 1, "max": 8},
     {"name": "optimizer", "type": "categorical", "values": ["adam", "sgd", "rmsprop"]},
 ]
-T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
 # (suggest samples, rebuild samples) per size; --quick divides them.
 REPS = {10: (40, 10), 100: (15, 5), 1000: (10, 2)}
 
 
 def spec(algorithm: str) -> ExperimentSpec:
-    return ExperimentSpec.model_validate({
-        "objective": {"type": "minimize", "metricName": "loss"},
-        "algorithm": {"name": algorithm, "seed": 1},
-        "parameters": PARAMETERS,
-        "maxTrialCount": 100_000,
-        "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "bench"}]}}},
-    })
+    return ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "algorithm": {"name": algorithm, "seed": 1},
+            "parameters": PARAMETERS,
+            "maxTrialCount": 100_000,
+            "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "bench"}]}}},
+        }
+    )
 
 
 def loss(values: dict[str, str]) -> float:
-    return ((math.log10(float(values["lr"])) + 2.5) ** 2 + (float(values["dropout"]) - 0.2) ** 2
-            + (int(values["layers"]) - 3) ** 2 / 10 + {"adam": 0.0, "sgd": 0.3, "rmsprop": 0.1}[values["optimizer"]])
+    return (
+        (math.log10(float(values["lr"])) + 2.5) ** 2
+        + (float(values["dropout"]) - 0.2) ** 2
+        + (int(values["layers"]) - 3) ** 2 / 10
+        + {"adam": 0.0, "sgd": 0.3, "rmsprop": 0.1}[values["optimizer"]]
+    )
 
 
 def at(seconds: float) -> str:
@@ -92,7 +98,7 @@ class History:
         self.suggester.tell(index, self.outcomes[index])
         return elapsed
 
-    def grow(self, n: int) -> "History":
+    def grow(self, n: int) -> History:
         while len(self.recorded) < n:
             self.step()
         return self
@@ -126,8 +132,11 @@ def ms(seconds: float) -> str:
 
 def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)  # noqa: E731
-                                       for i, (c, w) in enumerate(zip(r, widths))) + " |"
+
+    def line(r: list[str]) -> str:
+        cells = (str(c).rjust(w) if i > 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        return "| " + " | ".join(cells) + " |"
+
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 
@@ -138,8 +147,12 @@ def restart_seconds(algorithm: str, n: int) -> tuple[float, float]:
     rng = random.Random(n)
     recorded, outcomes = {}, {}
     for i in range(n):
-        values = {"lr": repr(10 ** rng.uniform(-4, -1)), "dropout": repr(rng.uniform(0, 0.5)),
-                  "layers": str(rng.randint(1, 8)), "optimizer": rng.choice(["adam", "sgd", "rmsprop"])}
+        values = {
+            "lr": repr(10 ** rng.uniform(-4, -1)),
+            "dropout": repr(rng.uniform(0, 0.5)),
+            "layers": str(rng.randint(1, 8)),
+            "optimizer": rng.choice(["adam", "sgd", "rmsprop"]),
+        }
         recorded[i] = Recorded(values, created=at(10 * i))
         outcomes[i] = Outcome(value=loss(values), at=at(10 * i + 5))
     started = time.perf_counter()
@@ -158,8 +171,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100,1000", help="finished trials (default 10,100,1000)")
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
     parser.add_argument("--quick", action="store_true", help="a third of the repetitions")
-    parser.add_argument("--restart-sizes", default="2000,10000",
-                        help="finished trials for the restart-at-scale table (past the replay limit)")
+    parser.add_argument(
+        "--restart-sizes",
+        default="2000,10000",
+        help="finished trials for the restart-at-scale table (past the replay limit)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     started = time.perf_counter()
@@ -178,21 +194,45 @@ def main() -> None:
                     history = History(algorithm).grow(n)
                     suggest.append(history.step())
             rebuild = [rebuild_seconds(algorithm, history, n) for _ in range(reps_rebuild)]
-            rows.append([algorithm, str(n), ms(percentile(suggest, 0.5)), ms(percentile(suggest, 0.95)),
-                         str(len(suggest)), ms(percentile(rebuild, 0.5)), ms(percentile(rebuild, 0.95)),
-                         str(len(rebuild))])
+            rows.append(
+                [
+                    algorithm,
+                    str(n),
+                    ms(percentile(suggest, 0.5)),
+                    ms(percentile(suggest, 0.95)),
+                    str(len(suggest)),
+                    ms(percentile(rebuild, 0.5)),
+                    ms(percentile(rebuild, 0.95)),
+                    str(len(rebuild)),
+                ]
+            )
             print(f"  {algorithm} n={n} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     print(f"Suggestion latency (ms, wall clock; Optuna {optuna.__version__}, Python {sys.version.split()[0]})\n")
-    print(table(["algorithm", "finished trials", "suggest p50", "suggest p95", "samples",
-                 "rebuild p50", "rebuild p95", "samples"], rows))
+    print(
+        table(
+            [
+                "algorithm",
+                "finished trials",
+                "suggest p50",
+                "suggest p95",
+                "samples",
+                "rebuild p50",
+                "rebuild p95",
+                "samples",
+            ],
+            rows,
+        )
+    )
     restart_rows = []
     for algorithm in ("tpe", "cmaes"):
         for n in [int(x) for x in args.restart_sizes.split(",") if x]:
             rebuild, first = restart_seconds(algorithm, n)
             restart_rows.append([algorithm, str(n), f"{rebuild:.2f}", f"{first:.2f}", f"{rebuild + first:.2f}"])
     if restart_rows:
-        print(f"\nRestart at scale (s): a new process rebuilds the study from the results, then suggests "
-              f"(replay limit {REPLAY_LIMIT})\n")
+        print(
+            f"\nRestart at scale (s): a new process rebuilds the study from the results, then suggests "
+            f"(replay limit {REPLAY_LIMIT})\n"
+        )
         print(table(["algorithm", "finished trials", "rebuild", "first suggestion", "total"], restart_rows))
     print(f"\n({time.perf_counter() - started:.0f} s)")
 

@@ -24,9 +24,9 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
@@ -46,10 +46,10 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 def branin(x: list[float]) -> float:
     """Branin-Hoo on x1 in [-5, 10], x2 in [0, 15]; global minimum 0.397887 at three points."""
     x1, x2 = x
-    b = 5.1 / (4 * math.pi ** 2)
+    b = 5.1 / (4 * math.pi**2)
     c = 5 / math.pi
     t = 1 / (8 * math.pi)
-    return (x2 - b * x1 ** 2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
 
 
 HARTMANN_ALPHA = [1.0, 1.2, 3.0, 3.2]
@@ -70,8 +70,8 @@ HARTMANN_P = [
 def hartmann6(x: list[float]) -> float:
     """Hartmann 6-D on [0, 1]^6; global minimum -3.32237."""
     total = 0.0
-    for alpha, a_row, p_row in zip(HARTMANN_ALPHA, HARTMANN_A, HARTMANN_P):
-        inner = sum(a * (xj - p * 1e-4) ** 2 for a, xj, p in zip(a_row, x, p_row))
+    for alpha, a_row, p_row in zip(HARTMANN_ALPHA, HARTMANN_A, HARTMANN_P, strict=True):
+        inner = sum(a * (xj - p * 1e-4) ** 2 for a, xj, p in zip(a_row, x, p_row, strict=True))
         total += alpha * math.exp(-inner)
     return -total
 
@@ -99,23 +99,30 @@ ALGORITHMS = ["random", "tpe", "cmaes"]
 
 
 def experiment_spec(problem: Problem, algorithm: str, seed: int, trials: int, parallel: int) -> ExperimentSpec:
-    return ExperimentSpec.model_validate({
-        "objective": {"type": "minimize", "metricName": "loss"},
-        "algorithm": {"name": algorithm, "seed": seed},
-        "parameters": [{"name": n, "type": "double", "min": lo, "max": hi}
-                       for n, (lo, hi) in zip(problem.names, problem.bounds)],
-        "parallelTrialCount": parallel,
-        "maxTrialCount": trials,
-        "trialTemplate": {"primaryContainerName": "train",
-                          "template": {"spec": {"containers": [{"name": "train", "image": "bench"}]}}},
-    })
+    return ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "algorithm": {"name": algorithm, "seed": seed},
+            "parameters": [
+                {"name": n, "type": "double", "min": lo, "max": hi}
+                for n, (lo, hi) in zip(problem.names, problem.bounds, strict=True)
+            ],
+            "parallelTrialCount": parallel,
+            "maxTrialCount": trials,
+            "trialTemplate": {
+                "primaryContainerName": "train",
+                "template": {"spec": {"containers": [{"name": "train", "image": "bench"}]}},
+            },
+        }
+    )
 
 
 # --- the operator's side: plan() against an in-memory cluster --------------------------------------
 
 
-def operator_run(problem: Problem, algorithm: str, seed: int, trials: int,
-                 parallel: int = 1) -> list[tuple[list[float], float]]:
+def operator_run(
+    problem: Problem, algorithm: str, seed: int, trials: int, parallel: int = 1
+) -> list[tuple[list[float], float]]:
     run = InMemoryExperiment(experiment_spec(problem, algorithm, seed, trials, parallel), problem.loss).run()
     result = []
     for values in run.launched:
@@ -127,8 +134,11 @@ def operator_run(problem: Problem, algorithm: str, seed: int, trials: int,
 
 
 def direct_sampler(algorithm: str, seed: int) -> optuna.samplers.BaseSampler:
-    return {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler,
-            "cmaes": optuna.samplers.CmaEsSampler}[algorithm](seed=seed)
+    return {
+        "random": optuna.samplers.RandomSampler,
+        "tpe": optuna.samplers.TPESampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+    }[algorithm](seed=seed)
 
 
 def direct_run(problem: Problem, algorithm: str, seed: int, trials: int) -> list[tuple[list[float], float]]:
@@ -164,7 +174,7 @@ def mean_std(values: list[float]) -> str:
 
 
 def first_difference(a: list[tuple[list[float], float]], b: list[tuple[list[float], float]]) -> int | None:
-    for i, ((xa, _), (xb, _)) in enumerate(zip(a, b)):
+    for i, ((xa, _), (xb, _)) in enumerate(zip(a, b, strict=False)):
         if xa != xb:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
@@ -182,7 +192,7 @@ def match_text(pairs: list[tuple[list, list]]) -> str:
 
 def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 
@@ -207,21 +217,31 @@ def main() -> None:
         for algorithm in algorithms:
             ops = [operator_run(problem, algorithm, s, args.trials) for s in seeds]
             directs = [direct_run(problem, algorithm, s, args.trials) for s in seeds]
-            rows.append([problem.name, algorithm, "1"]
-                        + [mean_std([best_after(r, c) for r in ops]) for c in checkpoints]
-                        + [mean_std([best_after(r, c) for r in directs]) for c in checkpoints]
-                        + [match_text(list(zip(ops, directs)))])
+            rows.append(
+                [problem.name, algorithm, "1"]
+                + [mean_std([best_after(r, c) for r in ops]) for c in checkpoints]
+                + [mean_std([best_after(r, c) for r in directs]) for c in checkpoints]
+                + [match_text(list(zip(ops, directs, strict=False)))]
+            )
             if args.parallel > 1:
                 par = [operator_run(problem, algorithm, s, args.trials, parallel=args.parallel) for s in seeds]
-                parallel_rows.append([problem.name, algorithm, str(args.parallel)]
-                                     + [mean_std([best_after(r, c) for r in par]) for c in checkpoints]
-                                     + [mean_std([best_after(r, c) for r in directs]) for c in checkpoints]
-                                     + ["n/a (parallel)"])
+                parallel_rows.append(
+                    [problem.name, algorithm, str(args.parallel)]
+                    + [mean_std([best_after(r, c) for r in par]) for c in checkpoints]
+                    + [mean_std([best_after(r, c) for r in directs]) for c in checkpoints]
+                    + ["n/a (parallel)"]
+                )
 
-    print(f"Tuning quality: {args.trials} trials, seeds {seeds[0]}..{seeds[-1]}, best-found mean ± std over seeds "
-          f"(known optima: branin 0.397887, hartmann6 -3.32237)\n")
-    header = (["function", "algorithm", "parallel"] + [f"operator {c}" for c in best_cols]
-              + [f"direct {c}" for c in best_cols] + ["exact match (seeds)"])
+    print(
+        f"Tuning quality: {args.trials} trials, seeds {seeds[0]}..{seeds[-1]}, best-found mean ± std over seeds "
+        f"(known optima: branin 0.397887, hartmann6 -3.32237)\n"
+    )
+    header = (
+        ["function", "algorithm", "parallel"]
+        + [f"operator {c}" for c in best_cols]
+        + [f"direct {c}" for c in best_cols]
+        + ["exact match (seeds)"]
+    )
     print(table(header, rows + parallel_rows))
     print(f"\n({time.perf_counter() - started:.0f} s)")
 

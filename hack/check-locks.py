@@ -147,15 +147,21 @@ def check(repo: Path) -> list[str]:
     test_extra = requirements(project["project"]["optional-dependencies"]["test"], "pyproject.toml [test]", problems)
     build = requirements(project["build-system"]["requires"], "pyproject.toml build-system", problems)
     dev_input = requirements(read_input(repo / DEV_INPUT), DEV_INPUT, problems)
-    for reqs, where in ((runtime, "pyproject.toml"), (test_extra, "pyproject.toml [test]"),
-                        (build, "pyproject.toml build-system"), (dev_input, DEV_INPUT)):
+    for reqs, where in (
+        (runtime, "pyproject.toml"),
+        (test_extra, "pyproject.toml [test]"),
+        (build, "pyproject.toml build-system"),
+        (dev_input, DEV_INPUT),
+    ):
         check_pinned(reqs, dev, DEV_LOCK, where, problems)
 
     # The lock's direct dependencies are those of its sources, no more: pip-compile annotates each
     # with its source, so a dependency dropped from pyproject.toml but left in the lock shows here.
     sources = {
-        "pyproject.toml": ({canonicalize_name(r.name) for r in runtime + test_extra},
-                           lambda via: bool(PYPROJECT_SOURCE.match(via))),
+        "pyproject.toml": (
+            {canonicalize_name(r.name) for r in runtime + test_extra},
+            lambda via: bool(PYPROJECT_SOURCE.match(via)),
+        ),
         DEV_INPUT: ({canonicalize_name(r.name) for r in dev_input}, lambda via: via == INPUT_SOURCE),
     }
     for source, (declared, is_source) in sources.items():

@@ -63,22 +63,31 @@ def kubectl(kubeconfig):
 def no_operator_installed(api: client.ApiClient) -> None:
     """An operator installed in the cluster (`make deploy`) would act on the tests' experiments
     next to the operator each test starts: refuse to run rather than fail confusingly."""
-    running = [f"{d.metadata.namespace}/{d.metadata.name}" for d in client.AppsV1Api(api).list_deployment_for_all_namespaces(
-        label_selector="app.kubernetes.io/name=hpo-operator").items if d.spec.replicas]
+    running = [
+        f"{d.metadata.namespace}/{d.metadata.name}"
+        for d in client.AppsV1Api(api)
+        .list_deployment_for_all_namespaces(label_selector="app.kubernetes.io/name=hpo-operator")
+        .items
+        if d.spec.replicas
+    ]
     if running:
-        pytest.fail(f"an hpo-operator is installed in the cluster ({', '.join(running)}); it would act on the "
-                    "tests' experiments too. Remove it first: make undeploy (or helm uninstall)")
+        pytest.fail(
+            f"an hpo-operator is installed in the cluster ({', '.join(running)}); it would act on the "
+            "tests' experiments too. Remove it first: make undeploy (or helm uninstall)"
+        )
 
 
 @pytest.fixture(scope="session")
 def crds(kubectl, api):
     no_operator_installed(api)
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/experiments.hpo.dev", "crd/trials.hpo.dev")
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/experiments.hpo.dev", "crd/trials.hpo.dev")
     # Discovery of a new CRD can lag behind Established; wait until the kinds are served.
-    kube.wait_until(lambda: kubectl.run("get", "experiments,trials", "-A", check=False).returncode == 0,
-                    timeout=30, what="the hpo.dev kinds to be served")
+    kube.wait_until(
+        lambda: kubectl.run("get", "experiments,trials", "-A", check=False).returncode == 0,
+        timeout=30,
+        what="the hpo.dev kinds to be served",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -112,12 +121,18 @@ def relay(kubeconfig):
 @pytest.fixture(scope="session")
 def real_node(api, kubeconfig) -> str:
     nodes = client.CoreV1Api(api).list_node(label_selector="hpo.dev/node=real").items
-    ready = [n.metadata.name for n in nodes
-             if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+    ready = [
+        n.metadata.name
+        for n in nodes
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    ]
     if not ready:
         reason_file = Path(kubeconfig).parent / "real-node-unavailable"
-        why = reason_file.read_text().strip() if reason_file.exists() else (
-            "none was started: run `make cluster-real` or `hack/real-node.sh up`")
+        why = (
+            reason_file.read_text().strip()
+            if reason_file.exists()
+            else ("none was started: run `make cluster-real` or `hack/real-node.sh up`")
+        )
         pytest.skip(f"no Ready node labelled hpo.dev/node=real: {why}")
     return ready[0]
 
@@ -132,8 +147,14 @@ def containerd(kubeconfig, real_node):
         return None
 
     def ctr(*args: str) -> str:
-        return subprocess.run([binary, "--address", str(sock), "--namespace", "k8s.io", *args],
-                              capture_output=True, text=True, check=True, timeout=60).stdout
+        return subprocess.run(
+            [binary, "--address", str(sock), "--namespace", "k8s.io", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+
     return ctr
 
 
@@ -149,8 +170,11 @@ def kwok_nodes(api):
 def namespace(api):
     core = client.CoreV1Api(api)
     name = f"hpo-test-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=name, labels={"app.kubernetes.io/part-of": "hpo-operator-tests"})))
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "hpo-operator-tests"})
+        )
+    )
     # Pods are refused until the namespace's default ServiceAccount exists.
     kube.wait_until(lambda: _has_default_sa(core, name), timeout=60, what="the default ServiceAccount")
     yield name

@@ -13,13 +13,13 @@ import hashlib
 import json
 import math
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes import client
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
-START = datetime(2026, 11, 20, 9, 0, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 20, 9, 0, 0, tzinfo=UTC)
 OPTIMIZERS = ["sgd", "adam", "rmsprop"]
 
 
@@ -40,8 +40,13 @@ def spec(optimizers: list[str] | None = None, max_trials: int = 100) -> dict:
         "maxTrialCount": max_trials,
         "maxFailedTrialCount": max(3, max_trials // 10),
         "retryPolicy": {"maxRetries": 2, "backoffSeconds": 1},
-        "trialTemplate": {"template": {"spec": {"containers": [
-            {"name": "train", "image": "example.org/train:1", "args": ["--lr=${params.lr}"]}]}}},
+        "trialTemplate": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "train", "image": "example.org/train:1", "args": ["--lr=${params.lr}"]}]
+                }
+            }
+        },
     }
 
 
@@ -51,7 +56,9 @@ def _config_hash(params: dict[str, str]) -> str:
 
 def _loss(params: dict[str, str]) -> float:
     lr, layers = float(params["lr"]), int(params["layers"])
-    return round(abs(math.log10(lr) + 2.5) * 0.2 + 0.05 * layers + (0.1 if params["optimizer"] == OPTIMIZERS[0] else 0), 6)
+    return round(
+        abs(math.log10(lr) + 2.5) * 0.2 + 0.05 * layers + (0.1 if params["optimizer"] == OPTIMIZERS[0] else 0), 6
+    )
 
 
 def _history(loss: float, steps: int, at: datetime) -> list[dict]:
@@ -83,9 +90,17 @@ def fates(index: int, running_from: int) -> list[tuple[str, str | None, str | No
     return [ok]
 
 
-def make(name: str, configurations: int, *, seed: int = 1, running: int = 2,
-         optimizers: list[str] | None = None, annotations: dict[str, str] | None = None,
-         history_steps: int = 5, total_trials: int | None = None) -> tuple[dict, list[dict]]:
+def make(
+    name: str,
+    configurations: int,
+    *,
+    seed: int = 1,
+    running: int = 2,
+    optimizers: list[str] | None = None,
+    annotations: dict[str, str] | None = None,
+    history_steps: int = 5,
+    total_trials: int | None = None,
+) -> tuple[dict, list[dict]]:
     """An Experiment (with its status) and its Trials (with theirs), not yet in any cluster. With
     `total_trials`, exactly that many Trials: configurations stop there (the last one's retries
     may be cut short)."""
@@ -98,19 +113,26 @@ def make(name: str, configurations: int, *, seed: int = 1, running: int = 2,
         if total_trials is not None and len(trials) >= total_trials:
             configurations = index
             break
-        params = {"lr": repr(round(10 ** rng.uniform(-4, -1), 8)), "layers": str(rng.randint(1, 4)),
-                  "optimizer": choices[index % len(choices)]}
+        params = {
+            "lr": repr(round(10 ** rng.uniform(-4, -1), 8)),
+            "layers": str(rng.randint(1, 4)),
+            "optimizer": choices[index % len(choices)],
+        }
         loss = _loss({**params, "optimizer": params["optimizer"] if params["optimizer"] in OPTIMIZERS else "adam"})
         base = f"{name}-{index:04d}"
         attempts = fates(index, running_from)
         if total_trials is not None:
-            attempts = attempts[:total_trials - len(trials)]
+            attempts = attempts[: total_trials - len(trials)]
         for attempt, (phase, reason, failure_class, exit_code) in enumerate(attempts, start=1):
             trial_name = base if attempt == 1 else f"{base}-a{attempt}"
             created, started = at, at + timedelta(seconds=1)
             at += timedelta(seconds=2)
-            status: dict[str, Any] = {"phase": phase, "podName": trial_name, "startTime": iso(started),
-                                      "parameterSummary": ", ".join(f"{k}={v}" for k, v in params.items())}
+            status: dict[str, Any] = {
+                "phase": phase,
+                "podName": trial_name,
+                "startTime": iso(started),
+                "parameterSummary": ", ".join(f"{k}={v}" for k, v in params.items()),
+            }
             if reason:
                 status["reason"] = reason
             if failure_class:
@@ -122,7 +144,10 @@ def make(name: str, configurations: int, *, seed: int = 1, running: int = 2,
                 status["completionTime"] = iso(started + timedelta(seconds=30 + index % 5))
             if phase == "Succeeded":
                 status["objectiveValue"] = loss
-                status["metrics"] = [{"name": "loss", "value": loss}, {"name": "accuracy", "value": round(1 - loss / 4, 6)}]
+                status["metrics"] = [
+                    {"name": "loss", "value": loss},
+                    {"name": "accuracy", "value": round(1 - loss / 4, 6)},
+                ]
             if phase in ("Succeeded", "Running", "EarlyStopped") and history_steps:
                 steps = history_steps if phase == "Succeeded" else 2
                 status["metricHistory"] = _history(loss, steps, started)
@@ -132,21 +157,44 @@ def make(name: str, configurations: int, *, seed: int = 1, running: int = 2,
                 status["retriedBy"] = f"{base}-a{attempt + 1}"
             if phase == "Pending":
                 status = {"phase": "Pending"}
-            trial_spec: dict[str, Any] = {"experimentName": name, "attempt": attempt, "suggestionIndex": index,
-                                          "parameters": [{"name": k, "value": v} for k, v in params.items()]}
+            trial_spec: dict[str, Any] = {
+                "experimentName": name,
+                "attempt": attempt,
+                "suggestionIndex": index,
+                "parameters": [{"name": k, "value": v} for k, v in params.items()],
+            }
             if attempt > 1:
                 trial_spec["retryOf"] = base if attempt == 2 else f"{base}-a{attempt - 1}"
-            trials.append({
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial",
-                "metadata": {"name": trial_name, "creationTimestamp": iso(created), "labels": {
-                    "hpo.dev/experiment": name, "hpo.dev/trial": trial_name, "hpo.dev/config": _config_hash(params),
-                    "hpo.dev/attempt": str(attempt), "hpo.dev/launch-reason": "Suggestion" if attempt == 1 else "Retry"}},
-                "spec": trial_spec, "status": status})
-    experiment = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment",
-                  "metadata": {"name": name, "creationTimestamp": iso(START),
-                               "annotations": {"hpo.dev/creator": "alice", **(annotations or {})}},
-                  "spec": spec(optimizers, max_trials=configurations),
-                  "status": experiment_status(trials, configurations)}
+            trials.append(
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Trial",
+                    "metadata": {
+                        "name": trial_name,
+                        "creationTimestamp": iso(created),
+                        "labels": {
+                            "hpo.dev/experiment": name,
+                            "hpo.dev/trial": trial_name,
+                            "hpo.dev/config": _config_hash(params),
+                            "hpo.dev/attempt": str(attempt),
+                            "hpo.dev/launch-reason": "Suggestion" if attempt == 1 else "Retry",
+                        },
+                    },
+                    "spec": trial_spec,
+                    "status": status,
+                }
+            )
+    experiment = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Experiment",
+        "metadata": {
+            "name": name,
+            "creationTimestamp": iso(START),
+            "annotations": {"hpo.dev/creator": "alice", **(annotations or {})},
+        },
+        "spec": spec(optimizers, max_trials=configurations),
+        "status": experiment_status(trials, configurations),
+    }
     return experiment, trials
 
 
@@ -159,30 +207,51 @@ def experiment_status(trials: list[dict], configurations: int) -> dict:
         "phase": "Running" if running else "Succeeded",
         "startTime": iso(START),
         "statusHistory": [{"phase": "Running", "reason": "Running", "time": iso(START)}],
-        "conditions": [{"type": "Running", "status": "True" if running else "False", "reason": "Running",
-                        "message": "trials are running", "lastTransitionTime": iso(START)}],
+        "conditions": [
+            {
+                "type": "Running",
+                "status": "True" if running else "False",
+                "reason": "Running",
+                "message": "trials are running",
+                "lastTransitionTime": iso(START),
+            }
+        ],
         "configurations": configurations,
         "failedConfigurations": 0,
         "trials": len(trials),
-        "trialsPending": phases.count("Pending"), "trialsRunning": phases.count("Running"),
-        "trialsSucceeded": phases.count("Succeeded"), "trialsFailed": phases.count("Failed"),
-        "trialsKilled": phases.count("Killed"), "trialsEarlyStopped": phases.count("EarlyStopped"),
+        "trialsPending": phases.count("Pending"),
+        "trialsRunning": phases.count("Running"),
+        "trialsSucceeded": phases.count("Succeeded"),
+        "trialsFailed": phases.count("Failed"),
+        "trialsKilled": phases.count("Killed"),
+        "trialsEarlyStopped": phases.count("EarlyStopped"),
         "trialsRetried": sum(1 for t in trials if t["spec"]["attempt"] > 1),
     }
     if not running:
         end = iso(START + timedelta(hours=1))
         status["completionTime"] = end
         status["statusHistory"].append({"phase": "Succeeded", "reason": "MaxTrialsReached", "time": end})
-        status["conditions"].append({"type": "Succeeded", "status": "True", "reason": "MaxTrialsReached",
-                                     "message": "maxTrialCount configurations ran", "lastTransitionTime": end})
+        status["conditions"].append(
+            {
+                "type": "Succeeded",
+                "status": "True",
+                "reason": "MaxTrialsReached",
+                "message": "maxTrialCount configurations ran",
+                "lastTransitionTime": end,
+            }
+        )
     if best:
         status["currentOptimalTrial"] = {
-            "trialName": best["metadata"]["name"], "objectiveValue": best["status"]["objectiveValue"],
-            "parameters": best["spec"]["parameters"], "metrics": best["status"]["metrics"]}
+            "trialName": best["metadata"]["name"],
+            "objectiveValue": best["status"]["objectiveValue"],
+            "parameters": best["spec"]["parameters"],
+            "metrics": best["status"]["metrics"],
+        }
     return status
 
 
 # --- into a cluster ------------------------------------------------------------------------------------
+
 
 def _fresh(body: dict) -> dict:
     """What a client sends: no creation time, no status (the API server ignores both)."""
@@ -191,8 +260,14 @@ def _fresh(body: dict) -> dict:
 
 
 def owner(experiment: dict) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "name": experiment["metadata"]["name"],
-            "uid": experiment["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Experiment",
+        "name": experiment["metadata"]["name"],
+        "uid": experiment["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def create(api: client.ApiClient, namespace: str, experiment: dict, trials: list[dict]) -> dict:
@@ -201,8 +276,9 @@ def create(api: client.ApiClient, namespace: str, experiment: dict, trials: list
     are created in order, so their order is kept."""
     custom = client.CustomObjectsApi(api)
     created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", _fresh(experiment))
-    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "experiments",
-                                                 experiment["metadata"]["name"], {"status": experiment["status"]})
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "experiments", experiment["metadata"]["name"], {"status": experiment["status"]}
+    )
     for t in trials:
         create_trial(custom, namespace, t, created)
     return created
@@ -213,5 +289,6 @@ def create_trial(custom: client.CustomObjectsApi, namespace: str, trial: dict, e
     body["metadata"]["ownerReferences"] = [owner(experiment)]
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "trials", body)
     if trial.get("status"):
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "trials", trial["metadata"]["name"],
-                                                     {"status": trial["status"]})
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "trials", trial["metadata"]["name"], {"status": trial["status"]}
+        )

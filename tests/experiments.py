@@ -15,21 +15,40 @@ GROUP, VERSION = "hpo.dev", "v1alpha1"
 REAL_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "real-sklearn.yaml"
 
 
-def experiment(name: str, parameters: list[dict], *, annotations: dict, max_trials: int,
-               parallel: int = 1, algorithm: dict | None = None, **spec: object) -> dict:
+def experiment(
+    name: str,
+    parameters: list[dict],
+    *,
+    annotations: dict,
+    max_trials: int,
+    parallel: int = 1,
+    algorithm: dict | None = None,
+    **spec: object,
+) -> dict:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": name},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Experiment",
+        "metadata": {"name": name},
         "spec": {
             "objective": {"type": "minimize", "metricName": "loss"},
             "algorithm": algorithm or {"name": "random", "seed": 1},
             "parameters": parameters,
             "parallelTrialCount": parallel,
             "maxTrialCount": max_trials,
-            "trialTemplate": {"template": {
-                "metadata": {"annotations": {"sim.hpo.dev/duration": "500ms", **annotations}},
-                "spec": {"containers": [{"name": "train", "image": "trainer:1",
-                                         "args": ["--x=${params.x}"] if any(p["name"] == "x" for p in parameters) else []}]},
-            }},
+            "trialTemplate": {
+                "template": {
+                    "metadata": {"annotations": {"sim.hpo.dev/duration": "500ms", **annotations}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "train",
+                                "image": "trainer:1",
+                                "args": ["--x=${params.x}"] if any(p["name"] == "x" for p in parameters) else [],
+                            }
+                        ]
+                    },
+                }
+            },
             **spec,
         },
     }
@@ -43,16 +62,22 @@ def as_job(body: dict, **job_spec: object) -> dict:
     return body
 
 
-def real_experiment(name: str, *, parameters: list[dict], command: list[str] | None = None,
-                    args: list[str] | None = None, memory: str = "256Mi", **spec: object) -> dict:
+def real_experiment(
+    name: str,
+    *,
+    parameters: list[dict],
+    command: list[str] | None = None,
+    args: list[str] | None = None,
+    memory: str = "256Mi",
+    **spec: object,
+) -> dict:
     """The example's experiment (its pod template: real node, local image, stdout metrics),
     renamed, with the given search space, and optionally another program."""
     body = yaml.safe_load(REAL_EXAMPLE.read_text())
     body["metadata"] = {"name": name}
     body["spec"].update({"parameters": parameters, "parallelTrialCount": 1, "maxTrialCount": 1, **spec})
     container = body["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]
-    container["resources"] = {"requests": {"cpu": "250m", "memory": memory},
-                              "limits": {"cpu": "1", "memory": memory}}
+    container["resources"] = {"requests": {"cpu": "250m", "memory": memory}, "limits": {"cpu": "1", "memory": memory}}
     if command is not None:
         container["command"] = command
         container["args"] = args or []

@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- The local control plane and its processes ------------------------------------------------
 
+
 class NotLocalCluster(Exception):
     """The kubeconfig is not the local control plane's, or that control plane is not running: its
     processes cannot be signalled. The message says which, for a test's skip reason."""
@@ -73,11 +74,15 @@ class LocalCluster:
         try:
             pid = int(self.pid_file(name).read_text().strip())
         except (OSError, ValueError):
-            raise NotLocalCluster(f"the local control plane has no {name} running "
-                                  f"(no pid file {self.pid_file(name)}); start it with hack/cluster.sh up") from None
+            raise NotLocalCluster(
+                f"the local control plane has no {name} running "
+                f"(no pid file {self.pid_file(name)}); start it with hack/cluster.sh up"
+            ) from None
         if not _alive(pid):
-            raise NotLocalCluster(f"the local control plane's {name} (pid {pid}, {self.pid_file(name)}) "
-                                  "is not running; start it with hack/cluster.sh up")
+            raise NotLocalCluster(
+                f"the local control plane's {name} (pid {pid}, {self.pid_file(name)}) "
+                "is not running; start it with hack/cluster.sh up"
+            )
         return pid
 
 
@@ -92,9 +97,11 @@ def local_cluster(kubeconfig: str | os.PathLike) -> LocalCluster:
     HPO_KUBECONFIG naming another cluster (kind, a remote one), only relay tests can run."""
     cluster = LocalCluster(cluster_state_dir())
     if not cluster.kubeconfig.exists() or not _same_file(kubeconfig, cluster.kubeconfig):
-        raise NotLocalCluster(f"the tests' kubeconfig ({kubeconfig}) is not the local control plane's "
-                              f"({cluster.kubeconfig}): this needs processes of hack/cluster.sh's cluster "
-                              "to signal (unset HPO_KUBECONFIG to use it)")
+        raise NotLocalCluster(
+            f"the tests' kubeconfig ({kubeconfig}) is not the local control plane's "
+            f"({cluster.kubeconfig}): this needs processes of hack/cluster.sh's cluster "
+            "to signal (unset HPO_KUBECONFIG to use it)"
+        )
     for name in ("kube-apiserver", "etcd"):
         pid = cluster.pid(name)
         if not os.access(f"/proc/{pid}/cmdline", os.R_OK) or not _cmdline(pid):
@@ -220,6 +227,7 @@ def _free_port() -> int:
 
 # --- Kubeconfigs ------------------------------------------------------------------------------
 
+
 def _load_kubeconfig(path: str | os.PathLike) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)
@@ -243,8 +251,9 @@ def kubeconfig_server(kubeconfig: str | os.PathLike) -> str:
     return _current(_load_kubeconfig(kubeconfig), "cluster")["server"]
 
 
-def write_kubeconfig(source: str | os.PathLike, dest: str | os.PathLike, server: str,
-                     tls_server_name: str | None = None) -> Path:
+def write_kubeconfig(
+    source: str | os.PathLike, dest: str | os.PathLike, server: str, tls_server_name: str | None = None
+) -> Path:
     """A copy of kubeconfig `source` whose current context's cluster is reached at `server`.
 
     The API server's certificate must still be checked against its own name: `tls_server_name`
@@ -257,8 +266,12 @@ def write_kubeconfig(source: str | os.PathLike, dest: str | os.PathLike, server:
     if tls_server_name:
         cluster["tls-server-name"] = tls_server_name
     user = _current(config, "user")
-    for entry, key in ((cluster, "certificate-authority"), (user, "client-certificate"),
-                       (user, "client-key"), (user, "tokenFile")):
+    for entry, key in (
+        (cluster, "certificate-authority"),
+        (user, "client-certificate"),
+        (user, "client-key"),
+        (user, "tokenFile"),
+    ):
         if entry.get(key) and not os.path.isabs(entry[key]):
             entry[key] = str(base / entry[key])
     dest = Path(dest)
@@ -285,8 +298,15 @@ def _admin_tls(kubeconfig: str | os.PathLike) -> ssl.SSLContext:
 
 # --- A second kube-apiserver ------------------------------------------------------------------
 
-def _wait_up(proc: subprocess.Popen, up: Callable[[], bool], timeout: float, what: str, log_path: Path,
-             on_timeout: Callable[[], None] | None = None) -> None:
+
+def _wait_up(
+    proc: subprocess.Popen,
+    up: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log_path: Path,
+    on_timeout: Callable[[], None] | None = None,
+) -> None:
     """Waits until `up()`; a process that exits first, or a timeout, raises with its log's end."""
     deadline = time.monotonic() + timeout
     while not up():
@@ -315,8 +335,14 @@ class ApiServer:
     server's flags of the same name. Its output goes to `log_path`, appended across restarts.
     """
 
-    def __init__(self, cluster: LocalCluster, log_path: str | os.PathLike,
-                 extra_flags: Sequence[str] = (), *, ready_timeout: float = 90):
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        log_path: str | os.PathLike,
+        extra_flags: Sequence[str] = (),
+        *,
+        ready_timeout: float = 90,
+    ):
         self.cluster = cluster
         self.log_path = Path(log_path)
         self.ready_timeout = ready_timeout
@@ -328,8 +354,11 @@ class ApiServer:
         # and again when it stops gracefully (the main one recreates it within its 10 s renewal).
         # Without the APIServerIdentity gate (beta, on by default; only alpha features use the
         # identity) it leaves that Lease alone; the caller's --feature-gates still wins.
-        gates = [g for g in (flag_value(flags, "feature-gates") or "").split(",")
-                 if g and not g.startswith("APIServerIdentity=")]
+        gates = [
+            g
+            for g in (flag_value(flags, "feature-gates") or "").split(",")
+            if g and not g.startswith("APIServerIdentity=")
+        ]
         flags = replace_flags(flags, [("feature-gates", ",".join([*gates, "APIServerIdentity=false"]))])
         flags = replace_flags(flags, [*parse_flags(list(extra_flags)), ("secure-port", str(self.port))])
         self.argv = [main.argv[0], *render_flags(flags)]
@@ -362,12 +391,19 @@ class ApiServer:
             log.write(f"--- start {self._starts}: {' '.join(self.argv)}\n")
             log.flush()
             # Same process group as the tests: a Ctrl-C stops it too, as it belongs to the test.
-            self._proc = subprocess.Popen(self.argv, cwd=self._cwd, env=self._env, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                self.argv, cwd=self._cwd, env=self._env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
         self._paused = False
         timeout = self.ready_timeout if timeout is None else timeout
-        _wait_up(self._proc, self.ready, timeout, f"the second kube-apiserver (port {self.port})", self.log_path,
-                 on_timeout=self.stop)
+        _wait_up(
+            self._proc,
+            self.ready,
+            timeout,
+            f"the second kube-apiserver (port {self.port})",
+            self.log_path,
+            on_timeout=self.stop,
+        )
 
     def ready(self, timeout: float = 2) -> bool:
         """Whether /readyz answers ok within `timeout` seconds (False while paused or dead)."""
@@ -585,8 +621,10 @@ class Relay:
             for s in (conn.client, upstream):
                 # Without it small writes (HTTP/2 frames, TLS records) wait for delayed ACKs.
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            pumps = [loop.create_task(self._pump(conn, conn.client, upstream)),
-                     loop.create_task(self._pump(conn, upstream, conn.client))]
+            pumps = [
+                loop.create_task(self._pump(conn, conn.client, upstream)),
+                loop.create_task(self._pump(conn, upstream, conn.client)),
+            ]
             try:
                 await asyncio.gather(*pumps)
             except OSError:
@@ -649,6 +687,7 @@ class Relay:
 
 # --- The local etcd ---------------------------------------------------------------------------
 
+
 class Etcd:
     """The local control plane's etcd, for faults in storage: a crash and restart (the main API
     server and anything on it lose storage for that time) and compaction (watches resuming from an
@@ -701,9 +740,15 @@ class Etcd:
         with open(log_path, "a") as log:
             log.write(f"--- restarted by tests/faults.py at {time.strftime('%H:%M:%S')}\n")
             log.flush()
-            self._proc = subprocess.Popen(self._launch.argv, cwd=self._launch.cwd, env=self._launch.env,
-                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                self._launch.argv,
+                cwd=self._launch.cwd,
+                env=self._launch.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         pid_file = self.cluster.pid_file("etcd")
         # Written whole or not at all: hack/cluster.sh may read it at any time.
         tmp = pid_file.with_suffix(".tmp")
@@ -719,8 +764,12 @@ class Etcd:
             return False
 
     def _post(self, path: str, body: dict) -> dict:
-        request = urllib.request.Request(f"{self.client_url}{path}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{self.client_url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.load(response)

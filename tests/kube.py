@@ -12,9 +12,10 @@ import sys
 import threading
 import time
 import urllib.request
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from kubernetes import client, watch
@@ -24,8 +25,9 @@ from tests.experiments import GROUP, VERSION
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.3,
-               what: str = "the condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.3, what: str = "the condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -48,8 +50,13 @@ class Kubectl:
         self.kubeconfig = kubeconfig
 
     def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.binary, "--kubeconfig", self.kubeconfig, *args], input=input,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [self.binary, "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
         return proc
@@ -70,8 +77,15 @@ class OperatorProcess:
     (or overrides) the environment.
     """
 
-    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, *,
-                 args: list[str] | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        kubeconfig: str,
+        namespace: str,
+        log_path: Path,
+        *,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
@@ -85,14 +99,19 @@ class OperatorProcess:
         self.starts = 0
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1",
-               "HPO_RECONCILE_INTERVAL": "1", **self.env}
+        env = {
+            **os.environ,
+            "KUBECONFIG": self.kubeconfig,
+            "PYTHONUNBUFFERED": "1",
+            "HPO_RECONCILE_INTERVAL": "1",
+            **self.env,
+        }
         log = open(self.log_path, "a")
         log.write(f"--- start {self.starts + 1}\n")
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator", *self.args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            [sys.executable, "-m", "hpo_operator", *self.args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+        )
         self.starts += 1
 
     def kill(self) -> None:
@@ -117,8 +136,11 @@ class OperatorProcess:
                 text = response.read().decode()
         except OSError:
             return {}
-        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines() if line.startswith("hpo_")}
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("hpo_")
+        }
 
     def rounds(self) -> int | None:
         """Experiment rounds it has finished without error (hpo_reconcile_total), or None."""
@@ -132,8 +154,9 @@ class OperatorProcess:
         The round that finishes first may have begun before the call, so the count must grow by
         rounds + 1. A finished experiment's loop sleeps until woken, so `wake` (for example an
         annotation on the Experiment) is called at every poll."""
-        before = wait_until(lambda: (n := self.rounds()) is not None and [n], timeout=timeout,
-                            what="the operator's metrics")[0]
+        before = wait_until(
+            lambda: (n := self.rounds()) is not None and [n], timeout=timeout, what="the operator's metrics"
+        )[0]
 
         def done() -> bool:
             n = self.rounds()
@@ -141,6 +164,7 @@ class OperatorProcess:
                 return True
             wake()
             return False
+
         wait_until(done, timeout=timeout, what=f"{rounds} round(s) of the operator")
 
     def log(self) -> str:
@@ -187,8 +211,11 @@ class Cluster:
         return [e for e in self.core.list_namespaced_event(self.ns).items if e.reason == reason]
 
     def wait_finished(self, name: str, timeout: float = 120) -> dict:
-        return wait_until(lambda: (e := self.get(name)).get("status", {}).get("phase") in ("Succeeded", "Failed") and e,
-                          timeout=timeout, what=f"experiment {name} to finish")
+        return wait_until(
+            lambda: (e := self.get(name)).get("status", {}).get("phase") in ("Succeeded", "Failed") and e,
+            timeout=timeout,
+            what=f"experiment {name} to finish",
+        )
 
     def wait_trial(self, name: str, phases: tuple[str, ...], timeout: float = 60) -> dict:
         def done():
@@ -197,6 +224,7 @@ class Cluster:
             except client.ApiException:
                 return None
             return t.get("status", {}).get("phase") in phases and t
+
         return wait_until(done, timeout=timeout, what=f"trial {name} to reach {phases}")
 
 
@@ -216,8 +244,11 @@ class PodConcurrency:
         try:
             for event in self.watch.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=300):
                 pod = event["object"]
-                done = event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed") \
+                done = (
+                    event["type"] == "DELETED"
+                    or pod.status.phase in ("Succeeded", "Failed")
                     or pod.metadata.deletion_timestamp is not None
+                )
                 (self.active.discard if done else self.active.add)(pod.metadata.name)
                 self.most = max(self.most, len(self.active))
         except Exception:  # the stream ends abruptly when stop() closes it
@@ -230,12 +261,20 @@ class PodConcurrency:
 
 def write_log(path: Path, lines: list[str]) -> None:
     """Writes lines in the container runtime's log format, which KWOK serves."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
     path.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
 
 
 def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path) -> None:
     client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "kwok.x-k8s.io", "v1alpha1", namespace, "logs",
-        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs", "metadata": {"name": pod},
-         "spec": {"logs": [{"containers": ["train"], "logsFile": str(path), "follow": True}]}})
+        "kwok.x-k8s.io",
+        "v1alpha1",
+        namespace,
+        "logs",
+        {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Logs",
+            "metadata": {"name": pod},
+            "spec": {"logs": [{"containers": ["train"], "logsFile": str(path), "follow": True}]},
+        },
+    )

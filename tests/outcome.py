@@ -27,7 +27,7 @@ class Check:
 
 @dataclass(frozen=True)
 class FaultyGrid:
-    fails: int = 4        # fails = 0 .. fails-1
+    fails: int = 4  # fails = 0 .. fails-1
     seeds: int = 8
     max_retries: int = 2
     parallel: int = 5
@@ -55,22 +55,34 @@ class FaultyGrid:
 
     def experiment(self, name: str) -> dict:
         return {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": name},
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Experiment",
+            "metadata": {"name": name},
             "spec": {
                 "objective": {"type": "minimize", "metricName": "loss"},
                 "algorithm": {"name": "grid", "seed": 5},
-                "parameters": [{"name": "fails", "type": "int", "min": 0, "max": self.fails - 1, "step": 1},
-                               {"name": "seed", "type": "int", "min": 0, "max": self.seeds - 1, "step": 1}],
+                "parameters": [
+                    {"name": "fails", "type": "int", "min": 0, "max": self.fails - 1, "step": 1},
+                    {"name": "seed", "type": "int", "min": 0, "max": self.seeds - 1, "step": 1},
+                ],
                 "parallelTrialCount": self.parallel,
                 "maxTrialCount": self.configs,
                 "maxFailedTrialCount": self.failed_configs,
                 "retryPolicy": {"maxRetries": self.max_retries, "backoffSeconds": 0},
-                "trialTemplate": {"template": {
-                    "metadata": {"annotations": {
-                        "sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/exit-code": "137",
-                        "sim.hpo.dev/reason": "OOMKilled", "sim.hpo.dev/duration": self.duration,
-                        "sim.hpo.dev/message": '{"loss": ${params.seed}}'}},
-                    "spec": {"containers": [{"name": "train", "image": "trainer:1"}]}}},
+                "trialTemplate": {
+                    "template": {
+                        "metadata": {
+                            "annotations": {
+                                "sim.hpo.dev/fail-attempts": "${params.fails}",
+                                "sim.hpo.dev/exit-code": "137",
+                                "sim.hpo.dev/reason": "OOMKilled",
+                                "sim.hpo.dev/duration": self.duration,
+                                "sim.hpo.dev/message": '{"loss": ${params.seed}}',
+                            }
+                        },
+                        "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
+                    }
+                },
             },
         }
 
@@ -81,13 +93,16 @@ class FaultyGrid:
         for t in trials.values():
             runs.setdefault(_config(t), []).append((t.get("status") or {}).get("phase", ""))
         expected_runs = {(f, s): self.runs(f) for f in range(self.fails) for s in range(self.seeds)}
-        suggested = [t for t in trials.values()
-                     if t["metadata"]["labels"].get("hpo.dev/launch-reason") == "Suggestion"]
-        orphans = sorted(name for name, pod in pods.items()
-                         if [(o["kind"], o["name"], o["uid"]) for o in pod["metadata"].get("ownerReferences") or []]
-                         != [("Trial", name, (trials.get(name) or {}).get("metadata", {}).get("uid"))])
-        wrong_outcome = sorted(c for c, phases in runs.items()
-                               if phases.count("Succeeded") != (1 if c[0] <= self.max_retries else 0))
+        suggested = [t for t in trials.values() if t["metadata"]["labels"].get("hpo.dev/launch-reason") == "Suggestion"]
+        orphans = sorted(
+            name
+            for name, pod in pods.items()
+            if [(o["kind"], o["name"], o["uid"]) for o in pod["metadata"].get("ownerReferences") or []]
+            != [("Trial", name, (trials.get(name) or {}).get("metadata", {}).get("uid"))]
+        )
+        wrong_outcome = sorted(
+            c for c, phases in runs.items() if phases.count("Succeeded") != (1 if c[0] <= self.max_retries else 0)
+        )
         return [
             Check("experiment phase", "Succeeded", st.get("phase")),
             Check("configurations", self.configs, st.get("configurations")),
@@ -97,8 +112,11 @@ class FaultyGrid:
             Check("trials failed", self.trials - self.succeeded, st.get("trialsFailed")),
             Check("trials retried", self.trials - self.configs, st.get("trialsRetried")),
             Check("Trial objects", self.trials, len(trials)),
-            Check("configurations with the wrong number of runs", [],
-                  sorted(c for c in set(runs) | set(expected_runs) if len(runs.get(c, ())) != expected_runs.get(c))),
+            Check(
+                "configurations with the wrong number of runs",
+                [],
+                sorted(c for c in set(runs) | set(expected_runs) if len(runs.get(c, ())) != expected_runs.get(c)),
+            ),
             Check("configurations with the wrong outcome", [], wrong_outcome),
             Check("suggestions (one per configuration)", self.configs, len(suggested)),
             Check("duplicate suggestions", 0, len(suggested) - len({_config(t) for t in suggested})),

@@ -7,19 +7,19 @@ are fixed (NOW, EARLIER, ago()), so no plan depends on the clock."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL
 from hpo_operator.core import times
 from hpo_operator.core.space import config_hash
-from hpo_operator.api.vocabulary import L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL
 from hpo_operator.planner import ExperimentView, TrialView
 
 EXP = "exp"
 NS = "team-a"
 EXP_UID = "0b6c1d2e-exp-uid"
-NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 EARLIER = "2024-05-01T11:00:00Z"
 
 
@@ -44,8 +44,13 @@ def make_spec(**overrides) -> ExperimentSpec:
         "maxTrialCount": 10,
         "trialTemplate": {
             "primaryContainerName": "train",
-            "template": {"spec": {"containers": [
-                {"name": "train", "image": "trainer:1", "args": ["--x=${params.x}", "--name=${trial.name}"]}]}},
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "train", "image": "trainer:1", "args": ["--x=${params.x}", "--name=${trial.name}"]}
+                    ]
+                }
+            },
         },
     }
     for key, value in overrides.items():
@@ -71,28 +76,61 @@ def run(spec: ExperimentSpec, trials=(), pods=None, logs=None, now=NOW, suggest=
 
 
 def owner_refs() -> list[dict]:
-    return [{"apiVersion": "hpo.dev/v1alpha1", "kind": "Experiment", "name": EXP, "uid": EXP_UID,
-             "controller": True, "blockOwnerDeletion": True}]
+    return [
+        {
+            "apiVersion": "hpo.dev/v1alpha1",
+            "kind": "Experiment",
+            "name": EXP,
+            "uid": EXP_UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
 # --- trials ------------------------------------------------------------------------------------
 
 
-def trial(name: str, values: dict[str, str], *, phase: str | None = None, status: dict | None = None,
-          attempt: int = 1, launch: str = "Suggestion", lineage: str | None = None, index: int | None = None,
-          retry_of: str | None = None, annotations: dict | None = None, owned: bool = True,
-          created: str = EARLIER) -> TrialView:
+def trial(
+    name: str,
+    values: dict[str, str],
+    *,
+    phase: str | None = None,
+    status: dict | None = None,
+    attempt: int = 1,
+    launch: str = "Suggestion",
+    lineage: str | None = None,
+    index: int | None = None,
+    retry_of: str | None = None,
+    annotations: dict | None = None,
+    owned: bool = True,
+    created: str = EARLIER,
+) -> TrialView:
     """A Trial as the cluster would hold it (made by the operator unless owned=False)."""
-    metadata = {"name": name, "namespace": NS, "uid": f"uid-{name}", "creationTimestamp": created,
-                "annotations": dict(annotations or {})}
+    metadata = {
+        "name": name,
+        "namespace": NS,
+        "uid": f"uid-{name}",
+        "creationTimestamp": created,
+        "annotations": dict(annotations or {}),
+    }
     if owned:
         metadata["labels"] = {
-            "app.kubernetes.io/managed-by": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator",
-            L_EXPERIMENT: EXP, L_CONFIG: config_hash(values), L_ATTEMPT: str(attempt),
-            L_LINEAGE: lineage or name, L_LAUNCH: launch, L_TRIAL: name}
+            "app.kubernetes.io/managed-by": "hpo-operator",
+            "app.kubernetes.io/part-of": "hpo-operator",
+            L_EXPERIMENT: EXP,
+            L_CONFIG: config_hash(values),
+            L_ATTEMPT: str(attempt),
+            L_LINEAGE: lineage or name,
+            L_LAUNCH: launch,
+            L_TRIAL: name,
+        }
         metadata["ownerReferences"] = owner_refs()
-    spec = {"experimentName": EXP, "attempt": attempt,
-            "parameters": [{"name": k, "value": v} for k, v in values.items()]}
+    spec = {
+        "experimentName": EXP,
+        "attempt": attempt,
+        "parameters": [{"name": k, "value": v} for k, v in values.items()],
+    }
     if retry_of:
         spec["retryOf"] = retry_of
     if index is not None:
@@ -113,22 +151,49 @@ def suggested(i: int, phase: str | None = "Running", attempt: int = 1, created: 
     if phase in ("Running", "Pending"):
         status.setdefault("podName", name)
     launch = kw.get("launch", "Suggestion" if attempt == 1 else "Retry")
-    retry_of = kw.get("retry_of", None if attempt == 1 else
-                      (f"{EXP}-{i:04d}" if attempt == 2 else f"{EXP}-{i:04d}-a{attempt - 1}"))
-    return trial(name, {"x": str(i)}, phase=phase, status=status, attempt=attempt, launch=launch,
-                 lineage=f"{EXP}-{i:04d}", index=i, retry_of=retry_of, annotations=kw.get("annotations"),
-                 created=created)
+    retry_of = kw.get(
+        "retry_of", None if attempt == 1 else (f"{EXP}-{i:04d}" if attempt == 2 else f"{EXP}-{i:04d}-a{attempt - 1}")
+    )
+    return trial(
+        name,
+        {"x": str(i)},
+        phase=phase,
+        status=status,
+        attempt=attempt,
+        launch=launch,
+        lineage=f"{EXP}-{i:04d}",
+        index=i,
+        retry_of=retry_of,
+        annotations=kw.get("annotations"),
+        created=created,
+    )
 
 
 def failed(i: int, failure_class: str = "OOMKilled", attempt: int = 1, completed: str = ago(60), **kw) -> TrialView:
     reason = {"Infrastructure": "Evicted", "Error": "Error"}.get(failure_class, failure_class)
-    return suggested(i, "Failed", attempt, reason=reason, failureClass=failure_class, completionTime=completed,
-                     podName=f"{EXP}-{i:04d}" if attempt == 1 else f"{EXP}-{i:04d}-a{attempt}", **kw)
+    return suggested(
+        i,
+        "Failed",
+        attempt,
+        reason=reason,
+        failureClass=failure_class,
+        completionTime=completed,
+        podName=f"{EXP}-{i:04d}" if attempt == 1 else f"{EXP}-{i:04d}-a{attempt}",
+        **kw,
+    )
 
 
 def succeeded(i: int, loss: float, attempt: int = 1, **kw) -> TrialView:
-    return suggested(i, "Succeeded", attempt, reason="Completed", objectiveValue=loss,
-                     metrics=[{"name": "loss", "value": loss}], completionTime=ago(60), **kw)
+    return suggested(
+        i,
+        "Succeeded",
+        attempt,
+        reason="Completed",
+        objectiveValue=loss,
+        metrics=[{"name": "loss", "value": loss}],
+        completionTime=ago(60),
+        **kw,
+    )
 
 
 def user_trial(name: str, values: dict[str, str], **kw) -> TrialView:
@@ -141,8 +206,16 @@ def user_trial(name: str, values: dict[str, str], **kw) -> TrialView:
 # --- pods ------------------------------------------------------------------------------------
 
 
-def pod(name: str, phase: str, container_state: dict | None = None, *, created: str = EARLIER,
-        started: str | None = EARLIER, reason: str | None = None, conditions: list | None = None) -> dict:
+def pod(
+    name: str,
+    phase: str,
+    container_state: dict | None = None,
+    *,
+    created: str = EARLIER,
+    started: str | None = EARLIER,
+    reason: str | None = None,
+    conditions: list | None = None,
+) -> dict:
     status: dict = {"phase": phase, "conditions": conditions or []}
     if started:
         status["startTime"] = started
@@ -150,18 +223,32 @@ def pod(name: str, phase: str, container_state: dict | None = None, *, created: 
         status["reason"] = reason
         status["message"] = f"pod {reason.lower()}"
     if container_state is not None:
-        status["containerStatuses"] = [{"name": "train", "image": "trainer:1", "restartCount": 0,
-                                        "ready": phase == "Running", "state": container_state}]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": NS, "uid": f"pod-{name}", "creationTimestamp": created,
-                         "labels": {L_EXPERIMENT: EXP, L_TRIAL: name}},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "train", "image": "trainer:1"}]},
-            "status": status}
+        status["containerStatuses"] = [
+            {
+                "name": "train",
+                "image": "trainer:1",
+                "restartCount": 0,
+                "ready": phase == "Running",
+                "state": container_state,
+            }
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": f"pod-{name}",
+            "creationTimestamp": created,
+            "labels": {L_EXPERIMENT: EXP, L_TRIAL: name},
+        },
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "train", "image": "trainer:1"}]},
+        "status": status,
+    }
 
 
 def pod_pending(name: str, created: str = EARLIER) -> dict:
-    return pod(name, "Pending", created=created, started=None,
-               conditions=[{"type": "PodScheduled", "status": "True"}])
+    return pod(name, "Pending", created=created, started=None, conditions=[{"type": "PodScheduled", "status": "True"}])
 
 
 def pod_running(name: str, started: str = EARLIER) -> dict:
@@ -176,18 +263,27 @@ def pod_succeeded(name: str, message: str | None = None) -> dict:
 
 
 def pod_failed(name: str, exit_code: int = 1, reason: str = "Error") -> dict:
-    return pod(name, "Failed", {"terminated": {"exitCode": exit_code, "reason": reason,
-                                               "startedAt": EARLIER, "finishedAt": ago(5)}})
+    return pod(
+        name,
+        "Failed",
+        {"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": EARLIER, "finishedAt": ago(5)}},
+    )
 
 
 def pod_evicted(name: str) -> dict:
-    return pod(name, "Failed", {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": ago(5)}},
-               reason="Evicted")
+    return pod(
+        name, "Failed", {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": ago(5)}}, reason="Evicted"
+    )
 
 
 def pod_waiting(name: str, reason: str, created: str = EARLIER) -> dict:
-    return pod(name, "Pending", {"waiting": {"reason": reason, "message": f"{reason}: trainer:1"}},
-               created=created, started=created)
+    return pod(
+        name,
+        "Pending",
+        {"waiting": {"reason": reason, "message": f"{reason}: trainer:1"}},
+        created=created,
+        started=created,
+    )
 
 
 # --- reading a plan ----------------------------------------------------------------------------
@@ -236,4 +332,3 @@ def told(plan) -> dict[int, tuple]:
 
 def event_reasons(plan, target: str | None = "any") -> list[str]:
     return [e.reason for e in plan.events if target == "any" or e.target == target]
-

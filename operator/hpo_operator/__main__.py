@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
         telemetry.start_server()  # a standby's metrics say it is one (hpo_leader 0)
-        election = leader.Election(*lease, leader.identity_from_env(), leader.timing_from_env(),
-                                   on_lost=leader.exit_on_lost)
+        election = leader.Election(
+            *lease, leader.identity_from_env(), leader.timing_from_env(), on_lost=leader.exit_on_lost
+        )
     try:
         if election is not None:
             election.wait(liveness_port(args))

@@ -42,12 +42,20 @@ class Volumes:
             path.chmod(0o777)  # the trial image runs as nobody
             # Unique names: a PV of an earlier test may still be on its way out.
             name = f"{storage_class}-{uuid.uuid4().hex[:6]}-{i}"
-            self.core.create_persistent_volume({
-                "apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "hpo-operator-tests"}},
-                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                         "storageClassName": storage_class, "persistentVolumeReclaimPolicy": "Retain",
-                         "hostPath": {"path": str(path), "type": "Directory"}}})
+            self.core.create_persistent_volume(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "hpo-operator-tests"}},
+                    "spec": {
+                        "capacity": {"storage": "1Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": storage_class,
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "hostPath": {"path": str(path), "type": "Directory"},
+                    },
+                }
+            )
             self.names.append(name)
 
     def delete(self) -> None:
@@ -66,26 +74,38 @@ def volumes(api):
         v = Volumes(api, storage_class or f"hpo-test-{uuid.uuid4().hex[:6]}", count)
         made.append(v)
         return v
+
     yield make
     for v in made:
         v.delete()
 
 
 def checkpointed(name: str, storage_class: str, annotations: dict, **spec) -> dict:
-    body = experiment(name, [{"name": "fails", "type": "int", "min": 0, "max": 1, "step": 1}],
-                      annotations={"sim.hpo.dev/message": '{"loss": ${params.fails}}', **annotations},
-                      algorithm={"name": "grid", "seed": 1}, max_trials=2, parallel=2,
-                      retryPolicy={"maxRetries": 2, "backoffSeconds": 0}, **spec)
+    body = experiment(
+        name,
+        [{"name": "fails", "type": "int", "min": 0, "max": 1, "step": 1}],
+        annotations={"sim.hpo.dev/message": '{"loss": ${params.fails}}', **annotations},
+        algorithm={"name": "grid", "seed": 1},
+        max_trials=2,
+        parallel=2,
+        retryPolicy={"maxRetries": 2, "backoffSeconds": 0},
+        **spec,
+    )
     tt = body["spec"]["trialTemplate"]
     tt["template"]["spec"]["containers"][0]["args"] = ["--save-to=${trial.checkpointDir}/model"]
-    tt["checkpoint"] = {"volumeClaimTemplate": {"storageClassName": storage_class, "size": "10Mi"},
-                        "mountPath": "/ckpt"}
+    tt["checkpoint"] = {
+        "volumeClaimTemplate": {"storageClassName": storage_class, "size": "10Mi"},
+        "mountPath": "/ckpt",
+    }
     return body
 
 
 def claims(api, namespace: str) -> dict[str, client.V1PersistentVolumeClaim]:
-    return {c.metadata.name: c for c in client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
-            if not c.metadata.deletion_timestamp}
+    return {
+        c.metadata.name: c
+        for c in client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
+        if not c.metadata.deletion_timestamp
+    }
 
 
 def env_of(pod: client.V1Pod) -> dict[str, str]:
@@ -96,9 +116,18 @@ def test_each_configuration_gets_one_claim_that_every_attempt_mounts(api, namesp
     vols = volumes(4)
     cluster = Cluster(api, namespace)
     # fails=1 is OOMKilled on attempt 1 and retried; fails=0 succeeds at once.
-    cluster.create(checkpointed("ckpt", vols.storage_class, {
-        "sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/exit-code": "137",
-        "sim.hpo.dev/reason": "OOMKilled", "sim.hpo.dev/duration": "1s"}))
+    cluster.create(
+        checkpointed(
+            "ckpt",
+            vols.storage_class,
+            {
+                "sim.hpo.dev/fail-attempts": "${params.fails}",
+                "sim.hpo.dev/exit-code": "137",
+                "sim.hpo.dev/reason": "OOMKilled",
+                "sim.hpo.dev/duration": "1s",
+            },
+        )
+    )
     # While the retry runs, both claims exist (deleted once their configuration succeeded).
     seen: dict[str, str] = {}
     pods_seen: dict[str, client.V1Pod] = {}
@@ -109,6 +138,7 @@ def test_each_configuration_gets_one_claim_that_every_attempt_mounts(api, namesp
         pods_seen.update(cluster.pods())
         exp = cluster.get("ckpt")
         return exp.get("status", {}).get("phase") in ("Succeeded", "Failed") and exp
+
     exp = wait_until(record, timeout=120, interval=0.1, what="the experiment to finish")
     assert exp["status"]["phase"] == "Succeeded", exp["status"]
 
@@ -118,7 +148,7 @@ def test_each_configuration_gets_one_claim_that_every_attempt_mounts(api, namesp
     configs = {t["metadata"]["labels"]["hpo.dev/config"]: v for v, ts in groups.items() for t in ts}
     # One claim per configuration, named after the experiment and the configuration.
     assert seen == {f"ckpt-ckpt-{config}": config for config in configs}
-    for value, trials in groups.items():
+    for trials in groups.values():
         claim = f"ckpt-ckpt-{trials[0]['metadata']['labels']['hpo.dev/config']}"
         for t in trials:
             pod = pods_seen[t["metadata"]["name"]]
@@ -134,8 +164,9 @@ def test_each_configuration_gets_one_claim_that_every_attempt_mounts(api, namesp
     wait_until(lambda: not claims(api, namespace), timeout=60, what="the claims to be deleted")
 
 
-def test_an_operator_killed_between_claim_and_pod_duplicates_nothing(api, namespace, operator, kwok_nodes,
-                                                                      volumes, kubectl):
+def test_an_operator_killed_between_claim_and_pod_duplicates_nothing(
+    api, namespace, operator, kwok_nodes, volumes, kubectl
+):
     """A quota refusing pods holds the operator right after its claims: SIGKILLed there, the next
     one finds the claims (409) and creates each pod once."""
     vols = volumes(2)
@@ -143,8 +174,11 @@ def test_an_operator_killed_between_claim_and_pod_duplicates_nothing(api, namesp
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}})
     cluster = Cluster(api, namespace)
     cluster.create(checkpointed("sigkill", vols.storage_class, {"sim.hpo.dev/duration": "1s"}))
-    wait_until(lambda: len(claims(api, namespace)) == 2 and len(cluster.trials()) == 2, timeout=60,
-               what="the claims of both configurations, and no pod")
+    wait_until(
+        lambda: len(claims(api, namespace)) == 2 and len(cluster.trials()) == 2,
+        timeout=60,
+        what="the claims of both configurations, and no pod",
+    )
     assert not cluster.pods()
     operator.kill()
     core.delete_namespaced_resource_quota("no-pods", namespace)
@@ -156,13 +190,16 @@ def test_an_operator_killed_between_claim_and_pod_duplicates_nothing(api, namesp
     assert set(cluster.pods()) == set(trials)
 
 
-@pytest.mark.parametrize("spec, field", [
-    ({"volumeClaimTemplate": {"size": "lots"}, "mountPath": "/ckpt"}, "size"),
-    ({"volumeClaimTemplate": {"size": "1Gi", "accessMode": "ReadOnlyMany"}, "mountPath": "/ckpt"}, "accessMode"),
-    ({"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "ckpt"}, "mountPath"),
-    ({"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "/ckpt", "retention": "Sometimes"}, "retention"),
-    ({"mountPath": "/ckpt"}, "volumeClaimTemplate"),
-])
+@pytest.mark.parametrize(
+    "spec, field",
+    [
+        ({"volumeClaimTemplate": {"size": "lots"}, "mountPath": "/ckpt"}, "size"),
+        ({"volumeClaimTemplate": {"size": "1Gi", "accessMode": "ReadOnlyMany"}, "mountPath": "/ckpt"}, "accessMode"),
+        ({"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "ckpt"}, "mountPath"),
+        ({"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "/ckpt", "retention": "Sometimes"}, "retention"),
+        ({"mountPath": "/ckpt"}, "volumeClaimTemplate"),
+    ],
+)
 def test_bad_checkpoint_specs_are_refused_at_apply(kubectl, namespace, crds, spec, field):
     body = checkpointed("bad", "any", {})
     body["spec"]["trialTemplate"]["checkpoint"] = spec
@@ -173,8 +210,13 @@ def test_bad_checkpoint_specs_are_refused_at_apply(kubectl, namespace, crds, spe
 def test_a_checkpoint_is_refused_for_a_resource_trial(kubectl, namespace, crds):
     body = checkpointed("bad", "any", {})
     tt = body["spec"]["trialTemplate"]
-    tt["resource"] = {"apiVersion": "x.dev/v1", "kind": "Run", "manifest": {},
-                      "successCondition": {"type": "Done"}, "failureCondition": {"type": "Failed"}}
+    tt["resource"] = {
+        "apiVersion": "x.dev/v1",
+        "kind": "Run",
+        "manifest": {},
+        "successCondition": {"type": "Done"},
+        "failureCondition": {"type": "Failed"},
+    }
     del tt["template"]
     out = kubectl.apply(body, namespace, check=False)
     assert out.returncode != 0 and "checkpoint is for pod and Job trials" in out.stderr, out.stderr
@@ -182,13 +224,15 @@ def test_a_checkpoint_is_refused_for_a_resource_trial(kubectl, namespace, crds):
 
 # --- on the real node ----------------------------------------------------------------------------
 
+
 def history_steps(trial: dict, name: str) -> list[int]:
     return [m["step"] for m in trial["status"].get("metricHistory") or [] if m["name"] == name]
 
 
 @pytest.mark.realnode
-def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(api, namespace, operator, real_node,
-                                                                             volumes, kubectl, kubeconfig):
+def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(
+    api, namespace, operator, real_node, volumes, kubectl, kubeconfig
+):
     volumes(2, "hpo-checkpoint-local")
     cluster = Cluster(api, namespace)
     kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLE))
@@ -210,8 +254,13 @@ def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(api
     row = next(line.split() for line in table if line.startswith(retry["metadata"]["name"] + " "))
     assert header[5] == "RESUMED" and row[5] == "2"
     script = Path(sys.executable).with_name("kubectl-hpo")
-    described = subprocess.run([str(script), "describe", "real-checkpoint", "--kubeconfig", kubeconfig, "-n", namespace],
-                                capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})
+    described = subprocess.run(
+        [str(script), "describe", "real-checkpoint", "--kubeconfig", kubeconfig, "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     assert described.returncode == 0, described.stderr
     line = next(x for x in described.stdout.splitlines() if retry["metadata"]["name"] in x and "Succeeded" in x)
     assert "step 2" in line and "RESUMED" in described.stdout, described.stdout
@@ -220,8 +269,9 @@ def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(api
 
 
 @pytest.mark.realnode
-def test_an_evicted_trial_resumes_and_deleting_the_experiment_removes_its_claims(api, namespace, operator, real_node,
-                                                                               volumes):
+def test_an_evicted_trial_resumes_and_deleting_the_experiment_removes_its_claims(
+    api, namespace, operator, real_node, volumes
+):
     volumes(2, "hpo-checkpoint-local")
     body = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"]["name"] = "evicted"
@@ -240,10 +290,14 @@ def test_an_evicted_trial_resumes_and_deleting_the_experiment_removes_its_claims
         except client.ApiException:
             return False
         return "step=3 " in (log or "")  # so epoch 2's checkpoint is saved (each epoch prints, then saves)
+
     wait_until(trained_two_epochs, timeout=120, what="two epochs of the first attempt saved")
     # Preempted: the Eviction API marks the pod DisruptionTarget, so the failure is Infrastructure.
-    core.create_namespaced_pod_eviction("evicted-0000", namespace, client.V1Eviction(
-        metadata=client.V1ObjectMeta(name="evicted-0000", namespace=namespace)))
+    core.create_namespaced_pod_eviction(
+        "evicted-0000",
+        namespace,
+        client.V1Eviction(metadata=client.V1ObjectMeta(name="evicted-0000", namespace=namespace)),
+    )
     exp = cluster.wait_finished("evicted", timeout=240)
     assert exp["status"]["phase"] == "Succeeded", exp["status"]
     first, retry = by_config(cluster.trials(), "lr")["0.1"]
@@ -251,6 +305,7 @@ def test_an_evicted_trial_resumes_and_deleting_the_experiment_removes_its_claims
     assert retry["status"]["resumedFrom"]["step"] >= 2
     assert history_steps(retry, "loss")[-1] == 6
     assert len(claims(api, namespace)) == 1  # Keep: still there ...
-    cluster.custom.delete_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "experiments", "evicted",
-                                                   propagation_policy="Foreground")
+    cluster.custom.delete_namespaced_custom_object(
+        "hpo.dev", "v1alpha1", namespace, "experiments", "evicted", propagation_policy="Foreground"
+    )
     wait_until(lambda: not claims(api, namespace), timeout=120, what="the claims to go with the experiment")

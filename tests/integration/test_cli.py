@@ -75,26 +75,45 @@ def test_list_filters_sorts_and_pages(hpo, namespace, operator, kwok_nodes, tmp_
 
     out = hpo("create", "-f", str(manifest)).stdout
     assert out.splitlines() == [f"experiment.hpo.dev/{n} created" for n in names]
-    wait_until(lambda: {e["phase"] for e in hpo.json("list")["experiments"]} == {"Succeeded"}, timeout=60,
-               what="the seven experiments to finish")
+    wait_until(
+        lambda: {e["phase"] for e in hpo.json("list")["experiments"]} == {"Succeeded"},
+        timeout=60,
+        what="the seven experiments to finish",
+    )
 
     # The table: trial counts by status, the creator recorded by create.
     me = hpo.json("list")["experiments"][0]["creator"]
     assert me, "create records the authenticated user"
     table = hpo("list", "--sort-by", "name").stdout.splitlines()
-    assert table[0].split()[:10] == ["NAME", "STATUS", "CREATOR", "CONFIGS", "TRIALS", "SUCCEEDED", "RUNNING",
-                                     "PENDING", "FAILED", "KILLED"]
+    assert table[0].split()[:10] == [
+        "NAME",
+        "STATUS",
+        "CREATOR",
+        "CONFIGS",
+        "TRIALS",
+        "SUCCEEDED",
+        "RUNNING",
+        "PENDING",
+        "FAILED",
+        "KILLED",
+    ]
     assert table[1].split()[:10] == ["alpha", "Succeeded", me, "1/1", "1", "1", "0", "0", "0", "0"]
     assert [line.split()[0] for line in table[1:]] == names
 
     # Page numbers: 7 experiments, 3 per page, by name ascending and descending.
     pages = [hpo("list", "--sort-by", "name", "--page-size", "3", "--page", str(n)) for n in (1, 2, 3)]
-    assert [[line.split()[0] for line in p.stdout.splitlines()[1:]] for p in pages] == \
-        [names[:3], names[3:6], names[6:]]
+    assert [[line.split()[0] for line in p.stdout.splitlines()[1:]] for p in pages] == [
+        names[:3],
+        names[3:6],
+        names[6:],
+    ]
     assert "Page 1 of 3 (7 experiments, 3 per page)" in pages[0].stderr
     page = hpo.json("list", "--sort-by", "name", "--order", "desc", "--page-size", "3", "--page", "1")
-    assert (page["totalCount"], page["pageNumber"], [e["name"] for e in page["experiments"]]) == \
-        (7, 1, ["golf", "foxtrot", "echo"])
+    assert (page["totalCount"], page["pageNumber"], [e["name"] for e in page["experiments"]]) == (
+        7,
+        1,
+        ["golf", "foxtrot", "echo"],
+    )
     assert hpo.names("--sort-by", "name", "--order", "desc") == names[::-1]
 
     # The API server's paging: --limit and --continue tokens.
@@ -147,11 +166,17 @@ def test_trials_restarts_metrics_logs_and_describe(api, hpo, namespace, operator
     serve_log(api, namespace, "curves-0000", log)
     cluster.create(experiment("curves", X, annotations={}, max_trials=1, metricsCollector={"source": "StdoutLog"}))
     # "restarts": fails=9 always fails (not retried), fails=0 succeeds.
-    cluster.create(experiment(
-        "restarts", [{"name": "fails", "type": "int", "min": 0, "max": 9, "step": 9}],
-        annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/message": '{"loss": 1}'},
-        algorithm={"name": "grid", "seed": 0}, max_trials=2, parallel=2,
-        retryPolicy={"maxRetries": 0, "retryOn": ["Error"]}))
+    cluster.create(
+        experiment(
+            "restarts",
+            [{"name": "fails", "type": "int", "min": 0, "max": 9, "step": 9}],
+            annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/message": '{"loss": 1}'},
+            algorithm={"name": "grid", "seed": 0},
+            max_trials=2,
+            parallel=2,
+            retryPolicy={"maxRetries": 0, "retryOn": ["Error"]},
+        )
+    )
 
     watched = hpo("watch", "restarts", "--timeout", "60", "--interval", "0.5").stdout
     assert "experiment restarts Succeeded (MaxTrialsReached): 2/2 configurations" in watched
@@ -167,16 +192,22 @@ def test_trials_restarts_metrics_logs_and_describe(api, hpo, namespace, operator
     second = hpo.json("trials", "restarts", "--max-results", "1", "--page-token", "1", "--order-by", "name")
     assert second["nextPageToken"] == "0" and len(second["runs"]) == 1
     assert sorted([first.stdout.splitlines()[1].split()[0], second["runs"][0]["name"]]) == sorted([failed, succeeded])
-    assert [r["name"] for r in hpo.json("trials", "restarts", "--order-by", "Name DESC")["runs"]] == \
-        sorted([failed, succeeded], reverse=True)
-    assert [r["name"] for r in hpo.json("runs", "restarts", "-l", "hpo.dev/launch-reason=Suggestion",
-                                        "--status", "failed")["runs"]] == [failed]
+    assert [r["name"] for r in hpo.json("trials", "restarts", "--order-by", "Name DESC")["runs"]] == sorted(
+        [failed, succeeded], reverse=True
+    )
+    assert [
+        r["name"]
+        for r in hpo.json("runs", "restarts", "-l", "hpo.dev/launch-reason=Suggestion", "--status", "failed")["runs"]
+    ] == [failed]
 
     # RestartHpoTrials by name: the failed trial is restarted, the succeeded one refused.
     results = hpo.json("restart-trials", "restarts", "--trials", f"{failed},{succeeded},nope", "--wait", "30")
     assert list(results) == [failed, succeeded, "nope"]
-    assert (results[failed]["outcome"], results[failed]["decidedBy"], results[failed]["newTrial"]) == \
-        ("Accepted", "operator", f"{failed}-a2")
+    assert (results[failed]["outcome"], results[failed]["decidedBy"], results[failed]["newTrial"]) == (
+        "Accepted",
+        "operator",
+        f"{failed}-a2",
+    )
     assert (results[succeeded]["outcome"], results[succeeded]["reason"]) == ("Refused", "ConfigurationAlreadySucceeded")
     assert results["nope"]["outcome"] == "NotFound"
     cluster.wait_trial(f"{failed}-a2", ("Failed",))
@@ -188,7 +219,7 @@ def test_trials_restarts_metrics_logs_and_describe(api, hpo, namespace, operator
 
     # ... and by parameters: a new Trial the operator adopts, or a refusal with the reason.
     again = hpo.json("restart-trials", "restarts", "--params", '{"fails": 9}', "--wait", "30")
-    (name, result), = again.items()
+    ((name, result),) = again.items()
     assert name.startswith("restarts-u-") and result["outcome"] == "Accepted"
     assert cluster.get(name, "trials")["metadata"]["labels"]["hpo.dev/launch-reason"] == "User"
     refused = hpo.json("restart-trials", "restarts", "--params", '{"${fails}": "0"}')
@@ -200,13 +231,22 @@ def test_trials_restarts_metrics_logs_and_describe(api, hpo, namespace, operator
 
     # describe: spec summary, conditions, status history with times, best trial, trials.
     text = hpo("describe", "restarts").stdout
-    for expected in ("Status:      Succeeded (MaxTrialsReached)", "Objective:   minimize loss",
-                     "Parameters:  fails int [0, 9] (step 9)", "Conditions", "Status history",
-                     f"Best trial:       {succeeded}", f"{failed}-a2", name):
+    for expected in (
+        "Status:      Succeeded (MaxTrialsReached)",
+        "Objective:   minimize loss",
+        "Parameters:  fails int [0, 9] (step 9)",
+        "Conditions",
+        "Status history",
+        f"Best trial:       {succeeded}",
+        f"{failed}-a2",
+        name,
+    ):
         assert expected in text, expected
     history = text.split("Status history")[1].split("\n\n")[0].splitlines()
-    assert history[1].split()[0] == "TIME" and [line.split()[2:] for line in history[2:]] == \
-        [["Running", "Running"], ["Succeeded", "MaxTrialsReached"]]
+    assert history[1].split()[0] == "TIME" and [line.split()[2:] for line in history[2:]] == [
+        ["Running", "Running"],
+        ["Succeeded", "MaxTrialsReached"],
+    ]
     detail = hpo.json("describe", "restarts")
     assert [h["phase"] for h in detail["statusHistory"]] == ["Running", "Succeeded"]
     assert all(h["time"] for h in detail["statusHistory"]) and detail["best"]["trialName"] == succeeded
@@ -214,7 +254,11 @@ def test_trials_restarts_metrics_logs_and_describe(api, hpo, namespace, operator
     # Metrics with step and timestamp; logs through the API server.
     wait_until(lambda: phase(hpo, "curves") == "Succeeded", what="curves to finish")
     points = hpo.json("metrics", "curves-0000")
-    assert [(p["name"], p["step"], p["value"]) for p in points] == [("loss", 1, 0.9), ("loss", 2, 0.6), ("loss", 3, 0.4)]
+    assert [(p["name"], p["step"], p["value"]) for p in points] == [
+        ("loss", 1, 0.9),
+        ("loss", 2, 0.6),
+        ("loss", 3, 0.4),
+    ]
     assert all(p["timestamp"] for p in points)
     table = hpo("metrics", "--experiment", "restarts").stdout.splitlines()
     assert table[0].split() == ["TRIAL", "METRIC", "STEP", "VALUE", "TIMESTAMP", "(UTC)"]
@@ -229,8 +273,7 @@ def test_trials_restarts_metrics_logs_and_describe(api, hpo, namespace, operator
 def test_stop_resume_copy_restart_and_delete(api, hpo, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
     cluster.create(experiment("pausable", X, annotations={"sim.hpo.dev/hang": "true"}, max_trials=2, parallel=2))
-    wait_until(lambda: hpo.json("get", "pausable")["summary"]["trialStatus"]["Running"] == 2,
-               what="two running trials")
+    wait_until(lambda: hpo.json("get", "pausable")["summary"]["trialStatus"]["Running"] == 2, what="two running trials")
 
     assert "stopped (spec.suspend=true)" in hpo("stop", "pausable").stdout
     wait_until(lambda: phase(hpo, "pausable") == "Suspended", what="the experiment to be suspended")
@@ -259,25 +302,51 @@ def test_stop_resume_copy_restart_and_delete(api, hpo, namespace, operator, kwok
 def _service_account_kubeconfig(api: client.ApiClient, admin_kubeconfig: str, namespace: str, path: Path) -> str:
     """A kubeconfig for a service account that may do nothing."""
     core = client.CoreV1Api(api)
-    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody")))
-    token = core.create_namespaced_service_account_token("nobody", namespace, client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))).status.token
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody"))
+    )
+    token = core.create_namespaced_service_account_token(
+        "nobody",
+        namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
+    ).status.token
     admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
-        "users": [{"name": "nobody", "user": {"token": token}}],
-        "contexts": [{"name": "nobody", "context": {"cluster": admin["clusters"][0]["name"], "user": "nobody",
-                                                    "namespace": namespace}}],
-        "current-context": "nobody"}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": admin["clusters"],
+                "users": [{"name": "nobody", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "nobody",
+                        "context": {"cluster": admin["clusters"][0]["name"], "user": "nobody", "namespace": namespace},
+                    }
+                ],
+                "current-context": "nobody",
+            }
+        )
+    )
     return str(path)
 
 
 def test_errors_are_one_line_and_a_non_zero_exit(api, hpo, kubeconfig, namespace, crds, tmp_path):
     missing = f"error: experiment nope not found in namespace {namespace}"
-    for args in (["describe", "nope"], ["get", "nope"], ["trials", "nope"], ["stop", "nope"], ["resume", "nope"],
-                 ["copy", "nope"], ["delete", "nope"], ["bookmark", "nope"], ["watch", "nope"],
-                 ["restart-trials", "nope", "--trials", "a"], ["restart-trials", "nope"],
-                 ["metrics", "--experiment", "nope"]):
+    for args in (
+        ["describe", "nope"],
+        ["get", "nope"],
+        ["trials", "nope"],
+        ["stop", "nope"],
+        ["resume", "nope"],
+        ["copy", "nope"],
+        ["delete", "nope"],
+        ["bookmark", "nope"],
+        ["watch", "nope"],
+        ["restart-trials", "nope", "--trials", "a"],
+        ["restart-trials", "nope"],
+        ["metrics", "--experiment", "nope"],
+    ):
         result = hpo(*args, code=1)
         assert result.stderr.strip() == missing, args
         assert result.stdout == ""
@@ -292,14 +361,20 @@ def test_errors_are_one_line_and_a_non_zero_exit(api, hpo, kubeconfig, namespace
     assert refused.startswith("error: experiment bad: the API server refused it:") and "parallelTrialCount" in refused
     nobody = _service_account_kubeconfig(api, kubeconfig, namespace, tmp_path / "nobody.kubeconfig")
     denied = hpo("list", code=1, kubeconfig=nobody).stderr
-    assert denied.startswith("error: permission denied: experiments.hpo.dev is forbidden: User "
-                             f"\"system:serviceaccount:{namespace}:nobody\" cannot list")
+    assert denied.startswith(
+        "error: permission denied: experiments.hpo.dev is forbidden: User "
+        f'"system:serviceaccount:{namespace}:nobody" cannot list'
+    )
     assert hpo("stop", "x", code=1, kubeconfig=nobody).stderr.startswith("error: permission denied:")
 
     # The installed console script, as kubectl runs it.
     script = Path(sys.executable).with_name("kubectl-hpo")
-    proc = subprocess.run([str(script), "describe", "nope", "--kubeconfig", kubeconfig, "-n", namespace],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(script), "describe", "nope", "--kubeconfig", kubeconfig, "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", missing + "\n")
     proc = subprocess.run([str(script), "list", "--bogus"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Usage: kubectl hpo list" in proc.stderr and "Traceback" not in proc.stderr

@@ -30,10 +30,16 @@ def test_server_reports_the_pinned_version(api):
 
 def test_garbage_collector_deletes_pods_whose_owner_is_gone(api, namespace, kwok_nodes):
     core = client.CoreV1Api(api)
-    owner = core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="owner")))
-    core.create_namespaced_pod(namespace, pod("owned", owner_refs=[client.V1OwnerReference(
-        api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)]))
+    owner = core.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner")))
+    core.create_namespaced_pod(
+        namespace,
+        pod(
+            "owned",
+            owner_refs=[
+                client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
+            ],
+        ),
+    )
     core.delete_namespaced_config_map("owner", namespace)
 
     def gone():
@@ -42,21 +48,27 @@ def test_garbage_collector_deletes_pods_whose_owner_is_gone(api, namespace, kwok
             return False
         except client.ApiException as e:
             return e.status == 404
+
     wait_until(gone, timeout=60, what="the garbage collector to delete the owned pod")
 
 
-def pod(name: str, annotations: dict | None = None, labels: dict | None = None,
-        owner_refs: list | None = None) -> client.V1Pod:
+def pod(
+    name: str, annotations: dict | None = None, labels: dict | None = None, owner_refs: list | None = None
+) -> client.V1Pod:
     return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name, annotations=annotations, labels=labels,
-                                     owner_references=owner_refs),
-        spec=client.V1PodSpec(restart_policy="Never", containers=[
-            client.V1Container(name="main", image="trial:latest")]))
+        metadata=client.V1ObjectMeta(name=name, annotations=annotations, labels=labels, owner_references=owner_refs),
+        spec=client.V1PodSpec(
+            restart_policy="Never", containers=[client.V1Container(name="main", image="trial:latest")]
+        ),
+    )
 
 
 def final_pod(core, name, namespace, phases=("Succeeded", "Failed")):
-    return wait_until(lambda: (p := core.read_namespaced_pod(name, namespace)).status.phase in phases and p,
-                      timeout=60, what=f"pod {name} to reach {phases}")
+    return wait_until(
+        lambda: (p := core.read_namespaced_pod(name, namespace)).status.phase in phases and p,
+        timeout=60,
+        what=f"pod {name} to reach {phases}",
+    )
 
 
 def terminated(p) -> client.V1ContainerStateTerminated:
@@ -74,10 +86,13 @@ def test_pod_without_fate_succeeds(api, namespace, kwok_nodes):
     assert p.spec.node_name in kwok_nodes
 
 
-@pytest.mark.parametrize("code, reason, want_reason", [
-    ("3", None, "Error"),
-    ("137", "OOMKilled", "OOMKilled"),
-])
+@pytest.mark.parametrize(
+    "code, reason, want_reason",
+    [
+        ("3", None, "Error"),
+        ("137", "OOMKilled", "OOMKilled"),
+    ],
+)
 def test_pod_fails_with_the_chosen_exit_code(api, namespace, kwok_nodes, code, reason, want_reason):
     core = client.CoreV1Api(api)
     annotations = {"sim.hpo.dev/exit-code": code, "sim.hpo.dev/duration": "200ms"}
@@ -115,6 +130,7 @@ def test_pod_can_be_stuck_waiting(api, namespace, kwok_nodes):
         p = core.read_namespaced_pod("stuck", namespace)
         statuses = p.status.container_statuses or []
         return statuses and statuses[0].state.waiting and p
+
     p = wait_until(waiting, timeout=60, what="the container to be waiting")
     assert p.status.phase == "Pending"
     assert p.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
@@ -153,13 +169,17 @@ def test_free_port_pairs_avoid_the_ephemeral_range():
 @pytest.mark.skipif(bool(os.environ.get("HPO_KUBECONFIG")), reason="starts a second local control plane")
 def test_cluster_up_names_a_port_in_use(tmp_path):
     api_port, etcd_port = free_port_pairs(2)
-    env = {**os.environ, "HPO_CLUSTER_DIR": str(tmp_path / "cluster"), "HPO_APISERVER_PORT": str(api_port),
-           "HPO_ETCD_PORT": str(etcd_port), "HPO_KWOK_NODES": "1"}
+    env = {
+        **os.environ,
+        "HPO_CLUSTER_DIR": str(tmp_path / "cluster"),
+        "HPO_APISERVER_PORT": str(api_port),
+        "HPO_ETCD_PORT": str(etcd_port),
+        "HPO_KWOK_NODES": "1",
+    }
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", api_port + 1))
         taken.listen()
-        up = subprocess.run([str(REPO / "hack/cluster.sh"), "up"], env=env, capture_output=True, text=True,
-                            timeout=120)
+        up = subprocess.run([str(REPO / "hack/cluster.sh"), "up"], env=env, capture_output=True, text=True, timeout=120)
     assert up.returncode != 0
     assert f"{api_port + 1}" in up.stderr and "already in use" in up.stderr
     assert not (tmp_path / "cluster/run").exists() or not os.listdir(tmp_path / "cluster/run")
@@ -168,8 +188,13 @@ def test_cluster_up_names_a_port_in_use(tmp_path):
 @pytest.mark.skipif(bool(os.environ.get("HPO_KUBECONFIG")), reason="starts a second local control plane")
 def test_cluster_down_leaves_no_process_behind(tmp_path):
     api_port, etcd_port = free_port_pairs(2)
-    env = {**os.environ, "HPO_CLUSTER_DIR": str(tmp_path / "cluster"), "HPO_APISERVER_PORT": str(api_port),
-           "HPO_ETCD_PORT": str(etcd_port), "HPO_KWOK_NODES": "1"}
+    env = {
+        **os.environ,
+        "HPO_CLUSTER_DIR": str(tmp_path / "cluster"),
+        "HPO_APISERVER_PORT": str(api_port),
+        "HPO_ETCD_PORT": str(etcd_port),
+        "HPO_KWOK_NODES": "1",
+    }
     script = str(REPO / "hack/cluster.sh")
     up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
@@ -177,8 +202,11 @@ def test_cluster_down_leaves_no_process_behind(tmp_path):
     pids = [int((tmp_path / "cluster/run" / f).read_text()) for f in os.listdir(tmp_path / "cluster/run")]
     assert len(pids) == 5  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok
     subprocess.run([script, "down"], env=env, capture_output=True, timeout=120, check=True)
-    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and
-             "zombie" not in open(f"/proc/{pid}/status").read().lower()]
+    alive = [
+        pid
+        for pid in pids
+        if os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()
+    ]
     assert not alive, f"still running: {alive}"
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "cluster")], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
@@ -188,16 +216,24 @@ def test_cluster_down_leaves_no_process_behind(tmp_path):
 def test_an_interrupted_up_leaves_no_process_behind(tmp_path):
     api_port, etcd_port = free_port_pairs(2)
     state = tmp_path / "cluster"
-    env = {**os.environ, "HPO_CLUSTER_DIR": str(state), "HPO_APISERVER_PORT": str(api_port),
-           "HPO_ETCD_PORT": str(etcd_port), "HPO_KWOK_NODES": "1"}
+    env = {
+        **os.environ,
+        "HPO_CLUSTER_DIR": str(state),
+        "HPO_APISERVER_PORT": str(api_port),
+        "HPO_ETCD_PORT": str(etcd_port),
+        "HPO_KWOK_NODES": "1",
+    }
     env.pop("KUBELET", None)
     script = str(REPO / "hack/cluster.sh")
     up = subprocess.Popen([script, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Interrupted once etcd and the API server run (in sessions of their own, which a Ctrl-C
         # at the terminal does not reach).
-        wait_until(lambda: (state / "run/kube-apiserver.pid").exists() or up.poll() is not None, timeout=120,
-                   what="the API server to start")
+        wait_until(
+            lambda: (state / "run/kube-apiserver.pid").exists() or up.poll() is not None,
+            timeout=120,
+            what="the API server to start",
+        )
         up.send_signal(signal.SIGINT)
         _, err = up.communicate(timeout=60)
         assert up.returncode == 130, err

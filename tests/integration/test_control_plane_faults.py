@@ -26,8 +26,8 @@ import pytest
 from kubernetes import client
 
 from tests import faults
-from tests.outcome import FaultyGrid
 from tests.kube import Cluster, OperatorProcess, free_port, wait_until
+from tests.outcome import FaultyGrid
 
 GRID = FaultyGrid()
 
@@ -45,8 +45,9 @@ def check_exact_outcome(cluster: Cluster, name: str, timeout: float = 200) -> di
 
 
 def operator_on(kubeconfig: Path, namespace: str, tmp_path: Path, **env: str) -> OperatorProcess:
-    proc = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log",
-                           env={"HPO_UNREACHABLE_WARN_SECONDS": "3", **env})
+    proc = OperatorProcess(
+        str(kubeconfig), namespace, tmp_path / "operator.log", env={"HPO_UNREACHABLE_WARN_SECONDS": "3", **env}
+    )
     proc.start()
     return proc
 
@@ -57,16 +58,27 @@ def same_process(op: OperatorProcess) -> None:
 
 def restarts(op: OperatorProcess, reason: str | None = None) -> float:
     """Watch restarts the operator counted (hpo_watch_restarts_total), for one reason or all."""
-    return sum(v for k, v in op.metrics().items()
-               if k.startswith("hpo_watch_restarts_total") and (reason is None or f'reason="{reason}"' in k))
+    return sum(
+        v
+        for k, v in op.metrics().items()
+        if k.startswith("hpo_watch_restarts_total") and (reason is None or f'reason="{reason}"' in k)
+    )
 
 
 def trials_so_far(cluster: Cluster) -> int:
     return len(cluster.trials())
 
 
-def under_way(api, namespace: str, kubeconfig: Path, tmp_path: Path, stopped: list, name: str,
-              duration: str = "1500ms", **env: str) -> tuple[Cluster, OperatorProcess]:
+def under_way(
+    api,
+    namespace: str,
+    kubeconfig: Path,
+    tmp_path: Path,
+    stopped: list,
+    name: str,
+    duration: str = "1500ms",
+    **env: str,
+) -> tuple[Cluster, OperatorProcess]:
     """An operator on `kubeconfig`, and the experiment `name` it has started a few trials of."""
     cluster = Cluster(api, namespace)
     op = operator_on(kubeconfig, namespace, tmp_path, **env)
@@ -88,7 +100,9 @@ def stopped():
 
 def test_api_server_killed_twice_mid_experiment(api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped):
     """The scenario of the outage report: kube-apiserver SIGKILLed for 10 s, twice, 8 s apart."""
-    cluster, op = under_way(api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "killed")
+    cluster, op = under_way(
+        api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "killed"
+    )
     for outage in (1, 2):
         apiserver.kill()
         time.sleep(10)
@@ -105,7 +119,9 @@ def test_api_server_killed_twice_mid_experiment(api, namespace, crds, kwok_nodes
 
 def test_etcd_restarted_mid_experiment(api, namespace, crds, kwok_nodes, local_cluster, apiserver, tmp_path, stopped):
     etcd = faults.Etcd(local_cluster)
-    cluster, op = under_way(api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "etcd")
+    cluster, op = under_way(
+        api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "etcd"
+    )
     etcd.kill()
     time.sleep(5)
     etcd.restart()
@@ -120,18 +136,27 @@ def test_410_gone_after_etcd_compaction_lists_again(api, namespace, crds, kwok_n
     server = faults.ApiServer(local_cluster, tmp_path / "apiserver.log", ["--watch-cache=false"])
     server.start()
     try:
-        cluster, op = under_way(api, namespace, server.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped,
-                                "gone", HPO_WATCH_TIMEOUT_SECONDS="2")
+        cluster, op = under_way(
+            api,
+            namespace,
+            server.write_kubeconfig(tmp_path / "kubeconfig"),
+            tmp_path,
+            stopped,
+            "gone",
+            HPO_WATCH_TIMEOUT_SECONDS="2",
+        )
         etcd = faults.Etcd(local_cluster)
 
         def compacted_under_a_watch() -> bool:
             # A write anywhere moves etcd's revision past what the informers saw last; compacting
             # there leaves their next watch behind the history.
-            client.CoreV1Api(api).create_namespaced_config_map(namespace, client.V1ConfigMap(
-                metadata=client.V1ObjectMeta(generate_name="bump-")))
+            client.CoreV1Api(api).create_namespaced_config_map(
+                namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(generate_name="bump-"))
+            )
             etcd.compact()
             time.sleep(1)
             return restarts(op, "Gone") >= 1
+
         wait_until(compacted_under_a_watch, timeout=60, interval=0, what="a watch to get 410 Gone")
         check_exact_outcome(cluster, "gone")
         same_process(op)
@@ -139,12 +164,23 @@ def test_410_gone_after_etcd_compaction_lists_again(api, namespace, crds, kwok_n
         server.stop()
 
 
-def test_connections_cut_mid_stream_then_half_open(api, namespace, crds, kwok_nodes, kubeconfig, relay, tmp_path, stopped):
+def test_connections_cut_mid_stream_then_half_open(
+    api, namespace, crds, kwok_nodes, kubeconfig, relay, tmp_path, stopped
+):
     """A TCP relay between the operator and the API server resets every connection, three times;
     then leaves the open ones half-open for good (no data, no error), so that only a client that
     gives up on a silent stream gets through. Runs on any cluster."""
-    cluster, op = under_way(api, namespace, relay.write_kubeconfig(kubeconfig, tmp_path / "kubeconfig"), tmp_path,
-                            stopped, "relayed", duration="2s", HPO_WATCH_TIMEOUT_SECONDS="5", HPO_API_READ_TIMEOUT="5")
+    cluster, op = under_way(
+        api,
+        namespace,
+        relay.write_kubeconfig(kubeconfig, tmp_path / "kubeconfig"),
+        tmp_path,
+        stopped,
+        "relayed",
+        duration="2s",
+        HPO_WATCH_TIMEOUT_SECONDS="5",
+        HPO_API_READ_TIMEOUT="5",
+    )
     for _ in range(3):
         relay.drop()
         time.sleep(3)
@@ -159,7 +195,9 @@ def test_connections_cut_mid_stream_then_half_open(api, namespace, crds, kwok_no
 
 def test_api_server_frozen_for_30_seconds(api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped):
     """SIGSTOP: connections stay open and nothing answers (a control-plane node stalled, not gone)."""
-    cluster, op = under_way(api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "frozen")
+    cluster, op = under_way(
+        api, namespace, apiserver.write_kubeconfig(tmp_path / "kubeconfig"), tmp_path, stopped, "frozen"
+    )
     apiserver.pause()
     time.sleep(30)
     apiserver.resume()
@@ -167,8 +205,9 @@ def test_api_server_frozen_for_30_seconds(api, namespace, crds, kwok_nodes, apis
     same_process(op)
 
 
-def test_leader_stops_before_the_lease_runs_out_when_the_api_server_is_away(api, namespace, crds, kwok_nodes,
-                                                                            apiserver, tmp_path, stopped):
+def test_leader_stops_before_the_lease_runs_out_when_the_api_server_is_away(
+    api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped
+):
     """Two replicas with leader election; the API server is away for longer than the lease. The
     leader cannot renew: it exits within the renew deadline, so before the standby can take over;
     once the API server is back the standby takes the Lease at once (it has seen the record
@@ -176,19 +215,27 @@ def test_leader_stops_before_the_lease_runs_out_when_the_api_server_is_away(api,
     after its back-off, stands by. (Restarted before that, it would take its own Lease back, as
     client-go's election does for the same identity: also one leader.)"""
     lease = client.CoordinationV1Api(api)
-    lease.create_namespaced_lease(namespace, client.V1Lease(metadata=client.V1ObjectMeta(name="hpo-operator"),
-                                                            spec=client.V1LeaseSpec()))
+    lease.create_namespaced_lease(
+        namespace, client.V1Lease(metadata=client.V1ObjectMeta(name="hpo-operator"), spec=client.V1LeaseSpec())
+    )
 
     def holder() -> str | None:
         return lease.read_namespaced_lease("hpo-operator", namespace).spec.holder_identity
 
     kc = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
-    timing = {"HPO_LEASE_DURATION_SECONDS": "6", "HPO_LEASE_RENEW_DEADLINE_SECONDS": "4",
-              "HPO_LEASE_RETRY_PERIOD_SECONDS": "1"}
+    timing = {
+        "HPO_LEASE_DURATION_SECONDS": "6",
+        "HPO_LEASE_RENEW_DEADLINE_SECONDS": "4",
+        "HPO_LEASE_RETRY_PERIOD_SECONDS": "1",
+    }
     replicas = {}
     for name in ("a", "b"):
-        replicas[name] = OperatorProcess(str(kc), namespace, tmp_path / f"{name}.log", env={
-            "HPO_LEADER_ELECTION_LEASE": f"{namespace}/hpo-operator", "POD_NAME": name, **timing})
+        replicas[name] = OperatorProcess(
+            str(kc),
+            namespace,
+            tmp_path / f"{name}.log",
+            env={"HPO_LEADER_ELECTION_LEASE": f"{namespace}/hpo-operator", "POD_NAME": name, **timing},
+        )
         stopped.append(replicas[name])
         replicas[name].start()
         if name == "a":
@@ -214,15 +261,20 @@ def test_leader_stops_before_the_lease_runs_out_when_the_api_server_is_away(api,
     assert "now holds Lease" not in a.log().split("--- start 2")[1]
 
 
-def test_a_watch_down_too_long_fails_the_liveness_probe_and_metrics_show_it(api, namespace, crds, apiserver,
-                                                                              tmp_path, stopped):
+def test_a_watch_down_too_long_fails_the_liveness_probe_and_metrics_show_it(
+    api, namespace, crds, apiserver, tmp_path, stopped
+):
     """kopf's liveness endpoint fails while an informer has been down for
     HPO_WATCH_DOWN_LIVENESS_SECONDS (the kubelet would restart the pod), and answers again once
     the watches are back; the metrics give each informer's down time and newest event's age."""
     port = free_port()
-    op = OperatorProcess(str(apiserver.write_kubeconfig(tmp_path / "kubeconfig")), namespace, tmp_path / "op.log",
-                         args=["--namespace", namespace, "--standalone", "--liveness", f"http://127.0.0.1:{port}/healthz"],
-                         env={"HPO_WATCH_DOWN_LIVENESS_SECONDS": "4"})
+    op = OperatorProcess(
+        str(apiserver.write_kubeconfig(tmp_path / "kubeconfig")),
+        namespace,
+        tmp_path / "op.log",
+        args=["--namespace", namespace, "--standalone", "--liveness", f"http://127.0.0.1:{port}/healthz"],
+        env={"HPO_WATCH_DOWN_LIVENESS_SECONDS": "4"},
+    )
     stopped.append(op)
     op.start()
     Cluster(api, namespace).create(faulty_experiment("probe"))  # informers start with the experiment
@@ -235,8 +287,15 @@ def test_a_watch_down_too_long_fails_the_liveness_probe_and_metrics_show_it(api,
             return e.code
         except OSError:
             return 0
-    wait_until(lambda: probe() == 200 and 'hpo_watch_last_event_age_seconds{namespace="%s",resource="pods"}' % namespace
-               in op.metrics(), timeout=60, what="the probe to pass and the pods informer to report")
+
+    wait_until(
+        lambda: (
+            probe() == 200
+            and f'hpo_watch_last_event_age_seconds{{namespace="{namespace}",resource="pods"}}' in op.metrics()
+        ),
+        timeout=60,
+        what="the probe to pass and the pods informer to report",
+    )
     apiserver.kill()
     wait_until(lambda: probe() == 500, timeout=30, what="the probe to fail")
     down = op.metrics()[f'hpo_watch_down_seconds{{namespace="{namespace}",resource="pods"}}']

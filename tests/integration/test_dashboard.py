@@ -33,7 +33,7 @@ PLOTS = ("history", "parallel", "importance", "slice", "curves")
 # A change made in the cluster must show without a reload. How fast is for a benchmark, not an
 # assert (5 s was missed once under a loaded suite): this bound only stops a page that never updates.
 LIVE_SECONDS = 30
-XSS = ['<script>window.__xss=1</script>', '"><img src=x onerror="window.__xss=1">']
+XSS = ["<script>window.__xss=1</script>", '"><img src=x onerror="window.__xss=1">']
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,9 @@ class Page:
 
     def history_points(self) -> int:
         """Markers drawn in the history plot's first trace (the objective of each trial)."""
-        return self.js("() => document.querySelector('#plot-history .scatterlayer .trace').querySelectorAll('path.point').length")
+        return self.js(
+            "() => document.querySelector('#plot-history .scatterlayer .trace').querySelectorAll('path.point').length"
+        )
 
     def close(self) -> None:
         self.context.close()
@@ -112,9 +114,24 @@ class Dashboard:
     def __init__(self, kubeconfig: str, namespace: str | None, *args: str):
         scope = ["-n", namespace] if namespace else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator.cli.main", "dashboard", "--port", "0", "--no-browser",
-             *scope, "--kubeconfig", kubeconfig, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+            [
+                sys.executable,
+                "-m",
+                "hpo_operator.cli.main",
+                "dashboard",
+                "--port",
+                "0",
+                "--no-browser",
+                *scope,
+                "--kubeconfig",
+                kubeconfig,
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -125,7 +142,7 @@ class Dashboard:
             except queue.Empty:
                 raise AssertionError("the dashboard did not start:\n" + "".join(self.output)) from None
             if "http://" in line:
-                self.url = line[line.index("http://"):].split()[0].rstrip("/")
+                self.url = line[line.index("http://") :].split()[0].rstrip("/")
                 self.port = int(self.url.rsplit(":", 1)[1])
                 break
 
@@ -174,8 +191,10 @@ def within(seconds: float, predicate, what: str) -> float:
 
 # --- the experiment page -------------------------------------------------------------------------------
 
-def test_the_experiment_page_shows_every_trial_its_plots_and_its_recovery(api, namespace, dashboard, pages,
-                                                                        kubectl, screenshots):
+
+def test_the_experiment_page_shows_every_trial_its_plots_and_its_recovery(
+    api, namespace, dashboard, pages, kubectl, screenshots
+):
     exp, trials = objs.make("mnist", 24, running=2)
     objs.create(api, namespace, exp, trials)
     d = dashboard()
@@ -201,14 +220,23 @@ def test_the_experiment_page_shows_every_trial_its_plots_and_its_recovery(api, n
 
     # The recovery view: each configuration that failed or needed more than one attempt.
     configs = Counter(t["metadata"]["labels"]["hpo.dev/config"] for t in in_cluster)
-    troubled = {t["metadata"]["labels"]["hpo.dev/config"] for t in in_cluster
-                if t["status"]["phase"] in ("Failed", "Killed") or configs[t["metadata"]["labels"]["hpo.dev/config"]] > 1}
-    assert page.js("() => [...document.querySelectorAll('#recovery tr[data-config]')].map(r => r.dataset.config).sort()") == sorted(troubled)
-    chain = page.js("() => [...document.querySelector('#recovery tr[data-config]').querySelectorAll('a.attempt')].map(a => a.textContent)")
+    troubled = {
+        t["metadata"]["labels"]["hpo.dev/config"]
+        for t in in_cluster
+        if t["status"]["phase"] in ("Failed", "Killed") or configs[t["metadata"]["labels"]["hpo.dev/config"]] > 1
+    }
+    assert page.js(
+        "() => [...document.querySelectorAll('#recovery tr[data-config]')].map(r => r.dataset.config).sort()"
+    ) == sorted(troubled)
+    chain = page.js(
+        "() => [...document.querySelector('#recovery "
+        "tr[data-config]').querySelectorAll('a.attempt')].map(a => a.textContent)"
+    )
     assert chain == ["1: Failed Infrastructure", "2: Failed Infrastructure", "3: Succeeded"]
     page.page.screenshot(path=str(screenshots / "experiment-page.png"), full_page=True)
-    page.page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True,
-                         clip={"x": 0, "y": 0, "width": 1500, "height": 1450})
+    page.page.screenshot(
+        path=str(screenshots / "dashboard.png"), full_page=True, clip={"x": 0, "y": 0, "width": 1500, "height": 1450}
+    )
     if os.environ.get("HPO_UPDATE_DOCS_SCREENSHOT"):
         shutil.copy(screenshots / "dashboard.png", REPO / "docs" / "dashboard.png")
 
@@ -226,12 +254,15 @@ def test_the_experiment_page_shows_every_trial_its_plots_and_its_recovery(api, n
     page.page.check("#phase-filter input[value='Failed']")
     failed = [t["metadata"]["name"] for t in in_cluster if t["status"]["phase"] == "Failed"]
     assert sorted(page.rows()) == sorted(failed)
-    assert set(page.js("() => [...document.querySelectorAll('#trials tbody tr')].map(r => r.dataset.phase)")) == {"Failed"}
+    assert set(page.js("() => [...document.querySelectorAll('#trials tbody tr')].map(r => r.dataset.phase)")) == {
+        "Failed"
+    }
     page.page.screenshot(path=str(screenshots / "failed-trials.png"), full_page=True)
     assert not page.errors and not page.dialogs
 
 
 # --- live ----------------------------------------------------------------------------------------------------
+
 
 def test_a_change_made_with_kubectl_shows_without_a_reload(api, namespace, dashboard, pages, kubectl, screenshots):
     exp, trials = objs.make("live", 6, running=2)
@@ -243,21 +274,55 @@ def test_a_change_made_with_kubectl_shows_without_a_reload(api, namespace, dashb
     running = next(t["metadata"]["name"] for t in trials if t["status"]["phase"] == "Running")
     points = page.history_points()
 
-    kubectl.run("patch", "trial", running, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(
-        {"status": {"phase": "Failed", "reason": "Evicted", "failureClass": "Infrastructure",
-                    "completionTime": objs.iso(objs.START)}}))
-    took = within(LIVE_SECONDS, lambda: page.js(f"() => document.querySelector(\"#trials tr[data-name='{running}']\").dataset.phase") == "Failed",
-                  f"trial {running} to show Failed")
+    kubectl.run(
+        "patch",
+        "trial",
+        running,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "status": {
+                    "phase": "Failed",
+                    "reason": "Evicted",
+                    "failureClass": "Infrastructure",
+                    "completionTime": objs.iso(objs.START),
+                }
+            }
+        ),
+    )
+    took = within(
+        LIVE_SECONDS,
+        lambda: (
+            page.js(f"() => document.querySelector(\"#trials tr[data-name='{running}']\").dataset.phase") == "Failed"
+        ),
+        f"trial {running} to show Failed",
+    )
     assert page.page.text_content(f"#trials tr[data-name='{running}'] td:nth-child(5)") == "Infrastructure"
 
     # A new Trial created with kubectl, succeeded: a new row, and a new point in the history plot.
     new = next(t for t in reversed(objs.make("live", 7, running=0)[1]) if t["status"]["phase"] == "Succeeded")
     new["metadata"]["name"] = "live-9999"
     new["metadata"]["labels"]["hpo.dev/config"] = "brand-new"
-    kubectl.apply({k: v for k, v in new.items() if k != "status"} |
-                  {"metadata": {k: v for k, v in new["metadata"].items() if k != "creationTimestamp"}}, namespace)
-    kubectl.run("patch", "trial", "live-9999", "-n", namespace, "--subresource=status", "--type=merge", "-p",
-                json.dumps({"status": new["status"]}))
+    kubectl.apply(
+        {k: v for k, v in new.items() if k != "status"}
+        | {"metadata": {k: v for k, v in new["metadata"].items() if k != "creationTimestamp"}},
+        namespace,
+    )
+    kubectl.run(
+        "patch",
+        "trial",
+        "live-9999",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": new["status"]}),
+    )
     within(LIVE_SECONDS, lambda: "live-9999" in page.rows(), "the new trial's row")
     within(LIVE_SECONDS, lambda: page.history_points() == points + 1, "its point in the history plot")
     assert page.js("() => window.__loaded") is True
@@ -277,7 +342,9 @@ def test_the_experiment_list_filters_and_follows_the_cluster(api, namespace, das
     page.page.wait_for_function("() => 'list' in (window.hpoTimings || {})")
     page.js("() => { window.__loaded = true; }")
     assert sorted(page.rows("#experiments")) == ["alpha", "beta"]
-    row = page.js("() => [...document.querySelectorAll(\"#experiments tr[data-name='alpha'] td\")].map(c => c.textContent)")
+    row = page.js(
+        "() => [...document.querySelectorAll(\"#experiments tr[data-name='alpha'] td\")].map(c => c.textContent)"
+    )
     assert row[:5] == ["alpha", "Running", "alice", "4/4", str(len(alpha[1]))]
 
     page.page.check("#filters input[name=status][value=Succeeded]")
@@ -287,8 +354,11 @@ def test_the_experiment_list_filters_and_follows_the_cluster(api, namespace, das
     page.page.fill("#filters input[name=name]", "alp")
     within(LIVE_SECONDS, lambda: page.rows("#experiments") == ["alpha"], "the name filter")
     page.page.fill("#filters input[name=since]", "yesterday")
-    within(LIVE_SECONDS, lambda: "invalid time 'yesterday'" in (page.page.text_content("#filter-error") or ""),
-           "the filter's error")
+    within(
+        LIVE_SECONDS,
+        lambda: "invalid time 'yesterday'" in (page.page.text_content("#filter-error") or ""),
+        "the filter's error",
+    )
     page.page.fill("#filters input[name=since]", "")
     page.page.fill("#filters input[name=name]", "")
     assert page.errors == ["console: Failed to load resource: the server responded with a status of 400 (Bad Request)"]
@@ -314,7 +384,10 @@ def test_all_namespaces(api, namespace, dashboard, pages):
     page.page.goto(d.url + "/")
     page.page.wait_for_function("() => 'list' in (window.hpoTimings || {})")
     assert page.page.text_content("#scope").endswith("all namespaces · read-only")
-    cells = page.js(f"() => [...document.querySelectorAll(\"#experiments tr[data-namespace='{namespace}'] td\")].map(c => c.textContent)")
+    cells = page.js(
+        f"() => [...document.querySelectorAll(\"#experiments tr[data-namespace='{namespace}'] "
+        'td")].map(c => c.textContent)'
+    )
     assert cells[:3] == [namespace, "everywhere", "Succeeded MaxTrialsReached"]
     page.page.click(f"#experiments tr[data-namespace='{namespace}'] a")
     page.page.wait_for_function("() => 'table' in (window.hpoTimings || {})")
@@ -324,9 +397,11 @@ def test_all_namespaces(api, namespace, dashboard, pages):
 
 # --- security ----------------------------------------------------------------------------------------------
 
+
 def test_user_strings_render_as_text(api, namespace, dashboard, pages, screenshots):
-    exp, trials = objs.make("hostile", 8, running=1, optimizers=XSS + ["plain"],
-                            annotations={"hpo.dev/creator": XSS[1], "note": XSS[0]})
+    exp, trials = objs.make(
+        "hostile", 8, running=1, optimizers=XSS + ["plain"], annotations={"hpo.dev/creator": XSS[1], "note": XSS[0]}
+    )
     trials[1]["status"]["message"] = XSS[0] + XSS[1]
     objs.create(api, namespace, exp, trials)
     d = dashboard()
@@ -338,19 +413,27 @@ def test_user_strings_render_as_text(api, namespace, dashboard, pages, screensho
     page.page.goto(f"{d.url}/experiments/{namespace}/hostile#trial={trials[1]['metadata']['name']}")
     page.page.wait_for_selector("#trial-detail pre.message")
 
-    cells = page.js("() => [...document.querySelectorAll('#trials tbody tr')].map(r => r.querySelectorAll('td.param')[2].textContent)")
+    cells = page.js(
+        "() => [...document.querySelectorAll('#trials tbody tr')].map(r => "
+        "r.querySelectorAll('td.param')[2].textContent)"
+    )
     assert cells == [t["spec"]["parameters"][2]["value"] for t in trials]
     assert set(cells) == {*XSS, "plain"}
     assert page.page.text_content("#trial-detail pre.message") == XSS[0] + XSS[1]
     assert page.page.text_content("#facts dd:nth-of-type(2)") == XSS[1]
     ticks = page.js("() => [...document.querySelectorAll('#plot-parallel .tick text')].map(e => e.textContent)")
     assert set(XSS) <= set(ticks)
-    slice_ticks = page.js("() => [...document.querySelectorAll('#plot-slice .xaxislayer-above text')].map(e => e.textContent)")
+    slice_ticks = page.js(
+        "() => [...document.querySelectorAll('#plot-slice .xaxislayer-above text')].map(e => e.textContent)"
+    )
     assert {repr(v) for v in XSS} <= set(slice_ticks)  # optuna labels categories with repr()
     # Nothing was parsed as markup: no image element, no script but the page's own, nothing ran.
     assert page.js("() => document.querySelectorAll('img').length") == 0
     assert sorted(page.js("() => [...document.scripts].map(s => new URL(s.src).pathname)")) == [
-        "/static/common.js", "/static/experiment.js", "/static/plotly.min.js"]
+        "/static/common.js",
+        "/static/experiment.js",
+        "/static/plotly.min.js",
+    ]
     assert page.js("() => window.__xss") is None
     page.page.screenshot(path=str(screenshots / "user-strings.png"), full_page=True)
     assert not page.dialogs and not page.errors
@@ -380,12 +463,19 @@ def test_it_listens_on_loopback_and_refuses_writes_without_allow_write(api, name
     page.open_experiment(d.url, namespace, "guarded")
     assert page.page.text_content("#actions") == "read-only"
     assert page.js("() => document.querySelectorAll('#actions button, #trial-actions button').length") == 0
-    answer = page.js("""async (url) => {
-        const r = await fetch(url, {method: 'POST', headers: {'content-type': 'application/json', 'x-hpo-dashboard': '1'}, body: '{}'});
+    answer = page.js(
+        """async (url) => {
+        const r = await fetch(url, {method: 'POST', body: '{}',
+          headers: {'content-type': 'application/json', 'x-hpo-dashboard': '1'}});
         return [r.status, (await r.json()).error];
-    }""", f"/api/experiments/{namespace}/guarded/stop")
-    assert answer == [403, "this dashboard is read-only: start it with `kubectl hpo dashboard --allow-write` "
-                           "to stop, resume and restart from the page"]
+    }""",
+        f"/api/experiments/{namespace}/guarded/stop",
+    )
+    assert answer == [
+        403,
+        "this dashboard is read-only: start it with `kubectl hpo dashboard --allow-write` "
+        "to stop, resume and restart from the page",
+    ]
     assert kubectl.get("experiment", "guarded", namespace)["spec"].get("suspend") is False
     # SIGTERM with the page's event stream open: it stops at once, cleanly.
     started = time.monotonic()
@@ -395,44 +485,66 @@ def test_it_listens_on_loopback_and_refuses_writes_without_allow_write(api, name
     assert output.rstrip().endswith("dashboard stopped") and "Traceback" not in output, output
 
 
-def test_with_allow_write_the_page_stops_resumes_and_restarts_with_the_users_rbac(api, namespace, dashboard, pages, kubectl):
+def test_with_allow_write_the_page_stops_resumes_and_restarts_with_the_users_rbac(
+    api, namespace, dashboard, pages, kubectl
+):
     exp, trials = objs.make("writable", 4, running=1)
     objs.create(api, namespace, exp, trials)
     d = dashboard("--allow-write")
     page = pages()
     page.open_experiment(d.url, namespace, "writable")
     page.page.click("#action-suspend")
-    wait_until(lambda: kubectl.get("experiment", "writable", namespace)["spec"].get("suspend") is True, timeout=10,
-               what="spec.suspend=true")
+    wait_until(
+        lambda: kubectl.get("experiment", "writable", namespace)["spec"].get("suspend") is True,
+        timeout=10,
+        what="spec.suspend=true",
+    )
     within(LIVE_SECONDS, lambda: page.page.text_content("#action-suspend") == "Resume", "the Resume button")
     page.page.click("#action-suspend")
-    wait_until(lambda: kubectl.get("experiment", "writable", namespace)["spec"].get("suspend") is False, timeout=10,
-               what="spec.suspend=false")
+    wait_until(
+        lambda: kubectl.get("experiment", "writable", namespace)["spec"].get("suspend") is False,
+        timeout=10,
+        what="spec.suspend=false",
+    )
     # Restarting a trial whose configuration already succeeded is refused, as kubectl hpo refuses it.
     done = next(t["metadata"]["name"] for t in trials if t["status"]["phase"] == "Succeeded")
     page.page.check(f"#trials tr[data-name='{done}'] input[type=checkbox]")
     page.page.click("#action-restart")
-    within(10, lambda: "ConfigurationAlreadySucceeded" in (page.page.text_content("#action-result") or ""),
-           "the restart's answer")
+    within(
+        10,
+        lambda: "ConfigurationAlreadySucceeded" in (page.page.text_content("#action-result") or ""),
+        "the restart's answer",
+    )
     assert page.page.text_content("#action-result").startswith(f"{done}: Refused (ConfigurationAlreadySucceeded)")
     assert not page.errors
 
 
 # --- end to end, with the operator ----------------------------------------------------------------------
 
-def test_an_experiment_run_by_the_operator_is_followed_live(api, namespace, operator, kwok_nodes, dashboard, pages,
-                                                            kubectl, screenshots):
+
+def test_an_experiment_run_by_the_operator_is_followed_live(
+    api, namespace, operator, kwok_nodes, dashboard, pages, kubectl, screenshots
+):
     d = dashboard()
     page = pages()
-    manifest = (REPO / "examples" / "simulated.yaml").read_text().replace("sim.hpo.dev/duration: 3s",
-                                                                           "sim.hpo.dev/duration: 1s")
+    manifest = (
+        (REPO / "examples" / "simulated.yaml")
+        .read_text()
+        .replace("sim.hpo.dev/duration: 3s", "sim.hpo.dev/duration: 1s")
+    )
     kubectl.apply(manifest, namespace)
-    wait_until(lambda: kubectl.run("get", "experiment", "simulated", "-n", namespace, check=False).returncode == 0,
-               timeout=30, what="the experiment")
+    wait_until(
+        lambda: kubectl.run("get", "experiment", "simulated", "-n", namespace, check=False).returncode == 0,
+        timeout=30,
+        what="the experiment",
+    )
     page.open_experiment(d.url, namespace, "simulated")
     page.js("() => { window.__loaded = true; }")
-    wait_until(lambda: (kubectl.get("experiment", "simulated", namespace).get("status") or {}).get("phase") == "Succeeded",
-               timeout=120, what="the experiment to succeed")
+    wait_until(
+        lambda: (kubectl.get("experiment", "simulated", namespace).get("status") or {}).get("phase") == "Succeeded",
+        timeout=120,
+        what="the experiment to succeed",
+    )
     final = cluster_trials(kubectl, namespace, "simulated")
     names = [t["metadata"]["name"] for t in final]
     succeeded = sum(t["status"]["phase"] == "Succeeded" for t in final)
@@ -446,8 +558,9 @@ def test_an_experiment_run_by_the_operator_is_followed_live(api, namespace, oper
     assert not page.errors and not page.dialogs
 
 
-def test_the_page_shows_an_api_server_restart_and_then_updates_again(api, namespace, crds, apiserver, pages, kubectl,
-                                                                     tmp_path, screenshots):
+def test_the_page_shows_an_api_server_restart_and_then_updates_again(
+    api, namespace, crds, apiserver, pages, kubectl, tmp_path, screenshots
+):
     """The dashboard reads through a second API server (tests/faults.py) that is killed: the page
     says the watch is down, and once the server is back it follows the cluster again, without a
     reload, changes made meanwhile included."""
@@ -464,9 +577,26 @@ def test_the_page_shows_an_api_server_restart_and_then_updates_again(api, namesp
             return page.js(f"() => document.querySelector(\"#trials tr[data-name='{name}']\").dataset.phase")
 
         def fail(name: str) -> None:
-            kubectl.run("patch", "trial", name, "-n", namespace, "--subresource=status", "--type=merge", "-p",
-                        json.dumps({"status": {"phase": "Failed", "reason": "Evicted", "failureClass": "Infrastructure",
-                                               "completionTime": objs.iso(objs.START)}}))
+            kubectl.run(
+                "patch",
+                "trial",
+                name,
+                "-n",
+                namespace,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps(
+                    {
+                        "status": {
+                            "phase": "Failed",
+                            "reason": "Evicted",
+                            "failureClass": "Infrastructure",
+                            "completionTime": objs.iso(objs.START),
+                        }
+                    }
+                ),
+            )
 
         apiserver.kill()
         within(LIVE_SECONDS, lambda: page.page.is_visible("#errors"), "the page to say the watch is down")

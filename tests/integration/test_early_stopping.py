@@ -15,11 +15,21 @@ def test_metrics_come_from_stdout_lines(api, namespace, operator, kwok_nodes, tm
     curves = {0: [0.9, 0.6, 0.4], 1: [0.8, 0.7, 0.65]}
     for index, losses in curves.items():
         path = tmp_path / f"{index}.log"
-        write_log(path, ["starting"] + [f"epoch {s}: step={s} loss={v}, accuracy={1 - v:.2f}"
-                                        for s, v in enumerate(losses, start=1)] + ['{"done": true}'])
+        write_log(
+            path,
+            ["starting"]
+            + [f"epoch {s}: step={s} loss={v}, accuracy={1 - v:.2f}" for s, v in enumerate(losses, start=1)]
+            + ['{"done": true}'],
+        )
         serve_log(api, namespace, f"stdout-{index:04d}", path)
-    body = experiment("stdout", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-                      annotations={}, max_trials=2, parallel=2, metricsCollector={"source": "StdoutLog"})
+    body = experiment(
+        "stdout",
+        [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        annotations={},
+        max_trials=2,
+        parallel=2,
+        metricsCollector={"source": "StdoutLog"},
+    )
     body["spec"]["objective"]["additionalMetricNames"] = ["accuracy"]
     cluster.create(body)
     exp = cluster.wait_finished("stdout")
@@ -44,15 +54,24 @@ def test_median_rule_stops_an_unpromising_trial(api, namespace, operator, kwok_n
         path = tmp_path / f"{index}.log"
         write_log(path, [f"step={s} loss={v}" for s, v in enumerate(losses, start=1)])
         serve_log(api, namespace, f"median-{index:04d}", path)
-    cluster.create(experiment(
-        "median", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-        annotations={"sim.hpo.dev/duration": "5s"}, max_trials=3, parallel=1,
-        metricsCollector={"source": "StdoutLog", "intervalSeconds": 1},
-        earlyStopping={"algorithm": "median", "minTrialsRequired": 2}))
+    cluster.create(
+        experiment(
+            "median",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/duration": "5s"},
+            max_trials=3,
+            parallel=1,
+            metricsCollector={"source": "StdoutLog", "intervalSeconds": 1},
+            earlyStopping={"algorithm": "median", "minTrialsRequired": 2},
+        )
+    )
     exp = cluster.wait_finished("median", timeout=90)
     trials = cluster.trials()
-    assert [trials[f"median-{i:04d}"]["status"]["phase"] for i in range(3)] == \
-        ["Succeeded", "Succeeded", "EarlyStopped"]
+    assert [trials[f"median-{i:04d}"]["status"]["phase"] for i in range(3)] == [
+        "Succeeded",
+        "Succeeded",
+        "EarlyStopped",
+    ]
     stopped = trials["median-0002"]["status"]
     # Stopped while running (its pod would have run 5 s), with its last value recorded, not retried.
     assert stopped["reason"] == "EarlyStopped" and stopped["objectiveValue"] in bad

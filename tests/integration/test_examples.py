@@ -24,8 +24,11 @@ def test_the_simulated_examples_run_to_the_documented_end(api, namespace, operat
     assert condition(grid, "Succeeded")["reason"] == "SearchSpaceExhausted"
     assert grid["status"]["configurations"] == 10
     assert retries["status"]["phase"] == "Succeeded"
-    assert (retries["status"]["configurations"], retries["status"]["failedConfigurations"],
-            retries["status"]["trialsRetried"]) == (4, 1, 5)
+    assert (
+        retries["status"]["configurations"],
+        retries["status"]["failedConfigurations"],
+        retries["status"]["trialsRetried"],
+    ) == (4, 1, 5)
     jobs = cluster.wait_finished("job-trials")
     assert jobs["status"]["phase"] == "Succeeded", jobs["status"]
     trials = {n: t for n, t in cluster.trials().items() if n.startswith("job-trials-")}

@@ -52,8 +52,9 @@ def test_relay_forwards_and_drop_resets_an_open_watch_while_new_requests_still_w
     rv = core.list_namespace(limit=1).metadata.resource_version
     # From the current resourceVersion nothing is sent until something changes: whatever ends
     # this stream early is the drop.
-    watch = core.list_namespace(watch=True, resource_version=rv, timeout_seconds=20,
-                                _preload_content=False, _request_timeout=(5, 30))
+    watch = core.list_namespace(
+        watch=True, resource_version=rv, timeout_seconds=20, _preload_content=False, _request_timeout=(5, 30)
+    )
     # And a bare TCP connection, to see what the drop sends: a reset, not a FIN.
     bare = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
     kube.wait_until(lambda: relay.connections >= 2, timeout=5, interval=0.05, what="the relay to accept")
@@ -79,7 +80,8 @@ def test_relay_forwards_and_drop_resets_an_open_watch_while_new_requests_still_w
 
 
 def test_freeze_makes_requests_time_out_on_open_and_new_connections_and_thaw_lets_requests_through(
-        relay, kubeconfig, tmp_path):
+    relay, kubeconfig, tmp_path
+):
     path = relay.write_kubeconfig(kubeconfig, tmp_path / "relay.kubeconfig")
     core = core_api(path)
     assert "default" in namespace_names(core)  # leaves a pooled, open connection
@@ -98,7 +100,8 @@ def test_freeze_makes_requests_time_out_on_open_and_new_connections_and_thaw_let
 
 
 def test_second_apiserver_shares_etcd_with_the_main_one_and_answers_again_after_kill_and_restart(
-        apiserver, api, namespace, tmp_path):
+    apiserver, api, namespace, tmp_path
+):
     core = core_api(apiserver.write_kubeconfig(tmp_path / "second.kubeconfig"))
     core.create_namespaced_config_map(namespace, config_map("via-second"))
     # Written through one API server, read through the other: one store.
@@ -153,9 +156,14 @@ def test_a_watch_from_before_a_compaction_gets_410_gone_as_an_error_event(local_
 
     with server:
         second = core_api(server.write_kubeconfig(tmp_path / "second.kubeconfig"))
-        watch = second.list_namespaced_config_map(namespace, watch=True, resource_version=old_rv,
-                                                  timeout_seconds=10, _preload_content=False,
-                                                  _request_timeout=(5, 20))
+        watch = second.list_namespaced_config_map(
+            namespace,
+            watch=True,
+            resource_version=old_rv,
+            timeout_seconds=10,
+            _preload_content=False,
+            _request_timeout=(5, 20),
+        )
         try:
             # The watch is accepted (HTTP 200, headers sent) before etcd refuses the revision, so
             # 410 arrives inside the stream, as its first and only event: type ERROR, a Status.
@@ -190,4 +198,5 @@ def test_etcd_kill_and_restart_the_api_server_writes_again(local_cluster, api, n
             return e.status == 409  # an earlier attempt got through after all
         except urllib3.exceptions.HTTPError:
             return False
+
     kube.wait_until(written, timeout=30, interval=0.5, what="a write through the main API server after etcd's restart")

@@ -49,8 +49,12 @@ HARDENED_CONTAINER = {
 }
 # The leader-election Role: its one Lease, in the release namespace, and nothing else.
 LEASE_RULES = [
-    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["hpo-hpo-operator"],
-     "verbs": ["get", "update"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["hpo-hpo-operator"],
+        "verbs": ["get", "update"],
+    },
 ]
 LABEL_KEYS = {f"app.kubernetes.io/{k}" for k in ("name", "instance", "version", "component", "part-of", "managed-by")}
 
@@ -59,8 +63,12 @@ class Helm:
     def __init__(self, binary: str, home: Path):
         self.binary = binary
         # Helm's own config and caches go to a scratch directory, not the user's.
-        self.env = {**os.environ, "HELM_CONFIG_HOME": str(home / "config"),
-                    "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+        self.env = {
+            **os.environ,
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120)
@@ -161,10 +169,17 @@ def check_labels(docs: list[dict], release: str = "hpo") -> None:
 
 # --- lint and render --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values", [[], ["--set", "watch.scope=namespace"],
-                                    ["--set", "metrics.serviceMonitor.enabled=true"],
-                                    ["--set", "dashboard.enabled=true"],
-                                    ["--set", "dashboard.enabled=true", "--set", "watch.scope=namespace"]])
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "watch.scope=namespace"],
+        ["--set", "metrics.serviceMonitor.enabled=true"],
+        ["--set", "dashboard.enabled=true"],
+        ["--set", "dashboard.enabled=true", "--set", "watch.scope=namespace"],
+    ],
+)
 def test_lint_passes(helm, values):
     out = helm.run("lint", "--strict", str(CHART), *values).stdout
     assert "0 chart(s) failed" in out
@@ -172,8 +187,16 @@ def test_lint_passes(helm, values):
 
 def test_cluster_scope_renders_a_cluster_role_and_watches_all_namespaces(helm):
     docs = helm.template()
-    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Lease", "Role", "RoleBinding",
-                           "Service", "ServiceAccount"]
+    assert kinds(docs) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Lease",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
     check_labels(docs)
     dep = only(docs, "Deployment")
     check_deployment(dep)
@@ -182,10 +205,12 @@ def test_cluster_scope_renders_a_cluster_role_and_watches_all_namespaces(helm):
     assert "HPO_CLUSTER_SCANNING" not in env_of(dep)
     assert rules_of(only(docs, "ClusterRole")) == CLUSTER_RULES
     binding = only(docs, "ClusterRoleBinding")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": "hpo-hpo-operator"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hpo-hpo-operator",
-                                    "namespace": "hpo-system"}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "hpo-hpo-operator",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hpo-hpo-operator", "namespace": "hpo-system"}]
     service = only(docs, "Service")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
     assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
@@ -198,8 +223,9 @@ def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, w
         values += ["--set", "watch.namespaces={" + ",".join(watched) + "}"]
     docs = helm.template(*values)
     expected = watched or ["hpo-system"]
-    assert kinds(docs) == sorted(["Deployment", "Lease", "Service", "ServiceAccount"]
-                                 + ["Role", "RoleBinding"] * (len(expected) + 1))
+    assert kinds(docs) == sorted(
+        ["Deployment", "Lease", "Service", "ServiceAccount"] + ["Role", "RoleBinding"] * (len(expected) + 1)
+    )
     check_labels(docs)
     dep = only(docs, "Deployment")
     check_deployment(dep)
@@ -213,8 +239,9 @@ def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, w
         assert rules_of(role) == NAMESPACED_RULES
     for binding in (d for d in docs if d["kind"] == "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hpo-hpo-operator",
-                                        "namespace": "hpo-system"}]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "hpo-hpo-operator", "namespace": "hpo-system"}
+        ]
 
 
 def test_leader_election_role_and_its_switch(helm):
@@ -233,18 +260,26 @@ def test_leader_election_role_and_its_switch(helm):
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     assert "HPO_LEADER_ELECTION_LEASE" not in env_of(dep)
 
-    dep = only(helm.template("--set", "replicaCount=2", "--set", "apiServer.host=10.9.8.7",
-                             "--set", "apiServer.port=6443"), "Deployment")
+    dep = only(
+        helm.template("--set", "replicaCount=2", "--set", "apiServer.host=10.9.8.7", "--set", "apiServer.port=6443"),
+        "Deployment",
+    )
     assert dep["spec"]["replicas"] == 2
     assert env_of(dep)["KUBERNETES_SERVICE_HOST"] == "10.9.8.7" and env_of(dep)["KUBERNETES_SERVICE_PORT"] == "6443"
     assert "KUBERNETES_SERVICE_HOST" not in env_of(only(helm.template(), "Deployment"))
 
 
-@pytest.mark.parametrize("values, error", [
-    (["replicaCount=2", "leaderElection.enabled=false"], "replicaCount > 1 needs leaderElection.enabled"),
-    (["leaderElection.renewDeadlineSeconds=20"], "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"),
-    (["apiServer.host=10.0.0.9"], "apiServer.port is needed"),
-])
+@pytest.mark.parametrize(
+    "values, error",
+    [
+        (["replicaCount=2", "leaderElection.enabled=false"], "replicaCount > 1 needs leaderElection.enabled"),
+        (
+            ["leaderElection.renewDeadlineSeconds=20"],
+            "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
+        ),
+        (["apiServer.host=10.0.0.9"], "apiServer.port is needed"),
+    ],
+)
 def test_chart_refuses_inconsistent_values(helm, values, error):
     proc = helm.run("template", "hpo", str(CHART), *[a for v in values for a in ("--set", v)], check=False)
     assert proc.returncode != 0 and error in proc.stderr, proc.stderr
@@ -252,13 +287,25 @@ def test_chart_refuses_inconsistent_values(helm, values, error):
 
 def test_trial_kinds_grow_the_rbac_by_exactly_those_kinds(helm):
     for scope in ("cluster", "namespace"):
-        docs = helm.template("--set", f"watch.scope={scope}", "--set", "trialKinds[0].apiGroup=batch",
-                             "--set", "trialKinds[0].resource=jobs", "--set", "trialKinds[1].apiGroup=jobset.x-k8s.io",
-                             "--set", "trialKinds[1].resource=jobsets")
+        docs = helm.template(
+            "--set",
+            f"watch.scope={scope}",
+            "--set",
+            "trialKinds[0].apiGroup=batch",
+            "--set",
+            "trialKinds[0].resource=jobs",
+            "--set",
+            "trialKinds[1].apiGroup=jobset.x-k8s.io",
+            "--set",
+            "trialKinds[1].resource=jobsets",
+        )
         base = CLUSTER_RULES if scope == "cluster" else NAMESPACED_RULES
         for role in watch_roles(docs):
-            assert rules_of(role) == {**base, ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-                                      ("jobset.x-k8s.io", "jobsets"): {"get", "list", "watch", "create", "delete"}}
+            assert rules_of(role) == {
+                **base,
+                ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+                ("jobset.x-k8s.io", "jobsets"): {"get", "list", "watch", "create", "delete"},
+            }
     proc = helm.run("template", "hpo", str(CHART), "--set", "trialKinds[0].apiGroup=batch", check=False)
     assert proc.returncode != 0 and "resource" in proc.stderr
 
@@ -287,7 +334,10 @@ def test_values_switch_objects_on_and_off(helm):
 
 # --- the dashboard -----------------------------------------------------------------------------
 
-DASHBOARD_RULES = {("hpo.dev", "experiments"): {"get", "list", "watch"}, ("hpo.dev", "trials"): {"get", "list", "watch"}}
+DASHBOARD_RULES = {
+    ("hpo.dev", "experiments"): {"get", "list", "watch"},
+    ("hpo.dev", "trials"): {"get", "list", "watch"},
+}
 
 
 def dashboard_objects(docs: list[dict]) -> list[dict]:
@@ -296,24 +346,36 @@ def dashboard_objects(docs: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("scope, watched", [("cluster", []), ("namespace", []), ("namespace", ["team-a", "team-b"])])
 def test_the_dashboard_is_off_by_default_and_read_only_when_on(helm, scope, watched):
-    values = ["--set", f"watch.scope={scope}"] + (["--set", "watch.namespaces={" + ",".join(watched) + "}"] if watched else [])
+    values = ["--set", f"watch.scope={scope}"] + (
+        ["--set", "watch.namespaces={" + ",".join(watched) + "}"] if watched else []
+    )
     assert not dashboard_objects(helm.template(*values))
-    docs = helm.template(*values, "--set", "dashboard.enabled=true", "--set", "dashboard.allowedHosts={hpo.example.org}")
+    docs = helm.template(
+        *values, "--set", "dashboard.enabled=true", "--set", "dashboard.allowedHosts={hpo.example.org}"
+    )
     check_labels(docs)
     mine = dashboard_objects(docs)
     expected = watched or ["hpo-system"]
-    assert kinds(mine) == sorted(["Deployment", "Service", "ServiceAccount"] +
-                                 (["ClusterRole", "ClusterRoleBinding"] if scope == "cluster" else ["Role", "RoleBinding"] * len(expected)))
+    assert kinds(mine) == sorted(
+        ["Deployment", "Service", "ServiceAccount"]
+        + (["ClusterRole", "ClusterRoleBinding"] if scope == "cluster" else ["Role", "RoleBinding"] * len(expected))
+    )
     name = "hpo-hpo-operator-dashboard"
     dep = only(mine, "Deployment")
     c = container(dep)
     assert c["image"] == container(only([d for d in docs if d not in mine], "Deployment"))["image"]  # the same image
     assert c["command"] == ["python3", "-m", "hpo_operator.dashboard"]
     namespaces = ["--all-namespaces"] if scope == "cluster" else [f"--namespace={ns}" for ns in expected]
-    assert c["args"] == ["--address=0.0.0.0", "--port=8080", *namespaces,
-                         *(f"--allowed-host={name}{suffix}" for suffix in ("", ".hpo-system", ".hpo-system.svc",
-                                                                             ".hpo-system.svc.cluster.local")),
-                         "--allowed-host=hpo.example.org"]
+    assert c["args"] == [
+        "--address=0.0.0.0",
+        "--port=8080",
+        *namespaces,
+        *(
+            f"--allowed-host={name}{suffix}"
+            for suffix in ("", ".hpo-system", ".hpo-system.svc", ".hpo-system.svc.cluster.local")
+        ),
+        "--allowed-host=hpo.example.org",
+    ]
     assert "--allow-write" not in " ".join(c["args"])
     for key, value in HARDENED_CONTAINER.items():
         assert c["securityContext"][key] == value
@@ -323,8 +385,10 @@ def test_the_dashboard_is_off_by_default_and_read_only_when_on(helm, scope, watc
     # Its pods are not the operator's: neither the operator's Deployment nor its metrics Service selects them.
     labels = dep["spec"]["template"]["metadata"]["labels"]
     operator = only([d for d in docs if d not in mine], "Deployment")
-    for selector in (operator["spec"]["selector"]["matchLabels"],
-                     only([d for d in docs if d not in mine], "Service")["spec"]["selector"]):
+    for selector in (
+        operator["spec"]["selector"]["matchLabels"],
+        only([d for d in docs if d not in mine], "Service")["spec"]["selector"],
+    ):
         assert not selector.items() <= labels.items()
     service = only(mine, "Service")
     assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
@@ -344,23 +408,26 @@ def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
             assert not resources & {"secrets", "configmaps", "nodes", "namespaces"}
 
 
-@pytest.mark.parametrize("value, error", [
-    ("replicaCount=two", "/replicaCount"),
-    ("replicaCount=-1", "/replicaCount"),
-    ("leaderElection.leaseDurationSeconds=soon", "/leaderElection/leaseDurationSeconds"),
-    ("rbac.create=yes", "/rbac/create"),
-    ("serviceAccount.create=no", "/serviceAccount/create"),
-    ("watch.scope=everywhere", "/watch/scope"),
-    ("watch.namespaces={team-a}", "/watch/namespaces"),  # namespaces only go with scope namespace
-    ("metrics.port=0", "/metrics/port"),
-    ("logFormat=xml", "/logFormat"),
-    ("rbca.create=true", "rbca"),
-    ("dashboard.enabled=yes", "/dashboard/enabled"),
-    ("dashboard.port=0", "/dashboard/port"),
-    ("dashboard.service.type=Ingress", "/dashboard/service/type"),
-    ("dashboard.allowedHosts={a b}", "/dashboard/allowedHosts/0"),
-    ("dashboard.writable=true", "writable"),
-])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        ("replicaCount=two", "/replicaCount"),
+        ("replicaCount=-1", "/replicaCount"),
+        ("leaderElection.leaseDurationSeconds=soon", "/leaderElection/leaseDurationSeconds"),
+        ("rbac.create=yes", "/rbac/create"),
+        ("serviceAccount.create=no", "/serviceAccount/create"),
+        ("watch.scope=everywhere", "/watch/scope"),
+        ("watch.namespaces={team-a}", "/watch/namespaces"),  # namespaces only go with scope namespace
+        ("metrics.port=0", "/metrics/port"),
+        ("logFormat=xml", "/logFormat"),
+        ("rbca.create=true", "rbca"),
+        ("dashboard.enabled=yes", "/dashboard/enabled"),
+        ("dashboard.port=0", "/dashboard/port"),
+        ("dashboard.service.type=Ingress", "/dashboard/service/type"),
+        ("dashboard.allowedHosts={a b}", "/dashboard/allowedHosts/0"),
+        ("dashboard.writable=true", "writable"),
+    ],
+)
 def test_values_schema_rejects_bad_values(helm, value, error):
     proc = helm.run("template", "hpo", str(CHART), "--set", value, check=False)
     assert proc.returncode != 0, f"--set {value} was accepted"
@@ -371,14 +438,25 @@ def test_lint_and_install_refuse_bad_values(helm, kubeconfig):
     lint = helm.run("lint", str(CHART), "--set", "replicaCount=two", check=False)
     assert lint.returncode != 0 and "/replicaCount" in lint.stdout + lint.stderr
     release = f"hpo-bad-{uuid.uuid4().hex[:6]}"
-    install = helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", "default",
-                       "--set", "rbac.create=yes", check=False)
+    install = helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        "default",
+        "--set",
+        "rbac.create=yes",
+        check=False,
+    )
     if install.returncode == 0:  # not expected: leave nothing behind
         helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", "default", check=False)
     assert install.returncode != 0 and "/rbac/create" in install.stderr, install.stderr
 
 
 # --- on the cluster ---------------------------------------------------------------------------
+
 
 def get_json(kubectl: kube.Kubectl, *args: str) -> dict:
     return json.loads(kubectl.run("get", *args, "-o", "json").stdout)
@@ -392,8 +470,9 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         assert f"kubectl -n {namespace} get experiments,trials" in out  # NOTES.txt
         for crd in ("experiments.hpo.dev", "trials.hpo.dev"):
             conditions = get_json(kubectl, "crd", crd)["status"]["conditions"]
-            assert {"type": "Established", "status": "True"}.items() <= \
-                next(c for c in conditions if c["type"] == "Established").items()
+            assert {"type": "Established", "status": "True"}.items() <= next(
+                c for c in conditions if c["type"] == "Established"
+            ).items()
         dep = get_json(kubectl, "deployment", name, "-n", namespace)
         assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
         for key, value in HARDENED_CONTAINER.items():
@@ -407,17 +486,37 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         assert binding["roleRef"]["name"] == name
 
         helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--wait")
-        left = kubectl.run("get", "clusterrole,clusterrolebinding,role,rolebinding", "-A",
-                           "-l", f"app.kubernetes.io/instance={release}",
-                           "-o", "name").stdout
+        left = kubectl.run(
+            "get",
+            "clusterrole,clusterrolebinding,role,rolebinding",
+            "-A",
+            "-l",
+            f"app.kubernetes.io/instance={release}",
+            "-o",
+            "name",
+        ).stdout
         assert not left.strip(), left
         # Helm never deletes the CRDs of a chart's crds/ directory.
         get_json(kubectl, "crd", "experiments.hpo.dev")
     finally:
-        helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--ignore-not-found",
-                 check=False)
-        kubectl.run("delete", "clusterrole,clusterrolebinding", "-l", f"app.kubernetes.io/instance={release}",
-                    "--ignore-not-found", check=False)
+        helm.run(
+            "uninstall",
+            release,
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--ignore-not-found",
+            check=False,
+        )
+        kubectl.run(
+            "delete",
+            "clusterrole,clusterrolebinding",
+            "-l",
+            f"app.kubernetes.io/instance={release}",
+            "--ignore-not-found",
+            check=False,
+        )
 
 
 def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
@@ -429,13 +528,18 @@ def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
     ca = cluster.get("certificate-authority")
     if ca and not Path(ca).is_absolute():  # relative to the kubeconfig it came from
         cluster["certificate-authority"] = str(Path(admin_kubeconfig).resolve().parent / ca)
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
-        "current-context": "operator",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "test", "cluster": cluster}],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
+                "current-context": "operator",
+            }
+        )
+    )
     path.chmod(0o600)
     return str(path)
 
@@ -451,12 +555,24 @@ REFUSED = re.compile(r"(?<![\w,.:-])403(?!\w)|forbidden|not enough permissions",
 
 
 def test_operator_runs_an_experiment_as_the_charts_service_account(
-        helm, kubectl, kubeconfig, api, namespace, crds, kwok_nodes, tmp_path):
+    helm, kubectl, kubeconfig, api, namespace, crds, kwok_nodes, tmp_path
+):
     release = f"hpo-rbac-{uuid.uuid4().hex[:6]}"
     sa = f"{release}-hpo-operator"
     # The chart in namespace mode; replicaCount 0: the operator runs below, as a local process.
-    helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace,
-             "--set", "watch.scope=namespace", "--set", "replicaCount=0")
+    helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        namespace,
+        "--set",
+        "watch.scope=namespace",
+        "--set",
+        "replicaCount=0",
+    )
     operator = None
     try:
         token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
@@ -481,37 +597,61 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
         # The operator with the installed Deployment's arguments and environment, on free ports.
         dep = get_json(kubectl, "deployment", sa, "-n", namespace)
         health, metrics = kube.free_port(), kube.free_port()
-        args = [f"--liveness=http://127.0.0.1:{health}/healthz" if a.startswith("--liveness=") else a
-                for a in container(dep)["args"]]
+        args = [
+            f"--liveness=http://127.0.0.1:{health}/healthz" if a.startswith("--liveness=") else a
+            for a in container(dep)["args"]
+        ]
         assert f"--namespace={namespace}" in args and "--standalone" in args
         # POD_NAME comes from the downward API in a pod; the election (through the chart's Lease and
         # its Role) runs here too.
-        env = {**{k: v for k, v in env_of(dep).items() if v is not None}, "HPO_METRICS_PORT": str(metrics),
-               "POD_NAME": "operator-on-the-host"}
+        env = {
+            **{k: v for k, v in env_of(dep).items() if v is not None},
+            "HPO_METRICS_PORT": str(metrics),
+            "POD_NAME": "operator-on-the-host",
+        }
         assert env["HPO_LEADER_ELECTION_LEASE"] == f"{namespace}/{sa}"
-        operator = kube.OperatorProcess(as_operator.kubeconfig, namespace, tmp_path / "operator.log",
-                                        args=args, env=env)
+        operator = kube.OperatorProcess(
+            as_operator.kubeconfig, namespace, tmp_path / "operator.log", args=args, env=env
+        )
         operator.start()
 
         custom = client.CustomObjectsApi(api)
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": "least-privilege"},
-            "spec": {
-                "objective": {"type": "minimize", "metricName": "loss"},
-                "algorithm": {"name": "random", "seed": 3},
-                "parameters": [{"name": "x", "type": "double", "min": 0, "max": 10}],
-                "parallelTrialCount": 2, "maxTrialCount": 4,
-                "trialTemplate": {"template": {
-                    "metadata": {"annotations": {"sim.hpo.dev/duration": "300ms",
-                                                 "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
-                    "spec": {"containers": [{"name": "train", "image": "trainer:1", "args": ["--x=${params.x}"]}]},
-                }},
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "experiments",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Experiment",
+                "metadata": {"name": "least-privilege"},
+                "spec": {
+                    "objective": {"type": "minimize", "metricName": "loss"},
+                    "algorithm": {"name": "random", "seed": 3},
+                    "parameters": [{"name": "x", "type": "double", "min": 0, "max": 10}],
+                    "parallelTrialCount": 2,
+                    "maxTrialCount": 4,
+                    "trialTemplate": {
+                        "template": {
+                            "metadata": {
+                                "annotations": {
+                                    "sim.hpo.dev/duration": "300ms",
+                                    "sim.hpo.dev/message": '{"loss": ${params.x}}',
+                                }
+                            },
+                            "spec": {
+                                "containers": [{"name": "train", "image": "trainer:1", "args": ["--x=${params.x}"]}]
+                            },
+                        }
+                    },
+                },
             },
-        })
+        )
 
         def finished():
             exp = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "least-privilege")
             return exp.get("status", {}).get("phase") in ("Succeeded", "Failed") and exp
+
         exp = kube.wait_until(finished, timeout=45, what="the experiment to finish")
         assert exp["status"]["phase"] == "Succeeded", exp["status"]
         trials = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "trials")["items"]
@@ -536,12 +676,21 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
             except client.ApiException as e:
                 return e.status == 404
             return False
+
         kube.wait_until(gone, timeout=30, what="the experiment to be deleted")
     finally:
         if operator is not None:
             operator.stop()
-        helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--ignore-not-found",
-                 check=False)
+        helm.run(
+            "uninstall",
+            release,
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--ignore-not-found",
+            check=False,
+        )
     log = operator.log()
     refused = [line for line in log.splitlines() if REFUSED.search(line) and '"GET /healthz' not in line]
     assert not refused, "the operator was refused:\n" + "\n".join(refused)
@@ -549,16 +698,31 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
 
 
 def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_nothing(
-        helm, kubectl, kubeconfig, api, namespace, crds, tmp_path):
+    helm, kubectl, kubeconfig, api, namespace, crds, tmp_path
+):
     """The dashboard with the chart's read-only RBAC: everything it shows is readable, nothing is
     refused, and nothing can be changed (the pod's command and arguments, run here as a process)."""
     from tests import dashboard_objects
 
     release = f"hpo-dash-{uuid.uuid4().hex[:6]}"
     sa = f"{release}-hpo-operator-dashboard"
-    helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace,
-             "--set", "watch.scope=namespace", "--set", "replicaCount=0", "--set", "dashboard.enabled=true",
-             "--set", "dashboard.replicaCount=0")
+    helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        namespace,
+        "--set",
+        "watch.scope=namespace",
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "dashboard.enabled=true",
+        "--set",
+        "dashboard.replicaCount=0",
+    )
     proc = None
     try:
         token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
@@ -570,8 +734,15 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
         for verb in ("get", "list", "watch"):
             assert can_i(verb, "experiments.hpo.dev", "-n", namespace) == "yes"
             assert can_i(verb, "trials.hpo.dev", "-n", namespace) == "yes"
-        for args in (("patch", "experiments.hpo.dev"), ("create", "trials.hpo.dev"), ("patch", "trials.hpo.dev"),
-                     ("delete", "experiments.hpo.dev"), ("list", "pods"), ("get", "pods/log"), ("get", "secrets")):
+        for args in (
+            ("patch", "experiments.hpo.dev"),
+            ("create", "trials.hpo.dev"),
+            ("patch", "trials.hpo.dev"),
+            ("delete", "experiments.hpo.dev"),
+            ("list", "pods"),
+            ("get", "pods/log"),
+            ("get", "secrets"),
+        ):
             assert can_i(*args, "-n", namespace) == "no", args
         assert can_i("list", "experiments.hpo.dev", "-n", "default") == "no"
 
@@ -580,12 +751,19 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
         dep = get_json(kubectl, "deployment", sa, "-n", namespace)
         (c,) = dep["spec"]["template"]["spec"]["containers"]
         port = kube.free_port()
-        args = [f"--port={port}" if a.startswith("--port=") else "--address=127.0.0.1" if a.startswith("--address=") else a
-                for a in c["args"]]
+        args = [
+            f"--port={port}" if a.startswith("--port=") else "--address=127.0.0.1" if a.startswith("--address=") else a
+            for a in c["args"]
+        ]
         assert c["command"] == ["python3", "-m", "hpo_operator.dashboard"]
-        proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.dashboard", *args],
-                                env={**os.environ, "KUBECONFIG": as_dashboard.kubeconfig},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo_operator.dashboard", *args],
+            env={**os.environ, "KUBECONFIG": as_dashboard.kubeconfig},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+        )
         base = f"http://127.0.0.1:{port}"
         kube.wait_until(lambda: _status(f"{base}/healthz") == 200, timeout=60, what="the dashboard to serve")
         status, body = http_get(f"{base}/api/experiments")
@@ -603,16 +781,25 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
         if proc is not None:
             proc.terminate()
             output = proc.communicate(timeout=15)[0]
-        helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--ignore-not-found",
-                 check=False)
+        helm.run(
+            "uninstall",
+            release,
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--ignore-not-found",
+            check=False,
+        )
     refused = [line for line in output.splitlines() if REFUSED.search(line)]
     assert not refused, "the dashboard was refused:\n" + output
     assert "Traceback" not in output, output
 
 
 def _status(url: str, host: str | None = None, method: str = "GET") -> int:
-    request = urllib.request.Request(url, method=method, headers={"Host": host} if host else {},
-                                     data=b"{}" if method == "POST" else None)
+    request = urllib.request.Request(
+        url, method=method, headers={"Host": host} if host else {}, data=b"{}" if method == "POST" else None
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status

@@ -29,9 +29,13 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.realnode
 
 # Fast enough for a test: a frozen operator fails 2 probes 2 s apart, and gets 5 s to stop.
-PROBE = ["health.livenessProbe.initialDelaySeconds=5", "health.livenessProbe.periodSeconds=2",
-         "health.livenessProbe.timeoutSeconds=1", "health.livenessProbe.failureThreshold=2",
-         "health.livenessProbe.terminationGracePeriodSeconds=5"]
+PROBE = [
+    "health.livenessProbe.initialDelaySeconds=5",
+    "health.livenessProbe.periodSeconds=2",
+    "health.livenessProbe.timeoutSeconds=1",
+    "health.livenessProbe.failureThreshold=2",
+    "health.livenessProbe.terminationGracePeriodSeconds=5",
+]
 
 
 class Install:
@@ -44,19 +48,31 @@ class Install:
     def deploy(self, *values: str) -> subprocess.CompletedProcess:
         sets = ["watch.scope=namespace", f"watch.namespaces={{{self.watched}}}", "replicaCount=2", *PROBE, *values]
         env = {**os.environ, "HPO_DEPLOY_NAMESPACE": self.namespace, "HPO_DEPLOY_RELEASE": self.release}
-        proc = subprocess.run([str(REPO / "hack" / "deploy.sh"), *[a for s in sets for a in ("--set", s)]],
-                              env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [str(REPO / "hack" / "deploy.sh"), *[a for s in sets for a in ("--set", s)]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert proc.returncode == 0, f"hack/deploy.sh failed:\n{proc.stdout}\n{proc.stderr}"
         return proc
 
     def pods(self) -> list[client.V1Pod]:
-        return [p for p in self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"app.kubernetes.io/instance={self.release}").items
-            if not p.metadata.deletion_timestamp]
+        return [
+            p
+            for p in self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"app.kubernetes.io/instance={self.release}"
+            ).items
+            if not p.metadata.deletion_timestamp
+        ]
 
     def running(self) -> list[client.V1Pod]:
-        return [p for p in self.pods() if p.status.phase == "Running" and p.status.container_statuses
-                and p.status.container_statuses[0].ready]
+        return [
+            p
+            for p in self.pods()
+            if p.status.phase == "Running" and p.status.container_statuses and p.status.container_statuses[0].ready
+        ]
 
     def holder(self) -> str | None:
         lease = client.CoordinationV1Api(self.api).read_namespaced_lease(self.name, self.namespace)
@@ -64,12 +80,14 @@ class Install:
 
     def acting_leader(self) -> str:
         """The Lease's holder once it acts (its metrics say so), not a record left by a process gone."""
+
         def acting():
             holder = self.holder()
             try:
                 return holder and total(self.metrics(holder), "hpo_leader") == 1 and holder
             except AssertionError:  # its metrics are not served yet
                 return None
+
         return wait_until(acting, timeout=60, what="a leader that acts")
 
     def proxy(self, path: str) -> str:
@@ -95,6 +113,7 @@ def total(metrics: dict[str, float], name: str, **labels: str) -> float:
         if not (key == name or key.startswith(name + "{")):
             return False
         return all(f'{k}="{v}"' in key for k, v in labels.items())
+
     return sum(v for k, v in metrics.items() if matches(k))
 
 
@@ -102,23 +121,42 @@ def total(metrics: dict[str, float], name: str, **labels: str) -> float:
 def installed(api, kubectl, kubeconfig, crds, real_node):
     ours = (Path(os.environ.get("HPO_CLUSTER_DIR", REPO / ".cluster")) / "kubeconfig").resolve()
     if Path(kubeconfig).resolve() != ours:
-        pytest.skip(f"hack/deploy.sh imports the image into this checkout's real node; the tests run against "
-                    f"{kubeconfig}")
+        pytest.skip(
+            f"hack/deploy.sh imports the image into this checkout's real node; the tests run against {kubeconfig}"
+        )
     core = client.CoreV1Api(api)
     suffix = uuid.uuid4().hex[:6]
     install = Install(api, kubectl, f"hpo-{suffix}", f"hpo-system-{suffix}", f"hpo-exp-{suffix}")
     for ns in (install.namespace, install.watched):
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-            name=ns, labels={"app.kubernetes.io/part-of": "hpo-operator-tests"})))
-    wait_until(lambda: core.list_namespaced_service_account(install.watched).items, timeout=60,
-               what="the default ServiceAccount")
+        core.create_namespace(
+            client.V1Namespace(
+                metadata=client.V1ObjectMeta(name=ns, labels={"app.kubernetes.io/part-of": "hpo-operator-tests"})
+            )
+        )
+    wait_until(
+        lambda: core.list_namespaced_service_account(install.watched).items,
+        timeout=60,
+        what="the default ServiceAccount",
+    )
     try:
         install.deploy()
         yield install
     finally:
-        subprocess.run([kubectl.binary.replace("kubectl", "helm"), "uninstall", install.release, "--kubeconfig",
-                        kubeconfig, "-n", install.namespace, "--ignore-not-found", "--wait"],
-                       capture_output=True, timeout=180)
+        subprocess.run(
+            [
+                kubectl.binary.replace("kubectl", "helm"),
+                "uninstall",
+                install.release,
+                "--kubeconfig",
+                kubeconfig,
+                "-n",
+                install.namespace,
+                "--ignore-not-found",
+                "--wait",
+            ],
+            capture_output=True,
+            timeout=180,
+        )
         for ns in (install.namespace, install.watched):
             core.delete_namespace(ns, propagation_policy="Background")
 
@@ -152,9 +190,11 @@ def check_exact(cluster: Cluster, name: str, expected_trials: int) -> dict[str, 
 
 # --- as installed -----------------------------------------------------------------------------
 
+
 def test_pods_run_as_the_charts_service_account_non_root_on_a_read_only_root(installed, kubectl, real_node):
-    pods = wait_until(lambda: len(installed.running()) == 2 and installed.running(), timeout=120,
-                      what="two operator pods Running")
+    pods = wait_until(
+        lambda: len(installed.running()) == 2 and installed.running(), timeout=120, what="two operator pods Running"
+    )
     for pod in pods:
         assert pod.spec.node_name == real_node
         assert pod.spec.service_account_name == installed.name
@@ -163,16 +203,28 @@ def test_pods_run_as_the_charts_service_account_non_root_on_a_read_only_root(ins
         assert c.security_context.read_only_root_filesystem is True and c.security_context.run_as_non_root is True
         assert re.fullmatch(r"hpo-operator:0\.1\.0-[0-9a-f]{12}", c.image), c.image
         # What the process really is, asked inside the container.
-        probe = kubectl.run("exec", "-n", installed.namespace, pod.metadata.name, "--", "python3", "-c",
-                            "import os\nprint(os.getuid(), os.getgid())\n"
-                            "try:\n    open('/written', 'w')\nexcept OSError as e:\n    print(e.strerror)\n"
-                            "print(open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read())").stdout
+        probe = kubectl.run(
+            "exec",
+            "-n",
+            installed.namespace,
+            pod.metadata.name,
+            "--",
+            "python3",
+            "-c",
+            "import os\nprint(os.getuid(), os.getgid())\n"
+            "try:\n    open('/written', 'w')\nexcept OSError as e:\n    print(e.strerror)\n"
+            "print(open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read())",
+        ).stdout
         assert probe.split("\n")[:3] == ["65532 65532", "Read-only file system", installed.namespace], probe
 
 
 def test_one_replica_leads_and_the_other_stands_by(installed):
-    pods = {p.metadata.name for p in wait_until(lambda: len(installed.running()) == 2 and installed.running(),
-                                                 timeout=120, what="two operator pods Running")}
+    pods = {
+        p.metadata.name
+        for p in wait_until(
+            lambda: len(installed.running()) == 2 and installed.running(), timeout=120, what="two operator pods Running"
+        )
+    }
     leader = installed.acting_leader()
     assert leader in pods
     (standby,) = pods - {leader}
@@ -186,13 +238,17 @@ def test_one_replica_leads_and_the_other_stands_by(installed):
 
 # --- what it runs -----------------------------------------------------------------------------
 
+
 def test_the_example_and_a_real_trial_succeed_and_the_metrics_match(installed, api, real_node):
     cluster = Cluster(api, installed.watched)
     example = yaml.safe_load((REPO / "examples" / "simulated.yaml").read_text())
     cluster.create(example)
-    real = real_experiment("real", parameters=[{"name": "x", "type": "double", "min": 1, "max": 2}],
-                           command=["python3", "-c", "import sys; print('loss=' + sys.argv[1].split('=')[1])"],
-                           args=["--x=${params.x}"])
+    real = real_experiment(
+        "real",
+        parameters=[{"name": "x", "type": "double", "min": 1, "max": 2}],
+        command=["python3", "-c", "import sys; print('loss=' + sys.argv[1].split('=')[1])"],
+        args=["--x=${params.x}"],
+    )
     real["spec"]["objective"] = {"type": "minimize", "metricName": "loss"}
     cluster.create(real)
     for name in ("simulated", "real"):
@@ -227,10 +283,19 @@ def test_a_stuck_operator_is_restarted_by_its_liveness_probe(installed, containe
     tasks = dict(line.split()[:2] for line in containerd("tasks", "ls").splitlines()[1:])
     os.kill(int(tasks[container_id]), signal.SIGSTOP)  # frozen: the event loop answers nothing
     restarted = wait_until(
-        lambda: (p := installed.core.read_namespaced_pod(leader, installed.namespace)).status.container_statuses[0]
-        .restart_count > restarts and p, timeout=60, what="the kubelet to restart the frozen operator")
-    events = installed.core.list_namespaced_event(installed.namespace,
-                                                  field_selector=f"involvedObject.name={leader}").items
+        lambda: (
+            (p := installed.core.read_namespaced_pod(leader, installed.namespace))
+            .status.container_statuses[0]
+            .restart_count
+            > restarts
+            and p
+        ),
+        timeout=60,
+        what="the kubelet to restart the frozen operator",
+    )
+    events = installed.core.list_namespaced_event(
+        installed.namespace, field_selector=f"involvedObject.name={leader}"
+    ).items
     assert any(e.reason == "Unhealthy" and "Liveness probe failed" in e.message for e in events)
     assert restarted.status.container_statuses[0].last_state.terminated is not None
     wait_until(lambda: len(installed.running()) == 2, timeout=90, what="both replicas Running again")
@@ -242,19 +307,29 @@ def test_deleting_the_leader_mid_experiment_hands_over_within_15_s_with_exact_co
     wait_until(lambda: len(installed.running()) == 2, timeout=90, what="two operator pods Running")
     leader = installed.acting_leader()
     cluster.create(simulated("failover", trials=40, parallel=4, duration="2s"))
-    wait_until(lambda: sum(t.get("status", {}).get("phase") == "Succeeded" for t in cluster.trials().values()) >= 8,
-               timeout=120, what="8 trials to succeed")
+    wait_until(
+        lambda: sum(t.get("status", {}).get("phase") == "Succeeded" for t in cluster.trials().values()) >= 8,
+        timeout=120,
+        what="8 trials to succeed",
+    )
     started = time.monotonic()
     installed.core.delete_namespaced_pod(leader, installed.namespace)
     try:
-        new_leader = wait_until(lambda: (h := installed.holder()) and h != leader and h, timeout=30,
-                                what="another replica to take the Lease")
+        new_leader = wait_until(
+            lambda: (h := installed.holder()) and h != leader and h,
+            timeout=30,
+            what="another replica to take the Lease",
+        )
     except AssertionError:
         print(installed.kubectl.run("get", "pods,lease", "-n", installed.namespace, "-o", "wide").stdout)
         print(installed.kubectl.run("get", "lease", "-n", installed.namespace, "-o", "yaml").stdout)
         for pod in installed.pods():
-            print(pod.metadata.name, installed.kubectl.run("logs", "-n", installed.namespace, pod.metadata.name,
-                                                           "--timestamps", check=False).stdout[-3000:])
+            print(
+                pod.metadata.name,
+                installed.kubectl.run(
+                    "logs", "-n", installed.namespace, pod.metadata.name, "--timestamps", check=False
+                ).stdout[-3000:],
+            )
         raise
     took = time.monotonic() - started
     assert took < 15, f"the standby took over after {took:.1f} s"
@@ -269,6 +344,7 @@ def test_deleting_the_leader_mid_experiment_hands_over_within_15_s_with_exact_co
 
 # --- upgrade and uninstall ----------------------------------------------------------------------
 
+
 def test_helm_upgrade_rolls_the_pods_and_the_experiment_continues(installed, api):
     cluster = Cluster(api, installed.watched)
     wait_until(lambda: len(installed.running()) == 2, timeout=90, what="two operator pods Running")
@@ -276,8 +352,11 @@ def test_helm_upgrade_rolls_the_pods_and_the_experiment_continues(installed, api
     cluster.create(simulated("upgrade", trials=24, parallel=4, duration="2s"))
     wait_until(lambda: len(cluster.trials()) >= 4, timeout=60, what="the first trials")
     installed.deploy("logFormat=json")  # a changed value: a new pod template
-    after = wait_until(lambda: len(installed.running()) == 2 and {p.metadata.name for p in installed.running()},
-                       timeout=120, what="the rolled pods")
+    after = wait_until(
+        lambda: len(installed.running()) == 2 and {p.metadata.name for p in installed.running()},
+        timeout=120,
+        what="the rolled pods",
+    )
     assert not after & before, "the pods were not replaced"
     assert installed.acting_leader() in after
     exp = cluster.wait_finished("upgrade", timeout=240)
@@ -289,13 +368,33 @@ def test_helm_upgrade_rolls_the_pods_and_the_experiment_continues(installed, api
 
 def test_helm_uninstall_leaves_nothing_of_the_release_but_the_crds(installed, kubectl, kubeconfig):
     helm = kubectl.binary.replace("kubectl", "helm")
-    proc = subprocess.run([helm, "uninstall", installed.release, "--kubeconfig", kubeconfig, "-n",
-                           installed.namespace, "--wait", "--timeout", "120s"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            helm,
+            "uninstall",
+            installed.release,
+            "--kubeconfig",
+            kubeconfig,
+            "-n",
+            installed.namespace,
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     kinds = "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,leases,configmaps,secrets"
     selector = f"app.kubernetes.io/instance={installed.release}"
-    wait_until(lambda: not kubectl.run("get", kinds, "-n", installed.namespace, "-l", selector, "-o", "name").stdout.strip()
-               and not installed.pods(), timeout=90, what="the release's objects to go")
+    wait_until(
+        lambda: (
+            not kubectl.run("get", kinds, "-n", installed.namespace, "-l", selector, "-o", "name").stdout.strip()
+            and not installed.pods()
+        ),
+        timeout=90,
+        what="the release's objects to go",
+    )
     for ns in (installed.namespace, installed.watched):
         left = kubectl.run("get", "roles,rolebindings,leases", "-n", ns, "-o", "name").stdout.split()
         assert not [x for x in left if installed.release in x], left

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 
+from hpo_operator.api.vocabulary import GROUP, L_EXPERIMENT, VERSION
+from hpo_operator.controller.slim import slim_custom_object, slim_pod
 from hpo_operator.kube import client as kubeapi
 from hpo_operator.kube.client import PODS, TRIALS
 from hpo_operator.kube.informer import Informer
-from hpo_operator.api.vocabulary import GROUP, L_EXPERIMENT, VERSION
-from hpo_operator.controller.slim import slim_custom_object, slim_pod
 
 
 def pod(name: str, labels: dict) -> dict:
-    return {"metadata": {"name": name, "labels": labels},
-            "spec": {"containers": [{"name": "c", "image": "i"}], "nodeName": "no-such-node"}}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "i"}], "nodeName": "no-such-node"},
+    }
 
 
 def trial(name: str, experiment: str) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial", "metadata": {"name": name},
-            "spec": {"experimentName": experiment, "parameters": [{"name": "x", "value": "1"}]}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Trial",
+        "metadata": {"name": name},
+        "spec": {"experimentName": experiment, "parameters": [{"name": "x", "value": "1"}]},
+    }
 
 
 async def until(predicate, timeout: float = 20) -> None:
@@ -37,10 +43,18 @@ def test_informers_list_then_follow_and_select_trial_pods_on_the_server(kubeconf
         woken: list = []
         # Made before the informers start: found by the first listing.
         await api.create("trials", namespace, trial("early", "exp-a"))
-        trials = Informer(api, namespace, TRIALS, lambda t: t["spec"].get("experimentName"), slim_custom_object,
-                          woken.append)
-        pods = Informer(api, namespace, PODS, lambda p: p["metadata"]["labels"][L_EXPERIMENT], slim_pod,
-                        woken.append, label_selector=L_EXPERIMENT)
+        trials = Informer(
+            api, namespace, TRIALS, lambda t: t["spec"].get("experimentName"), slim_custom_object, woken.append
+        )
+        pods = Informer(
+            api,
+            namespace,
+            PODS,
+            lambda p: p["metadata"]["labels"][L_EXPERIMENT],
+            slim_pod,
+            woken.append,
+            label_selector=L_EXPERIMENT,
+        )
         tasks = [asyncio.create_task(i.run()) for i in (trials, pods)]
         try:
             await asyncio.wait_for(trials.synced.wait(), 20)
@@ -51,7 +65,9 @@ def test_informers_list_then_follow_and_select_trial_pods_on_the_server(kubeconf
             await api.create("trials", namespace, trial("late", "exp-b"))
             await api.create_pod(namespace, pod("trial-pod", {L_EXPERIMENT: "exp-b"}))
             await api.create_pod(namespace, pod("other-pod", {"app": "unrelated"}))
-            await until(lambda: "late" in trials.objects.get("exp-b", {}) and "trial-pod" in pods.objects.get("exp-b", {}))
+            await until(
+                lambda: "late" in trials.objects.get("exp-b", {}) and "trial-pod" in pods.objects.get("exp-b", {})
+            )
             assert "exp-b" in woken
             # The unrelated pod never reached the informer: the API server filtered it.
             await asyncio.sleep(1)
@@ -64,8 +80,12 @@ def test_informers_list_then_follow_and_select_trial_pods_on_the_server(kubeconf
             await until(lambda: "exp-a" not in trials.objects)
             # The pod is bound to a node that does not exist, so its deletion completes at once
             # only with grace 0; either way it is marked for deletion or gone.
-            await until(lambda: "trial-pod" not in pods.objects.get("exp-b", {})
-                        or pods.objects["exp-b"]["trial-pod"]["metadata"].get("deletionTimestamp"))
+            await until(
+                lambda: (
+                    "trial-pod" not in pods.objects.get("exp-b", {})
+                    or pods.objects["exp-b"]["trial-pod"]["metadata"].get("deletionTimestamp")
+                )
+            )
         finally:
             for t in tasks:
                 t.cancel()

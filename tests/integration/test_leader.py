@@ -10,8 +10,8 @@ import time
 import pytest
 from kubernetes import client
 
-from hpo_operator.kube.client import connect
 from hpo_operator.controller.leader import Elector, LeaseClient, LostLeadership, Timing
+from hpo_operator.kube.client import connect
 
 TIMING = Timing(lease_duration=3, renew_deadline=2, retry_period=0.3)
 
@@ -20,8 +20,9 @@ TIMING = Timing(lease_duration=3, renew_deadline=2, retry_period=0.3)
 def lease(api, namespace, kubeconfig, monkeypatch):
     """An empty Lease, as the chart creates it; KUBECONFIG for the electors' clients."""
     monkeypatch.setenv("KUBECONFIG", kubeconfig)
-    client.CoordinationV1Api(api).create_namespaced_lease(namespace, client.V1Lease(
-        metadata=client.V1ObjectMeta(name="hpo-operator"), spec=client.V1LeaseSpec()))
+    client.CoordinationV1Api(api).create_namespaced_lease(
+        namespace, client.V1Lease(metadata=client.V1ObjectMeta(name="hpo-operator"), spec=client.V1LeaseSpec())
+    )
     return namespace
 
 
@@ -63,6 +64,7 @@ def test_one_leads_and_a_release_hands_over_within_a_retry_period(api, lease):
             assert holder(api, lease) == "b"
         finally:
             await close(a, b)
+
     asyncio.run(scenario())
 
 
@@ -81,6 +83,7 @@ def test_a_silent_leader_is_replaced_after_the_lease_duration_and_then_knows_it_
             assert not a.leading
         finally:
             await close(a, b)
+
     asyncio.run(scenario())
 
 
@@ -93,6 +96,7 @@ def test_of_replicas_racing_for_a_free_lease_exactly_one_wins(api, lease):
             assert holder(api, lease) == ["a", "b", "c", "d"][won.index(True)]
         finally:
             await close(*es)
+
     asyncio.run(scenario())
 
 
@@ -105,6 +109,7 @@ def test_a_missing_lease_is_waited_for_not_created(api, namespace, kubeconfig, m
             assert not await a.try_once()
         finally:
             await close(a)
+
     asyncio.run(scenario())
     with pytest.raises(client.ApiException) as e:
         client.CoordinationV1Api(api).read_namespaced_lease("hpo-operator", namespace)

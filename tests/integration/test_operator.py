@@ -8,7 +8,6 @@ import pytest
 from kubernetes import client
 
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import GROUP, VERSION
 from hpo_operator.search.suggest import Suggester
 from tests.experiments import GROUP, VERSION, as_job, by_config, condition, experiment
 from tests.kube import Cluster, PodConcurrency, wait_until
@@ -25,9 +24,15 @@ KINDS = pytest.mark.parametrize("kind", ["pod", "job"])
 def test_experiment_completes_within_its_parallelism(api, namespace, operator, kwok_nodes, kubectl):
     cluster = Cluster(api, namespace)
     watcher = PodConcurrency(api, namespace)
-    cluster.create(experiment(
-        "eight", [{"name": "x", "type": "double", "min": 0, "max": 10}],
-        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'}, max_trials=8, parallel=3))
+    cluster.create(
+        experiment(
+            "eight",
+            [{"name": "x", "type": "double", "min": 0, "max": 10}],
+            annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'},
+            max_trials=8,
+            parallel=3,
+        )
+    )
     exp = cluster.wait_finished("eight")
     most = watcher.stop()
 
@@ -40,7 +45,9 @@ def test_experiment_completes_within_its_parallelism(api, namespace, operator, k
     best = min(trials.values(), key=lambda t: t["status"]["objectiveValue"])
     optimal = exp["status"]["currentOptimalTrial"]
     assert optimal["trialName"] == best["metadata"]["name"]
-    assert optimal["objectiveValue"] == best["status"]["objectiveValue"] == float(best["spec"]["parameters"][0]["value"])
+    assert (
+        optimal["objectiveValue"] == best["status"]["objectiveValue"] == float(best["spec"]["parameters"][0]["value"])
+    )
     st = exp["status"]
     assert (st["trials"], st["trialsSucceeded"], st["trialsFailed"], st["configurations"]) == (8, 8, 0, 8)
     # Each trial owns exactly one pod, named after it; the pod got the trial's parameters.
@@ -61,21 +68,35 @@ def test_experiment_completes_within_its_parallelism(api, namespace, operator, k
 def test_failed_configurations_are_retried_within_their_budget(api, namespace, operator, kwok_nodes, kind):
     cluster = Cluster(api, namespace)
     # Grid over fails = 0..3: the configuration with fails=N is OOMKilled on its first N attempts.
-    cluster.create(as_kind(experiment(
-        "retries", [{"name": "fails", "type": "int", "min": 0, "max": 3, "step": 1}],
-        annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/exit-code": "137",
-                     "sim.hpo.dev/reason": "OOMKilled", "sim.hpo.dev/message": '{"loss": ${params.fails}}'},
-        algorithm={"name": "grid", "seed": 3}, max_trials=4, parallel=4, maxFailedTrialCount=1,
-        retryPolicy={"maxRetries": 2, "backoffSeconds": 0}), kind))
+    cluster.create(
+        as_kind(
+            experiment(
+                "retries",
+                [{"name": "fails", "type": "int", "min": 0, "max": 3, "step": 1}],
+                annotations={
+                    "sim.hpo.dev/fail-attempts": "${params.fails}",
+                    "sim.hpo.dev/exit-code": "137",
+                    "sim.hpo.dev/reason": "OOMKilled",
+                    "sim.hpo.dev/message": '{"loss": ${params.fails}}',
+                },
+                algorithm={"name": "grid", "seed": 3},
+                max_trials=4,
+                parallel=4,
+                maxFailedTrialCount=1,
+                retryPolicy={"maxRetries": 2, "backoffSeconds": 0},
+            ),
+            kind,
+        )
+    )
     exp = cluster.wait_finished("retries")
     groups = by_config(cluster.trials(), "fails")
 
     phases = {fails: [t["status"]["phase"] for t in trials] for fails, trials in groups.items()}
     assert phases == {
-        "0": ["Succeeded"],                      # succeeded: never retried
-        "1": ["Failed", "Succeeded"],            # OOMKilled once, recovered
+        "0": ["Succeeded"],  # succeeded: never retried
+        "1": ["Failed", "Succeeded"],  # OOMKilled once, recovered
         "2": ["Failed", "Failed", "Succeeded"],  # recovered on its last retry
-        "3": ["Failed", "Failed", "Failed"],     # budget spent: 1 run + maxRetries 2
+        "3": ["Failed", "Failed", "Failed"],  # budget spent: 1 run + maxRetries 2
     }
     for trials in groups.values():
         lineage = trials[0]["metadata"]["name"]
@@ -87,8 +108,11 @@ def test_failed_configurations_are_retried_within_their_budget(api, namespace, o
                 assert trials[attempt - 2]["status"]["retriedBy"] == t["metadata"]["name"]
         for t in trials:
             if t["status"]["phase"] == "Failed":
-                assert (t["status"]["reason"], t["status"]["failureClass"], t["status"]["exitCode"]) == \
-                    ("OOMKilled", "OOMKilled", 137)
+                assert (t["status"]["reason"], t["status"]["failureClass"], t["status"]["exitCode"]) == (
+                    "OOMKilled",
+                    "OOMKilled",
+                    137,
+                )
     st = exp["status"]
     # Budgets count configurations: 4 launched, 1 finally failed (not more than maxFailedTrialCount=1).
     assert st["phase"] == "Succeeded", st
@@ -101,10 +125,17 @@ def test_failed_configurations_are_retried_within_their_budget(api, namespace, o
 
 def test_too_many_failed_configurations_fail_the_experiment(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    cluster.create(experiment(
-        "failing", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-        annotations={"sim.hpo.dev/exit-code": "1"}, max_trials=6, parallel=1, maxFailedTrialCount=1,
-        retryPolicy={"maxRetries": 3, "backoffSeconds": 0}))
+    cluster.create(
+        experiment(
+            "failing",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/exit-code": "1"},
+            max_trials=6,
+            parallel=1,
+            maxFailedTrialCount=1,
+            retryPolicy={"maxRetries": 3, "backoffSeconds": 0},
+        )
+    )
     exp = cluster.wait_finished("failing")
     assert exp["status"]["phase"] == "Failed"
     assert condition(exp, "Failed")["reason"] == "TooManyFailures"
@@ -118,11 +149,17 @@ def test_too_many_failed_configurations_fail_the_experiment(api, namespace, oper
 
 def test_restart_requests_and_user_configurations(api, namespace, operator, kwok_nodes, kubectl):
     cluster = Cluster(api, namespace)
-    cluster.create(experiment(
-        "restarts", [{"name": "fails", "type": "int", "min": 0, "max": 9, "step": 9}],
-        annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/message": '{"loss": 1}'},
-        algorithm={"name": "grid", "seed": 0}, max_trials=2, parallel=2,
-        retryPolicy={"maxRetries": 0, "retryOn": ["Error"]}))
+    cluster.create(
+        experiment(
+            "restarts",
+            [{"name": "fails", "type": "int", "min": 0, "max": 9, "step": 9}],
+            annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/message": '{"loss": 1}'},
+            algorithm={"name": "grid", "seed": 0},
+            max_trials=2,
+            parallel=2,
+            retryPolicy={"maxRetries": 0, "retryOn": ["Error"]},
+        )
+    )
     exp = cluster.wait_finished("restarts")
     assert exp["status"]["phase"] == "Succeeded"
     groups = by_config(cluster.trials(), "fails")
@@ -130,8 +167,12 @@ def test_restart_requests_and_user_configurations(api, namespace, operator, kwok
 
     # Restarting a trial whose configuration succeeded is refused, with the reason.
     kubectl.run("annotate", "trial", succeeded, "-n", namespace, "hpo.dev/restart=yes")
-    t = wait_until(lambda: "hpo.dev/restart" not in (x := cluster.get(succeeded, "trials"))["metadata"].get(
-        "annotations", {}) and x, what="the restart request to be answered")
+    t = wait_until(
+        lambda: (
+            "hpo.dev/restart" not in (x := cluster.get(succeeded, "trials"))["metadata"].get("annotations", {}) and x
+        ),
+        what="the restart request to be answered",
+    )
     refused = condition(t, "RestartAccepted")
     assert (refused["status"], refused["reason"]) == ("False", "ConfigurationAlreadySucceeded")
     # Events go out through kopf's poster, after the status: give it a moment.
@@ -145,8 +186,12 @@ def test_restart_requests_and_user_configurations(api, namespace, operator, kwok
     assert condition(cluster.get(failed, "trials"), "RestartAccepted")["status"] == "True"
 
     # A user asks to run a configuration: refused when it already succeeded ...
-    user_trial = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trial", "metadata": {"name": "mine-0"},
-                  "spec": {"experimentName": "restarts", "parameters": [{"name": "fails", "value": "0"}]}}
+    user_trial = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Trial",
+        "metadata": {"name": "mine-0"},
+        "spec": {"experimentName": "restarts", "parameters": [{"name": "fails", "value": "0"}]},
+    }
     cluster.create(user_trial, "trials")
     t = cluster.wait_trial("mine-0", ("Refused",))
     assert t["status"]["reason"] == "ConfigurationAlreadySucceeded"
@@ -173,17 +218,25 @@ def test_restart_requests_and_user_configurations(api, namespace, operator, kwok
 @KINDS
 def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, operator, kwok_nodes, kind):
     cluster = Cluster(api, namespace)
-    body = experiment("sigkill", [{"name": "x", "type": "double", "min": -5, "max": 5},
-                                  {"name": "c", "type": "categorical", "values": ["a", "b", "c"]}],
-                      annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "1500ms"},
-                      max_trials=10, parallel=3, algorithm={"name": "random", "seed": 11})
+    body = experiment(
+        "sigkill",
+        [
+            {"name": "x", "type": "double", "min": -5, "max": 5},
+            {"name": "c", "type": "categorical", "values": ["a", "b", "c"]},
+        ],
+        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "1500ms"},
+        max_trials=10,
+        parallel=3,
+        algorithm={"name": "random", "seed": 11},
+    )
     cluster.create(as_kind(body, kind))
     wait_until(lambda: len(cluster.trials()) >= 4, timeout=60, what="a few trials")
     operator.kill()
     # The pods finish while no operator watches: the restarted one finds them done.
-    wait_until(lambda: (pods := cluster.pods()) and all(p.status.phase in ("Succeeded", "Failed")
-                                                        for p in pods.values()),
-               what="the trial pods to finish with the operator down")
+    wait_until(
+        lambda: (pods := cluster.pods()) and all(p.status.phase in ("Succeeded", "Failed") for p in pods.values()),
+        what="the trial pods to finish with the operator down",
+    )
     operator.start()
     exp = cluster.wait_finished("sigkill")
 
@@ -209,26 +262,51 @@ def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, opera
 
 def test_deleting_an_experiment_deletes_its_trials_and_pods(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    cluster.create(experiment("doomed", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-                              annotations={"sim.hpo.dev/hang": "true"}, max_trials=3, parallel=2))
+    cluster.create(
+        experiment(
+            "doomed",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/hang": "true"},
+            max_trials=3,
+            parallel=2,
+        )
+    )
     wait_until(lambda: len(cluster.pods()) == 2, what="two running trial pods")
-    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "doomed",
-                                                   propagation_policy="Background")
-    wait_until(lambda: not cluster.trials() and not cluster.pods(), timeout=90,
-               what="the garbage collector to delete trials and pods")
+    cluster.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, "experiments", "doomed", propagation_policy="Background"
+    )
+    wait_until(
+        lambda: not cluster.trials() and not cluster.pods(),
+        timeout=90,
+        what="the garbage collector to delete trials and pods",
+    )
 
 
 @KINDS
 def test_suspend_stops_trials_and_resume_reruns_them(api, namespace, operator, kwok_nodes, kind):
     cluster = Cluster(api, namespace)
-    cluster.create(as_kind(experiment("pausable", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-                                      annotations={"sim.hpo.dev/hang": "true"}, max_trials=2, parallel=2,
-                                      retryPolicy={"maxRetries": 0}), kind))
-    wait_until(lambda: len([p for p in cluster.pods().values() if p.status.phase == "Running"]) == 2,
-               what="two running trial pods")
+    cluster.create(
+        as_kind(
+            experiment(
+                "pausable",
+                [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                annotations={"sim.hpo.dev/hang": "true"},
+                max_trials=2,
+                parallel=2,
+                retryPolicy={"maxRetries": 0},
+            ),
+            kind,
+        )
+    )
+    wait_until(
+        lambda: len([p for p in cluster.pods().values() if p.status.phase == "Running"]) == 2,
+        what="two running trial pods",
+    )
     cluster.patch("pausable", {"spec": {"suspend": True}})
-    exp = wait_until(lambda: (e := cluster.get("pausable"))["status"].get("phase") == "Suspended" and e,
-                     what="the experiment to be suspended")
+    exp = wait_until(
+        lambda: (e := cluster.get("pausable"))["status"].get("phase") == "Suspended" and e,
+        what="the experiment to be suspended",
+    )
     assert condition(exp, "Suspended")["status"] == "True"
     wait_until(lambda: not cluster.pods() and not cluster.workloads(kind), what="the running pods to be deleted")
     trials = cluster.trials()
@@ -240,35 +318,58 @@ def test_suspend_stops_trials_and_resume_reruns_them(api, namespace, operator, k
     again = cluster.trials()
     assert all(again[n]["metadata"]["labels"]["hpo.dev/launch-reason"] == "Resume" for n in resumed)
     # The round writes the experiment's status after its pods (executor.py), so it may land just after.
-    wait_until(lambda: cluster.get("pausable")["status"]["phase"] == "Running", timeout=10,
-               what="the experiment to be Running again")
+    wait_until(
+        lambda: cluster.get("pausable")["status"]["phase"] == "Running",
+        timeout=10,
+        what="the experiment to be Running again",
+    )
 
 
 def test_stuck_trials_end_with_a_reason(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
     # A trial that runs too long is killed; one whose image cannot be used fails at once; neither
     # is retried, since it would end the same way.
-    cluster.create(experiment("slow", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-                              annotations={"sim.hpo.dev/hang": "true"}, max_trials=1,
-                              maxTrialDurationSeconds=2))
-    cluster.create(experiment("badimage", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-                              annotations={"sim.hpo.dev/waiting-reason": "InvalidImageName"}, max_trials=1,
-                              retryPolicy={"retryOn": ["Infrastructure", "OOMKilled", "Error"]}))
+    cluster.create(
+        experiment(
+            "slow",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/hang": "true"},
+            max_trials=1,
+            maxTrialDurationSeconds=2,
+        )
+    )
+    cluster.create(
+        experiment(
+            "badimage",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/waiting-reason": "InvalidImageName"},
+            max_trials=1,
+            retryPolicy={"retryOn": ["Infrastructure", "OOMKilled", "Error"]},
+        )
+    )
     slow, bad = cluster.wait_finished("slow"), cluster.wait_finished("badimage")
     trials = cluster.trials()
     assert (trials["slow-0000"]["status"]["phase"], trials["slow-0000"]["status"]["reason"]) == ("Killed", "Timeout")
-    assert (trials["badimage-0000"]["status"]["phase"], trials["badimage-0000"]["status"]["reason"],
-            trials["badimage-0000"]["status"]["failureClass"]) == ("Failed", "InvalidImageName", "Startup")
+    assert (
+        trials["badimage-0000"]["status"]["phase"],
+        trials["badimage-0000"]["status"]["reason"],
+        trials["badimage-0000"]["status"]["failureClass"],
+    ) == ("Failed", "InvalidImageName", "Startup")
     assert len(trials) == 2
     assert slow["status"]["failedConfigurations"] == bad["status"]["failedConfigurations"] == 1
 
 
 def test_spec_errors_cel_cannot_see_become_a_condition(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    cluster.create(experiment("typo", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-                              annotations={"sim.hpo.dev/message": '{"loss": ${params.y}}'}, max_trials=1))
-    exp = wait_until(lambda: (e := cluster.get("typo")).get("status", {}).get("conditions") and e,
-                     what="a condition")
+    cluster.create(
+        experiment(
+            "typo",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/message": '{"loss": ${params.y}}'},
+            max_trials=1,
+        )
+    )
+    exp = wait_until(lambda: (e := cluster.get("typo")).get("status", {}).get("conditions") and e, what="a condition")
     failed = condition(exp, "Failed")
     assert failed["reason"] == "InvalidSpec" and "${params.y}" in failed["message"]
     assert cluster.events("InvalidSpec")
@@ -279,15 +380,27 @@ def test_spec_errors_cel_cannot_see_become_a_condition(api, namespace, operator,
 def test_prometheus_metrics_count_trials_by_reason_and_outcome(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
     # Two configurations; each is OOMKilled on its first attempt and succeeds on the retry.
-    cluster.create(experiment("metered", [{"name": "x", "type": "double", "min": 0, "max": 1}],
-                              annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}',
-                                           "sim.hpo.dev/fail-attempts": "1", "sim.hpo.dev/exit-code": "137",
-                                           "sim.hpo.dev/reason": "OOMKilled"},
-                              max_trials=2, parallel=2, retryPolicy={"backoffSeconds": 0}))
+    cluster.create(
+        experiment(
+            "metered",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={
+                "sim.hpo.dev/message": '{"loss": ${params.x}}',
+                "sim.hpo.dev/fail-attempts": "1",
+                "sim.hpo.dev/exit-code": "137",
+                "sim.hpo.dev/reason": "OOMKilled",
+            },
+            max_trials=2,
+            parallel=2,
+            retryPolicy={"backoffSeconds": 0},
+        )
+    )
     cluster.wait_finished("metered")
     # The operator fixture serves its metrics on a port of its own (tests/kube.py).
-    samples = wait_until(lambda: (m := operator.metrics()).get('hpo_experiments{phase="Succeeded"}') == 1 and m,
-                         what="the experiment gauge")
+    samples = wait_until(
+        lambda: (m := operator.metrics()).get('hpo_experiments{phase="Succeeded"}') == 1 and m,
+        what="the experiment gauge",
+    )
     assert samples['hpo_trials_created_total{reason="Suggestion"}'] == 2
     assert samples['hpo_trials_created_total{reason="Retry"}'] == 2
     assert samples['hpo_trials_finished_total{failure_class="OOMKilled",phase="Failed"}'] == 2
@@ -298,9 +411,14 @@ def test_prometheus_metrics_count_trials_by_reason_and_outcome(api, namespace, o
 
 def test_a_pod_the_api_server_refuses_fails_its_trial_and_the_rest_go_on(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    body = experiment("refused", [{"name": "tag", "type": "categorical", "values": ["ok", "not a label!"]}],
-                      annotations={"sim.hpo.dev/message": '{"loss": 1}'}, max_trials=2, parallel=1,
-                      algorithm={"name": "grid", "seed": 0})
+    body = experiment(
+        "refused",
+        [{"name": "tag", "type": "categorical", "values": ["ok", "not a label!"]}],
+        annotations={"sim.hpo.dev/message": '{"loss": 1}'},
+        max_trials=2,
+        parallel=1,
+        algorithm={"name": "grid", "seed": 0},
+    )
     body["spec"]["trialTemplate"]["template"]["metadata"]["labels"] = {"tag": "${params.tag}"}
     cluster.create(body)
     exp = cluster.wait_finished("refused")
@@ -315,8 +433,11 @@ def test_a_pod_the_api_server_refuses_fails_its_trial_and_the_rest_go_on(api, na
 
 def node(name: str, labels: dict[str, str], kwok: bool) -> client.V1Node:
     annotations = {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"} if kwok else {}
-    return client.V1Node(metadata=client.V1ObjectMeta(
-        name=name, annotations=annotations, labels={"kubernetes.io/hostname": name, **labels}))
+    return client.V1Node(
+        metadata=client.V1ObjectMeta(
+            name=name, annotations=annotations, labels={"kubernetes.io/hostname": name, **labels}
+        )
+    )
 
 
 def test_a_trial_on_a_lost_node_is_retried_elsewhere(api, namespace, operator, kwok_nodes):
@@ -330,21 +451,43 @@ def test_a_trial_on_a_lost_node_is_retried_elsewhere(api, namespace, operator, k
     try:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         resources = {"cpu": "8", "memory": "16Gi", "pods": "110"}
-        cluster.core.patch_node_status(lost, {"status": {"capacity": resources, "allocatable": resources,
-                                                         "conditions": [{"type": "Ready", "status": "True",
-                                                                         "reason": "KubeletReady", "message": "",
-                                                                         "lastHeartbeatTime": now,
-                                                                         "lastTransitionTime": now}]}})
-        body = experiment("lost", [{"name": "x", "type": "int", "min": 0, "max": 9}],
-                          annotations={"sim.hpo.dev/message": '{"loss": 1}'}, max_trials=1)
+        cluster.core.patch_node_status(
+            lost,
+            {
+                "status": {
+                    "capacity": resources,
+                    "allocatable": resources,
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "",
+                            "lastHeartbeatTime": now,
+                            "lastTransitionTime": now,
+                        }
+                    ],
+                }
+            },
+        )
+        body = experiment(
+            "lost",
+            [{"name": "x", "type": "int", "min": 0, "max": 9}],
+            annotations={"sim.hpo.dev/message": '{"loss": 1}'},
+            max_trials=1,
+        )
         pod_spec = body["spec"]["trialTemplate"]["template"]["spec"]
         pod_spec.update(nodeSelector=pool, terminationGracePeriodSeconds=1)
         cluster.create(body)
-        first = wait_until(lambda: (p := cluster.pods().get("lost-0000")) and p.spec.node_name and p,
-                           timeout=60, what="the first trial's pod to be scheduled")
+        first = wait_until(
+            lambda: (p := cluster.pods().get("lost-0000")) and p.spec.node_name and p,
+            timeout=60,
+            what="the first trial's pod to be scheduled",
+        )
         assert first.spec.node_name == lost
-        cluster.core.patch_node(lost, {"spec": {"taints": [{"key": "hpo-test/gone", "value": "true",
-                                                            "effect": "NoExecute"}]}})
+        cluster.core.patch_node(
+            lost, {"spec": {"taints": [{"key": "hpo-test/gone", "value": "true", "effect": "NoExecute"}]}}
+        )
         cluster.core.create_node(node(healthy, pool, kwok=True))
 
         failed = cluster.wait_trial("lost-0000", ("Failed",), timeout=90)["status"]

@@ -38,9 +38,16 @@ class PodRecorder:
 
     def last(self, name: str) -> client.V1Pod:
         """The pod's last state once its container has terminated."""
-        return wait_until(lambda: (p := self.pods.get(name)) and p.status.container_statuses
-                          and p.status.container_statuses[0].state.terminated and p,
-                          timeout=30, what=f"pod {name} to terminate")
+        return wait_until(
+            lambda: (
+                (p := self.pods.get(name))
+                and p.status.container_statuses
+                and p.status.container_statuses[0].state.terminated
+                and p
+            ),
+            timeout=30,
+            what=f"pod {name} to terminate",
+        )
 
     def stop(self) -> None:
         self.watch.stop()
@@ -63,11 +70,16 @@ def terminated(pod: client.V1Pod) -> client.V1ContainerStateTerminated:
 
 def test_metrics_are_read_from_a_real_pods_log(api, namespace, operator, real_node, recorder):
     cluster = Cluster(api, namespace)
-    cluster.create(real_experiment("digits", parameters=[
-        {"name": "features", "type": "discrete", "values": ["1000"]},
-        {"name": "gamma", "type": "double", "min": 0.02, "max": 0.05},
-        {"name": "alpha", "type": "double", "min": 0.0001, "max": 0.0002},
-    ]))
+    cluster.create(
+        real_experiment(
+            "digits",
+            parameters=[
+                {"name": "features", "type": "discrete", "values": ["1000"]},
+                {"name": "gamma", "type": "double", "min": 0.02, "max": 0.05},
+                {"name": "alpha", "type": "double", "min": 0.0001, "max": 0.0002},
+            ],
+        )
+    )
     experiment = cluster.wait_finished("digits", timeout=240)
     assert experiment["status"]["phase"] == "Succeeded"
 
@@ -90,17 +102,25 @@ def test_metrics_are_read_from_a_real_pods_log(api, namespace, operator, real_no
 def test_a_really_oom_killed_trial_is_retried(api, namespace, operator, real_node, recorder):
     # Attempt 1 touches 300 MiB under a 96Mi limit and the kernel kills it; the retry (attempt 2)
     # touches 8 MiB and succeeds: recovery, with nothing simulated.
-    program = ("import sys\n"
-               "attempt = int(sys.argv[1])\n"
-               "size = (300 if attempt == 1 else 8) * 2**20\n"
-               "block = b'x' * size\n"
-               "print(f'attempt {attempt} held {len(block) >> 20} MiB')\n"
-               "print('accuracy=0.5 loss=1.0')\n")
+    program = (
+        "import sys\n"
+        "attempt = int(sys.argv[1])\n"
+        "size = (300 if attempt == 1 else 8) * 2**20\n"
+        "block = b'x' * size\n"
+        "print(f'attempt {attempt} held {len(block) >> 20} MiB')\n"
+        "print('accuracy=0.5 loss=1.0')\n"
+    )
     cluster = Cluster(api, namespace)
-    cluster.create(real_experiment(
-        "oom", parameters=[{"name": "x", "type": "discrete", "values": ["1"]}],
-        command=["python3", "-c", program], args=["${trial.attempt}"], memory="96Mi",
-        retryPolicy={"maxRetries": 2, "retryOn": ["OOMKilled"], "backoffSeconds": 1}))
+    cluster.create(
+        real_experiment(
+            "oom",
+            parameters=[{"name": "x", "type": "discrete", "values": ["1"]}],
+            command=["python3", "-c", program],
+            args=["${trial.attempt}"],
+            memory="96Mi",
+            retryPolicy={"maxRetries": 2, "retryOn": ["OOMKilled"], "backoffSeconds": 1},
+        )
+    )
     experiment = cluster.wait_finished("oom", timeout=240)
 
     first = cluster.get("oom-0000", "trials")
@@ -124,13 +144,24 @@ def test_a_really_oom_killed_trial_is_retried(api, namespace, operator, real_nod
 def test_a_real_indexed_job_trial_takes_its_metrics_from_index_0(api, namespace, operator, real_node):
     # Two real pods per trial; each prints a loss made of its own completion index, so the trial's
     # objective says which pod's log was read.
-    program = ("import os\n"
-               "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
-               "print(f'accuracy={0.9 - index / 10} loss={index + 0.5}')\n")
+    program = (
+        "import os\n"
+        "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
+        "print(f'accuracy={0.9 - index / 10} loss={index + 0.5}')\n"
+    )
     cluster = Cluster(api, namespace)
-    cluster.create(as_job(real_experiment("indexed", parameters=[{"name": "x", "type": "discrete", "values": ["1"]}],
-                                          command=["python3", "-c", program]),
-                          completionMode="Indexed", completions=2, parallelism=2))
+    cluster.create(
+        as_job(
+            real_experiment(
+                "indexed",
+                parameters=[{"name": "x", "type": "discrete", "values": ["1"]}],
+                command=["python3", "-c", program],
+            ),
+            completionMode="Indexed",
+            completions=2,
+            parallelism=2,
+        )
+    )
     experiment = cluster.wait_finished("indexed", timeout=240)
     assert experiment["status"]["phase"] == "Succeeded", experiment["status"]
     trial = cluster.get("indexed-0000", "trials")
@@ -142,52 +173,80 @@ def test_a_real_indexed_job_trial_takes_its_metrics_from_index_0(api, namespace,
     assert job.status.succeeded == 2
 
 
-def test_deleting_an_experiment_removes_its_real_containers(api, namespace, operator, real_node,
-                                                            containerd, kubectl):
+def test_deleting_an_experiment_removes_its_real_containers(api, namespace, operator, real_node, containerd, kubectl):
     cluster = Cluster(api, namespace)
-    cluster.create(real_experiment(
-        "doomed", parameters=[{"name": "x", "type": "int", "min": 1, "max": 100}],
-        command=["python3", "-c", "import time; print('training', flush=True); time.sleep(600)"],
-        parallelTrialCount=2, maxTrialCount=3, memory="64Mi"))
+    cluster.create(
+        real_experiment(
+            "doomed",
+            parameters=[{"name": "x", "type": "int", "min": 1, "max": 100}],
+            command=["python3", "-c", "import time; print('training', flush=True); time.sleep(600)"],
+            parallelTrialCount=2,
+            maxTrialCount=3,
+            memory="64Mi",
+        )
+    )
 
     def running() -> list[client.V1Pod]:
-        return [p for p in cluster.pods().values()
-                if p.status.phase == "Running" and p.status.container_statuses
-                and p.status.container_statuses[0].state.running]
+        return [
+            p
+            for p in cluster.pods().values()
+            if p.status.phase == "Running"
+            and p.status.container_statuses
+            and p.status.container_statuses[0].state.running
+        ]
+
     pods = wait_until(lambda: len(running()) == 2 and running(), timeout=120, what="two running trial pods")
     assert {p.spec.node_name for p in pods} == {real_node}
     ids = {p.status.container_statuses[0].container_id.removeprefix("containerd://") for p in pods}
     # kubectl logs: the API server reads them from the kubelet (at the node's InternalIP).
     for pod in pods:
-        wait_until(lambda: "training" in kubectl.run("logs", "-n", namespace, pod.metadata.name).stdout,
-                   timeout=30, what=f"the log of {pod.metadata.name}")
+        wait_until(
+            lambda pod=pod: "training" in kubectl.run("logs", "-n", namespace, pod.metadata.name).stdout,
+            timeout=30,
+            what=f"the log of {pod.metadata.name}",
+        )
 
     def containers_of_namespace() -> set[str]:
         out = containerd("containers", "ls", "-q", f'labels."io.kubernetes.pod.namespace"=={namespace}')
         return set(out.split())
+
     if containerd:
         tasks = set(containerd("tasks", "ls", "-q").split())
         assert ids <= tasks, "the trial containers should be running in containerd"
         assert ids <= containers_of_namespace()
 
     cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "doomed")
-    wait_until(lambda: not cluster.trials() and not cluster.pods(), timeout=120,
-               what="the trials and pods to be deleted")
+    wait_until(
+        lambda: not cluster.trials() and not cluster.pods(), timeout=120, what="the trials and pods to be deleted"
+    )
     if containerd:
         # The kubelet stops the containers at once and removes them (and their sandboxes) at its
         # next garbage collection, within about a minute.
-        wait_until(lambda: not ids & set(containerd("tasks", "ls", "-q").split()), timeout=60,
-                   what="the trial containers to stop")
-        wait_until(lambda: not containers_of_namespace(), timeout=150, interval=2,
-                   what="containerd to hold no container of the namespace")
+        wait_until(
+            lambda: not ids & set(containerd("tasks", "ls", "-q").split()),
+            timeout=60,
+            what="the trial containers to stop",
+        )
+        wait_until(
+            lambda: not containers_of_namespace(),
+            timeout=150,
+            interval=2,
+            what="containerd to hold no container of the namespace",
+        )
 
 
 def test_finished_trial_pods_are_kept(api, namespace, operator, real_node, kubectl):
     cluster = Cluster(api, namespace)
-    cluster.create(real_experiment(
-        "kept", parameters=[{"name": "x", "type": "int", "min": 1, "max": 1000}],
-        command=["python3", "-c", "import time; time.sleep(1); print('accuracy=0.5 loss=1.0')"],
-        parallelTrialCount=2, maxTrialCount=4, memory="64Mi"))
+    cluster.create(
+        real_experiment(
+            "kept",
+            parameters=[{"name": "x", "type": "int", "min": 1, "max": 1000}],
+            command=["python3", "-c", "import time; time.sleep(1); print('accuracy=0.5 loss=1.0')"],
+            parallelTrialCount=2,
+            maxTrialCount=4,
+            memory="64Mi",
+        )
+    )
     assert cluster.wait_finished("kept", timeout=180)["status"]["phase"] == "Succeeded"
     # A round of the finished experiment, which sees every trial recorded: one that deletes their
     # pods would have by then.

@@ -20,39 +20,52 @@ FAIL_ATTEMPTS = ["0", "0", "0", "1", "2", "3"]
 
 def load_experiment() -> dict:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": "load"},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Experiment",
+        "metadata": {"name": "load"},
         "spec": {
             "objective": {"type": "minimize", "metricName": "loss"},
             "algorithm": {"name": "random", "seed": 3},
-            "parameters": [{"name": "x", "type": "double", "min": 0, "max": 1},
-                           {"name": "f", "type": "discrete", "values": sorted(set(FAIL_ATTEMPTS))}],
+            "parameters": [
+                {"name": "x", "type": "double", "min": 0, "max": 1},
+                {"name": "f", "type": "discrete", "values": sorted(set(FAIL_ATTEMPTS))},
+            ],
             "parallelTrialCount": PARALLEL,
             "maxTrialCount": CONFIGURATIONS,
             "maxFailedTrialCount": CONFIGURATIONS,
             "retryPolicy": {"maxRetries": MAX_RETRIES, "retryOn": ["OOMKilled"], "backoffSeconds": 0},
             "metricsCollector": {"source": "TerminationMessage"},
-            "trialTemplate": {"template": {
-                "metadata": {"annotations": {
-                    "sim.hpo.dev/duration": "200ms",
-                    "sim.hpo.dev/fail-attempts": "${params.f}",
-                    "sim.hpo.dev/exit-code": "137",
-                    "sim.hpo.dev/reason": "OOMKilled",
-                    "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
-                "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
-            }},
+            "trialTemplate": {
+                "template": {
+                    "metadata": {
+                        "annotations": {
+                            "sim.hpo.dev/duration": "200ms",
+                            "sim.hpo.dev/fail-attempts": "${params.f}",
+                            "sim.hpo.dev/exit-code": "137",
+                            "sim.hpo.dev/reason": "OOMKilled",
+                            "sim.hpo.dev/message": '{"loss": ${params.x}}',
+                        }
+                    },
+                    "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
+                }
+            },
         },
     }
 
 
 def test_hundreds_of_trials_with_failures_and_a_killed_operator_end_with_exact_counts(
-        api, namespace, operator, kwok_nodes):
+    api, namespace, operator, kwok_nodes
+):
     cluster = Cluster(api, namespace)
     cluster.create(load_experiment())
 
     # Kill the operator (no cleanup at all) once a third of the configurations have run, and start
     # a new one: nothing may be created twice or lost.
-    wait_until(lambda: (cluster.get("load").get("status") or {}).get("configurations", 0) >= CONFIGURATIONS // 3,
-               timeout=240, what="a third of the configurations")
+    wait_until(
+        lambda: (cluster.get("load").get("status") or {}).get("configurations", 0) >= CONFIGURATIONS // 3,
+        timeout=240,
+        what="a third of the configurations",
+    )
     operator.kill()
     operator.start()
 
@@ -87,16 +100,22 @@ def test_hundreds_of_trials_with_failures_and_a_killed_operator_end_with_exact_c
 
     assert len(trials) == expected_trials
     assert status["phase"] == "Succeeded"
-    assert (status["configurations"], status["trials"], status["trialsSucceeded"], status["failedConfigurations"],
-            status["trialsRetried"], status["trialsFailed"]) == (
-        CONFIGURATIONS, expected_trials, succeeded, failed_configs, retried, expected_trials - succeeded)
+    assert (
+        status["configurations"],
+        status["trials"],
+        status["trialsSucceeded"],
+        status["failedConfigurations"],
+        status["trialsRetried"],
+        status["trialsFailed"],
+    ) == (CONFIGURATIONS, expected_trials, succeeded, failed_configs, retried, expected_trials - succeeded)
     # One pod per trial, named after it (podRetention Keep), and no pod of anything else.
     assert set(pods) == set(trials)
     assert all(p.metadata.owner_references[0].name == p.metadata.name for p in pods.values())
     # The failures that were injected did happen: every value of f was drawn.
     assert {t["spec"]["parameters"][1]["value"] for t in trials.values()} == set(FAIL_ATTEMPTS)
-    best = min((t for t in trials.values() if t["status"]["phase"] == "Succeeded"),
-               key=lambda t: t["status"]["objectiveValue"])
+    best = min(
+        (t for t in trials.values() if t["status"]["phase"] == "Succeeded"), key=lambda t: t["status"]["objectiveValue"]
+    )
     assert status["currentOptimalTrial"]["trialName"] == best["metadata"]["name"]
 
 
@@ -110,11 +129,12 @@ def test_the_api_layer_raises_what_the_api_server_refuses(kubeconfig, namespace,
         body = load_experiment()
         try:
             seen: list = [(await api.create("experiments", namespace, body))["metadata"]["name"]]
-            for call in (lambda: api.create("experiments", namespace, body),
-                         lambda: api.get("experiments", namespace, "missing"),
-                         lambda: api.patch_status("experiments", namespace, "missing", {"phase": "Running"}),
-                         lambda: api.create_pod(namespace, {"metadata": {"name": "Not_Valid"},
-                                                            "spec": {"containers": []}})):
+            for call in (
+                lambda: api.create("experiments", namespace, body),
+                lambda: api.get("experiments", namespace, "missing"),
+                lambda: api.patch_status("experiments", namespace, "missing", {"phase": "Running"}),
+                lambda: api.create_pod(namespace, {"metadata": {"name": "Not_Valid"}, "spec": {"containers": []}}),
+            ):
                 try:
                     await call()
                     seen.append("no error")

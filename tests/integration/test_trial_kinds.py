@@ -45,9 +45,18 @@ def test_job_trials_succeed_with_metrics_and_are_owned_by_their_trials(api, name
 
 def test_an_oom_killed_job_trial_is_retried_with_exact_counts(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    cluster.create(as_job(experiment(
-        "oom", X, annotations={**LOSS, "sim.hpo.dev/exit-code-attempt-1": "137", "sim.hpo.dev/reason": "OOMKilled"},
-        max_trials=3, parallel=3, retryPolicy={"maxRetries": 2, "backoffSeconds": 1})))
+    cluster.create(
+        as_job(
+            experiment(
+                "oom",
+                X,
+                annotations={**LOSS, "sim.hpo.dev/exit-code-attempt-1": "137", "sim.hpo.dev/reason": "OOMKilled"},
+                max_trials=3,
+                parallel=3,
+                retryPolicy={"maxRetries": 2, "backoffSeconds": 1},
+            )
+        )
+    )
     exp = cluster.wait_finished("oom", timeout=120)
     assert exp["status"]["phase"] == "Succeeded", exp["status"]
     trials = cluster.trials()
@@ -63,8 +72,14 @@ def test_an_oom_killed_job_trial_is_retried_with_exact_counts(api, namespace, op
 
 def test_an_indexed_job_is_one_trial_whose_metrics_come_from_index_0(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    cluster.create(as_job(experiment("indexed", X, annotations=LOSS, max_trials=2, parallel=2),
-                          completionMode="Indexed", completions=2, parallelism=2))
+    cluster.create(
+        as_job(
+            experiment("indexed", X, annotations=LOSS, max_trials=2, parallel=2),
+            completionMode="Indexed",
+            completions=2,
+            parallelism=2,
+        )
+    )
     exp = cluster.wait_finished("indexed", timeout=120)
     assert exp["status"]["phase"] == "Succeeded", exp["status"]
     trials = cluster.trials()
@@ -72,17 +87,29 @@ def test_an_indexed_job_is_one_trial_whose_metrics_come_from_index_0(api, namesp
     pods = cluster.pods()
     assert len(pods) == 4  # two pods per trial, still one trial each
     for name, t in trials.items():
-        indexes = sorted(p.metadata.labels["batch.kubernetes.io/job-completion-index"] for p in pods.values()
-                         if p.metadata.labels["hpo.dev/trial"] == name)
+        indexes = sorted(
+            p.metadata.labels["batch.kubernetes.io/job-completion-index"]
+            for p in pods.values()
+            if p.metadata.labels["hpo.dev/trial"] == name
+        )
         assert indexes == ["0", "1"]
         assert t["status"]["objectiveValue"] == float(t["spec"]["parameters"][0]["value"])
 
 
 def test_a_jobs_active_deadline_fails_its_trial_as_a_timeout_not_retried(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    cluster.create(as_job(experiment("deadline", X, annotations={**LOSS, "sim.hpo.dev/duration": "60s"},
-                                     max_trials=1, retryPolicy={"maxRetries": 2, "backoffSeconds": 1}),
-                          activeDeadlineSeconds=2))
+    cluster.create(
+        as_job(
+            experiment(
+                "deadline",
+                X,
+                annotations={**LOSS, "sim.hpo.dev/duration": "60s"},
+                max_trials=1,
+                retryPolicy={"maxRetries": 2, "backoffSeconds": 1},
+            ),
+            activeDeadlineSeconds=2,
+        )
+    )
     exp = cluster.wait_finished("deadline", timeout=120)
     trials = cluster.trials()
     assert list(trials) == ["deadline-0000"]
@@ -93,27 +120,41 @@ def test_a_jobs_active_deadline_fails_its_trial_as_a_timeout_not_retried(api, na
 
 def test_deleting_the_experiment_removes_its_jobs_and_their_pods(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    cluster.create(as_job(experiment("gone", X, annotations={**LOSS, "sim.hpo.dev/hang": "true"},
-                                     max_trials=2, parallel=2)))
+    cluster.create(
+        as_job(experiment("gone", X, annotations={**LOSS, "sim.hpo.dev/hang": "true"}, max_trials=2, parallel=2))
+    )
     wait_until(lambda: len(cluster.pods()) == 2, timeout=60, what="two running Job pods")
-    cluster.custom.delete_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "experiments", "gone",
-                                                   propagation_policy="Foreground")
-    wait_until(lambda: not jobs(api, namespace) and not cluster.pods(), timeout=90,
-               what="the garbage collector to remove the Jobs and their pods")
+    cluster.custom.delete_namespaced_custom_object(
+        "hpo.dev", "v1alpha1", namespace, "experiments", "gone", propagation_policy="Foreground"
+    )
+    wait_until(
+        lambda: not jobs(api, namespace) and not cluster.pods(),
+        timeout=90,
+        what="the garbage collector to remove the Jobs and their pods",
+    )
 
 
 # --- any resource: a test CRD whose controller the test plays -------------------------------------
 
 FAKE_GROUP = "test.hpo.dev"
 FAKE_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
     "metadata": {"name": f"trainruns.{FAKE_GROUP}"},
-    "spec": {"group": FAKE_GROUP, "scope": "Namespaced",
-             "names": {"plural": "trainruns", "singular": "trainrun", "kind": "TrainRun"},
-             "versions": [{"name": "v1", "served": True, "storage": True,
-                           "subresources": {"status": {}},
-                           "schema": {"openAPIV3Schema": {"type": "object",
-                                                          "x-kubernetes-preserve-unknown-fields": True}}}]},
+    "spec": {
+        "group": FAKE_GROUP,
+        "scope": "Namespaced",
+        "names": {"plural": "trainruns", "singular": "trainrun", "kind": "TrainRun"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
 }
 
 
@@ -166,34 +207,68 @@ class TrainRunController:
             except client.ApiException as e:
                 if e.status != 404:
                     raise
-                self.core.create_namespaced_pod(self.ns, {
-                    "metadata": {**template["metadata"], "name": f"{name}-worker",
-                                 "ownerReferences": [{"apiVersion": f"{FAKE_GROUP}/v1", "kind": "TrainRun",
-                                                      "name": name, "uid": run["metadata"]["uid"]}]},
-                    "spec": {**template["spec"], "restartPolicy": "Never"}})
+                self.core.create_namespaced_pod(
+                    self.ns,
+                    {
+                        "metadata": {
+                            **template["metadata"],
+                            "name": f"{name}-worker",
+                            "ownerReferences": [
+                                {
+                                    "apiVersion": f"{FAKE_GROUP}/v1",
+                                    "kind": "TrainRun",
+                                    "name": name,
+                                    "uid": run["metadata"]["uid"],
+                                }
+                            ],
+                        },
+                        "spec": {**template["spec"], "restartPolicy": "Never"},
+                    },
+                )
                 continue
             if pod.status.phase in ("Succeeded", "Failed"):
                 type_ = "Done" if pod.status.phase == "Succeeded" else "Broken"
-                self.custom.patch_namespaced_custom_object_status(FAKE_GROUP, "v1", self.ns, "trainruns", name, {
-                    "status": {"conditions": [{"type": type_, "status": "True", "reason": f"Worker{pod.status.phase}"}]}})
+                self.custom.patch_namespaced_custom_object_status(
+                    FAKE_GROUP,
+                    "v1",
+                    self.ns,
+                    "trainruns",
+                    name,
+                    {
+                        "status": {
+                            "conditions": [{"type": type_, "status": "True", "reason": f"Worker{pod.status.phase}"}]
+                        }
+                    },
+                )
 
     def stop(self) -> None:
         self.stopped.set()
 
 
-def test_any_resource_with_typed_conditions_runs_trials_with_retries(api, namespace, operator, kwok_nodes, trainrun_crd):
+def test_any_resource_with_typed_conditions_runs_trials_with_retries(
+    api, namespace, operator, kwok_nodes, trainrun_crd
+):
     controller = TrainRunController(api, namespace)
     try:
         cluster = Cluster(api, namespace)
-        pod_template = experiment("x", X, annotations={**LOSS, "sim.hpo.dev/exit-code-attempt-1": "137",
-                                                       "sim.hpo.dev/reason": "OOMKilled"},
-                                  max_trials=1)["spec"]["trialTemplate"]["template"]
-        body = experiment("runs", X, annotations={}, max_trials=3, parallel=3,
-                          retryPolicy={"maxRetries": 2, "backoffSeconds": 1})
-        body["spec"]["trialTemplate"] = {"resource": {
-            "apiVersion": f"{FAKE_GROUP}/v1", "kind": "TrainRun",
-            "manifest": {"metadata": {"labels": {"team": "ml"}}, "spec": {"worker": pod_template}},
-            "successCondition": {"type": "Done"}, "failureCondition": {"type": "Broken"}}}
+        pod_template = experiment(
+            "x",
+            X,
+            annotations={**LOSS, "sim.hpo.dev/exit-code-attempt-1": "137", "sim.hpo.dev/reason": "OOMKilled"},
+            max_trials=1,
+        )["spec"]["trialTemplate"]["template"]
+        body = experiment(
+            "runs", X, annotations={}, max_trials=3, parallel=3, retryPolicy={"maxRetries": 2, "backoffSeconds": 1}
+        )
+        body["spec"]["trialTemplate"] = {
+            "resource": {
+                "apiVersion": f"{FAKE_GROUP}/v1",
+                "kind": "TrainRun",
+                "manifest": {"metadata": {"labels": {"team": "ml"}}, "spec": {"worker": pod_template}},
+                "successCondition": {"type": "Done"},
+                "failureCondition": {"type": "Broken"},
+            }
+        }
         cluster.create(body)
         exp = cluster.wait_finished("runs", timeout=120)
     finally:
@@ -208,8 +283,9 @@ def test_any_resource_with_typed_conditions_runs_trials_with_retries(api, namesp
         assert retry["status"]["objectiveValue"] == float(retry["spec"]["parameters"][0]["value"])
     runs = cluster.custom.list_namespaced_custom_object(FAKE_GROUP, "v1", namespace, "trainruns")["items"]
     assert sorted(r["metadata"]["name"] for r in runs) == sorted(trials)
-    assert all(r["metadata"]["labels"]["team"] == "ml" and r["metadata"]["ownerReferences"][0]["kind"] == "Trial"
-               for r in runs)
+    assert all(
+        r["metadata"]["labels"]["team"] == "ml" and r["metadata"]["ownerReferences"][0]["kind"] == "Trial" for r in runs
+    )
 
 
 def test_the_schema_refuses_a_template_of_two_kinds_or_none(kubectl, namespace, crds):
@@ -221,8 +297,15 @@ def test_the_schema_refuses_a_template_of_two_kinds_or_none(kubectl, namespace, 
     out = kubectl.apply(body, namespace, check=False)
     assert out.returncode != 0 and "exactly one of" in out.stderr
     bad = experiment("bad", X, annotations=LOSS, max_trials=1)
-    bad["spec"]["trialTemplate"] = {"resource": {"apiVersion": "not a version", "kind": "x", "manifest": {},
-                                                 "successCondition": {"type": "Done"}, "failureCondition": {}}}
+    bad["spec"]["trialTemplate"] = {
+        "resource": {
+            "apiVersion": "not a version",
+            "kind": "x",
+            "manifest": {},
+            "successCondition": {"type": "Done"},
+            "failureCondition": {},
+        }
+    }
     out = kubectl.apply(bad, namespace, check=False)
     assert out.returncode != 0
     for field in ("apiVersion", "kind", "failureCondition.type"):

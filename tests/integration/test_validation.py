@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -30,8 +31,12 @@ def valid_experiment(name: str = "valid") -> dict[str, Any]:
         "kind": "Experiment",
         "metadata": {"name": name},
         "spec": {
-            "objective": {"type": "minimize", "metricName": "val_loss", "goal": 0.05,
-                          "additionalMetricNames": ["accuracy", "epoch_time"]},
+            "objective": {
+                "type": "minimize",
+                "metricName": "val_loss",
+                "goal": 0.05,
+                "additionalMetricNames": ["accuracy", "epoch_time"],
+            },
             "algorithm": {"name": "random", "seed": 7},
             "parameters": [
                 {"name": "lr", "type": "double", "min": 0.0001, "max": 0.1, "log": True},
@@ -52,12 +57,20 @@ def valid_experiment(name: str = "valid") -> dict[str, Any]:
                 "podRetention": "Delete",
                 "template": {
                     "metadata": {"labels": {"app": "trainer"}},
-                    "spec": {"containers": [{
-                        "name": "train",
-                        "image": "trainer:1",
-                        "args": ["--lr=${params.lr}", "--layers=${params.layers}",
-                                 "--optimizer=${params.optimizer}", "--batch-size=${params.batch_size}"],
-                    }]},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "train",
+                                "image": "trainer:1",
+                                "args": [
+                                    "--lr=${params.lr}",
+                                    "--layers=${params.layers}",
+                                    "--optimizer=${params.optimizer}",
+                                    "--batch-size=${params.batch_size}",
+                                ],
+                            }
+                        ]
+                    },
                 },
             },
         },
@@ -69,9 +82,11 @@ def valid_trial(name: str = "valid-trial", experiment: str = "valid") -> dict[st
         "apiVersion": API_VERSION,
         "kind": "Trial",
         "metadata": {"name": name},
-        "spec": {"experimentName": experiment,
-                 "parameters": [{"name": "lr", "value": "0.01"}, {"name": "layers", "value": "3"}],
-                 "attempt": 1},
+        "spec": {
+            "experimentName": experiment,
+            "parameters": [{"name": "lr", "value": "0.01"}, {"name": "layers", "value": "3"}],
+            "attempt": 1,
+        },
     }
 
 
@@ -87,138 +102,339 @@ def container(spec: dict[str, Any]) -> dict[str, Any]:
 Edit = Callable[[dict[str, Any]], Any]
 CASES: list[tuple[str, Edit, str, str]] = [
     # -- parameters --------------------------------------------------------------------------
-    ("min-equals-max", lambda s: param(s, "layers").update(min=4, max=4),
-     "spec.parameters[1]", "min must be less than max"),
-    ("min-above-max", lambda s: param(s, "lr").update(min=0.1, max=0.001),
-     "spec.parameters[0]", "min must be less than max"),
-    ("categorical-empty-values", lambda s: param(s, "optimizer").update(values=[]),
-     "spec.parameters[2]", "categorical and discrete parameters need a non-empty list of values"),
-    ("discrete-without-values", lambda s: param(s, "batch_size").pop("values"),
-     "spec.parameters[3]", "categorical and discrete parameters need a non-empty list of values"),
-    ("categorical-with-min", lambda s: param(s, "optimizer").update(min=0),
-     "spec.parameters[2]", "categorical and discrete take values"),
-    ("categorical-with-log", lambda s: param(s, "optimizer").update(log=True),
-     "spec.parameters[2]", "categorical and discrete take values"),
-    ("int-with-values", lambda s: param(s, "layers").update(values=["1", "2"]),
-     "spec.parameters[1]", "int and double parameters take min, max, step and log"),
-    ("double-without-max", lambda s: param(s, "lr").pop("max"),
-     "spec.parameters[0]", "int and double parameters need min and max"),
-    ("int-without-min", lambda s: param(s, "layers").pop("min"),
-     "spec.parameters[1]", "int and double parameters need min and max"),
-    ("duplicate-parameter-names",
-     lambda s: s["parameters"].append({"name": "layers", "type": "double", "min": 0, "max": 1}),
-     "spec.parameters[4]", "Duplicate value"),
-    ("duplicate-categorical-values", lambda s: param(s, "optimizer").update(values=["adam", "sgd", "adam"]),
-     "spec.parameters[2].values[2]", 'Duplicate value: "adam"'),
-    ("discrete-value-not-a-number", lambda s: param(s, "batch_size").update(values=["16", "32", "lots"]),
-     "spec.parameters[3]", "the values of a discrete parameter must be numbers"),
-    ("discrete-value-two-points", lambda s: param(s, "batch_size").update(values=["1.2.3"]),
-     "spec.parameters[3]", "the values of a discrete parameter must be numbers"),
-    ("log-with-zero-min", lambda s: param(s, "lr").update(min=0),
-     "spec.parameters[0]", "a log-scale parameter needs min > 0"),
-    ("log-with-negative-min", lambda s: param(s, "lr").update(min=-1),
-     "spec.parameters[0]", "a log-scale parameter needs min > 0"),
-    ("log-with-step", lambda s: param(s, "lr").update(step=0.001),
-     "spec.parameters[0]", "a log-scale parameter cannot have a step"),
-    ("int-with-fractional-bounds", lambda s: param(s, "layers").update(min=1.5, max=8),
-     "spec.parameters[1]", "an int parameter needs whole-number min, max and step"),
-    ("int-with-fractional-step", lambda s: param(s, "layers").update(step=0.5),
-     "spec.parameters[1]", "an int parameter needs whole-number min, max and step"),
-    ("step-zero", lambda s: param(s, "layers").update(step=0),
-     "spec.parameters[1].step", "should be greater than 0"),
-    ("step-negative", lambda s: param(s, "layers").update(step=-1),
-     "spec.parameters[1].step", "should be greater than 0"),
-    ("unknown-parameter-type", lambda s: param(s, "lr").update(type="float"),
-     "spec.parameters[0].type", 'Unsupported value: "float"'),
-    ("parameter-name-with-dash", lambda s: param(s, "batch_size").update(name="batch-size"),
-     "spec.parameters[3].name", "should match '^[A-Za-z_][A-Za-z0-9_]*$'"),
-    ("parameter-name-starting-with-digit", lambda s: param(s, "lr").update(name="2lr"),
-     "spec.parameters[0].name", "should match '^[A-Za-z_][A-Za-z0-9_]*$'"),
-    ("no-parameters", lambda s: s.update(parameters=[]),
-     "spec.parameters", "should have at least 1 items"),
-    ("too-many-parameters",
-     lambda s: s.update(parameters=[{"name": f"p{i}", "type": "int", "min": 0, "max": 1} for i in range(65)]),
-     "spec.parameters", "must have at most 64 items"),
-    ("categorical-value-too-long", lambda s: param(s, "optimizer").update(values=["x" * 129]),
-     "spec.parameters[2].values[0]", "Too long: may not be more than 128"),
+    (
+        "min-equals-max",
+        lambda s: param(s, "layers").update(min=4, max=4),
+        "spec.parameters[1]",
+        "min must be less than max",
+    ),
+    (
+        "min-above-max",
+        lambda s: param(s, "lr").update(min=0.1, max=0.001),
+        "spec.parameters[0]",
+        "min must be less than max",
+    ),
+    (
+        "categorical-empty-values",
+        lambda s: param(s, "optimizer").update(values=[]),
+        "spec.parameters[2]",
+        "categorical and discrete parameters need a non-empty list of values",
+    ),
+    (
+        "discrete-without-values",
+        lambda s: param(s, "batch_size").pop("values"),
+        "spec.parameters[3]",
+        "categorical and discrete parameters need a non-empty list of values",
+    ),
+    (
+        "categorical-with-min",
+        lambda s: param(s, "optimizer").update(min=0),
+        "spec.parameters[2]",
+        "categorical and discrete take values",
+    ),
+    (
+        "categorical-with-log",
+        lambda s: param(s, "optimizer").update(log=True),
+        "spec.parameters[2]",
+        "categorical and discrete take values",
+    ),
+    (
+        "int-with-values",
+        lambda s: param(s, "layers").update(values=["1", "2"]),
+        "spec.parameters[1]",
+        "int and double parameters take min, max, step and log",
+    ),
+    (
+        "double-without-max",
+        lambda s: param(s, "lr").pop("max"),
+        "spec.parameters[0]",
+        "int and double parameters need min and max",
+    ),
+    (
+        "int-without-min",
+        lambda s: param(s, "layers").pop("min"),
+        "spec.parameters[1]",
+        "int and double parameters need min and max",
+    ),
+    (
+        "duplicate-parameter-names",
+        lambda s: s["parameters"].append({"name": "layers", "type": "double", "min": 0, "max": 1}),
+        "spec.parameters[4]",
+        "Duplicate value",
+    ),
+    (
+        "duplicate-categorical-values",
+        lambda s: param(s, "optimizer").update(values=["adam", "sgd", "adam"]),
+        "spec.parameters[2].values[2]",
+        'Duplicate value: "adam"',
+    ),
+    (
+        "discrete-value-not-a-number",
+        lambda s: param(s, "batch_size").update(values=["16", "32", "lots"]),
+        "spec.parameters[3]",
+        "the values of a discrete parameter must be numbers",
+    ),
+    (
+        "discrete-value-two-points",
+        lambda s: param(s, "batch_size").update(values=["1.2.3"]),
+        "spec.parameters[3]",
+        "the values of a discrete parameter must be numbers",
+    ),
+    (
+        "log-with-zero-min",
+        lambda s: param(s, "lr").update(min=0),
+        "spec.parameters[0]",
+        "a log-scale parameter needs min > 0",
+    ),
+    (
+        "log-with-negative-min",
+        lambda s: param(s, "lr").update(min=-1),
+        "spec.parameters[0]",
+        "a log-scale parameter needs min > 0",
+    ),
+    (
+        "log-with-step",
+        lambda s: param(s, "lr").update(step=0.001),
+        "spec.parameters[0]",
+        "a log-scale parameter cannot have a step",
+    ),
+    (
+        "int-with-fractional-bounds",
+        lambda s: param(s, "layers").update(min=1.5, max=8),
+        "spec.parameters[1]",
+        "an int parameter needs whole-number min, max and step",
+    ),
+    (
+        "int-with-fractional-step",
+        lambda s: param(s, "layers").update(step=0.5),
+        "spec.parameters[1]",
+        "an int parameter needs whole-number min, max and step",
+    ),
+    ("step-zero", lambda s: param(s, "layers").update(step=0), "spec.parameters[1].step", "should be greater than 0"),
+    (
+        "step-negative",
+        lambda s: param(s, "layers").update(step=-1),
+        "spec.parameters[1].step",
+        "should be greater than 0",
+    ),
+    (
+        "unknown-parameter-type",
+        lambda s: param(s, "lr").update(type="float"),
+        "spec.parameters[0].type",
+        'Unsupported value: "float"',
+    ),
+    (
+        "parameter-name-with-dash",
+        lambda s: param(s, "batch_size").update(name="batch-size"),
+        "spec.parameters[3].name",
+        "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
+    ),
+    (
+        "parameter-name-starting-with-digit",
+        lambda s: param(s, "lr").update(name="2lr"),
+        "spec.parameters[0].name",
+        "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
+    ),
+    ("no-parameters", lambda s: s.update(parameters=[]), "spec.parameters", "should have at least 1 items"),
+    (
+        "too-many-parameters",
+        lambda s: s.update(parameters=[{"name": f"p{i}", "type": "int", "min": 0, "max": 1} for i in range(65)]),
+        "spec.parameters",
+        "must have at most 64 items",
+    ),
+    (
+        "categorical-value-too-long",
+        lambda s: param(s, "optimizer").update(values=["x" * 129]),
+        "spec.parameters[2].values[0]",
+        "Too long: may not be more than 128",
+    ),
     # -- budgets -------------------------------------------------------------------------------
-    ("parallel-exceeds-max", lambda s: s.update(parallelTrialCount=20, maxTrialCount=10),
-     "spec", "parallelTrialCount must not exceed maxTrialCount"),
-    ("max-trial-count-zero", lambda s: s.update(maxTrialCount=0),
-     "spec.maxTrialCount", "should be greater than or equal to 1"),
-    ("max-trial-count-missing", lambda s: s.pop("maxTrialCount"),
-     "spec.maxTrialCount", "Required value"),
-    ("parallel-trial-count-zero", lambda s: s.update(parallelTrialCount=0),
-     "spec.parallelTrialCount", "should be greater than or equal to 1"),
-    ("negative-max-failed-trial-count", lambda s: s.update(maxFailedTrialCount=-1),
-     "spec.maxFailedTrialCount", "should be greater than or equal to 0"),
-    ("max-trial-duration-zero", lambda s: s.update(maxTrialDurationSeconds=0),
-     "spec.maxTrialDurationSeconds", "should be greater than or equal to 1"),
-    ("startup-timeout-over-a-day", lambda s: s.update(startupTimeoutSeconds=86401),
-     "spec.startupTimeoutSeconds", "should be less than or equal to 86400"),
-    ("suspend-not-a-boolean", lambda s: s.update(suspend="yes"),
-     "spec.suspend", "must be of type boolean"),
+    (
+        "parallel-exceeds-max",
+        lambda s: s.update(parallelTrialCount=20, maxTrialCount=10),
+        "spec",
+        "parallelTrialCount must not exceed maxTrialCount",
+    ),
+    (
+        "max-trial-count-zero",
+        lambda s: s.update(maxTrialCount=0),
+        "spec.maxTrialCount",
+        "should be greater than or equal to 1",
+    ),
+    ("max-trial-count-missing", lambda s: s.pop("maxTrialCount"), "spec.maxTrialCount", "Required value"),
+    (
+        "parallel-trial-count-zero",
+        lambda s: s.update(parallelTrialCount=0),
+        "spec.parallelTrialCount",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "negative-max-failed-trial-count",
+        lambda s: s.update(maxFailedTrialCount=-1),
+        "spec.maxFailedTrialCount",
+        "should be greater than or equal to 0",
+    ),
+    (
+        "max-trial-duration-zero",
+        lambda s: s.update(maxTrialDurationSeconds=0),
+        "spec.maxTrialDurationSeconds",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "startup-timeout-over-a-day",
+        lambda s: s.update(startupTimeoutSeconds=86401),
+        "spec.startupTimeoutSeconds",
+        "should be less than or equal to 86400",
+    ),
+    ("suspend-not-a-boolean", lambda s: s.update(suspend="yes"), "spec.suspend", "must be of type boolean"),
     # -- objective -----------------------------------------------------------------------------
-    ("unknown-objective-type", lambda s: s["objective"].update(type="minimise"),
-     "spec.objective.type", 'Unsupported value: "minimise"'),
-    ("metric-name-with-dash", lambda s: s["objective"].update(metricName="val-loss"),
-     "spec.objective.metricName", "should match '^[A-Za-z_][A-Za-z0-9_]*$'"),
-    ("metric-name-with-space", lambda s: s["objective"].update(metricName="val loss"),
-     "spec.objective.metricName", "should match '^[A-Za-z_][A-Za-z0-9_]*$'"),
-    ("additional-metrics-repeat-objective",
-     lambda s: s["objective"].update(additionalMetricNames=["accuracy", "val_loss"]),
-     "spec.objective", "additionalMetricNames must not repeat metricName"),
-    ("goal-not-a-number", lambda s: s["objective"].update(goal="low"),
-     "spec.objective.goal", "must be of type number"),
-    ("objective-missing", lambda s: s.pop("objective"),
-     "spec.objective", "Required value"),
+    (
+        "unknown-objective-type",
+        lambda s: s["objective"].update(type="minimise"),
+        "spec.objective.type",
+        'Unsupported value: "minimise"',
+    ),
+    (
+        "metric-name-with-dash",
+        lambda s: s["objective"].update(metricName="val-loss"),
+        "spec.objective.metricName",
+        "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
+    ),
+    (
+        "metric-name-with-space",
+        lambda s: s["objective"].update(metricName="val loss"),
+        "spec.objective.metricName",
+        "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
+    ),
+    (
+        "additional-metrics-repeat-objective",
+        lambda s: s["objective"].update(additionalMetricNames=["accuracy", "val_loss"]),
+        "spec.objective",
+        "additionalMetricNames must not repeat metricName",
+    ),
+    ("goal-not-a-number", lambda s: s["objective"].update(goal="low"), "spec.objective.goal", "must be of type number"),
+    ("objective-missing", lambda s: s.pop("objective"), "spec.objective", "Required value"),
     # -- algorithm -----------------------------------------------------------------------------
-    ("unknown-algorithm", lambda s: s["algorithm"].update(name="bayesian"),
-     "spec.algorithm.name", 'Unsupported value: "bayesian"'),
-    ("grid-with-double-without-step", lambda s: s["algorithm"].update(name="grid"),
-     "spec", "grid search needs a step for every double parameter"),
-    ("negative-seed", lambda s: s["algorithm"].update(seed=-1),
-     "spec.algorithm.seed", "should be greater than or equal to 0"),
-    ("random-with-settings", lambda s: s["algorithm"].update(settings=[{"name": "multivariate", "value": "true"}]),
-     "spec.algorithm", "unknown setting for this algorithm"),
-    ("tpe-with-unknown-setting", lambda s: s["algorithm"].update(name="tpe", settings=[{"name": "popsize", "value": "8"}]),
-     "spec.algorithm", "unknown setting for this algorithm"),
+    (
+        "unknown-algorithm",
+        lambda s: s["algorithm"].update(name="bayesian"),
+        "spec.algorithm.name",
+        'Unsupported value: "bayesian"',
+    ),
+    (
+        "grid-with-double-without-step",
+        lambda s: s["algorithm"].update(name="grid"),
+        "spec",
+        "grid search needs a step for every double parameter",
+    ),
+    (
+        "negative-seed",
+        lambda s: s["algorithm"].update(seed=-1),
+        "spec.algorithm.seed",
+        "should be greater than or equal to 0",
+    ),
+    (
+        "random-with-settings",
+        lambda s: s["algorithm"].update(settings=[{"name": "multivariate", "value": "true"}]),
+        "spec.algorithm",
+        "unknown setting for this algorithm",
+    ),
+    (
+        "tpe-with-unknown-setting",
+        lambda s: s["algorithm"].update(name="tpe", settings=[{"name": "popsize", "value": "8"}]),
+        "spec.algorithm",
+        "unknown setting for this algorithm",
+    ),
     # -- retries -------------------------------------------------------------------------------
-    ("retry-on-unknown-class", lambda s: s["retryPolicy"].update(retryOn=["Infrastructure", "Timeout"]),
-     "spec.retryPolicy.retryOn[1]", 'Unsupported value: "Timeout"'),
-    ("retry-on-repeated-class", lambda s: s["retryPolicy"].update(retryOn=["OOMKilled", "OOMKilled"]),
-     "spec.retryPolicy.retryOn[1]", 'Duplicate value: "OOMKilled"'),
-    ("too-many-retries", lambda s: s["retryPolicy"].update(maxRetries=21),
-     "spec.retryPolicy.maxRetries", "should be less than or equal to 20"),
-    ("negative-backoff", lambda s: s["retryPolicy"].update(backoffSeconds=-5),
-     "spec.retryPolicy.backoffSeconds", "should be greater than or equal to 0"),
+    (
+        "retry-on-unknown-class",
+        lambda s: s["retryPolicy"].update(retryOn=["Infrastructure", "Timeout"]),
+        "spec.retryPolicy.retryOn[1]",
+        'Unsupported value: "Timeout"',
+    ),
+    (
+        "retry-on-repeated-class",
+        lambda s: s["retryPolicy"].update(retryOn=["OOMKilled", "OOMKilled"]),
+        "spec.retryPolicy.retryOn[1]",
+        'Duplicate value: "OOMKilled"',
+    ),
+    (
+        "too-many-retries",
+        lambda s: s["retryPolicy"].update(maxRetries=21),
+        "spec.retryPolicy.maxRetries",
+        "should be less than or equal to 20",
+    ),
+    (
+        "negative-backoff",
+        lambda s: s["retryPolicy"].update(backoffSeconds=-5),
+        "spec.retryPolicy.backoffSeconds",
+        "should be greater than or equal to 0",
+    ),
     # -- metrics and early stopping ------------------------------------------------------------
-    ("unknown-metrics-source", lambda s: s["metricsCollector"].update(source="Prometheus"),
-     "spec.metricsCollector.source", 'Unsupported value: "Prometheus"'),
-    ("metrics-interval-zero", lambda s: s["metricsCollector"].update(intervalSeconds=0),
-     "spec.metricsCollector.intervalSeconds", "should be greater than or equal to 1"),
-    ("early-stopping-unknown-algorithm", lambda s: s.update(earlyStopping={"algorithm": "hyperband"}),
-     "spec.earlyStopping.algorithm", 'Unsupported value: "hyperband"'),
-    ("early-stopping-reduction-factor-one", lambda s: s.update(earlyStopping={"algorithm": "asha", "reductionFactor": 1}),
-     "spec.earlyStopping.reductionFactor", "should be greater than or equal to 2"),
+    (
+        "unknown-metrics-source",
+        lambda s: s["metricsCollector"].update(source="Prometheus"),
+        "spec.metricsCollector.source",
+        'Unsupported value: "Prometheus"',
+    ),
+    (
+        "metrics-interval-zero",
+        lambda s: s["metricsCollector"].update(intervalSeconds=0),
+        "spec.metricsCollector.intervalSeconds",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "early-stopping-unknown-algorithm",
+        lambda s: s.update(earlyStopping={"algorithm": "hyperband"}),
+        "spec.earlyStopping.algorithm",
+        'Unsupported value: "hyperband"',
+    ),
+    (
+        "early-stopping-reduction-factor-one",
+        lambda s: s.update(earlyStopping={"algorithm": "asha", "reductionFactor": 1}),
+        "spec.earlyStopping.reductionFactor",
+        "should be greater than or equal to 2",
+    ),
     # -- trial template ------------------------------------------------------------------------
-    ("trial-template-missing", lambda s: s.pop("trialTemplate"),
-     "spec.trialTemplate", "Required value"),
-    ("template-without-spec", lambda s: s["trialTemplate"]["template"].pop("spec"),
-     "spec.trialTemplate.template.spec", "Required value"),
-    ("template-without-containers", lambda s: s["trialTemplate"]["template"]["spec"].pop("containers"),
-     "spec.trialTemplate.template.spec.containers", "Required value"),
-    ("template-with-empty-containers", lambda s: s["trialTemplate"]["template"]["spec"].update(containers=[]),
-     "spec.trialTemplate.template.spec.containers", "should have at least 1 items"),
-    ("container-without-name", lambda s: container(s).pop("name"),
-     "spec.trialTemplate.template.spec.containers[0].name", "Required value"),
-    ("unknown-pod-retention", lambda s: s["trialTemplate"].update(podRetention="Never"),
-     "spec.trialTemplate.podRetention", 'Unsupported value: "Never"'),
+    ("trial-template-missing", lambda s: s.pop("trialTemplate"), "spec.trialTemplate", "Required value"),
+    (
+        "template-without-spec",
+        lambda s: s["trialTemplate"]["template"].pop("spec"),
+        "spec.trialTemplate.template.spec",
+        "Required value",
+    ),
+    (
+        "template-without-containers",
+        lambda s: s["trialTemplate"]["template"]["spec"].pop("containers"),
+        "spec.trialTemplate.template.spec.containers",
+        "Required value",
+    ),
+    (
+        "template-with-empty-containers",
+        lambda s: s["trialTemplate"]["template"]["spec"].update(containers=[]),
+        "spec.trialTemplate.template.spec.containers",
+        "should have at least 1 items",
+    ),
+    (
+        "container-without-name",
+        lambda s: container(s).pop("name"),
+        "spec.trialTemplate.template.spec.containers[0].name",
+        "Required value",
+    ),
+    (
+        "unknown-pod-retention",
+        lambda s: s["trialTemplate"].update(podRetention="Never"),
+        "spec.trialTemplate.podRetention",
+        'Unsupported value: "Never"',
+    ),
     # -- misspelt fields -----------------------------------------------------------------------
-    ("unknown-spec-field", lambda s: s.update(maxTrials=5),
-     "", 'unknown field "spec.maxTrials"'),
-    ("unknown-parameter-field", lambda s: param(s, "lr").update(maximum=1),
-     "", 'unknown field "spec.parameters[0].maximum"'),
+    ("unknown-spec-field", lambda s: s.update(maxTrials=5), "", 'unknown field "spec.maxTrials"'),
+    (
+        "unknown-parameter-field",
+        lambda s: param(s, "lr").update(maximum=1),
+        "",
+        'unknown field "spec.parameters[0].maximum"',
+    ),
 ]
 
 
@@ -241,8 +457,9 @@ def assert_refused(kubectl, manifest: dict[str, Any], namespace: str, *fragments
     for sign in CEL_RUNTIME_ERRORS:
         assert sign not in out.stderr, f"a CEL rule failed to evaluate:\n{out.stderr}"
     kind, name = manifest["kind"].lower(), manifest["metadata"]["name"]
-    assert kubectl.run("get", kind, name, "-n", namespace, check=False).returncode != 0, \
+    assert kubectl.run("get", kind, name, "-n", namespace, check=False).returncode != 0, (
         f"{kind} {name} was created although kubectl reported an error"
+    )
     return out.stderr
 
 
@@ -269,14 +486,25 @@ def test_valid_experiment_is_accepted_with_server_side_defaults(kubectl, namespa
     stored = kubectl.get("experiment", "valid", namespace)["spec"]
     # What the manifest said comes back unchanged...
     sent = manifest["spec"]
-    for key in ("objective", "parallelTrialCount", "maxTrialCount", "maxFailedTrialCount",
-                "maxTrialDurationSeconds", "startupTimeoutSeconds", "suspend"):
+    for key in (
+        "objective",
+        "parallelTrialCount",
+        "maxTrialCount",
+        "maxFailedTrialCount",
+        "maxTrialDurationSeconds",
+        "startupTimeoutSeconds",
+        "suspend",
+    ):
         assert stored[key] == sent[key], key
     assert [p["name"] for p in stored["parameters"]] == ["lr", "layers", "optimizer", "batch_size"]
     assert stored["algorithm"] == {"name": "random", "seed": 7}
     # ... and what it left out is filled in by the API server from the schema's defaults.
-    assert stored["retryPolicy"] == {"retryOn": ["Infrastructure", "OOMKilled"], "backoffSeconds": 10,
-                                     "maxRetries": 2, "maxBackoffSeconds": 300}
+    assert stored["retryPolicy"] == {
+        "retryOn": ["Infrastructure", "OOMKilled"],
+        "backoffSeconds": 10,
+        "maxRetries": 2,
+        "maxBackoffSeconds": 300,
+    }
     assert stored["metricsCollector"] == {"source": "StdoutLog", "intervalSeconds": 10}
     assert [p["log"] for p in stored["parameters"]] == [True, False, False, False]
     assert stored["trialTemplate"]["podRetention"] == "Delete"
@@ -287,8 +515,16 @@ def test_minimal_experiment_gets_the_default_algorithm_and_can_be_suspended(kube
     update where the immutability rules compare old and new)."""
     manifest = valid_experiment("minimal")
     spec = manifest["spec"]
-    for key in ("algorithm", "retryPolicy", "metricsCollector", "maxFailedTrialCount",
-                "maxTrialDurationSeconds", "startupTimeoutSeconds", "suspend", "parallelTrialCount"):
+    for key in (
+        "algorithm",
+        "retryPolicy",
+        "metricsCollector",
+        "maxFailedTrialCount",
+        "maxTrialDurationSeconds",
+        "startupTimeoutSeconds",
+        "suspend",
+        "parallelTrialCount",
+    ):
         spec.pop(key)
     del spec["trialTemplate"]["primaryContainerName"], spec["trialTemplate"]["podRetention"]
     kubectl.apply(manifest, namespace)
@@ -302,15 +538,23 @@ def test_minimal_experiment_gets_the_default_algorithm_and_can_be_suspended(kube
     assert kubectl.get("experiment", "minimal", namespace)["spec"]["suspend"] is True
 
 
-@pytest.mark.parametrize("edit,message", [
-    pytest.param(lambda s: param(s, "layers").update(max=16), "parameters are immutable", id="parameter-bound"),
-    pytest.param(lambda s: s["parameters"].pop(), "parameters are immutable", id="parameter-removed"),
-    pytest.param(lambda s: param(s, "optimizer")["values"].append("adagrad"), "parameters are immutable",
-                 id="categorical-value-added"),
-    pytest.param(lambda s: s["objective"].update(type="maximize"), "objective is immutable", id="objective-type"),
-    pytest.param(lambda s: s["objective"].update(metricName="loss"), "objective is immutable", id="objective-metric"),
-    pytest.param(lambda s: s["algorithm"].update(seed=8), "algorithm is immutable", id="algorithm-seed"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        pytest.param(lambda s: param(s, "layers").update(max=16), "parameters are immutable", id="parameter-bound"),
+        pytest.param(lambda s: s["parameters"].pop(), "parameters are immutable", id="parameter-removed"),
+        pytest.param(
+            lambda s: param(s, "optimizer")["values"].append("adagrad"),
+            "parameters are immutable",
+            id="categorical-value-added",
+        ),
+        pytest.param(lambda s: s["objective"].update(type="maximize"), "objective is immutable", id="objective-type"),
+        pytest.param(
+            lambda s: s["objective"].update(metricName="loss"), "objective is immutable", id="objective-metric"
+        ),
+        pytest.param(lambda s: s["algorithm"].update(seed=8), "algorithm is immutable", id="algorithm-seed"),
+    ],
+)
 def test_search_definition_is_immutable(kubectl, namespace, crds, edit, message):
     manifest = valid_experiment("fixed")
     kubectl.apply(manifest, namespace)
@@ -350,8 +594,12 @@ def test_experiment_name_length(kubectl, namespace, crds):
     assert EXPERIMENT_NAME_MAX_LENGTH == 40
     kubectl.apply(valid_experiment(longest), namespace)
     kubectl.get("experiment", longest, namespace)
-    assert_refused(kubectl, valid_experiment(longest + "x"), namespace,
-                   "the name of an Experiment must be at most 40 characters long")
+    assert_refused(
+        kubectl,
+        valid_experiment(longest + "x"),
+        namespace,
+        "the name of an Experiment must be at most 40 characters long",
+    )
 
 
 def test_trial_name_length(kubectl, namespace, crds):
@@ -359,8 +607,9 @@ def test_trial_name_length(kubectl, namespace, crds):
     assert TRIAL_NAME_MAX_LENGTH == 56
     kubectl.apply(valid_trial(longest), namespace)
     kubectl.get("trial", longest, namespace)
-    assert_refused(kubectl, valid_trial(longest + "x"), namespace,
-                   "the name of a Trial must be at most 56 characters long")
+    assert_refused(
+        kubectl, valid_trial(longest + "x"), namespace, "the name of a Trial must be at most 56 characters long"
+    )
 
 
 def test_trial_parameters_and_experiment_are_immutable(kubectl, namespace, crds):
@@ -382,16 +631,29 @@ def test_trial_parameters_and_experiment_are_immutable(kubectl, namespace, crds)
     assert kubectl.get("trial", "run-1", namespace)["spec"] == stored["spec"]
 
 
-@pytest.mark.parametrize("edit,field,message", [
-    pytest.param(lambda s: s.update(attempt=0), "spec.attempt", "should be greater than or equal to 1",
-                 id="attempt-zero"),
-    pytest.param(lambda s: s["parameters"].append({"name": "lr", "value": "0.5"}), "spec.parameters[2]",
-                 "Duplicate value", id="duplicate-parameter"),
-    pytest.param(lambda s: s.pop("experimentName"), "spec.experimentName", "Required value",
-                 id="experiment-missing"),
-    pytest.param(lambda s: s["parameters"][0].pop("value"), "spec.parameters[0].value", "Required value",
-                 id="parameter-without-value"),
-])
+@pytest.mark.parametrize(
+    "edit,field,message",
+    [
+        pytest.param(
+            lambda s: s.update(attempt=0), "spec.attempt", "should be greater than or equal to 1", id="attempt-zero"
+        ),
+        pytest.param(
+            lambda s: s["parameters"].append({"name": "lr", "value": "0.5"}),
+            "spec.parameters[2]",
+            "Duplicate value",
+            id="duplicate-parameter",
+        ),
+        pytest.param(
+            lambda s: s.pop("experimentName"), "spec.experimentName", "Required value", id="experiment-missing"
+        ),
+        pytest.param(
+            lambda s: s["parameters"][0].pop("value"),
+            "spec.parameters[0].value",
+            "Required value",
+            id="parameter-without-value",
+        ),
+    ],
+)
 def test_invalid_trial_is_refused(kubectl, scratch, edit, field, message):
     manifest = valid_trial(f"bad-{uuid.uuid4().hex[:10]}")
     edit(manifest["spec"])

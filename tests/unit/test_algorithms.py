@@ -15,7 +15,7 @@ import inspect
 import math
 import re
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -25,19 +25,29 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo_operator import planner
-from hpo_operator.core import times
 from hpo_operator.api.algorithms import SETTINGS, Flag, parse_settings, setting_names
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import AlgorithmName
-from hpo_operator.planner.simulate import InMemoryExperiment
+from hpo_operator.core import times
 from hpo_operator.core.space import format_value, normalize_assignment
-from hpo_operator.search.suggest import (SAMPLERS, Outcome, Recorded, SearchSpaceError, Suggester, check, distribution,
-                                  make_sampler)
+from hpo_operator.planner.simulate import InMemoryExperiment
+from hpo_operator.search.suggest import (
+    SAMPLERS,
+    Outcome,
+    Recorded,
+    SearchSpaceError,
+    Suggester,
+    check,
+    distribution,
+    make_sampler,
+)
 
 # Optuna 5 deprecates some sampler arguments (sigma0, priorWeight, ...) and calls QMCSampler and
 # group=True experimental; the warnings say nothing about what is tested here.
-pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
-              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+]
 
 # A space with every kind of parameter: log double, stepped double, int, stepped int, categorical,
 # discrete.
@@ -66,12 +76,20 @@ SMALL = [
     {"name": "c", "type": "categorical", "values": ["a", "b", "c"]},
 ]
 
-T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_spec(algorithm="random", seed=42, settings=None, params=None, objective="minimize",
-              parallel=1, max_trials=100, early_stopping=None) -> ExperimentSpec:
+def make_spec(
+    algorithm="random",
+    seed=42,
+    settings=None,
+    params=None,
+    objective="minimize",
+    parallel=1,
+    max_trials=100,
+    early_stopping=None,
+) -> ExperimentSpec:
     algo: dict = {"name": algorithm}
     if seed is not None:
         algo["seed"] = seed
@@ -83,8 +101,10 @@ def make_spec(algorithm="random", seed=42, settings=None, params=None, objective
         "parameters": params or (GRID if algorithm == "grid" else MIXED),
         "parallelTrialCount": parallel,
         "maxTrialCount": max_trials,
-        "trialTemplate": {"primaryContainerName": "train",
-                          "template": {"spec": {"containers": [{"name": "train", "image": "trainer:1"}]}}},
+        "trialTemplate": {
+            "primaryContainerName": "train",
+            "template": {"spec": {"containers": [{"name": "train", "image": "trainer:1"}]}},
+        },
     }
     if early_stopping:
         body["earlyStopping"] = early_stopping
@@ -163,41 +183,55 @@ def drive(sug: Suggester, n: int, start: int = 0, fail_every: int = 0) -> list[d
 # =============================================================================================
 
 
-@pytest.mark.parametrize("algorithm, cls", [
-    ("random", optuna.samplers.RandomSampler), ("grid", optuna.samplers.GridSampler),
-    ("tpe", optuna.samplers.TPESampler), ("cmaes", optuna.samplers.CmaEsSampler),
-    ("qmc", optuna.samplers.QMCSampler),
-])
+@pytest.mark.parametrize(
+    "algorithm, cls",
+    [
+        ("random", optuna.samplers.RandomSampler),
+        ("grid", optuna.samplers.GridSampler),
+        ("tpe", optuna.samplers.TPESampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
+        ("qmc", optuna.samplers.QMCSampler),
+    ],
+)
 def test_each_algorithm_gets_its_sampler(algorithm, cls):
     sampler = make_sampler(make_spec(algorithm))
     assert type(sampler) is cls
     assert type(Suggester(make_spec(algorithm)).study.sampler) is cls
 
 
-@pytest.mark.parametrize("algorithm, settings, attributes", [
-    ("tpe", {}, {"_n_startup_trials": 10, "_multivariate": None, "_constant_liar": True, "_group": False}),
-    ("tpe", {"multivariate": "true"}, {"_multivariate": True}),
-    ("tpe", {"multivariate": "false"}, {"_multivariate": False}),
-    ("tpe", {"constantLiar": "true"}, {"_constant_liar": True}),
-    ("tpe", {"constantLiar": "False"}, {"_constant_liar": False}),
-    ("tpe", {"multivariate": "yes", "constantLiar": "1", "group": "true"},
-     {"_multivariate": True, "_constant_liar": True, "_group": True}),
-    ("tpe", {"nStartupTrials": "7", "nEICandidates": "12"}, {"_n_startup_trials": 7, "_n_ei_candidates": 12}),
-    ("tpe", {"priorWeight": "2.5", "considerEndpoints": "true"},
-     {"_parzen_estimator_parameters.prior_weight": 2.5, "_parzen_estimator_parameters.consider_endpoints": True}),
-    ("cmaes", {}, {"_sigma0": None, "_n_startup_trials": 1, "_popsize": None}),
-    ("cmaes", {"sigma0": "0.3"}, {"_sigma0": 0.3}),
-    ("cmaes", {"sigma0": "2"}, {"_sigma0": 2.0}),
-    ("cmaes", {"popsize": "6", "nStartupTrials": "3"}, {"_popsize": 6, "_n_startup_trials": 3}),
-    ("cmaes", {"useSeparableCma": "true"}, {"_use_separable_cma": True}),
-    ("cmaes", {"withMargin": "true"}, {"_with_margin": True}),
-    ("cmaes", {"lrAdapt": "true"}, {"_lr_adapt": True}),
-    ("qmc", {}, {"_qmc_type": "sobol", "_scramble": False, "_seed": 42}),
-    ("qmc", {"qmcType": "halton"}, {"_qmc_type": "halton"}),
-    ("qmc", {"qmcType": "sobol"}, {"_qmc_type": "sobol"}),
-    ("qmc", {"scramble": "true"}, {"_scramble": True}),
-    ("qmc", {"qmcType": "halton", "scramble": "no"}, {"_qmc_type": "halton", "_scramble": False}),
-])
+@pytest.mark.parametrize(
+    "algorithm, settings, attributes",
+    [
+        ("tpe", {}, {"_n_startup_trials": 10, "_multivariate": None, "_constant_liar": True, "_group": False}),
+        ("tpe", {"multivariate": "true"}, {"_multivariate": True}),
+        ("tpe", {"multivariate": "false"}, {"_multivariate": False}),
+        ("tpe", {"constantLiar": "true"}, {"_constant_liar": True}),
+        ("tpe", {"constantLiar": "False"}, {"_constant_liar": False}),
+        (
+            "tpe",
+            {"multivariate": "yes", "constantLiar": "1", "group": "true"},
+            {"_multivariate": True, "_constant_liar": True, "_group": True},
+        ),
+        ("tpe", {"nStartupTrials": "7", "nEICandidates": "12"}, {"_n_startup_trials": 7, "_n_ei_candidates": 12}),
+        (
+            "tpe",
+            {"priorWeight": "2.5", "considerEndpoints": "true"},
+            {"_parzen_estimator_parameters.prior_weight": 2.5, "_parzen_estimator_parameters.consider_endpoints": True},
+        ),
+        ("cmaes", {}, {"_sigma0": None, "_n_startup_trials": 1, "_popsize": None}),
+        ("cmaes", {"sigma0": "0.3"}, {"_sigma0": 0.3}),
+        ("cmaes", {"sigma0": "2"}, {"_sigma0": 2.0}),
+        ("cmaes", {"popsize": "6", "nStartupTrials": "3"}, {"_popsize": 6, "_n_startup_trials": 3}),
+        ("cmaes", {"useSeparableCma": "true"}, {"_use_separable_cma": True}),
+        ("cmaes", {"withMargin": "true"}, {"_with_margin": True}),
+        ("cmaes", {"lrAdapt": "true"}, {"_lr_adapt": True}),
+        ("qmc", {}, {"_qmc_type": "sobol", "_scramble": False, "_seed": 42}),
+        ("qmc", {"qmcType": "halton"}, {"_qmc_type": "halton"}),
+        ("qmc", {"qmcType": "sobol"}, {"_qmc_type": "sobol"}),
+        ("qmc", {"scramble": "true"}, {"_scramble": True}),
+        ("qmc", {"qmcType": "halton", "scramble": "no"}, {"_qmc_type": "halton", "_scramble": False}),
+    ],
+)
 def test_settings_reach_the_sampler(algorithm, settings, attributes):
     sampler = Suggester(make_spec(algorithm, settings=settings)).study.sampler
     for path, expected in attributes.items():
@@ -224,37 +258,40 @@ def test_grid_sampler_gets_every_value_of_every_parameter():
 NOT_A_FLAG = "input should be true or false (or yes/no, 1/0)"
 
 
-@pytest.mark.parametrize("algorithm, name, value, why", [
-    ("tpe", "multivariate", "maybe", NOT_A_FLAG),
-    ("tpe", "constantLiar", "2", NOT_A_FLAG),
-    ("tpe", "group", "", NOT_A_FLAG),
-    # Words pydantic's own bool parsing takes: settings never did.
-    ("tpe", "multivariate", "on", NOT_A_FLAG),
-    ("tpe", "constantLiar", "off", NOT_A_FLAG),
-    ("tpe", "group", "t", NOT_A_FLAG),
-    ("tpe", "considerEndpoints", "y", NOT_A_FLAG),
-    ("tpe", "nStartupTrials", "-1", "input should be greater than or equal to 0"),
-    ("tpe", "nStartupTrials", "1.5", "input should be a whole number"),
-    # pydantic alone reads "5.0" as the int 5: settings never took it.
-    ("tpe", "nStartupTrials", "5.0", "input should be a whole number"),
-    ("tpe", "nEICandidates", "many", "input should be a whole number"),
-    ("tpe", "nEICandidates", "0", "input should be greater than or equal to 1"),
-    ("tpe", "priorWeight", "0", "input should be greater than 0"),
-    ("tpe", "priorWeight", "nan", "input should be greater than 0"),
-    ("tpe", "priorWeight", "inf", "input should be a finite number"),
-    ("cmaes", "sigma0", "-1", "input should be greater than 0"),
-    ("cmaes", "sigma0", "0", "input should be greater than 0"),
-    ("cmaes", "sigma0", "-inf", "input should be greater than 0"),
-    ("cmaes", "sigma0", "wide", "input should be a number"),
-    ("cmaes", "popsize", "-4", "input should be greater than or equal to 2"),
-    ("cmaes", "popsize", "1", "input should be greater than or equal to 2"),
-    ("cmaes", "nStartupTrials", "-1", "input should be greater than or equal to 0"),
-    ("cmaes", "useSeparableCma", "sure", NOT_A_FLAG),
-    ("qmc", "qmcType", "foo", "input should be 'sobol' or 'halton'"),
-    ("qmc", "qmcType", "Sobol", "input should be 'sobol' or 'halton'"),
-    ("qmc", "qmcType", " sobol", "input should be 'sobol' or 'halton'"),
-    ("qmc", "scramble", "maybe", NOT_A_FLAG),
-])
+@pytest.mark.parametrize(
+    "algorithm, name, value, why",
+    [
+        ("tpe", "multivariate", "maybe", NOT_A_FLAG),
+        ("tpe", "constantLiar", "2", NOT_A_FLAG),
+        ("tpe", "group", "", NOT_A_FLAG),
+        # Words pydantic's own bool parsing takes: settings never did.
+        ("tpe", "multivariate", "on", NOT_A_FLAG),
+        ("tpe", "constantLiar", "off", NOT_A_FLAG),
+        ("tpe", "group", "t", NOT_A_FLAG),
+        ("tpe", "considerEndpoints", "y", NOT_A_FLAG),
+        ("tpe", "nStartupTrials", "-1", "input should be greater than or equal to 0"),
+        ("tpe", "nStartupTrials", "1.5", "input should be a whole number"),
+        # pydantic alone reads "5.0" as the int 5: settings never took it.
+        ("tpe", "nStartupTrials", "5.0", "input should be a whole number"),
+        ("tpe", "nEICandidates", "many", "input should be a whole number"),
+        ("tpe", "nEICandidates", "0", "input should be greater than or equal to 1"),
+        ("tpe", "priorWeight", "0", "input should be greater than 0"),
+        ("tpe", "priorWeight", "nan", "input should be greater than 0"),
+        ("tpe", "priorWeight", "inf", "input should be a finite number"),
+        ("cmaes", "sigma0", "-1", "input should be greater than 0"),
+        ("cmaes", "sigma0", "0", "input should be greater than 0"),
+        ("cmaes", "sigma0", "-inf", "input should be greater than 0"),
+        ("cmaes", "sigma0", "wide", "input should be a number"),
+        ("cmaes", "popsize", "-4", "input should be greater than or equal to 2"),
+        ("cmaes", "popsize", "1", "input should be greater than or equal to 2"),
+        ("cmaes", "nStartupTrials", "-1", "input should be greater than or equal to 0"),
+        ("cmaes", "useSeparableCma", "sure", NOT_A_FLAG),
+        ("qmc", "qmcType", "foo", "input should be 'sobol' or 'halton'"),
+        ("qmc", "qmcType", "Sobol", "input should be 'sobol' or 'halton'"),
+        ("qmc", "qmcType", " sobol", "input should be 'sobol' or 'halton'"),
+        ("qmc", "scramble", "maybe", NOT_A_FLAG),
+    ],
+)
 def test_a_bad_setting_value_is_refused_with_a_readable_message(algorithm, name, value, why):
     s = make_spec(algorithm, settings={name: value})
     with pytest.raises(SearchSpaceError) as e:
@@ -265,12 +302,24 @@ def test_a_bad_setting_value_is_refused_with_a_readable_message(algorithm, name,
         Suggester(s)
 
 
-@pytest.mark.parametrize("algorithm, name", [
-    ("tpe", "sigma0"), ("tpe", "multiVariate"), ("cmaes", "qmcType"), ("cmaes", "multivariate"),
-    ("qmc", "seed"), ("qmc", "nStartupTrials"), ("random", "scramble"), ("grid", "sigma0"),
-    # Optuna's keywords are the models' Python names; users write the aliases.
-    ("tpe", "n_startup_trials"), ("tpe", "nEiCandidates"), ("cmaes", "use_separable_cma"), ("qmc", "qmc_type"),
-])
+@pytest.mark.parametrize(
+    "algorithm, name",
+    [
+        ("tpe", "sigma0"),
+        ("tpe", "multiVariate"),
+        ("cmaes", "qmcType"),
+        ("cmaes", "multivariate"),
+        ("qmc", "seed"),
+        ("qmc", "nStartupTrials"),
+        ("random", "scramble"),
+        ("grid", "sigma0"),
+        # Optuna's keywords are the models' Python names; users write the aliases.
+        ("tpe", "n_startup_trials"),
+        ("tpe", "nEiCandidates"),
+        ("cmaes", "use_separable_cma"),
+        ("qmc", "qmc_type"),
+    ],
+)
 def test_an_unknown_setting_is_refused_naming_the_ones_it_takes(algorithm, name):
     with pytest.raises(SearchSpaceError) as e:
         check(make_spec(algorithm, settings={name: "1"}))
@@ -281,40 +330,62 @@ def test_an_unknown_setting_is_refused_naming_the_ones_it_takes(algorithm, name)
 
 
 def test_of_several_bad_settings_the_first_written_is_reported():
-    for settings, name in [({"priorWeight": "0", "nStartupTrials": "-1"}, "priorWeight"),
-                           ({"nStartupTrials": "-1", "priorWeight": "0"}, "nStartupTrials")]:
+    for settings, name in [
+        ({"priorWeight": "0", "nStartupTrials": "-1"}, "priorWeight"),
+        ({"nStartupTrials": "-1", "priorWeight": "0"}, "nStartupTrials"),
+    ]:
         with pytest.raises(SearchSpaceError, match=f"^algorithm tpe, setting {name}: "):
             check(make_spec("tpe", settings=settings))
     with pytest.raises(SearchSpaceError, match="^algorithm tpe has no setting popsize "):
         check(make_spec("tpe", settings={"popsize": "4", "priorWeight": "0"}))
 
 
-@pytest.mark.parametrize("text, value", [
-    ("true", True), ("True", True), (" TRUE ", True), ("yes", True), ("Yes", True), ("1", True),
-    ("false", False), ("FALSE", False), (" no", False), ("No", False), ("0", False), ("0 ", False),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("True", True),
+        (" TRUE ", True),
+        ("yes", True),
+        ("Yes", True),
+        ("1", True),
+        ("false", False),
+        ("FALSE", False),
+        (" no", False),
+        ("No", False),
+        ("0", False),
+        ("0 ", False),
+    ],
+)
 def test_a_flag_takes_true_1_yes_and_false_0_no_in_any_case(text, value):
-    flags = [(algorithm, keyword, field.alias) for algorithm, model in SETTINGS.items()
-             for keyword, field in model.model_fields.items() if field.annotation == Flag | None]
+    flags = [
+        (algorithm, keyword, field.alias)
+        for algorithm, model in SETTINGS.items()
+        for keyword, field in model.model_fields.items()
+        if field.annotation == Flag | None
+    ]
     assert len(flags) == 8  # tpe's 4, cmaes' 3, qmc's scramble
     for algorithm, keyword, alias in flags:
         assert parse_settings(algorithm, {alias: text}) == {keyword: value}
 
 
-@pytest.mark.parametrize("algorithm, settings, options", [
-    ("random", {}, {}),
-    ("grid", {}, {}),
-    ("tpe", {"nStartupTrials": "0"}, {"n_startup_trials": 0}),
-    ("tpe", {"nStartupTrials": " +7 "}, {"n_startup_trials": 7}),
-    ("tpe", {"nStartupTrials": "1_000"}, {"n_startup_trials": 1000}),  # as Python reads numbers
-    ("tpe", {"nEICandidates": "1"}, {"n_ei_candidates": 1}),
-    ("tpe", {"priorWeight": "1e-3"}, {"prior_weight": 0.001}),
-    ("tpe", {"priorWeight": ".5", "multivariate": "true"}, {"prior_weight": 0.5, "multivariate": True}),
-    ("cmaes", {"sigma0": "2"}, {"sigma0": 2.0}),
-    ("cmaes", {"popsize": "2", "nStartupTrials": "3"}, {"popsize": 2, "n_startup_trials": 3}),
-    ("qmc", {"qmcType": "sobol"}, {"qmc_type": "sobol"}),
-    ("qmc", {"qmcType": "halton", "scramble": "no"}, {"qmc_type": "halton", "scramble": False}),
-])
+@pytest.mark.parametrize(
+    "algorithm, settings, options",
+    [
+        ("random", {}, {}),
+        ("grid", {}, {}),
+        ("tpe", {"nStartupTrials": "0"}, {"n_startup_trials": 0}),
+        ("tpe", {"nStartupTrials": " +7 "}, {"n_startup_trials": 7}),
+        ("tpe", {"nStartupTrials": "1_000"}, {"n_startup_trials": 1000}),  # as Python reads numbers
+        ("tpe", {"nEICandidates": "1"}, {"n_ei_candidates": 1}),
+        ("tpe", {"priorWeight": "1e-3"}, {"prior_weight": 0.001}),
+        ("tpe", {"priorWeight": ".5", "multivariate": "true"}, {"prior_weight": 0.5, "multivariate": True}),
+        ("cmaes", {"sigma0": "2"}, {"sigma0": 2.0}),
+        ("cmaes", {"popsize": "2", "nStartupTrials": "3"}, {"popsize": 2, "n_startup_trials": 3}),
+        ("qmc", {"qmcType": "sobol"}, {"qmc_type": "sobol"}),
+        ("qmc", {"qmcType": "halton", "scramble": "no"}, {"qmc_type": "halton", "scramble": False}),
+    ],
+)
 def test_good_values_parse_to_optunas_keywords(algorithm, settings, options):
     parsed = parse_settings(algorithm, settings)
     assert parsed == options
@@ -324,14 +395,44 @@ def test_good_values_parse_to_optunas_keywords(algorithm, settings, options):
 # Every setting of each algorithm, in values that go together (group needs multivariate; CMA-ES
 # takes only one of useSeparableCma, withMargin and lrAdapt), and the keyword arguments they give.
 EVERY_SETTING = {
-    "tpe": ({"nStartupTrials": "3", "nEICandidates": "8", "multivariate": "yes", "group": "TRUE",
-             "constantLiar": " 1 ", "considerEndpoints": "true", "priorWeight": "1.5"},
-            {"n_startup_trials": 3, "n_ei_candidates": 8, "multivariate": True, "group": True,
-             "constant_liar": True, "consider_endpoints": True, "prior_weight": 1.5}),
-    "cmaes": ({"sigma0": "0.5", "nStartupTrials": "2", "popsize": "4", "useSeparableCma": "no",
-               "withMargin": "0", "lrAdapt": "true"},
-              {"sigma0": 0.5, "n_startup_trials": 2, "popsize": 4, "use_separable_cma": False,
-               "with_margin": False, "lr_adapt": True}),
+    "tpe": (
+        {
+            "nStartupTrials": "3",
+            "nEICandidates": "8",
+            "multivariate": "yes",
+            "group": "TRUE",
+            "constantLiar": " 1 ",
+            "considerEndpoints": "true",
+            "priorWeight": "1.5",
+        },
+        {
+            "n_startup_trials": 3,
+            "n_ei_candidates": 8,
+            "multivariate": True,
+            "group": True,
+            "constant_liar": True,
+            "consider_endpoints": True,
+            "prior_weight": 1.5,
+        },
+    ),
+    "cmaes": (
+        {
+            "sigma0": "0.5",
+            "nStartupTrials": "2",
+            "popsize": "4",
+            "useSeparableCma": "no",
+            "withMargin": "0",
+            "lrAdapt": "true",
+        },
+        {
+            "sigma0": 0.5,
+            "n_startup_trials": 2,
+            "popsize": 4,
+            "use_separable_cma": False,
+            "with_margin": False,
+            "lr_adapt": True,
+        },
+    ),
     "qmc": ({"qmcType": "halton", "scramble": "Yes"}, {"qmc_type": "halton", "scramble": True}),
 }
 
@@ -359,8 +460,9 @@ def _settings_validation() -> dict:
     """The CEL rule of spec.algorithm in the committed CRD (kept equal to the models by test_crds)."""
     crd = yaml.safe_load((REPO / "crds" / "experiments.yaml").read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    [validation] = [v for v in spec["properties"]["algorithm"]["x-kubernetes-validations"]
-                    if "self.settings" in v["rule"]]
+    [validation] = [
+        v for v in spec["properties"]["algorithm"]["x-kubernetes-validations"] if "self.settings" in v["rule"]
+    ]
     return validation
 
 
@@ -374,13 +476,16 @@ def test_the_crd_rule_takes_exactly_each_models_aliases():
     validation = _settings_validation()
     rule = validation["rule"]
     # The aliases as pydantic itself writes each model out (not through setting_names).
-    aliases = {algorithm: list(model.model_json_schema(by_alias=True).get("properties", {}))
-               for algorithm, model in SETTINGS.items()}
+    aliases = {
+        algorithm: list(model.model_json_schema(by_alias=True).get("properties", {}))
+        for algorithm, model in SETTINGS.items()
+    }
     in_rule = _names_in_rule(rule)
     assert in_rule == {algorithm: names for algorithm, names in aliases.items() if names}
     # No other way through: nothing but no settings, or one algorithm's clause.
     assert rule == "!has(self.settings) || size(self.settings) == 0 || " + " || ".join(
-        f"(self.name == '{a}' && self.settings.all(s, s.name in {names!r}))" for a, names in in_rule.items())
+        f"(self.name == '{a}' && self.settings.all(s, s.name in {names!r}))" for a, names in in_rule.items()
+    )
     for algorithm, names in in_rule.items():
         assert f"{algorithm}: {', '.join(names)}" in validation["message"]
     assert validation["message"].startswith("unknown setting for this algorithm; settings: ")
@@ -396,12 +501,15 @@ def test_each_settings_field_is_a_keyword_of_optunas_sampler(algorithm):
     assert set(SETTINGS[algorithm].model_fields) <= keywords
 
 
-@pytest.mark.parametrize("algorithm, settings", [
-    ("tpe", {"group": "true", "multivariate": "false"}),
-    ("cmaes", {"useSeparableCma": "true", "withMargin": "true"}),
-    ("cmaes", {"withMargin": "true", "lrAdapt": "true"}),
-    ("cmaes", {"useSeparableCma": "true", "lrAdapt": "true"}),
-])
+@pytest.mark.parametrize(
+    "algorithm, settings",
+    [
+        ("tpe", {"group": "true", "multivariate": "false"}),
+        ("cmaes", {"useSeparableCma": "true", "withMargin": "true"}),
+        ("cmaes", {"withMargin": "true", "lrAdapt": "true"}),
+        ("cmaes", {"useSeparableCma": "true", "lrAdapt": "true"}),
+    ],
+)
 def test_a_combination_optuna_refuses_is_a_search_space_error(algorithm, settings):
     with pytest.raises(SearchSpaceError, match=f"algorithm {algorithm}"):
         check(make_spec(algorithm, settings=settings))
@@ -465,14 +573,18 @@ def test_the_same_seed_gives_the_same_sequence(case):
     assert all(normalize_assignment(space, v) == v for v in first)  # canonical values in the space
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[1] != "qmc" or c[2].get("scramble")],
-                         ids=[c[0] for c in CASES if c[1] != "qmc" or c[2].get("scramble")])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c[1] != "qmc" or c[2].get("scramble")],
+    ids=[c[0] for c in CASES if c[1] != "qmc" or c[2].get("scramble")],
+)
 def test_another_seed_gives_another_sequence(case):
     # (Unscrambled Sobol and Halton sequences do not depend on the seed.)
     _, algorithm, settings = case
     n = GRID_POINTS if algorithm == "grid" else 12
-    assert drive(Suggester(make_spec(algorithm, seed=7, settings=settings)), n) != \
-        drive(Suggester(make_spec(algorithm, seed=8, settings=settings)), n)
+    assert drive(Suggester(make_spec(algorithm, seed=7, settings=settings)), n) != drive(
+        Suggester(make_spec(algorithm, seed=8, settings=settings)), n
+    )
 
 
 # =============================================================================================
@@ -527,8 +639,9 @@ def direct_sampler(algorithm: str, seed: int, settings: dict[str, str]) -> optun
     if algorithm == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if algorithm == "grid":
-        return optuna.samplers.GridSampler({"layers": [1, 2, 3], "dropout": [0.0, 0.25, 0.5],
-                                            "opt": ["adam", "sgd"]}, seed=seed)
+        return optuna.samplers.GridSampler(
+            {"layers": [1, 2, 3], "dropout": [0.0, 0.25, 0.5], "opt": ["adam", "sgd"]}, seed=seed
+        )
     if algorithm == "tpe":
         kw: dict = {"n_startup_trials": int(settings.get("nStartupTrials", 10))}
         if "multivariate" in settings:
@@ -543,8 +656,9 @@ def direct_sampler(algorithm: str, seed: int, settings: dict[str, str]) -> optun
         if "popsize" in settings:
             kw["popsize"] = int(settings["popsize"])
         return optuna.samplers.CmaEsSampler(seed=seed, **kw)
-    return optuna.samplers.QMCSampler(seed=seed, qmc_type=settings.get("qmcType", "sobol"),
-                                      scramble=settings.get("scramble") == "true")
+    return optuna.samplers.QMCSampler(
+        seed=seed, qmc_type=settings.get("qmcType", "sobol"), scramble=settings.get("scramble") == "true"
+    )
 
 
 def suggest_all(trial: optuna.Trial, spec: ExperimentSpec) -> dict:
@@ -564,14 +678,16 @@ def suggest_all(trial: optuna.Trial, spec: ExperimentSpec) -> dict:
 
 def optuna_directly(spec: ExperimentSpec, settings: dict[str, str], n: int) -> list[dict]:
     direction = "minimize" if spec.objective.type == "minimize" else "maximize"
-    study = optuna.create_study(direction=direction,
-                                sampler=direct_sampler(spec.algorithm.name, spec.algorithm.seed, settings))
+    study = optuna.create_study(
+        direction=direction, sampler=direct_sampler(spec.algorithm.name, spec.algorithm.seed, settings)
+    )
     study.optimize(lambda trial: loss(suggest_all(trial, spec)), n_trials=n)
     return [t.params for t in study.trials]
 
 
 DIRECT = [(case, "minimize") for case in CASES] + [
-    (case, "maximize") for case in CASES if case[0] in ("random", "grid", "tpe", "cmaes", "qmc")]
+    (case, "maximize") for case in CASES if case[0] in ("random", "grid", "tpe", "cmaes", "qmc")
+]
 
 
 @pytest.mark.parametrize("case, objective", DIRECT, ids=[f"{c[0]}-{o}" for c, o in DIRECT])
@@ -680,7 +796,7 @@ class RepeatingRun:
             self.running = (index, values)
             return
 
-    def restarted(self) -> "RepeatingRun":
+    def restarted(self) -> RepeatingRun:
         """The same run in a new process: replayed from its Trials, told their results."""
         other = RepeatingRun(Suggester(self.sug.spec))
         other.sug.replay(self.recorded, count=self.index)
@@ -746,10 +862,14 @@ def test_warm_start_teaches_finished_configurations_as_complete_trials():
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=2))
     kinds = {p.name: p.type for p in s.parameters}
     for values, value in finished:
-        params = {k: float(v) if kinds[k] == "double" else int(v) if kinds[k] == "int" else v
-                  for k, v in values.items()}
-        study.add_trial(optuna.trial.create_trial(
-            params=params, distributions={p.name: distribution(p) for p in s.parameters}, value=value))
+        params = {
+            k: float(v) if kinds[k] == "double" else int(v) if kinds[k] == "int" else v for k, v in values.items()
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions={p.name: distribution(p) for p in s.parameters}, value=value
+            )
+        )
     study.optimize(lambda trial: loss(suggest_all(trial, s)), n_trials=1)
     assert sug._asked[0].params == study.trials[3].params
 
@@ -757,8 +877,10 @@ def test_warm_start_teaches_finished_configurations_as_complete_trials():
 def test_warm_start_then_replay_keeps_suggestion_indexes():
     # The handler warm-starts a new Suggester, then replays the experiment's own Trials.
     s = make_spec("tpe", seed=4, settings={"nStartupTrials": "2"})
-    finished = [({"lr": "0.003", "dropout": "0.2", "layers": "3", "units": "128", "opt": "adam", "batch": "32"}, 0.1),
-                ({"lr": "0.05", "dropout": "0.45", "layers": "6", "units": "16", "opt": "sgd", "batch": "64"}, 3.0)]
+    finished = [
+        ({"lr": "0.003", "dropout": "0.2", "layers": "3", "units": "128", "opt": "adam", "batch": "32"}, 0.1),
+        ({"lr": "0.05", "dropout": "0.45", "layers": "6", "units": "16", "opt": "sgd", "batch": "64"}, 3.0),
+    ]
     uninterrupted = Suggester(s)
     uninterrupted.warm_start(finished)
     before = drive(uninterrupted, 5)
@@ -809,8 +931,9 @@ def test_warm_start_skips_a_fractional_value_of_an_int_parameter():
 
 
 def median_spec(objective="minimize"):
-    return make_spec("random", params=PLANE, objective=objective,
-                     early_stopping={"algorithm": "median", "minTrialsRequired": 2})
+    return make_spec(
+        "random", params=PLANE, objective=objective, early_stopping={"algorithm": "median", "minTrialsRequired": 2}
+    )
 
 
 @pytest.mark.parametrize("objective, sign", [("minimize", 1), ("maximize", -1)])
@@ -858,7 +981,6 @@ def test_each_step_reaches_optuna_once_however_often_the_curve_is_handed_over():
         for last in (1, 2, 3):
             sug.should_stop(0, {step: 1.0 / step for step in range(1, last + 1)})
     assert sug.study.trials[0].intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
-
 
 
 def test_the_readme_lists_each_algorithms_settings_as_the_models_do():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_operator.workloads.checkpoint import build_claim, claim_name, merged_history, mount, volumes_to_delete
 from hpo_operator.api.spec import Checkpoint
 from hpo_operator.api.status import Metric
+from hpo_operator.workloads.checkpoint import build_claim, claim_name, merged_history, mount, volumes_to_delete
 
-CKPT = Checkpoint.model_validate({"volumeClaimTemplate": {"size": "1Gi", "storageClassName": "local"},
-                                  "mountPath": "/ckpt"})
+CKPT = Checkpoint.model_validate(
+    {"volumeClaimTemplate": {"size": "1Gi", "storageClassName": "local"}, "mountPath": "/ckpt"}
+)
 EXPERIMENT = {"apiVersion": "hpo.dev/v1alpha1", "metadata": {"name": "exp", "namespace": "ns", "uid": "e-1"}}
 
 
@@ -17,11 +18,19 @@ def test_one_claim_per_configuration_named_and_owned_deterministically():
     claim = build_claim(CKPT, EXPERIMENT, "c0ffee")
     assert claim["metadata"]["name"] == claim_name("exp", "c0ffee") == "exp-ckpt-c0ffee"
     assert claim["metadata"]["ownerReferences"][0] | {} == {
-        "apiVersion": "hpo.dev/v1alpha1", "kind": "Experiment", "name": "exp", "uid": "e-1", "controller": True,
-        "blockOwnerDeletion": True}
+        "apiVersion": "hpo.dev/v1alpha1",
+        "kind": "Experiment",
+        "name": "exp",
+        "uid": "e-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     assert claim["metadata"]["labels"]["hpo.dev/config"] == "c0ffee"
-    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
-                             "storageClassName": "local"}
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}},
+        "storageClassName": "local",
+    }
     assert build_claim(CKPT, EXPERIMENT, "c0ffee") == claim
     long = claim_name("e" * 250, "c0ffee")
     assert len(long) <= 253 and long.endswith("-ckpt-c0ffee") and long != claim_name("e" * 249 + "f", "c0ffee")
@@ -29,8 +38,10 @@ def test_one_claim_per_configuration_named_and_owned_deterministically():
 
 @pytest.mark.parametrize("resume", [False, True])
 def test_the_primary_container_gets_the_volume_and_the_environment(resume):
-    spec = {"containers": [{"name": "sidecar"}, {"name": "train", "env": [{"name": "A", "value": "1"}]}],
-            "volumes": [{"name": "data", "emptyDir": {}}]}
+    spec = {
+        "containers": [{"name": "sidecar"}, {"name": "train", "env": [{"name": "A", "value": "1"}]}],
+        "volumes": [{"name": "data", "emptyDir": {}}],
+    }
     mount(spec, CKPT, "exp-ckpt-c0ffee", "train", resume)
     assert spec["volumes"][-1] == {"name": "hpo-checkpoint", "persistentVolumeClaim": {"claimName": "exp-ckpt-c0ffee"}}
     assert "volumeMounts" not in spec["containers"][0]
@@ -59,8 +70,13 @@ def test_a_resumed_attempts_history_continues_the_earlier_one():
 
 
 def test_retention_removes_claims_of_finished_configurations_only():
-    configs = {"ok": (True, True, False), "lost": (True, False, True), "retrying": (False, False, False),
-               "gone": (True, True, False), "waiting": (True, False, False)}
+    configs = {
+        "ok": (True, True, False),
+        "lost": (True, False, True),
+        "retrying": (False, False, False),
+        "gone": (True, True, False),
+        "waiting": (True, False, False),
+    }
     existing = {claim_name("exp", c) for c in ("ok", "lost", "retrying", "waiting")}
     assert volumes_to_delete("DeleteOnSuccess", configs, existing, "exp") == ["exp-ckpt-ok"]
     assert volumes_to_delete("Delete", configs, existing, "exp") == ["exp-ckpt-lost", "exp-ckpt-ok"]

@@ -43,8 +43,11 @@ def test_only_what_trials_run_keeps_unknown_fields():
     schema = yaml.safe_load((REPO / "crds/experiments.yaml").read_text())
     root = schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     keeping = [p for p, node in _walk(root) if node.get("x-kubernetes-preserve-unknown-fields")]
-    kinds = ("/trialTemplate/properties/template", "/trialTemplate/properties/job",
-             "/trialTemplate/properties/resource/properties/manifest")
+    kinds = (
+        "/trialTemplate/properties/template",
+        "/trialTemplate/properties/job",
+        "/trialTemplate/properties/resource/properties/manifest",
+    )
     for kind in kinds:
         assert any(kind in p for p in keeping), f"{kind} must keep the object's fields"
     assert all(any(kind in p for kind in kinds) for p in keeping), keeping

@@ -15,7 +15,7 @@ from hpo_operator.client.errors import InvalidInput
 from hpo_operator.dashboard import data, figures
 from tests import dashboard_objects as objs
 
-XSS = ['<script>window.__xss=1</script>', '"><img src=x onerror="window.__xss=1">']
+XSS = ["<script>window.__xss=1</script>", '"><img src=x onerror="window.__xss=1">']
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,36 @@ def made():
 
 # --- rows -----------------------------------------------------------------------------------------
 
+
 def test_trial_rows_agree_with_the_plugins_trial_summaries(made):
     _, trials = made
     for t in trials:
         row, summary = data.trial_row(t), views.trial_summary(t)
-        assert (row["name"], row["phase"], row["reason"], row["attempt"], row["launchReason"], row["config"],
-                row["retryOf"], row["retriedBy"], row["params"], row["metrics"], row["objective"]) == \
-            (summary.name, summary.phase, summary.reason, summary.attempt, summary.launch_reason, summary.config,
-             summary.retry_of, summary.retried_by, summary.parameters, summary.metrics, summary.objective_value)
+        assert (
+            row["name"],
+            row["phase"],
+            row["reason"],
+            row["attempt"],
+            row["launchReason"],
+            row["config"],
+            row["retryOf"],
+            row["retriedBy"],
+            row["params"],
+            row["metrics"],
+            row["objective"],
+        ) == (
+            summary.name,
+            summary.phase,
+            summary.reason,
+            summary.attempt,
+            summary.launch_reason,
+            summary.config,
+            summary.retry_of,
+            summary.retried_by,
+            summary.parameters,
+            summary.metrics,
+            summary.objective_value,
+        )
         assert row["failureClass"] == t["status"].get("failureClass")
 
 
@@ -65,21 +87,25 @@ def test_the_experiment_view_is_what_describe_shows(made):
 
 # --- label selectors ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("selector, labels, matches", [
-    ("team=vision", {"team": "vision"}, True),
-    ("team==vision", {"team": "nlp"}, False),
-    ("team!=vision", {}, True),  # as the API server: a missing label is "not equal"
-    ("team!=vision", {"team": "vision"}, False),
-    ("team", {"team": ""}, True),
-    ("!team", {"team": "x"}, False),
-    ("!team", {}, True),
-    ("stage in (dev, prod),team", {"stage": "prod", "team": "a"}, True),
-    ("stage in (dev,prod)", {"stage": "test"}, False),
-    ("stage notin (dev)", {"stage": "prod"}, True),
-    ("stage notin (dev)", {}, True),
-    ("a=1,b=2", {"a": "1"}, False),
-    ("", {"a": "1"}, True),
-])
+
+@pytest.mark.parametrize(
+    "selector, labels, matches",
+    [
+        ("team=vision", {"team": "vision"}, True),
+        ("team==vision", {"team": "nlp"}, False),
+        ("team!=vision", {}, True),  # as the API server: a missing label is "not equal"
+        ("team!=vision", {"team": "vision"}, False),
+        ("team", {"team": ""}, True),
+        ("!team", {"team": "x"}, False),
+        ("!team", {}, True),
+        ("stage in (dev, prod),team", {"stage": "prod", "team": "a"}, True),
+        ("stage in (dev,prod)", {"stage": "test"}, False),
+        ("stage notin (dev)", {"stage": "prod"}, True),
+        ("stage notin (dev)", {}, True),
+        ("a=1,b=2", {"a": "1"}, False),
+        ("", {"a": "1"}, True),
+    ],
+)
 def test_label_selectors_match_as_the_api_server_matches(selector, labels, matches):
     assert data.selector_matches(data.parse_selector(selector), labels) is matches
 
@@ -92,6 +118,7 @@ def test_malformed_label_selectors_are_refused(selector):
 
 # --- the experiment list --------------------------------------------------------------------------------
 
+
 def _experiment(name: str, phase: str, created: str, creator: str | None = None, labels: dict | None = None) -> dict:
     meta: dict = {"name": name, "namespace": "ns", "creationTimestamp": created, "labels": labels or {}}
     if creator:
@@ -101,7 +128,9 @@ def _experiment(name: str, phase: str, created: str, creator: str | None = None,
 
 EXPERIMENTS = [
     _experiment("mnist-a", "Running", "2026-01-02T10:00:00Z", "alice", {"team": "vision"}),
-    _experiment("mnist-b", "Succeeded", "2026-01-03T10:00:00Z", "bob", {"team": "vision", "hpo.dev/bookmarked": "true"}),
+    _experiment(
+        "mnist-b", "Succeeded", "2026-01-03T10:00:00Z", "bob", {"team": "vision", "hpo.dev/bookmarked": "true"}
+    ),
     _experiment("bert", "Failed", "2026-01-01T10:00:00Z", None, {"team": "nlp"}),
 ]
 
@@ -125,14 +154,17 @@ def test_the_list_takes_the_plugins_filters_and_order():
     assert _names({"mine": "true"}, me="bob") == ["mnist-b"]
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"status": "done"}, "unknown status"),
-    ({"since": "yesterday"}, "invalid time"),
-    ({"sort": "size"}, "cannot sort by"),
-    ({"order": "up"}, "invalid order"),
-    ({"creator": "a", "mine": "true"}, "creator or mine"),
-    ({"selector": "a in b"}, "invalid label selector"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"status": "done"}, "unknown status"),
+        ({"since": "yesterday"}, "invalid time"),
+        ({"sort": "size"}, "cannot sort by"),
+        ({"order": "up"}, "invalid order"),
+        ({"creator": "a", "mine": "true"}, "creator or mine"),
+        ({"selector": "a in b"}, "invalid label selector"),
+    ],
+)
 def test_bad_list_filters_say_what_is_wrong(params, message):
     with pytest.raises(InvalidInput, match=message):
         data.parse_list_query(params.get)
@@ -145,6 +177,7 @@ def test_mine_needs_to_know_who_you_are():
 
 # --- recovery ---------------------------------------------------------------------------------------------
 
+
 def test_recovery_lists_each_troubled_configuration_with_its_attempts_in_order(made):
     _, trials = made
     rec = data.recovery(data.trial_rows(trials))
@@ -154,12 +187,16 @@ def test_recovery_lists_each_troubled_configuration_with_its_attempts_in_order(m
     assert len(rec["rows"]) == len(troubled) and rec["clean"] == 30 - len(troubled)
     evicted = next(r for r in rec["rows"] if r["attempts"][0]["name"] == "exp-0005")
     assert [(a["name"], a["phase"], a["failureClass"]) for a in evicted["attempts"]] == [
-        ("exp-0005", "Failed", "Infrastructure"), ("exp-0005-a2", "Failed", "Infrastructure"),
-        ("exp-0005-a3", "Succeeded", None)]
+        ("exp-0005", "Failed", "Infrastructure"),
+        ("exp-0005-a2", "Failed", "Infrastructure"),
+        ("exp-0005-a3", "Succeeded", None),
+    ]
     assert evicted["outcome"] == "Succeeded" and evicted["failedAttempts"] == 2
     assert evicted["failedSeconds"] == sum(a["seconds"] for a in evicted["attempts"][:2]) > 0
     # The most failed attempts first.
-    assert [r["failedAttempts"] for r in rec["rows"]] == sorted((r["failedAttempts"] for r in rec["rows"]), reverse=True)
+    assert [r["failedAttempts"] for r in rec["rows"]] == sorted(
+        (r["failedAttempts"] for r in rec["rows"]), reverse=True
+    )
 
 
 def test_recovery_counts_what_each_failure_class_cost(made):
@@ -178,18 +215,24 @@ def test_recovery_counts_what_each_failure_class_cost(made):
 
 def test_recovery_leaves_out_trials_that_never_ran(made):
     _, trials = made
-    refused = {"metadata": {"name": "exp-u-abcde"}, "spec": {"experimentName": "exp", "parameters": []},
-               "status": {"phase": "Refused", "reason": "InvalidParameters"}}
+    refused = {
+        "metadata": {"name": "exp-u-abcde"},
+        "spec": {"experimentName": "exp", "parameters": []},
+        "status": {"phase": "Refused", "reason": "InvalidParameters"},
+    }
     assert data.recovery(data.trial_rows([*trials, refused]))["configurations"] == 30
 
 
 # --- the study and the figures -----------------------------------------------------------------------
 
+
 def test_the_study_has_one_trial_per_trial_that_ran_in_creation_order(made):
     exp, trials = made
-    user = {"metadata": {"name": "exp-u-zzzzz", "creationTimestamp": "2026-11-20T09:00:00Z"},
-            "spec": {"experimentName": "exp", "parameters": [{"name": "lr", "value": "5"}]},
-            "status": {"phase": "Refused", "reason": "InvalidParameters"}}
+    user = {
+        "metadata": {"name": "exp-u-zzzzz", "creationTimestamp": "2026-11-20T09:00:00Z"},
+        "spec": {"experimentName": "exp", "parameters": [{"name": "lr", "value": "5"}]},
+        "status": {"phase": "Refused", "reason": "InvalidParameters"},
+    }
     ts = figures.build_study(exp["spec"], [*reversed(trials), user])
     phases = Counter(t["status"]["phase"] for t in trials)
     states = Counter(t.state for t in ts.study.get_trials())
@@ -212,8 +255,11 @@ def test_the_history_has_one_point_per_succeeded_trial_and_the_best_so_far(made)
     ts = figures.build_study(exp["spec"], trials)
     fig = json.loads(figures.to_json(figures.history(ts)))
     points = next(t for t in fig["data"] if t.get("mode") == "markers" and t.get("x"))
-    succeeded = [n for n, t in enumerate(sorted(trials, key=lambda t: t["metadata"]["creationTimestamp"]))
-                 if t["status"]["phase"] == "Succeeded"]
+    succeeded = [
+        n
+        for n, t in enumerate(sorted(trials, key=lambda t: t["metadata"]["creationTimestamp"]))
+        if t["status"]["phase"] == "Succeeded"
+    ]
     assert points["x"] == succeeded
     best = next(t for t in fig["data"] if t.get("name") == "Best Value")
     values = [v for v in best["y"] if v is not None]
@@ -274,7 +320,7 @@ def test_metric_curves_show_the_chosen_trials_or_the_latest_with_a_history(made)
     assert list(fig.data[0].x) == list(range(5)) and fig.layout.yaxis.title.text == "accuracy"
     latest = figures.curves(exp["spec"], trials)
     with_history = [t["metadata"]["name"] for t in trials if t["status"].get("metricHistory")]
-    assert [t.name for t in latest.data] == with_history[-figures.DEFAULT_CURVES:]
+    assert [t.name for t in latest.data] == with_history[-figures.DEFAULT_CURVES :]
     none = figures.curves(exp["spec"], trials, "nothing")
     assert not none.data and "no trial has reported nothing" in none.layout.annotations[0].text
 

@@ -39,14 +39,20 @@ class LocalServer:
         await self.store.start(watch=False)
         sock = server.bind("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(server.create_app(self.store, self.options, self.actions),
-                                                    log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                server.create_app(self.store, self.options, self.actions),
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+            )
+        )
         self.server.install_signal_handlers = lambda: None  # not the main thread
         self.ready.set()
         await self.server.serve(sockets=[sock])
         await self.store.stop()
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         self.thread.start()
         assert self.ready.wait(10)
         time.sleep(0.2)
@@ -58,8 +64,12 @@ class LocalServer:
 
     def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"Host": f"127.0.0.1:{self.port}", **(headers or {})})
+        conn.request(
+            method,
+            path,
+            body=json.dumps(body) if body is not None else None,
+            headers={"Host": f"127.0.0.1:{self.port}", **(headers or {})},
+        )
         response = conn.getresponse()
         data = response.read()
         conn.close()
@@ -105,10 +115,18 @@ def test_the_api_serves_the_list_the_experiment_its_trials_and_recovery(site):
 
 
 def test_bad_requests_say_why(site):
-    assert site.get_json("/api/experiments?status=done") == (400, {"error": "unknown status 'done': use one of "
-                                                                "Created, Running, Suspended, Succeeded, Failed"})
-    assert site.get_json(f"/api/experiments/{NS}/nope") == (404, {"error": f"experiment nope not found in namespace {NS}"})
-    assert site.get_json("/api/experiments/other/exp") == (404, {"error": "this dashboard does not watch namespace other"})
+    assert site.get_json("/api/experiments?status=done") == (
+        400,
+        {"error": "unknown status 'done': use one of Created, Running, Suspended, Succeeded, Failed"},
+    )
+    assert site.get_json(f"/api/experiments/{NS}/nope") == (
+        404,
+        {"error": f"experiment nope not found in namespace {NS}"},
+    )
+    assert site.get_json("/api/experiments/other/exp") == (
+        404,
+        {"error": "this dashboard does not watch namespace other"},
+    )
     status, body = site.get_json(f"/api/experiments/{NS}/exp/figures/pie")
     assert status == 404 and "no figure pie" in body["error"]
 
@@ -125,8 +143,9 @@ def test_trial_rows_are_rebuilt_when_a_trial_changes(site):
 
 
 def test_writes_are_refused_without_allow_write(site):
-    response, data = site.request("POST", f"/api/experiments/{NS}/exp/stop", {}, {
-        "content-type": "application/json", guards.WRITE_HEADER: "1"})
+    response, data = site.request(
+        "POST", f"/api/experiments/{NS}/exp/stop", {}, {"content-type": "application/json", guards.WRITE_HEADER: "1"}
+    )
     assert response.status == 403
     assert "read-only: start it with `kubectl hpo dashboard --allow-write`" in json.loads(data)["error"]
 
@@ -187,7 +206,12 @@ def test_allowed_hosts():
     assert guards.Options(address="10.1.2.3").hosts() == {"localhost", "127.0.0.1", "::1", "10.1.2.3"}
     assert guards.Options(address="0.0.0.0").hosts() is None
     assert guards.Options(allowed_hosts=["Dash.example"]).hosts() == {"localhost", "127.0.0.1", "::1", "dash.example"}
-    assert guards.Options(address="0.0.0.0", allowed_hosts=["dash"]).hosts() == {"localhost", "127.0.0.1", "::1", "dash"}
+    assert guards.Options(address="0.0.0.0", allowed_hosts=["dash"]).hosts() == {
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "dash",
+    }
     assert guards.Options(allowed_hosts=["*"]).hosts() is None
     assert guards.is_loopback("127.0.0.1") and guards.is_loopback("::1") and not guards.is_loopback("0.0.0.0")
 
@@ -210,7 +234,9 @@ def test_both_pages_are_the_one_shell_with_their_own_title_crumbs_content_and_sc
         assert response.status == 200 and response.getheader("content-type") == "text/html; charset=utf-8"
         pages[name] = page = data.decode()
         assert page.startswith("<!doctype html>") and page.endswith("</body>\n</html>\n")
-        assert f'<script src="/static/common.js" defer></script>\n<script src="/static/{name}.js" defer></script>' in page
+        assert (
+            f'<script src="/static/common.js" defer></script>\n<script src="/static/{name}.js" defer></script>' in page
+        )
         assert '<main>\n  <div id="errors" class="errors" hidden></div>\n' in page
         assert "<!-- title -->" not in page and "$" not in page  # every part filled, no marker left
     assert "<title>Experiments · hpo dashboard</title>" in pages["list"] and 'id="filters"' in pages["list"]
@@ -251,6 +277,10 @@ def test_the_command_refuses_bad_options_before_it_serves(tmp_path):
     assert both.exit_code == 1 and "use -n/--namespace or -A/--all-namespaces, not both" in both.output
     missing = runner.invoke(app, ["dashboard", "--no-browser", "--kubeconfig", str(tmp_path / "nope")])
     assert missing.exit_code == 1 and f"kubeconfig {tmp_path / 'nope'} does not exist" in missing.output
-    exposed = runner.invoke(app, ["dashboard", "--no-browser", "--address", "0.0.0.0", "--kubeconfig",
-                                  str(tmp_path / "nope")])
-    assert "warning: listening on 0.0.0.0: anyone who can reach it reads the cluster with your credentials" in exposed.output
+    exposed = runner.invoke(
+        app, ["dashboard", "--no-browser", "--address", "0.0.0.0", "--kubeconfig", str(tmp_path / "nope")]
+    )
+    assert (
+        "warning: listening on 0.0.0.0: anyone who can reach it reads the cluster with your credentials"
+        in exposed.output
+    )

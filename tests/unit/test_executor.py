@@ -10,22 +10,29 @@ import aiohttp
 import pytest
 
 from hpo_operator import planner
-from hpo_operator.controller.executor import Executor, PendingWrites
-from hpo_operator.kube.client import ApiException
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.api.vocabulary import A_RESTART, L_LAUNCH
+from hpo_operator.controller.executor import Executor, PendingWrites
+from hpo_operator.kube.client import ApiException
 
-SPEC = ExperimentSpec.model_validate({
-    "objective": {"type": "minimize", "metricName": "loss"},
-    "algorithm": {"name": "random", "seed": 1},
-    "parameters": [{"name": "x", "type": "double", "min": 0, "max": 1}],
-    "parallelTrialCount": 20, "maxTrialCount": 20,
-    "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}}},
-})
-EXPERIMENT = {"apiVersion": "hpo.dev/v1alpha1", "kind": "Experiment",
-              "metadata": {"name": "exp", "namespace": "ns", "uid": "uid-exp", "generation": 1},
-              "spec": {}, "status": {}}
+SPEC = ExperimentSpec.model_validate(
+    {
+        "objective": {"type": "minimize", "metricName": "loss"},
+        "algorithm": {"name": "random", "seed": 1},
+        "parameters": [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        "parallelTrialCount": 20,
+        "maxTrialCount": 20,
+        "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}}},
+    }
+)
+EXPERIMENT = {
+    "apiVersion": "hpo.dev/v1alpha1",
+    "kind": "Experiment",
+    "metadata": {"name": "exp", "namespace": "ns", "uid": "uid-exp", "generation": 1},
+    "spec": {},
+    "status": {},
+}
 
 
 def refused(status: int, message: str = "no") -> ApiException:
@@ -91,33 +98,52 @@ class FakeApi:
 
 
 def new_trial(name: str) -> dict:
-    return {"apiVersion": "hpo.dev/v1alpha1", "kind": "Trial",
-            "metadata": {"name": name, "namespace": "ns", "labels": {L_LAUNCH: "Suggestion"},
-                         "ownerReferences": [{"uid": "uid-exp", "controller": True}]},
-            "spec": {"experimentName": "exp", "attempt": 1, "parameters": [{"name": "x", "value": "0.5"}]},
-            "status": {"phase": "Pending", "reason": "PodCreated", "parameterSummary": "x=0.5"}}
+    return {
+        "apiVersion": "hpo.dev/v1alpha1",
+        "kind": "Trial",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": {L_LAUNCH: "Suggestion"},
+            "ownerReferences": [{"uid": "uid-exp", "controller": True}],
+        },
+        "spec": {"experimentName": "exp", "attempt": 1, "parameters": [{"name": "x", "value": "0.5"}]},
+        "status": {"phase": "Pending", "reason": "PodCreated", "parameterSummary": "x=0.5"},
+    }
 
 
 def existing(name: str, **status) -> planner.TrialView:
-    body = {"apiVersion": "hpo.dev/v1alpha1", "kind": "Trial",
-            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "labels": {}},
-            "spec": {"experimentName": "exp", "parameters": [{"name": "x", "value": "0.1"}]},
-            "status": {"phase": "Running", **status}}
+    body = {
+        "apiVersion": "hpo.dev/v1alpha1",
+        "kind": "Trial",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "labels": {}},
+        "spec": {"experimentName": "exp", "parameters": [{"name": "x", "value": "0.1"}]},
+        "status": {"phase": "Running", **status},
+    }
     return planner.TrialView(name, f"uid-{name}", body)
 
 
 def run(api: FakeApi, plan: planner.Plan, trials: list[planner.TrialView] = ()) -> list[tuple]:
     events: list[tuple] = []
-    executor = Executor(api, dict(EXPERIMENT), SPEC, list(trials), PendingWrites(),
-                        lambda obj, *rest: events.append((obj["metadata"]["name"], *rest)))
+    executor = Executor(
+        api,
+        dict(EXPERIMENT),
+        SPEC,
+        list(trials),
+        PendingWrites(),
+        lambda obj, *rest: events.append((obj["metadata"]["name"], *rest)),
+    )
     asyncio.run(executor.run(plan))
     return events
 
 
 def test_a_new_trial_gets_its_pod_after_it_exists_and_the_experiment_status_comes_last():
     names = [f"exp-{i:04d}" for i in range(10)]
-    plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
-                        experiment_status=ExperimentStatus(phase="Running"))
+    plan = planner.Plan(
+        create_trials=[new_trial(n) for n in names],
+        start_pods=list(names),
+        experiment_status=ExperimentStatus(phase="Running"),
+    )
     api = FakeApi()
     run(api, plan)
     order = [c for c in api.calls]
@@ -134,9 +160,12 @@ def test_a_new_trial_gets_its_pod_after_it_exists_and_the_experiment_status_come
 
 def test_status_before_metadata_for_one_trial_and_independent_writes_at_once():
     trials = [existing(f"t{i}") for i in range(6)]
-    plan = planner.Plan(trial_status={t.name: TrialStatus(phase="Succeeded") for t in trials},
-                        trial_metadata={"t0": {"annotations": {A_RESTART: None}}},
-                        delete_pods=["t1", "t2"], experiment_status=ExperimentStatus(phase="Running"))
+    plan = planner.Plan(
+        trial_status={t.name: TrialStatus(phase="Succeeded") for t in trials},
+        trial_metadata={"t0": {"annotations": {A_RESTART: None}}},
+        delete_pods=["t1", "t2"],
+        experiment_status=ExperimentStatus(phase="Running"),
+    )
     api = FakeApi()
     run(api, plan, trials)
     assert api.calls.index(("status trials", "t0")) < api.calls.index(("patch trials", "t0"))
@@ -146,8 +175,11 @@ def test_status_before_metadata_for_one_trial_and_independent_writes_at_once():
 
 def test_one_refused_write_does_not_stop_the_others_and_fails_the_round_at_the_end():
     trials = [existing("t0"), existing("t1")]
-    plan = planner.Plan(trial_status={"t0": TrialStatus(phase="Succeeded"), "t1": TrialStatus(phase="Succeeded")},
-                        delete_pods=["t0"], experiment_status=ExperimentStatus(phase="Running"))
+    plan = planner.Plan(
+        trial_status={"t0": TrialStatus(phase="Succeeded"), "t1": TrialStatus(phase="Succeeded")},
+        delete_pods=["t0"],
+        experiment_status=ExperimentStatus(phase="Running"),
+    )
     api = FakeApi(fail={("status trials", "t0"): refused(500)})
     with pytest.raises(ApiException) as e:
         run(api, plan, trials)
@@ -155,15 +187,20 @@ def test_one_refused_write_does_not_stop_the_others_and_fails_the_round_at_the_e
     assert {("status trials", "t1"), ("delete pods", "t0"), ("status experiments", "exp")} <= set(api.calls)
 
 
-@pytest.mark.parametrize("failure", [refused(500), asyncio.TimeoutError(), aiohttp.ServerDisconnectedError()],
-                         ids=["refused", "timed-out", "cut"])
+@pytest.mark.parametrize(
+    "failure",
+    [refused(500), TimeoutError(), aiohttp.ServerDisconnectedError()],
+    ids=["refused", "timed-out", "cut"],
+)
 def test_a_trial_not_made_keeps_the_experiment_status_from_counting_it(failure):
     """A status written over a Trial that was not made would be ahead of the Trials: its
     suggestion would be skipped for good (a configuration lost after an API-server outage)."""
     names = ["exp-0000", "exp-0001"]
-    plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
-                        experiment_status=ExperimentStatus(phase="Running", suggestion_count=2,
-                                                          configurations=2))
+    plan = planner.Plan(
+        create_trials=[new_trial(n) for n in names],
+        start_pods=list(names),
+        experiment_status=ExperimentStatus(phase="Running", suggestion_count=2, configurations=2),
+    )
     api = FakeApi(fail={("create trials", "exp-0001"): failure})
     with pytest.raises(type(failure)):
         run(api, plan)
@@ -173,8 +210,11 @@ def test_a_trial_not_made_keeps_the_experiment_status_from_counting_it(failure):
 
 def test_a_lost_connection_fails_the_round_after_every_other_write_ran():
     trials = [existing("t0"), existing("t1")]
-    plan = planner.Plan(trial_status={"t0": TrialStatus(phase="Succeeded"), "t1": TrialStatus(phase="Succeeded")},
-                        delete_pods=["t1"], experiment_status=ExperimentStatus(phase="Running"))
+    plan = planner.Plan(
+        trial_status={"t0": TrialStatus(phase="Succeeded"), "t1": TrialStatus(phase="Succeeded")},
+        delete_pods=["t1"],
+        experiment_status=ExperimentStatus(phase="Running"),
+    )
     api = FakeApi(fail={("status trials", "t0"): aiohttp.ClientPayloadError("cut")})
     with pytest.raises(aiohttp.ClientPayloadError):
         run(api, plan, trials)
@@ -182,8 +222,11 @@ def test_a_lost_connection_fails_the_round_after_every_other_write_ran():
 
 
 def test_a_pod_the_api_server_finds_invalid_fails_its_trial_instead_of_the_round():
-    plan = planner.Plan(create_trials=[new_trial("exp-0000")], start_pods=["exp-0000"],
-                        experiment_status=ExperimentStatus(phase="Running"))
+    plan = planner.Plan(
+        create_trials=[new_trial("exp-0000")],
+        start_pods=["exp-0000"],
+        experiment_status=ExperimentStatus(phase="Running"),
+    )
     api = FakeApi(fail={("create pods", "exp-0000"): refused(422, "metadata.labels: Invalid value")})
     events = run(api, plan)  # no exception: the trial carries the failure
     assert [c for c in api.calls if c == ("status trials", "exp-0000")] == [("status trials", "exp-0000")] * 2
@@ -191,17 +234,23 @@ def test_a_pod_the_api_server_finds_invalid_fails_its_trial_instead_of_the_round
     assert first["phase"] == "Pending"
     assert (failed["phase"], failed["reason"], failed["failureClass"]) == ("Failed", "InvalidPod", "Startup")
     assert [(c["type"], c["status"], c["reason"]) for c in failed["conditions"]] == [
-        ("Succeeded", "False", "InvalidPod")]
+        ("Succeeded", "False", "InvalidPod")
+    ]
     assert ("exp-0000", "Warning", "PodCreateFailed", "metadata.labels: Invalid value") in events
 
 
 def test_routine_events_are_one_per_reason_and_round_on_the_experiment():
     names = [f"exp-{i:04d}" for i in range(3)]
     trials = [existing("t0"), existing("t1")]
-    plan = planner.Plan(create_trials=[new_trial(n) for n in names], start_pods=list(names),
-                        experiment_status=ExperimentStatus(phase="Running"),
-                        events=[planner.Event("t0", "Normal", "TrialSucceeded", "objective loss=0.1"),
-                                planner.Event("t1", "Warning", "TrialFailed", "exit code 1")])
+    plan = planner.Plan(
+        create_trials=[new_trial(n) for n in names],
+        start_pods=list(names),
+        experiment_status=ExperimentStatus(phase="Running"),
+        events=[
+            planner.Event("t0", "Normal", "TrialSucceeded", "objective loss=0.1"),
+            planner.Event("t1", "Warning", "TrialFailed", "exit code 1"),
+        ],
+    )
     events = run(FakeApi(), plan, trials)
     created = [e for e in events if e[2] == "TrialCreated"]
     assert len(created) == 1 and created[0][:2] == ("exp", "Normal")
@@ -220,7 +269,6 @@ def test_pending_writes_lay_our_statuses_over_the_watch_without_changing_it():
     assert watched["t0"]["status"] == {"phase": "Running"}  # the watch's body is untouched
     assert "t1" in bodies
     # Once the watch shows what we wrote, the overlay is dropped.
-    watched = {"t0": {"metadata": {"name": "t0"}, "status": {"phase": "Succeeded"}},
-               "t1": {"metadata": {"name": "t1"}}}
+    watched = {"t0": {"metadata": {"name": "t0"}, "status": {"phase": "Succeeded"}}, "t1": {"metadata": {"name": "t1"}}}
     written.trial_bodies(watched)
     assert not written.trial_status and not written.trials

@@ -47,14 +47,16 @@ def test_both_recipes_use_the_same_debian_suite_and_python_package():
 
 
 def test_both_recipes_install_the_lock_into_the_same_place_as_the_same_user():
-    assert "deploy/image/requirements.txt" in DOCKERFILE and script_var("lock").endswith("deploy/image/requirements.txt")
+    assert "deploy/image/requirements.txt" in DOCKERFILE and script_var("lock").endswith(
+        "deploy/image/requirements.txt"
+    )
     site = script_var("site")
     assert f"COPY --from=wheels /site /{site}" in final_stage()
     assert f"--invalidation-mode unchecked-hash /{site}" in final_stage()
     assert re.search(r"^USER (\S+)$", final_stage(), re.M).group(1) == script_var("user") == "65532:65532"
     for recipe in (DOCKERFILE, SCRIPT):
         assert recipe.count("--no-deps") >= 2, "the lock alone decides the packages"
-    entry = re.search(r'^ENTRYPOINT (\[.*\])$', final_stage(), re.M).group(1)
+    entry = re.search(r"^ENTRYPOINT (\[.*\])$", final_stage(), re.M).group(1)
     assert ast.literal_eval(entry) == ["python3", "-m", "hpo_operator"]
     assert "--config.entrypoint python3 --config.entrypoint -m --config.entrypoint hpo_operator" in SCRIPT
 
@@ -80,8 +82,13 @@ def test_the_operators_modules_never_import_the_plugins_dependencies():
     offenders = []
     for path in sorted(set(package.rglob("*.py")) - plugin):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             offenders += [f"{path.relative_to(package)}: {n}" for n in names if n.split(".")[0] in cli_only]
     assert not offenders
 

@@ -12,17 +12,24 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hpo_operator.kube import informer as informer_module
-from hpo_operator.kube.informer import RESTARTS, Informer, backoff_delay
-from hpo_operator.kube.client import PODS, ApiException, failure_reason
 from hpo_operator.controller.namespace import by_experiment
 from hpo_operator.controller.slim import slim_pod
+from hpo_operator.kube import informer as informer_module
+from hpo_operator.kube.client import PODS, ApiException, failure_reason
+from hpo_operator.kube.informer import RESTARTS, Informer, backoff_delay
 
 
 def pod(name: str, phase: str, experiment: str = "exp", rv: int = 1) -> dict:
-    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": str(rv),
-                         "labels": {"hpo.dev/experiment": experiment}},
-            "spec": {"containers": [{"name": "train"}]}, "status": {"phase": phase}}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "resourceVersion": str(rv),
+            "labels": {"hpo.dev/experiment": experiment},
+        },
+        "spec": {"containers": [{"name": "train"}]},
+        "status": {"phase": phase},
+    }
 
 
 class Stream:
@@ -42,6 +49,7 @@ class Stream:
                 await asyncio.Event().wait()
             if self.end is not None:
                 raise self.end
+
         return lines()
 
     def release(self) -> None:
@@ -101,7 +109,7 @@ CUTS = {
     # the API server killed mid-stream: the chunked body ends early
     "Disconnected": aiohttp.ClientPayloadError("Response payload is not completed"),
     "Disconnected ": aiohttp.ServerDisconnectedError(),
-    "Timeout": asyncio.TimeoutError(),  # a half-open stream: the client's read timeout
+    "Timeout": TimeoutError(),  # a half-open stream: the client's read timeout
     "ServerError": ApiException(status=503, reason="Service Unavailable"),
     "TooManyRequests": ApiException(status=429, reason="Too Many Requests"),
     "BadResponse": ValueError("Expecting value"),  # a line cut in half
@@ -112,10 +120,13 @@ CUTS = {
 def test_a_watch_cut_mid_stream_lists_again_and_wakes_what_changed(reason):
     before = RESTARTS[("pods", reason.strip())]
     api = ScriptedApi(
-        listings=[listing("10", pod("exp-0000", "Running"), pod("gone-0000", "Running", "gone")),
-                  # while the watch was down: exp-0000 finished, gone-0000 was deleted
-                  listing("20", pod("exp-0000", "Succeeded", rv=15))],
-        watches=[Stream([{"type": "MODIFIED", "object": pod("exp-0001", "Running", rv=11)}], end=CUTS[reason])])
+        listings=[
+            listing("10", pod("exp-0000", "Running"), pod("gone-0000", "Running", "gone")),
+            # while the watch was down: exp-0000 finished, gone-0000 was deleted
+            listing("20", pod("exp-0000", "Succeeded", rv=15)),
+        ],
+        watches=[Stream([{"type": "MODIFIED", "object": pod("exp-0001", "Running", rv=11)}], end=CUTS[reason])],
+    )
     inf, woken = asyncio.run(run(api))
 
     assert api.calls == ["list", "watch@10", "list", "watch@20"]
@@ -130,8 +141,10 @@ def test_a_watch_cut_mid_stream_lists_again_and_wakes_what_changed(reason):
 
 def test_410_gone_in_the_stream_lists_again():
     before = RESTARTS[("pods", "Gone")]
-    api = ScriptedApi(listings=[listing("10"), listing("30", pod("exp-0000", "Running"))],
-                      watches=[Stream([{"type": "ERROR", "object": {"code": 410, "message": "too old"}}])])
+    api = ScriptedApi(
+        listings=[listing("10"), listing("30", pod("exp-0000", "Running"))],
+        watches=[Stream([{"type": "ERROR", "object": {"code": 410, "message": "too old"}}])],
+    )
     inf, _ = asyncio.run(run(api))
     assert api.calls == ["list", "watch@10", "list", "watch@30"]
     assert "exp-0000" in inf.objects["exp"]
@@ -140,9 +153,17 @@ def test_410_gone_in_the_stream_lists_again():
 
 def test_the_server_ending_a_watch_goes_on_from_its_last_version_without_listing(monkeypatch):
     monkeypatch.setattr(informer_module.asyncio, "sleep", _instant)
-    api = ScriptedApi(listings=[listing("10")],
-                      watches=[Stream([{"type": "ADDED", "object": pod("exp-0000", "Pending", rv=12)},
-                                       {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "14"}}}])])
+    api = ScriptedApi(
+        listings=[listing("10")],
+        watches=[
+            Stream(
+                [
+                    {"type": "ADDED", "object": pod("exp-0000", "Pending", rv=12)},
+                    {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "14"}}},
+                ]
+            )
+        ],
+    )
     inf, _ = asyncio.run(run(api))
     assert api.calls == ["list", "watch@10", "watch@14"]
     assert "exp-0000" in inf.objects["exp"]
@@ -153,9 +174,15 @@ async def _instant(_: float) -> None:
 
 
 def test_failed_listings_are_retried_and_unsync_the_informer_until_one_succeeds():
-    api = ScriptedApi(listings=[listing("10"), ConnectionRefusedError(111, "Connection refused"),
-                                ApiException(status=500), listing("12")],
-                      watches=[aiohttp.ServerDisconnectedError()])
+    api = ScriptedApi(
+        listings=[
+            listing("10"),
+            ConnectionRefusedError(111, "Connection refused"),
+            ApiException(status=500),
+            listing("12"),
+        ],
+        watches=[aiohttp.ServerDisconnectedError()],
+    )
     seen_unsynced = []
     woken: list = []
 
@@ -168,12 +195,14 @@ def test_failed_listings_are_retried_and_unsync_the_informer_until_one_succeeds(
                 await asyncio.sleep(0)
                 if inf.health.down_since is not None:
                     seen_unsynced.append(not inf.synced.is_set())
+
         try:
             await asyncio.wait_for(watch_the_health(), 5)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         return inf
+
     inf = asyncio.run(scenario())
     assert api.calls == ["list", "watch@10", "list", "list", "list", "watch@12"]
     assert seen_unsynced and all(seen_unsynced)
@@ -181,9 +210,11 @@ def test_failed_listings_are_retried_and_unsync_the_informer_until_one_succeeds(
 
 
 def test_a_bug_while_applying_an_event_is_logged_and_the_informer_lists_again(caplog):
-    api = ScriptedApi(listings=[listing("10"), listing("20", pod("exp-0000", "Running"))],
-                      # an object without metadata.name: the informer's own code raises
-                      watches=[Stream([{"type": "ADDED", "object": {"metadata": {"labels": {}}}}])])
+    api = ScriptedApi(
+        listings=[listing("10"), listing("20", pod("exp-0000", "Running"))],
+        # an object without metadata.name: the informer's own code raises
+        watches=[Stream([{"type": "ADDED", "object": {"metadata": {"labels": {}}}}])],
+    )
     inf, _ = asyncio.run(run(api))
     assert api.calls == ["list", "watch@10", "list", "watch@20"]
     assert "exp-0000" in inf.objects["exp"]
@@ -195,20 +226,23 @@ def test_backoff_doubles_from_half_a_second_to_thirty_with_a_little_jitter():
     assert backoff_delay(3, rand=lambda: 1) == pytest.approx(2.4)
 
 
-@pytest.mark.parametrize("error, reason", [
-    (aiohttp.ClientConnectionError("Connection closed"), "Disconnected"),
-    (aiohttp.ServerDisconnectedError(), "Disconnected"),
-    (aiohttp.ClientPayloadError("cut"), "Disconnected"),
-    (ConnectionResetError(104, "reset"), "Disconnected"),
-    (ConnectionRefusedError(111, "refused"), "Unreachable"),
-    (asyncio.TimeoutError(), "Timeout"),
-    (aiohttp.SocketTimeoutError(), "Timeout"),
-    (ApiException(status=410), "Gone"),
-    (ApiException(status=503), "ServerError"),
-    (ApiException(status=429), "TooManyRequests"),
-    (ApiException(status=403), "Refused"),
-    (ValueError("not JSON"), "BadResponse"),
-    (KeyError("name"), "Unexpected"),
-])
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (aiohttp.ClientConnectionError("Connection closed"), "Disconnected"),
+        (aiohttp.ServerDisconnectedError(), "Disconnected"),
+        (aiohttp.ClientPayloadError("cut"), "Disconnected"),
+        (ConnectionResetError(104, "reset"), "Disconnected"),
+        (ConnectionRefusedError(111, "refused"), "Unreachable"),
+        (TimeoutError(), "Timeout"),
+        (aiohttp.SocketTimeoutError(), "Timeout"),
+        (ApiException(status=410), "Gone"),
+        (ApiException(status=503), "ServerError"),
+        (ApiException(status=429), "TooManyRequests"),
+        (ApiException(status=403), "Refused"),
+        (ValueError("not JSON"), "BadResponse"),
+        (KeyError("name"), "Unexpected"),
+    ],
+)
 def test_each_way_a_request_fails_has_a_bounded_reason(error, reason):
     assert failure_reason(error) == reason

@@ -1,16 +1,22 @@
 """An informer stores what the operator reads of each object, and wakes an experiment only when
 that changed."""
 
-from hpo_operator.kube.informer import Informer
-from hpo_operator.kube.client import PODS
 from hpo_operator.controller.namespace import by_experiment
 from hpo_operator.controller.slim import slim_pod, slim_workload
+from hpo_operator.kube.client import PODS
+from hpo_operator.kube.informer import Informer
 
 
 def job(name: str, active: int, conditions: list[dict] | None = None) -> dict:
-    return {"metadata": {"name": name, "namespace": "ns", "labels": {"hpo.dev/experiment": "exp"},
-                         "resourceVersion": str(active)},
-            "status": {"active": active, "conditions": conditions or []}}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": {"hpo.dev/experiment": "exp"},
+            "resourceVersion": str(active),
+        },
+        "status": {"active": active, "conditions": conditions or []},
+    }
 
 
 def informer(slim) -> tuple[Informer, list]:
@@ -32,8 +38,11 @@ def test_an_event_that_changes_nothing_the_operator_reads_wakes_no_round():
 
 def test_a_pod_whose_phase_changes_wakes_its_experiment():
     inf, woken = informer(slim_pod)
-    pod = {"metadata": {"name": "exp-0000", "labels": {"hpo.dev/experiment": "exp"}},
-           "spec": {"containers": [{"name": "train"}]}, "status": {"phase": "Pending", "podIP": "10.0.0.1"}}
+    pod = {
+        "metadata": {"name": "exp-0000", "labels": {"hpo.dev/experiment": "exp"}},
+        "spec": {"containers": [{"name": "train"}]},
+        "status": {"phase": "Pending", "podIP": "10.0.0.1"},
+    }
     inf._put(pod)
     inf._put({**pod, "status": {"phase": "Pending", "podIP": "10.0.0.2"}})
     inf._put({**pod, "status": {"phase": "Running"}})

@@ -24,12 +24,21 @@ def kubeconfig(tmp_path, monkeypatch) -> str:
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     path = tmp_path / "config"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "a",
-        "clusters": [_cluster("a"), _cluster("b")],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "a", "context": {"cluster": "a", "user": "u", "namespace": "team-a"}},
-                     {"name": "b", "context": {"cluster": "b", "user": "u"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "a",
+                "clusters": [_cluster("a"), _cluster("b")],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "a", "context": {"cluster": "a", "user": "u", "namespace": "team-a"}},
+                    {"name": "b", "context": {"cluster": "b", "user": "u"}},
+                ],
+            }
+        )
+    )
     return str(path)
 
 
@@ -48,6 +57,7 @@ def both(kubeconfig: str | None, context: str | None) -> list:
             return c.namespace, c.context, c.api.configuration.host
         finally:
             await c.close()
+
     try:
         answers.append(asyncio.run(dashboard()))
     except cluster.ConnectError as e:

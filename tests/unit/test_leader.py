@@ -14,8 +14,13 @@ from hpo_operator.controller.leader import Action, Elector, LeaseRecord, LostLea
 
 
 def record(holder: str = "a", duration: float = 15, rv: str = "1", transitions: int = 0) -> LeaseRecord:
-    return LeaseRecord(holder=holder, duration=duration, renew_time="2026-01-01T00:00:00.000000Z",
-                       transitions=transitions, resource_version=rv)
+    return LeaseRecord(
+        holder=holder,
+        duration=duration,
+        renew_time="2026-01-01T00:00:00.000000Z",
+        transitions=transitions,
+        resource_version=rv,
+    )
 
 
 def test_a_missing_lease_is_never_created_by_the_operator():
@@ -57,10 +62,13 @@ def test_timing_must_be_ordered(args):
         Timing(*args)
 
 
-@pytest.mark.parametrize("args", [
-    ["--liveness=http://0.0.0.0:{port}/healthz"],
-    ["--standalone", "--liveness", "http://0.0.0.0:{port}/healthz"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--liveness=http://0.0.0.0:{port}/healthz"],
+        ["--standalone", "--liveness", "http://0.0.0.0:{port}/healthz"],
+    ],
+)
 def test_the_standby_answers_the_liveness_probe_on_kopfs_port(args):
     """What a standby serves while it waits for the Lease (Election.wait): /healthz on the port of
     kopf's --liveness URL, where the chart's probe asks, so that waiting is not taken for a hang."""
@@ -94,6 +102,7 @@ def test_the_standby_answers_the_liveness_probe_on_kopfs_port(args):
 # --- renewing under an outage: the Elector's loop against Lease clients that fail as a dead,
 # frozen or cut-off API server does -------------------------------------------------------------
 
+
 class OutageLeases:
     """A Lease client whose calls fail with `failure` (or hang, if None) once `down` is set."""
 
@@ -113,19 +122,30 @@ class OutageLeases:
 
     async def replace(self, body, spec):
         await self.get()
-        self.body = {"metadata": {"resourceVersion": str(int(body["metadata"]["resourceVersion"]) + 1)},
-                     "spec": {**body["spec"], **spec}}
+        self.body = {
+            "metadata": {"resourceVersion": str(int(body["metadata"]["resourceVersion"]) + 1)},
+            "spec": {**body["spec"], **spec},
+        }
 
 
 SHORT = Timing(lease_duration=1.5, renew_deadline=1.0, retry_period=0.2)
 
 
-@pytest.mark.parametrize("failure", [None, aiohttp.ServerDisconnectedError(), aiohttp.ClientPayloadError("cut"),
-                                     ConnectionRefusedError(111, "refused"), RuntimeError("a bug of ours")],
-                         ids=["frozen", "disconnected", "cut", "refused", "unexpected"])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        None,
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientPayloadError("cut"),
+        ConnectionRefusedError(111, "refused"),
+        RuntimeError("a bug of ours"),
+    ],
+    ids=["frozen", "disconnected", "cut", "refused", "unexpected"],
+)
 def test_a_leader_that_cannot_renew_gives_up_within_the_renew_deadline(failure):
     """Before another replica can take the Lease (the lease duration after our last write), the
     leader has stopped: whatever the API server does, no hung or failed request carries it past."""
+
     async def scenario():
         leases = OutageLeases(failure)
         elector = Elector(leases, "me", SHORT)
@@ -137,6 +157,7 @@ def test_a_leader_that_cannot_renew_gives_up_within_the_renew_deadline(failure):
         gave_up = time.monotonic()
         assert not elector.leading
         assert gave_up - renewed < SHORT.lease_duration, gave_up - renewed
+
     asyncio.run(scenario())
 
 
@@ -153,4 +174,5 @@ def test_a_leader_renews_through_short_failures():
             await asyncio.sleep(SHORT.retry_period * 2)
         assert not keeping.done() and elector.leading
         keeping.cancel()
+
     asyncio.run(scenario())

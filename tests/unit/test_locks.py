@@ -58,14 +58,18 @@ def test_a_dependency_raised_past_the_lock_fails(copy: Path):
 def test_a_new_dependency_missing_from_the_lock_fails(copy: Path):
     edit(copy / "pyproject.toml", '"pytest>=8",', '"pytest>=8", "hypothesis>=6",')
     assert check_locks.check(copy) == [
-        "pyproject.toml [test] needs hypothesis>=6, which requirements-dev.txt does not pin (make lock)"]
+        "pyproject.toml [test] needs hypothesis>=6, which requirements-dev.txt does not pin (make lock)"
+    ]
 
 
 def test_a_dependency_dropped_from_pyproject_but_left_in_the_lock_fails(copy: Path):
     edit(copy / "pyproject.toml", '"cmaes>=0.10",', "")
     problems = check_locks.check(copy)
     assert "requirements-dev.txt pins cmaes for pyproject.toml, which no longer asks for it (make lock)" in problems
-    assert "deploy/image/requirements.txt pins cmaes, which the operator does not need by requirements-dev.txt (make lock)" in problems
+    assert (
+        "deploy/image/requirements.txt pins cmaes, which the operator does not need by requirements-dev.txt (make lock)"
+        in problems
+    )
 
 
 def test_an_image_pin_other_than_the_development_pin_fails(copy: Path):
@@ -73,14 +77,16 @@ def test_an_image_pin_other_than_the_development_pin_fails(copy: Path):
     version = pinned(image, "h11")  # (uvicorn's: no specifier of pyproject.toml's applies)
     edit(image, f"h11=={version}", "h11==0.0.1")
     assert check_locks.check(copy) == [
-        f"deploy/image/requirements.txt pins h11==0.0.1, requirements-dev.txt h11=={version} (make lock)"]
+        f"deploy/image/requirements.txt pins h11==0.0.1, requirements-dev.txt h11=={version} (make lock)"
+    ]
 
 
 def test_an_image_lock_missing_what_the_operator_needs_fails(copy: Path):
     image = copy / "deploy/image/requirements.txt"
     edit(image, f"multidict=={pinned(image, 'multidict')}\n", "")
     assert check_locks.check(copy) == [
-        "deploy/image/requirements.txt lacks multidict, which the operator needs by requirements-dev.txt (make lock)"]
+        "deploy/image/requirements.txt lacks multidict, which the operator needs by requirements-dev.txt (make lock)"
+    ]
 
 
 def test_a_pin_without_hashes_fails(copy: Path):

@@ -2,8 +2,15 @@
 
 import pytest
 
-from hpo_operator.core.metrics import (Sample, final_samples, latest, log_needed, parse_line, parse_log,
-                                  parse_termination_message)
+from hpo_operator.core.metrics import (
+    Sample,
+    final_samples,
+    latest,
+    log_needed,
+    parse_line,
+    parse_log,
+    parse_termination_message,
+)
 
 WANTED = ["loss", "accuracy"]
 
@@ -73,21 +80,34 @@ def test_documented_example_line():
     assert as_tuples(samples) == [("loss", 0.41, 3), ("accuracy", 0.88, 3)]
 
 
-@pytest.mark.parametrize("line", [
-    "loss=0.5 accuracy=0.25",
-    "loss=0.5,accuracy=0.25",
-    "loss=0.5, accuracy=0.25",
-    "loss=0.5;accuracy=0.25",
-    "  loss=0.5\taccuracy=0.25  ",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "loss=0.5 accuracy=0.25",
+        "loss=0.5,accuracy=0.25",
+        "loss=0.5, accuracy=0.25",
+        "loss=0.5;accuracy=0.25",
+        "  loss=0.5\taccuracy=0.25  ",
+    ],
+)
 def test_pairs_separated_by_spaces_commas_or_semicolons(line):
     assert as_tuples(parse_line(line, set(WANTED))) == [("loss", 0.5, None), ("accuracy", 0.25, None)]
 
 
-@pytest.mark.parametrize("raw, value", [
-    ("1", 1.0), ("-2", -2.0), ("+3", 3.0), ("0.5", 0.5), (".5", 0.5), ("5.", 5.0),
-    ("1e-3", 0.001), ("2.5E+2", 250.0), ("-1.5e1", -15.0),
-])
+@pytest.mark.parametrize(
+    "raw, value",
+    [
+        ("1", 1.0),
+        ("-2", -2.0),
+        ("+3", 3.0),
+        ("0.5", 0.5),
+        (".5", 0.5),
+        ("5.", 5.0),
+        ("1e-3", 0.001),
+        ("2.5E+2", 250.0),
+        ("-1.5e1", -15.0),
+    ],
+)
 def test_number_forms(raw, value):
     assert as_tuples(parse_line(f"loss={raw}", {"loss"})) == [("loss", value, None)]
 
@@ -115,19 +135,22 @@ def test_only_wanted_metrics_are_kept_from_lines():
     assert as_tuples(parse_line("lr=0.1 loss=0.2 epoch=3", {"loss"})) == [("loss", 0.2, None)]
 
 
-@pytest.mark.parametrize("line", [
-    "",
-    "starting training",
-    "loss: 0.5",
-    "loss = 0.5",
-    "loss=abc",
-    "loss=0.5abc",
-    "loss=0.5.1",
-    "myloss=0.5",  # a different metric, not `loss`
-    "xloss=0.5 accuracy_x=1",
-    "loss==0.5",
-    "=0.5",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "starting training",
+        "loss: 0.5",
+        "loss = 0.5",
+        "loss=abc",
+        "loss=0.5abc",
+        "loss=0.5.1",
+        "myloss=0.5",  # a different metric, not `loss`
+        "xloss=0.5 accuracy_x=1",
+        "loss==0.5",
+        "=0.5",
+    ],
+)
 def test_garbage_lines_are_ignored(line):
     assert parse_line(line, set(WANTED)) == []
 
@@ -153,15 +176,18 @@ def test_json_line_with_surrounding_whitespace():
     assert as_tuples(parse_line('   {"loss": 0.41}  ', {"loss"})) == [("loss", 0.41, None)]
 
 
-@pytest.mark.parametrize("line", [
-    '{"loss": 0.5',            # broken JSON
-    '{not json} loss=0.5',      # starts like JSON: read as JSON only
-    '{"loss": null}',
-    '{"loss": [0.5]}',
-    '{"loss": {"value": 0.5}}',
-    '{"loss": false}',
-    '{"loss": NaN}',
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"loss": 0.5',  # broken JSON
+        "{not json} loss=0.5",  # starts like JSON: read as JSON only
+        '{"loss": null}',
+        '{"loss": [0.5]}',
+        '{"loss": {"value": 0.5}}',
+        '{"loss": false}',
+        '{"loss": NaN}',
+    ],
+)
 def test_bad_json_lines_are_ignored(line):
     assert parse_line(line, {"loss"}) == []
 
@@ -186,8 +212,10 @@ done
 
 def test_parse_log_reads_every_form_in_order_and_skips_the_rest():
     assert as_tuples(parse_log(LOG, WANTED)) == [
-        ("loss", 0.9, 1), ("accuracy", 0.5, 1),
-        ("loss", 0.6, 2), ("accuracy", 0.7, 2),
+        ("loss", 0.9, 1),
+        ("accuracy", 0.5, 1),
+        ("loss", 0.6, 2),
+        ("accuracy", 0.7, 2),
         ("loss", 0.41, 3),
     ]
 
@@ -221,9 +249,8 @@ def test_latest_of_nothing():
 
 def test_huge_json_integer_is_dropped_not_raised():
     huge = "1" + "0" * 400
-    assert parse_termination_message('{"loss": %s, "accuracy": 0.5}' % huge, WANTED) == [
-        Sample("accuracy", 0.5)]
-    assert parse_log('{"step": %s, "loss": 0.5}' % huge, ["loss"]) == [Sample("loss", 0.5)]
+    assert parse_termination_message(f'{{"loss": {huge}, "accuracy": 0.5}}', WANTED) == [Sample("accuracy", 0.5)]
+    assert parse_log(f'{{"step": {huge}, "loss": 0.5}}', ["loss"]) == [Sample("loss", 0.5)]
 
 
 # --- metricsCollector.source ---------------------------------------------------------------------
@@ -241,8 +268,11 @@ def test_which_finished_trials_need_their_log():
 
 def test_final_samples_follow_the_source():
     def result(source, message=FINAL_MESSAGE):
-        return {n: (s.value, s.step) for n, s in latest(final_samples(source, "loss", message, FINAL_LOG,
-                                                                      ["loss", "acc"])).items()}
+        return {
+            n: (s.value, s.step)
+            for n, s in latest(final_samples(source, "loss", message, FINAL_LOG, ["loss", "acc"])).items()
+        }
+
     assert result("TerminationMessage") == {"loss": (0.2, None), "acc": (0.9, None)}
     assert result("StdoutLog") == {"loss": (0.3, 2), "acc": (0.8, 2)}
     assert result("Auto") == {"loss": (0.2, None), "acc": (0.9, None)}

@@ -15,15 +15,54 @@ import pytest
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT,
-                                         L_LAUNCH, L_LINEAGE, L_TRIAL)
+from hpo_operator.api.vocabulary import (
+    A_NOT_BEFORE,
+    A_RESTART,
+    A_RESTART_REQUEST,
+    L_ATTEMPT,
+    L_CONFIG,
+    L_EXPERIMENT,
+    L_LAUNCH,
+    L_LINEAGE,
+    L_TRIAL,
+)
+from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
 from hpo_operator.planner.simulate import MemoryCluster
-from hpo_operator.core.space import config_hash
-from tests.rounds import (EARLIER, EXP, EXP_UID, NOW, NS, ago, cond, counting, created, created_names, event_reasons,
-                          exhausted_after, exp_status, experiment_outcome, failed, iso, make_spec, owner_refs, pod,
-                          pod_evicted, pod_failed, pod_pending, pod_running, pod_succeeded, pod_waiting, run, succeeded,
-                          suggested, told, trial, trial_statuses, user_trial)
+from tests.rounds import (
+    EARLIER,
+    EXP,
+    EXP_UID,
+    NOW,
+    NS,
+    ago,
+    cond,
+    counting,
+    created,
+    created_names,
+    event_reasons,
+    exhausted_after,
+    exp_status,
+    experiment_outcome,
+    failed,
+    iso,
+    make_spec,
+    owner_refs,
+    pod,
+    pod_evicted,
+    pod_failed,
+    pod_pending,
+    pod_running,
+    pod_succeeded,
+    pod_waiting,
+    run,
+    succeeded,
+    suggested,
+    told,
+    trial,
+    trial_statuses,
+    user_trial,
+)
 
 # =============================================================================================
 # launching
@@ -58,8 +97,12 @@ def test_a_new_trial_body():
     assert meta["labels"][L_LAUNCH] == "Suggestion"
     assert meta["labels"][L_TRIAL] == "exp-0000"
     assert A_NOT_BEFORE not in meta["annotations"]
-    assert body["spec"] == {"experimentName": EXP, "attempt": 1, "suggestionIndex": 0,
-                            "parameters": [{"name": "x", "value": "0"}]}
+    assert body["spec"] == {
+        "experimentName": EXP,
+        "attempt": 1,
+        "suggestionIndex": 0,
+        "parameters": [{"name": "x", "value": "0"}],
+    }
     assert body["status"]["phase"] == "Pending"
     assert body["status"]["reason"] == "PodCreated"
     assert body["status"]["parameterSummary"] == "x=0"
@@ -93,8 +136,12 @@ def test_suggestion_count_continues_from_the_trials_and_the_status():
     # Suggestions 1-3 and 5-8 repeated configurations the experiment has: nothing to launch for them.
     repeats = lambda i: {"x": "0" if i % 2 else "4"} if i not in (5, 9) else {"x": str(i)}  # noqa: E731
     assert created_names(run(make_spec(parallelTrialCount=1), trials, suggest=repeats)) == ["exp-0005"]
-    plan = run(make_spec(parallelTrialCount=1), trials, status={"suggestionCount": 9},
-               suggest=lambda i: {"x": str(i)} if i == 9 else {"x": "0"})
+    plan = run(
+        make_spec(parallelTrialCount=1),
+        trials,
+        status={"suggestionCount": 9},
+        suggest=lambda i: {"x": str(i)} if i == 9 else {"x": "0"},
+    )
     assert created_names(plan) == ["exp-0009"]
 
 
@@ -137,8 +184,11 @@ def test_queued_trials_start_before_new_suggestions():
 
 
 def test_succeeded_pod_with_termination_message_succeeds_the_trial():
-    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=5), [suggested(0, "Running")],
-               {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5, "other": 3}')})
+    plan = run(
+        make_spec(parallelTrialCount=1, maxTrialCount=5),
+        [suggested(0, "Running")],
+        {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5, "other": 3}')},
+    )
     st = trial_statuses(plan)["exp-0000"]
     assert st["phase"] == "Succeeded"
     assert st["reason"] == "Completed"
@@ -158,8 +208,11 @@ def test_succeeded_pod_with_termination_message_succeeds_the_trial():
 
 def test_additional_metrics_are_recorded():
     spec = make_spec(objective={"additionalMetricNames": ["accuracy"]})
-    plan = run(spec, [suggested(0, "Running")],
-               {"exp-0000": pod_succeeded("exp-0000", '{"step": 9, "loss": 0.5, "accuracy": 0.9}')})
+    plan = run(
+        spec,
+        [suggested(0, "Running")],
+        {"exp-0000": pod_succeeded("exp-0000", '{"step": 9, "loss": 0.5, "accuracy": 0.9}')},
+    )
     metrics = {m["name"]: (m["value"], m.get("step")) for m in trial_statuses(plan)["exp-0000"]["metrics"]}
     assert metrics == {"loss": (0.5, 9), "accuracy": (0.9, 9)}
 
@@ -252,8 +305,11 @@ def test_is_better_and_goal_reached():
 
 
 def test_oom_killed_trial_is_retried_after_the_backoff():
-    plan = run(make_spec(parallelTrialCount=1), [suggested(0, "Running")],
-               {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
+    plan = run(
+        make_spec(parallelTrialCount=1),
+        [suggested(0, "Running")],
+        {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")},
+    )
     st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"], st["exitCode"]) == ("Failed", "OOMKilled", "OOMKilled", 137)
     assert st["retriedBy"] == "exp-0000-a2"
@@ -283,8 +339,14 @@ def test_oom_killed_trial_is_retried_after_the_backoff():
 def test_a_retry_named_in_retried_by_but_never_created_is_created():
     # The operator wrote the failed trial's status (retriedBy) and was killed before the retry's
     # create landed: the next one, which lists every Trial first, makes it under the same name.
-    failed = suggested(0, "Failed", reason="OOMKilled", failureClass="OOMKilled", retriedBy="exp-0000-a2",
-                       completionTime=iso(NOW - timedelta(seconds=60)))
+    failed = suggested(
+        0,
+        "Failed",
+        reason="OOMKilled",
+        failureClass="OOMKilled",
+        retriedBy="exp-0000-a2",
+        completionTime=iso(NOW - timedelta(seconds=60)),
+    )
     plan = run(make_spec(maxTrialCount=1), [failed], {})
     retry = created(plan, "exp-0000-a2")
     assert (retry["spec"]["retryOf"], retry["spec"]["attempt"]) == ("exp-0000", 2)
@@ -307,8 +369,10 @@ def test_a_stranded_pod_does_not_hold_a_slot_but_one_shutting_down_does():
         old_pod = pod_running("exp-0000")
         old_pod["metadata"]["deletionTimestamp"] = ago(deleted_ago)
         old_pod["spec"]["nodeName"] = "node-a"
-        trials = [failed(0, "Infrastructure", retriedBy="exp-0000-a2"),
-                  suggested(0, "Pending", attempt=2, reason="Backoff")]
+        trials = [
+            failed(0, "Infrastructure", retriedBy="exp-0000-a2"),
+            suggested(0, "Pending", attempt=2, reason="Backoff"),
+        ]
         return run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials, {"exp-0000": old_pod})
 
     assert plan_with(60).start_pods == ["exp-0000-a2"]
@@ -319,16 +383,16 @@ def test_a_trial_whose_pod_is_still_within_its_grace_period_is_rechecked_then():
     terminating = pod_running("exp-0000")
     terminating["metadata"]["deletionTimestamp"] = ago(-10)
     terminating["spec"]["nodeName"] = "node-a"
-    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=3), [suggested(0, "Running")],
-               {"exp-0000": terminating})
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=3), [suggested(0, "Running")], {"exp-0000": terminating})
     assert trial_statuses(plan).get("exp-0000", {}).get("phase", "Running") == "Running"
     assert plan.create_trials == [] and plan.start_pods == []
     assert plan.requeue_after == pytest.approx(25)
 
 
 def test_a_retry_starts_once_its_backoff_has_passed():
-    retry = suggested(0, "Pending", attempt=2, reason="Backoff",
-                      annotations={A_NOT_BEFORE: iso(NOW + timedelta(seconds=3))})
+    retry = suggested(
+        0, "Pending", attempt=2, reason="Backoff", annotations={A_NOT_BEFORE: iso(NOW + timedelta(seconds=3))}
+    )
     trials = [failed(0, retriedBy="exp-0000-a2", completed=ago(2)), retry]
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials)
     assert plan.start_pods == []
@@ -338,10 +402,13 @@ def test_a_retry_starts_once_its_backoff_has_passed():
     assert trial_statuses(plan)["exp-0000-a2"]["reason"] == "PodCreated"
 
 
-@pytest.mark.parametrize("make_pod, cls", [
-    (lambda n: pod_evicted(n), "Infrastructure"),
-    (lambda n: pod_failed(n, 137, "OOMKilled"), "OOMKilled"),
-])
+@pytest.mark.parametrize(
+    "make_pod, cls",
+    [
+        (lambda n: pod_evicted(n), "Infrastructure"),
+        (lambda n: pod_failed(n, 137, "OOMKilled"), "OOMKilled"),
+    ],
+)
 def test_default_retry_on_classes_are_retried(make_pod, cls):
     plan = run(make_spec(), [suggested(0, "Running")], {"exp-0000": make_pod("exp-0000")})
     assert trial_statuses(plan)["exp-0000"]["failureClass"] == cls
@@ -386,8 +453,11 @@ def test_second_retry_waits_twice_as_long():
 
 
 def test_max_retries_zero_never_retries():
-    plan = run(make_spec(retryPolicy={"maxRetries": 0}), [suggested(0, "Running")],
-               {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
+    plan = run(
+        make_spec(retryPolicy={"maxRetries": 0}),
+        [suggested(0, "Running")],
+        {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")},
+    )
     assert "exp-0000-a2" not in created_names(plan)
     assert exp_status(plan)["failedConfigurations"] == 1
 
@@ -414,8 +484,11 @@ def test_a_configuration_that_succeeded_is_never_retried():
 
 
 def test_failed_trial_whose_retry_is_in_view_is_not_retried_again():
-    plan = run(make_spec(maxTrialCount=1), [failed(0, retriedBy="exp-0000-a2"), suggested(0, "Running", attempt=2)],
-               {"exp-0000-a2": pod_running("exp-0000-a2")})
+    plan = run(
+        make_spec(maxTrialCount=1),
+        [failed(0, retriedBy="exp-0000-a2"), suggested(0, "Running", attempt=2)],
+        {"exp-0000-a2": pod_running("exp-0000-a2")},
+    )
     assert plan.create_trials == []
 
 
@@ -440,8 +513,10 @@ def test_too_many_failures_fails_the_experiment():
     assert plan.create_trials == []
     # What still runs is stopped.
     assert plan.delete_pods == ["exp-0002"]
-    assert (trial_statuses(plan)["exp-0002"]["phase"], trial_statuses(plan)["exp-0002"]["reason"]) == \
-        ("Killed", "ExperimentFinished")
+    assert (trial_statuses(plan)["exp-0002"]["phase"], trial_statuses(plan)["exp-0002"]["reason"]) == (
+        "Killed",
+        "ExperimentFinished",
+    )
     assert "ExperimentFailed" in event_reasons(plan, None)
 
 
@@ -466,8 +541,9 @@ def test_a_failure_being_retried_does_not_count():
 
 def test_goal_reached_succeeds_and_stops_active_trials():
     spec = make_spec(parallelTrialCount=3, objective={"goal": 0.1})
-    queued = suggested(5, "Pending", attempt=2, reason="Backoff",
-                       annotations={A_NOT_BEFORE: iso(NOW + timedelta(seconds=30))})
+    queued = suggested(
+        5, "Pending", attempt=2, reason="Backoff", annotations={A_NOT_BEFORE: iso(NOW + timedelta(seconds=30))}
+    )
     trials = [suggested(0, "Running"), suggested(1, "Running"), failed(5, retriedBy="exp-0005-a2"), queued]
     pods = {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.05}'), "exp-0001": pod_running("exp-0001")}
     plan = run(spec, trials, pods)
@@ -478,7 +554,10 @@ def test_goal_reached_succeeds_and_stops_active_trials():
     assert st["completionTime"] == iso(NOW)
     assert plan.delete_pods == ["exp-0001"]  # the queued retry has no pod to delete
     for name in ("exp-0001", "exp-0005-a2"):
-        assert (trial_statuses(plan)[name]["phase"], trial_statuses(plan)[name]["reason"]) == ("Killed", "ExperimentFinished")
+        assert (trial_statuses(plan)[name]["phase"], trial_statuses(plan)[name]["reason"]) == (
+            "Killed",
+            "ExperimentFinished",
+        )
     assert plan.create_trials == [] and plan.start_pods == []
     assert "ExperimentSucceeded" in event_reasons(plan, None)
 
@@ -524,8 +603,12 @@ def test_suggest_returning_none_exhausts_the_search_space():
 
 def test_exhaustion_waits_for_the_trials_still_running():
     spec = make_spec(parallelTrialCount=3, maxTrialCount=10)
-    plan = run(spec, [succeeded(0, 0.5), suggested(1, "Running")], {"exp-0001": pod_running("exp-0001")},
-               suggest=exhausted_after(2))
+    plan = run(
+        spec,
+        [succeeded(0, 0.5), suggested(1, "Running")],
+        {"exp-0001": pod_running("exp-0001")},
+        suggest=exhausted_after(2),
+    )
     assert experiment_outcome(plan) == ("Running", "Running")
 
 
@@ -541,9 +624,19 @@ def test_a_sampler_that_only_repeats_itself_is_exhausted():
 
 
 def test_a_finished_experiment_does_nothing_more():
-    status = {"phase": "Succeeded", "suggestionCount": 2,
-              "conditions": [{"type": "Succeeded", "status": "True", "reason": "MaxTrialsReached",
-                              "message": "", "lastTransitionTime": EARLIER}]}
+    status = {
+        "phase": "Succeeded",
+        "suggestionCount": 2,
+        "conditions": [
+            {
+                "type": "Succeeded",
+                "status": "True",
+                "reason": "MaxTrialsReached",
+                "message": "",
+                "lastTransitionTime": EARLIER,
+            }
+        ],
+    }
     trials = [succeeded(0, 0.5), failed(1, "OOMKilled")]
     plan = run(make_spec(maxTrialCount=5), trials, status=status)
     assert plan.create_trials == [] and plan.start_pods == []
@@ -599,8 +692,10 @@ def test_resume_reruns_suspended_trials_without_spending_retries():
 
 def test_a_resumed_run_that_fails_still_has_its_retries():
     spec = make_spec(retryPolicy={"maxRetries": 1})
-    trials = [suggested(0, "Killed", reason="Suspended", retriedBy="exp-0000-a2"),
-              suggested(0, "Running", attempt=2, launch="Resume")]
+    trials = [
+        suggested(0, "Killed", reason="Suspended", retriedBy="exp-0000-a2"),
+        suggested(0, "Running", attempt=2, launch="Resume"),
+    ]
     plan = run(spec, trials, {"exp-0000-a2": pod_failed("exp-0000-a2", 137, "OOMKilled")})
     retry = created(plan, "exp-0000-a3")
     assert retry["metadata"]["labels"][L_LAUNCH] == "Retry"
@@ -648,10 +743,21 @@ def test_a_restart_rerun_records_its_request():
 def restarted_then_crashed(rerun_phase: str, request_seen_again: str) -> list:
     """exp-0000 was restarted as exp-0000-a2 for request "r-1", but the operator stopped before it
     removed the annotation; the annotation now holds `request_seen_again`."""
-    return [failed(0, "Error", annotations={A_RESTART: request_seen_again}),
-            suggested(0, rerun_phase, attempt=2, launch="Restart", annotations={A_RESTART_REQUEST: "r-1"},
-                      **({"reason": "Error", "failureClass": "Error", "completionTime": ago(30)}
-                         if rerun_phase == "Failed" else {}))]
+    return [
+        failed(0, "Error", annotations={A_RESTART: request_seen_again}),
+        suggested(
+            0,
+            rerun_phase,
+            attempt=2,
+            launch="Restart",
+            annotations={A_RESTART_REQUEST: "r-1"},
+            **(
+                {"reason": "Error", "failureClass": "Error", "completionTime": ago(30)}
+                if rerun_phase == "Failed"
+                else {}
+            ),
+        ),
+    ]
 
 
 @pytest.mark.parametrize("rerun_phase", ["Running", "Failed"])
@@ -673,8 +779,10 @@ def test_a_new_restart_request_after_a_failed_rerun_runs_again():
 
 
 def test_restart_of_a_configuration_that_succeeded_is_refused():
-    trials = [failed(0, "OOMKilled", retriedBy="exp-0000-a2", annotations={A_RESTART: ""}),
-              succeeded(0, 0.3, attempt=2)]
+    trials = [
+        failed(0, "OOMKilled", retriedBy="exp-0000-a2", annotations={A_RESTART: ""}),
+        succeeded(0, 0.3, attempt=2),
+    ]
     plan = run(make_spec(maxTrialCount=1), trials)
     assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
     assert plan.create_trials == []
@@ -687,8 +795,10 @@ def test_restart_of_a_configuration_that_succeeded_is_refused():
 def test_restart_of_a_succeeded_trial_is_refused():
     plan = run(make_spec(maxTrialCount=1), [succeeded(0, 0.3, annotations={A_RESTART: "1"})])
     assert plan.create_trials == []
-    assert cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"] == \
-        "ConfigurationAlreadySucceeded"
+    assert (
+        cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"]
+        == "ConfigurationAlreadySucceeded"
+    )
 
 
 def test_restart_of_a_running_trial_is_refused():
@@ -700,15 +810,22 @@ def test_restart_of_a_running_trial_is_refused():
 
 
 def test_restart_while_the_configuration_runs_again_is_refused():
-    trials = [failed(0, "OOMKilled", retriedBy="exp-0000-a2", annotations={A_RESTART: "1"}),
-              suggested(0, "Running", attempt=2)]
+    trials = [
+        failed(0, "OOMKilled", retriedBy="exp-0000-a2", annotations={A_RESTART: "1"}),
+        suggested(0, "Running", attempt=2),
+    ]
     plan = run(make_spec(parallelTrialCount=1), trials, {"exp-0000-a2": pod_running("exp-0000-a2")})
     assert cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "ConfigurationActive"
     assert plan.create_trials == []
 
 
-FAILED_STATUS = {"phase": "Failed", "suggestionCount": 2, "conditions": [
-    {"type": "Failed", "status": "True", "reason": "TooManyFailures", "message": "", "lastTransitionTime": EARLIER}]}
+FAILED_STATUS = {
+    "phase": "Failed",
+    "suggestionCount": 2,
+    "conditions": [
+        {"type": "Failed", "status": "True", "reason": "TooManyFailures", "message": "", "lastTransitionTime": EARLIER}
+    ],
+}
 
 
 def test_restart_in_a_finished_experiment_runs_but_suggests_and_retries_nothing():
@@ -771,13 +888,13 @@ def test_user_trial_of_a_configuration_that_succeeded_is_refused():
 
 
 def test_user_trial_of_a_running_configuration_is_refused():
-    plan = run(make_spec(), [suggested(3, "Running"), user_trial("my-run", {"x": "3"})],
-               {"exp-0003": pod_running("exp-0003")})
+    plan = run(
+        make_spec(), [suggested(3, "Running"), user_trial("my-run", {"x": "3"})], {"exp-0003": pod_running("exp-0003")}
+    )
     assert trial_statuses(plan)["my-run"]["reason"] == "ConfigurationActive"
 
 
-@pytest.mark.parametrize("values", [{"x": "10001"}, {"x": "-1"}, {"x": "1.5"}, {"x": "big"}, {},
-                                    {"x": "1", "y": "2"}])
+@pytest.mark.parametrize("values", [{"x": "10001"}, {"x": "-1"}, {"x": "1.5"}, {"x": "big"}, {}, {"x": "1", "y": "2"}])
 def test_user_trial_with_invalid_parameters_is_refused(values):
     plan = run(make_spec(), [user_trial("my-run", values)])
     st = trial_statuses(plan)["my-run"]
@@ -786,9 +903,18 @@ def test_user_trial_with_invalid_parameters_is_refused(values):
 
 
 def test_user_trial_in_a_finished_experiment_still_runs():
-    status = {"phase": "Succeeded", "conditions": [{"type": "Succeeded", "status": "True",
-                                                    "reason": "GoalReached", "message": "",
-                                                    "lastTransitionTime": EARLIER}]}
+    status = {
+        "phase": "Succeeded",
+        "conditions": [
+            {
+                "type": "Succeeded",
+                "status": "True",
+                "reason": "GoalReached",
+                "message": "",
+                "lastTransitionTime": EARLIER,
+            }
+        ],
+    }
     plan = run(make_spec(), [succeeded(0, 0.01), user_trial("my-run", {"x": "5"})], status=status)
     assert plan.trial_metadata["my-run"]["ownerReferences"] == owner_refs()
     assert plan.start_pods == ["my-run"]
@@ -798,9 +924,18 @@ def test_user_trial_in_a_finished_experiment_still_runs():
 
 
 def test_user_trial_in_a_finished_and_suspended_experiment_waits():
-    status = {"phase": "Succeeded", "conditions": [{"type": "Succeeded", "status": "True",
-                                                    "reason": "MaxTrialsReached", "message": "",
-                                                    "lastTransitionTime": EARLIER}]}
+    status = {
+        "phase": "Succeeded",
+        "conditions": [
+            {
+                "type": "Succeeded",
+                "status": "True",
+                "reason": "MaxTrialsReached",
+                "message": "",
+                "lastTransitionTime": EARLIER,
+            }
+        ],
+    }
     plan = run(make_spec(suspend=True), [user_trial("my-run", {"x": "5"})], status=status)
     assert trial_statuses(plan)["my-run"]["phase"] == "Pending"
     assert plan.start_pods == []
@@ -850,8 +985,11 @@ def test_trial_within_its_max_duration_runs_on_and_is_woken_at_the_deadline():
 
 def test_invalid_image_name_fails_at_once_and_is_not_retried():
     spec = make_spec(parallelTrialCount=1, maxTrialCount=1)
-    plan = run(spec, [suggested(0, "Pending", reason="PodCreated")],
-               {"exp-0000": pod_waiting("exp-0000", "InvalidImageName", created=ago(2))})
+    plan = run(
+        spec,
+        [suggested(0, "Pending", reason="PodCreated")],
+        {"exp-0000": pod_waiting("exp-0000", "InvalidImageName", created=ago(2))},
+    )
     st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "InvalidImageName", "Startup")
     assert plan.delete_pods == ["exp-0000"]
@@ -890,9 +1028,15 @@ def test_image_pull_back_off_past_the_startup_timeout_fails():
 
 
 def test_unschedulable_past_the_startup_timeout_fails():
-    unschedulable = pod("exp-0000", "Pending", created=ago(400), started=None,
-                        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                     "message": "0/2 nodes are available"}])
+    unschedulable = pod(
+        "exp-0000",
+        "Pending",
+        created=ago(400),
+        started=None,
+        conditions=[
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes are available"}
+        ],
+    )
     plan = run(make_spec(), [suggested(0, "Pending")], {"exp-0000": unschedulable})
     st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "Unschedulable", "Startup")
@@ -912,12 +1056,21 @@ def test_pending_trial_without_its_pod_gets_the_pod_again():
 
 
 def test_pod_retention_delete_removes_finished_pods_of_recorded_trials():
-    spec = make_spec(parallelTrialCount=1, maxTrialCount=1, trialTemplate={
-        "podRetention": "Delete", "template": {"spec": {"containers": [{"name": "train", "image": "i"}]}}})
+    spec = make_spec(
+        parallelTrialCount=1,
+        maxTrialCount=1,
+        trialTemplate={
+            "podRetention": "Delete",
+            "template": {"spec": {"containers": [{"name": "train", "image": "i"}]}},
+        },
+    )
     plan = run(spec, [succeeded(0, 0.5)], {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5}')})
     assert plan.delete_pods == ["exp-0000"]
-    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [succeeded(0, 0.5)],
-               {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5}')})
+    plan = run(
+        make_spec(parallelTrialCount=1, maxTrialCount=1),
+        [succeeded(0, 0.5)],
+        {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5}')},
+    )
     assert plan.delete_pods == []
 
 
@@ -927,13 +1080,24 @@ def test_pod_retention_delete_removes_finished_pods_of_recorded_trials():
 
 
 def test_validate_spec_reports_unknown_placeholders_and_primary_container():
-    spec = make_spec(trialTemplate={
-        "primaryContainerName": "trainer",
-        "template": {"metadata": {"annotations": {"${experiment.uid}": "v"}},
-                     "spec": {"containers": [
-                         {"name": "train", "image": "i", "args": ["--a=${params.nope}", "${params.x}",
-                                                                   "${trial.uid}", "${trial.attempt}"]},
-                         {"name": "sidecar", "image": "j"}]}}})
+    spec = make_spec(
+        trialTemplate={
+            "primaryContainerName": "trainer",
+            "template": {
+                "metadata": {"annotations": {"${experiment.uid}": "v"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "train",
+                            "image": "i",
+                            "args": ["--a=${params.nope}", "${params.x}", "${trial.uid}", "${trial.attempt}"],
+                        },
+                        {"name": "sidecar", "image": "j"},
+                    ]
+                },
+            },
+        }
+    )
     errors = validate_spec(spec)
     assert len(errors) == 4
     joined = "\n".join(errors)
@@ -949,8 +1113,11 @@ def test_validate_spec_accepts_a_good_template():
 
 
 def test_invalid_spec_fails_the_experiment_and_launches_nothing():
-    spec = make_spec(trialTemplate={"template": {"spec": {"containers": [
-        {"name": "train", "image": "i", "args": ["${params.nope}"]}]}}})
+    spec = make_spec(
+        trialTemplate={
+            "template": {"spec": {"containers": [{"name": "train", "image": "i", "args": ["${params.nope}"]}]}}
+        }
+    )
     plan = run(spec)
     assert plan.create_trials == [] and plan.start_pods == []
     assert experiment_outcome(plan) == ("Failed", "InvalidSpec")
@@ -1020,10 +1187,10 @@ def test_cluster_never_runs_more_pods_than_parallel_trial_count():
                 if fate == "oom" and cluster.trials[name]["spec"]["attempt"] > 1:
                     fate = "ok"  # recovered by its retry
                 cluster.pods[name] = {
-                    "ok": lambda: pod_succeeded(name, json.dumps({"loss": x / 100})),
-                    "oom": lambda: pod_failed(name, 137, "OOMKilled"),
-                    "error": lambda: pod_failed(name, 1),
-                    "evicted": lambda: pod_evicted(name),
+                    "ok": lambda name=name, x=x: pod_succeeded(name, json.dumps({"loss": x / 100})),
+                    "oom": lambda name=name: pod_failed(name, 137, "OOMKilled"),
+                    "error": lambda name=name: pod_failed(name, 1),
+                    "evicted": lambda name=name: pod_evicted(name),
                 }[fate]()
         if not user_added and len(cluster.trials) >= 4:
             cluster.add_user_trial("my-run", {"x": "502"})  # 502 % 4 == 2: it succeeds
@@ -1052,7 +1219,8 @@ def test_cluster_never_runs_more_pods_than_parallel_trial_count():
     by_config: dict[str, set] = {}
     for body in cluster.trials.values():
         by_config.setdefault(body["metadata"]["labels"][L_CONFIG], set()).add(
-            tuple((q["name"], q["value"]) for q in body["spec"]["parameters"]))
+            tuple((q["name"], q["value"]) for q in body["spec"]["parameters"])
+        )
     assert len(by_config) == 12 and all(len(v) == 1 for v in by_config.values())
 
 
@@ -1084,8 +1252,11 @@ def test_cluster_suspend_and_resume():
     for name in list(cluster.pods):
         cluster.pods[name] = pod_succeeded(name, '{"loss": 0.5}')
     cluster.round()
-    assert (cluster.status["phase"], cluster.status["trialsSucceeded"], cluster.status["trialsKilled"]) == \
-        ("Succeeded", 2, 2)
+    assert (cluster.status["phase"], cluster.status["trialsSucceeded"], cluster.status["trialsKilled"]) == (
+        "Succeeded",
+        2,
+        2,
+    )
 
 
 # =============================================================================================
@@ -1142,11 +1313,18 @@ def test_failed_configurations_is_stable_after_the_experiment_finishes():
 def test_user_trial_of_a_failed_configuration_is_retried_while_retries_are_left():
     # exp-0003 was OOMKilled, its retry exited with an Error (not retried): one of two retries spent.
     # A user then ran the configuration again, and that run was OOMKilled: it has a retry left.
-    mine = trial("my-run", {"x": "3"}, phase="Running", status={"podName": "my-run"}, launch="User",
-                 created="2024-05-01T11:30:00Z")
+    mine = trial(
+        "my-run",
+        {"x": "3"},
+        phase="Running",
+        status={"podName": "my-run"},
+        launch="User",
+        created="2024-05-01T11:30:00Z",
+    )
     trials = [failed(3, "OOMKilled", retriedBy="exp-0003-a2"), failed(3, "Error", attempt=2), mine]
-    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials,
-               {"my-run": pod_failed("my-run", 137, "OOMKilled")})
+    plan = run(
+        make_spec(parallelTrialCount=1, maxTrialCount=1), trials, {"my-run": pod_failed("my-run", 137, "OOMKilled")}
+    )
     assert trial_statuses(plan)["my-run"]["failureClass"] == "OOMKilled"
     retries = [b for b in plan.create_trials if b["spec"].get("retryOf") == "my-run"]
     assert len(retries) == 1
@@ -1159,18 +1337,34 @@ def test_a_terminating_pod_of_a_killed_trial_still_holds_its_slot():
     terminating["metadata"]["deletionTimestamp"] = ago(1)
     terminating["metadata"]["deletionGracePeriodSeconds"] = 30
     trials = [suggested(0, "Killed", reason="Timeout", failureClass="Timeout", completionTime=ago(1))]
-    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=5, maxTrialDurationSeconds=600), trials,
-               {"exp-0000": terminating})
+    plan = run(
+        make_spec(parallelTrialCount=1, maxTrialCount=5, maxTrialDurationSeconds=600), trials, {"exp-0000": terminating}
+    )
     assert plan.start_pods == []
 
 
 def test_a_round_leaves_the_statuses_it_read_as_they_were():
     """The planner copies a trial's status shallowly before changing it, so no step may change a
     status's lists or conditions in place: the views are the watch's objects, and next round's."""
-    trials = [suggested(0, "Running", conditions=[{"type": "Succeeded", "status": "Unknown", "reason": "Running",
-                                                   "message": "", "lastTransitionTime": EARLIER}]),
-              failed(1, "OOMKilled"), failed(2, "Error", annotations={A_RESTART: "again"}),
-              succeeded(3, 0.5), suggested(4, "Pending", reason="PodCreated")]
+    trials = [
+        suggested(
+            0,
+            "Running",
+            conditions=[
+                {
+                    "type": "Succeeded",
+                    "status": "Unknown",
+                    "reason": "Running",
+                    "message": "",
+                    "lastTransitionTime": EARLIER,
+                }
+            ],
+        ),
+        failed(1, "OOMKilled"),
+        failed(2, "Error", annotations={A_RESTART: "again"}),
+        succeeded(3, 0.5),
+        suggested(4, "Pending", reason="PodCreated"),
+    ]
     pods = {"exp-0000": pod_succeeded("exp-0000", json.dumps({"loss": 0.25})), "exp-0004": pod_running("exp-0004")}
     before = [(copy.deepcopy(t.body), t.typed_status.model_dump()) for t in trials]
     plan = run(make_spec(parallelTrialCount=3, maxTrialCount=5), trials, pods)

@@ -1,6 +1,5 @@
 """What a trial's pod says about the trial (hpo_operator.core.podstate.observe)."""
 
-
 import pytest
 
 from hpo_operator.core import times
@@ -21,7 +20,8 @@ def pod(phase, containers=None, reason=None, message=None, conditions=None, star
     if message:
         status["message"] = message
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": "exp-0000", "namespace": "ns", "uid": "pod-uid", "creationTimestamp": CREATED},
         "spec": {"containers": [{"name": c["name"], "image": "img"} for c in containers or []]},
         "status": status,
@@ -29,23 +29,46 @@ def pod(phase, containers=None, reason=None, message=None, conditions=None, star
 
 
 def terminated(name="main", exit_code=0, reason=None, message=None):
-    state = {"exitCode": exit_code, "startedAt": STARTED, "finishedAt": FINISHED,
-             "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-             "containerID": "containerd://abc"}
+    state = {
+        "exitCode": exit_code,
+        "startedAt": STARTED,
+        "finishedAt": FINISHED,
+        "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+        "containerID": "containerd://abc",
+    }
     if message is not None:
         state["message"] = message
-    return {"name": name, "ready": False, "restartCount": 0, "image": "img", "imageID": "",
-            "started": False, "state": {"terminated": state}}
+    return {
+        "name": name,
+        "ready": False,
+        "restartCount": 0,
+        "image": "img",
+        "imageID": "",
+        "started": False,
+        "state": {"terminated": state},
+    }
 
 
 def running(name="main"):
-    return {"name": name, "ready": True, "restartCount": 0, "image": "img", "started": True,
-            "state": {"running": {"startedAt": STARTED}}}
+    return {
+        "name": name,
+        "ready": True,
+        "restartCount": 0,
+        "image": "img",
+        "started": True,
+        "state": {"running": {"startedAt": STARTED}},
+    }
 
 
 def waiting(reason, message="", name="main"):
-    return {"name": name, "ready": False, "restartCount": 0, "image": "img", "started": False,
-            "state": {"waiting": {"reason": reason, "message": message}}}
+    return {
+        "name": name,
+        "ready": False,
+        "restartCount": 0,
+        "image": "img",
+        "started": False,
+        "state": {"waiting": {"reason": reason, "message": message}},
+    }
 
 
 def condition(type_, status, reason=None, message=None):
@@ -105,11 +128,14 @@ def test_oom_killed_is_its_own_class():
     assert "memory" in obs.message
 
 
-@pytest.mark.parametrize("reason", ["Evicted", "Preempting", "NodeLost", "NodeShutdown", "Terminated",
-                                    "UnexpectedAdmissionError", "OutOfmemory"])
+@pytest.mark.parametrize(
+    "reason",
+    ["Evicted", "Preempting", "NodeLost", "NodeShutdown", "Terminated", "UnexpectedAdmissionError", "OutOfmemory"],
+)
 def test_pod_level_infrastructure_reasons(reason):
-    obs = observe(pod("Failed", [terminated(exit_code=137)], reason=reason,
-                      message="The node was low on resource: memory."))
+    obs = observe(
+        pod("Failed", [terminated(exit_code=137)], reason=reason, message="The node was low on resource: memory.")
+    )
     assert obs.phase == "Failed"
     assert obs.reason == reason
     assert obs.failure_class == "Infrastructure"
@@ -124,8 +150,14 @@ def test_evicted_before_any_container_ran():
 
 
 def test_deadline_exceeded_is_a_timeout():
-    obs = observe(pod("Failed", [terminated(exit_code=137)], reason="DeadlineExceeded",
-                      message="Pod was active on the node longer than the specified deadline"))
+    obs = observe(
+        pod(
+            "Failed",
+            [terminated(exit_code=137)],
+            reason="DeadlineExceeded",
+            message="Pod was active on the node longer than the specified deadline",
+        )
+    )
     assert (obs.phase, obs.failure_class) == ("Failed", "Timeout")
 
 
@@ -136,8 +168,10 @@ def test_unknown_pod_level_reason_is_an_error():
 
 def test_disruption_target_condition_is_infrastructure():
     # Preemption, taint-manager deletions and API evictions set DisruptionTarget on the pod.
-    conditions = [condition("Ready", "False"),
-                  condition("DisruptionTarget", "True", "PreemptionByScheduler", "preempted")]
+    conditions = [
+        condition("Ready", "False"),
+        condition("DisruptionTarget", "True", "PreemptionByScheduler", "preempted"),
+    ]
     obs = observe(pod("Failed", [terminated(exit_code=137, reason="Error")], conditions=conditions))
     assert obs.phase == "Failed"
     assert obs.failure_class == "Infrastructure"
@@ -177,8 +211,7 @@ def test_running():
 
 
 def test_waiting_image_pull_back_off_is_startup_and_may_heal():
-    obs = observe(pod("Pending", [waiting("ImagePullBackOff", 'Back-off pulling image "nope:1"')],
-                      start=STARTED))
+    obs = observe(pod("Pending", [waiting("ImagePullBackOff", 'Back-off pulling image "nope:1"')], start=STARTED))
     assert obs.phase == "Pending"
     assert obs.reason == "ImagePullBackOff"
     assert obs.failure_class == "Startup"
@@ -193,8 +226,16 @@ def test_other_slow_waiting_reasons_are_not_fatal(reason):
     assert (obs.phase, obs.reason, obs.failure_class, obs.fatal) == ("Pending", reason, "Startup", False)
 
 
-@pytest.mark.parametrize("reason", ["InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
-                                    "CreateContainerError", "RunContainerError"])
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    ],
+)
 def test_waiting_reasons_that_cannot_heal_are_fatal(reason):
     obs = observe(pod("Pending", [waiting(reason, "bad")]))
     assert (obs.phase, obs.reason, obs.failure_class, obs.fatal) == ("Pending", reason, "Startup", True)
@@ -203,8 +244,9 @@ def test_waiting_reasons_that_cannot_heal_are_fatal(reason):
 
 
 def test_unschedulable():
-    conditions = [condition("PodScheduled", "False", "Unschedulable",
-                            "0/2 nodes are available: 2 Insufficient memory.")]
+    conditions = [
+        condition("PodScheduled", "False", "Unschedulable", "0/2 nodes are available: 2 Insufficient memory.")
+    ]
     obs = observe(pod("Pending", [], conditions=conditions, start=None))
     assert obs.phase == "Pending"
     assert obs.reason == "Unschedulable"
@@ -331,8 +373,13 @@ def test_an_unscheduled_pod_being_deleted_is_not_a_lost_node():
 
 def test_a_pod_is_finished_once_its_phase_or_all_its_containers_say_so():
     def pod(phase, *states):
-        return {"status": {"phase": phase, "containerStatuses": [{"name": f"c{i}", "state": s}
-                                                                 for i, s in enumerate(states)]}}
+        return {
+            "status": {
+                "phase": phase,
+                "containerStatuses": [{"name": f"c{i}", "state": s} for i, s in enumerate(states)],
+            }
+        }
+
     done, running = {"terminated": {"exitCode": 0}}, {"running": {}}
     assert finished(pod("Succeeded")) and finished(pod("Failed", running))
     assert finished(pod("Running", done, done))  # the kubelet has not set the phase yet

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core import metrics
 from hpo_operator.core.conditions import MAX_MESSAGE, set_condition
-from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Outcome, Recorded, SearchSpaceError, Suggester
 from tests.rounds import NOW, created_names, exp_status, make_spec, pod_running, run, suggested, user_trial
 
 
 def test_a_grid_too_large_to_hold_is_refused():
-    spec = make_spec(algorithm={"name": "grid"},
-                     parameters=[{"name": "a", "type": "int", "min": 0, "max": 2999},
-                                 {"name": "b", "type": "int", "min": 0, "max": 2999}])
+    spec = make_spec(
+        algorithm={"name": "grid"},
+        parameters=[
+            {"name": "a", "type": "int", "min": 0, "max": 2999},
+            {"name": "b", "type": "int", "min": 0, "max": 2999},
+        ],
+    )
     with pytest.raises(SearchSpaceError, match="9000000 combinations"):
         Suggester(spec)
 
@@ -52,11 +56,14 @@ def test_condition_messages_are_cut_to_the_api_limit():
 
 
 def test_an_unseeded_rebuild_tells_results_to_the_values_that_ran():
-    spec = ExperimentSpec.model_validate({
-        "objective": {"type": "minimize", "metricName": "loss"},
-        "parameters": [{"name": "x", "type": "int", "min": 0, "max": 100000}],
-        "maxTrialCount": 10,
-        "trialTemplate": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    spec = ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "parameters": [{"name": "x", "type": "int", "min": 0, "max": 100000}],
+            "maxTrialCount": 10,
+            "trialTemplate": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        }
+    )
     rebuilt = Suggester(spec)
     rebuilt.replay({0: Recorded({"x": "42"}, "2026-01-01T00:00:00Z")}, 1)
     rebuilt.tell(0, Outcome(value=0.1, at="2026-01-01T00:01:00Z"))

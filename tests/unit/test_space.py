@@ -3,8 +3,15 @@
 import pytest
 
 from hpo_operator.api.spec import Parameter, ParameterAssignment
-from hpo_operator.core.space import (InvalidConfiguration, assignments, config_hash, format_value, normalize,
-                                normalize_assignment, summary)
+from hpo_operator.core.space import (
+    InvalidConfiguration,
+    assignments,
+    config_hash,
+    format_value,
+    normalize,
+    normalize_assignment,
+    summary,
+)
 
 
 def param(name="p", **kw):
@@ -21,9 +28,19 @@ SPACE = [INT, DOUBLE, CATEGORICAL]
 # --- int ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, canonical", [
-    ("1", "1"), ("8", "8"), ("3", "3"), ("3.0", "3"), ("+3", "3"), ("03", "3"), ("3e0", "3"), (" 4 ", "4"),
-])
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("1", "1"),
+        ("8", "8"),
+        ("3", "3"),
+        ("3.0", "3"),
+        ("+3", "3"),
+        ("03", "3"),
+        ("3e0", "3"),
+        (" 4 ", "4"),
+    ],
+)
 def test_int_canonical_form(text, canonical):
     assert normalize(INT, text) == canonical
 
@@ -60,10 +77,18 @@ def test_error_names_the_parameter():
 # --- double --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, canonical", [
-    ("0.1", "0.1"), ("0.10", "0.1"), (".1", "0.1"), ("1e-1", "0.1"), ("1", "1.0"), ("0.001", "0.001"),
-    ("1.000", "1.0"),
-])
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("0.1", "0.1"),
+        ("0.10", "0.1"),
+        (".1", "0.1"),
+        ("1e-1", "0.1"),
+        ("1", "1.0"),
+        ("0.001", "0.001"),
+        ("1.000", "1.0"),
+    ],
+)
 def test_double_canonical_form(text, canonical):
     assert normalize(DOUBLE, text) == canonical
 
@@ -113,9 +138,17 @@ def test_categorical_values_are_matched_exactly():
             normalize(CATEGORICAL, text)
 
 
-@pytest.mark.parametrize("text, canonical", [
-    ("16", "16"), ("16.0", "16"), ("1.6e1", "16"), ("32.5", "32.5"), ("32.50", "32.5"), ("100", "1e2"),
-])
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("16", "16"),
+        ("16.0", "16"),
+        ("1.6e1", "16"),
+        ("32.5", "32.5"),
+        ("32.50", "32.5"),
+        ("100", "1e2"),
+    ],
+)
 def test_discrete_values_match_by_number_and_give_the_listed_text(text, canonical):
     assert normalize(DISCRETE, text) == canonical
 
@@ -195,5 +228,7 @@ def test_summary_lists_name_value_pairs_in_order():
 
 
 def test_assignments():
-    assert assignments({"a": "1", "b": "x"}) == [ParameterAssignment(name="a", value="1"),
-                                                 ParameterAssignment(name="b", value="x")]
+    assert assignments({"a": "1", "b": "x"}) == [
+        ParameterAssignment(name="a", value="1"),
+        ParameterAssignment(name="b", value="x"),
+    ]

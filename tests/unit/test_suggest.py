@@ -7,8 +7,16 @@ from optuna.trial import TrialState
 
 from hpo_operator.api.spec import ExperimentSpec, Parameter
 from hpo_operator.core.space import normalize_assignment
-from hpo_operator.search.suggest import (MAX_GRID_POINTS_PER_PARAMETER, Outcome, Recorded, SearchSpaceError, Suggester,
-                                  grid_size, grid_values, make_sampler)
+from hpo_operator.search.suggest import (
+    MAX_GRID_POINTS_PER_PARAMETER,
+    Outcome,
+    Recorded,
+    SearchSpaceError,
+    Suggester,
+    grid_size,
+    grid_values,
+    make_sampler,
+)
 
 RANDOM_PARAMS = [
     {"name": "lr", "type": "double", "min": 0.0001, "max": 0.1, "log": True},
@@ -29,13 +37,15 @@ def spec(algorithm="random", seed=42, params=None, settings=None, objective="min
         algo["seed"] = seed
     if settings is not None:
         algo["settings"] = settings
-    return ExperimentSpec.model_validate({
-        "objective": {"type": objective, "metricName": "loss"},
-        "algorithm": algo,
-        "parameters": params or (GRID_PARAMS if algorithm == "grid" else RANDOM_PARAMS),
-        "maxTrialCount": 100,
-        "trialTemplate": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
-    })
+    return ExperimentSpec.model_validate(
+        {
+            "objective": {"type": objective, "metricName": "loss"},
+            "algorithm": algo,
+            "parameters": params or (GRID_PARAMS if algorithm == "grid" else RANDOM_PARAMS),
+            "maxTrialCount": 100,
+            "trialTemplate": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        }
+    )
 
 
 def param(**kw):
@@ -108,16 +118,20 @@ def test_replay_after_a_restart_continues_exactly_where_it_left_off(recorded_ind
 
 def test_replay_of_a_sampler_that_learns_replays_the_results_in_order():
     # TPE uses the results: the replay must tell each result where it was told before the restart.
-    s = spec("tpe", seed=4, settings=[{"name": "nStartupTrials", "value": "3"}],
-             params=[{"name": "x", "type": "double", "min": 0, "max": 1},
-                     {"name": "n", "type": "int", "min": 1, "max": 9}])
+    s = spec(
+        "tpe",
+        seed=4,
+        settings=[{"name": "nStartupTrials", "value": "3"}],
+        params=[{"name": "x", "type": "double", "min": 0, "max": 1}, {"name": "n", "type": "int", "min": 1, "max": 9}],
+    )
     uninterrupted = Suggester(s)
     recorded, results = {}, {}
     for i in range(8):
         values = uninterrupted.suggest(i)
         recorded[i] = Recorded(values, created=f"2024-05-01T10:{i:02d}:00Z")
-        results[i] = Outcome(value=(float(values["x"]) - 0.3) ** 2 + int(values["n"]) / 100,
-                             at=f"2024-05-01T10:{i:02d}:30Z")
+        results[i] = Outcome(
+            value=(float(values["x"]) - 0.3) ** 2 + int(values["n"]) / 100, at=f"2024-05-01T10:{i:02d}:30Z"
+        )
         uninterrupted.tell(i, results[i])
     after = sequence(uninterrupted, 3, start=8)
 
@@ -133,8 +147,12 @@ def test_replay_when_trials_of_one_round_were_created_out_of_order():
     # A round's Trials are created concurrently: trial 5 may carry an earlier creation time than
     # trial 4. The replay still asks in suggestion order (once crashed with a KeyError), and a value
     # that ran differently is handed to Optuna as it ran.
-    s = spec("tpe", seed=4, settings=[{"name": "nStartupTrials", "value": "2"}],
-             params=[{"name": "x", "type": "double", "min": 0, "max": 1}])
+    s = spec(
+        "tpe",
+        seed=4,
+        settings=[{"name": "nStartupTrials", "value": "2"}],
+        params=[{"name": "x", "type": "double", "min": 0, "max": 1}],
+    )
     uninterrupted = Suggester(s)
     recorded, results = {}, {}
     for i in range(8):
@@ -177,8 +195,10 @@ def test_grid_covers_every_combination_exactly_once_then_is_exhausted():
     for i in range(18):
         assert not sug.exhausted()
         seen.append(tuple(sug.suggest(i).items()))
-    expected = {(("layers", str(a)), ("dropout", str(b)), ("opt", c))
-                for a, b, c in itertools.product([1, 2, 3], [0.0, 0.25, 0.5], ["adam", "sgd"])}
+    expected = {
+        (("layers", str(a)), ("dropout", str(b)), ("opt", c))
+        for a, b, c in itertools.product([1, 2, 3], [0.0, 0.25, 0.5], ["adam", "sgd"])
+    }
     assert len(seen) == 18
     assert set(seen) == expected
     assert sug.exhausted() is True
@@ -215,8 +235,13 @@ def test_grid_replay_continues_with_the_same_suggestions():
 
 
 def test_grid_of_categorical_and_discrete_only():
-    s = spec("grid", params=[{"name": "opt", "type": "categorical", "values": ["a", "b"]},
-                             {"name": "bs", "type": "discrete", "values": ["8", "16", "32"]}])
+    s = spec(
+        "grid",
+        params=[
+            {"name": "opt", "type": "categorical", "values": ["a", "b"]},
+            {"name": "bs", "type": "discrete", "values": ["8", "16", "32"]},
+        ],
+    )
     assert grid_size(s) == 6
     sug = Suggester(s)
     got = {tuple(sug.suggest(i).values()) for i in range(6)}
@@ -229,17 +254,20 @@ def test_grid_size_is_none_for_random():
     assert Suggester(spec()).grid_size is None
 
 
-@pytest.mark.parametrize("kw, expected", [
-    (dict(type="int", min=1, max=10, step=3), [1, 4, 7, 10]),
-    (dict(type="int", min=1, max=11, step=3), [1, 4, 7, 10]),
-    (dict(type="int", min=-2, max=2), [-2, -1, 0, 1, 2]),
-    (dict(type="double", min=0, max=1, step=0.25), [0.0, 0.25, 0.5, 0.75, 1.0]),
-    (dict(type="double", min=0, max=0.3, step=0.1), [0.0, 0.1, 0.2, 0.3]),
-    (dict(type="double", min=0, max=1, step=0.3), [0.0, 0.3, 0.6, 0.9]),
-    (dict(type="double", min=0.1, max=0.7, step=0.2), [0.1, 0.3, 0.5, 0.7]),
-    (dict(type="categorical", values=["x", "y"]), ["x", "y"]),
-    (dict(type="discrete", values=["1", "2.5"]), ["1", "2.5"]),
-])
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        (dict(type="int", min=1, max=10, step=3), [1, 4, 7, 10]),
+        (dict(type="int", min=1, max=11, step=3), [1, 4, 7, 10]),
+        (dict(type="int", min=-2, max=2), [-2, -1, 0, 1, 2]),
+        (dict(type="double", min=0, max=1, step=0.25), [0.0, 0.25, 0.5, 0.75, 1.0]),
+        (dict(type="double", min=0, max=0.3, step=0.1), [0.0, 0.1, 0.2, 0.3]),
+        (dict(type="double", min=0, max=1, step=0.3), [0.0, 0.3, 0.6, 0.9]),
+        (dict(type="double", min=0.1, max=0.7, step=0.2), [0.1, 0.3, 0.5, 0.7]),
+        (dict(type="categorical", values=["x", "y"]), ["x", "y"]),
+        (dict(type="discrete", values=["1", "2.5"]), ["1", "2.5"]),
+    ],
+)
 def test_grid_values(kw, expected):
     values = grid_values(param(**kw))
     assert values == expected
@@ -250,8 +278,9 @@ def test_grid_values(kw, expected):
 def test_grid_with_too_many_points_is_refused():
     with pytest.raises(SearchSpaceError, match="larger step"):
         grid_values(param(type="double", min=0, max=1, step=1 / (MAX_GRID_POINTS_PER_PARAMETER * 2)))
-    assert len(grid_values(param(type="int", min=1, max=MAX_GRID_POINTS_PER_PARAMETER))) == \
-        MAX_GRID_POINTS_PER_PARAMETER
+    assert (
+        len(grid_values(param(type="int", min=1, max=MAX_GRID_POINTS_PER_PARAMETER))) == MAX_GRID_POINTS_PER_PARAMETER
+    )
 
 
 # --- settings --------------------------------------------------------------------------------------
@@ -346,8 +375,7 @@ def test_a_rebuilt_suggester_tells_the_repeat_too():
     count = live.count
     rebuilt = Suggester(spec(params=TINY, seed=5))
     # Only suggestions that made a Trial are recorded; the repeat made none.
-    recorded = {i: Recorded(live.values(i), created=f"2024-05-01T10:00:{i:02d}Z")
-                for i in range(count) if i != repeat}
+    recorded = {i: Recorded(live.values(i), created=f"2024-05-01T10:00:{i:02d}Z") for i in range(count) if i != repeat}
     rebuilt.replay(recorded, count=count)
     rebuilt.tell(original, Outcome(value=0.5, at="2024-05-01T10:01:00Z"))
     assert rebuilt.suggest(repeat) == live.values(repeat)
@@ -360,8 +388,11 @@ def test_a_rebuilt_suggester_tells_the_repeat_too():
 
 
 def _ran(algorithm, n, seed=5):
-    s = spec(algorithm, seed=seed, params=[{"name": "x", "type": "double", "min": 0, "max": 1},
-                                           {"name": "n", "type": "int", "min": 1, "max": 9}])
+    s = spec(
+        algorithm,
+        seed=seed,
+        params=[{"name": "x", "type": "double", "min": 0, "max": 1}, {"name": "n", "type": "int", "min": 1, "max": 9}],
+    )
     first = Suggester(s)
     recorded, results = {}, {}
     for i in range(n):
@@ -375,6 +406,7 @@ def _ran(algorithm, n, seed=5):
 
 def _rebuilt(s, recorded, results, monkeypatch):
     import hpo_operator.search.suggest as suggest_module
+
     monkeypatch.setattr(suggest_module, "REPLAY_LIMIT", 5)
     restarted = Suggester(s)
     restarted.replay(recorded, count=len(recorded))
@@ -411,6 +443,7 @@ def test_a_rebuilt_trial_still_running_hears_its_result(monkeypatch):
 @pytest.mark.parametrize("algorithm", ["grid", "random", "qmc"])
 def test_samplers_whose_asks_do_not_grow_are_always_replayed_exactly(algorithm, monkeypatch):
     import hpo_operator.search.suggest as suggest_module
+
     monkeypatch.setattr(suggest_module, "REPLAY_LIMIT", 2)
     uninterrupted = Suggester(spec(algorithm, seed=9))
     before = sequence(uninterrupted, 7)

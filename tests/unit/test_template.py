@@ -10,46 +10,74 @@ def template():
     return {
         "metadata": {
             "labels": {"team": "ml", "run": "${trial.name}", "hpo.dev/trial": "template-value"},
-            "annotations": {"note/${params.lr}": "lr=${params.lr}",
-                            "attempt": "${trial.attempt}", "exp": "${experiment.name}"},
+            "annotations": {
+                "note/${params.lr}": "lr=${params.lr}",
+                "attempt": "${trial.attempt}",
+                "exp": "${experiment.name}",
+            },
         },
         "spec": {
             "restartPolicy": "OnFailure",
-            "containers": [{
-                "name": "train",
-                "image": "trainer:1",
-                "command": ["python", "train.py"],
-                "args": ["--lr=${params.lr}", "--opt", "${params.opt}", "--out=/out/${experiment.name}/${trial.name}",
-                         "--keep=${params.unknown}", "--other=${trial.uid}", "--literal=$HOME", "${foo.bar}"],
-                "env": [{"name": "ATTEMPT", "value": "${trial.attempt}"},
+            "containers": [
+                {
+                    "name": "train",
+                    "image": "trainer:1",
+                    "command": ["python", "train.py"],
+                    "args": [
+                        "--lr=${params.lr}",
+                        "--opt",
+                        "${params.opt}",
+                        "--out=/out/${experiment.name}/${trial.name}",
+                        "--keep=${params.unknown}",
+                        "--other=${trial.uid}",
+                        "--literal=$HOME",
+                        "${foo.bar}",
+                    ],
+                    "env": [
+                        {"name": "ATTEMPT", "value": "${trial.attempt}"},
                         {"name": "TRIAL", "value": "${trial.name}-${params.opt}"},
-                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-                "resources": {"limits": {"memory": "1Gi"}},
-            }],
+                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    ],
+                    "resources": {"limits": {"memory": "1Gi"}},
+                }
+            ],
             "nodeSelector": {"pool": "gpu"},
         },
     }
 
 
 def spec(tmpl=None):
-    return ExperimentSpec.model_validate({
-        "objective": {"type": "minimize", "metricName": "loss"},
-        "parameters": [{"name": "lr", "type": "double", "min": 0.001, "max": 1},
-                       {"name": "opt", "type": "categorical", "values": ["adam", "sgd"]}],
-        "maxTrialCount": 4,
-        "trialTemplate": {"template": template() if tmpl is None else tmpl},
-    })
+    return ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "parameters": [
+                {"name": "lr", "type": "double", "min": 0.001, "max": 1},
+                {"name": "opt", "type": "categorical", "values": ["adam", "sgd"]},
+            ],
+            "maxTrialCount": 4,
+            "trialTemplate": {"template": template() if tmpl is None else tmpl},
+        }
+    )
 
 
 def trial(name="mnist-0003", attempt=2, labels=None):
-    spec_ = {"experimentName": "mnist", "parameters": [{"name": "lr", "value": "0.01"}, {"name": "opt", "value": "sgd"}]}
+    spec_ = {
+        "experimentName": "mnist",
+        "parameters": [{"name": "lr", "value": "0.01"}, {"name": "opt", "value": "sgd"}],
+    }
     if attempt is not None:
         spec_["attempt"] = attempt
     return {
-        "apiVersion": "hpo.dev/v1alpha1", "kind": "Trial",
-        "metadata": {"name": name, "namespace": "team-a", "uid": "trial-uid-1",
-                     "labels": labels if labels is not None else {"hpo.dev/experiment": "mnist",
-                                                                   "hpo.dev/trial": name, "hpo.dev/config": "abc"}},
+        "apiVersion": "hpo.dev/v1alpha1",
+        "kind": "Trial",
+        "metadata": {
+            "name": name,
+            "namespace": "team-a",
+            "uid": "trial-uid-1",
+            "labels": labels
+            if labels is not None
+            else {"hpo.dev/experiment": "mnist", "hpo.dev/trial": name, "hpo.dev/config": "abc"},
+        },
         "spec": spec_,
     }
 
@@ -105,9 +133,16 @@ def test_pod_identity_and_owner_is_the_trial():
     assert pod["apiVersion"] == "v1" and pod["kind"] == "Pod"
     assert pod["metadata"]["name"] == "mnist-0003"
     assert pod["metadata"]["namespace"] == "team-a"
-    assert pod["metadata"]["ownerReferences"] == [{
-        "apiVersion": "hpo.dev/v1alpha1", "kind": "Trial", "name": "mnist-0003", "uid": "trial-uid-1",
-        "controller": True, "blockOwnerDeletion": True}]
+    assert pod["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "hpo.dev/v1alpha1",
+            "kind": "Trial",
+            "name": "mnist-0003",
+            "uid": "trial-uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
 def test_labels_merge_template_trial_and_fixed_labels():
@@ -128,8 +163,11 @@ def test_template_without_metadata():
     tmpl = {"spec": {"containers": [{"name": "c", "image": "i", "args": ["${params.opt}"]}]}}
     pod = build_pod(spec(tmpl), "mnist", trial(labels={}))
     assert pod["metadata"]["annotations"] == {}
-    assert pod["metadata"]["labels"] == {"app.kubernetes.io/name": "hpo-trial", "app.kubernetes.io/instance": "mnist",
-                                         "app.kubernetes.io/component": "trial"}
+    assert pod["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "hpo-trial",
+        "app.kubernetes.io/instance": "mnist",
+        "app.kubernetes.io/component": "trial",
+    }
     assert pod["spec"] == {"containers": [{"name": "c", "image": "i", "args": ["sgd"]}], "restartPolicy": "Never"}
 
 

@@ -46,6 +46,7 @@ def module_names_of_tests(root: Path = ROOT) -> set[str]:
     files = (root / "tests").rglob("test_*.py")
     return {name for p in files for name in (dotted(p, root), p.stem)}
 
+
 MODULES = sorted(TESTS.rglob("*.py"))
 
 
@@ -53,8 +54,10 @@ MODULES = sorted(TESTS.rglob("*.py"))
 def test_no_module_imports_a_test_module(path: Path):
     tests = module_names_of_tests()
     imports = [f"line {line}: {name}" for line, name in imported_names(path) if name in tests]
-    assert not imports, (f"{path.name} imports test modules ({'; '.join(imports)}): move what is shared "
-                         "into tests/conftest.py (fixtures) or a helper module beside it, and import it from there")
+    assert not imports, (
+        f"{path.name} imports test modules ({'; '.join(imports)}): move what is shared "
+        "into tests/conftest.py (fixtures) or a helper module beside it, and import it from there"
+    )
 
 
 def test_the_rule_sees_every_way_to_import_a_test_module(tmp_path: Path):
@@ -62,13 +65,15 @@ def test_the_rule_sees_every_way_to_import_a_test_module(tmp_path: Path):
     (tmp_path / "tests" / "unit").mkdir(parents=True)
     (tmp_path / "tests" / "unit" / "test_a.py").write_text("")
     probe = tmp_path / "tests" / "unit" / "test_b.py"
-    probe.write_text("from tests.unit.test_a import x\n"
-                     "from tests.unit import test_a\n"
-                     "from .test_a import y\n"
-                     "from . import test_a\n"
-                     "def f():\n    import tests.unit.test_a\n"
-                     "import test_a\n"
-                     "from tests import kube\n")
+    probe.write_text(
+        "from tests.unit.test_a import x\n"
+        "from tests.unit import test_a\n"
+        "from .test_a import y\n"
+        "from . import test_a\n"
+        "def f():\n    import tests.unit.test_a\n"
+        "import test_a\n"
+        "from tests import kube\n"
+    )
     tests = module_names_of_tests(tmp_path)
     hits = sorted({line for line, name in imported_names(probe, tmp_path) if name in tests})
     assert hits == [1, 2, 3, 4, 6, 7]

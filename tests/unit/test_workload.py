@@ -5,52 +5,98 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.core.podstate import observe
 from hpo_operator.controller.namespace import WorkloadObservations
-from hpo_operator.workloads.kinds import JOB, POD, Kind, build_workload, kind_of, label_pod_templates, primary_pod, trial_pod_view
+from hpo_operator.core.podstate import observe
+from hpo_operator.workloads.kinds import (
+    JOB,
+    POD,
+    Kind,
+    build_workload,
+    kind_of,
+    label_pod_templates,
+    primary_pod,
+    trial_pod_view,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 CONTAINERS = [{"name": "train", "image": "trainer:1", "args": ["--lr=${params.lr}", "--run=${trial.name}"]}]
-JOB_TEMPLATE = {"metadata": {"labels": {"team": "ml"}},
-                "spec": {"activeDeadlineSeconds": 600,
-                         "template": {"metadata": {"annotations": {"lr": "${params.lr}"}},
-                                      "spec": {"containers": CONTAINERS}}}}
-JOBSET = {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
-          "manifest": {"spec": {"replicatedJobs": [
-              {"name": "leader", "template": {"spec": {"template": {"spec": {"containers": CONTAINERS}}}}},
-              {"name": "workers", "replicas": 2,
-               "template": {"spec": {"template": {"metadata": {"labels": {"role": "worker"}},
-                                                  "spec": {"containers": CONTAINERS}}}}}]}},
-          "successCondition": {"type": "Completed"}, "failureCondition": {"type": "Failed"}}
+JOB_TEMPLATE = {
+    "metadata": {"labels": {"team": "ml"}},
+    "spec": {
+        "activeDeadlineSeconds": 600,
+        "template": {"metadata": {"annotations": {"lr": "${params.lr}"}}, "spec": {"containers": CONTAINERS}},
+    },
+}
+JOBSET = {
+    "apiVersion": "jobset.x-k8s.io/v1alpha2",
+    "kind": "JobSet",
+    "manifest": {
+        "spec": {
+            "replicatedJobs": [
+                {"name": "leader", "template": {"spec": {"template": {"spec": {"containers": CONTAINERS}}}}},
+                {
+                    "name": "workers",
+                    "replicas": 2,
+                    "template": {
+                        "spec": {
+                            "template": {"metadata": {"labels": {"role": "worker"}}, "spec": {"containers": CONTAINERS}}
+                        }
+                    },
+                },
+            ]
+        }
+    },
+    "successCondition": {"type": "Completed"},
+    "failureCondition": {"type": "Failed"},
+}
 
 
 def spec(**trial_template) -> ExperimentSpec:
-    return ExperimentSpec.model_validate({
-        "objective": {"type": "minimize", "metricName": "loss"},
-        "parameters": [{"name": "lr", "type": "double", "min": 0.001, "max": 1}],
-        "maxTrialCount": 4, "trialTemplate": trial_template})
+    return ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "parameters": [{"name": "lr", "type": "double", "min": 0.001, "max": 1}],
+            "maxTrialCount": 4,
+            "trialTemplate": trial_template,
+        }
+    )
 
 
-TRIAL = {"apiVersion": "hpo.dev/v1alpha1", "kind": "Trial",
-         "metadata": {"name": "exp-0003", "namespace": "ns", "uid": "u-3",
-                      "labels": {"hpo.dev/experiment": "exp", "hpo.dev/config": "c1"}},
-         "spec": {"experimentName": "exp", "attempt": 2, "parameters": [{"name": "lr", "value": "0.01"}]}}
+TRIAL = {
+    "apiVersion": "hpo.dev/v1alpha1",
+    "kind": "Trial",
+    "metadata": {
+        "name": "exp-0003",
+        "namespace": "ns",
+        "uid": "u-3",
+        "labels": {"hpo.dev/experiment": "exp", "hpo.dev/config": "c1"},
+    },
+    "spec": {"experimentName": "exp", "attempt": 2, "parameters": [{"name": "lr", "value": "0.01"}]},
+}
 
 
 def test_a_job_trial_is_named_owned_and_labelled_like_a_pod_trial():
     kind, job = build_workload(spec(job=JOB_TEMPLATE), "exp", TRIAL)
     assert kind == JOB and job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
     assert job["metadata"]["name"] == "exp-0003" and job["metadata"]["namespace"] == "ns"
-    assert job["metadata"]["ownerReferences"] == [{"apiVersion": "hpo.dev/v1alpha1", "kind": "Trial", "name": "exp-0003",
-                                                   "uid": "u-3", "controller": True, "blockOwnerDeletion": True}]
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "hpo.dev/v1alpha1",
+            "kind": "Trial",
+            "name": "exp-0003",
+            "uid": "u-3",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     assert job["metadata"]["labels"]["team"] == "ml"
     pod = job["spec"]["template"]
     for labels in (job["metadata"]["labels"], pod["metadata"]["labels"]):
@@ -69,7 +115,11 @@ def test_a_resource_trial_labels_every_embedded_pod_template():
     s = spec(resource=JOBSET)
     kind, body = build_workload(s, "exp", TRIAL)
     assert kind == kind_of(s) == Kind("jobset.x-k8s.io", "v1alpha2", "JobSet", None)
-    assert (body["apiVersion"], body["kind"], body["metadata"]["name"]) == ("jobset.x-k8s.io/v1alpha2", "JobSet", "exp-0003")
+    assert (body["apiVersion"], body["kind"], body["metadata"]["name"]) == (
+        "jobset.x-k8s.io/v1alpha2",
+        "JobSet",
+        "exp-0003",
+    )
     templates = [rj["template"]["spec"]["template"] for rj in body["spec"]["replicatedJobs"]]
     assert [t["metadata"]["labels"]["hpo.dev/trial"] for t in templates] == ["exp-0003", "exp-0003"]
     assert templates[1]["metadata"]["labels"]["role"] == "worker"
@@ -104,8 +154,7 @@ def _kinds_rule() -> Callable[[dict], bool]:
 
 def test_the_schema_takes_exactly_one_kind():
     allowed = _kinds_rule()
-    kinds = {"template": {"spec": {"containers": CONTAINERS}}, "job": JOB_TEMPLATE,
-             "resource": JOBSET}
+    kinds = {"template": {"spec": {"containers": CONTAINERS}}, "job": JOB_TEMPLATE, "resource": JOBSET}
     other = {"primaryContainerName": "train", "podRetention": "Keep"}  # not kinds: never counted
     for n in range(len(kinds) + 1):
         for chosen in itertools.combinations(kinds, n):
@@ -113,8 +162,16 @@ def test_the_schema_takes_exactly_one_kind():
             assert allowed(body) == (n == 1), f"{sorted(chosen)} {'refused' if n == 1 else 'taken'}"
 
 
-def pod(name: str, phase: str, *, created: str = "2026-01-01T00:00:00Z", index: str | None = None,
-        terminated: dict | None = None, reason: str | None = None, labels: dict | None = None) -> dict:
+def pod(
+    name: str,
+    phase: str,
+    *,
+    created: str = "2026-01-01T00:00:00Z",
+    index: str | None = None,
+    terminated: dict | None = None,
+    reason: str | None = None,
+    labels: dict | None = None,
+) -> dict:
     lab = {"hpo.dev/trial": "exp-0003", **(labels or {})}
     if index is not None:
         lab["batch.kubernetes.io/job-completion-index"] = index
@@ -125,15 +182,31 @@ def pod(name: str, phase: str, *, created: str = "2026-01-01T00:00:00Z", index: 
         status["containerStatuses"] = [{"name": "train", "state": {"running": {"startedAt": created}}}]
     if reason:
         status["reason"] = reason
-    return {"metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "labels": lab,
-                         "creationTimestamp": created},
-            "spec": {"containers": [{"name": "train"}]}, "status": status}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "labels": lab,
+            "creationTimestamp": created,
+        },
+        "spec": {"containers": [{"name": "train"}]},
+        "status": status,
+    }
 
 
 def job(*conditions: tuple[str, str]) -> dict:
-    return {"metadata": {"name": "exp-0003", "namespace": "ns", "uid": "job-uid", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": f"{t}: {r}"}
-                                      for t, r in conditions]}}
+    return {
+        "metadata": {
+            "name": "exp-0003",
+            "namespace": "ns",
+            "uid": "job-uid",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "status": {
+            "conditions": [{"type": t, "status": "True", "reason": r, "message": f"{t}: {r}"} for t, r in conditions]
+        },
+    }
 
 
 def seen(workload: dict | None, pods: list[dict], kind: Kind = JOB, **kw):
@@ -142,28 +215,39 @@ def seen(workload: dict | None, pods: list[dict], kind: Kind = JOB, **kw):
 
 
 def test_a_complete_job_succeeds_with_its_primary_pods_exit_and_message():
-    done = pod("exp-0003-abc", "Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": '{"loss": 0.3}'})
+    done = pod(
+        "exp-0003-abc", "Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": '{"loss": 0.3}'}
+    )
     view, obs = seen(job(("Complete", "")), [done])
     assert (obs.phase, obs.failure_class, obs.termination_message) == ("Succeeded", None, '{"loss": 0.3}')
     assert view["metadata"]["name"] == "exp-0003-abc"  # its log is read by the pod's own name
 
 
-@pytest.mark.parametrize("pods, reason, expected", [
-    ([pod("p1", "Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})], "BackoffLimitExceeded", "OOMKilled"),
-    ([pod("p1", "Failed", reason="Evicted")], "BackoffLimitExceeded", "Infrastructure"),
-    ([pod("p1", "Failed", terminated={"exitCode": 2, "reason": "Error"})], "BackoffLimitExceeded", "Error"),
-    ([pod("p1", "Running")], "DeadlineExceeded", "Timeout"),
-    ([], "DeadlineExceeded", "Timeout"),
-    ([], "BackoffLimitExceeded", "Error"),
-])
+@pytest.mark.parametrize(
+    "pods, reason, expected",
+    [
+        (
+            [pod("p1", "Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})],
+            "BackoffLimitExceeded",
+            "OOMKilled",
+        ),
+        ([pod("p1", "Failed", reason="Evicted")], "BackoffLimitExceeded", "Infrastructure"),
+        ([pod("p1", "Failed", terminated={"exitCode": 2, "reason": "Error"})], "BackoffLimitExceeded", "Error"),
+        ([pod("p1", "Running")], "DeadlineExceeded", "Timeout"),
+        ([], "DeadlineExceeded", "Timeout"),
+        ([], "BackoffLimitExceeded", "Error"),
+    ],
+)
 def test_a_failed_jobs_class_comes_from_its_pods(pods, reason, expected):
     _, obs = seen(job(("Failed", reason)), pods)
     assert (obs.phase, obs.failure_class) == ("Failed", expected)
 
 
 def test_the_newest_failed_pod_explains_a_job_that_retried_its_pods():
-    pods = [pod("p1", "Failed", created="2026-01-01T00:00:00Z", terminated={"exitCode": 2, "reason": "Error"}),
-            pod("p2", "Failed", created="2026-01-01T00:01:00Z", terminated={"exitCode": 137, "reason": "OOMKilled"})]
+    pods = [
+        pod("p1", "Failed", created="2026-01-01T00:00:00Z", terminated={"exitCode": 2, "reason": "Error"}),
+        pod("p2", "Failed", created="2026-01-01T00:01:00Z", terminated={"exitCode": 137, "reason": "OOMKilled"}),
+    ]
     assert seen(job(("Failed", "BackoffLimitExceeded")), pods)[1].failure_class == "OOMKilled"
 
 
@@ -212,7 +296,10 @@ def test_the_primary_pod_is_index_0_of_an_indexed_job_or_the_newest_or_the_label
     i0 = pod("a-0", "Running", index="0", created="2026-01-01T00:00:00Z")
     i1 = pod("a-1", "Running", index="1", created="2026-01-01T00:00:05Z")
     assert primary_pod([i1, i0], None) is i0
-    old, new = pod("b-old", "Failed", created="2026-01-01T00:00:00Z"), pod("b-new", "Running", created="2026-01-01T00:00:09Z")
+    old, new = (
+        pod("b-old", "Failed", created="2026-01-01T00:00:00Z"),
+        pod("b-new", "Running", created="2026-01-01T00:00:09Z"),
+    )
     assert primary_pod([new, old], None) is new
     leader = pod("c-l", "Running", labels={"role": "leader"}, created="2026-01-01T00:00:00Z")
     assert primary_pod([i1, leader], {"role": "leader"}) is leader
@@ -222,8 +309,10 @@ def test_the_primary_pod_is_index_0_of_an_indexed_job_or_the_newest_or_the_label
 def test_a_resource_follows_its_own_success_and_failure_conditions():
     s = spec(resource=JOBSET)
     kind, resource = kind_of(s), s.trial_template.resource
-    running = {"metadata": {"name": "exp-0003", "namespace": "ns", "uid": "r"},
-               "status": {"conditions": [{"type": "Completed", "status": "False"}]}}
+    running = {
+        "metadata": {"name": "exp-0003", "namespace": "ns", "uid": "r"},
+        "status": {"conditions": [{"type": "Completed", "status": "False"}]},
+    }
     assert seen(running, [pod("w", "Running")], kind, resource=resource)[1].phase == "Running"
     completed = {**running, "status": {"conditions": [{"type": "Completed", "status": "True"}]}}
     assert seen(completed, [], kind, resource=resource)[1].phase == "Succeeded"

@@ -8,7 +8,7 @@ kubectl call and must not pay for that. Keep this module's imports to the API's 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .vocabulary import TERMINAL_PHASES
 

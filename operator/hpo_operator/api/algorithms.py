@@ -43,8 +43,10 @@ def _python_number(kind: type) -> BeforeValidator:
         try:
             return kind(text)
         except ValueError:
-            raise PydanticCustomError(f"{kind.__name__}_text", "input should be a whole number" if kind is int
-                                      else "input should be a number") from None
+            raise PydanticCustomError(
+                f"{kind.__name__}_text", "input should be a whole number" if kind is int else "input should be a number"
+            ) from None
+
     return BeforeValidator(read)
 
 
@@ -113,14 +115,18 @@ def setting_names(algorithm: str) -> list[str]:
 
 def settings_rule() -> str:
     """The CEL rule (on spec.algorithm) that refuses a setting the algorithm does not take."""
-    clauses = [f"(self.name == '{algorithm}' && self.settings.all(s, s.name in {names!r}))"
-               for algorithm in SETTINGS if (names := setting_names(algorithm))]
+    clauses = [
+        f"(self.name == '{algorithm}' && self.settings.all(s, s.name in {names!r}))"
+        for algorithm in SETTINGS
+        if (names := setting_names(algorithm))
+    ]
     return "!has(self.settings) || size(self.settings) == 0 || " + " || ".join(clauses)
 
 
 def settings_rule_message() -> str:
     return "unknown setting for this algorithm; settings: " + "; ".join(
-        f"{algorithm}: {', '.join(names)}" for algorithm in SETTINGS if (names := setting_names(algorithm)))
+        f"{algorithm}: {', '.join(names)}" for algorithm in SETTINGS if (names := setting_names(algorithm))
+    )
 
 
 def parse_settings(algorithm: str, settings: Mapping[str, str]) -> dict[str, Any]:
@@ -134,8 +140,10 @@ def parse_settings(algorithm: str, settings: Mapping[str, str]) -> dict[str, Any
         first = min(e.errors(), key=lambda error: order.index(error["loc"][0]))
         name = first["loc"][0]
         if first["type"] == "extra_forbidden":  # also a field's Python name: users write the alias
-            raise SettingsError(f"algorithm {algorithm} has no setting {name} "
-                                f"(it takes {', '.join(setting_names(algorithm)) or 'no settings'})") from None
+            raise SettingsError(
+                f"algorithm {algorithm} has no setting {name} "
+                f"(it takes {', '.join(setting_names(algorithm)) or 'no settings'})"
+            ) from None
         why = first["msg"][:1].lower() + first["msg"][1:]
         raise SettingsError(f"algorithm {algorithm}, setting {name}: {why}, not {settings[name]!r}") from None
     return parsed.model_dump(exclude_unset=True)

@@ -10,9 +10,8 @@ way and keeps the x-kubernetes-* extensions the models carry.
 
 from __future__ import annotations
 
-import copy
-
 import argparse
+import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,8 +90,7 @@ def openapi_schema(model: type[Model]) -> dict[str, Any]:
     return _resolve(raw, raw.get("$defs", {}))
 
 
-def _column(name: str, path: str, type_: str = "string", priority: int = 0,
-            description: str = "") -> dict[str, Any]:
+def _column(name: str, path: str, type_: str = "string", priority: int = 0, description: str = "") -> dict[str, Any]:
     col = {"name": name, "type": type_, "jsonPath": path}
     if priority:
         col["priority"] = priority
@@ -101,8 +99,15 @@ def _column(name: str, path: str, type_: str = "string", priority: int = 0,
     return col
 
 
-def _crd(kind: str, plural: str, short: list[str], body: type[Model], description: str,
-         columns: list[dict[str, Any]], validations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _crd(
+    kind: str,
+    plural: str,
+    short: list[str],
+    body: type[Model],
+    description: str,
+    columns: list[dict[str, Any]],
+    validations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     schema = openapi_schema(body)
     schema["description"] = description
     schema["properties"] = {
@@ -124,74 +129,115 @@ def _crd(kind: str, plural: str, short: list[str], body: type[Model], descriptio
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
-                      "singular": kind.lower(), "shortNames": short, "categories": ["hpo"]},
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": schema},
-            }],
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short,
+                "categories": ["hpo"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
         },
     }
 
 
 def _name_length_rule(what: str, limit: int, why: str) -> dict[str, Any]:
-    return cel(f"size(self.metadata.name) <= {limit}",
-                      f"the name of {what} must be at most {limit} characters long, because {why}")
+    return cel(
+        f"size(self.metadata.name) <= {limit}",
+        f"the name of {what} must be at most {limit} characters long, because {why}",
+    )
 
 
 def experiment_crd() -> dict[str, Any]:
     return _crd(
-        "Experiment", "experiments", ["exp", "exps"], ExperimentBody,
+        "Experiment",
+        "experiments",
+        ["exp", "exps"],
+        ExperimentBody,
         "A hyperparameter search: a search space, an objective, an algorithm, budgets and the pod "
         "each trial runs. Failed trials are re-run while their configuration has not succeeded.",
         [
             _column("Status", ".status.phase"),
             _column("Objective", ".spec.objective.metricName", priority=1),
-            _column("Best", ".status.currentOptimalTrial.objectiveValue", "number",
-                    description="Best objective value so far"),
+            _column(
+                "Best",
+                ".status.currentOptimalTrial.objectiveValue",
+                "number",
+                description="Best objective value so far",
+            ),
             _column("Best-Trial", ".status.currentOptimalTrial.trialName", priority=1),
             _column("Succeeded", ".status.trialsSucceeded", "integer"),
             _column("Running", ".status.trialsRunning", "integer"),
             _column("Failed", ".status.trialsFailed", "integer"),
-            _column("Configs", ".status.configurations", "integer", priority=1,
-                    description="Configurations launched (of maxTrialCount)"),
+            _column(
+                "Configs",
+                ".status.configurations",
+                "integer",
+                priority=1,
+                description="Configurations launched (of maxTrialCount)",
+            ),
             _column("Max", ".spec.maxTrialCount", "integer", priority=1),
             _column("Algorithm", ".spec.algorithm.name", priority=1),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
-        validations=[_name_length_rule(
-            "an Experiment", EXPERIMENT_NAME_MAX_LENGTH,
-            "the names of its trials and pods add suffixes to it and must fit in 63 characters")])
+        validations=[
+            _name_length_rule(
+                "an Experiment",
+                EXPERIMENT_NAME_MAX_LENGTH,
+                "the names of its trials and pods add suffixes to it and must fit in 63 characters",
+            )
+        ],
+    )
 
 
 def trial_crd() -> dict[str, Any]:
     return _crd(
-        "Trial", "trials", ["trial", "tr"], TrialBody,
+        "Trial",
+        "trials",
+        ["trial", "tr"],
+        TrialBody,
         "One run of one configuration of an Experiment, as one pod.",
         [
             _column("Experiment", ".spec.experimentName"),
             _column("Status", ".status.phase"),
             _column("Objective", ".status.objectiveValue", "number"),
             _column("Attempt", ".spec.attempt", "integer"),
-            _column("Resumed", ".status.resumedFrom.step", "integer",
-                    description="The step a resumed attempt continued from (checkpoint)"),
+            _column(
+                "Resumed",
+                ".status.resumedFrom.step",
+                "integer",
+                description="The step a resumed attempt continued from (checkpoint)",
+            ),
             _column("Parameters", ".status.parameterSummary"),
             _column("Reason", ".status.reason", priority=1),
             _column("Retried-By", ".status.retriedBy", priority=1),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
-        validations=[_name_length_rule(
-            "a Trial", TRIAL_NAME_MAX_LENGTH,
-            "the names of its retries add a suffix to it and must fit in 63 characters")])
+        validations=[
+            _name_length_rule(
+                "a Trial",
+                TRIAL_NAME_MAX_LENGTH,
+                "the names of its retries add a suffix to it and must fit in 63 characters",
+            )
+        ],
+    )
 
 
 CRDS = {"experiments.yaml": experiment_crd, "trials.yaml": trial_crd}
-HEADER = ("# Generated by `python -m hpo_operator.api.crd` from hpo_operator/api/ (spec.py, status.py, external.py). "
-          "Do not edit.\n")
+HEADER = (
+    "# Generated by `python -m hpo_operator.api.crd` from hpo_operator/api/ (spec.py, status.py, external.py). "
+    "Do not edit.\n"
+)
 
 
 def render(name: str) -> str:

@@ -50,18 +50,24 @@ STATUS_HISTORY_LIMIT = 50
 
 class ExperimentStatus(Model):
     phase: ExperimentPhase | None = Field(None, description="Created, Running, Suspended, Succeeded or Failed.")
-    status_history: list[PhaseChange] | None = Field(None, max_length=STATUS_HISTORY_LIMIT, description=(
-        "The phases the experiment went through, with their reasons and times (the latest "
-        f"{STATUS_HISTORY_LIMIT})."))
+    status_history: list[PhaseChange] | None = Field(
+        None,
+        max_length=STATUS_HISTORY_LIMIT,
+        description=(
+            f"The phases the experiment went through, with their reasons and times (the latest {STATUS_HISTORY_LIMIT})."
+        ),
+    )
     conditions: list[Condition] | None = Field(None, **_CONDITIONS)
     observed_generation: int | None = None
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     suggestion_count: int | None = Field(None, description="Configurations suggested so far.")
-    configurations: int | None = Field(None, description=(
-        "Configurations launched so far (counts against maxTrialCount)."))
-    failed_configurations: int | None = Field(None, description=(
-        "Configurations that failed with no retry left (counts against maxFailedTrialCount)."))
+    configurations: int | None = Field(
+        None, description=("Configurations launched so far (counts against maxTrialCount).")
+    )
+    failed_configurations: int | None = Field(
+        None, description=("Configurations that failed with no retry left (counts against maxFailedTrialCount).")
+    )
     trials: int | None = Field(None, description="Trials, retries included.")
     trials_pending: int | None = None
     trials_running: int | None = None
@@ -96,8 +102,11 @@ class TrialStatus(Model):
     exit_code: int | None = None
     objective_value: float | None = None
     metrics: list[Metric] | None = Field(None, max_length=64, description="The latest value of each metric.")
-    metric_history: list[Metric] | None = Field(None, max_length=METRIC_HISTORY_LIMIT, description=(
-        "Values reported with a step (oldest dropped first), for early stopping and curves."))
+    metric_history: list[Metric] | None = Field(
+        None,
+        max_length=METRIC_HISTORY_LIMIT,
+        description=("Values reported with a step (oldest dropped first), for early stopping and curves."),
+    )
     parameter_summary: str | None = Field(None, description="name=value pairs, for kubectl get.")
     retried_by: str | None = Field(None, description="The trial that re-runs this one, if any.")
     resumed_from: ResumedFrom | None = None

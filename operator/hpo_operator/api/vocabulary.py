@@ -89,8 +89,10 @@ class RetryableFailureClass(str, Enum):
 EXPERIMENT_PHASES = tuple(p.value for p in ExperimentPhase)
 TRIAL_PHASES = tuple(p.value for p in TrialPhase)
 FINISHED_PHASES = (ExperimentPhase.succeeded.value, ExperimentPhase.failed.value)  # of an experiment
-TERMINAL_PHASES = frozenset(p.value for p in (TrialPhase.succeeded, TrialPhase.failed, TrialPhase.killed,
-                                              TrialPhase.early_stopped, TrialPhase.refused))  # of a trial
+TERMINAL_PHASES = frozenset(
+    p.value
+    for p in (TrialPhase.succeeded, TrialPhase.failed, TrialPhase.killed, TrialPhase.early_stopped, TrialPhase.refused)
+)  # of a trial
 UNFINISHED_PHASES = tuple(p for p in TRIAL_PHASES if p not in TERMINAL_PHASES)  # of a trial
 
 

@@ -12,7 +12,8 @@ the command tree from string annotations costs about ten times as long.
 import functools
 import os
 import sys
-from typing import Annotated, Any, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -23,8 +24,8 @@ except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
 from hpo_operator import client as hpo
-from hpo_operator.client.errors import translate
 from hpo_operator.cli.output import Output, fail
+from hpo_operator.client.errors import translate
 
 PROG = "kubectl hpo"
 
@@ -37,22 +38,40 @@ class _Group(TyperGroup):
 
 
 app = typer.Typer(
-    cls=_Group, name=PROG, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-    rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    cls=_Group,
+    name=PROG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     help="Hyperparameter-optimisation experiments of hpo-operator: list, inspect, restart trials, "
-         "stop, resume, copy. Experiments applied with plain kubectl have no creator unless they "
-         "carry the annotation hpo.dev/creator; create, restart and copy set it to the user the API "
-         "server authenticates.")
+    "stop, resume, copy. Experiments applied with plain kubectl have no creator unless they "
+    "carry the annotation hpo.dev/creator; create, restart and copy set it to the user the API "
+    "server authenticates.",
+)
 
 
 # Options every command takes (kubectl's names).
-KubeconfigOpt = Annotated[Optional[str], typer.Option(
-    "--kubeconfig", metavar="PATH", help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")]
-ContextOpt = Annotated[Optional[str], typer.Option("--context", metavar="NAME", help="The kubeconfig context to use.")]
-NamespaceOpt = Annotated[Optional[str], typer.Option(
-    "-n", "--namespace", metavar="NAMESPACE", help="The namespace (default: the context's namespace, else default).")]
-OutputOpt = Annotated[Output, typer.Option("-o", "--output", case_sensitive=False, metavar="table|json|yaml",
-                                           help="Output format: table, json or yaml.")]
+KubeconfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kubeconfig", metavar="PATH", help="Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)."
+    ),
+]
+ContextOpt = Annotated[str | None, typer.Option("--context", metavar="NAME", help="The kubeconfig context to use.")]
+NamespaceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "-n", "--namespace", metavar="NAMESPACE", help="The namespace (default: the context's namespace, else default)."
+    ),
+]
+OutputOpt = Annotated[
+    Output,
+    typer.Option(
+        "-o", "--output", case_sensitive=False, metavar="table|json|yaml", help="Output format: table, json or yaml."
+    ),
+]
 ExperimentArg = Annotated[str, typer.Argument(metavar="EXPERIMENT", show_default=False, help="The experiment's name.")]
 
 # Filters and paging that both list and trials take: each flag spelled once, with its metavar; each

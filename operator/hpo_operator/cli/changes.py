@@ -7,8 +7,9 @@ with as it runs, so that loading the plugin loads neither the client's modules n
 """
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -18,8 +19,13 @@ from hpo_operator.cli.output import Output, echo, emit, note
 
 
 def create(
-    filename: Annotated[str, typer.Option("-f", "--filename", metavar="FILE", help="A YAML or JSON file of Experiments ('-' reads stdin).")],
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+    filename: Annotated[
+        str,
+        typer.Option("-f", "--filename", metavar="FILE", help="A YAML or JSON file of Experiments ('-' reads stdin)."),
+    ],
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create the experiments in a file, recording you as their creator (annotation hpo.dev/creator)."""
@@ -43,14 +49,18 @@ def create(
         echo(f"experiment.hpo.dev/{e.name} created" + (f" in namespace {e.namespace}" if namespace is None else ""))
 
 
-def _one_change(doc: str, act: "Callable[[hpo.Session, str, str | None], Any]", said: str,
-                with_output: bool = False) -> Callable[..., None]:
+def _one_change(
+    doc: str, act: "Callable[[hpo.Session, str, str | None], Any]", said: str, with_output: bool = False
+) -> Callable[..., None]:
     """A command that makes one change to an experiment and says so: `said`, with {name} the
     experiment's. With `with_output`, -o json|yaml prints the experiment as changed instead."""
     if with_output:
+
         def run(
             experiment: ExperimentArg,
-            namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+            namespace: NamespaceOpt = None,
+            kubeconfig: KubeconfigOpt = None,
+            context: ContextOpt = None,
             output: OutputOpt = Output.table,
         ) -> None:
             e = act(hpo.connect(kubeconfig, context), experiment, namespace)
@@ -58,12 +68,16 @@ def _one_change(doc: str, act: "Callable[[hpo.Session, str, str | None], Any]", 
                 return emit(e.to_dict(), output)
             echo(said.format(name=e.name))
     else:
+
         def run(  # type: ignore[misc]  # the same command without -o
             experiment: ExperimentArg,
-            namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+            namespace: NamespaceOpt = None,
+            kubeconfig: KubeconfigOpt = None,
+            context: ContextOpt = None,
         ) -> None:
             act(hpo.connect(kubeconfig, context), experiment, namespace)
             echo(said.format(name=experiment))
+
     run.__doc__ = doc
     return run
 
@@ -71,15 +85,27 @@ def _one_change(doc: str, act: "Callable[[hpo.Session, str, str | None], Any]", 
 stop = _one_change(
     "Stop an experiment (spec.suspend=true): running trials are stopped, nothing new is launched.",
     lambda s, experiment, namespace: hpo.set_suspend(s, experiment, True, namespace),
-    "experiment {name} stopped (spec.suspend=true): its running trials are stopped and re-run on resume", with_output=True)
+    "experiment {name} stopped (spec.suspend=true): its running trials are stopped and re-run on resume",
+    with_output=True,
+)
 resume = _one_change(
     "Resume a stopped experiment (spec.suspend=false): stopped configurations run again.",
     lambda s, experiment, namespace: hpo.set_suspend(s, experiment, False, namespace),
-    "experiment {name} resumed (spec.suspend=false)", with_output=True)
+    "experiment {name} resumed (spec.suspend=false)",
+    with_output=True,
+)
 
 
-def _clone(experiment: str, new_name: str | None, warm_start: bool, namespace: str | None,
-           kubeconfig: str | None, context: str | None, output: Output, verb: str) -> None:
+def _clone(
+    experiment: str,
+    new_name: str | None,
+    warm_start: bool,
+    namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    output: Output,
+    verb: str,
+) -> None:
     s = hpo.connect(kubeconfig, context)
     creator = hpo.whoami(s)
     if creator is None:
@@ -93,8 +119,12 @@ def _clone(experiment: str, new_name: str | None, warm_start: bool, namespace: s
 
 def restart(
     experiment: ExperimentArg,
-    new_name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="The new experiment's name (default: <name>-xxxxx).")] = None,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+    new_name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="The new experiment's name (default: <name>-xxxxx).")
+    ] = None,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Start a new experiment with this one's spec (annotation hpo.dev/original names this one)."""
@@ -103,9 +133,19 @@ def restart(
 
 def copy_experiment(
     experiment: ExperimentArg,
-    new_name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="The copy's name (default: <name>-xxxxx).")] = None,
-    warm_start: Annotated[bool, typer.Option("--warm-start", help="The copy's search first learns from this experiment's finished trials (spec.warmStartFrom).")] = False,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+    new_name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="The copy's name (default: <name>-xxxxx).")
+    ] = None,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start",
+            help="The copy's search first learns from this experiment's finished trials (spec.warmStartFrom).",
+        ),
+    ] = False,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Copy an experiment, optionally warm-starting the copy from this one's results."""
@@ -116,12 +156,15 @@ def copy_experiment(
 delete = _one_change(
     "Delete an experiment with its trials and their pods.",
     lambda s, experiment, namespace: hpo.delete_experiment(s, experiment, namespace),
-    'experiment.hpo.dev "{name}" deleted')
+    'experiment.hpo.dev "{name}" deleted',
+)
 bookmark = _one_change(
     "Bookmark an experiment (label hpo.dev/bookmarked=true; list --bookmarked shows these).",
     lambda s, experiment, namespace: hpo.set_bookmark(s, experiment, True, namespace),
-    "experiment {name} bookmarked")
+    "experiment {name} bookmarked",
+)
 unbookmark = _one_change(
     "Remove an experiment's bookmark.",
     lambda s, experiment, namespace: hpo.set_bookmark(s, experiment, False, namespace),
-    "experiment {name} unbookmarked")
+    "experiment {name} unbookmarked",
+)

@@ -81,8 +81,17 @@ def text(value: str = "") -> Text:
 def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> Table:
     from rich.table import Table
 
-    grid = Table(box=None, show_header=True, header_style="bold", pad_edge=False, show_edge=False,
-                 padding=(0, 3, 0, 0), title=title, title_justify="left", title_style="bold")
+    grid = Table(
+        box=None,
+        show_header=True,
+        header_style="bold",
+        pad_edge=False,
+        show_edge=False,
+        padding=(0, 3, 0, 0),
+        title=title,
+        title_justify="left",
+        title_style="bold",
+    )
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:

@@ -6,30 +6,47 @@ with as it runs, so that loading the plugin loads neither the client's modules n
 """
 
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from hpo_operator import client as hpo
-from hpo_operator.cli.app import (PROG, ContextOpt, ExperimentArg, KubeconfigOpt, NamespaceOpt, OutputOpt,
-                                  shared_option)
+from hpo_operator.cli.app import PROG, ContextOpt, ExperimentArg, KubeconfigOpt, NamespaceOpt, OutputOpt, shared_option
 from hpo_operator.cli.output import Output, echo, emit, note, show, table, text
 
 
 def trial_rows(trials: "list[hpo.TrialSummary]", verbose: bool = False) -> tuple[list[str], list[list]]:
     from hpo_operator.client.views import format_number, format_params, format_when
 
-    columns = ["NAME", "STATUS", "REASON", "OBJECTIVE", "ATTEMPT", "RESUMED", "LAUNCH", "PARAMETERS", "METRICS",
-               "CREATED (UTC)"]
+    columns = [
+        "NAME",
+        "STATUS",
+        "REASON",
+        "OBJECTIVE",
+        "ATTEMPT",
+        "RESUMED",
+        "LAUNCH",
+        "PARAMETERS",
+        "METRICS",
+        "CREATED (UTC)",
+    ]
     if verbose:
         columns += ["RETRY-OF", "RETRIED-BY", "LABELS"]
     rows = []
     for t in trials:
         resumed = f"step {t.resumed_from['step']}" if t.resumed_from else ""
-        row = [t.name, t.phase, t.reason or "", format_number(t.objective_value), t.attempt, resumed,
-               t.launch_reason or "",
-               format_params(t.parameters), format_params({k: format_number(v) for k, v in t.metrics.items()}),
-               format_when(t.created)]
+        row = [
+            t.name,
+            t.phase,
+            t.reason or "",
+            format_number(t.objective_value),
+            t.attempt,
+            resumed,
+            t.launch_reason or "",
+            format_params(t.parameters),
+            format_params({k: format_number(v) for k, v in t.metrics.items()}),
+            format_when(t.created),
+        ]
         if verbose:
             row += [t.retry_of or "", t.retried_by or "", ",".join(f"{k}={v}" for k, v in t.labels.items())]
         rows.append(row)
@@ -38,15 +55,35 @@ def trial_rows(trials: "list[hpo.TrialSummary]", verbose: bool = False) -> tuple
 
 def trials(
     experiment: ExperimentArg,
-    selector: Annotated[Optional[str], shared_option("selector", "Label selector (e.g. hpo.dev/launch-reason=Retry).")] = None,
-    status: Annotated[Optional[str], shared_option("status", "Only these phases, comma-separated.")] = None,
-    order_by: Annotated[Optional[str], typer.Option("--order-by", metavar="ORDER", help="'created asc' (default), 'name desc', 'GmtCreateTime DESC,Name ASC', ...")] = None,
-    page_token: Annotated[Optional[str], typer.Option("--page-token", metavar="TOKEN", help="Where the page starts: the token a previous page printed (0 first).")] = None,
-    max_results: Annotated[Optional[int], typer.Option("--max-results", metavar="N", help="Trials per page with tokens (default 10).")] = None,
-    page: Annotated[Optional[int], shared_option("page", "Page number, from 1.")] = None,
-    page_size: Annotated[Optional[int], shared_option("page_size", "Trials per numbered page (default 10).")] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Also labels, retries and each trial's per-step metric history.")] = False,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+    selector: Annotated[
+        str | None, shared_option("selector", "Label selector (e.g. hpo.dev/launch-reason=Retry).")
+    ] = None,
+    status: Annotated[str | None, shared_option("status", "Only these phases, comma-separated.")] = None,
+    order_by: Annotated[
+        str | None,
+        typer.Option(
+            "--order-by",
+            metavar="ORDER",
+            help="'created asc' (default), 'name desc', 'GmtCreateTime DESC,Name ASC', ...",
+        ),
+    ] = None,
+    page_token: Annotated[
+        str | None,
+        typer.Option(
+            "--page-token", metavar="TOKEN", help="Where the page starts: the token a previous page printed (0 first)."
+        ),
+    ] = None,
+    max_results: Annotated[
+        int | None, typer.Option("--max-results", metavar="N", help="Trials per page with tokens (default 10).")
+    ] = None,
+    page: Annotated[int | None, shared_option("page", "Page number, from 1.")] = None,
+    page_size: Annotated[int | None, shared_option("page_size", "Trials per numbered page (default 10).")] = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Also labels, retries and each trial's per-step metric history.")
+    ] = False,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """List an experiment's trials (ListRuns): parameters, final metrics, labels; paged by token."""
@@ -55,9 +92,19 @@ def trials(
     phases = hpo.parse_phases(status, hpo.TRIAL_PHASES)
     hpo.parse_order_by(order_by)  # bad input fails before the cluster is contacted
     s = hpo.connect(kubeconfig, context)
-    result = hpo.list_trials(s, experiment, namespace, selector=selector, phases=phases, order_by=order_by,
-                             page_token=page_token, max_results=max_results, page=page, page_size=page_size,
-                             verbose=verbose)
+    result = hpo.list_trials(
+        s,
+        experiment,
+        namespace,
+        selector=selector,
+        phases=phases,
+        order_by=order_by,
+        page_token=page_token,
+        max_results=max_results,
+        page=page,
+        page_size=page_size,
+        verbose=verbose,
+    )
     if output != Output.table:
         data: dict[str, Any] = {"totalCount": result.total, "runs": [t.to_dict() for t in result.items]}
         if result.next_token is not None:
@@ -72,22 +119,40 @@ def trials(
     if verbose:
         for t in result.items:
             if t.metric_history:
-                show(text(), table(["METRIC", "STEP", "VALUE", "TIMESTAMP (UTC)"],
-                                   [[p.name, "" if p.step is None else p.step, p.value, format_when(p.timestamp)]
-                                    for p in t.metric_history], title=f"Metrics of {t.name}"))
+                show(
+                    text(),
+                    table(
+                        ["METRIC", "STEP", "VALUE", "TIMESTAMP (UTC)"],
+                        [
+                            [p.name, "" if p.step is None else p.step, p.value, format_when(p.timestamp)]
+                            for p in t.metric_history
+                        ],
+                        title=f"Metrics of {t.name}",
+                    ),
+                )
     if result.page is not None and result.page_size:
         note(f"Page {result.page} of {result.pages} ({result.total} trials)")
     elif result.next_token not in (None, "0"):
-        note(f"Next page token: {result.next_token} ({result.total} trials; "
-             f"{PROG} trials {experiment} --page-token {result.next_token}"
-             + (f" --max-results {result.page_size}" if result.page_size else "") + ")")
+        note(
+            f"Next page token: {result.next_token} ({result.total} trials; "
+            f"{PROG} trials {experiment} --page-token {result.next_token}"
+            + (f" --max-results {result.page_size}" if result.page_size else "")
+            + ")"
+        )
 
 
 def metrics(
-    trial: Annotated[Optional[str], typer.Argument(metavar="TRIAL", show_default=False, help="The trial's name.")] = None,
-    experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", metavar="EXPERIMENT", help="Every trial of this experiment instead.")] = None,
-    metric: Annotated[Optional[list[str]], typer.Option("--name", metavar="METRIC", help="Only this metric (repeat for several).")] = None,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+    trial: Annotated[str | None, typer.Argument(metavar="TRIAL", show_default=False, help="The trial's name.")] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option("--experiment", "-e", metavar="EXPERIMENT", help="Every trial of this experiment instead."),
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--name", metavar="METRIC", help="Only this metric (repeat for several).")
+    ] = None,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Show metric history (step, value, timestamp) of a trial, or of an experiment's trials."""
@@ -102,21 +167,29 @@ def metrics(
     if not points:
         note("No metrics recorded yet.")
         return
-    show(table(["TRIAL", "METRIC", "STEP", "VALUE", "TIMESTAMP (UTC)"],
-               [[p.trial, p.name, "" if p.step is None else p.step, p.value, format_when(p.timestamp)]
-                for p in points]))
+    show(
+        table(
+            ["TRIAL", "METRIC", "STEP", "VALUE", "TIMESTAMP (UTC)"],
+            [[p.trial, p.name, "" if p.step is None else p.step, p.value, format_when(p.timestamp)] for p in points],
+        )
+    )
 
 
 def logs(
     trial: Annotated[str, typer.Argument(metavar="TRIAL", show_default=False, help="The trial's name.")],
-    container: Annotated[Optional[str], typer.Option("-c", "--container", metavar="NAME", help="Container (default: the primary one).")] = None,
-    tail: Annotated[Optional[int], typer.Option("--tail", metavar="N", help="Only the last N lines.")] = None,
+    container: Annotated[
+        str | None, typer.Option("-c", "--container", metavar="NAME", help="Container (default: the primary one).")
+    ] = None,
+    tail: Annotated[int | None, typer.Option("--tail", metavar="N", help="Only the last N lines.")] = None,
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Prefix each line with its time.")] = False,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Print the log of a trial's pod (read through the API server, as kubectl logs)."""
-    text = hpo.trial_logs(hpo.connect(kubeconfig, context), trial, namespace, container=container, tail=tail,
-                          timestamps=timestamps)
+    text = hpo.trial_logs(
+        hpo.connect(kubeconfig, context), trial, namespace, container=container, tail=tail, timestamps=timestamps
+    )
     sys.stdout.write(text)
     if text and not text.endswith("\n"):
         sys.stdout.write("\n")
@@ -124,10 +197,24 @@ def logs(
 
 def restart_trials(
     experiment: ExperimentArg,
-    trial_names: Annotated[Optional[list[str]], typer.Option("--trials", metavar="NAMES", help="Trial names, comma-separated (or repeat the option).")] = None,
-    params: Annotated[Optional[str], typer.Option("--params", metavar="JSON", help="""A configuration to run, as a JSON object: '{"lr": "0.01", "layers": 2}'.""")] = None,
-    wait: Annotated[float, typer.Option("--wait", metavar="SECONDS", help="Seconds to wait for the operator's answer.")] = 5.0,
-    namespace: NamespaceOpt = None, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+    trial_names: Annotated[
+        list[str] | None,
+        typer.Option("--trials", metavar="NAMES", help="Trial names, comma-separated (or repeat the option)."),
+    ] = None,
+    params: Annotated[
+        str | None,
+        typer.Option(
+            "--params",
+            metavar="JSON",
+            help="""A configuration to run, as a JSON object: '{"lr": "0.01", "layers": 2}'.""",
+        ),
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", metavar="SECONDS", help="Seconds to wait for the operator's answer.")
+    ] = 5.0,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Restart trials (RestartHpoTrials) by name, or run a configuration given by --params.
@@ -151,7 +238,9 @@ def restart_trials(
     results = hpo.restart_trials(s, experiment, namespace, trials=names, params=values, wait=wait, creator=creator)
     if output != Output.table:
         return emit({k: v.to_dict() for k, v in results.items()}, output)
-    show(table(["TRIAL", "RESULT", "REASON", "MESSAGE", "NEW TRIAL", "DECIDED BY"],
-               [[r.trial, r.outcome, r.reason, r.message, r.new_trial or "", r.decided_by]
-                for r in results.values()]))
-
+    show(
+        table(
+            ["TRIAL", "RESULT", "REASON", "MESSAGE", "NEW TRIAL", "DECIDED BY"],
+            [[r.trial, r.outcome, r.reason, r.message, r.new_trial or "", r.decided_by] for r in results.values()],
+        )
+    )

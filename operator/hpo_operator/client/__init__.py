@@ -26,14 +26,45 @@ _WORDS = ["A_CREATOR", "A_ORIGINAL", "EXPERIMENT_PHASES", "L_BOOKMARKED", "TRIAL
 _EXPORTS = {
     "connection": ["Session", "connect"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
-    "experiments": ["clone_experiment", "create_experiments", "delete_experiment", "describe_experiment",
-                    "follow_experiment", "get_experiment", "get_experiment_object", "list_experiments",
-                    "list_experiments_chunk", "load_manifests", "set_bookmark", "set_suspend", "whoami"],
-    "query": ["ExperimentFilter", "Page", "TimeRange", "build_selector", "paginate", "parse_names",
-              "parse_order_by", "parse_params_json", "parse_phases", "parse_time", "sort_direction", "sort_field",
-              "token_page"],
-    "trials": ["configuration_refusal", "get_trial_object", "list_trials", "restart_refusal", "restart_trials",
-               "trial_logs", "trial_metrics"],
+    "experiments": [
+        "clone_experiment",
+        "create_experiments",
+        "delete_experiment",
+        "describe_experiment",
+        "follow_experiment",
+        "get_experiment",
+        "get_experiment_object",
+        "list_experiments",
+        "list_experiments_chunk",
+        "load_manifests",
+        "set_bookmark",
+        "set_suspend",
+        "whoami",
+    ],
+    "query": [
+        "ExperimentFilter",
+        "Page",
+        "TimeRange",
+        "build_selector",
+        "paginate",
+        "parse_names",
+        "parse_order_by",
+        "parse_params_json",
+        "parse_phases",
+        "parse_time",
+        "sort_direction",
+        "sort_field",
+        "token_page",
+    ],
+    "trials": [
+        "configuration_refusal",
+        "get_trial_object",
+        "list_trials",
+        "restart_refusal",
+        "restart_trials",
+        "trial_logs",
+        "trial_metrics",
+    ],
     "views": ["ExperimentDetail", "ExperimentSummary", "MetricPoint", "RestartResult", "TrialSummary"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -57,11 +88,43 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and editors see
     from .connection import Session, connect
     from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
-    from .experiments import (clone_experiment, create_experiments, delete_experiment, describe_experiment,
-                              follow_experiment, get_experiment, get_experiment_object, list_experiments,
-                              list_experiments_chunk, load_manifests, set_bookmark, set_suspend, whoami)
-    from .query import (ExperimentFilter, Page, TimeRange, build_selector, paginate, parse_names, parse_order_by,
-                        parse_params_json, parse_phases, parse_time, sort_direction, sort_field, token_page)
-    from .trials import (configuration_refusal, get_trial_object, list_trials, restart_refusal, restart_trials,
-                         trial_logs, trial_metrics)
+    from .experiments import (
+        clone_experiment,
+        create_experiments,
+        delete_experiment,
+        describe_experiment,
+        follow_experiment,
+        get_experiment,
+        get_experiment_object,
+        list_experiments,
+        list_experiments_chunk,
+        load_manifests,
+        set_bookmark,
+        set_suspend,
+        whoami,
+    )
+    from .query import (
+        ExperimentFilter,
+        Page,
+        TimeRange,
+        build_selector,
+        paginate,
+        parse_names,
+        parse_order_by,
+        parse_params_json,
+        parse_phases,
+        parse_time,
+        sort_direction,
+        sort_field,
+        token_page,
+    )
+    from .trials import (
+        configuration_refusal,
+        get_trial_object,
+        list_trials,
+        restart_refusal,
+        restart_trials,
+        trial_logs,
+        trial_metrics,
+    )
     from .views import ExperimentDetail, ExperimentSummary, MetricPoint, RestartResult, TrialSummary

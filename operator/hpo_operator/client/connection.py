@@ -9,8 +9,8 @@ from kubernetes import client, config
 
 from hpo_operator.api.vocabulary import GROUP, VERSION
 from hpo_operator.kube.config import configure
-from .errors import HpoError
 
+from .errors import HpoError
 
 
 @dataclass

@@ -50,8 +50,9 @@ def api_message(e: ApiException) -> str:
     return f"{e.status} {e.reason}".strip()
 
 
-def translate(e: ApiException, *, kind: str | None = None, name: str | None = None,
-              namespace: str | None = None) -> HpoError:
+def translate(
+    e: ApiException, *, kind: str | None = None, name: str | None = None, namespace: str | None = None
+) -> HpoError:
     """An HpoError for an ApiException; with kind and name, a 404 names the missing object."""
     if e.status == 404 and kind and name:
         where = f" in namespace {namespace}" if namespace else ""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import yaml
 from kubernetes import client
@@ -13,11 +14,11 @@ from kubernetes.client import ApiException
 
 from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, API_VERSION, GROUP, L_BOOKMARKED, VERSION
 from hpo_operator.api.vocabulary import FINISHED_PHASES as FINISHED
+
 from .connection import Session
 from .errors import HpoError, InvalidInput, Timeout, translate
 from .query import ExperimentFilter, Page, paginate, sort_items
 from .views import ExperimentDetail, ExperimentSummary, experiment_detail, experiment_summary
-
 
 LIST_CHUNK = 500
 # generateName adds 5 characters; an Experiment's name has at most 40.
@@ -26,8 +27,9 @@ GENERATED_PREFIX_MAX = 34
 
 def _not_served(e: ApiException, plural: str) -> HpoError:
     if e.status == 404:
-        return HpoError(f"the API server does not serve {plural}.{GROUP}/{VERSION}: are the hpo-operator "
-                        "CRDs installed?")
+        return HpoError(
+            f"the API server does not serve {plural}.{GROUP}/{VERSION}: are the hpo-operator CRDs installed?"
+        )
     return translate(e)
 
 
@@ -73,7 +75,8 @@ def whoami(s: Session) -> str | None:
     """The authenticated user's name (SelfSubjectReview), or None when the server will not say."""
     try:
         review = s.authn.create_self_subject_review(
-            client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview"))
+            client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+        )
     except ApiException as e:
         if e.status in (403, 404, 405):
             return None
@@ -96,24 +99,37 @@ def _matching(objects: list[dict], flt: ExperimentFilter) -> list[ExperimentSumm
     return result
 
 
-def list_experiments(s: Session, namespace: str | None, *, filter: ExperimentFilter | None = None,
-                     selector: str | None = None, order: Sequence[tuple[str, bool]] = (("created", True),),
-                     page: int = 1, page_size: int | None = None) -> Page:
+def list_experiments(
+    s: Session,
+    namespace: str | None,
+    *,
+    filter: ExperimentFilter | None = None,
+    selector: str | None = None,
+    order: Sequence[tuple[str, bool]] = (("created", True),),
+    page: int = 1,
+    page_size: int | None = None,
+) -> Page:
     """ListHpoExperiments with page numbers: every match is read, filtered, sorted, then paged.
 
     `namespace` None lists all namespaces; `order` is [(field, descending)] over created and name.
     """
     flt = filter or ExperimentFilter()
     matches = _matching(list_objects(s, "experiments", namespace, selector), flt)
-    ordered = sort_items(matches, [*order, ("name", False)] if all(k != "name" for k, _ in order) else order,
-                         _GETTERS)
+    ordered = sort_items(matches, [*order, ("name", False)] if all(k != "name" for k, _ in order) else order, _GETTERS)
     if page_size is None:
         return Page(ordered, total=len(ordered), page=1, page_size=None)
     return paginate(ordered, page, page_size)
 
 
-def list_experiments_chunk(s: Session, namespace: str | None, *, limit: int, continue_token: str | None = None,
-                           filter: ExperimentFilter | None = None, selector: str | None = None) -> Page:
+def list_experiments_chunk(
+    s: Session,
+    namespace: str | None,
+    *,
+    limit: int,
+    continue_token: str | None = None,
+    filter: ExperimentFilter | None = None,
+    selector: str | None = None,
+) -> Page:
     """One chunk of the API server's own paging (`limit` and `continue`), for large clusters.
 
     Items come in the server's order (by namespace and name). Filters other than labels apply to
@@ -138,6 +154,7 @@ def list_experiments_chunk(s: Session, namespace: str | None, *, limit: int, con
 
 
 # --- one experiment --------------------------------------------------------------------------------
+
 
 def get_experiment(s: Session, name: str, namespace: str | None = None) -> ExperimentSummary:
     return experiment_summary(get_experiment_object(s, name, namespace))
@@ -169,8 +186,10 @@ def load_manifests(text: str, source: str = "the file") -> list[dict]:
         if not isinstance(doc, dict):
             raise InvalidInput(f"{source}: document {i} is not an object")
         if doc.get("kind") != "Experiment" or doc.get("apiVersion") != API_VERSION:
-            raise InvalidInput(f"{source}: document {i} is a {doc.get('apiVersion')}/{doc.get('kind')}, "
-                               f"not an {API_VERSION} Experiment")
+            raise InvalidInput(
+                f"{source}: document {i} is a {doc.get('apiVersion')}/{doc.get('kind')}, "
+                f"not an {API_VERSION} Experiment"
+            )
         meta = doc.get("metadata") or {}
         if not meta.get("name") and not meta.get("generateName"):
             raise InvalidInput(f"{source}: document {i} has no metadata.name")
@@ -181,8 +200,17 @@ def _fresh(body: dict, namespace: str, creator: str | None) -> dict:
     body = copy.deepcopy(body)
     body.pop("status", None)
     meta = body.setdefault("metadata", {})
-    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink",
-                "deletionTimestamp", "ownerReferences", "finalizers"):
+    for key in (
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "managedFields",
+        "selfLink",
+        "deletionTimestamp",
+        "ownerReferences",
+        "finalizers",
+    ):
         meta.pop(key, None)
     meta["namespace"] = namespace
     if creator:
@@ -190,8 +218,9 @@ def _fresh(body: dict, namespace: str, creator: str | None) -> dict:
     return body
 
 
-def create_experiments(s: Session, docs: list[dict], namespace: str | None = None,
-                       creator: str | None = None) -> list[ExperimentSummary]:
+def create_experiments(
+    s: Session, docs: list[dict], namespace: str | None = None, creator: str | None = None
+) -> list[ExperimentSummary]:
     """Creates Experiments (as `kubectl create`), recording `creator` in hpo.dev/creator.
 
     Objects without metadata.namespace go to `namespace` (default: the session's); one naming
@@ -201,8 +230,10 @@ def create_experiments(s: Session, docs: list[dict], namespace: str | None = Non
     for doc in docs:
         own = (doc.get("metadata") or {}).get("namespace")
         if own and namespace and own != namespace:
-            raise InvalidInput(f"experiment {doc['metadata'].get('name')} names namespace {own}, not {namespace}: "
-                               f"pass --namespace {own} or remove metadata.namespace")
+            raise InvalidInput(
+                f"experiment {doc['metadata'].get('name')} names namespace {own}, not {namespace}: "
+                f"pass --namespace {own} or remove metadata.namespace"
+            )
     for doc in docs:
         ns = (doc.get("metadata") or {}).get("namespace") or s.ns(namespace)
         body = _fresh(doc, ns, creator)
@@ -211,8 +242,11 @@ def create_experiments(s: Session, docs: list[dict], namespace: str | None = Non
         except ApiException as e:
             name = body["metadata"].get("name") or body["metadata"].get("generateName")
             err = translate(e)
-            message = (f"experiment {name} already exists in namespace {ns}" if e.status == 409
-                       else f"experiment {name}: {err}")
+            message = (
+                f"experiment {name} already exists in namespace {ns}"
+                if e.status == 409
+                else f"experiment {name}: {err}"
+            )
             if created:
                 message += f" (created before the error: {', '.join(c.name for c in created)})"
             raise type(err)(message) from None
@@ -233,12 +267,20 @@ def set_suspend(s: Session, name: str, suspend: bool, namespace: str | None = No
 
 
 def set_bookmark(s: Session, name: str, bookmarked: bool, namespace: str | None = None) -> ExperimentSummary:
-    return _patch_experiment(s, name, namespace,
-                             {"metadata": {"labels": {L_BOOKMARKED: "true" if bookmarked else None}}})
+    return _patch_experiment(
+        s, name, namespace, {"metadata": {"labels": {L_BOOKMARKED: "true" if bookmarked else None}}}
+    )
 
 
-def clone_experiment(s: Session, name: str, namespace: str | None = None, *, new_name: str | None = None,
-                     warm_start: bool = False, creator: str | None = None) -> ExperimentSummary:
+def clone_experiment(
+    s: Session,
+    name: str,
+    namespace: str | None = None,
+    *,
+    new_name: str | None = None,
+    warm_start: bool = False,
+    creator: str | None = None,
+) -> ExperimentSummary:
     """restart and copy: a new Experiment with this one's spec, annotated hpo.dev/original.
 
     With `warm_start`, its search algorithm first learns from the original's finished trials
@@ -274,14 +316,16 @@ def delete_experiment(s: Session, name: str, namespace: str | None = None) -> No
     """Deletes the experiment; the garbage collector removes its trials and pods."""
     ns = s.ns(namespace)
     try:
-        s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "experiments", name,
-                                                 propagation_policy="Background")
+        s.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, ns, "experiments", name, propagation_policy="Background"
+        )
     except ApiException as e:
         raise translate(e, kind="experiment", name=name, namespace=ns) from None
 
 
-def follow_experiment(s: Session, name: str, namespace: str | None = None, *, timeout: float | None = None,
-                      interval: float = 1.0) -> Iterator[ExperimentSummary]:
+def follow_experiment(
+    s: Session, name: str, namespace: str | None = None, *, timeout: float | None = None, interval: float = 1.0
+) -> Iterator[ExperimentSummary]:
     """Yields the experiment's summary every `interval` seconds until it is Succeeded or Failed;
     raises Timeout after `timeout` seconds."""
     deadline = time.monotonic() + timeout if timeout else None
@@ -291,7 +335,9 @@ def follow_experiment(s: Session, name: str, namespace: str | None = None, *, ti
         if summary.phase in FINISHED:
             return
         if deadline is not None and time.monotonic() >= deadline:
-            raise Timeout(f"timed out after {timeout:g}s waiting for experiment {name} to finish "
-                          f"(phase {summary.phase}, {summary.configurations}/{summary.max_trial_count} "
-                          "configurations)")
+            raise Timeout(
+                f"timed out after {timeout:g}s waiting for experiment {name} to finish "
+                f"(phase {summary.phase}, {summary.configurations}/{summary.max_trial_count} "
+                "configurations)"
+            )
         time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from hpo_operator.core import times
 from hpo_operator.api.vocabulary import EXPERIMENT_PHASES
+from hpo_operator.core import times
+
 from .errors import InvalidInput
 
 T = TypeVar("T")
@@ -26,6 +28,7 @@ _DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})Z?$"
 
 # --- times -----------------------------------------------------------------------------------
 
+
 def parse_time(text: str, *, end_of_day: bool = False) -> datetime:
     """A time given as `yyyy-mm-dd` or `yyyy-mm-dd hh:mm:ss`, in UTC.
 
@@ -37,10 +40,10 @@ def parse_time(text: str, *, end_of_day: bool = False) -> datetime:
     try:
         m = _DATETIME.match(text)
         if m:
-            return datetime(*(int(g) for g in m.groups()), tzinfo=timezone.utc)  # type: ignore[misc]
+            return datetime(*(int(g) for g in m.groups()), tzinfo=UTC)  # type: ignore[misc]
         m = _DATE.match(text)
         if m:
-            day = datetime(*(int(g) for g in m.groups()), tzinfo=timezone.utc)  # type: ignore[misc]
+            day = datetime(*(int(g) for g in m.groups()), tzinfo=UTC)  # type: ignore[misc]
             return day.replace(hour=23, minute=59, second=59) if end_of_day else day
     except ValueError as e:  # 2025-02-30, 25:00:00, ...
         raise InvalidInput(f"invalid time {raw!r}: {e}") from None
@@ -54,11 +57,12 @@ class TimeRange:
 
     def __post_init__(self) -> None:
         if self.start and self.end and self.start > self.end:
-            raise InvalidInput(f"the time range is empty: {times.display(self.start)} is after "
-                               f"{times.display(self.end)}")
+            raise InvalidInput(
+                f"the time range is empty: {times.display(self.start)} is after {times.display(self.end)}"
+            )
 
     @classmethod
-    def parse(cls, start: str | None, end: str | None) -> "TimeRange":
+    def parse(cls, start: str | None, end: str | None) -> TimeRange:
         return cls(parse_time(start) if start else None, parse_time(end, end_of_day=True) if end else None)
 
     def contains(self, value: datetime | None) -> bool:
@@ -70,6 +74,7 @@ class TimeRange:
 
 
 # --- filters -----------------------------------------------------------------------------------
+
 
 def _split(text: str | Iterable[str] | None) -> list[str]:
     if text is None:
@@ -94,8 +99,8 @@ def parse_phases(text: str | Iterable[str] | None, allowed: Sequence[str] = EXPE
 class ExperimentFilter:
     """ListHpoExperiments' filters that the API server cannot apply (labels are sent to it)."""
 
-    name: str | None = None          # a keyword: part of the name, any case
-    creator: str | None = None       # exactly the hpo.dev/creator annotation
+    name: str | None = None  # a keyword: part of the name, any case
+    creator: str | None = None  # exactly the hpo.dev/creator annotation
     phases: frozenset[str] = frozenset()
     created: TimeRange = field(default_factory=TimeRange)
 
@@ -110,8 +115,7 @@ class ExperimentFilter:
 
     @property
     def empty(self) -> bool:
-        return not (self.name or self.creator is not None or self.phases
-                    or self.created.start or self.created.end)
+        return not (self.name or self.creator is not None or self.phases or self.created.start or self.created.end)
 
 
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -147,8 +151,13 @@ def build_selector(selector: str | None = None, tags: Iterable[str] = (), extra:
 # --- sorting -------------------------------------------------------------------------------------
 
 SORT_FIELDS = {
-    "created": "created", "creation": "created", "creationtime": "created", "createtime": "created",
-    "gmtcreatetime": "created", "creationtimestamp": "created", "time": "created",
+    "created": "created",
+    "creation": "created",
+    "creationtime": "created",
+    "createtime": "created",
+    "gmtcreatetime": "created",
+    "creationtimestamp": "created",
+    "time": "created",
     "name": "name",
 }
 
@@ -184,25 +193,29 @@ def parse_order_by(text: str | None, default: str = "created asc,name asc") -> l
     return result
 
 
-def sort_items(items: Iterable[T], keys: Sequence[tuple[str, bool]],
-               getters: dict[str, Callable[[T], Any]]) -> list[T]:
+def sort_items(items: Iterable[T], keys: Sequence[tuple[str, bool]], getters: dict[str, Callable[[T], Any]]) -> list[T]:
     """Sorts by several keys, each ascending or descending (stable sorts, last key first)."""
     result = list(items)
     for key, desc in reversed(list(keys)):
         getter = getters[key]
         # None sorts first ascending; a tuple keeps None and values comparable.
-        result.sort(key=lambda item: (getter(item) is not None, getter(item) or 0)
-                    if key == "created" else (getter(item) or ""), reverse=desc)
+        result.sort(
+            key=lambda item: (
+                (getter(item) is not None, getter(item) or 0) if key == "created" else (getter(item) or "")
+            ),
+            reverse=desc,
+        )
     return result
 
 
 # --- paging ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Page:
     items: list
     total: int
-    page: int | None = None        # page-number paging
+    page: int | None = None  # page-number paging
     page_size: int | None = None
     next_token: str | None = None  # token paging; None or "0" when there is nothing more
 
@@ -220,7 +233,7 @@ def paginate(items: Sequence[T], page: int, size: int) -> Page:
     if size < 1:
         raise InvalidInput(f"invalid page size {size}: it must be at least 1")
     start = (page - 1) * size
-    return Page(list(items[start:start + size]), total=len(items), page=page, page_size=size)
+    return Page(list(items[start : start + size]), total=len(items), page=page, page_size=size)
 
 
 def parse_page_token(token: str | int | None) -> int:
@@ -241,10 +254,9 @@ def token_page(items: Sequence[T], token: str | int | None, max_results: int) ->
     if max_results < 1:
         raise InvalidInput(f"invalid page size {max_results}: it must be at least 1")
     start = parse_page_token(token)
-    chunk = list(items[start:start + max_results])
+    chunk = list(items[start : start + max_results])
     end = start + len(chunk)
-    return Page(chunk, total=len(items), page_size=max_results,
-                next_token=str(end) if end < len(items) else "0")
+    return Page(chunk, total=len(items), page_size=max_results, next_token=str(end) if end < len(items) else "0")
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -275,10 +287,12 @@ def parse_params_json(text: str | None) -> dict[str, str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InvalidInput(f"malformed JSON in --params: {e.msg} at line {e.lineno} column {e.colno}"
-                           f" (expected an object such as '{{\"lr\": \"0.01\"}}')") from None
+        raise InvalidInput(
+            f"malformed JSON in --params: {e.msg} at line {e.lineno} column {e.colno}"
+            f' (expected an object such as \'{{"lr": "0.01"}}\')'
+        ) from None
     if not isinstance(data, dict):
-        raise InvalidInput("--params must be a JSON object such as '{\"lr\": \"0.01\"}'")
+        raise InvalidInput('--params must be a JSON object such as \'{"lr": "0.01"}\'')
     result: dict[str, str] = {}
     for key, value in data.items():
         m = _PAI_PLACEHOLDER.match(key.strip())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from kubernetes.client import ApiException
 
 from hpo_operator.api import admission as admission_rules
-from hpo_operator.core import times
 from hpo_operator.api.vocabulary import A_CREATOR, A_RESTART, API_VERSION, L_CONFIG, L_EXPERIMENT
+from hpo_operator.core import times
+
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
 from .experiments import get_experiment_object, get_object, list_objects
@@ -32,14 +34,19 @@ def _name(t: dict) -> str:
 
 def adopted(t: dict) -> bool:
     """Whether the experiment owns the trial (its own runs, and user trials it accepted)."""
-    return any(o.get("kind") == "Experiment" and o.get("controller")
-               for o in (t.get("metadata") or {}).get("ownerReferences") or [])
+    return any(
+        o.get("kind") == "Experiment" and o.get("controller")
+        for o in (t.get("metadata") or {}).get("ownerReferences") or []
+    )
 
 
 def trial_objects(s: Session, experiment: str, namespace: str, selector: str | None = None) -> list[dict]:
     """The experiment's Trials, refused and not yet adopted ones included (they have no labels)."""
-    return [t for t in list_objects(s, "trials", namespace, selector)
-            if (t.get("spec") or {}).get("experimentName") == experiment]
+    return [
+        t
+        for t in list_objects(s, "trials", namespace, selector)
+        if (t.get("spec") or {}).get("experimentName") == experiment
+    ]
 
 
 def get_trial_object(s: Session, name: str, namespace: str | None = None) -> dict:
@@ -49,10 +56,20 @@ def get_trial_object(s: Session, name: str, namespace: str | None = None) -> dic
 _GETTERS: dict[str, Callable[[TrialSummary], Any]] = {"created": lambda t: t.created, "name": lambda t: t.name}
 
 
-def list_trials(s: Session, experiment: str, namespace: str | None = None, *, selector: str | None = None,
-                phases: frozenset[str] = frozenset(), order_by: str | None = None,
-                page_token: str | None = None, max_results: int | None = None,
-                page: int | None = None, page_size: int | None = None, verbose: bool = False) -> Page:
+def list_trials(
+    s: Session,
+    experiment: str,
+    namespace: str | None = None,
+    *,
+    selector: str | None = None,
+    phases: frozenset[str] = frozenset(),
+    order_by: str | None = None,
+    page_token: str | None = None,
+    max_results: int | None = None,
+    page: int | None = None,
+    page_size: int | None = None,
+    verbose: bool = False,
+) -> Page:
     """ListRuns for one experiment: parameters, final metrics and labels of each trial (with
     `verbose`, the per-step metric history too), filtered by labels and phase, ordered by creation
     time and/or name, paged by token (`page_token`, `max_results`) or by page number."""
@@ -70,8 +87,14 @@ def list_trials(s: Session, experiment: str, namespace: str | None = None, *, se
     return Page(runs, total=len(runs), next_token="0")
 
 
-def trial_metrics(s: Session, *, trial: str | None = None, experiment: str | None = None,
-                  namespace: str | None = None, names: Sequence[str] = ()) -> list[MetricPoint]:
+def trial_metrics(
+    s: Session,
+    *,
+    trial: str | None = None,
+    experiment: str | None = None,
+    namespace: str | None = None,
+    names: Sequence[str] = (),
+) -> list[MetricPoint]:
     """Metric history (name, step, value, timestamp) of one trial or of every trial of an experiment."""
     if bool(trial) == bool(experiment):
         raise InvalidInput("name a trial, or an experiment with --experiment (not both)")
@@ -79,14 +102,24 @@ def trial_metrics(s: Session, *, trial: str | None = None, experiment: str | Non
         objects = [get_trial_object(s, trial, namespace)]
     else:
         ns = get_experiment_object(s, experiment, namespace)["metadata"]["namespace"]  # type: ignore[arg-type]
-        objects = sorted(trial_objects(s, experiment, ns),  # type: ignore[arg-type]
-                         key=lambda t: (t["metadata"].get("creationTimestamp") or "", _name(t)))
+        objects = sorted(
+            trial_objects(s, experiment, ns),  # type: ignore[arg-type]
+            key=lambda t: (t["metadata"].get("creationTimestamp") or "", _name(t)),
+        )
     points = [p for t in objects for p in metric_points(t) if not names or p.name in names]
     return points
 
 
-def trial_logs(s: Session, name: str, namespace: str | None = None, *, container: str | None = None,
-               tail: int | None = None, timestamps: bool = False, limit_bytes: int | None = None) -> str:
+def trial_logs(
+    s: Session,
+    name: str,
+    namespace: str | None = None,
+    *,
+    container: str | None = None,
+    tail: int | None = None,
+    timestamps: bool = False,
+    limit_bytes: int | None = None,
+) -> str:
     """The log of the trial's pod, read through the API server (as `kubectl logs`)."""
     trial = get_trial_object(s, name, namespace)
     ns = trial["metadata"]["namespace"]
@@ -95,8 +128,10 @@ def trial_logs(s: Session, name: str, namespace: str | None = None, *, container
         pod = s.core.read_namespaced_pod(pod_name, ns)
     except ApiException as e:
         if e.status == 404:
-            raise HpoError(f"trial {name} has no pod: it has not started, or it was deleted (podRetention "
-                           "Delete removes a trial's pod once its result is recorded)") from None
+            raise HpoError(
+                f"trial {name} has no pod: it has not started, or it was deleted (podRetention "
+                "Delete removes a trial's pod once its result is recorded)"
+            ) from None
         raise translate(e) from None
     containers = [c.name for c in pod.spec.containers]
     if container is None:
@@ -126,14 +161,20 @@ def trial_logs(s: Session, name: str, namespace: str | None = None, *, container
 
 # --- RestartHpoTrials --------------------------------------------------------------------------------
 
+
 def _condition(t: dict, type_: str) -> dict | None:
     return next((dict(c) for c in (t.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
 
 
 def _runs(trial_key: str | None, siblings: Sequence[dict]) -> list[tuple[str, str]]:
     """The configuration's runs as the operator counts them: adopted, not refused."""
-    return [(_name(t), _phase(t)) for t in siblings if adopted(t) and _phase(t) != "Refused"
-            and ((t.get("metadata") or {}).get("labels") or {}).get(L_CONFIG) == trial_key]
+    return [
+        (_name(t), _phase(t))
+        for t in siblings
+        if adopted(t)
+        and _phase(t) != "Refused"
+        and ((t.get("metadata") or {}).get("labels") or {}).get(L_CONFIG) == trial_key
+    ]
 
 
 def restart_refusal(trial: dict, siblings: Sequence[dict]) -> tuple[str, str] | None:
@@ -150,8 +191,9 @@ def restart_refusal(trial: dict, siblings: Sequence[dict]) -> tuple[str, str] | 
     return admission_rules.restart_refusal(_phase(trial), same)
 
 
-def configuration_refusal(values: dict[str, str], parameters: list[dict],
-                          siblings: Sequence[dict]) -> tuple[tuple[str, str] | None, dict[str, str]]:
+def configuration_refusal(
+    values: dict[str, str], parameters: list[dict], siblings: Sequence[dict]
+) -> tuple[tuple[str, str] | None, dict[str, str]]:
     """Whether the operator would refuse to run this configuration, and its canonical values."""
     # Imported here: the search space builds the API's pydantic models, which only a configuration
     # given by its values needs (restart-trials --params); the plugin's other commands start without.
@@ -168,19 +210,34 @@ def configuration_refusal(values: dict[str, str], parameters: list[dict],
 def _answer(name: str, cond: dict) -> RestartResult:
     if cond.get("status") == "True":
         m = RESTARTED_AS.search(cond.get("message") or "")
-        return RestartResult(name, "Accepted", cond.get("reason") or "Restarted", cond.get("message") or "",
-                             "operator", m.group(1) if m else None)
+        return RestartResult(
+            name,
+            "Accepted",
+            cond.get("reason") or "Restarted",
+            cond.get("message") or "",
+            "operator",
+            m.group(1) if m else None,
+        )
     return RestartResult(name, "Refused", cond.get("reason") or "Refused", cond.get("message") or "", "operator")
 
 
 def _no_answer(name: str, wait: float, what: str) -> RestartResult:
-    return RestartResult(name, "Pending", "NoAnswerYet",
-                         f"the operator did not answer within {wait:g}s; {what}", "operator")
+    return RestartResult(
+        name, "Pending", "NoAnswerYet", f"the operator did not answer within {wait:g}s; {what}", "operator"
+    )
 
 
-def restart_trials(s: Session, experiment: str, namespace: str | None = None, *,
-                   trials: Sequence[str] = (), params: dict[str, str] | None = None,
-                   wait: float = 5.0, poll: float = 0.25, creator: str | None = None) -> dict[str, RestartResult]:
+def restart_trials(
+    s: Session,
+    experiment: str,
+    namespace: str | None = None,
+    *,
+    trials: Sequence[str] = (),
+    params: dict[str, str] | None = None,
+    wait: float = 5.0,
+    poll: float = 0.25,
+    creator: str | None = None,
+) -> dict[str, RestartResult]:
     """RestartHpoTrials: re-run trials by name, or run one configuration given by its values.
 
     Trial names win when both are given; neither is a no-op (an empty result). A request the
@@ -199,8 +256,9 @@ def restart_trials(s: Session, experiment: str, namespace: str | None = None, *,
     return _run_configuration(s, ns, exp, dict(params or {}), siblings, wait, poll, creator)
 
 
-def _restart_by_name(s: Session, ns: str, experiment: str, names: list[str], siblings: list[dict],
-                     wait: float, poll: float) -> dict[str, RestartResult]:
+def _restart_by_name(
+    s: Session, ns: str, experiment: str, names: list[str], siblings: list[dict], wait: float, poll: float
+) -> dict[str, RestartResult]:
     by_name = {_name(t): t for t in siblings}
     results: dict[str, RestartResult] = {}
     asked: dict[str, dict | None] = {}
@@ -212,11 +270,17 @@ def _restart_by_name(s: Session, ns: str, experiment: str, names: list[str], sib
             except ApiException as e:
                 if e.status != 404:
                     raise translate(e) from None
-                results[name] = RestartResult(name, "NotFound", "NotFound",
-                                              f"trial {name} not found in namespace {ns}", "client")
+                results[name] = RestartResult(
+                    name, "NotFound", "NotFound", f"trial {name} not found in namespace {ns}", "client"
+                )
                 continue
-            results[name] = RestartResult(name, "Refused", "OtherExperiment", f"trial {name} belongs to experiment "
-                                          f"{(other.get('spec') or {}).get('experimentName')}", "client")
+            results[name] = RestartResult(
+                name,
+                "Refused",
+                "OtherExperiment",
+                f"trial {name} belongs to experiment {(other.get('spec') or {}).get('experimentName')}",
+                "client",
+            )
             continue
         refusal = restart_refusal(trial, siblings)
         if refusal:
@@ -253,8 +317,16 @@ def _restart_by_name(s: Session, ns: str, experiment: str, names: list[str], sib
     return {name: results[name] for name in names}
 
 
-def _run_configuration(s: Session, ns: str, exp: dict, values: dict[str, str], siblings: list[dict],
-                       wait: float, poll: float, creator: str | None) -> dict[str, RestartResult]:
+def _run_configuration(
+    s: Session,
+    ns: str,
+    exp: dict,
+    values: dict[str, str],
+    siblings: list[dict],
+    wait: float,
+    poll: float,
+    creator: str | None,
+) -> dict[str, RestartResult]:
     from hpo_operator.core.space import summary  # loaded by configuration_refusal already (see there)
 
     experiment = exp["metadata"]["name"]
@@ -262,13 +334,19 @@ def _run_configuration(s: Session, ns: str, exp: dict, values: dict[str, str], s
     if refusal:
         label = summary(values)
         return {label: RestartResult(label, "Refused", refusal[0], refusal[1], "client")}
-    meta: dict[str, Any] = {"generateName": experiment + USER_TRIAL_INFIX, "namespace": ns,
-                            "labels": {L_EXPERIMENT: experiment}}
+    meta: dict[str, Any] = {
+        "generateName": experiment + USER_TRIAL_INFIX,
+        "namespace": ns,
+        "labels": {L_EXPERIMENT: experiment},
+    }
     if creator:
         meta["annotations"] = {A_CREATOR: creator}
-    body = {"apiVersion": API_VERSION, "kind": "Trial", "metadata": meta,
-            "spec": {"experimentName": experiment,
-                     "parameters": [{"name": k, "value": v} for k, v in normal.items()]}}
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Trial",
+        "metadata": meta,
+        "spec": {"experimentName": experiment, "parameters": [{"name": k, "value": v} for k, v in normal.items()]},
+    }
     try:
         name = _name(s.create("trials", ns, body))
     except ApiException as e:
@@ -281,11 +359,22 @@ def _run_configuration(s: Session, ns: str, exp: dict, values: dict[str, str], s
             raise translate(e, kind="trial", name=name, namespace=ns) from None
         status = trial.get("status") or {}
         if status.get("phase") == "Refused":
-            return {name: RestartResult(name, "Refused", status.get("reason") or "Refused",
-                                        status.get("message") or "", "operator")}
+            return {
+                name: RestartResult(
+                    name, "Refused", status.get("reason") or "Refused", status.get("message") or "", "operator"
+                )
+            }
         if adopted(trial):
-            return {name: RestartResult(name, "Accepted", status.get("reason") or "Queued",
-                                        f"trial {name} will run {summary(normal)}", "operator", name)}
+            return {
+                name: RestartResult(
+                    name,
+                    "Accepted",
+                    status.get("reason") or "Queued",
+                    f"trial {name} will run {summary(normal)}",
+                    "operator",
+                    name,
+                )
+            }
         if time.monotonic() >= deadline:
             return {name: _no_answer(name, wait, f"trial {name} waits for it")}
         time.sleep(poll)

@@ -9,15 +9,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hpo_operator.core import times
-
 from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, L_BOOKMARKED, L_CONFIG, L_LAUNCH
+from hpo_operator.core import times
 
 # Labels every trial carries that say nothing about it in particular.
 BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
 
-__all__ = ["ExperimentSummary", "ExperimentDetail", "TrialSummary", "MetricPoint",
-           "RestartResult", "experiment_summary", "experiment_detail", "trial_summary", "metric_points"]
+__all__ = [
+    "ExperimentSummary",
+    "ExperimentDetail",
+    "TrialSummary",
+    "MetricPoint",
+    "RestartResult",
+    "experiment_summary",
+    "experiment_detail",
+    "trial_summary",
+    "metric_points",
+]
 
 
 def _camel(name: str) -> str:
@@ -61,8 +69,8 @@ class ExperimentSummary(_Dictable):
     parallel_trial_count: int | None
     configurations: int
     trials: int
-    trial_status: dict[str, int]   # PAI's TrialStatus: trials per phase
-    objective: str | None           # "minimize loss"
+    trial_status: dict[str, int]  # PAI's TrialStatus: trials per phase
+    objective: str | None  # "minimize loss"
     best_trial: str | None
     best_value: float | None
     started: datetime | None
@@ -140,10 +148,10 @@ class RestartResult(_Dictable):
     """RestartHpoTrials' answer for one trial (or one requested configuration)."""
 
     trial: str
-    outcome: str          # Accepted, Refused, Pending (no answer yet), NotFound
+    outcome: str  # Accepted, Refused, Pending (no answer yet), NotFound
     reason: str
     message: str
-    decided_by: str       # client (refused before asking) or operator
+    decided_by: str  # client (refused before asking) or operator
     new_trial: str | None = None
 
 
@@ -166,24 +174,39 @@ def experiment_summary(obj: dict) -> ExperimentSummary:
             if cond.get("status") == "True" and cond.get("type") == status.get("phase"):
                 reason = cond.get("reason")
     counts = {
-        "Pending": status.get("trialsPending") or 0, "Running": status.get("trialsRunning") or 0,
-        "Succeeded": status.get("trialsSucceeded") or 0, "Failed": status.get("trialsFailed") or 0,
-        "Killed": status.get("trialsKilled") or 0, "EarlyStopped": status.get("trialsEarlyStopped") or 0,
+        "Pending": status.get("trialsPending") or 0,
+        "Running": status.get("trialsRunning") or 0,
+        "Succeeded": status.get("trialsSucceeded") or 0,
+        "Failed": status.get("trialsFailed") or 0,
+        "Killed": status.get("trialsKilled") or 0,
+        "EarlyStopped": status.get("trialsEarlyStopped") or 0,
         "Retried": status.get("trialsRetried") or 0,
     }
     objective = spec.get("objective") or {}
     best = status.get("currentOptimalTrial") or {}
     return ExperimentSummary(
-        name=meta.get("name", ""), namespace=meta.get("namespace", ""), phase=experiment_phase(obj),
-        reason=reason, creator=annotations.get(A_CREATOR), created=times.parse_or_none(meta.get("creationTimestamp")),
-        labels=labels, bookmarked=labels.get(L_BOOKMARKED) == "true", original=annotations.get(A_ORIGINAL),
-        suspend=bool(spec.get("suspend")), warm_start_from=spec.get("warmStartFrom"),
-        max_trial_count=spec.get("maxTrialCount"), parallel_trial_count=spec.get("parallelTrialCount"),
-        configurations=status.get("configurations") or 0, trials=status.get("trials") or 0,
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        phase=experiment_phase(obj),
+        reason=reason,
+        creator=annotations.get(A_CREATOR),
+        created=times.parse_or_none(meta.get("creationTimestamp")),
+        labels=labels,
+        bookmarked=labels.get(L_BOOKMARKED) == "true",
+        original=annotations.get(A_ORIGINAL),
+        suspend=bool(spec.get("suspend")),
+        warm_start_from=spec.get("warmStartFrom"),
+        max_trial_count=spec.get("maxTrialCount"),
+        parallel_trial_count=spec.get("parallelTrialCount"),
+        configurations=status.get("configurations") or 0,
+        trials=status.get("trials") or 0,
         trial_status=counts,
         objective=f"{objective.get('type', '')} {objective.get('metricName', '')}".strip() or None,
-        best_trial=best.get("trialName"), best_value=best.get("objectiveValue"),
-        started=times.parse_or_none(status.get("startTime")), completed=times.parse_or_none(status.get("completionTime")))
+        best_trial=best.get("trialName"),
+        best_value=best.get("objectiveValue"),
+        started=times.parse_or_none(status.get("startTime")),
+        completed=times.parse_or_none(status.get("completionTime")),
+    )
 
 
 def _values(items: list[dict] | None) -> dict[str, Any]:
@@ -194,13 +217,17 @@ def metric_points(trial: dict) -> list[MetricPoint]:
     """A trial's metric history (values with a step) and its final values, oldest first."""
     name = _meta(trial).get("name", "")
     status = trial.get("status") or {}
-    points = [MetricPoint(name, m["name"], m["value"], m.get("step"), times.parse_or_none(m.get("timestamp")))
-              for m in status.get("metricHistory") or [] if "name" in m and "value" in m]
+    points = [
+        MetricPoint(name, m["name"], m["value"], m.get("step"), times.parse_or_none(m.get("timestamp")))
+        for m in status.get("metricHistory") or []
+        if "name" in m and "value" in m
+    ]
     seen = {(p.name, p.step, p.value) for p in points}
     for m in status.get("metrics") or []:
         if "name" in m and "value" in m and (m["name"], m.get("step"), m["value"]) not in seen:
-            points.append(MetricPoint(name, m["name"], m["value"], m.get("step"),
-                                      times.parse_or_none(m.get("timestamp"))))
+            points.append(
+                MetricPoint(name, m["name"], m["value"], m.get("step"), times.parse_or_none(m.get("timestamp")))
+            )
     return points
 
 
@@ -210,21 +237,30 @@ def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
     owners = meta.get("ownerReferences") or []
     restart = next((c for c in status.get("conditions") or [] if c.get("type") == "RestartAccepted"), None)
     return TrialSummary(
-        name=meta.get("name", ""), namespace=meta.get("namespace", ""),
-        experiment=spec.get("experimentName", ""), phase=status.get("phase") or "Pending",
-        reason=status.get("reason"), message=status.get("message") or None,
-        attempt=int(spec.get("attempt") or 1), retry_of=spec.get("retryOf"), retried_by=status.get("retriedBy"),
-        launch_reason=labels.get(L_LAUNCH), config=labels.get(L_CONFIG),
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        experiment=spec.get("experimentName", ""),
+        phase=status.get("phase") or "Pending",
+        reason=status.get("reason"),
+        message=status.get("message") or None,
+        attempt=int(spec.get("attempt") or 1),
+        retry_of=spec.get("retryOf"),
+        retried_by=status.get("retriedBy"),
+        launch_reason=labels.get(L_LAUNCH),
+        config=labels.get(L_CONFIG),
         parameters={k: str(v) for k, v in _values(spec.get("parameters")).items()},
-        objective_value=status.get("objectiveValue"), metrics=_values(status.get("metrics")),
+        objective_value=status.get("objectiveValue"),
+        metrics=_values(status.get("metrics")),
         labels={k: v for k, v in labels.items() if k not in BORING_LABELS},
         created=times.parse_or_none(meta.get("creationTimestamp")),
-        started=times.parse_or_none(status.get("startTime")), completed=times.parse_or_none(status.get("completionTime")),
+        started=times.parse_or_none(status.get("startTime")),
+        completed=times.parse_or_none(status.get("completionTime")),
         pod_name=status.get("podName"),
         adopted=any(o.get("kind") == "Experiment" and o.get("controller") for o in owners),
         restart_condition=dict(restart) if restart else None,
         metric_history=metric_points(obj) if history else None,
-        resumed_from=dict(status["resumedFrom"]) if status.get("resumedFrom") else None)
+        resumed_from=dict(status["resumedFrom"]) if status.get("resumedFrom") else None,
+    )
 
 
 def spec_summary(spec: dict) -> dict[str, Any]:
@@ -243,7 +279,8 @@ def spec_summary(spec: dict) -> dict[str, Any]:
         params.append({"name": p.get("name"), "range": text})
     goal = objective.get("goal")
     result = {
-        "objective": f"{objective.get('type')} {objective.get('metricName')}" + (f" (goal {goal:g})" if goal is not None else ""),
+        "objective": f"{objective.get('type')} {objective.get('metricName')}"
+        + (f" (goal {goal:g})" if goal is not None else ""),
         "additionalMetrics": list(objective.get("additionalMetricNames") or []),
         "algorithm": algorithm.get("name") or "random",
         "seed": algorithm.get("seed"),
@@ -251,8 +288,10 @@ def spec_summary(spec: dict) -> dict[str, Any]:
         "maxTrialCount": spec.get("maxTrialCount"),
         "parallelTrialCount": spec.get("parallelTrialCount", 1),
         "maxFailedTrialCount": spec.get("maxFailedTrialCount"),
-        "retryPolicy": {"maxRetries": retry.get("maxRetries", 2),
-                        "retryOn": retry.get("retryOn", ["Infrastructure", "OOMKilled"])},
+        "retryPolicy": {
+            "maxRetries": retry.get("maxRetries", 2),
+            "retryOn": retry.get("retryOn", ["Infrastructure", "OOMKilled"]),
+        },
         "maxTrialDurationSeconds": spec.get("maxTrialDurationSeconds"),
         "suspend": bool(spec.get("suspend")),
         "warmStartFrom": spec.get("warmStartFrom"),
@@ -263,19 +302,36 @@ def spec_summary(spec: dict) -> dict[str, Any]:
 
 def experiment_detail(obj: dict, trials: list[dict]) -> ExperimentDetail:
     status = obj.get("status") or {}
-    conditions = [ConditionView(c.get("type", ""), c.get("status", ""), c.get("reason"), c.get("message") or None,
-                                times.parse_or_none(c.get("lastTransitionTime")))
-                  for c in status.get("conditions") or []]
-    history = [PhaseChange(h.get("phase", ""), h.get("reason"), times.parse_or_none(h.get("time")))
-               for h in status.get("statusHistory") or []]
+    conditions = [
+        ConditionView(
+            c.get("type", ""),
+            c.get("status", ""),
+            c.get("reason"),
+            c.get("message") or None,
+            times.parse_or_none(c.get("lastTransitionTime")),
+        )
+        for c in status.get("conditions") or []
+    ]
+    history = [
+        PhaseChange(h.get("phase", ""), h.get("reason"), times.parse_or_none(h.get("time")))
+        for h in status.get("statusHistory") or []
+    ]
     best = status.get("currentOptimalTrial")
     if best:
-        best = {"trialName": best.get("trialName"), "objectiveValue": best.get("objectiveValue"),
-                "parameters": {k: str(v) for k, v in _values(best.get("parameters")).items()},
-                "metrics": _values(best.get("metrics"))}
-    return ExperimentDetail(summary=experiment_summary(obj), spec=spec_summary(obj.get("spec") or {}),
-                            conditions=conditions, status_history=history, best=best or None,
-                            trials=[trial_summary(t) for t in trials])
+        best = {
+            "trialName": best.get("trialName"),
+            "objectiveValue": best.get("objectiveValue"),
+            "parameters": {k: str(v) for k, v in _values(best.get("parameters")).items()},
+            "metrics": _values(best.get("metrics")),
+        }
+    return ExperimentDetail(
+        summary=experiment_summary(obj),
+        spec=spec_summary(obj.get("spec") or {}),
+        conditions=conditions,
+        status_history=history,
+        best=best or None,
+        trials=[trial_summary(t) for t in trials],
+    )
 
 
 def format_params(values: dict[str, Any]) -> str:

@@ -11,18 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from hpo_operator import planner
-from hpo_operator.controller import telemetry
-from hpo_operator.planner.apply import apply_plan
-from hpo_operator.core import times
-from hpo_operator.core.conditions import set_condition
-from hpo_operator.workloads import checkpoint
-from hpo_operator.api.vocabulary import L_CONFIG, L_LAUNCH, TERMINAL_PHASES
-from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, KubeClient, ApiException, Resource, api_reason, failure_reason
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import TrialStatus
+from hpo_operator.api.vocabulary import L_CONFIG, L_LAUNCH, TERMINAL_PHASES
+from hpo_operator.controller import telemetry
+from hpo_operator.core import times
+from hpo_operator.core.conditions import set_condition
+from hpo_operator.kube.client import (
+    CLAIMS,
+    PODS,
+    TRANSPORT_ERRORS,
+    ApiException,
+    KubeClient,
+    Resource,
+    api_reason,
+    failure_reason,
+)
+from hpo_operator.planner.apply import apply_plan
+from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import build_workload
 
 log = logging.getLogger(__name__)
@@ -82,8 +92,16 @@ def pruned(status: dict) -> dict:
 
 
 class Executor:
-    def __init__(self, api: KubeClient, experiment: dict, spec: ExperimentSpec, trials: list[planner.TrialView],
-                 written: PendingWrites, post_event: PostEvent, resource: Resource = PODS):
+    def __init__(
+        self,
+        api: KubeClient,
+        experiment: dict,
+        spec: ExperimentSpec,
+        trials: list[planner.TrialView],
+        written: PendingWrites,
+        post_event: PostEvent,
+        resource: Resource = PODS,
+    ):
         self.api = api
         self.resource = resource  # what trials run as: pods, Jobs, or another kind
         self.written = written
@@ -121,12 +139,16 @@ class Executor:
             raise self.failures[0]  # counted as a failed round, retried with backoff
 
     async def delete_workload(self, name: str) -> None:
-        await self.attempt(f"deleting {self.resource[2]} {name}",
-                           lambda: self.api.delete_object(self.resource, self.namespace, name), ok=(404,))
+        await self.attempt(
+            f"deleting {self.resource[2]} {name}",
+            lambda: self.api.delete_object(self.resource, self.namespace, name),
+            ok=(404,),
+        )
 
     async def delete_claim(self, name: str) -> None:
-        await self.attempt(f"deleting checkpoint claim {name}",
-                           lambda: self.api.delete_object(CLAIMS, self.namespace, name), ok=(404,))
+        await self.attempt(
+            f"deleting checkpoint claim {name}", lambda: self.api.delete_object(CLAIMS, self.namespace, name), ok=(404,)
+        )
 
     async def write_experiment_status(self, status: dict) -> None:
         # Not attempt(): without its status written the round did not happen, and is retried.
@@ -160,8 +182,11 @@ class Executor:
             else:
                 self.post_event(target, type_, reason, message)
         for reason, entries in routine.items():
-            text = entries[0] if len(entries) == 1 else f"{len(entries)} trials: " + "; ".join(
-                e.removeprefix("trial ") for e in entries)
+            text = (
+                entries[0]
+                if len(entries) == 1
+                else f"{len(entries)} trials: " + "; ".join(e.removeprefix("trial ") for e in entries)
+            )
             self.post_event(self.experiment, "Normal", reason, text)
 
     async def update_trial(self, name: str, status: dict | None, metadata: dict | None) -> None:
@@ -171,13 +196,19 @@ class Executor:
                 telemetry.TRIALS_FINISHED.labels(status["phase"], status.get("failureClass") or "").inc()
             patch = status_patch(old, status)
             if patch:
-                result = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
-                    "trials", self.namespace, name, patch), ok=(404,))
+                result = await self.attempt(
+                    f"status of trial {name}",
+                    lambda: self.api.patch_status("trials", self.namespace, name, patch),
+                    ok=(404,),
+                )
                 if not isinstance(result, Exception):
                     self.written.trial_status[name] = pruned(status)
         if metadata is not None:
-            await self.attempt(f"metadata of trial {name}", lambda: self.api.patch(
-                "trials", self.namespace, name, {"metadata": metadata}), ok=(404,))
+            await self.attempt(
+                f"metadata of trial {name}",
+                lambda: self.api.patch("trials", self.namespace, name, {"metadata": metadata}),
+                ok=(404,),
+            )
 
     async def start(self, name: str, after: Awaitable[Any] | None = None) -> None:
         trial = self.trials.get(name)
@@ -189,13 +220,19 @@ class Executor:
             # or by an earlier attempt, is found again (409) rather than made twice.
             config = (trial["metadata"].get("labels") or {}).get(L_CONFIG, "")
             claim = checkpoint.build_claim(ckpt, self.experiment, config)
-            made = await self.attempt(f"creating checkpoint claim {claim['metadata']['name']}",
-                                      lambda: self.api.create_object(CLAIMS, self.namespace, claim), ok=(409,))
+            made = await self.attempt(
+                f"creating checkpoint claim {claim['metadata']['name']}",
+                lambda: self.api.create_object(CLAIMS, self.namespace, claim),
+                ok=(409,),
+            )
             if isinstance(made, Exception):
                 return  # tried again next round; the pod would only wait for it
         kind, body = build_workload(self.spec, self.experiment["metadata"]["name"], trial)
-        result = await self.attempt(f"creating {kind.kind} {name}",
-                                    lambda: self.api.create_object(self.resource, self.namespace, body), ok=(409,))
+        result = await self.attempt(
+            f"creating {kind.kind} {name}",
+            lambda: self.api.create_object(self.resource, self.namespace, body),
+            ok=(409,),
+        )
         if not isinstance(result, ApiException):
             return  # made, made before (409), or not reached: the next round looks again
         reason = api_reason(result)
@@ -209,14 +246,26 @@ class Executor:
             now = times.now()
             message = f"the API server refused the trial's {kind.kind}: {reason}"
             current = TrialStatus.model_validate(self.written.trial_status.get(name) or trial.get("status") or {})
-            failed = current.model_copy(update=dict(
-                phase="Failed", reason="InvalidPod", failure_class="Startup", message=message,
-                completion_time=times.iso(now),
-                conditions=set_condition(current.conditions, "Succeeded", False, "InvalidPod", message, now)))
-            patch = {k: v for k, v in failed.dump().items()
-                     if k in ("phase", "reason", "failureClass", "message", "completionTime", "conditions")}
-            written = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
-                "trials", self.namespace, name, patch), ok=(404,))
+            failed = current.model_copy(
+                update=dict(
+                    phase="Failed",
+                    reason="InvalidPod",
+                    failure_class="Startup",
+                    message=message,
+                    completion_time=times.iso(now),
+                    conditions=set_condition(current.conditions, "Succeeded", False, "InvalidPod", message, now),
+                )
+            )
+            patch = {
+                k: v
+                for k, v in failed.dump().items()
+                if k in ("phase", "reason", "failureClass", "message", "completionTime", "conditions")
+            }
+            written = await self.attempt(
+                f"status of trial {name}",
+                lambda: self.api.patch_status("trials", self.namespace, name, patch),
+                ok=(404,),
+            )
             if not isinstance(written, Exception):
                 self.written.trial_status[name] = failed.dump()
         self.post_event(trial, "Warning", "PodCreateFailed", reason)
@@ -224,8 +273,9 @@ class Executor:
     async def create_trial(self, body: dict, start: bool) -> None:
         name = body["metadata"]["name"]
         status = body.pop("status", None)
-        created = await self.attempt(f"creating trial {name}", lambda: self.api.create(
-            "trials", self.namespace, body), ok=(409,))
+        created = await self.attempt(
+            f"creating trial {name}", lambda: self.api.create("trials", self.namespace, body), ok=(409,)
+        )
         if isinstance(created, Exception):
             self.unmade.append(name)
             return
@@ -235,26 +285,33 @@ class Executor:
             if isinstance(created, Exception):
                 return
             if not planner.TrialView(name, "", created).owned_by(self.uid):
-                self.post_event(self.experiment, "Warning", "NameConflict",
-                                f"trial {name} exists but does not belong to this experiment")
+                self.post_event(
+                    self.experiment,
+                    "Warning",
+                    "NameConflict",
+                    f"trial {name} exists but does not belong to this experiment",
+                )
                 return
         else:
             telemetry.TRIALS_CREATED.labels(body["metadata"]["labels"].get(L_LAUNCH, "")).inc()
-            self.event(self.experiment, "Normal", "TrialCreated",
-                       f"trial {name}: {(status or {}).get('parameterSummary', '')}")
+            self.event(
+                self.experiment, "Normal", "TrialCreated", f"trial {name}: {(status or {}).get('parameterSummary', '')}"
+            )
         self.trials[name] = created
         self.written.trials[name] = created
         # The pod and the first status go out together; a refused pod's failure status waits for
         # the first status, or the two could land in either order.
-        first = asyncio.ensure_future(self.first_status(name, created, status)
-                                      if status and not created.get("status") else asyncio.sleep(0))
+        first = asyncio.ensure_future(
+            self.first_status(name, created, status) if status and not created.get("status") else asyncio.sleep(0)
+        )
         if start:
             await self.start(name, after=first)
         await first
 
     async def first_status(self, name: str, created: dict, status: dict) -> None:
-        result = await self.attempt(f"status of trial {name}", lambda: self.api.patch_status(
-            "trials", self.namespace, name, status), ok=(404,))
+        result = await self.attempt(
+            f"status of trial {name}", lambda: self.api.patch_status("trials", self.namespace, name, status), ok=(404,)
+        )
         if not isinstance(result, Exception):
             self.trials[name] = self.written.trials[name] = {**created, "status": status}
             self.written.trial_status[name] = pruned(status)

@@ -17,9 +17,10 @@ from typing import Any
 
 import kopf
 
+from hpo_operator.api.vocabulary import FINALIZER, GROUP, VERSION
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import connect
-from hpo_operator.api.vocabulary import FINALIZER, GROUP, VERSION
+
 from .runtime import Runtime
 
 MAX_EVENT_MESSAGE = 1024
@@ -100,6 +101,7 @@ def _deleted(event: dict) -> bool:
 
 # async: kopf runs a plain function in a thread, which costs more than the handler itself.
 @kopf.on.event(GROUP, VERSION, "experiments")
-async def experiment_event(event: dict, name: str, namespace: str, uid: str, body: kopf.Body, memo: kopf.Memo,
-                           **_: Any) -> None:
+async def experiment_event(
+    event: dict, name: str, namespace: str, uid: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
     memo.runtime.on_experiment(_deleted(event), namespace, name, uid, dict(body))

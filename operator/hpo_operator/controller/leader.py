@@ -24,12 +24,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from hpo_operator.core import times
-from hpo_operator.kube.client import REQUEST_TIMEOUT, KubeClient, ApiException, connect, describe, read_body
+from hpo_operator.kube.client import REQUEST_TIMEOUT, ApiException, KubeClient, connect, describe, read_body
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ class Timing:
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
-            raise ValueError("leader election needs 0 < retry period < renew deadline < lease duration, "
-                             f"got {self.retry_period}, {self.renew_deadline}, {self.lease_duration}")
+            raise ValueError(
+                "leader election needs 0 < retry period < renew deadline < lease duration, "
+                f"got {self.retry_period}, {self.renew_deadline}, {self.lease_duration}"
+            )
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,13 @@ class LeaseRecord:
     @classmethod
     def from_body(cls, body: dict) -> LeaseRecord:
         spec = body.get("spec") or {}
-        return cls(holder=spec.get("holderIdentity") or "", duration=float(spec.get("leaseDurationSeconds") or 0),
-                   renew_time=spec.get("renewTime") or "", transitions=int(spec.get("leaseTransitions") or 0),
-                   resource_version=body["metadata"].get("resourceVersion", ""))
+        return cls(
+            holder=spec.get("holderIdentity") or "",
+            duration=float(spec.get("leaseDurationSeconds") or 0),
+            renew_time=spec.get("renewTime") or "",
+            transitions=int(spec.get("leaseTransitions") or 0),
+            resource_version=body["metadata"].get("resourceVersion", ""),
+        )
 
     def key(self) -> tuple:
         """What changes when anyone writes the record."""
@@ -71,8 +78,8 @@ class LeaseRecord:
 class Action(Enum):
     MISSING = "missing"  # no Lease: the chart creates it, the operator never does
     ACQUIRE = "acquire"  # free or expired: take it
-    RENEW = "renew"      # ours
-    WAIT = "wait"        # held by another, not expired
+    RENEW = "renew"  # ours
+    WAIT = "wait"  # held by another, not expired
 
 
 def decide(record: LeaseRecord | None, identity: str, observed_at: float, now: float) -> Action:
@@ -91,8 +98,7 @@ def lease_spec(identity: str, timing: Timing, previous: LeaseRecord) -> dict:
     """The spec to write over the Lease read as `previous` (the chart's Lease: it always exists
     when there is one to write)."""
     now = times.micro()
-    spec = {"holderIdentity": identity, "leaseDurationSeconds": int(round(timing.lease_duration)),
-            "renewTime": now}
+    spec = {"holderIdentity": identity, "leaseDurationSeconds": int(round(timing.lease_duration)), "renewTime": now}
     if previous.holder != identity:
         spec["acquireTime"] = now
         spec["leaseTransitions"] = previous.transitions + 1
@@ -111,8 +117,9 @@ class LeaseClient:
 
     async def get(self) -> tuple[LeaseRecord | None, dict | None]:
         try:
-            response = await self.leases.read_namespaced_lease(self.name, self.namespace, _preload_content=False,
-                                                               _request_timeout=REQUEST_TIMEOUT)
+            response = await self.leases.read_namespaced_lease(
+                self.name, self.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
             body = json.loads(await read_body(response))
         except ApiException as e:
             if e.status == 404:
@@ -123,9 +130,11 @@ class LeaseClient:
     async def replace(self, body: dict, spec: dict) -> None:
         """Writes spec over the Lease read as body; 409 if anyone wrote it since."""
         new = dict(body, spec=dict(body.get("spec") or {}, **spec))
-        await read_body(await self.leases.replace_namespaced_lease(self.name, self.namespace, new,
-                                                                   _preload_content=False,
-                                                                   _request_timeout=REQUEST_TIMEOUT))
+        await read_body(
+            await self.leases.replace_namespaced_lease(
+                self.name, self.namespace, new, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
 
 
 class LostLeadership(Exception):
@@ -133,14 +142,15 @@ class LostLeadership(Exception):
 
 
 class Elector:
-    def __init__(self, leases: LeaseClient, identity: str, timing: Timing = Timing(),
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, leases: LeaseClient, identity: str, timing: Timing = Timing(), clock: Callable[[], float] = time.monotonic
+    ):
         self.leases, self.identity, self.timing, self.clock = leases, identity, timing, clock
         self._seen: tuple | None = None
         self._seen_at = 0.0
         self.leading = False
-        self.holder = ""          # who holds the Lease, as of our last read
-        self.renewed_at = 0.0     # when our last successful write (acquire or renew) was sent
+        self.holder = ""  # who holds the Lease, as of our last read
+        self.renewed_at = 0.0  # when our last successful write (acquire or renew) was sent
 
     async def try_once(self) -> bool:
         """One read and, if the rules allow, one write. True while this replica holds the Lease;
@@ -152,8 +162,11 @@ class Elector:
         self.holder = record.holder if record is not None else ""
         action = decide(record, self.identity, self._seen_at, now)
         if action is Action.MISSING:
-            log.warning("leader election: Lease %s/%s does not exist; the Helm chart creates it "
-                        "(`helm upgrade` restores it)", self.leases.namespace, self.leases.name)
+            log.warning(
+                "leader election: Lease %s/%s does not exist; the Helm chart creates it (`helm upgrade` restores it)",
+                self.leases.namespace,
+                self.leases.name,
+            )
             return False
         if action is Action.WAIT:
             return False
@@ -165,8 +178,9 @@ class Elector:
                 return False
             raise
         if action is not Action.RENEW or not self.leading:  # (the same name again: a restarted leader)
-            log.info("leader election: %s now holds Lease %s/%s", self.identity, self.leases.namespace,
-                     self.leases.name)
+            log.info(
+                "leader election: %s now holds Lease %s/%s", self.identity, self.leases.namespace, self.leases.name
+            )
         self.holder = self.identity
         return True
 
@@ -217,11 +231,9 @@ class Elector:
         record, body = await self.leases.get()
         if record is None or record.holder != self.identity:
             return
-        await self.leases.replace(body, {"holderIdentity": None, "leaseDurationSeconds": 1,
-                                         "renewTime": times.micro()})
+        await self.leases.replace(body, {"holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": times.micro()})
         self.leading = False
-        log.info("leader election: %s released Lease %s/%s", self.identity, self.leases.namespace,
-                 self.leases.name)
+        log.info("leader election: %s released Lease %s/%s", self.identity, self.leases.namespace, self.leases.name)
 
 
 # --- the process around kopf ------------------------------------------------------------------
@@ -240,9 +252,13 @@ def lease_from_env() -> tuple[str, str] | None:
 def timing_from_env() -> Timing:
     def seconds(var: str, default: float) -> float:
         return float(os.environ.get(var) or default)
+
     try:
-        return Timing(seconds("HPO_LEASE_DURATION_SECONDS", 15), seconds("HPO_LEASE_RENEW_DEADLINE_SECONDS", 10),
-                      seconds("HPO_LEASE_RETRY_PERIOD_SECONDS", 2))
+        return Timing(
+            seconds("HPO_LEASE_DURATION_SECONDS", 15),
+            seconds("HPO_LEASE_RENEW_DEADLINE_SECONDS", 10),
+            seconds("HPO_LEASE_RETRY_PERIOD_SECONDS", 2),
+        )
     except ValueError as e:
         raise SystemExit(str(e)) from None
 
@@ -256,8 +272,7 @@ class Election:
     """Leader election for the process: wait() before kopf starts, renewal in a thread of its own
     while kopf runs (kopf owns the main event loop), release() once kopf has stopped."""
 
-    def __init__(self, namespace: str, name: str, identity: str, timing: Timing,
-                 on_lost: Callable[[str], None]):
+    def __init__(self, namespace: str, name: str, identity: str, timing: Timing, on_lost: Callable[[str], None]):
         self.namespace, self.name, self.identity, self.timing = namespace, name, identity, timing
         self.on_lost = on_lost
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -314,10 +329,12 @@ class Election:
         async def release() -> None:
             try:
                 await self._elector.release()
-            except (ApiException, OSError, asyncio.TimeoutError) as e:
-                log.warning("leader election: could not release the Lease (a standby takes over once it "
-                            "expires): %s", e)
+            except (TimeoutError, ApiException, OSError) as e:
+                log.warning(
+                    "leader election: could not release the Lease (a standby takes over once it expires): %s", e
+                )
             await self._elector.leases.api.close()
+
         try:
             asyncio.run_coroutine_threadsafe(release(), self._loop).result(timeout=10)
         except Exception as e:  # shutting down: say it, never hang

@@ -29,8 +29,9 @@ class PodLogs:
     api: KubeClient
     kept: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
 
-    async def wanted(self, spec: ExperimentSpec, trials: list[planner.TrialView],
-                     pods: dict[str, dict]) -> dict[str, str]:
+    async def wanted(
+        self, spec: ExperimentSpec, trials: list[planner.TrialView], pods: dict[str, dict]
+    ) -> dict[str, str]:
         """Logs the planner wants, by trial: a finished pod's once, a running pod's every
         intervalSeconds."""
         result: dict[str, str] = {}
@@ -49,8 +50,9 @@ class PodLogs:
             if cached is None or stale:
                 containers = pod["spec"].get("containers") or [{}]
                 container = spec.trial_template.primary_container_name or containers[0].get("name")
-                reads.append(self.read(key, t.name, pod["metadata"]["name"], pod["metadata"]["namespace"],
-                                       container, need, now))
+                reads.append(
+                    self.read(key, t.name, pod["metadata"]["name"], pod["metadata"]["namespace"], container, need, now)
+                )
             else:
                 result[t.name] = cached[1]
         for name, text in await asyncio.gather(*reads):
@@ -59,12 +61,19 @@ class PodLogs:
             del self.kept[key]  # finished with: the planner recorded what it needed
         return result
 
-    async def read(self, key: tuple[str, str], trial: str, pod: str, namespace: str, container: str | None,
-                   need: str, now: float) -> tuple[str, str]:
+    async def read(
+        self, key: tuple[str, str], trial: str, pod: str, namespace: str, container: str | None, need: str, now: float
+    ) -> tuple[str, str]:
         cached = self.kept.get(key)
         try:
-            text = await self.api.pod_log(namespace, pod, container=container, tail_lines=LOG_TAIL_LINES,
-                                          limit_bytes=LOG_LIMIT_BYTES, timestamps=need == "running")
+            text = await self.api.pod_log(
+                namespace,
+                pod,
+                container=container,
+                tail_lines=LOG_TAIL_LINES,
+                limit_bytes=LOG_LIMIT_BYTES,
+                timestamps=need == "running",
+            )
         except ApiException:
             text = cached[1] if cached else ""  # no log to read yet, or none at all
         self.kept[key] = (now, text)

@@ -29,6 +29,7 @@ from hpo_operator.core.conditions import set_condition
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
 from hpo_operator.search.suggest import SearchSpaceError, Suggester
 from hpo_operator.workloads.kinds import Kind, kind_of
+
 from . import telemetry
 from .executor import Executor, PendingWrites
 from .logs import PodLogs
@@ -57,6 +58,7 @@ def error_delay(failures: int) -> float:
 @dataclass
 class ExperimentLoop:
     """One experiment's reconcile loop and what it keeps between rounds."""
+
     runtime: Runtime
     key: Key
     uid: str
@@ -103,16 +105,22 @@ class ExperimentLoop:
                     telemetry.RECONCILE_TOTAL.labels("error").inc()
                     self.failures += 1
                     delay = error_delay(self.failures)
-                    log.warning("%s/%s: reconcile failed (%s %s), retrying in %.0fs", *self.key, e.status,
-                                e.reason, delay)
+                    log.warning(
+                        "%s/%s: reconcile failed (%s %s), retrying in %.0fs", *self.key, e.status, e.reason, delay
+                    )
                 except TRANSPORT_ERRORS as e:
                     # The API server restarting, or a connection cut: said once per round, without a
                     # traceback; the informers' re-listing wakes the loop when it is back.
                     telemetry.RECONCILE_TOTAL.labels("error").inc()
                     self.failures += 1
                     delay = error_delay(self.failures)
-                    log.warning("%s/%s: reconcile failed (%s: %s), retrying in %.0fs", *self.key, failure_reason(e),
-                                type(e).__name__, delay)
+                    log.warning(
+                        "%s/%s: reconcile failed (%s: %s), retrying in %.0fs",
+                        *self.key,
+                        failure_reason(e),
+                        type(e).__name__,
+                        delay,
+                    )
                 except Exception:
                     telemetry.RECONCILE_TOTAL.labels("error").inc()
                     self.failures += 1
@@ -120,7 +128,7 @@ class ExperimentLoop:
                     log.exception("%s/%s: reconcile failed, retrying in %.0fs", *self.key, delay)
                 try:
                     await asyncio.wait_for(self.wake.wait(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 # Under a stream of events, let a few gather rather than plan for each: a round
                 # costs in proportion to the experiment's trials, however few of them changed.
@@ -149,8 +157,11 @@ class ExperimentLoop:
         resource = None if kind.is_pod else await ns.watch_kind(kind)
         # A dict of its own (the planner reads it in a thread): per trial, its pod, or the pod-shaped
         # observation of its Job or resource.
-        pods = (ns.pods_of(name) if resource is None
-                else ns.workload_observations(name, spec, kind, resource, self.workload_observations))
+        pods = (
+            ns.pods_of(name)
+            if resource is None
+            else ns.workload_observations(name, spec, kind, resource, self.workload_observations)
+        )
         if self.suggester is None:
             origin = spec.warm_start_from
             warm = list(ns.trials_of(origin).values()) if origin else []
@@ -167,8 +178,9 @@ class ExperimentLoop:
         if spec.trial_template.checkpoint is not None:
             claims = ns.workload(CLAIMS)
             if claims.synced.is_set():
-                volumes = {n for n, c in (claims.objects.get(name) or {}).items()
-                           if not c["metadata"].get("deletionTimestamp")}
+                volumes = {
+                    n for n, c in (claims.objects.get(name) or {}).items() if not c["metadata"].get("deletionTimestamp")
+                }
         planning = time.monotonic()
         args = (view, trials, pods, logs, now, suggester.suggest, suggester.should_stop, suggester.tell, volumes)
         if len(trials) > THREAD_PLAN_TRIALS:
@@ -210,16 +222,23 @@ class ExperimentLoop:
         new = failed_for_invalid_spec(status, message, now, raw["metadata"].get("generation"))
         if new is not None:
             self.runtime.post_event(raw, "Warning", "InvalidSpec", message)
-            await self.runtime.api.patch_status("experiments", self.key[0], self.key[1],
-                                                {"phase": "Failed", "conditions": new.dump()["conditions"]})
+            await self.runtime.api.patch_status(
+                "experiments", self.key[0], self.key[1], {"phase": "Failed", "conditions": new.dump()["conditions"]}
+            )
 
 
-def failed_for_invalid_spec(status: dict, message: str, now: datetime, generation: int | None) -> ExperimentStatus | None:
+def failed_for_invalid_spec(
+    status: dict, message: str, now: datetime, generation: int | None
+) -> ExperimentStatus | None:
     """The experiment's status once its spec is found invalid (Failed, with the condition
     InvalidSpec), or None if the status says so already. The planner decides the same for a spec
     it can be given (planner/experiment.py); this serves the specs that cannot reach it: one that
     does not parse, and one whose search space the suggester refuses."""
     old = ExperimentStatus.model_validate(status)
-    new = old.model_copy(update=dict(phase="Failed", conditions=set_condition(
-        old.conditions, "Failed", True, "InvalidSpec", message, now, generation)))
+    new = old.model_copy(
+        update=dict(
+            phase="Failed",
+            conditions=set_condition(old.conditions, "Failed", True, "InvalidSpec", message, now, generation),
+        )
+    )
     return None if new == old else new

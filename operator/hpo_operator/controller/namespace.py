@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import L_EXPERIMENT, L_TRIAL
 from hpo_operator.kube.client import PODS, TRIALS, KubeClient, Resource
 from hpo_operator.kube.informer import Informer
 from hpo_operator.workloads.kinds import Kind, trial_pod_view
+
 from .slim import slim_custom_object, slim_pod, slim_workload
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,14 @@ class Namespace:
 
     def __init__(self, api: KubeClient, namespace: str, wake: Callable[[Key], None]):
         self.api, self.name, self.wake = api, namespace, wake
-        self.trials = Informer(api, namespace, TRIALS, lambda t: (t.get("spec") or {}).get("experimentName"),
-                               slim_custom_object, self.changed)
+        self.trials = Informer(
+            api,
+            namespace,
+            TRIALS,
+            lambda t: (t.get("spec") or {}).get("experimentName"),
+            slim_custom_object,
+            self.changed,
+        )
         self.pods = Informer(api, namespace, PODS, by_experiment, slim_pod, self.changed, label_selector=L_EXPERIMENT)
         # Jobs or other resources that trials run as, watched once an experiment uses that kind.
         self.workloads: dict[Resource, Informer] = {}
@@ -58,8 +64,11 @@ class Namespace:
         if task.cancelled():
             return
         informer.health.stopped(task.exception())
-        log.error("%s: the informer stopped (%r); the liveness probe fails from now on", informer.health.where,
-                  task.exception())
+        log.error(
+            "%s: the informer stopped (%r); the liveness probe fails from now on",
+            informer.health.where,
+            task.exception(),
+        )
 
     def informers(self) -> list[Informer]:
         return [self.trials, self.pods, *self.workloads.values()]
@@ -67,8 +76,9 @@ class Namespace:
     def workload(self, resource: Resource) -> Informer:
         informer = self.workloads.get(resource)
         if informer is None:
-            informer = self.workloads[resource] = Informer(self.api, self.name, resource, by_experiment,
-                                                           slim_workload, self.changed, label_selector=L_EXPERIMENT)
+            informer = self.workloads[resource] = Informer(
+                self.api, self.name, resource, by_experiment, slim_workload, self.changed, label_selector=L_EXPERIMENT
+            )
             self.tasks.append(self.start(informer))
         return informer
 
@@ -89,12 +99,17 @@ class Namespace:
     def pods_of(self, experiment: str) -> dict[str, dict]:
         return dict(self.pods.objects.get(experiment) or {})
 
-    def workload_observations(self, experiment: str, spec: ExperimentSpec, kind: Kind, resource: Resource,
-                              kept: WorkloadObservations) -> dict[str, dict]:
+    def workload_observations(
+        self, experiment: str, spec: ExperimentSpec, kind: Kind, resource: Resource, kept: WorkloadObservations
+    ) -> dict[str, dict]:
         """Per trial, the pod-shaped observation of its Job or resource and their pods
         (workloads/kinds.py), made anew only where they changed since `kept` last saw them."""
-        return kept.observe(kind, spec, self.workload(resource).objects.get(experiment) or {},
-                            (self.pods.objects.get(experiment) or {}).values())
+        return kept.observe(
+            kind,
+            spec,
+            self.workload(resource).objects.get(experiment) or {},
+            (self.pods.objects.get(experiment) or {}).values(),
+        )
 
 
 @dataclass
@@ -107,8 +122,9 @@ class WorkloadObservations:
     template: tuple = ()  # what every observation was made with: (kind, the trial resource, primary labels)
     kept: dict[str, tuple[dict, tuple[dict, ...], dict | None]] = field(default_factory=dict)
 
-    def observe(self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict],
-                pods: Iterable[dict]) -> dict[str, dict]:
+    def observe(
+        self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict], pods: Iterable[dict]
+    ) -> dict[str, dict]:
         tt = spec.trial_template
         primary = tt.primary_pod.labels if tt.primary_pod else None
         template = (kind, tt.resource, primary)
@@ -133,4 +149,4 @@ class WorkloadObservations:
 
 
 def _same(a: tuple[dict, ...], b: tuple[dict, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

@@ -15,6 +15,7 @@ import time
 
 from hpo_operator.kube.client import KubeClient
 from hpo_operator.kube.informer import WatchHealth
+
 from . import telemetry
 from .executor import PostEvent
 from .loop import ExperimentLoop
@@ -71,12 +72,20 @@ class Runtime:
             if longest is not None and outage is None:
                 if longest.down_for(now) >= UNREACHABLE_WARN_SECONDS:
                     outage = longest.down_since
-                    log.warning("cannot watch the API server for %.0f s (%d of %d watches down; %s: %s); "
-                                "experiments wait, and go on once it answers", longest.down_for(now), down,
-                                len(self.watches()), longest.where, longest.error)
+                    log.warning(
+                        "cannot watch the API server for %.0f s (%d of %d watches down; %s: %s); "
+                        "experiments wait, and go on once it answers",
+                        longest.down_for(now),
+                        down,
+                        len(self.watches()),
+                        longest.where,
+                        longest.error,
+                    )
             elif longest is None and outage is not None:
-                log.warning("the API server answers again after %.0f s: every watch listed again, experiments go on",
-                            now - outage)
+                log.warning(
+                    "the API server answers again after %.0f s: every watch listed again, experiments go on",
+                    now - outage,
+                )
                 outage = None
 
     def namespace(self, name: str) -> Namespace:

@@ -38,30 +38,48 @@ def slim_pod(body: dict) -> dict:
     status = body.get("status") or {}
     slim_status = {k: status[k] for k in ("phase", "reason", "message", "startTime") if k in status}
     if status.get("conditions"):
-        slim_status["conditions"] = [{k: c[k] for k in ("type", "status", "reason", "message") if k in c}
-                                     for c in status["conditions"]]
+        slim_status["conditions"] = [
+            {k: c[k] for k in ("type", "status", "reason", "message") if k in c} for c in status["conditions"]
+        ]
     if status.get("containerStatuses"):
-        slim_status["containerStatuses"] = [{"name": c.get("name"), "state": c.get("state") or {}}
-                                            for c in status["containerStatuses"]]
-    return compact({
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
-                                          "deletionTimestamp") if k in meta},
-        "spec": {"nodeName": spec.get("nodeName"),
-                 "containers": [{"name": c.get("name")} for c in spec.get("containers") or []]},
-        "status": slim_status,
-    })
+        slim_status["containerStatuses"] = [
+            {"name": c.get("name"), "state": c.get("state") or {}} for c in status["containerStatuses"]
+        ]
+    return compact(
+        {
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "deletionTimestamp")
+                if k in meta
+            },
+            "spec": {
+                "nodeName": spec.get("nodeName"),
+                "containers": [{"name": c.get("name")} for c in spec.get("containers") or []],
+            },
+            "status": slim_status,
+        }
+    )
 
 
 def slim_workload(body: dict) -> dict:
     """The part of a Job (or another trial resource) the operator reads: its conditions."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
-    return compact({
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
-                                          "deletionTimestamp") if k in meta},
-        "status": {"conditions": [{k: c[k] for k in ("type", "status", "reason", "message") if k in c}
-                                  for c in status.get("conditions") or []]},
-    })
+    return compact(
+        {
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "deletionTimestamp")
+                if k in meta
+            },
+            "status": {
+                "conditions": [
+                    {k: c[k] for k in ("type", "status", "reason", "message") if k in c}
+                    for c in status.get("conditions") or []
+                ]
+            },
+        }
+    )
 
 
 def slim_custom_object(body: dict) -> dict:

@@ -14,18 +14,24 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hpo_operator.kube import informer
 from hpo_operator.api.vocabulary import EXPERIMENT_PHASES
+from hpo_operator.kube import informer
 
 EXPERIMENTS = Gauge("hpo_experiments", "Experiments known to this operator, by phase", ["phase"])
-TRIALS_CREATED = Counter("hpo_trials_created_total", "Trials created, by launch reason "
-                         "(Suggestion, Retry, Restart, Resume)", ["reason"])
-TRIALS_FINISHED = Counter("hpo_trials_finished_total", "Trials that reached a final phase, by phase "
-                          "and failure class", ["phase", "failure_class"])
-RECONCILE_SECONDS = Histogram("hpo_reconcile_duration_seconds", "Time to reconcile one experiment",
-                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-LEADER = Gauge("hpo_leader", "1 while this replica leads (or runs without leader election), "
-               "0 while it stands by")
+TRIALS_CREATED = Counter(
+    "hpo_trials_created_total", "Trials created, by launch reason (Suggestion, Retry, Restart, Resume)", ["reason"]
+)
+TRIALS_FINISHED = Counter(
+    "hpo_trials_finished_total",
+    "Trials that reached a final phase, by phase and failure class",
+    ["phase", "failure_class"],
+)
+RECONCILE_SECONDS = Histogram(
+    "hpo_reconcile_duration_seconds",
+    "Time to reconcile one experiment",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LEADER = Gauge("hpo_leader", "1 while this replica leads (or runs without leader election), 0 while it stands by")
 RECONCILE_TOTAL = Counter("hpo_reconcile_total", "Experiment reconciles, by result", ["result"])
 
 
@@ -39,17 +45,25 @@ class WatchCollector(Collector):
         self.source: Callable[[], Iterable[tuple[str, informer.WatchHealth]]] = lambda: ()
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        restarts = CounterMetricFamily("hpo_watch_restarts", "Watches that ended otherwise than by the "
-                                       "server's timeout and were listed again, by resource and reason",
-                                       labels=["resource", "reason"])
+        restarts = CounterMetricFamily(
+            "hpo_watch_restarts",
+            "Watches that ended otherwise than by the server's timeout and were listed again, by resource and reason",
+            labels=["resource", "reason"],
+        )
         for (resource, reason), n in sorted(informer.RESTARTS.items()):
             restarts.add_metric([resource, reason], n)
         yield restarts
         now = time.monotonic()
-        age = GaugeMetricFamily("hpo_watch_last_event_age_seconds", "Seconds since the informer's newest "
-                                "event, bookmark or listing", labels=["resource", "namespace"])
-        down = GaugeMetricFamily("hpo_watch_down_seconds", "Seconds the informer's watch has been down "
-                                 "(0 while it is up)", labels=["resource", "namespace"])
+        age = GaugeMetricFamily(
+            "hpo_watch_last_event_age_seconds",
+            "Seconds since the informer's newest event, bookmark or listing",
+            labels=["resource", "namespace"],
+        )
+        down = GaugeMetricFamily(
+            "hpo_watch_down_seconds",
+            "Seconds the informer's watch has been down (0 while it is up)",
+            labels=["resource", "namespace"],
+        )
         for namespace, health in self.source():
             if health.last_event is not None:
                 age.add_metric([health.resource, namespace], now - health.last_event)

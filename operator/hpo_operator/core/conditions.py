@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from hpo_operator.core import times
 from hpo_operator.api.status import Condition
+from hpo_operator.core import times
 
 MAX_MESSAGE = 32768  # metav1.Condition's limit
 

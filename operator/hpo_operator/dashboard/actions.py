@@ -10,7 +10,8 @@ worker thread.
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 RESTART_WAIT = 5.0  # seconds to wait for the operator's answer, as kubectl hpo restart-trials
 

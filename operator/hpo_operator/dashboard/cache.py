@@ -117,7 +117,8 @@ class PageCache:
                 cached = entry.figures.get((kind, metric, chosen))
                 if cached is None or cached[0] != version:
                     fig = await anyio.to_thread.run_sync(
-                        lambda: figures.to_json(figures.curves(spec, trials, metric, chosen)))
+                        lambda: figures.to_json(figures.curves(spec, trials, metric, chosen))
+                    )
                     entry.figures[(kind, metric, chosen)] = (version, _versioned(fig, version))
                 return entry.figures[(kind, metric, chosen)][1]
         async with entry.plot_lock:
@@ -140,7 +141,8 @@ class PageCache:
             if cached is None or cached[0] != entry.study_version:
                 study, spec, trials = entry.study, entry.study_spec, entry.study_trials
                 fig = await anyio.to_thread.run_sync(
-                    lambda: figures.to_json(figures.figure(kind, spec, trials, study=study)))
+                    lambda: figures.to_json(figures.figure(kind, spec, trials, study=study))
+                )
                 entry.figures[(kind,)] = (entry.study_version, _versioned(fig, entry.study_version))
             return entry.figures[(kind,)][1]
 

@@ -22,10 +22,11 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from hpo_operator.kube.informer import WATCH_TIMEOUT_SECONDS, WatchHealth, run_list_watch
+from hpo_operator.api.vocabulary import GROUP, VERSION
 from hpo_operator.kube.client import REQUEST_TIMEOUT, api_reason, failure_reason, read_body, watch_timeout
 from hpo_operator.kube.config import configure, load_failure
-from hpo_operator.api.vocabulary import GROUP, VERSION
+from hpo_operator.kube.informer import WATCH_TIMEOUT_SECONDS, WatchHealth, run_list_watch
+
 from .data import experiment_of
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class ConnectError(Exception):
 @dataclass
 class Connection:
     api: client.ApiClient
-    namespace: str          # the context's namespace (or the pod's), the default scope
+    namespace: str  # the context's namespace (or the pod's), the default scope
     context: str | None
 
     @property
@@ -183,8 +184,9 @@ class Store:
     def _relist(self, feed: _Feed, items: list[dict]) -> None:
         """A fresh listing replaces what the feed had: objects gone meanwhile are dropped."""
         in_scope = (lambda ns: True) if feed.namespace is None else (lambda ns: ns == feed.namespace)
-        seen = {((o.get("metadata") or {}).get("namespace", ""), (o.get("metadata") or {}).get("name", ""))
-                for o in items}
+        seen = {
+            ((o.get("metadata") or {}).get("namespace", ""), (o.get("metadata") or {}).get("name", "")) for o in items
+        }
         if feed.kind == "experiments":
             gone = [k for k in self.experiments if in_scope(k[0]) and k not in seen]
         else:
@@ -248,8 +250,9 @@ class Store:
         custom = self.connection.custom
         if feed.namespace is None:
             return custom.list_cluster_custom_object(GROUP, VERSION, feed.kind, _preload_content=False, **kwargs)
-        return custom.list_namespaced_custom_object(GROUP, VERSION, feed.namespace, feed.kind,
-                                                    _preload_content=False, **kwargs)
+        return custom.list_namespaced_custom_object(
+            GROUP, VERSION, feed.namespace, feed.kind, _preload_content=False, **kwargs
+        )
 
     async def _list(self, feed: _Feed) -> tuple[list[dict], str]:
         items: list[dict] = []
@@ -265,9 +268,14 @@ class Store:
                 return items, page["metadata"]["resourceVersion"]
 
     async def _open_watch(self, feed: _Feed, version: str) -> Any:
-        response = await self._call(feed, watch=True, resource_version=version, allow_watch_bookmarks=True,
-                                    timeout_seconds=WATCH_TIMEOUT_SECONDS,
-                                    _request_timeout=watch_timeout(WATCH_TIMEOUT_SECONDS))
+        response = await self._call(
+            feed,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_TIMEOUT_SECONDS,
+            _request_timeout=watch_timeout(WATCH_TIMEOUT_SECONDS),
+        )
         if not 200 <= response.status <= 299:
             await read_body(response)  # raises with the API server's message
         return response
@@ -275,6 +283,7 @@ class Store:
     async def _run(self, feed: _Feed) -> None:
         """The feed's list-then-watch (informer.run_list_watch: every way a watch can end leads to a
         listing again, with backoff); its errors are shown on the pages while it is down."""
+
         def drop(obj: dict) -> None:
             meta = obj.get("metadata") or {}
             self._drop(feed.kind, meta.get("namespace", ""), meta.get("name", ""))
@@ -287,9 +296,15 @@ class Store:
                 self.synced.set()
             self._wake.set()  # the pages show why, or that it is back
 
-        await run_list_watch(feed.health, lambda: self._list(feed), lambda v: self._open_watch(feed, v),
-                             lambda items: self._relist(feed, items), lambda obj: self._put(feed.kind, obj),
-                             drop, on_change=health_changed)
+        await run_list_watch(
+            feed.health,
+            lambda: self._list(feed),
+            lambda v: self._open_watch(feed, v),
+            lambda items: self._relist(feed, items),
+            lambda obj: self._put(feed.kind, obj),
+            drop,
+            on_change=health_changed,
+        )
 
 
 def _describe(e: BaseException) -> str:
@@ -299,11 +314,13 @@ def _describe(e: BaseException) -> str:
         if e.status == 404:
             return f"the API server does not serve {GROUP}/{VERSION}: are the hpo-operator CRDs installed?"
         return f"{e.status} {api_reason(e)}"
-    words = {"Disconnected": "the connection to the API server was cut",
-             "Unreachable": "the API server cannot be reached",
-             "Timeout": "the API server did not answer in time",
-             "TLS": "the TLS handshake with the API server failed",
-             "BadResponse": "the API server's answer could not be read"}.get(failure_reason(e))
+    words = {
+        "Disconnected": "the connection to the API server was cut",
+        "Unreachable": "the API server cannot be reached",
+        "Timeout": "the API server did not answer in time",
+        "TLS": "the TLS handshake with the API server failed",
+        "BadResponse": "the API server's answer could not be read",
+    }.get(failure_reason(e))
     if words:
         return f"{words} ({type(e).__name__}); trying again"
     return f"{type(e).__name__}: {e}"

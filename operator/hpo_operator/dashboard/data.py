@@ -9,30 +9,51 @@ image (where the chart runs the dashboard) does not have.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from hpo_operator.core import times
-from hpo_operator.client.errors import InvalidInput
 from hpo_operator.api.vocabulary import L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH, TRIAL_PHASES, UNFINISHED_PHASES
-from hpo_operator.client.query import (ExperimentFilter, TimeRange, build_selector, parse_phases, sort_direction,
-                            sort_field, sort_items)
+from hpo_operator.client.errors import InvalidInput
+from hpo_operator.client.query import (
+    ExperimentFilter,
+    TimeRange,
+    build_selector,
+    parse_phases,
+    sort_direction,
+    sort_field,
+    sort_items,
+)
 from hpo_operator.client.views import experiment_detail, experiment_summary
+from hpo_operator.core import times
 
 # A trial's message can be a whole termination log; the table shows its start.
 MESSAGE_LIMIT = 2000
 # Trials still taking a slot, as the operator counts them.
 
-__all__ = ["ListQuery", "parse_list_query", "experiment_rows", "parse_selector", "selector_matches",
-           "experiment_view", "trial_row", "trial_rows", "creation_order", "recovery", "experiment_of", "TRIAL_PHASES"]
+__all__ = [
+    "ListQuery",
+    "parse_list_query",
+    "experiment_rows",
+    "parse_selector",
+    "selector_matches",
+    "experiment_view",
+    "trial_row",
+    "trial_rows",
+    "creation_order",
+    "recovery",
+    "experiment_of",
+    "TRIAL_PHASES",
+]
 
 
 # --- label selectors --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Requirement:
     key: str
-    op: str                      # =, !=, in, notin, exists, !exists
+    op: str  # =, !=, in, notin, exists, !exists
     values: frozenset[str] = frozenset()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
@@ -93,6 +114,7 @@ def selector_matches(requirements: Sequence[Requirement], labels: Mapping[str, s
 
 # --- the experiment list -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ListQuery:
     """`kubectl hpo list`'s filters and order, as the list page sends them."""
@@ -113,8 +135,12 @@ def parse_list_query(get: Callable[[str], str | None], tags: Sequence[str] = ())
     creator, mine = get("creator") or None, _flag(get("mine"))
     if mine and creator:
         raise InvalidInput("use creator or mine, not both")
-    flt = ExperimentFilter(name=get("name") or None, creator=creator, phases=parse_phases(get("status")),
-                           created=TimeRange.parse(get("since") or None, get("until") or None))
+    flt = ExperimentFilter(
+        name=get("name") or None,
+        creator=creator,
+        phases=parse_phases(get("status")),
+        created=TimeRange.parse(get("since") or None, get("until") or None),
+    )
     extra = [f"{L_BOOKMARKED}=true"] if _flag(get("bookmarked")) else []
     selector = parse_selector(build_selector(get("selector"), [t for t in tags if t.strip()], extra))
     key = sort_field(get("sort") or "created")
@@ -146,6 +172,7 @@ def experiment_rows(objects: Iterable[dict], query: ListQuery = ListQuery(), me:
 
 # --- one experiment ------------------------------------------------------------------------------------
 
+
 def experiment_view(obj: dict) -> dict:
     """The experiment page's header: summary, spec in short, conditions, status history, best
     trial (what `kubectl hpo describe` prints), and the names of its parameters and metrics."""
@@ -154,7 +181,9 @@ def experiment_view(obj: dict) -> dict:
     spec = obj.get("spec") or {}
     objective = spec.get("objective") or {}
     detail["parameterNames"] = [p.get("name") for p in spec.get("parameters") or []]
-    detail["metricNames"] = [m for m in [objective.get("metricName"), *(objective.get("additionalMetricNames") or [])] if m]
+    detail["metricNames"] = [
+        m for m in [objective.get("metricName"), *(objective.get("additionalMetricNames") or [])] if m
+    ]
     detail["direction"] = objective.get("type") or "minimize"
     detail["resourceVersion"] = (obj.get("metadata") or {}).get("resourceVersion")
     return detail
@@ -163,8 +192,9 @@ def experiment_view(obj: dict) -> dict:
 def experiment_of(trial: dict) -> str | None:
     """The experiment a Trial belongs to: spec.experimentName (a user's Trial not yet adopted has
     no labels), else its label."""
-    return (trial.get("spec") or {}).get("experimentName") or \
-        ((trial.get("metadata") or {}).get("labels") or {}).get(L_EXPERIMENT)
+    return (trial.get("spec") or {}).get("experimentName") or ((trial.get("metadata") or {}).get("labels") or {}).get(
+        L_EXPERIMENT
+    )
 
 
 def _pairs(items: list[dict] | None) -> dict[str, Any]:
@@ -199,14 +229,21 @@ def trial_row(obj: dict) -> dict:
         "created": meta.get("creationTimestamp"),
         "started": status.get("startTime"),
         "completed": status.get("completionTime"),
-        "adopted": any(o.get("kind") == "Experiment" and o.get("controller") for o in meta.get("ownerReferences") or []),
+        "adopted": any(
+            o.get("kind") == "Experiment" and o.get("controller") for o in meta.get("ownerReferences") or []
+        ),
     }
 
 
 def creation_order(trials: Iterable[dict]) -> list[dict]:
     """Trials in the order they were created (the name breaks ties within a second)."""
-    return sorted(trials, key=lambda t: ((t.get("metadata") or {}).get("creationTimestamp") or "",
-                                         (t.get("metadata") or {}).get("name") or ""))
+    return sorted(
+        trials,
+        key=lambda t: (
+            (t.get("metadata") or {}).get("creationTimestamp") or "",
+            (t.get("metadata") or {}).get("name") or "",
+        ),
+    )
 
 
 def trial_rows(trials: Iterable[dict]) -> list[dict]:
@@ -214,6 +251,7 @@ def trial_rows(trials: Iterable[dict]) -> list[dict]:
 
 
 # --- recovery ----------------------------------------------------------------------------------------------
+
 
 def _seconds(start: str | None, end: str | None) -> float | None:
     a, b = times.parse_or_none(start), times.parse_or_none(end)
@@ -247,15 +285,25 @@ def recovery(rows: Iterable[dict], *, only_troubled: bool = True) -> dict:
     classes: dict[str, dict[str, Any]] = {}
     for key, members in groups.items():
         members.sort(key=lambda r: (r["attempt"], r.get("created") or ""))
-        attempts = [{"name": r["name"], "attempt": r["attempt"], "phase": r["phase"], "reason": r.get("reason"),
-                     "failureClass": r.get("failureClass"), "launchReason": r.get("launchReason"),
-                     "seconds": _seconds(r.get("started"), r.get("completed"))} for r in members]
+        attempts = [
+            {
+                "name": r["name"],
+                "attempt": r["attempt"],
+                "phase": r["phase"],
+                "reason": r.get("reason"),
+                "failureClass": r.get("failureClass"),
+                "launchReason": r.get("launchReason"),
+                "seconds": _seconds(r.get("started"), r.get("completed")),
+            }
+            for r in members
+        ]
         outcome = _outcome(attempts)
         failed = [a for a in attempts if a["phase"] in ("Failed", "Killed")]
         for a in failed:
             cls = a["failureClass"] or a["reason"] or a["phase"]
-            c = classes.setdefault(cls, {"failureClass": cls, "attempts": 0, "configurations": set(),
-                                         "seconds": 0.0, "recovered": set()})
+            c = classes.setdefault(
+                cls, {"failureClass": cls, "attempts": 0, "configurations": set(), "seconds": 0.0, "recovered": set()}
+            )
             c["attempts"] += 1
             c["configurations"].add(key)
             c["seconds"] += a["seconds"] or 0.0
@@ -264,10 +312,19 @@ def recovery(rows: Iterable[dict], *, only_troubled: bool = True) -> dict:
         if only_troubled and len(attempts) == 1 and not failed:
             clean += 1
             continue
-        listed.append({"config": key, "params": members[0].get("params") or {}, "attempts": attempts,
-                       "outcome": outcome, "failedAttempts": len(failed),
-                       "failedSeconds": sum(a["seconds"] or 0.0 for a in failed)})
+        listed.append(
+            {
+                "config": key,
+                "params": members[0].get("params") or {},
+                "attempts": attempts,
+                "outcome": outcome,
+                "failedAttempts": len(failed),
+                "failedSeconds": sum(a["seconds"] or 0.0 for a in failed),
+            }
+        )
     listed.sort(key=lambda r: (-r["failedAttempts"], -len(r["attempts"]), r["attempts"][0]["name"]))
-    summary = sorted(({**c, "configurations": len(c["configurations"]), "recovered": len(c["recovered"])}
-                      for c in classes.values()), key=lambda c: (-c["attempts"], c["failureClass"]))
+    summary = sorted(
+        ({**c, "configurations": len(c["configurations"]), "recovered": len(c["recovered"])} for c in classes.values()),
+        key=lambda c: (-c["attempts"], c["failureClass"]),
+    )
     return {"configurations": len(groups), "clean": clean, "rows": listed, "byFailureClass": summary}

@@ -15,8 +15,9 @@ browser minutes; Parcoords draws them at once).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import optuna
 import optuna.visualization as vis
@@ -26,9 +27,10 @@ from optuna.distributions import CategoricalDistribution
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState, create_trial
 
-from hpo_operator.api.vocabulary import UNFINISHED_PHASES
 from hpo_operator.api.spec import ExperimentSpec, Parameter
+from hpo_operator.api.vocabulary import UNFINISHED_PHASES
 from hpo_operator.search.suggest import distribution
+
 from .data import creation_order
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -105,12 +107,21 @@ def _state(status: dict) -> tuple[TrialState, float | None]:
 
 
 def _history(status: dict, metric: str) -> dict[int, float]:
-    return {int(m["step"]): float(m["value"]) for m in status.get("metricHistory") or []
-            if m.get("name") == metric and m.get("step") is not None and m.get("value") is not None}
+    return {
+        int(m["step"]): float(m["value"])
+        for m in status.get("metricHistory") or []
+        if m.get("name") == metric and m.get("step") is not None and m.get("value") is not None
+    }
 
 
-def build_study(spec: dict, trials: Iterable[dict], *, metric: str | None = None,
-                state: TrialState | None = None, with_history: bool = False) -> TrialStudy:
+def build_study(
+    spec: dict,
+    trials: Iterable[dict],
+    *,
+    metric: str | None = None,
+    state: TrialState | None = None,
+    with_history: bool = False,
+) -> TrialStudy:
     """The study of `trials` (dicts) under the experiment's `spec`; `metric` names the value the
     intermediate values come from (default: the objective's), `state` forces every trial's state
     (the metric curves show each trial's history whatever became of it)."""
@@ -130,26 +141,37 @@ def build_study(spec: dict, trials: Iterable[dict], *, metric: str | None = None
             trial_state, value = _state(status)
             if state is not None:
                 trial_state, value = state, (value if state == TrialState.COMPLETE else None)
-            frozen.append(create_trial(
-                state=trial_state, value=value, params=params, distributions=distributions,
-                user_attrs={"trial": t["metadata"]["name"]},
-                intermediate_values=_history(status, metric) if with_history else None))
+            frozen.append(
+                create_trial(
+                    state=trial_state,
+                    value=value,
+                    params=params,
+                    distributions=distributions,
+                    user_attrs={"trial": t["metadata"]["name"]},
+                    intermediate_values=_history(status, metric) if with_history else None,
+                )
+            )
         except (KeyError, ValueError, TypeError):
             continue  # not a point of this search space (a user's Trial the operator refused)
         names.append(t["metadata"]["name"])
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, direction=direction)
     study.add_trials(frozen)
-    return TrialStudy(_Snapshot(study_name=study.study_name, storage=storage), names, metric, parameters,
-                      distributions)
+    return TrialStudy(_Snapshot(study_name=study.study_name, storage=storage), names, metric, parameters, distributions)
 
 
 # --- the figures ----------------------------------------------------------------------------------------
 
+
 def _empty(title: str, why: str) -> go.Figure:
-    return go.Figure(layout={"title": {"text": title}, "annotations": [
-        {"text": why, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}],
-        "xaxis": {"visible": False}, "yaxis": {"visible": False}})
+    return go.Figure(
+        layout={
+            "title": {"text": title},
+            "annotations": [{"text": why, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}],
+            "xaxis": {"visible": False},
+            "yaxis": {"visible": False},
+        }
+    )
 
 
 def history(ts: TrialStudy) -> go.Figure:
@@ -161,12 +183,12 @@ def importance(ts: TrialStudy) -> go.Figure:
     """PED-ANOVA importances: Optuna's fANOVA and mean-decrease-impurity evaluators need
     scikit-learn, which the operator's image does not carry; PED-ANOVA needs NumPy alone."""
     complete = ts.trials(TrialState.COMPLETE)
-    varying = [p.name for p in ts.parameters
-               if len({t.params[p.name] for t in complete}) > 1]
+    varying = [p.name for p in ts.parameters if len({t.params[p.name] for t in complete}) > 1]
     if len(complete) < 2 or not varying:
         return _empty("Hyperparameter Importances", "needs two succeeded trials with different values")
-    return vis.plot_param_importances(ts.study, evaluator=PedAnovaImportanceEvaluator(), params=varying,
-                                      target_name=ts.metric)
+    return vis.plot_param_importances(
+        ts.study, evaluator=PedAnovaImportanceEvaluator(), params=varying, target_name=ts.metric
+    )
 
 
 def slices(ts: TrialStudy) -> go.Figure:
@@ -184,7 +206,7 @@ def _lines(complete: list[optuna.trial.FrozenTrial], maximize: bool) -> list[opt
     if len(complete) <= PARALLEL_LINES:
         return complete
     ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
-    best, rest = ranked[:PARALLEL_LINES // 2], ranked[PARALLEL_LINES // 2:]
+    best, rest = ranked[: PARALLEL_LINES // 2], ranked[PARALLEL_LINES // 2 :]
     wanted = PARALLEL_LINES - len(best)
     sample = [rest[i * len(rest) // wanted] for i in range(wanted)]
     return sorted(best + sample, key=lambda t: t.number)
@@ -201,8 +223,10 @@ def parallel(ts: TrialStudy) -> go.Figure:
         return _empty(title["text"], "no succeeded trial yet")
     complete = _lines(every, ts.study.direction == optuna.study.StudyDirection.MAXIMIZE)
     if len(complete) < len(every):
-        title["text"] += (f"<br><sup>{len(complete):,} of {len(every):,} succeeded trials: the {PARALLEL_LINES // 2:,} "
-                          "best, and the others evenly spread over the rest</sup>")
+        title["text"] += (
+            f"<br><sup>{len(complete):,} of {len(every):,} succeeded trials: the {PARALLEL_LINES // 2:,} "
+            "best, and the others evenly spread over the rest</sup>"
+        )
     values = [t.value for t in complete]
     dims: list[dict[str, Any]] = [{"label": ts.metric, "values": values}]
     for p in ts.parameters:
@@ -213,21 +237,39 @@ def parallel(ts: TrialStudy) -> go.Figure:
             # Parcoords writes tick labels as plain text (no markup read, no entity decoded): the
             # values as they are, not escaped.
             labels = list(p.values or []) if p.type == "categorical" else [str(c) for c in dist.choices]
-            dims.append({"label": p.name, "values": [index[v] for v in column],
-                         "tickvals": list(range(len(labels))), "ticktext": labels,
-                         "range": [0, max(len(labels) - 1, 1)]})
+            dims.append(
+                {
+                    "label": p.name,
+                    "values": [index[v] for v in column],
+                    "tickvals": list(range(len(labels))),
+                    "ticktext": labels,
+                    "range": [0, max(len(labels) - 1, 1)],
+                }
+            )
         elif p.log:
             ticks = _decades(p.min, p.max)  # type: ignore[arg-type]
-            dims.append({"label": f"{p.name} (log)", "values": [math.log10(v) for v in column],
-                         "tickvals": ticks, "ticktext": [f"{10 ** e:g}" for e in ticks],
-                         "range": [math.log10(p.min), math.log10(p.max)]})  # type: ignore[arg-type]
+            dims.append(
+                {
+                    "label": f"{p.name} (log)",
+                    "values": [math.log10(v) for v in column],
+                    "tickvals": ticks,
+                    "ticktext": [f"{10**e:g}" for e in ticks],
+                    "range": [math.log10(p.min), math.log10(p.max)],
+                }
+            )  # type: ignore[arg-type]
         else:
             dims.append({"label": p.name, "values": column, "range": [p.min, p.max]})
     reverse = ts.study.direction == optuna.study.StudyDirection.MINIMIZE  # the best trials darkest
-    line = {"color": values, "colorscale": "Blues", "reversescale": reverse, "showscale": True,
-            "colorbar": {"title": {"text": ts.metric}}}
-    return go.Figure(go.Parcoords(dimensions=dims, line=line, labelangle=0),
-                     layout={"title": title, "margin": {"l": 80, "r": 80}})
+    line = {
+        "color": values,
+        "colorscale": "Blues",
+        "reversescale": reverse,
+        "showscale": True,
+        "colorbar": {"title": {"text": ts.metric}},
+    }
+    return go.Figure(
+        go.Parcoords(dimensions=dims, line=line, labelangle=0), layout={"title": title, "margin": {"l": 80, "r": 80}}
+    )
 
 
 def curve_trials(trials: Sequence[dict], metric: str, chosen: Sequence[str] = ()) -> list[dict]:
@@ -253,8 +295,14 @@ def curves(spec: dict, trials: Sequence[dict], metric: str | None = None, chosen
             trace.name = ts.names[int(number)]
     figure.update_layout(title={"text": f"{metric} by step"}, yaxis={"title": {"text": metric}}, showlegend=True)
     if not figure.data:
-        figure.add_annotation(text=f"no trial has reported {metric} with a step yet", showarrow=False,
-                              xref="paper", yref="paper", x=0.5, y=0.5)
+        figure.add_annotation(
+            text=f"no trial has reported {metric} with a step yet",
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+        )
     return figure
 
 
@@ -267,8 +315,15 @@ def to_json(figure: go.Figure) -> str:
     return plotly.io.json.to_json_plotly(data)
 
 
-def figure(kind: str, spec: dict, trials: Sequence[dict], *, study: TrialStudy | None = None,
-           metric: str | None = None, chosen: Sequence[str] = ()) -> go.Figure:
+def figure(
+    kind: str,
+    spec: dict,
+    trials: Sequence[dict],
+    *,
+    study: TrialStudy | None = None,
+    metric: str | None = None,
+    chosen: Sequence[str] = (),
+) -> go.Figure:
     """One of KINDS; `study` is the experiment's (built once, shared by the kinds that use it)."""
     if kind == "curves":
         return curves(spec, trials, metric, chosen)

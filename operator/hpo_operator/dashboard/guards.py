@@ -12,8 +12,9 @@ without a preflight this server never grants).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
@@ -21,9 +22,11 @@ from starlette.responses import PlainTextResponse
 
 WRITE_HEADER = "X-HPO-Dashboard"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-       "form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 # plotly.js compiles its WebGL shaders (parcoords, scattergl) with `new Function`: 'unsafe-eval'.
 # It allows no inline script or event-handler attribute: injected markup still could not run.
 SECURITY_HEADERS = {
@@ -42,7 +45,7 @@ class Options:
 
     address: str = "127.0.0.1"
     port: int = 8080
-    namespaces: list[str] | None = None   # None: every namespace
+    namespaces: list[str] | None = None  # None: every namespace
     allow_write: bool = False
     allowed_hosts: list[str] | None = None  # more Host names than loopback's and the address, see hosts()
     context: str | None = None
@@ -70,7 +73,7 @@ def hostname(host: str) -> str:
     """The name in a Host header (or an origin without its scheme): no port, no IPv6 brackets."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
+        return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
@@ -86,9 +89,11 @@ class Guard:
         host = Headers(scope=scope).get("host", "")
         # /healthz says nothing: the kubelet's probes, which name the pod's IP, may use it.
         if self.hosts is not None and hostname(host) not in self.hosts and scope["path"] != "/healthz":
-            response = PlainTextResponse(f"unknown host {host!r}: this dashboard answers to "
-                                         f"{', '.join(sorted(self.hosts))} (kubectl hpo dashboard --allowed-host)",
-                                         status_code=421)
+            response = PlainTextResponse(
+                f"unknown host {host!r}: this dashboard answers to "
+                f"{', '.join(sorted(self.hosts))} (kubectl hpo dashboard --allowed-host)",
+                status_code=421,
+            )
             return await response(scope, receive, send)
 
         async def send_secured(message: dict) -> None:
@@ -105,10 +110,13 @@ def write_refusal(request: Request, writable: bool) -> str | None:
     """Why a write request is refused (with 403), or None: the dashboard is read-only (`writable`
     false), the request lacks the custom header or the JSON body, or it comes from another origin."""
     if not writable:
-        return ("this dashboard is read-only: start it with `kubectl hpo dashboard --allow-write` "
-                "to stop, resume and restart from the page")
-    if request.headers.get(WRITE_HEADER) != "1" or \
-            not request.headers.get("content-type", "").startswith("application/json"):
+        return (
+            "this dashboard is read-only: start it with `kubectl hpo dashboard --allow-write` "
+            "to stop, resume and restart from the page"
+        )
+    if request.headers.get(WRITE_HEADER) != "1" or not request.headers.get("content-type", "").startswith(
+        "application/json"
+    ):
         return f"a write request needs the header {WRITE_HEADER}: 1 and a JSON body"
     origin = request.headers.get("origin")
     if origin and hostname(origin.split("://", 1)[-1]) != hostname(request.headers.get("host", "")):

@@ -22,9 +22,10 @@ import asyncio
 import json
 import re
 import string
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -33,6 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from hpo_operator.client.errors import InvalidInput
+
 from . import data, figures
 from .cache import PageCache
 from .cluster import Key, Store
@@ -50,10 +52,15 @@ def render_page(name: str) -> str:
     box) filled with the parts of static/<name>.html (each after a line `<!-- part -->`: title,
     head for anything the page loads early, header for its crumbs, main) and its script <name>.js."""
     found = PAGE_PART.split((STATIC / f"{name}.html").read_text(encoding="utf-8"))
-    parts = dict(zip(found[1::2], found[2::2]))  # found[0]: what the file says about itself
+    parts = dict(zip(found[1::2], found[2::2], strict=False))  # found[0]: what the file says about itself
     shell = string.Template((STATIC / "page.html").read_text(encoding="utf-8"))
-    return shell.substitute(title=parts["title"].strip(), head=parts.get("head", ""), header=parts["header"],
-                            main=parts["main"], script=f"{name}.js")
+    return shell.substitute(
+        title=parts["title"].strip(),
+        head=parts.get("head", ""),
+        header=parts["header"],
+        main=parts["main"],
+        script=f"{name}.js",
+    )
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -72,7 +79,7 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
     async def synced() -> None:
         try:
             await asyncio.wait_for(asyncio.shield(store.synced.wait()), SYNC_WAIT_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def experiment_key(request: Request) -> Key | Response:
@@ -101,14 +108,20 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
     async def plotly_js(request: Request) -> Response:
         # plotly.js from the plotly package itself: no CDN, the same version the figures are for.
         path = resources.files("plotly") / "package_data" / "plotly.min.js"
-        return FileResponse(str(path), media_type="text/javascript",
-                            headers={"cache-control": "public, max-age=86400"})
+        return FileResponse(str(path), media_type="text/javascript", headers={"cache-control": "public, max-age=86400"})
 
     async def api_config(request: Request) -> Response:
         await synced()
-        return JSONResponse({"allowWrite": options.allow_write, "namespaces": options.namespaces,
-                             "synced": store.synced.is_set(),
-                             "context": options.context, "errors": store.errors(), "revision": store.revision})
+        return JSONResponse(
+            {
+                "allowWrite": options.allow_write,
+                "namespaces": options.namespaces,
+                "synced": store.synced.is_set(),
+                "context": options.context,
+                "errors": store.errors(),
+                "revision": store.revision,
+            }
+        )
 
     async def api_experiments(request: Request) -> Response:
         q = request.query_params
@@ -120,8 +133,10 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
             rows = data.experiment_rows(list(store.experiments.values()), query, me.get("user"))
         except InvalidInput as e:
             return _error(400, str(e))
-        return JSONResponse({"experiments": rows, "revision": store.revision, "errors": store.errors()},
-                            headers={"cache-control": "no-store"})
+        return JSONResponse(
+            {"experiments": rows, "revision": store.revision, "errors": store.errors()},
+            headers={"cache-control": "no-store"},
+        )
 
     async def api_experiment(request: Request) -> Response:
         await synced()
@@ -167,7 +182,7 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
                 while True:
                     try:
                         message = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         yield ": keepalive\n\n"
                         continue
                     if message is None:  # the server is stopping (the page reconnects later)
@@ -176,8 +191,9 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
             finally:
                 store.unlisten(queue)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"cache-control": "no-store", "x-accel-buffering": "no"}
+        )
 
     async def write(request: Request, action: Callable[[Key, dict], Any]) -> Response:
         refusal = write_refusal(request, options.allow_write and actions is not None)
@@ -204,8 +220,12 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
         return await write(request, lambda key, body: actions.set_suspend(key[0], key[1], False))
 
     async def api_restart(request: Request) -> Response:
-        return await write(request, lambda key, body: actions.restart_trials(
-            key[0], key[1], [str(n) for n in body.get("trials") or [] if isinstance(n, str)]))
+        return await write(
+            request,
+            lambda key, body: actions.restart_trials(
+                key[0], key[1], [str(n) for n in body.get("trials") or [] if isinstance(n, str)]
+            ),
+        )
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")

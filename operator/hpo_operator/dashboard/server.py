@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -70,14 +71,24 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-async def serve(options: Options, connection: Connection, sock: socket.socket, *,
-                actions: Any = None, ready: Callable[[str], Awaitable[None] | None] | None = None) -> None:
+async def serve(
+    options: Options,
+    connection: Connection,
+    sock: socket.socket,
+    *,
+    actions: Any = None,
+    ready: Callable[[str], Awaitable[None] | None] | None = None,
+) -> None:
     """Watches the cluster and serves the pages on `sock` until interrupted (SIGINT, SIGTERM)."""
     store = Store(connection, options.namespaces)
     await store.start()
     app = create_app(store, options, actions)
-    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                    timeout_graceful_shutdown=2, proxy_headers=False), store)
+    server = _Server(
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2, proxy_headers=False
+        ),
+        store,
+    )
     preparing = asyncio.create_task(_prepare(app))
     try:
         if ready is not None:
@@ -91,8 +102,15 @@ async def serve(options: Options, connection: Connection, sock: socket.socket, *
         await connection.close()
 
 
-async def start(options: Options, kubeconfig: str | None, namespace: str | None, all_namespaces: bool, *,
-                actions: Any = None, ready: Callable[[str], Any] | None = None) -> None:
+async def start(
+    options: Options,
+    kubeconfig: str | None,
+    namespace: str | None,
+    all_namespaces: bool,
+    *,
+    actions: Any = None,
+    ready: Callable[[str], Any] | None = None,
+) -> None:
     """Connects (kubectl's rules), binds, and serves: what `kubectl hpo dashboard` runs."""
     connection = await connect(kubeconfig, options.context)
     if options.namespaces is None and not all_namespaces:

@@ -21,8 +21,19 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from hpo_operator.api.vocabulary import GROUP, VERSION
 
-__all__ = ["KubeClient", "ApiException", "connect", "api_reason", "describe", "failure_reason", "TRANSPORT_ERRORS", "Resource", "PODS",
-           "CLAIMS", "TRIALS"]
+__all__ = [
+    "KubeClient",
+    "ApiException",
+    "connect",
+    "api_reason",
+    "describe",
+    "failure_reason",
+    "TRANSPORT_ERRORS",
+    "Resource",
+    "PODS",
+    "CLAIMS",
+    "TRIALS",
+]
 
 Resource = tuple[str, str, str]  # (group, version, plural); "" is the core group
 PODS: Resource = ("", "v1", "pods")
@@ -40,9 +51,10 @@ CORE_KINDS: dict[Resource, tuple[str, dict]] = {
 
 class _Calls(NamedTuple):
     """A resource's calls, each taking the namespace first, then its own arguments and options."""
+
     create: Callable[..., Awaitable[Any]]  # (namespace, body)
     delete: Callable[..., Awaitable[Any]]  # (namespace, name)
-    list: Callable[..., Awaitable[Any]]    # (namespace), or watch=True
+    list: Callable[..., Awaitable[Any]]  # (namespace), or watch=True
 
 
 # Writes in flight at once, across every experiment (HPO_API_CONCURRENCY).
@@ -124,12 +136,28 @@ class KubeClient:
         return await self._json(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name)
 
     async def patch(self, plural: str, namespace: str, name: str, body: dict) -> dict:
-        return await self._json(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural, name,
-                                body, _content_type="application/merge-patch+json")
+        return await self._json(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type="application/merge-patch+json",
+        )
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict) -> dict:
-        return await self._json(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
-                                plural, name, {"status": status}, _content_type="application/merge-patch+json")
+        return await self._json(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )
 
     async def create_pod(self, namespace: str, body: dict) -> dict:
         return await self.create_object(PODS, namespace, body)
@@ -148,17 +176,21 @@ class KubeClient:
         if resource in CORE_KINDS:
             kind, deleting = CORE_KINDS[resource]
             core = self.core
-            return _Calls(lambda ns, body, **kw: getattr(core, f"create_namespaced_{kind}")(ns, body, **kw),
-                          lambda ns, name, **kw: getattr(core, f"delete_namespaced_{kind}")(name, ns, **deleting, **kw),
-                          lambda ns, **kw: getattr(core, f"list_namespaced_{kind}")(ns, **kw))
+            return _Calls(
+                lambda ns, body, **kw: getattr(core, f"create_namespaced_{kind}")(ns, body, **kw),
+                lambda ns, name, **kw: getattr(core, f"delete_namespaced_{kind}")(name, ns, **deleting, **kw),
+                lambda ns, **kw: getattr(core, f"list_namespaced_{kind}")(ns, **kw),
+            )
         group, version, plural = resource
         custom = self.custom
         # Background: the garbage collector removes a Job's (or resource's) pods after it.
         return _Calls(
             lambda ns, body, **kw: custom.create_namespaced_custom_object(group, version, ns, plural, body, **kw),
-            lambda ns, name, **kw: custom.delete_namespaced_custom_object(group, version, ns, plural, name,
-                                                                          propagation_policy="Background", **kw),
-            lambda ns, **kw: custom.list_namespaced_custom_object(group, version, ns, plural, **kw))
+            lambda ns, name, **kw: custom.delete_namespaced_custom_object(
+                group, version, ns, plural, name, propagation_policy="Background", **kw
+            ),
+            lambda ns, **kw: custom.list_namespaced_custom_object(group, version, ns, plural, **kw),
+        )
 
     async def create_object(self, resource: Resource, namespace: str, body: dict) -> dict:
         return await self._json(self._calls(resource).create, namespace, body)
@@ -171,9 +203,14 @@ class KubeClient:
         key = (api_version, kind)
         if key not in self._plurals:
             path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
-            response = await self.client.call_api(path, "GET", auth_settings=["BearerToken"],
-                                                  _preload_content=False, _return_http_data_only=True,
-                                                  _request_timeout=REQUEST_TIMEOUT)
+            response = await self.client.call_api(
+                path,
+                "GET",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
             listing = json.loads(await read_body(response))
             for r in listing.get("resources") or []:
                 if r.get("kind") == kind and "/" not in r.get("name", ""):
@@ -190,14 +227,26 @@ class KubeClient:
         extra = {"label_selector": label_selector} if label_selector else {}
         return json.loads(await self._raw(self._calls(resource).list, namespace, limited=False, **extra))
 
-    async def watch_raw(self, resource: Resource, namespace: str, resource_version: str, timeout_seconds: int,
-                        label_selector: str | None = None) -> Any:
+    async def watch_raw(
+        self,
+        resource: Resource,
+        namespace: str,
+        resource_version: str,
+        timeout_seconds: int,
+        label_selector: str | None = None,
+    ) -> Any:
         """The open watch response; its .content yields one JSON event per line. Release it."""
         extra = {"label_selector": label_selector} if label_selector else {}
-        response = await self._calls(resource).list(namespace, watch=True, resource_version=resource_version,
-                                                    allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
-                                                    _request_timeout=watch_timeout(timeout_seconds),
-                                                    _preload_content=False, **extra)
+        response = await self._calls(resource).list(
+            namespace,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _request_timeout=watch_timeout(timeout_seconds),
+            _preload_content=False,
+            **extra,
+        )
         if not 200 <= response.status <= 299:
             await read_body(response)  # raises
         return response
@@ -211,7 +260,9 @@ def watch_timeout(timeout_seconds: float) -> aiohttp.ClientTimeout:
     stream silent for longer than the server's timeout, plus a margin, is dead (half-open) and
     given up. (A watch is quiet between events; the API server also sends a bookmark about every
     minute.)"""
-    return aiohttp.ClientTimeout(sock_connect=CONNECT_SECONDS, sock_read=timeout_seconds + max(5.0, timeout_seconds / 2))
+    return aiohttp.ClientTimeout(
+        sock_connect=CONNECT_SECONDS, sock_read=timeout_seconds + max(5.0, timeout_seconds / 2)
+    )
 
 
 async def read_body(response: Any) -> bytes:

@@ -30,11 +30,11 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from .client import KubeClient, ApiException, Resource, describe, failure_reason
+from .client import ApiException, KubeClient, Resource, describe, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,13 @@ class WatchHealth:
     """How one list-then-watch is doing, for the loops that read it, metrics, probes and logs."""
 
     resource: str  # what it watches ("pods", "trials", "experiments"): a metrics label
-    where: str     # for log lines: "pods in namespace ns"
+    where: str  # for log lines: "pods in namespace ns"
     synced: asyncio.Event = field(default_factory=asyncio.Event)
-    last_event: float | None = None   # monotonic: the newest listing, event or bookmark
-    down_since: float | None = None   # monotonic: the first failure since the last listing
-    error: str | None = None          # the last failure, while down
+    last_event: float | None = None  # monotonic: the newest listing, event or bookmark
+    down_since: float | None = None  # monotonic: the first failure since the last listing
+    error: str | None = None  # the last failure, while down
     exception: BaseException | None = None  # the same, for a caller that words it its own way
-    failures: int = 0                 # failures in a row
+    failures: int = 0  # failures in a row
 
     def listed(self) -> None:
         self.last_event = time.monotonic()
@@ -104,10 +104,15 @@ class WatchHealth:
         return 0.0 if self.down_since is None else (now or time.monotonic()) - self.down_since
 
 
-async def run_list_watch(health: WatchHealth, list_: Callable[[], Awaitable[tuple[list[dict], str]]],
-                         open_watch: Callable[[str], Awaitable[Any]], relist: Callable[[list[dict]], None],
-                         put: Callable[[dict], None], drop: Callable[[dict], None],
-                         on_change: Callable[[], None] | None = None) -> None:
+async def run_list_watch(
+    health: WatchHealth,
+    list_: Callable[[], Awaitable[tuple[list[dict], str]]],
+    open_watch: Callable[[str], Awaitable[Any]],
+    relist: Callable[[list[dict]], None],
+    put: Callable[[dict], None],
+    drop: Callable[[dict], None],
+    on_change: Callable[[], None] | None = None,
+) -> None:
     """Lists, then watches from the listing's resourceVersion, for as long as it is not cancelled.
 
     list_() gives the items and the resourceVersion; open_watch(version) the open watch response;
@@ -153,8 +158,16 @@ class Informer:
     """One resource (Trials, pods, a trial kind's objects) in one namespace:
     objects[experiment][name] = body."""
 
-    def __init__(self, api: KubeClient, namespace: str, resource: Resource, key_of: KeyOf, slim: Slim,
-                 changed: Callable[[str | None], None], label_selector: str | None = None):
+    def __init__(
+        self,
+        api: KubeClient,
+        namespace: str,
+        resource: Resource,
+        key_of: KeyOf,
+        slim: Slim,
+        changed: Callable[[str | None], None],
+        label_selector: str | None = None,
+    ):
         self.api, self.namespace, self.resource = api, namespace, resource
         self.kind = resource[2]
         self.key_of, self.slim, self.changed = key_of, slim, changed
@@ -207,16 +220,28 @@ class Informer:
         return listing["items"], listing["metadata"]["resourceVersion"]
 
     def _open_watch(self, version: str) -> Awaitable[Any]:
-        return self.api.watch_raw(self.resource, self.namespace, version, WATCH_TIMEOUT_SECONDS,
-                                  label_selector=self.label_selector)
+        return self.api.watch_raw(
+            self.resource, self.namespace, version, WATCH_TIMEOUT_SECONDS, label_selector=self.label_selector
+        )
 
     async def run(self) -> None:
-        await run_list_watch(self.health, self._list, self._open_watch, self._relist, self._put,
-                             lambda obj: self._drop(obj["metadata"]["name"]))
+        await run_list_watch(
+            self.health,
+            self._list,
+            self._open_watch,
+            self._relist,
+            self._put,
+            lambda obj: self._drop(obj["metadata"]["name"]),
+        )
 
 
-async def follow(response: Any, version: str, put: Callable[[dict], None], drop: Callable[[dict], None],
-                 seen: WatchHealth | None = None) -> str | None:
+async def follow(
+    response: Any,
+    version: str,
+    put: Callable[[dict], None],
+    drop: Callable[[dict], None],
+    seen: WatchHealth | None = None,
+) -> str | None:
     """Reads an open watch response, one JSON event a line, into put (added or changed) and drop
     (deleted), and releases it. Returns the resourceVersion to watch on from once the server ends
     the watch, or None when that is too old (410 Gone: list again). A failed or cut stream raises."""

@@ -40,49 +40,119 @@ API server, simulate.MemoryCluster on dicts).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from hpo_operator.api.vocabulary import (A_NOT_BEFORE, A_RESTART, A_RESTART_REQUEST, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT,
-                   L_LAUNCH, L_LINEAGE, L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
 from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import (
+    A_NOT_BEFORE,
+    A_RESTART,
+    A_RESTART_REQUEST,
+    FINISHED_PHASES,
+    L_ATTEMPT,
+    L_CONFIG,
+    L_EXPERIMENT,
+    L_LAUNCH,
+    L_LINEAGE,
+    L_TRIAL,
+    MANAGED_BY,
+    TERMINAL_PHASES,
+)
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
+
 from .admission import backoff_seconds, handle_restart_requests, recover_failures
 from .apply import apply_plan
-from .experiment import (best_trial, decide, finish_status, goal_reached, is_better, opening_status, record_results,
-                         reject_spec, retention, validate_spec)
+from .experiment import (
+    best_trial,
+    decide,
+    finish_status,
+    goal_reached,
+    is_better,
+    opening_status,
+    record_results,
+    reject_spec,
+    retention,
+    validate_spec,
+)
 from .launch import count_launched, tell_results
 from .lifecycle import needs_log, observe_trials
-from .state import (DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, REQUEST_KEY_LENGTH, Event, ExperimentView, Plan,
-                    RoundState, TrialView)
+from .state import (
+    DUPLICATE_SUGGESTION_FACTOR,
+    MAX_ASKS_PER_ROUND,
+    REQUEST_KEY_LENGTH,
+    Event,
+    ExperimentView,
+    Plan,
+    RoundState,
+    TrialView,
+)
 
 __all__ = [
-    "A_NOT_BEFORE", "A_RESTART", "A_RESTART_REQUEST", "FINISHED_PHASES", "L_ATTEMPT", "L_CONFIG", "L_EXPERIMENT",
-    "L_LAUNCH", "L_LINEAGE", "L_TRIAL", "MANAGED_BY", "TERMINAL_PHASES", "DUPLICATE_SUGGESTION_FACTOR",
-    "MAX_ASKS_PER_ROUND", "REQUEST_KEY_LENGTH", "Event", "ExperimentView", "Plan", "RoundState", "TrialView",
-    "apply_plan", "backoff_seconds", "goal_reached", "is_better", "needs_log", "validate_spec", "plan", "restore_suggester",
+    "A_NOT_BEFORE",
+    "A_RESTART",
+    "A_RESTART_REQUEST",
+    "FINISHED_PHASES",
+    "L_ATTEMPT",
+    "L_CONFIG",
+    "L_EXPERIMENT",
+    "L_LAUNCH",
+    "L_LINEAGE",
+    "L_TRIAL",
+    "MANAGED_BY",
+    "TERMINAL_PHASES",
+    "DUPLICATE_SUGGESTION_FACTOR",
+    "MAX_ASKS_PER_ROUND",
+    "REQUEST_KEY_LENGTH",
+    "Event",
+    "ExperimentView",
+    "Plan",
+    "RoundState",
+    "TrialView",
+    "apply_plan",
+    "backoff_seconds",
+    "goal_reached",
+    "is_better",
+    "needs_log",
+    "validate_spec",
+    "plan",
+    "restore_suggester",
 ]
 
 
-def restore_suggester(spec: ExperimentSpec, trials: list[TrialView], status: Mapping[str, Any],
-                      warm: Sequence[dict] = ()) -> Suggester:
+def restore_suggester(
+    spec: ExperimentSpec, trials: list[TrialView], status: Mapping[str, Any], warm: Sequence[dict] = ()
+) -> Suggester:
     """A new process's study for an experiment: warm-started from the succeeded trials of
     `warm` (another experiment's Trial bodies), then replayed from the experiment's own Trials."""
     suggester = Suggester(spec)
-    suggester.warm_start([
-        ({p["name"]: p["value"] for p in t["spec"].get("parameters") or []}, t["status"]["objectiveValue"])
-        for t in warm if (t.get("status") or {}).get("phase") == "Succeeded"
-        and t["status"].get("objectiveValue") is not None])
-    recorded = {int(t.spec["suggestionIndex"]): Recorded(t.values, t.meta.get("creationTimestamp"))
-                for t in trials if t.spec.get("suggestionIndex") is not None and t.attempt == 1}
+    suggester.warm_start(
+        [
+            ({p["name"]: p["value"] for p in t["spec"].get("parameters") or []}, t["status"]["objectiveValue"])
+            for t in warm
+            if (t.get("status") or {}).get("phase") == "Succeeded" and t["status"].get("objectiveValue") is not None
+        ]
+    )
+    recorded = {
+        int(t.spec["suggestionIndex"]): Recorded(t.values, t.meta.get("creationTimestamp"))
+        for t in trials
+        if t.spec.get("suggestionIndex") is not None and t.attempt == 1
+    }
     suggester.replay(recorded, int(status.get("suggestionCount") or 0))
     return suggester
 
 
-def plan(exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict], logs: dict[str, str],
-         now: datetime, suggest: Callable[[int], dict[str, str] | None],
-         should_stop: Callable[[int, dict[int, float]], bool] | None = None,
-         tell: Callable[[int, Outcome], None] | None = None, volumes: set[str] | None = None) -> Plan:
+def plan(
+    exp: ExperimentView,
+    trials: list[TrialView],
+    pods: dict[str, dict],
+    logs: dict[str, str],
+    now: datetime,
+    suggest: Callable[[int], dict[str, str] | None],
+    should_stop: Callable[[int, dict[int, float]], bool] | None = None,
+    tell: Callable[[int, Outcome], None] | None = None,
+    volumes: set[str] | None = None,
+) -> Plan:
     """`suggest(i)` gives suggestion i's values (None when the space is used up);
     `should_stop(i, {step: value})` says whether suggestion i's running trial should stop early;
     `tell(i, outcome)` hears each decided result before any later suggestion is asked (the same
@@ -92,8 +162,9 @@ def plan(exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict], lo
     The steps run in the order the module's docstring gives; each reads the statuses the steps
     before it set (state.status), so the order is part of the rules."""
     invalid = validate_spec(exp.spec)
-    state = RoundState(exp, trials, pods, logs, now, suggest, should_stop or (lambda i, v: False),
-                       tell or (lambda i, o: None), volumes)
+    state = RoundState(
+        exp, trials, pods, logs, now, suggest, should_stop or (lambda i, v: False), tell or (lambda i, o: None), volumes
+    )
     status = opening_status(state)
     observe_trials(state)
     if invalid:

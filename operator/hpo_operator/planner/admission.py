@@ -9,18 +9,29 @@ from __future__ import annotations
 from datetime import timedelta
 
 from hpo_operator.api.admission import configuration_refusal, restart_refusal
-from hpo_operator.api.vocabulary import (A_RESTART, A_RESTART_REQUEST, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL,
-                   MANAGED_BY, TERMINAL_PHASES)
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import (
+    A_RESTART,
+    A_RESTART_REQUEST,
+    L_ATTEMPT,
+    L_CONFIG,
+    L_EXPERIMENT,
+    L_LAUNCH,
+    L_LINEAGE,
+    L_TRIAL,
+    MANAGED_BY,
+    TERMINAL_PHASES,
+)
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
-from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment, summary
+
 from .state import REQUEST_KEY_LENGTH, Event, RoundState, TrialView
 
 
 def backoff_seconds(spec: ExperimentSpec, retries_so_far: int) -> int:
     policy = spec.retry_policy
-    return min(policy.backoff_seconds * (2 ** retries_so_far), policy.max_backoff_seconds)
+    return min(policy.backoff_seconds * (2**retries_so_far), policy.max_backoff_seconds)
 
 
 def admit_user_trial(state: RoundState, t: TrialView) -> None:
@@ -33,17 +44,28 @@ def admit_user_trial(state: RoundState, t: TrialView) -> None:
     refusal = configuration_refusal(runs(state, state.groups().get(key, [])))
     if refusal:
         return refuse(state, t, *refusal)
-    labels = {**MANAGED_BY, L_EXPERIMENT: state.exp.name, L_CONFIG: key, L_ATTEMPT: str(t.attempt),
-              L_LINEAGE: t.name, L_LAUNCH: "User", L_TRIAL: t.name}
+    labels = {
+        **MANAGED_BY,
+        L_EXPERIMENT: state.exp.name,
+        L_CONFIG: key,
+        L_ATTEMPT: str(t.attempt),
+        L_LINEAGE: t.name,
+        L_LAUNCH: "User",
+        L_TRIAL: t.name,
+    }
     state.plan.trial_metadata[t.name] = {"labels": labels, "ownerReferences": [state.owner_ref()]}
     # Seen as adopted for the rest of this round (a new body: the given one is the watch's).
-    t.body = {**t.body, "metadata": {**t.meta, "labels": {**t.labels, **labels},
-                                     "ownerReferences": [state.owner_ref()]}}
+    t.body = {
+        **t.body,
+        "metadata": {**t.meta, "labels": {**t.labels, **labels}, "ownerReferences": [state.owner_ref()]},
+    }
     state.regroup()
-    state.set_status(t, phase="Pending", reason="Queued", message="waiting for a free trial slot",
-                     parameter_summary=summary(values))
-    state.plan.events.append(Event(None, "Normal", "ConfigurationAccepted",
-                                   f"trial {t.name} will run {summary(values)}"))
+    state.set_status(
+        t, phase="Pending", reason="Queued", message="waiting for a free trial slot", parameter_summary=summary(values)
+    )
+    state.plan.events.append(
+        Event(None, "Normal", "ConfigurationAccepted", f"trial {t.name} will run {summary(values)}")
+    )
 
 
 def runs(state: RoundState, trials: list[TrialView]) -> list[tuple[str, str]]:
@@ -74,23 +96,41 @@ def handle_restart_requests(state: RoundState) -> None:
             # re-run may even have finished since): this request is answered.
             st = state.status[t.name]
             st.retried_by = st.retried_by or answered.name
-            st.conditions = set_condition(st.conditions, "RestartAccepted", True, "Restarted",
-                                          f"restarted as trial {answered.name} (request {request!r}; "
-                                          "each request value runs once: use a new value to restart "
-                                          "again)", state.now)
+            st.conditions = set_condition(
+                st.conditions,
+                "RestartAccepted",
+                True,
+                "Restarted",
+                f"restarted as trial {answered.name} (request {request!r}; "
+                "each request value runs once: use a new value to restart "
+                "again)",
+                state.now,
+            )
             continue
         refusal = restart_refusal(state.phase(t), runs(state, same))
         if refusal:
             reason, message = refusal
             st = state.status[t.name]
-            st.conditions = set_condition(st.conditions, "RestartAccepted", False, reason,
-                                          f"restart refused: {message} (request {request!r})", state.now)
+            st.conditions = set_condition(
+                st.conditions,
+                "RestartAccepted",
+                False,
+                reason,
+                f"restart refused: {message} (request {request!r})",
+                state.now,
+            )
             state.plan.events.append(Event(t.name, "Warning", "RestartRefused", f"restart refused: {message}"))
             continue
         new = state.rerun(t, "Restart", annotations={A_RESTART_REQUEST: key})
         st = state.status[t.name]
-        st.conditions = set_condition(st.conditions, "RestartAccepted", True, "Restarted",
-                                      f"restarted as trial {new.name} (request {request!r})", state.now)
+        st.conditions = set_condition(
+            st.conditions,
+            "RestartAccepted",
+            True,
+            "Restarted",
+            f"restarted as trial {new.name} (request {request!r})",
+            state.now,
+        )
         state.plan.events.append(Event(t.name, "Normal", "RestartAccepted", f"restarted as trial {new.name}"))
 
 
@@ -110,8 +150,11 @@ def recover_failures(state: RoundState) -> set[str]:
         # stopped (or the create failed) after the failed trial's status was written. Our own
         # creations are in view at once (the executor's pending writes, an informer listing
         # after a restart), so it is made now, under the same deterministic name.
-        if state.phase(latest) == "Killed" and st.reason in ("Suspended", "ExperimentFinished") \
-                and (state.finished or spec.suspend):
+        if (
+            state.phase(latest) == "Killed"
+            and st.reason in ("Suspended", "ExperimentFinished")
+            and (state.finished or spec.suspend)
+        ):
             continue  # stopped by the experiment, not failed
         if state.finished:
             finally_failed.add(key)
@@ -121,16 +164,30 @@ def recover_failures(state: RoundState) -> set[str]:
                 state.rerun(latest, "Resume")
             continue
         retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == "Retry")
-        if (state.phase(latest) == "Failed" and st.failure_class in policy.retry_on
-                and retries < policy.max_retries and not spec.suspend):
+        if (
+            state.phase(latest) == "Failed"
+            and st.failure_class in policy.retry_on
+            and retries < policy.max_retries
+            and not spec.suspend
+        ):
             ended = times.parse(st.completion_time) or state.now
             new = state.rerun(latest, "Retry", ended + timedelta(seconds=backoff_seconds(spec, retries)))
-            state.plan.events.append(Event(None, "Normal", "TrialRetried",
-                                           f"trial {latest.name} failed ({st.reason}); retrying as "
-                                           f"{new.name} (retry {retries + 1} of {policy.max_retries})"))
+            state.plan.events.append(
+                Event(
+                    None,
+                    "Normal",
+                    "TrialRetried",
+                    f"trial {latest.name} failed ({st.reason}); retrying as "
+                    f"{new.name} (retry {retries + 1} of {policy.max_retries})",
+                )
+            )
             continue
-        if spec.suspend and state.phase(latest) == "Failed" and st.failure_class in policy.retry_on \
-                and retries < policy.max_retries:
+        if (
+            spec.suspend
+            and state.phase(latest) == "Failed"
+            and st.failure_class in policy.retry_on
+            and retries < policy.max_retries
+        ):
             continue  # decided after resuming
         finally_failed.add(key)
     return finally_failed

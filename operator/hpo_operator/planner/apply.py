@@ -22,6 +22,7 @@ import asyncio
 from typing import Protocol
 
 from hpo_operator.api.status import TrialStatus
+
 from .state import Event, Plan
 
 
@@ -49,11 +50,14 @@ async def apply_plan(plan: Plan, target: Target) -> None:
     starts = set(plan.start_pods)
     await asyncio.gather(
         *[target.create_trial(body, start=body["metadata"]["name"] in starts) for body in plan.create_trials],
-        *[target.update_trial(name, _dumped(plan.trial_status.get(name)), plan.trial_metadata.get(name))
-          for name in {*plan.trial_status, *plan.trial_metadata}],
+        *[
+            target.update_trial(name, _dumped(plan.trial_status.get(name)), plan.trial_metadata.get(name))
+            for name in {*plan.trial_status, *plan.trial_metadata}
+        ],
         *[target.start(name) for name in plan.start_pods if name not in new],
         *[target.delete_workload(name) for name in plan.delete_pods],
-        *[target.delete_claim(name) for name in plan.delete_volumes])
+        *[target.delete_claim(name) for name in plan.delete_volumes],
+    )
     await target.write_experiment_status(plan.experiment_status.dump())
     target.post_events(plan.events)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from hpo_operator.workloads import checkpoint
+from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec, ParameterAssignment
+from hpo_operator.api.status import STATUS_HISTORY_LIMIT, ExperimentStatus, Metric, OptimalTrial, PhaseChange
 from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES, ExperimentPhase
 from hpo_operator.core import times
 from hpo_operator.core.conditions import get_condition, set_condition
-from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec, ParameterAssignment
-from hpo_operator.api.status import STATUS_HISTORY_LIMIT, ExperimentStatus, Metric, OptimalTrial, PhaseChange
+from hpo_operator.workloads import checkpoint
+
 from .launch import launch
 from .state import Event, Plan, RoundState, TrialView
 
@@ -35,8 +36,9 @@ def validate_spec(spec: ExperimentSpec) -> list[str]:
     containers = [c.get("name") for c in spec.trial_template.containers() or []]
     primary = spec.trial_template.primary_container_name
     if primary and spec.trial_template.containers() is not None and primary not in containers:
-        errors.append(f"primaryContainerName {primary} is not a container of the template "
-                      f"({', '.join(map(str, containers))})")
+        errors.append(
+            f"primaryContainerName {primary} is not a container of the template ({', '.join(map(str, containers))})"
+        )
     return sorted(set(errors))
 
 
@@ -53,6 +55,7 @@ def goal_reached(spec: ExperimentSpec, value: float) -> bool:
 
 class Decision(NamedTuple):
     """The experiment's phase after a round, with the reason and message of its condition."""
+
     phase: str
     reason: str
     message: str
@@ -99,8 +102,14 @@ def decide(state: RoundState, status: ExperimentStatus, best: TrialView | None) 
         for t in state.active():
             state.kill(t, "ExperimentFinished", f"the experiment finished ({decision.reason})")
         status.completion_time = times.iso(state.now)
-        state.plan.events.append(Event(None, "Normal" if decision.phase == "Succeeded" else "Warning",
-                                       f"Experiment{decision.phase}", f"{decision.reason}: {decision.message}"))
+        state.plan.events.append(
+            Event(
+                None,
+                "Normal" if decision.phase == "Succeeded" else "Warning",
+                f"Experiment{decision.phase}",
+                f"{decision.reason}: {decision.message}",
+            )
+        )
     elif status.phase == "Suspended" and decision.phase == "Running":
         state.plan.events.append(Event(None, "Normal", "Resumed", "spec.suspend is false"))
     elif decision.phase == "Suspended" and status.phase != "Suspended":
@@ -113,11 +122,17 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> D
     spec = state.spec
     max_failed = spec.max_failed_trial_count
     if best is not None and goal_reached(spec, state.current(best).objective_value):
-        return Decision("Succeeded", "GoalReached", f"trial {best.name} reached the goal: "
-                        f"{spec.objective.metric_name}={state.current(best).objective_value}")
+        return Decision(
+            "Succeeded",
+            "GoalReached",
+            f"trial {best.name} reached the goal: {spec.objective.metric_name}={state.current(best).objective_value}",
+        )
     if max_failed is not None and finally_failed > max_failed:
-        return Decision("Failed", "TooManyFailures", f"{finally_failed} configurations failed, more than "
-                        f"maxFailedTrialCount ({max_failed})")
+        return Decision(
+            "Failed",
+            "TooManyFailures",
+            f"{finally_failed} configurations failed, more than maxFailedTrialCount ({max_failed})",
+        )
     if spec.suspend:
         for t in state.active():
             if state.has_pod.get(t.name):
@@ -126,13 +141,16 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> D
     exhausted = launch(state)
     if not state.active():
         if exhausted and state.configurations < spec.max_trial_count:
-            return Decision("Succeeded", "SearchSpaceExhausted", f"the search space is exhausted after "
-                            f"{state.configurations} configurations")
+            return Decision(
+                "Succeeded",
+                "SearchSpaceExhausted",
+                f"the search space is exhausted after {state.configurations} configurations",
+            )
         if state.configurations >= spec.max_trial_count:
-            return Decision("Succeeded", "MaxTrialsReached", f"{state.configurations} configurations tried "
-                            "(maxTrialCount)")
-    return Decision("Running", "Running", f"{state.configurations} of {spec.max_trial_count} "
-                    "configurations launched")
+            return Decision(
+                "Succeeded", "MaxTrialsReached", f"{state.configurations} configurations tried (maxTrialCount)"
+            )
+    return Decision("Running", "Running", f"{state.configurations} of {spec.max_trial_count} configurations launched")
 
 
 def record_phase(state: RoundState, status: ExperimentStatus, decision: Decision) -> None:
@@ -144,8 +162,15 @@ def record_phase(state: RoundState, status: ExperimentStatus, decision: Decision
     status.phase = phase
     # One condition per phase the experiment can be in after a round.
     for type_ in (p for p in EXPERIMENT_PHASES if p != ExperimentPhase.created):
-        status.conditions = set_condition(status.conditions, type_, phase == type_, reason,
-                                          message if phase == type_ else "", state.now, state.exp.generation)
+        status.conditions = set_condition(
+            status.conditions,
+            type_,
+            phase == type_,
+            reason,
+            message if phase == type_ else "",
+            state.now,
+            state.exp.generation,
+        )
 
 
 def record_results(state: RoundState, status: ExperimentStatus, best: TrialView | None) -> None:
@@ -156,9 +181,11 @@ def record_results(state: RoundState, status: ExperimentStatus, best: TrialView 
     if best is not None:
         bst = state.current(best)
         status.current_optimal_trial = OptimalTrial(
-            trial_name=best.name, objective_value=bst.objective_value,
+            trial_name=best.name,
+            objective_value=bst.objective_value,
             parameters=[ParameterAssignment(name=k, value=v) for k, v in best.values.items()],
-            metrics=[Metric(name=m.name, value=m.value) for m in bst.metrics or []])
+            metrics=[Metric(name=m.name, value=m.value) for m in bst.metrics or []],
+        )
 
 
 def retention(state: RoundState) -> None:
@@ -169,8 +196,9 @@ def retention(state: RoundState) -> None:
     for key, trials in state.groups().items():
         settled = all(state.phase(x) in TERMINAL_PHASES for x in trials)
         configs[key] = (settled, state.succeeded(trials), key in state.failed_keys)
-    state.plan.delete_volumes = checkpoint.volumes_to_delete(state.checkpoint.retention, configs, state.volumes,
-                                                              state.exp.name)
+    state.plan.delete_volumes = checkpoint.volumes_to_delete(
+        state.checkpoint.retention, configs, state.volumes, state.exp.name
+    )
 
 
 def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:

@@ -12,15 +12,17 @@ from hpo_operator.core import times
 from hpo_operator.core.podstate import FINISHED_POD_PHASES, stranded
 from hpo_operator.core.space import config_hash
 from hpo_operator.search.suggest import Outcome
+
 from .state import DUPLICATE_SUGGESTION_FACTOR, MAX_ASKS_PER_ROUND, RoundState, TrialView
 
 
 def count_launched(state: RoundState, suggestion_count: int) -> None:
     """Sets the suggestions asked (at least the recorded `suggestion_count`) and the configurations
     launched before this round launches anything: launch() counts on from them."""
-    state.suggestion_count = max([suggestion_count] + [
-        t.suggestion_index + 1 for t in state.trials
-        if t.suggestion_index is not None and t.owned_by(state.exp.uid)])
+    state.suggestion_count = max(
+        [suggestion_count]
+        + [t.suggestion_index + 1 for t in state.trials if t.suggestion_index is not None and t.owned_by(state.exp.uid)]
+    )
     state.configurations = len(state.groups())
 
 
@@ -32,9 +34,11 @@ def launch(state: RoundState, suggestions: bool = True) -> bool:
     suggestion_count, configurations = state.suggestion_count, state.configurations
     # Every unfinished pod counts, also one still shutting down after its trial was stopped,
     # but not one stranded on a lost node: it would hold its slot forever.
-    busy = {name for name, pod in state.pods.items()
-            if (pod.get("status") or {}).get("phase") not in FINISHED_POD_PHASES
-            and not stranded(pod, state.now)}
+    busy = {
+        name
+        for name, pod in state.pods.items()
+        if (pod.get("status") or {}).get("phase") not in FINISHED_POD_PHASES and not stranded(pod, state.now)
+    }
     busy |= {t.name for t in state.active() if state.has_pod.get(t.name)}
     slots = spec.parallel_trial_count - len(busy)
     for t in state.active():
@@ -85,15 +89,15 @@ def launch(state: RoundState, suggestions: bool = True) -> bool:
     return exhausted
 
 
-def relaunch_lost(state: RoundState, known: dict[str, list[TrialView]], slots: int,
-                  configurations: int) -> tuple[int, int]:
+def relaunch_lost(
+    state: RoundState, known: dict[str, list[TrialView]], slots: int, configurations: int
+) -> tuple[int, int]:
     """Launches the suggestions that were asked but never became Trials, while a later one
     did: a round cut short (the operator killed mid-round, the API server gone between two
     creates). Below suggestion_count, they would never be asked again, and a grid would run
     out with its points unused. A suggestion without a Trial that repeated a configuration the
     experiment has is not lost: it is skipped. Returns the slots and configurations left."""
-    made = {t.suggestion_index for t in state.trials
-            if t.suggestion_index is not None and t.owned_by(state.exp.uid)}
+    made = {t.suggestion_index for t in state.trials if t.suggestion_index is not None and t.owned_by(state.exp.uid)}
     for index in range(state.suggestion_count):
         if slots <= 0 or configurations >= state.spec.max_trial_count:
             break

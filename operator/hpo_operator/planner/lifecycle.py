@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpo_operator.workloads import checkpoint
-from hpo_operator.core import metrics
-from hpo_operator.api.vocabulary import TERMINAL_PHASES
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
-from hpo_operator.core import times
+from hpo_operator.api.vocabulary import TERMINAL_PHASES
+from hpo_operator.core import metrics, times
 from hpo_operator.core.podstate import finished, observe
 from hpo_operator.core.space import summary
+from hpo_operator.workloads import checkpoint
+
 from .admission import admit_user_trial
 from .state import RoundState, TrialView
 
@@ -29,11 +29,15 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str |
     obs = observe(pod, spec.trial_template.primary_container_name)
     if obs.phase == "Running" and spec.early_stopping is not None:
         return "running"
-    if obs.phase == "Failed" and spec.trial_template.checkpoint is not None \
-            and spec.metrics_collector.source != "TerminationMessage":
+    if (
+        obs.phase == "Failed"
+        and spec.trial_template.checkpoint is not None
+        and spec.metrics_collector.source != "TerminationMessage"
+    ):
         return "final"  # what the failed attempt reported, for the attempt that resumes it
-    if obs.phase == "Succeeded" and metrics.log_needed(spec.metrics_collector.source, obs.termination_message,
-                                                         spec.objective.metric_name):
+    if obs.phase == "Succeeded" and metrics.log_needed(
+        spec.metrics_collector.source, obs.termination_message, spec.objective.metric_name
+    ):
         return "final"
     return None
 
@@ -44,8 +48,11 @@ def observe_trials(state: RoundState) -> None:
             state.update(t, parameter_summary=summary(t.values))
         if state.phase(t) in TERMINAL_PHASES:
             pod = state.pods.get(t.name)
-            if pod is not None and not pod["metadata"].get("deletionTimestamp") and (
-                    not finished(pod) or state.spec.trial_template.pod_retention == "Delete"):
+            if (
+                pod is not None
+                and not pod["metadata"].get("deletionTimestamp")
+                and (not finished(pod) or state.spec.trial_template.pod_retention == "Delete")
+            ):
                 # Its result is recorded: what still runs (a sidecar) is stopped.
                 state.plan.delete_pods.append(t.name)
             continue
@@ -57,8 +64,13 @@ def observe_trials(state: RoundState) -> None:
         pod = state.pods.get(t.name)
         if pod is None:
             if state.phase(t) == "Running":
-                state.set_status(t, phase="Failed", reason="PodDeleted", failure_class="Infrastructure",
-                                 message="the trial's pod disappeared while it was running")
+                state.set_status(
+                    t,
+                    phase="Failed",
+                    reason="PodDeleted",
+                    failure_class="Infrastructure",
+                    message="the trial's pod disappeared while it was running",
+                )
             continue
         observe_pod(state, t, pod)
 
@@ -92,17 +104,32 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict) -> None:
             common["metric_history"] = history
         common.update(resumed_from(state, t, found))
         if objective is None:
-            state.set_status(t, phase="Failed", reason="MetricsUnavailable", failure_class="MetricsUnavailable",
-                             message=f"the trial succeeded but reported no {spec.objective.metric_name} "
-                                     f"metric ({spec.metrics_collector.source})",
-                             metrics=reported or None, **common)
+            state.set_status(
+                t,
+                phase="Failed",
+                reason="MetricsUnavailable",
+                failure_class="MetricsUnavailable",
+                message=f"the trial succeeded but reported no {spec.objective.metric_name} "
+                f"metric ({spec.metrics_collector.source})",
+                metrics=reported or None,
+                **common,
+            )
         else:
-            state.set_status(t, phase="Succeeded", reason="Completed", message="", failure_class=None,
-                             objective_value=objective.value, metrics=reported, **common)
+            state.set_status(
+                t,
+                phase="Succeeded",
+                reason="Completed",
+                message="",
+                failure_class=None,
+                objective_value=objective.value,
+                metrics=reported,
+                **common,
+            )
         return
     if obs.phase == "Failed":
-        state.set_status(t, phase="Failed", reason=obs.reason, message=obs.message,
-                         failure_class=obs.failure_class, **common)
+        state.set_status(
+            t, phase="Failed", reason=obs.reason, message=obs.message, failure_class=obs.failure_class, **common
+        )
         return
     if obs.phase == "Running":
         limit = spec.max_trial_duration_seconds
@@ -135,8 +162,13 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict) -> None:
 
 def final_samples(state: RoundState, t: TrialView, obs: Any) -> list[metrics.Sample]:
     """A finished attempt's metrics, from where metricsCollector.source says."""
-    return metrics.final_samples(state.spec.metrics_collector.source, state.spec.objective.metric_name,
-                                 obs.termination_message, state.logs.get(t.name, ""), state.wanted)
+    return metrics.final_samples(
+        state.spec.metrics_collector.source,
+        state.spec.objective.metric_name,
+        obs.termination_message,
+        state.logs.get(t.name, ""),
+        state.wanted,
+    )
 
 
 def continued(state: RoundState, t: TrialView, history: list[Metric]) -> list[Metric]:
@@ -154,13 +186,17 @@ def resumed_from(state: RoundState, t: TrialView, found: dict[str, metrics.Sampl
     step = found.get(checkpoint.RESUMED_STEP) if state.checkpoint is not None else None
     if step is None:
         return {}
-    return {"resumed_from": ResumedFrom(attempt=max(t.attempt - 1, 1), step=int(step.value),
-                                        trial=t.spec.get("retryOf") or None)}
+    return {
+        "resumed_from": ResumedFrom(
+            attempt=max(t.attempt - 1, 1), step=int(step.value), trial=t.spec.get("retryOf") or None
+        )
+    }
 
 
 def metric(sample: metrics.Sample, default_time: str | None) -> Metric:
-    return Metric(name=sample.name, value=sample.value, step=sample.step,
-                  timestamp=sample.timestamp or default_time or None)
+    return Metric(
+        name=sample.name, value=sample.value, step=sample.step, timestamp=sample.timestamp or default_time or None
+    )
 
 
 def metric_history(samples: list[metrics.Sample], default_time: str | None) -> list[Metric]:
@@ -175,8 +211,7 @@ def check_progress(state: RoundState, t: TrialView) -> None:
     if not samples:
         return
     history = continued(state, t, metric_history(samples, None))
-    state.update(t, metrics=[metric(s, None) for s in metrics.latest(samples).values()],
-                 metric_history=history or None)
+    state.update(t, metrics=[metric(s, None) for s in metrics.latest(samples).values()], metric_history=history or None)
     objective = spec.objective.metric_name
     steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}
     if state.checkpoint is not None:
@@ -189,13 +224,18 @@ def check_progress(state: RoundState, t: TrialView) -> None:
     if state.has_pod[t.name]:
         state.plan.delete_pods.append(t.name)
         state.has_pod[t.name] = False
-    state.set_status(t, phase="EarlyStopped", reason="EarlyStopped", objective_value=last,
-                     message=f"stopped at step {max(steps)} by the {spec.early_stopping.algorithm} "
-                             f"rule ({objective}={last})")
+    state.set_status(
+        t,
+        phase="EarlyStopped",
+        reason="EarlyStopped",
+        objective_value=last,
+        message=f"stopped at step {max(steps)} by the {spec.early_stopping.algorithm} rule ({objective}={last})",
+    )
 
 
 def fail_startup(state: RoundState, t: TrialView, reason: str, message: str) -> None:
     state.plan.delete_pods.append(t.name)
     state.has_pod[t.name] = False
-    state.set_status(t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup",
-                     pod_name=t.name)
+    state.set_status(
+        t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup", pod_name=t.name
+    )

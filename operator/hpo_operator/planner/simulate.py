@@ -10,16 +10,18 @@ import asyncio
 import atexit
 import copy
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hpo_operator import planner
-from hpo_operator.core import times
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES
+from hpo_operator.core import times
+
 from .apply import apply_plan
 
-START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=timezone.utc)
+START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 ROUND = timedelta(seconds=10)
 MAX_ROUNDS = 100_000
 
@@ -121,8 +123,16 @@ class InMemoryExperiment(MemoryCluster):
 
     def round(self) -> None:
         exp = planner.ExperimentView("exp", "default", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
-        p = planner.plan(exp, self.views(), copy.deepcopy(self.pods), {}, self.now, self.suggester.suggest,
-                         self.suggester.should_stop, self.suggester.tell)
+        p = planner.plan(
+            exp,
+            self.views(),
+            copy.deepcopy(self.pods),
+            {},
+            self.now,
+            self.suggester.suggest,
+            self.suggester.should_stop,
+            self.suggester.tell,
+        )
         self.apply(p)
         self.now += ROUND
         for name, pod in list(self.pods.items()):
@@ -132,17 +142,40 @@ class InMemoryExperiment(MemoryCluster):
 
     def pod(self, name: str, result: str | None) -> dict:
         """A Pending pod, or (with a result) one whose container has exited 0 with that message."""
-        status: dict = {"phase": "Pending" if result is None else "Succeeded", "startTime": times.iso(self.now),
-                        "conditions": []}
+        status: dict = {
+            "phase": "Pending" if result is None else "Succeeded",
+            "startTime": times.iso(self.now),
+            "conditions": [],
+        }
         if result is not None:
-            status["containerStatuses"] = [{"name": "train", "restartCount": 0, "ready": False, "state": {
-                "terminated": {"exitCode": 0, "reason": "Completed", "message": result,
-                               "startedAt": times.iso(self.now), "finishedAt": times.iso(self.now)}}}]
-        return {"metadata": {"name": name, "namespace": "default", "uid": f"pod-{name}",
-                             "creationTimestamp": times.iso(self.now)},
-                "spec": {"containers": [{"name": "train", "image": "trainer:1"}]}, "status": status}
+            status["containerStatuses"] = [
+                {
+                    "name": "train",
+                    "restartCount": 0,
+                    "ready": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": 0,
+                            "reason": "Completed",
+                            "message": result,
+                            "startedAt": times.iso(self.now),
+                            "finishedAt": times.iso(self.now),
+                        }
+                    },
+                }
+            ]
+        return {
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "uid": f"pod-{name}",
+                "creationTimestamp": times.iso(self.now),
+            },
+            "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
+            "status": status,
+        }
 
-    def run(self, rounds: int | None = None) -> "InMemoryExperiment":
+    def run(self, rounds: int | None = None) -> InMemoryExperiment:
         """Runs `rounds` rounds, or until the experiment finishes (at most MAX_ROUNDS)."""
         for _ in range(rounds or MAX_ROUNDS):
             if self.finished:

@@ -6,20 +6,32 @@ functions that take a RoundState first, and this module imports none of them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
-from hpo_operator.workloads import checkpoint
-from hpo_operator.api.vocabulary import (A_NOT_BEFORE, API_VERSION, FINISHED_PHASES, L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE,
-                   L_TRIAL, MANAGED_BY, TERMINAL_PHASES)
-from hpo_operator.core import times
-from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
+from hpo_operator.api.vocabulary import (
+    A_NOT_BEFORE,
+    API_VERSION,
+    FINISHED_PHASES,
+    L_ATTEMPT,
+    L_CONFIG,
+    L_EXPERIMENT,
+    L_LAUNCH,
+    L_LINEAGE,
+    L_TRIAL,
+    MANAGED_BY,
+    TERMINAL_PHASES,
+)
+from hpo_operator.core import times
+from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.core.space import config_hash, summary
 from hpo_operator.search.suggest import Outcome
+from hpo_operator.workloads import checkpoint
 
 REQUEST_KEY_LENGTH = 1024
 MAX_ASKS_PER_ROUND = 1000
@@ -60,7 +72,6 @@ class TrialView:
     def typed_status(self) -> TrialStatus:
         """The status as the model reads it; the planner copies it before changing it."""
         return TrialStatus.model_validate(self.status)
-
 
     @cached_property
     def attempt(self) -> int:
@@ -106,6 +117,7 @@ class Event:
 class Plan:
     """What one round changes. The statuses are models, dumped (Model.dump) only when apply_plan
     writes them; trial_status holds only the trials whose status this round changed."""
+
     trial_status: dict[str, TrialStatus] = field(default_factory=dict)
     trial_metadata: dict[str, dict] = field(default_factory=dict)
     create_trials: list[dict] = field(default_factory=list)
@@ -151,10 +163,18 @@ class _Statuses(dict[str, TrialStatus]):
 class RoundState:
     """What every step reads and writes during one round; plan() makes one per round."""
 
-    def __init__(self, exp: ExperimentView, trials: list[TrialView], pods: dict[str, dict],
-                 logs: dict[str, str], now: datetime, suggest: Callable[[int], dict[str, str] | None],
-                 should_stop: Callable[[int, dict[int, float]], bool], tell: Callable[[int, Outcome], None],
-                 volumes: set[str] | None = None):
+    def __init__(
+        self,
+        exp: ExperimentView,
+        trials: list[TrialView],
+        pods: dict[str, dict],
+        logs: dict[str, str],
+        now: datetime,
+        suggest: Callable[[int], dict[str, str] | None],
+        should_stop: Callable[[int, dict[int, float]], bool],
+        tell: Callable[[int, Outcome], None],
+        volumes: set[str] | None = None,
+    ):
         self.exp, self.spec, self.now = exp, exp.spec, now
         self.volumes = volumes
         self.should_stop, self.tell = should_stop, tell
@@ -169,8 +189,7 @@ class RoundState:
         self.has_pod: dict[str, bool] = {t.name: t.name in pods for t in self.trials}
         self.exp_status = ExperimentStatus.model_validate(exp.status)
         failed = get_condition(self.exp_status.conditions, "Failed")
-        self.finished = (self.exp_status.phase in FINISHED_PHASES
-                         and (failed is None or failed.reason != "InvalidSpec"))
+        self.finished = self.exp_status.phase in FINISHED_PHASES and (failed is None or failed.reason != "InvalidSpec")
         self.wanted = [self.spec.objective.metric_name, *(self.spec.objective.additional_metric_names or [])]
         self.checkpoint = self.spec.trial_template.checkpoint
         if self.checkpoint is not None:
@@ -210,8 +229,9 @@ class RoundState:
         if done and not st.completion_time:
             st.completion_time = times.iso(self.now)
         succeeded = "True" if phase == "Succeeded" else ("False" if done else "Unknown")
-        st.conditions = set_condition(st.conditions, "Succeeded", succeeded, st.reason or phase, st.message or "",
-                                      self.now)
+        st.conditions = set_condition(
+            st.conditions, "Succeeded", succeeded, st.reason or phase, st.message or "", self.now
+        )
         if before != phase and done:
             kind = "Normal" if phase in ("Succeeded", "EarlyStopped") else "Warning"
             text = st.message or st.reason or phase
@@ -252,51 +272,102 @@ class RoundState:
         return any(self.phase(t) == "Succeeded" for t in trials)
 
     def owner_ref(self) -> dict:
-        return {"apiVersion": API_VERSION, "kind": "Experiment", "name": self.exp.name, "uid": self.exp.uid,
-                "controller": True, "blockOwnerDeletion": True}
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "Experiment",
+            "name": self.exp.name,
+            "uid": self.exp.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
 
-    def new_trial(self, name: str, values: dict[str, str], attempt: int, launch: str, lineage: str,
-                  retry_of: str | None = None, index: int | None = None, not_before: datetime | None = None,
-                  config: str | None = None, annotations: dict[str, str] | None = None) -> TrialView:
-        labels = {**MANAGED_BY, L_EXPERIMENT: self.exp.name, L_CONFIG: config or config_hash(values),
-                  L_ATTEMPT: str(attempt), L_LINEAGE: lineage, L_LAUNCH: launch, L_TRIAL: name}
+    def new_trial(
+        self,
+        name: str,
+        values: dict[str, str],
+        attempt: int,
+        launch: str,
+        lineage: str,
+        retry_of: str | None = None,
+        index: int | None = None,
+        not_before: datetime | None = None,
+        config: str | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> TrialView:
+        labels = {
+            **MANAGED_BY,
+            L_EXPERIMENT: self.exp.name,
+            L_CONFIG: config or config_hash(values),
+            L_ATTEMPT: str(attempt),
+            L_LINEAGE: lineage,
+            L_LAUNCH: launch,
+            L_TRIAL: name,
+        }
         annotations = dict(annotations or {})
         if not_before:
             annotations[A_NOT_BEFORE] = times.iso(not_before)
-        spec: dict[str, Any] = {"experimentName": self.exp.name, "attempt": attempt,
-                                "parameters": [{"name": k, "value": v} for k, v in values.items()]}
+        spec: dict[str, Any] = {
+            "experimentName": self.exp.name,
+            "attempt": attempt,
+            "parameters": [{"name": k, "value": v} for k, v in values.items()],
+        }
         if retry_of:
             spec["retryOf"] = retry_of
         if index is not None:
             spec["suggestionIndex"] = index
-        body = {"apiVersion": API_VERSION, "kind": "Trial",
-                "metadata": {"name": name, "namespace": self.exp.namespace, "labels": labels,
-                             "annotations": annotations, "ownerReferences": [self.owner_ref()]},
-                "spec": spec}
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Trial",
+            "metadata": {
+                "name": name,
+                "namespace": self.exp.namespace,
+                "labels": labels,
+                "annotations": annotations,
+                "ownerReferences": [self.owner_ref()],
+            },
+            "spec": spec,
+        }
         t = TrialView(name, "", body)
         self.plan.create_trials.append(body)
         reason = "Backoff" if not_before and not_before > self.now else "Queued"
-        self.status[name] = TrialStatus(phase="Pending", reason=reason, parameter_summary=summary(values),
-                                        message=f"retry after {times.iso(not_before)}" if reason == "Backoff" else "")
+        self.status[name] = TrialStatus(
+            phase="Pending",
+            reason=reason,
+            parameter_summary=summary(values),
+            message=f"retry after {times.iso(not_before)}" if reason == "Backoff" else "",
+        )
         self.has_pod[name] = False
         self.new_trials.append(t)
         if self._groups is not None:
             self._groups.setdefault(labels[L_CONFIG], []).append(t)
         return t
 
-    def rerun(self, t: TrialView, launch: str, not_before: datetime | None = None,
-              annotations: dict[str, str] | None = None) -> TrialView:
+    def rerun(
+        self, t: TrialView, launch: str, not_before: datetime | None = None, annotations: dict[str, str] | None = None
+    ) -> TrialView:
         lineage = t.labels.get(L_LINEAGE) or t.name
         attempt = max(x.attempt for x in self.groups()[self.config_of(t)]) + 1
-        new = self.new_trial(f"{lineage}-a{attempt}", t.values, attempt, launch, lineage, retry_of=t.name,
-                             index=t.suggestion_index, not_before=not_before, config=self.config_of(t),
-                             annotations=annotations)
+        new = self.new_trial(
+            f"{lineage}-a{attempt}",
+            t.values,
+            attempt,
+            launch,
+            lineage,
+            retry_of=t.name,
+            index=t.suggestion_index,
+            not_before=not_before,
+            config=self.config_of(t),
+            annotations=annotations,
+        )
         self.update(t, retried_by=new.name)
         return new
 
     def active(self) -> list[TrialView]:
-        return [t for t in self.unfinished + self.new_trials
-                if self.phase(t) not in TERMINAL_PHASES and t.owned_by(self.exp.uid)]
+        return [
+            t
+            for t in self.unfinished + self.new_trials
+            if self.phase(t) not in TERMINAL_PHASES and t.owned_by(self.exp.uid)
+        ]
 
     def start(self, t: TrialView) -> None:
         self.plan.start_pods.append(t.name)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from hpo_operator.api.algorithms import SettingsError, parse_settings
@@ -57,8 +57,12 @@ SAMPLERS = {
 
 def distribution(param: Parameter) -> BaseDistribution:
     if param.type == "int":
-        return IntDistribution(int(param.min), int(param.max), log=param.log,  # type: ignore[arg-type]
-                               step=int(param.step or 1))
+        return IntDistribution(
+            int(param.min),
+            int(param.max),
+            log=param.log,  # type: ignore[arg-type]
+            step=int(param.step or 1),
+        )
     if param.type == "double":
         return FloatDistribution(param.min, param.max, log=param.log, step=param.step)  # type: ignore[arg-type]
     return CategoricalDistribution(list(param.values or []))
@@ -93,8 +97,10 @@ def make_sampler(spec: ExperimentSpec, seed: int | None = None) -> optuna.sample
         space = {p.name: grid_values(p) for p in spec.parameters}
         size = math.prod(len(v) for v in space.values())
         if size > MAX_GRID_POINTS:
-            raise SearchSpaceError(f"grid search: {size} combinations is more than {MAX_GRID_POINTS}; "
-                                   "give the parameters larger steps or fewer values")
+            raise SearchSpaceError(
+                f"grid search: {size} combinations is more than {MAX_GRID_POINTS}; "
+                "give the parameters larger steps or fewer values"
+            )
         return optuna.samplers.GridSampler(space, seed=seed)
     sampler = SAMPLERS[spec.algorithm.name]
     name = spec.algorithm.name
@@ -127,10 +133,12 @@ def make_pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
     if stopping is None:
         return optuna.pruners.NopPruner()
     if stopping.algorithm == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=stopping.min_trials_required,
-                                           n_warmup_steps=stopping.warmup_steps)
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=stopping.min_resource or "auto",
-                                                  reduction_factor=stopping.reduction_factor)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=stopping.min_trials_required, n_warmup_steps=stopping.warmup_steps
+        )
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=stopping.min_resource or "auto", reduction_factor=stopping.reduction_factor
+    )
 
 
 def grid_size(spec: ExperimentSpec) -> int | None:
@@ -169,8 +177,7 @@ class Suggester:
         self.params = spec.parameters
         self.distributions = {p.name: distribution(p) for p in spec.parameters}
         direction = "minimize" if spec.objective.type == "minimize" else "maximize"
-        self.study = optuna.create_study(direction=direction, sampler=make_sampler(spec),
-                                         pruner=make_pruner(spec))
+        self.study = optuna.create_study(direction=direction, sampler=make_sampler(spec), pruner=make_pruner(spec))
         self.grid_size = grid_size(spec)
         self._asked: dict[int, optuna.Trial] = {}
         self._keys: dict[int, tuple] = {}  # each asked index's configuration
@@ -223,8 +230,9 @@ class Suggester:
         for values, objective in finished:
             try:
                 params = {p.name: _typed(p, values[p.name]) for p in self.params}
-                self.study.add_trial(optuna.trial.create_trial(
-                    params=params, distributions=self.distributions, value=objective))
+                self.study.add_trial(
+                    optuna.trial.create_trial(params=params, distributions=self.distributions, value=objective)
+                )
             except (KeyError, ValueError):
                 continue  # not a configuration of this search space
             taught += 1
@@ -305,7 +313,8 @@ class Suggester:
         reproducible, but not the sequence an uninterrupted run would have suggested."""
         seed = self.spec.algorithm.seed
         self.study.sampler = make_sampler(
-            self.spec, seed=None if seed is None else (seed * 1_000_003 + self._recorded_count) % 2**32)
+            self.spec, seed=None if seed is None else (seed * 1_000_003 + self._recorded_count) % 2**32
+        )
         for index in range(self._recorded_count):
             rec = self._recorded.get(index)
             outcome = self._pending.get(index)
@@ -331,8 +340,9 @@ class Suggester:
                 state, value = TrialState.COMPLETE, outcome.value
             else:
                 state, value = TrialState.FAIL, None
-            self.study.add_trial(optuna.trial.create_trial(params=params, distributions=self.distributions,
-                                                           value=value, state=state))
+            self.study.add_trial(
+                optuna.trial.create_trial(params=params, distributions=self.distributions, value=value, state=state)
+            )
             self._told.add(index)
         self._pending.clear()
 

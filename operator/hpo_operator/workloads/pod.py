@@ -6,9 +6,9 @@ import copy
 import re
 from typing import Any
 
-from hpo_operator.workloads import checkpoint
-from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG
 from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec
+from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG
+from hpo_operator.workloads import checkpoint
 
 _PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
 

@@ -5,7 +5,8 @@ import itertools
 import pytest
 from optuna.trial import TrialState
 
-from hpo_operator.api.spec import ExperimentSpec, Parameter
+from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core.space import normalize_assignment
 from hpo_operator.search.suggest import (
     MAX_GRID_POINTS_PER_PARAMETER,

@@ -24,7 +24,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from hpo_operator.api.algorithms import SettingsError, parse_settings
-from hpo_operator.api.spec import ExperimentSpec, Parameter
+from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core.space import format_value
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -4,7 +4,7 @@ A field's Python name is the Optuna sampler's keyword argument, its alias the na
 spec.algorithm.settings, and its constraints the values the sampler can use. Both checks come from
 these models, so they cannot drift apart: the CEL rule of the CRD that refuses unknown setting
 names at `kubectl apply` (spec.Algorithm), and the parsing of the values into the sampler's
-keyword arguments (suggest.make_sampler), whose errors become the condition InvalidSpec.
+keyword arguments (samplers.make_sampler), whose errors become the condition InvalidSpec.
 
 Neither Optuna nor kopf is imported here: the API models and the CRD generator use this module.
 """

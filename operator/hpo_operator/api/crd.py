@@ -87,11 +87,13 @@ class _NoAliases(yaml.SafeDumper):
 
 def openapi_schema(model: type[Model]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _resolve(raw, raw.get("$defs", {}))
+    # A model's schema is an object, so what _resolve (typed for any node) returns is one.
+    schema: dict[str, Any] = _resolve(raw, raw.get("$defs", {}))
+    return schema
 
 
 def _column(name: str, path: str, type_: str = "string", priority: int = 0, description: str = "") -> dict[str, Any]:
-    col = {"name": name, "type": type_, "jsonPath": path}
+    col: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path}
     if priority:
         col["priority"] = priority
     if description:

@@ -97,7 +97,7 @@ class TrialTemplate(Model):
             else None
         )
 
-    def containers(self) -> list[dict] | None:
+    def containers(self) -> list[dict[str, Any]] | None:
         """The trial pod's containers (of a pod or Job template); None for a resource, whose pods
         may be of several templates."""
         if self.template is not None:

@@ -5,7 +5,7 @@ operator's side is hpo_operator.planner.simulate.InMemoryExperiment: planner.pla
 handlers.reconcile runs it, against Trials and pods in memory that succeed one round after they
 start, reporting {"loss": f(x)}. The direct side is optuna.create_study() + optimize() with
 the same sampler class, seed and (default) settings, and an objective that calls suggest_float in
-parameter order over the ranges of suggest.distribution().
+parameter order over the ranges of samplers.distribution().
 
 Prints best-found after 10/25/50 trials (mean ± std over seeds), and whether the operator's
 sequence of configurations equals Optuna's exactly (it must, at parallelTrialCount 1). A last row
@@ -35,7 +35,7 @@ from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E40
 
 from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
 from hpo_operator.planner.simulate import InMemoryExperiment  # noqa: E402
-from hpo_operator.search.suggest import distribution  # noqa: E402
+from hpo_operator.search.samplers import distribution  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -31,16 +31,8 @@ from hpo_operator.api.vocabulary import AlgorithmName
 from hpo_operator.core import times
 from hpo_operator.core.space import format_value, normalize_assignment
 from hpo_operator.planner.simulate import InMemoryExperiment
-from hpo_operator.search.suggest import (
-    SAMPLERS,
-    Outcome,
-    Recorded,
-    SearchSpaceError,
-    Suggester,
-    check,
-    distribution,
-    make_sampler,
-)
+from hpo_operator.search.samplers import SAMPLERS, SearchSpaceError, check, distribution, make_sampler
+from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 
 # Optuna 5 deprecates some sampler arguments (sigma0, priorWeight, ...) and calls QMCSampler and
 # group=True experimental; the warnings say nothing about what is tested here.
@@ -662,7 +654,7 @@ def direct_sampler(algorithm: str, seed: int, settings: dict[str, str]) -> optun
 
 
 def suggest_all(trial: optuna.Trial, spec: ExperimentSpec) -> dict:
-    """An objective's suggest_* calls, in parameter order, with suggest.distribution()'s ranges."""
+    """An objective's suggest_* calls, in parameter order, with samplers.distribution()'s ranges."""
     params = {}
     for p in spec.parameters:
         d = distribution(p)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_operator.api.spec import Checkpoint
 from hpo_operator.api.status import Metric
+from hpo_operator.api.template import Checkpoint
 from hpo_operator.workloads.checkpoint import build_claim, claim_name, merged_history, mount, volumes_to_delete
 
 CKPT = Checkpoint.model_validate(

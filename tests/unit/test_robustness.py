@@ -7,7 +7,8 @@ import pytest
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core import metrics
 from hpo_operator.core.conditions import MAX_MESSAGE, set_condition
-from hpo_operator.search.suggest import Outcome, Recorded, SearchSpaceError, Suggester
+from hpo_operator.search.samplers import SearchSpaceError
+from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 from tests.rounds import NOW, created_names, exp_status, make_spec, pod_running, run, suggested, user_trial
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from hpo_operator.api.spec import Parameter, ParameterAssignment
+from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.spec import ParameterAssignment
 from hpo_operator.core.space import (
     InvalidConfiguration,
     assignments,

@@ -5,18 +5,17 @@ import itertools
 import pytest
 from optuna.trial import TrialState
 
-from hpo_operator.api.spec import ExperimentSpec, Parameter
+from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core.space import normalize_assignment
-from hpo_operator.search.suggest import (
+from hpo_operator.search.samplers import (
     MAX_GRID_POINTS_PER_PARAMETER,
-    Outcome,
-    Recorded,
     SearchSpaceError,
-    Suggester,
     grid_size,
     grid_values,
     make_sampler,
 )
+from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 
 RANDOM_PARAMS = [
     {"name": "lr", "type": "double", "min": 0.0001, "max": 0.1, "log": True},

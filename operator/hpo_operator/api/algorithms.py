@@ -4,7 +4,7 @@ A field's Python name is the Optuna sampler's keyword argument, its alias the na
 spec.algorithm.settings, and its constraints the values the sampler can use. Both checks come from
 these models, so they cannot drift apart: the CEL rule of the CRD that refuses unknown setting
 names at `kubectl apply` (spec.Algorithm), and the parsing of the values into the sampler's
-keyword arguments (suggest.make_sampler), whose errors become the condition InvalidSpec.
+keyword arguments (samplers.make_sampler), whose errors become the condition InvalidSpec.
 
 Neither Optuna nor kopf is imported here: the API models and the CRD generator use this module.
 """
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .vocabulary import AlgorithmName
 
@@ -129,6 +129,12 @@ def settings_rule_message() -> str:
     )
 
 
+def _setting_name(error: ErrorDetails) -> str:
+    # The settings are a flat mapping of names: an error's location starts with the setting's name
+    # (pydantic types locations as str | int, the int being for list items).
+    return str(error["loc"][0])
+
+
 def parse_settings(algorithm: str, settings: Mapping[str, str]) -> dict[str, Any]:
     """The sampler's keyword arguments from the settings as written (name -> text). Raises
     SettingsError for the first bad setting in the order given, as the settings were once parsed
@@ -137,8 +143,8 @@ def parse_settings(algorithm: str, settings: Mapping[str, str]) -> dict[str, Any
         parsed = SETTINGS[algorithm].model_validate(dict(settings))
     except ValidationError as e:
         order = list(settings)
-        first = min(e.errors(), key=lambda error: order.index(error["loc"][0]))
-        name = first["loc"][0]
+        first = min(e.errors(), key=lambda error: order.index(_setting_name(error)))
+        name = _setting_name(first)
         if first["type"] == "extra_forbidden":  # also a field's Python name: users write the alias
             raise SettingsError(
                 f"algorithm {algorithm} has no setting {name} "

@@ -1,7 +1,8 @@
 """The base of the API's pydantic models and the helpers that spell Kubernetes' schema extensions.
 
-The spec (spec.py), the status (status.py) and the embedded fragments of other APIs (external.py)
-build on this; hpo_operator.api.crd turns the models into the CRDs' OpenAPI schemas.
+The spec (spec.py, with parameters.py and template.py), the status (status.py) and the embedded
+fragments of other APIs (external.py) build on this; hpo_operator.api.crd turns the models into
+the CRDs' OpenAPI schemas.
 """
 
 from __future__ import annotations

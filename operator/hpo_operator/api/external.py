@@ -2,7 +2,7 @@
 resource with the conditions that end it, and the volume claim a checkpoint asks for.
 
 The pod and Job templates are written as raw OpenAPI (they keep every field of their own API, and
-declare only what must be there); hpo_operator.api.crd puts them where spec.py's trial template
+declare only what must be there); hpo_operator.api.crd puts them where template.py's trial template
 marks them.
 """
 
@@ -122,8 +122,8 @@ class TrialResource(Model):
     )
 
 
-# The PersistentVolumeClaim made for each configuration's checkpoint (spec.Checkpoint). No docstring:
-# it would become a description in the CRD.
+# The PersistentVolumeClaim made for each configuration's checkpoint (template.Checkpoint). No
+# docstring: it would become a description in the CRD.
 class VolumeClaimTemplate(Model):
     storage_class_name: str | None = Field(
         None, max_length=253, description=("The StorageClass of the claims (default: the cluster's default class).")

@@ -1,33 +1,24 @@
 """The spec of an Experiment and of a Trial: what users write, as pydantic models.
 
-These models (with status.py and external.py) are the one source of truth for the API: the CRDs
-in crds/ are generated from them (hpo_operator.api.crd), and the operator parses what it reads
-from the cluster with them. Rules the API server can check (bounds, enums, CEL) live here as
-schema annotations, so a bad manifest is refused by `kubectl apply` rather than discovered by the
-operator.
+These models (with parameters.py, the search space; template.py, what a trial runs; status.py
+and external.py) are the one source of truth for the API: the CRDs in crds/ are generated from
+them (hpo_operator.api.crd), and the operator parses what it reads from the cluster with them.
+Rules the API server can check (bounds, enums, CEL) live here as schema annotations, so a bad
+manifest is refused by `kubectl apply` rather than discovered by the operator.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
-from .external import TrialResource, VolumeClaimTemplate
-from .vocabulary import (
-    AlgorithmName,
-    CheckpointRetention,
-    EarlyStoppingAlgorithm,
-    MetricsSource,
-    ObjectiveType,
-    ParameterType,
-    PodRetention,
-    RetryableFailureClass,
-)
+from .parameters import NAME_PATTERN, Parameter
+from .template import TrialTemplate
+from .vocabulary import AlgorithmName, EarlyStoppingAlgorithm, MetricsSource, ObjectiveType, RetryableFailureClass
 
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A placeholder in the trial template: ${params.NAME}, ${trial.name}, ${trial.attempt},
 # ${experiment.name}.
 PLACEHOLDER_PATTERN = r"\$\{(params|trial|experiment)\.([A-Za-z0-9_]+)\}"
@@ -111,67 +102,6 @@ class Algorithm(Model):
     )
 
 
-NUMBER_RE = r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
-
-
-class Parameter(Model):
-    """One hyperparameter and the values it may take."""
-
-    model_config = ConfigDict(
-        json_schema_extra=schema_extra(
-            validations=[
-                cel(
-                    "self.type in ['int', 'double'] ? (has(self.min) && has(self.max)) : true",
-                    "int and double parameters need min and max",
-                ),
-                cel("!has(self.min) || !has(self.max) || self.min < self.max", "min must be less than max"),
-                cel(
-                    "self.type in ['categorical', 'discrete'] ? (has(self.values) && size(self.values) > 0) : true",
-                    "categorical and discrete parameters need a non-empty list of values",
-                ),
-                cel(
-                    "self.type in ['categorical', 'discrete'] ? !(has(self.min) || has(self.max) || has(self.step) "
-                    "|| self.log) : !has(self.values)",
-                    "int and double parameters take min, max, step and log; categorical and discrete take values",
-                ),
-                cel(
-                    f"self.type != 'discrete' || !has(self.values) || self.values.all(v, v.matches('{NUMBER_RE}'))",
-                    "the values of a discrete parameter must be numbers",
-                ),
-                cel("!self.log || (has(self.min) && self.min > 0.0)", "a log-scale parameter needs min > 0"),
-                cel("!(self.log && has(self.step))", "a log-scale parameter cannot have a step"),
-                cel(
-                    "self.type != 'int' || ((!has(self.min) || self.min == double(int(self.min))) && "
-                    "(!has(self.max) || self.max == double(int(self.max))) && "
-                    "(!has(self.step) || self.step == double(int(self.step))))",
-                    "an int parameter needs whole-number min, max and step",
-                ),
-            ]
-        )
-    )
-
-    name: str = Field(
-        pattern=NAME_PATTERN,
-        max_length=63,
-        description=("Parameter name, used in the trial template as ${params.NAME}."),
-    )
-    type: ParameterType = Field(description="int, double, categorical or discrete (numbers from a list).")
-    min: float | None = Field(None, description="Lower bound (int, double), inclusive.")
-    max: float | None = Field(None, description="Upper bound (int, double), inclusive.")
-    step: float | None = Field(
-        None,
-        gt=0,
-        description=("Spacing of the values between min and max (int, double); needed by grid search for doubles."),
-    )
-    log: bool = Field(False, description="Sample on a log scale (int, double; needs min > 0).")
-    values: list[Annotated[str, Field(max_length=128)]] | None = Field(
-        None,
-        max_length=100,
-        description="The values a categorical or discrete parameter takes.",
-        json_schema_extra=schema_extra(list_type="set"),
-    )
-
-
 class RetryPolicy(Model):
     """How failed trials are recovered.
 
@@ -235,106 +165,6 @@ class MetricsCollector(Model):
         ge=1,
         le=3600,
         description=("With earlyStopping: how often the log of a running trial is read for intermediate values."),
-    )
-
-
-class Checkpoint(Model):
-    """A volume per configuration that every attempt of it mounts: a retry resumes from what the
-    failed attempt saved."""
-
-    volume_claim_template: VolumeClaimTemplate
-    mount_path: str = Field(
-        max_length=4096,
-        pattern=r"^/",
-        description=(
-            "Where the primary container sees the volume (absolute); also $HPO_CHECKPOINT_DIR and "
-            "${trial.checkpointDir}. HPO_RESUME=1 is set from a configuration's second attempt on."
-        ),
-    )
-    retention: CheckpointRetention = Field(
-        CheckpointRetention.delete_on_success,
-        description=(
-            "When a configuration's claim is removed: DeleteOnSuccess once it succeeded (failed ones "
-            "stay for inspection), Delete once it is done either way, Keep with the experiment. "
-            "Deleting the experiment removes them all."
-        ),
-    )
-
-
-class PrimaryPod(Model):
-    labels: dict[str, str] = Field(
-        min_length=1, description=("The primary pod has these labels (e.g. a replica type and index).")
-    )
-
-
-class TrialTemplate(Model):
-    """What each trial runs: exactly one of template (a pod), job (a batch/v1 Job) or resource."""
-
-    model_config = ConfigDict(
-        json_schema_extra=schema_extra(
-            validations=[
-                cel(
-                    "[has(self.template), has(self.job), has(self.resource)].filter(x, x).size() == 1",
-                    "give exactly one of template (a pod), job (a batch/v1 Job) or resource",
-                ),
-                cel(
-                    "!has(self.primaryPod) || !has(self.template)",
-                    "primaryPod chooses among a Job's or resource's pods; a pod trial has one",
-                ),
-                cel(
-                    "!has(self.checkpoint) || !has(self.resource)",
-                    "checkpoint is for pod and Job trials (a resource's pods are its controller's)",
-                ),
-            ]
-        )
-    )
-
-    primary_container_name: str | None = Field(
-        None,
-        max_length=63,
-        description=(
-            "The container whose exit decides the trial and whose metrics are read (default: the first container)."
-        ),
-    )
-    pod_retention: PodRetention = Field(
-        PodRetention.keep,
-        description=(
-            "Keep: finished trial pods (Jobs, resources) stay until the experiment is deleted (logs "
-            "stay readable). Delete: deleted once the trial's result is recorded."
-        ),
-    )
-    template: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-pod-template": True})
-    job: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-job-template": True})
-    resource: TrialResource | None = None
-    checkpoint: Checkpoint | None = None
-
-    def source(self) -> Any:
-        """What placeholders are replaced in: the pod template, the Job, or the manifest."""
-        return (
-            self.template
-            if self.template is not None
-            else self.job
-            if self.job is not None
-            else self.resource.manifest
-            if self.resource is not None
-            else None
-        )
-
-    def containers(self) -> list[dict] | None:
-        """The trial pod's containers (of a pod or Job template); None for a resource, whose pods
-        may be of several templates."""
-        if self.template is not None:
-            return (self.template.get("spec") or {}).get("containers") or []
-        if self.job is not None:
-            return (((self.job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
-        return None
-
-    primary_pod: PrimaryPod | None = Field(
-        None,
-        description=(
-            "Which of a Job's or resource's pods speaks for the trial (its log and exit: metrics, "
-            "early stopping). Default: completion index 0 of an Indexed Job, else the newest pod."
-        ),
     )
 
 

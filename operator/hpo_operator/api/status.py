@@ -22,7 +22,7 @@ class Condition(Model):
     observed_generation: int | None = Field(None, ge=0)
 
 
-_CONDITIONS = dict(json_schema_extra=schema_extra(list_type="map", list_map_keys=["type"]))
+_CONDITIONS = schema_extra(list_type="map", list_map_keys=["type"])
 
 
 class Metric(Model):
@@ -57,7 +57,7 @@ class ExperimentStatus(Model):
             f"The phases the experiment went through, with their reasons and times (the latest {STATUS_HISTORY_LIMIT})."
         ),
     )
-    conditions: list[Condition] | None = Field(None, **_CONDITIONS)
+    conditions: list[Condition] | None = Field(None, json_schema_extra=_CONDITIONS)
     observed_generation: int | None = None
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
@@ -95,7 +95,7 @@ class TrialStatus(Model):
     reason: str | None = None
     message: str | None = Field(None, max_length=32768)
     failure_class: FailureClass | None = None
-    conditions: list[Condition] | None = Field(None, **_CONDITIONS)
+    conditions: list[Condition] | None = Field(None, json_schema_extra=_CONDITIONS)
     pod_name: str | None = None
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})

@@ -197,7 +197,7 @@ def configuration_refusal(
     """Whether the operator would refuse to run this configuration, and its canonical values."""
     # Imported here: the search space builds the API's pydantic models, which only a configuration
     # given by its values needs (restart-trials --params); the plugin's other commands start without.
-    from hpo_operator.api.spec import Parameter
+    from hpo_operator.api.parameters import Parameter
     from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment
 
     try:

@@ -27,7 +27,8 @@ from hpo_operator.api.vocabulary import FINISHED_PHASES
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
-from hpo_operator.search.suggest import SearchSpaceError, Suggester
+from hpo_operator.search.samplers import SearchSpaceError
+from hpo_operator.search.suggest import Suggester
 from hpo_operator.workloads.kinds import Kind, kind_of
 
 from . import telemetry

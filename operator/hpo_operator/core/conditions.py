@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from hpo_operator.api.status import Condition
+from hpo_operator.api.vocabulary import ConditionStatus
 from hpo_operator.core import times
 
 MAX_MESSAGE = 32768  # metav1.Condition's limit
@@ -36,7 +37,7 @@ def set_condition(
     result.append(
         Condition(
             type=type_,
-            status=status_text,
+            status=ConditionStatus(status_text),
             reason=reason,
             message=message,
             last_transition_time=times.iso(now),

@@ -13,7 +13,8 @@ import json
 import math
 from collections.abc import Mapping
 
-from hpo_operator.api.spec import Parameter, ParameterAssignment
+from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.spec import ParameterAssignment
 
 
 class InvalidConfiguration(ValueError):

@@ -27,9 +27,10 @@ from optuna.distributions import CategoricalDistribution
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState, create_trial
 
-from hpo_operator.api.spec import ExperimentSpec, Parameter
+from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import UNFINISHED_PHASES
-from hpo_operator.search.suggest import distribution
+from hpo_operator.search.samplers import distribution
 
 from .data import creation_order
 

@@ -121,7 +121,7 @@ __all__ = [
 
 
 def restore_suggester(
-    spec: ExperimentSpec, trials: list[TrialView], status: Mapping[str, Any], warm: Sequence[dict] = ()
+    spec: ExperimentSpec, trials: list[TrialView], status: Mapping[str, Any], warm: Sequence[dict[str, Any]] = ()
 ) -> Suggester:
     """A new process's study for an experiment: warm-started from the succeeded trials of
     `warm` (another experiment's Trial bodies), then replayed from the experiment's own Trials."""
@@ -145,7 +145,7 @@ def restore_suggester(
 def plan(
     exp: ExperimentView,
     trials: list[TrialView],
-    pods: dict[str, dict],
+    pods: dict[str, dict[str, Any]],
     logs: dict[str, str],
     now: datetime,
     suggest: Callable[[int], dict[str, str] | None],

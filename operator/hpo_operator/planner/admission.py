@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from hpo_operator.api.admission import configuration_refusal, restart_refusal
-from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.spec import ExperimentSpec, RetryPolicy
+from hpo_operator.api.status import TrialStatus
 from hpo_operator.api.vocabulary import (
     A_RESTART,
     A_RESTART_REQUEST,
@@ -31,7 +32,16 @@ from .state import REQUEST_KEY_LENGTH, Event, RoundState, TrialView
 
 def backoff_seconds(spec: ExperimentSpec, retries_so_far: int) -> int:
     policy = spec.retry_policy
-    return min(policy.backoff_seconds * (2**retries_so_far), policy.max_backoff_seconds)
+    # An int power of an int is typed Any (a negative exponent gives a float); retries are >= 0.
+    factor: int = 2**retries_so_far
+    return min(policy.backoff_seconds * factor, policy.max_backoff_seconds)
+
+
+def _retried_class(st: TrialStatus, policy: RetryPolicy) -> bool:
+    """Whether the policy's retryOn lists the trial's failure class."""
+    # The models keep enum fields as their values (use_enum_values), so both sides are the same
+    # strings at run time; typed as two distinct enums, mypy would call them never equal.
+    return st.failure_class in policy.retry_on  # type: ignore[comparison-overlap]
 
 
 def admit_user_trial(state: RoundState, t: TrialView) -> None:
@@ -166,7 +176,7 @@ def recover_failures(state: RoundState) -> set[str]:
         retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == "Retry")
         if (
             state.phase(latest) == "Failed"
-            and st.failure_class in policy.retry_on
+            and _retried_class(st, policy)
             and retries < policy.max_retries
             and not spec.suspend
         ):
@@ -185,7 +195,7 @@ def recover_failures(state: RoundState) -> set[str]:
         if (
             spec.suspend
             and state.phase(latest) == "Failed"
-            and st.failure_class in policy.retry_on
+            and _retried_class(st, policy)
             and retries < policy.max_retries
         ):
             continue  # decided after resuming

@@ -19,7 +19,7 @@ The Plan's statuses are models; a Target gets them as the JSON the API server st
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 from hpo_operator.api.status import TrialStatus
 
@@ -27,10 +27,10 @@ from .state import Event, Plan
 
 
 class Target(Protocol):
-    async def create_trial(self, body: dict, start: bool) -> None:
+    async def create_trial(self, body: dict[str, Any], start: bool) -> None:
         """Creates the Trial (its first status is body["status"]), then starts it if `start`."""
 
-    async def update_trial(self, name: str, status: dict | None, metadata: dict | None) -> None:
+    async def update_trial(self, name: str, status: dict[str, Any] | None, metadata: dict[str, Any] | None) -> None:
         """Writes the Trial's status (when given), then merges `metadata` into it."""
 
     async def start(self, name: str) -> None:
@@ -40,7 +40,7 @@ class Target(Protocol):
 
     async def delete_claim(self, name: str) -> None: ...
 
-    async def write_experiment_status(self, status: dict) -> None: ...
+    async def write_experiment_status(self, status: dict[str, Any]) -> None: ...
 
     def post_events(self, events: list[Event]) -> None: ...
 
@@ -62,5 +62,5 @@ async def apply_plan(plan: Plan, target: Target) -> None:
     target.post_events(plan.events)
 
 
-def _dumped(status: TrialStatus | None) -> dict | None:
+def _dumped(status: TrialStatus | None) -> dict[str, Any] | None:
     return None if status is None else status.dump()

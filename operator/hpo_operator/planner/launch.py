@@ -141,7 +141,7 @@ def outcome(state: RoundState, trials: list[TrialView], finally_failed: bool = F
 
 def tell_results(state: RoundState, finally_failed_keys: set[str]) -> None:
     for key, trials in state.groups().items():
-        indexes = {t.suggestion_index for t in trials} - {None}
+        indexes = {t.suggestion_index for t in trials if t.suggestion_index is not None}
         result = outcome(state, trials, key in finally_failed_keys) if indexes else None
         if result:
             for i in indexes:

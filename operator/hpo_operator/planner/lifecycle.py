@@ -21,7 +21,7 @@ from .admission import admit_user_trial
 from .state import RoundState, TrialView
 
 
-def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str | None:
+def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict[str, Any] | None) -> str | None:
     """Whether the planner wants this pod's log: "final" (read once, after it succeeded),
     "running" (read every metricsCollector.intervalSeconds, for early stopping) or None."""
     if pod is None or trial.phase in TERMINAL_PHASES:
@@ -75,7 +75,7 @@ def observe_trials(state: RoundState) -> None:
         observe_pod(state, t, pod)
 
 
-def observe_pod(state: RoundState, t: TrialView, pod: dict) -> None:
+def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
     spec = state.spec
     obs = observe(pod, spec.trial_template.primary_container_name, state.now)
     if obs.recheck_in is not None:

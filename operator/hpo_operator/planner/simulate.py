@@ -38,7 +38,7 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     _runner.run(coroutine)
 
 
-def parameters(body: dict) -> dict[str, str]:
+def parameters(body: dict[str, Any]) -> dict[str, str]:
     return {p["name"]: p["value"] for p in body["spec"]["parameters"]}
 
 
@@ -47,19 +47,19 @@ class MemoryCluster:
     out as the executor does on the API server (statuses arrive dumped, as the API server gets them).
     `new_pod(name)` makes the pod a started trial gets."""
 
-    def __init__(self, new_pod: Callable[[str], dict]):
+    def __init__(self, new_pod: Callable[[str], dict[str, Any]]):
         self.new_pod = new_pod
         self.now = START
-        self.trials: dict[str, dict] = {}
-        self.pods: dict[str, dict] = {}
-        self.status: dict = {}
+        self.trials: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, Any] = {}
         self.events: list[planner.Event] = []
         self.created: list[str] = []  # trial names, in the order they were made
 
     def apply(self, plan: planner.Plan) -> None:
         _run(apply_plan(plan, self))
 
-    async def create_trial(self, body: dict, start: bool) -> None:
+    async def create_trial(self, body: dict[str, Any], start: bool) -> None:
         name = body["metadata"]["name"]
         if name in self.trials:
             raise ValueError(f"trial {name} created twice")  # the API server's 409
@@ -70,7 +70,7 @@ class MemoryCluster:
         if start:
             await self.start(name)
 
-    async def update_trial(self, name: str, status: dict | None, metadata: dict | None) -> None:
+    async def update_trial(self, name: str, status: dict[str, Any] | None, metadata: dict[str, Any] | None) -> None:
         if status is not None:
             self.trials[name]["status"] = copy.deepcopy(status)
         meta = self.trials[name]["metadata"]
@@ -92,7 +92,7 @@ class MemoryCluster:
     async def delete_claim(self, name: str) -> None:
         pass  # no volumes here
 
-    async def write_experiment_status(self, status: dict) -> None:
+    async def write_experiment_status(self, status: dict[str, Any]) -> None:
         self.status = copy.deepcopy(status)
 
     def post_events(self, events: list[planner.Event]) -> None:
@@ -140,9 +140,9 @@ class InMemoryExperiment(MemoryCluster):
                 result = {self.spec.objective.metric_name: self.loss(parameters(self.trials[name]))}
                 self.pods[name] = self.pod(name, json.dumps(result))
 
-    def pod(self, name: str, result: str | None) -> dict:
+    def pod(self, name: str, result: str | None) -> dict[str, Any]:
         """A Pending pod, or (with a result) one whose container has exited 0 with that message."""
-        status: dict = {
+        status: dict[str, Any] = {
             "phase": "Pending" if result is None else "Succeeded",
             "startTime": times.iso(self.now),
             "conditions": [],

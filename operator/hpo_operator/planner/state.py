@@ -44,7 +44,7 @@ class TrialView:
     """A Trial's body with what the planner reads of it, each worked out once: an experiment holds
     thousands of Trials, and the same view serves every round until the Trial changes."""
 
-    def __init__(self, name: str, uid: str, body: dict):
+    def __init__(self, name: str, uid: str, body: dict[str, Any]):
         self.name = name
         self.uid = uid
         self.body = body
@@ -53,17 +53,17 @@ class TrialView:
         return f"TrialView({self.name!r}, {self.uid!r})"
 
     @property
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return self._body
 
     @body.setter
-    def body(self, body: dict) -> None:
+    def body(self, body: dict[str, Any]) -> None:
         self._body = body
-        self.meta: dict = body.get("metadata") or {}
-        self.spec: dict = body.get("spec") or {}
-        self.status: dict = body.get("status") or {}
-        self.labels: dict = self.meta.get("labels") or {}
-        self.annotations: dict = self.meta.get("annotations") or {}
+        self.meta: dict[str, Any] = body.get("metadata") or {}
+        self.spec: dict[str, Any] = body.get("spec") or {}
+        self.status: dict[str, Any] = body.get("status") or {}
+        self.labels: dict[str, str] = self.meta.get("labels") or {}
+        self.annotations: dict[str, str] = self.meta.get("annotations") or {}
         self.phase: str = self.status.get("phase") or "Pending"
         for cached in [k for k in self.__dict__ if k in CACHED]:
             del self.__dict__[cached]
@@ -119,8 +119,8 @@ class Plan:
     writes them; trial_status holds only the trials whose status this round changed."""
 
     trial_status: dict[str, TrialStatus] = field(default_factory=dict)
-    trial_metadata: dict[str, dict] = field(default_factory=dict)
-    create_trials: list[dict] = field(default_factory=list)
+    trial_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    create_trials: list[dict[str, Any]] = field(default_factory=list)
     start_pods: list[str] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
     delete_volumes: list[str] = field(default_factory=list)  # checkpoint claims retention removes
@@ -141,7 +141,7 @@ class ExperimentView:
     uid: str
     generation: int
     spec: ExperimentSpec
-    status: dict
+    status: dict[str, Any]
 
 
 class _Statuses(dict[str, TrialStatus]):
@@ -167,7 +167,7 @@ class RoundState:
         self,
         exp: ExperimentView,
         trials: list[TrialView],
-        pods: dict[str, dict],
+        pods: dict[str, dict[str, Any]],
         logs: dict[str, str],
         now: datetime,
         suggest: Callable[[int], dict[str, str] | None],
@@ -271,7 +271,7 @@ class RoundState:
     def succeeded(self, trials: list[TrialView]) -> bool:
         return any(self.phase(t) == "Succeeded" for t in trials)
 
-    def owner_ref(self) -> dict:
+    def owner_ref(self) -> dict[str, Any]:
         return {
             "apiVersion": API_VERSION,
             "kind": "Experiment",

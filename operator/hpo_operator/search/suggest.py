@@ -8,32 +8,27 @@ After an operator restart the study is rebuilt from the Trials by replaying what
 order it happened: each suggestion is asked again at the time its Trial was created, and each
 result is told at the time it was decided. With parallelTrialCount 1 that order is exact, so a
 seeded sampler continues with the very configurations it would have suggested without the restart.
+
+The study's sampler, pruner and distributions are built from the spec in samplers.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hpo_operator.api.algorithms import SettingsError, parse_settings
-from hpo_operator.api.spec import ExperimentSpec, Parameter
+from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core.space import format_value
+from hpo_operator.search.samplers import distribution, grid_size, make_pruner, make_sampler
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
-
-MAX_GRID_POINTS_PER_PARAMETER = 100_000
-# Optuna's GridSampler holds every combination in memory (about 75 bytes each).
-MAX_GRID_POINTS = 1_000_000
-
 
 # After a restart, up to this many suggestions are replayed (exactly the same sequence goes on);
 # beyond it the study is rebuilt from the recorded results (see Suggester._rebuild_from_results).
@@ -41,80 +36,6 @@ REPLAY_LIMIT = int(os.environ.get("HPO_REPLAY_LIMIT", "1000"))
 # The samplers whose ask grows with the trials (TPE fits its model to all of them, CMA-ES walks
 # every generation); random, qmc and grid asks cost the same at any size.
 REBUILT_ALGORITHMS = ("tpe", "cmaes")
-
-
-class SearchSpaceError(ValueError):
-    """The search space or algorithm settings cannot be used (reported as a condition)."""
-
-
-SAMPLERS = {
-    "random": optuna.samplers.RandomSampler,
-    "tpe": optuna.samplers.TPESampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "qmc": optuna.samplers.QMCSampler,
-}
-
-
-def distribution(param: Parameter) -> BaseDistribution:
-    if param.type == "int":
-        return IntDistribution(
-            int(param.min),
-            int(param.max),
-            log=param.log,  # type: ignore[arg-type]
-            step=int(param.step or 1),
-        )
-    if param.type == "double":
-        return FloatDistribution(param.min, param.max, log=param.log, step=param.step)  # type: ignore[arg-type]
-    return CategoricalDistribution(list(param.values or []))
-
-
-def grid_values(param: Parameter) -> list[Any]:
-    if param.type in ("categorical", "discrete"):
-        return list(param.values or [])
-    step = param.step or 1
-    count = int(math.floor((param.max - param.min) / step + 1e-9)) + 1  # type: ignore[operator]
-    if count > MAX_GRID_POINTS_PER_PARAMETER:
-        raise SearchSpaceError(f"grid search: parameter {param.name} has {count} points; give it a larger step")
-    values = [param.min + i * step for i in range(count)]  # type: ignore[operator]
-    return [int(v) for v in values] if param.type == "int" else [round(v, 12) for v in values]
-
-
-def sampler_options(spec: ExperimentSpec) -> dict[str, Any]:
-    """The sampler's keyword arguments from algorithm.settings, parsed and checked by the
-    algorithm's settings model (hpo_operator.api.algorithms)."""
-    settings = {s.name: s.value for s in spec.algorithm.settings or []}
-    try:
-        return parse_settings(spec.algorithm.name, settings)
-    except SettingsError as e:
-        raise SearchSpaceError(str(e)) from None
-
-
-def make_sampler(spec: ExperimentSpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The experiment's sampler, seeded with algorithm.seed (or `seed`, when given)."""
-    options = sampler_options(spec)
-    seed = spec.algorithm.seed if seed is None else seed
-    if spec.algorithm.name == "grid":
-        space = {p.name: grid_values(p) for p in spec.parameters}
-        size = math.prod(len(v) for v in space.values())
-        if size > MAX_GRID_POINTS:
-            raise SearchSpaceError(
-                f"grid search: {size} combinations is more than {MAX_GRID_POINTS}; "
-                "give the parameters larger steps or fewer values"
-            )
-        return optuna.samplers.GridSampler(space, seed=seed)
-    sampler = SAMPLERS[spec.algorithm.name]
-    name = spec.algorithm.name
-    if spec.algorithm.name in ("cmaes", "qmc"):
-        # Their fallback for what they cannot sample (categoricals) must be seeded too, or a
-        # seeded experiment would not be reproducible.
-        options.setdefault("independent_sampler", optuna.samplers.RandomSampler(seed=seed))
-        options.setdefault("warn_independent_sampling", False)
-    if spec.algorithm.name == "qmc":
-        options.setdefault("warn_asynchronous_seeding", False)
-    try:
-        return sampler(seed=seed, **options)
-    except ValueError as e:  # combinations Optuna refuses, e.g. group without multivariate
-        raise SearchSpaceError(f"algorithm {name}: {e}") from None
 
 
 def _typed(param: Parameter, text: str) -> Any:
@@ -126,31 +47,6 @@ def _typed(param: Parameter, text: str) -> Any:
     if param.type == "double":
         return float(text)
     return text
-
-
-def make_pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
-    stopping = spec.early_stopping
-    if stopping is None:
-        return optuna.pruners.NopPruner()
-    if stopping.algorithm == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=stopping.min_trials_required, n_warmup_steps=stopping.warmup_steps
-        )
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=stopping.min_resource or "auto", reduction_factor=stopping.reduction_factor
-    )
-
-
-def grid_size(spec: ExperimentSpec) -> int | None:
-    if spec.algorithm.name != "grid":
-        return None
-    return math.prod(len(grid_values(p)) for p in spec.parameters)
-
-
-def check(spec: ExperimentSpec) -> None:
-    """Raises SearchSpaceError for what the CRD schema could not refuse."""
-    make_sampler(spec)
-    make_pruner(spec)
 
 
 @dataclass

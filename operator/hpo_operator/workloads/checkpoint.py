@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from hpo_operator.api.spec import Checkpoint
 from hpo_operator.api.status import Metric
+from hpo_operator.api.template import Checkpoint
 from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_EXPERIMENT
 
 VOLUME = "hpo-checkpoint"

@@ -1,0 +1,115 @@
+"""What each trial runs: the trial template of an Experiment's spec, as pydantic models.
+
+Part of the Experiment's spec (spec.py) and a CRD source like it. The pod and Job templates it
+embeds are schemas of other APIs (external.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from .base import Model, cel, schema_extra
+from .external import TrialResource, VolumeClaimTemplate
+from .vocabulary import CheckpointRetention, PodRetention
+
+
+class Checkpoint(Model):
+    """A volume per configuration that every attempt of it mounts: a retry resumes from what the
+    failed attempt saved."""
+
+    volume_claim_template: VolumeClaimTemplate
+    mount_path: str = Field(
+        max_length=4096,
+        pattern=r"^/",
+        description=(
+            "Where the primary container sees the volume (absolute); also $HPO_CHECKPOINT_DIR and "
+            "${trial.checkpointDir}. HPO_RESUME=1 is set from a configuration's second attempt on."
+        ),
+    )
+    retention: CheckpointRetention = Field(
+        CheckpointRetention.delete_on_success,
+        description=(
+            "When a configuration's claim is removed: DeleteOnSuccess once it succeeded (failed ones "
+            "stay for inspection), Delete once it is done either way, Keep with the experiment. "
+            "Deleting the experiment removes them all."
+        ),
+    )
+
+
+class PrimaryPod(Model):
+    labels: dict[str, str] = Field(
+        min_length=1, description=("The primary pod has these labels (e.g. a replica type and index).")
+    )
+
+
+class TrialTemplate(Model):
+    """What each trial runs: exactly one of template (a pod), job (a batch/v1 Job) or resource."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            validations=[
+                cel(
+                    "[has(self.template), has(self.job), has(self.resource)].filter(x, x).size() == 1",
+                    "give exactly one of template (a pod), job (a batch/v1 Job) or resource",
+                ),
+                cel(
+                    "!has(self.primaryPod) || !has(self.template)",
+                    "primaryPod chooses among a Job's or resource's pods; a pod trial has one",
+                ),
+                cel(
+                    "!has(self.checkpoint) || !has(self.resource)",
+                    "checkpoint is for pod and Job trials (a resource's pods are its controller's)",
+                ),
+            ]
+        )
+    )
+
+    primary_container_name: str | None = Field(
+        None,
+        max_length=63,
+        description=(
+            "The container whose exit decides the trial and whose metrics are read (default: the first container)."
+        ),
+    )
+    pod_retention: PodRetention = Field(
+        PodRetention.keep,
+        description=(
+            "Keep: finished trial pods (Jobs, resources) stay until the experiment is deleted (logs "
+            "stay readable). Delete: deleted once the trial's result is recorded."
+        ),
+    )
+    template: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-pod-template": True})
+    job: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-job-template": True})
+    resource: TrialResource | None = None
+    checkpoint: Checkpoint | None = None
+
+    def source(self) -> Any:
+        """What placeholders are replaced in: the pod template, the Job, or the manifest."""
+        return (
+            self.template
+            if self.template is not None
+            else self.job
+            if self.job is not None
+            else self.resource.manifest
+            if self.resource is not None
+            else None
+        )
+
+    def containers(self) -> list[dict[str, Any]] | None:
+        """The trial pod's containers (of a pod or Job template); None for a resource, whose pods
+        may be of several templates."""
+        if self.template is not None:
+            return (self.template.get("spec") or {}).get("containers") or []
+        if self.job is not None:
+            return (((self.job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+        return None
+
+    primary_pod: PrimaryPod | None = Field(
+        None,
+        description=(
+            "Which of a Job's or resource's pods speaks for the trial (its log and exit: metrics, "
+            "early stopping). Default: completion index 0 of an Indexed Job, else the newest pod."
+        ),
+    )

@@ -1,0 +1,125 @@
+"""The search algorithm's Optuna objects, built from an experiment's spec: each parameter's
+distribution, the sampler (algorithm.name, seed and settings), the pruner (earlyStopping), and the
+checks that refuse what the CRD schema could not (a grid too large, settings Optuna rejects).
+
+The Suggester (suggest.py) drives them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpo_operator.api.algorithms import SettingsError, parse_settings
+from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.spec import ExperimentSpec
+
+# Optuna logs every trial at INFO; the operator's log keeps only its warnings. Set here, where the
+# search floor first imports Optuna, so every importer of the floor gets it.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+MAX_GRID_POINTS_PER_PARAMETER = 100_000
+# Optuna's GridSampler holds every combination in memory (about 75 bytes each).
+MAX_GRID_POINTS = 1_000_000
+
+
+class SearchSpaceError(ValueError):
+    """The search space or algorithm settings cannot be used (reported as a condition)."""
+
+
+SAMPLERS = {
+    "random": optuna.samplers.RandomSampler,
+    "tpe": optuna.samplers.TPESampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+
+
+def distribution(param: Parameter) -> BaseDistribution:
+    if param.type == "int":
+        return IntDistribution(
+            int(param.min),
+            int(param.max),
+            log=param.log,  # type: ignore[arg-type]
+            step=int(param.step or 1),
+        )
+    if param.type == "double":
+        return FloatDistribution(param.min, param.max, log=param.log, step=param.step)  # type: ignore[arg-type]
+    return CategoricalDistribution(list(param.values or []))
+
+
+def grid_values(param: Parameter) -> list[Any]:
+    if param.type in ("categorical", "discrete"):
+        return list(param.values or [])
+    step = param.step or 1
+    count = int(math.floor((param.max - param.min) / step + 1e-9)) + 1  # type: ignore[operator]
+    if count > MAX_GRID_POINTS_PER_PARAMETER:
+        raise SearchSpaceError(f"grid search: parameter {param.name} has {count} points; give it a larger step")
+    values = [param.min + i * step for i in range(count)]  # type: ignore[operator]
+    return [int(v) for v in values] if param.type == "int" else [round(v, 12) for v in values]
+
+
+def sampler_options(spec: ExperimentSpec) -> dict[str, Any]:
+    """The sampler's keyword arguments from algorithm.settings, parsed and checked by the
+    algorithm's settings model (hpo_operator.api.algorithms)."""
+    settings = {s.name: s.value for s in spec.algorithm.settings or []}
+    try:
+        return parse_settings(spec.algorithm.name, settings)
+    except SettingsError as e:
+        raise SearchSpaceError(str(e)) from None
+
+
+def make_sampler(spec: ExperimentSpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The experiment's sampler, seeded with algorithm.seed (or `seed`, when given)."""
+    options = sampler_options(spec)
+    seed = spec.algorithm.seed if seed is None else seed
+    if spec.algorithm.name == "grid":
+        space = {p.name: grid_values(p) for p in spec.parameters}
+        size = math.prod(len(v) for v in space.values())
+        if size > MAX_GRID_POINTS:
+            raise SearchSpaceError(
+                f"grid search: {size} combinations is more than {MAX_GRID_POINTS}; "
+                "give the parameters larger steps or fewer values"
+            )
+        return optuna.samplers.GridSampler(space, seed=seed)
+    sampler = SAMPLERS[spec.algorithm.name]
+    name = spec.algorithm.name
+    if spec.algorithm.name in ("cmaes", "qmc"):
+        # Their fallback for what they cannot sample (categoricals) must be seeded too, or a
+        # seeded experiment would not be reproducible.
+        options.setdefault("independent_sampler", optuna.samplers.RandomSampler(seed=seed))
+        options.setdefault("warn_independent_sampling", False)
+    if spec.algorithm.name == "qmc":
+        options.setdefault("warn_asynchronous_seeding", False)
+    try:
+        return sampler(seed=seed, **options)
+    except ValueError as e:  # combinations Optuna refuses, e.g. group without multivariate
+        raise SearchSpaceError(f"algorithm {name}: {e}") from None
+
+
+def make_pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
+    stopping = spec.early_stopping
+    if stopping is None:
+        return optuna.pruners.NopPruner()
+    if stopping.algorithm == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=stopping.min_trials_required, n_warmup_steps=stopping.warmup_steps
+        )
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=stopping.min_resource or "auto", reduction_factor=stopping.reduction_factor
+    )
+
+
+def grid_size(spec: ExperimentSpec) -> int | None:
+    if spec.algorithm.name != "grid":
+        return None
+    return math.prod(len(grid_values(p)) for p in spec.parameters)
+
+
+def check(spec: ExperimentSpec) -> None:
+    """Raises SearchSpaceError for what the CRD schema could not refuse."""
+    make_sampler(spec)
+    make_pruner(spec)

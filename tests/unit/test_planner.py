@@ -26,6 +26,7 @@ from hpo_operator.api.vocabulary import (
     L_LINEAGE,
     L_TRIAL,
 )
+from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
 from hpo_operator.planner.simulate import MemoryCluster
@@ -259,19 +260,50 @@ def test_termination_message_source_ignores_the_log():
     assert trial_statuses(plan)["exp-0000"]["reason"] == "MetricsUnavailable"
 
 
+def wants_log(spec, t, pod, now=NOW):
+    """needs_log() on the pod as the loop observes it."""
+    return needs_log(spec, t, planner.observe_pods(spec, [t], {t.name: pod} if pod else {}, now).get(t.name))
+
+
 def test_needs_log():
     t = suggested(0, "Running")
     with_objective = pod_succeeded("exp-0000", '{"loss": 1}')
     without = pod_succeeded("exp-0000", '{"acc": 1}')
     # "final": read the log once, because the pod succeeded and the planner will want its metrics.
-    assert needs_log(make_spec(), t, without) == "final"
-    assert needs_log(make_spec(), t, with_objective) is None
-    assert needs_log(make_spec(), t, None) is None
-    assert needs_log(make_spec(), t, pod_running("exp-0000")) is None
-    assert needs_log(make_spec(), t, pod_failed("exp-0000")) is None
-    assert needs_log(make_spec(), succeeded(0, 1.0), without) is None  # already recorded
-    assert needs_log(make_spec(metricsCollector={"source": "StdoutLog"}), t, with_objective) == "final"
-    assert needs_log(make_spec(metricsCollector={"source": "TerminationMessage"}), t, without) is None
+    assert wants_log(make_spec(), t, without) == "final"
+    assert wants_log(make_spec(), t, with_objective) is None
+    assert wants_log(make_spec(), t, None) is None
+    assert wants_log(make_spec(), t, pod_running("exp-0000")) is None
+    assert wants_log(make_spec(), t, pod_failed("exp-0000")) is None
+    assert wants_log(make_spec(), succeeded(0, 1.0), without) is None  # already recorded
+    assert wants_log(make_spec(metricsCollector={"source": "StdoutLog"}), t, with_objective) == "final"
+    assert wants_log(make_spec(metricsCollector={"source": "TerminationMessage"}), t, without) is None
+
+
+def test_the_planner_decides_on_the_observations_it_is_given():
+    """The loop observes each pod once (observe_pods) and hands the observations to the planner:
+    the pod's body is not observed a second time. Here the pod still looks Running, but the round's
+    observation says its container failed, and the trial fails by that."""
+    spec = make_spec()
+    t = suggested(0, "Running")
+    seen = PodObservation("Failed", "Error", "the container exited with code 3 (Error)", "Error", exit_code=3)
+    plan = run(spec, [t], {"exp-0000": pod_running("exp-0000")}, observations={"exp-0000": seen})
+    st = trial_statuses(plan)["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"], st["exitCode"]) == ("Failed", "Error", "Error", 3)
+
+
+def test_pods_are_observed_with_the_rounds_clock():
+    """A pod left terminating on a lost node is Failed only by the round's clock: the observations
+    the loop chooses logs by are the planner's, taken with `now`."""
+    spec = make_spec(trialTemplate={"checkpoint": {"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "/ckpt"}})
+    t = suggested(0, "Running")
+    stuck = pod_running("exp-0000")
+    stuck["metadata"]["deletionTimestamp"] = ago(60)
+    stuck["spec"]["nodeName"] = "node-1"
+    obs = planner.observe_pods(spec, [t], {"exp-0000": stuck}, NOW)["exp-0000"]
+    assert (obs.phase, obs.reason) == ("Failed", "NodeLost")
+    assert needs_log(spec, t, obs) == "final"  # what the lost attempt reported, for its resumption
+    assert trial_statuses(run(spec, [t], {"exp-0000": stuck}))["exp-0000"]["reason"] == "NodeLost"
 
 
 def test_running_pod_marks_the_trial_running():

@@ -172,7 +172,9 @@ class ExperimentLoop:
                 await self.report_invalid_spec(raw, status, str(e), now)
                 return RECONCILE_INTERVAL
         suggester = self.suggester
-        logs = await self.logs.wanted(spec, trials, pods)
+        # Each pod observed once, for the logs and the plan alike.
+        observations = planner.observe_pods(spec, trials, pods, now)
+        logs = await self.logs.wanted(spec, trials, pods, observations)
         view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
         volumes = None
         if spec.trial_template.checkpoint is not None:
@@ -182,7 +184,18 @@ class ExperimentLoop:
                     n for n, c in (claims.objects.get(name) or {}).items() if not c["metadata"].get("deletionTimestamp")
                 }
         planning = time.monotonic()
-        args = (view, trials, pods, logs, now, suggester.suggest, suggester.should_stop, suggester.tell, volumes)
+        args = (
+            view,
+            trials,
+            pods,
+            logs,
+            now,
+            suggester.suggest,
+            suggester.should_stop,
+            suggester.tell,
+            volumes,
+            observations,
+        )
         if len(trials) > THREAD_PLAN_TRIALS:
             # Off the event loop, which serves the informers and every other experiment
             # meanwhile; only this experiment's loop uses its suggester.

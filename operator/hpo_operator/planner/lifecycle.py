@@ -7,13 +7,15 @@ sees the phases observed so far."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
 from hpo_operator.api.vocabulary import TERMINAL_PHASES
 from hpo_operator.core import metrics, times
-from hpo_operator.core.podstate import finished, observe
+from hpo_operator.core.podstate import PodObservation, finished, observe
 from hpo_operator.core.space import summary
 from hpo_operator.workloads import checkpoint
 
@@ -21,12 +23,24 @@ from .admission import admit_user_trial
 from .state import RoundState, TrialView
 
 
-def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict | None) -> str | None:
-    """Whether the planner wants this pod's log: "final" (read once, after it succeeded),
-    "running" (read every metricsCollector.intervalSeconds, for early stopping) or None."""
-    if pod is None or trial.phase in TERMINAL_PHASES:
+def observe_pods(
+    spec: ExperimentSpec, trials: Iterable[TrialView], pods: dict[str, dict], now: datetime
+) -> dict[str, PodObservation]:
+    """What each unfinished trial's pod says this round, by trial name. Observed once: the loop
+    chooses the logs to read by it (needs_log) and the planner decides by it (observe_pod), so the
+    two never judge one pod differently (a pod stranded on a lost node is Failed only given `now`)."""
+    primary = spec.trial_template.primary_container_name
+    return {
+        t.name: observe(pods[t.name], primary, now) for t in trials if t.phase not in TERMINAL_PHASES and t.name in pods
+    }
+
+
+def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None) -> str | None:
+    """Whether the planner wants the log of the pod observed as `obs` (None: no pod): "final" (read
+    once, after it succeeded), "running" (read every metricsCollector.intervalSeconds, for early
+    stopping) or None."""
+    if obs is None or trial.phase in TERMINAL_PHASES:
         return None
-    obs = observe(pod, spec.trial_template.primary_container_name)
     if obs.phase == "Running" and spec.early_stopping is not None:
         return "running"
     if (
@@ -77,7 +91,7 @@ def observe_trials(state: RoundState) -> None:
 
 def observe_pod(state: RoundState, t: TrialView, pod: dict) -> None:
     spec = state.spec
-    obs = observe(pod, spec.trial_template.primary_container_name, state.now)
+    obs = state.observations[t.name]  # observe_pods(), once per round
     if obs.recheck_in is not None:
         state.plan.requeue(obs.recheck_in)
     # A Job's or resource's primary pod has a name of its own.

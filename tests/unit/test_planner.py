@@ -26,6 +26,7 @@ from hpo_operator.api.vocabulary import (
     L_LINEAGE,
     L_TRIAL,
 )
+from hpo_operator.controller.loop import settle_refusals
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
@@ -304,6 +305,66 @@ def test_pods_are_observed_with_the_rounds_clock():
     assert (obs.phase, obs.reason) == ("Failed", "NodeLost")
     assert needs_log(spec, t, obs) == "final"  # what the lost attempt reported, for its resumption
     assert trial_statuses(run(spec, [t], {"exp-0000": stuck}))["exp-0000"]["reason"] == "NodeLost"
+
+
+REFUSAL = 'Pod "exp-0000" is invalid: metadata.labels: Invalid value: "not a label!"'
+
+
+def test_a_create_the_api_server_refused_fails_the_trial_next_round():
+    """The executor reports the refused create; the next round fails the trial (not started again)
+    with the reason, failure class, message, condition and Event the operator has always written."""
+    pending = suggested(0, "Pending", reason="PodCreated")
+    plan = run(make_spec(parallelTrialCount=1), [pending], refused={"exp-0000": REFUSAL})
+    st = trial_statuses(plan)["exp-0000"]
+    message = f"the API server refused the trial's Pod: {REFUSAL}"
+    assert (st["phase"], st["reason"], st["failureClass"], st["message"]) == (
+        "Failed",
+        "InvalidPod",
+        "Startup",
+        message,
+    )
+    assert st["completionTime"] == iso(NOW)
+    assert [(c["type"], c["status"], c["reason"], c["message"]) for c in st["conditions"]] == [
+        ("Succeeded", "False", "InvalidPod", message)
+    ]
+    assert [(e.target, e.type, e.reason, e.message) for e in plan.events if e.target == "exp-0000"] == [
+        ("exp-0000", "Warning", "PodCreateFailed", REFUSAL)
+    ]
+    assert "exp-0000" not in plan.start_pods
+    assert created_names(plan) == ["exp-0001"]  # its one slot goes to the next suggestion
+
+
+def test_a_refused_job_says_what_was_refused():
+    spec = make_spec(
+        trialTemplate={
+            "template": None,
+            "job": {"spec": {"template": {"spec": {"containers": [{"name": "train", "image": "trainer:1"}]}}}},
+        }
+    )
+    plan = run(spec, [suggested(0, "Pending", reason="PodCreated")], refused={"exp-0000": REFUSAL})
+    assert trial_statuses(plan)["exp-0000"]["message"] == f"the API server refused the trial's Job: {REFUSAL}"
+
+
+def test_without_the_refusal_the_trial_is_started_again():
+    """An operator that restarted has lost the report: the create is tried again (and the API server
+    refuses it again, which is reported again), the trial neither lost nor duplicated."""
+    plan = run(make_spec(parallelTrialCount=1), [suggested(0, "Pending", reason="PodCreated")])
+    assert plan.start_pods == ["exp-0000"] and plan.create_trials == []
+    assert "exp-0000" not in plan.trial_status or plan.trial_status["exp-0000"].phase == "Pending"
+
+
+def test_a_refusal_of_a_finished_trial_or_of_a_trial_with_a_pod_changes_nothing():
+    done = failed(0, "Startup")
+    running = suggested(1, "Running")
+    plan = run(
+        make_spec(maxTrialCount=2),
+        [done, running],
+        {"exp-0001": pod_running("exp-0001")},
+        refused={"exp-0000": REFUSAL, "exp-0001": REFUSAL},
+    )
+    assert "exp-0000" not in plan.trial_status
+    assert "exp-0001" not in plan.trial_status
+    assert "PodCreateFailed" not in event_reasons(plan)
 
 
 def test_running_pod_marks_the_trial_running():
@@ -1172,13 +1233,27 @@ class Cluster(MemoryCluster):
         self.now = NOW
         self.logs: dict[str, str] = {}
         self.plans: list = []
+        self.invalid: set[str] = set()  # trials whose pod the API server refuses as invalid
+        self.refused: dict[str, str] = {}  # the executor's reports, kept by the loop between rounds
+        self.starts: list[str] = []
 
     def round(self):
         exp = ExperimentView(EXP, NS, EXP_UID, 1, self.spec, copy.deepcopy(self.status))
-        p = planner.plan(exp, self.views(), copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest)
+        views = self.views()
+        settle_refusals(self.refused, views)  # as the loop does before each round
+        p = planner.plan(
+            exp, views, copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest, refused=dict(self.refused)
+        )
         self.apply(p)
         self.plans.append(p)
         return p
+
+    async def start(self, name: str) -> None:
+        self.starts.append(name)
+        if name in self.invalid:
+            self.refused[name] = "metadata.labels: Invalid value"  # what the executor reports
+            return
+        await super().start(name)
 
     def tick(self, seconds: float = 10) -> None:
         self.now += timedelta(seconds=seconds)
@@ -1195,6 +1270,31 @@ class Cluster(MemoryCluster):
 
     def phase(self, name: str) -> str | None:
         return (self.trials[name].get("status") or {}).get("phase")
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["reported", "operator-restarted"])
+def test_a_refused_create_fails_its_trial_once_without_starting_it_again(restarted):
+    """Round 1 creates exp-0000 and the API server refuses its pod; round 2 fails the trial and its
+    slot goes on. An operator restarted in between has lost the report: round 2 tries the create
+    again, is refused again, and round 3 fails the trial. No trial is lost or made twice."""
+    cluster = Cluster(make_spec(parallelTrialCount=1, maxTrialCount=2))
+    cluster.invalid = {"exp-0000"}
+    cluster.round()
+    assert cluster.refused == {"exp-0000": "metadata.labels: Invalid value"}
+    assert cluster.phase("exp-0000") == "Pending"
+    if restarted:
+        cluster.refused.clear()
+        cluster.round()
+        assert cluster.starts == ["exp-0000", "exp-0000"] and cluster.phase("exp-0000") == "Pending"
+    cluster.round()
+    status = cluster.trials["exp-0000"]["status"]
+    assert (status["phase"], status["reason"], status["failureClass"]) == ("Failed", "InvalidPod", "Startup")
+    assert cluster.starts == ["exp-0000"] * (2 if restarted else 1) + ["exp-0001"]
+    assert "exp-0000" not in cluster.pods
+    assert [e.reason for e in cluster.events if e.target == "exp-0000"] == ["PodCreateFailed"]  # with the verdict
+    cluster.round()
+    assert cluster.refused == {}  # the verdict is written: the report is dropped
+    assert cluster.created == ["exp-0000", "exp-0001"]
 
 
 def test_cluster_never_runs_more_pods_than_parallel_trial_count():

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus
-from hpo_operator.api.vocabulary import FINISHED_PHASES
+from hpo_operator.api.vocabulary import FINISHED_PHASES, TERMINAL_PHASES
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
@@ -67,6 +67,9 @@ class ExperimentLoop:
     suggester: Suggester | None = None
     logs: PodLogs = field(init=False)
     written: PendingWrites = field(default_factory=PendingWrites)
+    # Trials whose workload the API server refused (the executor's report, with its message), until
+    # the planner's verdict on them shows: see settle_refusals.
+    refused: dict[str, str] = field(default_factory=dict)
     parsed_trials: dict[str, planner.TrialView] = field(default_factory=dict)
     workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
     failures: int = 0
@@ -183,6 +186,7 @@ class ExperimentLoop:
                 volumes = {
                     n for n, c in (claims.objects.get(name) or {}).items() if not c["metadata"].get("deletionTimestamp")
                 }
+        settle_refusals(self.refused, trials)
         planning = time.monotonic()
         args = (
             view,
@@ -195,6 +199,7 @@ class ExperimentLoop:
             suggester.tell,
             volumes,
             observations,
+            dict(self.refused),
         )
         if len(trials) > THREAD_PLAN_TRIALS:
             # Off the event loop, which serves the informers and every other experiment
@@ -205,9 +210,12 @@ class ExperimentLoop:
             # threads the event loop has, for which a hundred experiments would queue.
             plan = planner.plan(*args)
         self.plan_seconds = time.monotonic() - planning
-        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS).run(plan)
+        reported = len(self.refused)
+        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS, self.refused).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.phase)
+        if len(self.refused) > reported:
+            return 0  # the next round fails the refused trials: at once, as their status is due now
         if st.phase in FINISHED_PHASES and not (st.trials_running or st.trials_pending):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
@@ -238,6 +246,15 @@ class ExperimentLoop:
             await self.runtime.api.patch_status(
                 "experiments", self.key[0], self.key[1], {"phase": "Failed", "conditions": new.dump()["conditions"]}
             )
+
+
+def settle_refusals(refused: dict[str, str], trials: list[planner.TrialView]) -> None:
+    """Forgets the refused creates whose trial has a final phase (the planner's verdict, written and
+    seen, or the trial was otherwise finished) or is gone. Until then each round's planner is told
+    again, so a failed status write is retried and the trial is never started again meanwhile."""
+    phases = {t.name: t.phase for t in trials}
+    for name in [n for n in refused if phases.get(n, "Gone") in (*TERMINAL_PHASES, "Gone")]:
+        del refused[name]
 
 
 def failed_for_invalid_spec(

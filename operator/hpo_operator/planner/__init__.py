@@ -25,7 +25,8 @@ shared helpers) → admission.py (user trials, restarts, retries) → lifecycle.
 launch.py (new pods and suggestions, results told) → experiment.py (phase, counts, best trial,
 status). `plan()` below calls their steps, in this order:
   1. experiment.opening_status: the Experiment's status to write, started from the one read;
-  2. lifecycle.observe_trials: pods become Trial statuses; users' Trials are adopted or refused;
+  2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
+     users' Trials are adopted or refused;
      (an invalid spec stops here: experiment.reject_spec, then finish_status;)
   3. admission.handle_restart_requests: restarts users ask for;
   4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;

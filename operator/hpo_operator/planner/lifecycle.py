@@ -1,5 +1,6 @@
 """Lifecycle: what each trial's pod (or Job, or resource) says becomes the trial's status: results and
-metrics, failures and their class, timeouts, startup trouble, early stopping.
+metrics, failures and their class, timeouts, startup trouble, early stopping; and so does a create
+that the API server refused.
 
 plan()'s first step, observe_trials(), over one RoundState (state.py). A Trial a user made is
 handed to admission.admit_user_trial() as it is met, in the trials' order, so that its admission
@@ -15,12 +16,14 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
 from hpo_operator.api.vocabulary import TERMINAL_PHASES
 from hpo_operator.core import metrics, times
+from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation, finished, observe
 from hpo_operator.core.space import summary
 from hpo_operator.workloads import checkpoint
+from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
-from .state import RoundState, TrialView
+from .state import Event, RoundState, TrialView
 
 
 def observe_pods(
@@ -77,7 +80,10 @@ def observe_trials(state: RoundState) -> None:
             continue
         pod = state.pods.get(t.name)
         if pod is None:
-            if state.phase(t) == "Running":
+            refusal = state.refused.get(t.name)
+            if refusal is not None:
+                refused_create(state, t, refusal)
+            elif state.phase(t) == "Running":
                 state.set_status(
                     t,
                     phase="Failed",
@@ -87,6 +93,27 @@ def observe_trials(state: RoundState) -> None:
                 )
             continue
         observe_pod(state, t, pod)
+
+
+def refused_create(state: RoundState, t: TrialView, reason: str) -> None:
+    """The API server refused the trial's pod (or Job, or resource) as invalid, saying `reason`, when
+    the last round created it (the executor reports it): e.g. a label made invalid by a placeholder.
+    Creating it again would fail the same way, so the trial fails now, before launch() would start
+    it again. Without the report (an operator restarted since) the create is simply tried again,
+    refused again, and reported again."""
+    message = f"the API server refused the trial's {kind_of(state.spec).kind}: {reason}"
+    conditions = set_condition(state.current(t).conditions, "Succeeded", False, "InvalidPod", message, state.now)
+    state.update(
+        t,
+        phase="Failed",
+        reason="InvalidPod",
+        failure_class="Startup",
+        message=message,
+        completion_time=times.iso(state.now),
+        conditions=conditions,
+    )
+    # The Event says what the API server said; the trial's message says what it refused.
+    state.plan.events.append(Event(t.name, "Warning", "PodCreateFailed", reason))
 
 
 def observe_pod(state: RoundState, t: TrialView, pod: dict) -> None:

@@ -14,6 +14,7 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.api.vocabulary import A_RESTART, L_LAUNCH
 from hpo_operator.controller.executor import Executor, PendingWrites
+from hpo_operator.core import times
 from hpo_operator.kube.client import ApiException
 
 SPEC = ExperimentSpec.model_validate(
@@ -253,6 +254,39 @@ def test_a_pod_create_that_fails_otherwise_fails_the_round_and_is_not_reported()
         run(api, plan, [existing("t0", phase="Pending")], refused=reported)
     assert reported == {}  # tried again next round
     assert ("status trials", "t0") not in api.calls
+
+
+def test_an_invalid_spec_is_written_as_the_phase_and_its_condition_only():
+    """The loop's invalid specs (planner.plan_invalid_spec) go out like any plan: a merge patch of the
+    phase and the conditions alone, then the Event; found again, nothing is written."""
+    status = {
+        "phase": "Running",
+        "trials": 1,
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Running", "status": "True", "reason": "Running", "message": "", "lastTransitionTime": "t0"}
+        ],
+    }
+    experiment = {**EXPERIMENT, "spec": {"maxTrialCount": "many"}, "status": status}
+    plan = planner.plan_invalid_spec(status, 1, "spec.maxTrialCount: not an integer", times.now())
+    api, events, written = FakeApi(), [], PendingWrites()
+
+    def execute(experiment: dict) -> None:
+        post = lambda obj, *rest: events.append((obj["metadata"]["name"], *rest))  # noqa: E731
+        asyncio.run(Executor(api, experiment, None, [], written, post).run(plan))
+
+    execute(experiment)
+    [patch] = api.statuses[("experiments", "exp")]
+    assert set(patch) == {"phase", "conditions"} and patch["phase"] == "Failed"
+    assert [(c["type"], c["status"], c.get("reason")) for c in patch["conditions"]] == [
+        ("Running", "True", "Running"),
+        ("Failed", "True", "InvalidSpec"),
+    ]
+    assert events == [("exp", "Warning", "InvalidSpec", "spec.maxTrialCount: not an integer")]
+    # The next round reads the status it wrote (the watch's, or PendingWrites'): nothing more.
+    plan = planner.plan_invalid_spec(written.experiment_status, 1, "spec.maxTrialCount: not an integer", times.now())
+    execute({**experiment, "status": written.experiment_status})
+    assert len(api.statuses[("experiments", "exp")]) == 1 and len(events) == 1
 
 
 def test_routine_events_are_one_per_reason_and_round_on_the_experiment():

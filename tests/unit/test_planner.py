@@ -1218,6 +1218,67 @@ def test_invalid_spec_fails_the_experiment_and_launches_nothing():
     assert "InvalidSpec" in event_reasons(plan, None)
 
 
+RUNNING_STATUS = {
+    "phase": "Running",
+    "startTime": EARLIER,
+    "trials": 2,
+    "trialsRunning": 2,
+    "suggestionCount": 2,
+    "observedGeneration": 2,
+    "conditions": [
+        {"type": "Running", "status": "True", "reason": "Running", "message": "2 of 10", "lastTransitionTime": EARLIER}
+    ],
+}
+
+
+def test_an_invalid_spec_the_planner_cannot_be_given_changes_only_the_phase_and_its_condition():
+    """The loop's specs that do not parse (or whose space is refused) get the planner's rule: the
+    status read, with only the phase and the condition Failed changed, and the Event once."""
+    plan = planner.plan_invalid_spec(RUNNING_STATUS, 3, "spec.maxTrialCount: must be >= 1", NOW)
+    st = exp_status(plan)
+    assert {k: v for k, v in st.items() if k not in ("phase", "conditions")} == {
+        k: v for k, v in RUNNING_STATUS.items() if k not in ("phase", "conditions")
+    }
+    assert st["phase"] == "Failed"
+    assert st["conditions"] == [
+        RUNNING_STATUS["conditions"][0],
+        {
+            "type": "Failed",
+            "status": "True",
+            "reason": "InvalidSpec",
+            "message": "spec.maxTrialCount: must be >= 1",
+            "lastTransitionTime": iso(NOW),
+            "observedGeneration": 3,
+        },
+    ]
+    assert [(e.target, e.type, e.reason, e.message) for e in plan.events] == [
+        (None, "Warning", "InvalidSpec", "spec.maxTrialCount: must be >= 1")
+    ]
+    assert not (plan.create_trials or plan.start_pods or plan.delete_pods or plan.trial_status)
+    # Found again: the same status, and no second Event.
+    again = planner.plan_invalid_spec(st, 3, "spec.maxTrialCount: must be >= 1", NOW + timedelta(seconds=5))
+    assert exp_status(again) == st and again.events == []
+
+
+def test_the_planners_invalid_spec_is_the_same_rule():
+    """reject_spec() (a spec validate_spec() refuses) decides as plan_invalid_spec(), adding only what
+    every round records: the history, and the other phases' conditions."""
+    spec = make_spec(
+        trialTemplate={
+            "template": {"spec": {"containers": [{"name": "train", "image": "i", "args": ["${params.nope}"]}]}}
+        }
+    )
+    plan = run(spec, status=RUNNING_STATUS)
+    message = "; ".join(validate_spec(spec))
+    alone = planner.plan_invalid_spec(RUNNING_STATUS, 3, message, NOW)
+    st = exp_status(plan)
+    assert st["phase"] == exp_status(alone)["phase"] == "Failed"
+    assert cond(st["conditions"], "Failed") == cond(exp_status(alone)["conditions"], "Failed")
+    assert [e for e in plan.events if e.reason == "InvalidSpec"] == alone.events
+    assert cond(st["conditions"], "Running")["status"] == "False"
+    assert [(h["phase"], h["reason"]) for h in st["statusHistory"]] == [("Failed", "InvalidSpec")]
+
+
 # =============================================================================================
 # several rounds: the cluster carries the plans out
 # =============================================================================================

@@ -93,7 +93,7 @@ class Executor:
         self,
         api: KubeClient,
         experiment: dict,
-        spec: ExperimentSpec,
+        spec: ExperimentSpec | None,  # None for a spec that does not parse: its plans start nothing
         trials: list[planner.TrialView],
         written: PendingWrites,
         post_event: PostEvent,
@@ -215,6 +215,7 @@ class Executor:
         trial = self.trials.get(name)
         if trial is None or not trial["metadata"].get("uid"):
             return  # not ours, or not visible yet; the next round starts it
+        assert self.spec is not None, "only a plan of a parsed spec starts workloads"
         ckpt = self.spec.trial_template.checkpoint
         if ckpt is not None:
             # The configuration's claim first: its name is fixed, so a claim made before a crash,

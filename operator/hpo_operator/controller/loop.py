@@ -22,10 +22,8 @@ from pydantic import ValidationError
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.status import ExperimentStatus
 from hpo_operator.api.vocabulary import FINISHED_PHASES, TERMINAL_PHASES
 from hpo_operator.core import times
-from hpo_operator.core.conditions import set_condition
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
 from hpo_operator.search.suggest import SearchSpaceError, Suggester
 from hpo_operator.workloads.kinds import Kind, kind_of
@@ -240,12 +238,10 @@ class ExperimentLoop:
         return list(parsed.values())
 
     async def report_invalid_spec(self, raw: dict, status: dict, message: str, now: datetime) -> None:
-        new = failed_for_invalid_spec(status, message, now, raw["metadata"].get("generation"))
-        if new is not None:
-            self.runtime.post_event(raw, "Warning", "InvalidSpec", message)
-            await self.runtime.api.patch_status(
-                "experiments", self.key[0], self.key[1], {"phase": "Failed", "conditions": new.dump()["conditions"]}
-            )
+        """A spec the planner cannot be given (it does not parse, or the search algorithm refuses its
+        search space): the planner's rule for invalid specs decides, and the executor writes it."""
+        plan = planner.plan_invalid_spec(status, raw["metadata"].get("generation"), message, now)
+        await Executor(self.runtime.api, raw, None, [], self.written, self.runtime.post_event).run(plan)
 
 
 def settle_refusals(refused: dict[str, str], trials: list[planner.TrialView]) -> None:
@@ -255,20 +251,3 @@ def settle_refusals(refused: dict[str, str], trials: list[planner.TrialView]) ->
     phases = {t.name: t.phase for t in trials}
     for name in [n for n in refused if phases.get(n, "Gone") in (*TERMINAL_PHASES, "Gone")]:
         del refused[name]
-
-
-def failed_for_invalid_spec(
-    status: dict, message: str, now: datetime, generation: int | None
-) -> ExperimentStatus | None:
-    """The experiment's status once its spec is found invalid (Failed, with the condition
-    InvalidSpec), or None if the status says so already. The planner decides the same for a spec
-    it can be given (planner/experiment.py); this serves the specs that cannot reach it: one that
-    does not parse, and one whose search space the suggester refuses."""
-    old = ExperimentStatus.model_validate(status)
-    new = old.model_copy(
-        update=dict(
-            phase="Failed",
-            conditions=set_condition(old.conditions, "Failed", True, "InvalidSpec", message, now, generation),
-        )
-    )
-    return None if new == old else new

@@ -27,7 +27,8 @@ status). `plan()` below calls their steps, in this order:
   1. experiment.opening_status: the Experiment's status to write, started from the one read;
   2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
      users' Trials are adopted or refused;
-     (an invalid spec stops here: experiment.reject_spec, then finish_status;)
+     (an invalid spec stops here: experiment.reject_spec, then finish_status; a spec that cannot
+     reach plan() is refused by the same rule, experiment.plan_invalid_spec;)
   3. admission.handle_restart_requests: restarts users ask for;
   4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;
   5. launch.tell_results: decided results, told to the search algorithm;
@@ -72,6 +73,7 @@ from .experiment import (
     goal_reached,
     is_better,
     opening_status,
+    plan_invalid_spec,
     record_results,
     reject_spec,
     retention,
@@ -119,6 +121,7 @@ __all__ = [
     "observe_pods",
     "validate_spec",
     "plan",
+    "plan_invalid_spec",
     "restore_suggester",
 ]
 

@@ -27,7 +27,7 @@ from .state import Event, RoundState, TrialView
 
 
 def observe_pods(
-    spec: ExperimentSpec, trials: Iterable[TrialView], pods: dict[str, dict], now: datetime
+    spec: ExperimentSpec, trials: Iterable[TrialView], pods: dict[str, dict[str, Any]], now: datetime
 ) -> dict[str, PodObservation]:
     """What each unfinished trial's pod says this round, by trial name. Observed once: the loop
     chooses the logs to read by it (needs_log) and the planner decides by it (observe_pod), so the

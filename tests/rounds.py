@@ -70,9 +70,24 @@ def exhausted_after(n: int):
     return lambda index: {"x": str(index)} if index < n else None
 
 
-def run(spec: ExperimentSpec, trials=(), pods=None, logs=None, now=NOW, suggest=counting, status=None):
+def run(
+    spec: ExperimentSpec,
+    trials=(),
+    pods=None,
+    logs=None,
+    now=NOW,
+    suggest=counting,
+    status=None,
+    observations=None,
+    refused=None,
+):
+    """One round. The pods are observed as the operator's loop observes them (planner.observe_pods),
+    unless a test gives the observations itself."""
     exp = ExperimentView(EXP, NS, EXP_UID, 3, spec, copy.deepcopy(status or {}))
-    return planner.plan(exp, list(trials), pods or {}, logs or {}, now, suggest)
+    trials, pods = list(trials), pods or {}
+    if observations is None:
+        observations = planner.observe_pods(spec, trials, pods, now)
+    return planner.plan(exp, trials, pods, logs or {}, now, suggest, observations=observations, refused=refused)
 
 
 def owner_refs() -> list[dict]:

@@ -14,6 +14,7 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.api.vocabulary import A_RESTART, L_LAUNCH
 from hpo_operator.controller.executor import Executor, PendingWrites
+from hpo_operator.core import times
 from hpo_operator.kube.client import ApiException
 
 SPEC = ExperimentSpec.model_validate(
@@ -123,7 +124,9 @@ def existing(name: str, **status) -> planner.TrialView:
     return planner.TrialView(name, f"uid-{name}", body)
 
 
-def run(api: FakeApi, plan: planner.Plan, trials: list[planner.TrialView] = ()) -> list[tuple]:
+def run(
+    api: FakeApi, plan: planner.Plan, trials: list[planner.TrialView] = (), refused: dict[str, str] | None = None
+) -> list[tuple]:
     events: list[tuple] = []
     executor = Executor(
         api,
@@ -132,6 +135,7 @@ def run(api: FakeApi, plan: planner.Plan, trials: list[planner.TrialView] = ()) 
         list(trials),
         PendingWrites(),
         lambda obj, *rest: events.append((obj["metadata"]["name"], *rest)),
+        refused=refused,
     )
     asyncio.run(executor.run(plan))
     return events
@@ -221,22 +225,68 @@ def test_a_lost_connection_fails_the_round_after_every_other_write_ran():
     assert {("status trials", "t1"), ("delete pods", "t1"), ("status experiments", "exp")} <= set(api.calls)
 
 
-def test_a_pod_the_api_server_finds_invalid_fails_its_trial_instead_of_the_round():
+def test_a_pod_the_api_server_finds_invalid_is_reported_not_a_failed_round():
+    """The executor decides no status: it reports the refusal, and the next round's planner fails
+    the trial (test_planner: test_a_create_the_api_server_refused_fails_the_trial_next_round)."""
     plan = planner.Plan(
         create_trials=[new_trial("exp-0000")],
         start_pods=["exp-0000"],
         experiment_status=ExperimentStatus(phase="Running"),
     )
     api = FakeApi(fail={("create pods", "exp-0000"): refused(422, "metadata.labels: Invalid value")})
-    events = run(api, plan)  # no exception: the trial carries the failure
-    assert [c for c in api.calls if c == ("status trials", "exp-0000")] == [("status trials", "exp-0000")] * 2
-    first, failed = api.statuses[("trials", "exp-0000")]
-    assert first["phase"] == "Pending"
-    assert (failed["phase"], failed["reason"], failed["failureClass"]) == ("Failed", "InvalidPod", "Startup")
-    assert [(c["type"], c["status"], c["reason"]) for c in failed["conditions"]] == [
-        ("Succeeded", "False", "InvalidPod")
+    reported: dict[str, str] = {}
+    events = run(api, plan, refused=reported)  # no exception: the trial will carry the failure
+    assert reported == {"exp-0000": "metadata.labels: Invalid value"}
+    # Only the trial's first status: its failure is the planner's to write.
+    assert [s["phase"] for s in api.statuses[("trials", "exp-0000")]] == ["Pending"]
+    assert not [e for e in events if e[0] == "exp-0000"]
+    assert ("status experiments", "exp") in api.calls
+
+
+def test_a_pod_create_that_fails_otherwise_fails_the_round_and_is_not_reported():
+    plan = planner.Plan(
+        start_pods=["t0"],
+        experiment_status=ExperimentStatus(phase="Running"),
+    )
+    api = FakeApi(fail={("create pods", "t0"): refused(403, "exceeded quota")})
+    reported: dict[str, str] = {}
+    with pytest.raises(ApiException):
+        run(api, plan, [existing("t0", phase="Pending")], refused=reported)
+    assert reported == {}  # tried again next round
+    assert ("status trials", "t0") not in api.calls
+
+
+def test_an_invalid_spec_is_written_as_the_phase_and_its_condition_only():
+    """The loop's invalid specs (planner.plan_invalid_spec) go out like any plan: a merge patch of the
+    phase and the conditions alone, then the Event; found again, nothing is written."""
+    status = {
+        "phase": "Running",
+        "trials": 1,
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Running", "status": "True", "reason": "Running", "message": "", "lastTransitionTime": "t0"}
+        ],
+    }
+    experiment = {**EXPERIMENT, "spec": {"maxTrialCount": "many"}, "status": status}
+    plan = planner.plan_invalid_spec(status, 1, "spec.maxTrialCount: not an integer", times.now())
+    api, events, written = FakeApi(), [], PendingWrites()
+
+    def execute(experiment: dict) -> None:
+        post = lambda obj, *rest: events.append((obj["metadata"]["name"], *rest))  # noqa: E731
+        asyncio.run(Executor(api, experiment, None, [], written, post).run(plan))
+
+    execute(experiment)
+    [patch] = api.statuses[("experiments", "exp")]
+    assert set(patch) == {"phase", "conditions"} and patch["phase"] == "Failed"
+    assert [(c["type"], c["status"], c.get("reason")) for c in patch["conditions"]] == [
+        ("Running", "True", "Running"),
+        ("Failed", "True", "InvalidSpec"),
     ]
-    assert ("exp-0000", "Warning", "PodCreateFailed", "metadata.labels: Invalid value") in events
+    assert events == [("exp", "Warning", "InvalidSpec", "spec.maxTrialCount: not an integer")]
+    # The next round reads the status it wrote (the watch's, or PendingWrites'): nothing more.
+    plan = planner.plan_invalid_spec(written.experiment_status, 1, "spec.maxTrialCount: not an integer", times.now())
+    execute({**experiment, "status": written.experiment_status})
+    assert len(api.statuses[("experiments", "exp")]) == 1 and len(events) == 1
 
 
 def test_routine_events_are_one_per_reason_and_round_on_the_experiment():

@@ -26,6 +26,8 @@ from hpo_operator.api.vocabulary import (
     L_LINEAGE,
     L_TRIAL,
 )
+from hpo_operator.controller.loop import settle_refusals
+from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
 from hpo_operator.planner.simulate import MemoryCluster
@@ -259,19 +261,110 @@ def test_termination_message_source_ignores_the_log():
     assert trial_statuses(plan)["exp-0000"]["reason"] == "MetricsUnavailable"
 
 
+def wants_log(spec, t, pod, now=NOW):
+    """needs_log() on the pod as the loop observes it."""
+    return needs_log(spec, t, planner.observe_pods(spec, [t], {t.name: pod} if pod else {}, now).get(t.name))
+
+
 def test_needs_log():
     t = suggested(0, "Running")
     with_objective = pod_succeeded("exp-0000", '{"loss": 1}')
     without = pod_succeeded("exp-0000", '{"acc": 1}')
     # "final": read the log once, because the pod succeeded and the planner will want its metrics.
-    assert needs_log(make_spec(), t, without) == "final"
-    assert needs_log(make_spec(), t, with_objective) is None
-    assert needs_log(make_spec(), t, None) is None
-    assert needs_log(make_spec(), t, pod_running("exp-0000")) is None
-    assert needs_log(make_spec(), t, pod_failed("exp-0000")) is None
-    assert needs_log(make_spec(), succeeded(0, 1.0), without) is None  # already recorded
-    assert needs_log(make_spec(metricsCollector={"source": "StdoutLog"}), t, with_objective) == "final"
-    assert needs_log(make_spec(metricsCollector={"source": "TerminationMessage"}), t, without) is None
+    assert wants_log(make_spec(), t, without) == "final"
+    assert wants_log(make_spec(), t, with_objective) is None
+    assert wants_log(make_spec(), t, None) is None
+    assert wants_log(make_spec(), t, pod_running("exp-0000")) is None
+    assert wants_log(make_spec(), t, pod_failed("exp-0000")) is None
+    assert wants_log(make_spec(), succeeded(0, 1.0), without) is None  # already recorded
+    assert wants_log(make_spec(metricsCollector={"source": "StdoutLog"}), t, with_objective) == "final"
+    assert wants_log(make_spec(metricsCollector={"source": "TerminationMessage"}), t, without) is None
+
+
+def test_the_planner_decides_on_the_observations_it_is_given():
+    """The loop observes each pod once (observe_pods) and hands the observations to the planner:
+    the pod's body is not observed a second time. Here the pod still looks Running, but the round's
+    observation says its container failed, and the trial fails by that."""
+    spec = make_spec()
+    t = suggested(0, "Running")
+    seen = PodObservation("Failed", "Error", "the container exited with code 3 (Error)", "Error", exit_code=3)
+    plan = run(spec, [t], {"exp-0000": pod_running("exp-0000")}, observations={"exp-0000": seen})
+    st = trial_statuses(plan)["exp-0000"]
+    assert (st["phase"], st["reason"], st["failureClass"], st["exitCode"]) == ("Failed", "Error", "Error", 3)
+
+
+def test_pods_are_observed_with_the_rounds_clock():
+    """A pod left terminating on a lost node is Failed only by the round's clock: the observations
+    the loop chooses logs by are the planner's, taken with `now`."""
+    spec = make_spec(trialTemplate={"checkpoint": {"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": "/ckpt"}})
+    t = suggested(0, "Running")
+    stuck = pod_running("exp-0000")
+    stuck["metadata"]["deletionTimestamp"] = ago(60)
+    stuck["spec"]["nodeName"] = "node-1"
+    obs = planner.observe_pods(spec, [t], {"exp-0000": stuck}, NOW)["exp-0000"]
+    assert (obs.phase, obs.reason) == ("Failed", "NodeLost")
+    assert needs_log(spec, t, obs) == "final"  # what the lost attempt reported, for its resumption
+    assert trial_statuses(run(spec, [t], {"exp-0000": stuck}))["exp-0000"]["reason"] == "NodeLost"
+
+
+REFUSAL = 'Pod "exp-0000" is invalid: metadata.labels: Invalid value: "not a label!"'
+
+
+def test_a_create_the_api_server_refused_fails_the_trial_next_round():
+    """The executor reports the refused create; the next round fails the trial (not started again)
+    with the reason, failure class, message, condition and Event the operator has always written."""
+    pending = suggested(0, "Pending", reason="PodCreated")
+    plan = run(make_spec(parallelTrialCount=1), [pending], refused={"exp-0000": REFUSAL})
+    st = trial_statuses(plan)["exp-0000"]
+    message = f"the API server refused the trial's Pod: {REFUSAL}"
+    assert (st["phase"], st["reason"], st["failureClass"], st["message"]) == (
+        "Failed",
+        "InvalidPod",
+        "Startup",
+        message,
+    )
+    assert st["completionTime"] == iso(NOW)
+    assert [(c["type"], c["status"], c["reason"], c["message"]) for c in st["conditions"]] == [
+        ("Succeeded", "False", "InvalidPod", message)
+    ]
+    assert [(e.target, e.type, e.reason, e.message) for e in plan.events if e.target == "exp-0000"] == [
+        ("exp-0000", "Warning", "PodCreateFailed", REFUSAL)
+    ]
+    assert "exp-0000" not in plan.start_pods
+    assert created_names(plan) == ["exp-0001"]  # its one slot goes to the next suggestion
+
+
+def test_a_refused_job_says_what_was_refused():
+    spec = make_spec(
+        trialTemplate={
+            "template": None,
+            "job": {"spec": {"template": {"spec": {"containers": [{"name": "train", "image": "trainer:1"}]}}}},
+        }
+    )
+    plan = run(spec, [suggested(0, "Pending", reason="PodCreated")], refused={"exp-0000": REFUSAL})
+    assert trial_statuses(plan)["exp-0000"]["message"] == f"the API server refused the trial's Job: {REFUSAL}"
+
+
+def test_without_the_refusal_the_trial_is_started_again():
+    """An operator that restarted has lost the report: the create is tried again (and the API server
+    refuses it again, which is reported again), the trial neither lost nor duplicated."""
+    plan = run(make_spec(parallelTrialCount=1), [suggested(0, "Pending", reason="PodCreated")])
+    assert plan.start_pods == ["exp-0000"] and plan.create_trials == []
+    assert "exp-0000" not in plan.trial_status or plan.trial_status["exp-0000"].phase == "Pending"
+
+
+def test_a_refusal_of_a_finished_trial_or_of_a_trial_with_a_pod_changes_nothing():
+    done = failed(0, "Startup")
+    running = suggested(1, "Running")
+    plan = run(
+        make_spec(maxTrialCount=2),
+        [done, running],
+        {"exp-0001": pod_running("exp-0001")},
+        refused={"exp-0000": REFUSAL, "exp-0001": REFUSAL},
+    )
+    assert "exp-0000" not in plan.trial_status
+    assert "exp-0001" not in plan.trial_status
+    assert "PodCreateFailed" not in event_reasons(plan)
 
 
 def test_running_pod_marks_the_trial_running():
@@ -1125,6 +1218,67 @@ def test_invalid_spec_fails_the_experiment_and_launches_nothing():
     assert "InvalidSpec" in event_reasons(plan, None)
 
 
+RUNNING_STATUS = {
+    "phase": "Running",
+    "startTime": EARLIER,
+    "trials": 2,
+    "trialsRunning": 2,
+    "suggestionCount": 2,
+    "observedGeneration": 2,
+    "conditions": [
+        {"type": "Running", "status": "True", "reason": "Running", "message": "2 of 10", "lastTransitionTime": EARLIER}
+    ],
+}
+
+
+def test_an_invalid_spec_the_planner_cannot_be_given_changes_only_the_phase_and_its_condition():
+    """The loop's specs that do not parse (or whose space is refused) get the planner's rule: the
+    status read, with only the phase and the condition Failed changed, and the Event once."""
+    plan = planner.plan_invalid_spec(RUNNING_STATUS, 3, "spec.maxTrialCount: must be >= 1", NOW)
+    st = exp_status(plan)
+    assert {k: v for k, v in st.items() if k not in ("phase", "conditions")} == {
+        k: v for k, v in RUNNING_STATUS.items() if k not in ("phase", "conditions")
+    }
+    assert st["phase"] == "Failed"
+    assert st["conditions"] == [
+        RUNNING_STATUS["conditions"][0],
+        {
+            "type": "Failed",
+            "status": "True",
+            "reason": "InvalidSpec",
+            "message": "spec.maxTrialCount: must be >= 1",
+            "lastTransitionTime": iso(NOW),
+            "observedGeneration": 3,
+        },
+    ]
+    assert [(e.target, e.type, e.reason, e.message) for e in plan.events] == [
+        (None, "Warning", "InvalidSpec", "spec.maxTrialCount: must be >= 1")
+    ]
+    assert not (plan.create_trials or plan.start_pods or plan.delete_pods or plan.trial_status)
+    # Found again: the same status, and no second Event.
+    again = planner.plan_invalid_spec(st, 3, "spec.maxTrialCount: must be >= 1", NOW + timedelta(seconds=5))
+    assert exp_status(again) == st and again.events == []
+
+
+def test_the_planners_invalid_spec_is_the_same_rule():
+    """reject_spec() (a spec validate_spec() refuses) decides as plan_invalid_spec(), adding only what
+    every round records: the history, and the other phases' conditions."""
+    spec = make_spec(
+        trialTemplate={
+            "template": {"spec": {"containers": [{"name": "train", "image": "i", "args": ["${params.nope}"]}]}}
+        }
+    )
+    plan = run(spec, status=RUNNING_STATUS)
+    message = "; ".join(validate_spec(spec))
+    alone = planner.plan_invalid_spec(RUNNING_STATUS, 3, message, NOW)
+    st = exp_status(plan)
+    assert st["phase"] == exp_status(alone)["phase"] == "Failed"
+    assert cond(st["conditions"], "Failed") == cond(exp_status(alone)["conditions"], "Failed")
+    assert [e for e in plan.events if e.reason == "InvalidSpec"] == alone.events
+    assert cond(st["conditions"], "Running")["status"] == "False"
+    assert [(h["phase"], h["reason"]) for h in st["statusHistory"]] == [("Failed", "InvalidSpec")]
+
+
 # =============================================================================================
 # several rounds: the cluster carries the plans out
 # =============================================================================================
@@ -1140,13 +1294,27 @@ class Cluster(MemoryCluster):
         self.now = NOW
         self.logs: dict[str, str] = {}
         self.plans: list = []
+        self.invalid: set[str] = set()  # trials whose pod the API server refuses as invalid
+        self.refused: dict[str, str] = {}  # the executor's reports, kept by the loop between rounds
+        self.starts: list[str] = []
 
     def round(self):
         exp = ExperimentView(EXP, NS, EXP_UID, 1, self.spec, copy.deepcopy(self.status))
-        p = planner.plan(exp, self.views(), copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest)
+        views = self.views()
+        settle_refusals(self.refused, views)  # as the loop does before each round
+        p = planner.plan(
+            exp, views, copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest, refused=dict(self.refused)
+        )
         self.apply(p)
         self.plans.append(p)
         return p
+
+    async def start(self, name: str) -> None:
+        self.starts.append(name)
+        if name in self.invalid:
+            self.refused[name] = "metadata.labels: Invalid value"  # what the executor reports
+            return
+        await super().start(name)
 
     def tick(self, seconds: float = 10) -> None:
         self.now += timedelta(seconds=seconds)
@@ -1163,6 +1331,31 @@ class Cluster(MemoryCluster):
 
     def phase(self, name: str) -> str | None:
         return (self.trials[name].get("status") or {}).get("phase")
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["reported", "operator-restarted"])
+def test_a_refused_create_fails_its_trial_once_without_starting_it_again(restarted):
+    """Round 1 creates exp-0000 and the API server refuses its pod; round 2 fails the trial and its
+    slot goes on. An operator restarted in between has lost the report: round 2 tries the create
+    again, is refused again, and round 3 fails the trial. No trial is lost or made twice."""
+    cluster = Cluster(make_spec(parallelTrialCount=1, maxTrialCount=2))
+    cluster.invalid = {"exp-0000"}
+    cluster.round()
+    assert cluster.refused == {"exp-0000": "metadata.labels: Invalid value"}
+    assert cluster.phase("exp-0000") == "Pending"
+    if restarted:
+        cluster.refused.clear()
+        cluster.round()
+        assert cluster.starts == ["exp-0000", "exp-0000"] and cluster.phase("exp-0000") == "Pending"
+    cluster.round()
+    status = cluster.trials["exp-0000"]["status"]
+    assert (status["phase"], status["reason"], status["failureClass"]) == ("Failed", "InvalidPod", "Startup")
+    assert cluster.starts == ["exp-0000"] * (2 if restarted else 1) + ["exp-0001"]
+    assert "exp-0000" not in cluster.pods
+    assert [e.reason for e in cluster.events if e.target == "exp-0000"] == ["PodCreateFailed"]  # with the verdict
+    cluster.round()
+    assert cluster.refused == {}  # the verdict is written: the report is dropped
+    assert cluster.created == ["exp-0000", "exp-0001"]
 
 
 def test_cluster_never_runs_more_pods_than_parallel_trial_count():

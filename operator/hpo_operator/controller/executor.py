@@ -16,11 +16,8 @@ from typing import Any
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.status import TrialStatus
 from hpo_operator.api.vocabulary import L_CONFIG, L_LAUNCH, TERMINAL_PHASES
 from hpo_operator.controller import telemetry
-from hpo_operator.core import times
-from hpo_operator.core.conditions import set_condition
 from hpo_operator.kube.client import (
     CLAIMS,
     PODS,
@@ -96,11 +93,12 @@ class Executor:
         self,
         api: KubeClient,
         experiment: dict,
-        spec: ExperimentSpec,
+        spec: ExperimentSpec | None,  # None for a spec that does not parse: its plans start nothing
         trials: list[planner.TrialView],
         written: PendingWrites,
         post_event: PostEvent,
         resource: Resource = PODS,
+        refused: dict[str, str] | None = None,
     ):
         self.api = api
         self.resource = resource  # what trials run as: pods, Jobs, or another kind
@@ -114,6 +112,9 @@ class Executor:
         self.failures: list[Exception] = []
         self.unmade: list[str] = []  # Trials of the plan whose create failed
         self.events: list[tuple[dict, str, str, str]] = []
+        # Trials whose workload the API server refused as invalid, with its message: reported to the
+        # next round's planner, which fails them (the loop keeps this dict between rounds).
+        self.refused = {} if refused is None else refused
 
     async def attempt(self, what: str, call: Callable[[], Awaitable[Any]], ok: tuple[int, ...] = ()) -> Any:
         """The call's result; None for a status in `ok`; the exception (recorded) for any other,
@@ -210,10 +211,11 @@ class Executor:
                 ok=(404,),
             )
 
-    async def start(self, name: str, after: Awaitable[Any] | None = None) -> None:
+    async def start(self, name: str) -> None:
         trial = self.trials.get(name)
         if trial is None or not trial["metadata"].get("uid"):
             return  # not ours, or not visible yet; the next round starts it
+        assert self.spec is not None, "only a plan of a parsed spec starts workloads"
         ckpt = self.spec.trial_template.checkpoint
         if ckpt is not None:
             # The configuration's claim first: its name is fixed, so a claim made before a crash,
@@ -237,37 +239,12 @@ class Executor:
             return  # made, made before (409), or not reached: the next round looks again
         reason = api_reason(result)
         if result.status in (400, 422):
-            # The manifest itself is wrong (e.g. a label made invalid by a placeholder): running
-            # it again would fail the same way. Reported on the trial, so not a failed round.
+            # The manifest itself is wrong (e.g. a label made invalid by a placeholder): creating it
+            # again would fail the same way. Not a failed round: the refusal is reported, and the
+            # next round's planner fails the trial (planner/lifecycle.py, refused_create).
             self.failures.remove(result)
-            if after is not None:
-                await after
-                trial = self.trials.get(name) or trial
-            now = times.now()
-            message = f"the API server refused the trial's {kind.kind}: {reason}"
-            current = TrialStatus.model_validate(self.written.trial_status.get(name) or trial.get("status") or {})
-            failed = current.model_copy(
-                update=dict(
-                    phase="Failed",
-                    reason="InvalidPod",
-                    failure_class="Startup",
-                    message=message,
-                    completion_time=times.iso(now),
-                    conditions=set_condition(current.conditions, "Succeeded", False, "InvalidPod", message, now),
-                )
-            )
-            patch = {
-                k: v
-                for k, v in failed.dump().items()
-                if k in ("phase", "reason", "failureClass", "message", "completionTime", "conditions")
-            }
-            written = await self.attempt(
-                f"status of trial {name}",
-                lambda: self.api.patch_status("trials", self.namespace, name, patch),
-                ok=(404,),
-            )
-            if not isinstance(written, Exception):
-                self.written.trial_status[name] = failed.dump()
+            self.refused[name] = reason
+            return
         self.post_event(trial, "Warning", "PodCreateFailed", reason)
 
     async def create_trial(self, body: dict, start: bool) -> None:
@@ -299,13 +276,12 @@ class Executor:
             )
         self.trials[name] = created
         self.written.trials[name] = created
-        # The pod and the first status go out together; a refused pod's failure status waits for
-        # the first status, or the two could land in either order.
+        # The pod and the first status go out together.
         first = asyncio.ensure_future(
             self.first_status(name, created, status) if status and not created.get("status") else asyncio.sleep(0)
         )
         if start:
-            await self.start(name, after=first)
+            await self.start(name)
         await first
 
     async def first_status(self, name: str, created: dict, status: dict) -> None:

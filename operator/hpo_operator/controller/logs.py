@@ -1,19 +1,21 @@
 """The pod logs one experiment's planner wants, read from the API server and kept between rounds.
 
 The planner reads a log for metrics: a finished pod's once, a running pod's for early stopping.
-planner.needs_log() says which pods it wants; this module reads them, all of a round's at once,
-and keeps each until the planner no longer asks for it (it recorded what it needed), so that a
-finished pod's log is read once, not every round.
+planner.needs_log() says which pods it wants (by the round's observations of them); this module
+reads them, all of a round's at once, and keeps each until the planner no longer asks for it (it
+recorded what it needed), so that a finished pod's log is read once, not every round.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.core.podstate import PodObservation
 from hpo_operator.kube.client import ApiException, KubeClient
 
 # Metrics count from the end of a log ("the last value counts"): read its tail.
@@ -30,19 +32,24 @@ class PodLogs:
     kept: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
 
     async def wanted(
-        self, spec: ExperimentSpec, trials: list[planner.TrialView], pods: dict[str, dict]
+        self,
+        spec: ExperimentSpec,
+        trials: list[planner.TrialView],
+        pods: dict[str, dict],
+        observations: Mapping[str, PodObservation],
     ) -> dict[str, str]:
         """Logs the planner wants, by trial: a finished pod's once, a running pod's every
-        intervalSeconds."""
+        intervalSeconds. `observations` are the round's (planner.observe_pods), which the planner
+        is then given: the logs are chosen by what it will decide on."""
         result: dict[str, str] = {}
         now = time.monotonic()
         used = set()
         reads = []
         for t in trials:
-            pod = pods.get(t.name)
-            need = planner.needs_log(spec, t, pod)
+            need = planner.needs_log(spec, t, observations.get(t.name))
             if need is None:
                 continue
+            pod = pods[t.name]
             key = (pod["metadata"]["uid"], need)
             used.add(key)
             cached = self.kept.get(key)

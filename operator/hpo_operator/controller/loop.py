@@ -22,10 +22,8 @@ from pydantic import ValidationError
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.status import ExperimentStatus
-from hpo_operator.api.vocabulary import FINISHED_PHASES
+from hpo_operator.api.vocabulary import FINISHED_PHASES, TERMINAL_PHASES
 from hpo_operator.core import times
-from hpo_operator.core.conditions import set_condition
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
 from hpo_operator.search.samplers import SearchSpaceError
 from hpo_operator.search.suggest import Suggester
@@ -68,6 +66,9 @@ class ExperimentLoop:
     suggester: Suggester | None = None
     logs: PodLogs = field(init=False)
     written: PendingWrites = field(default_factory=PendingWrites)
+    # Trials whose workload the API server refused (the executor's report, with its message), until
+    # the planner's verdict on them shows: see settle_refusals.
+    refused: dict[str, str] = field(default_factory=dict)
     parsed_trials: dict[str, planner.TrialView] = field(default_factory=dict)
     workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
     failures: int = 0
@@ -173,7 +174,9 @@ class ExperimentLoop:
                 await self.report_invalid_spec(raw, status, str(e), now)
                 return RECONCILE_INTERVAL
         suggester = self.suggester
-        logs = await self.logs.wanted(spec, trials, pods)
+        # Each pod observed once, for the logs and the plan alike.
+        observations = planner.observe_pods(spec, trials, pods, now)
+        logs = await self.logs.wanted(spec, trials, pods, observations)
         view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
         volumes = None
         if spec.trial_template.checkpoint is not None:
@@ -182,8 +185,21 @@ class ExperimentLoop:
                 volumes = {
                     n for n, c in (claims.objects.get(name) or {}).items() if not c["metadata"].get("deletionTimestamp")
                 }
+        settle_refusals(self.refused, trials)
         planning = time.monotonic()
-        args = (view, trials, pods, logs, now, suggester.suggest, suggester.should_stop, suggester.tell, volumes)
+        args = (
+            view,
+            trials,
+            pods,
+            logs,
+            now,
+            suggester.suggest,
+            suggester.should_stop,
+            suggester.tell,
+            volumes,
+            observations,
+            dict(self.refused),
+        )
         if len(trials) > THREAD_PLAN_TRIALS:
             # Off the event loop, which serves the informers and every other experiment
             # meanwhile; only this experiment's loop uses its suggester.
@@ -193,9 +209,12 @@ class ExperimentLoop:
             # threads the event loop has, for which a hundred experiments would queue.
             plan = planner.plan(*args)
         self.plan_seconds = time.monotonic() - planning
-        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS).run(plan)
+        reported = len(self.refused)
+        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS, self.refused).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.phase)
+        if len(self.refused) > reported:
+            return 0  # the next round fails the refused trials: at once, as their status is due now
         if st.phase in FINISHED_PHASES and not (st.trials_running or st.trials_pending):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
@@ -220,26 +239,16 @@ class ExperimentLoop:
         return list(parsed.values())
 
     async def report_invalid_spec(self, raw: dict, status: dict, message: str, now: datetime) -> None:
-        new = failed_for_invalid_spec(status, message, now, raw["metadata"].get("generation"))
-        if new is not None:
-            self.runtime.post_event(raw, "Warning", "InvalidSpec", message)
-            await self.runtime.api.patch_status(
-                "experiments", self.key[0], self.key[1], {"phase": "Failed", "conditions": new.dump()["conditions"]}
-            )
+        """A spec the planner cannot be given (it does not parse, or the search algorithm refuses its
+        search space): the planner's rule for invalid specs decides, and the executor writes it."""
+        plan = planner.plan_invalid_spec(status, raw["metadata"].get("generation"), message, now)
+        await Executor(self.runtime.api, raw, None, [], self.written, self.runtime.post_event).run(plan)
 
 
-def failed_for_invalid_spec(
-    status: dict, message: str, now: datetime, generation: int | None
-) -> ExperimentStatus | None:
-    """The experiment's status once its spec is found invalid (Failed, with the condition
-    InvalidSpec), or None if the status says so already. The planner decides the same for a spec
-    it can be given (planner/experiment.py); this serves the specs that cannot reach it: one that
-    does not parse, and one whose search space the suggester refuses."""
-    old = ExperimentStatus.model_validate(status)
-    new = old.model_copy(
-        update=dict(
-            phase="Failed",
-            conditions=set_condition(old.conditions, "Failed", True, "InvalidSpec", message, now, generation),
-        )
-    )
-    return None if new == old else new
+def settle_refusals(refused: dict[str, str], trials: list[planner.TrialView]) -> None:
+    """Forgets the refused creates whose trial has a final phase (the planner's verdict, written and
+    seen, or the trial was otherwise finished) or is gone. Until then each round's planner is told
+    again, so a failed status write is retried and the trial is never started again meanwhile."""
+    phases = {t.name: t.phase for t in trials}
+    for name in [n for n in refused if phases.get(n, "Gone") in (*TERMINAL_PHASES, "Gone")]:
+        del refused[name]

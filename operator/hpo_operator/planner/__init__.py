@@ -25,8 +25,10 @@ shared helpers) → admission.py (user trials, restarts, retries) → lifecycle.
 launch.py (new pods and suggestions, results told) → experiment.py (phase, counts, best trial,
 status). `plan()` below calls their steps, in this order:
   1. experiment.opening_status: the Experiment's status to write, started from the one read;
-  2. lifecycle.observe_trials: pods become Trial statuses; users' Trials are adopted or refused;
-     (an invalid spec stops here: experiment.reject_spec, then finish_status;)
+  2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
+     users' Trials are adopted or refused;
+     (an invalid spec stops here: experiment.reject_spec, then finish_status; a spec that cannot
+     reach plan() is refused by the same rule, experiment.plan_invalid_spec;)
   3. admission.handle_restart_requests: restarts users ask for;
   4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;
   5. launch.tell_results: decided results, told to the search algorithm;
@@ -59,6 +61,7 @@ from hpo_operator.api.vocabulary import (
     MANAGED_BY,
     TERMINAL_PHASES,
 )
+from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 
 from .admission import backoff_seconds, handle_restart_requests, recover_failures
@@ -70,13 +73,14 @@ from .experiment import (
     goal_reached,
     is_better,
     opening_status,
+    plan_invalid_spec,
     record_results,
     reject_spec,
     retention,
     validate_spec,
 )
 from .launch import count_launched, tell_results
-from .lifecycle import needs_log, observe_trials
+from .lifecycle import needs_log, observe_pods, observe_trials
 from .state import (
     DUPLICATE_SUGGESTION_FACTOR,
     MAX_ASKS_PER_ROUND,
@@ -114,8 +118,10 @@ __all__ = [
     "goal_reached",
     "is_better",
     "needs_log",
+    "observe_pods",
     "validate_spec",
     "plan",
+    "plan_invalid_spec",
     "restore_suggester",
 ]
 
@@ -152,18 +158,34 @@ def plan(
     should_stop: Callable[[int, dict[int, float]], bool] | None = None,
     tell: Callable[[int, Outcome], None] | None = None,
     volumes: set[str] | None = None,
+    observations: Mapping[str, PodObservation] | None = None,
+    refused: Mapping[str, str] | None = None,
 ) -> Plan:
     """`suggest(i)` gives suggestion i's values (None when the space is used up);
     `should_stop(i, {step: value})` says whether suggestion i's running trial should stop early;
     `tell(i, outcome)` hears each decided result before any later suggestion is asked (the same
     results are also listed in plan.tells); `volumes`, the checkpoint claims that exist (None: not
-    known, so none is removed).
+    known, so none is removed); `observations`, what each unfinished trial's pod says, as
+    observe_pods() gives it (None: observed here, the same way); `refused`, the trials whose pod (or
+    Job, or resource) the API server refused to create since the last round, with its message.
 
     The steps run in the order the module's docstring gives; each reads the statuses the steps
     before it set (state.status), so the order is part of the rules."""
     invalid = validate_spec(exp.spec)
+    if observations is None:
+        observations = observe_pods(exp.spec, trials, pods, now)
     state = RoundState(
-        exp, trials, pods, logs, now, suggest, should_stop or (lambda i, v: False), tell or (lambda i, o: None), volumes
+        exp,
+        trials,
+        pods,
+        logs,
+        now,
+        suggest,
+        should_stop or (lambda i, v: False),
+        tell or (lambda i, o: None),
+        volumes,
+        observations,
+        refused,
     )
     status = opening_status(state)
     observe_trials(state)

@@ -8,7 +8,9 @@ decide() (or reject_spec() for an invalid spec), record_results(), retention() a
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec, ParameterAssignment
 from hpo_operator.api.status import STATUS_HISTORY_LIMIT, ExperimentStatus, Metric, OptimalTrial, PhaseChange
@@ -69,12 +71,35 @@ def opening_status(state: RoundState) -> ExperimentStatus:
     return status
 
 
+def plan_invalid_spec(
+    status: ExperimentStatus | Mapping[str, Any], generation: int | None, message: str, now: datetime
+) -> Plan:
+    """What an invalid spec changes: the experiment is Failed, its condition Failed says InvalidSpec
+    and why (`message`), and a Warning Event InvalidSpec says it once per finding. Nothing runs.
+
+    The one rule for every invalid spec: reject_spec() applies it to what validate_spec() finds,
+    and the operator's loop to the specs that cannot reach plan(): one that does not parse, and one
+    whose search space the search algorithm refuses. For those the Plan is all there is: the
+    status read with only its phase and that condition changed (no trials were read to count)."""
+    old = status if isinstance(status, ExperimentStatus) else ExperimentStatus.model_validate(status)
+    failed = get_condition(old.conditions, "Failed")
+    new = old.model_copy(
+        update=dict(
+            phase="Failed",
+            conditions=set_condition(old.conditions, "Failed", True, "InvalidSpec", message, now, generation),
+        )
+    )
+    events = (
+        [] if failed is not None and failed.message == message else [Event(None, "Warning", "InvalidSpec", message)]
+    )
+    return Plan(experiment_status=new, events=events)
+
+
 def reject_spec(state: RoundState, status: ExperimentStatus, invalid: list[str]) -> None:
-    """A spec validate_spec() refuses: the experiment is Failed (InvalidSpec), and nothing runs."""
+    """A spec validate_spec() refuses: plan_invalid_spec() decides, and the round records the phase
+    as every round does (its history, and a condition for each phase: Failed's is the same)."""
     message = "; ".join(invalid)
-    failed = get_condition(status.conditions, "Failed")
-    if failed is None or failed.message != message:
-        state.plan.events.append(Event(None, "Warning", "InvalidSpec", message))
+    state.plan.events.extend(plan_invalid_spec(status, state.exp.generation, message, state.now).events)
     record_phase(state, status, Decision("Failed", "InvalidSpec", message))
 
 

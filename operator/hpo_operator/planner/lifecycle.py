@@ -1,5 +1,6 @@
 """Lifecycle: what each trial's pod (or Job, or resource) says becomes the trial's status: results and
-metrics, failures and their class, timeouts, startup trouble, early stopping.
+metrics, failures and their class, timeouts, startup trouble, early stopping; and so does a create
+that the API server refused.
 
 plan()'s first step, observe_trials(), over one RoundState (state.py). A Trial a user made is
 handed to admission.admit_user_trial() as it is met, in the trials' order, so that its admission
@@ -7,26 +8,42 @@ sees the phases observed so far."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
 from hpo_operator.api.vocabulary import TERMINAL_PHASES
 from hpo_operator.core import metrics, times
-from hpo_operator.core.podstate import finished, observe
+from hpo_operator.core.conditions import set_condition
+from hpo_operator.core.podstate import PodObservation, finished, observe
 from hpo_operator.core.space import summary
 from hpo_operator.workloads import checkpoint
+from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
-from .state import RoundState, TrialView
+from .state import Event, RoundState, TrialView
 
 
-def needs_log(spec: ExperimentSpec, trial: TrialView, pod: dict[str, Any] | None) -> str | None:
-    """Whether the planner wants this pod's log: "final" (read once, after it succeeded),
-    "running" (read every metricsCollector.intervalSeconds, for early stopping) or None."""
-    if pod is None or trial.phase in TERMINAL_PHASES:
+def observe_pods(
+    spec: ExperimentSpec, trials: Iterable[TrialView], pods: dict[str, dict[str, Any]], now: datetime
+) -> dict[str, PodObservation]:
+    """What each unfinished trial's pod says this round, by trial name. Observed once: the loop
+    chooses the logs to read by it (needs_log) and the planner decides by it (observe_pod), so the
+    two never judge one pod differently (a pod stranded on a lost node is Failed only given `now`)."""
+    primary = spec.trial_template.primary_container_name
+    return {
+        t.name: observe(pods[t.name], primary, now) for t in trials if t.phase not in TERMINAL_PHASES and t.name in pods
+    }
+
+
+def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None) -> str | None:
+    """Whether the planner wants the log of the pod observed as `obs` (None: no pod): "final" (read
+    once, after it succeeded), "running" (read every metricsCollector.intervalSeconds, for early
+    stopping) or None."""
+    if obs is None or trial.phase in TERMINAL_PHASES:
         return None
-    obs = observe(pod, spec.trial_template.primary_container_name)
     if obs.phase == "Running" and spec.early_stopping is not None:
         return "running"
     if (
@@ -63,7 +80,10 @@ def observe_trials(state: RoundState) -> None:
             continue
         pod = state.pods.get(t.name)
         if pod is None:
-            if state.phase(t) == "Running":
+            refusal = state.refused.get(t.name)
+            if refusal is not None:
+                refused_create(state, t, refusal)
+            elif state.phase(t) == "Running":
                 state.set_status(
                     t,
                     phase="Failed",
@@ -75,9 +95,30 @@ def observe_trials(state: RoundState) -> None:
         observe_pod(state, t, pod)
 
 
+def refused_create(state: RoundState, t: TrialView, reason: str) -> None:
+    """The API server refused the trial's pod (or Job, or resource) as invalid, saying `reason`, when
+    the last round created it (the executor reports it): e.g. a label made invalid by a placeholder.
+    Creating it again would fail the same way, so the trial fails now, before launch() would start
+    it again. Without the report (an operator restarted since) the create is simply tried again,
+    refused again, and reported again."""
+    message = f"the API server refused the trial's {kind_of(state.spec).kind}: {reason}"
+    conditions = set_condition(state.current(t).conditions, "Succeeded", False, "InvalidPod", message, state.now)
+    state.update(
+        t,
+        phase="Failed",
+        reason="InvalidPod",
+        failure_class="Startup",
+        message=message,
+        completion_time=times.iso(state.now),
+        conditions=conditions,
+    )
+    # The Event says what the API server said; the trial's message says what it refused.
+    state.plan.events.append(Event(t.name, "Warning", "PodCreateFailed", reason))
+
+
 def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
     spec = state.spec
-    obs = observe(pod, spec.trial_template.primary_container_name, state.now)
+    obs = state.observations[t.name]  # observe_pods(), once per round
     if obs.recheck_in is not None:
         state.plan.requeue(obs.recheck_in)
     # A Job's or resource's primary pod has a name of its own.

@@ -6,7 +6,7 @@ functions that take a RoundState first, and this module imports none of them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -29,6 +29,7 @@ from hpo_operator.api.vocabulary import (
 )
 from hpo_operator.core import times
 from hpo_operator.core.conditions import get_condition, set_condition
+from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash, summary
 from hpo_operator.search.suggest import Outcome
 from hpo_operator.workloads import checkpoint
@@ -174,9 +175,15 @@ class RoundState:
         should_stop: Callable[[int, dict[int, float]], bool],
         tell: Callable[[int, Outcome], None],
         volumes: set[str] | None = None,
+        observations: Mapping[str, PodObservation] | None = None,
+        refused: Mapping[str, str] | None = None,
     ):
         self.exp, self.spec, self.now = exp, exp.spec, now
         self.volumes = volumes
+        # What each unfinished trial's pod says (lifecycle.observe_pods), and the creates the API
+        # server refused since the last round (trial name -> its message).
+        self.observations = observations or {}
+        self.refused = refused or {}
         self.should_stop, self.tell = should_stop, tell
         self.trials = sorted(trials, key=lambda t: (t.meta.get("creationTimestamp") or "", t.name))
         self.pods, self.logs, self.suggest = pods, logs, suggest

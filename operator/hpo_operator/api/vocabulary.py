@@ -3,17 +3,16 @@ launch reasons, failure classes and the spec's other closed sets. It imports not
 project, Optuna or kopf, so the kubectl plugin, the models, the planner and the dashboard all read
 it cheaply.
 
-The enums are str-valued, so a member equals its word and dumps as it. Models parse into the
-words (use_enum_values), not the members, because str() and f-strings of a member spell its class
-and name (FailureClass.error), not its word. (A default is not parsed unless the field says
-validate_default: one given as a member otherwise stays a member, though the API server fills in
-the CRDs' defaults as words before the operator reads an object.) The enums have no docstrings:
+The enums are StrEnums: a member equals its word, dumps as it, and prints as it (str() and
+f-strings give "Error", not "FailureClass.error"), so the planner can write members into statuses,
+messages and metric labels. Models still parse into the words (use_enum_values), so what they hold
+is the same whether it came from the API server or from the planner. The enums have no docstrings:
 pydantic would write them into the CRDs as the fields' descriptions.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 GROUP = "hpo.dev"
 VERSION = "v1alpha1"
@@ -42,7 +41,7 @@ A_ORIGINAL = f"{GROUP}/original"  # the experiment a copy was made from
 FINALIZER = f"{GROUP}/finalizer"
 
 
-class ExperimentPhase(str, Enum):
+class ExperimentPhase(StrEnum):
     created = "Created"
     running = "Running"
     suspended = "Suspended"
@@ -50,7 +49,7 @@ class ExperimentPhase(str, Enum):
     failed = "Failed"
 
 
-class TrialPhase(str, Enum):
+class TrialPhase(StrEnum):
     pending = "Pending"
     running = "Running"
     succeeded = "Succeeded"
@@ -60,7 +59,7 @@ class TrialPhase(str, Enum):
     refused = "Refused"
 
 
-class LaunchReason(str, Enum):
+class LaunchReason(StrEnum):
     suggestion = "Suggestion"
     retry = "Retry"
     restart = "Restart"
@@ -68,7 +67,7 @@ class LaunchReason(str, Enum):
     user = "User"
 
 
-class FailureClass(str, Enum):
+class FailureClass(StrEnum):
     infrastructure = "Infrastructure"  # evicted, preempted, node lost, pod deleted
     oom_killed = "OOMKilled"
     error = "Error"  # the program's own non-zero exit
@@ -79,7 +78,7 @@ class FailureClass(str, Enum):
 
 # The classes retryPolicy.retryOn may name. Startup and Timeout are never retried: a re-run would
 # end the same way.
-class RetryableFailureClass(str, Enum):
+class RetryableFailureClass(StrEnum):
     infrastructure = FailureClass.infrastructure.value
     oom_killed = FailureClass.oom_killed.value
     error = FailureClass.error.value
@@ -97,12 +96,12 @@ UNFINISHED_PHASES = tuple(p for p in TRIAL_PHASES if p not in TERMINAL_PHASES)  
 
 
 # The spec's closed sets: their values are what users write.
-class ObjectiveType(str, Enum):
+class ObjectiveType(StrEnum):
     minimize = "minimize"
     maximize = "maximize"
 
 
-class AlgorithmName(str, Enum):
+class AlgorithmName(StrEnum):
     random = "random"
     grid = "grid"
     tpe = "tpe"
@@ -110,43 +109,43 @@ class AlgorithmName(str, Enum):
     qmc = "qmc"
 
 
-class ParameterType(str, Enum):
+class ParameterType(StrEnum):
     int = "int"
     double = "double"
     categorical = "categorical"
     discrete = "discrete"
 
 
-class MetricsSource(str, Enum):
+class MetricsSource(StrEnum):
     auto = "Auto"
     termination_message = "TerminationMessage"
     stdout = "StdoutLog"
 
 
-class EarlyStoppingAlgorithm(str, Enum):
+class EarlyStoppingAlgorithm(StrEnum):
     median = "median"
     asha = "asha"
 
 
-class PodRetention(str, Enum):
+class PodRetention(StrEnum):
     keep = "Keep"
     delete = "Delete"
 
 
-class CheckpointRetention(str, Enum):
+class CheckpointRetention(StrEnum):
     delete_on_success = "DeleteOnSuccess"
     delete = "Delete"
     keep = "Keep"
 
 
 # Kubernetes' own closed sets, where our schema embeds them.
-class ConditionStatus(str, Enum):  # metav1.Condition's status
+class ConditionStatus(StrEnum):  # metav1.Condition's status
     true = "True"
     false = "False"
     unknown = "Unknown"
 
 
-class AccessMode(str, Enum):  # a PersistentVolumeClaim's access modes, as a checkpoint's claim takes them
+class AccessMode(StrEnum):  # a PersistentVolumeClaim's access modes, as a checkpoint's claim takes them
     read_write_once = "ReadWriteOnce"
     read_write_once_pod = "ReadWriteOncePod"
     read_write_many = "ReadWriteMany"

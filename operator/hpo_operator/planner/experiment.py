@@ -58,7 +58,7 @@ def goal_reached(spec: ExperimentSpec, value: float) -> bool:
 class Decision(NamedTuple):
     """The experiment's phase after a round, with the reason and message of its condition."""
 
-    phase: str
+    phase: ExperimentPhase
     reason: str
     message: str
 
@@ -100,16 +100,16 @@ def reject_spec(state: RoundState, status: ExperimentStatus, invalid: list[str])
     as every round does (its history, and a condition for each phase: Failed's is the same)."""
     message = "; ".join(invalid)
     state.plan.events.extend(plan_invalid_spec(status, state.exp.generation, message, state.now).events)
-    record_phase(state, status, Decision("Failed", "InvalidSpec", message))
+    record_phase(state, status, Decision(ExperimentPhase.failed, "InvalidSpec", message))
 
 
 def best_trial(state: RoundState) -> TrialView | None:
-    best = None
+    best, best_value = None, 0.0
     for t in state.trials:
         value = state.current(t).objective_value
         if state.phase(t) == "Succeeded" and value is not None:
-            if best is None or is_better(state.spec, value, state.current(best).objective_value):
-                best = t
+            if best is None or is_better(state.spec, value, best_value):
+                best, best_value = t, value
     return best
 
 
@@ -146,15 +146,16 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> D
     """The next phase of a running experiment, launching what it may on the way."""
     spec = state.spec
     max_failed = spec.max_failed_trial_count
-    if best is not None and goal_reached(spec, state.current(best).objective_value):
+    best_value = state.current(best).objective_value if best is not None else None
+    if best is not None and best_value is not None and goal_reached(spec, best_value):
         return Decision(
-            "Succeeded",
+            ExperimentPhase.succeeded,
             "GoalReached",
-            f"trial {best.name} reached the goal: {spec.objective.metric_name}={state.current(best).objective_value}",
+            f"trial {best.name} reached the goal: {spec.objective.metric_name}={best_value}",
         )
     if max_failed is not None and finally_failed > max_failed:
         return Decision(
-            "Failed",
+            ExperimentPhase.failed,
             "TooManyFailures",
             f"{finally_failed} configurations failed, more than maxFailedTrialCount ({max_failed})",
         )
@@ -162,20 +163,24 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> D
         for t in state.active():
             if state.has_pod.get(t.name):
                 state.kill(t, "Suspended", "the experiment was suspended; it re-runs on resume")
-        return Decision("Suspended", "Suspended", "spec.suspend is true")
+        return Decision(ExperimentPhase.suspended, "Suspended", "spec.suspend is true")
     exhausted = launch(state)
     if not state.active():
         if exhausted and state.configurations < spec.max_trial_count:
             return Decision(
-                "Succeeded",
+                ExperimentPhase.succeeded,
                 "SearchSpaceExhausted",
                 f"the search space is exhausted after {state.configurations} configurations",
             )
         if state.configurations >= spec.max_trial_count:
             return Decision(
-                "Succeeded", "MaxTrialsReached", f"{state.configurations} configurations tried (maxTrialCount)"
+                ExperimentPhase.succeeded,
+                "MaxTrialsReached",
+                f"{state.configurations} configurations tried (maxTrialCount)",
             )
-    return Decision("Running", "Running", f"{state.configurations} of {spec.max_trial_count} configurations launched")
+    return Decision(
+        ExperimentPhase.running, "Running", f"{state.configurations} of {spec.max_trial_count} configurations launched"
+    )
 
 
 def record_phase(state: RoundState, status: ExperimentStatus, decision: Decision) -> None:
@@ -205,6 +210,7 @@ def record_results(state: RoundState, status: ExperimentStatus, best: TrialView 
     status.failed_configurations = len(state.failed_keys)
     if best is not None:
         bst = state.current(best)
+        assert bst.objective_value is not None  # best_trial() picks only trials with a value
         status.current_optimal_trial = OptimalTrial(
             trial_name=best.name,
             objective_value=bst.objective_value,

@@ -257,10 +257,11 @@ def check_progress(state: RoundState, t: TrialView) -> None:
     steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}
     if state.checkpoint is not None:
         # Early stopping judges the configuration: its earlier attempts' steps too.
-        steps = {**{m.step: m.value for m in history if m.name == objective}, **steps}
+        steps = {**{m.step: m.value for m in history if m.name == objective and m.step is not None}, **steps}
     index = t.suggestion_index
     if index is None or not steps or not state.should_stop(index, steps):
         return
+    assert spec.early_stopping is not None  # should_stop() stops nothing without it
     last = steps[max(steps)]
     if state.has_pod[t.name]:
         state.plan.delete_pods.append(t.name)

@@ -26,6 +26,7 @@ from hpo_operator.api.vocabulary import (
     L_TRIAL,
     MANAGED_BY,
     TERMINAL_PHASES,
+    TrialPhase,
 )
 from hpo_operator.core import times
 from hpo_operator.core.conditions import get_condition, set_condition
@@ -338,7 +339,7 @@ class RoundState:
         self.plan.create_trials.append(body)
         reason = "Backoff" if not_before and not_before > self.now else "Queued"
         self.status[name] = TrialStatus(
-            phase="Pending",
+            phase=TrialPhase.pending,
             reason=reason,
             parameter_summary=summary(values),
             message=f"retry after {times.iso(not_before)}" if reason == "Backoff" else "",

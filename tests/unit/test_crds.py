@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from hpo_operator.api import crd as crdgen
-from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, TRIAL_PHASES, FailureClass
+from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, TRIAL_PHASES, ExperimentPhase, FailureClass, TrialPhase
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,13 +53,17 @@ def test_only_what_trials_run_keeps_unknown_fields():
     assert all(any(kind in p for kind in kinds) for p in keeping), keeping
 
 
+ENUMS = {"ExperimentPhase": ExperimentPhase, "TrialPhase": TrialPhase, "FailureClass": FailureClass}
 OPERATOR_SOURCES = sorted(p for p in (REPO / "operator" / "hpo_operator").rglob("*.py") if p.parent.name != "api")
 
 
 def _strings(node):
-    """The string constants an expression can evaluate to (a literal, or either side of an `if`)."""
+    """The string constants an expression can evaluate to (a literal, a member of one of the
+    vocabulary's phase enums, or either side of an `if`)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return {node.value}
+    if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) in ENUMS:
+        return {ENUMS[node.value.id][node.attr].value}
     if isinstance(node, ast.IfExp):
         return _strings(node.body) | _strings(node.orelse)
     return set()

@@ -315,12 +315,12 @@ def created_names(plan) -> list[str]:
 
 
 def exp_status(plan) -> dict:
-    """The Experiment's status as apply_plan writes it (the plan's model, dumped)."""
+    """The Experiment's status as the executor writes it (apply.stages dumps the model) (the plan's model, dumped)."""
     return plan.experiment_status.dump()
 
 
 def trial_statuses(plan) -> dict[str, dict]:
-    """The Trial statuses the round changed, as apply_plan writes them."""
+    """The Trial statuses the round changed, as the executor writes them."""
     return {name: st.dump() for name, st in plan.trial_status.items()}
 
 

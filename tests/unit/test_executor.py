@@ -322,3 +322,29 @@ def test_pending_writes_lay_our_statuses_over_the_watch_without_changing_it():
     watched = {"t0": {"metadata": {"name": "t0"}, "status": {"phase": "Succeeded"}}, "t1": {"metadata": {"name": "t1"}}}
     written.trial_bodies(watched)
     assert not written.trial_status and not written.trials
+
+
+def test_a_plans_writes_come_as_data_in_three_stages():
+    """apply.stages() is the one order both targets walk: independent chains, then the Experiment's
+    status, then the Events; a new trial's start rides on its create, an old one's is its own."""
+    from hpo_operator.planner import apply
+
+    new = {"metadata": {"name": "t9"}, "status": {"phase": "Pending"}}
+    plan = planner.Plan(
+        create_trials=[new],
+        start_pods=["t9", "t1"],
+        trial_status={"t2": TrialStatus(phase="Succeeded")},
+        trial_metadata={"t2": {"annotations": {A_RESTART: None}}},
+        delete_pods=["t3"],
+        delete_volumes=["claim-a"],
+        experiment_status=ExperimentStatus(phase="Running"),
+        events=[planner.Event(None, "Normal", "Running", "ok")],
+    )
+    chains, status, events = apply.stages(plan)
+    assert apply.CreateTrial(new, True) in chains and apply.StartTrial("t1") in chains
+    assert apply.StartTrial("t9") not in chains
+    assert apply.UpdateTrial("t2", {"phase": "Succeeded"}, {"annotations": {A_RESTART: None}}) in chains
+    assert apply.DeleteWorkload("t3") in chains and apply.DeleteClaim("claim-a") in chains
+    assert len(chains) == 5
+    assert status == [apply.WriteExperimentStatus({"phase": "Running"})]
+    assert events == [apply.PostEvents(plan.events)]

@@ -1285,7 +1285,7 @@ def test_the_planners_invalid_spec_is_the_same_rule():
 
 
 class Cluster(MemoryCluster):
-    """Trials and pods on which plans are carried out as the operator does (planner.apply_plan);
+    """Trials and pods on which plans are carried out as the operator does (apply.stages);
     tests decide the pods' fates."""
 
     def __init__(self, spec: ExperimentSpec, suggest=counting):

@@ -1,6 +1,6 @@
-"""Carries a planner.Plan out on the API server: the planner's apply_plan() gives the order of the
-writes (planner/apply.py) and dumps the Plan's status models into the JSON written, this class makes
-each write an API call.
+"""Carries a planner.Plan out on the API server: planner/apply.py's stages() gives the plan's
+writes in their order (the status models dumped into the JSON written), this class makes each write
+an API call.
 
 One failed write does not stop the others: a pod the API server refuses (a quota, a policy, an
 invalid manifest) must not keep the experiment's status from being written or other pods from being
@@ -28,7 +28,7 @@ from hpo_operator.kube.client import (
     api_reason,
     failure_reason,
 )
-from hpo_operator.planner.apply import apply_plan
+from hpo_operator.planner import apply
 from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import build_workload
 
@@ -135,9 +135,27 @@ class Executor:
             return e
 
     async def run(self, plan: planner.Plan) -> None:
-        await apply_plan(plan, self)
+        for stage in apply.stages(plan):
+            await asyncio.gather(*(self.write(w) for w in stage))
         if self.failures:
             raise self.failures[0]  # counted as a failed round, retried with backoff
+
+    async def write(self, w: apply.Write) -> None:
+        match w:
+            case apply.CreateTrial(body, start):
+                await self.create_trial(body, start)
+            case apply.UpdateTrial(name, status, metadata):
+                await self.update_trial(name, status, metadata)
+            case apply.StartTrial(name):
+                await self.start(name)
+            case apply.DeleteWorkload(name):
+                await self.delete_workload(name)
+            case apply.DeleteClaim(name):
+                await self.delete_claim(name)
+            case apply.WriteExperimentStatus(status):
+                await self.write_experiment_status(status)
+            case apply.PostEvents(events):
+                self.post_events(events)
 
     async def delete_workload(self, name: str) -> None:
         await self.attempt(

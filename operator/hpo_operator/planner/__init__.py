@@ -36,8 +36,8 @@ status). `plan()` below calls their steps, in this order:
   7. experiment.decide: the phase, launching pods and suggestions on the way (launch.launch);
   8. experiment.record_results and experiment.retention: counts, best trial, checkpoint claims;
   9. experiment.finish_status: trial counts, and the Plan with the statuses the round changed.
-apply.py's `apply_plan()` carries a Plan out, in the one order every caller uses (the executor on the
-API server, simulate.MemoryCluster on dicts).
+apply.py's `stages()` turns a Plan into its writes, in the one order every caller uses (the executor
+on the API server, simulate.MemoryCluster on dicts).
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 
 from .admission import backoff_seconds, handle_restart_requests, recover_failures
-from .apply import apply_plan
 from .experiment import (
     best_trial,
     decide,
@@ -113,7 +112,6 @@ __all__ = [
     "Plan",
     "RoundState",
     "TrialView",
-    "apply_plan",
     "backoff_seconds",
     "goal_reached",
     "is_better",

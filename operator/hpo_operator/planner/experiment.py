@@ -248,7 +248,7 @@ def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:
     status.trials_retried = retried
     status.observed_generation = state.exp.generation
     state.plan.experiment_status = status
-    # Only what changed goes in the Plan, so that apply_plan dumps the statuses of a round's few
+    # Only what changed goes in the Plan, so that apply.stages() dumps the statuses of a round's few
     # changed trials rather than of all the experiment's.
     for name, st in state.status.items():
         view = state.views.get(name)

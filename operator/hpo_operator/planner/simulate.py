@@ -19,7 +19,7 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES
 from hpo_operator.core import times
 
-from .apply import apply_plan
+from . import apply as writes  # `apply` is also MemoryCluster's method
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 ROUND = timedelta(seconds=10)
@@ -29,7 +29,7 @@ _runner: asyncio.Runner | None = None
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Runs a memory target's apply_plan on one event loop kept for the process: a new loop per
+    """Runs a memory target's writes on one event loop kept for the process: a new loop per
     round would cost more than the round itself."""
     global _runner
     if _runner is None:
@@ -43,8 +43,8 @@ def parameters(body: dict[str, Any]) -> dict[str, str]:
 
 
 class MemoryCluster:
-    """Trials, pods and the Experiment's status as dicts, on which planner.apply_plan carries plans
-    out as the executor does on the API server (statuses arrive dumped, as the API server gets them).
+    """Trials, pods and the Experiment's status as dicts, on which plans are carried out, stage by stage
+    (apply.stages), as the executor does on the API server (statuses arrive dumped, as the API server gets them).
     `new_pod(name)` makes the pod a started trial gets."""
 
     def __init__(self, new_pod: Callable[[str], dict[str, Any]]):
@@ -57,7 +57,29 @@ class MemoryCluster:
         self.created: list[str] = []  # trial names, in the order they were made
 
     def apply(self, plan: planner.Plan) -> None:
-        _run(apply_plan(plan, self))
+        _run(self.carry_out(plan))
+
+    async def carry_out(self, plan: planner.Plan) -> None:
+        """The plan's writes, stage by stage, as the executor makes them on the API server."""
+        for stage in writes.stages(plan):
+            await asyncio.gather(*(self.write(w) for w in stage))
+
+    async def write(self, w: writes.Write) -> None:
+        match w:
+            case writes.CreateTrial(body, start):
+                await self.create_trial(body, start)
+            case writes.UpdateTrial(name, status, metadata):
+                await self.update_trial(name, status, metadata)
+            case writes.StartTrial(name):
+                await self.start(name)
+            case writes.DeleteWorkload(name):
+                await self.delete_workload(name)
+            case writes.DeleteClaim(name):
+                await self.delete_claim(name)
+            case writes.WriteExperimentStatus(status):
+                await self.write_experiment_status(status)
+            case writes.PostEvents(events):
+                self.post_events(events)
 
     async def create_trial(self, body: dict[str, Any], start: bool) -> None:
         name = body["metadata"]["name"]

@@ -117,7 +117,7 @@ class Event:
 
 @dataclass
 class Plan:
-    """What one round changes. The statuses are models, dumped (Model.dump) only when apply_plan
+    """What one round changes. The statuses are models, dumped (Model.dump) only when apply.stages()
     writes them; trial_status holds only the trials whose status this round changed."""
 
     trial_status: dict[str, TrialStatus] = field(default_factory=dict)

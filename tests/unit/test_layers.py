@@ -6,10 +6,11 @@ included), so a new upward import fails here before a reviewer has to spot it.""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.imports import imported_names
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "hpo_operator"
 
@@ -44,27 +45,6 @@ def floor_of(path: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
-def imported_modules(path: Path, root: Path = PACKAGE.parent) -> list[tuple[int, str]]:
-    """(line, absolute module) for every import in the file, relative ones resolved."""
-    rel = path.relative_to(root).with_suffix("")
-    package = list(rel.parts[:-1])  # the importing module's package
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.extend((node.lineno, a.name) for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            found.append((node.lineno, module))
-            # `from hpo_operator import planner` names a floor in its imported names.
-            if module == "hpo_operator":
-                found.extend((node.lineno, f"hpo_operator.{a.name}") for a in node.names)
-    return found
-
-
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 
 
@@ -78,7 +58,7 @@ def test_a_module_imports_only_floors_below_its_own(path: Path):
     floor = floor_of(path)
     allowed = ALLOWED.get(floor, set()) | {floor}
     upward = []
-    for line, module in imported_modules(path):
+    for line, module in imported_names(path, PACKAGE.parent):
         parts = module.split(".")
         if parts[0] == "hpo_operator" and len(parts) > 1 and parts[1] in ALLOWED and parts[1] not in allowed:
             upward.append(f"line {line}: {module}")
@@ -93,5 +73,5 @@ def test_the_rule_sees_relative_and_lazy_imports(tmp_path: Path):
     src = tmp_path / "hpo_operator" / "core" / "probe.py"
     src.parent.mkdir(parents=True)
     src.write_text("def f():\n    from ..planner import plan\n    import optuna\n")
-    assert (2, "hpo_operator.planner") in imported_modules(src, tmp_path)
-    assert (3, "optuna") in imported_modules(src, tmp_path)
+    assert (2, "hpo_operator.planner") in imported_names(src, tmp_path)
+    assert (3, "optuna") in imported_names(src, tmp_path)

@@ -8,36 +8,14 @@ once per importing module. Read from the source, like tests/unit/test_layers.py:
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tests.imports import dotted, imported_names
+
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
-
-
-def dotted(path: Path, root: Path) -> str:
-    return ".".join(path.relative_to(root).with_suffix("").parts)
-
-
-def imported_names(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
-    """(line, absolute dotted name) for every module the file imports and, for `from X import a`,
-    also X.a (which names a module when `a` is a submodule, as in `from tests.unit import test_x`)."""
-    package = dotted(path, root).split(".")[:-1]
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.extend((node.lineno, a.name) for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            found.append((node.lineno, module))
-            found.extend((node.lineno, f"{module}.{a.name}" if module else a.name) for a in node.names)
-    return found
 
 
 def module_names_of_tests(root: Path = ROOT) -> set[str]:
@@ -53,7 +31,7 @@ MODULES = sorted(TESTS.rglob("*.py"))
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(TESTS)))
 def test_no_module_imports_a_test_module(path: Path):
     tests = module_names_of_tests()
-    imports = [f"line {line}: {name}" for line, name in imported_names(path) if name in tests]
+    imports = [f"line {line}: {name}" for line, name in imported_names(path, ROOT) if name in tests]
     assert not imports, (
         f"{path.name} imports test modules ({'; '.join(imports)}): move what is shared "
         "into tests/conftest.py (fixtures) or a helper module beside it, and import it from there"

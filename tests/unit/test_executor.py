@@ -145,7 +145,7 @@ def test_a_new_trial_gets_its_pod_after_it_exists_and_the_experiment_status_come
     names = [f"exp-{i:04d}" for i in range(10)]
     plan = planner.Plan(
         create_trials=[new_trial(n) for n in names],
-        start_pods=list(names),
+        start_workloads=list(names),
         experiment_status=ExperimentStatus(phase="Running"),
     )
     api = FakeApi()
@@ -167,7 +167,7 @@ def test_status_before_metadata_for_one_trial_and_independent_writes_at_once():
     plan = planner.Plan(
         trial_status={t.name: TrialStatus(phase="Succeeded") for t in trials},
         trial_metadata={"t0": {"annotations": {A_RESTART: None}}},
-        delete_pods=["t1", "t2"],
+        delete_workloads=["t1", "t2"],
         experiment_status=ExperimentStatus(phase="Running"),
     )
     api = FakeApi()
@@ -181,7 +181,7 @@ def test_one_refused_write_does_not_stop_the_others_and_fails_the_round_at_the_e
     trials = [existing("t0"), existing("t1")]
     plan = planner.Plan(
         trial_status={"t0": TrialStatus(phase="Succeeded"), "t1": TrialStatus(phase="Succeeded")},
-        delete_pods=["t0"],
+        delete_workloads=["t0"],
         experiment_status=ExperimentStatus(phase="Running"),
     )
     api = FakeApi(fail={("status trials", "t0"): refused(500)})
@@ -202,7 +202,7 @@ def test_a_trial_not_made_keeps_the_experiment_status_from_counting_it(failure):
     names = ["exp-0000", "exp-0001"]
     plan = planner.Plan(
         create_trials=[new_trial(n) for n in names],
-        start_pods=list(names),
+        start_workloads=list(names),
         experiment_status=ExperimentStatus(phase="Running", suggestion_count=2, configurations=2),
     )
     api = FakeApi(fail={("create trials", "exp-0001"): failure})
@@ -216,7 +216,7 @@ def test_a_lost_connection_fails_the_round_after_every_other_write_ran():
     trials = [existing("t0"), existing("t1")]
     plan = planner.Plan(
         trial_status={"t0": TrialStatus(phase="Succeeded"), "t1": TrialStatus(phase="Succeeded")},
-        delete_pods=["t1"],
+        delete_workloads=["t1"],
         experiment_status=ExperimentStatus(phase="Running"),
     )
     api = FakeApi(fail={("status trials", "t0"): aiohttp.ClientPayloadError("cut")})
@@ -230,7 +230,7 @@ def test_a_pod_the_api_server_finds_invalid_is_reported_not_a_failed_round():
     the trial (test_planner: test_a_create_the_api_server_refused_fails_the_trial_next_round)."""
     plan = planner.Plan(
         create_trials=[new_trial("exp-0000")],
-        start_pods=["exp-0000"],
+        start_workloads=["exp-0000"],
         experiment_status=ExperimentStatus(phase="Running"),
     )
     api = FakeApi(fail={("create pods", "exp-0000"): refused(422, "metadata.labels: Invalid value")})
@@ -245,7 +245,7 @@ def test_a_pod_the_api_server_finds_invalid_is_reported_not_a_failed_round():
 
 def test_a_pod_create_that_fails_otherwise_fails_the_round_and_is_not_reported():
     plan = planner.Plan(
-        start_pods=["t0"],
+        start_workloads=["t0"],
         experiment_status=ExperimentStatus(phase="Running"),
     )
     api = FakeApi(fail={("create pods", "t0"): refused(403, "exceeded quota")})
@@ -294,7 +294,7 @@ def test_routine_events_are_one_per_reason_and_round_on_the_experiment():
     trials = [existing("t0"), existing("t1")]
     plan = planner.Plan(
         create_trials=[new_trial(n) for n in names],
-        start_pods=list(names),
+        start_workloads=list(names),
         experiment_status=ExperimentStatus(phase="Running"),
         events=[
             planner.Event("t0", "Normal", "TrialSucceeded", "objective loss=0.1"),
@@ -332,10 +332,10 @@ def test_a_plans_writes_come_as_data_in_three_stages():
     new = {"metadata": {"name": "t9"}, "status": {"phase": "Pending"}}
     plan = planner.Plan(
         create_trials=[new],
-        start_pods=["t9", "t1"],
+        start_workloads=["t9", "t1"],
         trial_status={"t2": TrialStatus(phase="Succeeded")},
         trial_metadata={"t2": {"annotations": {A_RESTART: None}}},
-        delete_pods=["t3"],
+        delete_workloads=["t3"],
         delete_volumes=["claim-a"],
         experiment_status=ExperimentStatus(phase="Running"),
         events=[planner.Event(None, "Normal", "Running", "ok")],

@@ -74,8 +74,8 @@ from tests.rounds import (
 def test_first_round_creates_parallel_trial_count_trials_and_starts_their_pods():
     plan = run(make_spec(parallelTrialCount=3, maxTrialCount=10))
     assert created_names(plan) == ["exp-0000", "exp-0001", "exp-0002"]
-    assert plan.start_pods == ["exp-0000", "exp-0001", "exp-0002"]
-    assert plan.delete_pods == []
+    assert plan.start_workloads == ["exp-0000", "exp-0001", "exp-0002"]
+    assert plan.delete_workloads == []
     st = exp_status(plan)
     assert experiment_outcome(plan) == ("Running", "Running")
     assert (st["suggestionCount"], st["configurations"], st["failedConfigurations"]) == (3, 3, 0)
@@ -120,7 +120,7 @@ def test_no_new_trials_while_all_slots_are_busy():
     trials = [suggested(0, "Running"), suggested(1, "Running")]
     pods = {"exp-0000": pod_running("exp-0000"), "exp-0001": pod_running("exp-0001")}
     plan = run(make_spec(parallelTrialCount=2), trials, pods)
-    assert plan.create_trials == [] and plan.start_pods == []
+    assert plan.create_trials == [] and plan.start_workloads == []
     assert plan.trial_status == {}  # nothing changed about the running trials
     assert exp_status(plan)["suggestionCount"] == 2
 
@@ -130,7 +130,7 @@ def test_a_finished_trial_frees_one_slot():
     pods = {"exp-0000": pod_succeeded("exp-0000", '{"loss": 1.5}'), "exp-0001": pod_running("exp-0001")}
     plan = run(make_spec(parallelTrialCount=2), trials, pods)
     assert created_names(plan) == ["exp-0002"]
-    assert plan.start_pods == ["exp-0002"]
+    assert plan.start_workloads == ["exp-0002"]
 
 
 def test_suggestion_count_continues_from_the_trials_and_the_status():
@@ -176,7 +176,7 @@ def test_a_suggestion_of_an_existing_configuration_is_skipped_and_told():
 def test_queued_trials_start_before_new_suggestions():
     queued = suggested(3, "Pending", attempt=2, reason="Queued")
     plan = run(make_spec(parallelTrialCount=1), [failed(3, "OOMKilled", retriedBy="exp-0003-a2"), queued])
-    assert plan.start_pods == ["exp-0003-a2"]
+    assert plan.start_workloads == ["exp-0003-a2"]
     assert plan.create_trials == []
 
 
@@ -330,7 +330,7 @@ def test_a_create_the_api_server_refused_fails_the_trial_next_round():
     assert [(e.target, e.type, e.reason, e.message) for e in plan.events if e.target == "exp-0000"] == [
         ("exp-0000", "Warning", "PodCreateFailed", REFUSAL)
     ]
-    assert "exp-0000" not in plan.start_pods
+    assert "exp-0000" not in plan.start_workloads
     assert created_names(plan) == ["exp-0001"]  # its one slot goes to the next suggestion
 
 
@@ -349,7 +349,7 @@ def test_without_the_refusal_the_trial_is_started_again():
     """An operator that restarted has lost the report: the create is tried again (and the API server
     refuses it again, which is reported again), the trial neither lost nor duplicated."""
     plan = run(make_spec(parallelTrialCount=1), [suggested(0, "Pending", reason="PodCreated")])
-    assert plan.start_pods == ["exp-0000"] and plan.create_trials == []
+    assert plan.start_workloads == ["exp-0000"] and plan.create_trials == []
     assert "exp-0000" not in plan.trial_status or plan.trial_status["exp-0000"].phase == "Pending"
 
 
@@ -421,7 +421,7 @@ def test_oom_killed_trial_is_retried_after_the_backoff():
     assert retry["metadata"]["annotations"][A_NOT_BEFORE] == iso(NOW + timedelta(seconds=5))
     assert (retry["status"]["phase"], retry["status"]["reason"]) == ("Pending", "Backoff")
     # It waits for its backoff without a pod, so the free slot goes to the next suggestion.
-    assert plan.start_pods == ["exp-0001"]
+    assert plan.start_workloads == ["exp-0001"]
     assert plan.requeue_after == pytest.approx(5)
     assert "TrialRetried" in event_reasons(plan, None)
     # Retries do not count as configurations.
@@ -454,7 +454,7 @@ def test_a_trial_whose_node_is_lost_is_retried_and_frees_its_slot():
     st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "NodeLost", "Infrastructure")
     assert st["retriedBy"] == "exp-0000-a2"
-    assert "exp-0000" not in plan.delete_pods  # already being deleted
+    assert "exp-0000" not in plan.delete_workloads  # already being deleted
 
 
 def test_a_stranded_pod_does_not_hold_a_slot_but_one_shutting_down_does():
@@ -468,8 +468,8 @@ def test_a_stranded_pod_does_not_hold_a_slot_but_one_shutting_down_does():
         ]
         return run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials, {"exp-0000": old_pod})
 
-    assert plan_with(60).start_pods == ["exp-0000-a2"]
-    assert plan_with(-20).start_pods == []
+    assert plan_with(60).start_workloads == ["exp-0000-a2"]
+    assert plan_with(-20).start_workloads == []
 
 
 def test_a_trial_whose_pod_is_still_within_its_grace_period_is_rechecked_then():
@@ -478,7 +478,7 @@ def test_a_trial_whose_pod_is_still_within_its_grace_period_is_rechecked_then():
     terminating["spec"]["nodeName"] = "node-a"
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=3), [suggested(0, "Running")], {"exp-0000": terminating})
     assert trial_statuses(plan).get("exp-0000", {}).get("phase", "Running") == "Running"
-    assert plan.create_trials == [] and plan.start_pods == []
+    assert plan.create_trials == [] and plan.start_workloads == []
     assert plan.requeue_after == pytest.approx(25)
 
 
@@ -488,10 +488,10 @@ def test_a_retry_starts_once_its_backoff_has_passed():
     )
     trials = [failed(0, retriedBy="exp-0000-a2", completed=ago(2)), retry]
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials)
-    assert plan.start_pods == []
+    assert plan.start_workloads == []
     assert plan.requeue_after == pytest.approx(3)
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), trials, now=NOW + timedelta(seconds=3))
-    assert plan.start_pods == ["exp-0000-a2"]
+    assert plan.start_workloads == ["exp-0000-a2"]
     assert trial_statuses(plan)["exp-0000-a2"]["reason"] == "PodCreated"
 
 
@@ -563,7 +563,7 @@ def test_backoff_is_doubled_and_capped():
 def test_retry_without_backoff_starts_at_once():
     spec = make_spec(parallelTrialCount=1, maxTrialCount=1, retryPolicy={"backoffSeconds": 0})
     plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_failed("exp-0000", 137, "OOMKilled")})
-    assert plan.start_pods == ["exp-0000-a2"]
+    assert plan.start_workloads == ["exp-0000-a2"]
     assert created(plan, "exp-0000-a2")["status"]["reason"] == "PodCreated"
 
 
@@ -605,7 +605,7 @@ def test_too_many_failures_fails_the_experiment():
     assert st["completionTime"] == iso(NOW)
     assert plan.create_trials == []
     # What still runs is stopped.
-    assert plan.delete_pods == ["exp-0002"]
+    assert plan.delete_workloads == ["exp-0002"]
     assert (trial_statuses(plan)["exp-0002"]["phase"], trial_statuses(plan)["exp-0002"]["reason"]) == (
         "Killed",
         "ExperimentFinished",
@@ -645,13 +645,13 @@ def test_goal_reached_succeeds_and_stops_active_trials():
     assert "exp-0000" in cond(st["conditions"], "Succeeded")["message"]
     assert st["currentOptimalTrial"]["trialName"] == "exp-0000"
     assert st["completionTime"] == iso(NOW)
-    assert plan.delete_pods == ["exp-0001"]  # the queued retry has no pod to delete
+    assert plan.delete_workloads == ["exp-0001"]  # the queued retry has no pod to delete
     for name in ("exp-0001", "exp-0005-a2"):
         assert (trial_statuses(plan)[name]["phase"], trial_statuses(plan)[name]["reason"]) == (
             "Killed",
             "ExperimentFinished",
         )
-    assert plan.create_trials == [] and plan.start_pods == []
+    assert plan.create_trials == [] and plan.start_workloads == []
     assert "ExperimentSucceeded" in event_reasons(plan, None)
 
 
@@ -732,7 +732,7 @@ def test_a_finished_experiment_does_nothing_more():
     }
     trials = [succeeded(0, 0.5), failed(1, "OOMKilled")]
     plan = run(make_spec(maxTrialCount=5), trials, status=status)
-    assert plan.create_trials == [] and plan.start_pods == []
+    assert plan.create_trials == [] and plan.start_workloads == []
     assert exp_status(plan)["phase"] == "Succeeded"
     assert exp_status(plan)["conditions"] == status["conditions"]
     assert plan.events == []
@@ -749,11 +749,11 @@ def test_suspend_stops_running_trials_and_launches_nothing():
     pods = {"exp-0000": pod_running("exp-0000"), "exp-0001": pod_pending("exp-0001")}
     plan = run(spec, trials, pods, status={"phase": "Running"})
     assert experiment_outcome(plan) == ("Suspended", "Suspended")
-    assert sorted(plan.delete_pods) == ["exp-0000", "exp-0001"]
+    assert sorted(plan.delete_workloads) == ["exp-0000", "exp-0001"]
     for name in ("exp-0000", "exp-0001"):
         st = trial_statuses(plan)[name]
         assert (st["phase"], st["reason"]) == ("Killed", "Suspended")
-    assert plan.create_trials == [] and plan.start_pods == []  # not even the OOMKilled trial's retry
+    assert plan.create_trials == [] and plan.start_workloads == []  # not even the OOMKilled trial's retry
     assert exp_status(plan)["failedConfigurations"] == 0
     assert "Suspended" in event_reasons(plan, None)
     assert cond(exp_status(plan)["conditions"], "Suspended")["status"] == "True"
@@ -779,7 +779,7 @@ def test_resume_reruns_suspended_trials_without_spending_retries():
     assert resumed["spec"]["attempt"] == 3
     assert created(plan, "exp-0002-a2")["metadata"]["labels"][L_LAUNCH] == "Retry"
     # The retry's backoff (5 s after a failure 60 s ago) has passed: all three start.
-    assert sorted(plan.start_pods) == ["exp-0000-a2", "exp-0001-a3", "exp-0002-a2"]
+    assert sorted(plan.start_workloads) == ["exp-0000-a2", "exp-0001-a3", "exp-0002-a2"]
     assert exp_status(plan)["configurations"] == 3
 
 
@@ -798,7 +798,7 @@ def test_a_resumed_run_that_fails_still_has_its_retries():
 def test_while_suspended_stopped_trials_stay_stopped():
     spec = make_spec(suspend=True)
     plan = run(spec, [suggested(0, "Killed", reason="Suspended")], status={"phase": "Suspended"})
-    assert plan.create_trials == [] and plan.delete_pods == []
+    assert plan.create_trials == [] and plan.delete_workloads == []
     assert experiment_outcome(plan) == ("Suspended", "Suspended")
     assert "Suspended" not in event_reasons(plan, None)  # only announced once
 
@@ -816,7 +816,7 @@ def test_restart_annotation_reruns_a_failed_trial():
     assert new["metadata"]["labels"][L_LAUNCH] == "Restart"
     assert new["spec"]["retryOf"] == "exp-0000"
     assert new["spec"]["attempt"] == 2
-    assert plan.start_pods == ["exp-0000-a2"]
+    assert plan.start_workloads == ["exp-0000-a2"]
     st = trial_statuses(plan)["exp-0000"]
     assert st["retriedBy"] == "exp-0000-a2"
     accepted = cond(st["conditions"], "RestartAccepted")
@@ -926,7 +926,7 @@ def test_restart_in_a_finished_experiment_runs_but_suggests_and_retries_nothing(
     plan = run(make_spec(parallelTrialCount=3), trials, status=FAILED_STATUS)
     assert cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "Restarted"
     assert created_names(plan) == ["exp-0000-a2"]  # no retry of exp-0001, no new suggestion
-    assert plan.start_pods == ["exp-0000-a2"]
+    assert plan.start_workloads == ["exp-0000-a2"]
     st = exp_status(plan)
     assert (st["phase"], st["suggestionCount"]) == ("Failed", 2)
     assert st["conditions"] == FAILED_STATUS["conditions"]
@@ -936,7 +936,7 @@ def test_restart_waits_for_a_free_slot():
     trials = [failed(0, "Error", annotations={A_RESTART: "1"}), suggested(1, "Running")]
     plan = run(make_spec(parallelTrialCount=1), trials, {"exp-0001": pod_running("exp-0001")})
     assert created_names(plan) == ["exp-0000-a2"]
-    assert plan.start_pods == []
+    assert plan.start_workloads == []
     assert created(plan, "exp-0000-a2")["status"]["reason"] == "Queued"
 
 
@@ -961,7 +961,7 @@ def test_user_trial_with_valid_parameters_is_adopted_and_started():
     assert st["phase"] == "Pending" and st["parameterSummary"] == "x=42"
     assert "ConfigurationAccepted" in event_reasons(plan, None)
     # It runs now and takes one slot; it counts as a configuration.
-    assert plan.start_pods[0] == "my-run"
+    assert plan.start_workloads[0] == "my-run"
     assert created_names(plan) == ["exp-0000"]
     assert exp_status(plan)["configurations"] == 2
 
@@ -975,7 +975,7 @@ def test_user_trial_of_a_configuration_that_succeeded_is_refused():
     assert cond(st["conditions"], "Succeeded")["status"] == "False"
     # Not adopted: only labelled with its experiment, so selectors find it.
     assert plan.trial_metadata["my-run"] == {"labels": {"hpo.dev/experiment": "exp"}}
-    assert "my-run" not in plan.start_pods
+    assert "my-run" not in plan.start_workloads
     assert "ConfigurationRefused" in event_reasons(plan, None)
     assert exp_status(plan)["configurations"] == 1
 
@@ -992,7 +992,7 @@ def test_user_trial_with_invalid_parameters_is_refused(values):
     plan = run(make_spec(), [user_trial("my-run", values)])
     st = trial_statuses(plan)["my-run"]
     assert (st["phase"], st["reason"]) == ("Refused", "InvalidParameters")
-    assert "ownerReferences" not in plan.trial_metadata["my-run"] and "my-run" not in plan.start_pods
+    assert "ownerReferences" not in plan.trial_metadata["my-run"] and "my-run" not in plan.start_workloads
 
 
 def test_user_trial_in_a_finished_experiment_still_runs():
@@ -1010,7 +1010,7 @@ def test_user_trial_in_a_finished_experiment_still_runs():
     }
     plan = run(make_spec(), [succeeded(0, 0.01), user_trial("my-run", {"x": "5"})], status=status)
     assert plan.trial_metadata["my-run"]["ownerReferences"] == owner_refs()
-    assert plan.start_pods == ["my-run"]
+    assert plan.start_workloads == ["my-run"]
     assert plan.create_trials == []
     assert exp_status(plan)["phase"] == "Succeeded"
     assert exp_status(plan)["configurations"] == 2
@@ -1031,7 +1031,7 @@ def test_user_trial_in_a_finished_and_suspended_experiment_waits():
     }
     plan = run(make_spec(suspend=True), [user_trial("my-run", {"x": "5"})], status=status)
     assert trial_statuses(plan)["my-run"]["phase"] == "Pending"
-    assert plan.start_pods == []
+    assert plan.start_workloads == []
 
 
 def test_refused_user_trial_is_left_alone_afterwards():
@@ -1047,7 +1047,7 @@ def test_user_trial_waits_for_a_free_slot():
     trials = [suggested(0, "Running"), user_trial("my-run", {"x": "50"}, created="2024-05-01T11:30:00Z")]
     plan = run(make_spec(parallelTrialCount=1), trials, {"exp-0000": pod_running("exp-0000")})
     assert trial_statuses(plan)["my-run"]["phase"] == "Pending"
-    assert plan.start_pods == []
+    assert plan.start_workloads == []
     assert "my-run" in plan.trial_metadata
 
 
@@ -1063,7 +1063,7 @@ def test_trial_running_past_its_max_duration_is_killed_with_timeout():
     st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Killed", "Timeout", "Timeout")
     assert "600" in st["message"]
-    assert plan.delete_pods == ["exp-0000"]
+    assert plan.delete_workloads == ["exp-0000"]
     assert "exp-0000-a2" not in created_names(plan)  # timeouts are not retried
     assert created_names(plan) == []  # its pod holds the slot until it is gone
     assert exp_status(plan)["trialsKilled"] == 1
@@ -1072,7 +1072,7 @@ def test_trial_running_past_its_max_duration_is_killed_with_timeout():
 def test_trial_within_its_max_duration_runs_on_and_is_woken_at_the_deadline():
     spec = make_spec(parallelTrialCount=1, maxTrialDurationSeconds=600)
     plan = run(spec, [suggested(0, "Running")], {"exp-0000": pod_running("exp-0000", started=ago(590))})
-    assert plan.delete_pods == [] and plan.trial_status == {}
+    assert plan.delete_workloads == [] and plan.trial_status == {}
     assert plan.requeue_after == pytest.approx(10)
 
 
@@ -1085,7 +1085,7 @@ def test_invalid_image_name_fails_at_once_and_is_not_retried():
     )
     st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "InvalidImageName", "Startup")
-    assert plan.delete_pods == ["exp-0000"]
+    assert plan.delete_workloads == ["exp-0000"]
     assert plan.create_trials == []
     assert exp_status(plan)["failedConfigurations"] == 1
     assert experiment_outcome(plan) == ("Succeeded", "MaxTrialsReached")
@@ -1104,7 +1104,7 @@ def test_image_pull_back_off_waits_for_the_startup_timeout():
     plan = run(spec, trials, {"exp-0000": pod_waiting("exp-0000", "ImagePullBackOff", created=ago(100))})
     st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"]) == ("Pending", "ImagePullBackOff")
-    assert plan.delete_pods == [] and plan.create_trials == []
+    assert plan.delete_workloads == [] and plan.create_trials == []
     assert plan.requeue_after == pytest.approx(20)
 
 
@@ -1115,7 +1115,7 @@ def test_image_pull_back_off_past_the_startup_timeout_fails():
     st = trial_statuses(plan)["exp-0000"]
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "ImagePullBackOff", "Startup")
     assert "120" in st["message"]
-    assert plan.delete_pods == ["exp-0000"]
+    assert plan.delete_workloads == ["exp-0000"]
     assert "exp-0000-a2" not in created_names(plan)
     assert created_names(plan) == []  # its pod holds the slot until it is gone
 
@@ -1144,7 +1144,7 @@ def test_running_trial_whose_pod_disappeared_fails_and_is_retried():
 
 def test_pending_trial_without_its_pod_gets_the_pod_again():
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [suggested(0, "Pending", reason="PodCreated")], {})
-    assert plan.start_pods == ["exp-0000"]
+    assert plan.start_workloads == ["exp-0000"]
     assert plan.create_trials == []
 
 
@@ -1158,13 +1158,13 @@ def test_pod_retention_delete_removes_finished_pods_of_recorded_trials():
         },
     )
     plan = run(spec, [succeeded(0, 0.5)], {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5}')})
-    assert plan.delete_pods == ["exp-0000"]
+    assert plan.delete_workloads == ["exp-0000"]
     plan = run(
         make_spec(parallelTrialCount=1, maxTrialCount=1),
         [succeeded(0, 0.5)],
         {"exp-0000": pod_succeeded("exp-0000", '{"loss": 0.5}')},
     )
-    assert plan.delete_pods == []
+    assert plan.delete_workloads == []
 
 
 # =============================================================================================
@@ -1212,7 +1212,7 @@ def test_invalid_spec_fails_the_experiment_and_launches_nothing():
         }
     )
     plan = run(spec)
-    assert plan.create_trials == [] and plan.start_pods == []
+    assert plan.create_trials == [] and plan.start_workloads == []
     assert experiment_outcome(plan) == ("Failed", "InvalidSpec")
     assert "params.nope" in cond(exp_status(plan)["conditions"], "Failed")["message"]
     assert "InvalidSpec" in event_reasons(plan, None)
@@ -1254,7 +1254,7 @@ def test_an_invalid_spec_the_planner_cannot_be_given_changes_only_the_phase_and_
     assert [(e.target, e.type, e.reason, e.message) for e in plan.events] == [
         (None, "Warning", "InvalidSpec", "spec.maxTrialCount: must be >= 1")
     ]
-    assert not (plan.create_trials or plan.start_pods or plan.delete_pods or plan.trial_status)
+    assert not (plan.create_trials or plan.start_workloads or plan.delete_workloads or plan.trial_status)
     # Found again: the same status, and no second Event.
     again = planner.plan_invalid_spec(st, 3, "spec.maxTrialCount: must be >= 1", NOW + timedelta(seconds=5))
     assert exp_status(again) == st and again.events == []
@@ -1434,7 +1434,7 @@ def test_cluster_suspend_and_resume():
     assert [cluster.phase(n) for n in ("exp-0000", "exp-0001")] == ["Killed", "Killed"]
     cluster.tick()
     p = cluster.round()
-    assert p.create_trials == [] and p.start_pods == []
+    assert p.create_trials == [] and p.start_workloads == []
 
     cluster.spec = make_spec(parallelTrialCount=2, maxTrialCount=2, suspend=False)
     cluster.round()
@@ -1533,7 +1533,7 @@ def test_a_terminating_pod_of_a_killed_trial_still_holds_its_slot():
     plan = run(
         make_spec(parallelTrialCount=1, maxTrialCount=5, maxTrialDurationSeconds=600), trials, {"exp-0000": terminating}
     )
-    assert plan.start_pods == []
+    assert plan.start_workloads == []
 
 
 def test_a_round_leaves_the_statuses_it_read_as_they_were():

@@ -35,7 +35,7 @@ def test_trials_of_another_experiment_with_the_same_name_are_left_alone():
 def test_a_hand_edited_not_before_annotation_does_not_stop_the_round():
     queued = suggested(1, "Pending", annotations={"hpo.dev/not-before": "tomorrow"})
     plan = run(make_spec(parallelTrialCount=1), [queued])
-    assert plan.start_pods == ["exp-0001"]
+    assert plan.start_workloads == ["exp-0001"]
 
 
 def test_a_suggestion_index_written_by_a_user_is_ignored():

@@ -78,14 +78,14 @@ Write = CreateTrial | UpdateTrial | StartTrial | DeleteWorkload | DeleteClaim | 
 def stages(plan: Plan) -> list[list[Write]]:
     """The plan's writes: the independent chains, then the Experiment's status, then the Events."""
     new = {body["metadata"]["name"] for body in plan.create_trials}
-    starts = set(plan.start_pods)
+    starts = set(plan.start_workloads)
     chains: list[Write] = [CreateTrial(body, body["metadata"]["name"] in starts) for body in plan.create_trials]
     chains += [
         UpdateTrial(name, _dumped(plan.trial_status.get(name)), plan.trial_metadata.get(name))
         for name in {*plan.trial_status, *plan.trial_metadata}
     ]
-    chains += [StartTrial(name) for name in plan.start_pods if name not in new]
-    chains += [DeleteWorkload(name) for name in plan.delete_pods]
+    chains += [StartTrial(name) for name in plan.start_workloads if name not in new]
+    chains += [DeleteWorkload(name) for name in plan.delete_workloads]
     chains += [DeleteClaim(name) for name in plan.delete_volumes]
     return [chains, [WriteExperimentStatus(plan.experiment_status.dump())], [PostEvents(plan.events)]]
 

@@ -71,7 +71,7 @@ def observe_trials(state: RoundState) -> None:
                 and (not finished(pod) or state.spec.trial_template.pod_retention == "Delete")
             ):
                 # Its result is recorded: what still runs (a sidecar) is stopped.
-                state.plan.delete_pods.append(t.name)
+                state.plan.delete_workloads.append(t.name)
             continue
         if t.owned_by_another(state.exp.uid):
             continue  # not ours: left to its owner, or to the garbage collector
@@ -264,7 +264,7 @@ def check_progress(state: RoundState, t: TrialView) -> None:
     assert spec.early_stopping is not None  # should_stop() stops nothing without it
     last = steps[max(steps)]
     if state.has_pod[t.name]:
-        state.plan.delete_pods.append(t.name)
+        state.plan.delete_workloads.append(t.name)
         state.has_pod[t.name] = False
     state.set_status(
         t,
@@ -276,7 +276,7 @@ def check_progress(state: RoundState, t: TrialView) -> None:
 
 
 def fail_startup(state: RoundState, t: TrialView, reason: str, message: str) -> None:
-    state.plan.delete_pods.append(t.name)
+    state.plan.delete_workloads.append(t.name)
     state.has_pod[t.name] = False
     state.set_status(
         t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup", pod_name=t.name

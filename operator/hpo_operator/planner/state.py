@@ -123,8 +123,9 @@ class Plan:
     trial_status: dict[str, TrialStatus] = field(default_factory=dict)
     trial_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     create_trials: list[dict[str, Any]] = field(default_factory=list)
-    start_pods: list[str] = field(default_factory=list)
-    delete_pods: list[str] = field(default_factory=list)
+    # By trial name: what a trial runs (a pod, a Job or another resource) to create or to delete.
+    start_workloads: list[str] = field(default_factory=list)
+    delete_workloads: list[str] = field(default_factory=list)
     delete_volumes: list[str] = field(default_factory=list)  # checkpoint claims retention removes
     experiment_status: ExperimentStatus = field(default_factory=ExperimentStatus)
     events: list[Event] = field(default_factory=list)
@@ -249,7 +250,7 @@ class RoundState:
 
     def kill(self, t: TrialView, reason: str, message: str) -> None:
         if self.has_pod[t.name]:
-            self.plan.delete_pods.append(t.name)
+            self.plan.delete_workloads.append(t.name)
             self.has_pod[t.name] = False
         self.set_status(t, phase="Killed", reason=reason, message=message, failure_class=None)
 
@@ -378,6 +379,6 @@ class RoundState:
         ]
 
     def start(self, t: TrialView) -> None:
-        self.plan.start_pods.append(t.name)
+        self.plan.start_workloads.append(t.name)
         self.has_pod[t.name] = True
         self.update(t, phase="Pending", reason="PodCreated", message="", pod_name=t.name)

@@ -37,7 +37,14 @@ def faulty_experiment(name: str, duration: str = "1500ms") -> dict:
 
 
 def check_exact_outcome(cluster: Cluster, name: str, timeout: float = 200) -> dict:
-    exp = cluster.wait_finished(name, timeout=timeout)
+    try:
+        exp = cluster.wait_finished(name, timeout=timeout)
+    except AssertionError as e:
+        # What the API server holds when the experiment did not finish, beside the operator's log
+        # and metrics (printed at teardown): tells a stale view from a loop that stopped.
+        trials = {n: (t.get("status") or {}).get("phase") for n, t in sorted(cluster.trials().items())}
+        pods = {n: p.status.phase for n, p in sorted(cluster.pods().items())}
+        raise AssertionError(f"{e}\ntrials on the API server: {trials}\npods on the API server: {pods}") from e
     pods = {n: client.ApiClient().sanitize_for_serialization(p) for n, p in cluster.pods().items()}
     wrong = [c for c in GRID.checks(exp, cluster.trials(), pods) if not c.ok]
     assert not wrong, "\n".join(f"{c.what}: expected {c.expected}, saw {c.seen}" for c in wrong)
@@ -94,8 +101,11 @@ def stopped():
     started: list[OperatorProcess] = []
     yield started
     for op in started:
+        # Its rounds and watches as it saw them (was it still planning? when did a watch last hear?).
+        samples = {k: v for k, v in op.metrics().items() if k.startswith(("hpo_reconcile_total", "hpo_watch"))}
         op.stop()
         print(f"--- {op.log_path}\n{op.log()[-6000:]}")
+        print("--- its metrics at the end\n" + "\n".join(f"{k} {v}" for k, v in sorted(samples.items())))
 
 
 def test_api_server_killed_twice_mid_experiment(api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped):

@@ -249,6 +249,8 @@ def settle_refusals(refused: dict[str, str], trials: list[planner.TrialView]) ->
     """Forgets the refused creates whose trial has a final phase (the planner's verdict, written and
     seen, or the trial was otherwise finished) or is gone. Until then each round's planner is told
     again, so a failed status write is retried and the trial is never started again meanwhile."""
+    if not refused:
+        return  # the common round: no map of every trial's phase to build
     phases = {t.name: t.phase for t in trials}
-    for name in [n for n in refused if phases.get(n, "Gone") in (*TERMINAL_PHASES, "Gone")]:
+    for name in [n for n in refused if n not in phases or phases[n] in TERMINAL_PHASES]:
         del refused[name]

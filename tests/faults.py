@@ -688,31 +688,25 @@ class Relay:
 # --- The local etcd ---------------------------------------------------------------------------
 
 
-class Etcd:
-    """The local control plane's etcd, for faults in storage: a crash and restart (the main API
-    server and anything on it lose storage for that time) and compaction (watches resuming from an
-    older resourceVersion get 410 Gone).
+class Component:
+    """A process of the local control plane (etcd, KWOK, ...) that a test kills and restarts.
 
-    Restarts reuse the running etcd's exact command line, environment and working directory, in a
-    session of its own and with output appended to its log, as hack/lib/procs.sh starts it, and
-    keep its pid file current so `hack/cluster.sh down` still stops it. It runs with
-    --unsafe-no-fsync, which a SIGKILL does not make unsafe: the page cache outlives the process.
+    Restarts reuse the running process's exact command line, environment and working directory, in
+    a session of its own and with output appended to its log, as hack/lib/procs.sh starts it, and
+    keep its pid file current so `hack/cluster.sh down` still stops it.
     """
+
+    name = ""
 
     def __init__(self, cluster: LocalCluster):
         self.cluster = cluster
-        self._launch = _Launch.of(cluster.pid("etcd"))
-        flags = parse_flags(self._launch.argv[1:])
-        urls = flag_value(flags, "advertise-client-urls") or flag_value(flags, "listen-client-urls")
-        if not urls:
-            raise NotLocalCluster(f"cannot tell the local etcd's client URL from {self._launch.argv}")
-        self.client_url = urls.split(",")[0].rstrip("/")
+        self._launch = _Launch.of(cluster.pid(self.name))
         self._proc: subprocess.Popen | None = None
 
     @property
     def pid(self) -> int | None:
         try:
-            return int(self.cluster.pid_file("etcd").read_text().strip())
+            return int(self.cluster.pid_file(self.name).read_text().strip())
         except (OSError, ValueError):
             return None
 
@@ -721,8 +715,11 @@ class Etcd:
         pid = self.pid
         return pid is not None and _alive(pid)
 
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
     def kill(self) -> None:
-        """SIGKILL; waits until it is gone (its port and data-dir lock released)."""
+        """SIGKILL; waits until it is gone (its ports and locks released)."""
         pid = self.pid
         if pid is None or not _alive(pid):
             return
@@ -730,13 +727,13 @@ class Etcd:
         if self._proc is not None and self._proc.pid == pid:
             self._proc.wait(timeout=30)  # ours since a restart: reap it
         if not _wait_gone(pid, 30):
-            raise RuntimeError(f"etcd (pid {pid}) still runs 30 s after SIGKILL")
+            raise RuntimeError(f"{self.name} (pid {pid}) still runs 30 s after SIGKILL")
 
     def restart(self, timeout: float = 60) -> None:
-        """Starts it again as it was started (killed first if it still runs), and waits until its
-        /health is true; StartError with the log's last lines otherwise."""
+        """Starts it again as it was started (killed first if it still runs), and waits until it is
+        healthy; StartError with the log's last lines otherwise."""
         self.kill()
-        log_path = self.cluster.log_file("etcd")
+        log_path = self.cluster.log_file(self.name)
         with open(log_path, "a") as log:
             log.write(f"--- restarted by tests/faults.py at {time.strftime('%H:%M:%S')}\n")
             log.flush()
@@ -749,12 +746,58 @@ class Etcd:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        pid_file = self.cluster.pid_file("etcd")
+        pid_file = self.cluster.pid_file(self.name)
         # Written whole or not at all: hack/cluster.sh may read it at any time.
         tmp = pid_file.with_suffix(".tmp")
         tmp.write_text(f"{self._proc.pid}\n")
         tmp.replace(pid_file)
-        _wait_up(self._proc, self.healthy, timeout, "etcd (restarted)", Path(log_path))
+        _wait_up(self._proc, self.healthy, timeout, f"{self.name} (restarted)", Path(log_path))
+
+
+class Kwok(Component):
+    """The local control plane's KWOK, which plays the fake nodes' kubelets.
+
+    KWOK (v0.7.0) gives up on a pod's stage whose status patch failed ("failed to apply stage" in
+    its log) and never tries it again, so a pod it was completing while etcd was down stays Running
+    for good. A kubelet retries its status updates until they land; restarting KWOK after such a
+    fault stands in for that: it lists the pods again and plays each one's due stage.
+    """
+
+    name = "kwok"
+
+    def __init__(self, cluster: LocalCluster):
+        super().__init__(cluster)
+        address = flag_value(parse_flags(self._launch.argv[1:]), "server-address")
+        if not address:
+            raise NotLocalCluster(f"cannot tell the local KWOK's server address from {self._launch.argv}")
+        self.healthz = f"http://{address}/healthz"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.healthz, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+
+class Etcd(Component):
+    """The local control plane's etcd, for faults in storage: a crash and restart (the main API
+    server and anything on it lose storage for that time) and compaction (watches resuming from an
+    older resourceVersion get 410 Gone).
+
+    It runs with --unsafe-no-fsync, which a SIGKILL does not make unsafe: the page cache outlives
+    the process.
+    """
+
+    name = "etcd"
+
+    def __init__(self, cluster: LocalCluster):
+        super().__init__(cluster)
+        flags = parse_flags(self._launch.argv[1:])
+        urls = flag_value(flags, "advertise-client-urls") or flag_value(flags, "listen-client-urls")
+        if not urls:
+            raise NotLocalCluster(f"cannot tell the local etcd's client URL from {self._launch.argv}")
+        self.client_url = urls.split(",")[0].rstrip("/")
 
     def healthy(self) -> bool:
         try:

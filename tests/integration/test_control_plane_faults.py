@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import urllib3
 from kubernetes import client
 
 from tests import faults
@@ -70,6 +71,17 @@ def restarts(op: OperatorProcess, reason: str | None = None) -> float:
         for k, v in op.metrics().items()
         if k.startswith("hpo_watch_restarts_total") and (reason is None or f'reason="{reason}"' in k)
     )
+
+
+def writes(api, namespace: str) -> bool:
+    """Whether the test's API server stores a write (an annotation on the namespace) now."""
+    try:
+        client.CoreV1Api(api).patch_namespace(
+            namespace, {"metadata": {"annotations": {"test.hpo.dev/written": str(time.time())}}}, _request_timeout=5
+        )
+        return True
+    except (client.ApiException, urllib3.exceptions.HTTPError):
+        return False
 
 
 def trials_so_far(cluster: Cluster) -> int:
@@ -135,6 +147,11 @@ def test_etcd_restarted_mid_experiment(api, namespace, crds, kwok_nodes, local_c
     etcd.kill()
     time.sleep(5)
     etcd.restart()
+    # The fake nodes' kubelet (KWOK) dropped the status writes that failed meanwhile, and would
+    # leave those pods Running for good (faults.Kwok); a kubelet retries them. Once the API server
+    # writes again, KWOK is restarted to do just that.
+    wait_until(lambda: writes(api, namespace), timeout=60, what="the API server to write again")
+    faults.Kwok(local_cluster).restart()
     check_exact_outcome(cluster, "etcd")
     same_process(op)
 

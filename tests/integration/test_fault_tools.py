@@ -200,3 +200,33 @@ def test_etcd_kill_and_restart_the_api_server_writes_again(local_cluster, api, n
             return False
 
     kube.wait_until(written, timeout=30, interval=0.5, what="a write through the main API server after etcd's restart")
+
+
+def test_kwok_restarted_plays_the_pods_it_missed(local_cluster, api, namespace):
+    kwok = faults.Kwok(local_cluster)
+    old_pid = kwok.pid
+    kwok.kill()
+    assert not kwok.healthy()
+    core = client.CoreV1Api(api)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "missed", "annotations": {"sim.hpo.dev/duration": "100ms"}},
+        "spec": {
+            "nodeSelector": {"type": "kwok"},
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "sim"}],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    time.sleep(3)
+    # Scheduled, but nobody plays the fake node's kubelet.
+    assert core.read_namespaced_pod("missed", namespace).status.phase == "Pending"
+    kwok.restart()
+    # The pid file follows, so hack/cluster.sh down stops the new process.
+    assert kwok.pid != old_pid and kwok.running
+    kube.wait_until(
+        lambda: core.read_namespaced_pod("missed", namespace).status.phase == "Succeeded",
+        timeout=30,
+        what="the pod KWOK missed to run and succeed",
+    )

@@ -173,10 +173,16 @@ def test_a_repeated_configuration_is_told_the_result_without_the_curve():
     assert repeat.value == 0.5 and repeat.intermediate_values == {}
 
 
-def test_a_replayed_study_holds_the_rung_records_asha_made_before_the_restart():
-    # ASHA judges a trial by the values recorded at each rung it passed, which it records when
-    # asked at that step: the replay asks it at each step of each finished trial, as it was asked.
-    run = Run(spec(early_stopping={"algorithm": "asha", "minResource": 1}), [1.0, 2.0, 6.0, 30.0, 3.0])
+@pytest.mark.parametrize(
+    "stopping",
+    [{"algorithm": "asha", "minResource": 1}, {"algorithm": "hyperband", "maxResource": 12}],
+    ids=lambda s: s["algorithm"],
+)
+def test_a_replayed_study_holds_the_rung_records_made_before_the_restart(stopping):
+    # ASHA (and each Hyperband bracket) judges a trial by the values recorded at each rung it
+    # passed, which it records when asked at that step: the replay asks it at each step of each
+    # finished trial, as it was asked, and Hyperband puts each trial in the same bracket again.
+    run = Run(spec(early_stopping=stopping), [1.0, 2.0, 6.0, 30.0, 3.0])
     finished_between_reads(run, 3, seen=5)
     run.read(3, 12)
     assert run.phase(3) == "EarlyStopped"

@@ -730,6 +730,22 @@ def test_through_the_planner_learning_samplers_are_optuna_used_directly(algorith
     assert cluster.launched == [{p.name: format_value(p, d[p.name]) for p in s.parameters} for d in direct]
 
 
+@pytest.mark.parametrize("algorithm, settings", [("random", None), ("tpe", {"nStartupTrials": "3"})])
+def test_on_a_discrete_space_the_trials_are_optunas_suggestions_without_its_repeats(algorithm, settings):
+    # README: Optuna's loop spends a trial on a configuration it suggests again; the operator runs
+    # nothing twice, tells the sampler the known result instead (so what follows is unchanged), and
+    # counts maxTrialCount in configurations.
+    s = make_spec(algorithm, seed=5, settings=settings, params=SMALL, max_trials=8)
+    cluster = simulated(s).run()
+    direct = [
+        {p.name: format_value(p, d[p.name]) for p in s.parameters} for d in optuna_directly(s, settings or {}, 40)
+    ]
+    without_repeats = [c for i, c in enumerate(direct) if c not in direct[:i]]
+    assert cluster.launched == without_repeats[:8]
+    if algorithm == "random":  # this seed repeats within the first 8
+        assert cluster.launched != direct[:8]
+
+
 @pytest.mark.parametrize("algorithm, settings", [("tpe", {"nStartupTrials": "3"}), ("cmaes", None)])
 def test_through_the_planner_a_restart_continues_with_the_same_trials(algorithm, settings):
     s = planner_case(algorithm, settings)

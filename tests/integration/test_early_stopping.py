@@ -80,3 +80,76 @@ def test_median_rule_stops_an_unpromising_trial(api, namespace, operator, kwok_n
     assert exp["status"]["trialsEarlyStopped"] == 1 and exp["status"]["failedConfigurations"] == 0
     assert condition(exp, "Succeeded")["reason"] == "MaxTrialsReached"
     wait_until(lambda: "median-0002" not in cluster.pods(), what="the stopped trial's pod to be deleted")
+
+
+def test_hyperband_stops_the_unpromising_trials(api, namespace, operator, kwok_nodes, tmp_path):
+    cluster = Cluster(api, namespace)
+    good = [1.0, 0.8, 0.6, 0.5]
+    bad = [5.0, 4.9, 4.8, 4.7]
+    curves = [good, good, good, good, bad, bad]
+    for index, losses in enumerate(curves):
+        path = tmp_path / f"{index}.log"
+        write_log(path, [f"step={s} loss={v}" for s, v in enumerate(losses, start=1)])
+        serve_log(api, namespace, f"hyperband-{index:04d}", path)
+    cluster.create(
+        experiment(
+            "hyperband",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/duration": "4s"},
+            max_trials=len(curves),
+            parallel=1,
+            metricsCollector={"source": "StdoutLog", "intervalSeconds": 1},
+            earlyStopping={"algorithm": "hyperband", "minResource": 1, "maxResource": 4, "reductionFactor": 3},
+        )
+    )
+    exp = cluster.wait_finished("hyperband", timeout=120)
+    trials = cluster.trials()
+    phases = [trials[f"hyperband-{i:04d}"]["status"]["phase"] for i in range(len(curves))]
+    # Which bad trial is stopped depends on the bracket Hyperband puts it in (and what that bracket
+    # has seen); a good one never is.
+    assert phases[:4] == ["Succeeded"] * 4 and "EarlyStopped" in phases[4:], phases
+    assert exp["status"]["trialsEarlyStopped"] == phases.count("EarlyStopped")
+
+
+def test_the_median_rule_judges_by_the_steps_no_running_read_saw(api, namespace, operator, kwok_nodes, tmp_path):
+    """The scenario seen on real pods: trials that finished between two log reads had late steps
+    the pruner never heard of, so the median at those steps came from the few trials a read caught.
+    Here the two worst trials' logs show two steps at their first read and all twelve only later
+    (no running read sees them again: the read interval is longer than a trial), so only their final
+    read has their late steps."""
+    cluster = Cluster(api, namespace)
+    scales = [6.0, 7.0, 1.0, 2.0, 3.0]  # the last is better than the median of the first four at every step
+    paths = {}
+    for index, scale in enumerate(scales):
+        paths[index] = tmp_path / f"{index}.log"
+        steps = 2 if index < 2 else 12
+        write_log(paths[index], [f"step={s} loss={scale * 0.9**s:.6f}" for s in range(1, steps + 1)])
+        serve_log(api, namespace, f"late-{index:04d}", paths[index])
+    cluster.create(
+        experiment(
+            "late",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/duration": "6s"},
+            max_trials=len(scales),
+            parallel=1,
+            metricsCollector={"source": "StdoutLog", "intervalSeconds": 60},
+            earlyStopping={"algorithm": "median", "minTrialsRequired": 3, "warmupSteps": 2},
+        )
+    )
+    for index in (0, 1):
+        # Once the first read has recorded its two steps, the rest of the curve appears.
+        name = f"late-{index:04d}"
+        wait_until(
+            lambda name=name: cluster.trials().get(name, {}).get("status", {}).get("metricHistory"),
+            what=f"the first read of {name}",
+            timeout=60,
+        )
+        write_log(paths[index], [f"step={s} loss={scales[index] * 0.9**s:.6f}" for s in range(1, 13)])
+    exp = cluster.wait_finished("late", timeout=120)
+    trials = cluster.trials()
+    phases = [trials[f"late-{i:04d}"]["status"]["phase"] for i in range(len(scales))]
+    assert phases == ["Succeeded"] * 5, [trials[f"late-{i:04d}"]["status"].get("message") for i in range(5)]
+    for index in (0, 1):  # the final read has the whole curve
+        history = [m["step"] for m in trials[f"late-{index:04d}"]["status"]["metricHistory"] if m["name"] == "loss"]
+        assert history == list(range(1, 13))
+    assert exp["status"]["trialsEarlyStopped"] == 0

@@ -385,9 +385,45 @@ CASES: list[tuple[str, Edit, str, str]] = [
     ),
     (
         "early-stopping-unknown-algorithm",
-        lambda s: s.update(earlyStopping={"algorithm": "hyperband"}),
+        lambda s: s.update(earlyStopping={"algorithm": "pbt"}),
         "spec.earlyStopping.algorithm",
-        'Unsupported value: "hyperband"',
+        'Unsupported value: "pbt"',
+    ),
+    (
+        "early-stopping-median-with-a-rung-setting",
+        lambda s: s.update(earlyStopping={"algorithm": "median", "reductionFactor": 3}),
+        "spec.earlyStopping",
+        "minResource and reductionFactor are settings of asha and hyperband, not of the median rule",
+    ),
+    (
+        "early-stopping-asha-with-a-median-setting",
+        lambda s: s.update(earlyStopping={"algorithm": "asha", "warmupSteps": 2}),
+        "spec.earlyStopping",
+        "minTrialsRequired and warmupSteps are settings of the median rule only",
+    ),
+    (
+        "early-stopping-hyperband-with-a-median-setting",
+        lambda s: s.update(earlyStopping={"algorithm": "hyperband", "minTrialsRequired": 2}),
+        "spec.earlyStopping",
+        "minTrialsRequired and warmupSteps are settings of the median rule only",
+    ),
+    (
+        "early-stopping-asha-with-max-resource",
+        lambda s: s.update(earlyStopping={"algorithm": "asha", "maxResource": 20}),
+        "spec.earlyStopping",
+        "maxResource is a setting of hyperband only",
+    ),
+    (
+        "early-stopping-hyperband-max-resource-not-above-min-resource",
+        lambda s: s.update(earlyStopping={"algorithm": "hyperband", "minResource": 10, "maxResource": 10}),
+        "spec.earlyStopping",
+        "hyperband: maxResource must be greater than minResource (default 1)",
+    ),
+    (
+        "early-stopping-hyperband-max-resource-one",
+        lambda s: s.update(earlyStopping={"algorithm": "hyperband", "maxResource": 1}),
+        "spec.earlyStopping.maxResource",
+        "should be greater than or equal to 2",
     ),
     (
         "early-stopping-reduction-factor-one",
@@ -508,6 +544,25 @@ def test_valid_experiment_is_accepted_with_server_side_defaults(kubectl, namespa
     assert stored["metricsCollector"] == {"source": "StdoutLog", "intervalSeconds": 10}
     assert [p["log"] for p in stored["parameters"]] == [True, False, False, False]
     assert stored["trialTemplate"]["podRetention"] == "Delete"
+
+
+@pytest.mark.parametrize(
+    "stopping",
+    [
+        {"algorithm": "hyperband", "minResource": 2, "maxResource": 50, "reductionFactor": 4},
+        {"algorithm": "hyperband"},
+        {"algorithm": "asha", "minResource": 1, "reductionFactor": 2},
+        {"algorithm": "median", "minTrialsRequired": 0, "warmupSteps": 5},
+    ],
+    ids=lambda s: "-".join(map(str, s.values())),
+)
+def test_early_stopping_settings_of_their_own_rule_are_accepted_as_given(kubectl, namespace, crds, stopping):
+    # No defaults are filled in: they would be settings of every rule, which the rules refuse.
+    manifest = valid_experiment("stopping")
+    manifest["spec"]["earlyStopping"] = stopping
+    kubectl.apply(manifest, namespace)
+    assert kubectl.get("experiment", "stopping", namespace)["spec"]["earlyStopping"] == stopping
+    kubectl.run("delete", "experiment", "stopping", "-n", namespace)
 
 
 def test_minimal_experiment_gets_the_default_algorithm_and_can_be_suspended(kubectl, namespace, crds):

@@ -730,6 +730,22 @@ def test_through_the_planner_learning_samplers_are_optuna_used_directly(algorith
     assert cluster.launched == [{p.name: format_value(p, d[p.name]) for p in s.parameters} for d in direct]
 
 
+@pytest.mark.parametrize("algorithm, settings", [("random", None), ("tpe", {"nStartupTrials": "3"})])
+def test_on_a_discrete_space_the_trials_are_optunas_suggestions_without_its_repeats(algorithm, settings):
+    # README: Optuna's loop spends a trial on a configuration it suggests again; the operator runs
+    # nothing twice, tells the sampler the known result instead (so what follows is unchanged), and
+    # counts maxTrialCount in configurations.
+    s = make_spec(algorithm, seed=5, settings=settings, params=SMALL, max_trials=8)
+    cluster = simulated(s).run()
+    direct = [
+        {p.name: format_value(p, d[p.name]) for p in s.parameters} for d in optuna_directly(s, settings or {}, 40)
+    ]
+    without_repeats = [c for i, c in enumerate(direct) if c not in direct[:i]]
+    assert cluster.launched == without_repeats[:8]
+    if algorithm == "random":  # this seed repeats within the first 8
+        assert cluster.launched != direct[:8]
+
+
 @pytest.mark.parametrize("algorithm, settings", [("tpe", {"nStartupTrials": "3"}), ("cmaes", None)])
 def test_through_the_planner_a_restart_continues_with_the_same_trials(algorithm, settings):
     s = planner_case(algorithm, settings)
@@ -982,3 +998,60 @@ def test_the_readme_lists_each_algorithms_settings_as_the_models_do():
     for algorithm in SETTINGS:
         listed = re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", rows.get(algorithm, "")))
         assert listed == setting_names(algorithm), algorithm
+
+
+def hyperband_spec(**settings):
+    return make_spec("random", params=PLANE, max_trials=200, early_stopping={"algorithm": "hyperband", **settings})
+
+
+def test_hyperband_stops_trials_worse_than_their_brackets_and_never_the_best():
+    sug = Suggester(hyperband_spec(minResource=1, maxResource=9, reductionFactor=3))
+    assert isinstance(sug.study.pruner, optuna.pruners.HyperbandPruner)
+    stopped = []
+    # Scales cycle from best to worst, so each bracket meets good and bad curves early on.
+    for i in range(30):
+        sug.suggest(i)
+        scale = 1.0 + (i * 7) % 10
+        curve = {s: scale * 0.9**s for s in range(1, 10)}
+        seen = {}
+        for s, v in curve.items():
+            seen[s] = v
+            if sug.should_stop(i, seen):
+                stopped.append(scale)
+                sug.tell(i, Outcome(pruned=True, steps=seen))
+                break
+        else:
+            sug.tell(i, Outcome(value=curve[9], steps=curve))
+    assert stopped and 1.0 not in stopped
+    assert min(stopped) > 1.0 and sum(s >= 6 for s in stopped) > sum(s < 6 for s in stopped)
+
+
+def test_hyperband_with_max_resource_left_out_waits_for_a_finished_trial():
+    # Optuna's "auto": the maximum step is the last step of the first finished trial, so nothing is
+    # stopped before one has finished, however bad; afterwards a bad one is.
+    sug = Suggester(hyperband_spec())
+    good = {s: 0.1 * 0.9**s for s in range(1, 10)}
+    sug.suggest(0)
+    sug.suggest(1)
+    assert not any(sug.should_stop(1, {s: 1e6 for s in range(1, k + 1)}) for k in range(1, 10))
+    sug.tell(1, Outcome(pruned=True))
+    for i in (0, *range(2, 12)):
+        sug.suggest(i)
+        sug.tell(i, Outcome(value=good[9], steps=good))
+    sug.suggest(12)
+    assert sug.should_stop(12, {s: 1e6 for s in range(1, 10)})
+
+
+def test_early_stopping_defaults_are_applied_by_the_operator_not_the_schema():
+    # The CRD has no defaults for these settings (they would fill in every rule's settings for
+    # every rule, and the rules refuse a setting of another rule): the median rule still waits for
+    # 3 finished trials by default.
+    sug = Suggester(make_spec("random", params=PLANE, early_stopping={"algorithm": "median"}))
+    for i in range(3):
+        sug.suggest(i)
+        sug.tell(i, Outcome(value=0.1, steps={1: 0.1, 2: 0.1}))
+        if i < 2:
+            sug.suggest(10 + i)
+            assert not sug.should_stop(10 + i, {1: 50.0, 2: 50.0})
+    sug.suggest(20)
+    assert sug.should_stop(20, {1: 50.0, 2: 50.0})

@@ -134,18 +134,69 @@ class EarlyStopping(Model):
     """Stop trials whose intermediate objective values (metrics with a step, read from the running
     pod's log) are unpromising. Stopped trials end as EarlyStopped and are not retried."""
 
-    algorithm: EarlyStoppingAlgorithm = Field(
-        description=(
-            "median: stop a trial whose best value so far is worse than the median of the other "
-            "trials' values at the same step. asha: asynchronous successive halving."
+    # Each setting belongs to some of the rules; one given to another rule would be silently
+    # ignored, so it is refused. (Hence no schema defaults: the API server would fill in every
+    # setting for every rule. The defaults are applied in search/samplers.py.)
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            validations=[
+                cel(
+                    "self.algorithm == 'median' || (!has(self.minTrialsRequired) && !has(self.warmupSteps))",
+                    "minTrialsRequired and warmupSteps are settings of the median rule only",
+                ),
+                cel(
+                    "self.algorithm != 'median' || (!has(self.minResource) && !has(self.reductionFactor))",
+                    "minResource and reductionFactor are settings of asha and hyperband, not of the median rule",
+                ),
+                cel(
+                    "self.algorithm == 'hyperband' || !has(self.maxResource)",
+                    "maxResource is a setting of hyperband only",
+                ),
+                cel(
+                    "!has(self.maxResource) || self.maxResource > (has(self.minResource) ? self.minResource : 1)",
+                    "hyperband: maxResource must be greater than minResource (default 1)",
+                ),
+            ]
         )
     )
-    min_trials_required: int = Field(
-        3, ge=0, le=1000, description=("median: trials that must have finished before any is stopped.")
+
+    algorithm: EarlyStoppingAlgorithm = Field(
+        description=(
+            "median: stop a trial whose best value so far is worse than the median of the finished "
+            "trials' values at the same step. asha: asynchronous successive halving. hyperband: "
+            "several successive-halving brackets, each trial in one, trading how many trials go on "
+            "against how early they are judged."
+        )
     )
-    warmup_steps: int = Field(0, ge=0, description="median: steps a trial always runs before it may be stopped.")
-    min_resource: int | None = Field(None, ge=1, description="asha: the first rung's step (default: automatic).")
-    reduction_factor: int = Field(3, ge=2, le=100, description="asha: the fraction of trials that go on at each rung.")
+    min_trials_required: int | None = Field(
+        None, ge=0, le=1000, description="median: trials that must have finished before any is stopped (default 3)."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="median: steps a trial always runs before it may be stopped (default 0)."
+    )
+    min_resource: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "asha, hyperband: the first rung's step (default: asha, the last step of the first finished "
+            "trial divided by 100; hyperband, 1)."
+        ),
+    )
+    max_resource: int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "hyperband: the step a trial that is never stopped reaches, e.g. its number of epochs "
+            "(default: one more than the last step of the first finished trial, and nothing is "
+            "stopped before one has finished; give it when trials differ in length)."
+        ),
+    )
+    reduction_factor: int | None = Field(
+        None,
+        ge=2,
+        le=100,
+        description="asha, hyperband: 1 in reductionFactor trials goes on at each rung (default 3).",
+    )
 
 
 class MetricsCollector(Model):

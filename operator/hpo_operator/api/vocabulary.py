@@ -125,6 +125,7 @@ class MetricsSource(StrEnum):
 class EarlyStoppingAlgorithm(StrEnum):
     median = "median"
     asha = "asha"
+    hyperband = "hyperband"
 
 
 class PodRetention(StrEnum):

@@ -7,6 +7,10 @@ calls launch() while the experiment may still launch."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+
+from hpo_operator.api.status import Metric
 from hpo_operator.api.vocabulary import A_NOT_BEFORE
 from hpo_operator.core import times
 from hpo_operator.core.podstate import FINISHED_POD_PHASES, stranded
@@ -78,7 +82,7 @@ def launch(state: RoundState, suggestions: bool = True) -> bool:
             # nothing runs twice.
             result = outcome(state, existing, state.config_of(existing[0]) in state.failed_keys)
             if result:
-                told(state, index, result)
+                told(state, index, result.without_steps())
             continue
         name = f"{state.exp.name}-{index:04d}"
         t = state.new_trial(name, values, 1, "Suggestion", name, index=index)
@@ -126,17 +130,48 @@ def told(state: RoundState, index: int, result: Outcome) -> None:
 
 
 def outcome(state: RoundState, trials: list[TrialView], finally_failed: bool = False) -> Outcome | None:
-    """What the sampler is told of a configuration once it is decided."""
+    """What the sampler is told of a configuration once it is decided, with the objective's curve
+    as the deciding trial's metricHistory holds it (its final log read)."""
     for t in trials:
         st = state.current(t)
         if state.phase(t) == "Succeeded" and st.objective_value is not None:
-            return Outcome(value=st.objective_value, at=st.completion_time)
+            return Outcome(value=st.objective_value, at=st.completion_time, steps=curve(state, t))
     latest = state.latest(trials)
     if state.phase(latest) == "EarlyStopped":
-        return Outcome(pruned=True, at=state.current(latest).completion_time)
+        return Outcome(pruned=True, at=state.current(latest).completion_time, steps=curve(state, latest))
     if finally_failed:
-        return Outcome(failed=True, at=state.current(latest).completion_time)
+        return Outcome(failed=True, at=state.current(latest).completion_time, steps=curve(state, latest))
     return None
+
+
+def curve(state: RoundState, t: TrialView) -> Curve | None:
+    """The objective's intermediate values in the trial's metricHistory, for the pruner (none
+    without earlyStopping: nothing would judge by them)."""
+    if state.spec.early_stopping is None:
+        return None
+    return Curve(state.current(t).metric_history or [], state.spec.objective.metric_name)
+
+
+class Curve(Mapping[int, float]):
+    """A trial's objective values by step (of a step reported twice, the later value counts, as it
+    does for the trial's result). Read from the history only when the search algorithm takes it:
+    every round hands over every decided result, and each is taken once."""
+
+    def __init__(self, history: list[Metric], name: str):
+        self._history, self._name = history, name
+
+    @cached_property
+    def _steps(self) -> dict[int, float]:
+        return {m.step: m.value for m in self._history if m.name == self._name and m.step is not None}
+
+    def __getitem__(self, step: int) -> float:
+        return self._steps[step]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._steps)
+
+    def __len__(self) -> int:
+        return len(self._steps)
 
 
 def tell_results(state: RoundState, finally_failed_keys: set[str]) -> None:

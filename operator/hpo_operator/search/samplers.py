@@ -100,16 +100,32 @@ def make_sampler(spec: ExperimentSpec, seed: int | None = None) -> optuna.sample
         raise SearchSpaceError(f"algorithm {name}: {e}") from None
 
 
+# The early-stopping settings' defaults (the CRD has none: see api/spec.py, EarlyStopping).
+MEDIAN_MIN_TRIALS_REQUIRED = 3
+REDUCTION_FACTOR = 3
+
+
 def make_pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
     stopping = spec.early_stopping
     if stopping is None:
         return optuna.pruners.NopPruner()
     if stopping.algorithm == "median":
+        required = stopping.min_trials_required
         return optuna.pruners.MedianPruner(
-            n_startup_trials=stopping.min_trials_required, n_warmup_steps=stopping.warmup_steps
+            n_startup_trials=MEDIAN_MIN_TRIALS_REQUIRED if required is None else required,
+            n_warmup_steps=stopping.warmup_steps or 0,
+        )
+    reduction_factor = stopping.reduction_factor or REDUCTION_FACTOR
+    if stopping.algorithm == "hyperband":
+        # maxResource left out is Optuna's "auto": the last step of the first finished trial(s),
+        # which the pruner has whole, since a result is told with its trial's whole curve.
+        return optuna.pruners.HyperbandPruner(
+            min_resource=stopping.min_resource or 1,
+            max_resource=stopping.max_resource or "auto",
+            reduction_factor=reduction_factor,
         )
     return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=stopping.min_resource or "auto", reduction_factor=stopping.reduction_factor
+        min_resource=stopping.min_resource or "auto", reduction_factor=reduction_factor
     )
 
 

@@ -9,6 +9,11 @@ order it happened: each suggestion is asked again at the time its Trial was crea
 result is told at the time it was decided. With parallelTrialCount 1 that order is exact, so a
 seeded sampler continues with the very configurations it would have suggested without the restart.
 
+Early stopping judges a running trial against the intermediate values of the finished ones. A
+running trial's steps reach the pruner only as often as its log is read, so a result is told with
+the trial's whole curve (its metricHistory, from its final log read): the pruner then holds every
+finished trial's curve, whatever the reads saw, and a study rebuilt after a restart holds them too.
+
 The study's sampler, pruner and distributions are built from the spec in samplers.py.
 """
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -36,6 +41,7 @@ REPLAY_LIMIT = int(os.environ.get("HPO_REPLAY_LIMIT", "1000"))
 # The samplers whose ask grows with the trials (TPE fits its model to all of them, CMA-ES walks
 # every generation); random, qmc and grid asks cost the same at any size.
 REBUILT_ALGORITHMS = ("tpe", "cmaes")
+STUDY_NAME = "experiment"
 
 
 def _typed(param: Parameter, text: str) -> Any:
@@ -57,6 +63,12 @@ class Outcome:
     failed: bool = False  # finally failed (retries spent)
     pruned: bool = False  # stopped early
     at: str | None = None  # when it was decided (RFC 3339), for replaying the history in order
+    # The objective's intermediate values (step -> value): the trial's metricHistory. A suggestion
+    # that repeated a configuration ran nothing, and is told the result without them.
+    steps: Mapping[int, float] | None = None
+
+    def without_steps(self) -> Outcome:
+        return replace(self, steps=None)
 
 
 @dataclass
@@ -73,7 +85,16 @@ class Suggester:
         self.params = spec.parameters
         self.distributions = {p.name: distribution(p) for p in spec.parameters}
         direction = "minimize" if spec.objective.type == "minimize" else "maximize"
-        self.study = optuna.create_study(direction=direction, sampler=make_sampler(spec), pruner=make_pruner(spec))
+        # A fixed study name: Hyperband puts trial n in the bracket its name and n hash to, and a
+        # study rebuilt after a restart must put every trial in the same bracket again.
+        self.study = optuna.create_study(
+            study_name=STUDY_NAME, direction=direction, sampler=make_sampler(spec), pruner=make_pruner(spec)
+        )
+        # Rung-based pruners (asha, hyperband) record a trial's value at each rung when asked at
+        # that step; the median rule keeps no records, and asking it again would only cost time.
+        self._records_rungs = isinstance(
+            self.study.pruner, (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.HyperbandPruner)
+        )
         self.grid_size = grid_size(spec)
         self._asked: dict[int, optuna.Trial] = {}
         self._keys: dict[int, tuple] = {}  # each asked index's configuration
@@ -197,7 +218,7 @@ class Suggester:
             if rec is None:
                 same = by_values.get(tuple(sorted(values.items())))
                 if same is not None and same in told_at and same in self._pending:
-                    self._tell(index, self._pending[same])
+                    self._tell(index, self._pending[same].without_steps())
         self._pending.clear()
 
     def _rebuild_from_results(self) -> None:
@@ -236,8 +257,16 @@ class Suggester:
                 state, value = TrialState.COMPLETE, outcome.value
             else:
                 state, value = TrialState.FAIL, None
+            # The curve goes in whole; a rung-based pruner's records of it are not rebuilt here
+            # (they are made only by asking it step by step, which the replay does).
             self.study.add_trial(
-                optuna.trial.create_trial(params=params, distributions=self.distributions, value=value, state=state)
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=self.distributions,
+                    value=value,
+                    state=state,
+                    intermediate_values=dict(outcome.steps or {}),
+                )
             )
             self._told.add(index)
         self._pending.clear()
@@ -266,8 +295,16 @@ class Suggester:
         if outcome.value is None and not outcome.failed and not outcome.pruned:
             return
         self._told.add(index)
-        if self._asked[index] is not None:
-            self._reported.pop(self._asked[index].number, None)  # should_stop asks no more of it
+        trial = self._asked[index]
+        if trial is not None:
+            # The steps no log read saw while it ran, before it finishes (a finished trial takes no
+            # more); a rung-based pruner is asked at each, as in Optuna's own loop, so that it
+            # records the rungs this trial passed. Its answer no longer matters.
+            try:
+                self._report(trial, outcome.steps or {}, ask=self._records_rungs)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # already finished in the study (a replayed ask that was replaced): nothing to add
+            self._reported.pop(trial.number, None)  # should_stop asks no more of it
         try:
             if outcome.pruned:
                 self.study.tell(self._asked[index], state=TrialState.PRUNED, skip_if_finished=True)
@@ -285,7 +322,7 @@ class Suggester:
         # constant-liar TPE would keep counting them as pending).
         key = self._keys.get(index)
         for other in [i for i, k in self._keys.items() if k == key and i not in self._told]:
-            self._tell(other, outcome)
+            self._tell(other, outcome.without_steps())
 
     def should_stop(self, index: int, values: Mapping[int, float]) -> bool:
         """Reports a running trial's intermediate objective values (step -> value) and asks the
@@ -294,9 +331,20 @@ class Suggester:
         trial = self._asked.get(index)
         if trial is None or index in self._told or not values:
             return False
+        return self._report(trial, values, ask=True)
+
+    def _report(self, trial: optuna.Trial, values: Mapping[int, float], ask: bool) -> bool:
+        """Reports the steps not reported yet, in order; with `ask`, asks the pruner after each until
+        it answers stop, as Optuna's own loop does (so that a read that saw several new steps is
+        judged at each of them, and a rung-based pruner records each rung at its own step, the same
+        way when a restart replays the trial). True if it answered stop."""
         reported = self._reported.setdefault(trial.number, set())
+        stop = False
         for step, value in sorted(values.items()):
-            if step not in reported:
-                trial.report(value, step)
-                reported.add(step)
-        return trial.should_prune()
+            if step in reported:
+                continue
+            trial.report(value, step)
+            reported.add(step)
+            if ask and not stop and trial.should_prune():
+                stop = True
+        return stop

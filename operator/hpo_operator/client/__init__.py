@@ -25,6 +25,20 @@ from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, EXPERIMENT_PHASES
 _WORDS = ["A_CREATOR", "A_ORIGINAL", "EXPERIMENT_PHASES", "L_BOOKMARKED", "TRIAL_PHASES"]
 _EXPORTS = {
     "connection": ["Session", "connect"],
+    # The notebook SDK: typed experiments, waiting, results, and tune() over a Python function.
+    "build": [
+        "Space",
+        "categorical",
+        "container",
+        "discrete",
+        "double",
+        "experiment_manifest",
+        "experiment_spec",
+        "integer",
+        "pod_template",
+    ],
+    "notebook": ["best_trial", "create_experiment", "trials_frame", "wait"],
+    "tuning": ["tune"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
     "experiments": [
         "clone_experiment",
@@ -86,6 +100,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see
+    from .build import (
+        Space,
+        categorical,
+        container,
+        discrete,
+        double,
+        experiment_manifest,
+        experiment_spec,
+        integer,
+        pod_template,
+    )
     from .connection import Session, connect
     from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
     from .experiments import (
@@ -103,6 +128,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         set_suspend,
         whoami,
     )
+    from .notebook import best_trial, create_experiment, trials_frame, wait
     from .query import (
         ExperimentFilter,
         Page,
@@ -127,4 +153,5 @@ if TYPE_CHECKING:  # what type checkers and editors see
         trial_logs,
         trial_metrics,
     )
+    from .tuning import tune
     from .views import ExperimentDetail, ExperimentSummary, MetricPoint, RestartResult, TrialSummary

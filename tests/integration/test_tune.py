@@ -56,11 +56,6 @@ def refuses_large_rates(lr):
     return {"loss": lr}
 
 
-@pytest.fixture
-def session(kubeconfig) -> hpo.Session:
-    return hpo.connect(kubeconfig=kubeconfig)
-
-
 def test_tune_runs_a_python_function_in_real_trial_pods(session, namespace, operator, real_node, api):
     created = hpo.tune(
         session,

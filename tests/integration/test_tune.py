@@ -50,6 +50,13 @@ def digits(features, gamma, alpha, report):
     return {"accuracy": accuracy, "loss": loss}
 
 
+DIGITS_SPACE = {
+    "features": hpo.discrete([300, 1000]),
+    "gamma": hpo.double(0.02, 0.05),
+    "alpha": hpo.double(1e-4, 2e-4, log=True),
+}
+
+
 def refuses_large_rates(lr):
     if lr > 0.1:
         raise ValueError(f"lr {lr} is too large for this model")
@@ -62,11 +69,7 @@ def test_tune_runs_a_python_function_in_real_trial_pods(session, namespace, oper
         digits,
         name="digits",
         namespace=namespace,
-        parameters={
-            "features": hpo.discrete([300, 1000]),
-            "gamma": hpo.double(0.02, 0.05),
-            "alpha": hpo.double(1e-4, 2e-4, log=True),
-        },
+        parameters=DIGITS_SPACE,
         objective_metric="accuracy",
         direction="maximize",
         additional_metrics=["loss"],
@@ -77,6 +80,12 @@ def test_tune_runs_a_python_function_in_real_trial_pods(session, namespace, oper
         **REAL_NODE,
     )
     assert created.name == "digits"
+    # Once more under the same name: refused, and its ConfigMap not left behind.
+    with pytest.raises(hpo.Conflict, match="experiment digits already exists"):
+        hpo.tune(session, digits, name="digits", namespace=namespace, parameters=DIGITS_SPACE, **REAL_NODE)
+    core = client.CoreV1Api(api)
+    selector = "app.kubernetes.io/name=hpo-objective"
+    assert len(core.list_namespaced_config_map(namespace, label_selector=selector).items) == 1
     done = hpo.wait(session, "digits", namespace, timeout=300, progress=False)
     assert done.phase == "Succeeded"
     assert done.trial_status["Succeeded"] == 3
@@ -97,7 +106,6 @@ def test_tune_runs_a_python_function_in_real_trial_pods(session, namespace, oper
     assert sorted(p.step for p in history if p.step is not None) == [1, 2, 3]
 
     # The function travelled in a ConfigMap the experiment owns, not on the pod's command line.
-    core = client.CoreV1Api(api)
     pod = core.read_namespaced_pod(best.pod_name, namespace)
     assert pod.spec.node_name == real_node
     command = pod.spec.containers[0].command

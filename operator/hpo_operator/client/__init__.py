@@ -8,6 +8,10 @@ HpoError subclasses with a message meant for a person; nothing here prints.
     page = hpo.list_experiments(s, "default", filter=hpo.ExperimentFilter(phases=frozenset({"Running"})))
     results = hpo.restart_trials(s, "mnist", trials=["mnist-0003"])
 
+For notebooks, the same module has typed experiments (double(), integer(), categorical(),
+discrete(), experiment_spec(), create_experiment()), wait() with a progress bar, best_trial(),
+trials_frame() (pandas) and tune(), which runs a Python function in trial pods (tuning.py).
+
 The names below are imported when first used: the pure modules (views, query, errors) then load
 without the kubernetes client, which the operator's image leaves out but its dashboard
 (hpo_operator.dashboard) needs them in.

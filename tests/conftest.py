@@ -199,3 +199,11 @@ def operator(kubeconfig, crds, namespace, tmp_path):
     proc.stop()
     if proc.failed_output():
         sys.stderr.write(proc.failed_output())
+
+
+@pytest.fixture
+def session(kubeconfig):
+    """The Python client's Session (hpo_operator.client.connect) on the test cluster."""
+    from hpo_operator import client as hpo
+
+    return hpo.connect(kubeconfig=kubeconfig)

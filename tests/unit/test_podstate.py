@@ -112,6 +112,25 @@ def test_failed_with_exit_code_3_is_class_error():
     assert obs.finish_time == FINISHED
 
 
+def test_a_failed_containers_termination_message_explains_its_failure():
+    said = 'Traceback (most recent call last):\n  File "objective.py", line 3\nValueError: lr must be positive'
+    obs = observe(pod("Failed", [terminated(exit_code=1, message=said)]))
+    assert obs.message == f"the container exited with code 1 (Error): {said}"
+
+
+def test_a_long_termination_message_keeps_its_end_in_the_failure_message():
+    said = "x" * 5000 + "\nRuntimeError: the last line"
+    obs = observe(pod("Failed", [terminated(exit_code=1, message=said)]))
+    assert obs.message.endswith("RuntimeError: the last line")
+    assert len(obs.message) < 2200
+
+
+def test_metrics_in_a_failed_containers_termination_message_are_not_its_explanation():
+    obs = observe(pod("Failed", [terminated(exit_code=1, message='{"loss": 0.5, "step": 3}')]))
+    assert obs.message == "the container exited with code 1 (Error)"
+    assert obs.termination_message == '{"loss": 0.5, "step": 3}'
+
+
 def test_failed_without_a_terminated_reason_defaults_to_error():
     status = terminated(exit_code=2)
     del status["state"]["terminated"]["reason"]

@@ -8,6 +8,10 @@ HpoError subclasses with a message meant for a person; nothing here prints.
     page = hpo.list_experiments(s, "default", filter=hpo.ExperimentFilter(phases=frozenset({"Running"})))
     results = hpo.restart_trials(s, "mnist", trials=["mnist-0003"])
 
+For notebooks, the same module has typed experiments (double(), integer(), categorical(),
+discrete(), experiment_spec(), create_experiment()), wait() with a progress bar, best_trial(),
+trials_frame() (pandas) and tune(), which runs a Python function in trial pods (tuning.py).
+
 The names below are imported when first used: the pure modules (views, query, errors) then load
 without the kubernetes client, which the operator's image leaves out but its dashboard
 (hpo_operator.dashboard) needs them in.
@@ -25,6 +29,20 @@ from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, EXPERIMENT_PHASES
 _WORDS = ["A_CREATOR", "A_ORIGINAL", "EXPERIMENT_PHASES", "L_BOOKMARKED", "TRIAL_PHASES"]
 _EXPORTS = {
     "connection": ["Session", "connect"],
+    # The notebook SDK: typed experiments, waiting, results, and tune() over a Python function.
+    "build": [
+        "Space",
+        "categorical",
+        "container",
+        "discrete",
+        "double",
+        "experiment_manifest",
+        "experiment_spec",
+        "integer",
+        "pod_template",
+    ],
+    "notebook": ["best_trial", "create_experiment", "trials_frame", "wait"],
+    "tuning": ["tune"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
     "experiments": [
         "clone_experiment",
@@ -86,6 +104,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see
+    from .build import (
+        Space,
+        categorical,
+        container,
+        discrete,
+        double,
+        experiment_manifest,
+        experiment_spec,
+        integer,
+        pod_template,
+    )
     from .connection import Session, connect
     from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
     from .experiments import (
@@ -103,6 +132,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         set_suspend,
         whoami,
     )
+    from .notebook import best_trial, create_experiment, trials_frame, wait
     from .query import (
         ExperimentFilter,
         Page,
@@ -127,4 +157,5 @@ if TYPE_CHECKING:  # what type checkers and editors see
         trial_logs,
         trial_metrics,
     )
+    from .tuning import tune
     from .views import ExperimentDetail, ExperimentSummary, MetricPoint, RestartResult, TrialSummary

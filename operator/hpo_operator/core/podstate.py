@@ -12,6 +12,7 @@ Failure classes decide recovery (see api.spec.RetryPolicy):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -120,7 +121,7 @@ def observe(pod: dict[str, Any], primary_container: str | None = None, now: date
         return PodObservation(
             phase,
             reason,
-            _exit_message(code, reason) if cls else "",
+            failure_message(code, reason, message) if cls else "",
             cls,
             exit_code=code,
             termination_message=message or None,
@@ -220,3 +221,30 @@ def _exit_message(code: int | None, reason: str) -> str:
     if reason == "OOMKilled":
         return f"the container exceeded its memory limit (exit code {code})"
     return f"the container exited with code {code} ({reason})"
+
+
+# How much of what a failed container said the trial's message keeps: its end, where a traceback
+# names the error (the kubelet keeps at most 4096 bytes of it anyway).
+FAILURE_WORDS_MAX = 2048
+
+
+def failure_message(code: int | None, reason: str, termination_message: str) -> str:
+    """Why a container failed: its exit, then what it wrote to its termination message (a program's
+    own explanation, such as a traceback's last lines, or its log's tail under
+    terminationMessagePolicy FallbackToLogsOnError). A JSON object there is metrics, not words."""
+    base = _exit_message(code, reason)
+    said = termination_message.strip()
+    if not said or _json_object(said):
+        return base
+    if len(said) > FAILURE_WORDS_MAX:
+        said = "…" + said[-FAILURE_WORDS_MAX:]
+    return f"{base}: {said}"
+
+
+def _json_object(text: str) -> bool:
+    if not text.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False

@@ -1,0 +1,389 @@
+"""Experiments from typed Python values, for notebooks: the search space's parameters (double(),
+integer(), categorical(), discrete()) and experiment_spec(), which builds the API's own
+ExperimentSpec model from them. Pure: nothing here calls the API server (notebook.py creates what
+this builds), so a mistake is reported before anything is created.
+
+    from hpo_operator import client as hpo
+    spec = hpo.experiment_spec(
+        {"lr": hpo.double(1e-4, 1e-1, log=True), "layers": hpo.integer(1, 4)},
+        objective="loss",
+        image="trainer:1",
+        command=["python3", "train.py", "--lr=${params.lr}", "--layers=${params.layers}"],
+        max_trials=20,
+        parallel=4,
+    )
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from pydantic import ValidationError
+
+from hpo_operator.api.base import Model
+from hpo_operator.api.parameters import NAME_PATTERN, Parameter
+from hpo_operator.api.spec import (
+    EXPERIMENT_NAME_MAX_LENGTH,
+    Algorithm,
+    AlgorithmSetting,
+    EarlyStopping,
+    ExperimentSpec,
+    MetricsCollector,
+    Objective,
+    RetryPolicy,
+)
+from hpo_operator.api.template import TrialTemplate
+from hpo_operator.api.vocabulary import (
+    API_VERSION,
+    AlgorithmName,
+    MetricsSource,
+    ObjectiveType,
+    ParameterType,
+    RetryableFailureClass,
+)
+
+from .errors import InvalidInput
+
+M = TypeVar("M", bound=Model)
+
+# What a parameter's value is in Python: the trial's text read back as this type.
+PythonType = Literal["int", "float", "str"]
+
+# Kubernetes' extended resource for a GPU, for resources={"gpu": 1}.
+GPU_RESOURCE = "nvidia.com/gpu"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# --- the search space ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Space:
+    """The values one parameter may take; its name is the key it is given under in `parameters`.
+    Made by double(), integer(), categorical() and discrete()."""
+
+    type: ParameterType
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    log: bool = False
+    values: tuple[str, ...] | None = None
+
+    def parameter(self, name: str) -> Parameter:
+        """The API's Parameter of this space under `name`."""
+        if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+            raise InvalidInput(
+                f"invalid parameter name {name!r}: use letters, digits and _ (not first), as a Python identifier"
+            )
+        values = list(self.values) if self.values is not None else None
+        return validated(
+            Parameter,
+            f"parameter {name}",
+            name=name,
+            type=self.type,
+            min=self.min,
+            max=self.max,
+            step=self.step,
+            log=self.log,
+            values=values,
+        )
+
+
+def python_type(parameter: Parameter) -> PythonType:
+    """What a trial's value of this parameter is in Python: int, float or str (a discrete
+    parameter's values are ints when all are whole numbers)."""
+    if parameter.type == ParameterType.int:
+        return "int"
+    if parameter.type == ParameterType.double:
+        return "float"
+    if parameter.type == ParameterType.discrete:
+        return "int" if all(_whole_text(v) for v in parameter.values or ()) else "float"
+    return "str"
+
+
+def _whole_text(text: str) -> bool:
+    return re.fullmatch(r"[-+]?[0-9]+", text) is not None
+
+
+def _number(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"{what} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _range(kind: str, low: object, high: object, step: object, log: bool) -> tuple[float, float, float | None]:
+    lo, hi = _number(f"{kind}(): min", low), _number(f"{kind}(): max", high)
+    if lo >= hi:
+        raise InvalidInput(f"{kind}({low!r}, {high!r}): min must be less than max")
+    st = None if step is None else _number(f"{kind}(): step", step)
+    if st is not None and st <= 0:
+        raise InvalidInput(f"{kind}(): step must be positive, not {step!r}")
+    if log and lo <= 0:
+        raise InvalidInput(f"{kind}({low!r}, {high!r}, log=True): a log scale needs min > 0")
+    if log and st is not None:
+        raise InvalidInput(f"{kind}(): a log-scale parameter cannot have a step")
+    return lo, hi, st
+
+
+def double(min: float, max: float, *, step: float | None = None, log: bool = False) -> Space:
+    """A real number in [min, max]; `log` samples on a log scale (min > 0); `step` spaces the
+    values (grid search needs one)."""
+    lo, hi, st = _range("double", min, max, step, log)
+    return Space(ParameterType.double, lo, hi, st, log)
+
+
+def integer(min: int, max: int, *, step: int | None = None, log: bool = False) -> Space:
+    """A whole number in [min, max] (both included)."""
+    for what, value in (("min", min), ("max", max), ("step", step)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidInput(f"integer(): {what} must be an int, not {value!r}")
+    lo, hi, st = _range("integer", min, max, step, log)
+    return Space(ParameterType.int, lo, hi, st, log)
+
+
+def _unique(kind: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    if not values:
+        raise InvalidInput(f"{kind}(): give at least one value")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise InvalidInput(f"{kind}(): {', '.join(repeated)} is given twice")
+    return values
+
+
+def categorical(values: Sequence[str]) -> Space:
+    """One of these strings (passed to the trial as a str)."""
+    if isinstance(values, str):
+        raise InvalidInput(f"categorical({values!r}): give a list of strings, not one string")
+    for v in values:
+        if not isinstance(v, str):
+            raise InvalidInput(f"categorical(): {v!r} is not a string (numbers go in discrete())")
+    return Space(ParameterType.categorical, values=_unique("categorical", tuple(values)))
+
+
+def discrete(values: Sequence[float]) -> Space:
+    """One of these numbers (passed to the trial as an int when all are whole, else as a float)."""
+    if isinstance(values, str):
+        raise InvalidInput(f"discrete({values!r}): give a list of numbers, not a string")
+    for v in values:
+        _number("discrete(): a value", v)
+    texts = tuple(json.dumps(v) if isinstance(v, int) else repr(float(v)) for v in values)
+    return Space(ParameterType.discrete, values=_unique("discrete", texts))
+
+
+# --- the spec ---------------------------------------------------------------------------------------
+
+
+def validated(model: type[M], what: str, **data: Any) -> M:
+    """The model of `data`, or InvalidInput naming each field that is wrong."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in e.errors(include_url=False)
+        )
+        raise InvalidInput(f"{what}: {problems}") from None
+
+
+def _choice(what: str, value: str, allowed: type[Any]) -> str:
+    words = [str(v.value) for v in allowed]
+    if value not in words:
+        raise InvalidInput(f"invalid {what} {value!r}: use one of {', '.join(words)}")
+    return value
+
+
+def _setting_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def container_resources(resources: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A container's resources from `{"cpu": "1", "memory": "1Gi", "gpu": 1}` (requests equal to
+    limits, "gpu" meaning nvidia.com/gpu), or Kubernetes' own `{"requests": …, "limits": …}`."""
+    if not resources:
+        return None
+    if set(resources) <= {"requests", "limits"}:
+        return {k: {n: str(v) for n, v in dict(q).items()} for k, q in resources.items()}
+    amounts = {GPU_RESOURCE if name == "gpu" else name: str(value) for name, value in resources.items()}
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def container(
+    image: str,
+    *,
+    name: str = "trial",
+    command: Sequence[str] | None = None,
+    args: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    resources: Mapping[str, Any] | None = None,
+    image_pull_policy: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A trial container (a Kubernetes Container as a dict); `extra` adds fields of its own."""
+    if not isinstance(image, str) or not image.strip():
+        raise InvalidInput("give the trial's image")
+    body: dict[str, Any] = {"name": name, "image": image}
+    if command is not None:
+        body["command"] = [str(c) for c in command]
+    if args is not None:
+        body["args"] = [str(a) for a in args]
+    if env:
+        body["env"] = [{"name": k, "value": str(v)} for k, v in env.items()]
+    if image_pull_policy:
+        body["imagePullPolicy"] = image_pull_policy
+    res = container_resources(resources)
+    if res:
+        body["resources"] = res
+    body.update(extra or {})
+    return body
+
+
+def pod_template(
+    containers: Sequence[Mapping[str, Any]],
+    *,
+    node_selector: Mapping[str, str] | None = None,
+    tolerations: Sequence[Mapping[str, Any]] | None = None,
+    volumes: Sequence[Mapping[str, Any]] | None = None,
+    labels: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A trial pod template: these containers, and where they may run."""
+    spec: dict[str, Any] = {"containers": [dict(c) for c in containers]}
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = [dict(t) for t in tolerations]
+    if volumes:
+        spec["volumes"] = [dict(v) for v in volumes]
+    spec.update(extra or {})
+    template: dict[str, Any] = {"spec": spec}
+    if labels:
+        template["metadata"] = {"labels": dict(labels)}
+    return template
+
+
+def experiment_spec(
+    parameters: Mapping[str, Space],
+    *,
+    objective: str,
+    direction: str = "minimize",
+    goal: float | None = None,
+    additional_metrics: Sequence[str] = (),
+    image: str | None = None,
+    command: Sequence[str] | None = None,
+    args: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    resources: Mapping[str, Any] | None = None,
+    image_pull_policy: str | None = None,
+    node_selector: Mapping[str, str] | None = None,
+    tolerations: Sequence[Mapping[str, Any]] | None = None,
+    pod: Mapping[str, Any] | None = None,
+    trial_template: TrialTemplate | None = None,
+    max_trials: int = 10,
+    parallel: int = 1,
+    max_failed_trials: int | None = None,
+    retries: int | None = None,
+    retry_on: Sequence[str] | None = None,
+    max_trial_seconds: int | None = None,
+    algorithm: str = "random",
+    seed: int | None = None,
+    algorithm_settings: Mapping[str, object] | None = None,
+    metrics_source: str = "Auto",
+    early_stopping: EarlyStopping | None = None,
+) -> ExperimentSpec:
+    """An ExperimentSpec (the API's model) from typed values.
+
+    parameters: {name: double()/integer()/categorical()/discrete()}; the trial sees each as
+    ${params.NAME} in its command, args and env. objective/direction: the metric the trials report
+    and whether it is minimised or maximised (goal: stop once a trial reaches it). The trial is a
+    pod of one container (image, command, args, env, resources as {"cpu": "1", "memory": "1Gi"},
+    image_pull_policy; node_selector, tolerations and `pod`, more fields of its pod spec), or a
+    whole `trial_template` (a Job, a resource: the API's TrialTemplate). retries: how often a
+    failed configuration runs again (default: the API's, 2 on Infrastructure and OOMKilled);
+    retry_on: which failure classes. metrics_source: Auto, StdoutLog or TerminationMessage.
+    Raises InvalidInput naming what is wrong.
+    """
+    if not parameters:
+        raise InvalidInput("give at least one parameter, e.g. {'lr': double(1e-4, 1e-1, log=True)}")
+    params = []
+    for name, space in parameters.items():
+        if not isinstance(space, Space):
+            raise InvalidInput(
+                f"parameter {name}: give double(), integer(), categorical() or discrete(), not {space!r}"
+            )
+        params.append(space.parameter(name))
+    if trial_template is None:
+        if image is None:
+            raise InvalidInput("give the trial's image (or a whole trial_template)")
+        box = container(
+            image, command=command, args=args, env=env, resources=resources, image_pull_policy=image_pull_policy
+        )
+        template = pod_template([box], node_selector=node_selector, tolerations=tolerations, extra=pod)
+        trial_template = validated(TrialTemplate, "the trial template", template=template)
+    elif any(v is not None for v in (image, command, args, env, resources, node_selector, tolerations, pod)):
+        raise InvalidInput("give either a trial_template or the trial's image and its settings, not both")
+    for what, count in (("max_trials", max_trials), ("parallel", parallel)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidInput(f"{what} must be a whole number of at least 1, not {count!r}")
+    if parallel > max_trials:
+        raise InvalidInput(f"parallel ({parallel}) must not exceed max_trials ({max_trials})")
+    retry: dict[str, Any] = {}
+    if retries is not None:
+        retry["max_retries"] = retries
+    if retry_on is not None:
+        retry["retry_on"] = [_choice("retry_on class", c, RetryableFailureClass) for c in retry_on]
+    settings = [AlgorithmSetting(name=k, value=_setting_text(v)) for k, v in (algorithm_settings or {}).items()]
+    return validated(
+        ExperimentSpec,
+        "the experiment",
+        objective=validated(
+            Objective,
+            "the objective",
+            type=_choice("direction", direction, ObjectiveType),
+            metric_name=objective,
+            goal=goal,
+            additional_metric_names=list(additional_metrics) or None,
+        ),
+        algorithm=validated(
+            Algorithm,
+            "the algorithm",
+            name=_choice("algorithm", algorithm, AlgorithmName),
+            seed=seed,
+            settings=settings or None,
+        ),
+        parameters=params,
+        parallel_trial_count=parallel,
+        max_trial_count=max_trials,
+        max_failed_trial_count=max_failed_trials,
+        retry_policy=validated(RetryPolicy, "the retry policy", **retry),
+        max_trial_duration_seconds=max_trial_seconds,
+        metrics_collector=validated(
+            MetricsCollector, "the metrics collector", source=_choice("metrics_source", metrics_source, MetricsSource)
+        ),
+        early_stopping=early_stopping,
+        trial_template=trial_template,
+    )
+
+
+def experiment_manifest(
+    name: str, spec: ExperimentSpec, *, namespace: str | None = None, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The Experiment object of `spec`; a name ending in "-" is a prefix the API server completes."""
+    prefix = name.endswith("-")
+    bare = name.rstrip("-") if prefix else name
+    limit = EXPERIMENT_NAME_MAX_LENGTH - 5 if prefix else EXPERIMENT_NAME_MAX_LENGTH
+    if not _DNS_LABEL.match(bare) or len(name) > limit:
+        raise InvalidInput(
+            f"invalid experiment name {name!r}: lower-case letters, digits and '-', at most {limit} characters"
+        )
+    meta: dict[str, Any] = {"generateName": name} if prefix else {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    if labels:
+        meta["labels"] = dict(labels)
+    return {"apiVersion": API_VERSION, "kind": "Experiment", "metadata": meta, "spec": spec.dump()}

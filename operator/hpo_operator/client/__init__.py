@@ -25,6 +25,7 @@ from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, EXPERIMENT_PHASES
 _WORDS = ["A_CREATOR", "A_ORIGINAL", "EXPERIMENT_PHASES", "L_BOOKMARKED", "TRIAL_PHASES"]
 _EXPORTS = {
     "connection": ["Session", "connect"],
+    "convert": ["Converted", "convert_katib", "katib_yaml"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
     "experiments": [
         "clone_experiment",
@@ -87,6 +88,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and editors see
     from .connection import Session, connect
+    from .convert import Converted, convert_katib, katib_yaml
     from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
     from .experiments import (
         clone_experiment,

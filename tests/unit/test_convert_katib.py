@@ -665,3 +665,16 @@ def test_the_client_converts_text_or_documents_and_refuses_with_invalid_input():
     with pytest.raises(hpo.InvalidInput, match=r"^exp.yaml: experiment sobol: spec.algorithm.algorithmName: pbt"):
         hpo.convert_katib([bad], origin="exp.yaml")
     assert hpo.katib_yaml(hpo.convert_katib(text)).startswith("# Converted from the Katib Experiment kubeflow/sobol.")
+
+
+# --- README's example ----------------------------------------------------------------------------------------
+
+
+def test_the_readme_shows_a_fixture_and_exactly_what_the_converter_prints_for_it():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Coming from Katib\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+    assert len(blocks) == 2, "the section shows a Katib Experiment, then its conversion"
+    katib_text, shown = blocks
+    assert katib_text == (FIXTURES / "mnist-tpe.yaml").read_text()
+    assert shown == to_yaml(convert_yaml(katib_text))

@@ -265,7 +265,7 @@ def write_log(path: Path, lines: list[str]) -> None:
     path.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
 
 
-def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path) -> None:
+def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path, container: str = "train") -> None:
     client.CustomObjectsApi(api).create_namespaced_custom_object(
         "kwok.x-k8s.io",
         "v1alpha1",
@@ -275,6 +275,6 @@ def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path) -> No
             "apiVersion": "kwok.x-k8s.io/v1alpha1",
             "kind": "Logs",
             "metadata": {"name": pod},
-            "spec": {"logs": [{"containers": ["train"], "logsFile": str(path), "follow": True}]},
+            "spec": {"logs": [{"containers": [container], "logsFile": str(path), "follow": True}]},
         },
     )

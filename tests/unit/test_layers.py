@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "hpo_operator"
 # Which floors each floor may import (besides itself). The operator side climbs
 # api → core → search/workloads → planner → controller, with kube beside them; the user side
 # (client, dashboard, cli) stands on api, core and kube. The dashboard also imports search: its
-# plots are Optuna's own, over a study rebuilt from the Trials.
+# plots are Optuna's own, over a study rebuilt from the Trials. convert/ (Katib manifests to ours)
+# stands on api alone; the client and the plugin offer it.
 ALLOWED: dict[str, set[str]] = {
     "api": set(),
     "core": {"api"},
@@ -26,9 +27,11 @@ ALLOWED: dict[str, set[str]] = {
     "planner": {"api", "core", "search", "workloads"},
     "kube": {"api"},
     "controller": {"api", "core", "search", "workloads", "planner", "kube"},
-    "client": {"api", "core", "kube"},
+    # Conversions from other tools' manifests: pure, over the API's models.
+    "convert": {"api"},
+    "client": {"api", "core", "kube", "convert"},
     "dashboard": {"api", "core", "kube", "client", "search"},
-    "cli": {"api", "core", "kube", "client", "dashboard"},
+    "cli": {"api", "core", "kube", "client", "dashboard", "convert"},
     # python -m hpo_operator: the operator's entry point, above everything it starts.
     "__main__": {"controller", "kube", "api", "core"},
 }

@@ -279,3 +279,48 @@ def test_final_samples_follow_the_source():
     # Auto without the objective in the message: the message's metrics, then the log's.
     assert result("Auto", '{"acc": 0.95}') == {"loss": (0.3, 2), "acc": (0.8, 2)}
     assert result("TerminationMessage", None) == {}
+
+
+# --- metricsCollector.metricsFormat: given regexes -----------------------------------------------
+
+# Katib's documented default stdout regex, and one of its file examples' custom regexes.
+KATIB_DEFAULT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
+BRACED = r"{metricName: ([\w|-]+), metricValue: ((-?\d+)(\.\d+)?)}"
+
+
+def test_a_given_regex_reads_name_and_value_from_its_first_two_groups():
+    log = "epoch 1\n{metricName: loss, metricValue: 0.5}\n{metricName: accuracy, metricValue: 0.75} done\n"
+    samples = parse_log(log, WANTED, formats=[BRACED])
+    assert as_tuples(samples) == [("loss", 0.5, None), ("accuracy", 0.75, None)]
+
+
+def test_a_given_regex_reads_spaces_around_the_equals_sign_that_the_default_form_does_not():
+    line = "loss = 0.25 accuracy= 0.5"
+    assert parse_line(line, set(WANTED)) == []
+    assert as_tuples(parse_line(line, set(WANTED), [KATIB_DEFAULT])) == [("loss", 0.25, None), ("accuracy", 0.5, None)]
+
+
+def test_with_given_regexes_json_and_pair_lines_are_not_read():
+    log = '{"loss": 0.1}\nloss=0.2\nLOSS: 0.3\n'
+    assert as_tuples(parse_log(log, ["loss"], formats=[r"LOSS(): ([0-9.]+)"])) == []
+    assert as_tuples(parse_log(log, ["loss"], formats=[r"(LOSS|loss): ([0-9.]+)"])) == []
+    assert as_tuples(parse_log(log.lower(), ["loss"], formats=[r"(loss): ([0-9.]+)"])) == [("loss", 0.3, None)]
+
+
+def test_several_regexes_all_apply_and_a_match_named_step_gives_the_step():
+    formats = [r"(step) (\d+)", r"([a-z]+): ([0-9.]+)"]
+    samples = parse_log("step 3 loss: 0.5 accuracy: 0.9\nloss: 0.4\n", WANTED, formats=formats)
+    assert as_tuples(samples) == [("loss", 0.5, 3), ("accuracy", 0.9, 3), ("loss", 0.4, None)]
+
+
+def test_a_regex_value_that_is_not_a_number_is_dropped():
+    assert parse_line("loss: high", {"loss"}, [r"(loss): (\w+)"]) == []
+
+
+def test_given_regexes_reach_the_final_samples_and_a_termination_message_that_is_not_json():
+    log = "{metricName: loss, metricValue: 0.3}\n"
+    assert as_tuples(final_samples("StdoutLog", "loss", None, log, ["loss"], [BRACED])) == [("loss", 0.3, None)]
+    message = "{metricName: loss, metricValue: 0.2}"
+    assert as_tuples(final_samples("Auto", "loss", message, "", ["loss"], [BRACED])) == [("loss", 0.2, None)]
+    assert not log_needed("Auto", message, "loss", [BRACED])
+    assert log_needed("Auto", message, "loss")

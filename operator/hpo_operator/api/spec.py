@@ -9,9 +9,10 @@ manifest is refused by `kubectl apply` rather than discovered by the operator.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
@@ -217,6 +218,49 @@ class MetricsCollector(Model):
         le=3600,
         description=("With earlyStopping: how often the log of a running trial is read for intermediate values."),
     )
+    metrics_format: list[Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description=(
+            "Regular expressions that read stdout lines instead of the name=value and JSON forms (as "
+            "Katib's metricsFormat): every match is one metric, its first group the name, its second "
+            "the value, e.g. '([a-z_]+):\\s*([-+.0-9eE]+)'. A match named step gives the line's step."
+        ),
+        json_schema_extra=schema_extra(
+            list_type="set",
+            validations=[
+                # The API server cannot compile a Python regex; it counts the opening parentheses
+                # that open a group (not (?: and the like), which refuses most mistakes at apply.
+                # The operator compiles them (InvalidSpec).
+                cel(
+                    "self.all(f, size(f.findAll('[(]')) - size(f.findAll('[(][?][^P<]')) >= 2)",
+                    "each metricsFormat regex needs two groups: the metric's name and its value",
+                )
+            ],
+        ),
+    )
+
+    @field_validator("metrics_format")
+    @classmethod
+    def _regexes(cls, formats: list[str] | None) -> list[str] | None:
+        for index, pattern in enumerate(formats or []):
+            problem = metrics_format_problem(pattern)
+            if problem:
+                raise ValueError(f"metricsFormat[{index}] {pattern!r}: {problem}")
+        return formats
+
+
+def metrics_format_problem(pattern: str) -> str | None:
+    """Why a metricsFormat regex cannot be used, or None: it must compile (Python's re) and have
+    at least two groups, the metric's name and its value."""
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as e:
+        return f"not a regular expression: {e}"
+    if groups < 2:
+        return f"has {groups} group{'' if groups == 1 else 's'}; it needs two, the metric's name and its value"
+    return None
 
 
 class ExperimentSpec(Model):

@@ -14,7 +14,7 @@ other modules and the dashboard are loaded by the commands that use them, as the
 tests/unit/test_cli_parsing.py holds the plugin to it.
 """
 
-from hpo_operator.cli import changes, dashboard, experiments, trials
+from hpo_operator.cli import changes, convert, dashboard, experiments, trials
 from hpo_operator.cli.app import PROG, app, command
 
 command("list", "ls")(experiments.list_experiments)
@@ -33,6 +33,7 @@ command("metrics")(trials.metrics)
 command("logs")(trials.logs)
 command("restart-trials")(trials.restart_trials)
 command("dashboard")(dashboard.dashboard)
+command("convert")(convert.convert)
 
 
 def main() -> None:

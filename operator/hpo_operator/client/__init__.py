@@ -29,6 +29,7 @@ from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, EXPERIMENT_PHASES
 _WORDS = ["A_CREATOR", "A_ORIGINAL", "EXPERIMENT_PHASES", "L_BOOKMARKED", "TRIAL_PHASES"]
 _EXPORTS = {
     "connection": ["Session", "connect"],
+    "convert": ["Converted", "convert_katib", "katib_yaml"],
     # The notebook SDK: typed experiments, waiting, results, and tune() over a Python function.
     "build": [
         "Space",
@@ -116,6 +117,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         pod_template,
     )
     from .connection import Session, connect
+    from .convert import Converted, convert_katib, katib_yaml
     from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
     from .experiments import (
         clone_experiment,

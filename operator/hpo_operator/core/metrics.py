@@ -6,6 +6,9 @@ Two documented formats:
 - stdout lines, either `name=value` pairs separated by spaces or commas (an optional `step=N`
   pair gives the step), e.g. `epoch 3: step=3 loss=0.41, accuracy=0.88`, or a JSON object per
   line, e.g. {"step": 3, "loss": 0.41}. Lines in neither form are ignored.
+  With metricsCollector.metricsFormat, stdout lines are read with those regexes instead (as Katib
+  reads them): every match of a regex is one metric, its first group the name and its second the
+  value; a match named `step` gives the line's step. JSON and name=value lines are then not read.
 Only the metrics the experiment names (objective and additional metrics) are kept; the latest
 value of each is the trial's result.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,18 +64,32 @@ def _from_object(obj: dict[str, Any], wanted: set[str]) -> list[Sample]:
     return samples
 
 
-def parse_termination_message(text: str | None, wanted: Iterable[str]) -> list[Sample]:
+def parse_termination_message(text: str | None, wanted: Iterable[str], formats: Sequence[str] = ()) -> list[Sample]:
     if not text:
         return []
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
-        # Not JSON: the message may still hold name=value lines.
-        return parse_log(text, wanted)
+        # Not JSON: the message may still hold lines, read as the log is.
+        return parse_log(text, wanted, formats=formats)
     return _from_object(obj, set(wanted)) if isinstance(obj, dict) else []
 
 
-def parse_line(line: str, wanted: set[str]) -> list[Sample]:
+def _from_formats(line: str, wanted: set[str], formats: Sequence[str]) -> list[Sample]:
+    # re caches compiled patterns: a log is read with the same few regexes line after line.
+    pairs = [
+        (match.group(1).strip(), (match.group(2) or "").strip())
+        for pattern in formats
+        for match in re.finditer(pattern, line)
+        if match.group(1)
+    ]
+    step = _step(dict(pairs).get("step"))
+    return [Sample(name, value, step) for name, raw in pairs if name in wanted and (value := _number(raw)) is not None]
+
+
+def parse_line(line: str, wanted: set[str], formats: Sequence[str] = ()) -> list[Sample]:
+    if formats:
+        return _from_formats(line, wanted, formats)
     line = line.strip()
     if line.startswith("{"):
         try:
@@ -88,16 +105,16 @@ def parse_line(line: str, wanted: set[str]) -> list[Sample]:
     return [Sample(name, value, step) for name, raw in pairs if name in wanted and (value := _number(raw)) is not None]
 
 
-def parse_log(text: str, wanted: Iterable[str], timestamps: bool = False) -> list[Sample]:
+def parse_log(text: str, wanted: Iterable[str], timestamps: bool = False, formats: Sequence[str] = ()) -> list[Sample]:
     """Samples from a log; with timestamps=True each line starts with its RFC 3339 time, as the
-    API server returns logs read with timestamps=true."""
+    API server returns logs read with timestamps=true. formats: metricsCollector.metricsFormat."""
     wanted = set(wanted)
     samples: list[Sample] = []
     for line in text.splitlines():
         stamp = None
         if timestamps:
             stamp, _, line = line.partition(" ")
-        for sample in parse_line(line, wanted):
+        for sample in parse_line(line, wanted, formats):
             samples.append(Sample(sample.name, sample.value, sample.step, stamp) if stamp else sample)
     return samples
 
@@ -113,21 +130,27 @@ def latest(samples: Iterable[Sample]) -> dict[str, Sample]:
 # --- where a trial's result is read: metricsCollector.source ------------------------------------
 
 
-def log_needed(source: str, termination_message: str | None, objective: str) -> bool:
+def log_needed(source: str, termination_message: str | None, objective: str, formats: Sequence[str] = ()) -> bool:
     """Whether a succeeded trial's log must be read for its result: always with StdoutLog, never
     with TerminationMessage, and with Auto when the termination message lacks the objective."""
     if source == "TerminationMessage":
         return False
-    return source == "StdoutLog" or not parse_termination_message(termination_message, [objective])
+    return source == "StdoutLog" or not parse_termination_message(termination_message, [objective], formats)
 
 
 def final_samples(
-    source: str, objective: str, termination_message: str | None, log: str, wanted: Iterable[str]
+    source: str,
+    objective: str,
+    termination_message: str | None,
+    log: str,
+    wanted: Iterable[str],
+    formats: Sequence[str] = (),
 ) -> list[Sample]:
     """A finished attempt's metrics by source: the termination message, the log, or (Auto) the
-    message and then the log when the message lacks the objective."""
+    message and then the log when the message lacks the objective. formats: the log's regexes
+    (metricsCollector.metricsFormat), also for a termination message that is not JSON."""
     wanted = list(wanted)
-    samples = [] if source == "StdoutLog" else parse_termination_message(termination_message, wanted)
+    samples = [] if source == "StdoutLog" else parse_termination_message(termination_message, wanted, formats)
     if source == "StdoutLog" or (source == "Auto" and objective not in {s.name for s in samples}):
-        samples += parse_log(log, wanted)
+        samples += parse_log(log, wanted, formats=formats)
     return samples

@@ -53,7 +53,10 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None
     ):
         return "final"  # what the failed attempt reported, for the attempt that resumes it
     if obs.phase == "Succeeded" and metrics.log_needed(
-        spec.metrics_collector.source, obs.termination_message, spec.objective.metric_name
+        spec.metrics_collector.source,
+        obs.termination_message,
+        spec.objective.metric_name,
+        spec.metrics_collector.metrics_format or (),
     ):
         return "final"
     return None
@@ -209,6 +212,7 @@ def final_samples(state: RoundState, t: TrialView, obs: Any) -> list[metrics.Sam
         obs.termination_message,
         state.logs.get(t.name, ""),
         state.wanted,
+        state.spec.metrics_collector.metrics_format or (),
     )
 
 
@@ -248,7 +252,9 @@ def metric_history(samples: list[metrics.Sample], default_time: str | None) -> l
 def check_progress(state: RoundState, t: TrialView) -> None:
     """Intermediate values of a running trial: recorded, and shown to the early-stopping rule."""
     spec = state.spec
-    samples = metrics.parse_log(state.logs[t.name], state.wanted, timestamps=True)
+    samples = metrics.parse_log(
+        state.logs[t.name], state.wanted, timestamps=True, formats=spec.metrics_collector.metrics_format or ()
+    )
     if not samples:
         return
     history = continued(state, t, metric_history(samples, None))

@@ -1,0 +1,51 @@
+"""`kubectl hpo convert`: Katib Experiments as ours, printed for `kubectl apply -f -` or created."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hpo_operator import client as hpo
+from hpo_operator.cli.app import ContextOpt, KubeconfigOpt, NamespaceOpt
+from hpo_operator.cli.output import echo, note
+
+
+def convert(
+    filename: Annotated[
+        str,
+        typer.Option(
+            "-f", "--filename", metavar="FILE", help="A YAML or JSON file of Katib Experiments ('-' reads stdin)."
+        ),
+    ],
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Create the converted experiments instead of printing them.")
+    ] = False,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Convert Katib (kubeflow.org/v1beta1) Experiments to ours and print them as YAML, with a
+    `# note:` comment wherever the meaning changes; a field with no equivalent is an error naming
+    it. Pipe the output to `kubectl apply -f -`, or pass --apply."""
+    if filename == "-":
+        text, source = sys.stdin.read(), "stdin"
+    else:
+        path = Path(filename)
+        if not path.is_file():
+            raise hpo.InvalidInput(f"cannot read {filename}: no such file")
+        text, source = path.read_text(), filename
+    converted = hpo.convert_katib(text, origin=source)
+    if not apply:
+        sys.stdout.write(hpo.katib_yaml(converted))
+        return
+    for c in converted:
+        for n in c.notes:
+            note(f"{c.name}: note: {n.path}: {n.text}")
+    s = hpo.connect(kubeconfig, context)
+    created = hpo.create_experiments(s, [c.manifest for c in converted], namespace, hpo.whoami(s))
+    for e in created:
+        echo(
+            f"experiment.hpo.dev/{e.name} created (converted from Katib)"
+            + (f" in namespace {e.namespace}" if namespace is None else "")
+        )

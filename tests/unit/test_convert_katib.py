@@ -117,6 +117,15 @@ def test_metadata_keeps_name_namespace_labels_and_annotations_but_not_what_the_s
     }
 
 
+def test_a_namespace_given_replaces_the_katib_one_in_the_manifest_and_the_yaml():
+    text = (FIXTURES / "random.yaml").read_text()
+    [moved] = hpo.convert_katib(text, namespace="team-a")
+    assert moved.manifest["metadata"]["namespace"] == "team-a"
+    assert yaml.safe_load(moved.to_yaml())["metadata"]["namespace"] == "team-a"
+    [kept] = hpo.convert_katib(text)
+    assert kept.manifest["metadata"]["namespace"] == "kubeflow"
+
+
 def test_a_name_longer_than_ours_is_refused_with_the_limit():
     doc = katib("random.yaml")
     doc["metadata"]["name"] = name = "a-rather-long-experiment-name-from-katibs"

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from hpo_operator import client as hpo
-from hpo_operator.cli.app import ContextOpt, KubeconfigOpt, NamespaceOpt
+from hpo_operator.cli.app import ContextOpt, KubeconfigOpt
 from hpo_operator.cli.output import echo, note
 
 
@@ -21,7 +21,18 @@ def convert(
     apply: Annotated[
         bool, typer.Option("--apply", help="Create the converted experiments instead of printing them.")
     ] = False,
-    namespace: NamespaceOpt = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "-n",
+            "--namespace",
+            metavar="NAMESPACE",
+            help=(
+                "Put the experiments in this namespace, in place of the one the Katib manifest names "
+                "(without either: the context's namespace, else default)."
+            ),
+        ),
+    ] = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:
@@ -35,7 +46,7 @@ def convert(
         if not path.is_file():
             raise hpo.InvalidInput(f"cannot read {filename}: no such file")
         text, source = path.read_text(), filename
-    converted = hpo.convert_katib(text, origin=source)
+    converted = hpo.convert_katib(text, origin=source, namespace=namespace)
     if not apply:
         sys.stdout.write(hpo.katib_yaml(converted))
         return

@@ -13,6 +13,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -82,6 +83,16 @@ SHARED_FLAGS: dict[str, tuple[str, ...]] = {
     "page": ("--page", "N"),
     "page_size": ("--page-size", "N"),
 }
+
+
+def read_input(filename: str) -> tuple[str, str]:
+    """The text of `-f FILE` (`-` reads stdin), and how to name it in messages."""
+    if filename == "-":
+        return sys.stdin.read(), "stdin"
+    path = Path(filename)
+    if not path.is_file():
+        raise hpo.InvalidInput(f"cannot read {filename}: no such file")
+    return path.read_text(), filename
 
 
 def shared_option(flag: str, help: str) -> Any:

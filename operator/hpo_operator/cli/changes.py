@@ -6,15 +6,13 @@ Annotations naming the client's classes are strings, and each command imports wh
 with as it runs, so that loading the plugin loads neither the client's modules nor rich (main.py).
 """
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from hpo_operator import client as hpo
-from hpo_operator.cli.app import ContextOpt, ExperimentArg, KubeconfigOpt, NamespaceOpt, OutputOpt
+from hpo_operator.cli.app import ContextOpt, ExperimentArg, KubeconfigOpt, NamespaceOpt, OutputOpt, read_input
 from hpo_operator.cli.output import Output, echo, emit, note
 
 
@@ -29,13 +27,7 @@ def create(
     output: OutputOpt = Output.table,
 ) -> None:
     """Create the experiments in a file, recording you as their creator (annotation hpo.dev/creator)."""
-    if filename == "-":
-        text, source = sys.stdin.read(), "stdin"
-    else:
-        path = Path(filename)
-        if not path.is_file():
-            raise hpo.InvalidInput(f"cannot read {filename}: no such file")
-        text, source = path.read_text(), filename
+    text, source = read_input(filename)
     docs = hpo.load_manifests(text, source)
     s = hpo.connect(kubeconfig, context)
     creator = hpo.whoami(s)

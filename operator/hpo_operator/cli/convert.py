@@ -1,13 +1,12 @@
 """`kubectl hpo convert`: Katib Experiments as ours, printed for `kubectl apply -f -` or created."""
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from hpo_operator import client as hpo
-from hpo_operator.cli.app import ContextOpt, KubeconfigOpt
+from hpo_operator.cli.app import ContextOpt, KubeconfigOpt, read_input
 from hpo_operator.cli.output import echo, note
 
 
@@ -39,13 +38,7 @@ def convert(
     """Convert Katib (kubeflow.org/v1beta1) Experiments to ours and print them as YAML, with a
     `# note:` comment wherever the meaning changes; a field with no equivalent is an error naming
     it. Pipe the output to `kubectl apply -f -`, or pass --apply."""
-    if filename == "-":
-        text, source = sys.stdin.read(), "stdin"
-    else:
-        path = Path(filename)
-        if not path.is_file():
-            raise hpo.InvalidInput(f"cannot read {filename}: no such file")
-        text, source = path.read_text(), filename
+    text, source = read_input(filename)
     converted = hpo.convert_katib(text, origin=source, namespace=namespace)
     if not apply:
         sys.stdout.write(hpo.katib_yaml(converted))

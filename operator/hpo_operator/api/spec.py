@@ -200,6 +200,12 @@ class Objective(Model):
         return [float(m.reference_value) for m in self.metrics if m.reference_value is not None]
 
     @property
+    def required_names(self) -> list[str]:
+        """The metrics a succeeded trial must report (else it fails as MetricsUnavailable): every
+        objective, and every constraint's metric (a trial cannot be judged feasible without it)."""
+        return [*self.names, *(c.metric_name for c in self.constraints or [])]
+
+    @property
     def recorded_names(self) -> list[str]:
         """Every metric the trials' statuses keep: objectives, constraints, additional metrics."""
         return [

@@ -37,6 +37,7 @@ _EXPORTS = {
         "list_experiments",
         "list_experiments_chunk",
         "load_manifests",
+        "pareto_front",
         "set_bookmark",
         "set_suspend",
         "whoami",
@@ -65,7 +66,15 @@ _EXPORTS = {
         "trial_logs",
         "trial_metrics",
     ],
-    "views": ["ExperimentDetail", "ExperimentSummary", "MetricPoint", "RestartResult", "TrialSummary"],
+    "views": [
+        "ExperimentDetail",
+        "ExperimentSummary",
+        "MetricPoint",
+        "ParetoFront",
+        "ParetoPoint",
+        "RestartResult",
+        "TrialSummary",
+    ],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -99,6 +108,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         list_experiments,
         list_experiments_chunk,
         load_manifests,
+        pareto_front,
         set_bookmark,
         set_suspend,
         whoami,
@@ -127,4 +137,12 @@ if TYPE_CHECKING:  # what type checkers and editors see
         trial_logs,
         trial_metrics,
     )
-    from .views import ExperimentDetail, ExperimentSummary, MetricPoint, RestartResult, TrialSummary
+    from .views import (
+        ExperimentDetail,
+        ExperimentSummary,
+        MetricPoint,
+        ParetoFront,
+        ParetoPoint,
+        RestartResult,
+        TrialSummary,
+    )

@@ -312,3 +312,22 @@ def test_a_trial_that_succeeds_without_a_required_metric_fails_as_metrics_unavai
     assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "MetricsUnavailable", "MetricsUnavailable")
     assert f"reported no {missing} metric" in st["message"]
     assert "objectiveValues" not in st
+
+
+# --- what the client reads -------------------------------------------------------------------------
+
+
+def test_the_clients_front_computed_from_the_trials_is_the_one_in_the_status():
+    from hpo_operator.client.views import objective_text, pareto_front_view, trial_summary
+
+    spec = make_spec("random", max_trials=24, parallel=3)
+    cluster = InMemoryExperiment(spec, metrics).run()
+    obj = {"metadata": {"name": "exp", "namespace": "ns"}, "spec": spec.dump(), "status": cluster.status}
+    from_status = pareto_front_view(obj)
+    assert from_status.size == cluster.status["paretoFrontSize"] and not from_status.truncated
+    assert from_status == pareto_front_view(obj, list(cluster.trials.values()))
+    first = from_status.trials[0]
+    assert set(first.values) == {"acc", "latency"} and set(first.parameters) == {"x", "y"}
+    assert objective_text(obj["spec"]["objective"]) == "maximize acc, minimize latency"
+    run = trial_summary(cluster.trials[first.trial])
+    assert run.objective_values == first.values and run.feasible is True and run.objective_value is None

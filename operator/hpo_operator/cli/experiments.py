@@ -331,7 +331,8 @@ def pareto(
     title = f"Pareto front of {front.experiment}: {front.size} trials"
     if front.hypervolume is not None:
         title += f", hypervolume {format_number(front.hypervolume)}"
-    show(table([*columns, "PARAMETERS"], rows, title=title))
+    # A line of its own, not the table's title: a title wraps at the table's width.
+    show(text(title), table([*columns, "PARAMETERS"], rows))
     if front.truncated:
         note(f"Showing the first {len(front.trials)} of {front.size}; --all computes the whole front from the trials.")
     elif not front.trials:

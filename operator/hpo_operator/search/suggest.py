@@ -344,7 +344,8 @@ class Suggester:
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # already finished in the study (a replayed ask that was replaced): nothing to add
             self._reported.pop(trial.number, None)  # should_stop asks no more of it
-            if outcome.succeeded:
+            # CMA-ES does not use constraints and warns of every trial that has them.
+            if outcome.succeeded and self.spec.algorithm.name != "cmaes":
                 self._constrain(trial, outcome.constraints or {})
         try:
             if outcome.pruned:

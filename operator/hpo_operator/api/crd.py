@@ -220,8 +220,6 @@ def trial_crd() -> dict[str, Any]:
             _column("Experiment", ".spec.experimentName"),
             _column("Status", ".status.phase"),
             _column("Objective", ".status.objectiveValue", "number"),
-            _column("Objectives", ".status.objectiveSummary", description="Several objectives: their values"),
-            _column("Feasible", ".status.feasible", "boolean", description="With constraints: whether they are met"),
             _column("Attempt", ".spec.attempt", "integer"),
             _column(
                 "Resumed",
@@ -229,6 +227,9 @@ def trial_crd() -> dict[str, Any]:
                 "integer",
                 description="The step a resumed attempt continued from (checkpoint)",
             ),
+            # After the single objective's columns, which keep their places.
+            _column("Objectives", ".status.objectiveSummary", description="Several objectives: their values"),
+            _column("Feasible", ".status.feasible", "boolean", description="With constraints: whether they are met"),
             _column("Parameters", ".status.parameterSummary"),
             _column("Reason", ".status.reason", priority=1),
             _column("Retried-By", ".status.retriedBy", priority=1),

@@ -241,6 +241,19 @@ def test_without_a_reference_point_there_is_no_hypervolume():
     assert cluster.status["paretoFrontSize"] > 0 and "hypervolume" not in cluster.status
 
 
+def test_a_front_too_large_for_an_exact_hypervolume_gets_none(monkeypatch):
+    import hpo_operator.core.pareto as pareto
+
+    monkeypatch.setitem(pareto.HYPERVOLUME_MAX_FRONT, 2, 3)
+    # acc and latency both grow with x alone: every trial is on the front.
+    spec = make_spec("random", objective={"metrics": OBJECTIVES}, max_trials=4)
+    cluster = InMemoryExperiment(spec, lambda v: {"acc": float(v["x"]), "latency": float(v["x"])})
+    cluster.run(rounds=4)  # three trials: a hypervolume
+    assert cluster.status["paretoFrontSize"] == 3 and cluster.status["hypervolume"] > 0
+    cluster.run()  # four: none
+    assert cluster.status["paretoFrontSize"] == 4 and "hypervolume" not in cluster.status
+
+
 def test_the_front_in_the_status_is_bounded_and_its_size_counts_all(monkeypatch):
     import hpo_operator.planner.experiment as experiment
 

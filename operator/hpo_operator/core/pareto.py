@@ -59,6 +59,14 @@ def front(points: Mapping[K, Sequence[float]], directions: Sequence[str]) -> lis
     mins = {k: minimised(v, directions) for k, v in points.items()}
     order = {k: i for i, k in enumerate(points)}
     ranked = sorted(points, key=lambda k: (mins[k], order[k]))
+    if len(directions) == 2:
+        # Two objectives: a point is on the front if its second value beats every earlier point's,
+        # or equals the last kept point (one sort, then one pass, however large the front).
+        front2: list[K] = []
+        for k in ranked:
+            if not front2 or mins[k][1] < mins[front2[-1]][1] or mins[k] == mins[front2[-1]]:
+                front2.append(k)
+        return front2
     kept: list[tuple[K, Point]] = []
     for k in ranked:
         p = mins[k]
@@ -67,26 +75,28 @@ def front(points: Mapping[K, Sequence[float]], directions: Sequence[str]) -> lis
     return [k for k, _ in kept]
 
 
+# The exact hypervolume's cost grows steeply with the number of objectives (slicing one objective
+# at a time): the largest fronts it is computed for, per number of objectives, each about half a
+# second at worst (points spread over a sphere, all on the front). Two objectives take one sort
+# at any size. Larger fronts get no hypervolume rather than a round that stalls.
+HYPERVOLUME_MAX_FRONT = {3: 1000, 4: 100, 5: 40, 6: 20, 7: 15, 8: 10}
+
+
+def hypervolume_affordable(size: int, objectives: int) -> bool:
+    return size <= HYPERVOLUME_MAX_FRONT.get(objectives, size)
+
+
 def hypervolume(points: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]) -> float:
     """The volume of objective space the points dominate, bounded by the reference point (given in
     the objectives' own directions). Points not strictly better than the reference in every
     objective add nothing."""
     ref = minimised(reference, directions)
     inside = [p for p in (minimised(x, directions) for x in points) if all(v < r for v, r in zip(p, ref, strict=True))]
-    return _volume(_nondominated(inside), ref)
-
-
-def _nondominated(points: list[Point]) -> list[Point]:
-    unique = sorted(set(points))
-    kept: list[Point] = []
-    for p in unique:
-        if not any(dominates(q, p) for q in kept):
-            kept.append(p)
-    return kept
+    return _volume(inside, ref)
 
 
 def _volume(points: list[Point], ref: Point) -> float:
-    """Hypervolume of non-dominated minimised points below `ref`, by slicing along the last
+    """Hypervolume of minimised points below `ref` (dominated ones add nothing), by slicing along the last
     objective: between two consecutive values of it, the points at or below the slice dominate
     a (d-1)-dimensional volume, computed the same way; two objectives are one sweep."""
     if not points:
@@ -102,10 +112,14 @@ def _volume(points: list[Point], ref: Point) -> float:
         return area
     ordered = sorted(points, key=lambda p: p[-1])
     total = 0.0
-    below: list[Point] = []
+    below: list[Point] = []  # the (d-1)-dimensional front of the points up to this slice
+    area = 0.0
     for i, p in enumerate(ordered):
-        below = _nondominated([*below, p[:-1]])
+        q = p[:-1]
+        if not any(all(x <= y for x, y in zip(b, q, strict=True)) for b in below):
+            # q adds to the front below: it replaces the points it dominates (or equals).
+            below = [b for b in below if not all(x <= y for x, y in zip(q, b, strict=True))] + [q]
+            area = _volume(below, ref[:-1])
         top = ordered[i + 1][-1] if i + 1 < len(ordered) else ref[-1]
-        if top > p[-1]:
-            total += (top - p[-1]) * _volume(below, ref[:-1])
+        total += (top - p[-1]) * area
     return total

@@ -260,7 +260,8 @@ def pareto_front(state: RoundState, status: ExperimentStatus) -> None:
     ]
     status.pareto_front_size = len(names)
     reference = objective.reference_point
-    if reference is not None:
+    status.hypervolume = None
+    if reference is not None and pareto.hypervolume_affordable(len(names), width):
         status.hypervolume = pareto.hypervolume([points[n] for n in names], objective.directions, reference)
 
 

@@ -407,6 +407,7 @@ def test_pareto_prints_the_feasible_front_of_several_objectives(api, hpo, namesp
     )
     cluster.create(experiment("single", X, annotations=LOSS_IS_X, max_trials=1))
     cluster.wait_finished("mo")
+    assert "4 trials; a Pareto front of 2 (kubectl hpo pareto mo)" in hpo("watch", "mo").stdout
     front = hpo.json("pareto", "mo")
     assert [p["values"] for p in front["trials"]] == [{"acc": 0.4, "cost": 0.4}, {"acc": 0.2, "cost": 0.2}]
     assert (front["size"], front["truncated"]) == (2, False)

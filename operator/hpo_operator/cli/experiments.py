@@ -376,6 +376,8 @@ def watch(
                 best = (
                     f"best {format_number(last.best_value)} ({last.best_trial})" if last.best_trial else "no result yet"
                 )
+                if last.pareto_front_size:  # several objectives: a front, no best trial
+                    best = f"front of {last.pareto_front_size}"
                 total = max(last.max_trial_count or 1, last.configurations)
                 progress.update(
                     task,
@@ -393,6 +395,8 @@ def watch(
             if last.best_trial
             else ""
         )
+        if last.pareto_front_size is not None:
+            best = f"; a Pareto front of {last.pareto_front_size} (kubectl hpo pareto {last.name})"
         echo(
             f"experiment {last.name} {last.phase}"
             + (f" ({last.reason})" if last.reason else "")

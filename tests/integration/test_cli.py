@@ -346,6 +346,7 @@ def test_errors_are_one_line_and_a_non_zero_exit(api, hpo, kubeconfig, namespace
         ["restart-trials", "nope", "--trials", "a"],
         ["restart-trials", "nope"],
         ["metrics", "--experiment", "nope"],
+        ["pareto", "nope"],
     ):
         result = hpo(*args, code=1)
         assert result.stderr.strip() == missing, args
@@ -378,3 +379,57 @@ def test_errors_are_one_line_and_a_non_zero_exit(api, hpo, kubeconfig, namespace
     assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", missing + "\n")
     proc = subprocess.run([str(script), "list", "--bogus"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Usage: kubectl hpo list" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pareto_prints_the_feasible_front_of_several_objectives(api, hpo, namespace, operator, kwok_nodes, tmp_path):
+    cluster = Cluster(api, namespace)
+    # A grid of x = 0.2, 0.4, 0.6, 0.8: accuracy and cost both x (a trade-off: every trial is on the
+    # front), memory x too, at most 0.5: the front is x = 0.2 and 0.4.
+    cluster.create(
+        experiment(
+            "mo",
+            [{"name": "x", "type": "double", "min": 0.2, "max": 0.8, "step": 0.2}],
+            annotations={
+                "sim.hpo.dev/message": '{"acc": ${params.x}, "cost": ${params.x}, "memory": ${params.x}}',
+                "sim.hpo.dev/duration": "200ms",
+            },
+            algorithm={"name": "grid", "seed": 2},
+            max_trials=4,
+            parallel=4,
+            objective={
+                "metrics": [
+                    {"metricName": "acc", "type": "maximize", "referenceValue": 0},
+                    {"metricName": "cost", "type": "minimize", "referenceValue": 1},
+                ],
+                "constraints": [{"metricName": "memory", "max": 0.5}],
+            },
+        )
+    )
+    cluster.create(experiment("single", X, annotations=LOSS_IS_X, max_trials=1))
+    cluster.wait_finished("mo")
+    assert "4 trials; a Pareto front of 2 (kubectl hpo pareto mo)" in hpo("watch", "mo").stdout
+    front = hpo.json("pareto", "mo")
+    assert [p["values"] for p in front["trials"]] == [{"acc": 0.4, "cost": 0.4}, {"acc": 0.2, "cost": 0.2}]
+    assert (front["size"], front["truncated"]) == (2, False)
+    # The area 0.4 x 0.6 + 0.2 x 0.2 that the two points dominate up to (acc 0, cost 1).
+    assert front["hypervolume"] == pytest.approx(0.4 * 0.6 + 0.2 * 0.2)
+    assert [p["parameters"] for p in hpo.json("pareto", "mo", "--all")["trials"]] == [{"x": "0.4"}, {"x": "0.2"}]
+    table = hpo("pareto", "mo").stdout
+    assert "Pareto front of mo: 2 trials, hypervolume 0.28" in table
+    assert "acc ↑" in table and "cost ↓" in table and "x=0.4" in table and "x=0.6" not in table
+    # The other commands: the front's size in the list, each trial's objectives and feasibility.
+    [listed] = [e for e in hpo.json("list")["experiments"] if e["name"] == "mo"]
+    assert (listed["objective"], listed["paretoFrontSize"], listed["bestValue"]) == (
+        "maximize acc, minimize cost",
+        2,
+        None,
+    )
+    assert "front of 2" in hpo("list").stdout
+    runs = {r["parameters"]["x"]: r for r in hpo.json("trials", "mo")["runs"]}
+    assert runs["0.6"]["feasible"] is False and runs["0.4"]["objectiveValues"] == {"acc": 0.4, "cost": 0.4}
+    assert "(infeasible)" in hpo("trials", "mo").stdout
+    described = hpo("describe", "mo").stdout
+    assert "memory <= 0.5" in described and "Pareto front: 2 trials" in described
+    # A single objective has a best trial, not a front.
+    refused = hpo("pareto", "single", code=1).stderr
+    assert refused.strip() == "error: experiment single has a single objective: it has a best trial, not a Pareto front"

@@ -38,3 +38,39 @@ def test_the_simulated_examples_run_to_the_documented_end(api, namespace, operat
     assert jobs["status"]["trialsSucceeded"] == 6 and len(trials) == 6 + len(retried)
     pods = [p for p in cluster.pods().values() if p.metadata.labels.get("hpo.dev/experiment") == "job-trials"]
     assert len(pods) == 2 * len(trials)
+
+
+def test_the_multi_objective_example_finds_its_feasible_front(api, namespace, operator, kwok_nodes, kubectl):
+    cluster = Cluster(api, namespace)
+    kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLES[0].parent / "multi-objective.yaml"))
+    exp = cluster.wait_finished("multi-objective")
+    status = exp["status"]
+    assert status["phase"] == "Succeeded" and status["trialsSucceeded"] == 12, status
+    assert "currentOptimalTrial" not in status
+    trials = {n: t["status"] for n, t in cluster.trials().items() if n.startswith("multi-objective-")}
+    layers_width = {
+        n: {p["name"]: int(p["value"]) for p in t["spec"]["parameters"]}
+        for n, t in cluster.trials().items()
+        if n in trials
+    }
+    # What the example's comment says each trial reports, and whether it fits in 6 GB.
+    for name, st in trials.items():
+        lw = layers_width[name]
+        assert st["objectiveValues"] == [float(f"0.{lw['layers']}{lw['width']}"), lw["layers"] * 10]
+        assert st["feasible"] is (lw["width"] <= 6)
+    # NSGA-II's first generation is seeded random sampling: it includes a width of 7.
+    assert any(not st["feasible"] for st in trials.values())
+    # The front: for each number of layers that ran feasibly, its widest feasible trial.
+    widest = {}
+    for name, lw in layers_width.items():
+        if trials[name]["feasible"] and lw["width"] > widest.get(lw["layers"], (0, ""))[0]:
+            widest[lw["layers"]] = (lw["width"], name)
+    front = status["paretoFront"]
+    assert front and status["paretoFrontSize"] == len(front) == len(widest)
+    assert {p["trialName"] for p in front} == {name for _, name in widest.values()}
+    assert status["hypervolume"] > 0
+    # kubectl get shows the front's size and each trial's objectives and feasibility.
+    row = kubectl.run("get", "experiment", "multi-objective", "-n", namespace).stdout
+    assert "FRONT" in row and f" {len(front)} " in row.splitlines()[1] + " "
+    rows = kubectl.run("get", "trials", "-n", namespace, "-l", "hpo.dev/experiment=multi-objective").stdout
+    assert "OBJECTIVES" in rows and "FEASIBLE" in rows and "val_acc=" in rows

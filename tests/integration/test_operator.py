@@ -64,8 +64,12 @@ def test_experiment_completes_within_its_parallelism(api, namespace, operator, k
     assert len(trial_table) == 9 and all("x=" in line for line in trial_table[1:])
 
 
-@KINDS
-def test_failed_configurations_are_retried_within_their_budget(api, namespace, operator, kwok_nodes, kind):
+# Several objectives recover the same way: loss against speed, both the number of failures.
+SEVERAL = {"metrics": [{"metricName": "loss", "type": "minimize"}, {"metricName": "speed", "type": "maximize"}]}
+
+
+@pytest.mark.parametrize("kind, objectives", [("pod", "one"), ("job", "one"), ("pod", "several")])
+def test_failed_configurations_are_retried_within_their_budget(api, namespace, operator, kwok_nodes, kind, objectives):
     cluster = Cluster(api, namespace)
     # Grid over fails = 0..3: the configuration with fails=N is OOMKilled on its first N attempts.
     cluster.create(
@@ -77,8 +81,9 @@ def test_failed_configurations_are_retried_within_their_budget(api, namespace, o
                     "sim.hpo.dev/fail-attempts": "${params.fails}",
                     "sim.hpo.dev/exit-code": "137",
                     "sim.hpo.dev/reason": "OOMKilled",
-                    "sim.hpo.dev/message": '{"loss": ${params.fails}}',
+                    "sim.hpo.dev/message": '{"loss": ${params.fails}, "speed": ${params.fails}}',
                 },
+                **({"objective": SEVERAL} if objectives == "several" else {}),
                 algorithm={"name": "grid", "seed": 3},
                 max_trials=4,
                 parallel=4,
@@ -118,7 +123,13 @@ def test_failed_configurations_are_retried_within_their_budget(api, namespace, o
     assert st["phase"] == "Succeeded", st
     assert (st["configurations"], st["failedConfigurations"]) == (4, 1)
     assert (st["trials"], st["trialsSucceeded"], st["trialsFailed"], st["trialsRetried"]) == (9, 3, 6, 5)
-    assert st["currentOptimalTrial"]["objectiveValue"] == 0
+    if objectives == "one":
+        assert st["currentOptimalTrial"]["objectiveValue"] == 0
+    else:
+        # The three configurations that succeeded trade loss against speed: all on the front.
+        assert "currentOptimalTrial" not in st
+        assert sorted(p["values"] for p in st["paretoFront"]) == [[0, 0], [1, 1], [2, 2]]
+        assert st["paretoFrontSize"] == 3
     assert len(cluster.events("TrialRetried")) == 5
     assert cluster.workloads(kind) == set(cluster.trials())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.search.suggest import Outcome, Suggester
 from tests.experiments import condition, experiment
 from tests.kube import Cluster, PodConcurrency, wait_until
 
@@ -87,3 +89,45 @@ def test_bad_setting_values_become_a_condition(api, namespace, operator, kwok_no
     failed = condition(exp, "Failed")
     assert failed["reason"] == "InvalidSpec" and "sigma0" in failed["message"]
     assert not cluster.trials()
+
+
+def test_a_multi_objective_search_goes_on_after_an_operator_restart_as_if_uninterrupted(
+    api, namespace, operator, kwok_nodes
+):
+    # Seeded TPE at parallelism 1 learns from each result (values and constraint values): after a
+    # kill, the restarted operator replays the study from the Trials and suggests what an
+    # uninterrupted one would have.
+    cluster = Cluster(api, namespace)
+    body = experiment(
+        "mo-restart",
+        [{"name": "x", "type": "double", "min": 0, "max": 1}, {"name": "y", "type": "double", "min": 0, "max": 1}],
+        annotations={
+            "sim.hpo.dev/message": '{"acc": ${params.x}, "cost": ${params.y}, "memory": ${params.x}}',
+            "sim.hpo.dev/duration": "300ms",
+        },
+        algorithm={"name": "tpe", "seed": 4, "settings": [{"name": "nStartupTrials", "value": "3"}]},
+        max_trials=8,
+        objective={
+            "metrics": [{"metricName": "acc", "type": "maximize"}, {"metricName": "cost", "type": "minimize"}],
+            "constraints": [{"metricName": "memory", "max": 0.8}],
+        },
+    )
+    cluster.create(body)
+    wait_until(
+        lambda: sum((t.get("status") or {}).get("phase") == "Succeeded" for t in cluster.trials().values()) >= 4,
+        timeout=60,
+        what="four trials to succeed",
+    )
+    operator.kill()
+    operator.start()
+    exp = cluster.wait_finished("mo-restart", timeout=120)
+    assert exp["status"]["phase"] == "Succeeded" and exp["status"]["paretoFrontSize"] >= 1
+    trials = cluster.trials()
+    assert sorted(trials) == [f"mo-restart-{i:04d}" for i in range(8)]
+    reference = Suggester(ExperimentSpec.model_validate(body["spec"]))
+    for i in range(8):
+        values = {p["name"]: p["value"] for p in trials[f"mo-restart-{i:04d}"]["spec"]["parameters"]}
+        assert values == reference.suggest(i), i
+        x, y = float(values["x"]), float(values["y"])
+        reference.tell(i, Outcome(values=(x, y), constraints={"memory": x - 0.8}))
+        assert trials[f"mo-restart-{i:04d}"]["status"]["feasible"] is (x <= 0.8)

@@ -77,6 +77,22 @@ def valid_experiment(name: str = "valid") -> dict[str, Any]:
     }
 
 
+OBJECTIVES = [
+    {"metricName": "val_acc", "type": "maximize", "referenceValue": 0.5},
+    {"metricName": "latency_ms", "type": "minimize", "referenceValue": 200},
+]
+
+
+def several(spec: dict[str, Any], metrics=None, **objective: Any) -> None:
+    """The case's spec made multi-objective (valid so far), then changed by `objective`."""
+    spec["objective"] = {
+        "metrics": copy.deepcopy(OBJECTIVES if metrics is None else metrics),
+        "constraints": [{"metricName": "memory_gb", "max": 16}],
+        "additionalMetricNames": ["epoch_time"],
+        **objective,
+    }
+
+
 def valid_trial(name: str = "valid-trial", experiment: str = "valid") -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
@@ -314,6 +330,114 @@ CASES: list[tuple[str, Edit, str, str]] = [
     ),
     ("goal-not-a-number", lambda s: s["objective"].update(goal="low"), "spec.objective.goal", "must be of type number"),
     ("objective-missing", lambda s: s.pop("objective"), "spec.objective", "Required value"),
+    # -- several objectives and constraints ----------------------------------------------------
+    (
+        "several-objectives-and-a-metric-name",
+        lambda s: s["objective"].update(metrics=OBJECTIVES),
+        "spec.objective",
+        "give type and metricName (one objective) or metrics (several objectives), not both",
+    ),
+    (
+        "objective-without-a-metric-name",
+        lambda s: s["objective"].pop("metricName"),
+        "spec.objective",
+        "give type and metricName (one objective) or metrics (several objectives), not both",
+    ),
+    (
+        "several-objectives-of-one",
+        lambda s: several(s, metrics=OBJECTIVES[:1]),
+        "spec.objective.metrics",
+        "should have at least 2 items",
+    ),
+    (
+        "several-objectives-repeat-a-metric",
+        lambda s: several(s, metrics=[OBJECTIVES[0], {**OBJECTIVES[1], "metricName": "val_acc"}]),
+        "spec.objective.metrics[1]",
+        "Duplicate value",
+    ),
+    (
+        "several-objectives-unknown-direction",
+        lambda s: several(s, metrics=[OBJECTIVES[0], {**OBJECTIVES[1], "type": "minimise"}]),
+        "spec.objective.metrics[1].type",
+        'Unsupported value: "minimise"',
+    ),
+    (
+        "an-objective-also-a-constraint",
+        lambda s: several(s, constraints=[{"metricName": "latency_ms", "max": 100}]),
+        "spec.objective",
+        "a metric cannot be both an objective and a constraint",
+    ),
+    (
+        "the-single-objective-also-a-constraint",
+        lambda s: s["objective"].update(constraints=[{"metricName": "val_loss", "max": 1}]),
+        "spec.objective",
+        "a metric cannot be both an objective and a constraint",
+    ),
+    (
+        "a-constraint-repeated",
+        lambda s: several(
+            s, constraints=[{"metricName": "memory_gb", "max": 16}, {"metricName": "memory_gb", "min": 1}]
+        ),
+        "spec.objective.constraints[1]",
+        "Duplicate value",
+    ),
+    (
+        "additional-metrics-repeat-one-of-several-objectives",
+        lambda s: several(s, additionalMetricNames=["latency_ms"]),
+        "spec.objective",
+        "additionalMetricNames must not repeat an objective of metrics",
+    ),
+    (
+        "additional-metrics-repeat-a-constraint",
+        lambda s: several(s, additionalMetricNames=["memory_gb"]),
+        "spec.objective",
+        "additionalMetricNames must not repeat a constraint's metric",
+    ),
+    (
+        "goal-with-several-objectives",
+        lambda s: several(s, goal=0.9),
+        "spec.objective",
+        "goal needs a single objective: a Pareto front has no single goal",
+    ),
+    (
+        "a-partial-reference-point",
+        lambda s: several(s, metrics=[OBJECTIVES[0], {"metricName": "latency_ms", "type": "minimize"}]),
+        "spec.objective",
+        "give referenceValue for every objective or for none",
+    ),
+    (
+        "a-constraint-without-bounds",
+        lambda s: several(s, constraints=[{"metricName": "memory_gb"}]),
+        "spec.objective.constraints[0]",
+        "a constraint needs min, max or both",
+    ),
+    (
+        "a-constraint-whose-min-exceeds-its-max",
+        lambda s: several(s, constraints=[{"metricName": "memory_gb", "min": 20, "max": 16}]),
+        "spec.objective.constraints[0]",
+        "a constraint's min must not exceed its max",
+    ),
+    (
+        "early-stopping-with-several-objectives",
+        lambda s: (several(s), s.update(earlyStopping={"algorithm": "median"})),
+        "spec",
+        "earlyStopping needs a single objective: Optuna's pruners support single objectives only",
+    ),
+    (
+        "cmaes-with-several-objectives",
+        lambda s: (several(s), s["algorithm"].update(name="cmaes")),
+        "spec",
+        "cmaes supports a single objective only",
+    ),
+    (
+        "nsga2-with-a-setting-of-nsga3",
+        lambda s: (
+            several(s),
+            s["algorithm"].update(name="nsga2", settings=[{"name": "dividingParameter", "value": "3"}]),
+        ),
+        "spec.algorithm",
+        "unknown setting for this algorithm",
+    ),
     # -- algorithm -----------------------------------------------------------------------------
     (
         "unknown-algorithm",
@@ -544,6 +668,28 @@ def test_valid_experiment_is_accepted_with_server_side_defaults(kubectl, namespa
     assert stored["metricsCollector"] == {"source": "StdoutLog", "intervalSeconds": 10}
     assert [p["log"] for p in stored["parameters"]] == [True, False, False, False]
     assert stored["trialTemplate"]["podRetention"] == "Delete"
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "nsga2", "nsga3", "random", "grid", "qmc"])
+def test_an_experiment_with_several_objectives_and_constraints_is_accepted_as_given(
+    kubectl, namespace, crds, algorithm
+):
+    manifest = valid_experiment(f"several-{algorithm}")
+    several(manifest["spec"])
+    if algorithm.startswith("nsga"):
+        manifest["spec"]["algorithm"]["settings"] = [
+            {"name": "populationSize", "value": "8"},
+            {"name": "crossoverProb", "value": "0.8"},
+        ]
+    if algorithm == "grid":
+        for p in manifest["spec"]["parameters"]:
+            if p["type"] == "double":
+                p.update(step=0.01, log=False)
+    manifest["spec"]["algorithm"]["name"] = algorithm
+    kubectl.apply(manifest, namespace)
+    stored = kubectl.get("experiment", manifest["metadata"]["name"], namespace)["spec"]
+    assert stored["objective"] == manifest["spec"]["objective"]
+    assert stored["algorithm"] == manifest["spec"]["algorithm"]
 
 
 @pytest.mark.parametrize(

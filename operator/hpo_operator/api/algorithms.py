@@ -93,6 +93,23 @@ class QmcSettings(AlgorithmSettings):
     scramble: Flag | None = None
 
 
+# A probability, as Optuna's genetic samplers take them (they refuse values outside [0, 1]).
+Probability = Annotated[float, _python_number(float), Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class NsgaIISettings(AlgorithmSettings):
+    # A generation of fewer than two has no parents to cross; Optuna refuses it.
+    population_size: WholeNumber | None = Field(None, ge=2)
+    mutation_prob: Probability | None = None
+    crossover_prob: Probability | None = None
+    swapping_prob: Probability | None = None
+
+
+class NsgaIIISettings(NsgaIISettings):
+    # The number of divisions of each objective's axis for the reference points.
+    dividing_parameter: WholeNumber | None = Field(None, ge=1)
+
+
 # Keyed by AlgorithmName's words, in its order (the CEL rule and its message list them so; a test
 # keeps every algorithm here).
 SETTINGS: dict[str, type[AlgorithmSettings]] = {
@@ -101,6 +118,8 @@ SETTINGS: dict[str, type[AlgorithmSettings]] = {
     AlgorithmName.tpe.value: TpeSettings,
     AlgorithmName.cmaes.value: CmaEsSettings,
     AlgorithmName.qmc.value: QmcSettings,
+    AlgorithmName.nsga2.value: NsgaIISettings,
+    AlgorithmName.nsga3.value: NsgaIIISettings,
 }
 
 

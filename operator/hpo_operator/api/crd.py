@@ -178,6 +178,13 @@ def experiment_crd() -> dict[str, Any]:
                 description="Best objective value so far",
             ),
             _column("Best-Trial", ".status.currentOptimalTrial.trialName", priority=1),
+            _column(
+                "Front",
+                ".status.paretoFrontSize",
+                "integer",
+                description="Several objectives: trials on the Pareto front",
+            ),
+            _column("Hypervolume", ".status.hypervolume", "number", priority=1),
             _column("Succeeded", ".status.trialsSucceeded", "integer"),
             _column("Running", ".status.trialsRunning", "integer"),
             _column("Failed", ".status.trialsFailed", "integer"),
@@ -220,6 +227,9 @@ def trial_crd() -> dict[str, Any]:
                 "integer",
                 description="The step a resumed attempt continued from (checkpoint)",
             ),
+            # After the single objective's columns, which keep their places.
+            _column("Objectives", ".status.objectiveSummary", description="Several objectives: their values"),
+            _column("Feasible", ".status.feasible", "boolean", description="With constraints: whether they are met"),
             _column("Parameters", ".status.parameterSummary"),
             _column("Reason", ".status.reason", priority=1),
             _column("Retried-By", ".status.retriedBy", priority=1),

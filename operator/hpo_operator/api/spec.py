@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
@@ -29,30 +29,132 @@ EXPERIMENT_NAME_MAX_LENGTH = 40
 TRIAL_NAME_MAX_LENGTH = 56
 
 
-class Objective(Model):
-    """What the experiment optimises: one metric, minimised or maximised."""
+# Several objectives: at least two (one is written with type and metricName), and at most as many
+# as a front can usefully be searched and shown for.
+MIN_OBJECTIVES = 2
+MAX_OBJECTIVES = 8
+MAX_CONSTRAINTS = 16
+
+
+class ObjectiveMetric(Model):
+    """One of several objectives: a metric and its direction."""
+
+    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of a metric the trials report.")
+    type: ObjectiveType = Field(description="Whether this metric is minimised or maximised.")
+    reference_value: float | None = Field(
+        None,
+        description=(
+            "This objective's coordinate of the reference point for status.hypervolume: a value worse "
+            "than any trial worth counting (e.g. the largest acceptable latency). Give it for every "
+            "objective or for none."
+        ),
+    )
+
+
+class MetricConstraint(Model):
+    """A bound on a reported metric. A trial outside it still succeeds, but is infeasible: it
+    never enters the Pareto front or the best trial."""
 
     model_config = ConfigDict(
         json_schema_extra=schema_extra(
             validations=[
+                cel("has(self.min) || has(self.max)", "a constraint needs min, max or both"),
                 cel(
-                    "!has(self.additionalMetricNames) || !(self.metricName in self.additionalMetricNames)",
-                    "additionalMetricNames must not repeat metricName",
+                    "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "a constraint's min must not exceed its max",
                 ),
             ]
         )
     )
 
-    type: ObjectiveType = Field(description="Whether the objective metric is minimised or maximised.")
-    metric_name: str = Field(
-        pattern=NAME_PATTERN, max_length=63, description="Name of the objective metric the trials report."
+    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of a metric the trials report.")
+    min: float | None = Field(None, description="Feasible trials report at least this value.")
+    max: float | None = Field(None, description="Feasible trials report at most this value.")
+
+
+class Objective(Model):
+    """What the experiment optimises: one metric (type and metricName), or several (metrics), whose
+    best trade-offs, the Pareto front, the experiment searches. Optionally with constraints."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            validations=[
+                cel(
+                    "has(self.metrics) ? !has(self.type) && !has(self.metricName) "
+                    ": has(self.type) && has(self.metricName)",
+                    "give type and metricName (one objective) or metrics (several objectives), not both",
+                ),
+                cel(
+                    "!has(self.additionalMetricNames) || !has(self.metricName) "
+                    "|| !(self.metricName in self.additionalMetricNames)",
+                    "additionalMetricNames must not repeat metricName",
+                ),
+                cel(
+                    "!has(self.additionalMetricNames) || !has(self.metrics) "
+                    "|| self.metrics.all(m, !(m.metricName in self.additionalMetricNames))",
+                    "additionalMetricNames must not repeat an objective of metrics",
+                ),
+                cel(
+                    "!has(self.constraints) || self.constraints.all(c, "
+                    "(!has(self.metricName) || c.metricName != self.metricName) "
+                    "&& (!has(self.metrics) || self.metrics.all(m, m.metricName != c.metricName)))",
+                    "a metric cannot be both an objective and a constraint",
+                ),
+                cel(
+                    "!has(self.constraints) || !has(self.additionalMetricNames) "
+                    "|| self.constraints.all(c, !(c.metricName in self.additionalMetricNames))",
+                    "additionalMetricNames must not repeat a constraint's metric (constraints are recorded anyway)",
+                ),
+                cel(
+                    "!has(self.metrics) || !has(self.goal)",
+                    "goal needs a single objective: a Pareto front has no single goal (use maxTrialCount)",
+                ),
+                cel(
+                    "!has(self.metrics) || self.metrics.all(m, has(m.referenceValue)) "
+                    "|| self.metrics.all(m, !has(m.referenceValue))",
+                    "give referenceValue for every objective or for none: the hypervolume needs the whole "
+                    "reference point",
+                ),
+            ]
+        )
+    )
+
+    type: ObjectiveType | None = Field(
+        None, description="One objective: whether its metric is minimised or maximised (with metricName)."
+    )
+    metric_name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="One objective: the name of the metric the trials report (with type).",
     )
     goal: float | None = Field(
         None,
         description=(
-            "Stop the experiment (reason GoalReached) once a trial's objective reaches this value: "
-            "at or below it when minimising, at or above it when maximising."
+            "One objective only: stop the experiment (reason GoalReached) once a (feasible) trial's "
+            "objective reaches this value: at or below it when minimising, at or above it when maximising."
         ),
+    )
+    metrics: list[ObjectiveMetric] | None = Field(
+        None,
+        min_length=MIN_OBJECTIVES,
+        max_length=MAX_OBJECTIVES,
+        description=(
+            "Several objectives, instead of type and metricName: the experiment searches their Pareto "
+            "front (the trials no other trial beats in every objective), in status.paretoFront. "
+            "Every objective is a metric each trial must report. Without earlyStopping, goal and cmaes."
+        ),
+        json_schema_extra=schema_extra(list_type="map", list_map_keys=["metricName"]),
+    )
+    constraints: list[MetricConstraint] | None = Field(
+        None,
+        max_length=MAX_CONSTRAINTS,
+        description=(
+            "Bounds on other reported metrics (e.g. memory_gb at most 16). A trial outside them "
+            "succeeds but is infeasible (status.feasible false): it never enters the Pareto front or "
+            "the best trial, and the search algorithm learns to avoid it (tpe, nsga2, nsga3)."
+        ),
+        json_schema_extra=schema_extra(list_type="map", list_map_keys=["metricName"]),
     )
     additional_metric_names: list[Annotated[str, Field(max_length=63)]] | None = Field(
         None,
@@ -60,6 +162,58 @@ class Objective(Model):
         description="Other metrics to record for every trial (shown in the trial's status).",
         json_schema_extra=schema_extra(list_type="set"),
     )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Objective:
+        # The CRD refuses the same at apply; this keeps specs built in Python (tests, the client)
+        # from reaching the operator half-made.
+        if (self.metrics is None) == (self.type is None or self.metric_name is None):
+            if self.metrics is None:
+                raise ValueError("give type and metricName (one objective) or metrics (several objectives)")
+            raise ValueError("give type and metricName (one objective) or metrics (several objectives), not both")
+        return self
+
+    @property
+    def multi(self) -> bool:
+        """Several objectives: a Pareto front, no best trial."""
+        return self.metrics is not None
+
+    @property
+    def names(self) -> list[str]:
+        """The objectives' metric names, in the spec's order."""
+        if self.metrics is not None:
+            return [m.metric_name for m in self.metrics]
+        assert self.metric_name is not None  # _one_form
+        return [self.metric_name]
+
+    @property
+    def directions(self) -> list[str]:
+        """Each objective's direction (minimize or maximize), in the spec's order."""
+        if self.metrics is not None:
+            return [str(m.type) for m in self.metrics]
+        return [str(self.type)]
+
+    @property
+    def reference_point(self) -> list[float] | None:
+        """The hypervolume's reference point, when every objective has a referenceValue."""
+        if self.metrics is None or any(m.reference_value is None for m in self.metrics):
+            return None
+        return [float(m.reference_value) for m in self.metrics if m.reference_value is not None]
+
+    @property
+    def required_names(self) -> list[str]:
+        """The metrics a succeeded trial must report (else it fails as MetricsUnavailable): every
+        objective, and every constraint's metric (a trial cannot be judged feasible without it)."""
+        return [*self.names, *(c.metric_name for c in self.constraints or [])]
+
+    @property
+    def recorded_names(self) -> list[str]:
+        """Every metric the trials' statuses keep: objectives, constraints, additional metrics."""
+        return [
+            *self.names,
+            *(c.metric_name for c in self.constraints or []),
+            *(self.additional_metric_names or []),
+        ]
 
 
 class AlgorithmSetting(Model):
@@ -86,7 +240,10 @@ class Algorithm(Model):
             "parameters need a step), in seeded order; the experiment ends when the grid is done. "
             "tpe: Tree-structured Parzen Estimator (settings: multivariate, constantLiar, "
             "nStartupTrials, ...). cmaes: CMA-ES (sigma0, popsize, ...; categoricals sampled at "
-            "random). qmc: quasi-Monte Carlo (qmcType sobol or halton, scramble)."
+            "random). qmc: quasi-Monte Carlo (qmcType sobol or halton, scramble). nsga2, nsga3: "
+            "genetic algorithms for several objectives (populationSize, mutationProb, crossoverProb, "
+            "swappingProb; nsga3 also dividingParameter). With several objectives: tpe, nsga2, nsga3, "
+            "random, grid, qmc."
         ),
     )
     seed: int | None = Field(
@@ -273,6 +430,14 @@ class ExperimentSpec(Model):
                 cel(
                     "self.algorithm.name != 'grid' || self.parameters.all(p, p.type != 'double' || has(p.step))",
                     "grid search needs a step for every double parameter",
+                ),
+                cel(
+                    "!has(self.objective.metrics) || !has(self.earlyStopping)",
+                    "earlyStopping needs a single objective: Optuna's pruners support single objectives only",
+                ),
+                cel(
+                    "!has(self.objective.metrics) || self.algorithm.name != 'cmaes'",
+                    "cmaes supports a single objective only; for several use tpe, nsga2, nsga3, random, grid or qmc",
                 ),
                 cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
                 cel("self.objective == oldSelf.objective", "objective is immutable"),

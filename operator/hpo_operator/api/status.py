@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .base import Model, schema_extra
-from .spec import ExperimentSpec, ParameterAssignment, TrialSpec
+from .spec import MAX_OBJECTIVES, ExperimentSpec, ParameterAssignment, TrialSpec
 from .vocabulary import ConditionStatus, ExperimentPhase, FailureClass, TrialPhase
 
 
@@ -37,6 +37,18 @@ class OptimalTrial(Model):
     objective_value: float
     parameters: list[ParameterAssignment] = Field(default_factory=list)
     metrics: list[Metric] = Field(default_factory=list)
+
+
+class ParetoTrial(Model):
+    trial_name: str
+    values: list[float] = Field(
+        max_length=MAX_OBJECTIVES, description="Its objectives' values, in spec.objective.metrics' order."
+    )
+    parameters: list[ParameterAssignment] = Field(default_factory=list)
+
+
+# The front in the status is bounded, so that an experiment of 10,000 trials stays a small object.
+PARETO_FRONT_LIMIT = 100
 
 
 class PhaseChange(Model):
@@ -76,7 +88,28 @@ class ExperimentStatus(Model):
     trials_killed: int | None = None
     trials_early_stopped: int | None = None
     trials_retried: int | None = Field(None, description="Trials that were retries of a failed trial.")
-    current_optimal_trial: OptimalTrial | None = None
+    current_optimal_trial: OptimalTrial | None = Field(
+        None,
+        description=(
+            "One objective: the best feasible succeeded trial. Unset with several objectives (see paretoFront)."
+        ),
+    )
+    pareto_front: list[ParetoTrial] | None = Field(
+        None,
+        max_length=PARETO_FRONT_LIMIT,
+        description=(
+            "Several objectives: the Pareto front, the feasible succeeded trials no other beats in every "
+            f"objective; the first {PARETO_FRONT_LIMIT}, best first by the first objective (then by name)."
+        ),
+    )
+    pareto_front_size: int | None = Field(None, description="Several objectives: how many trials the front has.")
+    hypervolume: float | None = Field(
+        None,
+        description=(
+            "Several objectives with a referenceValue each: the volume of objective space the whole "
+            "front dominates, up to the reference point (larger is better)."
+        ),
+    )
 
 
 METRIC_HISTORY_LIMIT = 200
@@ -100,7 +133,18 @@ class TrialStatus(Model):
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     exit_code: int | None = None
-    objective_value: float | None = None
+    objective_value: float | None = Field(None, description="One objective: the trial's value.")
+    objective_values: list[float] | None = Field(
+        None,
+        max_length=MAX_OBJECTIVES,
+        description="Several objectives: the trial's values, in spec.objective.metrics' order.",
+    )
+    objective_summary: str | None = Field(
+        None, description="Several objectives: name=value pairs of the objectives, for kubectl get."
+    )
+    feasible: bool | None = Field(
+        None, description="With constraints: whether the succeeded trial's metrics meet every constraint."
+    )
     metrics: list[Metric] | None = Field(None, max_length=64, description="The latest value of each metric.")
     metric_history: list[Metric] | None = Field(
         None,

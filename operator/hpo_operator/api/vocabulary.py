@@ -107,6 +107,8 @@ class AlgorithmName(StrEnum):
     tpe = "tpe"
     cmaes = "cmaes"
     qmc = "qmc"
+    nsga2 = "nsga2"
+    nsga3 = "nsga3"
 
 
 class ParameterType(StrEnum):

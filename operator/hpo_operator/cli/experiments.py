@@ -1,4 +1,4 @@
-"""`kubectl hpo list`, `describe` and `watch`: reading experiments.
+"""`kubectl hpo list`, `describe`, `pareto` and `watch`: reading experiments.
 
 No `from __future__ import annotations` here: typer reads the commands' annotations (see app.py).
 Annotations naming the client's classes are strings, and each command imports what it formats
@@ -51,7 +51,7 @@ def _experiment_rows(items: "list[hpo.ExperimentSummary]", all_namespaces: bool)
                 counts["Failed"],
                 counts["Killed"],
                 counts["EarlyStopped"],
-                format_number(e.best_value),
+                format_number(e.best_value) if e.pareto_front_size is None else f"front of {e.pareto_front_size}",
                 "yes" if e.bookmarked else "",
                 format_when(e.created),
             ]
@@ -237,6 +237,7 @@ def describe(
                 ("Bookmarked", "yes" if e.bookmarked else None),
                 ("Labels", ",".join(f"{k}={v}" for k, v in e.labels.items())),
                 ("Objective", spec.get("objective")),
+                ("Constraints", ", ".join(spec.get("constraints") or []) or None),
                 ("Algorithm", algorithm),
                 ("Parameters", params),
                 (
@@ -265,6 +266,15 @@ def describe(
                 ]
             ),
         )
+    if e.pareto_front_size is not None:
+        show(
+            text(),
+            text(
+                f"Pareto front: {e.pareto_front_size} trials"
+                + (f", hypervolume {format_number(e.hypervolume)}" if e.hypervolume is not None else "")
+                + f" (kubectl hpo pareto {e.name})"
+            ),
+        )
     if d.conditions:
         show(
             text(),
@@ -287,6 +297,46 @@ def describe(
         show(text(), table(*trial_rows(d.trials), title=f"Trials ({len(d.trials)})"))
     else:
         show(text(), text("No trials yet."))
+
+
+def pareto(
+    experiment: ExperimentArg,
+    complete: Annotated[
+        bool,
+        typer.Option("--all", help="Compute the whole front from the trials (the status holds its first 100 only)."),
+    ] = False,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Show the Pareto front of an experiment with several objectives: the feasible trials no other
+    beats in every objective, best first by the first objective, with their values and parameters."""
+    from hpo_operator.client.views import format_number, format_params
+
+    s = hpo.connect(kubeconfig, context)
+    front = hpo.pareto_front(s, experiment, namespace, complete=complete)
+    if output != Output.table:
+        emit({**front.to_dict(), "truncated": front.truncated}, output)
+        return
+    arrows = {"maximize": "↑", "minimize": "↓"}
+    names = [m.get("metricName", "") for m in front.objectives]
+    columns = [
+        "TRIAL",
+        *(f"{n} {arrows.get(m.get('type', ''), '')}".strip() for n, m in zip(names, front.objectives, strict=True)),
+    ]
+    rows = [
+        [p.trial, *(format_number(p.values.get(n)) for n in names), format_params(p.parameters)] for p in front.trials
+    ]
+    title = f"Pareto front of {front.experiment}: {front.size} trials"
+    if front.hypervolume is not None:
+        title += f", hypervolume {format_number(front.hypervolume)}"
+    # A line of its own, not the table's title: a title wraps at the table's width.
+    show(text(title), table([*columns, "PARAMETERS"], rows))
+    if front.truncated:
+        note(f"Showing the first {len(front.trials)} of {front.size}; --all computes the whole front from the trials.")
+    elif not front.trials:
+        note("No feasible trial has succeeded yet.")
 
 
 def watch(
@@ -326,6 +376,8 @@ def watch(
                 best = (
                     f"best {format_number(last.best_value)} ({last.best_trial})" if last.best_trial else "no result yet"
                 )
+                if last.pareto_front_size:  # several objectives: a front, no best trial
+                    best = f"front of {last.pareto_front_size}"
                 total = max(last.max_trial_count or 1, last.configurations)
                 progress.update(
                     task,
@@ -343,6 +395,8 @@ def watch(
             if last.best_trial
             else ""
         )
+        if last.pareto_front_size is not None:
+            best = f"; a Pareto front of {last.pareto_front_size} (kubectl hpo pareto {last.name})"
         echo(
             f"experiment {last.name} {last.phase}"
             + (f" ({last.reason})" if last.reason else "")

@@ -35,11 +35,18 @@ def trial_rows(trials: "list[hpo.TrialSummary]", verbose: bool = False) -> tuple
     rows = []
     for t in trials:
         resumed = f"step {t.resumed_from['step']}" if t.resumed_from else ""
+        objective = (
+            format_number(t.objective_value)
+            if t.objective_values is None
+            else format_params({k: format_number(v) for k, v in t.objective_values.items()})
+        )
+        if t.feasible is False:
+            objective += " (infeasible)"
         row = [
             t.name,
             t.phase,
             t.reason or "",
-            format_number(t.objective_value),
+            objective,
             t.attempt,
             resumed,
             t.launch_reason or "",

@@ -56,6 +56,7 @@ _EXPORTS = {
         "list_experiments",
         "list_experiments_chunk",
         "load_manifests",
+        "pareto_front",
         "set_bookmark",
         "set_suspend",
         "whoami",
@@ -84,7 +85,15 @@ _EXPORTS = {
         "trial_logs",
         "trial_metrics",
     ],
-    "views": ["ExperimentDetail", "ExperimentSummary", "MetricPoint", "RestartResult", "TrialSummary"],
+    "views": [
+        "ExperimentDetail",
+        "ExperimentSummary",
+        "MetricPoint",
+        "ParetoFront",
+        "ParetoPoint",
+        "RestartResult",
+        "TrialSummary",
+    ],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -130,6 +139,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         list_experiments,
         list_experiments_chunk,
         load_manifests,
+        pareto_front,
         set_bookmark,
         set_suspend,
         whoami,
@@ -160,4 +170,12 @@ if TYPE_CHECKING:  # what type checkers and editors see
         trial_metrics,
     )
     from .tuning import tune
-    from .views import ExperimentDetail, ExperimentSummary, MetricPoint, RestartResult, TrialSummary
+    from .views import (
+        ExperimentDetail,
+        ExperimentSummary,
+        MetricPoint,
+        ParetoFront,
+        ParetoPoint,
+        RestartResult,
+        TrialSummary,
+    )

@@ -18,7 +18,14 @@ from hpo_operator.api.vocabulary import FINISHED_PHASES as FINISHED
 from .connection import Session
 from .errors import HpoError, InvalidInput, Timeout, translate
 from .query import ExperimentFilter, Page, paginate, sort_items
-from .views import ExperimentDetail, ExperimentSummary, experiment_detail, experiment_summary
+from .views import (
+    ExperimentDetail,
+    ExperimentSummary,
+    ParetoFront,
+    experiment_detail,
+    experiment_summary,
+    pareto_front_view,
+)
 
 LIST_CHUNK = 500
 # generateName adds 5 characters; an Experiment's name has at most 40.
@@ -166,6 +173,19 @@ def describe_experiment(s: Session, name: str, namespace: str | None = None) -> 
     trials = [t for t in list_objects(s, "trials", ns) if (t.get("spec") or {}).get("experimentName") == name]
     trials.sort(key=lambda t: (t["metadata"].get("creationTimestamp") or "", t["metadata"]["name"]))
     return experiment_detail(obj, trials)
+
+
+def pareto_front(s: Session, name: str, namespace: str | None = None, *, complete: bool = False) -> ParetoFront:
+    """The Pareto front of an experiment with several objectives, as its status holds it (the first
+    100 trials and the front's size), or with `complete`, computed whole from its Trials."""
+    obj = get_experiment_object(s, name, namespace)
+    if not ((obj.get("spec") or {}).get("objective") or {}).get("metrics"):
+        raise InvalidInput(f"experiment {name} has a single objective: it has a best trial, not a Pareto front")
+    trials = None
+    if complete:
+        ns = obj["metadata"]["namespace"]
+        trials = [t for t in list_objects(s, "trials", ns) if (t.get("spec") or {}).get("experimentName") == name]
+    return pareto_front_view(obj, trials)
 
 
 def load_manifests(text: str, source: str = "the file") -> list[dict]:

@@ -25,6 +25,10 @@ __all__ = [
     "experiment_detail",
     "trial_summary",
     "metric_points",
+    "ParetoFront",
+    "ParetoPoint",
+    "objective_text",
+    "pareto_front_view",
 ]
 
 
@@ -75,6 +79,8 @@ class ExperimentSummary(_Dictable):
     best_value: float | None
     started: datetime | None
     completed: datetime | None
+    pareto_front_size: int | None = None  # several objectives: trials on the front
+    hypervolume: float | None = None
 
 
 @dataclass
@@ -113,6 +119,8 @@ class TrialSummary(_Dictable):
     restart_condition: dict | None = None
     metric_history: list[MetricPoint] | None = None
     resumed_from: dict | None = None  # {trial, attempt, step}: a checkpoint it continued from
+    objective_values: dict[str, float] | None = None  # several objectives: each one's value, by name
+    feasible: bool | None = None  # with constraints: whether the trial met them
 
 
 @dataclass
@@ -153,6 +161,90 @@ class RestartResult(_Dictable):
     message: str
     decided_by: str  # client (refused before asking) or operator
     new_trial: str | None = None
+
+
+@dataclass
+class ParetoPoint(_Dictable):
+    trial: str
+    values: dict[str, float]  # by objective, in the spec's order
+    parameters: dict[str, str]
+
+
+@dataclass
+class ParetoFront(_Dictable):
+    """An experiment's Pareto front: the feasible succeeded trials no other beats in every
+    objective, best first by the first objective."""
+
+    experiment: str
+    namespace: str
+    objectives: list[dict[str, Any]]  # {metricName, type, referenceValue?} as the spec gives them
+    size: int  # the whole front's
+    hypervolume: float | None
+    trials: list[ParetoPoint]  # the status's (its first 100) or, computed from the Trials, all
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.trials) < self.size
+
+
+def objective_text(objective: dict) -> str | None:
+    """ "minimize loss", or "maximize val_acc, minimize latency_ms" for several objectives."""
+    if objective.get("metrics"):
+        return ", ".join(f"{m.get('type', '')} {m.get('metricName', '')}".strip() for m in objective["metrics"])
+    return f"{objective.get('type', '')} {objective.get('metricName', '')}".strip() or None
+
+
+def constraint_texts(objective: dict) -> list[str]:
+    """Each constraint as "memory_gb <= 16", "1 <= latency_ms <= 50"."""
+    out = []
+    for c in objective.get("constraints") or []:
+        low, high, name = c.get("min"), c.get("max"), c.get("metricName", "")
+        if low is not None and high is not None:
+            out.append(f"{low:g} <= {name} <= {high:g}")
+        elif high is not None:
+            out.append(f"{name} <= {high:g}")
+        elif low is not None:
+            out.append(f"{name} >= {low:g}")
+    return out
+
+
+def pareto_front_view(obj: dict, trials: list[dict] | None = None) -> ParetoFront:
+    """The front as the Experiment's status holds it; with `trials` (the experiment's Trial
+    objects), computed whole from them by the operator's own rule."""
+    meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
+    objectives = list((spec.get("objective") or {}).get("metrics") or [])
+    names = [m.get("metricName", "") for m in objectives]
+    if trials is None:
+        entries = [
+            (p.get("trialName", ""), p.get("values") or [], _values(p.get("parameters")))
+            for p in status.get("paretoFront") or []
+        ]
+        size = status.get("paretoFrontSize") or 0
+    else:
+        from hpo_operator.core.pareto import front
+
+        bodies = {
+            _meta(t).get("name", ""): t
+            for t in sorted(trials, key=lambda t: _meta(t).get("name", ""))
+            if (t.get("status") or {}).get("phase") == "Succeeded"
+            and len((t.get("status") or {}).get("objectiveValues") or []) == len(names)
+            and (t.get("status") or {}).get("feasible") is not False
+        }
+        points = {n: t["status"]["objectiveValues"] for n, t in bodies.items()}
+        on_front = front(points, [m.get("type", "minimize") for m in objectives])
+        entries = [(n, points[n], _values((bodies[n].get("spec") or {}).get("parameters"))) for n in on_front]
+        size = len(on_front)
+    return ParetoFront(
+        experiment=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        objectives=objectives,
+        size=size,
+        hypervolume=status.get("hypervolume"),
+        trials=[
+            ParetoPoint(name, dict(zip(names, values, strict=False)), {k: str(v) for k, v in params.items()})
+            for name, values, params in entries
+        ],
+    )
 
 
 def _meta(obj: dict) -> dict:
@@ -201,11 +293,13 @@ def experiment_summary(obj: dict) -> ExperimentSummary:
         configurations=status.get("configurations") or 0,
         trials=status.get("trials") or 0,
         trial_status=counts,
-        objective=f"{objective.get('type', '')} {objective.get('metricName', '')}".strip() or None,
+        objective=objective_text(objective),
         best_trial=best.get("trialName"),
         best_value=best.get("objectiveValue"),
         started=times.parse_or_none(status.get("startTime")),
         completed=times.parse_or_none(status.get("completionTime")),
+        pareto_front_size=status.get("paretoFrontSize"),
+        hypervolume=status.get("hypervolume"),
     )
 
 
@@ -260,7 +354,22 @@ def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
         restart_condition=dict(restart) if restart else None,
         metric_history=metric_points(obj) if history else None,
         resumed_from=dict(status["resumedFrom"]) if status.get("resumedFrom") else None,
+        objective_values=_objective_values(obj),
+        feasible=status.get("feasible"),
     )
+
+
+def _objective_values(trial: dict) -> dict[str, float] | None:
+    """Several objectives' values by name: the trial's objectiveValues, named from its metrics (the
+    trial does not carry its experiment's spec; the summary names them in the same order)."""
+    status = trial.get("status") or {}
+    values = status.get("objectiveValues")
+    if not values:
+        return None
+    names = [pair.split("=", 1)[0] for pair in (status.get("objectiveSummary") or "").split(", ") if "=" in pair]
+    if len(names) != len(values):
+        names = [f"objective{i + 1}" for i in range(len(values))]
+    return dict(zip(names, values, strict=True))
 
 
 def spec_summary(spec: dict) -> dict[str, Any]:
@@ -279,8 +388,8 @@ def spec_summary(spec: dict) -> dict[str, Any]:
         params.append({"name": p.get("name"), "range": text})
     goal = objective.get("goal")
     result = {
-        "objective": f"{objective.get('type')} {objective.get('metricName')}"
-        + (f" (goal {goal:g})" if goal is not None else ""),
+        "objective": (objective_text(objective) or "") + (f" (goal {goal:g})" if goal is not None else ""),
+        "constraints": constraint_texts(objective),
         "additionalMetrics": list(objective.get("additionalMetricNames") or []),
         "algorithm": algorithm.get("name") or "random",
         "seed": algorithm.get("seed"),

@@ -130,27 +130,37 @@ def latest(samples: Iterable[Sample]) -> dict[str, Sample]:
 # --- where a trial's result is read: metricsCollector.source ------------------------------------
 
 
-def log_needed(source: str, termination_message: str | None, objective: str, formats: Sequence[str] = ()) -> bool:
+def _names(required: str | Sequence[str]) -> list[str]:
+    return [required] if isinstance(required, str) else list(required)
+
+
+def log_needed(
+    source: str, termination_message: str | None, required: str | Sequence[str], formats: Sequence[str] = ()
+) -> bool:
     """Whether a succeeded trial's log must be read for its result: always with StdoutLog, never
-    with TerminationMessage, and with Auto when the termination message lacks the objective."""
+    with TerminationMessage, and with Auto when the termination message lacks a required metric
+    (the objective, each of several objectives, each constraint's metric)."""
     if source == "TerminationMessage":
         return False
-    return source == "StdoutLog" or not parse_termination_message(termination_message, [objective], formats)
+    names = _names(required)
+    found = {s.name for s in parse_termination_message(termination_message, names, formats)}
+    return source == "StdoutLog" or not all(n in found for n in names)
 
 
 def final_samples(
     source: str,
-    objective: str,
+    required: str | Sequence[str],
     termination_message: str | None,
     log: str,
     wanted: Iterable[str],
     formats: Sequence[str] = (),
 ) -> list[Sample]:
     """A finished attempt's metrics by source: the termination message, the log, or (Auto) the
-    message and then the log when the message lacks the objective. formats: the log's regexes
+    message and then the log when the message lacks a required metric. formats: the log's regexes
     (metricsCollector.metricsFormat), also for a termination message that is not JSON."""
     wanted = list(wanted)
     samples = [] if source == "StdoutLog" else parse_termination_message(termination_message, wanted, formats)
-    if source == "StdoutLog" or (source == "Auto" and objective not in {s.name for s in samples}):
+    found = {s.name for s in samples}
+    if source == "StdoutLog" or (source == "Auto" and not all(n in found for n in _names(required))):
         samples += parse_log(log, wanted, formats=formats)
     return samples

@@ -181,10 +181,18 @@ def experiment_view(obj: dict) -> dict:
     spec = obj.get("spec") or {}
     objective = spec.get("objective") or {}
     detail["parameterNames"] = [p.get("name") for p in spec.get("parameters") or []]
+    several = [m.get("metricName") for m in objective.get("metrics") or []]
     detail["metricNames"] = [
-        m for m in [objective.get("metricName"), *(objective.get("additionalMetricNames") or [])] if m
+        m
+        for m in [
+            objective.get("metricName"),
+            *several,
+            *(c.get("metricName") for c in objective.get("constraints") or []),
+            *(objective.get("additionalMetricNames") or []),
+        ]
+        if m
     ]
-    detail["direction"] = objective.get("type") or "minimize"
+    detail["direction"] = objective.get("type") or ((objective.get("metrics") or [{}])[0].get("type")) or "minimize"
     detail["resourceVersion"] = (obj.get("metadata") or {}).get("resourceVersion")
     return detail
 

@@ -98,6 +98,9 @@ def parse_spec(spec: dict) -> ExperimentSpec:
 def _state(status: dict) -> tuple[TrialState, float | None]:
     phase = status.get("phase") or "Pending"
     value = status.get("objectiveValue")
+    if value is None and status.get("objectiveValues"):
+        # Several objectives: until the dashboard plots fronts, its single-objective plots show the first.
+        value = status["objectiveValues"][0]
     if phase == "Succeeded" and value is not None and math.isfinite(value):
         return TrialState.COMPLETE, float(value)
     if phase == "EarlyStopped":
@@ -129,8 +132,8 @@ def build_study(
     parsed = parse_spec(spec)
     parameters = list(parsed.parameters)
     distributions = {p.name: _distribution(p) for p in parameters}
-    metric = metric or parsed.objective.metric_name
-    direction = "minimize" if parsed.objective.type == "minimize" else "maximize"
+    metric = metric or parsed.objective.names[0]
+    direction = parsed.objective.directions[0]
     frozen, names = [], []
     for t in creation_order(trials):
         status = t.get("status") or {}
@@ -286,7 +289,7 @@ def curve_trials(trials: Sequence[dict], metric: str, chosen: Sequence[str] = ()
 def curves(spec: dict, trials: Sequence[dict], metric: str | None = None, chosen: Sequence[str] = ()) -> go.Figure:
     """Per-trial curves of one metric over its steps (metricHistory), several trials overlaid:
     Optuna's intermediate-values plot of a study whose intermediate values are that metric's."""
-    metric = metric or parse_spec(spec).objective.metric_name
+    metric = metric or parse_spec(spec).objective.names[0]
     picked = curve_trials(trials, metric, chosen)
     ts = build_study(spec, picked, metric=metric, state=TrialState.RUNNING, with_history=True)
     figure = vis.plot_intermediate_values(ts.study)

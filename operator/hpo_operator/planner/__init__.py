@@ -34,7 +34,8 @@ status). `plan()` below calls their steps, in this order:
   5. launch.tell_results: decided results, told to the search algorithm;
   6. experiment.best_trial and launch.count_launched: the best trial, what was launched so far;
   7. experiment.decide: the phase, launching pods and suggestions on the way (launch.launch);
-  8. experiment.record_results and experiment.retention: counts, best trial, checkpoint claims;
+  8. experiment.record_results and experiment.retention: counts, best trial (or Pareto front),
+     checkpoint claims;
   9. experiment.finish_status: trial counts, and the Plan with the statuses the round changed.
 apply.py's `stages()` turns a Plan into its writes, in the one order every caller uses (the executor
 on the API server, simulate.MemoryCluster on dicts).
@@ -61,6 +62,7 @@ from hpo_operator.api.vocabulary import (
     MANAGED_BY,
     TERMINAL_PHASES,
 )
+from hpo_operator.core import pareto
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 
@@ -130,13 +132,7 @@ def restore_suggester(
     """A new process's study for an experiment: warm-started from the succeeded trials of
     `warm` (another experiment's Trial bodies), then replayed from the experiment's own Trials."""
     suggester = Suggester(spec)
-    suggester.warm_start(
-        [
-            ({p["name"]: p["value"] for p in t["spec"].get("parameters") or []}, t["status"]["objectiveValue"])
-            for t in warm
-            if (t.get("status") or {}).get("phase") == "Succeeded" and t["status"].get("objectiveValue") is not None
-        ]
-    )
+    suggester.warm_start(warm_results(spec, warm))
     recorded = {
         int(t.spec["suggestionIndex"]): Recorded(t.values, t.meta.get("creationTimestamp"))
         for t in trials
@@ -144,6 +140,36 @@ def restore_suggester(
     }
     suggester.replay(recorded, int(status.get("suggestionCount") or 0))
     return suggester
+
+
+def warm_results(
+    spec: ExperimentSpec, bodies: Sequence[dict[str, Any]]
+) -> list[tuple[dict[str, str], float | list[float], dict[str, float] | None]]:
+    """What another experiment's succeeded Trials teach this one's sampler: each configuration with
+    this experiment's objective (its objectiveValue) or objectives (each read from the trial's
+    metrics by name, so the other experiment may list them in another order), and with this
+    experiment's constraints' values. A trial that lacks one of these metrics is left out."""
+    out: list[tuple[dict[str, str], float | list[float], dict[str, float] | None]] = []
+    objective = spec.objective
+    for t in bodies:
+        status = t.get("status") or {}
+        if status.get("phase") != "Succeeded":
+            continue
+        values = {p["name"]: p["value"] for p in t["spec"].get("parameters") or []}
+        found = {m["name"]: m["value"] for m in status.get("metrics") or [] if "name" in m and "value" in m}
+        if not objective.multi:
+            found[objective.names[0]] = status.get("objectiveValue")
+        if any(found.get(name) is None for name in objective.required_names):
+            continue
+        result: float | list[float] = (
+            [float(found[n]) for n in objective.names] if objective.multi else float(found[objective.names[0]])
+        )
+        constraints = None
+        if objective.constraints:
+            broken = pareto.violations(objective.constraints, found)
+            constraints = {c.metric_name: v for c, v in zip(objective.constraints, broken, strict=True)}
+        out.append((values, result, constraints))
+    return out
 
 
 def plan(

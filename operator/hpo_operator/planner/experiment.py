@@ -13,9 +13,17 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec, ParameterAssignment
-from hpo_operator.api.status import STATUS_HISTORY_LIMIT, ExperimentStatus, Metric, OptimalTrial, PhaseChange
+from hpo_operator.api.status import (
+    PARETO_FRONT_LIMIT,
+    STATUS_HISTORY_LIMIT,
+    ExperimentStatus,
+    Metric,
+    OptimalTrial,
+    ParetoTrial,
+    PhaseChange,
+)
 from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES, ExperimentPhase
-from hpo_operator.core import times
+from hpo_operator.core import pareto, times
 from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.workloads import checkpoint
 
@@ -104,10 +112,15 @@ def reject_spec(state: RoundState, status: ExperimentStatus, invalid: list[str])
 
 
 def best_trial(state: RoundState) -> TrialView | None:
+    """The best feasible succeeded trial of a single objective (none with several: see
+    pareto_front)."""
+    if state.spec.objective.multi:
+        return None
     best, best_value = None, 0.0
     for t in state.trials:
-        value = state.current(t).objective_value
-        if state.phase(t) == "Succeeded" and value is not None:
+        st = state.current(t)
+        value = st.objective_value
+        if state.phase(t) == "Succeeded" and value is not None and st.feasible is not False:
             if best is None or is_better(state.spec, value, best_value):
                 best, best_value = t, value
     return best
@@ -208,6 +221,7 @@ def record_results(state: RoundState, status: ExperimentStatus, best: TrialView 
     status.suggestion_count = state.suggestion_count
     status.configurations = state.configurations
     status.failed_configurations = len(state.failed_keys)
+    pareto_front(state, status)
     if best is not None:
         bst = state.current(best)
         assert bst.objective_value is not None  # best_trial() picks only trials with a value
@@ -217,6 +231,38 @@ def record_results(state: RoundState, status: ExperimentStatus, best: TrialView 
             parameters=[ParameterAssignment(name=k, value=v) for k, v in best.values.items()],
             metrics=[Metric(name=m.name, value=m.value) for m in bst.metrics or []],
         )
+
+
+def pareto_front(state: RoundState, status: ExperimentStatus) -> None:
+    """Several objectives: the front of the feasible succeeded trials (the first
+    PARETO_FRONT_LIMIT of it, best first by the first objective), its size, and its hypervolume
+    when the spec gives a reference point."""
+    objective = state.spec.objective
+    if not objective.multi:
+        return
+    width = len(objective.names)
+    points: dict[str, list[float]] = {}
+    views: dict[str, TrialView] = {}
+    # By name, so that the front's order among equal points does not depend on creation times.
+    for t in sorted(state.trials, key=lambda t: t.name):
+        st = state.current(t)
+        values = st.objective_values
+        if state.phase(t) == "Succeeded" and values and len(values) == width and st.feasible is not False:
+            points[t.name], views[t.name] = list(values), t
+    names = pareto.front(points, objective.directions)
+    status.pareto_front = [
+        ParetoTrial(
+            trial_name=name,
+            values=points[name],
+            parameters=[ParameterAssignment(name=k, value=v) for k, v in views[name].values.items()],
+        )
+        for name in names[:PARETO_FRONT_LIMIT]
+    ]
+    status.pareto_front_size = len(names)
+    reference = objective.reference_point
+    status.hypervolume = None
+    if reference is not None and pareto.hypervolume_affordable(len(names), width):
+        status.hypervolume = pareto.hypervolume([points[n] for n in names], objective.directions, reference)
 
 
 def retention(state: RoundState) -> None:

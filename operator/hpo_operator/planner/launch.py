@@ -8,11 +8,13 @@ calls launch() while the experiment may still launch."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from functools import cached_property
 
-from hpo_operator.api.status import Metric
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import Metric, TrialStatus
 from hpo_operator.api.vocabulary import A_NOT_BEFORE
-from hpo_operator.core import times
+from hpo_operator.core import pareto, times
 from hpo_operator.core.podstate import FINISHED_POD_PHASES, stranded
 from hpo_operator.core.space import config_hash
 from hpo_operator.search.suggest import Outcome
@@ -134,8 +136,8 @@ def outcome(state: RoundState, trials: list[TrialView], finally_failed: bool = F
     as the deciding trial's metricHistory holds it (its final log read)."""
     for t in trials:
         st = state.current(t)
-        if state.phase(t) == "Succeeded" and st.objective_value is not None:
-            return Outcome(value=st.objective_value, at=st.completion_time, steps=curve(state, t))
+        if state.phase(t) == "Succeeded" and (result := succeeded_outcome(state.spec, st)) is not None:
+            return replace(result, steps=curve(state, t))
     latest = state.latest(trials)
     if state.phase(latest) == "EarlyStopped":
         return Outcome(pruned=True, at=state.current(latest).completion_time, steps=curve(state, latest))
@@ -144,12 +146,35 @@ def outcome(state: RoundState, trials: list[TrialView], finally_failed: bool = F
     return None
 
 
+def succeeded_outcome(spec: ExperimentSpec, st: TrialStatus) -> Outcome | None:
+    """What the sampler is told of a succeeded trial: its objective's value (or its objectives'
+    values) and, with constraints, how far each is broken, from its metrics. None if its status
+    lacks a result (written by hand, or by an operator that knew other objectives)."""
+    at = st.completion_time
+    constraints = None
+    if spec.objective.constraints:
+        found = {m.name: m.value for m in st.metrics or []}
+        try:
+            broken = pareto.violations(spec.objective.constraints, found)
+        except KeyError:
+            return None
+        constraints = {c.metric_name: v for c, v in zip(spec.objective.constraints, broken, strict=True)}
+    if spec.objective.multi:
+        values = st.objective_values
+        if values is None or len(values) != len(spec.objective.names):
+            return None
+        return Outcome(values=tuple(values), constraints=constraints, at=at)
+    if st.objective_value is None:
+        return None
+    return Outcome(value=st.objective_value, constraints=constraints, at=at)
+
+
 def curve(state: RoundState, t: TrialView) -> Curve | None:
     """The objective's intermediate values in the trial's metricHistory, for the pruner (none
     without earlyStopping: nothing would judge by them)."""
     if state.spec.early_stopping is None:
         return None
-    return Curve(state.current(t).metric_history or [], state.spec.objective.metric_name)
+    return Curve(state.current(t).metric_history or [], state.spec.objective.names[0])
 
 
 class Curve(Mapping[int, float]):

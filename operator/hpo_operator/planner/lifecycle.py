@@ -15,7 +15,7 @@ from typing import Any
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
 from hpo_operator.api.vocabulary import TERMINAL_PHASES
-from hpo_operator.core import metrics, times
+from hpo_operator.core import metrics, pareto, times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation, finished, observe
 from hpo_operator.core.space import summary
@@ -55,7 +55,7 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None
     if obs.phase == "Succeeded" and metrics.log_needed(
         spec.metrics_collector.source,
         obs.termination_message,
-        spec.objective.metric_name,
+        spec.objective.required_names,
         spec.metrics_collector.metrics_format or (),
     ):
         return "final"
@@ -142,18 +142,18 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
         samples = final_samples(state, t, obs)
         found = metrics.latest(samples)
         reported = [metric(s, obs.finish_time) for s in found.values()]
-        objective = found.get(spec.objective.metric_name)
+        missing = [name for name in spec.objective.required_names if name not in found]
         history = continued(state, t, metric_history(samples, obs.finish_time))
         if history:
             common["metric_history"] = history
         common.update(resumed_from(state, t, found))
-        if objective is None:
+        if missing:
             state.set_status(
                 t,
                 phase="Failed",
                 reason="MetricsUnavailable",
                 failure_class="MetricsUnavailable",
-                message=f"the trial succeeded but reported no {spec.objective.metric_name} "
+                message=f"the trial succeeded but reported no {' or '.join(missing)} "
                 f"metric ({spec.metrics_collector.source})",
                 metrics=reported or None,
                 **common,
@@ -165,8 +165,8 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
                 reason="Completed",
                 message="",
                 failure_class=None,
-                objective_value=objective.value,
                 metrics=reported,
+                **result_fields(spec, {name: s.value for name, s in found.items()}),
                 **common,
             )
         return
@@ -204,11 +204,29 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
     state.update(t, phase="Pending", reason=obs.reason, message=obs.message, pod_name=t.name)
 
 
+def result_fields(spec: ExperimentSpec, found: dict[str, float]) -> dict[str, Any]:
+    """A succeeded trial's result, from its metrics (every required one is there): the objective's
+    value, or several objectives' values and their summary; with constraints, whether it is
+    feasible."""
+    objective = spec.objective
+    if objective.multi:
+        values = [found[name] for name in objective.names]
+        fields: dict[str, Any] = dict(
+            objective_values=values,
+            objective_summary=", ".join(f"{n}={v:g}" for n, v in zip(objective.names, values, strict=True)),
+        )
+    else:
+        fields = dict(objective_value=found[objective.names[0]])
+    if objective.constraints:
+        fields["feasible"] = pareto.feasible(objective.constraints, found)
+    return fields
+
+
 def final_samples(state: RoundState, t: TrialView, obs: Any) -> list[metrics.Sample]:
     """A finished attempt's metrics, from where metricsCollector.source says."""
     return metrics.final_samples(
         state.spec.metrics_collector.source,
-        state.spec.objective.metric_name,
+        state.spec.objective.required_names,
         obs.termination_message,
         state.logs.get(t.name, ""),
         state.wanted,
@@ -259,7 +277,7 @@ def check_progress(state: RoundState, t: TrialView) -> None:
         return
     history = continued(state, t, metric_history(samples, None))
     state.update(t, metrics=[metric(s, None) for s in metrics.latest(samples).values()], metric_history=history or None)
-    objective = spec.objective.metric_name
+    objective = spec.objective.names[0]  # early stopping has a single objective
     steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}
     if state.checkpoint is not None:
         # Early stopping judges the configuration: its earlier attempts' steps too.

@@ -1,7 +1,8 @@
 """An experiment run in memory, without a cluster: each round plans as handlers.reconcile does
 (with the Suggester's suggest, should_stop and tell), carries the plan out on dicts, and every
 pod started in a round has succeeded by the next one, its termination message giving the
-objective as loss(values). Benchmarks and tests drive whole searches through it.
+objective as loss(values) (or, when loss returns a dict, those metrics). Benchmarks and tests
+drive whole searches through it.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class MemoryCluster:
 
 
 class InMemoryExperiment(MemoryCluster):
-    def __init__(self, spec: ExperimentSpec, loss: Callable[[dict[str, str]], float]):
+    def __init__(self, spec: ExperimentSpec, loss: Callable[[dict[str, str]], float | dict[str, float]]):
         super().__init__(lambda name: self.pod(name, None))
         self.spec, self.loss = spec, loss
         self.suggester = planner.restore_suggester(spec, [], {})
@@ -159,7 +160,9 @@ class InMemoryExperiment(MemoryCluster):
         self.now += ROUND
         for name, pod in list(self.pods.items()):
             if pod["status"]["phase"] == "Pending":
-                result = {self.spec.objective.metric_name: self.loss(parameters(self.trials[name]))}
+                found = self.loss(parameters(self.trials[name]))
+                # A number is the (single) objective; a dict, the metrics reported (several objectives, constraints).
+                result = found if isinstance(found, dict) else {self.spec.objective.names[0]: found}
                 self.pods[name] = self.pod(name, json.dumps(result))
 
     def pod(self, name: str, result: str | None) -> dict[str, Any]:

@@ -199,7 +199,7 @@ class RoundState:
         self.exp_status = ExperimentStatus.model_validate(exp.status)
         failed = get_condition(self.exp_status.conditions, "Failed")
         self.finished = self.exp_status.phase in FINISHED_PHASES and (failed is None or failed.reason != "InvalidSpec")
-        self.wanted = [self.spec.objective.metric_name, *(self.spec.objective.additional_metric_names or [])]
+        self.wanted = self.spec.objective.recorded_names
         self.checkpoint = self.spec.trial_template.checkpoint
         if self.checkpoint is not None:
             self.wanted.append(checkpoint.RESUMED_STEP)
@@ -245,7 +245,12 @@ class RoundState:
             kind = "Normal" if phase in ("Succeeded", "EarlyStopped") else "Warning"
             text = st.message or st.reason or phase
             if phase == "Succeeded":
-                text = f"objective {self.spec.objective.metric_name}={st.objective_value}"
+                if self.spec.objective.multi:
+                    text = f"objectives {st.objective_summary}"
+                else:
+                    text = f"objective {self.spec.objective.metric_name}={st.objective_value}"
+                if st.feasible is False:
+                    text += " (infeasible: outside the constraints)"
             self.plan.events.append(Event(t.name, kind, f"Trial{phase}", text))
 
     def kill(self, t: TrialView, reason: str, message: str) -> None:

@@ -35,6 +35,8 @@ SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "qmc": optuna.samplers.QMCSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
 }
 
 

@@ -14,6 +14,11 @@ running trial's steps reach the pruner only as often as its log is read, so a re
 the trial's whole curve (its metricHistory, from its final log read): the pruner then holds every
 finished trial's curve, whatever the reads saw, and a study rebuilt after a restart holds them too.
 
+With several objectives the study has one direction per objective and a result is their values
+in the spec's order. Constraints reach the sampler as each result's constraint values (Optuna's
+Trial.set_constraint: 0 or less is met); samplers that use them (tpe, nsga2, nsga3) learn to avoid
+infeasible configurations, the others ignore them.
+
 The study's sampler, pruner and distributions are built from the spec in samplers.py.
 """
 
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,6 +65,10 @@ class Outcome:
     """What became of a suggested configuration, as far as the sampler should know."""
 
     value: float | None = None  # the objective, if it succeeded
+    # With several objectives, their values (in the spec's order) instead of `value`.
+    values: tuple[float, ...] | None = None
+    # With constraints: how far each is broken (0 or less: met), by metric, if it succeeded.
+    constraints: Mapping[str, float] | None = None
     failed: bool = False  # finally failed (retries spent)
     pruned: bool = False  # stopped early
     at: str | None = None  # when it was decided (RFC 3339), for replaying the history in order
@@ -69,6 +78,21 @@ class Outcome:
 
     def without_steps(self) -> Outcome:
         return replace(self, steps=None)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.value is not None or self.values is not None
+
+    def result(self) -> float | list[float]:
+        """What Optuna is told: the value, or the values of several objectives."""
+        if self.values is not None:
+            return list(self.values)
+        assert self.value is not None
+        return self.value
+
+
+# A warm-start entry with constraint values: (values, objective or objectives, constraints).
+Warm = tuple[Mapping[str, str], float | Sequence[float], Mapping[str, float] | None]
 
 
 @dataclass
@@ -84,11 +108,13 @@ class Suggester:
         self.spec = spec
         self.params = spec.parameters
         self.distributions = {p.name: distribution(p) for p in spec.parameters}
-        direction = "minimize" if spec.objective.type == "minimize" else "maximize"
         # A fixed study name: Hyperband puts trial n in the bracket its name and n hash to, and a
         # study rebuilt after a restart must put every trial in the same bracket again.
         self.study = optuna.create_study(
-            study_name=STUDY_NAME, direction=direction, sampler=make_sampler(spec), pruner=make_pruner(spec)
+            study_name=STUDY_NAME,
+            directions=spec.objective.directions,
+            sampler=make_sampler(spec),
+            pruner=make_pruner(spec),
         )
         # Rung-based pruners (asha, hyperband) record a trial's value at each rung when asked at
         # that step; the median rule keeps no records, and asking it again would only cost time.
@@ -138,17 +164,28 @@ class Suggester:
         self._asked[index] = self.study.ask(self.distributions)
         self._keys[index] = tuple(sorted(self.values(index).items()))
 
-    def warm_start(self, finished: list[tuple[Mapping[str, str], float]]) -> int:
-        """Teaches the sampler finished configurations of another experiment (values, objective);
-        returns how many fit this search space. Grid search has nothing to learn."""
+    def warm_start(self, finished: Sequence[tuple[Mapping[str, str], float | Sequence[float]] | Warm]) -> int:
+        """Teaches the sampler finished configurations of another experiment (values, objective or
+        objectives, and optionally constraint values); returns how many fit this search space and
+        these objectives. Grid search has nothing to learn."""
         if self.spec.algorithm.name == "grid":
             return 0
         taught = 0
-        for values, objective in finished:
+        for entry in finished:
+            values, objective = entry[0], entry[1]
+            constraints = entry[2] if len(entry) > 2 else None
+            result = [float(objective)] if isinstance(objective, (int, float)) else [float(v) for v in objective]
+            if len(result) != len(self.study.directions):
+                continue  # not a result of these objectives
             try:
                 params = {p.name: _typed(p, values[p.name]) for p in self.params}
                 self.study.add_trial(
-                    optuna.trial.create_trial(params=params, distributions=self.distributions, value=objective)
+                    optuna.trial.create_trial(
+                        params=params,
+                        distributions=self.distributions,
+                        values=result,
+                        constraints=dict(constraints) if constraints else None,
+                    )
                 )
             except (KeyError, ValueError):
                 continue  # not a configuration of this search space
@@ -247,25 +284,27 @@ class Suggester:
                 continue
             self._values[index] = values
             self._keys[index] = tuple(sorted(values.items()))
-            if outcome is None or (outcome.value is None and not outcome.failed and not outcome.pruned):
+            if outcome is None or (not outcome.succeeded and not outcome.failed and not outcome.pruned):
                 self.study.enqueue_trial(params)
                 self._asked[index] = self.study.ask(self.distributions)
                 continue
             if outcome.pruned:
-                state, value = TrialState.PRUNED, None
-            elif outcome.value is not None:
-                state, value = TrialState.COMPLETE, outcome.value
+                state, result = TrialState.PRUNED, None
+            elif outcome.succeeded:
+                state, result = TrialState.COMPLETE, outcome.result()
             else:
-                state, value = TrialState.FAIL, None
+                state, result = TrialState.FAIL, None
             # The curve goes in whole; a rung-based pruner's records of it are not rebuilt here
             # (they are made only by asking it step by step, which the replay does).
             self.study.add_trial(
                 optuna.trial.create_trial(
                     params=params,
                     distributions=self.distributions,
-                    value=value,
+                    value=result if not isinstance(result, list) else None,
+                    values=result if isinstance(result, list) else None,
                     state=state,
                     intermediate_values=dict(outcome.steps or {}),
+                    constraints=dict(outcome.constraints) if outcome.constraints and result is not None else None,
                 )
             )
             self._told.add(index)
@@ -292,7 +331,7 @@ class Suggester:
     def _tell(self, index: int, outcome: Outcome) -> None:
         if index in self._told or index not in self._asked:
             return
-        if outcome.value is None and not outcome.failed and not outcome.pruned:
+        if not outcome.succeeded and not outcome.failed and not outcome.pruned:
             return
         self._told.add(index)
         trial = self._asked[index]
@@ -305,11 +344,14 @@ class Suggester:
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # already finished in the study (a replayed ask that was replaced): nothing to add
             self._reported.pop(trial.number, None)  # should_stop asks no more of it
+            # CMA-ES does not use constraints and warns of every trial that has them.
+            if outcome.succeeded and self.spec.algorithm.name != "cmaes":
+                self._constrain(trial, outcome.constraints or {})
         try:
             if outcome.pruned:
                 self.study.tell(self._asked[index], state=TrialState.PRUNED, skip_if_finished=True)
-            elif outcome.value is not None:
-                self.study.tell(self._asked[index], outcome.value, skip_if_finished=True)
+            elif outcome.succeeded:
+                self.study.tell(self._asked[index], outcome.result(), skip_if_finished=True)
             else:
                 self.study.tell(self._asked[index], state=TrialState.FAIL, skip_if_finished=True)
         except RuntimeError as e:
@@ -323,6 +365,15 @@ class Suggester:
         key = self._keys.get(index)
         for other in [i for i, k in self._keys.items() if k == key and i not in self._told]:
             self._tell(other, outcome.without_steps())
+
+    @staticmethod
+    def _constrain(trial: optuna.Trial, constraints: Mapping[str, float]) -> None:
+        """The result's constraint values, which the sampler reads once the trial is told."""
+        for name, value in constraints.items():
+            try:
+                trial.set_constraint(name, value)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return  # a replayed ask that was replaced: its result goes to the one that replaced it
 
     def should_stop(self, index: int, values: Mapping[int, float]) -> bool:
         """Reports a running trial's intermediate objective values (step -> value) and asks the

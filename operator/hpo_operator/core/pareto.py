@@ -1,0 +1,125 @@
+"""Several objectives: constraints' feasibility, the Pareto front and its hypervolume, as pure
+functions of the trials' values. The planner writes their results into the Experiment's status;
+the client, the kubectl plugin and the dashboard can compute the same from Trials.
+
+Values come in the spec's order with each objective's direction (minimize or maximize); inside,
+every objective is turned into one to minimise (a maximised value negated), so one comparison
+serves all. Optuna's hypervolume is not part of its public API, so it is computed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
+
+from hpo_operator.api.spec import MetricConstraint
+
+K = TypeVar("K", bound=Hashable)
+Point = tuple[float, ...]
+
+
+def violations(constraints: Sequence[MetricConstraint], metrics: Mapping[str, float]) -> list[float]:
+    """How far each constraint is broken (0 or less: met), in the order given; a bound with both
+    min and max gives the larger of its two gaps. This is what Optuna's constraints_func returns.
+    Raises KeyError for a constraint's metric that is missing."""
+    out = []
+    for c in constraints:
+        value = metrics[c.metric_name]
+        gaps = []
+        if c.max is not None:
+            gaps.append(value - c.max)
+        if c.min is not None:
+            gaps.append(c.min - value)
+        out.append(max(gaps))
+    return out
+
+
+def feasible(constraints: Sequence[MetricConstraint], metrics: Mapping[str, float]) -> bool:
+    return all(v <= 0 for v in violations(constraints, metrics))
+
+
+def minimised(values: Sequence[float], directions: Sequence[str]) -> Point:
+    """The values as objectives to minimise: a maximised one negated."""
+    return tuple(-v if d == "maximize" else v for v, d in zip(values, directions, strict=True))
+
+
+def dominates(a: Point, b: Point) -> bool:
+    """a is at least as good as b in every (minimised) objective and better in one."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def front(points: Mapping[K, Sequence[float]], directions: Sequence[str]) -> list[K]:
+    """The keys of the non-dominated points, best first by the first objective (then by the
+    next ones, then by key order as given). Equal points are all on the front: neither beats the
+    other.
+
+    Sorted lexicographically, a point can only be dominated by one before it, and if it is, then
+    also by a point of the front before it; so each point is compared with the front so far only,
+    not with every other point (fast while fronts are small, as they are in practice)."""
+    mins = {k: minimised(v, directions) for k, v in points.items()}
+    order = {k: i for i, k in enumerate(points)}
+    ranked = sorted(points, key=lambda k: (mins[k], order[k]))
+    if len(directions) == 2:
+        # Two objectives: a point is on the front if its second value beats every earlier point's,
+        # or equals the last kept point (one sort, then one pass, however large the front).
+        front2: list[K] = []
+        for k in ranked:
+            if not front2 or mins[k][1] < mins[front2[-1]][1] or mins[k] == mins[front2[-1]]:
+                front2.append(k)
+        return front2
+    kept: list[tuple[K, Point]] = []
+    for k in ranked:
+        p = mins[k]
+        if not any(dominates(q, p) for _, q in kept):
+            kept.append((k, p))
+    return [k for k, _ in kept]
+
+
+# The exact hypervolume's cost grows steeply with the number of objectives (slicing one objective
+# at a time): the largest fronts it is computed for, per number of objectives, each about half a
+# second at worst (points spread over a sphere, all on the front). Two objectives take one sort
+# at any size. Larger fronts get no hypervolume rather than a round that stalls.
+HYPERVOLUME_MAX_FRONT = {3: 1000, 4: 100, 5: 40, 6: 20, 7: 15, 8: 10}
+
+
+def hypervolume_affordable(size: int, objectives: int) -> bool:
+    return size <= HYPERVOLUME_MAX_FRONT.get(objectives, size)
+
+
+def hypervolume(points: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]) -> float:
+    """The volume of objective space the points dominate, bounded by the reference point (given in
+    the objectives' own directions). Points not strictly better than the reference in every
+    objective add nothing."""
+    ref = minimised(reference, directions)
+    inside = [p for p in (minimised(x, directions) for x in points) if all(v < r for v, r in zip(p, ref, strict=True))]
+    return _volume(inside, ref)
+
+
+def _volume(points: list[Point], ref: Point) -> float:
+    """Hypervolume of minimised points below `ref` (dominated ones add nothing), by slicing along the last
+    objective: between two consecutive values of it, the points at or below the slice dominate
+    a (d-1)-dimensional volume, computed the same way; two objectives are one sweep."""
+    if not points:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(p[0] for p in points)
+    if len(ref) == 2:
+        area, best_y = 0.0, ref[1]
+        for x, y in sorted(points):
+            if y < best_y:
+                area += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return area
+    ordered = sorted(points, key=lambda p: p[-1])
+    total = 0.0
+    below: list[Point] = []  # the (d-1)-dimensional front of the points up to this slice
+    area = 0.0
+    for i, p in enumerate(ordered):
+        q = p[:-1]
+        if not any(all(x <= y for x, y in zip(b, q, strict=True)) for b in below):
+            # q adds to the front below: it replaces the points it dominates (or equals).
+            below = [b for b in below if not all(x <= y for x, y in zip(q, b, strict=True))] + [q]
+            area = _volume(below, ref[:-1])
+        top = ordered[i + 1][-1] if i + 1 < len(ordered) else ref[-1]
+        total += (top - p[-1]) * area
+    return total

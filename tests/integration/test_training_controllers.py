@@ -12,31 +12,9 @@ import pytest
 from kubernetes import client
 
 from tests.kube import wait_until
+from tests.training import JOBSET, KUEUE, QUEUE_LABEL, TRAINER, condition, local_queue, pod_spec
 
 pytestmark = pytest.mark.usefixtures("training_controllers", "kwok_nodes")
-
-JOBSET = ("jobset.x-k8s.io", "v1alpha2", "jobsets")
-KUEUE = "kueue.x-k8s.io"
-KUEUE_VERSION = "v1beta2"
-TRAINER = ("trainer.kubeflow.org", "v1alpha1")
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-
-
-def pod_spec(duration: str = "1s", cpu: str | None = None) -> dict:
-    container: dict = {"name": "train", "image": "example.org/train:1.0"}
-    if cpu:
-        container["resources"] = {"requests": {"cpu": cpu}}
-    return {
-        "metadata": {"annotations": {"sim.hpo.dev/duration": duration}},
-        "spec": {"restartPolicy": "Never", "nodeSelector": {"type": "kwok"}, "containers": [container]},
-    }
-
-
-def condition(obj: dict, kind: str) -> str | None:
-    for c in obj.get("status", {}).get("conditions") or []:
-        if c["type"] == kind:
-            return c["status"]
-    return None
 
 
 def test_a_jobset_runs_to_completion_on_kwok_nodes(api, namespace):
@@ -80,53 +58,9 @@ def test_a_jobset_runs_to_completion_on_kwok_nodes(api, namespace):
 
 @pytest.fixture
 def cluster_queue(api, namespace):
-    """A ResourceFlavor and a ClusterQueue with 1 CPU of quota, and a LocalQueue in the test's
-    namespace pointing at it; yields the LocalQueue's name. The cluster-scoped ones go at teardown."""
-    custom = client.CustomObjectsApi(api)
-    name = f"hpo-smoke-{uuid.uuid4().hex[:6]}"
-    custom.create_cluster_custom_object(
-        KUEUE,
-        KUEUE_VERSION,
-        "resourceflavors",
-        {"apiVersion": f"{KUEUE}/{KUEUE_VERSION}", "kind": "ResourceFlavor", "metadata": {"name": name}},
-    )
-    custom.create_cluster_custom_object(
-        KUEUE,
-        KUEUE_VERSION,
-        "clusterqueues",
-        {
-            "apiVersion": f"{KUEUE}/{KUEUE_VERSION}",
-            "kind": "ClusterQueue",
-            "metadata": {"name": name},
-            "spec": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "resourceGroups": [
-                    {
-                        "coveredResources": ["cpu"],
-                        "flavors": [{"name": name, "resources": [{"name": "cpu", "nominalQuota": "1"}]}],
-                    }
-                ],
-            },
-        },
-    )
-    custom.create_namespaced_custom_object(
-        KUEUE,
-        KUEUE_VERSION,
-        namespace,
-        "localqueues",
-        {
-            "apiVersion": f"{KUEUE}/{KUEUE_VERSION}",
-            "kind": "LocalQueue",
-            "metadata": {"name": "smoke"},
-            "spec": {"clusterQueue": name},
-        },
-    )
-    yield "smoke"
-    for plural in ("clusterqueues", "resourceflavors"):
-        try:
-            custom.delete_cluster_custom_object(KUEUE, KUEUE_VERSION, plural, name)
-        except client.ApiException:
-            pass
+    """A LocalQueue in the test's namespace whose ClusterQueue has 1 CPU of quota."""
+    with local_queue(api, namespace, cpu="1") as name:
+        yield name
 
 
 def test_kueue_holds_a_queued_job_suspended_until_its_cluster_queue_has_quota(api, namespace, cluster_queue):
@@ -150,7 +84,7 @@ def test_kueue_holds_a_queued_job_suspended_until_its_cluster_queue_has_quota(ap
     assert not unqueued.spec.suspend  # a Job naming no queue is not Kueue's
 
     def admitted() -> dict[str, bool]:
-        workloads = custom.list_namespaced_custom_object(KUEUE, KUEUE_VERSION, namespace, "workloads")["items"]
+        workloads = custom.list_namespaced_custom_object(*KUEUE, namespace, "workloads")["items"]
         return {w["metadata"]["ownerReferences"][0]["name"]: condition(w, "Admitted") == "True" for w in workloads}
 
     wait_until(lambda: admitted().get("first"), timeout=60, what="Kueue to admit the first Job")

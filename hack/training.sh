@@ -28,6 +28,8 @@ pki="$state/pki"
 logs="$state/logs"
 run="$state/run"
 dir="$state/training"
+# Why the last `up` failed, for the tests' skip reason (tests/conftest.py); removed by a good `up`.
+unavailable="$state/training-unavailable"
 host=${HPO_TRAINING_HOST:-127.0.0.1}
 components=(trainer kueue jobset)
 stop_grace=5
@@ -42,7 +44,11 @@ status_port=$((api_port + 16))
 # even with metrics off: it must hold a certificate (any valid one) for Kueue to start.
 kueue_metrics_certs=/etc/kueue/metrics/certs
 
-fail() { log "$*"; exit 1; }
+fail() {
+  log "$*"
+  [ ! -d "$state" ] || echo "$*" >"$unavailable"
+  exit 1
+}
 
 ready() { curl -sf "http://127.0.0.1:${probe_port[$1]}/readyz" >/dev/null 2>&1; }
 
@@ -146,6 +152,7 @@ up() {
   start kueue "${k[@]}" "$bin/kueue" --config "$dir/kueue/config.yaml" --feature-gates VisibilityOnDemand=false
   start trainer "${k[@]}" "TMPDIR=$dir/trainer/tmp" "$bin/trainer-controller-manager" --config "$dir/trainer/config.yaml"
   for name in "${components[@]}"; do wait_for 120 "$name" ready "$name"; done
+  rm -f "$unavailable"
   log "training controllers up in $((SECONDS - started))s ($((SECONDS - launched))s from their start to ready): JobSet $JOBSET_VERSION, Kueue $KUEUE_VERSION, Trainer $TRAINER_VERSION"
   trap - EXIT INT TERM HUP
 }
@@ -155,6 +162,7 @@ abandon_up() {
   trap - EXIT INT TERM HUP
   ((rc)) || return 0
   log "up did not finish (exit $rc): stopping what it started"
+  [ -f "$unavailable" ] || echo "hack/training.sh up did not finish (exit $rc)" >"$unavailable"
   down quiet
   exit "$rc"
 }

@@ -216,7 +216,7 @@ TRAINING_CONTROLLERS = ("jobset", "kueue", "trainer")
 
 
 @pytest.fixture(scope="session")
-def training_controllers(api) -> None:
+def training_controllers(api, kubeconfig) -> None:
     """Skips, with the reason, unless the three training controllers serve their webhooks on the
     test cluster: their configurations are installed, and server-side dry runs that go through each
     controller's validating webhook are answered."""
@@ -226,10 +226,13 @@ def training_controllers(api) -> None:
     }
     missing = [c for c in TRAINING_CONTROLLERS if f"{c}-validating" not in installed]
     if missing:
-        pytest.skip(
-            f"the training controllers are not running ({', '.join(missing)} missing): "
-            "start them with `make cluster-training` (hack/training.sh up)"
+        reason_file = Path(kubeconfig).parent / "training-unavailable"
+        why = (
+            f"hack/training.sh up failed: {reason_file.read_text().strip()}"
+            if reason_file.exists()
+            else "start them with `make cluster-training` (hack/training.sh up)"
         )
+        pytest.skip(f"the training controllers are not running ({', '.join(missing)} missing): {why}")
     custom = client.CustomObjectsApi(api)
     probes = {
         "JobSet": ("jobset.x-k8s.io", "v1alpha2", "jobsets", {"spec": {"replicatedJobs": []}}),

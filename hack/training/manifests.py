@@ -3,7 +3,8 @@
 Read from the controller's own Go module source (its generated CRDs and webhook manifests and the
 kustomize patches it ships them with), then pointed at a controller running as a host process:
 every `clientConfig` becomes `url: https://HOST:PORT/PATH` with the local CA as `caBundle`, since
-there is no Service or kube-proxy to reach it through. Written to stdout as one JSON List, which kubectl applies as its items.
+there is no Service or kube-proxy to reach it through. Written to stdout as one JSON List, which
+kubectl applies as its items.
 
     python3 hack/training/manifests.py jobset|kueue|trainer MODULE_DIR HOST PORT CA_FILE [FRAMEWORK...]
 

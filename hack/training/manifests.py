@@ -86,9 +86,7 @@ def patched_webhooks(folder: Path) -> list[dict[str, Any]]:
     docs = [doc for res in kustomization(folder).get("resources", []) for doc in load_all(folder / res)]
     docs = [doc for doc in docs if doc.get("kind", "").endswith("WebhookConfiguration")]
     for entry in kustomization(folder).get("patches", []):
-        patch = (
-            load(entry["patch"]) if "patch" in entry else load((folder / entry["path"]).read_text())
-        )
+        patch = load(entry["patch"]) if "patch" in entry else load((folder / entry["path"]).read_text())
         target = entry.get("target", {})
         for doc in docs:
             if isinstance(patch, list):

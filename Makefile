@@ -19,6 +19,7 @@ help:
 	@echo "make lock          refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)"
 	@echo "make cluster       start the local control plane, print its kubeconfig"
 	@echo "make cluster-down  stop it"
+	@echo "make cluster-training  the same, plus JobSet, Kueue and Kubeflow Trainer (hack/training.sh)"
 	@echo "make operator      run the operator against \$$KUBECONFIG (or the local cluster)"
 	@echo "make crds          regenerate crds/ from the pydantic models"
 	@echo "make bench-scale   the operator against the raw API floor at scale (bench/README.md)"
@@ -145,6 +146,16 @@ cluster-real: tools
 
 real-node-down:
 	@hack/real-node.sh down
+
+# JobSet, Kueue and Kubeflow Trainer v2 (hack/training.sh) on the local cluster, for distributed
+# trials and queues: built once from their pinned Go modules (hack/build-training.sh, minutes on a
+# cold cache), then started as host processes in seconds. `make cluster-down` stops them too.
+.PHONY: cluster-training training-down
+cluster-training: cluster
+	@hack/training.sh up
+
+training-down:
+	@hack/training.sh down
 
 # The operator's image without Docker (hack/image.sh; `docker build .` gives the same image), and
 # the operator installed by Helm onto the real node of `make cluster-real` (hack/deploy.sh).

@@ -31,21 +31,6 @@ fail() { log "$*"; exit 1; }
 
 healthy() { [ -f "$kubeconfig" ] && alive kube-apiserver && kubectl get --raw /readyz >/dev/null 2>&1; }
 
-# A port taken by another process (or by a client's ephemeral port) would otherwise show up only as
-# a component timing out; say which one it is before anything starts.
-check_ports() {
-  local port busy=()
-  for port in "$@"; do
-    python3 -c 'import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null || busy+=("$port")
-  done
-  if ((${#busy[@]})); then
-    log "port(s) ${busy[*]} on 127.0.0.1 already in use; choose others with HPO_APISERVER_PORT / HPO_ETCD_PORT"
-    exit 1
-  fi
-}
-
 gen_pki() {
   mkdir -p "$pki"
   cd "$pki"
@@ -175,6 +160,7 @@ abandon_up() {
 
 down() {
   if [ -d "$state/real-node" ]; then "$repo/hack/real-node.sh" down >&2 || true; fi
+  if [ -d "$state/training" ]; then "$repo/hack/training.sh" down >&2 || true; fi
   stop_pid "${components[@]}"
   [ "${1:-}" = quiet ] || log "local control plane stopped"
 }

@@ -207,3 +207,51 @@ def session(kubeconfig):
     from hpo_operator import client as hpo
 
     return hpo.connect(kubeconfig=kubeconfig)
+
+
+# JobSet, Kueue and Kubeflow Trainer (hack/training.sh, `make cluster-training`): the webhook
+# configurations it installs carry this label, one validating configuration per controller.
+TRAINING_LABEL = "hpo.dev/training-controller"
+TRAINING_CONTROLLERS = ("jobset", "kueue", "trainer")
+
+
+@pytest.fixture(scope="session")
+def training_controllers(api, kubeconfig) -> None:
+    """Skips, with the reason, unless the three training controllers serve their webhooks on the
+    test cluster: their configurations are installed, and server-side dry runs that go through each
+    controller's validating webhook are answered."""
+    admission = client.AdmissionregistrationV1Api(api)
+    installed = {
+        w.metadata.name for w in admission.list_validating_webhook_configuration(label_selector=TRAINING_LABEL).items
+    }
+    missing = [c for c in TRAINING_CONTROLLERS if f"{c}-validating" not in installed]
+    if missing:
+        reason_file = Path(kubeconfig).parent / "training-unavailable"
+        why = (
+            f"hack/training.sh up failed: {reason_file.read_text().strip()}"
+            if reason_file.exists()
+            else "start them with `make cluster-training` (hack/training.sh up)"
+        )
+        pytest.skip(f"the training controllers are not running ({', '.join(missing)} missing): {why}")
+    custom = client.CustomObjectsApi(api)
+    probes = {
+        "JobSet": ("jobset.x-k8s.io", "v1alpha2", "jobsets", {"spec": {"replicatedJobs": []}}),
+        "ResourceFlavor": ("kueue.x-k8s.io", "v1beta2", "resourceflavors", {"spec": {}}),
+        "ClusterTrainingRuntime": (
+            "trainer.kubeflow.org",
+            "v1alpha1",
+            "clustertrainingruntimes",
+            {"spec": {"template": {"spec": {"replicatedJobs": []}}}},
+        ),
+    }
+    for kind, (group, version, plural, body) in probes.items():
+        obj = {"apiVersion": f"{group}/{version}", "kind": kind, "metadata": {"name": "probe"}, **body}
+        try:
+            if kind == "JobSet":
+                custom.create_namespaced_custom_object(group, version, "default", plural, obj, dry_run="All")
+            else:
+                custom.create_cluster_custom_object(group, version, plural, obj, dry_run="All")
+        except client.ApiException as e:
+            if "failed calling webhook" in (e.body or "") or e.status == 404:
+                pytest.skip(f"the training controllers do not answer (a {kind} dry run): {e.body}")
+            # Refused by the webhook for its content: the webhook answered.

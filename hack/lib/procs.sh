@@ -54,3 +54,17 @@ wait_for() {
     sleep 0.5
   done
 }
+
+# A port taken by another process (or by a client's ephemeral port) would otherwise show up only as
+# a component timing out; say which one it is before anything starts.
+check_ports() {
+  local port busy=()
+  for port in "$@"; do
+    python3 -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null || busy+=("$port")
+  done
+  if ((${#busy[@]})); then
+    fail "port(s) ${busy[*]} on 127.0.0.1 already in use; choose others with HPO_APISERVER_PORT / HPO_ETCD_PORT"
+  fi
+}

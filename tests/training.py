@@ -1,0 +1,82 @@
+"""Helpers for tests against the distributed-training controllers (hack/training.sh): their API
+coordinates, KWOK pod templates, conditions, and a Kueue ClusterQueue with a CPU quota."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+
+from kubernetes import client
+
+JOBSET = ("jobset.x-k8s.io", "v1alpha2", "jobsets")
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+TRAINER = ("trainer.kubeflow.org", "v1alpha1")
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def pod_spec(duration: str = "1s", cpu: str | None = None, annotations: dict | None = None) -> dict:
+    """A pod template for a KWOK node: it succeeds after `duration` (hack/kwok/stages.yaml)."""
+    container: dict = {"name": "train", "image": "example.org/train:1.0"}
+    if cpu:
+        container["resources"] = {"requests": {"cpu": cpu}}
+    return {
+        "metadata": {"annotations": {"sim.hpo.dev/duration": duration, **(annotations or {})}},
+        "spec": {"restartPolicy": "Never", "nodeSelector": {"type": "kwok"}, "containers": [container]},
+    }
+
+
+def condition(obj: dict, kind: str) -> str | None:
+    """The status ("True", "False", ...) of the object's condition of this type, or None."""
+    for c in obj.get("status", {}).get("conditions") or []:
+        if c["type"] == kind:
+            return c["status"]
+    return None
+
+
+@contextlib.contextmanager
+def local_queue(api: client.ApiClient, namespace: str, cpu: str) -> Iterator[str]:
+    """A ResourceFlavor and a ClusterQueue with `cpu` of quota for the namespace alone, and a
+    LocalQueue there pointing at it; yields the LocalQueue's name. The cluster-scoped ones are
+    deleted on exit (the LocalQueue goes with the namespace)."""
+    custom = client.CustomObjectsApi(api)
+    name = f"hpo-test-{uuid.uuid4().hex[:6]}"
+    api_version = "/".join(KUEUE)
+    custom.create_cluster_custom_object(
+        *KUEUE, "resourceflavors", {"apiVersion": api_version, "kind": "ResourceFlavor", "metadata": {"name": name}}
+    )
+    custom.create_cluster_custom_object(
+        *KUEUE,
+        "clusterqueues",
+        {
+            "apiVersion": api_version,
+            "kind": "ClusterQueue",
+            "metadata": {"name": name},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["cpu"],
+                        "flavors": [{"name": name, "resources": [{"name": "cpu", "nominalQuota": cpu}]}],
+                    }
+                ],
+            },
+        },
+    )
+    custom.create_namespaced_custom_object(
+        *KUEUE,
+        namespace,
+        "localqueues",
+        {
+            "apiVersion": api_version,
+            "kind": "LocalQueue",
+            "metadata": {"name": "queue"},
+            "spec": {"clusterQueue": name},
+        },
+    )
+    try:
+        yield "queue"
+    finally:
+        for plural in ("clusterqueues", "resourceflavors"):
+            with contextlib.suppress(client.ApiException):
+                custom.delete_cluster_custom_object(*KUEUE, plural, name)

@@ -362,8 +362,14 @@ def test_helm_upgrade_rolls_the_pods_and_the_experiment_continues(installed, api
     exp = cluster.wait_finished("upgrade", timeout=240)
     assert exp["status"]["phase"] == "Succeeded", exp["status"]
     check_exact(cluster, "upgrade", 24)
-    log = installed.kubectl.run("logs", "-n", installed.namespace, installed.acting_leader()).stdout
-    assert any(line.startswith("{") and json.loads(line).get("message") for line in log.splitlines()), log[-2000:]
+
+    # --log-format is kopf's, which starts once the election is won: a leader that took over just now
+    # has logged its election in plain text and nothing yet in JSON.
+    def json_lines() -> bool | None:
+        log = installed.kubectl.run("logs", "-n", installed.namespace, installed.acting_leader()).stdout
+        return any(line.startswith("{") and json.loads(line).get("message") for line in log.splitlines()) or None
+
+    wait_until(json_lines, timeout=60, what="the acting leader to log in JSON")
 
 
 def test_helm_uninstall_leaves_nothing_of_the_release_but_the_crds(installed, kubectl, kubeconfig):

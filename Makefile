@@ -163,6 +163,7 @@ undeploy:
 bench: venv
 	$(PY) bench/tuning_quality.py
 	$(PY) bench/suggestion_latency.py
+	$(PY) bench/tabular_quality.py
 
 # The control loop at scale against the raw API floor, on the local cluster (about 45 minutes;
 # BENCH_ARGS="--cases 200x20,unrelated" for a few cases).

@@ -119,8 +119,8 @@ def median(values: Sequence[float]) -> float:
 
 
 def options_for(algorithm: str, args: argparse.Namespace) -> dict[str, Any]:
-    if algorithm == "tpe" and args.constant_liar:
-        return {"constant_liar": True}
+    if algorithm == "tpe" and args.no_constant_liar:
+        return {"constant_liar": False}
     if algorithm == "nsga2":
         return {"population_size": args.population}
     return {}
@@ -255,7 +255,9 @@ def main() -> None:
     parser.add_argument("--single-algorithms", default="tpe,random")
     parser.add_argument("--multi-algorithms", default="tpe,nsga2,random")
     parser.add_argument("--population", type=int, default=16, help="nsga2's populationSize (default 16)")
-    parser.add_argument("--constant-liar", action="store_true", help="tpe with constantLiar (both sides)")
+    parser.add_argument(
+        "--no-constant-liar", action="store_true", help="tpe with constantLiar false (Optuna's default is true)"
+    )
     parser.add_argument("--full", action="store_true", help="a bigger run: 128 trials, 10 seeds")
     args = parser.parse_args()
     if args.full:
@@ -264,7 +266,7 @@ def main() -> None:
         sys.exit(tabular.MISSING)
 
     started = time.perf_counter()
-    liar = ", constantLiar" if args.constant_liar else ""
+    liar = ", tpe with constantLiar false" if args.no_constant_liar else ""
     if args.single:
         cases = [parse_case(name) for name in args.single.split(",")]
         results = measure(cases, args.single_algorithms.split(","), args, single_score(args.trials))

@@ -44,9 +44,7 @@ def test_a_configuration_reports_the_tables_mean_over_its_training_seeds(which: 
     raw = table.bench._dataset[key]
     assert table.evaluate(config) == pytest.approx({m: float(np.mean(v)) for m, v in raw.items()})
     # The package's own call (one training seed at random) lands within the seeds' range.
-    drawn = table.bench(
-        {n: (vals[int(config[n])] if table.ordered else config[n]) for n, vals in table.space.items()}
-    )
+    drawn = table.bench({n: (vals[int(config[n])] if table.ordered else config[n]) for n, vals in table.space.items()})
     assert min(raw["val_acc"]) <= drawn["val_acc"] <= max(raw["val_acc"])
 
 

@@ -30,8 +30,8 @@ help:
 	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
 
 # The development environment comes from the lock alone (requirements-dev.txt, hashed pins of
-# pyproject.toml's dependencies and test extra, the installer and the build backend; `make lock`
-# writes it): a fresh venv gets what was last tested, not whatever is newest. The project itself is
+# pyproject.toml's dependencies and its test and bench extras, the installer and the build backend;
+# `make lock` writes it): a fresh venv gets what was last tested, not whatever is newest. The project itself is
 # then installed editable without resolving anything (--no-deps) and built by the locked setuptools
 # (--no-build-isolation), so nothing outside the lock is fetched.
 $(VENV)/.installed: pyproject.toml requirements-dev.txt
@@ -49,7 +49,7 @@ venv: $(VENV)/.installed
 # pip's settings (index, certificates); a machine's find-links or index URL stay out of the file.
 lock: venv
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
-	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test \
+	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test --extra bench \
 	  $(LOCK_ARGS) --output-file requirements-dev.txt pyproject.toml requirements-dev.in
 	PYTHON=$(PY) hack/image.sh lock
 	$(PY) hack/check-locks.py
@@ -174,6 +174,7 @@ undeploy:
 bench: venv
 	$(PY) bench/tuning_quality.py
 	$(PY) bench/suggestion_latency.py
+	$(PY) bench/tabular_quality.py
 
 # The control loop at scale against the raw API floor, on the local cluster (about 45 minutes;
 # BENCH_ARGS="--cases 200x20,unrelated" for a few cases).

@@ -1,11 +1,12 @@
 """Tuning quality through the operator's suggestion path, against Optuna used directly.
 
 Runs Branin (2-D) and Hartmann-6 (6-D) with random, tpe and cmaes over several seeds. The
-operator's side is hpo_operator.planner.simulate.InMemoryExperiment: planner.plan() round by round, as
-handlers.reconcile runs it, against Trials and pods in memory that succeed one round after they
-start, reporting {"loss": f(x)}. The direct side is optuna.create_study() + optimize() with
-the same sampler class, seed and (default) settings, and an objective that calls suggest_float in
-parameter order over the ranges of samplers.distribution().
+operator's side is bench/driver.py's: hpo_operator.planner.simulate.InMemoryExperiment, i.e.
+planner.plan() round by round, as handlers.reconcile runs it, against Trials and pods in memory
+that succeed one round after they start, reporting {"loss": f(x)}. The direct side is
+optuna.create_study() + optimize() with the same sampler class, seed and (default) settings, and
+an objective that calls suggest_float in parameter order over the ranges of
+samplers.distribution().
 
 Prints best-found after 10/25/50 trials (mean ± std over seeds), and whether the operator's
 sequence of configurations equals Optuna's exactly (it must, at parallelTrialCount 1). A last row
@@ -23,22 +24,19 @@ import math
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optuna  # noqa: E402
 from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E402
 
+from bench import driver  # noqa: E402  (puts operator/ on the path)
+from bench.driver import table  # noqa: E402
 from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
-from hpo_operator.planner.simulate import InMemoryExperiment  # noqa: E402
 from hpo_operator.search.samplers import distribution  # noqa: E402
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 # --- objective functions (standard definitions) ----------------------------------------------------
 
@@ -99,22 +97,11 @@ ALGORITHMS = ["random", "tpe", "cmaes"]
 
 
 def experiment_spec(problem: Problem, algorithm: str, seed: int, trials: int, parallel: int) -> ExperimentSpec:
-    return ExperimentSpec.model_validate(
-        {
-            "objective": {"type": "minimize", "metricName": "loss"},
-            "algorithm": {"name": algorithm, "seed": seed},
-            "parameters": [
-                {"name": n, "type": "double", "min": lo, "max": hi}
-                for n, (lo, hi) in zip(problem.names, problem.bounds, strict=True)
-            ],
-            "parallelTrialCount": parallel,
-            "maxTrialCount": trials,
-            "trialTemplate": {
-                "primaryContainerName": "train",
-                "template": {"spec": {"containers": [{"name": "train", "image": "bench"}]}},
-            },
-        }
-    )
+    parameters = [
+        {"name": n, "type": "double", "min": lo, "max": hi}
+        for n, (lo, hi) in zip(problem.names, problem.bounds, strict=True)
+    ]
+    return driver.experiment_spec(parameters, [("loss", "minimize")], algorithm, seed, trials, parallel)
 
 
 # --- the operator's side: plan() against an in-memory cluster --------------------------------------
@@ -123,11 +110,10 @@ def experiment_spec(problem: Problem, algorithm: str, seed: int, trials: int, pa
 def operator_run(
     problem: Problem, algorithm: str, seed: int, trials: int, parallel: int = 1
 ) -> list[tuple[list[float], float]]:
-    run = InMemoryExperiment(experiment_spec(problem, algorithm, seed, trials, parallel), problem.loss).run()
-    result = []
-    for values in run.launched:
-        result.append(([float(values[n]) for n in problem.names], problem.loss(values)))
-    return result
+    run = driver.operator_run(
+        experiment_spec(problem, algorithm, seed, trials, parallel), lambda values: {"loss": problem.loss(values)}
+    )
+    return [([float(values[n]) for n in problem.names], metrics["loss"]) for values, metrics in run]
 
 
 # --- the direct side ---------------------------------------------------------------------------
@@ -188,12 +174,6 @@ def match_text(pairs: list[tuple[list, list]]) -> str:
     firsts = sorted(d for d in diffs if d is not None)
     where = str(firsts[0]) if firsts[0] == firsts[-1] else f"{firsts[0]}..{firsts[-1]}"
     return f"NO ({same}/{len(pairs)}; first differs at trial {where})"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
 
 
 def main() -> None:

@@ -3,10 +3,11 @@
 tests/unit/test_locks.py, on this repo and on broken copies of it).
 
 - requirements-dev.txt (pip-compile's output, `make lock`): every line an exact pin with hashes;
-  every dependency of pyproject.toml (its test extra, its build-system.requires) and every line of
-  requirements-dev.in pinned, at a version its specifier allows; the lock's direct dependencies are
-  exactly those (a dependency dropped from pyproject.toml must leave the lock too), and every pin is
-  needed by one of them.
+  every dependency of pyproject.toml (its extras DEV_EXTRAS, the tests' and the benchmarks', which
+  `make lock` passes with --extra; its build-system.requires) and every line of requirements-dev.in
+  pinned, at a version its specifier allows; the lock's direct dependencies are exactly those (a
+  dependency dropped from pyproject.toml must leave the lock too), and every pin is needed by one
+  of them.
 - deploy/image/requirements.txt (hack/image.sh lock): the operator's part of the development lock,
   at the same versions: the dependencies of pyproject.toml less the kubectl plugin's own
   ([tool.hpo-operator] cli-only-dependencies), with everything they need and nothing else.
@@ -28,6 +29,7 @@ from packaging.utils import canonicalize_name
 
 DEV_LOCK = "requirements-dev.txt"
 DEV_INPUT = "requirements-dev.in"
+DEV_EXTRAS = ("test", "bench")
 IMAGE_LOCK = "deploy/image/requirements.txt"
 # How pip-compile's annotations name the two sources of direct dependencies.
 PYPROJECT_SOURCE = re.compile(r"^\S+ \(pyproject\.toml\)$")
@@ -144,12 +146,14 @@ def check(repo: Path) -> list[str]:
     image = read_plain_lock(repo / IMAGE_LOCK, IMAGE_LOCK, problems)
 
     runtime = requirements(project["project"]["dependencies"], "pyproject.toml", problems)
-    test_extra = requirements(project["project"]["optional-dependencies"]["test"], "pyproject.toml [test]", problems)
+    extras = project["project"].get("optional-dependencies", {})
+    dev_extras = {name: requirements(extras.get(name, []), f"pyproject.toml [{name}]", problems) for name in DEV_EXTRAS}
+    extra_reqs = [r for reqs in dev_extras.values() for r in reqs]
     build = requirements(project["build-system"]["requires"], "pyproject.toml build-system", problems)
     dev_input = requirements(read_input(repo / DEV_INPUT), DEV_INPUT, problems)
     for reqs, where in (
         (runtime, "pyproject.toml"),
-        (test_extra, "pyproject.toml [test]"),
+        *((reqs, f"pyproject.toml [{name}]") for name, reqs in dev_extras.items()),
         (build, "pyproject.toml build-system"),
         (dev_input, DEV_INPUT),
     ):
@@ -159,7 +163,7 @@ def check(repo: Path) -> list[str]:
     # with its source, so a dependency dropped from pyproject.toml but left in the lock shows here.
     sources = {
         "pyproject.toml": (
-            {canonicalize_name(r.name) for r in runtime + test_extra},
+            {canonicalize_name(r.name) for r in runtime + extra_reqs},
             lambda via: bool(PYPROJECT_SOURCE.match(via)),
         ),
         DEV_INPUT: ({canonicalize_name(r.name) for r in dev_input}, lambda via: via == INPUT_SOURCE),
@@ -168,7 +172,7 @@ def check(repo: Path) -> list[str]:
         annotated = {name for name, pin in dev.items() if any(map(is_source, pin.via))}
         for name in sorted(annotated - declared):
             problems.append(f"{DEV_LOCK} pins {name} for {source}, which no longer asks for it (make lock)")
-    roots = {canonicalize_name(r.name) for r in runtime + test_extra + build + dev_input}
+    roots = {canonicalize_name(r.name) for r in runtime + extra_reqs + build + dev_input}
     for name in sorted(set(dev) - closure(roots, dev)):
         problems.append(f"{DEV_LOCK} pins {name}, which nothing needs (make lock)")
 

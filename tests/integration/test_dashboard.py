@@ -695,4 +695,5 @@ def test_a_multi_objective_experiment_shows_its_pareto_front_each_objectives_his
         "the slice plot of latency_ms",
     )
     page.page.screenshot(path=str(screenshots / "pareto.png"), full_page=True)
+    page.page.locator("#plots").screenshot(path=str(screenshots / "pareto-plots.png"))
     assert not page.errors and not page.dialogs

@@ -336,14 +336,17 @@
   // that asks for it. Several objectives add a slot per objective's history (history-1, ...).
   const slots = {};
 
-  // Draws slot `slot` from `source`: its URL fetched, or a figure already asked for (a promise).
+  // Draws slot `slot`: its URL fetched now, or `asked` ({url, figure}: a figure already asked for).
   const drawn = {};  // slot -> the figure's version and URL last drawn
 
-  async function draw(slot, source) {
+  async function draw(slot, asked) {
     const div = q(`plot-${slot}`), kind = slots[slot].kind;
     try {
-      const [figure] = await Promise.all([source ? source : getJSON(slots[slot].url()), plotlyLoaded]);
-      const stamp = `${figure.version}:${slots[slot].url()}`;
+      const url = asked ? asked.url : slots[slot].url();
+      const [figure] = await Promise.all([asked ? asked.figure : getJSON(url), plotlyLoaded]);
+      // The user chose another objective (or trials) while it came: that one is drawn instead.
+      if (url !== slots[slot].url()) { plots[slot](); return; }
+      const stamp = `${figure.version}:${url}`;
       if (drawn[slot] === stamp) return;  // the same figure: drawing it again would only cost time
       drawn[slot] = stamp;
       const layout = {...figure.layout, ...LAYOUT, margin: {...LAYOUT.margin, ...(figure.layout.margin || {})}};
@@ -411,7 +414,10 @@
   // The first time, every figure is asked for at once, and drawn one after the other in ORDER
   // (each draw holds the page's thread: the cheap ones should not wait behind the slow one).
   async function firstDraw() {
-    const figs = Object.fromEntries(ORDER.map((s) => [s, getJSON(slots[s].url()).then((f) => { mark(`${s}:data`); return f; })]));
+    const figs = Object.fromEntries(ORDER.map((s) => {
+      const url = slots[s].url();
+      return [s, {url, figure: getJSON(url).then((f) => { mark(`${s}:data`); return f; })}];
+    }));
     loadPlotly();
     for (const slot of ORDER) await draw(slot, figs[slot]);
   }

@@ -15,7 +15,9 @@ Every time is milliseconds from the start of navigation, as the page records the
 (window.hpoTimings): `table` is when the summary and the first page of the trials table are drawn
 and the table can be sorted and filtered ("usable"); each plot's time is when plotly.js finished
 drawing it. `sort` is how long a click on a column header takes to sort all trials and redraw.
-Prints a table; asserts nothing. The namespace is deleted at the end unless --keep.
+Prints a table; asserts nothing. The namespace is deleted at the end unless --keep. With --multi,
+the experiment has two objectives and a constraint (its page adds the Pareto-front plot and a
+second history).
 
     .venv/bin/python bench/dashboard_scale.py                          # 10,000 trials
     .venv/bin/python bench/dashboard_scale.py --trials 2000 --runs 2
@@ -40,15 +42,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
-from hpo_operator.kube.client import ApiException, connect  # noqa: E402
+from hpo_operator.kube.client import TRIALS, ApiException, connect  # noqa: E402
 from tests import dashboard_objects as objs  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 MARKS = ["table", "recovery", "history", "slice", "importance", "curves", "parallel"]
+MULTI_MARKS = ["pareto", "history-1"]
 EXPERIMENT = "scale"
 
 
-async def create(namespace: str, total: int, writers: int) -> float:
+async def create(namespace: str, total: int, writers: int, multi: bool = False) -> float:
     """Creates the namespace, the experiment and its trials (create, then status); seconds taken."""
     os.environ.setdefault("HPO_API_CONCURRENCY", str(writers))
     api = await connect()
@@ -59,7 +62,7 @@ async def create(namespace: str, total: int, writers: int) -> float:
         except ApiException as e:
             if e.status != 409:
                 raise
-        exp, trials = objs.make(EXPERIMENT, total, total_trials=total, running=0)
+        exp, trials = objs.make(EXPERIMENT, total, total_trials=total, running=0, multi=multi)
         try:
             created = await api.create("experiments", namespace, objs._fresh(exp))
         except ApiException as e:
@@ -68,7 +71,7 @@ async def create(namespace: str, total: int, writers: int) -> float:
             created = await api.get("experiments", namespace, EXPERIMENT)
         await api.patch_status("experiments", namespace, EXPERIMENT, exp["status"])
         owner = objs.owner(created)
-        existing = {t["metadata"]["name"] for t in (await api.list_raw("trials", namespace))["items"]}
+        existing = {t["metadata"]["name"] for t in (await api.list_raw(TRIALS, namespace))["items"]}
         done = 0
 
         async def one(trial: dict) -> None:
@@ -140,20 +143,22 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def measure(page, url: str, reload: bool = False) -> dict:
+def measure(page, url: str, reload: bool = False, multi: bool = False) -> dict:
     if reload:
         page.reload()
     else:
         page.goto(url)
-    page.wait_for_function(f"() => {MARKS}.every(k => k in (window.hpoTimings || {{}}))", timeout=300_000)
+    marks = MARKS + MULTI_MARKS if multi else MARKS
+    page.wait_for_function(f"() => {marks}.every(k => k in (window.hpoTimings || {{}}))", timeout=300_000)
     result = dict(page.evaluate("window.hpoTimings"))
     result["rows"] = page.evaluate("document.querySelectorAll('#trials tbody tr').length")
     result["count"] = page.text_content("#trial-count")
-    result["sort"] = page.evaluate("""() => {
+    column = "m:loss" if multi else "objective"  # several objectives: a column per metric
+    result["sort"] = page.evaluate(f"""() => {{
         const t = performance.now();
-        document.querySelector("#trials th[data-col='objective']").click();
+        document.querySelector("#trials th[data-col='{column}']").click();
         return Math.round(performance.now() - t);
-    }""")
+    }}""")
     return result
 
 
@@ -163,6 +168,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="loads per case (the cold case is one load)")
     parser.add_argument("--namespace", help="use (and fill if needed) this namespace; default: a new one")
     parser.add_argument("--keep", action="store_true", help="keep the namespace")
+    parser.add_argument("--multi", action="store_true", help="two objectives and a constraint")
     parser.add_argument("--writers", type=int, default=24, help="writes in flight while creating the trials")
     parser.add_argument(
         "--kubeconfig", default=os.environ.get("HPO_KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig")
@@ -175,7 +181,7 @@ def main() -> None:
     os.environ["KUBECONFIG"] = args.kubeconfig
     namespace = args.namespace or f"hpo-dash-bench-{uuid.uuid4().hex[:6]}"
     print(f"creating {args.trials} trials in namespace {namespace} ...", file=sys.stderr)
-    took = asyncio.run(create(namespace, args.trials, args.writers))
+    took = asyncio.run(create(namespace, args.trials, args.writers, args.multi))
     print(f"  created in {took:.0f}s", file=sys.stderr)
     proc, base = start_dashboard(args.kubeconfig, namespace)
     rows: list[tuple[str, dict]] = []
@@ -198,12 +204,12 @@ def main() -> None:
             page.goto("about:blank")
             context.close()
             context, page = fresh_page()
-            rows.append(("cold", measure(page, url)))
+            rows.append(("cold", measure(page, url, multi=args.multi)))
             context.close()
             for _ in range(args.runs):
                 context, page = fresh_page()
-                rows.append(("warm server", measure(page, url)))
-                rows.append(("warm", measure(page, url, reload=True)))
+                rows.append(("warm server", measure(page, url, multi=args.multi)))
+                rows.append(("warm", measure(page, url, reload=True, multi=args.multi)))
                 context.close()
             browser.close()
         size = len(urllib.request.urlopen(f"{base}/api/experiments/{namespace}/{EXPERIMENT}/trials").read())
@@ -232,12 +238,13 @@ def main() -> None:
         f"every trial in the table: {rows[0][1]['count']}, {rows[0][1]['rows']} rows drawn per page; "
         f"load average at the end {load} on {os.cpu_count()} CPUs\n"
     )
-    header = ["case", *MARKS, "sort"]
+    marks = MARKS + MULTI_MARKS if args.multi else MARKS
+    header = ["case", *marks, "sort"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for case in ("cold", "warm server", "warm"):
         runs = [r for c, r in rows if c == case]
-        cells = [f"{statistics.median(r[m] for r in runs) / 1000:.2f} s" for m in MARKS]
+        cells = [f"{statistics.median(r[m] for r in runs) / 1000:.2f} s" for m in marks]
         cells.append(f"{statistics.median(r['sort'] for r in runs)} ms")
         label = case + (f" (median of {len(runs)})" if len(runs) > 1 else "")
         print(f"| {label} | " + " | ".join(cells) + " |")

@@ -27,9 +27,26 @@ def iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def spec(optimizers: list[str] | None = None, max_trials: int = 100) -> dict:
+# Several objectives (make(..., multi=True)): loss against latency, under a memory bound. More
+# layers cost loss but save latency; a learning rate below the loss's best saves a little latency
+# too; four layers need 8 GB and break the bound (those trials succeed, infeasible).
+OBJECTIVES = [
+    {"metricName": "loss", "type": "minimize", "referenceValue": 1.5},
+    {"metricName": "latency_ms", "type": "minimize", "referenceValue": 100.0},
+]
+MEMORY_LIMIT = 6.0
+
+
+def spec(optimizers: list[str] | None = None, max_trials: int = 100, multi: bool = False) -> dict:
+    objective: dict[str, Any] = {"type": "minimize", "metricName": "loss", "additionalMetricNames": ["accuracy"]}
+    if multi:
+        objective = {
+            "metrics": OBJECTIVES,
+            "constraints": [{"metricName": "memory_gb", "max": MEMORY_LIMIT}],
+            "additionalMetricNames": ["accuracy"],
+        }
     return {
-        "objective": {"type": "minimize", "metricName": "loss", "additionalMetricNames": ["accuracy"]},
+        "objective": objective,
         "algorithm": {"name": "random", "seed": 7},
         "parameters": [
             {"name": "lr", "type": "double", "min": 0.0001, "max": 0.1, "log": True},
@@ -59,6 +76,13 @@ def _loss(params: dict[str, str]) -> float:
     return round(
         abs(math.log10(lr) + 2.5) * 0.2 + 0.05 * layers + (0.1 if params["optimizer"] == OPTIMIZERS[0] else 0), 6
     )
+
+
+def _multi(params: dict[str, str], loss: float) -> tuple[list[float], dict[str, float]]:
+    """Several objectives' values ([loss, latency_ms]) and the metrics reported with them."""
+    layers = int(params["layers"])
+    latency = round(60 / layers + 200 * float(params["lr"]), 4)
+    return [loss, latency], {"latency_ms": latency, "memory_gb": 2.0 * layers}
 
 
 def _history(loss: float, steps: int, at: datetime) -> list[dict]:
@@ -100,10 +124,12 @@ def make(
     annotations: dict[str, str] | None = None,
     history_steps: int = 5,
     total_trials: int | None = None,
+    multi: bool = False,
 ) -> tuple[dict, list[dict]]:
     """An Experiment (with its status) and its Trials (with theirs), not yet in any cluster. With
     `total_trials`, exactly that many Trials: configurations stop there (the last one's retries
-    may be cut short)."""
+    may be cut short). With `multi`, several objectives (OBJECTIVES) and a constraint: the
+    trials carry objectiveValues and feasible, the experiment its Pareto front."""
     rng = random.Random(seed)
     choices = optimizers or OPTIMIZERS
     trials: list[dict] = []
@@ -148,10 +174,16 @@ def make(
                     {"name": "loss", "value": loss},
                     {"name": "accuracy", "value": round(1 - loss / 4, 6)},
                 ]
+                if multi:
+                    values, extra = _multi(params, loss)
+                    del status["objectiveValue"]
+                    status["objectiveValues"] = values
+                    status["feasible"] = extra["memory_gb"] <= MEMORY_LIMIT
+                    status["metrics"] += [{"name": k, "value": v} for k, v in extra.items()]
             if phase in ("Succeeded", "Running", "EarlyStopped") and history_steps:
                 steps = history_steps if phase == "Succeeded" else 2
                 status["metricHistory"] = _history(loss, steps, started)
-                if phase == "EarlyStopped":
+                if phase == "EarlyStopped" and not multi:
                     status["objectiveValue"] = status["metricHistory"][-2]["value"]
             if attempt < len(attempts):
                 status["retriedBy"] = f"{base}-a{attempt + 1}"
@@ -192,16 +224,37 @@ def make(
             "creationTimestamp": iso(START),
             "annotations": {"hpo.dev/creator": "alice", **(annotations or {})},
         },
-        "spec": spec(optimizers, max_trials=configurations),
-        "status": experiment_status(trials, configurations),
+        "spec": spec(optimizers, max_trials=configurations, multi=multi),
+        "status": experiment_status(trials, configurations, multi=multi),
     }
     return experiment, trials
 
 
-def experiment_status(trials: list[dict], configurations: int) -> dict:
+def pareto_status(trials: list[dict]) -> dict:
+    """The front, its size and hypervolume, as the operator writes them (by core.pareto's rules)."""
+    from hpo_operator.core.pareto import front, hypervolume
+
+    directions = [o["type"] for o in OBJECTIVES]
+    points = {
+        t["metadata"]["name"]: t["status"]["objectiveValues"]
+        for t in trials
+        if t["status"]["phase"] == "Succeeded" and t["status"].get("feasible")
+    }
+    names = front(points, directions)
+    by_name = {t["metadata"]["name"]: t for t in trials}
+    return {
+        "paretoFront": [
+            {"trialName": n, "values": points[n], "parameters": by_name[n]["spec"]["parameters"]} for n in names[:100]
+        ],
+        "paretoFrontSize": len(names),
+        "hypervolume": hypervolume([points[n] for n in names], directions, [o["referenceValue"] for o in OBJECTIVES]),
+    }
+
+
+def experiment_status(trials: list[dict], configurations: int, multi: bool = False) -> dict:
     phases = [t["status"]["phase"] for t in trials]
     done = [t for t in trials if t["status"]["phase"] == "Succeeded"]
-    best = min(done, key=lambda t: t["status"]["objectiveValue"]) if done else None
+    best = min(done, key=lambda t: t["status"]["objectiveValue"]) if done and not multi else None
     running = any(p in ("Pending", "Running") for p in phases)
     status: dict[str, Any] = {
         "phase": "Running" if running else "Succeeded",
@@ -247,6 +300,8 @@ def experiment_status(trials: list[dict], configurations: int) -> dict:
             "parameters": best["spec"]["parameters"],
             "metrics": best["status"]["metrics"],
         }
+    if multi:
+        status.update(pareto_status(trials))
     return status
 
 

@@ -614,3 +614,86 @@ def test_the_page_shows_an_api_server_restart_and_then_updates_again(
         assert not page.dialogs
     finally:
         d.stop()
+
+
+def test_a_multi_objective_experiment_shows_its_pareto_front_each_objectives_history_and_a_colour_choice(
+    api, namespace, operator, kwok_nodes, dashboard, pages, kubectl, screenshots
+):
+    """examples/multi-objective.yaml, run by the operator: the page's Pareto-front plot has the
+    status's front as its best trials and the infeasible trials apart, the summary its size and
+    hypervolume, a history per objective, and the objective selector recolours the parallel
+    coordinates."""
+    kubectl.apply((REPO / "examples" / "multi-objective.yaml").read_text(), namespace)
+    wait_until(
+        lambda: (
+            (kubectl.get("experiment", "multi-objective", namespace).get("status") or {}).get("phase") == "Succeeded"
+        ),
+        timeout=180,
+        what="the experiment to succeed",
+    )
+    status = kubectl.get("experiment", "multi-objective", namespace)["status"]
+    final = cluster_trials(kubectl, namespace, "multi-objective")
+    succeeded = [t for t in final if t["status"]["phase"] == "Succeeded"]
+    infeasible = [t for t in succeeded if t["status"].get("feasible") is False]
+    assert infeasible, "the example's widths above 6 break its memory bound"
+    d = dashboard()
+    page = pages()
+    page.open_experiment(d.url, namespace, "multi-objective")
+    page.page.wait_for_function("() => 'pareto' in (window.hpoTimings || {})", timeout=60_000)
+
+    # The summary: the front's size and hypervolume; the card lists the front's trials.
+    assert page.page.text_content("#front-size") == f"{status['paretoFrontSize']} trials"
+    assert float(page.page.text_content("#hypervolume")) == pytest.approx(status["hypervolume"], rel=1e-5)
+    front = {p["trialName"]: p["values"] for p in status["paretoFront"]}
+    assert page.js("() => [...document.querySelectorAll('#front tr[data-name]')].map(r => r.dataset.name)") == list(
+        front
+    )
+
+    # The Pareto-front plot: its best trials are the front's points (val_acc, latency_ms); the
+    # infeasible trials are a trace of their own.
+    traces = page.js(
+        "() => document.getElementById('plot-pareto').data.map(t => ({name: t.name, x: t.x, y: t.y, text: t.text}))"
+    )
+    by_name = {t["name"]: t for t in traces}
+    best = by_name["Best Trial"]
+    assert sorted(zip(best["x"], best["y"], strict=True)) == sorted(tuple(v) for v in front.values())
+    assert sorted(text.split("</b>")[0].removeprefix("<b>") for text in best["text"]) == sorted(front)
+    assert len(by_name["Infeasible Trial"]["x"]) == len(infeasible)
+    assert sum(len(t["x"]) for t in traces) == len(succeeded)
+    assert page.js("() => document.querySelectorAll('#plot-pareto .scatterlayer path.point').length") == len(succeeded)
+
+    # One history per objective, each over the succeeded trials (the infeasible ones apart).
+    for slot, (index, name) in zip(("history", "history-1"), enumerate(["val_acc", "latency_ms"]), strict=True):
+        traces = page.js(f"() => document.getElementById('plot-{slot}').data.map(t => ({{name: t.name, y: t.y}}))")
+        assert traces[0]["name"] == name
+        feasible = [
+            t["status"]["objectiveValues"][index] for t in succeeded if t["status"].get("feasible") is not False
+        ]
+        assert traces[0]["y"] == feasible
+        assert [t["y"] for t in traces if t["name"] == "Infeasible Trial"][0] == [
+            t["status"]["objectiveValues"][index] for t in infeasible
+        ]
+
+    # Parallel coordinates: both objectives' axes; coloured by the first, then by the one chosen.
+    def colour() -> tuple[str, list[float]]:
+        return tuple(
+            page.js(
+                "() => { const t = document.getElementById('plot-parallel').data[0];"
+                " return [t.line.colorbar.title.text, t.line.color]; }"
+            )
+        )
+
+    titles = page.js("() => [...document.querySelectorAll('#plot-parallel .axis-title')].map(e => e.textContent)")
+    assert titles[:2] == ["val_acc", "latency_ms"]
+    assert colour()[0] == "val_acc"
+    page.page.select_option("#objective", "latency_ms")
+    within(LIVE_SECONDS, lambda: colour()[0] == "latency_ms", "the parallel coordinates coloured by latency_ms")
+    assert sorted(colour()[1]) == sorted(t["status"]["objectiveValues"][1] for t in succeeded)
+    within(
+        LIVE_SECONDS,
+        lambda: page.js("() => document.getElementById('plot-slice').layout.yaxis.title.text") == "latency_ms",
+        "the slice plot of latency_ms",
+    )
+    page.page.screenshot(path=str(screenshots / "pareto.png"), full_page=True)
+    page.page.locator("#plots").screenshot(path=str(screenshots / "pareto-plots.png"))
+    assert not page.errors and not page.dialogs

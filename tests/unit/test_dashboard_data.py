@@ -331,3 +331,121 @@ def test_large_scatter_traces_are_drawn_with_webgl(monkeypatch):
     assert {t["type"] for t in json.loads(figures.to_json(figures.slices(ts)))["data"]} == {"scatter"}
     monkeypatch.setattr(figures, "GL_POINTS", 10)
     assert {t["type"] for t in json.loads(figures.to_json(figures.slices(ts)))["data"]} == {"scattergl"}
+
+
+# --- several objectives ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def several():
+    return objs.make("mo", 40, running=2, multi=True)
+
+
+def _trace(fig, name: str):
+    return next(t for t in fig.data if t.name == name)
+
+
+def test_a_study_of_several_objectives_has_each_trials_values_and_marks_the_infeasible(several):
+    exp, trials = several
+    ts = figures.build_study(exp["spec"], trials)
+    assert ts.multi and ts.objectives == ["loss", "latency_ms"] and ts.directions == ["minimize", "minimize"]
+    assert ts.study.metric_names == ["loss", "latency_ms"]
+    by_name = {t["metadata"]["name"]: t for t in trials}
+    complete = ts.trials(TrialState.COMPLETE)
+    assert len(complete) == sum(t["status"]["phase"] == "Succeeded" for t in trials)
+    for trial in complete:
+        status = by_name[trial.user_attrs["trial"]]["status"]
+        assert trial.values == status["objectiveValues"]
+        assert (trial.constraints[figures.INFEASIBLE] > 0) == (status["feasible"] is False)
+    assert any(t.constraints[figures.INFEASIBLE] > 0 for t in complete)
+
+
+def test_the_pareto_plot_draws_the_front_as_its_best_trials_and_the_infeasible_apart(several):
+    exp, trials = several
+    fig = figures.figure("pareto", exp["spec"], trials)
+    front = {p["trialName"]: tuple(p["values"]) for p in exp["status"]["paretoFront"]}
+    best = _trace(fig, "Best Trial")
+    assert sorted(zip(best.x, best.y, strict=True)) == sorted(front.values())
+    assert sorted(t.split("</b>")[0].removeprefix("<b>") for t in best.text) == sorted(front)  # hover names them
+    infeasible = [t for t in trials if t["status"].get("feasible") is False]
+    assert len(_trace(fig, "Infeasible Trial").x) == len(infeasible)
+    assert sum(len(t.x) for t in fig.data) == sum(t["status"]["phase"] == "Succeeded" for t in trials)
+    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("loss", "latency_ms")
+
+
+def test_the_pareto_plot_says_why_it_is_empty():
+    exp, trials = objs.make("one", 6, running=0)
+    assert "one objective" in figures.figure("pareto", exp["spec"], trials).layout.annotations[0].text
+    exp, trials = objs.make("mo", 6, running=0, multi=True)
+    spec = copy.deepcopy(exp["spec"])
+    spec["objective"]["metrics"] += [{"metricName": f"m{i}", "type": "minimize", "referenceValue": 1} for i in range(2)]
+    assert "two or three objectives" in figures.figure("pareto", spec, trials).layout.annotations[0].text
+    assert "no succeeded trial" in figures.figure("pareto", exp["spec"], trials[:0]).layout.annotations[0].text
+
+
+def test_each_objective_has_its_own_history_with_the_best_feasible_value_so_far(several):
+    exp, trials = several
+    ts = figures.build_study(exp["spec"], trials)
+    done = [t for t in data.creation_order(trials) if t["status"]["phase"] == "Succeeded"]
+    for index, name in enumerate(["loss", "latency_ms"]):
+        fig = figures.figure("history", exp["spec"], trials, study=ts, metric=name)
+        assert name in fig.layout.title.text
+        feasible = [t["status"]["objectiveValues"][index] for t in done if t["status"]["feasible"]]
+        assert list(_trace(fig, name).y) == feasible
+        best = list(_trace(fig, "Best Value").y)
+        assert best == sorted(best, reverse=True) and best[-1] == min(feasible)  # minimised, infeasible left out
+    maximised = copy.deepcopy(exp["spec"])
+    maximised["objective"]["metrics"][1]["type"] = "maximize"
+    best = _trace(figures.history(figures.build_study(maximised, trials), 1), "Best Value").y
+    assert list(best) == sorted(best) and best[-1] == max(
+        t["status"]["objectiveValues"][1] for t in done if t["status"]["feasible"]
+    )
+
+
+def test_parallel_coordinates_have_every_objective_and_the_colour_of_the_chosen_one(several):
+    exp, trials = several
+    ts = figures.build_study(exp["spec"], trials)
+    done = [t for t in data.creation_order(trials) if t["status"]["phase"] == "Succeeded"]
+    for index, name in enumerate(["loss", "latency_ms"]):
+        (trace,) = figures.figure("parallel", exp["spec"], trials, study=ts, metric=name).data
+        assert [d.label for d in trace.dimensions][:3] == ["loss", "latency_ms", "lr (log)"]
+        assert trace.line.colorbar.title.text == name
+        assert list(trace.line.color) == [t["status"]["objectiveValues"][index] for t in done]
+
+
+def test_importance_and_slices_show_the_chosen_objective(several):
+    exp, trials = several
+    ts = figures.build_study(exp["spec"], trials)
+    assert figures.figure("importance", exp["spec"], trials, study=ts, metric="latency_ms").data[0].name == (
+        "latency_ms"
+    )
+    fig = figures.figure("slice", exp["spec"], trials, study=ts, metric="latency_ms")
+    assert fig.layout.yaxis.title.text == "latency_ms"
+    feasible = sorted(t.values[1] for t in ts.trials(TrialState.COMPLETE) if not t.constraints[figures.INFEASIBLE])
+    assert sorted(_trace(fig, "Feasible Trial").y) == feasible
+
+
+def test_a_figure_of_an_objective_the_experiment_does_not_have_is_refused(several):
+    exp, trials = several
+    with pytest.raises(figures.UnknownObjective, match="no objective 'nope': the objectives are loss, latency_ms"):
+        figures.figure("history", exp["spec"], trials, metric="nope")
+
+
+def test_the_view_of_several_objectives_has_them_the_front_its_size_and_hypervolume(several):
+    exp, trials = several
+    view = data.experiment_view(exp)
+    assert [(o["name"], o["direction"]) for o in view["objectives"]] == [
+        ("loss", "minimize"),
+        ("latency_ms", "minimize"),
+    ]
+    assert view["summary"]["paretoFrontSize"] == exp["status"]["paretoFrontSize"] > 1
+    assert view["summary"]["hypervolume"] == exp["status"]["hypervolume"] > 0
+    front = view["paretoFront"]
+    assert [t["trial"] for t in front["trials"]] == [p["trialName"] for p in exp["status"]["paretoFront"]]
+    assert front["trials"][0]["values"] == dict(
+        zip(["loss", "latency_ms"], exp["status"]["paretoFront"][0]["values"], strict=True)
+    )
+    assert view["spec"]["constraints"] == ["memory_gb <= 6"]
+    rows = data.trial_rows(trials)
+    assert {r["feasible"] for r in rows if r["phase"] == "Succeeded"} == {True, False}
+    assert data.experiment_view(objs.make("one", 4)[0])["paretoFront"] is None

@@ -284,3 +284,27 @@ def test_the_command_refuses_bad_options_before_it_serves(tmp_path):
         "warning: listening on 0.0.0.0: anyone who can reach it reads the cluster with your credentials"
         in exposed.output
     )
+
+
+def test_figures_of_several_objectives_are_served_per_objective_and_an_unknown_one_is_refused():
+    exp, trials = objs.make("mo", 12, multi=True)
+    for i, obj in enumerate([exp, *trials]):
+        obj["metadata"]["namespace"] = NS
+        obj["metadata"]["resourceVersion"] = str(i + 1)
+    objects = [("experiments", exp), *(("trials", t) for t in trials)]
+    with LocalServer(guards.Options(namespaces=[NS]), objects) as s:
+        status, pareto = s.get_json(f"/api/experiments/{NS}/mo/figures/pareto")
+        assert status == 200 and "Best Trial" in {t.get("name") for t in pareto["data"]}
+        colours = {}
+        for name in ("loss", "latency_ms"):
+            status, fig = s.get_json(f"/api/experiments/{NS}/mo/figures/parallel?metric={name}")
+            assert status == 200 and fig["data"][0]["line"]["colorbar"]["title"]["text"] == name
+            colours[name] = fig["data"][0]["line"]["color"]
+        assert colours["loss"] != colours["latency_ms"]
+        # No objective named: the first (the same figure, cached once).
+        status, fig = s.get_json(f"/api/experiments/{NS}/mo/figures/parallel")
+        assert fig["data"][0]["line"]["color"] == colours["loss"]
+        assert s.get_json(f"/api/experiments/{NS}/mo/figures/history?metric=nope") == (
+            400,
+            {"error": "no objective 'nope': the objectives are loss, latency_ms"},
+        )

@@ -1,7 +1,8 @@
 """The experiment page's data, computed once per version of the experiment: its trial rows (and
 their JSON, row by row, reused while a trial is unchanged), its recovery view, the study its plots
-share and the plots themselves. The store bumps an experiment's version on every change to it or
-one of its trials (cluster.py), so an answer is rebuilt only when there is something new in it.
+share and the plots themselves (with several objectives, each plot for each objective the page
+asked for). The store bumps an experiment's version on every change to it or one of its trials
+(cluster.py), so an answer is rebuilt only when there is something new in it.
 """
 
 from __future__ import annotations
@@ -137,14 +138,18 @@ class PageCache:
                 entry.study_seconds = entry.study_built - started
                 entry.study_version = version
                 entry.study_spec, entry.study_trials = spec, trials
-            cached = entry.figures.get((kind,))
+            # Per objective shown (several objectives): one figure for each the page chose. An
+            # unknown objective raises ValueError here, before anything is cached for it.
+            study = entry.study
+            objective = study.objectives[study.objective(metric)] if study.multi and kind != "pareto" else None
+            cached = entry.figures.get((kind, objective))
             if cached is None or cached[0] != entry.study_version:
-                study, spec, trials = entry.study, entry.study_spec, entry.study_trials
+                spec, trials = entry.study_spec, entry.study_trials
                 fig = await anyio.to_thread.run_sync(
-                    lambda: figures.to_json(figures.figure(kind, spec, trials, study=study))
+                    lambda: figures.to_json(figures.figure(kind, spec, trials, study=study, metric=objective))
                 )
-                entry.figures[(kind,)] = (entry.study_version, _versioned(fig, entry.study_version))
-            return entry.figures[(kind,)][1]
+                entry.figures[(kind, objective)] = (entry.study_version, _versioned(fig, entry.study_version))
+            return entry.figures[(kind, objective)][1]
 
     async def warm(self, key: Key) -> None:
         """Starts on what the experiment page asks for, while the browser loads the page: its

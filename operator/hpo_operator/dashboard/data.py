@@ -24,7 +24,7 @@ from hpo_operator.client.query import (
     sort_field,
     sort_items,
 )
-from hpo_operator.client.views import experiment_detail, experiment_summary
+from hpo_operator.client.views import experiment_detail, experiment_summary, pareto_front_view
 from hpo_operator.core import times
 
 # A trial's message can be a whole termination log; the table shows its start.
@@ -175,7 +175,9 @@ def experiment_rows(objects: Iterable[dict], query: ListQuery = ListQuery(), me:
 
 def experiment_view(obj: dict) -> dict:
     """The experiment page's header: summary, spec in short, conditions, status history, best
-    trial (what `kubectl hpo describe` prints), and the names of its parameters and metrics."""
+    trial (what `kubectl hpo describe` prints), and the names of its parameters and metrics. With
+    several objectives, each objective (name, direction, referenceValue) and the front as the
+    status holds it (its first trials, its size, the hypervolume: what `kubectl hpo pareto` prints)."""
     detail = experiment_detail(obj, []).to_dict()
     detail.pop("trials", None)
     spec = obj.get("spec") or {}
@@ -193,6 +195,16 @@ def experiment_view(obj: dict) -> dict:
         if m
     ]
     detail["direction"] = objective.get("type") or ((objective.get("metrics") or [{}])[0].get("type")) or "minimize"
+    detail["objectives"] = [
+        {
+            "name": m.get("metricName"),
+            "direction": m.get("type") or "minimize",
+            "referenceValue": m.get("referenceValue"),
+        }
+        for m in objective.get("metrics")
+        or [{"metricName": objective.get("metricName"), "type": objective.get("type")}]
+    ]
+    detail["paretoFront"] = pareto_front_view(obj).to_dict() if several else None
     detail["resourceVersion"] = (obj.get("metadata") or {}).get("resourceVersion")
     return detail
 
@@ -226,6 +238,8 @@ def trial_row(obj: dict) -> dict:
         "message": message,
         "exitCode": status.get("exitCode"),
         "objective": status.get("objectiveValue"),
+        "objectiveValues": status.get("objectiveValues"),
+        "feasible": status.get("feasible"),
         "attempt": int(spec.get("attempt") or 1),
         "launchReason": labels.get(L_LAUNCH),
         "config": labels.get(L_CONFIG),

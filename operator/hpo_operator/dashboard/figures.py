@@ -4,6 +4,10 @@ Every Trial that ran becomes one Optuna trial, numbered in creation order: a Suc
 its objective is COMPLETE, an EarlyStopped one PRUNED, a Failed or Killed one FAIL, an unfinished one
 RUNNING (Refused trials never ran and are left out). Retries are trials of their own, so a
 configuration recovered on its third attempt shows as two failures and one result, as it happened.
+With several objectives the study has them all (its directions and metric names from the spec),
+and a trial that broke the spec's constraints (status.feasible false) carries a violated
+constraint, which Optuna's plots draw as infeasible. The single-objective plots then show one
+objective, the one the page chose (OBJECTIVE_KINDS).
 
 The figures are plotly figures sent to the page as JSON, where plotly.js draws them. Two things
 are adjusted for large experiments: traces of more than GL_POINTS points are drawn with WebGL
@@ -15,8 +19,10 @@ browser minutes; Parcoords draws them at once).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -44,7 +50,11 @@ PARALLEL_LINES = 2000
 DEFAULT_CURVES = 10
 MAX_CURVES = 50
 
-KINDS = ("history", "parallel", "importance", "slice", "curves")
+KINDS = ("history", "parallel", "importance", "slice", "curves", "pareto")
+# The figures that show one objective of several: the page names it (?metric=), else the first.
+OBJECTIVE_KINDS = ("history", "parallel", "importance", "slice")
+# The constraint an infeasible trial breaks, as Optuna's plots read it (any value above 0 breaks it).
+INFEASIBLE = "constraints"
 
 
 def plain(text: str) -> str:
@@ -77,6 +87,10 @@ class _Snapshot(optuna.study.Study):
         return super().get_trials(deepcopy=False, states=states)
 
 
+class UnknownObjective(ValueError):
+    """A figure asked for an objective the experiment does not have."""
+
+
 @dataclass
 class TrialStudy:
     """A study rebuilt from an experiment's Trials; trial number i is the Trial names[i]."""
@@ -86,23 +100,52 @@ class TrialStudy:
     metric: str
     parameters: list[Parameter]
     distributions: dict[str, optuna.distributions.BaseDistribution]
+    objectives: list[str] = field(default_factory=list)  # the spec's, in its order
+    directions: list[str] = field(default_factory=list)  # minimize or maximize, each
 
     def trials(self, *states: TrialState) -> list[optuna.trial.FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states or None)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    def objective(self, name: str | None) -> int:
+        """The index of objective `name` (None: the first); an unknown name is a ValueError."""
+        if name is None:
+            return 0
+        if name not in self.objectives:
+            raise UnknownObjective(f"no objective {name!r}: the objectives are {', '.join(self.objectives)}")
+        return self.objectives.index(name)
+
+    def value(self, trial: optuna.trial.FrozenTrial, index: int) -> float:
+        return trial.values[index] if self.multi else trial.value  # type: ignore[return-value]
+
+    def maximize(self, index: int) -> bool:
+        return self.directions[index] == "maximize"
 
 
 def parse_spec(spec: dict) -> ExperimentSpec:
     return ExperimentSpec.model_validate(spec)
 
 
-def _state(status: dict) -> tuple[TrialState, float | None]:
+def _finite(values: Any, count: int) -> list[float] | None:
+    if not isinstance(values, list) or len(values) != count:
+        return None
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _state(status: dict, objectives: int = 1) -> tuple[TrialState, list[float] | None]:
+    """The trial's state and its objectives' values (a list, one value per objective)."""
     phase = status.get("phase") or "Pending"
-    value = status.get("objectiveValue")
-    if value is None and status.get("objectiveValues"):
-        # Several objectives: until the dashboard plots fronts, its single-objective plots show the first.
-        value = status["objectiveValues"][0]
-    if phase == "Succeeded" and value is not None and math.isfinite(value):
-        return TrialState.COMPLETE, float(value)
+    if objectives > 1:
+        values = _finite(status.get("objectiveValues"), objectives)
+    else:
+        values = _finite([status.get("objectiveValue")], 1)
+    if phase == "Succeeded" and values is not None:
+        return TrialState.COMPLETE, values
     if phase == "EarlyStopped":
         return TrialState.PRUNED, None
     if phase in UNFINISHED_PHASES:
@@ -132,8 +175,10 @@ def build_study(
     parsed = parse_spec(spec)
     parameters = list(parsed.parameters)
     distributions = {p.name: _distribution(p) for p in parameters}
-    metric = metric or parsed.objective.names[0]
-    direction = parsed.objective.directions[0]
+    objectives, directions = parsed.objective.names, parsed.objective.directions
+    metric = metric or objectives[0]
+    # The metric curves force every trial RUNNING: no values, so one direction will do.
+    several = len(objectives) > 1 and state is None
     frozen, names = [], []
     for t in creation_order(trials):
         status = t.get("status") or {}
@@ -142,26 +187,39 @@ def build_study(
         given = {a.get("name"): a.get("value") for a in (t.get("spec") or {}).get("parameters") or []}
         try:
             params = {p.name: _value(p, str(given[p.name])) for p in parameters}
-            trial_state, value = _state(status)
+            trial_state, values = _state(status, len(objectives) if several else 1)
             if state is not None:
-                trial_state, value = state, (value if state == TrialState.COMPLETE else None)
+                trial_state, values = state, (values if state == TrialState.COMPLETE else None)
+            infeasible = trial_state == TrialState.COMPLETE and status.get("feasible") is False
             frozen.append(
                 create_trial(
                     state=trial_state,
-                    value=value,
+                    values=values,
                     params=params,
                     distributions=distributions,
                     user_attrs={"trial": t["metadata"]["name"]},
                     intermediate_values=_history(status, metric) if with_history else None,
+                    constraints={INFEASIBLE: 1.0 if infeasible else 0.0} if parsed.objective.constraints else None,
                 )
             )
         except (KeyError, ValueError, TypeError):
             continue  # not a point of this search space (a user's Trial the operator refused)
         names.append(t["metadata"]["name"])
     storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(storage=storage, direction=direction)
+    study = optuna.create_study(storage=storage, directions=directions if several else directions[:1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(objectives if several else [metric])
     study.add_trials(frozen)
-    return TrialStudy(_Snapshot(study_name=study.study_name, storage=storage), names, metric, parameters, distributions)
+    return TrialStudy(
+        _Snapshot(study_name=study.study_name, storage=storage),
+        names,
+        metric,
+        parameters,
+        distributions,
+        objectives=list(objectives),
+        directions=list(directions),
+    )
 
 
 # --- the figures ----------------------------------------------------------------------------------------
@@ -178,73 +236,151 @@ def _empty(title: str, why: str) -> go.Figure:
     )
 
 
-def history(ts: TrialStudy) -> go.Figure:
-    """The objective of each succeeded trial, by trial number, with the best so far."""
-    return vis.plot_optimization_history(ts.study, target_name=ts.metric)
+def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.constraints.values())
 
 
-def importance(ts: TrialStudy) -> go.Figure:
+def history(ts: TrialStudy, index: int = 0) -> go.Figure:
+    """The objective of each succeeded trial, by trial number, with the best so far. With several
+    objectives, objective `index`: Optuna draws a chosen objective's values without the best so
+    far (it does not know the objective's direction), which the spec does say, so it is added."""
+    if not ts.multi:
+        return vis.plot_optimization_history(ts.study, target_name=ts.metric)
+    name, maximize = ts.objectives[index], ts.maximize(index)
+    figure = vis.plot_optimization_history(ts.study, target=lambda t: t.values[index], target_name=name)
+    numbers, best, so_far = [], [], None
+    for t in ts.trials(TrialState.COMPLETE):
+        if _feasible(t):
+            v = t.values[index]
+            so_far = v if so_far is None else (max(so_far, v) if maximize else min(so_far, v))
+        if so_far is not None:
+            numbers.append(t.number)
+            best.append(so_far)
+    if numbers:
+        figure.add_trace(go.Scatter(x=numbers, y=best, mode="lines", name="Best Value"))
+    figure.update_layout(title={"text": f"Optimization History: {plain(name)} ({ts.directions[index]})"})
+    return figure
+
+
+def importance(ts: TrialStudy, index: int = 0) -> go.Figure:
     """PED-ANOVA importances: Optuna's fANOVA and mean-decrease-impurity evaluators need
-    scikit-learn, which the operator's image does not carry; PED-ANOVA needs NumPy alone."""
+    scikit-learn, which the operator's image does not carry; PED-ANOVA needs NumPy alone. With
+    several objectives, for objective `index` (PED-ANOVA looks for low values of the target it is
+    given: a maximised objective is given negated)."""
     complete = ts.trials(TrialState.COMPLETE)
     varying = [p.name for p in ts.parameters if len({t.params[p.name] for t in complete}) > 1]
     if len(complete) < 2 or not varying:
         return _empty("Hyperparameter Importances", "needs two succeeded trials with different values")
-    return vis.plot_param_importances(
-        ts.study, evaluator=PedAnovaImportanceEvaluator(), params=varying, target_name=ts.metric
-    )
+    if not ts.multi:
+        return vis.plot_param_importances(
+            ts.study, evaluator=PedAnovaImportanceEvaluator(), params=varying, target_name=ts.metric
+        )
+    sign = -1.0 if ts.maximize(index) else 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the advice to negate a target to maximise
+        return vis.plot_param_importances(
+            ts.study,
+            evaluator=PedAnovaImportanceEvaluator(),
+            params=varying,
+            target=lambda t: sign * t.values[index],
+            target_name=ts.objectives[index],
+        )
 
 
-def slices(ts: TrialStudy) -> go.Figure:
-    """The objective against each parameter, one panel per parameter."""
-    return vis.plot_slice(ts.study, target_name=ts.metric)
+def slices(ts: TrialStudy, index: int = 0) -> go.Figure:
+    """The objective (with several, objective `index`) against each parameter, one panel each."""
+    if not ts.multi:
+        return vis.plot_slice(ts.study, target_name=ts.metric)
+    return vis.plot_slice(ts.study, target=lambda t: t.values[index], target_name=ts.objectives[index])
+
+
+# Optuna's Pareto-front traces are told apart by their hover label alone; the legend names them.
+_PARETO_TRACES = ("Infeasible Trial", "Feasible Trial", "Best Trial", "Trial")
+_NUMBER = re.compile(r'"number": (\d+)')
+
+
+def _hover(ts: TrialStudy, trial: optuna.trial.FrozenTrial) -> str:
+    values = ", ".join(f"{n}={v:.6g}" for n, v in zip(ts.objectives, trial.values, strict=True))
+    params = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    return f"<b>{plain(ts.names[trial.number])}</b><br>{plain(values)}<br>{params}"
+
+
+def pareto(ts: TrialStudy) -> go.Figure:
+    """Optuna's Pareto-front plot: every succeeded trial by its objectives' values, the front
+    (Optuna's "Best Trial": the feasible trials no other feasible trial beats in every objective)
+    in red, the infeasible trials in grey. It draws two or three objectives."""
+    title = "Pareto-front Plot"
+    if not ts.multi:
+        return _empty(title, "one objective: no Pareto front")
+    if len(ts.objectives) > 3:
+        return _empty(title, f"the plot draws two or three objectives; this experiment has {len(ts.objectives)}")
+    if not ts.trials(TrialState.COMPLETE):
+        return _empty(title, "no succeeded trial yet")
+    figure = vis.plot_pareto_front(ts.study, target_names=[plain(n) for n in ts.objectives])
+    trials = ts.trials()
+    for trace in figure.data:
+        label = next((n for n in _PARETO_TRACES if f"<extra>{n}</extra>" in (trace.hovertemplate or "")), None)
+        # Optuna's hover text is each trial as indented JSON (2.7 MB for 10,000 trials): the same
+        # facts on three lines, a third of the size, with the Trial's name.
+        text = [_hover(ts, trials[int(m.group(1))]) for m in map(_NUMBER.search, trace.text or ()) if m]
+        trace.update(name=label, showlegend=True, text=text if len(text) == len(trace.text or ()) else trace.text)
+    figure.update_layout(legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0})
+    return figure
 
 
 def _decades(low: float, high: float) -> list[float]:
     return [float(e) for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)]
 
 
-def _lines(complete: list[optuna.trial.FrozenTrial], maximize: bool) -> list[optuna.trial.FrozenTrial]:
-    """At most PARALLEL_LINES trials: the best half of them, and the others spread evenly over the
-    rest by rank (so every range of the objective still shows), in trial order."""
+def _lines(
+    complete: list[optuna.trial.FrozenTrial], maximize: bool, value: Callable[[optuna.trial.FrozenTrial], float]
+) -> list[optuna.trial.FrozenTrial]:
+    """At most PARALLEL_LINES trials: the best half of them by `value`, and the others spread
+    evenly over the rest by rank (so every range of the objective still shows), in trial order."""
     if len(complete) <= PARALLEL_LINES:
         return complete
-    ranked = sorted(complete, key=lambda t: t.value, reverse=maximize)
+    ranked = sorted(complete, key=value, reverse=maximize)
     best, rest = ranked[: PARALLEL_LINES // 2], ranked[PARALLEL_LINES // 2 :]
     wanted = PARALLEL_LINES - len(best)
     sample = [rest[i * len(rest) // wanted] for i in range(wanted)]
     return sorted(best + sample, key=lambda t: t.number)
 
 
-def parallel(ts: TrialStudy) -> go.Figure:
-    """Parallel coordinates over the objective and every parameter, coloured by the objective
-    (plotly's Parcoords: one WebGL line per succeeded trial, axes that can be brushed). Past
-    PARALLEL_LINES trials, a sample: more lines only blacken the plot, and each costs drawing time
-    (seconds for 10,000 where WebGL runs without a GPU)."""
+def parallel(ts: TrialStudy, index: int = 0) -> go.Figure:
+    """Parallel coordinates over the objective (with several, every objective) and every
+    parameter, coloured by the objective (objective `index`) (plotly's Parcoords: one WebGL line
+    per succeeded trial, axes that can be brushed). Past PARALLEL_LINES trials, a sample: more
+    lines only blacken the plot, and each costs drawing time (seconds for 10,000 where WebGL runs
+    without a GPU)."""
     every = ts.trials(TrialState.COMPLETE)
     title = {"text": "Parallel Coordinate Plot"}
     if not every:
         return _empty(title["text"], "no succeeded trial yet")
-    complete = _lines(every, ts.study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    maximize = ts.maximize(index)
+    complete = _lines(every, maximize, lambda t: ts.value(t, index))
     if len(complete) < len(every):
         title["text"] += (
             f"<br><sup>{len(complete):,} of {len(every):,} succeeded trials: the {PARALLEL_LINES // 2:,} "
             "best, and the others evenly spread over the rest</sup>"
         )
-    values = [t.value for t in complete]
-    dims: list[dict[str, Any]] = [{"label": ts.metric, "values": values}]
+    shown = range(len(ts.objectives)) if ts.multi else range(1)
+    columns = {i: [ts.value(t, i) for t in complete] for i in shown}
+    values = columns[index]
+    dims: list[dict[str, Any]] = [
+        {"label": ts.objectives[i] if ts.multi else ts.metric, "values": columns[i]} for i in shown
+    ]
     for p in ts.parameters:
         column = [t.params[p.name] for t in complete]
         dist = ts.distributions[p.name]
         if isinstance(dist, CategoricalDistribution):
-            index = {c: i for i, c in enumerate(dist.choices)}
+            position = {c: i for i, c in enumerate(dist.choices)}
             # Parcoords writes tick labels as plain text (no markup read, no entity decoded): the
             # values as they are, not escaped.
             labels = list(p.values or []) if p.type == "categorical" else [str(c) for c in dist.choices]
             dims.append(
                 {
                     "label": p.name,
-                    "values": [index[v] for v in column],
+                    "values": [position[v] for v in column],
                     "tickvals": list(range(len(labels))),
                     "ticktext": labels,
                     "range": [0, max(len(labels) - 1, 1)],
@@ -263,13 +399,12 @@ def parallel(ts: TrialStudy) -> go.Figure:
             )  # type: ignore[arg-type]
         else:
             dims.append({"label": p.name, "values": column, "range": [p.min, p.max]})
-    reverse = ts.study.direction == optuna.study.StudyDirection.MINIMIZE  # the best trials darkest
     line = {
         "color": values,
         "colorscale": "Blues",
-        "reversescale": reverse,
+        "reversescale": not maximize,  # the best trials darkest
         "showscale": True,
-        "colorbar": {"title": {"text": ts.metric}},
+        "colorbar": {"title": {"text": ts.objectives[index] if ts.multi else ts.metric}},
     }
     return go.Figure(
         go.Parcoords(dimensions=dims, line=line, labelangle=0), layout={"title": title, "margin": {"l": 80, "r": 80}}
@@ -328,8 +463,13 @@ def figure(
     metric: str | None = None,
     chosen: Sequence[str] = (),
 ) -> go.Figure:
-    """One of KINDS; `study` is the experiment's (built once, shared by the kinds that use it)."""
+    """One of KINDS; `study` is the experiment's (built once, shared by the kinds that use it).
+    `metric` is the curves' metric, or the objective an OBJECTIVE_KINDS figure shows (with
+    several objectives; a ValueError if it is not one of them)."""
     if kind == "curves":
         return curves(spec, trials, metric, chosen)
     ts = study or build_study(spec, trials)
-    return {"history": history, "parallel": parallel, "importance": importance, "slice": slices}[kind](ts)
+    if kind == "pareto":
+        return pareto(ts)
+    index = ts.objective(metric) if ts.multi else 0
+    return {"history": history, "parallel": parallel, "importance": importance, "slice": slices}[kind](ts, index)

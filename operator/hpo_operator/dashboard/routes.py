@@ -7,7 +7,8 @@
     GET  /api/experiments/NS/NAME                  summary, spec, conditions, history, best trial
     GET  /api/experiments/NS/NAME/trials           one row per trial
     GET  /api/experiments/NS/NAME/recovery         per configuration, its attempts
-    GET  /api/experiments/NS/NAME/figures/KIND     a plotly figure (history, parallel, ...)
+    GET  /api/experiments/NS/NAME/figures/KIND     a plotly figure (history, parallel, pareto, ...);
+                                                   ?metric= the objective it shows, of several
     GET  /api/events                               server-sent events: which experiments changed
     POST /api/experiments/NS/NAME/stop|resume      with --allow-write only (403 otherwise)
     POST /api/experiments/NS/NAME/restart-trials   {"trials": [...]}, with --allow-write only
@@ -169,6 +170,8 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
         chosen = tuple(n for n in (request.query_params.get("trials") or "").split(",") if n)
         try:
             return _json_bytes(await cache.figure_json(key, kind, metric, chosen))
+        except figures.UnknownObjective as e:
+            return _error(400, str(e))
         except ValueError as e:  # a spec the models refuse: say so in the plot's place
             return _error(422, f"cannot plot this experiment: {e}")
 

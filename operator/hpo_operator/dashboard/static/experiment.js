@@ -43,7 +43,12 @@
       fact("Progress", `${s.configurations}/${s.maxTrialCount} configurations; ${s.trials} trials` + (counts ? `: ${counts}` : "")),
       fact("Parallel", String(spec.parallelTrialCount ?? "")),
       fact("Retries", `${spec.retryPolicy.maxRetries} on ${spec.retryPolicy.retryOn.join(", ")}`),
-      fact("Best", s.bestTrial ? [number(s.bestValue), " in ", trialLink(s.bestTrial)] : el("span", {class: "muted"}, "no result yet")),
+      multi() ? null : fact("Best", s.bestTrial ? [number(s.bestValue), " in ", trialLink(s.bestTrial)] : el("span", {class: "muted"}, "no result yet")),
+      multi() ? fact("Pareto front", el("span", {id: "front-size"}, `${s.paretoFrontSize ?? 0} trials`)) : null,
+      multi() ? fact("Hypervolume", s.hypervolume !== undefined && s.hypervolume !== null ? el("span", {id: "hypervolume"}, number(s.hypervolume))
+        : el("span", {class: "muted"}, view.objectives.every((o) => o.referenceValue !== undefined && o.referenceValue !== null)
+          ? "none yet" : "give every objective a referenceValue")) : null,
+      spec.constraints ? fact("Constraints", spec.constraints.join(", ")) : null,
       fact("Created (UTC)", time(s.created)),
       s.original ? fact("Copy of", s.original) : null,
       s.warmStartFrom ? fact("Warm start", s.warmStartFrom) : null,
@@ -51,7 +56,9 @@
     replace(q("space"), el("tr", {}, el("th", {}, "parameter"), el("th", {}, "range")),
       spec.parameters.map((p) => el("tr", {}, el("td", {}, p.name), el("td", {}, p.range))));
     const best = view.best;
-    replace(q("best"), best ? [
+    q("best-title").textContent = multi() ? "Pareto front" : "Best trial";
+    if (multi()) renderFront(view.paretoFront);
+    else replace(q("best"), best ? [
       el("p", {}, trialLink(best.trialName), " ", el("strong", {}, number(best.objectiveValue))),
       el("table", {class: "grid small"},
         Object.entries(best.parameters).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))),
@@ -63,6 +70,25 @@
     replace(q("status-history"), el("tr", {}, ["time (UTC)", "phase", "reason"].map((h) => el("th", {}, h))),
       view.statusHistory.map((h) => el("tr", {}, el("td", {}, time(h.time)), el("td", {}, badge(h.phase)), el("td", {}, h.reason || ""))));
     renderActions();
+  }
+
+  // Several objectives: the experiment has a Pareto front instead of a best trial.
+  function multi() {
+    return Boolean(view && view.paretoFront);
+  }
+
+  const FRONT_ROWS = 20;  // the card lists the front's first trials; the plot shows every one
+
+  function renderFront(front) {
+    const names = view.objectives.map((o) => o.name);
+    const more = front.size - Math.min(front.trials.length, FRONT_ROWS);
+    replace(q("best"), front.trials.length ? [
+      el("table", {class: "grid small", id: "front"},
+        el("tr", {}, el("th", {}, "trial"), names.map((n) => el("th", {}, n))),
+        front.trials.slice(0, FRONT_ROWS).map((t) => el("tr", {dataset: {name: t.trial}}, el("td", {}, trialLink(t.trial)),
+          names.map((n) => el("td", {class: "num"}, number(t.values[n])))))),
+      more > 0 ? el("p", {class: "muted"}, `and ${more} more (kubectl hpo pareto ${view.summary.name})`) : null]
+      : el("p", {class: "muted"}, "no feasible result yet"));
   }
 
   // --- write actions (with --allow-write) -------------------------------------------------------
@@ -118,7 +144,8 @@
       {id: "phase", label: "status", get: (r) => r.phase, cell: (r) => badge(r.phase)},
       {id: "reason", label: "reason", get: (r) => r.reason},
       {id: "failureClass", label: "failure class", get: (r) => r.failureClass},
-      {id: "objective", label: "objective", get: (r) => r.objective, num: true},
+      multi() ? null : {id: "objective", label: "objective", get: (r) => r.objective, num: true},
+      view.spec.constraints ? {id: "feasible", label: "feasible", get: (r) => r.feasible === undefined ? "" : r.feasible ? "yes" : "no"} : null,
       {id: "attempt", label: "attempt", get: (r) => r.attempt, num: true},
       {id: "launchReason", label: "launch", get: (r) => r.launchReason},
       ...params.map((p) => ({id: `p:${p}`, label: p, get: (r) => (r.params || {})[p], param: true})),
@@ -128,7 +155,7 @@
       {id: "created", label: "created (UTC)", get: (r) => r.created, cell: (r) => time(r.created)},
       {id: "duration", label: "duration", get: (r) => seconds(r.started, r.completed), num: true,
         cell: (r) => duration(seconds(r.started, r.completed))},
-    ];
+    ].filter(Boolean);
   }
 
   function compare(get, numeric) {
@@ -223,7 +250,9 @@
         fact("Attempt", `${r.attempt}` + (r.launchReason ? ` (${r.launchReason})` : "")),
         fact("Reason", r.reason || ""), fact("Failure class", r.failureClass || ""),
         r.exitCode !== undefined ? fact("Exit code", String(r.exitCode)) : null,
-        fact("Objective", number(r.objective)),
+        multi() ? fact("Objectives", view.objectives.map((o, i) => `${o.name} ${r.objectiveValues ? number(r.objectiveValues[i]) : ""}`).join(", "))
+          : fact("Objective", number(r.objective)),
+        r.feasible !== undefined ? fact("Feasible", r.feasible ? "yes" : "no") : null,
         fact("Started (UTC)", time(r.started)), fact("Finished (UTC)", time(r.completed)),
         fact("Duration", duration(seconds(r.started, r.completed))),
         fact("Metric history", `${r.steps || 0} values`)),
@@ -303,33 +332,50 @@
     };
   });
 
-  // Draws figure `source`: a URL to fetch, or a figure already asked for (a promise).
-  const drawn = {};  // kind -> the figure's version last drawn
+  // A slot is a plot on the page (its div is plot-SLOT): which figure it shows (kind) and the URL
+  // that asks for it. Several objectives add a slot per objective's history (history-1, ...).
+  const slots = {};
 
-  async function draw(kind, source) {
-    const div = q(`plot-${kind}`);
+  // Draws slot `slot`: its URL fetched now, or `asked` ({url, figure}: a figure already asked for).
+  const drawn = {};  // slot -> the figure's version and URL last drawn
+
+  async function draw(slot, asked) {
+    const div = q(`plot-${slot}`), kind = slots[slot].kind;
     try {
-      const [figure] = await Promise.all([typeof source === "string" ? getJSON(source) : source, plotlyLoaded]);
-      const stamp = `${figure.version}:${kind === "curves" ? curvesUrl() : ""}`;
-      if (drawn[kind] === stamp) return;  // the same figure: drawing it again would only cost time
-      drawn[kind] = stamp;
+      const url = asked ? asked.url : slots[slot].url();
+      const [figure] = await Promise.all([asked ? asked.figure : getJSON(url), plotlyLoaded]);
+      // The user chose another objective (or trials) while it came: that one is drawn instead.
+      if (url !== slots[slot].url()) { plots[slot](); return; }
+      const stamp = `${figure.version}:${url}`;
+      if (drawn[slot] === stamp) return;  // the same figure: drawing it again would only cost time
+      drawn[slot] = stamp;
       const layout = {...figure.layout, ...LAYOUT, margin: {...LAYOUT.margin, ...(figure.layout.margin || {})}};
       if (kind === "parallel") layout.margin.t = 90;
       if (kind === "slice") layout.width = undefined;
       await Plotly.react(div, figure.data, layout, {responsive: true, displaylogo: false});
       div.dataset.rendered = String(Date.now());
-      mark(kind);
+      mark(slot);
     } catch (e) {
       replace(div, el("p", {class: "errors"}, `${kind}: ${e.message}`));
     }
   }
 
+  // The objective the parallel coordinates are coloured by and the importance and slice plots
+  // show (several objectives; with one, the page names none).
+  function objectiveUrl(kind) {
+    const chosen = q("objective").value;
+    return chosen ? `${api}/figures/${kind}?${new URLSearchParams({metric: chosen})}` : `${api}/figures/${kind}`;
+  }
+
   // Each plot refreshes on its own: a slow one (parallel coordinates draw with WebGL) does not
   // hold back the others.
   const plots = {};
-  for (const kind of ["history", "parallel", "importance", "slice"]) {
-    plots[kind] = coalesce(() => draw(kind, `${api}/figures/${kind}`), 2000);
+  function addSlot(slot, kind, url, wait = 2000) {
+    slots[slot] = {kind, url};
+    plots[slot] = coalesce(() => draw(slot), wait);
   }
+  for (const kind of ["parallel", "importance", "slice"]) addSlot(kind, kind, () => objectiveUrl(kind));
+  addSlot("history", "history", () => `${api}/figures/history`);
   function curvesUrl() {
     const metric = q("curve-metric").value;
     const chosen = [...state.selected];
@@ -338,19 +384,46 @@
     if (chosen.length) params.set("trials", chosen.join(","));
     return `${api}/figures/curves?${params}`;
   }
-  plots.curves = coalesce(() => draw("curves", curvesUrl()), 1000);
+  addSlot("curves", "curves", curvesUrl, 1000);
+
+  // Several objectives: the Pareto front first, then a history per objective (the first in the
+  // page's history slot, the others added after it), and the objective selector.
+  function addObjectives() {
+    if (!multi()) return;
+    const names = view.objectives.map((o) => o.name);
+    q("pareto-box").hidden = false;
+    addSlot("pareto", "pareto", () => `${api}/figures/pareto`);
+    ORDER.unshift("pareto");
+    const history = (name) => `${api}/figures/history?${new URLSearchParams({metric: name})}`;
+    slots.history.url = () => history(names[0]);
+    let after = q("history-box");
+    names.slice(1).forEach((name, i) => {
+      const slot = `history-${i + 1}`;
+      const box = el("div", {class: "plot"}, el("div", {id: `plot-${slot}`, class: "chart", dataset: {kind: "history", metric: name}}));
+      after.after(box);
+      after = box;
+      addSlot(slot, "history", () => history(name));
+      ORDER.splice(ORDER.indexOf("history") + 1 + i, 0, slot);
+    });
+    q("plot-history").dataset.metric = names[0];
+    replace(q("objective"), names.map((n) => el("option", {value: n}, n)));
+    q("objective-controls").hidden = false;
+    q("objective").addEventListener("change", () => { plots.parallel(); plots.importance(); plots.slice(); });
+  }
 
   // The first time, every figure is asked for at once, and drawn one after the other in ORDER
   // (each draw holds the page's thread: the cheap ones should not wait behind the slow one).
   async function firstDraw() {
-    const urls = {curves: curvesUrl()};
-    const figs = Object.fromEntries(ORDER.map((k) => [k, getJSON(urls[k] || `${api}/figures/${k}`).then((f) => { mark(`${k}:data`); return f; })]));
+    const figs = Object.fromEntries(ORDER.map((s) => {
+      const url = slots[s].url();
+      return [s, {url, figure: getJSON(url).then((f) => { mark(`${s}:data`); return f; })}];
+    }));
     loadPlotly();
-    for (const kind of ORDER) await draw(kind, figs[kind]);
+    for (const slot of ORDER) await draw(slot, figs[slot]);
   }
   // Drawn in this order, the parallel coordinates (WebGL, the slowest) last.
   const ORDER = ["history", "slice", "importance", "curves", "parallel"];
-  plots.all = () => { for (const kind of ORDER) plots[kind](); };
+  plots.all = () => { for (const slot of ORDER) plots[slot](); };
 
   // --- loading and live updates ----------------------------------------------------------------------
 
@@ -388,6 +461,7 @@
     }
     replace(q("curve-metric"), view.metricNames.map((m) => el("option", {value: m}, m)));
     q("curve-metric").addEventListener("change", () => plots.curves());
+    addObjectives();
     firstDraw();
     q("trial-search").addEventListener("input", (e) => { state.search = e.target.value; state.page = 0; state.focus = null; renderTable(); });
     window.addEventListener("hashchange", fromHash);

@@ -6,13 +6,7 @@
 set -euo pipefail
 
 source "$(dirname "$0")/lib/paths.sh"
-export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gocache" GOFLAGS=-mod=mod
-export GOTOOLCHAIN=local CGO_ENABLED=0
-mkdir -p "$bin"
-
-# Each binary records the version it was built for; a pin change rebuilds it.
-built() { [ -x "$bin/$1" ] && [ "$(cat "$bin/.$1.version" 2>/dev/null)" = "$2" ]; }
-stamp() { echo "$2" > "$bin/.$1.version"; }
+source "$(dirname "$0")/lib/gobuild.sh"
 
 k8s_ldflags() {
   local v=${K8S_VERSION#v} date

@@ -10,12 +10,7 @@
 set -euo pipefail
 
 source "$(dirname "$0")/lib/paths.sh"
-export GOMODCACHE="$cache/gomod" GOCACHE="$cache/gocache" GOFLAGS=-mod=mod
-export GOTOOLCHAIN=local CGO_ENABLED=0
-mkdir -p "$bin"
-
-built() { [ -x "$bin/$1" ] && [ "$(cat "$bin/.$1.version" 2>/dev/null)" = "$2" ]; }
-stamp() { echo "$2" > "$bin/.$1.version"; }
+source "$(dirname "$0")/lib/gobuild.sh"
 
 # module_dir MODULE VERSION: the module's source folder in the module cache (downloaded if needed).
 module_dir() {

@@ -21,7 +21,10 @@ from hpo_operator.workloads.kinds import (
     build_workload,
     kind_of,
     label_pod_templates,
+    primary_labels,
     primary_pod,
+    runtime_replicated_jobs,
+    trainjob_runtime,
     trial_pod_view,
 )
 
@@ -320,3 +323,82 @@ def test_a_resource_follows_its_own_success_and_failure_conditions():
     oom = pod("w", "Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})
     assert seen(failed, [oom], kind, resource=resource)[1].failure_class == "OOMKilled"
     assert seen(failed, [], kind, resource=resource)[1].failure_class == "Error"
+
+
+TRAINJOB = {
+    "apiVersion": "trainer.kubeflow.org/v1alpha1",
+    "kind": "TrainJob",
+    "manifest": {
+        "spec": {
+            "runtimeRef": {"name": "torch"},
+            "trainer": {
+                "numNodes": 2,
+                "args": ["--lr=${params.lr}", "--run=${trial.name}"],
+                "env": [{"name": "LR", "value": "${params.lr}"}],
+            },
+            "runtimePatches": [{"manager": "example.org/mine", "trainingRuntimeSpec": {}}],
+        }
+    },
+}
+
+
+def test_the_known_kinds_default_their_conditions_and_primary_pod():
+    trainjob = spec(resource=TRAINJOB)
+    resource = trainjob.trial_template.resource
+    assert (resource.success().type, resource.failure().type) == ("Complete", "Failed")
+    assert resource.success().status == "True"
+    assert primary_labels(trainjob) == {
+        "jobset.sigs.k8s.io/replicatedjob-name": "node",
+        "jobset.sigs.k8s.io/job-index": "0",
+    }
+    # A JobSet's primary pod is of its first replicated job; its conditions are its own.
+    jobset = spec(resource={k: v for k, v in JOBSET.items() if not k.endswith("Condition")})
+    assert (jobset.trial_template.resource.success().type, jobset.trial_template.resource.failure().type) == (
+        "Completed",
+        "Failed",
+    )
+    assert primary_labels(jobset)["jobset.sigs.k8s.io/replicatedjob-name"] == "leader"
+    # Given ones win.
+    mine = spec(resource={**TRAINJOB, "successCondition": {"type": "Done"}}, primaryPod={"labels": {"r": "x"}})
+    assert (mine.trial_template.resource.success().type, primary_labels(mine)) == ("Done", {"r": "x"})
+    assert primary_labels(spec(template={"spec": {"containers": CONTAINERS}})) is None
+
+
+def test_another_kind_without_conditions_is_refused():
+    with pytest.raises(ValueError, match="required for TrainRun"):
+        spec(resource={"apiVersion": "test.hpo.dev/v1", "kind": "TrainRun", "manifest": {}})
+
+
+def test_a_trainjob_trial_is_substituted_and_labels_its_runtimes_every_replicated_job():
+    s = spec(resource=TRAINJOB)
+    runtime = {"spec": {"template": {"spec": {"replicatedJobs": [{"name": "dataset-initializer"}, {"name": "node"}]}}}}
+    jobs = runtime_replicated_jobs(runtime)
+    assert jobs == ["dataset-initializer", "node"]
+    _, body = build_workload(s, "exp", TRIAL, jobs)
+    trainer = body["spec"]["trainer"]
+    assert trainer["args"] == ["--lr=0.01", "--run=exp-0003"] and trainer["env"] == [{"name": "LR", "value": "0.01"}]
+    mine, ours = body["spec"]["runtimePatches"]
+    assert mine["manager"] == "example.org/mine"  # the user's own patches are kept
+    patched = ours["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert [j["name"] for j in patched] == jobs
+    for j in patched:
+        labels = j["template"]["spec"]["template"]["metadata"]["labels"]
+        assert labels["hpo.dev/trial"] == "exp-0003" and labels["hpo.dev/experiment"] == "exp"
+    assert body["metadata"]["name"] == "exp-0003" and body["metadata"]["labels"]["hpo.dev/trial"] == "exp-0003"
+
+
+def test_a_trainjob_names_its_runtime():
+    kind, namespace, name = trainjob_runtime(spec(resource=TRAINJOB), "ns")
+    assert (kind.plural, namespace, name) == ("clustertrainingruntimes", None, "torch")
+    local = {**TRAINJOB, "manifest": {"spec": {"runtimeRef": {"name": "t", "kind": "TrainingRuntime"}}}}
+    kind, namespace, name = trainjob_runtime(spec(resource=local), "ns")
+    assert (kind.plural, namespace, name) == ("trainingruntimes", "ns", "t")
+    assert trainjob_runtime(spec(resource=JOBSET), "ns") is None
+
+
+def test_the_primary_pod_among_labelled_ones_is_completion_index_0():
+    node = {"jobset.sigs.k8s.io/replicatedjob-name": "node", "jobset.sigs.k8s.io/job-index": "0"}
+    n0 = pod("n-0", "Running", index="0", labels=node, created="2026-01-01T00:00:00Z")
+    n1 = pod("n-1", "Running", index="1", labels=node, created="2026-01-01T00:00:05Z")
+    other = pod("i-0", "Running", index="0", labels={"jobset.sigs.k8s.io/replicatedjob-name": "init"})
+    assert primary_pod([n1, other, n0], node) is n0

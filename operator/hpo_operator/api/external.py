@@ -8,11 +8,12 @@ marks them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
-from .base import Model
+from .base import Model, cel, schema_extra
 from .vocabulary import AccessMode, ConditionStatus
 
 # The embedded pod template keeps unknown fields (it is a whole PodTemplateSpec). Its containers
@@ -95,31 +96,106 @@ class ConditionRule(Model):
     status: ConditionStatus = Field(ConditionStatus.true, validate_default=True, description="The status it must have.")
 
 
+# --- the kinds whose trials need no conditions or primary pod: their defaults, spelled once --------
+
+# Labels the JobSet controller (and the job controller under it) puts on every pod.
+L_REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
+L_JOBSET_JOB_INDEX = "jobset.sigs.k8s.io/job-index"
+L_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+@dataclass(frozen=True)
+class KnownKind:
+    """A kind whose success and failure conditions and primary pod the operator knows."""
+
+    group: str
+    kind: str
+    success: str
+    failure: str
+    # The primary pod is pod 0 of job 0 of this replicated job; None: the manifest's first.
+    replicated_job: str | None
+
+    def describe(self) -> str:
+        job = f"replicated job {self.replicated_job}" if self.replicated_job else "the first replicated job"
+        return f"{self.kind} ({self.group}): {self.success}/{self.failure}, primary pod index 0 of {job}"
+
+
+TRAINJOB = KnownKind("trainer.kubeflow.org", "TrainJob", "Complete", "Failed", "node")
+JOBSET = KnownKind("jobset.x-k8s.io", "JobSet", "Completed", "Failed", None)
+KNOWN_KINDS = (TRAINJOB, JOBSET)
+
+_KNOWN_RULE = " || ".join(f"(self.apiVersion.startsWith('{k.group}/') && self.kind == '{k.kind}')" for k in KNOWN_KINDS)
+
+
+def known_kind(api_version: str, kind: str) -> KnownKind | None:
+    group = api_version.rpartition("/")[0]
+    return next((k for k in KNOWN_KINDS if (k.group, k.kind) == (group, kind)), None)
+
+
 class TrialResource(Model):
-    """Any resource as a trial (a JobSet, a PyTorchJob, ...), with the conditions that say how it
-    ended. The operator's ServiceAccount must be allowed to create, watch and delete it (the Helm
-    chart's trialKinds)."""
+    """Any resource as a trial (a TrainJob, a JobSet, a PyTorchJob, ...), with the conditions that
+    say how it ended: defaults for the known kinds. The operator's ServiceAccount must be allowed to
+    create, watch and delete it (the Helm chart's trialKinds)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            validations=[
+                cel(
+                    f"(has(self.successCondition) && has(self.failureCondition)) || {_KNOWN_RULE}",
+                    "successCondition and failureCondition are required for a kind other than "
+                    + ", ".join(k.kind for k in KNOWN_KINDS),
+                )
+            ]
+        )
+    )
 
     api_version: str = Field(
         max_length=253,
         pattern=r"^([a-z0-9.-]+/)?v[0-9]+((alpha|beta)[0-9]+)?$",
-        description="e.g. jobset.x-k8s.io/v1alpha2.",
+        description="e.g. trainer.kubeflow.org/v1alpha1, jobset.x-k8s.io/v1alpha2.",
     )
     kind: str = Field(max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")
     manifest: dict[str, Any] = Field(
         description=(
             "The object without apiVersion and kind (spec, and metadata labels or annotations). "
-            "Placeholders work in every string; it is named after the trial; every pod template in it "
-            "(an object whose spec has containers) gets the trial's labels."
+            "Placeholders work in every string (a TrainJob's trainer args, command and env too); it is "
+            "named after the trial; every pod template in it (an object whose spec has containers) gets "
+            "the trial's labels; a TrainJob's pods get them through a runtimePatches entry of its "
+            "runtime's every replicated job."
         )
     )
-    success_condition: ConditionRule = Field(description="The trial succeeded once this holds.")
-    failure_condition: ConditionRule = Field(
+    success_condition: ConditionRule | None = Field(
+        None,
+        description=(
+            "The trial succeeded once this holds. Required but for the known kinds, whose defaults are "
+            + "; ".join(k.describe() for k in KNOWN_KINDS)
+            + "."
+        ),
+    )
+    failure_condition: ConditionRule | None = Field(
+        None,
         description=(
             "The trial failed once this holds; its failure class comes from its pods (OOMKilled, "
-            "evicted: Infrastructure), else Error."
-        )
+            "evicted: Infrastructure), else Error. Required but for the known kinds (see successCondition)."
+        ),
     )
+
+    @model_validator(mode="after")
+    def _conditions_known(self) -> TrialResource:
+        if (self.success_condition is None or self.failure_condition is None) and self.known() is None:
+            raise ValueError(f"successCondition and failureCondition are required for {self.kind} (not a known kind)")
+        return self
+
+    def known(self) -> KnownKind | None:
+        return known_kind(self.api_version, self.kind)
+
+    def success(self) -> ConditionRule:
+        known = self.known()
+        return self.success_condition or ConditionRule(type=known.success if known else "")
+
+    def failure(self) -> ConditionRule:
+        known = self.known()
+        return self.failure_condition or ConditionRule(type=known.failure if known else "")
 
 
 # The PersistentVolumeClaim made for each configuration's checkpoint (template.Checkpoint). No

@@ -110,6 +110,8 @@ class TrialTemplate(Model):
         None,
         description=(
             "Which of a Job's or resource's pods speaks for the trial (its log and exit: metrics, "
-            "early stopping). Default: completion index 0 of an Indexed Job, else the newest pod."
+            "early stopping). Default: for a TrainJob or JobSet, pod 0 of job 0 of its replicated job (see "
+            "resource.successCondition); for a Job, completion index 0 of an Indexed Job; else the newest pod. "
+            "Among the pods these labels match, completion index 0 is preferred, then the newest."
         ),
     )

@@ -30,7 +30,7 @@ from hpo_operator.kube.client import (
 )
 from hpo_operator.planner import apply
 from hpo_operator.workloads import checkpoint
-from hpo_operator.workloads.kinds import build_workload
+from hpo_operator.workloads.kinds import build_workload, runtime_replicated_jobs, trainjob_runtime
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,22 @@ class Executor:
             )
             if isinstance(made, Exception):
                 return  # tried again next round; the pod would only wait for it
-        kind, body = build_workload(self.spec, self.experiment["metadata"]["name"], trial)
+        replicated_jobs = None
+        runtime = trainjob_runtime(self.spec, self.namespace)
+        if runtime is not None:
+            # A TrainJob's pods get the trial's labels through a patch of each of its runtime's
+            # replicated jobs: read their names. A runtime that is not there is not an error here:
+            # Trainer refuses the TrainJob, and the trial fails with its message.
+            rkind, rnamespace, rname = runtime
+            found = await self.attempt(
+                f"reading {rkind.kind} {rname}",
+                lambda: self.api.get_custom((rkind.group, rkind.version, rkind.plural or ""), rnamespace, rname),
+                ok=(404,),
+            )
+            if isinstance(found, Exception):
+                return  # tried again next round
+            replicated_jobs = runtime_replicated_jobs(found or {})
+        kind, body = build_workload(self.spec, self.experiment["metadata"]["name"], trial, replicated_jobs)
         result = await self.attempt(
             f"creating {kind.kind} {name}",
             lambda: self.api.create_object(self.resource, self.namespace, body),

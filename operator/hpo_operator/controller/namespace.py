@@ -18,7 +18,7 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import L_EXPERIMENT, L_TRIAL
 from hpo_operator.kube.client import PODS, TRIALS, KubeClient, Resource
 from hpo_operator.kube.informer import Informer
-from hpo_operator.workloads.kinds import Kind, trial_pod_view
+from hpo_operator.workloads.kinds import Kind, primary_labels, trial_pod_view
 
 from .slim import slim_custom_object, slim_pod, slim_workload
 
@@ -126,7 +126,7 @@ class WorkloadObservations:
         self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict], pods: Iterable[dict]
     ) -> dict[str, dict]:
         tt = spec.trial_template
-        primary = tt.primary_pod.labels if tt.primary_pod else None
+        primary = primary_labels(spec)
         template = (kind, tt.resource, primary)
         if template != self.template:  # the experiment's template was edited: observe every trial again
             self.template, self.kept = template, {}

@@ -198,6 +198,13 @@ class KubeClient:
     async def delete_object(self, resource: Resource, namespace: str, name: str) -> dict:
         return await self._json(self._calls(resource).delete, namespace, name)
 
+    async def get_custom(self, resource: Resource, namespace: str | None, name: str) -> dict:
+        """A custom object, namespaced or (namespace None) cluster-scoped."""
+        group, version, plural = resource
+        if namespace is None:
+            return await self._json(self.custom.get_cluster_custom_object, group, version, plural, name)
+        return await self._json(self.custom.get_namespaced_custom_object, group, version, namespace, plural, name)
+
     async def plural_of(self, api_version: str, kind: str) -> str:
         """The resource name of a kind, by discovery (cached: it does not change while we run)."""
         key = (api_version, kind)

@@ -25,7 +25,13 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_operator.api.external import TrialResource
+from hpo_operator.api.external import (
+    L_COMPLETION_INDEX,
+    L_JOBSET_JOB_INDEX,
+    L_REPLICATED_JOB,
+    TRAINJOB,
+    TrialResource,
+)
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT, L_TRIAL
 from hpo_operator.core.podstate import FINISHED_POD_PHASES
@@ -33,7 +39,10 @@ from hpo_operator.core.podstate import FINISHED_POD_PHASES
 from .pod import build_pod, mount_checkpoint, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
-L_JOB_INDEX = "batch.kubernetes.io/job-completion-index"
+L_JOB_INDEX = L_COMPLETION_INDEX
+# The runtimePatches entry through which a TrainJob's pods get the trial's labels (a TrainJob has no
+# pod template of its own: its runtime has them).
+RUNTIME_PATCH_MANAGER = "hpo.dev/trial-labels"
 
 
 @dataclass(frozen=True)
@@ -115,8 +124,66 @@ def label_pod_templates(node: Any, labels: dict[str, str]) -> int:
     return found
 
 
-def build_workload(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> tuple[Kind, dict[str, Any]]:
-    """The object a trial runs, ready to create."""
+def trainjob_runtime(spec: ExperimentSpec, namespace: str) -> tuple[Kind, str | None, str] | None:
+    """The training runtime a TrainJob trial names: its kind, its namespace (None: cluster-scoped)
+    and name; None for any other trial."""
+    resource = spec.trial_template.resource
+    if resource is None or resource.known() is not TRAINJOB:
+        return None
+    ref = (resource.manifest.get("spec") or {}).get("runtimeRef") or {}
+    group = ref.get("apiGroup") or TRAINJOB.group
+    version = resource.api_version.rpartition("/")[2]
+    if ref.get("kind") == "TrainingRuntime":
+        return Kind(group, version, "TrainingRuntime", "trainingruntimes"), namespace, ref.get("name") or ""
+    return Kind(group, version, "ClusterTrainingRuntime", "clustertrainingruntimes"), None, ref.get("name") or ""
+
+
+def runtime_replicated_jobs(runtime: dict[str, Any]) -> list[str]:
+    """The names of a training runtime's replicated jobs."""
+    jobs = (((runtime.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+    return [j["name"] for j in jobs if j.get("name")]
+
+
+def label_trainjob_pods(manifest: dict[str, Any], replicated_jobs: list[str], labels: dict[str, str]) -> None:
+    """Adds, to a TrainJob's manifest, the runtimePatches entry that puts labels on the pods of each
+    of its runtime's replicated jobs (Trainer refuses an entry for a job the runtime lacks)."""
+    pod_labels = {"spec": {"template": {"metadata": {"labels": labels}}}}
+    patch = {
+        "manager": RUNTIME_PATCH_MANAGER,
+        "trainingRuntimeSpec": {
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"replicatedJobs": [{"name": name, "template": pod_labels} for name in replicated_jobs]},
+            }
+        },
+    }
+    spec = manifest.setdefault("spec", {})
+    others = [p for p in spec.get("runtimePatches") or [] if p.get("manager") != RUNTIME_PATCH_MANAGER]
+    spec["runtimePatches"] = [*others, patch]
+
+
+def primary_labels(spec: ExperimentSpec) -> dict[str, str] | None:
+    """The labels of a trial's primary pod: trialTemplate.primaryPod's, else a known kind's default
+    (job 0 of its replicated job; primary_pod then prefers completion index 0), else None."""
+    tt = spec.trial_template
+    if tt.primary_pod is not None:
+        return tt.primary_pod.labels
+    resource = tt.resource
+    known = resource.known() if resource is not None else None
+    if resource is None or known is None:
+        return None
+    job = known.replicated_job
+    if job is None:  # the manifest's first replicated job
+        jobs = (resource.manifest.get("spec") or {}).get("replicatedJobs") or [{}]
+        job = jobs[0].get("name")
+    return {L_REPLICATED_JOB: job, L_JOBSET_JOB_INDEX: "0"} if job else None
+
+
+def build_workload(
+    spec: ExperimentSpec, experiment: str, trial: dict[str, Any], replicated_jobs: list[str] | None = None
+) -> tuple[Kind, dict[str, Any]]:
+    """The object a trial runs, ready to create. replicated_jobs: a TrainJob's runtime's (see
+    trainjob_runtime), whose pods get the trial's labels."""
     tt = spec.trial_template
     kind = kind_of(spec)
     if kind.is_pod:
@@ -144,6 +211,8 @@ def build_workload(spec: ExperimentSpec, experiment: str, trial: dict[str, Any])
         manifest = substitute(copy.deepcopy(resource.manifest), values)
         job_meta = manifest.pop("metadata", None) or {}
         label_pod_templates(manifest, labels)
+        if resource.known() is TRAINJOB:
+            label_trainjob_pods(manifest, replicated_jobs or [], labels)
         body = {**manifest, "apiVersion": resource.api_version, "kind": resource.kind}
     body["metadata"] = {
         "name": meta["name"],
@@ -175,9 +244,9 @@ def primary_pod(pods: list[dict[str, Any]], labels: dict[str, str] | None) -> di
         candidates = [
             p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
         ]
-    else:
-        indexed = [p for p in pods if (p["metadata"].get("labels") or {}).get(L_JOB_INDEX) == "0"]
-        candidates = indexed or pods
+    # Of an Indexed Job's pods (a JobSet's or TrainJob's too), index 0.
+    indexed = [p for p in candidates if (p["metadata"].get("labels") or {}).get(L_JOB_INDEX) == "0"]
+    candidates = indexed or candidates
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
@@ -257,8 +326,9 @@ def trial_pod_view(
         success, failure = _condition(workload, "Complete"), _condition(workload, "Failed")
     else:
         assert resource is not None
-        success = _condition(workload, resource.success_condition.type, resource.success_condition.status)
-        failure = _condition(workload, resource.failure_condition.type, resource.failure_condition.status)
+        success_rule, failure_rule = resource.success(), resource.failure()
+        success = _condition(workload, success_rule.type, success_rule.status)
+        failure = _condition(workload, failure_rule.type, failure_rule.status)
     if success is not None:
         container = _terminated(pod) or {
             "name": "main",

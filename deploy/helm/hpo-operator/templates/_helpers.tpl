@@ -107,6 +107,12 @@ get is granted wherever list is: it reveals nothing list does not.
 - apiGroups: [{{ .apiGroup | quote }}]
   resources: [{{ .resource }}]
   verbs: [get, list, watch, create, delete]
+{{- if and (eq .resource "trainjobs") (eq .apiGroup "trainer.kubeflow.org") }}
+# A TrainJob trial's pods get its labels through a patch of each of its runtime's replicated jobs.
+- apiGroups: [{{ .apiGroup | quote }}]
+  resources: [clustertrainingruntimes, trainingruntimes]
+  verbs: [get]
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -1,5 +1,6 @@
 """Helpers for tests against the distributed-training controllers (hack/training.sh): their API
-coordinates, KWOK pod templates, conditions, and a Kueue ClusterQueue with a CPU quota."""
+coordinates, KWOK pod templates, conditions, a torch-style ClusterTrainingRuntime, and a Kueue
+ClusterQueue with a CPU quota."""
 
 from __future__ import annotations
 
@@ -80,3 +81,48 @@ def local_queue(api: client.ApiClient, namespace: str, cpu: str) -> Iterator[str
         for plural in ("clusterqueues", "resourceflavors"):
             with contextlib.suppress(client.ApiException):
                 custom.delete_cluster_custom_object(*KUEUE, plural, name)
+
+
+def torch_runtime_body(name: str, node: dict) -> dict:
+    """A ClusterTrainingRuntime for a plain torch-style job: one replicated job `node` of pod
+    template `node` (its container must be named node: Trainer's torch plugin configures that one),
+    whose Job does not retry its pods."""
+    return {
+        "apiVersion": "/".join(TRAINER),
+        "kind": "ClusterTrainingRuntime",
+        "metadata": {"name": name, "labels": {"trainer.kubeflow.org/framework": "torch"}},
+        "spec": {
+            "mlPolicy": {"numNodes": 1, "torch": {}},
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": "node",
+                            "template": {
+                                "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                                # One failed pod fails the node's Job at once: the trial's retries
+                                # are the operator's, by failure class.
+                                "spec": {"backoffLimit": 0, "template": node},
+                            },
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+@contextlib.contextmanager
+def torch_runtime(api: client.ApiClient, node: dict | None = None) -> Iterator[str]:
+    """A torch-style ClusterTrainingRuntime (torch_runtime_body) whose pods run on KWOK nodes (node:
+    a pod_spec, by default one that succeeds after 1s); yields its name, deletes it on exit."""
+    custom = client.CustomObjectsApi(api)
+    name = f"hpo-test-torch-{uuid.uuid4().hex[:6]}"
+    node = node or pod_spec()
+    node["spec"]["containers"][0]["name"] = "node"
+    custom.create_cluster_custom_object(*TRAINER, "clustertrainingruntimes", torch_runtime_body(name, node))
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(client.ApiException):
+            custom.delete_cluster_custom_object(*TRAINER, "clustertrainingruntimes", name)

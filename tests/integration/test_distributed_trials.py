@@ -1,6 +1,7 @@
 """Trials against the real distributed-training controllers (hack/training.sh), their pods on KWOK
-nodes: JobSet trials run by the JobSet controller, and Job trials queued by Kueue. Skipped, with the
-reason, when the controllers are not running.
+nodes: JobSet trials run by the JobSet controller (with the kind's default conditions and primary
+pod, and with given ones), and Job trials queued by Kueue; TrainJob trials are in
+test_trainjob_trials.py. Skipped, with the reason, when the controllers are not running.
 
 What Kueue-queued trials do today: a trial whose Job waits for admission is Pending (reason
 PodPending: its Job is suspended and has no pod), takes a parallelTrialCount slot, and is not
@@ -22,9 +23,10 @@ X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
 LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 
 
-def jobset_trials(name: str, leader_annotations: dict, **spec: object) -> dict:
+def jobset_trials(name: str, leader_annotations: dict, given: bool, **spec: object) -> dict:
     """An experiment whose trials are JobSets of one leader and two workers; metrics come from the
-    leader's termination message."""
+    leader's termination message. given: the template names the conditions and the primary pod
+    (the leader) itself; else they are JobSet's defaults (its first replicated job is the leader)."""
     body = experiment(name, X, annotations={}, **spec)
     replicated = [
         ("leader", 1, pod_spec("1s", annotations={**LOSS, **leader_annotations})),
@@ -33,12 +35,9 @@ def jobset_trials(name: str, leader_annotations: dict, **spec: object) -> dict:
     for _, _, template in replicated:
         template["spec"]["containers"][0]["args"] = ["--x=${params.x}", "--run=${trial.name}"]
     body["spec"]["trialTemplate"] = {
-        "primaryPod": {"labels": {"jobset.sigs.k8s.io/replicatedjob-name": "leader"}},
         "resource": {
             "apiVersion": "/".join(JOBSET[:2]),
             "kind": "JobSet",
-            "successCondition": {"type": "Completed", "status": "True"},
-            "failureCondition": {"type": "Failed", "status": "True"},
             "manifest": {
                 "metadata": {"labels": {"team": "ml"}},
                 "spec": {
@@ -51,14 +50,22 @@ def jobset_trials(name: str, leader_annotations: dict, **spec: object) -> dict:
             },
         },
     }
+    if given:
+        body["spec"]["trialTemplate"]["primaryPod"] = {"labels": {"jobset.sigs.k8s.io/replicatedjob-name": "leader"}}
+        body["spec"]["trialTemplate"]["resource"].update(
+            successCondition={"type": "Completed", "status": "True"}, failureCondition={"type": "Failed"}
+        )
     return body
 
 
-def test_jobset_trials_take_metrics_from_the_leader_and_retry_an_oom_killed_leader(api, namespace, operator):
+@pytest.mark.parametrize("given", [False, True], ids=["defaults", "given-conditions-and-primary-pod"])
+def test_jobset_trials_take_metrics_from_the_leader_and_retry_an_oom_killed_leader(api, namespace, operator, given):
     cluster = Cluster(api, namespace)
     oom_first = {"sim.hpo.dev/exit-code-attempt-1": "137", "sim.hpo.dev/reason": "OOMKilled"}
     cluster.create(
-        jobset_trials("js", oom_first, max_trials=3, parallel=3, retryPolicy={"maxRetries": 2, "backoffSeconds": 1})
+        jobset_trials(
+            "js", oom_first, given, max_trials=3, parallel=3, retryPolicy={"maxRetries": 2, "backoffSeconds": 1}
+        )
     )
     exp = cluster.wait_finished("js", timeout=180)
     assert exp["status"]["phase"] == "Succeeded", exp["status"]

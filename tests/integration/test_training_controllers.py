@@ -6,11 +6,10 @@ here before trials depend on them; skipped, with the reason, when they are not r
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from kubernetes import client
 
+from tests import training
 from tests.kube import wait_until
 from tests.training import JOBSET, KUEUE, QUEUE_LABEL, TRAINER, condition, local_queue, pod_spec
 
@@ -112,39 +111,9 @@ def test_kueue_holds_a_queued_job_suspended_until_its_cluster_queue_has_quota(ap
 
 @pytest.fixture
 def torch_runtime(api):
-    """A ClusterTrainingRuntime for a plain torch-style job: one replicated job `node`, whose pods
-    run on KWOK nodes. Deleted at teardown."""
-    custom = client.CustomObjectsApi(api)
-    name = f"hpo-smoke-torch-{uuid.uuid4().hex[:6]}"
-    node = pod_spec()
-    node["spec"]["containers"][0]["name"] = "node"  # the container Trainer's torch plugin configures
-    custom.create_cluster_custom_object(
-        *TRAINER,
-        "clustertrainingruntimes",
-        {
-            "apiVersion": "/".join(TRAINER),
-            "kind": "ClusterTrainingRuntime",
-            "metadata": {"name": name, "labels": {"trainer.kubeflow.org/framework": "torch"}},
-            "spec": {
-                "mlPolicy": {"numNodes": 1, "torch": {}},
-                "template": {
-                    "spec": {
-                        "replicatedJobs": [
-                            {
-                                "name": "node",
-                                "template": {
-                                    "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
-                                    "spec": {"template": node},
-                                },
-                            }
-                        ]
-                    }
-                },
-            },
-        },
-    )
-    yield name
-    custom.delete_cluster_custom_object(*TRAINER, "clustertrainingruntimes", name)
+    """A ClusterTrainingRuntime for a plain torch-style job, its pods on KWOK nodes."""
+    with training.torch_runtime(api) as name:
+        yield name
 
 
 def test_a_trainjob_of_a_torch_runtime_completes_on_kwok_nodes(api, namespace, torch_runtime):

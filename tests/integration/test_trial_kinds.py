@@ -1,14 +1,11 @@
 """Trials that run as batch/v1 Jobs (the local control plane's kube-controller-manager runs the real
-job controller; KWOK plays the Jobs' pods), and as any resource with typed success and failure
-conditions (a test CRD whose controller this test plays). The recovery rules must give the same
-exact trial counts as for pod trials."""
+job controller; KWOK plays the Jobs' pods): the recovery rules must give the same exact trial counts
+as for pod trials. And the schema of the three kinds of trial template. Trials of other resources
+run against their real controllers: JobSets in test_distributed_trials.py, TrainJobs in
+test_trainjob_trials.py."""
 
 from __future__ import annotations
 
-import threading
-import time
-
-import pytest
 from kubernetes import client
 
 from tests.experiments import as_job, by_config, experiment
@@ -134,160 +131,6 @@ def test_deleting_the_experiment_removes_its_jobs_and_their_pods(api, namespace,
     )
 
 
-# --- any resource: a test CRD whose controller the test plays -------------------------------------
-
-FAKE_GROUP = "test.hpo.dev"
-FAKE_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": f"trainruns.{FAKE_GROUP}"},
-    "spec": {
-        "group": FAKE_GROUP,
-        "scope": "Namespaced",
-        "names": {"plural": "trainruns", "singular": "trainrun", "kind": "TrainRun"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
-
-
-@pytest.fixture(scope="module")
-def trainrun_crd(api, crds):
-    ext = client.ApiextensionsV1Api(api)
-    try:
-        ext.create_custom_resource_definition(FAKE_CRD)
-    except client.ApiException as e:
-        if e.status != 409:
-            raise
-    custom = client.CustomObjectsApi(api)
-    wait_until(lambda: _served(custom), timeout=30, what="the TrainRun kind to be served")
-
-
-def _served(custom: client.CustomObjectsApi) -> bool:
-    try:
-        custom.list_cluster_custom_object(FAKE_GROUP, "v1", "trainruns")
-        return True
-    except client.ApiException:
-        return False
-
-
-class TrainRunController:
-    """Plays the resource's controller: for each TrainRun, a pod from its embedded template (which
-    the operator labelled), then a Done or Broken condition once the pod ends."""
-
-    def __init__(self, api, namespace: str):
-        self.custom, self.core, self.ns = client.CustomObjectsApi(api), client.CoreV1Api(api), namespace
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                self.step()
-            except client.ApiException:
-                pass
-            time.sleep(0.3)
-
-    def step(self) -> None:
-        for run in self.custom.list_namespaced_custom_object(FAKE_GROUP, "v1", self.ns, "trainruns")["items"]:
-            name = run["metadata"]["name"]
-            if run.get("status", {}).get("conditions"):
-                continue
-            template = run["spec"]["worker"]
-            try:
-                pod = self.core.read_namespaced_pod(f"{name}-worker", self.ns)
-            except client.ApiException as e:
-                if e.status != 404:
-                    raise
-                self.core.create_namespaced_pod(
-                    self.ns,
-                    {
-                        "metadata": {
-                            **template["metadata"],
-                            "name": f"{name}-worker",
-                            "ownerReferences": [
-                                {
-                                    "apiVersion": f"{FAKE_GROUP}/v1",
-                                    "kind": "TrainRun",
-                                    "name": name,
-                                    "uid": run["metadata"]["uid"],
-                                }
-                            ],
-                        },
-                        "spec": {**template["spec"], "restartPolicy": "Never"},
-                    },
-                )
-                continue
-            if pod.status.phase in ("Succeeded", "Failed"):
-                type_ = "Done" if pod.status.phase == "Succeeded" else "Broken"
-                self.custom.patch_namespaced_custom_object_status(
-                    FAKE_GROUP,
-                    "v1",
-                    self.ns,
-                    "trainruns",
-                    name,
-                    {
-                        "status": {
-                            "conditions": [{"type": type_, "status": "True", "reason": f"Worker{pod.status.phase}"}]
-                        }
-                    },
-                )
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-
-def test_any_resource_with_typed_conditions_runs_trials_with_retries(
-    api, namespace, operator, kwok_nodes, trainrun_crd
-):
-    controller = TrainRunController(api, namespace)
-    try:
-        cluster = Cluster(api, namespace)
-        pod_template = experiment(
-            "x",
-            X,
-            annotations={**LOSS, "sim.hpo.dev/exit-code-attempt-1": "137", "sim.hpo.dev/reason": "OOMKilled"},
-            max_trials=1,
-        )["spec"]["trialTemplate"]["template"]
-        body = experiment(
-            "runs", X, annotations={}, max_trials=3, parallel=3, retryPolicy={"maxRetries": 2, "backoffSeconds": 1}
-        )
-        body["spec"]["trialTemplate"] = {
-            "resource": {
-                "apiVersion": f"{FAKE_GROUP}/v1",
-                "kind": "TrainRun",
-                "manifest": {"metadata": {"labels": {"team": "ml"}}, "spec": {"worker": pod_template}},
-                "successCondition": {"type": "Done"},
-                "failureCondition": {"type": "Broken"},
-            }
-        }
-        cluster.create(body)
-        exp = cluster.wait_finished("runs", timeout=120)
-    finally:
-        controller.stop()
-    assert exp["status"]["phase"] == "Succeeded", exp["status"]
-    trials = cluster.trials()
-    groups = by_config(trials, "x")
-    assert len(groups) == 3 and len(trials) == 6  # each configuration OOMKilled once, then retried
-    for first, retry in groups.values():
-        assert (first["status"]["phase"], first["status"]["failureClass"]) == ("Failed", "OOMKilled")
-        assert retry["status"]["phase"] == "Succeeded"
-        assert retry["status"]["objectiveValue"] == float(retry["spec"]["parameters"][0]["value"])
-    runs = cluster.custom.list_namespaced_custom_object(FAKE_GROUP, "v1", namespace, "trainruns")["items"]
-    assert sorted(r["metadata"]["name"] for r in runs) == sorted(trials)
-    assert all(
-        r["metadata"]["labels"]["team"] == "ml" and r["metadata"]["ownerReferences"][0]["kind"] == "Trial" for r in runs
-    )
-
-
 def test_the_schema_refuses_a_template_of_two_kinds_or_none(kubectl, namespace, crds):
     body = as_job(experiment("two", X, annotations=LOSS, max_trials=1))
     body["spec"]["trialTemplate"]["template"] = body["spec"]["trialTemplate"]["job"]["spec"]["template"]
@@ -312,6 +155,26 @@ def test_the_schema_refuses_a_template_of_two_kinds_or_none(kubectl, namespace, 
         assert field in out.stderr, out.stderr
 
 
+def test_the_schema_requires_conditions_of_a_kind_it_does_not_know_only(kubectl, namespace, crds):
+    body = experiment("unknown", X, annotations=LOSS, max_trials=1)
+    body["spec"]["trialTemplate"] = {
+        "resource": {"apiVersion": "test.hpo.dev/v1", "kind": "TrainRun", "manifest": {"spec": {}}}
+    }
+    out = kubectl.apply(body, namespace, check=False)
+    assert out.returncode != 0
+    assert "successCondition and failureCondition are required for a kind other than TrainJob, JobSet" in out.stderr
+    body["spec"]["trialTemplate"]["resource"].update(successCondition={"type": "Done"})
+    assert kubectl.apply(body, namespace, check=False).returncode != 0  # both, not one
+    body["spec"]["trialTemplate"]["resource"].update(failureCondition={"type": "Broken"})
+    assert kubectl.apply(body, namespace, check=False).returncode == 0
+    # The known kinds need neither (whatever their version).
+    for api_version, kind in (("trainer.kubeflow.org/v1alpha1", "TrainJob"), ("jobset.x-k8s.io/v1", "JobSet")):
+        known = experiment(kind.lower(), X, annotations=LOSS, max_trials=1)
+        known["spec"]["trialTemplate"] = {"resource": {"apiVersion": api_version, "kind": kind, "manifest": {}}}
+        out = kubectl.apply(known, namespace, check=False)
+        assert out.returncode == 0, out.stderr
+
+
 def test_kubectl_explain_describes_the_three_kinds(kubectl, crds):
     out = kubectl.run("explain", "experiment.spec.trialTemplate").stdout
     assert "exactly one of template (a pod), job (a batch/v1 Job) or resource" in " ".join(out.split())
@@ -319,3 +182,7 @@ def test_kubectl_explain_describes_the_three_kinds(kubectl, crds):
         assert f"  {field}\t<Object>" in out, out
     out = kubectl.run("explain", "experiment.spec.trialTemplate.resource").stdout
     assert "successCondition" in out and "failureCondition" in out and "trialKinds" in out
+    # The known kinds' defaults are described where they apply.
+    out = " ".join(kubectl.run("explain", "experiment.spec.trialTemplate.resource.successCondition").stdout.split())
+    assert "TrainJob (trainer.kubeflow.org): Complete/Failed, primary pod index 0 of replicated job node" in out, out
+    assert "JobSet (jobset.x-k8s.io): Completed/Failed, primary pod index 0 of the first replicated job" in out, out

@@ -162,3 +162,38 @@ def test_an_oom_killed_node_0_is_a_trainjob_trial_retried_once_with_exact_counts
     ]
     assert sorted(p.metadata.labels["hpo.dev/trial"] for p in oom_pods) == sorted(failed)
     assert {p.metadata.labels["batch.kubernetes.io/job-completion-index"] for p in oom_pods} == {"0"}
+
+
+def test_an_evicted_trainjob_node_is_an_infrastructure_failure_retried_within_the_budget(
+    api, namespace, operator, runtime
+):
+    cluster = Cluster(api, namespace)
+    # Every node is evicted at every attempt (KWOK's pod-failure cannot pick one node).
+    evicted = {**NODE_0_LOSS, "sim.hpo.dev/pod-failure": "Evicted"}
+    body = trainjob_trials(
+        "evicted", runtime, evicted, max_trials=1, retryPolicy={"maxRetries": 1, "backoffSeconds": 1}
+    )
+    cluster.create(body)
+    cluster.wait_finished("evicted", timeout=180)
+    trials = cluster.trials()
+    assert len(trials) == 2  # the trial and its one retry
+    for t in trials.values():
+        assert (t["status"]["phase"], t["status"]["failureClass"]) == ("Failed", "Infrastructure"), t["status"]
+
+
+def test_a_trainjobs_active_deadline_fails_its_trial_as_a_timeout_not_retried(api, namespace, operator, runtime):
+    cluster = Cluster(api, namespace)
+    body = trainjob_trials(
+        "deadline",
+        runtime,
+        {"sim.hpo.dev/hang": "true"},
+        max_trials=1,
+        retryPolicy={"maxRetries": 2, "backoffSeconds": 1},
+    )
+    body["spec"]["trialTemplate"]["resource"]["manifest"]["spec"]["activeDeadlineSeconds"] = 2
+    cluster.create(body)
+    cluster.wait_finished("deadline", timeout=120)
+    trials = cluster.trials()
+    assert list(trials) == ["deadline-0000"]
+    st = trials["deadline-0000"]["status"]
+    assert (st["phase"], st["failureClass"]) == ("Failed", "Timeout"), st

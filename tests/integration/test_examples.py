@@ -10,8 +10,15 @@ from tests.kube import Cluster
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
 
+# Examples that need the training controllers (`make cluster-training`): they are skipped, with the
+# reason, without them.
+TRAINING = {"trainjob-trials.yaml"}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_applies_cleanly(path, crds, namespace, kubectl):
+def test_example_applies_cleanly(path, crds, namespace, kubectl, request):
+    if path.name in TRAINING:
+        request.getfixturevalue("training_controllers")
     out = kubectl.run("apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
     assert out.returncode == 0, out.stderr
 
@@ -38,6 +45,35 @@ def test_the_simulated_examples_run_to_the_documented_end(api, namespace, operat
     assert jobs["status"]["trialsSucceeded"] == 6 and len(trials) == 6 + len(retried)
     pods = [p for p in cluster.pods().values() if p.metadata.labels.get("hpo.dev/experiment") == "job-trials"]
     assert len(pods) == 2 * len(trials)
+
+
+def test_the_trainjob_example_runs_to_the_documented_end(
+    training_controllers, api, namespace, operator, kwok_nodes, kubectl
+):
+    cluster = Cluster(api, namespace)
+    path = EXAMPLES[0].parent / "trainjob-trials.yaml"
+    kubectl.run("apply", "-n", namespace, "-f", str(path))
+    try:
+        exp = cluster.wait_finished("trainjob-trials", timeout=240)
+    finally:
+        kubectl.run("delete", "clustertrainingruntime", "hpo-example-torch", "--wait=false", check=False)
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    trials = cluster.trials()
+    retried = [t for t in trials.values() if t["status"]["phase"] == "Failed"]
+    # Every configuration with layers=1 had node 0 OOMKilled once and recovered.
+    assert retried and all(t["status"]["failureClass"] == "OOMKilled" and t["status"].get("retriedBy") for t in retried)
+    assert all(
+        {p["name"]: p["value"] for p in t["spec"]["parameters"]}["layers"] == "1" and t["spec"]["attempt"] == 1
+        for t in retried
+    )
+    assert exp["status"]["trialsSucceeded"] == 6 and len(trials) == 6 + len(retried)
+    for t in trials.values():
+        if t["status"]["phase"] == "Succeeded":  # node 0's loss, not node 1's 1000
+            lr = {p["name"]: p["value"] for p in t["spec"]["parameters"]}["lr"]
+            assert t["status"]["objectiveValue"] == float(lr)
+    pods = list(cluster.pods().values())
+    assert len(pods) == 2 * len(trials)
+    assert {p.metadata.labels["hpo.dev/trial"] for p in pods} == set(trials)
 
 
 def test_the_multi_objective_example_finds_its_feasible_front(api, namespace, operator, kwok_nodes, kubectl):

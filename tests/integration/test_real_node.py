@@ -15,6 +15,7 @@ from kubernetes import client, watch
 
 from tests.experiments import GROUP, VERSION, as_job, real_experiment
 from tests.kube import Cluster, wait_until
+from tests.training import TRAINER, torch_runtime
 
 pytestmark = pytest.mark.realnode
 
@@ -171,6 +172,43 @@ def test_a_real_indexed_job_trial_takes_its_metrics_from_index_0(api, namespace,
     assert sorted(p.status.container_statuses[0].state.terminated.exit_code for p in pods.values()) == [0, 0]
     job = client.BatchV1Api(api).read_namespaced_job("indexed-0000", namespace)
     assert job.status.succeeded == 2
+
+
+def test_a_real_trainjob_trial_takes_its_metrics_from_node_0(api, namespace, training_controllers, operator, real_node):
+    # A TrainJob of two real nodes on a torch-style runtime whose pods run on the real node; each
+    # node prints a loss made of its own index, so the trial's objective says which pod's log was
+    # read. The trial template gives no conditions and no primary pod: a TrainJob's defaults.
+    program = (
+        "import os, sys\n"
+        "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
+        "print(f'accuracy={0.9 - index / 10} loss={index + 0.5}', sys.argv[1:])\n"
+    )
+    body = real_experiment("trainjob", parameters=[{"name": "x", "type": "discrete", "values": ["1"]}])
+    node = body["spec"]["trialTemplate"].pop("template")  # the real node, the local image, its limits
+    for field in ("command", "args"):
+        node["spec"]["containers"][0].pop(field, None)
+    node["spec"]["restartPolicy"] = "Never"
+    cluster = Cluster(api, namespace)
+    with torch_runtime(api, node) as runtime:
+        body["spec"]["trialTemplate"]["resource"] = {
+            "apiVersion": "/".join(TRAINER),
+            "kind": "TrainJob",
+            "manifest": {
+                "spec": {
+                    "runtimeRef": {"name": runtime},
+                    "trainer": {"numNodes": 2, "command": ["python3", "-c", program], "args": ["--x=${params.x}"]},
+                }
+            },
+        }
+        cluster.create(body)
+        experiment = cluster.wait_finished("trainjob", timeout=300)
+    assert experiment["status"]["phase"] == "Succeeded", experiment["status"]
+    trial = cluster.get("trainjob-0000", "trials")
+    assert metric(trial, "loss") == 0.5 and metric(trial, "accuracy") == 0.9  # node 1 says 1.5 and 0.8
+    pods = cluster.pods()
+    assert len(pods) == 2 and all(p.spec.node_name == real_node for p in pods.values())
+    assert all(p.metadata.labels["hpo.dev/trial"] == "trainjob-0000" for p in pods.values())
+    assert sorted(terminated(p).exit_code for p in pods.values()) == [0, 0]
 
 
 def test_deleting_an_experiment_removes_its_real_containers(api, namespace, operator, real_node, containerd, kubectl):

@@ -13,13 +13,17 @@ other:
 Trial pods run on the KWOK nodes and finish at once (`sim.hpo.dev/duration: 0s`), so the loop, not
 the training, is what is measured. With `--kind job` every trial is a batch/v1 Job of that pod, run
 by the cluster's job controller, and a trial has finished when its Job is Complete: both sides
-create the Job the operator builds (workload.build_workload) instead of the pod. Every time is a receipt time of this
+create the Job the operator builds (workload.build_workload) instead of the pod. With `--kind
+trainjob` (`make cluster-training`) every trial is a Kubeflow TrainJob of one node on a torch-style
+ClusterTrainingRuntime made for the run, run by Trainer and JobSet, finished when Complete; both
+sides read the runtime and create the TrainJob the operator builds. Every time is a receipt time of this
 script's own watch on pods
 and experiments. Prints a table; asserts nothing (bench/README.md explains each column).
 
     .venv/bin/python bench/scale.py                  # every case (about 45 minutes on 2 cores)
     .venv/bin/python bench/scale.py --cases 200x20,unrelated
     .venv/bin/python bench/scale.py --cases 1000x200 --kind job
+    .venv/bin/python bench/scale.py --cases 200x20 --kind trainjob
 """
 
 from __future__ import annotations
@@ -42,7 +46,11 @@ sys.path.insert(0, str(REPO / "operator"))
 
 from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
 from hpo_operator.kube.client import KubeClient, read_body  # noqa: E402
-from hpo_operator.workloads.kinds import build_workload  # noqa: E402
+from hpo_operator.workloads.kinds import (  # noqa: E402
+    build_workload,
+    runtime_replicated_jobs,
+    trainjob_runtime,
+)
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 # name: (experiments, trials per experiment, parallel trials per experiment)
@@ -54,6 +62,9 @@ CASES = {
     "100x(20x10)": (100, 20, 10),
 }
 UNRELATED_PODS = 2000
+TRAINER = ("trainer.kubeflow.org", "v1alpha1")
+RUNTIME = "hpo-bench-torch"  # the ClusterTrainingRuntime of --kind trainjob
+KINDS = {"job": ("batch", "v1", "jobs"), "trainjob": (*TRAINER, "trainjobs")}  # what a finished trial is
 
 
 def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") -> dict:
@@ -61,8 +72,30 @@ def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") ->
         "metadata": {"annotations": {"sim.hpo.dev/duration": "0s", "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
         "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
     }
-    # A Job trial: the same pod as the Job's template, run by the cluster's job controller.
-    template = {"template": pod} if kind == "pod" else {"job": {"spec": {"template": pod}}}
+    # A Job trial: the same pod as the Job's template, run by the cluster's job controller. A
+    # TrainJob trial: one node of the runtime's pod, the same annotations through a runtime patch.
+    if kind == "trainjob":
+        node = {"name": "node", "template": {"spec": {"template": {"metadata": pod["metadata"]}}}}
+        template = {
+            "resource": {
+                "apiVersion": "/".join(TRAINER),
+                "kind": "TrainJob",
+                "manifest": {
+                    "spec": {
+                        "runtimeRef": {"name": RUNTIME},
+                        "trainer": {"numNodes": 1},
+                        "runtimePatches": [
+                            {
+                                "manager": "example.org/bench",
+                                "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node]}}},
+                            }
+                        ],
+                    }
+                },
+            }
+        }
+    else:
+        template = {"template": pod} if kind == "pod" else {"job": {"spec": {"template": pod}}}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Experiment",
@@ -139,7 +172,8 @@ class Clock:
                 waiter.set_result(pod)
 
     def on_job(self, type_: str, job: dict) -> None:
-        """A Job trial is finished when the job controller says so (the operator waits for that too)."""
+        """A Job (or TrainJob) trial is finished when its controller says so (the operator waits for
+        that too)."""
         done = {c.get("type") for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
         waiter = self.job_waiters.get(job["metadata"]["name"])
         if done & {"Complete", "Failed"} and waiter and not waiter.done():
@@ -198,6 +232,39 @@ class Cluster:
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"namespace {name} got no default ServiceAccount")
 
+    async def torch_runtime(self) -> None:
+        """The ClusterTrainingRuntime of --kind trainjob: one replicated job `node` whose pod runs on
+        the KWOK nodes (its annotations come from each TrainJob's runtime patch)."""
+        node = {"spec": {"restartPolicy": "Never", "containers": [{"name": "node", "image": "trainer:1"}]}}
+        body = {
+            "apiVersion": "/".join(TRAINER),
+            "kind": "ClusterTrainingRuntime",
+            "metadata": {"name": RUNTIME, "labels": {"trainer.kubeflow.org/framework": "torch"}},
+            "spec": {
+                "mlPolicy": {"numNodes": 1, "torch": {}},
+                "template": {
+                    "spec": {
+                        "replicatedJobs": [
+                            {
+                                "name": "node",
+                                "template": {
+                                    "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                                    "spec": {"backoffLimit": 0, "template": node},
+                                },
+                            }
+                        ]
+                    }
+                },
+            },
+        }
+        try:
+            await self.custom.create_cluster_custom_object(*TRAINER, "clustertrainingruntimes", body)
+        except client.ApiException as e:
+            if e.status == 404:
+                raise SystemExit("--kind trainjob needs Kubeflow Trainer: run `make cluster-training`") from e
+            if e.status != 409:
+                raise
+
     async def delete_namespace(self, name: str, wait: float = 600) -> float:
         start = time.monotonic()
         await self.core.delete_namespace(name, propagation_policy="Background")
@@ -240,10 +307,17 @@ async def run_floor(
     watchers = [
         asyncio.create_task(watch_lines(cluster.core.list_namespaced_pod, ns, on_event=clock.on_pod, stop=stop))
     ]
-    if kind == "job":
+    if kind in KINDS:
         watchers.append(
             asyncio.create_task(
-                watch_lines(client.BatchV1Api(cluster.api).list_namespaced_job, ns, on_event=clock.on_job, stop=stop)
+                watch_lines(
+                    cluster.custom.list_namespaced_custom_object,
+                    *KINDS[kind][:2],
+                    ns,
+                    KINDS[kind][2],
+                    on_event=clock.on_job,
+                    stop=stop,
+                )
             )
         )
     # The operator's own API layer, its bound set to the floor's best concurrency.
@@ -294,8 +368,15 @@ async def run_floor(
                     "trials", ns, trial, {"phase": "Pending", "reason": "PodCreated", "parameterSummary": f"x={x}"}
                 )
                 finished = clock.wait_finished(trial) if kind == "pod" else clock.wait_job(trial)
-                workload, manifest = build_workload(spec, name, created)
-                await api.create_object((workload.group, workload.version, workload.plural), ns, manifest)
+                replicated_jobs = None
+                runtime = trainjob_runtime(spec, ns)
+                if runtime is not None:  # as the operator does: the runtime's jobs get the labels
+                    rkind, rns, rname = runtime
+                    found = await api.get_custom((rkind.group, rkind.version, rkind.plural or ""), rns, rname)
+                    replicated_jobs = runtime_replicated_jobs(found)
+                workload, manifest = build_workload(spec, name, created, replicated_jobs)
+                resource = KINDS.get(kind) or (workload.group, workload.version, workload.plural or "")
+                await api.create_object(resource, ns, manifest)
                 await finished
                 await api.patch_status(
                     "trials", ns, trial, {"phase": "Succeeded", "reason": "Completed", "objectiveValue": float(x)}
@@ -566,9 +647,9 @@ async def main() -> None:
     parser.add_argument("--no-operator", action="store_true", help="the floor alone")
     parser.add_argument(
         "--kind",
-        choices=("pod", "job"),
+        choices=("pod", "job", "trainjob"),
         default="pod",
-        help="what trials run as: pods, or batch/v1 Jobs run by the job controller",
+        help="what trials run as: pods, batch/v1 Jobs run by the job controller, or TrainJobs run by Trainer",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="per operator run, seconds")
     parser.add_argument("--logs", default=str(REPO / ".cluster" / "bench"), help="operator logs go here")
@@ -598,29 +679,40 @@ async def main() -> None:
     rows: list[list[str]] = []
     async with client.ApiClient(cfg) as api:
         cluster = Cluster(api)
-        for case in args.cases.split(","):
-            if case == "unrelated":
-                u = await run_unrelated(cluster, kubeconfig, logdir)
-                per30 = u["cpu"] * 30 / u["window"]
-                print(
-                    f"\n{UNRELATED_PODS} unrelated pods created, run and deleted in {u['window']:.0f}s while the "
-                    f"operator idled: CPU {u['cpu']:.2f}s ({per30:.2f}s per 30s), RSS idle {u['idle_rss']:.0f} MB, "
-                    f"peak {u['peak_rss']:.0f} MB ({(u['peak_rss'] / u['idle_rss'] - 1) * 100:+.0f}%)\n"
-                )
-                continue
-            experiments, trials, parallel = CASES[case]
-            label = case if args.kind == "pod" else f"{case} Jobs"
-            floor = None
-            if not args.no_floor:
-                floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
-                rows.append(row(floor, None))
-            if not args.no_operator:
-                op = await run_operator(
-                    cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind
-                )
-                rows.append(row(op, floor))
-            print_table(rows)
-            print()
+        if args.kind == "trainjob":
+            await cluster.torch_runtime()
+        try:
+            await run_cases(cluster, args, kubeconfig, logdir, rows)
+        finally:
+            if args.kind == "trainjob":
+                await cluster.custom.delete_cluster_custom_object(*TRAINER, "clustertrainingruntimes", RUNTIME)
+
+
+async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str, logdir: Path, rows: list) -> None:
+    """Every case of --cases, its table printed after each."""
+    for case in args.cases.split(","):
+        if case == "unrelated":
+            u = await run_unrelated(cluster, kubeconfig, logdir)
+            per30 = u["cpu"] * 30 / u["window"]
+            print(
+                f"\n{UNRELATED_PODS} unrelated pods created, run and deleted in {u['window']:.0f}s while the "
+                f"operator idled: CPU {u['cpu']:.2f}s ({per30:.2f}s per 30s), RSS idle {u['idle_rss']:.0f} MB, "
+                f"peak {u['peak_rss']:.0f} MB ({(u['peak_rss'] / u['idle_rss'] - 1) * 100:+.0f}%)\n"
+            )
+            continue
+        experiments, trials, parallel = CASES[case]
+        label = {"pod": case, "job": f"{case} Jobs", "trainjob": f"{case} TrainJobs"}[args.kind]
+        floor = None
+        if not args.no_floor:
+            floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
+            rows.append(row(floor, None))
+        if not args.no_operator:
+            op = await run_operator(
+                cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind
+            )
+            rows.append(row(op, floor))
+        print_table(rows)
+        print()
 
 
 if __name__ == "__main__":

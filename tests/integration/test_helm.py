@@ -310,6 +310,31 @@ def test_trial_kinds_grow_the_rbac_by_exactly_those_kinds(helm):
     assert proc.returncode != 0 and "resource" in proc.stderr
 
 
+def test_trainjob_trials_may_also_read_training_runtimes_and_nothing_else_cluster_scoped(helm):
+    trainjobs = ("--set", "trialKinds[0].apiGroup=trainer.kubeflow.org", "--set", "trialKinds[0].resource=trainjobs")
+    for scope in ("cluster", "namespace"):
+        docs = helm.template("--set", f"watch.scope={scope}", *trainjobs)
+        base = CLUSTER_RULES if scope == "cluster" else NAMESPACED_RULES
+        extra = {("trainer.kubeflow.org", "clustertrainingruntimes"): {"get"}} if scope == "cluster" else {}
+        for role in [r for r in watch_roles(docs) if not r["metadata"]["name"].endswith("-training-runtimes")]:
+            assert rules_of(role) == {
+                **base,
+                ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "delete"},
+                ("trainer.kubeflow.org", "trainingruntimes"): {"get"},
+                **extra,
+            }
+        runtimes = [d for d in docs if d["metadata"]["name"].endswith("-training-runtimes")]
+        if scope == "cluster":
+            assert runtimes == []  # the ClusterRole has it
+        else:
+            role, binding = only(runtimes, "ClusterRole"), only(runtimes, "ClusterRoleBinding")
+            assert rules_of(role) == {("trainer.kubeflow.org", "clustertrainingruntimes"): {"get"}}
+            assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # Without TrainJob trials, no such ClusterRole.
+    docs = helm.template("--set", "watch.scope=namespace")
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-training-runtimes")]
+
+
 def test_values_switch_objects_on_and_off(helm):
     docs = helm.template("--set", "rbac.create=false")
     assert kinds(docs) == ["Deployment", "Lease", "Service", "ServiceAccount"]

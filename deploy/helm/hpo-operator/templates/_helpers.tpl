@@ -108,9 +108,23 @@ get is granted wherever list is: it reveals nothing list does not.
   resources: [{{ .resource }}]
   verbs: [get, list, watch, create, delete]
 {{- if and (eq .resource "trainjobs") (eq .apiGroup "trainer.kubeflow.org") }}
-# A TrainJob trial's pods get its labels through a patch of each of its runtime's replicated jobs.
+# A TrainJob trial's pods get its labels through a patch of each of its runtime's replicated jobs,
+# which the operator reads (ClusterTrainingRuntimes: hpo-operator.clusterRules).
 - apiGroups: [{{ .apiGroup | quote }}]
-  resources: [clustertrainingruntimes, trainingruntimes]
+  resources: [trainingruntimes]
+  verbs: [get]
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* What the operator reads outside its namespaces, whatever the watch scope: the
+ClusterTrainingRuntimes of TrainJob trials (trialKinds has trainjobs of trainer.kubeflow.org). Empty
+when it needs nothing. */}}
+{{- define "hpo-operator.clusterRules" -}}
+{{- range .Values.trialKinds }}
+{{- if and (eq .resource "trainjobs") (eq .apiGroup "trainer.kubeflow.org") }}
+- apiGroups: [{{ .apiGroup | quote }}]
+  resources: [clustertrainingruntimes]
   verbs: [get]
 {{- end }}
 {{- end }}

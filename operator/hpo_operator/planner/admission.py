@@ -71,7 +71,11 @@ def admit_user_trial(state: RoundState, t: TrialView) -> None:
     }
     state.regroup()
     state.set_status(
-        t, phase="Pending", reason="Queued", message="waiting for a free trial slot", parameter_summary=summary(values)
+        t,
+        phase="Pending",
+        reason="WaitingForSlot",
+        message="waiting for a free trial slot",
+        parameter_summary=summary(values),
     )
     state.plan.events.append(
         Event(None, "Normal", "ConfigurationAccepted", f"trial {t.name} will run {summary(values)}")

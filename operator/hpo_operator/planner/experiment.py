@@ -280,7 +280,7 @@ def retention(state: RoundState) -> None:
 
 def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:
     """The trial counts, then the round's Plan with the statuses it changed."""
-    counts = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0, "EarlyStopped": 0}
+    counts = {"Pending": 0, "Queued": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0, "EarlyStopped": 0}
     retried = 0
     for t in state.trials + state.new_trials:
         phase = state.phase(t)
@@ -289,6 +289,7 @@ def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:
             retried += t.labels.get(L_LAUNCH) == "Retry"
     status.trials = sum(counts.values())
     status.trials_pending, status.trials_running = counts["Pending"], counts["Running"]
+    status.trials_queued = counts["Queued"]
     status.trials_succeeded, status.trials_failed = counts["Succeeded"], counts["Failed"]
     status.trials_killed, status.trials_early_stopped = counts["Killed"], counts["EarlyStopped"]
     status.trials_retried = retried

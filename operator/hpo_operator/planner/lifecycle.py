@@ -14,7 +14,7 @@ from typing import Any
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
-from hpo_operator.api.vocabulary import TERMINAL_PHASES
+from hpo_operator.api.vocabulary import TERMINAL_PHASES, TrialPhase
 from hpo_operator.core import metrics, pareto, times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation, finished, observe
@@ -176,6 +176,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
         )
         return
     if obs.phase == "Running":
+        admitted(state, t)
         limit = spec.max_trial_duration_seconds
         started = times.parse(obs.start_time)
         if limit and started:
@@ -191,10 +192,17 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             check_progress(state, t)
         return
     # Pending: the pod has not started.
+    if obs.queued:
+        queued(state, t, obs)
+        return
+    admitted(state, t)
     if obs.fatal:
         fail_startup(state, t, obs.reason, obs.message)
         return
     since = times.parse(obs.stuck_since)
+    left_queue = queue_left_at(state, t)
+    if since and left_queue and left_queue > since:
+        since = left_queue  # the time it waited in its queue is not startup trouble
     if obs.failure_class == "Startup" and since:
         left = spec.startup_timeout_seconds - (state.now - since).total_seconds()
         if left <= 0:
@@ -297,6 +305,56 @@ def check_progress(state: RoundState, t: TrialView) -> None:
         objective_value=last,
         message=f"stopped at step {max(steps)} by the {spec.early_stopping.algorithm} rule ({objective}={last})",
     )
+
+
+# The trial's condition that says whether its workload waits for admission by a queue: True while
+# it waits, False once admitted; its lastTransitionTime is when it left the queue, from which the
+# startup timeout counts.
+QUEUED_CONDITION = TrialPhase.queued
+
+
+def queued(state: RoundState, t: TrialView, obs: PodObservation) -> None:
+    """The trial's workload waits for admission (Kueue holds it). It takes its parallelTrialCount
+    slot, so that the experiment offers its queue at most that many workloads, and no timeout runs.
+    A trial that had started and is held again was preempted: its queue took the quota back and
+    would re-run it unseen in the same attempt; it fails as Infrastructure instead, so that it is
+    retried (resuming from its checkpoint) and counted like any other lost run."""
+    current = state.current(t)
+    if state.phase(t) == "Running" or current.start_time:
+        if state.has_pod[t.name]:
+            # Deleted now, so that its queue does not run it again beside the retry.
+            state.plan.delete_workloads.append(t.name)
+            state.has_pod[t.name] = False
+        state.set_status(
+            t,
+            phase="Failed",
+            reason="Preempted",
+            failure_class="Infrastructure",
+            message=f"the trial's {kind_of(state.spec).kind} was stopped after it started ({obs.message}): "
+            "its queue took the quota back",
+        )
+        return
+    conditions = set_condition(current.conditions, QUEUED_CONDITION, True, obs.reason, obs.message, state.now)
+    state.update(
+        t, phase=TrialPhase.queued, reason=obs.reason, message=obs.message, pod_name=t.name, conditions=conditions
+    )
+
+
+def admitted(state: RoundState, t: TrialView) -> None:
+    """A trial that was queued and no longer is: its Queued condition turns False."""
+    current = state.current(t)
+    if any(c.type == QUEUED_CONDITION and c.status == "True" for c in current.conditions or []):
+        state.update(
+            t,
+            conditions=set_condition(current.conditions, QUEUED_CONDITION, False, "Admitted", "", state.now),
+        )
+
+
+def queue_left_at(state: RoundState, t: TrialView) -> datetime | None:
+    for c in state.current(t).conditions or []:
+        if c.type == QUEUED_CONDITION and c.status == "False":
+            return times.parse(c.last_transition_time)
+    return None
 
 
 def fail_startup(state: RoundState, t: TrialView, reason: str, message: str) -> None:

@@ -343,7 +343,7 @@ class RoundState:
         }
         t = TrialView(name, "", body)
         self.plan.create_trials.append(body)
-        reason = "Backoff" if not_before and not_before > self.now else "Queued"
+        reason = "Backoff" if not_before and not_before > self.now else "WaitingForSlot"
         self.status[name] = TrialStatus(
             phase=TrialPhase.pending,
             reason=reason,

@@ -150,6 +150,24 @@ def test_kueue_admits_two_job_trials_at_a_time_and_the_others_are_queued_without
     assert sorted(waits)[-5] > 10, waits
 
 
+def test_pod_trials_wait_in_their_queue_gated_one_at_a_time(api, namespace, operator):
+    cluster = Cluster(api, namespace)
+    with local_queue(api, namespace, cpu="1") as queue:
+        body = experiment("pods", X, annotations={**LOSS, "sim.hpo.dev/duration": "2s"}, max_trials=4, parallel=3)
+        body["spec"]["trialTemplate"]["queueName"] = queue
+        body["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1"}}
+        phases = TrialPhaseCounts(api, namespace)
+        cluster.create(body)
+        exp = cluster.wait_finished("pods", timeout=120)
+        most_in_phase = phases.stop()
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    trials = cluster.trials()
+    assert len(trials) == 4 and all(t["status"]["phase"] == "Succeeded" for t in trials.values())
+    # Kueue's pod integration gated them: one ran at a time, the others Queued.
+    assert most_in_phase.get("Running", 0) <= 1 and most_in_phase.get("Queued", 0) >= 2, most_in_phase
+    assert all(p.metadata.labels["kueue.x-k8s.io/queue-name"] == queue for p in cluster.pods().values())
+
+
 def test_a_trial_kueue_preempts_for_a_higher_priority_job_is_retried_and_counted_once(api, namespace, operator):
     cluster = Cluster(api, namespace)
     batch = client.BatchV1Api(api)

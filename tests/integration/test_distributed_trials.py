@@ -17,6 +17,7 @@ from tests.experiments import as_job, by_config, experiment
 from tests.kube import Cluster, PodConcurrency, TrialPhaseCounts, wait_until
 from tests.training import (
     JOBSET,
+    KUEUE,
     PRIORITY_LABEL,
     QUEUE_LABEL,
     local_queue,
@@ -210,3 +211,48 @@ def test_a_trial_kueue_preempts_for_a_higher_priority_job_is_retried_and_counted
         1,
         1,
     )
+
+
+def test_suspending_holds_the_trials_in_their_queue_and_resuming_runs_them_without_re_runs(api, namespace, operator):
+    cluster = Cluster(api, namespace)
+    custom = client.CustomObjectsApi(api)
+    with local_queue(api, namespace, cpu="1") as queue:
+        body = queued_jobs("held", queue, max_trials=3, parallel=2)
+        template = body["spec"]["trialTemplate"]["job"]["spec"]["template"]
+        template["metadata"]["annotations"]["sim.hpo.dev/duration"] = "6s"
+        cluster.create(body)
+        wait_until(
+            lambda: (
+                (s := cluster.get("held").get("status", {})).get("trialsRunning") == 1 and s.get("trialsQueued") == 1
+            ),
+            60,
+            what="one trial running, one queued",
+        )
+        cluster.patch("held", {"spec": {"suspend": True}})
+
+        def held() -> bool:
+            trials = cluster.trials().values()
+            workloads = custom.list_namespaced_custom_object(*KUEUE, namespace, "workloads")["items"]
+            return (
+                len(trials) == 2
+                and all((t["status"]["phase"], t["status"]["reason"]) == ("Queued", "Suspended") for t in trials)
+                and len(workloads) == 2
+                and all(w["spec"].get("active") is False for w in workloads)
+                and not any(p.status.phase == "Running" for p in cluster.pods().values())
+            )
+
+        wait_until(held, 60, what="both trials held in their queue, no pod running")
+        time.sleep(3)
+        assert held(), "a held trial ran again while the experiment was suspended"
+        assert cluster.get("held")["status"]["phase"] == "Suspended"
+        cluster.patch("held", {"spec": {"suspend": False}})
+        exp = cluster.wait_finished("held", timeout=120)
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    trials = cluster.trials()
+    # The held trials ran on resume, as themselves: no trial killed, none re-run, none failed.
+    assert len(trials) == 3 and all(t["status"]["phase"] == "Succeeded" for t in trials.values())
+    assert (
+        exp["status"]["configurations"],
+        exp["status"].get("trialsKilled", 0),
+        exp["status"].get("trialsFailed", 0),
+    ) == (3, 0, 0)

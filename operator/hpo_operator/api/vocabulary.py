@@ -40,6 +40,7 @@ A_ORIGINAL = f"{GROUP}/original"  # the experiment a copy was made from
 # Kueue's label naming the LocalQueue a workload (pod, Job, JobSet, TrainJob) waits in: set from
 # trialTemplate.queueName (Kueue's word, not ours).
 L_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+L_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job or resource
 
 # The finalizer on Experiments (kopf's, while it handles them).
 FINALIZER = f"{GROUP}/finalizer"

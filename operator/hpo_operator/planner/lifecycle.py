@@ -23,7 +23,7 @@ from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
-from .state import Event, RoundState, TrialView
+from .state import SUSPENDED, Event, RoundState, TrialView
 
 
 def observe_pods(
@@ -122,6 +122,19 @@ def refused_create(state: RoundState, t: TrialView, reason: str) -> None:
 def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
     spec = state.spec
     obs = state.observations[t.name]  # observe_pods(), once per round
+    if held_in_queue(state, t) and obs.phase not in ("Succeeded", "Failed"):
+        if spec.suspend:
+            if not obs.queued:
+                # Not stopped yet: Kueue stops a deactivated workload within moments. Asked again
+                # (the write may have failed), and looked at again soon.
+                state.plan.queue_activations[t.name] = False
+                state.plan.requeue(2)
+            return
+        # Resumed: given back to its queue, where it waits for admission again.
+        state.plan.queue_activations[t.name] = True
+        if obs.queued:
+            queued(state, t, obs)
+            return
     if obs.recheck_in is not None:
         state.plan.requeue(obs.recheck_in)
     # A Job's or resource's primary pod has a name of its own.
@@ -338,6 +351,35 @@ def queued(state: RoundState, t: TrialView, obs: PodObservation) -> None:
     state.update(
         t, phase=TrialPhase.queued, reason=obs.reason, message=obs.message, pod_name=t.name, conditions=conditions
     )
+
+
+def queue_suspends(spec: ExperimentSpec) -> bool:
+    """Whether suspending the experiment holds its trials in their Kueue queue (a Job or resource
+    that names one) rather than stopping them: Kueue deactivates the workload, releases its quota,
+    and admits it again on resume. A pod cannot be held that way (Kueue would delete it)."""
+    return spec.trial_template.queue_name is not None and not kind_of(spec).is_pod
+
+
+def suspend_in_queue(state: RoundState, t: TrialView) -> None:
+    """The experiment is suspended: the trial's workload is deactivated in its queue (Kueue stops it
+    if it runs and releases its quota). The trial stays, Queued, and runs again on resume: from its
+    checkpoint when it has one, from the start otherwise; its start is forgotten, so that the
+    restart is not taken for a preemption."""
+    if held_in_queue(state, t):
+        return
+    state.plan.queue_activations[t.name] = False
+    current = state.current(t)
+    message = (
+        f"the experiment is suspended: its {kind_of(state.spec).kind} is held in queue "
+        f"{state.spec.trial_template.queue_name} and runs again on resume"
+    )
+    conditions = set_condition(current.conditions, QUEUED_CONDITION, True, SUSPENDED, message, state.now)
+    state.update(t, phase=TrialPhase.queued, reason=SUSPENDED, message=message, start_time=None, conditions=conditions)
+
+
+def held_in_queue(state: RoundState, t: TrialView) -> bool:
+    current = state.current(t)
+    return current.phase == TrialPhase.queued and current.reason == SUSPENDED
 
 
 def admitted(state: RoundState, t: TrialView) -> None:

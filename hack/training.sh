@@ -34,7 +34,7 @@ host=${HPO_TRAINING_HOST:-127.0.0.1}
 components=(trainer kueue jobset)
 stop_grace=5
 label=hpo.dev/training-controller
-frameworks=(batch/job jobset.x-k8s.io/jobset trainer.kubeflow.org/trainjob)
+frameworks=(batch/job jobset.x-k8s.io/jobset trainer.kubeflow.org/trainjob pod)
 # Webhook and health-probe ports of each; Trainer also binds a status server (its TrainJobStatus
 # feature gate), kept off the defaults too. Metrics servers are off.
 declare -A webhook_port=([jobset]=$((api_port + 10)) [kueue]=$((api_port + 12)) [trainer]=$((api_port + 14)))

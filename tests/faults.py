@@ -754,6 +754,28 @@ class Component:
         _wait_up(self._proc, self.healthy, timeout, f"{self.name} (restarted)", Path(log_path))
 
 
+class Kueue(Component):
+    """Kueue, run by hack/training.sh as a host process: while it is down, its webhooks, which the
+    API server must call for every change of a Kueue Workload, fail those changes."""
+
+    name = "kueue"
+
+    def __init__(self, cluster: LocalCluster):
+        super().__init__(cluster)
+        config = flag_value(parse_flags(self._launch.argv[1:]), "config")
+        if not config:
+            raise NotLocalCluster(f"cannot tell the local Kueue's configuration from {self._launch.argv}")
+        health = yaml.safe_load(Path(self._launch.cwd, config).read_text()).get("health") or {}
+        self.readyz = f"http://{health.get('healthProbeBindAddress', '')}/readyz"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.readyz, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+
 class Kwok(Component):
     """The local control plane's KWOK, which plays the fake nodes' kubelets.
 

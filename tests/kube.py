@@ -259,6 +259,48 @@ class PodConcurrency:
         return self.most
 
 
+class TrialPhaseCounts:
+    """Watches the namespace's Trials and records, for each phase, the most trials that were in it
+    at once, and the phases each trial went through."""
+
+    def __init__(self, api: client.ApiClient, namespace: str):
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.phase: dict[str, str] = {}
+        self.most: dict[str, int] = {}
+        self.seen: dict[str, list[str]] = {}
+        self.watch = watch.Watch()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        try:
+            for event in self.watch.stream(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, "trials", timeout_seconds=600
+            ):
+                trial = event["object"]
+                name = trial["metadata"]["name"]
+                if event["type"] == "DELETED":
+                    self.phase.pop(name, None)
+                    continue
+                phase = (trial.get("status") or {}).get("phase") or "Pending"
+                self.phase[name] = phase
+                history = self.seen.setdefault(name, [])
+                if not history or history[-1] != phase:
+                    history.append(phase)
+                counts: dict[str, int] = {}
+                for p in self.phase.values():
+                    counts[p] = counts.get(p, 0) + 1
+                for p, n in counts.items():
+                    self.most[p] = max(self.most.get(p, 0), n)
+        except Exception:  # the stream ends abruptly when stop() closes it
+            pass
+
+    def stop(self) -> dict[str, int]:
+        self.watch.stop()
+        return self.most
+
+
 def write_log(path: Path, lines: list[str]) -> None:
     """Writes lines in the container runtime's log format, which KWOK serves."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")

@@ -14,6 +14,7 @@ JOBSET = ("jobset.x-k8s.io", "v1alpha2", "jobsets")
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
 TRAINER = ("trainer.kubeflow.org", "v1alpha1")
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 
 
 def pod_spec(duration: str = "1s", cpu: str | None = None, annotations: dict | None = None) -> dict:
@@ -36,10 +37,10 @@ def condition(obj: dict, kind: str) -> str | None:
 
 
 @contextlib.contextmanager
-def local_queue(api: client.ApiClient, namespace: str, cpu: str) -> Iterator[str]:
-    """A ResourceFlavor and a ClusterQueue with `cpu` of quota for the namespace alone, and a
-    LocalQueue there pointing at it; yields the LocalQueue's name. The cluster-scoped ones are
-    deleted on exit (the LocalQueue goes with the namespace)."""
+def local_queue(api: client.ApiClient, namespace: str, cpu: str, preempt_lower_priority: bool = False) -> Iterator[str]:
+    """A ResourceFlavor and a ClusterQueue with `cpu` of quota for the namespace alone (set_quota
+    changes it), and a LocalQueue there pointing at it; yields the LocalQueue's name. The
+    cluster-scoped ones are deleted on exit (the LocalQueue goes with the namespace)."""
     custom = client.CustomObjectsApi(api)
     name = f"hpo-test-{uuid.uuid4().hex[:6]}"
     api_version = "/".join(KUEUE)
@@ -55,6 +56,7 @@ def local_queue(api: client.ApiClient, namespace: str, cpu: str) -> Iterator[str
             "metadata": {"name": name},
             "spec": {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                **({"preemption": {"withinClusterQueue": "LowerPriority"}} if preempt_lower_priority else {}),
                 "resourceGroups": [
                     {
                         "coveredResources": ["cpu"],
@@ -126,3 +128,28 @@ def torch_runtime(api: client.ApiClient, node: dict | None = None) -> Iterator[s
     finally:
         with contextlib.suppress(client.ApiException):
             custom.delete_cluster_custom_object(*TRAINER, "clustertrainingruntimes", name)
+
+
+def set_quota(api: client.ApiClient, namespace: str, queue: str, cpu: str) -> None:
+    """Gives the ClusterQueue behind the namespace's LocalQueue `cpu` of quota."""
+    custom = client.CustomObjectsApi(api)
+    name = custom.get_namespaced_custom_object(*KUEUE, namespace, "localqueues", queue)["spec"]["clusterQueue"]
+    groups = [
+        {"coveredResources": ["cpu"], "flavors": [{"name": name, "resources": [{"name": "cpu", "nominalQuota": cpu}]}]}
+    ]
+    custom.patch_cluster_custom_object(*KUEUE, "clusterqueues", name, {"spec": {"resourceGroups": groups}})
+
+
+@contextlib.contextmanager
+def workload_priority_class(api: client.ApiClient, value: int) -> Iterator[str]:
+    """A Kueue WorkloadPriorityClass of this value (a workload names it with PRIORITY_LABEL);
+    yields its name and deletes it on exit."""
+    custom = client.CustomObjectsApi(api)
+    name = f"hpo-test-{uuid.uuid4().hex[:6]}"
+    body = {"apiVersion": "/".join(KUEUE), "kind": "WorkloadPriorityClass", "metadata": {"name": name}, "value": value}
+    custom.create_cluster_custom_object(*KUEUE, "workloadpriorityclasses", body)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(client.ApiException):
+            custom.delete_cluster_custom_object(*KUEUE, "workloadpriorityclasses", name)

@@ -39,7 +39,12 @@ KUEUE_FRAMEWORKS = {
     "batch/job": ("batch", "jobs"),
     "jobset.x-k8s.io/jobset": ("jobset.x-k8s.io", "jobsets"),
     "trainer.kubeflow.org/trainjob": ("trainer.kubeflow.org", "trainjobs"),
+    "pod": ("", "pods"),
 }
+# Kueue's label naming a workload's LocalQueue. Its pod webhooks see only pods that carry it: a
+# plain pod without a queue is none of Kueue's business (manageJobsWithoutQueueName is off), and
+# every other pod of the cluster (thousands in the scale tests) is created without the detour.
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def load(text: str) -> Any:
@@ -144,6 +149,9 @@ def webhooks(controller: str, folder: Path, client: Any, frameworks: list[str]) 
         hooks = doc.get("webhooks", [])
         if controller == "kueue":
             hooks = [hook for hook in hooks if kept(hook, frameworks)]
+            for hook in hooks:
+                if any("pods" in rule["resources"] for rule in hook.get("rules", [])):
+                    hook["objectSelector"] = {"matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]}
         for hook in hooks:
             hook["clientConfig"] = client(hook["clientConfig"]["service"]["path"])
         doc["webhooks"] = hooks

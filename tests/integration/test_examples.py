@@ -3,21 +3,29 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.experiments import condition
-from tests.kube import Cluster
+from tests.kube import Cluster, TrialPhaseCounts
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
 
-# Examples that need the training controllers (`make cluster-training`): they are skipped, with the
-# reason, without them.
-TRAINING = {"trainjob-trials.yaml"}
+# API groups of the training controllers (hack/training.sh): an example that creates their
+# objects applies only where they run.
+TRAINING_GROUPS = ("kueue.x-k8s.io/", "trainer.kubeflow.org/", "jobset.x-k8s.io/")
+
+
+def needs_training_controllers(path: Path) -> bool:
+    return any(
+        doc and str(doc.get("apiVersion", "")).startswith(TRAINING_GROUPS)
+        for doc in yaml.safe_load_all(path.read_text())
+    )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_applies_cleanly(path, crds, namespace, kubectl, request):
-    if path.name in TRAINING:
+    if needs_training_controllers(path):
         request.getfixturevalue("training_controllers")
     out = kubectl.run("apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
     assert out.returncode == 0, out.stderr
@@ -110,3 +118,26 @@ def test_the_multi_objective_example_finds_its_feasible_front(api, namespace, op
     assert "FRONT" in row and f" {len(front)} " in row.splitlines()[1] + " "
     rows = kubectl.run("get", "trials", "-n", namespace, "-l", "hpo.dev/experiment=multi-objective").stdout
     assert "OBJECTIVES" in rows and "FEASIBLE" in rows and "val_acc=" in rows
+
+
+def test_the_kueue_example_runs_two_trials_at_a_time_and_queues_the_others(
+    api, namespace, operator, kwok_nodes, kubectl, training_controllers
+):
+    cluster = Cluster(api, namespace)
+    phases = TrialPhaseCounts(api, namespace)
+    path = EXAMPLES[0].parent / "kueue.yaml"
+    kubectl.run("apply", "-n", namespace, "-f", str(path))
+    try:
+        exp = cluster.wait_finished("kueue", timeout=180)
+    finally:
+        most = phases.stop()
+        kubectl.run("delete", "-n", namespace, "-f", str(path), "--wait=false", check=False)
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    assert (exp["status"]["trialsSucceeded"], exp["status"].get("trialsFailed", 0), exp["status"]["trials"]) == (
+        8,
+        0,
+        8,
+    )
+    # As its comment says: two admitted at a time (the ClusterQueue's 2 CPUs), the others Queued
+    # (all five at first, before Kueue admits any), never more than parallelTrialCount.
+    assert most.get("Running", 0) <= 2 and 3 <= most.get("Queued", 0) <= 5, most

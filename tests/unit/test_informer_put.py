@@ -48,3 +48,25 @@ def test_a_pod_whose_phase_changes_wakes_its_experiment():
     inf._put({**pod, "status": {"phase": "Running"}})
     inf._drop("exp-0000")
     assert woken == ["exp", "exp", "exp"] and "exp" not in inf.objects
+
+
+def test_a_job_its_queue_suspends_or_admits_wakes_its_experiment_and_is_seen_so():
+    inf, woken = informer(slim_workload)
+    inf._put({**job("exp-0000", active=0), "spec": {"suspend": True, "template": {"spec": {}}}})
+    assert inf.objects["exp"]["exp-0000"]["spec"] == {"suspend": True}  # the template is dropped
+    inf._put({**job("exp-0000", active=0), "spec": {"suspend": False}})
+    assert woken == ["exp", "exp"]
+    assert inf.objects["exp"]["exp-0000"]["spec"] == {"suspend": False}
+
+
+def test_a_pod_keeps_its_scheduling_gates_until_they_are_removed():
+    inf, woken = informer(slim_pod)
+    pod = {
+        "metadata": {"name": "exp-0000", "labels": {"hpo.dev/experiment": "exp"}},
+        "spec": {"containers": [{"name": "train"}], "schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]},
+        "status": {"phase": "Pending"},
+    }
+    inf._put(pod)
+    assert inf.objects["exp"]["exp-0000"]["spec"]["schedulingGates"] == [{"name": "kueue.x-k8s.io/admission"}]
+    inf._put({**pod, "spec": {"containers": [{"name": "train"}]}})
+    assert woken == ["exp", "exp"] and "schedulingGates" not in inf.objects["exp"]["exp-0000"]["spec"]

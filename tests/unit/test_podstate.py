@@ -404,3 +404,22 @@ def test_a_pod_is_finished_once_its_phase_or_all_its_containers_say_so():
     assert finished(pod("Running", done, done))  # the kubelet has not set the phase yet
     assert not finished(pod("Running", done, running))  # a sidecar still runs
     assert not finished(pod("Pending")) and not finished({})
+
+
+def test_a_pod_held_by_scheduling_gates_is_queued_not_stuck():
+    gated = {
+        "metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"schedulingGates": [{"name": "kueue.x-k8s.io/admission"}], "containers": [{"name": "c"}]},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}],
+        },
+    }
+    obs = observe(gated)
+    assert (obs.phase, obs.reason, obs.queued, obs.failure_class) == ("Pending", "WaitingForAdmission", True, None)
+    assert "kueue.x-k8s.io/admission" in obs.message
+    # Gates removed, then unschedulable: startup trouble again, with the startup timeout's class.
+    gated["spec"]["schedulingGates"] = []
+    gated["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
+    obs = observe(gated)
+    assert (obs.queued, obs.failure_class) == (False, "Startup")

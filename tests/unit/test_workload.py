@@ -402,3 +402,39 @@ def test_the_primary_pod_among_labelled_ones_is_completion_index_0():
     n1 = pod("n-1", "Running", index="1", labels=node, created="2026-01-01T00:00:05Z")
     other = pod("i-0", "Running", index="0", labels={"jobset.sigs.k8s.io/replicatedjob-name": "init"})
     assert primary_pod([n1, other, n0], node) is n0
+
+
+def test_a_suspended_job_or_resource_is_waiting_for_admission_whatever_its_pods_do():
+    suspended = {**job(), "spec": {"suspend": True}}
+    view, obs = seen(suspended, [])
+    assert (obs.phase, obs.queued, obs.failure_class) == ("Pending", True, None)
+    assert "Job is suspended" in obs.message
+    # Preempted: its pods are still terminating, but the Job is held again.
+    _, obs = seen(suspended, [pod("p1", "Running")])
+    assert obs.queued
+    # Admitted (Kueue sets suspend false): the pod speaks again.
+    _, obs = seen({**job(), "spec": {"suspend": False}}, [pod("p1", "Running")])
+    assert (obs.phase, obs.queued) == ("Running", False)
+    # A finished workload is finished, suspended or not (a JobSet may be suspended after it ends).
+    _, obs = seen({**job(("Complete", "")), "spec": {"suspend": True}}, [])
+    assert obs.phase == "Succeeded"
+    resource = spec(resource=JOBSET).trial_template.resource
+    jobset_kind = kind_of(spec(resource=JOBSET))
+    _, obs = seen({**job(), "spec": {"suspend": True}}, [], kind=jobset_kind, resource=resource)
+    assert obs.queued and "JobSet is suspended" in obs.message
+
+
+def test_a_trial_names_its_queue_on_what_kueue_admits_the_pod_or_the_workload():
+    pod_trial = spec(template={"spec": {"containers": CONTAINERS}}, queueName="team-a")
+    _, body = build_workload(pod_trial, "exp", TRIAL)
+    assert body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    _, body = build_workload(spec(job=JOB_TEMPLATE, queueName="team-a"), "exp", TRIAL)
+    assert body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    # The Job's pods belong to the Job Kueue admits: they do not name the queue themselves.
+    assert "kueue.x-k8s.io/queue-name" not in body["spec"]["template"]["metadata"]["labels"]
+    _, body = build_workload(spec(resource=JOBSET, queueName="team-a"), "exp", TRIAL)
+    assert body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    _, body = build_workload(spec(job=JOB_TEMPLATE), "exp", TRIAL)
+    assert "kueue.x-k8s.io/queue-name" not in body["metadata"]["labels"]
+    with pytest.raises(ValueError, match="queue_name|queueName"):
+        spec(job=JOB_TEMPLATE, queueName="Not A Name")

@@ -82,6 +82,9 @@ class ExperimentStatus(Model):
     )
     trials: int | None = Field(None, description="Trials, retries included.")
     trials_pending: int | None = None
+    trials_queued: int | None = Field(
+        None, description="Trials whose workloads wait for admission by their queue (trialTemplate.queueName)."
+    )
     trials_running: int | None = None
     trials_succeeded: int | None = None
     trials_failed: int | None = None

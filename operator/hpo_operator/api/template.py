@@ -80,6 +80,19 @@ class TrialTemplate(Model):
             "stay readable). Delete: deleted once the trial's result is recorded."
         ),
     )
+    queue_name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description=(
+            "A Kueue LocalQueue in the experiment's namespace: every trial's pod, Job or resource gets "
+            "the label kueue.x-k8s.io/queue-name, and waits for admission by its queue. A waiting trial "
+            "is Queued: it takes a parallelTrialCount slot (the experiment offers its queue at most that "
+            "many workloads; the queue's quota decides how many run), and neither "
+            "startupTimeoutSeconds nor maxTrialDurationSeconds counts its wait. A trial whose queue "
+            "preempts it after it started fails as Infrastructure and is retried."
+        ),
+    )
     template: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-pod-template": True})
     job: dict[str, Any] | None = Field(None, json_schema_extra={"x-hpo-job-template": True})
     resource: TrialResource | None = None

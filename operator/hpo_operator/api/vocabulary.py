@@ -37,6 +37,11 @@ A_NOT_BEFORE = f"{GROUP}/not-before"  # a retry waits for its backoff until then
 A_CREATOR = f"{GROUP}/creator"  # who created an experiment with the plugin
 A_ORIGINAL = f"{GROUP}/original"  # the experiment a copy was made from
 
+# Kueue's label naming the LocalQueue a workload (pod, Job, JobSet, TrainJob) waits in: set from
+# trialTemplate.queueName (Kueue's word, not ours).
+L_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+L_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job or resource
+
 # The finalizer on Experiments (kopf's, while it handles them).
 FINALIZER = f"{GROUP}/finalizer"
 
@@ -51,6 +56,7 @@ class ExperimentPhase(StrEnum):
 
 class TrialPhase(StrEnum):
     pending = "Pending"
+    queued = "Queued"  # its workload waits for admission by a queue (Kueue): not started, no timeout runs
     running = "Running"
     succeeded = "Succeeded"
     failed = "Failed"

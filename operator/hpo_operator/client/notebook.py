@@ -72,6 +72,8 @@ def progress_text(summary: ExperimentSummary) -> str:
     running = summary.trial_status["Running"] + summary.trial_status["Pending"]
     if running and summary.phase not in FINISHED_PHASES:
         parts.append(f"{running} running")
+    if summary.trial_status["Queued"] and summary.phase not in FINISHED_PHASES:
+        parts.append(f"{summary.trial_status['Queued']} queued")
     if summary.best_value is not None:
         parts.append(f"best {summary.objective or 'objective'} {format_number(summary.best_value)}")
     return " · ".join(parts)

@@ -369,7 +369,7 @@ def _run_configuration(
                 name: RestartResult(
                     name,
                     "Accepted",
-                    status.get("reason") or "Queued",
+                    status.get("reason") or "WaitingForSlot",
                     f"trial {name} will run {summary(normal)}",
                     "operator",
                     name,

@@ -267,6 +267,7 @@ def experiment_summary(obj: dict) -> ExperimentSummary:
                 reason = cond.get("reason")
     counts = {
         "Pending": status.get("trialsPending") or 0,
+        "Queued": status.get("trialsQueued") or 0,
         "Running": status.get("trialsRunning") or 0,
         "Succeeded": status.get("trialsSucceeded") or 0,
         "Failed": status.get("trialsFailed") or 0,

@@ -16,10 +16,11 @@ from typing import Any
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import L_CONFIG, L_LAUNCH, TERMINAL_PHASES
+from hpo_operator.api.vocabulary import L_CONFIG, L_KUEUE_JOB_UID, L_LAUNCH, L_TRIAL, TERMINAL_PHASES
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import (
     CLAIMS,
+    KUEUE_WORKLOADS,
     PODS,
     TRANSPORT_ERRORS,
     ApiException,
@@ -150,6 +151,8 @@ class Executor:
                 await self.start(name)
             case apply.DeleteWorkload(name):
                 await self.delete_workload(name)
+            case apply.SetQueueActive(name, active):
+                await self.set_queue_active(name, active)
             case apply.DeleteClaim(name):
                 await self.delete_claim(name)
             case apply.WriteExperimentStatus(status):
@@ -163,6 +166,48 @@ class Executor:
             lambda: self.api.delete_object(self.resource, self.namespace, name),
             ok=(404,),
         )
+
+    async def set_queue_active(self, name: str, active: bool) -> None:
+        """Sets spec.active of the Kueue Workloads of the trial's workload (found by the job-uid
+        label Kueue puts on them). Without any (no Kueue, or it has not made one yet), a
+        deactivation deletes the workload, as a suspension without a queue does: the trial is
+        started again on resume."""
+        found = await self.attempt(
+            f"reading {self.resource[2]} {name}",
+            lambda: self.api.list_raw(self.resource, self.namespace, label_selector=f"{L_TRIAL}={name}"),
+        )
+        if isinstance(found, Exception) or found is None:
+            return
+        uids = [o["metadata"]["uid"] for o in found.get("items") or [] if o["metadata"].get("name") == name]
+        if not uids:
+            return  # gone already
+        workloads: list[tuple[Resource, str]] = []
+        for resource in KUEUE_WORKLOADS:
+            listed = await self.attempt(
+                f"listing Kueue workloads of {name}",
+                lambda resource=resource: self.api.list_raw(
+                    resource, self.namespace, label_selector=f"{L_KUEUE_JOB_UID}={uids[0]}"
+                ),
+                ok=(404,),  # this version is not served (or Kueue is not installed)
+            )
+            if isinstance(listed, Exception):
+                return
+            if listed is not None:
+                workloads = [(resource, w["metadata"]["name"]) for w in listed.get("items") or []]
+                break
+        if not workloads:
+            if not active:
+                log.info("no Kueue workload holds %s %s: deleted instead", self.resource[2], name)
+                await self.delete_workload(name)
+            return
+        for resource, workload in workloads:
+            await self.attempt(
+                f"{'reactivating' if active else 'deactivating'} Kueue workload {workload}",
+                lambda resource=resource, workload=workload: self.api.patch_object(
+                    resource, self.namespace, workload, {"spec": {"active": active}}
+                ),
+                ok=(404,),
+            )
 
     async def delete_claim(self, name: str) -> None:
         await self.attempt(

@@ -215,7 +215,7 @@ class ExperimentLoop:
         telemetry.experiment_phase(self.uid, st.phase)
         if len(self.refused) > reported:
             return 0  # the next round fails the refused trials: at once, as their status is due now
-        if st.phase in FINISHED_PHASES and not (st.trials_running or st.trials_pending):
+        if st.phase in FINISHED_PHASES and not (st.trials_running or st.trials_pending or st.trials_queued):
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
 

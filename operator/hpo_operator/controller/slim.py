@@ -55,6 +55,8 @@ def slim_pod(body: dict) -> dict:
             "spec": {
                 "nodeName": spec.get("nodeName"),
                 "containers": [{"name": c.get("name")} for c in spec.get("containers") or []],
+                # A gated pod waits for admission by its queue (podstate.gated).
+                **({"schedulingGates": spec["schedulingGates"]} if spec.get("schedulingGates") else {}),
             },
             "status": slim_status,
         }
@@ -62,11 +64,14 @@ def slim_pod(body: dict) -> dict:
 
 
 def slim_workload(body: dict) -> dict:
-    """The part of a Job (or another trial resource) the operator reads: its conditions."""
+    """The part of a Job (or another trial resource) the operator reads: its conditions, and
+    whether it is suspended (held by its queue: workloads.kinds)."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
+    suspend = (body.get("spec") or {}).get("suspend")
     return compact(
         {
+            "spec": {"suspend": suspend} if isinstance(suspend, bool) else {},
             "metadata": {
                 k: meta[k]
                 for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "deletionTimestamp")

@@ -8,6 +8,11 @@ Failure classes decide recovery (see api.spec.RetryPolicy):
 - Error: the program exited non-zero on its own;
 - Startup: the container never started (image or config problems, unschedulable) - not retried;
 - Timeout: the trial ran past maxTrialDurationSeconds - not retried.
+
+A pod held back by scheduling gates (Kubernetes' PodScheduled=False, reason SchedulingGated) is
+queued: something outside the scheduler, such as Kueue, admits it when its quota allows. It is
+neither starting nor stuck, so no startup timeout runs while it waits (workloads.kinds shows a
+suspended Job or resource the same way).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class PodObservation:
     finish_time: str | None = None
     stuck_since: str | None = None  # when a not-yet-started pod's trouble began (for timeouts)
     fatal: bool = False  # a Pending pod that can never start
+    queued: bool = False  # a Pending pod waiting for admission (scheduling gates, a suspended workload)
     recheck_in: float | None = None  # seconds until this observation may change without a pod event
 
 
@@ -146,7 +152,11 @@ def observe(pod: dict[str, Any], primary_container: str | None = None, now: date
             return PodObservation("Failed", "NodeLost", message, "Infrastructure", start_time=status.get("startTime"))
         recheck = STRANDED_AFTER_SECONDS - late
 
-    obs = _not_finished(phase, status, waiting, created)
+    why = gated(pod) if phase == "Pending" else None
+    if why is not None:
+        obs = PodObservation("Pending", "WaitingForAdmission", why, queued=True)
+    else:
+        obs = _not_finished(phase, status, waiting, created)
     obs.recheck_in = recheck
     return obs
 
@@ -176,6 +186,27 @@ def stranded(pod: dict[str, Any], now: datetime) -> bool:
     late = seconds_past_deletion(pod, now)
     phase = (pod.get("status") or {}).get("phase")
     return late is not None and late >= STRANDED_AFTER_SECONDS and phase not in FINISHED_POD_PHASES
+
+
+# The PodScheduled reason of a pod whose scheduling gates are not all removed (Kubernetes' word).
+SCHEDULING_GATED = "SchedulingGated"
+
+
+def gated(pod: dict[str, Any]) -> str | None:
+    """Why a pod waits for admission, or None: its scheduling gates (spec.schedulingGates, as soon
+    as the pod exists) or the scheduler's SchedulingGated condition (how workloads.kinds shows a
+    suspended Job or resource)."""
+    gates = [g.get("name", "") for g in (pod.get("spec") or {}).get("schedulingGates") or []]
+    if gates:
+        return f"waiting for admission (scheduling gates: {', '.join(gates)})"
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == SCHEDULING_GATED
+        ):
+            return cond.get("message") or "waiting for admission"
+    return None
 
 
 def _not_finished(

@@ -39,6 +39,11 @@ Resource = tuple[str, str, str]  # (group, version, plural); "" is the core grou
 PODS: Resource = ("", "v1", "pods")
 CLAIMS: Resource = ("", "v1", "persistentvolumeclaims")
 TRIALS: Resource = (GROUP, VERSION, "trials")
+# Kueue's Workloads, newest version first (v1beta2 since Kueue 0.15).
+KUEUE_WORKLOADS: tuple[Resource, ...] = (
+    ("kueue.x-k8s.io", "v1beta2", "workloads"),
+    ("kueue.x-k8s.io", "v1beta1", "workloads"),
+)
 
 # The core kinds the operator writes (the core group has no /apis path for CustomObjectsApi): the
 # name CoreV1Api's calls give each (create_namespaced_<name>, ...), and the options of a delete
@@ -204,6 +209,20 @@ class KubeClient:
         if namespace is None:
             return await self._json(self.custom.get_cluster_custom_object, group, version, plural, name)
         return await self._json(self.custom.get_namespaced_custom_object, group, version, namespace, plural, name)
+
+    async def patch_object(self, resource: Resource, namespace: str, name: str, body: dict) -> dict:
+        """A JSON merge patch of a custom resource (not of a core kind)."""
+        group, version, plural = resource
+        return await self._json(
+            self.custom.patch_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type="application/merge-patch+json",
+        )
 
     async def plural_of(self, api_version: str, kind: str) -> str:
         """The resource name of a kind, by discovery (cached: it does not change while we run)."""

@@ -27,7 +27,7 @@ from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment, summary
 
-from .state import REQUEST_KEY_LENGTH, Event, RoundState, TrialView
+from .state import REQUEST_KEY_LENGTH, SUSPENDED, Event, RoundState, TrialView
 
 
 def backoff_seconds(spec: ExperimentSpec, retries_so_far: int) -> int:
@@ -71,7 +71,11 @@ def admit_user_trial(state: RoundState, t: TrialView) -> None:
     }
     state.regroup()
     state.set_status(
-        t, phase="Pending", reason="Queued", message="waiting for a free trial slot", parameter_summary=summary(values)
+        t,
+        phase="Pending",
+        reason="WaitingForSlot",
+        message="waiting for a free trial slot",
+        parameter_summary=summary(values),
     )
     state.plan.events.append(
         Event(None, "Normal", "ConfigurationAccepted", f"trial {t.name} will run {summary(values)}")
@@ -162,14 +166,14 @@ def recover_failures(state: RoundState) -> set[str]:
         # after a restart), so it is made now, under the same deterministic name.
         if (
             state.phase(latest) == "Killed"
-            and st.reason in ("Suspended", "ExperimentFinished")
+            and st.reason in (SUSPENDED, "ExperimentFinished")
             and (state.finished or spec.suspend)
         ):
             continue  # stopped by the experiment, not failed
         if state.finished:
             finally_failed.add(key)
             continue
-        if state.phase(latest) == "Killed" and st.reason == "Suspended":
+        if state.phase(latest) == "Killed" and st.reason == SUSPENDED:
             if not spec.suspend:
                 state.rerun(latest, "Resume")
             continue

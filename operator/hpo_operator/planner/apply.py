@@ -58,6 +58,15 @@ class DeleteWorkload:
 
 
 @dataclass(frozen=True)
+class SetQueueActive:
+    """Deactivates (active False) or reactivates the Kueue Workload of the trial's workload; with no
+    such Workload, a deactivation deletes the workload instead."""
+
+    name: str
+    active: bool
+
+
+@dataclass(frozen=True)
 class DeleteClaim:
     name: str
 
@@ -72,7 +81,16 @@ class PostEvents:
     events: list[Event]
 
 
-Write = CreateTrial | UpdateTrial | StartTrial | DeleteWorkload | DeleteClaim | WriteExperimentStatus | PostEvents
+Write = (
+    CreateTrial
+    | UpdateTrial
+    | StartTrial
+    | DeleteWorkload
+    | SetQueueActive
+    | DeleteClaim
+    | WriteExperimentStatus
+    | PostEvents
+)
 
 
 def stages(plan: Plan) -> list[list[Write]]:
@@ -86,6 +104,7 @@ def stages(plan: Plan) -> list[list[Write]]:
     ]
     chains += [StartTrial(name) for name in plan.start_workloads if name not in new]
     chains += [DeleteWorkload(name) for name in plan.delete_workloads]
+    chains += [SetQueueActive(name, active) for name, active in plan.queue_activations.items()]
     chains += [DeleteClaim(name) for name in plan.delete_volumes]
     return [chains, [WriteExperimentStatus(plan.experiment_status.dump())], [PostEvents(plan.events)]]
 

@@ -28,7 +28,8 @@ from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.workloads import checkpoint
 
 from .launch import launch
-from .state import Event, Plan, RoundState, TrialView
+from .lifecycle import queue_suspends, suspend_in_queue
+from .state import SUSPENDED, Event, Plan, RoundState, TrialView
 
 
 def validate_spec(spec: ExperimentSpec) -> list[str]:
@@ -151,7 +152,8 @@ def decide(state: RoundState, status: ExperimentStatus, best: TrialView | None) 
     elif status.phase == "Suspended" and decision.phase == "Running":
         state.plan.events.append(Event(None, "Normal", "Resumed", "spec.suspend is false"))
     elif decision.phase == "Suspended" and status.phase != "Suspended":
-        state.plan.events.append(Event(None, "Normal", "Suspended", "running trials were stopped"))
+        stopped = "trials were held in their queue" if queue_suspends(state.spec) else "running trials were stopped"
+        state.plan.events.append(Event(None, "Normal", "Suspended", stopped))
     record_phase(state, status, decision)
 
 
@@ -174,8 +176,12 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> D
         )
     if spec.suspend:
         for t in state.active():
-            if state.has_pod.get(t.name):
-                state.kill(t, "Suspended", "the experiment was suspended; it re-runs on resume")
+            if not state.has_pod.get(t.name):
+                continue
+            if queue_suspends(spec):
+                suspend_in_queue(state, t)
+            else:
+                state.kill(t, SUSPENDED, "the experiment was suspended; it re-runs on resume")
         return Decision(ExperimentPhase.suspended, "Suspended", "spec.suspend is true")
     exhausted = launch(state)
     if not state.active():
@@ -280,7 +286,7 @@ def retention(state: RoundState) -> None:
 
 def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:
     """The trial counts, then the round's Plan with the statuses it changed."""
-    counts = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0, "EarlyStopped": 0}
+    counts = {"Pending": 0, "Queued": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0, "EarlyStopped": 0}
     retried = 0
     for t in state.trials + state.new_trials:
         phase = state.phase(t)
@@ -289,6 +295,7 @@ def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:
             retried += t.labels.get(L_LAUNCH) == "Retry"
     status.trials = sum(counts.values())
     status.trials_pending, status.trials_running = counts["Pending"], counts["Running"]
+    status.trials_queued = counts["Queued"]
     status.trials_succeeded, status.trials_failed = counts["Succeeded"], counts["Failed"]
     status.trials_killed, status.trials_early_stopped = counts["Killed"], counts["EarlyStopped"]
     status.trials_retried = retried

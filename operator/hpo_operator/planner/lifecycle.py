@@ -14,7 +14,7 @@ from typing import Any
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
-from hpo_operator.api.vocabulary import TERMINAL_PHASES
+from hpo_operator.api.vocabulary import TERMINAL_PHASES, TrialPhase
 from hpo_operator.core import metrics, pareto, times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation, finished, observe
@@ -23,7 +23,7 @@ from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
-from .state import Event, RoundState, TrialView
+from .state import SUSPENDED, Event, RoundState, TrialView
 
 
 def observe_pods(
@@ -122,6 +122,19 @@ def refused_create(state: RoundState, t: TrialView, reason: str) -> None:
 def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
     spec = state.spec
     obs = state.observations[t.name]  # observe_pods(), once per round
+    if held_in_queue(state, t) and obs.phase not in ("Succeeded", "Failed"):
+        if spec.suspend:
+            if not obs.queued:
+                # Not stopped yet: Kueue stops a deactivated workload within moments. Asked again
+                # (the write may have failed), and looked at again soon.
+                state.plan.queue_activations[t.name] = False
+                state.plan.requeue(2)
+            return
+        # Resumed: given back to its queue, where it waits for admission again.
+        state.plan.queue_activations[t.name] = True
+        if obs.queued:
+            queued(state, t, obs)
+            return
     if obs.recheck_in is not None:
         state.plan.requeue(obs.recheck_in)
     # A Job's or resource's primary pod has a name of its own.
@@ -176,6 +189,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
         )
         return
     if obs.phase == "Running":
+        admitted(state, t)
         limit = spec.max_trial_duration_seconds
         started = times.parse(obs.start_time)
         if limit and started:
@@ -191,10 +205,17 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             check_progress(state, t)
         return
     # Pending: the pod has not started.
+    if obs.queued:
+        queued(state, t, obs)
+        return
+    admitted(state, t)
     if obs.fatal:
         fail_startup(state, t, obs.reason, obs.message)
         return
     since = times.parse(obs.stuck_since)
+    left_queue = queue_left_at(state, t)
+    if since and left_queue and left_queue > since:
+        since = left_queue  # the time it waited in its queue is not startup trouble
     if obs.failure_class == "Startup" and since:
         left = spec.startup_timeout_seconds - (state.now - since).total_seconds()
         if left <= 0:
@@ -297,6 +318,85 @@ def check_progress(state: RoundState, t: TrialView) -> None:
         objective_value=last,
         message=f"stopped at step {max(steps)} by the {spec.early_stopping.algorithm} rule ({objective}={last})",
     )
+
+
+# The trial's condition that says whether its workload waits for admission by a queue: True while
+# it waits, False once admitted; its lastTransitionTime is when it left the queue, from which the
+# startup timeout counts.
+QUEUED_CONDITION = TrialPhase.queued
+
+
+def queued(state: RoundState, t: TrialView, obs: PodObservation) -> None:
+    """The trial's workload waits for admission (Kueue holds it). It takes its parallelTrialCount
+    slot, so that the experiment offers its queue at most that many workloads, and no timeout runs.
+    A trial that had started and is held again was preempted: its queue took the quota back and
+    would re-run it unseen in the same attempt; it fails as Infrastructure instead, so that it is
+    retried (resuming from its checkpoint) and counted like any other lost run."""
+    current = state.current(t)
+    if state.phase(t) == "Running" or current.start_time:
+        if state.has_pod[t.name]:
+            # Deleted now, so that its queue does not run it again beside the retry.
+            state.plan.delete_workloads.append(t.name)
+            state.has_pod[t.name] = False
+        state.set_status(
+            t,
+            phase="Failed",
+            reason="Preempted",
+            failure_class="Infrastructure",
+            message=f"the trial's {kind_of(state.spec).kind} was stopped after it started ({obs.message}): "
+            "its queue took the quota back",
+        )
+        return
+    conditions = set_condition(current.conditions, QUEUED_CONDITION, True, obs.reason, obs.message, state.now)
+    state.update(
+        t, phase=TrialPhase.queued, reason=obs.reason, message=obs.message, pod_name=t.name, conditions=conditions
+    )
+
+
+def queue_suspends(spec: ExperimentSpec) -> bool:
+    """Whether suspending the experiment holds its trials in their Kueue queue (a Job or resource
+    that names one) rather than stopping them: Kueue deactivates the workload, releases its quota,
+    and admits it again on resume. A pod cannot be held that way (Kueue would delete it)."""
+    return spec.trial_template.queue_name is not None and not kind_of(spec).is_pod
+
+
+def suspend_in_queue(state: RoundState, t: TrialView) -> None:
+    """The experiment is suspended: the trial's workload is deactivated in its queue (Kueue stops it
+    if it runs and releases its quota). The trial stays, Queued, and runs again on resume: from its
+    checkpoint when it has one, from the start otherwise; its start is forgotten, so that the
+    restart is not taken for a preemption."""
+    if held_in_queue(state, t):
+        return
+    state.plan.queue_activations[t.name] = False
+    current = state.current(t)
+    message = (
+        f"the experiment is suspended: its {kind_of(state.spec).kind} is held in queue "
+        f"{state.spec.trial_template.queue_name} and runs again on resume"
+    )
+    conditions = set_condition(current.conditions, QUEUED_CONDITION, True, SUSPENDED, message, state.now)
+    state.update(t, phase=TrialPhase.queued, reason=SUSPENDED, message=message, start_time=None, conditions=conditions)
+
+
+def held_in_queue(state: RoundState, t: TrialView) -> bool:
+    current = state.current(t)
+    return current.phase == TrialPhase.queued and current.reason == SUSPENDED
+
+
+def admitted(state: RoundState, t: TrialView) -> None:
+    """A trial that was queued and no longer is: its Queued condition turns False."""
+    current = state.current(t)
+    if any(c.type == QUEUED_CONDITION and c.status == "True" for c in current.conditions or []):
+        state.update(
+            t,
+            conditions=set_condition(current.conditions, QUEUED_CONDITION, False, "Admitted", "", state.now),
+        )
+
+
+def queue_left_at(state: RoundState, t: TrialView) -> datetime | None:
+    for c in state.current(t).conditions or []:
+        if c.type == QUEUED_CONDITION and c.status == "False":
+            return times.parse(c.last_transition_time)
+    return None
 
 
 def fail_startup(state: RoundState, t: TrialView, reason: str, message: str) -> None:

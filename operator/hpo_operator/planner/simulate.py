@@ -75,6 +75,9 @@ class MemoryCluster:
                 await self.start(name)
             case writes.DeleteWorkload(name):
                 await self.delete_workload(name)
+            case writes.SetQueueActive(name, active):
+                if not active:
+                    await self.delete_workload(name)  # no Kueue here: the executor's fallback
             case writes.DeleteClaim(name):
                 await self.delete_claim(name)
             case writes.WriteExperimentStatus(status):

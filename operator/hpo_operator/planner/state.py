@@ -103,6 +103,9 @@ class TrialView:
         return int(index)
 
 
+# The reason of a trial the experiment's suspension stopped (Killed), or held in its queue (Queued).
+SUSPENDED = "Suspended"
+
 # What a TrialView works out lazily, forgotten when its body is replaced.
 CACHED = frozenset(name for name, value in vars(TrialView).items() if isinstance(value, cached_property))
 
@@ -126,6 +129,9 @@ class Plan:
     # By trial name: what a trial runs (a pod, a Job or another resource) to create or to delete.
     start_workloads: list[str] = field(default_factory=list)
     delete_workloads: list[str] = field(default_factory=list)
+    # Workloads held in (False) or given back to (True) their Kueue queue while the experiment is
+    # suspended: the Kueue Workload's spec.active (lifecycle.suspend_in_queue).
+    queue_activations: dict[str, bool] = field(default_factory=dict)
     delete_volumes: list[str] = field(default_factory=list)  # checkpoint claims retention removes
     experiment_status: ExperimentStatus = field(default_factory=ExperimentStatus)
     events: list[Event] = field(default_factory=list)
@@ -343,7 +349,7 @@ class RoundState:
         }
         t = TrialView(name, "", body)
         self.plan.create_trials.append(body)
-        reason = "Backoff" if not_before and not_before > self.now else "Queued"
+        reason = "Backoff" if not_before and not_before > self.now else "WaitingForSlot"
         self.status[name] = TrialStatus(
             phase=TrialPhase.pending,
             reason=reason,

@@ -9,6 +9,9 @@ the same for every kind:
 - failure: the failure condition (a Job's Failed). Its class comes from the pods, as for a pod
   trial: an OOMKilled container is OOMKilled, an evicted or disrupted pod Infrastructure; a Job's
   DeadlineExceeded is Timeout; anything else Error;
+- suspended (spec.suspend, as Kueue holds a Job, JobSet or TrainJob until it admits it): a pod
+  waiting for admission, whatever pods are still terminating; the planner tells a queued trial
+  from one whose workload was suspended again after it started (preempted);
 - otherwise the primary pod's state (Pending with its waiting reason, Running), or Pending.
 The primary pod is the one whose labels match trialTemplate.primaryPod.labels; by default, for an
 Indexed Job, completion index 0; else the newest pod (a Job's last attempt).
@@ -34,9 +37,9 @@ from hpo_operator.api.external import (
 )
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT, L_TRIAL
-from hpo_operator.core.podstate import FINISHED_POD_PHASES
+from hpo_operator.core.podstate import FINISHED_POD_PHASES, SCHEDULING_GATED
 
-from .pod import build_pod, mount_checkpoint, substitute, trial_values
+from .pod import build_pod, mount_checkpoint, queue_label, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
 L_JOB_INDEX = L_COMPLETION_INDEX
@@ -217,7 +220,7 @@ def build_workload(
     body["metadata"] = {
         "name": meta["name"],
         "namespace": meta["namespace"],
-        "labels": {**(job_meta.get("labels") or {}), **labels},
+        "labels": {**(job_meta.get("labels") or {}), **labels, **queue_label(spec)},
         "annotations": job_meta.get("annotations") or {},
         "ownerReferences": _owner(trial),
     }
@@ -338,6 +341,14 @@ def trial_pod_view(
     if failure is not None:
         status = _failure_status(failure.get("reason") or "", failure.get("message") or "", pods, pod)
         return _shape(name, workload, pod, "Failed", status)
+    if (workload.get("spec") or {}).get("suspend") is True:
+        gate = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": SCHEDULING_GATED,
+            "message": f"waiting for admission: the {kind.kind} is suspended",
+        }
+        return _shape(name, workload, pod, "Pending", {"conditions": [gate]})
     if pod is not None:
         status = dict(pod.get("status") or {})
         phase = status.pop("phase", None) or "Pending"

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec
-from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG
+from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_KUEUE_QUEUE
 from hpo_operator.workloads import checkpoint
 
 _PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
@@ -52,6 +52,13 @@ def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict[str, Any
     )
 
 
+def queue_label(spec: ExperimentSpec) -> dict[str, str]:
+    """Kueue's queue label, for the object Kueue admits (a pod, or the Job or resource whose pods
+    it starts), when the trials name a queue."""
+    name = spec.trial_template.queue_name
+    return {L_KUEUE_QUEUE: name} if name else {}
+
+
 def build_pod(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> dict[str, Any]:
     meta = trial["metadata"]
     values = trial_values(experiment, trial, spec)
@@ -63,6 +70,7 @@ def build_pod(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> d
         "app.kubernetes.io/name": "hpo-trial",
         "app.kubernetes.io/instance": experiment,
         "app.kubernetes.io/component": "trial",
+        **queue_label(spec),
     }
     pod_spec = template["spec"]
     # A trial is one run: the operator, not the kubelet, decides whether to run it again.

@@ -9,7 +9,7 @@
   const key = [parts[2], parts[3]];
   const api = `/api/experiments/${encodeURIComponent(key[0])}/${encodeURIComponent(key[1])}`;
   const PAGE = 100, RECOVERY_PAGE = 50;
-  const PHASES = ["Pending", "Running", "Succeeded", "Failed", "Killed", "EarlyStopped", "Refused"];
+  const PHASES = ["Pending", "Queued", "Running", "Succeeded", "Failed", "Killed", "EarlyStopped", "Refused"];
 
   let config = {allowWrite: false};
   let view = null;          // the experiment: summary, spec, conditions, history, best

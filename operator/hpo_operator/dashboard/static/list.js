@@ -30,7 +30,7 @@
     form.elements.tag.value = params.getAll("tag").join(", ");
   }
 
-  const COUNTS = [["Succeeded", "Succeeded"], ["Running", "Running"], ["Pending", "Pending"], ["Failed", "Failed"],
+  const COUNTS = [["Succeeded", "Succeeded"], ["Running", "Running"], ["Pending", "Pending"], ["Queued", "Queued"], ["Failed", "Failed"],
                   ["Killed", "Killed"], ["EarlyStopped", "Early-stopped"]];
 
   function render(rows) {

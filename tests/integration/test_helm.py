@@ -335,6 +335,15 @@ def test_trainjob_trials_may_also_read_training_runtimes_and_nothing_else_cluste
     assert not [d for d in docs if d["metadata"]["name"].endswith("-training-runtimes")]
 
 
+def test_kueue_enabled_lets_the_operator_set_its_trials_kueue_workloads_active(helm):
+    for scope in ("cluster", "namespace"):
+        base = CLUSTER_RULES if scope == "cluster" else NAMESPACED_RULES
+        for role in watch_roles(helm.template("--set", f"watch.scope={scope}")):
+            assert rules_of(role) == base
+        for role in watch_roles(helm.template("--set", f"watch.scope={scope}", "--set", "kueue.enabled=true")):
+            assert rules_of(role) == {**base, ("kueue.x-k8s.io", "workloads"): {"get", "list", "patch"}}
+
+
 def test_values_switch_objects_on_and_off(helm):
     docs = helm.template("--set", "rbac.create=false")
     assert kinds(docs) == ["Deployment", "Lease", "Service", "ServiceAccount"]

@@ -115,6 +115,13 @@ get is granted wherever list is: it reveals nothing list does not.
   verbs: [get]
 {{- end }}
 {{- end }}
+{{- if .Values.kueue.enabled }}
+# Suspending an experiment whose trials name a Kueue queue holds them there: the operator finds
+# their Kueue Workloads and sets spec.active.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get, list, patch]
+{{- end }}
 {{- end }}
 
 {{/* What the operator reads outside its namespaces, whatever the watch scope: the

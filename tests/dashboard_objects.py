@@ -99,7 +99,7 @@ def fates(index: int, running_from: int) -> list[tuple[str, str | None, str | No
     """What became of configuration `index`: its attempts' (phase, reason, failure class, exit code)."""
     ok = ("Succeeded", "Completed", None, 0)
     if index >= running_from:
-        return [("Running" if index % 2 else "Pending", None, None, None)]
+        return [(("Pending", "Running", "Queued")[index % 3], None, None, None)]
     if index % 11 == 5:
         evicted = ("Failed", "Evicted", "Infrastructure", None)
         return [evicted, evicted, ok]
@@ -189,6 +189,8 @@ def make(
                 status["retriedBy"] = f"{base}-a{attempt + 1}"
             if phase == "Pending":
                 status = {"phase": "Pending"}
+            if phase == "Queued":  # its Job waits for admission by its Kueue queue
+                status = {"phase": "Queued", "reason": "WaitingForAdmission"}
             trial_spec: dict[str, Any] = {
                 "experimentName": name,
                 "attempt": attempt,
@@ -255,7 +257,7 @@ def experiment_status(trials: list[dict], configurations: int, multi: bool = Fal
     phases = [t["status"]["phase"] for t in trials]
     done = [t for t in trials if t["status"]["phase"] == "Succeeded"]
     best = min(done, key=lambda t: t["status"]["objectiveValue"]) if done and not multi else None
-    running = any(p in ("Pending", "Running") for p in phases)
+    running = any(p in ("Pending", "Running", "Queued") for p in phases)
     status: dict[str, Any] = {
         "phase": "Running" if running else "Succeeded",
         "startTime": iso(START),
@@ -273,6 +275,7 @@ def experiment_status(trials: list[dict], configurations: int, multi: bool = Fal
         "failedConfigurations": 0,
         "trials": len(trials),
         "trialsPending": phases.count("Pending"),
+        "trialsQueued": phases.count("Queued"),
         "trialsRunning": phases.count("Running"),
         "trialsSucceeded": phases.count("Succeeded"),
         "trialsFailed": phases.count("Failed"),

@@ -94,8 +94,8 @@ def test_list_filters_sorts_and_pages(hpo, namespace, operator, kwok_nodes, tmp_
         "SUCCEEDED",
         "RUNNING",
         "PENDING",
+        "QUEUED",
         "FAILED",
-        "KILLED",
     ]
     assert table[1].split()[:10] == ["alpha", "Succeeded", me, "1/1", "1", "1", "0", "0", "0", "0"]
     assert [line.split()[0] for line in table[1:]] == names

@@ -258,6 +258,12 @@ def test_the_experiment_page_shows_every_trial_its_plots_and_its_recovery(
         "Failed"
     }
     page.page.screenshot(path=str(screenshots / "failed-trials.png"), full_page=True)
+    # Trials waiting for admission by their queue have a status of their own.
+    page.page.uncheck("#phase-filter input[value='Failed']")
+    page.page.check("#phase-filter input[value='Queued']")
+    queued = [t["metadata"]["name"] for t in in_cluster if t["status"]["phase"] == "Queued"]
+    assert queued and sorted(page.rows()) == sorted(queued)
+    page.page.screenshot(path=str(screenshots / "queued-trials.png"), full_page=True)
     assert not page.errors and not page.dialogs
 
 
@@ -571,7 +577,7 @@ def test_the_page_shows_an_api_server_restart_and_then_updates_again(
         page = pages()
         page.open_experiment(d.url, namespace, "restart")
         page.js("() => { window.__loaded = true; }")  # gone if the page reloads
-        running = [t["metadata"]["name"] for t in trials if t["status"]["phase"] in ("Running", "Pending")]
+        running = [t["metadata"]["name"] for t in trials if t["status"]["phase"] in ("Running", "Pending", "Queued")]
 
         def phase(name: str) -> str:
             return page.js(f"() => document.querySelector(\"#trials tr[data-name='{name}']\").dataset.phase")

@@ -239,7 +239,7 @@ def test_the_study_has_one_trial_per_trial_that_ran_in_creation_order(made):
     assert states[TrialState.COMPLETE] == phases["Succeeded"]
     assert states[TrialState.FAIL] == phases["Failed"] + phases["Killed"]
     assert states[TrialState.PRUNED] == phases["EarlyStopped"]
-    assert states[TrialState.RUNNING] == phases["Running"] + phases["Pending"]
+    assert states[TrialState.RUNNING] == phases["Running"] + phases["Pending"] + phases["Queued"]
     assert ts.names == [t["metadata"]["name"] for t in trials]
     for number, trial in enumerate(ts.study.get_trials()):
         assert trial.user_attrs["trial"] == ts.names[number]

@@ -187,6 +187,7 @@ def experiment_crd() -> dict[str, Any]:
             _column("Hypervolume", ".status.hypervolume", "number", priority=1),
             _column("Succeeded", ".status.trialsSucceeded", "integer"),
             _column("Running", ".status.trialsRunning", "integer"),
+            _column("Queued", ".status.trialsQueued", "integer", description="Waiting for admission by their queue"),
             _column("Failed", ".status.trialsFailed", "integer"),
             _column(
                 "Configs",

@@ -128,3 +128,20 @@ class FaultyGrid:
 def _config(trial: dict) -> tuple[int, int]:
     values = {p["name"]: p["value"] for p in trial["spec"]["parameters"]}
     return int(values["fails"]), int(values["seed"])
+
+
+def assert_each_oom_killed_once_then_retried(exp: dict, trials: dict[str, dict], parameter: str, configs: int) -> None:
+    """Every configuration's first attempt was OOMKilled and its retry (attempt 2) succeeded with the
+    configuration's own value as its objective (what the tests' trials report): exactly `configs`
+    configurations, twice as many trials."""
+    groups: dict[str, list[dict]] = {}
+    for t in sorted(trials.values(), key=lambda t: t["spec"]["attempt"]):
+        value = next(p["value"] for p in t["spec"]["parameters"] if p["name"] == parameter)
+        groups.setdefault(value, []).append(t)
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    assert len(groups) == configs and len(trials) == 2 * configs, {v: len(ts) for v, ts in groups.items()}
+    for value, (first, retry) in groups.items():
+        assert (first["status"]["phase"], first["status"]["failureClass"]) == ("Failed", "OOMKilled"), first["status"]
+        assert retry["status"]["phase"] == "Succeeded" and retry["spec"]["attempt"] == 2, retry["status"]
+        assert retry["status"]["objectiveValue"] == float(value)
+    assert (exp["status"]["trialsFailed"], exp["status"]["trialsSucceeded"]) == (configs, configs)

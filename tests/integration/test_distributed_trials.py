@@ -16,6 +16,7 @@ from kubernetes import client
 
 from tests.experiments import as_job, by_config, experiment
 from tests.kube import Cluster, PodConcurrency, TrialPhaseCounts, wait_until
+from tests.outcome import assert_each_oom_killed_once_then_retried
 from tests.training import (
     JOBSET,
     KUEUE,
@@ -78,14 +79,9 @@ def test_jobset_trials_take_metrics_from_the_leader_and_retry_an_oom_killed_lead
         )
     )
     exp = cluster.wait_finished("js", timeout=180)
-    assert exp["status"]["phase"] == "Succeeded", exp["status"]
     trials = cluster.trials()
+    assert_each_oom_killed_once_then_retried(exp, trials, "x", configs=3)
     groups = by_config(trials, "x")
-    assert len(groups) == 3 and len(trials) == 6  # each configuration OOMKilled once, then retried
-    for first, retry in groups.values():
-        assert (first["status"]["phase"], first["status"]["failureClass"]) == ("Failed", "OOMKilled")
-        assert retry["status"]["phase"] == "Succeeded"
-        assert retry["status"]["objectiveValue"] == float(retry["spec"]["parameters"][0]["value"])
     jobsets = cluster.custom.list_namespaced_custom_object(*JOBSET[:2], namespace, JOBSET[2])["items"]
     assert sorted(j["metadata"]["name"] for j in jobsets) == sorted(trials)
     for j in jobsets:

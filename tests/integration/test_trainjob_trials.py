@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.experiments import by_config, experiment
+from tests.experiments import experiment
 from tests.kube import Cluster
+from tests.outcome import assert_each_oom_killed_once_then_retried
 from tests.training import JOBSET, TRAINER, torch_runtime
 
 pytestmark = pytest.mark.usefixtures("training_controllers", "kwok_nodes")
@@ -132,15 +133,8 @@ def test_an_oom_killed_node_0_is_a_trainjob_trial_retried_once_with_exact_counts
         )
     )
     exp = cluster.wait_finished("oom", timeout=180)
-    assert exp["status"]["phase"] == "Succeeded", exp["status"]
     trials = cluster.trials()
-    groups = by_config(trials, "x")
-    assert len(groups) == 3 and len(trials) == 6
-    for first, retry in groups.values():
-        assert (first["status"]["phase"], first["status"]["failureClass"]) == ("Failed", "OOMKilled"), first["status"]
-        assert retry["status"]["phase"] == "Succeeded" and retry["spec"]["attempt"] == 2
-        assert retry["status"]["objectiveValue"] == float(retry["spec"]["parameters"][0]["value"])
-    assert (exp["status"]["trialsFailed"], exp["status"]["trialsSucceeded"]) == (3, 3)
+    assert_each_oom_killed_once_then_retried(exp, trials, "x", configs=3)
     found = trainjobs(cluster)
     assert sorted(found) == sorted(trials)
     failed = [
@@ -148,7 +142,7 @@ def test_an_oom_killed_node_0_is_a_trainjob_trial_retried_once_with_exact_counts
         for n, tj in found.items()
         if any(c["type"] == "Failed" and c["status"] == "True" for c in tj["status"]["conditions"])
     ]
-    assert sorted(failed) == sorted(first["metadata"]["name"] for first, _ in groups.values())
+    assert sorted(failed) == sorted(n for n, t in trials.items() if t["spec"]["attempt"] == 1)
     # The JobSets under them are Trainer's, named after the trials.
     jobsets = cluster.custom.list_namespaced_custom_object(*JOBSET[:2], namespace, JOBSET[2])["items"]
     assert sorted(j["metadata"]["name"] for j in jobsets) == sorted(trials)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from tests.experiments import as_job, by_config, experiment
+from tests.experiments import as_job, experiment
 from tests.kube import Cluster, wait_until
+from tests.outcome import assert_each_oom_killed_once_then_retried
 
 X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
 LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
@@ -55,15 +56,8 @@ def test_an_oom_killed_job_trial_is_retried_with_exact_counts(api, namespace, op
         )
     )
     exp = cluster.wait_finished("oom", timeout=120)
-    assert exp["status"]["phase"] == "Succeeded", exp["status"]
     trials = cluster.trials()
-    groups = by_config(trials, "x")
-    assert len(groups) == 3 and len(trials) == 6
-    for attempts in groups.values():
-        first, retry = attempts
-        assert (first["status"]["phase"], first["status"]["failureClass"]) == ("Failed", "OOMKilled")
-        assert retry["status"]["phase"] == "Succeeded" and retry["spec"]["attempt"] == 2
-    assert exp["status"]["trialsFailed"] == 3 and exp["status"]["trialsSucceeded"] == 3
+    assert_each_oom_killed_once_then_retried(exp, trials, "x", configs=3)
     assert sorted(jobs(api, namespace)) == sorted(trials)
 
 

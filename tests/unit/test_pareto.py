@@ -151,7 +151,8 @@ def test_the_cache_answers_what_summary_computes_as_points_come_change_and_go(di
     for step in range(300):
         move = rng.random()
         if move < 0.6 or not points:  # a trial succeeds (ties and duplicates: small integers)
-            points[f"t{step:03d}"] = [float(rng.randint(0, 5)) for _ in range(dims)]
+            # Named so that new ones sort among the others by name, not after them.
+            points[f"{rng.choice('abcdef')}{step:03d}"] = [float(rng.randint(0, 5)) for _ in range(dims)]
         elif move < 0.7:  # one's values change (its status rewritten)
             points[rng.choice(sorted(points))] = [float(rng.randint(0, 5)) for _ in range(dims)]
         elif move < 0.75:  # one goes (deleted, or found infeasible)

@@ -188,6 +188,26 @@ def test_the_cache_keeps_the_experiments_used_last():
     assert cache.misses == 4 and cache.hits == 1  # x was dropped for z; y kept
 
 
+def test_experiments_rounds_in_threads_of_their_own_get_their_own_answers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = SummaryCache(size=3)  # fewer entries than experiments: they evict each other too
+    directions = ["minimize", "maximize"]
+
+    def rounds(experiment: int) -> bool:
+        rng = random.Random(experiment)
+        points: dict[str, list[float]] = {}
+        for step in range(150):
+            points[f"t{step:03d}"] = [float(rng.randint(0, 9)), float(rng.randint(0, 9))]
+            answer = cache.summary(experiment, points, directions, [10.0, 0.0])
+            if answer != summary(dict(sorted(points.items())), directions, [10.0, 0.0]):
+                return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert all(pool.map(rounds, range(6)))
+
+
 def test_violations_say_how_far_each_bound_is_broken():
     constraints = [
         MetricConstraint(metric_name="memory_gb", max=16),

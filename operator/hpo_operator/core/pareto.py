@@ -9,6 +9,7 @@ serves all. Optuna's hypervolume is not part of its public API, so it is compute
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
@@ -177,23 +178,25 @@ def _extend(
 
 
 class SummaryCache:
-    """summary() of points ordered by key, remembered per experiment (by a key such as its uid), for the planner, which
-    asks for every multi-objective experiment's front on every round: with 10,000 trials a front
-    takes tens of milliseconds (more with three objectives and a large front), and most rounds
-    change no result. The answer is always summary()'s for the points given; the key only says
-    which earlier answer may be reused:
+    """summary() of points ordered by key, remembered per experiment (by a key such as its uid),
+    for the planner, which asks for every multi-objective experiment's front on every round: with
+    10,000 trials a front takes tens of milliseconds (more with three objectives and a large
+    front), and most rounds change no result. The answer is always summary()'s for the points
+    given; the key only says which earlier answer may be reused:
     - the same points (keys and values) as last time: the last answer;
     - the same points and some new ones (trials that succeeded since): a point dominated before
       is still dominated, so the new front is the front of the old front and the new points, and
       the hypervolume is recomputed only if the front changed;
     - anything else (a point gone or changed, other directions or reference point): computed
       afresh.
-    Bounded: the `size` experiments used last are kept."""
+    Bounded: the `size` experiments used last are kept. Experiments' rounds run in threads of
+    their own: the entries are read and written under a lock, the fronts computed outside it."""
 
     def __init__(self, size: int = 16):
         self.size = size
         # key -> (points, terms, answer)
         self._entries: OrderedDict[Hashable, tuple[dict[str, Point], Terms, Summary]] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = self.extended = self.misses = 0
 
     def summary(
@@ -210,23 +213,29 @@ class SummaryCache:
         ref = None if reference is None else tuple(reference)
         # The bound too: the answers differ with it (tests change it).
         terms = (dirs, ref, HYPERVOLUME_MAX_FRONT.get(len(dirs)))
+        with self._lock:
+            entry = self._entries.get(key)
         result = None
-        entry = self._entries.get(key)
         if entry is not None and entry[1] == terms:
             old, _, last = entry
             if old == pts:
-                self.hits += 1
-                self._entries.move_to_end(key)
+                with self._lock:
+                    self.hits += 1
+                    if key in self._entries:
+                        self._entries.move_to_end(key)
                 return last
             if len(pts) > len(old) and all(pts.get(k) == v for k, v in old.items()):
-                self.extended += 1
                 names = _extend(last.front, [k for k in pts if k not in old], pts, dirs)
                 result = last if names == last.front else _summary(names, pts, dirs, ref)
+                with self._lock:
+                    self.extended += 1
         if result is None:
-            self.misses += 1
             result = summary(dict(sorted(pts.items())), dirs, ref)
-        self._entries[key] = (pts, terms, result)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+            with self._lock:
+                self.misses += 1
+        with self._lock:
+            self._entries[key] = (pts, terms, result)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
         return result

@@ -266,6 +266,21 @@ def test_the_front_in_the_status_is_bounded_and_its_size_counts_all(monkeypatch)
     assert [p["trialName"] for p in cluster.status["paretoFront"]] == best_acc[:3]
 
 
+def test_a_round_that_changed_no_result_reuses_the_front_and_writes_the_same_status(monkeypatch):
+    import hpo_operator.planner.experiment as experiment
+    from hpo_operator.core.pareto import SummaryCache
+
+    cluster = InMemoryExperiment(make_spec("random", max_trials=24, parallel=3), metrics).run()
+    front_of = {k: cluster.status.get(k) for k in ("paretoFront", "paretoFrontSize", "hypervolume")}
+    monkeypatch.setattr(experiment, "FRONTS", SummaryCache())
+    cluster.round()  # the operator restarted: nothing to reuse
+    assert (experiment.FRONTS.hits, experiment.FRONTS.misses) == (0, 1)
+    assert {k: cluster.status.get(k) for k in front_of} == front_of
+    cluster.round()  # nothing changed
+    assert (experiment.FRONTS.hits, experiment.FRONTS.misses) == (1, 1)
+    assert {k: cluster.status.get(k) for k in front_of} == front_of
+
+
 def test_a_single_objectives_best_trial_is_the_best_feasible_one():
     spec = make_spec(
         "random",

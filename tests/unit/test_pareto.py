@@ -12,12 +12,14 @@ import pytest
 from hpo_operator.api.spec import MetricConstraint
 from hpo_operator.core.pareto import (
     HYPERVOLUME_MAX_FRONT,
+    SummaryCache,
     dominates,
     feasible,
     front,
     hypervolume,
     hypervolume_affordable,
     minimised,
+    summary,
     violations,
 )
 
@@ -135,6 +137,75 @@ def test_two_objectives_of_ten_thousand_trials_all_on_the_front_are_quick():
     hypervolume(list(points.values()), ["minimize", "minimize"], [1.1, 1.1])
     assert hypervolume_affordable(10_000, 2)
     assert time.perf_counter() - started < 3
+
+
+# --- the planner's cache of fronts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_the_cache_answers_what_summary_computes_as_points_come_change_and_go(dims):
+    rng = random.Random(dims)
+    directions, reference = DIRECTIONS[dims], [5.0 if d == "minimize" else 0.0 for d in DIRECTIONS[dims]]
+    cache = SummaryCache()
+    points: dict[str, list[float]] = {}
+    for step in range(300):
+        move = rng.random()
+        if move < 0.6 or not points:  # a trial succeeds (ties and duplicates: small integers)
+            # Named so that new ones sort among the others by name, not after them.
+            points[f"{rng.choice('abcdef')}{step:03d}"] = [float(rng.randint(0, 5)) for _ in range(dims)]
+        elif move < 0.7:  # one's values change (its status rewritten)
+            points[rng.choice(sorted(points))] = [float(rng.randint(0, 5)) for _ in range(dims)]
+        elif move < 0.75:  # one goes (deleted, or found infeasible)
+            del points[rng.choice(sorted(points))]
+        # else: a round that changed no result
+        given = dict(rng.sample(sorted(points.items()), len(points)))  # in any order: ties fall by key
+        assert cache.summary("exp", given, directions, reference) == summary(
+            dict(sorted(given.items())), directions, reference
+        )
+    # Every path was taken: the same points, new ones added, and others.
+    assert cache.hits > 0 and cache.extended > 0 and cache.misses > 1
+
+
+def test_an_unchanged_set_of_points_is_answered_without_computing_again():
+    points = {f"t{i}": [float(i), float(10 - i)] for i in range(10)}
+    cache = SummaryCache()
+    first = cache.summary("exp", points, ["minimize", "minimize"], [20.0, 20.0])
+    again = cache.summary("exp", dict(points), ["minimize", "minimize"], [20.0, 20.0])
+    assert (cache.hits, cache.misses) == (1, 1) and again is first
+    assert first == summary(points, ["minimize", "minimize"], [20.0, 20.0]) and len(first.front) == 10
+    # Another experiment, another reference point or changed values: not the same question.
+    cache.summary("other", points, ["minimize", "minimize"], [20.0, 20.0])
+    cache.summary("exp", points, ["minimize", "minimize"], [30.0, 30.0])
+    cache.summary("exp", {**points, "t0": [0.0, 11.0]}, ["minimize", "minimize"], [30.0, 30.0])
+    assert (cache.hits, cache.misses) == (1, 4)
+
+
+def test_the_cache_keeps_the_experiments_used_last():
+    cache = SummaryCache(size=2)
+    points = {"a": [1.0, 2.0]}
+    for key in ["x", "y", "z", "y", "x"]:
+        cache.summary(key, points, ["minimize", "minimize"], None)
+    assert cache.misses == 4 and cache.hits == 1  # x was dropped for z; y kept
+
+
+def test_experiments_rounds_in_threads_of_their_own_get_their_own_answers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = SummaryCache(size=3)  # fewer entries than experiments: they evict each other too
+    directions = ["minimize", "maximize"]
+
+    def rounds(experiment: int) -> bool:
+        rng = random.Random(experiment)
+        points: dict[str, list[float]] = {}
+        for step in range(150):
+            points[f"t{step:03d}"] = [float(rng.randint(0, 9)), float(rng.randint(0, 9))]
+            answer = cache.summary(experiment, points, directions, [10.0, 0.0])
+            if answer != summary(dict(sorted(points.items())), directions, [10.0, 0.0]):
+                return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert all(pool.map(rounds, range(6)))
 
 
 def test_violations_say_how_far_each_bound_is_broken():

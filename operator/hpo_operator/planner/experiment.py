@@ -239,6 +239,11 @@ def record_results(state: RoundState, status: ExperimentStatus, best: TrialView 
         )
 
 
+# The fronts of the experiments reconciled last (see pareto.SummaryCache): the same answers as
+# computing them afresh, without the cost on rounds that changed no result.
+FRONTS = pareto.SummaryCache()
+
+
 def pareto_front(state: RoundState, status: ExperimentStatus) -> None:
     """Several objectives: the front of the feasible succeeded trials (the first
     PARETO_FRONT_LIMIT of it, best first by the first objective), its size, and its hypervolume
@@ -249,26 +254,31 @@ def pareto_front(state: RoundState, status: ExperimentStatus) -> None:
     width = len(objective.names)
     points: dict[str, list[float]] = {}
     views: dict[str, TrialView] = {}
-    # By name, so that the front's order among equal points does not depend on creation times.
-    for t in sorted(state.trials, key=lambda t: t.name):
-        st = state.current(t)
+    changed = state.status  # this round's statuses; the others are the views' (the hot path: every trial, every round)
+    for t in state.trials:
+        st = changed.get(t.name)
+        if st is None:
+            if t.phase != "Succeeded":
+                continue
+            st = t.typed_status
+        elif st.phase != "Succeeded":
+            continue
         values = st.objective_values
-        if state.phase(t) == "Succeeded" and values and len(values) == width and st.feasible is not False:
-            points[t.name], views[t.name] = list(values), t
-    names = pareto.front(points, objective.directions)
+        if values and len(values) == width and st.feasible is not False:
+            points[t.name], views[t.name] = values, t
+    # Ties on the front fall by name (the cache orders the points by key), so that the front's
+    # order among equal points does not depend on creation times.
+    found = FRONTS.summary(state.exp.uid, points, objective.directions, objective.reference_point)
     status.pareto_front = [
         ParetoTrial(
             trial_name=name,
-            values=points[name],
+            values=list(points[name]),
             parameters=[ParameterAssignment(name=k, value=v) for k, v in views[name].values.items()],
         )
-        for name in names[:PARETO_FRONT_LIMIT]
+        for name in found.front[:PARETO_FRONT_LIMIT]
     ]
-    status.pareto_front_size = len(names)
-    reference = objective.reference_point
-    status.hypervolume = None
-    if reference is not None and pareto.hypervolume_affordable(len(names), width):
-        status.hypervolume = pareto.hypervolume([points[n] for n in names], objective.directions, reference)
+    status.pareto_front_size = len(found.front)
+    status.hypervolume = found.hypervolume
 
 
 def retention(state: RoundState) -> None:

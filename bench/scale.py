@@ -42,6 +42,7 @@ from pathlib import Path
 from kubernetes_asyncio import client, config
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
@@ -51,6 +52,7 @@ from hpo_operator.workloads.kinds import (  # noqa: E402
     runtime_replicated_jobs,
     trainjob_runtime,
 )
+from tests.training import TRAINER, torch_runtime_body  # noqa: E402
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 # name: (experiments, trials per experiment, parallel trials per experiment)
@@ -62,7 +64,6 @@ CASES = {
     "100x(20x10)": (100, 20, 10),
 }
 UNRELATED_PODS = 2000
-TRAINER = ("trainer.kubeflow.org", "v1alpha1")
 RUNTIME = "hpo-bench-torch"  # the ClusterTrainingRuntime of --kind trainjob
 KINDS = {"job": ("batch", "v1", "jobs"), "trainjob": (*TRAINER, "trainjobs")}  # what a finished trial is
 
@@ -236,27 +237,7 @@ class Cluster:
         """The ClusterTrainingRuntime of --kind trainjob: one replicated job `node` whose pod runs on
         the KWOK nodes (its annotations come from each TrainJob's runtime patch)."""
         node = {"spec": {"restartPolicy": "Never", "containers": [{"name": "node", "image": "trainer:1"}]}}
-        body = {
-            "apiVersion": "/".join(TRAINER),
-            "kind": "ClusterTrainingRuntime",
-            "metadata": {"name": RUNTIME, "labels": {"trainer.kubeflow.org/framework": "torch"}},
-            "spec": {
-                "mlPolicy": {"numNodes": 1, "torch": {}},
-                "template": {
-                    "spec": {
-                        "replicatedJobs": [
-                            {
-                                "name": "node",
-                                "template": {
-                                    "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
-                                    "spec": {"backoffLimit": 0, "template": node},
-                                },
-                            }
-                        ]
-                    }
-                },
-            },
-        }
+        body = torch_runtime_body(RUNTIME, node)
         try:
             await self.custom.create_cluster_custom_object(*TRAINER, "clustertrainingruntimes", body)
         except client.ApiException as e:

@@ -688,6 +688,15 @@ class Relay:
 # --- The local etcd ---------------------------------------------------------------------------
 
 
+def _answers_ok(url: str) -> bool:
+    """Whether a health endpoint answers 200 within 2 s."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 class Component:
     """A process of the local control plane (etcd, KWOK, ...) that a test kills and restarts.
 
@@ -769,11 +778,7 @@ class Kueue(Component):
         self.readyz = f"http://{health.get('healthProbeBindAddress', '')}/readyz"
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.readyz, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return _answers_ok(self.readyz)
 
 
 class Kwok(Component):
@@ -796,11 +801,7 @@ class Kwok(Component):
         self.healthz = f"http://{address}/healthz"
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.healthz, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return _answers_ok(self.healthz)
 
     def restart(self, timeout: float = 60) -> None:
         """Killed, its node leases deleted, started again. Each KWOK process holds its nodes' leases

@@ -104,7 +104,7 @@ def operator_log(tmp_path: Path):
 
 
 def test_suspended_while_the_operators_api_server_is_killed_the_trials_are_held_then_run_once(
-    api, namespace, apiserver, tmp_path, operator_log
+    api, namespace, crds, apiserver, tmp_path, operator_log
 ):
     cluster = Cluster(api, namespace)
     op = OperatorProcess(str(apiserver.write_kubeconfig(tmp_path / "kubeconfig")), namespace, tmp_path / "op.log")

@@ -254,15 +254,10 @@ def pareto_front(state: RoundState, status: ExperimentStatus) -> None:
     width = len(objective.names)
     points: dict[str, list[float]] = {}
     views: dict[str, TrialView] = {}
-    changed = state.status  # this round's statuses; the others are the views' (the hot path: every trial, every round)
     for t in state.trials:
-        st = changed.get(t.name)
-        if st is None:
-            if t.phase != "Succeeded":
-                continue
-            st = t.typed_status
-        elif st.phase != "Succeeded":
+        if state.phase(t) != "Succeeded":
             continue
+        st = state.current(t)
         values = st.objective_values
         if values and len(values) == width and st.feasible is not False:
             points[t.name], views[t.name] = values, t

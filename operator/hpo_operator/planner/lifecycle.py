@@ -308,9 +308,7 @@ def check_progress(state: RoundState, t: TrialView) -> None:
         return
     assert spec.early_stopping is not None  # should_stop() stops nothing without it
     last = steps[max(steps)]
-    if state.has_pod[t.name]:
-        state.plan.delete_workloads.append(t.name)
-        state.has_pod[t.name] = False
+    state.stop_workload(t)
     state.set_status(
         t,
         phase="EarlyStopped",
@@ -334,10 +332,7 @@ def queued(state: RoundState, t: TrialView, obs: PodObservation) -> None:
     retried (resuming from its checkpoint) and counted like any other lost run."""
     current = state.current(t)
     if state.phase(t) == "Running" or current.start_time:
-        if state.has_pod[t.name]:
-            # Deleted now, so that its queue does not run it again beside the retry.
-            state.plan.delete_workloads.append(t.name)
-            state.has_pod[t.name] = False
+        state.stop_workload(t)  # now, so that its queue does not run it again beside the retry
         state.set_status(
             t,
             phase="Failed",
@@ -400,8 +395,7 @@ def queue_left_at(state: RoundState, t: TrialView) -> datetime | None:
 
 
 def fail_startup(state: RoundState, t: TrialView, reason: str, message: str) -> None:
-    state.plan.delete_workloads.append(t.name)
-    state.has_pod[t.name] = False
+    state.stop_workload(t)
     state.set_status(
         t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup", pod_name=t.name
     )

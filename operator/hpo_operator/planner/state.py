@@ -259,10 +259,14 @@ class RoundState:
                     text += " (infeasible: outside the constraints)"
             self.plan.events.append(Event(t.name, kind, f"Trial{phase}", text))
 
-    def kill(self, t: TrialView, reason: str, message: str) -> None:
+    def stop_workload(self, t: TrialView) -> None:
+        """Deletes what the trial runs, if it runs anything; it holds no slot from here on."""
         if self.has_pod[t.name]:
             self.plan.delete_workloads.append(t.name)
             self.has_pod[t.name] = False
+
+    def kill(self, t: TrialView, reason: str, message: str) -> None:
+        self.stop_workload(t)
         self.set_status(t, phase="Killed", reason=reason, message=message, failure_class=None)
 
     def config_of(self, t: TrialView) -> str:

@@ -17,6 +17,7 @@ from hpo_operator.kube.client import KubeClient
 from hpo_operator.kube.informer import WatchHealth
 
 from . import telemetry
+from .authority import Authority, Tenancy
 from .executor import PostEvent
 from .loop import ExperimentLoop
 from .namespace import Key, Namespace
@@ -35,9 +36,12 @@ class Runtime:
     """Every experiment's loop, and the informers they read the Trials and pods from: one set per
     namespace that has an experiment."""
 
-    def __init__(self, api: KubeClient, post_event: PostEvent):
+    def __init__(self, api: KubeClient, post_event: PostEvent, tenancy: Tenancy | None = None):
         self.api = api
         self.post_event = post_event
+        # With tenancy on, trials' workloads are checked against their author's rights and written
+        # as the namespace's trial ServiceAccount (authority.py).
+        self.authority = Authority(api, tenancy) if tenancy is not None and tenancy.on else None
         self.namespaces: dict[str, Namespace] = {}
         self.loops: dict[Key, ExperimentLoop] = {}
         self.monitor = asyncio.get_running_loop().create_task(self.watch_health(), name="watch health")

@@ -162,13 +162,12 @@ def test_a_trials_own_author_comes_before_its_experiments():
         trial_author({A_AUTHOR: '{"username":"admin"}'}, experiment, "ns", KEY)  # forged on the trial
 
 
-def test_a_restart_without_a_recorded_requester_never_falls_back_to_the_experiments_author():
+def test_a_users_trial_or_restart_without_a_recorded_requester_never_falls_back_to_the_experiments_author():
     experiment = signed(Author("alice"), "ns", KEY)
-    rerun = inherited({A_RESTART: "x"}, RESTART_AUTHOR)
-    with pytest.raises(Unverified):
-        trial_author(rerun, experiment, "ns", KEY)
+    with pytest.raises(Unverified, match="no requester"):
+        trial_author({}, experiment, "ns", KEY, own=True)
     requested = inherited(signed(Author("bob"), "ns", KEY, RESTART_AUTHOR), RESTART_AUTHOR)
-    assert trial_author(requested, experiment, "ns", KEY).username == "bob"
+    assert trial_author(requested, experiment, "ns", KEY, own=True).username == "bob"
     assert inherited({}) == {}  # an ordinary retry: the experiment's author applies
 
 

@@ -459,6 +459,25 @@ def test_a_forbidden_create_fails_the_trial_but_a_quota_is_waited_for(message, r
     )
 
 
+@pytest.mark.parametrize("launch", ["User", "Restart"])
+def test_a_users_trial_or_restart_is_checked_against_its_requester_never_the_experiments_author(launch):
+    api = FakeApi()
+    api.allowed.add(("alice", "pods"))  # the experiment's author may; the requester may not
+    body = new_trial("exp-0000")
+    body["metadata"]["labels"] = {L_LAUNCH: launch}
+    plan = planner.Plan(create_trials=[body], start_workloads=["exp-0000"], experiment_status=ExperimentStatus())
+    reported: dict[str, planner.Refusal] = {}
+    run(api, plan, refused=reported, authority=tenancy(api), experiment=authored("alice"))
+    assert reported["exp-0000"].reason == "AuthorUnknown"  # no requester recorded
+    body = new_trial("exp-0001")
+    body["metadata"]["labels"] = {L_LAUNCH: launch}
+    body["metadata"]["annotations"] = signed(Author("mallory"), "ns", KEY)
+    plan = planner.Plan(create_trials=[body], start_workloads=["exp-0001"], experiment_status=ExperimentStatus())
+    run(api, plan, refused=reported, authority=tenancy(api), experiment=authored("alice"))
+    assert reported["exp-0001"].message.startswith("mallory may not create pods")
+    assert ("create pods", "exp-0000") not in api.calls and ("create pods", "exp-0001") not in api.calls
+
+
 def test_workloads_are_deleted_as_the_trial_account_too():
     api = FakeApi()
     plan = planner.Plan(delete_workloads=["t0"], experiment_status=ExperimentStatus(phase="Running"))

@@ -26,6 +26,7 @@ class FakeRuntime:
     def __init__(self) -> None:
         self.api = FakeApi()
         self.events: list[tuple] = []
+        self.authority = None  # tenancy off
 
     def post_event(self, obj: dict, *rest: str) -> None:
         self.events.append((obj["metadata"]["name"], *rest))

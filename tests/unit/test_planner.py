@@ -837,10 +837,10 @@ def test_restart_annotation_reruns_a_failed_trial():
 
 def test_a_restart_rerun_records_its_request_and_its_requester_as_its_author():
     """The requester's identity, as the admission webhook recorded it on the request, becomes the
-    re-run's author (whose rights its workload is checked against); with none recorded, an empty
-    author, which no check accepts, rather than the experiment's."""
+    re-run's author (whose rights its workload is checked against), in place of the restarted
+    trial's own."""
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [failed(0, "Error", annotations={A_RESTART: "r-1"})])
-    assert created(plan, "exp-0000-a2")["metadata"]["annotations"] == {A_RESTART_REQUEST: "r-1", A_AUTHOR: ""}
+    assert created(plan, "exp-0000-a2")["metadata"]["annotations"] == {A_RESTART_REQUEST: "r-1"}
     asked = {A_RESTART: "r-2", A_RESTART_AUTHOR: '{"username":"bob"}', A_RESTART_AUTHOR_SIGNATURE: "sig"}
     own = {A_AUTHOR: '{"username":"alice"}', A_AUTHOR_SIGNATURE: "alice-sig"}
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [failed(0, "Error", annotations={**asked, **own})])

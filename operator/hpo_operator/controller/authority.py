@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpo_operator.api.vocabulary import L_LAUNCH, LaunchReason
 from hpo_operator.core.authorship import Author, Unverified, trial_author
 from hpo_operator.kube.client import KubeClient, Resource
 
@@ -96,12 +97,17 @@ class Authority:
         key = self.tenancy.key
         if key is None:
             return None
+        meta = trial.get("metadata") or {}
+        # A Trial a user made, and a restart's re-run, are for whoever asked, never the experiment's
+        # author; retries keep the author of what they retry (planner: RoundState.rerun).
+        launch = (meta.get("labels") or {}).get(L_LAUNCH)
         try:
             author = trial_author(
-                (trial.get("metadata") or {}).get("annotations") or {},
+                meta.get("annotations") or {},
                 (experiment.get("metadata") or {}).get("annotations") or {},
                 namespace,
                 key,
+                own=launch in (LaunchReason.user, LaunchReason.restart),
             )
         except Unverified as e:
             return Refusal("AuthorUnknown", f"no verified author, so nothing is created for this trial: {e}")

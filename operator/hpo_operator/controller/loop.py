@@ -76,7 +76,8 @@ class ExperimentLoop:
     task: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
-        self.logs = PodLogs(self.runtime.api)
+        authority = self.runtime.authority
+        self.logs = PodLogs(self.runtime.api, authority.acting_user(self.key[0]) if authority is not None else None)
 
     async def ready(self) -> None:
         """Waits until every informer a round reads has listed since its last failure: a round never

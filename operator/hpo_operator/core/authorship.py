@@ -199,14 +199,19 @@ def review_response(review: Mapping[str, Any], key: bytes, operator: str) -> dic
 # --- whose rights a trial's workload is created with --------------------------------------------
 
 
-def trial_author(trial: Mapping[str, str], experiment: Mapping[str, str], namespace: str, key: bytes) -> Author:
+def trial_author(
+    trial: Mapping[str, str], experiment: Mapping[str, str], namespace: str, key: bytes, own: bool = False
+) -> Author:
     """The author whose rights a trial's workload must not exceed, from the annotations of the
     Trial and of its Experiment: the Trial's own author where it has one (a Trial a user made, a
-    restart's re-run, a retry of either), else the Experiment's. Unverified when that record is
-    missing or not the webhook's."""
-    own = read_author(trial, namespace, key)
-    if own is not None:
-        return own
+    restart's re-run, a retry of either), else the Experiment's. With `own` (a Trial a user made, a
+    restart's re-run) only the Trial's own author counts: never the experiment's, whose author did
+    not ask for it. Unverified when that record is missing or not the webhook's."""
+    author = read_author(trial, namespace, key)
+    if author is not None:
+        return author
+    if own:
+        raise Unverified("the trial has no requester recorded by the operator's admission webhook")
     author = read_author(experiment, namespace, key)
     if author is None:
         raise Unverified(
@@ -217,11 +222,9 @@ def trial_author(trial: Mapping[str, str], experiment: Mapping[str, str], namesp
 
 
 def inherited(annotations: Mapping[str, str], pair: tuple[str, str] = AUTHOR) -> dict[str, str]:
-    """The signed identity in `pair` as a re-run's own author annotations. A pair that is absent
-    gives an empty author (which fails verification) when it is a restart's, since a restart
-    must never fall back to the experiment's author; an absent trial author gives nothing (the
-    experiment's author applies, as to the trial re-run)."""
+    """The signed identity in `pair` of the annotations, as a re-run's own author annotations (none
+    when there is none)."""
     value, signature = annotations.get(pair[0]), annotations.get(pair[1])
     if value is None:
-        return {A_AUTHOR: ""} if pair == RESTART_AUTHOR else {}
+        return {}
     return {A_AUTHOR: value, A_AUTHOR_SIGNATURE: signature or ""}

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -16,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 
 from tests import kube
@@ -57,37 +54,6 @@ LEASE_RULES = [
     },
 ]
 LABEL_KEYS = {f"app.kubernetes.io/{k}" for k in ("name", "instance", "version", "component", "part-of", "managed-by")}
-
-
-class Helm:
-    def __init__(self, binary: str, home: Path):
-        self.binary = binary
-        # Helm's own config and caches go to a scratch directory, not the user's.
-        self.env = {
-            **os.environ,
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def template(self, *args: str, release: str = "hpo", namespace: str = "hpo-system") -> list[dict]:
-        out = self.run("template", release, str(CHART), "--namespace", namespace, *args).stdout
-        return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory) -> Helm:
-    cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/helm"
-    binary = str(cached) if cached.exists() else shutil.which("helm")
-    if not binary:
-        pytest.skip(f"helm is missing: neither {cached} (built by hack/build-tools.sh) nor helm on PATH")
-    return Helm(binary, tmp_path_factory.mktemp("helm-home"))
 
 
 def only(docs: list[dict], kind: str) -> dict:
@@ -553,39 +519,9 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         )
 
 
-def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
-    """A kubeconfig with the admin kubeconfig's server and CA, authenticated by the token only."""
-    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    context_name = admin.get("current-context") or admin["contexts"][0]["name"]
-    context = next(c for c in admin["contexts"] if c["name"] == context_name)["context"]
-    cluster = dict(next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"])
-    ca = cluster.get("certificate-authority")
-    if ca and not Path(ca).is_absolute():  # relative to the kubeconfig it came from
-        cluster["certificate-authority"] = str(Path(admin_kubeconfig).resolve().parent / ca)
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "test", "cluster": cluster}],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
-                "current-context": "operator",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return str(path)
-
-
 def http_get(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status, response.read().decode()
-
-
-# A refused request, as kopf or the kubernetes client log it ("status=403", "'code': 403",
-# "Code: 403", "Forbidden"), but not the milliseconds of a timestamp (",403").
-REFUSED = re.compile(r"(?<![\w,.:-])403(?!\w)|forbidden|not enough permissions", re.IGNORECASE)
 
 
 def test_operator_runs_an_experiment_as_the_charts_service_account(
@@ -610,7 +546,7 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
     operator = None
     try:
         token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-        as_operator = kube.Kubectl(kubectl.binary, token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
+        as_operator = kube.Kubectl(kubectl.binary, kube.token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
 
         def can_i(*args: str) -> str:
             return as_operator.run("auth", "can-i", *args, check=False).stdout.strip()
@@ -726,7 +662,7 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
             check=False,
         )
     log = operator.log()
-    refused = [line for line in log.splitlines() if REFUSED.search(line) and '"GET /healthz' not in line]
+    refused = [line for line in log.splitlines() if kube.REFUSED.search(line) and '"GET /healthz' not in line]
     assert not refused, "the operator was refused:\n" + "\n".join(refused)
     assert "Traceback" not in log, log
 
@@ -760,7 +696,9 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
     proc = None
     try:
         token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-        as_dashboard = kube.Kubectl(kubectl.binary, token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
+        as_dashboard = kube.Kubectl(
+            kubectl.binary, kube.token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig")
+        )
 
         def can_i(*args: str) -> str:
             return as_dashboard.run("auth", "can-i", *args, check=False).stdout.strip()
@@ -825,7 +763,7 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
             "--ignore-not-found",
             check=False,
         )
-    refused = [line for line in output.splitlines() if REFUSED.search(line)]
+    refused = [line for line in output.splitlines() if kube.REFUSED.search(line)]
     assert not refused, "the dashboard was refused:\n" + output
     assert "Traceback" not in output, output
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from tests.kube import free_port
+from tests.kube import Helm, free_port
 
 
 @dataclass
@@ -82,3 +82,30 @@ def webhook_configuration(api: client.ApiClient, release: str) -> str:
     )
     (config,) = found.items
     return config.metadata.name
+
+
+def host_objects(helm: Helm, release: str, namespace: str, operator_user: str, webhook: Webhook) -> list[dict]:
+    """What the chart's tenancy makes for `namespace` (the trial account, its ClusterRole and
+    RoleBinding, the webhook's configuration), for an operator run on this host as `operator_user`:
+    the webhook's configuration calls this host and skips that user's writes."""
+    values = ("--set", "watch.scope=namespace", "--set", f"watch.namespaces={{{namespace}}}")
+    docs = helm.template(*values, release=release, namespace=namespace)
+    kept = []
+    for doc in docs:
+        if doc["kind"] == "MutatingWebhookConfiguration":
+            for hook in doc["webhooks"]:
+                hook["clientConfig"] = {
+                    "url": f"https://127.0.0.1:{webhook.port}/author",
+                    "caBundle": base64.b64encode(webhook.cert.read_bytes()).decode(),
+                }
+                hook["matchConditions"] = [
+                    {"name": "not-the-operator", "expression": f"request.userInfo.username != {operator_user!r}"}
+                ]
+            kept.append(doc)
+        elif (
+            doc["metadata"]["name"].endswith("-trial-runner")
+            or doc["kind"] == "ServiceAccount"
+            and doc["metadata"]["name"] == "hpo-trial-runner"
+        ):
+            kept.append(doc)
+    return kept

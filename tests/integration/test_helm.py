@@ -462,7 +462,7 @@ def test_tenancy_off_leaves_the_operator_its_own_write_rights_and_no_webhook(hel
 @pytest.mark.parametrize(
     "values, error",
     [
-        (["tenancy.existingSecret=mine"], "tenancy.existingSecret mine was not found"),
+        (["tenancy.existingSecret=mine"], "tenancy.existingSecret mine: give its ca.crt (base64) as tenancy.caBundle"),
         (["tenancy.webhook.port=9090"], "tenancy.webhook.port must differ"),
     ],
 )

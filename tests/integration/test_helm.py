@@ -420,6 +420,9 @@ def test_tenancy_renders_the_webhook_the_trial_account_and_the_operator_without_
         ]
     else:
         assert "namespaceSelector" not in hook
+    given = helm.template(*values, "--set", "tenancy.webhook.namespaceSelector.matchLabels.tenant=yes")
+    (hook_given,) = only(given, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook_given["namespaceSelector"] == {"matchLabels": {"tenant": "yes"}}
     secret = only(mine, "Secret")
     assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key", "author.key"}
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -605,7 +608,12 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
     release = f"hpo-it-{uuid.uuid4().hex[:8]}"
     name = f"{release}-hpo-operator"
     try:
-        out = helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace).stdout
+        # Cluster scope, with the admission webhook limited to the test's namespace: this cluster is
+        # shared by other tests, whose Experiments it would otherwise see.
+        selector = f"tenancy.webhook.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={namespace}"
+        out = helm.run(
+            "install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace, "--set", selector
+        ).stdout
         assert f"kubectl -n {namespace} get experiments,trials" in out  # NOTES.txt
         for crd in ("experiments.hpo.dev", "trials.hpo.dev"):
             conditions = get_json(kubectl, "crd", crd)["status"]["conditions"]
@@ -627,7 +635,7 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--wait")
         left = kubectl.run(
             "get",
-            "clusterrole,clusterrolebinding,role,rolebinding",
+            "clusterrole,clusterrolebinding,role,rolebinding,mutatingwebhookconfiguration",
             "-A",
             "-l",
             f"app.kubernetes.io/instance={release}",
@@ -650,7 +658,7 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         )
         kubectl.run(
             "delete",
-            "clusterrole,clusterrolebinding",
+            "clusterrole,clusterrolebinding,mutatingwebhookconfiguration",
             "-l",
             f"app.kubernetes.io/instance={release}",
             "--ignore-not-found",

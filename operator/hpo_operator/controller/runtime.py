@@ -44,6 +44,9 @@ class Runtime:
         self.authority = Authority(api, tenancy) if tenancy is not None and tenancy.on else None
         self.namespaces: dict[str, Namespace] = {}
         self.loops: dict[Key, ExperimentLoop] = {}
+        # Set once the operator stops: kopf may still hand over an Experiment event after its cleanup
+        # ran, which must not start a loop (and informers) on the closed API client.
+        self.stopped = False
         self.monitor = asyncio.get_running_loop().create_task(self.watch_health(), name="watch health")
         telemetry.watch_source(self.watches)
 
@@ -104,6 +107,8 @@ class Runtime:
             loop.wake.set()
 
     def on_experiment(self, deleted: bool, namespace: str, name: str, uid: str, body: dict) -> None:
+        if self.stopped:
+            return
         key = (namespace, name)
         loop = self.loops.get(key)
         if deleted or (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -132,6 +137,7 @@ class Runtime:
                 task.cancel()
 
     async def stop_all(self) -> None:
+        self.stopped = True
         tasks = [loop.task for loop in self.loops.values() if loop.task is not None]
         tasks += [t for ns in self.namespaces.values() for t in ns.tasks]
         self.loops.clear()

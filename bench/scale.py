@@ -24,6 +24,13 @@ and experiments. Prints a table; asserts nothing (bench/README.md explains each 
     .venv/bin/python bench/scale.py --cases 200x20,unrelated
     .venv/bin/python bench/scale.py --cases 1000x200 --kind job
     .venv/bin/python bench/scale.py --cases 200x20 --kind trainjob
+    .venv/bin/python bench/scale.py --cases 200x20 --tenancy
+
+With `--tenancy` each case also runs the operator as the chart's tenancy runs it (README "Sharing a
+cluster"): its admission webhook records the experiments' author (a user this script impersonates,
+allowed to create them and pods), each trial's workload is created after a LocalSubjectAccessReview
+of that author, and as the namespace's trial ServiceAccount; the same operator without it runs
+beside it, against the same floor.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from kubernetes_asyncio import client, config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +60,8 @@ from hpo_operator.workloads.kinds import (  # noqa: E402
     runtime_replicated_jobs,
     trainjob_runtime,
 )
+from tests.kube import Helm  # noqa: E402
+from tests.tenancy import Webhook, host_objects  # noqa: E402
 from tests.training import TRAINER, torch_runtime_body  # noqa: E402
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
@@ -401,8 +411,8 @@ def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
 class Operator:
     """The operator as users run it, watching all namespaces, in a fresh process."""
 
-    def __init__(self, kubeconfig: str, log: Path):
-        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, kubeconfig: str, log: Path, env: dict[str, str] | None = None):
+        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hpo_operator", "--all-namespaces", "--standalone"],
@@ -428,6 +438,75 @@ class Operator:
         self.log.close()
 
 
+class Tenancy:
+    """The chart's tenancy for one namespace, for an operator run here: the trial account and its
+    RBAC, the webhook's configuration calling this host, and a tenant (an impersonated user) allowed
+    to create Experiments and pods there. Its cluster-scoped objects go in teardown()."""
+
+    TENANT = "bench-tenant"
+
+    def __init__(self, cluster: Cluster, kubeconfig: str, logdir: Path):
+        self.cluster, self.kubeconfig, self.logdir = cluster, kubeconfig, logdir
+        bin_dir = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin"
+        self.helm = Helm(str(bin_dir / "helm"), logdir / "helm-home")
+        self.kubectl = str(bin_dir / "kubectl")
+        self.made: list[tuple[str, str]] = []
+
+    def apply(self, docs: list[dict], namespace: str) -> None:
+        text = yaml.safe_dump_all(docs)
+        subprocess.run(
+            [self.kubectl, "--kubeconfig", self.kubeconfig, "apply", "-n", namespace, "-f", "-"],
+            input=text,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+
+    async def setup(self, namespace: str) -> tuple[dict[str, str], str]:
+        review = await self.cluster.raw(
+            client.AuthenticationV1Api(self.cluster.api).create_self_subject_review,
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        operator_user = review["status"]["userInfo"]["username"]
+        webhook = Webhook.make(self.logdir / "webhook")
+        docs = host_objects(self.helm, "bench", namespace, operator_user, webhook)
+        tenant = [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": "bench-tenant"},
+                "rules": [{"apiGroups": [GROUP], "resources": ["experiments"], "verbs": ["create", "get"]}],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "bench-tenant"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bench-tenant"},
+                "subjects": [{"kind": "User", "name": self.TENANT}],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "bench-tenant-edit"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                "subjects": [{"kind": "User", "name": self.TENANT}],
+            },
+        ]
+        self.apply(docs + tenant, namespace)
+        self.made = [(d["kind"], d["metadata"]["name"]) for d in docs if "namespace" not in d["metadata"]]
+        env = {**webhook.env(operator_user), "HPO_TRIAL_SERVICE_ACCOUNT": "hpo-trial-runner"}
+        return env, self.TENANT
+
+    async def teardown(self) -> None:
+        for kind, name in self.made:
+            subprocess.run(
+                [self.kubectl, "--kubeconfig", self.kubeconfig, "delete", kind, name, "--ignore-not-found"],
+                check=False,
+                capture_output=True,
+            )
+        self.made = []
+
+
 async def run_operator(
     cluster: Cluster,
     kubeconfig: str,
@@ -438,9 +517,13 @@ async def run_operator(
     logdir: Path,
     timeout: float,
     kind: str = "pod",
+    tenancy: Tenancy | None = None,
 ) -> Result:
     ns = await cluster.namespace("bench-op")
-    operator = Operator(kubeconfig, logdir / f"operator-{case}.log")
+    env, author = {}, None
+    if tenancy is not None:
+        env, author = await tenancy.setup(ns)
+    operator = Operator(kubeconfig, logdir / f"operator-{case}{'-tenancy' if tenancy else ''}.log", env)
     await asyncio.sleep(5)  # started, lists done, idle
     clock, stop = Clock(), asyncio.Event()
     finished: dict[str, float] = {}
@@ -479,6 +562,8 @@ async def run_operator(
                 ns,
                 "experiments",
                 experiment_body(f"exp{e}", trials, parallel, kind),
+                # With tenancy, written by a tenant, whom the webhook records as the author.
+                **({"_headers": {"Impersonate-User": author}} if author else {}),
             )
 
     await asyncio.gather(*(create(e) for e in range(experiments)))
@@ -504,7 +589,7 @@ async def run_operator(
         )
     first = sorted(clock.created.values())
     result = Result(
-        "operator",
+        "operator+tenancy" if tenancy else "operator",
         case,
         trials * experiments,
         parallel,
@@ -515,6 +600,10 @@ async def run_operator(
         rss_mb=rss,
         exp_kb=len(json.dumps(exp)) / 1024,
     )
+    if tenancy is not None:
+        if exp["metadata"].get("annotations", {}).get("hpo.dev/creator") != author:
+            print(f"  {case}: exp0's author is not {author}: the webhook did not record it", file=sys.stderr)
+        await tenancy.teardown()
     await cluster.delete_namespace(ns)
     return result
 
@@ -632,6 +721,11 @@ async def main() -> None:
         default="pod",
         help="what trials run as: pods, batch/v1 Jobs run by the job controller, or TrainJobs run by Trainer",
     )
+    parser.add_argument(
+        "--tenancy",
+        action="store_true",
+        help="also run the operator with the chart's tenancy (author checks, impersonation), beside it without",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="per operator run, seconds")
     parser.add_argument("--logs", default=str(REPO / ".cluster" / "bench"), help="operator logs go here")
     args = parser.parse_args()
@@ -692,6 +786,12 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
                 cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind
             )
             rows.append(row(op, floor))
+            if args.tenancy:
+                tenancy = Tenancy(cluster, kubeconfig, logdir)
+                op = await run_operator(
+                    cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind, tenancy
+                )
+                rows.append(row(op, floor))
         print_table(rows)
         print()
 

@@ -94,6 +94,8 @@ up() {
     --listen-metrics-urls "" --log-level warn
   wait_for 30 etcd curl -sf "http://127.0.0.1:$etcd_port/health"
 
+  # --enable-aggregator-routing: the API server calls webhooks (the chart's admission webhook) at
+  # their Services' endpoint addresses, since this cluster has no kube-proxy to route a ClusterIP.
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
@@ -103,6 +105,7 @@ up() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --endpoint-reconciler-type none --profiling=false \
+    --enable-aggregator-routing=true \
     --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP

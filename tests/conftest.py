@@ -53,6 +53,16 @@ def api(kubeconfig) -> client.ApiClient:
 
 
 @pytest.fixture(scope="session")
+def helm(tmp_path_factory) -> kube.Helm:
+    """The helm of `make tools` (or one on PATH), with a scratch home; skips when there is none."""
+    cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/helm"
+    binary = str(cached) if cached.exists() else shutil.which("helm")
+    if not binary:
+        pytest.skip(f"helm is missing: neither {cached} (built by hack/build-tools.sh) nor helm on PATH")
+    return kube.Helm(binary, tmp_path_factory.mktemp("helm-home"))
+
+
+@pytest.fixture(scope="session")
 def kubectl(kubeconfig):
     """Runs the project's kubectl (or one on PATH) against the test cluster."""
     cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/kubectl"

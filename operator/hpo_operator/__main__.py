@@ -41,11 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     from kopf.cli import main as kopf_main
 
-    from hpo_operator.controller import leader, telemetry
+    from hpo_operator.controller import leader, telemetry, webhook
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a in ("-A", "--all-namespaces") or a.startswith(("-n", "--namespace")) for a in args):
         args.append("--all-namespaces")
+    # Every replica answers the API server's admission calls, standbys too (webhook.py).
+    webhook.start()
     election = None
     lease = leader.lease_from_env()
     if lease is not None:

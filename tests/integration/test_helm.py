@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -16,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 
 from tests import kube
@@ -26,19 +23,42 @@ CHART = REPO / "deploy" / "helm" / "hpo-operator"
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 
 # What the operator does, verb by verb (see templates/_helpers.tpl for why each is needed).
-NAMESPACED_RULES = {
+OWN_KINDS_RULES = {
     ("hpo.dev", "experiments"): {"get", "list", "watch"},
     ("hpo.dev", "experiments/status"): {"get", "patch"},
     ("hpo.dev", "trials"): {"get", "list", "watch", "create", "patch"},
     ("hpo.dev", "trials/status"): {"get", "patch"},
     ("hpo.dev", "experiments/finalizers"): {"update"},
     ("hpo.dev", "trials/finalizers"): {"update"},
-    ("", "pods"): {"get", "list", "watch", "create", "delete"},
-    ("", "pods/log"): {"get"},
     ("", "events"): {"create"},
 }
+# With tenancy (the default): trials' workloads are only watched; they are written and read as the
+# namespace's trial ServiceAccount, which the operator may impersonate, after asking about their author.
+NAMESPACED_RULES = {
+    **OWN_KINDS_RULES,
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch"},
+    ("", "serviceaccounts[hpo-trial-runner]"): {"impersonate"},
+    ("authorization.k8s.io", "localsubjectaccessreviews"): {"create"},
+}
+# tenancy.enabled=false: the operator writes trials' workloads with its own rights.
+OWN_RIGHTS_RULES = {
+    **OWN_KINDS_RULES,
+    ("", "pods"): {"get", "list", "watch", "create", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "delete"},
+    ("", "pods/log"): {"get"},
+}
+# What the trial ServiceAccount of a namespace may do (the ClusterRole its RoleBinding names).
+TRIAL_RUNNER_RULES = {
+    ("", "pods"): {"get", "create", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "create", "delete"},
+    ("", "pods/log"): {"get"},
+    ("hpo.dev", "experiments/finalizers"): {"update"},
+    ("hpo.dev", "trials/finalizers"): {"update"},
+}
 # Cluster-wide mode only: kopf's resource observer watches CRDs.
-CLUSTER_RULES = {**NAMESPACED_RULES, ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+CRD_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+CLUSTER_RULES = {**NAMESPACED_RULES, **CRD_RULES}
 
 HARDENED_CONTAINER = {
     "runAsNonRoot": True,
@@ -59,37 +79,6 @@ LEASE_RULES = [
 LABEL_KEYS = {f"app.kubernetes.io/{k}" for k in ("name", "instance", "version", "component", "part-of", "managed-by")}
 
 
-class Helm:
-    def __init__(self, binary: str, home: Path):
-        self.binary = binary
-        # Helm's own config and caches go to a scratch directory, not the user's.
-        self.env = {
-            **os.environ,
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def template(self, *args: str, release: str = "hpo", namespace: str = "hpo-system") -> list[dict]:
-        out = self.run("template", release, str(CHART), "--namespace", namespace, *args).stdout
-        return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory) -> Helm:
-    cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/helm"
-    binary = str(cached) if cached.exists() else shutil.which("helm")
-    if not binary:
-        pytest.skip(f"helm is missing: neither {cached} (built by hack/build-tools.sh) nor helm on PATH")
-    return Helm(binary, tmp_path_factory.mktemp("helm-home"))
-
-
 def only(docs: list[dict], kind: str) -> dict:
     found = [d for d in docs if d["kind"] == kind]
     assert len(found) == 1, f"{len(found)} {kind} objects rendered"
@@ -101,13 +90,16 @@ def kinds(docs: list[dict]) -> list[str]:
 
 
 def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
-    """Rules as {(apiGroup, resource): verbs}; no wildcards, no resourceNames, no duplicates."""
+    """Rules as {(apiGroup, resource): verbs}, a rule's resourceNames in brackets after its
+    resource; no wildcards, no duplicates."""
     result: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        assert "nonResourceURLs" not in rule, rule
+        names = f"[{','.join(rule['resourceNames'])}]" if "resourceNames" in rule else ""
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 assert "*" not in (group, resource) and "*" not in rule["verbs"], rule
+                resource += names
                 assert (group, resource) not in result, f"{group}/{resource} appears twice"
                 result[(group, resource)] = set(rule["verbs"])
     return result
@@ -117,8 +109,19 @@ def is_lease_role(doc: dict) -> bool:
     return doc["metadata"]["name"].endswith("-leader-election")
 
 
+def is_tenancy(doc: dict) -> bool:
+    """One of templates/tenancy.yaml's objects (tested on their own below)."""
+    name = doc["metadata"]["name"]
+    return name.endswith(("-admission", "-author", "-trial-runner")) or name == "hpo-trial-runner"
+
+
+def rendered(helm: kube.Helm, *values: str) -> list[dict]:
+    """The chart's objects but those of tenancy.yaml."""
+    return [d for d in helm.template(*values) if not is_tenancy(d)]
+
+
 def watch_roles(docs: list[dict]) -> list[dict]:
-    return [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not is_lease_role(d)]
+    return [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not is_lease_role(d) and not is_tenancy(d)]
 
 
 def container(deployment: dict) -> dict:
@@ -143,7 +146,7 @@ def check_deployment(dep: dict) -> None:
     assert "--standalone" in c["args"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8080, "metrics": 9090}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8080, "metrics": 9090, "admission": 9443}
     for key, value in HARDENED_CONTAINER.items():
         assert c["securityContext"][key] == value, f"securityContext.{key}"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -186,7 +189,7 @@ def test_lint_passes(helm, values):
 
 
 def test_cluster_scope_renders_a_cluster_role_and_watches_all_namespaces(helm):
-    docs = helm.template()
+    docs = rendered(helm)
     assert kinds(docs) == [
         "ClusterRole",
         "ClusterRoleBinding",
@@ -221,7 +224,7 @@ def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, w
     values = ["--set", "watch.scope=namespace"]
     if watched:
         values += ["--set", "watch.namespaces={" + ",".join(watched) + "}"]
-    docs = helm.template(*values)
+    docs = rendered(helm, *values)
     expected = watched or ["hpo-system"]
     assert kinds(docs) == sorted(
         ["Deployment", "Lease", "Service", "ServiceAccount"] + ["Role", "RoleBinding"] * (len(expected) + 1)
@@ -245,7 +248,7 @@ def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, w
 
 
 def test_leader_election_role_and_its_switch(helm):
-    docs = helm.template()
+    docs = rendered(helm)
     (role,) = [d for d in docs if d["kind"] == "Role" and is_lease_role(d)]
     assert role["metadata"]["namespace"] == "hpo-system"
     assert role["rules"] == LEASE_RULES
@@ -254,19 +257,19 @@ def test_leader_election_role_and_its_switch(helm):
     lease = only(docs, "Lease")  # Helm's, so that uninstall removes it; the operator never creates one
     assert (lease["metadata"]["namespace"], lease["metadata"]["name"]) == ("hpo-system", "hpo-hpo-operator")
 
-    docs = helm.template("--set", "leaderElection.enabled=false")
+    docs = rendered(helm, "--set", "leaderElection.enabled=false")
     assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
     dep = only(docs, "Deployment")
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     assert "HPO_LEADER_ELECTION_LEASE" not in env_of(dep)
 
     dep = only(
-        helm.template("--set", "replicaCount=2", "--set", "apiServer.host=10.9.8.7", "--set", "apiServer.port=6443"),
+        rendered(helm, "--set", "replicaCount=2", "--set", "apiServer.host=10.9.8.7", "--set", "apiServer.port=6443"),
         "Deployment",
     )
     assert dep["spec"]["replicas"] == 2
     assert env_of(dep)["KUBERNETES_SERVICE_HOST"] == "10.9.8.7" and env_of(dep)["KUBERNETES_SERVICE_PORT"] == "6443"
-    assert "KUBERNETES_SERVICE_HOST" not in env_of(only(helm.template(), "Deployment"))
+    assert "KUBERNETES_SERVICE_HOST" not in env_of(only(rendered(helm), "Deployment"))
 
 
 @pytest.mark.parametrize(
@@ -287,7 +290,8 @@ def test_chart_refuses_inconsistent_values(helm, values, error):
 
 def test_trial_kinds_grow_the_rbac_by_exactly_those_kinds(helm):
     for scope in ("cluster", "namespace"):
-        docs = helm.template(
+        docs = rendered(
+            helm,
             "--set",
             f"watch.scope={scope}",
             "--set",
@@ -300,11 +304,12 @@ def test_trial_kinds_grow_the_rbac_by_exactly_those_kinds(helm):
             "trialKinds[1].resource=jobsets",
         )
         base = CLUSTER_RULES if scope == "cluster" else NAMESPACED_RULES
+        # Watched by the operator; written by the trial account (the tenancy tests below).
         for role in watch_roles(docs):
             assert rules_of(role) == {
                 **base,
-                ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-                ("jobset.x-k8s.io", "jobsets"): {"get", "list", "watch", "create", "delete"},
+                ("batch", "jobs"): {"get", "list", "watch"},
+                ("jobset.x-k8s.io", "jobsets"): {"get", "list", "watch"},
             }
     proc = helm.run("template", "hpo", str(CHART), "--set", "trialKinds[0].apiGroup=batch", check=False)
     assert proc.returncode != 0 and "resource" in proc.stderr
@@ -313,13 +318,13 @@ def test_trial_kinds_grow_the_rbac_by_exactly_those_kinds(helm):
 def test_trainjob_trials_may_also_read_training_runtimes_and_nothing_else_cluster_scoped(helm):
     trainjobs = ("--set", "trialKinds[0].apiGroup=trainer.kubeflow.org", "--set", "trialKinds[0].resource=trainjobs")
     for scope in ("cluster", "namespace"):
-        docs = helm.template("--set", f"watch.scope={scope}", *trainjobs)
+        docs = rendered(helm, "--set", f"watch.scope={scope}", *trainjobs)
         base = CLUSTER_RULES if scope == "cluster" else NAMESPACED_RULES
         extra = {("trainer.kubeflow.org", "clustertrainingruntimes"): {"get"}} if scope == "cluster" else {}
         for role in [r for r in watch_roles(docs) if not r["metadata"]["name"].endswith("-training-runtimes")]:
             assert rules_of(role) == {
                 **base,
-                ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "delete"},
+                ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch"},
                 ("trainer.kubeflow.org", "trainingruntimes"): {"get"},
                 **extra,
             }
@@ -331,39 +336,142 @@ def test_trainjob_trials_may_also_read_training_runtimes_and_nothing_else_cluste
             assert rules_of(role) == {("trainer.kubeflow.org", "clustertrainingruntimes"): {"get"}}
             assert binding["roleRef"]["name"] == role["metadata"]["name"]
     # Without TrainJob trials, no such ClusterRole.
-    docs = helm.template("--set", "watch.scope=namespace")
+    docs = rendered(helm, "--set", "watch.scope=namespace")
     assert not [d for d in docs if d["metadata"]["name"].endswith("-training-runtimes")]
 
 
 def test_kueue_enabled_lets_the_operator_set_its_trials_kueue_workloads_active(helm):
     for scope in ("cluster", "namespace"):
         base = CLUSTER_RULES if scope == "cluster" else NAMESPACED_RULES
-        for role in watch_roles(helm.template("--set", f"watch.scope={scope}")):
+        for role in watch_roles(rendered(helm, "--set", f"watch.scope={scope}")):
             assert rules_of(role) == base
-        for role in watch_roles(helm.template("--set", f"watch.scope={scope}", "--set", "kueue.enabled=true")):
+        for role in watch_roles(rendered(helm, "--set", f"watch.scope={scope}", "--set", "kueue.enabled=true")):
             assert rules_of(role) == {**base, ("kueue.x-k8s.io", "workloads"): {"get", "list", "patch"}}
 
 
 def test_values_switch_objects_on_and_off(helm):
-    docs = helm.template("--set", "rbac.create=false")
+    docs = rendered(helm, "--set", "rbac.create=false")
     assert kinds(docs) == ["Deployment", "Lease", "Service", "ServiceAccount"]
 
-    docs = helm.template("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=mine")
+    docs = rendered(helm, "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=mine")
     assert "ServiceAccount" not in kinds(docs)
     assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
     assert only(docs, "ClusterRoleBinding")["subjects"][0]["name"] == "mine"
 
-    docs = helm.template("--set", "metrics.enabled=false")
+    docs = rendered(helm, "--set", "metrics.enabled=false")
     assert "Service" not in kinds(docs)
     dep = only(docs, "Deployment")
     assert "HPO_METRICS_PORT" not in env_of(dep)
-    assert [p["name"] for p in container(dep)["ports"]] == ["health"]
+    assert [p["name"] for p in container(dep)["ports"]] == ["health", "admission"]
 
-    docs = helm.template("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.port=9100")
+    docs = rendered(helm, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.port=9100")
     monitor = only(docs, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert env_of(only(docs, "Deployment"))["HPO_METRICS_PORT"] == "9100"
+
+
+# --- tenancy -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope, watched", [("cluster", []), ("namespace", ["team-a", "team-b"])])
+def test_tenancy_renders_the_webhook_the_trial_account_and_the_operator_without_write_rights(helm, scope, watched):
+    values = [
+        "--set",
+        f"watch.scope={scope}",
+        "--set",
+        "trialKinds[0].apiGroup=batch",
+        "--set",
+        "trialKinds[0].resource=jobs",
+    ]
+    if watched:
+        values += ["--set", "watch.namespaces={" + ",".join(watched) + "}"]
+    docs = helm.template(*values)
+    check_labels(docs)
+    mine = [d for d in docs if is_tenancy(d)]
+    assert kinds(mine) == sorted(
+        ["ClusterRole", "MutatingWebhookConfiguration", "Secret", "Service"]
+        + ["RoleBinding", "ServiceAccount"] * len(watched)
+    )
+    operator_user = "system:serviceaccount:hpo-system:hpo-hpo-operator"
+    (hook,) = only(mine, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+    assert hook["clientConfig"]["service"] == {
+        "name": "hpo-hpo-operator-admission",
+        "namespace": "hpo-system",
+        "path": "/author",
+        "port": 443,
+    }
+    assert hook["rules"] == [
+        {
+            "apiGroups": ["hpo.dev"],
+            "apiVersions": ["*"],
+            "resources": ["experiments", "trials"],
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["matchConditions"] == [
+        {"name": "not-the-operator", "expression": f'request.userInfo.username != "{operator_user}"'}
+    ]
+    if watched:
+        assert hook["namespaceSelector"]["matchExpressions"] == [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": watched}
+        ]
+    else:
+        assert "namespaceSelector" not in hook
+    given = helm.template(*values, "--set", "tenancy.webhook.namespaceSelector.matchLabels.tenant=yes")
+    (hook_given,) = only(given, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook_given["namespaceSelector"] == {"matchLabels": {"tenant": "yes"}}
+    secret = only(mine, "Secret")
+    assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key", "author.key"}
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    runner = only(mine, "ClusterRole")
+    assert rules_of(runner) == {**TRIAL_RUNNER_RULES, ("batch", "jobs"): {"get", "create", "delete"}}
+    for account in (d for d in mine if d["kind"] == "ServiceAccount"):
+        assert account["metadata"]["name"] == "hpo-trial-runner" and account["automountServiceAccountToken"] is False
+    for binding in (d for d in mine if d["kind"] == "RoleBinding"):
+        assert binding["roleRef"]["name"] == runner["metadata"]["name"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "hpo-trial-runner", "namespace": binding["metadata"]["namespace"]}
+        ]
+    assert sorted(b["metadata"]["namespace"] for b in mine if b["kind"] == "RoleBinding") == watched
+    dep = only(docs, "Deployment")
+    env = env_of(dep)
+    assert env["HPO_TRIAL_SERVICE_ACCOUNT"] == "hpo-trial-runner"
+    assert env["HPO_OPERATOR_USERNAME"] == operator_user
+    assert env["HPO_ADMISSION_PORT"] == "9443"
+    for name in ("HPO_ADMISSION_CERT_FILE", "HPO_ADMISSION_KEY_FILE", "HPO_AUTHOR_KEY_FILE"):
+        mount = next(m for m in container(dep)["volumeMounts"] if env[name].startswith(m["mountPath"]))
+        assert mount["readOnly"] is True
+    assert container(dep)["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "admission", "scheme": "HTTPS"}
+    service = only([d for d in mine if d["kind"] == "Service"], "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "admission", "port": 443, "targetPort": "admission", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_tenancy_off_leaves_the_operator_its_own_write_rights_and_no_webhook(helm):
+    docs = helm.template("--set", "tenancy.enabled=false")
+    assert not [d for d in docs if is_tenancy(d)]
+    assert rules_of(only(docs, "ClusterRole")) == {**OWN_RIGHTS_RULES, **CRD_RULES}
+    dep = only(docs, "Deployment")
+    assert not [k for k in env_of(dep) if k.startswith(("HPO_ADMISSION", "HPO_AUTHOR", "HPO_TRIAL_SERVICE"))]
+    assert "readinessProbe" not in container(dep)
+
+
+@pytest.mark.parametrize(
+    "values, error",
+    [
+        (["tenancy.existingSecret=mine"], "tenancy.existingSecret mine: give its ca.crt (base64) as tenancy.caBundle"),
+        (["tenancy.webhook.port=9090"], "tenancy.webhook.port must differ"),
+    ],
+)
+def test_tenancy_refuses_inconsistent_values(helm, values, error):
+    proc = helm.run("template", "hpo", str(CHART), *[a for v in values for a in ("--set", v)], check=False)
+    assert proc.returncode != 0 and error in proc.stderr, proc.stderr
 
 
 # --- the dashboard -----------------------------------------------------------------------------
@@ -383,9 +491,9 @@ def test_the_dashboard_is_off_by_default_and_read_only_when_on(helm, scope, watc
     values = ["--set", f"watch.scope={scope}"] + (
         ["--set", "watch.namespaces={" + ",".join(watched) + "}"] if watched else []
     )
-    assert not dashboard_objects(helm.template(*values))
-    docs = helm.template(
-        *values, "--set", "dashboard.enabled=true", "--set", "dashboard.allowedHosts={hpo.example.org}"
+    assert not dashboard_objects(rendered(helm, *values))
+    docs = rendered(
+        helm, *values, "--set", "dashboard.enabled=true", "--set", "dashboard.allowedHosts={hpo.example.org}"
     )
     check_labels(docs)
     mine = dashboard_objects(docs)
@@ -437,7 +545,7 @@ def test_the_dashboard_is_off_by_default_and_read_only_when_on(helm, scope, watc
 
 def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
     for values in ([], ["--set", "watch.scope=namespace"]):
-        for role in watch_roles(helm.template(*values)):
+        for role in watch_roles(rendered(helm, *values)):
             resources = {resource for _, resource in rules_of(role)}
             assert not resources & {"secrets", "configmaps", "nodes", "namespaces"}
 
@@ -500,7 +608,12 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
     release = f"hpo-it-{uuid.uuid4().hex[:8]}"
     name = f"{release}-hpo-operator"
     try:
-        out = helm.run("install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace).stdout
+        # Cluster scope, with the admission webhook limited to the test's namespace: this cluster is
+        # shared by other tests, whose Experiments it would otherwise see.
+        selector = f"tenancy.webhook.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={namespace}"
+        out = helm.run(
+            "install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace, "--set", selector
+        ).stdout
         assert f"kubectl -n {namespace} get experiments,trials" in out  # NOTES.txt
         for crd in ("experiments.hpo.dev", "trials.hpo.dev"):
             conditions = get_json(kubectl, "crd", crd)["status"]["conditions"]
@@ -522,7 +635,7 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--wait")
         left = kubectl.run(
             "get",
-            "clusterrole,clusterrolebinding,role,rolebinding",
+            "clusterrole,clusterrolebinding,role,rolebinding,mutatingwebhookconfiguration",
             "-A",
             "-l",
             f"app.kubernetes.io/instance={release}",
@@ -545,7 +658,7 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         )
         kubectl.run(
             "delete",
-            "clusterrole,clusterrolebinding",
+            "clusterrole,clusterrolebinding,mutatingwebhookconfiguration",
             "-l",
             f"app.kubernetes.io/instance={release}",
             "--ignore-not-found",
@@ -553,39 +666,9 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         )
 
 
-def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
-    """A kubeconfig with the admin kubeconfig's server and CA, authenticated by the token only."""
-    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    context_name = admin.get("current-context") or admin["contexts"][0]["name"]
-    context = next(c for c in admin["contexts"] if c["name"] == context_name)["context"]
-    cluster = dict(next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"])
-    ca = cluster.get("certificate-authority")
-    if ca and not Path(ca).is_absolute():  # relative to the kubeconfig it came from
-        cluster["certificate-authority"] = str(Path(admin_kubeconfig).resolve().parent / ca)
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "test", "cluster": cluster}],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
-                "current-context": "operator",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return str(path)
-
-
 def http_get(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status, response.read().decode()
-
-
-# A refused request, as kopf or the kubernetes client log it ("status=403", "'code': 403",
-# "Code: 403", "Forbidden"), but not the milliseconds of a timestamp (",403").
-REFUSED = re.compile(r"(?<![\w,.:-])403(?!\w)|forbidden|not enough permissions", re.IGNORECASE)
 
 
 def test_operator_runs_an_experiment_as_the_charts_service_account(
@@ -593,7 +676,8 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
 ):
     release = f"hpo-rbac-{uuid.uuid4().hex[:6]}"
     sa = f"{release}-hpo-operator"
-    # The chart in namespace mode; replicaCount 0: the operator runs below, as a local process.
+    # The chart in namespace mode, with the operator's own rights (tenancy off; test_tenancy.py runs
+    # it with the default tenancy); replicaCount 0: the operator runs below, as a local process.
     helm.run(
         "install",
         release,
@@ -606,11 +690,13 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
         "watch.scope=namespace",
         "--set",
         "replicaCount=0",
+        "--set",
+        "tenancy.enabled=false",
     )
     operator = None
     try:
         token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-        as_operator = kube.Kubectl(kubectl.binary, token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
+        as_operator = kube.Kubectl(kubectl.binary, kube.token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
 
         def can_i(*args: str) -> str:
             return as_operator.run("auth", "can-i", *args, check=False).stdout.strip()
@@ -726,7 +812,7 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
             check=False,
         )
     log = operator.log()
-    refused = [line for line in log.splitlines() if REFUSED.search(line) and '"GET /healthz' not in line]
+    refused = [line for line in log.splitlines() if kube.REFUSED.search(line) and '"GET /healthz' not in line]
     assert not refused, "the operator was refused:\n" + "\n".join(refused)
     assert "Traceback" not in log, log
 
@@ -756,11 +842,17 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
         "dashboard.enabled=true",
         "--set",
         "dashboard.replicaCount=0",
+        # Its Experiments are written by the test as the admin: no operator serves the admission
+        # webhook here (test_tenancy.py covers it).
+        "--set",
+        "tenancy.enabled=false",
     )
     proc = None
     try:
         token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-        as_dashboard = kube.Kubectl(kubectl.binary, token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
+        as_dashboard = kube.Kubectl(
+            kubectl.binary, kube.token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig")
+        )
 
         def can_i(*args: str) -> str:
             return as_dashboard.run("auth", "can-i", *args, check=False).stdout.strip()
@@ -825,7 +917,7 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
             "--ignore-not-found",
             check=False,
         )
-    refused = [line for line in output.splitlines() if REFUSED.search(line)]
+    refused = [line for line in output.splitlines() if kube.REFUSED.search(line)]
     assert not refused, "the dashboard was refused:\n" + output
     assert "Traceback" not in output, output
 

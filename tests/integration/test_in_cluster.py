@@ -251,9 +251,15 @@ def test_the_example_and_a_real_trial_succeed_and_the_metrics_match(installed, a
     )
     real["spec"]["objective"] = {"type": "minimize", "metricName": "loss"}
     cluster.create(real)
+    me = client.AuthenticationV1Api(api).create_self_subject_review(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    )
     for name in ("simulated", "real"):
         exp = cluster.wait_finished(name, timeout=180)
         assert exp["status"]["phase"] == "Succeeded", exp["status"]
+        # Recorded by the operators' admission webhook, which the API server reached through its Service,
+        # and its trials' pods made as the namespace's trial account (tenancy, the chart's default).
+        assert exp["metadata"]["annotations"]["hpo.dev/creator"] == me.status.user_info.username
     trials = cluster.trials()
     real_trial = trials["real-0000"]
     assert real_trial["status"]["phase"] == "Succeeded"
@@ -393,17 +399,22 @@ def test_helm_uninstall_leaves_nothing_of_the_release_but_the_crds(installed, ku
     assert proc.returncode == 0, proc.stderr
     kinds = "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,leases,configmaps,secrets"
     selector = f"app.kubernetes.io/instance={installed.release}"
+    # The admission Secret stays (helm.sh/resource-policy: keep): its key signed the authors of the
+    # experiments that outlive the release.
+    kept = [f"secret/{installed.name}-admission"]
     wait_until(
         lambda: (
-            not kubectl.run("get", kinds, "-n", installed.namespace, "-l", selector, "-o", "name").stdout.strip()
+            kubectl.run("get", kinds, "-n", installed.namespace, "-l", selector, "-o", "name").stdout.split() == kept
             and not installed.pods()
         ),
         timeout=90,
-        what="the release's objects to go",
+        what="the release's objects but its admission Secret to go",
     )
+    kubectl.run("delete", kept[0], "-n", installed.namespace)
     for ns in (installed.namespace, installed.watched):
         left = kubectl.run("get", "roles,rolebindings,leases", "-n", ns, "-o", "name").stdout.split()
         assert not [x for x in left if installed.release in x], left
-    assert not kubectl.run("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout.strip()
+    cluster_scoped = "clusterroles,clusterrolebindings,mutatingwebhookconfigurations"
+    assert not kubectl.run("get", cluster_scoped, "-l", selector, "-o", "name").stdout.strip()
     # Helm never deletes CRDs; README says how to remove them.
     kubectl.run("get", "crd", "experiments.hpo.dev", "trials.hpo.dev")

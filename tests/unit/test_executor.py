@@ -13,8 +13,10 @@ from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.api.vocabulary import A_RESTART, L_LAUNCH
+from hpo_operator.controller.authority import Authority, Tenancy
 from hpo_operator.controller.executor import Executor, PendingWrites
 from hpo_operator.core import times
+from hpo_operator.core.authorship import Author, signed
 from hpo_operator.kube.client import ApiException
 
 SPEC = ExperimentSpec.model_validate(
@@ -52,6 +54,9 @@ class FakeApi:
         self.peak = 0
         self.fail = fail or {}
         self.statuses: dict[tuple[str, str], list[dict]] = {}  # each status patch, as sent
+        self.acting: dict[tuple[str, str], str | None] = {}  # (verb, name) -> the user it was made as
+        self.allowed: set[tuple[str, str]] = set()  # (user, resource) an access review allows
+        self.reviews: list[dict] = []
 
     async def _call(self, verb: str, name: str) -> None:
         self.in_flight += 1
@@ -85,17 +90,29 @@ class FakeApi:
         self.statuses.setdefault((plural, name), []).append(json.loads(json.dumps(status)))
         return {}
 
-    async def create_object(self, resource: tuple[str, str, str], namespace: str, body: dict) -> dict:
+    async def create_object(
+        self, resource: tuple[str, str, str], namespace: str, body: dict, as_user: str | None = None
+    ) -> dict:
         plural, name = resource[2], body["metadata"]["name"]
+        self.acting[(f"create {plural}", name)] = as_user
         await self._call(f"create {plural}", name)
         if (plural, name) in self.objects and plural != "pods":
             raise refused(409)
         self.objects[(plural, name)] = body
         return body
 
-    async def delete_object(self, resource: tuple[str, str, str], namespace: str, name: str) -> dict:
+    async def delete_object(
+        self, resource: tuple[str, str, str], namespace: str, name: str, as_user: str | None = None
+    ) -> dict:
+        self.acting[(f"delete {resource[2]}", name)] = as_user
         await self._call(f"delete {resource[2]}", name)
         return {}
+
+    async def local_access_review(self, namespace: str, spec: dict) -> dict:
+        self.reviews.append(spec)
+        await self._call("review", spec["resourceAttributes"]["resource"])
+        allowed = (spec["user"], spec["resourceAttributes"]["resource"]) in self.allowed
+        return {"allowed": allowed, **({} if allowed else {"reason": "no RBAC policy matched"})}
 
 
 def new_trial(name: str) -> dict:
@@ -125,17 +142,23 @@ def existing(name: str, **status) -> planner.TrialView:
 
 
 def run(
-    api: FakeApi, plan: planner.Plan, trials: list[planner.TrialView] = (), refused: dict[str, str] | None = None
+    api: FakeApi,
+    plan: planner.Plan,
+    trials: list[planner.TrialView] = (),
+    refused: dict[str, planner.Refusal] | None = None,
+    authority: Authority | None = None,
+    experiment: dict = EXPERIMENT,
 ) -> list[tuple]:
     events: list[tuple] = []
     executor = Executor(
         api,
-        dict(EXPERIMENT),
+        dict(experiment),
         SPEC,
         list(trials),
         PendingWrites(),
         lambda obj, *rest: events.append((obj["metadata"]["name"], *rest)),
         refused=refused,
+        authority=authority,
     )
     asyncio.run(executor.run(plan))
     return events
@@ -236,7 +259,7 @@ def test_a_pod_the_api_server_finds_invalid_is_reported_not_a_failed_round():
     api = FakeApi(fail={("create pods", "exp-0000"): refused(422, "metadata.labels: Invalid value")})
     reported: dict[str, str] = {}
     events = run(api, plan, refused=reported)  # no exception: the trial will carry the failure
-    assert reported == {"exp-0000": "metadata.labels: Invalid value"}
+    assert reported == {"exp-0000": planner.Refusal("InvalidPod", "metadata.labels: Invalid value")}
     # Only the trial's first status: its failure is the planner's to write.
     assert [s["phase"] for s in api.statuses[("trials", "exp-0000")]] == ["Pending"]
     assert not [e for e in events if e[0] == "exp-0000"]
@@ -348,3 +371,115 @@ def test_a_plans_writes_come_as_data_in_three_stages():
     assert len(chains) == 5
     assert status == [apply.WriteExperimentStatus({"phase": "Running"})]
     assert events == [apply.PostEvents(plan.events)]
+
+
+# --- tenancy: the author's rights, and the ServiceAccount workloads are written as ----------------
+
+KEY = b"signing-key"
+RUNNER = "system:serviceaccount:ns:hpo-trial-runner"
+
+
+def authored(author: str | None) -> dict:
+    annotations = signed(Author(author, groups=("team",)), "ns", KEY) if author else {}
+    return {**EXPERIMENT, "metadata": {**EXPERIMENT["metadata"], "annotations": annotations}}
+
+
+def tenancy(api: FakeApi) -> Authority:
+    return Authority(api, Tenancy(KEY, "hpo-trial-runner"))
+
+
+def starting(names: list[str]) -> planner.Plan:
+    return planner.Plan(
+        create_trials=[new_trial(n) for n in names],
+        start_workloads=list(names),
+        experiment_status=ExperimentStatus(phase="Running"),
+    )
+
+
+def test_workloads_are_made_as_the_namespaces_trial_account_once_the_author_may_make_them():
+    api = FakeApi()
+    api.allowed.add(("alice", "pods"))
+    names = [f"exp-{i:04d}" for i in range(10)]
+    reported: dict[str, planner.Refusal] = {}
+    run(api, starting(names), refused=reported, authority=tenancy(api), experiment=authored("alice"))
+    assert reported == {}
+    assert {n: api.acting[("create pods", n)] for n in names} == dict.fromkeys(names, RUNNER)
+    # Ten trials started at once ask the API server once.
+    assert [(r["user"], r["groups"], r["resourceAttributes"]) for r in api.reviews] == [
+        ("alice", ["team"], {"verb": "create", "group": "", "resource": "pods"})
+    ]
+
+
+def test_an_author_who_may_not_create_the_kind_gets_no_workload_and_the_trial_is_refused():
+    api = FakeApi()  # alice may create nothing
+    reported: dict[str, planner.Refusal] = {}
+    run(api, starting(["exp-0000"]), refused=reported, authority=tenancy(api), experiment=authored("alice"))
+    assert ("create pods", "exp-0000") not in api.calls
+    refusal = reported["exp-0000"]
+    assert refusal.reason == "Forbidden"
+    assert refusal.message.startswith("alice may not create pods in namespace ns")
+    assert "no RBAC policy matched" in refusal.message
+
+
+def test_an_experiment_without_a_verified_author_gets_no_workload():
+    api = FakeApi()
+    api.allowed.add(("alice", "pods"))
+    forged = authored("alice")
+    forged["metadata"]["annotations"] = {**forged["metadata"]["annotations"], "hpo.dev/author": '{"username":"root"}'}
+    for experiment in (authored(None), forged):
+        reported: dict[str, planner.Refusal] = {}
+        run(api, starting(["exp-0000"]), refused=reported, authority=tenancy(api), experiment=experiment)
+        assert reported["exp-0000"].reason == "AuthorUnknown"
+    assert api.reviews == [] and ("create pods", "exp-0000") not in api.calls
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (
+            'pods "exp-0000" is forbidden: User "system:serviceaccount:ns:hpo-trial-runner" cannot create resource',
+            "Forbidden",
+        ),
+        ('pods "exp-0000" is forbidden: violates PodSecurity "baseline:latest": hostPath volumes', "Forbidden"),
+        ("exceeded quota: compute, requested: pods=1", None),  # frees up: the round is tried again
+    ],
+)
+def test_a_forbidden_create_fails_the_trial_but_a_quota_is_waited_for(message, reason):
+    api = FakeApi(fail={("create pods", "exp-0000"): refused(403, message)})
+    api.allowed.add(("alice", "pods"))
+    reported: dict[str, planner.Refusal] = {}
+    if reason is None:
+        with pytest.raises(ApiException):
+            run(api, starting(["exp-0000"]), refused=reported, authority=tenancy(api), experiment=authored("alice"))
+        assert reported == {}
+        return
+    run(api, starting(["exp-0000"]), refused=reported, authority=tenancy(api), experiment=authored("alice"))
+    assert reported["exp-0000"] == planner.Refusal(
+        reason, f"the API server refused the trial's Pod (created as {RUNNER}): {message}"
+    )
+
+
+@pytest.mark.parametrize("launch", ["User", "Restart"])
+def test_a_users_trial_or_restart_is_checked_against_its_requester_never_the_experiments_author(launch):
+    api = FakeApi()
+    api.allowed.add(("alice", "pods"))  # the experiment's author may; the requester may not
+    body = new_trial("exp-0000")
+    body["metadata"]["labels"] = {L_LAUNCH: launch}
+    plan = planner.Plan(create_trials=[body], start_workloads=["exp-0000"], experiment_status=ExperimentStatus())
+    reported: dict[str, planner.Refusal] = {}
+    run(api, plan, refused=reported, authority=tenancy(api), experiment=authored("alice"))
+    assert reported["exp-0000"].reason == "AuthorUnknown"  # no requester recorded
+    body = new_trial("exp-0001")
+    body["metadata"]["labels"] = {L_LAUNCH: launch}
+    body["metadata"]["annotations"] = signed(Author("mallory"), "ns", KEY)
+    plan = planner.Plan(create_trials=[body], start_workloads=["exp-0001"], experiment_status=ExperimentStatus())
+    run(api, plan, refused=reported, authority=tenancy(api), experiment=authored("alice"))
+    assert reported["exp-0001"].message.startswith("mallory may not create pods")
+    assert ("create pods", "exp-0000") not in api.calls and ("create pods", "exp-0001") not in api.calls
+
+
+def test_workloads_are_deleted_as_the_trial_account_too():
+    api = FakeApi()
+    plan = planner.Plan(delete_workloads=["t0"], experiment_status=ExperimentStatus(phase="Running"))
+    run(api, plan, [existing("t0")], authority=tenancy(api), experiment=authored("alice"))
+    assert api.acting[("delete pods", "t0")] == RUNNER

@@ -26,6 +26,7 @@ class FakeRuntime:
     def __init__(self) -> None:
         self.api = FakeApi()
         self.events: list[tuple] = []
+        self.authority = None  # tenancy off
 
     def post_event(self, obj: dict, *rest: str) -> None:
         self.events.append((obj["metadata"]["name"], *rest))
@@ -112,3 +113,26 @@ def test_logs_are_chosen_by_the_rounds_observations():
     observed = {"exp-0000": PodObservation("Succeeded", "Completed", termination_message='{"acc": 1}')}
     logs = asyncio.run(PodLogs(api).wanted(spec, [trial], {"exp-0000": pod}, observed))
     assert logs == {"exp-0000": "loss=0.5"} and api.read == ["exp-0000"]
+
+
+def test_an_experiment_event_after_the_operator_stopped_starts_no_loop_and_no_informer():
+    """kopf can hand over an Experiment event after its cleanup stopped every loop and closed the
+    API client: nothing may be started on that closed client (its informers would fail, and log a
+    traceback, until the process ends)."""
+    from hpo_operator.controller.runtime import Runtime
+
+    class ClosableApi:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    async def scenario() -> Runtime:
+        runtime = Runtime(ClosableApi(), lambda *a: None)  # type: ignore[arg-type]
+        await runtime.stop_all()
+        runtime.on_experiment(False, "ns", "late", "uid-1", {"metadata": {"name": "late"}, "spec": {}})
+        return runtime
+
+    runtime = asyncio.run(scenario())
+    assert runtime.api.closed
+    assert runtime.loops == {} and runtime.namespaces == {}

@@ -16,8 +16,12 @@ import pytest
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import (
+    A_AUTHOR,
+    A_AUTHOR_SIGNATURE,
     A_NOT_BEFORE,
     A_RESTART,
+    A_RESTART_AUTHOR,
+    A_RESTART_AUTHOR_SIGNATURE,
     A_RESTART_REQUEST,
     L_ATTEMPT,
     L_CONFIG,
@@ -307,7 +311,7 @@ def test_pods_are_observed_with_the_rounds_clock():
     assert trial_statuses(run(spec, [t], {"exp-0000": stuck}))["exp-0000"]["reason"] == "NodeLost"
 
 
-REFUSAL = 'Pod "exp-0000" is invalid: metadata.labels: Invalid value: "not a label!"'
+REFUSAL = planner.Refusal("InvalidPod", 'Pod "exp-0000" is invalid: metadata.labels: Invalid value: "not a label!"')
 
 
 def test_a_create_the_api_server_refused_fails_the_trial_next_round():
@@ -316,7 +320,7 @@ def test_a_create_the_api_server_refused_fails_the_trial_next_round():
     pending = suggested(0, "Pending", reason="PodCreated")
     plan = run(make_spec(parallelTrialCount=1), [pending], refused={"exp-0000": REFUSAL})
     st = trial_statuses(plan)["exp-0000"]
-    message = f"the API server refused the trial's Pod: {REFUSAL}"
+    message = f"the API server refused the trial's Pod: {REFUSAL.message}"
     assert (st["phase"], st["reason"], st["failureClass"], st["message"]) == (
         "Failed",
         "InvalidPod",
@@ -328,7 +332,7 @@ def test_a_create_the_api_server_refused_fails_the_trial_next_round():
         ("Succeeded", "False", "InvalidPod", message)
     ]
     assert [(e.target, e.type, e.reason, e.message) for e in plan.events if e.target == "exp-0000"] == [
-        ("exp-0000", "Warning", "PodCreateFailed", REFUSAL)
+        ("exp-0000", "Warning", "PodCreateFailed", REFUSAL.message)
     ]
     assert "exp-0000" not in plan.start_workloads
     assert created_names(plan) == ["exp-0001"]  # its one slot goes to the next suggestion
@@ -342,7 +346,7 @@ def test_a_refused_job_says_what_was_refused():
         }
     )
     plan = run(spec, [suggested(0, "Pending", reason="PodCreated")], refused={"exp-0000": REFUSAL})
-    assert trial_statuses(plan)["exp-0000"]["message"] == f"the API server refused the trial's Job: {REFUSAL}"
+    assert trial_statuses(plan)["exp-0000"]["message"] == f"the API server refused the trial's Job: {REFUSAL.message}"
 
 
 def test_without_the_refusal_the_trial_is_started_again():
@@ -807,11 +811,14 @@ def test_while_suspended_stopped_trials_stay_stopped():
 # restarts requested by a user
 # =============================================================================================
 
+# A restart request, once answered: it goes, with whoever asked for it.
+ANSWERED = {A_RESTART: None, A_RESTART_AUTHOR: None, A_RESTART_AUTHOR_SIGNATURE: None}
+
 
 def test_restart_annotation_reruns_a_failed_trial():
     t = failed(0, "Error", annotations={A_RESTART: "please"})
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [t])
-    assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
+    assert plan.trial_metadata["exp-0000"] == {"annotations": ANSWERED}
     new = created(plan, "exp-0000-a2")
     assert new["metadata"]["labels"][L_LAUNCH] == "Restart"
     assert new["spec"]["retryOf"] == "exp-0000"
@@ -828,9 +835,28 @@ def test_restart_annotation_reruns_a_failed_trial():
     assert experiment_outcome(plan) == ("Running", "Running")
 
 
-def test_a_restart_rerun_records_its_request():
+def test_a_restart_rerun_records_its_request_and_its_requester_as_its_author():
+    """The requester's identity, as the admission webhook recorded it on the request, becomes the
+    re-run's author (whose rights its workload is checked against), in place of the restarted
+    trial's own."""
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [failed(0, "Error", annotations={A_RESTART: "r-1"})])
     assert created(plan, "exp-0000-a2")["metadata"]["annotations"] == {A_RESTART_REQUEST: "r-1"}
+    asked = {A_RESTART: "r-2", A_RESTART_AUTHOR: '{"username":"bob"}', A_RESTART_AUTHOR_SIGNATURE: "sig"}
+    own = {A_AUTHOR: '{"username":"alice"}', A_AUTHOR_SIGNATURE: "alice-sig"}
+    plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), [failed(0, "Error", annotations={**asked, **own})])
+    assert created(plan, "exp-0000-a2")["metadata"]["annotations"] == {
+        A_RESTART_REQUEST: "r-2",
+        A_AUTHOR: '{"username":"bob"}',
+        A_AUTHOR_SIGNATURE: "sig",
+    }
+
+
+def test_a_retry_keeps_the_author_of_the_trial_it_retries():
+    own = {A_AUTHOR: '{"username":"alice"}', A_AUTHOR_SIGNATURE: "alice-sig"}
+    spec = make_spec(parallelTrialCount=1, maxTrialCount=1, retryPolicy={"maxRetries": 1, "retryOn": ["OOMKilled"]})
+    plan = run(spec, [failed(0, "OOMKilled", annotations=own)])
+    retry = created(plan, "exp-0000-a2")
+    assert {k: v for k, v in retry["metadata"]["annotations"].items() if k in own} == own
 
 
 def restarted_then_crashed(rerun_phase: str, request_seen_again: str) -> list:
@@ -858,7 +884,7 @@ def test_a_restart_request_seen_again_after_a_crash_is_not_run_twice(rerun_phase
     pods = {"exp-0000-a2": pod_running("exp-0000-a2")} if rerun_phase == "Running" else {}
     plan = run(make_spec(parallelTrialCount=1, maxTrialCount=1), restarted_then_crashed(rerun_phase, "r-1"), pods)
     assert plan.create_trials == []
-    assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
+    assert plan.trial_metadata["exp-0000"] == {"annotations": ANSWERED}
     accepted = cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")
     assert (accepted["status"], accepted["reason"]) == ("True", "Restarted")
     assert "exp-0000-a2" in accepted["message"] and "'r-1'" in accepted["message"]
@@ -877,7 +903,7 @@ def test_restart_of_a_configuration_that_succeeded_is_refused():
         succeeded(0, 0.3, attempt=2),
     ]
     plan = run(make_spec(maxTrialCount=1), trials)
-    assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
+    assert plan.trial_metadata["exp-0000"] == {"annotations": ANSWERED}
     assert plan.create_trials == []
     refused = cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")
     assert (refused["status"], refused["reason"]) == ("False", "ConfigurationAlreadySucceeded")
@@ -899,7 +925,7 @@ def test_restart_of_a_running_trial_is_refused():
     plan = run(make_spec(parallelTrialCount=1), [t], {"exp-0000": pod_running("exp-0000")})
     assert plan.create_trials == []
     assert cond(trial_statuses(plan)["exp-0000"]["conditions"], "RestartAccepted")["reason"] == "TrialActive"
-    assert plan.trial_metadata["exp-0000"] == {"annotations": {A_RESTART: None}}
+    assert plan.trial_metadata["exp-0000"] == {"annotations": ANSWERED}
 
 
 def test_restart_while_the_configuration_runs_again_is_refused():
@@ -1295,7 +1321,7 @@ class Cluster(MemoryCluster):
         self.logs: dict[str, str] = {}
         self.plans: list = []
         self.invalid: set[str] = set()  # trials whose pod the API server refuses as invalid
-        self.refused: dict[str, str] = {}  # the executor's reports, kept by the loop between rounds
+        self.refused: dict[str, planner.Refusal] = {}  # the executor's reports, kept by the loop between rounds
         self.starts: list[str] = []
 
     def round(self):
@@ -1312,7 +1338,9 @@ class Cluster(MemoryCluster):
     async def start(self, name: str) -> None:
         self.starts.append(name)
         if name in self.invalid:
-            self.refused[name] = "metadata.labels: Invalid value"  # what the executor reports
+            self.refused[name] = planner.Refusal(
+                "InvalidPod", "metadata.labels: Invalid value"
+            )  # what the executor reports
             return
         await super().start(name)
 
@@ -1341,7 +1369,7 @@ def test_a_refused_create_fails_its_trial_once_without_starting_it_again(restart
     cluster = Cluster(make_spec(parallelTrialCount=1, maxTrialCount=2))
     cluster.invalid = {"exp-0000"}
     cluster.round()
-    assert cluster.refused == {"exp-0000": "metadata.labels: Invalid value"}
+    assert cluster.refused == {"exp-0000": planner.Refusal("InvalidPod", "metadata.labels: Invalid value")}
     assert cluster.phase("exp-0000") == "Pending"
     if restarted:
         cluster.refused.clear()

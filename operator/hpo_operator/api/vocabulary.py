@@ -34,7 +34,14 @@ A_RESTART = f"{GROUP}/restart"  # a user asks for a trial to run again
 # round that accepted it stopped before it could remove the annotation) is not run twice.
 A_RESTART_REQUEST = f"{GROUP}/restart-request"
 A_NOT_BEFORE = f"{GROUP}/not-before"  # a retry waits for its backoff until then
-A_CREATOR = f"{GROUP}/creator"  # who created an experiment with the plugin
+A_CREATOR = f"{GROUP}/creator"  # who created an experiment (the admission webhook's word where it runs)
+# Who wrote an Experiment or a Trial, and who asked for a restart (hpo.dev/restart), as the API
+# server told the operator's admission webhook (request.userInfo, as JSON), each with its HMAC
+# signature: only the webhook and the operator write them (core/authorship.py).
+A_AUTHOR = f"{GROUP}/author"
+A_AUTHOR_SIGNATURE = f"{GROUP}/author-signature"
+A_RESTART_AUTHOR = f"{GROUP}/restart-author"
+A_RESTART_AUTHOR_SIGNATURE = f"{GROUP}/restart-author-signature"
 A_ORIGINAL = f"{GROUP}/original"  # the experiment a copy was made from
 
 # Kueue's label naming the LocalQueue a workload (pod, Job, JobSet, TrainJob) waits in: set from

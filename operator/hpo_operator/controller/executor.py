@@ -33,6 +33,8 @@ from hpo_operator.planner import apply
 from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import build_workload, runtime_replicated_jobs, trainjob_runtime
 
+from .authority import Authority
+
 log = logging.getLogger(__name__)
 
 # Posts a Kubernetes Event: (object, type, reason, message).
@@ -99,7 +101,8 @@ class Executor:
         written: PendingWrites,
         post_event: PostEvent,
         resource: Resource = PODS,
-        refused: dict[str, str] | None = None,
+        refused: dict[str, planner.Refusal] | None = None,
+        authority: Authority | None = None,
     ):
         self.api = api
         self.resource = resource  # what trials run as: pods, Jobs, or another kind
@@ -113,9 +116,13 @@ class Executor:
         self.failures: list[Exception] = []
         self.unmade: list[str] = []  # Trials of the plan whose create failed
         self.events: list[tuple[dict, str, str, str]] = []
-        # Trials whose workload the API server refused as invalid, with its message: reported to the
-        # next round's planner, which fails them (the loop keeps this dict between rounds).
+        # Trials whose workload was refused for good (invalid, forbidden, or no verified author):
+        # reported to the next round's planner, which fails them (the loop keeps this dict between
+        # rounds).
         self.refused = {} if refused is None else refused
+        # With tenancy on: the author check before a create, and the user workloads are written as.
+        self.authority = authority
+        self.acting = authority.acting_user(self.namespace) if authority is not None else None
 
     async def attempt(self, what: str, call: Callable[[], Awaitable[Any]], ok: tuple[int, ...] = ()) -> Any:
         """The call's result; None for a status in `ok`; the exception (recorded) for any other,
@@ -163,7 +170,7 @@ class Executor:
     async def delete_workload(self, name: str) -> None:
         await self.attempt(
             f"deleting {self.resource[2]} {name}",
-            lambda: self.api.delete_object(self.resource, self.namespace, name),
+            lambda: self.api.delete_object(self.resource, self.namespace, name, as_user=self.acting),
             ok=(404,),
         )
 
@@ -211,7 +218,9 @@ class Executor:
 
     async def delete_claim(self, name: str) -> None:
         await self.attempt(
-            f"deleting checkpoint claim {name}", lambda: self.api.delete_object(CLAIMS, self.namespace, name), ok=(404,)
+            f"deleting checkpoint claim {name}",
+            lambda: self.api.delete_object(CLAIMS, self.namespace, name, as_user=self.acting),
+            ok=(404,),
         )
 
     async def write_experiment_status(self, status: dict) -> None:
@@ -280,6 +289,17 @@ class Executor:
             return  # not ours, or not visible yet; the next round starts it
         assert self.spec is not None, "only a plan of a parsed spec starts workloads"
         ckpt = self.spec.trial_template.checkpoint
+        if self.authority is not None:
+            needed = [self.resource, CLAIMS] if ckpt is not None else [self.resource]
+            refusal = await self.attempt(
+                f"checking the author's rights for trial {name}",
+                lambda: self.authority.refusal(self.namespace, self.experiment, trial, needed),  # type: ignore[union-attr]
+            )
+            if isinstance(refusal, Exception):
+                return  # asked again next round
+            if refusal is not None:
+                self.refused[name] = refusal
+                return
         if ckpt is not None:
             # The configuration's claim first: its name is fixed, so a claim made before a crash,
             # or by an earlier attempt, is found again (409) rather than made twice.
@@ -287,9 +307,11 @@ class Executor:
             claim = checkpoint.build_claim(ckpt, self.experiment, config)
             made = await self.attempt(
                 f"creating checkpoint claim {claim['metadata']['name']}",
-                lambda: self.api.create_object(CLAIMS, self.namespace, claim),
+                lambda: self.api.create_object(CLAIMS, self.namespace, claim, as_user=self.acting),
                 ok=(409,),
             )
+            if isinstance(made, ApiException) and self.refused_for_good(name, made, "PersistentVolumeClaim"):
+                return
             if isinstance(made, Exception):
                 return  # tried again next round; the pod would only wait for it
         replicated_jobs = None
@@ -310,20 +332,31 @@ class Executor:
         kind, body = build_workload(self.spec, self.experiment["metadata"]["name"], trial, replicated_jobs)
         result = await self.attempt(
             f"creating {kind.kind} {name}",
-            lambda: self.api.create_object(self.resource, self.namespace, body),
+            lambda: self.api.create_object(self.resource, self.namespace, body, as_user=self.acting),
             ok=(409,),
         )
         if not isinstance(result, ApiException):
             return  # made, made before (409), or not reached: the next round looks again
-        reason = api_reason(result)
-        if result.status in (400, 422):
-            # The manifest itself is wrong (e.g. a label made invalid by a placeholder): creating it
-            # again would fail the same way. Not a failed round: the refusal is reported, and the
-            # next round's planner fails the trial (planner/lifecycle.py, refused_create).
-            self.failures.remove(result)
-            self.refused[name] = reason
-            return
-        self.post_event(trial, "Warning", "PodCreateFailed", reason)
+        if not self.refused_for_good(name, result, kind.kind):
+            self.post_event(trial, "Warning", "PodCreateFailed", api_reason(result))
+
+    def refused_for_good(self, name: str, e: ApiException, what: str) -> bool:
+        """Whether the API server's refusal of a trial's create would come again, unchanged: the
+        manifest is invalid (400, 422; e.g. a label made invalid by a placeholder), or forbidden
+        (403: the rights of the user it is created as, Pod Security, a policy) but for a quota,
+        which frees up. Such a refusal is not a failed round: it is reported, and the next round's
+        planner fails the trial (planner/lifecycle.py, refused_create)."""
+        reason = api_reason(e)
+        if e.status in (400, 422):
+            refusal = planner.Refusal("InvalidPod", reason)
+        elif e.status == 403 and "exceeded quota" not in reason:
+            as_whom = f" (created as {self.acting})" if self.acting else ""
+            refusal = planner.Refusal("Forbidden", f"the API server refused the trial's {what}{as_whom}: {reason}")
+        else:
+            return False
+        self.failures.remove(e)
+        self.refused[name] = refusal
+        return True
 
     async def create_trial(self, body: dict, start: bool) -> None:
         name = body["metadata"]["name"]

@@ -21,6 +21,7 @@ from hpo_operator.api.vocabulary import FINALIZER, GROUP, VERSION
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import connect
 
+from .authority import Tenancy
 from .runtime import Runtime
 
 MAX_EVENT_MESSAGE = 1024
@@ -64,7 +65,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # CRDs (it would retry each 403 for about a minute before falling back to the named namespaces).
     if os.environ.get("HPO_CLUSTER_SCANNING", "").lower() == "false":
         settings.scanning.disabled = True
-    memo.runtime = Runtime(await connect(), post_event)
+    memo.runtime = Runtime(await connect(), post_event, Tenancy.from_env())
     port = telemetry.start_server()
     telemetry.LEADER.set(1)  # kopf runs only in the leader (or the only replica); see __main__.py
     if port:

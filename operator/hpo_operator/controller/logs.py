@@ -29,6 +29,9 @@ class PodLogs:
     (monotonic) and its text."""
 
     api: KubeClient
+    # With tenancy on, logs are read as the namespace's trial ServiceAccount (authority.py): a
+    # trial's output is its namespace's, not the operator's.
+    as_user: str | None = None
     kept: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
 
     async def wanted(
@@ -76,6 +79,7 @@ class PodLogs:
             text = await self.api.pod_log(
                 namespace,
                 pod,
+                as_user=self.as_user,
                 container=container,
                 tail_lines=LOG_TAIL_LINES,
                 limit_bytes=LOG_LIMIT_BYTES,

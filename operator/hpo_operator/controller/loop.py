@@ -68,7 +68,7 @@ class ExperimentLoop:
     written: PendingWrites = field(default_factory=PendingWrites)
     # Trials whose workload the API server refused (the executor's report, with its message), until
     # the planner's verdict on them shows: see settle_refusals.
-    refused: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, planner.Refusal] = field(default_factory=dict)
     parsed_trials: dict[str, planner.TrialView] = field(default_factory=dict)
     workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
     failures: int = 0
@@ -76,7 +76,8 @@ class ExperimentLoop:
     task: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
-        self.logs = PodLogs(self.runtime.api)
+        authority = self.runtime.authority
+        self.logs = PodLogs(self.runtime.api, authority.acting_user(self.key[0]) if authority is not None else None)
 
     async def ready(self) -> None:
         """Waits until every informer a round reads has listed since its last failure: a round never
@@ -210,7 +211,9 @@ class ExperimentLoop:
             plan = planner.plan(*args)
         self.plan_seconds = time.monotonic() - planning
         reported = len(self.refused)
-        await Executor(rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS, self.refused).run(plan)
+        await Executor(
+            rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS, self.refused, rt.authority
+        ).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.phase)
         if len(self.refused) > reported:
@@ -245,7 +248,7 @@ class ExperimentLoop:
         await Executor(self.runtime.api, raw, None, [], self.written, self.runtime.post_event).run(plan)
 
 
-def settle_refusals(refused: dict[str, str], trials: list[planner.TrialView]) -> None:
+def settle_refusals(refused: dict[str, planner.Refusal], trials: list[planner.TrialView]) -> None:
     """Forgets the refused creates whose trial has a final phase (the planner's verdict, written and
     seen, or the trial was otherwise finished) or is gone. Until then each round's planner is told
     again, so a failed status write is retried and the trial is never started again meanwhile."""

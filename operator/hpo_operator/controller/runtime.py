@@ -17,6 +17,7 @@ from hpo_operator.kube.client import KubeClient
 from hpo_operator.kube.informer import WatchHealth
 
 from . import telemetry
+from .authority import Authority, Tenancy
 from .executor import PostEvent
 from .loop import ExperimentLoop
 from .namespace import Key, Namespace
@@ -35,11 +36,17 @@ class Runtime:
     """Every experiment's loop, and the informers they read the Trials and pods from: one set per
     namespace that has an experiment."""
 
-    def __init__(self, api: KubeClient, post_event: PostEvent):
+    def __init__(self, api: KubeClient, post_event: PostEvent, tenancy: Tenancy | None = None):
         self.api = api
         self.post_event = post_event
+        # With tenancy on, trials' workloads are checked against their author's rights and written
+        # as the namespace's trial ServiceAccount (authority.py).
+        self.authority = Authority(api, tenancy) if tenancy is not None and tenancy.on else None
         self.namespaces: dict[str, Namespace] = {}
         self.loops: dict[Key, ExperimentLoop] = {}
+        # Set once the operator stops: kopf may still hand over an Experiment event after its cleanup
+        # ran, which must not start a loop (and informers) on the closed API client.
+        self.stopped = False
         self.monitor = asyncio.get_running_loop().create_task(self.watch_health(), name="watch health")
         telemetry.watch_source(self.watches)
 
@@ -100,6 +107,8 @@ class Runtime:
             loop.wake.set()
 
     def on_experiment(self, deleted: bool, namespace: str, name: str, uid: str, body: dict) -> None:
+        if self.stopped:
+            return
         key = (namespace, name)
         loop = self.loops.get(key)
         if deleted or (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -128,6 +137,7 @@ class Runtime:
                 task.cancel()
 
     async def stop_all(self) -> None:
+        self.stopped = True
         tasks = [loop.task for loop in self.loops.values() if loop.task is not None]
         tasks += [t for ns in self.namespaces.values() for t in ns.tasks]
         self.loops.clear()

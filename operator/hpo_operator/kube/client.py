@@ -120,6 +120,7 @@ class KubeClient:
         self.client = api_client
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.authorization = client.AuthorizationV1Api(api_client)
         self.limit = asyncio.Semaphore(concurrency)
         self._plurals: dict[tuple[str, str], str] = {}
 
@@ -170,8 +171,8 @@ class KubeClient:
     async def delete_pod(self, namespace: str, name: str) -> dict:
         return await self.delete_object(PODS, namespace, name)
 
-    async def pod_log(self, namespace: str, name: str, **kwargs: Any) -> str:
-        data = await self._raw(self.core.read_namespaced_pod_log, name, namespace, **kwargs)
+    async def pod_log(self, namespace: str, name: str, as_user: str | None = None, **kwargs: Any) -> str:
+        data = await self._raw(self.core.read_namespaced_pod_log, name, namespace, **impersonating(as_user), **kwargs)
         return data.decode("utf-8", errors="replace")
 
     # Any namespaced kind a trial runs as (workload.Kind): pods, Jobs, or a resource found by
@@ -197,11 +198,30 @@ class KubeClient:
             lambda ns, **kw: custom.list_namespaced_custom_object(group, version, ns, plural, **kw),
         )
 
-    async def create_object(self, resource: Resource, namespace: str, body: dict) -> dict:
-        return await self._json(self._calls(resource).create, namespace, body)
+    async def create_object(self, resource: Resource, namespace: str, body: dict, as_user: str | None = None) -> dict:
+        """Creates the object; with `as_user`, impersonating that user (the API server then checks
+        that user's rights and admission sees it as the requester)."""
+        return await self._json(self._calls(resource).create, namespace, body, **impersonating(as_user))
 
-    async def delete_object(self, resource: Resource, namespace: str, name: str) -> dict:
-        return await self._json(self._calls(resource).delete, namespace, name)
+    async def delete_object(self, resource: Resource, namespace: str, name: str, as_user: str | None = None) -> dict:
+        return await self._json(self._calls(resource).delete, namespace, name, **impersonating(as_user))
+
+    async def self_review(self) -> dict:
+        """A SelfSubjectReview: who the API server takes this client for."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        return await self._json(client.AuthenticationV1Api(self.client).create_self_subject_review, body)
+
+    async def local_access_review(self, namespace: str, spec: dict) -> dict:
+        """A LocalSubjectAccessReview's answer (its status): may a user do something in
+        `namespace`? Namespaced, so a Role in that namespace can grant asking."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "LocalSubjectAccessReview",
+            "metadata": {"namespace": namespace},
+            "spec": {**spec, "resourceAttributes": {**spec.get("resourceAttributes", {}), "namespace": namespace}},
+        }
+        answer = await self._json(self.authorization.create_namespaced_local_subject_access_review, namespace, body)
+        return (answer or {}).get("status") or {}
 
     async def get_custom(self, resource: Resource, namespace: str | None, name: str) -> dict:
         """A custom object, namespaced or (namespace None) cluster-scoped."""
@@ -279,6 +299,12 @@ class KubeClient:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def impersonating(user: str | None) -> dict[str, Any]:
+    """A request's options to impersonate `user` (none for None). A ServiceAccount's user name is
+    enough: the API server adds that account's groups itself."""
+    return {"_headers": {"Impersonate-User": user}} if user else {}
 
 
 def watch_timeout(timeout_seconds: float) -> aiohttp.ClientTimeout:

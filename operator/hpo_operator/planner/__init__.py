@@ -89,6 +89,7 @@ from .state import (
     Event,
     ExperimentView,
     Plan,
+    Refusal,
     RoundState,
     TrialView,
 )
@@ -183,7 +184,7 @@ def plan(
     tell: Callable[[int, Outcome], None] | None = None,
     volumes: set[str] | None = None,
     observations: Mapping[str, PodObservation] | None = None,
-    refused: Mapping[str, str] | None = None,
+    refused: Mapping[str, Refusal] | None = None,
 ) -> Plan:
     """`suggest(i)` gives suggestion i's values (None when the space is used up);
     `should_stop(i, {step: value})` says whether suggestion i's running trial should stop early;
@@ -191,7 +192,8 @@ def plan(
     results are also listed in plan.tells); `volumes`, the checkpoint claims that exist (None: not
     known, so none is removed); `observations`, what each unfinished trial's pod says, as
     observe_pods() gives it (None: observed here, the same way); `refused`, the trials whose pod (or
-    Job, or resource) the API server refused to create since the last round, with its message.
+    Job, or resource) was refused since the last round (by the API server, or the author check),
+    with the reason.
 
     The steps run in the order the module's docstring gives; each reads the statuses the steps
     before it set (state.status), so the order is part of the rules."""

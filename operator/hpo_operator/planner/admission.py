@@ -13,6 +13,8 @@ from hpo_operator.api.spec import ExperimentSpec, RetryPolicy
 from hpo_operator.api.status import TrialStatus
 from hpo_operator.api.vocabulary import (
     A_RESTART,
+    A_RESTART_AUTHOR,
+    A_RESTART_AUTHOR_SIGNATURE,
     A_RESTART_REQUEST,
     L_ATTEMPT,
     L_CONFIG,
@@ -24,6 +26,7 @@ from hpo_operator.api.vocabulary import (
     TERMINAL_PHASES,
 )
 from hpo_operator.core import times
+from hpo_operator.core.authorship import RESTART_AUTHOR, inherited
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment, summary
 
@@ -101,7 +104,10 @@ def handle_restart_requests(state: RoundState) -> None:
         # request it answers.
         key = t.annotations[A_RESTART][:REQUEST_KEY_LENGTH]
         request = key[:64]
-        state.plan.trial_metadata.setdefault(t.name, {}).setdefault("annotations", {})[A_RESTART] = None
+        # The request is answered once: it goes, with its requester's identity.
+        state.plan.trial_metadata.setdefault(t.name, {}).setdefault("annotations", {}).update(
+            {A_RESTART: None, A_RESTART_AUTHOR: None, A_RESTART_AUTHOR_SIGNATURE: None}
+        )
         same = state.groups().get(state.config_of(t), [])
         reruns = [x for x in same if x.spec.get("retryOf") == t.name and x.labels.get(L_LAUNCH) == "Restart"]
         answered = next((x for x in reruns if x.annotations.get(A_RESTART_REQUEST) == key), None)
@@ -135,7 +141,10 @@ def handle_restart_requests(state: RoundState) -> None:
             )
             state.plan.events.append(Event(t.name, "Warning", "RestartRefused", f"restart refused: {message}"))
             continue
-        new = state.rerun(t, "Restart", annotations={A_RESTART_REQUEST: key})
+        # Its author is whoever asked for the restart (the webhook's record), never the experiment's.
+        new = state.rerun(
+            t, "Restart", annotations={A_RESTART_REQUEST: key, **inherited(t.annotations, RESTART_AUTHOR)}
+        )
         st = state.status[t.name]
         st.conditions = set_condition(
             st.conditions,

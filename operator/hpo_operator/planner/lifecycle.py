@@ -23,7 +23,7 @@ from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
-from .state import SUSPENDED, Event, RoundState, TrialView
+from .state import SUSPENDED, Event, Refusal, RoundState, TrialView
 
 
 def observe_pods(
@@ -98,25 +98,31 @@ def observe_trials(state: RoundState) -> None:
         observe_pod(state, t, pod)
 
 
-def refused_create(state: RoundState, t: TrialView, reason: str) -> None:
-    """The API server refused the trial's pod (or Job, or resource) as invalid, saying `reason`, when
-    the last round created it (the executor reports it): e.g. a label made invalid by a placeholder.
-    Creating it again would fail the same way, so the trial fails now, before launch() would start
-    it again. Without the report (an operator restarted since) the create is simply tried again,
-    refused again, and reported again."""
-    message = f"the API server refused the trial's {kind_of(state.spec).kind}: {reason}"
-    conditions = set_condition(state.current(t).conditions, "Succeeded", False, "InvalidPod", message, state.now)
+def refused_create(state: RoundState, t: TrialView, refusal: Refusal) -> None:
+    """The trial's pod (or Job, or resource) was refused when the last round created it (the
+    executor reports it): by the API server as invalid (e.g. a label made invalid by a placeholder)
+    or forbidden (the rights of the ServiceAccount it is created as, Pod Security), or by the
+    operator's author check. Creating it again would fail the same way, so the trial fails now,
+    before launch() would start it again. Without the report (an operator restarted since) the
+    create is simply tried again, refused again, and reported again."""
+    if refusal.reason == "InvalidPod":
+        message = f"the API server refused the trial's {kind_of(state.spec).kind}: {refusal.message}"
+        event = "PodCreateFailed"
+    else:
+        message = refusal.message
+        event = "TrialForbidden"
+    conditions = set_condition(state.current(t).conditions, "Succeeded", False, refusal.reason, message, state.now)
     state.update(
         t,
         phase="Failed",
-        reason="InvalidPod",
+        reason=refusal.reason,
         failure_class="Startup",
         message=message,
         completion_time=times.iso(state.now),
         conditions=conditions,
     )
     # The Event says what the API server said; the trial's message says what it refused.
-    state.plan.events.append(Event(t.name, "Warning", "PodCreateFailed", reason))
+    state.plan.events.append(Event(t.name, "Warning", event, refusal.message))
 
 
 def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:

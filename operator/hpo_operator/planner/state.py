@@ -29,6 +29,7 @@ from hpo_operator.api.vocabulary import (
     TrialPhase,
 )
 from hpo_operator.core import times
+from hpo_operator.core.authorship import inherited
 from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash, summary
@@ -110,6 +111,16 @@ SUSPENDED = "Suspended"
 CACHED = frozenset(name for name, value in vars(TrialView).items() if isinstance(value, cached_property))
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a trial's workload was not created and never will be as it is: the API server refused
+    it as invalid (InvalidPod) or forbidden (Forbidden), or its author could not be verified
+    (AuthorUnknown). The trial fails with this reason and message (lifecycle.refused_create)."""
+
+    reason: str
+    message: str
+
+
 @dataclass
 class Event:
     target: str | None  # a trial name, or None for the experiment
@@ -184,12 +195,12 @@ class RoundState:
         tell: Callable[[int, Outcome], None],
         volumes: set[str] | None = None,
         observations: Mapping[str, PodObservation] | None = None,
-        refused: Mapping[str, str] | None = None,
+        refused: Mapping[str, Refusal] | None = None,
     ):
         self.exp, self.spec, self.now = exp, exp.spec, now
         self.volumes = volumes
         # What each unfinished trial's pod says (lifecycle.observe_pods), and the creates the API
-        # server refused since the last round (trial name -> its message).
+        # server (or the author check) refused since the last round, by trial name.
         self.observations = observations or {}
         self.refused = refused or {}
         self.should_stop, self.tell = should_stop, tell
@@ -371,6 +382,9 @@ class RoundState:
     ) -> TrialView:
         lineage = t.labels.get(L_LINEAGE) or t.name
         attempt = max(x.attempt for x in self.groups()[self.config_of(t)]) + 1
+        # A re-run is made for the author of what it re-runs (a user's Trial, a restart), whose
+        # rights its workload is checked against; the given annotations (a restart's) come last.
+        annotations = {**inherited(t.annotations), **(annotations or {})}
         new = self.new_trial(
             f"{lineage}-a{attempt}",
             t.values,

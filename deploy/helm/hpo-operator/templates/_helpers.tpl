@@ -69,8 +69,11 @@ chart's ServiceAccount and fails on any refused request.
 - trials: listed and watched (kopf index), created, read back when a create collides, and patched
   (labels, ownerReferences when adopting a user's Trial); status patched. Never deleted: the garbage
   collector removes them with their Experiment.
-- pods: listed and watched (kopf index), created, deleted (podRetention Delete, timeouts, suspend);
-  pods/log read for stdout metrics.
+- pods: listed and watched (the operator's informers), created, deleted (podRetention Delete,
+  timeouts, suspend); pods/log read for stdout metrics. With tenancy on, created, deleted and read
+  only as the namespace's trial ServiceAccount (hpo-operator.trialRunnerRules), which the operator
+  may impersonate, after a LocalSubjectAccessReview of the trial's author.
+- persistentvolumeclaims: a checkpoint claim per configuration, like pods.
 - events: created by kopf.event (kopf never updates or patches an Event).
 - <kind>/finalizers update: Trials and pods carry ownerReferences with blockOwnerDeletion, which an
   API server enforcing OwnerReferencesPermissionEnforcement only accepts from a user who may update
@@ -93,12 +96,28 @@ get is granted wherever list is: it reveals nothing list does not.
 - apiGroups: [hpo.dev]
   resources: [experiments/finalizers, trials/finalizers]
   verbs: [update]
+{{- if .Values.tenancy.enabled }}
+# Trials' workloads are created, deleted and read as each namespace's trial ServiceAccount
+# (hpo-operator.trialRunnerRules), never with the operator's own rights: it only watches them, asks
+# whether a trial's author may create them, and impersonates that one account.
 - apiGroups: [""]
-  resources: [pods]
+  resources: [pods, persistentvolumeclaims]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [impersonate]
+  resourceNames: [{{ .Values.tenancy.trialServiceAccount | quote }}]
+- apiGroups: [authorization.k8s.io]
+  resources: [localsubjectaccessreviews]
+  verbs: [create]
+{{- else }}
+- apiGroups: [""]
+  resources: [pods, persistentvolumeclaims]
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
+{{- end }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
@@ -106,7 +125,7 @@ get is granted wherever list is: it reveals nothing list does not.
 # Trials run as {{ .resource }}.{{ .apiGroup }} (trialKinds).
 - apiGroups: [{{ .apiGroup | quote }}]
   resources: [{{ .resource }}]
-  verbs: [get, list, watch, create, delete]
+  verbs: [get, list, watch{{ if not $.Values.tenancy.enabled }}, create, delete{{ end }}]
 {{- if and (eq .resource "trainjobs") (eq .apiGroup "trainer.kubeflow.org") }}
 # A TrainJob trial's pods get its labels through a patch of each of its runtime's replicated jobs,
 # which the operator reads (ClusterTrainingRuntimes: hpo-operator.clusterRules).
@@ -163,4 +182,47 @@ helm.sh/chart: {{ include "hpo-operator.chart" . }}
 - apiGroups: [hpo.dev]
   resources: [experiments, trials]
   verbs: [get, list, watch]
+{{- end }}
+
+{{/* Tenancy: the user the operator runs as (its own writes pass the admission webhook untouched). */}}
+{{- define "hpo-operator.operatorUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "hpo-operator.serviceAccountName" .) }}
+{{- end }}
+
+{{/* Tenancy: the namespaces where the chart creates the trial ServiceAccount (one a line; empty:
+none): tenancy.namespaces, else with watch.scope namespace the watched ones. */}}
+{{- define "hpo-operator.tenancyNamespaces" -}}
+{{- if .Values.tenancy.namespaces }}
+{{- range .Values.tenancy.namespaces }}
+{{ . }}
+{{- end }}
+{{- else if eq .Values.watch.scope "namespace" }}
+{{- include "hpo-operator.watchNamespaces" . }}
+{{- end }}
+{{- end }}
+
+{{/* Tenancy: what the trial ServiceAccount of a namespace may do, and what the operator then does
+as it: create, read and delete trials' pods (and their logs), checkpoint claims and the trialKinds.
+The finalizers rule lets it create objects owned by a Trial or an Experiment where the API server
+enforces OwnerReferencesPermissionEnforcement. */}}
+{{- define "hpo-operator.trialRunnerRules" -}}
+- apiGroups: [""]
+  resources: [pods, persistentvolumeclaims]
+  verbs: [get, create, delete]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+- apiGroups: [hpo.dev]
+  resources: [experiments/finalizers, trials/finalizers]
+  verbs: [update]
+{{- range .Values.trialKinds }}
+- apiGroups: [{{ .apiGroup | quote }}]
+  resources: [{{ .resource }}]
+  verbs: [get, create, delete]
+{{- end }}
+{{- end }}
+
+{{/* Tenancy: the Secret of the admission webhook's certificate and the author signing key. */}}
+{{- define "hpo-operator.admissionSecret" -}}
+{{- .Values.tenancy.existingSecret | default (printf "%s-admission" (include "hpo-operator.fullname" .)) }}
 {{- end }}

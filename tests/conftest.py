@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from tests import faults, kube
+from tests import chart, faults, kube
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,6 +75,16 @@ def no_operator_installed(api: client.ApiClient) -> None:
             f"an hpo-operator is installed in the cluster ({', '.join(running)}); it would act on the "
             "tests' experiments too. Remove it first: make undeploy (or helm uninstall)"
         )
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory) -> chart.Helm:
+    """The project's helm (or one on PATH), its config and caches in a scratch directory."""
+    cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/helm"
+    binary = str(cached) if cached.exists() else shutil.which("helm")
+    if not binary:
+        pytest.skip(f"helm is missing: neither {cached} (built by hack/build-tools.sh) nor helm on PATH")
+    return chart.Helm(binary, tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")

@@ -125,6 +125,24 @@ def test_liveness_counts_the_operators_own_watches_not_a_refused_trial_kinds(mon
     asyncio.run(scenario())
 
 
+def test_liveness_still_counts_a_trial_kinds_informer_whose_loop_ended(monkeypatch):
+    """A bug that ends an informer's loop leaves it down for good: only a restart lists it again."""
+    monkeypatch.setattr(runtime_module, "WATCH_DOWN_LIVENESS_SECONDS", 0.0)
+
+    async def scenario():
+        rt = Runtime(MemoryApi(), lambda *a: None)
+        try:
+            jobs = rt.namespace("ns").workload(JOBS)
+            await until(jobs.synced.is_set, "the Jobs watch")
+            assert rt.unhealthy() is None
+            jobs.health.stopped(KeyError("metadata"))
+            assert "jobs in namespace ns" in (rt.unhealthy() or "")
+        finally:
+            await rt.stop_all()
+
+    asyncio.run(scenario())
+
+
 def test_a_kind_the_platform_did_not_enable_is_refused_and_never_watched():
     events: list[tuple] = []
 
@@ -177,9 +195,12 @@ def test_a_refused_watch_marks_its_experiment_holds_up_no_other_and_is_mended_on
 
             api.refused.clear()  # the RBAC is granted
             await until(lambda: ("jobs", "jobs-0000") in api.created, "the Job experiment's first Job")
-            last = [p for n, p in api.status_patches if n == "jobs"][-1]
-            mended = conditions(last)["WorkloadsWatched"]
-            assert (mended["status"], mended["reason"]) == ("True", "Watched")
+
+            def mended():
+                watched = [conditions(p).get("WorkloadsWatched") for n, p in api.status_patches if n == "jobs"]
+                return [(w["status"], w["reason"]) for w in watched if w][-1] == ("True", "Watched")
+
+            await until(mended, "the condition to be mended")
         finally:
             await rt.stop_all()
 

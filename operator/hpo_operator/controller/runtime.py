@@ -54,8 +54,14 @@ class Runtime:
         return [(ns.name, i.health) for ns in self.namespaces.values() for i in ns.informers()]
 
     def own_watches(self) -> list[WatchHealth]:
-        """The health of the watches of the operator's own objects (Namespace.own_informers)."""
-        return [i.health for ns in self.namespaces.values() for i in ns.own_informers()]
+        """The health of the watches of the operator's own objects (Namespace.own_informers), and
+        of any whose loop ended (a bug: only a restart lists it again)."""
+        return [
+            i.health
+            for ns in self.namespaces.values()
+            for i in ns.informers()
+            if i.health.ended or i in ns.own_informers()
+        ]
 
     def longest_down(self, now: float) -> tuple[WatchHealth | None, int]:
         """The own watch down the longest (None: all are up), and how many are down."""

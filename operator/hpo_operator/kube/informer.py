@@ -94,6 +94,7 @@ class WatchHealth:
     # Set while the last failure was the API server's refusal (401, 403): the operator's rights,
     # not an outage. Whoever waits for `synced` can wait for this as well, and say so.
     forbidden: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False  # its loop ended (stopped()): nothing will list it again
 
     def listed(self) -> None:
         self.last_event = time.monotonic()
@@ -118,6 +119,7 @@ class WatchHealth:
         if self.down_since is None:
             self.down_since = time.monotonic()
         self.error, self.exception = f"its task ended: {e!r}", e
+        self.ended = True
         self.synced.clear()
 
     def down_for(self, now: float | None = None) -> float:

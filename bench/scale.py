@@ -60,8 +60,7 @@ from hpo_operator.workloads.kinds import (  # noqa: E402
     runtime_replicated_jobs,
     trainjob_runtime,
 )
-from tests.kube import Helm  # noqa: E402
-from tests.tenancy import Webhook, host_objects  # noqa: E402
+from tests.chart import Helm, Webhook, host_objects  # noqa: E402
 from tests.training import TRAINER, torch_runtime_body  # noqa: E402
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"

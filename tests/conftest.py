@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from tests import faults, kube
+from tests import chart, faults, kube
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,16 +53,6 @@ def api(kubeconfig) -> client.ApiClient:
 
 
 @pytest.fixture(scope="session")
-def helm(tmp_path_factory) -> kube.Helm:
-    """The helm of `make tools` (or one on PATH), with a scratch home; skips when there is none."""
-    cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/helm"
-    binary = str(cached) if cached.exists() else shutil.which("helm")
-    if not binary:
-        pytest.skip(f"helm is missing: neither {cached} (built by hack/build-tools.sh) nor helm on PATH")
-    return kube.Helm(binary, tmp_path_factory.mktemp("helm-home"))
-
-
-@pytest.fixture(scope="session")
 def kubectl(kubeconfig):
     """Runs the project's kubectl (or one on PATH) against the test cluster."""
     cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/kubectl"
@@ -85,6 +75,16 @@ def no_operator_installed(api: client.ApiClient) -> None:
             f"an hpo-operator is installed in the cluster ({', '.join(running)}); it would act on the "
             "tests' experiments too. Remove it first: make undeploy (or helm uninstall)"
         )
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory) -> chart.Helm:
+    """The project's helm (or one on PATH), its config and caches in a scratch directory."""
+    cached = Path(os.environ.get("HPO_CACHE", Path.home() / ".cache/hpo-operator")) / "bin/helm"
+    binary = str(cached) if cached.exists() else shutil.which("helm")
+    if not binary:
+        pytest.skip(f"helm is missing: neither {cached} (built by hack/build-tools.sh) nor helm on PATH")
+    return chart.Helm(binary, tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,6 @@ from kubernetes import client, watch
 from tests.experiments import GROUP, VERSION
 
 REPO = Path(__file__).resolve().parents[1]
-CHART = REPO / "deploy" / "helm" / "hpo-operator"
 
 
 def wait_until(
@@ -332,52 +331,3 @@ def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path, conta
             "spec": {"logs": [{"containers": [container], "logsFile": str(path), "follow": True}]},
         },
     )
-
-
-class Helm:
-    """The helm binary, with its own config and caches; template() renders this repository's chart."""
-
-    def __init__(self, binary: str, home: Path):
-        self.binary = binary
-        # Helm's own config and caches go to a scratch directory, not the user's.
-        self.env = {
-            **os.environ,
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def template(self, *args: str, release: str = "hpo", namespace: str = "hpo-system") -> list[dict]:
-        out = self.run("template", release, str(CHART), "--namespace", namespace, *args).stdout
-        return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
-    """A kubeconfig with the admin kubeconfig's server and CA, authenticated by the token only."""
-    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    context_name = admin.get("current-context") or admin["contexts"][0]["name"]
-    context = next(c for c in admin["contexts"] if c["name"] == context_name)["context"]
-    cluster = dict(next(c for c in admin["clusters"] if c["name"] == context["cluster"])["cluster"])
-    ca = cluster.get("certificate-authority")
-    if ca and not Path(ca).is_absolute():  # relative to the kubeconfig it came from
-        cluster["certificate-authority"] = str(Path(admin_kubeconfig).resolve().parent / ca)
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "test", "cluster": cluster}],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
-                "current-context": "operator",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return str(path)

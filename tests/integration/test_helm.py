@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from hpo_operator.api import trial_kinds
 from tests import kube
+from tests.chart import CHART, Helm, token_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "deploy" / "helm" / "hpo-operator"
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 
 # What the operator does, verb by verb (see templates/_helpers.tpl for why each is needed).
@@ -76,6 +77,8 @@ LEASE_RULES = [
         "verbs": ["get", "update"],
     },
 ]
+# The trial-kinds admission policy and its binding, on by default.
+POLICY = ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
 LABEL_KEYS = {f"app.kubernetes.io/{k}" for k in ("name", "instance", "version", "component", "part-of", "managed-by")}
 
 
@@ -115,7 +118,7 @@ def is_tenancy(doc: dict) -> bool:
     return name.endswith(("-admission", "-author", "-trial-runner")) or name == "hpo-trial-runner"
 
 
-def rendered(helm: kube.Helm, *values: str) -> list[dict]:
+def rendered(helm: Helm, *values: str) -> list[dict]:
     """The chart's objects but those of tenancy.yaml."""
     return [d for d in helm.template(*values) if not is_tenancy(d)]
 
@@ -181,6 +184,8 @@ def check_labels(docs: list[dict], release: str = "hpo") -> None:
         ["--set", "metrics.serviceMonitor.enabled=true"],
         ["--set", "dashboard.enabled=true"],
         ["--set", "dashboard.enabled=true", "--set", "watch.scope=namespace"],
+        ["--set", "trialKinds[0].apiGroup=batch", "--set", "trialKinds[0].resource=jobs"],
+        ["--set", "trialKindsPolicy.enabled=false"],
     ],
 )
 def test_lint_passes(helm, values):
@@ -199,6 +204,7 @@ def test_cluster_scope_renders_a_cluster_role_and_watches_all_namespaces(helm):
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        *POLICY,
     ]
     check_labels(docs)
     dep = only(docs, "Deployment")
@@ -227,7 +233,7 @@ def test_namespace_scope_renders_roles_and_watches_only_those_namespaces(helm, w
     docs = rendered(helm, *values)
     expected = watched or ["hpo-system"]
     assert kinds(docs) == sorted(
-        ["Deployment", "Lease", "Service", "ServiceAccount"] + ["Role", "RoleBinding"] * (len(expected) + 1)
+        ["Deployment", "Lease", "Service", "ServiceAccount", *POLICY] + ["Role", "RoleBinding"] * (len(expected) + 1)
     )
     check_labels(docs)
     dep = only(docs, "Deployment")
@@ -258,7 +264,7 @@ def test_leader_election_role_and_its_switch(helm):
     assert (lease["metadata"]["namespace"], lease["metadata"]["name"]) == ("hpo-system", "hpo-hpo-operator")
 
     docs = rendered(helm, "--set", "leaderElection.enabled=false")
-    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount", *POLICY]
     dep = only(docs, "Deployment")
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     assert "HPO_LEADER_ELECTION_LEASE" not in env_of(dep)
@@ -281,6 +287,15 @@ def test_leader_election_role_and_its_switch(helm):
             "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
         ),
         (["apiServer.host=10.0.0.9"], "apiServer.port is needed"),
+        (
+            ["trialKinds[0].apiGroup=kubeflow.org", "trialKinds[0].resource=pytorchjobs"],
+            "trialKinds: the chart does not know the kind of pytorchjobs in kubeflow.org: give it, e.g. "
+            "{apiGroup: kubeflow.org, resource: pytorchjobs, kind: TrainRun}",
+        ),
+        (
+            ["trialKinds[0].apiGroup=batch", "trialKinds[0].resource=jobs", "trialKinds[0].kind=CronJob"],
+            "trialKinds: jobs of batch are kind Job, not CronJob",
+        ),
     ],
 )
 def test_chart_refuses_inconsistent_values(helm, values, error):
@@ -340,6 +355,106 @@ def test_trainjob_trials_may_also_read_training_runtimes_and_nothing_else_cluste
     assert not [d for d in docs if d["metadata"]["name"].endswith("-training-runtimes")]
 
 
+# trialKinds as a platform team writes them: the three kinds the chart knows, and one it does not.
+TRIAL_KINDS = [
+    "--set",
+    "trialKinds[0].apiGroup=batch",
+    "--set",
+    "trialKinds[0].resource=jobs",
+    "--set",
+    "trialKinds[1].apiGroup=jobset.x-k8s.io",
+    "--set",
+    "trialKinds[1].resource=jobsets",
+    "--set",
+    "trialKinds[2].apiGroup=trainer.kubeflow.org",
+    "--set",
+    "trialKinds[2].resource=trainjobs",
+    "--set",
+    "trialKinds[3].apiGroup=kubeflow.org",
+    "--set",
+    "trialKinds[3].resource=pytorchjobs",
+    "--set",
+    "trialKinds[3].kind=PyTorchJob",
+]
+
+
+def test_the_operator_is_told_the_trial_kinds_the_chart_enables(helm):
+    # By default, pods only: the variable is set, to an empty list (unset would allow every kind).
+    assert env_of(only(helm.template(), "Deployment"))["HPO_TRIAL_KINDS"] == "[]"
+    assert trial_kinds.parse_allowed("[]") == {("", "Pod")}
+    value = env_of(only(helm.template(*TRIAL_KINDS), "Deployment"))["HPO_TRIAL_KINDS"]
+    given = json.loads(value)
+    assert given == [
+        {"apiGroup": "batch", "kind": "Job", "resource": "jobs"},
+        {"apiGroup": "jobset.x-k8s.io", "kind": "JobSet", "resource": "jobsets"},
+        {"apiGroup": "trainer.kubeflow.org", "kind": "TrainJob", "resource": "trainjobs"},
+        {"apiGroup": "kubeflow.org", "kind": "PyTorchJob", "resource": "pytorchjobs"},
+    ]
+    # The kinds the chart knows by their resource are the operator's (api/trial_kinds.py).
+    assert {(k["apiGroup"], k["kind"]): k["resource"] for k in given[:3]} == trial_kinds.KNOWN_RESOURCES
+    # ... and the operator reads what the chart writes.
+    assert trial_kinds.parse_allowed(value) == {
+        ("", "Pod"),
+        ("batch", "Job"),
+        ("jobset.x-k8s.io", "JobSet"),
+        ("trainer.kubeflow.org", "TrainJob"),
+        ("kubeflow.org", "PyTorchJob"),
+    }
+    # Backwards compatible: the entries of before (no kind) grant the same RBAC as before.
+    rules = rules_of(only(helm.template(*TRIAL_KINDS), "ClusterRole"))
+    assert rules[("kubeflow.org", "pytorchjobs")] == {"get", "list", "watch", "create", "delete"}
+
+
+@pytest.mark.parametrize("scope, watched", [("cluster", []), ("namespace", []), ("namespace", ["team-a", "team-b"])])
+def test_the_trial_kinds_policy_refuses_other_kinds_in_the_watched_namespaces(helm, scope, watched):
+    values = ["--set", f"watch.scope={scope}", *TRIAL_KINDS[:4]]
+    if watched:
+        values += ["--set", "watch.namespaces={" + ",".join(watched) + "}"]
+    docs = helm.template(*values)
+    policy, binding = only(docs, "ValidatingAdmissionPolicy"), only(docs, "ValidatingAdmissionPolicyBinding")
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    name = "hpo-hpo-operator-trial-kinds.hpo-system"
+    assert policy["metadata"]["name"] == binding["metadata"]["name"] == binding["spec"]["policyName"] == name
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": ["hpo.dev"],
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["experiments"],
+        }
+    ]
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert variables["allowed"] == "['/Pod', 'batch/Job']"
+    assert variables["known"] == (
+        "{'batch/Job': 'jobs', 'jobset.x-k8s.io/JobSet': 'jobsets', 'trainer.kubeflow.org/TrainJob': 'trainjobs'}"
+    )
+    [rule] = spec["validations"]
+    assert rule["reason"] == "Forbidden" and "messageExpression" in rule
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    if scope == "cluster":
+        assert "matchResources" not in binding["spec"]  # every namespace
+    else:
+        assert binding["spec"]["matchResources"] == {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": watched or ["hpo-system"]}
+                ]
+            }
+        }
+    # Cluster-scoped, named per release and namespace: two releases' policies coexist.
+    names = {
+        only(helm.template(*values, release=r, namespace=n), "ValidatingAdmissionPolicy")["metadata"]["name"]
+        for r, n in (("hpo", "hpo-system"), ("hpo", "team-c"), ("other", "hpo-system"))
+    }
+    assert len(names) == 3
+    # The switch, for a cluster without the API: the operator is still told the kinds.
+    docs = helm.template(*values, "--set", "trialKindsPolicy.enabled=false")
+    assert not set(kinds(docs)) & set(POLICY)
+    assert json.loads(env_of(only(docs, "Deployment"))["HPO_TRIAL_KINDS"])[0]["kind"] == "Job"
+
+
 def test_kueue_enabled_lets_the_operator_set_its_trials_kueue_workloads_active(helm):
     for scope in ("cluster", "namespace"):
         base = CLUSTER_RULES if scope == "cluster" else NAMESPACED_RULES
@@ -351,7 +466,7 @@ def test_kueue_enabled_lets_the_operator_set_its_trials_kueue_workloads_active(h
 
 def test_values_switch_objects_on_and_off(helm):
     docs = rendered(helm, "--set", "rbac.create=false")
-    assert kinds(docs) == ["Deployment", "Lease", "Service", "ServiceAccount"]
+    assert kinds(docs) == ["Deployment", "Lease", "Service", "ServiceAccount", *POLICY]
 
     docs = rendered(helm, "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=mine")
     assert "ServiceAccount" not in kinds(docs)
@@ -568,6 +683,11 @@ def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
         ("dashboard.service.type=Ingress", "/dashboard/service/type"),
         ("dashboard.allowedHosts={a b}", "/dashboard/allowedHosts/0"),
         ("dashboard.writable=true", "writable"),
+        ("trialKindsPolicy.enabled=yes", "/trialKindsPolicy/enabled"),
+        (
+            "trialKinds[0].apiGroup=kubeflow.org,trialKinds[0].resource=pytorchjobs,trialKinds[0].kind=pytorchjob",
+            "/trialKinds/0/kind",
+        ),
     ],
 )
 def test_values_schema_rejects_bad_values(helm, value, error):
@@ -608,11 +728,23 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
     release = f"hpo-it-{uuid.uuid4().hex[:8]}"
     name = f"{release}-hpo-operator"
     try:
-        # Cluster scope, with the admission webhook limited to the test's namespace: this cluster is
-        # shared by other tests, whose Experiments it would otherwise see.
+        # Cluster scope, with the admission webhook limited to the test's namespace and without the
+        # trial-kinds policy: this cluster is shared by other tests, whose Experiments either would
+        # otherwise see or refuse (test_allowed_trial_kinds.py installs the policy, bound to a test
+        # namespace).
         selector = f"tenancy.webhook.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name={namespace}"
         out = helm.run(
-            "install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace, "--set", selector
+            "install",
+            release,
+            str(CHART),
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--set",
+            selector,
+            "--set",
+            "trialKindsPolicy.enabled=false",
         ).stdout
         assert f"kubectl -n {namespace} get experiments,trials" in out  # NOTES.txt
         for crd in ("experiments.hpo.dev", "trials.hpo.dev"):
@@ -658,7 +790,7 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         )
         kubectl.run(
             "delete",
-            "clusterrole,clusterrolebinding,mutatingwebhookconfiguration",
+            "clusterrole,clusterrolebinding,mutatingwebhookconfiguration,validatingadmissionpolicy,validatingadmissionpolicybinding",
             "-l",
             f"app.kubernetes.io/instance={release}",
             "--ignore-not-found",
@@ -696,7 +828,7 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
     operator = None
     try:
         token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-        as_operator = kube.Kubectl(kubectl.binary, kube.token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
+        as_operator = kube.Kubectl(kubectl.binary, token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
 
         def can_i(*args: str) -> str:
             return as_operator.run("auth", "can-i", *args, check=False).stdout.strip()
@@ -850,9 +982,7 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
     proc = None
     try:
         token = kubectl.run("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-        as_dashboard = kube.Kubectl(
-            kubectl.binary, kube.token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig")
-        )
+        as_dashboard = kube.Kubectl(kubectl.binary, token_kubeconfig(kubeconfig, token, tmp_path / "sa-kubeconfig"))
 
         def can_i(*args: str) -> str:
             return as_dashboard.run("auth", "can-i", *args, check=False).stdout.strip()

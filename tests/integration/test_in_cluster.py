@@ -414,7 +414,10 @@ def test_helm_uninstall_leaves_nothing_of_the_release_but_the_crds(installed, ku
     for ns in (installed.namespace, installed.watched):
         left = kubectl.run("get", "roles,rolebindings,leases", "-n", ns, "-o", "name").stdout.split()
         assert not [x for x in left if installed.release in x], left
-    cluster_scoped = "clusterroles,clusterrolebindings,mutatingwebhookconfigurations"
+    cluster_scoped = (
+        "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,"
+        "validatingadmissionpolicies,validatingadmissionpolicybindings"
+    )
     assert not kubectl.run("get", cluster_scoped, "-l", selector, "-o", "name").stdout.strip()
     # Helm never deletes CRDs; README says how to remove them.
     kubectl.run("get", "crd", "experiments.hpo.dev", "trials.hpo.dev")

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from tests import kube
+from tests.chart import CHART, ChartOperator, token_kubeconfig
 from tests.experiments import GROUP, VERSION, experiment
-from tests.tenancy import Webhook, webhook_configuration
 
 RUNNER = "hpo-trial-runner"  # the chart's tenancy.trialServiceAccount
 
@@ -57,7 +57,7 @@ class Tenancy:
             )
         token = self.kubectl.run("create", "token", name, "-n", ns, "--duration=1h").stdout.strip()
         path = self.tmp / f"{name}.kubeconfig"
-        return kube.Kubectl(self.kubectl.binary, kube.token_kubeconfig(self.kubeconfig, token, path))
+        return kube.Kubectl(self.kubectl.binary, token_kubeconfig(self.kubeconfig, token, path))
 
     def user(self, name: str) -> str:
         return f"system:serviceaccount:{self.namespace}:{name}"
@@ -73,33 +73,18 @@ def tenancy(helm, kubectl, kubeconfig, api, namespace, crds, kwok_nodes, tmp_pat
     """The chart installed in `namespace` (no operator pod: it runs here), the operator as its
     ServiceAccount with the Deployment's arguments and environment, and its webhook served here."""
     release = f"hpo-ten-{uuid.uuid4().hex[:6]}"
-    operator_sa = f"{release}-hpo-operator"
     helm.run(
-        "install", release, str(kube.CHART), "--kubeconfig", kubeconfig, "--namespace", namespace,
+        "install", release, str(CHART), "--kubeconfig", kubeconfig, "--namespace", namespace,
         "--set", "watch.scope=namespace", "--set", "replicaCount=0",
     )  # fmt: skip
     operator = None
     try:
-        token = kubectl.run("create", "token", operator_sa, "-n", namespace, "--duration=1h").stdout.strip()
-        as_operator = kube.token_kubeconfig(kubeconfig, token, tmp_path / "operator.kubeconfig")
-        webhook = Webhook.make(tmp_path / "webhook")
-        webhook.point_at_host(api, webhook_configuration(api, release))
-        dep = json.loads(kubectl.run("get", "deployment", operator_sa, "-n", namespace, "-o", "json").stdout)
-        (c,) = dep["spec"]["template"]["spec"]["containers"]
-        chart_env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
-        assert chart_env["HPO_TRIAL_SERVICE_ACCOUNT"] == RUNNER
-        assert chart_env["HPO_OPERATOR_USERNAME"] == f"system:serviceaccount:{namespace}:{operator_sa}"
-        health = kube.free_port()
-        args = [
-            f"--liveness=http://127.0.0.1:{health}/healthz" if a.startswith("--liveness=") else a for a in c["args"]
-        ]
-        env = {
-            **chart_env,
-            **webhook.env(chart_env["HPO_OPERATOR_USERNAME"]),
-            "HPO_METRICS_PORT": str(kube.free_port()),
-            "POD_NAME": "operator-on-the-host",
-        }
-        operator = kube.OperatorProcess(as_operator, namespace, tmp_path / "operator.log", args=args, env=env)
+        operator = ChartOperator(kubectl, kubeconfig, namespace, release, tmp_path / "operator.log")
+        assert operator.chart_env["HPO_TRIAL_SERVICE_ACCOUNT"] == RUNNER
+        assert (
+            operator.chart_env["HPO_OPERATOR_USERNAME"] == f"system:serviceaccount:{namespace}:{release}-hpo-operator"
+        )
+        assert operator.webhook is not None
         operator.start()
         # The webhook answers once an Experiment can be written at all (its configuration fails closed).
         probe = experiment("probe", [{"name": "x", "type": "double", "min": 0, "max": 1}], annotations={}, max_trials=1)
@@ -128,13 +113,9 @@ def tenancy(helm, kubectl, kubeconfig, api, namespace, crds, kwok_nodes, tmp_pat
             check=False,
         )
         kubectl.run(
-            "delete",
-            "mutatingwebhookconfiguration,clusterrole,clusterrolebinding",
-            "-l",
-            f"app.kubernetes.io/instance={release}",
-            "--ignore-not-found",
-            check=False,
-        )
+            "delete", "mutatingwebhookconfiguration,clusterrole,clusterrolebinding",
+            "-l", f"app.kubernetes.io/instance={release}", "--ignore-not-found", check=False,
+        )  # fmt: skip
 
 
 def hostile(name: str, **spec: object) -> dict:

@@ -16,7 +16,7 @@ from hpo_operator.controller.namespace import by_experiment
 from hpo_operator.controller.slim import slim_pod
 from hpo_operator.kube import informer as informer_module
 from hpo_operator.kube.client import PODS, ApiException, failure_reason
-from hpo_operator.kube.informer import RESTARTS, Informer, backoff_delay
+from hpo_operator.kube.informer import RESTARTS, Informer, backoff_delay, forbidden_delay
 
 
 def pod(name: str, phase: str, experiment: str = "exp", rv: int = 1) -> dict:
@@ -226,6 +226,51 @@ def test_backoff_doubles_from_half_a_second_to_thirty_with_a_little_jitter():
     assert backoff_delay(3, rand=lambda: 1) == pytest.approx(2.4)
 
 
+def test_a_refused_watch_waits_from_half_a_minute_growing_to_ten_minutes_with_jitter():
+    assert [forbidden_delay(n, rand=lambda: 0) for n in (1, 2, 3, 4, 5, 6, 20)] == [30, 60, 120, 240, 300, 300, 300]
+    assert [forbidden_delay(n, rand=lambda: 1) for n in (1, 5, 20)] == [60, 600, 600]
+
+
+@pytest.mark.parametrize("patient", [True, False])
+def test_a_patient_informer_refused_says_so_and_waits_long_another_retries_at_once(monkeypatch, patient):
+    """A trial kind's informer (patient) that the API server refuses (403, 401) sets its health's
+    `forbidden` and waits forbidden_delay(); the listing that is allowed at last clears it. The
+    operator's own informers keep the outage's short backoff."""
+    waits: list[tuple[str, int]] = []
+    monkeypatch.setattr(informer_module, "backoff_delay", lambda n: waits.append(("backoff", n)) or 0.0)
+    monkeypatch.setattr(informer_module, "forbidden_delay", lambda n: waits.append(("forbidden", n)) or 0.0)
+    api = ScriptedApi(
+        listings=[
+            ApiException(status=403, reason="Forbidden"),
+            ApiException(status=401, reason="Unauthorized"),
+            listing("10"),
+        ],
+        watches=[],
+    )
+    seen_forbidden = []
+
+    async def scenario():
+        inf = Informer(api, "ns", PODS, by_experiment, slim_pod, lambda _: None, patient=patient)
+        task = asyncio.create_task(inf.run())
+
+        async def watch_the_health():
+            while not api.done.is_set():
+                await asyncio.sleep(0)
+                seen_forbidden.append(inf.health.forbidden.is_set())
+
+        try:
+            await asyncio.wait_for(watch_the_health(), 5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return inf
+
+    inf = asyncio.run(scenario())
+    assert waits == [("forbidden" if patient else "backoff", 1), ("forbidden" if patient else "backoff", 2)]
+    assert True in seen_forbidden  # while refused
+    assert inf.synced.is_set() and not inf.health.forbidden.is_set()  # allowed at last
+
+
 @pytest.mark.parametrize(
     "error, reason",
     [
@@ -239,7 +284,9 @@ def test_backoff_doubles_from_half_a_second_to_thirty_with_a_little_jitter():
         (ApiException(status=410), "Gone"),
         (ApiException(status=503), "ServerError"),
         (ApiException(status=429), "TooManyRequests"),
-        (ApiException(status=403), "Refused"),
+        (ApiException(status=403), "Forbidden"),
+        (ApiException(status=401), "Forbidden"),
+        (ApiException(status=404), "Refused"),
         (ValueError("not JSON"), "BadResponse"),
         (KeyError("name"), "Unexpected"),
     ],

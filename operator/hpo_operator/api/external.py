@@ -110,6 +110,7 @@ class KnownKind:
 
     group: str
     kind: str
+    resource: str  # its plural resource name, as RBAC and the Helm chart's trialKinds name it
     success: str
     failure: str
     # The primary pod is pod 0 of job 0 of this replicated job; None: the manifest's first.
@@ -120,8 +121,8 @@ class KnownKind:
         return f"{self.kind} ({self.group}): {self.success}/{self.failure}, primary pod index 0 of {job}"
 
 
-TRAINJOB = KnownKind("trainer.kubeflow.org", "TrainJob", "Complete", "Failed", "node")
-JOBSET = KnownKind("jobset.x-k8s.io", "JobSet", "Completed", "Failed", None)
+TRAINJOB = KnownKind("trainer.kubeflow.org", "TrainJob", "trainjobs", "Complete", "Failed", "node")
+JOBSET = KnownKind("jobset.x-k8s.io", "JobSet", "jobsets", "Completed", "Failed", None)
 KNOWN_KINDS = (TRAINJOB, JOBSET)
 
 _KNOWN_RULE = " || ".join(f"(self.apiVersion.startsWith('{k.group}/') && self.kind == '{k.kind}')" for k in KNOWN_KINDS)

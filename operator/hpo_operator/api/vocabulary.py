@@ -52,6 +52,13 @@ L_KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a 
 # The finalizer on Experiments (kopf's, while it handles them).
 FINALIZER = f"{GROUP}/finalizer"
 
+# An Experiment's condition while the API server refuses the operator a watch the experiment needs
+# (its trial kind's, its checkpoint claims'): False with reason WATCH_FORBIDDEN, and True with
+# WATCHED once the watch lists. It appears only after such a refusal.
+WORKLOADS_WATCHED = "WorkloadsWatched"
+WATCH_FORBIDDEN = "WatchForbidden"
+WATCHED = "Watched"
+
 
 class ExperimentPhase(StrEnum):
     created = "Created"

@@ -17,6 +17,7 @@ from typing import Any
 
 import kopf
 
+from hpo_operator.api import trial_kinds
 from hpo_operator.api.vocabulary import FINALIZER, GROUP, VERSION
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import connect
@@ -65,7 +66,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # CRDs (it would retry each 403 for about a minute before falling back to the named namespaces).
     if os.environ.get("HPO_CLUSTER_SCANNING", "").lower() == "false":
         settings.scanning.disabled = True
-    memo.runtime = Runtime(await connect(), post_event, Tenancy.from_env())
+    # The trial kinds the platform enabled (the chart's trialKinds): a bad value stops the
+    # operator here (a permanent error: kopf would retry any other), rather than run on a guess.
+    try:
+        allowed = trial_kinds.parse_allowed(os.environ.get(trial_kinds.ENV))
+    except ValueError as e:
+        raise kopf.PermanentError(str(e)) from None
+    memo.runtime = Runtime(await connect(), post_event, allowed, Tenancy.from_env())
+    if allowed is not None:
+        logging.getLogger(__name__).info(
+            "trials may run as: %s", ", ".join(sorted(f"{k} ({g or 'core'})" for g, k in allowed))
+        )
     port = telemetry.start_server()
     telemetry.LEADER.set(1)  # kopf runs only in the leader (or the only replica); see __main__.py
     if port:
@@ -81,8 +92,9 @@ async def stop_loops(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)
 def probe_watches(memo: kopf.Memo, **_: Any) -> str:
-    """Fails kopf's liveness endpoint (--liveness) while an informer has been down for
-    HPO_WATCH_DOWN_LIVENESS_SECONDS: the kubelet then restarts the operator."""
+    """Fails kopf's liveness endpoint (--liveness) while one of the operator's own informers (its
+    Trials', its trial pods') has been down for HPO_WATCH_DOWN_LIVENESS_SECONDS: the kubelet then
+    restarts the operator. A trial kind's watch the platform's RBAC refuses never counts."""
     runtime: Runtime | None = memo.get("runtime")
     problem = runtime.unhealthy() if runtime else None
     if problem:

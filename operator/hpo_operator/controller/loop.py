@@ -21,18 +21,19 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from hpo_operator import planner
+from hpo_operator.api import trial_kinds
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES, TERMINAL_PHASES
 from hpo_operator.core import times
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
 from hpo_operator.search.samplers import SearchSpaceError
 from hpo_operator.search.suggest import Suggester
-from hpo_operator.workloads.kinds import Kind, kind_of
+from hpo_operator.workloads.kinds import kind_of
 
 from . import telemetry
 from .executor import Executor, PendingWrites
 from .logs import PodLogs
-from .namespace import Key, WorkloadObservations
+from .namespace import Key, WatchForbidden, WorkloadObservations, first_set
 
 if TYPE_CHECKING:  # the registry that starts the loops; only named here, for the annotation
     from .runtime import Runtime
@@ -81,28 +82,42 @@ class ExperimentLoop:
 
     async def ready(self) -> None:
         """Waits until every informer a round reads has listed since its last failure: a round never
-        plans on objects that went stale while a watch was down (it could not write meanwhile either)."""
+        plans on objects that went stale while a watch was down (it could not write meanwhile either).
+        A kind the platform did not enable is never watched (the round refuses the spec); a watch the
+        API server refuses raises WatchForbidden."""
         ns = self.runtime.namespace(self.key[0])
         await ns.synced()
         tt = (self.body.get("spec") or {}).get("trialTemplate") or {}
         if "job" in tt or "resource" in tt:  # (a pod trial's experiment skips validating its spec here)
-            kind = self.kind()
-            if kind is not None and not kind.is_pod:
+            spec = self.spec()
+            if spec is None or trial_kinds.refusal(spec.trial_template, self.runtime.allowed_kinds) is not None:
+                return  # refused by the round, which needs no watch for it
+            kind = kind_of(spec)
+            if not kind.is_pod:
                 await ns.watch_kind(kind)
         if tt.get("checkpoint"):
-            await ns.workload(CLAIMS).synced.wait()
+            await ns.watch_claims()
 
     async def run(self) -> None:
         try:
             while True:
                 self.wake.clear()
                 started = time.monotonic()
+                forbidden: WatchForbidden | None = None
                 try:
-                    await self.ready()
-                    with telemetry.RECONCILE_SECONDS.time():
-                        delay = await self.reconcile()
-                    telemetry.RECONCILE_TOTAL.labels("success").inc()
-                    self.failures = 0
+                    try:
+                        await self.ready()
+                        with telemetry.RECONCILE_SECONDS.time():
+                            delay = await self.reconcile()
+                        telemetry.RECONCILE_TOTAL.labels("success").inc()
+                        self.failures = 0
+                    except WatchForbidden as e:
+                        # The platform's RBAC refuses a watch this experiment needs: no round can
+                        # see its trials. It says so, and waits for that watch to list (retried by
+                        # its informer) or for its spec to change; other experiments go on.
+                        forbidden = e
+                        await self.report_forbidden(e)
+                        delay = IDLE_INTERVAL
                 except ApiException as e:
                     # Deletion of the experiment cancels this task; anything else is retried.
                     telemetry.RECONCILE_TOTAL.labels("error").inc()
@@ -129,10 +144,7 @@ class ExperimentLoop:
                     self.failures += 1
                     delay = error_delay(self.failures)
                     log.exception("%s/%s: reconcile failed, retrying in %.0fs", *self.key, delay)
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await first_set(self.wake, *([forbidden.listed] if forbidden else []), timeout=delay)
                 # Under a stream of events, let a few gather rather than plan for each: a round
                 # costs in proportion to the experiment's trials, however few of them changed.
                 # The planner then takes at most a third of the time.
@@ -154,6 +166,12 @@ class ExperimentLoop:
         except ValidationError as e:
             await self.report_invalid_spec(raw, status, str(e), now)
             return RECONCILE_INTERVAL
+        refused = trial_kinds.refusal(spec.trial_template, rt.allowed_kinds)
+        if refused is not None:
+            # Only an edit of the spec, which wakes the loop, can change this (the allowed kinds
+            # change with the operator's restart).
+            await self.report_invalid_spec(raw, status, refused, now)
+            return IDLE_INTERVAL
         ns = rt.namespace(namespace)
         trials = self.parse_trials(self.written.trial_bodies(ns.trials_of(name)))
         kind = kind_of(spec)
@@ -178,7 +196,10 @@ class ExperimentLoop:
         # Each pod observed once, for the logs and the plan alike.
         observations = planner.observe_pods(spec, trials, pods, now)
         logs = await self.logs.wanted(spec, trials, pods, observations)
-        view = planner.ExperimentView(name, namespace, self.uid, generation, spec, status)
+        # Every watch the round reads has listed: a condition that said one was refused is mended.
+        view = planner.ExperimentView(
+            name, namespace, self.uid, generation, spec, dict(planner.watched_again(status, generation, now))
+        )
         volumes = None
         if spec.trial_template.checkpoint is not None:
             claims = ns.workload(CLAIMS)
@@ -222,9 +243,9 @@ class ExperimentLoop:
             return IDLE_INTERVAL  # nothing to watch for but events, which wake the loop anyway
         return plan.requeue_after or RECONCILE_INTERVAL
 
-    def kind(self) -> Kind | None:
+    def spec(self) -> ExperimentSpec | None:
         try:
-            return kind_of(ExperimentSpec.model_validate(self.body.get("spec") or {}))
+            return ExperimentSpec.model_validate(self.body.get("spec") or {})
         except (ValidationError, ValueError):
             return None  # reported by the round
 
@@ -240,6 +261,14 @@ class ExperimentLoop:
             parsed[name] = trial
         self.parsed_trials = parsed
         return list(parsed.values())
+
+    async def report_forbidden(self, refusal: WatchForbidden) -> None:
+        """A watch the experiment needs is refused: the planner's rule for it decides what the
+        status and Events say (once per refusal), and the executor writes it."""
+        raw = {**self.body}
+        status = raw["status"] = self.written.status(raw.get("status") or {})
+        plan = planner.plan_watch_forbidden(status, raw["metadata"].get("generation"), refusal.message, times.now())
+        await Executor(self.runtime.api, raw, None, [], self.written, self.runtime.post_event).run(plan)
 
     async def report_invalid_spec(self, raw: dict, status: dict, message: str, now: datetime) -> None:
         """A spec the planner cannot be given (it does not parse, or the search algorithm refuses its

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from hpo_operator.api import trial_kinds
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import L_EXPERIMENT, L_TRIAL
-from hpo_operator.kube.client import PODS, TRIALS, KubeClient, Resource
+from hpo_operator.kube.client import CLAIMS, PODS, TRIALS, KubeClient, Resource
 from hpo_operator.kube.informer import Informer
 from hpo_operator.workloads.kinds import Kind, primary_labels, trial_pod_view
 
@@ -29,6 +30,24 @@ Key = tuple[str, str]  # (namespace, experiment name)
 def by_experiment(obj: dict) -> str | None:
     """The experiment an object is indexed under: the one its label names."""
     return (obj["metadata"].get("labels") or {}).get(L_EXPERIMENT)
+
+
+class WatchForbidden(Exception):
+    """The API server refuses the operator a watch an experiment needs (401, 403): its RBAC does not
+    grant that kind in the namespace. The experiment waits for `listed` (the informer, retried with
+    a long backoff, listed at last), and says why meanwhile (message)."""
+
+    def __init__(self, informer: Informer, entry: str | None):
+        group, _, plural = informer.resource
+        exception = informer.health.exception
+        self.listed = informer.synced
+        self.message = trial_kinds.watch_forbidden(
+            f"{plural}.{group}" if group else plural,
+            informer.namespace,
+            getattr(exception, "status", None),
+            entry,
+        )
+        super().__init__(self.message)
 
 
 class Namespace:
@@ -73,11 +92,25 @@ class Namespace:
     def informers(self) -> list[Informer]:
         return [self.trials, self.pods, *self.workloads.values()]
 
+    def own_informers(self) -> list[Informer]:
+        """The watches of the operator's own objects, which every experiment needs and the chart
+        always grants: down for long, they mean the process is unwell (the liveness probe). The
+        others (a trial kind's, the checkpoint claims') depend on what the platform granted."""
+        return [self.trials, self.pods]
+
     def workload(self, resource: Resource) -> Informer:
         informer = self.workloads.get(resource)
         if informer is None:
+            # Patient: a refusal is the platform's RBAC, which changes in minutes, not seconds.
             informer = self.workloads[resource] = Informer(
-                self.api, self.name, resource, by_experiment, slim_workload, self.changed, label_selector=L_EXPERIMENT
+                self.api,
+                self.name,
+                resource,
+                by_experiment,
+                slim_workload,
+                self.changed,
+                label_selector=L_EXPERIMENT,
+                patient=True,
             )
             self.tasks.append(self.start(informer))
         return informer
@@ -87,11 +120,27 @@ class Namespace:
         await self.pods.synced.wait()
 
     async def watch_kind(self, kind: Kind) -> Resource:
-        """The resource of a trial kind, watched in the namespace from now on (and listed once)."""
+        """The resource of a trial kind, watched in the namespace from now on (and listed once).
+        Raises WatchForbidden while the API server refuses that watch."""
         plural = kind.plural or await self.api.plural_of(kind.api_version, kind.kind)
         resource = (kind.group, kind.version, plural)
-        await self.workload(resource).synced.wait()
+        await self.listed(self.workload(resource), trial_kinds.chart_entry((kind.group, kind.kind), plural))
         return resource
+
+    async def watch_claims(self) -> Informer:
+        """The checkpoint claims' informer, listed (WatchForbidden while that is refused)."""
+        informer = self.workload(CLAIMS)
+        await self.listed(informer, None)
+        return informer
+
+    async def listed(self, informer: Informer, entry: str | None) -> None:
+        """Waits until the informer has listed since its last failure; raises WatchForbidden
+        while the API server refuses it (`entry`: the trialKinds entry that would grant it)."""
+        health = informer.health
+        while not health.synced.is_set():
+            if health.forbidden.is_set():
+                raise WatchForbidden(informer, entry)
+            await first_set(health.synced, health.forbidden)
 
     def trials_of(self, experiment: str) -> dict[str, dict]:
         return dict(self.trials.objects.get(experiment) or {})
@@ -146,6 +195,18 @@ class WorkloadObservations:
                 observed[name] = entry[2]
         self.kept = kept  # a trial whose workload is gone is dropped with it
         return observed
+
+
+async def first_set(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Returns once any of the events is set, or after `timeout` seconds (None: no limit)."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def _same(a: tuple[dict, ...], b: tuple[dict, ...]) -> bool:

@@ -3,7 +3,10 @@ that has one (namespace.py), and a monitor of their watches.
 
 kopf hands each Experiment event to Runtime.on_experiment() (handlers.py), which starts, wakes or
 stops that experiment's loop; a namespace's informers start with its first experiment and stop with
-its last. The monitor logs a watch outage and its end, and unhealthy() serves the liveness probe.
+its last. The monitor logs a watch outage and its end, and unhealthy() serves the liveness probe:
+both count the operator's own watches only (its Trials and trial pods). A trial kind's watch, or
+the checkpoint claims', is down when the platform's RBAC refuses it, which a restart cannot mend:
+the experiments that need it say so (loop.py), and the others go on.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 import time
 
+from hpo_operator.api.trial_kinds import GroupKind
 from hpo_operator.kube.client import KubeClient
 from hpo_operator.kube.informer import WatchHealth
 
@@ -36,9 +40,17 @@ class Runtime:
     """Every experiment's loop, and the informers they read the Trials and pods from: one set per
     namespace that has an experiment."""
 
-    def __init__(self, api: KubeClient, post_event: PostEvent, tenancy: Tenancy | None = None):
+    def __init__(
+        self,
+        api: KubeClient,
+        post_event: PostEvent,
+        allowed_kinds: frozenset[GroupKind] | None = None,
+        tenancy: Tenancy | None = None,
+    ):
         self.api = api
         self.post_event = post_event
+        # The trial kinds the platform enabled (api/trial_kinds.py; None: every kind).
+        self.allowed_kinds = allowed_kinds
         # With tenancy on, trials' workloads are checked against their author's rights and written
         # as the namespace's trial ServiceAccount (authority.py).
         self.authority = Authority(api, tenancy) if tenancy is not None and tenancy.on else None
@@ -51,16 +63,26 @@ class Runtime:
         telemetry.watch_source(self.watches)
 
     def watches(self) -> list[tuple[str, WatchHealth]]:
-        """Every informer's health, with its namespace."""
+        """Every informer's health, with its namespace (for the metrics)."""
         return [(ns.name, i.health) for ns in self.namespaces.values() for i in ns.informers()]
 
+    def own_watches(self) -> list[WatchHealth]:
+        """The health of the watches of the operator's own objects (Namespace.own_informers), and
+        of any whose loop ended (a bug: only a restart lists it again)."""
+        return [
+            i.health
+            for ns in self.namespaces.values()
+            for i in ns.informers()
+            if i.health.ended or i in ns.own_informers()
+        ]
+
     def longest_down(self, now: float) -> tuple[WatchHealth | None, int]:
-        """The watch down the longest (None: all are up), and how many are down."""
-        down = [h for _, h in self.watches() if h.down_since is not None]
+        """The own watch down the longest (None: all are up), and how many are down."""
+        down = [h for h in self.own_watches() if h.down_since is not None]
         return max(down, key=lambda h: h.down_for(now), default=None), len(down)
 
     def unhealthy(self, now: float | None = None) -> str | None:
-        """Why the liveness probe should fail, if it should: an informer down for too long."""
+        """Why the liveness probe should fail, if it should: an own informer down for too long."""
         now = now or time.monotonic()
         worst, _ = self.longest_down(now)
         if worst is not None and worst.down_for(now) >= WATCH_DOWN_LIVENESS_SECONDS:
@@ -84,7 +106,7 @@ class Runtime:
                         "experiments wait, and go on once it answers",
                         longest.down_for(now),
                         down,
-                        len(self.watches()),
+                        len(self.own_watches()),
                         longest.where,
                         longest.error,
                     )

@@ -100,7 +100,9 @@ def failure_reason(e: BaseException) -> str:
             return "TooManyRequests"
         if status >= 500:
             return "ServerError"
-        return "Refused"  # 401, 403, 404...: the request itself, or our rights
+        if status in (401, 403):
+            return "Forbidden"  # our rights (or credentials): the platform's RBAC decides
+        return "Refused"  # 404, 400...: the request itself
     if isinstance(e, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return "Timeout"
     if isinstance(e, aiohttp.ClientSSLError):

@@ -18,6 +18,8 @@ A watch ends in one of two ways, as client-go's reflector has it:
   failure, a 5xx or 429, 410 Gone after etcd compacted the history, a stream silent for longer
   than the server's timeout, a line that is not JSON, or a bug of ours): the informer lists again
   after a backoff, and every experiment whose objects changed or disappeared meanwhile wakes.
+  A refusal (401, 403) of a patient informer (a trial kind's: the platform's RBAC decides) is
+  retried after 30-60 s, growing to 5-10 min, not after the outage's half second.
 Nothing but cancellation ends the loop (`run_list_watch`): the dashboard's watches use it too.
 """
 
@@ -46,6 +48,11 @@ WATCH_TIMEOUT_SECONDS = int(os.environ.get("HPO_WATCH_TIMEOUT_SECONDS", "60"))
 # failed together do not all come back at the same instant).
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
+# A watch the API server refuses (401, 403) waits for someone to change the operator's RBAC, which
+# a quick retry will not see: a patient informer (a trial kind's) retries after FORBIDDEN_BACKOFF
+# to twice that, doubling up to ten times it (30-60 s, growing to 5-10 min).
+FORBIDDEN_BACKOFF = float(os.environ.get("HPO_WATCH_FORBIDDEN_BACKOFF_SECONDS", "30"))
+FORBIDDEN_BACKOFF_MAX = 10 * FORBIDDEN_BACKOFF
 
 KeyOf = Callable[[dict], "str | None"]
 Slim = Callable[[dict], dict]
@@ -59,6 +66,11 @@ def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> f
     """Seconds to wait after the failures-th failure in a row (1, 2, ...)."""
     delay = min(BACKOFF_BASE * 2 ** max(failures - 1, 0), BACKOFF_MAX)
     return delay * (1 + 0.2 * rand())
+
+
+def forbidden_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds a patient informer waits after its failures-th failure in a row, refused (401/403)."""
+    return min(FORBIDDEN_BACKOFF * 2 ** max(failures - 1, 0), FORBIDDEN_BACKOFF_MAX) * (1 + rand())
 
 
 class Gone(Exception):
@@ -79,10 +91,15 @@ class WatchHealth:
     error: str | None = None  # the last failure, while down
     exception: BaseException | None = None  # the same, for a caller that words it its own way
     failures: int = 0  # failures in a row
+    # Set while the last failure was the API server's refusal (401, 403): the operator's rights,
+    # not an outage. Whoever waits for `synced` can wait for this as well, and say so.
+    forbidden: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False  # its loop ended (stopped()): nothing will list it again
 
     def listed(self) -> None:
         self.last_event = time.monotonic()
         self.down_since, self.error, self.exception, self.failures = None, None, None, 0
+        self.forbidden.clear()
         self.synced.set()
 
     def failed(self, reason: str, e: BaseException) -> None:
@@ -91,6 +108,10 @@ class WatchHealth:
         self.error, self.exception = f"{reason}: {describe(e)}", e
         self.failures += 1
         self.synced.clear()
+        if reason == "Forbidden":
+            self.forbidden.set()
+        else:
+            self.forbidden.clear()
         RESTARTS[(self.resource, reason)] += 1
 
     def stopped(self, e: BaseException | None) -> None:
@@ -98,6 +119,7 @@ class WatchHealth:
         if self.down_since is None:
             self.down_since = time.monotonic()
         self.error, self.exception = f"its task ended: {e!r}", e
+        self.ended = True
         self.synced.clear()
 
     def down_for(self, now: float | None = None) -> float:
@@ -112,12 +134,14 @@ async def run_list_watch(
     put: Callable[[dict], None],
     drop: Callable[[dict], None],
     on_change: Callable[[], None] | None = None,
+    patient: bool = False,
 ) -> None:
     """Lists, then watches from the listing's resourceVersion, for as long as it is not cancelled.
 
     list_() gives the items and the resourceVersion; open_watch(version) the open watch response;
     relist, put and drop keep the caller's copy. on_change is called when the health changes
-    (down or synced again), for a caller that shows it."""
+    (down or synced again), for a caller that shows it. A patient watch, once refused (401, 403),
+    retries after forbidden_delay() rather than backoff_delay()."""
     while True:
         try:
             items, version = await list_()
@@ -146,7 +170,10 @@ async def run_list_watch(
             health.failed(reason, e)
             if on_change is not None:
                 on_change()
-            delay = backoff_delay(health.failures)
+            if patient and reason == "Forbidden":
+                delay = forbidden_delay(health.failures)
+            else:
+                delay = backoff_delay(health.failures)
             if reason == "Unexpected":
                 log.exception("%s: the watch failed unexpectedly; listing again in %.1fs", health.where, delay)
             else:
@@ -167,11 +194,13 @@ class Informer:
         slim: Slim,
         changed: Callable[[str | None], None],
         label_selector: str | None = None,
+        patient: bool = False,
     ):
         self.api, self.namespace, self.resource = api, namespace, resource
         self.kind = resource[2]
         self.key_of, self.slim, self.changed = key_of, slim, changed
         self.label_selector = label_selector
+        self.patient = patient  # a refusal (401, 403) is retried slowly: forbidden_delay()
         self.objects: dict[str | None, dict[str, dict]] = {}
         self._where: dict[str, str | None] = {}  # name -> experiment, to move or drop an object
         self.health = WatchHealth(self.kind, f"{self.kind} in namespace {namespace}")
@@ -232,6 +261,7 @@ class Informer:
             self._relist,
             self._put,
             lambda obj: self._drop(obj["metadata"]["name"]),
+            patient=self.patient,
         )
 
 

@@ -28,7 +28,9 @@ status). `plan()` below calls their steps, in this order:
   2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
      users' Trials are adopted or refused;
      (an invalid spec stops here: experiment.reject_spec, then finish_status; a spec that cannot
-     reach plan() is refused by the same rule, experiment.plan_invalid_spec;)
+     reach plan() is refused by the same rule, experiment.plan_invalid_spec, and so is one whose
+     trial kind the platform did not enable, api.trial_kinds.refusal; an experiment whose watch the
+     API server refuses waits, saying so: experiment.plan_watch_forbidden, and watched_again;)
   3. admission.handle_restart_requests: restarts users ask for;
   4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;
   5. launch.tell_results: decided results, told to the search algorithm;
@@ -75,10 +77,12 @@ from .experiment import (
     is_better,
     opening_status,
     plan_invalid_spec,
+    plan_watch_forbidden,
     record_results,
     reject_spec,
     retention,
     validate_spec,
+    watched_again,
 )
 from .launch import count_launched, tell_results
 from .lifecycle import needs_log, observe_pods, observe_trials
@@ -123,7 +127,9 @@ __all__ = [
     "validate_spec",
     "plan",
     "plan_invalid_spec",
+    "plan_watch_forbidden",
     "restore_suggester",
+    "watched_again",
 ]
 
 

@@ -22,7 +22,16 @@ from hpo_operator.api.status import (
     ParetoTrial,
     PhaseChange,
 )
-from hpo_operator.api.vocabulary import EXPERIMENT_PHASES, FINISHED_PHASES, L_LAUNCH, TERMINAL_PHASES, ExperimentPhase
+from hpo_operator.api.vocabulary import (
+    EXPERIMENT_PHASES,
+    FINISHED_PHASES,
+    L_LAUNCH,
+    TERMINAL_PHASES,
+    WATCH_FORBIDDEN,
+    WATCHED,
+    WORKLOADS_WATCHED,
+    ExperimentPhase,
+)
 from hpo_operator.core import pareto, times
 from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.workloads import checkpoint
@@ -102,6 +111,34 @@ def plan_invalid_spec(
         [] if failed is not None and failed.message == message else [Event(None, "Warning", "InvalidSpec", message)]
     )
     return Plan(experiment_status=new, events=events)
+
+
+def plan_watch_forbidden(
+    status: ExperimentStatus | Mapping[str, Any], generation: int | None, message: str, now: datetime
+) -> Plan:
+    """What an experiment says while the API server refuses the operator a watch it needs
+    (`message`: which, where, and what to grant): the condition WorkloadsWatched False with reason
+    WatchForbidden, and a Warning Event WatchForbidden once per refusal. Nothing else changes: its
+    trials cannot be seen, so no round runs; a new experiment's phase is Created meanwhile."""
+    old = status if isinstance(status, ExperimentStatus) else ExperimentStatus.model_validate(status)
+    watched = get_condition(old.conditions, WORKLOADS_WATCHED)
+    conditions = set_condition(old.conditions, WORKLOADS_WATCHED, False, WATCH_FORBIDDEN, message, now, generation)
+    new = old.model_copy(update=dict(phase=old.phase or ExperimentPhase.created, conditions=conditions))
+    said = watched is not None and watched.status == "False" and watched.message == message
+    return Plan(experiment_status=new, events=[] if said else [Event(None, "Warning", WATCH_FORBIDDEN, message)])
+
+
+def watched_again(status: Mapping[str, Any], generation: int | None, now: datetime) -> Mapping[str, Any]:
+    """The status a round starts from once every watch it needs has listed: WorkloadsWatched True
+    again if a refusal had set it False (else the status as it is, the same object)."""
+    conditions = status.get("conditions") or []
+    if not any(c.get("type") == WORKLOADS_WATCHED and c.get("status") == "False" for c in conditions):
+        return status
+    old = ExperimentStatus.model_validate(status)
+    conditions = set_condition(
+        old.conditions, WORKLOADS_WATCHED, True, WATCHED, "every watch the experiment needs is allowed", now, generation
+    )
+    return {**status, "conditions": [c.dump() for c in conditions]}
 
 
 def reject_spec(state: RoundState, status: ExperimentStatus, invalid: list[str]) -> None:

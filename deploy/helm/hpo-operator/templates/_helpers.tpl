@@ -62,6 +62,54 @@ helm.sh/chart: {{ include "hpo-operator.chart" . }}
 {{- end }}
 
 {{/*
+The trial kinds the platform enables (trialKinds), as the JSON list the operator reads from
+HPO_TRIAL_KINDS: each {apiGroup, resource, kind}. The chart knows the Kind of jobs, jobsets and
+trainjobs (knownTrialKinds, "group/resource": Kind; the operator's api/trial_kinds.py KNOWN_RESOURCES:
+tests/integration/test_helm.py keeps the two equal); any other resource's entry must give its kind, which RBAC does not need but the operator
+and the admission policy, reading an Experiment, do.
+*/}}
+{{- define "hpo-operator.knownTrialKinds" -}}
+{{- dict "batch/jobs" "Job" "jobset.x-k8s.io/jobsets" "JobSet" "trainer.kubeflow.org/trainjobs" "TrainJob" | toJson }}
+{{- end }}
+
+{{- define "hpo-operator.trialKinds" -}}
+{{- $known := include "hpo-operator.knownTrialKinds" . | fromJson }}
+{{- $kinds := list }}
+{{- range .Values.trialKinds }}
+{{- $knownKind := get $known (printf "%s/%s" .apiGroup .resource) }}
+{{- if and .kind $knownKind (ne .kind $knownKind) }}
+{{- fail (printf "trialKinds: %s of %s are kind %s, not %s: leave kind out" .resource .apiGroup $knownKind .kind) }}
+{{- end }}
+{{- $kind := .kind | default $knownKind }}
+{{- if not $kind }}
+{{- fail (printf "trialKinds: the chart does not know the kind of %s in %s: give it, e.g. {apiGroup: %s, resource: %s, kind: TrainRun}" .resource .apiGroup .apiGroup .resource) }}
+{{- end }}
+{{- $kinds = append $kinds (dict "apiGroup" .apiGroup "resource" .resource "kind" $kind) }}
+{{- end }}
+{{- toJson $kinds }}
+{{- end }}
+
+{{/* The trial-kinds admission policy's name (and its binding's): cluster-scoped objects, named
+after the release and its namespace so that two releases can coexist. */}}
+{{- define "hpo-operator.trialKindsPolicy" -}}
+{{- printf "%s-trial-kinds.%s" (include "hpo-operator.fullname" .) .Release.Namespace | trunc 253 }}
+{{- end }}
+
+{{/*
+The group and Kind an Experiment's trials run as, in CEL, of the object named by the argument
+(object or oldObject): the operator's api/trial_kinds.py template_kind(). A Job is batch/Job; a
+resource is its apiVersion's group and its kind; anything else (a pod template) is /Pod.
+*/}}
+{{- define "hpo-operator.trialKindCel" -}}
+has({{ . }}.spec.trialTemplate.job) ? 'batch/Job' :
+has({{ . }}.spec.trialTemplate.resource) ?
+({{ . }}.spec.trialTemplate.resource.apiVersion.contains('/') ?
+{{ . }}.spec.trialTemplate.resource.apiVersion.substring(0, {{ . }}.spec.trialTemplate.resource.apiVersion.lastIndexOf('/')) : '')
++ '/' + {{ . }}.spec.trialTemplate.resource.kind :
+'/Pod'
+{{- end }}
+
+{{/*
 What the operator does, and nothing more: tests/integration/test_helm.py runs the operator as this
 chart's ServiceAccount and fails on any refused request.
 - experiments: kopf lists and watches them (event handler); the operator only writes their status

@@ -75,6 +75,11 @@ def token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
     return str(path)
 
 
+HOST_SUFFIX = "-on-this-host"
+# A match condition that turns a webhook off (the release's own, while this host serves it).
+OFF_CONDITION = {"name": "served-on-this-host", "expression": "false"}
+
+
 @dataclass
 class Webhook:
     """An admission webhook served on this host: its certificate for 127.0.0.1, its signing key,
@@ -121,22 +126,46 @@ class Webhook:
             "caBundle": base64.b64encode(self.cert.read_bytes()).decode(),
         }
 
-    def point_release_here(self, kubectl: kube.Kubectl, release: str) -> None:
-        """The release's MutatingWebhookConfiguration, calling this host instead of the Service (its
-        rules, conditions and failure policy unchanged)."""
+    def point_release_here(self, kubectl: kube.Kubectl, release: str) -> str:
+        """The release's admission webhook, served here: a MutatingWebhookConfiguration of this
+        host's (the release's rules, conditions and failure policy, calling this host), and the
+        release's own turned off by one more match condition that is never true. Helm keeps that
+        condition across `helm upgrade` (it changes only what its manifests change), whereas a
+        changed clientConfig would come back beside the Service. Returns the new configuration's
+        name (remove it with `forget`)."""
         found = json.loads(
             kubectl.run(
                 "get", "mutatingwebhookconfiguration", "-l", f"app.kubernetes.io/instance={release}", "-o", "json"
             ).stdout
         )["items"]
-        (config,) = found
-        ops = [
-            {"op": "replace", "path": f"/webhooks/{i}/clientConfig", "value": self.client_config()}
-            for i in range(len(config["webhooks"]))
-        ]
+        (config,) = [c for c in found if not c["metadata"]["name"].endswith(HOST_SUFFIX)]
+        name = config["metadata"]["name"] + HOST_SUFFIX
+        hooks = [{**w, "clientConfig": self.client_config()} for w in config["webhooks"]]
+        labels = config["metadata"].get("labels") or {}
+        here = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/instance": labels.get("app.kubernetes.io/instance", "")},
+            },
+            "webhooks": hooks,
+        }
+        kubectl.run("apply", "-f", "-", input=json.dumps(here))
+        off = {"webhooks": [{"name": w["name"], "matchConditions": [OFF_CONDITION]} for w in config["webhooks"]]}
         kubectl.run(
-            "patch", "mutatingwebhookconfiguration", config["metadata"]["name"], "--type=json", "-p", json.dumps(ops)
+            "patch",
+            "mutatingwebhookconfiguration",
+            config["metadata"]["name"],
+            "--type=strategic",
+            "-p",
+            json.dumps(off),
         )
+        return name
+
+    @staticmethod
+    def forget(kubectl: kube.Kubectl, name: str) -> None:
+        kubectl.run("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found", check=False)
 
 
 def host_objects(helm: Helm, release: str, namespace: str, operator_user: str, webhook: Webhook) -> list[dict]:
@@ -187,14 +216,21 @@ class ChartOperator(kube.OperatorProcess):
         # Lease under this name.
         chart_env = {e["name"]: e.get("value") for e in container.get("env", [])}
         merged = {**chart_env, "POD_NAME": "operator-on-the-host", "HPO_METRICS_PORT": str(kube.free_port())}
-        self.webhook = None
+        self.webhook, self.served_here = None, None
         if chart_env.get("HPO_ADMISSION_PORT"):
             self.webhook = Webhook.make(log_path.parent / f"{release}-webhook")
-            self.webhook.point_release_here(kubectl, release)
+            self.served_here = self.webhook.point_release_here(kubectl, release)
             merged.update(self.webhook.env())
+        self.kubectl = kubectl
         merged.update(env or {})
         super().__init__(as_sa, namespace, log_path, args=args, env={k: v for k, v in merged.items() if v is not None})
         self.chart_env = chart_env
+
+    def stop(self) -> None:
+        super().stop()
+        if self.served_here is not None:  # no webhook is served here any more
+            Webhook.forget(self.kubectl, self.served_here)
+            self.served_here = None
 
     def health(self) -> tuple[int, str]:
         """The liveness endpoint's HTTP status (the chart's probe) and body; 0 while it does not

@@ -68,7 +68,7 @@ class Release:
         # Should the uninstall have failed: a policy left behind would refuse Job experiments.
         self.kubectl.run(
             "delete",
-            "validatingadmissionpolicy,validatingadmissionpolicybinding",
+            "validatingadmissionpolicy,validatingadmissionpolicybinding,mutatingwebhookconfiguration",
             "-l",
             f"app.kubernetes.io/instance={self.name}",
             "--ignore-not-found",
@@ -133,10 +133,11 @@ def test_the_charts_policy_refuses_a_kind_not_enabled_at_apply_with_the_operator
     cluster = Cluster(api, namespace)
     example = yaml.safe_load(JOB_EXAMPLE.read_text())
     # Made before the platform turned the policy on: it must stay editable and deletable.
-    release.install("trialKindsPolicy.enabled=false")
+    # (No operator runs in this test, so no admission webhook either: tenancy off.)
+    release.install("trialKindsPolicy.enabled=false", "tenancy.enabled=false")
     before = {**example, "metadata": {"name": "made-before"}}
     cluster.create(before)
-    release.install("trialKindsPolicy.enabled=true", verb="upgrade")
+    release.install("trialKindsPolicy.enabled=true", "tenancy.enabled=false", verb="upgrade")
     binding = json.loads(kubectl.run("get", "validatingadmissionpolicybinding", release.policy, "-o", "json").stdout)
     assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"] == [namespace]
 

@@ -400,9 +400,13 @@ def test_the_operator_is_told_the_trial_kinds_the_chart_enables(helm):
         ("trainer.kubeflow.org", "TrainJob"),
         ("kubeflow.org", "PyTorchJob"),
     }
-    # Backwards compatible: the entries of before (no kind) grant the same RBAC as before.
-    rules = rules_of(only(helm.template(*TRIAL_KINDS), "ClusterRole"))
-    assert rules[("kubeflow.org", "pytorchjobs")] == {"get", "list", "watch", "create", "delete"}
+    # Backwards compatible: the entries of before (no kind) grant the same RBAC as before (watching
+    # to the operator, writing to the trial account).
+    docs = helm.template(*TRIAL_KINDS)
+    (rules,) = [rules_of(r) for r in watch_roles(docs)]
+    assert rules[("kubeflow.org", "pytorchjobs")] == {"get", "list", "watch"}
+    (runner,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-trial-runner")]
+    assert rules_of(runner)[("kubeflow.org", "pytorchjobs")] == {"get", "create", "delete"}
 
 
 @pytest.mark.parametrize("scope, watched", [("cluster", []), ("namespace", []), ("namespace", ["team-a", "team-b"])])

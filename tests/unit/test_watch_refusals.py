@@ -64,7 +64,7 @@ class MemoryApi:
         self.created.append((plural, body["metadata"]["name"]))
         return {**copy.deepcopy(body), "metadata": {**body["metadata"], "uid": f"uid-{next(UIDS)}"}}
 
-    async def create_object(self, resource, namespace, body) -> dict:
+    async def create_object(self, resource, namespace, body, as_user=None) -> dict:
         self.created.append((resource[2], body["metadata"]["name"]))
         return body
 

@@ -453,7 +453,9 @@
 
   async function start() {
     try {
-      await reload(getJSON("/api/config"));
+      const configured = getJSON("/api/config");
+      configured.then(hpo.showUser, () => null);  // who is signed in, even on a refused page
+      await reload(configured);
       showErrors(config.errors);
     } catch (e) {
       showErrors([e.message]);

@@ -268,6 +268,23 @@ def test_the_same_question_in_flight_is_asked_once_and_a_failure_is_refused_not_
     asyncio.run(run())
 
 
+def test_a_request_that_goes_away_does_not_take_the_answer_from_the_others():
+    server = ReviewAnswers({"alice": {"a"}}, delay=0.1)
+    reviewer = reviews.Reviewer(server, auth.AuthSettings(mode="token"))
+    alice = Identity("alice")
+
+    async def run():
+        first = asyncio.create_task(reviewer.refusal(alice, "a"))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(reviewer.refusal(alice, "a"))
+        await asyncio.sleep(0.01)
+        first.cancel()  # its client went away while the review was in flight
+        assert await second is None
+        assert server.asked == [("alice", "a")] and reviewer.access.get((alice, "a")) is True
+
+    asyncio.run(run())
+
+
 def test_visible_namespaces_one_review_for_a_cluster_wide_grant_else_one_each():
     server = ReviewAnswers({"admin": {""}, "alice": {"a", "c"}})
     reviewer = reviews.Reviewer(server, auth.AuthSettings(mode="token"))

@@ -16,7 +16,7 @@ import time
 import pytest
 import uvicorn
 
-from hpo_operator.dashboard import auth, guards, reviews, server
+from hpo_operator.dashboard import auth, guards, reviews, routes, server
 from hpo_operator.dashboard.cache import PageCache
 from hpo_operator.dashboard.cluster import Store
 from tests import dashboard_objects as objs
@@ -498,6 +498,25 @@ def test_token_mode_api_clients_send_a_bearer_token_and_browsers_sign_in_for_a_s
         assert response.status == 200 and "Max-Age=0" in response.getheader("set-cookie")
         assert s.get_json("/api/experiments", headers=session)[0] == 401
         assert s.request("GET", "/", headers={"Cookie": "hpo-dashboard-session=guessed"})[0].status == 401
+
+
+def test_the_event_stream_ends_when_its_session_does(monkeypatch):
+    monkeypatch.setattr(routes, "KEEPALIVE_SECONDS", 0.2)
+    token = "token-of-alice"
+    answers = ReviewAnswers({"alice": {A}}, tokens={token: "alice"})
+    with LocalServer(_token(), _teams(), answers=answers) as s:
+        response, _ = s.request("POST", "/api/session", {"token": token}, SIGN_IN)
+        session = {"Cookie": response.getheader("set-cookie").split(";")[0]}
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        conn.request("GET", "/api/events", headers={"Host": "127.0.0.1", **session})
+        stream = conn.getresponse()
+        assert stream.status == 200 and stream.readline().startswith(b"retry: 2000")
+        time.sleep(0.5)
+        assert s.request("DELETE", "/api/session", headers={**SIGN_IN, **session})[0].status == 200
+        started = time.monotonic()
+        while stream.readline():  # keepalives, then the end of the stream
+            assert time.monotonic() - started < 5, "the stream outlived its session"
+        conn.close()
 
 
 def test_a_session_ends_at_its_time():

@@ -15,6 +15,7 @@ shown are cut to those), all through one SubjectAccessReview per namespace, cach
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,6 +41,7 @@ from .guards import same_site_refusal
 from .reviews import Reviewer
 
 IDENTITY = "hpo.identity"  # the scope key the identity is kept under for the routes
+STILL_VALID = "hpo.still-valid"  # () -> bool: the identity's session or token has not ended since
 SESSION_PATH = "/api/session"
 OPEN_PATHS = ("/healthz",)
 OPEN_PREFIXES = ("/static/",)
@@ -72,6 +74,8 @@ class Gate:
         await self.app(scope, receive, send)
 
     async def identify(self, scope: dict) -> Identity | Refusal:
+        """The request's identity; for a long answer (the event stream), scope[STILL_VALID] says
+        whether the session or token it came with has ended since."""
         headers = Headers(scope=scope)
         if self.settings.mode == "proxy":
             peer = (scope.get("client") or (None,))[0]
@@ -79,8 +83,12 @@ class Gate:
         assert self.reviewer is not None and self.sessions is not None
         token = bearer_token(headers.get("authorization"))
         if token is not None:
+            expires = token_expiry(token)
+            scope[STILL_VALID] = lambda: expires is None or time.time() < expires
             return await self.reviewer.identity(token)
-        identity = self.sessions.identity(session_of(headers.get("cookie")))
+        sessions, session = self.sessions, session_of(headers.get("cookie"))
+        identity = sessions.identity(session)
+        scope[STILL_VALID] = lambda: sessions.identity(session) is not None
         return identity if identity is not None else Refusal(401, SIGN_IN)
 
     def refuse(self, scope: dict, refusal: Refusal) -> Response:
@@ -145,6 +153,12 @@ class Access:
     @staticmethod
     def identity(request: Request) -> Identity | None:
         return request.scope.get(IDENTITY)
+
+    @staticmethod
+    def still_valid(request: Request) -> bool:
+        """False once the session (signed out, expired) or token (expired) the request came with
+        has ended: an event stream opened with it ends then too."""
+        return bool(request.scope.get(STILL_VALID, lambda: True)())
 
     async def refusal(self, request: Request, namespace: str) -> Refusal | None:
         identity = self.identity(request)

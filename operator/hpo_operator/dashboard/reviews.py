@@ -71,32 +71,34 @@ class Reviewer:
         self.ask = ask
         self.access: Lru[tuple[Identity, str], Refusal | bool] = Lru(ACCESS_ENTRIES, ttl=settings.access_seconds)
         self.tokens: Lru[bytes, Identity | Refusal] = Lru(TOKEN_ENTRIES, ttl=settings.review_seconds)
-        self._pending: dict[Any, asyncio.Future] = {}
+        self._pending: dict[Any, asyncio.Task] = {}
         self._slots = asyncio.Semaphore(CONCURRENT)
 
     async def _once(self, key: Any, cache: Lru, question: Callable[[], Awaitable[Any]]) -> Any:
-        """The cached answer, else the one in flight, else a new one (cached unless it failed)."""
+        """The cached answer, else the one in flight, else a new one (cached unless it failed).
+        The question runs in a task of its own: a request that goes away (its client gone) does
+        not take the answer away from the others waiting for it."""
         cached = cache.get(key)
         if cached is not None:
             return cached
-        pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        try:
-            async with self._slots:
-                answer, keep = await question()
-            if keep:
-                cache.put(key, answer)
-            future.set_result(answer)
-            return answer
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: nobody else may be waiting
-            raise
-        finally:
-            del self._pending[key]
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.create_task(self._ask(key, cache, question))
+            self._pending[key] = task
+            task.add_done_callback(lambda done: self._done(key, done))
+        return await asyncio.shield(task)
+
+    async def _ask(self, key: Any, cache: Lru, question: Callable[[], Awaitable[Any]]) -> Any:
+        async with self._slots:
+            answer, keep = await question()
+        if keep:
+            cache.put(key, answer)
+        return answer
+
+    def _done(self, key: Any, task: asyncio.Task) -> None:
+        self._pending.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved, even if every request that asked has gone
 
     async def identity(self, token: str) -> Identity | Refusal:
         """Who the token is, as the API server says (TokenReview)."""

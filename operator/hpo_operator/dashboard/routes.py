@@ -46,6 +46,7 @@ from .guards import Options, write_refusal
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_SECONDS = 15
+_KEEPALIVE: dict = {}  # no message for KEEPALIVE_SECONDS: a comment line keeps the stream open
 SYNC_WAIT_SECONDS = 10  # a request made while the first listing runs waits for it this long
 
 PAGE_PART = re.compile(r"^<!-- (title|head|header|main) -->\n", re.MULTILINE)
@@ -206,10 +207,14 @@ def routes(store: Store, options: Options, cache: PageCache, access: Access, act
                     try:
                         message = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
                     except TimeoutError:
+                        message = _KEEPALIVE
+                    # The server is stopping, or the user's session or token has ended: the page
+                    # reconnects later, and is then answered as whoever it is by then.
+                    if message is None or not access.still_valid(request):
+                        return
+                    if message is _KEEPALIVE:
                         yield ": keepalive\n\n"
                         continue
-                    if message is None:  # the server is stopping (the page reconnects later)
-                        return
                     # Only what this user may read, and nothing at all if that is nothing new.
                     message = await access.event(request, message, store.feed_errors())
                     if message["experiments"] == [] and message["errors"] == errors:

@@ -1,5 +1,6 @@
 """Experiments and Trials with realistic statuses, made without the operator: for the dashboard's
-unit tests, its read-only browser tests, and bench/dashboard_scale.py.
+unit tests, its read-only browser tests, and bench/dashboard_scale.py. And ReviewAnswers, the
+API server's answers to the dashboard's reviews for its unit tests.
 
 The statuses are what the operator writes (see planner.py): a configuration OOMKilled once and
 recovered by a retry, one evicted twice (Infrastructure) and recovered, one failing with the
@@ -9,6 +10,7 @@ succeeded and running trials carry a metric history with steps.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -350,3 +352,28 @@ def create_trial(custom: client.CustomObjectsApi, namespace: str, trial: dict, e
         custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, "trials", trial["metadata"]["name"], {"status": trial["status"]}
         )
+
+
+class ReviewAnswers:
+    """Stands in for the API server's answers to the dashboard's reviews, for its unit tests (the
+    real ones: tests/integration/test_dashboard.py): `grants` {user: namespaces it may list
+    experiments in, "" for every one}, `tokens` {token: user}; records every review asked."""
+
+    def __init__(self, grants: dict[str, set[str]], tokens: dict[str, str] | None = None, delay: float = 0.0):
+        self.grants, self.tokens, self.delay = grants, tokens or {}, delay
+        self.asked: list[tuple[str, str]] = []
+        self.down = False
+
+    async def __call__(self, kind: str, body: dict) -> dict:
+        await asyncio.sleep(self.delay)
+        if self.down:
+            raise OSError("connection refused")
+        if kind == "tokenreviews":
+            user = self.tokens.get(body["spec"]["token"])
+            self.asked.append((kind, user or "?"))
+            return {"status": {"authenticated": user is not None, "user": {"username": user} if user else {}}}
+        spec = body["spec"]
+        ns = spec["resourceAttributes"]["namespace"]
+        self.asked.append((spec["user"], ns))
+        mine = self.grants.get(spec["user"], set())
+        return {"status": {"allowed": "" in mine or ns in mine}}

@@ -1,7 +1,10 @@
 """`kubectl hpo dashboard` in a real browser (Debian's headless Chromium, driven by Playwright)
 against the test cluster: what the pages show equals what is in the cluster, a change made with
 kubectl shows without a reload, user strings render as text, the server listens on loopback only,
-and writes are refused without --allow-write.
+and writes are refused without --allow-write. And the dashboard as the chart runs it
+(`python3 -m hpo_operator.dashboard`) with authentication: a user allowed in one namespace only,
+named by a trusted proxy or signed in with their own token, sees that namespace and gets 403 for
+the other's pages and API, as the real API server's reviews decide.
 
 Experiments and Trials are created with their statuses directly (tests/dashboard_objects.py) where
 only rendering is checked, and run by the operator on KWOK nodes for the live end-to-end test.
@@ -11,6 +14,7 @@ with HPO_UPDATE_DOCS_SCREENSHOT=1 the experiment page's also goes to docs/dashbo
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -23,8 +27,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from tests import dashboard_objects as objs
+from tests import kube
 from tests.kube import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -64,10 +70,11 @@ def screenshots(tmp_path_factory) -> Path:
 
 class Page:
     """A browser page that records what would mean a broken or unsafe page: script errors,
-    console errors and dialogs (alert() from injected markup)."""
+    console errors and dialogs (alert() from injected markup). `options`: the browser context's
+    (extra_http_headers: what an authenticating proxy would add to every request)."""
 
-    def __init__(self, browser):
-        self.context = browser.new_context(viewport={"width": 1500, "height": 1000})
+    def __init__(self, browser, **options):
+        self.context = browser.new_context(viewport={"width": 1500, "height": 1000}, **options)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.dialogs: list[str] = []
@@ -99,8 +106,8 @@ class Page:
 def pages(browser):
     opened: list[Page] = []
 
-    def new() -> Page:
-        opened.append(Page(browser))
+    def new(**options) -> Page:
+        opened.append(Page(browser, **options))
         return opened[-1]
 
     yield new
@@ -703,3 +710,239 @@ def test_a_multi_objective_experiment_shows_its_pareto_front_each_objectives_his
     page.page.screenshot(path=str(screenshots / "pareto.png"), full_page=True)
     page.page.locator("#plots").screenshot(path=str(screenshots / "pareto-plots.png"))
     assert not page.errors and not page.dialogs
+
+
+# --- who is asking: the dashboard as the chart runs it, with authentication ------------------------------
+
+
+class ModuleDashboard:
+    """`python3 -m hpo_operator.dashboard` (the chart's command) on a free loopback port, reading
+    the cluster with `kubeconfig` (in the chart: its ServiceAccount's)."""
+
+    def __init__(self, kubeconfig: str, *args: str):
+        self.port = kube.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo_operator.dashboard", "--address=127.0.0.1", f"--port={self.port}", *args],
+            env={**os.environ, "KUBECONFIG": kubeconfig},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+        )
+        try:
+            wait_until(lambda: self.get("/healthz")[0] == 200, timeout=60, interval=0.2, what="the dashboard to serve")
+        except BaseException:
+            raise AssertionError("the dashboard did not start:\n" + self.stop()) from None
+
+    def get(self, path: str, headers: dict | None = None, source: str = "") -> tuple[int, dict | str]:
+        """GET from `source` (an address of 127.0.0.0/8; default the kernel's, 127.0.0.1)."""
+        if self.proc.poll() is not None:
+            raise AssertionError("the dashboard stopped:\n" + self.stop())
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=30, source_address=(source, 0) if source else None
+        )
+        try:
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            body = response.read().decode()
+        except OSError:
+            return 0, ""
+        finally:
+            conn.close()
+        is_json = (response.getheader("content-type") or "").startswith("application/json")
+        return response.status, json.loads(body) if is_json else body
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.communicate()[0] or ""
+
+
+@pytest.fixture
+def two_teams(api, namespace, kubectl, crds):
+    """Namespace A (the test's) with experiment alpha, namespace B with beta, and a ServiceAccount
+    `viewer` that may get, list and watch experiments and trials in A, and nothing in B."""
+    core = client.CoreV1Api(api)
+    other = f"{namespace}-b"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=other, labels={"app.kubernetes.io/part-of": "hpo-operator-tests"})
+        )
+    )
+    try:
+        objs.create(api, namespace, *objs.make("alpha", 6, running=1))
+        objs.create(api, other, *objs.make("beta", 6, running=1))
+        kubectl.run("create", "serviceaccount", "viewer", "-n", namespace)
+        kubectl.run(
+            "create",
+            "role",
+            "viewer",
+            "-n",
+            namespace,
+            "--verb=get,list,watch",
+            "--resource=experiments.hpo.dev,trials.hpo.dev",
+        )
+        kubectl.run(
+            "create", "rolebinding", "viewer", "-n", namespace, "--role=viewer", f"--serviceaccount={namespace}:viewer"
+        )
+        yield namespace, other, f"system:serviceaccount:{namespace}:viewer"
+    finally:
+        core.delete_namespace(other, propagation_policy="Background")
+
+
+def _refused(user: str, namespace: str) -> str:
+    return f"{user} may not list experiments.hpo.dev in namespace {namespace}"
+
+
+def _api_answers(page: Page, paths: list[str]) -> list[list]:
+    """Each path's status and error, fetched by the page itself (its cookie, its proxy's headers)."""
+    return page.js(
+        """async (paths) => Promise.all(paths.map(async (p) => {
+            const r = await fetch(p); const body = await r.json();
+            return [r.status, body.error || null];
+        }))""",
+        paths,
+    )
+
+
+def _check_namespaces(page: Page, base: str, a: str, b: str, user: str, screenshots: Path, prefix: str) -> None:
+    """What a user allowed in A only sees: A in the list and its pages; 403 for B's page and API."""
+    page.page.wait_for_function("() => 'list' in (window.hpoTimings || {})")
+    assert page.js("() => [...document.querySelectorAll('#experiments tbody tr')].map(r => r.dataset.namespace)") == [a]
+    assert page.rows("#experiments") == ["alpha"]
+    assert page.page.text_content("#scope") == f"namespace {a} · read-only"  # B is not even named
+    assert page.page.text_content("#user") == user
+    page.page.screenshot(path=str(screenshots / f"{prefix}-list.png"), full_page=True)
+
+    page.open_experiment(base, a, "alpha")
+    assert len(page.rows()) == len(objs.make("alpha", 6, running=1)[1])
+    assert page.page.text_content("#user") == user
+    page.page.screenshot(path=str(screenshots / f"{prefix}-experiment.png"), full_page=True)
+
+    response = page.page.goto(f"{base}/experiments/{b}/beta")
+    assert response.status == 403
+    page.page.wait_for_selector("#errors:not([hidden])")
+    assert page.page.text_content("#errors") == _refused(user, b)
+    assert page.rows() == [] and page.page.is_hidden("#plots") and page.page.is_hidden("#summary")
+    page.page.screenshot(path=str(screenshots / f"{prefix}-refused.png"), full_page=True)
+
+    theirs = [f"/api/experiments/{b}/beta{tail}" for tail in ("", "/trials", "/recovery", "/figures/history")]
+    assert _api_answers(page, [*theirs, f"/api/experiments/{b}/no-such-experiment"]) == [[403, _refused(user, b)]] * 5
+    mine = [f"/api/experiments/{a}/alpha{tail}" for tail in ("", "/trials", "/recovery", "/figures/history")]
+    assert [status for status, _ in _api_answers(page, mine)] == [200] * 4
+    # The 403s above are the browser's console errors for failed loads, and nothing else is.
+    assert all("status of 403" in e for e in page.errors), page.errors
+    page.errors.clear()
+
+
+def _events_tell_of_a_only(page: Page, base: str, kubectl, a: str, b: str) -> None:
+    """The event stream, opened by the page: a change in B is not told, a change in A is."""
+    page.page.goto(base + "/")
+    page.page.wait_for_function("() => 'list' in (window.hpoTimings || {})")
+    page.js(
+        "() => { window.__events = []; const s = new EventSource('/api/events');"
+        " s.onmessage = (e) => window.__events.push(JSON.parse(e.data)); }"
+    )
+    page.page.wait_for_function("() => window.__events.length >= 1")
+    kubectl.run("annotate", "experiment", "beta", "-n", b, "hpo.dev/test-note=b", "--overwrite")
+    time.sleep(1)
+    kubectl.run("annotate", "experiment", "alpha", "-n", a, "hpo.dev/test-note=a", "--overwrite")
+    within(
+        LIVE_SECONDS,
+        lambda: [a, "alpha"] in sum((e["experiments"] or [] for e in page.js("() => window.__events")), []),
+        "A's change",
+    )
+    events = page.js("() => window.__events")
+    assert not [e for e in events if b in json.dumps(e)], events
+
+
+def test_proxy_mode_a_user_allowed_in_one_namespace_sees_only_it_and_untrusted_headers_are_refused(
+    kubeconfig, two_teams, kubectl, pages, screenshots
+):
+    a, b, user = two_teams
+    d = ModuleDashboard(kubeconfig, "-n", a, "-n", b, "--auth=proxy", "--trusted-proxy=127.0.0.1/32")
+    try:
+        # The browser's requests carry the headers an authenticating proxy on 127.0.0.1 would add.
+        proxied = {"X-Remote-User": user, "X-Remote-Group": f"system:serviceaccounts,system:serviceaccounts:{a}"}
+        page = pages(extra_http_headers=proxied)
+        page.page.goto(d.url + "/")
+        _check_namespaces(page, d.url, a, b, user, screenshots, "proxy")
+        _events_tell_of_a_only(page, d.url, kubectl, a, b)
+
+        # The same headers from another address (not the proxy's): refused, whatever they claim.
+        for headers in (proxied, {"X-Remote-User": "kubernetes-admin", "X-Remote-Group": "system:masters"}):
+            for path in ("/api/experiments", f"/api/experiments/{a}/alpha", "/"):
+                status, body = d.get(path, headers=headers, source="127.0.0.2")
+                error = body["error"] if isinstance(body, dict) else body
+                assert status == 403 and error.startswith(
+                    "this dashboard answers only through its authenticating proxy: requests from 127.0.0.2 are refused"
+                ), (path, status, body)
+        # From the proxy's address with no user named: 401.
+        status, body = d.get("/api/experiments")
+        assert status == 401 and "named no user" in body["error"]
+        assert not page.dialogs
+    finally:
+        output = d.stop()
+    assert "Traceback" not in output, output
+
+
+def test_token_mode_a_user_signs_in_with_their_token_and_sees_only_their_namespace(
+    kubeconfig, two_teams, kubectl, pages, screenshots
+):
+    a, b, user = two_teams
+    # A real token of the ServiceAccount, from the TokenRequest API.
+    token = kubectl.run("create", "token", "viewer", "-n", a, "--duration=10m").stdout.strip()
+    d = ModuleDashboard(kubeconfig, "-n", a, "-n", b, "--auth=token")
+    try:
+        # API clients: the bearer token, reviewed by the API server.
+        bearer = {"Authorization": f"Bearer {token}"}
+        status, body = d.get("/api/experiments", bearer)
+        assert status == 200 and [(e["namespace"], e["name"]) for e in body["experiments"]] == [(a, "alpha")]
+        assert d.get(f"/api/experiments/{b}/beta/trials", bearer) == (403, {"error": _refused(user, b)})
+        assert d.get(f"/api/experiments/{a}/alpha/trials", bearer)[0] == 200
+        status, body = d.get("/api/experiments")
+        assert status == 401 and body["error"].startswith("sign in:")
+        status, body = d.get("/api/experiments", {"Authorization": f"Bearer {token[:-8]}AAAAAAAA"})
+        assert status == 401 and "does not accept this token" in body["error"]
+
+        # A browser: the sign-in page first, for any page.
+        page = pages()
+        response = page.page.goto(d.url + "/")
+        assert response.status == 401 and page.page.is_visible("#signin")
+        page.page.screenshot(path=str(screenshots / "token-sign-in.png"), full_page=True)
+        page.page.fill("#token", "not-a-token")
+        page.page.click("#signin-button")
+        page.page.wait_for_selector("#signin-error:not([hidden])")
+        assert "does not accept this token" in page.page.text_content("#signin-error")
+        page.page.screenshot(path=str(screenshots / "token-sign-in-refused.png"), full_page=True)
+        page.errors.clear()  # the refused sign-in's 401
+        page.page.fill("#token", token)
+        page.page.click("#signin-button")
+        page.page.wait_for_function("() => 'list' in (window.hpoTimings || {})")  # reloaded, signed in
+        (cookie,) = page.context.cookies()
+        assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"], cookie["secure"]) == (
+            "hpo-dashboard-session",
+            True,
+            "Strict",
+            False,  # plain HTTP here; Secure when reached over TLS
+        )
+        assert token not in cookie["value"] and 550 <= cookie["expires"] - time.time() <= 600  # the token's 10 minutes
+        _check_namespaces(page, d.url, a, b, user, screenshots, "token")
+        _events_tell_of_a_only(page, d.url, kubectl, a, b)
+
+        # Signing out: the sign-in page again, and the old cookie is worth nothing.
+        page.page.click("#signout")
+        page.page.wait_for_selector("#signin")
+        assert page.context.cookies() == []
+        status, _ = d.get("/api/experiments", {"Cookie": f"hpo-dashboard-session={cookie['value']}"})
+        assert status == 401
+        assert not page.dialogs
+    finally:
+        output = d.stop()
+    assert "Traceback" not in output, output
+    assert token not in output and token[-40:] not in output  # never logged

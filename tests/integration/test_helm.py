@@ -599,6 +599,15 @@ DASHBOARD_RULES = {
     ("hpo.dev", "experiments"): {"get", "list", "watch"},
     ("hpo.dev", "trials"): {"get", "list", "watch"},
 }
+# What the dashboard's authentication asks the API server (a ClusterRole of its own: reviews are
+# cluster-scoped): whether a user may list experiments, and (mode token) who a token is.
+REVIEW_RULES = {
+    "token": {
+        ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+        ("authentication.k8s.io", "tokenreviews"): {"create"},
+    },
+    "proxy": {("authorization.k8s.io", "subjectaccessreviews"): {"create"}},
+}
 
 
 def dashboard_objects(docs: list[dict]) -> list[dict]:
@@ -618,7 +627,7 @@ def test_the_dashboard_is_off_by_default_and_read_only_when_on(helm, scope, watc
     mine = dashboard_objects(docs)
     expected = watched or ["hpo-system"]
     assert kinds(mine) == sorted(
-        ["Deployment", "Service", "ServiceAccount"]
+        ["Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"]  # the reviews'
         + (["ClusterRole", "ClusterRoleBinding"] if scope == "cluster" else ["Role", "RoleBinding"] * len(expected))
     )
     name = "hpo-hpo-operator-dashboard"
@@ -636,6 +645,9 @@ def test_the_dashboard_is_off_by_default_and_read_only_when_on(helm, scope, watc
             for suffix in ("", ".hpo-system", ".hpo-system.svc", ".hpo-system.svc.cluster.local")
         ),
         "--allowed-host=hpo.example.org",
+        "--auth=token",  # the default: a user's own token, reviewed by the API server
+        "--session-seconds=28800",
+        "--access-seconds=20",
     ]
     assert "--allow-write" not in " ".join(c["args"])
     for key, value in HARDENED_CONTAINER.items():
@@ -654,12 +666,100 @@ def test_the_dashboard_is_off_by_default_and_read_only_when_on(helm, scope, watc
     service = only(mine, "Service")
     assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
-    roles = [d for d in mine if d["kind"] in ("Role", "ClusterRole")]
+    reviews = [d for d in mine if d["metadata"]["name"] == f"{name}-reviews"]
+    assert kinds(reviews) == ["ClusterRole", "ClusterRoleBinding"]
+    assert rules_of(only(reviews, "ClusterRole")) == REVIEW_RULES["token"]
+    roles = [d for d in mine if d["kind"] in ("Role", "ClusterRole") and d not in reviews]
     assert all(rules_of(r) == DASHBOARD_RULES for r in roles)
     if scope == "namespace":
         assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(expected)
     for binding in (d for d in mine if d["kind"].endswith("Binding")):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "hpo-system"}]
+
+
+def _auth_args(docs: list[dict]) -> list[str]:
+    args = container(only(dashboard_objects(docs), "Deployment"))["args"]
+    return args[args.index(next(a for a in args if a.startswith("--auth="))) :]
+
+
+def test_the_dashboard_auth_modes_render_their_arguments_and_review_rights(helm):
+    on = ["--set", "dashboard.enabled=true"]
+    name = "hpo-hpo-operator-dashboard"
+    proxy = helm.template(
+        *on,
+        "--set",
+        "dashboard.auth.mode=proxy",
+        "--set",
+        "dashboard.auth.proxy.trustedSources={10.1.0.0/16,fd00::7}",
+        "--set",
+        "dashboard.auth.proxy.userHeader=X-Forwarded-Email",
+        "--set",
+        "dashboard.auth.proxy.groupHeader=X-Forwarded-Groups",
+        "--set",
+        "dashboard.auth.proxy.userPrefix=oidc:",
+    )
+    assert _auth_args(proxy) == [
+        "--auth=proxy",
+        "--trusted-proxy=10.1.0.0/16",
+        "--trusted-proxy=fd00::7",
+        "--user-header=X-Forwarded-Email",
+        "--group-header=X-Forwarded-Groups",
+        "--group-separator=,",
+        "--user-prefix=oidc:",
+        "--access-seconds=20",
+    ]
+    reviews = [d for d in dashboard_objects(proxy) if d["metadata"]["name"] == f"{name}-reviews"]
+    assert rules_of(only(reviews, "ClusterRole")) == REVIEW_RULES["proxy"]  # no tokenreviews
+    # none (port-forward only): no question asked, so no review rights at all.
+    none = helm.template(*on, "--set", "dashboard.auth.mode=none")
+    assert _auth_args(none) == ["--auth=none"]
+    assert not [d for d in dashboard_objects(none) if d["metadata"]["name"] == f"{name}-reviews"]
+
+
+NONE_EXPOSED = "dashboard.auth.mode=none serves every watched namespace to whoever reaches the dashboard"
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            ["dashboard.service.type=NodePort"],
+            NONE_EXPOSED + ", so it is for kubectl port-forward only: a NodePort Service would expose it.",
+        ),
+        (
+            ["dashboard.service.type=LoadBalancer"],
+            NONE_EXPOSED + ", so it is for kubectl port-forward only: a LoadBalancer Service would expose it.",
+        ),
+        (
+            ["dashboard.allowedHosts={hpo.example.org}"],
+            NONE_EXPOSED + ", so it is for kubectl port-forward only: dashboard.allowedHosts names an Ingress",
+        ),
+    ],
+)
+def test_auth_mode_none_is_refused_with_anything_that_exposes_the_dashboard(helm, values, message):
+    args = ["--set", "dashboard.enabled=true", "--set", "dashboard.auth.mode=none"]
+    for value in values:
+        args += ["--set", value]
+    proc = helm.run("template", "hpo", str(CHART), *args, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert "Set dashboard.auth.mode to token or proxy" in proc.stderr
+    # The same Service or host with a mode that asks who is asking: rendered.
+    helm.template(*[a.replace("mode=none", "mode=token") for a in args])
+
+
+def test_auth_mode_proxy_needs_its_trusted_sources(helm):
+    proc = helm.run(
+        "template",
+        "hpo",
+        str(CHART),
+        "--set",
+        "dashboard.enabled=true",
+        "--set",
+        "dashboard.auth.mode=proxy",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "dashboard.auth.mode=proxy needs dashboard.auth.proxy.trustedSources" in proc.stderr, proc.stderr
 
 
 def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
@@ -687,11 +787,9 @@ def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
         ("dashboard.service.type=Ingress", "/dashboard/service/type"),
         ("dashboard.allowedHosts={a b}", "/dashboard/allowedHosts/0"),
         ("dashboard.writable=true", "writable"),
-        ("trialKindsPolicy.enabled=yes", "/trialKindsPolicy/enabled"),
-        (
-            "trialKinds[0].apiGroup=kubeflow.org,trialKinds[0].resource=pytorchjobs,trialKinds[0].kind=pytorchjob",
-            "/trialKinds/0/kind",
-        ),
+        ("dashboard.auth.mode=open", "/dashboard/auth/mode"),
+        ("dashboard.auth.proxy.trustedSources={proxy.example}", "/dashboard/auth/proxy/trustedSources/0"),
+        ("dashboard.auth.accessSeconds=3600", "/dashboard/auth/accessSeconds"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm, value, error):
@@ -802,8 +900,8 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         )
 
 
-def http_get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def http_get(url: str, headers: dict | None = None) -> tuple[int, str]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
         return response.status, response.read().decode()
 
 
@@ -957,7 +1055,9 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
     helm, kubectl, kubeconfig, api, namespace, crds, tmp_path
 ):
     """The dashboard with the chart's read-only RBAC: everything it shows is readable, nothing is
-    refused, and nothing can be changed (the pod's command and arguments, run here as a process)."""
+    refused, and nothing can be changed (the pod's command and arguments, run here as a process).
+    With the chart's default auth (token), a user's bearer token is reviewed with the rights the
+    chart grants for that (TokenReview, SubjectAccessReview), and the user sees what they may list."""
     from tests import dashboard_objects
 
     release = f"hpo-dash-{uuid.uuid4().hex[:6]}"
@@ -1005,6 +1105,22 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
         ):
             assert can_i(*args, "-n", namespace) == "no", args
         assert can_i("list", "experiments.hpo.dev", "-n", "default") == "no"
+        # The reviews its authentication asks for (cluster-scoped), and nothing more of them.
+        assert can_i("create", "tokenreviews.authentication.k8s.io") == "yes"
+        assert can_i("create", "subjectaccessreviews.authorization.k8s.io") == "yes"
+        assert can_i("create", "localsubjectaccessreviews.authorization.k8s.io", "-n", namespace) == "no"
+        assert can_i("create", "serviceaccounts/token", "-n", namespace) == "no"
+
+        # A user who may read the namespace's experiments: a ServiceAccount with a Role.
+        kubectl.run("create", "serviceaccount", "reader", "-n", namespace)
+        kubectl.run(
+            "create", "role", "reader", "-n", namespace, "--verb=get,list,watch", "--resource=experiments.hpo.dev"
+        )
+        kubectl.run(
+            "create", "rolebinding", "reader", "-n", namespace, "--role=reader", f"--serviceaccount={namespace}:reader"
+        )
+        reader = kubectl.run("create", "token", "reader", "-n", namespace, "--duration=1h").stdout.strip()
+        bearer = {"Authorization": f"Bearer {reader}"}
 
         exp, trials = dashboard_objects.make("charted", 5)
         dashboard_objects.create(api, namespace, exp, trials)
@@ -1026,17 +1142,18 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
         )
         base = f"http://127.0.0.1:{port}"
         kube.wait_until(lambda: _status(f"{base}/healthz") == 200, timeout=60, what="the dashboard to serve")
-        status, body = http_get(f"{base}/api/experiments")
+        assert _status(f"{base}/api/experiments") == 401  # nobody named: nothing shown
+        status, body = http_get(f"{base}/api/experiments", bearer)
         listing = json.loads(body)
         assert [e["name"] for e in listing["experiments"]] == ["charted"] and listing["errors"] == []
-        status, body = http_get(f"{base}/api/experiments/{namespace}/charted/trials")
+        status, body = http_get(f"{base}/api/experiments/{namespace}/charted/trials", bearer)
         assert [r["name"] for r in json.loads(body)] == [t["metadata"]["name"] for t in trials]
         # The Service's name is an allowed Host; another name is not.
-        request = urllib.request.Request(f"{base}/api/config", headers={"Host": f"{sa}.{namespace}.svc"})
+        request = urllib.request.Request(f"{base}/api/config", headers={"Host": f"{sa}.{namespace}.svc", **bearer})
         with urllib.request.urlopen(request, timeout=5) as response:
             assert json.loads(response.read())["allowWrite"] is False
         assert _status(f"{base}/api/config", host="elsewhere.example") == 421
-        assert _status(f"{base}/api/experiments/{namespace}/charted/stop", method="POST") == 403
+        assert _status(f"{base}/api/experiments/{namespace}/charted/stop", method="POST", headers=bearer) == 403
     finally:
         if proc is not None:
             proc.terminate()
@@ -1056,9 +1173,12 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
     assert "Traceback" not in output, output
 
 
-def _status(url: str, host: str | None = None, method: str = "GET") -> int:
+def _status(url: str, host: str | None = None, method: str = "GET", headers: dict | None = None) -> int:
     request = urllib.request.Request(
-        url, method=method, headers={"Host": host} if host else {}, data=b"{}" if method == "POST" else None
+        url,
+        method=method,
+        headers={**({"Host": host} if host else {}), **(headers or {})},
+        data=b"{}" if method == "POST" else None,
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:

@@ -1,8 +1,10 @@
 """The dashboard as the chart runs it in a pod: `python3 -m hpo_operator.dashboard`.
 
-The operator's image, with the pod's ServiceAccount (read-only RBAC) and no write actions: those
-belong to `kubectl hpo dashboard --allow-write`, with the user's own credentials. No typer here:
-the image leaves the kubectl plugin's packages out.
+The operator's image, with the pod's ServiceAccount (read-only RBAC, plus the reviews that
+authentication needs) and no write actions: those belong to `kubectl hpo dashboard --allow-write`,
+with the user's own credentials. Who may read what is --auth's (auth.py): by default a user's
+token, reviewed by the API server, and a SubjectAccessReview per namespace. No typer here: the
+image leaves the kubectl plugin's packages out.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import asyncio
 import logging
 
-from . import guards, server
+from . import auth, guards, server
 from .cluster import ConnectError
 
 
@@ -35,15 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="HOST",
         help="a Host name requests may use (repeat; '*' for any; default: any)",
     )
+    _auth_arguments(parser)
     args = parser.parse_args(argv)
     if args.all_namespaces == bool(args.namespace):
         parser.error("give --all-namespaces or at least one --namespace")
+    try:
+        auth = _auth_settings(args)
+    except ValueError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = guards.Options(
         address=args.address,
         port=args.port,
         namespaces=None if args.all_namespaces else args.namespace,
         allowed_hosts=args.allowed_host or ["*"],
+        auth=auth,
     )
     try:
         asyncio.run(
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 None,
                 None,
                 args.all_namespaces,
-                ready=lambda url: logging.info("serving on %s:%s", args.address, args.port),
+                ready=lambda url: logging.info("serving on %s:%s (auth %s)", args.address, args.port, auth.mode),
             )
         )
     except ConnectError as e:
@@ -60,6 +68,70 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _auth_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("who may read what")
+    group.add_argument(
+        "--auth",
+        choices=auth.MODES,
+        default="token",
+        help="token: the user's bearer token or a browser's sign-in, reviewed by the API server (default); "
+        "proxy: the user and groups an authenticating proxy names, from --trusted-proxy only; "
+        "none: anyone who reaches it reads what the dashboard's ServiceAccount reads (port-forward only)",
+    )
+    group.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="an address or CIDR the authenticating proxy's requests come from (--auth proxy; repeat)",
+    )
+    proxy = auth.ProxySettings()
+    group.add_argument("--user-header", default=proxy.user_header, help="the header naming the user (--auth proxy)")
+    group.add_argument("--group-header", default=proxy.group_header, help="the header naming the groups (--auth proxy)")
+    group.add_argument(
+        "--group-separator",
+        default=proxy.group_separator,
+        help="what separates groups in one header line ('' : one group per line; default ',')",
+    )
+    group.add_argument("--user-prefix", default="", help="put before the user's name (the API server's own prefix)")
+    group.add_argument("--group-prefix", default="", help="put before each group's name")
+    group.add_argument(
+        "--session-seconds",
+        type=float,
+        default=auth.AuthSettings.session_seconds,
+        help="how long a browser's sign-in lasts (--auth token; never past the token's own expiry)",
+    )
+    group.add_argument(
+        "--access-seconds",
+        type=float,
+        default=auth.AuthSettings.access_seconds,
+        help="how long a user's access to a namespace, allowed or not, is reused before it is reviewed again",
+    )
+
+
+def _auth_settings(args: argparse.Namespace) -> auth.AuthSettings:
+    trusted = auth.parse_sources(args.trusted_proxy)
+    if args.auth == "proxy" and not trusted:
+        raise ValueError("--auth proxy needs --trusted-proxy: the addresses the authenticating proxy connects from")
+    if args.auth != "proxy" and trusted:
+        raise ValueError("--trusted-proxy is for --auth proxy")
+    if args.session_seconds <= 0 or not 0 < args.access_seconds <= 300:
+        raise ValueError("--session-seconds must be positive, --access-seconds between 0 and 300")
+    return auth.AuthSettings(
+        mode=args.auth,
+        proxy=auth.ProxySettings(
+            trusted=trusted,
+            user_header=args.user_header,
+            group_header=args.group_header,
+            group_separator=args.group_separator,
+            user_prefix=args.user_prefix,
+            group_prefix=args.group_prefix,
+        ),
+        session_seconds=args.session_seconds,
+        access_seconds=args.access_seconds,
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ their JSON, row by row, reused while a trial is unchanged), its recovery view, t
 share and the plots themselves (with several objectives, each plot for each objective the page
 asked for). The store bumps an experiment's version on every change to it or one of its trials
 (cluster.py), so an answer is rebuilt only when there is something new in it.
+
+The figures are keyed by what the request asks for (the objective, the trials chosen for the
+curves: any text), so they share one LRU bounded in entries and bytes (lru.py): distinct query
+strings evict older figures instead of growing the server's memory.
 """
 
 from __future__ import annotations
@@ -18,12 +22,17 @@ import anyio.to_thread
 
 from . import data, figures
 from .cluster import Key, Store
+from .lru import Lru
 
 log = logging.getLogger(__name__)
 
 # A study for the plots is rebuilt at most this often while an experiment changes: at least every
 # STUDY_MIN_AGE seconds, and no more often than twice the time the last one took to build.
 STUDY_MIN_AGE = 1.0
+# Every figure kept, of every experiment: at most this many, and this many bytes of JSON in all
+# (a 10,000-trial parallel-coordinates figure is a few MB; a larger one is built, sent, not kept).
+FIGURE_ENTRIES = 256
+FIGURE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -45,7 +54,6 @@ class _Entry:
     study_seconds: float = 0.0
     study_spec: dict = field(default_factory=dict)
     study_trials: list[dict] = field(default_factory=list)
-    figures: dict[tuple, tuple[int, bytes]] = field(default_factory=dict)
 
 
 def _versioned(figure_json: str, version: int) -> bytes:
@@ -61,9 +69,13 @@ class PageCache:
     """The experiment page's data for each experiment, cached by its version. The work runs in a
     worker thread, so the event loop goes on serving (and watching) meanwhile."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, figure_entries: int = FIGURE_ENTRIES, figure_bytes: int = FIGURE_BYTES):
         self.store = store
         self.entries: dict[Key, _Entry] = {}
+        # (experiment, kind, what was asked) -> (the experiment's version, the figure's JSON)
+        self.figures: Lru[tuple, tuple[int, bytes]] = Lru(
+            figure_entries, max_bytes=figure_bytes, size=lambda item: len(item[1])
+        )
 
     def _entry(self, key: Key) -> _Entry:
         if key not in self.entries and len(self.entries) >= 64:
@@ -115,13 +127,14 @@ class PageCache:
             async with entry.curves_lock:
                 version, trials = self.store.version(key), self.store.trials_of(key)
                 spec = (self.store.experiments.get(key) or {}).get("spec") or {}  # deleted meanwhile: 422
-                cached = entry.figures.get((kind, metric, chosen))
+                cached = self.figures.get((key, kind, metric, chosen))
                 if cached is None or cached[0] != version:
                     fig = await anyio.to_thread.run_sync(
                         lambda: figures.to_json(figures.curves(spec, trials, metric, chosen))
                     )
-                    entry.figures[(kind, metric, chosen)] = (version, _versioned(fig, version))
-                return entry.figures[(kind, metric, chosen)][1]
+                    cached = (version, _versioned(fig, version))
+                    self.figures.put((key, kind, metric, chosen), cached)
+                return cached[1]
         async with entry.plot_lock:
             if entry.study is None or entry.study_version != self.store.version(key):
                 # While the experiment keeps changing, rebuild at most every STUDY_MIN_AGE seconds
@@ -142,14 +155,15 @@ class PageCache:
             # unknown objective raises ValueError here, before anything is cached for it.
             study = entry.study
             objective = study.objectives[study.objective(metric)] if study.multi and kind != "pareto" else None
-            cached = entry.figures.get((kind, objective))
+            cached = self.figures.get((key, kind, objective))
             if cached is None or cached[0] != entry.study_version:
                 spec, trials = entry.study_spec, entry.study_trials
                 fig = await anyio.to_thread.run_sync(
                     lambda: figures.to_json(figures.figure(kind, spec, trials, study=study, metric=objective))
                 )
-                entry.figures[(kind, objective)] = (entry.study_version, _versioned(fig, entry.study_version))
-            return entry.figures[(kind, objective)][1]
+                cached = (entry.study_version, _versioned(fig, entry.study_version))
+                self.figures.put((key, kind, objective), cached)
+            return cached[1]
 
     async def warm(self, key: Key) -> None:
         """Starts on what the experiment page asks for, while the browser loads the page: its
@@ -176,3 +190,4 @@ class PageCache:
         """Drops what was computed for experiments that no longer exist."""
         for key in [k for k in self.entries if k not in self.store.experiments]:
             del self.entries[key]
+        self.figures.drop_if(lambda k: k[0] not in self.store.experiments)

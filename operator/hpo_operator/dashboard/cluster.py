@@ -140,7 +140,11 @@ class Store:
         return list(self.trials.get(key, {}).values())
 
     def errors(self) -> list[str]:
-        return [f"cannot read {f.where}: {f.error}" for f in self.feeds if f.error]
+        return [text for _, text in self.feed_errors()]
+
+    def feed_errors(self) -> list[tuple[str | None, str]]:
+        """Each feed that is down: its namespace (None: every namespace) and why."""
+        return [(f.namespace, f"cannot read {f.where}: {f.error}") for f in self.feeds if f.error]
 
     def watches(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces

@@ -6,19 +6,21 @@ escaped for plotly; the Content-Security-Policy allows scripts from this server 
 script, so injected markup could not run any); requests must name an allowed Host (a page on
 another site cannot reach a loopback server by rebinding its DNS name); writes need
 --allow-write, a JSON body and a custom header (which a cross-site form or fetch cannot send
-without a preflight this server never grants).
+without a preflight this server never grants). Who is asking, and what they may read, is gate.py's.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
+
+from .auth import AuthSettings
 
 WRITE_HEADER = "X-HPO-Dashboard"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -49,6 +51,7 @@ class Options:
     allow_write: bool = False
     allowed_hosts: list[str] | None = None  # more Host names than loopback's and the address, see hosts()
     context: str | None = None
+    auth: AuthSettings = field(default_factory=AuthSettings)  # who is asking (auth.py); none: nobody is asked
 
     def hosts(self) -> set[str] | None:
         """The Host names requests may use: the loopback names, the address, and the allowed
@@ -106,14 +109,10 @@ class Guard:
         await self.app(scope, receive, send_secured)
 
 
-def write_refusal(request: Request, writable: bool) -> str | None:
-    """Why a write request is refused (with 403), or None: the dashboard is read-only (`writable`
-    false), the request lacks the custom header or the JSON body, or it comes from another origin."""
-    if not writable:
-        return (
-            "this dashboard is read-only: start it with `kubectl hpo dashboard --allow-write` "
-            "to stop, resume and restart from the page"
-        )
+def same_site_refusal(request: Request) -> str | None:
+    """Why a request that changes something is refused (with 403), or None: it lacks the custom
+    header or the JSON body, or it comes from another origin: what the page itself sends, and a
+    page of another site cannot."""
     if request.headers.get(WRITE_HEADER) != "1" or not request.headers.get("content-type", "").startswith(
         "application/json"
     ):
@@ -122,3 +121,14 @@ def write_refusal(request: Request, writable: bool) -> str | None:
     if origin and hostname(origin.split("://", 1)[-1]) != hostname(request.headers.get("host", "")):
         return f"a write request from another origin ({origin}) is refused"
     return None
+
+
+def write_refusal(request: Request, writable: bool) -> str | None:
+    """Why a write request is refused (with 403), or None: the dashboard is read-only (`writable`
+    false), or the request is not the page's own (same_site_refusal)."""
+    if not writable:
+        return (
+            "this dashboard is read-only: start it with `kubectl hpo dashboard --allow-write` "
+            "to stop, resume and restart from the page"
+        )
+    return same_site_refusal(request)

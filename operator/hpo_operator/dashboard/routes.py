@@ -14,7 +14,9 @@
     POST /api/experiments/NS/NAME/restart-trials   {"trials": [...]}, with --allow-write only
 
 The answers are built from the store (cluster.py), the experiment page's through the PageCache
-(cache.py); guards.py says which writes are refused.
+(cache.py); guards.py says which writes are refused. With authentication on (gate.py), each
+answer is cut to the namespaces the requesting user may list experiments in, and a namespace they
+may not gets 403 (before anything about it, even whether it exists, is said).
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ from hpo_operator.client.errors import InvalidInput
 from . import data, figures
 from .cache import PageCache
 from .cluster import Key, Store
+from .gate import Access
 from .guards import Options, write_refusal
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_SECONDS = 15
+_KEEPALIVE: dict = {}  # no message for KEEPALIVE_SECONDS: a comment line keeps the stream open
 SYNC_WAIT_SECONDS = 10  # a request made while the first listing runs waits for it this long
 
 PAGE_PART = re.compile(r"^<!-- (title|head|header|main) -->\n", re.MULTILINE)
@@ -72,9 +76,9 @@ def _json_bytes(body: bytes) -> Response:
     return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
 
-def routes(store: Store, options: Options, cache: PageCache, actions: Any = None) -> list[BaseRoute]:
-    """The routes over `store`; `actions` (an actions.Actions) serves the write requests when
-    options.allow_write is set."""
+def routes(store: Store, options: Options, cache: PageCache, access: Access, actions: Any = None) -> list[BaseRoute]:
+    """The routes over `store`, for what `access` lets the requesting user read; `actions` (an
+    actions.Actions) serves the write requests when options.allow_write is set."""
     me: dict[str, str | None] = {}
 
     async def synced() -> None:
@@ -83,8 +87,11 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
         except TimeoutError:
             pass
 
-    def experiment_key(request: Request) -> Key | Response:
+    async def experiment_key(request: Request) -> Key | Response:
         key = (request.path_params["namespace"], request.path_params["name"])
+        refusal = await access.refusal(request, key[0])
+        if refusal is not None:
+            return _error(refusal.status, refusal.reason)
         if key not in store.experiments:
             if not store.watches(key[0]):
                 return _error(404, f"this dashboard does not watch namespace {key[0]}")
@@ -100,6 +107,9 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
 
     async def page_experiment(request: Request) -> Response:
         key = (request.path_params["namespace"], request.path_params["name"])
+        refusal = await access.refusal(request, key[0])
+        if refusal is not None:  # the page shows why: its own API calls get the same refusal
+            return HTMLResponse(pages["experiment"], status_code=refusal.status)
         if key in store.experiments:
             task = asyncio.create_task(cache.warm(key))
             warming.add(task)
@@ -113,15 +123,21 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
 
     async def api_config(request: Request) -> Response:
         await synced()
+        shown = None if options.namespaces is None else await access.visible(request, options.namespaces)
+        identity = access.identity(request)
         return JSONResponse(
             {
                 "allowWrite": options.allow_write,
-                "namespaces": options.namespaces,
+                "namespaces": options.namespaces
+                if shown is None
+                else [n for n in options.namespaces or [] if n in shown],
                 "synced": store.synced.is_set(),
                 "context": options.context,
-                "errors": store.errors(),
-                "revision": store.revision,
-            }
+                "errors": await access.errors(request, store.feed_errors()),
+                "auth": options.auth.mode,
+                "user": identity.user if identity else None,
+            },
+            headers={"cache-control": "no-store"},
         )
 
     async def api_experiments(request: Request) -> Response:
@@ -129,19 +145,23 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
         try:
             query = data.parse_list_query(q.get, q.getlist("tag"))
             await synced()
-            if query.mine and "user" not in me:
+            identity = access.identity(request)
+            if query.mine and identity is None and "user" not in me:
                 me["user"] = await store.connection.whoami()
-            rows = data.experiment_rows(list(store.experiments.values()), query, me.get("user"))
+            user = identity.user if identity is not None else me.get("user")
+            shown = await access.visible(request, {ns for ns, _ in store.experiments})
+            experiments = [e for k, e in list(store.experiments.items()) if shown is None or k[0] in shown]
+            rows = data.experiment_rows(experiments, query, user)
         except InvalidInput as e:
             return _error(400, str(e))
         return JSONResponse(
-            {"experiments": rows, "revision": store.revision, "errors": store.errors()},
+            {"experiments": rows, "errors": await access.errors(request, store.feed_errors())},
             headers={"cache-control": "no-store"},
         )
 
     async def api_experiment(request: Request) -> Response:
         await synced()
-        key = experiment_key(request)
+        key = await experiment_key(request)
         if isinstance(key, Response):
             return key
         view = data.experiment_view(store.experiments[key])
@@ -150,24 +170,24 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
 
     async def api_trials(request: Request) -> Response:
         await synced()
-        key = experiment_key(request)
+        key = await experiment_key(request)
         return key if isinstance(key, Response) else _json_bytes(await cache.trials_json(key))
 
     async def api_recovery(request: Request) -> Response:
         await synced()
-        key = experiment_key(request)
+        key = await experiment_key(request)
         return key if isinstance(key, Response) else _json_bytes(await cache.recovery_json(key))
 
     async def api_figure(request: Request) -> Response:
         await synced()
-        key = experiment_key(request)
+        key = await experiment_key(request)
         if isinstance(key, Response):
             return key
         kind = request.path_params["kind"]
         if kind not in figures.KINDS:
             return _error(404, f"no figure {kind}: use one of {', '.join(figures.KINDS)}")
         metric = request.query_params.get("metric") or None
-        chosen = tuple(n for n in (request.query_params.get("trials") or "").split(",") if n)
+        chosen = tuple(n for n in (request.query_params.get("trials") or "").split(",") if n)[: figures.MAX_CURVES]
         try:
             return _json_bytes(await cache.figure_json(key, kind, metric, chosen))
         except figures.UnknownObjective as e:
@@ -180,16 +200,26 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
 
         async def stream() -> Any:
             try:
-                hello = {"revision": store.revision, "experiments": None, "errors": store.errors()}
+                hello = await access.event(request, {"experiments": None}, store.feed_errors())
                 yield f"retry: 2000\ndata: {json.dumps(hello)}\n\n"
+                errors = hello["errors"]
                 while True:
                     try:
                         message = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
                     except TimeoutError:
+                        message = _KEEPALIVE
+                    # The server is stopping, or the user's session or token has ended: the page
+                    # reconnects later, and is then answered as whoever it is by then.
+                    if message is None or not access.still_valid(request):
+                        return
+                    if message is _KEEPALIVE:
                         yield ": keepalive\n\n"
                         continue
-                    if message is None:  # the server is stopping (the page reconnects later)
-                        return
+                    # Only what this user may read, and nothing at all if that is nothing new.
+                    message = await access.event(request, message, store.feed_errors())
+                    if message["experiments"] == [] and message["errors"] == errors:
+                        continue
+                    errors = message["errors"]
                     yield f"data: {json.dumps(message)}\n\n"
             finally:
                 store.unlisten(queue)
@@ -203,6 +233,9 @@ def routes(store: Store, options: Options, cache: PageCache, actions: Any = None
         if refusal is not None:
             return _error(403, refusal)
         key = (request.path_params["namespace"], request.path_params["name"])
+        refusal = await access.refusal(request, key[0])  # (writes run in mode none only: see server.py)
+        if refusal is not None:
+            return _error(refusal.status, refusal.reason)
         if not store.watches(key[0]):
             return _error(404, f"this dashboard does not watch namespace {key[0]}")
         try:

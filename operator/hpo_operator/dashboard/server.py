@@ -1,5 +1,6 @@
-"""The dashboard's web server: the app (routes.py's pages and API, behind guards.py's Guard, with
-cache.py's PageCache), its listening socket, and serving with uvicorn until interrupted.
+"""The dashboard's web server: the app (routes.py's pages and API, behind gate.py's Gate and
+guards.py's Guard, with cache.py's PageCache), its listening socket, and serving with uvicorn
+until interrupted.
 """
 
 from __future__ import annotations
@@ -13,18 +14,30 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from .auth import Sessions
 from .cache import PageCache
 from .cluster import Connection, Store, connect
+from .gate import Access, Gate
 from .guards import Guard, Options
-from .routes import routes
+from .reviews import Reviewer, api_asker
+from .routes import render_page, routes
 
 
-def create_app(store: Store, options: Options, actions: Any = None) -> Starlette:
+def create_app(store: Store, options: Options, actions: Any = None, reviewer: Reviewer | None = None) -> Starlette:
     """The Starlette app over `store`; `actions` (an actions.Actions) serves the write requests
-    when options.allow_write is set."""
+    when options.allow_write is set; `reviewer` answers who a token is and what a user may read
+    (by default the API server, through the store's connection) when options.auth is on."""
+    auth = options.auth
+    if auth.on and options.allow_write:
+        # The actions run with the dashboard's own credentials: for its user's own, locally, only.
+        raise ValueError("write actions are for `kubectl hpo dashboard --allow-write` (auth mode none) only")
+    if auth.on and reviewer is None:
+        reviewer = Reviewer(api_asker(store.connection.api), auth)
     cache = PageCache(store)
-    app = Starlette(routes=routes(store, options, cache, actions))
-    app.add_middleware(Guard, hosts=options.hosts())
+    app = Starlette(routes=routes(store, options, cache, Access(reviewer if auth.on else None), actions))
+    sessions = Sessions(auth.session_seconds) if auth.mode == "token" else None
+    app.add_middleware(Gate, settings=auth, reviewer=reviewer, sessions=sessions, sign_in=render_page("signin"))
+    app.add_middleware(Guard, hosts=options.hosts())  # the outermost: the Host check first, headers on every answer
     app.state.cache = cache
     return app
 

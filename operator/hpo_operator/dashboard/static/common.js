@@ -95,9 +95,9 @@ const hpo = (() => {
 
   // Write requests carry a custom header: a page of another site cannot send one without a CORS
   // preflight, which this server never grants.
-  async function postJSON(url, body) {
+  async function postJSON(url, body, method) {
     return answer(await fetch(url, {
-      method: "POST", cache: "no-store",
+      method: method || "POST", cache: "no-store",
       headers: {"content-type": "application/json", "x-hpo-dashboard": "1"},
       body: JSON.stringify(body || {}),
     }));
@@ -119,7 +119,12 @@ const hpo = (() => {
     const source = new EventSource("/api/events");
     const status = (text, cls) => { if (dot) { dot.textContent = text; dot.className = `live ${cls}`; } };
     source.onopen = () => status("live", "on");
-    source.onerror = () => status("reconnecting…", "off");
+    source.onerror = () => {
+      status("reconnecting…", "off");
+      // Closed, not reconnecting: the server refused the stream (a session that ended): the
+      // page again shows why, or the sign-in page.
+      if (source.readyState === EventSource.CLOSED) setTimeout(() => location.reload(), 2000);
+    };
     source.onmessage = (event) => {
       const message = JSON.parse(event.data);
       status("live", "on");
@@ -127,6 +132,20 @@ const hpo = (() => {
       onChange(message);
     };
     return source;
+  }
+
+  // Who is signed in (auth modes proxy and token), and a way out of a token's session.
+  function showUser(config) {
+    const box = document.getElementById("who");
+    if (!box || !config.user) return;
+    const out = config.auth === "token"
+      ? el("button", {type: "button", id: "signout", onclick: async () => {
+          await postJSON("/api/session", undefined, "DELETE").catch(() => null);
+          location.reload();
+        }}, "Sign out")
+      : null;
+    replace(box, el("span", {id: "user"}, config.user), out);
+    box.hidden = false;
   }
 
   function concerns(message, key) {
@@ -162,5 +181,5 @@ const hpo = (() => {
   function q(id) { return document.getElementById(id); }
 
   return {el, append, replace, number, time, seconds, duration, badge, getJSON, postJSON, showErrors, live,
-          concerns, coalesce, mark, q};
+          showUser, concerns, coalesce, mark, q};
 })();

@@ -434,6 +434,7 @@
       if (v.version === view.version) return;
     }
     const recovery = getJSON(`${api}/recovery`);  // asked for now, drawn after the table
+    recovery.catch(() => null);  // (its error, if any, is the one the others say)
     const [c, v, t] = await Promise.all([configured || config, getJSON(api), getJSON(`${api}/trials`)]);
     config = c;
     view = v;
@@ -453,10 +454,15 @@
 
   async function start() {
     try {
-      await reload(getJSON("/api/config"));
+      const configured = getJSON("/api/config");
+      configured.then(hpo.showUser, () => null);  // who is signed in, even on a refused page
+      await reload(configured);
       showErrors(config.errors);
     } catch (e) {
+      // Not found, or not this user's to read: the reason alone, no empty page that seems to load.
       showErrors([e.message]);
+      for (const part of document.querySelectorAll("main > section, header .jump")) part.hidden = true;
+      q("live").hidden = true;
       return;
     }
     replace(q("curve-metric"), view.metricNames.map((m) => el("option", {value: m}, m)));

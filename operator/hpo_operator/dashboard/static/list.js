@@ -79,10 +79,12 @@
   async function start() {
     fill(new URLSearchParams(location.search));
     config = await getJSON("/api/config");
-    q("scope").textContent = (config.context ? `${config.context} · ` : "") +
-      (config.namespaces === null ? "all namespaces" : `namespace ${config.namespaces.join(", ")}`) +
+    const where = config.namespaces === null ? (config.user ? "all namespaces you may read" : "all namespaces")
+      : config.namespaces.length ? `namespace ${config.namespaces.join(", ")}` : "no namespace you may read";
+    q("scope").textContent = (config.context ? `${config.context} · ` : "") + where +
       (config.allowWrite ? " · read-write" : " · read-only");
     showErrors(config.errors);
+    hpo.showUser(config);
     refresh();
     live(() => refresh());  // any experiment's change can change the list
   }

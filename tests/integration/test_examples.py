@@ -171,6 +171,7 @@ def test_the_trainjob_example_runs_to_the_documented_end(
     pods = list(cluster.pods().values())
     assert len(pods) == 2 * len(trials)
     assert {p.metadata.labels["hpo.dev/trial"] for p in pods} == set(trials)
+    assert all(no_token(p) for p in pods)  # as the example's runtime says
 
 
 def test_the_multi_objective_example_finds_its_feasible_front(api, restricted, operator, kwok_nodes, kubectl):

@@ -9,7 +9,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3-pip \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY deploy/image/requirements.txt ./deploy/image/requirements.txt
-RUN pip install --break-system-packages --no-compile --no-deps --only-binary=:all: \
+RUN pip install --break-system-packages --no-compile --no-deps --only-binary=:all: --require-hashes \
         --target /site -r deploy/image/requirements.txt
 COPY pyproject.toml README.md ./
 COPY operator/ ./operator/

@@ -9,10 +9,11 @@ tests/unit/test_locks.py, on this repo and on broken copies of it).
   dependency dropped from pyproject.toml must leave the lock too), and every pin is needed by one
   of them.
 - deploy/image/requirements.txt (hack/image.sh lock): the operator's part of the development lock,
-  at the same versions: the dependencies of pyproject.toml less the kubectl plugin's own
-  ([tool.hpo-operator] cli-only-dependencies), with everything they need and nothing else.
+  at the same versions and with the same hashes: the dependencies of pyproject.toml less the
+  kubectl plugin's own ([tool.hpo-operator] cli-only-dependencies), with everything they need and
+  nothing else; every pin with its hashes, since both image recipes install it with --require-hashes.
 
-`make venv` installs the first, the image the second: so the image runs the versions the tests ran.
+`make venv` installs the first, the image the second: so the image runs the very files the tests ran.
 Usage: hack/check-locks.py [REPO]   (exit status 1 and one line per problem when they disagree)
 """
 
@@ -40,12 +41,14 @@ INPUT_SOURCE = f"-r {DEV_INPUT}"
 class Pin:
     version: str
     line: int
-    hashes: int = 0
+    hashes: list[str] = field(default_factory=list)
     via: list[str] = field(default_factory=list)
 
 
-def read_dev_lock(path: Path, problems: list[str]) -> dict[str, Pin]:
-    """pip-compile's format: `name==version \\`, its `--hash=` lines, then `# via` annotations."""
+def read_hashed_lock(path: Path, label: str, installer: str, problems: list[str]) -> dict[str, Pin]:
+    """pip-compile's format (the image's lock uses it too): `name==version \\`, its `--hash=`
+    lines, then `# via` annotations (the development lock's only). installer: what installs the
+    lock with --require-hashes, for the message when a pin has no hash."""
     pins: dict[str, Pin] = {}
     current: Pin | None = None
     in_via = False
@@ -56,7 +59,7 @@ def read_dev_lock(path: Path, problems: list[str]) -> dict[str, Pin]:
         if not raw[0].isspace() and not line.startswith("#"):
             match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+?)\s*\\?", line)
             if not match:
-                problems.append(f"{path.name}:{number}: not an exact pin: {line}")
+                problems.append(f"{label}:{number}: not an exact pin: {line}")
                 current = None
                 continue
             current = pins[canonicalize_name(match[1])] = Pin(match[2], number)
@@ -64,7 +67,7 @@ def read_dev_lock(path: Path, problems: list[str]) -> dict[str, Pin]:
         elif current is None:
             continue
         elif line.startswith("--hash="):
-            current.hashes += 1
+            current.hashes.append(line.removeprefix("--hash=").rstrip("\\").strip())
         elif line.startswith("# via"):
             rest = line.removeprefix("# via").strip()
             current.via += [rest] if rest else []
@@ -75,23 +78,17 @@ def read_dev_lock(path: Path, problems: list[str]) -> dict[str, Pin]:
             in_via = False
     for name, pin in pins.items():
         if not pin.hashes:
-            problems.append(f"{path.name}:{pin.line}: {name} has no --hash (make venv installs with --require-hashes)")
+            problems.append(f"{label}:{pin.line}: {name} has no --hash ({installer} installs with --require-hashes)")
     return pins
 
 
-def read_plain_lock(path: Path, label: str, problems: list[str]) -> dict[str, str]:
-    """The image's lock: one `name==version` a line, comments aside."""
-    pins = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, version = line.partition("==")
-        if not sep or not version or " " in version:
-            problems.append(f"{label}:{number}: not an exact pin: {line}")
-            continue
-        pins[canonicalize_name(name)] = version
-    return pins
+def read_dev_lock(path: Path, problems: list[str]) -> dict[str, Pin]:
+    return read_hashed_lock(path, DEV_LOCK, "make venv", problems)
+
+
+def format_pin(name: str, version: str, hashes: list[str]) -> str:
+    """One pin as pip-compile writes it (hack/image.sh lock writes the image's lock with this)."""
+    return " \\\n".join([f"{name}=={version}", *(f"    --hash={h}" for h in sorted(hashes))])
 
 
 def read_input(path: Path) -> list[str]:
@@ -113,11 +110,11 @@ def requirements(specs: list[str], where: str, problems: list[str]) -> list[Requ
     return result
 
 
-def check_pinned(reqs: list[Requirement], pins: dict, lock: str, where: str, problems: list[str]) -> None:
+def check_pinned(reqs: list[Requirement], pins: dict[str, Pin], lock: str, where: str, problems: list[str]) -> None:
     for req in reqs:
         name = canonicalize_name(req.name)
         pin = pins.get(name)
-        version = pin.version if isinstance(pin, Pin) else pin
+        version = pin.version if pin is not None else None
         if version is None:
             problems.append(f"{where} needs {req}, which {lock} does not pin (make lock)")
         elif not req.specifier.contains(version, prereleases=True):
@@ -143,7 +140,7 @@ def check(repo: Path) -> list[str]:
     problems: list[str] = []
     project = tomllib.loads((repo / "pyproject.toml").read_text())
     dev = read_dev_lock(repo / DEV_LOCK, problems)
-    image = read_plain_lock(repo / IMAGE_LOCK, IMAGE_LOCK, problems)
+    image = read_hashed_lock(repo / IMAGE_LOCK, IMAGE_LOCK, "the image's Dockerfile and hack/image.sh", problems)
 
     runtime = requirements(project["project"]["dependencies"], "pyproject.toml", problems)
     extras = project["project"].get("optional-dependencies", {})
@@ -182,9 +179,17 @@ def check(repo: Path) -> list[str]:
     check_pinned(operator, image, IMAGE_LOCK, "pyproject.toml", problems)
     for name in sorted(cli_only & set(image)):
         problems.append(f"{IMAGE_LOCK} pins {name}, which only the kubectl plugin uses")
-    for name, version in sorted(image.items()):
-        if name in dev and dev[name].version != version:
-            problems.append(f"{IMAGE_LOCK} pins {name}=={version}, {DEV_LOCK} {name}=={dev[name].version} (make lock)")
+    for name, pin in sorted(image.items()):
+        if name not in dev:
+            continue
+        if dev[name].version != pin.version:
+            problems.append(
+                f"{IMAGE_LOCK} pins {name}=={pin.version}, {DEV_LOCK} {name}=={dev[name].version} (make lock)"
+            )
+        elif pin.hashes and dev[name].hashes and set(pin.hashes) != set(dev[name].hashes):
+            # The same version with other files: not what the tests ran. (A pin without any hash is
+            # reported above, in either lock.)
+            problems.append(f"{IMAGE_LOCK} pins {name}=={pin.version} with hashes other than {DEV_LOCK}'s (make lock)")
     wanted = closure({canonicalize_name(r.name) for r in operator}, dev)
     for name in sorted(set(image) - wanted):
         problems.append(f"{IMAGE_LOCK} pins {name}, which the operator does not need by {DEV_LOCK} (make lock)")

@@ -7,7 +7,8 @@
 #   hack/image.sh build    build (or reuse) the image; prints its reference and its tarball
 #   hack/image.sh ref      print the reference only (what `make deploy` gives Helm)
 #   hack/image.sh lock     re-resolve deploy/image/requirements.txt from pyproject.toml, within
-#                          the development lock's pins (`make lock` runs it after pip-compile)
+#                          the development lock's pins and with its hashes (`make lock` runs it
+#                          after pip-compile)
 #
 # The tarball is named by a hash of everything the image is made of (the recipe below, the lock,
 # pyproject.toml, the operator's sources and the dashboard's pages), so a change to any of them
@@ -68,10 +69,13 @@ build() {
     log "debootstrap $suite from $mirror failed: $(tail -n 3 "$work/debootstrap.log")"
     return 1
   fi
-  # The wheels are resolved by the lock alone (--no-deps): the image holds exactly its pins.
+  # The wheels are resolved by the lock alone (--no-deps): the image holds exactly its pins, and
+  # each file must match one of its pin's hashes (--require-hashes). The operator's own wheel, built
+  # here from the sources, has no hash to check: it is installed on its own, after them.
+  "$python" -m pip install --quiet --no-compile --no-deps --only-binary=:all: --require-hashes \
+    --target "$work/rootfs/$site" -r "$lock"
   "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheel" "$repo" >/dev/null 2>&1
-  "$python" -m pip install --quiet --no-compile --no-deps --only-binary=:all: \
-    --target "$work/rootfs/$site" -r "$lock" "$work"/wheel/*.whl
+  "$python" -m pip install --quiet --no-compile --no-deps --target "$work/rootfs/$site" "$work"/wheel/*.whl
   rm -rf "$work/rootfs/$site/bin"
   strip_rootfs "$work/rootfs"
   # The root filesystem is read-only at run time: bytecode is compiled now, by the image's own
@@ -113,9 +117,9 @@ cmd_build() {
 }
 
 # Resolves the operator's dependencies (pyproject.toml's, less those only the kubectl plugin uses:
-# [tool.hpo-operator] cli-only-dependencies) for this Python, as exact pins. The development lock
-# constrains the resolution, so the image runs the very versions that the tests ran
-# (hack/check-locks.py checks that the two agree).
+# [tool.hpo-operator] cli-only-dependencies) for this Python, as exact pins, each with the hashes the
+# development lock has for it. The development lock constrains the resolution, so the image runs the
+# very files that the tests ran (hack/check-locks.py checks that the two agree, hashes included).
 cmd_lock() {
   local reqs report
   reqs=$("$python" - "$repo/pyproject.toml" <<'PY'
@@ -131,16 +135,31 @@ PY
   # shellcheck disable=SC2086 # $reqs split on purpose: one requirement a word, none has a space
   "$python" -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: \
     --report "$report" -c "$repo/requirements-dev.txt" $reqs
-  {
-    echo "# The operator image's Python packages, pinned (hack/image.sh lock writes this file from"
-    echo "# pyproject.toml, within the pins of requirements-dev.txt; the Dockerfile and hack/image.sh"
-    echo "# install exactly these, with --no-deps)."
-    "$python" -c '
-import json, sys
-items = json.load(open(sys.argv[1]))["install"]
+  # The hashes come from the development lock, read by hack/check-locks.py's own parser.
+  "$python" - "$repo" "$report" "$lock" <<'PY'
+import importlib.util, json, sys
+from pathlib import Path
+repo, report, lock = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+spec = importlib.util.spec_from_file_location("check_locks", repo / "hack" / "check-locks.py")
+locks = sys.modules["check_locks"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(locks)
+problems = []
+dev = locks.read_dev_lock(repo / locks.DEV_LOCK, problems)
+if problems:
+    sys.exit("\n".join(problems))
+lines = [
+    "# The operator image's Python packages, pinned with their hashes (hack/image.sh lock writes this",
+    "# file from pyproject.toml, within the pins of requirements-dev.txt and with its hashes; the",
+    "# Dockerfile and hack/image.sh install exactly these, with --require-hashes and --no-deps).",
+]
+items = json.load(open(report))["install"]
 for name, version in sorted((i["metadata"]["name"].lower(), i["metadata"]["version"]) for i in items):
-    print(f"{name}=={version}")' "$report"
-  } >"$lock"
+    pin = dev.get(locks.canonicalize_name(name))
+    if pin is None or pin.version != version:
+        sys.exit(f"{name}=={version} is not pinned in {locks.DEV_LOCK}: run make lock")
+    lines.append(locks.format_pin(name, version, pin.hashes))
+lock.write_text("\n".join(lines) + "\n")
+PY
   rm -f "$report"
   log "wrote $lock"
 }

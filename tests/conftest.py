@@ -191,6 +191,21 @@ def namespace(api):
     core.delete_namespace(name, propagation_policy="Background")
 
 
+# Pod Security Admission's labels: a namespace with them refuses (enforce) any pod that does not
+# meet the level, at its creation, whoever creates it (the operator, the job controller, JobSet).
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
+@pytest.fixture
+def restricted(api, namespace) -> str:
+    """The test's namespace, enforcing Pod Security's `restricted` level; its name."""
+    client.CoreV1Api(api).patch_namespace(namespace, {"metadata": {"labels": RESTRICTED}})
+    return namespace
+
+
 def _has_default_sa(core: client.CoreV1Api, namespace: str) -> bool:
     try:
         core.read_namespaced_service_account("default", namespace)

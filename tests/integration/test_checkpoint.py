@@ -231,8 +231,10 @@ def history_steps(trial: dict, name: str) -> list[int]:
 
 @pytest.mark.realnode
 def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(
-    api, namespace, operator, real_node, volumes, kubectl, kubeconfig
+    api, restricted, operator, real_node, volumes, kubectl, kubeconfig
 ):
+    # In a namespace that enforces Pod Security's restricted level, as the example's pods meet it.
+    namespace = restricted
     volumes(2, "hpo-checkpoint-local")
     cluster = Cluster(api, namespace)
     kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLE))

@@ -1,11 +1,18 @@
-"""Every example applies cleanly: the API server validates it (schema and CEL) without storing it."""
+"""Every example applies cleanly: the API server validates it (schema and CEL) without storing it.
+The pods each example's trials run are admitted in a namespace that enforces Pod Security's
+`restricted` level, and the examples that run here run in such a namespace."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes import client
 
-from tests.experiments import condition
+from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_EXPERIMENT
+from hpo_operator.workloads.kinds import build_workload, pod_templates, runtime_replicated_jobs, trainjob_runtime
+from tests.experiments import condition, real_experiment
 from tests.kube import Cluster, TrialPhaseCounts
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
@@ -31,7 +38,86 @@ def test_example_applies_cleanly(path, crds, namespace, kubectl, request):
     assert out.returncode == 0, out.stderr
 
 
-def test_the_simulated_examples_run_to_the_documented_end(api, namespace, operator, kwok_nodes, kubectl):
+def first_value(parameter: dict) -> str:
+    values = parameter.get("values")
+    return str(values[0]) if values else str(parameter["min"])
+
+
+def trial_pods(path: Path, namespace: str) -> list[dict]:
+    """The pods an example's first trial runs, as the operator builds its workload: the pod, or a
+    pod of each pod template in its Job or resource (for a TrainJob, its runtime's, in the same
+    file)."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    experiment = next(d for d in docs if d["kind"] == "Experiment")
+    name = experiment["metadata"]["name"]
+    spec = ExperimentSpec.model_validate(experiment["spec"])
+    trial = {
+        "apiVersion": API_VERSION,
+        "kind": "Trial",
+        "metadata": {
+            "name": f"{name}-0000",
+            "namespace": namespace,
+            "uid": "00000000-0000-0000-0000-000000000000",
+            "labels": {L_EXPERIMENT: name, L_CONFIG: "c0"},
+        },
+        "spec": {
+            "experimentName": name,
+            "attempt": 1,
+            "parameters": [{"name": p["name"], "value": first_value(p)} for p in experiment["spec"]["parameters"]],
+        },
+    }
+    runtime = trainjob_runtime(spec, namespace)
+    runtimes = [d for d in docs if runtime and d["kind"] == runtime[0].kind and d["metadata"]["name"] == runtime[2]]
+    kind, body = build_workload(spec, name, trial, runtime_replicated_jobs(runtimes[0]) if runtimes else None)
+    if kind.is_pod:
+        return [body]
+    templates = pod_templates(body) + [t for r in runtimes for t in pod_templates(r)]
+    assert templates, f"{path.name}: no pod template found"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": f"{name}-", **{k: v for k, v in t.get("metadata", {}).items() if k != "name"}},
+            "spec": t["spec"],
+        }
+        for t in templates
+    ]
+
+
+def test_a_namespace_enforcing_restricted_refuses_a_pod_that_does_not_meet_it(api, restricted):
+    """Pod Security admission is on here: the tests below would prove nothing otherwise."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root"},
+        "spec": {"containers": [{"name": "c", "image": "example.org/train:1.0"}]},
+    }
+    with pytest.raises(client.ApiException) as refused:
+        client.CoreV1Api(api).create_namespaced_pod(restricted, pod, dry_run="All")
+    message = json.loads(refused.value.body)["message"]
+    assert refused.value.status == 403 and 'violates PodSecurity "restricted:latest"' in message, message
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_each_examples_trial_pods_are_admitted_where_restricted_is_enforced(path, api, crds, restricted):
+    core = client.CoreV1Api(api)
+    for pod in trial_pods(path, restricted):
+        try:
+            core.create_namespaced_pod(restricted, pod, dry_run="All")
+        except client.ApiException as e:
+            pytest.fail(f"{path.name}: a trial's pod is refused: {json.loads(e.body)['message']}")
+
+
+def no_token(pod: client.V1Pod) -> bool:
+    """The pod mounts no ServiceAccount token (the API server adds the kube-api-access volume
+    unless automountServiceAccountToken is false)."""
+    return pod.spec.automount_service_account_token is False and not any(
+        v.name.startswith("kube-api-access") for v in pod.spec.volumes or []
+    )
+
+
+def test_the_simulated_examples_run_to_the_documented_end(api, restricted, operator, kwok_nodes, kubectl):
+    namespace = restricted
     cluster = Cluster(api, namespace)
     for name in ("grid", "retries", "job-trials"):
         kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLES[0].parent / f"{name}.yaml"))
@@ -53,11 +139,14 @@ def test_the_simulated_examples_run_to_the_documented_end(api, namespace, operat
     assert jobs["status"]["trialsSucceeded"] == 6 and len(trials) == 6 + len(retried)
     pods = [p for p in cluster.pods().values() if p.metadata.labels.get("hpo.dev/experiment") == "job-trials"]
     assert len(pods) == 2 * len(trials)
+    # Trial pods, and a Job trial's pods, mount no ServiceAccount token: the operator's default.
+    assert pods and all(no_token(p) for p in cluster.pods().values())
 
 
 def test_the_trainjob_example_runs_to_the_documented_end(
-    training_controllers, api, namespace, operator, kwok_nodes, kubectl
+    training_controllers, api, restricted, operator, kwok_nodes, kubectl
 ):
+    namespace = restricted
     cluster = Cluster(api, namespace)
     path = EXAMPLES[0].parent / "trainjob-trials.yaml"
     kubectl.run("apply", "-n", namespace, "-f", str(path))
@@ -82,9 +171,11 @@ def test_the_trainjob_example_runs_to_the_documented_end(
     pods = list(cluster.pods().values())
     assert len(pods) == 2 * len(trials)
     assert {p.metadata.labels["hpo.dev/trial"] for p in pods} == set(trials)
+    assert all(no_token(p) for p in pods)  # as the example's runtime says
 
 
-def test_the_multi_objective_example_finds_its_feasible_front(api, namespace, operator, kwok_nodes, kubectl):
+def test_the_multi_objective_example_finds_its_feasible_front(api, restricted, operator, kwok_nodes, kubectl):
+    namespace = restricted
     cluster = Cluster(api, namespace)
     kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLES[0].parent / "multi-objective.yaml"))
     exp = cluster.wait_finished("multi-objective")
@@ -121,8 +212,9 @@ def test_the_multi_objective_example_finds_its_feasible_front(api, namespace, op
 
 
 def test_the_kueue_example_runs_two_trials_at_a_time_and_queues_the_others(
-    api, namespace, operator, kwok_nodes, kubectl, training_controllers
+    api, restricted, operator, kwok_nodes, kubectl, training_controllers
 ):
+    namespace = restricted
     cluster = Cluster(api, namespace)
     phases = TrialPhaseCounts(api, namespace)
     path = EXAMPLES[0].parent / "kueue.yaml"
@@ -141,3 +233,24 @@ def test_the_kueue_example_runs_two_trials_at_a_time_and_queues_the_others(
     # As its comment says: two admitted at a time (the ClusterQueue's 2 CPUs), the others Queued
     # (all five at first, before Kueue admits any), never more than parallelTrialCount.
     assert most.get("Running", 0) <= 2 and 3 <= most.get("Queued", 0) <= 5, most
+
+
+@pytest.mark.realnode
+def test_the_real_node_examples_trial_runs_where_restricted_is_enforced(api, restricted, operator, real_node):
+    """examples/real-sklearn.yaml's pod template, one trial, really run in the image hpo.local/trial:1
+    (user 65534) under runAsNonRoot and the runtime's seccomp profile, with no token mounted."""
+    cluster = Cluster(api, restricted)
+    space = [
+        {"name": "features", "type": "discrete", "values": ["300"]},
+        {"name": "gamma", "type": "double", "min": 0.02, "max": 0.05},
+        {"name": "alpha", "type": "double", "min": 0.0001, "max": 0.0002},
+    ]
+    cluster.create(real_experiment("digits", parameters=space))  # podRetention: Keep, as the example
+    exp = cluster.wait_finished("digits", timeout=240)
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    pod = cluster.pods()["digits-0000"]
+    assert pod.spec.node_name == real_node
+    assert pod.spec.security_context.run_as_non_root is True
+    assert pod.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 0
+    assert no_token(pod)

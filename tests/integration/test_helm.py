@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from hpo_operator.api import trial_kinds
@@ -186,6 +187,17 @@ def check_labels(docs: list[dict], release: str = "hpo") -> None:
         ["--set", "dashboard.enabled=true", "--set", "watch.scope=namespace"],
         ["--set", "trialKinds[0].apiGroup=batch", "--set", "trialKinds[0].resource=jobs"],
         ["--set", "trialKindsPolicy.enabled=false"],
+        ["--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServer.cidrs={10.0.0.5/32}"],
+        [
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.apiServer.cidrs={10.0.0.5/32}",
+            "--set",
+            "dashboard.enabled=true",
+            "--set",
+            "networkPolicy.dashboard.from[0].namespaceSelector.matchLabels.team=ingress",
+        ],
     ],
 )
 def test_lint_passes(helm, values):
@@ -296,6 +308,7 @@ def test_leader_election_role_and_its_switch(helm):
             ["trialKinds[0].apiGroup=batch", "trialKinds[0].resource=jobs", "trialKinds[0].kind=CronJob"],
             "trialKinds: jobs of batch are kind Job, not CronJob",
         ),
+        (["networkPolicy.enabled=true"], "networkPolicy.apiServer.cidrs is needed with networkPolicy.enabled"),
     ],
 )
 def test_chart_refuses_inconsistent_values(helm, values, error):
@@ -790,6 +803,13 @@ def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
         ("dashboard.auth.mode=open", "/dashboard/auth/mode"),
         ("dashboard.auth.proxy.trustedSources={proxy.example}", "/dashboard/auth/proxy/trustedSources/0"),
         ("dashboard.auth.accessSeconds=3600", "/dashboard/auth/accessSeconds"),
+        ("networkPolicy.enabled=yes", "/networkPolicy/enabled"),
+        ("networkPolicy.apiServer.cidrs={10.0.0.5}", "/networkPolicy/apiServer/cidrs/0"),
+        ("networkPolicy.apiServer.ports={0}", "/networkPolicy/apiServer/ports/0"),
+        ("networkPolicy.operator.metricsFrom[0].namespace=monitoring", "/networkPolicy/operator/metricsFrom/0"),
+        ("networkPolicy.operator.extraIngress[0].port=9443", "/networkPolicy/operator/extraIngress/0"),  # no from
+        ("networkPolicy.dashboard.from[0].podSelector.matchLabels=x", "/networkPolicy/dashboard/from/0"),
+        ("networkPolicy.egress=[]", "egress"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm, value, error):
@@ -817,6 +837,124 @@ def test_lint_and_install_refuse_bad_values(helm, kubeconfig):
     if install.returncode == 0:  # not expected: leave nothing behind
         helm.run("uninstall", release, "--kubeconfig", kubeconfig, "--namespace", "default", check=False)
     assert install.returncode != 0 and "/rbac/create" in install.stderr, install.stderr
+
+
+# --- network policies ----------------------------------------------------------------------------
+
+API_SERVER = ["--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServer.cidrs={10.0.0.5/32,fd00::5/128}"]
+PROMETHEUS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+INGRESS_CONTROLLER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+# What both kinds of pods may open: the API server (its Service's port and its endpoints'), DNS.
+EGRESS = [
+    {
+        "to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}, {"ipBlock": {"cidr": "fd00::5/128"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+    },
+    {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    },
+]
+
+
+def values_file(tmp_path: Path, values: dict) -> list[str]:
+    path = tmp_path / f"values-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ["-f", str(path)]
+
+
+def policies(docs: list[dict]) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+
+
+def test_network_policies_are_off_by_default(helm):
+    assert not policies(helm.template("--set", "dashboard.enabled=true"))
+
+
+def test_network_policies_admit_only_the_operators_and_dashboards_ports_from_their_peers(helm, tmp_path):
+    values = {
+        "dashboard": {"enabled": True},
+        "networkPolicy": {
+            "operator": {"metricsFrom": [PROMETHEUS], "healthFrom": [{"ipBlock": {"cidr": "10.1.0.0/16"}}]},
+            "dashboard": {"from": [INGRESS_CONTROLLER]},
+        },
+    }
+    docs = helm.template(*API_SERVER, *values_file(tmp_path, values))
+    check_labels(docs)
+    found = policies(docs)
+    assert set(found) == {"hpo-hpo-operator", "hpo-hpo-operator-dashboard"}
+    operator, dashboard = found["hpo-hpo-operator"], found["hpo-hpo-operator-dashboard"]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    for policy in (operator, dashboard):
+        name = policy["metadata"]["name"]
+        assert policy["metadata"]["namespace"] == "hpo-system"
+        # It selects exactly its Deployment's pods, for both directions.
+        assert policy["spec"]["podSelector"] == deployments[name]["spec"]["selector"]
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        assert policy["spec"]["egress"] == EGRESS
+    assert operator["spec"]["ingress"] == [
+        {"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"port": 8080, "protocol": "TCP"}]},
+        {"from": [PROMETHEUS], "ports": [{"port": 9090, "protocol": "TCP"}]},
+        # The admission webhook (tenancy), called by the API server.
+        {
+            "from": [{"ipBlock": {"cidr": "10.0.0.5/32"}}, {"ipBlock": {"cidr": "fd00::5/128"}}],
+            "ports": [{"port": 9443, "protocol": "TCP"}],
+        },
+    ]
+    assert dashboard["spec"]["ingress"] == [
+        {"from": [INGRESS_CONTROLLER], "ports": [{"port": 8080, "protocol": "TCP"}]}
+    ]
+    # The ports are the containers' own.
+    ports = {p["name"]: p["containerPort"] for p in container(deployments["hpo-hpo-operator"])["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090, "admission": 9443}
+
+
+def test_network_policies_with_no_peers_admit_nobody_and_take_extra_ports_and_rules(helm, tmp_path):
+    # No peer given: no ingress rule at all (nobody but the node), not a rule without `from` (anybody).
+    docs = helm.template(*API_SERVER, "--set", "dashboard.enabled=true", "--set", "tenancy.enabled=false")
+    assert [p["spec"]["ingress"] for p in policies(docs).values()] == [[], []]
+    # metrics off: no rule for its port, whatever its peers; an extra port (a webhook's, say) with its
+    # peers; more egress; apiServer.port (a cluster without kube-proxy) joins the API server's ports.
+    webhook = {"port": 9443, "protocol": "TCP", "from": [{"ipBlock": {"cidr": "10.0.0.5/32"}}]}
+    extra_egress = [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [{"port": 4317, "protocol": "TCP"}]}]
+    values = {
+        "metrics": {"enabled": False},
+        "tenancy": {"enabled": False},
+        "apiServer": {"host": "10.0.0.5", "port": 16443},
+        "networkPolicy": {
+            "operator": {"metricsFrom": [PROMETHEUS], "extraIngress": [webhook], "extraEgress": extra_egress}
+        },
+    }
+    (operator,) = policies(helm.template(*API_SERVER, *values_file(tmp_path, values))).values()
+    assert operator["spec"]["ingress"] == [{"from": webhook["from"], "ports": [{"port": 9443, "protocol": "TCP"}]}]
+    api_ports = operator["spec"]["egress"][0]["ports"]
+    assert [p["port"] for p in api_ports] == [443, 6443, 16443]
+    assert operator["spec"]["egress"][2:] == extra_egress
+    # DNS off.
+    (operator,) = policies(helm.template(*API_SERVER, "--set", "networkPolicy.dns.to=null")).values()
+    assert operator["spec"]["egress"] == EGRESS[:1]
+
+
+def test_the_network_policies_are_valid_objects_for_the_api_server(helm, kubectl, namespace, tmp_path):
+    values = {
+        "dashboard": {"enabled": True},
+        "networkPolicy": {
+            "operator": {"metricsFrom": [PROMETHEUS], "extraIngress": [{"port": 9443, "from": [PROMETHEUS]}]},
+            "dashboard": {"from": [INGRESS_CONTROLLER]},
+        },
+    }
+    docs = list(policies(helm.template(*API_SERVER, *values_file(tmp_path, values), namespace=namespace)).values())
+    assert len(docs) == 2
+    out = kubectl.run("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+    assert out.stdout.count("networkpolicy.networking.k8s.io/") == 2, out.stdout
 
 
 # --- on the cluster ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ REAL_NODE = dict(
     image_pull_policy="Never",
     node_selector={"hpo.dev/node": "real"},
     tolerations=[{"key": "hpo.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
-    pod={"automountServiceAccountToken": False, "dnsPolicy": "Default", "terminationGracePeriodSeconds": 5},
+    pod={"dnsPolicy": "Default", "terminationGracePeriodSeconds": 5},
     resources={"cpu": "500m", "memory": "256Mi"},
     env={"OPENBLAS_NUM_THREADS": "1"},
 )
@@ -63,7 +63,9 @@ def refuses_large_rates(lr):
     return {"loss": lr}
 
 
-def test_tune_runs_a_python_function_in_real_trial_pods(session, namespace, operator, real_node, api):
+def test_tune_runs_a_python_function_in_real_trial_pods(session, restricted, operator, real_node, api):
+    # tune()'s pods meet Pod Security's restricted level: this namespace enforces it.
+    namespace = restricted
     created = hpo.tune(
         session,
         digits,
@@ -108,6 +110,9 @@ def test_tune_runs_a_python_function_in_real_trial_pods(session, namespace, oper
     # The function travelled in a ConfigMap the experiment owns, not on the pod's command line.
     pod = core.read_namespaced_pod(best.pod_name, namespace)
     assert pod.spec.node_name == real_node
+    assert pod.spec.security_context.run_as_non_root is True and pod.spec.security_context.run_as_user == 65534
+    assert pod.spec.automount_service_account_token is False
+    assert not any(v.name.startswith("kube-api-access") for v in pod.spec.volumes)
     command = pod.spec.containers[0].command
     assert not any("import" in word for word in command)
     assert [w for w in command if "=" in w] == [f"{k}={best.parameters[k]}" for k in ("features", "gamma", "alpha")]
@@ -132,7 +137,9 @@ def test_tune_runs_a_python_function_in_real_trial_pods(session, namespace, oper
     wait_until(configmap_gone, timeout=60, what="the garbage collector to delete the experiment's ConfigMap")
 
 
-def test_an_exception_in_the_function_is_the_trials_failure_message(session, namespace, operator, real_node):
+def test_an_exception_in_the_function_is_the_trials_failure_message(session, restricted, operator, real_node):
+    # As user 65534, the runner still writes the termination message the operator reads.
+    namespace = restricted
     created = hpo.tune(
         session,
         refuses_large_rates,

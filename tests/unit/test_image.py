@@ -30,13 +30,21 @@ def final_stage() -> str:
 
 
 def pins() -> dict[str, str]:
+    """name: version, from the pins' lines (each followed by its indented --hash lines)."""
     result = {}
     for line in LOCK.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
+        if line.strip() and not line.startswith(("#", " ")):
+            name, _, version = line.removesuffix(" \\").partition("==")
             assert version, f"not an exact pin: {line}"
             result[canonicalize_name(name)] = version
     return result
+
+
+def lock_installs(recipe: str) -> list[str]:
+    """The recipe's pip install commands that install the lock (continuation lines joined)."""
+    joined = re.sub(r"\\\n\s*", " ", recipe)
+    lock = re.compile(r'-r (deploy/image/requirements\.txt|"\$lock")(\s|$)')
+    return [line for line in joined.splitlines() if "pip install" in line and lock.search(line)]
 
 
 def test_both_recipes_use_the_same_debian_suite_and_python_package():
@@ -59,6 +67,17 @@ def test_both_recipes_install_the_lock_into_the_same_place_as_the_same_user():
     entry = re.search(r"^ENTRYPOINT (\[.*\])$", final_stage(), re.M).group(1)
     assert ast.literal_eval(entry) == ["python3", "-m", "hpo_operator"]
     assert "--config.entrypoint python3 --config.entrypoint -m --config.entrypoint hpo_operator" in SCRIPT
+
+
+def test_both_recipes_install_the_lock_requiring_its_hashes():
+    """pip checks every wheel against its pin's hashes: a file changed on the index, or a version
+    the lock does not name, stops the build."""
+    for recipe, where in ((DOCKERFILE, "Dockerfile"), (SCRIPT, "hack/image.sh")):
+        installs = [c for c in lock_installs(recipe) if "--dry-run" not in c]
+        assert installs, f"{where} does not install the lock"
+        for command in installs:
+            assert "--require-hashes" in command and "--only-binary=:all:" in command, f"{where}: {command}"
+    assert "--hash=sha256:" in LOCK.read_text()
 
 
 def test_the_lock_satisfies_the_operators_dependencies_and_leaves_the_plugins_out():

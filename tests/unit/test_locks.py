@@ -93,9 +93,16 @@ def test_an_image_pin_other_than_the_development_pin_fails(copy: Path):
     ]
 
 
+def entry(path: Path, name: str) -> str:
+    """A pin with its hash lines, as the lock holds it."""
+    match = re.search(rf"^{re.escape(name)}==\S+(?: \\\n    --hash=\S+)*\n", path.read_text(), re.M | re.I)
+    assert match, f"{name} is not pinned in {path.name}"
+    return match.group(0)
+
+
 def test_an_image_lock_missing_what_the_operator_needs_fails(copy: Path):
     image = copy / "deploy/image/requirements.txt"
-    edit(image, f"multidict=={pinned(image, 'multidict')}\n", "")
+    edit(image, entry(image, "multidict"), "")
     assert check_locks.check(copy) == [
         "deploy/image/requirements.txt lacks multidict, which the operator needs by requirements-dev.txt (make lock)"
     ]
@@ -109,3 +116,36 @@ def test_a_pin_without_hashes_fails(copy: Path):
     dev.write_text(text[:start] + f"kopf=={pinned(dev, 'kopf')}\n" + text[end:])
     problems = check_locks.check(copy)
     assert len(problems) == 1 and "kopf has no --hash" in problems[0]
+
+
+def test_every_image_pin_carries_the_development_locks_hashes():
+    problems: list[str] = []
+    dev = check_locks.read_dev_lock(REPO / "requirements-dev.txt", problems)
+    image = check_locks.read_hashed_lock(REPO / "deploy/image/requirements.txt", "image", "the image", problems)
+    assert problems == [] and image
+    for name, pin in image.items():
+        assert pin.hashes and set(pin.hashes) == set(dev[name].hashes), name
+
+
+def test_an_image_pin_without_hashes_fails(copy: Path):
+    image = copy / "deploy/image/requirements.txt"
+    version = pinned(image, "kopf")
+    edit(image, entry(image, "kopf"), f"kopf=={version}\n")
+    problems = check_locks.check(copy)
+    assert len(problems) == 1, problems
+    assert "deploy/image/requirements.txt:" in problems[0] and "kopf has no --hash" in problems[0]
+    assert "--require-hashes" in problems[0]
+
+
+def test_an_image_pin_whose_hashes_differ_from_the_development_locks_fails(copy: Path):
+    image = copy / "deploy/image/requirements.txt"
+    block = entry(image, "h11")
+    first = re.search(r"--hash=sha256:([0-9a-f]{64})", block).group(1)
+    edit(image, block, block.replace(first, "0" * 64))
+    assert check_locks.check(copy) == [
+        f"deploy/image/requirements.txt pins h11=={pinned(image, 'h11')} with hashes other than "
+        "requirements-dev.txt's (make lock)"
+    ]
+    # A hash left out is a difference too: the image would refuse a file the tests installed.
+    edit(image, block.replace(first, "0" * 64), block.split(" \\\n")[0] + "\n")
+    assert len(check_locks.check(copy)) == 1

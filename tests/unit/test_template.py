@@ -168,7 +168,19 @@ def test_template_without_metadata():
         "app.kubernetes.io/instance": "mnist",
         "app.kubernetes.io/component": "trial",
     }
-    assert pod["spec"] == {"containers": [{"name": "c", "image": "i", "args": ["sgd"]}], "restartPolicy": "Never"}
+    assert pod["spec"] == {
+        "containers": [{"name": "c", "image": "i", "args": ["sgd"]}],
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+    }
+
+
+def test_a_trial_pod_gets_no_service_account_token_unless_its_template_sets_it():
+    assert build_pod(spec(), "mnist", trial())["spec"]["automountServiceAccountToken"] is False
+    for asked in (True, False):
+        tmpl = template()
+        tmpl["spec"]["automountServiceAccountToken"] = asked
+        assert build_pod(spec(tmpl), "mnist", trial())["spec"]["automountServiceAccountToken"] is asked
 
 
 def test_the_experiments_template_is_not_mutated():

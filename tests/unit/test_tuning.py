@@ -186,6 +186,35 @@ def test_the_function_travels_in_a_volume_not_on_the_command_line():
     assert pod["nodeSelector"] == {"hpo.dev/node": "real"}
 
 
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_the_trial_pod_meets_the_restricted_pod_security_level_and_mounts_no_token():
+    """What Pod Security's `restricted` level asks (tests/integration/test_tune.py runs these pods
+    in a namespace that enforces it); the same for experiment_spec(image=...)'s pod."""
+    for spec in (tune_spec(), experiment_spec(SPACE, objective="loss", image="trainer:1")):
+        pod = spec.trial_template.template["spec"]
+        assert pod["securityContext"] == RESTRICTED_POD
+        assert pod["containers"][0]["securityContext"] == RESTRICTED_CONTAINER
+        assert pod["automountServiceAccountToken"] is False
+
+
+def test_the_pods_own_security_context_changes_fields_of_the_restricted_one():
+    pod = tune_template(
+        "cm", "python:3.12", ["lr"], pod={"securityContext": {"runAsUser": 1000}, "automountServiceAccountToken": True}
+    ).template["spec"]
+    assert pod["securityContext"] == {**RESTRICTED_POD, "runAsUser": 1000}
+    assert pod["automountServiceAccountToken"] is True
+    # The module's defaults are not changed by one template.
+    assert tune_template("cm", "python:3.12", ["lr"]).template["spec"]["securityContext"] == RESTRICTED_POD
+
+
 def test_the_pod_the_operator_builds_runs_the_function_with_its_trials_values(tmp_path: Path):
     spec = tune_spec()
     manifest = experiment_manifest("digits", spec)

@@ -130,6 +130,30 @@ def test_a_resource_trial_labels_every_embedded_pod_template():
     assert label_pod_templates({"a": [{"b": {"spec": {"containers": []}}}]}, {"x": "y"}) == 1
 
 
+def test_job_and_resource_pod_templates_get_no_service_account_token_unless_they_set_it():
+    _, job = build_workload(spec(job=JOB_TEMPLATE), "exp", TRIAL)
+    assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    _, jobset = build_workload(spec(resource=JOBSET), "exp", TRIAL)
+    pods = [rj["template"]["spec"]["template"]["spec"] for rj in jobset["spec"]["replicatedJobs"]]
+    assert [p["automountServiceAccountToken"] for p in pods] == [False, False]
+    # A template that sets it, either way, keeps its value.
+    for asked in (True, False):
+        mine = {**JOB_TEMPLATE, "spec": {**JOB_TEMPLATE["spec"], "template": {"spec": {"containers": CONTAINERS}}}}
+        mine["spec"]["template"]["spec"]["automountServiceAccountToken"] = asked
+        _, job = build_workload(spec(job=mine), "exp", TRIAL)
+        assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is asked
+        leader = {"name": "leader", "template": {"spec": {"template": {"spec": {"containers": CONTAINERS}}}}}
+        leader["template"]["spec"]["template"]["spec"]["automountServiceAccountToken"] = asked
+        own = {
+            **JOBSET,
+            "manifest": {"spec": {"replicatedJobs": [leader, JOBSET["manifest"]["spec"]["replicatedJobs"][1]]}},
+        }
+        _, jobset = build_workload(spec(resource=own), "exp", TRIAL)
+        pods = [rj["template"]["spec"]["template"]["spec"] for rj in jobset["spec"]["replicatedJobs"]]
+        assert [p["automountServiceAccountToken"] for p in pods] == [asked, False]
+    assert "automountServiceAccountToken" not in str(JOBSET) + str(JOB_TEMPLATE)  # the experiment's spec is not changed
+
+
 def test_the_kind_is_the_one_the_template_gives():
     assert kind_of(spec(template={"spec": {"containers": CONTAINERS}})) == POD
     assert kind_of(spec(job=JOB_TEMPLATE)) == JOB
@@ -385,6 +409,8 @@ def test_a_trainjob_trial_is_substituted_and_labels_its_runtimes_every_replicate
         labels = j["template"]["spec"]["template"]["metadata"]["labels"]
         assert labels["hpo.dev/trial"] == "exp-0003" and labels["hpo.dev/experiment"] == "exp"
     assert body["metadata"]["name"] == "exp-0003" and body["metadata"]["labels"]["hpo.dev/trial"] == "exp-0003"
+    # Its pods are its runtime's: the operator's patch carries labels only, nothing of their spec.
+    assert "automountServiceAccountToken" not in str(body)
 
 
 def test_a_trainjob_names_its_runtime():

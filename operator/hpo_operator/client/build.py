@@ -16,6 +16,7 @@ this builds), so a mistake is reported before anything is created.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -56,6 +57,21 @@ PythonType = Literal["int", "float", "str"]
 
 # Kubernetes' extended resource for a GPU, for resources={"gpu": 1}.
 GPU_RESOURCE = "nvidia.com/gpu"
+# What Pod Security's `restricted` level (which a namespace may enforce, with the label
+# pod-security.kubernetes.io/enforce) asks of every pod and container: the client's trial pods
+# carry it, so that they are admitted there too. The user is nobody (65534): runAsNonRoot alone
+# would stop an image that runs as root, as most Python images do. A pod's or container's own
+# securityContext (pod=..., extra=...) wins field by field.
+RESTRICTED_POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 65534,
+    "runAsGroup": 65534,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -224,7 +240,8 @@ def container(
     image_pull_policy: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A trial container (a Kubernetes Container as a dict); `extra` adds fields of its own."""
+    """A trial container (a Kubernetes Container as a dict), with the `restricted` level's
+    securityContext; `extra` adds fields of its own (a securityContext in it: over that one)."""
     if not isinstance(image, str) or not image.strip():
         raise InvalidInput("give the trial's image")
     body: dict[str, Any] = {"name": name, "image": image}
@@ -239,8 +256,18 @@ def container(
     res = container_resources(resources)
     if res:
         body["resources"] = res
-    body.update(extra or {})
+    body["securityContext"] = copy.deepcopy(RESTRICTED_CONTAINER_SECURITY)
+    body.update(_over_security_context(body["securityContext"], extra))
     return body
+
+
+def _over_security_context(default: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """extra, its securityContext (when a mapping) laid over the default field by field."""
+    fields = dict(extra or {})
+    given = fields.get("securityContext")
+    if isinstance(given, Mapping):
+        fields["securityContext"] = {**default, **given}
+    return fields
 
 
 def pod_template(
@@ -252,15 +279,21 @@ def pod_template(
     labels: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A trial pod template: these containers, and where they may run."""
-    spec: dict[str, Any] = {"containers": [dict(c) for c in containers]}
+    """A trial pod template: these containers, and where they may run. It carries the `restricted`
+    level's securityContext (over which a securityContext in `extra` is laid) and mounts no
+    ServiceAccount token (the operator's default for any trial pod, said here too)."""
+    spec: dict[str, Any] = {
+        "containers": [dict(c) for c in containers],
+        "securityContext": copy.deepcopy(RESTRICTED_POD_SECURITY),
+        "automountServiceAccountToken": False,
+    }
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
     if tolerations:
         spec["tolerations"] = [dict(t) for t in tolerations]
     if volumes:
         spec["volumes"] = [dict(v) for v in volumes]
-    spec.update(extra or {})
+    spec.update(_over_security_context(spec["securityContext"], extra))
     template: dict[str, Any] = {"spec": spec}
     if labels:
         template["metadata"] = {"labels": dict(labels)}
@@ -303,7 +336,10 @@ def experiment_spec(
     and whether it is minimised or maximised (goal: stop once a trial reaches it). The trial is a
     pod of one container (image, command, args, env, resources as {"cpu": "1", "memory": "1Gi"},
     image_pull_policy; node_selector, tolerations and `pod`, more fields of its pod spec), or a
-    whole `trial_template` (a Job, a resource: the API's TrialTemplate). retries: how often a
+    whole `trial_template` (a Job, a resource: the API's TrialTemplate). The pod passes Pod
+    Security's `restricted` level: it runs as user 65534, without privilege escalation or
+    capabilities, under the runtime's seccomp profile, and mounts no ServiceAccount token
+    (pod={"securityContext": {"runAsUser": 1000}} changes a field of it). retries: how often a
     failed configuration runs again (default: the API's, 2 on Infrastructure and OOMKilled);
     retry_on: which failure classes. metrics_source: Auto, StdoutLog or TerminationMessage.
     Raises InvalidInput naming what is wrong.

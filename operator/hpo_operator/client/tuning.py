@@ -283,7 +283,10 @@ def tune(
     so an air-gapped cluster works with a prepared image. retries: how often a failed configuration
     runs again (default: the API's, 2 on Infrastructure and OOMKilled; an exception is class Error,
     retried only when retry_on names it). resources: {"cpu": "1", "memory": "1Gi", "gpu": 1}.
-    node_selector, tolerations, pod (more pod spec fields) and env shape the trial's pod.
+    node_selector, tolerations, pod (more pod spec fields) and env shape the trial's pod. It passes
+    Pod Security's `restricted` level (user 65534, no privilege escalation, no capabilities, the
+    runtime's seccomp profile) and mounts no ServiceAccount token; pod={"securityContext": {...}}
+    changes fields of it.
 
     `name` (default: from the function's name, completed by the API server) names the experiment;
     a name ending in "-" is such a prefix. Returns the new experiment's summary (wait() waits).

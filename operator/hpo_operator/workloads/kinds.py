@@ -19,7 +19,10 @@ Indexed Job, completion index 0; else the newest pod (a Job's last attempt).
 Every kind is named after its Trial (a SIGKILLed operator finds what it created), owned by it (the
 garbage collector removes it with the Trial), and its pods carry the trial's labels: the builder
 adds them to every pod template embedded in the manifest, so the operator's pod informer, which
-selects pods by label on the API server, sees them.
+selects pods by label on the API server, sees them. Those pod templates also get
+automountServiceAccountToken: false unless they set it (pod.no_token_unless_asked). A TrainJob
+embeds none: its pods are its training runtime's, whose templates decide (the platform's, for a
+ClusterTrainingRuntime).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT, L_TRIAL
 from hpo_operator.core.podstate import FINISHED_POD_PHASES, SCHEDULING_GATED
 
-from .pod import build_pod, mount_checkpoint, queue_label, substitute, trial_values
+from .pod import build_pod, mount_checkpoint, no_token_unless_asked, queue_label, substitute, trial_values
 
 # Set by the job controller on an Indexed Job's pods.
 L_JOB_INDEX = L_COMPLETION_INDEX
@@ -109,22 +112,34 @@ def _labels(trial: dict[str, Any], experiment: str) -> dict[str, str]:
     }
 
 
-def label_pod_templates(node: Any, labels: dict[str, str]) -> int:
-    """Adds labels to every pod template (an object whose spec has containers) inside node; returns
-    how many it found."""
-    found = 0
+def pod_templates(node: Any) -> list[dict[str, Any]]:
+    """Every pod template (an object whose spec has containers) inside node."""
+    found: list[dict[str, Any]] = []
     if isinstance(node, dict):
         spec = node.get("spec")
         if isinstance(spec, dict) and isinstance(spec.get("containers"), list):
-            meta = node.setdefault("metadata", {})
-            meta["labels"] = {**(meta.get("labels") or {}), **labels}
-            found += 1
+            found.append(node)
         for value in node.values():
-            found += label_pod_templates(value, labels)
+            found += pod_templates(value)
     elif isinstance(node, list):
         for item in node:
-            found += label_pod_templates(item, labels)
+            found += pod_templates(item)
     return found
+
+
+def label_pod_templates(node: Any, labels: dict[str, str]) -> int:
+    """Adds labels to every pod template inside node; returns how many it found."""
+    templates = pod_templates(node)
+    for template in templates:
+        meta = template.setdefault("metadata", {})
+        meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    return len(templates)
+
+
+def harden_pod_templates(node: Any) -> None:
+    """What the operator sets by default in every pod template inside node (see build_pod)."""
+    for template in pod_templates(node):
+        no_token_unless_asked(template["spec"])
 
 
 def trainjob_runtime(spec: ExperimentSpec, namespace: str) -> tuple[Kind, str | None, str] | None:
@@ -207,6 +222,7 @@ def build_workload(
         # usually the one that writes); ReadWriteOnce keeps them on one node.
         mount_checkpoint(spec, experiment, trial, pod_template["spec"])
         label_pod_templates(job_spec, labels)
+        harden_pod_templates(job_spec)
         body = {"apiVersion": "batch/v1", "kind": "Job", "spec": job_spec}
     else:
         resource = tt.resource
@@ -214,6 +230,7 @@ def build_workload(
         manifest = substitute(copy.deepcopy(resource.manifest), values)
         job_meta = manifest.pop("metadata", None) or {}
         label_pod_templates(manifest, labels)
+        harden_pod_templates(manifest)
         if resource.known() is TRAINJOB:
             label_trainjob_pods(manifest, replicated_jobs or [], labels)
         body = {**manifest, "apiVersion": resource.api_version, "kind": resource.kind}

@@ -59,6 +59,14 @@ def queue_label(spec: ExperimentSpec) -> dict[str, str]:
     return {L_KUEUE_QUEUE: name} if name else {}
 
 
+def no_token_unless_asked(pod_spec: dict[str, Any]) -> None:
+    """A trial's pod gets no ServiceAccount token unless its template sets
+    automountServiceAccountToken (true or false: kept as it is). A training program seldom calls
+    the API server, and a token mounted into every trial is a credential any code the trial runs
+    (its dependencies, its data loaders) can use."""
+    pod_spec.setdefault("automountServiceAccountToken", False)
+
+
 def build_pod(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> dict[str, Any]:
     meta = trial["metadata"]
     values = trial_values(experiment, trial, spec)
@@ -75,6 +83,7 @@ def build_pod(spec: ExperimentSpec, experiment: str, trial: dict[str, Any]) -> d
     pod_spec = template["spec"]
     # A trial is one run: the operator, not the kubelet, decides whether to run it again.
     pod_spec["restartPolicy"] = "Never"
+    no_token_unless_asked(pod_spec)
     mount_checkpoint(spec, experiment, trial, pod_spec)
     return {
         "apiVersion": "v1",

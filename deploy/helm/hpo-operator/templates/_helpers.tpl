@@ -274,3 +274,79 @@ enforces OwnerReferencesPermissionEnforcement. */}}
 {{- define "hpo-operator.admissionSecret" -}}
 {{- .Values.tenancy.existingSecret | default (printf "%s-admission" (include "hpo-operator.fullname" .)) }}
 {{- end }}
+
+{{/* The operator's NetworkPolicy ingress rules: one per port it serves, each from its peers (none
+when no peer is given). */}}
+{{- define "hpo-operator.operatorIngress" -}}
+{{- $np := .Values.networkPolicy }}
+{{- with $np.operator.healthFrom }}
+# kopf's health endpoint (the liveness probe's port).
+- from:
+    {{- toYaml . | nindent 4 }}
+  ports:
+  - {port: {{ $.Values.health.port }}, protocol: TCP}
+{{- end }}
+{{- if .Values.metrics.enabled }}
+{{- with $np.operator.metricsFrom }}
+# Prometheus metrics.
+- from:
+    {{- toYaml . | nindent 4 }}
+  ports:
+  - {port: {{ $.Values.metrics.port }}, protocol: TCP}
+{{- end }}
+{{- end }}
+{{- if .Values.tenancy.enabled }}
+# The admission webhook, which the API server calls (templates/tenancy.yaml).
+- from:
+    {{- include "hpo-operator.apiServerPeers" . | trim | nindent 4 }}
+  ports:
+  - {port: {{ .Values.tenancy.webhook.port }}, protocol: TCP}
+{{- end }}
+{{- /* A platform adds its own ports through networkPolicy.operator.extraIngress. */}}
+{{- range $np.operator.extraIngress }}
+{{- if .from }}
+- from:
+    {{- toYaml .from | nindent 4 }}
+  ports:
+  - {port: {{ .port }}, protocol: {{ .protocol | default "TCP" }}}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The API server as NetworkPolicy peers: it is not a pod, so by address. */}}
+{{- define "hpo-operator.apiServerPeers" -}}
+{{- range .Values.networkPolicy.apiServer.cidrs }}
+- ipBlock: {cidr: {{ . | quote }}}
+{{- end }}
+{{- end }}
+
+{{/* What the operator's and the dashboard's pods connect to: the API server, at the `kubernetes`
+Service's port and its endpoints' (network plugins match one or the other; apiServer.port too,
+when set), and DNS. */}}
+{{- define "hpo-operator.networkPolicyEgress" -}}
+{{- $np := .Values.networkPolicy }}
+{{- $ports := list }}
+{{- range $np.apiServer.ports }}
+{{- $ports = append $ports (int .) }}
+{{- end }}
+{{- if .Values.apiServer.port }}
+{{- $ports = append $ports (int .Values.apiServer.port) }}
+{{- end }}
+# The API server.
+- to:
+    {{- include "hpo-operator.apiServerPeers" . | trim | nindent 4 }}
+  ports:
+  {{- range $ports | uniq }}
+  - {port: {{ . }}, protocol: TCP}
+  {{- end }}
+{{- with $np.dns.to }}
+# DNS.
+- to:
+    {{- toYaml . | nindent 4 }}
+  ports:
+  {{- range $np.dns.ports }}
+  - {port: {{ . }}, protocol: UDP}
+  - {port: {{ . }}, protocol: TCP}
+  {{- end }}
+{{- end }}
+{{- end }}

@@ -28,6 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "hpo-operator"
 
 
+# What a release makes outside its namespace.
+CLUSTER_SCOPED = (
+    "clusterrole,clusterrolebinding,mutatingwebhookconfiguration,"
+    "validatingadmissionpolicy,validatingadmissionpolicybinding"
+)
+
+
 class Helm:
     def __init__(self, binary: str, home: Path):
         self.binary = binary
@@ -44,6 +51,24 @@ class Helm:
         if check and proc.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc
+
+    def remove(self, release: str, kubeconfig: str, namespace: str, kubectl: kube.Kubectl | None = None) -> None:
+        """Uninstalls the release, if it is there, and (with `kubectl`) deletes what it made outside
+        its namespace should the uninstall have failed: on a cluster shared by other tests, its
+        admission webhook or trial-kinds policy would go on judging their Experiments."""
+        self.run(
+            "uninstall", release, "--kubeconfig", kubeconfig, "--namespace", namespace, "--ignore-not-found", "--wait",
+            check=False,
+        )  # fmt: skip
+        if kubectl is not None:
+            kubectl.run(
+                "delete",
+                CLUSTER_SCOPED,
+                "-l",
+                f"app.kubernetes.io/instance={release}",
+                "--ignore-not-found",
+                check=False,
+            )
 
     def template(self, *args: str, release: str = "hpo", namespace: str = "hpo-system") -> list[dict]:
         out = self.run("template", release, str(CHART), "--namespace", namespace, *args).stdout

@@ -54,26 +54,7 @@ class Release:
         )
 
     def remove(self) -> None:
-        self.helm.run(
-            "uninstall",
-            self.name,
-            "--kubeconfig",
-            self.kubeconfig,
-            "--namespace",
-            self.namespace,
-            "--ignore-not-found",
-            "--wait",
-            check=False,
-        )
-        # Should the uninstall have failed: a policy left behind would refuse Job experiments.
-        self.kubectl.run(
-            "delete",
-            "validatingadmissionpolicy,validatingadmissionpolicybinding,mutatingwebhookconfiguration",
-            "-l",
-            f"app.kubernetes.io/instance={self.name}",
-            "--ignore-not-found",
-            check=False,
-        )
+        self.helm.remove(self.name, self.kubeconfig, self.namespace, self.kubectl)
 
 
 @pytest.fixture

@@ -1018,24 +1018,7 @@ def test_install_creates_the_objects_and_uninstall_removes_them(helm, kubectl, k
         # Helm never deletes the CRDs of a chart's crds/ directory.
         get_json(kubectl, "crd", "experiments.hpo.dev")
     finally:
-        helm.run(
-            "uninstall",
-            release,
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--ignore-not-found",
-            check=False,
-        )
-        kubectl.run(
-            "delete",
-            "clusterrole,clusterrolebinding,mutatingwebhookconfiguration,validatingadmissionpolicy,validatingadmissionpolicybinding",
-            "-l",
-            f"app.kubernetes.io/instance={release}",
-            "--ignore-not-found",
-            check=False,
-        )
+        helm.remove(release, kubeconfig, namespace, kubectl)
 
 
 def http_get(url: str, headers: dict | None = None) -> tuple[int, str]:
@@ -1173,16 +1156,7 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
     finally:
         if operator is not None:
             operator.stop()
-        helm.run(
-            "uninstall",
-            release,
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--ignore-not-found",
-            check=False,
-        )
+        helm.remove(release, kubeconfig, namespace, kubectl)
     log = operator.log()
     refused = [line for line in log.splitlines() if kube.REFUSED.search(line) and '"GET /healthz' not in line]
     assert not refused, "the operator was refused:\n" + "\n".join(refused)
@@ -1296,16 +1270,7 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
         if proc is not None:
             proc.terminate()
             output = proc.communicate(timeout=15)[0]
-        helm.run(
-            "uninstall",
-            release,
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--ignore-not-found",
-            check=False,
-        )
+        helm.remove(release, kubeconfig, namespace, kubectl)
     refused = [line for line in output.splitlines() if kube.REFUSED.search(line)]
     assert not refused, "the dashboard was refused:\n" + output
     assert "Traceback" not in output, output

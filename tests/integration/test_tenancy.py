@@ -102,20 +102,7 @@ def tenancy(helm, kubectl, kubeconfig, api, namespace, crds, kwok_nodes, tmp_pat
     finally:
         if operator is not None:
             operator.stop()
-        helm.run(
-            "uninstall",
-            release,
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--ignore-not-found",
-            check=False,
-        )
-        kubectl.run(
-            "delete", "mutatingwebhookconfiguration,clusterrole,clusterrolebinding",
-            "-l", f"app.kubernetes.io/instance={release}", "--ignore-not-found", check=False,
-        )  # fmt: skip
+        helm.remove(release, kubeconfig, namespace, kubectl)
 
 
 def hostile(name: str, **spec: object) -> dict:

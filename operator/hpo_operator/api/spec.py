@@ -9,7 +9,6 @@ manifest is refused by `kubectl apply` rather than discovered by the operator.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -17,6 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
 from .parameters import NAME_PATTERN, Parameter
+from .regex import format_problem
 from .template import TrialTemplate
 from .vocabulary import AlgorithmName, EarlyStoppingAlgorithm, MetricsSource, ObjectiveType, RetryableFailureClass
 
@@ -380,9 +380,10 @@ class MetricsCollector(Model):
         min_length=1,
         max_length=16,
         description=(
-            "Regular expressions that read stdout lines instead of the name=value and JSON forms (as "
-            "Katib's metricsFormat): every match is one metric, its first group the name, its second "
-            "the value, e.g. '([a-z_]+):\\s*([-+.0-9eE]+)'. A match named step gives the line's step."
+            "Regular expressions (RE2 syntax, as Katib's metricsFormat) that read stdout lines instead "
+            "of the name=value and JSON forms: every match is one metric, its first group the name, its "
+            "second the value, e.g. '([a-z_]+):\\s*([-+.0-9eE]+)'. A match named step gives the line's "
+            "step. No backreferences or lookaround."
         ),
         json_schema_extra=schema_extra(
             list_type="set",
@@ -409,15 +410,9 @@ class MetricsCollector(Model):
 
 
 def metrics_format_problem(pattern: str) -> str | None:
-    """Why a metricsFormat regex cannot be used, or None: it must compile (Python's re) and have
-    at least two groups, the metric's name and its value."""
-    try:
-        groups = re.compile(pattern).groups
-    except re.error as e:
-        return f"not a regular expression: {e}"
-    if groups < 2:
-        return f"has {groups} group{'' if groups == 1 else 's'}; it needs two, the metric's name and its value"
-    return None
+    """Why a metricsFormat regex cannot be used, or None (regex.format_problem: RE2 compiles it,
+    and it has two groups, the metric's name and its value)."""
+    return format_problem(pattern)
 
 
 class ExperimentSpec(Model):

@@ -10,6 +10,7 @@ from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.controller.logs import PodLogs
 from hpo_operator.controller.loop import RECONCILE_INTERVAL, ExperimentLoop, settle_refusals
+from hpo_operator.core.metrics import Sample
 from hpo_operator.core.podstate import PodObservation
 
 
@@ -110,5 +111,6 @@ def test_logs_are_chosen_by_the_rounds_observations():
     }
     api = LogApi()
     observed = {"exp-0000": PodObservation("Succeeded", "Completed", termination_message='{"acc": 1}')}
-    logs = asyncio.run(PodLogs(api).wanted(spec, [trial], {"exp-0000": pod}, observed))
-    assert logs == {"exp-0000": "loss=0.5"} and api.read == ["exp-0000"]
+    outputs = asyncio.run(PodLogs(api).wanted(spec, [trial], {"exp-0000": pod}, observed))
+    output = outputs["exp-0000"]
+    assert output.complete and output.latest == {"loss": Sample("loss", 0.5)} and api.read == ["exp-0000"]

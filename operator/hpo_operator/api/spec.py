@@ -388,13 +388,21 @@ class MetricsCollector(Model):
         json_schema_extra=schema_extra(
             list_type="set",
             validations=[
-                # The API server cannot compile a Python regex; it counts the opening parentheses
-                # that open a group (not (?: and the like), which refuses most mistakes at apply.
-                # The operator compiles them (InvalidSpec).
+                # The API server's CEL compiles a regex given to find() with Go's regexp, which
+                # takes RE2's syntax: a pattern RE2 refuses fails the rule with RE2's reason
+                # ("Illegal regex: error parsing regexp: invalid or unsupported Perl syntax: `(?=`").
+                # (find() on the empty string returns '' whether the pattern matches or not.)
+                cel(
+                    "self.all(f, ''.find(f) == '')",
+                    "each metricsFormat regex must be one RE2 accepts: no backreferences or lookaround",
+                ),
+                # It counts the opening parentheses that open a group (not (?: and the like), which
+                # refuses most mistakes at apply. The operator compiles them with RE2 (regex.py) and
+                # counts their groups and program size (InvalidSpec).
                 cel(
                     "self.all(f, size(f.findAll('[(]')) - size(f.findAll('[(][?][^P<]')) >= 2)",
                     "each metricsFormat regex needs two groups: the metric's name and its value",
-                )
+                ),
             ],
         ),
     )

@@ -29,6 +29,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import re2
@@ -60,7 +61,9 @@ _PAIR = re2.compile(
     r"([A-Za-z_][A-Za-z0-9_./-]*)=([-+]?(?:\p{Nd}+\.?\p{Nd}*|\.\p{Nd}+)(?:[eE][-+]?\p{Nd}+)?|[-+]?inf|nan)"
 )
 # The time the API server puts before each line of a log read with timestamps=true (RFC 3339).
-_STAMP = re2.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+_STAMP = re2.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 MAX_STEP = 2**53 - 1  # what a JSON number holds exactly, and the API server accepts as an integer
 
@@ -137,6 +140,26 @@ class Notes:
             self.unreadable[name] = repr(raw)
         else:
             self.unreadable[name] = f"a JSON {'array' if isinstance(raw, list) else 'object'}"
+
+
+def stamp_nanos(stamp: str) -> int | None:
+    """The time the API server puts before a log line (RFC 3339, to the nanosecond), in nanoseconds
+    since the epoch; None for text that is not one."""
+    match = _STAMP.fullmatch(stamp)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    try:
+        seconds = int(datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone)).timestamp())
+    except ValueError:
+        return None  # e.g. month 13
+    return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+
+
+def nanos_stamp(nanos: int) -> str:
+    """stamp_nanos() back to RFC 3339 (UTC), as the API server takes it for sinceTime."""
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    return f"{datetime.fromtimestamp(seconds, UTC).strftime('%Y-%m-%dT%H:%M:%S')}.{rest:09d}Z"
 
 
 def _number(value: object) -> float | None:
@@ -270,16 +293,12 @@ class LineReader:
         return self._samples(pairs, notes)
 
     def lines(
-        self, lines: Iterator[str], notes: Notes, budget: Budget, timestamps: bool = False
+        self, lines: Iterable[str], notes: Notes, budget: Budget, timestamps: bool = False
     ) -> Iterator[list[Sample]]:
-        """The samples of each line, one list per line, until the lines or the budget run out (at
-        least one line is read). With timestamps, each line starts with its RFC 3339 time, as the
-        API server returns logs read with timestamps=true; a text that is not one is no time."""
-        first = True
+        """The samples of each line, one list per line (a caller that reads within a budget stops
+        taking lines when it is spent). With timestamps, each line starts with its RFC 3339 time, as
+        the API server returns logs read with timestamps=true; a text that is not one is no time."""
         for line in lines:
-            if budget.exhausted and not first:
-                return
-            first = False
             stamp = None
             if timestamps:
                 head, _, rest = line.partition(" ")

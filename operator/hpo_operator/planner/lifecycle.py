@@ -63,7 +63,8 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None
     if obs.phase == "Failed":
         return None if source == "TerminationMessage" else "final"
     formats = spec.metrics_collector.metrics_format or ()
-    return "final" if metrics.log_needed(source, obs.termination_message, spec.objective.required_names, formats) else None
+    needed = metrics.log_needed(source, obs.termination_message, spec.objective.required_names, formats)
+    return "final" if needed else None
 
 
 def read_outputs(

@@ -5,7 +5,7 @@ termination message, then its log when metricsCollector.source says so), a runni
 metricsCollector.intervalSeconds, for early stopping. This module reads those logs (the last
 LOG_TAIL_LINES lines, at most LOG_LIMIT_BYTES) and parses them, and the termination messages, in a
 thread of PARSE_THREADS shared by every experiment (RE2 releases the GIL while it matches), within
-ROUND_WORK units of work (metrics.Budget) per experiment and round: what is left is parsed in the
+ROUND_SECONDS of CPU time (metrics.Budget) per experiment and round: what is left is parsed in the
 next round, and the planner waits for a finished attempt's whole output. A trial's bytes therefore
 never hold the event loop, which serves every other experiment, the informers, the liveness probe
 and the leader's lease.
@@ -18,6 +18,7 @@ line seen (sinceTime), not again from its start; a finished pod's is read once.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -33,10 +34,11 @@ from hpo_operator.kube.client import ApiException, KubeClient
 # Metrics count from the end of a log ("the last value counts"): read its tail.
 LOG_TAIL_LINES = 5000
 LOG_LIMIT_BYTES = 4 << 20
-# Parse work per experiment and round (metrics.LINE_WORK's units): about a second of one core at
-# RE2's measured worst, milliseconds for ordinary logs (a 4 MiB log read with name=value pairs costs
-# 2^22). The threads are shared by every experiment's rounds, so each holds one for that long at most.
-ROUND_WORK = 1 << 27
+# Parsing per experiment and round, in CPU seconds of the parsing thread: a line is read whole, so
+# a round may take one line more (metrics.LINE_SECONDS, plus one RE2 search). An ordinary 4 MiB log
+# takes about 0.1 s with name=value pairs. The threads are shared by every experiment's rounds, so
+# each holds one for about this long at most.
+ROUND_SECONDS = float(os.environ.get("HPO_PARSE_ROUND_SECONDS", "0.25"))
 PARSE_THREADS = 2
 
 _pool: ThreadPoolExecutor | None = None
@@ -109,7 +111,7 @@ class PodLogs:
         if not current:
             return {}
         parser = Parser(spec)
-        budget = metrics.Budget(ROUND_WORK)
+        budget = metrics.Budget(ROUND_SECONDS)
         loop = asyncio.get_running_loop()
         if any(not r.message_read and r.need == "final" or r.busy() for r, _, _ in current.values()):
             # Termination messages not read yet, and what earlier rounds left.

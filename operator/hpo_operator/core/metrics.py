@@ -16,8 +16,9 @@ Every byte a trial prints is one tenant's input to an operator many share, so re
 and never raises (tests/unit/test_metrics.py throws hostile text at every reader):
 - regexes are RE2's (api/regex.py): linear in the line, no backtracking;
 - a line longer than MAX_LINE_BYTES is not read, nor a termination message longer than that;
-- the regex work of one line is counted (LINE_WORK) and a line that needs more is not read;
-- a caller passes a Budget of work (the loop: per experiment and round) and reads on later;
+- a line whose regexes take more than LINE_SECONDS of CPU is not read (each single search is bounded
+  by RE2: the line's length times the program's size);
+- a caller passes a Budget of CPU time (the loop: per experiment and round) and reads on later;
 - a value that is not a finite number (`nan`, `abc`, a 5,000-digit integer) is no sample.
 What was not read is counted in Notes, which the trial's message shows.
 """
@@ -26,8 +27,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,13 +45,13 @@ from hpo_operator.api.status import METRIC_HISTORY_LIMIT
 # its length times the regex's program size (api/regex.MAX_PROGRAM_SIZE): 16 KiB keeps the worst
 # single search near 0.1 s of one core, in a thread that does not hold the GIL.
 MAX_LINE_BYTES = 16 << 10
-# Regex work one line may take, in units of one byte searched by one instruction of the program
-# (the bound RE2 guarantees): each search of a line from position p counts (length - p) *
-# program size. Katib's default format (40 instructions) reads a 16 KiB line of 200 name=value pairs
-# in about 2^26 units; a pattern that finds an empty match at every byte of a long line, or scans
-# ahead to the line's end for each of its matches (quadratic in the matches), reaches it and the line
-# is not read. Measured worst case (RE2's NFA on a 2,000-instruction program): about 8 ns a unit.
-LINE_WORK = 1 << 26
+# CPU time the regexes of one line may take (metricsFormat; the other forms are linear and cheap):
+# looked at before each search, so a line costs at most this plus one search (RE2: at most the line's
+# length times the program's size, about 0.1 s at MAX_LINE_BYTES and api/regex.MAX_PROGRAM_SIZE, on
+# the NFA's worst case). Katib's default format reads a 16 KiB line of 1,500 name=value pairs in
+# about 10 ms. A pattern that matches at every byte and scans ahead to the line's end for each match
+# (quadratic in the matches: `(a)((?:a*b)?)`) reaches it, and the line is not read.
+LINE_SECONDS = 0.05
 # A JSON integer longer than this is read as the text it is (then as a float: infinite, so no
 # sample): Python refuses to convert more than 4,300 digits to an int (a ValueError).
 _MAX_INT_DIGITS = 1000
@@ -77,21 +79,21 @@ class Sample:
 
 
 class Budget:
-    """Work a reader may still do (units as LINE_WORK's; None: no bound). A line is read whole or
-    not at all: the budget is looked at between lines, so it may be overdrawn by one line."""
+    """CPU time a reader may still spend (`seconds` of `clock`, by default the reading thread's CPU
+    time; None: no bound), and the clock that bounds each line (LINE_SECONDS). A line is read whole
+    or not at all: the budget is looked at between lines, so it may be overdrawn by one line."""
 
-    def __init__(self, units: int | None = None):
-        self.left = units
-        self.spent = 0
+    def __init__(self, seconds: float | None = None, clock: Callable[[], float] = time.thread_time):
+        self.clock = clock
+        self.seconds = seconds
+        self.start = clock()
 
-    def spend(self, units: int) -> None:
-        self.spent += units
-        if self.left is not None:
-            self.left -= units
+    def spent(self) -> float:
+        return self.clock() - self.start
 
     @property
     def exhausted(self) -> bool:
-        return self.left is not None and self.left <= 0
+        return self.seconds is not None and self.spent() >= self.seconds
 
 
 @dataclass
@@ -117,7 +119,7 @@ class Notes:
             parts.append(f"{self.long_lines} line{s} longer than {MAX_LINE_BYTES} bytes (the longest {self.longest})")
         if self.costly_lines:
             s = "" if self.costly_lines == 1 else "s"
-            parts.append(f"{self.costly_lines} line{s} that metricsFormat could not read within {LINE_WORK} units")
+            parts.append(f"{self.costly_lines} line{s} that metricsFormat could not read within {LINE_SECONDS} s")
         return f"not read: {'; '.join(parts)}" if parts else ""
 
     def unreadable_text(self, names: Iterable[str]) -> str:
@@ -142,13 +144,20 @@ class Notes:
             self.unreadable[name] = f"a JSON {'array' if isinstance(raw, list) else 'object'}"
 
 
+def _utf8(text: str) -> bytes:
+    # What RE2 reads: a lone surrogate (which no decoded log holds, but a str may) becomes "?".
+    return text.encode("utf-8", "replace")
+
+
 def stamp_nanos(stamp: str) -> int | None:
     """The time the API server puts before a log line (RFC 3339, to the nanosecond), in nanoseconds
     since the epoch; None for text that is not one."""
-    match = _STAMP.fullmatch(stamp)
+    if len(stamp) > 40:
+        return None
+    match = _STAMP.fullmatch(_utf8(stamp))
     if match is None:
         return None
-    whole, fraction, zone = match.groups()
+    whole, fraction, zone = (part.decode() if part else "" for part in match.groups())
     try:
         seconds = int(datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone)).timestamp())
     except ValueError:
@@ -199,7 +208,7 @@ def _utf8_length(line: str) -> int:
     # A character is 1 to 4 bytes: the encoding is needed only near the bound.
     if len(line) * 4 <= MAX_LINE_BYTES:
         return len(line)
-    return len(line.encode("utf-8", "replace"))
+    return len(_utf8(line))
 
 
 class LineReader:
@@ -219,7 +228,6 @@ class LineReader:
             return []
         if self.patterns:
             return self._formats(line, notes, budget)
-        budget.spend(size)
         line = line.strip()
         if line.startswith("{"):
             obj = _json(line)
@@ -244,9 +252,9 @@ class LineReader:
             name, equals, raw = token.partition("=")
             if not equals or (name not in self.wanted and name != "step"):
                 continue  # (a name holds no "="): only the names that matter are matched
-            match = _PAIR.fullmatch(token)
+            match = _PAIR.fullmatch(_utf8(token))
             if match is not None:
-                pairs.append((match.group(1), match.group(2)))
+                pairs.append((match.group(1).decode(), match.group(2).decode()))
             elif name in self.wanted:
                 notes.unread(name, raw)
         return self._samples(pairs, notes)
@@ -264,32 +272,21 @@ class LineReader:
         return samples
 
     def _formats(self, line: str, notes: Notes, budget: Budget) -> list[Sample]:
-        data = line.encode("utf-8", "replace")
-        end = len(data)
-        work = 0
+        data = _utf8(line)
+        deadline = budget.clock() + LINE_SECONDS
         pairs = []
         for pattern in self.patterns:
-            size = pattern.programsize
-            position = 0
-            matches = pattern.finditer(data)
-            while True:
-                # What the next search may cost, at most: counted before it runs.
-                cost = max(end - position, 1) * size
-                if work + cost > LINE_WORK:
-                    budget.spend(work)
+            for match in pattern.finditer(data):  # (each step of it one search, in RE2's linear time)
+                if budget.clock() > deadline:
                     notes.costly_lines += 1
                     return []
-                work += cost
-                match = next(matches, None)
-                if match is None:
-                    break
-                # (RE2 steps past an empty match by one character.)
-                position = match.end() if match.end() > position else position + 1
                 name = match.group(1)
                 if name:
                     value = match.group(2) or b""
                     pairs.append((name.decode("utf-8", "replace").strip(), value.decode("utf-8", "replace").strip()))
-        budget.spend(work)
+            if budget.clock() > deadline:
+                notes.costly_lines += 1
+                return []
         return self._samples(pairs, notes)
 
     def lines(
@@ -302,7 +299,7 @@ class LineReader:
             stamp = None
             if timestamps:
                 head, _, rest = line.partition(" ")
-                if _STAMP.fullmatch(head) is not None:
+                if stamp_nanos(head) is not None:
                     stamp, line = head, rest
             samples = []
             for part in line.splitlines() or [""]:
@@ -317,19 +314,17 @@ class LineReader:
         if size > MAX_LINE_BYTES:
             notes.long_message = size
             return []
-        budget.spend(size)
         obj = _json(text)
         if obj is not _NOT_JSON:
             return self.object(obj, notes) if isinstance(obj, dict) else []
-        # Lines, read as the log's are; their regex work, all together, as one line's at most.
-        own = Budget(LINE_WORK)
+        # Lines, read as the log's are; their regexes, all together, in one line's time at most.
+        own = Budget(LINE_SECONDS, budget.clock)
         samples = []
         for line in text.splitlines():
             if own.exhausted:
                 notes.costly_lines += 1
             else:
                 samples += self.line(line, notes, own)
-        budget.spend(own.spent)
         return samples
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import METRIC_HISTORY_LIMIT
+from hpo_operator.controller import logs as logs_module
 from hpo_operator.controller.logs import PodLogs
 from hpo_operator.controller.loop import RECONCILE_INTERVAL, ExperimentLoop, settle_refusals
+from hpo_operator.core import metrics
 from hpo_operator.core.metrics import Sample
 from hpo_operator.core.podstate import PodObservation
 
@@ -114,3 +118,114 @@ def test_logs_are_chosen_by_the_rounds_observations():
     outputs = asyncio.run(PodLogs(api).wanted(spec, [trial], {"exp-0000": pod}, observed))
     output = outputs["exp-0000"]
     assert output.complete and output.latest == {"loss": Sample("loss", 0.5)} and api.read == ["exp-0000"]
+
+
+# --- the output a round reads: parsed in a thread, within a budget, incrementally --------------
+
+
+def es_spec(**collector) -> ExperimentSpec:
+    return ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "algorithm": {"name": "random"},
+            "maxTrialCount": 1,
+            "parameters": [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            "metricsCollector": {"source": "StdoutLog", "intervalSeconds": 1, **collector},
+            "earlyStopping": {"algorithm": "median"},
+            "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}}},
+        }
+    )
+
+
+POD = {
+    "metadata": {"name": "exp-0000", "namespace": "ns", "uid": "pod-uid"},
+    "spec": {"containers": [{"name": "train"}]},
+    "status": {"phase": "Running"},
+}
+
+
+def stamp(second: int) -> str:
+    return metrics.nanos_stamp(1_700_000_000_000_000_000 + second * 1_000_000_000)
+
+
+class GrowingLog:
+    """A log the API server serves as a kubelet does: lines with their times, from sinceTime on
+    (inclusive), or its last tailLines."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.requests: list[dict] = []
+
+    def print(self, second: int, text: str) -> None:
+        self.lines.append((stamp(second), text))
+
+    async def pod_log(self, namespace: str, pod: str, **kw) -> str:
+        self.requests.append(kw)
+        lines = self.lines
+        if "since_time" in kw:
+            since = metrics.stamp_nanos(kw["since_time"])
+            lines = [(t, s) for t, s in lines if metrics.stamp_nanos(t) >= since]
+        else:
+            lines = lines[-kw["tail_lines"] :]
+        return "".join(f"{t} {s}\n" for t, s in lines)
+
+
+def read_round(logs: PodLogs, spec: ExperimentSpec, phase: str = "Running") -> metrics.Output:
+    observed = {"exp-0000": PodObservation(phase, phase)}
+    outputs = asyncio.run(logs.wanted(spec, [view("exp-0000", "Running")], {"exp-0000": POD}, observed))
+    return outputs["exp-0000"]
+
+
+def test_a_running_pods_log_is_read_on_from_its_last_line_and_kept_as_samples(monkeypatch):
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    clock = [0.0]
+    api, spec = GrowingLog(), es_spec()
+    logs = PodLogs(api)
+    # Three lines of the same time (as a program that prints fast, or KWOK's files, has them).
+    for step in (1, 2, 3):
+        api.print(0, f"step={step} loss={1 / step}")
+    first = read_round(logs, spec)
+    assert [(s.step, s.timestamp) for s in first.history] == [(1, stamp(0)), (2, stamp(0)), (3, stamp(0))]
+    api.print(0, "step=4 loss=0.2")
+    api.print(1, "step=5 loss=0.1")
+    clock[0] = 0.5
+    assert read_round(logs, spec).history == first.history  # not read again before intervalSeconds
+    clock[0] = 1.0
+    second = read_round(logs, spec)
+    assert [s.step for s in second.history] == [1, 2, 3, 4, 5]  # each line once
+    assert second.latest["loss"] == metrics.Sample("loss", 0.1, 5, stamp(1))
+    assert "since_time" not in api.requests[0] and api.requests[1]["since_time"] == stamp(0)
+    # Kept between rounds: samples, no text.
+    [reading] = logs.kept.values()
+    assert reading.text is None and not reading.pending
+
+
+def test_a_running_pods_samples_are_bounded_by_the_status_history(monkeypatch):
+    monkeypatch.setattr(time, "monotonic", lambda: 0.0)
+    api, spec = GrowingLog(), es_spec()
+    for step in range(1, 1001):
+        api.print(step, f"step={step} loss=1")
+    output = read_round(PodLogs(api), spec)
+    assert len(output.history) == METRIC_HISTORY_LIMIT and output.history[-1].step == 1000
+
+
+def test_a_finished_log_is_parsed_over_rounds_within_the_budget_and_read_once(monkeypatch):
+    """One line per round (a budget that is spent at once): the planner is told the output is not
+    complete until the last line is parsed, and the log is read from the API server once."""
+    monkeypatch.setattr(logs_module, "ROUND_SECONDS", 0.0)
+    api = LogApi()
+    api_lines = [f"step={s} loss={s}" for s in range(1, 6)]
+
+    async def pod_log(namespace, pod, **kw):
+        api.read.append(pod)
+        return "\n".join(api_lines) + "\n"
+
+    api.pod_log = pod_log
+    spec = ExperimentSpec.model_validate(
+        {**es_spec().model_dump(by_alias=True, exclude_none=True), "earlyStopping": None}
+    )
+    logs = PodLogs(api)
+    seen = [read_round(logs, spec, "Succeeded") for _ in range(6)]
+    assert [o.complete for o in seen] == [False, False, False, False, True, True]
+    assert [len(o.history) for o in seen] == [1, 2, 3, 4, 5, 5]
+    assert api.read == ["exp-0000"]

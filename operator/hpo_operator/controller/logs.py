@@ -112,6 +112,7 @@ class PodLogs:
             return {}
         parser = Parser(spec)
         budget = metrics.Budget(ROUND_SECONDS)
+        budget.pause()  # counted in the parsing threads only
         loop = asyncio.get_running_loop()
         if any(not r.message_read and r.need == "final" or r.busy() for r, _, _ in current.values()):
             # Termination messages not read yet, and what earlier rounds left.
@@ -121,7 +122,7 @@ class PodLogs:
         ]
         if reads:
             await asyncio.gather(*reads)
-            if not budget.exhausted:
+            if parser.may_read(budget):
                 await loop.run_in_executor(_parser_pool(), parser.parse, list(current.values()), budget)
         return {name: r.output or metrics.Output(complete=False) for name, (r, _, _) in current.items()}
 
@@ -166,8 +167,16 @@ class Parser:
         self.source = spec.metrics_collector.source
         self.required = spec.objective.required_names
         self.reader = metrics.LineReader(planner.wanted_metrics(spec), spec.metrics_collector.metrics_format or ())
+        self.lines_read = 0  # this round's
 
     def parse(self, readings: list[tuple[Reading, dict, PodObservation]], budget: metrics.Budget) -> None:
+        budget.resume()
+        try:
+            self.parse_all(readings, budget)
+        finally:
+            budget.pause()
+
+    def parse_all(self, readings: list[tuple[Reading, dict, PodObservation]], budget: metrics.Budget) -> None:
         for reading, _, obs in readings:
             changed = reading.output is None
             if reading.need == "final" and not reading.message_read:
@@ -183,10 +192,10 @@ class Parser:
             if reading.text is not None:
                 self.split(reading)
                 changed = True
-            if reading.pending and not budget.exhausted:
+            if reading.pending and self.may_read(budget):
                 running = reading.need == "running"
                 for samples in self.reader.lines(
-                    _take(reading.pending, budget), reading.collector.notes, budget, timestamps=running
+                    self.take(reading.pending, budget), reading.collector.notes, budget, timestamps=running
                 ):
                     reading.collector.add(samples)
                 if reading.need == "final" and not reading.pending:
@@ -194,6 +203,16 @@ class Parser:
                 changed = True
             if changed:
                 reading.output = reading.collector.output(reading.complete())
+
+    def may_read(self, budget: metrics.Budget) -> bool:
+        """Whether another line is read this round: while the budget lasts, and one line at least."""
+        return self.lines_read == 0 or not budget.exhausted
+
+    def take(self, pending: deque[str], budget: metrics.Budget) -> Iterator[str]:
+        """Lines from the front of `pending`, while may_read()."""
+        while pending and self.may_read(budget):
+            self.lines_read += 1
+            yield pending.popleft()
 
     @staticmethod
     def split(reading: Reading) -> None:
@@ -236,11 +255,3 @@ class Parser:
                 else:
                     reading.since, reading.seen_at_since = stamp, 1
             reading.pending.append(line)
-
-
-def _take(pending: deque[str], budget: metrics.Budget) -> Iterator[str]:
-    """Lines from the front of `pending`, while the budget lasts (the first one always)."""
-    first = True
-    while pending and (first or not budget.exhausted):
-        first = False
-        yield pending.popleft()

@@ -86,10 +86,21 @@ class Budget:
     def __init__(self, seconds: float | None = None, clock: Callable[[], float] = time.thread_time):
         self.clock = clock
         self.seconds = seconds
-        self.start = clock()
+        self.used = 0.0
+        self.start: float | None = clock()
+
+    def pause(self) -> None:
+        """Stops counting: a thread's CPU clock is its own, so a budget spent by several threads
+        (one after the other) is paused in one and resumed in the next."""
+        if self.start is not None:
+            self.used += self.clock() - self.start
+            self.start = None
+
+    def resume(self) -> None:
+        self.start = self.clock()
 
     def spent(self) -> float:
-        return self.clock() - self.start
+        return self.used + (self.clock() - self.start if self.start is not None else 0.0)
 
     @property
     def exhausted(self) -> bool:

@@ -40,6 +40,9 @@ LOG_LIMIT_BYTES = 4 << 20
 # each holds one for about this long at most.
 ROUND_SECONDS = float(os.environ.get("HPO_PARSE_ROUND_SECONDS", "0.25"))
 PARSE_THREADS = 2
+# Logs read per experiment and round: what is read and not parsed yet is at most this many times
+# LOG_LIMIT_BYTES (64 MiB), however many pods want theirs read at once.
+READS_PER_ROUND = 16
 
 _pool: ThreadPoolExecutor | None = None
 
@@ -117,9 +120,10 @@ class PodLogs:
         if any(not r.message_read and r.need == "final" or r.busy() for r, _, _ in current.values()):
             # Termination messages not read yet, and what earlier rounds left.
             await loop.run_in_executor(_parser_pool(), parser.parse, list(current.values()), budget)
-        reads = [
-            self.read(r, pod, spec, now) for r, pod, _ in current.values() if self.due(r, spec.metrics_collector, now)
-        ]
+        due = [(r, pod) for r, pod, _ in current.values() if self.due(r, spec.metrics_collector, now)]
+        # Finished pods first (their results wait for it), then the running pods read longest ago.
+        due.sort(key=lambda d: (d[0].need != "final", d[0].read_at or 0.0))
+        reads = [self.read(r, pod, spec, now) for r, pod in due[:READS_PER_ROUND]]
         if reads:
             await asyncio.gather(*reads)
             if parser.may_read(budget):

@@ -110,8 +110,10 @@ def main() -> None:
         f"before: {old / MiB:.1f} MiB for {args.before_trials} trials "
         f"-> {old * args.trials / args.before_trials / MiB:,.0f} MiB for {args.trials}"
     )
-    print(f"after:  {kept / MiB:.1f} MiB kept ({kept / args.trials / 1024:.1f} KiB a trial); peak while reading "
-          f"{peak / MiB:.0f} MiB; {took:.0f} s to read and parse them all")
+    print(
+        f"after:  {kept / MiB:.1f} MiB kept ({kept / args.trials / 1024:.1f} KiB a trial); peak while reading "
+        f"{peak / MiB:.0f} MiB; {took:.0f} s to read and parse them all"
+    )
 
 
 if __name__ == "__main__":

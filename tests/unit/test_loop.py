@@ -229,3 +229,26 @@ def test_a_finished_log_is_parsed_over_rounds_within_the_budget_and_read_once(mo
     assert [o.complete for o in seen] == [False, False, False, False, True, True]
     assert [len(o.history) for o in seen] == [1, 2, 3, 4, 5, 5]
     assert api.read == ["exp-0000"]
+
+
+def test_a_round_parses_until_its_threads_cpu_passes_the_budget(monkeypatch):
+    """With the thread's own CPU clock: 20,000 lines take longer than a 10 ms budget, so the first
+    round parses part of them and the next rounds the rest."""
+    monkeypatch.setattr(logs_module, "ROUND_SECONDS", 0.01)
+    api = LogApi()
+
+    async def pod_log(namespace, pod, **kw):
+        return "".join(f"step={s} loss={s}\n" for s in range(1, 20_001))
+
+    api.pod_log = pod_log
+    spec = ExperimentSpec.model_validate(
+        {**es_spec().model_dump(by_alias=True, exclude_none=True), "earlyStopping": None}
+    )
+    logs = PodLogs(api)
+    read_round(logs, spec, "Succeeded")  # the message, then the log read (and parsed as far as it goes)
+    first = read_round(logs, spec, "Succeeded")
+    assert not first.complete
+    rounds = 2
+    while not (output := read_round(logs, spec, "Succeeded")).complete:
+        rounds += 1
+    assert rounds > 2 and output.latest["loss"] == Sample("loss", 20000.0, 20000)

@@ -655,3 +655,28 @@ def test_a_timestamp_is_read_only_where_the_api_server_put_it():
 def test_a_long_termination_message_is_not_read_and_said():
     output = read_final("TerminationMessage", "loss", '{"loss": 0.5, "x": "' + "a" * MAX_LINE_BYTES + '"}', "", WANTED)
     assert output.latest == {} and output.notes.skipped().startswith("not read: the termination message (")
+
+
+def test_a_budget_counts_the_cpu_time_of_each_thread_that_spends_it():
+    """The loop makes the round's budget and its parsing threads spend it: each thread's CPU clock
+    is its own, so the budget is paused in one and resumed in the next."""
+    import threading
+    import time
+
+    budget = Budget(10.0)
+    sum(range(200_000))  # this thread's clock moves on
+    budget.pause()
+    seen = []
+
+    def parse() -> None:
+        budget.resume()
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:
+            pass
+        seen.append(budget.spent())
+        budget.pause()
+
+    worker = threading.Thread(target=parse)
+    worker.start()
+    worker.join()
+    assert 0.02 <= seen[0] < 1 and 0.02 <= budget.spent() < 1 and not budget.exhausted

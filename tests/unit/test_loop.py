@@ -252,3 +252,24 @@ def test_a_round_parses_until_its_threads_cpu_passes_the_budget(monkeypatch):
     while not (output := read_round(logs, spec, "Succeeded")).complete:
         rounds += 1
     assert rounds > 2 and output.latest["loss"] == Sample("loss", 20000.0, 20000)
+
+
+def test_termination_messages_count_against_the_rounds_budget(monkeypatch):
+    """A round whose budget is spent at once reads one termination message: 100 trials that
+    succeed together cannot make one round parse 100 hostile messages."""
+    monkeypatch.setattr(logs_module, "ROUND_SECONDS", 0.0)
+    spec = ExperimentSpec.model_validate(
+        {
+            **es_spec(source="TerminationMessage").model_dump(by_alias=True, exclude_none=True),
+            "earlyStopping": None,
+        }
+    )
+    names = ["exp-0000", "exp-0001"]
+    pods = {n: {**POD, "metadata": {**POD["metadata"], "name": n, "uid": f"uid-{n}"}} for n in names}
+    observed = {n: PodObservation("Succeeded", "Completed", termination_message='{"loss": 0.5}') for n in names}
+    logs = PodLogs(LogApi())
+    views = [view(n, "Running") for n in names]
+    first = asyncio.run(logs.wanted(spec, views, pods, observed))
+    assert [first[n].complete for n in names] == [True, False]
+    second = asyncio.run(logs.wanted(spec, views, pods, observed))
+    assert [second[n].complete for n in names] == [True, True] and second["exp-0001"].latest["loss"].value == 0.5

@@ -183,7 +183,8 @@ class Parser:
     def parse_all(self, readings: list[tuple[Reading, dict, PodObservation]], budget: metrics.Budget) -> None:
         for reading, _, obs in readings:
             changed = reading.output is None
-            if reading.need == "final" and not reading.message_read:
+            if reading.need == "final" and not reading.message_read and self.may_read(budget):
+                self.lines_read += 1  # (a message counts as a line: at most 16 KiB, or 50 ms of regexes)
                 message = (
                     []
                     if self.source == "StdoutLog"

@@ -225,9 +225,10 @@ def test_a_finished_log_is_parsed_over_rounds_within_the_budget_and_read_once(mo
         {**es_spec().model_dump(by_alias=True, exclude_none=True), "earlyStopping": None}
     )
     logs = PodLogs(api)
-    seen = [read_round(logs, spec, "Succeeded") for _ in range(6)]
-    assert [o.complete for o in seen] == [False, False, False, False, True, True]
-    assert [len(o.history) for o in seen] == [1, 2, 3, 4, 5, 5]
+    seen = [read_round(logs, spec, "Succeeded") for _ in range(7)]
+    # Round 1 reads the termination message (a line's worth), then the log, one line a round.
+    assert [o.complete for o in seen] == [False, False, False, False, False, True, True]
+    assert [len(o.history) for o in seen] == [0, 1, 2, 3, 4, 5, 5]
     assert api.read == ["exp-0000"]
 
 

@@ -252,3 +252,88 @@ def test_a_metrics_format_too_large_for_the_operator_is_an_invalid_spec(api, nam
         "instructions, more than 2000" in failed["message"] or "pattern too large" in failed["message"]
     )
     assert cluster.trials() == {}
+
+
+def test_a_running_pods_log_is_read_on_from_the_last_line_seen(
+    api, kubeconfig, namespace, kwok_nodes, tmp_path, monkeypatch
+):
+    """The API server's sinceTime (which the client library's method lacks: KubeClient.pod_log
+    makes that request itself) serves the lines from a time on, inclusive: the loop's reader reads a
+    running pod's log on from its last line, each line once, keeping samples and no text."""
+    import asyncio
+
+    from hpo_operator.api.spec import ExperimentSpec
+    from hpo_operator.controller import logs as logs_module
+    from hpo_operator.core.podstate import PodObservation
+    from hpo_operator.kube import client as kubeapi
+    from hpo_operator.planner import TrialView
+
+    monkeypatch.setenv("KUBECONFIG", kubeconfig)
+    path = tmp_path / "running.log"
+    base = "2024-05-01T12:00:0{}.{}Z"
+
+    def lines(count: int) -> str:
+        # Three lines a second, the CRI runtime's format that KWOK serves.
+        return "".join(
+            f"{base.format(i // 3, str(i % 3 + 1) * 9)} stdout F step={i + 1} loss={1 / (i + 1):.4f}\n"
+            for i in range(count)
+        )
+
+    path.write_text(lines(4))
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "follow-0000", "annotations": {"sim.hpo.dev/hang": "true"}},
+        "spec": {
+            "containers": [{"name": "train", "image": "trainer:1"}],
+            "nodeSelector": {"type": "kwok"},
+        },
+    }
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, pod)
+    serve_log(api, namespace, "follow-0000", path)
+    wait_until(lambda: core.read_namespaced_pod("follow-0000", namespace).status.phase == "Running", what="the pod")
+    spec = ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "algorithm": {"name": "random"},
+            "maxTrialCount": 1,
+            "parameters": [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            "metricsCollector": {"source": "StdoutLog", "intervalSeconds": 1},
+            "earlyStopping": {"algorithm": "median"},
+            "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}}},
+        }
+    )
+    body = core.read_namespaced_pod("follow-0000", namespace).to_dict()
+    pods = {"follow-0000": {"metadata": {**body["metadata"]}, "spec": {"containers": [{"name": "train"}]}}}
+    trial = TrialView("follow-0000", "uid", {"metadata": {"name": "follow-0000"}, "status": {"phase": "Running"}})
+    observed = {"follow-0000": PodObservation("Running", "Running")}
+    asked: list[dict] = []
+
+    async def scenario() -> list:
+        api_client = await kubeapi.connect()
+        reading = api_client.pod_log
+
+        async def pod_log(namespace: str, name: str, **kw):
+            asked.append(kw)
+            return await reading(namespace, name, **kw)
+
+        api_client.pod_log = pod_log
+        reader = logs_module.PodLogs(api_client)
+        outputs = []
+        try:
+            outputs.append((await reader.wanted(spec, [trial], pods, observed))["follow-0000"])
+            path.write_text(lines(8))  # four more lines, one of them in the same second as the last seen
+            await asyncio.sleep(1.1)
+            outputs.append((await reader.wanted(spec, [trial], pods, observed))["follow-0000"])
+            [kept] = reader.kept.values()
+            assert kept.text is None and not kept.pending
+        finally:
+            await api_client.close()
+        return outputs
+
+    first, second = asyncio.run(scenario())
+    assert [s.step for s in first.history] == [1, 2, 3, 4]
+    assert [s.step for s in second.history] == [1, 2, 3, 4, 5, 6, 7, 8]  # each line once
+    assert second.latest["loss"].timestamp == base.format(2, "2" * 9)
+    assert "tail_lines" in asked[0] and asked[1]["since_time"] == "2024-05-01T12:00:01.111111111Z"

@@ -202,7 +202,7 @@ class KubeClient:
             "GET",
             {"namespace": namespace, "name": name},
             query,
-            {"Accept": "text/plain"},
+            {"Accept": "application/json"},  # (what the client's own method asks for: the text comes back)
             response_types_map={200: "str"},
             auth_settings=["BearerToken"],
             _preload_content=_preload_content,

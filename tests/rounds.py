@@ -80,14 +80,18 @@ def run(
     status=None,
     observations=None,
     refused=None,
+    outputs=None,
 ):
     """One round. The pods are observed as the operator's loop observes them (planner.observe_pods),
-    unless a test gives the observations itself."""
+    unless a test gives the observations itself; their output is read from `logs` unless a test
+    gives the outputs (metrics.Output) as the loop does."""
     exp = ExperimentView(EXP, NS, EXP_UID, 3, spec, copy.deepcopy(status or {}))
     trials, pods = list(trials), pods or {}
     if observations is None:
         observations = planner.observe_pods(spec, trials, pods, now)
-    return planner.plan(exp, trials, pods, logs or {}, now, suggest, observations=observations, refused=refused)
+    return planner.plan(
+        exp, trials, pods, logs or {}, now, suggest, observations=observations, refused=refused, outputs=outputs
+    )
 
 
 def owner_refs() -> list[dict]:

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.status import METRIC_HISTORY_LIMIT
+from hpo_operator.controller import logs as logs_module
 from hpo_operator.controller.logs import PodLogs
 from hpo_operator.controller.loop import RECONCILE_INTERVAL, ExperimentLoop, settle_refusals
+from hpo_operator.core import metrics
+from hpo_operator.core.metrics import Sample
 from hpo_operator.core.podstate import PodObservation
 
 
@@ -111,8 +116,165 @@ def test_logs_are_chosen_by_the_rounds_observations():
     }
     api = LogApi()
     observed = {"exp-0000": PodObservation("Succeeded", "Completed", termination_message='{"acc": 1}')}
-    logs = asyncio.run(PodLogs(api).wanted(spec, [trial], {"exp-0000": pod}, observed))
-    assert logs == {"exp-0000": "loss=0.5"} and api.read == ["exp-0000"]
+    outputs = asyncio.run(PodLogs(api).wanted(spec, [trial], {"exp-0000": pod}, observed))
+    output = outputs["exp-0000"]
+    assert output.complete and output.latest == {"loss": Sample("loss", 0.5)} and api.read == ["exp-0000"]
+
+
+# --- the output a round reads: parsed in a thread, within a budget, incrementally --------------
+
+
+def es_spec(**collector) -> ExperimentSpec:
+    return ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "algorithm": {"name": "random"},
+            "maxTrialCount": 1,
+            "parameters": [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            "metricsCollector": {"source": "StdoutLog", "intervalSeconds": 1, **collector},
+            "earlyStopping": {"algorithm": "median"},
+            "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}}},
+        }
+    )
+
+
+POD = {
+    "metadata": {"name": "exp-0000", "namespace": "ns", "uid": "pod-uid"},
+    "spec": {"containers": [{"name": "train"}]},
+    "status": {"phase": "Running"},
+}
+
+
+def stamp(second: int) -> str:
+    return metrics.nanos_stamp(1_700_000_000_000_000_000 + second * 1_000_000_000)
+
+
+class GrowingLog:
+    """A log the API server serves as a kubelet does: lines with their times, from sinceTime on
+    (inclusive), or its last tailLines."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.requests: list[dict] = []
+
+    def print(self, second: int, text: str) -> None:
+        self.lines.append((stamp(second), text))
+
+    async def pod_log(self, namespace: str, pod: str, **kw) -> str:
+        self.requests.append(kw)
+        lines = self.lines
+        if "since_time" in kw:
+            since = metrics.stamp_nanos(kw["since_time"])
+            lines = [(t, s) for t, s in lines if metrics.stamp_nanos(t) >= since]
+        else:
+            lines = lines[-kw["tail_lines"] :]
+        return "".join(f"{t} {s}\n" for t, s in lines)
+
+
+def read_round(logs: PodLogs, spec: ExperimentSpec, phase: str = "Running") -> metrics.Output:
+    observed = {"exp-0000": PodObservation(phase, phase)}
+    outputs = asyncio.run(logs.wanted(spec, [view("exp-0000", "Running")], {"exp-0000": POD}, observed))
+    return outputs["exp-0000"]
+
+
+def test_a_running_pods_log_is_read_on_from_its_last_line_and_kept_as_samples(monkeypatch):
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    clock = [0.0]
+    api, spec = GrowingLog(), es_spec()
+    logs = PodLogs(api)
+    # Three lines of the same time (as a program that prints fast, or KWOK's files, has them).
+    for step in (1, 2, 3):
+        api.print(0, f"step={step} loss={1 / step}")
+    first = read_round(logs, spec)
+    assert [(s.step, s.timestamp) for s in first.history] == [(1, stamp(0)), (2, stamp(0)), (3, stamp(0))]
+    api.print(0, "step=4 loss=0.2")
+    api.print(1, "step=5 loss=0.1")
+    clock[0] = 0.5
+    assert read_round(logs, spec).history == first.history  # not read again before intervalSeconds
+    clock[0] = 1.0
+    second = read_round(logs, spec)
+    assert [s.step for s in second.history] == [1, 2, 3, 4, 5]  # each line once
+    assert second.latest["loss"] == metrics.Sample("loss", 0.1, 5, stamp(1))
+    assert "since_time" not in api.requests[0] and api.requests[1]["since_time"] == stamp(0)
+    # Kept between rounds: samples, no text.
+    [reading] = logs.kept.values()
+    assert reading.text is None and not reading.pending
+
+
+def test_a_running_pods_samples_are_bounded_by_the_status_history(monkeypatch):
+    monkeypatch.setattr(time, "monotonic", lambda: 0.0)
+    api, spec = GrowingLog(), es_spec()
+    for step in range(1, 1001):
+        api.print(step, f"step={step} loss=1")
+    output = read_round(PodLogs(api), spec)
+    assert len(output.history) == METRIC_HISTORY_LIMIT and output.history[-1].step == 1000
+
+
+def test_a_finished_log_is_parsed_over_rounds_within_the_budget_and_read_once(monkeypatch):
+    """One line per round (a budget that is spent at once): the planner is told the output is not
+    complete until the last line is parsed, and the log is read from the API server once."""
+    monkeypatch.setattr(logs_module, "ROUND_SECONDS", 0.0)
+    api = LogApi()
+    api_lines = [f"step={s} loss={s}" for s in range(1, 6)]
+
+    async def pod_log(namespace, pod, **kw):
+        api.read.append(pod)
+        return "\n".join(api_lines) + "\n"
+
+    api.pod_log = pod_log
+    spec = ExperimentSpec.model_validate(
+        {**es_spec().model_dump(by_alias=True, exclude_none=True), "earlyStopping": None}
+    )
+    logs = PodLogs(api)
+    seen = [read_round(logs, spec, "Succeeded") for _ in range(7)]
+    # Round 1 reads the termination message (a line's worth), then the log, one line a round.
+    assert [o.complete for o in seen] == [False, False, False, False, False, True, True]
+    assert [len(o.history) for o in seen] == [0, 1, 2, 3, 4, 5, 5]
+    assert api.read == ["exp-0000"]
+
+
+def test_a_round_parses_until_its_threads_cpu_passes_the_budget(monkeypatch):
+    """With the thread's own CPU clock: 20,000 lines take longer than a 10 ms budget, so the first
+    round parses part of them and the next rounds the rest."""
+    monkeypatch.setattr(logs_module, "ROUND_SECONDS", 0.01)
+    api = LogApi()
+
+    async def pod_log(namespace, pod, **kw):
+        return "".join(f"step={s} loss={s}\n" for s in range(1, 20_001))
+
+    api.pod_log = pod_log
+    spec = ExperimentSpec.model_validate(
+        {**es_spec().model_dump(by_alias=True, exclude_none=True), "earlyStopping": None}
+    )
+    logs = PodLogs(api)
+    read_round(logs, spec, "Succeeded")  # the message, then the log read (and parsed as far as it goes)
+    first = read_round(logs, spec, "Succeeded")
+    assert not first.complete
+    rounds = 2
+    while not (output := read_round(logs, spec, "Succeeded")).complete:
+        rounds += 1
+    assert rounds > 2 and output.latest["loss"] == Sample("loss", 20000.0, 20000)
+
+
+def test_termination_messages_count_against_the_rounds_budget(monkeypatch):
+    """A round whose budget is spent at once reads one termination message: 100 trials that
+    succeed together cannot make one round parse 100 hostile messages."""
+    monkeypatch.setattr(logs_module, "ROUND_SECONDS", 0.0)
+    spec = ExperimentSpec.model_validate(
+        {
+            **es_spec(source="TerminationMessage").model_dump(by_alias=True, exclude_none=True),
+            "earlyStopping": None,
+        }
+    )
+    names = ["exp-0000", "exp-0001"]
+    pods = {n: {**POD, "metadata": {**POD["metadata"], "name": n, "uid": f"uid-{n}"}} for n in names}
+    observed = {n: PodObservation("Succeeded", "Completed", termination_message='{"loss": 0.5}') for n in names}
+    logs = PodLogs(LogApi())
+    views = [view(n, "Running") for n in names]
+    first = asyncio.run(logs.wanted(spec, views, pods, observed))
+    assert [first[n].complete for n in names] == [True, False]
+    second = asyncio.run(logs.wanted(spec, views, pods, observed))
+    assert [second[n].complete for n in names] == [True, True] and second["exp-0001"].latest["loss"].value == 0.5
 
 
 def test_an_experiment_event_after_the_operator_stopped_starts_no_loop_and_no_informer():

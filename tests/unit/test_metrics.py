@@ -324,3 +324,359 @@ def test_given_regexes_reach_the_final_samples_and_a_termination_message_that_is
     assert as_tuples(final_samples("Auto", "loss", message, "", ["loss"], [BRACED])) == [("loss", 0.2, None)]
     assert not log_needed("Auto", message, "loss", [BRACED])
     assert log_needed("Auto", message, "loss")
+
+
+# --- RE2, and what a hostile trial prints --------------------------------------------------------
+
+import json  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from pydantic import ValidationError  # noqa: E402
+
+from hpo_operator.api.regex import MAX_PROGRAM_SIZE, compile_format  # noqa: E402
+from hpo_operator.api.spec import MetricsCollector  # noqa: E402
+from hpo_operator.core.metrics import (  # noqa: E402
+    LINE_SECONDS,
+    MAX_LINE_BYTES,
+    MAX_STEP,
+    Budget,
+    LineReader,
+    Notes,
+    read_final,
+    read_running,
+    stamp_nanos,
+)
+
+FIVE_THOUSAND_DIGITS = "1" * 5000
+
+
+@pytest.mark.parametrize(
+    "pattern, reason",
+    [
+        (r"(\w+)=(?=\d)(\d+)", "invalid perl operator: (?="),
+        (r"(\w+)=(\d)\1", "invalid escape sequence: \\1"),
+        (r"(\w+)=(\d+)\Z", "invalid escape sequence: \\Z"),
+        (r"(\w+)=(?<!x)(\d+)", "invalid perl operator: (?<!"),
+    ],
+)
+def test_a_metrics_format_re2_cannot_take_is_refused_with_re2s_reason(pattern, reason):
+    with pytest.raises(ValidationError) as e:
+        MetricsCollector.model_validate({"metricsFormat": [pattern]})
+    assert "metricsFormat[0]" in str(e.value) and f"not a regular expression RE2 accepts: {reason}" in str(e.value)
+
+
+def test_a_metrics_format_too_large_for_re2s_bound_is_refused():
+    with pytest.raises(ValidationError, match=rf"instructions, more than {MAX_PROGRAM_SIZE}|pattern too large"):
+        MetricsCollector.model_validate({"metricsFormat": [r"(\pL{20})(\pN{20})"]})
+
+
+def test_katibs_default_format_compiles_with_re2():
+    assert MetricsCollector.model_validate({"metricsFormat": [KATIB_DEFAULT]}).metrics_format == [KATIB_DEFAULT]
+    assert compile_format(KATIB_DEFAULT).programsize <= MAX_PROGRAM_SIZE
+
+
+def test_re2_reads_katibs_format_and_an_exponential_pattern_on_a_200000_character_line_in_linear_time():
+    """Python's re takes minutes on the first (quadratic: 3 s at 20,000 characters) and forever on
+    the second (exponential: 2.4 s at 29); RE2 reads both in one linear pass. Run in a subprocess
+    with a generous timeout rather than timed."""
+    program = (
+        "from hpo_operator.api.regex import compile_format\n"
+        f"k = compile_format({KATIB_DEFAULT!r})\n"
+        "e = compile_format(r'(\\w+)=((\\d+)*)x')\n"
+        "line = ('1' * 200000).encode()\n"
+        "assert k.findall(line) == [] and e.findall(b'loss=' + line) == []\n"
+        "assert e.findall(b'loss=' + line + b'x')[0][0] == b'loss'\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "done", done.stderr
+
+
+def test_a_line_longer_than_the_cap_is_not_read_and_is_counted():
+    notes, budget = Notes(), Budget()
+    reader = LineReader(["loss"], [KATIB_DEFAULT])
+    long_line = "loss=" + "1" * 200_000
+    assert reader.line(long_line, notes, budget) == []
+    assert (notes.long_lines, notes.longest) == (1, 200_005)
+    at_the_cap = "loss=0.5 " + "x" * (MAX_LINE_BYTES - 9)
+    assert reader.line(at_the_cap, notes, budget) == [Sample("loss", 0.5)]
+    # Bytes, not characters: 4,100 four-byte characters are 16,400 bytes.
+    assert LineReader(["loss"]).line("loss=0.5 " + "\U0001f600" * 4100, notes, Budget()) == []
+    assert notes.long_lines == 2
+    assert notes.skipped() == f"not read: 2 lines longer than {MAX_LINE_BYTES} bytes (the longest 200005)"
+
+
+class Ticks:
+    """A clock that advances a fixed step each time it is read: the reader reads it before each
+    search, so its reading counts the searches made."""
+
+    def __init__(self, step: float):
+        self.step, self.reads = step, 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.reads * self.step
+
+
+def test_a_line_whose_regexes_take_too_long_is_not_read_and_is_counted():
+    notes = Notes()
+    # An ordinary long line: 1,500 name=value pairs in Katib's format, all read (about 10 ms).
+    line = " ".join(f"m{i}={i}" for i in range(1500)) + " loss=0.5"
+    assert len(line) < MAX_LINE_BYTES
+    assert LineReader(["loss"], [KATIB_DEFAULT]).line(line, notes, Budget()) == [Sample("loss", 0.5)]
+    assert notes.costly_lines == 0
+    # A pattern that finds a match at every byte and scans to the line's end for each (quadratic in
+    # its matches: 6 s for this line): stopped once the line's time is spent, here after 5 searches.
+    clock = Ticks(LINE_SECONDS / 5)
+    assert LineReader(["a"], [r"(a)((?:a*b)?)"]).line("a" * MAX_LINE_BYTES, notes, Budget(None, clock)) == []
+    assert notes.costly_lines == 1 and clock.reads <= 8
+    assert "1 line that metricsFormat could not read" in notes.skipped()
+    # With the thread's own clock, it stops as well.
+    assert LineReader(["a"], [r"(a)((?:a*b)?)"]).line("a" * MAX_LINE_BYTES, notes, Budget()) == []
+    assert notes.costly_lines == 2
+
+
+def test_a_5000_digit_number_is_no_sample_and_says_why():
+    message = f'{{"loss": {FIVE_THOUSAND_DIGITS}, "accuracy": 0.5}}'
+    assert parse_termination_message(message, WANTED) == [Sample("accuracy", 0.5)]
+    output = read_final("Auto", "loss", message, f'{{"loss": {FIVE_THOUSAND_DIGITS}}}\n', WANTED)
+    assert output.latest == {"accuracy": Sample("accuracy", 0.5)}
+    assert output.notes.unreadable_text(["loss"]) == (
+        "the value of loss could not be read as a number: '111111111111111111111111'… (5000 characters)"
+    )
+    # The same number in a JSON line of the log, as a step, and in name=value form.
+    assert parse_log(f'{{"step": {FIVE_THOUSAND_DIGITS}, "loss": 0.5}}', ["loss"]) == [Sample("loss", 0.5)]
+    assert parse_log(f"step={FIVE_THOUSAND_DIGITS} loss=0.5\nloss={FIVE_THOUSAND_DIGITS}", ["loss"]) == [
+        Sample("loss", 0.5)
+    ]
+
+
+def test_a_value_that_is_no_number_is_named_with_what_it_was():
+    output = read_final("StdoutLog", "loss", None, 'loss=abc\n{"loss": "n/a"}\n{"loss": [1]}\n', WANTED)
+    assert output.latest == {} and output.notes.unreadable_text(["loss"]) == (
+        "the value of loss could not be read as a number: 'abc'"  # the first one
+    )
+    notes = Notes()
+    LineReader(WANTED).line('{"loss": null, "accuracy": {"a": 1}}', notes, Budget())
+    assert notes.unreadable == {"loss": "null", "accuracy": "a JSON object"}
+
+
+# The name=value pattern before RE2 (Python's re, with a lookahead RE2 does not have): the new
+# reader must find exactly what it found.
+OLD_PAIR = re.compile(
+    r"(?:^|[\s,;])([A-Za-z_][A-Za-z0-9_./-]*)=([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)(?=$|[\s,;])"
+)
+
+
+def old_pairs(line: str, wanted: set[str]) -> list[tuple[str, float, int | None]]:
+    line = line.strip()
+    if line.startswith("{"):
+        return as_tuples(parse_line(line, wanted))  # (JSON lines: not the pattern's business)
+    pairs = OLD_PAIR.findall(line)
+    values = dict(pairs)
+    step = None
+    try:
+        number = float(values["step"]) if "step" in values else None
+        if number is not None and 0 <= number <= MAX_STEP and number == int(number):
+            step = int(number)
+    except (ValueError, OverflowError):
+        pass
+    out = []
+    for name, raw in pairs:
+        try:
+            value = float(raw)
+        except (ValueError, OverflowError):
+            continue
+        if name in wanted and value == value and abs(value) != float("inf"):
+            out.append((name, value, step))
+    return out
+
+
+PIECES = [
+    "loss",
+    "acc",
+    "step",
+    "val/loss",
+    "top-5",
+    "x.y",
+    "_a",
+    "9a",
+    "=",
+    "==",
+    "0.5",
+    "5.",
+    ".5",
+    "1e3",
+    "1e",
+    "-2",
+    "+3",
+    "inf",
+    "-inf",
+    "nan",
+    "NaN",
+    "abc",
+    "١٢",
+    "٣.٥",
+    " ",
+    "  ",
+    ",",
+    ";",
+    "\t",
+    "\u00a0",
+    "\u3000",
+    "\x0b",
+    ":",
+    "(",
+    ")",
+    "{",
+    "1_000",
+    "e5",
+    "E-2",
+    "..",
+    "'",
+    "\x00",
+]
+
+
+def test_the_name_value_form_reads_what_the_python_re_pattern_read():
+    rng = random.Random(32)
+    wanted = {"loss", "acc", "val/loss", "top-5", "x.y", "_a"}
+    for _ in range(20000):
+        line = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 12)))
+        assert as_tuples(parse_line(line, wanted)) == old_pairs(line, wanted), repr(line)
+
+
+HOSTILE = [
+    FIVE_THOUSAND_DIGITS,
+    "9" * 400,
+    "1e99999",
+    "-1e-99999",
+    "[" * 5000,
+    "{" * 5000,
+    '{"a":' * 3000,
+    '"',
+    "\\",
+    "\\u00",
+    "\ud800",
+    "\udfff",
+    "\x00",
+    "\r",
+    "\n",
+    "\u2028",
+    "\x85",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "null",
+    "true",
+    "{}",
+    "[]",
+    "loss",
+    "step",
+    "accuracy",
+    "=",
+    ":",
+    ",",
+    " ",
+    "0.5",
+    "-0",
+    "1e308",
+    "2e308",
+    "9007199254740993",
+    "2024-01-02T03:04:05.123456789Z ",
+    "2024-13-45T99:99:99Z ",
+    "9999-12-31T23:59:59.999999999+23:59 ",
+    "0000-01-01T00:00:00Z ",
+    "x" * 20000,
+    "\U0001f600" * 5000,
+    "٣",
+]
+
+
+def hostile_text(rng: random.Random) -> str:
+    parts = []
+    for _ in range(rng.randint(0, 8)):
+        piece = rng.choice(HOSTILE)
+        if rng.random() < 0.3:
+            piece = f'{{"loss": {piece}, "step": {rng.choice(HOSTILE)}}}'
+        elif rng.random() < 0.3:
+            piece = f"{rng.choice(['loss', 'step', 'accuracy'])}={piece}"
+        parts.append(piece)
+    return rng.choice(["", " ", "\n", ",", "\r\n"]).join(parts)
+
+
+def assert_valid(samples: list[Sample], wanted: list[str]) -> None:
+    """What the Trial's status would take: finite values, whole steps the API server accepts, RFC
+    3339 timestamps, names the experiment asked for."""
+    for s in samples:
+        assert s.name in wanted and isinstance(s.value, float) and abs(s.value) < float("inf")
+        assert s.step is None or (isinstance(s.step, int) and 0 <= s.step <= MAX_STEP)
+        assert s.timestamp is None or stamp_nanos(s.timestamp) is not None
+
+
+@pytest.mark.parametrize("formats", [(), (KATIB_DEFAULT,), (r"(\w+)=((\d+)*)x", BRACED)])
+def test_no_exception_escapes_any_reader_of_hostile_output(formats):
+    """Seeded random text built from what breaks parsers (huge and deep numbers, surrogates, line
+    breaks the API server does not cut at, broken times): every reader returns, and what it returns
+    is valid for the status."""
+    rng = random.Random(1 + len(formats))
+    wanted = ["loss", "accuracy"]
+    reader = LineReader(wanted, formats)
+    for _ in range(600):
+        text = hostile_text(rng)
+        notes, budget = Notes(), Budget(rng.choice([None, 0, 0.001, LINE_SECONDS]))
+        assert_valid(reader.line(text, notes, budget), wanted)
+        assert_valid(reader.message(text, notes, budget), wanted)
+        for timestamps in (False, True):
+            for samples in reader.lines(text.split("\n"), notes, budget, timestamps):
+                assert_valid(samples, wanted)
+            assert_valid(parse_log(text, wanted, timestamps=timestamps, formats=formats), wanted)
+        for source in ("Auto", "StdoutLog", "TerminationMessage"):
+            output = read_final(source, "loss", text, text, wanted, formats)
+            assert_valid(list(output.latest.values()) + list(output.history), wanted)
+            assert isinstance(output.notes.skipped(), str) and len(output.notes.unreadable_text(wanted)) < 500
+        output = read_running(text, wanted, formats)
+        assert_valid(list(output.latest.values()) + list(output.history), wanted)
+        stamp_nanos(text)
+        json.dumps(output.notes.unreadable)  # what goes into a message is plain text
+
+
+def test_a_timestamp_is_read_only_where_the_api_server_put_it():
+    # A line break the API server does not cut at (here a line separator) starts no new line, and
+    # its text is never taken for a time.
+    log = "2024-01-02T03:04:05.5Z epoch\u2028garbage loss=0.3\n2024-13-02T03:04:05Z loss=0.4\n"
+    samples = parse_log(log, ["loss"], timestamps=True)
+    assert samples == [Sample("loss", 0.3, None, "2024-01-02T03:04:05.5Z"), Sample("loss", 0.4)]
+
+
+def test_a_long_termination_message_is_not_read_and_said():
+    output = read_final("TerminationMessage", "loss", '{"loss": 0.5, "x": "' + "a" * MAX_LINE_BYTES + '"}', "", WANTED)
+    assert output.latest == {} and output.notes.skipped().startswith("not read: the termination message (")
+
+
+def test_a_budget_counts_the_cpu_time_of_each_thread_that_spends_it():
+    """The loop makes the round's budget and its parsing threads spend it: each thread's CPU clock
+    is its own, so the budget is paused in one and resumed in the next."""
+    import threading
+    import time
+
+    budget = Budget(10.0)
+    sum(range(200_000))  # this thread's clock moves on
+    budget.pause()
+    seen = []
+
+    def parse() -> None:
+        budget.resume()
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:
+            pass
+        seen.append(budget.spent())
+        budget.pause()
+
+    worker = threading.Thread(target=parse)
+    worker.start()
+    worker.join()
+    assert 0.02 <= seen[0] < 1 and 0.02 <= budget.spent() < 1 and not budget.exhausted

@@ -31,6 +31,7 @@ from hpo_operator.api.vocabulary import (
     L_TRIAL,
 )
 from hpo_operator.controller.loop import settle_refusals
+from hpo_operator.core import metrics
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
@@ -257,6 +258,39 @@ def test_stdout_log_source_ignores_the_termination_message():
     assert trial_statuses(plan)["exp-0000"]["objectiveValue"] == 0.7
     plan = run(spec, [suggested(0, "Running")], pods, {})
     assert trial_statuses(plan)["exp-0000"]["reason"] == "MetricsUnavailable"
+
+
+def test_a_number_that_cannot_be_read_fails_the_trial_saying_so_and_not_the_round():
+    """A 5,000-digit loss in the termination message: Python's json cannot make it an int (its
+    ValueError failed every round of the experiment); now it is no sample, and the trial says why."""
+    pods = {"exp-0000": pod_succeeded("exp-0000", '{"loss": ' + "1" * 5000 + "}")}
+    plan = run(make_spec(), [suggested(0, "Running")], pods)
+    st = trial_statuses(plan)["exp-0000"]
+    assert (st["phase"], st["reason"]) == ("Failed", "MetricsUnavailable")
+    assert st["message"] == (
+        "the trial succeeded but reported no loss metric (Auto); the value of loss could not be read as a "
+        "number: '111111111111111111111111'… (5000 characters)"
+    )
+
+
+def test_a_line_that_was_not_read_is_said_in_the_trials_message():
+    logs = {"exp-0000": "x" * 200_000 + "\nloss=0.25\n"}
+    plan = run(make_spec(), [suggested(0, "Running")], {"exp-0000": pod_succeeded("exp-0000")}, logs)
+    st = trial_statuses(plan)["exp-0000"]
+    assert (st["phase"], st["objectiveValue"]) == ("Succeeded", 0.25)
+    assert st["message"] == "not read: 1 line longer than 16384 bytes (the longest 200000)"
+
+
+def test_a_finished_trial_waits_for_its_output_to_be_read_whole():
+    """The loop parses within a budget per round: a succeeded pod whose output is not read whole
+    yet is decided in a later round, not failed for lack of metrics."""
+    trials = [suggested(0, "Running")]
+    pods = {"exp-0000": pod_succeeded("exp-0000")}
+    plan = run(make_spec(), trials, pods, outputs={"exp-0000": metrics.Output(complete=False)})
+    assert "exp-0000" not in trial_statuses(plan) and plan.requeue_after is not None
+    whole = metrics.read_final("Auto", "loss", None, "loss=0.5", ["loss"])
+    plan = run(make_spec(), trials, pods, outputs={"exp-0000": whole})
+    assert trial_statuses(plan)["exp-0000"]["objectiveValue"] == 0.5
 
 
 def test_termination_message_source_ignores_the_log():

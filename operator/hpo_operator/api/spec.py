@@ -9,7 +9,6 @@ manifest is refused by `kubectl apply` rather than discovered by the operator.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -17,6 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
 from .parameters import NAME_PATTERN, Parameter
+from .regex import format_problem
 from .template import TrialTemplate
 from .vocabulary import AlgorithmName, EarlyStoppingAlgorithm, MetricsSource, ObjectiveType, RetryableFailureClass
 
@@ -380,20 +380,29 @@ class MetricsCollector(Model):
         min_length=1,
         max_length=16,
         description=(
-            "Regular expressions that read stdout lines instead of the name=value and JSON forms (as "
-            "Katib's metricsFormat): every match is one metric, its first group the name, its second "
-            "the value, e.g. '([a-z_]+):\\s*([-+.0-9eE]+)'. A match named step gives the line's step."
+            "Regular expressions (RE2 syntax, as Katib's metricsFormat) that read stdout lines instead "
+            "of the name=value and JSON forms: every match is one metric, its first group the name, its "
+            "second the value, e.g. '([a-z_]+):\\s*([-+.0-9eE]+)'. A match named step gives the line's "
+            "step. No backreferences or lookaround."
         ),
         json_schema_extra=schema_extra(
             list_type="set",
             validations=[
-                # The API server cannot compile a Python regex; it counts the opening parentheses
-                # that open a group (not (?: and the like), which refuses most mistakes at apply.
-                # The operator compiles them (InvalidSpec).
+                # The API server's CEL compiles a regex given to find() with Go's regexp, which
+                # takes RE2's syntax: a pattern RE2 refuses fails the rule with RE2's reason
+                # ("Illegal regex: error parsing regexp: invalid or unsupported Perl syntax: `(?=`").
+                # (find() on the empty string returns '' whether the pattern matches or not.)
+                cel(
+                    "self.all(f, ''.find(f) == '')",
+                    "each metricsFormat regex must be one RE2 accepts: no backreferences or lookaround",
+                ),
+                # It counts the opening parentheses that open a group (not (?: and the like), which
+                # refuses most mistakes at apply. The operator compiles them with RE2 (regex.py) and
+                # counts their groups and program size (InvalidSpec).
                 cel(
                     "self.all(f, size(f.findAll('[(]')) - size(f.findAll('[(][?][^P<]')) >= 2)",
                     "each metricsFormat regex needs two groups: the metric's name and its value",
-                )
+                ),
             ],
         ),
     )
@@ -409,15 +418,9 @@ class MetricsCollector(Model):
 
 
 def metrics_format_problem(pattern: str) -> str | None:
-    """Why a metricsFormat regex cannot be used, or None: it must compile (Python's re) and have
-    at least two groups, the metric's name and its value."""
-    try:
-        groups = re.compile(pattern).groups
-    except re.error as e:
-        return f"not a regular expression: {e}"
-    if groups < 2:
-        return f"has {groups} group{'' if groups == 1 else 's'}; it needs two, the metric's name and its value"
-    return None
+    """Why a metricsFormat regex cannot be used, or None (regex.format_problem: RE2 compiles it,
+    and it has two groups, the metric's name and its value)."""
+    return format_problem(pattern)
 
 
 class ExperimentSpec(Model):

@@ -1,11 +1,12 @@
 """One experiment's loop: it waits for its informers, runs a round, and waits for the next.
 
 A round reads the experiment's Trials and pods from its namespace's informers (namespace.py; no
-listing, no deep copies: the planner changes nothing it is given), the logs the planner wants
-(logs.py), asks planner.plan() what to do, and has the executor carry it out. A failed round is
-retried after a growing delay; a watch event wakes the loop at once. What a loop keeps between
-rounds is only the Optuna study (rebuilt from the Trials after a restart), the parsed Trials, the
-logs, and our writes that the watch has not shown yet: all other state lives in the cluster.
+listing, no deep copies: the planner changes nothing it is given) and the trials' output the planner
+wants (logs.py: read, and parsed in a thread), asks planner.plan() what to do, and has the executor
+carry it out. A failed round is retried after a growing delay; a watch event wakes the loop at once.
+What a loop keeps between rounds is only the Optuna study (rebuilt from the Trials after a restart),
+the parsed Trials, the samples read from trials' output, and our writes that the watch has not shown
+yet: all other state lives in the cluster.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ class ExperimentLoop:
         suggester = self.suggester
         # Each pod observed once, for the logs and the plan alike.
         observations = planner.observe_pods(spec, trials, pods, now)
-        logs = await self.logs.wanted(spec, trials, pods, observations)
+        # What the trials' output reported, parsed in a thread (logs.py): the planner gets samples.
+        outputs = await self.logs.wanted(spec, trials, pods, observations)
         # Every watch the round reads has listed: a condition that said one was refused is mended.
         view = planner.ExperimentView(
             name, namespace, self.uid, generation, spec, dict(planner.watched_again(status, generation, now))
@@ -213,7 +215,7 @@ class ExperimentLoop:
             view,
             trials,
             pods,
-            logs,
+            {},
             now,
             suggester.suggest,
             suggester.should_stop,
@@ -221,6 +223,7 @@ class ExperimentLoop:
             volumes,
             observations,
             dict(self.refused),
+            outputs,
         )
         if len(trials) > THREAD_PLAN_TRIALS:
             # Off the event loop, which serves the informers and every other experiment

@@ -1,6 +1,6 @@
 """The experiment's decisions, as a pure function of what the cluster holds.
 
-`plan()` takes an Experiment, its Trials and their pods (and the logs of pods that finished) and
+`plan()` takes an Experiment, its Trials and their pods (and what their output reported) and
 returns what to change: Trial statuses, Trials and pods to create, pods to delete, the Experiment
 status and Events. It reads no clock but `now` and calls no API, so every rule below is unit-tested
 without a cluster, and the kopf handlers only carry the plan out.
@@ -64,7 +64,7 @@ from hpo_operator.api.vocabulary import (
     MANAGED_BY,
     TERMINAL_PHASES,
 )
-from hpo_operator.core import pareto
+from hpo_operator.core import metrics, pareto
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 
@@ -85,7 +85,7 @@ from .experiment import (
     watched_again,
 )
 from .launch import count_launched, tell_results
-from .lifecycle import needs_log, observe_pods, observe_trials
+from .lifecycle import needs_log, needs_output, observe_pods, observe_trials, read_outputs
 from .state import (
     DUPLICATE_SUGGESTION_FACTOR,
     MAX_ASKS_PER_ROUND,
@@ -96,6 +96,7 @@ from .state import (
     Refusal,
     RoundState,
     TrialView,
+    wanted_metrics,
 )
 
 __all__ = [
@@ -123,6 +124,9 @@ __all__ = [
     "goal_reached",
     "is_better",
     "needs_log",
+    "needs_output",
+    "read_outputs",
+    "wanted_metrics",
     "observe_pods",
     "validate_spec",
     "plan",
@@ -191,6 +195,7 @@ def plan(
     volumes: set[str] | None = None,
     observations: Mapping[str, PodObservation] | None = None,
     refused: Mapping[str, Refusal] | None = None,
+    outputs: Mapping[str, metrics.Output] | None = None,
 ) -> Plan:
     """`suggest(i)` gives suggestion i's values (None when the space is used up);
     `should_stop(i, {step: value})` says whether suggestion i's running trial should stop early;
@@ -199,18 +204,22 @@ def plan(
     known, so none is removed); `observations`, what each unfinished trial's pod says, as
     observe_pods() gives it (None: observed here, the same way); `refused`, the trials whose pod (or
     Job, or resource) was refused since the last round (by the API server, or the author check),
-    with the reason.
+    with the reason; `outputs`, what each trial's output reported as read_outputs() gives it from
+    `logs` (None: read here from `logs`, the same way; the loop reads them off its event loop and
+    passes them, and then no text is parsed here).
 
     The steps run in the order the module's docstring gives; each reads the statuses the steps
     before it set (state.status), so the order is part of the rules."""
     invalid = validate_spec(exp.spec)
     if observations is None:
         observations = observe_pods(exp.spec, trials, pods, now)
+    if outputs is None:
+        outputs = read_outputs(exp.spec, trials, observations, logs)
     state = RoundState(
         exp,
         trials,
         pods,
-        logs,
+        outputs,
         now,
         suggest,
         should_stop or (lambda i, v: False),

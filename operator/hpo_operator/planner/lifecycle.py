@@ -8,7 +8,7 @@ sees the phases observed so far."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
-from .state import SUSPENDED, Event, Refusal, RoundState, TrialView
+from .state import SUSPENDED, Event, Refusal, RoundState, TrialView, wanted_metrics
 
 
 def observe_pods(
@@ -38,28 +38,64 @@ def observe_pods(
     }
 
 
-def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None) -> str | None:
-    """Whether the planner wants the log of the pod observed as `obs` (None: no pod): "final" (read
-    once, after it succeeded), "running" (read every metricsCollector.intervalSeconds, for early
-    stopping) or None."""
+def needs_output(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None) -> str | None:
+    """Whether the planner reads the output of the pod observed as `obs` (None: no pod): "final" (a
+    succeeded attempt's result; with a checkpoint, what a failed attempt reported for the attempt
+    that resumes it: read once), "running" (its log, every metricsCollector.intervalSeconds, for
+    early stopping) or None. The loop reads them (controller/logs.py), off its event loop."""
     if obs is None or trial.phase in TERMINAL_PHASES:
         return None
     if obs.phase == "Running" and spec.early_stopping is not None:
         return "running"
-    if (
-        obs.phase == "Failed"
-        and spec.trial_template.checkpoint is not None
-        and spec.metrics_collector.source != "TerminationMessage"
-    ):
-        return "final"  # what the failed attempt reported, for the attempt that resumes it
-    if obs.phase == "Succeeded" and metrics.log_needed(
-        spec.metrics_collector.source,
-        obs.termination_message,
-        spec.objective.required_names,
-        spec.metrics_collector.metrics_format or (),
-    ):
+    if obs.phase == "Succeeded" or (obs.phase == "Failed" and spec.trial_template.checkpoint is not None):
         return "final"
     return None
+
+
+def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None) -> str | None:
+    """Whether the pod's log is read, as needs_output() says, but "final" only when the termination
+    message does not hold the result (metricsCollector.source)."""
+    need = needs_output(spec, trial, obs)
+    if need != "final":
+        return need
+    assert obs is not None  # needs_output
+    source = spec.metrics_collector.source
+    if obs.phase == "Failed":
+        return None if source == "TerminationMessage" else "final"
+    formats = spec.metrics_collector.metrics_format or ()
+    needed = metrics.log_needed(source, obs.termination_message, spec.objective.required_names, formats)
+    return "final" if needed else None
+
+
+def read_outputs(
+    spec: ExperimentSpec,
+    trials: Iterable[TrialView],
+    observations: Mapping[str, PodObservation],
+    logs: Mapping[str, str],
+) -> dict[str, metrics.Output]:
+    """What each trial's output says, read at once with no budget, from its termination message and
+    `logs` (log text by trial; a running pod's read with timestamps): for callers of plan() that
+    hold the text (tests, simulations). The loop reads them within a budget, off its event loop."""
+    wanted = wanted_metrics(spec)
+    collector = spec.metrics_collector
+    formats = collector.metrics_format or ()
+    outputs = {}
+    for t in trials:
+        obs = observations.get(t.name)
+        need = needs_output(spec, t, obs)
+        if need == "running" and logs.get(t.name):
+            outputs[t.name] = metrics.read_running(logs[t.name], wanted, formats)
+        elif need == "final":
+            assert obs is not None  # needs_output
+            outputs[t.name] = metrics.read_final(
+                collector.source,
+                spec.objective.required_names,
+                obs.termination_message,
+                logs.get(t.name, ""),
+                wanted,
+                formats,
+            )
+    return outputs
 
 
 def observe_trials(state: RoundState) -> None:
@@ -147,33 +183,48 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
     common: dict[str, Any] = dict(pod_name=pod["metadata"].get("name") or t.name, exit_code=obs.exit_code)
     if obs.start_time:
         common["start_time"] = obs.start_time
+    output = state.outputs.get(t.name)
+    if needs_output(spec, t, obs) == "final" and (output is None or not output.complete):
+        # Its output is still being read (the loop reads within a budget per round): decided then.
+        state.plan.requeue(0.5)
+        return
     if obs.phase == "Failed" and state.checkpoint is not None:
+        assert output is not None  # needs_output
         # What the failed attempt reported, so that the attempt resuming it continues it.
-        samples = final_samples(state, t, obs)
-        history = continued(state, t, metric_history(samples, obs.finish_time))
+        history = continued(state, t, metric_history(output, obs.finish_time))
         if history:
             common["metric_history"] = history
-        found = metrics.latest(samples)
+        found = output.latest
         if found:
             common["metrics"] = [metric(s, obs.finish_time) for s in found.values()]
         common.update(resumed_from(state, t, found))
     if obs.phase == "Succeeded":
-        samples = final_samples(state, t, obs)
-        found = metrics.latest(samples)
+        assert output is not None  # needs_output
+        found = output.latest
         reported = [metric(s, obs.finish_time) for s in found.values()]
         missing = [name for name in spec.objective.required_names if name not in found]
-        history = continued(state, t, metric_history(samples, obs.finish_time))
+        history = continued(state, t, metric_history(output, obs.finish_time))
         if history:
             common["metric_history"] = history
         common.update(resumed_from(state, t, found))
+        skipped = output.notes.skipped()
         if missing:
+            why = output.notes.unreadable_text(missing)
             state.set_status(
                 t,
                 phase="Failed",
                 reason="MetricsUnavailable",
                 failure_class="MetricsUnavailable",
-                message=f"the trial succeeded but reported no {' or '.join(missing)} "
-                f"metric ({spec.metrics_collector.source})",
+                message="; ".join(
+                    part
+                    for part in (
+                        f"the trial succeeded but reported no {' or '.join(missing)} "
+                        f"metric ({spec.metrics_collector.source})",
+                        why,
+                        skipped,
+                    )
+                    if part
+                ),
                 metrics=reported or None,
                 **common,
             )
@@ -182,7 +233,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
                 t,
                 phase="Succeeded",
                 reason="Completed",
-                message="",
+                message=skipped,
                 failure_class=None,
                 metrics=reported,
                 **result_fields(spec, {name: s.value for name, s in found.items()}),
@@ -207,8 +258,8 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             state.plan.requeue(-over)
         if state.phase(t) != "Running":
             state.set_status(t, phase="Running", reason="Running", message="", **common)
-        if state.logs.get(t.name) and spec.early_stopping:
-            check_progress(state, t)
+        if output is not None and spec.early_stopping:
+            check_progress(state, t, output)
         return
     # Pending: the pod has not started.
     if obs.queued:
@@ -249,18 +300,6 @@ def result_fields(spec: ExperimentSpec, found: dict[str, float]) -> dict[str, An
     return fields
 
 
-def final_samples(state: RoundState, t: TrialView, obs: Any) -> list[metrics.Sample]:
-    """A finished attempt's metrics, from where metricsCollector.source says."""
-    return metrics.final_samples(
-        state.spec.metrics_collector.source,
-        state.spec.objective.required_names,
-        obs.termination_message,
-        state.logs.get(t.name, ""),
-        state.wanted,
-        state.spec.metrics_collector.metrics_format or (),
-    )
-
-
 def continued(state: RoundState, t: TrialView, history: list[Metric]) -> list[Metric]:
     """With a checkpoint, an attempt's history continues the one it re-runs (which continues
     the ones before it): the configuration's history."""
@@ -289,23 +328,22 @@ def metric(sample: metrics.Sample, default_time: str | None) -> Metric:
     )
 
 
-def metric_history(samples: list[metrics.Sample], default_time: str | None) -> list[Metric]:
-    stepped = [metric(s, default_time) for s in samples if s.step is not None]
-    return stepped[-METRIC_HISTORY_LIMIT:]
+def metric_history(output: metrics.Output, default_time: str | None) -> list[Metric]:
+    return [metric(s, default_time) for s in output.history][-METRIC_HISTORY_LIMIT:]
 
 
-def check_progress(state: RoundState, t: TrialView) -> None:
+def check_progress(state: RoundState, t: TrialView, output: metrics.Output) -> None:
     """Intermediate values of a running trial: recorded, and shown to the early-stopping rule."""
     spec = state.spec
-    samples = metrics.parse_log(
-        state.logs[t.name], state.wanted, timestamps=True, formats=spec.metrics_collector.metrics_format or ()
-    )
-    if not samples:
+    skipped = output.notes.skipped()
+    if skipped and state.current(t).message != skipped:
+        state.update(t, message=skipped)  # what of its log was not read, while it runs
+    if not output.latest:
         return
-    history = continued(state, t, metric_history(samples, None))
-    state.update(t, metrics=[metric(s, None) for s in metrics.latest(samples).values()], metric_history=history or None)
+    history = continued(state, t, metric_history(output, None))
+    state.update(t, metrics=[metric(s, None) for s in output.latest.values()], metric_history=history or None)
     objective = spec.objective.names[0]  # early stopping has a single objective
-    steps = {s.step: s.value for s in samples if s.name == objective and s.step is not None}
+    steps = {s.step: s.value for s in output.history if s.name == objective and s.step is not None}
     if state.checkpoint is not None:
         # Early stopping judges the configuration: its earlier attempts' steps too.
         steps = {**{m.step: m.value for m in history if m.name == objective and m.step is not None}, **steps}

@@ -28,7 +28,7 @@ from hpo_operator.api.vocabulary import (
     TERMINAL_PHASES,
     TrialPhase,
 )
-from hpo_operator.core import times
+from hpo_operator.core import metrics, times
 from hpo_operator.core.authorship import inherited
 from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.core.podstate import PodObservation
@@ -180,6 +180,15 @@ class _Statuses(dict[str, TrialStatus]):
         return status
 
 
+def wanted_metrics(spec: ExperimentSpec) -> list[str]:
+    """The metrics read from trials' output: every one the statuses keep, and with a checkpoint the
+    step a resumed program says it resumed from."""
+    names = spec.objective.recorded_names
+    if spec.trial_template.checkpoint is not None:
+        names.append(checkpoint.RESUMED_STEP)
+    return names
+
+
 class RoundState:
     """What every step reads and writes during one round; plan() makes one per round."""
 
@@ -188,7 +197,7 @@ class RoundState:
         exp: ExperimentView,
         trials: list[TrialView],
         pods: dict[str, dict[str, Any]],
-        logs: dict[str, str],
+        outputs: Mapping[str, metrics.Output],
         now: datetime,
         suggest: Callable[[int], dict[str, str] | None],
         should_stop: Callable[[int, dict[int, float]], bool],
@@ -205,7 +214,8 @@ class RoundState:
         self.refused = refused or {}
         self.should_stop, self.tell = should_stop, tell
         self.trials = sorted(trials, key=lambda t: (t.meta.get("creationTimestamp") or "", t.name))
-        self.pods, self.logs, self.suggest = pods, logs, suggest
+        # What each trial's output reported, read (lifecycle.read_outputs, or the loop off its event loop).
+        self.pods, self.outputs, self.suggest = pods, outputs, suggest
         self.plan = Plan()
         self.views = {t.name: t for t in self.trials}
         self.status = _Statuses(self.views)
@@ -216,10 +226,8 @@ class RoundState:
         self.exp_status = ExperimentStatus.model_validate(exp.status)
         failed = get_condition(self.exp_status.conditions, "Failed")
         self.finished = self.exp_status.phase in FINISHED_PHASES and (failed is None or failed.reason != "InvalidSpec")
-        self.wanted = self.spec.objective.recorded_names
+        self.wanted = wanted_metrics(self.spec)
         self.checkpoint = self.spec.trial_template.checkpoint
-        if self.checkpoint is not None:
-            self.wanted.append(checkpoint.RESUMED_STEP)
         self.new_trials: list[TrialView] = []
         # Suggestions asked and configurations launched so far (launch.count_launched() sets them,
         # launch.launch() counts on); the configurations that finally failed (plan() sets them).

@@ -149,6 +149,20 @@ def stamp(second: int) -> str:
     return metrics.nanos_stamp(1_700_000_000_000_000_000 + second * 1_000_000_000)
 
 
+def test_with_tenancy_a_running_pods_log_is_read_as_the_trial_account_each_time():
+    """Both requests, the first (its last lines) and the next (on from sinceTime), impersonate the
+    namespace's trial account: a trial's output is read with its namespace's rights."""
+    api, spec = GrowingLog(), es_spec()
+    api.print(0, "step=1 loss=1")
+    logs = PodLogs(api, as_user="system:serviceaccount:ns:hpo-trial-runner")
+    read_round(logs, spec)
+    logs.kept[next(iter(logs.kept))].read_at = -10.0  # intervalSeconds later
+    api.print(1, "step=2 loss=0.5")
+    read_round(logs, spec)
+    assert [r.get("as_user") for r in api.requests] == ["system:serviceaccount:ns:hpo-trial-runner"] * 2
+    assert "since_time" in api.requests[1]
+
+
 class GrowingLog:
     """A log the API server serves as a kubelet does: lines with their times, from sinceTime on
     (inclusive), or its last tailLines."""

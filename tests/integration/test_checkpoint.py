@@ -250,11 +250,11 @@ def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(
     assert history_steps(retry, "loss") == [1, 2, 3, 4, 5, 6]
     (other,) = groups["0.1"]
     assert history_steps(other, "loss") == [1, 2, 3, 4, 5, 6] and "resumedFrom" not in other["status"]
-    # Seen as users see it: the RESUMED column, and kubectl hpo describe.
-    table = kubectl.run("get", "trials", "-n", namespace).stdout.splitlines()
+    # Seen as users see it: the RESUMED column of -o wide, and kubectl hpo describe.
+    table = kubectl.run("get", "trials", "-n", namespace, "-o", "wide").stdout.splitlines()
     header = table[0].split()
     row = next(line.split() for line in table if line.startswith(retry["metadata"]["name"] + " "))
-    assert header[5] == "RESUMED" and row[5] == "2"
+    assert row[header.index("RESUMED")] == "2"
     script = Path(sys.executable).with_name("kubectl-hpo")
     described = subprocess.run(
         [str(script), "describe", "real-checkpoint", "--kubeconfig", kubeconfig, "-n", namespace],

@@ -178,10 +178,13 @@ def experiment_crd() -> dict[str, Any]:
                 description="Best objective value so far",
             ),
             _column("Best-Trial", ".status.currentOptimalTrial.trialName", priority=1),
+            # Columns that only some experiments fill are for -o wide (priority 1): a newcomer's first
+            # `kubectl get` shows no empty ones.
             _column(
                 "Front",
                 ".status.paretoFrontSize",
                 "integer",
+                priority=1,
                 description="Several objectives: trials on the Pareto front",
             ),
             _column("Hypervolume", ".status.hypervolume", "number", priority=1),
@@ -222,16 +225,25 @@ def trial_crd() -> dict[str, Any]:
             _column("Status", ".status.phase"),
             _column("Objective", ".status.objectiveValue", "number"),
             _column("Attempt", ".spec.attempt", "integer"),
+            _column("Parameters", ".status.parameterSummary"),
+            # Filled for some experiments only (checkpoints, several objectives, constraints): -o wide.
             _column(
                 "Resumed",
                 ".status.resumedFrom.step",
                 "integer",
+                priority=1,
                 description="The step a resumed attempt continued from (checkpoint)",
             ),
-            # After the single objective's columns, which keep their places.
-            _column("Objectives", ".status.objectiveSummary", description="Several objectives: their values"),
-            _column("Feasible", ".status.feasible", "boolean", description="With constraints: whether they are met"),
-            _column("Parameters", ".status.parameterSummary"),
+            _column(
+                "Objectives", ".status.objectiveSummary", priority=1, description="Several objectives: their values"
+            ),
+            _column(
+                "Feasible",
+                ".status.feasible",
+                "boolean",
+                priority=1,
+                description="With constraints: whether they are met",
+            ),
             _column("Reason", ".status.reason", priority=1),
             _column("Retried-By", ".status.retriedBy", priority=1),
             _column("Age", ".metadata.creationTimestamp", "date"),

@@ -452,6 +452,40 @@ def test_user_strings_render_as_text(api, namespace, dashboard, pages, screensho
     assert not page.dialogs and not page.errors
 
 
+def test_long_messages_wrap_and_a_plot_with_nothing_to_draw_says_so_in_a_line(
+    api, namespace, dashboard, pages, screenshots
+):
+    """The first screens a newcomer sees: the Conditions and Status history tables wrap the
+    operator's messages instead of cutting them, and the metric curves of an experiment whose trials
+    report no steps are one line saying so, not an empty plot with made-up axes."""
+    exp, trials = objs.make("plain", 4, running=0, history_steps=0)
+    long = "the operator said: " + " ".join(f"word{i}" for i in range(80))
+    exp["status"]["conditions"][0]["message"] = long
+    objs.create(api, namespace, exp, trials)
+    d = dashboard()
+    page = pages()
+    page.open_experiment(d.url, namespace, "plain")
+    cell = "#conditions td.message"
+    page.page.wait_for_selector(cell)
+    assert page.page.text_content(cell) == long
+    # Wrapped within its card: as wide as the card, no wider, and several lines high.
+    fits = page.js(
+        """(sel) => { const td = document.querySelector(sel), card = td.closest('.card');
+        return [td.scrollWidth <= td.clientWidth + 1, card.scrollWidth <= card.clientWidth + 1,
+                td.getBoundingClientRect().height > 3 * parseFloat(getComputedStyle(td).lineHeight || '14')]; }""",
+        cell,
+    )
+    page.page.locator("#conditions").screenshot(path=str(screenshots / "conditions.png"))
+    assert fits == [True, True, True]
+    note = page.page.text_content("#plot-curves p.empty-plot")
+    assert note == "no trial has reported loss with a step yet"
+    assert page.js("() => document.querySelectorAll('#plot-curves .main-svg').length") == 0
+    # The other plots, with data, are drawn as before.
+    assert page.js("() => document.querySelectorAll('#plot-history .main-svg').length") > 0
+    page.page.screenshot(path=str(screenshots / "first-screens.png"), full_page=True)
+    assert not page.errors
+
+
 def _listening_addresses(port: int) -> set[str]:
     """The local addresses of the sockets listening on `port` (/proc/net/tcp and tcp6)."""
     found = set()

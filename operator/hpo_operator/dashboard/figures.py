@@ -470,6 +470,14 @@ def figure(
         return curves(spec, trials, metric, chosen)
     ts = study or build_study(spec, trials)
     if kind == "pareto":
-        return pareto(ts)
+        return noted(pareto(ts), "not enough succeeded trials to draw this yet")
     index = ts.objective(metric) if ts.multi else 0
-    return {"history": history, "parallel": parallel, "importance": importance, "slice": slices}[kind](ts, index)
+    drawn = {"history": history, "parallel": parallel, "importance": importance, "slice": slices}[kind](ts, index)
+    return noted(drawn, "not enough succeeded trials to draw this yet")
+
+
+def noted(figure: go.Figure, note: str) -> go.Figure:
+    """A figure with nothing to draw says why, once (the page shows that line instead of axes)."""
+    if not figure.data and not figure.layout.annotations:
+        figure.add_annotation(text=note, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return figure

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from . import population
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
 from .parameters import NAME_PATTERN, Parameter
@@ -243,7 +244,12 @@ class Algorithm(Model):
             "random). qmc: quasi-Monte Carlo (qmcType sobol or halton, scramble). nsga2, nsga3: "
             "genetic algorithms for several objectives (populationSize, mutationProb, crossoverProb, "
             "swappingProb; nsga3 also dividingParameter). With several objectives: tpe, nsga2, nsga3, "
-            "random, grid, qmc."
+            "random, grid, qmc. pbt: population-based training: populationSize members train in "
+            "segments (one Trial each) of perturbationInterval steps; after each generation the worst "
+            "truncationQuantile of them copy the checkpoint and hyperparameters of one of the best "
+            "truncationQuantile and perturb them (each number times one of perturbationFactors, or "
+            "resampled with resampleProbability); maxTrialCount is populationSize x generations. "
+            "Needs trialTemplate.checkpoint and one objective."
         ),
     )
     seed: int | None = Field(
@@ -445,6 +451,7 @@ class ExperimentSpec(Model):
                 cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
                 cel("self.objective == oldSelf.objective", "objective is immutable"),
                 cel("self.algorithm == oldSelf.algorithm", "algorithm is immutable"),
+                *population.rules(),
             ]
         )
     )
@@ -467,7 +474,9 @@ class ExperimentSpec(Model):
         le=100000,
         description=(
             "How many configurations the experiment tries. Retries of a configuration do not count; "
-            "runs of a configuration requested by a user do."
+            "runs of a configuration requested by a user do. With algorithm pbt it counts segments: "
+            "populationSize x generations (a multiple of populationSize), so maxTrialCount / "
+            "populationSize is the number of generations."
         ),
     )
     max_failed_trial_count: int | None = Field(
@@ -525,6 +534,11 @@ class TrialSpec(Model):
             validations=[
                 cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
                 cel("self.experimentName == oldSelf.experimentName", "experimentName is immutable"),
+                cel(
+                    "has(self.segment) == has(oldSelf.segment) "
+                    "&& (!has(self.segment) || self.segment == oldSelf.segment)",
+                    "segment is immutable",
+                ),
             ]
         )
     )
@@ -550,5 +564,12 @@ class TrialSpec(Model):
         ge=0,
         description=(
             "Which suggestion of the experiment's algorithm this configuration is (unset for runs requested by a user)."
+        ),
+    )
+    segment: population.Segment | None = Field(
+        None,
+        description=(
+            "Population-based training (algorithm pbt): the member, generation and parent segment this "
+            "Trial trains; set by the operator when it creates the Trial."
         ),
     )

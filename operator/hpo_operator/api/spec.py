@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from . import population
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
-from .parameters import NAME_PATTERN, Parameter
+from .parameters import METRIC_NAME_PATTERN, Parameter
 from .regex import format_problem
 from .template import TrialTemplate
 from .vocabulary import AlgorithmName, EarlyStoppingAlgorithm, MetricsSource, ObjectiveType, RetryableFailureClass
@@ -40,7 +40,9 @@ MAX_CONSTRAINTS = 16
 class ObjectiveMetric(Model):
     """One of several objectives: a metric and its direction."""
 
-    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of a metric the trials report.")
+    metric_name: str = Field(
+        pattern=METRIC_NAME_PATTERN, max_length=63, description="Name of a metric the trials report."
+    )
     type: ObjectiveType = Field(description="Whether this metric is minimised or maximised.")
     reference_value: float | None = Field(
         None,
@@ -68,7 +70,9 @@ class MetricConstraint(Model):
         )
     )
 
-    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of a metric the trials report.")
+    metric_name: str = Field(
+        pattern=METRIC_NAME_PATTERN, max_length=63, description="Name of a metric the trials report."
+    )
     min: float | None = Field(None, description="Feasible trials report at least this value.")
     max: float | None = Field(None, description="Feasible trials report at most this value.")
 
@@ -125,7 +129,7 @@ class Objective(Model):
     )
     metric_name: str | None = Field(
         None,
-        pattern=NAME_PATTERN,
+        pattern=METRIC_NAME_PATTERN,
         max_length=63,
         description="One objective: the name of the metric the trials report (with type).",
     )

@@ -280,3 +280,18 @@ def training_controllers(api, kubeconfig) -> None:
             if "failed calling webhook" in (e.body or "") or e.status == 404:
                 pytest.skip(f"the training controllers do not answer (a {kind} dry run): {e.body}")
             # Refused by the webhook for its content: the webhook answered.
+
+
+# Checkpoint claims bind to these (several test files run trials with checkpoints).
+@pytest.fixture
+def volumes(api):
+    made: list[kube.Volumes] = []
+
+    def make(count: int, storage_class: str | None = None) -> kube.Volumes:
+        v = kube.Volumes(api, storage_class or f"hpo-test-{uuid.uuid4().hex[:6]}", count)
+        made.append(v)
+        return v
+
+    yield make
+    for v in made:
+        v.delete()

@@ -233,3 +233,67 @@ class PopulationCluster(MemoryCluster):
 
     def segment_keys(self) -> list[str]:
         return sorted({t["metadata"]["labels"]["hpo.dev/config"] for t in self.trials.values()})
+
+
+# --- on the cluster: a pbt experiment's Trials, checked against the rule ---------------------------------
+
+
+def decisions_problems(spec_body: dict[str, Any], uid: str, trials: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with a pbt experiment's Trials, as the rule (search/population.py) decides from
+    them: exactly populationSize x generations segments; generation 0's values its members' first
+    draws; each later segment's parent, exploit and values those the generation before decides;
+    every attempt of a segment the same segment. Empty when all is right."""
+    from hpo_operator.search import population as rule
+
+    spec = ExperimentSpec.model_validate(spec_body)
+    plan = rule.schedule(spec, uid)
+    attempts: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for t in trials.values():
+        seg = t["spec"].get("segment")
+        if seg is None:
+            return [f"trial {t['metadata']['name']} has no segment"]
+        attempts.setdefault((seg["generation"], seg["member"]), []).append(t)
+    problems = []
+    wanted = {(g, m) for g in range(plan.generations) for m in range(plan.population)}
+    if set(attempts) != wanted:
+        problems.append(f"segments {sorted(set(attempts) ^ wanted)} missing or extra")
+        return problems
+
+    def values(t: dict[str, Any]) -> dict[str, str]:
+        return {p["name"]: p["value"] for p in t["spec"]["parameters"]}
+
+    for key, runs in attempts.items():
+        runs.sort(key=lambda t: t["spec"]["attempt"])
+        if len({json.dumps(t["spec"]["segment"], sort_keys=True) for t in runs}) != 1:
+            problems.append(f"segment {key}: its attempts train different segments")
+        if len({json.dumps(values(t), sort_keys=True) for t in runs}) != 1:
+            problems.append(f"segment {key}: its attempts run different values")
+    for m in range(plan.population):
+        first = attempts[(0, m)][0]
+        if values(first) != rule.initial(spec.parameters, plan, m):
+            problems.append(f"member {m}: generation 0's values are not its first draw")
+    for g in range(1, plan.generations):
+        results: dict[int, float | None] = {}
+        succeeded: dict[int, str] = {}
+        for m in range(plan.population):
+            done = [t for t in attempts[(g - 1, m)] if (t.get("status") or {}).get("phase") == "Succeeded"]
+            results[m] = done[0]["status"].get("objectiveValue") if done else None
+            if done:
+                succeeded[m] = done[0]["metadata"]["name"]
+        steps = rule.next_generation(
+            spec.parameters,
+            plan,
+            g,
+            results,
+            {m: values(attempts[(g - 1, m)][0]) for m in range(plan.population)},
+            str(spec.objective.type),
+        )
+        assert steps is not None, f"generation {g - 1} has no result, yet generation {g} exists"
+        for step in steps:
+            t = attempts[(g, step.member)][0]
+            seg = t["spec"]["segment"]
+            seen = (seg.get("parent"), seg.get("parentMember"), bool(seg.get("exploited")), values(t))
+            due = (succeeded.get(step.parent_member), step.parent_member, step.exploited, step.values)
+            if seen != due:
+                problems.append(f"segment {(g, step.member)}: {seen}, but the rule decides {due}")
+    return problems

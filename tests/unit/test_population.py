@@ -510,6 +510,18 @@ def test_a_segment_that_already_mounted_its_parent_goes_on_when_the_claim_is_del
     assert p.delete_workloads == ["exp-g001-m000"]
 
 
+def test_a_segment_that_resumed_names_its_parent_segment_as_where_it_resumed_from():
+    spec = sim.spec(population=2, generations=2)
+    gen0 = [segment_view(0, 0, "Succeeded", 0.9), segment_view(1, 0, "Succeeded", 0.5, attempt=2)]
+    child = segment_view(0, 1, "Running", parent=1)
+    child.body["spec"]["segment"]["parent"] = "exp-g000-m001-a2"
+    child.body = dict(child.body)
+    pods = {"exp-g001-m000": r.pod_succeeded("exp-g001-m000", '{"q": 1.0, "resumed_step": 4}')}
+    st = r.trial_statuses(plan(spec, [*gen0, child], pods))["exp-g001-m000"]
+    assert st["phase"] == "Succeeded"
+    assert st["resumedFrom"] == {"trial": "exp-g000-m001-a2", "attempt": 2, "step": 4}
+
+
 def test_claims_not_known_yet_fail_no_segment():
     spec = sim.spec(population=2, generations=2)
     gen0 = [segment_view(0, 0, "Succeeded", 0.9), segment_view(1, 0, "Succeeded", 0.5)]

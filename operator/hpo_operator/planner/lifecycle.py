@@ -319,6 +319,10 @@ def resumed_from(state: RoundState, t: TrialView, found: dict[str, metrics.Sampl
     step = found.get(checkpoint.RESUMED_STEP) if state.checkpoint is not None else None
     if step is None:
         return {}
+    parent = (t.segment or {}).get("parent")
+    if parent:  # a pbt segment resumes from its parent segment's checkpoint, whichever attempt it runs
+        view = state.views.get(parent)
+        return {"resumed_from": ResumedFrom(attempt=view.attempt if view else 1, step=int(step.value), trial=parent)}
     return {
         "resumed_from": ResumedFrom(
             attempt=max(t.attempt - 1, 1), step=int(step.value), trial=t.spec.get("retryOf") or None

@@ -91,7 +91,8 @@ def toy_experiment(method: str, seed: int, storage_class: str) -> dict[str, Any]
     spec.update(maxTrialCount=4, parallelTrialCount=4)
     spec["algorithm"] = {"name": method, "seed": seed}
     if method == "grid":
-        spec["parameters"] = [{"name": n, "type": "double", "min": 0.25, "max": 0.75, "step": 0.5} for n in ("h0", "h1")]
+        grid = {"type": "double", "min": 0.25, "max": 0.75, "step": 0.5}
+        spec["parameters"] = [{"name": n, **grid} for n in ("h0", "h1")]
     return body
 
 

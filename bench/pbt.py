@@ -75,7 +75,15 @@ while epoch < end:
 """
 
 
-def toy_experiment(method: str, seed: int, storage_class: str) -> dict[str, Any]:
+# The paper's setup: h is one of two masks, (1, 0) or (0, 1): a step improves one half of θ.
+FOCUS = "import sys\nf = float(sys.argv[1])\nsys.argv[1:2] = [str(1 - f), str(f)]\n"
+
+
+def toy_experiment(method: str, seed: int, storage_class: str, paper: bool = False) -> dict[str, Any]:
+    """The toy: h0, h1 in [0, 1], 4 members (or trials) of 20 steps; or, `paper`, the paper's
+    setup: one int `focus` in {0, 1} (h = (1 - focus, focus)), 2 members (or trials) of 40 steps,
+    pbt resampling it at each exploit (resampleProbability 1; a perturbation leaves 0 and 1 as
+    they are)."""
     body = yaml.safe_load(EXAMPLE.read_text())
     spec = body["spec"]
     container = spec["trialTemplate"]["template"]["spec"]["containers"][0]
@@ -83,14 +91,24 @@ def toy_experiment(method: str, seed: int, storage_class: str) -> dict[str, Any]
     spec["trialTemplate"]["checkpoint"]["volumeClaimTemplate"]["storageClassName"] = storage_class
     spec["algorithm"]["seed"] = seed
     body["metadata"] = {"name": f"toy-{method}"}
+    members, steps = (2, 40) if paper else (4, 20)
+    if paper:
+        spec["parameters"] = [{"name": "focus", "type": "int", "min": 0, "max": 1}]
+        container["args"] = [FOCUS + container["args"][0], "${params.focus}", *container["args"][3:]]
+        settings = {s["name"]: s for s in spec["algorithm"]["settings"]}
+        settings["populationSize"]["value"] = "2"
+        settings["resampleProbability"]["value"] = "1"
+        spec.update(maxTrialCount=20, parallelTrialCount=2)
     if method == "pbt":
         return body
-    # 4 configurations of 20 steps, all at once, without a checkpoint.
+    # The same members' budget in one trial each, all at once, without a checkpoint.
     del spec["trialTemplate"]["checkpoint"]
-    container["args"] = [container["args"][0], "${params.h0}", "${params.h1}", "20", "${trial.attempt}"]
-    spec.update(maxTrialCount=4, parallelTrialCount=4)
+    head = container["args"][0]
+    values = ["${params.focus}"] if paper else ["${params.h0}", "${params.h1}"]
+    container["args"] = [head, *values, str(steps), "${trial.attempt}"]
+    spec.update(maxTrialCount=members, parallelTrialCount=members)
     spec["algorithm"] = {"name": method, "seed": seed}
-    if method == "grid":
+    if method == "grid" and not paper:
         grid = {"type": "double", "min": 0.25, "max": 0.75, "step": 0.5}
         spec["parameters"] = [{"name": n, **grid} for n in ("h0", "h1")]
     return body
@@ -173,27 +191,70 @@ def best_trial(result: dict[str, Any], metric: str, also: str | None = None) -> 
     return best
 
 
+def memory_toy(seeds: list[int]) -> None:
+    """The toy through the planner without a cluster (tests/population.py for pbt, the planner's
+    simulation with Optuna's samplers for random and grid): the best Q after 20 steps of each of 4
+    members or trials, many seeds."""
+    from hpo_operator.api.spec import ExperimentSpec
+    from hpo_operator.planner.simulate import InMemoryExperiment
+
+    def hyper(params: dict[str, float]) -> dict[str, float]:
+        return {"h0": 1 - params["focus"], "h1": params["focus"]} if "focus" in params else params
+
+    print("\n| setup | method (in memory) | runs | best Q: mean | min | max |")
+    print("|---|---|---|---|---|---|")
+    for paper in (True, False):
+        steps = 40 if paper else 20
+        found: dict[str, list[float]] = {"pbt": [], "random": [], "grid": []}
+        for seed in seeds:
+            body = toy_experiment("pbt", seed, "", paper)
+            del body["spec"]["trialTemplate"]["checkpoint"]["volumeClaimTemplate"]["storageClassName"]
+            body["spec"]["metricsCollector"] = {
+                "source": "Auto"
+            }  # the simulated pods report in their termination message
+            cluster = sim.PopulationCluster(ExperimentSpec.model_validate(body["spec"]), hyper=hyper).run()
+            found["pbt"].append(max(t["status"]["objectiveValue"] for t in cluster.trials.values()))
+            for method in ("random", "grid") if seed == seeds[0] else ("random",):
+                spec = ExperimentSpec.model_validate(toy_experiment(method, seed, "", paper)["spec"])
+
+                def alone(values: dict[str, str], steps: int = steps) -> float:
+                    h = hyper({k: float(v) for k, v in values.items()})
+                    return sim.q(sim.toy(sim.START, h, steps))
+
+                run = InMemoryExperiment(spec, alone).run()
+                found[method].append(max(alone(values) for values in run.launched))
+        for method, values in found.items():
+            mean = sum(values) / len(values)
+            setup = "paper" if paper else "box"
+            print(f"| {setup} | {method} | {len(values)} | {mean:.4f} | {min(values):.4f} | {max(values):.4f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", default=os.environ.get("HPO_KUBECONFIG") or str(REPO / ".cluster/kubeconfig"))
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--only", choices=("toy", "sklearn"), default=None)
+    parser.add_argument("--only", choices=("toy", "sklearn", "memory"), default=None)
     args = parser.parse_args()
+    if args.only == "memory":
+        return memory_toy([int(s) for s in args.seeds.split(",")])
     api = config.new_client_from_config(config_file=args.kubeconfig)
     seeds = [int(s) for s in args.seeds.split(",")]
     logs = Path(tempfile.mkdtemp(prefix="hpo-bench-pbt-"))
     print(f"operator logs: {logs}")
-    points = [4, 8, 12, 16, 20]
     if args.only in (None, "toy"):
-        print("\n| method | seed | " + " | ".join(f"{4 * p} steps" for p in points) + " | wall time |")
-        print("|---|---|" + "---|" * (len(points) + 1))
-        for method in ("pbt", "random", "grid"):
-            for seed in seeds if method != "grid" else seeds[:1]:
-                body = toy_experiment(method, seed, "")
-                result = run(api, args.kubeconfig, body, 20, logs / f"toy-{method}-{seed}.log")
-                curve = best_curve(result, "q", points)
-                cells = " | ".join(f"{v:.4f}" for v in curve)
-                print(f"| {method} | {seed} | {cells} | {result['seconds']:.0f} s |", flush=True)
+        for paper in (True, False):
+            members, points = (2, [8, 16, 24, 32, 40]) if paper else (4, [4, 8, 12, 16, 20])
+            print(f"\n{'the paper: focus in {0, 1}' if paper else 'h0, h1 in [0, 1]'}")
+            print("\n| method | seed | " + " | ".join(f"{members * p} steps" for p in points) + " | wall time |")
+            print("|---|---|" + "---|" * (len(points) + 1))
+            for method in ("pbt", "random", "grid"):
+                for seed in seeds if method != "grid" else seeds[:1]:
+                    body = toy_experiment(method, seed, "", paper)
+                    log = logs / f"toy-{'paper' if paper else 'box'}-{method}-{seed}.log"
+                    result = run(api, args.kubeconfig, body, 20, log)
+                    curve = best_curve(result, "q", points)
+                    cells = " | ".join(f"{v:.4f}" for v in curve)
+                    print(f"| {method} | {seed} | {cells} | {result['seconds']:.0f} s |", flush=True)
     if args.only in (None, "sklearn"):
         print("\n| method | seed | best val_accuracy | its test_accuracy | segments or trials | wall time |")
         print("|---|---|---|---|---|---|")

@@ -100,6 +100,19 @@ def crds(kubectl, api):
     )
 
 
+@pytest.fixture
+def current_crds(kubectl, crds):
+    """This checkout's CRDs, applied again and served: on a cluster shared with other checkouts, one
+    of them may have applied older CRDs since this session began, and the API server would then
+    drop the fields they lack (a pbt Trial's spec.segment, for one)."""
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kube.wait_until(
+        lambda: kubectl.run("explain", "trials.spec.segment", check=False).returncode == 0,
+        timeout=30,
+        what="this checkout's Trial CRD to be served",
+    )
+
+
 @pytest.fixture(scope="session")
 def local_cluster(kubeconfig) -> faults.LocalCluster:
     """The local control plane's processes, for tests that kill or pause them (tests/faults.py);

@@ -78,11 +78,21 @@ class PopulationCluster(MemoryCluster):
     segment's steps, which saves (θ, step) to the segment's claim and reports q; `oom` names
     (segment key, attempt) pairs whose program is OOMKilled instead, after writing a half-trained θ."""
 
-    def __init__(self, spec: ExperimentSpec, oom: frozenset[tuple[str, int]] = frozenset()):
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        oom: frozenset[tuple[str, int]] = frozenset(),
+        hyper: Callable[[dict[str, float]], dict[str, float]] | None = None,
+        one_by_one: bool = False,
+    ):
         super().__init__(lambda name: self.pod(name, "Pending"))
         self.spec, self.oom = spec, oom
+        # The toy's h from a trial's parameters (default: its h0 and h1).
+        self.hyper = hyper or (lambda params: params)
         self.claims: dict[str, tuple[float, float] | None] = {}
         self.kill_at: int | None = None  # the write after which the operator dies (once)
+        # Writes one at a time, without an event loop of its own (a caller that runs one: a browser test).
+        self.one_by_one = one_by_one
         self.writes = 0
         self.kills = 0
         self.starts: list[tuple[str, tuple[float, float] | None]] = []  # (trial, θ its program started from)
@@ -102,7 +112,7 @@ class PopulationCluster(MemoryCluster):
         self.run_pods()
 
     def apply(self, plan: planner.Plan) -> None:
-        if self.kill_at is None:
+        if self.kill_at is None and not self.one_by_one:
             super().apply(plan)
             for name in plan.delete_volumes:
                 self.claims.pop(name, None)
@@ -163,7 +173,7 @@ class PopulationCluster(MemoryCluster):
             start = START if parent is None else self.claims[parent]
             assert start is not None
             self.starts.append((name, start))
-            h = {p["name"]: float(p["value"]) for p in trial["spec"]["parameters"]}
+            h = self.hyper({p["name"]: float(p["value"]) for p in trial["spec"]["parameters"]})
             steps = segments.end_step(self.spec, seg["generation"]) - segments.end_step(
                 self.spec, seg["generation"] - 1
             )

@@ -200,14 +200,14 @@ def within(seconds: float, predicate, what: str) -> float:
 
 
 def test_a_pbt_experiments_page_plots_each_members_schedule_with_its_exploits(
-    api, namespace, dashboard, pages, screenshots
+    api, current_crds, namespace, dashboard, pages, screenshots
 ):
     """A population run in memory (tests/population.py: the planner's own rounds), its Experiment
     and Trials created with their statuses as the operator wrote them."""
     from tests import population as sim
 
     spec = sim.spec(population=4, generations=6)
-    ran = sim.PopulationCluster(spec, oom=frozenset({("g002-m001", 1)})).run()
+    ran = sim.PopulationCluster(spec, oom=frozenset({("g002-m001", 1)}), one_by_one=True).run()
     body = {
         "apiVersion": f"{objs.GROUP}/{objs.VERSION}",
         "kind": "Experiment",

@@ -268,7 +268,7 @@ def history_steps(trial: dict, name: str) -> list[int]:
 
 @pytest.mark.realnode
 def test_the_pbt_example_trains_its_population_and_retries_a_segment_from_its_own_start(
-    api, restricted, operator, real_node, volumes, kubectl, kubeconfig
+    api, current_crds, restricted, operator, real_node, volumes, kubectl, kubeconfig
 ):
     namespace = restricted
     volumes(20, "hpo-checkpoint-local")

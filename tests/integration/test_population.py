@@ -29,6 +29,7 @@ from tests.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 KATIB = REPO / "tests" / "fixtures" / "katib"
+pytestmark = pytest.mark.usefixtures("current_crds")
 
 
 def pbt(name: str, storage_class: str, population: int, generations: int, *, parallel: int | None = None, **kw) -> dict:
@@ -82,7 +83,13 @@ def pbt(name: str, storage_class: str, population: int, generations: int, *, par
 
 
 def claims(api, namespace: str) -> dict[str, client.V1PersistentVolumeClaim]:
-    return {c.metadata.name: c for c in client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items}
+    """The claims, but those being deleted (the operator's part is done: the API server removes them
+    once no pod uses them)."""
+    return {
+        c.metadata.name: c
+        for c in client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
+        if not c.metadata.deletion_timestamp
+    }
 
 
 def checked(cluster: Cluster, name: str) -> tuple[dict, dict[str, dict]]:
@@ -203,7 +210,8 @@ def test_a_population_runs_exactly_its_segments_each_from_its_parents_claim(
         return exp.get("status", {}).get("phase") in ("Succeeded", "Failed") and exp
 
     exp = wait_until(record, timeout=180, interval=0.2, what="the population to finish")
-    assert exp["status"]["phase"] == "Succeeded" and condition(exp, "Succeeded")["reason"] == "MaxTrialsReached"
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    assert condition(exp, "Succeeded")["reason"] == "MaxTrialsReached"
     exp, trials = checked(cluster, "pbt")
     assert sorted(trials) == [f"pbt-g{g:03d}-m{m:03d}" for g in range(3) for m in range(3)]
     assert exp["status"]["configurations"] == 9
@@ -304,7 +312,7 @@ def test_a_segment_whose_parents_claim_was_deleted_fails_and_its_member_exploits
     vols = volumes(6)
     cluster = Cluster(api, namespace)
     # One trial at a time: member 1's second segment waits for member 0's to end, unstarted.
-    cluster.create(pbt("pbt", vols.storage_class, 2, 3, parallel=1, duration="3s"))
+    cluster.create(pbt("pbt", vols.storage_class, 2, 3, parallel=1, duration="6s"))
     waiting = wait_until(
         lambda: (t := cluster.trials().get("pbt-g001-m001")) and "pbt-g001-m001" not in cluster.pods() and t,
         timeout=120,

@@ -539,6 +539,18 @@ def test_a_generation_in_which_every_member_failed_fails_the_experiment():
     assert failed["reason"] == "PopulationLost" and "generation 0" in failed["message"]
 
 
+def test_a_segment_whose_trial_lost_its_spec_segment_fails_the_experiment_rather_than_being_made_again():
+    spec = sim.spec(population=2, generations=2)
+    pruned = segment_view(0, 0, "Succeeded", 0.9)
+    pruned.body["spec"] = {k: v for k, v in pruned.body["spec"].items() if k != "segment"}
+    pruned.body = dict(pruned.body)  # as an API server whose Trial CRD has no segment stores it
+    p = plan(spec, [pruned, segment_view(1, 0, "Succeeded", 0.5)])
+    assert r.created_names(p) == [] and "exp-g000-m000" not in r.trial_statuses(p)
+    failed = next(c for c in r.exp_status(p)["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "PopulationLost")
+    assert "exists without its spec.segment" in failed["message"]
+
+
 def test_the_experiment_succeeds_once_the_last_generation_has_ended():
     spec = sim.spec(population=2, generations=2)
     trials = [segment_view(m, g, "Succeeded", 0.1 * m + g, parent=m) for g in range(2) for m in range(2)]
@@ -684,3 +696,35 @@ def test_an_operator_killed_after_any_write_makes_exactly_the_same_segments():
         assert cluster.kills == 1, k
         assert cluster.lineage() == expected, f"killed after write {k}"
         assert cluster.status["phase"] == "Succeeded" and cluster.status["configurations"] == 9
+
+
+def test_the_example_decides_in_memory_what_it_decided_on_the_real_node():
+    """examples/pbt.yaml's population, planned in memory: the lineage and results of its run on the
+    real node (README, "Population-based training"), segment for segment."""
+    import yaml
+
+    body = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "pbt.yaml").read_text())
+    spec = body["spec"]
+    spec["metricsCollector"] = {"source": "Auto"}  # the simulated pods report in their termination message
+    cluster = sim.PopulationCluster(r.ExperimentSpec.model_validate(spec), oom=frozenset({("g002-m001", 1)})).run()
+    seen = {
+        n.removeprefix("exp-"): (
+            t["spec"]["segment"].get("parent", "").removeprefix("exp-"),
+            t["status"].get("objectiveValue"),
+        )
+        for n, t in cluster.trials.items()
+    }
+    on_the_node = {
+        "g001-m001": ("g000-m000", 0.776149),
+        "g002-m001": ("g001-m001", None),  # OOMKilled
+        "g002-m001-a2": ("g001-m001", 0.990762),
+        "g002-m002": ("g001-m001", 0.959493),
+        "g003-m001": ("g002-m001-a2", 1.095616),
+        "g003-m003": ("g002-m001-a2", 1.057057),
+        "g004-m000": ("g003-m001", 1.13944),
+        "g004-m001": ("g003-m001", 1.147417),
+    }
+    for name, (parent, value) in on_the_node.items():
+        assert seen[name][0] == parent, name
+        assert seen[name][1] == (None if value is None else pytest.approx(value, abs=1e-6)), name
+    assert len(seen) == 21

@@ -140,12 +140,19 @@ def make_generation(
         k = key(generation, step.member)
         if k in found:
             continue  # made by an earlier round (cut short): its Trial holds what was decided
+        name = segment_name(state.exp.name, generation, step.member)
+        if name in state.views:
+            # The segment's Trial exists but holds no spec.segment: the cluster's Trial CRD drops it (a
+            # version before pbt). Its decisions cannot be read back, so none can be made on them.
+            return (
+                f"trial {name} exists without its spec.segment: the Trial CRD in the cluster does not keep "
+                "it (apply this version's CRDs), and the population's decisions cannot be read back"
+            )
         segment: dict[str, object] = {"member": step.member, "generation": generation}
         if generation > 0:
             segment.update(parent=parents[step.parent_member], parentMember=step.parent_member)
             if step.exploited:
                 segment["exploited"] = True
-        name = segment_name(state.exp.name, generation, step.member)
         found[k] = [state.new_trial(name, step.values, 1, "Suggestion", name, config=k, segment=segment)]
     return None
 

@@ -313,11 +313,15 @@ def test_a_segment_whose_parents_claim_was_deleted_fails_and_its_member_exploits
     cluster = Cluster(api, namespace)
     # One trial at a time: member 1's second segment waits for member 0's to end, unstarted.
     cluster.create(pbt("pbt", vols.storage_class, 2, 3, parallel=1, duration="6s"))
+
+    def unstarted():
+        phase = cluster.get("pbt").get("status", {}).get("phase")
+        assert phase not in ("Succeeded", "Failed"), cluster.get("pbt")["status"]
+        t = cluster.trials().get("pbt-g001-m001")
+        return t and "pbt-g001-m001" not in cluster.pods() and t
+
     waiting = wait_until(
-        lambda: (t := cluster.trials().get("pbt-g001-m001")) and "pbt-g001-m001" not in cluster.pods() and t,
-        timeout=120,
-        interval=0.1,
-        what="member 1's generation-1 segment to wait for its slot",
+        unstarted, timeout=120, interval=0.1, what="member 1's generation-1 segment to wait for its slot"
     )
     parent = waiting["spec"]["segment"]
     lost = f"pbt-ckpt-g000-m{parent['parentMember']:03d}"

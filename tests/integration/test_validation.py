@@ -311,16 +311,16 @@ CASES: list[tuple[str, Edit, str, str]] = [
         'Unsupported value: "minimise"',
     ),
     (
-        "metric-name-with-dash",
-        lambda s: s["objective"].update(metricName="val-loss"),
+        "metric-name-starting-with-a-dash",
+        lambda s: s["objective"].update(metricName="-loss"),
         "spec.objective.metricName",
-        "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
+        "should match '^[A-Za-z_][A-Za-z0-9_./-]*$'",
     ),
     (
         "metric-name-with-space",
         lambda s: s["objective"].update(metricName="val loss"),
         "spec.objective.metricName",
-        "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
+        "should match '^[A-Za-z_][A-Za-z0-9_./-]*$'",
     ),
     (
         "additional-metrics-repeat-objective",
@@ -668,6 +668,14 @@ def test_valid_experiment_is_accepted_with_server_side_defaults(kubectl, namespa
     assert stored["metricsCollector"] == {"source": "StdoutLog", "intervalSeconds": 10}
     assert [p["log"] for p in stored["parameters"]] == [True, False, False, False]
     assert stored["trialTemplate"]["podRetention"] == "Delete"
+
+
+@pytest.mark.parametrize("name", ["Validation-accuracy", "loss/train", "top-5.acc"])
+def test_a_metric_name_as_katib_and_frameworks_write_them_is_accepted(kubectl, namespace, current_crds, name):
+    manifest = valid_experiment("named")
+    manifest["spec"]["objective"]["metricName"] = name
+    kubectl.apply(manifest, namespace)
+    assert kubectl.get("experiment", "named", namespace)["spec"]["objective"]["metricName"] == name
 
 
 @pytest.mark.parametrize("algorithm", ["tpe", "nsga2", "nsga3", "random", "grid", "qmc"])

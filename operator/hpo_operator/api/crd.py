@@ -246,6 +246,14 @@ def trial_crd() -> dict[str, Any]:
             ),
             _column("Reason", ".status.reason", priority=1),
             _column("Retried-By", ".status.retriedBy", priority=1),
+            _column("Member", ".spec.segment.member", "integer", priority=1, description="pbt: the member it trains"),
+            _column("Generation", ".spec.segment.generation", "integer", priority=1, description="pbt: its generation"),
+            _column(
+                "Parent",
+                ".spec.segment.parent",
+                priority=1,
+                description="pbt: the segment whose checkpoint it starts from",
+            ),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
         validations=[

@@ -13,9 +13,10 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from . import population
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
-from .parameters import NAME_PATTERN, Parameter
+from .parameters import METRIC_NAME_PATTERN, Parameter
 from .regex import format_problem
 from .template import TrialTemplate
 from .vocabulary import AlgorithmName, EarlyStoppingAlgorithm, MetricsSource, ObjectiveType, RetryableFailureClass
@@ -39,7 +40,9 @@ MAX_CONSTRAINTS = 16
 class ObjectiveMetric(Model):
     """One of several objectives: a metric and its direction."""
 
-    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of a metric the trials report.")
+    metric_name: str = Field(
+        pattern=METRIC_NAME_PATTERN, max_length=63, description="Name of a metric the trials report."
+    )
     type: ObjectiveType = Field(description="Whether this metric is minimised or maximised.")
     reference_value: float | None = Field(
         None,
@@ -67,7 +70,9 @@ class MetricConstraint(Model):
         )
     )
 
-    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of a metric the trials report.")
+    metric_name: str = Field(
+        pattern=METRIC_NAME_PATTERN, max_length=63, description="Name of a metric the trials report."
+    )
     min: float | None = Field(None, description="Feasible trials report at least this value.")
     max: float | None = Field(None, description="Feasible trials report at most this value.")
 
@@ -124,7 +129,7 @@ class Objective(Model):
     )
     metric_name: str | None = Field(
         None,
-        pattern=NAME_PATTERN,
+        pattern=METRIC_NAME_PATTERN,
         max_length=63,
         description="One objective: the name of the metric the trials report (with type).",
     )
@@ -243,7 +248,12 @@ class Algorithm(Model):
             "random). qmc: quasi-Monte Carlo (qmcType sobol or halton, scramble). nsga2, nsga3: "
             "genetic algorithms for several objectives (populationSize, mutationProb, crossoverProb, "
             "swappingProb; nsga3 also dividingParameter). With several objectives: tpe, nsga2, nsga3, "
-            "random, grid, qmc."
+            "random, grid, qmc. pbt: population-based training: populationSize members train in "
+            "segments (one Trial each) of perturbationInterval steps; after each generation the worst "
+            "truncationQuantile of them copy the checkpoint and hyperparameters of one of the best "
+            "truncationQuantile and perturb them (each number times one of perturbationFactors, or "
+            "resampled with resampleProbability); maxTrialCount is populationSize x generations. "
+            "Needs trialTemplate.checkpoint and one objective."
         ),
     )
     seed: int | None = Field(
@@ -445,6 +455,7 @@ class ExperimentSpec(Model):
                 cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
                 cel("self.objective == oldSelf.objective", "objective is immutable"),
                 cel("self.algorithm == oldSelf.algorithm", "algorithm is immutable"),
+                *population.rules(),
             ]
         )
     )
@@ -467,7 +478,9 @@ class ExperimentSpec(Model):
         le=100000,
         description=(
             "How many configurations the experiment tries. Retries of a configuration do not count; "
-            "runs of a configuration requested by a user do."
+            "runs of a configuration requested by a user do. With algorithm pbt it counts segments: "
+            "populationSize x generations (a multiple of populationSize), so maxTrialCount / "
+            "populationSize is the number of generations."
         ),
     )
     max_failed_trial_count: int | None = Field(
@@ -525,6 +538,11 @@ class TrialSpec(Model):
             validations=[
                 cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
                 cel("self.experimentName == oldSelf.experimentName", "experimentName is immutable"),
+                cel(
+                    "has(self.segment) == has(oldSelf.segment) "
+                    "&& (!has(self.segment) || self.segment == oldSelf.segment)",
+                    "segment is immutable",
+                ),
             ]
         )
     )
@@ -550,5 +568,12 @@ class TrialSpec(Model):
         ge=0,
         description=(
             "Which suggestion of the experiment's algorithm this configuration is (unset for runs requested by a user)."
+        ),
+    )
+    segment: population.Segment | None = Field(
+        None,
+        description=(
+            "Population-based training (algorithm pbt): the member, generation and parent segment this "
+            "Trial trains; set by the operator when it creates the Trial."
         ),
     )

@@ -121,7 +121,9 @@ METRIC_HISTORY_LIMIT = 200
 class ResumedFrom(Model):
     """Where a resumed attempt continued: the program reported the metric resumed_step."""
 
-    trial: str | None = Field(None, description="The attempt whose checkpoint it found.")
+    trial: str | None = Field(
+        None, description="The attempt whose checkpoint it found (with pbt: its parent segment's Trial)."
+    )
     attempt: int = Field(ge=1)
     step: int = Field(description="The step it resumed from.")
 

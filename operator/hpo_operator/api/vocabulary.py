@@ -25,6 +25,9 @@ L_CONFIG = f"{GROUP}/config"  # a hash of the configuration: its trials share it
 L_ATTEMPT = f"{GROUP}/attempt"
 L_LINEAGE = f"{GROUP}/lineage"
 L_LAUNCH = f"{GROUP}/launch-reason"  # a LaunchReason
+# Population-based training: the member a segment trains and its generation (on its Trial, pod and claim).
+L_MEMBER = f"{GROUP}/member"
+L_GENERATION = f"{GROUP}/generation"
 L_BOOKMARKED = f"{GROUP}/bookmarked"  # the kubectl plugin's bookmarks
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator"}
 
@@ -129,6 +132,7 @@ class AlgorithmName(StrEnum):
     qmc = "qmc"
     nsga2 = "nsga2"
     nsga3 = "nsga3"
+    pbt = "pbt"
 
 
 class ParameterType(StrEnum):

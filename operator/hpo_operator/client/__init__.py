@@ -76,9 +76,11 @@ _EXPORTS = {
         "sort_field",
         "token_page",
     ],
+    "lineage": ["SegmentNode"],
     "trials": [
         "configuration_refusal",
         "get_trial_object",
+        "lineage",
         "list_trials",
         "restart_refusal",
         "restart_trials",
@@ -144,6 +146,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         set_suspend,
         whoami,
     )
+    from .lineage import SegmentNode
     from .notebook import best_trial, create_experiment, trials_frame, wait
     from .query import (
         ExperimentFilter,
@@ -163,6 +166,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .trials import (
         configuration_refusal,
         get_trial_object,
+        lineage,
         list_trials,
         restart_refusal,
         restart_trials,

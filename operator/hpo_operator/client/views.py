@@ -121,6 +121,7 @@ class TrialSummary(_Dictable):
     resumed_from: dict | None = None  # {trial, attempt, step}: a checkpoint it continued from
     objective_values: dict[str, float] | None = None  # several objectives: each one's value, by name
     feasible: bool | None = None  # with constraints: whether the trial met them
+    segment: dict | None = None  # pbt: its member, generation and parent segment (spec.segment)
 
 
 @dataclass
@@ -357,6 +358,7 @@ def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
         resumed_from=dict(status["resumedFrom"]) if status.get("resumedFrom") else None,
         objective_values=_objective_values(obj),
         feasible=status.get("feasible"),
+        segment=dict(spec["segment"]) if isinstance(spec.get("segment"), dict) else None,
     )
 
 

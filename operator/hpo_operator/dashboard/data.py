@@ -205,6 +205,8 @@ def experiment_view(obj: dict) -> dict:
         or [{"metricName": objective.get("metricName"), "type": objective.get("type")}]
     ]
     detail["paretoFront"] = pareto_front_view(obj).to_dict() if several else None
+    # Population-based training: the page adds its schedule plot.
+    detail["pbt"] = (spec.get("algorithm") or {}).get("name") == "pbt"
     detail["resourceVersion"] = (obj.get("metadata") or {}).get("resourceVersion")
     return detail
 

@@ -22,8 +22,8 @@ Rules (README.md, "Budgets and recovery", documents them for users):
 The rules live in one module per concept, each a set of plain functions over one round's state
 (state.RoundState), each importing only the modules before it: state.py (the round's data and its
 shared helpers) → admission.py (user trials, restarts, retries) → lifecycle.py (what pods say) →
-launch.py (new pods and suggestions, results told) → experiment.py (phase, counts, best trial,
-status). `plan()` below calls their steps, in this order:
+launch.py (new pods and suggestions, results told) → population.py (pbt: a generation's segments)
+→ experiment.py (phase, counts, best trial, status). `plan()` below calls their steps, in this order:
   1. experiment.opening_status: the Experiment's status to write, started from the one read;
   2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
      users' Trials are adopted or refused;
@@ -35,7 +35,8 @@ status). `plan()` below calls their steps, in this order:
   4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;
   5. launch.tell_results: decided results, told to the search algorithm;
   6. experiment.best_trial and launch.count_launched: the best trial, what was launched so far;
-  7. experiment.decide: the phase, launching pods and suggestions on the way (launch.launch);
+  7. experiment.decide: the phase, launching pods and suggestions on the way (launch.launch; for
+     pbt, population.launch_population, which makes the segments a generation needs);
   8. experiment.record_results and experiment.retention: counts, best trial (or Pareto front),
      checkpoint claims;
   9. experiment.finish_status: trial counts, and the Plan with the statuses the round changed.

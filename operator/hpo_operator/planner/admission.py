@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from hpo_operator.api.admission import configuration_refusal, restart_refusal
+from hpo_operator.api.admission import configuration_refusal, population_refusal, restart_refusal
 from hpo_operator.api.spec import ExperimentSpec, RetryPolicy
 from hpo_operator.api.status import TrialStatus
 from hpo_operator.api.vocabulary import (
@@ -49,6 +49,8 @@ def _retried_class(st: TrialStatus, policy: RetryPolicy) -> bool:
 
 def admit_user_trial(state: RoundState, t: TrialView) -> None:
     """A Trial a user created to run a configuration: adopt it, or refuse it with a reason."""
+    if state.spec.algorithm.name == "pbt":
+        return refuse(state, t, *population_refusal("a Trial of your own"))
     try:
         values = normalize_assignment(state.spec.parameters, t.values)
     except InvalidConfiguration as e:
@@ -127,7 +129,11 @@ def handle_restart_requests(state: RoundState) -> None:
                 state.now,
             )
             continue
-        refusal = restart_refusal(state.phase(t), runs(state, same))
+        refusal = (
+            population_refusal("a restart")
+            if state.spec.algorithm.name == "pbt"
+            else restart_refusal(state.phase(t), runs(state, same))
+        )
         if refusal:
             reason, message = refusal
             st = state.status[t.name]

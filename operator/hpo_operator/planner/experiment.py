@@ -36,6 +36,7 @@ from hpo_operator.core import pareto, times
 from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.workloads import checkpoint
 
+from . import population
 from .launch import launch
 from .lifecycle import queue_suspends, suspend_in_queue
 from .state import SUSPENDED, Event, Plan, RoundState, TrialView
@@ -48,7 +49,11 @@ def validate_spec(spec: ExperimentSpec) -> list[str]:
     for kind, key in re.findall(PLACEHOLDER_PATTERN, repr(spec.trial_template.source())):
         if kind == "params" and key not in names:
             errors.append(f"the trial template uses ${{params.{key}}}, which is not a declared parameter")
-        known = ("name", "attempt", "checkpointDir") if spec.trial_template.checkpoint else ("name", "attempt")
+        known: tuple[str, ...] = ("name", "attempt")
+        if spec.trial_template.checkpoint:
+            known += ("checkpointDir",)
+        if population.is_pbt(spec):
+            known += ("member", "generation", "endStep")
         if kind == "trial" and key not in known:
             errors.append(f"unknown placeholder ${{trial.{key}}} (use {' or '.join('trial.' + k for k in known)})")
         if kind == "experiment" and key != "name":
@@ -59,6 +64,7 @@ def validate_spec(spec: ExperimentSpec) -> list[str]:
         errors.append(
             f"primaryContainerName {primary} is not a container of the template ({', '.join(map(str, containers))})"
         )
+    errors += population.validate(spec)
     return sorted(set(errors))
 
 
@@ -220,7 +226,13 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> D
             else:
                 state.kill(t, SUSPENDED, "the experiment was suspended; it re-runs on resume")
         return Decision(ExperimentPhase.suspended, "Suspended", "spec.suspend is true")
-    exhausted = launch(state)
+    if population.is_pbt(spec):
+        lost = population.launch_population(state)
+        if lost:
+            return Decision(ExperimentPhase.failed, population.POPULATION_LOST, lost)
+        exhausted = False
+    else:
+        exhausted = launch(state)
     if not state.active():
         if exhausted and state.configurations < spec.max_trial_count:
             return Decision(
@@ -317,6 +329,8 @@ def retention(state: RoundState) -> None:
     """Checkpoint claims that checkpoint.retention removes now."""
     if state.checkpoint is None or state.volumes is None:
         return
+    if population.is_pbt(state.spec):
+        return population.retention(state)
     configs = {}
     for key, trials in state.groups().items():
         settled = all(state.phase(x) in TERMINAL_PHASES for x in trials)

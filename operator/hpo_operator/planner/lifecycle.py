@@ -19,7 +19,7 @@ from hpo_operator.core import metrics, pareto, times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation, finished, observe
 from hpo_operator.core.space import summary
-from hpo_operator.workloads import checkpoint
+from hpo_operator.workloads import checkpoint, population
 from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
@@ -33,9 +33,13 @@ def observe_pods(
     chooses the logs to read by it (needs_log) and the planner decides by it (observe_pod), so the
     two never judge one pod differently (a pod stranded on a lost node is Failed only given `now`)."""
     primary = spec.trial_template.primary_container_name
-    return {
+    observed = {
         t.name: observe(pods[t.name], primary, now) for t in trials if t.phase not in TERMINAL_PHASES and t.name in pods
     }
+    for t in trials:
+        if t.name in observed and t.segment is not None:  # a pbt segment's checkpoint copy step may have failed
+            observed[t.name] = population.copy_failure(pods[t.name], observed[t.name])
+    return observed
 
 
 def needs_output(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None) -> str | None:
@@ -315,6 +319,10 @@ def resumed_from(state: RoundState, t: TrialView, found: dict[str, metrics.Sampl
     step = found.get(checkpoint.RESUMED_STEP) if state.checkpoint is not None else None
     if step is None:
         return {}
+    parent = (t.segment or {}).get("parent")
+    if parent:  # a pbt segment resumes from its parent segment's checkpoint, whichever attempt it runs
+        view = state.views.get(parent)
+        return {"resumed_from": ResumedFrom(attempt=view.attempt if view else 1, step=int(step.value), trial=parent)}
     return {
         "resumed_from": ResumedFrom(
             attempt=max(t.attempt - 1, 1), step=int(step.value), trial=t.spec.get("retryOf") or None

@@ -21,8 +21,10 @@ from hpo_operator.api.vocabulary import (
     L_ATTEMPT,
     L_CONFIG,
     L_EXPERIMENT,
+    L_GENERATION,
     L_LAUNCH,
     L_LINEAGE,
+    L_MEMBER,
     L_TRIAL,
     MANAGED_BY,
     TERMINAL_PHASES,
@@ -94,6 +96,12 @@ class TrialView:
     def owned_by_another(self, uid: str) -> bool:
         """Controlled by something else, e.g. an experiment of the same name that was deleted."""
         return any(c != uid for c in self.controllers)
+
+    @cached_property
+    def segment(self) -> dict[str, Any] | None:
+        """Population-based training: the segment this Trial trains (spec.segment), as written."""
+        segment = self.spec.get("segment")
+        return segment if isinstance(segment, dict) else None
 
     @cached_property
     def suggestion_index(self) -> int | None:
@@ -336,6 +344,7 @@ class RoundState:
         not_before: datetime | None = None,
         config: str | None = None,
         annotations: dict[str, str] | None = None,
+        segment: dict[str, Any] | None = None,
     ) -> TrialView:
         labels = {
             **MANAGED_BY,
@@ -346,6 +355,8 @@ class RoundState:
             L_LAUNCH: launch,
             L_TRIAL: name,
         }
+        if segment is not None:
+            labels[L_MEMBER], labels[L_GENERATION] = str(segment["member"]), str(segment["generation"])
         annotations = dict(annotations or {})
         if not_before:
             annotations[A_NOT_BEFORE] = times.iso(not_before)
@@ -358,6 +369,8 @@ class RoundState:
             spec["retryOf"] = retry_of
         if index is not None:
             spec["suggestionIndex"] = index
+        if segment is not None:
+            spec["segment"] = dict(segment)
         body = {
             "apiVersion": API_VERSION,
             "kind": "Trial",
@@ -404,6 +417,7 @@ class RoundState:
             not_before=not_before,
             config=self.config_of(t),
             annotations=annotations,
+            segment=t.segment,  # a segment's re-run trains the same segment, from the same start
         )
         self.update(t, retried_by=new.name)
         return new

@@ -87,6 +87,10 @@ def make_sampler(spec: ExperimentSpec, seed: int | None = None) -> optuna.sample
                 "give the parameters larger steps or fewer values"
             )
         return optuna.samplers.GridSampler(space, seed=seed)
+    if spec.algorithm.name == "pbt":
+        # Population-based training decides without a sampler (search/population.py); its settings
+        # were checked above. The study only keeps the interface every experiment has.
+        return optuna.samplers.RandomSampler(seed=seed)
     sampler = SAMPLERS[spec.algorithm.name]
     name = spec.algorithm.name
     if spec.algorithm.name in ("cmaes", "qmc"):

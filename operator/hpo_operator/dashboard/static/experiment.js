@@ -366,6 +366,7 @@
       const layout = {...figure.layout, ...LAYOUT, margin: {...LAYOUT.margin, ...(figure.layout.margin || {})}};
       if (kind === "parallel") layout.margin.t = 90;
       if (kind === "slice") layout.width = undefined;
+      if (kind === "schedule") { layout.height = figure.layout.height; layout.margin.t = 90; }  // a panel per parameter
       await Plotly.react(div, figure.data, layout, {responsive: true, displaylogo: false});
       div.dataset.rendered = String(Date.now());
       mark(slot);
@@ -425,6 +426,14 @@
     q("objective").addEventListener("change", () => { plots.parallel(); plots.importance(); plots.slice(); });
   }
 
+  // Population-based training: each member's hyperparameter schedule, first.
+  function addSchedule() {
+    if (!view.pbt) return;
+    q("schedule-box").hidden = false;
+    addSlot("schedule", "schedule", () => `${api}/figures/schedule`);
+    ORDER.unshift("schedule");
+  }
+
   // The first time, every figure is asked for at once, and drawn one after the other in ORDER
   // (each draw holds the page's thread: the cheap ones should not wait behind the slow one).
   async function firstDraw() {
@@ -482,6 +491,7 @@
     replace(q("curve-metric"), view.metricNames.map((m) => el("option", {value: m}, m)));
     q("curve-metric").addEventListener("change", () => plots.curves());
     addObjectives();
+    addSchedule();
     firstDraw();
     q("trial-search").addEventListener("input", (e) => { state.search = e.target.value; state.page = 0; state.focus = null; renderTable(); });
     window.addEventListener("hashchange", fromHash);

@@ -226,6 +226,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
                     if part
                 ),
                 metrics=reported or None,
+                ended_at=obs.finish_time,
                 **common,
             )
         else:
@@ -237,12 +238,19 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
                 failure_class=None,
                 metrics=reported,
                 **result_fields(spec, {name: s.value for name, s in found.items()}),
+                ended_at=obs.finish_time,
                 **common,
             )
         return
     if obs.phase == "Failed":
         state.set_status(
-            t, phase="Failed", reason=obs.reason, message=obs.message, failure_class=obs.failure_class, **common
+            t,
+            phase="Failed",
+            reason=obs.reason,
+            message=obs.message,
+            failure_class=obs.failure_class,
+            ended_at=obs.finish_time,
+            **common,
         )
         return
     if obs.phase == "Running":

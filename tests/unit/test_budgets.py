@@ -411,3 +411,87 @@ def test_an_extended_experiment_in_memory_runs_to_its_new_limit_with_the_same_st
 
 def cond_reason(status: dict) -> str:
     return cond(status.get("conditions"), "Succeeded")["reason"]
+
+
+# =============================================================================================
+# the plugin's view and extend
+# =============================================================================================
+
+
+def experiment_obj(spec: dict, status: dict) -> dict:
+    return {"metadata": {"name": "exp", "namespace": "team-a", "resourceVersion": "42"}, "spec": spec, "status": status}
+
+
+def trial_obj(status: dict) -> dict:
+    return {"metadata": {"name": "t"}, "spec": {"experimentName": "exp"}, "status": status}
+
+
+def test_describe_shows_what_was_spent_now_per_resource_with_its_limit():
+    from hpo_operator.client.views import spending, spending_lines
+
+    obj = experiment_obj(
+        {"budget": {"maxDurationSeconds": 7200, "maxResourceSeconds": {GPU: 36000}}},
+        {"phase": "Running", "spent": spent_at(600, 60)},
+    )
+    trials = [
+        trial_obj({"phase": "Succeeded", "startTime": ago(1000), "runSeconds": 900.0, "requests": {GPU: 2.0}}),
+        trial_obj({"phase": "Running", "startTime": ago(100), "requests": {GPU: 1.0, "cpu": 4.0}}),
+    ]
+    spent = spending(obj, trials, NOW)
+    assert spent.duration_seconds == 660
+    assert [(r.resource, r.seconds, r.limit) for r in spent.resources] == [("cpu", 400.0, None), (GPU, 1900.0, 36000)]
+    lines = spending_lines(spent)
+    assert lines[0] == "running time 11m00s of 2h00m (suspended time not counted)"
+    assert lines[2] == f"{GPU} 0.528 h (1,900 resource-seconds of 36,000)"
+
+
+def test_extend_adds_configurations_past_those_launched_and_pins_the_version_read():
+    from hpo_operator.client.experiments import extension
+
+    obj = experiment_obj(
+        {"maxTrialCount": 20},
+        {
+            "phase": "Succeeded",
+            "configurations": 21,
+            "conditions": [{"type": "Succeeded", "status": "True", "reason": "MaxTrialsReached"}],
+        },
+    )
+    patch, result = extension(obj, more_trials=10)
+    assert patch == {"metadata": {"resourceVersion": "42"}, "spec": {"maxTrialCount": 31}}
+    assert result.changes == {"maxTrialCount": (20, 31)} and result.goes_on
+
+
+def test_extend_adds_time_and_compute_past_what_was_spent():
+    from hpo_operator.client.experiments import extension
+
+    obj = experiment_obj(
+        {"maxTrialCount": 20, "budget": {"maxDurationSeconds": 100, "maxResourceSeconds": {GPU: 50}}},
+        {
+            "phase": "Succeeded",
+            "spent": spent_at(100.4, 0),
+            "conditions": [{"type": "Succeeded", "status": "True", "reason": "ComputeBudgetReached"}],
+        },
+    )
+    trials = [trial_obj({"phase": "Killed", "startTime": ago(100), "runSeconds": 52.0, "requests": {GPU: 1.0}})]
+    patch, _ = extension(obj, trials, more_seconds=60, more_resource_seconds={GPU: 3600}, now=NOW)
+    assert patch["spec"]["budget"] == {"maxDurationSeconds": 161, "maxResourceSeconds": {GPU: 3652.0}}
+
+
+@pytest.mark.parametrize(
+    "reason, options, refusal",
+    [
+        ("GoalReached", {"more_trials": 5}, "reached its goal"),
+        ("SearchSpaceExhausted", {"more_trials": 5}, "grid is done"),
+        ("MaxTrialsReached", {}, "give --trials"),
+    ],
+)
+def test_extend_refuses_what_would_not_continue_the_experiment(reason, options, refusal):
+    from hpo_operator.client.errors import InvalidInput
+    from hpo_operator.client.experiments import extension
+
+    obj = experiment_obj(
+        {"maxTrialCount": 5},
+        {"phase": "Succeeded", "conditions": [{"type": "Succeeded", "status": "True", "reason": reason}]},
+    )
+    with pytest.raises(InvalidInput, match=refusal):
+        extension(obj, **options)

@@ -470,18 +470,17 @@ class Budget(Model):
             "from its pod's start (queue and scheduling time excluded) to its end. E.g. "
             "{nvidia.com/gpu: 360000} is 100 GPU-hours. Kept in status.spent.resources."
         ),
-        json_schema_extra=schema_extra(
-            validations=[
-                cel(
-                    f"size(self) <= {MAX_BUDGET_RESOURCES}",
-                    f"maxResourceSeconds takes at most {MAX_BUDGET_RESOURCES} resources",
-                ),
-                cel(
-                    "self.all(k, size(k) <= 253 && k.matches('" + RESOURCE_NAME_PATTERN + "'))",
-                    "maxResourceSeconds' keys are resource names, e.g. cpu, memory or nvidia.com/gpu",
-                ),
-            ]
-        ),
+        json_schema_extra={
+            "maxProperties": MAX_BUDGET_RESOURCES,
+            **schema_extra(
+                validations=[
+                    cel(
+                        "self.all(k, size(k) <= 253 && k.matches('" + RESOURCE_NAME_PATTERN + "'))",
+                        "maxResourceSeconds' keys are resource names, e.g. cpu, memory or nvidia.com/gpu",
+                    ),
+                ]
+            ),
+        },
     )
     running_trials: BudgetRunningTrials = Field(
         BudgetRunningTrials.stop,

@@ -69,6 +69,8 @@ class TrialView:
         self.labels: dict[str, str] = self.meta.get("labels") or {}
         self.annotations: dict[str, str] = self.meta.get("annotations") or {}
         self.phase: str = self.status.get("phase") or "Pending"
+        # What a rule works out of this body once (e.g. the objectives' curve for early stopping).
+        self.memo: dict[str, Any] = {}
         for cached in [k for k in self.__dict__ if k in CACHED]:
             del self.__dict__[cached]
 

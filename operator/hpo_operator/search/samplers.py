@@ -109,7 +109,8 @@ REDUCTION_FACTOR = 3
 
 def make_pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
     stopping = spec.early_stopping
-    if stopping is None:
+    if stopping is None or spec.objective.multi:
+        # Several objectives: Optuna's pruners take one; the operator judges them (rungs.py).
         return optuna.pruners.NopPruner()
     if stopping.algorithm == "median":
         required = stopping.min_trials_required

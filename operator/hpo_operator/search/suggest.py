@@ -380,7 +380,8 @@ class Suggester:
         pruner whether to stop it."""
         self._materialize()
         trial = self._asked.get(index)
-        if trial is None or index in self._told or not values:
+        if trial is None or index in self._told or not values or self.spec.objective.multi:
+            # (Several objectives: no Optuna pruner takes them; the planner judges by search/rungs.py.)
             return False
         return self._report(trial, values, ask=True)
 

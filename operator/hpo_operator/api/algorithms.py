@@ -110,6 +110,12 @@ class NsgaIIISettings(NsgaIISettings):
     dividing_parameter: WholeNumber | None = Field(None, ge=1)
 
 
+class GpSettings(AlgorithmSettings):
+    n_startup_trials: WholeNumber | None = Field(None, ge=0)
+    # The objective has no noise: the Gaussian process then fits the results exactly.
+    deterministic_objective: Flag | None = None
+
+
 # Keyed by AlgorithmName's words, in its order (the CEL rule and its message list them so; a test
 # keeps every algorithm here).
 SETTINGS: dict[str, type[AlgorithmSettings]] = {
@@ -120,6 +126,7 @@ SETTINGS: dict[str, type[AlgorithmSettings]] = {
     AlgorithmName.qmc.value: QmcSettings,
     AlgorithmName.nsga2.value: NsgaIISettings,
     AlgorithmName.nsga3.value: NsgaIIISettings,
+    AlgorithmName.gp.value: GpSettings,
 }
 
 

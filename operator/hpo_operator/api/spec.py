@@ -257,8 +257,10 @@ class Algorithm(Model):
             "nStartupTrials, ...). cmaes: CMA-ES (sigma0, popsize, ...; categoricals sampled at "
             "random). qmc: quasi-Monte Carlo (qmcType sobol or halton, scramble). nsga2, nsga3: "
             "genetic algorithms for several objectives (populationSize, mutationProb, crossoverProb, "
-            "swappingProb; nsga3 also dividingParameter). With several objectives: tpe, nsga2, nsga3, "
-            "random, grid, qmc."
+            "swappingProb; nsga3 also dividingParameter). gp: Bayesian optimisation with a Gaussian "
+            "process (nStartupTrials, deterministicObjective; several objectives, constraints and "
+            "parallel trials too), where the operator has PyTorch (its image's gp flavour). With "
+            "several objectives: tpe, nsga2, nsga3, gp, random, grid, qmc."
         ),
     )
     seed: int | None = Field(
@@ -524,7 +526,8 @@ class ExperimentSpec(Model):
                 ),
                 cel(
                     "!has(self.objective.metrics) || self.algorithm.name != 'cmaes'",
-                    "cmaes supports a single objective only; for several use tpe, nsga2, nsga3, random, grid or qmc",
+                    "cmaes supports a single objective only; for several use tpe, nsga2, nsga3, gp, random, grid "
+                    "or qmc",
                 ),
                 cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
                 cel(

@@ -129,6 +129,7 @@ class AlgorithmName(StrEnum):
     qmc = "qmc"
     nsga2 = "nsga2"
     nsga3 = "nsga3"
+    gp = "gp"
 
 
 class ParameterType(StrEnum):

@@ -224,7 +224,7 @@ def main(argv: list[str]) -> int:
     if problems:
         print(f"the locks disagree with pyproject.toml or with each other: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print("locks: requirements-dev.txt, deploy/image/requirements.txt and requirements-gp.txt agree with pyproject.toml")
+    print("locks: requirements-dev.txt and the image's (with its gp flavour's) agree with pyproject.toml")
     return 0
 
 

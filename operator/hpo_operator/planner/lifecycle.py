@@ -394,7 +394,10 @@ def check_rungs(state: RoundState, t: TrialView, history: list[Metric], seen: se
     stopping = spec.early_stopping
     assert stopping is not None  # check_progress runs with earlyStopping only
     names = spec.objective.names
-    own = rungs.curve(((m.name, m.step, m.value, m.timestamp) for m in history), names)
+    # A value read without its time was printed by now at the latest: what others recorded before now
+    # reached their rungs first.
+    now = times.iso(state.now)
+    own = rungs.curve(((m.name, m.step, m.value, m.timestamp or now) for m in history), names)
     new_steps = {step for step, _, _ in own} - seen
     if not new_steps:
         return

@@ -386,6 +386,7 @@ def test_a_goal_reached_experiment_stays_finished_unless_its_goal_changes():
     reached = make_spec(maxTrialCount=10, objective={"goal": 0.05})
     plan = run(reached, trials, status=finished("GoalReached"))
     assert experiment_outcome(plan) == ("Succeeded", "GoalReached") and plan.create_trials == []
+    assert plan.events == [] and exp_status(plan)["completionTime"] == EARLIER  # not even for a round
     harder = make_spec(maxTrialCount=10, objective={"goal": 0.001})
     plan = run(harder, trials, status=finished("GoalReached"))
     assert experiment_outcome(plan) == ("Running", "Running") and len(plan.create_trials) == 2

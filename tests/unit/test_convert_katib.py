@@ -497,7 +497,7 @@ def test_a_missing_trial_budget_is_refused():
 def test_a_resume_policy_other_than_never_is_said_in_a_note_above_spec():
     [result] = convert([katib("metadata-substitution.yaml")])
     assert (
-        "resumePolicy LongRunning: a finished experiment here does not go on"
+        "resumePolicy LongRunning: here any experiment that ended at maxTrialCount (or a budget) goes on"
         in notes_of(katib("metadata-substitution.yaml"))["spec"]
     )
     text = result.to_yaml()

@@ -57,6 +57,14 @@ def test_a_dominated_point_is_not_promoted_and_a_front_point_is():
     assert ok and position == 0 and n == 3
 
 
+def test_on_one_front_the_crowded_point_goes_and_the_lonely_one_stays():
+    # All four are on the front: the extremes are kept first (NSGA-II's crowding distance), then the
+    # less crowded; with reductionFactor 2, two of four go on.
+    others = [(1.0, 10.0), (0.0, 0.0), (0.5, 5.0)]
+    assert rungs.promoted((0.51, 5.1), others, DIRECTIONS, 2) == (False, 3, 4)
+    assert rungs.promoted((1.1, 11.0), others, DIRECTIONS, 2)[0] is True
+
+
 def test_one_in_reduction_factor_goes_on():
     # Nine points on one diagonal front-ish: rank decides first, so the three of rank 0 go on only if
     # they are among the best 9 // 3.

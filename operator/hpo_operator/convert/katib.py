@@ -677,10 +677,9 @@ class _Conversion:
         if policy != "Never":
             self.note(
                 "spec",
-                f"resumePolicy {policy}: a finished experiment here does not go on when maxTrialCount is "
-                "raised; continue it with `kubectl hpo copy EXPERIMENT --warm-start` (a new experiment whose "
-                "sampler first learns the finished trials). No volume is needed: the operator rebuilds each "
-                "study from the Trials.",
+                f"resumePolicy {policy}: here any experiment that ended at maxTrialCount (or a budget) goes on "
+                "with the same search when the limit is raised (`kubectl hpo extend EXPERIMENT --trials N`); "
+                "no volume is needed: the operator rebuilds each study from the Trials.",
             )
         return out
 

@@ -166,10 +166,17 @@ def test_asha_on_several_objectives_stops_the_dominated_trials(api, kubectl, nam
         [(0.10, 9.0), (0.15, 9.0), (0.20, 9.0)],
         [(0.10, 9.0), (0.15, 9.0), (0.20, 9.0)],
     ]
-    for index, points in enumerate(curves):
-        path = tmp_path / f"{index}.log"
-        write_log(path, [f"step={s} acc={a} latency={lat}" for s, (a, lat) in enumerate(points, start=1)])
-        serve_log(api, namespace, f"mo-asha-{index:04d}", path)
+
+    def serve(indexes: range) -> None:
+        for index in indexes:
+            path = tmp_path / f"{index}.log"
+            points = curves[index]
+            write_log(path, [f"step={s} acc={a} latency={lat}" for s, (a, lat) in enumerate(points, start=1)])
+            serve_log(api, namespace, f"mo-asha-{index:04d}", path)
+
+    # A log line's time is when the file was written (KWOK serves it so): the dominated trials' lines
+    # are written once they run, after the first two finished, as a program would print them.
+    serve(range(2))
     body = experiment(
         "mo-asha",
         [{"name": "x", "type": "double", "min": 0, "max": 1}],
@@ -185,6 +192,8 @@ def test_asha_on_several_objectives_stops_the_dominated_trials(api, kubectl, nam
     # This checkout's CRD takes asha with several objectives (another checkout's may refuse it).
     this_checkouts_crds(kubectl, ("experiments.status.spent", "durationSeconds"))
     cluster.create(body)
+    wait_until(lambda: "mo-asha-0002" in cluster.trials(), timeout=60, what="the third trial")
+    serve(range(2, 4))
     exp = cluster.wait_finished("mo-asha", timeout=120)
     trials = cluster.trials()
     phases = [trials[f"mo-asha-{i:04d}"]["status"]["phase"] for i in range(len(curves))]

@@ -445,7 +445,7 @@ CASES: list[tuple[str, Edit, str, str]] = [
     (
         "a-compute-budget-of-nothing",
         lambda s: s.update(budget={"maxResourceSeconds": {"nvidia.com/gpu": 0}}),
-        "spec.budget.maxResourceSeconds",
+        "spec.budget.maxResourceSeconds.nvidia.com/gpu",
         "should be greater than 0",
     ),
     (

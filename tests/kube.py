@@ -373,3 +373,16 @@ class Volumes:
                 self.core.delete_persistent_volume(name)
             except client.ApiException:
                 pass
+
+
+def this_checkouts_crds(kubectl: Kubectl, *served: tuple[str, str]) -> None:
+    """Applies this checkout's CRDs and waits until each (`kubectl explain` path, word) pair is
+    served: on a cluster shared with other checkouts, one of them may have applied its own since this
+    session began (the API server then drops, or refuses, what only this checkout's have)."""
+    for name in ("experiments", "trials"):
+        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / f"{name}.yaml"))
+    wait_until(
+        lambda: all(word in kubectl.run("explain", path, check=False).stdout for path, word in served),
+        timeout=30,
+        what="this checkout's CRDs to be served",
+    )

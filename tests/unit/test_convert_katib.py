@@ -361,7 +361,7 @@ def settings(*pairs: tuple[str, str]) -> list[dict]:
         ),
         ("cmaes.yaml", {"name": "cmaes", "seed": 6, "settings": settings(("sigma0", "0.3"))}),
         ("sobol.yaml", {"name": "qmc", "settings": settings(("qmcType", "sobol"))}),
-        ("bayesian-optimization.yaml", {"name": "tpe", "seed": 10, "settings": settings(("nStartupTrials", "3"))}),
+        ("bayesian-optimization.yaml", {"name": "gp", "seed": 10, "settings": settings(("nStartupTrials", "3"))}),
     ],
 )
 def test_each_katib_algorithm_maps_with_its_settings(fixture, algorithm):
@@ -373,12 +373,32 @@ def test_each_katib_algorithm_maps_with_its_settings(fixture, algorithm):
     [
         ("tpe.yaml", "Katib's tpe settings not carried over: gamma=0.25 has no counterpart"),
         ("cmaes.yaml", "restart_strategy=ipop has no counterpart (our CMA-ES does not restart"),
-        ("bayesian-optimization.yaml", "Katib's bayesianoptimization (scikit-optimize's Gaussian process) becomes tpe"),
-        ("bayesian-optimization.yaml", "acq_func=gp_hedge has no counterpart"),
+        ("bayesian-optimization.yaml", "Katib's bayesianoptimization (scikit-optimize's Gaussian process) becomes gp"),
+        ("bayesian-optimization.yaml", "It needs the operator's gp image flavour"),
+        ("bayesian-optimization.yaml", "acq_func=gp_hedge has no counterpart (gp chooses by log expected improvement"),
     ],
 )
 def test_what_an_algorithm_mapping_loses_is_said_in_a_note(fixture, said):
     assert said in " ".join(n.text for n in converted(katib(fixture)).notes if n.path == "spec.algorithm")
+
+
+def test_without_gp_bayesian_optimization_becomes_tpe_with_its_note():
+    [result] = convert([katib("bayesian-optimization.yaml")], gp=False)
+    assert result.manifest["spec"]["algorithm"] == {
+        "name": "tpe",
+        "seed": 10,
+        "settings": settings(("nStartupTrials", "3")),
+    }
+    said = " ".join(n.text for n in result.notes if n.path == "spec.algorithm")
+    assert "becomes tpe" in said and "--no-gp" in said and "acq_func=gp_hedge has no counterpart (TPE" in said
+
+
+def test_a_gaussian_process_estimator_is_what_gp_does_and_a_forest_is_noted():
+    doc = katib("bayesian-optimization.yaml")
+    doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": "base_estimator", "value": "GP"}]
+    assert "base_estimator" not in " ".join(n.text for n in converted(doc).notes)
+    doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": "base_estimator", "value": "RF"}]
+    assert "base_estimator=RF has no counterpart" in " ".join(n.text for n in converted(doc).notes)
 
 
 def test_exact_algorithm_mappings_carry_no_note():
@@ -525,7 +545,7 @@ def test_a_missing_trial_budget_is_refused():
 def test_a_resume_policy_other_than_never_is_said_in_a_note_above_spec():
     [result] = convert([katib("metadata-substitution.yaml")])
     assert (
-        "resumePolicy LongRunning: a finished experiment here does not go on"
+        "resumePolicy LongRunning: here any experiment that ended at maxTrialCount (or a budget) goes on"
         in notes_of(katib("metadata-substitution.yaml"))["spec"]
     )
     text = result.to_yaml()

@@ -154,6 +154,12 @@ class PbtSettings(AlgorithmSettings):
     perturbation_factors: Factors = (0.8, 1.2)
 
 
+class GpSettings(AlgorithmSettings):
+    n_startup_trials: WholeNumber | None = Field(None, ge=0)
+    # The objective has no noise: the Gaussian process then fits the results exactly.
+    deterministic_objective: Flag | None = None
+
+
 # Keyed by AlgorithmName's words, in its order (the CEL rule and its message list them so; a test
 # keeps every algorithm here).
 SETTINGS: dict[str, type[AlgorithmSettings]] = {
@@ -165,6 +171,7 @@ SETTINGS: dict[str, type[AlgorithmSettings]] = {
     AlgorithmName.nsga2.value: NsgaIISettings,
     AlgorithmName.nsga3.value: NsgaIIISettings,
     AlgorithmName.pbt.value: PbtSettings,
+    AlgorithmName.gp.value: GpSettings,
 }
 
 

@@ -201,6 +201,19 @@ def experiment_crd() -> dict[str, Any]:
             ),
             _column("Max", ".spec.maxTrialCount", "integer", priority=1),
             _column("Algorithm", ".spec.algorithm.name", priority=1),
+            _column(
+                "Run-Seconds",
+                ".status.spent.durationSeconds",
+                "number",
+                priority=1,
+                description="Running time spent (suspended time not counted), as of status.spent.time",
+            ),
+            _column(
+                "Compute",
+                ".status.spent.summary",
+                priority=1,
+                description="Resource-seconds the trials spent, per resource, as of status.spent.time",
+            ),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
         validations=[

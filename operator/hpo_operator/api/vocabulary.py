@@ -133,6 +133,7 @@ class AlgorithmName(StrEnum):
     nsga2 = "nsga2"
     nsga3 = "nsga3"
     pbt = "pbt"
+    gp = "gp"
 
 
 class ParameterType(StrEnum):
@@ -152,6 +153,22 @@ class EarlyStoppingAlgorithm(StrEnum):
     median = "median"
     asha = "asha"
     hyperband = "hyperband"
+
+
+# What a budget's end does to the trials still running (spec.budget.runningTrials).
+class BudgetRunningTrials(StrEnum):
+    stop = "Stop"
+    finish = "Finish"
+
+
+# The reasons an experiment ends Succeeded with: a limit of its spec was reached (raising the limit
+# continues it: see planner/experiment.py, reopen), its goal was reached, or its grid is done.
+class EndReason(StrEnum):
+    goal_reached = "GoalReached"
+    max_trials_reached = "MaxTrialsReached"
+    max_duration_reached = "MaxDurationReached"
+    compute_budget_reached = "ComputeBudgetReached"
+    search_space_exhausted = "SearchSpaceExhausted"
 
 
 class PodRetention(StrEnum):

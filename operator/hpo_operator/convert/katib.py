@@ -72,9 +72,10 @@ class Converted:
         return _emit(self)
 
 
-def convert(documents: Iterable[Any]) -> list[Converted]:
+def convert(documents: Iterable[Any], *, gp: bool = True) -> list[Converted]:
     """Our Experiments from parsed Katib documents (None, an empty document, is skipped; a v1 List
-    is read item by item)."""
+    is read item by item). `gp`: Katib's bayesianoptimization becomes gp (a Gaussian process, as
+    Katib's; it needs the operator's gp image flavour), else tpe, with a note either way."""
     items: list[Any] = []
     for doc in documents:
         if isinstance(doc, dict) and doc.get("kind") == "List" and doc.get("apiVersion") == "v1":
@@ -88,19 +89,19 @@ def convert(documents: Iterable[Any]) -> list[Converted]:
         name = ((doc.get("metadata") or {}).get("name") if isinstance(doc, dict) else None) or None
         label = f"experiment {name}" if name else f"document {index}"
         try:
-            results.append(_Conversion(doc).run())
+            results.append(_Conversion(doc, gp=gp).run())
         except KatibConversionError as e:
             raise KatibConversionError(e.path, e.reason, label) from None
     return results
 
 
-def convert_yaml(text: str) -> list[Converted]:
+def convert_yaml(text: str, *, gp: bool = True) -> list[Converted]:
     """convert() over the documents of a YAML (or JSON) text."""
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as e:
         raise KatibConversionError("input", f"not valid YAML: {e}") from None
-    return convert(documents)
+    return convert(documents, gp=gp)
 
 
 def to_yaml(converted: Iterable[Converted]) -> str:
@@ -151,18 +152,29 @@ _ALGORITHMS: dict[str, tuple[str, dict[str, str]]] = {
     "multivariate-tpe": ("tpe", {"n_startup_trials": "nStartupTrials", "n_ei_candidates": "nEICandidates"}),
     "cmaes": ("cmaes", {"sigma": "sigma0"}),
     "sobol": ("qmc", {}),
-    "bayesianoptimization": ("tpe", {"n_initial_points": "nStartupTrials"}),
+    "bayesianoptimization": ("gp", {"n_initial_points": "nStartupTrials"}),
 }
+# Without the gp flavour (convert --no-gp): the nearest model-based algorithm every operator has.
+_BAYESIAN_WITHOUT_GP = ("tpe", {"n_initial_points": "nStartupTrials"})
 # Settings Katib takes that have no counterpart here: converted with a note saying what is lost.
 _NOT_CARRIED = {
     "tpe": {"gamma": "our TPE splits good from bad trials at Optuna's own default quantile"},
     "cmaes": {"restart_strategy": "our CMA-ES does not restart with a larger population (IPOP/BIPOP)"},
     "bayesianoptimization": {
-        "base_estimator": "TPE models the objective with Parzen estimators, not a Gaussian process or forest",
-        "acq_func": "TPE chooses by its expected-improvement ratio, not an acquisition function",
-        "acq_optimizer": "TPE samples its candidates, it does not optimise an acquisition function",
+        "base_estimator": "gp always models the objective with a Gaussian process (Matern 5/2, one length scale "
+        "per parameter), not a forest",
+        "acq_func": "gp chooses by log expected improvement (with several trials running, its batch form)",
+        "acq_optimizer": "gp optimises its acquisition function by quasi-random candidates, then L-BFGS-B and "
+        "line searches",
     },
 }
+_NOT_CARRIED_WITHOUT_GP = {
+    "base_estimator": "TPE models the objective with Parzen estimators, not a Gaussian process or forest",
+    "acq_func": "TPE chooses by its expected-improvement ratio, not an acquisition function",
+    "acq_optimizer": "TPE samples its candidates, it does not optimise an acquisition function",
+}
+# Katib's defaults and our gp's agree on these: nothing is lost.
+_SAME_AS_GP = {"base_estimator": "gp"}
 _REFUSED_ALGORITHMS = {
     "hyperband": (
         "Katib's hyperband sets the parameter named by resource_name to each bracket's budget; our "
@@ -261,6 +273,7 @@ def _settings(items: Any, path: str) -> list[tuple[str, str, str]]:
 @dataclass
 class _Conversion:
     doc: Any
+    gp: bool = True  # bayesianoptimization becomes gp (else tpe)
     notes: list[Note] = field(default_factory=list)
     # Katib parameter name -> ours (ours are identifiers: they are ${params.NAME} placeholders).
     renamed: dict[str, str] = field(default_factory=dict)
@@ -548,6 +561,9 @@ class _Conversion:
             known = ", ".join([*_ALGORITHMS, "pbt", *_REFUSED_ALGORITHMS])
             raise KatibConversionError(path, f"{katib!r} is not a Katib algorithm ({known})")
         ours, mapping = _ALGORITHMS[katib]
+        not_carried = _NOT_CARRIED.get(katib, {})
+        if katib == "bayesianoptimization" and not self.gp:
+            (ours, mapping), not_carried = _BAYESIAN_WITHOUT_GP, _NOT_CARRIED_WITHOUT_GP
         out: dict[str, Any] = {"name": ours}
         settings: dict[str, str] = {}
         if katib == "multivariate-tpe":
@@ -572,19 +588,30 @@ class _Conversion:
                 settings[target] = value
             elif name == "restart_strategy" and katib == "cmaes" and value.lower() == "none":
                 pass  # Katib's own default: nothing to carry
-            elif name in _NOT_CARRIED.get(katib, {}):
-                lost.append(f"{name}={value} has no counterpart ({_NOT_CARRIED[katib][name]})")
+            elif ours == "gp" and _SAME_AS_GP.get(name) == value.lower():
+                pass  # what our gp does too
+            elif name in not_carried:
+                lost.append(f"{name}={value} has no counterpart ({not_carried[name]})")
             else:
-                takes = ", ".join(["random_state", *mapping, *_NOT_CARRIED.get(katib, {})])
+                takes = ", ".join(["random_state", *mapping, *not_carried])
                 raise KatibConversionError(f"{here}.name", f"Katib's {katib} takes no setting {name} ({takes})")
         if settings:
             out["settings"] = [{"name": k, "value": v} for k, v in settings.items()]
-        if katib == "bayesianoptimization":
+        if katib == "bayesianoptimization" and ours == "gp":
+            self.note(
+                "spec.algorithm",
+                "Katib's bayesianoptimization (scikit-optimize's Gaussian process) becomes gp, Optuna's "
+                "Gaussian-process sampler. It needs the operator's gp image flavour (the chart's "
+                "image.flavour: gp), which has PyTorch; an operator without it refuses the experiment "
+                "(InvalidSpec, saying so): convert with --no-gp for tpe instead. n_initial_points maps to "
+                "nStartupTrials (random trials before the model is used).",
+            )
+        elif katib == "bayesianoptimization":
             self.note(
                 "spec.algorithm",
                 "Katib's bayesianoptimization (scikit-optimize's Gaussian process) becomes tpe, Optuna's "
-                "Tree-structured Parzen Estimator: also model-based Bayesian optimisation, and the nearest "
-                "algorithm here (a Gaussian-process sampler would need PyTorch in the operator). "
+                "Tree-structured Parzen Estimator: also model-based Bayesian optimisation (converted with "
+                "--no-gp; gp, a Gaussian process, needs the operator's gp image flavour). "
                 "n_initial_points maps to nStartupTrials (random trials before the model is used).",
             )
         if lost:
@@ -778,9 +805,9 @@ class _Conversion:
             )
             self.note(
                 "spec",
-                f"resumePolicy {policy}: a finished experiment here does not go on when maxTrialCount is "
-                "raised; continue it with `kubectl hpo copy EXPERIMENT --warm-start` (a new experiment whose "
-                f"sampler first learns the finished trials). {volume}",
+                f"resumePolicy {policy}: here any experiment that ended at maxTrialCount (or a budget) goes on "
+                "with the same search when the limit is raised (`kubectl hpo extend EXPERIMENT --trials N`). "
+                f"{volume}",
             )
         return out
 

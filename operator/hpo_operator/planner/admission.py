@@ -30,7 +30,7 @@ from hpo_operator.core.authorship import RESTART_AUTHOR, inherited
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment, summary
 
-from .state import REQUEST_KEY_LENGTH, SUSPENDED, Event, RoundState, TrialView
+from .state import FINISHED, REQUEST_KEY_LENGTH, SUSPENDED, Event, RoundState, TrialView
 
 
 def backoff_seconds(spec: ExperimentSpec, retries_so_far: int) -> int:
@@ -179,16 +179,14 @@ def recover_failures(state: RoundState) -> set[str]:
         # stopped (or the create failed) after the failed trial's status was written. Our own
         # creations are in view at once (the executor's pending writes, an informer listing
         # after a restart), so it is made now, under the same deterministic name.
-        if (
-            state.phase(latest) == "Killed"
-            and st.reason in (SUSPENDED, "ExperimentFinished")
-            and (state.finished or spec.suspend)
-        ):
+        if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED) and (state.finished or spec.suspend):
             continue  # stopped by the experiment, not failed
         if state.finished:
             finally_failed.add(key)
             continue
-        if state.phase(latest) == "Killed" and st.reason == SUSPENDED:
+        if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED):
+            # Stopped by the experiment's suspension, or by its end at a limit that was raised
+            # since (experiment.reopen): run again, without spending a retry.
             if not spec.suspend:
                 state.rerun(latest, "Resume")
             continue

@@ -52,7 +52,9 @@
       fact("Created (UTC)", time(s.created)),
       s.original ? fact("Copy of", s.original) : null,
       s.warmStartFrom ? fact("Warm start", s.warmStartFrom) : null,
-      spec.earlyStopping ? fact("Early stopping", spec.earlyStopping) : null);
+      spec.earlyStopping ? fact("Early stopping", spec.earlyStopping) : null,
+      view.spentLines && view.spentLines.length ? fact("Spent", el("span", {id: "spent"},
+        view.spentLines.map((line, i) => [i ? el("br") : null, line]))) : null);
     replace(q("space"), el("tr", {}, el("th", {}, "parameter"), el("th", {}, "range")),
       spec.parameters.map((p) => el("tr", {}, el("td", {}, p.name), el("td", {}, p.range))));
     const best = view.best;

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, L_BOOKMARKED, L_CONFIG, L_LAUNCH
 from hpo_operator.core import spend, times
 
@@ -237,7 +238,7 @@ def pareto_front_view(obj: dict, trials: list[dict] | None = None) -> ParetoFron
     names = [m.get("metricName", "") for m in objectives]
     if trials is None:
         entries = [
-            (p.get("trialName", ""), p.get("values") or [], _values(p.get("parameters")))
+            (p.get("trialName", ""), p.get("values") or [], parameters_of(p.get("parameters")))
             for p in status.get("paretoFront") or []
         ]
         size = status.get("paretoFrontSize") or 0
@@ -253,7 +254,7 @@ def pareto_front_view(obj: dict, trials: list[dict] | None = None) -> ParetoFron
         }
         points = {n: t["status"]["objectiveValues"] for n, t in bodies.items()}
         on_front = front(points, [m.get("type", "minimize") for m in objectives])
-        entries = [(n, points[n], _values((bodies[n].get("spec") or {}).get("parameters"))) for n in on_front]
+        entries = [(n, points[n], parameters_of((bodies[n].get("spec") or {}).get("parameters"))) for n in on_front]
         size = len(on_front)
     return ParetoFront(
         experiment=meta.get("name", ""),
@@ -325,10 +326,6 @@ def experiment_summary(obj: dict) -> ExperimentSummary:
     )
 
 
-def _values(items: list[dict] | None) -> dict[str, Any]:
-    return {p.get("name"): p.get("value") for p in items or []}
-
-
 def metric_points(trial: dict) -> list[MetricPoint]:
     """A trial's metric history (values with a step) and its final values, oldest first."""
     name = _meta(trial).get("name", "")
@@ -364,9 +361,9 @@ def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
         retried_by=status.get("retriedBy"),
         launch_reason=labels.get(L_LAUNCH),
         config=labels.get(L_CONFIG),
-        parameters={k: str(v) for k, v in _values(spec.get("parameters")).items()},
+        parameters={k: str(v) for k, v in parameters_of(spec.get("parameters")).items()},
         objective_value=status.get("objectiveValue"),
-        metrics=_values(status.get("metrics")),
+        metrics=parameters_of(status.get("metrics")),
         labels={k: v for k, v in labels.items() if k not in BORING_LABELS},
         created=times.parse_or_none(meta.get("creationTimestamp")),
         started=times.parse_or_none(status.get("startTime")),
@@ -488,8 +485,8 @@ def experiment_detail(obj: dict, trials: list[dict], now: datetime | None = None
         best = {
             "trialName": best.get("trialName"),
             "objectiveValue": best.get("objectiveValue"),
-            "parameters": {k: str(v) for k, v in _values(best.get("parameters")).items()},
-            "metrics": _values(best.get("metrics")),
+            "parameters": {k: str(v) for k, v in parameters_of(best.get("parameters")).items()},
+            "metrics": parameters_of(best.get("metrics")),
         }
     return ExperimentDetail(
         summary=experiment_summary(obj),

@@ -54,6 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import (
     A_NOT_BEFORE,
@@ -173,7 +174,7 @@ def warm_results(
         status = t.get("status") or {}
         if status.get("phase") != "Succeeded":
             continue
-        values = {p["name"]: p["value"] for p in t["spec"].get("parameters") or []}
+        values = parameters_of(t["spec"].get("parameters"))
         found = {m["name"]: m["value"] for m in status.get("metrics") or [] if "name" in m and "value" in m}
         if not objective.multi:
             found[objective.names[0]] = status.get("objectiveValue")

@@ -12,6 +12,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.api.vocabulary import (
@@ -87,7 +88,7 @@ class TrialView:
 
     @cached_property
     def values(self) -> dict[str, str]:
-        return {p["name"]: p["value"] for p in self.spec.get("parameters") or []}
+        return parameters_of(self.spec.get("parameters"))
 
     @cached_property
     def controllers(self) -> tuple[str, ...]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from hpo_operator.api.vocabulary import L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH, TRIAL_PHASES, UNFINISHED_PHASES
+from hpo_operator.api.vocabulary import L_BOOKMARKED, L_EXPERIMENT, TRIAL_PHASES, UNFINISHED_PHASES
 from hpo_operator.client.errors import InvalidInput
 from hpo_operator.client.query import (
     ExperimentFilter,
@@ -30,6 +31,7 @@ from hpo_operator.client.views import (
     pareto_front_view,
     spending,
     spending_lines,
+    trial_summary,
 )
 from hpo_operator.core import times
 
@@ -230,44 +232,42 @@ def experiment_of(trial: dict) -> str | None:
     )
 
 
-def _pairs(items: list[dict] | None) -> dict[str, Any]:
-    return {p["name"]: p.get("value") for p in items or [] if "name" in p}
-
-
 def trial_row(obj: dict) -> dict:
-    """A row of the trials table. The same fields as the plugin's TrialSummary where it has them
-    (a unit test keeps them equal), plus what the recovery view shows: failure class, exit code,
-    and how many values the metric history holds."""
-    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-    labels = meta.get("labels") or {}
-    message = status.get("message") or None
+    """A row of the trials table: the plugin's TrialSummary (views.trial_summary reads the Trial for
+    both) in the table's field names, its message cut short, plus what the recovery view shows:
+    failure class, exit code, the objectives' values in the experiment's order, and how many values
+    the metric history holds."""
+    run, status = trial_summary(obj), obj.get("status") or {}
+    message = run.message
     if message and len(message) > MESSAGE_LIMIT:
         message = message[:MESSAGE_LIMIT] + "…"
     return {
-        "name": meta.get("name", ""),
-        "phase": status.get("phase") or "Pending",
-        "reason": status.get("reason"),
+        "name": run.name,
+        "phase": run.phase,
+        "reason": run.reason,
         "failureClass": status.get("failureClass"),
         "message": message,
         "exitCode": status.get("exitCode"),
-        "objective": status.get("objectiveValue"),
+        "objective": run.objective_value,
         "objectiveValues": status.get("objectiveValues"),
-        "feasible": status.get("feasible"),
-        "attempt": int(spec.get("attempt") or 1),
-        "launchReason": labels.get(L_LAUNCH),
-        "config": labels.get(L_CONFIG),
-        "retryOf": spec.get("retryOf"),
-        "retriedBy": status.get("retriedBy"),
-        "params": {k: str(v) for k, v in _pairs(spec.get("parameters")).items()},
-        "metrics": _pairs(status.get("metrics")),
+        "feasible": run.feasible,
+        "attempt": run.attempt,
+        "launchReason": run.launch_reason,
+        "config": run.config,
+        "retryOf": run.retry_of,
+        "retriedBy": run.retried_by,
+        "params": run.parameters,
+        "metrics": run.metrics,
         "steps": len(status.get("metricHistory") or []),
-        "created": meta.get("creationTimestamp"),
-        "started": status.get("startTime"),
-        "completed": status.get("completionTime"),
-        "adopted": any(
-            o.get("kind") == "Experiment" and o.get("controller") for o in meta.get("ownerReferences") or []
-        ),
+        "created": _time(run.created),
+        "started": _time(run.started),
+        "completed": _time(run.completed),
+        "adopted": run.adopted,
     }
+
+
+def _time(t: datetime | None) -> str | None:
+    return times.iso(t) if t else None
 
 
 def creation_order(trials: Iterable[dict]) -> list[dict]:

@@ -24,6 +24,7 @@ from hpo_operator.api.vocabulary import (
     L_TRIAL,
     MANAGED_BY,
     TERMINAL_PHASES,
+    LaunchReason,
 )
 from hpo_operator.core import times
 from hpo_operator.core.authorship import RESTART_AUTHOR, inherited
@@ -65,7 +66,7 @@ def admit_user_trial(state: RoundState, t: TrialView) -> None:
         L_CONFIG: key,
         L_ATTEMPT: str(t.attempt),
         L_LINEAGE: t.name,
-        L_LAUNCH: "User",
+        L_LAUNCH: LaunchReason.user,
         L_TRIAL: t.name,
     }
     state.plan.trial_metadata[t.name] = {"labels": labels, "ownerReferences": [state.owner_ref()]}
@@ -111,7 +112,7 @@ def handle_restart_requests(state: RoundState) -> None:
             {A_RESTART: None, A_RESTART_AUTHOR: None, A_RESTART_AUTHOR_SIGNATURE: None}
         )
         same = state.groups().get(state.config_of(t), [])
-        reruns = [x for x in same if x.spec.get("retryOf") == t.name and x.labels.get(L_LAUNCH) == "Restart"]
+        reruns = [x for x in same if x.spec.get("retryOf") == t.name and x.labels.get(L_LAUNCH) == LaunchReason.restart]
         answered = next((x for x in reruns if x.annotations.get(A_RESTART_REQUEST) == key), None)
         if answered is not None:
             # Accepted by a round that stopped before it could remove the annotation (the
@@ -149,7 +150,7 @@ def handle_restart_requests(state: RoundState) -> None:
             continue
         # Its author is whoever asked for the restart (the webhook's record), never the experiment's.
         new = state.rerun(
-            t, "Restart", annotations={A_RESTART_REQUEST: key, **inherited(t.annotations, RESTART_AUTHOR)}
+            t, LaunchReason.restart, annotations={A_RESTART_REQUEST: key, **inherited(t.annotations, RESTART_AUTHOR)}
         )
         st = state.status[t.name]
         st.conditions = set_condition(
@@ -188,9 +189,9 @@ def recover_failures(state: RoundState) -> set[str]:
             # Stopped by the experiment's suspension, or by its end at a limit that was raised
             # since (experiment.reopen): run again, without spending a retry.
             if not spec.suspend:
-                state.rerun(latest, "Resume")
+                state.rerun(latest, LaunchReason.resume)
             continue
-        retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == "Retry")
+        retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == LaunchReason.retry)
         if (
             state.phase(latest) == "Failed"
             and _retried_class(st, policy)
@@ -198,7 +199,7 @@ def recover_failures(state: RoundState) -> set[str]:
             and not spec.suspend
         ):
             ended = times.parse(st.completion_time) or state.now
-            new = state.rerun(latest, "Retry", ended + timedelta(seconds=backoff_seconds(spec, retries)))
+            new = state.rerun(latest, LaunchReason.retry, ended + timedelta(seconds=backoff_seconds(spec, retries)))
             state.plan.events.append(
                 Event(
                     None,

@@ -33,6 +33,7 @@ from hpo_operator.api.vocabulary import (
     WORKLOADS_WATCHED,
     EndReason,
     ExperimentPhase,
+    LaunchReason,
 )
 from hpo_operator.core import pareto, spend, times
 from hpo_operator.core.conditions import get_condition, set_condition
@@ -417,7 +418,7 @@ def finish_status(state: RoundState, status: ExperimentStatus, budget: Budget | 
         phase = state.phase(t)
         if phase in counts and t.owned_by(state.exp.uid):
             counts[phase] += 1
-            retried += t.labels.get(L_LAUNCH) == "Retry"
+            retried += t.labels.get(L_LAUNCH) == LaunchReason.retry
     status.trials = sum(counts.values())
     status.trials_pending, status.trials_running = counts["Pending"], counts["Running"]
     status.trials_queued = counts["Queued"]

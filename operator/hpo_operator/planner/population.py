@@ -29,7 +29,7 @@ from typing import Any
 from hpo_operator.api.algorithms import SettingsError
 from hpo_operator.api.population import PBT, Segment
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import TERMINAL_PHASES
+from hpo_operator.api.vocabulary import TERMINAL_PHASES, LaunchReason
 from hpo_operator.search import population as search
 from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.population import key, parent_claim
@@ -153,7 +153,7 @@ def make_generation(
             segment.update(parent=parents[step.parent_member], parentMember=step.parent_member)
             if step.exploited:
                 segment["exploited"] = True
-        found[k] = [state.new_trial(name, step.values, 1, "Suggestion", name, config=k, segment=segment)]
+        found[k] = [state.new_trial(name, step.values, 1, LaunchReason.suggestion, name, config=k, segment=segment)]
     return None
 
 

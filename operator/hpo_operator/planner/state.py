@@ -29,6 +29,7 @@ from hpo_operator.api.vocabulary import (
     L_TRIAL,
     MANAGED_BY,
     TERMINAL_PHASES,
+    LaunchReason,
     TrialPhase,
 )
 from hpo_operator.core import metrics, times
@@ -111,7 +112,7 @@ class TrialView:
     def suggestion_index(self) -> int | None:
         """The suggestion this trial runs; never taken from a trial a user wrote."""
         index = self.spec.get("suggestionIndex")
-        if index is None or self.labels.get(L_LAUNCH) in (None, "User"):
+        if index is None or self.labels.get(L_LAUNCH) in (None, LaunchReason.user):
             return None
         return int(index)
 
@@ -347,7 +348,7 @@ class RoundState:
         name: str,
         values: dict[str, str],
         attempt: int,
-        launch: str,
+        launch: LaunchReason,
         lineage: str,
         retry_of: str | None = None,
         index: int | None = None,
@@ -409,7 +410,11 @@ class RoundState:
         return t
 
     def rerun(
-        self, t: TrialView, launch: str, not_before: datetime | None = None, annotations: dict[str, str] | None = None
+        self,
+        t: TrialView,
+        launch: LaunchReason,
+        not_before: datetime | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> TrialView:
         lineage = t.labels.get(L_LINEAGE) or t.name
         attempt = max(x.attempt for x in self.groups()[self.config_of(t)]) + 1

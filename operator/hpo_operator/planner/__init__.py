@@ -3,7 +3,7 @@
 `plan()` takes an Experiment, its Trials and their pods (and what their output reported) and
 returns what to change: Trial statuses, Trials and pods to create, pods to delete, the Experiment
 status and Events. It reads no clock but `now` and calls no API, so every rule below is unit-tested
-without a cluster, and the kopf handlers only carry the plan out.
+without a cluster, and the executor (controller/executor.py) only carries the plan out.
 
 Rules (README.md, "Budgets and recovery", documents them for users):
 - A configuration is a set of parameter values; its trials share the label hpo.dev/config.
@@ -56,20 +56,6 @@ from typing import Any
 
 from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import (
-    A_NOT_BEFORE,
-    A_RESTART,
-    A_RESTART_REQUEST,
-    FINISHED_PHASES,
-    L_ATTEMPT,
-    L_CONFIG,
-    L_EXPERIMENT,
-    L_LAUNCH,
-    L_LINEAGE,
-    L_TRIAL,
-    MANAGED_BY,
-    TERMINAL_PHASES,
-)
 from hpo_operator.core import metrics, pareto
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
@@ -95,9 +81,7 @@ from .experiment import (
 from .launch import count_launched, tell_results
 from .lifecycle import needs_log, needs_output, observe_pods, observe_trials, read_outputs
 from .state import (
-    DUPLICATE_SUGGESTION_FACTOR,
     MAX_ASKS_PER_ROUND,
-    REQUEST_KEY_LENGTH,
     Event,
     ExperimentView,
     Plan,
@@ -108,39 +92,25 @@ from .state import (
 )
 
 __all__ = [
-    "A_NOT_BEFORE",
-    "A_RESTART",
-    "A_RESTART_REQUEST",
-    "FINISHED_PHASES",
-    "L_ATTEMPT",
-    "L_CONFIG",
-    "L_EXPERIMENT",
-    "L_LAUNCH",
-    "L_LINEAGE",
-    "L_TRIAL",
-    "MANAGED_BY",
-    "TERMINAL_PHASES",
-    "DUPLICATE_SUGGESTION_FACTOR",
     "MAX_ASKS_PER_ROUND",
-    "REQUEST_KEY_LENGTH",
     "Event",
     "ExperimentView",
     "Plan",
-    "RoundState",
     "TrialView",
     "backoff_seconds",
     "goal_reached",
     "is_better",
     "needs_log",
     "needs_output",
-    "read_outputs",
     "wanted_metrics",
     "observe_pods",
     "validate_spec",
     "plan",
     "plan_invalid_spec",
     "plan_watch_forbidden",
+    "Refusal",
     "restore_suggester",
+    "warm_results",
     "watched_again",
 ]
 

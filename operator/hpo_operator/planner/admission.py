@@ -172,14 +172,14 @@ def recover_failures(state: RoundState) -> set[str]:
     for key, trials in state.groups().items():
         if state.succeeded(trials) or any(state.phase(x) not in TERMINAL_PHASES for x in trials):
             continue
+        # The latest trial is the one in view: our own creations are in view at once (the
+        # executor's pending writes, an informer listing after a restart), so a re-run that a
+        # failed trial's retriedBy names but that is not among the Trials was never created, and
+        # it is decided again below, under the same deterministic name.
         latest = state.latest(trials)
         st = state.current(latest)
         if state.phase(latest) == "EarlyStopped":
             continue  # stopped on purpose
-        # A re-run named in retriedBy but not among the Trials was never created: the operator
-        # stopped (or the create failed) after the failed trial's status was written. Our own
-        # creations are in view at once (the executor's pending writes, an informer listing
-        # after a restart), so it is made now, under the same deterministic name.
         if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED) and (state.finished or spec.suspend):
             continue  # stopped by the experiment, not failed
         if state.finished:

@@ -1,8 +1,8 @@
-"""An experiment run in memory, without a cluster: each round plans as handlers.reconcile does
-(with the Suggester's suggest, should_stop and tell), carries the plan out on dicts, and every
-pod started in a round has succeeded by the next one, its termination message giving the
-objective as loss(values) (or, when loss returns a dict, those metrics). Benchmarks and tests
-drive whole searches through it.
+"""An experiment run in memory, without a cluster: each round plans as the operator's experiment
+loop does (controller/loop.py, with the Suggester's suggest, should_stop and tell), carries the plan
+out on dicts, and every pod started in a round has succeeded by the next one, its termination
+message giving the objective as loss(values) (or, when loss returns a dict, those metrics).
+Benchmarks and tests drive whole searches through it.
 """
 
 from __future__ import annotations

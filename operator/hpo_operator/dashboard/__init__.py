@@ -7,6 +7,6 @@ and what they may read when the chart runs it for many teams (auth.py decides, r
 the API server, gate.py applies both to every request) and the experiment page's answers cached
 per version (cache.py, its figures in lru.py's bounded cache). The tables are built by data.py,
 the plots by Optuna's visualization module (figures.py) from a study rebuilt from the Trials
-(study.py), and
-the pages (static/) render both with plotly.js, served from the plotly package itself.
+(study.py), and the pages (static/) render both with plotly.js, served from the plotly package
+itself.
 """

@@ -21,7 +21,8 @@ Rules (README.md, "Budgets and recovery", documents them for users):
 
 The rules live in one module per concept, each a set of plain functions over one round's state
 (state.RoundState), each importing only the modules before it: state.py (the round's data and its
-shared helpers) → admission.py (user trials, restarts, retries) → lifecycle.py (what pods say) →
+shared helpers) → admission.py (user trials, restarts, retries) → queue.py (workloads a queue
+holds) → progress.py (metrics and their history, early stopping) → lifecycle.py (what pods say) →
 launch.py (new pods and suggestions, results told) → population.py (pbt: a generation's segments)
 → budget.py (time and compute spent, and their limits) → experiment.py (phase, counts, best trial,
 status). `plan()` below calls their steps, in this order:

@@ -42,7 +42,7 @@ from hpo_operator.workloads import checkpoint
 from . import population
 from .budget import Budget, record
 from .launch import launch
-from .lifecycle import queue_suspends, suspend_in_queue
+from .queue import queue_suspends, suspend_in_queue
 from .state import FINISHED, SUSPENDED, Event, Plan, RoundState, TrialView
 
 

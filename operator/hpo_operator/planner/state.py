@@ -1,8 +1,9 @@
 """One round's state: the views of the experiment and its trials, the Plan being built, and the
 helpers every step uses (statuses, configurations, new trials and re-runs).
 
-The bottom of the planner: the step modules (admission, lifecycle, launch, experiment) are plain
-functions that take a RoundState first, and this module imports none of them."""
+The bottom of the planner: the step modules (admission, queue, progress, lifecycle, launch,
+experiment, ...) are plain functions that take a RoundState first, and this module imports none of
+them."""
 
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ class Plan:
     start_workloads: list[str] = field(default_factory=list)
     delete_workloads: list[str] = field(default_factory=list)
     # Workloads held in (False) or given back to (True) their Kueue queue while the experiment is
-    # suspended: the Kueue Workload's spec.active (lifecycle.suspend_in_queue).
+    # suspended: the Kueue Workload's spec.active (queue.suspend_in_queue).
     queue_activations: dict[str, bool] = field(default_factory=dict)
     delete_volumes: list[str] = field(default_factory=list)  # checkpoint claims retention removes
     experiment_status: ExperimentStatus = field(default_factory=ExperimentStatus)

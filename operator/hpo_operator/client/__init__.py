@@ -45,14 +45,12 @@ _EXPORTS = {
     "notebook": ["best_trial", "create_experiment", "trials_frame", "wait"],
     "tuning": ["tune"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
+    "extend": ["Extension", "extend_experiment", "extension"],
     "experiments": [
         "clone_experiment",
         "create_experiments",
         "delete_experiment",
         "describe_experiment",
-        "extend_experiment",
-        "extension",
-        "Extension",
         "follow_experiment",
         "get_experiment",
         "get_experiment_object",
@@ -149,6 +147,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         set_suspend,
         whoami,
     )
+    from .extend import Extension, extend_experiment, extension
     from .lineage import SegmentNode
     from .notebook import best_trial, create_experiment, trials_frame, wait
     from .query import (

@@ -428,7 +428,7 @@ def trial_obj(status: dict) -> dict:
 
 
 def test_describe_shows_what_was_spent_now_per_resource_with_its_limit():
-    from hpo_operator.client.views import spending, spending_lines
+    from hpo_operator.client.spending import spending, spending_lines
 
     obj = experiment_obj(
         {"budget": {"maxDurationSeconds": 7200, "maxResourceSeconds": {GPU: 36000}}},

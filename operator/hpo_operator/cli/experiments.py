@@ -210,7 +210,8 @@ def describe(
     output: OutputOpt = Output.table,
 ) -> None:
     """Show an experiment: spec summary, progress, conditions, status history, best trial and trials."""
-    from hpo_operator.client.views import format_number, format_params, format_when, spending_lines
+    from hpo_operator.client.spending import spending_lines
+    from hpo_operator.client.views import format_number, format_params, format_when
 
     s = hpo.connect(kubeconfig, context)
     d = hpo.describe_experiment(s, experiment, namespace)

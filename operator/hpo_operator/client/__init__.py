@@ -88,12 +88,11 @@ _EXPORTS = {
         "trial_logs",
         "trial_metrics",
     ],
+    "pareto": ["ParetoFront", "ParetoPoint"],
     "views": [
         "ExperimentDetail",
         "ExperimentSummary",
         "MetricPoint",
-        "ParetoFront",
-        "ParetoPoint",
         "RestartResult",
         "TrialSummary",
     ],
@@ -150,6 +149,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .extend import Extension, extend_experiment, extension
     from .lineage import SegmentNode
     from .notebook import best_trial, create_experiment, trials_frame, wait
+    from .pareto import ParetoFront, ParetoPoint
     from .query import (
         ExperimentFilter,
         Page,
@@ -180,8 +180,6 @@ if TYPE_CHECKING:  # what type checkers and editors see
         ExperimentDetail,
         ExperimentSummary,
         MetricPoint,
-        ParetoFront,
-        ParetoPoint,
         RestartResult,
         TrialSummary,
     )

@@ -17,15 +17,9 @@ from hpo_operator.api.vocabulary import FINISHED_PHASES as FINISHED
 
 from .connection import Session
 from .errors import HpoError, InvalidInput, Timeout, translate
+from .pareto import ParetoFront, pareto_front_view
 from .query import ExperimentFilter, Page, paginate, sort_items
-from .views import (
-    ExperimentDetail,
-    ExperimentSummary,
-    ParetoFront,
-    experiment_detail,
-    experiment_summary,
-    pareto_front_view,
-)
+from .views import ExperimentDetail, ExperimentSummary, experiment_detail, experiment_summary
 
 LIST_CHUNK = 500
 # generateName adds 5 characters; an Experiment's name has at most 40.

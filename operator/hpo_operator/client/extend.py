@@ -13,13 +13,14 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from .connection import Session
+from .dictable import Dictable
 from .errors import InvalidInput, translate
 from .experiments import get_experiment_object, list_objects
-from .views import _Dictable, spending
+from .spending import spending
 
 
 @dataclass
-class Extension(_Dictable):
+class Extension(Dictable):
     """What extend changed: each limit's old and new value, by the spec's field."""
 
     experiment: str

@@ -1,6 +1,7 @@
-"""What the client returns: dataclasses built from Experiment and Trial objects (pure functions).
+"""What the client returns: dataclasses built from Experiment and Trial objects (pure functions);
+an experiment's Pareto front and what it spent have their own modules (pareto.py, spending.py).
 
-`to_dict()` gives each in the camelCase shape `-o json|yaml` prints.
+`to_dict()` (dictable.py) gives each in the camelCase shape `-o json|yaml` prints.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from typing import Any
 
 from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, L_BOOKMARKED, L_CONFIG, L_LAUNCH
-from hpo_operator.core import spend, times
+from hpo_operator.core import times
+
+from .dictable import Dictable
+from .spending import Spending, spending
 
 # Labels every trial carries that say nothing about it in particular.
 BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
@@ -26,37 +30,12 @@ __all__ = [
     "experiment_detail",
     "trial_summary",
     "metric_points",
-    "ParetoFront",
-    "ParetoPoint",
     "objective_text",
-    "pareto_front_view",
 ]
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(w.title() for w in rest)
-
-
-def _dict(obj: Any) -> Any:
-    if isinstance(obj, datetime):
-        return times.iso(obj) if obj else None
-    if hasattr(obj, "__dataclass_fields__"):
-        return {_camel(k): _dict(getattr(obj, k)) for k in obj.__dataclass_fields__}
-    if isinstance(obj, dict):
-        return {k: _dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_dict(v) for v in obj]
-    return obj
-
-
-class _Dictable:
-    def to_dict(self) -> dict:
-        return _dict(self)
-
-
 @dataclass
-class ExperimentSummary(_Dictable):
+class ExperimentSummary(Dictable):
     """One row of ListHpoExperiments."""
 
     name: str
@@ -85,7 +64,7 @@ class ExperimentSummary(_Dictable):
 
 
 @dataclass
-class MetricPoint(_Dictable):
+class MetricPoint(Dictable):
     trial: str
     name: str
     value: float
@@ -94,7 +73,7 @@ class MetricPoint(_Dictable):
 
 
 @dataclass
-class TrialSummary(_Dictable):
+class TrialSummary(Dictable):
     """One run of PAI's ListRuns."""
 
     name: str
@@ -126,14 +105,14 @@ class TrialSummary(_Dictable):
 
 
 @dataclass
-class PhaseChange(_Dictable):
+class PhaseChange(Dictable):
     phase: str
     reason: str | None
     time: datetime | None
 
 
 @dataclass
-class ConditionView(_Dictable):
+class ConditionView(Dictable):
     type: str
     status: str
     reason: str | None
@@ -142,25 +121,7 @@ class ConditionView(_Dictable):
 
 
 @dataclass
-class ResourceSpending(_Dictable):
-    resource: str
-    seconds: float  # resource-seconds the trials spent
-    limit: float | None  # spec.budget.maxResourceSeconds, if it limits this resource
-
-
-@dataclass
-class Spending(_Dictable):
-    """What an experiment has spent, worked out now from its status and Trials as the operator does
-    (core/spend.py): its running time and, per resource its trials request, resource-seconds."""
-
-    duration_seconds: float
-    max_duration_seconds: int | None
-    resources: list[ResourceSpending]
-    running_trials: str | None  # spec.budget.runningTrials, with a budget
-
-
-@dataclass
-class ExperimentDetail(_Dictable):
+class ExperimentDetail(Dictable):
     """describe: the summary, the spec in short, conditions, status history, best trial, trials,
     and what was spent."""
 
@@ -174,7 +135,7 @@ class ExperimentDetail(_Dictable):
 
 
 @dataclass
-class RestartResult(_Dictable):
+class RestartResult(Dictable):
     """RestartHpoTrials' answer for one trial (or one requested configuration)."""
 
     trial: str
@@ -183,30 +144,6 @@ class RestartResult(_Dictable):
     message: str
     decided_by: str  # client (refused before asking) or operator
     new_trial: str | None = None
-
-
-@dataclass
-class ParetoPoint(_Dictable):
-    trial: str
-    values: dict[str, float]  # by objective, in the spec's order
-    parameters: dict[str, str]
-
-
-@dataclass
-class ParetoFront(_Dictable):
-    """An experiment's Pareto front: the feasible succeeded trials no other beats in every
-    objective, best first by the first objective."""
-
-    experiment: str
-    namespace: str
-    objectives: list[dict[str, Any]]  # {metricName, type, referenceValue?} as the spec gives them
-    size: int  # the whole front's
-    hypervolume: float | None
-    trials: list[ParetoPoint]  # the status's (its first 100) or, computed from the Trials, all
-
-    @property
-    def truncated(self) -> bool:
-        return len(self.trials) < self.size
 
 
 def objective_text(objective: dict) -> str | None:
@@ -228,45 +165,6 @@ def constraint_texts(objective: dict) -> list[str]:
         elif low is not None:
             out.append(f"{name} >= {low:g}")
     return out
-
-
-def pareto_front_view(obj: dict, trials: list[dict] | None = None) -> ParetoFront:
-    """The front as the Experiment's status holds it; with `trials` (the experiment's Trial
-    objects), computed whole from them by the operator's own rule."""
-    meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
-    objectives = list((spec.get("objective") or {}).get("metrics") or [])
-    names = [m.get("metricName", "") for m in objectives]
-    if trials is None:
-        entries = [
-            (p.get("trialName", ""), p.get("values") or [], parameters_of(p.get("parameters")))
-            for p in status.get("paretoFront") or []
-        ]
-        size = status.get("paretoFrontSize") or 0
-    else:
-        from hpo_operator.core.pareto import front
-
-        bodies = {
-            _meta(t).get("name", ""): t
-            for t in sorted(trials, key=lambda t: _meta(t).get("name", ""))
-            if (t.get("status") or {}).get("phase") == "Succeeded"
-            and len((t.get("status") or {}).get("objectiveValues") or []) == len(names)
-            and (t.get("status") or {}).get("feasible") is not False
-        }
-        points = {n: t["status"]["objectiveValues"] for n, t in bodies.items()}
-        on_front = front(points, [m.get("type", "minimize") for m in objectives])
-        entries = [(n, points[n], parameters_of((bodies[n].get("spec") or {}).get("parameters"))) for n in on_front]
-        size = len(on_front)
-    return ParetoFront(
-        experiment=meta.get("name", ""),
-        namespace=meta.get("namespace", ""),
-        objectives=objectives,
-        size=size,
-        hypervolume=status.get("hypervolume"),
-        trials=[
-            ParetoPoint(name, dict(zip(names, values, strict=False)), {k: str(v) for k, v in params.items()})
-            for name, values, params in entries
-        ],
-    )
 
 
 def _meta(obj: dict) -> dict:
@@ -428,40 +326,6 @@ def spec_summary(spec: dict) -> dict[str, Any]:
         "budget": spec.get("budget") or None,
     }
     return {k: v for k, v in result.items() if v not in (None, [])}
-
-
-def spending(obj: dict, trials: list[dict], now: datetime | None = None) -> Spending:
-    """What the experiment has spent by `now` (default: now), from its status and its Trials."""
-    now = now or times.now()
-    status = obj.get("status") or {}
-    recorded = status.get("spent") or {}
-    budget = (obj.get("spec") or {}).get("budget") or {}
-    limits = budget.get("maxResourceSeconds") or {}
-    used, _ = spend.compute((spend.Run.of(t.get("status")) for t in trials), now)
-    names = sorted({*used, *limits})
-    return Spending(
-        duration_seconds=round(
-            spend.duration(recorded.get("durationSeconds"), recorded.get("time"), status.get("phase"), now), 3
-        ),
-        max_duration_seconds=budget.get("maxDurationSeconds"),
-        resources=[ResourceSpending(r, round(used.get(r, 0.0), 3), limits.get(r)) for r in names],
-        running_trials=(budget.get("runningTrials") or "Stop") if budget else None,
-    )
-
-
-def spending_lines(spent: Spending) -> list[str]:
-    """What describe and the dashboard print: the running time, then each resource, with limits."""
-    limit = spent.max_duration_seconds
-    lines = [
-        f"running time {spend.hours(spent.duration_seconds)}"
-        + (f" of {spend.hours(limit)}" if limit else "")
-        + " (suspended time not counted)"
-    ]
-    for r in spent.resources:
-        line = f"{r.resource} {spend.resource_amount(r.resource, r.seconds)} ({r.seconds:,.0f} resource-seconds"
-        line += f" of {r.limit:,.0f})" if r.limit is not None else ")"
-        lines.append(line)
-    return lines
 
 
 def experiment_detail(obj: dict, trials: list[dict], now: datetime | None = None) -> ExperimentDetail:

@@ -16,6 +16,7 @@ from typing import Any
 
 from hpo_operator.api.vocabulary import L_BOOKMARKED, L_EXPERIMENT, TRIAL_PHASES, UNFINISHED_PHASES
 from hpo_operator.client.errors import InvalidInput
+from hpo_operator.client.pareto import pareto_front_view
 from hpo_operator.client.query import (
     ExperimentFilter,
     TimeRange,
@@ -25,14 +26,8 @@ from hpo_operator.client.query import (
     sort_field,
     sort_items,
 )
-from hpo_operator.client.views import (
-    experiment_detail,
-    experiment_summary,
-    pareto_front_view,
-    spending,
-    spending_lines,
-    trial_summary,
-)
+from hpo_operator.client.spending import spending, spending_lines
+from hpo_operator.client.views import experiment_detail, experiment_summary, trial_summary
 from hpo_operator.core import times
 
 # A trial's message can be a whole termination log; the table shows its start.

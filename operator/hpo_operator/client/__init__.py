@@ -31,17 +31,8 @@ _EXPORTS = {
     "connection": ["Session", "connect"],
     "convert": ["Converted", "convert_katib", "katib_yaml"],
     # The notebook SDK: typed experiments, waiting, results, and tune() over a Python function.
-    "build": [
-        "Space",
-        "categorical",
-        "container",
-        "discrete",
-        "double",
-        "experiment_manifest",
-        "experiment_spec",
-        "integer",
-        "pod_template",
-    ],
+    "build": ["container", "experiment_manifest", "experiment_spec", "pod_template"],
+    "space": ["Space", "categorical", "discrete", "double", "integer"],
     "notebook": ["best_trial", "create_experiment", "trials_frame", "wait"],
     "tuning": ["tune"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
@@ -116,17 +107,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see
-    from .build import (
-        Space,
-        categorical,
-        container,
-        discrete,
-        double,
-        experiment_manifest,
-        experiment_spec,
-        integer,
-        pod_template,
-    )
+    from .build import container, experiment_manifest, experiment_spec, pod_template
     from .connection import Session, connect
     from .convert import Converted, convert_katib, katib_yaml
     from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
@@ -165,6 +146,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         sort_field,
         token_page,
     )
+    from .space import Space, categorical, discrete, double, integer
     from .trials import (
         configuration_refusal,
         get_trial_object,

@@ -24,15 +24,16 @@ The rules live in one module per concept, each a set of plain functions over one
 shared helpers) → admission.py (user trials, restarts, retries) → queue.py (workloads a queue
 holds) → progress.py (metrics and their history, early stopping) → lifecycle.py (what pods say) →
 launch.py (new pods and suggestions, results told) → population.py (pbt: a generation's segments)
-→ budget.py (time and compute spent, and their limits) → experiment.py (phase, counts, best trial,
-status). `plan()` below calls their steps, in this order:
+→ refusals.py (an invalid spec, a refused watch) → budget.py (time and compute spent, and their
+limits) → experiment.py (phase, counts, best trial, status). `plan()` below calls their steps, in
+this order:
   1. experiment.opening_status: the Experiment's status to write, started from the one read;
   2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
      users' Trials are adopted or refused;
      (an invalid spec stops here: experiment.reject_spec, then finish_status; a spec that cannot
-     reach plan() is refused by the same rule, experiment.plan_invalid_spec, and so is one whose
+     reach plan() is refused by the same rule, refusals.plan_invalid_spec, and so is one whose
      trial kind the platform did not enable, api.trial_kinds.refusal; an experiment whose watch the
-     API server refuses waits, saying so: experiment.plan_watch_forbidden, and watched_again;)
+     API server refuses waits, saying so: refusals.plan_watch_forbidden, and watched_again;)
   3. experiment.reopen: a Succeeded experiment whose limit was raised (or goal changed) goes on;
      admission.handle_restart_requests: restarts users ask for;
   4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;
@@ -70,17 +71,14 @@ from .experiment import (
     goal_reached,
     is_better,
     opening_status,
-    plan_invalid_spec,
-    plan_watch_forbidden,
     record_results,
     reject_spec,
     reopen,
     retention,
-    validate_spec,
-    watched_again,
 )
 from .launch import count_launched, tell_results
 from .lifecycle import needs_log, needs_output, observe_pods, observe_trials, read_outputs
+from .refusals import plan_invalid_spec, plan_watch_forbidden, validate_spec, watched_again
 from .state import (
     MAX_ASKS_PER_ROUND,
     Event,

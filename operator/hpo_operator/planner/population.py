@@ -19,7 +19,7 @@ at the next generation its member exploits a better member, as every member with
 
 Steps over one RoundState: experiment.advance() calls launch_population() instead of launch.launch()
 for a pbt experiment, experiment.retention() calls retention() instead of the per-configuration rule,
-and experiment.validate_spec() adds validate()'s findings.
+and refusals.validate_spec() adds validate()'s findings.
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# One piece: the reading commands, typer functions whose options and help are most of their lines.
 """`kubectl hpo list`, `describe`, `pareto` and `watch`: reading experiments.
 
 No `from __future__ import annotations` here: typer reads the commands' annotations (see app.py).

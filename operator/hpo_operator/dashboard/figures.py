@@ -1,3 +1,4 @@
+# One piece: a function per plot the page draws (KINDS) and figure(), the dispatch over them.
 """The dashboard's plots: Optuna's own (optuna.visualization) over a study rebuilt from the Trials
 (study.py). With several objectives, the single-objective plots show one objective, the one the
 page chose (OBJECTIVE_KINDS).

@@ -1,3 +1,4 @@
+# One piece: one round's data (views, Plan) and RoundState, the helpers every planner step shares.
 """One round's state: the views of the experiment and its trials, the Plan being built, and the
 helpers every step uses (statuses, configurations, new trials and re-runs).
 

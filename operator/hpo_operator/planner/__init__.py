@@ -58,6 +58,7 @@ from typing import Any
 
 from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
+from hpo_operator.api.vocabulary import TrialPhase
 from hpo_operator.core import metrics, pareto
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
@@ -141,7 +142,7 @@ def warm_results(
     objective = spec.objective
     for t in bodies:
         status = t.get("status") or {}
-        if status.get("phase") != "Succeeded":
+        if status.get("phase") != TrialPhase.succeeded:
             continue
         values = parameters_of(t["spec"].get("parameters"))
         found = {m["name"]: m["value"] for m in status.get("metrics") or [] if "name" in m and "value" in m}

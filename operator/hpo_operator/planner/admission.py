@@ -24,7 +24,9 @@ from hpo_operator.api.vocabulary import (
     L_TRIAL,
     MANAGED_BY,
     TERMINAL_PHASES,
+    AlgorithmName,
     LaunchReason,
+    TrialPhase,
 )
 from hpo_operator.core import times
 from hpo_operator.core.authorship import RESTART_AUTHOR, inherited
@@ -50,7 +52,7 @@ def _retried_class(st: TrialStatus, policy: RetryPolicy) -> bool:
 
 def admit_user_trial(state: RoundState, t: TrialView) -> None:
     """A Trial a user created to run a configuration: adopt it, or refuse it with a reason."""
-    if state.spec.algorithm.name == "pbt":
+    if state.spec.algorithm.name == AlgorithmName.pbt:
         return refuse(state, t, *population_refusal("a Trial of your own"))
     try:
         values = normalize_assignment(state.spec.parameters, t.values)
@@ -78,7 +80,7 @@ def admit_user_trial(state: RoundState, t: TrialView) -> None:
     state.regroup()
     state.set_status(
         t,
-        phase="Pending",
+        phase=TrialPhase.pending,
         reason="WaitingForSlot",
         message="waiting for a free trial slot",
         parameter_summary=summary(values),
@@ -93,7 +95,7 @@ def runs(state: RoundState, trials: list[TrialView]) -> list[tuple[str, str]]:
 
 
 def refuse(state: RoundState, t: TrialView, reason: str, message: str) -> None:
-    state.set_status(t, phase="Refused", reason=reason, message=message)
+    state.set_status(t, phase=TrialPhase.refused, reason=reason, message=message)
     # Labelled like the experiment's own trials, so a selector finds it too.
     state.plan.trial_metadata[t.name] = {"labels": {L_EXPERIMENT: state.exp.name}}
     state.plan.events.append(Event(None, "Warning", "ConfigurationRefused", f"trial {t.name}: {message}"))
@@ -132,7 +134,7 @@ def handle_restart_requests(state: RoundState) -> None:
             continue
         refusal = (
             population_refusal("a restart")
-            if state.spec.algorithm.name == "pbt"
+            if state.spec.algorithm.name == AlgorithmName.pbt
             else restart_refusal(state.phase(t), runs(state, same))
         )
         if refusal:
@@ -178,14 +180,18 @@ def recover_failures(state: RoundState) -> set[str]:
         # it is decided again below, under the same deterministic name.
         latest = state.latest(trials)
         st = state.current(latest)
-        if state.phase(latest) == "EarlyStopped":
+        if state.phase(latest) == TrialPhase.early_stopped:
             continue  # stopped on purpose
-        if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED) and (state.finished or spec.suspend):
+        if (
+            state.phase(latest) == TrialPhase.killed
+            and st.reason in (SUSPENDED, FINISHED)
+            and (state.finished or spec.suspend)
+        ):
             continue  # stopped by the experiment, not failed
         if state.finished:
             finally_failed.add(key)
             continue
-        if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED):
+        if state.phase(latest) == TrialPhase.killed and st.reason in (SUSPENDED, FINISHED):
             # Stopped by the experiment's suspension, or by its end at a limit that was raised
             # since (experiment.reopen): run again, without spending a retry.
             if not spec.suspend:
@@ -193,7 +199,7 @@ def recover_failures(state: RoundState) -> set[str]:
             continue
         retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == LaunchReason.retry)
         if (
-            state.phase(latest) == "Failed"
+            state.phase(latest) == TrialPhase.failed
             and _retried_class(st, policy)
             and retries < policy.max_retries
             and not spec.suspend
@@ -212,7 +218,7 @@ def recover_failures(state: RoundState) -> set[str]:
             continue
         if (
             spec.suspend
-            and state.phase(latest) == "Failed"
+            and state.phase(latest) == TrialPhase.failed
             and _retried_class(st, policy)
             and retries < policy.max_retries
         ):

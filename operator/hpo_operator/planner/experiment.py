@@ -24,9 +24,12 @@ from hpo_operator.api.vocabulary import (
     FINISHED_PHASES,
     L_LAUNCH,
     TERMINAL_PHASES,
+    BudgetRunningTrials,
     EndReason,
     ExperimentPhase,
     LaunchReason,
+    ObjectiveType,
+    TrialPhase,
 )
 from hpo_operator.core import pareto, times
 from hpo_operator.core.conditions import get_condition, set_condition
@@ -41,14 +44,14 @@ from .state import FINISHED, SUSPENDED, Event, Plan, RoundState, TrialView
 
 
 def is_better(spec: ExperimentSpec, a: float, b: float) -> bool:
-    return a < b if spec.objective.type == "minimize" else a > b
+    return a < b if spec.objective.type == ObjectiveType.minimize else a > b
 
 
 def goal_reached(spec: ExperimentSpec, value: float) -> bool:
     goal = spec.objective.goal
     if goal is None:
         return False
-    return value <= goal if spec.objective.type == "minimize" else value >= goal
+    return value <= goal if spec.objective.type == ObjectiveType.minimize else value >= goal
 
 
 class Decision(NamedTuple):
@@ -84,7 +87,7 @@ def best_trial(state: RoundState) -> TrialView | None:
     for t in state.trials:
         st = state.current(t)
         value = st.objective_value
-        if state.phase(t) == "Succeeded" and value is not None and st.feasible is not False:
+        if state.phase(t) == TrialPhase.succeeded and value is not None and st.feasible is not False:
             if best is None or is_better(state.spec, value, best_value):
                 best, best_value = t, value
     return best
@@ -144,14 +147,14 @@ def decide(state: RoundState, status: ExperimentStatus, best: TrialView | None, 
         state.plan.events.append(
             Event(
                 None,
-                "Normal" if decision.phase == "Succeeded" else "Warning",
+                "Normal" if decision.phase == ExperimentPhase.succeeded else "Warning",
                 f"Experiment{decision.phase}",
                 f"{decision.reason}: {decision.message}",
             )
         )
-    elif status.phase == "Suspended" and decision.phase == "Running":
+    elif status.phase == ExperimentPhase.suspended and decision.phase == ExperimentPhase.running:
         state.plan.events.append(Event(None, "Normal", "Resumed", "spec.suspend is false"))
-    elif decision.phase == "Suspended" and status.phase != "Suspended":
+    elif decision.phase == ExperimentPhase.suspended and status.phase != ExperimentPhase.suspended:
         stopped = "trials were held in their queue" if queue_suspends(state.spec) else "running trials were stopped"
         state.plan.events.append(Event(None, "Normal", "Suspended", stopped))
     record_phase(state, status, decision)
@@ -187,7 +190,7 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int, budg
     if spent is not None:
         reason, message = spent
         assert spec.budget is not None  # reached() reaches nothing without one
-        if spec.budget.running_trials == "Finish":
+        if spec.budget.running_trials == BudgetRunningTrials.finish:
             running = [t for t in state.active() if state.has_pod.get(t.name)]
             if running:
                 # Nothing new starts; the running trials end on their own, and the experiment with them.
@@ -279,7 +282,7 @@ def pareto_front(state: RoundState, status: ExperimentStatus) -> None:
     points: dict[str, list[float]] = {}
     views: dict[str, TrialView] = {}
     for t in state.trials:
-        if state.phase(t) != "Succeeded":
+        if state.phase(t) != TrialPhase.succeeded:
             continue
         st = state.current(t)
         values = st.objective_values

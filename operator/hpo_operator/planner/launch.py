@@ -13,7 +13,7 @@ from functools import cached_property
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import Metric, TrialStatus
-from hpo_operator.api.vocabulary import A_NOT_BEFORE, LaunchReason
+from hpo_operator.api.vocabulary import A_NOT_BEFORE, LaunchReason, TrialPhase
 from hpo_operator.core import pareto, times
 from hpo_operator.core.podstate import FINISHED_POD_PHASES, stranded
 from hpo_operator.core.space import config_hash
@@ -136,10 +136,10 @@ def outcome(state: RoundState, trials: list[TrialView], finally_failed: bool = F
     as the deciding trial's metricHistory holds it (its final log read)."""
     for t in trials:
         st = state.current(t)
-        if state.phase(t) == "Succeeded" and (result := succeeded_outcome(state.spec, st)) is not None:
+        if state.phase(t) == TrialPhase.succeeded and (result := succeeded_outcome(state.spec, st)) is not None:
             return replace(result, steps=curve(state, t))
     latest = state.latest(trials)
-    if state.phase(latest) == "EarlyStopped":
+    if state.phase(latest) == TrialPhase.early_stopped:
         return Outcome(pruned=True, at=state.current(latest).completion_time, steps=curve(state, latest))
     if finally_failed:
         return Outcome(failed=True, at=state.current(latest).completion_time, steps=curve(state, latest))

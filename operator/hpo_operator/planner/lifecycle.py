@@ -14,7 +14,7 @@ from typing import Any
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ResumedFrom
-from hpo_operator.api.vocabulary import TERMINAL_PHASES
+from hpo_operator.api.vocabulary import TERMINAL_PHASES, FailureClass, MetricsSource, PodRetention, TrialPhase
 from hpo_operator.core import metrics, pareto, times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation, finished, observe
@@ -67,7 +67,7 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None
     assert obs is not None  # needs_output
     source = spec.metrics_collector.source
     if obs.phase == "Failed":
-        return None if source == "TerminationMessage" else "final"
+        return None if source == MetricsSource.termination_message else "final"
     formats = spec.metrics_collector.metrics_format or ()
     needed = metrics.log_needed(source, obs.termination_message, spec.objective.required_names, formats)
     return "final" if needed else None
@@ -113,7 +113,7 @@ def observe_trials(state: RoundState) -> None:
             if (
                 pod is not None
                 and not pod["metadata"].get("deletionTimestamp")
-                and (not finished(pod) or state.spec.trial_template.pod_retention == "Delete")
+                and (not finished(pod) or state.spec.trial_template.pod_retention == PodRetention.delete)
             ):
                 # Its result is recorded: what still runs (a sidecar) is stopped.
                 state.plan.delete_workloads.append(t.name)
@@ -128,12 +128,12 @@ def observe_trials(state: RoundState) -> None:
             refusal = state.refused.get(t.name)
             if refusal is not None:
                 refused_create(state, t, refusal)
-            elif state.phase(t) == "Running":
+            elif state.phase(t) == TrialPhase.running:
                 state.set_status(
                     t,
-                    phase="Failed",
+                    phase=TrialPhase.failed,
                     reason="PodDeleted",
-                    failure_class="Infrastructure",
+                    failure_class=FailureClass.infrastructure,
                     message="the trial's pod disappeared while it was running",
                 )
             continue
@@ -156,9 +156,9 @@ def refused_create(state: RoundState, t: TrialView, refusal: Refusal) -> None:
     conditions = set_condition(state.current(t).conditions, "Succeeded", False, refusal.reason, message, state.now)
     state.update(
         t,
-        phase="Failed",
+        phase=TrialPhase.failed,
         reason=refusal.reason,
-        failure_class="Startup",
+        failure_class=FailureClass.startup,
         message=message,
         completion_time=times.iso(state.now),
         conditions=conditions,
@@ -218,9 +218,9 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             why = output.notes.unreadable_text(missing)
             state.set_status(
                 t,
-                phase="Failed",
+                phase=TrialPhase.failed,
                 reason="MetricsUnavailable",
-                failure_class="MetricsUnavailable",
+                failure_class=FailureClass.metrics_unavailable,
                 message="; ".join(
                     part
                     for part in (
@@ -238,7 +238,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
         else:
             state.set_status(
                 t,
-                phase="Succeeded",
+                phase=TrialPhase.succeeded,
                 reason="Completed",
                 message=skipped,
                 failure_class=None,
@@ -251,7 +251,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
     if obs.phase == "Failed":
         state.set_status(
             t,
-            phase="Failed",
+            phase=TrialPhase.failed,
             reason=obs.reason,
             message=obs.message,
             failure_class=obs.failure_class,
@@ -267,11 +267,11 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             over = (state.now - started).total_seconds() - limit
             if over >= 0:
                 state.kill(t, "Timeout", f"the trial ran longer than maxTrialDurationSeconds ({limit}s)")
-                state.update(t, failure_class="Timeout")
+                state.update(t, failure_class=FailureClass.timeout)
                 return
             state.plan.requeue(-over)
-        if state.phase(t) != "Running":
-            state.set_status(t, phase="Running", reason="Running", message="", **common)
+        if state.phase(t) != TrialPhase.running:
+            state.set_status(t, phase=TrialPhase.running, reason="Running", message="", **common)
         if output is not None and spec.early_stopping:
             check_progress(state, t, output)
         return
@@ -293,7 +293,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             fail_startup(state, t, obs.reason, f"not started after {spec.startup_timeout_seconds}s: {obs.message}")
             return
         state.plan.requeue(left)
-    state.update(t, phase="Pending", reason=obs.reason, message=obs.message, pod_name=t.name)
+    state.update(t, phase=TrialPhase.pending, reason=obs.reason, message=obs.message, pod_name=t.name)
 
 
 def result_fields(spec: ExperimentSpec, found: dict[str, float]) -> dict[str, Any]:
@@ -333,5 +333,10 @@ def resumed_from(state: RoundState, t: TrialView, found: dict[str, metrics.Sampl
 def fail_startup(state: RoundState, t: TrialView, reason: str, message: str) -> None:
     state.stop_workload(t)
     state.set_status(
-        t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup", pod_name=t.name
+        t,
+        phase=TrialPhase.failed,
+        reason=reason,
+        message=message or reason,
+        failure_class=FailureClass.startup,
+        pod_name=t.name,
     )

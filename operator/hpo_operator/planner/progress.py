@@ -10,6 +10,7 @@ and calls check_progress() for a running trial."""
 from __future__ import annotations
 
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric
+from hpo_operator.api.vocabulary import TrialPhase
 from hpo_operator.core import metrics, times
 from hpo_operator.search import rungs
 from hpo_operator.search.samplers import REDUCTION_FACTOR
@@ -64,7 +65,7 @@ def check_progress(state: RoundState, t: TrialView, output: metrics.Output) -> N
     state.stop_workload(t)
     state.set_status(
         t,
-        phase="EarlyStopped",
+        phase=TrialPhase.early_stopped,
         reason="EarlyStopped",
         objective_value=last,
         message=f"stopped at step {max(steps)} by the {spec.early_stopping.algorithm} rule ({objective}={last})",
@@ -104,7 +105,7 @@ def check_rungs(state: RoundState, t: TrialView, history: list[Metric], seen: se
     others: dict[str, rungs.Curve] = {}
     for other in state.trials:
         key = state.config_of(other)
-        if key == mine or not other.owned_by(state.exp.uid) or state.phase(other) == "Refused":
+        if key == mine or not other.owned_by(state.exp.uid) or state.phase(other) == TrialPhase.refused:
             continue
         c = objective_curve(state, other)
         if c and len(c) > len(others.get(key, [])):
@@ -117,7 +118,7 @@ def check_rungs(state: RoundState, t: TrialView, history: list[Metric], seen: se
     state.stop_workload(t)
     state.set_status(
         t,
-        phase="EarlyStopped",
+        phase=TrialPhase.early_stopped,
         reason="EarlyStopped",
         objective_values=list(values),
         objective_summary=", ".join(f"{n}={v:g}" for n, v in zip(names, values, strict=True)),
@@ -132,7 +133,7 @@ def check_rungs(state: RoundState, t: TrialView, history: list[Metric], seen: se
 def first_success_steps(state: RoundState) -> int | None:
     """The last step the first trial to succeed reported (ASHA's automatic minResource reads it)."""
     first = min(
-        (t for t in state.trials if state.phase(t) == "Succeeded"),
+        (t for t in state.trials if state.phase(t) == TrialPhase.succeeded),
         key=lambda t: (state.current(t).completion_time or "~", t.name),
         default=None,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import TrialPhase
+from hpo_operator.api.vocabulary import FailureClass, TrialPhase
 from hpo_operator.core import times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation
@@ -33,13 +33,13 @@ def queued(state: RoundState, t: TrialView, obs: PodObservation) -> None:
     would re-run it unseen in the same attempt; it fails as Infrastructure instead, so that it is
     retried (resuming from its checkpoint) and counted like any other lost run."""
     current = state.current(t)
-    if state.phase(t) == "Running" or current.start_time:
+    if state.phase(t) == TrialPhase.running or current.start_time:
         state.stop_workload(t)  # now, so that its queue does not run it again beside the retry
         state.set_status(
             t,
-            phase="Failed",
+            phase=TrialPhase.failed,
             reason="Preempted",
-            failure_class="Infrastructure",
+            failure_class=FailureClass.infrastructure,
             message=f"the trial's {kind_of(state.spec).kind} was stopped after it started ({obs.message}): "
             "its queue took the quota back",
         )

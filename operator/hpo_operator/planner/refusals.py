@@ -64,7 +64,7 @@ def plan_invalid_spec(
     failed = get_condition(old.conditions, "Failed")
     new = old.model_copy(
         update=dict(
-            phase="Failed",
+            phase=ExperimentPhase.failed,
             conditions=set_condition(old.conditions, "Failed", True, "InvalidSpec", message, now, generation),
             spent=running_time_until(old, now),
         )

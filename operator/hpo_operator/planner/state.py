@@ -283,14 +283,14 @@ class RoundState:
             st.completion_time = times.iso(self.now)
         if done and st.run_seconds is None and st.start_time:
             st.run_seconds = run_seconds(st.start_time, ended_at, self.now)
-        succeeded = "True" if phase == "Succeeded" else ("False" if done else "Unknown")
+        succeeded = "True" if phase == TrialPhase.succeeded else ("False" if done else "Unknown")
         st.conditions = set_condition(
             st.conditions, "Succeeded", succeeded, st.reason or phase, st.message or "", self.now
         )
         if before != phase and done:
-            kind = "Normal" if phase in ("Succeeded", "EarlyStopped") else "Warning"
+            kind = "Normal" if phase in (TrialPhase.succeeded, TrialPhase.early_stopped) else "Warning"
             text = st.message or st.reason or phase
-            if phase == "Succeeded":
+            if phase == TrialPhase.succeeded:
                 if self.spec.objective.multi:
                     text = f"objectives {st.objective_summary}"
                 else:
@@ -307,7 +307,7 @@ class RoundState:
 
     def kill(self, t: TrialView, reason: str, message: str) -> None:
         self.stop_workload(t)
-        self.set_status(t, phase="Killed", reason=reason, message=message, failure_class=None)
+        self.set_status(t, phase=TrialPhase.killed, reason=reason, message=message, failure_class=None)
 
     def config_of(self, t: TrialView) -> str:
         return t.labels.get(L_CONFIG) or config_hash(t.values)
@@ -318,7 +318,7 @@ class RoundState:
         if self._groups is None:
             self._groups = {}
             for t in self.trials + self.new_trials:
-                if self.phase(t) != "Refused" and t.owned_by(self.exp.uid):
+                if self.phase(t) != TrialPhase.refused and t.owned_by(self.exp.uid):
                     self._groups.setdefault(self.config_of(t), []).append(t)
         return self._groups
 
@@ -333,7 +333,7 @@ class RoundState:
         return max(trials, key=lambda x: (x.meta.get("creationTimestamp") or "~", x.attempt))
 
     def succeeded(self, trials: list[TrialView]) -> bool:
-        return any(self.phase(t) == "Succeeded" for t in trials)
+        return any(self.phase(t) == TrialPhase.succeeded for t in trials)
 
     def owner_ref(self) -> dict[str, Any]:
         return {
@@ -453,7 +453,7 @@ class RoundState:
         # a budget counts is what this run asked for.
         self.update(
             t,
-            phase="Pending",
+            phase=TrialPhase.pending,
             reason="PodCreated",
             message="",
             pod_name=t.name,

@@ -27,9 +27,9 @@ def made():
 # --- rows -----------------------------------------------------------------------------------------
 
 
-def test_a_trial_row_says_what_the_trial_object_says_in_the_tables_words(made):
-    # The row is the plugin's TrialSummary renamed (one reader of a Trial for both): each field
-    # checked against the object itself, so a field read from the wrong place or renamed wrongly fails.
+def test_a_trial_row_says_what_the_trial_object_says_and_the_plugins_summary_is_built_on_it(made):
+    # The row is the client's (views.trial_row), which the plugin's TrialSummary is built on: each
+    # field checked against the object itself, so a field read from the wrong place fails.
     _, trials = made
     for t in trials:
         row, meta, spec, status = data.trial_row(t), t["metadata"], t["spec"], t.get("status") or {}
@@ -58,7 +58,35 @@ def test_a_trial_row_says_what_the_trial_object_says_in_the_tables_words(made):
             "adopted": any(o.get("controller") for o in meta.get("ownerReferences") or []),
         }
         summary = views.trial_summary(t)
-        assert (row["params"], row["launchReason"]) == (summary.parameters, summary.launch_reason)
+        assert (
+            summary.name,
+            summary.phase,
+            summary.reason,
+            summary.attempt,
+            summary.launch_reason,
+            summary.config,
+            summary.retry_of,
+            summary.retried_by,
+            summary.parameters,
+            summary.metrics,
+            summary.objective_value,
+            summary.feasible,
+            summary.adopted,
+        ) == (
+            row["name"],
+            row["phase"],
+            row["reason"],
+            row["attempt"],
+            row["launchReason"],
+            row["config"],
+            row["retryOf"],
+            row["retriedBy"],
+            row["params"],
+            row["metrics"],
+            row["objective"],
+            row["feasible"],
+            row["adopted"],
+        )
 
 
 def test_trial_rows_follow_creation_order_and_cut_long_messages(made):

@@ -36,6 +36,7 @@ _EXPORTS = {
     "notebook": ["best_trial", "create_experiment", "trials_frame", "wait"],
     "tuning": ["tune"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
+    "describe": ["ExperimentDetail"],
     "extend": ["Extension", "extend_experiment", "extension"],
     "experiments": [
         "clone_experiment",
@@ -81,7 +82,6 @@ _EXPORTS = {
     ],
     "pareto": ["ParetoFront", "ParetoPoint"],
     "views": [
-        "ExperimentDetail",
         "ExperimentSummary",
         "MetricPoint",
         "RestartResult",
@@ -110,6 +110,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .build import container, experiment_manifest, experiment_spec, pod_template
     from .connection import Session, connect
     from .convert import Converted, convert_katib, katib_yaml
+    from .describe import ExperimentDetail
     from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
     from .experiments import (
         clone_experiment,
@@ -159,7 +160,6 @@ if TYPE_CHECKING:  # what type checkers and editors see
     )
     from .tuning import tune
     from .views import (
-        ExperimentDetail,
         ExperimentSummary,
         MetricPoint,
         RestartResult,

@@ -16,10 +16,11 @@ from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, API_VERSION, GROU
 from hpo_operator.api.vocabulary import FINISHED_PHASES as FINISHED
 
 from .connection import Session
+from .describe import ExperimentDetail, experiment_detail
 from .errors import HpoError, InvalidInput, Timeout, translate
 from .pareto import ParetoFront, pareto_front_view
 from .query import ExperimentFilter, Page, paginate, sort_items
-from .views import ExperimentDetail, ExperimentSummary, experiment_detail, experiment_summary
+from .views import ExperimentSummary, experiment_summary
 
 LIST_CHUNK = 500
 # generateName adds 5 characters; an Experiment's name has at most 40.

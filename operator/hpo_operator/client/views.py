@@ -1,12 +1,13 @@
 """What the client returns: dataclasses built from Experiment and Trial objects (pure functions);
-an experiment's Pareto front and what it spent have their own modules (pareto.py, spending.py).
+describe's view of an experiment, its Pareto front and what it spent have their own modules
+(describe.py, pareto.py, spending.py).
 
 `to_dict()` (dictable.py) gives each in the camelCase shape `-o json|yaml` prints.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,19 +16,17 @@ from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, L_BOOKMARKED, L_C
 from hpo_operator.core import times
 
 from .dictable import Dictable
-from .spending import Spending, spending
 
 # Labels every trial carries that say nothing about it in particular.
 BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
 
 __all__ = [
     "ExperimentSummary",
-    "ExperimentDetail",
     "TrialSummary",
     "MetricPoint",
     "RestartResult",
     "experiment_summary",
-    "experiment_detail",
+    "trial_row",
     "trial_summary",
     "metric_points",
     "objective_text",
@@ -105,36 +104,6 @@ class TrialSummary(Dictable):
 
 
 @dataclass
-class PhaseChange(Dictable):
-    phase: str
-    reason: str | None
-    time: datetime | None
-
-
-@dataclass
-class ConditionView(Dictable):
-    type: str
-    status: str
-    reason: str | None
-    message: str | None
-    last_transition_time: datetime | None
-
-
-@dataclass
-class ExperimentDetail(Dictable):
-    """describe: the summary, the spec in short, conditions, status history, best trial, trials,
-    and what was spent."""
-
-    summary: ExperimentSummary
-    spec: dict[str, Any]
-    conditions: list[ConditionView]
-    status_history: list[PhaseChange]
-    best: dict[str, Any] | None
-    trials: list[TrialSummary] = field(default_factory=list)
-    spent: Spending | None = None
-
-
-@dataclass
 class RestartResult(Dictable):
     """RestartHpoTrials' answer for one trial (or one requested configuration)."""
 
@@ -151,20 +120,6 @@ def objective_text(objective: dict) -> str | None:
     if objective.get("metrics"):
         return ", ".join(f"{m.get('type', '')} {m.get('metricName', '')}".strip() for m in objective["metrics"])
     return f"{objective.get('type', '')} {objective.get('metricName', '')}".strip() or None
-
-
-def constraint_texts(objective: dict) -> list[str]:
-    """Each constraint as "memory_gb <= 16", "1 <= latency_ms <= 50"."""
-    out = []
-    for c in objective.get("constraints") or []:
-        low, high, name = c.get("min"), c.get("max"), c.get("metricName", "")
-        if low is not None and high is not None:
-            out.append(f"{low:g} <= {name} <= {high:g}")
-        elif high is not None:
-            out.append(f"{name} <= {high:g}")
-        elif low is not None:
-            out.append(f"{name} >= {low:g}")
-    return out
 
 
 def _meta(obj: dict) -> dict:
@@ -242,37 +197,73 @@ def metric_points(trial: dict) -> list[MetricPoint]:
     return points
 
 
+def trial_row(obj: dict) -> dict[str, Any]:
+    """A Trial read once, for every view of it: the dashboard's trials table serves this row as it
+    is (JSON, times as the API server wrote them) and trial_summary() builds the plugin's
+    TrialSummary on it. Besides what a TrialSummary shows, what the recovery view shows: failure
+    class, exit code, the objectives' values in the experiment's order, and how many values the
+    metric history holds."""
+    meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
+    labels = meta.get("labels") or {}
+    return {
+        "name": meta.get("name", ""),
+        "phase": status.get("phase") or "Pending",
+        "reason": status.get("reason"),
+        "failureClass": status.get("failureClass"),
+        "message": status.get("message") or None,
+        "exitCode": status.get("exitCode"),
+        "objective": status.get("objectiveValue"),
+        "objectiveValues": status.get("objectiveValues"),
+        "feasible": status.get("feasible"),
+        "attempt": int(spec.get("attempt") or 1),
+        "launchReason": labels.get(L_LAUNCH),
+        "config": labels.get(L_CONFIG),
+        "retryOf": spec.get("retryOf"),
+        "retriedBy": status.get("retriedBy"),
+        "params": {k: str(v) for k, v in parameters_of(spec.get("parameters")).items()},
+        "metrics": parameters_of(status.get("metrics")),
+        "steps": len(status.get("metricHistory") or []),
+        "created": meta.get("creationTimestamp"),
+        "started": status.get("startTime"),
+        "completed": status.get("completionTime"),
+        "adopted": any(
+            o.get("kind") == "Experiment" and o.get("controller") for o in meta.get("ownerReferences") or []
+        ),
+    }
+
+
 def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
+    """The plugin's view of a Trial: its trial_row(), times parsed, with what only the plugin shows."""
+    row = trial_row(obj)
     meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
     labels = dict(meta.get("labels") or {})
-    owners = meta.get("ownerReferences") or []
     restart = next((c for c in status.get("conditions") or [] if c.get("type") == "RestartAccepted"), None)
     return TrialSummary(
-        name=meta.get("name", ""),
+        name=row["name"],
         namespace=meta.get("namespace", ""),
         experiment=spec.get("experimentName", ""),
-        phase=status.get("phase") or "Pending",
-        reason=status.get("reason"),
-        message=status.get("message") or None,
-        attempt=int(spec.get("attempt") or 1),
-        retry_of=spec.get("retryOf"),
-        retried_by=status.get("retriedBy"),
-        launch_reason=labels.get(L_LAUNCH),
-        config=labels.get(L_CONFIG),
-        parameters={k: str(v) for k, v in parameters_of(spec.get("parameters")).items()},
-        objective_value=status.get("objectiveValue"),
-        metrics=parameters_of(status.get("metrics")),
+        phase=row["phase"],
+        reason=row["reason"],
+        message=row["message"],
+        attempt=row["attempt"],
+        retry_of=row["retryOf"],
+        retried_by=row["retriedBy"],
+        launch_reason=row["launchReason"],
+        config=row["config"],
+        parameters=row["params"],
+        objective_value=row["objective"],
+        metrics=row["metrics"],
         labels={k: v for k, v in labels.items() if k not in BORING_LABELS},
-        created=times.parse_or_none(meta.get("creationTimestamp")),
-        started=times.parse_or_none(status.get("startTime")),
-        completed=times.parse_or_none(status.get("completionTime")),
+        created=times.parse_or_none(row["created"]),
+        started=times.parse_or_none(row["started"]),
+        completed=times.parse_or_none(row["completed"]),
         pod_name=status.get("podName"),
-        adopted=any(o.get("kind") == "Experiment" and o.get("controller") for o in owners),
+        adopted=row["adopted"],
         restart_condition=dict(restart) if restart else None,
         metric_history=metric_points(obj) if history else None,
         resumed_from=dict(status["resumedFrom"]) if status.get("resumedFrom") else None,
         objective_values=_objective_values(obj),
-        feasible=status.get("feasible"),
+        feasible=row["feasible"],
         segment=dict(spec["segment"]) if isinstance(spec.get("segment"), dict) else None,
     )
 
@@ -288,79 +279,6 @@ def _objective_values(trial: dict) -> dict[str, float] | None:
     if len(names) != len(values):
         names = [f"objective{i + 1}" for i in range(len(values))]
     return dict(zip(names, values, strict=True))
-
-
-def spec_summary(spec: dict) -> dict[str, Any]:
-    """The spec in the words describe prints."""
-    objective = spec.get("objective") or {}
-    algorithm = spec.get("algorithm") or {}
-    retry = spec.get("retryPolicy") or {}
-    params = []
-    for p in spec.get("parameters") or []:
-        if p.get("type") in ("int", "double"):
-            extra = [f"step {p['step']:g}"] if p.get("step") else []
-            extra += ["log"] if p.get("log") else []
-            text = f"{p.get('type')} [{p.get('min'):g}, {p.get('max'):g}]" + (f" ({', '.join(extra)})" if extra else "")
-        else:
-            text = f"{p.get('type')} {{{', '.join(p.get('values') or [])}}}"
-        params.append({"name": p.get("name"), "range": text})
-    goal = objective.get("goal")
-    result = {
-        "objective": (objective_text(objective) or "") + (f" (goal {goal:g})" if goal is not None else ""),
-        "constraints": constraint_texts(objective),
-        "additionalMetrics": list(objective.get("additionalMetricNames") or []),
-        "algorithm": algorithm.get("name") or "random",
-        "seed": algorithm.get("seed"),
-        "parameters": params,
-        "maxTrialCount": spec.get("maxTrialCount"),
-        "parallelTrialCount": spec.get("parallelTrialCount", 1),
-        "maxFailedTrialCount": spec.get("maxFailedTrialCount"),
-        "retryPolicy": {
-            "maxRetries": retry.get("maxRetries", 2),
-            "retryOn": retry.get("retryOn", ["Infrastructure", "OOMKilled"]),
-        },
-        "maxTrialDurationSeconds": spec.get("maxTrialDurationSeconds"),
-        "suspend": bool(spec.get("suspend")),
-        "warmStartFrom": spec.get("warmStartFrom"),
-        "earlyStopping": (spec.get("earlyStopping") or {}).get("algorithm"),
-        "budget": spec.get("budget") or None,
-    }
-    return {k: v for k, v in result.items() if v not in (None, [])}
-
-
-def experiment_detail(obj: dict, trials: list[dict], now: datetime | None = None) -> ExperimentDetail:
-    status = obj.get("status") or {}
-    conditions = [
-        ConditionView(
-            c.get("type", ""),
-            c.get("status", ""),
-            c.get("reason"),
-            c.get("message") or None,
-            times.parse_or_none(c.get("lastTransitionTime")),
-        )
-        for c in status.get("conditions") or []
-    ]
-    history = [
-        PhaseChange(h.get("phase", ""), h.get("reason"), times.parse_or_none(h.get("time")))
-        for h in status.get("statusHistory") or []
-    ]
-    best = status.get("currentOptimalTrial")
-    if best:
-        best = {
-            "trialName": best.get("trialName"),
-            "objectiveValue": best.get("objectiveValue"),
-            "parameters": {k: str(v) for k, v in parameters_of(best.get("parameters")).items()},
-            "metrics": parameters_of(best.get("metrics")),
-        }
-    return ExperimentDetail(
-        summary=experiment_summary(obj),
-        spec=spec_summary(obj.get("spec") or {}),
-        conditions=conditions,
-        status_history=history,
-        best=best or None,
-        trials=[trial_summary(t) for t in trials],
-        spent=spending(obj, trials, now),
-    )
 
 
 def format_params(values: dict[str, Any]) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from hpo_operator.api.vocabulary import L_BOOKMARKED, L_EXPERIMENT, TRIAL_PHASES, UNFINISHED_PHASES
+from hpo_operator.client import views
+from hpo_operator.client.describe import experiment_detail
 from hpo_operator.client.errors import InvalidInput
 from hpo_operator.client.pareto import pareto_front_view
 from hpo_operator.client.query import (
@@ -27,7 +28,7 @@ from hpo_operator.client.query import (
     sort_items,
 )
 from hpo_operator.client.spending import spending, spending_lines
-from hpo_operator.client.views import experiment_detail, experiment_summary, trial_summary
+from hpo_operator.client.views import experiment_summary
 from hpo_operator.core import times
 
 # A trial's message can be a whole termination log; the table shows its start.
@@ -228,41 +229,13 @@ def experiment_of(trial: dict) -> str | None:
 
 
 def trial_row(obj: dict) -> dict:
-    """A row of the trials table: the plugin's TrialSummary (views.trial_summary reads the Trial for
-    both) in the table's field names, its message cut short, plus what the recovery view shows:
-    failure class, exit code, the objectives' values in the experiment's order, and how many values
-    the metric history holds."""
-    run, status = trial_summary(obj), obj.get("status") or {}
-    message = run.message
+    """A row of the trials table: the client's row of the Trial (client.views.trial_row, on which
+    the plugin's TrialSummary is built too), its message cut short."""
+    row = views.trial_row(obj)
+    message = row["message"]
     if message and len(message) > MESSAGE_LIMIT:
-        message = message[:MESSAGE_LIMIT] + "…"
-    return {
-        "name": run.name,
-        "phase": run.phase,
-        "reason": run.reason,
-        "failureClass": status.get("failureClass"),
-        "message": message,
-        "exitCode": status.get("exitCode"),
-        "objective": run.objective_value,
-        "objectiveValues": status.get("objectiveValues"),
-        "feasible": run.feasible,
-        "attempt": run.attempt,
-        "launchReason": run.launch_reason,
-        "config": run.config,
-        "retryOf": run.retry_of,
-        "retriedBy": run.retried_by,
-        "params": run.parameters,
-        "metrics": run.metrics,
-        "steps": len(status.get("metricHistory") or []),
-        "created": _time(run.created),
-        "started": _time(run.started),
-        "completed": _time(run.completed),
-        "adopted": run.adopted,
-    }
-
-
-def _time(t: datetime | None) -> str | None:
-    return times.iso(t) if t else None
+        row["message"] = message[:MESSAGE_LIMIT] + "…"
+    return row
 
 
 def creation_order(trials: Iterable[dict]) -> list[dict]:

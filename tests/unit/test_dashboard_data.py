@@ -27,66 +27,66 @@ def made():
 # --- rows -----------------------------------------------------------------------------------------
 
 
+# Where a trial row's fields are read in the Trial object as they are (the others are worked out:
+# see the test), and the plugin's TrialSummary field for each row field it shares.
+ROW_SOURCES = {
+    "name": ("metadata", "name"),
+    "reason": ("status", "reason"),
+    "failureClass": ("status", "failureClass"),
+    "exitCode": ("status", "exitCode"),
+    "objective": ("status", "objectiveValue"),
+    "objectiveValues": ("status", "objectiveValues"),
+    "feasible": ("status", "feasible"),
+    "retryOf": ("spec", "retryOf"),
+    "retriedBy": ("status", "retriedBy"),
+    "launchReason": ("metadata", "labels", L_LAUNCH),
+    "config": ("metadata", "labels", L_CONFIG),
+    "created": ("metadata", "creationTimestamp"),
+    "started": ("status", "startTime"),
+    "completed": ("status", "completionTime"),
+}
+SUMMARY_FIELDS = {
+    "name": "name",
+    "phase": "phase",
+    "reason": "reason",
+    "attempt": "attempt",
+    "launchReason": "launch_reason",
+    "config": "config",
+    "retryOf": "retry_of",
+    "retriedBy": "retried_by",
+    "params": "parameters",
+    "metrics": "metrics",
+    "objective": "objective_value",
+    "feasible": "feasible",
+    "adopted": "adopted",
+}
+
+
+def _at(obj: dict, path: tuple[str, ...]):
+    for key in path:
+        obj = (obj or {}).get(key)
+    return obj
+
+
 def test_a_trial_row_says_what_the_trial_object_says_and_the_plugins_summary_is_built_on_it(made):
     # The row is the client's (views.trial_row), which the plugin's TrialSummary is built on: each
     # field checked against the object itself, so a field read from the wrong place fails.
     _, trials = made
+    worked_out = {"phase", "message", "attempt", "params", "metrics", "steps", "adopted"}
     for t in trials:
-        row, meta, spec, status = data.trial_row(t), t["metadata"], t["spec"], t.get("status") or {}
-        labels = meta.get("labels") or {}
-        assert row == {
-            "name": meta["name"],
-            "phase": status.get("phase") or "Pending",
-            "reason": status.get("reason"),
-            "failureClass": status.get("failureClass"),
-            "message": status.get("message") or None,
-            "exitCode": status.get("exitCode"),
-            "objective": status.get("objectiveValue"),
-            "objectiveValues": status.get("objectiveValues"),
-            "feasible": status.get("feasible"),
-            "attempt": int(spec.get("attempt") or 1),
-            "launchReason": labels.get(L_LAUNCH),
-            "config": labels.get(L_CONFIG),
-            "retryOf": spec.get("retryOf"),
-            "retriedBy": status.get("retriedBy"),
-            "params": {p["name"]: p["value"] for p in spec["parameters"]},
-            "metrics": {m["name"]: m["value"] for m in status.get("metrics") or []},
-            "steps": len(status.get("metricHistory") or []),
-            "created": meta.get("creationTimestamp"),
-            "started": status.get("startTime"),
-            "completed": status.get("completionTime"),
-            "adopted": any(o.get("controller") for o in meta.get("ownerReferences") or []),
-        }
+        row, status = data.trial_row(t), t.get("status") or {}
+        assert set(row) == set(ROW_SOURCES) | worked_out
+        assert {k: row[k] for k in ROW_SOURCES} == {k: _at(t, path) for k, path in ROW_SOURCES.items()}
+        assert (row["phase"], row["message"]) == (status.get("phase") or "Pending", status.get("message") or None)
+        assert row["attempt"] == int(t["spec"].get("attempt") or 1)
+        assert row["params"] == {p["name"]: str(p["value"]) for p in t["spec"]["parameters"]}
+        assert row["metrics"] == {m["name"]: m["value"] for m in status.get("metrics") or []}
+        assert row["steps"] == len(status.get("metricHistory") or [])
+        owners = t["metadata"].get("ownerReferences") or []
+        assert row["adopted"] == any(o["kind"] == "Experiment" and o.get("controller") for o in owners)
         summary = views.trial_summary(t)
-        assert (
-            summary.name,
-            summary.phase,
-            summary.reason,
-            summary.attempt,
-            summary.launch_reason,
-            summary.config,
-            summary.retry_of,
-            summary.retried_by,
-            summary.parameters,
-            summary.metrics,
-            summary.objective_value,
-            summary.feasible,
-            summary.adopted,
-        ) == (
-            row["name"],
-            row["phase"],
-            row["reason"],
-            row["attempt"],
-            row["launchReason"],
-            row["config"],
-            row["retryOf"],
-            row["retriedBy"],
-            row["params"],
-            row["metrics"],
-            row["objective"],
-            row["feasible"],
-            row["adopted"],
-        )
+        shared = {field: getattr(summary, field) for field in SUMMARY_FIELDS.values()}
+        assert shared == {field: row[key] for key, field in SUMMARY_FIELDS.items()}
 
 
 def test_trial_rows_follow_creation_order_and_cut_long_messages(made):

@@ -18,7 +18,7 @@ help:  ## this list
 	@awk -F':.*## ' '/^[a-z][a-z0-9-]*:.*## / {printf "make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The development environment comes from the lock alone (requirements-dev.txt, hashed pins of
-# pyproject.toml's dependencies and its test and bench extras, the installer and the build backend;
+# pyproject.toml's dependencies and its test, bench and docs extras, the installer and the build backend;
 # `make lock` writes it): a fresh venv gets what was last tested, not whatever is newest. The project itself is
 # then installed editable without resolving anything (--no-deps) and built by the locked setuptools
 # (--no-build-isolation), so nothing outside the lock is fetched.
@@ -37,7 +37,7 @@ venv: $(VENV)/.installed  ## the development environment from the lock (.venv)
 # pip's settings (index, certificates); a machine's find-links or index URL stay out of the file.
 lock: venv  ## refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
-	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test --extra bench \
+	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test --extra bench --extra docs \
 	  $(LOCK_ARGS) --output-file requirements-dev.txt pyproject.toml requirements-dev.in
 	PYTHON=$(PY) hack/image.sh lock
 	$(PY) hack/check-locks.py

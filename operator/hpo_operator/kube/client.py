@@ -1,10 +1,11 @@
 """The operator's writes to the API server: async, concurrent, and bounded.
 
 A kept async client (kubernetes_asyncio) instead of the threaded one: hundreds of writes per second
-need no thread each, and a round's independent writes go out together. One semaphore bounds the
-writes in flight across all experiments, since an API server answered by hundreds of concurrent
-writers starts timing out instead of going faster. Responses are read as plain JSON: the operator
-works on dicts, and building model objects for every pod would cost more than the write.
+need no thread each, and a round's independent writes go out together. One bound on the writes in
+flight across all experiments, since an API server answered by hundreds of concurrent writers starts
+timing out instead of going faster; within it each experiment gets its fair share (fair.py), so one
+experiment's burst does not hold up the others'. Responses are read as plain JSON: the operator works
+on dicts, and building model objects for every pod would cost more than the write.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from hpo_operator.api.vocabulary import GROUP, VERSION
+
+from .fair import FLOW, FairLimiter
 
 __all__ = [
     "KubeClient",
@@ -62,8 +65,10 @@ class _Calls(NamedTuple):
     list: Callable[..., Awaitable[Any]]  # (namespace), or watch=True
 
 
-# Writes in flight at once, across every experiment (HPO_API_CONCURRENCY).
+# Writes in flight at once, across every experiment (HPO_API_CONCURRENCY), and of one experiment
+# (HPO_API_CONCURRENCY_PER_EXPERIMENT: the rest stay free for the others' next writes).
 DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY_PER_EXPERIMENT = 24
 
 # The client's default is no timeout at all: a request on a connection that went half-open (a
 # control-plane node gone, a load balancer that dropped it) or to a frozen API server would wait
@@ -118,19 +123,22 @@ def failure_reason(e: BaseException) -> str:
 
 
 class KubeClient:
-    def __init__(self, api_client: client.ApiClient, concurrency: int = DEFAULT_CONCURRENCY):
+    def __init__(
+        self, api_client: client.ApiClient, concurrency: int = DEFAULT_CONCURRENCY, per_flow: int | None = None
+    ):
         self.client = api_client
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.authorization = client.AuthorizationV1Api(api_client)
-        self.limit = asyncio.Semaphore(concurrency)
+        # per_flow None: one flow may use every slot (a client that serves one experiment).
+        self.limit = FairLimiter(concurrency, per_flow)
         self._plurals: dict[tuple[str, str], str] = {}
 
     async def _raw(self, fn: Any, *args: Any, limited: bool = True, **kwargs: Any) -> bytes:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         if not limited:
             return await read_body(await fn(*args, _preload_content=False, **kwargs))
-        async with self.limit:
+        async with self.limit.slot(FLOW.get()):
             return await read_body(await fn(*args, _preload_content=False, **kwargs))
 
     async def _json(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -383,6 +391,7 @@ async def connect() -> KubeClient:
         # The client reads KUBECONFIG once, when it is imported: read it now.
         await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     concurrency = int(os.environ.get("HPO_API_CONCURRENCY", DEFAULT_CONCURRENCY))
+    per_experiment = int(os.environ.get("HPO_API_CONCURRENCY_PER_EXPERIMENT", DEFAULT_CONCURRENCY_PER_EXPERIMENT))
     configuration = client.Configuration.get_default_copy()
     # No limit on connections: each watch holds one, and writes are bounded by the semaphore.
     configuration.connection_pool_maxsize = 0
@@ -391,7 +400,7 @@ async def connect() -> KubeClient:
     # request (a profile showed it at 5% of the operator's time). Proxies still come from the
     # kubeconfig's proxy-url, which the client passes itself.
     api_client.rest_client.pool_manager._trust_env = False
-    return KubeClient(api_client, concurrency)
+    return KubeClient(api_client, concurrency, per_experiment)
 
 
 def api_reason(e: ApiException) -> str:

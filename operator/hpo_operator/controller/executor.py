@@ -5,18 +5,30 @@ an API call.
 One failed write does not stop the others: a pod the API server refuses (a quota, a policy, an
 invalid manifest) must not keep the experiment's status from being written or other pods from being
 stopped. The first failure is raised at the end, so the round counts as failed and is retried.
+
+The Experiment's status and the routine Events are written as coalesce.py says: a change of counts
+alone, and the routine Events, wait (in PendingWrites) for their turn, which flush() takes when no
+round does first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import L_CONFIG, L_KUEUE_JOB_UID, L_LAUNCH, L_TRIAL, TERMINAL_PHASES
+from hpo_operator.api.vocabulary import (
+    FINISHED_PHASES,
+    L_CONFIG,
+    L_KUEUE_JOB_UID,
+    L_LAUNCH,
+    L_TRIAL,
+    TERMINAL_PHASES,
+)
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import (
     CLAIMS,
@@ -34,25 +46,50 @@ from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import build_workload, runtime_replicated_jobs, trainjob_runtime
 
 from .authority import Authority
+from .coalesce import (
+    EVENTS_PER_SECOND,
+    ROUTINE,
+    STATUS_INTERVAL,
+    STATUS_WRITES_PER_SECOND,
+    Deferral,
+    Pacer,
+    RoutineEvents,
+    urgent,
+)
 
 log = logging.getLogger(__name__)
 
 # Posts a Kubernetes Event: (object, type, reason, message).
 PostEvent = Callable[[dict, str, str, str], None]
-# Normal Events that come with every trial: posted on the Experiment, one per reason and round.
-AGGREGATED = ("TrialCreated", "TrialSucceeded", "TrialEarlyStopped")
+
+
+class Pacing:
+    """The turns of what waits, shared by every experiment of the process (coalesce.Pacer): the
+    status writes of counts alone, and the routine Events."""
+
+    def __init__(self, status_rate: float = STATUS_WRITES_PER_SECOND, event_rate: float = EVENTS_PER_SECOND):
+        self.status = Pacer(status_rate)
+        self.events = Pacer(event_rate)
 
 
 class PendingWrites:
-    """What this operator wrote for one experiment that the watch has not shown yet.
+    """What this operator wrote for one experiment that the watch has not shown yet, and what it has
+    not written yet.
 
     The watched state lags behind our own writes by a watch event. Without this, the round after a
     write would decide again on the old state: harmless for the objects (their names are
-    deterministic, so a second create collides) but it would repeat Events and writes.
+    deterministic, so a second create collides) but it would repeat Events and writes. A status of
+    new counts alone, and the routine Events, wait here for their turn (coalesce.py); each round
+    starts from the newest status, written or not.
     """
 
-    def __init__(self) -> None:
-        self.experiment_status: dict | None = None
+    def __init__(self, pacing: Pacing | None = None) -> None:
+        self.pacing = pacing or Pacing(0, 0)
+        self.experiment_status: dict | None = None  # our last status write
+        self.deferred: dict | None = None  # a newer status, of counts alone, that waits for its turn
+        self.status_deferral = Deferral(STATUS_INTERVAL)
+        self.events = RoutineEvents()
+        self.observed: dict = {}  # the status the watch showed last
         self.trial_status: dict[str, dict] = {}
         self.trials: dict[str, dict] = {}
 
@@ -73,10 +110,28 @@ class PendingWrites:
         return result
 
     def status(self, observed: dict) -> dict:
-        if self.experiment_status is None or observed == self.experiment_status:
+        """The status a round starts from: the one that waits, else our last write until the watch
+        shows it, else the watched one."""
+        self.observed = observed
+        if self.experiment_status is not None and observed == self.experiment_status:
             self.experiment_status = None
-            return observed
-        return self.experiment_status
+        if self.deferred is not None:
+            return self.deferred
+        return observed if self.experiment_status is None else self.experiment_status
+
+    def stored(self) -> dict:
+        """The status the API server holds: our last write, or the watched one."""
+        return self.observed if self.experiment_status is None else self.experiment_status
+
+    def wrote_status(self, status: dict, now: float) -> None:
+        self.experiment_status = status
+        self.deferred = None
+        self.status_deferral.wrote(now)
+
+    def next_turn(self) -> float | None:
+        """When something that waits may be written (time.monotonic()); None: nothing waits."""
+        turns = [t for t in (self.status_deferral.pending() if self.deferred else None, self.events.pending()) if t]
+        return min(turns) if turns else None
 
 
 def status_patch(old: dict, new: dict) -> dict:
@@ -116,6 +171,7 @@ class Executor:
         self.failures: list[Exception] = []
         self.unmade: list[str] = []  # Trials of the plan whose create failed
         self.events: list[tuple[dict, str, str, str]] = []
+        self.finished = False  # the status this round writes has a final phase
         # Trials whose workload was refused for good (invalid, forbidden, or no verified author):
         # reported to the next round's planner, which fails them (the loop keeps this dict between
         # rounds).
@@ -225,42 +281,81 @@ class Executor:
 
     async def write_experiment_status(self, status: dict) -> None:
         # Not attempt(): without its status written the round did not happen, and is retried.
+        self.finished = status.get("phase") in FINISHED_PHASES
         if self.unmade:
             # The status counts Trials that were not made (their suggestions among them): written,
             # it would be ahead of the Trials, and the next round would skip those suggestions for
             # good. The round fails instead (self.failures has why), and the next one plans them
             # again from the Trials that exist.
             return
-        patch = status_patch(self.experiment.get("status") or {}, status)
+        # What the API server holds: the status this round started from, unless that one waits.
+        stored = self.written.stored() if self.written.deferred is not None else self.experiment.get("status") or {}
+        if not status_patch(stored, status):
+            self.written.deferred = None  # (counts that went back to what is written)
+            return
+        now = time.monotonic()
+        if urgent(stored, status, self.suggestions_made):
+            await self.patch_experiment_status(stored, pruned(status), now, "changed")
+        elif self.written.status_deferral.may_write(now, self.written.pacing.status):
+            await self.patch_experiment_status(stored, pruned(status), now, "turn")
+        else:
+            self.written.deferred = pruned(status)
+
+    async def patch_experiment_status(self, stored: dict, status: dict, now: float, when: str) -> None:
+        patch = status_patch(stored, status)
         if patch:
             await self.api.patch_status("experiments", self.namespace, self.experiment["metadata"]["name"], patch)
-            self.written.experiment_status = pruned(status)
+            telemetry.STATUS_WRITES.labels(when).inc()
+        self.written.wrote_status(status, now)
+
+    def suggestions_made(self) -> int:
+        """The suggestions the Trials account for: the highest suggestionIndex + 1."""
+        indexes = (t.get("spec", {}).get("suggestionIndex") for t in self.trials.values())
+        return max((int(i) + 1 for i in indexes if i is not None), default=0)
+
+    async def flush(self) -> None:
+        """Writes what waits whose turn has come (the round's flush when no round runs first): a
+        status of new counts, the routine Events."""
+        now = time.monotonic()
+        written = self.written
+        if written.deferred is not None and written.status_deferral.may_write(now, written.pacing.status):
+            await self.patch_experiment_status(written.stored(), written.deferred, now, "turn")
+        if written.events.due(now, written.pacing.events):
+            self.post_routine(now)
+
+    def post_routine(self, now: float) -> None:
+        for reason, text in self.written.events.take(now):
+            self.post_event(self.experiment, "Normal", reason, text)
 
     def event(self, target: dict, type_: str, reason: str, message: str) -> None:
         self.events.append((target, type_, reason, message))
 
     def post_events(self, events: list[planner.Event]) -> None:
         """Posts the round's Events. Each Event is a write, as costly as the trial's own: the
-        routine ones (AGGREGATED) go on the Experiment, one per reason and round, naming the trials."""
+        routine ones (coalesce.ROUTINE) are gathered across rounds on the Experiment, and posted
+        one per reason, naming the trials, when their turn comes, or at once before another Event
+        of the Experiment and when it finishes."""
         for event in events:
             target = self.experiment if event.target is None else self.trials.get(event.target)
             if target is not None and target.get("metadata", {}).get("uid"):
                 self.event(target, event.type, event.reason, event.message)
-        routine: dict[str, list[str]] = {}
+        gathered = self.written.events
+        others = []
         for target, type_, reason, message in self.events:
-            if type_ == "Normal" and reason in AGGREGATED:
+            if type_ == "Normal" and reason in ROUTINE:
                 name = target["metadata"]["name"]
-                entry = message if target is self.experiment else f"trial {name}: {message}"
-                routine.setdefault(reason, []).append(entry)
+                gathered.add(reason, message if target is self.experiment else f"trial {name}: {message}")
             else:
-                self.post_event(target, type_, reason, message)
-        for reason, entries in routine.items():
-            text = (
-                entries[0]
-                if len(entries) == 1
-                else f"{len(entries)} trials: " + "; ".join(e.removeprefix("trial ") for e in entries)
-            )
-            self.post_event(self.experiment, "Normal", reason, text)
+                others.append((target, type_, reason, message))
+        now = time.monotonic()
+        if gathered and (
+            self.finished
+            or any(target is self.experiment for target, *_ in others)
+            or gathered.due(now, self.written.pacing.events)
+        ):
+            self.post_routine(now)
+        for target, type_, reason, message in others:
+            self.post_event(target, type_, reason, message)
 
     async def update_trial(self, name: str, status: dict | None, metadata: dict | None) -> None:
         if status is not None:

@@ -33,6 +33,19 @@ RECONCILE_SECONDS = Histogram(
 )
 LEADER = Gauge("hpo_leader", "1 while this replica leads (or runs without leader election), 0 while it stands by")
 RECONCILE_TOTAL = Counter("hpo_reconcile_total", "Experiment reconciles, by result", ["result"])
+ROUNDS_WAITING = Gauge(
+    "hpo_rounds_waiting", "Experiments due for a turn (a round, or writes that wait), waiting for a worker"
+)
+STATUS_WRITES = Counter(
+    "hpo_experiment_status_writes_total",
+    "Experiment status writes: at once (a phase, a condition...) or at their turn (new counts alone)",
+    ["when"],
+)
+
+
+def queue_source(depth: Callable[[], int]) -> None:
+    """Where hpo_rounds_waiting comes from: the runtime's work queue."""
+    ROUNDS_WAITING.set_function(depth)
 
 
 class WatchCollector(Collector):
@@ -83,6 +96,7 @@ def watch_source(source: Callable[[], Iterable[tuple[str, informer.WatchHealth]]
 
 PHASES = EXPERIMENT_PHASES
 _phases: dict[str, str] = {}
+_counts: dict[str, int] = {}
 
 
 _serving: int | None = None
@@ -100,9 +114,20 @@ def start_server() -> int | None:
 
 
 def experiment_phase(uid: str, phase: str | None) -> None:
+    """Counts the experiment in its phase (None: gone). Called every round: a change costs two
+    gauge updates, whatever the number of experiments."""
+    old = _phases.get(uid)
+    if old == phase:
+        return
+    if not _counts:
+        for name in PHASES:
+            EXPERIMENTS.labels(name).set(0)
+    for name, step in ((old, -1), (phase, 1)):
+        if name is not None:
+            _counts[name] = _counts.get(name, 0) + step
+            if name in PHASES:
+                EXPERIMENTS.labels(name).set(_counts[name])
     if phase is None:
         _phases.pop(uid, None)
     else:
         _phases[uid] = phase
-    for name in PHASES:
-        EXPERIMENTS.labels(name).set(sum(1 for p in _phases.values() if p == name))

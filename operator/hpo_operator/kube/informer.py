@@ -195,10 +195,13 @@ class Informer:
         changed: Callable[[str | None], None],
         label_selector: str | None = None,
         patient: bool = False,
+        health_changed: Callable[[], None] | None = None,
     ):
         self.api, self.namespace, self.resource = api, namespace, resource
         self.kind = resource[2]
         self.key_of, self.slim, self.changed = key_of, slim, changed
+        # Called when the watch goes down, and when it has listed again (synced or refused).
+        self.health_changed = health_changed
         self.label_selector = label_selector
         self.patient = patient  # a refusal (401, 403) is retried slowly: forbidden_delay()
         self.objects: dict[str | None, dict[str, dict]] = {}
@@ -261,6 +264,7 @@ class Informer:
             self._relist,
             self._put,
             lambda obj: self._drop(obj["metadata"]["name"]),
+            on_change=self.health_changed,
             patient=self.patient,
         )
 

@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -71,7 +72,12 @@ CASES = {
     "2000x1000": (1, 2000, 1000),
     "10000x200": (1, 10000, 200),
     "100x(20x10)": (100, 20, 10),
+    "1000x(4x2)": (1000, 4, 2),
 }
+# `burst`: BURST_SMALL experiments alone, then the same beside one experiment of BURST trials, all
+# of them in parallel, created just before them: the small ones' times with and without it.
+BURST_SMALL = (50, 10, 2)
+BURST = (1000, 1000)
 UNRELATED_PODS = 2000
 RUNTIME = "hpo-bench-torch"  # the ClusterTrainingRuntime of --kind trainjob
 KINDS = {"job": ("batch", "v1", "jobs"), "trainjob": (*TRAINER, "trainjobs")}  # what a finished trial is
@@ -201,10 +207,17 @@ class Clock:
             self.waiters[name] = future
         return future
 
-    def replacement_latencies(self, parallel: int) -> dict[str, list[float]]:
+    def first_pods(self) -> dict[str, float]:
+        """Per experiment, when its first pod was seen."""
+        first: dict[str, float] = {}
+        for name, exp in self.experiment_of.items():
+            first[exp] = min(first.get(exp, float("inf")), self.created[name])
+        return first
+
+    def replacement_latencies(self, parallel: int, only: set[str] | None = None) -> dict[str, list[float]]:
         """Per experiment: pod k+P is the replacement of the k-th pod to finish."""
         result = {}
-        for exp in set(self.experiment_of.values()):
+        for exp in set(self.experiment_of.values()) if only is None else only:
             names = [n for n, e in self.experiment_of.items() if e == exp]
             created = sorted(self.created[n] for n in names)
             finished = sorted(self.finished[n] for n in names if n in self.finished)
@@ -283,6 +296,9 @@ class Result:
     cpu: float | None = None
     rss_mb: float | None = None
     exp_kb: float | None = None
+    # Per experiment, from its creation (the create's answer): its first pod seen, and its end.
+    first_pod_delays: list[float] = field(default_factory=list)
+    finish_delays: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -313,12 +329,15 @@ async def run_floor(
     # The operator's own API layer, its bound set to the floor's best concurrency.
     api = KubeClient(cluster.api, concurrency=writers)
     start = time.monotonic()
+    created: dict[str, float] = {}
+    ended: dict[str, float] = {}
 
     async def one_experiment(e: int) -> None:
         name = f"exp{e}"
         body = experiment_body(name, trials, parallel, kind)
         spec = ExperimentSpec.model_validate(body["spec"])
         exp = await api.create("experiments", ns, body)
+        created[name] = time.monotonic()
         owner = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Experiment",
@@ -375,6 +394,7 @@ async def run_floor(
                 await api.patch_status("experiments", ns, name, {"trialsSucceeded": done})
 
         await asyncio.gather(*(worker() for _ in range(parallel)))
+        ended[name] = time.monotonic()
 
     await asyncio.gather(*(one_experiment(e) for e in range(experiments)))
     wall = time.monotonic() - start
@@ -382,6 +402,7 @@ async def run_floor(
     for w in watchers:
         w.cancel()
     first = sorted(clock.created.values())
+    first_pod = clock.first_pods()
     result = Result(
         "floor",
         case,
@@ -390,6 +411,8 @@ async def run_floor(
         wall,
         clock.replacement_latencies(parallel),
         first[min(len(first), parallel) - 1] - start,
+        first_pod_delays=[first_pod.get(n, float("inf")) - t for n, t in created.items()],
+        finish_delays=[ended[n] - t for n, t in created.items()],
     )
     await cluster.delete_namespace(ns)
     return result
@@ -517,7 +540,13 @@ async def run_operator(
     timeout: float,
     kind: str = "pod",
     tenancy: Tenancy | None = None,
+    burst: tuple[int, int] | None = None,
+    profile: str | None = None,
 ) -> Result:
+    """The operator on `experiments` experiments exp0... of `trials` x `parallel`; with `burst`
+    (trials, parallel), an experiment `burst` of that size created just before them, which the
+    results leave out (the run ends when the others have). `profile`: py-spy's output file, which
+    records the operator meanwhile."""
     ns = await cluster.namespace("bench-op")
     env, author = {}, None
     if tenancy is not None:
@@ -529,8 +558,9 @@ async def run_operator(
     all_done = asyncio.Event()
 
     def on_experiment(type_: str, obj: dict) -> None:
-        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            finished.setdefault(obj["metadata"]["name"], time.monotonic())
+        name = obj["metadata"]["name"]
+        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed") and name != "burst":
+            finished.setdefault(name, time.monotonic())
             if len(finished) == experiments:
                 all_done.set()
 
@@ -549,10 +579,18 @@ async def run_operator(
         ),
     ]
     cpu0 = operator.cpu()
+    recorder = None
+    if profile:
+        recorder = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile, "--pid", str(operator.proc.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
     start = time.monotonic()
     sem = asyncio.Semaphore(20)
+    created: dict[str, float] = {}
 
-    async def create(e: int) -> None:
+    async def create(name: str, n: int, p: int) -> None:
         async with sem:
             await cluster.raw(
                 cluster.custom.create_namespaced_custom_object,
@@ -560,12 +598,15 @@ async def run_operator(
                 VERSION,
                 ns,
                 "experiments",
-                experiment_body(f"exp{e}", trials, parallel, kind),
+                experiment_body(name, n, p, kind),
                 # With tenancy, written by a tenant, whom the webhook records as the author.
                 **({"_headers": {"Impersonate-User": author}} if author else {}),
             )
+            created[name] = time.monotonic()
 
-    await asyncio.gather(*(create(e) for e in range(experiments)))
+    if burst is not None:
+        await create("burst", *burst)
+    await asyncio.gather(*(create(f"exp{e}", trials, parallel) for e in range(experiments)))
     try:
         await asyncio.wait_for(all_done.wait(), timeout)
     except TimeoutError:
@@ -575,6 +616,9 @@ async def run_operator(
     wall = (max(finished.values()) if finished else time.monotonic()) - start
     cpu = operator.cpu() - cpu0
     rss = operator.rss()
+    if recorder is not None:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes its profile and exits
+        recorder.wait(timeout=120)
     exp = await cluster.raw(cluster.custom.get_namespaced_custom_object, GROUP, VERSION, ns, "experiments", "exp0")
     stop.set()
     for w in watchers:
@@ -586,18 +630,22 @@ async def run_operator(
             f"  {case}: exp0 ended {phases} with {exp['status'].get('trialsSucceeded')} of {trials} trials succeeded",
             file=sys.stderr,
         )
-    first = sorted(clock.created.values())
+    ours = {n for n in created if n != "burst"}
+    first = sorted(t for n, t in clock.created.items() if clock.experiment_of.get(n) in ours)
+    first_pod = clock.first_pods()
     result = Result(
-        "operator+tenancy" if tenancy else "operator",
+        ("operator+tenancy" if tenancy else "operator") + ("+burst" if burst else ""),
         case,
         trials * experiments,
         parallel,
         wall,
-        clock.replacement_latencies(parallel),
+        clock.replacement_latencies(parallel, ours),
         first[min(len(first), parallel) - 1] - start if first else float("nan"),
         cpu=cpu,
         rss_mb=rss,
         exp_kb=len(json.dumps(exp)) / 1024,
+        first_pod_delays=[first_pod.get(n, float("inf")) - created[n] for n in ours],
+        finish_delays=[finished.get(n, float("inf")) - created[n] for n in ours],
     )
     if tenancy is not None:
         if exp["metadata"].get("annotations", {}).get("hpo.dev/creator") != author:
@@ -689,13 +737,40 @@ HEADER = [
 ]
 
 
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(x) for x in col) for col in zip(HEADER, *rows, strict=True)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)) + " |")
+def print_table(rows: list[list[str]], header: list[str] = HEADER) -> None:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
     sys.stdout.flush()
+
+
+# The second table, for cases of several experiments: each experiment's own times.
+PER_EXPERIMENT = [
+    "case (E×N×P)",
+    "who",
+    "first pod p50 s",
+    "first pod p99 s",
+    "first pod max s",
+    "waited > 30 s",
+    "done p50 s",
+    "done max s",
+]
+
+
+def experiment_row(r: Result) -> list[str]:
+    first, done = r.first_pod_delays, r.finish_delays
+    return [
+        r.case,
+        r.who,
+        f"{pct(first, 0.5):.2f}",
+        f"{pct(first, 0.99):.2f}",
+        f"{max(first, default=float('nan')):.2f}",
+        str(sum(1 for x in first if x > 30)),
+        f"{pct(done, 0.5):.1f}",
+        f"{max(done, default=float('nan')):.1f}",
+    ]
 
 
 def kubeconfig_path() -> str:
@@ -709,7 +784,9 @@ def kubeconfig_path() -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--cases", default=",".join([*CASES, "unrelated"]), help=f"comma-separated, from {', '.join(CASES)}, unrelated"
+        "--cases",
+        default=",".join([*CASES, "burst", "unrelated"]),
+        help=f"comma-separated, from {', '.join(CASES)}, burst, unrelated",
     )
     parser.add_argument("--floor-writers", type=int, default=24, help="writes in flight for the floor")
     parser.add_argument("--no-floor", action="store_true", help="the operator alone")
@@ -726,6 +803,11 @@ async def main() -> None:
         help="also run the operator with the chart's tenancy (author checks, impersonation), beside it without",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="per operator run, seconds")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record each operator run with py-spy (pip install py-spy) into DIR/<case>.svg",
+    )
     parser.add_argument("--logs", default=str(REPO / ".cluster" / "bench"), help="operator logs go here")
     args = parser.parse_args()
     kubeconfig = kubeconfig_path()
@@ -763,8 +845,49 @@ async def main() -> None:
 
 
 async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str, logdir: Path, rows: list) -> None:
-    """Every case of --cases, its table printed after each."""
+    """Every case of --cases, its tables printed after each."""
+    per_experiment: list[list[str]] = []
+
+    def profile(label: str) -> str | None:
+        if not args.profile:
+            return None
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        return str(Path(args.profile) / f"{label.replace(' ', '_')}.svg")
+
+    def show(result: Result, floor: Result | None) -> None:
+        rows.append(row(result, floor))
+        if len(result.first_pod_delays) > 1:
+            per_experiment.append(experiment_row(result))
+        print_table(rows)
+        if per_experiment:
+            print()
+            print_table(per_experiment, PER_EXPERIMENT)
+        print()
+
     for case in args.cases.split(","):
+        if case == "burst":
+            experiments, trials, parallel = BURST_SMALL
+            label = f"{experiments}x({trials}x{parallel})"
+            floor = None
+            if not args.no_floor:
+                floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
+                show(floor, None)
+            for burst in (None, BURST):
+                op = await run_operator(
+                    cluster,
+                    kubeconfig,
+                    label,
+                    experiments,
+                    trials,
+                    parallel,
+                    logdir,
+                    args.timeout,
+                    args.kind,
+                    burst=burst,
+                    profile=profile(f"{label}{'+burst' if burst else ''}"),
+                )
+                show(op, floor)
+            continue
         if case == "unrelated":
             u = await run_unrelated(cluster, kubeconfig, logdir)
             per30 = u["cpu"] * 30 / u["window"]
@@ -779,20 +902,27 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
         floor = None
         if not args.no_floor:
             floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
-            rows.append(row(floor, None))
+            show(floor, None)
         if not args.no_operator:
             op = await run_operator(
-                cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind
+                cluster,
+                kubeconfig,
+                label,
+                experiments,
+                trials,
+                parallel,
+                logdir,
+                args.timeout,
+                args.kind,
+                profile=profile(label),
             )
-            rows.append(row(op, floor))
+            show(op, floor)
             if args.tenancy:
                 tenancy = Tenancy(cluster, kubeconfig, logdir)
                 op = await run_operator(
                     cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind, tenancy
                 )
-                rows.append(row(op, floor))
-        print_table(rows)
-        print()
+                show(op, floor)
 
 
 if __name__ == "__main__":

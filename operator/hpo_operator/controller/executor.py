@@ -109,6 +109,16 @@ class PendingWrites:
             result.append(body)
         return result
 
+    def echo(self, name: str, before: dict | None, now: dict) -> bool:
+        """Whether a Trial's new version only shows what we wrote: our create (before None), or our
+        last status write with nothing else changed. A round for it would find nothing new (the
+        next one lays the same writes over the watch anyway), so its event wakes none."""
+        if before is None:
+            made = self.trials.get(name)
+            return made is not None and same_but_status(made, now)
+        status = self.trial_status.get(name)
+        return status is not None and (now.get("status") or {}) == status and same_but_status(before, now)
+
     def status(self, observed: dict) -> dict:
         """The status a round starts from: the one that waits, else our last write until the watch
         shows it, else the watched one."""
@@ -132,6 +142,15 @@ class PendingWrites:
         """When something that waits may be written (time.monotonic()); None: nothing waits."""
         turns = [t for t in (self.status_deferral.pending() if self.deferred else None, self.events.pending()) if t]
         return min(turns) if turns else None
+
+
+def same_but_status(a: dict, b: dict) -> bool:
+    """Whether two versions of an object differ in their status (and resourceVersion) alone."""
+    meta_a, meta_b = a.get("metadata") or {}, b.get("metadata") or {}
+    if any(a.get(k) != b.get(k) for k in a.keys() | b.keys() if k not in ("status", "metadata")):
+        return False
+    ignored = ("resourceVersion", "managedFields")
+    return all(meta_a.get(k) == meta_b.get(k) for k in meta_a.keys() | meta_b.keys() if k not in ignored)
 
 
 def status_patch(old: dict, new: dict) -> dict:

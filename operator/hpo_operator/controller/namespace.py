@@ -60,10 +60,13 @@ class Namespace:
         namespace: str,
         wake: Callable[[Key], None],
         wake_all: Callable[[str], None] | None = None,
+        echo: Callable[[Key, str, dict | None, dict], bool] | None = None,
     ):
         self.api, self.name, self.wake = api, namespace, wake
         # Wakes every experiment of the namespace: a watch they wait for has listed (or is refused).
         self.wake_all = wake_all or (lambda namespace: None)
+        # Whether a Trial's change is only the experiment's own write coming back (no round for it).
+        self.echo = echo
         self.trials = Informer(
             api,
             namespace,
@@ -72,6 +75,7 @@ class Namespace:
             slim_custom_object,
             self.changed,
             health_changed=self.health_changed,
+            echo=self.trial_echo if echo is not None else None,
         )
         self.pods = Informer(
             api,
@@ -89,6 +93,10 @@ class Namespace:
 
     def changed(self, experiment: str | None) -> None:
         self.wake((self.name, experiment))
+
+    def trial_echo(self, experiment: str | None, name: str, before: dict | None, now: dict) -> bool:
+        assert self.echo is not None
+        return experiment is not None and self.echo((self.name, experiment), name, before, now)
 
     def health_changed(self) -> None:
         """A watch went down or listed again: the experiments that wait for it (a round never plans

@@ -26,7 +26,7 @@ from hpo_operator.kube.informer import WatchHealth
 
 from . import telemetry
 from .authority import Authority, Tenancy
-from .executor import Pacing, PostEvent
+from .executor import Pacing, PostEvent, same_but_status
 from .loop import ExperimentLoop, error_delay
 from .namespace import Key, Namespace
 from .slim import slim_custom_object
@@ -161,7 +161,7 @@ class Runtime:
     def namespace(self, name: str) -> Namespace:
         ns = self.namespaces.get(name)
         if ns is None:
-            ns = self.namespaces[name] = Namespace(self.api, name, self.wake, self.wake_namespace)
+            ns = self.namespaces[name] = Namespace(self.api, name, self.wake, self.wake_namespace, self.echo)
         return ns
 
     def wake(self, key: Key) -> None:
@@ -169,6 +169,11 @@ class Runtime:
         if loop is not None:
             loop.event = True
             self.queue.add(key)
+
+    def echo(self, key: Key, name: str, before: dict | None, now: dict) -> bool:
+        """Whether a Trial's change only brings back what its experiment's loop wrote (PendingWrites.echo)."""
+        loop = self.loops.get(key)
+        return loop is not None and loop.written.echo(name, before, now)
 
     def wake_namespace(self, namespace: str) -> None:
         for key in [k for k in self.loops if k[0] == namespace]:
@@ -235,12 +240,4 @@ def news(old: dict, new: dict, written: dict | None) -> bool:
     status = new.get("status") or {}
     if status != (old.get("status") or {}) and status != written:
         return True
-    return _unversioned(old) != _unversioned(new)
-
-
-def _unversioned(body: dict) -> dict:
-    meta = body.get("metadata") or {}
-    return {
-        **{k: v for k, v in body.items() if k != "status"},
-        "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"},
-    }
+    return not same_but_status(old, new)

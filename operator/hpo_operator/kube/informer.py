@@ -56,6 +56,8 @@ FORBIDDEN_BACKOFF_MAX = 10 * FORBIDDEN_BACKOFF
 
 KeyOf = Callable[[dict], "str | None"]
 Slim = Callable[[dict], dict]
+# (key, name, the object before (None: new), the object now) -> whether it is the operator's own write
+Echo = Callable[["str | None", str, "dict | None", dict], bool]
 
 # Restarts of every watch in this process, by (resource, reason), for the operator's metrics: kept
 # here, not per informer, so that a counter never goes down when a namespace's informers go.
@@ -196,12 +198,15 @@ class Informer:
         label_selector: str | None = None,
         patient: bool = False,
         health_changed: Callable[[], None] | None = None,
+        echo: Echo | None = None,
     ):
         self.api, self.namespace, self.resource = api, namespace, resource
         self.kind = resource[2]
         self.key_of, self.slim, self.changed = key_of, slim, changed
         # Called when the watch goes down, and when it has listed again (synced or refused).
         self.health_changed = health_changed
+        # Whether a change only shows what the operator itself wrote: stored, but no one woken.
+        self.echo = echo
         self.label_selector = label_selector
         self.patient = patient  # a refusal (401, 403) is retried slowly: forbidden_delay()
         self.objects: dict[str | None, dict[str, dict]] = {}
@@ -221,12 +226,14 @@ class Informer:
         slim = self.slim(obj)
         objects = self.objects.setdefault(key, {})
         self._where[name] = key
-        if objects.get(name) == slim:
+        before = objects.get(name)
+        if before == slim:
             # Nothing the operator reads changed (a Job's counters, a pod's IP): no round for it,
             # and the stored object, on which views are cached, stays the same.
             return
         objects[name] = slim
-        self.changed(key)
+        if self.echo is None or not self.echo(key, name, before, slim):
+            self.changed(key)
 
     def _drop(self, name: str) -> None:
         key = self._where.pop(name, None)

@@ -7,7 +7,7 @@ other:
   Trial's status and the Experiment's status), P trials of each experiment at a time, with at most
   --floor-writers writes in flight (the concurrency at which this cluster is fastest: more
   concurrent writers make the API server time out);
-- the **operator** (`python -m hpo_operator --all-namespaces`, a fresh process per case) on an
+- the **operator** (`python -m hpo_operator --namespace <the case's>`, a fresh process per case) on an
   Experiment with the same budgets.
 
 Trial pods run on the KWOK nodes and finish at once (`sim.hpo.dev/duration: 0s`), so the loop, not
@@ -431,13 +431,15 @@ def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
 
 
 class Operator:
-    """The operator as users run it, watching all namespaces, in a fresh process."""
+    """The operator as users run it, in a fresh process, watching the case's namespace only: on a
+    shared cluster, other sessions' experiments are theirs (with --all-namespaces it would run
+    them too, beside their own operators)."""
 
-    def __init__(self, kubeconfig: str, log: Path, env: dict[str, str] | None = None):
+    def __init__(self, kubeconfig: str, namespace: str, log: Path, env: dict[str, str] | None = None):
         env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator", "--all-namespaces", "--standalone"],
+            [sys.executable, "-m", "hpo_operator", "--namespace", namespace, "--standalone"],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -551,7 +553,7 @@ async def run_operator(
     env, author = {}, None
     if tenancy is not None:
         env, author = await tenancy.setup(ns)
-    operator = Operator(kubeconfig, logdir / f"operator-{case}{'-tenancy' if tenancy else ''}.log", env)
+    operator = Operator(kubeconfig, ns, logdir / f"operator-{case}{'-tenancy' if tenancy else ''}.log", env)
     await asyncio.sleep(5)  # started, lists done, idle
     clock, stop = Clock(), asyncio.Event()
     finished: dict[str, float] = {}
@@ -582,7 +584,18 @@ async def run_operator(
     recorder = None
     if profile:
         recorder = subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile, "--pid", str(operator.proc.pid)],
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "50",
+                "-o",
+                profile,
+                "--pid",
+                str(operator.proc.pid),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
@@ -619,6 +632,8 @@ async def run_operator(
     if recorder is not None:
         recorder.send_signal(signal.SIGINT)  # py-spy writes its profile and exits
         recorder.wait(timeout=120)
+        print(f"\n{case}: the operator's profile ({profile}), the functions with the most samples:")
+        print(profile_top(Path(profile)))
     exp = await cluster.raw(cluster.custom.get_namespaced_custom_object, GROUP, VERSION, ns, "experiments", "exp0")
     stop.set()
     for w in watchers:
@@ -658,7 +673,7 @@ async def run_operator(
 async def run_unrelated(cluster: Cluster, kubeconfig: str, logdir: Path) -> dict:
     """The operator idle while UNRELATED_PODS pods it does not own come and go elsewhere."""
     ns = await cluster.namespace("bench-unrelated")
-    operator = Operator(kubeconfig, logdir / "operator-unrelated.log")
+    operator = Operator(kubeconfig, ns, logdir / "operator-unrelated.log")
     await asyncio.sleep(8)
     idle_rss = operator.rss("VmRSS")
     cpu0 = operator.cpu()
@@ -696,6 +711,33 @@ async def run_unrelated(cluster: Cluster, kubeconfig: str, logdir: Path) -> dict
     operator.stop()
     await cluster.delete_namespace(ns)
     return result
+
+
+def profile_top(path: Path, n: int = 25) -> str:
+    """The functions of a collapsed-stack profile (py-spy's raw format: one stack a line, frames
+    separated by ";", then the sample count) with the most samples: where the operator's time went
+    (self: in the function itself; total: with what it called)."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        samples += k
+        frames = stack.split(";")
+        # "function (file:line)": the line is dropped, so a function is counted once per stack.
+        names = [f.split(":")[0] + ")" if " (" in f else f for f in frames]
+        own[names[-1]] = own.get(names[-1], 0) + k
+        for name in set(names):
+            total[name] = total.get(name, 0) + k
+    if not samples:
+        return "(no samples)"
+    lines = [f"{samples} samples; self %, total %, function"]
+    for name, k in sorted(own.items(), key=lambda x: -x[1])[:n]:
+        lines.append(f"{100 * k / samples:5.1f} {100 * total[name] / samples:5.1f}  {name}")
+    return "\n".join(lines)
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -806,7 +848,8 @@ async def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="record each operator run with py-spy (pip install py-spy) into DIR/<case>.svg",
+        help="record each operator run with py-spy (pip install py-spy) into DIR/<case>.txt (collapsed stacks, "
+        "as flamegraph tools read them) and print its top functions",
     )
     parser.add_argument("--logs", default=str(REPO / ".cluster" / "bench"), help="operator logs go here")
     args = parser.parse_args()
@@ -852,7 +895,7 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
         if not args.profile:
             return None
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-        return str(Path(args.profile) / f"{label.replace(' ', '_')}.svg")
+        return str(Path(args.profile) / f"{label.replace(' ', '_')}.txt")
 
     def show(result: Result, floor: Result | None) -> None:
         rows.append(row(result, floor))

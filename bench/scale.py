@@ -47,6 +47,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import yaml
 from kubernetes_asyncio import client, config
 
@@ -134,35 +135,44 @@ def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") ->
 async def watch_lines(list_fn, *args, on_event, stop: asyncio.Event, **kwargs) -> None:
     """Calls on_event(type, object) for each watch event until `stop` is set (re-watching on
     expiry). Raw JSON lines: no model objects, so this script stays light next to the cluster."""
-    rv = None
     while not stop.is_set():
-        listing = await list_fn(*args, _preload_content=False, **kwargs)
-        data = json.loads(await listing.read())
-        for obj in data["items"]:
-            on_event("ADDED", obj)
-        rv = data["metadata"]["resourceVersion"]
-        resp = await list_fn(
-            *args,
-            watch=True,
-            resource_version=rv,
-            allow_watch_bookmarks=True,
-            timeout_seconds=600,
-            _preload_content=False,
-            _request_timeout=660,
-        )
         try:
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    break
-                if event["type"] != "BOOKMARK":
-                    on_event(event["type"], event["object"])
-                if stop.is_set():
-                    break
-        finally:
-            resp.release()
+            await watch_once(list_fn, *args, on_event=on_event, stop=stop, **kwargs)
+        except (TimeoutError, client.ApiException, aiohttp.ClientError, OSError, ValueError) as e:
+            # An API server under load answers 429 or cuts the stream: list and watch again.
+            print(f"  (the benchmark's watch: {type(e).__name__} {getattr(e, 'status', '')}; again)", file=sys.stderr)
+            await asyncio.sleep(1)
+
+
+async def watch_once(list_fn, *args, on_event, stop: asyncio.Event, **kwargs) -> None:
+    """One listing, then one watch from its resourceVersion until it ends (or `stop`)."""
+    data = json.loads(await read_body(await list_fn(*args, _preload_content=False, **kwargs)))
+    for obj in data["items"]:
+        on_event("ADDED", obj)
+    resp = await list_fn(
+        *args,
+        watch=True,
+        resource_version=data["metadata"]["resourceVersion"],
+        allow_watch_bookmarks=True,
+        timeout_seconds=600,
+        _preload_content=False,
+        _request_timeout=660,
+    )
+    if not 200 <= resp.status <= 299:
+        await read_body(resp)  # raises
+    try:
+        async for line in resp.content:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event["type"] == "ERROR":
+                break
+            if event["type"] != "BOOKMARK":
+                on_event(event["type"], event["object"])
+            if stop.is_set():
+                break
+    finally:
+        resp.release()
 
 
 @dataclass
@@ -589,6 +599,7 @@ async def run_operator(
                 "record",
                 "--format",
                 "raw",
+                "--gil",  # the thread that holds the GIL: the operator's CPU, not its waits
                 "--rate",
                 "50",
                 "-o",
@@ -713,6 +724,11 @@ async def run_unrelated(cluster: Cluster, kubeconfig: str, logdir: Path) -> dict
     return result
 
 
+# Where a thread waits (py-spy does not always tell them from work): an idle thread pool worker,
+# the event loop waiting for I/O.
+IDLE = {"_worker (concurrent/futures/thread.py)", "EpollSelector.select (selectors.py)"}
+
+
 def profile_top(path: Path, n: int = 25) -> str:
     """The functions of a collapsed-stack profile (py-spy's raw format: one stack a line, frames
     separated by ";", then the sample count) with the most samples: where the operator's time went
@@ -724,11 +740,13 @@ def profile_top(path: Path, n: int = 25) -> str:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        k = int(count)
-        samples += k
         frames = stack.split(";")
         # "function (file:line)": the line is dropped, so a function is counted once per stack.
         names = [f.split(":")[0] + ")" if " (" in f else f for f in frames]
+        if names[-1] in IDLE:
+            continue
+        k = int(count)
+        samples += k
         own[names[-1]] = own.get(names[-1], 0) + k
         for name in set(names):
             total[name] = total.get(name, 0) + k

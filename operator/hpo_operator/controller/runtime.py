@@ -16,6 +16,7 @@ the experiments that need it say so (loop.py), and the others go on.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -65,6 +66,9 @@ class Runtime:
         self.namespaces: dict[str, Namespace] = {}
         self.loops: dict[Key, ExperimentLoop] = {}
         self.queue: WorkQueue[Key] = WorkQueue(backoff=error_delay)
+        # The context kopf hands its handlers (its Event poster lives in it: kopf.event needs it),
+        # for the turns the workers run; taken from the latest Experiment event.
+        self.context: contextvars.Context | None = None
         # The turns of the writes that wait, across every experiment (coalesce.py).
         self.pacing = Pacing()
         # Set once the operator stops: kopf may still hand over an Experiment event after its cleanup
@@ -139,8 +143,11 @@ class Runtime:
             if loop is None:
                 self.queue.done(key)
                 continue
-            # A task of its own, so that the experiment's deletion can cancel its turn (not the worker).
-            loop.task = task = asyncio.get_running_loop().create_task(loop.turn(), name=f"experiment {key[0]}/{key[1]}")
+            # A task of its own, so that the experiment's deletion can cancel its turn (not the
+            # worker), in a copy of kopf's context (turns set their own FLOW in it).
+            loop.task = task = asyncio.get_running_loop().create_task(
+                loop.turn(), name=f"experiment {key[0]}/{key[1]}", context=self.context.copy() if self.context else None
+            )
             try:
                 await asyncio.wait({task})
             except asyncio.CancelledError:
@@ -182,6 +189,7 @@ class Runtime:
     def on_experiment(self, deleted: bool, namespace: str, name: str, uid: str, body: dict) -> None:
         if self.stopped:
             return
+        self.context = contextvars.copy_context()
         key = (namespace, name)
         loop = self.loops.get(key)
         if deleted or (body.get("metadata") or {}).get("deletionTimestamp"):

@@ -40,9 +40,11 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -443,10 +445,19 @@ def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
 class Operator:
     """The operator as users run it, in a fresh process, watching the case's namespace only: on a
     shared cluster, other sessions' experiments are theirs (with --all-namespaces it would run
-    them too, beside their own operators)."""
+    them too, beside their own operators). Its metrics on a port of its own."""
 
     def __init__(self, kubeconfig: str, namespace: str, log: Path, env: dict[str, str] | None = None):
-        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1", **(env or {})}
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.metrics_port = s.getsockname()[1]
+        env = {
+            **os.environ,
+            "KUBECONFIG": kubeconfig,
+            "PYTHONUNBUFFERED": "1",
+            "HPO_METRICS_PORT": str(self.metrics_port),
+            **(env or {}),
+        }
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hpo_operator", "--namespace", namespace, "--standalone"],
@@ -458,6 +469,22 @@ class Operator:
 
     def cpu(self) -> float:
         return proc_cpu(self.proc.pid)
+
+    def requests(self) -> dict[str, float]:
+        """Its API requests so far by verb (hpo_api_requests_total), and its Experiment status
+        writes by when (hpo_experiment_status_writes_total: "status changed", "status turn")."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        found = {}
+        for line in text.splitlines():
+            for metric, prefix in (("hpo_api_requests_total", ""), ("hpo_experiment_status_writes_total", "status ")):
+                if line.startswith(metric + "{"):
+                    label = line.split('"')[1]
+                    found[prefix + label] = float(line.rsplit(" ", 1)[1])
+        return found
 
     def rss(self, key: str = "VmHWM") -> float:
         return proc_rss_mb(self.proc.pid, key)
@@ -640,6 +667,12 @@ async def run_operator(
     wall = (max(finished.values()) if finished else time.monotonic()) - start
     cpu = operator.cpu() - cpu0
     rss = operator.rss()
+    n = trials * experiments
+    print(
+        f"{case}: the operator's API requests per trial: "
+        + ", ".join(f"{verb} {count / n:.2f}" for verb, count in sorted(operator.requests().items())),
+        flush=True,
+    )
     if recorder is not None:
         recorder.send_signal(signal.SIGINT)  # py-spy writes its profile and exits
         recorder.wait(timeout=120)

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hpo_operator.api.vocabulary import EXPERIMENT_PHASES
-from hpo_operator.kube import informer
+from hpo_operator.kube import client, informer
 
 EXPERIMENTS = Gauge("hpo_experiments", "Experiments known to this operator, by phase", ["phase"])
 TRIALS_CREATED = Counter(
@@ -87,6 +87,22 @@ class WatchCollector(Collector):
 
 WATCHES = WatchCollector()
 REGISTRY.register(WATCHES)
+
+
+class RequestCollector(Collector):
+    """The API requests this process made, by verb (kube.client.REQUESTS), with the Events it
+    handed kopf to post: what the operator costs the API server."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        requests = CounterMetricFamily(
+            "hpo_api_requests", "Requests to the API server, by verb (Events: the ones handed to kopf)", labels=["verb"]
+        )
+        for verb, n in sorted(client.REQUESTS.items()):
+            requests.add_metric([verb], n)
+        yield requests
+
+
+REGISTRY.register(RequestCollector())
 
 
 def watch_source(source: Callable[[], Iterable[tuple[str, informer.WatchHealth]]]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -63,6 +64,20 @@ class _Calls(NamedTuple):
     create: Callable[..., Awaitable[Any]]  # (namespace, body)
     delete: Callable[..., Awaitable[Any]]  # (namespace, name)
     list: Callable[..., Awaitable[Any]]  # (namespace), or watch=True
+
+
+# Requests made by this process, by verb (create, patch, delete, list, read...), for the operator's
+# metrics (hpo_api_requests_total): what a trial costs the API server. Kept here, per process.
+REQUESTS: Counter[str] = Counter()
+
+
+def _verb(fn: Any) -> str:
+    """The verb of a client method: create_namespaced_pod -> create; patch_..._status -> patch status."""
+    name = getattr(fn, "__name__", "") or "call"
+    verb = name.split("_", 1)[0].lstrip("_")
+    if verb == "patch" and name.endswith("_status"):
+        return "patch status"
+    return {"read": "get", "<lambda>": "call"}.get(verb, verb)
 
 
 # Writes in flight at once, across every experiment (HPO_API_CONCURRENCY), and of one experiment
@@ -135,6 +150,7 @@ class KubeClient:
         self._plurals: dict[tuple[str, str], str] = {}
 
     async def _raw(self, fn: Any, *args: Any, limited: bool = True, **kwargs: Any) -> bytes:
+        REQUESTS[_verb(fn)] += 1
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         if not limited:
             return await read_body(await fn(*args, _preload_content=False, **kwargs))
@@ -230,24 +246,37 @@ class KubeClient:
     # discovery. CustomObjectsApi serves any group's /apis path, built-in ones included.
 
     def _calls(self, resource: Resource) -> _Calls:
+        # (Functions named by their verb, which REQUESTS counts them by.)
         if resource in CORE_KINDS:
             kind, deleting = CORE_KINDS[resource]
             core = self.core
-            return _Calls(
-                lambda ns, body, **kw: getattr(core, f"create_namespaced_{kind}")(ns, body, **kw),
-                lambda ns, name, **kw: getattr(core, f"delete_namespaced_{kind}")(name, ns, **deleting, **kw),
-                lambda ns, **kw: getattr(core, f"list_namespaced_{kind}")(ns, **kw),
-            )
+
+            def create_core(ns: str, body: dict, **kw: Any) -> Any:
+                return getattr(core, f"create_namespaced_{kind}")(ns, body, **kw)
+
+            def delete_core(ns: str, name: str, **kw: Any) -> Any:
+                return getattr(core, f"delete_namespaced_{kind}")(name, ns, **deleting, **kw)
+
+            def list_core(ns: str, **kw: Any) -> Any:
+                return getattr(core, f"list_namespaced_{kind}")(ns, **kw)
+
+            return _Calls(create_core, delete_core, list_core)
         group, version, plural = resource
         custom = self.custom
-        # Background: the garbage collector removes a Job's (or resource's) pods after it.
-        return _Calls(
-            lambda ns, body, **kw: custom.create_namespaced_custom_object(group, version, ns, plural, body, **kw),
-            lambda ns, name, **kw: custom.delete_namespaced_custom_object(
+
+        def create_custom(ns: str, body: dict, **kw: Any) -> Any:
+            return custom.create_namespaced_custom_object(group, version, ns, plural, body, **kw)
+
+        def delete_custom(ns: str, name: str, **kw: Any) -> Any:
+            # Background: the garbage collector removes a Job's (or resource's) pods after it.
+            return custom.delete_namespaced_custom_object(
                 group, version, ns, plural, name, propagation_policy="Background", **kw
-            ),
-            lambda ns, **kw: custom.list_namespaced_custom_object(group, version, ns, plural, **kw),
-        )
+            )
+
+        def list_custom(ns: str, **kw: Any) -> Any:
+            return custom.list_namespaced_custom_object(group, version, ns, plural, **kw)
+
+        return _Calls(create_custom, delete_custom, list_custom)
 
     async def create_object(self, resource: Resource, namespace: str, body: dict, as_user: str | None = None) -> dict:
         """Creates the object; with `as_user`, impersonating that user (the API server then checks

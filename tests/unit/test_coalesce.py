@@ -209,3 +209,64 @@ def test_only_an_experiment_event_with_news_wakes_a_round():
     deleting = {**echo, "metadata": {**echo["metadata"], "deletionTimestamp": "t"}}
     assert news(body, deleting, ours)
     assert not news(body, {**body, "metadata": {**body["metadata"], "resourceVersion": "3"}}, None)
+
+
+# --- a trial's status while it waits to start -----------------------------------------------------
+
+
+def test_a_trials_status_waits_while_it_waits_to_start_and_its_start_writes_it_once():
+    written = PendingWrites()
+    api = StatusApi()
+    patches: list[tuple[str, dict]] = []
+
+    async def patch_status(plural: str, namespace: str, name: str, status: dict) -> dict:
+        patches.append((name, status))
+        return {}
+
+    api.patch_status = patch_status  # type: ignore[method-assign]
+    made = {"metadata": {"name": "t0", "uid": "u0"}, "spec": {}}
+    written.trials["t0"] = made
+
+    def round_(status: dict, metadata: dict | None = None) -> None:
+        body = {**EXPERIMENT, "status": {}}
+        trials = [planner.TrialView(b["metadata"]["name"], "u0", b) for b in written.trial_bodies({})]
+        executor = Executor(api, body, None, trials, written, lambda *a: None)
+        asyncio.run(executor.update_trial("t0", status, metadata))
+
+    round_({"phase": "Pending", "reason": "PodCreated", "parameterSummary": "x=1"})
+    round_({"phase": "Pending", "reason": "ContainerCreating", "parameterSummary": "x=1"})
+    assert patches == []  # both wait, for the turn the first got
+    assert written.trial_bodies({})[0]["status"]["reason"] == "ContainerCreating"  # planned on
+    turn = written.next_turn()
+    assert turn is not None and turn - time.monotonic() <= coalesce.TRIAL_STATUS_INTERVAL
+    round_({"phase": "Running", "reason": "Running", "parameterSummary": "x=1"})
+    # Running: at once, the whole status against what the API server holds (nothing yet).
+    assert patches == [("t0", {"phase": "Running", "reason": "Running", "parameterSummary": "x=1"})]
+    assert written.next_turn() is None
+
+
+def test_a_waiting_trial_status_is_written_at_its_turn_and_a_restart_request_never_waits():
+    written = PendingWrites()
+    patches: list[tuple[str, dict]] = []
+
+    class Api:
+        async def patch_status(self, plural: str, namespace: str, name: str, status: dict) -> dict:
+            patches.append((name, status))
+            return {}
+
+        async def patch(self, plural: str, namespace: str, name: str, body: dict) -> dict:
+            patches.append((name, body))
+            return {}
+
+    trial = planner.TrialView("t0", "u0", {"metadata": {"name": "t0", "uid": "u0"}, "spec": {}, "status": {}})
+    executor = Executor(Api(), {**EXPERIMENT, "status": {}}, None, [trial], written, lambda *a: None)
+    asyncio.run(executor.update_trial("t0", {"phase": "Pending", "reason": "PodCreated"}, None))
+    written.trial_waiting["t0"] = (*written.trial_waiting["t0"][:2], time.monotonic())  # (its turn, now)
+    asyncio.run(executor.flush())
+    assert patches == [("t0", {"phase": "Pending", "reason": "PodCreated"})]
+    assert written.trial_waiting == {} and written.trial_status["t0"] == {"phase": "Pending", "reason": "PodCreated"}
+    # A status with a metadata change (a restart request answered): the status first, at once.
+    executor.trials["t0"] = {**trial.body, "status": {"phase": "Pending", "reason": "PodCreated"}}
+    annotations = {"metadata": {"annotations": {"hpo.dev/restart": None}}}
+    asyncio.run(executor.update_trial("t0", {"phase": "Pending", "reason": "Restarted"}, annotations["metadata"]))
+    assert patches[1:] == [("t0", {"reason": "Restarted"}), ("t0", annotations)]

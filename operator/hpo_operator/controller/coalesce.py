@@ -1,5 +1,5 @@
-"""Which of an experiment's writes can wait, and until when: its status's counters, and its routine
-Events.
+"""Which of an experiment's writes can wait, and until when: its status's counters, its trials'
+statuses while they wait to start, and its routine Events.
 
 Every round of an experiment works out its Experiment's status afresh from its Trials. Most rounds
 change only counts (trials pending, running, succeeded; the configurations; the best trial), and a
@@ -11,6 +11,10 @@ restart); a change of counts alone waits: at most one such write per STATUS_INTE
 experiment, and across all experiments at most STATUS_WRITES_PER_SECOND, the longest waiting first.
 What waits is only ever a count the next round would work out again from the Trials: an operator
 killed meanwhile loses nothing, its successor writes the counts its first round finds.
+
+A trial's status changes while it waits to start (its first status, PodCreated; then why its pod
+waits, ContainerCreating) wait too, TRIAL_STATUS_INTERVAL from the first: a pod that starts within
+that time is written once, as running. Any other change of a trial's status is written at once.
 
 The routine Events that come with every trial (TrialCreated, TrialSucceeded, TrialEarlyStopped) are
 gathered the same way, across rounds: one Event per reason naming the trials, at most one batch per
@@ -28,9 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STATUS_INTERVAL = float(os.environ.get("HPO_STATUS_INTERVAL", "1"))
-STATUS_WRITES_PER_SECOND = float(os.environ.get("HPO_STATUS_WRITES_PER_SECOND", "20"))
-EVENT_INTERVAL = float(os.environ.get("HPO_EVENT_INTERVAL", "10"))
-EVENTS_PER_SECOND = float(os.environ.get("HPO_EVENTS_PER_SECOND", "10"))
+STATUS_WRITES_PER_SECOND = float(os.environ.get("HPO_STATUS_WRITES_PER_SECOND", "10"))
+EVENT_INTERVAL = float(os.environ.get("HPO_EVENT_INTERVAL", "30"))
+EVENTS_PER_SECOND = float(os.environ.get("HPO_EVENTS_PER_SECOND", "5"))
+# A trial's status while it waits to start (HPO_TRIAL_STATUS_INTERVAL).
+TRIAL_STATUS_INTERVAL = float(os.environ.get("HPO_TRIAL_STATUS_INTERVAL", "1"))
 
 # A turn may be taken this much early (timers and float turns are not exact to the microsecond).
 EARLY = 0.001
@@ -93,6 +99,14 @@ def urgent(stored: Mapping[str, Any], new: Mapping[str, Any], suggestions_made: 
         elif key not in COUNTERS:
             return True
     return False
+
+
+def trial_may_wait(stored: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a Trial's status change may wait (TRIAL_STATUS_INTERVAL): the trial is waiting to
+    start before and after it (no status yet, or Pending), so only the reason it waits changes, and
+    the next change (it runs, usually within the second) carries it anyway. Any other change (it
+    runs, is queued, ends) is written at once."""
+    return (stored.get("phase") or "Pending") == "Pending" and new.get("phase") == "Pending"
 
 
 class Pacer:

@@ -47,13 +47,16 @@ from hpo_operator.workloads.kinds import build_workload, runtime_replicated_jobs
 
 from .authority import Authority
 from .coalesce import (
+    EARLY,
     EVENTS_PER_SECOND,
     ROUTINE,
     STATUS_INTERVAL,
     STATUS_WRITES_PER_SECOND,
+    TRIAL_STATUS_INTERVAL,
     Deferral,
     Pacer,
     RoutineEvents,
+    trial_may_wait,
     urgent,
 )
 
@@ -91,23 +94,41 @@ class PendingWrites:
         self.events = RoutineEvents()
         self.observed: dict = {}  # the status the watch showed last
         self.trial_status: dict[str, dict] = {}
+        # Trial statuses that wait (coalesce.trial_may_wait): the status the API server holds, the
+        # newest one, and when it may be written.
+        self.trial_waiting: dict[str, tuple[dict, dict, float]] = {}
         self.trials: dict[str, dict] = {}
 
     def trial_bodies(self, watched: dict[str, dict]) -> list[dict]:
-        """The watched Trials, with our newer writes laid over them (shallow copies: nothing that
-        the watch holds is changed)."""
+        """The watched Trials, with our newer writes laid over them, and the statuses that wait
+        (shallow copies: nothing that the watch holds is changed)."""
         for name in [n for n in self.trials if n in watched]:
             del self.trials[name]
+        bodies = {**self.trials, **watched} if self.trials else watched
+        for name in [n for n in self.trial_waiting if n not in bodies]:
+            del self.trial_waiting[name]  # deleted meanwhile
         result = []
-        for name, body in ({**self.trials, **watched} if self.trials else watched).items():
+        for name, body in bodies.items():
             mine = self.trial_status.get(name)
             if mine is not None:
                 if (body.get("status") or {}) == mine:
                     del self.trial_status[name]
                 else:
                     body = {**body, "status": mine}
+            waiting = self.trial_waiting.get(name) if self.trial_waiting else None
+            if waiting is not None:
+                body = {**body, "status": waiting[1]}
             result.append(body)
         return result
+
+    def wait_trial(self, name: str, stored: dict, status: dict, now: float) -> None:
+        """The trial's newest status waits, written at the turn its first waiting one got."""
+        waiting = self.trial_waiting.get(name)
+        self.trial_waiting[name] = (stored, status, waiting[2] if waiting else now + TRIAL_STATUS_INTERVAL)
+
+    def wrote_trial_status(self, name: str, status: dict) -> None:
+        self.trial_status[name] = status
+        self.trial_waiting.pop(name, None)
 
     def echo(self, name: str, before: dict | None, now: dict) -> bool:
         """Whether a Trial's new version only shows what we wrote: our create (before None), or our
@@ -141,6 +162,8 @@ class PendingWrites:
     def next_turn(self) -> float | None:
         """When something that waits may be written (time.monotonic()); None: nothing waits."""
         turns = [t for t in (self.status_deferral.pending() if self.deferred else None, self.events.pending()) if t]
+        if self.trial_waiting:
+            turns.append(min(w[2] for w in self.trial_waiting.values()))
         return min(turns) if turns else None
 
 
@@ -333,10 +356,15 @@ class Executor:
         return max((int(i) + 1 for i in indexes if i is not None), default=0)
 
     async def flush(self) -> None:
-        """Writes what waits whose turn has come (the round's flush when no round runs first): a
-        status of new counts, the routine Events."""
+        """Writes what waits whose turn has come (the round's flush when no round runs first): trial
+        statuses, a status of new counts, the routine Events."""
         now = time.monotonic()
         written = self.written
+        due = [name for name, (_, _, turn) in written.trial_waiting.items() if turn <= now + EARLY]
+        if due:
+            await asyncio.gather(*(self.write_waiting_trial(name) for name in due))
+            if self.failures:
+                raise self.failures[0]
         if written.deferred is not None and written.status_deferral.may_write(now, written.pacing.status):
             await self.patch_experiment_status(written.stored(), written.deferred, now, "turn")
         if written.events.due(now, written.pacing.events):
@@ -381,21 +409,40 @@ class Executor:
             old = (self.trials.get(name) or {}).get("status") or {}
             if status.get("phase") in TERMINAL_PHASES and old.get("phase") not in TERMINAL_PHASES:
                 telemetry.TRIALS_FINISHED.labels(status["phase"], status.get("failureClass") or "").inc()
-            patch = status_patch(old, status)
-            if patch:
-                result = await self.attempt(
-                    f"status of trial {name}",
-                    lambda: self.api.patch_status("trials", self.namespace, name, patch),
-                    ok=(404,),
-                )
-                if not isinstance(result, Exception):
-                    self.written.trial_status[name] = pruned(status)
+            # (A metadata change goes after its status: that one is written now.)
+            await self.write_trial_status(name, status, may_wait=metadata is None)
         if metadata is not None:
             await self.attempt(
                 f"metadata of trial {name}",
                 lambda: self.api.patch("trials", self.namespace, name, {"metadata": metadata}),
                 ok=(404,),
             )
+
+    async def write_trial_status(self, name: str, status: dict, may_wait: bool = True) -> None:
+        """Writes the trial's status, or has it wait (coalesce.trial_may_wait) with what waits."""
+        waiting = self.written.trial_waiting.get(name)
+        # What the API server holds: what waits was not written.
+        stored = waiting[0] if waiting else (self.trials.get(name) or {}).get("status") or {}
+        if not status_patch(stored, status):
+            self.written.trial_waiting.pop(name, None)
+        elif may_wait and trial_may_wait(stored, status):
+            self.written.wait_trial(name, stored, pruned(status), time.monotonic())
+        else:
+            await self.patch_trial_status(name, stored, pruned(status))
+
+    async def write_waiting_trial(self, name: str) -> None:
+        stored, status, _ = self.written.trial_waiting[name]
+        await self.patch_trial_status(name, stored, status)
+
+    async def patch_trial_status(self, name: str, stored: dict, status: dict) -> None:
+        patch = status_patch(stored, status)
+        result = await self.attempt(
+            f"status of trial {name}",
+            lambda: self.api.patch_status("trials", self.namespace, name, patch),
+            ok=(404,),
+        )
+        if not isinstance(result, Exception):
+            self.written.wrote_trial_status(name, status)
 
     async def start(self, name: str) -> None:
         trial = self.trials.get(name)
@@ -501,18 +548,11 @@ class Executor:
             )
         self.trials[name] = created
         self.written.trials[name] = created
-        # The pod and the first status go out together.
+        # The pod and the first status go out together (the status, of a trial waiting to start,
+        # usually waits: see coalesce.trial_may_wait).
         first = asyncio.ensure_future(
-            self.first_status(name, created, status) if status and not created.get("status") else asyncio.sleep(0)
+            self.write_trial_status(name, status) if status and not created.get("status") else asyncio.sleep(0)
         )
         if start:
             await self.start(name)
         await first
-
-    async def first_status(self, name: str, created: dict, status: dict) -> None:
-        result = await self.attempt(
-            f"status of trial {name}", lambda: self.api.patch_status("trials", self.namespace, name, status), ok=(404,)
-        )
-        if not isinstance(result, Exception):
-            self.trials[name] = self.written.trials[name] = {**created, "status": status}
-            self.written.trial_status[name] = pruned(status)

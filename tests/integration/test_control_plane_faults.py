@@ -434,3 +434,31 @@ def test_counts_that_wait_are_written_at_their_turn_after_the_api_server_comes_b
     exp = cluster.wait_finished("counts", timeout=150)
     st = exp["status"]
     assert (st["phase"], st["trials"], st["trialsSucceeded"], st["trialsRunning"]) == ("Succeeded", 4, 4, 0)
+
+
+def test_watches_the_api_server_refuses_for_load_are_opened_again_without_listing(
+    api, namespace, crds, kwok_nodes, kubeconfig, tmp_path, stopped
+):
+    """The API server answers 429 to every watch opened for 10 s (a busy server's priority and
+    fairness; the operator's watches end every 2 s here, so each is refused several times): the
+    operator opens them again from where they were, without listing (a listing, and every
+    experiment of the namespace waiting for it, would only load a busy server more), and the
+    experiment ends with its exact counts. Runs on any cluster."""
+    with faults.Throttle(kubeconfig, tmp_path / "throttle") as proxy:
+        cluster, op = under_way(
+            api,
+            namespace,
+            proxy.write_kubeconfig(kubeconfig, tmp_path / "kubeconfig"),
+            tmp_path,
+            stopped,
+            "throttled",
+            HPO_WATCH_TIMEOUT_SECONDS="2",
+        )
+        lists = op.metrics().get('hpo_api_requests_total{verb="list"}')
+        proxy.throttle_watches(10)
+        time.sleep(10)
+        assert proxy.refused >= 6, proxy.refused
+        assert restarts(op, "TooManyRequests") >= 4
+        assert op.metrics().get('hpo_api_requests_total{verb="list"}') == lists  # no listing
+        check_exact_outcome(cluster, "throttled")
+        same_process(op)

@@ -27,6 +27,7 @@ import urllib3
 from kubernetes import client
 
 from tests import faults
+from tests.experiments import experiment
 from tests.kube import Cluster, OperatorProcess, free_port, wait_until
 from tests.outcome import FaultyGrid
 
@@ -404,8 +405,15 @@ def test_counts_that_wait_are_written_at_their_turn_after_the_api_server_comes_b
     cluster = Cluster(api, namespace)
     op = operator_on(kc, namespace, tmp_path, HPO_RECONCILE_INTERVAL="300", HPO_STATUS_INTERVAL="8")
     stopped.append(op)
-    body = FaultyGrid(fails=1, seeds=4, parallel=4, duration="60s").experiment("counts")
-    cluster.create(body)
+    cluster.create(
+        experiment(
+            "counts",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/duration": "60s", "sim.hpo.dev/message": '{"loss": ${params.x}}'},
+            max_trials=4,
+            parallel=4,
+        )
+    )
     wait_until(
         lambda: (cluster.get("counts").get("status") or {}).get("trialsPending") == 4,
         timeout=60,

@@ -311,6 +311,8 @@ class Result:
     # Per experiment, from its creation (the create's answer): its first pod seen, and its end.
     first_pod_delays: list[float] = field(default_factory=list)
     finish_delays: list[float] = field(default_factory=list)
+    clock: Clock | None = None
+    start: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -425,6 +427,8 @@ async def run_floor(
         first[min(len(first), parallel) - 1] - start,
         first_pod_delays=[first_pod.get(n, float("inf")) - t for n, t in created.items()],
         finish_delays=[ended[n] - t for n, t in created.items()],
+        clock=clock,
+        start=start,
     )
     await cluster.delete_namespace(ns)
     return result
@@ -471,8 +475,9 @@ class Operator:
         return proc_cpu(self.proc.pid)
 
     def requests(self) -> dict[str, float]:
-        """Its API requests so far by verb (hpo_api_requests_total), and its Experiment status
-        writes by when (hpo_experiment_status_writes_total: "status changed", "status turn")."""
+        """Its API requests so far by verb (hpo_api_requests_total), its Experiment status writes
+        by when (hpo_experiment_status_writes_total: "status changed", "status turn"), and its
+        rounds ("rounds success", "rounds error")."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
                 text = r.read().decode()
@@ -480,7 +485,11 @@ class Operator:
             return {}
         found = {}
         for line in text.splitlines():
-            for metric, prefix in (("hpo_api_requests_total", ""), ("hpo_experiment_status_writes_total", "status ")):
+            for metric, prefix in (
+                ("hpo_api_requests_total", ""),
+                ("hpo_experiment_status_writes_total", "status "),
+                ("hpo_reconcile_total", "rounds "),
+            ):
                 if line.startswith(metric + "{"):
                     label = line.split('"')[1]
                     found[prefix + label] = float(line.rsplit(" ", 1)[1])
@@ -669,7 +678,7 @@ async def run_operator(
     rss = operator.rss()
     n = trials * experiments
     print(
-        f"{case}: the operator's API requests per trial: "
+        f"{case}: per trial, the operator's API requests and rounds: "
         + ", ".join(f"{verb} {count / n:.2f}" for verb, count in sorted(operator.requests().items())),
         flush=True,
     )
@@ -705,6 +714,8 @@ async def run_operator(
         exp_kb=len(json.dumps(exp)) / 1024,
         first_pod_delays=[first_pod.get(n, float("inf")) - created[n] for n in ours],
         finish_delays=[finished.get(n, float("inf")) - created[n] for n in ours],
+        clock=clock,
+        start=start,
     )
     if tenancy is not None:
         if exp["metadata"].get("annotations", {}).get("hpo.dev/creator") != author:
@@ -897,6 +908,9 @@ async def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=1800, help="per operator run, seconds")
     parser.add_argument(
+        "--dump", metavar="DIR", help="write the times of each run's pods (created, finished) to DIR/<case>-<who>.json"
+    )
+    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="record each operator run with py-spy (pip install py-spy) into DIR/<case>.txt (collapsed stacks, "
@@ -949,6 +963,14 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
         return str(Path(args.profile) / f"{label.replace(' ', '_')}.txt")
 
     def show(result: Result, floor: Result | None) -> None:
+        if args.dump and result.clock is not None:
+            Path(args.dump).mkdir(parents=True, exist_ok=True)
+            c = result.clock
+            times = {
+                n: [c.experiment_of.get(n), c.created[n] - result.start, c.finished.get(n, result.start) - result.start]
+                for n in c.created
+            }
+            (Path(args.dump) / f"{result.case}-{result.who}.json").write_text(json.dumps(times))
         rows.append(row(result, floor))
         if len(result.first_pod_delays) > 1:
             per_experiment.append(experiment_row(result))

@@ -51,6 +51,24 @@ def test_a_pod_whose_phase_changes_wakes_its_experiment():
     assert woken == ["exp", "exp", "exp"] and "exp" not in inf.objects
 
 
+def test_a_pods_readiness_conditions_wake_no_round_but_why_it_is_not_scheduled_does():
+    inf, woken = informer(slim_pod)
+    pod = {
+        "metadata": {"name": "exp-0000", "labels": {"hpo.dev/experiment": "exp"}},
+        "spec": {"containers": [{"name": "train"}], "nodeName": "n1"},
+        "status": {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]},
+    }
+    inf._put(pod)
+    for ready in ("True", "False"):  # the kubelet's Ready, ContainersReady: not read
+        conditions = [{"type": t, "status": ready} for t in ("Initialized", "Ready", "ContainersReady")]
+        inf._put({**pod, "status": {**pod["status"], "conditions": pod["status"]["conditions"] + conditions}})
+    assert woken == ["exp"]
+    disrupted = {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager"}
+    inf._put({**pod, "status": {**pod["status"], "conditions": [*pod["status"]["conditions"], disrupted]}})
+    assert woken == ["exp", "exp"]
+    assert inf.objects["exp"]["exp-0000"]["status"]["conditions"][-1]["type"] == "DisruptionTarget"
+
+
 def test_a_job_its_queue_suspends_or_admits_wakes_its_experiment_and_is_seen_so():
     inf, woken = informer(slim_workload)
     inf._put({**job("exp-0000", active=0), "spec": {"suspend": True, "template": {"spec": {}}}})

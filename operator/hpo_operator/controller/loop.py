@@ -84,6 +84,7 @@ class ExperimentLoop:
     workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
     plan_seconds: float = 0.0
     task: asyncio.Task | None = None  # the turn being run, cancelled when the experiment goes
+    _spec: tuple[dict, ExperimentSpec] | None = None  # the spec last parsed, and its source
 
     def __post_init__(self) -> None:
         authority = self.runtime.authority
@@ -201,7 +202,7 @@ class ExperimentLoop:
         status = raw["status"] = self.written.status(raw.get("status") or {})
         generation = raw["metadata"].get("generation") or 0
         try:
-            spec = ExperimentSpec.model_validate(raw.get("spec") or {})
+            spec = self.parsed_spec(raw.get("spec") or {})
         except ValidationError as e:
             await self.report_invalid_spec(raw, status, str(e), now)
             return RECONCILE_INTERVAL
@@ -229,8 +230,12 @@ class ExperimentLoop:
             origin = spec.warm_start_from
             warm = list(ns.trials_of(origin).values()) if origin else []
             try:
-                # In a thread, like the plan: rebuilding a large study after a restart takes seconds.
-                self.suggester = await asyncio.to_thread(planner.restore_suggester, spec, trials, status, warm)
+                # In a thread, like a large plan: rebuilding a large study after a restart takes
+                # seconds. A new experiment's is a fraction of a millisecond: less than the thread.
+                if len(trials) + len(warm) > THREAD_PLAN_TRIALS:
+                    self.suggester = await asyncio.to_thread(planner.restore_suggester, spec, trials, status, warm)
+                else:
+                    self.suggester = planner.restore_suggester(spec, trials, status, warm)
             except SearchSpaceError as e:
                 await self.report_invalid_spec(raw, status, str(e), now)
                 return RECONCILE_INTERVAL
@@ -289,9 +294,16 @@ class ExperimentLoop:
 
     def spec(self) -> ExperimentSpec | None:
         try:
-            return ExperimentSpec.model_validate(self.body.get("spec") or {})
+            return self.parsed_spec(self.body.get("spec") or {})
         except (ValidationError, ValueError):
             return None  # reported by the round
+
+    def parsed_spec(self, source: dict) -> ExperimentSpec:
+        """The spec as a model, parsed again only when the Experiment's spec changed (a round
+        reads it every time; it changes with the generation, a few times in an experiment's life)."""
+        if self._spec is None or self._spec[0] != source:
+            self._spec = (source, ExperimentSpec.model_validate(source))
+        return self._spec[1]
 
     def parse_trials(self, bodies: list[dict]) -> list[planner.TrialView]:
         """A planner.TrialView per Trial (what the planner reads of it, worked out once), the last

@@ -38,9 +38,10 @@ UNREACHABLE_WARN_SECONDS = float(os.environ.get("HPO_UNREACHABLE_WARN_SECONDS", 
 # A watch down this long makes the liveness probe fail, so that the kubelet restarts the operator:
 # whatever keeps it down (a client state gone bad, a task that ended) goes with the process.
 WATCH_DOWN_LIVENESS_SECONDS = float(os.environ.get("HPO_WATCH_DOWN_LIVENESS_SECONDS", "300"))
-# Rounds (or flushes) running at once, across every experiment: each waits on its writes, so this
-# many keep the API server's bound (HPO_API_CONCURRENCY) busy, and no more hold plans in memory.
-ROUND_WORKERS = int(os.environ.get("HPO_MAX_CONCURRENT_ROUNDS", "32"))
+# Rounds (or flushes) running at once, across every experiment. A round spends most of its time
+# waiting for its writes, which the API's fair share (kube/fair.py) orders: this many keep it fed
+# when hundreds of experiments start at once, and no more hold plans in memory.
+ROUND_WORKERS = int(os.environ.get("HPO_MAX_CONCURRENT_ROUNDS", "128"))
 
 log = logging.getLogger(__name__)
 

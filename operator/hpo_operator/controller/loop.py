@@ -31,7 +31,7 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES, TERMINAL_PHASES
 from hpo_operator.core import times
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
-from hpo_operator.kube.fair import FLOW
+from hpo_operator.kube.fair import FIRST, FLOW
 from hpo_operator.search.samplers import SearchSpaceError
 from hpo_operator.search.suggest import Suggester
 from hpo_operator.workloads.kinds import kind_of
@@ -118,6 +118,8 @@ class ExperimentLoop:
         the experiment wants its next turn (seconds; None: at the next event), whether the turn
         failed (the queue retries it after a growing delay), and the gap before any next round."""
         FLOW.set(self.key)  # this experiment's share of the API server (kube/fair.py)
+        # A new experiment's first pods go before the others' next writes (it has no trial yet).
+        FIRST.set(not self.parsed_trials)
         started = time.monotonic()
         if not self.event and started < self.round_due:
             return await self.flush(), False, 0.0

@@ -205,8 +205,10 @@ class Runtime:
         slim = slim_custom_object(body)
         if loop is None:
             self.namespace(namespace)
-            loop = self.loops[key] = ExperimentLoop(self, key, uid, slim)
-        elif not news(loop.body, slim, loop.written.experiment_status):
+            self.loops[key] = ExperimentLoop(self, key, uid, slim)
+            self.queue.add(key, new=True)  # its first turn before the others' next ones
+            return
+        if not news(loop.body, slim, loop.written.experiment_status):
             loop.body = slim  # our own status write coming back: nothing for a round to see
             return
         loop.body = slim

@@ -10,6 +10,10 @@ periodic round, a retry after failures (a per-experiment delay that grows with e
 row, reset by a success; an event still queues it at once, as a watch event woke a failed loop
 before), and the gap rounds of one experiment keep between them.
 
+A new experiment's first turn goes before the others' next ones (a lane of its own, in the order
+they came): a thousand experiments created at once each get their first pods before any of them
+its next round.
+
 Pure asyncio, no I/O: tests drive it with short delays.
 """
 
@@ -34,6 +38,8 @@ class WorkQueue(Generic[K]):
     def __init__(self, backoff: Callable[[int], float] | None = None):
         self._loop = asyncio.get_running_loop()
         self._ready: deque[K] = deque()
+        self._first: deque[K] = deque()  # keys whose first turn is due: served before _ready
+        self._new: set[K] = set()  # keys added as new that have not had their first turn
         self._queued: set[K] = set()
         self._processing: set[K] = set()
         # Keys asked for while being processed: the time they were wanted, queued once done().
@@ -50,7 +56,7 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         """Keys due now and not yet taken by a worker."""
-        return len(self._ready)
+        return len(self._ready) + len(self._first)
 
     def waiting(self) -> int:
         """Keys waiting for a time (their next periodic round, a retry, a gap)."""
@@ -59,10 +65,13 @@ class WorkQueue(Generic[K]):
     def failures(self, key: K) -> int:
         return self._failures.get(key, 0)
 
-    def add(self, key: K, after: float = 0.0) -> None:
+    def add(self, key: K, after: float = 0.0, *, new: bool = False) -> None:
+        """`new`: the key's first turn, which goes before the others' (until it is taken)."""
         now = self._loop.time()
         at = now + max(after, 0.0)
         self._forgotten.discard(key)
+        if new:
+            self._new.add(key)
         if key in self._queued:
             return
         if key in self._processing:
@@ -80,16 +89,17 @@ class WorkQueue(Generic[K]):
             self._timers[key] = self._loop.call_at(at, self._fire, key)
 
     async def get(self) -> K:
-        while not self._ready:
+        while not self._ready and not self._first:
             waiter = self._loop.create_future()
             self._getters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and self._ready:
+                if waiter.done() and not waiter.cancelled() and (self._ready or self._first):
                     self._wake_getter()  # handed a key it will not take: pass the turn on
                 raise
-        key = self._ready.popleft()
+        key = self._first.popleft() if self._first else self._ready.popleft()
+        self._new.discard(key)
         self._queued.discard(key)
         self._processing.add(key)
         self._cancel_timer(key)  # this turn serves whatever it was waiting for
@@ -127,9 +137,10 @@ class WorkQueue(Generic[K]):
         self._dirty.pop(key, None)
         self._not_before.pop(key, None)
         self._failures.pop(key, None)
+        self._new.discard(key)
         if key in self._queued:
             self._queued.discard(key)
-            self._ready.remove(key)
+            (self._first if key in self._first else self._ready).remove(key)
         if key in self._processing:
             self._forgotten.add(key)
 
@@ -144,7 +155,7 @@ class WorkQueue(Generic[K]):
         if key in self._queued:
             return
         self._queued.add(key)
-        self._ready.append(key)
+        (self._first if key in self._new else self._ready).append(key)
         self._wake_getter()
 
     def _wake_getter(self) -> None:

@@ -23,7 +23,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from hpo_operator.api.vocabulary import GROUP, VERSION
 
-from .fair import FLOW, FairLimiter
+from .fair import FIRST, FLOW, FairLimiter
 
 __all__ = [
     "KubeClient",
@@ -154,7 +154,7 @@ class KubeClient:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         if not limited:
             return await read_body(await fn(*args, _preload_content=False, **kwargs))
-        async with self.limit.slot(FLOW.get()):
+        async with self.limit.slot(FLOW.get(), FIRST.get()):
             return await read_body(await fn(*args, _preload_content=False, **kwargs))
 
     async def _json(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -9,7 +9,9 @@ a flow's requests are tagged one after the other from the virtual time at which 
 smallest tag goes next, so a flow with a thousand waiting gets every n-th turn among n busy flows,
 and a flow that asks once gets the next turn or nearly. No flow has more than `per_flow` in flight,
 so a burst never holds every slot: another experiment's write waits at most for one of the others.
-Fair queuing wastes nothing: alone, a flow gets every slot up to `per_flow`.
+Fair queuing wastes nothing: alone, a flow gets every slot up to `per_flow`. Requests marked FIRST
+(a new experiment's first round: its first pods) go before every other waiting one, so that a
+thousand experiments created at once each get a pod before any of them gets its next.
 """
 
 from __future__ import annotations
@@ -22,9 +24,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 
+# Subtracted from a FIRST request's tag (tags are counts of requests: far below any real one).
+FIRST_OFFSET = 1e15
+
 # The flow of the requests made from here on in this context (and the tasks it starts): an
 # experiment's key, set by the loop for its round. None: the operator's own, one flow of their own.
 FLOW: contextvars.ContextVar[Hashable] = contextvars.ContextVar("hpo_api_flow", default=None)
+# Requests that go before all others waiting (in their fair order among themselves): a new
+# experiment's first round, its first pods, set by the loop.
+FIRST: contextvars.ContextVar[bool] = contextvars.ContextVar("hpo_api_first", default=False)
 
 
 class FairLimiter:
@@ -50,25 +58,27 @@ class FairLimiter:
         return sum(len(q) for q in self._waiting.values())
 
     @asynccontextmanager
-    async def slot(self, flow: Hashable = None) -> AsyncIterator[None]:
-        await self.acquire(flow)
+    async def slot(self, flow: Hashable = None, first: bool = False) -> AsyncIterator[None]:
+        await self.acquire(flow, first)
         try:
             yield
         finally:
             self.release(flow)
 
-    async def acquire(self, flow: Hashable = None) -> None:
+    async def acquire(self, flow: Hashable = None, first: bool = False) -> None:
         tag = max(self._vtime, self._last_tag.get(flow, 0.0))
         self._last_tag[flow] = tag + 1
         if self.in_flight < self.capacity and self._flow_in_flight.get(flow, 0) < self.per_flow:
             # A free slot means nothing eligible waits (release() hands slots on at once).
             self._grant(flow, tag)
             return
+        # A first request's tag goes below every other's: the smallest goes next.
+        order = tag - FIRST_OFFSET if first else tag
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._waiting.setdefault(flow, deque())
-        queue.append((tag, future))
+        queue.append((order, future))
         if len(queue) == 1 and self._flow_in_flight.get(flow, 0) < self.per_flow:
-            heapq.heappush(self._eligible, (tag, next(self._seq), flow))
+            heapq.heappush(self._eligible, (order, next(self._seq), flow))
         try:
             await future
         except asyncio.CancelledError:
@@ -96,10 +106,10 @@ class FairLimiter:
             # keeps no entry per experiment it ever saw.
             self._last_tag.pop(flow, None)
 
-    def _grant(self, flow: Hashable, tag: float) -> None:
+    def _grant(self, flow: Hashable, order: float) -> None:
         self.in_flight += 1
         self._flow_in_flight[flow] = self._flow_in_flight.get(flow, 0) + 1
-        self._vtime = max(self._vtime, tag)
+        self._vtime = max(self._vtime, order + FIRST_OFFSET if order < 0 else order)
 
     def _dispatch(self) -> None:
         while self.in_flight < self.capacity and self._eligible:

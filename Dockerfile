@@ -1,16 +1,22 @@
 # The operator's image: `python3 -m hpo_operator [kopf run options]` as a non-root user.
 # Build: docker build -t hpo-operator:0.1.0 .   (the Helm chart's default image is hpo-operator:<appVersion>)
+#        docker build --build-arg FLAVOUR=gp -t hpo-operator:0.1.0-gp .   (the chart's image.flavour: gp)
 # `make image` builds the same image without Docker (hack/image.sh); tests/unit/test_image.py keeps
 # the two recipes equal: Debian bookworm's python3, the pins of deploy/image/requirements.txt.
 
 # Wheels only, installed into a folder that is copied into the image below (no pip in the image).
 FROM debian:bookworm-slim AS wheels
+# The gp flavour (--build-arg FLAVOUR=gp, tag <version>-gp): PyTorch too, for algorithm gp; the
+# PyPI wheel for Linux brings CUDA's libraries, gigabytes more.
+ARG FLAVOUR=""
 RUN apt-get update && apt-get install -y --no-install-recommends python3-pip \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY deploy/image/requirements.txt ./deploy/image/requirements.txt
+COPY deploy/image/requirements.txt deploy/image/requirements-gp.txt ./deploy/image/
 RUN pip install --break-system-packages --no-compile --no-deps --only-binary=:all: --require-hashes \
         --target /site -r deploy/image/requirements.txt
+RUN if [ "$FLAVOUR" = gp ]; then pip install --break-system-packages --no-compile --no-deps --only-binary=:all: \
+        --require-hashes --target /site -r deploy/image/requirements-gp.txt; fi
 COPY pyproject.toml README.md ./
 COPY operator/ ./operator/
 RUN pip wheel --no-deps --wheel-dir /wheel . \

@@ -12,22 +12,10 @@ LOCK_ARGS ?=
 .PHONY: help venv lock lock-check lint lint-shell lint-chart lint-python tools cluster cluster-down cluster-status crds crds-check test test-unit \
         demo operator install-crds kind-up kind-down kind-test clean
 
-help:
-	@echo "make demo          local cluster + operator + example experiment, trials shown"
-	@echo "make test          unit and integration tests (starts the local cluster if needed)"
-	@echo "make lint          shellcheck, helm lint, the locks' check, ruff, mypy (no cluster; builds helm as make tools)"
-	@echo "make lock          refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)"
-	@echo "make cluster       start the local control plane, print its kubeconfig"
-	@echo "make cluster-down  stop it"
-	@echo "make cluster-training  the same, plus JobSet, Kueue and Kubeflow Trainer (hack/training.sh)"
-	@echo "make operator      run the operator against \$$KUBECONFIG (or the local cluster)"
-	@echo "make crds          regenerate crds/ from the pydantic models"
-	@echo "make bench-scale   the operator against the raw API floor at scale (bench/README.md)"
-	@echo "make bench-dashboard  the dashboard's page of a 10,000-trial experiment, in a browser"
-	@echo "make soak          the fault soak: a large experiment while the control plane breaks (README)"
-	@echo "make image         the operator's image, built without Docker (hack/image.sh)"
-	@echo "make deploy        helm install it onto the real node of make cluster-real"
-	@echo "make kind-up / kind-test / kind-down   the same tests on a kind cluster (needs Docker)"
+# Every target says what it does in a `## ` comment on its own line; help lists them all
+# (tests/unit/test_makefile.py checks that none is left out).
+help:  ## this list
+	@awk -F':.*## ' '/^[a-z][a-z0-9-]*:.*## / {printf "make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The development environment comes from the lock alone (requirements-dev.txt, hashed pins of
 # pyproject.toml's dependencies and its test and bench extras, the installer and the build backend;
@@ -40,21 +28,21 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed  ## the development environment from the lock (.venv)
 
 # Refreshes the locks: requirements-dev.txt from pyproject.toml and requirements-dev.in, keeping
 # every pin that still satisfies them (LOCK_ARGS=--upgrade moves all to their newest versions,
 # LOCK_ARGS="-P optuna" one package), then the image's lock within those pins, then checks both.
 # pip-compile resolves with pip itself (the lock's own pip), so the lock is what pip installs, under
 # pip's settings (index, certificates); a machine's find-links or index URL stay out of the file.
-lock: venv
+lock: venv  ## refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
 	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test --extra bench \
 	  $(LOCK_ARGS) --output-file requirements-dev.txt pyproject.toml requirements-dev.in
 	PYTHON=$(PY) hack/image.sh lock
 	$(PY) hack/check-locks.py
 
-lock-check: venv
+lock-check: venv  ## check the locks against pyproject.toml
 	$(PY) hack/check-locks.py
 
 # Static checks, no cluster needed (helm comes from make tools; .ci/run runs them before the tests):
@@ -69,126 +57,128 @@ CHART := deploy/helm/hpo-operator
 LINT_PATHS := .
 MYPY_PACKAGES := api core planner workloads
 
-lint: lint-shell lint-chart lock-check lint-python
+lint: lint-shell lint-chart lock-check lint-python  ## shellcheck, helm lint, the locks' check, ruff, mypy (no cluster; builds helm as make tools)
 
-lint-shell:
+lint-shell:  ## shellcheck on every shell script
 	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck $(SHELL_SCRIPTS)
 
-lint-python: venv
+lint-python: venv  ## ruff (lint and format) and mypy
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(addprefix -p hpo_operator.,$(MYPY_PACKAGES))
 
-lint-chart: tools
+lint-chart: tools  ## helm lint --strict on the chart, with its default values and the real node's
 	$(HPO_CACHE)/bin/helm lint --strict $(CHART)
 	$(HPO_CACHE)/bin/helm lint --strict $(CHART) -f deploy/local/real-node-values.yaml
 
-tools:
+tools:  ## build the local control plane's binaries (and helm) into HPO_CACHE
 	hack/build-tools.sh
 
-cluster: tools
+cluster: tools  ## start the local control plane, print its kubeconfig
 	@hack/cluster.sh up
 
-cluster-down:
+cluster-down:  ## stop it (and its real node and training controllers)
 	@hack/cluster.sh down
 
-cluster-status:
+cluster-status:  ## say whether it is up
 	@hack/cluster.sh status
 
-crds: venv
+crds: venv  ## regenerate crds/ and the chart's copies from the pydantic models
 	$(PY) -m hpo_operator.api.crd
+	@$(MAKE) --no-print-directory chart-crds
 
-crds-check: venv
+crds-check: venv  ## check that crds/ is what the models generate
 	$(PY) -m hpo_operator.api.crd --check
 
 # Integration tests start (and stop) the local control plane themselves unless HPO_KUBECONFIG
-# names a cluster to use; pytest's "no tests ran" (exit 5) is a failure here.
-test: venv tools
+# names a cluster to use (then its binaries are not built); pytest's "no tests ran" (exit 5) is a
+# failure here.
+test: venv $(if $(HPO_KUBECONFIG),,tools)  ## unit and integration tests (starts the local cluster unless HPO_KUBECONFIG names one)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
 
-test-unit: venv
+test-unit: venv  ## unit tests only (no cluster)
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-install-crds: cluster
+install-crds: cluster  ## apply crds/ to the local cluster
 	$(HPO_CACHE)/bin/kubectl --kubeconfig $(KUBECONFIG_LOCAL) apply -f crds/
 
-operator: venv
+operator: venv  ## run the operator against KUBECONFIG (or the local cluster)
 	KUBECONFIG=$${KUBECONFIG:-$(KUBECONFIG_LOCAL)} $(PY) -m hpo_operator
 
-demo: venv cluster
+demo: venv cluster  ## local cluster + operator + example experiment, trials shown
 	hack/demo.sh $(KUBECONFIG_LOCAL)
 
 # --- kind, for machines with Docker -------------------------------------------------------
-kind-up:
+kind-up:  ## a kind cluster (needs Docker)
 	kind create cluster --name $(KIND_CLUSTER) --kubeconfig $(CURDIR)/.kind-kubeconfig
 
-kind-test: venv
+kind-test: venv  ## the tests on that kind cluster
 	HPO_KUBECONFIG=$(CURDIR)/.kind-kubeconfig $(PY) -m pytest $(PYTEST_ARGS)
 
-kind-down:
+kind-down:  ## delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
 
-clean: cluster-down
+clean: cluster-down  ## stop the cluster and remove .cluster and .venv
 	rm -rf .cluster $(VENV) .kind-kubeconfig
 
-# The Helm chart ships copies of crds/ (Helm installs a chart's crds/ first); run after `make crds`.
+# The Helm chart ships copies of crds/ (Helm installs a chart's crds/ first); `make crds` runs it.
 # tests/unit/test_helm_chart.py checks that the copies are identical.
 .PHONY: chart-crds
-chart-crds:
+chart-crds:  ## copy crds/ into the chart (make crds does it too)
 	cp crds/*.yaml deploy/helm/hpo-operator/crds/
 
 # A real node (kubelet + containerd, hack/real-node.sh) beside the KWOK nodes: trial pods really
 # run there. `make demo` then uses examples/real-sklearn.yaml; `make cluster-down` stops it too.
 .PHONY: cluster-real real-node-down
-cluster-real: tools
+cluster-real: tools  ## the local control plane and a real node (kubelet, containerd)
 	@KUBELET=real hack/cluster.sh up
 
-real-node-down:
+real-node-down:  ## stop the real node alone
 	@hack/real-node.sh down
 
 # JobSet, Kueue and Kubeflow Trainer v2 (hack/training.sh) on the local cluster, for distributed
 # trials and queues: built once from their pinned Go modules (hack/build-training.sh, minutes on a
 # cold cache), then started as host processes in seconds. `make cluster-down` stops them too.
 .PHONY: cluster-training training-down
-cluster-training: cluster
+cluster-training: cluster  ## the local control plane plus JobSet, Kueue and Kubeflow Trainer
 	@hack/training.sh up
 
-training-down:
+training-down:  ## stop the training controllers alone
 	@hack/training.sh down
 
 # The operator's image without Docker (hack/image.sh; `docker build .` gives the same image), and
 # the operator installed by Helm onto the real node of `make cluster-real` (hack/deploy.sh).
 .PHONY: image deploy undeploy
-image: venv
+image: venv  ## the operator's image, built without Docker (hack/image.sh)
 	@hack/image.sh build
 
-deploy: venv tools
+deploy: venv tools  ## helm install the image onto the real node of make cluster-real
 	@hack/deploy.sh
 
-undeploy:
+undeploy:  ## helm uninstall it
 	$(HPO_CACHE)/bin/helm uninstall --kubeconfig $(KUBECONFIG_LOCAL) -n hpo-system hpo-operator
 
 # Benchmarks of the search algorithms (bench/README.md): printed tables, not part of `make test`.
 .PHONY: bench bench-scale bench-dashboard
-bench: venv
+bench: venv  ## tuning-quality and suggestion-latency benchmarks (bench/README.md)
 	$(PY) bench/tuning_quality.py
 	$(PY) bench/suggestion_latency.py
 	$(PY) bench/tabular_quality.py
 
 # The control loop at scale against the raw API floor, on the local cluster (about 45 minutes;
 # BENCH_ARGS="--cases 200x20,unrelated" for a few cases).
-bench-scale: venv tools
+bench-scale: venv tools  ## the operator against the raw API floor at scale (BENCH_ARGS="--cases 200x20")
 	$(PY) bench/scale.py $(BENCH_ARGS)
 
 # The fault soak (bench/soak.py): 2,000 configurations x 200 parallel while the API server, the
 # operator and its leader are broken at random; exact checks afterwards (README, "When the control
 # plane restarts"). Not in `make test`. BENCH_ARGS="--seeds 50 --parallel 20" for a short one.
 .PHONY: soak
-soak: venv tools
+soak: venv tools  ## the fault soak: a large experiment while the control plane breaks (README)
 	$(PY) bench/soak.py $(BENCH_ARGS)
 
 # The dashboard's page of a 10,000-trial experiment, measured in headless Chromium (a few minutes
 # to create the trials; BENCH_ARGS="--namespace dash-10k --keep" keeps them for the next run).
-bench-dashboard: venv
+bench-dashboard: venv  ## the dashboard's page of a 10,000-trial experiment, in a browser
 	$(PY) bench/dashboard_scale.py $(BENCH_ARGS)

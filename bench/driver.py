@@ -44,6 +44,7 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "nsga2": optuna.samplers.NSGAIISampler,
+    "gp": optuna.samplers.GPSampler,  # needs PyTorch: the gp extra (README, "Search algorithms")
 }
 
 

@@ -1035,9 +1035,21 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
             show(op, floor)
             if args.tenancy:
                 tenancy = Tenancy(cluster, kubeconfig, logdir)
-                op = await run_operator(
-                    cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind, tenancy
-                )
+                try:
+                    op = await run_operator(
+                        cluster,
+                        kubeconfig,
+                        label,
+                        experiments,
+                        trials,
+                        parallel,
+                        logdir,
+                        args.timeout,
+                        args.kind,
+                        tenancy,
+                    )
+                finally:  # its webhook configuration and ClusterRole, even when interrupted
+                    await tenancy.teardown()
                 show(op, floor)
 
 

@@ -12,6 +12,9 @@ tests/unit/test_locks.py, on this repo and on broken copies of it).
   at the same versions and with the same hashes: the dependencies of pyproject.toml less the
   kubectl plugin's own ([tool.hpo-operator] cli-only-dependencies), with everything they need and
   nothing else; every pin with its hashes, since both image recipes install it with --require-hashes.
+- deploy/image/requirements-gp.txt (hack/image.sh lock): the gp flavour's addition, pyproject.toml's
+  gp extra (PyTorch) and what it needs that the image's lock lacks, every pin hashed; it is not in
+  the development lock (gigabytes of CUDA libraries the tests do not need).
 
 `make venv` installs the first, the image the second: so the image runs the very files the tests ran.
 Usage: hack/check-locks.py [REPO]   (exit status 1 and one line per problem when they disagree)
@@ -32,6 +35,10 @@ DEV_LOCK = "requirements-dev.txt"
 DEV_INPUT = "requirements-dev.in"
 DEV_EXTRAS = ("test", "bench")
 IMAGE_LOCK = "deploy/image/requirements.txt"
+# The gp flavour's lock (hack/image.sh lock): pyproject.toml's gp extra and what it needs beyond
+# the image's lock, hashed; never in the development lock (PyTorch with CUDA is gigabytes).
+GP_LOCK = "deploy/image/requirements-gp.txt"
+GP_EXTRA = "gp"
 # How pip-compile's annotations name the two sources of direct dependencies.
 PYPROJECT_SOURCE = re.compile(r"^\S+ \(pyproject\.toml\)$")
 INPUT_SOURCE = f"-r {DEV_INPUT}"
@@ -195,6 +202,17 @@ def check(repo: Path) -> list[str]:
         problems.append(f"{IMAGE_LOCK} pins {name}, which the operator does not need by {DEV_LOCK} (make lock)")
     for name in sorted(wanted - set(image)):
         problems.append(f"{IMAGE_LOCK} lacks {name}, which the operator needs by {DEV_LOCK} (make lock)")
+
+    # The gp flavour's lock: its extra pinned, hashed, and nothing the image's lock pins already.
+    gp_reqs = requirements(extras.get(GP_EXTRA, []), f"pyproject.toml [{GP_EXTRA}]", problems)
+    if gp_reqs or (repo / GP_LOCK).exists():
+        if not (repo / GP_LOCK).exists():
+            problems.append(f"{GP_LOCK} is missing: pyproject.toml has a {GP_EXTRA} extra (make lock)")
+            return problems
+        gp = read_hashed_lock(repo / GP_LOCK, GP_LOCK, "the gp flavour of both image recipes", problems)
+        check_pinned(gp_reqs, gp, GP_LOCK, f"pyproject.toml [{GP_EXTRA}]", problems)
+        for name in sorted(set(gp) & set(image)):
+            problems.append(f"{GP_LOCK} pins {name}, which {IMAGE_LOCK} pins already (make lock)")
     return problems
 
 
@@ -206,7 +224,7 @@ def main(argv: list[str]) -> int:
     if problems:
         print(f"the locks disagree with pyproject.toml or with each other: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print("locks: requirements-dev.txt and deploy/image/requirements.txt agree with pyproject.toml")
+    print("locks: requirements-dev.txt and the image's (with its gp flavour's) agree with pyproject.toml")
     return 0
 
 

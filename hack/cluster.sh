@@ -7,7 +7,8 @@
 #   hack/cluster.sh status  say whether it is up
 #
 # Environment: HPO_CLUSTER_DIR (state; default .cluster in the repo), HPO_CACHE (built binaries),
-# HPO_APISERVER_PORT (16443), HPO_ETCD_PORT (12379), HPO_KWOK_NODES (2), KUBELET=real (also start a
+# HPO_APISERVER_PORT (16443), HPO_ETCD_PORT (12379), HPO_KWOK_NODES (2), HPO_CLUSTER_HOLD_AFTER (for
+# tests: hold_after below), KUBELET=real (also start a
 # real node with hack/real-node.sh; `down` stops one whenever it runs). KWOK serves on
 # HPO_APISERVER_PORT+1, the real kubelet on +2 and +3.
 set -euo pipefail
@@ -115,6 +116,7 @@ up() {
     write_kubeconfig "$state/$user.kubeconfig" "$user" "$pki/$user.crt" "$pki/$user.key"
   done
   wait_for 90 kube-apiserver kubectl get --raw /readyz
+  hold_after kube-apiserver
 
   start kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig "$state/controller-manager.kubeconfig" --leader-elect=false --secure-port 0 \
@@ -149,6 +151,16 @@ up() {
 real_node_up() {
   [ "${KUBELET:-}" = real ] || return 0
   "$repo/hack/real-node.sh" up >&2 || log "the control plane is up without a real node (see above)"
+}
+
+# For a test that interrupts `up` at a known point rather than after a guessed delay:
+# HPO_CLUSTER_HOLD_AFTER=NAME makes `up` say so on stderr once NAME answers, then wait (up to 120 s)
+# for the interruption.
+hold_after() {
+  [ "${HPO_CLUSTER_HOLD_AFTER:-}" = "$1" ] || return 0
+  log "holding after $1 (HPO_CLUSTER_HOLD_AFTER)"
+  local _
+  for _ in $(seq 1200); do sleep 0.1; done
 }
 
 # The EXIT trap of an unfinished `up`; its state folder stays, logs included.

@@ -8,7 +8,11 @@
 #   hack/image.sh ref      print the reference only (what `make deploy` gives Helm)
 #   hack/image.sh lock     re-resolve deploy/image/requirements.txt from pyproject.toml, within
 #                          the development lock's pins and with its hashes (`make lock` runs it
-#                          after pip-compile)
+#                          after pip-compile), then the gp flavour's deploy/image/requirements-gp.txt
+#
+# FLAVOUR=gp builds the gp flavour: the same image plus PyTorch for algorithm gp (pyproject.toml's
+# gp extra, pinned with hashes in deploy/image/requirements-gp.txt), tagged <version>-gp-<hash>.
+# The PyPI wheel of PyTorch for Linux brings CUDA's libraries: the flavour is gigabytes larger.
 #
 # The tarball is named by a hash of everything the image is made of (the recipe below, the lock,
 # pyproject.toml, the operator's sources and the dashboard's pages), so a change to any of them
@@ -29,7 +33,13 @@ debian_packages=python3
 site=usr/local/lib/python3.11/dist-packages
 user=65532:65532
 lock=$repo/deploy/image/requirements.txt
+gp_lock=$repo/deploy/image/requirements-gp.txt
 repository=hpo-operator
+flavour=${FLAVOUR:-}
+case "$flavour" in
+  "" | gp) ;;
+  *) echo "FLAVOUR=$flavour: the image's flavours are the default (none) and gp" >&2; exit 2 ;;
+esac
 
 app_version() {
   sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$repo/deploy/helm/hpo-operator/Chart.yaml"
@@ -37,15 +47,16 @@ app_version() {
 
 image_key() {
   {
-    echo "$suite $debian_packages $site $user"
+    echo "$suite $debian_packages $site $user $flavour"
     declare -f build pack_image strip_rootfs
     cat "$lock" "$repo/pyproject.toml"
+    if [ "$flavour" = gp ]; then cat "$gp_lock"; fi
     (cd "$repo" && find operator -type f \( -name '*.py' -o -name py.typed -o -path '*/dashboard/static/*' \) |
       LC_ALL=C sort | xargs sha256sum)
   } | sha256sum | cut -c1-12
 }
 
-ref() { echo "$repository:$(app_version)-${1:-$(image_key)}"; }
+ref() { echo "$repository:$(app_version)${flavour:+-$flavour}-${1:-$(image_key)}"; }
 
 # What the operator does not need at run time: package manager state, documentation, locales, the
 # stdlib's tests, GUI and packaging tools, and the wheels' own test suites and type stubs.
@@ -74,6 +85,10 @@ build() {
   # here from the sources, has no hash to check: it is installed on its own, after them.
   "$python" -m pip install --quiet --no-compile --no-deps --only-binary=:all: --require-hashes \
     --target "$work/rootfs/$site" -r "$lock"
+  if [ "$flavour" = gp ]; then
+    "$python" -m pip install --quiet --no-compile --no-deps --only-binary=:all: --require-hashes \
+      --target "$work/rootfs/$site" -r "$gp_lock"
+  fi
   "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheel" "$repo" >/dev/null 2>&1
   "$python" -m pip install --quiet --no-compile --no-deps --target "$work/rootfs/$site" "$work"/wheel/*.whl
   rm -rf "$work/rootfs/$site/bin"
@@ -107,12 +122,15 @@ cmd_build() {
   for work in "$images"/operator.* "$images"/pack.*; do  # an interrupted build
     [ -d "$work" ] && rm -rf "$work"
   done
-  local key tar
+  local key tar name=operator${flavour:+-$flavour}
   key=$(image_key)
-  tar=$images/operator-$key.tar
+  tar=$images/$name-$key.tar
   [ -s "$tar" ] || build "$tar" "$(ref "$key")"
-  # Older builds of the operator are no longer used.
-  find "$images" -maxdepth 1 -name 'operator-*.tar' ! -name "operator-$key.tar" -delete
+  # Older builds of the operator (of this flavour) are no longer used.
+  find "$images" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$key.tar" ! -name "operator-gp-*.tar" -delete
+  if [ "$flavour" = gp ]; then
+    find "$images" -maxdepth 1 -name 'operator-gp-*.tar' ! -name "$name-$key.tar" -delete
+  fi
   echo "$(ref "$key") $tar"
 }
 
@@ -162,6 +180,46 @@ lock.write_text("\n".join(lines) + "\n")
 PY
   rm -f "$report"
   log "wrote $lock"
+  lock_gp
+}
+
+# The gp flavour's lock: pyproject.toml's gp extra resolved with the image's lock as constraints,
+# hashed, less what the image's lock pins already (both are installed, one after the other).
+lock_gp() {
+  local work
+  work=$(mktemp -d)
+  "$python" - "$repo/pyproject.toml" >"$work/gp.in" <<'PY'
+import sys, tomllib
+for req in tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["gp"]:
+    print(req)
+PY
+  CUSTOM_COMPILE_COMMAND="make lock" "$python" -m piptools compile --quiet --generate-hashes --allow-unsafe \
+    --strip-extras --no-emit-find-links --no-emit-index-url --no-header --no-annotate \
+    -c "$lock" --output-file "$work/gp.txt" "$work/gp.in"
+  "$python" - "$repo" "$work/gp.txt" "$gp_lock" <<'PY'
+import importlib.util, sys
+from pathlib import Path
+repo, compiled, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+spec = importlib.util.spec_from_file_location("check_locks", repo / "hack" / "check-locks.py")
+locks = sys.modules["check_locks"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(locks)
+problems = []
+image = locks.read_hashed_lock(repo / locks.IMAGE_LOCK, locks.IMAGE_LOCK, "", problems)
+gp = locks.read_hashed_lock(compiled, "the gp lock", "", problems)
+if problems:
+    sys.exit("\n".join(problems))
+lines = [
+    "# The gp image flavour's Python packages beyond deploy/image/requirements.txt: pyproject.toml's gp",
+    "# extra (PyTorch for algorithm gp) and what it needs, pinned with their hashes (hack/image.sh lock",
+    "# writes this file; hack/image.sh and the Dockerfile install it after the image's lock for FLAVOUR=gp).",
+]
+for name, pin in sorted(gp.items()):
+    if name not in image:
+        lines.append(locks.format_pin(name, pin.version, pin.hashes))
+out.write_text("\n".join(lines) + "\n")
+PY
+  rm -rf "$work"
+  log "wrote $gp_lock"
 }
 
 python=${PYTHON:-$repo/.venv/bin/python}

@@ -100,6 +100,19 @@ def crds(kubectl, api):
     )
 
 
+@pytest.fixture
+def current_crds(kubectl, crds):
+    """This checkout's CRDs, applied again and served: on a cluster shared with other checkouts, one
+    of them may have applied older CRDs since this session began, and the API server would then
+    drop the fields they lack (a pbt Trial's spec.segment, for one)."""
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kube.wait_until(
+        lambda: kubectl.run("explain", "trials.spec.segment", check=False).returncode == 0,
+        timeout=30,
+        what="this checkout's Trial CRD to be served",
+    )
+
+
 @pytest.fixture(scope="session")
 def local_cluster(kubeconfig) -> faults.LocalCluster:
     """The local control plane's processes, for tests that kill or pause them (tests/faults.py);
@@ -280,3 +293,18 @@ def training_controllers(api, kubeconfig) -> None:
             if "failed calling webhook" in (e.body or "") or e.status == 404:
                 pytest.skip(f"the training controllers do not answer (a {kind} dry run): {e.body}")
             # Refused by the webhook for its content: the webhook answered.
+
+
+# Checkpoint claims bind to these (several test files run trials with checkpoints).
+@pytest.fixture
+def volumes(api):
+    made: list[kube.Volumes] = []
+
+    def make(count: int, storage_class: str | None = None) -> kube.Volumes:
+        v = kube.Volumes(api, storage_class or f"hpo-test-{uuid.uuid4().hex[:6]}", count)
+        made.append(v)
+        return v
+
+    yield make
+    for v in made:
+        v.delete()

@@ -10,9 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -330,4 +332,57 @@ def serve_log(api: client.ApiClient, namespace: str, pod: str, path: Path, conta
             "metadata": {"name": pod},
             "spec": {"logs": [{"containers": [container], "logsFile": str(path), "follow": True}]},
         },
+    )
+
+
+class Volumes:
+    """Static hostPath PersistentVolumes of one storage class, removed afterwards: the local cluster has
+    no storage provisioner, and checkpoint claims (trialTemplate.checkpoint) bind to these (the PV
+    controller of the local kube-controller-manager binds them)."""
+
+    def __init__(self, api, storage_class: str, count: int):
+        self.core, self.storage_class = client.CoreV1Api(api), storage_class
+        self.root = Path(tempfile.mkdtemp(prefix="hpo-pv-"))
+        self.root.chmod(0o755)
+        self.names = []
+        for i in range(count):
+            path = self.root / str(i)
+            path.mkdir()
+            path.chmod(0o777)  # the trial image runs as nobody
+            # Unique names: a PV of an earlier test may still be on its way out.
+            name = f"{storage_class}-{uuid.uuid4().hex[:6]}-{i}"
+            self.core.create_persistent_volume(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "hpo-operator-tests"}},
+                    "spec": {
+                        "capacity": {"storage": "1Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": storage_class,
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "hostPath": {"path": str(path), "type": "Directory"},
+                    },
+                }
+            )
+            self.names.append(name)
+
+    def delete(self) -> None:
+        for name in self.names:
+            try:
+                self.core.delete_persistent_volume(name)
+            except client.ApiException:
+                pass
+
+
+def this_checkouts_crds(kubectl: Kubectl, *served: tuple[str, str]) -> None:
+    """Applies this checkout's CRDs and waits until each (`kubectl explain` path, word) pair is
+    served: on a cluster shared with other checkouts, one of them may have applied its own since this
+    session began (the API server then drops, or refuses, what only this checkout's have)."""
+    for name in ("experiments", "trials"):
+        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / f"{name}.yaml"))
+    wait_until(
+        lambda: all(word in kubectl.run("explain", path, check=False).stdout for path, word in served),
+        timeout=30,
+        what="this checkout's CRDs to be served",
     )

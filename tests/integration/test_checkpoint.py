@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -26,58 +24,6 @@ from tests.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "real-checkpoint.yaml"
-
-
-class Volumes:
-    """Static hostPath PersistentVolumes of one storage class, removed afterwards."""
-
-    def __init__(self, api, storage_class: str, count: int):
-        self.core, self.storage_class = client.CoreV1Api(api), storage_class
-        self.root = Path(tempfile.mkdtemp(prefix="hpo-pv-"))
-        self.root.chmod(0o755)
-        self.names = []
-        for i in range(count):
-            path = self.root / str(i)
-            path.mkdir()
-            path.chmod(0o777)  # the trial image runs as nobody
-            # Unique names: a PV of an earlier test may still be on its way out.
-            name = f"{storage_class}-{uuid.uuid4().hex[:6]}-{i}"
-            self.core.create_persistent_volume(
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolume",
-                    "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "hpo-operator-tests"}},
-                    "spec": {
-                        "capacity": {"storage": "1Gi"},
-                        "accessModes": ["ReadWriteOnce"],
-                        "storageClassName": storage_class,
-                        "persistentVolumeReclaimPolicy": "Retain",
-                        "hostPath": {"path": str(path), "type": "Directory"},
-                    },
-                }
-            )
-            self.names.append(name)
-
-    def delete(self) -> None:
-        for name in self.names:
-            try:
-                self.core.delete_persistent_volume(name)
-            except client.ApiException:
-                pass
-
-
-@pytest.fixture
-def volumes(api):
-    made: list[Volumes] = []
-
-    def make(count: int, storage_class: str | None = None) -> Volumes:
-        v = Volumes(api, storage_class or f"hpo-test-{uuid.uuid4().hex[:6]}", count)
-        made.append(v)
-        return v
-
-    yield make
-    for v in made:
-        v.delete()
 
 
 def checkpointed(name: str, storage_class: str, annotations: dict, **spec) -> dict:
@@ -250,11 +196,11 @@ def test_the_example_resumes_an_oom_killed_configuration_from_its_checkpoint(
     assert history_steps(retry, "loss") == [1, 2, 3, 4, 5, 6]
     (other,) = groups["0.1"]
     assert history_steps(other, "loss") == [1, 2, 3, 4, 5, 6] and "resumedFrom" not in other["status"]
-    # Seen as users see it: the RESUMED column, and kubectl hpo describe.
-    table = kubectl.run("get", "trials", "-n", namespace).stdout.splitlines()
+    # Seen as users see it: the RESUMED column of -o wide, and kubectl hpo describe.
+    table = kubectl.run("get", "trials", "-n", namespace, "-o", "wide").stdout.splitlines()
     header = table[0].split()
     row = next(line.split() for line in table if line.startswith(retry["metadata"]["name"] + " "))
-    assert header[5] == "RESUMED" and row[5] == "2"
+    assert row[header.index("RESUMED")] == "2"
     script = Path(sys.executable).with_name("kubectl-hpo")
     described = subprocess.run(
         [str(script), "describe", "real-checkpoint", "--kubeconfig", kubeconfig, "-n", namespace],

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from hpo_operator import client as hpo_client
 from hpo_operator.cli.main import app
 from tests.experiments import experiment
-from tests.kube import Cluster, serve_log, wait_until, write_log
+from tests.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
 
 runner = CliRunner()
 X = [{"name": "x", "type": "double", "min": 0, "max": 1}]
@@ -433,3 +433,34 @@ def test_pareto_prints_the_feasible_front_of_several_objectives(api, hpo, namesp
     # A single objective has a best trial, not a front.
     refused = hpo("pareto", "single", code=1).stderr
     assert refused.strip() == "error: experiment single has a single objective: it has a best trial, not a Pareto front"
+
+
+def test_extend_continues_a_finished_experiment_with_the_same_trials(
+    hpo, namespace, kubectl, operator, kwok_nodes, tmp_path, api
+):
+    this_checkouts_crds(kubectl, ("experiments.status.spent", "durationSeconds"))
+    manifest = tmp_path / "extend.yaml"
+    manifest.write_text(yaml.safe_dump(experiment("extend", X, annotations=LOSS_IS_X, max_trials=3)))
+    hpo("create", "-f", str(manifest))
+    wait_until(lambda: phase(hpo, "extend") == "Succeeded", timeout=60, what="extend to finish")
+    before = {t["metadata"]["name"]: t["metadata"]["uid"] for t in Cluster(api, namespace).trials().values()}
+    assert sorted(before) == ["extend-0000", "extend-0001", "extend-0002"]
+
+    out = hpo("extend", "extend", "--trials", "2").stdout.strip()
+    assert out == "experiment extend extended (maxTrialCount 3 -> 5): it goes on with the same search"
+    wait_until(
+        lambda: len(Cluster(api, namespace).trials()) == 5 and phase(hpo, "extend") == "Succeeded",
+        timeout=60,
+        what="the extended experiment to finish",
+    )
+    after = {t["metadata"]["name"]: t["metadata"]["uid"] for t in Cluster(api, namespace).trials().values()}
+    # The same Trials (the same objects), and the new ones numbered after them.
+    assert {k: after[k] for k in before} == before
+    assert sorted(after) == [f"extend-{i:04d}" for i in range(5)]
+    described = hpo.json("describe", "extend")
+    assert described["summary"]["reason"] == "MaxTrialsReached" and described["summary"]["configurations"] == 5
+    assert described["spent"]["durationSeconds"] > 0
+    assert "Spent" in hpo("describe", "extend").stdout
+
+    # Nothing to extend by, and a goal reached, are refused by the plugin with the reason.
+    assert hpo("extend", "extend", code=1).stderr.strip().startswith("error: give --trials, --duration")

@@ -222,6 +222,9 @@ def test_an_interrupted_up_leaves_no_process_behind(tmp_path):
         "HPO_APISERVER_PORT": str(api_port),
         "HPO_ETCD_PORT": str(etcd_port),
         "HPO_KWOK_NODES": "1",
+        # `up` says when the API server answers, and waits there to be interrupted: a warm `up`
+        # would otherwise finish before a signal sent on seeing its pid file arrives.
+        "HPO_CLUSTER_HOLD_AFTER": "kube-apiserver",
     }
     env.pop("KUBELET", None)
     script = str(REPO / "hack/cluster.sh")
@@ -229,13 +232,17 @@ def test_an_interrupted_up_leaves_no_process_behind(tmp_path):
     try:
         # Interrupted once etcd and the API server run (in sessions of their own, which a Ctrl-C
         # at the terminal does not reach).
-        wait_until(
-            lambda: (state / "run/kube-apiserver.pid").exists() or up.poll() is not None,
-            timeout=120,
-            what="the API server to start",
-        )
+        said = []
+        assert up.stderr is not None
+        for line in up.stderr:
+            said.append(line)
+            if "holding after kube-apiserver" in line:
+                break
+        else:
+            raise AssertionError("up ended without reaching the API server:\n" + "".join(said))
         up.send_signal(signal.SIGINT)
         _, err = up.communicate(timeout=60)
+        err = "".join(said) + err
         assert up.returncode == 130, err
         assert "stopping what it started" in err
         leftover = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)

@@ -199,6 +199,50 @@ def within(seconds: float, predicate, what: str) -> float:
 # --- the experiment page -------------------------------------------------------------------------------
 
 
+def test_a_pbt_experiments_page_plots_each_members_schedule_with_its_exploits(
+    api, current_crds, namespace, dashboard, pages, screenshots
+):
+    """A population run in memory (tests/population.py: the planner's own rounds), its Experiment
+    and Trials created with their statuses as the operator wrote them."""
+    from tests import population as sim
+
+    spec = sim.spec(population=4, generations=6)
+    ran = sim.PopulationCluster(spec, oom=frozenset({("g002-m001", 1)}), one_by_one=True).run()
+    body = {
+        "apiVersion": f"{objs.GROUP}/{objs.VERSION}",
+        "kind": "Experiment",
+        "metadata": {"name": "exp"},
+        "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "status": ran.status,
+    }
+    trials = []
+    for t in ran.trials.values():
+        meta = {k: v for k, v in t["metadata"].items() if k not in ("uid", "creationTimestamp", "ownerReferences")}
+        trials.append({**t, "metadata": {**meta, "namespace": namespace}})
+    objs.create(api, namespace, body, trials)
+    d = dashboard()
+    page = pages()
+    page.open_experiment(d.url, namespace, "exp")
+    page.page.wait_for_function("() => 'schedule' in (window.hpoTimings || {})", timeout=60_000)
+    assert page.errors == []
+    drawn = page.js("() => document.getElementById('plot-schedule').data.map(t => [t.name, t.x.length])")
+    exploited = sum(1 for t in ran.trials.values() if t["spec"]["segment"].get("exploited"))
+    # Per parameter (h0, h1): the members' lines, the exploits (3 points each), the 24 segments.
+    assert [n for n, _ in drawn if n == "segment"] == ["segment", "segment"]
+    assert all(count == 24 for name, count in drawn if name == "segment")
+    assert [count for name, count in drawn if name == "exploit"] == [3 * exploited] * 2
+    stars = page.js(
+        "() => document.getElementById('plot-schedule').data.find(t => t.name == 'segment').marker.symbol"
+        ".filter(s => s == 'star').length"
+    )
+    assert stars == exploited > 0
+    box = page.page.locator("#schedule-box")
+    assert box.is_visible()
+    box.screenshot(path=str(screenshots / "pbt-schedule.png"))
+    if os.environ.get("HPO_UPDATE_DOCS_SCREENSHOT"):
+        shutil.copy(screenshots / "pbt-schedule.png", REPO / "docs" / "pbt-schedule.png")
+
+
 def test_the_experiment_page_shows_every_trial_its_plots_and_its_recovery(
     api, namespace, dashboard, pages, kubectl, screenshots
 ):
@@ -450,6 +494,40 @@ def test_user_strings_render_as_text(api, namespace, dashboard, pages, screensho
     assert page.js("() => window.__xss") is None
     page.page.screenshot(path=str(screenshots / "user-strings.png"), full_page=True)
     assert not page.dialogs and not page.errors
+
+
+def test_long_messages_wrap_and_a_plot_with_nothing_to_draw_says_so_in_a_line(
+    api, namespace, dashboard, pages, screenshots
+):
+    """The first screens a newcomer sees: the Conditions and Status history tables wrap the
+    operator's messages instead of cutting them, and the metric curves of an experiment whose trials
+    report no steps are one line saying so, not an empty plot with made-up axes."""
+    exp, trials = objs.make("plain", 4, running=0, history_steps=0)
+    long = "the operator said: " + " ".join(f"word{i}" for i in range(80))
+    exp["status"]["conditions"][0]["message"] = long
+    objs.create(api, namespace, exp, trials)
+    d = dashboard()
+    page = pages()
+    page.open_experiment(d.url, namespace, "plain")
+    cell = "#conditions td.message"
+    page.page.wait_for_selector(cell)
+    assert page.page.text_content(cell) == long
+    # Wrapped within its card: as wide as the card, no wider, and several lines high.
+    fits = page.js(
+        """(sel) => { const td = document.querySelector(sel), card = td.closest('.card');
+        return [td.scrollWidth <= td.clientWidth + 1, card.scrollWidth <= card.clientWidth + 1,
+                td.getBoundingClientRect().height > 3 * parseFloat(getComputedStyle(td).lineHeight || '14')]; }""",
+        cell,
+    )
+    page.page.locator("#conditions").screenshot(path=str(screenshots / "conditions.png"))
+    assert fits == [True, True, True]
+    note = page.page.text_content("#plot-curves p.empty-plot")
+    assert note == "no trial has reported loss with a step yet"
+    assert page.js("() => document.querySelectorAll('#plot-curves .main-svg').length") == 0
+    # The other plots, with data, are drawn as before.
+    assert page.js("() => document.querySelectorAll('#plot-history .main-svg').length") > 0
+    page.page.screenshot(path=str(screenshots / "first-screens.png"), full_page=True)
+    assert not page.errors
 
 
 def _listening_addresses(port: int) -> set[str]:

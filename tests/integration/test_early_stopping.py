@@ -7,7 +7,7 @@ would, so the operator reads these logs with the same call it uses on a real clu
 from __future__ import annotations
 
 from tests.experiments import condition, experiment
-from tests.kube import Cluster, serve_log, wait_until, write_log
+from tests.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
 
 
 def test_metrics_come_from_stdout_lines(api, namespace, operator, kwok_nodes, tmp_path):
@@ -153,3 +153,55 @@ def test_the_median_rule_judges_by_the_steps_no_running_read_saw(api, namespace,
         history = [m["step"] for m in trials[f"late-{index:04d}"]["status"]["metricHistory"] if m["name"] == "loss"]
         assert history == list(range(1, 13))
     assert exp["status"]["trialsEarlyStopped"] == 0
+
+
+def test_asha_on_several_objectives_stops_the_dominated_trials(api, kubectl, namespace, operator, kwok_nodes, tmp_path):
+    """Successive halving on the non-dominated rank (minResource 1, reductionFactor 2): the first two
+    trials trade accuracy for latency, neither beats the other; the two after them are worse in both
+    from their first step, and each is stopped there."""
+    cluster = Cluster(api, namespace)
+    curves = [
+        [(0.80, 2.0), (0.85, 2.0), (0.90, 2.0)],
+        [(0.60, 1.0), (0.65, 1.0), (0.70, 1.0)],
+        [(0.10, 9.0), (0.15, 9.0), (0.20, 9.0)],
+        [(0.10, 9.0), (0.15, 9.0), (0.20, 9.0)],
+    ]
+
+    def serve(indexes: range) -> None:
+        for index in indexes:
+            path = tmp_path / f"{index}.log"
+            points = curves[index]
+            write_log(path, [f"step={s} acc={a} latency={lat}" for s, (a, lat) in enumerate(points, start=1)])
+            serve_log(api, namespace, f"mo-asha-{index:04d}", path)
+
+    # A log line's time is when the file was written (KWOK serves it so): the dominated trials' lines
+    # are written once they run, after the first two finished, as a program would print them.
+    serve(range(2))
+    body = experiment(
+        "mo-asha",
+        [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        annotations={"sim.hpo.dev/duration": "5s"},
+        max_trials=len(curves),
+        parallel=1,
+        metricsCollector={"source": "StdoutLog", "intervalSeconds": 1},
+        earlyStopping={"algorithm": "asha", "minResource": 1, "reductionFactor": 2},
+    )
+    body["spec"]["objective"] = {
+        "metrics": [{"metricName": "acc", "type": "maximize"}, {"metricName": "latency", "type": "minimize"}]
+    }
+    # This checkout's CRD takes asha with several objectives (another checkout's may refuse it).
+    this_checkouts_crds(kubectl, ("experiments.status.spent", "durationSeconds"))
+    cluster.create(body)
+    wait_until(lambda: "mo-asha-0002" in cluster.trials(), timeout=60, what="the third trial")
+    serve(range(2, 4))
+    exp = cluster.wait_finished("mo-asha", timeout=120)
+    trials = cluster.trials()
+    phases = [trials[f"mo-asha-{i:04d}"]["status"]["phase"] for i in range(len(curves))]
+    assert phases == ["Succeeded", "Succeeded", "EarlyStopped", "EarlyStopped"], phases
+    for i in (2, 3):
+        st = trials[f"mo-asha-{i:04d}"]["status"]
+        # Stopped at its first rung, with the latest values the read saw (all three steps may come at once).
+        assert tuple(st["objectiveValues"]) in curves[i] and "at rung 1 (step 1)" in st["message"], st
+        assert "retriedBy" not in st
+    assert exp["status"]["phase"] == "Succeeded" and exp["status"]["trialsEarlyStopped"] == 2
+    assert exp["status"]["paretoFrontSize"] == 2

@@ -3,6 +3,9 @@ The pods each example's trials run are admitted in a namespace that enforces Pod
 `restricted` level, and the examples that run here run in such a namespace."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from kubernetes import client
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_EXPERIMENT
 from hpo_operator.workloads.kinds import build_workload, pod_templates, runtime_replicated_jobs, trainjob_runtime
+from tests import population as sim
 from tests.experiments import condition, real_experiment
 from tests.kube import Cluster, TrialPhaseCounts
 
@@ -66,6 +70,8 @@ def trial_pods(path: Path, namespace: str) -> list[dict]:
             "parameters": [{"name": p["name"], "value": first_value(p)} for p in experiment["spec"]["parameters"]],
         },
     }
+    if spec.algorithm.name == "pbt":  # a later segment: with the copy step and its parent's claim
+        trial["spec"]["segment"] = {"member": 0, "generation": 1, "parent": f"{name}-g000-m001", "parentMember": 1}
     runtime = trainjob_runtime(spec, namespace)
     runtimes = [d for d in docs if runtime and d["kind"] == runtime[0].kind and d["metadata"]["name"] == runtime[2]]
     kind, body = build_workload(spec, name, trial, runtime_replicated_jobs(runtimes[0]) if runtimes else None)
@@ -204,11 +210,15 @@ def test_the_multi_objective_example_finds_its_feasible_front(api, restricted, o
     assert front and status["paretoFrontSize"] == len(front) == len(widest)
     assert {p["trialName"] for p in front} == {name for _, name in widest.values()}
     assert status["hypervolume"] > 0
-    # kubectl get shows the front's size and each trial's objectives and feasibility.
-    row = kubectl.run("get", "experiment", "multi-objective", "-n", namespace).stdout
+    # kubectl get -o wide shows the front's size and each trial's objectives and feasibility (the
+    # default view leaves out what only some experiments fill).
+    row = kubectl.run("get", "experiment", "multi-objective", "-n", namespace, "-o", "wide").stdout
     assert "FRONT" in row and f" {len(front)} " in row.splitlines()[1] + " "
-    rows = kubectl.run("get", "trials", "-n", namespace, "-l", "hpo.dev/experiment=multi-objective").stdout
+    assert "FRONT" not in kubectl.run("get", "experiment", "multi-objective", "-n", namespace).stdout
+    wide = ("get", "trials", "-n", namespace, "-l", "hpo.dev/experiment=multi-objective")
+    rows = kubectl.run(*wide, "-o", "wide").stdout
     assert "OBJECTIVES" in rows and "FEASIBLE" in rows and "val_acc=" in rows
+    assert "OBJECTIVES" not in kubectl.run(*wide).stdout
 
 
 def test_the_kueue_example_runs_two_trials_at_a_time_and_queues_the_others(
@@ -254,3 +264,64 @@ def test_the_real_node_examples_trial_runs_where_restricted_is_enforced(api, res
     assert pod.spec.security_context.seccomp_profile.type == "RuntimeDefault"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0
     assert no_token(pod)
+
+
+def history_steps(trial: dict, name: str) -> list[int]:
+    return [m["step"] for m in trial["status"].get("metricHistory") or [] if m["name"] == name]
+
+
+@pytest.mark.realnode
+def test_the_pbt_example_trains_its_population_and_retries_a_segment_from_its_own_start(
+    api, current_crds, restricted, operator, real_node, volumes, kubectl, kubeconfig
+):
+    namespace = restricted
+    volumes(20, "hpo-checkpoint-local")
+    cluster = Cluster(api, namespace)
+    kubectl.run("apply", "-n", namespace, "-f", str(EXAMPLES[0].parent / "pbt.yaml"))
+    exp = cluster.wait_finished("pbt", timeout=900)
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    trials = cluster.trials()
+    assert sim.decisions_problems(exp["spec"], exp["metadata"]["uid"], trials) == []
+    assert len(trials) == 21 and exp["status"]["configurations"] == 20  # 4 x 5 segments, one retried
+    # Member 1's generation-2 segment: OOMKilled after saving step 10; its retry copied its parent's
+    # checkpoint (step 8) again and trained steps 9-12 from there.
+    first, retry = trials["pbt-g002-m001"], trials["pbt-g002-m001-a2"]
+    assert (first["status"]["phase"], first["status"]["failureClass"]) == ("Failed", "OOMKilled")
+    assert history_steps(first, "q") == [9, 10]
+    parent = first["spec"]["segment"]["parent"]
+    assert retry["spec"]["segment"] == first["spec"]["segment"] and retry["status"]["phase"] == "Succeeded"
+    assert retry["status"]["resumedFrom"]["trial"] == parent and retry["status"]["resumedFrom"]["step"] == 8
+    assert history_steps(retry, "q") == [9, 10, 11, 12]
+    # Every later segment started at its parent's last step, and trained its four.
+    for name, t in trials.items():
+        seg = t["spec"]["segment"]
+        if t["status"]["phase"] != "Succeeded":
+            continue
+        assert history_steps(t, "q")[-1] == 4 * (seg["generation"] + 1), name
+        if seg["generation"]:
+            assert t["status"]["resumedFrom"] == {
+                "trial": seg["parent"],
+                "attempt": trials[seg["parent"]]["spec"]["attempt"],
+                "step": 4 * seg["generation"],
+            }, name
+    # The population did better than any of its first members would have alone (q at step 20 with
+    # their first hyperparameters, the toy's closed form).
+    best = exp["status"]["currentOptimalTrial"]
+    assert best["trialName"].startswith("pbt-g004-")
+
+    def alone(t: dict) -> float:
+        h = {p["name"]: float(p["value"]) for p in t["spec"]["parameters"]}
+        return 1.2 - sum((0.9 * (1 - 0.1 * h[k]) ** 20) ** 2 for k in ("h0", "h1"))
+
+    assert best["objectiveValue"] > max(alone(trials[f"pbt-g000-m{m:03d}"]) for m in range(4))
+    # Its lineage, as kubectl hpo shows it.
+    script = Path(sys.executable).with_name("kubectl-hpo")
+    shown = subprocess.run(
+        [str(script), "trials", "pbt", "--lineage", "--kubeconfig", kubeconfig, "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 21, shown.stdout + shown.stderr
+    assert "Succeeded   " in shown.stdout and "pbt-g002-m001-a2" in shown.stdout

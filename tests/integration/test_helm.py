@@ -503,6 +503,15 @@ def test_values_switch_objects_on_and_off(helm):
     assert env_of(only(docs, "Deployment"))["HPO_METRICS_PORT"] == "9100"
 
 
+def test_the_gp_flavour_runs_the_image_with_pytorch_unless_a_tag_is_given(helm):
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container(only(rendered(helm), "Deployment"))["image"] == f"hpo-operator:{version}"
+    dep = only(rendered(helm, "--set", "image.flavour=gp"), "Deployment")
+    assert container(dep)["image"] == f"hpo-operator:{version}-gp"
+    dep = only(rendered(helm, "--set", "image.flavour=gp", "--set", "image.tag=mine"), "Deployment")
+    assert container(dep)["image"] == "hpo-operator:mine"
+
+
 # --- tenancy -----------------------------------------------------------------------------------
 
 
@@ -810,6 +819,7 @@ def test_the_chart_grants_nothing_on_secrets_and_no_wildcards(helm):
         ("networkPolicy.operator.extraIngress[0].port=9443", "/networkPolicy/operator/extraIngress/0"),  # no from
         ("networkPolicy.dashboard.from[0].podSelector.matchLabels=x", "/networkPolicy/dashboard/from/0"),
         ("networkPolicy.egress=[]", "egress"),
+        ("image.flavour=cuda", "/image/flavour"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm, value, error):

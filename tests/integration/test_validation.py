@@ -311,16 +311,16 @@ CASES: list[tuple[str, Edit, str, str]] = [
         'Unsupported value: "minimise"',
     ),
     (
-        "metric-name-with-dash",
-        lambda s: s["objective"].update(metricName="val-loss"),
+        "metric-name-starting-with-a-dash",
+        lambda s: s["objective"].update(metricName="-loss"),
         "spec.objective.metricName",
-        "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
+        "should match '^[A-Za-z_][A-Za-z0-9_./-]*$'",
     ),
     (
         "metric-name-with-space",
         lambda s: s["objective"].update(metricName="val loss"),
         "spec.objective.metricName",
-        "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
+        "should match '^[A-Za-z_][A-Za-z0-9_./-]*$'",
     ),
     (
         "additional-metrics-repeat-objective",
@@ -418,10 +418,47 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "a constraint's min must not exceed its max",
     ),
     (
-        "early-stopping-with-several-objectives",
+        "median-early-stopping-with-several-objectives",
         lambda s: (several(s), s.update(earlyStopping={"algorithm": "median"})),
         "spec",
-        "earlyStopping needs a single objective: Optuna's pruners support single objectives only",
+        "with several objectives earlyStopping takes asha only",
+    ),
+    (
+        "hyperband-with-several-objectives",
+        lambda s: (several(s), s.update(earlyStopping={"algorithm": "hyperband"})),
+        "spec",
+        "hyperband's brackets are not implemented for them",
+    ),
+    # -- budgets -------------------------------------------------------------------------------
+    (
+        "a-zero-duration-budget",
+        lambda s: s.update(budget={"maxDurationSeconds": 0}),
+        "spec.budget.maxDurationSeconds",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "a-compute-budget-of-no-resource",
+        lambda s: s.update(budget={"maxResourceSeconds": {"not a resource!": 10}}),
+        "spec.budget.maxResourceSeconds",
+        "maxResourceSeconds' keys are resource names",
+    ),
+    (
+        "a-compute-budget-of-nothing",
+        lambda s: s.update(budget={"maxResourceSeconds": {"nvidia.com/gpu": 0}}),
+        "spec.budget.maxResourceSeconds.nvidia.com/gpu",
+        "should be greater than 0",
+    ),
+    (
+        "a-compute-budget-of-too-many-resources",
+        lambda s: s.update(budget={"maxResourceSeconds": {f"example.com/r{i}": 1 for i in range(17)}}),
+        "spec.budget.maxResourceSeconds",
+        "must have at most 16 items",
+    ),
+    (
+        "an-unknown-budget-action",
+        lambda s: s.update(budget={"maxDurationSeconds": 60, "runningTrials": "Pause"}),
+        "spec.budget.runningTrials",
+        "Unsupported value",
     ),
     (
         "cmaes-with-several-objectives",
@@ -670,6 +707,14 @@ def test_valid_experiment_is_accepted_with_server_side_defaults(kubectl, namespa
     assert stored["trialTemplate"]["podRetention"] == "Delete"
 
 
+@pytest.mark.parametrize("name", ["Validation-accuracy", "loss/train", "top-5.acc"])
+def test_a_metric_name_as_katib_and_frameworks_write_them_is_accepted(kubectl, namespace, current_crds, name):
+    manifest = valid_experiment("named")
+    manifest["spec"]["objective"]["metricName"] = name
+    kubectl.apply(manifest, namespace)
+    assert kubectl.get("experiment", "named", namespace)["spec"]["objective"]["metricName"] == name
+
+
 @pytest.mark.parametrize("algorithm", ["tpe", "nsga2", "nsga3", "random", "grid", "qmc"])
 def test_an_experiment_with_several_objectives_and_constraints_is_accepted_as_given(
     kubectl, namespace, crds, algorithm
@@ -767,6 +812,35 @@ def test_search_definition_is_immutable(kubectl, namespace, crds, edit, message)
     after = kubectl.get("experiment", "fixed", namespace)
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert after["spec"] == before["spec"]
+
+
+def test_several_objectives_take_asha_and_a_budget(kubectl, namespace, crds):
+    manifest = valid_experiment("mo-asha")
+    several(manifest["spec"])
+    manifest["spec"]["earlyStopping"] = {"algorithm": "asha", "minResource": 1, "reductionFactor": 3}
+    manifest["spec"]["budget"] = {
+        "maxDurationSeconds": 3600,
+        "maxResourceSeconds": {"nvidia.com/gpu": 36000, "cpu": 1e6},
+        "runningTrials": "Finish",
+    }
+    kubectl.apply(manifest, namespace)
+    stored = kubectl.get("experiment", "mo-asha", namespace)["spec"]
+    assert stored["earlyStopping"]["algorithm"] == "asha"
+    assert stored["budget"]["maxResourceSeconds"] == {"nvidia.com/gpu": 36000, "cpu": 1e6}
+
+
+def test_the_goal_can_change_and_the_rest_of_the_objective_cannot(kubectl, namespace, crds):
+    manifest = valid_experiment("goal")
+    kubectl.apply(manifest, namespace)
+    manifest["spec"]["objective"]["goal"] = 0.01
+    kubectl.apply(manifest, namespace)
+    assert kubectl.get("experiment", "goal", namespace)["spec"]["objective"]["goal"] == 0.01
+    del manifest["spec"]["objective"]["goal"]
+    kubectl.apply(manifest, namespace)
+    assert "goal" not in kubectl.get("experiment", "goal", namespace)["spec"]["objective"]
+    manifest["spec"]["objective"]["additionalMetricNames"] = ["accuracy"]
+    out = kubectl.apply(manifest, namespace, check=False)
+    assert out.returncode != 0 and "objective is immutable, but for its goal" in out.stderr, out.stderr
 
 
 def test_budgets_and_suspend_can_change(kubectl, namespace, crds):

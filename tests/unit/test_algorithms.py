@@ -356,7 +356,7 @@ def test_a_flag_takes_true_1_yes_and_false_0_no_in_any_case(text, value):
         for keyword, field in model.model_fields.items()
         if field.annotation == Flag | None
     ]
-    assert len(flags) == 8  # tpe's 4, cmaes' 3, qmc's scramble
+    assert len(flags) == 9  # tpe's 4, cmaes' 3, qmc's scramble, gp's deterministicObjective
     for algorithm, keyword, alias in flags:
         assert parse_settings(algorithm, {alias: text}) == {keyword: value}
 

@@ -36,6 +36,11 @@ def test_a_change_of_counts_alone_can_wait_and_anything_else_cannot():
     assert urgent(stored, {**counts, "conditions": [RUNNING, {**RUNNING, "type": "Failed"}]}, never)
     assert urgent(stored, {**counts, "observedGeneration": 2}, never)
     assert urgent(stored, {**counts, "completionTime": "t1"}, never)
+    # What was spent moves with every round while trials run: it waits with the counts, and goes
+    # at once with a new phase (which keeps its running time exact).
+    spent = {"durationSeconds": 12.0, "time": "t1"}
+    assert not urgent({**stored, "spent": {"durationSeconds": 10.0, "time": "t0"}}, {**counts, "spent": spent}, never)
+    assert urgent(stored, {**counts, "spent": spent, "phase": "Suspended"}, never)
     # A field this module does not know (another feature's) is written at once: never held back.
     assert urgent(stored, {**counts, "somethingNew": 1}, never)
     # Suggestions the Trials account for wait; one that made no Trial (a repeated configuration)

@@ -81,10 +81,10 @@ def test_a_v1_list_is_read_item_by_item():
 
 def test_an_error_in_the_second_document_names_the_experiment():
     bad = katib("sobol.yaml")
-    bad["spec"]["parameters"][1]["feasibleSpace"]["distribution"] = "normal"
+    bad["spec"]["parameters"][1]["feasibleSpace"]["distribution"] = "cauchy"
     with pytest.raises(KatibConversionError) as e:
         convert([katib("random.yaml"), bad])
-    assert str(e.value).startswith("experiment sobol: spec.parameters[1].feasibleSpace.distribution: normal has no")
+    assert str(e.value).startswith("experiment sobol: spec.parameters[1].feasibleSpace.distribution: 'cauchy' is not")
 
 
 def test_a_document_that_is_not_a_katib_experiment_is_refused():
@@ -173,9 +173,9 @@ def test_a_parameter_name_that_is_not_an_identifier_is_renamed_with_a_note_and_i
 @pytest.mark.parametrize(
     "change, path, reason",
     [
-        ({"distribution": "normal"}, "feasibleSpace.distribution", "normal has no equivalent here: our parameters"),
-        ({"distribution": "logNormal"}, "feasibleSpace.distribution", "logNormal has no equivalent here"),
         ({"distribution": "cauchy"}, "feasibleSpace.distribution", "'cauchy' is not one of uniform, logUniform"),
+        ({"distribution": "logNormal", "step": "0.01"}, "feasibleSpace.step", "a log-scale parameter takes no step"),
+        ({"distribution": "logNormal", "min": "0"}, "feasibleSpace.min", "a logNormal parameter needs min > 0"),
         ({"min": "0.05", "max": "0.01"}, "feasibleSpace.max", "must be greater than min"),
         ({"min": "low"}, "feasibleSpace.min", "'low' is not a number"),
         ({"max": None}, "feasibleSpace.max", "missing (an double parameter needs min and max)"),
@@ -225,6 +225,46 @@ def test_other_parameters_that_cannot_map_are_refused_naming_their_field(paramet
     assert f"spec.parameters[0].{path}: {reason}" in refusal(doc)
 
 
+@pytest.mark.parametrize("katib_name, log", [("normal", False), ("logNormal", True)])
+def test_normal_distributions_become_the_same_bounds_sampled_uniformly_with_a_note(katib_name, log):
+    doc = katib("random.yaml")
+    doc["spec"]["parameters"][1]["feasibleSpace"]["distribution"] = katib_name
+    result = converted(doc)
+    name = doc["spec"]["parameters"][1]["name"]
+    parameter = result.manifest["spec"]["parameters"][1]
+    space = doc["spec"]["parameters"][1]["feasibleSpace"]
+    assert (parameter["min"], parameter["max"]) == (float(space["min"]), float(space["max"]))
+    assert parameter.get("log", False) is log
+    said = notes_of(doc)["spec.parameters"]
+    assert f"Katib drew {name} from a {katib_name} distribution" in said
+    assert ("uniformly on a log scale" in said) is log
+
+
+def test_katibs_distribution_example_converts_its_normal_step_and_log_normal_int():
+    doc = katib("random.yaml")
+    doc["spec"]["parameters"] = [
+        {
+            "name": "lr",
+            "parameterType": "double",
+            "feasibleSpace": {"min": "0.01", "max": "0.05", "step": "0.01", "distribution": "normal"},
+        },
+        {
+            "name": "batch_size",
+            "parameterType": "int",
+            "feasibleSpace": {"min": "32", "max": "64", "distribution": "logNormal"},
+        },
+    ]
+    doc["spec"]["trialTemplate"]["trialParameters"] = [
+        {"name": "learningRate", "reference": "lr"},
+        {"name": "momentum", "reference": "batch_size"},
+    ]
+    params = spec_of(doc)["parameters"]
+    assert params == [
+        {"name": "lr", "type": "double", "min": 0.01, "max": 0.05, "step": 0.01},
+        {"name": "batch_size", "type": "int", "min": 32, "max": 64, "log": True},
+    ]
+
+
 def test_grid_needs_a_step_for_double_parameters():
     doc = katib("grid.yaml")
     del doc["spec"]["parameters"][0]["feasibleSpace"]["step"]
@@ -269,7 +309,8 @@ def test_explicit_strategies_are_named_and_latest_needs_no_note():
     "objective, path, reason",
     [
         ({"type": "minimise"}, "type", "'minimise' is not minimize or maximize"),
-        ({"objectiveMetricName": "Validation-accuracy"}, "objectiveMetricName", "Validation-accuracy is not an"),
+        ({"objectiveMetricName": "Validation accuracy"}, "objectiveMetricName", "Validation accuracy is not a metric"),
+        ({"objectiveMetricName": "-loss"}, "objectiveMetricName", "-loss is not a metric name we read"),
         ({"additionalMetricNames": ["loss"]}, "additionalMetricNames", "repeats the objective metric loss"),
         ({"metricStrategies": [{"name": "f1", "value": "max"}]}, "metricStrategies[0].name", "'f1' is neither"),
         ({"metricStrategies": [{"name": "loss", "value": "mean"}]}, "metricStrategies[0].value", "'mean' is not min"),
@@ -279,6 +320,15 @@ def test_an_objective_that_cannot_map_is_refused_naming_its_field(objective, pat
     doc = katib("random.yaml")
     doc["spec"]["objective"].update(objective)
     assert f"spec.objective.{path}: {reason}" in refusal(doc)
+
+
+def test_a_metric_name_with_a_hyphen_is_kept_as_katib_and_the_trial_name_it():
+    doc = katib("random.yaml")
+    doc["spec"]["objective"]["objectiveMetricName"] = "Validation-accuracy"
+    doc["spec"]["objective"]["additionalMetricNames"] = ["Train-accuracy", "loss/train"]
+    objective = spec_of(doc)["objective"]
+    assert objective["metricName"] == "Validation-accuracy"
+    assert objective["additionalMetricNames"] == ["Train-accuracy", "loss/train"]
 
 
 # --- algorithms ---------------------------------------------------------------------------------------
@@ -311,7 +361,7 @@ def settings(*pairs: tuple[str, str]) -> list[dict]:
         ),
         ("cmaes.yaml", {"name": "cmaes", "seed": 6, "settings": settings(("sigma0", "0.3"))}),
         ("sobol.yaml", {"name": "qmc", "settings": settings(("qmcType", "sobol"))}),
-        ("bayesian-optimization.yaml", {"name": "tpe", "seed": 10, "settings": settings(("nStartupTrials", "3"))}),
+        ("bayesian-optimization.yaml", {"name": "gp", "seed": 10, "settings": settings(("nStartupTrials", "3"))}),
     ],
 )
 def test_each_katib_algorithm_maps_with_its_settings(fixture, algorithm):
@@ -323,12 +373,32 @@ def test_each_katib_algorithm_maps_with_its_settings(fixture, algorithm):
     [
         ("tpe.yaml", "Katib's tpe settings not carried over: gamma=0.25 has no counterpart"),
         ("cmaes.yaml", "restart_strategy=ipop has no counterpart (our CMA-ES does not restart"),
-        ("bayesian-optimization.yaml", "Katib's bayesianoptimization (scikit-optimize's Gaussian process) becomes tpe"),
-        ("bayesian-optimization.yaml", "acq_func=gp_hedge has no counterpart"),
+        ("bayesian-optimization.yaml", "Katib's bayesianoptimization (scikit-optimize's Gaussian process) becomes gp"),
+        ("bayesian-optimization.yaml", "It needs the operator's gp image flavour"),
+        ("bayesian-optimization.yaml", "acq_func=gp_hedge has no counterpart (gp chooses by log expected improvement"),
     ],
 )
 def test_what_an_algorithm_mapping_loses_is_said_in_a_note(fixture, said):
     assert said in " ".join(n.text for n in converted(katib(fixture)).notes if n.path == "spec.algorithm")
+
+
+def test_without_gp_bayesian_optimization_becomes_tpe_with_its_note():
+    [result] = convert([katib("bayesian-optimization.yaml")], gp=False)
+    assert result.manifest["spec"]["algorithm"] == {
+        "name": "tpe",
+        "seed": 10,
+        "settings": settings(("nStartupTrials", "3")),
+    }
+    said = " ".join(n.text for n in result.notes if n.path == "spec.algorithm")
+    assert "becomes tpe" in said and "--no-gp" in said and "acq_func=gp_hedge has no counterpart (TPE" in said
+
+
+def test_a_gaussian_process_estimator_is_what_gp_does_and_a_forest_is_noted():
+    doc = katib("bayesian-optimization.yaml")
+    doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": "base_estimator", "value": "GP"}]
+    assert "base_estimator" not in " ".join(n.text for n in converted(doc).notes)
+    doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": "base_estimator", "value": "RF"}]
+    assert "base_estimator=RF has no counterpart" in " ".join(n.text for n in converted(doc).notes)
 
 
 def test_exact_algorithm_mappings_carry_no_note():
@@ -346,7 +416,6 @@ def test_cmaes_restart_strategy_none_is_katibs_default_and_needs_no_note():
     "fixture, reason",
     [
         ("hyperband.yaml", "spec.algorithm.algorithmName: hyperband has no equivalent here: Katib's hyperband sets"),
-        ("pbt.yaml", "spec.algorithm.algorithmName: pbt has no equivalent here: population based training"),
         ("darts.yaml", "spec.algorithm.algorithmName: darts has no equivalent here: neural architecture search"),
         ("enas.yaml", "spec.nasConfig: neural architecture search is not offered here"),
         ("file.yaml", "spec.metricsCollectorSpec.collector.kind: File has no equivalent here: the operator reads"),
@@ -365,7 +434,6 @@ def test_each_refused_fixture_is_refused_with_its_reason(fixture, reason):
 def test_every_refused_fixture_has_its_reason_tested():
     tested = {
         "hyperband.yaml",
-        "pbt.yaml",
         "darts.yaml",
         "enas.yaml",
         "file.yaml",
@@ -477,7 +545,7 @@ def test_a_missing_trial_budget_is_refused():
 def test_a_resume_policy_other_than_never_is_said_in_a_note_above_spec():
     [result] = convert([katib("metadata-substitution.yaml")])
     assert (
-        "resumePolicy LongRunning: a finished experiment here does not go on"
+        "resumePolicy LongRunning: here any experiment that ended at maxTrialCount (or a budget) goes on"
         in notes_of(katib("metadata-substitution.yaml"))["spec"]
     )
     text = result.to_yaml()
@@ -663,6 +731,85 @@ def test_the_metrics_collector_model_refuses_a_regex_it_cannot_use(pattern, said
         MetricsCollector.model_validate({"metricsFormat": ["(a)(b)", pattern]})
 
 
+# --- population-based training ---------------------------------------------------------------------------
+
+
+def test_katibs_simple_pbt_example_converts_to_a_population_the_trial_budget_holds():
+    result = converted(katib("simple-pbt.yaml"))
+    spec = result.manifest["spec"]
+    assert spec["algorithm"] == {
+        "name": "pbt",
+        "settings": settings(("populationSize", "2"), ("truncationQuantile", "0.2"), ("resampleProbability", "0")),
+    }
+    assert (spec["maxTrialCount"], spec["parallelTrialCount"]) == (2, 2)
+    assert spec["objective"]["metricName"] == "Validation-accuracy"
+    assert spec["trialTemplate"]["checkpoint"] == {
+        "volumeClaimTemplate": {"size": "1Gi"},
+        "mountPath": "/var/log/katib/checkpoints",
+    }
+    command = spec["trialTemplate"]["job"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-2:] == ["--lr=${params.lr}", "--checkpoint=/var/log/katib/checkpoints/"]
+    said = notes_of(katib("simple-pbt.yaml"))
+    assert "Katib's population of 40 never ran whole within maxTrialCount 2" in said["spec.maxTrialCount"]
+    assert "resampleProbability 0 does the same here" in said["spec.algorithm"]
+    assert "a claim of its own" in said["spec.trialTemplate"]
+    assert "pbt's checkpoints are the segments' claims" in said["spec"]
+
+
+def test_a_pbt_budget_counts_whole_generations_and_says_what_katib_ran_beyond():
+    spec = spec_of(katib("pbt.yaml"))
+    assert (spec["maxTrialCount"], spec["algorithm"]["settings"][0]) == (12, {"name": "populationSize", "value": "4"})
+    assert {"name": "resampleProbability", "value": "0.2"} in spec["algorithm"]["settings"]
+    said = notes_of(katib("pbt.yaml"))
+    assert "14 becomes 12 (3 generations of 4); Katib ran 2 segments" in said["spec.maxTrialCount"]
+    assert "Katib kept a value it did not resample, here it is perturbed" in said["spec.algorithm"]
+
+
+@pytest.mark.parametrize(
+    "change, path, reason",
+    [
+        ({"truncation_threshold": "0.7"}, "algorithmSettings[2].value", "0.7 has no equivalent here: the worst"),
+        ({"truncation_threshold": "0"}, "algorithmSettings[2].value", "0 has no equivalent here"),
+        ({"n_population": "1"}, "algorithmSettings[1].value", "a population is a whole number from 2"),
+        ({"resample_probability": "2"}, "algorithmSettings[3].value", "2 is not a probability"),
+        ({"suggestion_trial_dir": "ckpt"}, "algorithmSettings[0].value", "'ckpt' is not an absolute path"),
+        ({"n_population": None}, "algorithmSettings", "Katib's pbt needs the setting n_population"),
+        ({"burn_in": "3"}, "algorithmSettings[4].name", "Katib's pbt takes no setting burn_in"),
+    ],
+)
+def test_pbt_settings_that_cannot_map_are_refused_naming_the_setting(change, path, reason):
+    doc = katib("pbt.yaml")
+    items = {s["name"]: s["value"] for s in doc["spec"]["algorithm"]["algorithmSettings"]}
+    items.update(change)
+    doc["spec"]["algorithm"]["algorithmSettings"] = [{"name": k, "value": v} for k, v in items.items() if v is not None]
+    assert f"spec.algorithm.{path}: {reason}" in refusal(doc)
+
+
+def test_pbt_refuses_a_trial_kind_without_a_pod_of_its_own_and_early_stopping():
+    doc = katib("pbt.yaml")
+    doc["spec"]["trialTemplate"]["trialSpec"] = katib("pytorchjob.yaml")["spec"]["trialTemplate"]["trialSpec"]
+    doc["spec"]["trialTemplate"]["trialParameters"] = katib("pytorchjob.yaml")["spec"]["trialTemplate"][
+        "trialParameters"
+    ]
+    doc["spec"]["parameters"] = katib("pytorchjob.yaml")["spec"]["parameters"]
+    assert "spec.trialTemplate.trialSpec: pbt runs Job (or pod) trials here" in refusal(doc)
+    doc = katib("pbt.yaml")
+    doc["spec"]["earlyStopping"] = {"algorithmName": "medianstop"}
+    assert "spec.earlyStopping: pbt itself decides" in refusal(doc)
+    doc = katib("pbt.yaml")
+    doc["spec"]["maxTrialCount"] = 1
+    assert "spec.maxTrialCount: 1 trials cannot hold a population of at least 2" in refusal(doc)
+
+
+def test_katibs_hyperband_example_is_refused_for_hyperband_before_its_fixed_resource_parameter():
+    # The fixture fixes num-epochs with min == max, as Katib's example does.
+    doc = yaml.safe_load((FIXTURES / "refused" / "hyperband.yaml").read_text())
+    assert doc["spec"]["parameters"][-1]["feasibleSpace"] == {"min": "1", "max": "1"}
+    message = refusal(doc)
+    assert "spec.algorithm.algorithmName: hyperband has no equivalent here" in message
+    assert "must be greater than min" not in message
+
+
 # --- the client's function ------------------------------------------------------------------------------------
 
 
@@ -670,8 +817,8 @@ def test_the_client_converts_text_or_documents_and_refuses_with_invalid_input():
     text = (FIXTURES / "sobol.yaml").read_text()
     assert hpo.convert_katib(text)[0].manifest == hpo.convert_katib([yaml.safe_load(text)])[0].manifest
     bad = copy.deepcopy(yaml.safe_load(text))
-    bad["spec"]["algorithm"]["algorithmName"] = "pbt"
-    with pytest.raises(hpo.InvalidInput, match=r"^exp.yaml: experiment sobol: spec.algorithm.algorithmName: pbt"):
+    bad["spec"]["algorithm"]["algorithmName"] = "hyperband"
+    with pytest.raises(hpo.InvalidInput, match=r"^exp.yaml: experiment sobol: spec.algorithm.algorithmName: hyperband"):
         hpo.convert_katib([bad], origin="exp.yaml")
     assert hpo.katib_yaml(hpo.convert_katib(text)).startswith("# Converted from the Katib Experiment kubeflow/sobol.")
 

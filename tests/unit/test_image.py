@@ -135,3 +135,21 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_both_recipes_add_the_gp_lock_for_the_gp_flavour_only_requiring_its_hashes():
+    """FLAVOUR=gp (hack/image.sh) and --build-arg FLAVOUR=gp (Dockerfile) install PyTorch's hashed
+    lock after the image's own; the default image never does."""
+    joined = {
+        where: re.sub(r"\\\n\s*", " ", recipe) for where, recipe in (("Dockerfile", DOCKERFILE), ("script", SCRIPT))
+    }
+    for where, recipe in joined.items():
+        gp = [
+            line
+            for line in recipe.splitlines()
+            if "pip install" in line and "requirements-gp" in line or ("pip install" in line and '"$gp_lock"' in line)
+        ]
+        assert len(gp) == 1, f"{where}: {gp}"
+        assert "--require-hashes" in gp[0] and "--no-deps" in gp[0] and "--only-binary=:all:" in gp[0]
+        assert re.search(r'"\$FLAVOUR" = gp|"\$flavour" = gp', recipe), where
+    assert script_var("gp_lock").endswith("deploy/image/requirements-gp.txt")

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FILES = ["pyproject.toml", "requirements-dev.txt", "requirements-dev.in", "deploy/image/requirements.txt"]
+FILES = [
+    "pyproject.toml",
+    "requirements-dev.txt",
+    "requirements-dev.in",
+    "deploy/image/requirements.txt",
+    "deploy/image/requirements-gp.txt",
+]
 
 _spec = importlib.util.spec_from_file_location("check_locks", REPO / "hack" / "check-locks.py")
 check_locks = sys.modules["check_locks"] = importlib.util.module_from_spec(_spec)  # (its dataclass)
@@ -149,3 +155,19 @@ def test_an_image_pin_whose_hashes_differ_from_the_development_locks_fails(copy:
     # A hash left out is a difference too: the image would refuse a file the tests installed.
     edit(image, block.replace(first, "0" * 64), block.split(" \\\n")[0] + "\n")
     assert len(check_locks.check(copy)) == 1
+
+
+def test_the_gp_flavour_lock_pins_its_extra_and_nothing_the_image_pins(copy: Path):
+    gp = copy / "deploy/image/requirements-gp.txt"
+    assert "torch==" in gp.read_text()
+    edit(copy / "pyproject.toml", '"torch>=2.2"', '"torch>=99"')
+    problems = check_locks.check(copy)
+    version = pinned(gp, "torch")
+    assert problems == [
+        f"pyproject.toml [gp] needs torch>=99, but deploy/image/requirements-gp.txt pins torch=={version} (make lock)"
+    ]
+    edit(copy / "pyproject.toml", '"torch>=99"', '"torch>=2.2"')
+    gp.write_text(gp.read_text() + entry(copy / "deploy/image/requirements.txt", "pydantic"))
+    assert check_locks.check(copy) == [
+        "deploy/image/requirements-gp.txt pins pydantic, which deploy/image/requirements.txt pins already (make lock)"
+    ]

@@ -2,6 +2,7 @@
 
 import pytest
 
+from hpo_operator.api.parameters import METRIC_NAME_PATTERN
 from hpo_operator.core.metrics import (
     Sample,
     final_samples,
@@ -129,6 +130,19 @@ def test_step_is_not_a_metric_unless_wanted():
 def test_metric_names_may_contain_dots_slashes_and_dashes():
     samples = parse_line("val/loss=0.3 train.acc=0.9 top-5=0.99", {"val/loss", "train.acc", "top-5"})
     assert as_tuples(samples) == [("val/loss", 0.3, None), ("train.acc", 0.9, None), ("top-5", 0.99, None)]
+
+
+@pytest.mark.parametrize("name", ["Validation-accuracy", "loss/train", "top-5.acc", "_x", "a"])
+def test_every_metric_name_the_spec_takes_is_read_whole_from_a_name_value_pair(name):
+    # The objective's names are not placeholders: they may hold what this reader takes (api.parameters).
+    assert re.match(METRIC_NAME_PATTERN, name)
+    assert as_tuples(parse_line(f"epoch 3: {name}=0.5, other-{name}=1", {name})) == [(name, 0.5, None)]
+    assert parse_termination_message(json.dumps({name: 0.25}), {name})[0].value == 0.25
+
+
+@pytest.mark.parametrize("name", ["Validation accuracy", "-loss", "5x", "a=b", "a,b"])
+def test_a_name_the_reader_would_split_or_not_take_is_not_a_metric_name(name):
+    assert not re.match(METRIC_NAME_PATTERN, name)
 
 
 def test_only_wanted_metrics_are_kept_from_lines():

@@ -115,7 +115,7 @@ def test_the_manifest_is_an_experiment_the_models_read_back():
         (lambda: spec(algorithm="bayes"), "invalid algorithm 'bayes'"),
         (lambda: spec(retry_on=["Crash"]), "invalid retry_on class 'Crash'"),
         (lambda: spec(retries=50), "the retry policy: max_retries: Input should be less than or equal to 20"),
-        (lambda: spec(objective="val-loss"), "the objective: metric_name"),
+        (lambda: spec(objective="val loss"), "the objective: metric_name"),
         (lambda: spec(image=None, command=None), "give the trial's image"),
         (lambda: experiment_manifest("MNIST", spec()), "invalid experiment name 'MNIST'"),
         (lambda: experiment_manifest("x" * 41, spec()), "at most 40 characters"),

@@ -769,7 +769,8 @@ def test_a_finished_experiment_does_nothing_more():
         ],
     }
     trials = [succeeded(0, 0.5), failed(1, "OOMKilled")]
-    plan = run(make_spec(maxTrialCount=5), trials, status=status)
+    # (maxTrialCount as it ended: a larger one continues it, see test_budgets.py)
+    plan = run(make_spec(maxTrialCount=2, parallelTrialCount=1), trials, status=status)
     assert plan.create_trials == [] and plan.start_workloads == []
     assert exp_status(plan)["phase"] == "Succeeded"
     assert exp_status(plan)["conditions"] == status["conditions"]
@@ -1068,7 +1069,8 @@ def test_user_trial_in_a_finished_experiment_still_runs():
             }
         ],
     }
-    plan = run(make_spec(), [succeeded(0, 0.01), user_trial("my-run", {"x": "5"})], status=status)
+    spec = make_spec(objective={"goal": 0.05})  # (without its goal, a GoalReached experiment goes on)
+    plan = run(spec, [succeeded(0, 0.01), user_trial("my-run", {"x": "5"})], status=status)
     assert plan.trial_metadata["my-run"]["ownerReferences"] == owner_refs()
     assert plan.start_workloads == ["my-run"]
     assert plan.create_trials == []

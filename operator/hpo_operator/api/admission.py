@@ -34,3 +34,18 @@ def restart_refusal(phase: str, same: Sequence[tuple[str, str]]) -> tuple[str, s
     if active:
         return "ConfigurationActive", f"its configuration is already running in trial {active}"
     return None
+
+
+# Population-based training: a segment's run is decided by the population (planner/population.py),
+# whose next generation reads how each segment ended. Another run of a segment, or a configuration
+# of the user's own, would have no place in it.
+POPULATION_REFUSED = "PopulationBasedTraining"
+
+
+def population_refusal(what: str) -> tuple[str, str]:
+    """Why `what` (a Trial of the user's, a restart) is refused in a pbt experiment."""
+    return (
+        POPULATION_REFUSED,
+        f"{what} is not taken by a pbt experiment: its population decides every segment it runs, and "
+        "each generation is decided from how the one before ended",
+    )

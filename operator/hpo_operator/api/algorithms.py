@@ -110,6 +110,56 @@ class NsgaIIISettings(NsgaIISettings):
     dividing_parameter: WholeNumber | None = Field(None, ge=1)
 
 
+# A population: at least two members to rank, at most what one experiment's rounds plan at ease (a
+# generation's boundary decides and creates every member's next segment in one round).
+MIN_POPULATION = 2
+MAX_POPULATION = 1000
+MAX_PERTURBATION_FACTORS = 8
+
+
+def _factors(text: Any) -> Any:
+    """perturbationFactors as written: numbers separated by commas ("0.8,1.2")."""
+    if not isinstance(text, str):
+        return text
+    why = "input should be numbers separated by commas, such as 0.8,1.2"
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise PydanticCustomError("factors_text", why)
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise PydanticCustomError("factors_text", why) from None
+
+
+Factors = Annotated[
+    tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...],
+    BeforeValidator(_factors),
+    Field(min_length=1, max_length=MAX_PERTURBATION_FACTORS),
+]
+# The share of the population that exploits (the worst) and is exploited (the best): at most half,
+# so that no member is both.
+Quantile = Annotated[float, _python_number(float), Field(gt=0, le=0.5, allow_inf_nan=False)]
+
+
+class PbtSettings(AlgorithmSettings):
+    """Population-based training (planner/population.py decides; search/population.py explores).
+    Not a sampler's arguments: pbt_settings() gives them with their defaults filled in."""
+
+    # Required (the CRD refuses a pbt experiment without it, and maxTrialCount must be a multiple).
+    population_size: WholeNumber = Field(ge=MIN_POPULATION, le=MAX_POPULATION)
+    # The steps a segment trains: segment g trains to step (g + 1) x perturbationInterval.
+    perturbation_interval: WholeNumber = Field(1, ge=1, le=10**9)
+    truncation_quantile: Quantile = 0.25
+    resample_probability: Probability = 0.25
+    perturbation_factors: Factors = (0.8, 1.2)
+
+
+class GpSettings(AlgorithmSettings):
+    n_startup_trials: WholeNumber | None = Field(None, ge=0)
+    # The objective has no noise: the Gaussian process then fits the results exactly.
+    deterministic_objective: Flag | None = None
+
+
 # Keyed by AlgorithmName's words, in its order (the CEL rule and its message list them so; a test
 # keeps every algorithm here).
 SETTINGS: dict[str, type[AlgorithmSettings]] = {
@@ -120,6 +170,8 @@ SETTINGS: dict[str, type[AlgorithmSettings]] = {
     AlgorithmName.qmc.value: QmcSettings,
     AlgorithmName.nsga2.value: NsgaIISettings,
     AlgorithmName.nsga3.value: NsgaIIISettings,
+    AlgorithmName.pbt.value: PbtSettings,
+    AlgorithmName.gp.value: GpSettings,
 }
 
 
@@ -162,8 +214,14 @@ def parse_settings(algorithm: str, settings: Mapping[str, str]) -> dict[str, Any
         parsed = SETTINGS[algorithm].model_validate(dict(settings))
     except ValidationError as e:
         order = list(settings)
-        first = min(e.errors(), key=lambda error: order.index(_setting_name(error)))
+        # A setting that is missing sorts first: it is not in the order given.
+        first = min(
+            e.errors(),
+            key=lambda error: order.index(_setting_name(error)) if _setting_name(error) in order else -1,
+        )
         name = _setting_name(first)
+        if first["type"] == "missing":
+            raise SettingsError(f"algorithm {algorithm} needs the setting {name}") from None
         if first["type"] == "extra_forbidden":  # also a field's Python name: users write the alias
             raise SettingsError(
                 f"algorithm {algorithm} has no setting {name} "
@@ -172,3 +230,10 @@ def parse_settings(algorithm: str, settings: Mapping[str, str]) -> dict[str, Any
         why = first["msg"][:1].lower() + first["msg"][1:]
         raise SettingsError(f"algorithm {algorithm}, setting {name}: {why}, not {settings[name]!r}") from None
     return parsed.model_dump(exclude_unset=True)
+
+
+def pbt_settings(settings: Mapping[str, str]) -> PbtSettings:
+    """A pbt experiment's settings (name -> text as written), with their defaults. Raises
+    SettingsError as parse_settings does."""
+    parse_settings(AlgorithmName.pbt.value, settings)
+    return PbtSettings.model_validate(dict(settings))

@@ -178,10 +178,13 @@ def experiment_crd() -> dict[str, Any]:
                 description="Best objective value so far",
             ),
             _column("Best-Trial", ".status.currentOptimalTrial.trialName", priority=1),
+            # Columns that only some experiments fill are for -o wide (priority 1): a newcomer's first
+            # `kubectl get` shows no empty ones.
             _column(
                 "Front",
                 ".status.paretoFrontSize",
                 "integer",
+                priority=1,
                 description="Several objectives: trials on the Pareto front",
             ),
             _column("Hypervolume", ".status.hypervolume", "number", priority=1),
@@ -198,6 +201,19 @@ def experiment_crd() -> dict[str, Any]:
             ),
             _column("Max", ".spec.maxTrialCount", "integer", priority=1),
             _column("Algorithm", ".spec.algorithm.name", priority=1),
+            _column(
+                "Run-Seconds",
+                ".status.spent.durationSeconds",
+                "number",
+                priority=1,
+                description="Running time spent (suspended time not counted), as of status.spent.time",
+            ),
+            _column(
+                "Compute",
+                ".status.spent.summary",
+                priority=1,
+                description="Resource-seconds the trials spent, per resource, as of status.spent.time",
+            ),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
         validations=[
@@ -222,18 +238,35 @@ def trial_crd() -> dict[str, Any]:
             _column("Status", ".status.phase"),
             _column("Objective", ".status.objectiveValue", "number"),
             _column("Attempt", ".spec.attempt", "integer"),
+            _column("Parameters", ".status.parameterSummary"),
+            # Filled for some experiments only (checkpoints, several objectives, constraints): -o wide.
             _column(
                 "Resumed",
                 ".status.resumedFrom.step",
                 "integer",
+                priority=1,
                 description="The step a resumed attempt continued from (checkpoint)",
             ),
-            # After the single objective's columns, which keep their places.
-            _column("Objectives", ".status.objectiveSummary", description="Several objectives: their values"),
-            _column("Feasible", ".status.feasible", "boolean", description="With constraints: whether they are met"),
-            _column("Parameters", ".status.parameterSummary"),
+            _column(
+                "Objectives", ".status.objectiveSummary", priority=1, description="Several objectives: their values"
+            ),
+            _column(
+                "Feasible",
+                ".status.feasible",
+                "boolean",
+                priority=1,
+                description="With constraints: whether they are met",
+            ),
             _column("Reason", ".status.reason", priority=1),
             _column("Retried-By", ".status.retriedBy", priority=1),
+            _column("Member", ".spec.segment.member", "integer", priority=1, description="pbt: the member it trains"),
+            _column("Generation", ".spec.segment.generation", "integer", priority=1, description="pbt: its generation"),
+            _column(
+                "Parent",
+                ".spec.segment.parent",
+                priority=1,
+                description="pbt: the segment whose checkpoint it starts from",
+            ),
             _column("Age", ".metadata.creationTimestamp", "date"),
         ],
         validations=[

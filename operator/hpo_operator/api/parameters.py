@@ -15,6 +15,9 @@ from .vocabulary import ParameterType
 
 # A parameter's name, usable as ${params.NAME} in the trial template (and a metric's name).
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A metric's name: not a placeholder, so it may also hold the characters the stdout reader takes in a
+# `name=value` pair (core/metrics.py), such as Katib's Validation-accuracy or a framework's loss/train.
+METRIC_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_./-]*$"
 
 NUMBER_RE = r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
 

@@ -9,16 +9,25 @@ manifest is refused by `kubectl apply` rather than discovered by the operator.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from . import population
 from .algorithms import settings_rule, settings_rule_message
 from .base import Model, cel, schema_extra
-from .parameters import NAME_PATTERN, Parameter
+from .parameters import METRIC_NAME_PATTERN, Parameter
 from .regex import format_problem
 from .template import TrialTemplate
-from .vocabulary import AlgorithmName, EarlyStoppingAlgorithm, MetricsSource, ObjectiveType, RetryableFailureClass
+from .vocabulary import (
+    AlgorithmName,
+    BudgetRunningTrials,
+    EarlyStoppingAlgorithm,
+    MetricsSource,
+    ObjectiveType,
+    RetryableFailureClass,
+)
 
 # A placeholder in the trial template: ${params.NAME}, ${trial.name}, ${trial.attempt},
 # ${experiment.name}.
@@ -35,11 +44,20 @@ MIN_OBJECTIVES = 2
 MAX_OBJECTIVES = 8
 MAX_CONSTRAINTS = 16
 
+# objective's fields but goal are immutable: each the same, or absent in both.
+OBJECTIVE_UNCHANGED_BUT_GOAL = " && ".join(
+    f"(has(self.objective.{f}) == has(oldSelf.objective.{f})) "
+    f"&& (!has(self.objective.{f}) || self.objective.{f} == oldSelf.objective.{f})"
+    for f in ("type", "metricName", "metrics", "constraints", "additionalMetricNames")
+)
+
 
 class ObjectiveMetric(Model):
     """One of several objectives: a metric and its direction."""
 
-    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of a metric the trials report.")
+    metric_name: str = Field(
+        pattern=METRIC_NAME_PATTERN, max_length=63, description="Name of a metric the trials report."
+    )
     type: ObjectiveType = Field(description="Whether this metric is minimised or maximised.")
     reference_value: float | None = Field(
         None,
@@ -67,7 +85,9 @@ class MetricConstraint(Model):
         )
     )
 
-    metric_name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of a metric the trials report.")
+    metric_name: str = Field(
+        pattern=METRIC_NAME_PATTERN, max_length=63, description="Name of a metric the trials report."
+    )
     min: float | None = Field(None, description="Feasible trials report at least this value.")
     max: float | None = Field(None, description="Feasible trials report at most this value.")
 
@@ -124,7 +144,7 @@ class Objective(Model):
     )
     metric_name: str | None = Field(
         None,
-        pattern=NAME_PATTERN,
+        pattern=METRIC_NAME_PATTERN,
         max_length=63,
         description="One objective: the name of the metric the trials report (with type).",
     )
@@ -142,7 +162,7 @@ class Objective(Model):
         description=(
             "Several objectives, instead of type and metricName: the experiment searches their Pareto "
             "front (the trials no other trial beats in every objective), in status.paretoFront. "
-            "Every objective is a metric each trial must report. Without earlyStopping, goal and cmaes."
+            "Every objective is a metric each trial must report. Without goal and cmaes; earlyStopping takes asha only."
         ),
         json_schema_extra=schema_extra(list_type="map", list_map_keys=["metricName"]),
     )
@@ -242,8 +262,16 @@ class Algorithm(Model):
             "nStartupTrials, ...). cmaes: CMA-ES (sigma0, popsize, ...; categoricals sampled at "
             "random). qmc: quasi-Monte Carlo (qmcType sobol or halton, scramble). nsga2, nsga3: "
             "genetic algorithms for several objectives (populationSize, mutationProb, crossoverProb, "
-            "swappingProb; nsga3 also dividingParameter). With several objectives: tpe, nsga2, nsga3, "
-            "random, grid, qmc."
+            "swappingProb; nsga3 also dividingParameter). gp: Bayesian optimisation with a Gaussian "
+            "process (nStartupTrials, deterministicObjective; several objectives, constraints and "
+            "parallel trials too), where the operator has PyTorch (its image's gp flavour). With "
+            "several objectives: tpe, nsga2, nsga3, gp, random, grid, qmc. pbt: population-based "
+            "training: populationSize members train in segments (one Trial each) of "
+            "perturbationInterval steps; after each generation the worst truncationQuantile of them "
+            "copy the checkpoint and hyperparameters of one of the best truncationQuantile and perturb "
+            "them (each number times one of perturbationFactors, or resampled with "
+            "resampleProbability); maxTrialCount is populationSize x generations. Needs "
+            "trialTemplate.checkpoint and one objective."
         ),
     )
     seed: int | None = Field(
@@ -321,7 +349,8 @@ class EarlyStopping(Model):
     algorithm: EarlyStoppingAlgorithm = Field(
         description=(
             "median: stop a trial whose best value so far is worse than the median of the finished "
-            "trials' values at the same step. asha: asynchronous successive halving. hyperband: "
+            "trials' values at the same step. asha: asynchronous successive halving (with several "
+            "objectives, on their non-dominated rank, ties broken by crowding distance). hyperband: "
             "several successive-halving brackets, each trial in one, trading how many trials go on "
             "against how early they are judged."
         )
@@ -423,6 +452,71 @@ def metrics_format_problem(pattern: str) -> str | None:
     return format_problem(pattern)
 
 
+# A resource's name as Kubernetes spells it (cpu, memory, nvidia.com/gpu, example.com/fpga).
+RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+MAX_BUDGET_RESOURCES = 16
+# A year of running time; a resource budget of 10^12 resource-seconds (a million GPUs for 11 days).
+MAX_DURATION_SECONDS = 366 * 86400
+MAX_RESOURCE_SECONDS = 1e12
+
+
+class Budget(Model):
+    """Limits in time and compute. Once one is reached no new trial starts (no suggestion, retry or
+    resumed run), and the experiment ends Succeeded with that limit's reason (MaxDurationReached,
+    ComputeBudgetReached); raising the limit continues it."""
+
+    max_duration_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DURATION_SECONDS,
+        description=(
+            "How long the experiment may run: the time its phase is Running, so suspended (and "
+            "finished) time does not count. Kept in status.spent (durationSeconds as of time)."
+        ),
+    )
+    max_resource_seconds: dict[str, Annotated[float, Field(gt=0, le=MAX_RESOURCE_SECONDS)]] | None = Field(
+        None,
+        description=(
+            "Compute per resource, in resource-seconds: the sum over every trial (retries, restarts "
+            "and resumed runs included) of what its workload requests (requests, else limits; times "
+            "its pods: a Job's parallelism, replicas, a TrainJob's numNodes) times how long it ran, "
+            "from its pod's start (queue and scheduling time excluded) to its end. E.g. "
+            "{nvidia.com/gpu: 360000} is 100 GPU-hours. Kept in status.spent.resources."
+        ),
+        json_schema_extra={
+            "maxProperties": MAX_BUDGET_RESOURCES,
+            **schema_extra(
+                validations=[
+                    cel(
+                        "self.all(k, size(k) <= 253 && k.matches('" + RESOURCE_NAME_PATTERN + "'))",
+                        "maxResourceSeconds' keys are resource names, e.g. cpu, memory or nvidia.com/gpu",
+                    ),
+                ]
+            ),
+        },
+    )
+    running_trials: BudgetRunningTrials = Field(
+        BudgetRunningTrials.stop,
+        description=(
+            "What the trials still running when a limit is reached do. Stop (the default): they are "
+            "stopped (Killed, reason ExperimentFinished) and the experiment ends at once, so a limit "
+            "is never passed by more than a moment. Finish: they run to their end, which the "
+            "experiment waits for; nothing new starts meanwhile."
+        ),
+    )
+
+    @field_validator("max_resource_seconds")
+    @classmethod
+    def _resources(cls, limits: dict[str, float] | None) -> dict[str, float] | None:
+        # The CRD's CEL refuses the same at apply; this keeps specs built in Python honest too.
+        if len(limits or {}) > MAX_BUDGET_RESOURCES:
+            raise ValueError(f"maxResourceSeconds takes at most {MAX_BUDGET_RESOURCES} resources")
+        for name in limits or {}:
+            if len(name) > 253 or not re.match(RESOURCE_NAME_PATTERN, name):
+                raise ValueError(f"maxResourceSeconds: {name!r} is not a resource name")
+        return limits
+
+
 class ExperimentSpec(Model):
     model_config = ConfigDict(
         json_schema_extra=schema_extra(
@@ -435,16 +529,25 @@ class ExperimentSpec(Model):
                     "grid search needs a step for every double parameter",
                 ),
                 cel(
-                    "!has(self.objective.metrics) || !has(self.earlyStopping)",
-                    "earlyStopping needs a single objective: Optuna's pruners support single objectives only",
+                    "!has(self.objective.metrics) || !has(self.earlyStopping) "
+                    "|| self.earlyStopping.algorithm == 'asha'",
+                    "with several objectives earlyStopping takes asha only (successive halving on the "
+                    "objectives' non-dominated rank): the median of several objectives is not defined, and "
+                    "hyperband's brackets are not implemented for them",
                 ),
                 cel(
                     "!has(self.objective.metrics) || self.algorithm.name != 'cmaes'",
-                    "cmaes supports a single objective only; for several use tpe, nsga2, nsga3, random, grid or qmc",
+                    "cmaes supports a single objective only; for several use tpe, nsga2, nsga3, gp, random, grid "
+                    "or qmc",
                 ),
                 cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
-                cel("self.objective == oldSelf.objective", "objective is immutable"),
+                cel(
+                    OBJECTIVE_UNCHANGED_BUT_GOAL,
+                    "objective is immutable, but for its goal (a goal changed on a finished experiment "
+                    "that reached its goal continues it)",
+                ),
                 cel("self.algorithm == oldSelf.algorithm", "algorithm is immutable"),
+                *population.rules(),
             ]
         )
     )
@@ -467,7 +570,9 @@ class ExperimentSpec(Model):
         le=100000,
         description=(
             "How many configurations the experiment tries. Retries of a configuration do not count; "
-            "runs of a configuration requested by a user do."
+            "runs of a configuration requested by a user do. With algorithm pbt it counts segments: "
+            "populationSize x generations (a multiple of populationSize), so maxTrialCount / "
+            "populationSize is the number of generations."
         ),
     )
     max_failed_trial_count: int | None = Field(
@@ -511,6 +616,7 @@ class ExperimentSpec(Model):
     )
     metrics_collector: MetricsCollector = Field(default_factory=MetricsCollector)
     early_stopping: EarlyStopping | None = None
+    budget: Budget | None = None
     trial_template: TrialTemplate
 
 
@@ -525,6 +631,11 @@ class TrialSpec(Model):
             validations=[
                 cel("self.parameters == oldSelf.parameters", "parameters are immutable"),
                 cel("self.experimentName == oldSelf.experimentName", "experimentName is immutable"),
+                cel(
+                    "has(self.segment) == has(oldSelf.segment) "
+                    "&& (!has(self.segment) || self.segment == oldSelf.segment)",
+                    "segment is immutable",
+                ),
             ]
         )
     )
@@ -550,5 +661,12 @@ class TrialSpec(Model):
         ge=0,
         description=(
             "Which suggestion of the experiment's algorithm this configuration is (unset for runs requested by a user)."
+        ),
+    )
+    segment: population.Segment | None = Field(
+        None,
+        description=(
+            "Population-based training (algorithm pbt): the member, generation and parent segment this "
+            "Trial trains; set by the operator when it creates the Trial."
         ),
     )

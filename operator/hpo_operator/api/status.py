@@ -60,6 +60,27 @@ class PhaseChange(Model):
 STATUS_HISTORY_LIMIT = 50
 
 
+class ResourceSpent(Model):
+    resource: str = Field(max_length=253)
+    seconds: float = Field(description="Resource-seconds: what the trials requested times how long they ran.")
+
+
+class Spent(Model):
+    """What the experiment has spent, as of `time` (core/spend.py says how each is derived)."""
+
+    duration_seconds: float = Field(
+        0.0, description="Running time: the time the phase was Running (suspended and finished time do not count)."
+    )
+    resources: list[ResourceSpent] | None = Field(
+        None,
+        max_length=64,
+        description="Per resource the trials request, its resource-seconds (retries and restarts included).",
+        json_schema_extra=schema_extra(list_type="map", list_map_keys=["resource"]),
+    )
+    time: str = Field(json_schema_extra={"format": "date-time"})
+    summary: str | None = Field(None, description="The compute spent in one line, for kubectl get -o wide.")
+
+
 class ExperimentStatus(Model):
     phase: ExperimentPhase | None = Field(None, description="Created, Running, Suspended, Succeeded or Failed.")
     status_history: list[PhaseChange] | None = Field(
@@ -113,6 +134,13 @@ class ExperimentStatus(Model):
             "front dominates, up to the reference point (larger is better)."
         ),
     )
+    spent: Spent | None = Field(
+        None,
+        description=(
+            "Running time and compute spent so far (spec.budget limits them): written with the "
+            "status's other changes, and at least every minute while trials run."
+        ),
+    )
 
 
 METRIC_HISTORY_LIMIT = 200
@@ -121,7 +149,9 @@ METRIC_HISTORY_LIMIT = 200
 class ResumedFrom(Model):
     """Where a resumed attempt continued: the program reported the metric resumed_step."""
 
-    trial: str | None = Field(None, description="The attempt whose checkpoint it found.")
+    trial: str | None = Field(
+        None, description="The attempt whose checkpoint it found (with pbt: its parent segment's Trial)."
+    )
     attempt: int = Field(ge=1)
     step: int = Field(description="The step it resumed from.")
 
@@ -156,6 +186,20 @@ class TrialStatus(Model):
     )
     parameter_summary: str | None = Field(None, description="name=value pairs, for kubectl get.")
     retried_by: str | None = Field(None, description="The trial that re-runs this one, if any.")
+    requests: dict[str, float] | None = Field(
+        None,
+        description=(
+            "What one run of this trial requests in all, per resource in its base unit (cpu in cores, "
+            "memory in bytes): its pods' requests (else limits), recorded when its workload is started."
+        ),
+    )
+    run_seconds: float | None = Field(
+        None,
+        description=(
+            "How long its workload ran, from its start to its end (its container's finish, or when the "
+            "operator stopped it); set when the trial finishes."
+        ),
+    )
     resumed_from: ResumedFrom | None = None
     observed_generation: int | None = None
 

@@ -33,7 +33,18 @@ class Checkpoint(Model):
         description=(
             "When a configuration's claim is removed: DeleteOnSuccess once it succeeded (failed ones "
             "stay for inspection), Delete once it is done either way, Keep with the experiment. "
-            "Deleting the experiment removes them all."
+            "Deleting the experiment removes them all. With algorithm pbt a claim per segment: a "
+            "generation's claims go once the next generation has ended (the last generation's stay "
+            "under DeleteOnSuccess)."
+        ),
+    )
+    copy_image: str | None = Field(
+        None,
+        max_length=1024,
+        description=(
+            "Algorithm pbt: the image of the step that copies a segment's starting checkpoint into its "
+            "claim before the program starts (it runs sh, cp, mv and rm). Default: the primary "
+            "container's image."
         ),
     )
 

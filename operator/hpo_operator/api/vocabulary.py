@@ -25,6 +25,9 @@ L_CONFIG = f"{GROUP}/config"  # a hash of the configuration: its trials share it
 L_ATTEMPT = f"{GROUP}/attempt"
 L_LINEAGE = f"{GROUP}/lineage"
 L_LAUNCH = f"{GROUP}/launch-reason"  # a LaunchReason
+# Population-based training: the member a segment trains and its generation (on its Trial, pod and claim).
+L_MEMBER = f"{GROUP}/member"
+L_GENERATION = f"{GROUP}/generation"
 L_BOOKMARKED = f"{GROUP}/bookmarked"  # the kubectl plugin's bookmarks
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hpo-operator", "app.kubernetes.io/part-of": "hpo-operator"}
 
@@ -129,6 +132,8 @@ class AlgorithmName(StrEnum):
     qmc = "qmc"
     nsga2 = "nsga2"
     nsga3 = "nsga3"
+    pbt = "pbt"
+    gp = "gp"
 
 
 class ParameterType(StrEnum):
@@ -148,6 +153,22 @@ class EarlyStoppingAlgorithm(StrEnum):
     median = "median"
     asha = "asha"
     hyperband = "hyperband"
+
+
+# What a budget's end does to the trials still running (spec.budget.runningTrials).
+class BudgetRunningTrials(StrEnum):
+    stop = "Stop"
+    finish = "Finish"
+
+
+# The reasons an experiment ends Succeeded with: a limit of its spec was reached (raising the limit
+# continues it: see planner/experiment.py, reopen), its goal was reached, or its grid is done.
+class EndReason(StrEnum):
+    goal_reached = "GoalReached"
+    max_trials_reached = "MaxTrialsReached"
+    max_duration_reached = "MaxDurationReached"
+    compute_budget_reached = "ComputeBudgetReached"
+    search_space_exhausted = "SearchSpaceExhausted"
 
 
 class PodRetention(StrEnum):

@@ -160,3 +160,73 @@ unbookmark = _one_change(
     lambda s, experiment, namespace: hpo.set_bookmark(s, experiment, False, namespace),
     "experiment {name} unbookmarked",
 )
+
+
+def _resource_seconds(items: list[str] | None) -> dict[str, float] | None:
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r}: give RESOURCE=SECONDS, e.g. nvidia.com/gpu=36000") from None
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{item!r}: give RESOURCE=SECONDS, e.g. nvidia.com/gpu=36000")
+    return out or None
+
+
+def extend(
+    experiment: ExperimentArg,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials", min=1, metavar="N", help="N more configurations than it has launched (raises maxTrialCount)."
+        ),
+    ] = None,
+    duration: Annotated[
+        int | None,
+        typer.Option(
+            "--duration",
+            min=1,
+            metavar="SECONDS",
+            help="SECONDS more running time than it has spent (raises budget.maxDurationSeconds).",
+        ),
+    ] = None,
+    compute: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--compute",
+            metavar="RESOURCE=SECONDS",
+            help="More resource-seconds than its trials spent, e.g. nvidia.com/gpu=36000 (raises "
+            "budget.maxResourceSeconds; repeatable).",
+        ),
+    ] = None,
+    goal: Annotated[
+        float | None,
+        typer.Option("--goal", metavar="VALUE", help="A new goal (continues an experiment that reached its goal)."),
+    ] = None,
+    namespace: NamespaceOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Raise an experiment's limits. One that ended at a limit (MaxTrialsReached, MaxDurationReached,
+    ComputeBudgetReached) goes on with the same search: its trials are kept, new ones are numbered
+    after them, and the trials its end stopped run again."""
+    s = hpo.connect(kubeconfig, context)
+    result = hpo.extend_experiment(
+        s,
+        experiment,
+        namespace,
+        more_trials=trials,
+        more_seconds=duration,
+        more_resource_seconds=_resource_seconds(compute),
+        goal=goal,
+    )
+    if output != Output.table:
+        return emit(result.to_dict(), output)
+    changed = "; ".join(
+        f"{field} {old if old is not None else 'unset'} -> {new}" for field, (old, new) in result.changes.items()
+    )
+    then = ": it goes on with the same search" if result.goes_on else ""
+    echo(f"experiment {result.experiment} extended ({changed}){then}")

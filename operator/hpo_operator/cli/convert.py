@@ -32,6 +32,16 @@ def convert(
             ),
         ),
     ] = None,
+    gp: Annotated[
+        bool,
+        typer.Option(
+            "--gp/--no-gp",
+            help=(
+                "Katib's bayesianoptimization becomes gp, a Gaussian process (needs the operator's gp "
+                "image flavour), or with --no-gp tpe."
+            ),
+        ),
+    ] = True,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
 ) -> None:
@@ -39,7 +49,7 @@ def convert(
     `# note:` comment wherever the meaning changes; a field with no equivalent is an error naming
     it. Pipe the output to `kubectl apply -f -`, or pass --apply."""
     text, source = read_input(filename)
-    converted = hpo.convert_katib(text, origin=source, namespace=namespace)
+    converted = hpo.convert_katib(text, origin=source, namespace=namespace, gp=gp)
     if not apply:
         sys.stdout.write(hpo.katib_yaml(converted))
         return

@@ -210,7 +210,7 @@ def describe(
     output: OutputOpt = Output.table,
 ) -> None:
     """Show an experiment: spec summary, progress, conditions, status history, best trial and trials."""
-    from hpo_operator.client.views import format_number, format_params, format_when
+    from hpo_operator.client.views import format_number, format_params, format_when, spending_lines
 
     s = hpo.connect(kubeconfig, context)
     d = hpo.describe_experiment(s, experiment, namespace)
@@ -249,6 +249,14 @@ def describe(
                     f"{spec.get('maxFailedTrialCount', 'unlimited')}",
                 ),
                 ("Retries", f"up to {retry.get('maxRetries')} on {', '.join(retry.get('retryOn') or []) or 'nothing'}"),
+                ("Spent", "; ".join(spending_lines(d.spent)) if d.spent else None),
+                (
+                    "On a limit",
+                    f"running trials {'finish' if d.spent.running_trials == 'Finish' else 'are stopped'} "
+                    f"(budget.runningTrials {d.spent.running_trials})"
+                    if d.spent and d.spent.running_trials
+                    else None,
+                ),
                 ("Suspend", "true" if spec.get("suspend") else None),
                 ("Warm start from", spec.get("warmStartFrom")),
                 ("Early stopping", spec.get("earlyStopping")),

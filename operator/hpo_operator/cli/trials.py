@@ -88,6 +88,13 @@ def trials(
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Also labels, retries and each trial's per-step metric history.")
     ] = False,
+    lineage: Annotated[
+        bool,
+        typer.Option(
+            "--lineage",
+            help="pbt: the segments as a tree, each under the segment whose checkpoint it started from.",
+        ),
+    ] = False,
     namespace: NamespaceOpt = None,
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
@@ -96,6 +103,8 @@ def trials(
     """List an experiment's trials (ListRuns): parameters, final metrics, labels; paged by token."""
     from hpo_operator.client.views import format_when
 
+    if lineage:
+        return show_lineage(experiment, namespace, kubeconfig, context, output)
     phases = hpo.parse_phases(status, hpo.TRIAL_PHASES)
     hpo.parse_order_by(order_by)  # bad input fails before the cluster is contacted
     s = hpo.connect(kubeconfig, context)
@@ -146,6 +155,45 @@ def trials(
             + (f" --max-results {result.page_size}" if result.page_size else "")
             + ")"
         )
+
+
+def lineage_rows(roots: "list[hpo.SegmentNode]") -> tuple[list[str], list[list]]:
+    from hpo_operator.client.lineage import rows
+    from hpo_operator.client.views import format_number, format_params
+
+    columns = ["SEGMENT", "MEMBER", "GENERATION", "FROM", "STATUS", "OBJECTIVE", "ATTEMPTS", "PARAMETERS"]
+    out = []
+    for drawing, node in rows(roots):
+        origin = f"exploited m{node.parent_member}" if node.exploited else ""
+        status = node.phase if node.failure is None else f"{node.phase} ({node.failure})"
+        out.append(
+            [
+                drawing + node.trial,
+                f"m{node.member}",
+                node.generation,
+                origin,
+                status,
+                format_number(node.objective_value),
+                node.attempts,
+                format_params(node.parameters),
+            ]
+        )
+    return columns, out
+
+
+def show_lineage(experiment: str, namespace: str | None, kubeconfig: str | None, context: str | None, output: Output):
+    s = hpo.connect(kubeconfig, context)
+    roots = hpo.lineage(s, experiment, namespace)
+    if output != Output.table:
+        return emit([r.to_dict() for r in roots], output)
+    if not roots:
+        note(f"Experiment {experiment} has no segments: --lineage is for algorithm pbt.")
+        return
+    show(table(*lineage_rows(roots)))
+    note(
+        "Each segment is under the segment whose checkpoint it started from: its own member's last, or "
+        "(exploited mK) member K's, whose hyperparameters it perturbed."
+    )
 
 
 def metrics(

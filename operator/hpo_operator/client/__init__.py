@@ -50,6 +50,9 @@ _EXPORTS = {
         "create_experiments",
         "delete_experiment",
         "describe_experiment",
+        "extend_experiment",
+        "extension",
+        "Extension",
         "follow_experiment",
         "get_experiment",
         "get_experiment_object",
@@ -76,9 +79,11 @@ _EXPORTS = {
         "sort_field",
         "token_page",
     ],
+    "lineage": ["SegmentNode"],
     "trials": [
         "configuration_refusal",
         "get_trial_object",
+        "lineage",
         "list_trials",
         "restart_refusal",
         "restart_trials",
@@ -144,6 +149,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         set_suspend,
         whoami,
     )
+    from .lineage import SegmentNode
     from .notebook import best_trial, create_experiment, trials_frame, wait
     from .query import (
         ExperimentFilter,
@@ -163,6 +169,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .trials import (
         configuration_refusal,
         get_trial_object,
+        lineage,
         list_trials,
         restart_refusal,
         restart_trials,

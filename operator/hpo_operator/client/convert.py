@@ -17,7 +17,11 @@ __all__ = ["Converted", "Note", "convert_katib", "katib_yaml"]
 
 
 def convert_katib(
-    source: str | Iterable[dict[str, Any]], *, origin: str = "the input", namespace: str | None = None
+    source: str | Iterable[dict[str, Any]],
+    *,
+    origin: str = "the input",
+    namespace: str | None = None,
+    gp: bool = True,
 ) -> list[Converted]:
     """Our Experiments from Katib's, given as YAML text (several documents allowed) or as parsed
     documents. Each result holds the manifest (`.manifest`), the notes where the mapping changes
@@ -25,9 +29,10 @@ def convert_katib(
     InvalidInput naming the Katib field that has no equivalent here, and why.
 
     `namespace` replaces the Katib Experiment's own (Katib's examples all name `kubeflow`, which a
-    user moving off Katib rarely keeps); without it, each keeps the namespace it named, if any."""
+    user moving off Katib rarely keeps); without it, each keeps the namespace it named, if any.
+    `gp`: Katib's bayesianoptimization becomes gp (needs the operator's gp image flavour), else tpe."""
     try:
-        converted = convert_yaml(source) if isinstance(source, str) else convert(source)
+        converted = convert_yaml(source, gp=gp) if isinstance(source, str) else convert(source, gp=gp)
     except KatibConversionError as e:
         raise InvalidInput(f"{origin}: {e}") from None
     if namespace is None:

@@ -16,6 +16,7 @@ from hpo_operator.core import times
 from .connection import Session
 from .errors import HpoError, InvalidInput, api_message, translate
 from .experiments import get_experiment_object, get_object, list_objects
+from .lineage import SegmentNode, forest
 from .query import Page, paginate, parse_order_by, sort_items, token_page
 from .views import MetricPoint, RestartResult, TrialSummary, metric_points, trial_summary
 
@@ -85,6 +86,13 @@ def list_trials(
     if page_token is not None or max_results is not None:
         return token_page(runs, page_token, max_results or page_size or 10)
     return Page(runs, total=len(runs), next_token="0")
+
+
+def lineage(s: Session, experiment: str, namespace: str | None = None) -> list[SegmentNode]:
+    """A pbt experiment's segments as a forest: each segment under the one whose checkpoint it
+    started from (client/lineage.py). Empty for an experiment of another algorithm."""
+    ns = get_experiment_object(s, experiment, namespace)["metadata"]["namespace"]
+    return forest(trial_summary(t) for t in trial_objects(s, experiment, ns))
 
 
 def trial_metrics(

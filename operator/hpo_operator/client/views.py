@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, L_BOOKMARKED, L_CONFIG, L_LAUNCH
-from hpo_operator.core import times
+from hpo_operator.core import spend, times
 
 # Labels every trial carries that say nothing about it in particular.
 BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
@@ -121,6 +121,7 @@ class TrialSummary(_Dictable):
     resumed_from: dict | None = None  # {trial, attempt, step}: a checkpoint it continued from
     objective_values: dict[str, float] | None = None  # several objectives: each one's value, by name
     feasible: bool | None = None  # with constraints: whether the trial met them
+    segment: dict | None = None  # pbt: its member, generation and parent segment (spec.segment)
 
 
 @dataclass
@@ -140,8 +141,27 @@ class ConditionView(_Dictable):
 
 
 @dataclass
+class ResourceSpending(_Dictable):
+    resource: str
+    seconds: float  # resource-seconds the trials spent
+    limit: float | None  # spec.budget.maxResourceSeconds, if it limits this resource
+
+
+@dataclass
+class Spending(_Dictable):
+    """What an experiment has spent, worked out now from its status and Trials as the operator does
+    (core/spend.py): its running time and, per resource its trials request, resource-seconds."""
+
+    duration_seconds: float
+    max_duration_seconds: int | None
+    resources: list[ResourceSpending]
+    running_trials: str | None  # spec.budget.runningTrials, with a budget
+
+
+@dataclass
 class ExperimentDetail(_Dictable):
-    """describe: the summary, the spec in short, conditions, status history, best trial, trials."""
+    """describe: the summary, the spec in short, conditions, status history, best trial, trials,
+    and what was spent."""
 
     summary: ExperimentSummary
     spec: dict[str, Any]
@@ -149,6 +169,7 @@ class ExperimentDetail(_Dictable):
     status_history: list[PhaseChange]
     best: dict[str, Any] | None
     trials: list[TrialSummary] = field(default_factory=list)
+    spent: Spending | None = None
 
 
 @dataclass
@@ -357,6 +378,7 @@ def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
         resumed_from=dict(status["resumedFrom"]) if status.get("resumedFrom") else None,
         objective_values=_objective_values(obj),
         feasible=status.get("feasible"),
+        segment=dict(spec["segment"]) if isinstance(spec.get("segment"), dict) else None,
     )
 
 
@@ -406,11 +428,46 @@ def spec_summary(spec: dict) -> dict[str, Any]:
         "suspend": bool(spec.get("suspend")),
         "warmStartFrom": spec.get("warmStartFrom"),
         "earlyStopping": (spec.get("earlyStopping") or {}).get("algorithm"),
+        "budget": spec.get("budget") or None,
     }
     return {k: v for k, v in result.items() if v not in (None, [])}
 
 
-def experiment_detail(obj: dict, trials: list[dict]) -> ExperimentDetail:
+def spending(obj: dict, trials: list[dict], now: datetime | None = None) -> Spending:
+    """What the experiment has spent by `now` (default: now), from its status and its Trials."""
+    now = now or times.now()
+    status = obj.get("status") or {}
+    recorded = status.get("spent") or {}
+    budget = (obj.get("spec") or {}).get("budget") or {}
+    limits = budget.get("maxResourceSeconds") or {}
+    used, _ = spend.compute((spend.Run.of(t.get("status")) for t in trials), now)
+    names = sorted({*used, *limits})
+    return Spending(
+        duration_seconds=round(
+            spend.duration(recorded.get("durationSeconds"), recorded.get("time"), status.get("phase"), now), 3
+        ),
+        max_duration_seconds=budget.get("maxDurationSeconds"),
+        resources=[ResourceSpending(r, round(used.get(r, 0.0), 3), limits.get(r)) for r in names],
+        running_trials=(budget.get("runningTrials") or "Stop") if budget else None,
+    )
+
+
+def spending_lines(spent: Spending) -> list[str]:
+    """What describe and the dashboard print: the running time, then each resource, with limits."""
+    limit = spent.max_duration_seconds
+    lines = [
+        f"running time {spend.hours(spent.duration_seconds)}"
+        + (f" of {spend.hours(limit)}" if limit else "")
+        + " (suspended time not counted)"
+    ]
+    for r in spent.resources:
+        line = f"{r.resource} {spend.resource_amount(r.resource, r.seconds)} ({r.seconds:,.0f} resource-seconds"
+        line += f" of {r.limit:,.0f})" if r.limit is not None else ")"
+        lines.append(line)
+    return lines
+
+
+def experiment_detail(obj: dict, trials: list[dict], now: datetime | None = None) -> ExperimentDetail:
     status = obj.get("status") or {}
     conditions = [
         ConditionView(
@@ -441,6 +498,7 @@ def experiment_detail(obj: dict, trials: list[dict]) -> ExperimentDetail:
         status_history=history,
         best=best or None,
         trials=[trial_summary(t) for t in trials],
+        spent=spending(obj, trials, now),
     )
 
 

@@ -61,6 +61,10 @@ COUNTERS = frozenset(
         "paretoFront",
         "paretoFrontSize",
         "hypervolume",
+        # What was spent is worked out again from the Trials and the phase as written (core/spend.py):
+        # it changes with every round while trials run, and a change of phase, which its exactness
+        # needs written with it, is written at once anyway.
+        "spent",
     }
 )
 

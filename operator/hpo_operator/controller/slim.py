@@ -51,10 +51,9 @@ def slim_pod(body: dict) -> dict:
     ]
     if conditions:
         slim_status["conditions"] = conditions
-    if status.get("containerStatuses"):
-        slim_status["containerStatuses"] = [
-            {"name": c.get("name"), "state": c.get("state") or {}} for c in status["containerStatuses"]
-        ]
+    for key in ("containerStatuses", "initContainerStatuses"):  # init: a checkpoint copy step's exit
+        if status.get(key):
+            slim_status[key] = [{"name": c.get("name"), "state": c.get("state") or {}} for c in status[key]]
     return compact(
         {
             "metadata": {

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from hpo_operator.api.algorithms import SettingsError, parse_settings
-from hpo_operator.api.parameters import NAME_PATTERN
+from hpo_operator.api.algorithms import MAX_POPULATION, MIN_POPULATION, SettingsError, parse_settings
+from hpo_operator.api.parameters import METRIC_NAME_PATTERN, NAME_PATTERN
 from hpo_operator.api.spec import EXPERIMENT_NAME_MAX_LENGTH, ExperimentSpec, metrics_format_problem
 from hpo_operator.api.vocabulary import API_VERSION
 
@@ -72,9 +72,10 @@ class Converted:
         return _emit(self)
 
 
-def convert(documents: Iterable[Any]) -> list[Converted]:
+def convert(documents: Iterable[Any], *, gp: bool = True) -> list[Converted]:
     """Our Experiments from parsed Katib documents (None, an empty document, is skipped; a v1 List
-    is read item by item)."""
+    is read item by item). `gp`: Katib's bayesianoptimization becomes gp (a Gaussian process, as
+    Katib's; it needs the operator's gp image flavour), else tpe, with a note either way."""
     items: list[Any] = []
     for doc in documents:
         if isinstance(doc, dict) and doc.get("kind") == "List" and doc.get("apiVersion") == "v1":
@@ -88,19 +89,19 @@ def convert(documents: Iterable[Any]) -> list[Converted]:
         name = ((doc.get("metadata") or {}).get("name") if isinstance(doc, dict) else None) or None
         label = f"experiment {name}" if name else f"document {index}"
         try:
-            results.append(_Conversion(doc).run())
+            results.append(_Conversion(doc, gp=gp).run())
         except KatibConversionError as e:
             raise KatibConversionError(e.path, e.reason, label) from None
     return results
 
 
-def convert_yaml(text: str) -> list[Converted]:
+def convert_yaml(text: str, *, gp: bool = True) -> list[Converted]:
     """convert() over the documents of a YAML (or JSON) text."""
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as e:
         raise KatibConversionError("input", f"not valid YAML: {e}") from None
-    return convert(documents)
+    return convert(documents, gp=gp)
 
 
 def to_yaml(converted: Iterable[Converted]) -> str:
@@ -112,6 +113,7 @@ def to_yaml(converted: Iterable[Converted]) -> str:
 
 _PARAMETER_TYPES = ("double", "int", "discrete", "categorical")
 _NAME_RE = re.compile(NAME_PATTERN)
+_METRIC_RE = re.compile(METRIC_NAME_PATTERN)
 _TRIAL_PARAMETER = re.compile(r"\$\{trialParameters\.([^}]*)\}")
 # Katib's success and failure conditions are gjson paths; the ones its defaults and examples use
 # test one condition's type and status, which our typed conditions say too.
@@ -150,28 +152,35 @@ _ALGORITHMS: dict[str, tuple[str, dict[str, str]]] = {
     "multivariate-tpe": ("tpe", {"n_startup_trials": "nStartupTrials", "n_ei_candidates": "nEICandidates"}),
     "cmaes": ("cmaes", {"sigma": "sigma0"}),
     "sobol": ("qmc", {}),
-    "bayesianoptimization": ("tpe", {"n_initial_points": "nStartupTrials"}),
+    "bayesianoptimization": ("gp", {"n_initial_points": "nStartupTrials"}),
 }
+# Without the gp flavour (convert --no-gp): the nearest model-based algorithm every operator has.
+_BAYESIAN_WITHOUT_GP = ("tpe", {"n_initial_points": "nStartupTrials"})
 # Settings Katib takes that have no counterpart here: converted with a note saying what is lost.
 _NOT_CARRIED = {
     "tpe": {"gamma": "our TPE splits good from bad trials at Optuna's own default quantile"},
     "cmaes": {"restart_strategy": "our CMA-ES does not restart with a larger population (IPOP/BIPOP)"},
     "bayesianoptimization": {
-        "base_estimator": "TPE models the objective with Parzen estimators, not a Gaussian process or forest",
-        "acq_func": "TPE chooses by its expected-improvement ratio, not an acquisition function",
-        "acq_optimizer": "TPE samples its candidates, it does not optimise an acquisition function",
+        "base_estimator": "gp always models the objective with a Gaussian process (Matern 5/2, one length scale "
+        "per parameter), not a forest",
+        "acq_func": "gp chooses by log expected improvement (with several trials running, its batch form)",
+        "acq_optimizer": "gp optimises its acquisition function by quasi-random candidates, then L-BFGS-B and "
+        "line searches",
     },
 }
+_NOT_CARRIED_WITHOUT_GP = {
+    "base_estimator": "TPE models the objective with Parzen estimators, not a Gaussian process or forest",
+    "acq_func": "TPE chooses by its expected-improvement ratio, not an acquisition function",
+    "acq_optimizer": "TPE samples its candidates, it does not optimise an acquisition function",
+}
+# Katib's defaults and our gp's agree on these: nothing is lost.
+_SAME_AS_GP = {"base_estimator": "gp"}
 _REFUSED_ALGORITHMS = {
     "hyperband": (
         "Katib's hyperband sets the parameter named by resource_name to each bracket's budget; our "
         "algorithms never set a parameter for the trial. The nearest here is algorithm random with "
         "earlyStopping asha (successive halving, which hyperband runs in brackets): fix the resource "
         "parameter at its maximum, have the trial print step=N as it trains, and write that by hand"
-    ),
-    "pbt": (
-        "population based training changes running trials' hyperparameters and copies checkpoints "
-        "between them; our trials each run one fixed configuration"
     ),
     "enas": "neural architecture search (nasConfig) is not offered here",
     "darts": "neural architecture search (nasConfig) is not offered here",
@@ -264,9 +273,12 @@ def _settings(items: Any, path: str) -> list[tuple[str, str, str]]:
 @dataclass
 class _Conversion:
     doc: Any
+    gp: bool = True  # bayesianoptimization becomes gp (else tpe)
     notes: list[Note] = field(default_factory=list)
     # Katib parameter name -> ours (ours are identifiers: they are ${params.NAME} placeholders).
     renamed: dict[str, str] = field(default_factory=dict)
+    # Katib's pbt settings, until the budgets and the trial template are known (population()).
+    pbt: dict[str, Any] | None = None
 
     def note(self, path: str, text: str) -> None:
         self.notes.append(Note(path, text))
@@ -343,6 +355,14 @@ class _Conversion:
     def spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("nasConfig") is not None:
             raise KatibConversionError("spec.nasConfig", "neural architecture search is not offered here")
+        # An algorithm with no equivalent is the real reason, whatever else the search space holds
+        # (Katib's hyperband example fixes its resource parameter with min == max, which we would
+        # refuse first otherwise).
+        katib = (spec.get("algorithm") or {}).get("algorithmName") if isinstance(spec.get("algorithm"), dict) else None
+        if katib in _REFUSED_ALGORITHMS:
+            raise KatibConversionError(
+                "spec.algorithm.algorithmName", f"{katib} has no equivalent here: {_REFUSED_ALGORITHMS[katib]}"
+            )
         parameters = self.parameters(spec.get("parameters"))
         objective = self.objective(spec.get("objective"))
         algorithm = self.algorithm(spec.get("algorithm"))
@@ -361,6 +381,7 @@ class _Conversion:
         if stopping:
             out["earlyStopping"] = stopping
         out["trialTemplate"] = self.trial_template(spec.get("trialTemplate"))
+        self.population(out)
         return out
 
     def parameters(self, items: Any) -> list[dict[str, Any]]:
@@ -399,14 +420,7 @@ class _Conversion:
         out: dict[str, Any] = {"name": name, "type": kind}
         distribution = space.get("distribution") or "uniform"
         where = f"{here}.feasibleSpace"
-        if distribution in ("normal", "logNormal"):
-            raise KatibConversionError(
-                f"{where}.distribution",
-                f"{distribution} has no equivalent here: our parameters are bounded by min and max and "
-                "sampled uniformly or on a log scale (log: true); Optuna's samplers take no normal prior. "
-                "Use uniform or logUniform over the range you expect",
-            )
-        if distribution not in ("uniform", "logUniform"):
+        if distribution not in ("uniform", "logUniform", "normal", "logNormal"):
             raise KatibConversionError(
                 f"{where}.distribution", f"{distribution!r} is not one of uniform, logUniform, normal, logNormal"
             )
@@ -450,15 +464,26 @@ class _Conversion:
             if step <= 0:
                 raise KatibConversionError(f"{where}.step", "must be greater than 0")
             out["step"] = _plain(step)
-        if distribution == "logUniform":
+        if distribution in ("logUniform", "logNormal"):
             if bounds["min"] <= 0:
-                raise KatibConversionError(f"{where}.min", "a logUniform parameter needs min > 0")
+                raise KatibConversionError(f"{where}.min", f"a {distribution} parameter needs min > 0")
             if step is not None:
                 raise KatibConversionError(
                     f"{where}.step",
                     "a log-scale parameter takes no step here (Optuna samples log-scale values without one)",
                 )
             out["log"] = True
+        if distribution in ("normal", "logNormal"):
+            scale = " on a log scale" if distribution == "logNormal" else ""
+            self.note(
+                "spec.parameters",
+                f"Katib drew {name} from a {distribution} distribution: a bell centred between min and max"
+                f"{scale}, with a sixth of the range as its standard deviation, and values beyond min and max "
+                f"now and then. Here it is drawn uniformly{scale} between min and max ("
+                + ("log: true" if scale else "no prior")
+                + "), as bayesianoptimization becomes tpe: every part of the range is tried as often, "
+                "nothing outside it. Our samplers take no normal prior.",
+            )
         return out
 
     def objective(self, objective: Any) -> dict[str, Any]:
@@ -473,11 +498,11 @@ class _Conversion:
         metric = objective.get("objectiveMetricName")
         if not isinstance(metric, str) or not metric:
             raise KatibConversionError("spec.objective.objectiveMetricName", "missing")
-        if not _NAME_RE.match(metric):
+        if not _METRIC_RE.match(metric):
             raise KatibConversionError(
                 "spec.objective.objectiveMetricName",
-                f"{metric} is not an identifier (letters, digits, _); our objective metric names are: rename "
-                "the metric the trial reports",
+                f"{metric} is not a metric name we read: a letter or _ first, then letters, digits and _ . / -; "
+                "rename the metric the trial reports",
             )
         out: dict[str, Any] = {"type": kind, "metricName": metric}
         if objective.get("goal") is not None:
@@ -528,12 +553,17 @@ class _Conversion:
         algorithm = _known(algorithm, "spec.algorithm", ("algorithmName", "algorithmSettings"))
         katib = algorithm.get("algorithmName")
         path = "spec.algorithm.algorithmName"
+        if katib == "pbt":
+            return self.pbt_algorithm(algorithm)
         if katib in _REFUSED_ALGORITHMS:
             raise KatibConversionError(path, f"{katib} has no equivalent here: {_REFUSED_ALGORITHMS[katib]}")
         if katib not in _ALGORITHMS:
-            known = ", ".join([*_ALGORITHMS, *_REFUSED_ALGORITHMS])
+            known = ", ".join([*_ALGORITHMS, "pbt", *_REFUSED_ALGORITHMS])
             raise KatibConversionError(path, f"{katib!r} is not a Katib algorithm ({known})")
         ours, mapping = _ALGORITHMS[katib]
+        not_carried = _NOT_CARRIED.get(katib, {})
+        if katib == "bayesianoptimization" and not self.gp:
+            (ours, mapping), not_carried = _BAYESIAN_WITHOUT_GP, _NOT_CARRIED_WITHOUT_GP
         out: dict[str, Any] = {"name": ours}
         settings: dict[str, str] = {}
         if katib == "multivariate-tpe":
@@ -558,24 +588,144 @@ class _Conversion:
                 settings[target] = value
             elif name == "restart_strategy" and katib == "cmaes" and value.lower() == "none":
                 pass  # Katib's own default: nothing to carry
-            elif name in _NOT_CARRIED.get(katib, {}):
-                lost.append(f"{name}={value} has no counterpart ({_NOT_CARRIED[katib][name]})")
+            elif ours == "gp" and _SAME_AS_GP.get(name) == value.lower():
+                pass  # what our gp does too
+            elif name in not_carried:
+                lost.append(f"{name}={value} has no counterpart ({not_carried[name]})")
             else:
-                takes = ", ".join(["random_state", *mapping, *_NOT_CARRIED.get(katib, {})])
+                takes = ", ".join(["random_state", *mapping, *not_carried])
                 raise KatibConversionError(f"{here}.name", f"Katib's {katib} takes no setting {name} ({takes})")
         if settings:
             out["settings"] = [{"name": k, "value": v} for k, v in settings.items()]
-        if katib == "bayesianoptimization":
+        if katib == "bayesianoptimization" and ours == "gp":
+            self.note(
+                "spec.algorithm",
+                "Katib's bayesianoptimization (scikit-optimize's Gaussian process) becomes gp, Optuna's "
+                "Gaussian-process sampler. It needs the operator's gp image flavour (the chart's "
+                "image.flavour: gp), which has PyTorch; an operator without it refuses the experiment "
+                "(InvalidSpec, saying so): convert with --no-gp for tpe instead. n_initial_points maps to "
+                "nStartupTrials (random trials before the model is used).",
+            )
+        elif katib == "bayesianoptimization":
             self.note(
                 "spec.algorithm",
                 "Katib's bayesianoptimization (scikit-optimize's Gaussian process) becomes tpe, Optuna's "
-                "Tree-structured Parzen Estimator: also model-based Bayesian optimisation, and the nearest "
-                "algorithm here (a Gaussian-process sampler would need PyTorch in the operator). "
+                "Tree-structured Parzen Estimator: also model-based Bayesian optimisation (converted with "
+                "--no-gp; gp, a Gaussian process, needs the operator's gp image flavour). "
                 "n_initial_points maps to nStartupTrials (random trials before the model is used).",
             )
         if lost:
             self.note("spec.algorithm", f"Katib's {katib} settings not carried over: " + "; ".join(lost) + ".")
         return out
+
+    def pbt_algorithm(self, algorithm: dict[str, Any]) -> dict[str, Any]:
+        """Katib's pbt settings (its suggestion service requires the first three); the population,
+        the checkpoint and maxTrialCount are fitted together in population(), once the budgets and
+        the trial template are known."""
+        found: dict[str, tuple[str, str]] = {}
+        takes = ("suggestion_trial_dir", "n_population", "truncation_threshold", "resample_probability")
+        for name, value, here in _settings(algorithm.get("algorithmSettings"), "spec.algorithm.algorithmSettings"):
+            if name not in takes:
+                raise KatibConversionError(f"{here}.name", f"Katib's pbt takes no setting {name} ({', '.join(takes)})")
+            found[name] = (value, f"{here}.value")
+        for name in takes[:3]:
+            if name not in found:
+                raise KatibConversionError("spec.algorithm.algorithmSettings", f"Katib's pbt needs the setting {name}")
+        size_text, where = found["n_population"]
+        size = _number_text(size_text, where)
+        if not size.is_integer() or not MIN_POPULATION <= size <= MAX_POPULATION:
+            raise KatibConversionError(
+                where, f"a population is a whole number from {MIN_POPULATION} to {MAX_POPULATION} here, not {size_text}"
+            )
+        quantile_text, where = found["truncation_threshold"]
+        quantile = _number_text(quantile_text, where)
+        if not 0 < quantile <= 0.5:
+            raise KatibConversionError(
+                where,
+                f"{quantile_text} has no equivalent here: the worst truncationQuantile of the population copy "
+                "the best truncationQuantile, so it is above 0 and at most 0.5 (no member is both)",
+            )
+        resample = "0"
+        if "resample_probability" in found:
+            resample, where = found["resample_probability"]
+            if not 0 <= _number_text(resample, where) <= 1:
+                raise KatibConversionError(where, f"{resample} is not a probability (0 to 1)")
+        directory, where = found["suggestion_trial_dir"]
+        if not directory.startswith("/"):
+            raise KatibConversionError(where, f"{directory!r} is not an absolute path")
+        self.pbt = {"population": int(size), "quantile": quantile_text, "resample": resample, "mount": directory}
+        self.note(
+            "spec.algorithm",
+            "Katib's pbt becomes pbt: a segment of each member is a Trial; once a generation has ended, "
+            f"the worst {quantile_text} of the members copy the checkpoint and hyperparameters of one of the "
+            "best and perturb them. "
+            + (
+                f"resample_probability {resample}: Katib kept a value it did not resample, here it is perturbed "
+                "(times 0.8 or 1.2, perturbationFactors)."
+                if "resample_probability" in found
+                else "Without resample_probability Katib perturbed every value by 0.8 or 1.2: resampleProbability 0 "
+                "does the same here."
+            ),
+        )
+        return {"name": "pbt"}
+
+    def population(self, out: dict[str, Any]) -> None:
+        """Fits a converted pbt experiment together: its population within maxTrialCount (which
+        counts segments here, populationSize x generations), and a checkpoint claim per segment
+        mounted where Katib mounted its trial directory."""
+        if self.pbt is None:
+            return
+        template = out["trialTemplate"]
+        if "job" not in template:
+            raise KatibConversionError(
+                "spec.trialTemplate.trialSpec",
+                "pbt runs Job (or pod) trials here: each segment's checkpoint claim is mounted in the trial's own "
+                "pod, and a training operator's pods (TFJob, PyTorchJob, TrainJob) are its own",
+            )
+        if "earlyStopping" in out:
+            raise KatibConversionError(
+                "spec.earlyStopping", "pbt itself decides at every generation which members go on: no earlyStopping"
+            )
+        katib_max, size = out["maxTrialCount"], self.pbt["population"]
+        if katib_max < MIN_POPULATION:
+            raise KatibConversionError(
+                "spec.maxTrialCount", f"{katib_max} trials cannot hold a population of at least {MIN_POPULATION}"
+            )
+        population = min(size, katib_max)
+        generations = katib_max // population
+        out["maxTrialCount"] = population * generations
+        out["parallelTrialCount"] = min(out["parallelTrialCount"], out["maxTrialCount"])
+        if population < size:
+            self.note(
+                "spec.maxTrialCount",
+                f"Katib's population of {size} never ran whole within maxTrialCount {katib_max}: here the "
+                f"population is {population} members trained for one generation (maxTrialCount counts segments, "
+                "populationSize x generations).",
+            )
+        elif katib_max % population:
+            self.note(
+                "spec.maxTrialCount",
+                f"maxTrialCount counts segments here, populationSize x generations: {katib_max} becomes "
+                f"{out['maxTrialCount']} ({generations} generations of {population}); Katib ran "
+                f"{katib_max % population} segments of a generation it never finished.",
+            )
+        out["algorithm"]["settings"] = [
+            {"name": "populationSize", "value": str(population)},
+            {"name": "truncationQuantile", "value": self.pbt["quantile"]},
+            {"name": "resampleProbability", "value": self.pbt["resample"]},
+        ]
+        mount = self.pbt["mount"].rstrip("/") or "/"
+        out["trialTemplate"] = {
+            **template,
+            "checkpoint": {"volumeClaimTemplate": {"size": "1Gi"}, "mountPath": mount},
+        }
+        self.note(
+            "spec.trialTemplate",
+            f"suggestion_trial_dir {self.pbt['mount']}: each segment finds its starting checkpoint at {mount} (a "
+            "claim of its own, 1Gi of the cluster's default storage class: set checkpoint.volumeClaimTemplate), "
+            "copied from its parent segment's before the program starts; Katib kept them on its suggestion's "
+            "volume. A segment of generation 1 or later has HPO_RESUME=1.",
+        )
 
     def early_stopping(self, stopping: Any) -> dict[str, Any] | None:
         if stopping is None:
@@ -648,12 +798,16 @@ class _Conversion:
         if policy not in ("Never", "LongRunning", "FromVolume"):
             raise KatibConversionError("spec.resumePolicy", f"{policy!r} is not Never, LongRunning or FromVolume")
         if policy != "Never":
+            volume = (
+                "pbt's checkpoints are the segments' claims here (trialTemplate.checkpoint)."
+                if self.pbt is not None
+                else "No volume is needed: the operator rebuilds each study from the Trials."
+            )
             self.note(
                 "spec",
-                f"resumePolicy {policy}: a finished experiment here does not go on when maxTrialCount is "
-                "raised; continue it with `kubectl hpo copy EXPERIMENT --warm-start` (a new experiment whose "
-                "sampler first learns the finished trials). No volume is needed: the operator rebuilds each "
-                "study from the Trials.",
+                f"resumePolicy {policy}: here any experiment that ended at maxTrialCount (or a budget) goes on "
+                "with the same search when the limit is raised (`kubectl hpo extend EXPERIMENT --trials N`). "
+                f"{volume}",
             )
         return out
 

@@ -9,6 +9,7 @@ serves all. Optuna's hypervolume is not part of its public API, so it is compute
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
@@ -75,6 +76,41 @@ def front(points: Mapping[K, Sequence[float]], directions: Sequence[str]) -> lis
         if not any(dominates(q, p) for _, q in kept):
             kept.append((k, p))
     return [k for k, _ in kept]
+
+
+def ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Each point's non-dominated rank (0: on the front; 1: on the front once rank 0 is removed; ...),
+    by peeling fronts off. Quadratic per front: for the few dozen points of a rung."""
+    mins = [minimised(p, directions) for p in points]
+    rank = [-1] * len(points)
+    left = list(range(len(points)))
+    level = 0
+    while left:
+        layer = [i for i in left if not any(dominates(mins[j], mins[i]) for j in left if j != i)]
+        for i in layer:
+            rank[i] = level
+        left = [i for i in left if rank[i] < 0]
+        level += 1
+    return rank
+
+
+def crowding(points: Sequence[Sequence[float]]) -> list[float]:
+    """NSGA-II's crowding distance of each point among `points` (one front): per objective, the gap
+    between its two neighbours over the objective's range, summed; the extremes of each objective are
+    infinitely far (they are kept first). Larger: less crowded."""
+    n = len(points)
+    distance = [0.0] * n
+    if n <= 2:
+        return [math.inf] * n
+    for m in range(len(points[0])):
+        order = sorted(range(n), key=lambda i: points[i][m])
+        low, high = points[order[0]][m], points[order[-1]][m]
+        distance[order[0]] = distance[order[-1]] = math.inf
+        if high == low:
+            continue
+        for before, i, after in zip(order, order[1:], order[2:], strict=False):
+            distance[i] += (points[after][m] - points[before][m]) / (high - low)
+    return distance
 
 
 # The exact hypervolume's cost grows steeply with the number of objectives (slicing one objective

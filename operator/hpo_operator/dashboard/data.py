@@ -24,7 +24,13 @@ from hpo_operator.client.query import (
     sort_field,
     sort_items,
 )
-from hpo_operator.client.views import experiment_detail, experiment_summary, pareto_front_view
+from hpo_operator.client.views import (
+    experiment_detail,
+    experiment_summary,
+    pareto_front_view,
+    spending,
+    spending_lines,
+)
 from hpo_operator.core import times
 
 # A trial's message can be a whole termination log; the table shows its start.
@@ -173,13 +179,18 @@ def experiment_rows(objects: Iterable[dict], query: ListQuery = ListQuery(), me:
 # --- one experiment ------------------------------------------------------------------------------------
 
 
-def experiment_view(obj: dict) -> dict:
+def experiment_view(obj: dict, trials: list[dict] | None = None) -> dict:
     """The experiment page's header: summary, spec in short, conditions, status history, best
-    trial (what `kubectl hpo describe` prints), and the names of its parameters and metrics. With
+    trial and what was spent, worked out from `trials` (what `kubectl hpo describe` prints), and the
+    names of its parameters and metrics. With
     several objectives, each objective (name, direction, referenceValue) and the front as the
     status holds it (its first trials, its size, the hypervolume: what `kubectl hpo pareto` prints)."""
     detail = experiment_detail(obj, []).to_dict()
     detail.pop("trials", None)
+    # Spending reads only each trial's status (a page of 10,000 trials needs no trial rows here).
+    spent = spending(obj, trials or [])
+    detail["spent"] = spent.to_dict()
+    detail["spentLines"] = spending_lines(spent)
     spec = obj.get("spec") or {}
     objective = spec.get("objective") or {}
     detail["parameterNames"] = [p.get("name") for p in spec.get("parameters") or []]
@@ -205,6 +216,8 @@ def experiment_view(obj: dict) -> dict:
         or [{"metricName": objective.get("metricName"), "type": objective.get("type")}]
     ]
     detail["paretoFront"] = pareto_front_view(obj).to_dict() if several else None
+    # Population-based training: the page adds its schedule plot.
+    detail["pbt"] = (spec.get("algorithm") or {}).get("name") == "pbt"
     detail["resourceVersion"] = (obj.get("metadata") or {}).get("resourceVersion")
     return detail
 

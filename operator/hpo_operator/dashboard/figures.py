@@ -32,10 +32,13 @@ import plotly.io
 from optuna.distributions import CategoricalDistribution
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState, create_trial
+from plotly.subplots import make_subplots
 
 from hpo_operator.api.parameters import Parameter
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import UNFINISHED_PHASES
+from hpo_operator.client.lineage import segments as lineage_segments
+from hpo_operator.client.views import trial_summary
 from hpo_operator.search.samplers import distribution
 
 from .data import creation_order
@@ -50,7 +53,7 @@ PARALLEL_LINES = 2000
 DEFAULT_CURVES = 10
 MAX_CURVES = 50
 
-KINDS = ("history", "parallel", "importance", "slice", "curves", "pareto")
+KINDS = ("history", "parallel", "importance", "slice", "curves", "pareto", "schedule")
 # The figures that show one objective of several: the page names it (?metric=), else the first.
 OBJECTIVE_KINDS = ("history", "parallel", "importance", "slice")
 # The constraint an infeasible trial breaks, as Optuna's plots read it (any value above 0 breaks it).
@@ -445,6 +448,136 @@ def curves(spec: dict, trials: Sequence[dict], metric: str | None = None, chosen
     return figure
 
 
+def _segment_hover(node: Any, objective: str) -> str:
+    value = "" if node.objective_value is None else f"{objective}={node.objective_value:.6g}"
+    origin = f"exploited member {node.parent_member} ({node.parent})" if node.exploited else ""
+    status = node.phase if node.failure is None else f"{node.phase} ({node.failure})"
+    params = ", ".join(f"{k}={v}" for k, v in node.parameters.items())
+    lines = [f"<b>{plain(node.trial)}</b>", f"member {node.member}, generation {node.generation}", status]
+    lines += [plain(x) for x in (value, origin, params) if x]
+    return "<br>".join(lines)
+
+
+def schedule(spec: dict, trials: Sequence[dict]) -> go.Figure:
+    """Population-based training: each member's hyperparameters over the generations, one panel
+    per parameter. A grey line follows each member; each segment is a marker coloured by its
+    objective (a cross: it failed); a segment that exploited another member's checkpoint is a star,
+    reached by a dashed red line from the parent segment it copied."""
+    title = "Hyperparameter schedule"
+    parsed = parse_spec(spec)
+    if parsed.algorithm.name != "pbt":
+        return _empty(title, "for population-based training (algorithm pbt)")
+    nodes = lineage_segments(trial_summary(t) for t in trials)
+    if not nodes:
+        return _empty(title, "no segment yet")
+    objective = parsed.objective.names[0]
+    maximize = parsed.objective.type == "maximize"
+    params = parsed.parameters
+    figure = make_subplots(
+        rows=len(params),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=min(0.08, 0.3 / max(len(params), 1)),
+        subplot_titles=[plain(p.name) for p in params],
+    )
+    by_key = {(n.generation, n.member): n for n in nodes}
+    members = sorted({n.member for n in nodes})
+    for row, p in enumerate(params, start=1):
+
+        def y(node: Any, p: Parameter = p) -> Any:
+            return _value(p, node.parameters.get(p.name, "nan")) if p.name in node.parameters else None
+
+        # One trace per kind of mark (not per member): a population of hundreds stays a few traces.
+        lx: list[Any] = []
+        ly: list[Any] = []
+        for m in members:
+            mine = sorted((n for n in nodes if n.member == m), key=lambda n: n.generation)
+            lx += [n.generation for n in mine] + [None]
+            ly += [y(n) for n in mine] + [None]
+        figure.add_trace(
+            go.Scatter(
+                x=lx, y=ly, mode="lines", line={"color": "#c8c8c8", "width": 1}, hoverinfo="skip", showlegend=False
+            ),
+            row=row,
+            col=1,
+        )
+        ex: list[Any] = []
+        ey: list[Any] = []
+        for n in nodes:
+            parent = by_key.get((n.generation - 1, n.parent_member if n.parent_member is not None else -1))
+            if n.exploited and parent is not None:
+                ex += [parent.generation, n.generation, None]
+                ey += [y(parent), y(n), None]
+        figure.add_trace(
+            go.Scatter(
+                x=ex,
+                y=ey,
+                mode="lines",
+                line={"color": "#d62728", "width": 1.5, "dash": "dash"},
+                name="exploit",
+                legendgroup="exploit",
+                showlegend=row == 1,
+                hoverinfo="skip",
+            ),
+            row=row,
+            col=1,
+        )
+        done = [n for n in nodes if n.objective_value is not None]
+        failed = [n for n in nodes if n.objective_value is None]
+        figure.add_trace(
+            go.Scatter(
+                x=[n.generation for n in done],
+                y=[y(n) for n in done],
+                mode="markers",
+                marker={
+                    "color": [n.objective_value for n in done],
+                    "coloraxis": "coloraxis",
+                    "symbol": ["star" if n.exploited else "circle" for n in done],
+                    "size": [13 if n.exploited else 9 for n in done],
+                    "line": {"width": 1, "color": "#333"},
+                },
+                name="segment",
+                showlegend=False,
+                text=[_segment_hover(n, objective) for n in done],
+                hovertemplate="%{text}<extra></extra>",
+            ),
+            row=row,
+            col=1,
+        )
+        if failed:
+            figure.add_trace(
+                go.Scatter(
+                    x=[n.generation for n in failed],
+                    y=[y(n) for n in failed],
+                    mode="markers",
+                    marker={"color": "#888", "symbol": "x", "size": 9},
+                    name="failed",
+                    legendgroup="failed",
+                    showlegend=row == 1,
+                    text=[_segment_hover(n, objective) for n in failed],
+                    hovertemplate="%{text}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+        if p.log:
+            figure.update_yaxes(type="log", row=row, col=1)
+        elif p.type in ("categorical", "discrete"):
+            figure.update_yaxes(type="category", categoryarray=[plain(v) for v in p.values or []], row=row, col=1)
+    figure.update_xaxes(title={"text": "generation"}, dtick=1, row=len(params), col=1)
+    figure.update_layout(
+        title={"text": f"{title}: {len(members)} members, coloured by {plain(objective)}"},
+        coloraxis={
+            "colorscale": "Viridis",
+            "reversescale": not maximize,  # the best segments brightest
+            "colorbar": {"title": {"text": plain(objective)}},
+        },
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1.0},
+        height=max(360, 220 * len(params)),
+    )
+    return figure
+
+
 def to_json(figure: go.Figure) -> str:
     """The figure as plotly.js takes it, large scatter traces switched to WebGL."""
     data = figure.to_plotly_json()
@@ -468,8 +601,18 @@ def figure(
     several objectives; a ValueError if it is not one of them)."""
     if kind == "curves":
         return curves(spec, trials, metric, chosen)
+    if kind == "schedule":
+        return schedule(spec, trials)
     ts = study or build_study(spec, trials)
     if kind == "pareto":
-        return pareto(ts)
+        return noted(pareto(ts), "not enough succeeded trials to draw this yet")
     index = ts.objective(metric) if ts.multi else 0
-    return {"history": history, "parallel": parallel, "importance": importance, "slice": slices}[kind](ts, index)
+    drawn = {"history": history, "parallel": parallel, "importance": importance, "slice": slices}[kind](ts, index)
+    return noted(drawn, "not enough succeeded trials to draw this yet")
+
+
+def noted(figure: go.Figure, note: str) -> go.Figure:
+    """A figure with nothing to draw says why, once (the page shows that line instead of axes)."""
+    if not figure.data and not figure.layout.annotations:
+        figure.add_annotation(text=note, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return figure

@@ -164,7 +164,7 @@ def routes(store: Store, options: Options, cache: PageCache, access: Access, act
         key = await experiment_key(request)
         if isinstance(key, Response):
             return key
-        view = data.experiment_view(store.experiments[key])
+        view = data.experiment_view(store.experiments[key], store.trials_of(key))
         view["version"] = store.version(key)
         return JSONResponse(view, headers={"cache-control": "no-store"})
 

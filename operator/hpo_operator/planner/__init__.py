@@ -22,7 +22,8 @@ Rules (README.md, "Budgets and recovery", documents them for users):
 The rules live in one module per concept, each a set of plain functions over one round's state
 (state.RoundState), each importing only the modules before it: state.py (the round's data and its
 shared helpers) → admission.py (user trials, restarts, retries) → lifecycle.py (what pods say) →
-launch.py (new pods and suggestions, results told) → experiment.py (phase, counts, best trial,
+launch.py (new pods and suggestions, results told) → population.py (pbt: a generation's segments)
+→ budget.py (time and compute spent, and their limits) → experiment.py (phase, counts, best trial,
 status). `plan()` below calls their steps, in this order:
   1. experiment.opening_status: the Experiment's status to write, started from the one read;
   2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
@@ -31,14 +32,18 @@ status). `plan()` below calls their steps, in this order:
      reach plan() is refused by the same rule, experiment.plan_invalid_spec, and so is one whose
      trial kind the platform did not enable, api.trial_kinds.refusal; an experiment whose watch the
      API server refuses waits, saying so: experiment.plan_watch_forbidden, and watched_again;)
-  3. admission.handle_restart_requests: restarts users ask for;
+  3. experiment.reopen: a Succeeded experiment whose limit was raised (or goal changed) goes on;
+     admission.handle_restart_requests: restarts users ask for;
   4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;
   5. launch.tell_results: decided results, told to the search algorithm;
   6. experiment.best_trial and launch.count_launched: the best trial, what was launched so far;
-  7. experiment.decide: the phase, launching pods and suggestions on the way (launch.launch);
+  7. experiment.decide: the phase (a budget.Budget's limits among the reasons to end), launching pods
+     and suggestions on the way (launch.launch; for pbt, population.launch_population, which makes
+     the segments a generation needs);
   8. experiment.record_results and experiment.retention: counts, best trial (or Pareto front),
      checkpoint claims;
-  9. experiment.finish_status: trial counts, and the Plan with the statuses the round changed.
+  9. experiment.finish_status: trial counts, what was spent (budget.record), and the Plan with the
+     statuses the round changed.
 apply.py's `stages()` turns a Plan into its writes, in the one order every caller uses (the executor
 on the API server, simulate.MemoryCluster on dicts).
 """
@@ -69,6 +74,7 @@ from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 
 from .admission import backoff_seconds, handle_restart_requests, recover_failures
+from .budget import Budget
 from .experiment import (
     best_trial,
     decide,
@@ -80,6 +86,7 @@ from .experiment import (
     plan_watch_forbidden,
     record_results,
     reject_spec,
+    reopen,
     retention,
     validate_spec,
     watched_again,
@@ -233,12 +240,14 @@ def plan(
     if invalid:
         reject_spec(state, status, invalid)
         return finish_status(state, status)
+    budget = Budget(state)
+    reopen(state, status, budget)
     handle_restart_requests(state)
     state.failed_keys = recover_failures(state)
     tell_results(state, state.failed_keys)
     best = best_trial(state)
     count_launched(state, status.suggestion_count or 0)
-    decide(state, status, best)
+    decide(state, status, best, budget)
     record_results(state, status, best)
     retention(state)
-    return finish_status(state, status)
+    return finish_status(state, status, budget)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from hpo_operator.api.admission import configuration_refusal, restart_refusal
+from hpo_operator.api.admission import configuration_refusal, population_refusal, restart_refusal
 from hpo_operator.api.spec import ExperimentSpec, RetryPolicy
 from hpo_operator.api.status import TrialStatus
 from hpo_operator.api.vocabulary import (
@@ -30,7 +30,7 @@ from hpo_operator.core.authorship import RESTART_AUTHOR, inherited
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.space import InvalidConfiguration, config_hash, normalize_assignment, summary
 
-from .state import REQUEST_KEY_LENGTH, SUSPENDED, Event, RoundState, TrialView
+from .state import FINISHED, REQUEST_KEY_LENGTH, SUSPENDED, Event, RoundState, TrialView
 
 
 def backoff_seconds(spec: ExperimentSpec, retries_so_far: int) -> int:
@@ -49,6 +49,8 @@ def _retried_class(st: TrialStatus, policy: RetryPolicy) -> bool:
 
 def admit_user_trial(state: RoundState, t: TrialView) -> None:
     """A Trial a user created to run a configuration: adopt it, or refuse it with a reason."""
+    if state.spec.algorithm.name == "pbt":
+        return refuse(state, t, *population_refusal("a Trial of your own"))
     try:
         values = normalize_assignment(state.spec.parameters, t.values)
     except InvalidConfiguration as e:
@@ -127,7 +129,11 @@ def handle_restart_requests(state: RoundState) -> None:
                 state.now,
             )
             continue
-        refusal = restart_refusal(state.phase(t), runs(state, same))
+        refusal = (
+            population_refusal("a restart")
+            if state.spec.algorithm.name == "pbt"
+            else restart_refusal(state.phase(t), runs(state, same))
+        )
         if refusal:
             reason, message = refusal
             st = state.status[t.name]
@@ -173,16 +179,14 @@ def recover_failures(state: RoundState) -> set[str]:
         # stopped (or the create failed) after the failed trial's status was written. Our own
         # creations are in view at once (the executor's pending writes, an informer listing
         # after a restart), so it is made now, under the same deterministic name.
-        if (
-            state.phase(latest) == "Killed"
-            and st.reason in (SUSPENDED, "ExperimentFinished")
-            and (state.finished or spec.suspend)
-        ):
+        if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED) and (state.finished or spec.suspend):
             continue  # stopped by the experiment, not failed
         if state.finished:
             finally_failed.add(key)
             continue
-        if state.phase(latest) == "Killed" and st.reason == SUSPENDED:
+        if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED):
+            # Stopped by the experiment's suspension, or by its end at a limit that was raised
+            # since (experiment.reopen): run again, without spending a retry.
             if not spec.suspend:
                 state.rerun(latest, "Resume")
             continue

@@ -21,6 +21,7 @@ from hpo_operator.api.status import (
     OptimalTrial,
     ParetoTrial,
     PhaseChange,
+    Spent,
 )
 from hpo_operator.api.vocabulary import (
     EXPERIMENT_PHASES,
@@ -30,15 +31,18 @@ from hpo_operator.api.vocabulary import (
     WATCH_FORBIDDEN,
     WATCHED,
     WORKLOADS_WATCHED,
+    EndReason,
     ExperimentPhase,
 )
-from hpo_operator.core import pareto, times
+from hpo_operator.core import pareto, spend, times
 from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.workloads import checkpoint
 
+from . import population
+from .budget import Budget, record
 from .launch import launch
 from .lifecycle import queue_suspends, suspend_in_queue
-from .state import SUSPENDED, Event, Plan, RoundState, TrialView
+from .state import FINISHED, SUSPENDED, Event, Plan, RoundState, TrialView
 
 
 def validate_spec(spec: ExperimentSpec) -> list[str]:
@@ -48,7 +52,11 @@ def validate_spec(spec: ExperimentSpec) -> list[str]:
     for kind, key in re.findall(PLACEHOLDER_PATTERN, repr(spec.trial_template.source())):
         if kind == "params" and key not in names:
             errors.append(f"the trial template uses ${{params.{key}}}, which is not a declared parameter")
-        known = ("name", "attempt", "checkpointDir") if spec.trial_template.checkpoint else ("name", "attempt")
+        known: tuple[str, ...] = ("name", "attempt")
+        if spec.trial_template.checkpoint:
+            known += ("checkpointDir",)
+        if population.is_pbt(spec):
+            known += ("member", "generation", "endStep")
         if kind == "trial" and key not in known:
             errors.append(f"unknown placeholder ${{trial.{key}}} (use {' or '.join('trial.' + k for k in known)})")
         if kind == "experiment" and key != "name":
@@ -59,6 +67,7 @@ def validate_spec(spec: ExperimentSpec) -> list[str]:
         errors.append(
             f"primaryContainerName {primary} is not a container of the template ({', '.join(map(str, containers))})"
         )
+    errors += population.validate(spec)
     return sorted(set(errors))
 
 
@@ -105,12 +114,23 @@ def plan_invalid_spec(
         update=dict(
             phase="Failed",
             conditions=set_condition(old.conditions, "Failed", True, "InvalidSpec", message, now, generation),
+            spent=running_time_until(old, now),
         )
     )
     events = (
         [] if failed is not None and failed.message == message else [Event(None, "Warning", "InvalidSpec", message)]
     )
     return Plan(experiment_status=new, events=events)
+
+
+def running_time_until(status: ExperimentStatus, now: datetime) -> Spent | None:
+    """status.spent with the running time counted up to now, for a change of phase made without the
+    trials (an invalid spec): the time after it is then counted in the new phase (core/spend.py)."""
+    old = status.spent
+    if old is None:
+        return None
+    duration = spend.duration(old.duration_seconds, old.time, status.phase, now)
+    return old.model_copy(update=dict(duration_seconds=round(duration, 3), time=times.micro(now)))
 
 
 def plan_watch_forbidden(
@@ -164,7 +184,44 @@ def best_trial(state: RoundState) -> TrialView | None:
     return best
 
 
-def decide(state: RoundState, status: ExperimentStatus, best: TrialView | None) -> None:
+def reopen(state: RoundState, status: ExperimentStatus, budget: Budget) -> None:
+    """A Succeeded experiment whose end was a limit goes on once no limit holds any more: its
+    maxTrialCount or budget was raised, or (GoalReached) its goal changed so that no trial reaches
+    it. It continues the same search: the same study, new suggestions numbered after the last, and
+    the configurations its end stopped run again (admission.recover_failures). A grid that is done,
+    or an experiment that failed, stays as it is."""
+    if not state.finished or state.exp_status.phase != ExperimentPhase.succeeded:
+        return
+    ended = get_condition(state.exp_status.conditions, ExperimentPhase.succeeded)
+    reason = ended.reason if ended is not None else None
+    if reason not in (
+        EndReason.goal_reached,
+        EndReason.max_trials_reached,
+        EndReason.max_duration_reached,
+        EndReason.compute_budget_reached,
+    ):
+        return
+    spec = state.spec
+    best = best_trial(state)
+    best_value = state.current(best).objective_value if best is not None else None
+    if best_value is not None and goal_reached(spec, best_value):
+        return
+    configurations = len(state.groups())
+    if configurations >= spec.max_trial_count or budget.reached() is not None:
+        return
+    state.finished = False
+    status.completion_time = None
+    why = {
+        EndReason.goal_reached: f"the goal changed to {spec.objective.goal}, which no trial reaches",
+        EndReason.max_trials_reached: (
+            f"maxTrialCount is now {spec.max_trial_count} ({configurations} configurations so far)"
+        ),
+    }.get(EndReason(reason), "its budget was raised")
+    message = f"it ended {reason}; {why}: the search goes on"
+    state.plan.events.append(Event(None, "Normal", "ExperimentExtended", message))
+
+
+def decide(state: RoundState, status: ExperimentStatus, best: TrialView | None, budget: Budget) -> None:
     """The experiment's phase after this round, launching what it may on the way."""
     if state.finished:
         # A finished experiment suggests nothing and retries nothing, but still runs the
@@ -173,10 +230,10 @@ def decide(state: RoundState, status: ExperimentStatus, best: TrialView | None) 
             launch(state, suggestions=False)
         state.configurations = len(state.groups())
         return
-    decision = advance(state, best, len(state.failed_keys))
+    decision = advance(state, best, len(state.failed_keys), budget)
     if decision.phase in FINISHED_PHASES:
         for t in state.active():
-            state.kill(t, "ExperimentFinished", f"the experiment finished ({decision.reason})")
+            state.kill(t, FINISHED, f"the experiment finished ({decision.reason})")
         status.completion_time = times.iso(state.now)
         state.plan.events.append(
             Event(
@@ -194,7 +251,7 @@ def decide(state: RoundState, status: ExperimentStatus, best: TrialView | None) 
     record_phase(state, status, decision)
 
 
-def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> Decision:
+def advance(state: RoundState, best: TrialView | None, finally_failed: int, budget: Budget) -> Decision:
     """The next phase of a running experiment, launching what it may on the way."""
     spec = state.spec
     max_failed = spec.max_failed_trial_count
@@ -202,7 +259,7 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> D
     if best is not None and best_value is not None and goal_reached(spec, best_value):
         return Decision(
             ExperimentPhase.succeeded,
-            "GoalReached",
+            EndReason.goal_reached,
             f"trial {best.name} reached the goal: {spec.objective.metric_name}={best_value}",
         )
     if max_failed is not None and finally_failed > max_failed:
@@ -220,18 +277,42 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int) -> D
             else:
                 state.kill(t, SUSPENDED, "the experiment was suspended; it re-runs on resume")
         return Decision(ExperimentPhase.suspended, "Suspended", "spec.suspend is true")
-    exhausted = launch(state)
+    spent = budget.reached()
+    if spent is not None:
+        reason, message = spent
+        assert spec.budget is not None  # reached() reaches nothing without one
+        if spec.budget.running_trials == "Finish":
+            running = [t for t in state.active() if state.has_pod.get(t.name)]
+            if running:
+                # Nothing new starts; the running trials end on their own, and the experiment with them.
+                return Decision(
+                    ExperimentPhase.running,
+                    "BudgetSpent",
+                    f"{message}: nothing new starts; waiting for {len(running)} running trials to "
+                    "finish (budget.runningTrials: Finish)",
+                )
+        return Decision(ExperimentPhase.succeeded, reason, message)
+    if population.is_pbt(spec):
+        lost = population.launch_population(state)
+        if lost:
+            return Decision(ExperimentPhase.failed, population.POPULATION_LOST, lost)
+        exhausted = False
+    else:
+        exhausted = launch(state)
+    left = budget.seconds_left()
+    if left is not None:
+        state.plan.requeue(left)
     if not state.active():
         if exhausted and state.configurations < spec.max_trial_count:
             return Decision(
                 ExperimentPhase.succeeded,
-                "SearchSpaceExhausted",
+                EndReason.search_space_exhausted,
                 f"the search space is exhausted after {state.configurations} configurations",
             )
         if state.configurations >= spec.max_trial_count:
             return Decision(
                 ExperimentPhase.succeeded,
-                "MaxTrialsReached",
+                EndReason.max_trials_reached,
                 f"{state.configurations} configurations tried (maxTrialCount)",
             )
     return Decision(
@@ -317,6 +398,8 @@ def retention(state: RoundState) -> None:
     """Checkpoint claims that checkpoint.retention removes now."""
     if state.checkpoint is None or state.volumes is None:
         return
+    if population.is_pbt(state.spec):
+        return population.retention(state)
     configs = {}
     for key, trials in state.groups().items():
         settled = all(state.phase(x) in TERMINAL_PHASES for x in trials)
@@ -326,8 +409,8 @@ def retention(state: RoundState) -> None:
     )
 
 
-def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:
-    """The trial counts, then the round's Plan with the statuses it changed."""
+def finish_status(state: RoundState, status: ExperimentStatus, budget: Budget | None = None) -> Plan:
+    """The trial counts, what was spent, then the round's Plan with the statuses it changed."""
     counts = {"Pending": 0, "Queued": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0, "EarlyStopped": 0}
     retried = 0
     for t in state.trials + state.new_trials:
@@ -342,6 +425,7 @@ def finish_status(state: RoundState, status: ExperimentStatus) -> Plan:
     status.trials_killed, status.trials_early_stopped = counts["Killed"], counts["EarlyStopped"]
     status.trials_retried = retried
     status.observed_generation = state.exp.generation
+    record(state, status, budget or Budget(state))
     state.plan.experiment_status = status
     # Only what changed goes in the Plan, so that apply.stages() dumps the statuses of a round's few
     # changed trials rather than of all the experiment's.

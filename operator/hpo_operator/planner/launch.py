@@ -172,8 +172,8 @@ def succeeded_outcome(spec: ExperimentSpec, st: TrialStatus) -> Outcome | None:
 def curve(state: RoundState, t: TrialView) -> Curve | None:
     """The objective's intermediate values in the trial's metricHistory, for the pruner (none
     without earlyStopping: nothing would judge by them)."""
-    if state.spec.early_stopping is None:
-        return None
+    if state.spec.early_stopping is None or state.spec.objective.multi:
+        return None  # (several objectives: the operator's own rule reads the Trials, not the study)
     return Curve(state.current(t).metric_history or [], state.spec.objective.names[0])
 
 

@@ -19,7 +19,9 @@ from hpo_operator.core import metrics, pareto, times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation, finished, observe
 from hpo_operator.core.space import summary
-from hpo_operator.workloads import checkpoint
+from hpo_operator.search import rungs
+from hpo_operator.search.samplers import REDUCTION_FACTOR
+from hpo_operator.workloads import checkpoint, population
 from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
@@ -33,9 +35,13 @@ def observe_pods(
     chooses the logs to read by it (needs_log) and the planner decides by it (observe_pod), so the
     two never judge one pod differently (a pod stranded on a lost node is Failed only given `now`)."""
     primary = spec.trial_template.primary_container_name
-    return {
+    observed = {
         t.name: observe(pods[t.name], primary, now) for t in trials if t.phase not in TERMINAL_PHASES and t.name in pods
     }
+    for t in trials:
+        if t.name in observed and t.segment is not None:  # a pbt segment's checkpoint copy step may have failed
+            observed[t.name] = population.copy_failure(pods[t.name], observed[t.name])
+    return observed
 
 
 def needs_output(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None) -> str | None:
@@ -226,6 +232,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
                     if part
                 ),
                 metrics=reported or None,
+                ended_at=obs.finish_time,
                 **common,
             )
         else:
@@ -237,12 +244,19 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
                 failure_class=None,
                 metrics=reported,
                 **result_fields(spec, {name: s.value for name, s in found.items()}),
+                ended_at=obs.finish_time,
                 **common,
             )
         return
     if obs.phase == "Failed":
         state.set_status(
-            t, phase="Failed", reason=obs.reason, message=obs.message, failure_class=obs.failure_class, **common
+            t,
+            phase="Failed",
+            reason=obs.reason,
+            message=obs.message,
+            failure_class=obs.failure_class,
+            ended_at=obs.finish_time,
+            **common,
         )
         return
     if obs.phase == "Running":
@@ -315,6 +329,10 @@ def resumed_from(state: RoundState, t: TrialView, found: dict[str, metrics.Sampl
     step = found.get(checkpoint.RESUMED_STEP) if state.checkpoint is not None else None
     if step is None:
         return {}
+    parent = (t.segment or {}).get("parent")
+    if parent:  # a pbt segment resumes from its parent segment's checkpoint, whichever attempt it runs
+        view = state.views.get(parent)
+        return {"resumed_from": ResumedFrom(attempt=view.attempt if view else 1, step=int(step.value), trial=parent)}
     return {
         "resumed_from": ResumedFrom(
             attempt=max(t.attempt - 1, 1), step=int(step.value), trial=t.spec.get("retryOf") or None
@@ -341,8 +359,11 @@ def check_progress(state: RoundState, t: TrialView, output: metrics.Output) -> N
     if not output.latest:
         return
     history = continued(state, t, metric_history(output, None))
+    seen = {m.step for m in state.current(t).metric_history or [] if m.step is not None}
     state.update(t, metrics=[metric(s, None) for s in output.latest.values()], metric_history=history or None)
-    objective = spec.objective.names[0]  # early stopping has a single objective
+    if spec.objective.multi:
+        return check_rungs(state, t, history, seen)
+    objective = spec.objective.names[0]  # one objective: Optuna's pruners
     steps = {s.step: s.value for s in output.history if s.name == objective and s.step is not None}
     if state.checkpoint is not None:
         # Early stopping judges the configuration: its earlier attempts' steps too.
@@ -360,6 +381,77 @@ def check_progress(state: RoundState, t: TrialView, output: metrics.Output) -> N
         objective_value=last,
         message=f"stopped at step {max(steps)} by the {spec.early_stopping.algorithm} rule ({objective}={last})",
     )
+
+
+def objective_curve(state: RoundState, t: TrialView) -> rungs.Curve:
+    """The objectives' values by step in the trial's recorded history (worked out once per body: the
+    history as the cluster holds it)."""
+    found = t.memo.get("curve")
+    if found is None:
+        history = t.typed_status.metric_history or []
+        found = t.memo["curve"] = rungs.curve(
+            ((m.name, m.step, m.value, m.timestamp) for m in history), state.spec.objective.names
+        )
+    return found
+
+
+def check_rungs(state: RoundState, t: TrialView, history: list[Metric], seen: set[int]) -> None:
+    """Several objectives: successive halving on their non-dominated rank (search/rungs.py), judged
+    at the rungs this round's newly read steps reach, against every other configuration's history."""
+    spec = state.spec
+    stopping = spec.early_stopping
+    assert stopping is not None  # check_progress runs with earlyStopping only
+    names = spec.objective.names
+    # A value read without its time was printed by now at the latest: what others recorded before now
+    # reached their rungs first.
+    now = times.iso(state.now)
+    own = rungs.curve(((m.name, m.step, m.value, m.timestamp or now) for m in history), names)
+    new_steps = {step for step, _, _ in own} - seen
+    if not new_steps:
+        return
+    min_resource = stopping.min_resource or rungs.auto_min_resource(first_success_steps(state))
+    if min_resource is None:
+        return  # nothing is judged before a trial has succeeded (ASHA's automatic minResource)
+    mine = state.config_of(t)
+    others: dict[str, rungs.Curve] = {}
+    for other in state.trials:
+        key = state.config_of(other)
+        if key == mine or not other.owned_by(state.exp.uid) or state.phase(other) == "Refused":
+            continue
+        c = objective_curve(state, other)
+        if c and len(c) > len(others.get(key, [])):
+            others[key] = c
+    factor = stopping.reduction_factor or REDUCTION_FACTOR
+    verdict = rungs.judge(own, new_steps, others, spec.objective.directions, min_resource, factor)
+    if verdict is None:
+        return
+    last_step, _, values = own[-1]
+    state.stop_workload(t)
+    state.set_status(
+        t,
+        phase="EarlyStopped",
+        reason="EarlyStopped",
+        objective_values=list(values),
+        objective_summary=", ".join(f"{n}={v:g}" for n, v in zip(names, values, strict=True)),
+        message=(
+            f"stopped at step {last_step} by the asha rule on several objectives: at rung {verdict.rung} "
+            f"(step {verdict.step}) {verdict.position} of the {verdict.competitors} configurations there ranked "
+            f"before it (non-dominated rank, then crowding distance); the best {verdict.kept} go on"
+        ),
+    )
+
+
+def first_success_steps(state: RoundState) -> int | None:
+    """The last step the first trial to succeed reported (ASHA's automatic minResource reads it)."""
+    first = min(
+        (t for t in state.trials if state.phase(t) == "Succeeded"),
+        key=lambda t: (state.current(t).completion_time or "~", t.name),
+        default=None,
+    )
+    if first is None:
+        return None
+    c = objective_curve(state, first)
+    return c[-1][0] if c else None
 
 
 # The trial's condition that says whether its workload waits for admission by a queue: True while

@@ -21,8 +21,10 @@ from hpo_operator.api.vocabulary import (
     L_ATTEMPT,
     L_CONFIG,
     L_EXPERIMENT,
+    L_GENERATION,
     L_LAUNCH,
     L_LINEAGE,
+    L_MEMBER,
     L_TRIAL,
     MANAGED_BY,
     TERMINAL_PHASES,
@@ -35,6 +37,7 @@ from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash, summary
 from hpo_operator.search.suggest import Outcome
 from hpo_operator.workloads import checkpoint
+from hpo_operator.workloads.requests import requested
 
 REQUEST_KEY_LENGTH = 1024
 MAX_ASKS_PER_ROUND = 1000
@@ -68,6 +71,8 @@ class TrialView:
         self.labels: dict[str, str] = self.meta.get("labels") or {}
         self.annotations: dict[str, str] = self.meta.get("annotations") or {}
         self.phase: str = self.status.get("phase") or "Pending"
+        # What a rule works out of this body once (e.g. the objectives' curve for early stopping).
+        self.memo: dict[str, Any] = {}
         for cached in [k for k in self.__dict__ if k in CACHED]:
             del self.__dict__[cached]
 
@@ -96,6 +101,12 @@ class TrialView:
         return any(c != uid for c in self.controllers)
 
     @cached_property
+    def segment(self) -> dict[str, Any] | None:
+        """Population-based training: the segment this Trial trains (spec.segment), as written."""
+        segment = self.spec.get("segment")
+        return segment if isinstance(segment, dict) else None
+
+    @cached_property
     def suggestion_index(self) -> int | None:
         """The suggestion this trial runs; never taken from a trial a user wrote."""
         index = self.spec.get("suggestionIndex")
@@ -106,6 +117,8 @@ class TrialView:
 
 # The reason of a trial the experiment's suspension stopped (Killed), or held in its queue (Queued).
 SUSPENDED = "Suspended"
+# The reason of a trial stopped because its experiment ended (Killed).
+FINISHED = "ExperimentFinished"
 
 # What a TrialView works out lazily, forgotten when its body is replaced.
 CACHED = frozenset(name for name, value in vars(TrialView).items() if isinstance(value, cached_property))
@@ -253,15 +266,19 @@ class RoundState:
             setattr(st, key, value)
         return st
 
-    def set_status(self, t: TrialView, **changes: Any) -> None:
-        """Changes status fields and keeps what follows from them: the completion time, the
-        Succeeded condition, and an Event when the trial finishes."""
+    def set_status(self, t: TrialView, ended_at: str | None = None, **changes: Any) -> None:
+        """Changes status fields and keeps what follows from them: the completion time, how long its
+        workload ran (from its start to `ended_at`, the container's own finish when the pod reports
+        one, else now: the moment the operator stopped it or saw it end), the Succeeded condition,
+        and an Event when the trial finishes."""
         before = self.status[t.name].phase
         st = self.update(t, **changes)
         phase = st.phase or "Pending"
         done = phase in TERMINAL_PHASES
         if done and not st.completion_time:
             st.completion_time = times.iso(self.now)
+        if done and st.run_seconds is None and st.start_time:
+            st.run_seconds = run_seconds(st.start_time, ended_at, self.now)
         succeeded = "True" if phase == "Succeeded" else ("False" if done else "Unknown")
         st.conditions = set_condition(
             st.conditions, "Succeeded", succeeded, st.reason or phase, st.message or "", self.now
@@ -336,6 +353,7 @@ class RoundState:
         not_before: datetime | None = None,
         config: str | None = None,
         annotations: dict[str, str] | None = None,
+        segment: dict[str, Any] | None = None,
     ) -> TrialView:
         labels = {
             **MANAGED_BY,
@@ -346,6 +364,8 @@ class RoundState:
             L_LAUNCH: launch,
             L_TRIAL: name,
         }
+        if segment is not None:
+            labels[L_MEMBER], labels[L_GENERATION] = str(segment["member"]), str(segment["generation"])
         annotations = dict(annotations or {})
         if not_before:
             annotations[A_NOT_BEFORE] = times.iso(not_before)
@@ -358,6 +378,8 @@ class RoundState:
             spec["retryOf"] = retry_of
         if index is not None:
             spec["suggestionIndex"] = index
+        if segment is not None:
+            spec["segment"] = dict(segment)
         body = {
             "apiVersion": API_VERSION,
             "kind": "Trial",
@@ -404,6 +426,7 @@ class RoundState:
             not_before=not_before,
             config=self.config_of(t),
             annotations=annotations,
+            segment=t.segment,  # a segment's re-run trains the same segment, from the same start
         )
         self.update(t, retried_by=new.name)
         return new
@@ -418,4 +441,22 @@ class RoundState:
     def start(self, t: TrialView) -> None:
         self.plan.start_workloads.append(t.name)
         self.has_pod[t.name] = True
-        self.update(t, phase="Pending", reason="PodCreated", message="", pod_name=t.name)
+        # What its workload requests, recorded now: the template may change later, and the compute
+        # a budget counts is what this run asked for.
+        self.update(
+            t,
+            phase="Pending",
+            reason="PodCreated",
+            message="",
+            pod_name=t.name,
+            requests=requested(self.spec, self.exp.name, t.body) or None,
+        )
+
+
+def run_seconds(start: str, ended_at: str | None, now: datetime) -> float | None:
+    """Seconds from a trial's start to its end (`ended_at`, else now); None for an unreadable start."""
+    began = times.parse_or_none(start)
+    if began is None:
+        return None
+    end = times.parse_or_none(ended_at) or now
+    return max(0.0, round((end - began).total_seconds(), 3))

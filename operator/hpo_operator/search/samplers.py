@@ -7,6 +7,7 @@ The Suggester (suggest.py) drives them.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Any
 
@@ -37,7 +38,22 @@ SAMPLERS = {
     "qmc": optuna.samplers.QMCSampler,
     "nsga2": optuna.samplers.NSGAIISampler,
     "nsga3": optuna.samplers.NSGAIIISampler,
+    "gp": optuna.samplers.GPSampler,
 }
+
+# gp: Optuna's GPSampler fits its Gaussian process with PyTorch, which the operator's default image
+# leaves out (it is gigabytes: see README, "Search algorithms"). Where it is missing the experiment
+# is refused as InvalidSpec with this, rather than failing at its first model-based suggestion.
+GP_NEEDS = (
+    "algorithm gp needs PyTorch, which this operator does not have: run the operator's gp image "
+    "flavour (the chart's image.flavour: gp, image tag <version>-gp; make image FLAVOUR=gp) or install "
+    "its gp extra (pip install 'hpo-operator[gp]'); or use tpe"
+)
+
+
+def torch_available() -> bool:
+    """Whether PyTorch can be imported here (looked up, not imported: importing it takes seconds)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def distribution(param: Parameter) -> BaseDistribution:
@@ -87,8 +103,14 @@ def make_sampler(spec: ExperimentSpec, seed: int | None = None) -> optuna.sample
                 "give the parameters larger steps or fewer values"
             )
         return optuna.samplers.GridSampler(space, seed=seed)
+    if spec.algorithm.name == "pbt":
+        # Population-based training decides without a sampler (search/population.py); its settings
+        # were checked above. The study only keeps the interface every experiment has.
+        return optuna.samplers.RandomSampler(seed=seed)
     sampler = SAMPLERS[spec.algorithm.name]
     name = spec.algorithm.name
+    if name == "gp" and not torch_available():
+        raise SearchSpaceError(GP_NEEDS)
     if spec.algorithm.name in ("cmaes", "qmc"):
         # Their fallback for what they cannot sample (categoricals) must be seeded too, or a
         # seeded experiment would not be reproducible.
@@ -109,7 +131,8 @@ REDUCTION_FACTOR = 3
 
 def make_pruner(spec: ExperimentSpec) -> optuna.pruners.BasePruner:
     stopping = spec.early_stopping
-    if stopping is None:
+    if stopping is None or spec.objective.multi:
+        # Several objectives: Optuna's pruners take one; the operator judges them (rungs.py).
         return optuna.pruners.NopPruner()
     if stopping.algorithm == "median":
         required = stopping.min_trials_required

@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 # After a restart, up to this many suggestions are replayed (exactly the same sequence goes on);
 # beyond it the study is rebuilt from the recorded results (see Suggester._rebuild_from_results).
 REPLAY_LIMIT = int(os.environ.get("HPO_REPLAY_LIMIT", "1000"))
-# The samplers whose ask grows with the trials (TPE fits its model to all of them, CMA-ES walks
+# The samplers whose ask grows with the trials (TPE and GP fit their models to all of them, CMA-ES walks
 # every generation); random, qmc and grid asks cost the same at any size.
-REBUILT_ALGORITHMS = ("tpe", "cmaes")
+REBUILT_ALGORITHMS = ("tpe", "cmaes", "gp")
 STUDY_NAME = "experiment"
 
 
@@ -380,7 +380,8 @@ class Suggester:
         pruner whether to stop it."""
         self._materialize()
         trial = self._asked.get(index)
-        if trial is None or index in self._told or not values:
+        if trial is None or index in self._told or not values or self.spec.objective.multi:
+            # (Several objectives: no Optuna pruner takes them; the planner judges by search/rungs.py.)
             return False
         return self._report(trial, values, ask=True)
 

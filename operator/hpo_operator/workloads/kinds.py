@@ -326,6 +326,9 @@ def _failure_status(
         if cstatus.get("conditions"):
             result["conditions"] = cstatus["conditions"]  # a DisruptionTarget marks Infrastructure
         return result
+    if cstatus.get("initContainerStatuses"):
+        # It failed before its containers started (e.g. a pbt segment's checkpoint copy step).
+        return {"initContainerStatuses": cstatus["initContainerStatuses"], "message": message}
     return {"reason": workload_reason or "Failed", "message": message}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_KUEUE_QUEUE
-from hpo_operator.workloads import checkpoint
+from hpo_operator.workloads import checkpoint, population
 
 _PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
 
@@ -34,6 +34,9 @@ def trial_values(experiment: str, trial: dict[str, Any], spec: ExperimentSpec | 
     )
     if spec is not None and spec.trial_template.checkpoint is not None:
         values["trial.checkpointDir"] = spec.trial_template.checkpoint.mount_path
+    segment = population.segment_of(trial)
+    if spec is not None and segment is not None:
+        values.update(population.placeholders(spec, segment))
     return values
 
 
@@ -41,6 +44,10 @@ def mount_checkpoint(spec: ExperimentSpec, experiment: str, trial: dict[str, Any
     """The configuration's checkpoint volume in the trial's pod spec, if the experiment has one."""
     ckpt = spec.trial_template.checkpoint
     if ckpt is None:
+        return
+    segment = population.segment_of(trial)
+    if segment is not None:  # population-based training: a claim per segment, filled by a copy step
+        population.mount_segment(pod_spec, spec, ckpt, experiment, trial, segment)
         return
     config = (trial["metadata"].get("labels") or {}).get(L_CONFIG, "")
     checkpoint.mount(

@@ -49,7 +49,9 @@ helm.sh/chart: {{ include "hpo-operator.chart" . }}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $flavoured := .Chart.AppVersion }}
+{{- if .Values.image.flavour }}{{ $flavoured = printf "%s-%s" .Chart.AppVersion .Values.image.flavour }}{{ end }}
+{{- printf "%s:%s" .Values.image.repository (default $flavoured .Values.image.tag) }}
 {{- end }}
 {{- end }}
 

@@ -52,7 +52,9 @@
       fact("Created (UTC)", time(s.created)),
       s.original ? fact("Copy of", s.original) : null,
       s.warmStartFrom ? fact("Warm start", s.warmStartFrom) : null,
-      spec.earlyStopping ? fact("Early stopping", spec.earlyStopping) : null);
+      spec.earlyStopping ? fact("Early stopping", spec.earlyStopping) : null,
+      view.spentLines && view.spentLines.length ? fact("Spent", el("span", {id: "spent"},
+        view.spentLines.map((line, i) => [i ? el("br") : null, line]))) : null);
     replace(q("space"), el("tr", {}, el("th", {}, "parameter"), el("th", {}, "range")),
       spec.parameters.map((p) => el("tr", {}, el("td", {}, p.name), el("td", {}, p.range))));
     const best = view.best;
@@ -64,9 +66,12 @@
         Object.entries(best.parameters).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))),
         Object.entries(best.metrics || {}).map(([k, v]) => el("tr", {class: "muted"}, el("td", {}, k), el("td", {}, number(v)))))]
       : el("p", {class: "muted"}, "no result yet"));
-    replace(q("conditions"), el("tr", {}, ["type", "status", "reason", "message", "since (UTC)"].map((h) => el("th", {}, h))),
-      view.conditions.map((c) => el("tr", {}, el("td", {}, c.type), el("td", {}, c.status), el("td", {}, c.reason || ""),
-        el("td", {class: "message"}, c.message || ""), el("td", {}, time(c.lastTransitionTime)))));
+    // Each condition's message on a line of its own, across the card, wrapped: never cut off.
+    replace(q("conditions"), el("tr", {}, ["type", "status", "reason", "since (UTC)"].map((h) => el("th", {}, h))),
+      view.conditions.map((c) => [
+        el("tr", {class: "condition"}, el("td", {}, c.type), el("td", {}, c.status), el("td", {}, c.reason || ""),
+          el("td", {}, time(c.lastTransitionTime))),
+        el("tr", {class: "condition-message"}, el("td", {class: "message", colspan: "4"}, c.message || ""))]).flat());
     replace(q("status-history"), el("tr", {}, ["time (UTC)", "phase", "reason"].map((h) => el("th", {}, h))),
       view.statusHistory.map((h) => el("tr", {}, el("td", {}, time(h.time)), el("td", {}, badge(h.phase)), el("td", {}, h.reason || ""))));
     renderActions();
@@ -349,9 +354,21 @@
       const stamp = `${figure.version}:${url}`;
       if (drawn[slot] === stamp) return;  // the same figure: drawing it again would only cost time
       drawn[slot] = stamp;
+      if (!figure.data || figure.data.length === 0) {
+        // Nothing to draw (no trial has reported it yet): a line saying so, not empty axes. The
+        // figure's own note says what is missing.
+        const said = ((figure.layout || {}).annotations || []).map((a) => a.text).join(" ");
+        if (window.Plotly) Plotly.purge(div);
+        replace(div, el("p", {class: "empty-plot"}, said || `${kind}: nothing to plot yet`));
+        div.dataset.rendered = String(Date.now());
+        mark(slot);
+        return;
+      }
+      if (div.querySelector("p.empty-plot")) div.replaceChildren();  // its data has come
       const layout = {...figure.layout, ...LAYOUT, margin: {...LAYOUT.margin, ...(figure.layout.margin || {})}};
       if (kind === "parallel") layout.margin.t = 90;
       if (kind === "slice") layout.width = undefined;
+      if (kind === "schedule") { layout.height = figure.layout.height; layout.margin.t = 90; }  // a panel per parameter
       await Plotly.react(div, figure.data, layout, {responsive: true, displaylogo: false});
       div.dataset.rendered = String(Date.now());
       mark(slot);
@@ -411,6 +428,14 @@
     q("objective").addEventListener("change", () => { plots.parallel(); plots.importance(); plots.slice(); });
   }
 
+  // Population-based training: each member's hyperparameter schedule, first.
+  function addSchedule() {
+    if (!view.pbt) return;
+    q("schedule-box").hidden = false;
+    addSlot("schedule", "schedule", () => `${api}/figures/schedule`);
+    ORDER.unshift("schedule");
+  }
+
   // The first time, every figure is asked for at once, and drawn one after the other in ORDER
   // (each draw holds the page's thread: the cheap ones should not wait behind the slow one).
   async function firstDraw() {
@@ -468,6 +493,7 @@
     replace(q("curve-metric"), view.metricNames.map((m) => el("option", {value: m}, m)));
     q("curve-metric").addEventListener("change", () => plots.curves());
     addObjectives();
+    addSchedule();
     firstDraw();
     q("trial-search").addEventListener("input", (e) => { state.search = e.target.value; state.page = 0; state.focus = null; renderTable(); });
     window.addEventListener("hashchange", fromHash);

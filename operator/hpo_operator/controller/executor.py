@@ -5,18 +5,30 @@ an API call.
 One failed write does not stop the others: a pod the API server refuses (a quota, a policy, an
 invalid manifest) must not keep the experiment's status from being written or other pods from being
 stopped. The first failure is raised at the end, so the round counts as failed and is retried.
+
+The Experiment's status and the routine Events are written as coalesce.py says: a change of counts
+alone, and the routine Events, wait (in PendingWrites) for their turn, which flush() takes when no
+round does first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import L_CONFIG, L_KUEUE_JOB_UID, L_LAUNCH, L_TRIAL, TERMINAL_PHASES
+from hpo_operator.api.vocabulary import (
+    FINISHED_PHASES,
+    L_CONFIG,
+    L_KUEUE_JOB_UID,
+    L_LAUNCH,
+    L_TRIAL,
+    TERMINAL_PHASES,
+)
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import (
     CLAIMS,
@@ -34,49 +46,134 @@ from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import build_workload, runtime_replicated_jobs, trainjob_runtime
 
 from .authority import Authority
+from .coalesce import (
+    EARLY,
+    EVENTS_PER_SECOND,
+    ROUTINE,
+    STATUS_INTERVAL,
+    STATUS_WRITES_PER_SECOND,
+    TRIAL_STATUS_INTERVAL,
+    Deferral,
+    Pacer,
+    RoutineEvents,
+    trial_may_wait,
+    urgent,
+)
 
 log = logging.getLogger(__name__)
 
 # Posts a Kubernetes Event: (object, type, reason, message).
 PostEvent = Callable[[dict, str, str, str], None]
-# Normal Events that come with every trial: posted on the Experiment, one per reason and round.
-AGGREGATED = ("TrialCreated", "TrialSucceeded", "TrialEarlyStopped")
+
+
+class Pacing:
+    """The turns of what waits, shared by every experiment of the process (coalesce.Pacer): the
+    status writes of counts alone, and the routine Events."""
+
+    def __init__(self, status_rate: float = STATUS_WRITES_PER_SECOND, event_rate: float = EVENTS_PER_SECOND):
+        self.status = Pacer(status_rate)
+        self.events = Pacer(event_rate)
 
 
 class PendingWrites:
-    """What this operator wrote for one experiment that the watch has not shown yet.
+    """What this operator wrote for one experiment that the watch has not shown yet, and what it has
+    not written yet.
 
     The watched state lags behind our own writes by a watch event. Without this, the round after a
     write would decide again on the old state: harmless for the objects (their names are
-    deterministic, so a second create collides) but it would repeat Events and writes.
+    deterministic, so a second create collides) but it would repeat Events and writes. A status of
+    new counts alone, and the routine Events, wait here for their turn (coalesce.py); each round
+    starts from the newest status, written or not.
     """
 
-    def __init__(self) -> None:
-        self.experiment_status: dict | None = None
+    def __init__(self, pacing: Pacing | None = None) -> None:
+        self.pacing = pacing or Pacing(0, 0)
+        self.experiment_status: dict | None = None  # our last status write
+        self.deferred: dict | None = None  # a newer status, of counts alone, that waits for its turn
+        self.status_deferral = Deferral(STATUS_INTERVAL)
+        self.events = RoutineEvents()
+        self.observed: dict = {}  # the status the watch showed last
         self.trial_status: dict[str, dict] = {}
+        # Trial statuses that wait (coalesce.trial_may_wait): the status the API server holds, the
+        # newest one, and when it may be written.
+        self.trial_waiting: dict[str, tuple[dict, dict, float]] = {}
         self.trials: dict[str, dict] = {}
 
     def trial_bodies(self, watched: dict[str, dict]) -> list[dict]:
-        """The watched Trials, with our newer writes laid over them (shallow copies: nothing that
-        the watch holds is changed)."""
+        """The watched Trials, with our newer writes laid over them, and the statuses that wait
+        (shallow copies: nothing that the watch holds is changed)."""
         for name in [n for n in self.trials if n in watched]:
             del self.trials[name]
+        bodies = {**self.trials, **watched} if self.trials else watched
+        for name in [n for n in self.trial_waiting if n not in bodies]:
+            del self.trial_waiting[name]  # deleted meanwhile
         result = []
-        for name, body in ({**self.trials, **watched} if self.trials else watched).items():
+        for name, body in bodies.items():
             mine = self.trial_status.get(name)
             if mine is not None:
                 if (body.get("status") or {}) == mine:
                     del self.trial_status[name]
                 else:
                     body = {**body, "status": mine}
+            waiting = self.trial_waiting.get(name) if self.trial_waiting else None
+            if waiting is not None:
+                body = {**body, "status": waiting[1]}
             result.append(body)
         return result
 
+    def wait_trial(self, name: str, stored: dict, status: dict, now: float) -> None:
+        """The trial's newest status waits, written at the turn its first waiting one got."""
+        waiting = self.trial_waiting.get(name)
+        self.trial_waiting[name] = (stored, status, waiting[2] if waiting else now + TRIAL_STATUS_INTERVAL)
+
+    def wrote_trial_status(self, name: str, status: dict) -> None:
+        self.trial_status[name] = status
+        self.trial_waiting.pop(name, None)
+
+    def echo(self, name: str, before: dict | None, now: dict) -> bool:
+        """Whether a Trial's new version only shows what we wrote: our create (before None), or our
+        last status write with nothing else changed. A round for it would find nothing new (the
+        next one lays the same writes over the watch anyway), so its event wakes none."""
+        if before is None:
+            made = self.trials.get(name)
+            return made is not None and same_but_status(made, now)
+        status = self.trial_status.get(name)
+        return status is not None and (now.get("status") or {}) == status and same_but_status(before, now)
+
     def status(self, observed: dict) -> dict:
-        if self.experiment_status is None or observed == self.experiment_status:
+        """The status a round starts from: the one that waits, else our last write until the watch
+        shows it, else the watched one."""
+        self.observed = observed
+        if self.experiment_status is not None and observed == self.experiment_status:
             self.experiment_status = None
-            return observed
-        return self.experiment_status
+        if self.deferred is not None:
+            return self.deferred
+        return observed if self.experiment_status is None else self.experiment_status
+
+    def stored(self) -> dict:
+        """The status the API server holds: our last write, or the watched one."""
+        return self.observed if self.experiment_status is None else self.experiment_status
+
+    def wrote_status(self, status: dict, now: float) -> None:
+        self.experiment_status = status
+        self.deferred = None
+        self.status_deferral.wrote(now)
+
+    def next_turn(self) -> float | None:
+        """When something that waits may be written (time.monotonic()); None: nothing waits."""
+        turns = [t for t in (self.status_deferral.pending() if self.deferred else None, self.events.pending()) if t]
+        if self.trial_waiting:
+            turns.append(min(w[2] for w in self.trial_waiting.values()))
+        return min(turns) if turns else None
+
+
+def same_but_status(a: dict, b: dict) -> bool:
+    """Whether two versions of an object differ in their status (and resourceVersion) alone."""
+    meta_a, meta_b = a.get("metadata") or {}, b.get("metadata") or {}
+    if any(a.get(k) != b.get(k) for k in a.keys() | b.keys() if k not in ("status", "metadata")):
+        return False
+    ignored = ("resourceVersion", "managedFields")
+    return all(meta_a.get(k) == meta_b.get(k) for k in meta_a.keys() | meta_b.keys() if k not in ignored)
 
 
 def status_patch(old: dict, new: dict) -> dict:
@@ -116,6 +213,7 @@ class Executor:
         self.failures: list[Exception] = []
         self.unmade: list[str] = []  # Trials of the plan whose create failed
         self.events: list[tuple[dict, str, str, str]] = []
+        self.finished = False  # the status this round writes has a final phase
         # Trials whose workload was refused for good (invalid, forbidden, or no verified author):
         # reported to the next round's planner, which fails them (the loop keeps this dict between
         # rounds).
@@ -225,63 +323,126 @@ class Executor:
 
     async def write_experiment_status(self, status: dict) -> None:
         # Not attempt(): without its status written the round did not happen, and is retried.
+        self.finished = status.get("phase") in FINISHED_PHASES
         if self.unmade:
             # The status counts Trials that were not made (their suggestions among them): written,
             # it would be ahead of the Trials, and the next round would skip those suggestions for
             # good. The round fails instead (self.failures has why), and the next one plans them
             # again from the Trials that exist.
             return
-        patch = status_patch(self.experiment.get("status") or {}, status)
+        # What the API server holds: the status this round started from, unless that one waits.
+        stored = self.written.stored() if self.written.deferred is not None else self.experiment.get("status") or {}
+        if not status_patch(stored, status):
+            self.written.deferred = None  # (counts that went back to what is written)
+            return
+        now = time.monotonic()
+        if urgent(stored, status, self.suggestions_made):
+            await self.patch_experiment_status(stored, pruned(status), now, "changed")
+        elif self.written.status_deferral.may_write(now, self.written.pacing.status):
+            await self.patch_experiment_status(stored, pruned(status), now, "turn")
+        else:
+            self.written.deferred = pruned(status)
+
+    async def patch_experiment_status(self, stored: dict, status: dict, now: float, when: str) -> None:
+        patch = status_patch(stored, status)
         if patch:
             await self.api.patch_status("experiments", self.namespace, self.experiment["metadata"]["name"], patch)
-            self.written.experiment_status = pruned(status)
+            telemetry.STATUS_WRITES.labels(when).inc()
+        self.written.wrote_status(status, now)
+
+    def suggestions_made(self) -> int:
+        """The suggestions the Trials account for: the highest suggestionIndex + 1."""
+        indexes = (t.get("spec", {}).get("suggestionIndex") for t in self.trials.values())
+        return max((int(i) + 1 for i in indexes if i is not None), default=0)
+
+    async def flush(self) -> None:
+        """Writes what waits whose turn has come (the round's flush when no round runs first): trial
+        statuses, a status of new counts, the routine Events."""
+        now = time.monotonic()
+        written = self.written
+        due = [name for name, (_, _, turn) in written.trial_waiting.items() if turn <= now + EARLY]
+        if due:
+            await asyncio.gather(*(self.write_waiting_trial(name) for name in due))
+            if self.failures:
+                raise self.failures[0]
+        if written.deferred is not None and written.status_deferral.may_write(now, written.pacing.status):
+            await self.patch_experiment_status(written.stored(), written.deferred, now, "turn")
+        if written.events.due(now, written.pacing.events):
+            self.post_routine(now)
+
+    def post_routine(self, now: float) -> None:
+        for reason, text in self.written.events.take(now):
+            self.post_event(self.experiment, "Normal", reason, text)
 
     def event(self, target: dict, type_: str, reason: str, message: str) -> None:
         self.events.append((target, type_, reason, message))
 
     def post_events(self, events: list[planner.Event]) -> None:
         """Posts the round's Events. Each Event is a write, as costly as the trial's own: the
-        routine ones (AGGREGATED) go on the Experiment, one per reason and round, naming the trials."""
+        routine ones (coalesce.ROUTINE) are gathered across rounds on the Experiment, and posted
+        one per reason, naming the trials, when their turn comes, or at once before another Event
+        of the Experiment and when it finishes."""
         for event in events:
             target = self.experiment if event.target is None else self.trials.get(event.target)
             if target is not None and target.get("metadata", {}).get("uid"):
                 self.event(target, event.type, event.reason, event.message)
-        routine: dict[str, list[str]] = {}
+        gathered = self.written.events
+        others = []
         for target, type_, reason, message in self.events:
-            if type_ == "Normal" and reason in AGGREGATED:
+            if type_ == "Normal" and reason in ROUTINE:
                 name = target["metadata"]["name"]
-                entry = message if target is self.experiment else f"trial {name}: {message}"
-                routine.setdefault(reason, []).append(entry)
+                gathered.add(reason, message if target is self.experiment else f"trial {name}: {message}")
             else:
-                self.post_event(target, type_, reason, message)
-        for reason, entries in routine.items():
-            text = (
-                entries[0]
-                if len(entries) == 1
-                else f"{len(entries)} trials: " + "; ".join(e.removeprefix("trial ") for e in entries)
-            )
-            self.post_event(self.experiment, "Normal", reason, text)
+                others.append((target, type_, reason, message))
+        now = time.monotonic()
+        if gathered and (
+            self.finished
+            or any(target is self.experiment for target, *_ in others)
+            or gathered.due(now, self.written.pacing.events)
+        ):
+            self.post_routine(now)
+        for target, type_, reason, message in others:
+            self.post_event(target, type_, reason, message)
 
     async def update_trial(self, name: str, status: dict | None, metadata: dict | None) -> None:
         if status is not None:
             old = (self.trials.get(name) or {}).get("status") or {}
             if status.get("phase") in TERMINAL_PHASES and old.get("phase") not in TERMINAL_PHASES:
                 telemetry.TRIALS_FINISHED.labels(status["phase"], status.get("failureClass") or "").inc()
-            patch = status_patch(old, status)
-            if patch:
-                result = await self.attempt(
-                    f"status of trial {name}",
-                    lambda: self.api.patch_status("trials", self.namespace, name, patch),
-                    ok=(404,),
-                )
-                if not isinstance(result, Exception):
-                    self.written.trial_status[name] = pruned(status)
+            # (A metadata change goes after its status: that one is written now.)
+            await self.write_trial_status(name, status, may_wait=metadata is None)
         if metadata is not None:
             await self.attempt(
                 f"metadata of trial {name}",
                 lambda: self.api.patch("trials", self.namespace, name, {"metadata": metadata}),
                 ok=(404,),
             )
+
+    async def write_trial_status(self, name: str, status: dict, may_wait: bool = True) -> None:
+        """Writes the trial's status, or has it wait (coalesce.trial_may_wait) with what waits."""
+        waiting = self.written.trial_waiting.get(name)
+        # What the API server holds: what waits was not written.
+        stored = waiting[0] if waiting else (self.trials.get(name) or {}).get("status") or {}
+        if not status_patch(stored, status):
+            self.written.trial_waiting.pop(name, None)
+        elif may_wait and trial_may_wait(stored, status):
+            self.written.wait_trial(name, stored, pruned(status), time.monotonic())
+        else:
+            await self.patch_trial_status(name, stored, pruned(status))
+
+    async def write_waiting_trial(self, name: str) -> None:
+        stored, status, _ = self.written.trial_waiting[name]
+        await self.patch_trial_status(name, stored, status)
+
+    async def patch_trial_status(self, name: str, stored: dict, status: dict) -> None:
+        patch = status_patch(stored, status)
+        result = await self.attempt(
+            f"status of trial {name}",
+            lambda: self.api.patch_status("trials", self.namespace, name, patch),
+            ok=(404,),
+        )
+        if not isinstance(result, Exception):
+            self.written.wrote_trial_status(name, status)
 
     async def start(self, name: str) -> None:
         trial = self.trials.get(name)
@@ -387,18 +548,11 @@ class Executor:
             )
         self.trials[name] = created
         self.written.trials[name] = created
-        # The pod and the first status go out together.
+        # The pod and the first status go out together (the status, of a trial waiting to start,
+        # usually waits: see coalesce.trial_may_wait).
         first = asyncio.ensure_future(
-            self.first_status(name, created, status) if status and not created.get("status") else asyncio.sleep(0)
+            self.write_trial_status(name, status) if status and not created.get("status") else asyncio.sleep(0)
         )
         if start:
             await self.start(name)
         await first
-
-    async def first_status(self, name: str, created: dict, status: dict) -> None:
-        result = await self.attempt(
-            f"status of trial {name}", lambda: self.api.patch_status("trials", self.namespace, name, status), ok=(404,)
-        )
-        if not isinstance(result, Exception):
-            self.trials[name] = self.written.trials[name] = {**created, "status": status}
-            self.written.trial_status[name] = pruned(status)

@@ -26,8 +26,8 @@ and experiments. Prints a table; asserts nothing (bench/README.md explains each 
     .venv/bin/python bench/scale.py --cases 200x20 --kind trainjob
     .venv/bin/python bench/scale.py --cases 200x20 --tenancy
 
-With `--tenancy` each case also runs the operator as the chart's tenancy runs it (README "Sharing a
-cluster"): its admission webhook records the experiments' author (a user this script impersonates,
+With `--tenancy` each case also runs the operator as the chart's tenancy runs it (docs/tenancy.md):
+its admission webhook records the experiments' author (a user this script impersonates,
 allowed to create them and pods), each trial's workload is created after a LocalSubjectAccessReview
 of that author, and as the namespace's trial ServiceAccount; the same operator without it runs
 beside it, against the same floor.

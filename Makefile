@@ -1,4 +1,4 @@
-# hpo-operator. `make demo` runs the main job, `make test` the tests; see README.md.
+# hpo-operator. `make demo` runs the main job, `make test` the tests; see README.md and docs/.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 LOCK_ARGS ?=
 
 .PHONY: help venv lock lock-check lint lint-shell lint-chart lint-python tools cluster cluster-down cluster-status crds crds-check test test-unit \
-        demo operator install-crds kind-up kind-down kind-test clean
+        demo operator install-crds kind-up kind-down kind-test clean docs
 
 # Every target says what it does in a `## ` comment on its own line; help lists them all
 # (tests/unit/test_makefile.py checks that none is left out).
@@ -18,7 +18,7 @@ help:  ## this list
 	@awk -F':.*## ' '/^[a-z][a-z0-9-]*:.*## / {printf "make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The development environment comes from the lock alone (requirements-dev.txt, hashed pins of
-# pyproject.toml's dependencies and its test and bench extras, the installer and the build backend;
+# pyproject.toml's dependencies and its test, bench and docs extras, the installer and the build backend;
 # `make lock` writes it): a fresh venv gets what was last tested, not whatever is newest. The project itself is
 # then installed editable without resolving anything (--no-deps) and built by the locked setuptools
 # (--no-build-isolation), so nothing outside the lock is fetched.
@@ -37,7 +37,7 @@ venv: $(VENV)/.installed  ## the development environment from the lock (.venv)
 # pip's settings (index, certificates); a machine's find-links or index URL stay out of the file.
 lock: venv  ## refresh requirements-dev.txt and the image's lock (LOCK_ARGS=--upgrade: newest)
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
-	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test --extra bench \
+	  --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url --extra test --extra bench --extra docs \
 	  $(LOCK_ARGS) --output-file requirements-dev.txt pyproject.toml requirements-dev.in
 	PYTHON=$(PY) hack/image.sh lock
 	$(PY) hack/check-locks.py
@@ -99,6 +99,12 @@ test: venv $(if $(HPO_KUBECONFIG),,tools)  ## unit and integration tests (starts
 
 test-unit: venv  ## unit tests only (no cluster)
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into site/, which git ignores. --strict: a link to a
+# missing page or anchor fails the build (tests/unit/test_docs.py builds it too, in make test).
+# NO_MKDOCS_2_WARNING: the theme's notice about its successor, printed on every build.
+docs: venv  ## the documentation site into site/ (mkdocs build --strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 install-crds: cluster  ## apply crds/ to the local cluster
 	$(HPO_CACHE)/bin/kubectl --kubeconfig $(KUBECONFIG_LOCAL) apply -f crds/
@@ -172,10 +178,10 @@ bench-scale: venv tools  ## the operator against the raw API floor at scale (BEN
 	$(PY) bench/scale.py $(BENCH_ARGS)
 
 # The fault soak (bench/soak.py): 2,000 configurations x 200 parallel while the API server, the
-# operator and its leader are broken at random; exact checks afterwards (README, "When the control
-# plane restarts"). Not in `make test`. BENCH_ARGS="--seeds 50 --parallel 20" for a short one.
+# operator and its leader are broken at random; exact checks afterwards
+# (docs/control-plane-restarts.md). Not in `make test`. BENCH_ARGS="--seeds 50 --parallel 20" for a short one.
 .PHONY: soak
-soak: venv tools  ## the fault soak: a large experiment while the control plane breaks (README)
+soak: venv tools  ## the fault soak: a large experiment while the control plane breaks (docs/control-plane-restarts.md)
 	$(PY) bench/soak.py $(BENCH_ARGS)
 
 # The dashboard's page of a 10,000-trial experiment, measured in headless Chromium (a few minutes

@@ -45,7 +45,7 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "nsga2": optuna.samplers.NSGAIISampler,
-    "gp": optuna.samplers.GPSampler,  # needs PyTorch: the gp extra (README, "Search algorithms")
+    "gp": optuna.samplers.GPSampler,  # needs PyTorch: the gp extra (docs/search-algorithms.md)
 }
 
 

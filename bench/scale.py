@@ -7,7 +7,7 @@ other:
   Trial's status and the Experiment's status), P trials of each experiment at a time, with at most
   --floor-writers writes in flight (the concurrency at which this cluster is fastest: more
   concurrent writers make the API server time out);
-- the **operator** (`python -m hpo_operator --all-namespaces`, a fresh process per case) on an
+- the **operator** (`python -m hpo_operator --namespace <the case's>`, a fresh process per case) on an
   Experiment with the same budgets.
 
 Trial pods run on the KWOK nodes and finish at once (`sim.hpo.dev/duration: 0s`), so the loop, not
@@ -26,8 +26,8 @@ and experiments. Prints a table; asserts nothing (bench/README.md explains each 
     .venv/bin/python bench/scale.py --cases 200x20 --kind trainjob
     .venv/bin/python bench/scale.py --cases 200x20 --tenancy
 
-With `--tenancy` each case also runs the operator as the chart's tenancy runs it (README "Sharing a
-cluster"): its admission webhook records the experiments' author (a user this script impersonates,
+With `--tenancy` each case also runs the operator as the chart's tenancy runs it (docs/tenancy.md):
+its admission webhook records the experiments' author (a user this script impersonates,
 allowed to create them and pods), each trial's workload is created after a LocalSubjectAccessReview
 of that author, and as the namespace's trial ServiceAccount; the same operator without it runs
 beside it, against the same floor.
@@ -39,13 +39,17 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import yaml
 from kubernetes_asyncio import client, config
 
@@ -71,7 +75,12 @@ CASES = {
     "2000x1000": (1, 2000, 1000),
     "10000x200": (1, 10000, 200),
     "100x(20x10)": (100, 20, 10),
+    "1000x(4x2)": (1000, 4, 2),
 }
+# `burst`: BURST_SMALL experiments alone, then the same beside one experiment of BURST trials, all
+# of them in parallel, created just before them: the small ones' times with and without it.
+BURST_SMALL = (50, 10, 2)
+BURST = (1000, 1000)
 UNRELATED_PODS = 2000
 RUNTIME = "hpo-bench-torch"  # the ClusterTrainingRuntime of --kind trainjob
 KINDS = {"job": ("batch", "v1", "jobs"), "trainjob": (*TRAINER, "trainjobs")}  # what a finished trial is
@@ -128,35 +137,44 @@ def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") ->
 async def watch_lines(list_fn, *args, on_event, stop: asyncio.Event, **kwargs) -> None:
     """Calls on_event(type, object) for each watch event until `stop` is set (re-watching on
     expiry). Raw JSON lines: no model objects, so this script stays light next to the cluster."""
-    rv = None
     while not stop.is_set():
-        listing = await list_fn(*args, _preload_content=False, **kwargs)
-        data = json.loads(await listing.read())
-        for obj in data["items"]:
-            on_event("ADDED", obj)
-        rv = data["metadata"]["resourceVersion"]
-        resp = await list_fn(
-            *args,
-            watch=True,
-            resource_version=rv,
-            allow_watch_bookmarks=True,
-            timeout_seconds=600,
-            _preload_content=False,
-            _request_timeout=660,
-        )
         try:
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    break
-                if event["type"] != "BOOKMARK":
-                    on_event(event["type"], event["object"])
-                if stop.is_set():
-                    break
-        finally:
-            resp.release()
+            await watch_once(list_fn, *args, on_event=on_event, stop=stop, **kwargs)
+        except (TimeoutError, client.ApiException, aiohttp.ClientError, OSError, ValueError) as e:
+            # An API server under load answers 429 or cuts the stream: list and watch again.
+            print(f"  (the benchmark's watch: {type(e).__name__} {getattr(e, 'status', '')}; again)", file=sys.stderr)
+            await asyncio.sleep(1)
+
+
+async def watch_once(list_fn, *args, on_event, stop: asyncio.Event, **kwargs) -> None:
+    """One listing, then one watch from its resourceVersion until it ends (or `stop`)."""
+    data = json.loads(await read_body(await list_fn(*args, _preload_content=False, **kwargs)))
+    for obj in data["items"]:
+        on_event("ADDED", obj)
+    resp = await list_fn(
+        *args,
+        watch=True,
+        resource_version=data["metadata"]["resourceVersion"],
+        allow_watch_bookmarks=True,
+        timeout_seconds=600,
+        _preload_content=False,
+        _request_timeout=660,
+    )
+    if not 200 <= resp.status <= 299:
+        await read_body(resp)  # raises
+    try:
+        async for line in resp.content:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event["type"] == "ERROR":
+                break
+            if event["type"] != "BOOKMARK":
+                on_event(event["type"], event["object"])
+            if stop.is_set():
+                break
+    finally:
+        resp.release()
 
 
 @dataclass
@@ -201,10 +219,17 @@ class Clock:
             self.waiters[name] = future
         return future
 
-    def replacement_latencies(self, parallel: int) -> dict[str, list[float]]:
+    def first_pods(self) -> dict[str, float]:
+        """Per experiment, when its first pod was seen."""
+        first: dict[str, float] = {}
+        for name, exp in self.experiment_of.items():
+            first[exp] = min(first.get(exp, float("inf")), self.created[name])
+        return first
+
+    def replacement_latencies(self, parallel: int, only: set[str] | None = None) -> dict[str, list[float]]:
         """Per experiment: pod k+P is the replacement of the k-th pod to finish."""
         result = {}
-        for exp in set(self.experiment_of.values()):
+        for exp in set(self.experiment_of.values()) if only is None else only:
             names = [n for n, e in self.experiment_of.items() if e == exp]
             created = sorted(self.created[n] for n in names)
             finished = sorted(self.finished[n] for n in names if n in self.finished)
@@ -283,6 +308,11 @@ class Result:
     cpu: float | None = None
     rss_mb: float | None = None
     exp_kb: float | None = None
+    # Per experiment, from its creation (the create's answer): its first pod seen, and its end.
+    first_pod_delays: list[float] = field(default_factory=list)
+    finish_delays: list[float] = field(default_factory=list)
+    clock: Clock | None = None
+    start: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -313,12 +343,15 @@ async def run_floor(
     # The operator's own API layer, its bound set to the floor's best concurrency.
     api = KubeClient(cluster.api, concurrency=writers)
     start = time.monotonic()
+    created: dict[str, float] = {}
+    ended: dict[str, float] = {}
 
     async def one_experiment(e: int) -> None:
         name = f"exp{e}"
         body = experiment_body(name, trials, parallel, kind)
         spec = ExperimentSpec.model_validate(body["spec"])
         exp = await api.create("experiments", ns, body)
+        created[name] = time.monotonic()
         owner = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Experiment",
@@ -375,6 +408,7 @@ async def run_floor(
                 await api.patch_status("experiments", ns, name, {"trialsSucceeded": done})
 
         await asyncio.gather(*(worker() for _ in range(parallel)))
+        ended[name] = time.monotonic()
 
     await asyncio.gather(*(one_experiment(e) for e in range(experiments)))
     wall = time.monotonic() - start
@@ -382,6 +416,7 @@ async def run_floor(
     for w in watchers:
         w.cancel()
     first = sorted(clock.created.values())
+    first_pod = clock.first_pods()
     result = Result(
         "floor",
         case,
@@ -390,6 +425,10 @@ async def run_floor(
         wall,
         clock.replacement_latencies(parallel),
         first[min(len(first), parallel) - 1] - start,
+        first_pod_delays=[first_pod.get(n, float("inf")) - t for n, t in created.items()],
+        finish_delays=[ended[n] - t for n, t in created.items()],
+        clock=clock,
+        start=start,
     )
     await cluster.delete_namespace(ns)
     return result
@@ -408,13 +447,24 @@ def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
 
 
 class Operator:
-    """The operator as users run it, watching all namespaces, in a fresh process."""
+    """The operator as users run it, in a fresh process, watching the case's namespace only: on a
+    shared cluster, other sessions' experiments are theirs (with --all-namespaces it would run
+    them too, beside their own operators). Its metrics on a port of its own."""
 
-    def __init__(self, kubeconfig: str, log: Path, env: dict[str, str] | None = None):
-        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1", **(env or {})}
+    def __init__(self, kubeconfig: str, namespace: str, log: Path, env: dict[str, str] | None = None):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.metrics_port = s.getsockname()[1]
+        env = {
+            **os.environ,
+            "KUBECONFIG": kubeconfig,
+            "PYTHONUNBUFFERED": "1",
+            "HPO_METRICS_PORT": str(self.metrics_port),
+            **(env or {}),
+        }
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo_operator", "--all-namespaces", "--standalone"],
+            [sys.executable, "-m", "hpo_operator", "--namespace", namespace, "--standalone"],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -423,6 +473,27 @@ class Operator:
 
     def cpu(self) -> float:
         return proc_cpu(self.proc.pid)
+
+    def requests(self) -> dict[str, float]:
+        """Its API requests so far by verb (hpo_api_requests_total), its Experiment status writes
+        by when (hpo_experiment_status_writes_total: "status changed", "status turn"), and its
+        rounds ("rounds success", "rounds error")."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        found = {}
+        for line in text.splitlines():
+            for metric, prefix in (
+                ("hpo_api_requests_total", ""),
+                ("hpo_experiment_status_writes_total", "status "),
+                ("hpo_reconcile_total", "rounds "),
+            ):
+                if line.startswith(metric + "{"):
+                    label = line.split('"')[1]
+                    found[prefix + label] = float(line.rsplit(" ", 1)[1])
+        return found
 
     def rss(self, key: str = "VmHWM") -> float:
         return proc_rss_mb(self.proc.pid, key)
@@ -517,20 +588,27 @@ async def run_operator(
     timeout: float,
     kind: str = "pod",
     tenancy: Tenancy | None = None,
+    burst: tuple[int, int] | None = None,
+    profile: str | None = None,
 ) -> Result:
+    """The operator on `experiments` experiments exp0... of `trials` x `parallel`; with `burst`
+    (trials, parallel), an experiment `burst` of that size created just before them, which the
+    results leave out (the run ends when the others have). `profile`: py-spy's output file, which
+    records the operator meanwhile."""
     ns = await cluster.namespace("bench-op")
     env, author = {}, None
     if tenancy is not None:
         env, author = await tenancy.setup(ns)
-    operator = Operator(kubeconfig, logdir / f"operator-{case}{'-tenancy' if tenancy else ''}.log", env)
+    operator = Operator(kubeconfig, ns, logdir / f"operator-{case}{'-tenancy' if tenancy else ''}.log", env)
     await asyncio.sleep(5)  # started, lists done, idle
     clock, stop = Clock(), asyncio.Event()
     finished: dict[str, float] = {}
     all_done = asyncio.Event()
 
     def on_experiment(type_: str, obj: dict) -> None:
-        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            finished.setdefault(obj["metadata"]["name"], time.monotonic())
+        name = obj["metadata"]["name"]
+        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed") and name != "burst":
+            finished.setdefault(name, time.monotonic())
             if len(finished) == experiments:
                 all_done.set()
 
@@ -549,10 +627,30 @@ async def run_operator(
         ),
     ]
     cpu0 = operator.cpu()
+    recorder = None
+    if profile:
+        recorder = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--format",
+                "raw",
+                "--gil",  # the thread that holds the GIL: the operator's CPU, not its waits
+                "--rate",
+                "50",
+                "-o",
+                profile,
+                "--pid",
+                str(operator.proc.pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
     start = time.monotonic()
     sem = asyncio.Semaphore(20)
+    created: dict[str, float] = {}
 
-    async def create(e: int) -> None:
+    async def create(name: str, n: int, p: int) -> None:
         async with sem:
             await cluster.raw(
                 cluster.custom.create_namespaced_custom_object,
@@ -560,12 +658,15 @@ async def run_operator(
                 VERSION,
                 ns,
                 "experiments",
-                experiment_body(f"exp{e}", trials, parallel, kind),
+                experiment_body(name, n, p, kind),
                 # With tenancy, written by a tenant, whom the webhook records as the author.
                 **({"_headers": {"Impersonate-User": author}} if author else {}),
             )
+            created[name] = time.monotonic()
 
-    await asyncio.gather(*(create(e) for e in range(experiments)))
+    if burst is not None:
+        await create("burst", *burst)
+    await asyncio.gather(*(create(f"exp{e}", trials, parallel) for e in range(experiments)))
     try:
         await asyncio.wait_for(all_done.wait(), timeout)
     except TimeoutError:
@@ -575,6 +676,17 @@ async def run_operator(
     wall = (max(finished.values()) if finished else time.monotonic()) - start
     cpu = operator.cpu() - cpu0
     rss = operator.rss()
+    n = trials * experiments
+    print(
+        f"{case}: per trial, the operator's API requests and rounds: "
+        + ", ".join(f"{verb} {count / n:.2f}" for verb, count in sorted(operator.requests().items())),
+        flush=True,
+    )
+    if recorder is not None:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes its profile and exits
+        recorder.wait(timeout=120)
+        print(f"\n{case}: the operator's profile ({profile}), the functions with the most samples:")
+        print(profile_top(Path(profile)))
     exp = await cluster.raw(cluster.custom.get_namespaced_custom_object, GROUP, VERSION, ns, "experiments", "exp0")
     stop.set()
     for w in watchers:
@@ -586,18 +698,24 @@ async def run_operator(
             f"  {case}: exp0 ended {phases} with {exp['status'].get('trialsSucceeded')} of {trials} trials succeeded",
             file=sys.stderr,
         )
-    first = sorted(clock.created.values())
+    ours = {n for n in created if n != "burst"}
+    first = sorted(t for n, t in clock.created.items() if clock.experiment_of.get(n) in ours)
+    first_pod = clock.first_pods()
     result = Result(
-        "operator+tenancy" if tenancy else "operator",
+        ("operator+tenancy" if tenancy else "operator") + ("+burst" if burst else ""),
         case,
         trials * experiments,
         parallel,
         wall,
-        clock.replacement_latencies(parallel),
+        clock.replacement_latencies(parallel, ours),
         first[min(len(first), parallel) - 1] - start if first else float("nan"),
         cpu=cpu,
         rss_mb=rss,
         exp_kb=len(json.dumps(exp)) / 1024,
+        first_pod_delays=[first_pod.get(n, float("inf")) - created[n] for n in ours],
+        finish_delays=[finished.get(n, float("inf")) - created[n] for n in ours],
+        clock=clock,
+        start=start,
     )
     if tenancy is not None:
         if exp["metadata"].get("annotations", {}).get("hpo.dev/creator") != author:
@@ -610,7 +728,7 @@ async def run_operator(
 async def run_unrelated(cluster: Cluster, kubeconfig: str, logdir: Path) -> dict:
     """The operator idle while UNRELATED_PODS pods it does not own come and go elsewhere."""
     ns = await cluster.namespace("bench-unrelated")
-    operator = Operator(kubeconfig, logdir / "operator-unrelated.log")
+    operator = Operator(kubeconfig, ns, logdir / "operator-unrelated.log")
     await asyncio.sleep(8)
     idle_rss = operator.rss("VmRSS")
     cpu0 = operator.cpu()
@@ -648,6 +766,40 @@ async def run_unrelated(cluster: Cluster, kubeconfig: str, logdir: Path) -> dict
     operator.stop()
     await cluster.delete_namespace(ns)
     return result
+
+
+# Where a thread waits (py-spy does not always tell them from work): an idle thread pool worker,
+# the event loop waiting for I/O.
+IDLE = {"_worker (concurrent/futures/thread.py)", "EpollSelector.select (selectors.py)"}
+
+
+def profile_top(path: Path, n: int = 25) -> str:
+    """The functions of a collapsed-stack profile (py-spy's raw format: one stack a line, frames
+    separated by ";", then the sample count) with the most samples: where the operator's time went
+    (self: in the function itself; total: with what it called)."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        # "function (file:line)": the line is dropped, so a function is counted once per stack.
+        names = [f.split(":")[0] + ")" if " (" in f else f for f in frames]
+        if names[-1] in IDLE:
+            continue
+        k = int(count)
+        samples += k
+        own[names[-1]] = own.get(names[-1], 0) + k
+        for name in set(names):
+            total[name] = total.get(name, 0) + k
+    if not samples:
+        return "(no samples)"
+    lines = [f"{samples} samples; self %, total %, function"]
+    for name, k in sorted(own.items(), key=lambda x: -x[1])[:n]:
+        lines.append(f"{100 * k / samples:5.1f} {100 * total[name] / samples:5.1f}  {name}")
+    return "\n".join(lines)
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -689,13 +841,40 @@ HEADER = [
 ]
 
 
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(x) for x in col) for col in zip(HEADER, *rows, strict=True)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)) + " |")
+def print_table(rows: list[list[str]], header: list[str] = HEADER) -> None:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
     sys.stdout.flush()
+
+
+# The second table, for cases of several experiments: each experiment's own times.
+PER_EXPERIMENT = [
+    "case (E×N×P)",
+    "who",
+    "first pod p50 s",
+    "first pod p99 s",
+    "first pod max s",
+    "waited > 30 s",
+    "done p50 s",
+    "done max s",
+]
+
+
+def experiment_row(r: Result) -> list[str]:
+    first, done = r.first_pod_delays, r.finish_delays
+    return [
+        r.case,
+        r.who,
+        f"{pct(first, 0.5):.2f}",
+        f"{pct(first, 0.99):.2f}",
+        f"{max(first, default=float('nan')):.2f}",
+        str(sum(1 for x in first if x > 30)),
+        f"{pct(done, 0.5):.1f}",
+        f"{max(done, default=float('nan')):.1f}",
+    ]
 
 
 def kubeconfig_path() -> str:
@@ -709,7 +888,9 @@ def kubeconfig_path() -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--cases", default=",".join([*CASES, "unrelated"]), help=f"comma-separated, from {', '.join(CASES)}, unrelated"
+        "--cases",
+        default=",".join([*CASES, "burst", "unrelated"]),
+        help=f"comma-separated, from {', '.join(CASES)}, burst, unrelated",
     )
     parser.add_argument("--floor-writers", type=int, default=24, help="writes in flight for the floor")
     parser.add_argument("--no-floor", action="store_true", help="the operator alone")
@@ -726,6 +907,15 @@ async def main() -> None:
         help="also run the operator with the chart's tenancy (author checks, impersonation), beside it without",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="per operator run, seconds")
+    parser.add_argument(
+        "--dump", metavar="DIR", help="write the times of each run's pods (created, finished) to DIR/<case>-<who>.json"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record each operator run with py-spy (pip install py-spy) into DIR/<case>.txt (collapsed stacks, "
+        "as flamegraph tools read them) and print its top functions",
+    )
     parser.add_argument("--logs", default=str(REPO / ".cluster" / "bench"), help="operator logs go here")
     args = parser.parse_args()
     kubeconfig = kubeconfig_path()
@@ -763,8 +953,57 @@ async def main() -> None:
 
 
 async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str, logdir: Path, rows: list) -> None:
-    """Every case of --cases, its table printed after each."""
+    """Every case of --cases, its tables printed after each."""
+    per_experiment: list[list[str]] = []
+
+    def profile(label: str) -> str | None:
+        if not args.profile:
+            return None
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        return str(Path(args.profile) / f"{label.replace(' ', '_')}.txt")
+
+    def show(result: Result, floor: Result | None) -> None:
+        if args.dump and result.clock is not None:
+            Path(args.dump).mkdir(parents=True, exist_ok=True)
+            c = result.clock
+            times = {
+                n: [c.experiment_of.get(n), c.created[n] - result.start, c.finished.get(n, result.start) - result.start]
+                for n in c.created
+            }
+            (Path(args.dump) / f"{result.case}-{result.who}.json").write_text(json.dumps(times))
+        rows.append(row(result, floor))
+        if len(result.first_pod_delays) > 1:
+            per_experiment.append(experiment_row(result))
+        print_table(rows)
+        if per_experiment:
+            print()
+            print_table(per_experiment, PER_EXPERIMENT)
+        print()
+
     for case in args.cases.split(","):
+        if case == "burst":
+            experiments, trials, parallel = BURST_SMALL
+            label = f"{experiments}x({trials}x{parallel})"
+            floor = None
+            if not args.no_floor:
+                floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
+                show(floor, None)
+            for burst in (None, BURST):
+                op = await run_operator(
+                    cluster,
+                    kubeconfig,
+                    label,
+                    experiments,
+                    trials,
+                    parallel,
+                    logdir,
+                    args.timeout,
+                    args.kind,
+                    burst=burst,
+                    profile=profile(f"{label}{'+burst' if burst else ''}"),
+                )
+                show(op, floor)
+            continue
         if case == "unrelated":
             u = await run_unrelated(cluster, kubeconfig, logdir)
             per30 = u["cpu"] * 30 / u["window"]
@@ -779,12 +1018,21 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
         floor = None
         if not args.no_floor:
             floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
-            rows.append(row(floor, None))
+            show(floor, None)
         if not args.no_operator:
             op = await run_operator(
-                cluster, kubeconfig, label, experiments, trials, parallel, logdir, args.timeout, args.kind
+                cluster,
+                kubeconfig,
+                label,
+                experiments,
+                trials,
+                parallel,
+                logdir,
+                args.timeout,
+                args.kind,
+                profile=profile(label),
             )
-            rows.append(row(op, floor))
+            show(op, floor)
             if args.tenancy:
                 tenancy = Tenancy(cluster, kubeconfig, logdir)
                 try:
@@ -802,9 +1050,7 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
                     )
                 finally:  # its webhook configuration and ClusterRole, even when interrupted
                     await tenancy.teardown()
-                rows.append(row(op, floor))
-        print_table(rows)
-        print()
+                show(op, floor)
 
 
 if __name__ == "__main__":

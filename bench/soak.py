@@ -11,15 +11,21 @@ main one. Every 8 to 20 seconds one fault, drawn at random (seeded):
   Lease), started again a second later.
 The experiment (tests/outcome.py: a grid whose configurations fail a known number of times, so
 every count is known in advance) must then end with exact counts, no duplicate suggestion and no
-orphan pod. Prints the faults injected and what was checked, as tables; exits 1 if a check failed.
+orphan pod. With `--experiments N`, N such experiments run at once (each its own grid), and every
+one of them must. Prints the faults injected and what was checked, as tables; exits 1 if a check
+failed.
 
     .venv/bin/python bench/soak.py                       # 2,000 configurations x 200 parallel
     .venv/bin/python bench/soak.py --seeds 50 --parallel 20   # a short one
+    .venv/bin/python bench/soak.py --experiments 200 --seeds 2 --parallel 2   # 200 small ones
+
+HPO_KUBECONFIG names the local cluster to use (else hack/cluster.sh starts it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import sys
@@ -34,10 +40,10 @@ sys.path.insert(0, str(REPO / "operator"))
 
 from kubernetes import client, config  # noqa: E402
 
-from hpo_operator.api.vocabulary import GROUP, VERSION  # noqa: E402
+from hpo_operator.api.vocabulary import GROUP, L_EXPERIMENT, VERSION  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.kube import OperatorProcess  # noqa: E402
-from tests.outcome import FaultyGrid  # noqa: E402
+from tests.outcome import Check, FaultyGrid  # noqa: E402
 
 LEASE = "hpo-operator"
 
@@ -51,8 +57,10 @@ class Fault:
 
 
 class Soak:
-    def __init__(self, kubeconfig: str, grid: FaultyGrid, logs: Path, rng: random.Random):
+    def __init__(self, kubeconfig: str, grid: FaultyGrid, logs: Path, rng: random.Random, experiments: int = 1):
         self.grid, self.logs, self.rng = grid, logs, rng
+        # The experiments' names: "soak" alone, or soak-0 ... soak-(N-1).
+        self.names = ["soak"] if experiments == 1 else [f"soak-{i}" for i in range(experiments)]
         api = config.new_client_from_config(config_file=kubeconfig)
         self.core, self.custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         self.leases = client.CoordinationV1Api(api)
@@ -99,11 +107,12 @@ class Soak:
         except client.ApiException:
             return None
 
-    def experiment(self) -> dict:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "experiments", "soak")
+    def experiments(self) -> dict[str, dict]:
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "experiments")["items"]
+        return {e["metadata"]["name"]: e for e in items}
 
     def trial_count(self) -> int:
-        return (self.experiment().get("status") or {}).get("trials") or 0
+        return sum((e.get("status") or {}).get("trials") or 0 for e in self.experiments().values())
 
     def revive(self) -> None:
         """Any replica that exited (a leader that lost its Lease exits) is started again, as the
@@ -140,35 +149,50 @@ class Soak:
         self.faults.append(Fault(at, kind, detail, before))
         print(f"{at:7.1f} s  {kind:20s} {detail:28s} trials so far {before}", flush=True)
 
-    def run(self, every: tuple[float, float], timeout: float) -> dict:
-        self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "experiments", self.grid.experiment("soak")
-        )
+    def run(self, every: tuple[float, float], timeout: float) -> None:
+        for name in self.names:
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "experiments", self.grid.experiment(name)
+            )
         self.started = time.monotonic()
         next_fault = self.started + self.rng.uniform(*every)
         while time.monotonic() - self.started < timeout:
             self.revive()
-            exp = self.experiment()
-            if (exp.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                return exp
+            phases = [(e.get("status") or {}).get("phase") for e in self.experiments().values()]
+            if len(phases) == len(self.names) and all(p in ("Succeeded", "Failed") for p in phases):
+                return
             if time.monotonic() >= next_fault:
                 self.inject()
                 next_fault = time.monotonic() + self.rng.uniform(*every)
-            time.sleep(0.5)
-        raise SystemExit(f"the experiment did not finish within {timeout:.0f} s; logs in {self.logs}")
+            time.sleep(0.5 if len(self.names) == 1 else 2)
+        raise SystemExit(f"the experiments did not finish within {timeout:.0f} s; logs in {self.logs}")
 
-    def outcome(self, exp: dict) -> list:
+    def outcome(self) -> list[Check]:
+        """The grid's checks, for each experiment (with several: each check over all of them, and
+        which experiments failed it)."""
         # Finished trials may still be written a moment after the experiment's status: settle.
         time.sleep(3)
-        trials = {
-            t["metadata"]["name"]: t
-            for t in self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "trials")["items"]
-        }
-        pods = {
-            p.metadata.name: client.ApiClient().sanitize_for_serialization(p)
+        trials = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "trials")["items"]
+        pods = [
+            client.ApiClient().sanitize_for_serialization(p)
             for p in self.core.list_namespaced_pod(self.namespace).items
-        }
-        return self.grid.checks(self.experiment(), trials, pods)
+        ]
+        experiments = self.experiments()
+        per_experiment = {}
+        for name in self.names:
+            mine = {t["metadata"]["name"]: t for t in trials if t["spec"].get("experimentName") == name}
+            its_pods = {
+                p["metadata"]["name"]: p for p in pods if (p["metadata"].get("labels") or {}).get(L_EXPERIMENT) == name
+            }
+            per_experiment[name] = self.grid.checks(experiments.get(name) or {}, mine, its_pods)
+        if len(self.names) == 1:
+            return per_experiment[self.names[0]]
+        summary = []
+        for i, first in enumerate(per_experiment[self.names[0]]):
+            wrong = sorted(n for n, checks in per_experiment.items() if not checks[i].ok)
+            seen = f"all {len(self.names)}" if not wrong else f"wrong in {len(wrong)}: {', '.join(wrong)}"
+            summary.append(Check(first.what, f"all {len(self.names)}", seen))
+        return summary
 
     def teardown(self, keep: bool) -> None:
         for op in self.replicas.values():
@@ -193,14 +217,18 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--logs", default=str(REPO / ".cluster" / "soak"))
     parser.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
+    parser.add_argument("--experiments", type=int, default=1, help="experiments at once, each its own grid")
     args = parser.parse_args()
     grid = FaultyGrid(seeds=args.seeds, parallel=args.parallel, duration="1s")
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     kubeconfig = (
-        subprocess.run([REPO / "hack" / "cluster.sh", "up"], capture_output=True, text=True, check=True)
-        .stdout.strip()
-        .splitlines()[-1]
+        os.environ.get("HPO_KUBECONFIG")
+        or (
+            subprocess.run([REPO / "hack" / "cluster.sh", "up"], capture_output=True, text=True, check=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
     )
     subprocess.run(
         [
@@ -216,18 +244,18 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
-    soak = Soak(kubeconfig, grid, logs, random.Random(args.seed))
+    soak = Soak(kubeconfig, grid, logs, random.Random(args.seed), args.experiments)
     every = tuple(float(x) for x in args.every.split(","))
     print(
-        f"soak: {grid.configs} configurations ({grid.trials} trials) x {grid.parallel} parallel in "
-        f"{soak.namespace}; logs in {logs}",
+        f"soak: {args.experiments} experiment(s) of {grid.configs} configurations ({grid.trials} trials) x "
+        f"{grid.parallel} parallel in {soak.namespace}; logs in {logs}",
         flush=True,
     )
     try:
         soak.setup()
-        exp = soak.run(every, args.timeout)  # type: ignore[arg-type]
+        soak.run(every, args.timeout)  # type: ignore[arg-type]
         took = time.monotonic() - soak.started
-        checks = soak.outcome(exp)
+        checks = soak.outcome()
     finally:
         soak.teardown(args.keep)
     counts: dict[str, int] = {}
@@ -251,10 +279,8 @@ def main() -> None:
         )
     )
     starts = {name: op.starts for name, op in soak.replicas.items()}
-    print(
-        f"\nOperator starts: {starts}; experiment {exp['status'].get('phase')} after {took:.0f} s "
-        f"({grid.trials / took:.1f} trials/s)"
-    )
+    trials = grid.trials * args.experiments
+    print(f"\nOperator starts: {starts}; finished after {took:.0f} s ({trials / took:.1f} trials/s)")
     if not all(c.ok for c in checks):
         sys.exit(1)
 

@@ -3,7 +3,7 @@
 tests/unit/test_locks.py, on this repo and on broken copies of it).
 
 - requirements-dev.txt (pip-compile's output, `make lock`): every line an exact pin with hashes;
-  every dependency of pyproject.toml (its extras DEV_EXTRAS, the tests' and the benchmarks', which
+  every dependency of pyproject.toml (its extras DEV_EXTRAS: the tests', the benchmarks' and the docs', which
   `make lock` passes with --extra; its build-system.requires) and every line of requirements-dev.in
   pinned, at a version its specifier allows; the lock's direct dependencies are exactly those (a
   dependency dropped from pyproject.toml must leave the lock too), and every pin is needed by one
@@ -33,7 +33,7 @@ from packaging.utils import canonicalize_name
 
 DEV_LOCK = "requirements-dev.txt"
 DEV_INPUT = "requirements-dev.in"
-DEV_EXTRAS = ("test", "bench")
+DEV_EXTRAS = ("test", "bench", "docs")
 IMAGE_LOCK = "deploy/image/requirements.txt"
 # The gp flavour's lock (hack/image.sh lock): pyproject.toml's gp extra and what it needs beyond
 # the image's lock, hashed; never in the development lock (PyTorch with CUDA is gigabytes).

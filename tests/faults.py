@@ -9,6 +9,8 @@ kubeconfig, so faults are placed on that path:
 - `ApiServer`: a second kube-apiserver on the local control plane's etcd, started with the main
   one's flags, that a test may kill, restart, pause (SIGSTOP) and resume without disturbing the
   main API server that everything else (and every other test) uses.
+- `Throttle`: an HTTPS proxy in front of any API server that answers watches 429 Too Many Requests
+  on demand (an API server shedding load); like the Relay, it needs nothing but a kubeconfig.
 - `Etcd`: the local control plane's etcd itself: kill, restart, current revision and compaction
   (to provoke 410 Gone on watches that resume from an old resourceVersion).
 
@@ -39,7 +41,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import yaml
+from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -683,6 +687,135 @@ class Relay:
         await asyncio.wait([self._acceptor])
         self._flowing.set()
         await self._drop()
+
+
+# --- An API server that sheds load -------------------------------------------------------------
+
+
+class Throttle:
+    """An HTTPS proxy on 127.0.0.1 in front of any API server, that answers watches 429 Too Many
+    Requests on demand, as an API server's priority and fairness does when it is busy.
+
+    Unlike the Relay it terminates TLS (its own certificate for 127.0.0.1, made with openssl, which
+    the kubeconfig it writes trusts) and reads each request: every request is passed on as the
+    source kubeconfig's user (its client certificate), with its headers (impersonation included),
+    and its answer streamed back (a watch's too); while `throttle_watches()` holds, a request that
+    opens a watch is answered 429 instead, with the Status body and Retry-After the API server
+    sends. It runs in a thread of its own with its own asyncio loop, as the Relay does.
+    """
+
+    HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "te", "upgrade"}
+
+    def __init__(self, kubeconfig: str | os.PathLike, folder: Path):
+        self.upstream = kubeconfig_server(kubeconfig).rstrip("/")
+        self._upstream_tls = _admin_tls(kubeconfig)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.cert, key = folder / "throttle.crt", folder / "throttle.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+            + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(self.cert)],
+            check=True,
+            capture_output=True,
+        )
+        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._tls.load_cert_chain(self.cert, key)
+        self.port = _free_port()
+        self.refused = 0  # watches answered 429
+        self.requests = 0  # every request seen
+        self._until = 0.0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"throttle-{self.port}", daemon=True)
+        self._thread.start()
+        self._runner = self._call(self._start())
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def write_kubeconfig(self, source: str | os.PathLike, dest: str | os.PathLike) -> Path:
+        """A copy of kubeconfig `source` whose API server is this proxy (trusting its certificate)."""
+        path = write_kubeconfig(source, dest, self.url)
+        config = _load_kubeconfig(path)
+        cluster = _current(config, "cluster")
+        cluster.pop("certificate-authority", None)
+        cluster.pop("tls-server-name", None)
+        cluster["certificate-authority-data"] = base64.b64encode(self.cert.read_bytes()).decode()
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def throttle_watches(self, seconds: float) -> None:
+        """For the next `seconds`, every request that opens a watch is answered 429."""
+        self._until = time.monotonic() + seconds
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> Throttle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Everything below runs in the proxy's thread.
+
+    def _call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    async def _start(self) -> web.AppRunner:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._upstream_tls, limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False,
+        )
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self._tls).start()
+        return runner
+
+    async def _stop(self) -> None:
+        await self._runner.cleanup()
+        await self._session.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        watch = request.query.get("watch", "").lower() in ("true", "1")
+        if watch and time.monotonic() < self._until:
+            self.refused += 1
+            status = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "too many requests, please try again later",
+                "reason": "TooManyRequests",
+                "details": {"retryAfterSeconds": 1},
+                "code": 429,
+            }
+            return web.json_response(status, status=429, headers={"Retry-After": "1"})
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in self.HOP_BY_HOP}
+        body = await request.read()
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body or None
+        ) as upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={k: v for k, v in upstream.headers.items() if k.lower() not in self.HOP_BY_HOP},
+            )
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                pass  # the client went (a watch it gave up): so does its upstream request
+            return response
 
 
 # --- The local etcd ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import urllib3
 from kubernetes import client
 
 from tests import faults
+from tests.experiments import experiment
 from tests.kube import Cluster, OperatorProcess, free_port, wait_until
 from tests.outcome import FaultyGrid
 
@@ -331,3 +332,141 @@ def test_a_watch_down_too_long_fails_the_liveness_probe_and_metrics_show_it(
     wait_until(lambda: probe() == 200, timeout=60, what="the probe to pass again")
     assert op.metrics()[f'hpo_watch_down_seconds{{namespace="{namespace}",resource="pods"}}'] == 0
     same_process(op)
+
+
+# --- many experiments, and the writes that wait (the work queue, coalesced status writes) -------
+
+SMALL = FaultyGrid(seeds=2, parallel=2)
+
+
+def check_each_exactly(cluster: Cluster, names: list[str], timeout: float = 300) -> None:
+    """Every experiment of `names` finished with SMALL's exact outcome (its own trials and pods)."""
+
+    def phases() -> list:
+        return [(cluster.get(n).get("status") or {}).get("phase") for n in names]
+
+    wait_until(
+        lambda: all(p in ("Succeeded", "Failed") for p in phases()),
+        timeout=timeout,
+        interval=2,
+        what=f"{len(names)} experiments to finish",
+    )
+    time.sleep(3)  # trials written a moment after their experiment's status
+    trials = cluster.trials()
+    pods = {n: client.ApiClient().sanitize_for_serialization(p) for n, p in cluster.pods().items()}
+    wrong = []
+    for name in names:
+        mine = {n: t for n, t in trials.items() if t["spec"]["experimentName"] == name}
+        its_pods = {n: p for n, p in pods.items() if p["metadata"]["labels"].get("hpo.dev/experiment") == name}
+        checks = SMALL.checks(cluster.get(name), mine, its_pods)
+        wrong += [f"{name}: {c.what}: expected {c.expected}, saw {c.seen}" for c in checks if not c.ok]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_many_small_experiments_ride_out_api_server_kills_and_an_operator_kill_with_exact_counts(
+    api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped
+):
+    """Twelve small experiments at once (the work queue's turns, the fair share of writes, counts
+    that wait for their turn) while the operator's API server is SIGKILLed twice and the operator
+    once: every experiment ends with its exact counts. No periodic round hides a lost wake-up: the
+    operator plans again only on events (HPO_RECONCILE_INTERVAL 60 s), and counts wait 3 s."""
+    kc = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    cluster = Cluster(api, namespace)
+    op = operator_on(kc, namespace, tmp_path, HPO_RECONCILE_INTERVAL="60", HPO_STATUS_INTERVAL="3")
+    stopped.append(op)
+    names = [f"small-{i}" for i in range(12)]
+    for name in names:
+        cluster.create(SMALL.experiment(name))
+    total = SMALL.trials * len(names)
+    wait_until(lambda: trials_so_far(cluster) >= total // 5, timeout=120, what="a fifth of the trials")
+    apiserver.kill()
+    time.sleep(6)
+    apiserver.restart()
+    wait_until(lambda: trials_so_far(cluster) >= total // 2, timeout=120, what="half of the trials")
+    op.kill()
+    time.sleep(1)
+    op.start()
+    wait_until(lambda: trials_so_far(cluster) >= 3 * total // 4, timeout=120, what="three quarters of the trials")
+    apiserver.kill()
+    time.sleep(4)
+    apiserver.restart()
+    check_each_exactly(cluster, names)
+    assert op.starts == 2 and op.proc is not None and op.proc.poll() is None
+
+
+def test_counts_that_wait_are_written_at_their_turn_after_the_api_server_comes_back(
+    api, namespace, crds, kwok_nodes, apiserver, tmp_path, stopped
+):
+    """Four trials that run for a minute start while the operator's API server is down: once it is
+    back the operator sees them running, and the Experiment's counts, a change of counts alone that
+    waits for its turn (HPO_STATUS_INTERVAL 8 s), are written at that turn, with nothing else
+    happening meanwhile (no trial finishes, no periodic round: HPO_RECONCILE_INTERVAL 300 s)."""
+    kc = apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    cluster = Cluster(api, namespace)
+    op = operator_on(kc, namespace, tmp_path, HPO_RECONCILE_INTERVAL="300", HPO_STATUS_INTERVAL="8")
+    stopped.append(op)
+    cluster.create(
+        experiment(
+            "counts",
+            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            annotations={"sim.hpo.dev/duration": "60s", "sim.hpo.dev/message": '{"loss": ${params.x}}'},
+            max_trials=4,
+            parallel=4,
+        )
+    )
+    wait_until(
+        lambda: (cluster.get("counts").get("status") or {}).get("trialsPending") == 4,
+        timeout=60,
+        what="four pending trials counted",
+    )
+    apiserver.kill()
+    wait_until(
+        lambda: [p.status.phase for p in cluster.pods().values()] == ["Running"] * 4,
+        timeout=60,
+        what="the four pods to run",
+    )
+    apiserver.restart()
+    came_back = time.monotonic()
+    status = wait_until(
+        lambda: (st := cluster.get("counts").get("status") or {}).get("trialsRunning") == 4 and st,
+        timeout=40,
+        what="the experiment to count four running trials",
+    )
+    assert not status.get("trialsPending") and status["phase"] == "Running"
+    assert all((t.get("status") or {}).get("phase") == "Running" for t in cluster.trials().values())
+    assert time.monotonic() - came_back < 40
+    same_process(op)
+    # A SIGKILL loses nothing that waited: a new process counts from the Trials.
+    op.kill()
+    op.start()
+    exp = cluster.wait_finished("counts", timeout=150)
+    st = exp["status"]
+    assert (st["phase"], st["trials"], st["trialsSucceeded"], st["trialsRunning"]) == ("Succeeded", 4, 4, 0)
+
+
+def test_watches_the_api_server_refuses_for_load_are_opened_again_without_listing(
+    api, namespace, crds, kwok_nodes, kubeconfig, tmp_path, stopped
+):
+    """The API server answers 429 to every watch opened for 10 s (a busy server's priority and
+    fairness; the operator's watches end every 2 s here, so each is refused several times): the
+    operator opens them again from where they were, without listing (a listing, and every
+    experiment of the namespace waiting for it, would only load a busy server more), and the
+    experiment ends with its exact counts. Runs on any cluster."""
+    with faults.Throttle(kubeconfig, tmp_path / "throttle") as proxy:
+        cluster, op = under_way(
+            api,
+            namespace,
+            proxy.write_kubeconfig(kubeconfig, tmp_path / "kubeconfig"),
+            tmp_path,
+            stopped,
+            "throttled",
+            HPO_WATCH_TIMEOUT_SECONDS="2",
+        )
+        lists = op.metrics().get('hpo_api_requests_total{verb="list"}')
+        proxy.throttle_watches(10)
+        time.sleep(10)
+        assert proxy.refused >= 6, proxy.refused
+        assert restarts(op, "TooManyRequests") >= 4
+        assert op.metrics().get('hpo_api_requests_total{verb="list"}') == lists  # no listing
+        check_exact_outcome(cluster, "throttled")
+        same_process(op)

@@ -419,5 +419,5 @@ def test_helm_uninstall_leaves_nothing_of_the_release_but_the_crds(installed, ku
         "validatingadmissionpolicies,validatingadmissionpolicybindings"
     )
     assert not kubectl.run("get", cluster_scoped, "-l", selector, "-o", "name").stdout.strip()
-    # Helm never deletes CRDs; README says how to remove them.
+    # Helm never deletes CRDs; docs/deploy.md says how to remove them.
     kubectl.run("get", "crd", "experiments.hpo.dev", "trials.hpo.dev")

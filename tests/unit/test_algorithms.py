@@ -732,7 +732,7 @@ def test_through_the_planner_learning_samplers_are_optuna_used_directly(algorith
 
 @pytest.mark.parametrize("algorithm, settings", [("random", None), ("tpe", {"nStartupTrials": "3"})])
 def test_on_a_discrete_space_the_trials_are_optunas_suggestions_without_its_repeats(algorithm, settings):
-    # README: Optuna's loop spends a trial on a configuration it suggests again; the operator runs
+    # docs/search-algorithms.md: Optuna's loop spends a trial on a configuration it suggests again; the operator runs
     # nothing twice, tells the sampler the known result instead (so what follows is unchanged), and
     # counts maxTrialCount in configurations.
     s = make_spec(algorithm, seed=5, settings=settings, params=SMALL, max_trials=8)
@@ -991,10 +991,10 @@ def test_each_step_reaches_optuna_once_however_often_the_curve_is_handed_over():
     assert sug.study.trials[0].intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
 
 
-def test_the_readme_lists_each_algorithms_settings_as_the_models_do():
-    """README's settings table is written by hand; the models are the source of truth."""
-    readme = (REPO / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", readme, re.MULTILINE))
+def test_the_docs_list_each_algorithms_settings_as_the_models_do():
+    """The settings table of docs/search-algorithms.md is written by hand; the models are the source of truth."""
+    page = (REPO / "docs" / "search-algorithms.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", page, re.MULTILINE))
     for algorithm in SETTINGS:
         listed = re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", rows.get(algorithm, "")))
         assert listed == setting_names(algorithm), algorithm

@@ -823,13 +823,12 @@ def test_the_client_converts_text_or_documents_and_refuses_with_invalid_input():
     assert hpo.katib_yaml(hpo.convert_katib(text)).startswith("# Converted from the Katib Experiment kubeflow/sobol.")
 
 
-# --- README's example ----------------------------------------------------------------------------------------
+# --- the docs' example ----------------------------------------------------------------------------------------
 
 
-def test_the_readme_shows_a_fixture_and_exactly_what_the_converter_prints_for_it():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## Coming from Katib\n", 1)[1].split("\n## ", 1)[0]
-    blocks = [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+def test_the_katib_page_shows_a_fixture_and_exactly_what_the_converter_prints_for_it():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "katib.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in page.split("```yaml\n")[1:]]
     assert len(blocks) == 2, "the section shows a Katib Experiment, then its conversion"
     katib_text, shown = blocks
     assert katib_text == (FIXTURES / "mnist-tpe.yaml").read_text()

@@ -14,7 +14,8 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.api.vocabulary import A_RESTART, L_LAUNCH
 from hpo_operator.controller.authority import Authority, Tenancy
-from hpo_operator.controller.executor import Executor, PendingWrites
+from hpo_operator.controller.executor import Executor
+from hpo_operator.controller.pending import PendingWrites
 from hpo_operator.core import times
 from hpo_operator.core.authorship import Author, signed
 from hpo_operator.kube.client import ApiException
@@ -148,6 +149,7 @@ def run(
     refused: dict[str, planner.Refusal] | None = None,
     authority: Authority | None = None,
     experiment: dict = EXPERIMENT,
+    written: PendingWrites | None = None,
 ) -> list[tuple]:
     events: list[tuple] = []
     executor = Executor(
@@ -155,7 +157,7 @@ def run(
         dict(experiment),
         SPEC,
         list(trials),
-        PendingWrites(),
+        PendingWrites() if written is None else written,
         lambda obj, *rest: events.append((obj["metadata"]["name"], *rest)),
         refused=refused,
         authority=authority,
@@ -172,17 +174,22 @@ def test_a_new_trial_gets_its_pod_after_it_exists_and_the_experiment_status_come
         experiment_status=ExperimentStatus(phase="Running"),
     )
     api = FakeApi()
-    run(api, plan)
+    written = PendingWrites()
+    run(api, plan, written=written)
     order = [c for c in api.calls]
     for n in names:
         assert order.index(("create trials", n)) < order.index(("create pods", n))
-        assert ("status trials", n) in order
         # The pod's ownerReference names the Trial's uid, which only the create returned.
         assert api.objects[("pods", n)]["metadata"]["ownerReferences"][0]["uid"] == f"uid-{n}"
     assert order[-1] == ("status experiments", "exp")
-    # The ten trials' chains ran together, not one after another, and each trial's first status
-    # went out with its pod.
-    assert api.peak == 20
+    # The ten trials' chains ran together, not one after another.
+    assert api.peak == 10
+    # Each first status (Pending, PodCreated) waits: a pod that runs within its turn has the
+    # trial written once, as running. The next round plans on it all the same.
+    assert not any(verb == "status trials" for verb, _ in order)
+    assert {n: w[1]["reason"] for n, w in written.trial_waiting.items()} == {n: "PodCreated" for n in names}
+    bodies = written.trial_bodies({})
+    assert [b["status"]["reason"] for b in bodies] == ["PodCreated"] * 10
 
 
 def test_status_before_metadata_for_one_trial_and_independent_writes_at_once():
@@ -260,8 +267,8 @@ def test_a_pod_the_api_server_finds_invalid_is_reported_not_a_failed_round():
     reported: dict[str, str] = {}
     events = run(api, plan, refused=reported)  # no exception: the trial will carry the failure
     assert reported == {"exp-0000": planner.Refusal("InvalidPod", "metadata.labels: Invalid value")}
-    # Only the trial's first status: its failure is the planner's to write.
-    assert [s["phase"] for s in api.statuses[("trials", "exp-0000")]] == ["Pending"]
+    # No status but the trial's first (which waits): its failure is the planner's to write.
+    assert ("trials", "exp-0000") not in api.statuses
     assert not [e for e in events if e[0] == "exp-0000"]
     assert ("status experiments", "exp") in api.calls
 

@@ -111,7 +111,6 @@ CUTS = {
     "Disconnected ": aiohttp.ServerDisconnectedError(),
     "Timeout": TimeoutError(),  # a half-open stream: the client's read timeout
     "ServerError": ApiException(status=503, reason="Service Unavailable"),
-    "TooManyRequests": ApiException(status=429, reason="Too Many Requests"),
     "BadResponse": ValueError("Expecting value"),  # a line cut in half
 }
 
@@ -137,6 +136,51 @@ def test_a_watch_cut_mid_stream_lists_again_and_wakes_what_changed(reason):
     assert woken[:2] == ["exp", "gone"] and {"exp", "gone"} <= set(woken[3:])
     assert inf.synced.is_set() and inf.health.down_since is None
     assert RESTARTS[("pods", reason.strip())] == before + 1
+
+
+def test_a_watch_refused_for_load_is_opened_again_from_the_newest_version_without_a_listing():
+    """429 when the watch is opened again (its minute is up, the API server is busy), or ending
+    it: the same watch again from the newest resourceVersion seen, the informer still synced, no
+    listing (which would stall every experiment of the namespace, and load the server more)."""
+    before = RESTARTS[("pods", "TooManyRequests")]
+    throttled = ApiException(status=429, reason="Too Many Requests")
+    api = ScriptedApi(
+        listings=[listing("10", pod("exp-0000", "Running"))],
+        watches=[
+            Stream([{"type": "MODIFIED", "object": pod("exp-0000", "Succeeded", rv=12)}], end=throttled),
+            throttled,
+            throttled,
+            Stream([{"type": "ADDED", "object": pod("exp-0001", "Pending", rv=13)}]),
+        ],
+    )
+    synced = []
+
+    async def scenario():
+        inf = Informer(api, "ns", PODS, by_experiment, slim_pod, lambda key: synced.append(inf.synced.is_set()))
+        task = asyncio.create_task(inf.run())
+        try:
+            await asyncio.wait_for(api.done.wait(), 5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return inf
+
+    inf = asyncio.run(scenario())
+    assert api.calls == ["list", "watch@10", "watch@12", "watch@12", "watch@12", "watch@13"]
+    # (woken by the listing first, before it is synced; then by each event, synced throughout)
+    assert synced == [False, True, True] and inf.synced.is_set() and inf.health.down_since is None
+    assert set(inf.objects["exp"]) == {"exp-0000", "exp-0001"}
+    assert RESTARTS[("pods", "TooManyRequests")] == before + 3
+
+
+def test_a_watch_refused_for_load_for_too_long_is_down_and_lists_again(monkeypatch):
+    monkeypatch.setattr(informer_module, "THROTTLED_SECONDS", 0.05)
+    monkeypatch.setattr(informer_module, "backoff_delay", lambda failures: 0.03)
+    throttled = ApiException(status=429, reason="Too Many Requests")
+    api = ScriptedApi(listings=[listing("10"), listing("20")], watches=[throttled, throttled, throttled, throttled])
+    inf, _ = asyncio.run(run(api))
+    assert api.calls[:2] == ["list", "watch@10"] and "list" in api.calls[2:]
+    assert api.calls[-1] == "watch@20"
 
 
 def test_410_gone_in_the_stream_lists_again():

@@ -1,4 +1,4 @@
-"""The package's floors: each subpackage imports only the floors README's layout section puts below
+"""The package's floors: each subpackage imports only the floors docs/architecture.md puts below
 it, so a reader can follow a finished pod down to the next pod's creation without climbing back up.
 
 The rule is read from the source (every `import` and `from ... import`, at any depth, lazy ones

@@ -13,9 +13,11 @@ from hpo_operator.api.status import METRIC_HISTORY_LIMIT
 from hpo_operator.controller import logs as logs_module
 from hpo_operator.controller.logs import PodLogs
 from hpo_operator.controller.loop import RECONCILE_INTERVAL, ExperimentLoop, settle_refusals
+from hpo_operator.controller.pending import Pacing
 from hpo_operator.core import metrics
 from hpo_operator.core.metrics import Sample
 from hpo_operator.core.podstate import PodObservation
+from hpo_operator.kube.client import ApiException
 
 
 class FakeApi:
@@ -32,6 +34,7 @@ class FakeRuntime:
         self.api = FakeApi()
         self.events: list[tuple] = []
         self.authority = None  # tenancy off
+        self.pacing = Pacing()
 
     def post_event(self, obj: dict, *rest: str) -> None:
         self.events.append((obj["metadata"]["name"], *rest))
@@ -74,6 +77,46 @@ def test_a_spec_that_does_not_parse_is_failed_by_the_planners_rule_and_written_o
     assert loop.written.experiment_status["phase"] == "Failed"
     asyncio.run(loop.reconcile())
     assert len(rt.api.patches) == 1 and len(rt.events) == 1
+
+
+def test_a_turn_with_nothing_new_runs_no_round_and_writes_only_what_waits_once_its_turn_came():
+    """The queue hands the experiment over for the turn of its waiting status: that turn reads no
+    informer and plans nothing (FakeRuntime.namespace would fail the test), it writes the counts
+    that waited, and asks for its next turn when its next round is due."""
+    rt = FakeRuntime()
+    body = {"metadata": {"name": "exp", "namespace": "ns", "uid": "uid-exp"}, "spec": {}, "status": {"trials": 1}}
+    loop = ExperimentLoop(rt, ("ns", "exp"), "uid-exp", body)
+    loop.event = False
+    loop.round_due = time.monotonic() + 4
+    loop.written.status(body["status"])
+    loop.written.deferred = {"trials": 2}
+    loop.written.status_deferral.turn = time.monotonic() + 0.3
+    after, failed, _ = asyncio.run(loop.turn())
+    assert rt.api.patches == [] and not failed and 0 < after <= 0.3  # not yet: again at its turn
+    time.sleep(after)
+    after, failed, _ = asyncio.run(loop.turn())
+    assert rt.api.patches == [("experiments", "exp", {"trials": 2})]
+    assert not failed and 3 < after <= 4 and loop.written.deferred is None
+
+
+def test_a_turn_after_an_event_runs_a_round_and_a_failed_one_is_retried_as_a_round():
+    class Failing(FakeRuntime):
+        def namespace(self, name: str):
+            raise ApiException(status=500, reason="down")
+
+        class queue:
+            @staticmethod
+            def failures(key) -> int:
+                return 0
+
+    rt = Failing()
+    body = {"metadata": {"name": "exp", "namespace": "ns", "uid": "uid-exp"}, "spec": {}, "status": {}}
+    loop = ExperimentLoop(rt, ("ns", "exp"), "uid-exp", body)
+    loop.round_due = time.monotonic() + 100
+    loop.event = True
+    after, failed, gap = asyncio.run(loop.turn())
+    assert failed and after is None and loop.event  # the queue's backoff, then a round again
+    assert gap > 0
 
 
 def view(name: str, phase: str | None) -> planner.TrialView:

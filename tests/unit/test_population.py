@@ -700,7 +700,7 @@ def test_an_operator_killed_after_any_write_makes_exactly_the_same_segments():
 
 def test_the_example_decides_in_memory_what_it_decided_on_the_real_node():
     """examples/pbt.yaml's population, planned in memory: the lineage and results of its run on the
-    real node (README, "Population-based training"), segment for segment."""
+    real node (docs/pbt.md), segment for segment."""
     import yaml
 
     body = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "pbt.yaml").read_text())

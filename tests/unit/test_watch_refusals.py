@@ -7,6 +7,7 @@ same against the real API server, as the chart's ServiceAccount: tests/integrati
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import itertools
 
@@ -201,6 +202,35 @@ def test_a_refused_watch_marks_its_experiment_holds_up_no_other_and_is_mended_on
                 return [(w["status"], w["reason"]) for w in watched if w][-1] == ("True", "Watched")
 
             await until(mended, "the condition to be mended")
+        finally:
+            await rt.stop_all()
+
+    asyncio.run(scenario())
+
+
+KOPF_QUEUE: contextvars.ContextVar[list] = contextvars.ContextVar("kopf_queue")
+
+
+def test_events_are_posted_from_the_context_kopf_hands_its_handlers():
+    """kopf.event finds its poster in context variables of kopf's handlers: the workers that run
+    the rounds post from a copy of that context, not from the one the runtime was made in."""
+
+    def post_event(obj: dict, *rest: str) -> None:
+        KOPF_QUEUE.get().append((obj["metadata"]["name"], *rest))  # LookupError outside kopf's context
+
+    async def scenario():
+        api = MemoryApi()
+        rt = Runtime(api, post_event, trial_kinds.parse_allowed("[]"))
+        posted: list = []
+
+        def handler() -> None:  # as kopf calls it, in its own context
+            KOPF_QUEUE.set(posted)
+            rt.on_experiment(False, "ns", "jobs", "uid-jobs", experiment("jobs", job=True))
+
+        try:
+            contextvars.copy_context().run(handler)
+            await until(lambda: posted, "the experiment's Event")
+            assert posted[0][:3] == ("jobs", "Warning", "InvalidSpec")
         finally:
             await rt.stop_all()
 

@@ -1,3 +1,4 @@
+# One piece: every kind of a plan's writes as API calls, all through attempt() and its refusal rules.
 """Carries a planner.Plan out on the API server: planner/apply.py's stages() gives the plan's
 writes in their order (the status models dumped into the JSON written), this class makes each write
 an API call.
@@ -5,18 +6,30 @@ an API call.
 One failed write does not stop the others: a pod the API server refuses (a quota, a policy, an
 invalid manifest) must not keep the experiment's status from being written or other pods from being
 stopped. The first failure is raised at the end, so the round counts as failed and is retried.
+
+The Experiment's status and the routine Events are written as coalesce.py says: a change of counts
+alone, and the routine Events, wait (in PendingWrites) for their turn, which flush() takes when no
+round does first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import L_CONFIG, L_KUEUE_JOB_UID, L_LAUNCH, L_TRIAL, TERMINAL_PHASES
+from hpo_operator.api.vocabulary import (
+    FINISHED_PHASES,
+    L_CONFIG,
+    L_KUEUE_JOB_UID,
+    L_LAUNCH,
+    L_TRIAL,
+    TERMINAL_PHASES,
+)
 from hpo_operator.controller import telemetry
 from hpo_operator.kube.client import (
     CLAIMS,
@@ -34,61 +47,18 @@ from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.kinds import build_workload, runtime_replicated_jobs, trainjob_runtime
 
 from .authority import Authority
+from .coalesce import (
+    EARLY,
+    ROUTINE,
+    trial_may_wait,
+    urgent,
+)
+from .pending import PendingWrites, pruned, status_patch
 
 log = logging.getLogger(__name__)
 
 # Posts a Kubernetes Event: (object, type, reason, message).
 PostEvent = Callable[[dict, str, str, str], None]
-# Normal Events that come with every trial: posted on the Experiment, one per reason and round.
-AGGREGATED = ("TrialCreated", "TrialSucceeded", "TrialEarlyStopped")
-
-
-class PendingWrites:
-    """What this operator wrote for one experiment that the watch has not shown yet.
-
-    The watched state lags behind our own writes by a watch event. Without this, the round after a
-    write would decide again on the old state: harmless for the objects (their names are
-    deterministic, so a second create collides) but it would repeat Events and writes.
-    """
-
-    def __init__(self) -> None:
-        self.experiment_status: dict | None = None
-        self.trial_status: dict[str, dict] = {}
-        self.trials: dict[str, dict] = {}
-
-    def trial_bodies(self, watched: dict[str, dict]) -> list[dict]:
-        """The watched Trials, with our newer writes laid over them (shallow copies: nothing that
-        the watch holds is changed)."""
-        for name in [n for n in self.trials if n in watched]:
-            del self.trials[name]
-        result = []
-        for name, body in ({**self.trials, **watched} if self.trials else watched).items():
-            mine = self.trial_status.get(name)
-            if mine is not None:
-                if (body.get("status") or {}) == mine:
-                    del self.trial_status[name]
-                else:
-                    body = {**body, "status": mine}
-            result.append(body)
-        return result
-
-    def status(self, observed: dict) -> dict:
-        if self.experiment_status is None or observed == self.experiment_status:
-            self.experiment_status = None
-            return observed
-        return self.experiment_status
-
-
-def status_patch(old: dict, new: dict) -> dict:
-    """A merge patch from old to new (keys that disappeared are set to null)."""
-    patch = {k: v for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k not in new})
-    return patch
-
-
-def pruned(status: dict) -> dict:
-    """A status as the API server stores it: merge patches drop null fields."""
-    return {k: v for k, v in status.items() if v is not None}
 
 
 class Executor:
@@ -116,6 +86,7 @@ class Executor:
         self.failures: list[Exception] = []
         self.unmade: list[str] = []  # Trials of the plan whose create failed
         self.events: list[tuple[dict, str, str, str]] = []
+        self.finished = False  # the status this round writes has a final phase
         # Trials whose workload was refused for good (invalid, forbidden, or no verified author):
         # reported to the next round's planner, which fails them (the loop keeps this dict between
         # rounds).
@@ -225,63 +196,126 @@ class Executor:
 
     async def write_experiment_status(self, status: dict) -> None:
         # Not attempt(): without its status written the round did not happen, and is retried.
+        self.finished = status.get("phase") in FINISHED_PHASES
         if self.unmade:
             # The status counts Trials that were not made (their suggestions among them): written,
             # it would be ahead of the Trials, and the next round would skip those suggestions for
             # good. The round fails instead (self.failures has why), and the next one plans them
             # again from the Trials that exist.
             return
-        patch = status_patch(self.experiment.get("status") or {}, status)
+        # What the API server holds: the status this round started from, unless that one waits.
+        stored = self.written.stored() if self.written.deferred is not None else self.experiment.get("status") or {}
+        if not status_patch(stored, status):
+            self.written.deferred = None  # (counts that went back to what is written)
+            return
+        now = time.monotonic()
+        if urgent(stored, status, self.suggestions_made):
+            await self.patch_experiment_status(stored, pruned(status), now, "changed")
+        elif self.written.status_deferral.may_write(now, self.written.pacing.status):
+            await self.patch_experiment_status(stored, pruned(status), now, "turn")
+        else:
+            self.written.deferred = pruned(status)
+
+    async def patch_experiment_status(self, stored: dict, status: dict, now: float, when: str) -> None:
+        patch = status_patch(stored, status)
         if patch:
             await self.api.patch_status("experiments", self.namespace, self.experiment["metadata"]["name"], patch)
-            self.written.experiment_status = pruned(status)
+            telemetry.STATUS_WRITES.labels(when).inc()
+        self.written.wrote_status(status, now)
+
+    def suggestions_made(self) -> int:
+        """The suggestions the Trials account for: the highest suggestionIndex + 1."""
+        indexes = (t.get("spec", {}).get("suggestionIndex") for t in self.trials.values())
+        return max((int(i) + 1 for i in indexes if i is not None), default=0)
+
+    async def flush(self) -> None:
+        """Writes what waits whose turn has come (the round's flush when no round runs first): trial
+        statuses, a status of new counts, the routine Events."""
+        now = time.monotonic()
+        written = self.written
+        due = [name for name, (_, _, turn) in written.trial_waiting.items() if turn <= now + EARLY]
+        if due:
+            await asyncio.gather(*(self.write_waiting_trial(name) for name in due))
+            if self.failures:
+                raise self.failures[0]
+        if written.deferred is not None and written.status_deferral.may_write(now, written.pacing.status):
+            await self.patch_experiment_status(written.stored(), written.deferred, now, "turn")
+        if written.events.due(now, written.pacing.events):
+            self.post_routine(now)
+
+    def post_routine(self, now: float) -> None:
+        for reason, text in self.written.events.take(now):
+            self.post_event(self.experiment, "Normal", reason, text)
 
     def event(self, target: dict, type_: str, reason: str, message: str) -> None:
         self.events.append((target, type_, reason, message))
 
     def post_events(self, events: list[planner.Event]) -> None:
         """Posts the round's Events. Each Event is a write, as costly as the trial's own: the
-        routine ones (AGGREGATED) go on the Experiment, one per reason and round, naming the trials."""
+        routine ones (coalesce.ROUTINE) are gathered across rounds on the Experiment, and posted
+        one per reason, naming the trials, when their turn comes, or at once before another Event
+        of the Experiment and when it finishes."""
         for event in events:
             target = self.experiment if event.target is None else self.trials.get(event.target)
             if target is not None and target.get("metadata", {}).get("uid"):
                 self.event(target, event.type, event.reason, event.message)
-        routine: dict[str, list[str]] = {}
+        gathered = self.written.events
+        others = []
         for target, type_, reason, message in self.events:
-            if type_ == "Normal" and reason in AGGREGATED:
+            if type_ == "Normal" and reason in ROUTINE:
                 name = target["metadata"]["name"]
-                entry = message if target is self.experiment else f"trial {name}: {message}"
-                routine.setdefault(reason, []).append(entry)
+                gathered.add(reason, message if target is self.experiment else f"trial {name}: {message}")
             else:
-                self.post_event(target, type_, reason, message)
-        for reason, entries in routine.items():
-            text = (
-                entries[0]
-                if len(entries) == 1
-                else f"{len(entries)} trials: " + "; ".join(e.removeprefix("trial ") for e in entries)
-            )
-            self.post_event(self.experiment, "Normal", reason, text)
+                others.append((target, type_, reason, message))
+        now = time.monotonic()
+        if gathered and (
+            self.finished
+            or any(target is self.experiment for target, *_ in others)
+            or gathered.due(now, self.written.pacing.events)
+        ):
+            self.post_routine(now)
+        for target, type_, reason, message in others:
+            self.post_event(target, type_, reason, message)
 
     async def update_trial(self, name: str, status: dict | None, metadata: dict | None) -> None:
         if status is not None:
             old = (self.trials.get(name) or {}).get("status") or {}
             if status.get("phase") in TERMINAL_PHASES and old.get("phase") not in TERMINAL_PHASES:
                 telemetry.TRIALS_FINISHED.labels(status["phase"], status.get("failureClass") or "").inc()
-            patch = status_patch(old, status)
-            if patch:
-                result = await self.attempt(
-                    f"status of trial {name}",
-                    lambda: self.api.patch_status("trials", self.namespace, name, patch),
-                    ok=(404,),
-                )
-                if not isinstance(result, Exception):
-                    self.written.trial_status[name] = pruned(status)
+            # (A metadata change goes after its status: that one is written now.)
+            await self.write_trial_status(name, status, may_wait=metadata is None)
         if metadata is not None:
             await self.attempt(
                 f"metadata of trial {name}",
                 lambda: self.api.patch("trials", self.namespace, name, {"metadata": metadata}),
                 ok=(404,),
             )
+
+    async def write_trial_status(self, name: str, status: dict, may_wait: bool = True) -> None:
+        """Writes the trial's status, or has it wait (coalesce.trial_may_wait) with what waits."""
+        waiting = self.written.trial_waiting.get(name)
+        # What the API server holds: what waits was not written.
+        stored = waiting[0] if waiting else (self.trials.get(name) or {}).get("status") or {}
+        if not status_patch(stored, status):
+            self.written.trial_waiting.pop(name, None)
+        elif may_wait and trial_may_wait(stored, status):
+            self.written.wait_trial(name, stored, pruned(status), time.monotonic())
+        else:
+            await self.patch_trial_status(name, stored, pruned(status))
+
+    async def write_waiting_trial(self, name: str) -> None:
+        stored, status, _ = self.written.trial_waiting[name]
+        await self.patch_trial_status(name, stored, status)
+
+    async def patch_trial_status(self, name: str, stored: dict, status: dict) -> None:
+        patch = status_patch(stored, status)
+        result = await self.attempt(
+            f"status of trial {name}",
+            lambda: self.api.patch_status("trials", self.namespace, name, patch),
+            ok=(404,),
+        )
+        if not isinstance(result, Exception):
+            self.written.wrote_trial_status(name, status)
 
     async def start(self, name: str) -> None:
         trial = self.trials.get(name)
@@ -387,18 +421,11 @@ class Executor:
             )
         self.trials[name] = created
         self.written.trials[name] = created
-        # The pod and the first status go out together.
+        # The pod and the first status go out together (the status, of a trial waiting to start,
+        # usually waits: see coalesce.trial_may_wait).
         first = asyncio.ensure_future(
-            self.first_status(name, created, status) if status and not created.get("status") else asyncio.sleep(0)
+            self.write_trial_status(name, status) if status and not created.get("status") else asyncio.sleep(0)
         )
         if start:
             await self.start(name)
         await first
-
-    async def first_status(self, name: str, created: dict, status: dict) -> None:
-        result = await self.attempt(
-            f"status of trial {name}", lambda: self.api.patch_status("trials", self.namespace, name, status), ok=(404,)
-        )
-        if not isinstance(result, Exception):
-            self.trials[name] = self.written.trials[name] = {**created, "status": status}
-            self.written.trial_status[name] = pruned(status)

@@ -20,7 +20,7 @@ import kopf
 from hpo_operator.api import trial_kinds
 from hpo_operator.api.vocabulary import FINALIZER, GROUP, VERSION
 from hpo_operator.controller import telemetry
-from hpo_operator.kube.client import connect
+from hpo_operator.kube.client import REQUESTS, connect
 
 from .authority import Tenancy
 from .runtime import Runtime
@@ -29,6 +29,7 @@ MAX_EVENT_MESSAGE = 1024
 
 
 def post_event(obj: dict, type_: str, reason: str, message: str) -> None:
+    REQUESTS["event"] += 1
     kopf.event(obj, type=type_, reason=reason, message=message[:MAX_EVENT_MESSAGE])
 
 

@@ -1,12 +1,16 @@
-"""One experiment's loop: it waits for its informers, runs a round, and waits for the next.
+"""One experiment's rounds: a turn of the runtime's work queue runs a round, or writes what waits.
 
 A round reads the experiment's Trials and pods from its namespace's informers (namespace.py; no
 listing, no deep copies: the planner changes nothing it is given) and the trials' output the planner
 wants (logs.py: read, and parsed in a thread), asks planner.plan() what to do, and has the executor
-carry it out. A failed round is retried after a growing delay; a watch event wakes the loop at once.
+carry it out. The runtime's work queue (workqueue.py) gives each experiment its turns: at once after a
+watch event, after a growing delay after a failed round, and otherwise when the round asked for its
+next one; a turn with nothing new runs no round, and only writes what waits whose turn has come (a
+status of new counts, the routine Events: coalesce.py). A round never waits in a worker for a watch
+that is down: it ends, and the watch's listing wakes the experiment again.
 What a loop keeps between rounds is only the Optuna study (rebuilt from the Trials after a restart),
 the parsed Trials, the samples read from trials' output, and our writes that the watch has not shown
-yet: all other state lives in the cluster.
+yet, or that wait: all other state lives in the cluster.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES, TERMINAL_PHASES
 from hpo_operator.core import times
 from hpo_operator.kube.client import CLAIMS, PODS, TRANSPORT_ERRORS, ApiException, failure_reason
+from hpo_operator.kube.fair import FIRST, FLOW
 from hpo_operator.search.samplers import SearchSpaceError
 from hpo_operator.search.suggest import Suggester
 from hpo_operator.workloads.kinds import kind_of
 
 from . import telemetry
-from .executor import Executor, PendingWrites
+from .executor import Executor
 from .logs import PodLogs
-from .namespace import Key, WatchForbidden, WorkloadObservations, first_set
+from .namespace import Key, WatchForbidden, WorkloadObservations
+from .pending import PendingWrites
 
 if TYPE_CHECKING:  # the registry that starts the loops; only named here, for the annotation
     from .runtime import Runtime
@@ -58,102 +64,138 @@ def error_delay(failures: int) -> float:
 
 @dataclass
 class ExperimentLoop:
-    """One experiment's reconcile loop and what it keeps between rounds."""
+    """One experiment's rounds and what it keeps between them."""
 
     runtime: Runtime
     key: Key
     uid: str
     body: dict
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Something changed since the last round began (a watch event, the spec), or the last one
+    # failed: the next turn runs a round.
+    event: bool = True
+    # When the next round is due without an event (time.monotonic()).
+    round_due: float = 0.0
     suggester: Suggester | None = None
     logs: PodLogs = field(init=False)
-    written: PendingWrites = field(default_factory=PendingWrites)
+    written: PendingWrites = field(init=False)
     # Trials whose workload the API server refused (the executor's report, with its message), until
     # the planner's verdict on them shows: see settle_refusals.
     refused: dict[str, planner.Refusal] = field(default_factory=dict)
     parsed_trials: dict[str, planner.TrialView] = field(default_factory=dict)
     workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
-    failures: int = 0
     plan_seconds: float = 0.0
-    task: asyncio.Task | None = None
+    task: asyncio.Task | None = None  # the turn being run, cancelled when the experiment goes
+    _spec: tuple[dict, ExperimentSpec] | None = None  # the spec last parsed, and its source
 
     def __post_init__(self) -> None:
         authority = self.runtime.authority
         self.logs = PodLogs(self.runtime.api, authority.acting_user(self.key[0]) if authority is not None else None)
+        self.written = PendingWrites(self.runtime.pacing)
 
-    async def ready(self) -> None:
-        """Waits until every informer a round reads has listed since its last failure: a round never
-        plans on objects that went stale while a watch was down (it could not write meanwhile either).
-        A kind the platform did not enable is never watched (the round refuses the spec); a watch the
-        API server refuses raises WatchForbidden."""
+    async def ready(self) -> bool:
+        """Whether every informer a round reads has listed since its last failure: a round never
+        plans on objects that went stale while a watch was down (it could not write meanwhile
+        either). Until then the experiment waits outside the workers; the listing wakes it. A kind
+        the platform did not enable is never watched (the round refuses the spec); a watch the API
+        server refuses raises WatchForbidden."""
         ns = self.runtime.namespace(self.key[0])
-        await ns.synced()
+        if not ns.synced():
+            return False
         tt = (self.body.get("spec") or {}).get("trialTemplate") or {}
         if "job" in tt or "resource" in tt:  # (a pod trial's experiment skips validating its spec here)
             spec = self.spec()
             if spec is None or trial_kinds.refusal(spec.trial_template, self.runtime.allowed_kinds) is not None:
-                return  # refused by the round, which needs no watch for it
+                return True  # refused by the round, which needs no watch for it
             kind = kind_of(spec)
-            if not kind.is_pod:
-                await ns.watch_kind(kind)
+            if not kind.is_pod and await ns.watch_kind(kind) is None:
+                return False
         if tt.get("checkpoint"):
-            await ns.watch_claims()
+            return ns.watch_claims()
+        return True
 
-    async def run(self) -> None:
+    async def turn(self) -> tuple[float | None, bool, float]:
+        """One turn, run by a worker of the runtime's queue: a round if something happened since the
+        last one began or it is due, else the writes that wait and whose turn has come. Returns when
+        the experiment wants its next turn (seconds; None: at the next event), whether the turn
+        failed (the queue retries it after a growing delay), and the gap before any next round."""
+        FLOW.set(self.key)  # this experiment's share of the API server (kube/fair.py)
+        # A new experiment's first pods go before the others' next writes (it has no trial yet).
+        FIRST.set(not self.parsed_trials)
+        started = time.monotonic()
+        if not self.event and started < self.round_due:
+            return await self.flush(), False, 0.0
+        self.event = False
+        failed = False
+        delay: float | None
         try:
-            while True:
-                self.wake.clear()
-                started = time.monotonic()
-                forbidden: WatchForbidden | None = None
-                try:
-                    try:
-                        await self.ready()
-                        with telemetry.RECONCILE_SECONDS.time():
-                            delay = await self.reconcile()
-                        telemetry.RECONCILE_TOTAL.labels("success").inc()
-                        self.failures = 0
-                    except WatchForbidden as e:
-                        # The platform's RBAC refuses a watch this experiment needs: no round can
-                        # see its trials. It says so, and waits for that watch to list (retried by
-                        # its informer) or for its spec to change; other experiments go on.
-                        forbidden = e
-                        await self.report_forbidden(e)
-                        delay = IDLE_INTERVAL
-                except ApiException as e:
-                    # Deletion of the experiment cancels this task; anything else is retried.
-                    telemetry.RECONCILE_TOTAL.labels("error").inc()
-                    self.failures += 1
-                    delay = error_delay(self.failures)
-                    log.warning(
-                        "%s/%s: reconcile failed (%s %s), retrying in %.0fs", *self.key, e.status, e.reason, delay
-                    )
-                except TRANSPORT_ERRORS as e:
-                    # The API server restarting, or a connection cut: said once per round, without a
-                    # traceback; the informers' re-listing wakes the loop when it is back.
-                    telemetry.RECONCILE_TOTAL.labels("error").inc()
-                    self.failures += 1
-                    delay = error_delay(self.failures)
-                    log.warning(
-                        "%s/%s: reconcile failed (%s: %s), retrying in %.0fs",
-                        *self.key,
-                        failure_reason(e),
-                        type(e).__name__,
-                        delay,
-                    )
-                except Exception:
-                    telemetry.RECONCILE_TOTAL.labels("error").inc()
-                    self.failures += 1
-                    delay = error_delay(self.failures)
-                    log.exception("%s/%s: reconcile failed, retrying in %.0fs", *self.key, delay)
-                await first_set(self.wake, *([forbidden.listed] if forbidden else []), timeout=delay)
-                # Under a stream of events, let a few gather rather than plan for each: a round
-                # costs in proportion to the experiment's trials, however few of them changed.
-                # The planner then takes at most a third of the time.
-                rest = max(MIN_ROUND_GAP, 2 * self.plan_seconds) - (time.monotonic() - started)
-                if rest > 0:
-                    await asyncio.sleep(rest)
-        finally:
-            telemetry.experiment_phase(self.uid, None)
+            try:
+                if not await self.ready():
+                    self.event = True  # the listing wakes it; the long delay only in case it did not
+                    return IDLE_INTERVAL, False, 0.0
+                with telemetry.RECONCILE_SECONDS.time():
+                    delay = await self.reconcile()
+                telemetry.RECONCILE_TOTAL.labels("success").inc()
+            except WatchForbidden as e:
+                # The platform's RBAC refuses a watch this experiment needs: no round can see its
+                # trials. It says so, and waits for that watch to list (retried by its informer,
+                # whose listing wakes it) or for its spec to change; other experiments go on.
+                await self.report_forbidden(e)
+                self.event = True
+                delay = IDLE_INTERVAL
+        except ApiException as e:
+            # Deletion of the experiment cancels this task; anything else is retried.
+            telemetry.RECONCILE_TOTAL.labels("error").inc()
+            failed = True
+            log.warning(
+                "%s/%s: reconcile failed (%s %s), retrying in %.0fs", *self.key, e.status, e.reason, self.retry_in()
+            )
+        except TRANSPORT_ERRORS as e:
+            # The API server restarting, or a connection cut: said once per round, without a
+            # traceback; the informers' re-listing wakes the loop when it is back.
+            telemetry.RECONCILE_TOTAL.labels("error").inc()
+            failed = True
+            log.warning(
+                "%s/%s: reconcile failed (%s: %s), retrying in %.0fs",
+                *self.key,
+                failure_reason(e),
+                type(e).__name__,
+                self.retry_in(),
+            )
+        except Exception:
+            telemetry.RECONCILE_TOTAL.labels("error").inc()
+            failed = True
+            log.exception("%s/%s: reconcile failed, retrying in %.0fs", *self.key, self.retry_in())
+        now = time.monotonic()
+        # Under a stream of events, let a few gather rather than plan for each: a round costs in
+        # proportion to the experiment's trials, however few of them changed. The planner then
+        # takes at most a third of the time.
+        gap = max(MIN_ROUND_GAP, 2 * self.plan_seconds) - (now - started)
+        if failed:
+            self.event = True  # the retry is a round
+            return None, True, gap
+        self.round_due = now + delay
+        return self.next_turn(delay, now), False, gap
+
+    def retry_in(self) -> float:
+        """The delay before the retry of a round failing now (the queue's backoff), for the log."""
+        return error_delay(self.runtime.queue.failures(self.key) + 1)
+
+    def next_turn(self, delay: float, now: float) -> float:
+        """Seconds to the next turn: the next round's, or sooner, the turn of a write that waits."""
+        turn = self.written.next_turn()
+        return delay if turn is None else max(0.0, min(delay, turn - now))
+
+    async def flush(self) -> float | None:
+        """Writes what waits whose turn has come (no round ran first); the next turn's delay."""
+        try:
+            await Executor(self.runtime.api, self.body, None, [], self.written, self.runtime.post_event).flush()
+        except (ApiException, *TRANSPORT_ERRORS) as e:
+            # Retried at its next turn (or by the next round), like any write of a round.
+            log.warning("%s/%s: a status write failed (%s), retrying", *self.key, failure_reason(e))
+            self.event = True
+            return error_delay(1)
+        now = time.monotonic()
+        return self.next_turn(self.round_due - now, now)
 
     async def reconcile(self) -> float:
         namespace, name = self.key
@@ -163,7 +205,7 @@ class ExperimentLoop:
         status = raw["status"] = self.written.status(raw.get("status") or {})
         generation = raw["metadata"].get("generation") or 0
         try:
-            spec = ExperimentSpec.model_validate(raw.get("spec") or {})
+            spec = self.parsed_spec(raw.get("spec") or {})
         except ValidationError as e:
             await self.report_invalid_spec(raw, status, str(e), now)
             return RECONCILE_INTERVAL
@@ -174,9 +216,12 @@ class ExperimentLoop:
             await self.report_invalid_spec(raw, status, refused, now)
             return IDLE_INTERVAL
         ns = rt.namespace(namespace)
-        trials = self.parse_trials(self.written.trial_bodies(ns.trials_of(name)))
         kind = kind_of(spec)
         resource = None if kind.is_pod else await ns.watch_kind(kind)
+        if not ns.synced() or (resource is None and not kind.is_pod):
+            self.event = True  # a watch went down since ready(): the listing wakes the experiment
+            return IDLE_INTERVAL
+        trials = self.parse_trials(self.written.trial_bodies(ns.trials_of(name)))
         # A dict of its own (the planner reads it in a thread): per trial, its pod, or the pod-shaped
         # observation of its Job or resource.
         pods = (
@@ -188,8 +233,12 @@ class ExperimentLoop:
             origin = spec.warm_start_from
             warm = list(ns.trials_of(origin).values()) if origin else []
             try:
-                # In a thread, like the plan: rebuilding a large study after a restart takes seconds.
-                self.suggester = await asyncio.to_thread(planner.restore_suggester, spec, trials, status, warm)
+                # In a thread, like a large plan: rebuilding a large study after a restart takes
+                # seconds. A new experiment's is a fraction of a millisecond: less than the thread.
+                if len(trials) + len(warm) > THREAD_PLAN_TRIALS:
+                    self.suggester = await asyncio.to_thread(planner.restore_suggester, spec, trials, status, warm)
+                else:
+                    self.suggester = planner.restore_suggester(spec, trials, status, warm)
             except SearchSpaceError as e:
                 await self.report_invalid_spec(raw, status, str(e), now)
                 return RECONCILE_INTERVAL
@@ -248,9 +297,16 @@ class ExperimentLoop:
 
     def spec(self) -> ExperimentSpec | None:
         try:
-            return ExperimentSpec.model_validate(self.body.get("spec") or {})
+            return self.parsed_spec(self.body.get("spec") or {})
         except (ValidationError, ValueError):
             return None  # reported by the round
+
+    def parsed_spec(self, source: dict) -> ExperimentSpec:
+        """The spec as a model, parsed again only when the Experiment's spec changed (a round
+        reads it every time; it changes with the generation, a few times in an experiment's life)."""
+        if self._spec is None or self._spec[0] != source:
+            self._spec = (source, ExperimentSpec.model_validate(source))
+        return self._spec[1]
 
     def parse_trials(self, bodies: list[dict]) -> list[planner.TrialView]:
         """A planner.TrialView per Trial (what the planner reads of it, worked out once), the last

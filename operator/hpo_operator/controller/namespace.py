@@ -54,8 +54,19 @@ class Namespace:
     """The informers of one namespace: its Trials (all, so that a user's Trial is seen) and its
     trial pods (selected by label on the API server: no other pod reaches the operator)."""
 
-    def __init__(self, api: KubeClient, namespace: str, wake: Callable[[Key], None]):
+    def __init__(
+        self,
+        api: KubeClient,
+        namespace: str,
+        wake: Callable[[Key], None],
+        wake_all: Callable[[str], None] | None = None,
+        echo: Callable[[Key, str, dict | None, dict], bool] | None = None,
+    ):
         self.api, self.name, self.wake = api, namespace, wake
+        # Wakes every experiment of the namespace: a watch they wait for has listed (or is refused).
+        self.wake_all = wake_all or (lambda namespace: None)
+        # Whether a Trial's change is only the experiment's own write coming back (no round for it).
+        self.echo = echo
         self.trials = Informer(
             api,
             namespace,
@@ -63,14 +74,34 @@ class Namespace:
             lambda t: (t.get("spec") or {}).get("experimentName"),
             slim_custom_object,
             self.changed,
+            health_changed=self.health_changed,
+            echo=self.trial_echo if echo is not None else None,
         )
-        self.pods = Informer(api, namespace, PODS, by_experiment, slim_pod, self.changed, label_selector=L_EXPERIMENT)
+        self.pods = Informer(
+            api,
+            namespace,
+            PODS,
+            by_experiment,
+            slim_pod,
+            self.changed,
+            label_selector=L_EXPERIMENT,
+            health_changed=self.health_changed,
+        )
         # Jobs or other resources that trials run as, watched once an experiment uses that kind.
         self.workloads: dict[Resource, Informer] = {}
         self.tasks = [self.start(i) for i in (self.trials, self.pods)]
 
     def changed(self, experiment: str | None) -> None:
         self.wake((self.name, experiment))
+
+    def trial_echo(self, experiment: str | None, name: str, before: dict | None, now: dict) -> bool:
+        assert self.echo is not None
+        return experiment is not None and self.echo((self.name, experiment), name, before, now)
+
+    def health_changed(self) -> None:
+        """A watch went down or listed again: the experiments that wait for it (a round never plans
+        on a watch that is down, and none waits in a worker) are woken to look again."""
+        self.wake_all(self.name)
 
     def start(self, informer: Informer) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(informer.run(), name=f"{informer.kind} in {self.name}")
@@ -111,36 +142,37 @@ class Namespace:
                 self.changed,
                 label_selector=L_EXPERIMENT,
                 patient=True,
+                health_changed=self.health_changed,
             )
             self.tasks.append(self.start(informer))
         return informer
 
-    async def synced(self) -> None:
-        await self.trials.synced.wait()
-        await self.pods.synced.wait()
+    def synced(self) -> bool:
+        """Whether the Trials and pods watches have listed since their last failure."""
+        return self.trials.synced.is_set() and self.pods.synced.is_set()
 
-    async def watch_kind(self, kind: Kind) -> Resource:
-        """The resource of a trial kind, watched in the namespace from now on (and listed once).
-        Raises WatchForbidden while the API server refuses that watch."""
+    async def watch_kind(self, kind: Kind) -> Resource | None:
+        """The resource of a trial kind, watched in the namespace from now on; None until it has
+        listed (health_changed() wakes the experiments then). Raises WatchForbidden while the API
+        server refuses that watch."""
         plural = kind.plural or await self.api.plural_of(kind.api_version, kind.kind)
         resource = (kind.group, kind.version, plural)
-        await self.listed(self.workload(resource), trial_kinds.chart_entry((kind.group, kind.kind), plural))
-        return resource
+        listed = self.listed(self.workload(resource), trial_kinds.chart_entry((kind.group, kind.kind), plural))
+        return resource if listed else None
 
-    async def watch_claims(self) -> Informer:
-        """The checkpoint claims' informer, listed (WatchForbidden while that is refused)."""
-        informer = self.workload(CLAIMS)
-        await self.listed(informer, None)
-        return informer
+    def watch_claims(self) -> bool:
+        """Whether the checkpoint claims' informer has listed (WatchForbidden while that is refused)."""
+        return self.listed(self.workload(CLAIMS), None)
 
-    async def listed(self, informer: Informer, entry: str | None) -> None:
-        """Waits until the informer has listed since its last failure; raises WatchForbidden
-        while the API server refuses it (`entry`: the trialKinds entry that would grant it)."""
+    def listed(self, informer: Informer, entry: str | None) -> bool:
+        """Whether the informer has listed since its last failure; raises WatchForbidden while the
+        API server refuses it (`entry`: the trialKinds entry that would grant it)."""
         health = informer.health
-        while not health.synced.is_set():
-            if health.forbidden.is_set():
-                raise WatchForbidden(informer, entry)
-            await first_set(health.synced, health.forbidden)
+        if health.synced.is_set():
+            return True
+        if health.forbidden.is_set():
+            raise WatchForbidden(informer, entry)
+        return False
 
     def trials_of(self, experiment: str) -> dict[str, dict]:
         return dict(self.trials.objects.get(experiment) or {})

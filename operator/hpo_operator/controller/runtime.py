@@ -1,9 +1,13 @@
-"""The operator's registry: one loop per Experiment (loop.py), the informers of every namespace
-that has one (namespace.py), and a monitor of their watches.
+"""The operator's registry: one loop per Experiment (loop.py), the work queue and workers that run
+their rounds, the informers of every namespace that has one (namespace.py), and a monitor of their
+watches.
 
-kopf hands each Experiment event to Runtime.on_experiment() (handlers.py), which starts, wakes or
-stops that experiment's loop; a namespace's informers start with its first experiment and stop with
-its last. The monitor logs a watch outage and its end, and unhealthy() serves the liveness probe:
+kopf hands each Experiment event to Runtime.on_experiment() (handlers.py), which makes, wakes or
+drops that experiment's loop; a namespace's informers start with its first experiment and stop with
+its last. Watch events queue their experiment (workqueue.py); ROUND_WORKERS workers take the
+experiments in the order they became due and run one turn each (ExperimentLoop.turn), so at most that
+many rounds run at once and none experiment waits behind another's burst for longer than its turn.
+The monitor logs a watch outage and its end, and unhealthy() serves the liveness probe:
 both count the operator's own watches only (its Trials and trial pods). A trial kind's watch, or
 the checkpoint claims', is down when the platform's RBAC refuses it, which a restart cannot mend:
 the experiments that need it say so (loop.py), and the others go on.
@@ -12,6 +16,7 @@ the experiments that need it say so (loop.py), and the others go on.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -23,15 +28,21 @@ from hpo_operator.kube.informer import WatchHealth
 from . import telemetry
 from .authority import Authority, Tenancy
 from .executor import PostEvent
-from .loop import ExperimentLoop
+from .loop import ExperimentLoop, error_delay
 from .namespace import Key, Namespace
+from .pending import Pacing, same_but_status
 from .slim import slim_custom_object
+from .workqueue import WorkQueue
 
 # A watch down this long is logged as a Warning (and its return as well).
 UNREACHABLE_WARN_SECONDS = float(os.environ.get("HPO_UNREACHABLE_WARN_SECONDS", "30"))
 # A watch down this long makes the liveness probe fail, so that the kubelet restarts the operator:
 # whatever keeps it down (a client state gone bad, a task that ended) goes with the process.
 WATCH_DOWN_LIVENESS_SECONDS = float(os.environ.get("HPO_WATCH_DOWN_LIVENESS_SECONDS", "300"))
+# Rounds (or flushes) running at once, across every experiment. A round spends most of its time
+# waiting for its writes, which the API's fair share (kube/fair.py) orders: this many keep it fed
+# when hundreds of experiments start at once, and no more hold plans in memory.
+ROUND_WORKERS = int(os.environ.get("HPO_MAX_CONCURRENT_ROUNDS", "128"))
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +67,20 @@ class Runtime:
         self.authority = Authority(api, tenancy) if tenancy is not None and tenancy.on else None
         self.namespaces: dict[str, Namespace] = {}
         self.loops: dict[Key, ExperimentLoop] = {}
+        self.queue: WorkQueue[Key] = WorkQueue(backoff=error_delay)
+        # The context kopf hands its handlers (its Event poster lives in it: kopf.event needs it),
+        # for the turns the workers run; taken from the latest Experiment event.
+        self.context: contextvars.Context | None = None
+        # The turns of the writes that wait, across every experiment (coalesce.py).
+        self.pacing = Pacing()
         # Set once the operator stops: kopf may still hand over an Experiment event after its cleanup
         # ran, which must not start a loop (and informers) on the closed API client.
         self.stopped = False
-        self.monitor = asyncio.get_running_loop().create_task(self.watch_health(), name="watch health")
+        tasks = asyncio.get_running_loop()
+        self.monitor = tasks.create_task(self.watch_health(), name="watch health")
+        self.workers = [tasks.create_task(self.work(), name=f"round worker {i}") for i in range(ROUND_WORKERS)]
         telemetry.watch_source(self.watches)
+        telemetry.queue_source(lambda: len(self.queue))
 
     def watches(self) -> list[tuple[str, WatchHealth]]:
         """Every informer's health, with its namespace (for the metrics)."""
@@ -117,20 +137,61 @@ class Runtime:
                 )
                 outage = None
 
+    async def work(self) -> None:
+        """A worker: takes the next experiment due and runs its turn, for as long as it runs."""
+        while True:
+            key = await self.queue.get()
+            loop = self.loops.get(key)
+            if loop is None:
+                self.queue.done(key)
+                continue
+            # A task of its own, so that the experiment's deletion can cancel its turn (not the
+            # worker), in a copy of kopf's context (turns set their own FLOW in it).
+            loop.task = task = asyncio.get_running_loop().create_task(
+                loop.turn(), name=f"experiment {key[0]}/{key[1]}", context=self.context.copy() if self.context else None
+            )
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            finally:
+                loop.task = None
+            if task.cancelled():
+                self.queue.done(key)  # it was dropped (stop())
+                continue
+            if task.exception() is not None:  # a bug: turn() reports every failure of a round itself
+                log.error("%s/%s: the turn failed", *key, exc_info=task.exception())
+                self.queue.done(key, failed=True)
+                continue
+            after, failed, gap = task.result()
+            self.queue.done(key, after, failed=failed, gap=gap)
+
     def namespace(self, name: str) -> Namespace:
         ns = self.namespaces.get(name)
         if ns is None:
-            ns = self.namespaces[name] = Namespace(self.api, name, self.wake)
+            ns = self.namespaces[name] = Namespace(self.api, name, self.wake, self.wake_namespace, self.echo)
         return ns
 
     def wake(self, key: Key) -> None:
         loop = self.loops.get(key)
         if loop is not None:
-            loop.wake.set()
+            loop.event = True
+            self.queue.add(key)
+
+    def echo(self, key: Key, name: str, before: dict | None, now: dict) -> bool:
+        """Whether a Trial's change only brings back what its experiment's loop wrote (PendingWrites.echo)."""
+        loop = self.loops.get(key)
+        return loop is not None and loop.written.echo(name, before, now)
+
+    def wake_namespace(self, namespace: str) -> None:
+        for key in [k for k in self.loops if k[0] == namespace]:
+            self.wake(key)
 
     def on_experiment(self, deleted: bool, namespace: str, name: str, uid: str, body: dict) -> None:
         if self.stopped:
             return
+        self.context = contextvars.copy_context()
         key = (namespace, name)
         loop = self.loops.get(key)
         if deleted or (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -142,17 +203,25 @@ class Runtime:
         if loop is not None and loop.uid != uid:
             self.stop(key)  # an experiment deleted and created again under the same name
             loop = None
-        if loop is None or loop.task is None or loop.task.done():
+        slim = slim_custom_object(body)
+        if loop is None:
             self.namespace(namespace)
-            loop = self.loops[key] = ExperimentLoop(self, key, uid, slim_custom_object(body))
-            loop.task = asyncio.get_running_loop().create_task(loop.run(), name=f"experiment {namespace}/{name}")
-        loop.body = slim_custom_object(body)
-        loop.wake.set()
+            self.loops[key] = ExperimentLoop(self, key, uid, slim)
+            self.queue.add(key, new=True)  # its first turn before the others' next ones
+            return
+        if not news(loop.body, slim, loop.written.experiment_status):
+            loop.body = slim  # our own status write coming back: nothing for a round to see
+            return
+        loop.body = slim
+        self.wake(key)
 
     def stop(self, key: Key) -> None:
         loop = self.loops.pop(key, None)
-        if loop is not None and loop.task is not None:
-            loop.task.cancel()
+        self.queue.forget(key)
+        if loop is not None:
+            if loop.task is not None:
+                loop.task.cancel()
+            telemetry.experiment_phase(loop.uid, None)
         if not any(k[0] == key[0] for k in self.loops):
             # No experiment left in the namespace: nothing there to watch for.
             for task in self.namespaces.pop(key[0]).tasks if key[0] in self.namespaces else ():
@@ -162,6 +231,7 @@ class Runtime:
         self.stopped = True
         tasks = [loop.task for loop in self.loops.values() if loop.task is not None]
         tasks += [t for ns in self.namespaces.values() for t in ns.tasks]
+        tasks += self.workers
         self.loops.clear()
         self.namespaces.clear()
         tasks.append(self.monitor)
@@ -172,3 +242,14 @@ class Runtime:
 
     def size(self) -> int:
         return len(self.loops)
+
+
+def news(old: dict, new: dict, written: dict | None) -> bool:
+    """Whether an Experiment's new version says anything a round has not seen: a change other than
+    its status (its spec, labels, annotations, deletion), or a status other than the one the
+    operator wrote last. Every status write of ours comes back as an event, which must not cost a
+    round of its own."""
+    status = new.get("status") or {}
+    if status != (old.get("status") or {}) and status != written:
+        return True
+    return not same_but_status(old, new)

@@ -30,6 +30,13 @@ def compact(node: Any) -> Any:
     return node
 
 
+# The pod conditions anything reads (core/podstate.py, workloads/kinds.py): why it is not scheduled
+# (or is gated), and whether it was disrupted. The others (Initialized, Ready, ContainersReady...)
+# change several times in a pod's life and say nothing the phase and containers do not: kept, each
+# change would wake a round.
+POD_CONDITIONS = frozenset({"PodScheduled", "DisruptionTarget"})
+
+
 def slim_pod(body: dict) -> dict:
     """The part of a pod the planner reads (podstate.observe, the planner's slot count). A pod's
     managedFields and spec are most of its size, and an experiment may keep thousands of them."""
@@ -37,10 +44,13 @@ def slim_pod(body: dict) -> dict:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     slim_status = {k: status[k] for k in ("phase", "reason", "message", "startTime") if k in status}
-    if status.get("conditions"):
-        slim_status["conditions"] = [
-            {k: c[k] for k in ("type", "status", "reason", "message") if k in c} for c in status["conditions"]
-        ]
+    conditions = [
+        {k: c[k] for k in ("type", "status", "reason", "message") if k in c}
+        for c in status.get("conditions") or []
+        if c.get("type") in POD_CONDITIONS
+    ]
+    if conditions:
+        slim_status["conditions"] = conditions
     for key in ("containerStatuses", "initContainerStatuses"):  # init: a checkpoint copy step's exit
         if status.get(key):
             slim_status[key] = [{"name": c.get("name"), "state": c.get("state") or {}} for c in status[key]]

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hpo_operator.api.vocabulary import EXPERIMENT_PHASES
-from hpo_operator.kube import informer
+from hpo_operator.kube import client, informer
 
 EXPERIMENTS = Gauge("hpo_experiments", "Experiments known to this operator, by phase", ["phase"])
 TRIALS_CREATED = Counter(
@@ -33,6 +33,19 @@ RECONCILE_SECONDS = Histogram(
 )
 LEADER = Gauge("hpo_leader", "1 while this replica leads (or runs without leader election), 0 while it stands by")
 RECONCILE_TOTAL = Counter("hpo_reconcile_total", "Experiment reconciles, by result", ["result"])
+ROUNDS_WAITING = Gauge(
+    "hpo_rounds_waiting", "Experiments due for a turn (a round, or writes that wait), waiting for a worker"
+)
+STATUS_WRITES = Counter(
+    "hpo_experiment_status_writes_total",
+    "Experiment status writes: at once (a phase, a condition...) or at their turn (new counts alone)",
+    ["when"],
+)
+
+
+def queue_source(depth: Callable[[], int]) -> None:
+    """Where hpo_rounds_waiting comes from: the runtime's work queue."""
+    ROUNDS_WAITING.set_function(depth)
 
 
 class WatchCollector(Collector):
@@ -76,6 +89,22 @@ WATCHES = WatchCollector()
 REGISTRY.register(WATCHES)
 
 
+class RequestCollector(Collector):
+    """The API requests this process made, by verb (kube.client.REQUESTS), with the Events it
+    handed kopf to post: what the operator costs the API server."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        requests = CounterMetricFamily(
+            "hpo_api_requests", "Requests to the API server, by verb (Events: the ones handed to kopf)", labels=["verb"]
+        )
+        for verb, n in sorted(client.REQUESTS.items()):
+            requests.add_metric([verb], n)
+        yield requests
+
+
+REGISTRY.register(RequestCollector())
+
+
 def watch_source(source: Callable[[], Iterable[tuple[str, informer.WatchHealth]]]) -> None:
     """Where the watch metrics come from: the runtime's informers, (namespace, health) each."""
     WATCHES.source = source
@@ -83,6 +112,7 @@ def watch_source(source: Callable[[], Iterable[tuple[str, informer.WatchHealth]]
 
 PHASES = EXPERIMENT_PHASES
 _phases: dict[str, str] = {}
+_counts: dict[str, int] = {}
 
 
 _serving: int | None = None
@@ -100,9 +130,20 @@ def start_server() -> int | None:
 
 
 def experiment_phase(uid: str, phase: str | None) -> None:
+    """Counts the experiment in its phase (None: gone). Called every round: a change costs two
+    gauge updates, whatever the number of experiments."""
+    old = _phases.get(uid)
+    if old == phase:
+        return
+    if not _counts:
+        for name in PHASES:
+            EXPERIMENTS.labels(name).set(0)
+    for name, step in ((old, -1), (phase, 1)):
+        if name is not None:
+            _counts[name] = _counts.get(name, 0) + step
+            if name in PHASES:
+                EXPERIMENTS.labels(name).set(_counts[name])
     if phase is None:
         _phases.pop(uid, None)
     else:
         _phases[uid] = phase
-    for name in PHASES:
-        EXPERIMENTS.labels(name).set(sum(1 for p in _phases.values() if p == name))

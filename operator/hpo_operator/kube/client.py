@@ -2,10 +2,11 @@
 """The operator's writes to the API server: async, concurrent, and bounded.
 
 A kept async client (kubernetes_asyncio) instead of the threaded one: hundreds of writes per second
-need no thread each, and a round's independent writes go out together. One semaphore bounds the
-writes in flight across all experiments, since an API server answered by hundreds of concurrent
-writers starts timing out instead of going faster. Responses are read as plain JSON: the operator
-works on dicts, and building model objects for every pod would cost more than the write.
+need no thread each, and a round's independent writes go out together. One bound on the writes in
+flight across all experiments, since an API server answered by hundreds of concurrent writers starts
+timing out instead of going faster; within it each experiment gets its fair share (fair.py), so one
+experiment's burst does not hold up the others'. Responses are read as plain JSON: the operator works
+on dicts, and building model objects for every pod would cost more than the write.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -21,6 +23,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from hpo_operator.api.vocabulary import GROUP, VERSION
+
+from .fair import FIRST, FLOW, FairLimiter
 
 __all__ = [
     "KubeClient",
@@ -63,8 +67,24 @@ class _Calls(NamedTuple):
     list: Callable[..., Awaitable[Any]]  # (namespace), or watch=True
 
 
-# Writes in flight at once, across every experiment (HPO_API_CONCURRENCY).
+# Requests made by this process, by verb (create, patch, delete, list, read...), for the operator's
+# metrics (hpo_api_requests_total): what a trial costs the API server. Kept here, per process.
+REQUESTS: Counter[str] = Counter()
+
+
+def _verb(fn: Any) -> str:
+    """The verb of a client method: create_namespaced_pod -> create; patch_..._status -> patch status."""
+    name = getattr(fn, "__name__", "") or "call"
+    verb = name.split("_", 1)[0].lstrip("_")
+    if verb == "patch" and name.endswith("_status"):
+        return "patch status"
+    return {"read": "get", "<lambda>": "call"}.get(verb, verb)
+
+
+# Writes in flight at once, across every experiment (HPO_API_CONCURRENCY), and of one experiment
+# (HPO_API_CONCURRENCY_PER_EXPERIMENT: the rest stay free for the others' next writes).
 DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY_PER_EXPERIMENT = 24
 
 # The client's default is no timeout at all: a request on a connection that went half-open (a
 # control-plane node gone, a load balancer that dropped it) or to a frozen API server would wait
@@ -119,19 +139,23 @@ def failure_reason(e: BaseException) -> str:
 
 
 class KubeClient:
-    def __init__(self, api_client: client.ApiClient, concurrency: int = DEFAULT_CONCURRENCY):
+    def __init__(
+        self, api_client: client.ApiClient, concurrency: int = DEFAULT_CONCURRENCY, per_flow: int | None = None
+    ):
         self.client = api_client
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.authorization = client.AuthorizationV1Api(api_client)
-        self.limit = asyncio.Semaphore(concurrency)
+        # per_flow None: one flow may use every slot (a client that serves one experiment).
+        self.limit = FairLimiter(concurrency, per_flow)
         self._plurals: dict[tuple[str, str], str] = {}
 
     async def _raw(self, fn: Any, *args: Any, limited: bool = True, **kwargs: Any) -> bytes:
+        REQUESTS[_verb(fn)] += 1
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         if not limited:
             return await read_body(await fn(*args, _preload_content=False, **kwargs))
-        async with self.limit:
+        async with self.limit.slot(FLOW.get(), FIRST.get()):
             return await read_body(await fn(*args, _preload_content=False, **kwargs))
 
     async def _json(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -223,24 +247,37 @@ class KubeClient:
     # discovery. CustomObjectsApi serves any group's /apis path, built-in ones included.
 
     def _calls(self, resource: Resource) -> _Calls:
+        # (Functions named by their verb, which REQUESTS counts them by.)
         if resource in CORE_KINDS:
             kind, deleting = CORE_KINDS[resource]
             core = self.core
-            return _Calls(
-                lambda ns, body, **kw: getattr(core, f"create_namespaced_{kind}")(ns, body, **kw),
-                lambda ns, name, **kw: getattr(core, f"delete_namespaced_{kind}")(name, ns, **deleting, **kw),
-                lambda ns, **kw: getattr(core, f"list_namespaced_{kind}")(ns, **kw),
-            )
+
+            def create_core(ns: str, body: dict, **kw: Any) -> Any:
+                return getattr(core, f"create_namespaced_{kind}")(ns, body, **kw)
+
+            def delete_core(ns: str, name: str, **kw: Any) -> Any:
+                return getattr(core, f"delete_namespaced_{kind}")(name, ns, **deleting, **kw)
+
+            def list_core(ns: str, **kw: Any) -> Any:
+                return getattr(core, f"list_namespaced_{kind}")(ns, **kw)
+
+            return _Calls(create_core, delete_core, list_core)
         group, version, plural = resource
         custom = self.custom
-        # Background: the garbage collector removes a Job's (or resource's) pods after it.
-        return _Calls(
-            lambda ns, body, **kw: custom.create_namespaced_custom_object(group, version, ns, plural, body, **kw),
-            lambda ns, name, **kw: custom.delete_namespaced_custom_object(
+
+        def create_custom(ns: str, body: dict, **kw: Any) -> Any:
+            return custom.create_namespaced_custom_object(group, version, ns, plural, body, **kw)
+
+        def delete_custom(ns: str, name: str, **kw: Any) -> Any:
+            # Background: the garbage collector removes a Job's (or resource's) pods after it.
+            return custom.delete_namespaced_custom_object(
                 group, version, ns, plural, name, propagation_policy="Background", **kw
-            ),
-            lambda ns, **kw: custom.list_namespaced_custom_object(group, version, ns, plural, **kw),
-        )
+            )
+
+        def list_custom(ns: str, **kw: Any) -> Any:
+            return custom.list_namespaced_custom_object(group, version, ns, plural, **kw)
+
+        return _Calls(create_custom, delete_custom, list_custom)
 
     async def create_object(self, resource: Resource, namespace: str, body: dict, as_user: str | None = None) -> dict:
         """Creates the object; with `as_user`, impersonating that user (the API server then checks
@@ -384,6 +421,7 @@ async def connect() -> KubeClient:
         # The client reads KUBECONFIG once, when it is imported: read it now.
         await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     concurrency = int(os.environ.get("HPO_API_CONCURRENCY", DEFAULT_CONCURRENCY))
+    per_experiment = int(os.environ.get("HPO_API_CONCURRENCY_PER_EXPERIMENT", DEFAULT_CONCURRENCY_PER_EXPERIMENT))
     configuration = client.Configuration.get_default_copy()
     # No limit on connections: each watch holds one, and writes are bounded by the semaphore.
     configuration.connection_pool_maxsize = 0
@@ -392,7 +430,7 @@ async def connect() -> KubeClient:
     # request (a profile showed it at 5% of the operator's time). Proxies still come from the
     # kubeconfig's proxy-url, which the client passes itself.
     api_client.rest_client.pool_manager._trust_env = False
-    return KubeClient(api_client, concurrency)
+    return KubeClient(api_client, concurrency, per_experiment)
 
 
 def api_reason(e: ApiException) -> str:

@@ -20,6 +20,13 @@ A watch ends in one of two ways, as client-go's reflector has it:
   after a backoff, and every experiment whose objects changed or disappeared meanwhile wakes.
   A refusal (401, 403) of a patient informer (a trial kind's: the platform's RBAC decides) is
   retried after 30-60 s, growing to 5-10 min, not after the outage's half second.
+- but the API server shedding load (429 Too Many Requests, as its priority and fairness answers a
+  new watch when it is busy; the informer's watch is opened again every minute): as client-go's
+  reflector does, the watch is opened again from its last resourceVersion after a backoff, without
+  a listing and still synced, for up to THROTTLED_SECONDS in a row. Nothing is lost (the server's
+  history keeps what happened meanwhile, and a 410 Gone lists again); the view is as current as
+  while waiting for the next event; and a listing (and every experiment of the namespace waiting
+  for it) would only add load to a server that asked for less.
 Nothing but cancellation ends the loop (`run_list_watch`): the dashboard's watches use it too.
 """
 
@@ -53,9 +60,14 @@ BACKOFF_MAX = 30.0
 # to twice that, doubling up to ten times it (30-60 s, growing to 5-10 min).
 FORBIDDEN_BACKOFF = float(os.environ.get("HPO_WATCH_FORBIDDEN_BACKOFF_SECONDS", "30"))
 FORBIDDEN_BACKOFF_MAX = 10 * FORBIDDEN_BACKOFF
+# Watches the API server refuses for load (429) are opened again without a listing for this long
+# in a row; past it, the informer is down and lists again, as after any other failure.
+THROTTLED_SECONDS = float(os.environ.get("HPO_WATCH_THROTTLED_SECONDS", "20"))
 
 KeyOf = Callable[[dict], "str | None"]
 Slim = Callable[[dict], dict]
+# (key, name, the object before (None: new), the object now) -> whether it is the operator's own write
+Echo = Callable[["str | None", str, "dict | None", dict], bool]
 
 # Restarts of every watch in this process, by (resource, reason), for the operator's metrics: kept
 # here, not per informer, so that a counter never goes down when a namespace's informers go.
@@ -95,6 +107,7 @@ class WatchHealth:
     # not an outage. Whoever waits for `synced` can wait for this as well, and say so.
     forbidden: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False  # its loop ended (stopped()): nothing will list it again
+    version: str | None = None  # the newest resourceVersion seen (a listing's, or an event's)
 
     def listed(self) -> None:
         self.last_event = time.monotonic()
@@ -152,10 +165,27 @@ async def run_list_watch(
                 log.info("%s: listed again, watching from resourceVersion %s", health.where, version)
             if on_change is not None:
                 on_change()
+            health.version = version
+            throttled: float | None = None  # when the 429s in a row began
+            throttles = 0
             while True:
                 started = time.monotonic()
-                response = await open_watch(version)
-                going_on = await follow(response, version, put, drop, seen=health)
+                try:
+                    response = await open_watch(version)
+                    going_on = await follow(response, version, put, drop, seen=health)
+                except ApiException as e:
+                    if e.status != 429 or (throttled is not None and started - throttled > THROTTLED_SECONDS):
+                        raise
+                    # Shedding load: the same watch again, later, from the newest version seen.
+                    throttled = started if throttled is None else throttled
+                    throttles += 1
+                    RESTARTS[(health.resource, "TooManyRequests")] += 1
+                    version = health.version or version
+                    delay = backoff_delay(throttles)
+                    log.info("%s: the API server sheds load (429); watching again in %.1fs", health.where, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                throttled, throttles = None, 0
                 if going_on is None:
                     raise Gone()
                 if time.monotonic() - started < 1:
@@ -195,10 +225,16 @@ class Informer:
         changed: Callable[[str | None], None],
         label_selector: str | None = None,
         patient: bool = False,
+        health_changed: Callable[[], None] | None = None,
+        echo: Echo | None = None,
     ):
         self.api, self.namespace, self.resource = api, namespace, resource
         self.kind = resource[2]
         self.key_of, self.slim, self.changed = key_of, slim, changed
+        # Called when the watch goes down, and when it has listed again (synced or refused).
+        self.health_changed = health_changed
+        # Whether a change only shows what the operator itself wrote: stored, but no one woken.
+        self.echo = echo
         self.label_selector = label_selector
         self.patient = patient  # a refusal (401, 403) is retried slowly: forbidden_delay()
         self.objects: dict[str | None, dict[str, dict]] = {}
@@ -218,12 +254,14 @@ class Informer:
         slim = self.slim(obj)
         objects = self.objects.setdefault(key, {})
         self._where[name] = key
-        if objects.get(name) == slim:
+        before = objects.get(name)
+        if before == slim:
             # Nothing the operator reads changed (a Job's counters, a pod's IP): no round for it,
             # and the stored object, on which views are cached, stays the same.
             return
         objects[name] = slim
-        self.changed(key)
+        if self.echo is None or not self.echo(key, name, before, slim):
+            self.changed(key)
 
     def _drop(self, name: str) -> None:
         key = self._where.pop(name, None)
@@ -261,6 +299,7 @@ class Informer:
             self._relist,
             self._put,
             lambda obj: self._drop(obj["metadata"]["name"]),
+            on_change=self.health_changed,
             patient=self.patient,
         )
 
@@ -288,6 +327,8 @@ async def follow(
                     return None
                 raise ApiException(status=obj.get("code"), reason=obj.get("message"))
             version = (obj.get("metadata") or {}).get("resourceVersion") or version
+            if seen is not None:
+                seen.version = version
             if kind == "DELETED":
                 drop(obj)
             elif kind in ("ADDED", "MODIFIED"):

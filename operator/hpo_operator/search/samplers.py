@@ -42,7 +42,7 @@ SAMPLERS = {
 }
 
 # gp: Optuna's GPSampler fits its Gaussian process with PyTorch, which the operator's default image
-# leaves out (it is gigabytes: see README, "Search algorithms"). Where it is missing the experiment
+# leaves out (it is gigabytes: see docs/search-algorithms.md). Where it is missing the experiment
 # is refused as InvalidSpec with this, rather than failing at its first model-based suggestion.
 GP_NEEDS = (
     "algorithm gp needs PyTorch, which this operator does not have: run the operator's gp image "

@@ -2,10 +2,11 @@
 path, and the same search run by Optuna directly; and the table they print.
 
 - **Operator**: hpo_operator.planner.simulate.InMemoryExperiment, i.e. planner.plan() round by
-  round as handlers.reconcile runs it, with a Suggester, against Trials and pods in memory. Every
-  pod started in a round has succeeded by the next one, its termination message the JSON of the
-  metrics `evaluate` returns for the Trial's parameters (every objective's, with several). With
-  parallelTrialCount P, each round finishes the P trials of the last and starts the next P.
+  round as the operator's experiment loop (controller/loop.py) runs it, with a Suggester, against
+  Trials and pods in memory. Every pod started in a round has succeeded by the next one, its
+  termination message the JSON of the metrics `evaluate` returns for the Trial's parameters (every
+  objective's, with several). With parallelTrialCount P, each round finishes the P trials of the
+  last and starts the next P.
 - **Direct**: an Optuna study with the same sampler class, seed and settings, built here (not by
   the operator's samplers.py), over the same distributions: `study.optimize()` one trial at a
   time, or Optuna's own batches (ask P, evaluate them, tell P).

@@ -38,9 +38,10 @@ from bench import tabular  # noqa: E402
 from bench.driver import experiment_spec, table  # noqa: E402
 from bench.tabular_quality import MULTI, parse_case  # noqa: E402
 from hpo_operator import planner  # noqa: E402
+from hpo_operator.api.parameters import parameters_of  # noqa: E402
 from hpo_operator.api.spec import EarlyStopping, ExperimentSpec  # noqa: E402
 from hpo_operator.core import times  # noqa: E402
-from hpo_operator.planner.simulate import START, MemoryCluster, parameters  # noqa: E402
+from hpo_operator.planner.simulate import START, MemoryCluster  # noqa: E402
 
 STEPS = 27  # rungs at 1, 3, 9, 27 with reductionFactor 3
 ROUND = timedelta(seconds=10)
@@ -90,7 +91,7 @@ class CurveExperiment(MemoryCluster):
         }
 
     def log(self, name: str) -> str:
-        config = parameters(self.trials[name])
+        config = parameters_of(self.trials[name]["spec"]["parameters"])
         lines = []
         for s in range(1, self.steps.get(name, 0) + 1):
             values = at_step(self.case.table, config, self.case.objectives, s)

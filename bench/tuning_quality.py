@@ -2,10 +2,10 @@
 
 Runs Branin (2-D) and Hartmann-6 (6-D) with random, tpe and cmaes over several seeds. The
 operator's side is bench/driver.py's: hpo_operator.planner.simulate.InMemoryExperiment, i.e.
-planner.plan() round by round, as handlers.reconcile runs it, against Trials and pods in memory
-that succeed one round after they start, reporting {"loss": f(x)}. The direct side is
-optuna.create_study() + optimize() with the same sampler class, seed and (default) settings, and
-an objective that calls suggest_float in parameter order over the ranges of
+planner.plan() round by round, as the operator's experiment loop runs it, against Trials and pods
+in memory that succeed one round after they start, reporting {"loss": f(x)}. The direct side is
+optuna.create_study() + optimize() with the same sampler class, seed and (default) settings, and an
+objective that calls suggest_float in parameter order over the ranges of
 samplers.distribution().
 
 Prints best-found after 10/25/50 trials (mean ± std over seeds), and whether the operator's

@@ -2,9 +2,9 @@
 unit tests, its read-only browser tests, and bench/dashboard_scale.py. And ReviewAnswers, the
 API server's answers to the dashboard's reviews for its unit tests.
 
-The statuses are what the operator writes (see planner.py): a configuration OOMKilled once and
-recovered by a retry, one evicted twice (Infrastructure) and recovered, one failing with the
-program's own error (Error, not retried), trials stopped early, some still running or pending;
+The statuses are what the operator writes (see hpo_operator/planner/): a configuration OOMKilled
+once and recovered by a retry, one evicted twice (Infrastructure) and recovered, one failing with
+the program's own error (Error, not retried), trials stopped early, some still running or pending;
 succeeded and running trials carry a metric history with steps.
 """
 

@@ -428,7 +428,7 @@ def trial_obj(status: dict) -> dict:
 
 
 def test_describe_shows_what_was_spent_now_per_resource_with_its_limit():
-    from hpo_operator.client.views import spending, spending_lines
+    from hpo_operator.client.spending import spending, spending_lines
 
     obj = experiment_obj(
         {"budget": {"maxDurationSeconds": 7200, "maxResourceSeconds": {GPU: 36000}}},
@@ -447,7 +447,7 @@ def test_describe_shows_what_was_spent_now_per_resource_with_its_limit():
 
 
 def test_extend_adds_configurations_past_those_launched_and_pins_the_version_read():
-    from hpo_operator.client.experiments import extension
+    from hpo_operator.client.extend import extension
 
     obj = experiment_obj(
         {"maxTrialCount": 20},
@@ -463,7 +463,7 @@ def test_extend_adds_configurations_past_those_launched_and_pins_the_version_rea
 
 
 def test_extend_adds_time_and_compute_past_what_was_spent():
-    from hpo_operator.client.experiments import extension
+    from hpo_operator.client.extend import extension
 
     obj = experiment_obj(
         {"maxTrialCount": 20, "budget": {"maxDurationSeconds": 100, "maxResourceSeconds": {GPU: 50}}},
@@ -488,7 +488,7 @@ def test_extend_adds_time_and_compute_past_what_was_spent():
 )
 def test_extend_refuses_what_would_not_continue_the_experiment(reason, options, refusal):
     from hpo_operator.client.errors import InvalidInput
-    from hpo_operator.client.experiments import extension
+    from hpo_operator.client.extend import extension
 
     obj = experiment_obj(
         {"maxTrialCount": 5},

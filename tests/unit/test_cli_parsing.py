@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo_operator.cli.main import app
-from hpo_operator.client import views
+from hpo_operator.client import describe, views
 from hpo_operator.client.errors import InvalidInput
 from hpo_operator.client.query import (
     ExperimentFilter,
@@ -395,7 +395,7 @@ def test_experiment_summary_and_detail():
     assert d["created"] == "2023-03-31T10:29:30Z" and d["trialStatus"]["Succeeded"] == 7
     assert json.dumps(d)
 
-    detail = views.experiment_detail(obj, [])
+    detail = describe.experiment_detail(obj, [])
     assert [(h.phase, h.reason) for h in detail.status_history] == [
         ("Running", "Running"),
         ("Succeeded", "GoalReached"),

@@ -14,7 +14,8 @@ from hpo_operator import planner
 from hpo_operator.api.status import ExperimentStatus
 from hpo_operator.controller import coalesce
 from hpo_operator.controller.coalesce import Deferral, Pacer, RoutineEvents, urgent
-from hpo_operator.controller.executor import Executor, Pacing, PendingWrites
+from hpo_operator.controller.executor import Executor
+from hpo_operator.controller.pending import Pacing, PendingWrites
 from hpo_operator.controller.runtime import news
 
 RUNNING = {"type": "Running", "status": "True", "reason": "Running", "message": "1 of 9", "lastTransitionTime": "t0"}

@@ -10,9 +10,10 @@ from collections import Counter
 import pytest
 from optuna.trial import TrialState
 
+from hpo_operator.api.vocabulary import L_CONFIG, L_LAUNCH
 from hpo_operator.client import views
 from hpo_operator.client.errors import InvalidInput
-from hpo_operator.dashboard import data, figures
+from hpo_operator.dashboard import data, figures, study
 from tests import dashboard_objects as objs
 
 XSS = ["<script>window.__xss=1</script>", '"><img src=x onerror="window.__xss=1">']
@@ -26,36 +27,66 @@ def made():
 # --- rows -----------------------------------------------------------------------------------------
 
 
-def test_trial_rows_agree_with_the_plugins_trial_summaries(made):
+# Where a trial row's fields are read in the Trial object as they are (the others are worked out:
+# see the test), and the plugin's TrialSummary field for each row field it shares.
+ROW_SOURCES = {
+    "name": ("metadata", "name"),
+    "reason": ("status", "reason"),
+    "failureClass": ("status", "failureClass"),
+    "exitCode": ("status", "exitCode"),
+    "objective": ("status", "objectiveValue"),
+    "objectiveValues": ("status", "objectiveValues"),
+    "feasible": ("status", "feasible"),
+    "retryOf": ("spec", "retryOf"),
+    "retriedBy": ("status", "retriedBy"),
+    "launchReason": ("metadata", "labels", L_LAUNCH),
+    "config": ("metadata", "labels", L_CONFIG),
+    "created": ("metadata", "creationTimestamp"),
+    "started": ("status", "startTime"),
+    "completed": ("status", "completionTime"),
+}
+SUMMARY_FIELDS = {
+    "name": "name",
+    "phase": "phase",
+    "reason": "reason",
+    "attempt": "attempt",
+    "launchReason": "launch_reason",
+    "config": "config",
+    "retryOf": "retry_of",
+    "retriedBy": "retried_by",
+    "params": "parameters",
+    "metrics": "metrics",
+    "objective": "objective_value",
+    "feasible": "feasible",
+    "adopted": "adopted",
+}
+
+
+def _at(obj: dict, path: tuple[str, ...]):
+    for key in path:
+        obj = (obj or {}).get(key)
+    return obj
+
+
+def test_a_trial_row_says_what_the_trial_object_says_and_the_plugins_summary_is_built_on_it(made):
+    # The row is the client's (views.trial_row), which the plugin's TrialSummary is built on: each
+    # field checked against the object itself, so a field read from the wrong place fails.
     _, trials = made
+    worked_out = {"phase", "message", "attempt", "params", "metrics", "steps", "adopted"}
     for t in trials:
-        row, summary = data.trial_row(t), views.trial_summary(t)
-        assert (
-            row["name"],
-            row["phase"],
-            row["reason"],
-            row["attempt"],
-            row["launchReason"],
-            row["config"],
-            row["retryOf"],
-            row["retriedBy"],
-            row["params"],
-            row["metrics"],
-            row["objective"],
-        ) == (
-            summary.name,
-            summary.phase,
-            summary.reason,
-            summary.attempt,
-            summary.launch_reason,
-            summary.config,
-            summary.retry_of,
-            summary.retried_by,
-            summary.parameters,
-            summary.metrics,
-            summary.objective_value,
-        )
-        assert row["failureClass"] == t["status"].get("failureClass")
+        row, status = data.trial_row(t), t.get("status") or {}
+        assert set(row) == set(ROW_SOURCES) | worked_out
+        assert {k: row[k] for k in ROW_SOURCES} == {k: _at(t, path) for k, path in ROW_SOURCES.items()}
+        assert (row["phase"], row["message"]) == (status.get("phase") or "Pending", status.get("message") or None)
+        assert row["attempt"] == int(t["spec"].get("attempt") or 1)
+        assert row["params"] == {p["name"]: str(p["value"]) for p in t["spec"]["parameters"]}
+        assert row["metrics"] == {m["name"]: m["value"] for m in status.get("metrics") or []}
+        assert row["steps"] == len(status.get("metricHistory") or [])
+        owners = t["metadata"].get("ownerReferences") or []
+        assert row["adopted"] == any(o["kind"] == "Experiment" and o.get("controller") for o in owners)
+        summary = views.trial_summary(t)
+        shared = {field: getattr(summary, field) for field in SUMMARY_FIELDS.values()}
+        assert shared == {field: row[key] for key, field in SUMMARY_FIELDS.items()}
 
 
 def test_trial_rows_follow_creation_order_and_cut_long_messages(made):
@@ -233,7 +264,7 @@ def test_the_study_has_one_trial_per_trial_that_ran_in_creation_order(made):
         "spec": {"experimentName": "exp", "parameters": [{"name": "lr", "value": "5"}]},
         "status": {"phase": "Refused", "reason": "InvalidParameters"},
     }
-    ts = figures.build_study(exp["spec"], [*reversed(trials), user])
+    ts = study.build_study(exp["spec"], [*reversed(trials), user])
     phases = Counter(t["status"]["phase"] for t in trials)
     states = Counter(t.state for t in ts.study.get_trials())
     assert states[TrialState.COMPLETE] == phases["Succeeded"]
@@ -252,7 +283,7 @@ def _points(fig_json: str, name: str) -> list:
 
 def test_the_history_has_one_point_per_succeeded_trial_and_the_best_so_far(made):
     exp, trials = made
-    ts = figures.build_study(exp["spec"], trials)
+    ts = study.build_study(exp["spec"], trials)
     fig = json.loads(figures.to_json(figures.history(ts)))
     points = next(t for t in fig["data"] if t.get("mode") == "markers" and t.get("x"))
     succeeded = [
@@ -269,7 +300,7 @@ def test_the_history_has_one_point_per_succeeded_trial_and_the_best_so_far(made)
 
 def test_parallel_coordinates_have_the_objective_and_one_axis_per_parameter(made):
     exp, trials = made
-    fig = json.loads(figures.to_json(figures.parallel(figures.build_study(exp["spec"], trials))))
+    fig = json.loads(figures.to_json(figures.parallel(study.build_study(exp["spec"], trials))))
     (trace,) = fig["data"]
     assert trace["type"] == "parcoords"
     assert [d["label"] for d in trace["dimensions"]] == ["loss", "lr (log)", "layers", "optimizer"]
@@ -280,7 +311,7 @@ def test_parallel_coordinates_have_the_objective_and_one_axis_per_parameter(made
 
 def test_parallel_coordinates_of_many_trials_show_the_best_and_a_spread_of_the_rest(made, monkeypatch):
     exp, trials = made
-    ts = figures.build_study(exp["spec"], trials)
+    ts = study.build_study(exp["spec"], trials)
     complete = ts.trials(TrialState.COMPLETE)
     monkeypatch.setattr(figures, "PARALLEL_LINES", 6)
     fig = json.loads(figures.to_json(figures.parallel(ts)))
@@ -293,7 +324,7 @@ def test_parallel_coordinates_of_many_trials_show_the_best_and_a_spread_of_the_r
 
 def test_user_strings_reach_plotly_escaped():
     exp, trials = objs.make("xss", 12, optimizers=XSS + ["plain"], running=0)
-    ts = figures.build_study(exp["spec"], trials)
+    ts = study.build_study(exp["spec"], trials)
     parallel = json.loads(figures.to_json(figures.parallel(ts)))["data"][0]
     # Parcoords writes its labels as plain text; the other plots read markup and get it escaped.
     assert parallel["dimensions"][3]["ticktext"] == XSS + ["plain"]
@@ -301,15 +332,15 @@ def test_user_strings_reach_plotly_escaped():
         text = figures.to_json(figures.figure(kind, exp["spec"], trials, study=ts))
         assert "<script>" not in text and "<img" not in text
     assert "&lt;img" in figures.to_json(figures.slices(ts))  # the categorical axis' values
-    assert figures.plain('<a href="x">&</a>') == '&lt;a href="x"&gt;&amp;&lt;/a&gt;'
+    assert study.plain('<a href="x">&</a>') == '&lt;a href="x"&gt;&amp;&lt;/a&gt;'
 
 
 def test_importance_needs_two_results_and_a_parameter_that_varies(made):
     exp, trials = made
-    fig = figures.importance(figures.build_study(exp["spec"], trials))
+    fig = figures.importance(study.build_study(exp["spec"], trials))
     assert fig.data[0].type == "bar" and set(fig.data[0].y) == {"lr", "layers", "optimizer"}
     one = [t for t in trials if t["status"]["phase"] == "Succeeded"][:1]
-    empty = figures.importance(figures.build_study(exp["spec"], one))
+    empty = figures.importance(study.build_study(exp["spec"], one))
     assert not empty.data and "two succeeded trials" in empty.layout.annotations[0].text
 
 
@@ -327,7 +358,7 @@ def test_metric_curves_show_the_chosen_trials_or_the_latest_with_a_history(made)
 
 def test_large_scatter_traces_are_drawn_with_webgl(monkeypatch):
     exp, trials = objs.make("big", 40, running=0)
-    ts = figures.build_study(exp["spec"], trials)
+    ts = study.build_study(exp["spec"], trials)
     assert {t["type"] for t in json.loads(figures.to_json(figures.slices(ts)))["data"]} == {"scatter"}
     monkeypatch.setattr(figures, "GL_POINTS", 10)
     assert {t["type"] for t in json.loads(figures.to_json(figures.slices(ts)))["data"]} == {"scattergl"}
@@ -347,7 +378,7 @@ def _trace(fig, name: str):
 
 def test_a_study_of_several_objectives_has_each_trials_values_and_marks_the_infeasible(several):
     exp, trials = several
-    ts = figures.build_study(exp["spec"], trials)
+    ts = study.build_study(exp["spec"], trials)
     assert ts.multi and ts.objectives == ["loss", "latency_ms"] and ts.directions == ["minimize", "minimize"]
     assert ts.study.metric_names == ["loss", "latency_ms"]
     by_name = {t["metadata"]["name"]: t for t in trials}
@@ -356,8 +387,8 @@ def test_a_study_of_several_objectives_has_each_trials_values_and_marks_the_infe
     for trial in complete:
         status = by_name[trial.user_attrs["trial"]]["status"]
         assert trial.values == status["objectiveValues"]
-        assert (trial.constraints[figures.INFEASIBLE] > 0) == (status["feasible"] is False)
-    assert any(t.constraints[figures.INFEASIBLE] > 0 for t in complete)
+        assert (trial.constraints[study.INFEASIBLE] > 0) == (status["feasible"] is False)
+    assert any(t.constraints[study.INFEASIBLE] > 0 for t in complete)
 
 
 def test_the_pareto_plot_draws_the_front_as_its_best_trials_and_the_infeasible_apart(several):
@@ -385,7 +416,7 @@ def test_the_pareto_plot_says_why_it_is_empty():
 
 def test_each_objective_has_its_own_history_with_the_best_feasible_value_so_far(several):
     exp, trials = several
-    ts = figures.build_study(exp["spec"], trials)
+    ts = study.build_study(exp["spec"], trials)
     done = [t for t in data.creation_order(trials) if t["status"]["phase"] == "Succeeded"]
     for index, name in enumerate(["loss", "latency_ms"]):
         fig = figures.figure("history", exp["spec"], trials, study=ts, metric=name)
@@ -396,7 +427,7 @@ def test_each_objective_has_its_own_history_with_the_best_feasible_value_so_far(
         assert best == sorted(best, reverse=True) and best[-1] == min(feasible)  # minimised, infeasible left out
     maximised = copy.deepcopy(exp["spec"])
     maximised["objective"]["metrics"][1]["type"] = "maximize"
-    best = _trace(figures.history(figures.build_study(maximised, trials), 1), "Best Value").y
+    best = _trace(figures.history(study.build_study(maximised, trials), 1), "Best Value").y
     assert list(best) == sorted(best) and best[-1] == max(
         t["status"]["objectiveValues"][1] for t in done if t["status"]["feasible"]
     )
@@ -404,7 +435,7 @@ def test_each_objective_has_its_own_history_with_the_best_feasible_value_so_far(
 
 def test_parallel_coordinates_have_every_objective_and_the_colour_of_the_chosen_one(several):
     exp, trials = several
-    ts = figures.build_study(exp["spec"], trials)
+    ts = study.build_study(exp["spec"], trials)
     done = [t for t in data.creation_order(trials) if t["status"]["phase"] == "Succeeded"]
     for index, name in enumerate(["loss", "latency_ms"]):
         (trace,) = figures.figure("parallel", exp["spec"], trials, study=ts, metric=name).data
@@ -415,19 +446,19 @@ def test_parallel_coordinates_have_every_objective_and_the_colour_of_the_chosen_
 
 def test_importance_and_slices_show_the_chosen_objective(several):
     exp, trials = several
-    ts = figures.build_study(exp["spec"], trials)
+    ts = study.build_study(exp["spec"], trials)
     assert figures.figure("importance", exp["spec"], trials, study=ts, metric="latency_ms").data[0].name == (
         "latency_ms"
     )
     fig = figures.figure("slice", exp["spec"], trials, study=ts, metric="latency_ms")
     assert fig.layout.yaxis.title.text == "latency_ms"
-    feasible = sorted(t.values[1] for t in ts.trials(TrialState.COMPLETE) if not t.constraints[figures.INFEASIBLE])
+    feasible = sorted(t.values[1] for t in ts.trials(TrialState.COMPLETE) if not t.constraints[study.INFEASIBLE])
     assert sorted(_trace(fig, "Feasible Trial").y) == feasible
 
 
 def test_a_figure_of_an_objective_the_experiment_does_not_have_is_refused(several):
     exp, trials = several
-    with pytest.raises(figures.UnknownObjective, match="no objective 'nope': the objectives are loss, latency_ms"):
+    with pytest.raises(study.UnknownObjective, match="no objective 'nope': the objectives are loss, latency_ms"):
         figures.figure("history", exp["spec"], trials, metric="nope")
 
 

@@ -14,7 +14,8 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.api.vocabulary import A_RESTART, L_LAUNCH
 from hpo_operator.controller.authority import Authority, Tenancy
-from hpo_operator.controller.executor import Executor, PendingWrites
+from hpo_operator.controller.executor import Executor
+from hpo_operator.controller.pending import PendingWrites
 from hpo_operator.core import times
 from hpo_operator.core.authorship import Author, signed
 from hpo_operator.kube.client import ApiException

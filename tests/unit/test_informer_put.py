@@ -1,8 +1,8 @@
 """An informer stores what the operator reads of each object, and wakes an experiment only when
 that changed."""
 
-from hpo_operator.controller.executor import PendingWrites
 from hpo_operator.controller.namespace import by_experiment
+from hpo_operator.controller.pending import PendingWrites
 from hpo_operator.controller.slim import slim_custom_object, slim_pod, slim_workload
 from hpo_operator.kube.client import PODS, TRIALS
 from hpo_operator.kube.informer import Informer

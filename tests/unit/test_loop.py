@@ -11,9 +11,9 @@ from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT
 from hpo_operator.controller import logs as logs_module
-from hpo_operator.controller.executor import Pacing
 from hpo_operator.controller.logs import PodLogs
 from hpo_operator.controller.loop import RECONCILE_INTERVAL, ExperimentLoop, settle_refusals
+from hpo_operator.controller.pending import Pacing
 from hpo_operator.core import metrics
 from hpo_operator.core.metrics import Sample
 from hpo_operator.core.podstate import PodObservation

@@ -346,7 +346,8 @@ def test_a_trial_that_succeeds_without_a_required_metric_fails_as_metrics_unavai
 
 
 def test_the_clients_front_computed_from_the_trials_is_the_one_in_the_status():
-    from hpo_operator.client.views import objective_text, pareto_front_view, trial_summary
+    from hpo_operator.client.pareto import pareto_front_view
+    from hpo_operator.client.views import objective_text, trial_summary
 
     spec = make_spec("random", max_trials=24, parallel=3)
     cluster = InMemoryExperiment(spec, metrics).run()

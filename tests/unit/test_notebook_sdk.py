@@ -1,4 +1,4 @@
-"""The notebook SDK's pure parts: typed search spaces and experiment specs (hpo_operator.client.build),
+"""The notebook SDK's pure parts: typed search spaces and experiment specs (hpo_operator.client.space, .build),
 the progress bar's counts and the trials' table (hpo_operator.client.notebook)."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from hpo_operator.client import (
     experiment_spec,
     integer,
 )
-from hpo_operator.client.build import python_type
 from hpo_operator.client.notebook import frame, progress_counts, progress_text, trial_rows, trials_frame
+from hpo_operator.client.space import python_type
 from hpo_operator.client.views import experiment_summary, trial_summary
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hpo_operator.api.parameters import Parameter
+from hpo_operator.api.parameters import Parameter, parameters_of
 from hpo_operator.api.spec import ParameterAssignment
 from hpo_operator.core.space import (
     InvalidConfiguration,
@@ -233,3 +233,9 @@ def test_assignments():
         ParameterAssignment(name="a", value="1"),
         ParameterAssignment(name="b", value="x"),
     ]
+
+
+def test_parameters_of_reads_name_value_pairs_by_name_and_skips_nameless_ones():
+    items = [{"name": "lr", "value": "0.1"}, {"value": "lost"}, {"name": "layers", "value": "3"}, {"name": "opt"}]
+    assert parameters_of(items) == {"lr": "0.1", "layers": "3", "opt": None}
+    assert parameters_of(None) == {}

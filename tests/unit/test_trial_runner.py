@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hpo_operator.client import categorical, discrete, double, integer
-from hpo_operator.client.build import Space
+from hpo_operator.client.space import Space
 from hpo_operator.client.tuning import CONFIG_FILE, RUNNER_FILE, objective_files
 from hpo_operator.core import metrics
 from hpo_operator.core.podstate import failure_message

@@ -6,7 +6,8 @@ which type takes which fields) are CEL rules the API server checks.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
@@ -78,3 +79,10 @@ class Parameter(Model):
         description="The values a categorical or discrete parameter takes.",
         json_schema_extra=schema_extra(list_type="set"),
     )
+
+
+def parameters_of(items: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """A list of name/value pairs as a dict by name: a Trial's spec.parameters (and the parameters
+    a best trial or a Pareto point repeats in the Experiment's status), or a trial's metrics. An
+    entry without a name is left out: a reader shows what it can."""
+    return {p["name"]: p.get("value") for p in items or () if "name" in p}

@@ -1,3 +1,4 @@
+# One piece: the spec models; most lines are the descriptions and CEL rules the CRDs are made from.
 """The spec of an Experiment and of a Trial: what users write, as pydantic models.
 
 These models (with parameters.py, the search space; template.py, what a trial runs; status.py

@@ -1,3 +1,4 @@
+# One piece: the reading commands, typer functions whose options and help are most of their lines.
 """`kubectl hpo list`, `describe`, `pareto` and `watch`: reading experiments.
 
 No `from __future__ import annotations` here: typer reads the commands' annotations (see app.py).
@@ -210,7 +211,8 @@ def describe(
     output: OutputOpt = Output.table,
 ) -> None:
     """Show an experiment: spec summary, progress, conditions, status history, best trial and trials."""
-    from hpo_operator.client.views import format_number, format_params, format_when, spending_lines
+    from hpo_operator.client.spending import spending_lines
+    from hpo_operator.client.views import format_number, format_params, format_when
 
     s = hpo.connect(kubeconfig, context)
     d = hpo.describe_experiment(s, experiment, namespace)

@@ -31,28 +31,18 @@ _EXPORTS = {
     "connection": ["Session", "connect"],
     "convert": ["Converted", "convert_katib", "katib_yaml"],
     # The notebook SDK: typed experiments, waiting, results, and tune() over a Python function.
-    "build": [
-        "Space",
-        "categorical",
-        "container",
-        "discrete",
-        "double",
-        "experiment_manifest",
-        "experiment_spec",
-        "integer",
-        "pod_template",
-    ],
+    "build": ["container", "experiment_manifest", "experiment_spec", "pod_template"],
+    "space": ["Space", "categorical", "discrete", "double", "integer"],
     "notebook": ["best_trial", "create_experiment", "trials_frame", "wait"],
     "tuning": ["tune"],
     "errors": ["Conflict", "HpoError", "InvalidInput", "NotFound", "PermissionDenied", "Timeout"],
+    "describe": ["ExperimentDetail"],
+    "extend": ["Extension", "extend_experiment", "extension"],
     "experiments": [
         "clone_experiment",
         "create_experiments",
         "delete_experiment",
         "describe_experiment",
-        "extend_experiment",
-        "extension",
-        "Extension",
         "follow_experiment",
         "get_experiment",
         "get_experiment_object",
@@ -90,12 +80,10 @@ _EXPORTS = {
         "trial_logs",
         "trial_metrics",
     ],
+    "pareto": ["ParetoFront", "ParetoPoint"],
     "views": [
-        "ExperimentDetail",
         "ExperimentSummary",
         "MetricPoint",
-        "ParetoFront",
-        "ParetoPoint",
         "RestartResult",
         "TrialSummary",
     ],
@@ -119,19 +107,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see
-    from .build import (
-        Space,
-        categorical,
-        container,
-        discrete,
-        double,
-        experiment_manifest,
-        experiment_spec,
-        integer,
-        pod_template,
-    )
+    from .build import container, experiment_manifest, experiment_spec, pod_template
     from .connection import Session, connect
     from .convert import Converted, convert_katib, katib_yaml
+    from .describe import ExperimentDetail
     from .errors import Conflict, HpoError, InvalidInput, NotFound, PermissionDenied, Timeout
     from .experiments import (
         clone_experiment,
@@ -149,8 +128,10 @@ if TYPE_CHECKING:  # what type checkers and editors see
         set_suspend,
         whoami,
     )
+    from .extend import Extension, extend_experiment, extension
     from .lineage import SegmentNode
     from .notebook import best_trial, create_experiment, trials_frame, wait
+    from .pareto import ParetoFront, ParetoPoint
     from .query import (
         ExperimentFilter,
         Page,
@@ -166,6 +147,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         sort_field,
         token_page,
     )
+    from .space import Space, categorical, discrete, double, integer
     from .trials import (
         configuration_refusal,
         get_trial_object,
@@ -178,11 +160,8 @@ if TYPE_CHECKING:  # what type checkers and editors see
     )
     from .tuning import tune
     from .views import (
-        ExperimentDetail,
         ExperimentSummary,
         MetricPoint,
-        ParetoFront,
-        ParetoPoint,
         RestartResult,
         TrialSummary,
     )

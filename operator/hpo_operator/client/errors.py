@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import ValidationError
+
+from hpo_operator.api.base import Model
 
 if TYPE_CHECKING:  # only annotations: these pure modules load without the kubernetes client
     from kubernetes.client import ApiException
@@ -66,3 +70,17 @@ def translate(
     if e.status == 401:
         return PermissionDenied(f"unauthorized (check your credentials): {api_message(e)}")
     return HpoError(f"the API server answered {e.status} {e.reason or ''}: {api_message(e)}".replace("  ", " "))
+
+
+M = TypeVar("M", bound=Model)
+
+
+def validated(model: type[M], what: str, **data: Any) -> M:
+    """The model of `data`, or InvalidInput naming each field that is wrong."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in e.errors(include_url=False)
+        )
+        raise InvalidInput(f"{what}: {problems}") from None

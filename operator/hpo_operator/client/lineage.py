@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .views import TrialSummary, _Dictable
+from .dictable import Dictable
+from .views import TrialSummary
 
 
 @dataclass
-class SegmentNode(_Dictable):
+class SegmentNode(Dictable):
     """One segment of a member: its deciding Trial, and the segments that started from it."""
 
     trial: str

@@ -20,10 +20,11 @@ from hpo_operator.api.parameters import Parameter
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES
 
-from .build import experiment_manifest, python_type
+from .build import experiment_manifest
 from .connection import Session
 from .errors import HpoError, NotFound
 from .experiments import create_experiments, follow_experiment, get_experiment, get_experiment_object
+from .space import python_type
 from .trial_runner import typed_value
 from .trials import get_trial_object, list_trials
 from .views import ExperimentSummary, TrialSummary, format_number, trial_summary

@@ -37,11 +37,12 @@ from hpo_operator.api.template import TrialTemplate
 from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT
 
 from . import trial_runner
-from .build import Space, container, experiment_spec, pod_template, python_type, validated
+from .build import container, experiment_spec, pod_template
 from .connection import Session
-from .errors import HpoError, InvalidInput, translate
+from .errors import HpoError, InvalidInput, translate, validated
 from .experiments import GENERATED_PREFIX_MAX, get_experiment_object
 from .notebook import create_experiment
+from .space import Space, python_type
 from .views import ExperimentSummary
 
 # Where the trial's container sees the ConfigMap (read-only), and the names inside it.

@@ -1,61 +1,40 @@
-"""What the client returns: dataclasses built from Experiment and Trial objects (pure functions).
+"""What the client returns: dataclasses built from Experiment and Trial objects (pure functions);
+describe's view of an experiment, its Pareto front and what it spent have their own modules
+(describe.py, pareto.py, spending.py).
 
-`to_dict()` gives each in the camelCase shape `-o json|yaml` prints.
+`to_dict()` (dictable.py) gives each in the camelCase shape `-o json|yaml` prints.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.vocabulary import A_CREATOR, A_ORIGINAL, L_BOOKMARKED, L_CONFIG, L_LAUNCH
-from hpo_operator.core import spend, times
+from hpo_operator.core import times
+
+from .dictable import Dictable
 
 # Labels every trial carries that say nothing about it in particular.
 BORING_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of")
 
 __all__ = [
     "ExperimentSummary",
-    "ExperimentDetail",
     "TrialSummary",
     "MetricPoint",
     "RestartResult",
     "experiment_summary",
-    "experiment_detail",
+    "trial_row",
     "trial_summary",
     "metric_points",
-    "ParetoFront",
-    "ParetoPoint",
     "objective_text",
-    "pareto_front_view",
 ]
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(w.title() for w in rest)
-
-
-def _dict(obj: Any) -> Any:
-    if isinstance(obj, datetime):
-        return times.iso(obj) if obj else None
-    if hasattr(obj, "__dataclass_fields__"):
-        return {_camel(k): _dict(getattr(obj, k)) for k in obj.__dataclass_fields__}
-    if isinstance(obj, dict):
-        return {k: _dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_dict(v) for v in obj]
-    return obj
-
-
-class _Dictable:
-    def to_dict(self) -> dict:
-        return _dict(self)
-
-
 @dataclass
-class ExperimentSummary(_Dictable):
+class ExperimentSummary(Dictable):
     """One row of ListHpoExperiments."""
 
     name: str
@@ -84,7 +63,7 @@ class ExperimentSummary(_Dictable):
 
 
 @dataclass
-class MetricPoint(_Dictable):
+class MetricPoint(Dictable):
     trial: str
     name: str
     value: float
@@ -93,7 +72,7 @@ class MetricPoint(_Dictable):
 
 
 @dataclass
-class TrialSummary(_Dictable):
+class TrialSummary(Dictable):
     """One run of PAI's ListRuns."""
 
     name: str
@@ -125,55 +104,7 @@ class TrialSummary(_Dictable):
 
 
 @dataclass
-class PhaseChange(_Dictable):
-    phase: str
-    reason: str | None
-    time: datetime | None
-
-
-@dataclass
-class ConditionView(_Dictable):
-    type: str
-    status: str
-    reason: str | None
-    message: str | None
-    last_transition_time: datetime | None
-
-
-@dataclass
-class ResourceSpending(_Dictable):
-    resource: str
-    seconds: float  # resource-seconds the trials spent
-    limit: float | None  # spec.budget.maxResourceSeconds, if it limits this resource
-
-
-@dataclass
-class Spending(_Dictable):
-    """What an experiment has spent, worked out now from its status and Trials as the operator does
-    (core/spend.py): its running time and, per resource its trials request, resource-seconds."""
-
-    duration_seconds: float
-    max_duration_seconds: int | None
-    resources: list[ResourceSpending]
-    running_trials: str | None  # spec.budget.runningTrials, with a budget
-
-
-@dataclass
-class ExperimentDetail(_Dictable):
-    """describe: the summary, the spec in short, conditions, status history, best trial, trials,
-    and what was spent."""
-
-    summary: ExperimentSummary
-    spec: dict[str, Any]
-    conditions: list[ConditionView]
-    status_history: list[PhaseChange]
-    best: dict[str, Any] | None
-    trials: list[TrialSummary] = field(default_factory=list)
-    spent: Spending | None = None
-
-
-@dataclass
-class RestartResult(_Dictable):
+class RestartResult(Dictable):
     """RestartHpoTrials' answer for one trial (or one requested configuration)."""
 
     trial: str
@@ -184,88 +115,11 @@ class RestartResult(_Dictable):
     new_trial: str | None = None
 
 
-@dataclass
-class ParetoPoint(_Dictable):
-    trial: str
-    values: dict[str, float]  # by objective, in the spec's order
-    parameters: dict[str, str]
-
-
-@dataclass
-class ParetoFront(_Dictable):
-    """An experiment's Pareto front: the feasible succeeded trials no other beats in every
-    objective, best first by the first objective."""
-
-    experiment: str
-    namespace: str
-    objectives: list[dict[str, Any]]  # {metricName, type, referenceValue?} as the spec gives them
-    size: int  # the whole front's
-    hypervolume: float | None
-    trials: list[ParetoPoint]  # the status's (its first 100) or, computed from the Trials, all
-
-    @property
-    def truncated(self) -> bool:
-        return len(self.trials) < self.size
-
-
 def objective_text(objective: dict) -> str | None:
     """ "minimize loss", or "maximize val_acc, minimize latency_ms" for several objectives."""
     if objective.get("metrics"):
         return ", ".join(f"{m.get('type', '')} {m.get('metricName', '')}".strip() for m in objective["metrics"])
     return f"{objective.get('type', '')} {objective.get('metricName', '')}".strip() or None
-
-
-def constraint_texts(objective: dict) -> list[str]:
-    """Each constraint as "memory_gb <= 16", "1 <= latency_ms <= 50"."""
-    out = []
-    for c in objective.get("constraints") or []:
-        low, high, name = c.get("min"), c.get("max"), c.get("metricName", "")
-        if low is not None and high is not None:
-            out.append(f"{low:g} <= {name} <= {high:g}")
-        elif high is not None:
-            out.append(f"{name} <= {high:g}")
-        elif low is not None:
-            out.append(f"{name} >= {low:g}")
-    return out
-
-
-def pareto_front_view(obj: dict, trials: list[dict] | None = None) -> ParetoFront:
-    """The front as the Experiment's status holds it; with `trials` (the experiment's Trial
-    objects), computed whole from them by the operator's own rule."""
-    meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
-    objectives = list((spec.get("objective") or {}).get("metrics") or [])
-    names = [m.get("metricName", "") for m in objectives]
-    if trials is None:
-        entries = [
-            (p.get("trialName", ""), p.get("values") or [], _values(p.get("parameters")))
-            for p in status.get("paretoFront") or []
-        ]
-        size = status.get("paretoFrontSize") or 0
-    else:
-        from hpo_operator.core.pareto import front
-
-        bodies = {
-            _meta(t).get("name", ""): t
-            for t in sorted(trials, key=lambda t: _meta(t).get("name", ""))
-            if (t.get("status") or {}).get("phase") == "Succeeded"
-            and len((t.get("status") or {}).get("objectiveValues") or []) == len(names)
-            and (t.get("status") or {}).get("feasible") is not False
-        }
-        points = {n: t["status"]["objectiveValues"] for n, t in bodies.items()}
-        on_front = front(points, [m.get("type", "minimize") for m in objectives])
-        entries = [(n, points[n], _values((bodies[n].get("spec") or {}).get("parameters"))) for n in on_front]
-        size = len(on_front)
-    return ParetoFront(
-        experiment=meta.get("name", ""),
-        namespace=meta.get("namespace", ""),
-        objectives=objectives,
-        size=size,
-        hypervolume=status.get("hypervolume"),
-        trials=[
-            ParetoPoint(name, dict(zip(names, values, strict=False)), {k: str(v) for k, v in params.items()})
-            for name, values, params in entries
-        ],
-    )
 
 
 def _meta(obj: dict) -> dict:
@@ -325,10 +179,6 @@ def experiment_summary(obj: dict) -> ExperimentSummary:
     )
 
 
-def _values(items: list[dict] | None) -> dict[str, Any]:
-    return {p.get("name"): p.get("value") for p in items or []}
-
-
 def metric_points(trial: dict) -> list[MetricPoint]:
     """A trial's metric history (values with a step) and its final values, oldest first."""
     name = _meta(trial).get("name", "")
@@ -347,37 +197,73 @@ def metric_points(trial: dict) -> list[MetricPoint]:
     return points
 
 
+def trial_row(obj: dict) -> dict[str, Any]:
+    """A Trial read once, for every view of it: the dashboard's trials table serves this row as it
+    is (JSON, times as the API server wrote them) and trial_summary() builds the plugin's
+    TrialSummary on it. Besides what a TrialSummary shows, what the recovery view shows: failure
+    class, exit code, the objectives' values in the experiment's order, and how many values the
+    metric history holds."""
+    meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
+    labels = meta.get("labels") or {}
+    return {
+        "name": meta.get("name", ""),
+        "phase": status.get("phase") or "Pending",
+        "reason": status.get("reason"),
+        "failureClass": status.get("failureClass"),
+        "message": status.get("message") or None,
+        "exitCode": status.get("exitCode"),
+        "objective": status.get("objectiveValue"),
+        "objectiveValues": status.get("objectiveValues"),
+        "feasible": status.get("feasible"),
+        "attempt": int(spec.get("attempt") or 1),
+        "launchReason": labels.get(L_LAUNCH),
+        "config": labels.get(L_CONFIG),
+        "retryOf": spec.get("retryOf"),
+        "retriedBy": status.get("retriedBy"),
+        "params": {k: str(v) for k, v in parameters_of(spec.get("parameters")).items()},
+        "metrics": parameters_of(status.get("metrics")),
+        "steps": len(status.get("metricHistory") or []),
+        "created": meta.get("creationTimestamp"),
+        "started": status.get("startTime"),
+        "completed": status.get("completionTime"),
+        "adopted": any(
+            o.get("kind") == "Experiment" and o.get("controller") for o in meta.get("ownerReferences") or []
+        ),
+    }
+
+
 def trial_summary(obj: dict, history: bool = False) -> TrialSummary:
+    """The plugin's view of a Trial: its trial_row(), times parsed, with what only the plugin shows."""
+    row = trial_row(obj)
     meta, spec, status = _meta(obj), obj.get("spec") or {}, obj.get("status") or {}
     labels = dict(meta.get("labels") or {})
-    owners = meta.get("ownerReferences") or []
     restart = next((c for c in status.get("conditions") or [] if c.get("type") == "RestartAccepted"), None)
     return TrialSummary(
-        name=meta.get("name", ""),
+        name=row["name"],
         namespace=meta.get("namespace", ""),
         experiment=spec.get("experimentName", ""),
-        phase=status.get("phase") or "Pending",
-        reason=status.get("reason"),
-        message=status.get("message") or None,
-        attempt=int(spec.get("attempt") or 1),
-        retry_of=spec.get("retryOf"),
-        retried_by=status.get("retriedBy"),
-        launch_reason=labels.get(L_LAUNCH),
-        config=labels.get(L_CONFIG),
-        parameters={k: str(v) for k, v in _values(spec.get("parameters")).items()},
-        objective_value=status.get("objectiveValue"),
-        metrics=_values(status.get("metrics")),
+        phase=row["phase"],
+        reason=row["reason"],
+        message=row["message"],
+        attempt=row["attempt"],
+        retry_of=row["retryOf"],
+        retried_by=row["retriedBy"],
+        launch_reason=row["launchReason"],
+        config=row["config"],
+        parameters=row["params"],
+        objective_value=row["objective"],
+        metrics=row["metrics"],
         labels={k: v for k, v in labels.items() if k not in BORING_LABELS},
-        created=times.parse_or_none(meta.get("creationTimestamp")),
-        started=times.parse_or_none(status.get("startTime")),
-        completed=times.parse_or_none(status.get("completionTime")),
+        created=times.parse_or_none(row["created"]),
+        started=times.parse_or_none(row["started"]),
+        completed=times.parse_or_none(row["completed"]),
         pod_name=status.get("podName"),
-        adopted=any(o.get("kind") == "Experiment" and o.get("controller") for o in owners),
+        adopted=row["adopted"],
         restart_condition=dict(restart) if restart else None,
         metric_history=metric_points(obj) if history else None,
         resumed_from=dict(status["resumedFrom"]) if status.get("resumedFrom") else None,
         objective_values=_objective_values(obj),
-        feasible=status.get("feasible"),
+        feasible=row["feasible"],
         segment=dict(spec["segment"]) if isinstance(spec.get("segment"), dict) else None,
     )
 
@@ -393,113 +279,6 @@ def _objective_values(trial: dict) -> dict[str, float] | None:
     if len(names) != len(values):
         names = [f"objective{i + 1}" for i in range(len(values))]
     return dict(zip(names, values, strict=True))
-
-
-def spec_summary(spec: dict) -> dict[str, Any]:
-    """The spec in the words describe prints."""
-    objective = spec.get("objective") or {}
-    algorithm = spec.get("algorithm") or {}
-    retry = spec.get("retryPolicy") or {}
-    params = []
-    for p in spec.get("parameters") or []:
-        if p.get("type") in ("int", "double"):
-            extra = [f"step {p['step']:g}"] if p.get("step") else []
-            extra += ["log"] if p.get("log") else []
-            text = f"{p.get('type')} [{p.get('min'):g}, {p.get('max'):g}]" + (f" ({', '.join(extra)})" if extra else "")
-        else:
-            text = f"{p.get('type')} {{{', '.join(p.get('values') or [])}}}"
-        params.append({"name": p.get("name"), "range": text})
-    goal = objective.get("goal")
-    result = {
-        "objective": (objective_text(objective) or "") + (f" (goal {goal:g})" if goal is not None else ""),
-        "constraints": constraint_texts(objective),
-        "additionalMetrics": list(objective.get("additionalMetricNames") or []),
-        "algorithm": algorithm.get("name") or "random",
-        "seed": algorithm.get("seed"),
-        "parameters": params,
-        "maxTrialCount": spec.get("maxTrialCount"),
-        "parallelTrialCount": spec.get("parallelTrialCount", 1),
-        "maxFailedTrialCount": spec.get("maxFailedTrialCount"),
-        "retryPolicy": {
-            "maxRetries": retry.get("maxRetries", 2),
-            "retryOn": retry.get("retryOn", ["Infrastructure", "OOMKilled"]),
-        },
-        "maxTrialDurationSeconds": spec.get("maxTrialDurationSeconds"),
-        "suspend": bool(spec.get("suspend")),
-        "warmStartFrom": spec.get("warmStartFrom"),
-        "earlyStopping": (spec.get("earlyStopping") or {}).get("algorithm"),
-        "budget": spec.get("budget") or None,
-    }
-    return {k: v for k, v in result.items() if v not in (None, [])}
-
-
-def spending(obj: dict, trials: list[dict], now: datetime | None = None) -> Spending:
-    """What the experiment has spent by `now` (default: now), from its status and its Trials."""
-    now = now or times.now()
-    status = obj.get("status") or {}
-    recorded = status.get("spent") or {}
-    budget = (obj.get("spec") or {}).get("budget") or {}
-    limits = budget.get("maxResourceSeconds") or {}
-    used, _ = spend.compute((spend.Run.of(t.get("status")) for t in trials), now)
-    names = sorted({*used, *limits})
-    return Spending(
-        duration_seconds=round(
-            spend.duration(recorded.get("durationSeconds"), recorded.get("time"), status.get("phase"), now), 3
-        ),
-        max_duration_seconds=budget.get("maxDurationSeconds"),
-        resources=[ResourceSpending(r, round(used.get(r, 0.0), 3), limits.get(r)) for r in names],
-        running_trials=(budget.get("runningTrials") or "Stop") if budget else None,
-    )
-
-
-def spending_lines(spent: Spending) -> list[str]:
-    """What describe and the dashboard print: the running time, then each resource, with limits."""
-    limit = spent.max_duration_seconds
-    lines = [
-        f"running time {spend.hours(spent.duration_seconds)}"
-        + (f" of {spend.hours(limit)}" if limit else "")
-        + " (suspended time not counted)"
-    ]
-    for r in spent.resources:
-        line = f"{r.resource} {spend.resource_amount(r.resource, r.seconds)} ({r.seconds:,.0f} resource-seconds"
-        line += f" of {r.limit:,.0f})" if r.limit is not None else ")"
-        lines.append(line)
-    return lines
-
-
-def experiment_detail(obj: dict, trials: list[dict], now: datetime | None = None) -> ExperimentDetail:
-    status = obj.get("status") or {}
-    conditions = [
-        ConditionView(
-            c.get("type", ""),
-            c.get("status", ""),
-            c.get("reason"),
-            c.get("message") or None,
-            times.parse_or_none(c.get("lastTransitionTime")),
-        )
-        for c in status.get("conditions") or []
-    ]
-    history = [
-        PhaseChange(h.get("phase", ""), h.get("reason"), times.parse_or_none(h.get("time")))
-        for h in status.get("statusHistory") or []
-    ]
-    best = status.get("currentOptimalTrial")
-    if best:
-        best = {
-            "trialName": best.get("trialName"),
-            "objectiveValue": best.get("objectiveValue"),
-            "parameters": {k: str(v) for k, v in _values(best.get("parameters")).items()},
-            "metrics": _values(best.get("metrics")),
-        }
-    return ExperimentDetail(
-        summary=experiment_summary(obj),
-        spec=spec_summary(obj.get("spec") or {}),
-        conditions=conditions,
-        status_history=history,
-        best=best or None,
-        trials=[trial_summary(t) for t in trials],
-        spent=spending(obj, trials, now),
-    )
 
 
 def format_params(values: dict[str, Any]) -> str:

@@ -37,9 +37,10 @@ from hpo_operator.search.suggest import Suggester
 from hpo_operator.workloads.kinds import kind_of
 
 from . import telemetry
-from .executor import Executor, PendingWrites
+from .executor import Executor
 from .logs import PodLogs
 from .namespace import Key, WatchForbidden, WorkloadObservations
+from .pending import PendingWrites
 
 if TYPE_CHECKING:  # the registry that starts the loops; only named here, for the annotation
     from .runtime import Runtime

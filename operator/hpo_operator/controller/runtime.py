@@ -27,9 +27,10 @@ from hpo_operator.kube.informer import WatchHealth
 
 from . import telemetry
 from .authority import Authority, Tenancy
-from .executor import Pacing, PostEvent, same_but_status
+from .executor import PostEvent
 from .loop import ExperimentLoop, error_delay
 from .namespace import Key, Namespace
+from .pending import Pacing, same_but_status
 from .slim import slim_custom_object
 from .workqueue import WorkQueue
 

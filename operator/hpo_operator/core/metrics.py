@@ -1,3 +1,4 @@
+# One piece: one bounded reader of a trial's output (formats, budgets, notes) and its sources.
 """Reading trial metrics from what a container leaves behind.
 
 Two documented formats:

@@ -6,6 +6,7 @@ lists and watches with the viewer's own credentials (cluster.py): its pages and 
 and what they may read when the chart runs it for many teams (auth.py decides, reviews.py asks
 the API server, gate.py applies both to every request) and the experiment page's answers cached
 per version (cache.py, its figures in lru.py's bounded cache). The tables are built by data.py,
-the plots by Optuna's visualization module from a study rebuilt from the Trials (figures.py), and
-the pages (static/) render both with plotly.js, served from the plotly package itself.
+the plots by Optuna's visualization module (figures.py) from a study rebuilt from the Trials
+(study.py), and the pages (static/) render both with plotly.js, served from the plotly package
+itself.
 """

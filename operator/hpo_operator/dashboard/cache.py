@@ -23,6 +23,7 @@ import anyio.to_thread
 from . import data, figures
 from .cluster import Key, Store
 from .lru import Lru
+from .study import TrialStudy, build_study
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class _Entry:
     recovery_version: int = -1
     recovery_json: bytes = b"{}"
     study_version: int = -1
-    study: figures.TrialStudy | None = None
+    study: TrialStudy | None = None
     study_built: float = 0.0
     study_seconds: float = 0.0
     study_spec: dict = field(default_factory=dict)
@@ -146,7 +147,7 @@ class PageCache:
                 version, trials = self.store.version(key), self.store.trials_of(key)
                 spec = (self.store.experiments.get(key) or {}).get("spec") or {}  # deleted meanwhile: 422
                 started = time.monotonic()
-                entry.study = await anyio.to_thread.run_sync(figures.build_study, spec, trials)
+                entry.study = await anyio.to_thread.run_sync(build_study, spec, trials)
                 entry.study_built = time.monotonic()
                 entry.study_seconds = entry.study_built - started
                 entry.study_version = version

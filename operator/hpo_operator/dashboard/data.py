@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo_operator.api.vocabulary import L_BOOKMARKED, L_CONFIG, L_EXPERIMENT, L_LAUNCH, TRIAL_PHASES, UNFINISHED_PHASES
+from hpo_operator.api.vocabulary import L_BOOKMARKED, L_EXPERIMENT, TRIAL_PHASES, UNFINISHED_PHASES
+from hpo_operator.client import views
+from hpo_operator.client.describe import experiment_detail
 from hpo_operator.client.errors import InvalidInput
+from hpo_operator.client.pareto import pareto_front_view
 from hpo_operator.client.query import (
     ExperimentFilter,
     TimeRange,
@@ -24,13 +27,8 @@ from hpo_operator.client.query import (
     sort_field,
     sort_items,
 )
-from hpo_operator.client.views import (
-    experiment_detail,
-    experiment_summary,
-    pareto_front_view,
-    spending,
-    spending_lines,
-)
+from hpo_operator.client.spending import spending, spending_lines
+from hpo_operator.client.views import experiment_summary
 from hpo_operator.core import times
 
 # A trial's message can be a whole termination log; the table shows its start.
@@ -230,44 +228,14 @@ def experiment_of(trial: dict) -> str | None:
     )
 
 
-def _pairs(items: list[dict] | None) -> dict[str, Any]:
-    return {p["name"]: p.get("value") for p in items or [] if "name" in p}
-
-
 def trial_row(obj: dict) -> dict:
-    """A row of the trials table. The same fields as the plugin's TrialSummary where it has them
-    (a unit test keeps them equal), plus what the recovery view shows: failure class, exit code,
-    and how many values the metric history holds."""
-    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-    labels = meta.get("labels") or {}
-    message = status.get("message") or None
+    """A row of the trials table: the client's row of the Trial (client.views.trial_row, on which
+    the plugin's TrialSummary is built too), its message cut short."""
+    row = views.trial_row(obj)
+    message = row["message"]
     if message and len(message) > MESSAGE_LIMIT:
-        message = message[:MESSAGE_LIMIT] + "…"
-    return {
-        "name": meta.get("name", ""),
-        "phase": status.get("phase") or "Pending",
-        "reason": status.get("reason"),
-        "failureClass": status.get("failureClass"),
-        "message": message,
-        "exitCode": status.get("exitCode"),
-        "objective": status.get("objectiveValue"),
-        "objectiveValues": status.get("objectiveValues"),
-        "feasible": status.get("feasible"),
-        "attempt": int(spec.get("attempt") or 1),
-        "launchReason": labels.get(L_LAUNCH),
-        "config": labels.get(L_CONFIG),
-        "retryOf": spec.get("retryOf"),
-        "retriedBy": status.get("retriedBy"),
-        "params": {k: str(v) for k, v in _pairs(spec.get("parameters")).items()},
-        "metrics": _pairs(status.get("metrics")),
-        "steps": len(status.get("metricHistory") or []),
-        "created": meta.get("creationTimestamp"),
-        "started": status.get("startTime"),
-        "completed": status.get("completionTime"),
-        "adopted": any(
-            o.get("kind") == "Experiment" and o.get("controller") for o in meta.get("ownerReferences") or []
-        ),
-    }
+        row["message"] = message[:MESSAGE_LIMIT] + "…"
+    return row
 
 
 def creation_order(trials: Iterable[dict]) -> list[dict]:

@@ -43,6 +43,7 @@ from .cache import PageCache
 from .cluster import Key, Store
 from .gate import Access
 from .guards import Options, write_refusal
+from .study import UnknownObjective
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_SECONDS = 15
@@ -190,7 +191,7 @@ def routes(store: Store, options: Options, cache: PageCache, access: Access, act
         chosen = tuple(n for n in (request.query_params.get("trials") or "").split(",") if n)[: figures.MAX_CURVES]
         try:
             return _json_bytes(await cache.figure_json(key, kind, metric, chosen))
-        except figures.UnknownObjective as e:
+        except UnknownObjective as e:
             return _error(400, str(e))
         except ValueError as e:  # a spec the models refuse: say so in the plot's place
             return _error(422, f"cannot plot this experiment: {e}")

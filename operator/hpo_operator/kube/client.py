@@ -1,3 +1,4 @@
+# One piece: KubeClient, the operator's one bounded write path, and the helpers its calls share.
 """The operator's writes to the API server: async, concurrent, and bounded.
 
 A kept async client (kubernetes_asyncio) instead of the threaded one: hundreds of writes per second

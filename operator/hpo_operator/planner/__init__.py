@@ -3,7 +3,7 @@
 `plan()` takes an Experiment, its Trials and their pods (and what their output reported) and
 returns what to change: Trial statuses, Trials and pods to create, pods to delete, the Experiment
 status and Events. It reads no clock but `now` and calls no API, so every rule below is unit-tested
-without a cluster, and the kopf handlers only carry the plan out.
+without a cluster, and the executor (controller/executor.py) only carries the plan out.
 
 Rules (README.md, "Budgets and recovery", documents them for users):
 - A configuration is a set of parameter values; its trials share the label hpo.dev/config.
@@ -21,17 +21,19 @@ Rules (README.md, "Budgets and recovery", documents them for users):
 
 The rules live in one module per concept, each a set of plain functions over one round's state
 (state.RoundState), each importing only the modules before it: state.py (the round's data and its
-shared helpers) → admission.py (user trials, restarts, retries) → lifecycle.py (what pods say) →
+shared helpers) → admission.py (user trials, restarts, retries) → queue.py (workloads a queue
+holds) → progress.py (metrics and their history, early stopping) → lifecycle.py (what pods say) →
 launch.py (new pods and suggestions, results told) → population.py (pbt: a generation's segments)
-→ budget.py (time and compute spent, and their limits) → experiment.py (phase, counts, best trial,
-status). `plan()` below calls their steps, in this order:
+→ refusals.py (an invalid spec, a refused watch) → budget.py (time and compute spent, and their
+limits) → experiment.py (phase, counts, best trial, status). `plan()` below calls their steps, in
+this order:
   1. experiment.opening_status: the Experiment's status to write, started from the one read;
   2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
      users' Trials are adopted or refused;
      (an invalid spec stops here: experiment.reject_spec, then finish_status; a spec that cannot
-     reach plan() is refused by the same rule, experiment.plan_invalid_spec, and so is one whose
+     reach plan() is refused by the same rule, refusals.plan_invalid_spec, and so is one whose
      trial kind the platform did not enable, api.trial_kinds.refusal; an experiment whose watch the
-     API server refuses waits, saying so: experiment.plan_watch_forbidden, and watched_again;)
+     API server refuses waits, saying so: refusals.plan_watch_forbidden, and watched_again;)
   3. experiment.reopen: a Succeeded experiment whose limit was raised (or goal changed) goes on;
      admission.handle_restart_requests: restarts users ask for;
   4. admission.recover_failures: retries and resumed runs; the configurations that finally failed;
@@ -54,21 +56,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import (
-    A_NOT_BEFORE,
-    A_RESTART,
-    A_RESTART_REQUEST,
-    FINISHED_PHASES,
-    L_ATTEMPT,
-    L_CONFIG,
-    L_EXPERIMENT,
-    L_LAUNCH,
-    L_LINEAGE,
-    L_TRIAL,
-    MANAGED_BY,
-    TERMINAL_PHASES,
-)
+from hpo_operator.api.vocabulary import TrialPhase
 from hpo_operator.core import metrics, pareto
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
@@ -82,21 +72,16 @@ from .experiment import (
     goal_reached,
     is_better,
     opening_status,
-    plan_invalid_spec,
-    plan_watch_forbidden,
     record_results,
     reject_spec,
     reopen,
     retention,
-    validate_spec,
-    watched_again,
 )
 from .launch import count_launched, tell_results
 from .lifecycle import needs_log, needs_output, observe_pods, observe_trials, read_outputs
+from .refusals import plan_invalid_spec, plan_watch_forbidden, validate_spec, watched_again
 from .state import (
-    DUPLICATE_SUGGESTION_FACTOR,
     MAX_ASKS_PER_ROUND,
-    REQUEST_KEY_LENGTH,
     Event,
     ExperimentView,
     Plan,
@@ -107,39 +92,25 @@ from .state import (
 )
 
 __all__ = [
-    "A_NOT_BEFORE",
-    "A_RESTART",
-    "A_RESTART_REQUEST",
-    "FINISHED_PHASES",
-    "L_ATTEMPT",
-    "L_CONFIG",
-    "L_EXPERIMENT",
-    "L_LAUNCH",
-    "L_LINEAGE",
-    "L_TRIAL",
-    "MANAGED_BY",
-    "TERMINAL_PHASES",
-    "DUPLICATE_SUGGESTION_FACTOR",
     "MAX_ASKS_PER_ROUND",
-    "REQUEST_KEY_LENGTH",
     "Event",
     "ExperimentView",
     "Plan",
-    "RoundState",
     "TrialView",
     "backoff_seconds",
     "goal_reached",
     "is_better",
     "needs_log",
     "needs_output",
-    "read_outputs",
     "wanted_metrics",
     "observe_pods",
     "validate_spec",
     "plan",
     "plan_invalid_spec",
     "plan_watch_forbidden",
+    "Refusal",
     "restore_suggester",
+    "warm_results",
     "watched_again",
 ]
 
@@ -171,9 +142,9 @@ def warm_results(
     objective = spec.objective
     for t in bodies:
         status = t.get("status") or {}
-        if status.get("phase") != "Succeeded":
+        if status.get("phase") != TrialPhase.succeeded:
             continue
-        values = {p["name"]: p["value"] for p in t["spec"].get("parameters") or []}
+        values = parameters_of(t["spec"].get("parameters"))
         found = {m["name"]: m["value"] for m in status.get("metrics") or [] if "name" in m and "value" in m}
         if not objective.multi:
             found[objective.names[0]] = status.get("objectiveValue")

@@ -24,6 +24,9 @@ from hpo_operator.api.vocabulary import (
     L_TRIAL,
     MANAGED_BY,
     TERMINAL_PHASES,
+    AlgorithmName,
+    LaunchReason,
+    TrialPhase,
 )
 from hpo_operator.core import times
 from hpo_operator.core.authorship import RESTART_AUTHOR, inherited
@@ -49,7 +52,7 @@ def _retried_class(st: TrialStatus, policy: RetryPolicy) -> bool:
 
 def admit_user_trial(state: RoundState, t: TrialView) -> None:
     """A Trial a user created to run a configuration: adopt it, or refuse it with a reason."""
-    if state.spec.algorithm.name == "pbt":
+    if state.spec.algorithm.name == AlgorithmName.pbt:
         return refuse(state, t, *population_refusal("a Trial of your own"))
     try:
         values = normalize_assignment(state.spec.parameters, t.values)
@@ -65,7 +68,7 @@ def admit_user_trial(state: RoundState, t: TrialView) -> None:
         L_CONFIG: key,
         L_ATTEMPT: str(t.attempt),
         L_LINEAGE: t.name,
-        L_LAUNCH: "User",
+        L_LAUNCH: LaunchReason.user,
         L_TRIAL: t.name,
     }
     state.plan.trial_metadata[t.name] = {"labels": labels, "ownerReferences": [state.owner_ref()]}
@@ -77,7 +80,7 @@ def admit_user_trial(state: RoundState, t: TrialView) -> None:
     state.regroup()
     state.set_status(
         t,
-        phase="Pending",
+        phase=TrialPhase.pending,
         reason="WaitingForSlot",
         message="waiting for a free trial slot",
         parameter_summary=summary(values),
@@ -92,7 +95,7 @@ def runs(state: RoundState, trials: list[TrialView]) -> list[tuple[str, str]]:
 
 
 def refuse(state: RoundState, t: TrialView, reason: str, message: str) -> None:
-    state.set_status(t, phase="Refused", reason=reason, message=message)
+    state.set_status(t, phase=TrialPhase.refused, reason=reason, message=message)
     # Labelled like the experiment's own trials, so a selector finds it too.
     state.plan.trial_metadata[t.name] = {"labels": {L_EXPERIMENT: state.exp.name}}
     state.plan.events.append(Event(None, "Warning", "ConfigurationRefused", f"trial {t.name}: {message}"))
@@ -111,7 +114,7 @@ def handle_restart_requests(state: RoundState) -> None:
             {A_RESTART: None, A_RESTART_AUTHOR: None, A_RESTART_AUTHOR_SIGNATURE: None}
         )
         same = state.groups().get(state.config_of(t), [])
-        reruns = [x for x in same if x.spec.get("retryOf") == t.name and x.labels.get(L_LAUNCH) == "Restart"]
+        reruns = [x for x in same if x.spec.get("retryOf") == t.name and x.labels.get(L_LAUNCH) == LaunchReason.restart]
         answered = next((x for x in reruns if x.annotations.get(A_RESTART_REQUEST) == key), None)
         if answered is not None:
             # Accepted by a round that stopped before it could remove the annotation (the
@@ -131,7 +134,7 @@ def handle_restart_requests(state: RoundState) -> None:
             continue
         refusal = (
             population_refusal("a restart")
-            if state.spec.algorithm.name == "pbt"
+            if state.spec.algorithm.name == AlgorithmName.pbt
             else restart_refusal(state.phase(t), runs(state, same))
         )
         if refusal:
@@ -149,7 +152,7 @@ def handle_restart_requests(state: RoundState) -> None:
             continue
         # Its author is whoever asked for the restart (the webhook's record), never the experiment's.
         new = state.rerun(
-            t, "Restart", annotations={A_RESTART_REQUEST: key, **inherited(t.annotations, RESTART_AUTHOR)}
+            t, LaunchReason.restart, annotations={A_RESTART_REQUEST: key, **inherited(t.annotations, RESTART_AUTHOR)}
         )
         st = state.status[t.name]
         st.conditions = set_condition(
@@ -171,34 +174,38 @@ def recover_failures(state: RoundState) -> set[str]:
     for key, trials in state.groups().items():
         if state.succeeded(trials) or any(state.phase(x) not in TERMINAL_PHASES for x in trials):
             continue
+        # The latest trial is the one in view: our own creations are in view at once (the
+        # executor's pending writes, an informer listing after a restart), so a re-run that a
+        # failed trial's retriedBy names but that is not among the Trials was never created, and
+        # it is decided again below, under the same deterministic name.
         latest = state.latest(trials)
         st = state.current(latest)
-        if state.phase(latest) == "EarlyStopped":
+        if state.phase(latest) == TrialPhase.early_stopped:
             continue  # stopped on purpose
-        # A re-run named in retriedBy but not among the Trials was never created: the operator
-        # stopped (or the create failed) after the failed trial's status was written. Our own
-        # creations are in view at once (the executor's pending writes, an informer listing
-        # after a restart), so it is made now, under the same deterministic name.
-        if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED) and (state.finished or spec.suspend):
+        if (
+            state.phase(latest) == TrialPhase.killed
+            and st.reason in (SUSPENDED, FINISHED)
+            and (state.finished or spec.suspend)
+        ):
             continue  # stopped by the experiment, not failed
         if state.finished:
             finally_failed.add(key)
             continue
-        if state.phase(latest) == "Killed" and st.reason in (SUSPENDED, FINISHED):
+        if state.phase(latest) == TrialPhase.killed and st.reason in (SUSPENDED, FINISHED):
             # Stopped by the experiment's suspension, or by its end at a limit that was raised
             # since (experiment.reopen): run again, without spending a retry.
             if not spec.suspend:
-                state.rerun(latest, "Resume")
+                state.rerun(latest, LaunchReason.resume)
             continue
-        retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == "Retry")
+        retries = sum(1 for x in trials if x.labels.get(L_LAUNCH) == LaunchReason.retry)
         if (
-            state.phase(latest) == "Failed"
+            state.phase(latest) == TrialPhase.failed
             and _retried_class(st, policy)
             and retries < policy.max_retries
             and not spec.suspend
         ):
             ended = times.parse(st.completion_time) or state.now
-            new = state.rerun(latest, "Retry", ended + timedelta(seconds=backoff_seconds(spec, retries)))
+            new = state.rerun(latest, LaunchReason.retry, ended + timedelta(seconds=backoff_seconds(spec, retries)))
             state.plan.events.append(
                 Event(
                     None,
@@ -211,7 +218,7 @@ def recover_failures(state: RoundState) -> set[str]:
             continue
         if (
             spec.suspend
-            and state.phase(latest) == "Failed"
+            and state.phase(latest) == TrialPhase.failed
             and _retried_class(st, policy)
             and retries < policy.max_retries
         ):

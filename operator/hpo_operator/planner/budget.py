@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from hpo_operator.api.status import ExperimentStatus, ResourceSpent, Spent
-from hpo_operator.api.vocabulary import EndReason
+from hpo_operator.api.vocabulary import EndReason, ExperimentPhase
 from hpo_operator.core import spend, times
 
 from .state import RoundState
@@ -85,7 +85,11 @@ class Budget:
             return None
         spent = self.spending
         left: list[float] = []
-        if limits.max_duration_seconds is not None and self.state.exp_status.phase in (None, "Created", "Running"):
+        if limits.max_duration_seconds is not None and self.state.exp_status.phase in (
+            None,
+            ExperimentPhase.created,
+            ExperimentPhase.running,
+        ):
             left.append(limits.max_duration_seconds - spent.duration)
         for resource, limit in (limits.max_resource_seconds or {}).items():
             rate = spent.rate.get(resource, 0.0)

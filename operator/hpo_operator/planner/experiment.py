@@ -1,5 +1,5 @@
-"""The experiment: validation, the best trial, the phase and its conditions, the status, and
-checkpoint retention.
+"""The experiment: the best trial, the phase and its conditions, the status, and checkpoint
+retention (an invalid spec, found by refusals.validate_spec, is refused here as a round's phase).
 
 Steps over one RoundState (state.py), the last of the planner's step modules: decide() launches
 through launch.launch(). plan() opens the round with opening_status(), and closes it with
@@ -7,12 +7,9 @@ decide() (or reject_spec() for an invalid spec), record_results(), retention() a
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from hpo_operator.api.spec import PLACEHOLDER_PATTERN, ExperimentSpec, ParameterAssignment
+from hpo_operator.api.spec import ExperimentSpec, ParameterAssignment
 from hpo_operator.api.status import (
     PARETO_FRONT_LIMIT,
     STATUS_HISTORY_LIMIT,
@@ -21,65 +18,40 @@ from hpo_operator.api.status import (
     OptimalTrial,
     ParetoTrial,
     PhaseChange,
-    Spent,
 )
 from hpo_operator.api.vocabulary import (
     EXPERIMENT_PHASES,
     FINISHED_PHASES,
     L_LAUNCH,
     TERMINAL_PHASES,
-    WATCH_FORBIDDEN,
-    WATCHED,
-    WORKLOADS_WATCHED,
+    BudgetRunningTrials,
     EndReason,
     ExperimentPhase,
+    LaunchReason,
+    ObjectiveType,
+    TrialPhase,
 )
-from hpo_operator.core import pareto, spend, times
+from hpo_operator.core import pareto, times
 from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.workloads import checkpoint
 
 from . import population
 from .budget import Budget, record
 from .launch import launch
-from .lifecycle import queue_suspends, suspend_in_queue
+from .queue import queue_suspends, suspend_in_queue
+from .refusals import plan_invalid_spec
 from .state import FINISHED, SUSPENDED, Event, Plan, RoundState, TrialView
 
 
-def validate_spec(spec: ExperimentSpec) -> list[str]:
-    """What the CRD's schema cannot check; each error is a sentence for a condition message."""
-    errors = []
-    names = {p.name for p in spec.parameters}
-    for kind, key in re.findall(PLACEHOLDER_PATTERN, repr(spec.trial_template.source())):
-        if kind == "params" and key not in names:
-            errors.append(f"the trial template uses ${{params.{key}}}, which is not a declared parameter")
-        known: tuple[str, ...] = ("name", "attempt")
-        if spec.trial_template.checkpoint:
-            known += ("checkpointDir",)
-        if population.is_pbt(spec):
-            known += ("member", "generation", "endStep")
-        if kind == "trial" and key not in known:
-            errors.append(f"unknown placeholder ${{trial.{key}}} (use {' or '.join('trial.' + k for k in known)})")
-        if kind == "experiment" and key != "name":
-            errors.append(f"unknown placeholder ${{experiment.{key}}} (use experiment.name)")
-    containers = [c.get("name") for c in spec.trial_template.containers() or []]
-    primary = spec.trial_template.primary_container_name
-    if primary and spec.trial_template.containers() is not None and primary not in containers:
-        errors.append(
-            f"primaryContainerName {primary} is not a container of the template ({', '.join(map(str, containers))})"
-        )
-    errors += population.validate(spec)
-    return sorted(set(errors))
-
-
 def is_better(spec: ExperimentSpec, a: float, b: float) -> bool:
-    return a < b if spec.objective.type == "minimize" else a > b
+    return a < b if spec.objective.type == ObjectiveType.minimize else a > b
 
 
 def goal_reached(spec: ExperimentSpec, value: float) -> bool:
     goal = spec.objective.goal
     if goal is None:
         return False
-    return value <= goal if spec.objective.type == "minimize" else value >= goal
+    return value <= goal if spec.objective.type == ObjectiveType.minimize else value >= goal
 
 
 class Decision(NamedTuple):
@@ -96,69 +68,6 @@ def opening_status(state: RoundState) -> ExperimentStatus:
     if not status.start_time:
         status.start_time = times.iso(state.now)
     return status
-
-
-def plan_invalid_spec(
-    status: ExperimentStatus | Mapping[str, Any], generation: int | None, message: str, now: datetime
-) -> Plan:
-    """What an invalid spec changes: the experiment is Failed, its condition Failed says InvalidSpec
-    and why (`message`), and a Warning Event InvalidSpec says it once per finding. Nothing runs.
-
-    The one rule for every invalid spec: reject_spec() applies it to what validate_spec() finds,
-    and the operator's loop to the specs that cannot reach plan(): one that does not parse, and one
-    whose search space the search algorithm refuses. For those the Plan is all there is: the
-    status read with only its phase and that condition changed (no trials were read to count)."""
-    old = status if isinstance(status, ExperimentStatus) else ExperimentStatus.model_validate(status)
-    failed = get_condition(old.conditions, "Failed")
-    new = old.model_copy(
-        update=dict(
-            phase="Failed",
-            conditions=set_condition(old.conditions, "Failed", True, "InvalidSpec", message, now, generation),
-            spent=running_time_until(old, now),
-        )
-    )
-    events = (
-        [] if failed is not None and failed.message == message else [Event(None, "Warning", "InvalidSpec", message)]
-    )
-    return Plan(experiment_status=new, events=events)
-
-
-def running_time_until(status: ExperimentStatus, now: datetime) -> Spent | None:
-    """status.spent with the running time counted up to now, for a change of phase made without the
-    trials (an invalid spec): the time after it is then counted in the new phase (core/spend.py)."""
-    old = status.spent
-    if old is None:
-        return None
-    duration = spend.duration(old.duration_seconds, old.time, status.phase, now)
-    return old.model_copy(update=dict(duration_seconds=round(duration, 3), time=times.micro(now)))
-
-
-def plan_watch_forbidden(
-    status: ExperimentStatus | Mapping[str, Any], generation: int | None, message: str, now: datetime
-) -> Plan:
-    """What an experiment says while the API server refuses the operator a watch it needs
-    (`message`: which, where, and what to grant): the condition WorkloadsWatched False with reason
-    WatchForbidden, and a Warning Event WatchForbidden once per refusal. Nothing else changes: its
-    trials cannot be seen, so no round runs; a new experiment's phase is Created meanwhile."""
-    old = status if isinstance(status, ExperimentStatus) else ExperimentStatus.model_validate(status)
-    watched = get_condition(old.conditions, WORKLOADS_WATCHED)
-    conditions = set_condition(old.conditions, WORKLOADS_WATCHED, False, WATCH_FORBIDDEN, message, now, generation)
-    new = old.model_copy(update=dict(phase=old.phase or ExperimentPhase.created, conditions=conditions))
-    said = watched is not None and watched.status == "False" and watched.message == message
-    return Plan(experiment_status=new, events=[] if said else [Event(None, "Warning", WATCH_FORBIDDEN, message)])
-
-
-def watched_again(status: Mapping[str, Any], generation: int | None, now: datetime) -> Mapping[str, Any]:
-    """The status a round starts from once every watch it needs has listed: WorkloadsWatched True
-    again if a refusal had set it False (else the status as it is, the same object)."""
-    conditions = status.get("conditions") or []
-    if not any(c.get("type") == WORKLOADS_WATCHED and c.get("status") == "False" for c in conditions):
-        return status
-    old = ExperimentStatus.model_validate(status)
-    conditions = set_condition(
-        old.conditions, WORKLOADS_WATCHED, True, WATCHED, "every watch the experiment needs is allowed", now, generation
-    )
-    return {**status, "conditions": [c.dump() for c in conditions]}
 
 
 def reject_spec(state: RoundState, status: ExperimentStatus, invalid: list[str]) -> None:
@@ -178,7 +87,7 @@ def best_trial(state: RoundState) -> TrialView | None:
     for t in state.trials:
         st = state.current(t)
         value = st.objective_value
-        if state.phase(t) == "Succeeded" and value is not None and st.feasible is not False:
+        if state.phase(t) == TrialPhase.succeeded and value is not None and st.feasible is not False:
             if best is None or is_better(state.spec, value, best_value):
                 best, best_value = t, value
     return best
@@ -238,14 +147,14 @@ def decide(state: RoundState, status: ExperimentStatus, best: TrialView | None, 
         state.plan.events.append(
             Event(
                 None,
-                "Normal" if decision.phase == "Succeeded" else "Warning",
+                "Normal" if decision.phase == ExperimentPhase.succeeded else "Warning",
                 f"Experiment{decision.phase}",
                 f"{decision.reason}: {decision.message}",
             )
         )
-    elif status.phase == "Suspended" and decision.phase == "Running":
+    elif status.phase == ExperimentPhase.suspended and decision.phase == ExperimentPhase.running:
         state.plan.events.append(Event(None, "Normal", "Resumed", "spec.suspend is false"))
-    elif decision.phase == "Suspended" and status.phase != "Suspended":
+    elif decision.phase == ExperimentPhase.suspended and status.phase != ExperimentPhase.suspended:
         stopped = "trials were held in their queue" if queue_suspends(state.spec) else "running trials were stopped"
         state.plan.events.append(Event(None, "Normal", "Suspended", stopped))
     record_phase(state, status, decision)
@@ -281,7 +190,7 @@ def advance(state: RoundState, best: TrialView | None, finally_failed: int, budg
     if spent is not None:
         reason, message = spent
         assert spec.budget is not None  # reached() reaches nothing without one
-        if spec.budget.running_trials == "Finish":
+        if spec.budget.running_trials == BudgetRunningTrials.finish:
             running = [t for t in state.active() if state.has_pod.get(t.name)]
             if running:
                 # Nothing new starts; the running trials end on their own, and the experiment with them.
@@ -373,7 +282,7 @@ def pareto_front(state: RoundState, status: ExperimentStatus) -> None:
     points: dict[str, list[float]] = {}
     views: dict[str, TrialView] = {}
     for t in state.trials:
-        if state.phase(t) != "Succeeded":
+        if state.phase(t) != TrialPhase.succeeded:
             continue
         st = state.current(t)
         values = st.objective_values
@@ -417,7 +326,7 @@ def finish_status(state: RoundState, status: ExperimentStatus, budget: Budget | 
         phase = state.phase(t)
         if phase in counts and t.owned_by(state.exp.uid):
             counts[phase] += 1
-            retried += t.labels.get(L_LAUNCH) == "Retry"
+            retried += t.labels.get(L_LAUNCH) == LaunchReason.retry
     status.trials = sum(counts.values())
     status.trials_pending, status.trials_running = counts["Pending"], counts["Running"]
     status.trials_queued = counts["Queued"]

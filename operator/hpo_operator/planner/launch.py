@@ -13,7 +13,7 @@ from functools import cached_property
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import Metric, TrialStatus
-from hpo_operator.api.vocabulary import A_NOT_BEFORE
+from hpo_operator.api.vocabulary import A_NOT_BEFORE, LaunchReason, TrialPhase
 from hpo_operator.core import pareto, times
 from hpo_operator.core.podstate import FINISHED_POD_PHASES, stranded
 from hpo_operator.core.space import config_hash
@@ -87,7 +87,7 @@ def launch(state: RoundState, suggestions: bool = True) -> bool:
                 told(state, index, result.without_steps())
             continue
         name = f"{state.exp.name}-{index:04d}"
-        t = state.new_trial(name, values, 1, "Suggestion", name, index=index)
+        t = state.new_trial(name, values, 1, LaunchReason.suggestion, name, index=index)
         state.start(t)
         configurations += 1
         slots -= 1
@@ -116,7 +116,7 @@ def relaunch_lost(
         if values is None or config_hash(values) in known:
             continue
         name = f"{state.exp.name}-{index:04d}"
-        t = state.new_trial(name, values, 1, "Suggestion", name, index=index)
+        t = state.new_trial(name, values, 1, LaunchReason.suggestion, name, index=index)
         state.start(t)
         known[config_hash(values)] = [t]
         configurations += 1
@@ -136,10 +136,10 @@ def outcome(state: RoundState, trials: list[TrialView], finally_failed: bool = F
     as the deciding trial's metricHistory holds it (its final log read)."""
     for t in trials:
         st = state.current(t)
-        if state.phase(t) == "Succeeded" and (result := succeeded_outcome(state.spec, st)) is not None:
+        if state.phase(t) == TrialPhase.succeeded and (result := succeeded_outcome(state.spec, st)) is not None:
             return replace(result, steps=curve(state, t))
     latest = state.latest(trials)
-    if state.phase(latest) == "EarlyStopped":
+    if state.phase(latest) == TrialPhase.early_stopped:
         return Outcome(pruned=True, at=state.current(latest).completion_time, steps=curve(state, latest))
     if finally_failed:
         return Outcome(failed=True, at=state.current(latest).completion_time, steps=curve(state, latest))

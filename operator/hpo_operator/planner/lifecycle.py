@@ -1,6 +1,6 @@
 """Lifecycle: what each trial's pod (or Job, or resource) says becomes the trial's status: results and
-metrics, failures and their class, timeouts, startup trouble, early stopping; and so does a create
-that the API server refused.
+metrics, failures and their class, timeouts, startup trouble, early stopping (progress.py), a
+queue's hold (queue.py); and so does a create that the API server refused.
 
 plan()'s first step, observe_trials(), over one RoundState (state.py). A Trial a user made is
 handed to admission.admit_user_trial() as it is met, in the trials' order, so that its admission
@@ -13,19 +13,19 @@ from datetime import datetime
 from typing import Any
 
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.status import METRIC_HISTORY_LIMIT, Metric, ResumedFrom
-from hpo_operator.api.vocabulary import TERMINAL_PHASES, TrialPhase
+from hpo_operator.api.status import ResumedFrom
+from hpo_operator.api.vocabulary import TERMINAL_PHASES, FailureClass, MetricsSource, PodRetention, TrialPhase
 from hpo_operator.core import metrics, pareto, times
 from hpo_operator.core.conditions import set_condition
 from hpo_operator.core.podstate import PodObservation, finished, observe
 from hpo_operator.core.space import summary
-from hpo_operator.search import rungs
-from hpo_operator.search.samplers import REDUCTION_FACTOR
 from hpo_operator.workloads import checkpoint, population
 from hpo_operator.workloads.kinds import kind_of
 
 from .admission import admit_user_trial
-from .state import SUSPENDED, Event, Refusal, RoundState, TrialView, wanted_metrics
+from .progress import check_progress, continued, metric, metric_history
+from .queue import admitted, held_in_queue, queue_left_at, queued
+from .state import Event, Refusal, RoundState, TrialView, wanted_metrics
 
 
 def observe_pods(
@@ -67,7 +67,7 @@ def needs_log(spec: ExperimentSpec, trial: TrialView, obs: PodObservation | None
     assert obs is not None  # needs_output
     source = spec.metrics_collector.source
     if obs.phase == "Failed":
-        return None if source == "TerminationMessage" else "final"
+        return None if source == MetricsSource.termination_message else "final"
     formats = spec.metrics_collector.metrics_format or ()
     needed = metrics.log_needed(source, obs.termination_message, spec.objective.required_names, formats)
     return "final" if needed else None
@@ -113,7 +113,7 @@ def observe_trials(state: RoundState) -> None:
             if (
                 pod is not None
                 and not pod["metadata"].get("deletionTimestamp")
-                and (not finished(pod) or state.spec.trial_template.pod_retention == "Delete")
+                and (not finished(pod) or state.spec.trial_template.pod_retention == PodRetention.delete)
             ):
                 # Its result is recorded: what still runs (a sidecar) is stopped.
                 state.plan.delete_workloads.append(t.name)
@@ -128,12 +128,12 @@ def observe_trials(state: RoundState) -> None:
             refusal = state.refused.get(t.name)
             if refusal is not None:
                 refused_create(state, t, refusal)
-            elif state.phase(t) == "Running":
+            elif state.phase(t) == TrialPhase.running:
                 state.set_status(
                     t,
-                    phase="Failed",
+                    phase=TrialPhase.failed,
                     reason="PodDeleted",
-                    failure_class="Infrastructure",
+                    failure_class=FailureClass.infrastructure,
                     message="the trial's pod disappeared while it was running",
                 )
             continue
@@ -156,9 +156,9 @@ def refused_create(state: RoundState, t: TrialView, refusal: Refusal) -> None:
     conditions = set_condition(state.current(t).conditions, "Succeeded", False, refusal.reason, message, state.now)
     state.update(
         t,
-        phase="Failed",
+        phase=TrialPhase.failed,
         reason=refusal.reason,
-        failure_class="Startup",
+        failure_class=FailureClass.startup,
         message=message,
         completion_time=times.iso(state.now),
         conditions=conditions,
@@ -218,9 +218,9 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             why = output.notes.unreadable_text(missing)
             state.set_status(
                 t,
-                phase="Failed",
+                phase=TrialPhase.failed,
                 reason="MetricsUnavailable",
-                failure_class="MetricsUnavailable",
+                failure_class=FailureClass.metrics_unavailable,
                 message="; ".join(
                     part
                     for part in (
@@ -238,7 +238,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
         else:
             state.set_status(
                 t,
-                phase="Succeeded",
+                phase=TrialPhase.succeeded,
                 reason="Completed",
                 message=skipped,
                 failure_class=None,
@@ -251,7 +251,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
     if obs.phase == "Failed":
         state.set_status(
             t,
-            phase="Failed",
+            phase=TrialPhase.failed,
             reason=obs.reason,
             message=obs.message,
             failure_class=obs.failure_class,
@@ -267,11 +267,11 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             over = (state.now - started).total_seconds() - limit
             if over >= 0:
                 state.kill(t, "Timeout", f"the trial ran longer than maxTrialDurationSeconds ({limit}s)")
-                state.update(t, failure_class="Timeout")
+                state.update(t, failure_class=FailureClass.timeout)
                 return
             state.plan.requeue(-over)
-        if state.phase(t) != "Running":
-            state.set_status(t, phase="Running", reason="Running", message="", **common)
+        if state.phase(t) != TrialPhase.running:
+            state.set_status(t, phase=TrialPhase.running, reason="Running", message="", **common)
         if output is not None and spec.early_stopping:
             check_progress(state, t, output)
         return
@@ -293,7 +293,7 @@ def observe_pod(state: RoundState, t: TrialView, pod: dict[str, Any]) -> None:
             fail_startup(state, t, obs.reason, f"not started after {spec.startup_timeout_seconds}s: {obs.message}")
             return
         state.plan.requeue(left)
-    state.update(t, phase="Pending", reason=obs.reason, message=obs.message, pod_name=t.name)
+    state.update(t, phase=TrialPhase.pending, reason=obs.reason, message=obs.message, pod_name=t.name)
 
 
 def result_fields(spec: ExperimentSpec, found: dict[str, float]) -> dict[str, Any]:
@@ -314,16 +314,6 @@ def result_fields(spec: ExperimentSpec, found: dict[str, float]) -> dict[str, An
     return fields
 
 
-def continued(state: RoundState, t: TrialView, history: list[Metric]) -> list[Metric]:
-    """With a checkpoint, an attempt's history continues the one it re-runs (which continues
-    the ones before it): the configuration's history."""
-    if state.checkpoint is None:
-        return history
-    previous = state.views.get(t.spec.get("retryOf") or "")
-    earlier = (state.current(previous).metric_history or []) if previous is not None else []
-    return checkpoint.merged_history(earlier, history)[-METRIC_HISTORY_LIMIT:] if earlier else history
-
-
 def resumed_from(state: RoundState, t: TrialView, found: dict[str, metrics.Sample]) -> dict[str, ResumedFrom]:
     """status.resumedFrom, when the program says it resumed (metric resumed_step)."""
     step = found.get(checkpoint.RESUMED_STEP) if state.checkpoint is not None else None
@@ -340,198 +330,13 @@ def resumed_from(state: RoundState, t: TrialView, found: dict[str, metrics.Sampl
     }
 
 
-def metric(sample: metrics.Sample, default_time: str | None) -> Metric:
-    return Metric(
-        name=sample.name, value=sample.value, step=sample.step, timestamp=sample.timestamp or default_time or None
-    )
-
-
-def metric_history(output: metrics.Output, default_time: str | None) -> list[Metric]:
-    return [metric(s, default_time) for s in output.history][-METRIC_HISTORY_LIMIT:]
-
-
-def check_progress(state: RoundState, t: TrialView, output: metrics.Output) -> None:
-    """Intermediate values of a running trial: recorded, and shown to the early-stopping rule."""
-    spec = state.spec
-    skipped = output.notes.skipped()
-    if skipped and state.current(t).message != skipped:
-        state.update(t, message=skipped)  # what of its log was not read, while it runs
-    if not output.latest:
-        return
-    history = continued(state, t, metric_history(output, None))
-    seen = {m.step for m in state.current(t).metric_history or [] if m.step is not None}
-    state.update(t, metrics=[metric(s, None) for s in output.latest.values()], metric_history=history or None)
-    if spec.objective.multi:
-        return check_rungs(state, t, history, seen)
-    objective = spec.objective.names[0]  # one objective: Optuna's pruners
-    steps = {s.step: s.value for s in output.history if s.name == objective and s.step is not None}
-    if state.checkpoint is not None:
-        # Early stopping judges the configuration: its earlier attempts' steps too.
-        steps = {**{m.step: m.value for m in history if m.name == objective and m.step is not None}, **steps}
-    index = t.suggestion_index
-    if index is None or not steps or not state.should_stop(index, steps):
-        return
-    assert spec.early_stopping is not None  # should_stop() stops nothing without it
-    last = steps[max(steps)]
-    state.stop_workload(t)
-    state.set_status(
-        t,
-        phase="EarlyStopped",
-        reason="EarlyStopped",
-        objective_value=last,
-        message=f"stopped at step {max(steps)} by the {spec.early_stopping.algorithm} rule ({objective}={last})",
-    )
-
-
-def objective_curve(state: RoundState, t: TrialView) -> rungs.Curve:
-    """The objectives' values by step in the trial's recorded history (worked out once per body: the
-    history as the cluster holds it)."""
-    found = t.memo.get("curve")
-    if found is None:
-        history = t.typed_status.metric_history or []
-        found = t.memo["curve"] = rungs.curve(
-            ((m.name, m.step, m.value, m.timestamp) for m in history), state.spec.objective.names
-        )
-    return found
-
-
-def check_rungs(state: RoundState, t: TrialView, history: list[Metric], seen: set[int]) -> None:
-    """Several objectives: successive halving on their non-dominated rank (search/rungs.py), judged
-    at the rungs this round's newly read steps reach, against every other configuration's history."""
-    spec = state.spec
-    stopping = spec.early_stopping
-    assert stopping is not None  # check_progress runs with earlyStopping only
-    names = spec.objective.names
-    # A value read without its time was printed by now at the latest: what others recorded before now
-    # reached their rungs first.
-    now = times.iso(state.now)
-    own = rungs.curve(((m.name, m.step, m.value, m.timestamp or now) for m in history), names)
-    new_steps = {step for step, _, _ in own} - seen
-    if not new_steps:
-        return
-    min_resource = stopping.min_resource or rungs.auto_min_resource(first_success_steps(state))
-    if min_resource is None:
-        return  # nothing is judged before a trial has succeeded (ASHA's automatic minResource)
-    mine = state.config_of(t)
-    others: dict[str, rungs.Curve] = {}
-    for other in state.trials:
-        key = state.config_of(other)
-        if key == mine or not other.owned_by(state.exp.uid) or state.phase(other) == "Refused":
-            continue
-        c = objective_curve(state, other)
-        if c and len(c) > len(others.get(key, [])):
-            others[key] = c
-    factor = stopping.reduction_factor or REDUCTION_FACTOR
-    verdict = rungs.judge(own, new_steps, others, spec.objective.directions, min_resource, factor)
-    if verdict is None:
-        return
-    last_step, _, values = own[-1]
-    state.stop_workload(t)
-    state.set_status(
-        t,
-        phase="EarlyStopped",
-        reason="EarlyStopped",
-        objective_values=list(values),
-        objective_summary=", ".join(f"{n}={v:g}" for n, v in zip(names, values, strict=True)),
-        message=(
-            f"stopped at step {last_step} by the asha rule on several objectives: at rung {verdict.rung} "
-            f"(step {verdict.step}) {verdict.position} of the {verdict.competitors} configurations there ranked "
-            f"before it (non-dominated rank, then crowding distance); the best {verdict.kept} go on"
-        ),
-    )
-
-
-def first_success_steps(state: RoundState) -> int | None:
-    """The last step the first trial to succeed reported (ASHA's automatic minResource reads it)."""
-    first = min(
-        (t for t in state.trials if state.phase(t) == "Succeeded"),
-        key=lambda t: (state.current(t).completion_time or "~", t.name),
-        default=None,
-    )
-    if first is None:
-        return None
-    c = objective_curve(state, first)
-    return c[-1][0] if c else None
-
-
-# The trial's condition that says whether its workload waits for admission by a queue: True while
-# it waits, False once admitted; its lastTransitionTime is when it left the queue, from which the
-# startup timeout counts.
-QUEUED_CONDITION = TrialPhase.queued
-
-
-def queued(state: RoundState, t: TrialView, obs: PodObservation) -> None:
-    """The trial's workload waits for admission (Kueue holds it). It takes its parallelTrialCount
-    slot, so that the experiment offers its queue at most that many workloads, and no timeout runs.
-    A trial that had started and is held again was preempted: its queue took the quota back and
-    would re-run it unseen in the same attempt; it fails as Infrastructure instead, so that it is
-    retried (resuming from its checkpoint) and counted like any other lost run."""
-    current = state.current(t)
-    if state.phase(t) == "Running" or current.start_time:
-        state.stop_workload(t)  # now, so that its queue does not run it again beside the retry
-        state.set_status(
-            t,
-            phase="Failed",
-            reason="Preempted",
-            failure_class="Infrastructure",
-            message=f"the trial's {kind_of(state.spec).kind} was stopped after it started ({obs.message}): "
-            "its queue took the quota back",
-        )
-        return
-    conditions = set_condition(current.conditions, QUEUED_CONDITION, True, obs.reason, obs.message, state.now)
-    state.update(
-        t, phase=TrialPhase.queued, reason=obs.reason, message=obs.message, pod_name=t.name, conditions=conditions
-    )
-
-
-def queue_suspends(spec: ExperimentSpec) -> bool:
-    """Whether suspending the experiment holds its trials in their Kueue queue (a Job or resource
-    that names one) rather than stopping them: Kueue deactivates the workload, releases its quota,
-    and admits it again on resume. A pod cannot be held that way (Kueue would delete it)."""
-    return spec.trial_template.queue_name is not None and not kind_of(spec).is_pod
-
-
-def suspend_in_queue(state: RoundState, t: TrialView) -> None:
-    """The experiment is suspended: the trial's workload is deactivated in its queue (Kueue stops it
-    if it runs and releases its quota). The trial stays, Queued, and runs again on resume: from its
-    checkpoint when it has one, from the start otherwise; its start is forgotten, so that the
-    restart is not taken for a preemption."""
-    if held_in_queue(state, t):
-        return
-    state.plan.queue_activations[t.name] = False
-    current = state.current(t)
-    message = (
-        f"the experiment is suspended: its {kind_of(state.spec).kind} is held in queue "
-        f"{state.spec.trial_template.queue_name} and runs again on resume"
-    )
-    conditions = set_condition(current.conditions, QUEUED_CONDITION, True, SUSPENDED, message, state.now)
-    state.update(t, phase=TrialPhase.queued, reason=SUSPENDED, message=message, start_time=None, conditions=conditions)
-
-
-def held_in_queue(state: RoundState, t: TrialView) -> bool:
-    current = state.current(t)
-    return current.phase == TrialPhase.queued and current.reason == SUSPENDED
-
-
-def admitted(state: RoundState, t: TrialView) -> None:
-    """A trial that was queued and no longer is: its Queued condition turns False."""
-    current = state.current(t)
-    if any(c.type == QUEUED_CONDITION and c.status == "True" for c in current.conditions or []):
-        state.update(
-            t,
-            conditions=set_condition(current.conditions, QUEUED_CONDITION, False, "Admitted", "", state.now),
-        )
-
-
-def queue_left_at(state: RoundState, t: TrialView) -> datetime | None:
-    for c in state.current(t).conditions or []:
-        if c.type == QUEUED_CONDITION and c.status == "False":
-            return times.parse(c.last_transition_time)
-    return None
-
-
 def fail_startup(state: RoundState, t: TrialView, reason: str, message: str) -> None:
     state.stop_workload(t)
     state.set_status(
-        t, phase="Failed", reason=reason, message=message or reason, failure_class="Startup", pod_name=t.name
+        t,
+        phase=TrialPhase.failed,
+        reason=reason,
+        message=message or reason,
+        failure_class=FailureClass.startup,
+        pod_name=t.name,
     )

@@ -19,7 +19,7 @@ at the next generation its member exploits a better member, as every member with
 
 Steps over one RoundState: experiment.advance() calls launch_population() instead of launch.launch()
 for a pbt experiment, experiment.retention() calls retention() instead of the per-configuration rule,
-and experiment.validate_spec() adds validate()'s findings.
+and refusals.validate_spec() adds validate()'s findings.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 from hpo_operator.api.algorithms import SettingsError
 from hpo_operator.api.population import PBT, Segment
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.api.vocabulary import TERMINAL_PHASES
+from hpo_operator.api.vocabulary import TERMINAL_PHASES, CheckpointRetention, FailureClass, LaunchReason, TrialPhase
 from hpo_operator.search import population as search
 from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads.population import key, parent_claim
@@ -86,7 +86,7 @@ def result(state: RoundState, trials: list[TrialView]) -> tuple[TrialView, float
     """The segment's succeeded attempt and its objective, if it has one."""
     for t in trials:
         value = state.current(t).objective_value
-        if state.phase(t) == "Succeeded" and value is not None:
+        if state.phase(t) == TrialPhase.succeeded and value is not None:
             return t, value
     return None
 
@@ -153,7 +153,7 @@ def make_generation(
             segment.update(parent=parents[step.parent_member], parentMember=step.parent_member)
             if step.exploited:
                 segment["exploited"] = True
-        found[k] = [state.new_trial(name, step.values, 1, "Suggestion", name, config=k, segment=segment)]
+        found[k] = [state.new_trial(name, step.values, 1, LaunchReason.suggestion, name, config=k, segment=segment)]
     return None
 
 
@@ -175,9 +175,9 @@ def fail_lost_parents(state: RoundState) -> None:
         state.stop_workload(t)
         state.set_status(
             t,
-            phase="Failed",
+            phase=TrialPhase.failed,
             reason=CHECKPOINT_LOST,
-            failure_class="Startup",
+            failure_class=FailureClass.startup,
             message=(
                 f"the checkpoint of its parent segment {segment['parent']} (claim {claim}) is gone: the "
                 "segment cannot start from it, and its member exploits a better member at the next generation"
@@ -205,7 +205,7 @@ def retention(state: RoundState) -> None:
     under Delete only (under DeleteOnSuccess they hold the trained population). DeleteOnSuccess
     keeps a failed segment's claim for inspection, as for other experiments."""
     ckpt = state.checkpoint
-    if ckpt is None or state.volumes is None or ckpt.retention == "Keep":
+    if ckpt is None or state.volumes is None or ckpt.retention == CheckpointRetention.keep:
         return
     plan = search.schedule(state.spec, state.exp.uid)
     found = segments(state)
@@ -217,14 +217,14 @@ def retention(state: RoundState) -> None:
     doomed = []
     for generation in range(plan.generations):
         last = generation == plan.generations - 1
-        if last and ckpt.retention != "Delete":
+        if last and ckpt.retention != CheckpointRetention.delete:
             continue
         if not (ended(generation) if last else ended(generation + 1)):
             continue
         for m in range(plan.population):
             k = key(generation, m)
             trials = found.get(k, [])
-            if ckpt.retention == "DeleteOnSuccess" and not state.succeeded(trials):
+            if ckpt.retention == CheckpointRetention.delete_on_success and not state.succeeded(trials):
                 continue
             name = checkpoint.claim_name(state.exp.name, k)
             if name in state.volumes and all(state.phase(t) in TERMINAL_PHASES for t in trials):

@@ -1,8 +1,8 @@
-"""An experiment run in memory, without a cluster: each round plans as handlers.reconcile does
-(with the Suggester's suggest, should_stop and tell), carries the plan out on dicts, and every
-pod started in a round has succeeded by the next one, its termination message giving the
-objective as loss(values) (or, when loss returns a dict, those metrics). Benchmarks and tests
-drive whole searches through it.
+"""An experiment run in memory, without a cluster: each round plans as the operator's experiment
+loop does (controller/loop.py, with the Suggester's suggest, should_stop and tell), carries the plan
+out on dicts, and every pod started in a round has succeeded by the next one, its termination
+message giving the objective as loss(values) (or, when loss returns a dict, those metrics).
+Benchmarks and tests drive whole searches through it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hpo_operator import planner
+from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES
 from hpo_operator.core import times
@@ -37,10 +38,6 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
         _runner = asyncio.Runner()
         atexit.register(_runner.close)
     _runner.run(coroutine)
-
-
-def parameters(body: dict[str, Any]) -> dict[str, str]:
-    return {p["name"]: p["value"] for p in body["spec"]["parameters"]}
 
 
 class MemoryCluster:
@@ -137,7 +134,7 @@ class InMemoryExperiment(MemoryCluster):
     @property
     def launched(self) -> list[dict[str, str]]:
         """The configurations, in the order their Trials were made."""
-        return [parameters(self.trials[name]) for name in self.created]
+        return [parameters_of(self.trials[name]["spec"]["parameters"]) for name in self.created]
 
     @property
     def finished(self) -> bool:
@@ -163,7 +160,7 @@ class InMemoryExperiment(MemoryCluster):
         self.now += ROUND
         for name, pod in list(self.pods.items()):
             if pod["status"]["phase"] == "Pending":
-                found = self.loss(parameters(self.trials[name]))
+                found = self.loss(parameters_of(self.trials[name]["spec"]["parameters"]))
                 # A number is the (single) objective; a dict, the metrics reported (several objectives, constraints).
                 result = found if isinstance(found, dict) else {self.spec.objective.names[0]: found}
                 self.pods[name] = self.pod(name, json.dumps(result))

@@ -1,8 +1,10 @@
+# One piece: one round's data (views, Plan) and RoundState, the helpers every planner step shares.
 """One round's state: the views of the experiment and its trials, the Plan being built, and the
 helpers every step uses (statuses, configurations, new trials and re-runs).
 
-The bottom of the planner: the step modules (admission, lifecycle, launch, experiment) are plain
-functions that take a RoundState first, and this module imports none of them."""
+The bottom of the planner: the step modules (admission, queue, progress, lifecycle, launch,
+experiment, ...) are plain functions that take a RoundState first, and this module imports none of
+them."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import ExperimentStatus, TrialStatus
 from hpo_operator.api.vocabulary import (
@@ -28,6 +31,7 @@ from hpo_operator.api.vocabulary import (
     L_TRIAL,
     MANAGED_BY,
     TERMINAL_PHASES,
+    LaunchReason,
     TrialPhase,
 )
 from hpo_operator.core import metrics, times
@@ -87,7 +91,7 @@ class TrialView:
 
     @cached_property
     def values(self) -> dict[str, str]:
-        return {p["name"]: p["value"] for p in self.spec.get("parameters") or []}
+        return parameters_of(self.spec.get("parameters"))
 
     @cached_property
     def controllers(self) -> tuple[str, ...]:
@@ -110,7 +114,7 @@ class TrialView:
     def suggestion_index(self) -> int | None:
         """The suggestion this trial runs; never taken from a trial a user wrote."""
         index = self.spec.get("suggestionIndex")
-        if index is None or self.labels.get(L_LAUNCH) in (None, "User"):
+        if index is None or self.labels.get(L_LAUNCH) in (None, LaunchReason.user):
             return None
         return int(index)
 
@@ -154,7 +158,7 @@ class Plan:
     start_workloads: list[str] = field(default_factory=list)
     delete_workloads: list[str] = field(default_factory=list)
     # Workloads held in (False) or given back to (True) their Kueue queue while the experiment is
-    # suspended: the Kueue Workload's spec.active (lifecycle.suspend_in_queue).
+    # suspended: the Kueue Workload's spec.active (queue.suspend_in_queue).
     queue_activations: dict[str, bool] = field(default_factory=dict)
     delete_volumes: list[str] = field(default_factory=list)  # checkpoint claims retention removes
     experiment_status: ExperimentStatus = field(default_factory=ExperimentStatus)
@@ -279,14 +283,14 @@ class RoundState:
             st.completion_time = times.iso(self.now)
         if done and st.run_seconds is None and st.start_time:
             st.run_seconds = run_seconds(st.start_time, ended_at, self.now)
-        succeeded = "True" if phase == "Succeeded" else ("False" if done else "Unknown")
+        succeeded = "True" if phase == TrialPhase.succeeded else ("False" if done else "Unknown")
         st.conditions = set_condition(
             st.conditions, "Succeeded", succeeded, st.reason or phase, st.message or "", self.now
         )
         if before != phase and done:
-            kind = "Normal" if phase in ("Succeeded", "EarlyStopped") else "Warning"
+            kind = "Normal" if phase in (TrialPhase.succeeded, TrialPhase.early_stopped) else "Warning"
             text = st.message or st.reason or phase
-            if phase == "Succeeded":
+            if phase == TrialPhase.succeeded:
                 if self.spec.objective.multi:
                     text = f"objectives {st.objective_summary}"
                 else:
@@ -303,7 +307,7 @@ class RoundState:
 
     def kill(self, t: TrialView, reason: str, message: str) -> None:
         self.stop_workload(t)
-        self.set_status(t, phase="Killed", reason=reason, message=message, failure_class=None)
+        self.set_status(t, phase=TrialPhase.killed, reason=reason, message=message, failure_class=None)
 
     def config_of(self, t: TrialView) -> str:
         return t.labels.get(L_CONFIG) or config_hash(t.values)
@@ -314,7 +318,7 @@ class RoundState:
         if self._groups is None:
             self._groups = {}
             for t in self.trials + self.new_trials:
-                if self.phase(t) != "Refused" and t.owned_by(self.exp.uid):
+                if self.phase(t) != TrialPhase.refused and t.owned_by(self.exp.uid):
                     self._groups.setdefault(self.config_of(t), []).append(t)
         return self._groups
 
@@ -329,7 +333,7 @@ class RoundState:
         return max(trials, key=lambda x: (x.meta.get("creationTimestamp") or "~", x.attempt))
 
     def succeeded(self, trials: list[TrialView]) -> bool:
-        return any(self.phase(t) == "Succeeded" for t in trials)
+        return any(self.phase(t) == TrialPhase.succeeded for t in trials)
 
     def owner_ref(self) -> dict[str, Any]:
         return {
@@ -346,7 +350,7 @@ class RoundState:
         name: str,
         values: dict[str, str],
         attempt: int,
-        launch: str,
+        launch: LaunchReason,
         lineage: str,
         retry_of: str | None = None,
         index: int | None = None,
@@ -408,7 +412,11 @@ class RoundState:
         return t
 
     def rerun(
-        self, t: TrialView, launch: str, not_before: datetime | None = None, annotations: dict[str, str] | None = None
+        self,
+        t: TrialView,
+        launch: LaunchReason,
+        not_before: datetime | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> TrialView:
         lineage = t.labels.get(L_LINEAGE) or t.name
         attempt = max(x.attempt for x in self.groups()[self.config_of(t)]) + 1
@@ -445,7 +453,7 @@ class RoundState:
         # a budget counts is what this run asked for.
         self.update(
             t,
-            phase="Pending",
+            phase=TrialPhase.pending,
             reason="PodCreated",
             message="",
             pod_name=t.name,

@@ -1,3 +1,4 @@
+# One piece: the Suggester, one class around one study: ask, tell, prune, replay, warm start.
 """Suggestions from Optuna, computed in the operator: no suggestion pod, no database.
 
 One in-memory Optuna study per experiment, kept between reconciles. Suggestion number i of an

@@ -11,6 +11,7 @@ from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import METRIC_HISTORY_LIMIT
 from hpo_operator.controller import logs as logs_module
+from hpo_operator.controller import loop as loop_module
 from hpo_operator.controller.logs import PodLogs
 from hpo_operator.controller.loop import RECONCILE_INTERVAL, ExperimentLoop, settle_refusals
 from hpo_operator.controller.pending import Pacing
@@ -355,3 +356,34 @@ def test_an_experiment_event_after_the_operator_stopped_starts_no_loop_and_no_in
     runtime = asyncio.run(scenario())
     assert runtime.api.closed
     assert runtime.loops == {} and runtime.namespaces == {}
+
+
+def test_rounds_of_job_or_resource_trials_gather_events_for_longer_than_pod_trials():
+    """A Job's trial moves at its controllers' pace, so its rounds start MIN_WORKLOAD_ROUND_GAP apart
+    (several events to a round); a pod trial's keep the short gap (its replacements wait on it)."""
+    from tests.experiments import as_job, experiment
+
+    class Namespace:
+        def synced(self) -> bool:
+            return False  # the round stops here, after reading its kind
+
+        async def watch_kind(self, kind):
+            return None
+
+    class Runtime(FakeRuntime):
+        allowed_kinds = None
+
+        def namespace(self, name: str):
+            return Namespace()
+
+    pods = experiment("exp", [{"name": "x", "type": "double", "min": 0, "max": 1}], annotations={}, max_trials=4)
+    for body, gap in ((pods, loop_module.MIN_ROUND_GAP), (as_job(pods), loop_module.MIN_WORKLOAD_ROUND_GAP)):
+        body["metadata"].update(namespace="ns", uid="uid-exp")
+        loop = ExperimentLoop(Runtime(), ("ns", "exp"), "uid-exp", body)
+        asyncio.run(loop.reconcile())
+        assert loop.min_gap == gap
+        loop.event = True
+        loop.ready = lambda: asyncio.sleep(0, True)  # type: ignore[method-assign]
+        _, failed, after = asyncio.run(loop.turn())
+        assert not failed and gap - 0.05 < after <= gap
+    assert loop_module.MIN_WORKLOAD_ROUND_GAP > loop_module.MIN_ROUND_GAP

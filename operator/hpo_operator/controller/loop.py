@@ -54,6 +54,12 @@ MAX_ERROR_DELAY = 60.0
 THREAD_PLAN_TRIALS = 500
 # Rounds of one experiment start at least this far apart (or twice the last plan's time).
 MIN_ROUND_GAP = float(os.environ.get("HPO_MIN_ROUND_GAP", "0.05"))
+# The same for trials that run as a Job or another resource: they move at their controllers' pace
+# (a TrainJob's pod is made by Trainer, JobSet and the job controller, seconds apart, each writing
+# its status back up), so their events come one by one and each would wake a round of its own over
+# every trial. Gathered for half a second, a round serves several; against the seconds a trial
+# takes to start and end there, the wait is small.
+MIN_WORKLOAD_ROUND_GAP = float(os.environ.get("HPO_MIN_WORKLOAD_ROUND_GAP", "0.5"))
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,7 @@ class ExperimentLoop:
     parsed_trials: dict[str, planner.TrialView] = field(default_factory=dict)
     workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
     plan_seconds: float = 0.0
+    min_gap: float = MIN_ROUND_GAP  # MIN_WORKLOAD_ROUND_GAP once a round saw Job or resource trials
     task: asyncio.Task | None = None  # the turn being run, cancelled when the experiment goes
     _spec: tuple[dict, ExperimentSpec] | None = None  # the spec last parsed, and its source
 
@@ -169,7 +176,7 @@ class ExperimentLoop:
         # Under a stream of events, let a few gather rather than plan for each: a round costs in
         # proportion to the experiment's trials, however few of them changed. The planner then
         # takes at most a third of the time.
-        gap = max(MIN_ROUND_GAP, 2 * self.plan_seconds) - (now - started)
+        gap = max(self.min_gap, 2 * self.plan_seconds) - (now - started)
         if failed:
             self.event = True  # the retry is a round
             return None, True, gap
@@ -217,6 +224,7 @@ class ExperimentLoop:
             return IDLE_INTERVAL
         ns = rt.namespace(namespace)
         kind = kind_of(spec)
+        self.min_gap = MIN_ROUND_GAP if kind.is_pod else MIN_WORKLOAD_ROUND_GAP
         resource = None if kind.is_pod else await ns.watch_kind(kind)
         if not ns.synced() or (resource is None and not kind.is_pod):
             self.event = True  # a watch went down since ready(): the listing wakes the experiment

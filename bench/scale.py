@@ -980,6 +980,30 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
             print_table(per_experiment, PER_EXPERIMENT)
         print()
 
+    async def operator(
+        label: str,
+        experiments: int,
+        trials: int,
+        parallel: int,
+        burst: tuple[int, int] | None = None,
+        tenancy: Tenancy | None = None,
+    ) -> Result:
+        """The operator's run of a case; profiled when asked (without tenancy)."""
+        return await run_operator(
+            cluster,
+            kubeconfig,
+            label,
+            experiments,
+            trials,
+            parallel,
+            logdir,
+            args.timeout,
+            args.kind,
+            tenancy,
+            burst=burst,
+            profile=profile(f"{label}{'+burst' if burst else ''}") if tenancy is None else None,
+        )
+
     for case in args.cases.split(","):
         if case == "burst":
             experiments, trials, parallel = BURST_SMALL
@@ -989,19 +1013,7 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
                 floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
                 show(floor, None)
             for burst in (None, BURST):
-                op = await run_operator(
-                    cluster,
-                    kubeconfig,
-                    label,
-                    experiments,
-                    trials,
-                    parallel,
-                    logdir,
-                    args.timeout,
-                    args.kind,
-                    burst=burst,
-                    profile=profile(f"{label}{'+burst' if burst else ''}"),
-                )
+                op = await operator(label, experiments, trials, parallel, burst=burst)
                 show(op, floor)
             continue
         if case == "unrelated":
@@ -1020,34 +1032,12 @@ async def run_cases(cluster: Cluster, args: argparse.Namespace, kubeconfig: str,
             floor = await run_floor(cluster, label, experiments, trials, parallel, args.floor_writers, args.kind)
             show(floor, None)
         if not args.no_operator:
-            op = await run_operator(
-                cluster,
-                kubeconfig,
-                label,
-                experiments,
-                trials,
-                parallel,
-                logdir,
-                args.timeout,
-                args.kind,
-                profile=profile(label),
-            )
+            op = await operator(label, experiments, trials, parallel)
             show(op, floor)
             if args.tenancy:
                 tenancy = Tenancy(cluster, kubeconfig, logdir)
                 try:
-                    op = await run_operator(
-                        cluster,
-                        kubeconfig,
-                        label,
-                        experiments,
-                        trials,
-                        parallel,
-                        logdir,
-                        args.timeout,
-                        args.kind,
-                        tenancy,
-                    )
+                    op = await operator(label, experiments, trials, parallel, tenancy=tenancy)
                 finally:  # its webhook configuration and ClusterRole, even when interrupted
                     await tenancy.teardown()
                 show(op, floor)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -93,9 +94,17 @@ def no_waiting(monkeypatch):
     monkeypatch.setattr(informer_module, "backoff_delay", lambda failures: 0.0)
 
 
-async def run(api: ScriptedApi) -> tuple[Informer, list]:
+async def run(api: ScriptedApi, on_wake: Callable[[Informer], None] | None = None) -> tuple[Informer, list]:
+    """The informer run until the scripted API server has answered everything; the experiments it
+    woke, in order (on_wake: also called with the informer at each)."""
     woken: list = []
-    inf = Informer(api, "ns", PODS, by_experiment, slim_pod, woken.append)
+
+    def wake(key) -> None:
+        woken.append(key)
+        if on_wake is not None:
+            on_wake(inf)
+
+    inf = Informer(api, "ns", PODS, by_experiment, slim_pod, wake)
     task = asyncio.create_task(inf.run())
     try:
         await asyncio.wait_for(api.done.wait(), 5)
@@ -154,18 +163,7 @@ def test_a_watch_refused_for_load_is_opened_again_from_the_newest_version_withou
         ],
     )
     synced = []
-
-    async def scenario():
-        inf = Informer(api, "ns", PODS, by_experiment, slim_pod, lambda key: synced.append(inf.synced.is_set()))
-        task = asyncio.create_task(inf.run())
-        try:
-            await asyncio.wait_for(api.done.wait(), 5)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        return inf
-
-    inf = asyncio.run(scenario())
+    inf, _ = asyncio.run(run(api, on_wake=lambda inf: synced.append(inf.synced.is_set())))
     assert api.calls == ["list", "watch@10", "watch@12", "watch@12", "watch@12", "watch@13"]
     # (woken by the listing first, before it is synced; then by each event, synced throughout)
     assert synced == [False, True, True] and inf.synced.is_set() and inf.health.down_since is None

@@ -6,8 +6,8 @@ would, so the operator reads these logs with the same call it uses on a real clu
 
 from __future__ import annotations
 
-from tests.experiments import condition, experiment
-from tests.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
+from tests.support.experiments import condition, experiment
+from tests.support.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
 
 
 def test_metrics_come_from_stdout_lines(api, namespace, operator, kwok_nodes, tmp_path):

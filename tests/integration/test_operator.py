@@ -9,8 +9,8 @@ from kubernetes import client
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Suggester
-from tests.experiments import GROUP, VERSION, as_job, by_config, condition, experiment
-from tests.kube import Cluster, PodConcurrency, wait_until
+from tests.support.experiments import GROUP, VERSION, as_job, by_config, condition, experiment
+from tests.support.kube import Cluster, PodConcurrency, wait_until
 
 
 def as_kind(body: dict, kind: str) -> dict:
@@ -407,7 +407,7 @@ def test_prometheus_metrics_count_trials_by_reason_and_outcome(api, namespace, o
         )
     )
     cluster.wait_finished("metered")
-    # The operator fixture serves its metrics on a port of its own (tests/kube.py).
+    # The operator fixture serves its metrics on a port of its own (tests/support/kube.py).
     samples = wait_until(
         lambda: (m := operator.metrics()).get('hpo_experiments{phase="Succeeded"}') == 1 and m,
         what="the experiment gauge",

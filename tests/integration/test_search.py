@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Outcome, Suggester
-from tests.experiments import condition, experiment
-from tests.kube import Cluster, PodConcurrency, wait_until
+from tests.support.experiments import condition, experiment
+from tests.support.kube import Cluster, PodConcurrency, wait_until
 
 
 def test_tpe_with_parallel_trials_uses_every_slot_and_learns(api, namespace, operator, kwok_nodes):

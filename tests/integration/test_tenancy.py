@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import kube
-from tests.chart import CHART, ChartOperator, token_kubeconfig
-from tests.experiments import GROUP, VERSION, experiment
+from tests.support import kube
+from tests.support.chart import CHART, ChartOperator, token_kubeconfig
+from tests.support.experiments import GROUP, VERSION, experiment
 
 RUNNER = "hpo-trial-runner"  # the chart's tenancy.trialServiceAccount
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.experiments import experiment
-from tests.kube import Cluster
-from tests.outcome import assert_each_oom_killed_once_then_retried
-from tests.training import JOBSET, TRAINER, torch_runtime
+from tests.support.experiments import experiment
+from tests.support.kube import Cluster
+from tests.support.outcome import assert_each_oom_killed_once_then_retried
+from tests.support.training import JOBSET, TRAINER, torch_runtime
 
 pytestmark = pytest.mark.usefixtures("training_controllers", "kwok_nodes")
 

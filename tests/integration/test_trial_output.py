@@ -1,7 +1,7 @@
 """What a trial prints is one tenant's input to an operator many share: one experiment's output
 must not hold another namespace's experiments, the operator's liveness probe, or its own rounds.
 
-KWOK serves a pod's log from a file named by a Logs object (tests/kube.serve_log) and sets its
+KWOK serves a pod's log from a file named by a Logs object (tests/support/kube.serve_log) and sets its
 termination message from the sim.hpo.dev/message annotation (hack/kwok/stages.yaml).
 """
 
@@ -16,8 +16,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.experiments import condition, experiment
-from tests.kube import REPO, Cluster, OperatorProcess, free_port, serve_log, wait_until, write_log
+from tests.support.experiments import condition, experiment
+from tests.support.kube import REPO, Cluster, OperatorProcess, free_port, serve_log, wait_until, write_log
 
 KATIB_DEFAULT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 EXPONENTIAL = r"(\w+)=((\d+)*)x"  # 2.4 s in Python's re on `loss=` and 28 ones

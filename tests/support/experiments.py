@@ -12,7 +12,7 @@ import yaml
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 # The example whose pod template runs on the real node (hack/real-node.sh), in the local image.
-REAL_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "real-sklearn.yaml"
+REAL_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "real-sklearn.yaml"
 
 
 def experiment(

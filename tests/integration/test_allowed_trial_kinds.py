@@ -23,12 +23,12 @@ from kubernetes import client
 from hpo_operator.api import trial_kinds
 from hpo_operator.api.template import TrialTemplate
 from tests.support.chart import CHART, ChartOperator
-from tests.support.experiments import as_job, experiment
+from tests.support.experiments import as_job, experiment, x_space
 from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_EXAMPLE = REPO / "examples" / "job-trials.yaml"
-X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
+X = x_space(10)
 LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 JOB_ALLOWED = json.dumps([{"apiGroup": "batch", "resource": "jobs", "kind": "Job"}])
 # The liveness limit in these tests: a watch down this long fails the probe, if it counts.

@@ -20,6 +20,7 @@ from kubernetes import client
 from hpo_operator.api import trial_kinds
 from tests.support import kube
 from tests.support.chart import CHART, Helm, token_kubeconfig
+from tests.support.experiments import x_space
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "hpo.dev", "v1alpha1"
@@ -1113,7 +1114,7 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
                 "spec": {
                     "objective": {"type": "minimize", "metricName": "loss"},
                     "algorithm": {"name": "random", "seed": 3},
-                    "parameters": [{"name": "x", "type": "double", "min": 0, "max": 10}],
+                    "parameters": x_space(10),
                     "parallelTrialCount": 2,
                     "maxTrialCount": 4,
                     "trialTemplate": {

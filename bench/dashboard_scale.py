@@ -1,7 +1,7 @@
 """The dashboard at scale: how long the page of a 10,000-trial experiment takes to become usable,
 measured in the browser (Debian's headless Chromium, driven by Playwright).
 
-It creates an Experiment and --trials Trials with realistic statuses (tests/dashboard_objects.py:
+It creates an Experiment and --trials Trials with realistic statuses (tests/support/dashboard_objects.py:
 retries, OOMKilled, evicted and failed configurations, metric histories; about 2 writes per trial,
 a few minutes for 10,000 on 2 cores), starts `kubectl hpo dashboard` on them, waits until the
 server has listed them, then opens the experiment page several times:
@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from hpo_operator.kube.client import TRIALS, ApiException, connect  # noqa: E402
-from tests import dashboard_objects as objs  # noqa: E402
+from tests.support import dashboard_objects as objs  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 MARKS = ["table", "recovery", "history", "slice", "importance", "curves", "parallel"]

@@ -2,7 +2,7 @@
 within a fixed number of training steps, with and without the asha rule (successive halving on the
 objectives' non-dominated rank, search/rungs.py), through the operator's planner.
 
-The tables (bench/tabular.py) hold each configuration's final metrics only, so a trial here trains
+The tables (tests/support/tabular.py) hold each configuration's final metrics only, so a trial here trains
 for STEPS steps along a curve made from them (the same for every run, seeded by the configuration):
 - val_acc climbs to its final value as final * (1 - exp(-k s / STEPS)) / (1 - exp(-k)), k between
   0.5 and 4 drawn from the configuration's key: a slow starter can end on top, so early ranks are
@@ -12,7 +12,7 @@ for STEPS steps along a curve made from them (the same for every run, seeded by 
 Every round each running trial trains one step and prints `step=s name=value ...` (the operator
 reads it as it would a pod's log); a trial that reaches STEPS succeeds with its final metrics. The
 search stops once its trials have trained BUDGET steps in all; the hypervolume is that of the
-succeeded trials (bench/tabular.py: objectives scaled to [0, 1] by the table, reference (1, 1)).
+succeeded trials (tests/support/tabular.py: objectives scaled to [0, 1] by the table, reference (1, 1)).
 
     .venv/bin/python bench/early_stopping_quality.py [--budget-trials 32] [--seeds 5] [--parallel 8]
 
@@ -34,14 +34,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import tabular  # noqa: E402
-from bench.driver import experiment_spec, table  # noqa: E402
 from bench.tabular_quality import MULTI, parse_case  # noqa: E402
 from hpo_operator import planner  # noqa: E402
 from hpo_operator.api.parameters import parameters_of  # noqa: E402
 from hpo_operator.api.spec import EarlyStopping, ExperimentSpec  # noqa: E402
 from hpo_operator.core import times  # noqa: E402
 from hpo_operator.planner.simulate import START, MemoryCluster  # noqa: E402
+from tests.support import tabular  # noqa: E402
+from tests.support.search_runs import experiment_spec, table  # noqa: E402
 
 STEPS = 27  # rungs at 1, 3, 9, 27 with reductionFactor 3
 ROUND = timedelta(seconds=10)

@@ -36,8 +36,8 @@ sys.path[:0] = [str(REPO), str(REPO / "operator")]
 
 from kubernetes import client, config  # noqa: E402
 
-from tests import population as sim  # noqa: E402
-from tests.kube import Cluster, OperatorProcess, Volumes, wait_until  # noqa: E402
+from tests.support import population as sim  # noqa: E402
+from tests.support.kube import Cluster, OperatorProcess, Volumes, wait_until  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "pbt.yaml"
 
@@ -226,7 +226,7 @@ def best_trial(result: dict[str, Any], metric: str, also: str | None = None) -> 
 
 
 def memory_toy(seeds: list[int]) -> None:
-    """The toy through the planner without a cluster (tests/population.py for pbt, the planner's
+    """The toy through the planner without a cluster (tests/support/population.py for pbt, the planner's
     simulation with Optuna's samplers for random and grid): the best Q after 20 steps of each of 4
     members or trials, many seeds."""
     from hpo_operator.api.spec import ExperimentSpec

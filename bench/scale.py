@@ -64,8 +64,8 @@ from hpo_operator.workloads.kinds import (  # noqa: E402
     runtime_replicated_jobs,
     trainjob_runtime,
 )
-from tests.chart import Helm, Webhook, host_objects  # noqa: E402
-from tests.training import TRAINER, torch_runtime_body  # noqa: E402
+from tests.support.chart import Helm, Webhook, host_objects  # noqa: E402
+from tests.support.training import TRAINER, torch_runtime_body  # noqa: E402
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 # name: (experiments, trials per experiment, parallel trials per experiment)

@@ -2,14 +2,14 @@
 again and again, then the same exact checks as the fault tests.
 
 On the local control plane (hack/cluster.sh), two operator replicas with leader election talk to a
-second kube-apiserver on the same etcd (tests/faults.py), while KWOK runs the trial pods through the
+second kube-apiserver on the same etcd (tests/support/faults.py), while KWOK runs the trial pods through the
 main one. Every 8 to 20 seconds one fault, drawn at random (seeded):
 - **api-server restart**: that kube-apiserver SIGKILLed, away for 2 to 10 s, started again;
 - **operator SIGKILL**: the leading replica killed, started again a second later (as the kubelet
   restarts a container);
 - **leader deletion**: the leading replica stopped with SIGTERM (a deleted pod: it releases the
   Lease), started again a second later.
-The experiment (tests/outcome.py: a grid whose configurations fail a known number of times, so
+The experiment (tests/support/outcome.py: a grid whose configurations fail a known number of times, so
 every count is known in advance) must then end with exact counts, no duplicate suggestion and no
 orphan pod. With `--experiments N`, N such experiments run at once (each its own grid), and every
 one of them must. Prints the faults injected and what was checked, as tables; exits 1 if a check
@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO / "operator"))
 from kubernetes import client, config  # noqa: E402
 
 from hpo_operator.api.vocabulary import GROUP, L_EXPERIMENT, VERSION  # noqa: E402
-from tests import faults  # noqa: E402
-from tests.kube import OperatorProcess  # noqa: E402
-from tests.outcome import Check, FaultyGrid  # noqa: E402
+from tests.support import faults  # noqa: E402
+from tests.support.kube import OperatorProcess  # noqa: E402
+from tests.support.outcome import Check, FaultyGrid  # noqa: E402
 
 LEASE = "hpo-operator"
 

@@ -3,8 +3,8 @@ suggestion path and through Optuna directly, at parallelism 1 and 8.
 
 Single objective (val_acc): Bayesmark's normalised score after N trials, 0 the table's optimum and
 1 random search's median. Several objectives: the hypervolume after N trials, objectives scaled
-to [0, 1] by the table's ranges, reference point (1, 1). Medians over seeds. bench/tabular.py says
-how the tables become problems and how the scores are computed; bench/driver.py how each side runs.
+to [0, 1] by the table's ranges, reference point (1, 1). Medians over seeds. tests/support/tabular.py says
+how the tables become problems and how the scores are computed; tests/support/search_runs.py how each side runs.
 
     .venv/bin/python bench/tabular_quality.py [--trials 64] [--seeds 5] [--parallel 8] [--full]
 
@@ -24,8 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import tabular  # noqa: E402
-from bench.driver import Config, Run, direct_run, experiment_spec, first_difference, operator_run, table  # noqa: E402
+from tests.support import tabular  # noqa: E402
+from tests.support.search_runs import Config, Run, direct_run, experiment_spec, first_difference, operator_run, table  # noqa: E402
 
 SINGLE = [
     "hpobench/australian",

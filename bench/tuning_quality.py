@@ -1,7 +1,7 @@
 """Tuning quality through the operator's suggestion path, against Optuna used directly.
 
 Runs Branin (2-D) and Hartmann-6 (6-D) with random, tpe and cmaes over several seeds. The
-operator's side is bench/driver.py's: hpo_operator.planner.simulate.InMemoryExperiment, i.e.
+operator's side is tests/support/search_runs.py's: hpo_operator.planner.simulate.InMemoryExperiment, i.e.
 planner.plan() round by round, as the operator's experiment loop runs it, against Trials and pods
 in memory that succeed one round after they start, reporting {"loss": f(x)}. The direct side is
 optuna.create_study() + optimize() with the same sampler class, seed and (default) settings, and an
@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E402
 
-from bench import driver  # noqa: E402  (puts operator/ on the path)
-from bench.driver import table  # noqa: E402
 from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
 from hpo_operator.search.samplers import distribution  # noqa: E402
+from tests.support import search_runs  # noqa: E402  (puts operator/ on the path)
+from tests.support.search_runs import table  # noqa: E402
 
 # --- objective functions (standard definitions) ----------------------------------------------------
 
@@ -101,7 +101,7 @@ def experiment_spec(problem: Problem, algorithm: str, seed: int, trials: int, pa
         {"name": n, "type": "double", "min": lo, "max": hi}
         for n, (lo, hi) in zip(problem.names, problem.bounds, strict=True)
     ]
-    return driver.experiment_spec(parameters, [("loss", "minimize")], algorithm, seed, trials, parallel)
+    return search_runs.experiment_spec(parameters, [("loss", "minimize")], algorithm, seed, trials, parallel)
 
 
 # --- the operator's side: plan() against an in-memory cluster --------------------------------------
@@ -110,7 +110,7 @@ def experiment_spec(problem: Problem, algorithm: str, seed: int, trials: int, pa
 def operator_run(
     problem: Problem, algorithm: str, seed: int, trials: int, parallel: int = 1
 ) -> list[tuple[list[float], float]]:
-    run = driver.operator_run(
+    run = search_runs.operator_run(
         experiment_spec(problem, algorithm, seed, trials, parallel), lambda values: {"loss": problem.loss(values)}
     )
     return [([float(values[n]) for n in problem.names], metrics["loss"]) for values, metrics in run]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from tests import chart, faults, kube
+from tests.support import chart, faults, kube
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,7 @@ def current_crds(kubectl, crds):
 
 @pytest.fixture(scope="session")
 def local_cluster(kubeconfig) -> faults.LocalCluster:
-    """The local control plane's processes, for tests that kill or pause them (tests/faults.py);
+    """The local control plane's processes, for tests that kill or pause them (tests/support/faults.py);
     such tests are skipped on any other cluster (HPO_KUBECONFIG), with the reason."""
     try:
         return faults.local_cluster(kubeconfig)

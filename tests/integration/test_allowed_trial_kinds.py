@@ -5,7 +5,7 @@ never watches that kind; and a kind's watch that the operator's RBAC forbids mar
 that need it, spares the others and the liveness probe, and recovers once granted.
 
 The operator runs on the host as the chart's ServiceAccount (namespace mode, the chart's RBAC), with
-its Deployment's arguments and environment (tests/chart.py ChartOperator). The policy is bound to
+its Deployment's arguments and environment (tests/support/chart.py ChartOperator). The policy is bound to
 the test's namespace only, and removed at teardown: other tests share the cluster."""
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from kubernetes import client
 
 from hpo_operator.api import trial_kinds
 from hpo_operator.api.template import TrialTemplate
-from tests.chart import CHART, ChartOperator
-from tests.experiments import as_job, experiment
-from tests.kube import Cluster, wait_until
+from tests.support.chart import CHART, ChartOperator
+from tests.support.experiments import as_job, experiment, x_space
+from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_EXAMPLE = REPO / "examples" / "job-trials.yaml"
-X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
+X = x_space(10)
 LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 JOB_ALLOWED = json.dumps([{"apiGroup": "batch", "resource": "jobs", "kind": "Job"}])
 # The liveness limit in these tests: a watch down this long fails the probe, if it counts.

@@ -17,11 +17,11 @@ from kubernetes import client
 
 from hpo_operator import client as hpo
 from hpo_operator.core import times
-from tests.experiments import condition, experiment
-from tests.kube import Cluster, this_checkouts_crds, wait_until
+from tests.support.experiments import condition, experiment, x_space
+from tests.support.kube import Cluster, this_checkouts_crds, wait_until
 
 GPU = "nvidia.com/gpu"
-X = [{"name": "x", "type": "double", "min": 0, "max": 1}]
+X = x_space()
 
 
 def t(value: str | None) -> datetime:

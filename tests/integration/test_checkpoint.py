@@ -19,8 +19,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.experiments import by_config, experiment
-from tests.kube import Cluster, wait_until
+from tests.support.experiments import by_config, experiment
+from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "real-checkpoint.yaml"

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 
 from hpo_operator import client as hpo_client
 from hpo_operator.cli.main import app
-from tests.experiments import experiment
-from tests.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
+from tests.support.experiments import experiment, x_space
+from tests.support.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
 
 runner = CliRunner()
-X = [{"name": "x", "type": "double", "min": 0, "max": 1}]
+X = x_space()
 LOSS_IS_X = {"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "200ms"}
 
 

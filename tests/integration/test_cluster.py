@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.kube import wait_until
+from tests.support.kube import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """The control plane breaks under a running experiment; the operator rides it out, in-process.
 
 Each test runs the same experiment, with failures and retries in it, while one fault hits the
-operator's connection to the API server (tests/faults.py), then checks the exact outcome:
+operator's connection to the API server (tests/support/faults.py), then checks the exact outcome:
 - every count (configurations, trials, retries, failed configurations) as without the fault;
 - every configuration suggested once (no duplicate suggestion);
 - every pod owned by an existing Trial of its name (no orphan pod), every Trial with its pod;
@@ -26,10 +26,10 @@ import pytest
 import urllib3
 from kubernetes import client
 
-from tests import faults
-from tests.experiments import experiment
-from tests.kube import Cluster, OperatorProcess, free_port, wait_until
-from tests.outcome import FaultyGrid
+from tests.support import faults
+from tests.support.experiments import experiment, x_space
+from tests.support.kube import Cluster, OperatorProcess, free_port, wait_until
+from tests.support.outcome import FaultyGrid
 
 GRID = FaultyGrid()
 
@@ -408,7 +408,7 @@ def test_counts_that_wait_are_written_at_their_turn_after_the_api_server_comes_b
     cluster.create(
         experiment(
             "counts",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/duration": "60s", "sim.hpo.dev/message": '{"loss": ${params.x}}'},
             max_trials=4,
             parallel=4,

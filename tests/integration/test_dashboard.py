@@ -6,7 +6,7 @@ and writes are refused without --allow-write. And the dashboard as the chart run
 named by a trusted proxy or signed in with their own token, sees that namespace and gets 403 for
 the other's pages and API, as the real API server's reviews decide.
 
-Experiments and Trials are created with their statuses directly (tests/dashboard_objects.py) where
+Experiments and Trials are created with their statuses directly (tests/support/dashboard_objects.py) where
 only rendering is checked, and run by the operator on KWOK nodes for the live end-to-end test.
 Screenshots are saved under pytest's temporary folder (the path is printed), or $HPO_SCREENSHOTS;
 with HPO_UPDATE_DOCS_SCREENSHOT=1 the experiment page's also goes to docs/dashboard.png.
@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests import dashboard_objects as objs
-from tests import kube
-from tests.kube import wait_until
+from tests.support import dashboard_objects as objs
+from tests.support import kube
+from tests.support.kube import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
@@ -202,9 +202,9 @@ def within(seconds: float, predicate, what: str) -> float:
 def test_a_pbt_experiments_page_plots_each_members_schedule_with_its_exploits(
     api, current_crds, namespace, dashboard, pages, screenshots
 ):
-    """A population run in memory (tests/population.py: the planner's own rounds), its Experiment
+    """A population run in memory (tests/support/population.py: the planner's own rounds), its Experiment
     and Trials created with their statuses as the operator wrote them."""
-    from tests import population as sim
+    from tests.support import population as sim
 
     spec = sim.spec(population=4, generations=6)
     ran = sim.PopulationCluster(spec, oom=frozenset({("g002-m001", 1)}), one_by_one=True).run()
@@ -652,7 +652,7 @@ def test_an_experiment_run_by_the_operator_is_followed_live(
 def test_the_page_shows_an_api_server_restart_and_then_updates_again(
     api, namespace, crds, apiserver, pages, kubectl, tmp_path, screenshots
 ):
-    """The dashboard reads through a second API server (tests/faults.py) that is killed: the page
+    """The dashboard reads through a second API server (tests/support/faults.py) that is killed: the page
     says the watch is down, and once the server is back it follows the cluster again, without a
     reload, changes made meanwhile included."""
     exp, trials = objs.make("restart", 6, running=2)

@@ -14,10 +14,10 @@ import time
 import pytest
 from kubernetes import client
 
-from tests.experiments import as_job, by_config, experiment
-from tests.kube import Cluster, PodConcurrency, TrialPhaseCounts, wait_until
-from tests.outcome import assert_each_oom_killed_once_then_retried
-from tests.training import (
+from tests.support.experiments import as_job, by_config, experiment, x_space
+from tests.support.kube import Cluster, PodConcurrency, TrialPhaseCounts, wait_until
+from tests.support.outcome import assert_each_oom_killed_once_then_retried
+from tests.support.training import (
     JOBSET,
     KUEUE,
     PRIORITY_LABEL,
@@ -30,7 +30,7 @@ from tests.training import (
 
 pytestmark = pytest.mark.usefixtures("training_controllers", "kwok_nodes")
 
-X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
+X = x_space(10)
 LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 
 

@@ -6,8 +6,8 @@ would, so the operator reads these logs with the same call it uses on a real clu
 
 from __future__ import annotations
 
-from tests.experiments import condition, experiment
-from tests.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
+from tests.support.experiments import condition, experiment, x_space
+from tests.support.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
 
 
 def test_metrics_come_from_stdout_lines(api, namespace, operator, kwok_nodes, tmp_path):
@@ -24,7 +24,7 @@ def test_metrics_come_from_stdout_lines(api, namespace, operator, kwok_nodes, tm
         serve_log(api, namespace, f"stdout-{index:04d}", path)
     body = experiment(
         "stdout",
-        [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        x_space(),
         annotations={},
         max_trials=2,
         parallel=2,
@@ -57,7 +57,7 @@ def test_median_rule_stops_an_unpromising_trial(api, namespace, operator, kwok_n
     cluster.create(
         experiment(
             "median",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/duration": "5s"},
             max_trials=3,
             parallel=1,
@@ -94,7 +94,7 @@ def test_hyperband_stops_the_unpromising_trials(api, namespace, operator, kwok_n
     cluster.create(
         experiment(
             "hyperband",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/duration": "4s"},
             max_trials=len(curves),
             parallel=1,
@@ -128,7 +128,7 @@ def test_the_median_rule_judges_by_the_steps_no_running_read_saw(api, namespace,
     cluster.create(
         experiment(
             "late",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/duration": "6s"},
             max_trials=len(scales),
             parallel=1,
@@ -179,7 +179,7 @@ def test_asha_on_several_objectives_stops_the_dominated_trials(api, kubectl, nam
     serve(range(2))
     body = experiment(
         "mo-asha",
-        [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        x_space(),
         annotations={"sim.hpo.dev/duration": "5s"},
         max_trials=len(curves),
         parallel=1,

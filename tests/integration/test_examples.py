@@ -15,9 +15,9 @@ from kubernetes import client
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_EXPERIMENT
 from hpo_operator.workloads.kinds import build_workload, pod_templates, runtime_replicated_jobs, trainjob_runtime
-from tests import population as sim
-from tests.experiments import condition, real_experiment
-from tests.kube import Cluster, TrialPhaseCounts
+from tests.support import population as sim
+from tests.support.experiments import condition, real_experiment
+from tests.support.kube import Cluster, TrialPhaseCounts
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 

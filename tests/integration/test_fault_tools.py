@@ -1,4 +1,4 @@
-"""The fault-injection tools of tests/faults.py, each shown to cause the fault it promises, so that
+"""The fault-injection tools of tests/support/faults.py, each shown to cause the fault it promises, so that
 a fault test that passes does so because the operator coped, not because nothing went wrong.
 
 Relay tests run against any cluster; the others need the local control plane's processes and
@@ -16,7 +16,7 @@ import pytest
 import urllib3
 from kubernetes import client, config
 
-from tests import faults, kube
+from tests.support import faults, kube
 
 
 def core_api(kubeconfig: str | Path) -> client.CoreV1Api:

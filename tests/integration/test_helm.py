@@ -18,8 +18,9 @@ import yaml
 from kubernetes import client
 
 from hpo_operator.api import trial_kinds
-from tests import kube
-from tests.chart import CHART, Helm, token_kubeconfig
+from tests.support import kube
+from tests.support.chart import CHART, Helm, token_kubeconfig
+from tests.support.experiments import x_space
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "hpo.dev", "v1alpha1"
@@ -1113,7 +1114,7 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
                 "spec": {
                     "objective": {"type": "minimize", "metricName": "loss"},
                     "algorithm": {"name": "random", "seed": 3},
-                    "parameters": [{"name": "x", "type": "double", "min": 0, "max": 10}],
+                    "parameters": x_space(10),
                     "parallelTrialCount": 2,
                     "maxTrialCount": 4,
                     "trialTemplate": {
@@ -1180,7 +1181,7 @@ def test_the_dashboard_shows_the_cluster_as_its_service_account_and_can_change_n
     refused, and nothing can be changed (the pod's command and arguments, run here as a process).
     With the chart's default auth (token), a user's bearer token is reviewed with the rights the
     chart grants for that (TokenReview, SubjectAccessReview), and the user sees what they may list."""
-    from tests import dashboard_objects
+    from tests.support import dashboard_objects
 
     release = f"hpo-dash-{uuid.uuid4().hex[:6]}"
     sa = f"{release}-hpo-operator-dashboard"

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.experiments import real_experiment
-from tests.kube import Cluster, wait_until
+from tests.support.experiments import real_experiment
+from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.realnode

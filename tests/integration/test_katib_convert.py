@@ -12,8 +12,8 @@ from kubernetes import client
 
 from hpo_operator.convert.katib import convert_yaml
 from hpo_operator.search.samplers import torch_available
-from tests.experiments import GROUP, VERSION
-from tests.kube import Cluster, serve_log, wait_until, write_log
+from tests.support.experiments import GROUP, VERSION
+from tests.support.kube import Cluster, serve_log, wait_until, write_log
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "katib"

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests import faults
-from tests.experiments import as_job, experiment
-from tests.kube import Cluster, OperatorProcess, wait_until
-from tests.training import KUEUE, local_queue, set_quota
+from tests.support import faults
+from tests.support.experiments import as_job, experiment, x_space
+from tests.support.kube import Cluster, OperatorProcess, wait_until
+from tests.support.training import KUEUE, local_queue, set_quota
 
 pytestmark = pytest.mark.usefixtures("training_controllers", "kwok_nodes")
 
-X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
+X = x_space(10)
 
 
 def held_experiment(queue: str, duration: str) -> dict:

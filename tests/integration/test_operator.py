@@ -9,8 +9,8 @@ from kubernetes import client
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Suggester
-from tests.experiments import GROUP, VERSION, as_job, by_config, condition, experiment
-from tests.kube import Cluster, PodConcurrency, wait_until
+from tests.support.experiments import GROUP, VERSION, as_job, by_config, condition, experiment, x_space
+from tests.support.kube import Cluster, PodConcurrency, wait_until
 
 
 def as_kind(body: dict, kind: str) -> dict:
@@ -27,7 +27,7 @@ def test_experiment_completes_within_its_parallelism(api, namespace, operator, k
     cluster.create(
         experiment(
             "eight",
-            [{"name": "x", "type": "double", "min": 0, "max": 10}],
+            x_space(10),
             annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'},
             max_trials=8,
             parallel=3,
@@ -139,7 +139,7 @@ def test_too_many_failed_configurations_fail_the_experiment(api, namespace, oper
     cluster.create(
         experiment(
             "failing",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/exit-code": "1"},
             max_trials=6,
             parallel=1,
@@ -276,7 +276,7 @@ def test_deleting_an_experiment_deletes_its_trials_and_pods(api, namespace, oper
     cluster.create(
         experiment(
             "doomed",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/hang": "true"},
             max_trials=3,
             parallel=2,
@@ -300,7 +300,7 @@ def test_suspend_stops_trials_and_resume_reruns_them(api, namespace, operator, k
         as_kind(
             experiment(
                 "pausable",
-                [{"name": "x", "type": "double", "min": 0, "max": 1}],
+                x_space(),
                 annotations={"sim.hpo.dev/hang": "true"},
                 max_trials=2,
                 parallel=2,
@@ -343,7 +343,7 @@ def test_stuck_trials_end_with_a_reason(api, namespace, operator, kwok_nodes):
     cluster.create(
         experiment(
             "slow",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/hang": "true"},
             max_trials=1,
             maxTrialDurationSeconds=2,
@@ -352,7 +352,7 @@ def test_stuck_trials_end_with_a_reason(api, namespace, operator, kwok_nodes):
     cluster.create(
         experiment(
             "badimage",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/waiting-reason": "InvalidImageName"},
             max_trials=1,
             retryPolicy={"retryOn": ["Infrastructure", "OOMKilled", "Error"]},
@@ -375,7 +375,7 @@ def test_spec_errors_cel_cannot_see_become_a_condition(api, namespace, operator,
     cluster.create(
         experiment(
             "typo",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/message": '{"loss": ${params.y}}'},
             max_trials=1,
         )
@@ -394,7 +394,7 @@ def test_prometheus_metrics_count_trials_by_reason_and_outcome(api, namespace, o
     cluster.create(
         experiment(
             "metered",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={
                 "sim.hpo.dev/message": '{"loss": ${params.x}}',
                 "sim.hpo.dev/fail-attempts": "1",
@@ -407,7 +407,7 @@ def test_prometheus_metrics_count_trials_by_reason_and_outcome(api, namespace, o
         )
     )
     cluster.wait_finished("metered")
-    # The operator fixture serves its metrics on a port of its own (tests/kube.py).
+    # The operator fixture serves its metrics on a port of its own (tests/support/kube.py).
     samples = wait_until(
         lambda: (m := operator.metrics()).get('hpo_experiments{phase="Succeeded"}') == 1 and m,
         what="the experiment gauge",

@@ -4,10 +4,10 @@ in kubectl); the operator SIGKILLed while a generation is half made; a parent's 
 deleted before its child copied it; and, on the real node, Katib's simple-pbt example converted
 and run with a program of ours.
 
-The claims bind to static hostPath PersistentVolumes (tests/kube.py Volumes): the local cluster has
+The claims bind to static hostPath PersistentVolumes (tests/support/kube.py Volumes): the local cluster has
 no storage provisioner. KWOK pods run no program, so on KWOK the copy step is only checked in the
 pod spec; the real node runs it (here, and examples/pbt.yaml in test_examples.py). Every run's
-Trials are checked against the rule (tests/population.py decisions_problems): each segment is what
+Trials are checked against the rule (tests/support/population.py decisions_problems): each segment is what
 the generation before it decides."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import yaml
 from kubernetes import client
 
 from hpo_operator.convert.katib import convert_yaml
-from tests import population as sim
-from tests.experiments import GROUP, VERSION, condition
-from tests.kube import Cluster, wait_until
+from tests.support import population as sim
+from tests.support.experiments import GROUP, VERSION, condition
+from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 KATIB = REPO / "tests" / "fixtures" / "katib"

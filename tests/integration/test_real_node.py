@@ -13,9 +13,9 @@ import threading
 import pytest
 from kubernetes import client, watch
 
-from tests.experiments import GROUP, VERSION, as_job, real_experiment
-from tests.kube import Cluster, wait_until
-from tests.training import TRAINER, torch_runtime
+from tests.support.experiments import GROUP, VERSION, as_job, real_experiment
+from tests.support.kube import Cluster, wait_until
+from tests.support.training import TRAINER, torch_runtime
 
 pytestmark = pytest.mark.realnode
 

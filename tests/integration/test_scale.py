@@ -7,8 +7,8 @@ import asyncio
 import collections
 
 from hpo_operator.kube import client as kubeapi
-from tests.experiments import GROUP, VERSION
-from tests.kube import Cluster, wait_until
+from tests.support.experiments import GROUP, VERSION
+from tests.support.kube import Cluster, wait_until
 
 CONFIGURATIONS = 300
 PARALLEL = 50

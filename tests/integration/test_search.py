@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Outcome, Suggester
-from tests.experiments import condition, experiment
-from tests.kube import Cluster, PodConcurrency, wait_until
+from tests.support.experiments import condition, experiment, x_space
+from tests.support.kube import Cluster, PodConcurrency, wait_until
 
 
 def test_tpe_with_parallel_trials_uses_every_slot_and_learns(api, namespace, operator, kwok_nodes):
@@ -63,7 +63,7 @@ def test_grid_search_ends_when_the_grid_is_exhausted(api, namespace, operator, k
 def test_unknown_algorithm_settings_are_refused_at_apply_time(namespace, crds, kubectl):
     body = experiment(
         "bad",
-        [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        x_space(),
         annotations={},
         max_trials=1,
         algorithm={"name": "tpe", "settings": [{"name": "sigma0", "value": "1"}]},
@@ -77,7 +77,7 @@ def test_bad_setting_values_become_a_condition(api, namespace, operator, kwok_no
     cluster.create(
         experiment(
             "badvalue",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={},
             max_trials=1,
             algorithm={"name": "cmaes", "settings": [{"name": "sigma0", "value": "-2"}]},

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import kube
-from tests.chart import CHART, ChartOperator, token_kubeconfig
-from tests.experiments import GROUP, VERSION, experiment
+from tests.support import kube
+from tests.support.chart import CHART, ChartOperator, token_kubeconfig
+from tests.support.experiments import GROUP, VERSION, experiment, x_space
 
 RUNNER = "hpo-trial-runner"  # the chart's tenancy.trialServiceAccount
 
@@ -87,7 +87,7 @@ def tenancy(helm, kubectl, kubeconfig, api, namespace, crds, kwok_nodes, tmp_pat
         assert operator.webhook is not None
         operator.start()
         # The webhook answers once an Experiment can be written at all (its configuration fails closed).
-        probe = experiment("probe", [{"name": "x", "type": "double", "min": 0, "max": 1}], annotations={}, max_trials=1)
+        probe = experiment("probe", x_space(), annotations={}, max_trials=1)
         kube.wait_until(
             lambda: (
                 kubectl.run(
@@ -109,7 +109,7 @@ def hostile(name: str, **spec: object) -> dict:
     """An experiment whose pods would run as the powerful account with the node's /etc mounted."""
     body = experiment(
         name,
-        [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        x_space(),
         annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'},
         max_trials=4,
         maxFailedTrialCount=1,  # the experiment fails with more than one failed
@@ -175,7 +175,7 @@ def test_the_api_server_holds_the_trial_account_to_its_own_rbac(tenancy, api, ku
     RoleBinding for the trial account, the next one gets no pod: the operator creates nothing with
     its own rights."""
     cluster = kube.Cluster(api, namespace)
-    params = [{"name": "x", "type": "double", "min": 0, "max": 1}]
+    params = x_space()
     ok = experiment("runs", params, annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'}, max_trials=2)
     cluster.create(ok)
     assert cluster.wait_finished("runs", timeout=60)["status"]["phase"] == "Succeeded"
@@ -193,7 +193,7 @@ def test_a_restart_or_a_trial_asked_for_by_a_tenant_without_pod_rights_gets_no_p
     restart and for a configuration of its own: both are checked against that tenant's rights, not
     the experiment author's."""
     cluster = kube.Cluster(api, namespace)
-    params = [{"name": "x", "type": "double", "min": 0, "max": 1}]
+    params = x_space()
     body = experiment("shared", params, annotations={"sim.hpo.dev/exit-code": "1"}, max_trials=1)
     cluster.create(body)
     assert cluster.wait_trial("shared-0000", ("Failed",))["status"]["reason"] != "Forbidden"

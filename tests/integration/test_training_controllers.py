@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from tests import training
-from tests.kube import wait_until
-from tests.training import JOBSET, KUEUE, QUEUE_LABEL, TRAINER, condition, local_queue, pod_spec
+from tests.support import training
+from tests.support.kube import wait_until
+from tests.support.training import JOBSET, KUEUE, QUEUE_LABEL, TRAINER, condition, local_queue, pod_spec
 
 pytestmark = pytest.mark.usefixtures("training_controllers", "kwok_nodes")
 

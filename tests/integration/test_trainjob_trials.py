@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.experiments import experiment
-from tests.kube import Cluster
-from tests.outcome import assert_each_oom_killed_once_then_retried
-from tests.training import JOBSET, TRAINER, torch_runtime
+from tests.support.experiments import experiment, x_space
+from tests.support.kube import Cluster
+from tests.support.outcome import assert_each_oom_killed_once_then_retried
+from tests.support.training import JOBSET, TRAINER, torch_runtime
 
 pytestmark = pytest.mark.usefixtures("training_controllers", "kwok_nodes")
 
-X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
+X = x_space(10)
 # Node 0 reports the trial's loss; every other node a loss better than any trial's, which the
 # objective must never show.
 NODE_0_LOSS = {"sim.hpo.dev/message": '{"loss": -1}', "sim.hpo.dev/message-index-0": '{"loss": ${params.x}}'}

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from tests.experiments import as_job, experiment
-from tests.kube import Cluster, wait_until
-from tests.outcome import assert_each_oom_killed_once_then_retried
+from tests.support.experiments import as_job, experiment, x_space
+from tests.support.kube import Cluster, wait_until
+from tests.support.outcome import assert_each_oom_killed_once_then_retried
 
-X = [{"name": "x", "type": "double", "min": 0, "max": 10}]
+X = x_space(10)
 LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 
 

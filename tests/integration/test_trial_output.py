@@ -1,7 +1,7 @@
 """What a trial prints is one tenant's input to an operator many share: one experiment's output
 must not hold another namespace's experiments, the operator's liveness probe, or its own rounds.
 
-KWOK serves a pod's log from a file named by a Logs object (tests/kube.serve_log) and sets its
+KWOK serves a pod's log from a file named by a Logs object (tests/support/kube.serve_log) and sets its
 termination message from the sim.hpo.dev/message annotation (hack/kwok/stages.yaml).
 """
 
@@ -16,8 +16,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.experiments import condition, experiment
-from tests.kube import REPO, Cluster, OperatorProcess, free_port, serve_log, wait_until, write_log
+from tests.support.experiments import condition, experiment, x_space
+from tests.support.kube import REPO, Cluster, OperatorProcess, free_port, serve_log, wait_until, write_log
 
 KATIB_DEFAULT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 EXPONENTIAL = r"(\w+)=((\d+)*)x"  # 2.4 s in Python's re on `loss=` and 28 ones
@@ -77,7 +77,7 @@ class Prober:
 def twenty_trials(name: str) -> dict:
     return experiment(
         name,
-        [{"name": "x", "type": "double", "min": 0, "max": 10}],
+        x_space(10),
         annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'},
         max_trials=20,
         parallel=4,
@@ -143,7 +143,7 @@ def test_one_namespaces_hostile_output_does_not_hold_another_namespaces_experime
         serve_log(api, b, "hostile-0000", log)
         hostile = experiment(
             "hostile",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={"sim.hpo.dev/duration": "1s"},
             max_trials=1,
             metricsCollector={"source": "StdoutLog", "metricsFormat": [EXPONENTIAL, KATIB_DEFAULT]},
@@ -183,7 +183,7 @@ def test_a_number_that_cannot_be_read_fails_its_trial_and_the_experiment_goes_on
     cluster = Cluster(api, namespace)
     body = experiment(
         "digits",
-        [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        x_space(),
         annotations={"sim.hpo.dev/message": '{"loss": ' + FIVE_THOUSAND_DIGITS + "}"},
         max_trials=50,
         parallel=1,
@@ -222,7 +222,7 @@ def test_the_api_server_refuses_a_metrics_format_re2_cannot_take(api, kubectl, c
     def refusal() -> ApiException | None:
         body = experiment(
             f"lookaround-{uuid.uuid4().hex[:6]}",
-            [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            x_space(),
             annotations={},
             max_trials=1,
             metricsCollector={"metricsFormat": [r"(\w+)=(?=\d)(\d+)"]},
@@ -249,7 +249,7 @@ def test_a_metrics_format_too_large_for_the_operator_is_an_invalid_spec(api, nam
     cluster = Cluster(api, namespace)
     body = experiment(
         "large",
-        [{"name": "x", "type": "double", "min": 0, "max": 1}],
+        x_space(),
         annotations={},
         max_trials=1,
         metricsCollector={"metricsFormat": [r"(\pL{20})(\pN{20})"]},
@@ -312,7 +312,7 @@ def test_a_running_pods_log_is_read_on_from_the_last_line_seen(
             "objective": {"type": "minimize", "metricName": "loss"},
             "algorithm": {"name": "random"},
             "maxTrialCount": 1,
-            "parameters": [{"name": "x", "type": "double", "min": 0, "max": 1}],
+            "parameters": x_space(),
             "metricsCollector": {"source": "StdoutLog", "intervalSeconds": 1},
             "earlyStopping": {"algorithm": "median"},
             "trialTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "t:1"}]}}},

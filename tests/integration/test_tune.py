@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from hpo_operator import client as hpo
-from tests.kube import wait_until
+from tests.support.kube import wait_until
 
 pytestmark = pytest.mark.realnode
 

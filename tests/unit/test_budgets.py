@@ -12,7 +12,7 @@ from hpo_operator.core import spend, times
 from hpo_operator.core.quantity import QuantityError, parse
 from hpo_operator.planner.simulate import InMemoryExperiment
 from hpo_operator.workloads.requests import requested
-from tests.rounds import (
+from tests.support.rounds import (
     EARLIER,
     NOW,
     ago,

@@ -14,7 +14,7 @@ import pytest
 from hpo_operator.dashboard import auth, reviews
 from hpo_operator.dashboard.auth import Identity, Refusal
 from hpo_operator.dashboard.lru import Lru
-from tests.dashboard_objects import ReviewAnswers
+from tests.support.dashboard_objects import ReviewAnswers
 
 
 class Clock:

@@ -14,7 +14,7 @@ from hpo_operator.api.vocabulary import L_CONFIG, L_LAUNCH
 from hpo_operator.client import views
 from hpo_operator.client.errors import InvalidInput
 from hpo_operator.dashboard import data, figures, study
-from tests import dashboard_objects as objs
+from tests.support import dashboard_objects as objs
 
 XSS = ["<script>window.__xss=1</script>", '"><img src=x onerror="window.__xss=1">']
 

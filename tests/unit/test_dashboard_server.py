@@ -19,8 +19,8 @@ import uvicorn
 from hpo_operator.dashboard import auth, guards, reviews, routes, server
 from hpo_operator.dashboard.cache import PageCache
 from hpo_operator.dashboard.cluster import Store
-from tests import dashboard_objects as objs
-from tests.dashboard_objects import ReviewAnswers
+from tests.support import dashboard_objects as objs
+from tests.support.dashboard_objects import ReviewAnswers
 
 NS = "team-a"
 

@@ -17,7 +17,7 @@ from hpo_operator import planner
 from hpo_operator.core.space import format_value
 from hpo_operator.planner.simulate import MemoryCluster
 from hpo_operator.search import suggest as suggest_module
-from tests.rounds import EXP, EXP_UID, NOW, NS, iso, make_spec, pod_running, pod_succeeded
+from tests.support.rounds import EXP, EXP_UID, NOW, NS, iso, make_spec, pod_running, pod_succeeded
 
 ROUND = timedelta(seconds=2)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.imports import imported_names
+from tests.support.imports import imported_names
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "hpo_operator"
 

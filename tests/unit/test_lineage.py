@@ -1,6 +1,6 @@
 """A pbt experiment's lineage as users see it: the forest of segments (client/lineage.py), `kubectl
 hpo trials EXP --lineage` (cli/trials.py) and the dashboard's schedule plot (dashboard/figures.py),
-over populations run in memory (tests/population.py)."""
+over populations run in memory (tests/support/population.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hpo_operator.cli.trials import lineage_rows
 from hpo_operator.client.lineage import forest, rows, segments
 from hpo_operator.client.views import trial_summary
 from hpo_operator.dashboard import figures
-from tests import population as sim
+from tests.support import population as sim
 
 
 def population(generations: int = 4, oom=frozenset({("g001-m002", 1)})) -> tuple[dict, list[dict]]:

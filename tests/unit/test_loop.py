@@ -361,7 +361,7 @@ def test_an_experiment_event_after_the_operator_stopped_starts_no_loop_and_no_in
 def test_rounds_of_job_or_resource_trials_gather_events_for_longer_than_pod_trials():
     """A Job's trial moves at its controllers' pace, so its rounds start MIN_WORKLOAD_ROUND_GAP apart
     (several events to a round); a pod trial's keep the short gap (its replacements wait on it)."""
-    from tests.experiments import as_job, experiment
+    from tests.support.experiments import as_job, experiment
 
     class Namespace:
         def synced(self) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from hpo_operator.core.pareto import crowding, ranks
 from hpo_operator.search import rungs
 from hpo_operator.search.suggest import Outcome, Suggester
-from tests.rounds import NOW, ago, iso, make_spec, pod_running, run, succeeded, suggested, trial_statuses
+from tests.support.rounds import NOW, ago, iso, make_spec, pod_running, run, succeeded, suggested, trial_statuses
 
 DIRECTIONS = ["maximize", "minimize"]  # (acc, latency)
 

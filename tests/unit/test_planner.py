@@ -1,7 +1,7 @@
 """The experiment's decisions (hpo_operator.planner.plan), on hand-made Trials and pods.
 
 Each test builds what the cluster would hold (Trial bodies, pods keyed by trial name; the builders
-are in tests/rounds.py) and checks the plan. The `Cluster` helper at the end carries plans out
+are in tests/support/rounds.py) and checks the plan. The `Cluster` helper at the end carries plans out
 round after round, the way the handlers do, for rules that only show over several rounds.
 """
 
@@ -36,7 +36,7 @@ from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
 from hpo_operator.planner.simulate import MemoryCluster
-from tests.rounds import (
+from tests.support.rounds import (
     EARLIER,
     EXP,
     EXP_UID,

@@ -1,6 +1,6 @@
 """Population-based training: exploit and explore (search/population.py), the segments' claims and
 copy step (workloads/population.py), the planner's generations (planner/population.py), and whole
-populations run in memory, with the operator killed after any write (tests/population.py)."""
+populations run in memory, with the operator killed after any write (tests/support/population.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from hpo_operator.search import population as pbt
 from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads import population as segments
 from hpo_operator.workloads.kinds import build_workload
-from tests import population as sim
-from tests import rounds as r
+from tests.support import population as sim
+from tests.support import rounds as r
 
 H0 = Parameter(name="h0", type="double", min=0, max=1)
 LR = Parameter(name="lr", type="double", min=1e-4, max=1e-1, log=True)

@@ -9,7 +9,7 @@ from hpo_operator.core import metrics
 from hpo_operator.core.conditions import MAX_MESSAGE, set_condition
 from hpo_operator.search.samplers import SearchSpaceError
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
-from tests.rounds import NOW, created_names, exp_status, make_spec, pod_running, run, suggested, user_trial
+from tests.support.rounds import NOW, created_names, exp_status, make_spec, pod_running, run, suggested, user_trial
 
 
 def test_a_grid_too_large_to_hold_is_refused():

@@ -12,7 +12,13 @@ import yaml
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 # The example whose pod template runs on the real node (hack/real-node.sh), in the local image.
-REAL_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "real-sklearn.yaml"
+REAL_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "real-sklearn.yaml"
+
+
+def x_space(high: float = 1) -> list[dict]:
+    """The search space most integration tests use, where the search itself is not what they check:
+    one double `x` from 0 to `high` (the trial's --x=${params.x}), a fresh list each call."""
+    return [{"name": "x", "type": "double", "min": 0, "max": high}]
 
 
 def experiment(

@@ -1,6 +1,6 @@
 """Fault injection for integration tests: what goes wrong between an operator and its API server.
 
-The operator under test (tests/kube.py OperatorProcess) reaches the API server through a
+The operator under test (tests/support/kube.py OperatorProcess) reaches the API server through a
 kubeconfig, so faults are placed on that path:
 
 - `Relay`: a TCP relay in front of any API server (TLS passes through untouched). `drop()` resets
@@ -45,7 +45,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- The local control plane and its processes ------------------------------------------------
@@ -877,7 +877,7 @@ class Component:
         self.kill()
         log_path = self.cluster.log_file(self.name)
         with open(log_path, "a") as log:
-            log.write(f"--- restarted by tests/faults.py at {time.strftime('%H:%M:%S')}\n")
+            log.write(f"--- restarted by tests/support/faults.py at {time.strftime('%H:%M:%S')}\n")
             log.flush()
             self._proc = subprocess.Popen(
                 self._launch.argv,

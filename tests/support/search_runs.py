@@ -11,7 +11,9 @@ path, and the same search run by Optuna directly; and the table they print.
   the operator's samplers.py), over the same distributions: `study.optimize()` one trial at a
   time, or Optuna's own batches (ask P, evaluate them, tell P).
 
-A run is the list of (configuration, metrics) in the order the trials were made.
+A run is the list of (configuration, metrics) in the order the trials were made. It lives with the
+tests' support because the benchmarks (bench/) and their unit test (tests/unit/test_bench_tabular.py)
+both use it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "operator") not in sys.path:
     sys.path.insert(0, str(REPO / "operator"))
 

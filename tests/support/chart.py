@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from tests import kube
+from tests.support import kube
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "hpo-operator"
 
 

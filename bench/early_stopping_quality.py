@@ -104,14 +104,16 @@ class CurveExperiment(MemoryCluster):
         logs = {n: self.log(n) for n, p in self.pods.items() if p["status"]["phase"] in ("Running", "Succeeded")}
         exp = planner.ExperimentView("exp", "default", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
         plan = planner.plan(
-            exp,
-            self.views(),
-            copy.deepcopy(self.pods),
-            logs,
-            self.now,
-            self.suggester.suggest,
-            self.suggester.should_stop,
-            self.suggester.tell,
+            planner.RoundInput(
+                experiment=exp,
+                trials=self.views(),
+                pods=copy.deepcopy(self.pods),
+                now=self.now,
+                suggest=self.suggester.suggest,
+                should_stop=self.suggester.should_stop,
+                tell=self.suggester.tell,
+                logs=logs,
+            )
         )
         self.apply(plan)
         self.now += ROUND

@@ -102,7 +102,14 @@ class PopulationCluster(MemoryCluster):
     def round(self) -> None:
         exp = planner.ExperimentView(EXP, "default", EXP_UID, 1, self.spec, copy.deepcopy(self.status))
         plan = planner.plan(
-            exp, self.views(), copy.deepcopy(self.pods), {}, self.now, lambda i: None, volumes=set(self.claims)
+            planner.RoundInput(
+                experiment=exp,
+                trials=self.views(),
+                pods=copy.deepcopy(self.pods),
+                now=self.now,
+                suggest=lambda i: None,
+                volumes=set(self.claims),
+            )
         )
         try:
             self.apply(plan)

@@ -63,14 +63,16 @@ class Run:
             logs[name] = self.log(name, self.seen.get(name, 0) if running else 12, stamped=running)
         exp = planner.ExperimentView(EXP, NS, EXP_UID, 1, self.spec, copy.deepcopy(self.cluster.status))
         plan = planner.plan(
-            exp,
-            self.cluster.views(),
-            copy.deepcopy(self.cluster.pods),
-            logs,
-            self.now,
-            self.suggester.suggest,
-            self.suggester.should_stop,
-            self.suggester.tell,
+            planner.RoundInput(
+                experiment=exp,
+                trials=self.cluster.views(),
+                pods=copy.deepcopy(self.cluster.pods),
+                now=self.now,
+                suggest=self.suggester.suggest,
+                should_stop=self.suggester.should_stop,
+                tell=self.suggester.tell,
+                logs=logs,
+            )
         )
         self.cluster.apply(plan)
         self.now += ROUND

@@ -1365,7 +1365,15 @@ class Cluster(MemoryCluster):
         views = self.views()
         settle_refusals(self.refused, views)  # as the loop does before each round
         p = planner.plan(
-            exp, views, copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest, refused=dict(self.refused)
+            planner.RoundInput(
+                experiment=exp,
+                trials=views,
+                pods=copy.deepcopy(self.pods),
+                now=self.now,
+                suggest=self.suggest,
+                logs=dict(self.logs),
+                refused=dict(self.refused),
+            )
         )
         self.apply(p)
         self.plans.append(p)

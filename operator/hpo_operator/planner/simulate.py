@@ -147,14 +147,15 @@ class InMemoryExperiment(MemoryCluster):
     def round(self) -> None:
         exp = planner.ExperimentView("exp", "default", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
         p = planner.plan(
-            exp,
-            self.views(),
-            copy.deepcopy(self.pods),
-            {},
-            self.now,
-            self.suggester.suggest,
-            self.suggester.should_stop,
-            self.suggester.tell,
+            planner.RoundInput(
+                experiment=exp,
+                trials=self.views(),
+                pods=copy.deepcopy(self.pods),
+                now=self.now,
+                suggest=self.suggester.suggest,
+                should_stop=self.suggester.should_stop,
+                tell=self.suggester.tell,
+            )
         )
         self.apply(p)
         self.now += ROUND

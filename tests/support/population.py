@@ -142,7 +142,7 @@ class PopulationCluster(MemoryCluster):
                 if isinstance(w, writes.DeleteClaim):
                     self.claims.pop(w.name, None)
                 else:
-                    self.sync(self.write(w))
+                    self.sync(writes.perform(w, self))
 
     def tick(self) -> None:
         self.writes += 1

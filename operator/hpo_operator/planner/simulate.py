@@ -20,8 +20,7 @@ from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES
 from hpo_operator.core import times
-
-from . import apply as writes  # `apply` is also MemoryCluster's method
+from hpo_operator.planner.apply import carry_out
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 ROUND = timedelta(seconds=10)
@@ -55,32 +54,9 @@ class MemoryCluster:
         self.created: list[str] = []  # trial names, in the order they were made
 
     def apply(self, plan: planner.Plan) -> None:
-        _run(self.carry_out(plan))
-
-    async def carry_out(self, plan: planner.Plan) -> None:
-        """The plan's writes, stage by stage, as the executor makes them on the API server."""
-        for stage in writes.stages(plan):
-            await asyncio.gather(*(self.write(w) for w in stage))
-
-    async def write(self, w: writes.Write) -> None:
-        match w:
-            case writes.CreateTrial(body, start):
-                await self.create_trial(body, start)
-            case writes.UpdateTrial(name, status, metadata):
-                await self.update_trial(name, status, metadata)
-            case writes.StartTrial(name):
-                await self.start(name)
-            case writes.DeleteWorkload(name):
-                await self.delete_workload(name)
-            case writes.SetQueueActive(name, active):
-                if not active:
-                    await self.delete_workload(name)  # no Kueue here: the executor's fallback
-            case writes.DeleteClaim(name):
-                await self.delete_claim(name)
-            case writes.WriteExperimentStatus(status):
-                await self.write_experiment_status(status)
-            case writes.PostEvents(events):
-                self.post_events(events)
+        """The plan's writes, stage by stage, as the executor makes them on the API server (this
+        class is an apply.Target: a method per kind of write)."""
+        _run(carry_out(plan, self))
 
     async def create_trial(self, body: dict[str, Any], start: bool) -> None:
         name = body["metadata"]["name"]
@@ -111,6 +87,10 @@ class MemoryCluster:
 
     async def delete_workload(self, name: str) -> None:
         self.pods.pop(name, None)
+
+    async def set_queue_active(self, name: str, active: bool) -> None:
+        if not active:
+            await self.delete_workload(name)  # no Kueue here: the executor's fallback
 
     async def delete_claim(self, name: str) -> None:
         pass  # no volumes here

@@ -39,9 +39,9 @@ from hpo_operator import planner  # noqa: E402
 from hpo_operator.api.parameters import parameters_of  # noqa: E402
 from hpo_operator.api.spec import EarlyStopping, ExperimentSpec  # noqa: E402
 from hpo_operator.core import times  # noqa: E402
-from hpo_operator.planner.simulate import START, MemoryCluster  # noqa: E402
 from tests.support import tabular  # noqa: E402
 from tests.support.search_runs import experiment_spec, table  # noqa: E402
+from tests.support.simulate import START, MemoryCluster  # noqa: E402
 
 STEPS = 27  # rungs at 1, 3, 9, 27 with reductionFactor 3
 ROUND = timedelta(seconds=10)

@@ -22,9 +22,9 @@ from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core import times
 from hpo_operator.planner import apply as writes
-from hpo_operator.planner.simulate import ROUND, MemoryCluster
 from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads import population as segments
+from tests.support.simulate import ROUND, MemoryCluster
 
 EXP, EXP_UID = "exp", "uid-exp"
 START = (0.9, 0.9)

@@ -15,9 +15,9 @@ import pytest
 
 from hpo_operator import planner
 from hpo_operator.core.space import format_value
-from hpo_operator.planner.simulate import MemoryCluster
 from hpo_operator.search import suggest as suggest_module
 from tests.support.rounds import EXP, EXP_UID, NOW, NS, iso, make_spec, pod_running, pod_succeeded
+from tests.support.simulate import MemoryCluster
 
 ROUND = timedelta(seconds=2)
 

@@ -35,7 +35,6 @@ from hpo_operator.core import metrics
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
-from hpo_operator.planner.simulate import MemoryCluster
 from tests.support.rounds import (
     EARLIER,
     EXP,
@@ -70,6 +69,7 @@ from tests.support.rounds import (
     trial_statuses,
     user_trial,
 )
+from tests.support.simulate import MemoryCluster
 
 # =============================================================================================
 # launching

@@ -47,8 +47,9 @@ limits) → experiment.py (phase, counts, best trial, status); inputs.py names w
      checkpoint claims;
   9. experiment.finish_status: trial counts, what was spent (budget.record), and the Plan with the
      statuses the round changed.
-apply.py's `stages()` turns a Plan into its writes, in the one order every caller uses (the executor
-on the API server, simulate.MemoryCluster on dicts).
+apply.py's `stages()` turns a Plan into its writes, in the one order every caller uses, and
+`carry_out()` hands each to its kind's method of a Target (the executor on the API server; the
+in-memory cluster of the tests and benchmarks, tests/support/simulate.py, on dicts).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 loop does (controller/loop.py, with the Suggester's suggest, should_stop and tell), carries the plan
 out on dicts, and every pod started in a round has succeeded by the next one, its termination
 message giving the objective as loss(values) (or, when loss returns a dict, those metrics).
-Benchmarks and tests drive whole searches through it.
+Benchmarks and tests drive whole searches through it; it lives with the tests' support, not in the
+planner, which it drives from above (plan() for each round, apply.carry_out() for its writes).
 """
 
 from __future__ import annotations

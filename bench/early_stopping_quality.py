@@ -22,7 +22,6 @@ This is a benchmark: it prints numbers and asserts nothing.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import math
 import statistics
@@ -102,20 +101,7 @@ class CurveExperiment(MemoryCluster):
 
     def round(self) -> None:
         logs = {n: self.log(n) for n, p in self.pods.items() if p["status"]["phase"] in ("Running", "Succeeded")}
-        exp = planner.ExperimentView("exp", "default", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
-        plan = planner.plan(
-            planner.RoundInput(
-                experiment=exp,
-                trials=self.views(),
-                pods=copy.deepcopy(self.pods),
-                now=self.now,
-                suggest=self.suggester.suggest,
-                should_stop=self.suggester.should_stop,
-                tell=self.suggester.tell,
-                logs=logs,
-            )
-        )
-        self.apply(plan)
+        self.apply(planner.plan(self.round_input(self.experiment(self.spec), self.suggester, logs)))
         self.now += ROUND
         for name, pod in self.pods.items():
             phase = pod["status"]["phase"]

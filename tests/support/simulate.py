@@ -12,7 +12,7 @@ import asyncio
 import atexit
 import copy
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES
 from hpo_operator.core import times
 from hpo_operator.planner.apply import carry_out
+from hpo_operator.search.suggest import Suggester
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 ROUND = timedelta(seconds=10)
@@ -105,6 +106,31 @@ class MemoryCluster:
     def views(self) -> list[planner.TrialView]:
         return [planner.TrialView(n, b["metadata"]["uid"], copy.deepcopy(b)) for n, b in self.trials.items()]
 
+    def experiment(self, spec: ExperimentSpec) -> planner.ExperimentView:
+        """The Experiment (exp in default) as a round reads it, with the status written last."""
+        return planner.ExperimentView("exp", "default", "uid-exp", 1, spec, copy.deepcopy(self.status))
+
+    def round_input(
+        self,
+        exp: planner.ExperimentView,
+        suggester: Suggester,
+        logs: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> planner.RoundInput:
+        """What the operator's loop gives plan() (controller/loop.py): the Trials and pods held here
+        (copies: the plan's writes must not change what it read), the Suggester's suggest, should_stop
+        and tell, the trials' `logs` (none by default) and `now` (this cluster's clock by default)."""
+        return planner.RoundInput(
+            experiment=exp,
+            trials=self.views(),
+            pods=copy.deepcopy(self.pods),
+            now=self.now if now is None else now,
+            suggest=suggester.suggest,
+            should_stop=suggester.should_stop,
+            tell=suggester.tell,
+            logs=logs or {},
+        )
+
 
 class InMemoryExperiment(MemoryCluster):
     def __init__(self, spec: ExperimentSpec, loss: Callable[[dict[str, str]], float | dict[str, float]]):
@@ -126,19 +152,7 @@ class InMemoryExperiment(MemoryCluster):
         self.suggester = planner.restore_suggester(self.spec, self.views(), self.status)
 
     def round(self) -> None:
-        exp = planner.ExperimentView("exp", "default", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
-        p = planner.plan(
-            planner.RoundInput(
-                experiment=exp,
-                trials=self.views(),
-                pods=copy.deepcopy(self.pods),
-                now=self.now,
-                suggest=self.suggester.suggest,
-                should_stop=self.suggester.should_stop,
-                tell=self.suggester.tell,
-            )
-        )
-        self.apply(p)
+        self.apply(planner.plan(self.round_input(self.experiment(self.spec), self.suggester)))
         self.now += ROUND
         for name, pod in list(self.pods.items()):
             if pod["status"]["phase"] == "Pending":

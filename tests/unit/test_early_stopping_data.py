@@ -62,18 +62,7 @@ class Run:
             running = pod["status"]["phase"] == "Running"
             logs[name] = self.log(name, self.seen.get(name, 0) if running else 12, stamped=running)
         exp = planner.ExperimentView(EXP, NS, EXP_UID, 1, self.spec, copy.deepcopy(self.cluster.status))
-        plan = planner.plan(
-            planner.RoundInput(
-                experiment=exp,
-                trials=self.cluster.views(),
-                pods=copy.deepcopy(self.cluster.pods),
-                now=self.now,
-                suggest=self.suggester.suggest,
-                should_stop=self.suggester.should_stop,
-                tell=self.suggester.tell,
-                logs=logs,
-            )
-        )
+        plan = planner.plan(self.cluster.round_input(exp, self.suggester, logs, now=self.now))
         self.cluster.apply(plan)
         self.now += ROUND
         return plan

@@ -41,6 +41,14 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     _runner.run(coroutine)
 
 
+def exited(started: str, finished: str, message: str | None = None) -> dict[str, Any]:
+    """The status of a trial's container that exited 0, with its termination message if given."""
+    terminated: dict[str, Any] = {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": finished}
+    if message is not None:
+        terminated["message"] = message
+    return {"name": "train", "restartCount": 0, "ready": False, "state": {"terminated": terminated}}
+
+
 class MemoryCluster:
     """Trials, pods and the Experiment's status as dicts, on which plans are carried out, stage by stage
     (apply.stages), as the executor does on the API server (statuses arrive dumped, as the API server gets them).
@@ -106,6 +114,19 @@ class MemoryCluster:
     def views(self) -> list[planner.TrialView]:
         return [planner.TrialView(n, b["metadata"]["uid"], copy.deepcopy(b)) for n, b in self.trials.items()]
 
+    def pod_of(self, name: str, status: dict[str, Any], image: str = "trainer:1") -> dict[str, Any]:
+        """Trial `name`'s pod, made now, with one container (train) and `status`."""
+        return {
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "uid": f"pod-{name}",
+                "creationTimestamp": times.iso(self.now),
+            },
+            "spec": {"containers": [{"name": "train", "image": image}]},
+            "status": status,
+        }
+
     def experiment(self, spec: ExperimentSpec) -> planner.ExperimentView:
         """The Experiment (exp in default) as a round reads it, with the status written last."""
         return planner.ExperimentView("exp", "default", "uid-exp", 1, spec, copy.deepcopy(self.status))
@@ -169,32 +190,8 @@ class InMemoryExperiment(MemoryCluster):
             "conditions": [],
         }
         if result is not None:
-            status["containerStatuses"] = [
-                {
-                    "name": "train",
-                    "restartCount": 0,
-                    "ready": False,
-                    "state": {
-                        "terminated": {
-                            "exitCode": 0,
-                            "reason": "Completed",
-                            "message": result,
-                            "startedAt": times.iso(self.now),
-                            "finishedAt": times.iso(self.now),
-                        }
-                    },
-                }
-            ]
-        return {
-            "metadata": {
-                "name": name,
-                "namespace": "default",
-                "uid": f"pod-{name}",
-                "creationTimestamp": times.iso(self.now),
-            },
-            "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
-            "status": status,
-        }
+            status["containerStatuses"] = [exited(times.iso(self.now), times.iso(self.now), result)]
+        return self.pod_of(name, status)
 
     def run(self, rounds: int | None = None) -> InMemoryExperiment:
         """Runs `rounds` rounds, or until the experiment finishes (at most MAX_ROUNDS)."""

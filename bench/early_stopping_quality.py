@@ -22,7 +22,6 @@ This is a benchmark: it prints numbers and asserts nothing.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import math
 import statistics
@@ -39,9 +38,9 @@ from hpo_operator import planner  # noqa: E402
 from hpo_operator.api.parameters import parameters_of  # noqa: E402
 from hpo_operator.api.spec import EarlyStopping, ExperimentSpec  # noqa: E402
 from hpo_operator.core import times  # noqa: E402
-from hpo_operator.planner.simulate import START, MemoryCluster  # noqa: E402
 from tests.support import tabular  # noqa: E402
 from tests.support.search_runs import experiment_spec, table  # noqa: E402
+from tests.support.simulate import START, MemoryCluster, exited  # noqa: E402
 
 STEPS = 27  # rungs at 1, 3, 9, 27 with reductionFactor 3
 ROUND = timedelta(seconds=10)
@@ -79,16 +78,7 @@ class CurveExperiment(MemoryCluster):
         self.trained = 0
 
     def pending(self, name: str) -> dict[str, Any]:
-        return {
-            "metadata": {
-                "name": name,
-                "namespace": "default",
-                "uid": f"pod-{name}",
-                "creationTimestamp": times.iso(self.now),
-            },
-            "spec": {"containers": [{"name": "train", "image": "bench"}]},
-            "status": {"phase": "Pending", "conditions": []},
-        }
+        return self.pod_of(name, {"phase": "Pending", "conditions": []}, image="bench")
 
     def log(self, name: str) -> str:
         config = parameters_of(self.trials[name]["spec"]["parameters"])
@@ -102,18 +92,7 @@ class CurveExperiment(MemoryCluster):
 
     def round(self) -> None:
         logs = {n: self.log(n) for n, p in self.pods.items() if p["status"]["phase"] in ("Running", "Succeeded")}
-        exp = planner.ExperimentView("exp", "default", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
-        plan = planner.plan(
-            exp,
-            self.views(),
-            copy.deepcopy(self.pods),
-            logs,
-            self.now,
-            self.suggester.suggest,
-            self.suggester.should_stop,
-            self.suggester.tell,
-        )
-        self.apply(plan)
+        self.apply(planner.plan(self.round_input(self.experiment(self.spec), self.suggester, logs)))
         self.now += ROUND
         for name, pod in self.pods.items():
             phase = pod["status"]["phase"]
@@ -129,21 +108,7 @@ class CurveExperiment(MemoryCluster):
                         "phase": "Succeeded",
                         "startTime": pod["status"]["startTime"],
                         "conditions": [],
-                        "containerStatuses": [
-                            {
-                                "name": "train",
-                                "restartCount": 0,
-                                "ready": False,
-                                "state": {
-                                    "terminated": {
-                                        "exitCode": 0,
-                                        "reason": "Completed",
-                                        "startedAt": pod["status"]["startTime"],
-                                        "finishedAt": times.iso(self.now),
-                                    }
-                                },
-                            }
-                        ],
+                        "containerStatuses": [exited(pod["status"]["startTime"], times.iso(self.now))],
                     }
 
     def run(self) -> CurveExperiment:

@@ -230,7 +230,7 @@ def memory_toy(seeds: list[int]) -> None:
     simulation with Optuna's samplers for random and grid): the best Q after 20 steps of each of 4
     members or trials, many seeds."""
     from hpo_operator.api.spec import ExperimentSpec
-    from hpo_operator.planner.simulate import InMemoryExperiment
+    from tests.support.simulate import InMemoryExperiment
 
     def hyper(params: dict[str, float]) -> dict[str, float]:
         return {"h0": 1 - params["focus"], "h1": params["focus"]} if "focus" in params else params

@@ -1,7 +1,7 @@
 """Tuning quality through the operator's suggestion path, against Optuna used directly.
 
 Runs Branin (2-D) and Hartmann-6 (6-D) with random, tpe and cmaes over several seeds. The
-operator's side is tests/support/search_runs.py's: hpo_operator.planner.simulate.InMemoryExperiment, i.e.
+operator's side is tests/support/search_runs.py's: tests.support.simulate.InMemoryExperiment, i.e.
 planner.plan() round by round, as the operator's experiment loop runs it, against Trials and pods
 in memory that succeed one round after they start, reporting {"loss": f(x)}. The direct side is
 optuna.create_study() + optimize() with the same sampler class, seed and (default) settings, and an

@@ -22,9 +22,9 @@ from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core import times
 from hpo_operator.planner import apply as writes
-from hpo_operator.planner.simulate import ROUND, MemoryCluster
 from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads import population as segments
+from tests.support.simulate import ROUND, MemoryCluster
 
 EXP, EXP_UID = "exp", "uid-exp"
 START = (0.9, 0.9)
@@ -102,7 +102,14 @@ class PopulationCluster(MemoryCluster):
     def round(self) -> None:
         exp = planner.ExperimentView(EXP, "default", EXP_UID, 1, self.spec, copy.deepcopy(self.status))
         plan = planner.plan(
-            exp, self.views(), copy.deepcopy(self.pods), {}, self.now, lambda i: None, volumes=set(self.claims)
+            planner.RoundInput(
+                experiment=exp,
+                trials=self.views(),
+                pods=copy.deepcopy(self.pods),
+                now=self.now,
+                suggest=lambda i: None,
+                volumes=set(self.claims),
+            )
         )
         try:
             self.apply(plan)
@@ -135,7 +142,7 @@ class PopulationCluster(MemoryCluster):
                 if isinstance(w, writes.DeleteClaim):
                     self.claims.pop(w.name, None)
                 else:
-                    self.sync(self.write(w))
+                    self.sync(writes.perform(w, self))
 
     def tick(self) -> None:
         self.writes += 1

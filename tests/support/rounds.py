@@ -90,7 +90,17 @@ def run(
     if observations is None:
         observations = planner.observe_pods(spec, trials, pods, now)
     return planner.plan(
-        exp, trials, pods, logs or {}, now, suggest, observations=observations, refused=refused, outputs=outputs
+        planner.RoundInput(
+            experiment=exp,
+            trials=trials,
+            pods=pods,
+            now=now,
+            suggest=suggest,
+            logs=logs or {},
+            observations=observations,
+            refused=refused,
+            outputs=outputs,
+        )
     )
 
 

@@ -1,7 +1,7 @@
 """The two sides every tuning benchmark compares: a search run through the operator's suggestion
 path, and the same search run by Optuna directly; and the table they print.
 
-- **Operator**: hpo_operator.planner.simulate.InMemoryExperiment, i.e. planner.plan() round by
+- **Operator**: tests.support.simulate.InMemoryExperiment, i.e. planner.plan() round by
   round as the operator's experiment loop (controller/loop.py) runs it, with a Suggester, against
   Trials and pods in memory. Every pod started in a round has succeeded by the next one, its
   termination message the JSON of the metrics `evaluate` returns for the Trial's parameters (every
@@ -32,7 +32,7 @@ import optuna  # noqa: E402
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution  # noqa: E402
 
 from hpo_operator.api.spec import ExperimentSpec  # noqa: E402
-from hpo_operator.planner.simulate import InMemoryExperiment  # noqa: E402
+from tests.support.simulate import InMemoryExperiment  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

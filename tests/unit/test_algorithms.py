@@ -30,9 +30,9 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import AlgorithmName
 from hpo_operator.core import times
 from hpo_operator.core.space import format_value, normalize_assignment
-from hpo_operator.planner.simulate import InMemoryExperiment
 from hpo_operator.search.samplers import SAMPLERS, SearchSpaceError, check, distribution, make_sampler
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
+from tests.support.simulate import InMemoryExperiment
 
 # Optuna 5 deprecates some sampler arguments (sigma0, priorWeight, ...) and calls QMCSampler and
 # group=True experimental; the warnings say nothing about what is tested here.

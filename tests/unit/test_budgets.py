@@ -10,7 +10,6 @@ import pytest
 
 from hpo_operator.core import spend, times
 from hpo_operator.core.quantity import QuantityError, parse
-from hpo_operator.planner.simulate import InMemoryExperiment
 from hpo_operator.workloads.requests import requested
 from tests.support.rounds import (
     EARLIER,
@@ -28,6 +27,7 @@ from tests.support.rounds import (
     suggested,
     trial_statuses,
 )
+from tests.support.simulate import InMemoryExperiment
 
 GPU = "nvidia.com/gpu"
 

@@ -15,9 +15,9 @@ import pytest
 
 from hpo_operator import planner
 from hpo_operator.core.space import format_value
-from hpo_operator.planner.simulate import MemoryCluster
 from hpo_operator.search import suggest as suggest_module
 from tests.support.rounds import EXP, EXP_UID, NOW, NS, iso, make_spec, pod_running, pod_succeeded
+from tests.support.simulate import MemoryCluster
 
 ROUND = timedelta(seconds=2)
 
@@ -62,16 +62,7 @@ class Run:
             running = pod["status"]["phase"] == "Running"
             logs[name] = self.log(name, self.seen.get(name, 0) if running else 12, stamped=running)
         exp = planner.ExperimentView(EXP, NS, EXP_UID, 1, self.spec, copy.deepcopy(self.cluster.status))
-        plan = planner.plan(
-            exp,
-            self.cluster.views(),
-            copy.deepcopy(self.cluster.pods),
-            logs,
-            self.now,
-            self.suggester.suggest,
-            self.suggester.should_stop,
-            self.suggester.tell,
-        )
+        plan = planner.plan(self.cluster.round_input(exp, self.suggester, logs, now=self.now))
         self.cluster.apply(plan)
         self.now += ROUND
         return plan

@@ -380,6 +380,71 @@ def test_a_plans_writes_come_as_data_in_three_stages():
     assert events == [apply.PostEvents(plan.events)]
 
 
+class RecordingTarget:
+    """An apply.Target that records each call: (method, arguments)."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    async def create_trial(self, body, start):
+        self.calls.append(("create_trial", body, start))
+
+    async def update_trial(self, name, status, metadata):
+        self.calls.append(("update_trial", name, status, metadata))
+
+    async def start(self, name):
+        self.calls.append(("start", name))
+
+    async def delete_workload(self, name):
+        self.calls.append(("delete_workload", name))
+
+    async def set_queue_active(self, name, active):
+        self.calls.append(("set_queue_active", name, active))
+
+    async def delete_claim(self, name):
+        self.calls.append(("delete_claim", name))
+
+    async def write_experiment_status(self, status):
+        self.calls.append(("write_experiment_status", status))
+
+    def post_events(self, events):
+        self.calls.append(("post_events", events))
+
+
+def test_each_kind_of_write_reaches_its_own_target_method_with_its_fields():
+    """apply.perform() is the one dispatch the executor and the in-memory cluster share: every kind
+    of write in apply.Write calls exactly one method, the one for its kind, with the write's fields."""
+    import typing
+
+    from hpo_operator.planner import apply
+
+    events = [planner.Event(None, "Normal", "Running", "ok")]
+    expected = [
+        (apply.CreateTrial({"metadata": {"name": "t0"}}, True), ("create_trial", {"metadata": {"name": "t0"}}, True)),
+        (
+            apply.UpdateTrial("t1", {"phase": "Running"}, {"labels": {"a": "b"}}),
+            (
+                "update_trial",
+                "t1",
+                {"phase": "Running"},
+                {"labels": {"a": "b"}},
+            ),
+        ),
+        (apply.StartTrial("t2"), ("start", "t2")),
+        (apply.DeleteWorkload("t3"), ("delete_workload", "t3")),
+        (apply.SetQueueActive("t4", False), ("set_queue_active", "t4", False)),
+        (apply.DeleteClaim("claim-a"), ("delete_claim", "claim-a")),
+        (apply.WriteExperimentStatus({"phase": "Running"}), ("write_experiment_status", {"phase": "Running"})),
+        (apply.PostEvents(events), ("post_events", events)),
+    ]
+    kinds = [type(w) for w, _ in expected]
+    assert len(kinds) == len(set(kinds)) and set(kinds) == set(typing.get_args(apply.Write))  # every kind, once
+    for write, call in expected:
+        target = RecordingTarget()
+        asyncio.run(apply.perform(write, target))
+        assert target.calls == [call], write
+
+
 # --- tenancy: the author's rights, and the ServiceAccount workloads are written as ----------------
 
 KEY = b"signing-key"

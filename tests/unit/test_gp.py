@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from hpo_operator.api.algorithms import SettingsError, parse_settings
-from hpo_operator.planner.simulate import InMemoryExperiment
 from hpo_operator.search import samplers
 from hpo_operator.search.samplers import GP_NEEDS, SearchSpaceError, make_sampler, torch_available
 from tests.support.rounds import make_spec
+from tests.support.simulate import InMemoryExperiment
 
 
 def gp_spec(**overrides):

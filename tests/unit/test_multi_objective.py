@@ -15,9 +15,9 @@ from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core.pareto import front, hypervolume
 from hpo_operator.core.space import format_value
-from hpo_operator.planner.simulate import InMemoryExperiment
 from hpo_operator.search.samplers import make_sampler
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
+from tests.support.simulate import InMemoryExperiment
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

@@ -35,7 +35,6 @@ from hpo_operator.core import metrics
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
-from hpo_operator.planner.simulate import MemoryCluster
 from tests.support.rounds import (
     EARLIER,
     EXP,
@@ -70,6 +69,7 @@ from tests.support.rounds import (
     trial_statuses,
     user_trial,
 )
+from tests.support.simulate import MemoryCluster
 
 # =============================================================================================
 # launching
@@ -1365,7 +1365,15 @@ class Cluster(MemoryCluster):
         views = self.views()
         settle_refusals(self.refused, views)  # as the loop does before each round
         p = planner.plan(
-            exp, views, copy.deepcopy(self.pods), dict(self.logs), self.now, self.suggest, refused=dict(self.refused)
+            planner.RoundInput(
+                experiment=exp,
+                trials=views,
+                pods=copy.deepcopy(self.pods),
+                now=self.now,
+                suggest=self.suggest,
+                logs=dict(self.logs),
+                refused=dict(self.refused),
+            )
         )
         self.apply(p)
         self.plans.append(p)

@@ -413,7 +413,11 @@ def segment_view(member: int, generation: int, phase: str | None = None, value: 
 def plan(spec, trials, pods=None, volumes=None):
     exp = r.ExperimentView(r.EXP, r.NS, r.EXP_UID, 1, spec, {})
     trials = list(trials)
-    return r.planner.plan(exp, trials, pods or {}, {}, r.NOW, lambda i: None, volumes=volumes)
+    return r.planner.plan(
+        r.planner.RoundInput(
+            experiment=exp, trials=trials, pods=pods or {}, now=r.NOW, suggest=lambda i: None, volumes=volumes
+        )
+    )
 
 
 def test_the_first_round_makes_every_member_of_generation_zero_and_starts_what_slots_allow():

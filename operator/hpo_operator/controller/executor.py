@@ -1,7 +1,7 @@
 # One piece: every kind of a plan's writes as API calls, all through attempt() and its refusal rules.
-"""Carries a planner.Plan out on the API server: planner/apply.py's stages() gives the plan's
-writes in their order (the status models dumped into the JSON written), this class makes each write
-an API call.
+"""Carries a planner.Plan out on the API server: planner/apply.py's carry_out() walks the plan's
+writes in their order (the status models dumped into the JSON written) and hands each to this
+class's method for its kind (an apply.Target), which makes it an API call.
 
 One failed write does not stop the others: a pod the API server refuses (a quota, a policy, an
 invalid manifest) must not keep the experiment's status from being written or other pods from being
@@ -114,29 +114,9 @@ class Executor:
             return e
 
     async def run(self, plan: planner.Plan) -> None:
-        for stage in apply.stages(plan):
-            await asyncio.gather(*(self.write(w) for w in stage))
+        await apply.carry_out(plan, self)  # this class is an apply.Target: a method per kind of write
         if self.failures:
             raise self.failures[0]  # counted as a failed round, retried with backoff
-
-    async def write(self, w: apply.Write) -> None:
-        match w:
-            case apply.CreateTrial(body, start):
-                await self.create_trial(body, start)
-            case apply.UpdateTrial(name, status, metadata):
-                await self.update_trial(name, status, metadata)
-            case apply.StartTrial(name):
-                await self.start(name)
-            case apply.DeleteWorkload(name):
-                await self.delete_workload(name)
-            case apply.SetQueueActive(name, active):
-                await self.set_queue_active(name, active)
-            case apply.DeleteClaim(name):
-                await self.delete_claim(name)
-            case apply.WriteExperimentStatus(status):
-                await self.write_experiment_status(status)
-            case apply.PostEvents(events):
-                self.post_events(events)
 
     async def delete_workload(self, name: str) -> None:
         await self.attempt(

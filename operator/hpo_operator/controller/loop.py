@@ -268,28 +268,27 @@ class ExperimentLoop:
                 }
         settle_refusals(self.refused, trials)
         planning = time.monotonic()
-        args = (
-            view,
-            trials,
-            pods,
-            {},
-            now,
-            suggester.suggest,
-            suggester.should_stop,
-            suggester.tell,
-            volumes,
-            observations,
-            dict(self.refused),
-            outputs,
+        given = planner.RoundInput(
+            experiment=view,
+            trials=trials,
+            pods=pods,
+            now=now,
+            suggest=suggester.suggest,
+            should_stop=suggester.should_stop,
+            tell=suggester.tell,
+            volumes=volumes,
+            observations=observations,
+            refused=dict(self.refused),
+            outputs=outputs,
         )
         if len(trials) > THREAD_PLAN_TRIALS:
             # Off the event loop, which serves the informers and every other experiment
             # meanwhile; only this experiment's loop uses its suggester.
-            plan = await asyncio.to_thread(planner.plan, *args)
+            plan = await asyncio.to_thread(planner.plan, given)
         else:
             # A small plan takes a millisecond or two: less than handing it to one of the few
             # threads the event loop has, for which a hundred experiments would queue.
-            plan = planner.plan(*args)
+            plan = planner.plan(given)
         self.plan_seconds = time.monotonic() - planning
         reported = len(self.refused)
         await Executor(

@@ -1,9 +1,10 @@
 """The experiment's decisions, as a pure function of what the cluster holds.
 
-`plan()` takes an Experiment, its Trials and their pods (and what their output reported) and
-returns what to change: Trial statuses, Trials and pods to create, pods to delete, the Experiment
-status and Events. It reads no clock but `now` and calls no API, so every rule below is unit-tested
-without a cluster, and the executor (controller/executor.py) only carries the plan out.
+`plan()` takes one round's input, each part named (inputs.RoundInput: an Experiment, its Trials and
+their pods, what their output reported, the search algorithm's calls) and returns what to change:
+Trial statuses, Trials and pods to create, pods to delete, the Experiment status and Events. It
+reads no clock but `now` and calls no API, so every rule below is unit-tested without a cluster,
+and the executor (controller/executor.py) only carries the plan out.
 
 Rules (README.md, "Budgets and recovery", documents them for users):
 - A configuration is a set of parameter values; its trials share the label hpo.dev/config.
@@ -25,8 +26,8 @@ shared helpers) → admission.py (user trials, restarts, retries) → queue.py (
 holds) → progress.py (metrics and their history, early stopping) → lifecycle.py (what pods say) →
 launch.py (new pods and suggestions, results told) → population.py (pbt: a generation's segments)
 → refusals.py (an invalid spec, a refused watch) → budget.py (time and compute spent, and their
-limits) → experiment.py (phase, counts, best trial, status). `plan()` below calls their steps, in
-this order:
+limits) → experiment.py (phase, counts, best trial, status); inputs.py names what a round reads.
+`plan()` below calls their steps, in this order:
   1. experiment.opening_status: the Experiment's status to write, started from the one read;
   2. lifecycle.observe_trials: pods (and creates the API server refused) become Trial statuses;
      users' Trials are adopted or refused;
@@ -46,8 +47,9 @@ this order:
      checkpoint claims;
   9. experiment.finish_status: trial counts, what was spent (budget.record), and the Plan with the
      statuses the round changed.
-apply.py's `stages()` turns a Plan into its writes, in the one order every caller uses (the executor
-on the API server, simulate.MemoryCluster on dicts).
+apply.py's `stages()` turns a Plan into its writes, in the one order every caller uses, and
+`carry_out()` hands each to its kind's method of a Target (the executor on the API server; the
+in-memory cluster of the tests and benchmarks, tests/support/simulate.py, on dicts).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ from .experiment import (
     reopen,
     retention,
 )
+from .inputs import RoundInput
 from .launch import count_launched, tell_results
 from .lifecycle import needs_log, needs_output, observe_pods, observe_trials, read_outputs
 from .refusals import plan_invalid_spec, plan_watch_forbidden, validate_spec, watched_again
@@ -109,6 +112,7 @@ __all__ = [
     "plan_invalid_spec",
     "plan_watch_forbidden",
     "Refusal",
+    "RoundInput",
     "restore_suggester",
     "warm_results",
     "watched_again",
@@ -161,50 +165,32 @@ def warm_results(
     return out
 
 
-def plan(
-    exp: ExperimentView,
-    trials: list[TrialView],
-    pods: dict[str, dict[str, Any]],
-    logs: dict[str, str],
-    now: datetime,
-    suggest: Callable[[int], dict[str, str] | None],
-    should_stop: Callable[[int, dict[int, float]], bool] | None = None,
-    tell: Callable[[int, Outcome], None] | None = None,
-    volumes: set[str] | None = None,
-    observations: Mapping[str, PodObservation] | None = None,
-    refused: Mapping[str, Refusal] | None = None,
-    outputs: Mapping[str, metrics.Output] | None = None,
-) -> Plan:
-    """`suggest(i)` gives suggestion i's values (None when the space is used up);
-    `should_stop(i, {step: value})` says whether suggestion i's running trial should stop early;
-    `tell(i, outcome)` hears each decided result before any later suggestion is asked (the same
-    results are also listed in plan.tells); `volumes`, the checkpoint claims that exist (None: not
-    known, so none is removed); `observations`, what each unfinished trial's pod says, as
-    observe_pods() gives it (None: observed here, the same way); `refused`, the trials whose pod (or
-    Job, or resource) was refused since the last round (by the API server, or the author check),
-    with the reason; `outputs`, what each trial's output reported as read_outputs() gives it from
-    `logs` (None: read here from `logs`, the same way; the loop reads them off its event loop and
-    passes them, and then no text is parsed here).
+def plan(given: RoundInput) -> Plan:
+    """The round's Plan, from what it reads (inputs.RoundInput, whose fields say what each one is
+    and what its default means).
 
     The steps run in the order the module's docstring gives; each reads the statuses the steps
     before it set (state.status), so the order is part of the rules."""
+    exp, trials, pods, now = given.experiment, given.trials, given.pods, given.now
     invalid = validate_spec(exp.spec)
+    observations = given.observations
     if observations is None:
         observations = observe_pods(exp.spec, trials, pods, now)
+    outputs = given.outputs
     if outputs is None:
-        outputs = read_outputs(exp.spec, trials, observations, logs)
+        outputs = read_outputs(exp.spec, trials, observations, given.logs)
     state = RoundState(
         exp,
         trials,
         pods,
         outputs,
         now,
-        suggest,
-        should_stop or (lambda i, v: False),
-        tell or (lambda i, o: None),
-        volumes,
-        observations,
-        refused,
+        given.suggest,
+        given.should_stop or (lambda i, v: False),
+        given.tell or (lambda i, o: None),
+        volumes=given.volumes,
+        observations=observations,
+        refused=given.refused,
     )
     status = opening_status(state)
     observe_trials(state)

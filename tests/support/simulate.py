@@ -2,7 +2,8 @@
 loop does (controller/loop.py, with the Suggester's suggest, should_stop and tell), carries the plan
 out on dicts, and every pod started in a round has succeeded by the next one, its termination
 message giving the objective as loss(values) (or, when loss returns a dict, those metrics).
-Benchmarks and tests drive whole searches through it.
+Benchmarks and tests drive whole searches through it; it lives with the tests' support, not in the
+planner, which it drives from above (plan() for each round, apply.carry_out() for its writes).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import atexit
 import copy
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +21,8 @@ from hpo_operator.api.parameters import parameters_of
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import FINISHED_PHASES
 from hpo_operator.core import times
-
-from . import apply as writes  # `apply` is also MemoryCluster's method
+from hpo_operator.planner.apply import carry_out
+from hpo_operator.search.suggest import Suggester
 
 START = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 ROUND = timedelta(seconds=10)
@@ -40,6 +41,14 @@ def _run(coroutine: Coroutine[Any, Any, None]) -> None:
     _runner.run(coroutine)
 
 
+def exited(started: str, finished: str, message: str | None = None) -> dict[str, Any]:
+    """The status of a trial's container that exited 0, with its termination message if given."""
+    terminated: dict[str, Any] = {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": finished}
+    if message is not None:
+        terminated["message"] = message
+    return {"name": "train", "restartCount": 0, "ready": False, "state": {"terminated": terminated}}
+
+
 class MemoryCluster:
     """Trials, pods and the Experiment's status as dicts, on which plans are carried out, stage by stage
     (apply.stages), as the executor does on the API server (statuses arrive dumped, as the API server gets them).
@@ -55,32 +64,9 @@ class MemoryCluster:
         self.created: list[str] = []  # trial names, in the order they were made
 
     def apply(self, plan: planner.Plan) -> None:
-        _run(self.carry_out(plan))
-
-    async def carry_out(self, plan: planner.Plan) -> None:
-        """The plan's writes, stage by stage, as the executor makes them on the API server."""
-        for stage in writes.stages(plan):
-            await asyncio.gather(*(self.write(w) for w in stage))
-
-    async def write(self, w: writes.Write) -> None:
-        match w:
-            case writes.CreateTrial(body, start):
-                await self.create_trial(body, start)
-            case writes.UpdateTrial(name, status, metadata):
-                await self.update_trial(name, status, metadata)
-            case writes.StartTrial(name):
-                await self.start(name)
-            case writes.DeleteWorkload(name):
-                await self.delete_workload(name)
-            case writes.SetQueueActive(name, active):
-                if not active:
-                    await self.delete_workload(name)  # no Kueue here: the executor's fallback
-            case writes.DeleteClaim(name):
-                await self.delete_claim(name)
-            case writes.WriteExperimentStatus(status):
-                await self.write_experiment_status(status)
-            case writes.PostEvents(events):
-                self.post_events(events)
+        """The plan's writes, stage by stage, as the executor makes them on the API server (this
+        class is an apply.Target: a method per kind of write)."""
+        _run(carry_out(plan, self))
 
     async def create_trial(self, body: dict[str, Any], start: bool) -> None:
         name = body["metadata"]["name"]
@@ -112,6 +98,10 @@ class MemoryCluster:
     async def delete_workload(self, name: str) -> None:
         self.pods.pop(name, None)
 
+    async def set_queue_active(self, name: str, active: bool) -> None:
+        if not active:
+            await self.delete_workload(name)  # no Kueue here: the executor's fallback
+
     async def delete_claim(self, name: str) -> None:
         pass  # no volumes here
 
@@ -123,6 +113,44 @@ class MemoryCluster:
 
     def views(self) -> list[planner.TrialView]:
         return [planner.TrialView(n, b["metadata"]["uid"], copy.deepcopy(b)) for n, b in self.trials.items()]
+
+    def pod_of(self, name: str, status: dict[str, Any], image: str = "trainer:1") -> dict[str, Any]:
+        """Trial `name`'s pod, made now, with one container (train) and `status`."""
+        return {
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "uid": f"pod-{name}",
+                "creationTimestamp": times.iso(self.now),
+            },
+            "spec": {"containers": [{"name": "train", "image": image}]},
+            "status": status,
+        }
+
+    def experiment(self, spec: ExperimentSpec) -> planner.ExperimentView:
+        """The Experiment (exp in default) as a round reads it, with the status written last."""
+        return planner.ExperimentView("exp", "default", "uid-exp", 1, spec, copy.deepcopy(self.status))
+
+    def round_input(
+        self,
+        exp: planner.ExperimentView,
+        suggester: Suggester,
+        logs: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> planner.RoundInput:
+        """What the operator's loop gives plan() (controller/loop.py): the Trials and pods held here
+        (copies: the plan's writes must not change what it read), the Suggester's suggest, should_stop
+        and tell, the trials' `logs` (none by default) and `now` (this cluster's clock by default)."""
+        return planner.RoundInput(
+            experiment=exp,
+            trials=self.views(),
+            pods=copy.deepcopy(self.pods),
+            now=self.now if now is None else now,
+            suggest=suggester.suggest,
+            should_stop=suggester.should_stop,
+            tell=suggester.tell,
+            logs=logs or {},
+        )
 
 
 class InMemoryExperiment(MemoryCluster):
@@ -145,18 +173,7 @@ class InMemoryExperiment(MemoryCluster):
         self.suggester = planner.restore_suggester(self.spec, self.views(), self.status)
 
     def round(self) -> None:
-        exp = planner.ExperimentView("exp", "default", "uid-exp", 1, self.spec, copy.deepcopy(self.status))
-        p = planner.plan(
-            exp,
-            self.views(),
-            copy.deepcopy(self.pods),
-            {},
-            self.now,
-            self.suggester.suggest,
-            self.suggester.should_stop,
-            self.suggester.tell,
-        )
-        self.apply(p)
+        self.apply(planner.plan(self.round_input(self.experiment(self.spec), self.suggester)))
         self.now += ROUND
         for name, pod in list(self.pods.items()):
             if pod["status"]["phase"] == "Pending":
@@ -173,32 +190,8 @@ class InMemoryExperiment(MemoryCluster):
             "conditions": [],
         }
         if result is not None:
-            status["containerStatuses"] = [
-                {
-                    "name": "train",
-                    "restartCount": 0,
-                    "ready": False,
-                    "state": {
-                        "terminated": {
-                            "exitCode": 0,
-                            "reason": "Completed",
-                            "message": result,
-                            "startedAt": times.iso(self.now),
-                            "finishedAt": times.iso(self.now),
-                        }
-                    },
-                }
-            ]
-        return {
-            "metadata": {
-                "name": name,
-                "namespace": "default",
-                "uid": f"pod-{name}",
-                "creationTimestamp": times.iso(self.now),
-            },
-            "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
-            "status": status,
-        }
+            status["containerStatuses"] = [exited(times.iso(self.now), times.iso(self.now), result)]
+        return self.pod_of(name, status)
 
     def run(self, rounds: int | None = None) -> InMemoryExperiment:
         """Runs `rounds` rounds, or until the experiment finishes (at most MAX_ROUNDS)."""

@@ -81,14 +81,16 @@ def run(
     observations=None,
     refused=None,
     outputs=None,
+    workloads=None,
 ):
     """One round. The pods are observed as the operator's loop observes them (planner.observe_pods),
     unless a test gives the observations itself; their output is read from `logs` unless a test
-    gives the outputs (metrics.Output) as the loop does."""
+    gives the outputs (metrics.Output) as the loop does. `workloads`: what Job or resource trials'
+    workloads say (workloads.observe), by trial name, as the loop gives them."""
     exp = ExperimentView(EXP, NS, EXP_UID, 3, spec, copy.deepcopy(status or {}))
     trials, pods = list(trials), pods or {}
     if observations is None:
-        observations = planner.observe_pods(spec, trials, pods, now)
+        observations = planner.observe_pods(spec, trials, pods, now, workloads)
     return planner.plan(
         planner.RoundInput(
             experiment=exp,
@@ -100,6 +102,7 @@ def run(
             observations=observations,
             refused=refused,
             outputs=outputs,
+            workloads=workloads,
         )
     )
 

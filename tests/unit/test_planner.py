@@ -35,6 +35,7 @@ from hpo_operator.core import metrics
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, backoff_seconds, goal_reached, is_better, needs_log, validate_spec
+from hpo_operator.workloads.observe import observe_workload
 from tests.support.rounds import (
     EARLIER,
     EXP,
@@ -1700,15 +1701,27 @@ def queued_job_spec(**overrides) -> ExperimentSpec:
     return ExperimentSpec.model_validate(body)
 
 
+def job_round(spec: ExperimentSpec, trials: list, jobs: dict[str, tuple[bool, list[dict]]], **kw):
+    """One round of Job trials, each Job (suspended or not, with its pods) observed as the loop
+    observes it (workloads.observe)."""
+    workloads = {
+        name: observe_workload(
+            "Job", {"metadata": {"name": name, "namespace": NS, "uid": name}, "spec": {"suspend": held}}, pods, now=NOW
+        )
+        for name, (held, pods) in jobs.items()
+    }
+    return run(spec, trials, {n: s.pod for n, s in workloads.items()}, workloads=workloads, **kw)
+
+
 def test_suspending_holds_queued_job_trials_in_their_queue_and_resuming_gives_them_back():
     spec = queued_job_spec(parallelTrialCount=2, suspend=True)
-    running = pod_running("exp-0000")
-    waiting = pod("exp-0001", "Pending", started=None, conditions=GATED)
+    running = (False, [pod_running("exp-0000")])
+    waiting = (True, [])
     trials = [
         suggested(0, "Running", startTime=ago(30)),
         suggested(1, "Queued", reason="WaitingForAdmission"),
     ]
-    plan = run(spec, trials, {"exp-0000": running, "exp-0001": waiting})
+    plan = job_round(spec, trials, {"exp-0000": running, "exp-0001": waiting})
     assert plan.queue_activations == {"exp-0000": False, "exp-0001": False}
     assert plan.delete_workloads == [] and created_names(plan) == []  # nothing killed, nothing re-run
     for name, st in trial_statuses(plan).items():
@@ -1719,15 +1732,16 @@ def test_suspending_holds_queued_job_trials_in_their_queue_and_resuming_gives_th
         for i in (0, 1)
     ]
     # Kueue has not stopped exp-0000 yet: asked again, and looked at again soon; exp-0001 is held.
-    plan = run(spec, held, {"exp-0000": running, "exp-0001": waiting})
+    plan = job_round(spec, held, {"exp-0000": running, "exp-0001": waiting})
     assert plan.queue_activations == {"exp-0000": False} and plan.requeue_after == pytest.approx(2)
     assert "exp-0000" not in trial_statuses(plan) or trial_statuses(plan)["exp-0000"]["phase"] == "Queued"
-    stopped = pod("exp-0000", "Pending", started=None, conditions=GATED)
-    plan = run(spec, held, {"exp-0000": stopped, "exp-0001": waiting})
+    # Kueue suspended it: its pod still terminating, it waits for admission again.
+    stopped = (True, [pod_running("exp-0000")])
+    plan = job_round(spec, held, {"exp-0000": stopped, "exp-0001": waiting})
     assert plan.queue_activations == {}
     # Resumed: both go back to their queue, and wait there as any queued trial.
     resumed = queued_job_spec(parallelTrialCount=2, suspend=False)
-    plan = run(resumed, held, {"exp-0000": stopped, "exp-0001": waiting}, status={"phase": "Suspended"})
+    plan = job_round(resumed, held, {"exp-0000": stopped, "exp-0001": waiting}, status={"phase": "Suspended"})
     assert plan.queue_activations == {"exp-0000": True, "exp-0001": True}
     for st in trial_statuses(plan).values():
         assert (st["phase"], st["reason"]) == ("Queued", "WaitingForAdmission")

@@ -19,6 +19,7 @@ from hpo_operator.search import population as pbt
 from hpo_operator.workloads import checkpoint
 from hpo_operator.workloads import population as segments
 from hpo_operator.workloads.kinds import build_workload
+from hpo_operator.workloads.observe import observe_workload
 from tests.support import population as sim
 from tests.support import rounds as r
 
@@ -410,12 +411,18 @@ def segment_view(member: int, generation: int, phase: str | None = None, value: 
     return t
 
 
-def plan(spec, trials, pods=None, volumes=None):
+def plan(spec, trials, pods=None, volumes=None, workloads=None):
     exp = r.ExperimentView(r.EXP, r.NS, r.EXP_UID, 1, spec, {})
     trials = list(trials)
     return r.planner.plan(
         r.planner.RoundInput(
-            experiment=exp, trials=trials, pods=pods or {}, now=r.NOW, suggest=lambda i: None, volumes=volumes
+            experiment=exp,
+            trials=trials,
+            pods=pods or {},
+            now=r.NOW,
+            suggest=lambda i: None,
+            volumes=volumes,
+            workloads=workloads,
         )
     )
 
@@ -512,6 +519,20 @@ def test_a_segment_that_already_mounted_its_parent_goes_on_when_the_claim_is_del
     assert statuses["exp-g001-m000"]["reason"] == "CheckpointLost"  # not mounted yet: fails
     assert statuses.get("exp-g001-m001", {}).get("phase") != "Failed"  # copying already: goes on
     assert p.delete_workloads == ["exp-g001-m000"]
+
+
+def test_a_job_segment_held_by_its_queue_has_not_mounted_its_parent_whatever_its_old_pod_does():
+    # Suspended by its queue (preempted), its last pod still terminating: its next pod, which would
+    # copy the parent's checkpoint, cannot start once that claim is gone.
+    template = {"spec": {"template": {"spec": {"containers": [{"name": "train", "image": "trainer:1"}]}}}}
+    tt = {"checkpoint": {"volumeClaimTemplate": {"size": "1Mi"}, "mountPath": "/ckpt"}, "job": template}
+    spec = sim.spec(population=2, generations=2, trialTemplate={**tt, "queueName": "team-queue"})
+    gen0 = [segment_view(0, 0, "Succeeded", 0.9), segment_view(1, 0, "Succeeded", 0.5)]
+    job = {"metadata": {"name": "exp-g001-m000", "namespace": r.NS, "uid": "job"}, "spec": {"suspend": True}}
+    seen = observe_workload("Job", job, [r.pod_running("exp-g001-m000-x7k2p")], now=r.NOW)
+    trials = [*gen0, segment_view(0, 1, "Queued", parent=0)]
+    p = plan(spec, trials, {"exp-g001-m000": seen.pod}, volumes=set(), workloads={"exp-g001-m000": seen})
+    assert r.trial_statuses(p)["exp-g001-m000"]["reason"] == "CheckpointLost"
 
 
 def test_a_segment_that_resumed_names_its_parent_segment_as_where_it_resumed_from():

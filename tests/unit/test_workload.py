@@ -1,5 +1,5 @@
-"""Trials as Jobs or any resource (hpo_operator.workloads.kinds): the objects built, and the pod-shaped view
-the planner judges them by, checked through podstate.observe (what the planner calls)."""
+"""Trials as Jobs or any resource (hpo_operator.workloads.kinds): the objects built. What they say
+once they run is test_workload_observe.py's."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import pytest
 import yaml
 
 from hpo_operator.api.spec import ExperimentSpec
-from hpo_operator.controller.namespace import WorkloadObservations
-from hpo_operator.core.podstate import observe
 from hpo_operator.workloads.kinds import (
     JOB,
     POD,
@@ -22,10 +20,8 @@ from hpo_operator.workloads.kinds import (
     kind_of,
     label_pod_templates,
     primary_labels,
-    primary_pod,
     runtime_replicated_jobs,
     trainjob_runtime,
-    trial_pod_view,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,166 +185,6 @@ def test_the_schema_takes_exactly_one_kind():
             assert allowed(body) == (n == 1), f"{sorted(chosen)} {'refused' if n == 1 else 'taken'}"
 
 
-def pod(
-    name: str,
-    phase: str,
-    *,
-    created: str = "2026-01-01T00:00:00Z",
-    index: str | None = None,
-    terminated: dict | None = None,
-    reason: str | None = None,
-    labels: dict | None = None,
-) -> dict:
-    lab = {"hpo.dev/trial": "exp-0003", **(labels or {})}
-    if index is not None:
-        lab["batch.kubernetes.io/job-completion-index"] = index
-    status = {"phase": phase, "startTime": created}
-    if terminated is not None:
-        status["containerStatuses"] = [{"name": "train", "state": {"terminated": terminated}}]
-    elif phase == "Running":
-        status["containerStatuses"] = [{"name": "train", "state": {"running": {"startedAt": created}}}]
-    if reason:
-        status["reason"] = reason
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": "ns",
-            "uid": f"uid-{name}",
-            "labels": lab,
-            "creationTimestamp": created,
-        },
-        "spec": {"containers": [{"name": "train"}]},
-        "status": status,
-    }
-
-
-def job(*conditions: tuple[str, str]) -> dict:
-    return {
-        "metadata": {
-            "name": "exp-0003",
-            "namespace": "ns",
-            "uid": "job-uid",
-            "creationTimestamp": "2026-01-01T00:00:00Z",
-        },
-        "status": {
-            "conditions": [{"type": t, "status": "True", "reason": r, "message": f"{t}: {r}"} for t, r in conditions]
-        },
-    }
-
-
-def seen(workload: dict | None, pods: list[dict], kind: Kind = JOB, **kw):
-    view = trial_pod_view(kind, "exp-0003", workload, pods, **kw)
-    return view, (observe(view) if view is not None else None)
-
-
-def test_a_complete_job_succeeds_with_its_primary_pods_exit_and_message():
-    done = pod(
-        "exp-0003-abc", "Succeeded", terminated={"exitCode": 0, "reason": "Completed", "message": '{"loss": 0.3}'}
-    )
-    view, obs = seen(job(("Complete", "")), [done])
-    assert (obs.phase, obs.failure_class, obs.termination_message) == ("Succeeded", None, '{"loss": 0.3}')
-    assert view["metadata"]["name"] == "exp-0003-abc"  # its log is read by the pod's own name
-
-
-@pytest.mark.parametrize(
-    "pods, reason, expected",
-    [
-        (
-            [pod("p1", "Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})],
-            "BackoffLimitExceeded",
-            "OOMKilled",
-        ),
-        ([pod("p1", "Failed", reason="Evicted")], "BackoffLimitExceeded", "Infrastructure"),
-        ([pod("p1", "Failed", terminated={"exitCode": 2, "reason": "Error"})], "BackoffLimitExceeded", "Error"),
-        ([pod("p1", "Running")], "DeadlineExceeded", "Timeout"),
-        ([], "DeadlineExceeded", "Timeout"),
-        ([], "BackoffLimitExceeded", "Error"),
-    ],
-)
-def test_a_failed_jobs_class_comes_from_its_pods(pods, reason, expected):
-    _, obs = seen(job(("Failed", reason)), pods)
-    assert (obs.phase, obs.failure_class) == ("Failed", expected)
-
-
-def test_the_newest_failed_pod_explains_a_job_that_retried_its_pods():
-    pods = [
-        pod("p1", "Failed", created="2026-01-01T00:00:00Z", terminated={"exitCode": 2, "reason": "Error"}),
-        pod("p2", "Failed", created="2026-01-01T00:01:00Z", terminated={"exitCode": 137, "reason": "OOMKilled"}),
-    ]
-    assert seen(job(("Failed", "BackoffLimitExceeded")), pods)[1].failure_class == "OOMKilled"
-
-
-def test_an_unfinished_job_is_its_primary_pod_or_pending():
-    _, obs = seen(job(), [pod("p1", "Running")])
-    assert obs.phase == "Running"
-    view, obs = seen(job(), [])
-    assert obs.phase == "Pending" and view["metadata"]["name"] == "exp-0003"
-    # A pod that ended while the Job goes on (it retries, or waits for other indexes): still running.
-    _, obs = seen(job(), [pod("p1", "Failed", terminated={"exitCode": 1, "reason": "Error"})])
-    assert obs.phase == "Running"
-    assert seen(None, [pod("p1", "Running")]) == (None, None)
-
-
-def test_an_observation_is_made_again_only_for_a_trial_whose_job_or_pods_changed():
-    s = spec(job=JOB_TEMPLATE)
-    jobs = {"exp-0003": job(), "exp-0004": {**job(), "metadata": {**job()["metadata"], "name": "exp-0004"}}}
-    running = pod("p3", "Running")
-    waiting = pod("p4", "Pending", labels={"hpo.dev/trial": "exp-0004"})
-    cache = WorkloadObservations()
-    first = cache.observe(JOB, s, jobs, [running, waiting])
-    assert observe(first["exp-0003"]).phase == "Running" and observe(first["exp-0004"]).phase == "Pending"
-
-    # The informers store a new dict for each change: exp-0004's pod started, exp-0003 is as it was.
-    started = pod("p4", "Running", labels={"hpo.dev/trial": "exp-0004"})
-    second = cache.observe(JOB, s, dict(jobs), [running, started])
-    assert second["exp-0003"] is first["exp-0003"]
-    assert observe(second["exp-0004"]).phase == "Running"
-
-    # exp-0003's Job completed.
-    jobs["exp-0003"] = job(("Complete", ""))
-    third = cache.observe(JOB, s, jobs, [running, started])
-    assert observe(third["exp-0003"]).phase == "Succeeded" and third["exp-0004"] is second["exp-0004"]
-
-    # Another primary pod in the template: every trial is observed again.
-    edited = spec(job=JOB_TEMPLATE, primaryPod={"labels": {"role": "leader"}})
-    fourth = cache.observe(JOB, edited, jobs, [running, started])
-    assert fourth["exp-0003"] is not third["exp-0003"] and fourth["exp-0004"] is not third["exp-0004"]
-
-    # A trial whose Job is gone is forgotten.
-    del jobs["exp-0004"]
-    assert list(cache.observe(JOB, edited, jobs, [running])) == ["exp-0003"] and list(cache.kept) == ["exp-0003"]
-
-
-def test_the_primary_pod_is_index_0_of_an_indexed_job_or_the_newest_or_the_labelled_one():
-    i0 = pod("a-0", "Running", index="0", created="2026-01-01T00:00:00Z")
-    i1 = pod("a-1", "Running", index="1", created="2026-01-01T00:00:05Z")
-    assert primary_pod([i1, i0], None) is i0
-    old, new = (
-        pod("b-old", "Failed", created="2026-01-01T00:00:00Z"),
-        pod("b-new", "Running", created="2026-01-01T00:00:09Z"),
-    )
-    assert primary_pod([new, old], None) is new
-    leader = pod("c-l", "Running", labels={"role": "leader"}, created="2026-01-01T00:00:00Z")
-    assert primary_pod([i1, leader], {"role": "leader"}) is leader
-    assert primary_pod([i1], {"role": "leader"}) is None
-
-
-def test_a_resource_follows_its_own_success_and_failure_conditions():
-    s = spec(resource=JOBSET)
-    kind, resource = kind_of(s), s.trial_template.resource
-    running = {
-        "metadata": {"name": "exp-0003", "namespace": "ns", "uid": "r"},
-        "status": {"conditions": [{"type": "Completed", "status": "False"}]},
-    }
-    assert seen(running, [pod("w", "Running")], kind, resource=resource)[1].phase == "Running"
-    completed = {**running, "status": {"conditions": [{"type": "Completed", "status": "True"}]}}
-    assert seen(completed, [], kind, resource=resource)[1].phase == "Succeeded"
-    failed = {**running, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedJobs"}]}}
-    oom = pod("w", "Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})
-    assert seen(failed, [oom], kind, resource=resource)[1].failure_class == "OOMKilled"
-    assert seen(failed, [], kind, resource=resource)[1].failure_class == "Error"
-
-
 TRAINJOB = {
     "apiVersion": "trainer.kubeflow.org/v1alpha1",
     "kind": "TrainJob",
@@ -420,34 +256,6 @@ def test_a_trainjob_names_its_runtime():
     kind, namespace, name = trainjob_runtime(spec(resource=local), "ns")
     assert (kind.plural, namespace, name) == ("trainingruntimes", "ns", "t")
     assert trainjob_runtime(spec(resource=JOBSET), "ns") is None
-
-
-def test_the_primary_pod_among_labelled_ones_is_completion_index_0():
-    node = {"jobset.sigs.k8s.io/replicatedjob-name": "node", "jobset.sigs.k8s.io/job-index": "0"}
-    n0 = pod("n-0", "Running", index="0", labels=node, created="2026-01-01T00:00:00Z")
-    n1 = pod("n-1", "Running", index="1", labels=node, created="2026-01-01T00:00:05Z")
-    other = pod("i-0", "Running", index="0", labels={"jobset.sigs.k8s.io/replicatedjob-name": "init"})
-    assert primary_pod([n1, other, n0], node) is n0
-
-
-def test_a_suspended_job_or_resource_is_waiting_for_admission_whatever_its_pods_do():
-    suspended = {**job(), "spec": {"suspend": True}}
-    view, obs = seen(suspended, [])
-    assert (obs.phase, obs.queued, obs.failure_class) == ("Pending", True, None)
-    assert "Job is suspended" in obs.message
-    # Preempted: its pods are still terminating, but the Job is held again.
-    _, obs = seen(suspended, [pod("p1", "Running")])
-    assert obs.queued
-    # Admitted (Kueue sets suspend false): the pod speaks again.
-    _, obs = seen({**job(), "spec": {"suspend": False}}, [pod("p1", "Running")])
-    assert (obs.phase, obs.queued) == ("Running", False)
-    # A finished workload is finished, suspended or not (a JobSet may be suspended after it ends).
-    _, obs = seen({**job(("Complete", "")), "spec": {"suspend": True}}, [])
-    assert obs.phase == "Succeeded"
-    resource = spec(resource=JOBSET).trial_template.resource
-    jobset_kind = kind_of(spec(resource=JOBSET))
-    _, obs = seen({**job(), "spec": {"suspend": True}}, [], kind=jobset_kind, resource=resource)
-    assert obs.queued and "JobSet is suspended" in obs.message
 
 
 def test_a_trial_names_its_queue_on_what_kueue_admits_the_pod_or_the_workload():

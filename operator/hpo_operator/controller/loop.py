@@ -230,13 +230,14 @@ class ExperimentLoop:
             self.event = True  # a watch went down since ready(): the listing wakes the experiment
             return IDLE_INTERVAL
         trials = self.parse_trials(self.written.trial_bodies(ns.trials_of(name)))
-        # A dict of its own (the planner reads it in a thread): per trial, its pod, or the pod-shaped
-        # observation of its Job or resource.
-        pods = (
-            ns.pods_of(name)
+        # A dict of its own (the planner reads it in a thread): per trial, its pod; for a Job or
+        # resource trial, what that and its pods say (workloads), and its primary pod.
+        workloads = (
+            None
             if resource is None
-            else ns.workload_observations(name, spec, kind, resource, self.workload_observations)
+            else ns.workload_observations(name, spec, kind, resource, self.workload_observations, now)
         )
+        pods = ns.pods_of(name) if workloads is None else {n: seen.pod for n, seen in workloads.items()}
         if self.suggester is None:
             origin = spec.warm_start_from
             warm = list(ns.trials_of(origin).values()) if origin else []
@@ -252,7 +253,7 @@ class ExperimentLoop:
                 return RECONCILE_INTERVAL
         suggester = self.suggester
         # Each pod observed once, for the logs and the plan alike.
-        observations = planner.observe_pods(spec, trials, pods, now)
+        observations = planner.observe_pods(spec, trials, pods, now, workloads)
         # What the trials' output reported, parsed in a thread (logs.py): the planner gets samples.
         outputs = await self.logs.wanted(spec, trials, pods, observations)
         # Every watch the round reads has listed: a condition that said one was refused is mended.
@@ -280,6 +281,7 @@ class ExperimentLoop:
             observations=observations,
             refused=dict(self.refused),
             outputs=outputs,
+            workloads=workloads,
         )
         if len(trials) > THREAD_PLAN_TRIALS:
             # Off the event loop, which serves the informers and every other experiment

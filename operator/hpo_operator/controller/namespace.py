@@ -1,10 +1,10 @@
 """One namespace's informers, and the per-trial pods an experiment's round reads from them.
 
 Namespace starts the informers of a namespace with experiments and answers a round's lookups
-(its Trials, its pods, the resource of a trial kind). A round plans on pods: for a trial that runs as
-a Job or another resource, WorkloadObservations makes a pod-shaped observation of that resource and
-its pods, and keeps it while the informers hold the same objects; it lives here because it relies
-on what the informers promise, a new dict for every change.
+(its Trials, its pods, the resource of a trial kind). For a trial that runs as a Job or another
+resource, WorkloadObservations observes that resource and its pods (workloads/observe.py), and keeps
+the observation while the informers hold the same objects; it lives here because it relies on what
+the informers promise, a new dict for every change.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from hpo_operator.api import trial_kinds
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import L_EXPERIMENT, L_TRIAL
 from hpo_operator.kube.client import CLAIMS, PODS, TRIALS, KubeClient, Resource
 from hpo_operator.kube.informer import Informer
-from hpo_operator.workloads.kinds import Kind, primary_labels, trial_pod_view
+from hpo_operator.workloads.kinds import Kind, primary_labels
+from hpo_operator.workloads.observe import Observed, observe_workload
 
 from .slim import slim_custom_object, slim_pod, slim_workload
 
@@ -181,34 +183,42 @@ class Namespace:
         return dict(self.pods.objects.get(experiment) or {})
 
     def workload_observations(
-        self, experiment: str, spec: ExperimentSpec, kind: Kind, resource: Resource, kept: WorkloadObservations
-    ) -> dict[str, dict]:
-        """Per trial, the pod-shaped observation of its Job or resource and their pods
-        (workloads/kinds.py), made anew only where they changed since `kept` last saw them."""
+        self,
+        experiment: str,
+        spec: ExperimentSpec,
+        kind: Kind,
+        resource: Resource,
+        kept: WorkloadObservations,
+        now: datetime,
+    ) -> dict[str, Observed]:
+        """Per trial, what its Job or resource and their pods say (workloads/observe.py), observed
+        anew only where they changed since `kept` last saw them."""
         return kept.observe(
             kind,
             spec,
             self.workload(resource).objects.get(experiment) or {},
             (self.pods.objects.get(experiment) or {}).values(),
+            now,
         )
 
 
 @dataclass
 class WorkloadObservations:
-    """The pod-shaped observations of an experiment's Job or resource trials, each kept while its
-    workload and pods are the same objects as when it was made: the informers store a new dict for
-    every change they see, so an unchanged trial costs a lookup instead of a new observation each
-    round (as a pod trial's pod is the informer's own dict)."""
+    """The observations of an experiment's Job or resource trials, each kept while its workload and
+    pods are the same objects as when it was made: the informers store a new dict for every change
+    they see, so an unchanged trial costs a lookup instead of a new observation each round (as a
+    pod trial's pod is the informer's own dict). A workload being deleted is observed every round:
+    whether its pods were stranded on a lost node depends on the round's clock."""
 
-    template: tuple = ()  # what every observation was made with: (kind, the trial resource, primary labels)
-    kept: dict[str, tuple[dict, tuple[dict, ...], dict | None]] = field(default_factory=dict)
+    template: tuple = ()  # what every observation was made with: (kind, the trial resource, primary labels, container)
+    kept: dict[str, tuple[dict, tuple[dict, ...], Observed]] = field(default_factory=dict)
 
     def observe(
-        self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict], pods: Iterable[dict]
-    ) -> dict[str, dict]:
+        self, kind: Kind, spec: ExperimentSpec, workloads: dict[str, dict], pods: Iterable[dict], now: datetime
+    ) -> dict[str, Observed]:
         tt = spec.trial_template
         primary = primary_labels(spec)
-        template = (kind, tt.resource, primary)
+        template = (kind, tt.resource, primary, tt.primary_container_name)
         if template != self.template:  # the experiment's template was edited: observe every trial again
             self.template, self.kept = template, {}
         pods_by_trial: dict[str, list[dict]] = {}
@@ -220,11 +230,18 @@ class WorkloadObservations:
         for name, body in workloads.items():
             its_pods = tuple(pods_by_trial.get(name, ()))
             entry = self.kept.get(name)
-            if entry is None or entry[0] is not body or not _same(entry[1], its_pods):
-                entry = (body, its_pods, trial_pod_view(kind, name, body, list(its_pods), tt.resource, primary))
+            if (
+                entry is None
+                or entry[0] is not body
+                or not _same(entry[1], its_pods)
+                or body["metadata"].get("deletionTimestamp")
+            ):
+                seen = observe_workload(
+                    kind.kind, body, list(its_pods), tt.resource, primary, tt.primary_container_name, now
+                )
+                entry = (body, its_pods, seen)
             kept[name] = entry
-            if entry[2] is not None:
-                observed[name] = entry[2]
+            observed[name] = entry[2]
         self.kept = kept  # a trial whose workload is gone is dropped with it
         return observed
 

@@ -30,7 +30,7 @@ def compact(node: Any) -> Any:
     return node
 
 
-# The pod conditions anything reads (core/podstate.py, workloads/kinds.py): why it is not scheduled
+# The pod conditions anything reads (core/podstate.py, workloads/observe.py): why it is not scheduled
 # (or is gated), and whether it was disrupted. The others (Initialized, Ready, ContainersReady...)
 # change several times in a pod's life and say nothing the phase and containers do not: kept, each
 # change would wake a round.

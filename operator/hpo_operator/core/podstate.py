@@ -11,8 +11,12 @@ Failure classes decide recovery (see api.spec.RetryPolicy):
 
 A pod held back by scheduling gates (Kubernetes' PodScheduled=False, reason SchedulingGated) is
 queued: something outside the scheduler, such as Kueue, admits it when its quota allows. It is
-neither starting nor stuck, so no startup timeout runs while it waits (workloads.kinds shows a
+neither starting nor stuck, so no startup timeout runs while it waits (workloads.observe sees a
 suspended Job or resource the same way).
+
+The rules are public functions (stopped, exited, node_lost, seconds_late, gates, disruption,
+failure_message), so that workloads.observe judges a Job or resource trial by the same rules
+without a pod of its own.
 """
 
 from __future__ import annotations
@@ -86,6 +90,12 @@ def _primary(statuses: list[dict[str, Any]], name: str | None) -> dict[str, Any]
 
 
 def observe(pod: dict[str, Any], primary_container: str | None = None, now: datetime | None = None) -> PodObservation:
+    return judge(pod, primary_container, seconds_past_deletion(pod, now))
+
+
+def judge(pod: dict[str, Any], primary_container: str | None, late: float | None) -> PodObservation:
+    """observe(), given how long past its deletion's deadline the pod still stands (None: it is
+    not being deleted, or that is not judged): a Job's pod is deleted when its Job is."""
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     container = _primary(status.get("containerStatuses") or [], primary_container)
@@ -95,77 +105,103 @@ def observe(pod: dict[str, Any], primary_container: str | None = None, now: date
     created = pod.get("metadata", {}).get("creationTimestamp")
 
     if phase == "Failed" and status.get("reason"):
-        reason = status["reason"]
-        cls: str | None = "Infrastructure" if reason in INFRASTRUCTURE_POD_REASONS else "Error"
-        if reason == "DeadlineExceeded":
-            cls = "Timeout"
-        return PodObservation(
-            "Failed",
-            reason,
-            status.get("message", ""),
-            cls,
-            exit_code=(terminated or {}).get("exitCode"),
-            start_time=status.get("startTime"),
-            finish_time=(terminated or {}).get("finishedAt"),
-        )
+        return stopped(status["reason"], status.get("message", ""), terminated, status.get("startTime"))
 
     if terminated and phase in ("Succeeded", "Failed", "Running"):
         # The primary container's exit decides the trial, whatever sidecars do (a sidecar that
         # never exits keeps the pod Running; one that fails makes it Failed).
-        code = terminated.get("exitCode")
-        phase = "Succeeded" if code == 0 else "Failed"
-        reason = terminated.get("reason") or ("Completed" if code == 0 else "Error")
-        if code == 0:
-            cls = None
-        elif reason == "OOMKilled":
-            cls = "OOMKilled"
-        elif _disrupted(status):
-            cls = "Infrastructure"
-        else:
-            cls = "Error"
-        message = terminated.get("message") or ""
-        return PodObservation(
-            phase,
-            reason,
-            failure_message(code, reason, message) if cls else "",
-            cls,
-            exit_code=code,
-            termination_message=message or None,
-            start_time=terminated.get("startedAt") or status.get("startTime"),
-            finish_time=terminated.get("finishedAt"),
-        )
+        return exited(terminated, status.get("startTime"), disruption(status) is not None)
 
     if phase == "Failed":
-        cls = "Infrastructure" if _disrupted(status) else "Error"
+        cls = "Infrastructure" if disruption(status) is not None else "Error"
         return PodObservation("Failed", "PodFailed", status.get("message", "the pod failed"), cls)
 
-    late = seconds_past_deletion(pod, now)
-    recheck = None
-    if late is not None:
-        if late >= STRANDED_AFTER_SECONDS:
-            why = _disruption(status)
-            node = pod.get("spec", {}).get("nodeName") or "its node"
-            message = (
-                f"the pod was deleted{f' ({why})' if why else ''} but {node} never finished it "
-                f"({int(late)}s past its grace period): the node is lost"
-            )
-            return PodObservation("Failed", "NodeLost", message, "Infrastructure", start_time=status.get("startTime"))
-        recheck = STRANDED_AFTER_SECONDS - late
+    if late is not None and late >= STRANDED_AFTER_SECONDS:
+        return node_lost(late, disruption(status), pod.get("spec", {}).get("nodeName"), status.get("startTime"))
 
     why = gated(pod) if phase == "Pending" else None
     if why is not None:
         obs = PodObservation("Pending", "WaitingForAdmission", why, queued=True)
     else:
         obs = _not_finished(phase, status, waiting, created)
-    obs.recheck_in = recheck
+    obs.recheck_in = recheck_in(late)
     return obs
+
+
+def stopped(
+    reason: str, message: str, terminated: dict[str, Any] | None = None, start_time: str | None = None
+) -> PodObservation:
+    """A pod (or a workload) that failed with a reason of its own: stopped from outside
+    (Infrastructure), past its deadline (Timeout), or anything else (Error)."""
+    cls = "Infrastructure" if reason in INFRASTRUCTURE_POD_REASONS else "Error"
+    if reason == "DeadlineExceeded":
+        cls = "Timeout"
+    return PodObservation(
+        "Failed",
+        reason,
+        message,
+        cls,
+        exit_code=(terminated or {}).get("exitCode"),
+        start_time=start_time,
+        finish_time=(terminated or {}).get("finishedAt"),
+    )
+
+
+def exited(terminated: dict[str, Any], start_time: str | None, disrupted: bool) -> PodObservation:
+    """What a terminated container's exit says (its state.terminated): Succeeded on code 0, else
+    Failed as OOMKilled, Infrastructure (its pod was disrupted) or Error. start_time: the pod's,
+    when the container does not say when it started."""
+    code = terminated.get("exitCode")
+    reason = terminated.get("reason") or ("Completed" if code == 0 else "Error")
+    cls: str | None
+    if code == 0:
+        cls = None
+    elif reason == "OOMKilled":
+        cls = "OOMKilled"
+    elif disrupted:
+        cls = "Infrastructure"
+    else:
+        cls = "Error"
+    message = terminated.get("message") or ""
+    return PodObservation(
+        "Succeeded" if code == 0 else "Failed",
+        reason,
+        failure_message(code, reason, message) if cls else "",
+        cls,
+        exit_code=code,
+        termination_message=message or None,
+        start_time=terminated.get("startedAt") or start_time,
+        finish_time=terminated.get("finishedAt"),
+    )
+
+
+def node_lost(late: float, why: str | None, node: str | None, start_time: str | None) -> PodObservation:
+    """A pod deleted `late` seconds past its grace period (at least STRANDED_AFTER_SECONDS) that no
+    kubelet finished: its node is lost. why: its disruption's reason, if any."""
+    message = (
+        f"the pod was deleted{f' ({why})' if why else ''} but {node or 'its node'} never finished it "
+        f"({int(late)}s past its grace period): the node is lost"
+    )
+    return PodObservation("Failed", "NodeLost", message, "Infrastructure", start_time=start_time)
+
+
+def recheck_in(late: float | None) -> float | None:
+    """When a pod being deleted, not yet stranded, is to be looked at again (None: not deleted)."""
+    return None if late is None else STRANDED_AFTER_SECONDS - late
 
 
 def seconds_past_deletion(pod: dict[str, Any], now: datetime | None) -> float | None:
     """How long ago a pod on a node should have finished terminating (negative: not yet due);
     None when it is not being deleted, has no node, or there is no clock to judge by."""
-    deadline = times.parse(pod.get("metadata", {}).get("deletionTimestamp"))
     placed = (pod.get("status") or {}).get("startTime") or pod.get("spec", {}).get("nodeName")
+    return seconds_late(pod.get("metadata", {}).get("deletionTimestamp"), bool(placed), now)
+
+
+def seconds_late(deletion: str | None, placed: bool, now: datetime | None) -> float | None:
+    """How long past `deletion` (a deletionTimestamp: the end of the grace period) something that
+    was `placed` on a node (started, or given a node) still stands; None when it is not being
+    deleted, was never placed, or there is no clock to judge by."""
+    deadline = times.parse(deletion)
     if deadline is None or now is None or not placed:
         return None
     return (now - deadline).total_seconds()
@@ -194,11 +230,10 @@ SCHEDULING_GATED = "SchedulingGated"
 
 def gated(pod: dict[str, Any]) -> str | None:
     """Why a pod waits for admission, or None: its scheduling gates (spec.schedulingGates, as soon
-    as the pod exists) or the scheduler's SchedulingGated condition (how workloads.kinds shows a
-    suspended Job or resource)."""
-    gates = [g.get("name", "") for g in (pod.get("spec") or {}).get("schedulingGates") or []]
-    if gates:
-        return f"waiting for admission (scheduling gates: {', '.join(gates)})"
+    as the pod exists) or the scheduler's SchedulingGated condition (Kubernetes' words)."""
+    why = gates(pod.get("spec") or {})
+    if why is not None:
+        return why
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if (
             cond.get("type") == "PodScheduled"
@@ -207,6 +242,12 @@ def gated(pod: dict[str, Any]) -> str | None:
         ):
             return cond.get("message") or "waiting for admission"
     return None
+
+
+def gates(pod_spec: dict[str, Any]) -> str | None:
+    """Why a pod's spec holds it back from scheduling (spec.schedulingGates), or None."""
+    names = [g.get("name", "") for g in pod_spec.get("schedulingGates") or []]
+    return f"waiting for admission (scheduling gates: {', '.join(names)})" if names else None
 
 
 def _not_finished(
@@ -236,11 +277,7 @@ def _not_finished(
     return PodObservation("Pending", "PodPending", stuck_since=created)
 
 
-def _disrupted(status: dict[str, Any]) -> bool:
-    return _disruption(status) is not None
-
-
-def _disruption(status: dict[str, Any]) -> str | None:
+def disruption(status: dict[str, Any]) -> str | None:
     """The reason of a DisruptionTarget condition (e.g. DeletionByTaintManager), if there is one."""
     for c in status.get("conditions") or []:
         if c.get("type") == "DisruptionTarget" and c.get("status") == "True":

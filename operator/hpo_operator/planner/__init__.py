@@ -175,7 +175,7 @@ def plan(given: RoundInput) -> Plan:
     invalid = validate_spec(exp.spec)
     observations = given.observations
     if observations is None:
-        observations = observe_pods(exp.spec, trials, pods, now)
+        observations = observe_pods(exp.spec, trials, pods, now, given.workloads)
     outputs = given.outputs
     if outputs is None:
         outputs = read_outputs(exp.spec, trials, observations, given.logs)
@@ -191,6 +191,7 @@ def plan(given: RoundInput) -> Plan:
         volumes=given.volumes,
         observations=observations,
         refused=given.refused,
+        workloads=given.workloads,
     )
     status = opening_status(state)
     observe_trials(state)

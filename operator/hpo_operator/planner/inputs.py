@@ -12,6 +12,7 @@ from typing import Any
 from hpo_operator.core import metrics
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.search.suggest import Outcome
+from hpo_operator.workloads.observe import Observed
 
 from .state import ExperimentView, Refusal, TrialView
 
@@ -25,7 +26,8 @@ class RoundInput:
     experiment: ExperimentView
     # Its Trials, each as the view the planner reads (any order: the round sorts them by age).
     trials: list[TrialView]
-    # Per trial name, its pod, or the pod-shaped observation of its Job or resource.
+    # Per trial name, its pod; for a Job or resource trial, its primary pod (or, while it has none,
+    # the workload's name, namespace and uid): the planner reads its status only through `workloads`.
     pods: dict[str, dict[str, Any]]
     # The round's only clock: every time the plan writes or compares is this one.
     now: datetime
@@ -50,3 +52,6 @@ class RoundInput:
     # What each trial's output reported, as read_outputs() gives it (None: read by plan() from
     # `logs`; the loop parses them off its event loop and passes them, so no text is parsed there).
     outputs: Mapping[str, metrics.Output] | None = None
+    # For a Job or resource trial, what its workload and pods say (workloads.observe), by trial name
+    # (None: every trial in `pods` is judged by its pod).
+    workloads: Mapping[str, Observed] | None = None

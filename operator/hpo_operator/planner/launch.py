@@ -15,7 +15,6 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.status import Metric, TrialStatus
 from hpo_operator.api.vocabulary import A_NOT_BEFORE, LaunchReason, TrialPhase
 from hpo_operator.core import pareto, times
-from hpo_operator.core.podstate import FINISHED_POD_PHASES, stranded
 from hpo_operator.core.space import config_hash
 from hpo_operator.search.suggest import Outcome
 
@@ -40,11 +39,7 @@ def launch(state: RoundState, suggestions: bool = True) -> bool:
     suggestion_count, configurations = state.suggestion_count, state.configurations
     # Every unfinished pod counts, also one still shutting down after its trial was stopped,
     # but not one stranded on a lost node: it would hold its slot forever.
-    busy = {
-        name
-        for name, pod in state.pods.items()
-        if (pod.get("status") or {}).get("phase") not in FINISHED_POD_PHASES and not stranded(pod, state.now)
-    }
+    busy = {name for name in state.pods if state.holds_slot(name)}
     busy |= {t.name for t in state.active() if state.has_pod.get(t.name)}
     slots = spec.parallel_trial_count - len(busy)
     for t in state.active():

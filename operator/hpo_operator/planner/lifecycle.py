@@ -17,10 +17,11 @@ from hpo_operator.api.status import ResumedFrom
 from hpo_operator.api.vocabulary import TERMINAL_PHASES, FailureClass, MetricsSource, PodRetention, TrialPhase
 from hpo_operator.core import metrics, pareto, times
 from hpo_operator.core.conditions import set_condition
-from hpo_operator.core.podstate import PodObservation, finished, observe
+from hpo_operator.core.podstate import PodObservation, observe
 from hpo_operator.core.space import summary
 from hpo_operator.workloads import checkpoint, population
 from hpo_operator.workloads.kinds import kind_of
+from hpo_operator.workloads.observe import Observed
 
 from .admission import admit_user_trial
 from .progress import check_progress, continued, metric, metric_history
@@ -29,18 +30,31 @@ from .state import Event, Refusal, RoundState, TrialView, wanted_metrics
 
 
 def observe_pods(
-    spec: ExperimentSpec, trials: Iterable[TrialView], pods: dict[str, dict[str, Any]], now: datetime
+    spec: ExperimentSpec,
+    trials: Iterable[TrialView],
+    pods: dict[str, dict[str, Any]],
+    now: datetime,
+    workloads: Mapping[str, Observed] | None = None,
 ) -> dict[str, PodObservation]:
-    """What each unfinished trial's pod says this round, by trial name. Observed once: the loop
-    chooses the logs to read by it (needs_log) and the planner decides by it (observe_pod), so the
-    two never judge one pod differently (a pod stranded on a lost node is Failed only given `now`)."""
+    """What each unfinished trial's pod says this round, by trial name; for a Job or resource trial,
+    what its workload says (`workloads`, observed from it: workloads.observe). Observed once: the
+    loop chooses the logs to read by it (needs_log) and the planner decides by it (observe_pod), so
+    the two never judge one pod differently (a pod stranded on a lost node is Failed only given
+    `now`)."""
     primary = spec.trial_template.primary_container_name
-    observed = {
-        t.name: observe(pods[t.name], primary, now) for t in trials if t.phase not in TERMINAL_PHASES and t.name in pods
-    }
+    workloads = workloads or {}
+    observed = {}
     for t in trials:
-        if t.name in observed and t.segment is not None:  # a pbt segment's checkpoint copy step may have failed
-            observed[t.name] = population.copy_failure(pods[t.name], observed[t.name])
+        if t.phase in TERMINAL_PHASES or t.name not in pods:
+            continue
+        seen = workloads.get(t.name)
+        if seen is not None:
+            observed[t.name] = seen.observation
+            continue
+        obs = observe(pods[t.name], primary, now)
+        if t.segment is not None:  # a pbt segment's checkpoint copy step may have failed
+            obs = population.copy_failure(pods[t.name], obs)
+        observed[t.name] = obs
     return observed
 
 
@@ -109,11 +123,13 @@ def observe_trials(state: RoundState) -> None:
         if not state.current(t).parameter_summary and t.values:
             state.update(t, parameter_summary=summary(t.values))
         if state.phase(t) in TERMINAL_PHASES:
-            pod = state.pods.get(t.name)
             if (
-                pod is not None
-                and not pod["metadata"].get("deletionTimestamp")
-                and (not finished(pod) or state.spec.trial_template.pod_retention == PodRetention.delete)
+                t.name in state.pods
+                and not state.workload_deleting(t.name)
+                and (
+                    not state.workload_finished(t.name)
+                    or state.spec.trial_template.pod_retention == PodRetention.delete
+                )
             ):
                 # Its result is recorded: what still runs (a sidecar) is stopped.
                 state.plan.delete_workloads.append(t.name)

@@ -24,8 +24,6 @@ and refusals.validate_spec() adds validate()'s findings.
 
 from __future__ import annotations
 
-from typing import Any
-
 from hpo_operator.api.algorithms import SettingsError
 from hpo_operator.api.population import PBT, Segment
 from hpo_operator.api.spec import ExperimentSpec
@@ -167,7 +165,7 @@ def fail_lost_parents(state: RoundState) -> None:
         segment = t.segment
         if segment is None or not segment.get("parent"):
             continue
-        if state.has_pod.get(t.name) and mounted(state.pods.get(t.name)):
+        if state.has_pod.get(t.name) and state.workload_mounted(t.name):
             continue
         claim = parent_claim(state.exp.name, Segment.model_validate(segment))
         if claim is None or claim in state.volumes:
@@ -183,20 +181,6 @@ def fail_lost_parents(state: RoundState) -> None:
                 "segment cannot start from it, and its member exploits a better member at the next generation"
             ),
         )
-
-
-def mounted(pod: dict[str, Any] | None) -> bool:
-    """Whether the pod's volumes are mounted: one of its containers (the copy step first) started."""
-    if pod is None:
-        return False
-    status = pod.get("status") or {}
-    if status.get("phase") in ("Running", "Succeeded", "Failed"):
-        return True
-    for c in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        state = c.get("state") or {}
-        if state.get("running") or state.get("terminated"):
-            return True
-    return False
 
 
 def retention(state: RoundState) -> None:

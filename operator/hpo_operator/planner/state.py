@@ -34,13 +34,15 @@ from hpo_operator.api.vocabulary import (
     LaunchReason,
     TrialPhase,
 )
-from hpo_operator.core import metrics, times
+from hpo_operator.core import metrics, podstate, times
 from hpo_operator.core.authorship import inherited
 from hpo_operator.core.conditions import get_condition, set_condition
 from hpo_operator.core.podstate import PodObservation
 from hpo_operator.core.space import config_hash, summary
 from hpo_operator.search.suggest import Outcome
 from hpo_operator.workloads import checkpoint
+from hpo_operator.workloads.observe import Observed
+from hpo_operator.workloads.population import mounted
 from hpo_operator.workloads.requests import requested
 
 REQUEST_KEY_LENGTH = 1024
@@ -222,8 +224,12 @@ class RoundState:
         volumes: set[str] | None = None,
         observations: Mapping[str, PodObservation] | None = None,
         refused: Mapping[str, Refusal] | None = None,
+        workloads: Mapping[str, Observed] | None = None,
     ):
         self.exp, self.spec, self.now = exp, exp.spec, now
+        # What each Job or resource trial's workload says (workloads.observe), by trial name: read
+        # instead of its pod's status (see workload_deleting() and the methods after it).
+        self.workloads = workloads or {}
         self.volumes = volumes
         # What each unfinished trial's pod says (lifecycle.observe_pods), and the creates the API
         # server (or the author check) refused since the last round, by trial name.
@@ -298,6 +304,33 @@ class RoundState:
                 if st.feasible is False:
                     text += " (infeasible: outside the constraints)"
             self.plan.events.append(Event(t.name, kind, f"Trial{phase}", text))
+
+    # What a trial's workload is doing, from its pod, or from what its Job or resource says.
+
+    def workload_deleting(self, name: str) -> bool:
+        seen = self.workloads.get(name)
+        return seen.deleting if seen is not None else bool(self.pods[name]["metadata"].get("deletionTimestamp"))
+
+    def workload_finished(self, name: str) -> bool:
+        """Nothing of the trial's workload runs any more (podstate.finished)."""
+        seen = self.workloads.get(name)
+        return seen.finished if seen is not None else podstate.finished(self.pods[name])
+
+    def holds_slot(self, name: str) -> bool:
+        """The workload has not finished, and is not stranded on a lost node (it would hold its slot
+        forever)."""
+        seen = self.workloads.get(name)
+        if seen is not None:
+            return seen.holds_slot
+        pod = self.pods[name]
+        return (pod.get("status") or {}).get("phase") not in podstate.FINISHED_POD_PHASES and not podstate.stranded(
+            pod, self.now
+        )
+
+    def workload_mounted(self, name: str) -> bool:
+        """The workload's primary pod has mounted its volumes (population.mounted)."""
+        seen = self.workloads.get(name)
+        return seen.mounted if seen is not None else mounted(self.pods.get(name))
 
     def stop_workload(self, t: TrialView) -> None:
         """Deletes what the trial runs, if it runs anything; it holds no slot from here on."""

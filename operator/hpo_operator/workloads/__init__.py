@@ -1,2 +1,3 @@
 """What a trial runs — a pod, a Job or any resource, and its checkpoint volume — built from the
-trial template, and how it is seen as one pod-shaped observation. Pure; imports api/ and core/."""
+trial template, and what a Job or resource trial says (observe.py), judged by core/podstate's rules
+without a pod of its own. Pure; imports api/ and core/."""

@@ -1,20 +1,6 @@
 """What a trial runs — a pod, a batch/v1 Job, or any resource with success and failure conditions —
-and how the planner sees it: always as one pod-shaped observation per trial (pure functions).
-
-The planner decides from pods (podstate.observe): phase, the primary container's exit, the pod's
-reason, its start. A Job or another resource is turned into that shape here, from its conditions
-and from its primary pod, so that retries, budgets, timeouts, early stopping and suspension work
-the same for every kind:
-- success: the resource's success condition (a Job's Complete); metrics from the primary pod;
-- failure: the failure condition (a Job's Failed). Its class comes from the pods, as for a pod
-  trial: an OOMKilled container is OOMKilled, an evicted or disrupted pod Infrastructure; a Job's
-  DeadlineExceeded is Timeout; anything else Error;
-- suspended (spec.suspend, as Kueue holds a Job, JobSet or TrainJob until it admits it): a pod
-  waiting for admission, whatever pods are still terminating; the planner tells a queued trial
-  from one whose workload was suspended again after it started (preempted);
-- otherwise the primary pod's state (Pending with its waiting reason, Running), or Pending.
-The primary pod is the one whose labels match trialTemplate.primaryPod.labels; by default, for an
-Indexed Job, completion index 0; else the newest pod (a Job's last attempt).
+built from the trial template (pure functions). How a Job or resource trial is seen, from its
+conditions and its primary pod (primary_labels names it), is observe.py's.
 
 Every kind is named after its Trial (a SIGKILLed operator finds what it created), owned by it (the
 garbage collector removes it with the Trial), and its pods carry the trial's labels: the builder
@@ -31,21 +17,12 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_operator.api.external import (
-    L_COMPLETION_INDEX,
-    L_JOBSET_JOB_INDEX,
-    L_REPLICATED_JOB,
-    TRAINJOB,
-    TrialResource,
-)
+from hpo_operator.api.external import L_JOBSET_JOB_INDEX, L_REPLICATED_JOB, TRAINJOB
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_EXPERIMENT, L_TRIAL
-from hpo_operator.core.podstate import FINISHED_POD_PHASES, SCHEDULING_GATED
 
 from .pod import build_pod, mount_checkpoint, no_token_unless_asked, queue_label, substitute, trial_values
 
-# Set by the job controller on an Indexed Job's pods.
-L_JOB_INDEX = L_COMPLETION_INDEX
 # The runtimePatches entry through which a TrainJob's pods get the trial's labels (a TrainJob has no
 # pod template of its own: its runtime has them).
 RUNTIME_PATCH_MANAGER = "hpo.dev/trial-labels"
@@ -182,7 +159,7 @@ def label_trainjob_pods(manifest: dict[str, Any], replicated_jobs: list[str], la
 
 def primary_labels(spec: ExperimentSpec) -> dict[str, str] | None:
     """The labels of a trial's primary pod: trialTemplate.primaryPod's, else a known kind's default
-    (job 0 of its replicated job; primary_pod then prefers completion index 0), else None."""
+    (job 0 of its replicated job; observe.primary_pod then prefers completion index 0), else None."""
     tt = spec.trial_template
     if tt.primary_pod is not None:
         return tt.primary_pod.labels
@@ -242,139 +219,3 @@ def build_workload(
         "ownerReferences": _owner(trial),
     }
     return kind, body
-
-
-# --- observing ----------------------------------------------------------------------------------
-
-
-def _condition(obj: dict[str, Any], type_: str, status: str = "True") -> dict[str, Any] | None:
-    conditions: list[dict[str, Any]] = (obj.get("status") or {}).get("conditions") or []
-    for c in conditions:
-        if c.get("type") == type_ and c.get("status") == status:
-            return c
-    return None
-
-
-def primary_pod(pods: list[dict[str, Any]], labels: dict[str, str] | None) -> dict[str, Any] | None:
-    """The pod whose log and exit speak for the trial (see the module's docstring)."""
-    if not pods:
-        return None
-    candidates = pods
-    if labels:
-        candidates = [
-            p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
-        ]
-    # Of an Indexed Job's pods (a JobSet's or TrainJob's too), index 0.
-    indexed = [p for p in candidates if (p["metadata"].get("labels") or {}).get(L_JOB_INDEX) == "0"]
-    candidates = indexed or candidates
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
-
-
-def _terminated(pod: dict[str, Any] | None) -> dict[str, Any] | None:
-    statuses: list[dict[str, Any]] = ((pod or {}).get("status") or {}).get("containerStatuses") or []
-    for c in statuses:
-        if (c.get("state") or {}).get("terminated"):
-            return c
-    return None
-
-
-def _failed_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The pod that explains a failure: the newest failed one."""
-    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
-    if not failed:
-        return None
-    return max(failed, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
-
-
-def _shape(
-    name: str, workload: dict[str, Any], pod: dict[str, Any] | None, phase: str, status: dict[str, Any]
-) -> dict[str, Any]:
-    """A pod-shaped dict for podstate.observe: the primary pod's identity (its log is read by its
-    name) with the status given."""
-    base = pod or {
-        "metadata": {
-            "name": name,
-            "namespace": workload["metadata"].get("namespace"),
-            "uid": workload["metadata"].get("uid", ""),
-            "creationTimestamp": workload["metadata"].get("creationTimestamp"),
-        },
-        "spec": {"containers": []},
-    }
-    meta = dict(base["metadata"])
-    if workload["metadata"].get("deletionTimestamp"):
-        meta["deletionTimestamp"] = workload["metadata"]["deletionTimestamp"]
-    elif "deletionTimestamp" in meta:
-        del meta["deletionTimestamp"]  # a Job replaces a pod it lost; the trial goes on
-    return {"metadata": meta, "spec": base.get("spec") or {}, "status": {"phase": phase, **status}}
-
-
-def _failure_status(
-    workload_reason: str, message: str, pods: list[dict[str, Any]], pod: dict[str, Any] | None
-) -> dict[str, Any]:
-    """A Failed pod status that makes podstate classify the failure as the pods say."""
-    if workload_reason == "DeadlineExceeded":
-        return {"reason": "DeadlineExceeded", "message": message}
-    culprit = _failed_pod(pods) or pod
-    cstatus = (culprit or {}).get("status") or {}
-    if cstatus.get("reason"):  # Evicted, Preempting, ...: the pod was stopped from outside
-        return {"reason": cstatus["reason"], "message": cstatus.get("message") or message}
-    container = _terminated(culprit)
-    if container is not None:
-        result = {"containerStatuses": [container]}
-        if cstatus.get("conditions"):
-            result["conditions"] = cstatus["conditions"]  # a DisruptionTarget marks Infrastructure
-        return result
-    if cstatus.get("initContainerStatuses"):
-        # It failed before its containers started (e.g. a pbt segment's checkpoint copy step).
-        return {"initContainerStatuses": cstatus["initContainerStatuses"], "message": message}
-    return {"reason": workload_reason or "Failed", "message": message}
-
-
-def trial_pod_view(
-    kind: Kind,
-    name: str,
-    workload: dict[str, Any] | None,
-    pods: list[dict[str, Any]],
-    resource: TrialResource | None = None,
-    primary_labels: dict[str, str] | None = None,
-) -> dict[str, Any] | None:
-    """The pod-shaped observation of a trial that runs as a Job or another resource, or None while
-    that does not exist."""
-    if workload is None:
-        return None
-    pod = primary_pod(pods, primary_labels)
-    if kind == JOB:
-        success, failure = _condition(workload, "Complete"), _condition(workload, "Failed")
-    else:
-        assert resource is not None
-        success_rule, failure_rule = resource.success(), resource.failure()
-        success = _condition(workload, success_rule.type, success_rule.status)
-        failure = _condition(workload, failure_rule.type, failure_rule.status)
-    if success is not None:
-        container = _terminated(pod) or {
-            "name": "main",
-            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
-        }
-        return _shape(name, workload, pod, "Succeeded", {"containerStatuses": [container]})
-    if failure is not None:
-        status = _failure_status(failure.get("reason") or "", failure.get("message") or "", pods, pod)
-        return _shape(name, workload, pod, "Failed", status)
-    if (workload.get("spec") or {}).get("suspend") is True:
-        gate = {
-            "type": "PodScheduled",
-            "status": "False",
-            "reason": SCHEDULING_GATED,
-            "message": f"waiting for admission: the {kind.kind} is suspended",
-        }
-        return _shape(name, workload, pod, "Pending", {"conditions": [gate]})
-    if pod is not None:
-        status = dict(pod.get("status") or {})
-        phase = status.pop("phase", None) or "Pending"
-        if phase in FINISHED_POD_PHASES:
-            # The pod ended but the resource has not decided yet (a Job may start another pod):
-            # the trial is still running.
-            phase, status = "Running", {"startTime": status.get("startTime")}
-        return _shape(name, workload, pod, phase, status)
-    return _shape(name, workload, None, "Pending", {})

@@ -218,3 +218,17 @@ def copy_failure(pod: dict[str, Any], obs: PodObservation) -> PodObservation:
             "Failed", "CheckpointCopyFailed", why, "Infrastructure", exit_code=code, finish_time=done.get("finishedAt")
         )
     return obs
+
+
+def mounted(pod: dict[str, Any] | None) -> bool:
+    """Whether the pod's volumes are mounted: one of its containers (the copy step first) started."""
+    if pod is None:
+        return False
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Running", "Succeeded", "Failed"):
+        return True
+    for c in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        state = c.get("state") or {}
+        if state.get("running") or state.get("terminated"):
+            return True
+    return False

@@ -243,6 +243,15 @@ def test_a_pod_that_ended_while_its_job_goes_on_leaves_the_trial_running():
         assert flags(s) == (False, False, True, True)
 
 
+def test_a_primary_container_that_ended_before_its_pod_leaves_a_job_trial_running():
+    # The kubelet reports the container's exit a moment before the pod's phase: the Job has not counted
+    # the pod yet, so the trial goes on (a plain pod's trial would end here, by its primary container).
+    for code in (0, 1):
+        s = seen(job(), [pod("p1", "Running", terminated={"exitCode": code}, created="2026-01-01T00:02:00Z")])
+        assert (s.observation.phase, s.observation.reason) == ("Running", "Running")
+        assert flags(s) == (False, False, True, True)
+
+
 def test_a_suspended_job_or_resource_is_waiting_for_admission_whatever_its_pods_do():
     s = seen(job(suspend=True), [])
     obs = s.observation

@@ -79,7 +79,8 @@ class PodObservation:
     recheck_in: float | None = None  # seconds until this observation may change without a pod event
 
 
-def _primary(statuses: list[dict[str, Any]], name: str | None) -> dict[str, Any] | None:
+def primary_status(statuses: list[dict[str, Any]], name: str | None) -> dict[str, Any] | None:
+    """The status of the container that speaks for the trial: the one named, else the first."""
     if not statuses:
         return None
     if name:
@@ -98,7 +99,7 @@ def judge(pod: dict[str, Any], primary_container: str | None, late: float | None
     not being deleted, or that is not judged): a Job's pod is deleted when its Job is."""
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
-    container = _primary(status.get("containerStatuses") or [], primary_container)
+    container = primary_status(status.get("containerStatuses") or [], primary_container)
     state = (container or {}).get("state") or {}
     terminated = state.get("terminated")
     waiting = state.get("waiting")

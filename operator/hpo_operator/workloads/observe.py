@@ -98,7 +98,12 @@ def observe_workload(
     status: dict[str, Any] = (pod or {}).get("status") or {}
     pod_spec: dict[str, Any] = (pod or {}).get("spec") or {}
     suspended = (workload.get("spec") or {}).get("suspend") is True
-    ended = not suspended and status.get("phase") in FINISHED_POD_PHASES
+    primary = podstate.primary_status(status.get("containerStatuses") or [], primary_container) or {}
+    # Ended: the pod, or its primary container a moment before the kubelet sets the pod's phase (read
+    # then as the trial's end, the trial was Succeeded while its Job still ran, and the Job deleted).
+    ended = not suspended and (
+        status.get("phase") in FINISHED_POD_PHASES or bool((primary.get("state") or {}).get("terminated"))
+    )
     # Where the trial runs: a suspended workload's pods no longer count as started.
     start = status.get("startTime") if not suspended else None
     late = podstate.seconds_late(deletion, bool(start or pod_spec.get("nodeName")), now)
@@ -115,8 +120,8 @@ def observe_workload(
         obs = PodObservation("Pending", "PodPending", stuck_since=meta.get("creationTimestamp"))
         return observed(obs, finished=False, mounted=False)
     if ended:
-        # The pod ended but the resource has not decided yet (a Job may start another pod): the
-        # trial is still running.
+        # The pod ended but the resource has not decided yet (a Job may start another pod, or count
+        # this one): the trial is still running.
         obs = PodObservation("Running", "Running", start_time=start)
         return observed(_or_lost(obs, late, pod_spec, start), finished=False, mounted=True)
     # The primary pod speaks for the trial, deleted when (and only when) its workload is: a Job

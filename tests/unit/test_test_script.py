@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-SUITE = '''
+SUITE = """
 import os, time
 import pytest
 
@@ -28,7 +28,7 @@ def test_beside_others(i):
 def test_alone():
     record(None, "alone")
     assert os.environ.get("FAIL_ALONE") != "1"
-'''
+"""
 
 CONFTEST = """
 def pytest_configure(config):

@@ -222,14 +222,18 @@ def test_kwok_restarted_plays_the_pods_it_missed(local_cluster, api, namespace):
         },
     }
     core.create_namespaced_pod(namespace, pod)
-    time.sleep(3)
     # Scheduled, but nobody plays the fake node's kubelet.
+    kube.wait_until(
+        lambda: core.read_namespaced_pod("missed", namespace).spec.node_name, timeout=60, what="the pod scheduled"
+    )
     assert core.read_namespaced_pod("missed", namespace).status.phase == "Pending"
     kwok.restart()
     # The pid file follows, so hack/cluster.sh down stops the new process.
     assert kwok.pid != old_pid and kwok.running
+    # (A restarted KWOK lists every node and pod of the cluster before it plays them: a while on a
+    # loaded machine with other tests' pods about.)
     kube.wait_until(
         lambda: core.read_namespaced_pod("missed", namespace).status.phase == "Succeeded",
-        timeout=30,
+        timeout=90,
         what="the pod KWOK missed to run and succeed",
     )

@@ -91,11 +91,11 @@ crds: venv  ## regenerate crds/ and the chart's copies from the pydantic models
 crds-check: venv  ## check that crds/ is what the models generate
 	$(PY) -m hpo_operator.api.crd --check
 
-# Integration tests start (and stop) the local control plane themselves unless HPO_KUBECONFIG
-# names a cluster to use (then its binaries are not built); pytest's "no tests ran" (exit 5) is a
-# failure here.
+# hack/test.sh starts (and stops) the local control plane unless HPO_KUBECONFIG names a cluster to
+# use (then its binaries are not built), runs the tests in HPO_TEST_WORKERS parallel workers (4;
+# 0: one process), then those marked `alone` one at a time; "no tests ran" is a failure here.
 test: venv $(if $(HPO_KUBECONFIG),,tools)  ## unit and integration tests (starts the local cluster unless HPO_KUBECONFIG names one)
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
+	PY=$(PY) hack/test.sh $(PYTEST_ARGS)
 
 test-unit: venv  ## unit tests only (no cluster)
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)

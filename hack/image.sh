@@ -118,6 +118,10 @@ cmd_build() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
   mkdir -p "$images"
+  # One build at a time in the cache (checkouts share it): what another build is making is neither
+  # an interrupted build's leftovers nor an older image to remove.
+  exec 9>"$images/build.lock"
+  flock 9
   local work
   for work in "$images"/operator.* "$images"/pack.*; do  # an interrupted build
     [ -d "$work" ] && rm -rf "$work"
@@ -126,10 +130,11 @@ cmd_build() {
   key=$(image_key)
   tar=$images/$name-$key.tar
   [ -s "$tar" ] || build "$tar" "$(ref "$key")"
-  # Older builds of the operator (of this flavour) are no longer used.
-  find "$images" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$key.tar" ! -name "operator-gp-*.tar" -delete
+  # Older builds of the operator (of this flavour) are no longer used, unless another checkout built
+  # one within the hour (it may be importing it now).
+  find "$images" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$key.tar" ! -name "operator-gp-*.tar" -mmin +60 -delete
   if [ "$flavour" = gp ]; then
-    find "$images" -maxdepth 1 -name 'operator-gp-*.tar' ! -name "$name-$key.tar" -delete
+    find "$images" -maxdepth 1 -name 'operator-gp-*.tar' ! -name "$name-$key.tar" -mmin +60 -delete
   fi
   echo "$(ref "$key") $tar"
 }

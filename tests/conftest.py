@@ -8,6 +8,7 @@ no KWOK nodes.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -24,10 +25,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items):
-    # Tests in tests/integration need the API server; mark them so `-m "not integration"` works.
     for item in items:
-        if "integration" in Path(str(item.fspath)).parts:
-            item.add_marker(pytest.mark.integration)
+        # Tests in tests/integration need the API server; mark them so `-m "not integration"` works.
+        if "integration" not in Path(str(item.fspath)).parts:
+            continue
+        item.add_marker(pytest.mark.integration)
+        # A worker takes a group whole (--dist loadgroup), other tests one by one: a module's tests
+        # share its module-scoped fixtures, and the real node's trials, which really run, queue on
+        # that one node anyway.
+        if item.get_closest_marker("realnode"):
+            item.add_marker(pytest.mark.xdist_group("realnode"))
+        elif Path(str(item.fspath)).stem in MODULE_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).stem))
+
+
+# Integration modules with module-scoped fixtures (made once per worker that runs one of their tests).
+MODULE_FIXTURES = {"test_dashboard", "test_validation"}
+
+
+def pytest_runtest_setup(item):
+    # `make test` runs the integration tests in parallel workers (hack/test.sh), each in a namespace
+    # of its own, then those marked `alone` one at a time. One that stops a process every test needs
+    # (etcd, KWOK, Kueue: faults.Component) must be marked so; it fails saying so otherwise.
+    faults.running_beside_others = item.get_closest_marker("alone") is None
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +57,21 @@ def kubeconfig() -> str:
         yield given
         return
     script = REPO / "hack" / "cluster.sh"
-    was_up = subprocess.run([script, "status"], capture_output=True).returncode == 0
-    out = subprocess.run([script, "up"], capture_output=True, text=True)
+    # Parallel workers (pytest -n) start it once between them: the first under the lock starts it,
+    # the others find it up. None of them stops it, since each ends while the others may still run
+    # (make test starts it before its workers and stops it after them).
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    state = Path(os.environ.get("HPO_CLUSTER_DIR", REPO / ".cluster"))
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "up.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        was_up = subprocess.run([script, "status"], capture_output=True).returncode == 0
+        out = subprocess.run([script, "up"], capture_output=True, text=True)
     if out.returncode != 0:
         pytest.fail(f"the local control plane did not start:\n{out.stderr}")
     path = out.stdout.strip().splitlines()[-1]
     yield path
-    if not was_up and not os.environ.get("HPO_KEEP_CLUSTER"):
+    if not was_up and not worker and not os.environ.get("HPO_KEEP_CLUSTER"):
         subprocess.run([script, "down"], capture_output=True)
 
 

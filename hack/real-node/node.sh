@@ -209,6 +209,11 @@ down() {
     pid=$(cat "$shim")
     kill -9 "$pid" 2>/dev/null || true
   done
+  # A shim whose pid file went with its task (an exited container's, for one) outlives containerd by
+  # design: found by the socket each was given (-address), so a cycle of up and down leaves none.
+  pkill -9 -f -- "-address $sock" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while pgrep -f -- "-address $sock" >/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
   unmount_under "$rn"
   remove_network
   remove_cgroup_root

@@ -140,6 +140,7 @@ def test_api_server_killed_twice_mid_experiment(api, namespace, crds, kwok_nodes
     assert "the API server answers again after" in log
 
 
+@pytest.mark.alone
 def test_etcd_restarted_mid_experiment(api, namespace, crds, kwok_nodes, local_cluster, apiserver, tmp_path, stopped):
     etcd = faults.Etcd(local_cluster)
     cluster, op = under_way(
@@ -157,6 +158,7 @@ def test_etcd_restarted_mid_experiment(api, namespace, crds, kwok_nodes, local_c
     same_process(op)
 
 
+@pytest.mark.alone
 def test_410_gone_after_etcd_compaction_lists_again(api, namespace, crds, kwok_nodes, local_cluster, tmp_path, stopped):
     """etcd compacts the history an informer would go on from: its next watch gets 410 Gone. (The
     second API server runs without a watch cache, so that watches are served from etcd's history;

@@ -124,6 +124,7 @@ def test_suspended_while_the_operators_api_server_is_killed_the_trials_are_held_
     assert op.starts == 1 and op.proc is not None and op.proc.poll() is None
 
 
+@pytest.mark.alone
 def test_suspended_while_kueue_is_down_the_trials_are_held_once_it_is_back_then_run_once(
     api, namespace, local_cluster, operator
 ):

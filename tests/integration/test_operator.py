@@ -451,6 +451,9 @@ def node(name: str, labels: dict[str, str], kwok: bool) -> client.V1Node:
     )
 
 
+# Alone: its node is Ready for a moment with no kubelet behind it, so another test's pod scheduled
+# there then would be lost with it.
+@pytest.mark.alone
 def test_a_trial_on_a_lost_node_is_retried_elsewhere(api, namespace, operator, kwok_nodes):
     """A node with no kubelet behind it (as after a crash): the taint manager deletes the trial's pod
     but nobody finishes the deletion, so the pod stays Terminating. The trial must not hold its

@@ -8,7 +8,10 @@ plane); `.ci/run` tries to.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 from kubernetes import client, watch
@@ -18,6 +21,7 @@ from tests.support.kube import Cluster, wait_until
 from tests.support.training import TRAINER, torch_runtime
 
 pytestmark = pytest.mark.realnode
+REPO = Path(__file__).resolve().parents[2]
 
 
 class PodRecorder:
@@ -295,3 +299,44 @@ def test_finished_trial_pods_are_kept(api, namespace, operator, real_node, kubec
     deleted = [n for n in names if n not in pods or pods[n].metadata.deletion_timestamp]
     assert not deleted, f"podRetention Keep, yet these trial pods were deleted: {deleted}"
     assert "accuracy=0.5" in kubectl.run("logs", "-n", namespace, names[0]).stdout
+
+
+def real_pod(name: str, command: list[str]) -> dict:
+    """A bare pod on the real node: the example trial's pod spec with another program."""
+    spec = real_experiment(name, parameters=[], command=command, memory="64Mi")["spec"]["trialTemplate"]["template"]
+    spec["spec"]["restartPolicy"] = "Never"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec["spec"]}
+
+
+@pytest.mark.alone
+def test_the_real_node_goes_down_with_no_process_left_behind(api, namespace, real_node, local_cluster, kubeconfig):
+    """`make cluster-down` stops the real node (hack/real-node.sh down) with the rest: nothing of it may
+    keep running, neither a running container's shim nor an exited one's. It ran alone (local_cluster):
+    the node is brought back up at the end for whatever runs next."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, real_pod("running", ["sleep", "600"]))
+    core.create_namespaced_pod(namespace, real_pod("exited", ["true"]))
+
+    def phase(name: str) -> str:
+        return core.read_namespaced_pod(name, namespace).status.phase
+
+    wait_until(
+        lambda: phase("running") == "Running" and phase("exited") == "Succeeded",
+        timeout=120,
+        what="one pod running and one exited on the real node",
+    )
+    node_dir = local_cluster.state / "real-node"
+    script = str(REPO / "hack/real-node.sh")
+    # Every process of the node names its folder: containerd's socket there is each shim's -address.
+    before = subprocess.run(["pgrep", "-af", str(node_dir)], capture_output=True, text=True).stdout
+    assert "containerd-shim" in before, before
+    env = {**os.environ, "HPO_CLUSTER_DIR": str(local_cluster.state)}
+    try:
+        down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=180)
+        assert down.returncode == 0, down.stderr
+        left = subprocess.run(["pgrep", "-af", str(node_dir)], capture_output=True, text=True).stdout
+        assert left.strip() == "", f"still running after hack/real-node.sh down:\n{left}"
+        assert "sleep 600" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    finally:
+        up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=600)
+        assert up.returncode == 0, f"the real node did not come back up:\n{up.stderr}"

@@ -830,6 +830,12 @@ def _answers_ok(url: str) -> bool:
         return False
 
 
+# Whether the running test may share the cluster with other tests (tests/conftest.py sets it for each
+# test: False for those marked `alone`). A Component stops a process all tests share, so it refuses
+# to act in a test that may run beside others. Outside pytest (the soak) nothing runs beside.
+running_beside_others = False
+
+
 class Component:
     """A process of the local control plane (etcd, KWOK, ...) that a test kills and restarts.
 
@@ -841,6 +847,11 @@ class Component:
     name = ""
 
     def __init__(self, cluster: LocalCluster):
+        if running_beside_others:
+            raise RuntimeError(
+                f"this test stops the cluster's {self.name}, which every test running beside it needs: "
+                "mark it @pytest.mark.alone (make test runs those one at a time)"
+            )
         self.cluster = cluster
         self._launch = _Launch.of(cluster.pid(self.name))
         self._proc: subprocess.Popen | None = None

@@ -33,14 +33,19 @@ def pytest_collection_modifyitems(items):
         # A worker takes a group whole (--dist loadgroup), other tests one by one: a module's tests
         # share its module-scoped fixtures, and the real node's trials, which really run, queue on
         # that one node anyway.
-        if item.get_closest_marker("realnode"):
+        module = Path(str(item.fspath)).stem
+        if item.get_closest_marker("realnode") or module == "test_dashboard":
             item.add_marker(pytest.mark.xdist_group("realnode"))
-        elif Path(str(item.fspath)).stem in MODULE_FIXTURES:
-            item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).stem))
+        elif module in GROUPED_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
-# Integration modules with module-scoped fixtures (made once per worker that runs one of their tests).
-MODULE_FIXTURES = {"test_dashboard", "test_validation"}
+# Modules whose tests one worker takes whole, in order: test_validation's module-scoped fixture;
+# test_cluster's second control planes, which look for free ports the same way and would find the
+# same ones at once. The browser's tests go with the real node's: Chromium fails a request in
+# flight when the host's network changes (net::ERR_NETWORK_CHANGED), as it does whenever a real
+# node's pod starts or ends.
+GROUPED_MODULES = {"test_validation", "test_cluster"}
 
 
 def pytest_runtest_setup(item):

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     if not any(a in ("-A", "--all-namespaces") or a.startswith(("-n", "--namespace")) for a in args):
         args.append("--all-namespaces")
     # Every replica answers the API server's admission calls, standbys too (webhook.py).
-    webhook.start()
+    served = webhook.start()
     election = None
     lease = leader.lease_from_env()
     if lease is not None:
@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> None:
         if election is not None:
             telemetry.LEADER.set(0)
             election.release()
+        if served is not None:
+            # Leadership is handed over at once; admission calls are answered a while longer, since
+            # the API server may route them here until this pod leaves its Service's endpoints.
+            webhook.drain()
 
 
 if __name__ == "__main__":

@@ -5,13 +5,18 @@ tests/integration/test_in_cluster.py."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import ssl
 import time
+import urllib.request
 
 import pytest
 from kubernetes import client
 
 from hpo_operator.controller.leader import Elector, LeaseClient, LostLeadership, Timing
 from hpo_operator.kube.client import connect
+from tests.support.chart import Webhook
+from tests.support.kube import OperatorProcess, wait_until
 
 TIMING = Timing(lease_duration=3, renew_deadline=2, retry_period=0.3)
 
@@ -114,3 +119,37 @@ def test_a_missing_lease_is_waited_for_not_created(api, namespace, kubeconfig, m
     with pytest.raises(client.ApiException) as e:
         client.CoordinationV1Api(api).read_namespaced_lease("hpo-operator", namespace)
     assert e.value.status == 404
+
+
+def test_a_stopping_operator_answers_admission_calls_a_while_after_sigterm(kubeconfig, namespace, crds, tmp_path):
+    """A deleted operator pod stays in its webhook Service's endpoints for a moment: it keeps
+    answering admission calls a while after SIGTERM (HPO_ADMISSION_DRAIN_SECONDS), else a user's
+    write routed there meanwhile is refused (the webhook fails closed)."""
+    hook = Webhook.make(tmp_path / "webhook")
+    op = OperatorProcess(
+        kubeconfig, namespace, tmp_path / "operator.log", env={**hook.env(), "HPO_ADMISSION_DRAIN_SECONDS": "5"}
+    )
+    tls = ssl.create_default_context(cafile=str(hook.cert))
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{hook.port}/healthz", timeout=1, context=tls) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    op.start()
+    try:
+        wait_until(answers, timeout=60, what="the operator's admission webhook")
+        assert op.proc is not None
+        op.proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        last = stopped
+        while op.proc.poll() is None and time.monotonic() - stopped < 30:
+            if answers():
+                last = time.monotonic()
+            time.sleep(0.2)
+        assert op.proc.poll() is not None, "the operator did not exit within 30 s of SIGTERM"
+        assert last - stopped >= 4, f"admission answered only {last - stopped:.1f} s after SIGTERM"
+    finally:
+        op.stop()

@@ -19,6 +19,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +135,15 @@ def start(settings: Settings | None = None, timeout: float = 30.0) -> threading.
     if failure:
         raise RuntimeError(f"the admission webhook could not start: {failure[0]!r}") from failure[0]
     return thread
+
+
+def drain(seconds: float | None = None) -> None:
+    """Waits while the webhook's thread goes on answering, before the process exits: a pod being
+    deleted stays in its Service's endpoints for a moment, and a call routed there meanwhile would
+    otherwise fail (the chart's webhook fails closed: a user's write refused). HPO_ADMISSION_DRAIN_SECONDS,
+    3 by default; the pod's grace period (30 s) covers it."""
+    if seconds is None:
+        seconds = float(os.environ.get("HPO_ADMISSION_DRAIN_SECONDS", "3"))
+    if seconds > 0:
+        log.info("answering admission calls %g s more before exiting", seconds)
+        time.sleep(seconds)

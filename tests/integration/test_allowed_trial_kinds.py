@@ -23,13 +23,12 @@ from kubernetes import client
 from hpo_operator.api import trial_kinds
 from hpo_operator.api.template import TrialTemplate
 from tests.support.chart import CHART, ChartOperator
-from tests.support.experiments import as_job, experiment, x_space
+from tests.support.experiments import as_job, experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_EXAMPLE = REPO / "examples" / "job-trials.yaml"
 X = x_space(10)
-LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 JOB_ALLOWED = json.dumps([{"apiGroup": "batch", "resource": "jobs", "kind": "Job"}])
 # The liveness limit in these tests: a watch down this long fails the probe, if it counts.
 LIVENESS_LIMIT = 3
@@ -299,8 +298,8 @@ def test_a_forbidden_watch_marks_its_experiment_spares_the_others_and_liveness_a
     try:
         operator.wait_acting()
         probe = LivenessProbe(operator)
-        cluster.create(as_job(experiment("jobs", X, annotations=LOSS, max_trials=2, parallel=2)))
-        cluster.create(experiment("pods", X, annotations=LOSS, max_trials=4, parallel=2))
+        cluster.create(as_job(experiment("jobs", X, annotations=loss_is_x(), max_trials=2, parallel=2)))
+        cluster.create(experiment("pods", X, annotations=loss_is_x(), max_trials=4, parallel=2))
 
         def forbidden():
             st = cluster.get("jobs").get("status") or {}

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.experiments import condition, experiment, x_space
+from tests.support.experiments import condition, experiment, loss_is_x, x_space
 from tests.support.kube import REPO, Cluster, OperatorProcess, free_port, serve_log, wait_until, write_log
 
 KATIB_DEFAULT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
@@ -78,7 +78,7 @@ def twenty_trials(name: str) -> dict:
     return experiment(
         name,
         x_space(10),
-        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'},
+        annotations=loss_is_x(),
         max_trials=20,
         parallel=4,
     )

@@ -1,9 +1,6 @@
 """Admission (planner/admission.py): retries of failed configurations (retryPolicy, backoff),
-re-runs of the trials a suspension stopped, restarts users request, and Trials users create.
-
-Each test builds what the cluster would hold (Trial bodies, pods keyed by trial name; the builders
-are in tests/support/rounds.py) and checks the plan of one round, or carries plans out round after
-round in memory (rounds.Cluster) for a rule that only shows over several rounds."""
+re-runs of the trials a suspension stopped, restarts users request, and Trials users create, each
+checked on the plan of a round built by hand (tests/support/rounds.py)."""
 
 from __future__ import annotations
 

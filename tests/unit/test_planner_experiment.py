@@ -1,9 +1,6 @@
 """The experiment (planner/experiment.py): its best trial, its end (too many failures, its goal,
-maxTrialCount, a search space used up), suspension, and the finished pods it keeps or deletes.
-
-Each test builds what the cluster would hold (Trial bodies, pods keyed by trial name; the builders
-are in tests/support/rounds.py) and checks the plan of one round, or carries plans out round after
-round in memory (rounds.Cluster) for the rules that only show over several rounds."""
+maxTrialCount, a search space used up), suspension, and the finished pods it keeps or deletes; on
+rounds built by hand (tests/support/rounds.py), some over several rounds (rounds.Cluster)."""
 
 from __future__ import annotations
 

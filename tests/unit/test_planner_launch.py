@@ -1,10 +1,7 @@
 """Launching (planner/launch.py): trials started within parallelTrialCount, suggestions asked and
 counted, queued trials and retries started once a slot is free and their backoff has passed, and
-what the search algorithm is told.
-
-Each test builds what the cluster would hold (Trial bodies, pods keyed by trial name; the builders
-are in tests/support/rounds.py) and checks the plan of one round, or carries plans out round after
-round in memory (rounds.Cluster) for a rule that only shows over many rounds."""
+what the search algorithm is told. Rounds are built by hand with tests/support/rounds.py (its
+Cluster carries plans out over many rounds)."""
 
 from __future__ import annotations
 

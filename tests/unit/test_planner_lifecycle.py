@@ -1,10 +1,7 @@
 """A trial's lifecycle (planner/lifecycle.py): what its pod says becomes its status (results and
 metrics, from the termination message or the log; failures, lost nodes, timeouts, pods that do not
-start), and so does a create the API server refused.
-
-Each test builds what the cluster would hold (Trial bodies, pods keyed by trial name; the builders
-are in tests/support/rounds.py) and checks the plan of one round, or carries plans out round after
-round in memory (rounds.Cluster) for a rule that only shows over several rounds."""
+start), and so does a create the API server refused. Rounds are built by hand with
+tests/support/rounds.py."""
 
 from __future__ import annotations
 

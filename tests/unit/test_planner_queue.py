@@ -1,8 +1,5 @@
 """Trials queued by Kueue (trialTemplate.queueName; planner/queue.py): held for admission, admitted,
-preempted, and held in their queue while the experiment is suspended.
-
-Each test builds what the cluster would hold (Trial bodies, pods keyed by trial name; the builders
-are in tests/support/rounds.py) and checks the plan of one round."""
+preempted, and held in their queue while the experiment is suspended."""
 
 from __future__ import annotations
 

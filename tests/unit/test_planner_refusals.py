@@ -1,9 +1,6 @@
 """Specs no round can run (planner/refusals.py): what validate_spec() finds in a trial template,
 and the one rule for an invalid spec, within a round (experiment.reject_spec) or without one
-(plan_invalid_spec).
-
-Each test builds what the cluster would hold (the builders are in tests/support/rounds.py) and
-checks the plan of one round, or the plan made from the status alone."""
+(plan_invalid_spec)."""
 
 from __future__ import annotations
 

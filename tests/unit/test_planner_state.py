@@ -1,8 +1,5 @@
 """What every planner step shares (planner/state.py): the body of a new Trial, and a round that
-leaves the statuses it read as they were.
-
-Each test builds what the cluster would hold (Trial bodies, pods keyed by trial name; the builders
-are in tests/support/rounds.py) and checks the plan of one round."""
+leaves the statuses it read as they were. Rounds are built by hand with tests/support/rounds.py."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def test_each_configuration_gets_one_claim_that_every_attempt_mounts(api, namesp
         checkpointed(
             "ckpt",
             vols.storage_class,
-            {**oom_killed_first("fails"), "sim.hpo.dev/duration": "1s"},
+            {**oom_killed_first("${params.fails}"), "sim.hpo.dev/duration": "1s"},
         )
     )
     # While the retry runs, both claims exist (deleted once their configuration succeeded).

@@ -90,7 +90,7 @@ def test_failed_configurations_are_retried_within_their_budget(api, namespace, o
                 "retries",
                 fails_space(3),
                 annotations={
-                    **oom_killed_first("fails"),
+                    **oom_killed_first("${params.fails}"),
                     "sim.hpo.dev/message": '{"loss": ${params.fails}, "speed": ${params.fails}}',
                 },
                 **({"objective": SEVERAL} if objectives == "several" else {}),
@@ -395,12 +395,7 @@ def test_prometheus_metrics_count_trials_by_reason_and_outcome(api, namespace, o
         experiment(
             "metered",
             x_space(),
-            annotations={
-                "sim.hpo.dev/message": '{"loss": ${params.x}}',
-                "sim.hpo.dev/fail-attempts": "1",
-                "sim.hpo.dev/exit-code": "137",
-                "sim.hpo.dev/reason": "OOMKilled",
-            },
+            annotations={**loss_is_x(), **oom_killed_first("1")},
             max_trials=2,
             parallel=2,
             retryPolicy={"backoffSeconds": 0},

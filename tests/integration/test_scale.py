@@ -22,7 +22,7 @@ def load_experiment() -> dict:
     return experiment(
         "load",
         [*x_space(), {"name": "f", "type": "discrete", "values": sorted(set(FAIL_ATTEMPTS))}],
-        annotations={"sim.hpo.dev/duration": "200ms", **oom_killed_first("f"), **loss_is_x()},
+        annotations={"sim.hpo.dev/duration": "200ms", **oom_killed_first("${params.f}"), **loss_is_x()},
         args=[],
         algorithm={"name": "random", "seed": 3},
         max_trials=CONFIGURATIONS,

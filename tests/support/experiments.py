@@ -27,8 +27,8 @@ def x_values(*values: str) -> list[dict]:
 
 
 def fails_space(high: int, step: int = 1) -> list[dict]:
-    """One int `fails` from 0 to `high` by `step`, for a grid: with fail_first("fails"), the
-    configuration fails=N fails its first N attempts."""
+    """One int `fails` from 0 to `high` by `step`, for a grid: with the annotation
+    sim.hpo.dev/fail-attempts: ${params.fails}, configuration fails=N fails its first N attempts."""
     return [{"name": "fails", "type": "int", "min": 0, "max": high, "step": step}]
 
 
@@ -41,14 +41,11 @@ def loss_is_x(duration: str | None = None) -> dict[str, str]:
     return annotations
 
 
-def oom_killed_first(param: str) -> dict[str, str]:
-    """The simulated trial's annotations when its first ${params.<param>} attempts are OOMKilled
-    (exit code 137, a class retried by default) and the next one runs to its end."""
-    return {
-        "sim.hpo.dev/fail-attempts": f"${{params.{param}}}",
-        "sim.hpo.dev/exit-code": "137",
-        "sim.hpo.dev/reason": "OOMKilled",
-    }
+def oom_killed_first(attempts: str) -> dict[str, str]:
+    """The simulated trial's annotations when its first `attempts` attempts (a number, or a parameter
+    such as "${params.fails}") are OOMKilled (exit code 137, a class retried by default) and the next
+    one runs to its end."""
+    return {"sim.hpo.dev/fail-attempts": attempts, "sim.hpo.dev/exit-code": "137", "sim.hpo.dev/reason": "OOMKilled"}
 
 
 def manifest(name: str, spec: dict) -> dict:

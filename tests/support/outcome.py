@@ -58,7 +58,7 @@ class FaultyGrid:
             name,
             [*fails_space(self.fails - 1), {"name": "seed", "type": "int", "min": 0, "max": self.seeds - 1, "step": 1}],
             annotations={
-                **oom_killed_first("fails"),
+                **oom_killed_first("${params.fails}"),
                 "sim.hpo.dev/duration": self.duration,
                 "sim.hpo.dev/message": '{"loss": ${params.seed}}',
             },

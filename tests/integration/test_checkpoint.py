@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.support.experiments import by_config, experiment, fails_space, oom_killed_first
+from tests.support.experiments import GROUP, VERSION, by_config, experiment, fails_space, oom_killed_first
 from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -249,6 +249,6 @@ def test_an_evicted_trial_resumes_and_deleting_the_experiment_removes_its_claims
     assert history_steps(retry, "loss")[-1] == 6
     assert len(claims(api, namespace)) == 1  # Keep: still there ...
     cluster.custom.delete_namespaced_custom_object(
-        "hpo.dev", "v1alpha1", namespace, "experiments", "evicted", propagation_policy="Foreground"
+        GROUP, VERSION, namespace, "experiments", "evicted", propagation_policy="Foreground"
     )
     wait_until(lambda: not claims(api, namespace), timeout=120, what="the claims to go with the experiment")

@@ -20,10 +20,9 @@ from kubernetes import client
 from hpo_operator.api import trial_kinds
 from tests.support import kube
 from tests.support.chart import CHART, Helm, token_kubeconfig
-from tests.support.experiments import experiment, loss_is_x, x_space
+from tests.support.experiments import GROUP, VERSION, experiment, loss_is_x, x_space
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION = "hpo.dev", "v1alpha1"
 
 # What the operator does, verb by verb (see templates/_helpers.tpl for why each is needed).
 OWN_KINDS_RULES = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from tests.support.experiments import as_job, experiment, loss_is_x, x_space
+from tests.support.experiments import GROUP, VERSION, as_job, experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, wait_until
 from tests.support.outcome import assert_each_oom_killed_once_then_retried
 
@@ -119,7 +119,7 @@ def test_deleting_the_experiment_removes_its_jobs_and_their_pods(api, namespace,
     )
     wait_until(lambda: len(cluster.pods()) == 2, timeout=60, what="two running Job pods")
     cluster.custom.delete_namespaced_custom_object(
-        "hpo.dev", "v1alpha1", namespace, "experiments", "gone", propagation_policy="Foreground"
+        GROUP, VERSION, namespace, "experiments", "gone", propagation_policy="Foreground"
     )
     wait_until(
         lambda: not jobs(api, namespace) and not cluster.pods(),

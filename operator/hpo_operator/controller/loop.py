@@ -276,6 +276,7 @@ class ExperimentLoop:
             suggest=suggester.suggest,
             should_stop=suggester.should_stop,
             tell=suggester.tell,
+            told=suggester.told(),
             volumes=volumes,
             observations=observations,
             refused=dict(self.refused),

@@ -191,6 +191,7 @@ def plan(given: RoundInput) -> Plan:
         volumes=given.volumes,
         observations=observations,
         refused=given.refused,
+        told=given.told,
     )
     status = opening_status(state)
     observe_trials(state)

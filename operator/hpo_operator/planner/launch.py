@@ -200,9 +200,12 @@ class Curve(Mapping[int, float]):
 
 
 def tell_results(state: RoundState, finally_failed_keys: set[str]) -> None:
+    known = state.told
     for key, trials in state.groups().items():
         indexes = {t.suggestion_index for t in trials if t.suggestion_index is not None}
-        result = outcome(state, trials, key in finally_failed_keys) if indexes else None
+        if indexes <= known:
+            continue  # nothing to tell (or no suggestion): the search holds every result
+        result = outcome(state, trials, key in finally_failed_keys)
         if result:
             for i in indexes:
                 told(state, i, result)

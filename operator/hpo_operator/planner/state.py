@@ -8,7 +8,7 @@ them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -222,6 +222,7 @@ class RoundState:
         volumes: set[str] | None = None,
         observations: Mapping[str, PodObservation] | None = None,
         refused: Mapping[str, Refusal] | None = None,
+        told: Set[int] | None = None,
     ):
         self.exp, self.spec, self.now = exp, exp.spec, now
         self.volumes = volumes
@@ -229,6 +230,8 @@ class RoundState:
         # server (or the author check) refused since the last round, by trial name.
         self.observations = observations or {}
         self.refused = refused or {}
+        # The suggestions whose result the search algorithm holds (RoundInput.told).
+        self.told: Set[int] = told or frozenset()
         self.should_stop, self.tell = should_stop, tell
         self.trials = sorted(trials, key=lambda t: (t.meta.get("creationTimestamp") or "", t.name))
         # What each trial's output reported, read (lifecycle.read_outputs, or the loop off its event loop).

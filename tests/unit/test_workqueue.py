@@ -5,10 +5,12 @@ delay after failures that an event cuts short, and the gap between one experimen
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from hpo_operator.controller.workqueue import WorkQueue
+from hpo_operator.controller.cpu import Metered
+from hpo_operator.controller.workqueue import MAX_SHARE, WorkQueue
 
 
 def run(scenario):
@@ -194,5 +196,128 @@ def test_workers_share_the_keys_and_each_key_has_at_most_one():
         assert peak == 3  # the bound: three workers, five keys due
         counts = [turns.count(k) for k in "abcde"]
         assert max(counts) - min(counts) <= 1, counts  # each in its turn
+
+    run(scenario)
+
+
+def burn(seconds: float) -> None:
+    """Spends `seconds` of this thread's CPU."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+def test_a_costly_turn_waits_its_cost_times_the_experiments_with_work_besides_it():
+    """Three others in a turn: a turn that took 50 ms of CPU waits 150 ms before the next, however
+    soon it is added again; the others' turns (no cost) are not held back."""
+
+    async def scenario():
+        queue = WorkQueue()
+        loop = asyncio.get_running_loop()
+        for key in ("big", "s1", "s2", "s3"):
+            queue.add(key)
+        assert [await queue.get() for _ in range(4)] == ["big", "s1", "s2", "s3"]
+        assert queue.others_with_work() == 4
+        queue.done("big", after=0, cost=0.05)
+        started = loop.time()
+        assert queue.waiting() == 1 and len(queue) == 0
+        for key in ("s1", "s2", "s3"):
+            queue.done(key, after=0)
+        assert await asyncio.wait_for(queue.get(), 0.05) == "s1"  # at once
+        assert await queue.get() == "s2"
+        assert await queue.get() == "s3"
+        assert await queue.get() == "big"
+        assert loop.time() - started >= 0.14
+
+    run(scenario)
+
+
+def test_alone_a_costly_turn_waits_only_its_gap():
+    """Nothing else has work: its share is the whole loop, and its next turn comes at once."""
+
+    async def scenario():
+        queue = WorkQueue()
+        queue.add("big")
+        key = await queue.get()
+        queue.add("s1", after=60)  # another experiment, waiting for its time: it has no work now
+        queue.done(key, after=0, cost=0.5)
+        assert await asyncio.wait_for(queue.get(), 0.1) == "big"
+
+    run(scenario)
+
+
+def test_the_cost_counts_at_most_max_share_others():
+    async def scenario():
+        queue = WorkQueue()
+        for i in range(MAX_SHARE + 10):
+            queue.add(f"s{i}")
+        assert queue.others_with_work() == MAX_SHARE
+
+    run(scenario)
+
+
+def test_metered_counts_the_cpu_of_its_own_steps_not_of_the_tasks_that_run_while_it_waits():
+    async def scenario():
+        own = 0.0
+
+        async def turn():
+            nonlocal own
+            for _ in range(3):
+                started = time.thread_time()
+                burn(0.02)
+                own += time.thread_time() - started
+                await asyncio.sleep(0.01)  # another task burns meanwhile
+            return "done"
+
+        async def other():
+            for _ in range(3):
+                burn(0.05)
+                await asyncio.sleep(0)
+
+        metered = Metered(turn())
+        task = asyncio.get_running_loop().create_task(metered)
+        await asyncio.gather(task, other())
+        assert task.result() == "done"
+        assert own <= metered.seconds < own + 0.05  # the other's 150 ms are not in it
+
+    run(scenario)
+
+
+def test_a_costly_experiment_takes_a_share_of_the_loop_not_the_most_of_it():
+    """Workers as the runtime's: one experiment's turns each burn 20 ms of CPU on the loop, four
+    others' burn 1 ms then wait 10 ms for the API server, each woken again at once. With each turn's
+    measured cost given to the queue, the costly one takes well under half the CPU of all turns; the
+    loop's round-robin alone would give it most of it."""
+
+    async def scenario():
+        queue = WorkQueue()
+        spent: dict[str, float] = {}
+        keys = ["big", "s1", "s2", "s3", "s4"]
+
+        async def turn(key):
+            if key == "big":
+                burn(0.02)
+                await asyncio.sleep(0)
+            else:
+                burn(0.001)
+                await asyncio.sleep(0.01)
+
+        async def worker():
+            while True:
+                key = await queue.get()
+                metered = Metered(turn(key))
+                await asyncio.get_running_loop().create_task(metered)
+                spent[key] = spent.get(key, 0.0) + metered.seconds
+                queue.done(key, after=0, cost=metered.seconds)
+
+        workers = [asyncio.create_task(worker()) for _ in range(8)]
+        for key in keys:
+            queue.add(key)
+        await asyncio.sleep(1.0)
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        share = spent["big"] / sum(spent.values())
+        assert share < 0.5, spent
 
     run(scenario)

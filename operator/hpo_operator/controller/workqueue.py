@@ -10,6 +10,13 @@ periodic round, a retry after failures (a per-experiment delay that grows with e
 row, reset by a success; an event still queues it at once, as a watch event woke a failed loop
 before), and the gap rounds of one experiment keep between them.
 
+A turn also says what it cost: the CPU it took on the one event loop that every experiment's turns
+share (cpu.py). One experiment's turns take at most about 1/(n + 1) of it while n others have work
+(queued, or in a turn): after a turn of c seconds, its next one waits n * c (n at most MAX_SHARE). A
+thousand-trial experiment whose rounds walk every trial then plans less often, each round serving
+more of its events, instead of holding the loop while fifty small experiments wait; alone, it waits
+nothing more than its gap.
+
 A new experiment's first turn goes before the others' next ones (a lane of its own, in the order
 they came): a thousand experiments created at once each get their first pods before any of them
 its next round.
@@ -26,6 +33,10 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+# A turn's cost is multiplied by the experiments with work besides it, up to this many: a share of
+# at most 1/(MAX_SHARE + 1) for the costly one under any crowd, so that it still moves.
+MAX_SHARE = 16
 
 
 class WorkQueue(Generic[K]):
@@ -61,6 +72,10 @@ class WorkQueue(Generic[K]):
     def waiting(self) -> int:
         """Keys waiting for a time (their next periodic round, a retry, a gap)."""
         return len(self._due)
+
+    def others_with_work(self) -> int:
+        """Keys due or in a turn (the one ending its turn is no longer counted), at most MAX_SHARE."""
+        return min(len(self._ready) + len(self._first) + len(self._processing), MAX_SHARE)
 
     def failures(self, key: K) -> int:
         return self._failures.get(key, 0)
@@ -105,11 +120,16 @@ class WorkQueue(Generic[K]):
         self._cancel_timer(key)  # this turn serves whatever it was waiting for
         return key
 
-    def done(self, key: K, after: float | None = None, *, failed: bool = False, gap: float = 0.0) -> None:
+    def done(
+        self, key: K, after: float | None = None, *, failed: bool = False, gap: float = 0.0, cost: float = 0.0
+    ) -> None:
         """Ends the key's processing. `after`: when it wants its next turn (None: only when added
         again); `failed`: the turn failed, and it is retried after the backoff of its failures in a
-        row instead (unless added sooner); `gap`: seconds from now before any next turn starts."""
+        row instead (unless added sooner); `gap`: seconds from now before any next turn starts;
+        `cost`: the CPU the turn took, which the experiments with work besides it get before its
+        next turn (see the module's docstring)."""
         self._processing.discard(key)
+        gap = max(gap, cost * self.others_with_work())
         dirty = self._dirty.pop(key, None)
         if key in self._forgotten:
             self._forgotten.discard(key)

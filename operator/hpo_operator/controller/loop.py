@@ -330,16 +330,9 @@ class ExperimentLoop:
 
     def parse_trials(self, bodies: list[dict]) -> list[planner.TrialView]:
         """A planner.TrialView per Trial (what the planner reads of it, worked out once), the last
-        round's where the Trial's body has not changed since."""
-        parsed = {}
-        for body in bodies:
-            name = body["metadata"]["name"]
-            trial = self.parsed_trials.get(name)
-            if trial is None or trial.body is not body:
-                trial = planner.TrialView(name, body["metadata"].get("uid", ""), body)
-            parsed[name] = trial
-        self.parsed_trials = parsed
-        return list(parsed.values())
+        round's where the Trial's body has not changed since (planner.kept_views)."""
+        self.parsed_trials = planner.kept_views(bodies, self.parsed_trials)
+        return list(self.parsed_trials.values())
 
     async def report_forbidden(self, refusal: WatchForbidden) -> None:
         """A watch the experiment needs is refused: the planner's rule for it decides what the

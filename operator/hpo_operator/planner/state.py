@@ -119,6 +119,21 @@ class TrialView:
         return int(index)
 
 
+def kept_views(bodies: list[dict[str, Any]], previous: Mapping[str, TrialView]) -> dict[str, TrialView]:
+    """A TrialView per Trial body, by name: the previous round's where the body is the very same
+    object, a new one where it changed. Informers replace an object on each of its events and never
+    change one in place, so a kept view (and what it worked out: TrialView.memo, its cached
+    properties) is exactly the view of its body made afresh; only the changed trials cost a parse."""
+    views = {}
+    for body in bodies:
+        name = body["metadata"]["name"]
+        view = previous.get(name)
+        if view is None or view.body is not body:
+            view = TrialView(name, body["metadata"].get("uid", ""), body)
+        views[name] = view
+    return views
+
+
 # The reason of a trial the experiment's suspension stopped (Killed), or held in its queue (Queued).
 SUSPENDED = "Suspended"
 # The reason of a trial stopped because its experiment ended (Killed).

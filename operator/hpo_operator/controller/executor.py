@@ -57,6 +57,7 @@ from .pending import PendingWrites, pruned, status_patch
 
 log = logging.getLogger(__name__)
 
+
 class TrialBodies(Mapping[str, dict]):
     """Trial bodies by name: the round's views' (read when asked for), and the Trials made since."""
 

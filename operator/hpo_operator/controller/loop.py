@@ -305,7 +305,15 @@ class ExperimentLoop:
         self.plan_seconds = time.monotonic() - planning
         reported = len(self.refused)
         await Executor(
-            rt.api, raw, spec, self.parsed_trials, self.written, rt.post_event, resource or PODS, self.refused, rt.authority
+            rt.api,
+            raw,
+            spec,
+            self.parsed_trials,
+            self.written,
+            rt.post_event,
+            resource or PODS,
+            self.refused,
+            rt.authority,
         ).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.phase)

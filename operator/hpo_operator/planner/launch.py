@@ -103,6 +103,8 @@ def relaunch_lost(
     creates). Below suggestion_count, they would never be asked again, and a grid would run
     out with its points unused. A suggestion without a Trial that repeated a configuration the
     experiment has is not lost: it is skipped. Returns the slots and configurations left."""
+    if slots <= 0 or configurations >= state.spec.max_trial_count:
+        return slots, configurations  # no room: nothing is launched (the common round)
     made = {t.suggestion_index for t in state.trials if t.suggestion_index is not None and t.owned_by(state.exp.uid)}
     for index in range(state.suggestion_count):
         if slots <= 0 or configurations >= state.spec.max_trial_count:

@@ -321,3 +321,20 @@ def test_a_costly_experiment_takes_a_share_of_the_loop_not_the_most_of_it():
         assert share < 0.5, spent
 
     run(scenario)
+
+
+def test_a_metered_turn_that_is_cancelled_ends_cancelled_with_its_steps_counted():
+    async def scenario():
+        async def turn():
+            burn(0.01)
+            await asyncio.sleep(10)
+
+        metered = Metered(turn())
+        task = asyncio.get_running_loop().create_task(metered)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert metered.seconds >= 0.01
+
+    run(scenario)

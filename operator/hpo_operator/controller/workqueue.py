@@ -12,10 +12,11 @@ before), and the gap rounds of one experiment keep between them.
 
 A turn also says what it cost: the CPU it took on the one event loop that every experiment's turns
 share (cpu.py). One experiment's turns take at most about 1/(n + 1) of it while n others have work
-(queued, or in a turn): after a turn of c seconds, its next one waits n * c (n at most MAX_SHARE). A
-thousand-trial experiment whose rounds walk every trial then plans less often, each round serving
-more of its events, instead of holding the loop while fifty small experiments wait; alone, it waits
-nothing more than its gap.
+(queued, or in a turn): after a turn of c seconds, its next one waits n * c (n at most MAX_SHARE, the
+wait at most MAX_SHARE_DELAY). A thousand-trial experiment whose rounds walk every trial then plans
+less often, each round serving more of its events, instead of holding the loop while fifty small
+experiments wait; alone, it waits nothing more than its gap, and a wait for the others ends as soon
+as none of them has work left (the loop would idle).
 
 A new experiment's first turn goes before the others' next ones (a lane of its own, in the order
 they came): a thousand experiments created at once each get their first pods before any of them
@@ -37,6 +38,9 @@ K = TypeVar("K", bound=Hashable)
 # A turn's cost is multiplied by the experiments with work besides it, up to this many: a share of
 # at most 1/(MAX_SHARE + 1) for the costly one under any crowd, so that it still moves.
 MAX_SHARE = 16
+# And the wait a share adds is at most this (seconds): a round that took seconds of CPU (a thousand
+# Trials and pods created) is not followed by a minute's stall.
+MAX_SHARE_DELAY = 2.0
 
 
 class WorkQueue(Generic[K]):
@@ -61,6 +65,9 @@ class WorkQueue(Generic[K]):
         # A key's next turn never starts before this (the gap between one experiment's rounds).
         self._not_before: dict[K, float] = {}
         self._failures: dict[K, int] = {}
+        # Keys held back by their cost share alone (see done()): when their own gap ends, and the
+        # earliest time a turn was asked for meanwhile (None: none was).
+        self._held: dict[K, tuple[float, float | None]] = {}
         self._forgotten: set[K] = set()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._backoff = backoff or (lambda failures: min(0.5 * 2 ** (failures - 1), 60.0))
@@ -92,6 +99,12 @@ class WorkQueue(Generic[K]):
         if key in self._processing:
             self._dirty[key] = min(self._dirty.get(key, math.inf), at)
             return
+        held = self._held.get(key)
+        if held is not None:  # remembered, in case the others' work ends before its share does
+            self._held[key] = (held[0], at if held[1] is None else min(held[1], at))
+            if not (self._ready or self._first or self._processing):
+                self._release_if_idle()  # nothing else to do: it need not wait its share
+                return
         at = max(at, self._not_before.get(key, 0.0))
         due = self._due.get(key)
         if due is not None and due <= at:
@@ -116,6 +129,7 @@ class WorkQueue(Generic[K]):
         key = self._first.popleft() if self._first else self._ready.popleft()
         self._new.discard(key)
         self._queued.discard(key)
+        self._held.pop(key, None)
         self._processing.add(key)
         self._cancel_timer(key)  # this turn serves whatever it was waiting for
         return key
@@ -129,14 +143,20 @@ class WorkQueue(Generic[K]):
         `cost`: the CPU the turn took, which the experiments with work besides it get before its
         next turn (see the module's docstring)."""
         self._processing.discard(key)
-        gap = max(gap, cost * self.others_with_work())
+        share = min(cost * self.others_with_work(), MAX_SHARE_DELAY)
         dirty = self._dirty.pop(key, None)
         if key in self._forgotten:
             self._forgotten.discard(key)
             self._not_before.pop(key, None)
             self._failures.pop(key, None)
+            self._release_if_idle()
             return
         now = self._loop.time()
+        if share > gap:
+            self._held[key] = (now + gap, None)
+            gap = share
+        else:
+            self._held.pop(key, None)
         if gap > 0:
             self._not_before[key] = now + gap
         else:
@@ -150,6 +170,27 @@ class WorkQueue(Generic[K]):
             self.add(key, after)
         if dirty is not None:
             self.add(key, dirty - now)
+        self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        """No key is due or in a turn: of the keys held back by their share alone that want a turn,
+        the one whose share ends first goes now (after its own gap) rather than leave the loop
+        idle; the others keep waiting their shares, so the order stays the fair one."""
+        if not self._held or self._ready or self._first or self._processing:
+            return
+        wanting = [k for k, (_, wanted) in self._held.items() if wanted is not None]
+        if not wanting:
+            return
+        key = min(wanting, key=lambda k: self._not_before.get(k, 0.0))
+        own, wanted = self._held.pop(key)
+        now = self._loop.time()
+        if own > now:
+            self._not_before[key] = own
+        else:
+            self._not_before.pop(key, None)
+        self._cancel_timer(key)
+        assert wanted is not None
+        self.add(key, max(wanted, own) - now)
 
     def forget(self, key: K) -> None:
         """Drops the key: no turn is queued for it any more (one being processed ends without a next)."""
@@ -157,12 +198,14 @@ class WorkQueue(Generic[K]):
         self._dirty.pop(key, None)
         self._not_before.pop(key, None)
         self._failures.pop(key, None)
+        self._held.pop(key, None)
         self._new.discard(key)
         if key in self._queued:
             self._queued.discard(key)
             (self._first if key in self._first else self._ready).remove(key)
         if key in self._processing:
             self._forgotten.add(key)
+        self._release_if_idle()
 
     def _fire(self, key: K) -> None:
         self._timers.pop(key, None)

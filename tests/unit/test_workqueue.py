@@ -209,8 +209,8 @@ def burn(seconds: float) -> None:
 
 
 def test_a_costly_turn_waits_its_cost_times_the_experiments_with_work_besides_it():
-    """Three others in a turn: a turn that took 50 ms of CPU waits 150 ms before the next, however
-    soon it is added again; the others' turns (no cost) are not held back."""
+    """Three others in a turn: a turn that took 50 ms of CPU beyond the usual (none yet) waits 150 ms
+    before the next, however soon it is added again; the others' turns (no cost) are not held back."""
 
     async def scenario():
         queue = WorkQueue()
@@ -243,6 +243,23 @@ def test_alone_a_costly_turn_waits_only_its_gap():
         queue.add("s1", after=60)  # another experiment, waiting for its time: it has no work now
         queue.done(key, after=0, cost=0.5)
         assert await asyncio.wait_for(queue.get(), 0.1) == "big"
+
+    run(scenario)
+
+
+def test_a_turn_that_costs_the_usual_is_not_held_back():
+    """Experiments of like size: only what a turn costs beyond the usual turn is a share to wait."""
+
+    async def scenario():
+        queue = WorkQueue()
+        for key in ("a", "b", "c"):
+            queue.add(key)
+        for _ in range(3):
+            await queue.get()
+        queue.done("a", after=0, cost=0.3)  # beyond the usual (none yet): held back
+        assert queue.waiting() == 1
+        queue.done("b", after=0, cost=0.01)  # below the usual now (0.03): not held back
+        assert len(queue) == 1 and queue.waiting() == 1
 
     run(scenario)
 
@@ -382,8 +399,8 @@ def test_held_back_keys_go_in_the_order_their_shares_end():
             queue.add(key)
         for _ in range(3):
             await queue.get()
-        queue.done("big", after=0, cost=0.5)
-        queue.done("small", after=0, cost=0.01)
+        queue.done("big", after=0, cost=0.5)  # held back 1 s (0.5 beyond the usual 0, two others)
+        queue.done("small", after=0, cost=0.2)  # 0.15 s (0.15 beyond the usual 0.05, one other)
         assert queue.waiting() == 2
         queue.done("other")  # the last with work: the share that ends first goes
         assert await asyncio.wait_for(queue.get(), 0.1) == "small"

@@ -11,12 +11,13 @@ row, reset by a success; an event still queues it at once, as a watch event woke
 before), and the gap rounds of one experiment keep between them.
 
 A turn also says what it cost: the CPU it took on the one event loop that every experiment's turns
-share (cpu.py). One experiment's turns take at most about 1/(n + 1) of it while n others have work
-(queued, or in a turn): after a turn of c seconds, its next one waits n * c (n at most MAX_SHARE, the
-wait at most MAX_SHARE_DELAY). A thousand-trial experiment whose rounds walk every trial then plans
-less often, each round serving more of its events, instead of holding the loop while fifty small
-experiments wait; alone, it waits nothing more than its gap, and a wait for the others ends as soon
-as none of them has work left (the loop would idle).
+share (cpu.py). One experiment's turns take about their share of it while n others have work
+(queued, or in a turn): after a turn that took u seconds more than the usual turn (a moving mean
+over every experiment's), its next one waits n * u (n at most MAX_SHARE, the wait at most
+MAX_SHARE_DELAY). A thousand-trial experiment whose rounds walk every trial then plans less often,
+each round serving more of its events, instead of holding the loop while fifty small experiments
+wait; experiments of like size, or one alone, wait nothing more than their gaps, and a wait for the
+others ends as soon as none of them has work left (the loop would idle).
 
 A new experiment's first turn goes before the others' next ones (a lane of its own, in the order
 they came): a thousand experiments created at once each get their first pods before any of them
@@ -41,6 +42,8 @@ MAX_SHARE = 16
 # And the wait a share adds is at most this (seconds): a round that took seconds of CPU (a thousand
 # Trials and pods created) is not followed by a minute's stall.
 MAX_SHARE_DELAY = 2.0
+# The weight of each turn in the moving mean of turns' CPU (the usual cost).
+COST_WEIGHT = 0.1
 
 
 class WorkQueue(Generic[K]):
@@ -68,6 +71,7 @@ class WorkQueue(Generic[K]):
         # Keys held back by their cost share alone (see done()): when their own gap ends, and the
         # earliest time a turn was asked for meanwhile (None: none was).
         self._held: dict[K, tuple[float, float | None]] = {}
+        self._usual_cost = 0.0  # the mean CPU of recent turns, of every key (moving, COST_WEIGHT)
         self._forgotten: set[K] = set()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._backoff = backoff or (lambda failures: min(0.5 * 2 ** (failures - 1), 60.0))
@@ -143,7 +147,10 @@ class WorkQueue(Generic[K]):
         `cost`: the CPU the turn took, which the experiments with work besides it get before its
         next turn (see the module's docstring)."""
         self._processing.discard(key)
-        share = min(cost * self.others_with_work(), MAX_SHARE_DELAY)
+        # Only what it costs beyond the usual turn: experiments of like size are served in turn, as
+        # before; a turn that costs more than the others' lets them have as much before its next.
+        share = min(max(cost - self._usual_cost, 0.0) * self.others_with_work(), MAX_SHARE_DELAY)
+        self._usual_cost += COST_WEIGHT * (cost - self._usual_cost)
         dirty = self._dirty.pop(key, None)
         if key in self._forgotten:
             self._forgotten.discard(key)

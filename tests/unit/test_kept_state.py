@@ -3,10 +3,10 @@
 The operator's loop keeps, per experiment, the TrialView of every Trial whose body has not changed
 (planner.kept_views: with what each view worked out of its body) and tells the search only the
 results it does not hold yet (RoundInput.told). Here two operators watch one in-memory cluster whose
-pods start, succeed, fail, vanish or are replaced by equal copies at random, and whose Trials are
-replaced by equal copies now and then (an informer's resync): one keeps its views and passes `told`,
-the other parses every Trial afresh and tells every result, each with its own search. Every round,
-both must plan the same writes."""
+pods start, succeed, fail, vanish or are replaced by equal copies at random, whose Trials are
+replaced by equal copies now and then (an informer's resync), and to which users add Trials. One
+keeps its views and passes `told`, the other parses every Trial afresh and tells every result, each
+with its own search. Every round, both must plan the same writes."""
 
 from __future__ import annotations
 
@@ -89,6 +89,21 @@ def change(cluster: MemoryCluster, rng: random.Random) -> None:
     for name in list(cluster.trials):
         if rng.random() < 0.05:
             cluster.trials[name] = copy.deepcopy(cluster.trials[name])
+    if rng.random() < 0.1:  # a user's Trial, applied with kubectl: adopted (or refused) by the next round
+        name = f"mine-{len(cluster.trials)}"
+        x = str(rng.choice([0.5, 1.5, round(rng.uniform(-5, 5), 2)]))
+        cluster.trials[name] = {
+            "apiVersion": "hpo.dev/v1alpha1",
+            "kind": "Trial",
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "uid": f"uid-{name}",
+                "creationTimestamp": times.iso(cluster.now),
+            },
+            "spec": {"experimentName": "exp", "parameters": [{"name": "x", "value": x}, {"name": "k", "value": "a"}]},
+            "status": {},
+        }
     cluster.now += timedelta(seconds=rng.choice([1, 2, 5, 15]))
 
 
@@ -148,3 +163,5 @@ def test_rounds_with_kept_views_and_told_results_plan_what_rounds_from_scratch_p
         rounds += 1
     assert cluster.status.get("trialsSucceeded", 0) > 5, "the sequence tried little"
     assert cluster.status.get("trialsFailed", 0) > 0 and cluster.status.get("trialsRetried", 0) > 0
+    adopted = [n for n, b in cluster.trials.items() if n.startswith("mine-") and b["metadata"].get("ownerReferences")]
+    assert adopted, "no user's Trial was adopted"

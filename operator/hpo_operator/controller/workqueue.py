@@ -10,8 +10,8 @@ periodic round, a retry after failures (a per-experiment delay that grows with e
 row, reset by a success; an event still queues it at once, as a watch event woke a failed loop
 before), and the gap rounds of one experiment keep between them.
 
-A turn also says what it cost: the CPU it took on the one event loop that every experiment's turns
-share (cpu.py). One experiment's turns take about their share of it while n others have work
+A turn also says what it cost: the time its steps held the one event loop that every experiment's
+turns share (cpu.py). One experiment's turns take about their share of it while n others have work
 (queued, or in a turn): after a turn that took u seconds more than the usual turn (a moving mean
 over every experiment's), its next one waits n * u (n at most MAX_SHARE, the wait at most
 MAX_SHARE_DELAY). A thousand-trial experiment whose rounds walk every trial then plans less often,
@@ -39,10 +39,10 @@ K = TypeVar("K", bound=Hashable)
 # A turn's cost is multiplied by the experiments with work besides it, up to this many: a share of
 # at most 1/(MAX_SHARE + 1) for the costly one under any crowd, so that it still moves.
 MAX_SHARE = 16
-# And the wait a share adds is at most this (seconds): a round that took seconds of CPU (a thousand
+# And the wait a share adds is at most this (seconds): a round that took seconds of the loop (a thousand
 # Trials and pods created) is not followed by a minute's stall.
 MAX_SHARE_DELAY = 2.0
-# The weight of each turn in the moving mean of turns' CPU (the usual cost).
+# The weight of each turn in the moving mean of turns' costs (the usual cost).
 COST_WEIGHT = 0.1
 
 
@@ -71,7 +71,7 @@ class WorkQueue(Generic[K]):
         # Keys held back by their cost share alone (see done()): when their own gap ends, and the
         # earliest time a turn was asked for meanwhile (None: none was).
         self._held: dict[K, tuple[float, float | None]] = {}
-        self._usual_cost = 0.0  # the mean CPU of recent turns, of every key (moving, COST_WEIGHT)
+        self._usual_cost = 0.0  # the mean cost of recent turns, of every key (moving, COST_WEIGHT)
         self._forgotten: set[K] = set()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._backoff = backoff or (lambda failures: min(0.5 * 2 ** (failures - 1), 60.0))
@@ -144,7 +144,7 @@ class WorkQueue(Generic[K]):
         """Ends the key's processing. `after`: when it wants its next turn (None: only when added
         again); `failed`: the turn failed, and it is retried after the backoff of its failures in a
         row instead (unless added sooner); `gap`: seconds from now before any next turn starts;
-        `cost`: the CPU the turn took, which the experiments with work besides it get before its
+        `cost`: the time the turn held the loop, which the experiments with work besides it get before its
         next turn (see the module's docstring)."""
         self._processing.discard(key)
         # Only what it costs beyond the usual turn: experiments of like size are served in turn, as

@@ -65,9 +65,9 @@ from hpo_operator.workloads.kinds import (  # noqa: E402
     trainjob_runtime,
 )
 from tests.support.chart import Helm, Webhook, host_objects  # noqa: E402
+from tests.support.experiments import GROUP, VERSION, experiment, loss_is_x, sim_pod, x_space  # noqa: E402
 from tests.support.training import TRAINER, torch_runtime_body  # noqa: E402
 
-GROUP, VERSION = "hpo.dev", "v1alpha1"
 # name: (experiments, trials per experiment, parallel trials per experiment)
 CASES = {
     "200x20": (1, 200, 20),
@@ -87,10 +87,7 @@ KINDS = {"job": ("batch", "v1", "jobs"), "trainjob": (*TRAINER, "trainjobs")}  #
 
 
 def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") -> dict:
-    pod = {
-        "metadata": {"annotations": {"sim.hpo.dev/duration": "0s", "sim.hpo.dev/message": '{"loss": ${params.x}}'}},
-        "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
-    }
+    pod = sim_pod(loss_is_x("0s"))
     # A Job trial: the same pod as the Job's template, run by the cluster's job controller. A
     # TrainJob trial: one node of the runtime's pod, the same annotations through a runtime patch.
     if kind == "trainjob":
@@ -115,20 +112,14 @@ def experiment_body(name: str, trials: int, parallel: int, kind: str = "pod") ->
         }
     else:
         template = {"template": pod} if kind == "pod" else {"job": {"spec": {"template": pod}}}
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Experiment",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"type": "minimize", "metricName": "loss"},
-            "algorithm": {"name": "random", "seed": 1},
-            "parameters": [{"name": "x", "type": "double", "min": 0.0, "max": 1.0}],
-            "parallelTrialCount": parallel,
-            "maxTrialCount": trials,
-            "metricsCollector": {"source": "TerminationMessage"},
-            "trialTemplate": template,
-        },
-    }
+    return experiment(
+        name,
+        x_space(),
+        max_trials=trials,
+        parallel=parallel,
+        metricsCollector={"source": "TerminationMessage"},
+        trialTemplate=template,
+    )
 
 
 # --- a raw watch: receipt times of what the cluster says ------------------------------------

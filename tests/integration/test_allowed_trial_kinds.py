@@ -23,13 +23,12 @@ from kubernetes import client
 from hpo_operator.api import trial_kinds
 from hpo_operator.api.template import TrialTemplate
 from tests.support.chart import CHART, ChartOperator
-from tests.support.experiments import as_job, experiment, x_space
+from tests.support.experiments import GROUP, VERSION, as_job, experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_EXAMPLE = REPO / "examples" / "job-trials.yaml"
 X = x_space(10)
-LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 JOB_ALLOWED = json.dumps([{"apiGroup": "batch", "resource": "jobs", "kind": "Job"}])
 # The liveness limit in these tests: a watch down this long fails the probe, if it counts.
 LIVENESS_LIMIT = 3
@@ -160,7 +159,7 @@ def test_the_charts_policy_refuses_a_kind_not_enabled_at_apply_with_the_operator
         body = with_template({**example, "metadata": {"name": "other-kind"}}, template)
         with pytest.raises(client.ApiException) as refused:
             cluster.custom.create_namespaced_custom_object(
-                "hpo.dev", "v1alpha1", namespace, "experiments", body, dry_run="All"
+                GROUP, VERSION, namespace, "experiments", body, dry_run="All"
             )
         assert refused.value.status == 403
         assert json.loads(refused.value.body)["message"].endswith(": " + refusal_of(template)), refused.value.body
@@ -170,9 +169,7 @@ def test_the_charts_policy_refuses_a_kind_not_enabled_at_apply_with_the_operator
     pods = with_template({**example, "metadata": {"name": "pods"}}, {"template": pod_template})
     cluster.create(pods)
     as_resource = with_template({**example, "metadata": {"name": "pods-2"}}, resource_template("v1", "Pod"))
-    cluster.custom.create_namespaced_custom_object(
-        "hpo.dev", "v1alpha1", namespace, "experiments", as_resource, dry_run="All"
-    )
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", as_resource, dry_run="All")
     # An update that turns a pod experiment into a Job one is refused too...
     to_job = {"spec": {"trialTemplate": {"template": None, "job": example["spec"]["trialTemplate"]["job"]}}}
     with pytest.raises(client.ApiException) as refused:
@@ -183,7 +180,7 @@ def test_the_charts_policy_refuses_a_kind_not_enabled_at_apply_with_the_operator
     cluster.patch("made-before", {"spec": {"suspend": True}, "metadata": {"labels": {"team": "a"}}})
     fixed = cluster.patch("made-before", {"spec": {"trialTemplate": {"job": None, "template": pod_template}}})
     assert "template" in fixed["spec"]["trialTemplate"] and "job" not in fixed["spec"]["trialTemplate"]
-    cluster.custom.delete_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "experiments", "made-before")
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "experiments", "made-before")
 
     # Uninstalled, the release leaves no policy behind, and the Job example applies again.
     release.remove()
@@ -299,8 +296,8 @@ def test_a_forbidden_watch_marks_its_experiment_spares_the_others_and_liveness_a
     try:
         operator.wait_acting()
         probe = LivenessProbe(operator)
-        cluster.create(as_job(experiment("jobs", X, annotations=LOSS, max_trials=2, parallel=2)))
-        cluster.create(experiment("pods", X, annotations=LOSS, max_trials=4, parallel=2))
+        cluster.create(as_job(experiment("jobs", X, annotations=loss_is_x(), max_trials=2, parallel=2)))
+        cluster.create(experiment("pods", X, annotations=loss_is_x(), max_trials=4, parallel=2))
 
         def forbidden():
             st = cluster.get("jobs").get("status") or {}

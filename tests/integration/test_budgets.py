@@ -17,7 +17,7 @@ from kubernetes import client
 
 from hpo_operator import client as hpo
 from hpo_operator.core import times
-from tests.support.experiments import condition, experiment, x_space
+from tests.support.experiments import condition, experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, this_checkouts_crds, wait_until
 
 GPU = "nvidia.com/gpu"
@@ -78,7 +78,7 @@ def test_a_running_time_budget_ends_the_experiment_exactly_across_a_suspension_a
     body = experiment(
         "duration",
         X,
-        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "3s"},
+        annotations=loss_is_x("3s"),
         max_trials=1000,
         parallel=2,
         budget={"maxDurationSeconds": limit},
@@ -184,7 +184,7 @@ def test_a_gpu_seconds_budget_ends_the_experiment_exactly_across_a_sigkill(
     body = experiment(
         "gpus",
         X,
-        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "4s"},
+        annotations=loss_is_x("4s"),
         max_trials=100,
         parallel=2,
         budget={"maxResourceSeconds": {GPU: limit}},

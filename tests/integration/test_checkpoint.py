@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.support.experiments import by_config, experiment
+from tests.support.experiments import GROUP, VERSION, by_config, experiment, fails_space, oom_killed_first
 from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ EXAMPLE = REPO / "examples" / "real-checkpoint.yaml"
 def checkpointed(name: str, storage_class: str, annotations: dict, **spec) -> dict:
     body = experiment(
         name,
-        [{"name": "fails", "type": "int", "min": 0, "max": 1, "step": 1}],
+        fails_space(1),
         annotations={"sim.hpo.dev/message": '{"loss": ${params.fails}}', **annotations},
         algorithm={"name": "grid", "seed": 1},
         max_trials=2,
@@ -66,12 +66,7 @@ def test_each_configuration_gets_one_claim_that_every_attempt_mounts(api, namesp
         checkpointed(
             "ckpt",
             vols.storage_class,
-            {
-                "sim.hpo.dev/fail-attempts": "${params.fails}",
-                "sim.hpo.dev/exit-code": "137",
-                "sim.hpo.dev/reason": "OOMKilled",
-                "sim.hpo.dev/duration": "1s",
-            },
+            {**oom_killed_first("${params.fails}"), "sim.hpo.dev/duration": "1s"},
         )
     )
     # While the retry runs, both claims exist (deleted once their configuration succeeded).
@@ -254,6 +249,6 @@ def test_an_evicted_trial_resumes_and_deleting_the_experiment_removes_its_claims
     assert history_steps(retry, "loss")[-1] == 6
     assert len(claims(api, namespace)) == 1  # Keep: still there ...
     cluster.custom.delete_namespaced_custom_object(
-        "hpo.dev", "v1alpha1", namespace, "experiments", "evicted", propagation_policy="Foreground"
+        GROUP, VERSION, namespace, "experiments", "evicted", propagation_policy="Foreground"
     )
     wait_until(lambda: not claims(api, namespace), timeout=120, what="the claims to go with the experiment")

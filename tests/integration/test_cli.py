@@ -17,12 +17,11 @@ from typer.testing import CliRunner
 
 from hpo_operator import client as hpo_client
 from hpo_operator.cli.main import app
-from tests.support.experiments import experiment, x_space
+from tests.support.experiments import experiment, loss_is_x, restartable, x_space
 from tests.support.kube import Cluster, serve_log, this_checkouts_crds, wait_until, write_log
 
 runner = CliRunner()
 X = x_space()
-LOSS_IS_X = {"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "200ms"}
 
 
 class Hpo:
@@ -67,7 +66,7 @@ def phase(hpo: Hpo, name: str) -> str:
 
 def test_list_filters_sorts_and_pages(hpo, namespace, operator, kwok_nodes, tmp_path):
     names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
-    docs = [experiment(n, X, annotations=LOSS_IS_X, max_trials=1) for n in names]
+    docs = [experiment(n, X, annotations=loss_is_x("200ms"), max_trials=1) for n in names]
     for doc in docs[:3]:
         doc["metadata"]["labels"] = {"team": "vision"}
     manifest = tmp_path / "experiments.yaml"
@@ -166,17 +165,7 @@ def test_trials_restarts_metrics_logs_and_describe(api, hpo, namespace, operator
     serve_log(api, namespace, "curves-0000", log)
     cluster.create(experiment("curves", X, annotations={}, max_trials=1, metricsCollector={"source": "StdoutLog"}))
     # "restarts": fails=9 always fails (not retried), fails=0 succeeds.
-    cluster.create(
-        experiment(
-            "restarts",
-            [{"name": "fails", "type": "int", "min": 0, "max": 9, "step": 9}],
-            annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/message": '{"loss": 1}'},
-            algorithm={"name": "grid", "seed": 0},
-            max_trials=2,
-            parallel=2,
-            retryPolicy={"maxRetries": 0, "retryOn": ["Error"]},
-        )
-    )
+    cluster.create(restartable("restarts"))
 
     watched = hpo("watch", "restarts", "--timeout", "60", "--interval", "0.5").stdout
     assert "experiment restarts Succeeded (MaxTrialsReached): 2/2 configurations" in watched
@@ -405,7 +394,7 @@ def test_pareto_prints_the_feasible_front_of_several_objectives(api, hpo, namesp
             },
         )
     )
-    cluster.create(experiment("single", X, annotations=LOSS_IS_X, max_trials=1))
+    cluster.create(experiment("single", X, annotations=loss_is_x("200ms"), max_trials=1))
     cluster.wait_finished("mo")
     assert "4 trials; a Pareto front of 2 (kubectl hpo pareto mo)" in hpo("watch", "mo").stdout
     front = hpo.json("pareto", "mo")
@@ -440,7 +429,7 @@ def test_extend_continues_a_finished_experiment_with_the_same_trials(
 ):
     this_checkouts_crds(kubectl, ("experiments.status.spent", "durationSeconds"))
     manifest = tmp_path / "extend.yaml"
-    manifest.write_text(yaml.safe_dump(experiment("extend", X, annotations=LOSS_IS_X, max_trials=3)))
+    manifest.write_text(yaml.safe_dump(experiment("extend", X, annotations=loss_is_x("200ms"), max_trials=3)))
     hpo("create", "-f", str(manifest))
     wait_until(lambda: phase(hpo, "extend") == "Succeeded", timeout=60, what="extend to finish")
     before = {t["metadata"]["name"]: t["metadata"]["uid"] for t in Cluster(api, namespace).trials().values()}

@@ -27,7 +27,7 @@ import urllib3
 from kubernetes import client
 
 from tests.support import faults
-from tests.support.experiments import experiment, x_space
+from tests.support.experiments import experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, OperatorProcess, free_port, wait_until
 from tests.support.outcome import FaultyGrid
 
@@ -411,7 +411,7 @@ def test_counts_that_wait_are_written_at_their_turn_after_the_api_server_comes_b
         experiment(
             "counts",
             x_space(),
-            annotations={"sim.hpo.dev/duration": "60s", "sim.hpo.dev/message": '{"loss": ${params.x}}'},
+            annotations=loss_is_x("60s"),
             max_trials=4,
             parallel=4,
         )

@@ -14,7 +14,7 @@ import time
 import pytest
 from kubernetes import client
 
-from tests.support.experiments import as_job, by_config, experiment, x_space
+from tests.support.experiments import as_job, by_config, experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, PodConcurrency, TrialPhaseCounts, wait_until
 from tests.support.outcome import assert_each_oom_killed_once_then_retried
 from tests.support.training import (
@@ -31,7 +31,6 @@ from tests.support.training import (
 pytestmark = pytest.mark.usefixtures("training_controllers", "kwok_nodes")
 
 X = x_space(10)
-LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 
 
 def jobset_trials(name: str, leader_annotations: dict, given: bool, **spec: object) -> dict:
@@ -40,7 +39,7 @@ def jobset_trials(name: str, leader_annotations: dict, given: bool, **spec: obje
     (the leader) itself; else they are JobSet's defaults (its first replicated job is the leader)."""
     body = experiment(name, X, annotations={}, **spec)
     replicated = [
-        ("leader", 1, pod_spec("1s", annotations={**LOSS, **leader_annotations})),
+        ("leader", 1, pod_spec("1s", annotations={**loss_is_x(), **leader_annotations})),
         ("workers", 2, pod_spec("1s")),
     ]
     for _, _, template in replicated:
@@ -103,7 +102,7 @@ def test_jobset_trials_take_metrics_from_the_leader_and_retry_an_oom_killed_lead
 
 def queued_jobs(name: str, queue: str, **spec: object) -> dict:
     """An experiment of Job trials in the queue, one CPU each, on KWOK nodes."""
-    body = as_job(experiment(name, X, annotations={**LOSS, "sim.hpo.dev/duration": "3s"}, **spec))
+    body = as_job(experiment(name, X, annotations=loss_is_x("3s"), **spec))
     body["spec"]["trialTemplate"]["queueName"] = queue
     template = body["spec"]["trialTemplate"]["job"]["spec"]["template"]["spec"]
     template["containers"][0]["resources"] = {"requests": {"cpu": "1"}}
@@ -157,7 +156,7 @@ def test_kueue_admits_two_job_trials_at_a_time_and_the_others_are_queued_without
 def test_pod_trials_wait_in_their_queue_gated_one_at_a_time(api, namespace, operator):
     cluster = Cluster(api, namespace)
     with local_queue(api, namespace, cpu="1") as queue:
-        body = experiment("pods", X, annotations={**LOSS, "sim.hpo.dev/duration": "2s"}, max_trials=4, parallel=3)
+        body = experiment("pods", X, annotations=loss_is_x("2s"), max_trials=4, parallel=3)
         body["spec"]["trialTemplate"]["queueName"] = queue
         body["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1"}}
         phases = TrialPhaseCounts(api, namespace)

@@ -16,7 +16,7 @@ from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import API_VERSION, L_CONFIG, L_EXPERIMENT
 from hpo_operator.workloads.kinds import build_workload, pod_templates, runtime_replicated_jobs, trainjob_runtime
 from tests.support import population as sim
-from tests.support.experiments import condition, real_experiment
+from tests.support.experiments import condition, real_experiment, sklearn_space
 from tests.support.kube import Cluster, TrialPhaseCounts
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
@@ -250,12 +250,7 @@ def test_the_real_node_examples_trial_runs_where_restricted_is_enforced(api, res
     """examples/real-sklearn.yaml's pod template, one trial, really run in the image hpo.local/trial:1
     (user 65534) under runAsNonRoot and the runtime's seccomp profile, with no token mounted."""
     cluster = Cluster(api, restricted)
-    space = [
-        {"name": "features", "type": "discrete", "values": ["300"]},
-        {"name": "gamma", "type": "double", "min": 0.02, "max": 0.05},
-        {"name": "alpha", "type": "double", "min": 0.0001, "max": 0.0002},
-    ]
-    cluster.create(real_experiment("digits", parameters=space))  # podRetention: Keep, as the example
+    cluster.create(real_experiment("digits", parameters=sklearn_space("300")))  # podRetention: Keep, as the example
     exp = cluster.wait_finished("digits", timeout=240)
     assert exp["status"]["phase"] == "Succeeded", exp["status"]
     pod = cluster.pods()["digits-0000"]

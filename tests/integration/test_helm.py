@@ -20,10 +20,9 @@ from kubernetes import client
 from hpo_operator.api import trial_kinds
 from tests.support import kube
 from tests.support.chart import CHART, Helm, token_kubeconfig
-from tests.support.experiments import x_space
+from tests.support.experiments import GROUP, VERSION, experiment, loss_is_x, x_space
 
 REPO = Path(__file__).resolve().parents[2]
-GROUP, VERSION = "hpo.dev", "v1alpha1"
 
 # What the operator does, verb by verb (see templates/_helpers.tpl for why each is needed).
 OWN_KINDS_RULES = {
@@ -1107,31 +1106,14 @@ def test_operator_runs_an_experiment_as_the_charts_service_account(
             VERSION,
             namespace,
             "experiments",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "Experiment",
-                "metadata": {"name": "least-privilege"},
-                "spec": {
-                    "objective": {"type": "minimize", "metricName": "loss"},
-                    "algorithm": {"name": "random", "seed": 3},
-                    "parameters": x_space(10),
-                    "parallelTrialCount": 2,
-                    "maxTrialCount": 4,
-                    "trialTemplate": {
-                        "template": {
-                            "metadata": {
-                                "annotations": {
-                                    "sim.hpo.dev/duration": "300ms",
-                                    "sim.hpo.dev/message": '{"loss": ${params.x}}',
-                                }
-                            },
-                            "spec": {
-                                "containers": [{"name": "train", "image": "trainer:1", "args": ["--x=${params.x}"]}]
-                            },
-                        }
-                    },
-                },
-            },
+            experiment(
+                "least-privilege",
+                x_space(10),
+                annotations=loss_is_x("300ms"),
+                algorithm={"name": "random", "seed": 3},
+                max_trials=4,
+                parallel=2,
+            ),
         )
 
         def finished():

@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from tests.support import faults
-from tests.support.experiments import as_job, experiment, x_space
+from tests.support.experiments import as_job, experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, OperatorProcess, wait_until
 from tests.support.training import KUEUE, local_queue, set_quota
 
@@ -31,7 +31,7 @@ def held_experiment(queue: str, duration: str) -> dict:
         experiment(
             "held",
             X,
-            annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": duration},
+            annotations=loss_is_x(duration),
             max_trials=2,
             parallel=2,
         )

@@ -9,7 +9,19 @@ from kubernetes import client
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Suggester
-from tests.support.experiments import GROUP, VERSION, as_job, by_config, condition, experiment, x_space
+from tests.support.experiments import (
+    GROUP,
+    VERSION,
+    as_job,
+    by_config,
+    condition,
+    experiment,
+    fails_space,
+    loss_is_x,
+    oom_killed_first,
+    restartable,
+    x_space,
+)
 from tests.support.kube import Cluster, PodConcurrency, wait_until
 
 
@@ -28,7 +40,7 @@ def test_experiment_completes_within_its_parallelism(api, namespace, operator, k
         experiment(
             "eight",
             x_space(10),
-            annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'},
+            annotations=loss_is_x(),
             max_trials=8,
             parallel=3,
         )
@@ -76,11 +88,9 @@ def test_failed_configurations_are_retried_within_their_budget(api, namespace, o
         as_kind(
             experiment(
                 "retries",
-                [{"name": "fails", "type": "int", "min": 0, "max": 3, "step": 1}],
+                fails_space(3),
                 annotations={
-                    "sim.hpo.dev/fail-attempts": "${params.fails}",
-                    "sim.hpo.dev/exit-code": "137",
-                    "sim.hpo.dev/reason": "OOMKilled",
+                    **oom_killed_first("${params.fails}"),
                     "sim.hpo.dev/message": '{"loss": ${params.fails}, "speed": ${params.fails}}',
                 },
                 **({"objective": SEVERAL} if objectives == "several" else {}),
@@ -160,17 +170,7 @@ def test_too_many_failed_configurations_fail_the_experiment(api, namespace, oper
 
 def test_restart_requests_and_user_configurations(api, namespace, operator, kwok_nodes, kubectl):
     cluster = Cluster(api, namespace)
-    cluster.create(
-        experiment(
-            "restarts",
-            [{"name": "fails", "type": "int", "min": 0, "max": 9, "step": 9}],
-            annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/message": '{"loss": 1}'},
-            algorithm={"name": "grid", "seed": 0},
-            max_trials=2,
-            parallel=2,
-            retryPolicy={"maxRetries": 0, "retryOn": ["Error"]},
-        )
-    )
+    cluster.create(restartable("restarts"))
     exp = cluster.wait_finished("restarts")
     assert exp["status"]["phase"] == "Succeeded"
     groups = by_config(cluster.trials(), "fails")
@@ -235,7 +235,7 @@ def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, opera
             {"name": "x", "type": "double", "min": -5, "max": 5},
             {"name": "c", "type": "categorical", "values": ["a", "b", "c"]},
         ],
-        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "1500ms"},
+        annotations=loss_is_x("1500ms"),
         max_trials=10,
         parallel=3,
         algorithm={"name": "random", "seed": 11},
@@ -395,12 +395,7 @@ def test_prometheus_metrics_count_trials_by_reason_and_outcome(api, namespace, o
         experiment(
             "metered",
             x_space(),
-            annotations={
-                "sim.hpo.dev/message": '{"loss": ${params.x}}',
-                "sim.hpo.dev/fail-attempts": "1",
-                "sim.hpo.dev/exit-code": "137",
-                "sim.hpo.dev/reason": "OOMKilled",
-            },
+            annotations={**loss_is_x(), **oom_killed_first("1")},
             max_trials=2,
             parallel=2,
             retryPolicy={"backoffSeconds": 0},

@@ -24,7 +24,7 @@ from kubernetes import client
 
 from hpo_operator.convert.katib import convert_yaml
 from tests.support import population as sim
-from tests.support.experiments import GROUP, VERSION, condition
+from tests.support.experiments import GROUP, VERSION, condition, experiment, sim_pod
 from tests.support.kube import Cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,50 +36,26 @@ def pbt(name: str, storage_class: str, population: int, generations: int, *, par
     """A pbt experiment on KWOK nodes: segment g of member m reports q = h0 (maximised), after
     `duration`; its pod template is what a real trial's would be (the operator adds the copy step)."""
     duration = kw.pop("duration", "1s")
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Experiment",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"type": "maximize", "metricName": "q"},
-            "algorithm": {
-                "name": "pbt",
-                "seed": 11,
-                "settings": [
-                    {"name": "populationSize", "value": str(population)},
-                    {"name": "perturbationInterval", "value": "5"},
-                ],
+    return experiment(
+        name,
+        sim.toy_space(),
+        max_trials=population * generations,
+        parallel=parallel or population,
+        algorithm={"name": "pbt", "seed": 11, "settings": sim.pbt_settings(population, 5)},
+        objective=dict(sim.OBJECTIVE),
+        retryPolicy={"maxRetries": 1, "backoffSeconds": 0},
+        trialTemplate={
+            "checkpoint": {
+                "volumeClaimTemplate": {"storageClassName": storage_class, "size": "1Mi"},
+                "mountPath": "/ckpt",
             },
-            "parameters": [
-                {"name": "h0", "type": "double", "min": 0, "max": 1},
-                {"name": "h1", "type": "double", "min": 0, "max": 1},
-            ],
-            "parallelTrialCount": parallel or population,
-            "maxTrialCount": population * generations,
-            "retryPolicy": {"maxRetries": 1, "backoffSeconds": 0},
-            "trialTemplate": {
-                "checkpoint": {
-                    "volumeClaimTemplate": {"storageClassName": storage_class, "size": "1Mi"},
-                    "mountPath": "/ckpt",
-                },
-                "template": {
-                    "metadata": {
-                        "annotations": {"sim.hpo.dev/duration": duration, "sim.hpo.dev/message": '{"q": ${params.h0}}'}
-                    },
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "train",
-                                "image": "trainer:1",
-                                "args": ["--until=${trial.endStep}", "--member=${trial.member}"],
-                            }
-                        ]
-                    },
-                },
-            },
-            **kw,
+            "template": sim_pod(
+                {"sim.hpo.dev/duration": duration, "sim.hpo.dev/message": '{"q": ${params.h0}}'},
+                ["--until=${trial.endStep}", "--member=${trial.member}"],
+            ),
         },
-    }
+        **kw,
+    )
 
 
 def claims(api, namespace: str) -> dict[str, client.V1PersistentVolumeClaim]:

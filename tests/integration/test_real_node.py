@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, watch
 
-from tests.support.experiments import GROUP, VERSION, as_job, real_experiment
+from tests.support.experiments import GROUP, VERSION, as_job, real_experiment, sklearn_space, x_values
 from tests.support.kube import Cluster, wait_until
 from tests.support.training import TRAINER, torch_runtime
 
@@ -78,11 +78,7 @@ def test_metrics_are_read_from_a_real_pods_log(api, namespace, operator, real_no
     cluster.create(
         real_experiment(
             "digits",
-            parameters=[
-                {"name": "features", "type": "discrete", "values": ["1000"]},
-                {"name": "gamma", "type": "double", "min": 0.02, "max": 0.05},
-                {"name": "alpha", "type": "double", "min": 0.0001, "max": 0.0002},
-            ],
+            parameters=sklearn_space("1000"),
         )
     )
     experiment = cluster.wait_finished("digits", timeout=240)
@@ -119,7 +115,7 @@ def test_a_really_oom_killed_trial_is_retried(api, namespace, operator, real_nod
     cluster.create(
         real_experiment(
             "oom",
-            parameters=[{"name": "x", "type": "discrete", "values": ["1"]}],
+            parameters=x_values("1"),
             command=["python3", "-c", program],
             args=["${trial.attempt}"],
             memory="96Mi",
@@ -159,7 +155,7 @@ def test_a_real_indexed_job_trial_takes_its_metrics_from_index_0(api, namespace,
         as_job(
             real_experiment(
                 "indexed",
-                parameters=[{"name": "x", "type": "discrete", "values": ["1"]}],
+                parameters=x_values("1"),
                 command=["python3", "-c", program],
             ),
             completionMode="Indexed",
@@ -187,7 +183,7 @@ def test_a_real_trainjob_trial_takes_its_metrics_from_node_0(api, namespace, tra
         "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
         "print(f'accuracy={0.9 - index / 10} loss={index + 0.5}', sys.argv[1:])\n"
     )
-    body = real_experiment("trainjob", parameters=[{"name": "x", "type": "discrete", "values": ["1"]}])
+    body = real_experiment("trainjob", parameters=x_values("1"))
     node = body["spec"]["trialTemplate"].pop("template")  # the real node, the local image, its limits
     for field in ("command", "args"):
         node["spec"]["containers"][0].pop(field, None)

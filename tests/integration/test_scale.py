@@ -7,7 +7,7 @@ import asyncio
 import collections
 
 from hpo_operator.kube import client as kubeapi
-from tests.support.experiments import GROUP, VERSION
+from tests.support.experiments import experiment, loss_is_x, oom_killed_first, x_space
 from tests.support.kube import Cluster, wait_until
 
 CONFIGURATIONS = 300
@@ -19,38 +19,18 @@ FAIL_ATTEMPTS = ["0", "0", "0", "1", "2", "3"]
 
 
 def load_experiment() -> dict:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Experiment",
-        "metadata": {"name": "load"},
-        "spec": {
-            "objective": {"type": "minimize", "metricName": "loss"},
-            "algorithm": {"name": "random", "seed": 3},
-            "parameters": [
-                {"name": "x", "type": "double", "min": 0, "max": 1},
-                {"name": "f", "type": "discrete", "values": sorted(set(FAIL_ATTEMPTS))},
-            ],
-            "parallelTrialCount": PARALLEL,
-            "maxTrialCount": CONFIGURATIONS,
-            "maxFailedTrialCount": CONFIGURATIONS,
-            "retryPolicy": {"maxRetries": MAX_RETRIES, "retryOn": ["OOMKilled"], "backoffSeconds": 0},
-            "metricsCollector": {"source": "TerminationMessage"},
-            "trialTemplate": {
-                "template": {
-                    "metadata": {
-                        "annotations": {
-                            "sim.hpo.dev/duration": "200ms",
-                            "sim.hpo.dev/fail-attempts": "${params.f}",
-                            "sim.hpo.dev/exit-code": "137",
-                            "sim.hpo.dev/reason": "OOMKilled",
-                            "sim.hpo.dev/message": '{"loss": ${params.x}}',
-                        }
-                    },
-                    "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
-                }
-            },
-        },
-    }
+    return experiment(
+        "load",
+        [*x_space(), {"name": "f", "type": "discrete", "values": sorted(set(FAIL_ATTEMPTS))}],
+        annotations={"sim.hpo.dev/duration": "200ms", **oom_killed_first("${params.f}"), **loss_is_x()},
+        args=[],
+        algorithm={"name": "random", "seed": 3},
+        max_trials=CONFIGURATIONS,
+        parallel=PARALLEL,
+        maxFailedTrialCount=CONFIGURATIONS,
+        retryPolicy={"maxRetries": MAX_RETRIES, "retryOn": ["OOMKilled"], "backoffSeconds": 0},
+        metricsCollector={"source": "TerminationMessage"},
+    )
 
 
 def test_hundreds_of_trials_with_failures_and_a_killed_operator_end_with_exact_counts(

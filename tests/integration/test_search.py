@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.search.suggest import Outcome, Suggester
-from tests.support.experiments import condition, experiment, x_space
+from tests.support.experiments import condition, experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, PodConcurrency, wait_until
 
 
@@ -15,7 +15,7 @@ def test_tpe_with_parallel_trials_uses_every_slot_and_learns(api, namespace, ope
         experiment(
             "tpe",
             [{"name": "x", "type": "double", "min": -10, "max": 10}],
-            annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "300ms"},
+            annotations=loss_is_x("300ms"),
             algorithm={
                 "name": "tpe",
                 "seed": 5,
@@ -46,7 +46,7 @@ def test_grid_search_ends_when_the_grid_is_exhausted(api, namespace, operator, k
                 {"name": "x", "type": "int", "min": 1, "max": 3},
                 {"name": "opt", "type": "categorical", "values": ["sgd", "adam"]},
             ],
-            annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}', "sim.hpo.dev/duration": "200ms"},
+            annotations=loss_is_x("200ms"),
             algorithm={"name": "grid", "seed": 2},
             max_trials=20,
             parallel=3,

@@ -21,7 +21,7 @@ import yaml
 
 from tests.support import kube
 from tests.support.chart import CHART, ChartOperator, token_kubeconfig
-from tests.support.experiments import GROUP, VERSION, experiment, x_space
+from tests.support.experiments import GROUP, VERSION, experiment, loss_is_x, x_space
 
 RUNNER = "hpo-trial-runner"  # the chart's tenancy.trialServiceAccount
 
@@ -110,7 +110,7 @@ def hostile(name: str, **spec: object) -> dict:
     body = experiment(
         name,
         x_space(),
-        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'},
+        annotations=loss_is_x(),
         max_trials=4,
         maxFailedTrialCount=1,  # the experiment fails with more than one failed
         **spec,
@@ -176,7 +176,7 @@ def test_the_api_server_holds_the_trial_account_to_its_own_rbac(tenancy, api, ku
     its own rights."""
     cluster = kube.Cluster(api, namespace)
     params = x_space()
-    ok = experiment("runs", params, annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'}, max_trials=2)
+    ok = experiment("runs", params, annotations=loss_is_x(), max_trials=2)
     cluster.create(ok)
     assert cluster.wait_finished("runs", timeout=60)["status"]["phase"] == "Succeeded"
     assert len(cluster.pods()) == 2

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from tests.support.experiments import as_job, experiment, x_space
+from tests.support.experiments import GROUP, VERSION, as_job, experiment, loss_is_x, x_space
 from tests.support.kube import Cluster, wait_until
 from tests.support.outcome import assert_each_oom_killed_once_then_retried
 
 X = x_space(10)
-LOSS = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
 
 
 def jobs(api, namespace: str) -> dict[str, client.V1Job]:
@@ -22,7 +21,7 @@ def jobs(api, namespace: str) -> dict[str, client.V1Job]:
 
 def test_job_trials_succeed_with_metrics_and_are_owned_by_their_trials(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
-    cluster.create(as_job(experiment("jobs", X, annotations=LOSS, max_trials=4, parallel=2)))
+    cluster.create(as_job(experiment("jobs", X, annotations=loss_is_x(), max_trials=4, parallel=2)))
     exp = cluster.wait_finished("jobs", timeout=120)
     assert exp["status"]["phase"] == "Succeeded", exp["status"]
     trials = cluster.trials()
@@ -48,7 +47,11 @@ def test_an_oom_killed_job_trial_is_retried_with_exact_counts(api, namespace, op
             experiment(
                 "oom",
                 X,
-                annotations={**LOSS, "sim.hpo.dev/exit-code-attempt-1": "137", "sim.hpo.dev/reason": "OOMKilled"},
+                annotations={
+                    **loss_is_x(),
+                    "sim.hpo.dev/exit-code-attempt-1": "137",
+                    "sim.hpo.dev/reason": "OOMKilled",
+                },
                 max_trials=3,
                 parallel=3,
                 retryPolicy={"maxRetries": 2, "backoffSeconds": 1},
@@ -65,7 +68,7 @@ def test_an_indexed_job_is_one_trial_whose_metrics_come_from_index_0(api, namesp
     cluster = Cluster(api, namespace)
     cluster.create(
         as_job(
-            experiment("indexed", X, annotations=LOSS, max_trials=2, parallel=2),
+            experiment("indexed", X, annotations=loss_is_x(), max_trials=2, parallel=2),
             completionMode="Indexed",
             completions=2,
             parallelism=2,
@@ -94,7 +97,7 @@ def test_a_jobs_active_deadline_fails_its_trial_as_a_timeout_not_retried(api, na
             experiment(
                 "deadline",
                 X,
-                annotations={**LOSS, "sim.hpo.dev/duration": "60s"},
+                annotations=loss_is_x("60s"),
                 max_trials=1,
                 retryPolicy={"maxRetries": 2, "backoffSeconds": 1},
             ),
@@ -112,11 +115,11 @@ def test_a_jobs_active_deadline_fails_its_trial_as_a_timeout_not_retried(api, na
 def test_deleting_the_experiment_removes_its_jobs_and_their_pods(api, namespace, operator, kwok_nodes):
     cluster = Cluster(api, namespace)
     cluster.create(
-        as_job(experiment("gone", X, annotations={**LOSS, "sim.hpo.dev/hang": "true"}, max_trials=2, parallel=2))
+        as_job(experiment("gone", X, annotations={**loss_is_x(), "sim.hpo.dev/hang": "true"}, max_trials=2, parallel=2))
     )
     wait_until(lambda: len(cluster.pods()) == 2, timeout=60, what="two running Job pods")
     cluster.custom.delete_namespaced_custom_object(
-        "hpo.dev", "v1alpha1", namespace, "experiments", "gone", propagation_policy="Foreground"
+        GROUP, VERSION, namespace, "experiments", "gone", propagation_policy="Foreground"
     )
     wait_until(
         lambda: not jobs(api, namespace) and not cluster.pods(),
@@ -126,14 +129,14 @@ def test_deleting_the_experiment_removes_its_jobs_and_their_pods(api, namespace,
 
 
 def test_the_schema_refuses_a_template_of_two_kinds_or_none(kubectl, namespace, crds):
-    body = as_job(experiment("two", X, annotations=LOSS, max_trials=1))
+    body = as_job(experiment("two", X, annotations=loss_is_x(), max_trials=1))
     body["spec"]["trialTemplate"]["template"] = body["spec"]["trialTemplate"]["job"]["spec"]["template"]
     out = kubectl.apply(body, namespace, check=False)
     assert out.returncode != 0 and "exactly one of template (a pod), job (a batch/v1 Job) or resource" in out.stderr
     del body["spec"]["trialTemplate"]["template"], body["spec"]["trialTemplate"]["job"]
     out = kubectl.apply(body, namespace, check=False)
     assert out.returncode != 0 and "exactly one of" in out.stderr
-    bad = experiment("bad", X, annotations=LOSS, max_trials=1)
+    bad = experiment("bad", X, annotations=loss_is_x(), max_trials=1)
     bad["spec"]["trialTemplate"] = {
         "resource": {
             "apiVersion": "not a version",
@@ -150,7 +153,7 @@ def test_the_schema_refuses_a_template_of_two_kinds_or_none(kubectl, namespace, 
 
 
 def test_the_schema_requires_conditions_of_a_kind_it_does_not_know_only(kubectl, namespace, crds):
-    body = experiment("unknown", X, annotations=LOSS, max_trials=1)
+    body = experiment("unknown", X, annotations=loss_is_x(), max_trials=1)
     body["spec"]["trialTemplate"] = {
         "resource": {"apiVersion": "test.hpo.dev/v1", "kind": "TrainRun", "manifest": {"spec": {}}}
     }
@@ -163,7 +166,7 @@ def test_the_schema_requires_conditions_of_a_kind_it_does_not_know_only(kubectl,
     assert kubectl.apply(body, namespace, check=False).returncode == 0
     # The known kinds need neither (whatever their version).
     for api_version, kind in (("trainer.kubeflow.org/v1alpha1", "TrainJob"), ("jobset.x-k8s.io/v1", "JobSet")):
-        known = experiment(kind.lower(), X, annotations=LOSS, max_trials=1)
+        known = experiment(kind.lower(), X, annotations=loss_is_x(), max_trials=1)
         known["spec"]["trialTemplate"] = {"resource": {"apiVersion": api_version, "kind": kind, "manifest": {}}}
         out = kubectl.apply(known, namespace, check=False)
         assert out.returncode == 0, out.stderr

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.experiments import condition, experiment, x_space
+from tests.support.experiments import GROUP, VERSION, condition, experiment, loss_is_x, x_space
 from tests.support.kube import REPO, Cluster, OperatorProcess, free_port, serve_log, wait_until, write_log
 
 KATIB_DEFAULT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
@@ -78,7 +78,7 @@ def twenty_trials(name: str) -> dict:
     return experiment(
         name,
         x_space(10),
-        annotations={"sim.hpo.dev/message": '{"loss": ${params.x}}'},
+        annotations=loss_is_x(),
         max_trials=20,
         parallel=4,
     )
@@ -232,7 +232,7 @@ def test_the_api_server_refuses_a_metrics_format_re2_cannot_take(api, kubectl, c
         except ApiException as e:
             return e
         cluster.custom.delete_namespaced_custom_object(
-            "hpo.dev", "v1alpha1", namespace, "experiments", body["metadata"]["name"]
+            GROUP, VERSION, namespace, "experiments", body["metadata"]["name"]
         )
         return None  # (the updated schema is not served yet)
 

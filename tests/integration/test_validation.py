@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from hpo_operator.api.spec import EXPERIMENT_NAME_MAX_LENGTH, TRIAL_NAME_MAX_LENGTH
+from tests.support.experiments import GROUP, VERSION
 
-API_VERSION = "hpo.dev/v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
 
 # Signs of a CEL rule that failed to evaluate rather than a rule that said no: the user would see
 # an internal error instead of the rule's message.

@@ -20,7 +20,8 @@ from typing import Any
 
 from kubernetes import client
 
-GROUP, VERSION = "hpo.dev", "v1alpha1"
+from tests.support.experiments import GROUP, VERSION
+
 START = datetime(2026, 11, 20, 9, 0, 0, tzinfo=UTC)
 OPTIMIZERS = ["sgd", "adam", "rmsprop"]
 

@@ -21,43 +21,90 @@ def x_space(high: float = 1) -> list[dict]:
     return [{"name": "x", "type": "double", "min": 0, "max": high}]
 
 
+def x_values(*values: str) -> list[dict]:
+    """One discrete `x` with these values: with one value, an experiment of a single configuration."""
+    return [{"name": "x", "type": "discrete", "values": list(values)}]
+
+
+def fails_space(high: int, step: int = 1) -> list[dict]:
+    """One int `fails` from 0 to `high` by `step`, for a grid: with the annotation
+    sim.hpo.dev/fail-attempts: ${params.fails}, configuration fails=N fails its first N attempts."""
+    return [{"name": "fails", "type": "int", "min": 0, "max": high, "step": step}]
+
+
+def loss_is_x(duration: str | None = None) -> dict[str, str]:
+    """The simulated trial's annotations when it reports loss = x (its termination message), and runs
+    for `duration` if given (else the template's); a fresh dict each call."""
+    annotations = {"sim.hpo.dev/message": '{"loss": ${params.x}}'}
+    if duration is not None:
+        annotations["sim.hpo.dev/duration"] = duration
+    return annotations
+
+
+def oom_killed_first(attempts: str) -> dict[str, str]:
+    """The simulated trial's annotations when its first `attempts` attempts (a number, or a parameter
+    such as "${params.fails}") are OOMKilled (exit code 137, a class retried by default) and the next
+    one runs to its end."""
+    return {"sim.hpo.dev/fail-attempts": attempts, "sim.hpo.dev/exit-code": "137", "sim.hpo.dev/reason": "OOMKilled"}
+
+
+def manifest(name: str, spec: dict) -> dict:
+    """An Experiment named `name` with this spec, as `kubectl apply` sends it."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Experiment", "metadata": {"name": name}, "spec": spec}
+
+
+def sim_pod(annotations: dict, args: list[str] | None = None) -> dict:
+    """A trial's pod template for the simulated (KWOK) nodes: the simulator's annotations
+    (sim.hpo.dev/..., hack/kwok/stages.yaml) and one container `train` of trainer:1, with `args` if given."""
+    container: dict = {"name": "train", "image": "trainer:1"}
+    if args is not None:
+        container["args"] = args
+    return {"metadata": {"annotations": annotations}, "spec": {"containers": [container]}}
+
+
 def experiment(
     name: str,
     parameters: list[dict],
     *,
-    annotations: dict,
     max_trials: int,
+    annotations: dict | None = None,
     parallel: int = 1,
     algorithm: dict | None = None,
+    args: list[str] | None = None,
     **spec: object,
 ) -> dict:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Experiment",
-        "metadata": {"name": name},
-        "spec": {
+    """An experiment that minimises loss over `parameters`, its trials simulated pods (sim_pod) that
+    run 500 ms unless `annotations` say otherwise, their container given --x=${params.x} when there
+    is an x (or `args`). Any other spec field is given in camelCase, and replaces the one built here
+    (an `objective`, a whole `trialTemplate`)."""
+    if args is None:
+        args = ["--x=${params.x}"] if any(p["name"] == "x" for p in parameters) else []
+    return manifest(
+        name,
+        {
             "objective": {"type": "minimize", "metricName": "loss"},
             "algorithm": algorithm or {"name": "random", "seed": 1},
             "parameters": parameters,
             "parallelTrialCount": parallel,
             "maxTrialCount": max_trials,
-            "trialTemplate": {
-                "template": {
-                    "metadata": {"annotations": {"sim.hpo.dev/duration": "500ms", **annotations}},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "train",
-                                "image": "trainer:1",
-                                "args": ["--x=${params.x}"] if any(p["name"] == "x" for p in parameters) else [],
-                            }
-                        ]
-                    },
-                }
-            },
+            "trialTemplate": {"template": sim_pod({"sim.hpo.dev/duration": "500ms", **(annotations or {})}, args)},
             **spec,
         },
-    }
+    )
+
+
+def restartable(name: str) -> dict:
+    """Two configurations on a grid, two at a time: fails=0 succeeds, fails=9 fails every attempt
+    (exit code 1, class Error) and is not retried; what the tests of restart requests re-run."""
+    return experiment(
+        name,
+        fails_space(9, step=9),
+        annotations={"sim.hpo.dev/fail-attempts": "${params.fails}", "sim.hpo.dev/message": '{"loss": 1}'},
+        algorithm={"name": "grid", "seed": 0},
+        max_trials=2,
+        parallel=2,
+        retryPolicy={"maxRetries": 0, "retryOn": ["Error"]},
+    )
 
 
 def as_job(body: dict, **job_spec: object) -> dict:
@@ -66,6 +113,15 @@ def as_job(body: dict, **job_spec: object) -> dict:
     tt = body["spec"]["trialTemplate"]
     tt["job"] = {"metadata": {"labels": {"team": "ml"}}, "spec": {"template": tt.pop("template"), **job_spec}}
     return body
+
+
+def sklearn_space(features: str) -> list[dict]:
+    """examples/real-sklearn.yaml's search space, narrowed: one feature count, small ranges of the rest."""
+    return [
+        {"name": "features", "type": "discrete", "values": [features]},
+        {"name": "gamma", "type": "double", "min": 0.02, "max": 0.05},
+        {"name": "alpha", "type": "double", "min": 0.0001, "max": 0.0002},
+    ]
 
 
 def real_experiment(

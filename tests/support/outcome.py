@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_operator.api.vocabulary import GROUP, VERSION
+from tests.support.experiments import experiment, fails_space, oom_killed_first
 
 
 @dataclass(frozen=True)
@@ -54,37 +54,20 @@ class FaultyGrid:
         return self.configs - self.succeeded
 
     def experiment(self, name: str) -> dict:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Experiment",
-            "metadata": {"name": name},
-            "spec": {
-                "objective": {"type": "minimize", "metricName": "loss"},
-                "algorithm": {"name": "grid", "seed": 5},
-                "parameters": [
-                    {"name": "fails", "type": "int", "min": 0, "max": self.fails - 1, "step": 1},
-                    {"name": "seed", "type": "int", "min": 0, "max": self.seeds - 1, "step": 1},
-                ],
-                "parallelTrialCount": self.parallel,
-                "maxTrialCount": self.configs,
-                "maxFailedTrialCount": self.failed_configs,
-                "retryPolicy": {"maxRetries": self.max_retries, "backoffSeconds": 0},
-                "trialTemplate": {
-                    "template": {
-                        "metadata": {
-                            "annotations": {
-                                "sim.hpo.dev/fail-attempts": "${params.fails}",
-                                "sim.hpo.dev/exit-code": "137",
-                                "sim.hpo.dev/reason": "OOMKilled",
-                                "sim.hpo.dev/duration": self.duration,
-                                "sim.hpo.dev/message": '{"loss": ${params.seed}}',
-                            }
-                        },
-                        "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
-                    }
-                },
+        return experiment(
+            name,
+            [*fails_space(self.fails - 1), {"name": "seed", "type": "int", "min": 0, "max": self.seeds - 1, "step": 1}],
+            annotations={
+                **oom_killed_first("${params.fails}"),
+                "sim.hpo.dev/duration": self.duration,
+                "sim.hpo.dev/message": '{"loss": ${params.seed}}',
             },
-        }
+            algorithm={"name": "grid", "seed": 5},
+            max_trials=self.configs,
+            parallel=self.parallel,
+            maxFailedTrialCount=self.failed_configs,
+            retryPolicy={"maxRetries": self.max_retries, "backoffSeconds": 0},
+        )
 
     def checks(self, experiment: dict, trials: dict[str, dict], pods: dict[str, dict]) -> list[Check]:
         """trials and pods by name, as dicts (the pods' metadata with ownerReferences)."""

@@ -31,19 +31,28 @@ START = (0.9, 0.9)
 STEP_SIZE = 0.05
 
 
-def spec(population: int = 4, generations: int = 3, interval: int = 4, **overrides: Any) -> ExperimentSpec:
-    """A pbt experiment over the toy's h0, h1 in [0, 1]; overrides use the API's camelCase."""
-    settings = [
+def toy_space() -> list[dict[str, Any]]:
+    """The toy's hyperparameters h0, h1, each in [0, 1]; its quality q is maximised (OBJECTIVE)."""
+    return [{"name": h, "type": "double", "min": 0, "max": 1} for h in ("h0", "h1")]
+
+
+OBJECTIVE = {"type": "maximize", "metricName": "q"}
+
+
+def pbt_settings(population: int, interval: int) -> list[dict[str, str]]:
+    """algorithm.settings of pbt: `population` members, a generation every `interval` steps."""
+    return [
         {"name": "populationSize", "value": str(population)},
         {"name": "perturbationInterval", "value": str(interval)},
     ]
+
+
+def spec(population: int = 4, generations: int = 3, interval: int = 4, **overrides: Any) -> ExperimentSpec:
+    """A pbt experiment over the toy's h0, h1 in [0, 1]; overrides use the API's camelCase."""
     body: dict[str, Any] = {
-        "objective": {"type": "maximize", "metricName": "q"},
-        "algorithm": {"name": "pbt", "seed": 7, "settings": settings},
-        "parameters": [
-            {"name": "h0", "type": "double", "min": 0, "max": 1},
-            {"name": "h1", "type": "double", "min": 0, "max": 1},
-        ],
+        "objective": dict(OBJECTIVE),
+        "algorithm": {"name": "pbt", "seed": 7, "settings": pbt_settings(population, interval)},
+        "parameters": toy_space(),
         "parallelTrialCount": population,
         "maxTrialCount": population * generations,
         "retryPolicy": {"maxRetries": 2, "backoffSeconds": 0},

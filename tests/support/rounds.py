@@ -1,5 +1,6 @@
 """A planner round by hand, for the planner's unit tests: the experiment, its Trials and pods as the
-cluster would hold them (keyed by trial name), and readers of the plan that comes back.
+cluster would hold them (keyed by trial name), readers of the plan that comes back, and `Cluster`,
+on which plans are carried out round after round for the rules that only show over several rounds.
 
 Suggestion i is x=i (`counting`), so a test knows which trial each suggestion becomes, and times
 are fixed (NOW, EARLIER, ago()), so no plan depends on the clock."""
@@ -12,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from hpo_operator import planner
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.api.vocabulary import L_ATTEMPT, L_CONFIG, L_EXPERIMENT, L_LAUNCH, L_LINEAGE, L_TRIAL
+from hpo_operator.controller.loop import settle_refusals
 from hpo_operator.core import times
 from hpo_operator.core.space import config_hash
 from hpo_operator.planner import ExperimentView, TrialView
+from tests.support.simulate import MemoryCluster
 
 EXP = "exp"
 NS = "team-a"
@@ -364,3 +367,65 @@ def told(plan) -> dict[int, tuple]:
 
 def event_reasons(plan, target: str | None = "any") -> list[str]:
     return [e.reason for e in plan.events if target == "any" or e.target == target]
+
+
+# --- several rounds: the cluster carries the plans out ----------------------------------------
+
+
+class Cluster(MemoryCluster):
+    """Trials and pods on which plans are carried out as the operator does (apply.stages);
+    tests decide the pods' fates."""
+
+    def __init__(self, spec: ExperimentSpec, suggest=counting):
+        super().__init__(lambda name: pod_pending(name, created=iso(self.now)))
+        self.spec, self.suggest = spec, suggest
+        self.now = NOW
+        self.logs: dict[str, str] = {}
+        self.plans: list = []
+        self.invalid: set[str] = set()  # trials whose pod the API server refuses as invalid
+        self.refused: dict[str, planner.Refusal] = {}  # the executor's reports, kept by the loop between rounds
+        self.starts: list[str] = []
+
+    def round(self):
+        exp = ExperimentView(EXP, NS, EXP_UID, 1, self.spec, copy.deepcopy(self.status))
+        views = self.views()
+        settle_refusals(self.refused, views)  # as the loop does before each round
+        p = planner.plan(
+            planner.RoundInput(
+                experiment=exp,
+                trials=views,
+                pods=copy.deepcopy(self.pods),
+                now=self.now,
+                suggest=self.suggest,
+                logs=dict(self.logs),
+                refused=dict(self.refused),
+            )
+        )
+        self.apply(p)
+        self.plans.append(p)
+        return p
+
+    async def start(self, name: str) -> None:
+        self.starts.append(name)
+        if name in self.invalid:
+            self.refused[name] = planner.Refusal(
+                "InvalidPod", "metadata.labels: Invalid value"
+            )  # what the executor reports
+            return
+        await super().start(name)
+
+    def tick(self, seconds: float = 10) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def add_user_trial(self, name: str, values: dict[str, str]) -> None:
+        body = user_trial(name, values, created=iso(self.now)).body
+        self.trials[name] = body
+
+    def annotate(self, name: str, key: str, value: str) -> None:
+        self.trials[name]["metadata"].setdefault("annotations", {})[key] = value
+
+    def unfinished_pods(self) -> list[str]:
+        return [n for n, p in self.pods.items() if p["status"]["phase"] not in ("Succeeded", "Failed")]
+
+    def phase(self, name: str) -> str | None:
+        return (self.trials[name].get("status") or {}).get("phase")

@@ -276,3 +276,26 @@ def test_a_waiting_trial_status_is_written_at_its_turn_and_a_restart_request_nev
     annotations = {"metadata": {"annotations": {"hpo.dev/restart": None}}}
     asyncio.run(executor.update_trial("t0", {"phase": "Pending", "reason": "Restarted"}, annotations["metadata"]))
     assert patches[1:] == [("t0", {"reason": "Restarted"}), ("t0", annotations)]
+
+
+def test_a_status_laid_over_a_trial_gives_the_same_body_while_neither_changes():
+    """The round's view of a Trial (and what it worked out) is kept while its body is the same object:
+    a status that waits, or one written and not yet seen, must not make a new body every round."""
+    written = PendingWrites()
+    watched = {"exp-0000": {"metadata": {"name": "exp-0000"}, "status": {"phase": "Pending"}}}
+    written.wait_trial("exp-0000", {"phase": "Pending"}, {"phase": "Pending", "reason": "PodCreated"}, 0.0)
+    [first] = written.trial_bodies(watched)
+    assert first["status"]["reason"] == "PodCreated"
+    [again] = written.trial_bodies(watched)
+    assert again is first
+    watched = {"exp-0000": {**watched["exp-0000"], "metadata": {"name": "exp-0000", "labels": {}}}}
+    [changed] = written.trial_bodies(watched)  # the watch brought a new version
+    assert changed is not first and changed["status"]["reason"] == "PodCreated"
+    written.wait_trial("exp-0000", {"phase": "Pending"}, {"phase": "Running"}, 0.0)
+    [newer] = written.trial_bodies(watched)  # a newer status waits
+    assert newer is not changed and newer["status"] == {"phase": "Running"}
+    written.wrote_trial_status("exp-0000", {"phase": "Running"})
+    [mine] = written.trial_bodies(watched)  # written, not yet seen
+    assert mine["status"] == {"phase": "Running"} and written.trial_bodies(watched)[0] is mine
+    watched = {"exp-0000": {**watched["exp-0000"], "status": {"phase": "Running"}}}
+    assert written.trial_bodies(watched)[0] is watched["exp-0000"]  # seen: the watched body itself

@@ -257,7 +257,7 @@ def test_a_lost_connection_fails_the_round_after_every_other_write_ran():
 
 def test_a_pod_the_api_server_finds_invalid_is_reported_not_a_failed_round():
     """The executor decides no status: it reports the refusal, and the next round's planner fails
-    the trial (test_planner: test_a_create_the_api_server_refused_fails_the_trial_next_round)."""
+    the trial (test_planner_lifecycle.py: test_a_create_the_api_server_refused_fails_the_trial_next_round)."""
     plan = planner.Plan(
         create_trials=[new_trial("exp-0000")],
         start_workloads=["exp-0000"],

@@ -7,6 +7,7 @@ import pytest
 from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.core import metrics
 from hpo_operator.core.conditions import MAX_MESSAGE, set_condition
+from hpo_operator.planner import TrialView
 from hpo_operator.search.samplers import SearchSpaceError
 from hpo_operator.search.suggest import Outcome, Recorded, Suggester
 from tests.support.rounds import NOW, created_names, exp_status, make_spec, pod_running, run, suggested, user_trial
@@ -25,8 +26,9 @@ def test_a_grid_too_large_to_hold_is_refused():
 
 
 def test_trials_of_another_experiment_with_the_same_name_are_left_alone():
-    foreign = suggested(0, "Running")
-    foreign.body["metadata"]["ownerReferences"][0]["uid"] = "uid-of-a-deleted-experiment"
+    body = suggested(0, "Running").body
+    body["metadata"]["ownerReferences"][0]["uid"] = "uid-of-a-deleted-experiment"
+    foreign = TrialView("exp-0000", body["metadata"].get("uid", ""), body)  # a view of the body as it now is
     plan = run(make_spec(parallelTrialCount=1), [foreign], {"exp-0000": pod_running("exp-0000")})
     assert "exp-0000" not in plan.trial_status and "exp-0000" not in plan.trial_metadata
     assert exp_status(plan)["trials"] == 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from hpo_operator import planner
@@ -57,6 +57,36 @@ from .pending import PendingWrites, pruned, status_patch
 
 log = logging.getLogger(__name__)
 
+
+class TrialBodies(Mapping[str, dict]):
+    """Trial bodies by name: the round's views' (read when asked for), and the Trials made since."""
+
+    def __init__(self, views: Mapping[str, planner.TrialView]):
+        self.views = views
+        self.made: dict[str, dict] = {}
+
+    def __getitem__(self, name: str) -> dict:
+        made = self.made.get(name)
+        return made if made is not None else self.views[name].body
+
+    def __setitem__(self, name: str, body: dict) -> None:
+        self.made[name] = body
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.views
+        yield from (n for n in self.made if n not in self.views)
+
+    def __len__(self) -> int:
+        return len(self.views) + sum(1 for n in self.made if n not in self.views)
+
+    def specs(self) -> Iterator[dict]:
+        """Every Trial's spec (a view's, parsed once)."""
+        for name, view in self.views.items():
+            made = self.made.get(name)
+            yield view.spec if made is None else made.get("spec") or {}
+        yield from ((b.get("spec") or {}) for n, b in self.made.items() if n not in self.views)
+
+
 # Posts a Kubernetes Event: (object, type, reason, message).
 PostEvent = Callable[[dict, str, str, str], None]
 
@@ -67,7 +97,7 @@ class Executor:
         api: KubeClient,
         experiment: dict,
         spec: ExperimentSpec | None,  # None for a spec that does not parse: its plans start nothing
-        trials: list[planner.TrialView],
+        trials: Mapping[str, planner.TrialView] | list[planner.TrialView],
         written: PendingWrites,
         post_event: PostEvent,
         resource: Resource = PODS,
@@ -79,7 +109,9 @@ class Executor:
         self.written = written
         self.experiment = experiment
         self.spec = spec
-        self.trials = {t.name: t.body for t in trials}
+        # The Trials' bodies by name, read through the round's views (none copied: a round starts or
+        # writes a few of thousands), with the Trials this round made.
+        self.trials = TrialBodies(trials if isinstance(trials, Mapping) else {t.name: t for t in trials})
         self.namespace = experiment["metadata"]["namespace"]
         self.uid = experiment["metadata"]["uid"]
         self.post_event = post_event
@@ -205,7 +237,7 @@ class Executor:
 
     def suggestions_made(self) -> int:
         """The suggestions the Trials account for: the highest suggestionIndex + 1."""
-        indexes = (t.get("spec", {}).get("suggestionIndex") for t in self.trials.values())
+        indexes = (spec.get("suggestionIndex") for spec in self.trials.specs())
         return max((int(i) + 1 for i in indexes if i is not None), default=0)
 
     async def flush(self) -> None:

@@ -116,14 +116,20 @@ class PodLogs:
             del self.kept[key]  # finished with: the planner recorded what it needed
         if not current:
             return {}
+        unread = any(not r.message_read and r.need == "final" or r.busy() for r, _, _ in current.values())
+        due = [(r, pod) for r, pod, _ in current.values() if self.due(r, spec.metrics_collector, now)]
+        if not unread and not due:
+            # Nothing to read or parse this round (the common one: every output already read):
+            # no parser, no budget, no thread.
+            return {name: r.output or metrics.Output(complete=False) for name, (r, _, _) in current.items()}
         parser = Parser(spec)
         budget = metrics.Budget(ROUND_SECONDS)
         budget.pause()  # counted in the parsing threads only
         loop = asyncio.get_running_loop()
-        if any(not r.message_read and r.need == "final" or r.busy() for r, _, _ in current.values()):
+        if unread:
             # Termination messages not read yet, and what earlier rounds left.
             await loop.run_in_executor(_parser_pool(), parser.parse, list(current.values()), budget)
-        due = [(r, pod) for r, pod, _ in current.values() if self.due(r, spec.metrics_collector, now)]
+            due = [(r, pod) for r, pod, _ in current.values() if self.due(r, spec.metrics_collector, now)]
         # Finished pods first (their results wait for it), then the running pods read longest ago.
         due.sort(key=lambda d: (d[0].need != "final", d[0].read_at or 0.0))
         reads = [self.read(r, pod, spec, now) for r, pod in due[:READS_PER_ROUND]]

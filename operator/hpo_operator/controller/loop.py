@@ -37,6 +37,7 @@ from hpo_operator.search.suggest import Suggester
 from hpo_operator.workloads.kinds import kind_of
 
 from . import telemetry
+from .cpu import timed
 from .executor import Executor
 from .logs import PodLogs
 from .namespace import Key, WatchForbidden, WorkloadObservations
@@ -90,6 +91,8 @@ class ExperimentLoop:
     parsed_trials: dict[str, planner.TrialView] = field(default_factory=dict)
     workload_observations: WorkloadObservations = field(default_factory=WorkloadObservations)
     plan_seconds: float = 0.0
+    # The CPU this experiment's work took in threads since the runtime last took it (take_thread_seconds).
+    thread_seconds: float = 0.0
     min_gap: float = MIN_ROUND_GAP  # MIN_WORKLOAD_ROUND_GAP once a round saw Job or resource trials
     task: asyncio.Task | None = None  # the turn being run, cancelled when the experiment goes
     _spec: tuple[dict, ExperimentSpec] | None = None  # the spec last parsed, and its source
@@ -183,6 +186,11 @@ class ExperimentLoop:
         self.round_due = now + delay
         return self.next_turn(delay, now), False, gap
 
+    def take_thread_seconds(self) -> float:
+        """The CPU its plans took in threads since the last call (the runtime adds it to the turn's)."""
+        seconds, self.thread_seconds = self.thread_seconds, 0.0
+        return seconds
+
     def retry_in(self) -> float:
         """The delay before the retry of a round failing now (the queue's backoff), for the log."""
         return error_delay(self.runtime.queue.failures(self.key) + 1)
@@ -245,7 +253,10 @@ class ExperimentLoop:
                 # In a thread, like a large plan: rebuilding a large study after a restart takes
                 # seconds. A new experiment's is a fraction of a millisecond: less than the thread.
                 if len(trials) + len(warm) > THREAD_PLAN_TRIALS:
-                    self.suggester = await asyncio.to_thread(planner.restore_suggester, spec, trials, status, warm)
+                    self.suggester, cpu = await asyncio.to_thread(
+                        timed, planner.restore_suggester, spec, trials, status, warm
+                    )
+                    self.thread_seconds += cpu
                 else:
                     self.suggester = planner.restore_suggester(spec, trials, status, warm)
             except SearchSpaceError as e:
@@ -277,6 +288,7 @@ class ExperimentLoop:
             suggest=suggester.suggest,
             should_stop=suggester.should_stop,
             tell=suggester.tell,
+            told=suggester.told(),
             volumes=volumes,
             observations=observations,
             refused=dict(self.refused),
@@ -286,7 +298,8 @@ class ExperimentLoop:
         if len(trials) > THREAD_PLAN_TRIALS:
             # Off the event loop, which serves the informers and every other experiment
             # meanwhile; only this experiment's loop uses its suggester.
-            plan = await asyncio.to_thread(planner.plan, given)
+            plan, cpu = await asyncio.to_thread(timed, planner.plan, given)
+            self.thread_seconds += cpu  # counted in the turn's cost (cpu.py), like its steps on the loop
         else:
             # A small plan takes a millisecond or two: less than handing it to one of the few
             # threads the event loop has, for which a hundred experiments would queue.
@@ -294,7 +307,15 @@ class ExperimentLoop:
         self.plan_seconds = time.monotonic() - planning
         reported = len(self.refused)
         await Executor(
-            rt.api, raw, spec, trials, self.written, rt.post_event, resource or PODS, self.refused, rt.authority
+            rt.api,
+            raw,
+            spec,
+            self.parsed_trials,
+            self.written,
+            rt.post_event,
+            resource or PODS,
+            self.refused,
+            rt.authority,
         ).run(plan)
         st = plan.experiment_status
         telemetry.experiment_phase(self.uid, st.phase)
@@ -319,16 +340,9 @@ class ExperimentLoop:
 
     def parse_trials(self, bodies: list[dict]) -> list[planner.TrialView]:
         """A planner.TrialView per Trial (what the planner reads of it, worked out once), the last
-        round's where the Trial's body has not changed since."""
-        parsed = {}
-        for body in bodies:
-            name = body["metadata"]["name"]
-            trial = self.parsed_trials.get(name)
-            if trial is None or trial.body is not body:
-                trial = planner.TrialView(name, body["metadata"].get("uid", ""), body)
-            parsed[name] = trial
-        self.parsed_trials = parsed
-        return list(parsed.values())
+        round's where the Trial's body has not changed since (planner.kept_views)."""
+        self.parsed_trials = planner.kept_views(bodies, self.parsed_trials)
+        return list(self.parsed_trials.values())
 
     async def report_forbidden(self, refusal: WatchForbidden) -> None:
         """A watch the experiment needs is refused: the planner's rule for it decides what the

@@ -48,6 +48,9 @@ class PendingWrites:
         # newest one, and when it may be written.
         self.trial_waiting: dict[str, tuple[dict, dict, float]] = {}
         self.trials: dict[str, dict] = {}
+        # Per trial, the last body made with one of these statuses laid over it: (the watched body,
+        # the status, the body made).
+        self.overlaid: dict[str, tuple[dict, dict, dict]] = {}
 
     def trial_bodies(self, watched: dict[str, dict]) -> list[dict]:
         """The watched Trials, with our newer writes laid over them, and the statuses that wait
@@ -57,18 +60,34 @@ class PendingWrites:
         bodies = {**self.trials, **watched} if self.trials else watched
         for name in [n for n in self.trial_waiting if n not in bodies]:
             del self.trial_waiting[name]  # deleted meanwhile
+        if not self.trial_status and not self.trial_waiting:
+            self.overlaid.clear()
+            return list(bodies.values())
         result = []
+        overlaid = {}
         for name, body in bodies.items():
+            status = None
             mine = self.trial_status.get(name)
             if mine is not None:
                 if (body.get("status") or {}) == mine:
                     del self.trial_status[name]
                 else:
-                    body = {**body, "status": mine}
+                    status = mine
             waiting = self.trial_waiting.get(name) if self.trial_waiting else None
             if waiting is not None:
-                body = {**body, "status": waiting[1]}
+                status = waiting[1]
+            if status is not None:
+                # The same body as last round while neither it nor the status laid over it changed,
+                # so the round's view of it (and what the view worked out) is kept.
+                kept = self.overlaid.get(name)
+                if kept is not None and kept[0] is body and kept[1] is status:
+                    body = kept[2]
+                else:
+                    base, body = body, {**body, "status": status}
+                    kept = (base, status, body)
+                overlaid[name] = kept
             result.append(body)
+        self.overlaid = overlaid
         return result
 
     def wait_trial(self, name: str, stored: dict, status: dict, now: float) -> None:

@@ -27,6 +27,7 @@ from hpo_operator.kube.informer import WatchHealth
 
 from . import telemetry
 from .authority import Authority, Tenancy
+from .cpu import Metered
 from .executor import PostEvent
 from .loop import ExperimentLoop, error_delay
 from .namespace import Key, Namespace
@@ -147,8 +148,10 @@ class Runtime:
                 continue
             # A task of its own, so that the experiment's deletion can cancel its turn (not the
             # worker), in a copy of kopf's context (turns set their own FLOW in it).
+            # Its CPU measured (cpu.py), for its share of the event loop (the queue's cost).
+            turn = Metered(loop.turn())
             loop.task = task = asyncio.get_running_loop().create_task(
-                loop.turn(), name=f"experiment {key[0]}/{key[1]}", context=self.context.copy() if self.context else None
+                turn, name=f"experiment {key[0]}/{key[1]}", context=self.context.copy() if self.context else None
             )
             try:
                 await asyncio.wait({task})
@@ -165,7 +168,7 @@ class Runtime:
                 self.queue.done(key, failed=True)
                 continue
             after, failed, gap = task.result()
-            self.queue.done(key, after, failed=failed, gap=gap)
+            self.queue.done(key, after, failed=failed, gap=gap, cost=turn.seconds + loop.take_thread_seconds())
 
     def namespace(self, name: str) -> Namespace:
         ns = self.namespaces.get(name)

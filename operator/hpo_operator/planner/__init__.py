@@ -91,6 +91,7 @@ from .state import (
     Refusal,
     RoundState,
     TrialView,
+    kept_views,
     wanted_metrics,
 )
 
@@ -103,6 +104,7 @@ __all__ = [
     "backoff_seconds",
     "goal_reached",
     "is_better",
+    "kept_views",
     "needs_log",
     "needs_output",
     "wanted_metrics",
@@ -192,6 +194,7 @@ def plan(given: RoundInput) -> Plan:
         observations=observations,
         refused=given.refused,
         workloads=given.workloads,
+        told=given.told,
     )
     status = opening_status(state)
     observe_trials(state)

@@ -40,6 +40,7 @@ class Budget:
         duration = spend.duration(
             old.duration_seconds if old else None, old.time if old else None, state.exp_status.phase, state.now
         )
+        changed, uid = state.status, state.exp.uid  # (state.current(t), inlined: a loop over every trial)
         resources, rate = spend.compute(
             (
                 spend.Run(
@@ -50,7 +51,7 @@ class Budget:
                     st.requests or {},
                 )
                 for t in state.trials + state.new_trials
-                if t.owned_by(state.exp.uid) and (st := state.current(t)).requests
+                if uid in t.controllers and (st := changed.get(t.name) or t.typed_status).requests
             ),
             state.now,
         )

@@ -84,10 +84,18 @@ def best_trial(state: RoundState) -> TrialView | None:
     if state.spec.objective.multi:
         return None
     best, best_value = None, 0.0
+    changed = state.status
     for t in state.trials:
-        st = state.current(t)
+        # (state.phase(t) and state.current(t), inlined: a loop over every trial, every round)
+        st = changed.get(t.name)
+        if st is None:
+            if t.phase != TrialPhase.succeeded:
+                continue
+            st = t.typed_status
+        elif st.phase != TrialPhase.succeeded:
+            continue
         value = st.objective_value
-        if state.phase(t) == TrialPhase.succeeded and value is not None and st.feasible is not False:
+        if value is not None and st.feasible is not False:
             if best is None or is_better(state.spec, value, best_value):
                 best, best_value = t, value
     return best
@@ -322,9 +330,11 @@ def finish_status(state: RoundState, status: ExperimentStatus, budget: Budget | 
     """The trial counts, what was spent, then the round's Plan with the statuses it changed."""
     counts = {"Pending": 0, "Queued": 0, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0, "EarlyStopped": 0}
     retried = 0
+    changed, uid = state.status, state.exp.uid
     for t in state.trials + state.new_trials:
-        phase = state.phase(t)
-        if phase in counts and t.owned_by(state.exp.uid):
+        st = changed.get(t.name)  # (state.phase(t), inlined: a loop over every trial, every round)
+        phase = t.phase if st is None else (st.phase or "Pending")
+        if phase in counts and uid in t.controllers:
             counts[phase] += 1
             retried += t.labels.get(L_LAUNCH) == LaunchReason.retry
     status.trials = sum(counts.values())

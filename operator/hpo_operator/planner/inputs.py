@@ -4,7 +4,7 @@ in-memory cluster leave the optional ones to their defaults, which plan() works 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -39,6 +39,10 @@ class RoundInput:
     # Hears each decided result before any later suggestion is asked; the same results are also
     # listed in plan.tells (None: nobody listens).
     tell: Callable[[int, Outcome], None] | None = None
+    # The suggestions whose result `tell` already heard (Suggester.told()): a configuration all of
+    # whose suggestions are in it is not told again, nor its result worked out (None: every decided
+    # result is told, as a new process's first round does). Telling a known result changes nothing.
+    told: Set[int] | None = None
     # Log text by trial (a running pod's read with timestamps); read only when `outputs` is None.
     logs: Mapping[str, str] = field(default_factory=dict)
     # The checkpoint claims that exist (None: not known, so none is removed).

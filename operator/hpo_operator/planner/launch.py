@@ -98,6 +98,8 @@ def relaunch_lost(
     creates). Below suggestion_count, they would never be asked again, and a grid would run
     out with its points unused. A suggestion without a Trial that repeated a configuration the
     experiment has is not lost: it is skipped. Returns the slots and configurations left."""
+    if slots <= 0 or configurations >= state.spec.max_trial_count:
+        return slots, configurations  # no room: nothing is launched (the common round)
     made = {t.suggestion_index for t in state.trials if t.suggestion_index is not None and t.owned_by(state.exp.uid)}
     for index in range(state.suggestion_count):
         if slots <= 0 or configurations >= state.spec.max_trial_count:
@@ -195,9 +197,12 @@ class Curve(Mapping[int, float]):
 
 
 def tell_results(state: RoundState, finally_failed_keys: set[str]) -> None:
+    known = state.told
     for key, trials in state.groups().items():
         indexes = {t.suggestion_index for t in trials if t.suggestion_index is not None}
-        result = outcome(state, trials, key in finally_failed_keys) if indexes else None
+        if indexes <= known:
+            continue  # nothing to tell (or no suggestion): the search holds every result
+        result = outcome(state, trials, key in finally_failed_keys)
         if result:
             for i in indexes:
                 told(state, i, result)

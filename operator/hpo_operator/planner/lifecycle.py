@@ -119,10 +119,15 @@ def read_outputs(
 
 
 def observe_trials(state: RoundState) -> None:
+    changed = state.status
     for t in state.trials:
-        if not state.current(t).parameter_summary and t.values:
+        st = changed.get(t.name)  # (state.current(t) and state.phase(t), inlined: every trial, every round)
+        if not (t.typed_status if st is None else st).parameter_summary and t.values:
             state.update(t, parameter_summary=summary(t.values))
-        if state.phase(t) in TERMINAL_PHASES:
+            phase = state.phase(t)
+        else:
+            phase = t.phase if st is None else (st.phase or "Pending")
+        if phase in TERMINAL_PHASES:
             if (
                 t.name in state.pods
                 and not state.workload_deleting(t.name)

@@ -8,10 +8,11 @@ them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from operator import attrgetter
 from typing import Any
 
 from hpo_operator.api.parameters import parameters_of
@@ -77,6 +78,11 @@ class TrialView:
         self.labels: dict[str, str] = self.meta.get("labels") or {}
         self.annotations: dict[str, str] = self.meta.get("annotations") or {}
         self.phase: str = self.status.get("phase") or "Pending"
+        # Read for every trial several times a round: worked out with the body, not on first use.
+        self.controllers: tuple[str, ...] = tuple(
+            r.get("uid") for r in self.meta.get("ownerReferences") or [] if r.get("controller")
+        )
+        self.age: tuple[str, str] = (self.meta.get("creationTimestamp") or "", self.name)
         # What a rule works out of this body once (e.g. the objectives' curve for early stopping).
         self.memo: dict[str, Any] = {}
         for cached in [k for k in self.__dict__ if k in CACHED]:
@@ -94,10 +100,6 @@ class TrialView:
     @cached_property
     def values(self) -> dict[str, str]:
         return parameters_of(self.spec.get("parameters"))
-
-    @cached_property
-    def controllers(self) -> tuple[str, ...]:
-        return tuple(r.get("uid") for r in self.meta.get("ownerReferences") or [] if r.get("controller"))
 
     def owned_by(self, uid: str) -> bool:
         return uid in self.controllers
@@ -121,10 +123,28 @@ class TrialView:
         return int(index)
 
 
+def kept_views(bodies: list[dict[str, Any]], previous: Mapping[str, TrialView]) -> dict[str, TrialView]:
+    """A TrialView per Trial body, by name: the previous round's where the body is the very same
+    object, a new one where it changed. Informers replace an object on each of its events and never
+    change one in place, so a kept view (and what it worked out: TrialView.memo, its cached
+    properties) is exactly the view of its body made afresh; only the changed trials cost a parse."""
+    views = {}
+    for body in bodies:
+        name = body["metadata"]["name"]
+        view = previous.get(name)
+        if view is None or view._body is not body:
+            view = TrialView(name, body["metadata"].get("uid", ""), body)
+        views[name] = view
+    return views
+
+
 # The reason of a trial the experiment's suspension stopped (Killed), or held in its queue (Queued).
 SUSPENDED = "Suspended"
 # The reason of a trial stopped because its experiment ended (Killed).
 FINISHED = "ExperimentFinished"
+
+# The order of a round's trials: by creation, then name.
+AGE = attrgetter("age")
 
 # What a TrialView works out lazily, forgotten when its body is replaced.
 CACHED = frozenset(name for name, value in vars(TrialView).items() if isinstance(value, cached_property))
@@ -225,6 +245,7 @@ class RoundState:
         observations: Mapping[str, PodObservation] | None = None,
         refused: Mapping[str, Refusal] | None = None,
         workloads: Mapping[str, Observed] | None = None,
+        told: Set[int] | None = None,
     ):
         self.exp, self.spec, self.now = exp, exp.spec, now
         # What each Job or resource trial's workload says (workloads.observe), by trial name: read
@@ -235,8 +256,10 @@ class RoundState:
         # server (or the author check) refused since the last round, by trial name.
         self.observations = observations or {}
         self.refused = refused or {}
+        # The suggestions whose result the search algorithm holds (RoundInput.told).
+        self.told: Set[int] = told or frozenset()
         self.should_stop, self.tell = should_stop, tell
-        self.trials = sorted(trials, key=lambda t: (t.meta.get("creationTimestamp") or "", t.name))
+        self.trials = sorted(trials, key=AGE)
         # What each trial's output reported, read (lifecycle.read_outputs, or the loop off its event loop).
         self.pods, self.outputs, self.suggest = pods, outputs, suggest
         self.plan = Plan()
@@ -349,10 +372,14 @@ class RoundState:
         """The experiment's trials by configuration. Made once a round and kept up to date as
         trials are made (new_trial) or adopted (regroup): callers must not change it."""
         if self._groups is None:
-            self._groups = {}
+            groups: dict[str, list[TrialView]] = {}
+            status, uid = self.status, self.exp.uid
             for t in self.trials + self.new_trials:
-                if self.phase(t) != TrialPhase.refused and t.owned_by(self.exp.uid):
-                    self._groups.setdefault(self.config_of(t), []).append(t)
+                st = status.get(t.name)  # (self.phase(t) and self.config_of(t), inlined: a loop over every trial)
+                phase = t.phase if st is None else (st.phase or "Pending")
+                if phase != TrialPhase.refused and uid in t.controllers:
+                    groups.setdefault(t.labels.get(L_CONFIG) or config_hash(t.values), []).append(t)
+            self._groups = groups
         return self._groups
 
     def regroup(self) -> None:

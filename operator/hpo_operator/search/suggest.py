@@ -125,6 +125,8 @@ class Suggester:
         self.grid_size = grid_size(spec)
         self._asked: dict[int, optuna.Trial] = {}
         self._keys: dict[int, tuple] = {}  # each asked index's configuration
+        # And the other way: each configuration's indexes (a dict for their order).
+        self._indexes: dict[tuple, dict[int, None]] = {}
         self._told: set[int] = set()
         self._recorded: dict[int, Recorded] = {}
         self._recorded_count = 0
@@ -150,8 +152,15 @@ class Suggester:
         index = len(self._asked)
         self._asked[index] = self.study.ask(self.distributions)
         values = self.values(index)
-        self._keys[index] = tuple(sorted(values.items()))
+        self._set_key(index, values)
         return values
+
+    def _set_key(self, index: int, values: Mapping[str, str]) -> None:
+        old = self._keys.get(index)
+        if old is not None:
+            self._indexes[old].pop(index, None)
+        key = self._keys[index] = tuple(sorted(values.items()))
+        self._indexes.setdefault(key, {})[index] = None
 
     def _adopt(self, index: int, values: Mapping[str, str]) -> None:
         if self.spec.algorithm.name == "grid":
@@ -163,7 +172,7 @@ class Suggester:
         self.study.tell(self._asked[index], state=TrialState.FAIL, skip_if_finished=True)
         self.study.enqueue_trial(fixed)
         self._asked[index] = self.study.ask(self.distributions)
-        self._keys[index] = tuple(sorted(self.values(index).items()))
+        self._set_key(index, self.values(index))
 
     def warm_start(self, finished: Sequence[tuple[Mapping[str, str], float | Sequence[float]] | Warm]) -> int:
         """Teaches the sampler finished configurations of another experiment (values, objective or
@@ -284,7 +293,7 @@ class Suggester:
                 self._told.add(index)
                 continue
             self._values[index] = values
-            self._keys[index] = tuple(sorted(values.items()))
+            self._set_key(index, values)
             if outcome is None or (not outcome.succeeded and not outcome.failed and not outcome.pruned):
                 self.study.enqueue_trial(params)
                 self._asked[index] = self.study.ask(self.distributions)
@@ -322,6 +331,11 @@ class Suggester:
                 return None
             values = self._ask()
         return values
+
+    def told(self) -> frozenset[int]:
+        """The suggestions whose result the study already holds (or holds for when it is rebuilt):
+        telling them again changes nothing, so a round need not work their results out again."""
+        return frozenset(self._told | self._pending.keys())
 
     def tell(self, index: int, outcome: Outcome) -> None:
         if not self._ready:
@@ -363,8 +377,10 @@ class Suggester:
         # Suggestions that repeated this configuration while it ran made no Trial of their own:
         # they learn its result now, or they would stay RUNNING in the study for good (and
         # constant-liar TPE would keep counting them as pending).
+        # (Looked up by configuration: a scan of every index here made each tell cost the study's size.)
         key = self._keys.get(index)
-        for other in [i for i, k in self._keys.items() if k == key and i not in self._told]:
+        same = self._indexes.get(key, ()) if key is not None else ()
+        for other in [i for i in same if i not in self._told]:
             self._tell(other, outcome.without_steps())
 
     @staticmethod

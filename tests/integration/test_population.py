@@ -282,27 +282,57 @@ def test_an_operator_killed_while_a_generation_is_half_made_makes_exactly_the_re
     assert operator.starts == 3
 
 
+# A KWOK pod with this annotation "true" runs until it is turned off (hack/kwok/stages.yaml).
+HANG = "sim.hpo.dev/hang"
+
+
+def release(cluster: Cluster, keep: str | None = None) -> None:
+    """Lets every hanging pod but `keep` end: KWOK ends it once its hang annotation is off."""
+    for name, pod in cluster.pods().items():
+        if name != keep and (pod.metadata.annotations or {}).get(HANG) == "true":
+            cluster.core.patch_namespaced_pod(name, cluster.ns, {"metadata": {"annotations": {HANG: "false"}}})
+
+
 def test_a_segment_whose_parents_claim_was_deleted_fails_and_its_member_exploits_at_the_next_generation(
     api, namespace, operator, kwok_nodes, volumes
 ):
     vols = volumes(6)
     cluster = Cluster(api, namespace)
-    # One trial at a time: member 1's second segment waits for member 0's to end, unstarted.
-    cluster.create(pbt("pbt", vols.storage_class, 2, 3, parallel=1, duration="6s"))
+    # One trial at a time, and every pod runs until the test ends it: member 0's generation-1
+    # segment (started first: the oldest) holds the slot, so member 1's waits, unstarted, for as
+    # long as the test wants. With seed 11 member 0 exploits member 1 at generation 1, so both
+    # copy from the claim deleted below: member 0's must have mounted it, member 1's must not.
+    body = pbt("pbt", vols.storage_class, 2, 3, parallel=1)
+    body["spec"]["trialTemplate"]["template"]["metadata"]["annotations"][HANG] = "true"
+    cluster.create(body)
+    held, waiting = "pbt-g001-m000", "pbt-g001-m001"
 
-    def unstarted():
-        phase = cluster.get("pbt").get("status", {}).get("phase")
-        assert phase not in ("Succeeded", "Failed"), cluster.get("pbt")["status"]
-        t = cluster.trials().get("pbt-g001-m001")
-        return t and "pbt-g001-m001" not in cluster.pods() and t
+    def holding():
+        exp = cluster.get("pbt")
+        assert exp.get("status", {}).get("phase") not in ("Succeeded", "Failed"), exp["status"]
+        release(cluster, keep=held)
+        trials = cluster.trials()
+        assert waiting not in cluster.pods(), f"{waiting} started before {held}"
+        # The operator writes Running once it has seen the pod run: from then on every round of
+        # it sees the pod's volumes mounted, whatever it sees of the claim.
+        running = trials.get(held, {}).get("status", {}).get("phase") == "Running"
+        return running and waiting in trials and trials[waiting]
 
-    waiting = wait_until(
-        unstarted, timeout=120, interval=0.1, what="member 1's generation-1 segment to wait for its slot"
-    )
-    parent = waiting["spec"]["segment"]
-    lost = f"pbt-ckpt-g000-m{parent['parentMember']:03d}"
+    segment = wait_until(holding, timeout=120, what=f"{held} to run while {waiting} waits for the slot")["spec"][
+        "segment"
+    ]
+    lost = f"pbt-ckpt-g000-m{segment['parentMember']:03d}"
+    assert cluster.get(held, "trials")["spec"]["segment"]["parent"] == segment["parent"]  # both copy from it
     client.CoreV1Api(api).delete_namespaced_persistent_volume_claim(lost, namespace)
-    exp = cluster.wait_finished("pbt", timeout=180)
+    cluster.wait_trial(waiting, ("Failed",), timeout=60)
+    assert waiting not in cluster.pods()  # failed before it started: the slot was never free
+
+    def ending():
+        release(cluster)
+        exp = cluster.get("pbt")
+        return exp.get("status", {}).get("phase") in ("Succeeded", "Failed") and exp
+
+    exp = wait_until(ending, timeout=180, what="experiment pbt to finish")
     assert exp["status"]["phase"] == "Succeeded", exp["status"]
     exp, trials = checked(cluster, "pbt")
     assert len(trials) == 6  # exactly population x generations: the lost segment is not re-run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -151,7 +152,11 @@ def free_port_pairs(count: int) -> list[int]:
         return True
 
     found: list[int] = []
-    for port in range(min(26000, lowest_ephemeral - 2), 20000, -2):
+    # In random order: the tests that start a second control plane one after the other would
+    # otherwise all take the first pairs, and meet whatever the last one left in the kernel.
+    candidates = list(range(min(26000, lowest_ephemeral - 2), 20000, -2))
+    random.shuffle(candidates)
+    for port in candidates:
         if free(port) and free(port + 1):
             found.append(port)
             if len(found) == count:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -175,8 +176,12 @@ def test_the_trainjob_example_runs_to_the_documented_end(
             lr = {p["name"]: p["value"] for p in t["spec"]["parameters"]}["lr"]
             assert t["status"]["objectiveValue"] == float(lr)
     pods = list(cluster.pods().values())
-    assert len(pods) == 2 * len(trials)
-    assert {p.metadata.labels["hpo.dev/trial"] for p in pods} == set(trials)
+    per_trial = Counter(p.metadata.labels["hpo.dev/trial"] for p in pods)
+    assert set(per_trial) == set(trials)
+    # Two nodes each; a failed trial keeps node 0's pod at least (node 1's, if it still ran when
+    # node 0 was OOMKilled, is deleted with the failed Job: how far it got is the machine's timing).
+    for name, t in trials.items():
+        assert per_trial[name] in ((2,) if t["status"]["phase"] == "Succeeded" else (1, 2)), name
     assert all(no_token(p) for p in pods)  # as the example's runtime says
 
 

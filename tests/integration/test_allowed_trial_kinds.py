@@ -320,7 +320,7 @@ def test_a_forbidden_watch_marks_its_experiment_spares_the_others_and_liveness_a
         answers = probe.stop()
         assert answers and set(answers) == {200}, answers
         assert cluster.get("jobs")["status"].get("phase") == "Created"
-        assert len(cluster.events("WatchForbidden")) == 1  # retried, said once
+        assert len(cluster.wait_events("WatchForbidden")) == 1  # retried, said once
 
         # The platform grants Jobs (the chart's trialKinds): the experiment goes on by itself.
         granted = time.monotonic()

@@ -143,7 +143,7 @@ def test_a_running_time_budget_ends_the_experiment_exactly_across_a_suspension_a
         tr["spec"]["retryOf"] for tr in trials.values() if tr["metadata"]["labels"]["hpo.dev/launch-reason"] == "Resume"
     }
     assert {tr["metadata"]["name"] for tr in stopped} <= resumed, resumed
-    assert cluster.events("ExperimentExtended")
+    assert cluster.wait_events("ExperimentExtended")
 
 
 @pytest.fixture

@@ -140,7 +140,7 @@ def test_failed_configurations_are_retried_within_their_budget(api, namespace, o
         assert "currentOptimalTrial" not in st
         assert sorted(p["values"] for p in st["paretoFront"]) == [[0, 0], [1, 1], [2, 2]]
         assert st["paretoFrontSize"] == 3
-    assert len(cluster.events("TrialRetried")) == 5
+    assert len(cluster.wait_events("TrialRetried", 5)) == 5
     assert cluster.workloads(kind) == set(cluster.trials())
 
 
@@ -268,7 +268,7 @@ def test_operator_killed_mid_experiment_duplicates_nothing(api, namespace, opera
     # Later rounds of the finished experiment post no second one. (kopf posts Events a moment
     # after the round that made them: two rounds leave it time.)
     operator.wait_for_rounds(lambda: cluster.poke("sigkill"), rounds=2)
-    assert len(cluster.events("ExperimentSucceeded")) == 1
+    assert len(cluster.wait_events("ExperimentSucceeded")) == 1
 
 
 def test_deleting_an_experiment_deletes_its_trials_and_pods(api, namespace, operator, kwok_nodes):
@@ -383,7 +383,7 @@ def test_spec_errors_cel_cannot_see_become_a_condition(api, namespace, operator,
     exp = wait_until(lambda: (e := cluster.get("typo")).get("status", {}).get("conditions") and e, what="a condition")
     failed = condition(exp, "Failed")
     assert failed["reason"] == "InvalidSpec" and "${params.y}" in failed["message"]
-    assert cluster.events("InvalidSpec")
+    assert cluster.wait_events("InvalidSpec")
     assert not cluster.trials()
     assert "Traceback" not in operator.log()
 
@@ -434,7 +434,7 @@ def test_a_pod_the_api_server_refuses_fails_its_trial_and_the_rest_go_on(api, na
     assert "label" in bad["message"]
     assert trials["ok"]["status"]["phase"] == "Succeeded"
     assert exp["status"]["phase"] == "Succeeded" and exp["status"]["failedConfigurations"] == 1
-    assert cluster.events("PodCreateFailed")
+    assert cluster.wait_events("PodCreateFailed")
 
 
 def node(name: str, labels: dict[str, str], kwok: bool) -> client.V1Node:

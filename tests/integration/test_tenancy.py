@@ -148,7 +148,7 @@ def test_a_tenant_who_may_not_create_pods_gets_no_pod_from_its_experiment(tenanc
         assert (st["phase"], st["reason"], st["failureClass"]) == ("Failed", "Forbidden", "Startup")
         assert st["message"].startswith(f"{me} may not create pods in namespace {namespace}")
     assert cluster.pods() == {}
-    assert len(cluster.events("TrialForbidden")) == 2
+    assert len(cluster.wait_events("TrialForbidden", 2)) == 2
     assert not tenancy.operator.refused_own_requests()
 
 

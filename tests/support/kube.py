@@ -223,6 +223,15 @@ class Cluster:
     def events(self, reason: str) -> list[client.CoreV1Event]:
         return [e for e in self.core.list_namespaced_event(self.ns).items if e.reason == reason]
 
+    def wait_events(self, reason: str, at_least: int = 1, timeout: float = 30) -> list[client.CoreV1Event]:
+        """The Events of `reason` once there are `at_least`: the operator writes them beside the
+        statuses a test waits for, not before them."""
+        return wait_until(
+            lambda: len(found := self.events(reason)) >= at_least and found,
+            timeout=timeout,
+            what=f"{at_least} {reason} Event(s)",
+        )
+
     def wait_finished(self, name: str, timeout: float = 120) -> dict:
         return wait_until(
             lambda: (e := self.get(name)).get("status", {}).get("phase") in ("Succeeded", "Failed") and e,

@@ -429,3 +429,16 @@ class Cluster(MemoryCluster):
 
     def phase(self, name: str) -> str | None:
         return (self.trials[name].get("status") or {}).get("phase")
+
+
+def workload_spec(**trial_template) -> ExperimentSpec:
+    """A one-parameter experiment around the given trialTemplate (a Job's or resource's), for the
+    workload tests."""
+    return ExperimentSpec.model_validate(
+        {
+            "objective": {"type": "minimize", "metricName": "loss"},
+            "parameters": [{"name": "lr", "type": "double", "min": 0.001, "max": 1}],
+            "maxTrialCount": 4,
+            "trialTemplate": trial_template,
+        }
+    )

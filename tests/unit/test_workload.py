@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.workloads.kinds import (
     JOB,
     POD,
@@ -23,6 +22,7 @@ from hpo_operator.workloads.kinds import (
     runtime_replicated_jobs,
     trainjob_runtime,
 )
+from tests.support.rounds import workload_spec as spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,17 +56,6 @@ JOBSET = {
     "successCondition": {"type": "Completed"},
     "failureCondition": {"type": "Failed"},
 }
-
-
-def spec(**trial_template) -> ExperimentSpec:
-    return ExperimentSpec.model_validate(
-        {
-            "objective": {"type": "minimize", "metricName": "loss"},
-            "parameters": [{"name": "lr", "type": "double", "min": 0.001, "max": 1}],
-            "maxTrialCount": 4,
-            "trialTemplate": trial_template,
-        }
-    )
 
 
 TRIAL = {

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hpo_operator.api.spec import ExperimentSpec
 from hpo_operator.controller.namespace import WorkloadObservations
 from hpo_operator.workloads.kinds import JOB
 from hpo_operator.workloads.observe import Observed, observe_workload, primary_pod
 from hpo_operator.workloads.population import COPY_CONTAINER, COPY_LOST
+from tests.support.rounds import workload_spec as spec
 
 NOW = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
 CONTAINERS = [{"name": "train", "image": "trainer:1"}]
@@ -22,17 +22,6 @@ JOBSET = {
     "manifest": {"spec": {"replicatedJobs": [{"name": "leader", "template": {}}]}},
     "successCondition": {"type": "Completed"},
 }
-
-
-def spec(**trial_template) -> ExperimentSpec:
-    return ExperimentSpec.model_validate(
-        {
-            "objective": {"type": "minimize", "metricName": "loss"},
-            "parameters": [{"name": "lr", "type": "double", "min": 0.001, "max": 1}],
-            "maxTrialCount": 4,
-            "trialTemplate": trial_template,
-        }
-    )
 
 
 def pod(
